@@ -1,0 +1,162 @@
+"""The hardware configuration: one frozen dataclass passed explicitly everywhere (DESIGN.md, contract 1).
+
+Primary parameters are fields; derived sizes are properties. `AccelConfig.__post_init__` rejects inconsistent
+values with a `ConfigError` naming the field. `config_hash` is stamped into programs and into the RTL's ID
+register, so a program built for one configuration is refused by another.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+WEIGHT_FORMATS = ("fp16", "int8", "int4", "fp8e4m3", "fp8e5m2", "bcq")
+
+
+def _pow2(x: int) -> bool:
+    return x > 0 and (x & (x - 1)) == 0
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    name: str = "custom"
+    d: int = 64                      # MPU vector width: elements per lane per cycle (adder-tree inputs)
+    l: int = 16                      # MPU lanes: output columns per cycle
+    vpu_width: int = 64              # VPU elements per cycle
+    vbuf_entries: int = 1024         # on-chip vector buffer, in entries of d fp16 elements
+    sregs: int = 16                  # fp32 scalar registers
+    hbm_channels: int = 32           # HBM pseudo-channels, each an AXI port
+    hbm_width: int = 512             # bits per HBM port beat (as the core sees it)
+    hbm_channel_mb: int = 256        # capacity per pseudo-channel
+    ddr_mb: int = 16384              # DDR capacity used for tables and I/O
+    clock_mhz: float = 200.0
+    devices: int = 1                 # devices in the ring this core is built for (max)
+    weight_formats: tuple[str, ...] = ("fp16",)
+
+    def __post_init__(self):
+        ints = ("d", "l", "vpu_width", "vbuf_entries", "sregs", "hbm_channels", "hbm_width",
+                "hbm_channel_mb", "ddr_mb", "devices")
+        for f in ints:
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"AccelConfig.{f} must be a positive integer, not {v!r}")
+        for f in ("d", "l", "vpu_width", "hbm_channels"):
+            if not _pow2(getattr(self, f)):
+                raise ConfigError(f"AccelConfig.{f} must be a power of two, not {getattr(self, f)}")
+        if self.hbm_width % 64 or not _pow2(self.hbm_width):
+            raise ConfigError(f"AccelConfig.hbm_width must be a power of two multiple of 64 bits, not {self.hbm_width}")
+        if self.vpu_width > self.d:
+            raise ConfigError(f"AccelConfig.vpu_width must be <= d ({self.d}), not {self.vpu_width}")
+        if (self.tile_bytes % self.beat_bytes) and (self.beat_bytes % self.tile_bytes):
+            raise ConfigError(
+                f"AccelConfig.l: a d x l FP16 tile ({self.tile_bytes} B) and an HBM beat across all channels "
+                f"({self.beat_bytes} B) must divide one another")
+        if self.vbuf_entries > 1 << 16:
+            raise ConfigError(f"AccelConfig.vbuf_entries must be <= 65536 (16-bit addresses), not {self.vbuf_entries}")
+        if self.sregs > 16:
+            raise ConfigError(f"AccelConfig.sregs must be <= 16 (4-bit register fields), not {self.sregs}")
+        if not (0 < self.clock_mhz <= 1000):
+            raise ConfigError(f"AccelConfig.clock_mhz must be in (0, 1000], not {self.clock_mhz!r}")
+        if not isinstance(self.weight_formats, tuple) or not self.weight_formats:
+            raise ConfigError("AccelConfig.weight_formats must be a non-empty tuple")
+        for w in self.weight_formats:
+            if w not in WEIGHT_FORMATS:
+                raise ConfigError(f"AccelConfig.weight_formats: {w!r} is not one of {', '.join(WEIGHT_FORMATS)}")
+        if self.devices > 64:
+            raise ConfigError(f"AccelConfig.devices must be <= 64, not {self.devices}")
+
+    # ---- derived sizes
+    @property
+    def tile_elems(self) -> int:
+        """Weights the MPU consumes per cycle: one d x l tile."""
+        return self.d * self.l
+
+    @property
+    def tile_bytes(self) -> int:
+        return self.tile_elems * 2
+
+    @property
+    def beat_bytes(self) -> int:
+        """Bytes read per cycle when every HBM channel delivers one beat."""
+        return self.hbm_channels * self.hbm_width // 8
+
+    @property
+    def channel_beat_bytes(self) -> int:
+        return self.hbm_width // 8
+
+    @property
+    def hbm_bytes(self) -> int:
+        return self.hbm_channels * self.hbm_channel_mb << 20
+
+    @property
+    def ddr_bytes(self) -> int:
+        return self.ddr_mb << 20
+
+    @property
+    def vbuf_elems(self) -> int:
+        return self.vbuf_entries * self.d
+
+    @property
+    def hbm_peak_gbps(self) -> float:
+        return self.beat_bytes * self.clock_mhz * 1e6 / 1e9
+
+    # ---- identity
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["weight_formats"] = list(self.weight_formats)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AccelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown AccelConfig field(s) {', '.join(unknown)}; accepted: {', '.join(sorted(names))}")
+        data = dict(data)
+        if "weight_formats" in data:
+            data["weight_formats"] = tuple(data["weight_formats"])
+        return cls(**data)
+
+    @property
+    def config_hash(self) -> str:
+        """Stable 32-bit hash (8 hex digits) of every field but the name."""
+        body = {k: v for k, v in self.to_dict().items() if k != "name"}
+        blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]
+
+    def replace(self, **changes) -> "AccelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, AccelConfig] = {
+    # Small enough for RTL simulation: 8-wide trees, 4 lanes, 4 HBM channels of 128 bit.
+    "tiny": AccelConfig(name="tiny", d=8, l=4, vpu_width=8, vbuf_entries=4096, hbm_channels=4, hbm_width=128,
+                        hbm_channel_mb=64, ddr_mb=256, clock_mhz=200.0, devices=8),
+    # DFX (MICRO'22): d=64, l=16, 32 HBM pseudo-channels x 512 bit, 200 MHz, FP16.
+    "dfx": AccelConfig(name="dfx", d=64, l=16, vpu_width=64, vbuf_entries=2048, hbm_channels=32, hbm_width=512,
+                       hbm_channel_mb=256, ddr_mb=16384, clock_mhz=200.0, devices=8),
+}
+
+
+def load_config(spec: str | AccelConfig | None) -> AccelConfig:
+    """A preset name (tiny, dfx), a JSON file of AccelConfig fields, or a config object."""
+    if spec is None:
+        return PRESETS["tiny"]
+    if isinstance(spec, AccelConfig):
+        return spec
+    if spec in PRESETS:
+        return PRESETS[spec]
+    p = Path(spec)
+    if not p.is_file():
+        raise ConfigError(f"config {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file")
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"config file {spec} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {spec} must hold a JSON object of AccelConfig fields")
+    return AccelConfig.from_dict(data)
