@@ -55,6 +55,9 @@ class AccelConfig:
             raise ConfigError(
                 f"AccelConfig.l: a d x l FP16 tile ({self.tile_bytes} B) and an HBM beat across all channels "
                 f"({self.beat_bytes} B) must divide one another")
+        if self.tile_bytes % 64:
+            raise ConfigError(f"AccelConfig.l: a d x l FP16 tile must be a multiple of 64 bytes (d*l >= 32), "
+                              f"not {self.tile_bytes} B")
         if self.vbuf_entries > 1 << 16:
             raise ConfigError(f"AccelConfig.vbuf_entries must be <= 65536 (16-bit addresses), not {self.vbuf_entries}")
         if self.sregs > 16:

@@ -1,0 +1,36 @@
+"""Memory images: parameters written where the plan put them, in the layout the DMA/MPU read."""
+from __future__ import annotations
+
+import numpy as np
+
+from dfx import isa
+from dfx.program import tile_matrix
+
+from .allocate import Plan
+from .graph import Graph
+
+
+def build_images(g: Graph, plan: Plan) -> tuple[bytearray, bytearray]:
+    """(striped HBM image, DDR image). KV-cache regions and the logits buffer are zero."""
+    cfg = plan.cfg
+    hbm = np.zeros(plan.hbm_size, np.uint8)
+    ddr = np.zeros(plan.ddr_size, np.uint8)
+
+    def put_ddr(name: str, a: np.ndarray):
+        b = np.ascontiguousarray(a, np.float16).view(np.uint8).reshape(-1)
+        ddr[plan.ddr[name]:plan.ddr[name] + b.size] = b
+
+    for n in g.nodes:
+        if n.op == "embed":
+            put_ddr(f"{n.name}.wte", n.params["wte"])
+            put_ddr(f"{n.name}.wpe", n.params["wpe"])
+        elif n.op == "layernorm":
+            put_ddr(f"{n.name}.gamma", n.params["gamma"])
+            put_ddr(f"{n.name}.beta", n.params["beta"])
+        if n.op == "linear" and "bias" in n.params:
+            put_ddr(f"{n.name}.bias", n.params["bias"])
+        if n.op in ("linear", "lm_head"):
+            t = tile_matrix(n.params["weight"], cfg.d, cfg.l).view(np.uint8)
+            a = plan.hbm[f"{n.name}.weight"] * isa.HBM_UNIT
+            hbm[a:a + t.size] = t
+    return bytearray(hbm.tobytes()), bytearray(ddr.tobytes())

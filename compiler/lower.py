@@ -1,0 +1,122 @@
+"""Lowering: the graph IR + allocation plan -> instruction streams.
+
+One run of a stream processes one token (register TOKEN) at one position (register POS), as DFX's
+token-serial summarisation does:
+- `prefill` runs every decoder layer and appends the token's K and V to the cache;
+- `decode` does the same and then the LM head, storing FP16 logits to DDR (`symbols.logits`).
+The host runs `prefill` for prompt tokens 0..T-2 and `decode` for token T-1 and every generated token.
+"""
+from __future__ import annotations
+
+import math
+
+from dfx import isa
+from dfx.isa import Instr
+
+from .allocate import Plan
+from .graph import Graph, shape_of
+
+S_MEAN, S_VAR, S_SCALE = 0, 1, 2          # scalar registers the lowering uses
+DDR, HBM = 0, 1
+IDX_TOKEN, IDX_POS = 1, 2
+
+
+class Emitter:
+    def __init__(self, g: Graph, plan: Plan):
+        self.g, self.plan, self.cfg = g, plan, plan.cfg
+        self.out: list[Instr] = []
+
+    def __call__(self, mnemonic: str, **fields):
+        self.out.append(Instr(mnemonic, **fields))
+
+    def v(self, name: str, offset_elems: int = 0) -> int:
+        assert offset_elems % self.cfg.d == 0, (name, offset_elems)
+        return self.plan.vbuf[name] + offset_elems // self.cfg.d
+
+    # ---- ops
+    def embed(self, n):
+        E = self.g.values[n.output]
+        x, t = self.v(n.output), self.v(f"{n.name}.pos")
+        self("LOAD", vaddr=x, addr=self.plan.ddr[f"{n.name}.wte"], n=E, index=IDX_TOKEN, stride=2 * E)
+        self("LOAD", vaddr=t, addr=self.plan.ddr[f"{n.name}.wpe"], n=E, index=IDX_POS, stride=2 * E)
+        self("VADD", dst=x, a=x, b=t, n=E)
+
+    def layernorm(self, n):
+        E = self.g.values[n.output]
+        x, y = self.v(n.inputs[0]), self.v(n.output)
+        g, b = self.v(f"{n.name}.gamma"), self.v(f"{n.name}.beta")
+        self("LOAD", vaddr=g, addr=self.plan.ddr[f"{n.name}.gamma"], n=E)
+        self("LOAD", vaddr=b, addr=self.plan.ddr[f"{n.name}.beta"], n=E)
+        self("VSUM", a=x, n=E, sd=S_MEAN)
+        self("SMULI", sd=S_MEAN, sa=S_MEAN, imm=1.0 / E)
+        self("VSUBS", dst=y, a=x, sa=S_MEAN, n=E)
+        self("VDOT", a=y, b=y, n=E, sd=S_VAR)
+        self("SMULI", sd=S_VAR, sa=S_VAR, imm=1.0 / E)
+        self("SADDI", sd=S_VAR, sa=S_VAR, imm=n.attrs["eps"])
+        self("SRSQRT", sd=S_VAR, sa=S_VAR)
+        self("VMULS", dst=y, a=y, sa=S_VAR, n=E)
+        self("VMUL", dst=y, a=y, b=g, n=E)
+        self("VADD", dst=y, a=y, b=b, n=E)
+
+    def linear(self, n):
+        k, nn = shape_of(n.params["weight"])
+        fields = dict(dst=self.v(n.output), src=self.v(n.inputs[0]), w=self.plan.hbm[f"{n.name}.weight"], k=k, n=nn,
+                      gelu=int(n.attrs.get("act") == "gelu"))
+        if "bias" in n.params:
+            b = self.v(f"{n.name}.bias")
+            self("LOAD", vaddr=b, addr=self.plan.ddr[f"{n.name}.bias"], n=nn)
+            fields.update(bias=b, has_bias=1)
+        self("LINEAR", **fields)
+
+    def attention(self, n):
+        H, hd, hp = n.attrs["n_head"], n.attrs["head_dim"], n.attrs["head_pad"]
+        qkv, out = n.inputs[0], n.output
+        for h in range(H):        # append this token's K (column POS) and V (row POS) to the cache
+            self("STORE_K", vaddr=self.v(qkv, (H + h) * hp), addr=self.plan.hbm[f"{n.name}.k{h}"], n=hp, hbm=HBM,
+                 index=IDX_POS)
+            self("STORE_VT", vaddr=self.v(qkv, (2 * H + h) * hp), addr=self.plan.hbm[f"{n.name}.v{h}"], n=hp, hbm=HBM,
+                 index=IDX_POS)
+        self("FENCE", units=isa.UNIT_BITS[isa.Unit.DMA])       # the cache append is read below (off-chip RAW)
+        self("SMOVI", sd=S_SCALE, imm=1.0 / math.sqrt(hd))
+        for h in range(H):
+            s = self.v(f"{n.name}.s{h % 2}")                   # two score buffers: head h+1 overlaps head h
+            self("QK", dst=s, src=self.v(qkv, h * hp), w=self.plan.hbm[f"{n.name}.k{h}"], k=hp,
+                 scale=1, s=S_SCALE, dyn_n=1)
+            self("VMAX", a=s, sd=S_MEAN, dyn_n=1)
+            self("VSUBS", dst=s, a=s, sa=S_MEAN, dyn_n=1)
+            self("VEXP", dst=s, a=s, dyn_n=1)
+            self("VSUM", a=s, sd=S_VAR, dyn_n=1)
+            self("SRECIP", sd=S_VAR, sa=S_VAR)
+            self("VMULS", dst=s, a=s, sa=S_VAR, dyn_n=1)
+            self("SV", dst=self.v(out, h * hp), src=s, w=self.plan.hbm[f"{n.name}.v{h}"], n=hp, dyn_k=1,
+                 rowmajor=1)
+
+    def add(self, n):
+        self("VADD", dst=self.v(n.output), a=self.v(n.inputs[0]), b=self.v(n.inputs[1]), n=self.g.values[n.output])
+
+    def lm_head(self, n):
+        E, V = shape_of(n.params["weight"])
+        chunk = self.plan.logits_chunk
+        w0 = self.plan.hbm[f"{n.name}.weight"]
+        kt = -(-E // self.cfg.d)
+        tile_units = self.cfg.tile_bytes // isa.HBM_UNIT
+        for c0 in range(0, V, chunk):
+            c = min(chunk, V - c0)
+            # a chunk of columns starts at column tile c0/l of the column-major grid
+            self("LMHEAD", dst=self.v(n.output), src=self.v(n.inputs[0]),
+                 w=w0 + (c0 // self.cfg.l) * kt * tile_units, k=E, n=c)
+            self("STORE", vaddr=self.v(n.output), addr=self.plan.ddr["logits"] + 2 * c0, n=c, hbm=DDR)
+
+
+def lower(g: Graph, plan: Plan) -> dict[str, list[Instr]]:
+    assert plan.logits_chunk % plan.cfg.l == 0 or plan.logits_chunk == g.model["vocab_size"]
+    streams = {}
+    for name in ("prefill", "decode"):
+        e = Emitter(g, plan)
+        for n in g.nodes:
+            if n.op == "lm_head" and name == "prefill":
+                continue
+            getattr(e, n.op)(n)
+        e("HALT")
+        streams[name] = e.out
+    return streams

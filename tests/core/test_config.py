@@ -1,0 +1,47 @@
+import json
+
+import pytest
+
+from dfx.config import PRESETS, AccelConfig, load_config
+from dfx.errors import ConfigError
+
+
+def test_dfx_preset_matches_the_paper():
+    c = PRESETS["dfx"]
+    assert (c.d, c.l, c.hbm_channels, c.hbm_width, c.clock_mhz) == (64, 16, 32, 512, 200.0)
+    assert c.tile_bytes == c.beat_bytes == 2048           # one d x l FP16 tile = one beat on all 32 channels
+    assert c.hbm_peak_gbps == pytest.approx(409.6)
+
+
+def test_hash_is_stable_and_sensitive():
+    a = PRESETS["tiny"]
+    assert a.config_hash == AccelConfig.from_dict(a.to_dict()).config_hash
+    assert a.config_hash == a.replace(name="other").config_hash       # the name is not hardware
+    assert a.config_hash != a.replace(l=8).config_hash
+    assert len(a.config_hash) == 8
+
+
+@pytest.mark.parametrize("field,value,msg", [
+    ("d", 48, "AccelConfig.d must be a power of two"),
+    ("l", 0, "AccelConfig.l must be a positive integer"),
+    ("vpu_width", 128, "AccelConfig.vpu_width must be <= d"),
+    ("sregs", 32, "AccelConfig.sregs must be <= 16"),
+    ("hbm_width", 96, "AccelConfig.hbm_width"),
+    ("weight_formats", ("int5",), "'int5' is not one of"),
+    ("clock_mhz", 0.0, "AccelConfig.clock_mhz"),
+])
+def test_validation_names_the_field(field, value, msg):
+    with pytest.raises(ConfigError, match=msg):
+        PRESETS["tiny"].replace(**{field: value})
+
+
+def test_load_config(tmp_path):
+    assert load_config("dfx") is PRESETS["dfx"]
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(PRESETS["tiny"].replace(name="mine", l=8).to_dict()))
+    assert load_config(str(p)).l == 8
+    p.write_text(json.dumps({"d": 8, "bogus": 1}))
+    with pytest.raises(ConfigError, match="unknown AccelConfig field"):
+        load_config(str(p))
+    with pytest.raises(ConfigError, match="neither a preset"):
+        load_config("nope")
