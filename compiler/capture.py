@@ -106,6 +106,8 @@ def capture(source) -> tuple[Graph, object]:
     source: a named GPT-2 size ("124M", "gpt2-xl", ...: shapes only), a checkpoint directory, our golden
     `GPT2` module, or a `transformers` GPT2LMHeadModel.
     """
+    if hasattr(source, "config") and type(source).__module__.startswith("transformers"):
+        return capture_state(source.config.to_dict(), source.state_dict()), None
     from dfx.models import checkpoint, gpt2
 
     if isinstance(source, (str, Path)):
@@ -121,8 +123,6 @@ def capture(source) -> tuple[Graph, object]:
         if isinstance(model, tuple):
             model = model[1]
         return capture(model)[0], Path(s)
-    if hasattr(source, "config") and type(source).__module__.startswith("transformers"):
-        return capture_state(source.config.to_dict(), source.state_dict()), None
     if isinstance(source, gpt2.GPT2):
         return capture_state(vars(source.config), checkpoint.hf_state_dict(source)), None
     raise CompileError(f"cannot compile a {type(source).__name__}; give a checkpoint directory, a named GPT-2 size, "

@@ -148,11 +148,12 @@ DMA = Format("DMA", (
 ), "DMA: moves FP16 vectors between VBUF and HBM/DDR")
 
 ROUTE = Format("ROUTE", (
-    Field("vaddr", _VADDR, doc="VBUF entry of the local chunk / of the gathered vector"),
-    Field("n", _LEN, doc="elements per device chunk"),
-    Field("peer", 6, doc="SEND/RECV: ring direction 0 = next, 1 = previous; ALLGATHER: devices in the ring"),
-    Field("stride", _VADDR, doc="ALLGATHER: VBUF entries between consecutive device chunks"),
-), "Router: vectors over the ring (device id and ring order come from the manifest/registers)")
+    Field("vaddr", _VADDR, doc="VBUF entry: SEND/RECV data; ALLGATHER: start of the whole gathered vector"),
+    Field("n", _LEN, doc="elements: SEND/RECV the message; ALLGATHER the whole gathered vector"),
+    Field("devices", 6, doc="ALLGATHER: devices in the ring (the vector is split among them, see below)"),
+    Field("gran", _VADDR, doc="ALLGATHER: split granule in VBUF entries (a head's entries, or 1)"),
+    Field("dir", 1, "flag", "SEND/RECV: ring direction, 0 = next device, 1 = previous device"),
+), "Router: vectors over the ring; ALLGATHER chunk i (of `devices`) is `chunk_bounds(n, devices, gran*d)[i]`")
 
 CONTROL = Format("CONTROL", (
     Field("units", 5, doc="FENCE: bit mask of units to drain (1 MPU, 2 VPU, 4 DMA, 8 ROUTER, 16 all)"),
@@ -229,18 +230,34 @@ OPS: tuple[Op, ...] = (
        "(V cache append)",
        reads=(("vaddr", "n"),)),
     # router
-    Op("SEND", 0x50, ROUTE, Unit.ROUTER, "send VBUF[vaddr][0:n] to the ring neighbour `peer`", reads=(("vaddr", "n"),)),
-    Op("RECV", 0x51, ROUTE, Unit.ROUTER, "receive n elements from ring neighbour `peer` into VBUF[vaddr]",
+    Op("SEND", 0x50, ROUTE, Unit.ROUTER, "send VBUF[vaddr][0:n] to the ring neighbour `dir`", reads=(("vaddr", "n"),)),
+    Op("RECV", 0x51, ROUTE, Unit.ROUTER, "receive n elements from ring neighbour `dir` into VBUF[vaddr]",
        writes=(("vaddr", "n"),)),
     Op("ALLGATHER", 0x52, ROUTE, Unit.ROUTER,
-       "ring all-gather: chunk i (n elements at vaddr + i*stride) comes from device i; this device's own chunk "
-       "is already in place", reads=(("vaddr", "n"),), writes=(("vaddr", "n*peer"),)),
+       "ring all-gather of VBUF[vaddr][0:n]: this device's chunk (by ring position) is in place; the other "
+       "chunks arrive from the other devices", reads=(("vaddr", "n"),), writes=(("vaddr", "n"),)),
 )
 
 BY_MNEMONIC = {op.mnemonic: op for op in OPS}
 BY_CODE = {op.code: op for op in OPS}
 assert len(BY_CODE) == len(OPS) and len(BY_MNEMONIC) == len(OPS)
 INDEX_REGS = {0: None, 1: "TOKEN", 2: "POS"}
+
+
+def chunk_bounds(n: int, parts: int, granule: int) -> list[tuple[int, int]]:
+    """How ALLGATHER (and the compiler's column/head split) cut n elements among `parts` devices.
+
+    The vector is cut into units of `granule` elements (the last one may be short); device i gets
+    units // parts units, plus one more if i < units % parts, in ring order. Returns [start, end) per device.
+    """
+    units = -(-n // granule)
+    base, extra = divmod(units, parts)
+    out, u = [], 0
+    for i in range(parts):
+        k = base + (i < extra)
+        out.append((min(u * granule, n), min((u + k) * granule, n)))
+        u += k
+    return out
 UNIT_BITS = {Unit.MPU: 1, Unit.VPU: 2, Unit.DMA: 4, Unit.ROUTER: 8}
 ALL_UNITS = 16
 

@@ -284,8 +284,8 @@ class Device:
 
     # ---------------------------------------------------------------- router
     def _allgather(self, f):
-        if f["peer"] > 1:
-            raise SimError(f"ALLGATHER over {f['peer']} devices on a single-device simulator")
+        if f["devices"] > 1:
+            raise SimError(f"ALLGATHER over {f['devices']} devices on a single-device simulator")
 
     def _send(self, f):
         raise SimError("SEND needs a ring; this simulator runs one device")
