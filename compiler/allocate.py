@@ -22,6 +22,7 @@ LMHEAD_CHUNK = 8192      # vocabulary columns per LMHEAD instruction (the MATRIX
 class Plan:
     cfg: AccelConfig
     max_seq: int
+    device: int = 0
     vbuf: dict[str, int] = field(default_factory=dict)        # vector/temp name -> VBUF entry
     vbuf_entries_used: int = 0
     ddr: dict[str, int] = field(default_factory=dict)         # symbol -> byte address
@@ -73,12 +74,13 @@ def node_temps(g: Graph, node, plan: Plan) -> dict[str, int]:
     return {}
 
 
-def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None) -> Plan:
+def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None, device: int = 0) -> Plan:
+    """Place device `device`'s data (after `partition`, which says which pieces and heads it owns)."""
     m = g.model
     max_seq = max_seq or m["n_positions"]
     if max_seq > m["n_positions"]:
         raise CompileError(f"max_seq {max_seq} exceeds the model's n_positions {m['n_positions']}")
-    plan = Plan(cfg, max_seq)
+    plan = Plan(cfg, max_seq, device)
     plan.logits_chunk = min(m["vocab_size"], LMHEAD_CHUNK)
     for n in g.nodes:
         for v in (g.values[n.output],):
@@ -143,13 +145,14 @@ def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None) -> Plan:
 
     for n in g.nodes:
         if n.op in ("linear", "lm_head"):
-            k, nn = shape_of(n.params["weight"])
-            kt, nt = tile_grid(k, nn, cfg.d, cfg.l)
-            hbm(f"{n.name}.weight", kt * nt)
+            k = shape_of(n.params["weight"])[0]
+            for p, (a, b) in enumerate(n.attrs["pieces"][device]):
+                kt, nt = tile_grid(k, b - a, cfg.d, cfg.l)
+                hbm(f"{n.name}.w{p}", kt * nt)
     for n in g.nodes:
         if n.op == "attention":
             hp = n.attrs["head_pad"]
-            for h in range(n.attrs["n_head"]):
+            for h in n.attrs["heads"][device]:
                 kt, nt = tile_grid(hp, max_seq, cfg.d, cfg.l)          # K cache: head_pad x max_seq, column-major
                 hbm(f"{n.name}.k{h}", kt * nt)
                 kt, nt = tile_grid(max_seq, hp, cfg.d, cfg.l)          # V cache: max_seq x head_pad, row-major

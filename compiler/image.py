@@ -30,7 +30,8 @@ def build_images(g: Graph, plan: Plan) -> tuple[bytearray, bytearray]:
         if n.op == "linear" and "bias" in n.params:
             put_ddr(f"{n.name}.bias", n.params["bias"])
         if n.op in ("linear", "lm_head"):
-            t = tile_matrix(n.params["weight"], cfg.d, cfg.l).view(np.uint8)
-            a = plan.hbm[f"{n.name}.weight"] * isa.HBM_UNIT
-            hbm[a:a + t.size] = t
+            for p, (c0, c1) in enumerate(n.attrs["pieces"][plan.device]):
+                t = tile_matrix(n.params["weight"][:, c0:c1], cfg.d, cfg.l).view(np.uint8)
+                a = plan.hbm[f"{n.name}.w{p}"] * isa.HBM_UNIT
+                hbm[a:a + t.size] = t
     return bytearray(hbm.tobytes()), bytearray(ddr.tobytes())

@@ -59,26 +59,37 @@ class Emitter:
         self("VADD", dst=y, a=y, b=b, n=E)
 
     def linear(self, n):
-        k, nn = shape_of(n.params["weight"])
-        fields = dict(dst=self.v(n.output), src=self.v(n.inputs[0]), w=self.plan.hbm[f"{n.name}.weight"], k=k, n=nn,
-                      gelu=int(n.attrs.get("act") == "gelu"))
-        if "bias" in n.params:
-            b = self.v(f"{n.name}.bias")
-            self("LOAD", vaddr=b, addr=self.plan.ddr[f"{n.name}.bias"], n=nn)
-            fields.update(bias=b, has_bias=1)
-        self("LINEAR", **fields)
+        K = shape_of(n.params["weight"])[0]
+        pieces = list(enumerate(n.attrs["pieces"][self.plan.device]))
+        for s0, length, gran in n.attrs["gathers"] or [(0, self.g.values[n.output], 0)]:
+            for p, (a, b) in pieces:
+                if not s0 <= a < s0 + length:
+                    continue
+                fields = dict(dst=self.v(n.output, a), src=self.v(n.inputs[0]), w=self.plan.hbm[f"{n.name}.w{p}"],
+                              k=K, n=b - a, gelu=int(n.attrs.get("act") == "gelu"))
+                if "bias" in n.params:
+                    bias = self.v(f"{n.name}.bias", a)
+                    self("LOAD", vaddr=bias, addr=self.plan.ddr[f"{n.name}.bias"] + 2 * a, n=b - a)
+                    fields.update(bias=bias, has_bias=1)
+                self("LINEAR", **fields)
+            if gran:
+                self.allgather(n.output, s0, length, gran)
+
+    def allgather(self, value: str, start: int, length: int, gran: int):
+        self("ALLGATHER", vaddr=self.v(value, start), n=length, devices=self.g.model["devices"], gran=gran)
 
     def attention(self, n):
         H, hd, hp = n.attrs["n_head"], n.attrs["head_dim"], n.attrs["head_pad"]
         qkv, out = n.inputs[0], n.output
-        for h in range(H):        # append this token's K (column POS) and V (row POS) to the cache
+        heads = n.attrs["heads"][self.plan.device]
+        for h in heads:           # append this token's K (column POS) and V (row POS) to the cache
             self("STORE_K", vaddr=self.v(qkv, (H + h) * hp), addr=self.plan.hbm[f"{n.name}.k{h}"], n=hp, hbm=HBM,
                  index=IDX_POS)
             self("STORE_VT", vaddr=self.v(qkv, (2 * H + h) * hp), addr=self.plan.hbm[f"{n.name}.v{h}"], n=hp, hbm=HBM,
                  index=IDX_POS)
         self("FENCE", units=isa.UNIT_BITS[isa.Unit.DMA])       # the cache append is read below (off-chip RAW)
         self("SMOVI", sd=S_SCALE, imm=1.0 / math.sqrt(hd))
-        for h in range(H):
+        for h in heads:
             s = self.v(f"{n.name}.s{h % 2}")                   # two score buffers: head h+1 overlaps head h
             self("QK", dst=s, src=self.v(qkv, h * hp), w=self.plan.hbm[f"{n.name}.k{h}"], k=hp,
                  scale=1, s=S_SCALE, dyn_n=1)
@@ -90,22 +101,25 @@ class Emitter:
             self("VMULS", dst=s, a=s, sa=S_VAR, dyn_n=1)
             self("SV", dst=self.v(out, h * hp), src=s, w=self.plan.hbm[f"{n.name}.v{h}"], n=hp, dyn_k=1,
                  rowmajor=1)
+        for s0, length, gran in n.attrs["gathers"]:
+            self.allgather(out, s0, length, gran)
 
     def add(self, n):
         self("VADD", dst=self.v(n.output), a=self.v(n.inputs[0]), b=self.v(n.inputs[1]), n=self.g.values[n.output])
 
     def lm_head(self, n):
-        E, V = shape_of(n.params["weight"])
+        E = shape_of(n.params["weight"])[0]
         chunk = self.plan.logits_chunk
-        w0 = self.plan.hbm[f"{n.name}.weight"]
         kt = -(-E // self.cfg.d)
         tile_units = self.cfg.tile_bytes // isa.HBM_UNIT
-        for c0 in range(0, V, chunk):
-            c = min(chunk, V - c0)
-            # a chunk of columns starts at column tile c0/l of the column-major grid
-            self("LMHEAD", dst=self.v(n.output), src=self.v(n.inputs[0]),
-                 w=w0 + (c0 // self.cfg.l) * kt * tile_units, k=E, n=c)
-            self("STORE", vaddr=self.v(n.output), addr=self.plan.ddr["logits"] + 2 * c0, n=c, hbm=DDR)
+        for p, (a, b) in enumerate(n.attrs["pieces"][self.plan.device]):
+            w0 = self.plan.hbm[f"{n.name}.w{p}"]
+            for c0 in range(a, b, chunk):
+                c = min(chunk, b - c0)
+                # a chunk of columns starts at column tile (c0-a)/l of the piece's column-major grid
+                self("LMHEAD", dst=self.v(n.output), src=self.v(n.inputs[0]),
+                     w=w0 + ((c0 - a) // self.cfg.l) * kt * tile_units, k=E, n=c)
+                self("STORE", vaddr=self.v(n.output), addr=self.plan.ddr["logits"] + 2 * c0, n=c, hbm=DDR)
 
 
 def lower(g: Graph, plan: Plan) -> dict[str, list[Instr]]:

@@ -152,7 +152,8 @@ ROUTE = Format("ROUTE", (
     Field("n", _LEN, doc="elements: SEND/RECV the message; ALLGATHER the whole gathered vector"),
     Field("devices", 6, doc="ALLGATHER: devices in the ring (the vector is split among them, see below)"),
     Field("gran", _VADDR, doc="ALLGATHER: split granule in VBUF entries (a head's entries, or 1)"),
-    Field("dir", 1, "flag", "SEND/RECV: ring direction, 0 = next device, 1 = previous device"),
+    Field("dir", 1, "flag", "SEND/RECV: direction of travel, 0 = forward (SEND to the next device, RECV from "
+                            "the previous one), 1 = backward"),
 ), "Router: vectors over the ring; ALLGATHER chunk i (of `devices`) is `chunk_bounds(n, devices, gran*d)[i]`")
 
 CONTROL = Format("CONTROL", (
@@ -230,8 +231,8 @@ OPS: tuple[Op, ...] = (
        "(V cache append)",
        reads=(("vaddr", "n"),)),
     # router
-    Op("SEND", 0x50, ROUTE, Unit.ROUTER, "send VBUF[vaddr][0:n] to the ring neighbour `dir`", reads=(("vaddr", "n"),)),
-    Op("RECV", 0x51, ROUTE, Unit.ROUTER, "receive n elements from ring neighbour `dir` into VBUF[vaddr]",
+    Op("SEND", 0x50, ROUTE, Unit.ROUTER, "send VBUF[vaddr][0:n] to the ring neighbour in direction `dir`", reads=(("vaddr", "n"),)),
+    Op("RECV", 0x51, ROUTE, Unit.ROUTER, "receive n elements travelling in direction `dir` into VBUF[vaddr]",
        writes=(("vaddr", "n"),)),
     Op("ALLGATHER", 0x52, ROUTE, Unit.ROUTER,
        "ring all-gather of VBUF[vaddr][0:n]: this device's chunk (by ring position) is in place; the other "

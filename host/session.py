@@ -13,9 +13,9 @@ from .sampling import Sampler, Sampling
 
 
 class Session:
-    def __init__(self, program: Program, backend: str = "sim"):
+    def __init__(self, program: Program, backend: str = "sim", devices: int | None = None):
         self.program = program
-        self.backend = open_backend(program, backend)
+        self.backend = open_backend(program, backend, devices)
         self.max_seq = program.manifest["max_seq"]
         self.vocab = program.symbols["vocab_size"]
         self.pos = 0

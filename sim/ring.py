@@ -58,7 +58,7 @@ class Ring:
                     advance(k)
                     progressed = True
                 elif m == "RECV":
-                    src = self.neighbour(k, 1 - f["dir"]) if False else self.neighbour(k, f["dir"])
+                    src = self.neighbour(k, 1 - f["dir"])       # data travelling forward comes from behind
                     q = links.get((src, k))
                     if q:
                         msg = q.popleft()
@@ -100,7 +100,7 @@ class Ring:
         for k, (pc, ins, f) in sorted(waiting.items()):
             m = ins.op.mnemonic
             if m == "RECV":
-                what = f"a message from device {self.neighbour(k, f['dir'])} that was never sent"
+                what = f"a message from device {self.neighbour(k, 1 - f['dir'])} that was never sent"
             else:
                 others = [j for j in range(len(self.devices)) if j not in waiting or
                           waiting[j][1].op.mnemonic != "ALLGATHER"]
