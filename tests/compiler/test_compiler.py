@@ -1,0 +1,89 @@
+"""The compiler: IR verifier between passes, head padding, allocation, and models it cannot lower."""
+import numpy as np
+import pytest
+
+from conftest import make_hf_gpt2
+from dfx import isa
+from dfx.compiler import compile_model
+from dfx.compiler.allocate import allocate
+from dfx.compiler.capture import capture, capture_state
+from dfx.compiler.graph import verify
+from dfx.compiler.partition import partition
+from dfx.compiler.passes import pad_heads, quantize
+from dfx.config import PRESETS
+from dfx.errors import CompileError
+
+TINY = PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def small():
+    return make_hf_gpt2(3, n_embd=36, n_head=3, n_layer=1, n_positions=16, vocab_size=70)   # head_dim 12
+
+
+def test_passes_keep_the_ir_valid(small):
+    g, _ = capture(small)
+    for p in (lambda g: pad_heads(g, TINY), lambda g: quantize(g, TINY), lambda g: partition(g, TINY, 2)):
+        g = verify(p(g))
+    att = g.node("h.0.attn")
+    assert att.attrs["head_pad"] == 16 and g.values["h.0.qkv"] == 3 * 3 * 16
+    assert all(p.dtype == np.float16 for n in g.nodes for p in n.params.values())
+
+
+def test_pad_heads_is_exact(small):
+    """Padded c_attn columns and c_proj rows are zeros, and the real ones are where the heads moved."""
+    g, _ = capture(small)
+    w = g.node("h.0.attn.c_attn").params["weight"].copy()
+    pad_heads(g, TINY)
+    wp = g.node("h.0.attn.c_attn").params["weight"]
+    for j in range(9):                                   # q, k, v x 3 heads
+        np.testing.assert_array_equal(wp[:, j * 16:j * 16 + 12], w[:, j * 12:(j + 1) * 12])
+        assert not wp[:, j * 16 + 12:(j + 1) * 16].any()
+    assert not g.node("h.0.attn.c_proj").params["weight"][12:16].any()
+
+
+def test_verifier_names_the_node(small):
+    g, _ = capture(small)
+    g.node("h.0.mlp.c_fc").params["weight"] = np.zeros((36, 7), np.float32)
+    with pytest.raises(CompileError, match=r"node h\.0\.mlp\.c_fc \(linear\): shapes do not agree"):
+        verify(g)
+    g, _ = capture(small)
+    g.nodes[3].inputs = ("nowhere",)
+    with pytest.raises(CompileError, match="input 'nowhere' is used before it is defined"):
+        verify(g)
+
+
+def test_unlowerable_models(small):
+    cfg = small.config.to_dict()
+    with pytest.raises(CompileError, match=r"activation 'relu' cannot be lowered"):
+        capture_state({**cfg, "activation_function": "relu"}, small.state_dict())
+    with pytest.raises(CompileError, match="scale_attn_by_inverse_layer_idx=True cannot be lowered"):
+        capture_state({**cfg, "scale_attn_by_inverse_layer_idx": True}, small.state_dict())
+    sd = dict(small.state_dict())
+    sd.pop("transformer.h.0.mlp.c_fc.bias")
+    with pytest.raises(CompileError, match=r"node h\.0\.mlp\.c_fc: weight h\.0\.mlp\.c_fc\.bias is missing"):
+        capture_state(cfg, sd)
+    with pytest.raises(CompileError, match="VBUF is full"):
+        compile_model(small, TINY.replace(vbuf_entries=16))
+    with pytest.raises(CompileError, match="not a dfx GPT2|cannot compile a dict"):
+        capture({"not": "a model"})
+
+
+def test_allocation_has_no_overlapping_live_values(small):
+    g, _ = capture(small)
+    pad_heads(g, TINY)
+    partition(g, TINY)
+    plan = allocate(g, TINY)
+    # every instruction's VBUF operands lie inside the buffer
+    prog = compile_model(small, TINY)
+    for ins in prog.devices[0].streams["decode"]:
+        for field_name, _ in ins.op.reads + ins.op.writes:
+            assert getattr(ins, field_name) < plan.vbuf_entries_used
+
+
+def test_shapes_only_compile_of_gpt2_xl():
+    prog = compile_model("1.5B", "dfx", devices=4)
+    assert not prog.has_weights and prog.n_devices == 4
+    qk = [sum(i.op.mnemonic == "QK" for i in d.streams["decode"]) // 48 for d in prog.devices]
+    assert qk == [7, 6, 6, 6]                             # 25 heads, not cut to 24 as DFX did
+    assert prog.devices[0].streams["decode"][-1] == isa.Instr("HALT")

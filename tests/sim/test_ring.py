@@ -1,0 +1,104 @@
+"""Multi-FPGA programs on the ring simulator: every N gives the single-device logits bit for bit."""
+import numpy as np
+import pytest
+
+from conftest import make_hf_gpt2
+from dfx import isa
+from dfx.compiler import compile_model
+from dfx.errors import CompileError, DeviceError, SimError
+from dfx.host.session import Session
+from dfx.program import load_program, save_program
+from dfx.sim.ring import Ring
+
+# 10 heads: uneven on 3, 4 and 8 devices; n_embd 160 = 20 VBUF entries at d=8
+WIDE = dict(n_embd=160, n_head=10, n_layer=2, n_positions=32, vocab_size=263)
+
+
+@pytest.fixture(scope="module")
+def wide():
+    return make_hf_gpt2(7, **WIDE)
+
+
+def _logits(prog, ids):
+    return Session(prog, "sim").feed(ids).view(np.uint16)
+
+
+@pytest.mark.parametrize("devices,overlap", [(2, 1), (3, 1), (4, 1), (8, 1), (4, 2), (8, 3)])
+def test_partitioned_logits_are_bit_identical(wide, devices, overlap):
+    ids = [5, 17, 99, 3, 250]
+    ref = _logits(compile_model(wide, "tiny"), ids)
+    prog = compile_model(wide, "tiny", devices=devices, overlap=overlap)
+    assert prog.n_devices == devices
+    np.testing.assert_array_equal(_logits(prog, ids), ref)
+
+
+def test_partitioned_generation(wide):
+    ids = [1, 2, 3]
+    one = list(Session(compile_model(wide, "tiny"), "sim").generate(ids, 12))
+    four = list(Session(compile_model(wide, "tiny", devices=4, overlap=2), "sim").generate(ids, 12))
+    assert one == four
+
+
+def test_uneven_heads_and_gathers(wide):
+    prog = compile_model(wide, "tiny", devices=4)
+    heads = [sum(i.op.mnemonic == "QK" for i in d.streams["decode"]) // WIDE["n_layer"] for d in prog.devices]
+    assert heads == [3, 3, 2, 2]                          # 10 heads on 4 devices
+    gathers = sum(i.op.mnemonic == "ALLGATHER" for i in prog.devices[0].streams["decode"])
+    assert gathers == 4 * WIDE["n_layer"]                 # DFX: 4 syncs per decoder layer
+    ov = compile_model(wide, "tiny", devices=4, overlap=2)
+    assert sum(i.op.mnemonic == "ALLGATHER" for i in ov.devices[0].streams["decode"]) == 7 * WIDE["n_layer"]
+
+
+def test_more_devices_than_heads():
+    m = make_hf_gpt2(1, n_embd=64, n_head=2, n_layer=1, n_positions=16, vocab_size=50)
+    with pytest.raises(CompileError, match="3 devices but only 2 attention heads"):
+        compile_model(m, "tiny", devices=3)
+
+
+def test_program_for_4_devices_on_2(wide, tmp_path):
+    prog = compile_model(wide, "tiny", devices=4)
+    with pytest.raises(DeviceError, match="compiled for 4 device.*2 were opened"):
+        Session(prog, "sim", devices=2)
+
+
+def test_ring_order_must_be_a_permutation(wide):
+    prog = compile_model(wide, "tiny", devices=2)
+    prog.manifest["ring"] = [0, 0]
+    with pytest.raises(SimError, match=r"ring order \[0, 0\] is not a permutation"):
+        Ring(prog)
+
+
+def test_deadlock_is_reported(wide):
+    prog = compile_model(wide, "tiny", devices=2)
+    s = prog.devices[1].streams["decode"]
+    first = next(i for i, ins in enumerate(s) if ins.op.mnemonic == "ALLGATHER")
+    prog.devices[1].streams["decode"] = s[:first] + [isa.Instr("HALT")]
+    with pytest.raises(SimError, match=r"deadlock in stream decode: device 0 pc \d+ `ALLGATHER .*` waits for "
+                                       r"devices 1 \(halted\)"):
+        Session(prog, "sim").feed([1])
+
+
+def test_recv_without_send_is_a_deadlock(wide):
+    prog = compile_model(wide, "tiny", devices=2)
+    prog.devices[0].streams["prefill"] = [isa.Instr("RECV", vaddr=0, n=8), isa.Instr("HALT")]
+    prog.devices[1].streams["prefill"] = [isa.Instr("HALT")]
+    with pytest.raises(SimError, match=r"device 0 pc 0 `RECV n=8` waits for a message from device 1"):
+        Ring(prog).run("prefill", 1, 0)
+
+
+def test_send_recv_moves_data(wide):
+    prog = compile_model(wide, "tiny", devices=2)
+    prog.devices[0].streams["prefill"] = [isa.Instr("SEND", vaddr=0, n=8), isa.Instr("HALT")]
+    prog.devices[1].streams["prefill"] = [isa.Instr("RECV", vaddr=2, n=8), isa.Instr("HALT")]
+    r = Ring(prog)
+    r.devices[0].vbuf[:8] = np.arange(8)
+    r.run("prefill", 1, 0)
+    np.testing.assert_array_equal(r.devices[1].vbuf[16:24], np.arange(8))
+
+
+def test_multi_device_program_roundtrip(wide, tmp_path):
+    prog = compile_model(wide, "tiny", devices=4)
+    p = save_program(prog, tmp_path / "w.dfx")
+    q = load_program(p)
+    assert q.n_devices == 4 and q.manifest["ring"] == [0, 1, 2, 3]
+    np.testing.assert_array_equal(_logits(q, [4, 5]), _logits(prog, [4, 5]))
