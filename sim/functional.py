@@ -50,7 +50,7 @@ class Device:
     def _predecode(self, instrs):
         out = []
         for ins in instrs:
-            handler = getattr(self, "_" + ins.op.mnemonic.lower())
+            handler = None if ins.op.unit is isa.Unit.ROUTER else getattr(self, "_" + ins.op.mnemonic.lower())
             f = ins.fields()
             if ins.op.fmt is isa.SCALAR:
                 f["imm"] = np.float32(ins.imm)
