@@ -72,6 +72,14 @@ class Device:
                            f"{', '.join(self._streams)}")
         self.regs["TOKEN"], self.regs["POS"] = int(token), int(pos)
         self.pc = 0
+        quiet = np.errstate(all="ignore")       # inf/NaN are data here (numerics policy), not warnings
+        quiet.__enter__()
+        try:
+            yield from self._execute(stream)
+        finally:
+            quiet.__exit__(None, None, None)
+
+    def _execute(self, stream):
         for pc, (handler, f, ins) in enumerate(self._streams[stream]):
             self.pc = pc
             self.counts[ins.op.unit.value] += 1
@@ -156,7 +164,7 @@ class Device:
             w = t.reshape(kt, nt, l, d).transpose(0, 3, 1, 2).reshape(kt * d, nt * l)
         else:
             w = t.reshape(nt, kt, l, d).transpose(1, 3, 0, 2).reshape(kt * d, nt * l)
-        w = nx.daz16(w)
+        w = nx.daz16(w).astype(np.float32)      # binary16 values held in binary32: converted once, then cached
         if not dynamic:
             self._wcache[key] = w
         return w
