@@ -298,6 +298,7 @@ def exp16(x) -> np.ndarray:
     x = daz16(x).astype(F32)
     with np.errstate(over="ignore", invalid="ignore"):
         t = np.clip(x * LOG2E, F32(-EXP_T_CLAMP), F32(EXP_T_CLAMP)).astype(F32)
+        t[np.isnan(t)] = 0                                 # NaN inputs: any table index; the result is NaN below
         n = np.floor(t)
         f = (t - n).astype(F32)
         p = (f * F32(2 ** EXP_TABLE_BITS)).astype(F32)
