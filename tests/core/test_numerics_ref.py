@@ -155,3 +155,10 @@ def test_gelu_lut_is_the_documented_table():
     assert nx.GELU_TABLE[0] == F32(nx.gelu_tanh_f64(-8.0)) and nx.GELU_TABLE[-1] == F32(8.0)
     # a sample point gives the table value exactly (x = -8 + 16*i/2047 representable for i = 2047/2 +- ...)
     assert nx.gelu16(np.array([0.0], F16))[0] == 0
+
+
+def test_docs_table_is_current():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "numerics.md").read_text()
+    table = doc.split("<!-- error-table -->\n")[1].split("\n<!-- /error-table -->")[0]
+    assert table == nx.error_table_markdown(), "docs/numerics.md is stale: paste `python -m dfx.numerics --error-table`"
