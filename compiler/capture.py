@@ -118,12 +118,9 @@ def capture(source) -> tuple[Graph, object]:
             except Exception:   # noqa: BLE001 - say both what was tried and what is accepted
                 raise CompileError(f"model {s!r} is neither a checkpoint directory nor a named GPT-2 size "
                                    f"({', '.join(gpt2.GPT2_SIZES)})") from None
-            return capture_state(cfg.__dict__ if not hasattr(cfg, "to_dict") else cfg.to_dict(), None), None
-        model = checkpoint.load_checkpoint(s)
-        if isinstance(model, tuple):
-            model = model[1]
-        return capture(model)[0], Path(s)
+            return capture_state(cfg.to_dict(), None), None
+        return capture(checkpoint.load_checkpoint(s))[0], Path(s)
     if isinstance(source, gpt2.GPT2):
-        return capture_state(vars(source.config), checkpoint.hf_state_dict(source)), None
+        return capture_state(source.config.to_dict(), source.state_dict()), None
     raise CompileError(f"cannot compile a {type(source).__name__}; give a checkpoint directory, a named GPT-2 size, "
                        "a dfx GPT2 model or a transformers GPT2LMHeadModel")

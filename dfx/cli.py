@@ -185,8 +185,7 @@ def generate(prompt, model, backend, config, devices, weights, max_new_tokens, t
         raise UsageError("the prompt is empty; give some text to continue")
     samp = Sampling(_sampling(temperature, top_k, top_p), top_k, top_p, seed)
     model_dir = Path(model) if model else checkpoint.DEFAULT_MODEL_DIR
-    gpt = checkpoint.load_checkpoint(model_dir)
-    net = gpt[1] if isinstance(gpt, tuple) else gpt
+    net = checkpoint.load_checkpoint(model_dir)
     vocab = net.config.vocab_size
     tok = _tokenizer_for(model_dir, vocab)
     ids = tok.encode(prompt)

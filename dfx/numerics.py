@@ -69,16 +69,19 @@ def from_fp32_bits(u) -> np.ndarray:
     return np.asarray(u, np.uint32).view(F32)
 
 
+_ABS16, _EXP16, _ONE16, _SUB16 = np.uint16(0x7FFF), np.uint16(0x7C00), np.uint16(1), np.uint16(0x3FF)
+
+
 def daz16(x) -> np.ndarray:
     """binary16 input: subnormals become signed zeros, NaNs become the canonical NaN."""
-    b = np.array(x, F16, copy=True).view(np.uint16)
-    exp = b & 0x7C00
-    sub = (exp == 0) & ((b & 0x03FF) != 0)
-    if sub.any():
-        b[sub] &= 0x8000
-    nan = (exp == 0x7C00) & ((b & 0x03FF) != 0)
-    if nan.any():
-        b[nan] = NAN16
+    x = np.asarray(x, F16)
+    t = x.view(np.uint16) & _ABS16
+    # fast path (most calls): no magnitude in 1..0x3FF (subnormal) and none above 0x7C00 (NaN)
+    if t.size == 0 or (((t - _ONE16) >= _SUB16).all() and t.max() <= _EXP16):
+        return x
+    b = x.copy().view(np.uint16)
+    b[(t > 0) & (t <= _SUB16)] &= np.uint16(0x8000)
+    b[t > _EXP16] = NAN16
     return b.view(F16)
 
 
@@ -95,11 +98,15 @@ def to_fp16(x) -> np.ndarray:
         return daz16(x)
     if x.dtype != np.float64:
         x = x.astype(F32, copy=False)
-    tiny = np.abs(x) < _F16_FLUSH_BELOW
-    nan = np.isnan(x)
-    y = np.asarray(x.astype(F16))
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = np.asarray(x.astype(F16))
+    a = np.abs(x)
+    if a.size == 0 or a.min() >= _F16_FLUSH_BELOW:      # fast path: nothing tiny, no NaN (NaN fails >=)
+        return y
+    tiny = a < _F16_FLUSH_BELOW
     if tiny.any():
         y[tiny] = np.copysign(np.float64(0.0), x[tiny])
+    nan = np.isnan(x)
     if nan.any():
         y.view(np.uint16)[nan] = NAN16
     return y
@@ -108,8 +115,10 @@ def to_fp16(x) -> np.ndarray:
 def ftz32(x) -> np.ndarray:
     """binary32: subnormals become signed zeros, NaNs the canonical NaN."""
     x = np.asarray(x, F32)
-    tiny = np.abs(x) < F32_MIN_NORMAL
-    nan = np.isnan(x)
+    a = np.abs(x)
+    if a.size == 0 or a.min() >= F32_MIN_NORMAL:
+        return x
+    tiny, nan = a < F32_MIN_NORMAL, np.isnan(x)
     if not (tiny.any() or nan.any()):
         return x
     b = np.array(x, F32, copy=True).view(np.uint32)
@@ -180,7 +189,7 @@ def mpu_finish(acc, scale=None, act: str | None = None) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- VPU
 def _binop16(a, b, op) -> np.ndarray:
-    return to_fp16(op(np.asarray(a, F16).astype(F32), np.asarray(b, F16).astype(F32)))
+    return to_fp16(op(daz16(a).astype(F32), daz16(b).astype(F32)))
 
 
 def vadd(a, b):
@@ -197,7 +206,7 @@ def vmul(a, b):
 
 def _scalar_op16(a, s, op) -> np.ndarray:
     """binary16 vector op binary32 scalar: one binary32 RNE op, then one rounding to binary16."""
-    return to_fp16(op(np.asarray(a, F16).astype(F32), F32(s)))
+    return to_fp16(op(daz16(a).astype(F32), F32(s)))
 
 
 def vadd_scalar(a, s):
@@ -214,19 +223,19 @@ def vmul_scalar(a, s):
 
 def reduce_sum(a, d: int = 64) -> np.ndarray:
     """Sum along the last axis in binary32 with the MPU's tree order (groups of d, zero-padded)."""
-    a = np.asarray(a, F16).astype(F32)
+    a = daz16(a).astype(F32)
     return ftz32(tree_sum(_pad_to(a, -1, d)[..., None], d)[..., 0])
 
 
 def reduce_dot(a, b, d: int = 64) -> np.ndarray:
     """sum(a*b) along the last axis: exact binary32 products, then `reduce_sum`'s order."""
-    p = np.asarray(a, F16).astype(F32) * np.asarray(b, F16).astype(F32)
+    p = daz16(a).astype(F32) * daz16(b).astype(F32)
     return ftz32(tree_sum(_pad_to(p, -1, d)[..., None], d)[..., 0])
 
 
 def reduce_max(a) -> np.ndarray:
     """Maximum along the last axis, exact, as binary32; NaN if any element is NaN; -inf when empty."""
-    a = np.asarray(a, F16).astype(F32)
+    a = daz16(a).astype(F32)
     if a.shape[-1] == 0:
         return np.full(a.shape[:-1], -np.inf, F32)
     return ftz32(np.max(a, axis=-1))
