@@ -230,8 +230,10 @@ def compile_cmd(model, output, config, devices, weights, max_seq):
     n = {s: len(i) for s, i in prog.devices[0].streams.items()}
     click.echo(f"wrote {output}: {m['model']['n_layer']} layers, n_embd {m['model']['n_embd']}, config "
                f"{m['config']['name']} ({m['config_hash']}), {m['devices']} device(s), streams "
-               + ", ".join(f"{k} {v}" for k, v in n.items()) + f" instructions, HBM {m['memory']['hbm_bytes']:,} B, "
-               f"DDR {m['memory']['ddr_bytes']:,} B, {time.perf_counter() - t0:.2f} s", err=True)
+               + ", ".join(f"{k} {v}" for k, v in n.items()) + " instructions per device, HBM "
+               + "/".join(f"{mm['hbm_bytes']:,}" for mm in m["memory"]) + " B, DDR "
+               + "/".join(f"{mm['ddr_bytes']:,}" for mm in m["memory"]) + f" B, {time.perf_counter() - t0:.2f} s",
+               err=True)
 
 
 def _program_tokenizer(prog):

@@ -161,6 +161,8 @@ def save_program(prog: Program, path: str | os.PathLike) -> Path:
 def load_program(path: str | os.PathLike, expect: AccelConfig | None = None) -> Program:
     """Read and verify a program file. With `expect`, refuse a program built for another hardware config."""
     path = Path(path)
+    if path.is_dir():
+        raise ProgramError(f"{path} is a directory, not a dfx program file (write one with `dfx compile -o`)")
     if not path.is_file():
         raise ProgramError(f"program file {path} does not exist")
     try:

@@ -86,8 +86,12 @@ def named_config(name: str) -> GPTConfig:
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's GELU, the tanh approximation (HF "gelu_new"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    """GPT-2's GELU, the tanh approximation (HF "gelu_new"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+
+    PyTorch's fused kernel computes exactly this formula (HF calls it "gelu_pytorch_tanh"), several times faster
+    than writing it out, which matters for training on a CPU.
+    """
+    return F.gelu(x, approximate="tanh")
 
 
 class Conv1D(nn.Module):
@@ -99,7 +103,8 @@ class Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight + self.bias                                   # (..., n_in) -> (..., n_out)
+        # x @ W + b, with the bias add fused into the matmul (addmm): (..., n_in) -> (..., n_out)
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
 
 
 class CausalSelfAttention(nn.Module):

@@ -1,0 +1,84 @@
+"""The command line as a user drives it: every command, and bad input -> one line, exit code 2."""
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import make_hf_gpt2
+from dfx.cli import main
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("byte_model")
+    make_hf_gpt2(2, n_embd=64, n_head=4, n_layer=2, n_positions=64, vocab_size=256).save_pretrained(d)
+    return d
+
+
+def run(*args):
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_help_explains_every_command():
+    code, out, _ = run("--help")
+    assert code == 0
+    for cmd in ("doctor", "generate", "compile", "run", "disasm"):
+        assert cmd in out
+        assert run(cmd, "--help")[0] == 0
+
+
+def test_doctor_lists_tools():
+    code, out, _ = run("doctor")
+    assert code == 0
+    for tool in ("icarus", "verilator", "yosys", "vivado", "v++", "xrt", "pynq devices", "torch"):
+        assert tool in out
+    assert "missing" in out                       # Vivado and friends are not on this machine
+    assert "ok      torch" in out
+
+
+def test_generate_sim_equals_golden(ckpt):
+    code, sim, _ = run("generate", "def f(", "--model", ckpt, "-n", "12")
+    assert code == 0, sim
+    code, gold, _ = run("generate", "def f(", "--model", ckpt, "-n", "12", "--backend", "golden")
+    assert code == 0
+    assert sim == gold and sim.startswith("def f(")
+
+
+def test_compile_run_disasm(ckpt, tmp_path):
+    prog = tmp_path / "m.dfx"
+    code, _, err = run("compile", ckpt, "-o", prog, "--devices", "2")
+    assert code == 0 and prog.is_file() and "2 device(s)" in err
+    code, out, _ = run("run", prog, "--prompt", "def f(", "-n", "12")
+    assert code == 0
+    assert out == run("generate", "def f(", "--model", ckpt, "-n", "12")[1]
+    code, out, _ = run("disasm", prog, "--device", "1", "--stream", "decode")
+    assert code == 0 and "ALLGATHER" in out and out.rstrip().splitlines()[-1].startswith("HALT")
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["generate", "", "--model", "CKPT"], "the prompt is empty"),
+    (["generate", "x", "-n", "100000", "--model", "CKPT"], "exceeds the model's context"),
+    (["generate", "x", "--model", "/nonexistent"], "does not exist"),
+    (["run", "/nonexistent.dfx", "--prompt", "x"], "does not exist"),
+    (["compile", "gpt5", "-o", "/tmp/x.dfx"], "neither a checkpoint directory nor a named GPT-2 size"),
+    (["generate", "x", "--model", "CKPT", "-n", "4", "--config", "huge"], "neither a preset"),
+    (["generate", "x", "--model", "CKPT", "-n", "4", "--devices", "9"], "at most 8 devices"),
+    (["disasm", "CKPT"], "is a directory, not a dfx program file"),
+])
+def test_bad_input_is_one_line_exit_2(args, msg, ckpt):
+    args = [str(ckpt) if a == "CKPT" else a for a in args]
+    code, out, err = run(*args)
+    assert code == 2, (out, err)
+    assert msg in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_corrupt_program_subprocess(ckpt, tmp_path):
+    """As a real process: exit code 2, one line on stderr, and no traceback."""
+    p = tmp_path / "bad.dfx"
+    p.write_bytes(b"PK\x03\x04 this is not a program")
+    r = subprocess.run([sys.executable, "-m", "dfx.cli", "run", str(p), "--prompt", "x"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
