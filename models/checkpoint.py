@@ -1,11 +1,15 @@
-"""Load and save GPT-2 checkpoints as Hugging Face's `save_pretrained` writes them.
+"""Load and save GPT-2 checkpoints in the layout Hugging Face's `save_pretrained` writes.
 
-A checkpoint directory holds config.json plus model.safetensors (or pytorch_model.bin), and optionally the
-tokenizer files. Every way it can be wrong is one `CheckpointError` line naming the file or tensor.
+A checkpoint directory holds config.json plus model.safetensors or pytorch_model.bin (or their sharded forms
+with an .index.json), and optionally the tokenizer files. Tensor names are HF's, with or without the
+`transformer.` prefix. Every way a checkpoint can be wrong is one `CheckpointError` line naming the file or
+tensor and what is accepted.
 """
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -15,112 +19,192 @@ from dfx.errors import CheckpointError, ConfigError
 from .gpt2 import GPT2, GPTConfig
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
-ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
-_SKIP = (".attn.bias", ".attn.masked_bias")          # causal-mask buffers older HF checkpoints carry
+ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")      # both are GELU's tanh approximation
+SAFETENSORS, PYTORCH_BIN = "model.safetensors", "pytorch_model.bin"
+_BUFFERS = (".attn.bias", ".attn.masked_bias")       # causal-mask buffers older HF checkpoints carry: not weights
 
 
+# ------------------------------------------------------------------------------------------------ config
 def config_from_hf(data: dict, where: str = "config.json") -> GPTConfig:
-    mt = data.get("model_type")
-    if mt != "gpt2":
-        raise CheckpointError(f"{where}: model_type {mt!r} is not supported; accepted: 'gpt2'")
+    """Our GPTConfig from a Hugging Face GPT-2 config dict; refuses variants this model does not implement."""
+    model_type = data.get("model_type")
+    if model_type != "gpt2":
+        raise CheckpointError(f"{where}: model_type {model_type!r} is not supported; accepted: 'gpt2'")
     act = data.get("activation_function", "gelu_new")
     if act not in ACTIVATIONS:
         raise CheckpointError(f"{where}: activation_function {act!r} is not supported; accepted: "
                               f"{', '.join(ACTIVATIONS)}")
-    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
         if data.get(flag):
             raise CheckpointError(f"{where}: {flag}=true is not supported; accepted: false")
+    if data.get("scale_attn_weights", True) is False:
+        raise CheckpointError(f"{where}: scale_attn_weights=false is not supported; accepted: true")
+    if data.get("tie_word_embeddings", True) is False:
+        raise CheckpointError(f"{where}: tie_word_embeddings=false is not supported; accepted: true (GPT-2 ties "
+                              "the LM head to wte)")
+    n_inner = data.get("n_inner")
+    if n_inner is not None and n_inner != 4 * data.get("n_embd", 0):
+        raise CheckpointError(f"{where}: n_inner {n_inner} is not supported; accepted: null or 4 * n_embd")
+    missing = [k for k in ("vocab_size", "n_embd", "n_layer", "n_head") if k not in data]
+    if "n_positions" not in data and "n_ctx" not in data:
+        missing.append("n_positions")
+    if missing:
+        raise CheckpointError(f"{where}: missing field(s) {', '.join(missing)}; a GPT-2 config needs them")
     try:
         return GPTConfig(vocab_size=data["vocab_size"], n_positions=data.get("n_positions", data.get("n_ctx")),
                          n_embd=data["n_embd"], n_layer=data["n_layer"], n_head=data["n_head"],
-                         layer_norm_epsilon=float(data.get("layer_norm_epsilon", 1e-5)))
-    except KeyError as e:
-        raise CheckpointError(f"{where}: missing field {e.args[0]!r}") from None
+                         layer_norm_epsilon=data.get("layer_norm_epsilon", 1e-5))
     except ConfigError as e:
         raise CheckpointError(f"{where}: {e}") from None
 
 
-def config_to_hf(cfg: GPTConfig, **extra) -> dict:
+def config_to_hf(cfg: GPTConfig, extra: dict | None = None) -> dict:
+    """A config.json that `transformers.GPT2LMHeadModel.from_pretrained` accepts."""
     return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "activation_function": "gelu_new",
-            "vocab_size": cfg.vocab_size, "n_positions": cfg.n_positions, "n_ctx": cfg.n_positions,
-            "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head,
-            "layer_norm_epsilon": cfg.layer_norm_epsilon, "bos_token_id": cfg.vocab_size - 1,
-            "eos_token_id": cfg.vocab_size - 1, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-            "tie_word_embeddings": True, **extra}
+            "vocab_size": cfg.vocab_size, "n_positions": cfg.n_positions, "n_embd": cfg.n_embd,
+            "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_inner": None,
+            "layer_norm_epsilon": cfg.layer_norm_epsilon, "tie_word_embeddings": True,
+            "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, **(extra or {})}
 
 
-def _read_weights(d: Path) -> dict[str, torch.Tensor]:
-    st, pt = d / "model.safetensors", d / "pytorch_model.bin"
-    if st.is_file():
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(st))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{st} cannot be read (truncated or corrupt: {str(e).splitlines()[0]})") from None
-    if pt.is_file():
-        try:
-            return torch.load(str(pt), map_location="cpu", weights_only=True)
-        except Exception as e:   # noqa: BLE001 - torch raises many types for a bad pickle
-            raise CheckpointError(f"{pt} cannot be read (truncated or corrupt: {type(e).__name__})") from None
-    raise CheckpointError(f"{d} has no weights: expected model.safetensors or pytorch_model.bin")
+def read_config(d: Path) -> GPTConfig:
+    cj = d / "config.json"
+    if not cj.is_file():
+        raise CheckpointError(f"{d} has no config.json; accepted: a Hugging Face GPT-2 checkpoint directory "
+                              "(config.json + model.safetensors or pytorch_model.bin)")
+    try:
+        data = json.loads(cj.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{cj} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{cj} must hold a JSON object, not a {type(data).__name__}")
+    return config_from_hf(data, str(cj))
+
+
+# ------------------------------------------------------------------------------------------------ weights
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except Exception as e:   # noqa: BLE001 - safetensors raises its own error, OSError or ValueError
+        raise CheckpointError(f"{path} cannot be read: truncated or corrupt safetensors file "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def _read_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:   # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointError(f"{path} cannot be read: truncated or corrupt PyTorch file "
+                              f"({type(e).__name__})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}; accepted: a state dict of tensors")
+    return state
+
+
+def _read_shards(index: Path, reader) -> dict[str, torch.Tensor]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{index} is not a valid shard index ({type(e).__name__}: {e})") from None
+    state = {}
+    for shard in sorted(set(weight_map.values())):
+        if not (index.parent / shard).is_file():
+            raise CheckpointError(f"{index} names shard {shard}, which is missing")
+        state.update(reader(index.parent / shard))
+    return state
+
+
+def read_weights(d: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint directory (safetensors preferred, as transformers does)."""
+    if (d / SAFETENSORS).is_file():
+        return _read_safetensors(d / SAFETENSORS)
+    if (d / f"{SAFETENSORS}.index.json").is_file():
+        return _read_shards(d / f"{SAFETENSORS}.index.json", _read_safetensors)
+    if (d / PYTORCH_BIN).is_file():
+        return _read_bin(d / PYTORCH_BIN)
+    if (d / f"{PYTORCH_BIN}.index.json").is_file():
+        return _read_shards(d / f"{PYTORCH_BIN}.index.json", _read_bin)
+    raise CheckpointError(f"{d} has no weights file; accepted: {SAFETENSORS} or {PYTORCH_BIN} "
+                          "(or their sharded .index.json forms)")
 
 
 def load_state(model: GPT2, state: dict[str, torch.Tensor], where: str) -> GPT2:
-    """Copy a state dict with HF GPT-2 names (with or without the `transformer.` prefix) into `model`."""
-    state = {(k[len("transformer."):] if k.startswith("transformer.") else k): v for k, v in state.items()}
+    """Copy a state dict with HF GPT-2 names (with or without `transformer.`) into `model`, upcast to fp32."""
+    state = {k.removeprefix("transformer."): v for k, v in state.items() if not k.endswith(_BUFFERS)}
     own = model.state_dict()
     for name, want in own.items():
         if name not in state:
             raise CheckpointError(f"{where}: tensor {name} is missing")
         got = state[name]
+        if not isinstance(got, torch.Tensor):
+            raise CheckpointError(f"{where}: {name} is a {type(got).__name__}, not a tensor")
         if tuple(got.shape) != tuple(want.shape):
-            raise CheckpointError(f"{where}: tensor {name} has shape {list(got.shape)}, the config needs "
-                                  f"{list(want.shape)}")
-    extra = [k for k in state if k not in own and k != "lm_head.weight" and not k.endswith(_SKIP)]
+            raise CheckpointError(f"{where}: tensor {name} has shape {list(got.shape)}, expected "
+                                  f"{list(want.shape)} from config.json")
+        if not (got.is_floating_point() and torch.isfinite(got).all()):
+            raise CheckpointError(f"{where}: tensor {name} has {got.dtype} values that are not all finite floats")
+    head = state.pop("lm_head.weight", None)
+    if head is not None and not torch.equal(head.to(torch.float32), state["wte.weight"].to(torch.float32)):
+        raise CheckpointError(f"{where}: lm_head.weight differs from wte.weight; accepted: a tied LM head, as "
+                              "GPT-2 has")
+    extra = sorted(k for k in state if k not in own)
     if extra:
-        raise CheckpointError(f"{where}: unexpected tensor(s) {', '.join(sorted(extra)[:3])}; is this GPT-2?")
+        raise CheckpointError(f"{where}: unexpected tensor(s) {', '.join(extra[:3])}"
+                              f"{' ...' if len(extra) > 3 else ''}; accepted: GPT-2's tensors only")
     with torch.no_grad():
         for name, p in own.items():
             p.copy_(state[name].to(torch.float32))
     return model
 
 
+# ------------------------------------------------------------------------------------------------ public API
 def load_checkpoint(path: str | Path) -> GPT2:
-    """A GPT2 (eval mode, float32) from a checkpoint directory."""
+    """A GPT2 (eval mode, float32) from a checkpoint directory; its GPTConfig is `model.config`."""
     d = Path(path)
     if not d.exists():
         raise CheckpointError(f"checkpoint directory {d} does not exist")
     if not d.is_dir():
-        raise CheckpointError(f"{d} is not a directory; give a checkpoint directory with config.json")
-    cj = d / "config.json"
-    if not cj.is_file():
-        raise CheckpointError(f"{d} has no config.json; it is not a Hugging Face checkpoint")
-    try:
-        data = json.loads(cj.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{cj} is not valid JSON ({e})") from None
-    cfg = config_from_hf(data, str(cj))
-    return load_state(GPT2(cfg), _read_weights(d), str(d)).eval()
+        raise CheckpointError(f"{d} is not a directory; accepted: a checkpoint directory with config.json")
+    cfg = read_config(d)
+    return load_state(GPT2(cfg), read_weights(d), str(d)).eval()
 
 
 def from_transformers(hf_model) -> GPT2:
-    """Our GPT2 from a `transformers` GPT2LMHeadModel (or GPT2Model) object."""
+    """Our GPT2 from a `transformers` GPT2LMHeadModel (or GPT2Model) object, weights copied."""
     cfg = config_from_hf(hf_model.config.to_dict(), "transformers model config")
     return load_state(GPT2(cfg), hf_model.state_dict(), "transformers model").eval()
 
 
-def save_checkpoint(model: GPT2, path: str | Path, dtype: torch.dtype = torch.float32, **extra_config) -> Path:
-    """Write config.json + model.safetensors with HF names (transformers can load it too)."""
+def save_checkpoint(model: GPT2, path: str | Path, dtype: torch.dtype = torch.float32,
+                    extra_config: dict | None = None) -> Path:
+    """Write config.json + model.safetensors with HF names, loadable by this module and by transformers.
+
+    Each file is written to a temporary name and renamed into place, so a failure leaves nothing half-written.
+    """
     from safetensors.torch import save_file
+
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
-    state = {f"transformer.{k}": v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
-    (d / "config.json").write_text(json.dumps(config_to_hf(model.config, **extra_config), indent=2) + "\n")
+    state = {f"transformer.{k}": v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    config = json.dumps(config_to_hf(model.config, extra_config), indent=2) + "\n"
+    _write_atomic(d / SAFETENSORS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    _write_atomic(d / "config.json", lambda tmp: Path(tmp).write_text(config))
     return d
 
 
+def _write_atomic(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)                         # mkstemp creates 0600; checkpoints are meant to be shared
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def load_default() -> GPT2:
-    """The embedded default model shipped in the repository."""
+    """The embedded default model shipped in the repository (models/default)."""
     return load_checkpoint(DEFAULT_MODEL_DIR)

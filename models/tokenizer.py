@@ -1,7 +1,8 @@
-"""Tokenizers: the checkpoint's own (through `transformers`) or UTF-8 bytes for byte-level models.
+"""Tokenizers: the checkpoint's own (through `transformers`), or UTF-8 bytes for byte-level models.
 
-Both offer encode/decode and a streaming decoder that prints text as tokens arrive, holding back the bytes of a
-UTF-8 character until it is complete.
+Both have one small interface: `encode(str) -> list[int]`, `decode(list[int]) -> str`, and `stream_decoder()`,
+whose `push(token) -> str` returns the text a new token completes (holding back the bytes of a UTF-8
+character split across tokens) and whose `flush() -> str` returns whatever is left at the end.
 """
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from pathlib import Path
 
 from dfx.errors import CheckpointError
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
-
 
 class ByteTokenizer:
-    """Token i is byte i. Decoding replaces invalid UTF-8 with U+FFFD."""
+    """Token i is byte i of the UTF-8 encoding. Decoding replaces invalid UTF-8 with U+FFFD."""
+
     vocab_size = 256
 
     def encode(self, text: str) -> list[int]:
@@ -23,73 +23,87 @@ class ByteTokenizer:
     def decode(self, ids: list[int]) -> str:
         return bytes(ids).decode("utf-8", errors="replace")
 
-    def stream_decoder(self):
-        return _ByteStream()
+    def stream_decoder(self) -> ByteStreamDecoder:
+        return ByteStreamDecoder()
 
 
-class _ByteStream:
+class ByteStreamDecoder:
+    """Incremental UTF-8: a character whose bytes arrive in several tokens is printed once it is complete."""
+
     def __init__(self):
-        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token: int) -> str:
-        return self._dec.decode(bytes([token]))
+        return self._utf8.decode(bytes([token]))
 
     def flush(self) -> str:
-        return self._dec.decode(b"", final=True)
+        return self._utf8.decode(b"", final=True)
 
 
 class HFTokenizer:
-    """A `transformers` tokenizer loaded from the checkpoint directory (no hub access)."""
+    """A `transformers` tokenizer loaded from the checkpoint directory, never from the hub."""
 
     def __init__(self, path: Path):
         from transformers import AutoTokenizer
         try:
             self.tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        except Exception as e:   # noqa: BLE001 - transformers raises many types
+        except Exception as e:   # noqa: BLE001 - transformers raises many types for bad tokenizer files
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise CheckpointError(f"tokenizer files in {path} cannot be loaded ({type(e).__name__}: "
-                                  f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                                  f"{first_line})") from None
         self.vocab_size = len(self.tok)
 
     def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text)
+        return self.tok.encode(text, add_special_tokens=False)
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids)
 
-    def stream_decoder(self):
-        return _TextStream(self)
+    def stream_decoder(self) -> TextStreamDecoder:
+        return TextStreamDecoder(self)
 
 
-class _TextStream:
-    """Decode the whole sequence each time and emit the new suffix (handles merges across tokens)."""
+class TextStreamDecoder:
+    """Streaming for subword tokenizers: decode the tokens so far and return the new part of the text.
 
-    def __init__(self, tok):
-        self.tok, self.ids, self.done = tok, [], ""
+    Text that ends in U+FFFD is held back (a byte-level BPE token can end inside a UTF-8 character).
+    """
+
+    def __init__(self, tok: HFTokenizer):
+        self.tok, self.ids, self.printed = tok, [], 0
 
     def push(self, token: int) -> str:
         self.ids.append(token)
         text = self.tok.decode(self.ids)
-        if text.endswith("\ufffd"):               # an incomplete character: wait for more tokens
+        if text.endswith("\ufffd"):
             return ""
-        new, self.done = text[len(self.done):], text
-        return new
+        return self._emit(text)
 
     def flush(self) -> str:
-        text = self.tok.decode(self.ids)
-        new, self.done = text[len(self.done):], text
+        return self._emit(self.tok.decode(self.ids))
+
+    def _emit(self, text: str) -> str:
+        new, self.printed = text[self.printed:], max(self.printed, len(text))
         return new
+
+
+TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 
 
 def has_tokenizer_files(path: str | Path | None) -> bool:
-    return path is not None and any((Path(path) / f).is_file() for f in TOKENIZER_FILES)
+    return path is not None and any(all((Path(path) / f).is_file() for f in files) for files in TOKENIZER_FILE_SETS)
 
 
-def load_tokenizer(path: str | Path | None, vocab_size: int):
-    """The checkpoint's tokenizer if `path` has tokenizer files; bytes for a 256-token vocabulary."""
+def load_tokenizer(path: str | Path | None, vocab_size: int) -> ByteTokenizer | HFTokenizer:
+    """The checkpoint's tokenizer if `path` holds tokenizer files, else bytes for a 256-token vocabulary."""
     if has_tokenizer_files(path):
-        return HFTokenizer(Path(path))
+        tok = HFTokenizer(Path(path))
+        if tok.vocab_size > vocab_size:
+            raise CheckpointError(f"the tokenizer in {path} has {tok.vocab_size} tokens but the model only "
+                                  f"{vocab_size}; accepted: a tokenizer no larger than the model's vocab_size")
+        return tok
     if vocab_size == 256:
         return ByteTokenizer()
-    where = f"in {path}" if path else "with the model"
-    raise CheckpointError(f"no tokenizer files {where} (tokenizer.json or vocab.json + merges.txt), and a "
+    where = f"in {path}" if path is not None else "given"
+    raise CheckpointError(f"no tokenizer files {where} (tokenizer.json, or vocab.json + merges.txt), and a "
                           f"byte-level model needs vocab_size 256, not {vocab_size}")

@@ -97,7 +97,7 @@ class TrainArgs:
     minutes: float = 25.0              # wall-clock training budget (ignored when steps is set)
     steps: int = 0                     # > 0: run exactly this many steps instead
     batch: int = 16
-    lr: float = 2e-3
+    lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 50
     weight_decay: float = 0.1
@@ -118,7 +118,7 @@ def train(model: GPT2, data: np.ndarray, a: TrainArgs, progress_bar: bool = True
     torch.manual_seed(a.seed)
     model.reset_parameters(seed=a.seed)
     rng = np.random.default_rng(a.seed)
-    ctx, vocab = model.config.n_positions, model.config.vocab_size
+    ctx = model.config.n_positions
     decay = [p for p in model.parameters() if p.dim() >= 2]         # matrices and embeddings
     no_decay = [p for p in model.parameters() if p.dim() < 2]       # biases and LayerNorm gains
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
@@ -139,7 +139,7 @@ def train(model: GPT2, data: np.ndarray, a: TrainArgs, progress_bar: bool = True
             group["lr"] = lr
         x, y = windows(data, rng.integers(0, len(data) - ctx - 1, a.batch), ctx)   # (B, ctx) each
         logits, _ = model(x)                                                         # (B, ctx, vocab)
-        loss = F.cross_entropy(logits.view(-1, vocab), y.view(-1))
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

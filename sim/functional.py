@@ -1,5 +1,8 @@
 """The functional simulator: executes DFX programs with the bit-exact numerics of `dfx.numerics`.
 
+VBUF invariant: it only ever holds DAZ-clean binary16 (every write is a `to_fp16` result or a `daz16`'d DMA
+load), so the simulator calls the numerics with `clean=True` and skips re-checking its inputs.
+
 One `Device` holds one core's state (VBUF, scalar registers, TOKEN/POS, HBM and DDR images) and executes a
 stream in program order (the ISA's dependency rules make that equal to the parallel machine's result). It is
 vectorised with numpy: one matrix instruction is one `mpu_matvec` call over the whole weight matrix.
@@ -35,6 +38,8 @@ class Device:
         self.hbm = np.frombuffer(bytearray(img.hbm), np.uint8)
         self.ddr = np.frombuffer(bytearray(img.ddr), np.uint8)
         self.hbm16 = self.hbm[: self.hbm.size // 2 * 2].view(_F16)
+        # binary32 mirror of HBM (DAZ applied once): the MPU streams tiles from it without converting
+        self.hbm32 = nx.daz16(self.hbm16).astype(np.float32)
         self.vbuf = np.zeros(cfg.vbuf_elems, _F16)
         self.s = np.zeros(16, np.float32)
         self.regs = {"TOKEN": 0, "POS": 0}
@@ -159,13 +164,12 @@ class Device:
         key = (start, end, f["rowmajor"], kt, nt)
         if not dynamic and key in self._wcache:
             return self._wcache[key]
-        t = self.hbm16[start // 2:end // 2]
+        t = self.hbm32[start // 2:end // 2]
         if f["rowmajor"]:
             w = t.reshape(kt, nt, l, d).transpose(0, 3, 1, 2).reshape(kt * d, nt * l)
         else:
             w = t.reshape(nt, kt, l, d).transpose(1, 3, 0, 2).reshape(kt * d, nt * l)
-        w = nx.daz16(w).astype(np.float32)      # binary16 values held in binary32: converted once, then cached
-        if not dynamic:
+        if not dynamic:                         # static weights: keep the (K, N) matrix
             self._wcache[key] = w
         return w
 
@@ -181,7 +185,7 @@ class Device:
         if f["has_bias"]:
             bias = np.zeros(w.shape[1], _F16)
             bias[:n] = self.vbuf[self._vec(f["bias"], n, "bias")]
-        acc = nx.mpu_matvec(x[None, :], w, bias, d=self.d)
+        acc = nx.mpu_matvec(x[None, :], w, bias, d=self.d, clean=True)
         y = nx.mpu_finish(acc, scale=self.s[f["s"]] if f["scale"] else None,
                           act="gelu" if f["gelu"] else None)[0, :n]
         if f["mask"]:
@@ -203,15 +207,15 @@ class Device:
 
     def _vadd(self, f):
         n, a, b = self._ab(f)
-        self._put(f, n, nx.vadd(a, b))
+        self._put(f, n, nx.vadd(a, b, True))
 
     def _vsub(self, f):
         n, a, b = self._ab(f)
-        self._put(f, n, nx.vsub(a, b))
+        self._put(f, n, nx.vsub(a, b, True))
 
     def _vmul(self, f):
         n, a, b = self._ab(f)
-        self._put(f, n, nx.vmul(a, b))
+        self._put(f, n, nx.vmul(a, b, True))
 
     def _vmov(self, f):
         n, a, _ = self._ab(f, False)
@@ -219,15 +223,15 @@ class Device:
 
     def _vadds(self, f):
         n, a, _ = self._ab(f, False)
-        self._put(f, n, nx.vadd_scalar(a, self.s[f["sa"]]))
+        self._put(f, n, nx.vadd_scalar(a, self.s[f["sa"]], True))
 
     def _vsubs(self, f):
         n, a, _ = self._ab(f, False)
-        self._put(f, n, nx.vsub_scalar(a, self.s[f["sa"]]))
+        self._put(f, n, nx.vsub_scalar(a, self.s[f["sa"]], True))
 
     def _vmuls(self, f):
         n, a, _ = self._ab(f, False)
-        self._put(f, n, nx.vmul_scalar(a, self.s[f["sa"]]))
+        self._put(f, n, nx.vmul_scalar(a, self.s[f["sa"]], True))
 
     def _vexp(self, f):
         n, a, _ = self._ab(f, False)
@@ -239,15 +243,15 @@ class Device:
 
     def _vsum(self, f):
         n, a, _ = self._ab(f, False)
-        self.s[f["sd"]] = nx.reduce_sum(a, d=self.d)
+        self.s[f["sd"]] = nx.reduce_sum(a, d=self.d, clean=True)
 
     def _vmax(self, f):
         n, a, _ = self._ab(f, False)
-        self.s[f["sd"]] = nx.reduce_max(a)
+        self.s[f["sd"]] = nx.reduce_max(a, clean=True)
 
     def _vdot(self, f):
         n, a, b = self._ab(f)
-        self.s[f["sd"]] = nx.reduce_dot(a, b, d=self.d)
+        self.s[f["sd"]] = nx.reduce_dot(a, b, d=self.d, clean=True)
 
     # ---------------------------------------------------------------- scalar
     def _smovi(self, f):
@@ -277,7 +281,12 @@ class Device:
         mem, a, name = self._mem(f)
         n = f["n"]
         self._check_range(mem, a, 2 * n, name)
-        mem[a:a + 2 * n] = self.vbuf[self._vec(f["vaddr"], n, "vaddr")].view(np.uint8)
+        v = self.vbuf[self._vec(f["vaddr"], n, "vaddr")]
+        mem[a:a + 2 * n] = v.view(np.uint8)
+        if name == "HBM":
+            if a % 2:
+                raise SimError(f"HBM store at odd byte address {a}")
+            self.hbm32[a // 2:a // 2 + n] = v
         self._wrote(a, a + 2 * n, name)
 
     def _cache_store(self, f, idx: np.ndarray):
@@ -288,7 +297,9 @@ class Device:
         base = f["addr"] * isa.HBM_UNIT // 2
         lo, hi = base + int(idx.min()), base + int(idx.max()) + 1
         self._check_range(self.hbm, 2 * lo, 2 * (hi - lo), "HBM")
-        self.hbm16[base + idx] = self.vbuf[self._vec(f["vaddr"], n, "vaddr")]
+        v = self.vbuf[self._vec(f["vaddr"], n, "vaddr")]
+        self.hbm16[base + idx] = v
+        self.hbm32[base + idx] = v
         self._wrote(2 * lo, 2 * hi, "HBM")
 
     def _store_k(self, f):

@@ -162,3 +162,22 @@ def test_docs_table_is_current():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "numerics.md").read_text()
     table = doc.split("<!-- error-table -->\n")[1].split("\n<!-- /error-table -->")[0]
     assert table == nx.error_table_markdown(), "docs/numerics.md is stale: paste `python -m dfx.numerics --error-table`"
+
+
+def test_scalar_paths_equal_array_paths():
+    """The scalar unit's one-value fast paths give the array versions' bits (specials included)."""
+    rng = np.random.default_rng(9)
+    v = np.concatenate([np.ldexp(rng.uniform(1, 2, 2000), rng.integers(-130, 130, 2000)),
+                        [0, -0.0, np.inf, -np.inf, np.nan, -1, 1e-40, 3e38, 2.0 ** -126, 2.0 ** 127]]).astype(F32)
+    w = (rng.standard_normal(v.size) * 1e30).astype(F32)
+    for scalar, array in ((nx.recip, nx.recip_array), (nx.rsqrt, nx.rsqrt_array)):
+        one = np.array([scalar(x) for x in v], F32)
+        np.testing.assert_array_equal(one.view(np.uint32), array(v).view(np.uint32))
+    for op in (nx.sadd, nx.smul):
+        one = np.array([op(x, y) for x, y in zip(v, w)], F32)
+        np.testing.assert_array_equal(one.view(np.uint32), op(v, w).view(np.uint32))
+
+
+def test_lookup_tables_equal_the_arithmetic():
+    np.testing.assert_array_equal(nx.fp16_bits(nx.exp16(ALL16)), nx.fp16_bits(nx.exp16_arith(ALL16)))
+    np.testing.assert_array_equal(nx.fp16_bits(nx.gelu16(ALL16)), nx.fp16_bits(nx.gelu16_arith(ALL16)))
