@@ -56,9 +56,13 @@ GELU_STEP_INV = F32((GELU_SAMPLES - 1) / (GELU_HI - GELU_LO))      # 2047/16 = 1
 
 
 def gelu_tanh_f64(x):
-    """GPT-2's GELU (Hugging Face "gelu_new"), in float64: the function the LUT samples."""
+    """GPT-2's GELU (Hugging Face "gelu_new"), 0.5x(1 + tanh(u)) with u = sqrt(2/pi)(x + 0.044715x^3), in
+    float64: the function the LUT samples. Evaluated as the identical x / (1 + exp(-2u)), which keeps the
+    negative tail (1 + tanh(u) cancels to 0 in float64 for x < -5.6; this form does not)."""
     x = np.asarray(x, np.float64)
-    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+    u = np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)
+    with np.errstate(over="ignore"):
+        return x / (1.0 + np.exp(-2.0 * u))
 
 
 GELU_X = _ro(GELU_LO + (GELU_HI - GELU_LO) * np.arange(GELU_SAMPLES, dtype=np.float64) / (GELU_SAMPLES - 1))
@@ -93,24 +97,30 @@ def from_fp32_bits(u) -> np.ndarray:
 
 
 # =============================================================================================== rounding, DAZ/FTZ
-_ABS16, _INF16, _ONE16, _SUB16, _SIGN16 = _U16(0x7FFF), _U16(0x7C00), _U16(1), _U16(0x3FF), _U16(0x8000)
+_ABS16, _INF16, _SUB16, _SIGN16 = _U16(0x7FFF), _U16(0x7C00), _U16(0x3FF), _U16(0x8000)
 _ABS32, _INF32, _ONE32, _SUB32, _SIGN32 = (_U32(0x7FFFFFFF), _U32(0x7F800000), _U32(1), _U32(0x7FFFFF),
                                            _U32(0x80000000))
 
 
-def daz16(x) -> np.ndarray:
-    """binary16 operand: subnormals become zeros of the same sign, NaNs the canonical NaN 0x7E00.
-    (A non-binary16 input is first cast to binary16 by numpy, then cleaned: that is `to_fp16`.)"""
-    x = np.asarray(x, F16)
-    t = x.view(_U16) & _ABS16
-    # fast path (almost every call): no magnitude field in 1..0x3FF (subnormal) and none above 0x7C00 (NaN)
-    if t.size == 0 or (((t - _ONE16) >= _SUB16).all() and t.max() <= _INF16):
-        return x
-    b = x.view(_U16).copy()
+def _daz_table() -> np.ndarray:
+    """binary16 bits -> bits after DAZ: subnormal -> zero of the same sign, NaN -> 0x7E00, others unchanged."""
+    b = np.arange(1 << 16, dtype=_U16)
+    t = b & _ABS16
+    out = b.copy()
     sub = (t > 0) & (t <= _SUB16)
-    b[sub] &= _SIGN16
-    b[t > _INF16] = NAN16
-    return b.view(F16)
+    out[sub] &= _SIGN16
+    out[t > _INF16] = NAN16
+    return _ro(out)
+
+
+DAZ16_TABLE = _daz_table()
+
+
+def daz16(x) -> np.ndarray:
+    """binary16 operand: subnormals become zeros of the same sign, NaNs the canonical NaN 0x7E00 (a lookup in
+    `DAZ16_TABLE`). A non-binary16 input is first cast to binary16 by numpy, then cleaned: that is `to_fp16`."""
+    x = np.asarray(x, F16)
+    return DAZ16_TABLE.take(x.view(_U16)).view(F16)
 
 
 def to_fp16(x) -> np.ndarray:
@@ -128,6 +138,8 @@ def to_fp16(x) -> np.ndarray:
 def ftz32(x) -> np.ndarray:
     """Round to binary32 (RNE, gradual underflow; a no-op for binary32 input), then a subnormal result becomes
     a zero of the same sign and NaN is canonical (0x7FC00000). Scalars in, numpy float32 scalar out."""
+    if np.ndim(x) == 0:
+        return F32(r32(float(x)))
     x = np.asarray(x)
     if x.dtype != F32:
         if x.dtype != np.float64:
@@ -135,12 +147,11 @@ def ftz32(x) -> np.ndarray:
         x = x.astype(F32)
     t = x.view(_U32) & _ABS32
     if t.size == 0 or (((t - _ONE32) >= _SUB32).all() and t.max() <= _INF32):
-        return x[()] if x.ndim == 0 else x
+        return x
     b = x.view(_U32).copy()
     b[(t > 0) & (t <= _SUB32)] &= _SIGN32
     b[t > _INF32] = NAN32
-    y = b.view(F32)
-    return y[()] if y.ndim == 0 else y
+    return b.view(F32)
 
 
 to_fp32_ftz = ftz32
@@ -148,8 +159,7 @@ to_fp32_ftz = ftz32
 
 def _widen_table() -> np.ndarray:
     """binary32 value of every binary16 bit pattern after DAZ (subnormal -> signed 0, NaN -> 0x7FC00000)."""
-    u = np.arange(1 << 16, dtype=_U16)
-    return _ro(daz16(u.view(F16)).astype(F32))
+    return _ro(DAZ16_TABLE.view(F16).astype(F32))
 
 
 F16_TO_F32 = _widen_table()
@@ -166,7 +176,7 @@ def widen16(x, clean: bool = False) -> np.ndarray:
 
 def _s32(s) -> np.float32:
     """A binary32 scalar operand (register or immediate) as it enters a unit: DAZ, canonical NaN."""
-    return F32(ftz32(np.float32(s)))
+    return F32(r32(float(s)))
 
 
 # =============================================================================================== adder trees
@@ -236,7 +246,7 @@ def mpu_matvec(x, w, bias=None, d: int = 64, clean: bool = False) -> np.ndarray:
     d = _check_d(d)
     x32 = widen16(x)
     lead, k = x32.shape[:-1], x32.shape[-1]
-    x32 = x32.reshape(-1, k)
+    x32 = x32.reshape(math.prod(lead), k)
     w = np.asarray(w)
     w32 = w if w.dtype == F32 else widen16(w)
     if w32.ndim != 2 or w32.shape[0] != k:
@@ -354,25 +364,19 @@ def reduce_sumsq(a, d: int = 64, clean: bool = False):
     return ftz32(_tree_last(a32 * a32, _check_d(d)))
 
 
-_KEYFLIP = np.int16(0x7FFF)
-
-
 def reduce_max(a, clean: bool = False):
-    """Maximum along the last axis -> binary32, exact. Order: the IEEE order with -0 < +0 (an integer
-    comparator on sign-magnitude keys). NaN if any element is NaN; -inf for an empty or all -inf vector."""
-    b = daz16(a).view(np.int16)
-    if b.shape[-1] == 0:
-        out = np.full(b.shape[:-1], -np.inf, F32)
+    """Maximum along the last axis -> binary32, exact. Order: IEEE's, with -0 < +0 (what an integer comparator
+    on sign-magnitude keys gives). NaN if any element is NaN; -inf for an empty or all -inf vector."""
+    a32 = widen16(a)
+    if a32.shape[-1] == 0:
+        out = np.full(a32.shape[:-1], -np.inf, F32)
         return out[()] if out.ndim == 0 else out
-    key = b ^ ((b >> 15) & _KEYFLIP)                         # negative: flip magnitude bits -> two's-complement order
-    top = key.max(axis=-1)
-    top = top ^ ((top >> 15) & _KEYFLIP)                     # the same map is its own inverse
-    out = F16_TO_F32.take(np.asarray(top).view(_U16))
-    nan = ((b.view(_U16) & _ABS16) > _INF16).any(axis=-1)
-    if np.any(nan):
-        out = np.where(nan, from_fp32_bits(NAN32), out)
-    out = np.asarray(out, F32)
-    return out[()] if out.ndim == 0 else out
+    m = np.max(a32, axis=-1)                                 # NaN-propagating; the sign of a zero max is fixed below
+    zero = m == 0
+    if np.any(zero):
+        pos = (a32.view(_U32) == 0).any(axis=-1)             # some element is +0
+        m = np.where(zero, np.where(pos, F32(0.0), F32(-0.0)), m)
+    return ftz32(m)                                          # canonical NaN
 
 
 # =============================================================================================== scalar unit
@@ -582,7 +586,8 @@ def gelu16_arith(x) -> np.ndarray:
 def _table16(name: str) -> np.ndarray:
     """65536-entry table of a binary16 -> binary16 function, indexed by the input's bits, built on first use."""
     fn = {"exp16": exp16_arith, "gelu16": gelu16_arith}[name]
-    return _ro(fp16_bits(fn(from_fp16_bits(np.arange(1 << 16, dtype=_U16)))).copy())
+    with np.errstate(all="ignore"):
+        return _ro(fp16_bits(fn(from_fp16_bits(np.arange(1 << 16, dtype=_U16)))).copy())
 
 
 def exp16(x) -> np.ndarray:
