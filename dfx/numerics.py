@@ -188,7 +188,8 @@ def _check_d(d: int) -> int:
 
 def _accumulate_groups(g: np.ndarray, axis: int) -> np.ndarray:
     """acc = ((+0 + g0) + g1) + ... along `axis` of binary32 group sums (g is a temporary: modified)."""
-    g = np.moveaxis(g, axis, 0)
+    if axis != 0:
+        g = np.moveaxis(g, axis, 0)
     g[0] += F32(0.0)                                         # +0 + g0: -0 becomes +0, as the accumulator does
     if g.shape[0] == 1:
         return g[0]

@@ -47,6 +47,7 @@ class Device:
         self.check_fences = check_fences
         self._dirty = {isa.Unit.DMA: []}           # off-chip byte ranges written since the last FENCE
         self._wcache: dict = {}
+        self._wcache_end = 0                    # highest HBM byte any cached weight matrix covers
         self._streams = {name: self._predecode(ins) for name, ins in img.streams.items()}
         self.d, self.l = cfg.d, cfg.l
         self.tile_elems = cfg.tile_elems
@@ -59,7 +60,7 @@ class Device:
             f = ins.fields()
             if ins.op.fmt is isa.SCALAR:
                 f["imm"] = np.float32(ins.imm)
-            out.append((handler, f, ins))
+            out.append((handler, f, ins, ins.op.unit.value))
         return out
 
     def run(self, stream: str, token: int, pos: int) -> None:
@@ -85,16 +86,18 @@ class Device:
             quiet.__exit__(None, None, None)
 
     def _execute(self, stream):
-        for pc, (handler, f, ins) in enumerate(self._streams[stream]):
-            self.pc = pc
-            self.counts[ins.op.unit.value] += 1
-            if ins.op.unit is isa.Unit.ROUTER:
+        counts = self.counts
+        for pc, (handler, f, ins, unit) in enumerate(self._streams[stream]):
+            counts[unit] += 1
+            if handler is None:                 # router: the ring resolves it
+                self.pc = pc
                 yield pc, ins, f
                 continue
             try:
                 if handler(f):
                     return
             except SimError as e:
+                self.pc = pc
                 raise SimError(f"device {self.device} {stream} pc {pc} `{isa.disassemble(ins)}`: {e}") from None
         raise SimError(f"device {self.device} {stream}: ran off the end of the stream without HALT")
 
@@ -136,7 +139,7 @@ class Device:
 
     def _wrote(self, start, end, name):
         self._dirty[isa.Unit.DMA].append((start, end, name))
-        if name == "HBM" and self._wcache:
+        if name == "HBM" and self._wcache and start < self._wcache_end:
             self._wcache = {k: v for k, v in self._wcache.items() if not (k[0] < end and start < k[1])}
 
     # ---------------------------------------------------------------- control
@@ -171,6 +174,7 @@ class Device:
             w = t.reshape(nt, kt, l, d).transpose(1, 3, 0, 2).reshape(kt * d, nt * l)
         if not dynamic:                         # static weights: keep the (K, N) matrix
             self._wcache[key] = w
+            self._wcache_end = max(self._wcache_end, end)
         return w
 
     def _matrix(self, f):
