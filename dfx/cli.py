@@ -213,9 +213,12 @@ def generate(prompt, model, backend, config, devices, weights, max_new_tokens, t
 @click.option("--config", "config", default="tiny", show_default=True, help="accelerator config: tiny, dfx or a JSON file")
 @click.option("--devices", type=int, default=1, show_default=True, help="FPGAs in the ring")
 @click.option("--weights", default="fp16", show_default=True, help="weight format")
+@click.option("--overlap", type=int, default=1, show_default=True,
+              help="1: DFX's blocking all-gathers; S > 1: cut each gathered output into S parts so the ring "
+                   "overlaps compute")
 @click.option("--max-seq", type=int, default=None, help="KV-cache positions (default: the model's n_positions)")
 @friendly
-def compile_cmd(model, output, config, devices, weights, max_seq):
+def compile_cmd(model, output, config, devices, weights, overlap, max_seq):
     """Compile MODEL to a program: a checkpoint directory, a named GPT-2 size (124M, 355M, 774M, 1.5B: shapes
     only, for the performance model), or by default the embedded model."""
     from dfx.compiler import compile_model
@@ -224,7 +227,7 @@ def compile_cmd(model, output, config, devices, weights, max_seq):
 
     src = model if model else checkpoint.DEFAULT_MODEL_DIR
     t0 = time.perf_counter()
-    prog = compile_model(src, config, devices=devices, weights=weights, max_seq=max_seq)
+    prog = compile_model(src, config, devices=devices, weights=weights, max_seq=max_seq, overlap=overlap)
     save_program(prog, output)
     m = prog.manifest
     n = {s: len(i) for s, i in prog.devices[0].streams.items()}
