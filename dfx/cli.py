@@ -254,9 +254,11 @@ def _program_tokenizer(prog):
 @click.argument("program", type=click.Path(path_type=Path))
 @click.option("--prompt", "-p", required=True, help="text to continue")
 @click.option("--backend", type=click.Choice(["sim", "rtl", "pynq"]), default="sim", show_default=True)
+@click.option("--devices", type=int, default=None,
+              help="devices to open (default: as many as the program was compiled for)")
 @_sampling_options
 @friendly
-def run(program, prompt, backend, max_new_tokens, temperature, top_k, top_p, seed):
+def run(program, prompt, backend, devices, max_new_tokens, temperature, top_k, top_p, seed):
     """Run a compiled PROGRAM on a backend, streaming the generated text."""
     from dfx.errors import UsageError
     from dfx.host.sampling import Sampling
@@ -269,7 +271,7 @@ def run(program, prompt, backend, max_new_tokens, temperature, top_k, top_p, see
     tok = _program_tokenizer(prog)
     ids = tok.encode(prompt)
     samp = Sampling(_sampling(temperature, top_k, top_p), top_k, top_p, seed)
-    sess = Session(prog, backend)
+    sess = Session(prog, backend, devices)
     gen = sess.generate(ids, max_new_tokens, samp)
     click.echo(prompt, nl=False)
     _generate(gen, ids, max_new_tokens, tok, backend)

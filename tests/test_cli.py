@@ -53,6 +53,10 @@ def test_compile_run_disasm(ckpt, tmp_path):
     code, out, _ = run("run", prog, "--prompt", "def f(", "-n", "12")
     assert code == 0
     assert out == run("generate", "def f(", "--model", ckpt, "-n", "12")[1]
+    code, _, err = run("run", prog, "--prompt", "x", "--devices", "4")
+    assert code == 2 and "compiled for 2 device(s) but 4 were opened" in err
+    code, _, err = run("disasm", prog, "--device", "5")
+    assert code == 2 and "the program has devices 0..1" in err
     code, out, _ = run("disasm", prog, "--device", "1", "--stream", "decode")
     assert code == 0 and "ALLGATHER" in out and out.rstrip().splitlines()[-1].startswith("HALT")
 
