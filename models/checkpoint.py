@@ -60,11 +60,13 @@ def config_from_hf(data: dict, where: str = "config.json") -> GPTConfig:
 
 def config_to_hf(cfg: GPTConfig, extra: dict | None = None) -> dict:
     """A config.json that `transformers.GPT2LMHeadModel.from_pretrained` accepts."""
+    eot = 50256 if cfg.vocab_size > 50256 else None      # GPT-2's <|endoftext|>; byte-level models have none
     return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "activation_function": "gelu_new",
             "vocab_size": cfg.vocab_size, "n_positions": cfg.n_positions, "n_embd": cfg.n_embd,
             "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_inner": None,
             "layer_norm_epsilon": cfg.layer_norm_epsilon, "tie_word_embeddings": True,
-            "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, **(extra or {})}
+            "bos_token_id": eot, "eos_token_id": eot, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+            **(extra or {})}
 
 
 def read_config(d: Path) -> GPTConfig:
@@ -142,8 +144,10 @@ def load_state(model: GPT2, state: dict[str, torch.Tensor], where: str) -> GPT2:
         if tuple(got.shape) != tuple(want.shape):
             raise CheckpointError(f"{where}: tensor {name} has shape {list(got.shape)}, expected "
                                   f"{list(want.shape)} from config.json")
-        if not (got.is_floating_point() and torch.isfinite(got).all()):
-            raise CheckpointError(f"{where}: tensor {name} has {got.dtype} values that are not all finite floats")
+        if not got.is_floating_point():
+            raise CheckpointError(f"{where}: tensor {name} is {got.dtype}; accepted: floating point")
+        if not torch.isfinite(got).all():
+            raise CheckpointError(f"{where}: tensor {name} holds inf or NaN values; accepted: finite weights")
     head = state.pop("lm_head.weight", None)
     if head is not None and not torch.equal(head.to(torch.float32), state["wte.weight"].to(torch.float32)):
         raise CheckpointError(f"{where}: lm_head.weight differs from wte.weight; accepted: a tied LM head, as "

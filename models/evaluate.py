@@ -30,7 +30,8 @@ def evaluate(model_dir) -> dict:
 def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(prog="python -m dfx.models.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="checkpoint directory (default: the embedded model)")
+    ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR),
+                    help="checkpoint directory (default: the embedded model)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args(argv)
     import torch

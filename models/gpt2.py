@@ -124,7 +124,8 @@ class CausalSelfAttention(nn.Module):
         S = k.shape[2]
         # Causal mask: query i sits at absolute position S - T + i and sees keys 0 .. S - T + i.
         mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)   # (T, S)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)          # softmax(q k^T / sqrt(hd)) v: (B, nh, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)          # softmax(q k^T / sqrt(hd)) v
+        # y: (B, nh, T, hd)
         y = y.transpose(1, 2).reshape(B, T, C)                               # (B, T, C)
         return self.c_proj(y), (k, v)
 
@@ -174,17 +175,18 @@ class GPT2(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, seed: int | None = None):
-        """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer), LN at (1, 0)."""
+        """GPT-2's initialisation: weights N(0, 0.02) with the residual projections (c_proj) scaled by
+        1/sqrt(2 n_layer), biases 0, LayerNorm gains 1. A seed makes it independent of the global RNG."""
         g = torch.Generator().manual_seed(seed) if seed is not None else None
-        for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
-                p.normal_(0.0, 0.02 / math.sqrt(2 * self.config.n_layer), generator=g)
-            elif p.dim() == 2:
-                p.normal_(0.0, 0.02, generator=g)
-            elif ".ln_" in f".{name}" and name.endswith("weight"):
-                p.fill_(1.0)
-            else:
-                p.zero_()
+        for name, m in self.named_modules():
+            if isinstance(m, (Conv1D, nn.Embedding)):
+                std = 0.02 / math.sqrt(2 * self.config.n_layer) if name.endswith("c_proj") else 0.02
+                m.weight.normal_(0.0, std, generator=g)
+            if isinstance(m, Conv1D):
+                m.bias.zero_()
+            if isinstance(m, nn.LayerNorm):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
 
     def forward(self, idx: torch.Tensor, past: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
         B, T = idx.shape                                                     # (B, T) token ids

@@ -1,5 +1,17 @@
-"""Shared helpers for the model tests."""
+"""Shared helpers for the model tests (imported by name: pytest puts this folder on sys.path)."""
+import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny networks run faster on one torch thread than on two on a shared 2-core machine (two threads wait
+    on each other around microsecond-sized ops); the setting is restored afterwards. Import it into a test
+    module to apply it there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def save_pytorch_bin(hf, d):

@@ -1,0 +1,323 @@
+"""IEEE binary16/binary32 operators, bit-exact to `dfx.numerics` (docs/numerics.md), and their stream units.
+
+Policy (the spec's): round to nearest even everywhere; binary16 operands pass DAZ (a subnormal reads as a zero
+of its sign) and so do binary32 operands; a binary32 result that is subnormal after rounding becomes a zero of
+its sign (FTZ, `numerics.ftz32`); a binary16 result is `numerics.to_fp16`'s (one rounding from binary32 with
+gradual underflow, then subnormal -> signed zero); every NaN produced is the canonical quiet NaN (0x7E00 /
+0x7FC00000); overflow gives inf of the sign.
+
+Each operator is a function `op(p, a, b, stages=...) -> T` on timed values (`hw.pipe`): the same code is a
+combinational block (stages=0), e.g. inside the MPU's accumulator loop, or a pipeline with registers at its
+named cut points. The `*Unit` components wrap one operator with `i`/`o` streams for unit tests and reuse.
+
+Latency (cycles) with the default stages; every unit accepts one operation per cycle:
+
+| unit | default stages | cut points (by priority) |
+|---|---|---|
+| Fp16MulUnit  (binary16 x binary16 -> exact binary32) | 1 | output, product |
+| Fp32AddUnit  (binary32 + binary32, RNE, FTZ)          | 2 | output, after alignment, after normalisation |
+| Fp32MulUnit  (binary32 x binary32, RNE, FTZ)          | 2 | output, after the significand product |
+| Fp32ToFp16Unit (`to_fp16`)                            | 1 | output |
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+import numpy as np
+from amaranth import C, Cat, Const, Mux, Value
+from amaranth.lib import data
+
+from dfx import numerics as nx
+
+from .pipe import PipelinedUnit, Pipe, T
+
+Fp16 = data.StructLayout({"frac": 10, "exp": 5, "sign": 1})
+Fp32 = data.StructLayout({"frac": 23, "exp": 8, "sign": 1})
+
+NAN32 = int(nx.NAN32)
+NAN16 = int(nx.NAN16)
+INF32 = 0x7F800000
+INF16 = 0x7C00
+
+
+def f32(x) -> Const:
+    """A binary32 constant (the value rounded to binary32 by numpy) as a 32-bit Const."""
+    return Const(int(nx.fp32_bits(np.float32(x))), 32)
+
+
+def lzc(v: Value) -> Value:
+    """Leading zeros of `v` (len(v) when v == 0)."""
+    v = Value.cast(v)
+    n = len(v)
+    out = Const(n, range(n + 1))
+    for i in range(n):                       # higher bits override lower ones
+        out = Mux(v[i], n - 1 - i, out)
+    return out
+
+
+def _u32(x):
+    """Fields of a binary32 operand after DAZ: sign, exponent, 24-bit significand (0 for zero), classes."""
+    v = Fp32(Value.cast(x))
+    zero = v.exp == 0
+    special = v.exp == 0xFF
+    nan = special & (v.frac != 0)
+    inf = special & (v.frac == 0)
+    mant = Mux(zero, 0, Cat(v.frac, C(1, 1)))
+    return v.sign, v.exp, mant, zero, inf, nan
+
+
+def _u16(x):
+    v = Fp16(Value.cast(x))
+    zero = v.exp == 0
+    special = v.exp == 0x1F
+    nan = special & (v.frac != 0)
+    inf = special & (v.frac == 0)
+    mant = Mux(zero, 0, Cat(v.frac, C(1, 1)))
+    return v.sign, v.exp, mant, zero, inf, nan
+
+
+def neg32(x) -> Value:
+    """Flip the sign bit of a binary32 value (exact negation; what a - b = a + (-b) uses)."""
+    x = Value.cast(x)
+    return Cat(x[:31], ~x[31])
+
+
+# ============================================================================================ combinational
+def widen16(x) -> Value:
+    """binary16 -> binary32, exact, after DAZ (`numerics.widen16`): subnormal -> signed zero, NaN -> canonical."""
+    s, e, _, zero, inf, nan = _u16(x)
+    f = Fp16(Value.cast(x)).frac
+    normal = Cat(C(0, 13), f, (e + 112)[:8], s)
+    return Mux(nan, NAN32, Mux(inf, Cat(C(INF32, 31), s), Mux(zero, Cat(C(0, 31), s), normal)))
+
+
+def int_parts(p: Pipe, x, int_bits: int):
+    """Split the magnitude of binary32 `x` (DAZ) into integer part and fraction, both exact.
+
+    Returns (ip, has_frac, r): ip = floor(|x|) as an unsigned `int_bits`-bit value (saturated to all ones
+    when |x| >= 2^int_bits or x is inf/NaN), has_frac = |x| is not an integer, r = |x| - ip as a
+    binary32 (+0 when |x| is an integer), exact because |x| - floor(|x|) always is.
+    """
+    assert 1 <= int_bits <= 23
+    v = Fp32(p.comb(Value.cast(x), "ip_x"))
+    zero = v.exp == 0
+    m = Cat(v.frac, C(1, 1))                                   # 24 bits, 1.frac
+    e = v.exp - 127                                            # unbiased exponent E (signed)
+    below_one = (v.exp < 127) | zero
+    too_big = v.exp >= 127 + int_bits
+    sh = p.comb((23 - e)[:5], "ip_sh")                        # valid when 0 <= E < int_bits
+    ip = (m >> sh)[:int_bits]
+    fr = p.comb((m & ((C(1, 24) << sh)[:24] - 1))[:24], "ip_fr")
+    lz = p.comb(lzc(fr), "ip_lz")
+    r_exp = (127 + e - lz)[:8]
+    r_norm = Cat(((fr << lz)[:24])[:23], r_exp, C(0, 1))
+    r_frac = Mux(fr == 0, 0, r_norm)
+    ip = Mux(too_big, (1 << int_bits) - 1, Mux(below_one, 0, ip))
+    has_frac = Mux(too_big, 0, Mux(below_one, ~zero, fr != 0))
+    r = Mux(too_big, 0, Mux(below_one, Mux(zero, 0, Cat(v.frac, v.exp, C(0, 1))), r_frac))
+    return p.comb(ip, "ip_int"), p.comb(has_frac, "ip_hasfrac"), p.comb(r, "ip_frac")
+
+
+def int_to_fp32(p: Pipe, v) -> Value:
+    """A small signed integer as binary32 (exact for |v| < 2^24)."""
+    v = p.comb(Value.cast(v), "i2f_v")
+    w = len(v)
+    neg = v[-1] if v.shape().signed else C(0, 1)
+    mag = p.comb(Mux(neg, -v, v)[:w], "i2f_mag")
+    lz = p.comb(lzc(mag), "i2f_lz")
+    shifted = (mag << lz)[:w]                                  # MSB at bit w-1
+    frac = Cat(C(0, 23 - (w - 1)), shifted[:w - 1])
+    exp = (127 + (w - 1) - lz)[:8]
+    return p.comb(Mux(mag == 0, 0, Cat(frac, exp, neg)), "i2f")
+
+
+# ============================================================================================ operators
+def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
+    """a + b (or a - b) in binary32: RNE, DAZ operands, FTZ result, canonical NaN, IEEE signed zeros.
+
+    Classic three-extra-bit (guard, round, sticky) adder: order the operands by magnitude, align the
+    smaller one, add or subtract, normalise (carry right or leading-zero count left), round. A result in the
+    subnormal range of two normal operands is exact, so flushing it needs no rounding step.
+    """
+    t, (a, b) = p.sync(a, b)
+    cut = p.stages(stages, (2, 0, 1))
+    sa, ea, ma, za, ia, na = _u32(a)
+    sb, eb, mb, zb, ib, nb = _u32(b)
+    if sub:
+        sb = ~sb
+    ka = Mux(za, 0, Value.cast(a)[:31])                        # magnitude keys (DAZ'd)
+    kb = Mux(zb, 0, Value.cast(b)[:31])
+    swap = p.comb(kb > ka, "add_swap")
+    s_big, e_big, m_big = Mux(swap, sb, sa), Mux(swap, eb, ea), Mux(swap, mb, ma)
+    s_sml, e_sml, m_sml = Mux(swap, sa, sb), Mux(swap, ea, eb), Mux(swap, ma, mb)
+    diff = (e_big - e_sml)[:8]
+    dc = p.comb(Mux(diff > 27, 27, diff)[:5], "add_shift")
+    m_sml = p.comb(m_sml, "add_msml")
+    ext = Cat(C(0, 3), m_sml)                                  # 27 bits: significand, G, R, S
+    sticky = (ext & ((C(1, 32) << dc)[:27] - 1)[:27]) != 0
+    aligned = p.comb((ext >> dc)[:27] | sticky, "add_aligned")
+    eff_sub = s_big ^ s_sml
+    nan = na | nb | (ia & ib & (sa != sb))
+    inf = ia | ib
+    inf_sign = Mux(ia, sa, sb)
+    zero_sign = sa & sb                                        # x + (-x) = +0; (-0) + (-0) = -0
+    s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign = cut(
+        0, s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign)
+
+    big = Cat(C(0, 3), m_big)
+    total = p.comb(Mux(eff_sub, (big - aligned)[:28], (big + aligned)[:28]), "add_total")
+    carry = total[27]
+    lz = p.comb(lzc(total[:27]), "add_lz")
+    norm = p.comb(Mux(carry, Cat(total[0] | total[1], total[2:28]), (total[:27] << lz)[:27]), "add_norm")
+    e_norm = p.comb(Mux(carry, e_big + 1, e_big - lz).as_signed(), "add_enorm")   # <= 0: flush; 255: inf
+    is_zero = total == 0
+    s_big, norm, e_norm, is_zero, nan, inf, inf_sign, zero_sign = cut(
+        1, s_big, norm, e_norm, is_zero, nan, inf, inf_sign, zero_sign)
+
+    up = norm[2] & (norm[1] | norm[0] | norm[3])               # RNE on guard / round+sticky / lsb
+    mr = p.comb((norm[3:27] + up)[:25], "add_mr")
+    e_r = p.comb((e_norm + mr[24]).as_signed(), "add_er")
+    res = Mux(nan, NAN32,
+          Mux(inf, Cat(C(INF32, 31), inf_sign),
+          Mux(is_zero, Cat(C(0, 31), zero_sign),
+          Mux(e_r >= 255, Cat(C(INF32, 31), s_big),
+          Mux(e_r <= 0, Cat(C(0, 31), s_big),
+              Cat(mr[:23], e_r[:8], s_big))))))
+    return T(cut(2, res), t + cut.latency)
+
+
+def fp32_mul(p: Pipe, a, b, stages: int = 2, a_bits: int = 24) -> T:
+    """a * b in binary32: RNE, DAZ operands, FTZ result (after IEEE rounding with gradual underflow: only a
+    product in [2^-126 - 2^-150, 2^-126) survives, as 2^-126), canonical NaN.
+
+    `a_bits` < 24 declares that `a`'s significand has only its top `a_bits` bits set (a widened binary16
+    has 11), which narrows the multiplier.
+    """
+    t, (a, b) = p.sync(a, b)
+    cut = p.stages(stages, (1, 0))
+    sa, ea, ma, za, ia, na = _u32(a)
+    sb, eb, mb, zb, ib, nb = _u32(b)
+    sign = sa ^ sb
+    nan = na | nb | (ia & zb) | (za & ib)
+    inf = ia | ib
+    zero = za | zb
+    drop = 24 - a_bits
+    ma, mb = p.comb(ma, "mul_ma"), p.comb(mb, "mul_mb")
+    prod = p.comb(Cat(C(0, drop), (ma[drop:] * mb)) if drop else ma * mb, "mul_prod")   # 48 bits, exact
+    e = (ea + eb - 127).as_signed()
+    sign, nan, inf, zero, prod, e = cut(0, sign, nan, inf, zero, prod, e)
+
+    hi = prod[47]
+    norm = p.comb(Mux(hi, prod, prod << 1)[:48], "mul_norm")
+    e1 = p.comb((e + hi).as_signed(), "mul_e1")
+    top = norm[24:48]
+    up = norm[23] & ((norm[:23] != 0) | top[0])
+    mr = p.comb((top + up)[:25], "mul_mr")
+    e2 = p.comb((e1 + mr[24]).as_signed(), "mul_e2")
+    to_min = (e1 == 0) & (top == 0xFFFFFF)                     # rounds up to the smallest normal
+    res = Mux(nan, NAN32,
+          Mux(inf, Cat(C(INF32, 31), sign),
+          Mux(zero, Cat(C(0, 31), sign),
+          Mux(e1 >= 1, Mux(e2 >= 255, Cat(C(INF32, 31), sign), Cat(mr[:23], e2[:8], sign)),
+          Mux(to_min, Cat(C(0, 23), C(1, 8), sign), Cat(C(0, 31), sign))))))
+    return T(cut(1, res), t + cut.latency)
+
+
+def fp16_mul(p: Pipe, a, b, stages: int = 1) -> T:
+    """binary16 a * b -> the exact product in binary32 (DAZ operands; 11 x 11 significand bits fit in 24, and
+    every product of normal binary16 values is a normal binary32)."""
+    t, (a, b) = p.sync(a, b)
+    cut = p.stages(stages, (1, 0))
+    sa, ea, ma, za, ia, na = _u16(a)
+    sb, eb, mb, zb, ib, nb = _u16(b)
+    sign = sa ^ sb
+    nan = na | nb | (ia & zb) | (za & ib)
+    inf = ia | ib
+    zero = za | zb
+    prod = (ma * mb)[:22]
+    esum = (ea + eb)[:6]
+    sign, nan, inf, zero, prod, esum = cut(0, sign, nan, inf, zero, prod, esum)
+
+    hi = prod[21]
+    frac = Mux(hi, Cat(C(0, 2), prod[:21]), Cat(C(0, 3), prod[:20]))
+    exp = (esum + 97 + hi)[:8]                                 # (ea-15) + (eb-15) + hi + 127
+    res = Mux(nan, NAN32, Mux(inf, Cat(C(INF32, 31), sign), Mux(zero, Cat(C(0, 31), sign),
+                                                                Cat(frac, exp, sign))))
+    return T(cut(1, res), t + cut.latency)
+
+
+def fp32_to_fp16(p: Pipe, x, stages: int = 1) -> T:
+    """`numerics.to_fp16` of a binary32: one RNE rounding with gradual underflow (so only values in
+    [2^-14 - 2^-25, 2^-14) survive the flush, as 2^-14), overflow to inf, canonical NaN."""
+    t, (x,) = p.sync(x)
+    cut = p.stages(stages, (0,))
+    v = Fp32(x)
+    s, e, f = v.sign, v.exp, v.frac
+    nan = (e == 0xFF) & (f != 0)
+    e16 = (e - 112).as_signed()
+    up = f[12] & ((f[:12] != 0) | f[13])
+    e16 = p.comb(e16, "r16_e")
+    body = p.comb((Cat(f[13:23], e16[:5]) + up)[:16], "r16_body")   # a carry moves into the exponent field
+    res = Mux(nan, NAN16,
+          Mux(e16 >= 31, Cat(C(INF16, 15), s),
+          Mux(e16 >= 1, Cat(Mux(body >= INF16, INF16, body)[:15], s),
+          Mux((e16 == 0) & (f[13:23] == 0x3FF), Cat(C(0x400, 15), s), Cat(C(0, 15), s)))))
+    return T(cut(0, res), t + cut.latency)
+
+
+# ============================================================================================ stream units
+Operands16 = data.StructLayout({"a": 16, "b": 16})
+Operands32 = data.StructLayout({"a": 32, "b": 32})
+
+
+class Fp16MulUnit(PipelinedUnit):
+    """`i`: {a, b} binary16 -> `o`: the exact binary32 product (the MPU's multiplier)."""
+
+    def __init__(self, stages: int = 1):
+        self.stages = stages
+        super().__init__(Operands16, 32)
+
+    def datapath(self, p, x):
+        v = x.v
+        return fp16_mul(p, T(v.a, x.t), T(v.b, x.t), self.stages)
+
+
+class Fp32AddUnit(PipelinedUnit):
+    """`i`: {a, b} binary32 -> `o`: a + b (or a - b with `sub`)."""
+
+    def __init__(self, stages: int = 2, sub: bool = False):
+        self.stages, self.sub = stages, sub
+        super().__init__(Operands32, 32)
+
+    def datapath(self, p, x):
+        return fp32_add(p, T(x.v.a, x.t), T(x.v.b, x.t), self.stages, sub=self.sub)
+
+
+class Fp32MulUnit(PipelinedUnit):
+    """`i`: {a, b} binary32 -> `o`: a * b."""
+
+    def __init__(self, stages: int = 2):
+        self.stages = stages
+        super().__init__(Operands32, 32)
+
+    def datapath(self, p, x):
+        return fp32_mul(p, T(x.v.a, x.t), T(x.v.b, x.t), self.stages)
+
+
+class Fp32ToFp16Unit(PipelinedUnit):
+    """`i`: binary32 -> `o`: `to_fp16` of it."""
+
+    def __init__(self, stages: int = 1):
+        self.stages = stages
+        super().__init__(32, 16)
+
+    def datapath(self, p, x):
+        return fp32_to_fp16(p, x, self.stages)
+
+
+class Widen16Unit(PipelinedUnit):
+    """`i`: binary16 -> `o`: its exact binary32 value after DAZ (combinational; one output register)."""
+
+    def __init__(self):
+        super().__init__(16, 32)
+
+    def datapath(self, p, x):
+        return T(widen16(x.v), x.t)

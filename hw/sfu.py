@@ -1,0 +1,165 @@
+"""Special-function units: GELU and exp (binary16 -> binary16), reciprocal and rsqrt (binary32 -> binary32).
+
+Each is the operation sequence that `dfx.numerics` specifies (docs/numerics.md), one pipelined binary32
+operator per step, with ROMs generated from the numerics tables (`GELU_TABLE`, `EXP_TABLE`, `RECIP_SEED`,
+`RSQRT_SEED`); only exponent and fraction bookkeeping that the spec calls exact is done with integer logic.
+All are fully pipelined (one input per cycle); latency depends on the operator stages (`add_stages`,
+`mul_stages`) and is the component's `latency` attribute (docs/rtl.md tabulates the defaults).
+
+The interpolating units read T[i] and T[i+1] in the same cycle from one ROM with two read ports (a
+true-dual-port block RAM in read-only use).
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from amaranth import C, Cat, Mux, Value
+
+from dfx import numerics as nx
+
+from .fp import (INF32, NAN16, NAN32, Fp16, Fp32, f32, fp32_add, fp32_mul, fp32_to_fp16, int_parts, int_to_fp32,
+                 neg32, widen16)
+from .pipe import PipelinedUnit, Pipe, T
+
+
+def _bits32(table) -> list[int]:
+    return [int(v) for v in nx.fp32_bits(table)]
+
+
+def gelu16(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, round_stages: int = 1) -> T:
+    """`numerics.gelu16_arith` on binary16 bits."""
+    x32 = T(widen16(x.v), x.t)
+    s = fp32_add(p, x32, f32(-nx.GELU_LO), add_stages)                       # x + 8
+    q = fp32_mul(p, s, f32(nx.GELU_STEP_INV), mul_stages)                     # p = (x + 8) * 2047/16
+    ip, _, r = int_parts(p, q.v, 11)
+    i = Mux(ip > nx.GELU_SAMPLES - 2, nx.GELU_SAMPLES - 2, ip)               # 0..2046 (out of range: overridden)
+    i, r = T(i, q.t), T(r, q.t)
+    lo, hi = p.rom("gelu_rom", _bits32(nx.GELU_TABLE), 32, [i, T(i.v + 1, i.t)])
+    y = _lerp(p, lo, hi, r, add_stages, mul_stages)
+    y16 = fp32_to_fp16(p, y, round_stages)
+    t, (x16, y16v) = p.sync(x, y16)
+    v = Fp16(x16)
+    mag = Value.cast(x16)[:15]
+    nan = mag > 0x7C00
+    big = mag >= 0x4800                                                        # |x| >= 8 (incl. inf)
+    res = Mux(nan, NAN16, Mux(big & ~v.sign, x16, Mux(big & v.sign, 0x8000, y16v)))
+    return T(res, t)
+
+
+def _lerp(p, lo, hi, r, add_stages, mul_stages) -> T:
+    """lo + (hi - lo) * r: three binary32 RNE operations in that order."""
+    dlt = fp32_add(p, hi, lo, add_stages, sub=True)
+    prod = fp32_mul(p, dlt, r, mul_stages)
+    return fp32_add(p, lo, prod, add_stages)
+
+
+def exp16(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, round_stages: int = 1) -> T:
+    """`numerics.exp16_arith` on binary16 bits."""
+    x32 = T(widen16(x.v), x.t)
+    tt = fp32_mul(p, x32, f32(nx.LOG2E), mul_stages, a_bits=11)             # t = x * log2(e)
+    limit = f32(nx.EXP_T_CLAMP)
+    tv = Fp32(p.comb(tt.v, "exp_t"))
+    over = (Value.cast(tv)[:31] > Value.cast(limit)[:31])                      # |t| > 64 or NaN
+    t_cl = Mux(over, Cat(Value.cast(limit)[:31], tv.sign), tv)
+    t_cl = Mux((tv.exp == 0xFF) & (tv.frac != 0), neg32(limit), t_cl)        # NaN -> -64 (fmax)
+    t_cl = p.comb(t_cl, "exp_tcl")
+    ti, has_frac, _ = int_parts(p, t_cl, 7)                                      # |t| <= 64
+    n = p.comb(Mux(Fp32(t_cl).sign, -(ti + has_frac), ti).as_signed()[:8].as_signed(), "exp_n")  # floor(t)
+    t_cl, n = T(t_cl, tt.t), T(n, tt.t)
+    n_f = T(int_to_fp32(p, n.v), n.t)
+    f = fp32_add(p, t_cl, n_f, add_stages, sub=True)                          # f = t - n (one rounding)
+    fv = Fp32(p.comb(f.v, "exp_f"))
+    p256 = Mux(fv.exp == 0, 0, Cat(fv.frac, (fv.exp + nx.EXP_TABLE_BITS)[:8], C(0, 1)))  # f * 256, exact
+    ip, _, r = int_parts(p, p256, nx.EXP_TABLE_BITS + 1)
+    i = Mux(ip > 2 ** nx.EXP_TABLE_BITS - 1, 2 ** nx.EXP_TABLE_BITS - 1, ip)
+    i, r = T(i[:nx.EXP_TABLE_BITS + 1], f.t), T(r, f.t)
+    lo, hi = p.rom("exp_rom", _bits32(nx.EXP_TABLE), 32, [i, T(i.v + 1, i.t)])
+    y = _lerp(p, lo, hi, r, add_stages, mul_stages)
+    t, (yv, nv) = p.sync(y, n)
+    yf = Fp32(yv)
+    z = T(Cat(yf.frac, (yf.exp + nv)[:8], yf.sign), t)                      # y * 2^n, exact (stays normal)
+    z16 = fp32_to_fp16(p, z, round_stages)
+    t, (x16, z16v) = p.sync(x, z16)
+    nan = Value.cast(x16)[:15] > 0x7C00
+    return T(Mux(nan, NAN16, z16v), t)
+
+
+def recip(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, steps: int = 2) -> T:
+    """`numerics.recip_array` on binary32 bits: seed ROM, two Newton steps r += r*(1 - m*r), exponent by
+    integer arithmetic."""
+    v = Fp32(x.v)
+    m = T(Cat(v.frac, C(127, 8), C(0, 1)), x.t)                               # 1.frac
+    (r,) = p.rom("recip_seed", _bits32(nx.RECIP_SEED), 32,
+                 [T(v.frac[23 - nx.SEED_BITS:], x.t)])
+    for _ in range(steps):
+        tt = fp32_mul(p, m, r, mul_stages)
+        u = fp32_add(p, f32(1.0), tt, add_stages, sub=True)
+        w = fp32_mul(p, r, u, mul_stages)
+        r = fp32_add(p, r, w, add_stages)
+    t, (xv, rv) = p.sync(x, r)
+    v, rf = Fp32(xv), Fp32(rv)
+    eo = (rf.exp + 127 - v.exp).as_signed()
+    scaled = Mux(eo >= 1, Cat(rf.frac, eo[:8], v.sign), Cat(C(0, 31), v.sign))
+    res = Mux(v.exp == 0, Cat(C(INF32, 31), v.sign),                         # +-0 (and subnormal) -> +-inf
+          Mux(v.exp == 0xFF, Mux(v.frac != 0, NAN32, Cat(C(0, 31), v.sign)), scaled))
+    return T(res, t)
+
+
+def rsqrt(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, steps: int = 2) -> T:
+    """`numerics.rsqrt_array` on binary32 bits: seed ROM by exponent parity and top fraction bits, two
+    Newton steps y += y*(0.5 - h*(y*y)), exponent by integer arithmetic."""
+    v = Fp32(x.v)
+    odd = ~v.exp[0]                                                           # unbiased exponent is odd
+    h = T(Cat(v.frac, (126 + odd)[:8], C(0, 1)), x.t)                         # m' / 2, exact
+    (y,) = p.rom("rsqrt_seed", _bits32(nx.RSQRT_SEED), 32,
+                 [T(Cat(v.frac[23 - nx.SEED_BITS:], odd), x.t)])
+    for _ in range(steps):
+        s = fp32_mul(p, y, y, mul_stages)
+        tt = fp32_mul(p, h, s, mul_stages)
+        u = fp32_add(p, f32(0.5), tt, add_stages, sub=True)
+        w = fp32_mul(p, y, u, mul_stages)
+        y = fp32_add(p, y, w, add_stages)
+    t, (xv, yv) = p.sync(x, y)
+    v, yf = Fp32(xv), Fp32(yv)
+    odd = ~v.exp[0]
+    half_e = ((v.exp - 127 - odd).as_signed() >> 1)                           # (e - e mod 2) / 2, exact
+    eo = (yf.exp - half_e).as_signed()
+    eo = Mux(eo < 1, 1, Mux(eo > 254, 254, eo))
+    res = Cat(yf.frac, eo[:8], C(0, 1))
+    res = Mux(v.exp == 0, Cat(C(INF32, 31), v.sign), res)                    # +-0 -> +-inf
+    res = Mux(v.sign & (v.exp != 0), NAN32, res)                              # x < 0, -inf -> NaN
+    res = Mux(v.exp == 0xFF, Mux((v.frac != 0) | v.sign, NAN32, 0), res)     # +inf -> +0, NaN
+    return T(res, t)
+
+
+class _SfuUnit(PipelinedUnit):
+    _fn = None
+    _width = 16
+
+    def __init__(self, add_stages: int = 2, mul_stages: int = 2):
+        for name, v, top in (("add_stages", add_stages, 3), ("mul_stages", mul_stages, 2)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= top:
+                raise ValueError(f"{name} must be an integer 0..{top}, not {v!r}")
+        self.add_stages, self.mul_stages = add_stages, mul_stages
+        super().__init__(self._width, self._width)
+
+    def datapath(self, p, x):
+        return type(self)._fn(p, x, self.add_stages, self.mul_stages)
+
+
+class Gelu16Unit(_SfuUnit):
+    """`i`: binary16 x -> `o`: gelu16(x) (`numerics.gelu16_arith`)."""
+    _fn, _width = gelu16, 16
+
+
+class Exp16Unit(_SfuUnit):
+    """`i`: binary16 x -> `o`: exp16(x) (`numerics.exp16_arith`)."""
+    _fn, _width = exp16, 16
+
+
+class RecipUnit(_SfuUnit):
+    """`i`: binary32 x -> `o`: recip(x) (`numerics.recip_array`)."""
+    _fn, _width = recip, 32
+
+
+class RsqrtUnit(_SfuUnit):
+    """`i`: binary32 x -> `o`: rsqrt(x) (`numerics.rsqrt_array`)."""
+    _fn, _width = rsqrt, 32

@@ -1,0 +1,1079 @@
+"""The cycle-level performance model: executes DFX programs instruction by instruction, charging each one from
+the micro-architecture (DESIGN.md, Performance modelling).
+
+What it models (docs/perf.md has the full text and every constant's source):
+
+- **Controller**: one instruction stream per device, dispatched in program order, one per cycle,
+  into four in-order unit queues (MPU, VPU, DMA, ROUTER) of `queue_depth` entries; a full queue stalls dispatch.
+- **Scoreboard** (ISA dependency rule 1): an instruction starts when no older instruction still writes a VBUF
+  entry or scalar register it reads (RAW, until that writer completes), writes one it reads (WAR, until that
+  reader has consumed its operands) or writes one it writes (WAW). `FENCE` stalls dispatch until the units in
+  its mask have completed every older instruction (rule 2); `HALT` drains every unit.
+- **MPU**: one d x l weight tile per cycle when HBM supplies it. Weight bytes / min(core port width x clock,
+  board HBM peak x efficiency); the binary32 accumulation is in order (numerics spec), so a column block takes
+  one row tile per `fp_add` latency unless >= that many column blocks are interleaved; pipeline latency = FP16
+  multiply + log2(d) adder levels + accumulate + bias add + scale + rounding + GELU (as the flags ask). Weights
+  are requested at dispatch, so the HBM read latency is hidden when the instruction is dispatched early enough.
+- **VPU**: ceil(n / vpu_width) cycles + the operation's latency; reductions run the adder tree per group of d
+  and the in-order accumulation of the groups; scalar reciprocal / rsqrt are the numerics spec's seed ROM +
+  two Newton steps.
+- **DMA**: DDR and HBM transfers at the port / memory bandwidth plus latency; the transposed V-cache store
+  writes one element per beat.
+- **Router**: ALLGATHER waits for every device to reach it (DFX's blocking sync), then N-1 ring steps, each
+  moving the largest chunk over the link (QSFP lane rate, Aurora 64b/66b) plus one hop latency.
+- **Host**: per token step, PCIe register writes (TOKEN, POS, start) and a done poll on each device; decode
+  steps also read the logits slices and sample.
+
+Speed: the stream cost of a step depends on the position POS only through ceil((POS+1)/g) for the granules g
+of the dynamic operands (d, l and vpu_width: tiles, VBUF entries, VPU chunks), all multiples of
+g0 = gcd(d, l, vpu_width). Every cost is a function of q = ceil((POS+1)/g0), so steps with the same (stream, q)
+take exactly the same cycles and are simulated once (`tests/sim/test_perf.py` checks memoised == direct).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dfx import isa
+from dfx.config import AccelConfig
+from dfx.errors import DfxError
+from dfx.program import Program
+
+from .perf_board import Board, load_board
+
+
+class PerfError(DfxError):
+    """The performance model cannot run this program on this board (it does not fit, or is malformed)."""
+
+
+U_MPU, U_VPU, U_DMA, U_ROUTER, U_CTRL = range(5)
+UNIT_NAMES = ("mpu", "vpu", "dma", "router")
+_UNIT_OF = {isa.Unit.MPU: U_MPU, isa.Unit.VPU: U_VPU, isa.Unit.DMA: U_DMA, isa.Unit.ROUTER: U_ROUTER,
+            isa.Unit.CTRL: U_CTRL}
+K_NORMAL, K_FENCE, K_HALT, K_NOP, K_GATHER, K_SEND, K_RECV = range(7)
+MNEMONICS = tuple(op.mnemonic for op in isa.OPS)
+_MN_INDEX = {m: i for i, m in enumerate(MNEMONICS)}
+CLASSES = {
+    "matrix": ("LINEAR", "QK", "SV", "LMHEAD"),
+    "vector": ("VADD", "VSUB", "VMUL", "VMOV", "VADDS", "VSUBS", "VMULS", "VEXP", "VGELU", "VSUM", "VMAX", "VDOT"),
+    "scalar": ("SMOVI", "SADDI", "SMULI", "SRECIP", "SRSQRT"),
+    "dma": ("LOAD", "STORE", "STORE_K", "STORE_VT"),
+    "ring": ("ALLGATHER", "SEND", "RECV"),
+    "control": ("NOP", "FENCE", "HALT"),
+}
+CLASS_OF = {m: c for c, ms in CLASSES.items() for m in ms}
+WEIGHT_BITS = {0: 16}          # MATRIX.wfmt -> bits per weight; quantized formats join when the ISA defines them
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _log2(x: int) -> int:
+    return max(0, (x - 1).bit_length())
+
+
+# ================================================================================================ timing constants
+class Timing:
+    """Cycle costs for one (config, board) pair: every number the scheduler uses, derived once."""
+
+    def __init__(self, cfg: AccelConfig, board: Board):
+        self.cfg, self.board = cfg, board
+        v = board.value
+        self.clock_hz = cfg.clock_mhz * 1e6
+        cyc_per_ns = cfg.clock_mhz / 1e3
+        if cfg.hbm_channels > v("hbm", "pseudo_channels"):
+            raise PerfError(f"config {cfg.name!r} uses {cfg.hbm_channels} HBM channels; board {board.name} has "
+                            f"{v('hbm', 'pseudo_channels')}")
+        # ---- HBM: what the core's ports can take per cycle vs what the memory delivers
+        port = cfg.beat_bytes
+        mem = cfg.hbm_channels * v("hbm", "channel_peak_gbps") * 1e9 * v("hbm", "efficiency") / self.clock_hz
+        self.hbm_bpc = min(float(port), mem)                     # bytes per core cycle, sustained
+        self.hbm_port_bound = port <= mem
+        self.hbm_read_lat = math.ceil(v("hbm", "read_latency_ns") * cyc_per_ns)
+        self.hbm_write_lat = math.ceil(v("hbm", "write_latency_ns") * cyc_per_ns)
+        # ---- DDR: one AXI port of the platform's width into one bank
+        ddr_port = v("ddr", "axi_port_bits") / 8
+        ddr_mem = v("ddr", "channel_peak_gbps") * 1e9 * v("ddr", "efficiency") / self.clock_hz
+        self.ddr_bpc = min(ddr_port, ddr_mem)
+        self.ddr_lat = math.ceil(v("ddr", "read_latency_ns") * cyc_per_ns)
+        # ---- ring
+        self.link_bpc = board.link_gbytes_per_s * 1e9 / self.clock_hz
+        self.hop = math.ceil(board.hop_latency_ns * cyc_per_ns) + int(v("link", "router_cycles"))
+        # ---- core operator latencies
+        self.mul16 = int(v("core", "fp16_mul_cycles"))
+        self.add = int(v("core", "fp_add_cycles"))
+        self.mul32 = int(v("core", "fp32_mul_cycles"))
+        self.rnd = int(v("core", "fp_round_cycles"))
+        self.cmp = int(v("core", "fp_cmp_cycles"))
+        self.rom = int(v("core", "rom_cycles"))
+        self.vbuf = int(v("core", "vbuf_cycles"))
+        self.cost_cache: dict = {}
+        self.queue = int(v("core", "queue_depth"))
+        d = cfg.d
+        self.tree = _log2(d) * self.add                          # balanced binary32 tree over d products
+        # SFU pipelines, stage by stage as docs/numerics.md specifies them (exact bookkeeping = 1 cycle)
+        lerp = self.add + self.mul32 + self.add                  # lo + (hi - lo) * r
+        self.exp_lat = self.mul32 + self.cmp + 1 + self.rom + lerp + 1 + self.rnd
+        self.gelu_lat = self.add + self.mul32 + 1 + self.rom + lerp + self.rnd
+        self.recip_lat = self.rom + 2 * (self.mul32 + self.add + self.mul32 + self.add) + 1
+        self.rsqrt_lat = self.rom + 2 * (self.mul32 + self.mul32 + self.add + self.mul32 + self.add) + 1
+        self.g0 = math.gcd(cfg.d, math.gcd(cfg.l, cfg.vpu_width))
+        # ---- host (seconds per step, not cycles: the device is idle meanwhile)
+        self.pcie_bps = board.pcie_gbytes_per_s * 1e9
+        self.mmio_w = v("pcie", "mmio_write_ns") * 1e-9
+        self.mmio_r = v("pcie", "mmio_read_ns") * 1e-9
+        self.dma_setup = v("pcie", "dma_setup_us") * 1e-6
+        self.sample = v("pcie", "host_sample_us") * 1e-6
+
+    # ------------------------------------------------------------------------------------------ per instruction
+    def cost(self, op: isa.Op, f: dict, n_dyn: int, devices: int = 1) -> tuple[int, int, int, int]:
+        """(occupancy, latency, hbm_bytes, ddr_bytes) of one instruction; n_dyn = POS + 1.
+
+        occupancy: cycles the unit is busy (the next instruction of the unit may start after it);
+        latency: further cycles until the result is written (dependants wait for occupancy + latency).
+        """
+        cfg = self.cfg
+        m = op.mnemonic
+        u = op.unit
+        if u is isa.Unit.MPU:
+            k = n_dyn if f["dyn_k"] else f["k"]
+            n = n_dyn if f["dyn_n"] else f["n"]
+            bits = WEIGHT_BITS.get(f["wfmt"])
+            if bits is None:
+                raise PerfError(f"{m}: weight format code {f['wfmt']} is not defined by the ISA yet "
+                                f"(modelled: {', '.join(map(str, WEIGHT_BITS))})")
+            kt, nt = _cdiv(k, cfg.d), _cdiv(n, cfg.l)
+            nbytes = kt * nt * cfg.tile_elems * bits // 8
+            mem = nbytes / self.hbm_bpc
+            comp = kt * max(nt, self.add)                        # in-order accumulation per column block
+            occ = math.ceil(max(mem, comp))
+            lat = (self.vbuf + self.mul16 + self.tree + self.add + (self.add if f["has_bias"] else 0)
+                   + (self.mul32 if f["scale"] else 0) + self.rnd + (self.gelu_lat if f["gelu"] else 0)
+                   + (1 if f["mask"] else 0) + self.vbuf)
+            return occ, lat, nbytes, 0
+        if u is isa.Unit.VPU:
+            if op.fmt is isa.SCALAR:
+                lat = {"SMOVI": 1, "SADDI": self.add, "SMULI": self.mul32, "SRECIP": self.recip_lat,
+                       "SRSQRT": self.rsqrt_lat}[m]
+                return 1, lat, 0, 0
+            n = n_dyn if f["dyn_n"] else f["n"]
+            chunks = _cdiv(n, cfg.vpu_width)
+            io = 2 * self.vbuf
+            if m in ("VSUM", "VDOT"):
+                groups = _cdiv(n, cfg.d)
+                occ = max(chunks, groups * self.add, 1)          # groups accumulate in order (numerics spec)
+                return occ, self.vbuf + (self.mul16 if m == "VDOT" else 0) + self.tree, 0, 0
+            if m == "VMAX":
+                occ = max(chunks, _cdiv(n, cfg.d) * self.cmp, 1)
+                return occ, self.vbuf + _log2(cfg.vpu_width) * self.cmp, 0, 0
+            lat = {"VADD": self.add, "VSUB": self.add, "VMUL": self.mul16, "VMOV": 0,
+                   "VADDS": self.add + self.rnd, "VSUBS": self.add + self.rnd, "VMULS": self.mul32 + self.rnd,
+                   "VEXP": self.exp_lat, "VGELU": self.gelu_lat}[m]
+            return max(chunks, 1), lat + io, 0, 0
+        if u is isa.Unit.DMA:
+            n = f["n"]
+            nbytes = 2 * n
+            if m == "STORE_VT":                                  # one element per beat, spread over the channels
+                occ = _cdiv(n, cfg.hbm_channels)
+                return max(occ, 1), self.hbm_write_lat, nbytes, 0
+            if m == "STORE_K":                                   # ceil(n/d) runs of 2d bytes (one per row tile)
+                occ = max(_cdiv(n, cfg.d), math.ceil(nbytes / self.hbm_bpc))
+                return max(occ, 1), self.hbm_write_lat, nbytes, 0
+            if f["hbm"]:
+                occ = math.ceil(nbytes / self.hbm_bpc)
+                lat = self.hbm_read_lat if m == "LOAD" else self.hbm_write_lat
+                return max(occ, 1), lat + self.vbuf, nbytes, 0
+            occ = math.ceil(nbytes / self.ddr_bpc)
+            return max(occ, 1), self.ddr_lat + self.vbuf, 0, nbytes
+        if u is isa.Unit.ROUTER:
+            if m == "ALLGATHER":
+                return 0, self.gather_cycles(f["n"], f["devices"], f["gran"]), 0, 0
+            occ = max(1, math.ceil(2 * f["n"] / self.link_bpc))
+            return occ, self.vbuf, 0, 0
+        return 0, 0, 0, 0
+
+    def gather_cycles(self, n: int, devices: int, gran: int) -> int:
+        """Ring all-gather after every device arrived: N-1 steps, each moving the largest chunk + one hop."""
+        if devices <= 1:
+            return 1
+        biggest = max(b - a for a, b in isa.chunk_bounds(n, devices, max(gran, 1) * self.cfg.d))
+        return (devices - 1) * (math.ceil(2 * biggest / self.link_bpc) + self.hop) + 2 * self.vbuf
+
+    def host_seconds(self, devices: int, decode: bool, logits_bytes: list[int]) -> float:
+        """Host time around one token step: TOKEN/POS/start writes and a done poll per device; decode steps
+        also read every device's logits slice (one DMA each) and sample."""
+        t = devices * (3 * self.mmio_w + self.mmio_r)
+        if decode:
+            t += sum(self.dma_setup + b / self.pcie_bps for b in logits_bytes) + self.sample
+        return t
+
+
+# ================================================================================================ stream tables
+def _operands(op: isa.Op, f: dict, vbuf_entries: int, d: int):
+    """VBUF ranges (start entry, elements or None for POS+1) read and written, scalar registers as entries."""
+    def length(src: str):
+        if src == "k":
+            return None if f.get("dyn_k") else f["k"]
+        if src.startswith("n"):
+            if src.endswith("?") and not f.get("has_bias"):
+                return -1
+            return None if f.get("dyn_n") else f["n"]
+        raise AssertionError(src)
+
+    reads, writes = [], []
+    for addr, src in op.reads:
+        ln = length(src)
+        if ln != -1:
+            reads.append((f[addr], ln))
+    for addr, src in op.writes:
+        ln = length(src)
+        if ln != -1:
+            writes.append((f[addr], ln))
+    for r in op.sreads:
+        if r == "s?":
+            if f.get("scale"):
+                reads.append((vbuf_entries + f["s"], -2))
+        else:
+            reads.append((vbuf_entries + f[r], -2))
+    for r in op.swrites:
+        writes.append((vbuf_entries + f[r], -2))
+    return reads, writes
+
+
+def layer_bins(instrs: list[isa.Instr], n_layer: int, node_pcs=None) -> tuple[list[int], list[str]]:
+    """Map each pc to a bin: 0 'embed', 1..L 'layer i', L+1 'final' (ln_f, LM head, HALT).
+
+    With `node_pcs` (a manifest list of [start_pc, node_name]) the map is exact; otherwise a layer starts with
+    the LOADs of its first LayerNorm's parameters (VDOT appears once per LayerNorm: 2 per layer, 1 for ln_f).
+    """
+    names = ["embed"] + [f"layer {i}" for i in range(n_layer)] + ["final"]
+    starts: list[tuple[int, int]] = []
+    if node_pcs:
+        for pc, node in node_pcs:
+            parts = str(node).split(".")
+            if len(parts) >= 2 and parts[0] == "h" and parts[1].isdigit():
+                b = int(parts[1]) + 1
+            elif node == "embed":
+                b = 0
+            else:
+                b = n_layer + 1
+            starts.append((int(pc), b))
+    else:
+        ln = 0
+        for pc, ins in enumerate(instrs):
+            if ins.op.mnemonic != "VDOT":
+                continue
+            s = pc
+            while s > 0 and instrs[s - 1].op.mnemonic != "VSUM" and pc - s < 4:
+                s -= 1
+            s -= 1                                               # the VSUM
+            while s > 0 and instrs[s - 1].op.mnemonic == "LOAD" and not instrs[s - 1].fields()["index"]:
+                s -= 1
+            if ln % 2 == 0:
+                starts.append((max(s, 0), min(ln // 2 + 1, n_layer + 1)))
+            ln += 1
+    out = [0] * len(instrs)
+    starts.sort()
+    j, cur = 0, 0
+    for pc in range(len(instrs)):
+        while j < len(starts) and starts[j][0] <= pc:
+            cur = starts[j][1]
+            j += 1
+        out[pc] = cur
+    return out, names
+
+
+class _Stream:
+    """One device's stream, predecoded: static per-instruction data, and per POS class the resolved tuples
+    (kind, unit, mnemonic index, layer bin, read ranges, write ranges, occupancy, latency, fence mask,
+    HBM bytes, DDR bytes) the scheduler runs on."""
+
+    _ADDRESS_FIELDS = ("w", "addr", "stride", "index")      # never change a cost (addresses, row pitch)
+
+    def __init__(self, instrs: list[isa.Instr], timing: Timing, n_layer: int, devices: int, node_pcs=None):
+        cfg = timing.cfg
+        self.timing = timing
+        self.n = len(instrs)
+        self.bins, self.bin_names = layer_bins(instrs, n_layer, node_pcs)
+        self.bins_np = np.asarray(self.bins, np.int64)
+        self.static = []          # (kind, unit, cls, reads, writes, fence_mask): ranges as (entry, elements|None)
+        self.skey = []            # static key: equal keys => equal resolved tuples for every POS (but the bin)
+        self.csig = []            # cost signature: (mnemonic, fields that can change the cost)
+        self.fields = []
+        self.ops = []
+        self.dyn = []             # pcs whose cost or ranges depend on POS
+        if not instrs or instrs[-1].op.mnemonic != "HALT":
+            raise PerfError("stream does not end with HALT")
+        for pc, ins in enumerate(instrs):
+            op, f = ins.op, ins.fields()
+            kind = {"FENCE": K_FENCE, "HALT": K_HALT, "NOP": K_NOP, "ALLGATHER": K_GATHER, "SEND": K_SEND,
+                    "RECV": K_RECV}.get(op.mnemonic, K_NORMAL)
+            reads, writes = _operands(op, f, cfg.vbuf_entries, cfg.d)
+            mask = 0
+            if kind == K_FENCE:
+                units = f["units"]
+                mask = 0b1111 if units & isa.ALL_UNITS else units & 0b1111
+            if kind == K_GATHER and f["devices"] != devices:
+                raise PerfError(f"pc {pc} `{isa.disassemble(ins)}`: ALLGATHER over {f['devices']} devices, but the "
+                                f"program has {devices}")
+            st = (kind, _UNIT_OF[op.unit], _MN_INDEX[op.mnemonic], tuple(reads), tuple(writes), mask)
+            csig = (op.mnemonic,) + tuple(v for k, v in f.items() if k not in self._ADDRESS_FIELDS)
+            self.static.append(st)
+            self.csig.append(csig)
+            self.skey.append(st + (csig,))
+            self.fields.append(f)
+            self.ops.append(op)
+            if f.get("dyn_n") or f.get("dyn_k"):
+                self.dyn.append(pc)
+        self.has_p2p = any(st[0] in (K_SEND, K_RECV) for st in self.static)
+        self._base = None
+        self._resolved: dict[int, list] = {}
+
+    def _resolve_one(self, pc: int, n_dyn: int):
+        t = self.timing
+        kind, unit, cls, reads, writes, mask = self.static[pc]
+        d = t.cfg.d
+        E = t.cfg.vbuf_entries
+        e_dyn = _cdiv(n_dyn, d)
+
+        def ranges(spec):
+            out = []
+            for a, ln in spec:
+                if ln == -2:
+                    out.append((a, a + 1))
+                elif ln is None:
+                    out.append((a, a + e_dyn))
+                elif ln > 0:
+                    out.append((a, a + _cdiv(ln, d)))
+            return tuple(out)
+
+        rr, ww = ranges(reads), ranges(writes)
+        for a, b in rr + ww:
+            if b > E + 16 or (a < E and b > E):
+                raise PerfError(f"pc {pc} `{isa.disassemble(isa.Instr(self.ops[pc], **self.fields[pc]))}`: VBUF "
+                                f"entries {a}..{b} exceed the {E}-entry buffer")
+        key = (self.csig[pc], n_dyn if pc in self._dynset else 0)
+        c = t.cost_cache.get(key)
+        if c is None:
+            c = t.cost_cache[key] = t.cost(self.ops[pc], self.fields[pc], n_dyn)
+        occ, lat, hb, db = c
+        return (kind, unit, cls, self.bins[pc], rr, ww, occ, lat, mask, hb, db)
+
+    def resolved(self, n_dyn: int) -> list:
+        """Per-instruction tuples for POS + 1 = n_dyn (memoised per n_dyn); POS-dependent entries are None until
+        `_Dev.run` resolves them (with the periodicity shortcut most never are)."""
+        r = self._resolved.get(n_dyn)
+        if r is not None:
+            return r
+        if self._base is None:
+            self._dynset = set(self.dyn)
+            self._base = [self._resolve_one(pc, 1) for pc in range(self.n)]
+        r = list(self._base)
+        for pc in self.dyn:
+            r[pc] = None                                         # resolved when first scheduled (_Dev.run)
+        self._resolved[n_dyn] = r
+        return r
+
+
+# ================================================================================================ scheduling
+@dataclass
+class DeviceStep:
+    """One device's figures for one token step."""
+    cycles: int = 0
+    by_op: list = field(default_factory=lambda: [0] * len(MNEMONICS))   # exposed cycles per mnemonic
+    by_bin: list = field(default_factory=list)                          # exposed cycles per layer bin
+    busy: list = field(default_factory=lambda: [0, 0, 0, 0])            # occupancy per unit
+    hbm_bytes: int = 0
+    ddr_bytes: int = 0
+    link_bytes: int = 0
+    sync_wait: int = 0
+    ring_cycles: int = 0
+
+
+_RING = (K_GATHER, K_SEND, K_RECV)
+
+
+class _Dev:
+    """The scheduler of one device: runs its resolved stream until a ring instruction (which the coordinator
+    completes with `finish`) or HALT. Every time in the state is an absolute cycle count."""
+
+    def __init__(self, table: list, n_bins: int, entries: int, queue: int, hbm_lat: int, resolve=None):
+        self.table, self.queue, self.hbm_lat = table, queue, hbm_lat
+        self.resolve = resolve            # pc -> resolved tuple, for the table's None entries
+        self.pc = 0
+        self.w_end = [0] * entries        # completion of the last writer, per VBUF entry / scalar register
+        self.r_rel = [0] * entries        # time the readers so far have consumed the entry
+        self.unit_free = [0, 0, 0, 0]     # the unit can start its next instruction
+        self.unit_done = [0, 0, 0, 0]     # latest completion per unit (FENCE, HALT)
+        self.qstart = [[], [], [], []]    # start times per unit (queue slots free up as instructions start)
+        self.disp = -1                    # dispatch time of the last instruction
+        self.barrier = 0                  # FENCE: no dispatch before
+        self.frontier = 0                 # latest completion so far (exposed-time accounting)
+        self.out = DeviceStep(by_bin=[0] * n_bins)
+        self.pending = None               # (kind, pc, start, lat) of the ring instruction waiting
+        self.halted = False
+
+    def run(self):
+        """Schedule until a ring instruction (returns it) or HALT (returns None)."""
+        table, queue, hbm_lat = self.table, self.queue, self.hbm_lat
+        w_end, r_rel, unit_free, unit_done, qstart = self.w_end, self.r_rel, self.unit_free, self.unit_done, self.qstart
+        out = self.out
+        by_op, by_bin, busy = out.by_op, out.by_bin, out.busy
+        disp, barrier, frontier = self.disp, self.barrier, self.frontier
+        hbm = ddr = 0
+        result = None
+        pc = self.pc
+        for pc in range(self.pc, len(table)):
+            x = table[pc]
+            if x is None:
+                x = table[pc] = self.resolve(pc)
+            kind, unit, cls, lb, reads, writes, occ, lat, mask, hb, db = x
+            t = disp + 1
+            if t < barrier:
+                t = barrier
+            if unit < 4:
+                qs = qstart[unit]
+                if len(qs) >= queue and qs[-queue] > t:
+                    t = qs[-queue]
+            disp = t
+            if kind == K_NORMAL or kind in _RING:
+                ready = t + hbm_lat if unit == U_MPU else t
+                for a, b in reads:
+                    x = max(w_end[a:b]) if b - a > 1 else w_end[a]
+                    if x > ready:
+                        ready = x
+                for a, b in writes:
+                    if b - a > 1:
+                        x = max(w_end[a:b])
+                        y = max(r_rel[a:b])
+                    else:
+                        x, y = w_end[a], r_rel[a]
+                    if x > ready:
+                        ready = x
+                    if y > ready:
+                        ready = y
+                start = ready if ready > unit_free[unit] else unit_free[unit]
+                if kind != K_NORMAL:
+                    result = self.pending = (kind, pc, start, lat)
+                    break
+                rel = start + occ
+                unit_free[unit] = rel
+                end = rel + lat
+                busy[unit] += occ
+                qstart[unit].append(start)
+                if end > unit_done[unit]:
+                    unit_done[unit] = end
+                for a, b in writes:
+                    if b - a > 1:
+                        w_end[a:b] = [end] * (b - a)
+                    else:
+                        w_end[a] = end
+                for a, b in reads:
+                    if b - a > 1:
+                        r_rel[a:b] = [x if x > rel else rel for x in r_rel[a:b]]
+                    elif r_rel[a] < rel:
+                        r_rel[a] = rel
+                hbm += hb
+                ddr += db
+            elif kind == K_FENCE:
+                end = t + 1
+                for u in range(4):
+                    if mask >> u & 1 and unit_done[u] > end:
+                        end = unit_done[u]
+                barrier = end
+            elif kind == K_HALT:
+                end = max(t + 1, *unit_done)
+                self.halted = True
+            else:                                                # NOP
+                end = t + 1
+            if end > frontier:
+                by_op[cls] += end - frontier
+                by_bin[lb] += end - frontier
+                frontier = end
+            if kind == K_HALT:
+                break
+        else:
+            raise PerfError("stream ran off its end without HALT")
+        self.pc = pc
+        self.disp, self.barrier, self.frontier = disp, barrier, frontier
+        out.hbm_bytes += hbm
+        out.ddr_bytes += ddr
+        if self.halted:
+            out.cycles = frontier
+        return result
+
+    def finish(self, end: int):
+        """Complete the pending ring instruction at `end` (it blocked the router queue since its start)."""
+        kind, pc, start, lat = self.pending
+        _, unit, cls, lb, reads, writes = self.table[pc][:6]
+        self.pending = None
+        self.unit_free[unit] = end
+        self.out.busy[unit] += end - start
+        self.qstart[unit].append(start)
+        if end > self.unit_done[unit]:
+            self.unit_done[unit] = end
+        for a, b in writes:
+            self.w_end[a:b] = [end] * (b - a)
+        for a, b in reads:
+            self.r_rel[a:b] = [x if x > end else end for x in self.r_rel[a:b]]
+        if end > self.frontier:
+            self.out.by_op[cls] += end - self.frontier
+            self.out.by_bin[lb] += end - self.frontier
+            self.frontier = end
+        self.pc = pc + 1
+
+    # ---- periodicity (see simulate_step)
+    def signature(self, go: int) -> tuple:
+        """The state relative to `go`, with every time <= the last dispatch clipped to it (such times can no
+        longer delay anything: every later start is after a later dispatch). Small part, and the VBUF
+        scoreboard as copies (compared only when the small parts match: `_big`)."""
+        c = self.disp
+        q = self.queue
+
+        def rel(xs):
+            return tuple((x if x > c else c) - go for x in xs)
+
+        small = (c - go, self.frontier - go, (self.barrier if self.barrier > c else c) - go,
+                 rel(self.unit_free), rel(self.unit_done), tuple(rel(qs[-q:]) for qs in self.qstart),
+                 self.pending[2] - go)
+        return small, [list(self.w_end), list(self.r_rel), c, go, None]
+
+    @staticmethod
+    def _big(lazy: list) -> bytes:
+        if lazy[4] is None:
+            w, r, c, go, _ = lazy
+            lazy[4] = ((np.maximum(np.asarray(w, np.int64), c) - go).tobytes()
+                       + (np.maximum(np.asarray(r, np.int64), c) - go).tobytes())
+            lazy[0] = lazy[1] = None
+        return lazy[4]
+
+    def stats(self) -> tuple:
+        o = self.out
+        return (list(o.by_op), list(o.by_bin), list(o.busy), o.hbm_bytes, o.ddr_bytes, o.link_bytes,
+                o.sync_wait, o.ring_cycles)
+
+    def skip(self, periods: int, dpc: int, dt: int, before: tuple, after: tuple, bin_shift: int):
+        """Jump `periods` repetitions of a period of `dpc` instructions and `dt` cycles whose figures grew from
+        `before` to `after` (stats() snapshots one period apart)."""
+        s = periods * dt
+        self.w_end = [x + s for x in self.w_end]
+        self.r_rel = [x + s for x in self.r_rel]
+        self.unit_free = [x + s for x in self.unit_free]
+        self.unit_done = [x + s for x in self.unit_done]
+        self.qstart = [[x + s for x in qs[-self.queue:]] for qs in self.qstart]
+        self.disp += s
+        self.barrier += s
+        self.frontier += s
+        kind, pc, start, lat = self.pending
+        self.pending = (kind, pc + periods * dpc, start + s, lat)
+        self.pc = pc + periods * dpc
+        o = self.out
+        (op0, bin0, busy0, *sc0), (op1, bin1, busy1, *sc1) = before, after
+        for i in range(len(op0)):
+            o.by_op[i] += periods * (op1[i] - op0[i])
+        for i in range(4):
+            o.busy[i] += periods * (busy1[i] - busy0[i])
+        for i in range(len(bin0)):
+            d = bin1[i] - bin0[i]
+            if d:
+                for m in range(1, periods + 1):
+                    o.by_bin[min(i + m * bin_shift, len(o.by_bin) - 1)] += d
+        o.hbm_bytes += periods * (sc1[0] - sc0[0])
+        o.ddr_bytes += periods * (sc1[1] - sc0[1])
+        o.link_bytes += periods * (sc1[2] - sc0[2])
+        o.sync_wait += periods * (sc1[3] - sc0[3])
+        o.ring_cycles += periods * (sc1[4] - sc0[4])
+
+
+def _periods(stream: "_Stream", p0: int, p1: int, limit: int) -> tuple[int, int]:
+    """How many times the instruction segment [p0, p1) repeats right after p1 (costs and VBUF ranges equal;
+    layer bins shifted uniformly), up to `limit`; and the bin shift per period."""
+    key = stream.skey
+    bins = stream.bins_np
+    L = p1 - p0
+    seg = key[p0:p1]
+    shift = int(bins[p1] - bins[p0])
+    base = bins[p0:p1]
+    m = 0
+    while m < limit:
+        a = p1 + m * L
+        if a + L > len(key) or key[a:a + L] != seg or not np.array_equal(bins[a:a + L] - base, (m + 1) * shift + 0 * base):
+            break
+        m += 1
+    return m, shift
+
+
+def simulate_step(streams: list["_Stream"], n_dyn: int, order: list[int] | None = None,
+                  fast: bool = True) -> list[DeviceStep]:
+    """Run one token step (one run of a stream on every device) and return each device's figures.
+
+    Two exact shortcuts (`fast`):
+    - devices whose resolved streams are identical (devices 1-3 of GPT-2 1.5B on 4 devices: 6 heads each) have
+      identical schedules, because their only coupling is the ALLGATHER completion time they all share; they
+      are simulated once;
+    - periodicity: at an ALLGATHER where every device's state, relative to the gather's start and with times
+      that can no longer delay anything clipped, equals its state p gathers earlier, and the instructions of
+      the next periods repeat those of the last one (same costs, same VBUF ranges), the schedule repeats
+      shifted in time: those periods are added up instead of simulated (decoder layers after the first few).
+    Neither applies with SEND/RECV. `tests/sim/test_perf.py` checks fast == slow."""
+    t0 = streams[0].timing
+    n = len(streams)
+    order = list(order) if order is not None else list(range(n))
+    position = {dev: i for i, dev in enumerate(order)}
+    entries = t0.cfg.vbuf_entries + 16
+    tables = [s.resolved(n_dyn) for s in streams]
+    p2p = any(s.has_p2p for s in streams)
+    rep = list(range(n))
+    if fast and not p2p:
+        for k in range(1, n):
+            for j in range(k):
+                if rep[j] == j and streams[j].skey == streams[k].skey and streams[j].bins == streams[k].bins:
+                    rep[k] = j
+                    break
+    uniq = [k for k in range(n) if rep[k] == k]
+    devs = {k: _Dev(tables[k], len(streams[k].bin_names), entries, t0.queue, t0.hbm_read_lat,
+                    functools.partial(streams[k]._resolve_one, n_dyn=n_dyn)) for k in uniq}
+    links: dict[tuple[int, int], list] = {}
+    history: list[tuple] = []          # per ALLGATHER: (go, {k: pc}, {k: signature}, {k: stats})
+    periodic = fast and not p2p
+
+    def neighbour(k, direction):
+        return order[(position[k] + (1 if direction == 0 else -1)) % n]
+
+    blocked = {k: devs[k].run() for k in uniq}
+    while True:
+        live = {k: v for k, v in blocked.items() if v is not None}
+        if not live:
+            break
+        progressed = False
+        for k, (kind, pc, start, lat) in list(live.items()):
+            f = streams[k].fields[pc]
+            if kind == K_SEND:
+                occ = max(1, math.ceil(2 * f["n"] / t0.link_bpc))
+                links.setdefault((k, neighbour(k, f["dir"])), []).append((start + occ + t0.hop, f["n"]))
+                devs[k].out.link_bytes += 2 * f["n"]
+                devs[k].finish(start + occ)
+                blocked[k] = devs[k].run()
+                progressed = True
+            elif kind == K_RECV:
+                q = links.get((neighbour(k, 1 - f["dir"]), k))
+                if q:
+                    arrive, size = q.pop(0)
+                    if size != f["n"]:
+                        raise PerfError(f"device {k} pc {pc}: RECV of {f['n']} elements gets a message of {size}")
+                    devs[k].finish(max(start, arrive) + lat)
+                    blocked[k] = devs[k].run()
+                    progressed = True
+        live = {k: v for k, v in blocked.items() if v is not None}
+        if live and len(live) == len(uniq) and all(v[0] == K_GATHER for v in live.values()):
+            shapes = {(streams[k].fields[pc]["n"], streams[k].fields[pc]["gran"]) for k, (_, pc, _, _) in
+                      live.items()}
+            if len(shapes) != 1:
+                raise PerfError("ALLGATHER shapes differ between devices: " + "; ".join(
+                    f"device {k} pc {pc}" for k, (_, pc, _, _) in sorted(live.items())))
+            go = max(v[2] for v in live.values())
+            if periodic:
+                go = _try_skip(devs, streams, n_dyn, history, go)
+                live = {k: d.pending for k, d in devs.items()}
+            xfer = next(iter(live.values()))[3]
+            nelem = shapes.pop()[0]
+            for k, (_, pc, start, _) in live.items():
+                o = devs[k].out
+                o.sync_wait += go - start
+                o.ring_cycles += xfer
+                o.link_bytes += 2 * nelem * (n - 1) // n
+                devs[k].finish(go + xfer)
+                blocked[k] = devs[k].run()
+            progressed = True
+        if not progressed:
+            desc = "; ".join(f"device {k} pc {v[1]} ({('ALLGATHER', 'SEND', 'RECV')[v[0] - K_GATHER]})"
+                             for k, v in sorted(live.items()))
+            halted = sorted(k for k, v in blocked.items() if v is None)
+            raise PerfError(f"deadlock: {desc}" + (f"; halted: devices {halted}" if halted else ""))
+    return [devs[rep[k]].out for k in range(n)]
+
+
+def _try_skip(devs: dict, streams, n_dyn: int, history: list, go: int) -> int:
+    """At an ALLGATHER every device waits on: record the state; when it repeats one of the last few records
+    and the instructions repeat too, jump the repeating periods. Returns the gather's start (shifted)."""
+    ks = sorted(devs)
+    pcs = {k: devs[k].pending[1] for k in ks}
+    sigs = {k: devs[k].signature(go) for k in ks}
+    small = tuple(sigs[k][0] for k in ks)
+    stats = {k: devs[k].stats() for k in ks}
+    for back in range(1, min(len(history), 16) + 1):
+        go0, pcs0, small0, sigs0, stats0 = history[-back]
+        if small0 != small:
+            continue
+        if any(pcs0[k] >= pcs[k] for k in ks):
+            continue
+        if any(_Dev._big(sigs0[k][1]) != _Dev._big(sigs[k][1]) for k in ks):
+            continue
+        limit, shift = None, None
+        for k in ks:
+            m, sh = _periods(streams[k], pcs0[k], pcs[k], 1 << 30 if limit is None else limit)
+            limit = m if limit is None else min(limit, m)
+            if shift is not None and sh != shift:
+                limit = 0
+            shift = sh
+            if not limit:
+                break
+        if limit:
+            dt = go - go0
+            for k in ks:
+                devs[k].skip(limit, pcs[k] - pcs0[k], dt, stats0[k], stats[k], shift)
+            history.clear()
+            return go + limit * dt
+    history.append((go, pcs, small, sigs, stats))
+    if len(history) > 16:
+        del history[0]
+    return go
+
+
+# ================================================================================================ the model
+@dataclass
+class Phase:
+    """Totals of one phase (prefill or decode) over its token steps."""
+    steps: int = 0
+    device_cycles: int = 0               # sum over steps of the slowest device's cycles
+    host_s: float = 0.0
+    by_op: Counter = field(default_factory=Counter)      # exposed cycles (critical device), by mnemonic
+    by_bin: list = field(default_factory=list)
+    busy: list = field(default_factory=lambda: [0, 0, 0, 0])   # summed over devices
+    device_time: int = 0                 # sum over steps and devices of each device's cycles
+    hbm_bytes: int = 0                   # summed over devices
+    hbm_bytes_max: int = 0               # the busiest device's bytes
+    ddr_bytes: int = 0
+    link_bytes: int = 0
+    sync_wait: int = 0                   # summed over devices
+    ring_cycles: int = 0                 # critical device
+
+
+class PerfModel:
+    """The performance model for one program on one board.
+
+        m = PerfModel(program, "u280")
+        report = m.run(input_tokens=128, output_tokens=256)
+
+    `fast=False` turns off the exact shortcuts (device deduplication, layer periodicity) for testing them.
+    """
+
+    def __init__(self, program: Program, board: str | Board | None = "u280", check_fit: bool = True,
+                 fast: bool = True):
+        if not isinstance(program, Program):
+            raise PerfError(f"expected a dfx Program, not {type(program).__name__}")
+        self.fast = fast
+        self.program = program
+        self.cfg = program.config
+        self.board = load_board(board)
+        self.timing = Timing(self.cfg, self.board)
+        self.devices = program.n_devices
+        self.model = program.model_config
+        if check_fit:
+            self.check_fit()
+        node_pcs = program.manifest.get("node_pcs")
+        L = int(self.model.get("n_layer", 0))
+        self.streams = {}
+        for name in ("prefill", "decode"):
+            per_dev = []
+            for k, dev in enumerate(program.devices):
+                if name not in dev.streams:
+                    raise PerfError(f"device {k} has no {name!r} stream")
+                np_ = node_pcs.get(name, [None] * self.devices)[k] if node_pcs else None
+                per_dev.append(_Stream(dev.streams[name], self.timing, L, self.devices, np_))
+            self.streams[name] = per_dev
+        self.max_seq = int(program.manifest.get("max_seq", self.model.get("n_positions", 1024)))
+        self._memo: dict[tuple[str, int], list[DeviceStep]] = {}
+        pieces = program.manifest.get("symbols", {}).get("logits_pieces")
+        V = int(self.model.get("vocab_size", 0))
+        if pieces:
+            self.logits_bytes = [2 * sum(b - a for a, b in p) for p in pieces]
+        else:
+            self.logits_bytes = [2 * V // self.devices] * self.devices
+
+    # ---- fit
+    def hbm_needed(self) -> list[int]:
+        mem = self.program.manifest.get("memory") or []
+        return [int(m.get("hbm_bytes", 0)) for m in mem]
+
+    def check_fit(self):
+        have = self.board.hbm_capacity_bytes
+        for k, need in enumerate(self.hbm_needed()):
+            if need > have:
+                raise PerfError(f"device {k} needs {need / 2**30:.2f} GiB of HBM (weights + KV cache), board "
+                                f"{self.board.name} has {have / 2**30:.2f} GiB; use more devices or a smaller "
+                                "weight format")
+
+    # ---- steps
+    def key(self, pos: int) -> int:
+        return _cdiv(pos + 1, self.timing.g0)
+
+    def step(self, stream: str, pos: int, memo: bool = True) -> list[DeviceStep]:
+        """Every device's figures for one run of `stream` at position `pos`."""
+        if stream not in self.streams:
+            raise PerfError(f"no stream {stream!r}; the program has {', '.join(self.streams)}")
+        if not 0 <= pos < self.max_seq:
+            raise PerfError(f"position {pos} is outside the program's context (max_seq {self.max_seq})")
+        key = (stream, self.key(pos))
+        if memo and key in self._memo:
+            return self._memo[key]
+        r = simulate_step(self.streams[stream], pos + 1, self.program.manifest.get("ring"), fast=self.fast)
+        if memo:
+            self._memo[key] = r
+        return r
+
+    def step_cycles(self, stream: str, pos: int, memo: bool = True) -> int:
+        return max(d.cycles for d in self.step(stream, pos, memo))
+
+    def run(self, input_tokens: int, output_tokens: int, memo: bool = True) -> "PerfReport":
+        """Token-serial generation: `prefill` for prompt tokens 0..T-2, `decode` for T-1 and each generated
+        token but the last (output_tokens decode steps in all)."""
+        T, M = input_tokens, output_tokens
+        for name, v in (("input_tokens", T), ("output_tokens", M)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise PerfError(f"{name} must be an integer >= 1, not {v!r}")
+        if T + M - 1 > self.max_seq:
+            raise PerfError(f"{T} input + {M} output tokens need {T + M - 1} positions; the program's context is "
+                            f"{self.max_seq} (compile with a larger max_seq)")
+        groups: dict[tuple[str, int], list[int]] = {}
+        for p in range(T - 1):
+            groups.setdefault(("prefill", self.key(p)), []).append(p)
+        for p in range(T - 1, T + M - 1):
+            groups.setdefault(("decode", self.key(p)), []).append(p)
+        phases = {"prefill": Phase(), "decode": Phase()}
+        nb = len(self.streams["decode"][0].bin_names)
+        for ph in phases.values():
+            ph.by_bin = [0] * nb
+        decode_bytes = []
+        for (stream, _), positions in groups.items():
+            ph = phases[stream]
+            if memo:
+                res = [(self.step(stream, positions[0]), len(positions))]
+            else:
+                res = [(self.step(stream, p, memo=False), 1) for p in positions]
+            for devs, cnt in res:
+                crit = max(range(len(devs)), key=lambda k: devs[k].cycles)
+                c = devs[crit]
+                ph.steps += cnt
+                ph.device_cycles += cnt * c.cycles
+                for i, v in enumerate(c.by_op):
+                    if v:
+                        ph.by_op[MNEMONICS[i]] += cnt * v
+                for i, v in enumerate(c.by_bin):
+                    ph.by_bin[i] += cnt * v
+                for dv in devs:
+                    for u in range(4):
+                        ph.busy[u] += cnt * dv.busy[u]
+                    ph.device_time += cnt * dv.cycles
+                    ph.hbm_bytes += cnt * dv.hbm_bytes
+                    ph.ddr_bytes += cnt * dv.ddr_bytes
+                    ph.link_bytes += cnt * dv.link_bytes
+                    ph.sync_wait += cnt * dv.sync_wait
+                ph.hbm_bytes_max += cnt * max(dv.hbm_bytes for dv in devs)
+                ph.ring_cycles += cnt * c.ring_cycles
+                if stream == "decode":
+                    decode_bytes.append((max(dv.hbm_bytes for dv in devs), cnt))
+            ph.host_s += len(positions) * self.timing.host_seconds(self.devices, stream == "decode",
+                                                                     self.logits_bytes)
+        return PerfReport(self, T, M, phases, decode_bytes)
+
+
+# ================================================================================================ report
+class PerfReport:
+    """The figures of one run: totals, prefill vs decode, breakdowns, utilisation, bandwidth, roofline."""
+
+    def __init__(self, model: PerfModel, T: int, M: int, phases: dict[str, Phase], decode_bytes):
+        self.m = model
+        self.input_tokens, self.output_tokens = T, M
+        self.phases = phases
+        self.clock_hz = model.timing.clock_hz
+        self.port_peak = model.cfg.beat_bytes * self.clock_hz            # bytes/s the core's ports can take
+        self.board_peak = model.board.hbm_peak_gbytes_per_s * 1e9       # bytes/s the board's HBM delivers
+        n = sum(c for _, c in decode_bytes)
+        self.decode_bytes_per_token = sum(b * c for b, c in decode_bytes) / n if n else 0.0
+
+    # ---- headline figures
+    def ms(self, phase: str | None = None) -> float:
+        phs = [self.phases[phase]] if phase else self.phases.values()
+        return sum(p.device_cycles / self.clock_hz + p.host_s for p in phs) * 1e3
+
+    @property
+    def total_cycles(self) -> int:
+        return sum(p.device_cycles for p in self.phases.values())
+
+    @property
+    def total_ms(self) -> float:
+        return self.ms()
+
+    @property
+    def decode_ms_per_token(self) -> float:
+        d = self.phases["decode"]
+        return self.ms("decode") / d.steps if d.steps else 0.0
+
+    @property
+    def prefill_ms_per_token(self) -> float:
+        p = self.phases["prefill"]
+        return self.ms("prefill") / p.steps if p.steps else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return 1e3 / self.decode_ms_per_token if self.decode_ms_per_token else 0.0
+
+    def roofline_ms(self, peak: str = "port") -> float:
+        """Decode roofline: HBM bytes the busiest device streams per token (weights + KV cache, as tiled) /
+        peak bandwidth. peak='port': the core's HBM ports (width x clock, at most the board's); 'board': the
+        board's HBM peak."""
+        bw = min(self.port_peak, self.board_peak) if peak == "port" else self.board_peak
+        return self.decode_bytes_per_token / bw * 1e3
+
+    def roofline_pct(self, peak: str = "port") -> float:
+        return 100.0 * self.roofline_ms(peak) / self.decode_ms_per_token if self.decode_ms_per_token else 0.0
+
+    def utilisation(self, phase: str | None = None) -> dict[str, float]:
+        phs = [self.phases[phase]] if phase else list(self.phases.values())
+        t = sum(p.device_time for p in phs)
+        return {UNIT_NAMES[u]: (sum(p.busy[u] for p in phs) / t if t else 0.0) for u in range(4)}
+
+    def hbm_gbps(self, phase: str | None = None) -> float:
+        """Achieved HBM bandwidth per device while the devices run (bytes / device time)."""
+        phs = [self.phases[phase]] if phase else list(self.phases.values())
+        t = sum(p.device_time for p in phs) / self.clock_hz
+        return sum(p.hbm_bytes for p in phs) / t / 1e9 if t else 0.0
+
+    def by_class(self, phase: str | None = None) -> dict[str, float]:
+        """Exposed time (ms) of the critical device per instruction class, plus the host."""
+        phs = [self.phases[phase]] if phase else list(self.phases.values())
+        out = {c: 0.0 for c in CLASSES}
+        for p in phs:
+            for mn, cyc in p.by_op.items():
+                out[CLASS_OF[mn]] += cyc / self.clock_hz * 1e3
+        out["host"] = sum(p.host_s for p in phs) * 1e3
+        return out
+
+    def by_op(self, phase: str | None = None) -> dict[str, float]:
+        phs = [self.phases[phase]] if phase else list(self.phases.values())
+        c = Counter()
+        for p in phs:
+            c.update(p.by_op)
+        return {k: v / self.clock_hz * 1e3 for k, v in sorted(c.items(), key=lambda kv: -kv[1])}
+
+    def by_layer(self, phase: str | None = None) -> dict[str, float]:
+        phs = [self.phases[phase]] if phase else list(self.phases.values())
+        names = self.m.streams["decode"][0].bin_names
+        return {nm: sum(p.by_bin[i] for p in phs) / self.clock_hz * 1e3 for i, nm in enumerate(names)}
+
+    def to_dict(self) -> dict:
+        m = self.m
+        ph = {}
+        for name, p in self.phases.items():
+            ph[name] = {"steps": p.steps, "device_cycles": p.device_cycles, "ms": self.ms(name),
+                        "host_ms": p.host_s * 1e3,
+                        "ms_per_token": self.ms(name) / p.steps if p.steps else 0.0,
+                        "by_class_ms": self.by_class(name), "by_op_ms": self.by_op(name),
+                        "by_layer_ms": self.by_layer(name), "utilisation": self.utilisation(name),
+                        "hbm_gbps_per_device": self.hbm_gbps(name), "hbm_bytes": p.hbm_bytes,
+                        "ddr_bytes": p.ddr_bytes, "link_bytes": p.link_bytes,
+                        "sync_wait_ms": p.sync_wait / max(m.devices, 1) / self.clock_hz * 1e3,
+                        "ring_ms": p.ring_cycles / self.clock_hz * 1e3}
+        return {
+            "model": dict(m.model), "config": m.cfg.to_dict(), "board": m.board.name,
+            "devices": m.devices, "overlap": m.program.manifest.get("overlap", 1),
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "total_cycles": self.total_cycles, "total_ms": self.total_ms,
+            "prefill_ms_per_token": self.prefill_ms_per_token, "decode_ms_per_token": self.decode_ms_per_token,
+            "tokens_per_s": self.tokens_per_s,
+            "decode_hbm_bytes_per_token": self.decode_bytes_per_token,
+            "roofline_ms_port": self.roofline_ms("port"), "roofline_ms_board": self.roofline_ms("board"),
+            "roofline_pct_port": self.roofline_pct("port"), "roofline_pct_board": self.roofline_pct("board"),
+            "utilisation": self.utilisation(), "hbm_gbps_per_device": self.hbm_gbps(),
+            "phases": ph,
+        }
+
+    def format(self) -> str:
+        m = self.m
+        lines = [
+            f"model: GPT-2 n_layer={m.model.get('n_layer')} n_embd={m.model.get('n_embd')} on {m.devices} x "
+            f"{m.board.name}, config {m.cfg.name} (d={m.cfg.d}, l={m.cfg.l}, {m.cfg.clock_mhz:g} MHz), "
+            f"overlap {m.program.manifest.get('overlap', 1)}",
+            f"tokens: {self.input_tokens} in, {self.output_tokens} out",
+            f"total: {self.total_ms:.2f} ms ({self.total_cycles} device cycles + "
+            f"{sum(p.host_s for p in self.phases.values()) * 1e3:.3f} ms host)",
+            f"prefill: {self.phases['prefill'].steps} steps, {self.ms('prefill'):.2f} ms "
+            f"({self.prefill_ms_per_token:.3f} ms/token)",
+            f"decode: {self.phases['decode'].steps} steps, {self.ms('decode'):.2f} ms "
+            f"({self.decode_ms_per_token:.3f} ms/token, {self.tokens_per_s:.1f} tokens/s)",
+            f"decode roofline: {self.decode_bytes_per_token / 1e6:.1f} MB/token on the busiest device -> "
+            f"{self.roofline_ms('port'):.3f} ms at {min(self.port_peak, self.board_peak) / 1e9:.1f} GB/s "
+            f"({self.roofline_pct('port'):.0f}% of roofline), {self.roofline_ms('board'):.3f} ms at "
+            f"{self.board_peak / 1e9:.1f} GB/s ({self.roofline_pct('board'):.0f}%)",
+            f"achieved HBM bandwidth: {self.hbm_gbps():.1f} GB/s per device",
+            "unit utilisation: " + ", ".join(f"{k} {v * 100:.0f}%" for k, v in self.utilisation().items()),
+            "exposed time by class (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in self.by_class().items() if v),
+        ]
+        return "\n".join(lines)
+
+
+# ================================================================================================ helpers
+def simulate(program: Program, input_tokens: int, output_tokens: int, board: str | Board | None = "u280") -> PerfReport:
+    """One call: the report of `program` generating `output_tokens` after `input_tokens` on `board`."""
+    return PerfModel(program, board).run(input_tokens, output_tokens)
+
+
+def isolated_cycles(instr: isa.Instr | str, config: AccelConfig, board: str | Board | None = "u280",
+                    pos: int = 0) -> dict:
+    """The model's cycles for one instruction alone on an idle core (the calibration hook's unit): occupancy,
+    latency, and total = occupancy + latency (+ the HBM read latency for a matrix instruction, which nothing
+    hides when it runs alone). ALLGATHER's figure is the ring transfer after every device arrived."""
+    if isinstance(instr, str):
+        instr = isa.assemble_line(instr)
+        if instr is None:
+            raise PerfError("empty instruction text")
+    t = Timing(config, load_board(board))
+    occ, lat, hb, db = t.cost(instr.op, instr.fields(), pos + 1)
+    extra = t.hbm_read_lat if instr.op.unit is isa.Unit.MPU else 0
+    return {"occupancy": occ, "latency": lat, "total": occ + lat + extra, "hbm_bytes": hb, "ddr_bytes": db}
+
+
+def compare_rtl(records: list[dict], config: AccelConfig, board: str | Board | None = "u280") -> list[dict]:
+    """Calibration hook: RTL cycle counts per instruction beside the model's (docs/perf.md, Calibration).
+
+    records: [{"asm": "LINEAR dst=4 src=0 k=64 n=32", "pos": 0, "cycles": 140}, ...], `cycles` being what the
+    RTL measured for that instruction alone, from issue to its result written. Returns one row per record:
+    asm, class, rtl, model, ratio = rtl / model."""
+    if not isinstance(records, list):
+        raise PerfError("calibration data must be a JSON list of {asm, cycles, pos} records")
+    rows = []
+    for i, r in enumerate(records):
+        if not isinstance(r, dict) or "asm" not in r or "cycles" not in r:
+            raise PerfError(f"calibration record {i} must be an object with 'asm' and 'cycles' (and optional 'pos')")
+        try:
+            m = isolated_cycles(r["asm"], config, board, int(r.get("pos", 0)))
+        except isa.EncodeError as e:
+            raise PerfError(f"calibration record {i}: {e}") from None
+        try:
+            rtl = float(r["cycles"])
+        except (TypeError, ValueError):
+            raise PerfError(f"calibration record {i}: cycles must be a number, not {r['cycles']!r}") from None
+        mn = r["asm"].split()[0].upper()
+        rows.append({"asm": r["asm"], "class": CLASS_OF.get(mn, "?"), "rtl": rtl, "model": m["total"],
+                     "ratio": rtl / m["total"] if m["total"] else float("inf")})
+    return rows
+
+
+def estimate_resources(cfg: AccelConfig, board: str | Board | None = "u280") -> dict:
+    """First-order DSP estimate of the datapath (MPU: l lanes x (d multipliers + d-1 tree adders + an
+    accumulator and a bias adder); VPU: vpu_width x (adder + multiplier) + a d-input reduction tree) against
+    the board's DSP budget. The RTL issue's Yosys estimates replace this when they exist."""
+    b = load_board(board)
+    mul, add = b.value("resources", "dsp_per_fp16_mul"), b.value("resources", "dsp_per_fp_add")
+    mpu = cfg.l * (cfg.d * mul + (cfg.d - 1) * add + 2 * add)
+    vpu = cfg.vpu_width * (add + mul) + (cfg.d - 1) * add
+    total = mpu + vpu
+    budget = b.value("resources", "DSP") * b.value("resources", "usable_fraction")
+    return {"dsp": total, "dsp_mpu": mpu, "dsp_vpu": vpu, "dsp_budget": budget,
+            "dsp_total": b.value("resources", "DSP"), "fits": total <= budget}
