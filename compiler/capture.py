@@ -103,11 +103,13 @@ def capture_state(model: dict, state: dict | None) -> Graph:
 def capture(source) -> tuple[Graph, object]:
     """IR from any model source; returns (graph, tokenizer source dir or None).
 
-    source: a named GPT-2 size ("124M", "gpt2-xl", ...: shapes only), a checkpoint directory, our golden
-    `GPT2` module, or a `transformers` GPT2LMHeadModel.
+    source: a named GPT-2 size ("124M", "gpt2-xl", ...: shapes only), a dict of GPT-2 hyper-parameters (shapes
+    only), a checkpoint directory, our golden `GPT2` module, or a `transformers` GPT2LMHeadModel.
     """
     if hasattr(source, "config") and type(source).__module__.startswith("transformers"):
         return capture_state(source.config.to_dict(), source.state_dict()), None
+    if isinstance(source, dict):                      # GPT-2 hyper-parameters alone: a shapes-only program
+        return capture_state(source, None), None
     from dfx.models import checkpoint, gpt2
 
     if isinstance(source, (str, Path)):

@@ -36,10 +36,12 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
         g = p(g)
         if check:
             verify(g)
-    images = []
+    images, node_pcs = [], {}
     for k in range(devices):
         plan = allocate(g, cfg, max_seq, device=k)
-        streams = lower(g, plan)
+        streams, pcs = lower(g, plan)
+        for s, v in pcs.items():
+            node_pcs.setdefault(s, []).append(v)
         hbm, ddr = build_images(g, plan) if g.has_weights else (bytearray(), bytearray())
         images.append((plan, DeviceImage(streams, hbm, ddr)))
     plan = images[0][0]
@@ -61,6 +63,7 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
         "memory": [{"hbm_bytes": p.hbm_size, "ddr_bytes": p.ddr_size, "vbuf_entries": p.vbuf_entries_used,
                     "hbm": p.hbm, "ddr": p.ddr} for p, _ in images],
         "tokenizer": "bytes" if g.model["vocab_size"] == 256 else "files",
+        "node_pcs": node_pcs,
     }
     tok = {}
     if tok_dir is not None:

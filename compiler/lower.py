@@ -122,15 +122,18 @@ class Emitter:
                 self("STORE", vaddr=self.v(n.output), addr=self.plan.ddr["logits"] + 2 * c0, n=c, hbm=DDR)
 
 
-def lower(g: Graph, plan: Plan) -> dict[str, list[Instr]]:
+def lower(g: Graph, plan: Plan) -> tuple[dict[str, list[Instr]], dict[str, list[list]]]:
+    """(streams, node_pcs): node_pcs[stream] lists [first pc, node name] for every node, for breakdowns."""
     assert plan.logits_chunk % plan.cfg.l == 0 or plan.logits_chunk == g.model["vocab_size"]
-    streams = {}
+    streams, node_pcs = {}, {}
     for name in ("prefill", "decode"):
         e = Emitter(g, plan)
+        node_pcs[name] = []
         for n in g.nodes:
             if n.op == "lm_head" and name == "prefill":
                 continue
+            node_pcs[name].append([len(e.out), n.name])
             getattr(e, n.op)(n)
         e("HALT")
         streams[name] = e.out
-    return streams
+    return streams, node_pcs

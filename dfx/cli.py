@@ -44,6 +44,7 @@ def main():
       dfx compile -o gpt.dfx          compile a model to a program (instruction streams + memory images)
       dfx run gpt.dfx --prompt "..."  run a compiled program
       dfx disasm gpt.dfx              print a program's instructions
+      dfx perf                        cycle-level performance model (default: GPT-2 1.5B on 4 x U280)
     """
 
 
@@ -298,6 +299,13 @@ def disasm(program, device, stream):
         for pc, ins in enumerate(instrs):
             click.echo(f"{isa.disassemble(ins):<90} # {pc}")
 
+
+def _register_perf():
+    from dfx.sim.perf_cli import perf
+    main.add_command(perf)
+
+
+_register_perf()
 
 if __name__ == "__main__":
     main()

@@ -32,6 +32,10 @@ class SimError(DfxError):
     """The functional simulator stopped: the message names the device, PC and instruction."""
 
 
+class PerfError(DfxError):
+    """The performance model cannot run this program on this board (it does not fit, or is malformed)."""
+
+
 class DeviceError(DfxError):
     """A host backend (sim, rtl, pynq) refused or failed an operation."""
 

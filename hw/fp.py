@@ -27,7 +27,7 @@ from amaranth.lib import data
 
 from dfx import numerics as nx
 
-from .pipe import PipelinedUnit, Pipe, T
+from .pipe import PipelinedUnit, Pipe, T, check_stages
 
 Fp16 = data.StructLayout({"frac": 10, "exp": 5, "sign": 1})
 Fp32 = data.StructLayout({"frac": 23, "exp": 8, "sign": 1})
@@ -272,6 +272,7 @@ class Fp16MulUnit(PipelinedUnit):
     """`i`: {a, b} binary16 -> `o`: the exact binary32 product (the MPU's multiplier)."""
 
     def __init__(self, stages: int = 1):
+        check_stages(self, stages=(stages, 2))
         self.stages = stages
         super().__init__(Operands16, 32)
 
@@ -284,6 +285,7 @@ class Fp32AddUnit(PipelinedUnit):
     """`i`: {a, b} binary32 -> `o`: a + b (or a - b with `sub`)."""
 
     def __init__(self, stages: int = 2, sub: bool = False):
+        check_stages(self, stages=(stages, 3))
         self.stages, self.sub = stages, sub
         super().__init__(Operands32, 32)
 
@@ -295,6 +297,7 @@ class Fp32MulUnit(PipelinedUnit):
     """`i`: {a, b} binary32 -> `o`: a * b."""
 
     def __init__(self, stages: int = 2):
+        check_stages(self, stages=(stages, 2))
         self.stages = stages
         super().__init__(Operands32, 32)
 
@@ -306,6 +309,7 @@ class Fp32ToFp16Unit(PipelinedUnit):
     """`i`: binary32 -> `o`: `to_fp16` of it."""
 
     def __init__(self, stages: int = 1):
+        check_stages(self, stages=(stages, 1))
         self.stages = stages
         super().__init__(32, 16)
 

@@ -40,7 +40,7 @@ from dfx.config import AccelConfig
 from dfx.program import tile_grid, tile_matrix
 
 from .fp import fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, widen16
-from .pipe import Pipe, T
+from .pipe import Pipe, T, check_stages
 from .sfu import gelu16
 
 NEG_INF16 = 0xFC00
@@ -90,11 +90,10 @@ class MPU(wiring.Component):
     def __init__(self, cfg: AccelConfig, *, mul_stages: int = 1, add_stages: int = 2, fin_mul_stages: int = 2,
                  gelu: bool = True):
         if not isinstance(cfg, AccelConfig):
+            self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        for name, v, top in (("mul_stages", mul_stages, 2), ("add_stages", add_stages, 3),
-                             ("fin_mul_stages", fin_mul_stages, 2)):
-            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= top:
-                raise ValueError(f"{name} must be an integer 0..{top}, not {v!r}")
+        check_stages(self, mul_stages=(mul_stages, 2), add_stages=(add_stages, 3),
+                     fin_mul_stages=(fin_mul_stages, 2))
         self.cfg = cfg
         self.mul_stages, self.add_stages, self.fin_mul_stages = mul_stages, add_stages, fin_mul_stages
         self.has_gelu = gelu

@@ -37,6 +37,7 @@ class Pipe:
         self.m, self.ce, self.domain = m, ce, domain
         self._delays: dict = {}
         self._n = 0
+        self.roms: list[Memory] = []                     # every ROM built, for inspection
 
     def _name(self, base: str) -> str:
         self._n += 1
@@ -103,6 +104,7 @@ class Pipe:
         mem = Memory(shape=width, depth=len(init), init=[int(v) for v in init])
         self.m.submodules[self._name(name)] = mem
         mem._MustUse__silence = True                    # (also built by throwaway latency elaborations)
+        self.roms.append(mem)
         out = []
         for a in avs:
             port = mem.read_port(domain=self.domain)
@@ -126,6 +128,15 @@ class Cuts:
         if point in self.enabled:
             values = tuple(self.pipe.reg(v, f"c{point}") for v in values)
         return values[0] if len(values) == 1 else values
+
+
+def check_stages(owner, **stages) -> None:
+    """Validate operator stage counts given as name=(value, maximum), before a component's
+    `super().__init__()`; the message names the parameter."""
+    for name, (v, top) in stages.items():
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= top:
+            owner._MustUse__silence = True          # a refused component is not an unused one
+            raise ValueError(f"{name} must be an integer 0..{top}, not {v!r}")
 
 
 class PipelinedUnit(wiring.Component):

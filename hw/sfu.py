@@ -17,7 +17,7 @@ from dfx import numerics as nx
 
 from .fp import (INF32, NAN16, NAN32, Fp16, Fp32, f32, fp32_add, fp32_mul, fp32_to_fp16, int_parts, int_to_fp32,
                  neg32, widen16)
-from .pipe import PipelinedUnit, Pipe, T
+from .pipe import PipelinedUnit, Pipe, T, check_stages
 
 
 def _bits32(table) -> list[int]:
@@ -135,9 +135,7 @@ class _SfuUnit(PipelinedUnit):
     _width = 16
 
     def __init__(self, add_stages: int = 2, mul_stages: int = 2):
-        for name, v, top in (("add_stages", add_stages, 3), ("mul_stages", mul_stages, 2)):
-            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= top:
-                raise ValueError(f"{name} must be an integer 0..{top}, not {v!r}")
+        check_stages(self, add_stages=(add_stages, 3), mul_stages=(mul_stages, 2))
         self.add_stages, self.mul_stages = add_stages, mul_stages
         super().__init__(self._width, self._width)
 

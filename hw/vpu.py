@@ -21,6 +21,7 @@ throughput is one beat per cycle. vpu_width must equal d (the reductions' tree i
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
+import numpy as np
 from amaranth import C, Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -31,7 +32,7 @@ from dfx.config import AccelConfig
 from .decoder import Opcode
 from .fp import NAN32, Fp16, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, neg32, widen16
 from .mpu import adder_tree
-from .pipe import Pipe, T
+from .pipe import Pipe, T, check_stages
 from .sfu import exp16, gelu16, recip, rsqrt
 
 VPU_OPS = tuple(op for op in isa.OPS if op.unit is isa.Unit.VPU)
@@ -90,13 +91,13 @@ class VPU(wiring.Component):
 
     def __init__(self, cfg: AccelConfig, *, add_stages: int = 2, mul_stages: int = 2):
         if not isinstance(cfg, AccelConfig):
+            self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
         if cfg.vpu_width != cfg.d:
+            self._MustUse__silence = True
             raise ValueError(f"the VPU needs vpu_width == d (its reductions use the d-wide tree), not "
                              f"vpu_width={cfg.vpu_width} with d={cfg.d}")
-        for name, v, top in (("add_stages", add_stages, 3), ("mul_stages", mul_stages, 2)):
-            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= top:
-                raise ValueError(f"{name} must be an integer 0..{top}, not {v!r}")
+        check_stages(self, add_stages=(add_stages, 3), mul_stages=(mul_stages, 2))
         self.cfg, self.add_stages, self.mul_stages = cfg, add_stages, mul_stages
         super().__init__({
             "i": In(stream.Signature(in_layout(cfg))),
@@ -190,8 +191,10 @@ class VPU(wiring.Component):
              Mux(_is(opd, "SMULI"), p.at(s_mul, t_end),
              Mux(_is(opd, "SRECIP"), p.at(s_rcp, t_end),
              Mux(_is(opd, "SRSQRT"), p.at(s_rsq, t_end), p.at(imm, t_end)))))))   # SMOVI: the immediate
+        sc = Mux(_is(opd, *_ELEMENTWISE), 0, sc)               # the unused half of `o` is zero
+        vec_out = [Mux(_is(opd, *_ELEMENTWISE), p.at(v, t_end), 0) for v in vecs]
         emit = T(Mux(_is(op, *_REDUCE), x.last, 1), 0)
-        return ([p.at(v, t_end) for v in vecs], sc, p.at(emit, t_end)), t_end
+        return (vec_out, sc, p.at(emit, t_end)), t_end
 
     def elaborate(self, platform):
         m = Module()
@@ -213,3 +216,40 @@ class VPU(wiring.Component):
         return m
 
     _fire = None
+
+
+# ============================================================================================ host side
+def _bits32(v) -> int:
+    return int(np.asarray(v, np.float32).view(np.uint32)) if v is not None else 0
+
+
+def vpu_beats(cfg: AccelConfig, op: str, a=None, b=None, s=None, imm=None) -> list[int]:
+    """The `i` payloads (ints) of one VPU operation, as the operand collector sends them.
+
+    op: a VPU mnemonic of `dfx.isa`; a, b: binary16 vectors (VECTOR format; b only where the op reads it);
+    s: the binary32 scalar operand S[sa]; imm: the binary32 immediate (SCALAR format). A vector of length n
+    takes max(1, ceil(n / vpu_width)) beats (an empty one: one beat with no live lane).
+    """
+    if op not in {o.mnemonic for o in VPU_OPS}:
+        raise ValueError(f"op must be a VPU mnemonic ({', '.join(o.mnemonic for o in VPU_OPS)}), not {op!r}")
+    w = cfg.vpu_width
+    lay = in_layout(cfg)
+    base = {"op": Opcode[op], "s": _bits32(s), "imm": _bits32(imm)}
+    if op in _SCALAR:
+        return [lay.const({**base, "a": [0] * w, "b": [0] * w, "mask": 0, "last": 1}).as_bits()]
+    a = np.asarray(a, np.float16).reshape(-1)
+    b = np.zeros_like(a) if b is None else np.asarray(b, np.float16).reshape(-1)
+    if b.shape != a.shape:
+        raise ValueError(f"a and b must have the same length, not {a.size} and {b.size}")
+    n = a.size
+    beats = max(1, -(-n // w))
+    ap = np.zeros(beats * w, np.float16)
+    bp = np.zeros(beats * w, np.float16)
+    ap[:n], bp[:n] = a, b
+    out = []
+    for k in range(beats):
+        live = min(max(n - k * w, 0), w)
+        out.append(lay.const({**base, "a": [int(v) for v in ap[k * w:(k + 1) * w].view(np.uint16)],
+                              "b": [int(v) for v in bp[k * w:(k + 1) * w].view(np.uint16)],
+                              "mask": (1 << live) - 1, "last": k == beats - 1}).as_bits())
+    return out

@@ -24,10 +24,16 @@ What it models (docs/perf.md has the full text and every constant's source):
 - **Host**: per token step, PCIe register writes (TOKEN, POS, start) and a done poll on each device; decode
   steps also read the logits slices and sample.
 
-Speed: the stream cost of a step depends on the position POS only through ceil((POS+1)/g) for the granules g
-of the dynamic operands (d, l and vpu_width: tiles, VBUF entries, VPU chunks), all multiples of
+Speed, exactly: the stream cost of a step depends on the position POS only through ceil((POS+1)/g) for the
+granules g of the dynamic operands (d, l and vpu_width: tiles, VBUF entries, VPU chunks), all multiples of
 g0 = gcd(d, l, vpu_width). Every cost is a function of q = ceil((POS+1)/g0), so steps with the same (stream, q)
-take exactly the same cycles and are simulated once (`tests/sim/test_perf.py` checks memoised == direct).
+take exactly the same cycles and are simulated once. Within a step, devices with identical streams are
+scheduled once and repeating decoder layers are added up instead of simulated (`simulate_step`).
+`tests/sim/test_perf.py` checks every shortcut against the plain simulation.
+
+Layer breakdown: a manifest entry `node_pcs` = {stream: [per device: [[start_pc, node_name], ...]]} (node names
+as the compiler's graph: "embed", "h.3.ln_1", ..., "ln_f", "lm_head") makes it exact; without it a layer is
+found by its first LayerNorm (`layer_bins`).
 """
 from __future__ import annotations
 
@@ -40,14 +46,11 @@ import numpy as np
 
 from dfx import isa
 from dfx.config import AccelConfig
-from dfx.errors import DfxError
+from dfx.errors import DfxError, PerfError
 from dfx.program import Program
 
 from .perf_board import Board, load_board
 
-
-class PerfError(DfxError):
-    """The performance model cannot run this program on this board (it does not fit, or is malformed)."""
 
 
 U_MPU, U_VPU, U_DMA, U_ROUTER, U_CTRL = range(5)
@@ -55,6 +58,7 @@ UNIT_NAMES = ("mpu", "vpu", "dma", "router")
 _UNIT_OF = {isa.Unit.MPU: U_MPU, isa.Unit.VPU: U_VPU, isa.Unit.DMA: U_DMA, isa.Unit.ROUTER: U_ROUTER,
             isa.Unit.CTRL: U_CTRL}
 K_NORMAL, K_FENCE, K_HALT, K_NOP, K_GATHER, K_SEND, K_RECV = range(7)
+_KINDS = {"FENCE": K_FENCE, "HALT": K_HALT, "NOP": K_NOP, "ALLGATHER": K_GATHER, "SEND": K_SEND, "RECV": K_RECV}
 MNEMONICS = tuple(op.mnemonic for op in isa.OPS)
 _MN_INDEX = {m: i for i, m in enumerate(MNEMONICS)}
 CLASSES = {
@@ -131,7 +135,7 @@ class Timing:
         self.sample = v("pcie", "host_sample_us") * 1e-6
 
     # ------------------------------------------------------------------------------------------ per instruction
-    def cost(self, op: isa.Op, f: dict, n_dyn: int, devices: int = 1) -> tuple[int, int, int, int]:
+    def cost(self, op: isa.Op, f: dict, n_dyn: int) -> tuple[int, int, int, int]:
         """(occupancy, latency, hbm_bytes, ddr_bytes) of one instruction; n_dyn = POS + 1.
 
         occupancy: cycles the unit is busy (the next instruction of the unit may start after it);
@@ -295,7 +299,8 @@ class _Stream:
 
     _ADDRESS_FIELDS = ("w", "addr", "stride", "index")      # never change a cost (addresses, row pitch)
 
-    def __init__(self, instrs: list[isa.Instr], timing: Timing, n_layer: int, devices: int, node_pcs=None):
+    def __init__(self, instrs: list[isa.Instr], timing: Timing, n_layer: int, devices: int, node_pcs=None,
+                 cache: dict | None = None):
         cfg = timing.cfg
         self.timing = timing
         self.n = len(instrs)
@@ -309,26 +314,30 @@ class _Stream:
         self.dyn = []             # pcs whose cost or ranges depend on POS
         if not instrs or instrs[-1].op.mnemonic != "HALT":
             raise PerfError("stream does not end with HALT")
+        cache = {} if cache is None else cache
         for pc, ins in enumerate(instrs):
-            op, f = ins.op, ins.fields()
-            kind = {"FENCE": K_FENCE, "HALT": K_HALT, "NOP": K_NOP, "ALLGATHER": K_GATHER, "SEND": K_SEND,
-                    "RECV": K_RECV}.get(op.mnemonic, K_NORMAL)
-            reads, writes = _operands(op, f, cfg.vbuf_entries, cfg.d)
-            mask = 0
-            if kind == K_FENCE:
-                units = f["units"]
-                mask = 0b1111 if units & isa.ALL_UNITS else units & 0b1111
-            if kind == K_GATHER and f["devices"] != devices:
-                raise PerfError(f"pc {pc} `{isa.disassemble(ins)}`: ALLGATHER over {f['devices']} devices, but the "
-                                f"program has {devices}")
-            st = (kind, _UNIT_OF[op.unit], _MN_INDEX[op.mnemonic], tuple(reads), tuple(writes), mask)
-            csig = (op.mnemonic,) + tuple(v for k, v in f.items() if k not in self._ADDRESS_FIELDS)
+            hit = cache.get(ins)
+            if hit is None:
+                op, f = ins.op, ins.fields()
+                kind = _KINDS.get(op.mnemonic, K_NORMAL)
+                reads, writes = _operands(op, f, cfg.vbuf_entries, cfg.d)
+                mask = 0
+                if kind == K_FENCE:
+                    units = f["units"]
+                    mask = 0b1111 if units & isa.ALL_UNITS else units & 0b1111
+                if kind == K_GATHER and f["devices"] != devices:
+                    raise PerfError(f"pc {pc} `{isa.disassemble(ins)}`: ALLGATHER over {f['devices']} devices, "
+                                    f"but the program has {devices}")
+                st = (kind, _UNIT_OF[op.unit], _MN_INDEX[op.mnemonic], tuple(reads), tuple(writes), mask)
+                csig = (op.mnemonic,) + tuple(v for k, v in f.items() if k not in self._ADDRESS_FIELDS)
+                hit = cache[ins] = (st, csig, st + (csig,), f, op, bool(f.get("dyn_n") or f.get("dyn_k")))
+            st, csig, skey, f, op, dyn = hit
             self.static.append(st)
             self.csig.append(csig)
-            self.skey.append(st + (csig,))
+            self.skey.append(skey)
             self.fields.append(f)
             self.ops.append(op)
-            if f.get("dyn_n") or f.get("dyn_k"):
+            if dyn:
                 self.dyn.append(pc)
         self.has_p2p = any(st[0] in (K_SEND, K_RECV) for st in self.static)
         self._base = None
@@ -602,7 +611,7 @@ def _periods(stream: "_Stream", p0: int, p1: int, limit: int) -> tuple[int, int]
     m = 0
     while m < limit:
         a = p1 + m * L
-        if a + L > len(key) or key[a:a + L] != seg or not np.array_equal(bins[a:a + L] - base, (m + 1) * shift + 0 * base):
+        if a + L > len(key) or key[a:a + L] != seg or not np.all(bins[a:a + L] - base == (m + 1) * shift):
             break
         m += 1
     return m, shift
@@ -779,13 +788,14 @@ class PerfModel:
         node_pcs = program.manifest.get("node_pcs")
         L = int(self.model.get("n_layer", 0))
         self.streams = {}
+        cache: dict = {}                  # Instr -> predecoded (prefill and decode share most instructions)
         for name in ("prefill", "decode"):
             per_dev = []
             for k, dev in enumerate(program.devices):
                 if name not in dev.streams:
                     raise PerfError(f"device {k} has no {name!r} stream")
                 np_ = node_pcs.get(name, [None] * self.devices)[k] if node_pcs else None
-                per_dev.append(_Stream(dev.streams[name], self.timing, L, self.devices, np_))
+                per_dev.append(_Stream(dev.streams[name], self.timing, L, self.devices, np_, cache))
             self.streams[name] = per_dev
         self.max_seq = int(program.manifest.get("max_seq", self.model.get("n_positions", 1024)))
         self._memo: dict[tuple[str, int], list[DeviceStep]] = {}

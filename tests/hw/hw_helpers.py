@@ -6,6 +6,12 @@ from amaranth.lib import data
 from amaranth.sim import Simulator
 
 
+def built_only(unit):
+    """A unit built only to read its attributes (latency): not an unused elaboratable worth a warning."""
+    unit._MustUse__silence = True
+    return unit
+
+
 def raw(v):
     """The plain Value behind a layout view (so testbenches can read and write whole payloads as ints)."""
     return v.as_value() if isinstance(v, data.View) else v
@@ -184,3 +190,30 @@ def run_cocotb(component, name: str, sources: dict, sinks: dict, *, seed: int = 
     msg = [ln.strip() for ln in log.splitlines() if "differ from the reference" in ln or "Error" in ln]
     assert tests == 1 and fails == 0, f"cocotb ({sim}) {name}: " + ("\n".join(msg[-4:]) or log[-2000:])
     return {k: [int(w, 16) for w in v] for k, v in json.loads(out.read_text()).items()}
+
+
+def unit_bank(units: dict):
+    """One component holding several stream units side by side (ports `<name>_i`, `<name>_o`), so a single
+    cocotb build and run checks them all concurrently."""
+    from amaranth import Module
+    from amaranth.lib import stream, wiring
+    from amaranth.lib.wiring import In, Out
+
+    class UnitBank(wiring.Component):
+        def __init__(self):
+            self.units = units
+            members = {}
+            for name, u in units.items():
+                members[f"{name}_i"] = In(stream.Signature(u._in_shape))
+                members[f"{name}_o"] = Out(stream.Signature(u._out_shape))
+            super().__init__(members)
+
+        def elaborate(self, platform):
+            m = Module()
+            for name, u in self.units.items():
+                m.submodules[name] = u
+                wiring.connect(m, wiring.flipped(getattr(self, f"{name}_i")), u.i)
+                wiring.connect(m, u.o, wiring.flipped(getattr(self, f"{name}_o")))
+            return m
+
+    return UnitBank()

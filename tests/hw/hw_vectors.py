@@ -19,8 +19,8 @@ C32 = {
     "2^-25+": 0x33000001, "1.5": 0x3FC00000, "3": 0x40400000, "2^24": 0x4B800000, "2^24+2": 0x4B800001,
     "0.5": 0x3F000000, "1-2^-24 (even)": 0x3F7FFFFF, "1.1": 0x3F8CCCCD, "pi": 0x40490FDB,
     "2^-126*(2-2^-23)": 0x00FFFFFF, "2^-63": 0x20000000, "2^-64": 0x1F800000, "2^63": 0x5F000000,
-    "65504": 0x477FE000, "65520": 0x477FF000, "2^-14": 0x38800000, "2^-14-2^-25": 0x387FF000,
-    "2^-14-2^-25-ulp": 0x387FEFFF, "2^-15": 0x38000000, "2^-24 f16": 0x33800000,
+    "65504": 0x477FE000, "65520": 0x477FF000, "2^-14": 0x38800000, "2^-14-2^-25": 0x387FE000, "2^-14-2^-25+ulp": 0x387FE001,
+    "2^-14-2^-25-ulp": 0x387FDFFF, "2^-15": 0x38000000, "2^-24 f16": 0x33800000,
 }
 C16 = {
     "+0": 0x0000, "-0": 0x8000, "min subnormal": 0x0001, "max subnormal": 0x03FF, "-subnormal": 0x8200,
@@ -213,3 +213,38 @@ def leaf_units(n: int, seed: int = 0):
         "recip": (RecipUnit, list(s32), ref_recip(s32)),
         "rsqrt": (RsqrtUnit, list(np.concatenate([s32, pos32])), ref_rsqrt(np.concatenate([s32, pos32]))),
     }
+
+
+# ---------------------------------------------------------------------------------------------- VPU reference
+def vpu_expected(cfg, op: str, a=None, b=None, s=None, imm=None) -> list[int]:
+    """The `o` payloads (ints) the VPU must produce for `hw.vpu.vpu_beats(cfg, op, a, b, s, imm)`: the
+    numerics result; element-wise ops are computed on the zero-padded chunks (padding lanes included)."""
+    from dfx.hw.mpu import pack16
+    from dfx.hw.vpu import _ELEMENTWISE, _SCALAR, out_layout
+    w, d = cfg.vpu_width, cfg.d
+    lay = out_layout(cfg)
+    f32 = np.float32
+    with np.errstate(all="ignore"):
+        if op in _SCALAR:
+            sv, iv = f32(0 if s is None else s), f32(0 if imm is None else imm)
+            r = {"SMOVI": lambda: iv, "SADDI": lambda: nx.sadd(sv, iv), "SMULI": lambda: nx.smul(sv, iv),
+                 "SRECIP": lambda: nx.recip(sv), "SRSQRT": lambda: nx.rsqrt(sv)}[op]()
+            return [lay.const({"v": [0] * w, "s": int(np.asarray(r, f32).view(np.uint32))}).as_bits()]
+        a = np.asarray(a, np.float16).reshape(-1)
+        b = np.zeros_like(a) if b is None else np.asarray(b, np.float16).reshape(-1)
+        n = a.size
+        beats = max(1, -(-n // w))
+        if op not in _ELEMENTWISE:
+            r = {"VSUM": lambda: nx.reduce_sum(a, d), "VDOT": lambda: nx.reduce_dot(a, b, d),
+                 "VMAX": lambda: nx.reduce_max(a)}[op]()
+            return [lay.const({"v": [0] * w, "s": int(np.asarray(r, f32).view(np.uint32))}).as_bits()]
+        ap = np.zeros(beats * w, np.float16)
+        bp = np.zeros(beats * w, np.float16)
+        ap[:n], bp[:n] = a, b
+        sv = f32(0 if s is None else s)
+        y = {"VADD": lambda: nx.vadd(ap, bp), "VSUB": lambda: nx.vsub(ap, bp), "VMUL": lambda: nx.vmul(ap, bp),
+             "VMOV": lambda: ap, "VADDS": lambda: nx.vadd_scalar(ap, sv), "VSUBS": lambda: nx.vsub_scalar(ap, sv),
+             "VMULS": lambda: nx.vmul_scalar(ap, sv), "VEXP": lambda: nx.exp16(ap),
+             "VGELU": lambda: nx.gelu16(ap)}[op]()
+        imm_bits = 0
+        return [pack16(y[k * w:(k + 1) * w]) | imm_bits << (16 * w) for k in range(beats)]

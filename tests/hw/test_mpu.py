@@ -1,0 +1,69 @@
+"""The MPU against `numerics.mpu_matvec` + `mpu_finish` in amaranth.sim (tiny config): odd shapes (K, N not
+multiples of d, l), bias / scale / GELU / mask, special values, backpressure. The cocotb testbench in
+test_cocotb.py runs many more matrices."""
+import numpy as np
+import pytest
+from hw_helpers import run_streams
+
+from dfx import numerics as nx
+from dfx.config import PRESETS
+from dfx.hw.mpu import MPU, mpu_beats, unpack16
+
+CFG = PRESETS["tiny"]
+
+
+def mpu_case(rng, k, n, bias=True, scale=None, gelu=False, mask_limit=None, special=False):
+    x = (rng.standard_normal(k) * 2).astype(np.float16)
+    w = (rng.standard_normal((k, n)) * 0.4).astype(np.float16)
+    b = rng.standard_normal(n).astype(np.float16) if bias else None
+    if special:                                   # subnormals, signed zeros, inf, NaN, huge products
+        x[0], x[1 % k] = np.float16(6e-8), np.float16(-0.0)
+        w[:, 0] = np.float16(60000.0)             # column 0 overflows to inf
+        if n > 1:
+            w[0, 1] = np.float16(np.inf)          # column 1: inf * 6e-8(DAZ -> 0) = NaN
+        if n > 2:
+            w[:, 2] = np.float16(-0.0)            # column 2: all -0 products, accumulated from +0
+    return dict(x=x, w=w, bias=b, scale=scale, gelu=gelu, mask_limit=mask_limit)
+
+
+def run_mpu(dut, cases, stall=0.2, seed=0):
+    xs, ws, want = [], [], []
+    for c in cases:
+        xx, ww = mpu_beats(CFG, c["x"], c["w"], c["bias"], c["scale"], c["gelu"], c["mask_limit"])
+        xs += xx
+        ws += ww
+        with np.errstate(all="ignore"):
+            want.append(nx.mpu(c["x"][None], c["w"], c["bias"], d=CFG.d, scale=c["scale"],
+                               act="gelu" if c["gelu"] else None, mask_limit=c["mask_limit"])[0])
+    nts = [-(-c["w"].shape[1] // CFG.l) for c in cases]
+    out = run_streams(dut, {"x": xs, "w": ws}, {"o": sum(nts)}, stall=stall, seed=seed)["o"]
+    k = 0
+    for c, nt, ref in zip(cases, nts, want):
+        got = np.concatenate([unpack16(v, CFG.l) for v in out[k:k + nt]])[:c["w"].shape[1]]
+        k += nt
+        np.testing.assert_array_equal(got.view(np.uint16), ref.view(np.uint16),
+                                      err_msg=f"K={c['w'].shape[0]} N={c['w'].shape[1]}")
+
+
+def test_mpu_matches_numerics():
+    rng = np.random.default_rng(7)
+    cases = [mpu_case(rng, 19, 6),                                                  # kt=3, nt=2
+             mpu_case(rng, 8, 4, bias=False, scale=np.float32(0.125)),              # one tile
+             mpu_case(rng, 12, 5, gelu=True, scale=np.float32(1.7), mask_limit=2),  # SFU_M, all of it
+             mpu_case(rng, 9, 3, special=True)]
+    run_mpu(MPU(CFG), cases)
+
+
+def test_mpu_latency_and_stages():
+    dut = MPU(CFG, mul_stages=1, add_stages=1, fin_mul_stages=1, gelu=False)
+    assert dut.tree_latency == 1 + 3 * 1
+    assert dut.latency == dut.tree_latency + 1 + (1 + 1 + 1)      # + bias add, scale mul, round
+    rng = np.random.default_rng(8)
+    run_mpu(dut, [mpu_case(rng, 16, 8, scale=np.float32(-3.0))], stall=0.0)
+
+
+def test_mpu_refuses_bad_parameters():
+    with pytest.raises(TypeError, match="cfg must be an AccelConfig"):
+        MPU("tiny")
+    with pytest.raises(ValueError, match="add_stages must be an integer 0..3, not 5"):
+        MPU(CFG, add_stages=5)

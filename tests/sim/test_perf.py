@@ -1,0 +1,283 @@
+"""The cycle-level performance model (dfx.sim.perf): hand-computed cycle counts, the ISA's dependency rules,
+and invariants on compiled programs (more bandwidth never slows, decode grows with POS, the exact
+shortcuts equal the plain simulation)."""
+import json
+import math
+from unittest import mock
+
+import pytest
+from click.testing import CliRunner
+
+from dfx import isa
+from dfx.config import load_config
+from dfx.errors import ConfigError, DfxError
+from dfx.program import DeviceImage, Program, save_program
+from dfx.sim import perf
+from dfx.sim.perf import PerfError, PerfModel, compare_rtl, isolated_cycles
+from dfx.sim.perf_board import available_boards, load_board
+from dfx.sim.perf_cli import perf as perf_cmd
+
+SMALL = dict(vocab_size=500, n_positions=256, n_embd=256, n_layer=3, n_head=4, layer_norm_epsilon=1e-5)
+
+
+def shapes(model: dict, config="tiny", devices=1, overlap=1, max_seq=None) -> Program:
+    """A shapes-only program for arbitrary GPT-2 hyper-parameters (compile_model takes named sizes)."""
+    import dfx.compiler.compile as cc
+    from dfx.compiler.capture import capture_state
+    with mock.patch.object(cc, "capture", lambda src: (capture_state(model, None), None)):
+        return cc.compile_model("shapes", config, devices=devices, overlap=overlap, max_seq=max_seq)
+
+
+def hand(streams: list[str], config="tiny", n_layer=1, max_seq=64) -> Program:
+    """A program from assembly text, one text per device (the same text for prefill and decode)."""
+    cfg = load_config(config)
+    devs = [DeviceImage({"prefill": isa.assemble(t), "decode": isa.assemble(t)}, bytearray(), bytearray())
+            for t in streams]
+    n = len(devs)
+    manifest = {"isa_version": isa.ISA_VERSION, "config": cfg.to_dict(), "config_hash": cfg.config_hash,
+                "devices": n, "ring": list(range(n)), "model": {"n_layer": n_layer, "vocab_size": 64},
+                "max_seq": max_seq, "weights": False, "memory": [],
+                "symbols": {"logits_pieces": [[[0, 64 // n]] for _ in range(n)]}}
+    return Program(manifest, devs)
+
+
+def cycles(prog, stream="decode", pos=0, board="u280"):
+    return PerfModel(prog, board).step_cycles(stream, pos)
+
+
+@pytest.fixture(scope="module")
+def board():
+    return load_board("u280")
+
+
+@pytest.fixture(scope="module")
+def small4():
+    return shapes(SMALL, "tiny", devices=4)
+
+
+# ------------------------------------------------------------------------------------------------ board data
+def test_board_every_constant_has_a_source(board):
+    assert "u280" in available_boards()
+    consts = board.describe()
+    assert len(consts) > 40
+    for name, value, unit, src in consts:
+        assert src.strip(), name
+    assert board.value("resources", "DSP") == 9024
+    assert board.hbm_peak_gbytes_per_s == pytest.approx(460.0)
+    # QSFP28: 4 x 25.78125 Gb/s, 64b/66b: 100 Gb/s before Aurora framing
+    assert board.link_gbytes_per_s == pytest.approx(12.5 * 0.99, rel=1e-4)
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda d: d["hbm"]["efficiency"].update(value=1.5), "hbm.efficiency must be in (0, 1]"),
+    (lambda d: d["core"]["fp_add_cycles"].pop("source"), "core.fp_add_cycles has no source"),
+    (lambda d: d["link"].pop("lanes"), "link.lanes is missing"),
+    (lambda d: d.pop("pcie"), "section 'pcie' is missing"),
+    (lambda d: d["resources"]["DSP"].update(value="many"), "resources.DSP must be a number"),
+])
+def test_invalid_board_files(tmp_path, board, edit, msg):
+    data = json.loads(json.dumps(board.data))
+    edit(data)
+    p = tmp_path / "board.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        load_board(p)
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        (tmp_path / "bad.json").write_text("{")
+        load_board(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="neither a known board"):
+        load_board("u999")
+
+
+# ------------------------------------------------------------------------------------------------ hand-computed
+def test_matrix_instruction_by_hand(board):
+    # tiny: d=8, l=4 -> a tile is 64 B; 4 HBM channels x 128 bit = 64 B per cycle at the core's ports
+    prog = hand(["LINEAR dst=4 src=0 k=16 n=8\nHALT"])
+    v = board.value
+    hbm_lat = math.ceil(v("hbm", "read_latency_ns") * 0.2)                  # 200 MHz
+    assert 4 * v("hbm", "channel_peak_gbps") * 1e9 * v("hbm", "efficiency") / 200e6 > 64   # port-bound
+    tiles = 2 * 2                                                            # ceil(16/8) x ceil(8/4)
+    mem = tiles * 64 / 64
+    add, mul = v("core", "fp_add_cycles"), v("core", "fp16_mul_cycles")
+    comp = 2 * max(2, add)                      # 2 column blocks < add latency: in-order accumulation waits
+    occ = max(mem, comp)
+    lat = v("core", "vbuf_cycles") * 2 + mul + 3 * add + add + v("core", "fp_round_cycles")
+    assert cycles(prog) == hbm_lat + occ + lat == 105
+    assert isolated_cycles("LINEAR dst=4 src=0 k=16 n=8", load_config("tiny"))["total"] == 105
+
+
+def test_vector_queue_and_raw_by_hand(board):
+    prog = hand(["""
+        VADD dst=10 a=0 b=2 n=16     # t=0: 2 chunks of 8, latency 11 + 2 VBUF cycles: done at 15
+        VMUL dst=12 a=10 b=10 n=16   # RAW on entries 10-11: starts at 15, done at 15 + 2 + 6 + 2 = 25
+        VADD dst=20 a=0 b=2 n=16     # independent, but behind the VMUL in the in-order VPU queue: 17 + 2 + 13
+        HALT"""])
+    assert cycles(prog) == 32
+
+
+def test_fence_serialises_dma(board):
+    ddr_lat = math.ceil(board.value("ddr", "read_latency_ns") * 0.2)
+    store_end = 0 + 2 + ddr_lat + 1           # 128 B over the 64 B/cycle DDR port, latency, VBUF
+    free = hand(["STORE vaddr=0 n=64\nVADD dst=20 a=30 b=40 n=8\nHALT"])
+    fenced = hand(["STORE vaddr=0 n=64\nFENCE units=4\nVADD dst=20 a=30 b=40 n=8\nHALT"])
+    assert cycles(free) == store_end               # the VADD ran under the store
+    assert cycles(fenced) == store_end + 1 + 11 + 2   # ...but not across the FENCE
+
+
+def test_war_waits_for_the_reader():
+    # the LOAD overwrites entry 0 that the long LINEAR still reads: it must wait for the LINEAR's operands
+    prog = hand(["LINEAR dst=4 src=0 k=64 n=64\nLOAD vaddr=0 n=8\nHALT"])
+    m = PerfModel(prog)
+    dev = m.step("decode", 0)[0]
+    lin = isolated_cycles("LINEAR dst=4 src=0 k=64 n=64", m.cfg)
+    assert dev.cycles > lin["total"] - lin["latency"] + 20     # LOAD started after the LINEAR's stream ended
+
+
+def test_allgather_and_send_recv_on_two_devices(board):
+    cfg = load_config("tiny")
+    t = perf.Timing(cfg, board)
+    ag = "ALLGATHER vaddr=0 n=64 devices=2 gran=1\nHALT"
+    two = hand([ag, ag])
+    xfer = (2 - 1) * (math.ceil(2 * 32 / t.link_bpc) + t.hop) + 2
+    assert t.gather_cycles(64, 2, 1) == xfer
+    assert cycles(two) == xfer
+    # device 1 is late (a long VPU op produces its chunk first): the gather waits for it on both devices
+    late = hand([ag, "VADD dst=0 a=200 b=300 n=512\n" + ag])
+    steps = PerfModel(late).step("decode", 0)
+    ready = 64 + 11 + 2                                       # 64 chunks of 8, then add + VBUF latency
+    assert steps[0].cycles == steps[1].cycles == ready + xfer
+    assert steps[0].sync_wait == ready and steps[1].sync_wait == 0
+    # ...while an independent VPU op does not delay it (the scoreboard lets them overlap)
+    indep = PerfModel(hand([ag, "VADD dst=100 a=200 b=300 n=512\n" + ag])).step("decode", 0)
+    assert indep[0].cycles == 1 + xfer and indep[1].cycles == ready
+    p2p = hand(["SEND vaddr=0 n=64\nHALT", "RECV vaddr=0 n=64\nHALT"])
+    occ = math.ceil(128 / t.link_bpc)
+    assert PerfModel(p2p).step("decode", 0)[1].cycles == occ + t.hop + 1
+    with pytest.raises(PerfError, match="deadlock"):
+        PerfModel(hand(["RECV vaddr=0 n=64\nHALT", "RECV vaddr=0 n=64\nHALT"])).step("decode", 0)
+
+
+# ------------------------------------------------------------------------------------------------ compiled programs
+def test_decode_grows_with_position_through_qk_sv():
+    m = PerfModel(shapes(SMALL, "tiny"))
+    c = [m.step_cycles("decode", p) for p in range(0, 250, 9)]
+    assert all(b >= a for a, b in zip(c, c[1:]))
+    assert c[-1] > c[0]
+    by = lambda p: dict(zip(perf.MNEMONICS, m.step("decode", p)[0].by_op))   # noqa: E731
+    assert by(249)["SV"] + by(249)["QK"] > by(0)["SV"] + by(0)["QK"]
+
+
+def test_memoised_run_equals_step_by_step():
+    m = PerfModel(shapes(SMALL, "tiny", devices=2))
+    fast = m.run(10, 25)
+    slow = m.run(10, 25, memo=False)
+    assert fast.total_cycles == slow.total_cycles
+    assert fast.phases["decode"].by_op == slow.phases["decode"].by_op
+    assert fast.phases["decode"].device_cycles == sum(m.step_cycles("decode", p, memo=False) for p in range(9, 34))
+    assert fast.phases["prefill"].steps == 9 and fast.phases["decode"].steps == 25
+
+
+@pytest.mark.parametrize("devices,overlap", [(1, 1), (4, 1), (4, 2)])
+def test_shortcuts_are_exact(devices, overlap):
+    """Device deduplication and layer periodicity give the plain simulation's figures exactly."""
+    prog = shapes(dict(SMALL, n_layer=6, n_head=5, n_embd=320), "tiny", devices=devices, overlap=overlap)
+    fast, slow = PerfModel(prog), PerfModel(prog, fast=False)
+    for stream, pos in (("decode", 0), ("decode", 77), ("prefill", 200)):
+        assert fast.step(stream, pos, memo=False) == slow.step(stream, pos, memo=False)
+
+
+def test_breakdowns_add_up(small4):
+    r = PerfModel(small4).run(8, 8)
+    for ph in r.phases.values():
+        assert sum(ph.by_op.values()) == ph.device_cycles == sum(ph.by_bin)
+    names = list(r.by_layer())
+    assert names[0] == "embed" and names[-1] == "final" and len(names) == SMALL["n_layer"] + 2
+    assert all(v > 0 for v in r.by_layer().values())
+    u = r.utilisation()
+    assert 0 < u["mpu"] <= 1 and 0 < u["router"] <= 1
+    assert r.hbm_gbps() > 0 and 0 < r.roofline_pct("port") <= 100
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["phases"]["decode"]["steps"] == 8 and d["devices"] == 4
+
+
+def test_more_hbm_bandwidth_never_slows():
+    prog = shapes(SMALL, "tiny")
+    times = [cycles(prog, pos=30, board=load_board("u280", {"hbm.efficiency": e})) for e in (0.05, 0.1, 0.2, 0.5, 1.0)]
+    assert all(b <= a for a, b in zip(times, times[1:]))
+    assert times[0] > times[-1]
+
+
+def test_doubling_config_hbm_width_speeds_up_mpu_bound_work():
+    base = load_config("tiny").replace(name="narrow", l=8, hbm_channels=4, hbm_width=128)   # 128 B tiles, 64 B/cycle
+    wide = base.replace(name="wide", hbm_width=256)
+    rn = PerfModel(shapes(SMALL, base)).run(4, 4)
+    rw = PerfModel(shapes(SMALL, wide)).run(4, 4)
+    assert rw.by_op()["LINEAR"] < 0.7 * rn.by_op()["LINEAR"]
+    assert rw.total_cycles < rn.total_cycles
+
+
+def test_overlap_beats_blocking_when_the_ring_dominates():
+    slow_link = load_board("u280", {"link.lane_rate_gbps": 0.5})
+    model = dict(SMALL, n_embd=512, n_head=8)
+    block = PerfModel(shapes(model, "tiny", devices=4, overlap=1), slow_link).step_cycles("decode", 10)
+    over = PerfModel(shapes(model, "tiny", devices=4, overlap=2), slow_link).step_cycles("decode", 10)
+    assert over < block
+
+
+def test_faster_link_never_slows(small4):
+    t = [cycles(small4, pos=5, board=load_board("u280", {"link.lane_rate_gbps": r})) for r in (1.0, 5.0, 25.78125)]
+    assert t[0] > t[1] >= t[2]
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_program_that_does_not_fit_the_board(small4):
+    tiny_hbm = load_board("u280", {"hbm.capacity_gb": 1e-6})
+    with pytest.raises(PerfError, match=r"device 0 needs .* GiB of HBM .* board u280 has"):
+        PerfModel(small4, tiny_hbm)
+
+
+def test_bad_runs(small4):
+    m = PerfModel(small4)
+    with pytest.raises(PerfError, match="context"):
+        m.run(200, 100)
+    with pytest.raises(PerfError, match="output_tokens must be"):
+        m.run(4, 0)
+    cfg = load_config("tiny").replace(hbm_channels=64)
+    with pytest.raises(PerfError, match="64 HBM channels"):
+        perf.Timing(cfg, load_board("u280"))
+    assert issubclass(PerfError, DfxError)
+
+
+# ------------------------------------------------------------------------------------------------ calibration, CLI
+def test_calibration_hook():
+    rows = compare_rtl([{"asm": "LINEAR dst=4 src=0 k=16 n=8", "cycles": 126},
+                        {"asm": "VADD dst=1 a=2 b=3 n=8", "cycles": 14}], load_config("tiny"))
+    assert rows[0]["model"] == 105 and rows[0]["ratio"] == pytest.approx(1.2) and rows[0]["class"] == "matrix"
+    assert rows[1]["model"] == 1 + 11 + 2
+    with pytest.raises(PerfError, match="record 0"):
+        compare_rtl([{"asm": "VADD"}], load_config("tiny"))
+    with pytest.raises(PerfError, match="record 0: unknown mnemonic"):
+        compare_rtl([{"asm": "FOO x=1", "cycles": 3}], load_config("tiny"))
+
+
+def test_cli(tmp_path):
+    path = save_program(shapes(SMALL, "tiny", devices=4, max_seq=48), tmp_path / "small.dfx")
+    runner = CliRunner()
+    res = runner.invoke(perf_cmd, [str(path), "--input-tokens", "8", "--output-tokens", "4", "--table",
+                                   "--json", str(tmp_path / "r.json"), "--plots", str(tmp_path / "plots")])
+    assert res.exit_code == 0, res.output
+    assert "decode: 4 steps" in res.output and "| 32 | 16 |" in res.output
+    assert "| 128 | 256 | - | needs 383 positions, the program has 48 |" in res.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["input_tokens"] == 8 and len(data["dfx_workloads"]) == 9
+    assert {p.name for p in (tmp_path / "plots").iterdir()} >= {"breakdown.png", "layers.png", "roofline.png"}
+    for args, msg in ([["no-such-model"], "neither a checkpoint directory"],
+                      [[str(path), "--devices", "2"], "compiled for 4 device(s)"],
+                      [[str(path), "--set", "hbm.efficiency=2"], "hbm.efficiency must be in"],
+                      [[str(path), "--output-tokens", "0"], "--output-tokens must be"]):
+        res = runner.invoke(perf_cmd, args)
+        assert res.exit_code == 2 and msg in res.output, (args, res.output)
+    calib = tmp_path / "rtl.json"
+    calib.write_text(json.dumps([{"asm": "VADD dst=1 a=2 b=3 n=8", "cycles": 14}]))
+    res = runner.invoke(perf_cmd, ["--rtl-cycles", str(calib), "--config", "tiny"])
+    assert res.exit_code == 0 and "1.00" in res.output
