@@ -102,3 +102,24 @@ def test_multi_device_program_roundtrip(wide, tmp_path):
     q = load_program(p)
     assert q.n_devices == 4 and q.manifest["ring"] == [0, 1, 2, 3]
     np.testing.assert_array_equal(_logits(q, [4, 5]), _logits(prog, [4, 5]))
+
+
+@pytest.mark.parametrize("devices", [1, 2, 4, 8])
+def test_golden_tokens_on_n_devices(wide, devices):
+    """Greedy tokens on N simulated devices equal the PyTorch golden model's (HF GPT2LMHeadModel here)."""
+    import torch
+    ids = [9, 8, 7]
+    with torch.no_grad():
+        ref = wide.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False, pad_token_id=0,
+                            attention_mask=torch.ones(1, 3, dtype=torch.long))[0, 3:].tolist()
+    prog = compile_model(wide, "tiny", devices=devices, overlap=2 if devices > 2 else 1)
+    assert list(Session(prog, "sim").generate(ids, 16)) == ref
+
+
+@pytest.mark.parametrize("devices", [2, 4])
+def test_embedded_model_on_n_devices(devices):
+    from dfx.models.checkpoint import load_default
+    model = load_default()
+    ids = list(b"import ")
+    prog = compile_model(model, "tiny", devices=devices)
+    assert list(Session(prog, "sim").generate(ids, 12)) == list(model.generate(ids, 12))
