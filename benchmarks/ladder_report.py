@@ -21,7 +21,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=32)
     args = ap.parse_args()
-    from conftest import RANDOM_CONFIGS, make_hf_gpt2
+    from gpt2_fixtures import RANDOM_CONFIGS, make_hf_gpt2
     from dfx.compiler import compile_model
     from dfx.host.session import Session
     from dfx.models.checkpoint import from_transformers, load_default

@@ -5,7 +5,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_hf_gpt2
+from gpt2_fixtures import make_hf_gpt2
 from dfx.cli import main
 
 

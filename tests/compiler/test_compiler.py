@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import make_hf_gpt2
+from gpt2_fixtures import make_hf_gpt2
 from dfx import isa
 from dfx.compiler import compile_model
 from dfx.compiler.allocate import allocate

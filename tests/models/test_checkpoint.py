@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import make_hf_gpt2
+from gpt2_fixtures import make_hf_gpt2
 from dfx.errors import CheckpointError
 from dfx.models.checkpoint import from_transformers, load_checkpoint, save_checkpoint
 from dfx.models.gpt2 import GPT2, GPTConfig

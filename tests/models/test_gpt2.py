@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from conftest import RANDOM_CONFIGS, make_hf_gpt2
+from gpt2_fixtures import RANDOM_CONFIGS, make_hf_gpt2
 from model_helpers import one_torch_thread, save_pytorch_bin  # noqa: F401 - autouse fixture
 from dfx.errors import CheckpointError, ConfigError, UsageError
 from dfx.models.checkpoint import load_checkpoint
