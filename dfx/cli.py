@@ -146,13 +146,6 @@ def _sampling_options(fn):
     return fn
 
 
-def _sampling(temperature, top_k, top_p):
-    from dfx.host.sampling import Sampling
-    if (top_k or top_p < 1) and temperature == 0:
-        temperature = 1.0
-    return temperature
-
-
 def _generate(session_gen, prompt_ids, n, tok, label):
     t0 = time.perf_counter()
     ids = _stream_text(tok, session_gen)
@@ -184,7 +177,7 @@ def generate(prompt, model, backend, config, devices, weights, max_new_tokens, t
 
     if not prompt:
         raise UsageError("the prompt is empty; give some text to continue")
-    samp = Sampling(_sampling(temperature, top_k, top_p), top_k, top_p, seed)
+    samp = Sampling(temperature, top_k, top_p, seed)
     model_dir = Path(model) if model else checkpoint.DEFAULT_MODEL_DIR
     net = checkpoint.load_checkpoint(model_dir)
     vocab = net.config.vocab_size
@@ -271,7 +264,7 @@ def run(program, prompt, backend, devices, max_new_tokens, temperature, top_k, t
     prog = load_program(program)
     tok = _program_tokenizer(prog)
     ids = tok.encode(prompt)
-    samp = Sampling(_sampling(temperature, top_k, top_p), top_k, top_p, seed)
+    samp = Sampling(temperature, top_k, top_p, seed)
     sess = Session(prog, backend, devices)
     gen = sess.generate(ids, max_new_tokens, samp)
     click.echo(prompt, nl=False)

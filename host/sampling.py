@@ -1,53 +1,30 @@
-"""Token selection from logits: greedy, or temperature / top-k / top-p sampling with a seeded generator."""
+"""Sampling options as the CLI and `Session.generate` take them; the sampler itself is `dfx.sampling`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from dfx.errors import UsageError
+from dfx.sampling import TokenSampler
 
 
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.0      # 0: greedy (argmax, first index on ties)
+    temperature: float = 0.0      # 0 and no top-k/top-p: greedy (argmax, first index on ties)
     top_k: int = 0                # 0: no top-k cut
     top_p: float = 1.0            # 1: no nucleus cut
     seed: int = 0
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise UsageError(f"temperature must be >= 0, not {self.temperature}")
-        if self.top_k < 0:
-            raise UsageError(f"top-k must be >= 0, not {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise UsageError(f"top-p must be in (0, 1], not {self.top_p}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0 and self.top_k == 0 and self.top_p == 1.0
+        TokenSampler(self.temperature, self.top_k, self.top_p, self.seed)     # validates, one-line errors
 
 
 class Sampler:
+    """Picks tokens from the FP16 logits a backend returns, exactly as the golden model's `generate` does."""
+
     def __init__(self, s: Sampling):
-        self.s = s
-        self.rng = np.random.default_rng(s.seed)
+        self.pick = TokenSampler(s.temperature, s.top_k, s.top_p, s.seed)
 
     def __call__(self, logits: np.ndarray) -> int:
-        x = np.asarray(logits, np.float64)
-        if self.s.greedy:
-            return int(np.argmax(x))
-        x = x / (self.s.temperature or 1.0)
-        if self.s.top_k:
-            kth = np.sort(x)[-min(self.s.top_k, x.size)]
-            x = np.where(x < kth, -np.inf, x)
-        p = np.exp(x - x.max())
-        p /= p.sum()
-        if self.s.top_p < 1.0:
-            order = np.argsort(-p, kind="stable")
-            cum = np.cumsum(p[order])
-            keep = order[: int(np.searchsorted(cum, self.s.top_p)) + 1]
-            q = np.zeros_like(p)
-            q[keep] = p[keep]
-            p = q / q.sum()
-        return int(self.rng.choice(p.size, p=p))
+        return self.pick(torch.from_numpy(np.asarray(logits, np.float32)))

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dfx.errors import CheckpointError, ConfigError, UsageError
+from dfx.sampling import TokenSampler  # noqa: F401  (re-exported: the one sampler for every backend)
 
 # One (k, v) pair per layer, each (B, n_head, T_past, head_dim).
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
@@ -241,40 +242,3 @@ class GPT2(nn.Module):
             ids.append(token)
             yield token
             step_input = torch.tensor([[token]], device=device)             # (1, 1): one token per decode step
-
-
-class TokenSampler:
-    """Choose the next token from one position's logits: greedy, or temperature / top-k / top-p sampling.
-
-    Sampling is on when temperature > 0, top_k > 0 or top_p < 1 (temperature 0 then counts as 1). Greedy takes
-    the first index among equal maxima, as `torch.argmax` and Hugging Face's greedy search do.
-    """
-
-    def __init__(self, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0):
-        if not temperature >= 0:
-            raise UsageError(f"temperature must be >= 0, not {temperature}")
-        if top_k < 0:
-            raise UsageError(f"top_k must be >= 0 (0: off), not {top_k}")
-        if not 0 < top_p <= 1:
-            raise UsageError(f"top_p must be in (0, 1] (1: off), not {top_p}")
-        self.greedy = temperature == 0 and top_k == 0 and top_p == 1
-        self.temperature = temperature or 1.0
-        self.top_k, self.top_p = top_k, top_p
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __call__(self, logits: torch.Tensor) -> int:
-        logits = logits.detach().float().cpu()                               # (vocab,)
-        if self.greedy:
-            return int(torch.argmax(logits))
-        logits = logits / self.temperature
-        if self.top_k:
-            kth = torch.topk(logits, min(self.top_k, logits.numel())).values[-1]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = logits.softmax(dim=-1)
-        if self.top_p < 1:
-            # Keep the smallest set of most likely tokens whose mass reaches top_p (always at least one).
-            sorted_p, order = probs.sort(descending=True, stable=True)
-            before = sorted_p.cumsum(0) - sorted_p                           # mass of the tokens ranked above
-            sorted_p = sorted_p.masked_fill(before >= self.top_p, 0.0)
-            probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
-        return int(torch.multinomial(probs, 1, generator=self.generator))

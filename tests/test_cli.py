@@ -46,6 +46,14 @@ def test_generate_sim_equals_golden(ckpt):
     assert sim == gold and sim.startswith("def f(")
 
 
+def test_sampling_is_the_same_on_sim_and_golden(ckpt):
+    args = ["generate", "def f(", "--model", ckpt, "-n", "16", "--temperature", "0.9", "--top-k", "20", "--seed", "3"]
+    code, sim, _ = run(*args)
+    assert code == 0
+    assert sim == run(*args, "--backend", "golden")[1]
+    assert sim != run(*args[:-1], "4")[1]                 # another seed, another text
+
+
 def test_compile_run_disasm(ckpt, tmp_path):
     prog = tmp_path / "m.dfx"
     code, _, err = run("compile", ckpt, "-o", prog, "--devices", "2")
