@@ -1,0 +1,135 @@
+"""Quantizers (compiler/quant): each beats or matches RTN on its own objective where theory says it should."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from dfx import formats as F
+from dfx.compiler.quant.bcq import bcq, ungroup
+from dfx.compiler.quant.calib import collect_calibration, output_error
+from dfx.compiler.quant.model import QuantWarning, quantize_model
+from dfx.compiler.quant.rtn import group_view
+from dfx.errors import UsageError
+from dfx.models.gpt2 import GPT2, GPTConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def heavy_tailed(k, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_t(4, size=(k, n)) * 0.02).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = GPT2(GPTConfig(vocab_size=64, n_positions=64, n_embd=64, n_layer=2, n_head=2))
+    m.reset_parameters(seed=3)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def calib(model):
+    g = torch.Generator().manual_seed(0)
+    return collect_calibration(model, torch.randint(0, 64, (24, 64), generator=g))
+
+
+# ------------------------------------------------------------------------------------------------ BCQ
+@pytest.mark.parametrize("fmt", ["bcq1-oc", "bcq2-oc-g32", "bcq3-ic-g32", "bcq4-oc-g64"])
+def test_bcq_als_not_worse_than_greedy(fmt):
+    w = heavy_tailed(96, 80)
+    greedy, als = bcq(w, fmt, als=False), bcq(w, fmt)
+    eg = ((greedy.dequant().astype(np.float64) - w) ** 2).sum()
+    ea = ((als.dequant().astype(np.float64) - w) ** 2).sum()
+    assert ea <= eg
+    if F.parse(fmt).bits > 1:
+        assert ea < 0.95 * eg                    # ALS really refines for q >= 2
+    assert als.codes.shape == (F.parse(fmt).bits, 96, 80) and als.meta["method"] == "bcq-als"
+
+
+def test_bcq_more_planes_less_error():
+    w = heavy_tailed(128, 64)
+    errs = [((bcq(w, f"bcq{q}-oc-g32").dequant() - w) ** 2).sum() for q in (1, 2, 3, 4)]
+    assert errs == sorted(errs, reverse=True)
+
+
+def test_bcq_one_plane_is_sign_times_mean_abs():
+    w = heavy_tailed(64, 8)
+    qw = bcq(w, "bcq1-oc")
+    np.testing.assert_allclose(qw.scales[0, 0], np.abs(w).mean(0), rtol=1e-3)
+    assert np.array_equal(qw.codes[0], (w >= 0).astype(np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["bcq2-oc-g32", "bcq2-ic-g32"])
+def test_ungroup_inverts_group_view(fmt):
+    w = heavy_tailed(70, 45)                    # neither dimension divides 32: short last groups
+    f = F.parse(fmt)
+    blocks, _ = group_view(w, f)
+    assert np.array_equal(ungroup(blocks, f, 70, 45), w)
+
+
+def test_bcq_short_last_group_ignores_padding():
+    w = heavy_tailed(40, 3) + 0.5               # all positive: padding zeros would pull the alphas down
+    qw = bcq(w, "bcq1-oc-g32")
+    np.testing.assert_allclose(qw.scales[0, 1], np.abs(w[32:]).mean(0), rtol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------------ model
+def test_quantize_model_covers_every_conv1d(model):
+    q = quantize_model(model, "int4-oc-g32")
+    assert sorted(q) == sorted(f"h.{i}.{s}.weight" for i in range(2)
+                               for s in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"))
+    for name, qw in q.items():
+        assert qw.fmt.name == "int4-oc-g32" and qw.meta["layer"] == name
+        qw.check()
+
+
+def test_calibration_hessian_is_xtx(model, calib):
+    st = calib["h.0.attn.c_attn.weight"]
+    assert st.hessian.shape == (64, 64) and st.n_tokens == 24 * 64
+    assert np.allclose(st.hessian, st.hessian.T) and np.linalg.eigvalsh(st.hessian).min() > -1e-6 * np.trace(st.hessian)
+    # tr(D^T H D) is ||X D||^2: check on the first window against a direct computation
+    x = []
+    h = model.h[0].attn.c_attn.register_forward_pre_hook(lambda m, i: x.append(i[0].reshape(-1, 64)))
+    with torch.no_grad():
+        model(calib.tokens)
+    h.remove()
+    X = torch.cat(x).double().numpy()
+    d = np.random.default_rng(0).normal(size=(64, 192))
+    np.testing.assert_allclose(output_error(d, 0 * d, st.hessian), ((X @ d) ** 2).sum(), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_unknown_method_and_format(model):
+    with pytest.raises(UsageError, match="accepted: rtn, bcq, gptq, adadim, mixed"):
+        quantize_model(model, "int4-oc", method="awq")
+    with pytest.raises(UsageError, match="unknown weight format 'int4-xc'.*accepted: fp16, int"):
+        quantize_model(model, "int4-xc")
+    with pytest.raises(UsageError, match="int5: integer widths are 8, 4, 3"):
+        quantize_model(model, "int5-oc")
+    with pytest.raises(UsageError, match="does not quantize"):
+        quantize_model(model, "fp8e4m3", method="gptq")
+
+
+def test_calibration_missing_or_short(model):
+    with pytest.raises(UsageError, match="needs calibration text.*at least"):
+        quantize_model(model, "int4-oc", method="gptq")
+    with pytest.raises(UsageError, match=r"too short: 40 tokens; at least 1024 are needed \(e.g. 16 windows"):
+        collect_calibration(model, torch.zeros(40, dtype=torch.long))
+
+
+def test_group_that_does_not_divide_warns():
+    m = GPT2(GPTConfig(vocab_size=32, n_positions=16, n_embd=48, n_layer=1, n_head=2)).eval()
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        q = quantize_model(m, "int4-oc-g32")
+    msgs = [str(r.message) for r in rec if issubclass(r.category, QuantWarning)]
+    assert "h.0.attn.c_attn.weight: group size 32 does not divide K (inputs) = 48; the last group is shorter " \
+           "(16 weights)" in msgs
+    assert q["h.0.attn.c_attn.weight"].scales.shape == (2, 144)
