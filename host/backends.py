@@ -1,54 +1,47 @@
-"""Host backends behind one interface. `sim`: the functional simulator (here); `rtl` and `pynq` come with the
-integrated core and the board flow."""
+"""Host backends behind one interface: the host protocol of a token step (set ENTRY/TOKEN/POS, start every
+device of the ring, wait, read the logits slices from DDR) over `dfx.host.device`, the same code for `sim`
+(the functional simulator behind an emulated register block), `rtl` (the core under cocotb) and `pynq`
+(Alveo U280 boards). The backend comes from the argument or $DFX_BACKEND."""
 from __future__ import annotations
 
 import numpy as np
 
-from dfx.errors import DeviceError
 from dfx.program import Program
 
-BACKENDS = ("sim",)
+from .device import BACKENDS, DEFAULT_TIMEOUT_S, DeviceGroup, RunRecord, backend_name, open_devices
+
+__all__ = ["BACKENDS", "DeviceBackend", "open_backend"]
 
 
-class SimBackend:
-    """Drives the functional simulator with the host protocol: set TOKEN/POS, start a stream, read DDR."""
-    name = "sim"
+class DeviceBackend:
+    """A loaded program on N devices of one backend."""
 
-    def __init__(self, program: Program, devices: int | None = None):
-        from dfx.sim.ring import Ring
-        if devices is not None and devices != program.n_devices:
-            raise DeviceError(f"the program was compiled for {program.n_devices} device(s) but {devices} were "
-                              f"opened; recompile with --devices {devices} or open {program.n_devices}")
+    def __init__(self, program: Program, backend: str | None = None, devices: int | None = None,
+                 timeout: float = DEFAULT_TIMEOUT_S, counters: bool = True, **opts):
+        self.name = backend_name(backend)
         self.program = program
-        self.ring = Ring(program)
-        self.devices = self.ring.devices
+        self.group = DeviceGroup(open_devices(program, self.name, devices, **opts), timeout)
+        self.group.load(program)
+        self.devices = self.group.devices
+        self.read_counters = counters
+        self.last: RunRecord | None = None
 
-    def run(self, stream: str, token: int, pos: int) -> None:
-        if len(self.devices) == 1:
-            self.devices[0].run(stream, token, pos)
-        else:
-            self.ring.run(stream, token, pos)
+    def run(self, stream: str, token: int, pos: int) -> RunRecord:
+        rec = self.group.run(stream, token, pos)
+        if self.read_counters:
+            self.group.counters(rec)
+        self.last = rec
+        return rec
 
     def read_logits(self) -> np.ndarray:
-        """Join the logits slices the devices stored in their DDR."""
-        sym = self.program.symbols
-        base, out = sym["logits"], np.empty(sym["vocab_size"], np.float16)
-        for dev, pieces in zip(self.devices, sym["logits_pieces"]):
-            for a, b in pieces:
-                out[a:b] = dev.ddr[base + 2 * a:base + 2 * b].view(np.float16)
-        return out
+        return self.group.read_logits()
 
-    def counters(self) -> dict:
-        total = {}
-        for dev in self.devices:
-            for k, v in dev.counts.items():
-                total[k] = total.get(k, 0) + v
-        return total
+    def counters(self) -> list[dict]:
+        return self.group.counters()
+
+    def close(self) -> None:
+        self.group.close()
 
 
-def open_backend(program: Program, backend: str = "sim", devices: int | None = None):
-    if backend == "sim":
-        return SimBackend(program, devices)
-    if backend in ("rtl", "pynq"):
-        raise DeviceError(f"backend {backend!r} is not available yet; accepted: {', '.join(BACKENDS)}")
-    raise DeviceError(f"unknown backend {backend!r}; accepted: sim, rtl, pynq")
+def open_backend(program: Program, backend: str | None = "sim", devices: int | None = None, **opts) -> DeviceBackend:
+    return DeviceBackend(program, backend, devices, **opts)

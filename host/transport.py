@@ -1,0 +1,110 @@
+"""The small part of a host backend that differs between the simulator, the RTL and a board: 32-bit register
+reads/writes on the kernel's AXI4-Lite slave, device buffers (allocate in a bank, copy in, copy out, free) and
+a pause between polls. Everything else (`host/device.py`) is one code path over all of them.
+
+A transport raises `DeviceError` (one line, naming the device) for anything the device refuses or cannot do.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from dfx.config import AccelConfig
+from dfx.errors import DeviceError
+
+
+class Buffer:
+    """A device buffer: `address` is what the kernel argument register receives."""
+
+    def __init__(self, bank: str, nbytes: int, address: int, handle):
+        self.bank, self.nbytes, self.address, self.handle = bank, nbytes, address, handle
+        self.freed = False
+
+    def __repr__(self):
+        return f"Buffer({self.bank}, {self.nbytes} B at 0x{self.address:x})"
+
+
+class Transport(ABC):
+    backend: str = "?"
+    label: str = "?"                 # "sim device 0", "pynq device 1 (xilinx_u280_gen3x16_xdma_base_1)"
+
+    @abstractmethod
+    def read32(self, offset: int) -> int: ...
+
+    @abstractmethod
+    def write32(self, offset: int, value: int) -> None: ...
+
+    @abstractmethod
+    def bank_bytes(self, bank: str) -> int:
+        """Capacity of a memory bank (`HBM0`.., `DDR0`); DeviceError if the device has no such bank."""
+
+    @abstractmethod
+    def alloc(self, bank: str, nbytes: int) -> Buffer: ...
+
+    @abstractmethod
+    def upload(self, buf: Buffer, offset: int, data: bytes) -> None:
+        """Host -> device: write `data` at `offset` and sync it to the device."""
+
+    @abstractmethod
+    def download(self, buf: Buffer, offset: int, nbytes: int) -> bytes:
+        """Device -> host: sync `nbytes` at `offset` from the device and return them."""
+
+    @abstractmethod
+    def free(self, buf: Buffer) -> None: ...
+
+    def close(self) -> None:
+        """Release the device (buffers are freed by the caller first)."""
+
+    def pause(self, waited: float) -> None:
+        """Between two polls of CTRL; `waited` seconds since start."""
+
+    def error_detail(self) -> str | None:
+        """More about the last error the kernel reported, where the backend knows it (the simulator does)."""
+        return None
+
+    def attach(self, program, entries: dict[str, int]) -> None:
+        """The program loaded (the simulator names streams and computes cycle counters from it)."""
+
+
+class SimTransport(Transport):
+    """The functional simulator behind the emulated register block (`host/emu.py`)."""
+    backend = "sim"
+
+    def __init__(self, board):
+        self.board = board
+        self.label = f"sim device {board.index}"
+
+    @classmethod
+    def open_all(cls, cfg: AccelConfig, n: int, ring: list[int] | None = None, **board_kw) -> list["SimTransport"]:
+        from .emu import EmuCluster
+        cluster = EmuCluster(cfg, n, ring, **board_kw)
+        return [cls(b) for b in cluster.boards]
+
+    def read32(self, offset):
+        return self.board.read32(offset)
+
+    def write32(self, offset, value):
+        self.board.write32(offset, value)
+
+    def bank_bytes(self, bank):
+        if bank not in self.board.banks:
+            raise DeviceError(f"{self.label} has no memory bank {bank!r}")
+        return self.board.banks[bank].size
+
+    def alloc(self, bank, nbytes):
+        a = self.board.alloc(bank, nbytes)
+        return Buffer(bank, nbytes, a.address, a)
+
+    def upload(self, buf, offset, data):
+        self.board.write_mem(buf.handle, offset, data)
+
+    def download(self, buf, offset, nbytes):
+        return self.board.read_mem(buf.handle, offset, nbytes)
+
+    def free(self, buf):
+        self.board.free(buf.handle)
+
+    def error_detail(self):
+        return self.board.detail
+
+    def attach(self, program, entries):
+        self.board.attach(program, entries)
