@@ -1,10 +1,13 @@
 """Round-to-nearest (RTN) with group scales: the baseline every other quantizer is compared with.
 
 int, symmetric: s = absmax / (2^(b-1) - 1) per group, rounded to binary16; q = clip(rint(w / s)).
-int, asymmetric: s = (max - min) / (2^b - 1), z = clip(rint(-min / s)); u = clip(rint(w / s) + z).
+int, asymmetric: s = (max' - min') / (2^b - 1) with min' = min(min, 0), max' = max(max, 0) (the range holds 0,
+so z is a valid code and zero weights stay exact), z = rint(-min' / s); u = clip(rint(w / s) + z).
 fp8: s = absmax / (the format's largest finite value); codes = nearest FP8 value of w / s (ties to even).
 Scales are rounded to binary16 first and codes are computed with the rounded scale, so `dequant` reproduces
-exactly what was optimised. An all-zero group gets scale 0 and codes 0.
+exactly what was optimised. A scale below binary16's smallest normal 2^-14 (the dequantiser reads subnormal
+scales as zero) is raised to 2^-14: without that, FP8 E5M2 (s = absmax / 57344) would zero every group with
+absmax < 3.5, i.e. nearly all GPT-2 weights. An all-zero group gets scale 0 and codes 0.
 """
 from __future__ import annotations
 
@@ -32,8 +35,10 @@ def group_view(w: np.ndarray, fmt: F.WeightFormat) -> tuple[np.ndarray, int]:
 
 
 def scale16(x: np.ndarray) -> np.ndarray:
-    """Scales as binary16 values the hardware reads: rounded, subnormals flushed (DAZ would zero them)."""
-    return nx.daz16(nx.to_fp16(np.asarray(x, np.float32)))
+    """Scales as binary16 values the hardware reads: rounded; a positive scale below 2^-14 (a subnormal, which
+    DAZ would read as zero) becomes 2^-14; zero stays zero (an all-zero group)."""
+    s = nx.daz16(nx.to_fp16(np.asarray(x, np.float32)))
+    return np.where((np.asarray(x) > 0) & (s < nx.F16_MIN_NORMAL), np.float16(nx.F16_MIN_NORMAL), s).astype(np.float16)
 
 
 def rtn(w: np.ndarray, fmt: str | F.WeightFormat) -> F.QuantWeight:
@@ -48,7 +53,7 @@ def rtn(w: np.ndarray, fmt: str | F.WeightFormat) -> F.QuantWeight:
     blocks, _ = group_view(w, fmt)
     if fmt.kind == "int":
         if fmt.asym:
-            hi, lo = blocks.max(-1), blocks.min(-1)
+            hi, lo = np.maximum(blocks.max(-1), 0), np.minimum(blocks.min(-1), 0)
             qmax = (1 << fmt.bits) - 1
             s = scale16((hi - lo) / qmax)
             s32 = nx.widen16(s)
