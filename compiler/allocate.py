@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dfx import formats as F
 from dfx import isa
 from dfx.config import AccelConfig
 from dfx.errors import CompileError
@@ -59,6 +60,15 @@ class _FirstFit:
             else:
                 merged.append((s, n))
         self.free = [m for m in merged if m[1]]
+
+
+def piece_bytes(n, a: int, b: int, cfg: AccelConfig) -> int:
+    """HBM bytes of columns a:b of a linear/lm_head node's weight, as stored (FP16 tiles or a quantized region)."""
+    k = shape_of(n.params["weight"])[0]
+    fmt = n.attrs.get("wformat", F.FP16)
+    w = n.params["weight"]
+    phase = w.cols(a, b).phase if isinstance(w, F.QuantWeight) else F.piece_phase(fmt, a)
+    return F.matrix_bytes(fmt, k, b - a, cfg.d, cfg.l, phase)
 
 
 def node_temps(g: Graph, node, plan: Plan) -> dict[str, int]:
@@ -146,9 +156,14 @@ def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None, device: int
     for n in g.nodes:
         if n.op in ("linear", "lm_head"):
             k = shape_of(n.params["weight"])[0]
+            fmt = n.attrs.get("wformat", F.FP16)
             for p, (a, b) in enumerate(n.attrs["pieces"][device]):
-                kt, nt = tile_grid(k, b - a, cfg.d, cfg.l)
-                hbm(f"{n.name}.w{p}", kt * nt)
+                if fmt.kind == "fp16":
+                    kt, nt = tile_grid(k, b - a, cfg.d, cfg.l)
+                    hbm(f"{n.name}.w{p}", kt * nt)
+                else:                 # a quantized region (dfx.formats.RegionLayout), in 64-byte units
+                    plan.hbm[f"{n.name}.w{p}"] = top
+                    top += piece_bytes(n, a, b, cfg) // unit
     for n in g.nodes:
         if n.op == "attention":
             hp = n.attrs["head_pad"]

@@ -16,21 +16,74 @@ from .lower import lower
 from .partition import partition
 from .passes import pad_heads, quantize
 
+def _model_quantize(model, fmt, method, calib):
+    """Model-level quantizers (gptq, adadim, mixed) need the dfx GPT2 and calibration: {param: QuantWeight}."""
+    from dfx.models import checkpoint, gpt2
+    try:
+        from .quant.model import quantize_model
+    except ImportError:
+        raise CompileError(f"method {method}: the model-level quantizers are not available") from None
+    if isinstance(model, (str, Path)) and Path(model).exists():
+        model = checkpoint.load_checkpoint(model)
+    elif hasattr(model, "config") and type(model).__module__.startswith("transformers"):
+        model = checkpoint.from_transformers(model)
+    if not isinstance(model, gpt2.GPT2):
+        raise CompileError(f"method {method} needs a model with weights (a checkpoint or GPT2 object)")
+    return quantize_model(model, fmt, method, calib)
+
+
+def quantization_record(g, weights, method, images) -> dict:
+    """The manifest's `quantization`: the format (or "per-matrix" for a dict), the method, each linear's format
+    and, per device, every weight region: HBM address (64-byte units) -> {node, format, k, n, phase, bytes}."""
+    from dfx import formats as F
+    from .allocate import piece_bytes
+    lin = [n for n in g.nodes if n.op in ("linear", "lm_head")]
+    fmts = {n.name: n.attrs.get("wformat", F.FP16).name for n in lin}
+    methods = {}
+    for n in lin:
+        w = n.params.get("weight")
+        if isinstance(w, F.QuantWeight):
+            methods[n.name] = w.meta.get("method", method or "given")
+    regions = []
+    for plan, _ in images:
+        reg = {}
+        for n in lin:
+            fmt = n.attrs.get("wformat", F.FP16)
+            k = n.params["weight"].shape[0]
+            for p, (a, b) in enumerate(n.attrs["pieces"][plan.device]):
+                w = n.params["weight"]
+                phase = w.cols(a, b).phase if isinstance(w, F.QuantWeight) else F.piece_phase(fmt, a)
+                reg[str(plan.hbm[f"{n.name}.w{p}"])] = {"node": n.name, "format": fmt.name, "k": k, "n": b - a,
+                                                        "phase": phase, "bytes": piece_bytes(n, a, b, plan.cfg)}
+        regions.append(reg)
+    name = ("per-matrix" if isinstance(weights, dict) else weights.name if isinstance(weights, F.WeightFormat)
+            else F.parse(weights).name)
+    return {"format": name, "method": method or ("given" if isinstance(weights, dict) else
+                                                 "bcq" if name.startswith("bcq") else "rtn"),
+            "matrices": fmts, "methods": methods, "regions": regions}
+
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
 
 
-def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int = 1, weights: str = "fp16",
-                  max_seq: int | None = None, overlap: int = 1, check: bool = True) -> Program:
+def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int = 1, weights="fp16",
+                  max_seq: int | None = None, overlap: int = 1, check: bool = True, method: str | None = None,
+                  calib=None) -> Program:
     """Compile a GPT-2 (checkpoint dir, named size, dfx GPT2 or transformers model) for `config`.
 
     devices: FPGAs in the ring (intra-layer model parallelism, see partition.py); overlap: 1 for DFX's blocking
     all-gathers, S > 1 to cut each gathered output into S parts so communication overlaps compute.
-    With `check`, the IR verifier runs between passes.
+    weights: a format name (`dfx.formats`; Conv1D weights quantized in the compiler's padded coordinates by
+    `method`: rtn, or bcq for bcq formats) or a dict {param name: QuantWeight} from a model-level quantizer
+    (`compiler.quant.model.quantize_model`). method gptq/adadim/mixed (with `calib`) runs that quantizer on the
+    model first. With `check`, the IR verifier runs between passes.
     """
     cfg = load_config(config)
+    if method is not None and not isinstance(weights, dict) and method not in ("rtn", "bcq"):
+        weights = _model_quantize(model, weights, method, calib)
     g, tok_dir = capture(model)
     passes = [("verify", lambda g: g), ("pad_heads", lambda g: pad_heads(g, cfg)),
-              ("quantize", lambda g: quantize(g, cfg, weights)),
+              ("quantize", lambda g: quantize(g, cfg, weights, method)),
               ("partition", lambda g: partition(g, cfg, devices, overlap))]
     for name, p in passes:
         g = p(g)
@@ -55,7 +108,7 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
         "ring": list(range(devices)),
         "overlap": overlap,
         "weights": g.has_weights,
-        "quantization": {"format": weights},
+        "quantization": quantization_record(g, weights, method, images),
         "max_seq": plan.max_seq,
         "streams": list(STREAMS),
         "symbols": {"logits": plan.ddr["logits"], "vocab_size": g.model["vocab_size"],

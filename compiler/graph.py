@@ -3,13 +3,16 @@
 The IR is deliberately small. A `Graph` is a topologically ordered list of `Node`s; every node reads named
 vectors (`inputs`) and writes one (`output`); `values` maps each vector name to its length in elements.
 Parameters (weights, biases, LayerNorm scale/shift, embedding tables) hang off the node that uses them, as numpy
-arrays, or as `Shape` placeholders when compiling from a config alone (no weights).
+arrays, or as `Shape` placeholders when compiling from a config alone (no weights). After the `quantize` pass a
+linear weight in a quantized format is a `dfx.formats.QuantWeight` (in the padded coordinates) and
+`attrs["wformat"]` holds every linear's `WeightFormat`.
 
 Ops (one decoder step for the token in register TOKEN at position POS):
 
     embed        ()         -> x      params wte (V, E), wpe (P, E)
     layernorm    (x,)       -> y      params gamma (E,), beta (E,)         attrs eps
-    linear       (x,)       -> y      params weight (K, N), bias (N,)      attrs act: None | "gelu"
+    linear       (x,)       -> y      params weight (K, N), bias (N,)      attrs act: None | "gelu",
+                                                                         wformat (after `quantize`)
     attention    (qkv,)     -> y      attrs layer, n_head, head_dim, head_pad, max_seq
     add          (a, b)     -> y
     lm_head      (x,)       -> logits params weight (E, V)
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dfx.errors import CompileError
+from dfx.formats import FormatError, QuantWeight
 
 OPS = ("embed", "layernorm", "linear", "attention", "add", "lm_head")
 
@@ -109,7 +113,16 @@ def verify(g: Graph) -> Graph:
         ln = [g.values[i] for i in n.inputs]
         out = g.values[n.output]
         for k, p in n.params.items():
-            if g.has_weights and isinstance(p, np.ndarray):
+            if isinstance(p, QuantWeight):
+                if n.op != "linear" or k != "weight":
+                    _fail(n, f"param {k} is quantized; only linear weights can be")
+                if p.fmt != n.attrs.get("wformat"):
+                    _fail(n, f"weight is {p.fmt.name} but attrs wformat is {n.attrs.get('wformat')}")
+                try:
+                    p.check()
+                except FormatError as e:
+                    _fail(n, f"quantized weight: {e}")
+            elif g.has_weights and isinstance(p, np.ndarray):
                 if p.dtype not in (np.float16, np.float32):
                     _fail(n, f"param {k} has dtype {p.dtype}; float16 or float32 expected")
                 if not np.isfinite(p).all():

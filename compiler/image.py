@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from dfx import formats as F
 from dfx import isa
 from dfx.program import tile_matrix
 
 from .allocate import Plan
 from .graph import Graph
+from .passes import weight_piece
 
 
 def build_images(g: Graph, plan: Plan) -> tuple[bytearray, bytearray]:
@@ -31,7 +33,11 @@ def build_images(g: Graph, plan: Plan) -> tuple[bytearray, bytearray]:
             put_ddr(f"{n.name}.bias", n.params["bias"])
         if n.op in ("linear", "lm_head"):
             for p, (c0, c1) in enumerate(n.attrs["pieces"][plan.device]):
-                t = tile_matrix(n.params["weight"][:, c0:c1], cfg.d, cfg.l).view(np.uint8)
+                w = weight_piece(n, c0, c1)
+                if isinstance(w, F.QuantWeight):      # descriptor + packed codes + scale blocks (dfx.formats)
+                    t = np.frombuffer(F.pack_region(w, cfg.d, cfg.l), np.uint8)
+                else:
+                    t = tile_matrix(w, cfg.d, cfg.l).view(np.uint8)
                 a = plan.hbm[f"{n.name}.w{p}"] * isa.HBM_UNIT
                 hbm[a:a + t.size] = t
     return bytearray(hbm.tobytes()), bytearray(ddr.tobytes())

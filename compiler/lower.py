@@ -66,7 +66,8 @@ class Emitter:
                 if not s0 <= a < s0 + length:
                     continue
                 fields = dict(dst=self.v(n.output, a), src=self.v(n.inputs[0]), w=self.plan.hbm[f"{n.name}.w{p}"],
-                              k=K, n=b - a, gelu=int(n.attrs.get("act") == "gelu"))
+                              k=K, n=b - a, gelu=int(n.attrs.get("act") == "gelu"),
+                              wfmt=n.attrs["wformat"].wfmt if "wformat" in n.attrs else 0)
                 if "bias" in n.params:
                     bias = self.v(f"{n.name}.bias", a)
                     self("LOAD", vaddr=bias, addr=self.plan.ddr[f"{n.name}.bias"] + 2 * a, n=b - a)

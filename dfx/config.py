@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .formats import FAMILIES
 
-WEIGHT_FORMATS = ("fp16", "int8", "int4", "fp8e4m3", "fp8e5m2", "bcq")
+# dequantiser families a core can be built with (`dfx.formats.FAMILIES`: one per MATRIX wfmt code, bcq for 1-4
+# planes); a weight format compiles for a config when its family is listed (`WeightFormat.family`)
+WEIGHT_FORMATS = FAMILIES
 
 
 def _pow2(x: int) -> bool:
@@ -35,7 +38,7 @@ class AccelConfig:
     ddr_mb: int = 16384              # DDR capacity used for tables and I/O
     clock_mhz: float = 200.0
     devices: int = 1                 # devices in the ring this core is built for (max)
-    weight_formats: tuple[str, ...] = ("fp16",)
+    weight_formats: tuple[str, ...] = ("fp16",)   # dequantiser families (dfx.formats.FAMILIES)
 
     def __post_init__(self):
         ints = ("d", "l", "vpu_width", "vbuf_entries", "sregs", "hbm_channels", "hbm_width",
@@ -68,7 +71,10 @@ class AccelConfig:
             raise ConfigError("AccelConfig.weight_formats must be a non-empty tuple")
         for w in self.weight_formats:
             if w not in WEIGHT_FORMATS:
-                raise ConfigError(f"AccelConfig.weight_formats: {w!r} is not one of {', '.join(WEIGHT_FORMATS)}")
+                raise ConfigError(f"AccelConfig.weight_formats: {w!r} is not one of {', '.join(WEIGHT_FORMATS)} "
+                                  "(dequantiser families; formats such as int4-oc-g128 need their family, int4)")
+        if "fp16" not in self.weight_formats:
+            raise ConfigError("AccelConfig.weight_formats must include fp16 (the KV cache and LM head are FP16)")
         if self.devices > 64:
             raise ConfigError(f"AccelConfig.devices must be <= 64, not {self.devices}")
 
@@ -138,10 +144,11 @@ class AccelConfig:
 PRESETS: dict[str, AccelConfig] = {
     # Small enough for RTL simulation: 8-wide trees, 4 lanes, 4 HBM channels of 128 bit.
     "tiny": AccelConfig(name="tiny", d=8, l=4, vpu_width=8, vbuf_entries=4096, hbm_channels=4, hbm_width=128,
-                        hbm_channel_mb=64, ddr_mb=256, clock_mhz=200.0, devices=8),
-    # DFX (MICRO'22): d=64, l=16, 32 HBM pseudo-channels x 512 bit, 200 MHz, FP16.
+                        hbm_channel_mb=64, ddr_mb=256, clock_mhz=200.0, devices=8, weight_formats=FAMILIES),
+    # DFX (MICRO'22): d=64, l=16, 32 HBM pseudo-channels x 512 bit, 200 MHz, FP16; with our dequantisers in
+    # front of the MPU (every weight format; DFX itself stores FP16 only).
     "dfx": AccelConfig(name="dfx", d=64, l=16, vpu_width=64, vbuf_entries=2048, hbm_channels=32, hbm_width=512,
-                       hbm_channel_mb=256, ddr_mb=16384, clock_mhz=200.0, devices=8),
+                       hbm_channel_mb=256, ddr_mb=16384, clock_mhz=200.0, devices=8, weight_formats=FAMILIES),
 }
 
 

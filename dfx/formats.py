@@ -456,6 +456,15 @@ def matrix_bytes(fmt: str | WeightFormat, k: int, n: int, d: int, l: int, phase:
     return RegionLayout(fmt, k, n, d, l, phase).size
 
 
+def piece_phase(fmt: str | WeightFormat, c0: int, phase: int = 0) -> int:
+    """The phase of a column piece starting at column c0 of a matrix whose own phase is `phase` (0 for whole
+    matrices): nonzero only for per-IC groups that the cut splits."""
+    fmt = parse(fmt)
+    if fmt.kind == "fp16" or fmt.axis == "oc" or fmt.group is None:
+        return phase if fmt.kind != "fp16" and fmt.axis == "oc" else 0
+    return (c0 + phase) % fmt.group
+
+
 def _tile_order(a: np.ndarray, d: int, l: int) -> np.ndarray:
     """(..., K, N) -> (..., tiles, d*l) in the MPU's tile order (column-major grid, [lane][row] inside), zero padded."""
     *lead, k, n = a.shape

@@ -13,7 +13,7 @@ Machine model the semantics refer to (all sizes from `AccelConfig`):
 - S0..S15: FP32 scalar registers (reductions, reciprocal, rsqrt, scales).
 - HBM: the striped weight/KV space. Address unit: 64 bytes. Byte b of the striped space lives in pseudo-channel
   (b // channel_beat) % channels, so one address run of `beat_bytes` bytes is one beat on every channel.
-  Matrices live there as d x l FP16 tiles (see `dfx.program.tile_matrix`).
+  Matrices live there as d x l FP16 tiles (see `dfx.program.tile_matrix`), or as quantized regions (below).
 - DDR: byte-addressed tables (embeddings, biases, LayerNorm parameters) and the logits output.
 - TOKEN, POS: integer registers the host writes before each run (the input token and its position).
 """
@@ -117,7 +117,9 @@ MATRIX = Format("MATRIX", (
     Field("dyn_k", 1, "flag", "k = POS + 1 (score x V over the cached tokens)"),
     Field("dyn_n", 1, "flag", "n = POS + 1 (q x K^T over the cached tokens)"),
     Field("s", 4, doc="scalar register holding the scale"),
-    Field("wfmt", 4, doc="weight format: 0 = FP16 (others reserved for quantized formats)"),
+    Field("wfmt", 4, doc="weight format code (see Weight formats): 0 = FP16 tiles at `w`; otherwise `w` is a "
+                         "quantized region (descriptor, codes, scales) dequantised to FP16 in front of the MPU "
+                         "(LINEAR only)"),
     Field("rowmajor", 1, "flag", "tile (i, j) of W is at w + i*ceil(n/l) + j (V cache); "
                                  "else at w + j*ceil(k/d) + i (weights, K cache); in tile units"),
 ), "MPU: y = act(round16(scale * (x . W + b))) over d x l weight tiles streamed from HBM")
@@ -489,11 +491,49 @@ def doc_markdown() -> str:
         out.append(f"| 0x{op.code:02x} | {op.mnemonic} | {op.unit.value} | {op.fmt.name} | {r} | {w} | {op.doc} |")
     out += ["", "`n?`: only when `has_bias`; `s?`: only when `scale`. Scalar registers read/written are "
             "`sa`/`sd` (VECTOR, SCALAR) and `s` (MATRIX).", ""]
+    out += _weight_format_doc()
     out += ["## Assembly", "", "`MNEMONIC field=value ... +flag`, one instruction per line, `#` comments. "
             "Numbers are decimal or 0x-hex; FP32 immediates are decimals or 0x-bit patterns. Example:", "",
             "```", "LINEAR dst=64 src=0 bias=160 w=0x40 k=256 n=768 +has_bias",
             "QK dst=300 src=64 w=0x800 k=64 +scale +dyn_n s=2", "VMAX a=300 sd=0 +dyn_n", "```", ""]
     return "\n".join(out)
+
+
+def _weight_format_doc() -> list[str]:
+    """The quantized-weight section of docs/isa.md, from `dfx.formats` (imported here only: the RTL decoder and
+    the encoder do not need the numerics)."""
+    from . import formats as F
+    import inspect
+    src = inspect.getsource(F)
+    a = src.index("# A quantized matrix (wfmt != 0)")
+    b = src.index("DESC_BYTES = 64")
+    layout = "\n".join(line[2:] for line in src[a:b].strip().splitlines())
+    out = ["## Weight formats", "",
+           "MATRIX `wfmt` (4 bits) selects the dequantiser in front of the MPU's multipliers. Every format is "
+           "dequantised to binary16 exactly as `dfx.formats.dequant` defines (docs/numerics.md, \"Weight formats\"); "
+           "the multipliers, adder trees and accumulation are unchanged. Axis, group size, zero points and where the "
+           "scales are come from a 64-byte descriptor at the start of the matrix's HBM region, so the 128-bit "
+           "instruction word does not grow. Only LINEAR takes quantized weights (the KV cache and the tied LM "
+           "head are FP16); the descriptor's wfmt, k and n must equal the instruction's.", "",
+           "| wfmt | kind | code bits | config family |", "|---|---|---|---|"]
+    for (kind, bits), code in sorted(F.WFMT_CODES.items(), key=lambda kv: kv[1]):
+        fam = F.WeightFormat(kind, bits, None if kind == "fp16" else "oc").family
+        out.append(f"| {code} | {kind} | {bits}{' planes' if kind == 'bcq' else ''} | {fam} |")
+    out += [f"| {', '.join(str(c) for c in range(16) if c not in F.WFMT_CODES.values())} | reserved "
+            "(the simulator stops with a SimError) | | |", "",
+            f"Format names (`dfx compile --weights`): {F.ACCEPTED}. A format compiles for a config whose "
+            "`weight_formats` lists its family.", "",
+            "### Quantized matrix region", "", "```text", layout, "```", "",
+            f"### Descriptor ({F.DESC_BYTES} bytes, little-endian, unused bytes zero)", "",
+            "| byte | field | type | meaning |", "|---|---|---|---|"]
+    off = 0
+    for name, code, doc in F.DESCRIPTOR:
+        size = {"I": 4, "H": 2, "B": 1}[code]
+        out.append(f"| {off} | `{name}` | u{8 * size} | {doc} |")
+        off += size
+    out += ["", "Bytes per weight including every overhead (`dfx.formats.matrix_bytes`) are tabulated in "
+            "docs/numerics.md.", ""]
+    return out
 
 
 def _main(argv=None):

@@ -17,12 +17,14 @@ from collections import Counter
 
 import numpy as np
 
+from dfx import formats as F
 from dfx import isa
 from dfx import numerics as nx
 from dfx.errors import SimError
 from dfx.program import Program
 
 _F16 = np.float16
+_WFMTS = frozenset(F.WFMT_CODES.values())
 
 
 class Device:
@@ -157,6 +159,8 @@ class Device:
     # ---------------------------------------------------------------- MPU
     def _weights(self, f, k, n) -> np.ndarray:
         """The (kt*d, nt*l) weight matrix the MPU streams for this instruction, read from HBM tiles."""
+        if f["wfmt"]:
+            return self._qweights(f, k, n)
         d, l = self.d, self.l
         kt, nt = -(-k // d), -(-n // l)
         start = f["w"] * isa.HBM_UNIT
@@ -177,9 +181,40 @@ class Device:
             self._wcache_end = max(self._wcache_end, end)
         return w
 
+    def _qweights(self, f, k, n):
+        """A quantized matrix (wfmt != 0): the dequantiser reads the region's descriptor, codes and scale blocks
+        from HBM and hands the MPU binary16 weights (`dfx.formats.dequant`); cached like the FP16 path."""
+        if f["wfmt"] not in _WFMTS:
+            raise SimError(f"weight format code {f['wfmt']} is not defined (codes: "
+                           + ", ".join(f"{c} {kind}{b}" for (kind, b), c in F.WFMT_CODES.items()) + ")")
+        if f["dyn_k"] or f["dyn_n"] or f["rowmajor"]:
+            raise SimError("quantized weights (wfmt != 0) are static matrices: dyn_k, dyn_n and rowmajor need FP16")
+        start = f["w"] * isa.HBM_UNIT
+        self._check_range(self.hbm, start, F.DESC_BYTES, "HBM")
+        try:
+            end = start + F.read_descriptor(self.hbm[start:start + F.DESC_BYTES])["size"]
+        except F.FormatError as e:
+            raise SimError(f"weight region at HBM byte {start}: {e}") from None
+        key = (start, end, "q", f["wfmt"], k, n)
+        if key in self._wcache:
+            return self._wcache[key]
+        self._check_range(self.hbm, start, end - start, "HBM")
+        self._check_clean(start, end, "HBM")
+        try:
+            w16 = F.unpack_region(self.hbm[start:end], f["wfmt"], k, n, self.d, self.l).dequant()
+        except F.FormatError as e:
+            raise SimError(f"weight region at HBM byte {start}: {e}") from None
+        d, l = self.d, self.l
+        kt, nt = -(-k // d), -(-n // l)
+        w = np.zeros((kt * d, nt * l), np.float32)
+        w[:k, :n] = nx.widen16(w16, clean=True)
+        if hasattr(nx, "TreeWeights"):          # the same representation the FP16 path hands the MPU
+            w = nx.TreeWeights.from_tiles(w.reshape(kt, d, nt * l), d)
+        self._wcache[key] = w
+        self._wcache_end = max(self._wcache_end, end)
+        return w
+
     def _matrix(self, f):
-        if f["wfmt"] != 0:
-            raise SimError(f"weight format {f['wfmt']} is not implemented (0 = FP16)")
         k = self.regs["POS"] + 1 if f["dyn_k"] else f["k"]
         n = self.regs["POS"] + 1 if f["dyn_n"] else f["n"]
         w = self._weights(f, k, n)

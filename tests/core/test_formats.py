@@ -381,9 +381,10 @@ def test_matrix_bytes():
 def test_rtn_scales_never_underflow_to_zero():
     """FP8 E5M2's s = absmax/57344 is subnormal in binary16 for |w| < 3.5 (every GPT-2 weight); DAZ would read it
     as 0. RTN raises such scales to 2^-14, so small weights keep their precision."""
-    w = (RNG.standard_normal((64, 32)) * 0.02).astype(np.float32)
+    w = (np.random.default_rng(5).standard_normal((64, 32)) * 0.02).astype(np.float32)
     for name in ("fp8e5m2", "fp8e4m3-ic-g32", "int4-oc-g32"):
         qw = rtn(w, name)
         assert (qw.scales >= np.float16(2 ** -14)).all()
         rel = np.abs(qw.dequant() - w).max() / np.abs(w).max()
-        assert rel < {"fp8e5m2": 0.07, "fp8e4m3-ic-g32": 0.04, "int4-oc-g32": 0.1}[name], (name, rel)
+        # half a step: 2^-3 of the value (E5M2), 2^-4 (E4M3), s/2 = absmax/14 (INT4), plus binary16 rounding
+        assert rel < {"fp8e5m2": 0.126, "fp8e4m3-ic-g32": 0.063, "int4-oc-g32": 0.072}[name], (name, rel)
