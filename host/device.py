@@ -136,6 +136,10 @@ class Device:
             for c in range(self.cfg.hbm_channels):
                 self.write(f"HBM{c:02d}", self.buffers[f"HBM{c}"].address)
             self.write("DDR", self.buffers[DDR_BANK].address)
+            if "RING_POS" in self.regs:             # the core's place in the ring (multi-device programs)
+                order = list(program.manifest.get("ring", range(program.n_devices)))
+                self.write("RING_POS", order.index(k))
+                self.write("RING_SIZE", program.n_devices)
         except BaseException:
             self.free_buffers()
             raise
