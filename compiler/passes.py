@@ -233,3 +233,23 @@ def param_bytes(g: Graph) -> int:
             else:
                 total += 2 * int(np.prod(shape_of(p)))
     return total
+
+
+def model_weights(g: Graph) -> dict[str, F.QuantWeight]:
+    """What the compiled program multiplies with, in the model's coordinates: {param name: fp16 QuantWeight} of
+    every linear weight's exact dequantisation with the head padding taken out. `models.quantized.fake_quant`
+    of this is the golden for a program quantized by format name (quantized in the padded coordinates)."""
+    maps = head_maps(g)
+    out = {}
+    for n in g.nodes:
+        if n.op != "linear":
+            continue
+        w = n.params["weight"]
+        w = w.dequant() if isinstance(w, F.QuantWeight) else np.asarray(w, np.float16)
+        if n.name in maps:
+            axis, src = maps[n.name]
+            keep = np.nonzero(src >= 0)[0]
+            order = keep[np.argsort(src[keep])]
+            w = w[:, order] if axis == "cols" else w[order]
+        out[f"{n.name}.weight"] = F.QuantWeight(F.FP16, np.ascontiguousarray(w))
+    return out
