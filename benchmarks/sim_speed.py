@@ -2,6 +2,7 @@
 
     python benchmarks/sim_speed.py [--model DIR] [--tokens 32] [--repeats 3] [--config tiny]
 
+PyTorch runs with one intra-op thread by default (`--threads`), as the simulator is single-threaded numpy.
 Both generate the same greedy tokens from the same prompt with a KV cache; the figure is decode tokens/s
 (prompt processing excluded), the median over repeats, and the ratio golden/simulator.
 """
@@ -21,7 +22,11 @@ def main():
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--config", default="tiny")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="PyTorch intra-op threads for the golden model (default 1, like the simulator: on a shared "
+                         "2-core machine more threads oversubscribe the cores and make the golden erratic)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
 
     from dfx.compiler import compile_model
     from dfx.host.session import Session

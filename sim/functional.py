@@ -50,6 +50,7 @@ class Device:
         self._dirty = {isa.Unit.DMA: []}           # off-chip byte ranges written since the last FENCE
         self._wcache: dict = {}
         self._wcache_end = 0                    # highest HBM byte any cached weight matrix covers
+        self._scratch = np.empty(0, np.float32)  # the MPU's product buffer, shared by all matrix instructions
         self._streams = {name: self._predecode(ins) for name, ins in img.streams.items()}
         self.d, self.l = cfg.d, cfg.l
         self.tile_elems = cfg.tile_elems
@@ -67,11 +68,12 @@ class Device:
 
     def run(self, stream: str, token: int, pos: int) -> None:
         """Execute one run of `stream` for `token` at position `pos` (a single device: no ring)."""
-        for pc, ins, f in self.steps(stream, token, pos):
-            if ins.op.mnemonic == "ALLGATHER" and f["devices"] == 1:
-                continue
-            raise SimError(f"device {self.device} {stream} pc {pc} `{isa.disassemble(ins)}`: needs a ring of "
-                           f"devices; run multi-device programs with dfx.sim.ring.Ring")
+        with nx.torch_single_thread():
+            for pc, ins, f in self.steps(stream, token, pos):
+                if ins.op.mnemonic == "ALLGATHER" and f["devices"] == 1:
+                    continue
+                raise SimError(f"device {self.device} {stream} pc {pc} `{isa.disassemble(ins)}`: needs a ring "
+                               f"of devices; run multi-device programs with dfx.sim.ring.Ring")
 
     def steps(self, stream: str, token: int, pos: int):
         """Execute `stream`, yielding (pc, instr, fields) at every router instruction for the ring to resolve."""
@@ -157,7 +159,7 @@ class Device:
             self._dirty[isa.Unit.DMA].clear()
 
     # ---------------------------------------------------------------- MPU
-    def _weights(self, f, k, n) -> np.ndarray:
+    def _weights(self, f, k, n) -> nx.TreeWeights:
         """The (kt*d, nt*l) weight matrix the MPU streams for this instruction, read from HBM tiles."""
         if f["wfmt"]:
             return self._qweights(f, k, n)
@@ -173,9 +175,10 @@ class Device:
             return self._wcache[key]
         t = self.hbm32[start // 2:end // 2]
         if f["rowmajor"]:
-            w = t.reshape(kt, nt, l, d).transpose(0, 3, 1, 2).reshape(kt * d, nt * l)
+            w = t.reshape(kt, nt, l, d).transpose(0, 3, 1, 2).reshape(kt, d, nt * l)
         else:
-            w = t.reshape(nt, kt, l, d).transpose(1, 3, 0, 2).reshape(kt * d, nt * l)
+            w = t.reshape(nt, kt, l, d).transpose(1, 3, 0, 2).reshape(kt, d, nt * l)
+        w = nx.TreeWeights.from_tiles(w, d)     # arranged for the adder trees (numerics.mpu_matvec1)
         if not dynamic:                         # static weights: keep the (K, N) matrix
             self._wcache[key] = w
             self._wcache_end = max(self._wcache_end, end)
@@ -218,15 +221,16 @@ class Device:
         k = self.regs["POS"] + 1 if f["dyn_k"] else f["k"]
         n = self.regs["POS"] + 1 if f["dyn_n"] else f["n"]
         w = self._weights(f, k, n)
-        x = np.zeros(w.shape[0], _F16)
-        x[:k] = self.vbuf[self._vec(f["src"], k, "src")]
+        x = self.vbuf[self._vec(f["src"], k, "src")]            # zero-padded to the tile rows by mpu_matvec1
         bias = None
         if f["has_bias"]:
-            bias = np.zeros(w.shape[1], _F16)
+            bias = np.zeros(w.n, _F16)
             bias[:n] = self.vbuf[self._vec(f["bias"], n, "bias")]
-        acc = nx.mpu_matvec(x[None, :], w, bias, d=self.d, clean=True)
+        if self._scratch.size < w.w.size:
+            self._scratch = np.empty(w.w.size, np.float32)
+        acc = nx.mpu_matvec1(x, w, bias, self._scratch)[:n]
         y = nx.mpu_finish(acc, scale=self.s[f["s"]] if f["scale"] else None,
-                          act="gelu" if f["gelu"] else None)[0, :n]
+                          act="gelu" if f["gelu"] else None)
         if f["mask"]:
             y = y.copy()
             y[np.arange(n) > self.regs["POS"]] = -np.inf

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 
 from dfx import isa
+from dfx import numerics as nx
 from dfx.errors import SimError
 from dfx.program import Program
 
@@ -32,6 +33,10 @@ class Ring:
         return self.order[(i + (1 if direction == 0 else -1)) % len(self.order)]
 
     def run(self, stream: str, token: int, pos: int) -> None:
+        with nx.torch_single_thread():
+            self._run(stream, token, pos)
+
+    def _run(self, stream: str, token: int, pos: int) -> None:
         n = len(self.devices)
         gens = [dev.steps(stream, token, pos) for dev in self.devices]
         waiting: dict[int, tuple] = {}            # device -> (pc, instr, fields) it is blocked on
