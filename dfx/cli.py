@@ -299,6 +299,7 @@ def _register_perf():
 
 
 _register_perf()
+main.add_command(__import__("dfx.compiler.quant.report_cli", fromlist=["quant_report"]).quant_report)
 
 if __name__ == "__main__":
     main()

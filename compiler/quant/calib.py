@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from dfx.errors import UsageError
 
@@ -65,6 +64,7 @@ def conv1d_weights(model) -> dict[str, torch.nn.Module]:
 def as_windows(tokens, ctx: int) -> torch.Tensor:
     """Calibration tokens as a (B, T) int64 tensor: a (B, T) array/tensor as it is, or a flat sequence (bytes,
     str, 1-D array) cut into windows of `ctx` tokens (the last, shorter one dropped unless it is the only one)."""
+    import torch
     if tokens is None:
         raise UsageError("calibration text is missing; give token windows or text of at least "
                          f"{MIN_CALIB_TOKENS} tokens (e.g. `calibration_windows(model)`)")
@@ -86,12 +86,12 @@ def as_windows(tokens, ctx: int) -> torch.Tensor:
     return t
 
 
-@torch.no_grad()
 def collect_calibration(model, tokens, min_tokens: int = MIN_CALIB_TOKENS, batch: int = 8) -> Calibration:
     """Run `model` (float) on the calibration tokens and gather every Conv1D's input statistics.
 
     tokens: (B, T) windows or a flat token sequence (see `as_windows`). Fewer than `min_tokens` tokens is a
     `UsageError` that says how many are needed."""
+    import torch
     cfg = model.config
     t = as_windows(tokens, cfg.n_positions)
     if t.numel() < min_tokens:
@@ -116,8 +116,9 @@ def collect_calibration(model, tokens, min_tokens: int = MIN_CALIB_TOKENS, batch
     was_training = model.training
     model.eval()
     try:
-        for i in range(0, t.shape[0], batch):
-            model(t[i:i + batch])
+        with torch.no_grad():
+            for i in range(0, t.shape[0], batch):
+                model(t[i:i + batch])
     finally:
         for h in handles:
             h.remove()
@@ -135,6 +136,7 @@ def output_error(w: np.ndarray, wq: np.ndarray, hessian: np.ndarray) -> float:
 def calibration_windows(n_windows: int = 32, ctx: int = 256, seed: int = 0, data: np.ndarray | None = None):
     """`n_windows` random windows of `ctx` bytes from the training split of the stdlib corpus (the embedded
     model's training text; the held-out split is kept for perplexity). (B, ctx) int64."""
+    import torch
     if data is None:
         from dfx.models.train import load_corpus
         data, _ = load_corpus()

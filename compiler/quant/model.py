@@ -91,17 +91,18 @@ def quantize_weight(w: np.ndarray, fmt, method: str = "rtn", hessian: np.ndarray
 def quantize_model(model, fmt, method: str = "rtn", calib: Calibration | None = None, **opts) -> dict[str, F.QuantWeight]:
     """Quantize every Conv1D weight of `model` (a dfx GPT2). Returns {param name: QuantWeight}.
 
-    fmt: a format name or `WeightFormat` (for `mixed`, the fallback for layers the search leaves alone is not
-    used: pass `candidates=[...]` and `budget_bits=...`; fmt may then be None). calib: `collect_calibration`
+    fmt: a format name or `WeightFormat` (None for `mixed`, which takes `candidates=[...]` and
+    `budget_bits=...`). calib: `collect_calibration`
     output, or calibration tokens (then collected here); required by gptq, adadim and mixed. Extra options go
     to the method (gptq: damp, block, act_order; bcq: iters; adadim: base; mixed: candidates, budget_bits,
     importance)."""
     method = str(method).strip().lower()
     if method == "mixed":
-        check_method(method)
+        if fmt is not None:
+            raise UsageError("method mixed chooses a format per layer: pass fmt=None with candidates=[...] and "
+                             "budget_bits=..., not one format")
         from .mixed import mixed_precision
-        calib = _calibration(model, calib, method)
-        return mixed_precision(model, calib, **({"fallback": fmt} if fmt is not None else {}), **opts)
+        return mixed_precision(model, _calibration(model, calib, method), **opts)
     fmt = parse_format(fmt)
     method = check_method(method, fmt)
     if method in NEEDS_CALIB:
