@@ -70,7 +70,17 @@ CLASSES = {
     "control": ("NOP", "FENCE", "HALT"),
 }
 CLASS_OF = {m: c for c, ms in CLASSES.items() for m in ms}
-WEIGHT_BITS = {0: 16}          # MATRIX.wfmt -> bits per weight; quantized formats join when the ISA defines them
+# Quantized matrices (wfmt != 0) stream their whole HBM region (descriptor + packed codes + scale blocks, exactly
+# `dfx.formats.matrix_bytes`); the program's manifest lists every region per device (quantization.regions),
+# and `_Stream` puts its size into the instruction's fields as `wbytes`.
+
+
+def _bcq_planes() -> dict[int, int]:
+    from dfx.formats import WFMT_CODES
+    return {code: bits for (kind, bits), code in WFMT_CODES.items() if kind == "bcq"}
+
+
+_BCQ_PLANES = _bcq_planes()
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -147,16 +157,23 @@ class Timing:
         if u is isa.Unit.MPU:
             k = n_dyn if f["dyn_k"] else f["k"]
             n = n_dyn if f["dyn_n"] else f["n"]
-            bits = WEIGHT_BITS.get(f["wfmt"])
-            if bits is None:
-                raise PerfError(f"{m}: weight format code {f['wfmt']} is not defined by the ISA yet "
-                                f"(modelled: {', '.join(map(str, WEIGHT_BITS))})")
             kt, nt = _cdiv(k, cfg.d), _cdiv(n, cfg.l)
-            nbytes = kt * nt * cfg.tile_elems * bits // 8
+            deq = 0
+            if f["wfmt"] == 0:
+                nbytes = kt * nt * cfg.tile_elems * 2
+            else:
+                nbytes = f.get("wbytes")
+                if nbytes is None:
+                    raise PerfError(f"{m}: a quantized matrix (wfmt {f['wfmt']}) without its region size; "
+                                    "programs record it in manifest quantization.regions (recompile)")
+                # the dequantiser in front of the multipliers: code -> binary16 (one exact binary32 multiply by
+                # the scale, or the BCQ planes' binary32 adds, then one rounding), pipelined at a tile per cycle
+                planes = _BCQ_PLANES.get(f["wfmt"], 0)
+                deq = (planes * self.add if planes else self.mul32) + self.rnd
             mem = nbytes / self.hbm_bpc
             comp = kt * max(nt, self.add)                        # in-order accumulation per column block
             occ = math.ceil(max(mem, comp))
-            lat = (self.vbuf + self.mul16 + self.tree + self.add + (self.add if f["has_bias"] else 0)
+            lat = (self.vbuf + deq + self.mul16 + self.tree + self.add + (self.add if f["has_bias"] else 0)
                    + (self.mul32 if f["scale"] else 0) + self.rnd + (self.gelu_lat if f["gelu"] else 0)
                    + (1 if f["mask"] else 0) + self.vbuf)
             return occ, lat, nbytes, 0
@@ -300,7 +317,7 @@ class _Stream:
     _ADDRESS_FIELDS = ("w", "addr", "stride", "index")      # never change a cost (addresses, row pitch)
 
     def __init__(self, instrs: list[isa.Instr], timing: Timing, n_layer: int, devices: int, node_pcs=None,
-                 cache: dict | None = None):
+                 cache: dict | None = None, regions: dict[int, int] | None = None):
         cfg = timing.cfg
         self.timing = timing
         self.n = len(instrs)
@@ -315,10 +332,19 @@ class _Stream:
         if not instrs or instrs[-1].op.mnemonic != "HALT":
             raise PerfError("stream does not end with HALT")
         cache = {} if cache is None else cache
+        regions = regions or {}
         for pc, ins in enumerate(instrs):
-            hit = cache.get(ins)
+            wbytes = None
+            if ins.op.fmt is isa.MATRIX and ins.wfmt != 0:
+                wbytes = regions.get(ins.w)
+                if wbytes is None:
+                    raise PerfError(f"pc {pc} `{isa.disassemble(ins)}`: quantized weights at HBM address {ins.w} "
+                                    "have no region in the manifest (quantization.regions); recompile the program")
+            hit = cache.get((ins, wbytes))
             if hit is None:
                 op, f = ins.op, ins.fields()
+                if wbytes is not None:
+                    f["wbytes"] = wbytes
                 kind = _KINDS.get(op.mnemonic, K_NORMAL)
                 reads, writes = _operands(op, f, cfg.vbuf_entries, cfg.d)
                 mask = 0
@@ -330,7 +356,7 @@ class _Stream:
                                     f"but the program has {devices}")
                 st = (kind, _UNIT_OF[op.unit], _MN_INDEX[op.mnemonic], tuple(reads), tuple(writes), mask)
                 csig = (op.mnemonic,) + tuple(v for k, v in f.items() if k not in self._ADDRESS_FIELDS)
-                hit = cache[ins] = (st, csig, st + (csig,), f, op, bool(f.get("dyn_n") or f.get("dyn_k")))
+                hit = cache[(ins, wbytes)] = (st, csig, st + (csig,), f, op, bool(f.get("dyn_n") or f.get("dyn_k")))
             st, csig, skey, f, op, dyn = hit
             self.static.append(st)
             self.csig.append(csig)
@@ -789,13 +815,15 @@ class PerfModel:
         L = int(self.model.get("n_layer", 0))
         self.streams = {}
         cache: dict = {}                  # Instr -> predecoded (prefill and decode share most instructions)
+        regions = (program.manifest.get("quantization") or {}).get("regions") or [{}] * self.devices
         for name in ("prefill", "decode"):
             per_dev = []
             for k, dev in enumerate(program.devices):
                 if name not in dev.streams:
                     raise PerfError(f"device {k} has no {name!r} stream")
                 np_ = node_pcs.get(name, [None] * self.devices)[k] if node_pcs else None
-                per_dev.append(_Stream(dev.streams[name], self.timing, L, self.devices, np_, cache))
+                reg = {int(a): int(r["bytes"]) for a, r in regions[k].items()}
+                per_dev.append(_Stream(dev.streams[name], self.timing, L, self.devices, np_, cache, reg))
             self.streams[name] = per_dev
         self.max_seq = int(program.manifest.get("max_seq", self.model.get("n_positions", 1024)))
         self._memo: dict[tuple[str, int], list[DeviceStep]] = {}

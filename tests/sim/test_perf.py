@@ -281,3 +281,43 @@ def test_cli(tmp_path):
     calib.write_text(json.dumps([{"asm": "VADD dst=1 a=2 b=3 n=8", "cycles": 14}]))
     res = runner.invoke(perf_cmd, ["--rtl-cycles", str(calib), "--config", "tiny"])
     assert res.exit_code == 0 and "1.00" in res.output
+
+
+# ------------------------------------------------------------------------------------------ quantized weights
+def _region_bytes(program, device=0):
+    return sum(r["bytes"] for r in program.manifest["quantization"]["regions"][device].values())
+
+
+@pytest.mark.parametrize("fmt", ["int8-oc", "int4-oc-g128", "int4-ic-g64", "fp8e4m3", "bcq3-oc-g128"])
+def test_quantized_decode_streams_exactly_its_regions(fmt):
+    """A decode step reads every weight region once: the HBM bytes of a quantized program drop by exactly the
+    difference of the region sizes (descriptor + codes + scale blocks) against FP16."""
+    from dfx.compiler import compile_model
+    cfg = {"n_layer": 2, "n_embd": 256, "n_head": 4, "vocab_size": 512, "n_positions": 64, "layer_norm_epsilon": 1e-5}
+    base = compile_model(cfg, "dfx", weights="fp16")
+    q = compile_model(cfg, "dfx", weights=fmt)
+    rb, rq = PerfModel(base, "u280").run(4, 4), PerfModel(q, "u280").run(4, 4)
+    saved = _region_bytes(base) - _region_bytes(q)
+    assert saved > 0
+    assert rb.decode_bytes_per_token - rq.decode_bytes_per_token == pytest.approx(saved, rel=1e-9)
+
+
+def test_quantized_matrix_without_region_is_refused():
+    from dfx.compiler import compile_model
+    cfg = {"n_layer": 1, "n_embd": 64, "n_head": 2, "vocab_size": 64, "n_positions": 16, "layer_norm_epsilon": 1e-5}
+    p = compile_model(cfg, "tiny", weights="int4-oc-g64")
+    p.manifest["quantization"]["regions"] = [{}]
+    with pytest.raises(PerfError, match="no region in the manifest"):
+        PerfModel(p, "u280")
+
+
+def test_narrow_weights_speed_up_a_memory_bound_mpu():
+    """With the MPU wider than the HBM ports can feed in FP16, INT4 weights make decode faster."""
+    from dfx.compiler import compile_model
+    from dfx.config import PRESETS
+    wide = PRESETS["dfx"].replace(name="l32-narrow-hbm", l=32, hbm_width=512)
+    cfg = {"n_layer": 2, "n_embd": 1024, "n_head": 16, "vocab_size": 512, "n_positions": 64,
+           "layer_norm_epsilon": 1e-5}
+    f16 = PerfModel(compile_model(cfg, wide, weights="fp16"), "u280").run(4, 8).decode_ms_per_token
+    i4 = PerfModel(compile_model(cfg, wide, weights="int4-oc-g128"), "u280").run(4, 8).decode_ms_per_token
+    assert i4 < 0.8 * f16
