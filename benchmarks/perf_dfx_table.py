@@ -25,26 +25,27 @@ from dfx.config import PRESETS  # noqa: E402
 from dfx.errors import CompileError  # noqa: E402
 from dfx.sim import perf_plots as plots  # noqa: E402
 from dfx.sim import perf_tables as tables  # noqa: E402
-from dfx.sim.perf import PerfModel  # noqa: E402
+from dfx.sim.perf import PerfModel, estimate_resources  # noqa: E402
 from dfx.sim.perf_board import load_board  # noqa: E402
 
 DFX = PRESETS["dfx"]
 _programs: dict = {}
 
 
-def program(model: str, cfg, devices: int, overlap: int = 1):
-    key = (model, cfg.config_hash, devices, overlap)
+def program(model: str, cfg, devices: int, overlap: int = 1, weights: str = "fp16"):
+    key = (model, cfg.config_hash, devices, overlap, weights)
     if key not in _programs:
-        _programs[key] = compile_model(model, cfg, devices=devices, overlap=overlap)
+        _programs[key] = compile_model(model, cfg, devices=devices, overlap=overlap, weights=weights)
     return _programs[key]
 
 
-def perf_model(model, cfg=DFX, devices=4, overlap=1, overrides=None) -> PerfModel:
-    return PerfModel(program(model, cfg, devices, overlap), load_board("u280", overrides))
+def perf_model(model, cfg=DFX, devices=4, overlap=1, overrides=None, weights="fp16") -> PerfModel:
+    return PerfModel(program(model, cfg, devices, overlap, weights), load_board("u280", overrides))
 
 
 # Beyond DFX: (label, model kwargs). Everything the ISA and compiler support today; see docs/perf.md for what
-# each assumes (timing closure, the RTL's operator latencies) and what is pending (INT4, matrix-matrix prefill).
+# each assumes (timing closure, the RTL's operator latencies) and what is pending (matrix-matrix prefill).
+INT4 = "int4-oc-g128"
 WIDE = DFX.replace(name="dfx-l32", l=32, hbm_width=1024)
 FAST = DFX.replace(name="dfx-300", clock_mhz=300.0)
 WIDE_FAST = WIDE.replace(name="dfx-l32-300", clock_mhz=300.0)
@@ -56,6 +57,10 @@ BEYOND = [
     ("wider MPU l=32, 1024-bit HBM ports", dict(cfg=WIDE)),
     ("RTL latencies + 300 MHz + l=32", dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES)),
     ("same, 8 x U280", dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, devices=8)),
+    ("INT4 per-OC g128 weights, DFX MPU", dict(weights=INT4)),
+    ("INT4 + l=32, 1024-bit HBM ports", dict(cfg=WIDE, weights=INT4)),
+    ("INT4 + RTL latencies + 300 MHz + l=32", dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4)),
+    ("same, 8 x U280", dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4, devices=8)),
 ]
 
 
@@ -162,6 +167,24 @@ def main(argv=None):
         blocks["beyond"] = tables.configs_markdown(brow)
         print(blocks["beyond"], "\n")
 
+        # ---- 4b. the goals, with the best configuration the model has
+        best = dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4)
+        g15 = perf_model("1.5B", devices=4, **best).run(128, 256)
+        g345 = perf_model("355M", devices=1, **best).run(128, 256)
+        res = estimate_resources(WIDE_FAST)
+        results["goals"] = {"1.5B_4dev_ms_per_token": g15.decode_ms_per_token,
+                            "345M_1dev_tokens_per_s": g345.tokens_per_s, "resources": res}
+        blocks["goals"] = (
+            "| goal | target | best modelled (INT4 g128, l=32, 300 MHz, RTL latencies) | met |\n|---|---|---|---|\n"
+            f"| GPT-2 1.5B decode, 4 x U280 | <= 1.0 ms/token (DFX 6.9) | {g15.decode_ms_per_token:.2f} ms/token "
+            f"({g15.roofline_pct():.0f}% of the HBM roofline) | {'yes' if g15.decode_ms_per_token <= 1.0 else 'no'} |\n"
+            f"| GPT-2 345M decode, 1 x U280 | >= 800 tokens/s (U280 peers ~200) | {g345.tokens_per_s:.0f} tokens/s "
+            f"({g345.roofline_pct():.0f}% of the roofline) | {'yes' if g345.tokens_per_s >= 800 else 'no'} |\n\n"
+            f"That configuration's datapath needs about {res['dsp']:.0f} DSP48E2 (MPU {res['dsp_mpu']:.0f}) of the "
+            f"{res['dsp_budget']:.0f} usable on the U280 ({'fits' if res['fits'] else 'does not fit'}), by the "
+            "model's first-order estimate (`sim.perf.estimate_resources`; Yosys figures in docs/rtl.md).")
+        print(blocks["goals"], "\n")
+
         # ---- 5. plots
         if not args.no_write:
             d = ROOT / "docs" / "perf"
@@ -195,9 +218,14 @@ def main(argv=None):
             for n in (1, 4):
                 sizes[f"fp16, {n} x U280"] = [(sz, perf_model(sz, devices=n).run(128, 16).tokens_per_s)
                                               for sz in ("124M", "355M", "774M", "1.5B")]
+            for n in (1, 4):
+                sizes[f"int4 l=32 300 MHz, {n} x U280"] = [
+                    (sz, perf_model(sz, cfg=WIDE_FAST, devices=n, overrides=tables.RTL_LATENCIES,
+                                    weights=INT4).run(128, 16).tokens_per_s)
+                    for sz in ("124M", "355M", "774M", "1.5B")]
             results["model_sizes"] = sizes
             made.append(plots.model_sizes(sizes, d / f"model_sizes.{fmt}",
-                                          "DFX config: decode tokens/s vs GPT-2 size (INT4 pending in the ISA)"))
+                                          "decode tokens/s vs GPT-2 size and weight format"))
             print("plots:", ", ".join(str(p.relative_to(ROOT)) for p in made))
 
     results["elapsed_s"] = time.time() - t0
