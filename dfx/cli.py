@@ -146,6 +146,42 @@ def _sampling_options(fn):
     return fn
 
 
+def _backend_options(fn):
+    for opt in reversed([
+        click.option("--xclbin", type=click.Path(path_type=Path), default=None, envvar="DFX_XCLBIN",
+                     show_envvar=True, help="pynq backend: the xclbin of `dfx build --board u280`"),
+        click.option("--timeout", type=float, default=30.0, show_default=True,
+                     help="seconds to wait for the kernel's ap_done on each token step"),
+        click.option("--stats", is_flag=True, help="print per-token latency and the kernels' cycle counters "
+                                                    "(stderr)"),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _backend_opts(backend, xclbin, timeout) -> dict:
+    from dfx.errors import UsageError
+    if timeout <= 0:
+        raise UsageError(f"--timeout must be > 0 seconds, not {timeout}")
+    opts = {"timeout": timeout}
+    if backend == "pynq":
+        opts["xclbin"] = xclbin
+    elif xclbin is not None:
+        raise UsageError(f"--xclbin is for --backend pynq, not {backend}")
+    return opts
+
+
+def _print_stats(sess, stats):
+    if not stats:
+        return
+    s = sess.summary()
+    bf = ", ".join(f"{u} {v:.0%}" for u, v in s["busy_fraction"].items())
+    click.echo(f"[stats] {s['backend']} x{s['devices']}: first token {s['first_token_s'] * 1e3:.1f} ms, then "
+               f"{s['token_s_mean'] * 1e3:.2f} ms/token (host wall); kernel cycles prefill {s['prefill_cycles']:,}, "
+               f"decode {s['decode_cycles']:,} ({s['decode_ms_per_token_modelled']:.3f} ms/token at the core clock); "
+               f"busy {bf}", err=True)
+
+
 def _generate(session_gen, prompt_ids, n, tok, label):
     t0 = time.perf_counter()
     ids = _stream_text(tok, session_gen)
@@ -154,18 +190,38 @@ def _generate(session_gen, prompt_ids, n, tok, label):
                f"({len(ids) / dt if dt else 0:.1f} tok/s)", err=True)
 
 
+def _weights_option(fn):
+    """--weights FMT, checked when parsed: an unknown name is one line listing the accepted forms, exit 2."""
+    from .formats import ACCEPTED, EXAMPLES
+
+    def check(ctx, param, value):
+        from .formats import FormatError, parse
+        try:
+            return parse(value).name
+        except FormatError as e:
+            _fail(f"--weights: {e}")
+
+    return click.option("--weights", default="fp16", show_default=True, callback=check,
+                        help=f"weight format: {ACCEPTED} (e.g. {', '.join(EXAMPLES[1:6])}); the linear (Conv1D) "
+                             "weights, dequantised to FP16 in front of the MPU")(fn)
+
+
 @main.command()
 @click.argument("prompt", required=False, default="def main(")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="Hugging Face GPT-2 checkpoint directory (default: the embedded model)")
 @click.option("--backend", type=click.Choice(["sim", "golden", "rtl", "pynq"]), default="sim", show_default=True,
-              help="sim: the accelerator's functional simulator; golden: the PyTorch reference model")
+              envvar="DFX_BACKEND", show_envvar=True,
+              help="sim: the functional simulator behind the core's register map; rtl: the core under cocotb; "
+                   "pynq: Alveo U280 boards (needs --xclbin); golden: the PyTorch reference model")
 @click.option("--config", "config", default="tiny", show_default=True, help="accelerator config: tiny, dfx or a JSON file")
 @click.option("--devices", type=int, default=1, show_default=True, help="FPGAs in the ring")
-@click.option("--weights", default="fp16", show_default=True, help="weight format")
+@_weights_option
+@_backend_options
 @_sampling_options
 @friendly
-def generate(prompt, model, backend, config, devices, weights, max_new_tokens, temperature, top_k, top_p, seed):
+def generate(prompt, model, backend, config, devices, weights, xclbin, timeout, stats, max_new_tokens, temperature,
+             top_k, top_p, seed):
     """Generate text from PROMPT (default "def main("), streaming tokens as they come.
 
     By default the embedded GPT-2 is compiled for the accelerator and run on the bit-exact simulator; the
@@ -188,6 +244,10 @@ def generate(prompt, model, backend, config, devices, weights, max_new_tokens, t
                          f"context of {net.config.n_positions} positions")
     click.echo(prompt, nl=False)
     if backend == "golden":
+        if weights != "fp16":           # the fake-quant golden: the dequantised weights, float math
+            from dfx.compiler.quant.model import quantize_model
+            from dfx.models.quantized import fake_quant
+            net = fake_quant(net, quantize_model(net, weights, "bcq" if weights.startswith("bcq") else "rtn"))
         gen = net.generate(ids, max_new_tokens, temperature=samp.temperature, top_k=samp.top_k, top_p=samp.top_p,
                            seed=seed)
         return _generate(gen, ids, max_new_tokens, tok, "golden")
@@ -196,8 +256,9 @@ def generate(prompt, model, backend, config, devices, weights, max_new_tokens, t
     t0 = time.perf_counter()
     prog = compile_model(net, config, devices=devices, weights=weights)
     click.echo(f"[compile] {time.perf_counter() - t0:.2f} s", err=True) if os.environ.get("DFX_VERBOSE") else None
-    sess = Session(prog, backend)
-    _generate(sess.generate(ids, max_new_tokens, samp), ids, max_new_tokens, tok, backend)
+    with Session(prog, backend, **_backend_opts(backend, xclbin, timeout)) as sess:
+        _generate(sess.generate(ids, max_new_tokens, samp), ids, max_new_tokens, tok, backend)
+        _print_stats(sess, stats)
 
 
 # ------------------------------------------------------------------------------------------------ compile/run
@@ -206,13 +267,19 @@ def generate(prompt, model, backend, config, devices, weights, max_new_tokens, t
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="program file to write (.dfx)")
 @click.option("--config", "config", default="tiny", show_default=True, help="accelerator config: tiny, dfx or a JSON file")
 @click.option("--devices", type=int, default=1, show_default=True, help="FPGAs in the ring")
-@click.option("--weights", default="fp16", show_default=True, help="weight format")
+@_weights_option
+@click.option("--method", type=click.Choice(["rtn", "bcq", "gptq", "adadim", "mixed"]), default=None,
+              help="quantizer (default: rtn; bcq formats: bcq's alternating least squares); gptq, adadim and "
+                   "mixed need --calib")
+@click.option("--calib", default=None, metavar="FILE|corpus",
+              help="calibration text for gptq/adadim/mixed: a UTF-8 text file (>= 1024 tokens), or `corpus` for "
+                   "the embedded model's training split")
 @click.option("--overlap", type=int, default=1, show_default=True,
               help="1: DFX's blocking all-gathers; S > 1: cut each gathered output into S parts so the ring "
                    "overlaps compute")
 @click.option("--max-seq", type=int, default=None, help="KV-cache positions (default: the model's n_positions)")
 @friendly
-def compile_cmd(model, output, config, devices, weights, overlap, max_seq):
+def compile_cmd(model, output, config, devices, weights, method, calib, overlap, max_seq):
     """Compile MODEL to a program: a checkpoint directory, a named GPT-2 size (124M, 355M, 774M, 1.5B: shapes
     only, for the performance model), or by default the embedded model."""
     from dfx.compiler import compile_model
@@ -221,7 +288,9 @@ def compile_cmd(model, output, config, devices, weights, overlap, max_seq):
 
     src = model if model else checkpoint.DEFAULT_MODEL_DIR
     t0 = time.perf_counter()
-    prog = compile_model(src, config, devices=devices, weights=weights, max_seq=max_seq, overlap=overlap)
+    tokens = _calibration_tokens(src, calib, method)
+    prog = compile_model(src, config, devices=devices, weights=weights, max_seq=max_seq, overlap=overlap,
+                         method=method, calib=tokens)
     save_program(prog, output)
     m = prog.manifest
     n = {s: len(i) for s, i in prog.devices[0].streams.items()}
@@ -231,6 +300,27 @@ def compile_cmd(model, output, config, devices, weights, overlap, max_seq):
                + "/".join(f"{mm['hbm_bytes']:,}" for mm in m["memory"]) + " B, DDR "
                + "/".join(f"{mm['ddr_bytes']:,}" for mm in m["memory"]) + f" B, {time.perf_counter() - t0:.2f} s",
                err=True)
+
+
+def _calibration_tokens(src, calib, method):
+    """--calib as token ids (None when the method needs none)."""
+    from .errors import UsageError
+    if method not in ("gptq", "adadim", "mixed"):
+        if calib is not None:
+            raise UsageError(f"--calib is for --method gptq, adadim or mixed, not {method or 'rtn'}")
+        return None
+    if calib is None:
+        raise UsageError(f"--method {method} needs calibration text: --calib FILE (>= 1024 tokens) or --calib corpus")
+    if calib == "corpus":
+        from dfx.compiler.quant.calib import calibration_windows
+        return calibration_windows(32, 128)
+    p = Path(calib)
+    if not p.is_file():
+        raise UsageError(f"--calib {calib}: no such file (give a UTF-8 text file or `corpus`)")
+    from dfx.models import checkpoint
+    d = Path(src) if Path(str(src)).is_dir() else checkpoint.DEFAULT_MODEL_DIR
+    vocab = checkpoint.read_config(d).vocab_size
+    return _tokenizer_for(d, vocab).encode(p.read_text(encoding="utf-8", errors="replace"))
 
 
 def _program_tokenizer(prog):
@@ -247,13 +337,22 @@ def _program_tokenizer(prog):
 @main.command()
 @click.argument("program", type=click.Path(path_type=Path))
 @click.option("--prompt", "-p", required=True, help="text to continue")
-@click.option("--backend", type=click.Choice(["sim", "rtl", "pynq"]), default="sim", show_default=True)
+@click.option("--backend", type=click.Choice(["sim", "rtl", "pynq"]), default="sim", show_default=True,
+              envvar="DFX_BACKEND", show_envvar=True,
+              help="sim: the functional simulator behind the core's register map; rtl: the core under cocotb; "
+                   "pynq: Alveo U280 boards through PYNQ/XRT (needs --xclbin)")
 @click.option("--devices", type=int, default=None,
               help="devices to open (default: as many as the program was compiled for)")
+@_backend_options
 @_sampling_options
 @friendly
-def run(program, prompt, backend, devices, max_new_tokens, temperature, top_k, top_p, seed):
-    """Run a compiled PROGRAM on a backend, streaming the generated text."""
+def run(program, prompt, backend, devices, xclbin, timeout, stats, max_new_tokens, temperature, top_k, top_p, seed):
+    """Run a compiled PROGRAM on a backend, streaming the generated text.
+
+    Every backend runs the same host code: load the program's memory images into the device's HBM/DDR
+    buffers, check the core's ID/ISA version/config hash, then per token write ENTRY/TOKEN/POS, start, wait
+    for ap_done, read the logits from DDR.
+    """
     from dfx.errors import UsageError
     from dfx.host.sampling import Sampling
     from dfx.host.session import Session
@@ -265,10 +364,11 @@ def run(program, prompt, backend, devices, max_new_tokens, temperature, top_k, t
     tok = _program_tokenizer(prog)
     ids = tok.encode(prompt)
     samp = Sampling(temperature, top_k, top_p, seed)
-    sess = Session(prog, backend, devices)
-    gen = sess.generate(ids, max_new_tokens, samp)
-    click.echo(prompt, nl=False)
-    _generate(gen, ids, max_new_tokens, tok, backend)
+    with Session(prog, backend, devices, **_backend_opts(backend, xclbin, timeout)) as sess:
+        gen = sess.generate(ids, max_new_tokens, samp)
+        click.echo(prompt, nl=False)
+        _generate(gen, ids, max_new_tokens, tok, backend)
+        _print_stats(sess, stats)
 
 
 @main.command()
@@ -291,6 +391,53 @@ def disasm(program, device, stream):
         click.echo(f"# device {device} stream {name}: {len(instrs)} instructions")
         for pc, ins in enumerate(instrs):
             click.echo(f"{isa.disassemble(ins):<90} # {pc}")
+
+
+# ------------------------------------------------------------------------------------------------ build
+@main.command()
+@click.option("--board", default="u280", show_default=True, help="target board (u280)")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="build directory to write")
+@click.option("--config", "config", default="dfx", show_default=True,
+              help="core config: tiny, dfx or a JSON file (port counts, widths, clock)")
+@click.option("--verilog/--no-verilog", default=True, show_default=True,
+              help="generate src/dfx_core.v from dfx.hw.top (slow at the dfx config)")
+@click.option("--lint/--no-lint", default=True, show_default=True,
+              help="run `verilator --lint-only` on the generated Verilog")
+@click.option("--run-tools/--no-run-tools", default=True, show_default=True,
+              help="run Vivado (package_xo) and v++ --link when they are on PATH")
+@friendly
+def build(board, output, config, verilog, lint, run_tools):
+    """Write the Vitis RTL-kernel build tree for BOARD into -o DIR and build the xclbin where Vivado/v++ exist.
+
+    \b
+    The tree: src/dfx_core.v (the core), kernel.xml and package_xo.tcl (the RTL kernel), connectivity.cfg
+    (v++ --link: m_axi_hbmNN -> HBM[NN], m_axi_ddr -> DDR[0], the core clock), connectivity_ring.cfg and
+    aurora/ (the QSFP ring through Aurora 64B/66B; RING.md is the plan), build.sh (the exact commands).
+    Every file is generated from the core config and dfx.regmap, then checked against them.
+    """
+    from dfx.config import load_config
+    from dfx.host.build import build_tree, lint as lint_tree
+
+    cfg = load_config(config)
+    res = build_tree(cfg, output, board, verilog=verilog, run_tools=run_tools,
+                     log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {output}: {', '.join(res.files)} (config {cfg.name}, hash {cfg.config_hash}, "
+               f"{cfg.hbm_channels} HBM ports, {cfg.clock_mhz:g} MHz); checked against the config", err=True)
+    if res.verilog is None and lint:
+        ok, out = lint_tree(output)
+        click.echo(f"verilator --lint-only: {'clean' if ok else 'ERRORS'}", err=True)
+        if not ok:
+            click.echo(out, err=True)
+            sys.exit(1)
+    if res.ran:
+        click.echo(f"built {output}/dfx_core_u280.xclbin", err=True)
+        return
+    why = (f"{' and '.join(res.missing_tools)} not on PATH" if res.missing_tools else
+           "src/dfx_core.v is missing" if res.verilog else "--no-run-tools")
+    click.echo(f"not built ({why}); on a machine with Vivado/Vitis 2022.2+ and the "
+               f"xilinx_u280_gen3x16_xdma platform run, in {output}:", err=True)
+    for c in res.commands:
+        click.echo(f"  {c}")
 
 
 def _register_perf():
