@@ -290,9 +290,10 @@ def _group_sums(x32: np.ndarray, w32: np.ndarray, d: int) -> np.ndarray:
     return g[:, :, 0]
 
 
+@functools.lru_cache(maxsize=None)
 def _bitrev(d: int) -> np.ndarray:
     bits = d.bit_length() - 1
-    return np.array([int(f"{j:0{bits}b}"[::-1], 2) if bits else 0 for j in range(d)], np.intp)
+    return _ro(np.array([int(f"{j:0{bits}b}"[::-1], 2) if bits else 0 for j in range(d)], np.intp))
 
 
 class TreeWeights:
@@ -332,6 +333,9 @@ class TreeWeights:
         self.w[self.rev] = tiles.transpose(1, 0, 2)
         self._buf = None
         return self
+
+
+_TORCH_MIN = 1 << 15        # products below this run in numpy (PyTorch's per-call overhead dominates there)
 
 
 @contextlib.contextmanager
@@ -375,12 +379,24 @@ def mpu_matvec1(x, tw: TreeWeights, bias=None, scratch: np.ndarray | None = None
         if tw._buf is None:                                  # kept: a fresh large array per call page-faults
             tw._buf = np.empty_like(tw.w)
         buf = tw._buf
-    tb = torch.from_numpy(buf)
-    torch.mul(torch.from_numpy(xs), torch.from_numpy(tw.w), out=tb)     # exact products
-    h = d
-    while h > 1:                                             # the pairwise tree, one contiguous add per level
-        h //= 2
-        torch.add(tb[:h], tb[h:2 * h], out=tb[:h])
+    if buf.size >= _TORCH_MIN:
+        tb, tx, tww = torch.from_numpy(buf), torch.from_numpy(xs), torch.from_numpy(tw.w)
+        h = d // 2
+        if h:
+            # level 1 fused: p_j + p_j+h with p exact, so addcmul (FMA or not) rounds exactly once, as the tree
+            torch.mul(tx[:h], tww[:h], out=tb[:h])
+            torch.addcmul(tb[:h], tx[h:], tww[h:], out=tb[:h])
+        else:
+            torch.mul(tx, tww, out=tb)                       # d = 1: the products are the group sums
+        while h > 1:                                         # the pairwise tree, one contiguous add per level
+            h //= 2
+            torch.add(tb[:h], tb[h:2 * h], out=tb[:h])
+    else:                                                    # small: numpy's lower per-call cost wins
+        np.multiply(xs, tw.w, out=buf)
+        h = d
+        while h > 1:
+            h //= 2
+            np.add(buf[:h], buf[h:2 * h], out=buf[:h])
     g = buf[0]                                               # (C, N) group sums, C-contiguous
     np.add(g[0], F32(0.0), out=g[0])                         # +0 + g0
     if tw.n >= 2:

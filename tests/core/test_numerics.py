@@ -677,7 +677,7 @@ def _bits32(a):
 
 
 @pytest.mark.parametrize("d", [1, 2, 8, 64])
-@pytest.mark.parametrize("k, n", [(1, 1), (5, 1), (9, 2), (64, 16), (200, 3), (257, 80), (1024, 17)])
+@pytest.mark.parametrize("k, n", [(1, 1), (5, 1), (9, 2), (64, 16), (200, 3), (257, 80), (1024, 17), (520, 130)])
 def test_mpu_matvec1_is_bit_identical_to_mpu_matvec(d, k, n):
     rng = np.random.default_rng(k * 1000 + n * 10 + d)
     w, x, b = _nasty16(rng, (k, n)), _nasty16(rng, k), _nasty16(rng, n)
@@ -713,3 +713,8 @@ def test_tree_weights_from_tiles_equals_from_matrix():
     a = nx.TreeWeights(w, 8)
     b = nx.TreeWeights.from_tiles(w.reshape(4, 8, 12), 8)
     np.testing.assert_array_equal(a.w.view(np.uint32), b.w.view(np.uint32))
+
+
+def test_mpu_matvec1_runs_both_kernels():
+    """The shapes above cover both element-wise back ends (numpy below `_TORCH_MIN` products, PyTorch above)."""
+    assert 64 * 16 < nx._TORCH_MIN <= 520 * 130
