@@ -256,9 +256,28 @@ def generate(prompt, model, backend, config, devices, weights, xclbin, timeout, 
     t0 = time.perf_counter()
     prog = compile_model(net, config, devices=devices, weights=weights)
     click.echo(f"[compile] {time.perf_counter() - t0:.2f} s", err=True) if os.environ.get("DFX_VERBOSE") else None
+    if backend == "rtl":
+        import tempfile
+        from dfx.program import save_program
+        with tempfile.TemporaryDirectory(prefix="dfx-rtl-") as d:
+            path = save_program(prog, Path(d) / "program.dfx")
+            return _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout)
     with Session(prog, backend, **_backend_opts(backend, xclbin, timeout)) as sess:
         _generate(sess.generate(ids, max_new_tokens, samp), ids, max_new_tokens, tok, backend)
         _print_stats(sess, stats)
+
+
+def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
+    """--backend rtl: the same host session runs inside the cocotb simulation of the core."""
+    from dataclasses import asdict
+    from dfx.host.rtl_backend import run_session
+    click.echo("[rtl] building and simulating the core (Icarus; SIM=verilator for long runs)...", err=True)
+    res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=max(timeout, 3600.0))
+    _generate(iter(res["tokens"]), ids, max_new_tokens, tok, "rtl")
+    if stats:
+        s = res["summary"]
+        click.echo(f"[stats] rtl: kernel cycles prefill {s['prefill_cycles']:,}, decode {s['decode_cycles']:,}; "
+                   f"simulation wall {res['wall_s']:.1f} s", err=True)
 
 
 # ------------------------------------------------------------------------------------------------ compile/run
@@ -364,6 +383,11 @@ def run(program, prompt, backend, devices, xclbin, timeout, stats, max_new_token
     tok = _program_tokenizer(prog)
     ids = tok.encode(prompt)
     samp = Sampling(temperature, top_k, top_p, seed)
+    if backend == "rtl":
+        if devices not in (None, prog.n_devices):
+            raise UsageError(f"the program was compiled for {prog.n_devices} device(s), not {devices}")
+        click.echo(prompt, nl=False)
+        return _run_rtl(program, ids, max_new_tokens, samp, tok, stats, timeout)
     with Session(prog, backend, devices, **_backend_opts(backend, xclbin, timeout)) as sess:
         gen = sess.generate(ids, max_new_tokens, samp)
         click.echo(prompt, nl=False)
