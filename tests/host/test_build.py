@@ -105,3 +105,14 @@ def test_cli_build_bad_input(tmp_path):
     (tmp_path / "f").write_text("")
     r = CliRunner().invoke(main, ["build", "-o", str(tmp_path / "f"), "--no-verilog"])
     assert r.exit_code == 2 and "exists and is not a directory" in r.output
+
+
+def test_estimate_comparison_names_the_overflow():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("u280_estimate", Path(__file__).parents[2] / "boards/u280/estimate.py")
+    est = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(est)
+    cap = est.capacity()
+    assert cap["DSP"] == pytest.approx(9024 * 0.8)
+    fits, lines = est.compare({"LUT": 1000, "FF": 10, "BRAM36": 1, "URAM": 0, "DSP": 9024}, cap)
+    assert not fits and any(ln.startswith("DSP") and "OVER by 1,805" in ln for ln in lines)
