@@ -122,8 +122,10 @@ def _rel_output_error(model, qweights, calib) -> float:
     return num / den
 
 
-def run_report(model, held: np.ndarray, rows: list[RowSpec], calib_tokens, n_windows: int, log=None) -> list[dict]:
-    """Quantize, fake-quant and score each row. Returns one dict per row."""
+def run_report(model, held: np.ndarray | None, rows: list[RowSpec], calib_tokens, n_windows: int = 0, log=None,
+               score=None) -> list[dict]:
+    """Quantize, fake-quant and score each row. Returns one dict per row. `score(model) -> nats per token`
+    replaces the held-out windows (`heldout_nll(model, held, n_windows)`) when given."""
     from dfx.models.quantized import fake_quant
     from dfx.models.train import heldout_nll
 
@@ -139,7 +141,8 @@ def run_report(model, held: np.ndarray, rows: list[RowSpec], calib_tokens, n_win
         q = quantize_model(model, r.fmt, r.method, calib if r.method in ("gptq", "adadim", "mixed") else None,
                            **r.opts)
         tq = time.perf_counter() - t0
-        nll = heldout_nll(fake_quant(model, q), held, n_windows)
+        fq = fake_quant(model, q)
+        nll = score(fq) if score is not None else heldout_nll(fq, held, n_windows)
         size = model_bytes(model, q)
         hbm = hbm_bytes_per_token(model, q)
         fmts = [qw.fmt.name for qw in q.values()]
@@ -162,15 +165,15 @@ def run_report(model, held: np.ndarray, rows: list[RowSpec], calib_tokens, n_win
     return out
 
 
-def markdown_table(results: list[dict]) -> str:
+def markdown_table(results: list[dict], unit: str = "bits/byte") -> str:
+    """The table as markdown; Δ is against the FP16 row when there is one."""
     fp = next((r for r in results if r["format"] == "fp16"), None)
-    head = ("| weights | format | bits/w | model bytes | HBM bytes/token | rel. output err (calib) | "
-            "held-out ppl | bits/byte | Δ bits/byte vs FP16 |")
-    lines = [head, "|" + "---|" * 9]
+    lines = [f"| weights | format(s) | bits/w | model MB | HBM MB/token | rel. output err (calib) | ppl | {unit} | "
+             f"Δ vs FP16 |", "|" + "---|" * 9]
     for r in results:
         delta = f"{r['bits_per_byte'] - fp['bits_per_byte']:+.4f}" if fp else "-"
-        lines.append(f"| {r['label']} | {r['format']} | {r['bits_per_weight']:.3f} | {r['model_bytes'] / 1e6:.3f} M | "
-                     f"{r['hbm_bytes_per_token'] / 1e6:.3f} M | {r['rel_output_error']:.2e} | {r['ppl']:.4f} | "
+        lines.append(f"| {r['label']} | {r['format']} | {r['bits_per_weight']:.3f} | {r['model_bytes'] / 1e6:.3f} | "
+                     f"{r['hbm_bytes_per_token'] / 1e6:.3f} | {r['rel_output_error']:.2e} | {r['ppl']:.4f} | "
                      f"{r['bits_per_byte']:.4f} | {delta} |")
     return "\n".join(lines)
 
