@@ -51,6 +51,7 @@ class Device:
         self._wcache: dict = {}
         self._wcache_end = 0                    # highest HBM byte any cached weight matrix covers
         self._scratch = np.empty(0, np.float32)  # the MPU's product buffer, shared by all matrix instructions
+        self._rel_cache: dict = {}
         self._streams = {name: self._predecode(ins) for name, ins in img.streams.items()}
         self.d, self.l = cfg.d, cfg.l
         self.tile_elems = cfg.tile_elems
@@ -332,33 +333,44 @@ class Device:
             self.hbm32[a // 2:a // 2 + n] = v
         self._wrote(a, a + 2 * n, name)
 
-    def _cache_store(self, f, idx: np.ndarray):
-        """Scatter VBUF[vaddr][0:n] to HBM element indices `idx` (relative to the base)."""
+    def _cache_store(self, f, rel: np.ndarray, off: int, span: tuple[int, int]):
+        """Scatter VBUF[vaddr][0:n] to HBM element indices base + off + rel; span = (min, max) of rel."""
         if not f["hbm"]:
             raise SimError("K/V cache stores go to HBM (+hbm)")
         n = f["n"]
-        base = f["addr"] * isa.HBM_UNIT // 2
-        lo, hi = base + int(idx.min()), base + int(idx.max()) + 1
+        base = f["addr"] * isa.HBM_UNIT // 2 + off
+        lo, hi = base + span[0], base + span[1] + 1
         self._check_range(self.hbm, 2 * lo, 2 * (hi - lo), "HBM")
         v = self.vbuf[self._vec(f["vaddr"], n, "vaddr")]
-        self.hbm16[base + idx] = v
-        self.hbm32[base + idx] = v
+        idx = base + rel
+        self.hbm16[idx] = v
+        self.hbm32[idx] = v
         self._wrote(2 * lo, 2 * hi, "HBM")
 
+    def _rel(self, kind: str, n: int):
+        """The POS-independent part of a cache store's element indices (and its min, max), cached per n."""
+        key = (kind, n)
+        hit = self._rel_cache.get(key)
+        if hit is None:
+            d, l, r = self.d, self.l, np.arange(n)
+            rel = (r // d) * self.tile_elems + r % d if kind == "K" else (r // l) * self.tile_elems + (r % l) * d
+            hit = self._rel_cache[key] = (rel, (int(rel.min()), int(rel.max())) if n else (0, -1))
+        return hit
+
     def _store_k(self, f):
-        """Column t = POS of a column-major tiled matrix with kt = ceil(n/d) row tiles."""
+        """Column t = POS of a column-major tiled matrix with kt = ceil(n/d) row tiles: element r goes to tile
+        (t // l) * kt + r // d, lane t % l, row r % d."""
         d, l, t = self.d, self.l, self.regs["POS"]
         kt = -(-f["n"] // d)
-        r = np.arange(f["n"])
-        i, rr = r // d, r % d
-        self._cache_store(f, ((t // l) * kt + i) * self.tile_elems + (t % l) * d + rr)
+        rel, span = self._rel("K", f["n"])
+        self._cache_store(f, rel, (t // l) * kt * self.tile_elems + (t % l) * d, span)
 
     def _store_vt(self, f):
-        """Row t = POS of a row-major tiled matrix with nt = ceil(n/l) column tiles (the transpose unit)."""
+        """Row t = POS of a row-major tiled matrix with nt = ceil(n/l) column tiles (the transpose unit): element
+        c goes to tile (t // d) * nt + c // l, lane c % l, row t % d."""
         d, l, t = self.d, self.l, self.regs["POS"]
         nt = -(-f["n"] // l)
-        c = np.arange(f["n"])
-        j, lane = c // l, c % l
-        self._cache_store(f, ((t // d) * nt + j) * self.tile_elems + lane * d + (t % d))
+        rel, span = self._rel("V", f["n"])
+        self._cache_store(f, rel, (t // d) * nt * self.tile_elems + t % d, span)
 
     # router instructions are resolved by the ring (dfx.sim.ring); see steps()
