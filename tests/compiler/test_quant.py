@@ -230,3 +230,11 @@ def test_simulator_refuses_broken_regions(unpadded):
     s[pc] = isa.Instr("LINEAR", **{**s[pc].fields(), "wfmt": 12})
     with pytest.raises(SimError, match="weight format code 12 is not defined"):
         Session(prog, "sim").feed([1])
+
+
+def test_docs_weight_format_table_is_current():
+    from pathlib import Path
+    from dfx.compiler.quant import weight_format_table
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "numerics.md").read_text()
+    table = doc.split("<!-- weight-formats -->\n")[1].split("\n<!-- /weight-formats -->")[0]
+    assert table == weight_format_table(), "docs/numerics.md weight-format table is stale: regenerate it"
