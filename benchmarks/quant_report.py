@@ -152,7 +152,9 @@ def findings(res: dict, unit: str) -> list[str]:
                    f"({min(d(rtn4), d(ic4)):+.4f}); its calibration output error "
                    f"{ada['rel_output_error']:.2e} vs {min(rtn4['rel_output_error'], ic4['rel_output_error']):.2e}.")
     if bcq4 and rtn4:
-        cmp(bcq4, rtn4, "BCQ 4-bit (non-uniform levels, 2 more bits/w of alphas at g128 than INT4) beats INT4 RTN")
+        cmp(bcq4, rtn4, f"BCQ 4-bit (non-uniform levels; its four alphas per group cost "
+                        f"{bcq4['bits_per_weight'] - rtn4['bits_per_weight']:.3f} bits/w more than INT4's scale) "
+                        f"beats INT4 RTN")
     if bcq3 and rtn3:
         cmp(bcq3, rtn3, "BCQ 3-bit beats INT3 RTN")
     if e4 and e5:
@@ -179,14 +181,16 @@ def plot(results: dict):
     fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.8), squeeze=False)
     for ax, key in zip(axes[0], names):
         rows = results[key]["rows"]
-        for r in rows:
+        for i, r in enumerate(rows):
             x = r["model_bytes"] / results[key]["meta"]["params"]
             mk = {"rtn": "o", "gptq": "s", "adadim": "D", "bcq": "^", "mixed": "*"}[r["method"]]
-            ax.scatter(x, r["ppl"], marker=mk, s=60 if mk != "*" else 140, zorder=3)
-            ax.annotate(r["label"].replace(" per-", " ").replace(" (DFX)", ""), (x, r["ppl"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
+            ax.scatter(x, r["ppl"], marker=mk, s=60 if mk != "*" else 140, zorder=3, alpha=0.9, color=plt.cm.tab20(i),
+                       label=r["label"].replace(" (DFX)", ""))
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("model bytes per parameter (quantized weights incl. scales; embeddings etc. FP16)")
+        if key == "teacher":
+            ax.set_yscale("log")
+        ax.legend(fontsize=7, ncol=2)
+        ax.set_xlabel("model bytes per parameter (incl. scales; embeddings etc. FP16)")
         ax.set_ylabel("held-out perplexity" if key == "embedded" else "perplexity on teacher samples")
         m = results[key]["meta"]
         ax.set_title("embedded model (4 x 256, stdlib)" if key == "embedded"
@@ -268,6 +272,13 @@ def readme(results: dict):
         for r in emb["rows"]:
             lines.append(f"| {r['label']} | {r['bits_per_weight']:.3f} | {r['bits_per_byte']:.4f} | "
                          f"{r['bits_per_byte'] - fp['bits_per_byte']:+.4f} | {r['hbm_bytes_per_token'] / 1e6:.3f} |")
+        tea = results.get("teacher")
+        if tea:
+            t = {k: _row(tea["rows"], k) for k in ("FP16", "INT4 per-OC", "INT4 per-IC", "GPTQ INT4")}
+            dd = {k: r["bits_per_byte"] - t["FP16"]["bits_per_byte"] for k, r in t.items()}
+            lines += ["", f"The embedded model separates the methods only slightly. On a larger random teacher with "
+                          f"activation outlier channels (docs/quant.md) INT4 g128 costs {dd['INT4 per-OC']:+.3f} "
+                          f"bits/token per-OC, {dd['INT4 per-IC']:+.3f} per-IC and {dd['GPTQ INT4']:+.3f} with GPTQ."]
         lines += ["", "![perplexity vs bytes per parameter](docs/quant/ppl_vs_bytes.png)"]
     block = "<!-- quant-report:begin -->\n" + "\n".join(lines) + "\n<!-- quant-report:end -->"
     pat = re.compile(r"<!-- quant-report:begin -->.*?<!-- quant-report:end -->", re.S)
