@@ -238,3 +238,20 @@ def test_docs_weight_format_table_is_current():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "numerics.md").read_text()
     table = doc.split("<!-- weight-formats -->\n")[1].split("\n<!-- /weight-formats -->")[0]
     assert table == weight_format_table(), "docs/numerics.md weight-format table is stale: regenerate it"
+
+
+def test_weight_stream_bytes_for_the_perf_model():
+    prog = compile_model("124M", "dfx", devices=2, weights="int4-ic-g128")
+    cfg = prog.config
+    for k, dev in enumerate(prog.devices):
+        total = 0
+        for i in dev.streams["decode"]:
+            if i.op.mnemonic in ("LINEAR", "LMHEAD"):
+                b = F.weight_stream_bytes(prog.manifest, k, i.w, i.k, i.n, i.wfmt, cfg.d, cfg.l)
+                if i.wfmt:
+                    assert b == F.matrix_bytes("int4-ic-g128", i.k, i.n, 64, 16,
+                                               prog.manifest["quantization"]["regions"][k][str(i.w)]["phase"])
+                total += b
+        assert total == sum(r["bytes"] for r in prog.manifest["quantization"]["regions"][k].values())
+    with pytest.raises(F.FormatError, match="no quantized weight region at HBM address 0x3"):
+        F.weight_stream_bytes(prog.manifest, 0, 3, 768, 64, 2, 64, 16)

@@ -388,3 +388,13 @@ def test_rtn_scales_never_underflow_to_zero():
         rel = np.abs(qw.dequant() - w).max() / np.abs(w).max()
         # half a step: 2^-3 of the value (E5M2), 2^-4 (E4M3), s/2 = absmax/14 (INT4), plus binary16 rounding
         assert rel < {"fp8e5m2": 0.126, "fp8e4m3-ic-g32": 0.063, "int4-oc-g32": 0.072}[name], (name, rel)
+
+
+def test_config_weight_formats_are_dequantiser_families():
+    from dfx.config import PRESETS
+    from dfx.errors import ConfigError
+    assert set(PRESETS["tiny"].weight_formats) == set(PRESETS["dfx"].weight_formats) == set(F.FAMILIES)
+    with pytest.raises(ConfigError, match=r"'int4-oc-g128' is not one of fp16, int8, int4, int3.*need their family"):
+        PRESETS["tiny"].replace(weight_formats=("fp16", "int4-oc-g128"))
+    with pytest.raises(ConfigError, match="must include fp16"):
+        PRESETS["tiny"].replace(weight_formats=("int8",))
