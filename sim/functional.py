@@ -185,7 +185,7 @@ class Device:
             self._wcache_end = max(self._wcache_end, end)
         return w
 
-    def _qweights(self, f, k, n):
+    def _qweights(self, f, k, n) -> nx.TreeWeights:
         """A quantized matrix (wfmt != 0): the dequantiser reads the region's descriptor, codes and scale blocks
         from HBM and hands the MPU binary16 weights (`dfx.formats.dequant`); cached like the FP16 path."""
         if f["wfmt"] not in _WFMTS:
@@ -212,8 +212,7 @@ class Device:
         kt, nt = -(-k // d), -(-n // l)
         w = np.zeros((kt * d, nt * l), np.float32)
         w[:k, :n] = nx.widen16(w16, clean=True)
-        if hasattr(nx, "TreeWeights"):          # the same representation the FP16 path hands the MPU
-            w = nx.TreeWeights.from_tiles(w.reshape(kt, d, nt * l), d)
+        w = nx.TreeWeights.from_tiles(w.reshape(kt, d, nt * l), d)     # as the FP16 path hands it to the MPU
         self._wcache[key] = w
         self._wcache_end = max(self._wcache_end, end)
         return w
