@@ -79,7 +79,12 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
     model first. With `check`, the IR verifier runs between passes.
     """
     cfg = load_config(config)
-    if method is not None and not isinstance(weights, dict) and method not in ("rtn", "bcq"):
+    if method == "mixed":
+        if weights not in (None, "fp16"):
+            raise CompileError(f"method mixed chooses a format per layer (its candidates under a bit budget); "
+                               f"give no weight format, not {weights!r}")
+        weights = _model_quantize(model, None, method, calib)
+    elif method is not None and not isinstance(weights, dict) and method not in ("rtn", "bcq"):
         weights = _model_quantize(model, weights, method, calib)
     g, tok_dir = capture(model)
     passes = [("verify", lambda g: g), ("pad_heads", lambda g: pad_heads(g, cfg)),

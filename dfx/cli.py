@@ -289,7 +289,7 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
 @_weights_option
 @click.option("--method", type=click.Choice(["rtn", "bcq", "gptq", "adadim", "mixed"]), default=None,
               help="quantizer (default: rtn; bcq formats: bcq's alternating least squares); gptq, adadim and "
-                   "mixed need --calib")
+                   "mixed need --calib; mixed picks a format per layer (leave --weights out)")
 @click.option("--calib", default=None, metavar="FILE|corpus",
               help="calibration text for gptq/adadim/mixed: a UTF-8 text file (>= 1024 tokens), or `corpus` for "
                    "the embedded model's training split")
