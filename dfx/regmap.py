@@ -12,7 +12,8 @@ without a wrapper translating registers:
 - 0x10 onward, the kernel arguments in `kernel.xml` order, each 64-bit argument as two 32-bit words (low
   first): one base pointer per HBM pseudo-channel port (`hbm00`..), the DDR base (`ddr`: tables, I/O and the
   instruction streams), then the 32-bit scalars ENTRY (byte offset of the stream to run inside DDR), TOKEN and
-  POS (the host protocol of `host/backends.py`: set TOKEN/POS, start a stream, read the logits from DDR).
+  POS (the host protocol of `host/backends.py`: set TOKEN/POS, start a stream, read the logits from DDR), and
+  RING_POS / RING_SIZE (the core's place in the ring, written once when a multi-device program is loaded).
 - After the arguments, read-only registers the host and the tests read: ID (`DFX_MAGIC`), ISA_VERSION,
   CONFIG_HASH (the first 64 bits of `AccelConfig.config_hash`, two words), STATUS (error bits, below),
   ERROR_PC (the PC of the instruction that raised an error), CYCLES (64-bit cycles of the last run) and one
@@ -85,7 +86,9 @@ def regmap(cfg: AccelConfig) -> tuple[Register, ...]:
     off += 8
     for name, doc in (("ENTRY", "byte offset in DDR of the instruction stream to run"),
                       ("TOKEN", "input token of this run (the TOKEN register of the ISA)"),
-                      ("POS", "position of this run (the POS register of the ISA)")):
+                      ("POS", "position of this run (the POS register of the ISA)"),
+                      ("RING_POS", "this core's position in the ring (0-based; ALLGATHER chunk it owns)"),
+                      ("RING_SIZE", "devices in the ring (0 or 1: a single core)")):
         regs.append(Register(name, off, 32, "rw", doc, arg="scalar"))
         off += 4
     off = -(-off // 8) * 8

@@ -1,0 +1,83 @@
+"""On-chip storage of the core: the vector buffer (VBUF) and the scalar register file (S0..S15).
+
+VBUF: `cfg.vbuf_entries` entries of d binary16 elements, one Amaranth `lib.memory.Memory` with two
+synchronous read ports (A, B: one cycle latency, transparent to the write port) and one write port with a
+per-element enable (granularity 16 bits), so a DMA piece, an MPU output block (l of the d lanes) or the live
+lanes of a VPU chunk are written without read-modify-write. The units reach it through `VbufPort`s, which
+the core multiplexes (one unit owns the buffer at a time in the in-order controller; see hw/core.py).
+
+Scalar registers: 16 binary32 words, a `Memory` with asynchronous (comb) read ports: LUT RAM on an FPGA.
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from dfx.config import AccelConfig
+
+
+def vbuf_addr_bits(cfg: AccelConfig) -> int:
+    return max(1, (cfg.vbuf_entries - 1).bit_length())
+
+
+def vbuf_port_signature(cfg: AccelConfig) -> wiring.Signature:
+    """A unit's view of VBUF: two read ports (data one cycle after `r*_en`) and one masked write port."""
+    ab, w = vbuf_addr_bits(cfg), 16 * cfg.d
+    return wiring.Signature({
+        "ra_addr": Out(ab), "ra_en": Out(1), "ra_data": In(w),
+        "rb_addr": Out(ab), "rb_en": Out(1), "rb_data": In(w),
+        "w_addr": Out(ab), "w_en": Out(cfg.d), "w_data": Out(w),
+    })
+
+
+class VectorBuffer(wiring.Component):
+    """VBUF (see the module docstring). `port` is driven by the unit that owns the buffer."""
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            self._MustUse__silence = True
+            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        self.cfg = cfg
+        super().__init__({"port": In(vbuf_port_signature(cfg))})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        m.submodules.mem = mem = Memory(shape=16 * cfg.d, depth=cfg.vbuf_entries, init=[])
+        wp = mem.write_port(granularity=16)
+        ra = mem.read_port(transparent_for=(wp,))
+        rb = mem.read_port(transparent_for=(wp,))
+        p = self.port
+        m.d.comb += [
+            wp.addr.eq(p.w_addr), wp.en.eq(p.w_en), wp.data.eq(p.w_data),
+            ra.addr.eq(p.ra_addr), ra.en.eq(p.ra_en), p.ra_data.eq(ra.data),
+            rb.addr.eq(p.rb_addr), rb.en.eq(p.rb_en), p.rb_data.eq(rb.data),
+        ]
+        return m
+
+
+class ScalarFile(wiring.Component):
+    """S0..S(sregs-1), binary32. Read ports `r0`, `r1` (asynchronous), one write port."""
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        super().__init__({
+            "r0_addr": In(4), "r0_data": Out(32),
+            "r1_addr": In(4), "r1_data": Out(32),
+            "w_addr": In(4), "w_en": In(1), "w_data": In(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=32, depth=16, init=[])
+        wp = mem.write_port()
+        r0 = mem.read_port(domain="comb")
+        r1 = mem.read_port(domain="comb")
+        m.d.comb += [
+            wp.addr.eq(self.w_addr), wp.en.eq(self.w_en), wp.data.eq(self.w_data),
+            r0.addr.eq(self.r0_addr), self.r0_data.eq(r0.data),
+            r1.addr.eq(self.r1_addr), self.r1_data.eq(r1.data),
+        ]
+        return m

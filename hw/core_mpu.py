@@ -1,0 +1,234 @@
+"""The matrix engine: the MPU (hw/mpu.py) with its operand collector, weight streamer and write-back.
+
+One MATRIX instruction (LINEAR, QK, SV, LMHEAD) runs as three concurrent processes around the MPU:
+
+- **weight streamer**: reads the kt x nt weight tiles from HBM, in the MPU's order (column block j, then row
+  tile i). A d x l tile is exactly one beat across all pseudo-channels (`tile_bytes == beat_bytes`, true of
+  both presets), so every channel gets the same AR stream: for a column-major matrix (weights, K cache) the
+  tiles are consecutive beats and go out as bursts (up to 256 beats, never across a 4 KiB boundary); for a
+  row-major one (V cache, `rowmajor`) tile (i, j) is at i*nt + j and each is a one-beat burst. Each channel's
+  R data lands in its own FIFO; a tile is the concatenation of one beat from every channel (channel 0 in the
+  low bits), handed to the MPU's `w` stream.
+- **operand collector**: per beat, reads x group i (VBUF entry src+i, lanes past k forced to +0) on port A
+  and the bias entry of block j on port B, and builds the MPU's `x` payload with the finishing controls
+  (bias lanes, scale S[s], GELU, and the causal mask: lane c of block j is masked when j*l + c > POS).
+- **write-back**: each output beat (l results of block j) is written into VBUF at dst with a lane mask that
+  keeps the columns < n.
+
+k = POS+1 with dyn_k, n = POS+1 with dyn_n. Checks before anything moves: weight format 0 (FP16) only
+(`err_illegal`), the weights inside the HBM capacity and tile-aligned (`err_range`).
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from amaranth import Cat, C, Module, Mux, Signal
+from amaranth.hdl import Array
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from dfx import isa
+from dfx.config import AccelConfig
+
+from .buffers import vbuf_port_signature
+from .decoder import WordLayout
+from .dma import AXI_ADDR_BITS, BURST_INCR, axi4_signature, hbm_port_names, lane_mask, log2
+from .mpu import MPU, x_layout
+
+
+def check_core_config(owner, cfg: AccelConfig) -> None:
+    """What the integrated core needs of a config (both presets have it); the message names the field."""
+    problems = []
+    if not isinstance(cfg, AccelConfig):
+        problems.append(f"cfg must be an AccelConfig, not {cfg!r}")
+    elif cfg.tile_bytes != cfg.beat_bytes:
+        problems.append(f"AccelConfig.l: the core streams one d x l tile per HBM beat, so tile_bytes "
+                        f"({cfg.tile_bytes}) must equal hbm_channels * hbm_width / 8 ({cfg.beat_bytes})")
+    elif cfg.l > cfg.d:
+        problems.append(f"AccelConfig.l must be <= d ({cfg.d}), not {cfg.l}")
+    elif cfg.vpu_width != cfg.d:
+        problems.append(f"AccelConfig.vpu_width must equal d ({cfg.d}), not {cfg.vpu_width}")
+    if problems:
+        owner._MustUse__silence = True
+        raise ValueError(problems[0])
+
+
+class MatrixEngine(wiring.Component):
+    def __init__(self, cfg: AccelConfig, **mpu_stages):
+        check_core_config(self, cfg)
+        self.cfg = cfg
+        self.mpu = MPU(cfg, **mpu_stages)
+        members = {
+            "start": In(1), "word": In(WordLayout), "pos": In(32), "scale": In(32),
+            "hbm_base": In(data.ArrayLayout(AXI_ADDR_BITS, cfg.hbm_channels)),
+            "done": Out(1), "err_illegal": Out(1), "err_range": Out(1), "busy": Out(1),
+            "vbuf": Out(vbuf_port_signature(cfg)),
+        }
+        for name in hbm_port_names(cfg):
+            members[name] = Out(axi4_signature(cfg.hbm_width))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        d, l, nch, cb = cfg.d, cfg.l, cfg.hbm_channels, cfg.channel_beat_bytes
+        groups = d // l                       # output blocks per VBUF entry
+        m.submodules.mpu = mpu = self.mpu
+        ports = [getattr(self, nm) for nm in hbm_port_names(cfg)]
+        f = self.word.matrix
+        pos = self.pos
+
+        # ---- the instruction
+        dst, src, bias, w = Signal(16), Signal(16), Signal(16), Signal(28)
+        kf, nf = Signal(14), Signal(14)
+        has_bias, gelu, mask, scale_en, dyn_k, dyn_n, rowmajor = (Signal(name=nm) for nm in (
+            "has_bias", "gelu", "mask", "scale_en", "dyn_k", "dyn_n", "rowmajor"))
+        wfmt = Signal(4)
+        scale = Signal(32)
+        k, n = Signal(33), Signal(33)
+        kt, nt, total = Signal(30), Signal(30), Signal(60)
+        wbyte = Signal(40)
+
+        # ---- weight streamer: AR generator (all channels in lockstep)
+        beat0 = Signal(40)
+        ar_left, ar_b, ar_t, ar_i, ar_j = Signal(60), Signal(48), Signal(48), Signal(30), Signal(30)
+        ar_go = Signal()
+        b4k = 4096 // cb
+        to4k = Signal(range(b4k + 1))
+        m.d.comb += to4k.eq(b4k - (ar_b & (b4k - 1)))
+        burst = Signal(9)
+        lin = Mux(ar_left < to4k, ar_left, to4k)
+        m.d.comb += burst.eq(Mux(rowmajor, 1, Mux(lin > 256, 256, lin)))
+        beat = Mux(rowmajor, beat0 + ar_t, ar_b)
+        accepted = Signal(nch)
+        hs_all = Signal()
+        hs = []
+        for c, p in enumerate(ports):
+            h = p.arvalid & p.arready
+            hs.append(h)
+            m.d.comb += [
+                p.arvalid.eq(ar_go & (ar_left != 0) & ~accepted[c]),
+                p.araddr.eq(self.hbm_base[c] + (beat << log2(cb))),
+                p.arlen.eq(burst - 1), p.arsize.eq(log2(cb)), p.arburst.eq(BURST_INCR),
+            ]
+        m.d.comb += hs_all.eq(ar_go & (ar_left != 0) & Cat(*[accepted[c] | hs[c] for c in range(nch)]).all())
+        with m.If(hs_all):
+            m.d.sync += [accepted.eq(0), ar_left.eq(ar_left - burst), ar_b.eq(ar_b + burst)]
+            with m.If(ar_i + 1 == kt):
+                m.d.sync += [ar_i.eq(0), ar_j.eq(ar_j + 1), ar_t.eq(ar_j + 1)]
+            with m.Else():
+                m.d.sync += [ar_i.eq(ar_i + 1), ar_t.eq(ar_t + nt)]
+        with m.Else():
+            for c in range(nch):
+                with m.If(hs[c]):
+                    m.d.sync += accepted[c].eq(1)
+
+        # ---- weight streamer: R FIFOs per channel, joined into tiles
+        fifos = []
+        for c, p in enumerate(ports):
+            fifo = SyncFIFOBuffered(width=8 * cb, depth=16)
+            m.submodules[f"wfifo{c}"] = fifo
+            fifos.append(fifo)
+            m.d.comb += [p.rready.eq(fifo.w_rdy), fifo.w_en.eq(p.rvalid), fifo.w_data.eq(p.rdata),
+                         p.bready.eq(1)]
+        tile_ok = Cat(*[fi.r_rdy for fi in fifos]).all()
+        m.d.comb += [mpu.w.valid.eq(tile_ok), mpu.w.payload.eq(Cat(*[fi.r_data for fi in fifos]))]
+        for fi in fifos:
+            m.d.comb += fi.r_en.eq(tile_ok & mpu.w.ready)
+
+        # ---- operand collector
+        xdepth = 4
+        lay = x_layout(cfg)
+        m.submodules.xfifo = xfifo = SyncFIFOBuffered(width=lay.size, depth=xdepth)
+        x_go = Signal()
+        xi, xj = Signal(30), Signal(30)
+        pend, pend_i, pend_j = Signal(), Signal(30), Signal(30)
+        can = x_go & (xfifo.level + pend < xdepth)
+        m.d.sync += pend.eq(can)
+        with m.If(can):
+            m.d.comb += [self.vbuf.ra_en.eq(1), self.vbuf.ra_addr.eq(src + xi),
+                         self.vbuf.rb_en.eq(1), self.vbuf.rb_addr.eq(bias + (xj >> log2(groups)))]
+            m.d.sync += [pend_i.eq(xi), pend_j.eq(xj)]
+            with m.If(xi + 1 == kt):
+                m.d.sync += [xi.eq(0), xj.eq(xj + 1)]
+                with m.If(xj + 1 == nt):
+                    m.d.sync += x_go.eq(0)
+            with m.Else():
+                m.d.sync += xi.eq(xi + 1)
+        xp = Signal(lay)
+        row0 = pend_i << log2(d)
+        col0 = pend_j << log2(l)
+        for r in range(d):
+            m.d.comb += xp.x[r].eq(Mux(row0 + r < k, self.vbuf.ra_data[16 * r:16 * r + 16], 0))
+        bgroups = Array(self.vbuf.rb_data[16 * l * g:16 * l * (g + 1)] for g in range(groups))
+        bsel = Signal(16 * l)
+        m.d.comb += bsel.eq(bgroups[pend_j & (groups - 1)])
+        for c in range(l):
+            m.d.comb += [
+                xp.fin.bias[c].eq(Mux(col0 + c < n, bsel[16 * c:16 * c + 16], 0)),
+                xp.fin.mask[c].eq(mask & (col0 + c > pos)),
+            ]
+        m.d.comb += [
+            xp.last.eq(pend_i + 1 == kt),
+            xp.fin.has_bias.eq(has_bias), xp.fin.scale.eq(scale), xp.fin.scale_en.eq(scale_en),
+            xp.fin.gelu.eq(gelu),
+            xfifo.w_en.eq(pend), xfifo.w_data.eq(xp.as_value()),
+            mpu.x.valid.eq(xfifo.r_rdy), mpu.x.payload.eq(xfifo.r_data), xfifo.r_en.eq(mpu.x.ready),
+        ]
+
+        # ---- write-back
+        jo = Signal(30)
+        out_go = Signal()
+        m.d.comb += mpu.o.ready.eq(1)
+        g = Signal(range(max(groups, 2)))           # (a narrow shift amount: a shift widens by 2**width)
+        m.d.comb += g.eq(jo & (groups - 1))
+        lanes = Cat(*[(jo << log2(l)) + c < n for c in range(l)])
+        out_fire = out_go & mpu.o.valid
+        with m.If(out_fire):
+            m.d.comb += [
+                self.vbuf.w_addr.eq(dst + (jo >> log2(groups))),
+                self.vbuf.w_en.eq(lanes << (g << log2(l))),
+                self.vbuf.w_data.eq(mpu.o.payload.as_value() << (g << log2(16 * l))),
+            ]
+            m.d.sync += jo.eq(jo + 1)
+
+        # ---- control
+        m.d.comb += self.busy.eq(1)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.busy.eq(0)
+                with m.If(self.start):
+                    m.d.sync += [dst.eq(f.dst), src.eq(f.src), bias.eq(f.bias), w.eq(f.w), kf.eq(f.k), nf.eq(f.n),
+                                 has_bias.eq(f.has_bias), gelu.eq(f.gelu), mask.eq(f.mask), scale_en.eq(f.scale),
+                                 dyn_k.eq(f.dyn_k), dyn_n.eq(f.dyn_n), rowmajor.eq(f.rowmajor), wfmt.eq(f.wfmt),
+                                 scale.eq(self.scale)]
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                kk = Mux(dyn_k, pos + 1, kf)
+                nn = Mux(dyn_n, pos + 1, nf)
+                ktt = (kk + d - 1) >> log2(d)
+                m.d.sync += [k.eq(kk), n.eq(nn), kt.eq(Mux(ktt == 0, 1, ktt)), nt.eq((nn + l - 1) >> log2(l)),
+                             wbyte.eq(w << log2(isa.HBM_UNIT))]
+                m.next = "SETUP2"
+            with m.State("SETUP2"):
+                m.d.sync += [total.eq(kt * nt), beat0.eq(wbyte >> log2(cfg.beat_bytes))]
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                illegal = wfmt != 0
+                bad = (wbyte & (cfg.beat_bytes - 1)).any() | (wbyte + total * cfg.tile_bytes > cfg.hbm_bytes)
+                with m.If(illegal | bad):
+                    m.d.comb += [self.done.eq(1), self.err_illegal.eq(illegal), self.err_range.eq(~illegal)]
+                    m.next = "IDLE"
+                with m.Elif(nt == 0):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [ar_go.eq(1), ar_left.eq(total), ar_b.eq(beat0), ar_t.eq(0), ar_i.eq(0),
+                                 ar_j.eq(0), accepted.eq(0),
+                                 x_go.eq(1), xi.eq(0), xj.eq(0), out_go.eq(1), jo.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(out_fire & (jo + 1 == nt)):
+                    m.d.sync += [ar_go.eq(0), x_go.eq(0), out_go.eq(0)]
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+        return m

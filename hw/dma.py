@@ -1,0 +1,324 @@
+"""AXI4 memory interfaces of the core and the DMA engine (LOAD, STORE, STORE_K, STORE_VT).
+
+AXI4 masters. `axi4_signature(data_bits)` is one AXI4 master port (64-bit addresses, INCR bursts, no IDs:
+every port keeps its transactions in order), member names as AXI spells them (`awvalid`, `araddr`, ...), so
+the top level (hw/top.py) flattens them into Vitis' `m_axi_<port>_<signal>` names. The core has one port per
+HBM pseudo-channel (`cfg.hbm_width` bits) and one DDR port of `16 * d` bits (one VBUF entry per beat: the
+DMA moves a whole entry per beat when the addresses line up).
+
+Address spaces (dfx/isa.py): DDR is byte-addressed from the DDR base register. HBM is *striped*: byte b of
+the HBM space lives in pseudo-channel (b // cb) % C at channel offset (b // (cb * C)) * cb + b % cb, with
+cb = hbm_width / 8 bytes and C channels (`dfx.program.stripe`), from that channel's base register.
+
+The DMA engine. Every DMA instruction is a list of *runs* of contiguous FP16 elements (off-chip byte address,
+VBUF element index, count):
+
+    LOAD / STORE   one run of n elements at addr (+ TOKEN or POS times stride)
+    STORE_K        ceil(n/d) runs of up to d elements: row tile i of column POS of a column-major tiled
+                   matrix (K cache append)
+    STORE_VT       n runs of one element: row POS of a row-major tiled matrix, element c going to tile
+                   (POS // d) * ceil(n/l) + c // l, lane c % l, row POS % d (the transpose unit: V cache)
+
+and every run is cut into *pieces* that lie inside one memory beat and one VBUF entry. A piece is one
+single-beat AXI transaction: a read whose data is shifted into place and written into VBUF with a per-element
+mask, or a write with byte strobes (no read-modify-write). Reads are pipelined (a FIFO of piece descriptors
+holds the outstanding ones, so R data is matched to its piece in order); writes go out one piece at a time
+and their B responses are counted. Pieces of aligned LOADs and STOREs are whole entries: one beat per entry.
+
+Before moving anything the engine checks the instruction: an index register other than none/TOKEN/POS, or a
+K/V cache store to DDR, raises `err_illegal`; an off-chip range beyond the config's capacity (cfg.ddr_bytes,
+cfg.hbm_bytes) or an odd byte address raises `err_range`. Either ends the instruction at once (`done`).
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from amaranth import Cat, C, Module, Mux, Signal
+from amaranth.hdl import Array
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from dfx import isa
+from dfx.config import AccelConfig
+
+from .buffers import vbuf_port_signature
+from .decoder import Opcode, WordLayout
+
+AXI_ADDR_BITS = 64
+BURST_INCR = 1
+AXI_MEMBERS_OUT = ("awvalid", "awaddr", "awlen", "awsize", "awburst", "wvalid", "wdata", "wstrb", "wlast",
+                   "bready", "arvalid", "araddr", "arlen", "arsize", "arburst", "rready")
+AXI_HANDSHAKE_IN = ("awready", "wready", "bvalid", "arready", "rvalid")
+
+
+def axi4_signature(data_bits: int) -> wiring.Signature:
+    """One AXI4 master port (the master's view), 64-bit addresses, no IDs."""
+    a = AXI_ADDR_BITS
+    return wiring.Signature({
+        "awvalid": Out(1), "awready": In(1), "awaddr": Out(a), "awlen": Out(8), "awsize": Out(3),
+        "awburst": Out(2),
+        "wvalid": Out(1), "wready": In(1), "wdata": Out(data_bits), "wstrb": Out(data_bits // 8), "wlast": Out(1),
+        "bvalid": In(1), "bready": Out(1), "bresp": In(2),
+        "arvalid": Out(1), "arready": In(1), "araddr": Out(a), "arlen": Out(8), "arsize": Out(3),
+        "arburst": Out(2),
+        "rvalid": In(1), "rready": Out(1), "rdata": In(data_bits), "rresp": In(2), "rlast": In(1),
+    })
+
+
+def ddr_data_bits(cfg: AccelConfig) -> int:
+    """Width of the DDR port: one VBUF entry (d binary16 elements) per beat."""
+    return 16 * cfg.d
+
+
+def log2(x: int) -> int:
+    assert x > 0 and x & (x - 1) == 0, x
+    return x.bit_length() - 1
+
+
+def hbm_port_names(cfg: AccelConfig) -> list[str]:
+    return [f"hbm{c}" for c in range(cfg.hbm_channels)]
+
+
+def lane_mask(width: int, lo, count) -> "Value":
+    """A `width`-bit mask with bits lo .. lo+count-1 set (lo, count: Amaranth values)."""
+    return Cat(*[(lo <= r) & (r < lo + count) for r in range(width)])
+
+
+class DmaEngine(wiring.Component):
+    """The DMA unit (see the module docstring). `start` (one cycle, `word` valid) begins an instruction;
+    `done` pulses when it has completed (every write acknowledged), with `err_*` telling why if it stopped."""
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            self._MustUse__silence = True
+            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        self.cfg = cfg
+        members = {
+            "start": In(1), "word": In(WordLayout), "token": In(32), "pos": In(32),
+            "ddr_base": In(AXI_ADDR_BITS), "hbm_base": In(data.ArrayLayout(AXI_ADDR_BITS, cfg.hbm_channels)),
+            "done": Out(1), "err_illegal": Out(1), "err_range": Out(1), "busy": Out(1),
+            "vbuf": Out(vbuf_port_signature(cfg)),
+            "ddr": Out(axi4_signature(ddr_data_bits(cfg))),
+        }
+        for name in hbm_port_names(cfg):
+            members[name] = Out(axi4_signature(cfg.hbm_width))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        d, l, nch = cfg.d, cfg.l, cfg.hbm_channels
+        cb, ddrb = cfg.channel_beat_bytes, ddr_data_bits(cfg) // 8
+        hbm_ports = [getattr(self, n) for n in hbm_port_names(cfg)]
+        f = self.word.dma
+
+        # ---- the instruction, latched at start
+        kind = Signal(Opcode)
+        hbm, n, vaddr = Signal(), Signal(16), Signal(16)
+        addr, index, stride = Signal(36), Signal(2), Signal(24)
+        a0, base = Signal(64), Signal(64)
+        kt, nt, tbase, runs = Signal(16), Signal(16), Signal(48), Signal(17)
+        is_k, is_vt = kind == Opcode.STORE_K, kind == Opcode.STORE_VT
+        is_store = kind != Opcode.LOAD
+
+        # ---- run and piece state
+        ri = Signal(17)
+        cur_a, cur_left, cur_v = Signal(64), Signal(17), Signal(32)
+        pos = self.pos
+        log2tb = log2(cfg.tile_bytes)
+        run_a = Signal(64)
+        run_cnt = Signal(17)
+        run_v = Signal(32)
+        v0 = vaddr * d
+        with m.If(is_k):
+            m.d.comb += [
+                run_a.eq(base + ((tbase + ri) << log2tb) + ((pos & (l - 1)) << (log2(d) + 1))),
+                run_cnt.eq(Mux(n - (ri << log2(d)) > d, d, n - (ri << log2(d)))),
+                run_v.eq(v0 + (ri << log2(d))),
+            ]
+        with m.Elif(is_vt):
+            m.d.comb += [
+                run_a.eq(base + ((tbase + (ri >> log2(l))) << log2tb)
+                         + ((((ri & (l - 1)) << log2(d)) + (pos & (d - 1))) << 1)),
+                run_cnt.eq(1),
+                run_v.eq(v0 + ri),
+            ]
+        with m.Else():
+            m.d.comb += [run_a.eq(a0), run_cnt.eq(n), run_v.eq(v0)]
+
+        off = Signal(range(max(cb, ddrb)))
+        m.d.comb += off.eq(Mux(hbm, cur_a & (cb - 1), cur_a & (ddrb - 1)))
+        to_beat = Signal(range(max(cb, ddrb) + 1))
+        m.d.comb += to_beat.eq(Mux(hbm, cb - off, ddrb - off) >> 1)
+        lane = Signal(range(d))
+        m.d.comb += lane.eq(cur_v & (d - 1))
+        to_entry = Signal(range(d + 1))
+        m.d.comb += to_entry.eq(d - lane)
+        cnt = Signal(range(d + 1))
+        m1 = Mux(to_beat < to_entry, to_beat, to_entry)
+        m.d.comb += cnt.eq(Mux(cur_left < m1, cur_left, m1))
+        entry = Signal(16)
+        m.d.comb += entry.eq(cur_v >> log2(d))
+        ch = Signal(range(nch))
+        m.d.comb += ch.eq((cur_a >> log2(cb)) & (nch - 1))
+        hbm_addr = Signal(64)
+        m.d.comb += hbm_addr.eq(Array(self.hbm_base)[ch] + ((cur_a >> log2(cb * nch)) << log2(cb)))
+        ddr_addr = Signal(64)
+        m.d.comb += ddr_addr.eq(self.ddr_base + (cur_a & ~(ddrb - 1)))
+        last_piece = Signal()
+        m.d.comb += last_piece.eq((cur_left == cnt) & (ri + 1 >= runs))
+
+        advance = Signal()
+        with m.If(advance):
+            with m.If(cur_left == cnt):
+                m.d.sync += ri.eq(ri + 1)                    # the next run is loaded in NEXT_RUN
+            with m.Else():
+                m.d.sync += [cur_a.eq(cur_a + (cnt << 1)), cur_v.eq(cur_v + cnt), cur_left.eq(cur_left - cnt)]
+
+        # ---- read pieces: descriptors of outstanding reads, in order
+        meta_layout = data.StructLayout({"hbm": 1, "ch": range(nch), "off": range(max(cb, ddrb)),
+                                         "lane": range(d), "cnt": range(d + 1), "entry": 16})
+        m.submodules.meta = meta = SyncFIFOBuffered(width=meta_layout.size, depth=8)
+        mh = data.View(meta_layout, meta.r_data)
+        rdata = Signal(max(8 * cb, 8 * ddrb))
+        rvalid = Signal()
+        with m.If(mh.hbm):
+            m.d.comb += [rdata.eq(Array(p.rdata for p in hbm_ports)[mh.ch]),
+                         rvalid.eq(Array(p.rvalid for p in hbm_ports)[mh.ch])]
+        with m.Else():
+            m.d.comb += [rdata.eq(self.ddr.rdata), rvalid.eq(self.ddr.rvalid)]
+        m.d.comb += self.ddr.rready.eq(meta.r_rdy & ~mh.hbm)
+        for c, p in enumerate(hbm_ports):
+            m.d.comb += p.rready.eq(meta.r_rdy & mh.hbm & (mh.ch == c))
+        got = Signal()
+        m.d.comb += [got.eq(meta.r_rdy & rvalid), meta.r_en.eq(got)]
+        wide = max(8 * cb, 8 * ddrb, 16 * d)
+        shifted = Signal(wide)
+        m.d.comb += shifted.eq(Cat(rdata, C(0, wide - len(rdata))) >> (mh.off << 3))
+        with m.If(got):
+            m.d.comb += [
+                self.vbuf.w_addr.eq(mh.entry),
+                self.vbuf.w_en.eq(lane_mask(d, mh.lane, mh.cnt)),
+                self.vbuf.w_data.eq(shifted[:16 * d] << (mh.lane << 4)),
+            ]
+        m.d.comb += meta.w_data.eq(Cat(hbm, ch, off, lane, cnt, entry))
+
+        # ---- write pieces
+        wdata_bits = max(8 * cb, 8 * ddrb)
+        st_data = Signal(wdata_bits)
+        st_strb = Signal(wdata_bits // 8)
+        elems = self.vbuf.ra_data >> (lane << 4)
+        m.d.comb += [
+            st_data.eq(Cat(elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits] << (off << 3)),
+            st_strb.eq(lane_mask(wdata_bits // 8, off, cnt << 1)),
+        ]
+        aw_done, w_done = Signal(), Signal()
+        outstanding_b = Signal(8)
+        b_count = Signal(range(nch + 2))
+        m.d.comb += b_count.eq(sum(Cat(self.ddr.bvalid, *[p.bvalid for p in hbm_ports])))
+        issued_w = Signal()
+        m.d.sync += outstanding_b.eq(outstanding_b + issued_w - b_count)
+        for p in [self.ddr] + hbm_ports:
+            m.d.comb += [p.bready.eq(1), p.arburst.eq(BURST_INCR), p.awburst.eq(BURST_INCR), p.wlast.eq(1)]
+        m.d.comb += [self.ddr.arsize.eq(log2(ddrb)), self.ddr.awsize.eq(log2(ddrb))]
+        for p in hbm_ports:
+            m.d.comb += [p.arsize.eq(log2(cb)), p.awsize.eq(log2(cb))]
+
+        def drive_ar(valid):
+            """AR of the current piece on its port; returns the handshake."""
+            hs = Signal()
+            with m.If(hbm):
+                for c, p in enumerate(hbm_ports):
+                    with m.If(ch == c):
+                        m.d.comb += [p.arvalid.eq(valid), p.araddr.eq(hbm_addr), hs.eq(valid & p.arready)]
+            with m.Else():
+                m.d.comb += [self.ddr.arvalid.eq(valid), self.ddr.araddr.eq(ddr_addr),
+                             hs.eq(valid & self.ddr.arready)]
+            return hs
+
+        def drive_aw_w():
+            aw_hs, w_hs = Signal(), Signal()
+            with m.If(hbm):
+                for c, p in enumerate(hbm_ports):
+                    with m.If(ch == c):
+                        m.d.comb += [p.awvalid.eq(~aw_done), p.awaddr.eq(hbm_addr), aw_hs.eq(~aw_done & p.awready),
+                                     p.wvalid.eq(~w_done), p.wdata.eq(st_data), p.wstrb.eq(st_strb),
+                                     w_hs.eq(~w_done & p.wready)]
+            with m.Else():
+                p = self.ddr
+                m.d.comb += [p.awvalid.eq(~aw_done), p.awaddr.eq(ddr_addr), aw_hs.eq(~aw_done & p.awready),
+                             p.wvalid.eq(~w_done), p.wdata.eq(st_data), p.wstrb.eq(st_strb),
+                             w_hs.eq(~w_done & p.wready)]
+            return aw_hs, w_hs
+
+        # ---- control
+        m.d.comb += self.busy.eq(1)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.busy.eq(0)
+                with m.If(self.start):
+                    m.d.sync += [kind.eq(f.opcode), hbm.eq(f.hbm), n.eq(f.n), vaddr.eq(f.vaddr), addr.eq(f.addr),
+                                 index.eq(f.index), stride.eq(f.stride), ri.eq(0)]
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                idx = Mux(index == 1, self.token, Mux(index == 2, pos, 0))
+                m.d.sync += [
+                    base.eq(Mux(hbm, addr << log2(isa.HBM_UNIT), addr)),
+                    a0.eq(Mux(hbm, addr << log2(isa.HBM_UNIT), addr) + idx * stride),
+                    kt.eq((n + d - 1) >> log2(d)), nt.eq((n + l - 1) >> log2(l)),
+                ]
+                m.next = "SETUP2"
+            with m.State("SETUP2"):
+                m.d.sync += [
+                    tbase.eq(Mux(is_k, (pos >> log2(l)) * kt, (pos >> log2(d)) * nt)),
+                    runs.eq(Mux(is_k, kt, Mux(is_vt, n, 1))),
+                ]
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                cap = Mux(hbm, cfg.hbm_bytes, cfg.ddr_bytes)
+                end_plain = a0 + (n << 1)
+                end_cache = base + ((tbase + Mux(is_k, kt, nt)) << log2tb)
+                illegal = (index == 3) | ((is_k | is_vt) & ~hbm)
+                bad = Mux(is_k | is_vt, end_cache > cap, (end_plain > cap) | a0[0])
+                with m.If(illegal | bad):
+                    m.d.comb += [self.done.eq(1), self.err_illegal.eq(illegal), self.err_range.eq(~illegal)]
+                    m.next = "IDLE"
+                with m.Elif(n == 0):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "NEXT_RUN"
+            with m.State("NEXT_RUN"):
+                m.d.sync += [cur_a.eq(run_a), cur_left.eq(run_cnt), cur_v.eq(run_v)]
+                m.next = "PIECE"
+            with m.State("PIECE"):
+                with m.If(is_store):
+                    m.d.comb += [self.vbuf.ra_en.eq(1), self.vbuf.ra_addr.eq(entry)]
+                    m.d.sync += [aw_done.eq(0), w_done.eq(0)]
+                    m.next = "WRITE"
+                with m.Else():
+                    hs = drive_ar(meta.w_rdy)
+                    m.d.comb += [meta.w_en.eq(hs), advance.eq(hs)]
+                    with m.If(hs):
+                        with m.If(last_piece):
+                            m.next = "DRAIN"
+                        with m.Elif(cur_left == cnt):
+                            m.next = "NEXT_RUN"
+            with m.State("WRITE"):
+                aw_hs, w_hs = drive_aw_w()
+                with m.If(aw_hs):
+                    m.d.sync += aw_done.eq(1)
+                with m.If(w_hs):
+                    m.d.sync += w_done.eq(1)
+                with m.If((aw_done | aw_hs) & (w_done | w_hs)):
+                    m.d.comb += [advance.eq(1), issued_w.eq(1)]
+                    with m.If(last_piece):
+                        m.next = "DRAIN"
+                    with m.Elif(cur_left == cnt):
+                        m.next = "NEXT_RUN"
+                    with m.Else():
+                        m.next = "PIECE"
+            with m.State("DRAIN"):
+                with m.If((meta.level == 0) & (outstanding_b == 0) & ~issued_w):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+        return m

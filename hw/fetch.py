@@ -1,0 +1,91 @@
+"""Instruction fetch: a prefetcher reading the instruction stream from DDR over the core's DDR AXI port.
+
+`start` with `addr` (the absolute byte address of instruction 0: DDR base + ENTRY, 16-byte aligned) begins;
+the fetcher reads bursts of up to `BURST` beats of 16*d bits (d/8 instructions each) ahead into a FIFO
+(issuing a burst only when the FIFO has room for it, so R is never back-pressured) and hands out the 128-bit
+words in order on the `o` stream. It never reads at or past `limit` (DDR base + the config's DDR size).
+`flush` stops it: outstanding bursts are received and dropped and the FIFO emptied; `idle` says when that
+is over (the controller waits for it before raising ap_done, so no read is left in flight between runs).
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from amaranth import Module, Mux, Signal
+from amaranth.hdl import Array
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from dfx import isa
+from dfx.config import AccelConfig
+
+from .dma import AXI_ADDR_BITS, BURST_INCR, axi4_signature, ddr_data_bits, log2
+
+BURST = 8
+DEPTH = 32
+
+
+class Fetch(wiring.Component):
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        super().__init__({
+            "start": In(1), "addr": In(AXI_ADDR_BITS), "limit": In(AXI_ADDR_BITS), "flush": In(1),
+            "idle": Out(1),
+            "o": Out(stream.Signature(isa.WORD_BITS)),
+            "ddr": Out(axi4_signature(ddr_data_bits(self.cfg))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        dbits = ddr_data_bits(self.cfg)
+        bb = dbits // 8
+        per_beat = dbits // isa.WORD_BITS
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=dbits, depth=DEPTH)
+        fa = Signal(AXI_ADDR_BITS)
+        outstanding = Signal(range(DEPTH + BURST + 1))
+        wi = Signal(range(per_beat))
+        issuing = Signal()
+
+        b4k = 4096 // bb
+        to4k = b4k - ((fa >> log2(bb)) & (b4k - 1))
+        left = Mux(self.limit > fa, (self.limit - fa) >> log2(bb), 0)
+        burst = Signal(range(BURST + 1))
+        b1 = Mux(to4k < BURST, to4k, BURST)
+        m.d.comb += burst.eq(Mux(left < b1, left, b1))
+        room = fifo.level + outstanding + BURST <= DEPTH
+        ar = self.ddr
+        m.d.comb += [
+            ar.arvalid.eq(issuing & room & (burst != 0)),
+            ar.araddr.eq(fa), ar.arlen.eq(burst - 1), ar.arsize.eq(log2(bb)), ar.arburst.eq(BURST_INCR),
+            ar.rready.eq(1), fifo.w_en.eq(ar.rvalid), fifo.w_data.eq(ar.rdata),
+        ]
+        ar_hs = ar.arvalid & ar.arready
+        with m.If(ar_hs):
+            m.d.sync += fa.eq(fa + (burst << log2(bb)))
+        m.d.sync += outstanding.eq(outstanding + Mux(ar_hs, burst, 0) - ar.rvalid)
+
+        words = Array(fifo.r_data[isa.WORD_BITS * i:isa.WORD_BITS * (i + 1)] for i in range(per_beat))
+        m.d.comb += self.o.payload.eq(words[wi])
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.idle.eq(1)
+                with m.If(self.start):
+                    m.d.sync += [fa.eq(self.addr & ~(bb - 1)), issuing.eq(1),
+                                 wi.eq((self.addr & (bb - 1)) >> log2(isa.WORD_BYTES))]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.o.valid.eq(fifo.r_rdy)
+                with m.If(self.o.valid & self.o.ready):
+                    with m.If(wi == per_beat - 1):
+                        m.d.comb += fifo.r_en.eq(1)
+                        m.d.sync += wi.eq(0)
+                    with m.Else():
+                        m.d.sync += wi.eq(wi + 1)
+                with m.If(self.flush):
+                    m.d.sync += issuing.eq(0)
+                    m.next = "FLUSH"
+            with m.State("FLUSH"):
+                m.d.comb += fifo.r_en.eq(1)
+                with m.If((outstanding == 0) & (fifo.level == 0) & ~ar.rvalid):
+                    m.next = "IDLE"
+        return m

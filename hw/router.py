@@ -1,0 +1,186 @@
+"""The router: ring instructions (SEND, RECV, ALLGATHER) over AXI4-Stream links toward the neighbours.
+
+Link payload: one VBUF entry (d binary16 elements) per beat, `last` on a message's final beat. `tx` goes to
+the next device of the ring (forward), `rx` comes from the previous one; DFX's compiler only gathers
+forward, and the ISA's backward direction (`dir` = 1) raises the `ring` error.
+
+- SEND: the n elements at vaddr leave on `tx`, ceil(n/d) beats (lanes past n are zero).
+- RECV: ceil(n/d) beats from `rx` are written at vaddr (lanes past n masked off).
+- ALLGATHER over D devices on a unidirectional ring: the vector is cut into D chunks
+  (`dfx.isa.chunk_bounds(n, D, gran*d)`, in ring order); the device at ring position p owns chunk p. In step
+  s = 0 .. D-2 it sends chunk (p - s) mod D forward and receives chunk (p - s - 1) mod D from behind, writing
+  it in place; after D-1 steps every device holds every chunk. A device's chunk bounds come from a small
+  sequential divider (units = ceil(n / (gran*d)), base, extra = divmod(units, D)). With D = 1 it is a no-op.
+  The ring position and size are the RING_POS / RING_SIZE registers.
+
+Chunks start on entry boundaries (a granule is gran whole entries), so beats are whole entries; the last
+chunk's last entry may be short (masked).
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from amaranth import C, Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from dfx.config import AccelConfig
+
+from .buffers import vbuf_port_signature
+from .decoder import Opcode, WordLayout
+from .dma import lane_mask, log2
+
+
+def link_layout(cfg: AccelConfig) -> data.StructLayout:
+    return data.StructLayout({"data": 16 * cfg.d, "last": 1})
+
+
+class RouterEngine(wiring.Component):
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        super().__init__({
+            "start": In(1), "word": In(WordLayout), "ring_pos": In(6), "ring_size": In(7),
+            "done": Out(1), "err_ring": Out(1), "err_range": Out(1), "busy": Out(1),
+            "vbuf": Out(vbuf_port_signature(cfg)),
+            "tx": Out(stream.Signature(link_layout(cfg))),
+            "rx": In(stream.Signature(link_layout(cfg))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        d = cfg.d
+        f = self.word.route
+        op = Signal(Opcode)
+        vaddr, n, devs, gran, back = Signal(16), Signal(16), Signal(6), Signal(16), Signal()
+
+        # ---- chunk bounds: units = ceil(n / (gran*d)); base, extra = divmod(units, devs) by restoring division
+        units, q, r = Signal(17), Signal(17), Signal(17)
+        div_i = Signal(range(18))
+        # chunk c starts at unit c*base + min(c, extra) and holds base + (c < extra) units
+        step = Signal(7)                                  # ALLGATHER step s
+        send_c, recv_c = Signal(7), Signal(7)
+        c_lo, c_n = Signal(17), Signal(17)                # the chunk being sent or received (units)
+        which = Signal(7)
+
+        def chunk(c):
+            lo = c * q + Mux(c < r, c, r)
+            cnt = q + (c < r)
+            return lo, cnt
+
+        lo_u, cnt_u = chunk(which)
+        # in entries: unit u covers entries u*gran .. (u+1)*gran, clipped to the vector's ceil(n/d) entries
+        n_ent = (n + d - 1) >> log2(d)
+        e_lo = Signal(17)
+        e_hi = Signal(17)
+        m.d.comb += [e_lo.eq(lo_u * gran), e_hi.eq((lo_u + cnt_u) * gran)]
+        e_lo_c = Mux(e_lo > n_ent, n_ent, e_lo)
+        e_hi_c = Mux(e_hi > n_ent, n_ent, e_hi)
+
+        # ---- beat movers (entries ent .. ent_end)
+        ent, ent_end = Signal(17), Signal(17)
+        rd_pend = Signal()
+        holding = Signal()
+        hold = Signal(16 * d)
+        hold_last = Signal()
+
+        def lanes_of(e):
+            """Live lanes of entry e: elements e*d + r < n."""
+            return Cat(*[(e << log2(d)) + r < n for r in range(d)])
+
+        m.d.comb += self.busy.eq(1)
+        sending, receiving = Signal(), Signal()
+        send_ent, send_end, recv_ent, recv_end = Signal(17), Signal(17), Signal(17), Signal(17)
+
+        # sender: read entry (1 cycle), hold it, offer it on tx
+        can_read = sending & ~holding & ~rd_pend & (send_ent < send_end)
+        with m.If(can_read):
+            m.d.comb += [self.vbuf.ra_en.eq(1), self.vbuf.ra_addr.eq(vaddr + send_ent)]
+            m.d.sync += [rd_pend.eq(1), send_ent.eq(send_ent + 1)]
+        with m.If(rd_pend):
+            m.d.sync += [rd_pend.eq(0), holding.eq(1),
+                         hold.eq(self.vbuf.ra_data & Cat(*[lanes_of(send_ent - 1)[i].replicate(16)
+                                                           for i in range(d)])),
+                         hold_last.eq(send_ent == send_end)]
+        m.d.comb += [self.tx.valid.eq(holding), self.tx.payload.data.eq(hold), self.tx.payload.last.eq(hold_last)]
+        with m.If(self.tx.valid & self.tx.ready):
+            m.d.sync += holding.eq(0)
+        send_idle = ~holding & ~rd_pend & (send_ent >= send_end)
+
+        # receiver: write each beat at its entry
+        m.d.comb += self.rx.ready.eq(receiving & (recv_ent < recv_end))
+        with m.If(self.rx.valid & self.rx.ready):
+            m.d.comb += [self.vbuf.w_addr.eq(vaddr + recv_ent), self.vbuf.w_en.eq(lanes_of(recv_ent)),
+                         self.vbuf.w_data.eq(self.rx.payload.data)]
+            m.d.sync += recv_ent.eq(recv_ent + 1)
+        recv_idle = recv_ent >= recv_end
+
+        size = self.ring_size
+        pos = self.ring_pos
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.busy.eq(0)
+                with m.If(self.start):
+                    m.d.sync += [op.eq(f.opcode), vaddr.eq(f.vaddr), n.eq(f.n), devs.eq(f.devices),
+                                 gran.eq(f.gran), back.eq(f.dir), sending.eq(0), receiving.eq(0),
+                                 send_ent.eq(0), send_end.eq(0), recv_ent.eq(0), recv_end.eq(0)]
+                    m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                with m.If(op == Opcode.ALLGATHER):
+                    with m.If(devs <= 1):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+                    with m.Elif((devs != size) | (gran == 0)):
+                        m.d.comb += [self.done.eq(1), self.err_ring.eq(1)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        # units = ceil(n_ent / gran) by restoring division (17 steps); then divmod(units, devs)
+                        m.d.sync += [units.eq(0), q.eq(0), r.eq(0), div_i.eq(0)]
+                        m.next = "DIV_UNITS"
+                with m.Elif(back):
+                    m.d.comb += [self.done.eq(1), self.err_ring.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(op == Opcode.SEND):
+                    m.d.sync += [sending.eq(1), send_ent.eq(0), send_end.eq(n_ent)]
+                    m.next = "MOVE"
+                with m.Else():
+                    m.d.sync += [receiving.eq(1), recv_ent.eq(0), recv_end.eq(n_ent)]
+                    m.next = "MOVE"
+            # units = ceil(n_ent / gran): count up (n_ent <= 65536 / d entries; gran >= 1), one per cycle
+            with m.State("DIV_UNITS"):
+                with m.If(units * gran >= n_ent):
+                    m.d.sync += [q.eq(0), r.eq(units)]
+                    m.next = "DIV_PARTS"
+                with m.Else():
+                    m.d.sync += units.eq(units + 1)
+            # base, extra = divmod(units, devs): repeated subtraction
+            with m.State("DIV_PARTS"):
+                with m.If(r >= devs):
+                    m.d.sync += [q.eq(q + 1), r.eq(r - devs)]
+                with m.Else():
+                    m.d.sync += step.eq(0)
+                    m.next = "STEP"
+            with m.State("STEP"):
+                with m.If(step + 1 >= devs):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    # send chunk (pos - step) mod D, receive chunk (pos - step - 1) mod D
+                    sc = Mux(pos >= step, pos - step, pos + devs - step)
+                    rc = Mux(sc == 0, devs - 1, sc - 1)
+                    m.d.sync += [send_c.eq(sc), recv_c.eq(rc), which.eq(sc)]
+                    m.next = "BOUNDS_S"
+            with m.State("BOUNDS_S"):
+                m.d.sync += [send_ent.eq(e_lo_c), send_end.eq(e_hi_c), which.eq(recv_c)]
+                m.next = "BOUNDS_R"
+            with m.State("BOUNDS_R"):
+                m.d.sync += [recv_ent.eq(e_lo_c), recv_end.eq(e_hi_c), sending.eq(1), receiving.eq(1)]
+                m.next = "GATHER"
+            with m.State("GATHER"):
+                with m.If(send_idle & recv_idle):
+                    m.d.sync += [step.eq(step + 1), sending.eq(0), receiving.eq(0)]
+                    m.next = "STEP"
+            with m.State("MOVE"):
+                with m.If(send_idle & recv_idle):
+                    m.d.sync += [sending.eq(0), receiving.eq(0)]
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,116 @@
+"""The top level of the DFX core, with Vitis RTL-kernel port names (so `package_xo` takes it without a
+translating wrapper), and how to build and drive it.
+
+Ports (all synchronous to `ap_clk`; widths for config `cfg`):
+
+    ap_clk                      clock
+    ap_rst_n                    reset, active low, synchronous
+    interrupt                   level: GIE and (ISR and IER) of the register block
+    s_axi_control_<sig>         AXI4-Lite slave, <sig> in awvalid awready awaddr wvalid wready wdata wstrb
+                                bvalid bready bresp arvalid arready araddr rvalid rready rdata rresp;
+                                32-bit data, address width log2(dfx.regmap.span(cfg)) (12 bits: 4 KiB);
+                                the registers are exactly `dfx.regmap.regmap(cfg)`
+    m_axi_hbmNN_<sig>           one AXI4 master per HBM pseudo-channel, NN = 00 .. cfg.hbm_channels-1
+                                (`dfx.regmap.hbm_port_name`), data cfg.hbm_width bits
+    m_axi_ddr_<sig>             AXI4 master to DDR (instruction streams, tables, logits), data 16*d bits
+                                <sig> (both) in awvalid awready awaddr awlen awsize awburst wvalid wready
+                                wdata wstrb wlast bvalid bready bresp arvalid arready araddr arlen arsize
+                                arburst rvalid rready rdata rresp rlast; 64-bit addresses, INCR bursts, no
+                                IDs, each port in order; channel bases 4 KiB aligned
+    ring_tx_tdata/tvalid/tready/tlast   AXI4-Stream to the next device of the ring (16*d data bits: one
+                                        VBUF entry per beat)
+    ring_rx_tdata/tvalid/tready/tlast   AXI4-Stream from the previous device
+
+Host protocol (`host/backends.py`, registers by name from `dfx.regmap`): write the HBMxx/DDR base pointers,
+RING_POS/RING_SIZE once; per run write ENTRY (byte offset of the stream in DDR), TOKEN, POS, then CTRL =
+ap_start; wait for CTRL.ap_done (or the interrupt); check STATUS (0x100 halted = success; error bits name
+the problem, ERROR_PC the instruction); read the logits from DDR; CYCLES and BUSY_* give the run's counters.
+
+Build: `verilog(cfg)` returns the Verilog text of module `dfx_core` (`python -m dfx.hw.top --config tiny
+-o dfx_core.v`). The cocotb harness that drives it (HBM/DDR as cocotbext-axi `AxiRam`s, the control port
+through `AxiLiteMaster`) is `dfx.sim.rtl_core` (`RtlCore`, `run_program`); its API is stable for the host
+`rtl` backend.
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from amaranth import ClockDomain, ClockSignal, Module, ResetSignal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from dfx import regmap
+from dfx.config import AccelConfig
+
+from .core import Core
+from .dma import hbm_port_names
+
+TOP_NAME = "dfx_core"
+STREAM_NAMES = {"data": "tdata", "last": "tlast", "valid": "tvalid", "ready": "tready"}
+
+
+def _flat(prefix: str, sig: wiring.Signature) -> dict:
+    return {f"{prefix}_{name}": member for name, member in sig.members.items()}
+
+
+class Top(wiring.Component):
+    """`Core` with flat Vitis port names and its own clock domain from ap_clk / ap_rst_n."""
+
+    def __init__(self, cfg: AccelConfig, **stages):
+        self.cfg = cfg
+        self.core = Core(cfg, **stages)
+        csig = self.core.signature.members
+        members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
+        members.update(_flat("s_axi_control", csig["axil"].signature))
+        self._ports = [("axil", "s_axi_control")]
+        for i, nm in enumerate(hbm_port_names(cfg)):
+            members.update(_flat(regmap.hbm_port_name(i), csig[nm].signature))
+            self._ports.append((nm, regmap.hbm_port_name(i)))
+        members.update(_flat("m_axi_ddr", csig["ddr"].signature))
+        self._ports.append(("ddr", "m_axi_ddr"))
+        for ring, flow in (("ring_tx", Out), ("ring_rx", In)):
+            sig = csig[ring].signature
+            lay = sig.members["payload"].shape
+            members[f"{ring}_tdata"] = flow(lay["data"].shape)
+            members[f"{ring}_tlast"] = flow(1)
+            members[f"{ring}_tvalid"] = flow(1)
+            members[f"{ring}_tready"] = (In if flow is Out else Out)(1)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync")
+        m.d.comb += [ClockSignal("sync").eq(self.ap_clk), ResetSignal("sync").eq(~self.ap_rst_n)]
+        m.submodules.core = core = self.core
+        m.d.comb += self.interrupt.eq(core.interrupt)
+        for inner, outer in self._ports:
+            port = getattr(core, inner)
+            for name, member in port.signature.members.items():
+                flat = getattr(self, f"{outer}_{name}")
+                if member.flow == Out:
+                    m.d.comb += flat.eq(getattr(port, name))
+                else:
+                    m.d.comb += getattr(port, name).eq(flat)
+        tx, rx = core.ring_tx, core.ring_rx
+        m.d.comb += [self.ring_tx_tdata.eq(tx.payload.data), self.ring_tx_tlast.eq(tx.payload.last),
+                     self.ring_tx_tvalid.eq(tx.valid), tx.ready.eq(self.ring_tx_tready),
+                     rx.payload.data.eq(self.ring_rx_tdata), rx.payload.last.eq(self.ring_rx_tlast),
+                     rx.valid.eq(self.ring_rx_tvalid), self.ring_rx_tready.eq(rx.ready)]
+        return m
+
+
+def verilog(cfg: AccelConfig, **stages) -> str:
+    from amaranth.back import verilog as back
+    top = Top(cfg, **stages)
+    return back.convert(top, name=TOP_NAME, emit_src=False)
+
+
+if __name__ == "__main__":
+    import argparse
+    from pathlib import Path
+
+    from dfx.config import load_config
+    ap = argparse.ArgumentParser(prog="python -m dfx.hw.top", description="Write the core's Verilog.")
+    ap.add_argument("--config", default="tiny", help="tiny, dfx or a config JSON file (default tiny)")
+    ap.add_argument("-o", "--output", default=f"{TOP_NAME}.v")
+    a = ap.parse_args()
+    Path(a.output).write_text(verilog(load_config(a.config)))
+    print(a.output)
