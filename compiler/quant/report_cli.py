@@ -54,6 +54,7 @@ def default_rows(budget: float = DEFAULT_BUDGET) -> list[RowSpec]:
         RowSpec("INT4 per-IC g128", "int4-ic-g128", "rtn"),
         RowSpec("AdaDim INT4 g128", "int4-oc-g128", "adadim"),
         RowSpec("GPTQ INT4 per-OC g128", "int4-oc-g128", "gptq"),
+        RowSpec("AdaDim + GPTQ INT4 g128", "int4-oc-g128", "adadim", {"base": "gptq"}),
         RowSpec("BCQ 4-bit g128", "bcq4-oc-g128", "bcq"),
         RowSpec("BCQ 3-bit g128", "bcq3-oc-g128", "bcq"),
         RowSpec("FP8 E4M3 per-OC", "fp8e4m3", "rtn"),

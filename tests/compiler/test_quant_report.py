@@ -99,3 +99,8 @@ def test_report_refuses_a_non_byte_model(tmp_path):
     d = save_checkpoint(m, tmp_path / "m")
     with pytest.raises(UsageError, match="needs vocab_size 256"):
         report(d, parse_rows("fp16"), n_windows=1)
+
+
+def test_cli_help():
+    r = cli("--help")
+    assert r.exit_code == 0 and "--rows" in r.stdout and "adadim" in r.stdout and "--calib" in r.stdout
