@@ -164,7 +164,8 @@ def run_cocotb(component, name: str, sources: dict, sinks: dict, *, seed: int = 
     """Run `cocotb_stream.stream_vectors` on the component: drive `sources` ({stream port prefix: payload
     ints}) and check `sinks` ({port prefix: expected payload ints}) bit for bit, in order, all streams
     concurrently. Raises AssertionError naming the first mismatches; returns {sink: outputs}. WAVES=1
-    writes an FST trace into the build folder (build/rtl_sim/<name>_<sim>/)."""
+    writes an FST trace into the build folder (build/rtl_sim/<name>_<sim>/), and cocotb's results.xml
+    (simulated and wall time) lands there too."""
     sim = sim or simulator()
     runner, bdir = build_rtl(component, name, sim)
     vec = bdir / "vectors.json"
@@ -181,7 +182,8 @@ def run_cocotb(component, name: str, sources: dict, sinks: dict, *, seed: int = 
     os.environ["PATH"] = env["PATH"]
     try:
         xml = runner.test(test_module="cocotb_stream", hdl_toplevel=name, test_dir=HERE, build_dir=bdir,
-                          extra_env=env, waves=waves(), timescale=("1ns", "1ps"), log_file=bdir / "test.log")
+                          extra_env=env, waves=waves(), timescale=("1ns", "1ps"), log_file=bdir / "test.log",
+                          results_xml=str(bdir / "results.xml"))
     finally:
         os.environ["PATH"] = old_path
     from cocotb_tools.runner import get_results
