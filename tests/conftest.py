@@ -13,3 +13,16 @@ from gpt2_fixtures import RANDOM_CONFIGS, make_hf_gpt2  # noqa: E402  (tests/ is
 @pytest.fixture(scope="session", params=sorted(RANDOM_CONFIGS))
 def hf_model(request):
     return make_hf_gpt2(sorted(RANDOM_CONFIGS).index(request.param), **RANDOM_CONFIGS[request.param])
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests (exhaustive SFU runs, long RTL and ladder runs, DFX-size synthesis) are skipped unless
+    selected with `-m slow` (or any -m expression naming them) or DFX_SLOW=1, so the default `pytest` (CI)
+    stays within minutes on two cores, whichever folder it is run on."""
+    markexpr = config.getoption("-m") or ""
+    if "slow" in markexpr or os.environ.get("DFX_SLOW", "0") not in ("", "0"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with `-m slow` or DFX_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -12,7 +12,6 @@ sum), also where per-IC groups are cut mid-group (descriptor phase).
   its padded coordinates; the golden is the program's own dequantised weights with the padding taken out
   (`compiler.passes.model_weights`).
 """
-import os
 
 import numpy as np
 import pytest
@@ -113,10 +112,7 @@ def test_padded_heads_by_name(padded, fmt):
 @pytest.mark.parametrize("fmt", ["int4-ic-g128", "int4-oc-g128", "bcq3-oc-g128", "bcq4-ic-g64", "int3-oc-g64",
                                  "int8-ic-g32-asym", "fp8e4m3-ic-g128"])
 @pytest.mark.parametrize("devices", [1, 2])
-def test_embedded_model_more_formats(embedded, fmt, devices, request):
-    # as tests/hw/conftest.py does for its slow tests: skipped unless `-m slow` or DFX_SLOW=1
-    if "slow" not in (request.config.getoption("markexpr") or "") and os.environ.get("DFX_SLOW", "0") in ("", "0"):
-        pytest.skip("slow: run with `-m slow` or DFX_SLOW=1")
+def test_embedded_model_more_formats(embedded, fmt, devices):
     from dfx.compiler.quant.model import quantize_model
     q = quantize_model(embedded, fmt, "bcq" if fmt.startswith("bcq") else "rtn")     # bcq: ALS
     prog = compile_model(embedded, "tiny", devices=devices, weights=q, max_seq=48)
