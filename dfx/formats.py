@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import numerics as nx
+from .errors import DfxError
 
 KINDS = ("fp16", "int", "fp8e4m3", "fp8e5m2", "bcq")
 GROUP_SIZES = (32, 64, 128)
@@ -62,8 +63,8 @@ _NAME = re.compile(r"^(?:(?P<fp16>fp16)|int(?P<ibits>\d+)-(?P<iaxis>oc|ic)|(?P<f
                    r"|bcq(?P<planes>\d+)-(?P<baxis>oc|ic))(?:-g(?P<group>\d+))?(?P<asym>-asym)?$")
 
 
-class FormatError(ValueError):
-    """A weight format name or parameter that is not accepted."""
+class FormatError(DfxError, ValueError):
+    """A weight format name or parameter that is not accepted (a DfxError: the CLI reports it in one line)."""
 
 
 @dataclass(frozen=True)
