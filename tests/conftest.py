@@ -10,6 +10,16 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 from gpt2_fixtures import RANDOM_CONFIGS, make_hf_gpt2  # noqa: E402  (tests/ is on sys.path)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """PyTorch on one intra-op thread for the module (steadier on a shared two-core machine)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session", params=sorted(RANDOM_CONFIGS))
 def hf_model(request):
     return make_hf_gpt2(sorted(RANDOM_CONFIGS).index(request.param), **RANDOM_CONFIGS[request.param])

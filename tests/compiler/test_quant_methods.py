@@ -14,12 +14,7 @@ from dfx.errors import UsageError
 from dfx.models.gpt2 import GPT2, GPTConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def heavy_tailed(k, n, seed=0):

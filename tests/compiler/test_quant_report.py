@@ -12,12 +12,7 @@ from dfx.models.checkpoint import save_checkpoint
 from dfx.models.gpt2 import GPT2, GPTConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
