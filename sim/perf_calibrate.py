@@ -76,26 +76,117 @@ def model_classes(program: Program, stream: str, pos: int, board=None, device: i
     return out
 
 
+# ------------------------------------------------------------------------------------------ the RTL's own costs
+# What the in-order core (hw/core.py and its engines) spends per instruction, from its structure: the
+# controller's FETCH and DECODE states, each engine's setup states, its pipeline latency (read off the hw
+# components) and its beat / tile / piece counts. These are the terms perf.py lacks (docs/rtl_core.md).
+ISSUE = 2                 # controller: FETCH + DECODE (the engine starts in DECODE)
+SETUP = {"MPU": 3, "VPU": 2, "DMA": 3}   # engine states before the first beat (SETUP.., CHECK)
+VPU_FEED = 2              # VBUF read + operand FIFO before the VPU's input
+MPU_FEED = 2              # channel R FIFO before the MPU's weight input
+LOAD_DRAIN = 3            # piece-descriptor FIFO after the last R beat
+
+
+def _hw_latencies(cfg: AccelConfig) -> tuple[int, int]:
+    from dfx.hw.mpu import MPU
+    from dfx.hw.vpu import VPU
+    mpu, vpu = MPU(cfg), VPU(cfg)
+    for u in (mpu, vpu):
+        u._MustUse__silence = True
+    return mpu.latency, vpu.latency
+
+
+def dma_pieces(ins: isa.Instr, cfg: AccelConfig, token: int, pos: int) -> tuple[int, int]:
+    """(runs, pieces) of a DMA instruction exactly as hw/dma.py cuts it (a piece: one memory beat x one
+    VBUF entry)."""
+    f = ins.fields()
+    d, l = cfg.d, cfg.l
+    beat = cfg.channel_beat_bytes if f["hbm"] else 2 * d
+    base = f["addr"] * isa.HBM_UNIT if f["hbm"] else f["addr"]
+    n, v0 = f["n"], f["vaddr"] * d
+    m = ins.op.mnemonic
+    if m == "STORE_K":
+        kt = -(-n // d)
+        tb = (pos // l) * kt
+        runs = [(base + 2 * ((tb + i) * cfg.tile_elems + (pos % l) * d), min(d, n - i * d), v0 + i * d)
+                for i in range(kt)]
+    elif m == "STORE_VT":
+        nt = -(-n // l)
+        tb = (pos // d) * nt
+        runs = [(base + 2 * ((tb + c // l) * cfg.tile_elems + (c % l) * d + pos % d), 1, v0 + c) for c in range(n)]
+    else:
+        idx = {0: 0, 1: token, 2: pos}.get(f["index"], 0)
+        runs = [(base + idx * f["stride"], n, v0)]
+    pieces = 0
+    for a, cnt, v in runs:
+        while cnt:
+            c = min(cnt, (beat - a % beat) // 2, d - v % d)
+            a, v, cnt = a + 2 * c, v + c, cnt - c
+            pieces += 1
+    return len(runs), pieces
+
+
+def rtl_cycles(ins: isa.Instr, cfg: AccelConfig, token: int, pos: int, lat=None) -> int:
+    """The cycles the in-order RTL core spends on one instruction (retire to retire)."""
+    mpu_lat, vpu_lat = lat or _hw_latencies(cfg)
+    u = ins.op.unit
+    f = ins.fields()
+    if u is isa.Unit.CTRL:
+        return ISSUE
+    if u is isa.Unit.VPU:
+        if ins.op.fmt is isa.SCALAR:
+            beats = 1
+        else:
+            n = pos + 1 if f["dyn_n"] else f["n"]
+            beats = max(1, -(-n // cfg.vpu_width))
+        return ISSUE + SETUP["VPU"] + VPU_FEED + vpu_lat + beats
+    if u is isa.Unit.MPU:
+        k = pos + 1 if f["dyn_k"] else f["k"]
+        n = pos + 1 if f["dyn_n"] else f["n"]
+        tiles = max(1, -(-k // cfg.d)) * -(-n // cfg.l)
+        return ISSUE + SETUP["MPU"] + AXIRAM_READ_CYCLES + MPU_FEED + mpu_lat + tiles
+    if u is isa.Unit.DMA:
+        runs, pieces = dma_pieces(ins, cfg, token, pos)
+        if ins.op.mnemonic == "LOAD":
+            return ISSUE + SETUP["DMA"] + runs + pieces + AXIRAM_READ_CYCLES + LOAD_DRAIN
+        return ISSUE + SETUP["DMA"] + runs + 2 * pieces + AXIRAM_WRITE_CYCLES + 1
+    return ISSUE + 1            # ROUTER: ALLGATHER of one device (the ring is not modelled here)
+
+
+def rtl_classes(program: Program, stream: str, token: int, pos: int, device: int = 0) -> Counter:
+    cfg = program.config
+    lat = _hw_latencies(cfg)
+    out = Counter()
+    for ins in executed(program, stream, device):
+        out[CLASS_OF[ins.op.mnemonic]] += rtl_cycles(ins, cfg, token, pos, lat)
+    return out
+
+
 def compare(program: Program, runs: list[dict], board=None, device: int = 0) -> list[dict]:
-    """Per class (and `total`): RTL cycles (summed over `runs`, the harness's run records) beside the model's
-    for the same runs; ratio = model / rtl."""
-    rtl, model = Counter(), Counter()
+    """Per class (and `total`), summed over `runs` (the harness's run records): the RTL's measured cycles,
+    perf.py's (`isolated_cycles` on `rtl_board`), and the RTL cost model above (`rtl_cycles`);
+    ratio = model / RTL for both."""
+    rtl, model, struct = Counter(), Counter(), Counter()
     for r in runs:
         for k, v in r["classes"].items():
             rtl[k] += v
         model.update(model_classes(program, r["stream"], r["pos"], board, device))
+        struct.update(rtl_classes(program, r["stream"], r["token"], r["pos"], device))
     rows = []
     for cls in list(CLASSES) + ["total"]:
-        a = sum(rtl.values()) if cls == "total" else rtl.get(cls, 0)
-        b = sum(model.values()) if cls == "total" else model.get(cls, 0)
-        if a == 0 and b == 0:
+        vals = [sum(c.values()) if cls == "total" else c.get(cls, 0) for c in (rtl, model, struct)]
+        if not any(vals):
             continue
-        rows.append({"class": cls, "rtl": int(a), "model": int(b), "ratio": (b / a) if a else float("inf")})
+        a, b, c = vals
+        rows.append({"class": cls, "rtl": int(a), "perf": int(b), "perf_ratio": b / a if a else float("inf"),
+                     "struct": int(c), "struct_ratio": c / a if a else float("inf")})
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| class | RTL cycles | model cycles | model / RTL |", "|---|---:|---:|---:|"]
+    lines = ["| class | RTL cycles | perf.py (RTL constants) | perf.py / RTL | RTL cost model | model / RTL |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['class']} | {r['rtl']} | {r['model']} | {r['ratio']:.3f} |")
+        lines.append(f"| {r['class']} | {r['rtl']} | {r['perf']} | {r['perf_ratio']:.3f} | {r['struct']} | "
+                     f"{r['struct_ratio']:.3f} |")
     return "\n".join(lines) + "\n"

@@ -41,15 +41,23 @@ def core(program):
 
 
 def functional_run(program, steps):
-    """Logits after each decode step on the functional simulator."""
-    from dfx.sim.functional import Device
-    dev = Device(program)
-    out = []
+    """Logits after each decode step on the functional simulator (a ring of devices if the program has
+    several), joined from every device's slices as the host reads them."""
+    from dfx.sim.ring import Ring
+    ring = Ring(program)
     sym = program.symbols
+    out = []
     for stream, token, pos in steps:
-        dev.run(stream, token, pos)
+        if len(ring.devices) == 1:
+            ring.devices[0].run(stream, token, pos)
+        else:
+            ring.run(stream, token, pos)
         if stream == "decode":
-            out.append(dev.ddr[sym["logits"]:sym["logits"] + 2 * sym["vocab_size"]].view(np.float16).copy())
+            y = np.empty(sym["vocab_size"], np.float16)
+            for dev, pieces in zip(ring.devices, sym["logits_pieces"]):
+                for a, b in pieces:
+                    y[a:b] = dev.ddr[sym["logits"] + 2 * a:sym["logits"] + 2 * b].view(np.float16)
+            out.append(y)
     return out
 
 
@@ -66,10 +74,15 @@ def golden_greedy(model, prompt, n):
     return toks
 
 
-def test_generate_bitexact_and_golden(core, program, model):
+@pytest.fixture(scope="module")
+def generated(core):
+    return core.generate(PROMPT, NEW_TOKENS)
+
+
+def test_generate_bitexact_and_golden(core, program, model, generated):
     """Prefill + greedy decode on the RTL: every decode step's logits bit-exact to the functional simulator,
     the tokens equal to the PyTorch golden model's; registers and counters sane."""
-    res = core.generate(PROMPT, NEW_TOKENS)
+    res = generated
     assert res.identity == {"ID": regmap.DFX_MAGIC, "ISA_VERSION": isa.ISA_VERSION,
                             "CONFIG_HASH": regmap.config_hash_word(program.config)}
     for r in res.runs:
@@ -112,3 +125,32 @@ def test_bad_input_halts_with_status(core, program):
     assert (by["ddr"]["status"], by["ddr"]["error_pc"]) == (S["address_range"], 1)
     assert (by["hbm"]["status"], by["hbm"]["error_pc"]) == (S["address_range"], 0)
     assert by["ok"]["status"] == S["halted"]
+
+
+def test_cycle_calibration(program, generated):
+    """RTL cycles per instruction class agree with the RTL cost model of dfx.sim.perf_calibrate (10% per
+    class, 5% in total) on the same runs; the table and perf.py's deviations are in docs/rtl_core.md."""
+    from dfx.sim.perf_calibrate import compare, table
+    rows = compare(program, generated.runs)
+    bad = [r for r in rows if abs(r["struct_ratio"] - 1) > (0.05 if r["class"] == "total" else 0.10)]
+    assert not bad, "calibration outside 10% per class / 5% overall:\n" + table(rows)
+
+
+@pytest.fixture(scope="module")
+def program2(model):
+    from dfx.compiler import compile_model
+    return compile_model(model, "tiny", devices=2)
+
+
+def test_ring_of_two_cores(program2, model):
+    """Two cores joined in a forward ring in one simulation (heads and columns split, ALLGATHER over the
+    ring links): logits bit-exact to the functional ring simulator, tokens equal to the golden model's."""
+    res = RtlCore(program2).generate(PROMPT, NEW_TOKENS)
+    for r in res.runs:
+        assert r["status"] == regmap.STATUS_BITS["halted"], r
+    steps = [(r["stream"], r["token"], r["pos"]) for r in res.runs]
+    want = functional_run(program2, steps)
+    got = [r["logits"] for r in res.runs if r["stream"] == "decode"]
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert np.array_equal(g.view(np.uint16), w.view(np.uint16)), f"decode step {i}: ring logits differ"
+    assert res.tokens == golden_greedy(model, PROMPT, NEW_TOKENS)

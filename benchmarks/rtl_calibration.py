@@ -1,0 +1,47 @@
+"""Cycle calibration: the integrated core's RTL cycles per instruction class beside the performance model's
+(sim/perf.py, with the constants the RTL fixes) and beside the RTL cost model of sim/perf_calibrate.py, for
+the same runs of the tiny random GPT-2 of tests/hw/test_core.py at the `tiny` config. Writes the table into
+docs/rtl_core.md between its calibration markers and prints it.
+
+    .venv/bin/python benchmarks/rtl_calibration.py [--sim icarus|verilator]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "hw"))
+DOC = REPO / "docs" / "rtl_core.md"
+BEGIN, END = "<!-- calibration:begin -->", "<!-- calibration:end -->"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sim", default=None)
+    a = ap.parse_args(argv)
+    from gpt2_fixtures import make_hf_gpt2
+    from test_core import TINY_GPT2
+
+    from dfx.compiler import compile_model
+    from dfx.sim.perf_calibrate import compare, table
+    from dfx.sim.rtl_core import RtlCore
+    prog = compile_model(make_hf_gpt2(8, **TINY_GPT2), "tiny")
+    steps = [("prefill", 5, 0), ("prefill", 17, 1), ("decode", 42, 2), ("decode", 9, 7)]
+    res = RtlCore(prog, sim=a.sim).run_steps(steps)
+    rows = compare(prog, res.runs)
+    body = (f"Runs: {', '.join(f'{s} (token {t}, POS {p})' for s, t, p in steps)}; "
+            f"`.venv/bin/python benchmarks/rtl_calibration.py` regenerates this table.\n\n" + table(rows))
+    text = DOC.read_text() if DOC.exists() else f"# The integrated core\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
