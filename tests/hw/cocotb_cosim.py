@@ -9,6 +9,7 @@ functional run.
 """
 import json
 import os
+import time
 
 import cocotb
 import numpy as np
@@ -79,8 +80,15 @@ async def cosim(dut):
     co = RtlCosim(prog, rtl=lambda stream, pc, ins: pc in sel.get(stream, ()), check=spec.get("check", True))
     tb = CosimTB(dut)
     await tb.reset()
+    t0 = time.time()
+
+    def progress(pc, ins, on_rtl):                          # one line per matrix instruction, in the log
+        if on_rtl and ins.op.unit.name == "MPU":
+            print(f"[cosim] {stream} pc {pc} {ins.op.mnemonic}: {co.stats.checked} checked, "
+                  f"{sum(tb.cycles.values())} cycles, {time.time() - t0:.0f} s", flush=True)
+
     for stream, token, pos in spec["runs"]:
-        await co.execute(stream, token, pos, tb.drive)
+        await co.execute(stream, token, pos, tb.drive, on_step=progress)
     st = co.state
     np.savez(spec["out"] + ".npz", vbuf=st.vbuf.view(np.uint16), s=st.s.view(np.uint32), ddr=st.ddr)
     with open(spec["out"] + ".json", "w") as f:

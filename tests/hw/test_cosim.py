@@ -3,10 +3,10 @@ model (tiny config), with the MPU/VPU instructions executed by the Amaranth MPU 
 functional simulator, compared bit for bit with a functional `Device` after every RTL instruction
 (`dfx.sim.rtl_cosim`).
 
-amaranth.sim is slow on these units (tens of cycles per second under load on this machine, docs/rtl.md), so
-the default run co-simulates one attention head of layer 0 there and the whole of layer 0 (two tokens, about
-55k cycles) in Icarus through cocotb; the whole layer in amaranth.sim and the whole model (every layer and the
-LM head) in a Verilog simulator are `slow`.
+amaranth.sim and Icarus are both slow on these flat units (tens to a few hundred cycles per second under load
+on this machine, docs/rtl.md), so the default run co-simulates one attention head of layer 0 in amaranth.sim
+and feeds one compiled LINEAR (2048 tiles) to the MPU in Icarus; all of layer 0 (two tokens, about 55k
+cycles) in a Verilog simulator or in amaranth.sim, and the whole model, are `slow`.
 """
 import json
 import os
@@ -21,7 +21,7 @@ from dfx.errors import SimError
 from dfx.hw.mpu import finish_layout, mpu_beats, x_layout
 from dfx.hw.vpu import vpu_beats
 from dfx.sim.functional import Device
-from dfx.sim.rtl_cosim import ComputeUnits, Payloads, RtlCosim, layer_pcs
+from dfx.sim.rtl_cosim import ComputeUnits, Payloads, RtlCosim, layer_pcs, pack16
 
 CFG = PRESETS["tiny"]
 PROMPT = (ord("d"), ord("e"))          # two tokens: position 0 (prefill stream), position 1 (decode stream)
@@ -166,6 +166,37 @@ needs_sim = pytest.mark.skipif(missing_simulator() is not None, reason=str(missi
 
 
 @pytest.mark.cocotb
+@needs_sim
+def test_compiled_linear_on_mpu_cocotb(program):
+    """The MPU alone in the Verilog simulator, fed one compiled LINEAR instruction (layer 0's attention output
+    projection, 256 x 256: 2048 tiles) exactly as the co-simulator collects its operands after the functional
+    model ran the program up to it; the outputs equal the functional simulator's result of that instruction."""
+    from hw_helpers import run_cocotb
+
+    from dfx.hw.mpu import MPU
+    stream = program.devices[0].streams["decode"]
+    pc = min(node_pcs(program, "decode", "h.0.attn.c_proj"))
+    pc += next(i for i, ins in enumerate(stream[pc:]) if ins.op.mnemonic == "LINEAR")
+    co = RtlCosim(program, rtl=set())
+    ref = Device(program)
+    for dev in (co.state, ref):
+        dev.regs["TOKEN"], dev.regs["POS"] = PROMPT[0], 0
+        with np.errstate(all="ignore"):
+            for handler, f, ins, _ in dev._streams["decode"][:pc]:
+                if handler is not None:                 # (router: single-device ALLGATHERs are no-ops)
+                    handler(f)
+    f = co.state._streams["decode"][pc][1]
+    xs, ws, n = co._matrix_beats(f)
+    assert len(xs) == 2048 and n == 256
+    with np.errstate(all="ignore"):
+        ref._streams["decode"][pc][0](f)
+    y = ref.vbuf[ref._vec(f["dst"], n, "dst")]
+    want = [pack16(y[j * CFG.l:(j + 1) * CFG.l]) for j in range(n // CFG.l)]
+    run_cocotb(MPU(CFG), "mpu_tiny", {"x": xs, "w": ws}, {"o": want}, seed=9, stall=0.0)
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow
 @needs_sim
 def test_layer0_cocotb(program):
     """All MPU/VPU instructions of layer 0 on the RTL in a Verilog simulator, for two tokens (position 0 in
