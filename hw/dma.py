@@ -1,7 +1,7 @@
 """AXI4 memory interfaces of the core and the DMA engine (LOAD, STORE, STORE_K, STORE_VT).
 
-AXI4 masters. `axi4_signature(data_bits)` is one AXI4 master port (64-bit addresses, INCR bursts, no IDs:
-every port keeps its transactions in order), member names as AXI spells them (`awvalid`, `araddr`, ...), so
+AXI4 masters. `axi4_signature(data_bits)` is one AXI4 master port (64-bit addresses, INCR bursts, one-bit
+IDs always 0: every port keeps its transactions in order), member names as AXI spells them (`awvalid`, `araddr`, ...), so
 the top level (hw/top.py) flattens them into Vitis' `m_axi_<port>_<signal>` names. The core has one port per
 HBM pseudo-channel (`cfg.hbm_width` bits) and one DDR port of `16 * d` bits (one VBUF entry per beat: the
 DMA moves a whole entry per beat when the addresses line up).
@@ -51,9 +51,10 @@ AXI_HANDSHAKE_IN = ("awready", "wready", "bvalid", "arready", "rvalid")
 
 
 def axi4_signature(data_bits: int) -> wiring.Signature:
-    """One AXI4 master port (the master's view), 64-bit addresses, no IDs."""
+    """One AXI4 master port (the master's view), 64-bit addresses, IDs always 0."""
     a = AXI_ADDR_BITS
     return wiring.Signature({
+        "awid": Out(1), "arid": Out(1), "bid": In(1), "rid": In(1),     # always 0 (cocotbext-axi wants them)
         "awvalid": Out(1), "awready": In(1), "awaddr": Out(a), "awlen": Out(8), "awsize": Out(3),
         "awburst": Out(2),
         "wvalid": Out(1), "wready": In(1), "wdata": Out(data_bits), "wstrb": Out(data_bits // 8), "wlast": Out(1),
