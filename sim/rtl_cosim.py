@@ -21,7 +21,7 @@ the vector buffer and the register file (docs/rtl.md, "What is not RTL yet").
     cosim.run("decode", token, pos)        # raises SimError at the first instruction that differs
     cosim.stats                            # instructions and cycles on each unit
 """
-from __future__ import annotations
+# (no `from __future__ import annotations`: this module defines an Amaranth component, ComputeUnits)
 
 from collections import Counter
 from dataclasses import dataclass, field
