@@ -173,3 +173,20 @@ def test_embedded_model_on_verilator():
     for i, (g, w) in enumerate(zip(got, functional_run(prog, steps))):
         assert np.array_equal(g.view(np.uint16), w.view(np.uint16)), f"decode step {i}: logits differ"
     assert res.tokens == list(load_default().generate(prompt, new))
+
+
+def test_bisection_names_first_divergence(program):
+    """Divergence bisection: the RTL runs a program whose c_attn weight tile differs in one element from the
+    simulator's (as a wrong weight path would); `bisect` names the first instruction that reads it (the
+    first LINEAR, its PC) and the VBUF lane that differs."""
+    from dfx.program import DeviceImage, Program
+    img = program.devices[0]
+    hbm = bytearray(img.hbm)
+    a = program.manifest["memory"][0]["hbm"]["h.0.attn.c_attn.w0"] * isa.HBM_UNIT
+    hbm[a:a + 2] = np.float16(3.0).tobytes()                         # lane 0, row 0 of tile 0
+    bad = Program(program.manifest, [DeviceImage(img.streams, hbm, img.ddr)])
+    steps = [("prefill", 5, 0)]
+    traced = RtlCore(bad).run_steps(steps, trace=True)
+    where = bisect(program, steps, traced)
+    first = next(pc for pc, ins in enumerate(program.devices[0].streams["prefill"]) if ins.op.mnemonic == "LINEAR")
+    assert where is not None and f"pc {first} `LINEAR" in where and "VBUF entry" in where, where
