@@ -4,7 +4,7 @@ tests/hw/test_core.py compiled at the `tiny` config.
 
     .venv/bin/python benchmarks/rtl_core_speed.py [--sims icarus,verilator] [--tokens 3]
 
-Prints a Markdown table (and writes it to build/rtl_core/speed.md). The first run of a simulator includes its
+Prints a Markdown table and writes it into docs/rtl_core.md between its speed markers. The first run of a simulator includes its
 build (Verilog generation, then Icarus' compile or Verilator's C++ build); the table is measured on the
 second, built one. Wall time includes the simulator's start-up and the cocotbext-axi bus models, which
 bound the speed (see /work/shared/TOOLCHAIN.md).
@@ -46,11 +46,23 @@ def main(argv=None):
         cyc = res.sim_cycles
         rows.append(f"| {sim} | {cyc} | {res.wall_s:.1f} | {cyc / res.wall_s:.0f} | {res.wall_s / steps:.2f} | "
                     f"{steps} token steps ({len(PROMPT)} prompt + {a.tokens - 1} decode), build {build_s:.0f} s |")
-    text = ("| simulator | simulated cycles | wall s | cycles/s | wall s per token | notes |\n"
-            "|---|---:|---:|---:|---:|---|\n" + "\n".join(rows) + "\n")
-    out = REPO / "build" / "rtl_core" / "speed.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    doc = REPO / "docs" / "rtl_core.md"
+    begin, end = "<!-- speed:begin -->", "<!-- speed:end -->"
+    old = {}
+    if doc.exists() and begin in doc.read_text():
+        for line in doc.read_text().split(begin, 1)[1].split(end, 1)[0].splitlines():
+            if line.startswith("| ") and not line.startswith("| simulator"):
+                old[line.split("|")[1].strip()] = line
+    for r in rows:                                      # rows of simulators not run this time are kept
+        old[r.split("|")[1].strip()] = r
+    text = ("`.venv/bin/python benchmarks/rtl_core_speed.py` (tiny random GPT-2, `tiny` config, one core; "
+            "shared 2-core machine, so wall times are upper bounds)\n\n"
+            "| simulator | simulated cycles | wall s | cycles/s | wall s per token | notes |\n"
+            "|---|---:|---:|---:|---:|---|\n" + "\n".join(old.values()) + "\n")
+    if doc.exists() and begin in doc.read_text():
+        t = doc.read_text()
+        head, rest = t.split(begin, 1)
+        doc.write_text(f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}")
     print(text)
 
 
