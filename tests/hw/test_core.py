@@ -142,6 +142,7 @@ def program2(model):
     return compile_model(model, "tiny", devices=2)
 
 
+@pytest.mark.slow      # its own design: a cold build (Verilog + Icarus) takes ~10 minutes here; the run ~70 s
 def test_ring_of_two_cores(program2, model):
     """Two cores joined in a forward ring in one simulation (heads and columns split, ALLGATHER over the
     ring links): logits bit-exact to the functional ring simulator, tokens equal to the golden model's."""
