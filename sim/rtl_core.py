@@ -350,7 +350,11 @@ def _class_of(code: int) -> str:
 
 
 class CoreTB:
-    """Clock, reset, memories and the control port of one `dfx_core` (`prefix` "" for the plain top)."""
+    """Clock, reset, memories and the control port of one core: `CoreTB(dut, cfg, jobdir)` for the plain
+    `dfx_core` top, `index=k, ring=True` for core k of a `dfx_ring<n>` (ports `dev<k>_...`). The memories
+    start with the images `ddr<k>.bin` / `hbm<k>_<CC>.bin` (or `ddr.bin` / `hbm<CC>.bin` for a single core)
+    found in `jobdir`, empty when absent. Stable API (the host `rtl` backend uses it): `write_reg`,
+    `read_reg`, `setup`, `start`, `wait_done`, `counters`, `logits`, and the `ddr` / `hbm` AxiRams."""
 
     def __init__(self, dut, cfg: AccelConfig, jobdir: Path, index: int = 0, ring: bool = False):
         import cocotb
@@ -375,9 +379,16 @@ class CoreTB:
                                   reset_active_level=False)
         self.axil.write_if.log.setLevel("WARNING")
         self.axil.read_if.log.setLevel("WARNING")
-        self.ddr.write(0, (jobdir / f"ddr{index}.bin").read_bytes())
+        def image(name: str, single: str) -> bytes:
+            """Device `index`'s image file; a one-core job may also name them ddr.bin / hbmCC.bin."""
+            p = jobdir / name
+            if not p.exists() and index == 0:
+                p = jobdir / single
+            return p.read_bytes() if p.exists() else b""
+
+        self.ddr.write(0, image(f"ddr{index}.bin", "ddr.bin"))
         for c, ram in enumerate(self.hbm):
-            ram.write(0, (jobdir / f"hbm{index}_{c:02d}.bin").read_bytes())
+            ram.write(0, image(f"hbm{index}_{c:02d}.bin", f"hbm{c:02d}.bin"))
         self.core = getattr(dut, f"dev{index}").core if ring else dut.core
 
     async def write_reg(self, name: str, value: int):
