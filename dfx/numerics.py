@@ -324,6 +324,18 @@ class TreeWeights:
         self._buf = None
 
     @classmethod
+    def from_rows(cls, v: np.ndarray, d: int) -> "TreeWeights":
+        """From a (d, C, ...) binary32 view whose [j, c] is row c*d + j (the trailing axes flatten to the N
+        columns), with one gather copy: bit reversal is its own inverse, so slab r is v[rev[r]]."""
+        self = cls.__new__(cls)
+        self.d, self.rev = d, _bitrev(d)
+        w = v[self.rev]
+        self.w = w.reshape(d, w.shape[1], -1)
+        self.k, self.n = self.w.shape[1] * d, self.w.shape[2]
+        self._buf = None
+        return self
+
+    @classmethod
     def from_tiles(cls, tiles: np.ndarray, d: int) -> "TreeWeights":
         """From a (C, d, N) binary32 array (row c*d + j at [c, j]) without an intermediate (K, N) copy."""
         self = cls.__new__(cls)

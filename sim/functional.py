@@ -28,7 +28,7 @@ _WFMTS = frozenset(F.WFMT_CODES.values())
 
 
 class Device:
-    def __init__(self, program: Program, device: int = 0, check_fences: bool = True):
+    def __init__(self, program: Program, device: int = 0, check_fences: bool = True, fast: bool = True):
         if not program.has_weights:
             raise SimError("this program was compiled from a config alone (no weights); the simulator needs "
                            "weights: compile a checkpoint")
@@ -47,14 +47,15 @@ class Device:
         self.regs = {"TOKEN": 0, "POS": 0}
         self.counts: Counter = Counter()
         self.check_fences = check_fences
+        self.fast = fast                        # compiled closures for static vector instructions (_compile_vector)
         self._dirty = {isa.Unit.DMA: []}           # off-chip byte ranges written since the last FENCE
         self._wcache: dict = {}
         self._wcache_end = 0                    # highest HBM byte any cached weight matrix covers
         self._scratch = np.empty(0, np.float32)  # the MPU's product buffer, shared by all matrix instructions
         self._rel_cache: dict = {}
-        self._streams = {name: self._predecode(ins) for name, ins in img.streams.items()}
         self.d, self.l = cfg.d, cfg.l
         self.tile_elems = cfg.tile_elems
+        self._streams = {name: self._predecode(ins) for name, ins in img.streams.items()}
 
     # ---------------------------------------------------------------- plumbing
     def _predecode(self, instrs):
@@ -64,8 +65,67 @@ class Device:
             f = ins.fields()
             if ins.op.fmt is isa.SCALAR:
                 f["imm"] = np.float32(ins.imm)
+            if self.fast and ins.op.fmt is isa.VECTOR:
+                handler = self._compile_vector(ins.op.mnemonic, f) or handler
             out.append((handler, f, ins, ins.op.unit.value))
         return out
+
+    def _compile_vector(self, m: str, f: dict):
+        """A closure for a vector instruction whose operands are static (no dyn_n): the generic handler's
+        numerics with the operand decoding and bounds checks done once, here. None: use the generic handler
+        (which also reports any bad operand at run time, with the PC). tests/sim/test_functional.py runs both
+        side by side."""
+        if f["dyn_n"]:
+            return None
+        n, vb = f["n"], self.vbuf
+        try:
+            a = self._vec(f["a"], n, "a")
+            b = self._vec(f["b"], n, "b")
+            dst = self._vec(f["dst"], n, "dst")
+        except SimError:
+            return None
+        u16 = vb.view(np.uint16)
+        wid, daz, s = nx.F16_TO_F32, nx.DAZ16_TABLE, self.s
+
+        def rnd(y32):                                            # numerics.to_fp16 on binary32
+            return daz.take(y32.astype(_F16).view(np.uint16)).view(_F16)
+
+        sa, sd, d = f["sa"], f["sd"], self.d
+        if m in ("VADD", "VSUB", "VMUL"):
+            op = {"VADD": np.add, "VSUB": np.subtract, "VMUL": np.multiply}[m]
+
+            def run(f):
+                vb[dst] = rnd(op(wid.take(u16[a]), wid.take(u16[b])))
+        elif m in ("VADDS", "VSUBS", "VMULS"):
+            op = {"VADDS": np.add, "VSUBS": np.subtract, "VMULS": np.multiply}[m]
+
+            def run(f):
+                vb[dst] = rnd(op(wid.take(u16[a]), nx._s32(s[sa])))
+        elif m == "VMOV":
+            def run(f):
+                vb[dst] = vb[a]
+        elif m == "VEXP":
+            t = nx._table16("exp16")
+
+            def run(f):
+                vb[dst] = t.take(u16[a]).view(_F16)
+        elif m == "VGELU":
+            t = nx._table16("gelu16")
+
+            def run(f):
+                vb[dst] = t.take(u16[a]).view(_F16)
+        elif m == "VSUM":
+            def run(f):
+                s[sd] = nx.reduce_sum(vb[a], d=d, clean=True)
+        elif m == "VDOT":
+            def run(f):
+                s[sd] = nx.reduce_dot(vb[a], vb[b], d=d, clean=True)
+        elif m == "VMAX":
+            def run(f):
+                s[sd] = nx.reduce_max(vb[a], clean=True)
+        else:
+            return None
+        return run
 
     def run(self, stream: str, token: int, pos: int) -> None:
         """Execute one run of `stream` for `token` at position `pos` (a single device: no ring)."""
@@ -175,11 +235,13 @@ class Device:
         if not dynamic and key in self._wcache:
             return self._wcache[key]
         t = self.hbm32[start // 2:end // 2]
+        # a (d, kt, nt, l) view: [j, c, jt, lane] = row c*d + j, column jt*l + lane; one gather arranges it for
+        # the adder trees (numerics.mpu_matvec1)
         if f["rowmajor"]:
-            w = t.reshape(kt, nt, l, d).transpose(0, 3, 1, 2).reshape(kt, d, nt * l)
+            v = t.reshape(kt, nt, l, d).transpose(3, 0, 1, 2)
         else:
-            w = t.reshape(nt, kt, l, d).transpose(1, 3, 0, 2).reshape(kt, d, nt * l)
-        w = nx.TreeWeights.from_tiles(w, d)     # arranged for the adder trees (numerics.mpu_matvec1)
+            v = t.reshape(nt, kt, l, d).transpose(3, 1, 0, 2)
+        w = nx.TreeWeights.from_rows(v, d)
         if not dynamic:                         # static weights: keep the (K, N) matrix
             self._wcache[key] = w
             self._wcache_end = max(self._wcache_end, end)

@@ -713,6 +713,9 @@ def test_tree_weights_from_tiles_equals_from_matrix():
     a = nx.TreeWeights(w, 8)
     b = nx.TreeWeights.from_tiles(w.reshape(4, 8, 12), 8)
     np.testing.assert_array_equal(a.w.view(np.uint32), b.w.view(np.uint32))
+    c = nx.TreeWeights.from_rows(w.reshape(4, 8, 3, 4).transpose(1, 0, 2, 3), 8)
+    assert c.w.flags["C_CONTIGUOUS"] and (c.k, c.n) == (32, 12)
+    np.testing.assert_array_equal(a.w.view(np.uint32), c.w.view(np.uint32))
 
 
 def test_mpu_matvec1_runs_both_kernels():
