@@ -51,7 +51,7 @@ def main():
             return time.perf_counter() - t0, time.process_time() - c0, out
 
     def sim():
-        s = Session(prog, "sim")
+        s = Session(prog, "sim", counters=False)      # the functional simulator alone (no perf-model counters)
         logits = s.feed(ids)
         tok = int(logits.argmax())
         t0, c0 = time.perf_counter(), time.process_time()

@@ -159,11 +159,12 @@ def _backend_options(fn):
     return fn
 
 
-def _backend_opts(backend, xclbin, timeout) -> dict:
+def _backend_opts(backend, xclbin, timeout, stats=True) -> dict:
     from dfx.errors import UsageError
     if timeout <= 0:
         raise UsageError(f"--timeout must be > 0 seconds, not {timeout}")
-    opts = {"timeout": timeout}
+    # the cycle counters are read after every step only for --stats (on `sim` they come from the perf model)
+    opts = {"timeout": timeout, "counters": bool(stats)}
     if backend == "pynq":
         opts["xclbin"] = xclbin
     elif xclbin is not None:
@@ -262,7 +263,7 @@ def generate(prompt, model, backend, config, devices, weights, xclbin, timeout, 
         with tempfile.TemporaryDirectory(prefix="dfx-rtl-") as d:
             path = save_program(prog, Path(d) / "program.dfx")
             return _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout)
-    with Session(prog, backend, **_backend_opts(backend, xclbin, timeout)) as sess:
+    with Session(prog, backend, **_backend_opts(backend, xclbin, timeout, stats)) as sess:
         _generate(sess.generate(ids, max_new_tokens, samp), ids, max_new_tokens, tok, backend)
         _print_stats(sess, stats)
 
@@ -388,7 +389,7 @@ def run(program, prompt, backend, devices, xclbin, timeout, stats, max_new_token
             raise UsageError(f"the program was compiled for {prog.n_devices} device(s), not {devices}")
         click.echo(prompt, nl=False)
         return _run_rtl(program, ids, max_new_tokens, samp, tok, stats, timeout)
-    with Session(prog, backend, devices, **_backend_opts(backend, xclbin, timeout)) as sess:
+    with Session(prog, backend, devices, **_backend_opts(backend, xclbin, timeout, stats)) as sess:
         gen = sess.generate(ids, max_new_tokens, samp)
         click.echo(prompt, nl=False)
         _generate(gen, ids, max_new_tokens, tok, backend)
