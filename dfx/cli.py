@@ -183,10 +183,10 @@ def _print_stats(sess, stats):
                f"busy {bf}", err=True)
 
 
-def _generate(session_gen, prompt_ids, n, tok, label):
+def _generate(session_gen, prompt_ids, n, tok, label, seconds: float | None = None):
     t0 = time.perf_counter()
     ids = _stream_text(tok, session_gen)
-    dt = time.perf_counter() - t0
+    dt = time.perf_counter() - t0 if seconds is None else seconds
     click.echo(f"[{label}] {len(prompt_ids)} prompt + {len(ids)} generated tokens in {dt:.2f} s "
                f"({len(ids) / dt if dt else 0:.1f} tok/s)", err=True)
 
@@ -274,7 +274,7 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
     from dfx.host.rtl_backend import run_session
     click.echo("[rtl] building and simulating the core (Icarus; SIM=verilator for long runs)...", err=True)
     res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=max(timeout, 3600.0))
-    _generate(iter(res["tokens"]), ids, max_new_tokens, tok, "rtl")
+    _generate(iter(res["tokens"]), ids, max_new_tokens, tok, "rtl", seconds=res["wall_s"])
     if stats:
         s = res["summary"]
         click.echo(f"[stats] rtl: kernel cycles prefill {s['prefill_cycles']:,}, decode {s['decode_cycles']:,}; "
