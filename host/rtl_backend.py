@@ -125,7 +125,7 @@ def run_session(program_path, prompt: list[int], max_new_tokens: int, sampling: 
                                 "sampling": dict(sampling or {}), "timeout": timeout, "dir": str(jobdir),
                                 "out": str(out)}))
     from cocotb_tools.runner import get_results
-    env = {"PATH": rtl_core._venv_path(), "DFX_HOST_JOB": str(spec), "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    env = {"PATH": rtl_core.venv_path(), "DFX_HOST_JOB": str(spec), "PYTHONWARNINGS": "ignore::DeprecationWarning",
            "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
     xml = runner.test(test_module="dfx.host.rtl_backend", testcase="dfx_host_session", hdl_toplevel=rtl_core.TOP,
                       build_dir=bdir, test_dir=jobdir, extra_env=env, timescale=("1ns", "1ps"),

