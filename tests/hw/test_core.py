@@ -142,20 +142,49 @@ def program2(model):
     return compile_model(model, "tiny", devices=2)
 
 
+def check_ring(program, want_tokens, prompt, new, sim=None):
+    """Run `program` on its cores joined in a forward ring in one simulation: every run halts normally, the
+    decode logits are bit-exact to the functional ring simulator's, and the tokens are `want_tokens`."""
+    res = RtlCore(program, sim=sim).generate(prompt, new)
+    for r in res.runs:
+        assert r["status"] == regmap.STATUS_BITS["halted"], r
+    steps = [(r["stream"], r["token"], r["pos"]) for r in res.runs]
+    want = functional_run(program, steps)
+    got = [r["logits"] for r in res.runs if r["stream"] == "decode"]
+    assert len(got) == len(want) == new
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert np.array_equal(g.view(np.uint16), w.view(np.uint16)), f"decode step {i}: ring logits differ"
+    assert res.tokens == want_tokens
+
+
 @pytest.mark.slow      # its own design: a cold build (Verilog + Icarus) takes ~10 minutes here; the run ~70 s
 def test_ring_of_two_cores(program2, model):
     """Two cores joined in a forward ring in one simulation (heads and columns split, ALLGATHER over the
     ring links): logits bit-exact to the functional ring simulator, tokens equal to the golden model's."""
     prompt, new = PROMPT[1:], 2                        # 3 runs of both cores keep it within CI time
-    res = RtlCore(program2).generate(prompt, new)
-    for r in res.runs:
-        assert r["status"] == regmap.STATUS_BITS["halted"], r
-    steps = [(r["stream"], r["token"], r["pos"]) for r in res.runs]
-    want = functional_run(program2, steps)
-    got = [r["logits"] for r in res.runs if r["stream"] == "decode"]
-    for i, (g, w) in enumerate(zip(got, want)):
-        assert np.array_equal(g.view(np.uint16), w.view(np.uint16)), f"decode step {i}: ring logits differ"
-    assert res.tokens == golden_greedy(model, prompt, new)
+    check_ring(program2, golden_greedy(model, prompt, new), prompt, new)
+
+
+@pytest.mark.slow      # a cold build of the 4-core design takes ~20 minutes here
+def test_ring_of_four_cores():
+    """Four cores in one simulation: a 4-head variant of the tiny model (attention is split by heads), the
+    linears split by columns, ALLGATHER around the whole ring."""
+    from dfx.compiler import compile_model
+    model4 = make_hf_gpt2(8, **{**TINY_GPT2, "n_head": 4})
+    prompt, new = PROMPT[1:], 2
+    check_ring(compile_model(model4, "tiny", devices=4), golden_greedy(model4, prompt, new), prompt, new)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(missing_simulator("verilator") is not None, reason=str(missing_simulator("verilator")))
+def test_embedded_model_on_ring_verilator():
+    """The embedded default model on two RTL cores in a ring under Verilator: logits bit-exact to the
+    functional ring, tokens equal to the golden model's. Tens of minutes."""
+    from dfx.compiler import compile_model
+    from dfx.models.checkpoint import DEFAULT_MODEL_DIR, load_default
+    prompt, new = list(b"def "), 2
+    check_ring(compile_model(DEFAULT_MODEL_DIR, "tiny", devices=2), list(load_default().generate(prompt, new)),
+               prompt, new, sim="verilator")
 
 
 @pytest.mark.slow
