@@ -13,6 +13,9 @@ values the single-device program computes: logits are bit-identical for every N.
 
 Overlap (`segments` > 1, beyond DFX): each gathered linear output is cut into `segments` parts, each split
 among the devices and gathered on its own, so the ring moves part s while the MPU computes part s+1.
+`segments` is one count for every gathered linear or a dict per role ({"attn.c_proj": 2, "mlp.c_fc": 1,
+"mlp.c_proj": 4}, roles missing from it blocking): more segments hide more of the ring but add sync points
+and shorten each MPU run, so the best count differs per layer shape (`dfx.sim.perf_tune` chooses them).
 
 This pass only annotates nodes (`attrs["pieces"]`, `attrs["gathers"]`, `attrs["heads"]`) per device; the
 allocator, lowering and image builder read the annotations.
@@ -38,14 +41,33 @@ def _merge(pieces):
     return out
 
 
+ROLES = ("attn.c_proj", "mlp.c_fc", "mlp.c_proj")     # the gathered linears of a decoder layer (c_attn is split by heads)
+
+
+def _segments(segments):
+    """Validate `segments`: an int >= 1, or a dict {role: int >= 1} over ROLES."""
+    def ok(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    if isinstance(segments, dict):
+        bad = [k for k in segments if k not in ROLES]
+        if bad:
+            raise CompileError(f"overlap: unknown layer role {bad[0]!r}; accepted: {', '.join(ROLES)}")
+        for k, v in segments.items():
+            if not ok(v):
+                raise CompileError(f"overlap segments for {k} must be an integer >= 1, not {v!r}")
+        return dict(segments)
+    if not ok(segments):
+        raise CompileError(f"overlap segments must be an integer >= 1, not {segments!r}")
+    return segments
+
+
 def partition(g: Graph, cfg: AccelConfig, devices: int = 1, segments: int = 1) -> Graph:
     if not isinstance(devices, int) or devices < 1:
         raise CompileError(f"devices must be a positive integer, not {devices!r}")
     if devices > cfg.devices:
         raise CompileError(f"--devices {devices}: config {cfg.name!r} is built for rings of at most "
                            f"{cfg.devices} devices")
-    if segments < 1:
-        raise CompileError(f"overlap segments must be >= 1, not {segments}")
+    per_role = _segments(segments)
     d, N = cfg.d, devices
     g.model["devices"] = N
     for att in [n for n in g.nodes if n.op == "attention"]:
@@ -63,7 +85,8 @@ def partition(g: Graph, cfg: AccelConfig, devices: int = 1, segments: int = 1) -
     for n in g.nodes:
         if n.op == "linear" and "pieces" not in n.attrs:
             width = g.values[n.output]
-            segs = chunk_bounds(width, min(segments, -(-width // d)), d) if N > 1 else [(0, width)]
+            s_n = per_role.get(n.name.split(".", 2)[-1], 1) if isinstance(per_role, dict) else per_role
+            segs = chunk_bounds(width, min(s_n, -(-width // d)), d) if N > 1 else [(0, width)]
             pieces = [[] for _ in range(N)]
             for s0, s1 in segs:
                 for k, (a, b) in enumerate(chunk_bounds(s1 - s0, N, d)):
