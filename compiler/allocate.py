@@ -1,6 +1,10 @@
 """Memory allocation: VBUF entries for every vector (liveness-based first fit), DDR for tables and small
 parameters, HBM for tiled matrices and the KV cache. The result is a `Plan` that lowering and the image
 builder both read.
+
+With `prefill_batch` M (matrix-matrix prefill, docs/isa.md "Batched prefill") the plan also holds
+`plan.batch`: the same DDR/HBM placement with a VBUF layout for the `prefill_batch` stream, in which every vector
+has M copies (one per token slot, `vstride` entries apart), and DDR gets the chunk's token table.
 """
 from __future__ import annotations
 
@@ -31,6 +35,9 @@ class Plan:
     hbm: dict[str, int] = field(default_factory=dict)         # symbol -> address in 64-byte units
     hbm_size: int = 0                                          # bytes
     logits_chunk: int = 0
+    prefill_batch: int = 0                                     # M: tokens per batched prefill run (0: none)
+    vstride: dict[str, int] = field(default_factory=dict)     # batched layout: value -> entries between slots
+    batch: "Plan | None" = None                                # the prefill_batch stream's plan (same DDR/HBM)
 
     def entries(self, n: int) -> int:
         return -(-n // self.cfg.d)
@@ -84,12 +91,102 @@ def node_temps(g: Graph, node, plan: Plan) -> dict[str, int]:
     return {}
 
 
-def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None, device: int = 0) -> Plan:
-    """Place device `device`'s data (after `partition`, which says which pieces and heads it owns)."""
+def prefill_nodes(g: Graph) -> list:
+    """The nodes a prefill needs: those whose output reaches an attention node (the K/V cache append). The last
+    layer's attention projection, MLP and residuals, ln_f and the LM head feed only the logits, which a prefill
+    does not produce."""
+    need, keep = set(), []
+    for n in reversed(g.nodes):
+        if n.op == "attention" or n.output in need:
+            keep.append(n)
+            need.update(n.inputs)
+    return keep[::-1]
+
+
+def batch_steps(g: Graph) -> list[list]:
+    """The prefill_batch stream's steps, in order: each linear alone (one batched matrix instruction per piece),
+    and each run of consecutive other nodes as one group (one section per token slot)."""
+    steps: list[list] = []
+    for n in prefill_nodes(g):
+        if n.op == "linear" or not steps or steps[-1][0].op == "linear":
+            steps.append([n])
+        else:
+            steps[-1].append(n)
+    return steps
+
+
+def _batch_vbuf(g: Graph, plan: Plan, m: int, capacity: int | None = None):
+    """VBUF for a chunk of m tokens: (entry, stride, entries used), or None when it does not fit `capacity`
+    (default: the config's VBUF).
+
+    Values live for whole steps: a group's per-token sections interleave its nodes (token 1's first node runs
+    after token 0's last), so every output of a group is placed before the group runs and every input it reads
+    stays until the group ends; temps (LayerNorm parameters, loaded once before the sections, the score and
+    position buffers, a bias) live for their step."""
+    steps = batch_steps(g)
+    last = {}
+    for i, step in enumerate(steps):
+        for n in step:
+            for v in n.inputs:
+                last[v] = i
+    ff = _FirstFit(capacity or plan.cfg.vbuf_entries)
+    vbuf, stride, live = {}, {}, {}
+    try:
+        for i, step in enumerate(steps):
+            for n in step:
+                stride[n.output] = plan.entries(g.values[n.output])
+                vbuf[n.output] = ff.alloc(m * stride[n.output], n.name)
+                live[n.output] = (vbuf[n.output], m * stride[n.output])
+            temps = [(t, plan.entries(ln)) for n in step for t, ln in node_temps(g, n, plan).items()]
+            for t, size in temps:
+                vbuf[t] = ff.alloc(size, step[0].name)
+            for t, size in temps:
+                ff.release(vbuf[t], size)
+            for v in [v for v in live if last.get(v, -1) <= i]:
+                ff.release(*live.pop(v))
+    except CompileError:
+        return None
+    return vbuf, stride, ff.high
+
+
+def check_prefill_batch(m, max_seq: int) -> None:
+    if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= min(max_seq, (1 << 16) - 1):
+        raise CompileError(f"--prefill-batch {m!r}: give the tokens per batched prefill run, an integer in "
+                           f"1..{min(max_seq, (1 << 16) - 1)} (at most the context of {max_seq} positions)")
+
+
+def plan_batch(g: Graph, plan: Plan, m: int) -> Plan:
+    """`plan.batch` for chunks of m tokens; CompileError naming the largest m that fits VBUF."""
+    check_prefill_batch(m, plan.max_seq)
+    got = _batch_vbuf(g, plan, m)
+    if got is None:
+        need = _batch_vbuf(g, plan, m, 1 << 40)[2]
+        lo, hi = 0, m - 1                    # the largest chunk that fits (the layout grows with m)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if _batch_vbuf(g, plan, mid) is None:
+                hi = mid - 1
+            else:
+                lo = mid
+        raise CompileError(f"--prefill-batch {m}: a chunk of {m} tokens needs {need} VBUF entries (every vector of "
+                           f"a layer is held once per token), config {plan.cfg.name!r} has {plan.cfg.vbuf_entries}; "
+                           + (f"the largest chunk that fits is {lo}: use --prefill-batch {lo}" if lo else
+                              "not even one token fits"))
+    vbuf, stride, used = got
+    return Plan(plan.cfg, plan.max_seq, plan.device, vbuf, used, plan.ddr, plan.ddr_size, plan.hbm, plan.hbm_size,
+                plan.logits_chunk, m, stride)
+
+
+def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None, device: int = 0,
+             prefill_batch: int | None = None) -> Plan:
+    """Place device `device`'s data (after `partition`, which says which pieces and heads it owns); with
+    prefill_batch M, also the batched prefill's VBUF layout and token table (`plan.batch`)."""
     m = g.model
     max_seq = max_seq or m["n_positions"]
     if max_seq > m["n_positions"]:
         raise CompileError(f"max_seq {max_seq} exceeds the model's n_positions {m['n_positions']}")
+    if prefill_batch is not None:
+        check_prefill_batch(prefill_batch, max_seq)
     plan = Plan(cfg, max_seq, device)
     plan.logits_chunk = min(m["vocab_size"], LMHEAD_CHUNK)
     for n in g.nodes:
@@ -139,6 +236,8 @@ def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None, device: int
         elif n.op == "linear" and "bias" in n.params:
             ddr(f"{n.name}.bias", 2 * g.values[n.output])
     ddr("logits", 2 * m["vocab_size"])
+    if prefill_batch is not None:       # the chunk's token table: u32 COUNT, then up to M u32 tokens
+        ddr("prefill_tokens", isa.TOKEN_TABLE_HEADER + 4 * prefill_batch)
     plan.ddr_size = addr
     if addr > cfg.ddr_bytes:
         raise CompileError(f"DDR image needs {addr} bytes, the config has {cfg.ddr_bytes}")
@@ -177,4 +276,7 @@ def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None, device: int
         raise CompileError(f"HBM image needs {plan.hbm_size} bytes, the config has {cfg.hbm_bytes}")
     if top >= 1 << 28:
         raise CompileError("HBM image exceeds the 28-bit MATRIX w field")
+    if prefill_batch is not None:
+        plan.prefill_batch = prefill_batch
+        plan.batch = plan_batch(g, plan, prefill_batch)
     return plan

@@ -12,7 +12,7 @@ from .allocate import allocate
 from .capture import capture
 from .graph import verify
 from .image import build_images
-from .lower import lower
+from .lower import BATCH_STREAM, lower
 from .partition import partition
 from .passes import pad_heads, quantize
 
@@ -77,7 +77,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
 def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int = 1, weights="fp16",
                   max_seq: int | None = None, overlap: int | dict | str = 1, check: bool = True,
                   method: str | None = None,
-                  calib=None) -> Program:
+                  calib=None, prefill_batch: int | None = None) -> Program:
     """Compile a GPT-2 (checkpoint dir, named size, dfx GPT2 or transformers model) for `config`.
 
     devices: FPGAs in the ring (intra-layer model parallelism, see partition.py); overlap: 1 for DFX's blocking
@@ -87,7 +87,10 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
     weights: a format name (`dfx.formats`; Conv1D weights quantized in the compiler's padded coordinates by
     `method`: rtn, or bcq for bcq formats) or a dict {param name: QuantWeight} from a model-level quantizer
     (`compiler.quant.model.quantize_model`). method gptq/adadim/mixed (with `calib`) runs that quantizer on the
-    model first. With `check`, the IR verifier runs between passes.
+    model first. With `check`, the IR verifier runs between passes. prefill_batch M (default None: off, the
+    token-serial program): add the `prefill_batch` stream, which prefills a chunk of up to M prompt tokens per run
+    with every weight matrix streamed once per chunk (docs/isa.md, "Batched prefill"); the other streams and
+    their memory layout are unchanged.
     """
     cfg = load_config(config)
     if method == "mixed":
@@ -111,7 +114,7 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
             verify(g)
     images, node_pcs = [], {}
     for k in range(devices):
-        plan = allocate(g, cfg, max_seq, device=k)
+        plan = allocate(g, cfg, max_seq, device=k, prefill_batch=prefill_batch)
         streams, pcs = lower(g, plan)
         for s, v in pcs.items():
             node_pcs.setdefault(s, []).append(v)
@@ -130,7 +133,7 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
         "weights": g.has_weights,
         "quantization": quantization_record(g, weights, method, images),
         "max_seq": plan.max_seq,
-        "streams": list(STREAMS),
+        "streams": list(STREAMS) + ([BATCH_STREAM] if prefill_batch is not None else []),
         "symbols": {"logits": plan.ddr["logits"], "vocab_size": g.model["vocab_size"],
                     "logits_pieces": [lm.attrs["pieces"][k] for k in range(devices)]},
         "memory": [{"hbm_bytes": p.hbm_size, "ddr_bytes": p.ddr_size, "vbuf_entries": p.vbuf_entries_used,
@@ -138,6 +141,11 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
         "tokenizer": "bytes" if g.model["vocab_size"] == 256 else "files",
         "node_pcs": node_pcs,
     }
+    if prefill_batch is not None:
+        manifest["symbols"]["prefill_batch"] = {"stream": BATCH_STREAM, "max_tokens": prefill_batch,
+                                                "tokens": plan.ddr["prefill_tokens"]}
+        for mem, (p, _) in zip(manifest["memory"], images):
+            mem["vbuf_entries_batch"] = p.batch.vbuf_entries_used
     tok = {}
     if tok_dir is not None:
         for f in TOKENIZER_FILES:

@@ -5,19 +5,28 @@ token-serial summarisation does:
 - `prefill` runs every decoder layer and appends the token's K and V to the cache;
 - `decode` does the same and then the LM head, storing FP16 logits to DDR (`symbols.logits`).
 The host runs `prefill` for prompt tokens 0..T-2 and `decode` for token T-1 and every generated token.
+
+With matrix-matrix prefill (`compile_model(prefill_batch=M)`, docs/isa.md "Batched prefill") a third stream,
+`prefill_batch`, processes a chunk of up to M prompt tokens per run: `CHUNK` reads the chunk's token count,
+then every step of `batch_steps` in order -- a linear as one `BATCH +dyn_m` LINEAR per weight piece (the weights
+stream from HBM once per chunk; the all-gathers batched the same way), a group of per-token nodes (embedding,
+LayerNorm, attention, residual add) as one section per token slot, `SLOT i` giving the section its TOKEN and POS
+and skipping the remaining sections when the chunk has fewer than i+1 tokens.
 """
 from __future__ import annotations
 
 import math
 
 from dfx import isa
+from dfx.errors import CompileError
 from dfx.isa import Instr
 
-from .allocate import Plan
+from .allocate import Plan, batch_steps, prefill_nodes
 from .graph import Graph, shape_of
 
 S_MEAN, S_VAR, S_SCALE = 0, 1, 2          # scalar registers the lowering uses
 DDR, HBM = 0, 1
+BATCH_STREAM = "prefill_batch"
 IDX_TOKEN, IDX_POS = 1, 2
 
 
@@ -42,11 +51,18 @@ class Emitter:
         self("VADD", dst=x, a=x, b=t, n=E)
 
     def layernorm(self, n):
+        self.layernorm_params(n)
+        self.layernorm_body(n)
+
+    def layernorm_params(self, n):
+        E = self.g.values[n.output]
+        self("LOAD", vaddr=self.v(f"{n.name}.gamma"), addr=self.plan.ddr[f"{n.name}.gamma"], n=E)
+        self("LOAD", vaddr=self.v(f"{n.name}.beta"), addr=self.plan.ddr[f"{n.name}.beta"], n=E)
+
+    def layernorm_body(self, n):
         E = self.g.values[n.output]
         x, y = self.v(n.inputs[0]), self.v(n.output)
         g, b = self.v(f"{n.name}.gamma"), self.v(f"{n.name}.beta")
-        self("LOAD", vaddr=g, addr=self.plan.ddr[f"{n.name}.gamma"], n=E)
-        self("LOAD", vaddr=b, addr=self.plan.ddr[f"{n.name}.beta"], n=E)
         self("VSUM", a=x, n=E, sd=S_MEAN)
         self("SMULI", sd=S_MEAN, sa=S_MEAN, imm=1.0 / E)
         self("VSUBS", dst=y, a=x, sa=S_MEAN, n=E)
@@ -72,22 +88,40 @@ class Emitter:
                     bias = self.v(f"{n.name}.bias", a)
                     self("LOAD", vaddr=bias, addr=self.plan.ddr[f"{n.name}.bias"] + 2 * a, n=b - a)
                     fields.update(bias=bias, has_bias=1)
-                self("LINEAR", **fields)
+                self.emit_linear(n, fields)
             if gran:
                 self.allgather(n.output, s0, length, gran)
+
+    def emit_linear(self, n, fields):
+        self("LINEAR", **fields)
 
     def allgather(self, value: str, start: int, length: int, gran: int):
         self("ALLGATHER", vaddr=self.v(value, start), n=length, devices=self.g.model["devices"], gran=gran)
 
     def attention(self, n):
-        H, hd, hp = n.attrs["n_head"], n.attrs["head_dim"], n.attrs["head_pad"]
-        qkv, out = n.inputs[0], n.output
-        heads = n.attrs["heads"][self.plan.device]
-        for h in heads:           # append this token's K (column POS) and V (row POS) to the cache
+        self.attention_append(n)
+        self.attention_heads(n)
+        self.attention_gathers(n)
+
+    def attention_gathers(self, n):
+        for s0, length, gran in n.attrs["gathers"]:
+            self.allgather(n.output, s0, length, gran)
+
+    def attention_append(self, n):
+        """Append this token's K (column POS) and V (row POS) of this device's heads to the cache."""
+        H, hp = n.attrs["n_head"], n.attrs["head_pad"]
+        qkv = n.inputs[0]
+        for h in n.attrs["heads"][self.plan.device]:
             self("STORE_K", vaddr=self.v(qkv, (H + h) * hp), addr=self.plan.hbm[f"{n.name}.k{h}"], n=hp, hbm=HBM,
                  index=IDX_POS)
             self("STORE_VT", vaddr=self.v(qkv, (2 * H + h) * hp), addr=self.plan.hbm[f"{n.name}.v{h}"], n=hp, hbm=HBM,
                  index=IDX_POS)
+
+    def attention_heads(self, n):
+        """This token's attention over the cache (this device's heads), after `attention_append`."""
+        hd, hp = n.attrs["head_dim"], n.attrs["head_pad"]
+        qkv, out = n.inputs[0], n.output
+        heads = n.attrs["heads"][self.plan.device]
         self("FENCE", units=isa.UNIT_BITS[isa.Unit.DMA])       # the cache append is read below (off-chip RAW)
         self("SMOVI", sd=S_SCALE, imm=1.0 / math.sqrt(hd))
         for h in heads:
@@ -102,8 +136,6 @@ class Emitter:
             self("VMULS", dst=s, a=s, sa=S_VAR, dyn_n=1)
             self("SV", dst=self.v(out, h * hp), src=s, w=self.plan.hbm[f"{n.name}.v{h}"], n=hp, dyn_k=1,
                  rowmajor=1)
-        for s0, length, gran in n.attrs["gathers"]:
-            self.allgather(out, s0, length, gran)
 
     def add(self, n):
         self("VADD", dst=self.v(n.output), a=self.v(n.inputs[0]), b=self.v(n.inputs[1]), n=self.g.values[n.output])
@@ -123,6 +155,81 @@ class Emitter:
                 self("STORE", vaddr=self.v(n.output), addr=self.plan.ddr["logits"] + 2 * c0, n=c, hbm=DDR)
 
 
+class BatchEmitter(Emitter):
+    """The prefill_batch stream: `plan` is the batched plan (`Plan.batch`); vectors of token slot `self.slot` are
+    `vstride` entries after slot 0's."""
+    BODY = {"embed": "embed", "layernorm": "layernorm_body", "attention": "attention_slot", "add": "add"}
+
+    def __init__(self, g: Graph, plan: Plan):
+        super().__init__(g, plan)
+        self.slot = 0
+        self.used = {v for n in prefill_nodes(g) for v in n.inputs}
+
+    def attention_slot(self, n):
+        """The K/V append, and the attention itself only where a later node reads it (not in the last layer)."""
+        self.attention_append(n)
+        if n.output in self.used:
+            self.attention_heads(n)
+
+    def v(self, name: str, offset_elems: int = 0) -> int:
+        return super().v(name, offset_elems) + self.slot * self.plan.vstride.get(name, 0)
+
+    def batch(self, stride: tuple[int, int]):
+        self("BATCH", src_stride=stride[0], dst_stride=stride[1], dyn_m=1)
+
+    def emit_linear(self, n, fields):
+        self.batch((self.plan.vstride[n.inputs[0]], self.plan.vstride[n.output]))
+        self("LINEAR", **fields)
+
+    def allgather(self, value: str, start: int, length: int, gran: int):
+        self.batch((self.plan.vstride[value],) * 2)
+        super().allgather(value, start, length, gran)
+
+    def group(self, nodes, pcs: list):
+        """Per-token nodes: parameters once, then one section per slot; an empty slot skips to the group's end."""
+        for n in nodes:
+            if n.op == "layernorm":
+                pcs.append([len(self.out), n.name])
+                self.layernorm_params(n)
+        slots = []
+        for i in range(self.plan.prefill_batch):
+            self.slot = i
+            slots.append(len(self.out))
+            self("SLOT", i=i)
+            for n in nodes:
+                if i == 0 and n.op != "layernorm":
+                    pcs.append([len(self.out), n.name])
+                getattr(self, self.BODY[n.op])(n)
+        self.slot = 0
+        end = len(self.out)
+        for i, pc in enumerate(slots):
+            if end - pc - 1 >= 1 << 16:
+                raise CompileError(f"node {nodes[0].name}: the token sections of a batched prefill group are "
+                                   f"{end - pc - 1} instructions, more than SLOT's 16-bit skip; use a smaller "
+                                   "--prefill-batch")
+            self.out[pc] = Instr("SLOT", i=i, skip=end - pc - 1)
+        for n in nodes:
+            if n.op == "attention" and n.output in self.used:
+                self.attention_gathers(n)
+
+
+def lower_prefill_batch(g: Graph, plan: Plan) -> tuple[list[Instr], list[list]]:
+    """The prefill_batch stream for `plan.batch` and its node pcs ([first pc, node name], in pc order)."""
+    bp = plan.batch
+    e = BatchEmitter(g, bp)
+    pcs: list[list] = []
+    e("CHUNK", addr=bp.ddr["prefill_tokens"], cap=bp.prefill_batch)
+    for step in batch_steps(g):
+        if step[0].op == "linear":
+            pcs.append([len(e.out), step[0].name])
+            e.linear(step[0])
+        else:
+            e.group(step, pcs)
+    e("HALT")
+    pcs.sort(key=lambda p: p[0])
+    return e.out, pcs
+
+
 def lower(g: Graph, plan: Plan) -> tuple[dict[str, list[Instr]], dict[str, list[list]]]:
     """(streams, node_pcs): node_pcs[stream] lists [first pc, node name] for every node, for breakdowns."""
     assert plan.logits_chunk % plan.cfg.l == 0 or plan.logits_chunk == g.model["vocab_size"]
@@ -137,4 +244,6 @@ def lower(g: Graph, plan: Plan) -> tuple[dict[str, list[Instr]], dict[str, list[
             getattr(e, n.op)(n)
         e("HALT")
         streams[name] = e.out
+    if plan.batch is not None:
+        streams[BATCH_STREAM], node_pcs[BATCH_STREAM] = lower_prefill_batch(g, plan)
     return streams, node_pcs

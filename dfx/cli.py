@@ -298,8 +298,11 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
               help="1: DFX's blocking all-gathers; S > 1: cut each gathered output into S parts so the ring "
                    "overlaps compute")
 @click.option("--max-seq", type=int, default=None, help="KV-cache positions (default: the model's n_positions)")
+@click.option("--prefill-batch", type=int, default=None, metavar="M",
+              help="matrix-matrix prefill: add a prefill_batch stream that runs up to M prompt tokens per run, "
+                   "every weight matrix streamed once per chunk (default: token-serial prefill only)")
 @friendly
-def compile_cmd(model, output, config, devices, weights, method, calib, overlap, max_seq):
+def compile_cmd(model, output, config, devices, weights, method, calib, overlap, max_seq, prefill_batch):
     """Compile MODEL to a program: a checkpoint directory, a named GPT-2 size (124M, 355M, 774M, 1.5B: shapes
     only, for the performance model), or by default the embedded model."""
     from dfx.compiler import compile_model
@@ -310,7 +313,7 @@ def compile_cmd(model, output, config, devices, weights, method, calib, overlap,
     t0 = time.perf_counter()
     tokens = _calibration_tokens(src, calib, method)
     prog = compile_model(src, config, devices=devices, weights=weights, max_seq=max_seq, overlap=overlap,
-                         method=method, calib=tokens)
+                         method=method, calib=tokens, prefill_batch=prefill_batch)
     save_program(prog, output)
     m = prog.manifest
     n = {s: len(i) for s, i in prog.devices[0].streams.items()}
@@ -399,7 +402,8 @@ def run(program, prompt, backend, devices, xclbin, timeout, stats, max_new_token
 @main.command()
 @click.argument("program", type=click.Path(path_type=Path))
 @click.option("--device", type=int, default=0, show_default=True, help="which device's streams")
-@click.option("--stream", type=click.Choice(["prefill", "decode", "all"]), default="all", show_default=True)
+@click.option("--stream", type=click.Choice(["prefill", "decode", "prefill_batch", "all"]), default="all",
+              show_default=True)
 @friendly
 def disasm(program, device, stream):
     """Print a program's instructions as assembly (re-assemblable with dfx.isa.assemble)."""

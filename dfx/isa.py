@@ -15,7 +15,11 @@ Machine model the semantics refer to (all sizes from `AccelConfig`):
   (b // channel_beat) % channels, so one address run of `beat_bytes` bytes is one beat on every channel.
   Matrices live there as d x l FP16 tiles (see `dfx.program.tile_matrix`), or as quantized regions (below).
 - DDR: byte-addressed tables (embeddings, biases, LayerNorm parameters) and the logits output.
-- TOKEN, POS: integer registers the host writes before each run (the input token and its position).
+- TOKEN, POS: integer registers the host writes before each run (the input token and its position). In a batched
+  run, SLOT sets them for each token of the chunk.
+- COUNT, POS0, TBASE: the batched-prefill registers (ISA version 2, "Batched prefill" below). Every run starts
+  with COUNT = 0; CHUNK loads COUNT (tokens in this run) from the token table in DDR, remembers the table's
+  address in TBASE and latches POS0 = POS; SLOT i then sets TOKEN = table[i], POS = POS0 + i.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import numpy as np
 
 from .errors import EncodeError
 
-ISA_VERSION = 1
+ISA_VERSION = 2        # 2: BATCH, CHUNK, SLOT (matrix-matrix prefill)
 WORD_BITS = 128
 WORD_BYTES = WORD_BITS // 8
 OPCODE_BITS = 8
@@ -162,7 +166,22 @@ CONTROL = Format("CONTROL", (
     Field("units", 5, doc="FENCE: bit mask of units to drain (1 MPU, 2 VPU, 4 DMA, 8 ROUTER, 16 all)"),
 ), "Controller")
 
-FORMATS = (MATRIX, VECTOR, SCALAR, DMA, ROUTE, CONTROL)
+BATCH = Format("BATCH", (
+    Field("m", _LEN, doc="inputs (>= 1); ignored when dyn_m"),
+    Field("src_stride", _VADDR, doc="VBUF entries from one input vector to the next (LINEAR src)"),
+    Field("dst_stride", _VADDR, doc="VBUF entries from one output vector to the next (LINEAR dst, ALLGATHER "
+                                    "vaddr; for ALLGATHER src_stride must equal it)"),
+    Field("dyn_m", 1, "flag", "m = COUNT (the tokens of this batched run)"),
+), "Controller prefix: the next instruction (LINEAR or ALLGATHER) runs over m vectors (see Batched prefill)")
+
+SLOT = Format("SLOT", (
+    Field("addr", 36, doc="CHUNK: DDR byte address of the token table (4-byte aligned)"),
+    Field("cap", _LEN, doc="CHUNK: the table's capacity; COUNT must be 1..cap"),
+    Field("i", _LEN, doc="SLOT: token index within the chunk"),
+    Field("skip", _LEN, doc="SLOT: instructions skipped when token i does not exist (i >= COUNT)"),
+), "Controller: the token slots of a batched run (see Batched prefill)")
+
+FORMATS = (MATRIX, VECTOR, SCALAR, DMA, ROUTE, CONTROL, BATCH, SLOT)
 
 
 # ---------------------------------------------------------------------------------------------- opcodes
@@ -192,6 +211,14 @@ OPS: tuple[Op, ...] = (
     Op("HALT", 0x01, CONTROL, Unit.CTRL, "end of stream: wait for every unit to drain, raise done"),
     Op("FENCE", 0x02, CONTROL, Unit.CTRL,
        "wait until the units in the mask have completed every older instruction (orders off-chip hazards)"),
+    Op("BATCH", 0x03, BATCH, Unit.CTRL,
+       "prefix: the next instruction, which must be LINEAR or ALLGATHER, runs for i = 0..m-1 on the vectors at "
+       "src + i*src_stride, dst + i*dst_stride (LINEAR: W streamed once, bias shared)"),
+    Op("CHUNK", 0x04, SLOT, Unit.CTRL,
+       "start a batched run: COUNT = u32 DDR[addr] (1..cap), TBASE = addr + 4, POS0 = POS"),
+    Op("SLOT", 0x05, SLOT, Unit.CTRL,
+       "token slot i: if i < COUNT, TOKEN = u32 DDR[TBASE + 4i] and POS = POS0 + i; else skip the next `skip` "
+       "instructions"),
     # matrix (MPU + SFU_M)
     _m("LINEAR", 0x10, "Conv1D: dst[0:n] = act(src[0:k] . W[k x n] + bias) (GPT-2 c_attn, c_proj, c_fc)"),
     _m("QK", 0x11, "masked q . K^T: dst[0:n] = scale * (q . Kcache[:, 0:n]), n = POS+1 when dyn_n, masked"),
@@ -242,6 +269,9 @@ OPS: tuple[Op, ...] = (
 )
 
 BY_MNEMONIC = {op.mnemonic: op for op in OPS}
+BATCHED_OPS = ("BATCH", "CHUNK", "SLOT")      # ISA version 2: matrix-matrix prefill (not in the RTL core yet)
+BATCHABLE = ("LINEAR", "ALLGATHER")           # what a BATCH prefix may precede
+TOKEN_TABLE_HEADER = 4                        # bytes of COUNT (u32) before the tokens in a CHUNK table
 BY_CODE = {op.code: op for op in OPS}
 assert len(BY_CODE) == len(OPS) and len(BY_MNEMONIC) == len(OPS)
 INDEX_REGS = {0: None, 1: "TOKEN", 2: "POS"}
@@ -452,6 +482,56 @@ instruction to its unit's in-order queue (MPU, VPU, DMA, ROUTER); the units run 
    chunk arrived. They block their queue only, so compute on other data continues (communication overlap).
 4. The functional simulator executes instructions one at a time in program order; rules 1-3 guarantee that the
    parallel machine computes the same result. The simulator checks rule 2 and reports a missing FENCE.
+5. **BATCH and its instruction are one instruction** for dispatch and the scoreboard: the VBUF ranges it reads
+   and writes are the union, over i = 0..m-1, of the unbatched instruction's ranges moved by i strides. All m
+   inputs count as read before any output is written, so they may overlap the outputs.
+6. **CHUNK and SLOT run in the controller, in program order.** An instruction takes the TOKEN and POS it uses
+   (DMA index, dyn_n/dyn_k lengths, the mask) when it is dispatched, so a SLOT that changes them does not wait
+   for older instructions. The token table is off-chip data the host writes before ap_start (rule 2 needs no
+   FENCE for it).
+"""
+
+BATCHED_DOC = """\
+ISA version 2 adds matrix-matrix prefill: one run processes a chunk of up to M prompt tokens and streams every
+weight matrix from HBM once per chunk instead of once per token. The MATRIX word is full (127 of 128 bits), so
+the batched form is a control-class prefix instead of a wider LINEAR, plus two instructions that give each token
+of the chunk its TOKEN and POS:
+
+- `BATCH m src_stride dst_stride [+dyn_m]` makes the next instruction run over m vectors. It must be followed
+  by LINEAR or ALLGATHER (anything else, or a BATCH at the end of the stream, is an error).
+  - LINEAR: for i = 0..m-1, `dst + i*dst_stride = act(src + i*src_stride . W + bias)`. The MPU holds each d x l
+    weight tile once and applies it to the m input vectors (m cycles per tile instead of 1, one HBM read per
+    tile); the bias vector is shared. `dyn_k`/`dyn_n` must be 0 (no batched QK/SV).
+  - ALLGATHER: m all-gathers of the vectors at `vaddr + i*dst_stride`, each exactly as the unbatched one
+    (`src_stride` must equal `dst_stride`: the gather is in place).
+  - `+dyn_m`: m = COUNT, the tokens of this run (an error before CHUNK has run).
+- `CHUNK addr cap` starts a batched run: COUNT = the u32 at DDR byte `addr` (it must be 1..cap), TBASE =
+  addr + 4, POS0 = POS.
+- `SLOT i skip`: if i < COUNT, TOKEN = the u32 at DDR byte TBASE + 4i and POS = POS0 + i; otherwise the next
+  `skip` instructions are skipped (a forward branch; it must stay inside the stream). An error before CHUNK.
+
+**Numerics.** Output row i of a batched LINEAR is computed exactly as the unbatched LINEAR on input i: the same
+products, the same adder-tree order and group accumulation, the same bias add, scale, rounding and GELU
+(docs/numerics.md). Batching changes the schedule (each tile is applied to m vectors), never a result: row i
+is bit-identical to `LINEAR dst=dst+i*dst_stride src=src+i*src_stride ...`.
+
+**Token table (host protocol).** The compiler reserves it in DDR (manifest `symbols.prefill_batch.tokens`, a
+byte address, 64-byte aligned) with room for `max_tokens` tokens: u32 COUNT at byte 0, then COUNT u32 token ids,
+little-endian. For each chunk of m <= max_tokens prompt tokens the host writes COUNT = m and the m tokens into
+every device's table, writes POS = the first token's position (TOKEN = the first token, unused), and starts the
+`prefill_batch` stream on every device. Token j of the chunk is processed at position POS + j and its K and V are
+appended to the cache there; it attends to positions <= POS + j.
+
+**Stream shape** (`dfx compile --prefill-batch M`, compiler/lower.py): `CHUNK`, then per decoder layer: the
+per-token work as one section per slot (`SLOT i skip` + that token's embedding (first layer), LayerNorm,
+attention with its own POS, residual adds) and the weight-heavy linears (c_attn, attn c_proj, c_fc, mlp
+c_proj) as `BATCH +dyn_m` + LINEAR, their all-gathers (multi-device) as `BATCH +dyn_m` + ALLGATHER. Every
+vector of the layer has M copies in VBUF, one per slot, so VBUF capacity bounds M. Work that feeds no K/V
+cache is left out (the last layer's attention itself, projection, MLP and residuals, and ln_f: only its K/V
+append remains); the host runs the last prompt token through `decode`.
+
+The RTL core (hw/core.py) does not implement BATCH, CHUNK and SLOT yet: it stops with STATUS.illegal_opcode at
+the first one, and the host refuses programs that contain them on the rtl and pynq backends.
 """
 
 
@@ -473,6 +553,9 @@ def doc_markdown() -> str:
         "## Dependency rules",
         "",
         DEPENDENCY_RULES,
+        "## Batched prefill",
+        "",
+        BATCHED_DOC,
         "## Formats",
         "",
     ]

@@ -8,7 +8,10 @@ import numpy as np
 
 from dfx.program import Program
 
+from dfx.errors import DeviceError
+
 from .device import BACKENDS, DEFAULT_TIMEOUT_S, DeviceGroup, RunRecord, backend_name, open_devices
+from .image import DDR_BANK
 
 __all__ = ["BACKENDS", "DeviceBackend", "open_backend"]
 
@@ -31,6 +34,19 @@ class DeviceBackend:
         if self.read_counters:
             self.group.counters(rec)
         self.last = rec
+        return rec
+
+    def run_batch(self, tokens: list[int], pos: int) -> RunRecord:
+        """One run of the batched prefill stream over `tokens` at positions pos.. (docs/isa.md "Batched
+        prefill"): COUNT and the tokens into every device's token table, then the stream with POS = pos."""
+        sym = self.program.symbols.get("prefill_batch")
+        if sym is None:
+            raise DeviceError("the program has no batched prefill stream; compile it with --prefill-batch M")
+        if not 1 <= len(tokens) <= sym["max_tokens"]:
+            raise DeviceError(f"a batched prefill run takes 1..{sym['max_tokens']} tokens, not {len(tokens)}")
+        self.group.write_all(DDR_BANK, sym["tokens"], np.array([len(tokens), *tokens], "<u4").tobytes())
+        rec = self.run(sym["stream"], tokens[0], pos)
+        rec.count = len(tokens)
         return rec
 
     def read_logits(self) -> np.ndarray:

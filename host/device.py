@@ -42,6 +42,22 @@ class SimKernelError(KernelError, SimError):
     """A kernel error on the simulator backend: also a SimError carrying the simulator's own message."""
 
 
+def batched_streams(program: Program) -> list[str]:
+    """The streams of `program` that use the batched-prefill instructions (BATCH, CHUNK, SLOT: ISA version 2)."""
+    ops = set(isa.BATCHED_OPS)
+    return [name for name, instrs in program.devices[0].streams.items()
+            if any(i.op.mnemonic in ops for i in instrs)] if program.devices else []
+
+
+def refuse_batched(program: Program, where: str) -> None:
+    """DeviceError (one line) when `program` needs the batched-prefill instructions the RTL core lacks."""
+    used = batched_streams(program)
+    if used:
+        raise DeviceError(f"{where}: stream {used[0]} uses {'/'.join(isa.BATCHED_OPS)} (matrix-matrix prefill, "
+                          "ISA version 2), which the RTL core does not implement; recompile without "
+                          "--prefill-batch for this backend")
+
+
 def decode_status(word: int) -> list[str]:
     return [name for name, bit in regmap.STATUS_BITS.items() if word & bit]
 
@@ -55,6 +71,7 @@ class RunRecord:
     wall_s: float
     cycles: list[int] = field(default_factory=list)               # per device
     busy: list[dict[str, int]] = field(default_factory=list)      # per device, per unit
+    count: int = 1                                                 # tokens the run processed (batched prefill)
 
     @property
     def max_cycles(self) -> int:
@@ -124,6 +141,8 @@ class Device:
         arguments. On any failure every buffer allocated so far is freed."""
         k = self.index if k is None else k
         self.handshake(program)
+        if not self.t.batched_prefill:
+            refuse_batched(program, self.label)
         img = device_image(program, k)
         hbm_cap = min(self.t.bank_bytes(b) for b in img.banks() if b != DDR_BANK)
         check_fits(img, hbm_cap, self.t.bank_bytes(DDR_BANK), self.label)
@@ -289,6 +308,16 @@ class DeviceGroup:
             rec.busy = [{k: v for k, v in x.items() if k != "cycles"} for x in c]
             return rec
         return c
+
+    def write_all(self, bank: str, offset: int, data: bytes) -> None:
+        """Write the same bytes into every device's buffer (the batched prefill's token table); on any failure
+        release the devices."""
+        try:
+            for d in self.devices:
+                d.write_memory(bank, offset, data)
+        except BaseException:
+            self.close()
+            raise
 
     def read_logits(self) -> np.ndarray:
         """Join the logits slices the devices stored in their DDR (symbols `logits`, `logits_pieces`)."""

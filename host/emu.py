@@ -137,6 +137,14 @@ class EmuBoard:
         if offset < 0 or offset + len(data) > a.data.size:
             raise DeviceError(f"write of {len(data)} bytes at offset {offset} is outside the {a.data.size}-byte "
                               f"buffer in {a.bank}")
+        if self.sim is not None and self.built == self.generation and a.bank == DDR_BANK:
+            _, (da, doff, dn) = self._resolve()
+            if da is a and doff <= offset and offset + len(data) <= doff + dn:     # fast path: a token table
+                lo, hi = offset - doff, offset - doff + len(data)
+                self.sim.ddr[lo:hi] = np.frombuffer(data, np.uint8)           # the simulator's memory is of record
+                self._streams = {e: p for e, p in self._streams.items()
+                                 if hi <= e or e + len(p) * isa.WORD_BYTES <= lo}
+                return
         self._flush_sim()
         a.data[offset:offset + len(data)] = np.frombuffer(data, np.uint8)
         self.generation += 1
@@ -258,6 +266,8 @@ class EmuBoard:
             step = self._perf.step(name, pos)[self.index]
         except Exception:   # noqa: BLE001 - counters are best effort: a stream the model does not know reads 0
             self.last_run = None
+            for r in ("CYCLES", *(f"BUSY_{u}" for u in regmap.COUNTER_UNITS)):
+                self.values[r] = 0
             return
         self.values["CYCLES"] = step.cycles
         for i, unit in enumerate(regmap.COUNTER_UNITS):

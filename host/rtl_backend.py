@@ -23,6 +23,7 @@ from pathlib import Path
 from dfx.config import AccelConfig
 from dfx.errors import DeviceError
 
+from .device import refuse_batched
 from .image import DDR_BANK, hbm_bank
 from .transport import Buffer, Transport
 
@@ -105,6 +106,7 @@ def run_session(program_path, prompt: list[int], max_new_tokens: int, sampling: 
 
     program_path = Path(program_path).resolve()
     prog = load_program(program_path)
+    refuse_batched(prog, "the rtl backend")
     if prog.n_devices != 1:
         raise DeviceError(f"the rtl backend simulates one core; this program needs {prog.n_devices} (compile with "
                           "--devices 1)")

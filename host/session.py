@@ -1,7 +1,10 @@
 """Generation on any backend: prompt in, tokens streamed out (the host side of DFX's token loop).
 
 Every token step is one run of a stream on every device (`prefill` for prompt tokens but the last, `decode`
-for the last prompt token and each generated token); `Session.stats` keeps, per step, the host wall time, the
+for the last prompt token and each generated token). A program compiled with `--prefill-batch M` has a
+`prefill_batch` stream: the prompt tokens but the last then go through it in chunks of up to M tokens, one run
+per chunk (docs/isa.md, "Batched prefill"), with bit-identical results. `Session.steps` keeps, per run, the
+host wall time, the
 kernel's cycle counters (CYCLES and BUSY_* per device) and, per generated token, the latency from the step's
 start to the sampled token (`Session.summary()`).
 """
@@ -28,6 +31,7 @@ class Session:
         self.max_seq = program.manifest["max_seq"]
         self.vocab = program.symbols["vocab_size"]
         self.pos = 0
+        self.batch = program.symbols.get("prefill_batch")          # None: token-serial prefill
         self.steps: list[RunRecord] = []
         self.token_latency_s: list[float] = []
 
@@ -42,15 +46,29 @@ class Session:
 
     def feed(self, tokens: list[int], logits: bool = True) -> np.ndarray | None:
         """Append tokens to the KV cache; return the logits after the last one (decode stream) if asked."""
-        for i, t in enumerate(tokens):
-            if not 0 <= t < self.vocab:
-                raise UsageError(f"token id {t} is outside the vocabulary (0..{self.vocab - 1})")
-            if self.pos >= self.max_seq:
-                raise UsageError(f"the context is full: {self.max_seq} positions")
-            last = i == len(tokens) - 1
-            self.steps.append(self.backend.run("decode" if (last and logits) else "prefill", t, self.pos))
+        tokens = list(tokens)
+        for t in tokens:
+            if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < self.vocab:
+                raise UsageError(f"token id {t!r} is outside the vocabulary (0..{self.vocab - 1})")
+        if self.pos + len(tokens) > self.max_seq:
+            raise UsageError(f"the context is full: {self.max_seq} positions")
+        prefix = tokens[:-1] if logits else tokens
+        if self.batch is not None:                 # matrix-matrix prefill: chunks of up to M tokens per run
+            m = self.batch["max_tokens"]
+            for c in range(0, len(prefix), m):
+                chunk = [int(t) for t in prefix[c:c + m]]
+                self.steps.append(self.backend.run_batch(chunk, self.pos))
+                self.pos += len(chunk)
+        else:
+            for t in prefix:
+                self.steps.append(self.backend.run("prefill", int(t), self.pos))
+                self.pos += 1
+        if not logits:
+            return None
+        if tokens:
+            self.steps.append(self.backend.run("decode", int(tokens[-1]), self.pos))
             self.pos += 1
-        return self.backend.read_logits() if logits else None
+        return self.backend.read_logits()
 
     def generate(self, prompt: list[int], max_new_tokens: int, sampling: Sampling = Sampling()) -> Iterator[int]:
         """Yield generated token ids one at a time."""
@@ -78,7 +96,7 @@ class Session:
         """Per-token latency and counter statistics of the last `generate`."""
         lat = np.asarray(self.token_latency_s or [0.0])
         dec = [s for s in self.steps if s.stream == "decode"]
-        pre = [s for s in self.steps if s.stream == "prefill"]
+        pre = [s for s in self.steps if s.stream != "decode"]
         clock = self.program.config.clock_mhz * 1e6
 
         def cyc(steps):

@@ -26,6 +26,7 @@ class Buffer:
 class Transport(ABC):
     backend: str = "?"
     label: str = "?"                 # "sim device 0", "pynq device 1 (xilinx_u280_gen3x16_xdma_base_1)"
+    batched_prefill: bool = False    # the core runs BATCH/CHUNK/SLOT (ISA version 2); the RTL core does not yet
 
     @abstractmethod
     def read32(self, offset: int) -> int: ...
@@ -68,6 +69,7 @@ class Transport(ABC):
 class SimTransport(Transport):
     """The functional simulator behind the emulated register block (`host/emu.py`)."""
     backend = "sim"
+    batched_prefill = True
 
     def __init__(self, board):
         self.board = board

@@ -177,6 +177,12 @@ class Core(wiring.Component):
         m.d.comb += [self.dbg_retire.eq(retire), self.dbg_pc.eq(pc), self.dbg_opcode.eq(ir.control.opcode),
                      self.dbg_running.eq(running)]
 
+        # ISA version 2's batched prefill (BATCH, CHUNK, SLOT) is decoded but not implemented by this core yet:
+        # it stops with illegal_opcode rather than run the instruction a BATCH prefixes unbatched
+        not_here = C(0, 1)
+        for mn in isa.BATCHED_OPS:
+            not_here = not_here | (ir.control.opcode == Opcode[mn])
+
         def fail(bit):
             m.d.sync += [status.eq(status | STATUS[bit]), error_pc.eq(pc)]
             m.next = "FINISH"
@@ -197,7 +203,7 @@ class Core(wiring.Component):
                         m.d.sync += ir.eq(fetch.o.payload)
                         m.next = "DECODE"
             with m.State("DECODE"):
-                with m.If(dec.illegal):
+                with m.If(dec.illegal | not_here):
                     fail("illegal_opcode")
                 with m.Elif(~vbuf_ranges_ok(ir, pos, cfg)):
                     fail("address_range")

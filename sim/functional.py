@@ -44,7 +44,8 @@ class Device:
         self.hbm32 = nx.daz16(self.hbm16).astype(np.float32)
         self.vbuf = np.zeros(cfg.vbuf_elems, _F16)
         self.s = np.zeros(16, np.float32)
-        self.regs = {"TOKEN": 0, "POS": 0}
+        self.regs = {"TOKEN": 0, "POS": 0, "COUNT": 0, "POS0": 0, "TBASE": 0}
+        self._pending = None                    # (m, src_stride, dst_stride) of a BATCH prefix, until its instruction
         self.counts: Counter = Counter()
         self.check_fences = check_fences
         self.fast = fast                        # compiled closures for static vector instructions (_compile_vector)
@@ -60,11 +61,15 @@ class Device:
     # ---------------------------------------------------------------- plumbing
     def _predecode(self, instrs):
         out = []
-        for ins in instrs:
+        for pc, ins in enumerate(instrs):
             handler = None if ins.op.unit is isa.Unit.ROUTER else getattr(self, "_" + ins.op.mnemonic.lower())
             f = ins.fields()
             if ins.op.fmt is isa.SCALAR:
                 f["imm"] = np.float32(ins.imm)
+            elif ins.op.fmt is isa.BATCH:           # what the prefix applies to (checked when it runs)
+                f["_next"] = instrs[pc + 1].op.mnemonic if pc + 1 < len(instrs) else None
+            elif ins.op.fmt is isa.SLOT:            # how far a skip may go
+                f["_left"] = len(instrs) - pc - 1
             if self.fast and ins.op.fmt is isa.VECTOR:
                 handler = self._compile_vector(ins.op.mnemonic, f) or handler
             out.append((handler, f, ins, ins.op.unit.value))
@@ -141,7 +146,8 @@ class Device:
         if stream not in self._streams:
             raise SimError(f"device {self.device}: no stream {stream!r}; the program has "
                            f"{', '.join(self._streams)}")
-        self.regs["TOKEN"], self.regs["POS"] = int(token), int(pos)
+        self.regs.update(TOKEN=int(token), POS=int(pos), COUNT=0, POS0=0, TBASE=0)
+        self._pending = None
         self.pc = 0
         quiet = np.errstate(all="ignore")       # inf/NaN are data here (numerics policy), not warnings
         quiet.__enter__()
@@ -151,19 +157,30 @@ class Device:
             quiet.__exit__(None, None, None)
 
     def _execute(self, stream):
+        """Handlers return None, True (HALT) or the number of instructions to skip (SLOT)."""
         counts = self.counts
-        for pc, (handler, f, ins, unit) in enumerate(self._streams[stream]):
+        code = self._streams[stream]
+        pc, end = 0, len(code)
+        while pc < end:
+            handler, f, ins, unit = code[pc]
             counts[unit] += 1
             if handler is None:                 # router: the ring resolves it
                 self.pc = pc
+                if self._pending is not None:   # a batched ALLGATHER
+                    f, self._pending = dict(f, batch=self._pending), None
                 yield pc, ins, f
+                pc += 1
                 continue
             try:
-                if handler(f):
-                    return
+                r = handler(f)
             except SimError as e:
                 self.pc = pc
                 raise SimError(f"device {self.device} {stream} pc {pc} `{isa.disassemble(ins)}`: {e}") from None
+            if r is not None:
+                if r is True:
+                    return
+                pc += r
+            pc += 1
         raise SimError(f"device {self.device} {stream}: ran off the end of the stream without HALT")
 
     def vector(self, entry: int, n: int) -> np.ndarray:
@@ -218,6 +235,50 @@ class Device:
     def _fence(self, f):
         if f["units"] & (isa.UNIT_BITS[isa.Unit.DMA] | isa.ALL_UNITS):
             self._dirty[isa.Unit.DMA].clear()
+
+    def _batch(self, f):
+        nxt = f["_next"]
+        if nxt not in isa.BATCHABLE:
+            raise SimError(f"BATCH must be followed by {' or '.join(isa.BATCHABLE)}, not "
+                           f"{nxt or 'the end of the stream'}")
+        if f["dyn_m"]:
+            m = self.regs["COUNT"]
+            if not m:
+                raise SimError("BATCH +dyn_m before CHUNK: COUNT is 0")
+        else:
+            m = f["m"]
+            if not m:
+                raise SimError("BATCH m=0: m must be >= 1")
+        if nxt == "ALLGATHER" and f["src_stride"] != f["dst_stride"]:
+            raise SimError("a batched ALLGATHER is in place: src_stride must equal dst_stride")
+        self._pending = (m, f["src_stride"], f["dst_stride"])
+
+    def _u32(self, a: int) -> int:
+        self._check_range(self.ddr, a, 4, "DDR")
+        self._check_clean(a, a + 4, "DDR")
+        return int.from_bytes(self.ddr[a:a + 4].tobytes(), "little")
+
+    def _chunk(self, f):
+        a = f["addr"]
+        if a % 4:
+            raise SimError(f"the token table at DDR byte {a} is not 4-byte aligned")
+        count = self._u32(a)
+        if not 1 <= count <= f["cap"]:
+            raise SimError(f"the token table at DDR byte {a} holds COUNT {count}; accepted: 1..{f['cap']}")
+        self._check_range(self.ddr, a + isa.TOKEN_TABLE_HEADER, 4 * count, "DDR")
+        self.regs.update(COUNT=count, TBASE=a + isa.TOKEN_TABLE_HEADER, POS0=self.regs["POS"])
+
+    def _slot(self, f):
+        count = self.regs["COUNT"]
+        if not count:
+            raise SimError("SLOT before CHUNK: COUNT is 0")
+        if f["skip"] > f["_left"]:
+            raise SimError(f"skip={f['skip']} runs past the end of the stream ({f['_left']} instructions follow)")
+        i = f["i"]
+        if i >= count:
+            return f["skip"]
+        self.regs["TOKEN"] = self._u32(self.regs["TBASE"] + 4 * i)
+        self.regs["POS"] = self.regs["POS0"] + i
 
     # ---------------------------------------------------------------- MPU
     def _weights(self, f, k, n) -> nx.TreeWeights:
@@ -284,10 +345,17 @@ class Device:
         n = self.regs["POS"] + 1 if f["dyn_n"] else f["n"]
         w = self._weights(f, k, n)
         x = self.vbuf[self._vec(f["src"], k, "src")]            # zero-padded to the tile rows by mpu_matvec1
-        bias = None
-        if f["has_bias"]:
-            bias = np.zeros(w.n, _F16)
-            bias[:n] = self.vbuf[self._vec(f["bias"], n, "bias")]
+        self.vbuf[self._vec(f["dst"], n, "dst")] = self._mpu(f, w, x, n, self._bias(f, w, n))
+
+    def _bias(self, f, w: nx.TreeWeights, n: int):
+        if not f["has_bias"]:
+            return None
+        bias = np.zeros(w.n, _F16)
+        bias[:n] = self.vbuf[self._vec(f["bias"], n, "bias")]
+        return bias
+
+    def _mpu(self, f, w: nx.TreeWeights, x: np.ndarray, n: int, bias) -> np.ndarray:
+        """One output vector: the adder trees on x, then SFU_M (bias, scale, rounding, GELU, mask)."""
         if self._scratch.size < w.w.size:
             self._scratch = np.empty(w.w.size, np.float32)
         acc = nx.mpu_matvec1(x, w, bias, self._scratch)[:n]
@@ -296,9 +364,25 @@ class Device:
         if f["mask"]:
             y = y.copy()
             y[np.arange(n) > self.regs["POS"]] = -np.inf
-        self.vbuf[self._vec(f["dst"], n, "dst")] = y
+        return y
 
-    _linear = _qk = _sv = _lmhead = _matrix
+    def _linear(self, f):
+        """LINEAR, or under a BATCH prefix m of them on one weight stream: row i is exactly the unbatched LINEAR
+        on input i (the same `_mpu`); all inputs are read before any output is written (ISA rule 5)."""
+        if self._pending is None:
+            return self._matrix(f)
+        (m, ss, ds), self._pending = self._pending, None
+        if f["dyn_k"] or f["dyn_n"]:
+            raise SimError("a batched LINEAR has static k and n (dyn_k and dyn_n must be 0)")
+        k, n = f["k"], f["n"]
+        w = self._weights(f, k, n)
+        xs = [self.vbuf[self._vec(f["src"] + i * ss, k, "src")].copy() for i in range(m)]
+        bias = self._bias(f, w, n)
+        ys = [self._mpu(f, w, x, n, bias) for x in xs]
+        for i, y in enumerate(ys):
+            self.vbuf[self._vec(f["dst"] + i * ds, n, "dst")] = y
+
+    _qk = _sv = _lmhead = _matrix
 
     # ---------------------------------------------------------------- VPU
     def _ab(self, f, two=True):

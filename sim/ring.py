@@ -83,22 +83,30 @@ class Ring:
                 raise SimError(self._deadlock(waiting, done, stream))
 
     def _allgather(self, gathers: dict[int, tuple]):
-        shapes = {(f["n"], f["devices"], f["gran"]) for _, _, f in gathers.values()}
+        """One ALLGATHER on every device, or under a BATCH prefix m of them (vectors `stride` entries apart)."""
+        shapes = {(f["n"], f["devices"], f["gran"], f.get("batch", (1, 0, 0))) for _, _, f in gathers.values()}
         if len(shapes) != 1:
-            detail = "; ".join(f"device {k} pc {pc} `{isa.disassemble(i)}`" for k, (pc, i, _) in gathers.items())
+            detail = "; ".join(f"device {k} pc {pc} `{isa.disassemble(i)}`" + (" batched %s" % (f["batch"],)
+                               if "batch" in f else "") for k, (pc, i, f) in gathers.items())
             raise SimError(f"ALLGATHER shapes differ between devices: {detail}")
-        n, devices, gran = shapes.pop()
+        n, devices, gran, (m, _, stride) = shapes.pop()
         if devices != len(self.devices):
             k, (pc, ins, _) = next(iter(gathers.items()))
             raise SimError(f"device {k} pc {pc} `{isa.disassemble(ins)}`: ALLGATHER over {devices} devices, "
                            f"but the ring has {len(self.devices)}")
         bounds = isa.chunk_bounds(n, devices, gran * self.d)
-        full = {k: self.devices[k].vector(f["vaddr"], n) for k, (_, _, f) in gathers.items()}
-        for i, owner in enumerate(self.order):
-            a, b = bounds[i]
-            for k in full:
-                if k != owner:
-                    full[k][a:b] = full[owner][a:b]
+        for j in range(m):
+            full = {}
+            for k, (pc, ins, f) in gathers.items():
+                try:
+                    full[k] = self.devices[k].vector(f["vaddr"] + j * stride, n)
+                except SimError as e:
+                    raise SimError(f"device {k} pc {pc} `{isa.disassemble(ins)}`: {e}") from None
+            for i, owner in enumerate(self.order):
+                a, b = bounds[i]
+                for k in full:
+                    if k != owner:
+                        full[k][a:b] = full[owner][a:b]
 
     def _deadlock(self, waiting, done, stream) -> str:
         parts = []

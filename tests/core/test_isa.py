@@ -19,6 +19,12 @@ GOLDEN = [
     ("SMOVI sd=2 imm=0.125", 0x3e0000000238),
     ("LOAD vaddr=5 addr=0x100 n=256 index=1 stride=512", 0x10020100000000100000540),
     ("STORE_VT vaddr=7 addr=0x20 n=64 +hbm index=2", 0x50040000000020000743),
+    # ISA version 2 (batched prefill): BATCH m [23:8] src_stride [39:24] dst_stride [55:40] dyn_m [56];
+    # CHUNK/SLOT addr [43:8] cap [59:44] i [75:60] skip [91:76]
+    ("BATCH src_stride=5 dst_stride=18 +dyn_m", 0x100120005000003),
+    ("BATCH m=3 src_stride=1 dst_stride=1", 0x10001000303),
+    ("CHUNK addr=0x2500 cap=4", 0x400000250004),
+    ("SLOT i=1 skip=41", 0x290001000000000000005),
 ]
 
 
@@ -90,3 +96,15 @@ def test_roundtrip_text_and_binary(ins):
 def test_docs_are_current():
     doc = (ROOT / "docs" / "isa.md").read_text()
     assert doc == isa.doc_markdown(), "docs/isa.md is stale: run `python -m dfx.isa --doc > docs/isa.md`"
+
+
+def test_batched_prefill_ops_are_controller_ops_of_version_2():
+    assert isa.ISA_VERSION == 2
+    for mn in isa.BATCHED_OPS:
+        op = isa.BY_MNEMONIC[mn]
+        assert op.unit is isa.Unit.CTRL and not op.reads and not op.writes
+    assert set(isa.BATCHABLE) <= set(isa.BY_MNEMONIC)
+    with pytest.raises(EncodeError, match=r"SLOT\.skip=65536 does not fit in 16 bits"):
+        Instr("SLOT", skip=1 << 16)
+    with pytest.raises(EncodeError, match=r"BATCH has no field\(s\) n"):
+        Instr("BATCH", n=4)

@@ -87,7 +87,7 @@ def _rewrite_manifest(p, **changes):
 def test_wrong_isa_version(tmp_path):
     p = save_program(_prog(), tmp_path / "a.dfx")
     _rewrite_manifest(p, isa_version=99)
-    with pytest.raises(ProgramError, match="built for ISA version 99.*implements ISA version 1"):
+    with pytest.raises(ProgramError, match=f"built for ISA version 99.*implements ISA version {isa.ISA_VERSION}"):
         load_program(p)
 
 
