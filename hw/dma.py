@@ -86,7 +86,18 @@ def lane_mask(width: int, lo, count) -> "Value":
 
 class DmaEngine(wiring.Component):
     """The DMA unit (see the module docstring). `start` (one cycle, `word` valid) begins an instruction;
-    `done` pulses when it has completed (every write acknowledged), with `err_*` telling why if it stopped."""
+    `done` pulses when it has completed (every write acknowledged), with `err_*` telling why if it stopped.
+
+    Cycle counts, read by the performance model's serial-issue mode (dfx.sim.perf): from `start` to `done`,
+    SETUP_CYCLES + RUN_CYCLES per run + then, for a LOAD, LOAD_PIECE_CYCLES per piece + the read latency +
+    LOAD_DRAIN_CYCLES; for a store, STORE_PIECE_CYCLES per piece + the write response + STORE_DRAIN_CYCLES."""
+
+    SETUP_CYCLES = 3          # SETUP, SETUP2, CHECK
+    RUN_CYCLES = 1            # NEXT_RUN, once per run
+    LOAD_PIECE_CYCLES = 1     # PIECE: one AR per cycle, reads pipelined (piece-descriptor FIFO)
+    LOAD_DRAIN_CYCLES = 3     # after the last R beat's latency: the descriptor FIFO's match, DRAIN
+    STORE_PIECE_CYCLES = 2    # PIECE (VBUF read), WRITE (AW and W together)
+    STORE_DRAIN_CYCLES = 1    # DRAIN sees the last B response counted
 
     def __init__(self, cfg: AccelConfig):
         if not isinstance(cfg, AccelConfig):
