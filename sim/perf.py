@@ -24,6 +24,14 @@ What it models (docs/perf.md has the full text and every constant's source):
 - **Host**: per token step, PCIe register writes (TOKEN, POS, start) and a done poll on each device; decode
   steps also read the logits slices and sample.
 
+Serial issue (`serial_issue=True`): the in-order RTL core as built (hw/core.py, docs/rtl_core.md). An
+instruction starts only when the previous one has retired, after `issue_cycles` (FETCH, DECODE), and its engine
+then takes its setup states, the operand feed, the unit's fixed pipeline latency (`hw.mpu.MPU(cfg).latency`,
+`hw.vpu.VPU(cfg).latency`: every VPU operation is padded to the slowest), one cycle per tile / chunk, and the
+DMA's pieces (one memory beat x one VBUF entry each). The counts are read from the hw/ classes
+(`serial_costs`), never copied; memory latencies and bandwidths stay the board's. The default (overlapped)
+mode describes the DFX-style target with a scoreboard.
+
 Speed, exactly: the stream cost of a step depends on the position POS only through ceil((POS+1)/g) for the
 granules g of the dynamic operands (d, l and vpu_width: tiles, VBUF entries, VPU chunks), all multiples of
 g0 = gcd(d, l, vpu_width). Every cost is a function of q = ceil((POS+1)/g0), so steps with the same (stream, q)
@@ -92,11 +100,62 @@ def _log2(x: int) -> int:
 
 
 # ================================================================================================ timing constants
-class Timing:
-    """Cycle costs for one (config, board) pair: every number the scheduler uses, derived once."""
+@dataclass(frozen=True)
+class SerialCosts:
+    """The in-order RTL core's own cycle counts (serial-issue mode), as hw/ defines them."""
+    issue_cycles: int         # hw.core.Core.ISSUE_CYCLES: FETCH + DECODE
+    setup: dict               # engine states before the first beat: {"mpu", "vpu", "dma"}
+    feed: dict                # operand path into the unit: {"mpu": HBM R FIFO, "vpu": VBUF read + FIFO}
+    mpu_latency: int          # hw.mpu.MPU(cfg).latency: last beat of a block to its output
+    vpu_latency: int          # hw.vpu.VPU(cfg).latency: every operation (padded to rsqrt's)
+    dma_run: int              # per run (NEXT_RUN)
+    load_piece: int           # per LOAD piece (pipelined ARs)
+    load_drain: int           # after the last R beat
+    store_piece: int          # per store piece (VBUF read, AW + W)
+    store_drain: int          # after the last B response
+    hbm_beat: int             # bytes per piece boundary: an HBM channel beat
+    ddr_beat: int             # ...the DDR port's beat
 
-    def __init__(self, cfg: AccelConfig, board: Board):
+
+@functools.lru_cache(maxsize=None)
+def serial_costs(cfg: AccelConfig) -> SerialCosts:
+    """The RTL's cycle counts for `cfg`, read from the hw/ classes (one source for the model, the calibration
+    and the RTL; tests/hw/test_core.py checks them against the RTL's measured cycles)."""
+    try:
+        from dfx.hw.core import Core
+        from dfx.hw.core_mpu import MatrixEngine
+        from dfx.hw.core_vpu import VectorEngine
+        from dfx.hw.dma import DmaEngine, ddr_data_bits
+        from dfx.hw.mpu import MPU
+        from dfx.hw.vpu import VPU
+    except ImportError as e:
+        raise PerfError(f"serial-issue mode reads the RTL's cycle counts from dfx.hw, which needs Amaranth "
+                        f"(pip install -e '.[hw]'): {e}") from None
+    mpu, vpu = MPU(cfg), VPU(cfg)
+    for u in (mpu, vpu):
+        u._MustUse__silence = True                               # built for their latency, never elaborated
+    return SerialCosts(
+        issue_cycles=Core.ISSUE_CYCLES,
+        setup={"mpu": MatrixEngine.SETUP_CYCLES, "vpu": VectorEngine.SETUP_CYCLES, "dma": DmaEngine.SETUP_CYCLES},
+        feed={"mpu": MatrixEngine.FEED_CYCLES, "vpu": VectorEngine.FEED_CYCLES},
+        mpu_latency=mpu.latency, vpu_latency=vpu.latency,
+        dma_run=DmaEngine.RUN_CYCLES, load_piece=DmaEngine.LOAD_PIECE_CYCLES,
+        load_drain=DmaEngine.LOAD_DRAIN_CYCLES, store_piece=DmaEngine.STORE_PIECE_CYCLES,
+        store_drain=DmaEngine.STORE_DRAIN_CYCLES,
+        hbm_beat=cfg.channel_beat_bytes, ddr_beat=ddr_data_bits(cfg) // 8)
+
+
+class Timing:
+    """Cycle costs for one (config, board) pair: every number the scheduler uses, derived once.
+
+    serial_issue: model the in-order RTL core (one instruction at a time, `SerialCosts`) instead of the
+    overlapped target design."""
+
+    def __init__(self, cfg: AccelConfig, board: Board, serial_issue: bool = False):
         self.cfg, self.board = cfg, board
+        self.serial = bool(serial_issue)
+        self.rtl = serial_costs(cfg) if self.serial else None
+        self.issue_cycles = self.rtl.issue_cycles if self.serial else 0
         v = board.value
         self.clock_hz = cfg.clock_mhz * 1e6
         cyc_per_ns = cfg.clock_mhz / 1e3
@@ -150,6 +209,8 @@ class Timing:
 
         occupancy: cycles the unit is busy (the next instruction of the unit may start after it);
         latency: further cycles until the result is written (dependants wait for occupancy + latency).
+        Serial issue: occupancy = the engine's cycles from its start to `done` (what follows waits for all of
+        it), latency 0; the issue cycles before the start are the scheduler's.
         """
         cfg = self.cfg
         m = op.mnemonic
@@ -171,6 +232,11 @@ class Timing:
                 planes = _BCQ_PLANES.get(f["wfmt"], 0)
                 deq = (planes * self.add if planes else self.mul32) + self.rnd
             mem = nbytes / self.hbm_bpc
+            if self.serial:                                      # one tile per cycle, then the pipeline
+                r = self.rtl
+                occ = (r.setup["mpu"] + self.hbm_read_lat + r.feed["mpu"] + deq + r.mpu_latency
+                       + max(kt * nt, math.ceil(mem)))
+                return occ, 0, nbytes, 0
             comp = kt * max(nt, self.add)                        # in-order accumulation per column block
             occ = math.ceil(max(mem, comp))
             lat = (self.vbuf + deq + self.mul16 + self.tree + self.add + (self.add if f["has_bias"] else 0)
@@ -178,6 +244,11 @@ class Timing:
                    + (1 if f["mask"] else 0) + self.vbuf)
             return occ, lat, nbytes, 0
         if u is isa.Unit.VPU:
+            if self.serial:                                      # every operation: the VPU's one latency
+                r = self.rtl
+                beats = 1 if op.fmt is isa.SCALAR else max(1, _cdiv(n_dyn if f["dyn_n"] else f["n"],
+                                                                    cfg.vpu_width))
+                return r.setup["vpu"] + r.feed["vpu"] + r.vpu_latency + beats, 0, 0, 0
             if op.fmt is isa.SCALAR:
                 lat = {"SMOVI": 1, "SADDI": self.add, "SMULI": self.mul32, "SRECIP": self.recip_lat,
                        "SRSQRT": self.rsqrt_lat}[m]
@@ -199,6 +270,8 @@ class Timing:
         if u is isa.Unit.DMA:
             n = f["n"]
             nbytes = 2 * n
+            if self.serial:
+                return self._serial_dma(m, f, nbytes)
             if m == "STORE_VT":                                  # one element per beat, spread over the channels
                 occ = _cdiv(n, cfg.hbm_channels)
                 return max(occ, 1), self.hbm_write_lat, nbytes, 0
@@ -217,6 +290,47 @@ class Timing:
             occ = max(1, math.ceil(2 * f["n"] / self.link_bpc))
             return occ, self.vbuf, 0, 0
         return 0, 0, 0, 0
+
+    def dma_pieces(self, m: str, f: dict) -> tuple[int, int]:
+        """(runs, pieces) of a DMA instruction as hw/dma.py cuts it: LOAD / STORE one run, STORE_K ceil(n/d)
+        runs (one per row tile), STORE_VT n runs of one element; a piece lies inside one memory beat and one
+        VBUF entry. Taken at the instruction's base address: the TOKEN / POS term (index x stride) counts as a
+        whole number of beats (the compiler's tables have beat-aligned rows), and so do the cache stores' row
+        offsets (d, l and the beats are powers of two)."""
+        d, n = self.cfg.d, f["n"]
+        if m == "STORE_VT":
+            return n, n
+        beat = self.rtl.hbm_beat if f["hbm"] else self.rtl.ddr_beat
+        a = self.dma_base(f) % beat
+        if m == "STORE_K":
+            runs = [(a, min(d, n - i * d)) for i in range(_cdiv(n, d))]   # row tiles: whole beats apart
+        else:
+            runs = [(a, n)]
+        pieces = 0
+        for a, cnt in runs:
+            v = 0                                                # VBUF element offset in the entry
+            while cnt:
+                c = min(cnt, (beat - a % beat) // 2, d - v % d)
+                a, v, cnt = a + 2 * c, v + c, cnt - c
+                pieces += 1
+        return len(runs), pieces
+
+    @staticmethod
+    def dma_base(f: dict) -> int:
+        return f["addr"] * isa.HBM_UNIT if f["hbm"] else f["addr"]
+
+    def _serial_dma(self, m: str, f: dict, nbytes: int) -> tuple[int, int, int, int]:
+        r = self.rtl
+        runs, pieces = self.dma_pieces(m, f)
+        hbm = f["hbm"] or m in ("STORE_K", "STORE_VT")
+        if m == "LOAD":
+            tail = (self.hbm_read_lat if hbm else self.ddr_lat) + r.load_drain
+            per = r.load_piece
+        else:                                                    # the board gives one DDR latency
+            tail = (self.hbm_write_lat if hbm else self.ddr_lat) + r.store_drain
+            per = r.store_piece
+        occ = r.setup["dma"] + r.dma_run * runs + per * pieces + tail
+        return occ, 0, nbytes if hbm else 0, 0 if hbm else nbytes
 
     def gather_cycles(self, n: int, devices: int, gran: int) -> int:
         """Ring all-gather after every device arrived: N-1 steps, each moving the largest chunk + one hop."""
@@ -356,6 +470,8 @@ class _Stream:
                                     f"but the program has {devices}")
                 st = (kind, _UNIT_OF[op.unit], _MN_INDEX[op.mnemonic], tuple(reads), tuple(writes), mask)
                 csig = (op.mnemonic,) + tuple(v for k, v in f.items() if k not in self._ADDRESS_FIELDS)
+                if timing.serial and op.unit is isa.Unit.DMA:   # pieces depend on the address's alignment
+                    csig += (timing.dma_base(f) % max(timing.rtl.hbm_beat, timing.rtl.ddr_beat),)
                 hit = cache[(ins, wbytes)] = (st, csig, st + (csig,), f, op, bool(f.get("dyn_n") or f.get("dyn_k")))
             st, csig, skey, f, op, dyn = hit
             self.static.append(st)
@@ -437,8 +553,10 @@ class _Dev:
     """The scheduler of one device: runs its resolved stream until a ring instruction (which the coordinator
     completes with `finish`) or HALT. Every time in the state is an absolute cycle count."""
 
-    def __init__(self, table: list, n_bins: int, entries: int, queue: int, hbm_lat: int, resolve=None):
+    def __init__(self, table: list, n_bins: int, entries: int, queue: int, hbm_lat: int, resolve=None,
+                 issue: int | None = None):
         self.table, self.queue, self.hbm_lat = table, queue, hbm_lat
+        self.issue = issue                # serial issue: cycles from a retirement to the next start; None: overlap
         self.resolve = resolve            # pc -> resolved tuple, for the table's None entries
         self.pc = 0
         self.w_end = [0] * entries        # completion of the last writer, per VBUF entry / scalar register
@@ -456,6 +574,11 @@ class _Dev:
     def run(self):
         """Schedule until a ring instruction (returns it) or HALT (returns None)."""
         table, queue, hbm_lat = self.table, self.queue, self.hbm_lat
+        serial = self.issue is not None
+        if serial:                        # every instruction waits for the previous one, then FETCH + DECODE
+            lead = lead_mpu = ctrl = self.issue
+        else:                             # weights are requested at dispatch; controls retire in a cycle
+            lead, lead_mpu, ctrl = 0, hbm_lat, 1
         w_end, r_rel, unit_free, unit_done, qstart = self.w_end, self.r_rel, self.unit_free, self.unit_done, self.qstart
         out = self.out
         by_op, by_bin, busy = out.by_op, out.by_bin, out.busy
@@ -468,16 +591,19 @@ class _Dev:
             if x is None:
                 x = table[pc] = self.resolve(pc)
             kind, unit, cls, lb, reads, writes, occ, lat, mask, hb, db = x
-            t = disp + 1
-            if t < barrier:
-                t = barrier
-            if unit < 4:
-                qs = qstart[unit]
-                if len(qs) >= queue and qs[-queue] > t:
-                    t = qs[-queue]
+            if serial:
+                t = frontier
+            else:
+                t = disp + 1
+                if t < barrier:
+                    t = barrier
+                if unit < 4:
+                    qs = qstart[unit]
+                    if len(qs) >= queue and qs[-queue] > t:
+                        t = qs[-queue]
             disp = t
             if kind == K_NORMAL or kind in _RING:
-                ready = t + hbm_lat if unit == U_MPU else t
+                ready = t + lead_mpu if unit == U_MPU else t + lead
                 for a, b in reads:
                     x = max(w_end[a:b]) if b - a > 1 else w_end[a]
                     if x > ready:
@@ -516,16 +642,16 @@ class _Dev:
                 hbm += hb
                 ddr += db
             elif kind == K_FENCE:
-                end = t + 1
+                end = t + ctrl
                 for u in range(4):
                     if mask >> u & 1 and unit_done[u] > end:
                         end = unit_done[u]
                 barrier = end
             elif kind == K_HALT:
-                end = max(t + 1, *unit_done)
+                end = max(t + ctrl, *unit_done)
                 self.halted = True
             else:                                                # NOP
-                end = t + 1
+                end = t + ctrl
             if end > frontier:
                 by_op[cls] += end - frontier
                 by_bin[lb] += end - frontier
@@ -672,7 +798,8 @@ def simulate_step(streams: list["_Stream"], n_dyn: int, order: list[int] | None 
                     break
     uniq = [k for k in range(n) if rep[k] == k]
     devs = {k: _Dev(tables[k], len(streams[k].bin_names), entries, t0.queue, t0.hbm_read_lat,
-                    functools.partial(streams[k]._resolve_one, n_dyn=n_dyn)) for k in uniq}
+                    functools.partial(streams[k]._resolve_one, n_dyn=n_dyn),
+                    t0.issue_cycles if t0.serial else None) for k in uniq}
     links: dict[tuple[int, int], list] = {}
     history: list[tuple] = []          # per ALLGATHER: (go, {k: pc}, {k: signature}, {k: stats})
     periodic = fast and not p2p
@@ -795,18 +922,19 @@ class PerfModel:
         m = PerfModel(program, "u280")
         report = m.run(input_tokens=128, output_tokens=256)
 
-    `fast=False` turns off the exact shortcuts (device deduplication, layer periodicity) for testing them.
+    `fast=False` turns off the exact shortcuts (device deduplication, layer periodicity) for testing them;
+    `serial_issue=True` models the in-order RTL core (`Timing`).
     """
 
     def __init__(self, program: Program, board: str | Board | None = "u280", check_fit: bool = True,
-                 fast: bool = True):
+                 fast: bool = True, serial_issue: bool = False):
         if not isinstance(program, Program):
             raise PerfError(f"expected a dfx Program, not {type(program).__name__}")
         self.fast = fast
         self.program = program
         self.cfg = program.config
         self.board = load_board(board)
-        self.timing = Timing(self.cfg, self.board)
+        self.timing = Timing(self.cfg, self.board, serial_issue)
         self.devices = program.n_devices
         self.model = program.model_config
         if check_fit:
@@ -1057,23 +1185,29 @@ class PerfReport:
 
 
 # ================================================================================================ helpers
-def simulate(program: Program, input_tokens: int, output_tokens: int, board: str | Board | None = "u280") -> PerfReport:
+def simulate(program: Program, input_tokens: int, output_tokens: int, board: str | Board | None = "u280",
+             serial_issue: bool = False) -> PerfReport:
     """One call: the report of `program` generating `output_tokens` after `input_tokens` on `board`."""
-    return PerfModel(program, board).run(input_tokens, output_tokens)
+    return PerfModel(program, board, serial_issue=serial_issue).run(input_tokens, output_tokens)
 
 
 def isolated_cycles(instr: isa.Instr | str, config: AccelConfig, board: str | Board | None = "u280",
-                    pos: int = 0) -> dict:
+                    pos: int = 0, serial_issue: bool = False) -> dict:
     """The model's cycles for one instruction alone on an idle core (the calibration hook's unit): occupancy,
     latency, and total = occupancy + latency (+ the HBM read latency for a matrix instruction, which nothing
-    hides when it runs alone). ALLGATHER's figure is the ring transfer after every device arrived."""
+    hides when it runs alone). ALLGATHER's figure is the ring transfer after every device arrived.
+    serial_issue: the in-order RTL core's cost, retirement to retirement: total = issue + occupancy (a
+    control instruction: issue alone), what the serial schedule charges it."""
     if isinstance(instr, str):
         instr = isa.assemble_line(instr)
         if instr is None:
             raise PerfError("empty instruction text")
-    t = Timing(config, load_board(board))
+    t = Timing(config, load_board(board), serial_issue)
     occ, lat, hb, db = t.cost(instr.op, instr.fields(), pos + 1)
-    extra = t.hbm_read_lat if instr.op.unit is isa.Unit.MPU else 0
+    if t.serial:
+        extra = t.issue_cycles
+    else:
+        extra = t.hbm_read_lat if instr.op.unit is isa.Unit.MPU else 0
     return {"occupancy": occ, "latency": lat, "total": occ + lat + extra, "hbm_bytes": hb, "ddr_bytes": db}
 
 

@@ -229,6 +229,77 @@ def test_faster_link_never_slows(small4):
     assert t[0] > t[1] >= t[2]
 
 
+# ------------------------------------------------------------------------------------------ serial issue (RTL core)
+def serial(instr: str, cfg, board="u280") -> int:
+    return isolated_cycles(instr, cfg, board, serial_issue=True)["total"]
+
+
+def test_serial_costs_are_the_rtls():
+    """Serial issue charges what hw/ defines: the controller's issue cycles, each engine's setup and feed, the
+    MPU's and the VPU's own pipeline latencies (one for every VPU operation), a beat per tile or chunk."""
+    from dfx.hw.core import Core
+    from dfx.hw.mpu import MPU
+    from dfx.hw.vpu import VPU
+    cfg = load_config("tiny")
+    c = perf.serial_costs(cfg)
+    mpu, vpu = MPU(cfg), VPU(cfg)
+    mpu._MustUse__silence = vpu._MustUse__silence = True
+    assert (c.issue_cycles, c.mpu_latency, c.vpu_latency) == (Core.ISSUE_CYCLES, mpu.latency, vpu.latency)
+    vec = c.issue_cycles + c.setup["vpu"] + c.feed["vpu"] + c.vpu_latency
+    assert serial("VADD dst=10 a=0 b=2 n=16", cfg) == serial("VEXP dst=10 a=0 n=16", cfg) == vec + 2
+    assert serial("VSUM a=0 n=17 sd=1", cfg) == vec + 3 and serial("SRSQRT sd=1 sa=2", cfg) == vec + 1
+    hbm_lat = perf.Timing(cfg, load_board("u280")).hbm_read_lat
+    assert serial("LINEAR dst=4 src=0 k=16 n=8", cfg) == (c.issue_cycles + c.setup["mpu"] + hbm_lat + c.feed["mpu"]
+                                                          + c.mpu_latency + 2 * 2)
+    assert serial("NOP", cfg) == serial("HALT", cfg) == c.issue_cycles
+
+
+def test_serial_dma_counts_pieces():
+    """DMA pieces as hw/dma.py cuts them (tiny: d = 8, DDR beat 16 B = one VBUF entry, HBM channel beat 16 B)."""
+    cfg = load_config("tiny")
+    t = perf.Timing(cfg, load_board("u280"), serial_issue=True)
+    f = lambda text: isa.assemble_line(text).fields()                       # noqa: E731
+    assert t.dma_pieces("LOAD", f("LOAD vaddr=0 addr=64 n=16")) == (1, 2)     # aligned: one entry per beat
+    assert t.dma_pieces("LOAD", f("LOAD vaddr=0 addr=66 n=16")) == (1, 4)     # 7 + 1 + 7 + 1 elements
+    assert t.dma_pieces("STORE_K", f("STORE_K vaddr=0 addr=1 n=12 +hbm")) == (2, 2)   # a row per tile
+    assert t.dma_pieces("STORE_VT", f("STORE_VT vaddr=0 addr=1 n=5 +hbm")) == (5, 5)  # an element per run
+    c, ddr_lat = t.rtl, t.ddr_lat
+    load = serial("LOAD vaddr=0 addr=66 n=16", cfg)
+    store = serial("STORE vaddr=0 addr=66 n=16", cfg)
+    assert load == c.issue_cycles + c.setup["dma"] + c.dma_run + 4 * c.load_piece + ddr_lat + c.load_drain
+    assert store == c.issue_cycles + c.setup["dma"] + c.dma_run + 4 * c.store_piece + ddr_lat + c.store_drain
+
+
+def test_serial_run_is_the_sum_of_its_instructions():
+    """In serial issue an instruction starts only when the previous one retired: a run takes exactly the sum
+    of its instructions' isolated costs (dynamic ones at their POS), more than the overlapped schedule of
+    independent work."""
+    prog = shapes(SMALL, "tiny")
+    cfg = prog.config
+    m = PerfModel(prog, serial_issue=True)
+    for stream, pos in (("prefill", 0), ("decode", 37)):
+        want = sum(isolated_cycles(ins, cfg, "u280", pos, serial_issue=True)["total"]
+                   for ins in prog.devices[0].streams[stream])
+        assert m.step_cycles(stream, pos) == want
+        dev = m.step(stream, pos)[0]
+        assert sum(dev.by_op) == want
+    indep = hand(["LOAD vaddr=0 addr=0 n=64\nVADD dst=100 a=200 b=300 n=64\nLINEAR dst=400 src=500 k=16 n=8\nHALT"])
+    s, o = PerfModel(indep, serial_issue=True).step_cycles("decode", 0), PerfModel(indep).step_cycles("decode", 0)
+    assert s > o
+
+
+@pytest.mark.parametrize("devices,overlap", [(1, 1), (4, 2)])
+def test_serial_shortcuts_are_exact(devices, overlap):
+    """Device deduplication, layer periodicity and the per-POS-class memo stay exact in serial issue (DMA costs
+    there depend on the address's alignment, which the instruction signature carries)."""
+    prog = shapes(dict(SMALL, n_layer=6, n_head=5, n_embd=320), "tiny", devices=devices, overlap=overlap)
+    fast, slow = PerfModel(prog, serial_issue=True), PerfModel(prog, fast=False, serial_issue=True)
+    for stream, pos in (("decode", 0), ("decode", 77), ("prefill", 200)):
+        assert fast.step(stream, pos, memo=False) == slow.step(stream, pos, memo=False)
+    r = fast.run(6, 20)
+    assert r.phases["decode"].device_cycles == sum(fast.step_cycles("decode", p, memo=False) for p in range(5, 25))
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def test_program_that_does_not_fit_the_board(small4):
     tiny_hbm = load_board("u280", {"hbm.capacity_gb": 1e-6})
