@@ -1,7 +1,8 @@
 """Cycle calibration: the integrated core's RTL cycles per instruction class beside the performance model's
-(sim/perf.py, with the constants the RTL fixes) and beside the RTL cost model of sim/perf_calibrate.py, for
-the same runs of the tiny random GPT-2 of tests/hw/test_core.py at the `tiny` config. Writes the table into
-docs/rtl_core.md between its calibration markers and prints it.
+(sim/perf.py with the constants the RTL fixes, sim/perf_calibrate.py): in serial-issue mode, which describes
+this in-order core, and overlapped (the DFX-style target) for reference, for the same runs of the tiny random
+GPT-2 of tests/hw/test_core.py at the `tiny` config. Writes the table into docs/rtl_core.md between its
+calibration markers and prints it.
 
     .venv/bin/python benchmarks/rtl_calibration.py [--sim icarus|verilator]
 """
