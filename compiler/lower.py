@@ -165,12 +165,6 @@ class BatchEmitter(Emitter):
         self.slot = 0
         self.used = {v for n in prefill_nodes(g) for v in n.inputs}
 
-    def attention_slot(self, n):
-        """The K/V append, and the attention itself only where a later node reads it (not in the last layer)."""
-        self.attention_append(n)
-        if n.output in self.used:
-            self.attention_heads(n)
-
     def v(self, name: str, offset_elems: int = 0) -> int:
         return super().v(name, offset_elems) + self.slot * self.plan.vstride.get(name, 0)
 
@@ -184,6 +178,12 @@ class BatchEmitter(Emitter):
     def allgather(self, value: str, start: int, length: int, gran: int):
         self.batch((self.plan.vstride[value],) * 2)
         super().allgather(value, start, length, gran)
+
+    def attention_slot(self, n):
+        """The K/V append, and the attention itself only where a later node reads it (not in the last layer)."""
+        self.attention_append(n)
+        if n.output in self.used:
+            self.attention_heads(n)
 
     def group(self, nodes, pcs: list):
         """Per-token nodes: parameters once, then one section per slot; an empty slot skips to the group's end."""

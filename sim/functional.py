@@ -5,7 +5,10 @@ load), so the simulator calls the numerics with `clean=True` and skips re-checki
 
 One `Device` holds one core's state (VBUF, scalar registers, TOKEN/POS, HBM and DDR images) and executes a
 stream in program order (the ISA's dependency rules make that equal to the parallel machine's result). It is
-vectorised with numpy: one matrix instruction is one `mpu_matvec` call over the whole weight matrix.
+vectorised with numpy: one matrix instruction is one `mpu_matvec` call over the whole weight matrix. Batched
+prefill (ISA version 2): a BATCH-prefixed LINEAR runs the unbatched path (`_mpu`) once per input vector on the
+weights read once, so every row is bit-identical by construction; CHUNK/SLOT set COUNT, TOKEN and POS from the
+token table in DDR, and an empty slot's SLOT makes the executor skip forward.
 
 It stops with a `SimError` naming the device, PC and instruction on anything the hardware would flag: an
 out-of-range VBUF/HBM/DDR access, a length beyond the capacity, a read of off-chip data written by a DMA that
