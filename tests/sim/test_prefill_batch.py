@@ -217,3 +217,13 @@ def test_bad_batched_code_stops_with_a_sim_error(programs, text, table, match):
         return
     with pytest.raises(SimError, match=match):
         dev.run("x", 0, 0)
+
+
+def test_uneven_heads_and_overlapped_gathers():
+    """10 heads on 4 devices (3, 3, 2, 2) with each gathered output cut into 2 segments: batched gathers too."""
+    m = make_hf_gpt2(7, n_embd=160, n_head=10, n_layer=2, n_positions=32, vocab_size=263)
+    ids = [5, 17, 99, 3, 250, 7, 8, 9, 10, 11]
+    ref = Session(compile_model(m, "tiny"), "sim").feed(ids)
+    prog = compile_model(m, "tiny", devices=4, overlap=2, prefill_batch=4)
+    assert any(i.op.mnemonic == "ALLGATHER" for i in prog.devices[0].streams["prefill_batch"])
+    np.testing.assert_array_equal(Session(prog, "sim").feed(ids).view(np.uint16), ref.view(np.uint16))
