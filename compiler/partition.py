@@ -61,6 +61,20 @@ def _segments(segments):
     return segments
 
 
+def parse_overlap(text: str) -> int | str:
+    """A command line's overlap: "auto" or a segment count >= 1 (CompileError otherwise)."""
+    t = str(text).strip().lower()
+    if t == "auto":
+        return t
+    try:
+        v = int(t)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise CompileError(f"--overlap {text}: expected auto or a segment count >= 1 (1 = DFX's blocking sync)")
+    return v
+
+
 def partition(g: Graph, cfg: AccelConfig, devices: int = 1, segments: int = 1) -> Graph:
     if not isinstance(devices, int) or devices < 1:
         raise CompileError(f"devices must be a positive integer, not {devices!r}")

@@ -294,9 +294,10 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
 @click.option("--calib", default=None, metavar="FILE|corpus",
               help="calibration text for gptq/adadim/mixed: a UTF-8 text file (>= 1024 tokens), or `corpus` for "
                    "the embedded model's training split")
-@click.option("--overlap", type=int, default=1, show_default=True,
+@click.option("--overlap", default="1", show_default=True, metavar="auto|S",
               help="1: DFX's blocking all-gathers; S > 1: cut each gathered output into S parts so the ring "
-                   "overlaps compute")
+                   "overlaps compute; auto: the performance model picks S per layer role (never slower than "
+                   "blocking)")
 @click.option("--max-seq", type=int, default=None, help="KV-cache positions (default: the model's n_positions)")
 @click.option("--prefill-batch", type=int, default=None, metavar="M",
               help="matrix-matrix prefill: add a prefill_batch stream that runs up to M prompt tokens per run, "
@@ -309,8 +310,10 @@ def compile_cmd(model, output, config, devices, weights, method, calib, overlap,
     from dfx.models import checkpoint
     from dfx.program import save_program
 
+    from dfx.compiler.partition import parse_overlap
     src = model if model else checkpoint.DEFAULT_MODEL_DIR
     t0 = time.perf_counter()
+    overlap = parse_overlap(overlap)
     tokens = _calibration_tokens(src, calib, method)
     prog = compile_model(src, config, devices=devices, weights=weights, max_seq=max_seq, overlap=overlap,
                          method=method, calib=tokens, prefill_batch=prefill_batch)

@@ -69,6 +69,18 @@ def test_compile_run_disasm(ckpt, tmp_path):
     assert code == 0 and "ALLGATHER" in out and out.rstrip().splitlines()[-1].startswith("HALT")
 
 
+def test_compile_overlap_auto(ckpt, tmp_path):
+    """--overlap auto: the performance model's choice per layer role is recorded, and the text is unchanged."""
+    from dfx.program import load_program
+    from dfx.sim.perf_tune import tune_overlap
+    prog = tmp_path / "auto.dfx"
+    code, _, err = run("compile", ckpt, "-o", prog, "--devices", "2", "--overlap", "auto")
+    assert code == 0, err
+    m = load_program(prog).manifest
+    assert m["overlap"] == tune_overlap(m["model"], m["config"]["name"], 2)
+    assert run("run", prog, "--prompt", "def f(", "-n", "8")[1] == run("generate", "def f(", "--model", ckpt, "-n", "8")[1]
+
+
 @pytest.mark.parametrize("args,msg", [
     (["generate", "", "--model", "CKPT"], "the prompt is empty"),
     (["generate", "x", "-n", "100000", "--model", "CKPT"], "exceeds the model's context"),
@@ -78,6 +90,8 @@ def test_compile_run_disasm(ckpt, tmp_path):
     (["generate", "x", "--model", "CKPT", "-n", "4", "--config", "huge"], "neither a preset"),
     (["generate", "x", "--model", "CKPT", "-n", "4", "--devices", "9"], "at most 8 devices"),
     (["disasm", "CKPT"], "is a directory, not a dfx program file"),
+    (["compile", "124M", "-o", "/tmp/x.dfx", "--devices", "2", "--overlap", "fast"], "expected auto or a segment"),
+    (["compile", "124M", "-o", "/tmp/x.dfx", "--devices", "2", "--overlap", "0"], "expected auto or a segment"),
 ])
 def test_bad_input_is_one_line_exit_2(args, msg, ckpt):
     args = [str(ckpt) if a == "CKPT" else a for a in args]
