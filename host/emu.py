@@ -263,7 +263,8 @@ class EmuBoard:
             from dfx.sim.perf import PerfModel
             self._perf = PerfModel(self.program, "u280", check_fit=False)
         try:
-            step = self._perf.step(name, pos)[self.index]
+            count = self._batch_count() if name in self._perf.batched_streams else None
+            step = self._perf.step(name, pos, count)[self.index]
         except Exception:   # noqa: BLE001 - counters are best effort: a stream the model does not know reads 0
             self.last_run = None
             for r in ("CYCLES", *(f"BUSY_{u}" for u in regmap.COUNTER_UNITS)):
@@ -273,6 +274,13 @@ class EmuBoard:
         for i, unit in enumerate(regmap.COUNTER_UNITS):
             self.values[f"BUSY_{unit}"] = step.busy[i]
         self.last_run = None
+
+
+    def _batch_count(self) -> int:
+        """The tokens of the last batched prefill run: COUNT, the u32 at the head of its token table
+        (manifest symbols.prefill_batch.tokens) in the simulator's DDR."""
+        a = int(self.program.symbols["prefill_batch"]["tokens"])
+        return int.from_bytes(self.sim.ddr[a:a + 4].tobytes(), "little")
 
 
 class EmuCluster:

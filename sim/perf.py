@@ -65,8 +65,11 @@ U_MPU, U_VPU, U_DMA, U_ROUTER, U_CTRL = range(5)
 UNIT_NAMES = ("mpu", "vpu", "dma", "router")
 _UNIT_OF = {isa.Unit.MPU: U_MPU, isa.Unit.VPU: U_VPU, isa.Unit.DMA: U_DMA, isa.Unit.ROUTER: U_ROUTER,
             isa.Unit.CTRL: U_CTRL}
-K_NORMAL, K_FENCE, K_HALT, K_NOP, K_GATHER, K_SEND, K_RECV = range(7)
-_KINDS = {"FENCE": K_FENCE, "HALT": K_HALT, "NOP": K_NOP, "ALLGATHER": K_GATHER, "SEND": K_SEND, "RECV": K_RECV}
+K_NORMAL, K_FENCE, K_HALT, K_NOP, K_GATHER, K_SEND, K_RECV, K_BLOCK = range(8)
+# K_BLOCK: a controller instruction that holds dispatch (CHUNK's token-table read, SLOT's fetch redirect);
+# BATCH is fused with the instruction it prefixes (serial issue: a control word fetched and decoded on its own)
+_KINDS = {"FENCE": K_FENCE, "HALT": K_HALT, "NOP": K_NOP, "ALLGATHER": K_GATHER, "SEND": K_SEND, "RECV": K_RECV,
+          "CHUNK": K_BLOCK, "SLOT": K_BLOCK, "BATCH": K_NOP}
 MNEMONICS = tuple(op.mnemonic for op in isa.OPS)
 _MN_INDEX = {m: i for i, m in enumerate(MNEMONICS)}
 CLASSES = {
@@ -75,7 +78,7 @@ CLASSES = {
     "scalar": ("SMOVI", "SADDI", "SMULI", "SRECIP", "SRSQRT"),
     "dma": ("LOAD", "STORE", "STORE_K", "STORE_VT"),
     "ring": ("ALLGATHER", "SEND", "RECV"),
-    "control": ("NOP", "FENCE", "HALT"),
+    "control": ("NOP", "FENCE", "HALT", "BATCH", "CHUNK", "SLOT"),
 }
 CLASS_OF = {m: c for c, ms in CLASSES.items() for m in ms}
 # Quantized matrices (wfmt != 0) stream their whole HBM region (descriptor + packed codes + scale blocks, exactly
@@ -211,10 +214,22 @@ class Timing:
         latency: further cycles until the result is written (dependants wait for occupancy + latency).
         Serial issue: occupancy = the engine's cycles from its start to `done` (what follows waits for all of
         it), latency 0; the issue cycles before the start are the scheduler's.
+        A BATCH-prefixed LINEAR / ALLGATHER carries its vector count in f["m"] (`_Stream` fuses the two):
+        the LINEAR streams its weights once (HBM bytes, dequantiser) and applies each tile to the m vectors
+        (m cycles per tile); the ALLGATHER moves m vectors per ring step. Controller: CHUNK's occupancy is
+        its token-table read (DDR), SLOT's the fetch redirect when it skips (f["_skips"]).
         """
         cfg = self.cfg
         m = op.mnemonic
         u = op.unit
+        rows = f.get("m", 1)                                     # BATCH: vectors per weight tile / gather
+        if u is isa.Unit.CTRL:
+            if m == "CHUNK":                                     # u32 COUNT + cap tokens, dispatch waits for it
+                nbytes = isa.TOKEN_TABLE_HEADER + 4 * f["cap"]
+                return self.ddr_lat + math.ceil(nbytes / self.ddr_bpc), 0, 0, nbytes
+            if m == "SLOT" and f.get("_skips") and not self.serial:
+                return 1, 0, 0, 0                                # redirect: fetch the branch target
+            return 0, 0, 0, 0
         if u is isa.Unit.MPU:
             k = n_dyn if f["dyn_k"] else f["k"]
             n = n_dyn if f["dyn_n"] else f["n"]
@@ -232,12 +247,12 @@ class Timing:
                 planes = _BCQ_PLANES.get(f["wfmt"], 0)
                 deq = (planes * self.add if planes else self.mul32) + self.rnd
             mem = nbytes / self.hbm_bpc
-            if self.serial:                                      # one tile per cycle, then the pipeline
+            if self.serial:                                      # one tile (x m vectors) per cycle, then the pipeline
                 r = self.rtl
                 occ = (r.setup["mpu"] + self.hbm_read_lat + r.feed["mpu"] + deq + r.mpu_latency
-                       + max(kt * nt, math.ceil(mem)))
+                       + max(rows * kt * nt, math.ceil(mem)))
                 return occ, 0, nbytes, 0
-            comp = kt * max(nt, self.add)                        # in-order accumulation per column block
+            comp = kt * max(rows * nt, self.add)                 # in-order accumulation per column block
             occ = math.ceil(max(mem, comp))
             lat = (self.vbuf + deq + self.mul16 + self.tree + self.add + (self.add if f["has_bias"] else 0)
                    + (self.mul32 if f["scale"] else 0) + self.rnd + (self.gelu_lat if f["gelu"] else 0)
@@ -286,7 +301,7 @@ class Timing:
             return max(occ, 1), self.ddr_lat + self.vbuf, 0, nbytes
         if u is isa.Unit.ROUTER:
             if m == "ALLGATHER":
-                return 0, self.gather_cycles(f["n"], f["devices"], f["gran"]), 0, 0
+                return 0, self.gather_cycles(f["n"], f["devices"], f["gran"], rows), 0, 0
             occ = max(1, math.ceil(2 * f["n"] / self.link_bpc))
             return occ, self.vbuf, 0, 0
         return 0, 0, 0, 0
@@ -332,17 +347,21 @@ class Timing:
         occ = r.setup["dma"] + r.dma_run * runs + per * pieces + tail
         return occ, 0, nbytes if hbm else 0, 0 if hbm else nbytes
 
-    def gather_cycles(self, n: int, devices: int, gran: int) -> int:
-        """Ring all-gather after every device arrived: N-1 steps, each moving the largest chunk + one hop."""
+    def gather_cycles(self, n: int, devices: int, gran: int, m: int = 1) -> int:
+        """Ring all-gather after every device arrived: N-1 steps, each moving the largest chunk + one hop.
+        m > 1 (BATCH): m gathers back to back, one sync: each step moves m chunks, the hop latency once."""
         if devices <= 1:
             return 1
         biggest = max(b - a for a, b in isa.chunk_bounds(n, devices, max(gran, 1) * self.cfg.d))
-        return (devices - 1) * (math.ceil(2 * biggest / self.link_bpc) + self.hop) + 2 * self.vbuf
+        return (devices - 1) * (math.ceil(2 * m * biggest / self.link_bpc) + self.hop) + 2 * self.vbuf
 
-    def host_seconds(self, devices: int, decode: bool, logits_bytes: list[int]) -> float:
+    def host_seconds(self, devices: int, decode: bool, logits_bytes: list[int], table_bytes: int = 0) -> float:
         """Host time around one token step: TOKEN/POS/start writes and a done poll per device; decode steps
-        also read every device's logits slice (one DMA each) and sample."""
+        also read every device's logits slice (one DMA each) and sample; a batched prefill run first writes
+        its token table (`table_bytes`: COUNT + tokens) into every device's DDR (one DMA each)."""
         t = devices * (3 * self.mmio_w + self.mmio_r)
+        if table_bytes:
+            t += devices * (self.dma_setup + table_bytes / self.pcie_bps)
         if decode:
             t += sum(self.dma_setup + b / self.pcie_bps for b in logits_bytes) + self.sample
         return t
@@ -350,7 +369,10 @@ class Timing:
 
 # ================================================================================================ stream tables
 def _operands(op: isa.Op, f: dict, vbuf_entries: int, d: int):
-    """VBUF ranges (start entry, elements or None for POS+1) read and written, scalar registers as entries."""
+    """VBUF ranges (start entry, elements or None for POS+1) read and written, scalar registers as entries.
+    A BATCH-fused instruction (f["m"]) reads and writes the union over its m vectors (ISA rule 5): its strided
+    operands (LINEAR src / dst, ALLGATHER vaddr) m times, `*_stride` entries apart, contiguous copies merged
+    into one range (the same entries); the bias and the scalar registers once."""
     def length(src: str):
         if src == "k":
             return None if f.get("dyn_k") else f["k"]
@@ -360,15 +382,30 @@ def _operands(op: isa.Op, f: dict, vbuf_entries: int, d: int):
             return None if f.get("dyn_n") else f["n"]
         raise AssertionError(src)
 
+    stride = {"src": f["src_stride"], "dst": f["dst_stride"], "vaddr": f["dst_stride"]} if "m" in f else {}
+
+    def add(out, addr, ln):
+        st = stride.get(addr, 0)
+        if ln == -1:
+            return
+        if not st or ln is None:
+            out.append((f[addr], ln))
+            return
+        e = _cdiv(ln, d)
+        runs = []
+        for i in range(f["m"]):
+            a = f[addr] + i * st
+            if runs and a <= runs[-1][1]:
+                runs[-1][1] = max(runs[-1][1], a + e)
+            else:
+                runs.append([a, a + e])
+        out.extend((a, ln) if b - a == e else (a, (b - a) * d) for a, b in runs)
+
     reads, writes = [], []
     for addr, src in op.reads:
-        ln = length(src)
-        if ln != -1:
-            reads.append((f[addr], ln))
+        add(reads, addr, length(src))
     for addr, src in op.writes:
-        ln = length(src)
-        if ln != -1:
-            writes.append((f[addr], ln))
+        add(writes, addr, length(src))
     for r in op.sreads:
         if r == "s?":
             if f.get("scale"):
@@ -423,42 +460,129 @@ def layer_bins(instrs: list[isa.Instr], n_layer: int, node_pcs=None) -> tuple[li
     return out, names
 
 
+def needs_count(instrs: list[isa.Instr]) -> bool:
+    """Whether a stream is a batched prefill: its run depends on COUNT (CHUNK, SLOT, BATCH +dyn_m)."""
+    return any(ins.op.mnemonic in ("CHUNK", "SLOT") or (ins.op.mnemonic == "BATCH" and ins.dyn_m)
+               for ins in instrs)
+
+
+def _path(instrs: list[isa.Instr], count: int | None, serial: bool) -> list[tuple]:
+    """What one run executes (docs/isa.md, "Batched prefill") with COUNT = `count`: [(pc, batch, slot, skips)]
+    in order. batch: (m, src_stride, dst_stride) of the BATCH prefix fused into this instruction (ISA rule 5;
+    the BATCH word itself is an entry of its own only in serial issue, where it is fetched and decoded); slot:
+    POS - the host's POS when it runs (SLOT i sets POS = POS0 + i); skips: a SLOT whose token does not exist,
+    which jumps over `skip` instructions."""
+    out = []
+    n = len(instrs)
+    pc, slot, pos0, prefix, counted = 0, 0, 0, None, False
+
+    def bad(msg):
+        raise PerfError(f"pc {pc} `{isa.disassemble(instrs[pc])}`: {msg}")
+
+    while pc < n:
+        ins = instrs[pc]
+        mn = ins.op.mnemonic
+        skips = False
+        if mn == "BATCH":
+            nxt = instrs[pc + 1] if pc + 1 < n else None
+            if nxt is None or nxt.op.mnemonic not in isa.BATCHABLE:
+                bad(f"BATCH must be followed by {' or '.join(isa.BATCHABLE)}, not "
+                    f"{nxt.op.mnemonic if nxt else 'the end of the stream'}")
+            if ins.dyn_m:
+                if not counted:
+                    bad("BATCH +dyn_m before CHUNK: COUNT is 0")
+                m = count
+            else:
+                m = ins.m
+                if m < 1:
+                    bad("BATCH m=0: m must be >= 1")
+            if nxt.op.mnemonic == "LINEAR" and (nxt.dyn_k or nxt.dyn_n):
+                bad("a batched LINEAR has static k and n (dyn_k and dyn_n must be 0)")
+            if nxt.op.mnemonic == "ALLGATHER" and ins.src_stride != ins.dst_stride:
+                bad("a batched ALLGATHER is in place: src_stride must equal dst_stride")
+            prefix = (m, ins.src_stride, ins.dst_stride)
+            if serial:
+                out.append((pc, None, slot, False))
+            pc += 1
+            continue
+        if mn == "CHUNK":
+            if count is None:
+                bad("a batched prefill stream: give the run's token count")
+            if not 1 <= count <= ins.cap:
+                bad(f"COUNT {count}; accepted: 1..{ins.cap}")
+            counted, pos0 = True, slot
+        elif mn == "SLOT":
+            if not counted:
+                bad("SLOT before CHUNK: COUNT is 0")
+            if ins.skip > n - pc - 1:
+                bad(f"skip={ins.skip} runs past the end of the stream ({n - pc - 1} instructions follow)")
+            if ins.i >= count:
+                skips = True
+            else:
+                slot = pos0 + ins.i
+        out.append((pc, prefix, slot, skips))
+        prefix = None
+        if mn == "HALT":
+            break
+        pc += ins.skip + 1 if skips else 1
+    return out
+
+
 class _Stream:
     """One device's stream, predecoded: static per-instruction data, and per POS class the resolved tuples
     (kind, unit, mnemonic index, layer bin, read ranges, write ranges, occupancy, latency, fence mask,
-    HBM bytes, DDR bytes) the scheduler runs on."""
+    HBM bytes, DDR bytes) the scheduler runs on.
+
+    A stream with BATCH, CHUNK or SLOT is predecoded along the path one run takes (`_path`) for a token count
+    `count`: entries are the instructions executed, in order, with every BATCH fused into the LINEAR or
+    ALLGATHER it prefixes; a dynamic instruction of token slot i runs at POS + i (`offset`)."""
 
     _ADDRESS_FIELDS = ("w", "addr", "stride", "index")      # never change a cost (addresses, row pitch)
 
     def __init__(self, instrs: list[isa.Instr], timing: Timing, n_layer: int, devices: int, node_pcs=None,
-                 cache: dict | None = None, regions: dict[int, int] | None = None):
+                 cache: dict | None = None, regions: dict[int, int] | None = None, count: int | None = None,
+                 bins: tuple | None = None):
         cfg = timing.cfg
         self.timing = timing
-        self.n = len(instrs)
-        self.bins, self.bin_names = layer_bins(instrs, n_layer, node_pcs)
+        if not instrs or instrs[-1].op.mnemonic != "HALT":
+            raise PerfError("stream does not end with HALT")
+        pc_bins, self.bin_names = bins or layer_bins(instrs, n_layer, node_pcs)
+        if any(ins.op.mnemonic in isa.BATCHED_OPS for ins in instrs):
+            path = _path(instrs, count, timing.serial)
+        else:
+            path = [(pc, None, 0, False) for pc in range(len(instrs))]
+        self.src = instrs
+        self.pcs = [e[0] for e in path]   # entry -> pc
+        self.n = len(path)
+        self.bins = [pc_bins[pc] for pc in self.pcs]
         self.bins_np = np.asarray(self.bins, np.int64)
         self.static = []          # (kind, unit, cls, reads, writes, fence_mask): ranges as (entry, elements|None)
         self.skey = []            # static key: equal keys => equal resolved tuples for every POS (but the bin)
         self.csig = []            # cost signature: (mnemonic, fields that can change the cost)
         self.fields = []
         self.ops = []
-        self.dyn = []             # pcs whose cost or ranges depend on POS
-        if not instrs or instrs[-1].op.mnemonic != "HALT":
-            raise PerfError("stream does not end with HALT")
+        self.dyn = []             # entries whose cost or ranges depend on POS
+        self.offset = {}          # dynamic entry -> its token slot's POS offset (batched prefill)
         cache = {} if cache is None else cache
         regions = regions or {}
-        for pc, ins in enumerate(instrs):
+        for e, (pc, batch, slot, skips) in enumerate(path):
+            ins = instrs[pc]
             wbytes = None
             if ins.op.fmt is isa.MATRIX and ins.wfmt != 0:
                 wbytes = regions.get(ins.w)
                 if wbytes is None:
                     raise PerfError(f"pc {pc} `{isa.disassemble(ins)}`: quantized weights at HBM address {ins.w} "
                                     "have no region in the manifest (quantization.regions); recompile the program")
-            hit = cache.get((ins, wbytes))
+            key = (ins, wbytes) if batch is None and not skips else (ins, wbytes, batch, skips)
+            hit = cache.get(key)
             if hit is None:
                 op, f = ins.op, ins.fields()
                 if wbytes is not None:
                     f["wbytes"] = wbytes
+                if batch is not None:
+                    f["m"], f["src_stride"], f["dst_stride"] = batch
+                if skips:
+                    f["_skips"] = 1
                 kind = _KINDS.get(op.mnemonic, K_NORMAL)
                 reads, writes = _operands(op, f, cfg.vbuf_entries, cfg.d)
                 mask = 0
@@ -472,22 +596,27 @@ class _Stream:
                 csig = (op.mnemonic,) + tuple(v for k, v in f.items() if k not in self._ADDRESS_FIELDS)
                 if timing.serial and op.unit is isa.Unit.DMA:   # pieces depend on the address's alignment
                     csig += (timing.dma_base(f) % max(timing.rtl.hbm_beat, timing.rtl.ddr_beat),)
-                hit = cache[(ins, wbytes)] = (st, csig, st + (csig,), f, op, bool(f.get("dyn_n") or f.get("dyn_k")))
+                hit = cache[key] = (st, csig, st + (csig,), f, op, bool(f.get("dyn_n") or f.get("dyn_k")))
             st, csig, skey, f, op, dyn = hit
             self.static.append(st)
             self.csig.append(csig)
-            self.skey.append(skey)
             self.fields.append(f)
             self.ops.append(op)
             if dyn:
-                self.dyn.append(pc)
+                self.dyn.append(e)
+                if slot:
+                    self.offset[e] = slot
+                    skey = skey + (slot,)
+            self.skey.append(skey)
         self.has_p2p = any(st[0] in (K_SEND, K_RECV) for st in self.static)
         self._base = None
         self._resolved: dict[int, list] = {}
 
     def _resolve_one(self, pc: int, n_dyn: int):
+        """Entry `pc`'s tuple for a run at POS + 1 = n_dyn (token slot i of a batched run: n_dyn + i)."""
         t = self.timing
         kind, unit, cls, reads, writes, mask = self.static[pc]
+        n_dyn += self.offset.get(pc, 0)
         d = t.cfg.d
         E = t.cfg.vbuf_entries
         e_dyn = _cdiv(n_dyn, d)
@@ -506,7 +635,7 @@ class _Stream:
         rr, ww = ranges(reads), ranges(writes)
         for a, b in rr + ww:
             if b > E + 16 or (a < E and b > E):
-                raise PerfError(f"pc {pc} `{isa.disassemble(isa.Instr(self.ops[pc], **self.fields[pc]))}`: VBUF "
+                raise PerfError(f"pc {self.pcs[pc]} `{isa.disassemble(self.src[self.pcs[pc]])}`: VBUF "
                                 f"entries {a}..{b} exceed the {E}-entry buffer")
         key = (self.csig[pc], n_dyn if pc in self._dynset else 0)
         c = t.cost_cache.get(key)
@@ -650,7 +779,10 @@ class _Dev:
             elif kind == K_HALT:
                 end = max(t + ctrl, *unit_done)
                 self.halted = True
-            else:                                                # NOP
+            elif kind == K_BLOCK:                                # CHUNK / SLOT: dispatch waits for the controller
+                end = barrier = t + ctrl + occ
+                ddr += db
+            else:                                                # NOP (and BATCH in serial issue)
                 end = t + ctrl
             if end > frontier:
                 by_op[cls] += end - frontier
@@ -833,8 +965,8 @@ def simulate_step(streams: list["_Stream"], n_dyn: int, order: list[int] | None 
                     progressed = True
         live = {k: v for k, v in blocked.items() if v is not None}
         if live and len(live) == len(uniq) and all(v[0] == K_GATHER for v in live.values()):
-            shapes = {(streams[k].fields[pc]["n"], streams[k].fields[pc]["gran"]) for k, (_, pc, _, _) in
-                      live.items()}
+            shapes = {(streams[k].fields[pc]["n"], streams[k].fields[pc]["gran"], streams[k].fields[pc].get("m", 1))
+                      for k, (_, pc, _, _) in live.items()}
             if len(shapes) != 1:
                 raise PerfError("ALLGATHER shapes differ between devices: " + "; ".join(
                     f"device {k} pc {pc}" for k, (_, pc, _, _) in sorted(live.items())))
@@ -843,12 +975,12 @@ def simulate_step(streams: list["_Stream"], n_dyn: int, order: list[int] | None 
                 go = _try_skip(devs, streams, n_dyn, history, go)
                 live = {k: d.pending for k, d in devs.items()}
             xfer = next(iter(live.values()))[3]
-            nelem = shapes.pop()[0]
+            nelem, _, rows = shapes.pop()
             for k, (_, pc, start, _) in live.items():
                 o = devs[k].out
                 o.sync_wait += go - start
                 o.ring_cycles += xfer
-                o.link_bytes += 2 * nelem * (n - 1) // n
+                o.link_bytes += rows * (2 * nelem * (n - 1) // n)
                 devs[k].finish(go + xfer)
                 blocked[k] = devs[k].run()
             progressed = True
@@ -901,7 +1033,8 @@ def _try_skip(devs: dict, streams, n_dyn: int, history: list, go: int) -> int:
 @dataclass
 class Phase:
     """Totals of one phase (prefill or decode) over its token steps."""
-    steps: int = 0
+    steps: int = 0                       # runs (a batched prefill run processes several tokens)
+    tokens: int = 0                      # tokens processed
     device_cycles: int = 0               # sum over steps of the slowest device's cycles
     host_s: float = 0.0
     by_op: Counter = field(default_factory=Counter)      # exposed cycles (critical device), by mnemonic
@@ -923,7 +1056,9 @@ class PerfModel:
         report = m.run(input_tokens=128, output_tokens=256)
 
     `fast=False` turns off the exact shortcuts (device deduplication, layer periodicity) for testing them;
-    `serial_issue=True` models the in-order RTL core (`Timing`).
+    `serial_issue=True` models the in-order RTL core (`Timing`). A program compiled with a batched prefill
+    stream (`compile_model(prefill_batch=M)`) runs its prompt through it in chunks of up to M tokens
+    (`run`); `step(stream, pos, count)` models one run of it over `count` tokens.
     """
 
     def __init__(self, program: Program, board: str | Board | None = "u280", check_fit: bool = True,
@@ -940,27 +1075,45 @@ class PerfModel:
         if check_fit:
             self.check_fit()
         node_pcs = program.manifest.get("node_pcs")
-        L = int(self.model.get("n_layer", 0))
+        self.n_layer = int(self.model.get("n_layer", 0))
         self.streams = {}
-        cache: dict = {}                  # Instr -> predecoded (prefill and decode share most instructions)
+        self._cache: dict = {}            # Instr -> predecoded (prefill and decode share most instructions)
         regions = (program.manifest.get("quantization") or {}).get("regions") or [{}] * self.devices
-        for name in ("prefill", "decode"):
+        self._regions = [{int(a): int(r["bytes"]) for a, r in regions[k].items()} for k in range(self.devices)]
+        self._batched: dict[str, list] = {}           # batched stream -> per device (instrs, layer bins)
+        self._traces: dict[tuple[str, int], list] = {}
+        names = ["prefill", "decode"] + [s for s in program.manifest.get("streams", ())
+                                         if s not in ("prefill", "decode")]
+        for name in names:
             per_dev = []
             for k, dev in enumerate(program.devices):
                 if name not in dev.streams:
                     raise PerfError(f"device {k} has no {name!r} stream")
                 np_ = node_pcs.get(name, [None] * self.devices)[k] if node_pcs else None
-                reg = {int(a): int(r["bytes"]) for a, r in regions[k].items()}
-                per_dev.append(_Stream(dev.streams[name], self.timing, L, self.devices, np_, cache, reg))
-            self.streams[name] = per_dev
+                instrs = dev.streams[name]
+                if needs_count(instrs):
+                    if not instrs or instrs[-1].op.mnemonic != "HALT":
+                        raise PerfError(f"device {k} {name}: stream does not end with HALT")
+                    per_dev.append((instrs, layer_bins(instrs, self.n_layer, np_)))
+                else:
+                    per_dev.append(_Stream(instrs, self.timing, self.n_layer, self.devices, np_, self._cache,
+                                           self._regions[k]))
+            if isinstance(per_dev[0], _Stream):
+                self.streams[name] = per_dev
+            else:
+                self._batched[name] = per_dev
         self.max_seq = int(program.manifest.get("max_seq", self.model.get("n_positions", 1024)))
-        self._memo: dict[tuple[str, int], list[DeviceStep]] = {}
-        pieces = program.manifest.get("symbols", {}).get("logits_pieces")
+        self._memo: dict[tuple, list[DeviceStep]] = {}
+        symbols = program.manifest.get("symbols", {})
+        pieces = symbols.get("logits_pieces")
         V = int(self.model.get("vocab_size", 0))
         if pieces:
             self.logits_bytes = [2 * sum(b - a for a, b in p) for p in pieces]
         else:
             self.logits_bytes = [2 * V // self.devices] * self.devices
+        sym = symbols.get("prefill_batch")
+        self.batch_stream = sym["stream"] if sym and sym.get("stream") in self._batched else None
+        self.prefill_chunk = self.capacity(self.batch_stream) if self.batch_stream else None
 
     # ---- fit
     def hbm_needed(self) -> list[int]:
@@ -976,29 +1129,92 @@ class PerfModel:
                                 "weight format")
 
     # ---- steps
+    @property
+    def batched_streams(self) -> tuple[str, ...]:
+        """Streams whose runs take a token count (`step(stream, pos, count)`): batched prefill."""
+        return tuple(self._batched)
+
     def key(self, pos: int) -> int:
         return _cdiv(pos + 1, self.timing.g0)
 
-    def step(self, stream: str, pos: int, memo: bool = True) -> list[DeviceStep]:
-        """Every device's figures for one run of `stream` at position `pos`."""
-        if stream not in self.streams:
-            raise PerfError(f"no stream {stream!r}; the program has {', '.join(self.streams)}")
+    def capacity(self, stream: str) -> int:
+        """The most tokens one run of a batched stream takes (its CHUNK's cap)."""
+        instrs = self._batched[stream][0][0]
+        caps = [ins.cap for ins in instrs if ins.op.mnemonic == "CHUNK"]
+        if not caps:
+            raise PerfError(f"stream {stream!r} uses COUNT without a CHUNK")
+        return caps[0]
+
+    def _trace(self, stream: str, count: int) -> list[_Stream]:
+        """Every device's batched stream along the path a run of `count` tokens takes (built once per count)."""
+        t = self._traces.get((stream, count))
+        if t is None:
+            t = self._traces[(stream, count)] = [
+                _Stream(instrs, self.timing, self.n_layer, self.devices, None, self._cache, self._regions[k],
+                        count=count, bins=bins) for k, (instrs, bins) in enumerate(self._batched[stream])]
+        return t
+
+    def _step_key(self, stream: str, pos: int, count: int | None) -> tuple:
+        """The memo key: every cost depends on POS only through ceil((POS + 1) / g0) (`key`), per token slot."""
+        if stream in self._batched:
+            return (stream, count) + tuple(self.key(pos + i) for i in range(count))
+        return (stream, self.key(pos))
+
+    def _check_step(self, stream: str, pos: int, count: int | None):
+        if stream not in self.streams and stream not in self._batched:
+            raise PerfError(f"no stream {stream!r}; the program has {', '.join([*self.streams, *self._batched])}")
         if not 0 <= pos < self.max_seq:
             raise PerfError(f"position {pos} is outside the program's context (max_seq {self.max_seq})")
-        key = (stream, self.key(pos))
+        if stream in self._batched:
+            cap = self.capacity(stream)
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= cap:
+                raise PerfError(f"stream {stream!r} is a batched prefill: give its token count, an integer in "
+                                f"1..{cap}, not {count!r}")
+            if pos + count > self.max_seq:
+                raise PerfError(f"{count} tokens from position {pos} run past the program's context "
+                                f"(max_seq {self.max_seq})")
+        elif count not in (None, 1):
+            raise PerfError(f"stream {stream!r} runs one token per step, not count {count!r}")
+
+    def step(self, stream: str, pos: int, count: int | None = None, memo: bool = True) -> list[DeviceStep]:
+        """Every device's figures for one run of `stream` at position `pos`; a batched prefill stream runs
+        `count` tokens, token i at position pos + i."""
+        self._check_step(stream, pos, count)
+        key = self._step_key(stream, pos, count)
         if memo and key in self._memo:
             return self._memo[key]
-        r = simulate_step(self.streams[stream], pos + 1, self.program.manifest.get("ring"), fast=self.fast)
+        streams = self._trace(stream, count) if stream in self._batched else self.streams[stream]
+        r = simulate_step(streams, pos + 1, self.program.manifest.get("ring"), fast=self.fast)
         if memo:
             self._memo[key] = r
         return r
 
-    def step_cycles(self, stream: str, pos: int, memo: bool = True) -> int:
-        return max(d.cycles for d in self.step(stream, pos, memo))
+    def step_cycles(self, stream: str, pos: int, count: int | None = None, memo: bool = True) -> int:
+        return max(d.cycles for d in self.step(stream, pos, count, memo=memo))
 
-    def run(self, input_tokens: int, output_tokens: int, memo: bool = True) -> "PerfReport":
-        """Token-serial generation: `prefill` for prompt tokens 0..T-2, `decode` for T-1 and each generated
-        token but the last (output_tokens decode steps in all)."""
+    def schedule(self, input_tokens: int, output_tokens: int, batched: bool | None = None) -> list[tuple]:
+        """The runs of a generation, in order: (phase, stream, pos, count). Token-serial: `prefill` for prompt
+        tokens 0..T-2, `decode` for T-1 and each generated token but the last. With a batched prefill stream
+        (`batched` None: if the program has one) the prompt tokens 0..T-2 go through it in chunks of its
+        capacity, the last chunk taking the rest."""
+        T, M = input_tokens, output_tokens
+        if batched is None:
+            batched = self.batch_stream is not None
+        elif batched and self.batch_stream is None:
+            raise PerfError("the program has no batched prefill stream; compile it with prefill_batch=M "
+                            "(dfx compile --prefill-batch M)")
+        runs = []
+        if batched:
+            chunk = self.prefill_chunk
+            runs += [("prefill", self.batch_stream, p, min(chunk, T - 1 - p)) for p in range(0, T - 1, chunk)]
+        else:
+            runs += [("prefill", "prefill", p, None) for p in range(T - 1)]
+        return runs + [("decode", "decode", p, None) for p in range(T - 1, T + M - 1)]
+
+    def run(self, input_tokens: int, output_tokens: int, memo: bool = True,
+            batched: bool | None = None) -> "PerfReport":
+        """Generation of `output_tokens` after `input_tokens` (`schedule`: token-serial prefill, or batched
+        when the program has a batched prefill stream and `batched` is not False), then decode."""
         T, M = input_tokens, output_tokens
         for name, v in (("input_tokens", T), ("output_tokens", M)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -1006,26 +1222,26 @@ class PerfModel:
         if T + M - 1 > self.max_seq:
             raise PerfError(f"{T} input + {M} output tokens need {T + M - 1} positions; the program's context is "
                             f"{self.max_seq} (compile with a larger max_seq)")
-        groups: dict[tuple[str, int], list[int]] = {}
-        for p in range(T - 1):
-            groups.setdefault(("prefill", self.key(p)), []).append(p)
-        for p in range(T - 1, T + M - 1):
-            groups.setdefault(("decode", self.key(p)), []).append(p)
+        groups: dict[tuple, list] = {}
+        for phase, stream, pos, count in self.schedule(T, M, batched):
+            groups.setdefault(self._step_key(stream, pos, count), []).append((phase, stream, pos, count))
         phases = {"prefill": Phase(), "decode": Phase()}
         nb = len(self.streams["decode"][0].bin_names)
         for ph in phases.values():
             ph.by_bin = [0] * nb
         decode_bytes = []
-        for (stream, _), positions in groups.items():
-            ph = phases[stream]
+        for runs in groups.values():
+            phase, stream, pos, count = runs[0]
+            ph = phases[phase]
             if memo:
-                res = [(self.step(stream, positions[0]), len(positions))]
+                res = [(self.step(stream, pos, count), len(runs))]
             else:
-                res = [(self.step(stream, p, memo=False), 1) for p in positions]
+                res = [(self.step(stream, p, c, memo=False), 1) for _, _, p, c in runs]
             for devs, cnt in res:
                 crit = max(range(len(devs)), key=lambda k: devs[k].cycles)
                 c = devs[crit]
                 ph.steps += cnt
+                ph.tokens += cnt * (count or 1)
                 ph.device_cycles += cnt * c.cycles
                 for i, v in enumerate(c.by_op):
                     if v:
@@ -1044,22 +1260,26 @@ class PerfModel:
                 ph.ring_cycles += cnt * c.ring_cycles
                 if stream == "decode":
                     decode_bytes.append((max(dv.hbm_bytes for dv in devs), cnt))
-            ph.host_s += len(positions) * self.timing.host_seconds(self.devices, stream == "decode",
-                                                                     self.logits_bytes)
-        return PerfReport(self, T, M, phases, decode_bytes)
+            table = isa.TOKEN_TABLE_HEADER + 4 * count if count else 0
+            ph.host_s += len(runs) * self.timing.host_seconds(self.devices, stream == "decode", self.logits_bytes,
+                                                              table)
+        return PerfReport(self, T, M, phases, decode_bytes,
+                          batched=any(s == self.batch_stream for g in groups.values() for _, s, _, _ in g))
 
 
 # ================================================================================================ report
 class PerfReport:
     """The figures of one run: totals, prefill vs decode, breakdowns, utilisation, bandwidth, roofline."""
 
-    def __init__(self, model: PerfModel, T: int, M: int, phases: dict[str, Phase], decode_bytes):
+    def __init__(self, model: PerfModel, T: int, M: int, phases: dict[str, Phase], decode_bytes,
+                 batched: bool = False):
         self.m = model
         self.input_tokens, self.output_tokens = T, M
         self.phases = phases
         self.clock_hz = model.timing.clock_hz
         self.port_peak = model.cfg.beat_bytes * self.clock_hz            # bytes/s the core's ports can take
         self.board_peak = model.board.hbm_peak_gbytes_per_s * 1e9       # bytes/s the board's HBM delivers
+        self.batched = batched
         n = sum(c for _, c in decode_bytes)
         self.decode_bytes_per_token = sum(b * c for b, c in decode_bytes) / n if n else 0.0
 
@@ -1083,8 +1303,14 @@ class PerfReport:
 
     @property
     def prefill_ms_per_token(self) -> float:
+        """Prefill ms per prompt token (a batched run counts each of its tokens)."""
         p = self.phases["prefill"]
-        return self.ms("prefill") / p.steps if p.steps else 0.0
+        return self.ms("prefill") / p.tokens if p.tokens else 0.0
+
+    @property
+    def prefill_batch(self) -> int | None:
+        """Tokens per batched prefill run when the prefill was batched, else None (token-serial)."""
+        return self.m.prefill_chunk if self.batched else None
 
     @property
     def tokens_per_s(self) -> float:
@@ -1137,9 +1363,9 @@ class PerfReport:
         m = self.m
         ph = {}
         for name, p in self.phases.items():
-            ph[name] = {"steps": p.steps, "device_cycles": p.device_cycles, "ms": self.ms(name),
+            ph[name] = {"steps": p.steps, "tokens": p.tokens, "device_cycles": p.device_cycles, "ms": self.ms(name),
                         "host_ms": p.host_s * 1e3,
-                        "ms_per_token": self.ms(name) / p.steps if p.steps else 0.0,
+                        "ms_per_token": self.ms(name) / p.tokens if p.tokens else 0.0,
                         "by_class_ms": self.by_class(name), "by_op_ms": self.by_op(name),
                         "by_layer_ms": self.by_layer(name), "utilisation": self.utilisation(name),
                         "hbm_gbps_per_device": self.hbm_gbps(name), "hbm_bytes": p.hbm_bytes,
@@ -1149,6 +1375,7 @@ class PerfReport:
         return {
             "model": dict(m.model), "config": m.cfg.to_dict(), "board": m.board.name,
             "devices": m.devices, "overlap": m.program.manifest.get("overlap", 1),
+            "prefill_batch": self.prefill_batch,
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
             "total_cycles": self.total_cycles, "total_ms": self.total_ms,
             "prefill_ms_per_token": self.prefill_ms_per_token, "decode_ms_per_token": self.decode_ms_per_token,
@@ -1169,8 +1396,9 @@ class PerfReport:
             f"tokens: {self.input_tokens} in, {self.output_tokens} out",
             f"total: {self.total_ms:.2f} ms ({self.total_cycles} device cycles + "
             f"{sum(p.host_s for p in self.phases.values()) * 1e3:.3f} ms host)",
-            f"prefill: {self.phases['prefill'].steps} steps, {self.ms('prefill'):.2f} ms "
-            f"({self.prefill_ms_per_token:.3f} ms/token)",
+            f"prefill: {self.phases['prefill'].steps} steps"
+            + (f" (matrix-matrix, up to {self.prefill_batch} tokens each)" if self.prefill_batch else "")
+            + f", {self.ms('prefill'):.2f} ms ({self.prefill_ms_per_token:.3f} ms/token)",
             f"decode: {self.phases['decode'].steps} steps, {self.ms('decode'):.2f} ms "
             f"({self.decode_ms_per_token:.3f} ms/token, {self.tokens_per_s:.1f} tokens/s)",
             f"decode roofline: {self.decode_bytes_per_token / 1e6:.1f} MB/token on the busiest device -> "
