@@ -4,6 +4,8 @@
     dfx perf 355M --devices 1 --table         the 9 DFX workloads for another model / ring
     dfx perf gpt.dfx --json out.json          a compiled program
     dfx perf 1.5B --plots figs/               breakdown, per-layer, roofline, device scaling, model sizes
+    dfx perf 1.5B --overlap auto              ring overlap per layer role, chosen by the model (never slower)
+    dfx perf 1.5B --prefill-batch 10          matrix-matrix prefill: up to 10 prompt tokens per run
     dfx perf --constants                      every board constant with its source
     dfx perf 1.5B --set core.fp_add_cycles=2  what-if: replace a board constant
     dfx perf --rtl-cycles rtl.json --config tiny   calibration: RTL cycles per instruction vs the model
@@ -24,7 +26,37 @@ def _fail(msg: str):
     sys.exit(2)
 
 
-def _program(source: str, config, devices, overlap, max_seq=None):
+def parse_overlap(text) -> int | str | None:
+    """--overlap: None (not given), "auto" or a segment count >= 1; UsageError otherwise."""
+    if text is None:
+        return None
+    t = str(text).strip().lower()
+    if t == "auto":
+        return t
+    try:
+        v = int(t)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise UsageError(f"--overlap must be auto or an integer >= 1 (1: DFX's blocking sync), not {text!r}")
+    return v
+
+
+def parse_prefill_batch(text) -> int | None:
+    """--prefill-batch: None (token-serial) or the tokens per batched prefill run, an integer >= 1."""
+    if text is None:
+        return None
+    try:
+        v = int(str(text).strip())
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise UsageError(f"--prefill-batch must be an integer >= 1 (tokens per matrix-matrix prefill run), "
+                         f"not {text!r}")
+    return v
+
+
+def _program(source: str, config, devices, overlap, max_seq=None, prefill_batch=None):
     """(program, compiled?) from a program file, a checkpoint directory or a named GPT-2 size."""
     from dfx.program import load_program
     p = Path(source)
@@ -42,10 +74,15 @@ def _program(source: str, config, devices, overlap, max_seq=None):
         if overlap not in (None, prog.manifest.get("overlap", 1)):
             raise UsageError(f"{source} was compiled with overlap {prog.manifest.get('overlap', 1)}, not --overlap "
                              f"{overlap}; recompile, or leave --overlap out")
+        have = (prog.symbols.get("prefill_batch") or {}).get("max_tokens")
+        if prefill_batch not in (None, have):
+            raise UsageError(f"{source} was compiled " + (f"with --prefill-batch {have}" if have else
+                                                          "without --prefill-batch")
+                             + f", not --prefill-batch {prefill_batch}; recompile, or leave --prefill-batch out")
         return prog, False
     from dfx.compiler import compile_model     # the CLI layer may compile (as `dfx compile` does)
     return compile_model(source, config or "dfx", devices=4 if devices is None else devices,
-                         overlap=overlap or 1, max_seq=max_seq), True
+                         overlap=overlap or 1, max_seq=max_seq, prefill_batch=prefill_batch), True
 
 
 @click.command("perf")
@@ -54,8 +91,12 @@ def _program(source: str, config, devices, overlap, max_seq=None):
 @click.option("--config", "config", default=None,
               help="accelerator config for MODEL: preset (tiny, dfx) or JSON file  [default: dfx]")
 @click.option("--devices", type=int, default=None, help="FPGAs in the ring when compiling MODEL  [default: 4]")
-@click.option("--overlap", type=int, default=None,
-              help="segments per gathered output (1: DFX's blocking sync; S > 1 overlaps the ring)  [default: 1]")
+@click.option("--overlap", default=None, metavar="auto|S",
+              help="segments per gathered output when compiling MODEL (1: DFX's blocking sync; S > 1 overlaps the "
+                   "ring; auto: the model picks S per layer role, never slower than blocking)  [default: 1]")
+@click.option("--prefill-batch", "prefill_batch", default=None, metavar="M",
+              help="compile MODEL with matrix-matrix prefill: up to M prompt tokens per run, the weights streamed "
+                   "once per run (the compiler names the largest M that fits VBUF)  [default: token-serial]")
 @click.option("--input-tokens", type=int, default=128, show_default=True)
 @click.option("--output-tokens", type=int, default=256, show_default=True)
 @click.option("--table", is_flag=True, help="also print the 9 DFX workloads (input:output) beside DFX's published ms")
@@ -67,24 +108,24 @@ def _program(source: str, config, devices, overlap, max_seq=None):
 @click.option("--constants", is_flag=True, help="print every board constant with its source and exit")
 @click.option("--rtl-cycles", type=click.Path(dir_okay=False), default=None,
               help="calibration: JSON list of {asm, cycles, pos} measured on the RTL; prints model vs RTL and exits")
-def perf(source, board, config, devices, overlap, input_tokens, output_tokens, table, json_out, plots, fmt,
-         overrides, constants, rtl_cycles):
+def perf(source, board, config, devices, overlap, prefill_batch, input_tokens, output_tokens, table, json_out, plots,
+         fmt, overrides, constants, rtl_cycles):
     """Cycle-level performance model: latency, prefill/decode split, breakdowns, roofline, plots.
 
     PROGRAM is a compiled program file; MODEL a named GPT-2 size (124M, 355M, 774M, 1.5B) or a checkpoint
     directory, compiled here (shapes only for named sizes). Default: GPT-2 1.5B on 4 devices, DFX config.
     """
     try:
-        _perf(source, board, config, devices, overlap, input_tokens, output_tokens, table, json_out, plots, fmt,
-              overrides, constants, rtl_cycles)
+        _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, output_tokens, table, json_out,
+              plots, fmt, overrides, constants, rtl_cycles)
     except DfxError as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted")
 
 
-def _perf(source, board, config, devices, overlap, input_tokens, output_tokens, table, json_out, plots, fmt,
-          overrides, constants, rtl_cycles):
+def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, output_tokens, table, json_out, plots,
+          fmt, overrides, constants, rtl_cycles):
     from .perf import PerfModel, compare_rtl
     from .perf_board import load_board, parse_override
     from . import perf_tables as tables
@@ -111,15 +152,16 @@ def _perf(source, board, config, devices, overlap, input_tokens, output_tokens, 
             raise UsageError(f"{name} must be >= 1, not {v}")
     if devices is not None and devices < 1:
         raise UsageError(f"--devices must be >= 1, not {devices}")
-    if overlap is not None and overlap < 1:
-        raise UsageError(f"--overlap must be >= 1, not {overlap}")
-    prog, compiled = _program(source, config, devices, overlap)
+    overlap = parse_overlap(overlap)
+    prefill_batch = parse_prefill_batch(prefill_batch)
+    prog, compiled = _program(source, config, devices, overlap, prefill_batch=prefill_batch)
     model = PerfModel(prog, b)
     report = model.run(input_tokens, output_tokens)
     click.echo(report.format())
     out = report.to_dict()
     is_dfx = (model.devices == 4 and model.model.get("n_embd") == 1600 and model.model.get("n_layer") == 48
-              and model.cfg.d == 64 and model.cfg.l == 16 and prog.manifest.get("overlap", 1) == 1)
+              and model.cfg.d == 64 and model.cfg.l == 16 and prog.manifest.get("overlap", 1) == 1
+              and model.batch_stream is None)
     if table:
         rows = tables.reproduction_rows(model)
         out["dfx_workloads"] = rows
@@ -136,7 +178,8 @@ def _perf(source, board, config, devices, overlap, input_tokens, output_tokens, 
                                f"{r['decode_ms_per_token']:.3f} |")
     if plots:
         out["plots"] = [str(p) for p in _plots(Path(plots), fmt, source, compiled, model, report, b, config,
-                                                 prog.manifest.get("overlap", 1), input_tokens, output_tokens)]
+                                                 overlap or prog.manifest.get("overlap", 1), input_tokens,
+                                                 output_tokens)]
         click.echo(f"plots: {', '.join(out['plots'])}", err=True)
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +190,7 @@ def _perf(source, board, config, devices, overlap, input_tokens, output_tokens, 
 def _plots(d: Path, fmt, source, compiled, model, report, board, config, overlap, T, M) -> list[Path]:
     from . import perf_plots as plots
     from .perf import PerfModel
-    steps = {ph: max(report.phases[ph].steps, 1) for ph in ("prefill", "decode")}
+    steps = {ph: max(report.phases[ph].tokens, 1) for ph in ("prefill", "decode")}
     per_tok = [(f"{ph} ({T} in, {M} out)", {k: v / steps[ph] for k, v in report.by_class(ph).items()})
                for ph in ("prefill", "decode") if report.phases[ph].steps]
     made = [plots.breakdown(per_tok, d / f"breakdown.{fmt}", "Time per token by instruction class"),
@@ -158,7 +201,7 @@ def _plots(d: Path, fmt, source, compiled, model, report, board, config, overlap
         from dfx.compiler import compile_model
         from dfx.errors import CompileError
         series = {}
-        for ov in sorted({1, overlap}):
+        for ov in [1] + ([overlap] if overlap != 1 else []):
             pts = []
             for n in (1, 2, 4, 8):
                 try:
