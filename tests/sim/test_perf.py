@@ -20,24 +20,32 @@ from dfx.sim.perf_cli import perf as perf_cmd
 SMALL = dict(vocab_size=500, n_positions=256, n_embd=256, n_layer=3, n_head=4, layer_norm_epsilon=1e-5)
 
 
-def shapes(model: dict, config="tiny", devices=1, overlap=1, max_seq=None) -> Program:
+def shapes(model: dict, config="tiny", devices=1, overlap=1, max_seq=None, prefill_batch=None) -> Program:
     """A shapes-only program for arbitrary GPT-2 hyper-parameters (compile_model takes named sizes)."""
     import dfx.compiler.compile as cc
     from dfx.compiler.capture import capture_state
     with mock.patch.object(cc, "capture", lambda src: (capture_state(model, None), None)):
-        return cc.compile_model("shapes", config, devices=devices, overlap=overlap, max_seq=max_seq)
+        return cc.compile_model("shapes", config, devices=devices, overlap=overlap, max_seq=max_seq,
+                                prefill_batch=prefill_batch)
 
 
-def hand(streams: list[str], config="tiny", n_layer=1, max_seq=64) -> Program:
-    """A program from assembly text, one text per device (the same text for prefill and decode)."""
+def hand(streams: list[str], config="tiny", n_layer=1, max_seq=64, batch: list[str] | None = None,
+         cap: int = 0) -> Program:
+    """A program from assembly text, one text per device (the same text for prefill and decode); `batch`: the
+    texts of a prefill_batch stream taking up to `cap` tokens per run."""
     cfg = load_config(config)
     devs = [DeviceImage({"prefill": isa.assemble(t), "decode": isa.assemble(t)}, bytearray(), bytearray())
             for t in streams]
     n = len(devs)
     manifest = {"isa_version": isa.ISA_VERSION, "config": cfg.to_dict(), "config_hash": cfg.config_hash,
                 "devices": n, "ring": list(range(n)), "model": {"n_layer": n_layer, "vocab_size": 64},
-                "max_seq": max_seq, "weights": False, "memory": [],
+                "max_seq": max_seq, "weights": False, "memory": [], "streams": ["prefill", "decode"],
                 "symbols": {"logits_pieces": [[[0, 64 // n]] for _ in range(n)]}}
+    if batch:
+        for dev, text in zip(devs, batch):
+            dev.streams["prefill_batch"] = isa.assemble(text)
+        manifest["streams"].append("prefill_batch")
+        manifest["symbols"]["prefill_batch"] = {"stream": "prefill_batch", "max_tokens": cap, "tokens": 0}
     return Program(manifest, devs)
 
 
@@ -300,6 +308,163 @@ def test_serial_shortcuts_are_exact(devices, overlap):
     assert r.phases["decode"].device_cycles == sum(fast.step_cycles("decode", p, memo=False) for p in range(5, 25))
 
 
+# ------------------------------------------------------------------------------------ matrix-matrix prefill
+def test_batched_linear_by_hand(board):
+    """BATCH m + LINEAR: the weights stream once (same HBM bytes), each tile meets the m vectors (kt x max(m x nt,
+    fp_add) MPU cycles), the pipeline latency is the LINEAR's; the scoreboard tracks every output vector."""
+    add = board.value("core", "fp_add_cycles")
+    one = cycles(hand(["LINEAR dst=40 src=0 k=16 n=8\nHALT"]))        # 105: kt = nt = 2, accumulation-bound
+    for m in (1, 4, 8):
+        prog = hand([f"BATCH m={m} src_stride=2 dst_stride=1\nLINEAR dst=40 src=0 k=16 n=8\nHALT"])
+        dev = PerfModel(prog).step("decode", 0)[0]
+        assert dev.cycles == one - 2 * max(2, add) + 2 * max(m * 2, add)
+        assert dev.hbm_bytes == 4 * 64
+    lin = "BATCH m=8 src_stride=2 dst_stride=1\nLINEAR dst=40 src=0 k=16 n=8\n"
+    last = cycles(hand([lin + "VADD dst=100 a=47 b=47 n=8\nHALT"]))       # reads output 7 (entry 40 + 7)
+    after = cycles(hand([lin + "VADD dst=100 a=48 b=48 n=8\nHALT"]))      # the entry after the outputs
+    assert after == 115 and last == 115 + 1 + add + 2
+
+
+def test_batched_allgather_by_hand(board):
+    """BATCH m + ALLGATHER: one sync, m chunks per ring step, the hop latency once per step."""
+    t = perf.Timing(load_config("tiny"), board)
+    ag = "BATCH m=3 src_stride=8 dst_stride=8\nALLGATHER vaddr=0 n=64 devices=2 gran=1\nHALT"
+    steps = PerfModel(hand([ag, ag])).step("decode", 0)
+    assert steps[0].cycles == t.gather_cycles(64, 2, 1, 3) == math.ceil(2 * 3 * 32 / t.link_bpc) + t.hop + 2
+    assert steps[0].cycles < 3 * t.gather_cycles(64, 2, 1)
+    assert steps[0].link_bytes == 3 * 64
+
+
+BATCHED = """
+    CHUNK addr=0 cap=3
+    SLOT i=0 skip=5
+    QK dst=100 src=0 k=8 +dyn_n
+    SLOT i=1 skip=3
+    QK dst=100 src=0 k=8 +dyn_n
+    SLOT i=2 skip=1
+    QK dst=100 src=0 k=8 +dyn_n
+    BATCH src_stride=1 dst_stride=1 +dyn_m
+    LINEAR dst=200 src=0 k=8 n=4
+    HALT"""
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_batched_run_serial_issue_by_hand(count):
+    """Serial issue, instruction by instruction: CHUNK = issue + the token table's DDR read; a SLOT (taken or
+    skipping) and the BATCH word = issue; slot i's QK at POS + i; the batched LINEAR one cycle per tile and
+    vector; and the sections of the slots past COUNT skipped."""
+    cfg = load_config("tiny")
+    m = PerfModel(hand(["HALT"], batch=[BATCHED], cap=3), serial_issue=True)
+    c, t = perf.serial_costs(cfg), m.timing
+    iso = lambda text, pos=0: isolated_cycles(text, cfg, "u280", pos, serial_issue=True)["total"]   # noqa: E731
+    pos = 11                                                  # QK: POS + 1 = 12 is 3 column tiles, 13 is 4
+    want = (c.issue_cycles + t.ddr_lat + math.ceil(16 / t.ddr_bpc)                      # CHUNK
+            + c.issue_cycles * (count + (count < 3))                                      # SLOTs run
+            + sum(iso("QK dst=100 src=0 k=8 +dyn_n", pos + i) for i in range(count))
+            + c.issue_cycles + iso("LINEAR dst=200 src=0 k=8 n=4") + count - 1          # BATCH, LINEAR
+            + iso("HALT"))
+    assert m.step_cycles("prefill_batch", pos, count) == want
+
+
+@pytest.fixture(scope="module")
+def batched2():
+    return shapes(SMALL, "tiny", devices=2, prefill_batch=8)
+
+
+def test_batched_prefill_beats_token_serial_when_weights_dominate(batched2):
+    """With the weight stream the bottleneck (HBM at 5% efficiency), a chunk's cycles grow sub-linearly with
+    its token count (the weights stream once per run) and batched prefill beats token-serial prefill."""
+    m = PerfModel(batched2, load_board("u280", {"hbm.efficiency": 0.05}))
+    c = [m.step_cycles("prefill_batch", 16, k) for k in range(1, 9)]
+    assert all(b > a for a, b in zip(c, c[1:]))
+    per_token = [x / k for k, x in enumerate(c, 1)]
+    assert all(b < a for a, b in zip(per_token, per_token[1:]))
+    assert c[1] - c[0] < 0.2 * c[0]
+    assert c[-1] < 0.3 * sum(m.step_cycles("prefill", 16 + i) for i in range(8))
+    assert m.run(33, 2).ms("prefill") < 0.5 * m.run(33, 2, batched=False).ms("prefill")
+    full = PerfModel(batched2)                                # full bandwidth: the tiny MPU is compute-bound...
+    assert full.run(33, 2).ms("prefill") < full.run(33, 2, batched=False).ms("prefill")   # ...still no slower
+
+
+def test_batched_prefill_leaves_decode_unchanged(batched2):
+    plain, batched = PerfModel(shapes(SMALL, "tiny", devices=2)), PerfModel(batched2)
+    for pos in (0, 9, 100):
+        assert plain.step("decode", pos) == batched.step("decode", pos)
+    a, b = plain.run(20, 6), batched.run(20, 6)
+    assert a.phases["decode"] == b.phases["decode"] and a.roofline_pct() == b.roofline_pct()
+    assert b.ms("prefill") < a.ms("prefill")
+
+
+@pytest.mark.parametrize("T", [1, 2, 8, 9, 17, 20])
+def test_run_counts_batched_steps(batched2, T):
+    """ceil((T-1)/8) batched runs, the last with the rest of the prompt, then the decode steps."""
+    m = PerfModel(batched2)
+    r = m.run(T, 3)
+    chunks = [(p, min(8, T - 1 - p)) for p in range(0, T - 1, 8)]
+    pre = r.phases["prefill"]
+    assert (pre.steps, pre.tokens, r.phases["decode"].steps) == (len(chunks), T - 1, 3)
+    assert pre.device_cycles == sum(m.step_cycles("prefill_batch", p, k, memo=False) for p, k in chunks)
+    slow = m.run(T, 3, memo=False)
+    assert slow.total_cycles == r.total_cycles and slow.phases["prefill"].by_op == pre.by_op
+    assert r.prefill_batch == (8 if T > 1 else None)
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["phases"]["prefill"]["tokens"] == T - 1 and d["prefill_batch"] == r.prefill_batch
+    if T > 1:
+        assert r.prefill_ms_per_token == pytest.approx(r.ms("prefill") / (T - 1))
+        assert sum(pre.by_op.values()) == pre.device_cycles == sum(pre.by_bin)
+    serial = m.run(T, 3, batched=False).phases["prefill"]
+    assert (serial.steps, serial.tokens) == (T - 1, T - 1)
+
+
+@pytest.mark.parametrize("devices,overlap,serial_issue", [(1, 1, False), (4, 2, False), (4, 2, True)])
+def test_batched_shortcuts_are_exact(devices, overlap, serial_issue):
+    """Device deduplication, layer periodicity and the memo (keyed by every token slot's POS class) give the
+    plain simulation's figures for batched runs, full and partial chunks."""
+    prog = shapes(dict(SMALL, n_layer=6, n_head=5, n_embd=320), "tiny", devices=devices, overlap=overlap,
+                  prefill_batch=3)
+    fast, slow = PerfModel(prog, serial_issue=serial_issue), PerfModel(prog, fast=False, serial_issue=serial_issue)
+    for pos, count in ((0, 3), (13, 3), (77, 2), (200, 1)):
+        assert fast.step("prefill_batch", pos, count, memo=False) == slow.step("prefill_batch", pos, count, memo=False)
+    for pos, count in ((16, 3), (17, 3), (40, 2), (41, 2)):   # 17 and 41 hit the memo of 16 and 40 (g0 = 4)
+        assert fast.step("prefill_batch", pos, count) == slow.step("prefill_batch", pos, count, memo=False)
+    assert len(fast._memo) == 2
+
+
+def test_batched_errors(batched2):
+    m = PerfModel(batched2)
+    for args, msg in ((("prefill_batch", 0), r"batched prefill: give its token count, an integer in 1\.\.8, not None"),
+                      (("prefill_batch", 0, 9), "not 9"),
+                      (("prefill_batch", 250, 8), "run past the program's context"),
+                      (("decode", 0, 2), "runs one token per step, not count 2")):
+        with pytest.raises(PerfError, match=msg):
+            m.step(*args)
+    with pytest.raises(PerfError, match="no batched prefill stream; compile it with prefill_batch"):
+        PerfModel(shapes(SMALL, "tiny")).run(4, 4, batched=True)
+    with pytest.raises(PerfError, match="BATCH must be followed by LINEAR or ALLGATHER, not VADD"):
+        PerfModel(hand(["BATCH m=2 src_stride=1 dst_stride=1\nVADD dst=0 a=0 b=0 n=8\nHALT"]))
+    with pytest.raises(PerfError, match="SLOT before CHUNK"):
+        PerfModel(hand(["HALT"], batch=["SLOT i=0 skip=0\nCHUNK addr=0 cap=2\nHALT"], cap=2)).step(
+            "prefill_batch", 0, 1)
+
+
+def test_sim_backend_counters_charge_batched_prefill():
+    """`dfx run --backend sim --stats`: the emulated kernel's cycle counters after a batched prefill run are
+    the model's figures for that run's token count."""
+    from gpt2_fixtures import make_hf_gpt2
+    from dfx.compiler import compile_model
+    from dfx.host.session import Session
+    small = make_hf_gpt2(3, n_embd=36, n_head=3, n_layer=2, n_positions=24, vocab_size=70)
+    prog = compile_model(small, "tiny", devices=2, prefill_batch=4)
+    s = Session(prog, "sim")
+    s.feed(list(range(1, 11)))
+    assert [(r.stream, r.pos, r.count) for r in s.steps] == [("prefill_batch", 0, 4), ("prefill_batch", 4, 4),
+                                                               ("prefill_batch", 8, 1), ("decode", 9, 1)]
+    m = PerfModel(prog, check_fit=False)
+    for r in s.steps:
+        want = m.step(r.stream, r.pos, r.count if r.stream == "prefill_batch" else None)
+        assert r.cycles == [d.cycles for d in want] and min(r.cycles) > 0
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def test_program_that_does_not_fit_the_board(small4):
     tiny_hbm = load_board("u280", {"hbm.capacity_gb": 1e-6})
@@ -352,6 +517,32 @@ def test_cli(tmp_path):
     calib.write_text(json.dumps([{"asm": "VADD dst=1 a=2 b=3 n=8", "cycles": 14}]))
     res = runner.invoke(perf_cmd, ["--rtl-cycles", str(calib), "--config", "tiny"])
     assert res.exit_code == 0 and "1.00" in res.output
+
+
+def test_cli_overlap_auto_and_prefill_batch(tmp_path):
+    runner = CliRunner()
+    for args, msg in ((["124M", "--overlap", "fast"], "--overlap must be auto or an integer >= 1"),
+                      (["124M", "--overlap", "0"], "--overlap must be auto or an integer >= 1"),
+                      (["124M", "--prefill-batch", "0"], "--prefill-batch must be an integer >= 1"),
+                      (["124M", "--prefill-batch", "x"], "--prefill-batch must be an integer >= 1")):
+        res = runner.invoke(perf_cmd, args)
+        assert res.exit_code == 2 and msg in res.output and res.output.count("\n") == 1, (args, res.output)
+    path = save_program(shapes(SMALL, "tiny", devices=2, max_seq=48, prefill_batch=4), tmp_path / "b.dfx")
+    res = runner.invoke(perf_cmd, [str(path), "--input-tokens", "10", "--output-tokens", "2", "--json",
+                                   str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert "prefill: 3 steps (matrix-matrix, up to 4 tokens each)" in res.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["prefill_batch"] == 4 and data["phases"]["prefill"]["tokens"] == 9
+    for args, msg in (([str(path), "--prefill-batch", "3"], "compiled with --prefill-batch 4, not --prefill-batch 3"),
+                      ([str(path), "--overlap", "auto"], "compiled with overlap 1, not --overlap auto")):
+        res = runner.invoke(perf_cmd, args)
+        assert res.exit_code == 2 and msg in res.output, (args, res.output)
+    res = runner.invoke(perf_cmd, ["124M", "--devices", "2", "--overlap", "auto", "--prefill-batch", "4",
+                                   "--input-tokens", "9", "--output-tokens", "2"])      # the compile path
+    assert res.exit_code == 0 and "prefill: 2 steps (matrix-matrix, up to 4 tokens each)" in res.output, res.output
+    res = runner.invoke(perf_cmd, ["124M", "--devices", "1", "--prefill-batch", "1000"])
+    assert res.exit_code == 2 and "the largest chunk that fits is" in res.output and res.output.count("\n") == 1
 
 
 # ------------------------------------------------------------------------------------------ quantized weights
