@@ -56,8 +56,9 @@ def parse_prefill_batch(text) -> int | None:
     return v
 
 
-def _program(source: str, config, devices, overlap, max_seq=None, prefill_batch=None):
-    """(program, compiled?) from a program file, a checkpoint directory or a named GPT-2 size."""
+def _program(source: str, config, devices, overlap, max_seq=None, prefill_batch=None, board=None):
+    """(program, compiled?) from a program file, a checkpoint directory or a named GPT-2 size. overlap "auto"
+    is tuned on `board` (with its --set overrides), the board the report is for."""
     from dfx.program import load_program
     p = Path(source)
     if p.is_file():
@@ -80,9 +81,18 @@ def _program(source: str, config, devices, overlap, max_seq=None, prefill_batch=
                                                           "without --prefill-batch")
                              + f", not --prefill-batch {prefill_batch}; recompile, or leave --prefill-batch out")
         return prog, False
-    from dfx.compiler import compile_model     # the CLI layer may compile (as `dfx compile` does)
-    return compile_model(source, config or "dfx", devices=4 if devices is None else devices,
-                         overlap=overlap or 1, max_seq=max_seq, prefill_batch=prefill_batch), True
+    return _compile(source, config, 4 if devices is None else devices, overlap, board, max_seq, prefill_batch), True
+
+
+def _compile(source: str, config, devices: int, overlap, board=None, max_seq=None, prefill_batch=None):
+    """compile_model (the CLI layer may compile, as `dfx compile` does), with overlap "auto" tuned on `board`."""
+    from dfx.compiler import compile_model
+    if overlap == "auto" and board is not None:
+        from dfx.compiler.capture import capture
+        from .perf_tune import tune_overlap
+        overlap = tune_overlap(capture(source)[0].model, config or "dfx", devices, board=board, max_seq=max_seq)
+    return compile_model(source, config or "dfx", devices=devices, overlap=overlap or 1, max_seq=max_seq,
+                         prefill_batch=prefill_batch)
 
 
 @click.command("perf")
@@ -154,7 +164,7 @@ def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, 
         raise UsageError(f"--devices must be >= 1, not {devices}")
     overlap = parse_overlap(overlap)
     prefill_batch = parse_prefill_batch(prefill_batch)
-    prog, compiled = _program(source, config, devices, overlap, prefill_batch=prefill_batch)
+    prog, compiled = _program(source, config, devices, overlap, prefill_batch=prefill_batch, board=b)
     model = PerfModel(prog, b)
     report = model.run(input_tokens, output_tokens)
     click.echo(report.format())
@@ -205,7 +215,7 @@ def _plots(d: Path, fmt, source, compiled, model, report, board, config, overlap
             pts = []
             for n in (1, 2, 4, 8):
                 try:
-                    m = PerfModel(compile_model(source, config or "dfx", devices=n, overlap=ov), board)
+                    m = PerfModel(_compile(source, config, n, ov, board), board)
                 except CompileError:
                     continue
                 r = m.run(T, min(M, 16))
@@ -226,6 +236,6 @@ def _plots(d: Path, fmt, source, compiled, model, report, board, config, overlap
                 pts.append((size, m.run(T, min(M, 16)).tokens_per_s))
             sizes[f"fp16, {n} device{'s' if n > 1 else ''}"] = pts
         made.append(plots.model_sizes(sizes, d / f"model_sizes.{fmt}",
-                                      "Decode tokens/s vs model size (fp16; INT4 pending in the ISA)"))
+                                      "Decode tokens/s vs model size (fp16)"))
     made.append(plots.roofline(points, d / f"roofline.{fmt}", report.board_peak / 1e9))
     return made
