@@ -645,19 +645,29 @@ class _Stream:
         return (kind, unit, cls, self.bins[pc], rr, ww, occ, lat, mask, hb, db)
 
     def resolved(self, n_dyn: int) -> list:
-        """Per-instruction tuples for POS + 1 = n_dyn (memoised per n_dyn); POS-dependent entries are None until
-        `_Dev.run` resolves them (with the periodicity shortcut most never are)."""
+        """Per-entry tuples for POS + 1 = n_dyn (memoised per n_dyn): None until `_Dev.run` first schedules the
+        entry and resolves it (`resolver`); with the periodicity shortcut most never are."""
         r = self._resolved.get(n_dyn)
         if r is not None:
             return r
         if self._base is None:
             self._dynset = set(self.dyn)
-            self._base = [self._resolve_one(pc, 1) for pc in range(self.n)]
-        r = list(self._base)
-        for pc in self.dyn:
-            r[pc] = None                                         # resolved when first scheduled (_Dev.run)
-        self._resolved[n_dyn] = r
+            self._base = [None] * self.n                         # POS-independent entries, shared by every n_dyn
+        r = self._resolved[n_dyn] = list(self._base)
         return r
+
+    def resolver(self, n_dyn: int):
+        """pc -> its resolved tuple at POS + 1 = n_dyn (POS-independent ones resolved once for every n_dyn)."""
+        base, dyn, one = self._base, self._dynset, self._resolve_one
+
+        def resolve(pc: int):
+            if pc in dyn:
+                return one(pc, n_dyn)
+            x = base[pc]
+            if x is None:
+                x = base[pc] = one(pc, 1)
+            return x
+        return resolve
 
 
 # ================================================================================================ scheduling
@@ -803,7 +813,10 @@ class _Dev:
     def finish(self, end: int):
         """Complete the pending ring instruction at `end` (it blocked the router queue since its start)."""
         kind, pc, start, lat = self.pending
-        _, unit, cls, lb, reads, writes = self.table[pc][:6]
+        x = self.table[pc]
+        if x is None:                     # a gather a periodicity skip landed on
+            x = self.table[pc] = self.resolve(pc)
+        _, unit, cls, lb, reads, writes = x[:6]
         self.pending = None
         self.unit_free[unit] = end
         self.out.busy[unit] += end - start
@@ -930,7 +943,7 @@ def simulate_step(streams: list["_Stream"], n_dyn: int, order: list[int] | None 
                     break
     uniq = [k for k in range(n) if rep[k] == k]
     devs = {k: _Dev(tables[k], len(streams[k].bin_names), entries, t0.queue, t0.hbm_read_lat,
-                    functools.partial(streams[k]._resolve_one, n_dyn=n_dyn),
+                    streams[k].resolver(n_dyn),
                     t0.issue_cycles if t0.serial else None) for k in uniq}
     links: dict[tuple[int, int], list] = {}
     history: list[tuple] = []          # per ALLGATHER: (go, {k: pc}, {k: signature}, {k: stats})
