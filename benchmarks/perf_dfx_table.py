@@ -21,37 +21,78 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dfx.compiler import compile_model  # noqa: E402
+from dfx.compiler.capture import capture  # noqa: E402
 from dfx.config import PRESETS  # noqa: E402
 from dfx.errors import CompileError  # noqa: E402
 from dfx.sim import perf_plots as plots  # noqa: E402
 from dfx.sim import perf_tables as tables  # noqa: E402
 from dfx.sim.perf import PerfModel, estimate_resources  # noqa: E402
 from dfx.sim.perf_board import load_board  # noqa: E402
+from dfx.sim.perf_tune import tune_overlap  # noqa: E402
 
 DFX = PRESETS["dfx"]
 _programs: dict = {}
+_cache: dict = {}
 
 
-def program(model: str, cfg, devices: int, overlap: int = 1, weights: str = "fp16"):
-    key = (model, cfg.config_hash, devices, overlap, weights)
+def program(model: str, cfg, devices: int, overlap=1, weights: str = "fp16", prefill_batch: int | None = None):
+    ov = tuple(sorted(overlap.items())) if isinstance(overlap, dict) else overlap
+    key = (model, cfg.config_hash, devices, ov, weights, prefill_batch)
     if key not in _programs:
-        _programs[key] = compile_model(model, cfg, devices=devices, overlap=overlap, weights=weights)
+        _programs[key] = compile_model(model, cfg, devices=devices, overlap=overlap, weights=weights,
+                                       prefill_batch=prefill_batch)
     return _programs[key]
 
 
-def perf_model(model, cfg=DFX, devices=4, overlap=1, overrides=None, weights="fp16") -> PerfModel:
-    return PerfModel(program(model, cfg, devices, overlap, weights), load_board("u280", overrides))
+def auto_overlap(model: str, cfg, devices: int, weights: str = "fp16", overrides=None) -> dict:
+    """overlap="auto" as `dfx compile --overlap auto` chooses it, but tuned on the row's board (its overrides
+    included), so that "never slower than blocking" holds for the board the row is modelled on."""
+    key = ("auto", model, cfg.config_hash, devices, weights, tuple(sorted((overrides or {}).items())))
+    if key not in _cache:
+        if ("hparams", model) not in _cache:
+            _cache[("hparams", model)] = capture(model)[0].model
+        _cache[key] = tune_overlap(_cache[("hparams", model)], cfg, devices, weights,
+                                   board=load_board("u280", overrides))
+    return _cache[key]
+
+
+def largest_chunk(model: str, cfg, devices: int) -> int:
+    """The largest matrix-matrix prefill chunk the config's VBUF holds, as the compiler's CompileError names it
+    (asked for a chunk of the whole context)."""
+    key = ("chunk", model, cfg.config_hash, devices)
+    if key not in _cache:
+        try:
+            compile_model(model, cfg, devices=devices, prefill_batch=int(capture(model)[0].model["n_positions"]))
+            _cache[key] = int(capture(model)[0].model["n_positions"])
+        except CompileError as e:
+            found = re.search(r"largest chunk that fits is (\d+)", str(e))
+            if not found:
+                raise
+            _cache[key] = int(found.group(1))
+    return _cache[key]
+
+
+def perf_model(model, cfg=DFX, devices=4, overlap=1, overrides=None, weights="fp16", prefill_batch=None) -> PerfModel:
+    """overlap "auto": tuned on this board (`auto_overlap`); prefill_batch "max": the largest chunk that fits."""
+    if overlap == "auto":
+        overlap = auto_overlap(model, cfg, devices, weights, overrides)
+    if prefill_batch == "max":
+        prefill_batch = largest_chunk(model, cfg, devices)
+    return PerfModel(program(model, cfg, devices, overlap, weights, prefill_batch), load_board("u280", overrides))
 
 
 # Beyond DFX: (label, model kwargs). Everything the ISA and compiler support today; see docs/perf.md for what
-# each assumes (timing closure, the RTL's operator latencies) and what is pending (matrix-matrix prefill).
+# each assumes (timing closure, the RTL's operator latencies). {M} in a label: the row's prefill chunk.
 INT4 = "int4-oc-g128"
 WIDE = DFX.replace(name="dfx-l32", l=32, hbm_width=1024)
 FAST = DFX.replace(name="dfx-300", clock_mhz=300.0)
 WIDE_FAST = WIDE.replace(name="dfx-l32-300", clock_mhz=300.0)
+BEST = dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4, overlap="auto")
 BEYOND = [
     ("DFX-faithful (blocking, d=64 l=16, 200 MHz)", dict()),
     ("overlapped ring, 2 segments", dict(overlap=2)),
+    ("overlapped ring, auto (per layer role)", dict(overlap="auto")),
+    ("matrix-matrix prefill (chunk {M})", dict(prefill_batch="max")),
     ("RTL operator latencies (hw/fp.py)", dict(overrides=tables.RTL_LATENCIES)),
     ("300 MHz core clock", dict(cfg=FAST)),
     ("wider MPU l=32, 1024-bit HBM ports", dict(cfg=WIDE)),
@@ -61,7 +102,21 @@ BEYOND = [
     ("INT4 + l=32, 1024-bit HBM ports", dict(cfg=WIDE, weights=INT4)),
     ("INT4 + RTL latencies + 300 MHz + l=32", dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4)),
     ("same, 8 x U280", dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4, devices=8)),
+    ("RTL latencies + 300 MHz + l=32 + matrix-matrix prefill (chunk {M})",
+     dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, prefill_batch="max")),
+    ("all: INT4 + RTL latencies + 300 MHz + l=32 + auto ring + matrix-matrix prefill (chunk {M})",
+     dict(BEST, prefill_batch="max")),
+    ("same, 8 x U280", dict(BEST, prefill_batch="max", devices=8)),
 ]
+# Matrix-matrix prefill: 128-token prompts, token-serial vs chunks of the largest M that fits VBUF
+PREFILL = [
+    ("DFX-faithful (d=64 l=16, 200 MHz)", dict()),
+    ("300 MHz core clock", dict(cfg=FAST)),
+    ("wider MPU l=32, 1024-bit HBM ports", dict(cfg=WIDE)),
+    ("RTL latencies + 300 MHz + l=32", dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES)),
+    ("INT4 + RTL latencies + 300 MHz + l=32", dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4)),
+]
+OVERLAPS = (1, 2, 4, "auto")        # the ring-overlap comparison, decode at 128:16 on 4 and 8 devices
 
 
 def replace_block(text: str, name: str, body: str) -> str:
@@ -71,6 +126,39 @@ def replace_block(text: str, name: str, body: str) -> str:
     if not pat.search(text):
         raise SystemExit(f"docs/perf.md has no '{begin}' marker")
     return pat.sub(lambda _: block, text)
+
+
+def overlap_markdown(rows: list[dict]) -> str:
+    """Decode ms/token per segment count, and what the figures say: which fixed counts are slower than
+    blocking, and auto against blocking."""
+    head = "| GPT-2 1.5B decode (128:16), ms/token | " + " | ".join(
+        "blocking (1)" if ov == 1 else f"{ov} segments" if ov != "auto" else "auto" for ov in OVERLAPS) + \
+        " | auto's choice (segments per layer role) |"
+    out = [head, "|---|" + "---:|" * len(OVERLAPS) + "---|"]
+    for r in rows:
+        choice = ", ".join(f"{k} {v}" for k, v in r["choice"].items())
+        out.append(f"| {r['devices']} x U280 | " + " | ".join(f"{r[str(ov)]:.3f}" for ov in OVERLAPS)
+                   + f" | {choice} |")
+    slower = [f"{ov} segments on {r['devices']} devices ({r[str(ov)]:.3f} vs {r['1']:.3f})"
+              for r in rows for ov in OVERLAPS if ov not in (1, "auto") and r[str(ov)] > r["1"]]
+    auto = "; ".join(f"{r['auto']:.3f} vs {r['1']:.3f} ms/token on {r['devices']} devices "
+                     f"({100 * (r['auto'] / r['1'] - 1):+.1f}%)" for r in rows)
+    out.append("")
+    out.append(("Fixed segment counts slower than blocking: " + "; ".join(slower) + ". " if slower else
+                "No fixed segment count is slower than blocking here. ")
+               + f"Auto against blocking: {auto}.")
+    return "\n".join(out)
+
+
+def prefill_markdown(rows: list[dict]) -> str:
+    out = ["| GPT-2 1.5B, 4 x U280, 128-token prompt | chunk M | prefill, token-serial (ms) | prefill, "
+           "matrix-matrix (ms) | speedup | of which MPU (ms), serial / matrix-matrix | 128:1 latency (ms), serial / "
+           "matrix-matrix |", "|---|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        out.append(f"| {r['label']} | {r['chunk']} | {r['serial_ms']:.0f} | {r['batched_ms']:.0f} | "
+                   f"{r['serial_ms'] / r['batched_ms']:.2f}x | {r['mpu_ms_serial']:.0f} / {r['mpu_ms_batched']:.0f} | "
+                   f"{r['serial_total_ms']:.0f} / {r['batched_total_ms']:.0f} |")
+    return "\n".join(out)
 
 
 def hbm_efficiency_to_match(m_kwargs: dict, target_ms: float, pos: int = 135) -> float:
@@ -161,21 +249,51 @@ def main(argv=None):
             except CompileError as e:
                 print(f"skip {label}: {e}")
                 continue
-            brow.append(tables.config_row(label, m))
+            brow.append(tables.config_row(label.format(M=m.prefill_chunk), m))
             print(f"{label}: {brow[-1]['decode_ms_per_token']:.3f} ms/token ({time.time() - t0:.0f} s)")
         results["beyond_dfx"] = brow
         blocks["beyond"] = tables.configs_markdown(brow)
         print(blocks["beyond"], "\n")
 
-        # ---- 4b. the issue's goals, with the best configuration the model has
-        best = dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4)
+        # ---- 4a. ring overlap: fixed segment counts against auto (decode, 128:16)
+        ov_rows = []
+        for n in (4, 8):
+            row = {"devices": n}
+            for ov in OVERLAPS:
+                m = perf_model("1.5B", devices=n, overlap=ov)
+                row[str(ov)] = m.run(128, 16).decode_ms_per_token
+                if ov == "auto":
+                    row["choice"] = m.program.manifest["overlap"]
+            ov_rows.append(row)
+        results["overlap"] = ov_rows
+        blocks["overlap"] = overlap_markdown(ov_rows)
+        print(blocks["overlap"], "\n")
+
+        # ---- 4b. matrix-matrix prefill: 128-token prompts, with and without
+        pre_rows = []
+        for label, kw in PREFILL:
+            m = perf_model("1.5B", prefill_batch="max", **kw)
+            rb, rs = m.run(128, 1), m.run(128, 1, batched=False)
+            pre_rows.append({"label": label, "chunk": m.prefill_chunk, "serial_ms": rs.ms("prefill"),
+                             "batched_ms": rb.ms("prefill"), "serial_total_ms": rs.total_ms,
+                             "batched_total_ms": rb.total_ms, "runs": rb.phases["prefill"].steps,
+                             "mpu_ms_serial": rs.by_class("prefill")["matrix"],
+                             "mpu_ms_batched": rb.by_class("prefill")["matrix"]})
+            print(f"prefill {label}: {rs.ms('prefill'):.0f} -> {rb.ms('prefill'):.0f} ms ({time.time() - t0:.0f} s)")
+        results["prefill_batch"] = pre_rows
+        blocks["prefill"] = prefill_markdown(pre_rows)
+        print(blocks["prefill"], "\n")
+
+        # ---- 4c. the issue's goals, with the best configuration the model has
+        best = BEST
         g15 = perf_model("1.5B", devices=4, **best).run(128, 256)
         g345 = perf_model("355M", devices=1, **best).run(128, 256)
         res = estimate_resources(WIDE_FAST)
         results["goals"] = {"1.5B_4dev_ms_per_token": g15.decode_ms_per_token,
                             "345M_1dev_tokens_per_s": g345.tokens_per_s, "resources": res}
         blocks["goals"] = (
-            "| goal | target | best modelled (INT4 g128, l=32, 300 MHz, RTL latencies) | met |\n|---|---|---|---|\n"
+            "| goal | target | best modelled (INT4 g128, l=32, 300 MHz, RTL latencies, auto ring overlap) | met |\n"
+            "|---|---|---|---|\n"
             f"| GPT-2 1.5B decode, 4 x U280 | <= 1.0 ms/token (DFX 6.9) | {g15.decode_ms_per_token:.2f} ms/token "
             f"({g15.roofline_pct():.0f}% of the HBM roofline) | {'yes' if g15.decode_ms_per_token <= 1.0 else 'no'} |\n"
             f"| GPT-2 345M decode, 1 x U280 | >= 800 tokens/s (U280 peers ~200) | {g345.tokens_per_s:.0f} tokens/s "
@@ -189,12 +307,14 @@ def main(argv=None):
         if not args.no_write:
             d = ROOT / "docs" / "perf"
             fmt = args.format
-            made = [plots.breakdown([(r["label"].split(" (")[0], r["by_class_decode_ms"]) for r in brow],
+            made = [plots.breakdown([(r["label"].split(" (")[0], r["by_class_decode_ms"]) for r in brow
+                                     if not r["prefill_batch"]],             # batched prefill leaves decode as is
                                     d / f"breakdown.{fmt}", "GPT-2 1.5B decode: exposed ms per token by class")]
             made.append(plots.layers(r128.by_layer("decode"), d / f"layers.{fmt}",
                                      "DFX-faithful GPT-2 1.5B, 4 x U280: decode time per layer (256 tokens)"))
             pts, scal = [], {}
-            for ov, lab in ((1, "DFX config, blocking"), (2, "DFX config, overlap 2")):
+            for ov, lab in ((1, "DFX config, blocking"), (2, "DFX config, overlap 2"),
+                            ("auto", "DFX config, overlap auto")):
                 s = []
                 for n in (1, 2, 4, 8):
                     r = perf_model("1.5B", devices=n, overlap=ov).run(128, 16)

@@ -51,11 +51,13 @@ def reproduction_markdown(rows: list[dict]) -> str:
 
 
 def config_row(label: str, model: PerfModel, workloads=WORKLOADS, report: PerfReport | None = None) -> dict:
-    """One configuration: latency of every workload, decode ms/token and its share of the HBM roofline."""
+    """One configuration: latency of every workload, decode ms/token and its share of the HBM roofline (a
+    program with a batched prefill stream prefills through it)."""
     lat = {f"{T}:{M}": model.run(T, M).total_ms for T, M in workloads}
     r = report or model.run(128, 256)
     res = estimate_resources(model.cfg, model.board)
     return {"label": label, "devices": model.devices, "overlap": model.program.manifest.get("overlap", 1),
+            "prefill_batch": model.prefill_chunk,
             "config": model.cfg.name, "d": model.cfg.d, "l": model.cfg.l, "clock_mhz": model.cfg.clock_mhz,
             "latency_ms": lat, "decode_ms_per_token": r.decode_ms_per_token, "tokens_per_s": r.tokens_per_s,
             "prefill_ms_per_token": r.prefill_ms_per_token,
