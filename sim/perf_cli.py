@@ -26,22 +26,6 @@ def _fail(msg: str):
     sys.exit(2)
 
 
-def parse_overlap(text) -> int | str | None:
-    """--overlap: None (not given), "auto" or a segment count >= 1; UsageError otherwise."""
-    if text is None:
-        return None
-    t = str(text).strip().lower()
-    if t == "auto":
-        return t
-    try:
-        v = int(t)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise UsageError(f"--overlap must be auto or an integer >= 1 (1: DFX's blocking sync), not {text!r}")
-    return v
-
-
 def parse_prefill_batch(text) -> int | None:
     """--prefill-batch: None (token-serial) or the tokens per batched prefill run, an integer >= 1."""
     if text is None:
@@ -162,7 +146,9 @@ def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, 
             raise UsageError(f"{name} must be >= 1, not {v}")
     if devices is not None and devices < 1:
         raise UsageError(f"--devices must be >= 1, not {devices}")
-    overlap = parse_overlap(overlap)
+    if overlap is not None:
+        from dfx.compiler.partition import parse_overlap
+        overlap = parse_overlap(overlap)
     prefill_batch = parse_prefill_batch(prefill_batch)
     prog, compiled = _program(source, config, devices, overlap, prefill_batch=prefill_batch, board=b)
     model = PerfModel(prog, b)

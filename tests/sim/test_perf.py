@@ -521,8 +521,8 @@ def test_cli(tmp_path):
 
 def test_cli_overlap_auto_and_prefill_batch(tmp_path):
     runner = CliRunner()
-    for args, msg in ((["124M", "--overlap", "fast"], "--overlap must be auto or an integer >= 1"),
-                      (["124M", "--overlap", "0"], "--overlap must be auto or an integer >= 1"),
+    for args, msg in ((["124M", "--overlap", "fast"], "--overlap fast: expected auto or a segment count >= 1"),
+                      (["124M", "--overlap", "0"], "--overlap 0: expected auto or a segment count >= 1"),
                       (["124M", "--prefill-batch", "0"], "--prefill-batch must be an integer >= 1"),
                       (["124M", "--prefill-batch", "x"], "--prefill-batch must be an integer >= 1")):
         res = runner.invoke(perf_cmd, args)
