@@ -1,6 +1,7 @@
 """The cycle-level performance model (dfx.sim.perf): hand-computed cycle counts, the ISA's dependency rules,
 and invariants on compiled programs (more bandwidth never slows, decode grows with POS, the exact
-shortcuts equal the plain simulation)."""
+shortcuts equal the plain simulation); matrix-matrix prefill (BATCH, CHUNK, SLOT: faster than token-serial
+prefill when the weight stream dominates, sub-linear in the chunk's tokens, decode unchanged)."""
 import json
 import math
 from unittest import mock
