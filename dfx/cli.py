@@ -218,11 +218,14 @@ def _weights_option(fn):
 @click.option("--config", "config", default="tiny", show_default=True, help="accelerator config: tiny, dfx or a JSON file")
 @click.option("--devices", type=int, default=1, show_default=True, help="FPGAs in the ring")
 @_weights_option
+@click.option("--prefill-batch", type=int, default=None, metavar="M",
+              help="matrix-matrix prefill: up to M prompt tokens per run, each weight matrix streamed once per "
+                   "chunk (sim backend; default: token-serial, as DFX)")
 @_backend_options
 @_sampling_options
 @friendly
-def generate(prompt, model, backend, config, devices, weights, xclbin, timeout, stats, max_new_tokens, temperature,
-             top_k, top_p, seed):
+def generate(prompt, model, backend, config, devices, weights, prefill_batch, xclbin, timeout, stats,
+             max_new_tokens, temperature, top_k, top_p, seed):
     """Generate text from PROMPT (default "def main("), streaming tokens as they come.
 
     By default the embedded GPT-2 is compiled for the accelerator and run on the bit-exact simulator; the
@@ -243,8 +246,8 @@ def generate(prompt, model, backend, config, devices, weights, xclbin, timeout, 
     if len(ids) + max_new_tokens > net.config.n_positions:
         raise UsageError(f"prompt ({len(ids)} tokens) + --max-new-tokens {max_new_tokens} exceeds the model's "
                          f"context of {net.config.n_positions} positions")
-    click.echo(prompt, nl=False)
     if backend == "golden":
+        click.echo(prompt, nl=False)
         if weights != "fp16":           # the fake-quant golden: the dequantised weights, float math
             from dfx.compiler.quant.model import quantize_model
             from dfx.models.quantized import fake_quant
@@ -254,9 +257,13 @@ def generate(prompt, model, backend, config, devices, weights, xclbin, timeout, 
         return _generate(gen, ids, max_new_tokens, tok, "golden")
     from dfx.compiler import compile_model
     from dfx.host.session import Session
+    if prefill_batch is not None and backend in ("rtl", "pynq"):
+        raise UsageError(f"--prefill-batch: the {backend} backend runs token-serial prefill only (the RTL core does "
+                         f"not implement BATCH/CHUNK/SLOT); leave --prefill-batch out or use --backend sim")
     t0 = time.perf_counter()
-    prog = compile_model(net, config, devices=devices, weights=weights)
+    prog = compile_model(net, config, devices=devices, weights=weights, prefill_batch=prefill_batch)
     click.echo(f"[compile] {time.perf_counter() - t0:.2f} s", err=True) if os.environ.get("DFX_VERBOSE") else None
+    click.echo(prompt, nl=False)           # only once the program exists: a bad option writes nothing to stdout
     if backend == "rtl":
         import tempfile
         from dfx.program import save_program

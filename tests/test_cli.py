@@ -46,6 +46,17 @@ def test_generate_sim_equals_golden(ckpt):
     assert sim == gold and sim.startswith("def f(")
 
 
+def test_generate_with_matrix_matrix_prefill(ckpt):
+    """--prefill-batch: the prompt runs in chunks of M tokens; the text is the token-serial text."""
+    args = ["generate", "def f(x):", "--model", ckpt, "-n", "10"]
+    code, out, err = run(*args, "--prefill-batch", "4")
+    assert code == 0, err
+    assert out == run(*args)[1]
+    for bad, msg in (("0", "an integer in 1.."), ("4 --backend rtl", "the rtl backend runs token-serial prefill")):
+        code, out, err = run(*args, "--prefill-batch", *bad.split())
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1 and out == "", (out, err)
+
+
 def test_sampling_is_the_same_on_sim_and_golden(ckpt):
     args = ["generate", "def f(", "--model", ckpt, "-n", "16", "--temperature", "0.9", "--top-k", "20", "--seed", "3"]
     code, sim, _ = run(*args)
