@@ -234,7 +234,7 @@ def test_simulator_refuses_broken_regions(unpadded):
 
 def test_docs_weight_format_table_is_current():
     from pathlib import Path
-    from dfx.compiler.quant import weight_format_table
+    from dfx.compiler.quant.table import weight_format_table
     doc = (Path(__file__).resolve().parents[2] / "docs" / "numerics.md").read_text()
     table = doc.split("<!-- weight-formats -->\n")[1].split("\n<!-- /weight-formats -->")[0]
     assert table == weight_format_table(), "docs/numerics.md weight-format table is stale: regenerate it"

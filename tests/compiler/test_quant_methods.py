@@ -8,7 +8,8 @@ import torch
 from dfx import formats as F
 from dfx.compiler.quant.bcq import bcq, ungroup
 from dfx.compiler.quant.calib import collect_calibration, output_error
-from dfx.compiler.quant.model import QuantWarning, quantize_model
+from dfx.compiler.quant.methods import QuantWarning
+from dfx.compiler.quant.model import quantize_model
 from dfx.compiler.quant.rtn import group_view
 from dfx.errors import UsageError
 from dfx.models.gpt2 import GPT2, GPTConfig
