@@ -38,17 +38,17 @@ class Device:
                            "weights: compile a checkpoint")
         if not 0 <= device < program.n_devices:
             raise SimError(f"device {device} does not exist; the program has {program.n_devices} device(s)")
-        self._load(program.config, program.devices[device], device, check_fences, fast)
+        self._setup(program.config, program.devices[device], device, check_fences, fast)
 
     @classmethod
     def of_image(cls, cfg: AccelConfig, img: DeviceImage, device: int = 0, check_fences: bool = True,
                  fast: bool = True) -> Device:
         """A device running memory images without their program (the board emulator's view of its memory)."""
         dev = cls.__new__(cls)
-        dev._load(cfg, img, device, check_fences, fast)
+        dev._setup(cfg, img, device, check_fences, fast)
         return dev
 
-    def _load(self, cfg: AccelConfig, img: DeviceImage, device: int, check_fences: bool, fast: bool):
+    def _setup(self, cfg: AccelConfig, img: DeviceImage, device: int, check_fences: bool, fast: bool):
         self.cfg = cfg
         self.device = device
         self.hbm = np.frombuffer(bytearray(img.hbm), np.uint8)
