@@ -30,12 +30,6 @@ IMPORTANCE = ("kl", "output")
 KL_WINDOWS = 4                  # calibration windows the KL score runs on
 
 
-def format_bits(fmt: F.WeightFormat, shape: tuple[int, int]) -> float:
-    """Bits per weight including scales and zero points."""
-    k, n = shape
-    return fmt.ideal_bytes(k, n) * 8 / (k * n)
-
-
 def _kl_damage(model, qs: dict[str, dict[str, F.QuantWeight]], tokens) -> dict:
     """{(layer, format name): mean KL(p_fp16 || p_q)} with only that layer quantized."""
     ref_model = fake_quant(model, {})                                         # FP16 everywhere

@@ -8,7 +8,7 @@ Quantized: `h.{i}.attn.c_attn.weight`, `h.{i}.attn.c_proj.weight`, `h.{i}.mlp.c_
 `h.{i}.mlp.c_proj.weight`. The token/position embeddings (and so the tied LM head), biases and LayerNorms stay
 FP16.
 
-Methods (`METHODS`): rtn (int, fp8), bcq (bcq formats; `rtn` on a bcq format means bcq's greedy init),
+Methods (`methods.METHODS`): rtn (int, fp8), bcq (bcq formats; `rtn` on a bcq format means bcq's greedy init),
 gptq (int), adadim (int, fp8: per layer the lower-error of the format's per-OC and per-IC grouping),
 mixed (a format per layer from `candidates` under a bit budget).
 """

@@ -41,7 +41,7 @@ def _prefill_hbm(prog, ids, batched: bool) -> list[np.ndarray]:
             for dev in ring.devices:
                 a = sym.tokens
                 dev.ddr[a:a + 4 * (len(chunk) + 1)] = np.array([len(chunk), *chunk], "<u4").view(np.uint8)
-            ring.run(sym["stream"], 0, c)
+            ring.run(sym.stream, 0, c)
     else:
         for pos, t in enumerate(ids):
             ring.run("prefill", t, pos)
