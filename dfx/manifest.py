@@ -1,11 +1,11 @@
-"""The program manifest: the typed contract between the compiler and every reader of a program (docs/design.md,
-"Contracts").
+"""The program manifest: the typed contract between the compiler and every reader of a program
+(docs/design.md, contract 4).
 
 `Manifest` is a frozen dataclass; the compiler builds it, `dfx.program` stores it as the container's
 manifest.json (`Manifest.to_json`, canonical: sorted keys, so the same manifest is always the same bytes) and
 reads it back with `Manifest.loads`, which bounds the text's size, turns any nesting too deep to parse into a
 `ProgramError`, and checks every field's presence and type through `Manifest.from_json`. Each error is one line
-naming the field and what it accepts, e.g. ``manifest field max_seq: got str '256'; expected an integer >= 1``.
+naming the field and what it accepts, e.g. ``manifest field devices: got a list of 0; expected an integer >= 1``.
 A manifest of another format version (older dfx) is refused: recompile with `dfx compile`.
 
 JSON layout (every key is required; `null` where the type says `| None`):
@@ -127,24 +127,31 @@ def _addr_key(k: str, path: str) -> int:
     return int(k)
 
 
-def _fields(cls, obj: dict) -> dict:
-    """The dataclass fields of `cls` as they are written to JSON (recursively, via their `to_json`)."""
-    return {f.name: _to_json(getattr(obj, f.name)) for f in dataclasses.fields(cls)}
-
-
-def _to_json(v):
-    if hasattr(v, "to_json"):
-        return v.to_json()
+def _to_obj(v):
+    if hasattr(v, "to_obj"):
+        return v.to_obj()
     if isinstance(v, tuple):
-        return [_to_json(x) for x in v]
+        return [_to_obj(x) for x in v]
     if isinstance(v, dict):
-        return {str(k): _to_json(x) for k, x in v.items()}
+        return {str(k): _to_obj(x) for k, x in v.items()}
     return v
 
 
 # ---------------------------------------------------------------------------------------------- parts
+class _Part:
+    """A part of the manifest: its JSON keys are its dataclass fields."""
+
+    @classmethod
+    def _keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def to_obj(self) -> dict:
+        """The part as a JSON object (what its `from_json` reads)."""
+        return {f.name: _to_obj(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Part):
     """The GPT-2 hyper-parameters the program was compiled from."""
     vocab_size: int
     n_positions: int
@@ -155,17 +162,13 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, v, path: str = "model") -> ModelConfig:
-        keys = tuple(f.name for f in dataclasses.fields(cls))
-        o = _obj(v, path, keys)
-        ints = {k: _int(o[k], _at(path, k), 1) for k in keys if k != "layer_norm_epsilon"}
+        o = _obj(v, path, cls._keys())
+        ints = {k: _int(o[k], _at(path, k), 1) for k in cls._keys() if k != "layer_norm_epsilon"}
         return cls(**ints, layer_norm_epsilon=_num(o["layer_norm_epsilon"], _at(path, "layer_norm_epsilon")))
-
-    def to_json(self) -> dict:
-        return _fields(ModelConfig, self)
 
 
 @dataclass(frozen=True)
-class Region:
+class Region(_Part):
     """A quantized weight region in HBM (`dfx.formats.RegionLayout`): node, format, k x n, group phase, bytes."""
     node: str
     format: str
@@ -176,16 +179,13 @@ class Region:
 
     @classmethod
     def from_json(cls, v, path: str) -> Region:
-        o = _obj(v, path, ("node", "format", "k", "n", "phase", "bytes"))
+        o = _obj(v, path, cls._keys())
         return cls(_str(o["node"], _at(path, "node")), _str(o["format"], _at(path, "format")),
                    *(_int(o[k], _at(path, k), 0 if k == "phase" else 1) for k in ("k", "n", "phase", "bytes")))
 
-    def to_json(self) -> dict:
-        return _fields(Region, self)
-
 
 @dataclass(frozen=True)
-class Quantization:
+class Quantization(_Part):
     """The weight format (or "per-matrix"), the method, each linear's format and method, and per device every
     weight region by HBM address (64-byte units)."""
     format: str
@@ -196,7 +196,7 @@ class Quantization:
 
     @classmethod
     def from_json(cls, v, path: str, devices: int) -> Quantization:
-        o = _obj(v, path, ("format", "method", "matrices", "methods", "regions"))
+        o = _obj(v, path, cls._keys())
         rp = _at(path, "regions")
         regions = []
         for k, per in enumerate(_list(o["regions"], rp, devices, " (one per device)")):
@@ -206,12 +206,9 @@ class Quantization:
                    _strmap(o["matrices"], _at(path, "matrices")), _strmap(o["methods"], _at(path, "methods")),
                    tuple(regions))
 
-    def to_json(self) -> dict:
-        return _fields(Quantization, self)
-
 
 @dataclass(frozen=True)
-class PrefillBatch:
+class PrefillBatch(_Part):
     """The batched prefill: its stream, the most tokens per run (M) and the token table's DDR byte address."""
     stream: str
     max_tokens: int
@@ -219,16 +216,13 @@ class PrefillBatch:
 
     @classmethod
     def from_json(cls, v, path: str) -> PrefillBatch:
-        o = _obj(v, path, ("stream", "max_tokens", "tokens"))
+        o = _obj(v, path, cls._keys())
         return cls(_str(o["stream"], _at(path, "stream"), (BATCH_STREAM,)),
                    _int(o["max_tokens"], _at(path, "max_tokens"), 1), _int(o["tokens"], _at(path, "tokens")))
 
-    def to_json(self) -> dict:
-        return _fields(PrefillBatch, self)
-
 
 @dataclass(frozen=True)
-class HostSymbols:
+class HostSymbols(_Part):
     """What the host reads and writes: the logits buffer (DDR byte address, the same on every device), the
     vocabulary slices [a, b) each device stores there, and the batched prefill's token table (None: no
     prefill_batch stream)."""
@@ -239,7 +233,7 @@ class HostSymbols:
 
     @classmethod
     def from_json(cls, v, path: str, devices: int) -> HostSymbols:
-        o = _obj(v, path, ("logits", "vocab_size", "logits_pieces", "prefill_batch"))
+        o = _obj(v, path, cls._keys())
         vocab = _int(o["vocab_size"], _at(path, "vocab_size"), 1)
         pp = _at(path, "logits_pieces")
         pieces = []
@@ -256,12 +250,9 @@ class HostSymbols:
         return cls(_int(o["logits"], _at(path, "logits")), vocab, tuple(pieces),
                    None if pb is None else PrefillBatch.from_json(pb, _at(path, "prefill_batch")))
 
-    def to_json(self) -> dict:
-        return _fields(HostSymbols, self)
-
 
 @dataclass(frozen=True)
-class DeviceMemory:
+class DeviceMemory(_Part):
     """One device's memory: image sizes in bytes, VBUF entries the token-serial streams use (and the batched
     prefill stream, None without one), and where every DDR and HBM symbol is (`dfx.symbols`)."""
     hbm_bytes: int
@@ -273,15 +264,12 @@ class DeviceMemory:
 
     @classmethod
     def from_json(cls, v, path: str) -> DeviceMemory:
-        o = _obj(v, path, ("hbm_bytes", "ddr_bytes", "vbuf_entries", "vbuf_entries_batch", "hbm", "ddr"))
+        o = _obj(v, path, cls._keys())
         b = o["vbuf_entries_batch"]
         return cls(_int(o["hbm_bytes"], _at(path, "hbm_bytes")), _int(o["ddr_bytes"], _at(path, "ddr_bytes")),
                    _int(o["vbuf_entries"], _at(path, "vbuf_entries")),
                    None if b is None else _int(b, _at(path, "vbuf_entries_batch")),
                    _table(o["hbm"], _at(path, "hbm"), Space.HBM), _table(o["ddr"], _at(path, "ddr"), Space.DDR))
-
-    def to_json(self) -> dict:
-        return _fields(DeviceMemory, self)
 
 
 def _table(v, path: str, space: Space) -> SymbolTable:
@@ -310,7 +298,7 @@ def _node_pcs(v, path: str) -> tuple[NodePc, ...]:
 
 # ---------------------------------------------------------------------------------------------- the manifest
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(_Part):
     isa_version: int
     config: AccelConfig
     model: ModelConfig
@@ -334,7 +322,7 @@ class Manifest:
     # ---- JSON
     def to_obj(self) -> dict:
         """The manifest as a JSON object (what `from_json` reads)."""
-        out = _fields(Manifest, self)
+        out = super().to_obj()
         out.update(format=FORMAT_NAME, format_version=MANIFEST_VERSION, config=self.config.to_dict(),
                    config_hash=self.config_hash)
         return out
@@ -368,9 +356,10 @@ class Manifest:
         ver = obj.get("format_version")
         if ver != MANIFEST_VERSION:
             older = isinstance(ver, int) and not isinstance(ver, bool) and ver < MANIFEST_VERSION
-            raise ProgramError(f"manifest format version {_show(ver)} is {'from an older' if older else 'not read by this'} "
-                               f"dfx (it reads version {MANIFEST_VERSION}); recompile with dfx compile")
-        o = _obj(obj, "", ("format", "format_version", *(f.name for f in dataclasses.fields(cls)), "config_hash"))
+            whose = "from an older" if older else "not read by this"
+            raise ProgramError(f"manifest format version {_show(ver)} is {whose} dfx (it reads version "
+                               f"{MANIFEST_VERSION}); recompile with dfx compile")
+        o = _obj(obj, "", ("format", "format_version", *cls._keys(), "config_hash"))
         iv = _int(o["isa_version"], "isa_version", 1)
         if iv != isa.ISA_VERSION:
             raise ProgramError(f"the program was built for ISA version {iv}, this dfx implements ISA version "

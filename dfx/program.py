@@ -1,4 +1,4 @@
-"""The program container (docs/design.md, "Contracts") and the weight-tiling layout the DMA and MPU share.
+"""The program container (docs/design.md, contract 4) and the weight-tiling layout the DMA and MPU share.
 
 A program is one ZIP file (stored, not compressed) holding:
 

@@ -1,4 +1,4 @@
-"""Symbols: where the compiler placed each named datum of a device (docs/design.md, "Contracts").
+"""Symbols: where the compiler placed each named datum of a device (docs/design.md, contract 4).
 
 A `Symbol` is a name, the memory space it lives in, its address and its length:
 
@@ -114,6 +114,6 @@ class SymbolTable:
     def __repr__(self) -> str:
         return f"SymbolTable({self.space.name}, {len(self)} symbols)"
 
-    def to_json(self) -> dict[str, list[int]]:
+    def to_obj(self) -> dict[str, list[int]]:
         """{name: [address, length]} in placement order (the manifest's form; see `dfx.manifest`)."""
         return {s.name: [s.address, s.length] for s in self._syms.values()}

@@ -1384,7 +1384,7 @@ class PerfReport:
                         "sync_wait_ms": p.sync_wait / max(m.devices, 1) / self.clock_hz * 1e3,
                         "ring_ms": p.ring_cycles / self.clock_hz * 1e3}
         return {
-            "model": m.model.to_json(), "config": m.cfg.to_dict(), "board": m.board.name,
+            "model": m.model.to_obj(), "config": m.cfg.to_dict(), "board": m.board.name,
             "devices": m.devices, "overlap": m.program.manifest.overlap,
             "prefill_batch": self.prefill_batch,
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,

@@ -24,7 +24,7 @@ def test_table_places_once_and_looks_up():
     s = t.place(LOGITS, 128, 512)
     assert s == Symbol(LOGITS, Space.DDR, 128, 512) and t[LOGITS] is s and t.address(LOGITS) == 128
     assert LOGITS in t and len(t) == 1 and list(t) == [s]
-    assert t.to_json() == {LOGITS: [128, 512]}
+    assert t.to_obj() == {LOGITS: [128, 512]}
     with pytest.raises(CompileError, match=r"DDR symbol 'logits' is placed twice \(at 128 and 0\)"):
         t.place(LOGITS, 0, 8)
     assert SymbolTable(Space.DDR, [Symbol("a", Space.DDR, 0, 1), s]) == SymbolTable(Space.DDR, [s, Symbol(
