@@ -1084,19 +1084,18 @@ class PerfModel:
         self.board = load_board(board)
         self.timing = Timing(self.cfg, self.board, serial_issue)
         self.devices = program.n_devices
-        self.model = program.model_config
+        self.model = program.manifest.model
         if check_fit:
             self.check_fit()
-        node_pcs = program.manifest.get("node_pcs")
-        self.n_layer = int(self.model.get("n_layer", 0))
+        node_pcs = program.manifest.node_pcs
+        self.n_layer = self.model.n_layer
         self.streams = {}
         self._cache: dict = {}            # Instr -> predecoded (prefill and decode share most instructions)
-        regions = (program.manifest.get("quantization") or {}).get("regions") or [{}] * self.devices
-        self._regions = [{int(a): int(r["bytes"]) for a, r in regions[k].items()} for k in range(self.devices)]
+        regions = program.manifest.quantization.regions
+        self._regions = [{a: r.bytes for a, r in regions[k].items()} for k in range(self.devices)]
         self._batched: dict[str, list] = {}           # batched stream -> per device (instrs, layer bins)
         self._traces: dict[tuple[str, int], list] = {}
-        names = ["prefill", "decode"] + [s for s in program.manifest.get("streams", ())
-                                         if s not in ("prefill", "decode")]
+        names = ["prefill", "decode"] + [s for s in program.manifest.streams if s not in ("prefill", "decode")]
         for name in names:
             per_dev = []
             for k, dev in enumerate(program.devices):
@@ -1115,23 +1114,22 @@ class PerfModel:
                 self.streams[name] = per_dev
             else:
                 self._batched[name] = per_dev
-        self.max_seq = int(program.manifest.get("max_seq", self.model.get("n_positions", 1024)))
+        self.max_seq = program.manifest.max_seq
         self._memo: dict[tuple, list[DeviceStep]] = {}
-        symbols = program.manifest.get("symbols", {})
-        pieces = symbols.get("logits_pieces")
-        V = int(self.model.get("vocab_size", 0))
+        symbols = program.manifest.symbols
+        pieces = symbols.logits_pieces
+        V = self.model.vocab_size
         if pieces:
             self.logits_bytes = [2 * sum(b - a for a, b in p) for p in pieces]
         else:
             self.logits_bytes = [2 * V // self.devices] * self.devices
-        sym = symbols.get("prefill_batch")
-        self.batch_stream = sym["stream"] if sym and sym.get("stream") in self._batched else None
+        sym = symbols.prefill_batch
+        self.batch_stream = sym.stream if sym and sym.stream in self._batched else None
         self.prefill_chunk = self.capacity(self.batch_stream) if self.batch_stream else None
 
     # ---- fit
     def hbm_needed(self) -> list[int]:
-        mem = self.program.manifest.get("memory") or []
-        return [int(m.get("hbm_bytes", 0)) for m in mem]
+        return [m.hbm_bytes for m in self.program.manifest.memory]
 
     def check_fit(self):
         have = self.board.hbm_capacity_bytes
@@ -1197,7 +1195,7 @@ class PerfModel:
         if memo and key in self._memo:
             return self._memo[key]
         streams = self._trace(stream, count) if stream in self._batched else self.streams[stream]
-        r = simulate_step(streams, pos + 1, self.program.manifest.get("ring"), fast=self.fast)
+        r = simulate_step(streams, pos + 1, self.program.manifest.ring, fast=self.fast)
         if memo:
             self._memo[key] = r
         return r
@@ -1386,8 +1384,8 @@ class PerfReport:
                         "sync_wait_ms": p.sync_wait / max(m.devices, 1) / self.clock_hz * 1e3,
                         "ring_ms": p.ring_cycles / self.clock_hz * 1e3}
         return {
-            "model": dict(m.model), "config": m.cfg.to_dict(), "board": m.board.name,
-            "devices": m.devices, "overlap": m.program.manifest.get("overlap", 1),
+            "model": m.model.to_obj(), "config": m.cfg.to_dict(), "board": m.board.name,
+            "devices": m.devices, "overlap": m.program.manifest.overlap,
             "prefill_batch": self.prefill_batch,
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
             "total_cycles": self.total_cycles, "total_ms": self.total_ms,
@@ -1403,9 +1401,9 @@ class PerfReport:
     def format(self) -> str:
         m = self.m
         lines = [
-            f"model: GPT-2 n_layer={m.model.get('n_layer')} n_embd={m.model.get('n_embd')} on {m.devices} x "
+            f"model: GPT-2 n_layer={m.model.n_layer} n_embd={m.model.n_embd} on {m.devices} x "
             f"{m.board.name}, config {m.cfg.name} (d={m.cfg.d}, l={m.cfg.l}, {m.cfg.clock_mhz:g} MHz), "
-            f"overlap {m.program.manifest.get('overlap', 1)}",
+            f"overlap {m.program.manifest.overlap}",
             f"tokens: {self.input_tokens} in, {self.output_tokens} out",
             f"total: {self.total_ms:.2f} ms ({self.total_cycles} device cycles + "
             f"{sum(p.host_s for p in self.phases.values()) * 1e3:.3f} ms host)",

@@ -95,7 +95,7 @@ def test_compile_overlap_auto(ckpt, tmp_path):
     code, _, err = run("compile", ckpt, "-o", prog, "--devices", "2", "--overlap", "auto")
     assert code == 0, err
     m = load_program(prog).manifest
-    assert m["overlap"] == tune_overlap(m["model"], m["config"]["name"], 2)
+    assert m.overlap == tune_overlap(m.model.to_obj(), m.config.name, 2)
     assert run("run", prog, "--prompt", "def f(", "-n", "8")[1] == run("generate", "def f(", "--model", ckpt, "-n", "8")[1]
 
 

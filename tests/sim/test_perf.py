@@ -2,6 +2,7 @@
 and invariants on compiled programs (more bandwidth never slows, decode grows with POS, the exact
 shortcuts equal the plain simulation); matrix-matrix prefill (BATCH, CHUNK, SLOT: faster than token-serial
 prefill when the weight stream dominates, sub-linear in the chunk's tokens, decode unchanged)."""
+import dataclasses
 import json
 import math
 from unittest import mock
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 from dfx import isa
 from dfx.config import load_config
 from dfx.errors import ConfigError, DfxError
+from dfx.manifest import HostSymbols, Manifest, ModelConfig, PrefillBatch, Quantization
 from dfx.program import DeviceImage, Program, save_program
 from dfx.sim import perf
 from dfx.sim.perf import PerfError, PerfModel, compare_rtl, isolated_cycles
@@ -38,15 +40,17 @@ def hand(streams: list[str], config="tiny", n_layer=1, max_seq=64, batch: list[s
     devs = [DeviceImage({"prefill": isa.assemble(t), "decode": isa.assemble(t)}, bytearray(), bytearray())
             for t in streams]
     n = len(devs)
-    manifest = {"isa_version": isa.ISA_VERSION, "config": cfg.to_dict(), "config_hash": cfg.config_hash,
-                "devices": n, "ring": list(range(n)), "model": {"n_layer": n_layer, "vocab_size": 64},
-                "max_seq": max_seq, "weights": False, "memory": [], "streams": ["prefill", "decode"],
-                "symbols": {"logits_pieces": [[[0, 64 // n]] for _ in range(n)]}}
     if batch:
         for dev, text in zip(devs, batch):
             dev.streams["prefill_batch"] = isa.assemble(text)
-        manifest["streams"].append("prefill_batch")
-        manifest["symbols"]["prefill_batch"] = {"stream": "prefill_batch", "max_tokens": cap, "tokens": 0}
+    manifest = Manifest(
+        isa_version=isa.ISA_VERSION, config=cfg, devices=n, ring=tuple(range(n)), overlap=1, weights=False,
+        model=ModelConfig(vocab_size=64, n_positions=max_seq, n_embd=64, n_layer=n_layer, n_head=1,
+                          layer_norm_epsilon=1e-5),
+        max_seq=max_seq, memory=(), streams=("prefill", "decode") + (("prefill_batch",) if batch else ()),
+        symbols=HostSymbols(0, 64, tuple(((0, 64 // n),) for _ in range(n)),
+                            PrefillBatch("prefill_batch", cap, 0) if batch else None),
+        quantization=Quantization("fp16", "rtn", {}, {}, ({},) * n), tokenizer="bytes", node_pcs={})
     return Program(manifest, devs)
 
 
@@ -548,7 +552,7 @@ def test_cli_overlap_auto_and_prefill_batch(tmp_path):
 
 # ------------------------------------------------------------------------------------------ quantized weights
 def _region_bytes(program, device=0):
-    return sum(r["bytes"] for r in program.manifest["quantization"]["regions"][device].values())
+    return sum(r.bytes for r in program.manifest.quantization.regions[device].values())
 
 
 @pytest.mark.parametrize("fmt", ["int8-oc", "int4-oc-g128", "int4-ic-g64", "fp8e4m3", "bcq3-oc-g128"])
@@ -569,7 +573,8 @@ def test_quantized_matrix_without_region_is_refused():
     from dfx.compiler import compile_model
     cfg = {"n_layer": 1, "n_embd": 64, "n_head": 2, "vocab_size": 64, "n_positions": 16, "layer_norm_epsilon": 1e-5}
     p = compile_model(cfg, "tiny", weights="int4-oc-g64")
-    p.manifest["quantization"]["regions"] = [{}]
+    p.manifest = dataclasses.replace(p.manifest, quantization=dataclasses.replace(p.manifest.quantization,
+                                                                                 regions=({},)))
     with pytest.raises(PerfError, match="no region in the manifest"):
         PerfModel(p, "u280")
 

@@ -52,7 +52,7 @@ def test_auto_in_compile_model_records_the_choice():
     slow = load_board("u280", {"link.lane_rate_gbps": 0.5})
     want = tune_overlap(WIDE, "tiny", 4)
     prog = compile_model(WIDE, "tiny", devices=4, overlap="auto")
-    assert prog.manifest["overlap"] == want
+    assert prog.manifest.overlap == want
     assert tune_overlap(WIDE, "tiny", 1, board=slow) == {r: 1 for r in ROLES}      # nothing to gather
 
 
