@@ -12,7 +12,8 @@ from gpt2_fixtures import make_hf_gpt2
 from dfx.cli import main
 from dfx.compiler import compile_model
 from dfx.errors import DeviceError
-from dfx.host.device import DeviceGroup, KernelError, open_devices
+from dfx.host.backends import open_devices
+from dfx.host.device import DeviceGroup, KernelError
 from dfx.host.fakepynq import FakePynq, write_fake_xclbin
 from dfx.host.image import DDR_BANK
 from dfx.host.session import Session
@@ -70,7 +71,7 @@ def test_pynq_backend_refuses_batched_programs(batched, tmp_path):
 
 
 def test_rtl_backend_refuses_batched_programs_before_simulating(model, tmp_path):
-    from dfx.host.rtl_backend import run_session
+    from dfx.host.rtl_session import run_session
     path = save_program(compile_model(model, "tiny", prefill_batch=2), tmp_path / "b.dfx")
     with pytest.raises(DeviceError, match="the rtl backend: stream prefill_batch uses BATCH/CHUNK/SLOT"):
         run_session(path, [1, 2, 3], 2)
