@@ -14,7 +14,7 @@ def bridge_api():
     import cocotb  # lazy: cocotb exists only inside the simulator process (the optional `sim` extra)
     if hasattr(cocotb, "bridge"):
         return cocotb.bridge, cocotb.resume
-    from cocotb._bridge import bridge, resume
+    from cocotb._bridge import bridge, resume  # lazy: (older cocotb 2.x) as above
     return bridge, resume
 
 

@@ -190,7 +190,7 @@ def _job_main():
 
     @cocotb.test()
     async def dfx_job(dut):
-        from cocotb.utils import get_sim_time
+        from cocotb.utils import get_sim_time  # lazy: cocotb exists only inside the simulator process
         spec = json.loads(Path(os.environ[JOB_ENV]).read_text())
         cfg = AccelConfig.from_dict(spec["cfg"])
         jobdir = Path(spec["dir"])

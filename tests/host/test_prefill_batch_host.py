@@ -42,6 +42,7 @@ def test_session_runs_chunks_and_keeps_the_simulator(batched, model):
         assert [b.sim for b in boards] == sims and all(b.built == b.generation for b in boards)
         assert [(r.stream, r.pos, r.count) for r in s.steps] == [
             ("prefill_batch", 0, 3), ("decode", 3, 1), ("prefill_batch", 4, 3), ("decode", 7, 1)]
+        assert all(r.max_cycles > 0 and r.busy[0]["mpu"] > 0 for r in s.steps)    # the model's counters
         summary = s.summary()
         assert summary["steps"] == 4
     ref = Session(compile_model(model, "tiny", devices=2), "sim").feed(ids)
