@@ -2,7 +2,7 @@
 the functional simulator and token-exact to the PyTorch golden model; the register map; bad input.
 
 SIM=icarus (default) or SIM=verilator. On a logits mismatch the test re-runs with the write trace and names
-the first instruction (PC, device) and buffer that differ (`dfx.sim.rtl_core.bisect`)."""
+the first instruction (PC, device) and buffer that differ (`dfx.verify.rtl_core.bisect`)."""
 import sys
 from pathlib import Path
 
@@ -11,7 +11,8 @@ import pytest
 
 from dfx import isa, regmap
 from dfx.symbols import Kind, sym_name
-from dfx.sim.rtl_core import RtlCore, bisect, missing_simulator
+from dfx.verify.rtl_core import RtlCore, bisect
+from dfx.verify.toolchain import missing_simulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpt2_fixtures import make_hf_gpt2  # noqa: E402
