@@ -44,6 +44,7 @@ from .regs import Registers, axil_addr_bits, axil_signature
 from .router import RouterEngine, link_layout
 
 STATUS = regmap.STATUS_BITS
+ENGINES = (MatrixEngine, VectorEngine, DmaEngine, RouterEngine)     # the core's engines, one per unit
 
 
 def _mux_out(m, target, sources):
@@ -124,11 +125,11 @@ class Core(wiring.Component):
         m.submodules.decoder = dec = Decoder()
         m.submodules.vbuf = vbuf = VectorBuffer(cfg)
         m.submodules.sregs = sregs = ScalarFile(cfg)
-        m.submodules.mpu = mpu = MatrixEngine(cfg, **self._mpu_stages)
-        m.submodules.vpu = vpu = VectorEngine(cfg)
-        m.submodules.dma = dma = DmaEngine(cfg)
-        m.submodules.router = router = RouterEngine(cfg)
-        engines: tuple[Engine, ...] = (mpu, vpu, dma, router)
+        engines: tuple[Engine, ...] = tuple(E(cfg, **self._mpu_stages) if E is MatrixEngine else E(cfg)
+                                            for E in ENGINES)
+        for e in engines:
+            m.submodules[e.UNIT.value] = e
+        mpu, vpu, dma, router = engines
         wiring.connect(m, wiring.flipped(self.axil), regs.axil)
         m.d.comb += self.interrupt.eq(regs.interrupt)
 
