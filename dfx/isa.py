@@ -4,8 +4,8 @@ Everything else derives from the tables in this module: the compiler's encoder, 
 text assembler/disassembler, the RTL decoder (hw/ builds Amaranth layouts from `FORMATS`) and `docs/isa.md`
 (`python -m dfx.isa_doc`, which adds the prose). Nobody writes an opcode number, a field width or a bit slice
 anywhere else. The rules an executor enforces are functions here too: `operand_ranges` / `check_operands` (the
-on-chip operands of the `reads` / `writes` tables and their bounds) and `check_batch` / `check_chunk` /
-`check_slot` (batched prefill), raising `RuleError`.
+on-chip operands of the `reads` / `writes` tables and their bounds), `fence_units` (what a FENCE drains) and
+`check_batch` / `check_chunk` / `check_slot` (batched prefill), raising `RuleError`.
 
 Word: every instruction is one 128-bit little-endian word. Bits [7:0] hold the opcode; the fields of the
 opcode's format follow from bit 8 upward, in the order listed, each `width` bits wide; unused high bits are 0.
@@ -342,8 +342,8 @@ def chunk_bounds(n: int, parts: int, granule: int) -> list[tuple[int, int]]:
         out.append((min(u * granule, n), min((u + k) * granule, n)))
         u += k
     return out
-UNIT_BITS = {Unit.MPU: 1, Unit.VPU: 2, Unit.DMA: 4, Unit.ROUTER: 8}
-ALL_UNITS = 16
+UNIT_BITS = {Unit.MPU: 1, Unit.VPU: 2, Unit.DMA: 4, Unit.ROUTER: 8}     # FENCE units: one bit per unit
+ALL_UNITS = 16                                                           # FENCE units: every unit
 MAX_DEVICES = (1 << ROUTE.field("devices").width) - 1    # the largest ring an ALLGATHER can name
 
 
@@ -518,6 +518,12 @@ def check_operands(ranges, vbuf_entries: int, sregs: int = SREG_COUNT) -> None:
         elif r.entries is not None and r.start + r.entries > vbuf_entries:
             raise RuleError(f"{r.field}: VBUF entries {r.start}..{r.start + r.entries} exceed the {vbuf_entries}-entry "
                             "buffer")
+
+
+def fence_units(units: int) -> int:
+    """The `UNIT_BITS` of the units a FENCE with field `units` drains."""
+    every = sum(UNIT_BITS.values())
+    return every if units & ALL_UNITS else units & every
 
 
 def check_batch(prefix: Instr, nxt: Instr | None, count: int) -> Batch:

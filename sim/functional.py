@@ -267,7 +267,7 @@ class Device:
         return True
 
     def _fence(self, f):
-        if f["units"] & (isa.UNIT_BITS[isa.Unit.DMA] | isa.ALL_UNITS):
+        if isa.fence_units(f["units"]) & isa.UNIT_BITS[isa.Unit.DMA]:
             self._dirty[isa.Unit.DMA].clear()
 
     def _batch(self, f):

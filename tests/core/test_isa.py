@@ -220,3 +220,11 @@ def test_field_limits_come_from_the_tables():
     Instr("ALLGATHER", devices=isa.MAX_DEVICES)
     with pytest.raises(EncodeError):
         Instr("ALLGATHER", devices=isa.MAX_DEVICES + 1)
+
+
+def test_fence_units():
+    B = isa.UNIT_BITS
+    assert isa.fence_units(B[isa.Unit.DMA]) == B[isa.Unit.DMA]
+    assert isa.fence_units(B[isa.Unit.MPU] | B[isa.Unit.ROUTER]) == B[isa.Unit.MPU] | B[isa.Unit.ROUTER]
+    assert isa.fence_units(isa.ALL_UNITS) == isa.fence_units(isa.ALL_UNITS | B[isa.Unit.VPU]) == sum(B.values())
+    assert isa.fence_units(0) == 0
