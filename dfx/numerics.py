@@ -15,6 +15,7 @@ Policies (docs/numerics.md has the reasoning):
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import functools
@@ -22,6 +23,7 @@ import math
 import struct
 
 import numpy as np
+import torch
 
 F16, F32 = np.float16, np.float32
 NAN16 = np.uint16(0x7E00)                         # canonical quiet NaN, binary16 bits
@@ -352,7 +354,6 @@ _TORCH_MIN = 1 << 15        # products below this run in numpy (PyTorch's per-ca
 def torch_single_thread():
     """Run PyTorch's CPU kernels on one thread inside the block (then restore). The simulator's element-wise
     passes are short: on a shared machine a thread pool waits for busy cores far longer than it saves."""
-    import torch
     n = torch.get_num_threads()
     if n != 1:
         torch.set_num_threads(1)
@@ -373,7 +374,6 @@ def mpu_matvec1(x, tw: TreeWeights, bias=None, scratch: np.ndarray | None = None
     and add, RNE, no contraction into FMAs, 2-3x faster than numpy's on the broadcast multiply. No subnormal
     can arise (products of DAZ-clean binary16 are >= 2^-28 in magnitude and sums are multiples of 2^-51), so
     the denormal mode does not matter. The accumulation over groups stays in numpy (sequential order)."""
-    import torch
     d, c = tw.d, tw.w.shape[1]
     x32 = widen16(x)
     k = x32.shape[0]
@@ -808,7 +808,6 @@ def error_table_markdown() -> str:
 
 
 def _main(argv=None) -> int:
-    import argparse
     ap = argparse.ArgumentParser(prog="python -m dfx.numerics",
                                  description="The DFX numerics reference (docs/numerics.md).")
     ap.add_argument("--error-table", action="store_true", help="print the measured error table (markdown)")
