@@ -136,7 +136,8 @@ def _weight_format_doc() -> list[str]:
     b = src.index("DESC_BYTES = 64")
     layout = "\n".join(line[2:] for line in src[a:b].strip().splitlines())
     out = ["## Weight formats", "",
-           f"MATRIX `wfmt` ({isa.MATRIX.field('wfmt').width} bits) selects the dequantiser in front of the MPU's multipliers. Every format is "
+           f"MATRIX `wfmt` ({isa.MATRIX.field('wfmt').width} bits) selects the dequantiser in front of the MPU's "
+           "multipliers. Every format is "
            "dequantised to binary16 exactly as `dfx.formats.dequant` defines (docs/numerics.md, \"Weight formats\"); "
            "the multipliers, adder trees and accumulation are unchanged. Axis, group size, zero points and where the "
            "scales are come from a 64-byte descriptor at the start of the matrix's HBM region, so the 128-bit "
