@@ -35,6 +35,7 @@ Dequantisation, bit-exact (the RTL dequantiser implements exactly this):
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -439,7 +440,6 @@ class RegionLayout:
         return self.scales_off + _a64(self.scales_bytes) + _a64(self.zeros_bytes)
 
     def descriptor(self) -> bytes:
-        import struct
         f = self.fmt
         vals = dict(magic=DESC_MAGIC, wfmt=f.wfmt, flags=(f.axis == "ic") | (f.asym << 1), bits=f.bits, reserved=0,
                     group=f.group or 0, phase=self.phase, k=self.k, n=self.n, codes=self.codes_off,
@@ -545,7 +545,6 @@ def _unstored(b: np.ndarray, lay: RegionLayout, planes: bool) -> np.ndarray:
 
 
 def read_descriptor(raw) -> dict:
-    import struct
     b = bytes(raw[:DESC_BYTES]) if isinstance(raw, (bytes, bytearray)) else np.asarray(raw, np.uint8)[:DESC_BYTES].tobytes()
     if len(b) < DESC_BYTES:
         raise FormatError(f"a weight descriptor is {DESC_BYTES} bytes, not {len(b)}")

@@ -24,9 +24,10 @@ ERROR_PC, and ends the run (ap_done rises, the core goes idle): the bus never ha
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
-from .config import AccelConfig
+from .config import AccelConfig, load_config
 
 DFX_MAGIC = 0x44465831            # "DFX1"
 
@@ -136,9 +137,6 @@ def doc(cfg: AccelConfig) -> str:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    from .config import load_config
     p = argparse.ArgumentParser(description="Print the core's register map as a Markdown table.")
     p.add_argument("--doc", action="store_true", help="print docs/regmap.md")
     p.add_argument("--config", default="dfx", help="tiny, dfx or a config JSON file (default dfx)")

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from dfx.errors import CheckpointError, ConfigError
 
@@ -85,7 +86,6 @@ def read_config(d: Path) -> GPTConfig:
 
 # ------------------------------------------------------------------------------------------------ weights
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
     try:
         return load_file(str(path))
     except Exception as e:   # noqa: BLE001 - safetensors raises its own error, OSError or ValueError
@@ -191,8 +191,6 @@ def save_checkpoint(model: GPT2, path: str | Path, dtype: torch.dtype = torch.fl
 
     Each file is written to a temporary name and renamed into place, so a failure leaves nothing half-written.
     """
-    from safetensors.torch import save_file
-
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
     state = {f"transformer.{k}": v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}

@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+import torch
+
 from dfx.errors import DfxError, UsageError
 
 from .checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
@@ -34,7 +36,6 @@ def main(argv: list[str] | None = None):
                     help="checkpoint directory (default: the embedded model)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args(argv)
-    import torch
     torch.set_num_threads(args.threads)
     try:
         print(json.dumps(evaluate(args.model), indent=2))

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .checkpoint import DEFAULT_MODEL_DIR, load_checkpoint, save_checkpoint
 from .gpt2 import GPT2, GPTConfig
@@ -113,8 +114,6 @@ def learning_rate(a: TrainArgs, step: int, progress: float) -> float:
 
 def train(model: GPT2, data: np.ndarray, a: TrainArgs, progress_bar: bool = True) -> dict:
     """Train `model` in place on random windows of `data`; returns step and token counts."""
-    from tqdm import tqdm
-
     torch.manual_seed(a.seed)
     model.reset_parameters(seed=a.seed)
     rng = np.random.default_rng(a.seed)
