@@ -22,9 +22,11 @@ JSON layout (every key is required; `null` where the type says `| None`):
     symbols                      what the host reads (`HostSymbols`): logits buffer and slices, token table
     quantization                 weight formats and every quantized region per device (`Quantization`)
     memory                       per device: image sizes, VBUF entries used, DDR and HBM symbol tables
-    tokenizer                    "bytes" (byte-level vocabulary) or "files" (tokenizer/ members)
+    tokenizer                    "bytes" (byte-level vocabulary) or "files" (the checkpoint's tokenizer: the
+                                 container member tokenizer/tokenizer.json, when the checkpoint had one)
     node_pcs                     {stream: per device [[first pc, node name], ...]} for breakdowns
-    checksums                    SHA-256 of every other container member (`dfx.program.save_program`)
+    checksums                    SHA-256 of every data member (streams, memory images, tokenizer); the
+                                 container's digest.json holds the SHA-256 of this text (`dfx.program`)
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ from .errors import ProgramError
 from .symbols import Space, Symbol, SymbolTable
 
 FORMAT_NAME = "dfx-program"
-MANIFEST_VERSION = 2                  # 1: the untyped manifest of dfx before the typed contract (refused)
+MANIFEST_VERSION = 3                  # 1: the untyped manifest; 2: no digest.json, tokenizer as several files
+                                      # (both refused: recompile)
 STREAMS = ("prefill", "decode")       # every program has these
 BATCH_STREAM = "prefill_batch"        # the optional matrix-matrix prefill stream (docs/isa.md, "Batched prefill")
 MAX_MANIFEST_BYTES = 64 << 20         # GPT-2 1.5B on 4 devices writes about 2 MB
