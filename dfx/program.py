@@ -389,10 +389,10 @@ class _Archive:
         if info.compress_size != info.file_size:
             raise ProgramError(f"{where}: member {name} declares {info.file_size:,} bytes stored in "
                                f"{info.compress_size:,}; a stored member's sizes are equal")
-        if info.header_offset + 30 + len(name.encode()) + info.compress_size > cd_offset:
-            raise ProgramError(f"{where}: member {name} lies outside the archive (truncated program?)")
         if not _sized_by_config(name):
             _check_size(where, name, info.file_size, None)   # limits that need no config: checked at once
+        if info.header_offset + 30 + len(name.encode()) + info.compress_size > cd_offset:
+            raise ProgramError(f"{where}: member {name} lies outside the archive (truncated program?)")
         return name
 
     def read(self, name: str) -> bytes:
