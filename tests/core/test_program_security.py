@@ -10,7 +10,6 @@ import hashlib
 import json
 import re
 import stat
-import struct
 import tempfile
 import tracemalloc
 import zipfile
@@ -27,13 +26,13 @@ from dfx.isa import Instr
 from dfx.manifest import MAX_MANIFEST_BYTES, DeviceMemory, HostSymbols, Manifest, ModelConfig, Quantization
 from dfx.program import (ACCEPTED_NAMES, MAX_DIRECTORY_BYTES, MAX_MEMBERS, MAX_STREAM_INSTRS, MAX_TOKENIZER_BYTES,
                          DeviceImage, Program, key_fingerprint, load_program, load_signing_key, load_trusted_key,
-                         program_digest, save_program)
+                         save_program)
 from dfx.symbols import Space, SymbolTable
+from program_forgery import add_compressed, patch_entry, raw_zip, read_members, reseal, write_members
 
 TINY = PRESETS["tiny"]
 SMALL = replace(TINY, name="small", hbm_channel_mb=1, ddr_mb=1)      # 1 MiB per HBM channel, 1 MiB of DDR
 TOKENIZER = "tokenizer/tokenizer.json"
-SEALS = ("manifest.json", "digest.json", "signature.json")
 TOK_REFUSED = "is refused: a program's tokenizer is the one member tokenizer/tokenizer.json"
 NOT_PART = f"is not part of a dfx program (accepted: {ACCEPTED_NAMES})"
 
@@ -68,33 +67,6 @@ def sandbox(tmp_path, monkeypatch):
     assert not target.exists()
 
 
-def _read(p) -> dict[str, bytes]:
-    with zipfile.ZipFile(p) as z:
-        return {i.orig_filename: z.read(i) for i in z.infolist()}
-
-
-def _write(p, members: dict, compress=zipfile.ZIP_STORED):
-    """Members in order: name -> bytes, or ZipInfo -> bytes."""
-    with zipfile.ZipFile(p, "w", compress) as z:
-        for name, blob in members.items():
-            z.writestr(name, blob)
-
-
-def _reseal(p, members: dict, edit=None, digest=True):
-    """Rewrite `p` with `members` as an attacker would: the manifest's checksum table lists every data member with
-    its SHA-256, `edit(manifest object)` applied, and (with `digest`) digest.json recomputed."""
-    m = json.loads(members["manifest.json"])
-    m["checksums"] = {(k.orig_filename if isinstance(k, zipfile.ZipInfo) else k): hashlib.sha256(b).hexdigest()
-                      for k, b in members.items() if k not in SEALS}
-    if edit is not None:
-        edit(m)
-    text = json.dumps(m, sort_keys=True, indent=1).encode()
-    out = {"manifest.json": text, **{k: b for k, b in members.items() if k != "manifest.json"}}
-    if digest:
-        out["digest.json"] = json.dumps({"format": "dfx-digest", "sha256": program_digest(text)}).encode()
-    _write(p, out)
-
-
 def _refused(p, message: str, regex: bool = False, **kw) -> str:
     """load_program(p) raises one ProgramError line: exactly `message` after the program's path."""
     with pytest.raises(ProgramError) as e:
@@ -115,44 +87,6 @@ def _no_allocation(fn, limit=4 << 20):
     finally:
         tracemalloc.stop()
     assert peak < limit, f"peak allocation {peak:,} bytes"
-
-
-def _raw_zip(names: list[str], zip64: bool = False) -> bytes:
-    """An archive of empty stored members, built directly (fast for 100,000 members)."""
-    local, central, off = [], [], 0
-    for n in names:
-        nb = n.encode()
-        h = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, len(nb), 0) + nb
-        central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, len(nb), 0, 0, 0, 0,
-                                   0, off) + nb)
-        local.append(h)
-        off += len(h)
-    cd, n = b"".join(central), len(names)
-    end = b""
-    if zip64:
-        end += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, len(cd), off)
-        end += struct.pack("<4sLQL", b"PK\x06\x07", 0, off + len(cd), 1)
-        n, off = 0xFFFF, 0xFFFFFFFF
-    end += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, len(cd), off, 0)
-    return b"".join(local) + cd + end
-
-
-def _patch_entry(p, name: str, size: int | None = None, flags: int | None = None):
-    """Change member `name`'s declared sizes (both) or flag bits in the ZIP central directory, in place."""
-    data = bytearray(p.read_bytes())
-    _, _, _, _, n, _, at, _ = struct.unpack("<4s4H2LH", data[-22:])
-    entry = struct.Struct("<4s6H3L5H2L")
-    for _ in range(n):
-        f = list(entry.unpack_from(data, at))
-        nlen, xlen, clen = f[10], f[11], f[12]
-        if data[at + 46:at + 46 + nlen].decode() == name:
-            if size is not None:
-                f[8] = f[9] = size
-            if flags is not None:
-                f[3] = flags
-            entry.pack_into(data, at, *f)
-        at += 46 + nlen + xlen + clen
-    p.write_bytes(bytes(data))
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -180,9 +114,9 @@ def test_traversal_and_unknown_names_are_refused(sandbox, name, why):
     if name == "TRAVERSAL":
         name = "tokenizer/" + "../" * 40 + str(target).lstrip("/")
     save_program(_prog(tokenizer=b"{}"), p)
-    members = _read(p)
+    members = read_members(p)
     members[name] = b"echo pwned\n"
-    _reseal(p, members)
+    reseal(p, members)
     _refused(p, f"member {ascii(name)} {why}")
 
 
@@ -190,9 +124,9 @@ def test_nul_byte_in_a_name_is_refused(sandbox):
     """zipfile cuts a name at NUL (its `filename`); the loader checks the name as stored."""
     p, _ = sandbox
     save_program(_prog(tokenizer=b"{}"), p)
-    members = _read(p)
+    members = read_members(p)
     members["tokenizer/tokenizer.jsonQ/../../x"] = b"pwned"
-    _reseal(p, members)
+    reseal(p, members)
     p.write_bytes(p.read_bytes().replace(b"tokenizer.jsonQ", b"tokenizer.json\0"))
     _refused(p, f"member {ascii('tokenizer/tokenizer.json' + chr(0) + '/../../x')} {TOK_REFUSED}")
 
@@ -202,19 +136,19 @@ def test_nul_byte_in_a_name_is_refused(sandbox):
 def test_links_and_special_members_are_refused(sandbox, kind, what):
     p, target = sandbox
     save_program(_prog(tokenizer=b"{}"), p)
-    members = _read(p)
+    members = read_members(p)
     link = zipfile.ZipInfo(TOKENIZER)
     link.external_attr = (kind | 0o777) << 16
     members[link] = str(target).encode()
     del members[TOKENIZER]
-    _reseal(p, members)
+    reseal(p, members)
     _refused(p, f"member {TOKENIZER} is {what}; a dfx program holds regular files only")
 
 
 def test_duplicate_members_are_refused(sandbox):
     p, _ = sandbox
     save_program(_prog(), p)
-    members = _read(p)
+    members = read_members(p)
     with pytest.warns(UserWarning, match="Duplicate name"):
         with zipfile.ZipFile(p, "a") as z:
             z.writestr("dev0/decode.bin", members["dev0/decode.bin"])
@@ -224,15 +158,15 @@ def test_duplicate_members_are_refused(sandbox):
 def test_a_member_of_another_program_shape_is_refused(sandbox):
     p, _ = sandbox
     save_program(_prog(), p)
-    members = _read(p)
+    members = read_members(p)
     members["dev1/prefill.bin"] = members["dev0/prefill.bin"]
-    _reseal(p, members)
+    reseal(p, members)
     _refused(p, "member dev1/prefill.bin does not belong to this program (1 device(s), streams prefill, decode, "
                 "with weights, tokenizer bytes)")
-    members = _read(p)
+    members = read_members(p)
     del members["dev1/prefill.bin"]
     members[TOKENIZER] = b"{}"                                 # the manifest says: byte-level, no tokenizer
-    _reseal(p, members)
+    reseal(p, members)
     _refused(p, f"member {TOKENIZER} does not belong to this program (1 device(s), streams prefill, decode, with "
                 "weights, tokenizer bytes)")
 
@@ -241,7 +175,7 @@ def test_checksum_table_naming_a_traversal_path_is_refused(sandbox):
     p, target = sandbox
     save_program(_prog(), p)
     name = "tokenizer/../" + str(target).lstrip("/")
-    _reseal(p, _read(p), edit=lambda m: m["checksums"].update({name: "0" * 64}))
+    reseal(p, read_members(p), edit=lambda m: m["checksums"].update({name: "0" * 64}))
     _refused(p, f"the manifest's checksum table names {ascii(name)}, which is not a member of this program")
 
 
@@ -249,13 +183,13 @@ def test_checksum_table_naming_a_traversal_path_is_refused(sandbox):
 @pytest.mark.parametrize("n", [5_000, 100_000])
 def test_many_tiny_members_are_refused_before_the_directory_is_parsed(sandbox, n):
     p, _ = sandbox
-    p.write_bytes(_raw_zip([f"m{i}" for i in range(n)], zip64=n > 0xFFFF))
+    p.write_bytes(raw_zip([f"m{i}" for i in range(n)], zip64=n > 0xFFFF))
     _no_allocation(lambda: _refused(p, f"has {n:,} members; a dfx program has at most {MAX_MEMBERS:,}"), 1 << 20)
 
 
 def test_a_huge_directory_is_refused(sandbox):
     p, _ = sandbox
-    data = _raw_zip(["x" * 60_000 for _ in range(10)])
+    data = raw_zip(["x" * 60_000 for _ in range(10)])
     p.write_bytes(data)
     _refused(p, f"its ZIP directory is {10 * 60_046:,} bytes; a dfx program's is at most {MAX_DIRECTORY_BYTES:,}")
 
@@ -263,10 +197,10 @@ def test_a_huge_directory_is_refused(sandbox):
 def test_more_members_than_the_program_can_have_are_refused(sandbox):
     p, _ = sandbox
     save_program(_prog(), p)
-    members = _read(p)
+    members = read_members(p)
     for k in range(1, 11):
         members[f"dev{k}/decode.bin"] = b""
-    _reseal(p, members)
+    reseal(p, members)
     _refused(p, f"has {len(members):,} members; a program of 1 device(s) and streams prefill, decode has at most 10")
 
 
@@ -275,18 +209,7 @@ def test_zip_bomb_is_refused_without_inflating(sandbox, method):
     """A compressed member (32 MiB of zeros in a few kB), its SHA-256 in the manifest: refused unread."""
     p, _ = sandbox
     save_program(_prog(), p)
-    members = _read(p)
-    zeros, sha = bytes(1 << 20), hashlib.sha256()
-    for _ in range(32):
-        sha.update(zeros)
-    _reseal(p, {k: v for k, v in members.items() if k != "dev0/ddr.bin"},
-            edit=lambda m: m["checksums"].update({"dev0/ddr.bin": sha.hexdigest()}))
-    with zipfile.ZipFile(p, "a") as z:
-        info = zipfile.ZipInfo("dev0/ddr.bin")
-        info.compress_type = method
-        with z.open(info, "w") as w:
-            for _ in range(32):
-                w.write(zeros)
+    add_compressed(p, "dev0/ddr.bin", 32, method)
     assert p.stat().st_size < 4 << 20
     _no_allocation(lambda: _refused(p, f"member dev0/ddr.bin is compressed (ZIP method {method}); a dfx program "
                                        "stores its members uncompressed (method 0)"))
@@ -302,9 +225,9 @@ def test_members_larger_than_their_capacity_are_refused(sandbox, name, size, why
     """Real bytes, checksums and digest recomputed: the limit is checked from the directory."""
     p, _ = sandbox
     save_program(_prog(SMALL, tokenizer=b"{}"), p)
-    members = _read(p)
+    members = read_members(p)
     members[name] = bytes(size)
-    _reseal(p, members)
+    reseal(p, members)
     del members
     limit = {TOKENIZER: MAX_TOKENIZER_BYTES, "dev0/decode.bin": MAX_STREAM_INSTRS * 16}.get(name, 1 << 20)
     _no_allocation(lambda: _refused(p, f"member {name} is {size:,} bytes; a program accepts at most {limit:,} "
@@ -320,7 +243,7 @@ def test_declared_sizes_are_checked_before_reading(sandbox, name, limit, why):
     """The directory claims 4 GB: refused from the directory, nothing that size allocated."""
     p, _ = sandbox
     save_program(_prog(tokenizer=b"{}"), p)
-    _patch_entry(p, name, size=0xFFFFFFF0)
+    patch_entry(p, name, size=0xFFFFFFF0)
     _no_allocation(lambda: _refused(p, f"member {name} is {0xFFFFFFF0:,} bytes; a program accepts at most "
                                        f"{limit:,} ({why})"))
 
@@ -328,16 +251,16 @@ def test_declared_sizes_are_checked_before_reading(sandbox, name, limit, why):
 def test_a_declared_size_beyond_the_archive_is_refused(sandbox):
     p, _ = sandbox
     save_program(_prog(), p)
-    _patch_entry(p, "dev0/hbm/ch00.bin", size=60 << 20)          # within tiny's 64 MiB channel, not in the file
+    patch_entry(p, "dev0/hbm/ch00.bin", size=60 << 20)          # within tiny's 64 MiB channel, not in the file
     _no_allocation(lambda: _refused(p, "member dev0/hbm/ch00.bin lies outside the archive (truncated program?)"))
 
 
 def test_image_sizes_must_match_the_memory_map(sandbox):
     p, _ = sandbox
     save_program(_prog(), p)
-    members = _read(p)
+    members = read_members(p)
     members["dev0/hbm/ch01.bin"] += bytes(64)                  # one channel longer than the others
-    _reseal(p, members)
+    reseal(p, members)
     _refused(p, "member dev0/hbm/ch01.bin is 320 bytes; the manifest's memory map of device 0 makes it 256")
 
 
@@ -346,9 +269,9 @@ def test_ddr_image_and_streams_must_fit_the_ddr(sandbox):
     p, _ = sandbox
     save_program(_prog(SMALL, ddr=(1 << 20) - 64), p)           # 1 MiB - 64 of DDR image + 48 bytes of streams
     load_program(p)
-    members = _read(p)
+    members = read_members(p)
     members["dev0/decode.bin"] = isa.encode_stream([Instr("NOP")] * 4 + [Instr("HALT")])
-    _reseal(p, members)
+    reseal(p, members)
     _refused(p, "device 0's DDR image and streams are 1,048,608 bytes; config 'small' has 1,048,576 bytes of DDR")
 
 
@@ -365,7 +288,7 @@ def test_writer_refuses_what_the_reader_refuses(tmp_path):
 def test_encrypted_member_is_refused(sandbox):
     p, _ = sandbox
     save_program(_prog(), p)
-    _patch_entry(p, "dev0/ddr.bin", flags=0x1)
+    patch_entry(p, "dev0/ddr.bin", flags=0x1)
     _refused(p, "member dev0/ddr.bin is encrypted; a dfx program is not")
 
 
@@ -395,7 +318,7 @@ def test_zip64_program_round_trip(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------- integrity
 def test_program_layout_and_digest(tmp_path):
     p = save_program(_prog(tokenizer=b'{"model": {}}'), tmp_path / "a.dfx")
-    members = _read(p)
+    members = read_members(p)
     assert list(members)[:2] == ["manifest.json", "digest.json"] and TOKENIZER in members
     assert all(i.compress_type == zipfile.ZIP_STORED for i in zipfile.ZipFile(p).infolist())
     assert json.loads(members["digest.json"]) == {"format": "dfx-digest",
@@ -407,30 +330,30 @@ def test_program_layout_and_digest(tmp_path):
 def test_edited_manifest_with_checksums_recomputed_is_refused(sandbox):
     p, _ = sandbox
     save_program(_prog(), p)
-    old_digest = _read(p)["digest.json"]
+    old_digest = read_members(p)["digest.json"]
 
     def edit(m):
         m["max_seq"] = 8
-    _reseal(p, _read(p), edit=edit, digest=False)
-    assert _read(p)["digest.json"] == old_digest
+    reseal(p, read_members(p), edit=edit, digest=False)
+    assert read_members(p)["digest.json"] == old_digest
     _refused(p, "the program was modified after it was written (manifest.json does not match its digest)")
 
 
 def test_edited_member_with_checksum_recomputed_is_refused(sandbox):
     p, _ = sandbox
     save_program(_prog(), p)
-    members = _read(p)
+    members = read_members(p)
     members["dev0/decode.bin"] = isa.encode_stream([Instr("HALT")])
-    _reseal(p, members, digest=False)
+    reseal(p, members, digest=False)
     _refused(p, "the program was modified after it was written (manifest.json does not match its digest)")
 
 
 def test_edited_member_is_refused(sandbox):
     p, _ = sandbox
     save_program(_prog(), p)
-    members = _read(p)
+    members = read_members(p)
     members["dev0/ddr.bin"] = bytes([1]) + members["dev0/ddr.bin"][1:]
-    _write(p, members)
+    write_members(p, members)
     _refused(p, "checksum mismatch in dev0/ddr.bin (the file is corrupted)")
 
 
@@ -439,25 +362,25 @@ def test_edited_member_is_refused(sandbox):
 def test_malformed_digest_is_refused(sandbox, blob):
     p, _ = sandbox
     save_program(_prog(), p)
-    members = _read(p)
+    members = read_members(p)
     members["digest.json"] = blob
-    _write(p, members)
+    write_members(p, members)
     _refused(p, 'digest.json is malformed; expected {"format": "dfx-digest", "sha256": <64 hex digits>}')
 
 
 def test_missing_digest_is_refused(sandbox):
     p, _ = sandbox
     save_program(_prog(), p)
-    members = _read(p)
+    members = read_members(p)
     del members["digest.json"]
-    _write(p, members)
+    write_members(p, members)
     _refused(p, "has no digest.json; it was not written by dfx compile")
 
 
 def test_a_fully_rewritten_unsigned_program_loads(tmp_path):
     """What the digest cannot do: anyone may rewrite an unsigned program wholesale (docs/security.md)."""
     p = save_program(_prog(), tmp_path / "a.dfx")
-    _reseal(p, _read(p), edit=lambda m: m.update(max_seq=8))
+    reseal(p, read_members(p), edit=lambda m: m.update(max_seq=8))
     assert load_program(p).manifest.max_seq == 8
 
 
@@ -470,7 +393,7 @@ def keys():
 def test_signed_program_round_trip(tmp_path, keys):
     key, _ = keys
     p = save_program(_prog(), tmp_path / "a.dfx", signing_key=key)
-    sig = json.loads(_read(p)["signature.json"])
+    sig = json.loads(read_members(p)["signature.json"])
     assert sig["algorithm"] == "ed25519" and len(sig["signature"]) == 128
     assert load_program(p, trusted_key=key.public_key()).manifest.max_seq == 16
     assert load_program(p).manifest.max_seq == 16                  # a signed program runs without a trusted key
@@ -495,7 +418,7 @@ def test_resealed_signed_program_is_refused(sandbox, keys):
     """Edit, recompute checksums and digest, keep the signature: it no longer verifies."""
     p, _ = sandbox
     save_program(_prog(), p, signing_key=keys[0])
-    _reseal(p, _read(p), edit=lambda m: m.update(max_seq=8))
+    reseal(p, read_members(p), edit=lambda m: m.update(max_seq=8))
     assert load_program(p).manifest.max_seq == 8
     fp = key_fingerprint(keys[0].public_key())
     _refused(p, f"the signature does not verify with key {fp}; the program was modified after it was signed",
@@ -505,11 +428,11 @@ def test_resealed_signed_program_is_refused(sandbox, keys):
 def test_forged_signature_is_refused(sandbox, keys):
     p, _ = sandbox
     save_program(_prog(), p, signing_key=keys[0])
-    members = _read(p)
+    members = read_members(p)
     sig = json.loads(members["signature.json"])
     sig["signature"] = "00" * 64
     members["signature.json"] = json.dumps(sig).encode()
-    _write(p, members)
+    write_members(p, members)
     fp = key_fingerprint(keys[0].public_key())
     _refused(p, f"the signature does not verify with key {fp}; the program was modified after it was signed",
              trusted_key=keys[0].public_key())
@@ -518,9 +441,9 @@ def test_forged_signature_is_refused(sandbox, keys):
 def test_malformed_signature_is_refused(sandbox, keys):
     p, _ = sandbox
     save_program(_prog(), p, signing_key=keys[0])
-    members = _read(p)
+    members = read_members(p)
     members["signature.json"] = b'{"algorithm": "rsa"}'
-    _write(p, members)
+    write_members(p, members)
     _refused(p, 'signature.json is malformed; expected {"algorithm": "ed25519", "format": "dfx-signature", '
                 '"public_key": <64 hex digits>, "signature": <128 hex digits>}')
 
