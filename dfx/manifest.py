@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple, NoReturn
 
@@ -48,6 +49,8 @@ STREAMS = ("prefill", "decode")       # every program has these
 BATCH_STREAM = "prefill_batch"        # the optional matrix-matrix prefill stream (docs/isa.md, "Batched prefill")
 MAX_MANIFEST_BYTES = 64 << 20         # GPT-2 1.5B on 4 devices writes about 2 MB
 TOKENIZERS = ("bytes", "files")
+# A config's name becomes part of file names (the RTL harness's build directory): a plain name, never a path.
+CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 
 # ---------------------------------------------------------------------------------------------- field checks
@@ -138,6 +141,14 @@ def _to_obj(v):
     if isinstance(v, dict):
         return {str(k): _to_obj(x) for k, x in v.items()}
     return v
+
+
+def check_config_name(name) -> str:
+    """`name` if it is a plain config name (CONFIG_NAME: no separator, no leading dot), else a ProgramError."""
+    if not isinstance(name, str) or not CONFIG_NAME.fullmatch(name):
+        _fail("config.name", name, "a plain name of at most 64 letters, digits and _ . + - (no path), starting "
+                                   "with a letter or digit")
+    return name
 
 
 # ---------------------------------------------------------------------------------------------- parts
@@ -373,6 +384,7 @@ class Manifest(_Part):
             raise
         except Exception as e:  # noqa: BLE001 - any malformed config (unknown field, bad value) is a program error
             raise ProgramError(f"manifest field config is invalid ({e})") from None
+        check_config_name(cfg.name)
         h = _str(o["config_hash"], "config_hash")
         if h != cfg.config_hash:
             raise ProgramError(f"manifest config hash {h} does not match its config ({cfg.config_hash}); the "

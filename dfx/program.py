@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from . import isa
 from .config import AccelConfig
 from .errors import EncodeError, ProgramError, UsageError
-from .manifest import MAX_MANIFEST_BYTES, HostSymbols, Manifest
+from .manifest import MAX_MANIFEST_BYTES, HostSymbols, Manifest, check_config_name
 
 
 # ---------------------------------------------------------------------------------------------- tiling
@@ -271,6 +271,10 @@ def save_program(prog: Program, path: str | os.PathLike, signing_key: Ed25519Pri
     """Write `prog` to `path` (atomically); `prog.manifest` gets the members' checksums. With `signing_key`, the
     program carries an Ed25519 signature of its digest (`load_program(..., trusted_key=)` checks it)."""
     path = Path(path)
+    try:
+        check_config_name(prog.config.name)
+    except ProgramError as e:
+        raise ProgramError(f"{path}: {e}") from None
     members = _members(prog)
     for name, blob in members.items():
         _check_size(path, name, len(blob), prog.config)

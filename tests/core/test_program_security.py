@@ -466,3 +466,20 @@ def test_key_files(tmp_path, keys):
             load(path)
     with pytest.raises(UsageError, match=r"^key file \S+missing.pem cannot be read \(No such file or directory\)"):
         load_trusted_key(tmp_path / "missing.pem")
+
+
+def test_config_name_is_never_a_path(sandbox, tmp_path):
+    """The config's name names the RTL harness's build directory: a program cannot make it a path."""
+    p, target = sandbox
+    with pytest.raises(ProgramError, match=r"p\.dfx: manifest field config\.name: got str '\.\./\.\./x'; expected a "
+                                           r"plain name"):
+        save_program(_prog(replace(TINY, name="../../x")), p)
+    save_program(_prog(), p)
+    name = "../" * 40 + str(target).lstrip("/")
+
+    def edit(m):
+        m["config"]["name"] = name
+        m["config_hash"] = replace(TINY, name=name).config_hash
+    reseal(p, read_members(p), edit=edit)
+    msg = _refused(p, r"manifest field config\.name: got str '\.\./.*; expected a plain name .*", regex=True)
+    assert "\n" not in msg
