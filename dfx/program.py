@@ -38,7 +38,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -175,21 +175,21 @@ def _check_size(where, name: str, size: int, cfg: AccelConfig | None) -> None:
         raise ProgramError(f"{where}: member {name} is {size:,} bytes; a program accepts at most {limit:,} ({why})")
 
 
-def _data_members(m: Manifest) -> list[str]:
-    """The members `m` describes besides manifest, digest, signature and tokenizer, in the order they are written."""
-    out = []
+def _data_members(m: Manifest) -> Iterator[str]:
+    """The members `m` describes besides manifest, digest, signature and tokenizer, in the order they are written
+    (lazily: a forged manifest may describe billions)."""
     for k in range(m.devices):
-        out += [f"dev{k}/{s}.bin" for s in m.streams]
+        yield from (f"dev{k}/{s}.bin" for s in m.streams)
         if m.weights:
-            out += [f"dev{k}/hbm/ch{c:02}.bin" for c in range(m.config.hbm_channels)] + [f"dev{k}/ddr.bin"]
-    return out
+            yield from (f"dev{k}/hbm/ch{c:02}.bin" for c in range(m.config.hbm_channels))
+            yield f"dev{k}/ddr.bin"
 
 
 # ---------------------------------------------------------------------------------------------- integrity
 def program_digest(manifest_json: bytes) -> str:
     """What digest.json holds: the SHA-256 of manifest.json, whose checksum table holds the name and SHA-256 of
     every other data member, so the digest covers the whole program."""
-    return hashlib.sha256(manifest_json).hexdigest()
+    return _sha(manifest_json)
 
 
 def _seal_json(obj: dict) -> bytes:
@@ -501,20 +501,22 @@ def _check_layout(ar: _Archive, m: Manifest) -> None:
     """The members are exactly those `m` describes, each within its config's capacity and of the size the memory
     map gives: all checked from the ZIP directory, before a data member is read."""
     path, cfg = ar.path, m.config
-    data = _data_members(m)
-    allowed = {MANIFEST, DIGEST, SIGNATURE, *data, *((TOKENIZER,) if m.tokenizer == "files" else ())}
-    if len(ar.infos) > len(allowed):
+    per_device = len(m.streams) + (cfg.hbm_channels + 1 if m.weights else 0)
+    most = m.devices * per_device + 3 + (m.tokenizer == "files")      # + manifest, digest, signature, tokenizer
+    if len(ar.infos) > most:
         raise ProgramError(f"{path} has {len(ar.infos)} members; a program of {m.devices} device(s) and streams "
-                           f"{', '.join(m.streams)} has at most {len(allowed)}")
+                           f"{', '.join(m.streams)} has at most {most}")
+    for name in _data_members(m):             # stops at the first missing one: the list below is short
+        if name not in ar.infos:
+            raise ProgramError(f"{path}: member {name} is missing (truncated program?)")
+    data = list(_data_members(m))
+    allowed = {MANIFEST, DIGEST, SIGNATURE, *data, *((TOKENIZER,) if m.tokenizer == "files" else ())}
     for name in ar.infos:
         if name not in allowed:
             raise ProgramError(f"{path}: member {name} does not belong to this program ({m.devices} device(s), "
                                f"streams {', '.join(m.streams)}, {'with' if m.weights else 'without'} weights, "
                                f"tokenizer {m.tokenizer})")
     present = set(ar.infos) - {MANIFEST, DIGEST, SIGNATURE}
-    for name in data:
-        if name not in present:
-            raise ProgramError(f"{path}: member {name} is missing (truncated program?)")
     for name in m.checksums:
         if name not in present:
             raise ProgramError(f"{path}: the manifest's checksum table names {ascii(name)}, which is not a member "

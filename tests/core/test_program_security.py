@@ -483,3 +483,16 @@ def test_config_name_is_never_a_path(sandbox, tmp_path):
     reseal(p, read_members(p), edit=edit)
     msg = _refused(p, r"manifest field config\.name: got str '\.\./.*; expected a plain name .*", regex=True)
     assert "\n" not in msg
+
+
+def test_manifest_describing_billions_of_members_is_refused_at_once(sandbox):
+    """A forged config with 2**40 HBM channels: the loader stops at the first member that is not there."""
+    p, _ = sandbox
+    save_program(_prog(), p)
+    big = replace(TINY, hbm_channels=1 << 40)
+
+    def edit(m):
+        m["config"] = big.to_dict()
+        m["config_hash"] = big.config_hash
+    reseal(p, read_members(p), edit=edit)
+    _no_allocation(lambda: _refused(p, "member dev0/hbm/ch04.bin is missing (truncated program?)"))
