@@ -354,7 +354,7 @@ class _Archive:
         entries, _, cd_offset = _directory_extent(f, os.fstat(f.fileno()).st_size, path)
         try:
             self.zip = zipfile.ZipFile(f)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error) as e:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error, NotImplementedError) as e:
             raise ProgramError(f"{path} is not a dfx program ({_first_line(e)})") from None
         infos = self.zip.infolist()
         if len(infos) != entries:
@@ -405,7 +405,7 @@ class _Archive:
         try:
             with self.zip.open(info) as f:
                 blob = f.read(info.file_size + 1)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
             raise ProgramError(f"{self.path}: member {name} cannot be read ({_first_line(e)})") from None
         if len(blob) != info.file_size:
             raise ProgramError(f"{self.path}: member {name} holds {len(blob):,} bytes, not the {info.file_size:,} "

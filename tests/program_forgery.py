@@ -73,18 +73,18 @@ def raw_zip(names: list[str], zip64: bool = False) -> bytes:
     return b"".join(local) + cd + end
 
 
-def patch_entry(p, name: str, size: int | None = None, flags: int | None = None):
-    """Change member `name`'s declared sizes (both) or flag bits in the ZIP central directory, in place."""
+def patch_entry(p, name: str, size: int | None = None, flags: int | None = None, version: int | None = None):
+    """Change member `name`'s declared sizes (both), flag bits or version needed to extract in the ZIP central
+    directory, in place."""
     data = bytearray(p.read_bytes())
     _, _, _, _, n, _, at, _ = struct.unpack("<4s4H2LH", data[-22:])
     for _ in range(n):
         f = list(_ENTRY.unpack_from(data, at))
         nlen, xlen, clen = f[10], f[11], f[12]
         if data[at + 46:at + 46 + nlen].decode() == name:
-            if size is not None:
-                f[8] = f[9] = size
-            if flags is not None:
-                f[3] = flags
+            for i, v in ((8, size), (9, size), (3, flags), (2, version)):
+                if v is not None:
+                    f[i] = v
             _ENTRY.pack_into(data, at, *f)
         at += 46 + nlen + xlen + clen
     p.write_bytes(bytes(data))

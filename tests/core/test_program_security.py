@@ -16,6 +16,8 @@ import zipfile
 from dataclasses import replace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -292,6 +294,13 @@ def test_encrypted_member_is_refused(sandbox):
     _refused(p, "member dev0/ddr.bin is encrypted; a dfx program is not")
 
 
+def test_unsupported_zip_version_is_refused(sandbox):
+    p, _ = sandbox
+    save_program(_prog(), p)
+    patch_entry(p, "dev0/ddr.bin", version=96)                 # zipfile raises NotImplementedError for it
+    _refused(p, "is not a dfx program (zip file version 9.6)")
+
+
 @pytest.mark.parametrize("how", ["comment", "prepended", "appended"])
 def test_data_around_the_archive_is_refused(sandbox, how):
     p, _ = sandbox
@@ -491,3 +500,29 @@ def test_manifest_describing_billions_of_members_is_refused_at_once(sandbox):
         m["config_hash"] = big.config_hash
     reseal(p, read_members(p), edit=edit)
     _no_allocation(lambda: _refused(p, "member dev0/hbm/ch04.bin is missing (truncated program?)"))
+
+
+@pytest.fixture(scope="module")
+def good_program(tmp_path_factory, keys) -> bytes:
+    p = tmp_path_factory.mktemp("good") / "p.dfx"
+    return save_program(_prog(tokenizer=b'{"model": {}}'), p, signing_key=keys[0]).read_bytes()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)), max_size=4),
+       cut=st.none() | st.integers(0, 1 << 20), junk=st.binary(max_size=8))
+def test_mutated_programs_load_or_are_refused_in_one_line(tmp_path, good_program, keys, flips, cut, junk):
+    """Fuzz: flipped bytes anywhere (ZIP headers, directory, manifest, members), truncation, junk at the end: the
+    loader returns a program or raises one ProgramError line, never another exception."""
+    data = bytearray(good_program)
+    for at, x in flips:
+        data[at % len(data)] ^= x
+    if cut is not None:
+        data = data[:cut % (len(data) + 1)]
+    p = tmp_path / "m.dfx"
+    p.write_bytes(bytes(data) + junk)
+    for key in (None, keys[0].public_key()):
+        try:
+            load_program(p, trusted_key=key)
+        except ProgramError as e:
+            assert "\n" not in str(e) and str(e).startswith(str(p)), str(e)
