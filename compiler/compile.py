@@ -10,6 +10,7 @@ from dfx.errors import CompileError
 from dfx.manifest import (BATCH_STREAM, STREAMS, DeviceMemory, HostSymbols, Manifest, ModelConfig, NodePc,
                           PrefillBatch, Quantization, Region)
 from dfx.models import checkpoint, gpt2
+from dfx.models.tokenizer import has_tokenizer_files, load_tokenizer
 from dfx.program import DeviceImage, Program
 from dfx.symbols import LOGITS, PREFILL_TOKENS, Kind, sym_name
 
@@ -71,9 +72,6 @@ def _dominant_format(weights: dict) -> str:
     return max(count, key=count.get) if count else "fp16"
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
-
-
 def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int = 1, weights="fp16",
                   max_seq: int | None = None, overlap: int | dict | str = 1, check: bool = True,
                   method: str | None = None,
@@ -130,17 +128,13 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
                                 p.batch.vbuf_entries_used if p.batch is not None else None, p.hbm, p.ddr)
                    for p in plans)
     streams = STREAMS + ((BATCH_STREAM,) if prefill_batch is not None else ())
-    tok = {}
-    if tok_dir is not None:
-        for f in TOKENIZER_FILES:
-            p = Path(tok_dir) / f
-            if p.is_file():
-                tok[f] = p.read_bytes()
+    # the checkpoint's tokenizer as one tokenizer.json, which a program's reader builds in memory
+    tok = (load_tokenizer(tok_dir, g.model["vocab_size"]).to_json() if has_tokenizer_files(tok_dir) else None)
     manifest = Manifest(
         isa_version=isa.ISA_VERSION, config=cfg, model=ModelConfig(**{k: g.model[k] for k in MODEL_KEYS}),
         devices=devices, ring=tuple(range(devices)), overlap=overlap, weights=g.has_weights, max_seq=plan.max_seq,
         streams=streams, symbols=symbols, quantization=quantization_record(g, weights, method, plans),
-        memory=memory, tokenizer="files" if tok or g.model["vocab_size"] != 256 else "bytes",
+        memory=memory, tokenizer="files" if tok is not None or g.model["vocab_size"] != 256 else "bytes",
         node_pcs={s: tuple(tuple(NodePc(pc, node) for pc, node in per) for per in pcs)
                   for s, pcs in node_pcs.items()})
     return Program(manifest, [dev for _, dev in images], tok)

@@ -311,22 +311,26 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
 @click.option("--prefill-batch", type=int, default=None, metavar="M",
               help="matrix-matrix prefill: add a prefill_batch stream that runs up to M prompt tokens per run, "
                    "every weight matrix streamed once per chunk (default: token-serial prefill only)")
+@click.option("--sign", type=click.Path(path_type=Path), default=None, metavar="KEY",
+              help="sign the program with this Ed25519 private key (PEM; make one with `openssl genpkey "
+                   "-algorithm ed25519 -out KEY`); `dfx run --require-signed` checks it (docs/security.md)")
 @friendly
-def compile_cmd(model, output, config, devices, weights, method, calib, overlap, max_seq, prefill_batch):
+def compile_cmd(model, output, config, devices, weights, method, calib, overlap, max_seq, prefill_batch, sign):
     """Compile MODEL to a program: a checkpoint directory, a named GPT-2 size (124M, 355M, 774M, 1.5B: shapes
     only, for the performance model), or by default the embedded model."""
     from dfx.compiler import compile_model
     from dfx.models import checkpoint
-    from dfx.program import save_program
+    from dfx.program import load_signing_key, save_program
 
     from dfx.compiler.partition import parse_overlap
+    key = load_signing_key(sign) if sign is not None else None
     src = model if model else checkpoint.DEFAULT_MODEL_DIR
     t0 = time.perf_counter()
     overlap = parse_overlap(overlap)
     tokens = _calibration_tokens(src, calib, method)
     prog = compile_model(src, config, devices=devices, weights=weights, max_seq=max_seq, overlap=overlap,
                          method=method, calib=tokens, prefill_batch=prefill_batch)
-    save_program(prog, output)
+    save_program(prog, output, signing_key=key)
     m = prog.manifest
     n = {s: len(i) for s, i in prog.devices[0].streams.items()}
     click.echo(f"wrote {output}: {m.model.n_layer} layers, n_embd {m.model.n_embd}, config "
@@ -359,14 +363,9 @@ def _calibration_tokens(src, calib, method):
 
 
 def _program_tokenizer(prog):
-    import tempfile
-    from dfx.models.tokenizer import load_tokenizer
-    if prog.tokenizer_files:
-        d = Path(tempfile.mkdtemp(prefix="dfx-tok-"))
-        for name, blob in prog.tokenizer_files.items():
-            (d / name).write_bytes(blob)
-        return load_tokenizer(d, prog.symbols.vocab_size)
-    return load_tokenizer(None, prog.symbols.vocab_size)
+    """The program's tokenizer, built in memory from its tokenizer.json: nothing is written (docs/security.md)."""
+    from dfx.models.tokenizer import tokenizer_from_json
+    return tokenizer_from_json(prog.tokenizer_json, prog.symbols.vocab_size)
 
 
 @main.command()
@@ -377,10 +376,13 @@ def _program_tokenizer(prog):
                    "pynq: Alveo U280 boards through PYNQ/XRT (needs --xclbin) [default: $DFX_BACKEND, else sim]")
 @click.option("--devices", type=int, default=None,
               help="devices to open (default: as many as the program was compiled for)")
+@click.option("--require-signed", type=click.Path(path_type=Path), default=None, metavar="PUBKEY",
+              help="run only a program signed (dfx compile --sign) by the key of this Ed25519 public key (PEM)")
 @_backend_options
 @_sampling_options
 @friendly
-def run(program, prompt, backend, devices, xclbin, timeout, stats, max_new_tokens, temperature, top_k, top_p, seed):
+def run(program, prompt, backend, devices, require_signed, xclbin, timeout, stats, max_new_tokens, temperature,
+        top_k, top_p, seed):
     """Run a compiled PROGRAM on a backend, streaming the generated text.
 
     Every backend runs the same host code: load the program's memory images into the device's HBM/DDR
@@ -391,12 +393,13 @@ def run(program, prompt, backend, devices, xclbin, timeout, stats, max_new_token
     from dfx.host import resolve_backend
     from dfx.host.sampling import Sampling
     from dfx.host.session import Session
-    from dfx.program import load_program
+    from dfx.program import load_program, load_trusted_key
 
     backend = resolve_backend(backend)
     if not prompt:
         raise UsageError("the prompt is empty; give some text to continue")
-    prog = load_program(program)
+    key = load_trusted_key(require_signed) if require_signed is not None else None
+    prog = load_program(program, trusted_key=key)
     tok = _program_tokenizer(prog)
     ids = tok.encode(prompt)
     samp = Sampling(temperature, top_k, top_p, seed)

@@ -22,15 +22,18 @@ JSON layout (every key is required; `null` where the type says `| None`):
     symbols                      what the host reads (`HostSymbols`): logits buffer and slices, token table
     quantization                 weight formats and every quantized region per device (`Quantization`)
     memory                       per device: image sizes, VBUF entries used, DDR and HBM symbol tables
-    tokenizer                    "bytes" (byte-level vocabulary) or "files" (tokenizer/ members)
+    tokenizer                    "bytes" (byte-level vocabulary) or "files" (the checkpoint's tokenizer: the
+                                 container member tokenizer/tokenizer.json, when the checkpoint had one)
     node_pcs                     {stream: per device [[first pc, node name], ...]} for breakdowns
-    checksums                    SHA-256 of every other container member (`dfx.program.save_program`)
+    checksums                    SHA-256 of every data member (streams, memory images, tokenizer); the
+                                 container's digest.json holds the SHA-256 of this text (`dfx.program`)
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple, NoReturn
 
@@ -40,11 +43,14 @@ from .errors import ProgramError
 from .symbols import Space, Symbol, SymbolTable
 
 FORMAT_NAME = "dfx-program"
-MANIFEST_VERSION = 2                  # 1: the untyped manifest of dfx before the typed contract (refused)
+MANIFEST_VERSION = 3                  # 1: the untyped manifest; 2: no digest.json, tokenizer as several files
+                                      # (both refused: recompile)
 STREAMS = ("prefill", "decode")       # every program has these
 BATCH_STREAM = "prefill_batch"        # the optional matrix-matrix prefill stream (docs/isa.md, "Batched prefill")
 MAX_MANIFEST_BYTES = 64 << 20         # GPT-2 1.5B on 4 devices writes about 2 MB
 TOKENIZERS = ("bytes", "files")
+# A config's name becomes part of file names (the RTL harness's build directory): a plain name, never a path.
+CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 
 # ---------------------------------------------------------------------------------------------- field checks
@@ -135,6 +141,14 @@ def _to_obj(v):
     if isinstance(v, dict):
         return {str(k): _to_obj(x) for k, x in v.items()}
     return v
+
+
+def check_config_name(name) -> str:
+    """`name` if it is a plain config name (CONFIG_NAME: no separator, no leading dot), else a ProgramError."""
+    if not isinstance(name, str) or not CONFIG_NAME.fullmatch(name):
+        _fail("config.name", name, "a plain name of at most 64 letters, digits and _ . + - (no path), starting "
+                                   "with a letter or digit")
+    return name
 
 
 # ---------------------------------------------------------------------------------------------- parts
@@ -370,6 +384,7 @@ class Manifest(_Part):
             raise
         except Exception as e:  # noqa: BLE001 - any malformed config (unknown field, bad value) is a program error
             raise ProgramError(f"manifest field config is invalid ({e})") from None
+        check_config_name(cfg.name)
         h = _str(o["config_hash"], "config_hash")
         if h != cfg.config_hash:
             raise ProgramError(f"manifest config hash {h} does not match its config ({cfg.config_hash}); the "

@@ -1,37 +1,54 @@
 """The program container (docs/design.md, contract 4) and the weight-tiling layout the DMA and MPU share.
 
-A program is one ZIP file (stored, not compressed) holding:
+A program is one ZIP file (every member stored, not compressed) holding exactly:
 
     manifest.json            the typed manifest (`dfx.manifest.Manifest`): format and ISA version, accelerator
                              config and hash, model config, device count and ring order, streams, host symbols,
-                             quantized weight regions, per-device memory map, node pcs, SHA-256 of every other
-                             member
+                             quantized weight regions, per-device memory map, node pcs, SHA-256 of every data
+                             member below
+    digest.json              the SHA-256 of manifest.json: with the manifest's checksum table it covers every
+                             byte of the program, so an edit of any member or of the manifest is detected
+    signature.json           only in a signed program (`dfx compile --sign`): an Ed25519 signature of the digest
     dev{K}/{stream}.bin      instruction words of each stream of device K (`prefill`, `decode`, and
                              `prefill_batch` in a program compiled with --prefill-batch)
     dev{K}/hbm/ch{C:02}.bin  HBM image of pseudo-channel C, exactly as the DMA reads it    } only in a program
     dev{K}/ddr.bin           DDR image (embedding tables, biases, LayerNorm parameters,   } compiled with weights
                              the logits buffer and the batched prefill's token table)     }
-    tokenizer/...            the checkpoint's tokenizer files, if it had any
+    tokenizer/tokenizer.json the checkpoint's tokenizer as one file, if it had one (built in memory on load)
 
-`load_program` verifies every part and names what does not match; a program written by an older dfx (another
-manifest format version) is refused with "recompile with dfx compile". `save_program` writes a temporary file
-next to the target and renames it, so a failed save never leaves a half-written program behind.
+A program file is untrusted input (docs/security.md). `load_program` reads nothing outside the archive and
+writes nothing; before it reads a member it checks, from the ZIP directory alone, that every name is one of the
+names above, every member is a stored regular file whose bytes lie inside the archive, and every declared size is
+within the limit of its kind (`member_limit`: the config's HBM channel and DDR capacity, `MAX_STREAM_INSTRS`,
+`MAX_TOKENIZER_BYTES`); it then reads each member with a bounded read and checks it against the manifest, the
+manifest against the digest and, with a trusted key, the digest against the signature. Every refusal is one
+`ProgramError` line naming the member. A program written by an older dfx (another manifest format version) is
+refused with "recompile with dfx compile". `save_program` writes a temporary file next to the target and renames
+it, so a failed save never leaves a half-written program behind.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
+import stat
+import struct
 import tempfile
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import isa
 from .config import AccelConfig
-from .errors import EncodeError, ProgramError
-from .manifest import MAX_MANIFEST_BYTES, HostSymbols, Manifest
+from .errors import EncodeError, ProgramError, UsageError
+from .manifest import MAX_MANIFEST_BYTES, HostSymbols, Manifest, check_config_name
 
 
 # ---------------------------------------------------------------------------------------------- tiling
@@ -94,7 +111,7 @@ class DeviceImage:
 class Program:
     manifest: Manifest
     devices: list[DeviceImage]
-    tokenizer_files: dict[str, bytes] = field(default_factory=dict)
+    tokenizer_json: bytes | None = None      # the checkpoint's tokenizer (`dfx.models.tokenizer.tokenizer_from_json`)
 
     @property
     def config(self) -> AccelConfig:
@@ -113,10 +130,128 @@ class Program:
         return self.manifest.weights
 
 
-def _sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
+# ---------------------------------------------------------------------------------------------- limits
+MANIFEST, DIGEST, SIGNATURE = "manifest.json", "digest.json", "signature.json"
+TOKENIZER = "tokenizer/tokenizer.json"
+MAX_STREAM_INSTRS = 1 << 20         # the longest stream a program may hold (GPT-2 1.5B on one dfx device: 13,758
+                                    # decode instructions, 26,927 in a --prefill-batch 2 stream)
+MAX_TOKENIZER_BYTES = 8 << 20       # GPT-2's tokenizer.json is 1.4 MB
+MAX_SEAL_BYTES = 1 << 10            # digest.json and signature.json are a few hundred bytes
+MAX_MEMBERS = 4096                  # devices x (streams + HBM channels + DDR) + 4; dfx config on 8 devices: 292
+MAX_DIRECTORY_BYTES = MAX_MEMBERS * 128   # a dfx member's directory entry: 46 bytes + name + zip64 sizes < 128
+ACCEPTED_NAMES = (f"{MANIFEST}, {DIGEST}, {SIGNATURE}, dev<K>/<stream>.bin, dev<K>/hbm/ch<CC>.bin, dev<K>/ddr.bin, "
+                  f"{TOKENIZER}")
+_NAME = re.compile(r"(manifest|digest|signature)\.json|tokenizer/tokenizer\.json"
+                   r"|dev(0|[1-9][0-9]{0,3})/((prefill|decode|prefill_batch)\.bin|hbm/ch[0-9]{2,4}\.bin|ddr\.bin)")
+_SIGNED = b"dfx-program-signature-v1\0"   # prefix of the message a signature signs (then the 32-byte digest)
+_END = struct.Struct("<4s4H2LH")          # ZIP end of central directory record (APPNOTE 4.3.16)
+_END64_LOCATOR = struct.Struct("<4sLQL")  # zip64 end of central directory locator (4.3.15)
+_END64 = struct.Struct("<4sQ2H2L4Q")      # zip64 end of central directory record (4.3.14)
 
 
+def member_limit(name: str, cfg: AccelConfig | None) -> tuple[int, str]:
+    """The most bytes member `name` (an accepted name) may hold in a program for `cfg`, and why. Only the HBM
+    channel and DDR images depend on the config (`cfg` may be None for the others)."""
+    if name == MANIFEST:
+        return MAX_MANIFEST_BYTES, "a dfx manifest"
+    if name in (DIGEST, SIGNATURE):
+        return MAX_SEAL_BYTES, name
+    if name == TOKENIZER:
+        return MAX_TOKENIZER_BYTES, "a tokenizer.json"
+    if name.endswith("/ddr.bin"):
+        return cfg.ddr_bytes, f"the DDR capacity of config {cfg.name!r}"
+    if "/hbm/" in name:
+        return cfg.hbm_channel_mb << 20, f"the HBM channel capacity of config {cfg.name!r}"
+    return MAX_STREAM_INSTRS * isa.WORD_BYTES, f"{MAX_STREAM_INSTRS:,} instructions of {isa.WORD_BYTES} bytes"
+
+
+def _sized_by_config(name: str) -> bool:
+    return name.endswith("/ddr.bin") or "/hbm/" in name
+
+
+def _check_size(where, name: str, size: int, cfg: AccelConfig | None) -> None:
+    limit, why = member_limit(name, cfg)
+    if size > limit:
+        raise ProgramError(f"{where}: member {name} is {size:,} bytes; a program accepts at most {limit:,} ({why})")
+
+
+def _data_members(m: Manifest) -> Iterator[str]:
+    """The members `m` describes besides manifest, digest, signature and tokenizer, in the order they are written
+    (lazily: a forged manifest may describe billions)."""
+    for k in range(m.devices):
+        yield from (f"dev{k}/{s}.bin" for s in m.streams)
+        if m.weights:
+            yield from (f"dev{k}/hbm/ch{c:02}.bin" for c in range(m.config.hbm_channels))
+            yield f"dev{k}/ddr.bin"
+
+
+# ---------------------------------------------------------------------------------------------- integrity
+def program_digest(manifest_json: bytes) -> str:
+    """What digest.json holds: the SHA-256 of manifest.json, whose checksum table holds the name and SHA-256 of
+    every other data member, so the digest covers the whole program."""
+    return _sha(manifest_json)
+
+
+def _seal_json(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True).encode()
+
+
+def _parse_seal(blob: bytes, where: str, consts: dict[str, str], hexes: dict[str, int]) -> dict[str, bytes]:
+    """A digest.json or signature.json: exactly `consts` and hex fields of the given byte lengths."""
+    try:
+        obj = json.loads(blob)
+    except (ValueError, RecursionError):
+        obj = None
+    ok = (isinstance(obj, dict) and set(obj) == set(consts) | set(hexes)
+          and all(obj[k] == v for k, v in consts.items())
+          and all(isinstance(obj[k], str) and len(obj[k]) == 2 * n and not obj[k].strip("0123456789abcdef")
+                  for k, n in hexes.items()))
+    if not ok:
+        fields = ", ".join([f'"{k}": "{v}"' for k, v in consts.items()] +
+                           [f'"{k}": <{2 * n} hex digits>' for k, n in hexes.items()])
+        raise ProgramError(f"{where} is malformed; expected {{{fields}}}")
+    return {k: bytes.fromhex(obj[k]) for k in hexes}
+
+
+def key_fingerprint(key: Ed25519PublicKey) -> str:
+    """A public key's short name in messages: the first 16 hex digits of the SHA-256 of its raw 32 bytes."""
+    return hashlib.sha256(_raw(key)).hexdigest()[:16]
+
+
+def _raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _pem(path, private: bool):
+    what = "private" if private else "public"
+    make = (f"openssl genpkey -algorithm ed25519 -out {path}" if private else
+            f"openssl pkey -in PRIVATE.pem -pubout -out {path}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 16)
+    except OSError as e:
+        raise UsageError(f"key file {path} cannot be read ({e.strerror}); make one with: {make}") from None
+    try:
+        key = (serialization.load_pem_private_key(data, password=None) if private else
+               serialization.load_pem_public_key(data))
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, Ed25519PrivateKey if private else Ed25519PublicKey):
+        raise UsageError(f"{path} is not an unencrypted Ed25519 {what} key in PEM form; make one with: {make}")
+    return key
+
+
+def load_signing_key(path: str | os.PathLike) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM file (`openssl genpkey -algorithm ed25519 -out KEY.pem`)."""
+    return _pem(path, True)
+
+
+def load_trusted_key(path: str | os.PathLike) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM file (`openssl pkey -in KEY.pem -pubout -out KEY.pub.pem`)."""
+    return _pem(path, False)
+
+
+# ---------------------------------------------------------------------------------------------- writing
 def _members(prog: Program) -> dict[str, bytes]:
     cfg = prog.config
     out = {}
@@ -127,23 +262,40 @@ def _members(prog: Program) -> dict[str, bytes]:
             for c, blob in enumerate(stripe(dev.hbm, cfg)):
                 out[f"dev{k}/hbm/ch{c:02}.bin"] = blob
             out[f"dev{k}/ddr.bin"] = bytes(dev.ddr)
-    for name, blob in prog.tokenizer_files.items():
-        out[f"tokenizer/{name}"] = blob
+    if prog.tokenizer_json is not None:
+        out[TOKENIZER] = prog.tokenizer_json
     return out
 
 
-def save_program(prog: Program, path: str | os.PathLike) -> Path:
-    """Write `prog` to `path` (atomically); `prog.manifest` gets the members' checksums."""
+def save_program(prog: Program, path: str | os.PathLike, signing_key: Ed25519PrivateKey | None = None) -> Path:
+    """Write `prog` to `path` (atomically); `prog.manifest` gets the members' checksums. With `signing_key`, the
+    program carries an Ed25519 signature of its digest (`load_program(..., trusted_key=)` checks it)."""
     path = Path(path)
+    try:
+        check_config_name(prog.config.name)
+    except ProgramError as e:
+        raise ProgramError(f"{path}: {e}") from None
     members = _members(prog)
+    for name, blob in members.items():
+        _check_size(path, name, len(blob), prog.config)
+    if len(members) + 3 > MAX_MEMBERS:
+        raise ProgramError(f"{path}: a program of {len(members) + 3} members cannot be written; a program has at "
+                           f"most {MAX_MEMBERS}")
     manifest = replace(prog.manifest, checksums={name: _sha(blob) for name, blob in members.items()})
+    text = manifest.to_json().encode()
+    digest = program_digest(text)
+    seal = {DIGEST: _seal_json({"format": "dfx-digest", "sha256": digest})}
+    if signing_key is not None:
+        sig = signing_key.sign(_SIGNED + bytes.fromhex(digest))
+        seal[SIGNATURE] = _seal_json({"format": "dfx-signature", "algorithm": "ed25519",
+                                      "public_key": _raw(signing_key.public_key()).hex(), "signature": sig.hex()})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-            z.writestr("manifest.json", manifest.to_json())
-            for name, blob in members.items():
+            z.writestr(MANIFEST, text)
+            for name, blob in {**seal, **members}.items():
                 z.writestr(name, blob)
         os.replace(tmp, path)
     except BaseException:
@@ -153,72 +305,237 @@ def save_program(prog: Program, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_program(path: str | os.PathLike, expect: AccelConfig | None = None) -> Program:
-    """Read and verify a program file. With `expect`, refuse a program built for another hardware config."""
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _directory_extent(f: BinaryIO, size: int, path: Path) -> tuple[int, int, int]:
+    """(entries, directory bytes, directory offset) from the archive's end records, read before zipfile parses
+    the directory. The directory must end where the end records start, as dfx writes it (no comment, no data
+    around the archive), so this is the directory zipfile then reads."""
+    bad = ProgramError(f"{path} is not a dfx program (truncated or not a ZIP container)")
+    n64 = _END.size + _END64_LOCATOR.size + _END64.size
+    f.seek(max(0, size - n64))
+    tail = f.read(n64)
+    if len(tail) < _END.size:
+        raise bad
+    sig, disk, cd_disk, _, entries, cd_bytes, cd_offset, comment = _END.unpack(tail[-_END.size:])
+    if sig != b"PK\x05\x06" or comment or disk or cd_disk:
+        raise bad
+    end = size - _END.size
+    if tail[-_END.size - _END64_LOCATOR.size:][:4] == b"PK\x06\x07":     # zip64: the record precedes the locator
+        if len(tail) < n64:
+            raise bad
+        sig, _, _, _, disk, cd_disk, _, entries, cd_bytes, cd_offset = _END64.unpack(tail[:_END64.size])
+        if sig != b"PK\x06\x06" or disk or cd_disk:
+            raise bad
+        end -= _END64_LOCATOR.size + _END64.size
+    if cd_offset + cd_bytes != end:
+        raise bad
+    if entries > MAX_MEMBERS:
+        raise ProgramError(f"{path} has {entries:,} members; a dfx program has at most {MAX_MEMBERS:,}")
+    if cd_bytes > MAX_DIRECTORY_BYTES:
+        raise ProgramError(f"{path}: its ZIP directory is {cd_bytes:,} bytes; a dfx program's is at most "
+                           f"{MAX_DIRECTORY_BYTES:,}")
+    return entries, cd_bytes, cd_offset
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class _Archive:
+    """A program file's ZIP directory, checked before any member is read; members come by bounded reads."""
+
+    def __init__(self, path: Path, f: BinaryIO):
+        self.path = path
+        entries, _, cd_offset = _directory_extent(f, os.fstat(f.fileno()).st_size, path)
+        try:
+            self.zip = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error, NotImplementedError) as e:
+            raise ProgramError(f"{path} is not a dfx program ({_first_line(e)})") from None
+        infos = self.zip.infolist()
+        if len(infos) != entries:
+            raise ProgramError(f"{path}: its ZIP directory holds {len(infos)} entries, its end record says {entries}; "
+                               "it is not a dfx program")
+        self.infos: dict[str, zipfile.ZipInfo] = {}
+        used = 0
+        for info in infos:
+            name = self._check_entry(info, cd_offset)
+            if name in self.infos:
+                raise ProgramError(f"{path}: member {name} appears twice")
+            self.infos[name] = info
+            used += 30 + len(info.orig_filename.encode()) + info.compress_size
+        if used > cd_offset:
+            raise ProgramError(f"{path}: its members declare {used:,} bytes but the archive holds {cd_offset:,}; "
+                               "members overlap or the file is truncated")
+
+    def _check_entry(self, info: zipfile.ZipInfo, cd_offset: int) -> str:
+        """The member's name, once it is an accepted name of a stored regular file inside the archive."""
+        name, where = info.orig_filename, self.path
+        if not _NAME.fullmatch(name):
+            if name.startswith(("tokenizer/", "tokenizer\\")):
+                raise ProgramError(f"{where}: member {ascii(name)} is refused: a program's tokenizer is the one "
+                                   f"member {TOKENIZER}")
+            raise ProgramError(f"{where}: member {ascii(name)} is not part of a dfx program (accepted: "
+                               f"{ACCEPTED_NAMES})")
+        kind = stat.S_IFMT(info.external_attr >> 16)
+        if kind not in (0, stat.S_IFREG):
+            what = {stat.S_IFLNK: "a symbolic link", stat.S_IFDIR: "a directory"}.get(kind, "a special file")
+            raise ProgramError(f"{where}: member {name} is {what}; a dfx program holds regular files only")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ProgramError(f"{where}: member {name} is compressed (ZIP method {info.compress_type}); a dfx "
+                               f"program stores its members uncompressed (method {zipfile.ZIP_STORED})")
+        if info.flag_bits & 0x1:
+            raise ProgramError(f"{where}: member {name} is encrypted; a dfx program is not")
+        if info.compress_size != info.file_size:
+            raise ProgramError(f"{where}: member {name} declares {info.file_size:,} bytes stored in "
+                               f"{info.compress_size:,}; a stored member's sizes are equal")
+        if not _sized_by_config(name):
+            _check_size(where, name, info.file_size, None)   # limits that need no config: checked at once
+        if info.header_offset + 30 + len(name.encode()) + info.compress_size > cd_offset:
+            raise ProgramError(f"{where}: member {name} lies outside the archive (truncated program?)")
+        return name
+
+    def read(self, name: str) -> bytes:
+        """The member's bytes: a read of at most its declared size (already checked against its limit)."""
+        info = self.infos[name]
+        try:
+            with self.zip.open(info) as f:
+                blob = f.read(info.file_size + 1)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+            raise ProgramError(f"{self.path}: member {name} cannot be read ({_first_line(e)})") from None
+        if len(blob) != info.file_size:
+            raise ProgramError(f"{self.path}: member {name} holds {len(blob):,} bytes, not the {info.file_size:,} "
+                               "its entry declares")
+        return blob
+
+
+def load_program(path: str | os.PathLike, expect: AccelConfig | None = None,
+                 trusted_key: Ed25519PublicKey | None = None) -> Program:
+    """Read and verify a program file (an untrusted input: docs/security.md). With `expect`, refuse a program built
+    for another hardware config; with `trusted_key`, refuse one that is not signed by that key."""
     path = Path(path)
     if path.is_dir():
         raise ProgramError(f"{path} is a directory, not a dfx program file (write one with `dfx compile -o`)")
     if not path.is_file():
         raise ProgramError(f"program file {path} does not exist")
     try:
-        z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
-        raise ProgramError(f"{path} is not a dfx program (truncated or not a ZIP container)") from None
-    with z:
-        try:
-            info = z.getinfo("manifest.json")
-        except KeyError:
-            raise ProgramError(f"{path} has no manifest.json; it is not a dfx program") from None
-        if info.file_size > MAX_MANIFEST_BYTES:
-            raise ProgramError(f"{path}: manifest.json is {info.file_size} bytes; a dfx manifest is at most "
-                               f"{MAX_MANIFEST_BYTES}")
-        try:
-            text = z.read(info)
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise ProgramError(f"{path}: manifest.json cannot be read ({e})") from None
-        try:
-            manifest = Manifest.loads(text)
-        except ProgramError as e:
-            raise ProgramError(f"{path}: {e}") from None
-        cfg = manifest.config
-        if expect is not None and expect.config_hash != cfg.config_hash:
-            raise ProgramError(f"{path} was built for config {cfg.name!r} (hash {cfg.config_hash}), not for "
-                               f"{expect.name!r} (hash {expect.config_hash}); recompile with --config {expect.name}")
-        blobs = {}
-        names = set(z.namelist()) - {"manifest.json"}
-        for name, digest in manifest.checksums.items():
-            if name not in names:
-                raise ProgramError(f"{path}: member {name} is missing (truncated program?)")
-            try:
-                blob = z.read(name)
-            except (zipfile.BadZipFile, OSError, EOFError) as e:
-                raise ProgramError(f"{path}: member {name} cannot be read ({e})") from None
-            if _sha(blob) != digest:
-                raise ProgramError(f"{path}: checksum mismatch in {name} (the file is corrupted)")
-            blobs[name] = blob
-        extra = names - set(blobs)
-        if extra:
-            raise ProgramError(f"{path}: members without checksum: {', '.join(sorted(extra))}")
+        f = open(path, "rb")
+    except OSError as e:
+        raise ProgramError(f"program file {path} cannot be read ({e.strerror})") from None
+    with f:
+        ar = _Archive(path, f)
+        with ar.zip:
+            manifest = _verified_manifest(ar, trusted_key)
+            cfg = manifest.config
+            if expect is not None and expect.config_hash != cfg.config_hash:
+                raise ProgramError(f"{path} was built for config {cfg.name!r} (hash {cfg.config_hash}), not for "
+                                   f"{expect.name!r} (hash {expect.config_hash}); recompile with --config "
+                                   f"{expect.name}")
+            _check_layout(ar, manifest)
+            blobs = {}
+            for name, digest in manifest.checksums.items():
+                blob = ar.read(name)
+                if _sha(blob) != digest:
+                    raise ProgramError(f"{path}: checksum mismatch in {name} (the file is corrupted)")
+                blobs[name] = blob
     devices = []
     for k in range(manifest.devices):
         streams = {}
         for s in manifest.streams:
             key = f"dev{k}/{s}.bin"
-            if key not in blobs:
-                raise ProgramError(f"{path}: stream {key} is missing")
             try:
                 streams[s] = isa.decode_stream(blobs[key])
             except EncodeError as e:
                 raise ProgramError(f"{path}: {key}: {e}") from None
         if manifest.weights:
-            chans = []
-            for key in [f"dev{k}/hbm/ch{c:02}.bin" for c in range(cfg.hbm_channels)] + [f"dev{k}/ddr.bin"]:
-                if key not in blobs:
-                    raise ProgramError(f"{path}: memory image {key} is missing")
-                chans.append(blobs[key])
-            hbm, ddr = unstripe(chans[:-1], cfg), bytearray(chans[-1])
+            chans = [blobs[f"dev{k}/hbm/ch{c:02}.bin"] for c in range(cfg.hbm_channels)]
+            hbm, ddr = unstripe(chans, cfg), bytearray(blobs[f"dev{k}/ddr.bin"])
         else:
             hbm, ddr = bytearray(), bytearray()
         devices.append(DeviceImage(streams, hbm, ddr))
-    tok = {n.split("/", 1)[1]: b for n, b in blobs.items() if n.startswith("tokenizer/")}
-    return Program(manifest, devices, tok)
+    return Program(manifest, devices, blobs.get(TOKENIZER))
+
+
+def _verified_manifest(ar: _Archive, trusted_key: Ed25519PublicKey | None) -> Manifest:
+    """The manifest, once it matches digest.json and, with `trusted_key`, the digest carries that key's signature."""
+    path = ar.path
+    if MANIFEST not in ar.infos:
+        raise ProgramError(f"{path} has no {MANIFEST}; it is not a dfx program")
+    text = ar.read(MANIFEST)
+    try:
+        manifest = Manifest.loads(text)
+    except ProgramError as e:
+        raise ProgramError(f"{path}: {e}") from None
+    if DIGEST not in ar.infos:
+        raise ProgramError(f"{path} has no {DIGEST}; it was not written by dfx compile")
+    digest = _parse_seal(ar.read(DIGEST), f"{path}: {DIGEST}", {"format": "dfx-digest"}, {"sha256": 32})["sha256"]
+    if digest.hex() != program_digest(text):
+        raise ProgramError(f"{path}: the program was modified after it was written ({MANIFEST} does not match "
+                           f"its digest)")
+    if SIGNATURE not in ar.infos:
+        if trusted_key is not None:
+            raise ProgramError(f"{path} is not signed; only a program signed with key {key_fingerprint(trusted_key)} "
+                               "(dfx compile --sign) is accepted")
+        return manifest
+    sig = _parse_seal(ar.read(SIGNATURE), f"{path}: {SIGNATURE}", {"algorithm": "ed25519", "format": "dfx-signature"},
+                      {"public_key": 32, "signature": 64})
+    if trusted_key is None:
+        return manifest
+    want = key_fingerprint(trusted_key)
+    if sig["public_key"] != _raw(trusted_key):
+        got = hashlib.sha256(sig["public_key"]).hexdigest()[:16]
+        raise ProgramError(f"{path} is signed by key {got}, not by the trusted key {want}")
+    try:
+        trusted_key.verify(sig["signature"], _SIGNED + digest)
+    except InvalidSignature:
+        raise ProgramError(f"{path}: the signature does not verify with key {want}; the program was modified after "
+                           "it was signed") from None
+    return manifest
+
+
+def _check_layout(ar: _Archive, m: Manifest) -> None:
+    """The members are exactly those `m` describes, each within its config's capacity and of the size the memory
+    map gives: all checked from the ZIP directory, before a data member is read."""
+    path, cfg = ar.path, m.config
+    per_device = len(m.streams) + (cfg.hbm_channels + 1 if m.weights else 0)
+    most = m.devices * per_device + 3 + (m.tokenizer == "files")      # + manifest, digest, signature, tokenizer
+    if len(ar.infos) > most:
+        raise ProgramError(f"{path} has {len(ar.infos)} members; a program of {m.devices} device(s) and streams "
+                           f"{', '.join(m.streams)} has at most {most}")
+    for name in _data_members(m):             # stops at the first missing one: the list below is short
+        if name not in ar.infos:
+            raise ProgramError(f"{path}: member {name} is missing (truncated program?)")
+    data = list(_data_members(m))
+    allowed = {MANIFEST, DIGEST, SIGNATURE, *data, *((TOKENIZER,) if m.tokenizer == "files" else ())}
+    for name in ar.infos:
+        if name not in allowed:
+            raise ProgramError(f"{path}: member {name} does not belong to this program ({m.devices} device(s), "
+                               f"streams {', '.join(m.streams)}, {'with' if m.weights else 'without'} weights, "
+                               f"tokenizer {m.tokenizer})")
+    present = set(ar.infos) - {MANIFEST, DIGEST, SIGNATURE}
+    for name in m.checksums:
+        if name not in present:
+            raise ProgramError(f"{path}: the manifest's checksum table names {ascii(name)}, which is not a member "
+                               "of this program")
+    extra = present - set(m.checksums)
+    if extra:
+        raise ProgramError(f"{path}: members without checksum: {', '.join(sorted(extra))}")
+    for name in present:
+        _check_size(path, name, ar.infos[name].file_size, cfg)
+    for k, mem in enumerate(m.memory):
+        if m.weights:
+            want = {f"dev{k}/hbm/ch{c:02}.bin": -(-mem.hbm_bytes // cfg.beat_bytes) * cfg.channel_beat_bytes
+                    for c in range(cfg.hbm_channels)}
+            want[f"dev{k}/ddr.bin"] = mem.ddr_bytes
+            for name, n in want.items():
+                if ar.infos[name].file_size != n:
+                    raise ProgramError(f"{path}: member {name} is {ar.infos[name].file_size:,} bytes; the manifest's "
+                                       f"memory map of device {k} makes it {n:,}")
+        ddr = sum(ar.infos[n].file_size for n in data if n.startswith(f"dev{k}/") and "/hbm/" not in n)
+        if ddr > cfg.ddr_bytes:
+            raise ProgramError(f"{path}: device {k}'s DDR image and streams are {ddr:,} bytes; config {cfg.name!r} "
+                               f"has {cfg.ddr_bytes:,} bytes of DDR")

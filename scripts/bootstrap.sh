@@ -25,6 +25,7 @@ PIP_PKGS=(
   "matplotlib"
   "click"
   "tqdm"
+  "cryptography"
   "pytest"
   "hypothesis"
   "import-linter"

@@ -9,7 +9,7 @@ import pytest
 from dfx import isa
 from dfx import manifest as M
 from dfx.compiler import compile_model
-from dfx.config import PRESETS
+from dfx.config import PRESETS, AccelConfig
 from dfx.errors import ProgramError
 from dfx.manifest import MANIFEST_VERSION, Manifest
 
@@ -166,3 +166,21 @@ def test_deep_nesting(manifest, monkeypatch):
         Manifest.loads(" " * 101)
     with pytest.raises(ProgramError, match="manifest.json is not JSON"):
         Manifest.loads("{")
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/x", "a/b", "a\\b", ".hidden", "..", "", "x" * 65, "a\nb", "c:x",
+                                  "tiny x"])
+def test_config_name_is_a_plain_name(manifest, name):
+    """The config name becomes part of file names (the RTL harness's build directory): never a path."""
+    obj = json.loads(manifest.to_json())
+    shown = repr(name) if len(repr(name)) <= 40 else repr(name)[:40] + "..."
+    assert _error(_bad(obj, ("config", "name"), name)) == (
+        f"manifest field config.name: got str {shown}; expected a plain name of at most 64 letters, digits and "
+        "_ . + - (no path), starting with a letter or digit")
+
+
+@pytest.mark.parametrize("name", ["tiny", "dfx-l32-300", "l32_narrow.hbm", "v1+x", "x" * 64])
+def test_plain_config_names_load(manifest, name):
+    obj = _bad(json.loads(manifest.to_json()), ("config", "name"), name)
+    obj["config_hash"] = AccelConfig.from_dict(obj["config"]).config_hash
+    assert Manifest.from_json(obj).config.name == name
