@@ -1,4 +1,4 @@
-"""The core's host register map, defined once as data (DESIGN.md, contracts 1 and 5).
+"""The core's host register map, defined once as data (docs/design.md, contracts 1 and 7).
 
 The RTL's AXI4-Lite slave (`hw/`), the Vitis kernel description (`kernel.xml`, `boards/`), the host backends
 (`host/`) and `docs/regmap.md` all come from `regmap(cfg)`; nobody writes a register offset by hand elsewhere.

@@ -1,4 +1,4 @@
-"""Symbols: where the compiler placed each named datum of a device (docs/design.md, contract 4).
+"""Symbols: where the compiler placed each named datum of a device (docs/design.md, contract 5).
 
 A `Symbol` is a name, the memory space it lives in, its address and its length:
 

@@ -1,4 +1,4 @@
-"""The device API (docs/design.md, contract 5): open, load program, write/read memory, start, wait(timeout), read
+"""The device API (docs/design.md, contract 7): open, load program, write/read memory, start, wait(timeout), read
 counters and STATUS, close. One code path over every backend; the backends differ only in their `Transport`
 (`host/sim_backend.py`: sim, `host/pynq_backend.py`: pynq, `host/rtl_backend.py`: rtl), opened by
 `dfx.host.backends.open_devices`.
