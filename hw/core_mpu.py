@@ -53,7 +53,7 @@ def check_core_config(owner, cfg: AccelConfig) -> None:
 
 
 class MatrixEngine(wiring.Component):
-    # Cycle counts of this engine, read by the performance model's serial-issue mode (dfx.sim.perf). A
+    # Cycle counts of this engine, read by the performance model's serial-issue mode (dfx.perf.timing). A
     # matrix instruction takes SETUP_CYCLES + the HBM read latency + FEED_CYCLES + `MPU.latency` + one cycle
     # per tile from `start` to `done`.
     SETUP_CYCLES = 3          # SETUP, SETUP2, CHECK: the first AR goes out in RUN

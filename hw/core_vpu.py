@@ -37,7 +37,7 @@ class VectorEngine(wiring.Component):
     """`start` with `word` and `sval` (S[sa] of the instruction) begins; `done` pulses at the end. Drives
     VBUF and the scalar register write port (`s_w_*`).
 
-    Cycle counts, read by the performance model's serial-issue mode (dfx.sim.perf): from `start` to `done`,
+    Cycle counts, read by the performance model's serial-issue mode (dfx.perf.timing): from `start` to `done`,
     SETUP_CYCLES + FEED_CYCLES + `VPU.latency` + one cycle per beat (chunk of vpu_width elements)."""
 
     SETUP_CYCLES = 2          # SETUP, then the first RUN cycle's VBUF read request

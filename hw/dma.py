@@ -88,7 +88,7 @@ class DmaEngine(wiring.Component):
     """The DMA unit (see the module docstring). `start` (one cycle, `word` valid) begins an instruction;
     `done` pulses when it has completed (every write acknowledged), with `err_*` telling why if it stopped.
 
-    Cycle counts, read by the performance model's serial-issue mode (dfx.sim.perf): from `start` to `done`,
+    Cycle counts, read by the performance model's serial-issue mode (dfx.perf.timing): from `start` to `done`,
     SETUP_CYCLES + RUN_CYCLES per run + then, for a LOAD, LOAD_PIECE_CYCLES per piece + the read latency +
     LOAD_DRAIN_CYCLES; for a store, STORE_PIECE_CYCLES per piece + the write response + STORE_DRAIN_CYCLES."""
 

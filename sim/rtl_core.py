@@ -354,7 +354,7 @@ def _functional_steps(dev, stream, token, pos):
 
 # ================================================================================================ simulator side
 def _class_of(code: int) -> str:
-    from dfx.sim.perf import CLASS_OF
+    from dfx.perf import CLASS_OF
     op = isa.BY_CODE.get(code)
     return CLASS_OF[op.mnemonic] if op else "illegal"
 
