@@ -1,0 +1,39 @@
+"""Programs for the performance-model tests: shapes-only compiles of arbitrary GPT-2 hyper-parameters, and
+programs written in assembly."""
+from dfx import isa
+from dfx.compiler import compile_model
+from dfx.config import load_config
+from dfx.perf import PerfModel
+from dfx.program import DeviceImage, Program
+
+SMALL = dict(vocab_size=500, n_positions=256, n_embd=256, n_layer=3, n_head=4, layer_norm_epsilon=1e-5)
+
+
+def shapes(model: dict, config="tiny", devices=1, overlap=1, max_seq=None, prefill_batch=None) -> Program:
+    """A shapes-only program for GPT-2 hyper-parameters (compile_model takes them as a dict)."""
+    return compile_model(model, config, devices=devices, overlap=overlap, max_seq=max_seq,
+                         prefill_batch=prefill_batch)
+
+
+def hand(streams: list[str], config="tiny", n_layer=1, max_seq=64, batch: list[str] | None = None,
+         cap: int = 0) -> Program:
+    """A program from assembly text, one text per device (the same text for prefill and decode); `batch`: the
+    texts of a prefill_batch stream taking up to `cap` tokens per run."""
+    cfg = load_config(config)
+    devs = [DeviceImage({"prefill": isa.assemble(t), "decode": isa.assemble(t)}, bytearray(), bytearray())
+            for t in streams]
+    n = len(devs)
+    manifest = {"isa_version": isa.ISA_VERSION, "config": cfg.to_dict(), "config_hash": cfg.config_hash,
+                "devices": n, "ring": list(range(n)), "model": {"n_layer": n_layer, "vocab_size": 64},
+                "max_seq": max_seq, "weights": False, "memory": [], "streams": ["prefill", "decode"],
+                "symbols": {"logits_pieces": [[[0, 64 // n]] for _ in range(n)]}}
+    if batch:
+        for dev, text in zip(devs, batch):
+            dev.streams["prefill_batch"] = isa.assemble(text)
+        manifest["streams"].append("prefill_batch")
+        manifest["symbols"]["prefill_batch"] = {"stream": "prefill_batch", "max_tokens": cap, "tokens": 0}
+    return Program(manifest, devs)
+
+
+def cycles(prog, stream="decode", pos=0, board="u280"):
+    return PerfModel(prog, board).step_cycles(stream, pos)
