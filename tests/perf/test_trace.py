@@ -1,9 +1,52 @@
-"""Stream pre-decode (dfx.perf.trace): the batched-run rules (BATCH, CHUNK, SLOT) as the model checks them."""
+"""Stream pre-decode (dfx.perf.trace): the operand mini-language as the model reads it, the path a batched run
+takes, and the batched-run rules (BATCH, CHUNK, SLOT) as the model checks them."""
 import pytest
 from perf_programs import SMALL, hand, shapes
 
+from dfx import isa
 from dfx.errors import PerfError
 from dfx.perf import PerfModel
+from dfx.perf.trace import Batch, Operand, batched_run_error, run_path, vbuf_operands
+
+
+def operands(text, batch=None):
+    ins = isa.assemble_line(text)
+    return vbuf_operands(ins.op, ins.fields(), batch, 512, 8)
+
+
+def test_vbuf_operands():
+    """Lengths from k / n (None: POS + 1 for a dynamic one), the bias only with has_bias, scalar registers
+    after the VBUF entries; a BATCH-fused LINEAR's m strided vectors, contiguous ones merged into one range."""
+    assert operands("LINEAR dst=40 src=0 k=16 n=8") == ([Operand(0, 16)], [Operand(40, 8)])
+    assert operands("LINEAR dst=40 src=0 k=16 n=8 bias=30 +has_bias")[0] == [Operand(0, 16), Operand(30, 8)]
+    assert operands("QK dst=100 src=0 k=8 +dyn_n") == ([Operand(0, 8)], [Operand(100, None)])
+    assert operands("VSUM a=0 n=17 sd=1") == ([Operand(0, 17)], [Operand(513, 1, True)])
+    assert operands("LINEAR dst=40 src=0 k=16 n=8", Batch(3, 2, 1)) == ([Operand(0, 48)], [Operand(40, 24)])
+    assert operands("LINEAR dst=40 src=0 k=16 n=8", Batch(3, 4, 1))[0] == [Operand(0, 16), Operand(4, 16),
+                                                                           Operand(8, 16)]
+
+
+BATCHED = isa.assemble("""
+    CHUNK addr=0 cap=3
+    SLOT i=0 skip=3
+    QK dst=100 src=0 k=8 +dyn_n
+    SLOT i=1 skip=1
+    QK dst=100 src=0 k=8 +dyn_n
+    BATCH src_stride=1 dst_stride=1 +dyn_m
+    LINEAR dst=200 src=0 k=8 n=4
+    HALT""")
+
+
+def test_run_path():
+    """COUNT 1: slot 1's section skipped; BATCH fused into the LINEAR (an entry of its own in serial issue)."""
+    path = run_path(BATCHED, 1, serial=False)
+    assert [e.pc for e in path] == [0, 1, 2, 3, 6, 7]
+    assert path[3].skips and path[4].batch == Batch(1, 1, 1)
+    full = run_path(BATCHED, 2, serial=True)
+    assert [e.pc for e in full] == [0, 1, 2, 3, 4, 5, 6, 7] and full[4].slot == 1 and full[6].batch == Batch(2, 1, 1)
+    assert batched_run_error(BATCHED, 0, 4, False) == "COUNT 4; accepted: 1..3"
+    assert batched_run_error(BATCHED, 1, 1, False) == "SLOT before CHUNK: COUNT is 0"
+    assert batched_run_error(BATCHED, 5, 1, True) is None
 
 
 def test_batched_errors(batched2):
