@@ -23,7 +23,7 @@ from .board import Board, load_board
 from .report import Phase, PerfReport
 from .schedule import DeviceStep, simulate_step
 from .timing import Timing, cdiv
-from .trace import MNEMONICS, Trace, layer_bins, needs_count
+from .trace import MNEMONICS, Records, Trace, layer_bins, needs_count
 
 
 class Run(NamedTuple):
@@ -68,7 +68,7 @@ class PerfModel:
         node_pcs = program.manifest.get("node_pcs")
         self.n_layer = int(self.model.get("n_layer", 0))
         self.streams = {}
-        self._cache: dict = {}            # Instr -> predecoded (prefill and decode share most instructions)
+        self._records = Records()         # decoded instructions (prefill and decode share most), records
         regions = (program.manifest.get("quantization") or {}).get("regions") or [{}] * self.devices
         self._regions = [{int(a): int(r["bytes"]) for a, r in regions[k].items()} for k in range(self.devices)]
         self._batched: dict[str, list] = {}           # batched stream -> per device (instrs, layer bins)
@@ -87,7 +87,7 @@ class PerfModel:
                         raise PerfError(f"device {k} {name}: stream does not end with HALT")
                     per_dev.append(BatchedStream(instrs, layer_bins(instrs, self.n_layer, np_)))
                 else:
-                    per_dev.append(Trace(instrs, self.timing, self.n_layer, self.devices, np_, self._cache,
+                    per_dev.append(Trace(instrs, self.timing, self.n_layer, self.devices, np_, self._records,
                                          self._regions[k]))
             if isinstance(per_dev[0], Trace):
                 self.streams[name] = per_dev
@@ -141,7 +141,7 @@ class PerfModel:
         t = self._traces.get((stream, count))
         if t is None:
             t = self._traces[(stream, count)] = [
-                Trace(s.instrs, self.timing, self.n_layer, self.devices, None, self._cache, self._regions[k],
+                Trace(s.instrs, self.timing, self.n_layer, self.devices, None, self._records, self._regions[k],
                       count=count, bins=s.bins) for k, s in enumerate(self._batched[stream])]
         return t
 

@@ -17,6 +17,7 @@ found by its first LayerNorm (`layer_bins`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -48,6 +49,11 @@ CLASSES = {
 }
 CLASS_OF = {m: c for c, ms in CLASSES.items() for m in ms}
 SCOREBOARD_EXTRA = 16              # scalar registers tracked after the VBUF entries
+# Builds a NamedTuple from a plain tuple of all its fields, without the generated __new__'s argument handling:
+# the records below are made hundreds of thousands of times per model (pre-decode, resolution), and are
+# interned (`Records`): the garbage collector never untracks a tuple subclass, so every copy left alive would
+# be traversed by each full collection.
+_record = tuple.__new__
 ADDRESS_FIELDS = ("w", "addr", "stride", "index")      # never change a cost (addresses, row pitch)
 
 
@@ -85,7 +91,7 @@ def vbuf_operands(op: isa.Op, f: dict, batch: Batch | None, vbuf_entries: int,
             return
         st = stride.get(addr, 0)
         if not st or ln is None:
-            out.append(Operand(f[addr], ln))
+            out.append(_record(Operand, (f[addr], ln, False)))
             return
         e = cdiv(ln, d)
         runs = []
@@ -95,7 +101,7 @@ def vbuf_operands(op: isa.Op, f: dict, batch: Batch | None, vbuf_entries: int,
                 runs[-1][1] = max(runs[-1][1], a + e)
             else:
                 runs.append([a, a + e])
-        out.extend(Operand(a, ln) if b - a == e else Operand(a, (b - a) * d) for a, b in runs)
+        out.extend(_record(Operand, (a, ln if b - a == e else (b - a) * d, False)) for a, b in runs)
 
     reads, writes = [], []
     for addr, src in op.reads:
@@ -105,11 +111,11 @@ def vbuf_operands(op: isa.Op, f: dict, batch: Batch | None, vbuf_entries: int,
     for r in op.sreads:
         if r == "s?":
             if f.get("scale"):
-                reads.append(Operand(vbuf_entries + f["s"], 1, True))
+                reads.append(_record(Operand, (vbuf_entries + f["s"], 1, True)))
         else:
-            reads.append(Operand(vbuf_entries + f[r], 1, True))
+            reads.append(_record(Operand, (vbuf_entries + f[r], 1, True)))
     for r in op.swrites:
-        writes.append(Operand(vbuf_entries + f[r], 1, True))
+        writes.append(_record(Operand, (vbuf_entries + f[r], 1, True)))
     return reads, writes
 
 
@@ -195,19 +201,25 @@ def batched_run_error(instrs: list[isa.Instr], pc: int, count: int | None, count
     return None
 
 
-class PathEntry(NamedTuple):
-    """One instruction a run executes."""
-    pc: int
-    batch: Batch | None         # the BATCH prefix fused into it
-    slot: int                   # POS - the host's POS when it runs (SLOT i sets POS = POS0 + i)
-    skips: bool                 # a SLOT whose token does not exist: it jumps over `skip` instructions
+class RunPath(NamedTuple):
+    """The instructions one run executes, in order (entries), and what the run adds to them."""
+    pcs: list[int]                  # entry -> pc
+    slots: list[int]                # entry -> POS - the host's POS when it runs (SLOT i sets POS = POS0 + i)
+    batch: dict[int, Batch]         # entry -> the BATCH prefix fused into it
+    skips: set[int]                 # entries that are SLOTs whose token does not exist (they jump `skip` ahead)
+
+    @classmethod
+    def straight(cls, n: int) -> "RunPath":
+        """A stream without batched-run instructions: every instruction once, in order."""
+        return cls(list(range(n)), [0] * n, {}, set())
 
 
-def run_path(instrs: list[isa.Instr], count: int | None, serial: bool) -> list[PathEntry]:
-    """What one run executes (docs/isa.md, "Batched prefill") with COUNT = `count`, in order. A BATCH word is
-    an entry of its own only in serial issue (where it is fetched and decoded); otherwise it is fused into the
-    instruction it prefixes (ISA rule 5)."""
-    out = []
+def run_path(instrs: list[isa.Instr], count: int | None, serial: bool) -> RunPath:
+    """What one run executes (docs/isa.md, "Batched prefill") with COUNT = `count`. A BATCH word is an entry of
+    its own only in serial issue (where it is fetched and decoded); otherwise it is fused into the instruction
+    it prefixes (ISA rule 5)."""
+    path = RunPath([], [], {}, set())
+    pcs, slots = path.pcs, path.slots
     n = len(instrs)
     pc, slot, pos0, prefix, counted = 0, 0, 0, None, False
     while pc < n:
@@ -221,7 +233,8 @@ def run_path(instrs: list[isa.Instr], count: int | None, serial: bool) -> list[P
         if mn == "BATCH":
             prefix = Batch(count if ins.dyn_m else ins.m, ins.src_stride, ins.dst_stride)
             if serial:
-                out.append(PathEntry(pc, None, slot, False))
+                pcs.append(pc)
+                slots.append(slot)
             pc += 1
             continue
         if mn == "CHUNK":
@@ -229,14 +242,18 @@ def run_path(instrs: list[isa.Instr], count: int | None, serial: bool) -> list[P
         elif mn == "SLOT":
             if ins.i >= count:
                 skips = True
+                path.skips.add(len(pcs))
             else:
                 slot = pos0 + ins.i
-        out.append(PathEntry(pc, prefix, slot, skips))
-        prefix = None
+        if prefix is not None:
+            path.batch[len(pcs)] = prefix
+            prefix = None
+        pcs.append(pc)
+        slots.append(slot)
         if mn == "HALT":
             break
         pc += ins.skip + 1 if skips else 1
-    return out
+    return path
 
 
 # ================================================================================================ the trace
@@ -254,7 +271,7 @@ class Decoded(NamedTuple):
     """An instruction decoded in its `Context` (shared by every stream and device that runs it)."""
     static: Static
     csig: tuple                     # cost signature: mnemonic, context, every field that can change the cost
-    skey: tuple                     # (static, csig): equal keys => equal `Resolved` records at every POS
+    skey: tuple                     # (static's number, csig): equal keys => equal `Resolved` records at every POS
     fields: dict
     op: isa.Op
     ctx: Context
@@ -276,6 +293,30 @@ class Resolved(NamedTuple):
     ddr_bytes: int
 
 
+@dataclass(slots=True)
+class Records:
+    """What the traces of one model share: every instruction decoded once per `Context`, and one copy of each
+    distinct `Operand`, `Static` and `Resolved` record (keyed by their fields as plain tuples)."""
+    decoded: dict = field(default_factory=dict)      # (Instr, Context) -> Decoded
+    operands: dict = field(default_factory=dict)
+    statics: dict = field(default_factory=dict)      # fields -> (Static, its number)
+    resolved: dict = field(default_factory=dict)
+
+    def intern(self, table: dict, cls, fields: tuple):
+        """The one `cls` record with these fields."""
+        r = table.get(fields)
+        if r is None:
+            r = table[fields] = _record(cls, fields)
+        return r
+
+    def static(self, fields: tuple) -> tuple[Static, int]:
+        """The one `Static` record with these fields, and its number (statics are numbered as first seen)."""
+        st = self.statics.get(fields)
+        if st is None:
+            st = self.statics[fields] = (_record(Static, fields), len(self.statics))
+        return st
+
+
 class Trace:
     """One device's stream, pre-decoded: a `Decoded` record per entry, and per POS class the `Resolved`
     records the scheduler runs on (resolved lazily, as the scheduler reaches them).
@@ -285,7 +326,7 @@ class Trace:
     at POS + i (`offset`)."""
 
     def __init__(self, instrs: list[isa.Instr], timing: Timing, n_layer: int, devices: int, node_pcs=None,
-                 cache: dict | None = None, regions: dict[int, int] | None = None, count: int | None = None,
+                 records: Records | None = None, regions: dict[int, int] | None = None, count: int | None = None,
                  bins: tuple | None = None):
         self.timing = timing
         if not instrs or instrs[-1].op.mnemonic != "HALT":
@@ -294,19 +335,21 @@ class Trace:
         if any(ins.op.mnemonic in isa.BATCHED_OPS for ins in instrs):
             path = run_path(instrs, count, timing.serial)
         else:
-            path = [PathEntry(pc, None, 0, False) for pc in range(len(instrs))]
+            path = RunPath.straight(len(instrs))
         self.src = instrs
-        self.pcs = [e.pc for e in path]        # entry -> pc
-        self.n = len(path)
+        self.pcs = path.pcs                    # entry -> pc
+        self.n = len(path.pcs)
         self.bins = [pc_bins[pc] for pc in self.pcs]
         self.bins_np = np.asarray(self.bins, np.int64)
         self.decoded: list[Decoded] = []
         self.skey: list[tuple] = []            # per entry: equal keys => equal resolved records (but the bin)
         self.dyn: set[int] = set()             # entries whose cost or ranges depend on POS
         self.offset: dict[int, int] = {}       # dynamic entry -> its token slot's POS offset (batched prefill)
-        cache = {} if cache is None else cache
+        self.records = records = Records() if records is None else records
+        cache = records.decoded
         regions = regions or {}
-        for e, (pc, batch, slot, skips) in enumerate(path):
+        batches, skipping = path.batch, path.skips
+        for e, (pc, slot) in enumerate(zip(path.pcs, path.slots)):
             ins = instrs[pc]
             wbytes = None
             if ins.op.fmt is isa.MATRIX and ins.wfmt != 0:
@@ -314,7 +357,10 @@ class Trace:
                 if wbytes is None:
                     raise PerfError(f"pc {pc} `{isa.disassemble(ins)}`: quantized weights at HBM address {ins.w} "
                                     "have no region in the manifest (quantization.regions); recompile the program")
-            ctx = PLAIN if batch is None and not skips and wbytes is None else Context(batch, skips, wbytes)
+            if wbytes is None and e not in batches and e not in skipping:
+                ctx = PLAIN
+            else:
+                ctx = Context(batches.get(e), e in skipping, wbytes)
             key = (ins, ctx)
             dec = cache.get(key)
             if dec is None:
@@ -337,6 +383,10 @@ class Trace:
         op, f = ins.op, ins.fields()
         kind = KINDS.get(op.mnemonic, K_NORMAL)
         reads, writes = vbuf_operands(op, f, ctx.batch, cfg.vbuf_entries, cfg.d)
+        rec = self.records
+        ops = rec.operands
+        reads = tuple(ops.setdefault(o, o) for o in reads)
+        writes = tuple(ops.setdefault(o, o) for o in writes)
         mask = 0
         if kind == K_FENCE:
             units = f["units"]
@@ -344,11 +394,12 @@ class Trace:
         if kind == K_GATHER and f["devices"] != devices:
             raise PerfError(f"pc {pc} `{isa.disassemble(ins)}`: ALLGATHER over {f['devices']} devices, "
                             f"but the program has {devices}")
-        st = Static(kind, UNIT_OF[op.unit], MN_INDEX[op.mnemonic], tuple(reads), tuple(writes), mask)
-        csig = (op.mnemonic, ctx) + tuple(v for k, v in f.items() if k not in ADDRESS_FIELDS)
+        st, number = rec.static((kind, UNIT_OF[op.unit], MN_INDEX[op.mnemonic], reads, writes, mask))
+        plain_ctx = (tuple(ctx.batch) if ctx.batch else None, ctx.skips, ctx.wbytes)
+        csig = (op.mnemonic, plain_ctx) + tuple(v for k, v in f.items() if k not in ADDRESS_FIELDS)
         if t.serial and op.unit is isa.Unit.DMA:      # pieces depend on the address's alignment
             csig += (t.dma_base(f) % max(t.rtl.hbm_beat, t.rtl.ddr_beat),)
-        return Decoded(st, csig, (st, csig), f, op, ctx, bool(f.get("dyn_n") or f.get("dyn_k")))
+        return _record(Decoded, (st, csig, (number, csig), f, op, ctx, bool(f.get("dyn_n") or f.get("dyn_k"))))
 
     def where(self, e: int) -> str:
         """Entry `e` for a message: its pc and text."""
@@ -357,9 +408,10 @@ class Trace:
     def _resolve_one(self, e: int, n_dyn: int) -> Resolved:
         """Entry `e` at a run with POS + 1 = n_dyn (token slot i of a batched run: n_dyn + i)."""
         t = self.timing
-        dec = self.decoded[e]
-        st = dec.static
-        n_dyn += self.offset.get(e, 0)
+        st, csig, _, fields, op, ctx, dynamic = self.decoded[e]
+        kind, unit, mn, reads, writes, fence = st
+        if dynamic:
+            n_dyn += self.offset.get(e, 0)
         d = t.cfg.d
         E = t.cfg.vbuf_entries
         e_dyn = cdiv(n_dyn, d)
@@ -375,16 +427,17 @@ class Trace:
                     out.append((a, a + cdiv(ln, d)))
             return tuple(out)
 
-        rr, ww = ranges(st.reads), ranges(st.writes)
+        rr, ww = ranges(reads), ranges(writes)
         for a, b in rr + ww:
             if b > E + SCOREBOARD_EXTRA or (a < E and b > E):
                 raise PerfError(f"{self.where(e)}: VBUF entries {a}..{b} exceed the {E}-entry buffer")
-        key = (dec.csig, n_dyn if e in self.dyn else 0)
+        key = (csig, n_dyn if dynamic else 0)
         c = t.cost_cache.get(key)
         if c is None:
-            c = t.cost_cache[key] = t.cost(dec.op, dec.fields, n_dyn, dec.ctx)
-        return Resolved(st.kind, st.unit, st.op, self.bins[e], rr, ww, c.occupancy, c.latency, st.fence,
-                        c.hbm_bytes, c.ddr_bytes)
+            c = t.cost_cache[key] = t.cost(op, fields, n_dyn, ctx)
+        occ, lat, hbm, ddr = c
+        rec = self.records
+        return rec.intern(rec.resolved, Resolved, (kind, unit, mn, self.bins[e], rr, ww, occ, lat, fence, hbm, ddr))
 
     def resolved(self, n_dyn: int) -> list:
         """Per-entry `Resolved` records for POS + 1 = n_dyn (memoised per n_dyn); an entry stays None until

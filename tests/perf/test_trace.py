@@ -40,10 +40,10 @@ BATCHED = isa.assemble("""
 def test_run_path():
     """COUNT 1: slot 1's section skipped; BATCH fused into the LINEAR (an entry of its own in serial issue)."""
     path = run_path(BATCHED, 1, serial=False)
-    assert [e.pc for e in path] == [0, 1, 2, 3, 6, 7]
-    assert path[3].skips and path[4].batch == Batch(1, 1, 1)
+    assert (path.pcs, path.slots, path.skips, path.batch) == ([0, 1, 2, 3, 6, 7], [0] * 6, {3}, {4: Batch(1, 1, 1)})
     full = run_path(BATCHED, 2, serial=True)
-    assert [e.pc for e in full] == [0, 1, 2, 3, 4, 5, 6, 7] and full[4].slot == 1 and full[6].batch == Batch(2, 1, 1)
+    assert full.pcs == [0, 1, 2, 3, 4, 5, 6, 7] and full.slots == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert full.skips == set() and full.batch == {6: Batch(2, 1, 1)}
     assert batched_run_error(BATCHED, 0, 4, False) == "COUNT 4; accepted: 1..3"
     assert batched_run_error(BATCHED, 1, 1, False) == "SLOT before CHUNK: COUNT is 0"
     assert batched_run_error(BATCHED, 5, 1, True) is None
