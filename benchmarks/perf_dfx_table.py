@@ -260,7 +260,7 @@ def main(argv=None):
                 m = perf_model("1.5B", devices=n, overlap=ov)
                 row[str(ov)] = m.run(128, 16).decode_ms_per_token
                 if ov == "auto":
-                    row["choice"] = m.program.manifest["overlap"]
+                    row["choice"] = m.program.manifest.overlap
             ov_rows.append(row)
         results["overlap"] = ov_rows
         blocks["overlap"] = overlap_markdown(ov_rows)

@@ -17,6 +17,7 @@ from dfx import isa
 from dfx.config import AccelConfig
 from dfx.errors import CompileError
 from dfx.program import tile_grid
+from dfx.symbols import LOGITS, PREFILL_TOKENS, Kind, Space, SymbolTable, sym_name
 
 from .graph import Graph, shape_of
 
@@ -28,11 +29,11 @@ class Plan:
     cfg: AccelConfig
     max_seq: int
     device: int = 0
-    vbuf: dict[str, int] = field(default_factory=dict)        # vector/temp name -> VBUF entry
+    vbuf: SymbolTable = field(default_factory=lambda: SymbolTable(Space.VBUF))   # values and node temps
     vbuf_entries_used: int = 0
-    ddr: dict[str, int] = field(default_factory=dict)         # symbol -> byte address
+    ddr: SymbolTable = field(default_factory=lambda: SymbolTable(Space.DDR))     # byte addresses
     ddr_size: int = 0
-    hbm: dict[str, int] = field(default_factory=dict)         # symbol -> address in 64-byte units
+    hbm: SymbolTable = field(default_factory=lambda: SymbolTable(Space.HBM))     # addresses in 64-byte units
     hbm_size: int = 0                                          # bytes
     logits_chunk: int = 0
     prefill_batch: int = 0                                     # M: tokens per batched prefill run (0: none)
@@ -79,15 +80,16 @@ def piece_bytes(n, a: int, b: int, cfg: AccelConfig) -> int:
 
 
 def node_temps(g: Graph, node, plan: Plan) -> dict[str, int]:
-    """Scratch vectors a node needs in VBUF (name -> elements)."""
+    """Scratch vectors a node needs in VBUF (symbol name -> elements)."""
+    name, e = node.name, g.values[node.output]
     if node.op == "embed":
-        return {f"{node.name}.pos": g.values[node.output]}
+        return {sym_name(name, Kind.POS): e}
     if node.op == "layernorm":
-        return {f"{node.name}.gamma": g.values[node.output], f"{node.name}.beta": g.values[node.output]}
+        return {sym_name(name, Kind.GAMMA): e, sym_name(name, Kind.BETA): e}
     if node.op == "linear" and "bias" in node.params:
-        return {f"{node.name}.bias": g.values[node.output]}
+        return {sym_name(name, Kind.BIAS): e}
     if node.op == "attention":
-        return {f"{node.name}.s0": plan.max_seq, f"{node.name}.s1": plan.max_seq}
+        return {sym_name(name, Kind.SCORE, i): plan.max_seq for i in range(2)}
     return {}
 
 
@@ -130,18 +132,18 @@ def _batch_vbuf(g: Graph, plan: Plan, m: int, capacity: int | None = None):
             for v in n.inputs:
                 last[v] = i
     ff = _FirstFit(capacity or plan.cfg.vbuf_entries)
-    vbuf, stride, live = {}, {}, {}
+    vbuf, stride, live = SymbolTable(Space.VBUF), {}, {}
     try:
         for i, step in enumerate(steps):
             for n in step:
                 stride[n.output] = plan.entries(g.values[n.output])
-                vbuf[n.output] = ff.alloc(m * stride[n.output], n.name)
-                live[n.output] = (vbuf[n.output], m * stride[n.output])
+                s = vbuf.place(n.output, ff.alloc(m * stride[n.output], n.name), m * stride[n.output])
+                live[n.output] = (s.address, s.length)
             temps = [(t, plan.entries(ln)) for n in step for t, ln in node_temps(g, n, plan).items()]
             for t, size in temps:
-                vbuf[t] = ff.alloc(size, step[0].name)
+                vbuf.place(t, ff.alloc(size, step[0].name), size)
             for t, size in temps:
-                ff.release(vbuf[t], size)
+                ff.release(vbuf.address(t), size)
             for v in [v for v in live if last.get(v, -1) <= i]:
                 ff.release(*live.pop(v))
     except CompileError:
@@ -204,13 +206,12 @@ def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None, device: int
     for i, n in enumerate(g.nodes):
         length = plan.logits_chunk if n.op == "lm_head" else g.values[n.output]
         size = plan.entries(length)
-        plan.vbuf[n.output] = ff.alloc(size, n.name)
-        live[n.output] = (plan.vbuf[n.output], size)
-        temps = node_temps(g, n, plan)
-        for t, length in temps.items():
-            plan.vbuf[t] = ff.alloc(plan.entries(length), n.name)
-        for t, length in temps.items():
-            ff.release(plan.vbuf[t], plan.entries(length))
+        live[n.output] = (plan.vbuf.place(n.output, ff.alloc(size, n.name), size).address, size)
+        temps = {t: plan.entries(length) for t, length in node_temps(g, n, plan).items()}
+        for t, size in temps.items():
+            plan.vbuf.place(t, ff.alloc(size, n.name), size)
+        for t, size in temps.items():
+            ff.release(plan.vbuf.address(t), size)
         for v in n.inputs:
             if last_use.get(v) == i and v in live:
                 ff.release(*live.pop(v))
@@ -223,21 +224,21 @@ def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None, device: int
 
     def ddr(name: str, nbytes: int):
         nonlocal addr
-        plan.ddr[name] = addr
+        plan.ddr.place(name, addr, nbytes)
         addr += -(-nbytes // 64) * 64
 
     for n in g.nodes:
         if n.op == "embed":
-            ddr(f"{n.name}.wte", 2 * int(np.prod(shape_of(n.params["wte"]))))
-            ddr(f"{n.name}.wpe", 2 * int(np.prod(shape_of(n.params["wpe"]))))
+            ddr(sym_name(n.name, Kind.WTE), 2 * int(np.prod(shape_of(n.params["wte"]))))
+            ddr(sym_name(n.name, Kind.WPE), 2 * int(np.prod(shape_of(n.params["wpe"]))))
         elif n.op == "layernorm":
-            ddr(f"{n.name}.gamma", 2 * g.values[n.output])
-            ddr(f"{n.name}.beta", 2 * g.values[n.output])
+            ddr(sym_name(n.name, Kind.GAMMA), 2 * g.values[n.output])
+            ddr(sym_name(n.name, Kind.BETA), 2 * g.values[n.output])
         elif n.op == "linear" and "bias" in n.params:
-            ddr(f"{n.name}.bias", 2 * g.values[n.output])
-    ddr("logits", 2 * m["vocab_size"])
+            ddr(sym_name(n.name, Kind.BIAS), 2 * g.values[n.output])
+    ddr(LOGITS, 2 * m["vocab_size"])
     if prefill_batch is not None:       # the chunk's token table: u32 COUNT, then up to M u32 tokens
-        ddr("prefill_tokens", isa.TOKEN_TABLE_HEADER + 4 * prefill_batch)
+        ddr(PREFILL_TOKENS, isa.TOKEN_TABLE_HEADER + 4 * prefill_batch)
     plan.ddr_size = addr
     if addr > cfg.ddr_bytes:
         raise CompileError(f"DDR image needs {addr} bytes, the config has {cfg.ddr_bytes}")
@@ -247,10 +248,10 @@ def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None, device: int
     tile_units = cfg.tile_bytes // unit
     top = 0
 
-    def hbm(name: str, tiles: int):
+    def hbm(name: str, nbytes: int):
         nonlocal top
-        plan.hbm[name] = top
-        top += tiles * tile_units
+        plan.hbm.place(name, top, nbytes)
+        top += nbytes // unit
 
     for n in g.nodes:
         if n.op in ("linear", "lm_head"):
@@ -259,18 +260,17 @@ def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None, device: int
             for p, (a, b) in enumerate(n.attrs["pieces"][device]):
                 if fmt.kind == "fp16":
                     kt, nt = tile_grid(k, b - a, cfg.d, cfg.l)
-                    hbm(f"{n.name}.w{p}", kt * nt)
-                else:                 # a quantized region (dfx.formats.RegionLayout), in 64-byte units
-                    plan.hbm[f"{n.name}.w{p}"] = top
-                    top += piece_bytes(n, a, b, cfg) // unit
+                    hbm(sym_name(n.name, Kind.WEIGHT, p), kt * nt * tile_units * unit)
+                else:                 # a quantized region (dfx.formats.RegionLayout), whole 64-byte units
+                    hbm(sym_name(n.name, Kind.WEIGHT, p), piece_bytes(n, a, b, cfg))
     for n in g.nodes:
         if n.op == "attention":
             hp = n.attrs["head_pad"]
             for h in n.attrs["heads"][device]:
                 kt, nt = tile_grid(hp, max_seq, cfg.d, cfg.l)          # K cache: head_pad x max_seq, column-major
-                hbm(f"{n.name}.k{h}", kt * nt)
+                hbm(sym_name(n.name, Kind.KCACHE, h), kt * nt * tile_units * unit)
                 kt, nt = tile_grid(max_seq, hp, cfg.d, cfg.l)          # V cache: max_seq x head_pad, row-major
-                hbm(f"{n.name}.v{h}", kt * nt)
+                hbm(sym_name(n.name, Kind.VCACHE, h), kt * nt * tile_units * unit)
     plan.hbm_size = top * unit
     if plan.hbm_size > cfg.hbm_bytes:
         raise CompileError(f"HBM image needs {plan.hbm_size} bytes, the config has {cfg.hbm_bytes}")

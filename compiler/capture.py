@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dfx.errors import CompileError
+from dfx.models import checkpoint, gpt2
 
 from .graph import Graph, Node, Shape
 
@@ -110,8 +111,6 @@ def capture(source) -> tuple[Graph, object]:
         return capture_state(source.config.to_dict(), source.state_dict()), None
     if isinstance(source, dict):                      # GPT-2 hyper-parameters alone: a shapes-only program
         return capture_state(source, None), None
-    from dfx.models import checkpoint, gpt2
-
     if isinstance(source, (str, Path)):
         s = str(source)
         if not Path(s).exists():

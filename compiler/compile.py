@@ -3,26 +3,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dfx import formats as F
 from dfx import isa
 from dfx.config import AccelConfig, load_config
 from dfx.errors import CompileError
-from dfx.program import STREAMS, DeviceImage, Program
+from dfx.manifest import (BATCH_STREAM, STREAMS, DeviceMemory, HostSymbols, Manifest, ModelConfig, NodePc,
+                          PrefillBatch, Quantization, Region)
+from dfx.models import checkpoint, gpt2
+from dfx.program import DeviceImage, Program
+from dfx.symbols import LOGITS, PREFILL_TOKENS, Kind, sym_name
 
-from .allocate import allocate
-from .capture import capture
-from .graph import verify
+from .allocate import Plan, allocate, piece_bytes
+from .capture import MODEL_KEYS, capture
+from .graph import Graph, verify
 from .image import build_images
-from .lower import BATCH_STREAM, lower
+from .lower import lower
 from .partition import partition
 from .passes import pad_heads, quantize
+from .quant.model import quantize_model
+
 
 def _model_quantize(model, fmt, method, calib):
     """Model-level quantizers (gptq, adadim, mixed) need the dfx GPT2 and calibration: {param: QuantWeight}."""
-    from dfx.models import checkpoint, gpt2
-    try:
-        from .quant.model import quantize_model
-    except ImportError:
-        raise CompileError(f"method {method}: the model-level quantizers are not available") from None
     if isinstance(model, (str, Path)) and Path(model).exists():
         model = checkpoint.load_checkpoint(model)
     elif hasattr(model, "config") and type(model).__module__.startswith("transformers"):
@@ -32,11 +34,9 @@ def _model_quantize(model, fmt, method, calib):
     return quantize_model(model, fmt, method, calib)
 
 
-def quantization_record(g, weights, method, images) -> dict:
+def quantization_record(g: Graph, weights, method: str | None, plans: list[Plan]) -> Quantization:
     """The manifest's `quantization`: the format (or "per-matrix" for a dict), the method, each linear's format
-    and, per device, every weight region: HBM address (64-byte units) -> {node, format, k, n, phase, bytes}."""
-    from dfx import formats as F
-    from .allocate import piece_bytes
+    and, per device, every weight region by HBM address (64-byte units)."""
     lin = [n for n in g.nodes if n.op in ("linear", "lm_head")]
     fmts = {n.name: n.attrs.get("wformat", F.FP16).name for n in lin}
     methods = {}
@@ -45,7 +45,7 @@ def quantization_record(g, weights, method, images) -> dict:
         if isinstance(w, F.QuantWeight):
             methods[n.name] = w.meta.get("method", method or "given")
     regions = []
-    for plan, _ in images:
+    for plan in plans:
         reg = {}
         for n in lin:
             fmt = n.attrs.get("wformat", F.FP16)
@@ -53,14 +53,14 @@ def quantization_record(g, weights, method, images) -> dict:
             for p, (a, b) in enumerate(n.attrs["pieces"][plan.device]):
                 w = n.params["weight"]
                 phase = w.cols(a, b).phase if isinstance(w, F.QuantWeight) else F.piece_phase(fmt, a)
-                reg[str(plan.hbm[f"{n.name}.w{p}"])] = {"node": n.name, "format": fmt.name, "k": k, "n": b - a,
-                                                        "phase": phase, "bytes": piece_bytes(n, a, b, plan.cfg)}
+                reg[plan.hbm.address(sym_name(n.name, Kind.WEIGHT, p))] = Region(
+                    n.name, fmt.name, k, b - a, phase, piece_bytes(n, a, b, plan.cfg))
         regions.append(reg)
     name = ("per-matrix" if isinstance(weights, dict) else weights.name if isinstance(weights, F.WeightFormat)
             else F.parse(weights).name)
-    return {"format": name, "method": method or ("given" if isinstance(weights, dict) else
-                                                 "bcq" if name.startswith("bcq") else "rtn"),
-            "matrices": fmts, "methods": methods, "regions": regions}
+    return Quantization(name, method or ("given" if isinstance(weights, dict) else
+                                         "bcq" if name.startswith("bcq") else "rtn"),
+                        fmts, methods, tuple(regions))
 
 
 def prepare_weights(model, weights="fp16", method: str | None = None, calib=None):
@@ -121,38 +121,27 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
             node_pcs.setdefault(s, []).append(v)
         hbm, ddr = build_images(g, plan) if g.has_weights else (bytearray(), bytearray())
         images.append((plan, DeviceImage(streams, hbm, ddr)))
-    plan = images[0][0]
-    lm = g.nodes[-1]
-    manifest = {
-        "isa_version": isa.ISA_VERSION,
-        "config": cfg.to_dict(),
-        "config_hash": cfg.config_hash,
-        "model": dict(g.model),
-        "devices": devices,
-        "ring": list(range(devices)),
-        "overlap": overlap,
-        "weights": g.has_weights,
-        "quantization": quantization_record(g, weights, method, images),
-        "max_seq": plan.max_seq,
-        "streams": list(STREAMS) + ([BATCH_STREAM] if prefill_batch is not None else []),
-        "symbols": {"logits": plan.ddr["logits"], "vocab_size": g.model["vocab_size"],
-                    "logits_pieces": [lm.attrs["pieces"][k] for k in range(devices)]},
-        "memory": [{"hbm_bytes": p.hbm_size, "ddr_bytes": p.ddr_size, "vbuf_entries": p.vbuf_entries_used,
-                    "hbm": p.hbm, "ddr": p.ddr} for p, _ in images],
-        "tokenizer": "bytes" if g.model["vocab_size"] == 256 else "files",
-        "node_pcs": node_pcs,
-    }
-    if prefill_batch is not None:
-        manifest["symbols"]["prefill_batch"] = {"stream": BATCH_STREAM, "max_tokens": prefill_batch,
-                                                "tokens": plan.ddr["prefill_tokens"]}
-        for mem, (p, _) in zip(manifest["memory"], images):
-            mem["vbuf_entries_batch"] = p.batch.vbuf_entries_used
+    plans = [p for p, _ in images]
+    plan, lm = plans[0], g.nodes[-1]
+    batch = (PrefillBatch(BATCH_STREAM, prefill_batch, plan.ddr.address(PREFILL_TOKENS))
+             if prefill_batch is not None else None)
+    symbols = HostSymbols(plan.ddr.address(LOGITS), g.model["vocab_size"],
+                          tuple(tuple(map(tuple, lm.attrs["pieces"][k])) for k in range(devices)), batch)
+    memory = tuple(DeviceMemory(p.hbm_size, p.ddr_size, p.vbuf_entries_used,
+                                p.batch.vbuf_entries_used if p.batch is not None else None, p.hbm, p.ddr)
+                   for p in plans)
+    streams = STREAMS + ((BATCH_STREAM,) if prefill_batch is not None else ())
     tok = {}
     if tok_dir is not None:
         for f in TOKENIZER_FILES:
             p = Path(tok_dir) / f
             if p.is_file():
                 tok[f] = p.read_bytes()
-    if tok:
-        manifest["tokenizer"] = "files"
+    manifest = Manifest(
+        isa_version=isa.ISA_VERSION, config=cfg, model=ModelConfig(**{k: g.model[k] for k in MODEL_KEYS}),
+        devices=devices, ring=tuple(range(devices)), overlap=overlap, weights=g.has_weights, max_seq=plan.max_seq,
+        streams=streams, symbols=symbols, quantization=quantization_record(g, weights, method, plans),
+        memory=memory, tokenizer="files" if tok or g.model["vocab_size"] != 256 else "bytes",
+        node_pcs={s: tuple(tuple(NodePc(pc, node) for pc, node in per) for per in pcs)
+                  for s, pcs in node_pcs.items()})
     return Program(manifest, [dev for _, dev in images], tok)

@@ -6,6 +6,7 @@ import numpy as np
 from dfx import formats as F
 from dfx import isa
 from dfx.program import tile_matrix
+from dfx.symbols import Kind, sym_name
 
 from .allocate import Plan
 from .graph import Graph
@@ -18,19 +19,20 @@ def build_images(g: Graph, plan: Plan) -> tuple[bytearray, bytearray]:
     hbm = np.zeros(plan.hbm_size, np.uint8)
     ddr = np.zeros(plan.ddr_size, np.uint8)
 
-    def put_ddr(name: str, a: np.ndarray):
+    def put_ddr(node: str, kind: Kind, a: np.ndarray):
         b = np.ascontiguousarray(a, np.float16).view(np.uint8).reshape(-1)
-        ddr[plan.ddr[name]:plan.ddr[name] + b.size] = b
+        at = plan.ddr.address(sym_name(node, kind))
+        ddr[at:at + b.size] = b
 
     for n in g.nodes:
         if n.op == "embed":
-            put_ddr(f"{n.name}.wte", n.params["wte"])
-            put_ddr(f"{n.name}.wpe", n.params["wpe"])
+            put_ddr(n.name, Kind.WTE, n.params["wte"])
+            put_ddr(n.name, Kind.WPE, n.params["wpe"])
         elif n.op == "layernorm":
-            put_ddr(f"{n.name}.gamma", n.params["gamma"])
-            put_ddr(f"{n.name}.beta", n.params["beta"])
+            put_ddr(n.name, Kind.GAMMA, n.params["gamma"])
+            put_ddr(n.name, Kind.BETA, n.params["beta"])
         if n.op == "linear" and "bias" in n.params:
-            put_ddr(f"{n.name}.bias", n.params["bias"])
+            put_ddr(n.name, Kind.BIAS, n.params["bias"])
         if n.op in ("linear", "lm_head"):
             for p, (c0, c1) in enumerate(n.attrs["pieces"][plan.device]):
                 w = weight_piece(n, c0, c1)
@@ -38,6 +40,6 @@ def build_images(g: Graph, plan: Plan) -> tuple[bytearray, bytearray]:
                     t = np.frombuffer(F.pack_region(w, cfg.d, cfg.l), np.uint8)
                 else:
                     t = tile_matrix(w, cfg.d, cfg.l).view(np.uint8)
-                a = plan.hbm[f"{n.name}.w{p}"] * isa.HBM_UNIT
+                a = plan.hbm.address(sym_name(n.name, Kind.WEIGHT, p)) * isa.HBM_UNIT
                 hbm[a:a + t.size] = t
     return bytearray(hbm.tobytes()), bytearray(ddr.tobytes())

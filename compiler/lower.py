@@ -20,13 +20,14 @@ import math
 from dfx import isa
 from dfx.errors import CompileError
 from dfx.isa import Instr
+from dfx.manifest import BATCH_STREAM
+from dfx.symbols import LOGITS, PREFILL_TOKENS, Kind, sym_name
 
 from .allocate import Plan, batch_steps, prefill_nodes
 from .graph import Graph, shape_of
 
 S_MEAN, S_VAR, S_SCALE = 0, 1, 2          # scalar registers the lowering uses
 DDR, HBM = 0, 1
-BATCH_STREAM = "prefill_batch"
 IDX_TOKEN, IDX_POS = 1, 2
 
 
@@ -40,14 +41,22 @@ class Emitter:
 
     def v(self, name: str, offset_elems: int = 0) -> int:
         assert offset_elems % self.cfg.d == 0, (name, offset_elems)
-        return self.plan.vbuf[name] + offset_elems // self.cfg.d
+        return self.plan.vbuf.address(name) + offset_elems // self.cfg.d
+
+    def ddr(self, node: str, kind: Kind) -> int:
+        """DDR byte address of `node`'s datum `kind`."""
+        return self.plan.ddr.address(sym_name(node, kind))
+
+    def hbm(self, node: str, kind: Kind, index: int) -> int:
+        """HBM address (64-byte units) of `node`'s weight piece or cache head `index`."""
+        return self.plan.hbm.address(sym_name(node, kind, index))
 
     # ---- ops
     def embed(self, n):
         E = self.g.values[n.output]
-        x, t = self.v(n.output), self.v(f"{n.name}.pos")
-        self("LOAD", vaddr=x, addr=self.plan.ddr[f"{n.name}.wte"], n=E, index=IDX_TOKEN, stride=2 * E)
-        self("LOAD", vaddr=t, addr=self.plan.ddr[f"{n.name}.wpe"], n=E, index=IDX_POS, stride=2 * E)
+        x, t = self.v(n.output), self.v(sym_name(n.name, Kind.POS))
+        self("LOAD", vaddr=x, addr=self.ddr(n.name, Kind.WTE), n=E, index=IDX_TOKEN, stride=2 * E)
+        self("LOAD", vaddr=t, addr=self.ddr(n.name, Kind.WPE), n=E, index=IDX_POS, stride=2 * E)
         self("VADD", dst=x, a=x, b=t, n=E)
 
     def layernorm(self, n):
@@ -56,13 +65,13 @@ class Emitter:
 
     def layernorm_params(self, n):
         E = self.g.values[n.output]
-        self("LOAD", vaddr=self.v(f"{n.name}.gamma"), addr=self.plan.ddr[f"{n.name}.gamma"], n=E)
-        self("LOAD", vaddr=self.v(f"{n.name}.beta"), addr=self.plan.ddr[f"{n.name}.beta"], n=E)
+        for kind in (Kind.GAMMA, Kind.BETA):
+            self("LOAD", vaddr=self.v(sym_name(n.name, kind)), addr=self.ddr(n.name, kind), n=E)
 
     def layernorm_body(self, n):
         E = self.g.values[n.output]
         x, y = self.v(n.inputs[0]), self.v(n.output)
-        g, b = self.v(f"{n.name}.gamma"), self.v(f"{n.name}.beta")
+        g, b = self.v(sym_name(n.name, Kind.GAMMA)), self.v(sym_name(n.name, Kind.BETA))
         self("VSUM", a=x, n=E, sd=S_MEAN)
         self("SMULI", sd=S_MEAN, sa=S_MEAN, imm=1.0 / E)
         self("VSUBS", dst=y, a=x, sa=S_MEAN, n=E)
@@ -81,12 +90,12 @@ class Emitter:
             for p, (a, b) in pieces:
                 if not s0 <= a < s0 + length:
                     continue
-                fields = dict(dst=self.v(n.output, a), src=self.v(n.inputs[0]), w=self.plan.hbm[f"{n.name}.w{p}"],
+                fields = dict(dst=self.v(n.output, a), src=self.v(n.inputs[0]), w=self.hbm(n.name, Kind.WEIGHT, p),
                               k=K, n=b - a, gelu=int(n.attrs.get("act") == "gelu"),
                               wfmt=n.attrs["wformat"].wfmt if "wformat" in n.attrs else 0)
                 if "bias" in n.params:
-                    bias = self.v(f"{n.name}.bias", a)
-                    self("LOAD", vaddr=bias, addr=self.plan.ddr[f"{n.name}.bias"] + 2 * a, n=b - a)
+                    bias = self.v(sym_name(n.name, Kind.BIAS), a)
+                    self("LOAD", vaddr=bias, addr=self.ddr(n.name, Kind.BIAS) + 2 * a, n=b - a)
                     fields.update(bias=bias, has_bias=1)
                 self.emit_linear(n, fields)
             if gran:
@@ -112,10 +121,10 @@ class Emitter:
         H, hp = n.attrs["n_head"], n.attrs["head_pad"]
         qkv = n.inputs[0]
         for h in n.attrs["heads"][self.plan.device]:
-            self("STORE_K", vaddr=self.v(qkv, (H + h) * hp), addr=self.plan.hbm[f"{n.name}.k{h}"], n=hp, hbm=HBM,
+            self("STORE_K", vaddr=self.v(qkv, (H + h) * hp), addr=self.hbm(n.name, Kind.KCACHE, h), n=hp, hbm=HBM,
                  index=IDX_POS)
-            self("STORE_VT", vaddr=self.v(qkv, (2 * H + h) * hp), addr=self.plan.hbm[f"{n.name}.v{h}"], n=hp, hbm=HBM,
-                 index=IDX_POS)
+            self("STORE_VT", vaddr=self.v(qkv, (2 * H + h) * hp), addr=self.hbm(n.name, Kind.VCACHE, h), n=hp,
+                 hbm=HBM, index=IDX_POS)
 
     def attention_heads(self, n):
         """This token's attention over the cache (this device's heads), after `attention_append`."""
@@ -125,8 +134,8 @@ class Emitter:
         self("FENCE", units=isa.UNIT_BITS[isa.Unit.DMA])       # the cache append is read below (off-chip RAW)
         self("SMOVI", sd=S_SCALE, imm=1.0 / math.sqrt(hd))
         for h in heads:
-            s = self.v(f"{n.name}.s{h % 2}")                   # two score buffers: head h+1 overlaps head h
-            self("QK", dst=s, src=self.v(qkv, h * hp), w=self.plan.hbm[f"{n.name}.k{h}"], k=hp,
+            s = self.v(sym_name(n.name, Kind.SCORE, h % 2))   # two score buffers: head h+1 overlaps head h
+            self("QK", dst=s, src=self.v(qkv, h * hp), w=self.hbm(n.name, Kind.KCACHE, h), k=hp,
                  scale=1, s=S_SCALE, dyn_n=1)
             self("VMAX", a=s, sd=S_MEAN, dyn_n=1)
             self("VSUBS", dst=s, a=s, sa=S_MEAN, dyn_n=1)
@@ -134,7 +143,7 @@ class Emitter:
             self("VSUM", a=s, sd=S_VAR, dyn_n=1)
             self("SRECIP", sd=S_VAR, sa=S_VAR)
             self("VMULS", dst=s, a=s, sa=S_VAR, dyn_n=1)
-            self("SV", dst=self.v(out, h * hp), src=s, w=self.plan.hbm[f"{n.name}.v{h}"], n=hp, dyn_k=1,
+            self("SV", dst=self.v(out, h * hp), src=s, w=self.hbm(n.name, Kind.VCACHE, h), n=hp, dyn_k=1,
                  rowmajor=1)
 
     def add(self, n):
@@ -146,13 +155,13 @@ class Emitter:
         kt = -(-E // self.cfg.d)
         tile_units = self.cfg.tile_bytes // isa.HBM_UNIT
         for p, (a, b) in enumerate(n.attrs["pieces"][self.plan.device]):
-            w0 = self.plan.hbm[f"{n.name}.w{p}"]
+            w0 = self.hbm(n.name, Kind.WEIGHT, p)
             for c0 in range(a, b, chunk):
                 c = min(chunk, b - c0)
                 # a chunk of columns starts at column tile (c0-a)/l of the piece's column-major grid
                 self("LMHEAD", dst=self.v(n.output), src=self.v(n.inputs[0]),
                      w=w0 + ((c0 - a) // self.cfg.l) * kt * tile_units, k=E, n=c)
-                self("STORE", vaddr=self.v(n.output), addr=self.plan.ddr["logits"] + 2 * c0, n=c, hbm=DDR)
+                self("STORE", vaddr=self.v(n.output), addr=self.plan.ddr.address(LOGITS) + 2 * c0, n=c, hbm=DDR)
 
 
 class BatchEmitter(Emitter):
@@ -218,7 +227,7 @@ def lower_prefill_batch(g: Graph, plan: Plan) -> tuple[list[Instr], list[list]]:
     bp = plan.batch
     e = BatchEmitter(g, bp)
     pcs: list[list] = []
-    e("CHUNK", addr=bp.ddr["prefill_tokens"], cap=bp.prefill_batch)
+    e("CHUNK", addr=bp.ddr.address(PREFILL_TOKENS), cap=bp.prefill_batch)
     for step in batch_steps(g):
         if step[0].op == "linear":
             pcs.append([len(e.out), step[0].name])

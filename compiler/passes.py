@@ -14,6 +14,8 @@ from dfx.config import AccelConfig
 from dfx.errors import CompileError
 
 from .graph import Graph, Shape, shape_of
+from .quant.rtn import rtn
+from .quant.weight import quantize_weight
 
 
 def _pad_cols(w, groups: int, width: int, pad: int):
@@ -131,12 +133,7 @@ def _canon(name: str) -> str:
 
 def _quantize_matrix(w: np.ndarray, fmt: F.WeightFormat, method: str) -> F.QuantWeight:
     if method == "rtn" and fmt.kind != "bcq":
-        from .quant.rtn import rtn
         return rtn(w, fmt)
-    try:
-        from .quant.model import quantize_weight
-    except ImportError:
-        raise CompileError(f"weight format {fmt.name} with method {method}: the quantizer is not available") from None
     return quantize_weight(w, fmt, method)
 
 

@@ -327,11 +327,11 @@ def compile_cmd(model, output, config, devices, weights, method, calib, overlap,
     save_program(prog, output)
     m = prog.manifest
     n = {s: len(i) for s, i in prog.devices[0].streams.items()}
-    click.echo(f"wrote {output}: {m['model']['n_layer']} layers, n_embd {m['model']['n_embd']}, config "
-               f"{m['config']['name']} ({m['config_hash']}), {m['devices']} device(s), streams "
+    click.echo(f"wrote {output}: {m.model.n_layer} layers, n_embd {m.model.n_embd}, config "
+               f"{m.config.name} ({m.config_hash}), {m.devices} device(s), streams "
                + ", ".join(f"{k} {v}" for k, v in n.items()) + " instructions per device, HBM "
-               + "/".join(f"{mm['hbm_bytes']:,}" for mm in m["memory"]) + " B, DDR "
-               + "/".join(f"{mm['ddr_bytes']:,}" for mm in m["memory"]) + f" B, {time.perf_counter() - t0:.2f} s",
+               + "/".join(f"{mm.hbm_bytes:,}" for mm in m.memory) + " B, DDR "
+               + "/".join(f"{mm.ddr_bytes:,}" for mm in m.memory) + f" B, {time.perf_counter() - t0:.2f} s",
                err=True)
 
 
@@ -363,8 +363,8 @@ def _program_tokenizer(prog):
         d = Path(tempfile.mkdtemp(prefix="dfx-tok-"))
         for name, blob in prog.tokenizer_files.items():
             (d / name).write_bytes(blob)
-        return load_tokenizer(d, prog.symbols["vocab_size"])
-    return load_tokenizer(None, prog.symbols["vocab_size"])
+        return load_tokenizer(d, prog.symbols.vocab_size)
+    return load_tokenizer(None, prog.symbols.vocab_size)
 
 
 @main.command()

@@ -1,4 +1,4 @@
-"""Weight formats: names, parameters, and the exact dequantisation the matrix unit performs (DESIGN.md,
+"""Weight formats: names, parameters, and the exact dequantisation the matrix unit performs (docs/design.md,
 contract 3; docs/numerics.md, "Weight formats").
 
 A weight matrix W is (K, N): K inputs (rows, the reduction), N outputs (columns), as GPT-2's Conv1D stores it.
@@ -455,22 +455,6 @@ def matrix_bytes(fmt: str | WeightFormat, k: int, n: int, d: int, l: int, phase:
     if fmt.kind == "fp16":
         return -(-k // d) * -(-n // l) * d * l * 2
     return RegionLayout(fmt, k, n, d, l, phase).size
-
-
-def weight_stream_bytes(manifest: dict, device: int, w: int, k: int, n: int, wfmt: int, d: int, l: int) -> int:
-    """HBM bytes one MATRIX instruction streams for its weights (the performance model's DMA charge): FP16 tiles
-    for wfmt 0; for a quantized region, its whole size (descriptor + codes + scale blocks + zero points) from the
-    program manifest's `quantization.regions[device][str(w)]`, which the compiler writes for every region."""
-    if wfmt == 0:
-        return -(-k // d) * -(-n // l) * d * l * 2
-    try:
-        r = manifest["quantization"]["regions"][device][str(w)]
-    except (KeyError, IndexError, TypeError):
-        raise FormatError(f"device {device}: no quantized weight region at HBM address 0x{w:x} in the manifest "
-                          "(compile the program with this dfx)") from None
-    if (r["k"], r["n"]) != (k, n):
-        raise FormatError(f"device {device}: the region at 0x{w:x} is {r['k']}x{r['n']}, the instruction {k}x{n}")
-    return int(r["bytes"])
 
 
 def piece_phase(fmt: str | WeightFormat, c0: int, phase: int = 0) -> int:

@@ -1,25 +1,29 @@
-"""The program container (DESIGN.md, contract 4) and the weight-tiling layout the DMA and MPU share.
+"""The program container (docs/design.md, contract 4) and the weight-tiling layout the DMA and MPU share.
 
 A program is one ZIP file (stored, not compressed) holding:
 
-    manifest.json            ISA version, accelerator config (+ hash), model config, device count and ring order,
-                             memory map, symbols, stream names, SHA-256 of every other member
-    dev{K}/{stream}.bin      instruction words of each stream (`prefill`, `decode`) for device K
-    dev{K}/hbm/ch{C:02}.bin  HBM image of pseudo-channel C, exactly as the DMA reads it
-    dev{K}/ddr.bin           DDR image (embedding tables, biases, LayerNorm parameters; logits are written here)
+    manifest.json            the typed manifest (`dfx.manifest.Manifest`): format and ISA version, accelerator
+                             config and hash, model config, device count and ring order, streams, host symbols,
+                             quantized weight regions, per-device memory map, node pcs, SHA-256 of every other
+                             member
+    dev{K}/{stream}.bin      instruction words of each stream of device K (`prefill`, `decode`, and
+                             `prefill_batch` in a program compiled with --prefill-batch)
+    dev{K}/hbm/ch{C:02}.bin  HBM image of pseudo-channel C, exactly as the DMA reads it    } only in a program
+    dev{K}/ddr.bin           DDR image (embedding tables, biases, LayerNorm parameters,   } compiled with weights
+                             the logits buffer and the batched prefill's token table)     }
     tokenizer/...            the checkpoint's tokenizer files, if it had any
 
-`load_program` verifies every part and names what does not match. `save_program` writes a temporary file next
-to the target and renames it, so a failed save never leaves a half-written program behind.
+`load_program` verifies every part and names what does not match; a program written by an older dfx (another
+manifest format version) is refused with "recompile with dfx compile". `save_program` writes a temporary file
+next to the target and renames it, so a failed save never leaves a half-written program behind.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +31,7 @@ import numpy as np
 from . import isa
 from .config import AccelConfig
 from .errors import EncodeError, ProgramError
-
-FORMAT_NAME = "dfx-program"
-FORMAT_VERSION = 1
-STREAMS = ("prefill", "decode")
+from .manifest import MAX_MANIFEST_BYTES, HostSymbols, Manifest
 
 
 # ---------------------------------------------------------------------------------------------- tiling
@@ -91,29 +92,25 @@ class DeviceImage:
 
 @dataclass
 class Program:
-    manifest: dict
+    manifest: Manifest
     devices: list[DeviceImage]
     tokenizer_files: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def config(self) -> AccelConfig:
-        return AccelConfig.from_dict(self.manifest["config"])
+        return self.manifest.config
 
     @property
     def n_devices(self) -> int:
-        return self.manifest["devices"]
+        return self.manifest.devices
 
     @property
-    def symbols(self) -> dict:
-        return self.manifest["symbols"]
-
-    @property
-    def model_config(self) -> dict:
-        return self.manifest["model"]
+    def symbols(self) -> HostSymbols:
+        return self.manifest.symbols
 
     @property
     def has_weights(self) -> bool:
-        return self.manifest.get("weights", True)
+        return self.manifest.weights
 
 
 def _sha(b: bytes) -> str:
@@ -136,18 +133,16 @@ def _members(prog: Program) -> dict[str, bytes]:
 
 
 def save_program(prog: Program, path: str | os.PathLike) -> Path:
+    """Write `prog` to `path` (atomically); `prog.manifest` gets the members' checksums."""
     path = Path(path)
     members = _members(prog)
-    manifest = dict(prog.manifest)
-    manifest["format"] = FORMAT_NAME
-    manifest["format_version"] = FORMAT_VERSION
-    manifest["checksums"] = {name: _sha(blob) for name, blob in members.items()}
+    manifest = replace(prog.manifest, checksums={name: _sha(blob) for name, blob in members.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-            z.writestr("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+            z.writestr("manifest.json", manifest.to_json())
             for name, blob in members.items():
                 z.writestr(name, blob)
         os.replace(tmp, path)
@@ -171,32 +166,27 @@ def load_program(path: str | os.PathLike, expect: AccelConfig | None = None) -> 
         raise ProgramError(f"{path} is not a dfx program (truncated or not a ZIP container)") from None
     with z:
         try:
-            manifest = json.loads(z.read("manifest.json"))
+            info = z.getinfo("manifest.json")
         except KeyError:
             raise ProgramError(f"{path} has no manifest.json; it is not a dfx program") from None
-        except (ValueError, zipfile.BadZipFile, OSError) as e:
-            raise ProgramError(f"{path}: manifest.json cannot be read ({e})") from None
-        if manifest.get("format") != FORMAT_NAME:
-            raise ProgramError(f"{path} is not a dfx program (format {manifest.get('format')!r})")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ProgramError(f"{path}: container format version {manifest.get('format_version')} is not "
-                               f"supported (this dfx reads version {FORMAT_VERSION})")
-        if manifest.get("isa_version") != isa.ISA_VERSION:
-            raise ProgramError(f"{path} was built for ISA version {manifest.get('isa_version')}, this dfx implements "
-                               f"ISA version {isa.ISA_VERSION}; recompile it")
+        if info.file_size > MAX_MANIFEST_BYTES:
+            raise ProgramError(f"{path}: manifest.json is {info.file_size} bytes; a dfx manifest is at most "
+                               f"{MAX_MANIFEST_BYTES}")
         try:
-            cfg = AccelConfig.from_dict(manifest["config"])
-        except Exception as e:   # noqa: BLE001 - any malformed config is a program error
-            raise ProgramError(f"{path}: manifest config is invalid ({e})") from None
-        if cfg.config_hash != manifest.get("config_hash"):
-            raise ProgramError(f"{path}: manifest config hash {manifest.get('config_hash')} does not match its "
-                               f"config ({cfg.config_hash}); the manifest was edited")
+            text = z.read(info)
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise ProgramError(f"{path}: manifest.json cannot be read ({e})") from None
+        try:
+            manifest = Manifest.loads(text)
+        except ProgramError as e:
+            raise ProgramError(f"{path}: {e}") from None
+        cfg = manifest.config
         if expect is not None and expect.config_hash != cfg.config_hash:
             raise ProgramError(f"{path} was built for config {cfg.name!r} (hash {cfg.config_hash}), not for "
                                f"{expect.name!r} (hash {expect.config_hash}); recompile with --config {expect.name}")
         blobs = {}
         names = set(z.namelist()) - {"manifest.json"}
-        for name, digest in manifest.get("checksums", {}).items():
+        for name, digest in manifest.checksums.items():
             if name not in names:
                 raise ProgramError(f"{path}: member {name} is missing (truncated program?)")
             try:
@@ -210,10 +200,9 @@ def load_program(path: str | os.PathLike, expect: AccelConfig | None = None) -> 
         if extra:
             raise ProgramError(f"{path}: members without checksum: {', '.join(sorted(extra))}")
     devices = []
-    weights = manifest.get("weights", True)
-    for k in range(manifest["devices"]):
+    for k in range(manifest.devices):
         streams = {}
-        for s in manifest["streams"]:
+        for s in manifest.streams:
             key = f"dev{k}/{s}.bin"
             if key not in blobs:
                 raise ProgramError(f"{path}: stream {key} is missing")
@@ -221,9 +210,13 @@ def load_program(path: str | os.PathLike, expect: AccelConfig | None = None) -> 
                 streams[s] = isa.decode_stream(blobs[key])
             except EncodeError as e:
                 raise ProgramError(f"{path}: {key}: {e}") from None
-        if weights:
-            chans = [blobs[f"dev{k}/hbm/ch{c:02}.bin"] for c in range(cfg.hbm_channels)]
-            hbm, ddr = unstripe(chans, cfg), bytearray(blobs[f"dev{k}/ddr.bin"])
+        if manifest.weights:
+            chans = []
+            for key in [f"dev{k}/hbm/ch{c:02}.bin" for c in range(cfg.hbm_channels)] + [f"dev{k}/ddr.bin"]:
+                if key not in blobs:
+                    raise ProgramError(f"{path}: memory image {key} is missing")
+                chans.append(blobs[key])
+            hbm, ddr = unstripe(chans[:-1], cfg), bytearray(chans[-1])
         else:
             hbm, ddr = bytearray(), bytearray()
         devices.append(DeviceImage(streams, hbm, ddr))

@@ -39,13 +39,13 @@ class DeviceBackend:
     def run_batch(self, tokens: list[int], pos: int) -> RunRecord:
         """One run of the batched prefill stream over `tokens` at positions pos.. (docs/isa.md "Batched
         prefill"): COUNT and the tokens into every device's token table, then the stream with POS = pos."""
-        sym = self.program.symbols.get("prefill_batch")
+        sym = self.program.symbols.prefill_batch
         if sym is None:
             raise DeviceError("the program has no batched prefill stream; compile it with --prefill-batch M")
-        if not 1 <= len(tokens) <= sym["max_tokens"]:
-            raise DeviceError(f"a batched prefill run takes 1..{sym['max_tokens']} tokens, not {len(tokens)}")
-        self.group.write_all(DDR_BANK, sym["tokens"], np.array([len(tokens), *tokens], "<u4").tobytes())
-        rec = self.run(sym["stream"], tokens[0], pos)
+        if not 1 <= len(tokens) <= sym.max_tokens:
+            raise DeviceError(f"a batched prefill run takes 1..{sym.max_tokens} tokens, not {len(tokens)}")
+        self.group.write_all(DDR_BANK, sym.tokens, np.array([len(tokens), *tokens], "<u4").tobytes())
+        rec = self.run(sym.stream, tokens[0], pos)
         rec.count = len(tokens)
         return rec
 

@@ -1,4 +1,4 @@
-"""The device API (DESIGN.md, contract 5): open, load program, write/read memory, start, wait(timeout), read
+"""The device API (docs/design.md, contract 5): open, load program, write/read memory, start, wait(timeout), read
 counters and STATUS, close. One code path over every backend; the backends differ only in their `Transport`
 (`host/transport.py`: sim, `host/pynq_backend.py`: pynq, `host/rtl_backend.py`: rtl).
 
@@ -125,7 +125,7 @@ class Device:
                               f"0x{regmap.DFX_MAGIC:08x} ('DFX1'): the loaded xclbin is not a dfx core, or its "
                               f"core has another HBM port count than the program's config "
                               f"({self.cfg.hbm_channels} ports); load the xclbin built for this program")
-        want_isa = program.manifest.get("isa_version", isa.ISA_VERSION)
+        want_isa = program.manifest.isa_version
         if ident["isa_version"] != want_isa:
             raise DeviceError(f"{self.label}: the core decodes ISA version {ident['isa_version']}, the program was "
                               f"built for ISA version {want_isa}; recompile the program or load a matching xclbin")
@@ -156,7 +156,7 @@ class Device:
                 self.write(f"HBM{c:02d}", self.buffers[f"HBM{c}"].address)
             self.write("DDR", self.buffers[DDR_BANK].address)
             if "RING_POS" in self.regs:             # the core's place in the ring (multi-device programs)
-                order = list(program.manifest.get("ring", range(program.n_devices)))
+                order = list(program.manifest.ring)
                 self.write("RING_POS", order.index(k))
                 self.write("RING_SIZE", program.n_devices)
         except BaseException:
@@ -325,9 +325,9 @@ class DeviceGroup:
         if prog is None:
             raise DeviceError("no program loaded")
         sym = prog.symbols
-        base, out = sym["logits"], np.empty(sym["vocab_size"], np.float16)
+        base, out = sym.logits, np.empty(sym.vocab_size, np.float16)
         try:
-            for d, pieces in zip(self.devices, sym["logits_pieces"]):
+            for d, pieces in zip(self.devices, sym.logits_pieces):
                 if not pieces:
                     continue
                 lo, hi = min(a for a, _ in pieces), max(b for _, b in pieces)
@@ -363,7 +363,7 @@ def open_devices(program: Program, backend: str | None = None, devices: int | No
     cfg = program.config
     if name == "sim":
         from .transport import SimTransport
-        ts = SimTransport.open_all(cfg, n, program.manifest.get("ring"), **opts)
+        ts = SimTransport.open_all(cfg, n, program.manifest.ring, **opts)
     elif name == "pynq":
         from .pynq_backend import PynqTransport
         ts = PynqTransport.open_all(n, **opts)

@@ -279,7 +279,7 @@ class EmuBoard:
     def _batch_count(self) -> int:
         """The tokens of the last batched prefill run: COUNT, the u32 at the head of its token table
         (manifest symbols.prefill_batch.tokens) in the simulator's DDR."""
-        a = int(self.program.symbols["prefill_batch"]["tokens"])
+        a = self.program.symbols.prefill_batch.tokens
         return int.from_bytes(self.sim.ddr[a:a + 4].tobytes(), "little")
 
 
@@ -303,6 +303,7 @@ class EmuCluster:
 
     @staticmethod
     def run_boards(boards: list[EmuBoard], cluster: "EmuCluster | None" = None):
+        from dfx.sim.functional import Device
         from dfx.sim.ring import Ring
         cfg = boards[0].cfg
         gens = [b.generation for b in boards]
@@ -314,9 +315,8 @@ class EmuCluster:
                 for b in boards:
                     b._finish("address_range", 0, f"board {b.index}: a pointer argument is not a buffer: {e}")
                 return
-            manifest = {"config": cfg.to_dict(), "devices": len(boards), "weights": True,
-                        "ring": cluster.order if cluster is not None else [0]}
-            ring = Ring(Program(manifest, images))
+            ring = Ring.of_devices([Device.of_image(cfg, img, k) for k, img in enumerate(images)],
+                                   cluster.order if cluster is not None else [0])
             for b, dev in zip(boards, ring.devices):
                 b.sim, b.built, b._streams = dev, b.generation, {}
             owner._ring, owner._built_gens = ring, gens

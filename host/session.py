@@ -28,10 +28,10 @@ class Session:
     def __init__(self, program: Program, backend: str | None = "sim", devices: int | None = None, **opts):
         self.program = program
         self.backend = open_backend(program, backend, devices, **opts)
-        self.max_seq = program.manifest["max_seq"]
-        self.vocab = program.symbols["vocab_size"]
+        self.max_seq = program.manifest.max_seq
+        self.vocab = program.symbols.vocab_size
         self.pos = 0
-        self.batch = program.symbols.get("prefill_batch")          # None: token-serial prefill
+        self.batch = program.symbols.prefill_batch          # None: token-serial prefill
         self.steps: list[RunRecord] = []
         self.token_latency_s: list[float] = []
 
@@ -54,7 +54,7 @@ class Session:
             raise UsageError(f"the context is full: {self.max_seq} positions")
         prefix = tokens[:-1] if logits else tokens
         if self.batch is not None:                 # matrix-matrix prefill: chunks of up to M tokens per run
-            m = self.batch["max_tokens"]
+            m = self.batch.max_tokens
             for c in range(0, len(prefix), m):
                 chunk = [int(t) for t in prefix[c:c + m]]
                 self.steps.append(self.backend.run_batch(chunk, self.pos))

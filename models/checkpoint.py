@@ -109,8 +109,13 @@ def _read_shards(index: Path, reader) -> dict[str, torch.Tensor]:
         weight_map = json.loads(index.read_text())["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{index} is not a valid shard index ({type(e).__name__}: {e})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index}: weight_map must map tensor names to shard file names")
     state = {}
     for shard in sorted(set(weight_map.values())):
+        if Path(shard).name != shard or shard in ("", ".", ".."):
+            raise CheckpointError(f"{index} names shard {shard!r}; accepted: a file name in the checkpoint "
+                                  "directory (no path)")
         if not (index.parent / shard).is_file():
             raise CheckpointError(f"{index} names shard {shard}, which is missing")
         state.update(reader(index.parent / shard))

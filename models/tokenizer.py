@@ -41,17 +41,35 @@ class ByteStreamDecoder:
 
 
 class HFTokenizer:
-    """A `transformers` tokenizer loaded from the checkpoint directory, never from the hub."""
+    """A `transformers` fast tokenizer: from a checkpoint directory (never from the hub), or from the bytes of a
+    `tokenizer.json` held in memory (a program file's; nothing is written to disk)."""
 
-    def __init__(self, path: Path):
-        from transformers import AutoTokenizer
+    def __init__(self, tok, where: str):
+        self.tok, self.where = tok, where
+        self.vocab_size = len(tok)
+
+    @classmethod
+    def from_dir(cls, path: Path) -> HFTokenizer:
+        from transformers import AutoTokenizer  # lazy: transformers takes seconds to import
         try:
-            self.tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
         except Exception as e:   # noqa: BLE001 - transformers raises many types for bad tokenizer files
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise CheckpointError(f"tokenizer files in {path} cannot be loaded ({type(e).__name__}: "
-                                  f"{first_line})") from None
-        self.vocab_size = len(self.tok)
+            raise CheckpointError(f"tokenizer files in {path} cannot be loaded ({_first_line(e)})") from None
+        return cls(tok, f"in {path}")
+
+    @classmethod
+    def from_json(cls, blob: bytes, where: str) -> HFTokenizer:
+        from tokenizers import Tokenizer  # lazy: comes with transformers, which takes seconds to import
+        from transformers import PreTrainedTokenizerFast  # lazy: as above
+        try:
+            tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(blob.decode("utf-8")))
+        except Exception as e:   # noqa: BLE001 - tokenizers raises plain Exception for malformed JSON
+            raise CheckpointError(f"the tokenizer {where} cannot be loaded ({_first_line(e)})") from None
+        return cls(tok, where)
+
+    def to_json(self) -> bytes:
+        """The whole tokenizer (model, normalizer, pre-tokenizer, decoder) as one `tokenizer.json`."""
+        return self.tok.backend_tokenizer.to_str().encode("utf-8")
 
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False)
@@ -61,6 +79,11 @@ class HFTokenizer:
 
     def stream_decoder(self) -> TextStreamDecoder:
         return TextStreamDecoder(self)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 class TextStreamDecoder:
@@ -88,22 +111,38 @@ class TextStreamDecoder:
 
 
 TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+# A program file carries its tokenizer as this one member, in memory (docs/security.md).
+PROGRAM_TOKENIZER_FILE = "tokenizer.json"
 
 
 def has_tokenizer_files(path: str | Path | None) -> bool:
     return path is not None and any(all((Path(path) / f).is_file() for f in files) for files in TOKENIZER_FILE_SETS)
 
 
+def _check_size(tok: HFTokenizer, vocab_size: int) -> HFTokenizer:
+    if tok.vocab_size > vocab_size:
+        raise CheckpointError(f"the tokenizer {tok.where} has {tok.vocab_size} tokens but the model only "
+                              f"{vocab_size}; accepted: a tokenizer no larger than the model's vocab_size")
+    return tok
+
+
 def load_tokenizer(path: str | Path | None, vocab_size: int) -> ByteTokenizer | HFTokenizer:
     """The checkpoint's tokenizer if `path` holds tokenizer files, else bytes for a 256-token vocabulary."""
     if has_tokenizer_files(path):
-        tok = HFTokenizer(Path(path))
-        if tok.vocab_size > vocab_size:
-            raise CheckpointError(f"the tokenizer in {path} has {tok.vocab_size} tokens but the model only "
-                                  f"{vocab_size}; accepted: a tokenizer no larger than the model's vocab_size")
-        return tok
+        return _check_size(HFTokenizer.from_dir(Path(path)), vocab_size)
     if vocab_size == 256:
         return ByteTokenizer()
     where = f"in {path}" if path is not None else "given"
     raise CheckpointError(f"no tokenizer files {where} (tokenizer.json, or vocab.json + merges.txt), and a "
                           f"byte-level model needs vocab_size 256, not {vocab_size}")
+
+
+def tokenizer_from_json(blob: bytes | None, vocab_size: int, where: str = "in the program") \
+        -> ByteTokenizer | HFTokenizer:
+    """A program's tokenizer from its `tokenizer.json` bytes (None: a byte-level model), built in memory."""
+    if blob is not None:
+        return _check_size(HFTokenizer.from_json(blob, where), vocab_size)
+    if vocab_size == 256:
+        return ByteTokenizer()
+    raise CheckpointError(f"the program has no tokenizer, and a byte-level model needs vocab_size 256, not "
+                          f"{vocab_size}; recompile it from a checkpoint with tokenizer files")

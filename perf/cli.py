@@ -64,10 +64,10 @@ def _program(source: str, config, devices, overlap, prefill_batch, board):
             if want.config_hash != prog.config.config_hash:
                 raise UsageError(f"{source} was compiled for config {prog.config.name!r}, not {want.name!r}; "
                                  "recompile, or leave --config out")
-        if overlap not in (None, prog.manifest.get("overlap", 1)):
-            raise UsageError(f"{source} was compiled with overlap {prog.manifest.get('overlap', 1)}, not --overlap "
+        if overlap not in (None, prog.manifest.overlap):
+            raise UsageError(f"{source} was compiled with overlap {prog.manifest.overlap}, not --overlap "
                              f"{overlap}; recompile, or leave --overlap out")
-        have = (prog.symbols.get("prefill_batch") or {}).get("max_tokens")
+        have = prog.symbols.prefill_batch.max_tokens if prog.symbols.prefill_batch else None
         if prefill_batch not in (None, have):
             raise UsageError(f"{source} was compiled " + (f"with --prefill-batch {have}" if have else
                                                           "without --prefill-batch")
@@ -153,8 +153,8 @@ def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, 
     report = model.run(input_tokens, output_tokens)
     click.echo(report.format())
     out = report.to_dict()
-    is_dfx = (model.devices == 4 and model.model.get("n_embd") == 1600 and model.model.get("n_layer") == 48
-              and model.cfg.d == 64 and model.cfg.l == 16 and prog.manifest.get("overlap", 1) == 1
+    is_dfx = (model.devices == 4 and model.model.n_embd == 1600 and model.model.n_layer == 48
+              and model.cfg.d == 64 and model.cfg.l == 16 and prog.manifest.overlap == 1
               and model.batch_stream is None)
     if table:
         rows = tables.reproduction_rows(model)
@@ -172,7 +172,7 @@ def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, 
                                f"{r['decode_ms_per_token']:.3f} |")
     if plots:
         out["plots"] = [str(p) for p in _plots(Path(plots), fmt, source, compiled, model, report, b, config,
-                                                 overlap or prog.manifest.get("overlap", 1), input_tokens,
+                                                 overlap or prog.manifest.overlap, input_tokens,
                                                  output_tokens)]
         click.echo(f"plots: {', '.join(out['plots'])}", err=True)
     if json_out:

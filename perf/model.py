@@ -62,19 +62,18 @@ class PerfModel:
         self.board = load_board(board)
         self.timing = Timing(self.cfg, self.board, serial_issue)
         self.devices = program.n_devices
-        self.model = program.model_config
+        self.model = program.manifest.model
         if check_fit:
             self.check_fit()
-        node_pcs = program.manifest.get("node_pcs")
-        self.n_layer = int(self.model.get("n_layer", 0))
+        node_pcs = program.manifest.node_pcs
+        self.n_layer = self.model.n_layer
         self.streams = {}
         self._records = Records()         # decoded instructions (prefill and decode share most), records
-        regions = (program.manifest.get("quantization") or {}).get("regions") or [{}] * self.devices
-        self._regions = [{int(a): int(r["bytes"]) for a, r in regions[k].items()} for k in range(self.devices)]
+        regions = program.manifest.quantization.regions
+        self._regions = [{a: r.bytes for a, r in regions[k].items()} for k in range(self.devices)]
         self._batched: dict[str, list] = {}           # batched stream -> per device (instrs, layer bins)
         self._traces: dict[tuple[str, int], list] = {}
-        names = ["prefill", "decode"] + [s for s in program.manifest.get("streams", ())
-                                         if s not in ("prefill", "decode")]
+        names = ["prefill", "decode"] + [s for s in program.manifest.streams if s not in ("prefill", "decode")]
         for name in names:
             per_dev = []
             for k, dev in enumerate(program.devices):
@@ -93,23 +92,22 @@ class PerfModel:
                 self.streams[name] = per_dev
             else:
                 self._batched[name] = per_dev
-        self.max_seq = int(program.manifest.get("max_seq", self.model.get("n_positions", 1024)))
+        self.max_seq = program.manifest.max_seq
         self._memo: dict[tuple, list[DeviceStep]] = {}
-        symbols = program.manifest.get("symbols", {})
-        pieces = symbols.get("logits_pieces")
-        V = int(self.model.get("vocab_size", 0))
+        symbols = program.manifest.symbols
+        pieces = symbols.logits_pieces
+        V = self.model.vocab_size
         if pieces:
             self.logits_bytes = [2 * sum(b - a for a, b in p) for p in pieces]
         else:
             self.logits_bytes = [2 * V // self.devices] * self.devices
-        sym = symbols.get("prefill_batch")
-        self.batch_stream = sym["stream"] if sym and sym.get("stream") in self._batched else None
+        sym = symbols.prefill_batch
+        self.batch_stream = sym.stream if sym and sym.stream in self._batched else None
         self.prefill_chunk = self.capacity(self.batch_stream) if self.batch_stream else None
 
     # ---- fit
     def hbm_needed(self) -> list[int]:
-        mem = self.program.manifest.get("memory") or []
-        return [int(m.get("hbm_bytes", 0)) for m in mem]
+        return [m.hbm_bytes for m in self.program.manifest.memory]
 
     def check_fit(self):
         have = self.board.hbm_capacity_bytes
@@ -175,7 +173,7 @@ class PerfModel:
         if memo and key in self._memo:
             return self._memo[key]
         streams = self._trace(stream, count) if stream in self._batched else self.streams[stream]
-        r = simulate_step(streams, pos + 1, self.program.manifest.get("ring"), fast=self.fast)
+        r = simulate_step(streams, pos + 1, self.program.manifest.ring, fast=self.fast)
         if memo:
             self._memo[key] = r
         return r

@@ -132,8 +132,8 @@ class PerfReport:
                         "sync_wait_ms": p.sync_wait / max(m.devices, 1) / self.clock_hz * 1e3,
                         "ring_ms": p.ring_cycles / self.clock_hz * 1e3}
         return {
-            "model": dict(m.model), "config": m.cfg.to_dict(), "board": m.board.name,
-            "devices": m.devices, "overlap": m.program.manifest.get("overlap", 1),
+            "model": m.model.to_obj(), "config": m.cfg.to_dict(), "board": m.board.name,
+            "devices": m.devices, "overlap": m.program.manifest.overlap,
             "prefill_batch": self.prefill_batch,
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
             "total_cycles": self.total_cycles, "total_ms": self.total_ms,
@@ -149,9 +149,9 @@ class PerfReport:
     def format(self) -> str:
         m = self.m
         lines = [
-            f"model: GPT-2 n_layer={m.model.get('n_layer')} n_embd={m.model.get('n_embd')} on {m.devices} x "
+            f"model: GPT-2 n_layer={m.model.n_layer} n_embd={m.model.n_embd} on {m.devices} x "
             f"{m.board.name}, config {m.cfg.name} (d={m.cfg.d}, l={m.cfg.l}, {m.cfg.clock_mhz:g} MHz), "
-            f"overlap {m.program.manifest.get('overlap', 1)}",
+            f"overlap {m.program.manifest.overlap}",
             f"tokens: {self.input_tokens} in, {self.output_tokens} out",
             f"total: {self.total_ms:.2f} ms ({self.total_cycles} device cycles + "
             f"{sum(p.host_s for p in self.phases.values()) * 1e3:.3f} ms host)",

@@ -58,7 +58,7 @@ def config_row(label: str, model: PerfModel, workloads=WORKLOADS, report: PerfRe
     lat = {f"{T}:{M}": model.run(T, M).total_ms for T, M in workloads}
     r = report or model.run(128, 256)
     res = estimate_resources(model.cfg, model.board)
-    return {"label": label, "devices": model.devices, "overlap": model.program.manifest.get("overlap", 1),
+    return {"label": label, "devices": model.devices, "overlap": model.program.manifest.overlap,
             "prefill_batch": model.prefill_chunk,
             "config": model.cfg.name, "d": model.cfg.d, "l": model.cfg.l, "clock_mhz": model.cfg.clock_mhz,
             "latency_ms": lat, "decode_ms_per_token": r.decode_ms_per_token, "tokens_per_s": r.tokens_per_s,

@@ -27,6 +27,7 @@ PIP_PKGS=(
   "tqdm"
   "pytest"
   "hypothesis"
+  "import-linter"
 )
 
 # 1. System packages: Icarus Verilog (cocotb's default simulator), lz4/zlib for Verilator FST traces.

@@ -24,7 +24,8 @@ from dfx import formats as F
 from dfx import isa
 from dfx import numerics as nx
 from dfx.errors import SimError
-from dfx.program import Program
+from dfx.config import AccelConfig
+from dfx.program import DeviceImage, Program
 
 _F16 = np.float16
 _WFMTS = frozenset(F.WFMT_CODES.values())
@@ -37,8 +38,18 @@ class Device:
                            "weights: compile a checkpoint")
         if not 0 <= device < program.n_devices:
             raise SimError(f"device {device} does not exist; the program has {program.n_devices} device(s)")
-        cfg = self.cfg = program.config
-        img = program.devices[device]
+        self._setup(program.config, program.devices[device], device, check_fences, fast)
+
+    @classmethod
+    def of_image(cls, cfg: AccelConfig, img: DeviceImage, device: int = 0, check_fences: bool = True,
+                 fast: bool = True) -> Device:
+        """A device running memory images without their program (the board emulator's view of its memory)."""
+        dev = cls.__new__(cls)
+        dev._setup(cfg, img, device, check_fences, fast)
+        return dev
+
+    def _setup(self, cfg: AccelConfig, img: DeviceImage, device: int, check_fences: bool, fast: bool):
+        self.cfg = cfg
         self.device = device
         self.hbm = np.frombuffer(bytearray(img.hbm), np.uint8)
         self.ddr = np.frombuffer(bytearray(img.ddr), np.uint8)

@@ -19,14 +19,23 @@ from .functional import Device
 
 class Ring:
     def __init__(self, program: Program, check_fences: bool = True):
-        self.program = program
-        self.devices = [Device(program, k, check_fences) for k in range(program.n_devices)]
-        self.order = list(program.manifest.get("ring", range(program.n_devices)))
+        self._join([Device(program, k, check_fences) for k in range(program.n_devices)], program.manifest.ring)
+
+    @classmethod
+    def of_devices(cls, devices: list[Device], order) -> Ring:
+        """A ring of devices built without a program (`Device.of_image`), joined in `order`."""
+        ring = cls.__new__(cls)
+        ring._join(devices, order)
+        return ring
+
+    def _join(self, devices: list[Device], order):
+        self.devices = devices
+        self.order = list(order)
         n = len(self.devices)
         if sorted(self.order) != list(range(n)):
             raise SimError(f"ring order {self.order} is not a permutation of the devices 0..{n - 1}")
         self.position = {dev: i for i, dev in enumerate(self.order)}
-        self.d = program.config.d
+        self.d = devices[0].cfg.d
 
     def neighbour(self, dev: int, direction: int) -> int:
         i = self.position[dev]

@@ -15,7 +15,11 @@ import numpy as np
 
 from dfx import formats as F
 
+from .bcq import bcq
 from .calib import output_error
+from .gptq import gptq
+from .methods import check_method
+from .rtn import rtn
 
 BASES = ("rtn", "gptq")
 
@@ -26,7 +30,6 @@ def both_axes(fmt: F.WeightFormat) -> tuple[F.WeightFormat, F.WeightFormat]:
 
 def adadim(w: np.ndarray, fmt: str | F.WeightFormat, hessian: np.ndarray, base: str = "rtn", **opts) -> F.QuantWeight:
     """Quantize (K, N) `w` per-OC and per-IC with `base` and keep the lower output error on H = X^T X."""
-    from .model import quantize_weight
     fmt = F.parse(fmt)
     if base not in BASES:
         raise ValueError(f"adadim base must be one of {', '.join(BASES)}, not {base!r}")
@@ -34,10 +37,19 @@ def adadim(w: np.ndarray, fmt: str | F.WeightFormat, hessian: np.ndarray, base: 
         raise F.FormatError("adadim needs a grouped format, not fp16")
     cands = {}
     for f in both_axes(fmt):
-        qw = quantize_weight(w, f, "bcq" if f.kind == "bcq" else base, hessian if base == "gptq" else None, **opts)
+        qw = _base(w, f, base, hessian, **opts)
         cands[f.axis] = (output_error(w, qw.dequant(), hessian), qw)
     axis = min(cands, key=lambda a: (cands[a][0], a != fmt.axis))           # ties: the format's own axis
     qw = cands[axis][1]
     qw.meta.update({"method": f"adadim-{base}", "axis": axis,
                     "output_error": {a: float(e) for a, (e, _) in cands.items()}})
     return qw
+
+
+def _base(w: np.ndarray, fmt: F.WeightFormat, base: str, hessian: np.ndarray, **opts) -> F.QuantWeight:
+    """One axis's candidate: BCQ (alternating fit) for a bcq format, else the base quantizer."""
+    w = np.asarray(w, np.float32)
+    if fmt.kind == "bcq":
+        return bcq(w, fmt, als=True, **opts)
+    check_method(base, fmt)
+    return gptq(w, fmt, hessian, **opts) if base == "gptq" else rtn(w, fmt)

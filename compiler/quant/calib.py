@@ -17,8 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from dfx.errors import UsageError
+from dfx.models.gpt2 import Conv1D
+from dfx.models.train import load_corpus
 
 MIN_CALIB_TOKENS = 1024        # below this the Hessians of the 4*n_embd-wide layers are far from full rank
 
@@ -57,14 +60,12 @@ class Calibration:
 
 def conv1d_weights(model) -> dict[str, torch.nn.Module]:
     """The quantized layers: every Conv1D, keyed by its weight's parameter name, in network order."""
-    from dfx.models.gpt2 import Conv1D
     return {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, Conv1D)}
 
 
 def as_windows(tokens, ctx: int) -> torch.Tensor:
     """Calibration tokens as a (B, T) int64 tensor: a (B, T) array/tensor as it is, or a flat sequence (bytes,
     str, 1-D array) cut into windows of `ctx` tokens (the last, shorter one dropped unless it is the only one)."""
-    import torch
     if tokens is None:
         raise UsageError("calibration text is missing; give token windows or text of at least "
                          f"{MIN_CALIB_TOKENS} tokens (e.g. `calibration_windows(model)`)")
@@ -91,7 +92,6 @@ def collect_calibration(model, tokens, min_tokens: int = MIN_CALIB_TOKENS, batch
 
     tokens: (B, T) windows or a flat token sequence (see `as_windows`). Fewer than `min_tokens` tokens is a
     `UsageError` that says how many are needed."""
-    import torch
     cfg = model.config
     t = as_windows(tokens, cfg.n_positions)
     if t.numel() < min_tokens:
@@ -136,9 +136,7 @@ def output_error(w: np.ndarray, wq: np.ndarray, hessian: np.ndarray) -> float:
 def calibration_windows(n_windows: int = 32, ctx: int = 256, seed: int = 0, data: np.ndarray | None = None):
     """`n_windows` random windows of `ctx` bytes from the training split of the stdlib corpus (the embedded
     model's training text; the held-out split is kept for perplexity). (B, ctx) int64."""
-    import torch
     if data is None:
-        from dfx.models.train import load_corpus
         data, _ = load_corpus()
     if len(data) <= ctx:
         raise UsageError(f"calibration text is too short: {len(data)} bytes; at least {ctx + 1} are needed")

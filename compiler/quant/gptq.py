@@ -20,6 +20,7 @@ with the inverse Hessian, so they compensate:
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from dfx import formats as F
 from dfx import numerics as nx
@@ -29,7 +30,6 @@ from .rtn import rtn
 
 def _inv_chol_upper(h: np.ndarray) -> np.ndarray:
     """U upper-triangular with H^-1 = U^T U (GPTQ's `Hinv`)."""
-    import torch
     ht = torch.from_numpy(h)
     lower = torch.linalg.cholesky(ht)
     hinv = torch.cholesky_inverse(lower)

@@ -14,29 +14,24 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from dfx import formats as F
 from dfx import numerics as nx
 from dfx.errors import UsageError
+from dfx.models.quantized import fake_quant
 
 from .calib import Calibration, conv1d_weights, output_error
+from .methods import check_method, parse_format
+from .weight import quantize_weight
 
 DEFAULT_CANDIDATES = ("int3-oc-g128", "int4-oc-g128", "int8-oc-g128")
 IMPORTANCE = ("kl", "output")
 KL_WINDOWS = 4                  # calibration windows the KL score runs on
 
 
-def format_bits(fmt: F.WeightFormat, shape: tuple[int, int]) -> float:
-    """Bits per weight including scales and zero points."""
-    k, n = shape
-    return fmt.ideal_bytes(k, n) * 8 / (k * n)
-
-
 def _kl_damage(model, qs: dict[str, dict[str, F.QuantWeight]], tokens) -> dict:
     """{(layer, format name): mean KL(p_fp16 || p_q)} with only that layer quantized."""
-    import torch
-
-    from dfx.models.quantized import fake_quant
     ref_model = fake_quant(model, {})                                         # FP16 everywhere
     x = tokens[:KL_WINDOWS]
     params = dict(ref_model.named_parameters())
@@ -88,7 +83,6 @@ def choose(damage: np.ndarray, cost: np.ndarray, budget: float, units: int = 200
 def mixed_precision(model, calib: Calibration, candidates=DEFAULT_CANDIDATES, budget_bits: float = 4.5,
                     importance: str = "kl", method: str = "rtn", **opts) -> dict[str, F.QuantWeight]:
     """A format per Conv1D layer from `candidates`, average bits per weight (with scales) <= budget_bits."""
-    from .model import check_method, parse_format, quantize_weight
     cands = [parse_format(c) for c in candidates]
     if not cands:
         raise UsageError("mixed precision needs at least one candidate format")

@@ -8,84 +8,21 @@ Quantized: `h.{i}.attn.c_attn.weight`, `h.{i}.attn.c_proj.weight`, `h.{i}.mlp.c_
 `h.{i}.mlp.c_proj.weight`. The token/position embeddings (and so the tied LM head), biases and LayerNorms stay
 FP16.
 
-Methods (`METHODS`): rtn (int, fp8), bcq (bcq formats; `rtn` on a bcq format means bcq's greedy init),
+Methods (`methods.METHODS`): rtn (int, fp8), bcq (bcq formats; `rtn` on a bcq format means bcq's greedy init),
 gptq (int), adadim (int, fp8: per layer the lower-error of the format's per-OC and per-IC grouping),
 mixed (a format per layer from `candidates` under a bit budget).
 """
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 
 from dfx import formats as F
 from dfx.errors import UsageError
 
-from .calib import MIN_CALIB_TOKENS, Calibration, collect_calibration, conv1d_weights  # noqa: F401  (re-exported)
-
-METHODS = ("rtn", "bcq", "gptq", "adadim", "mixed")
-NEEDS_CALIB = ("gptq", "adadim", "mixed")
-METHOD_KINDS = {"rtn": ("fp16", "int", "fp8e4m3", "fp8e5m2", "bcq"), "bcq": ("bcq",), "gptq": ("int",),
-                "adadim": ("int", "fp8e4m3", "fp8e5m2", "bcq"), "mixed": F.KINDS}
-
-
-class QuantWarning(UserWarning):
-    """Something the user should know about a quantization that still went ahead (a short last group)."""
-
-
-def check_method(method: str, fmt: F.WeightFormat | None = None) -> str:
-    m = str(method).strip().lower()
-    if m not in METHODS:
-        raise UsageError(f"unknown quantization method {method!r}; accepted: {', '.join(METHODS)}")
-    if fmt is not None and fmt.kind not in METHOD_KINDS[m]:
-        ok = ", ".join(k for k in METHOD_KINDS[m])
-        raise UsageError(f"method {m} does not quantize {fmt.name} weights; it takes {ok} formats")
-    return m
-
-
-def parse_format(fmt) -> F.WeightFormat:
-    """`formats.parse` with the error as a `UsageError` (one line, exit 2 at the CLI)."""
-    try:
-        return F.parse(fmt)
-    except F.FormatError as e:
-        raise UsageError(str(e)) from None
-
-
-def warn_short_groups(name: str, shape: tuple[int, int], fmt: F.WeightFormat) -> str | None:
-    """The warning line for a group size that does not divide the grouped dimension (the last group is shorter:
-    formats.py pads it), or None."""
-    if fmt.kind == "fp16" or fmt.group is None:
-        return None
-    k, n = shape
-    dim, label = (k, "K (inputs)") if fmt.axis == "oc" else (n, "N (outputs)")
-    if dim % fmt.group == 0:
-        return None
-    msg = (f"{name}: group size {fmt.group} does not divide {label} = {dim}; "
-           f"the last group is shorter ({dim % fmt.group} weights)")
-    warnings.warn(msg, QuantWarning, stacklevel=3)
-    return msg
-
-
-def quantize_weight(w: np.ndarray, fmt, method: str = "rtn", hessian: np.ndarray | None = None, **opts) -> F.QuantWeight:
-    """One (K, N) float matrix. `hessian` (K, K) = X^T X of the layer's calibration inputs (gptq, adadim)."""
-    fmt = parse_format(fmt)
-    method = check_method(method, fmt)
-    w = np.asarray(w, np.float32)
-    if fmt.kind == "bcq" and method in ("rtn", "bcq"):
-        from .bcq import bcq
-        return bcq(w, fmt, als=(method == "bcq"), **opts)
-    if method == "rtn":
-        from .rtn import rtn
-        return rtn(w, fmt)
-    if hessian is None:
-        raise UsageError(f"method {method} needs calibration data (the layer's input Hessian)")
-    if method == "gptq":
-        from .gptq import gptq
-        return gptq(w, fmt, hessian, **opts)
-    if method == "adadim":
-        from .adadim import adadim
-        return adadim(w, fmt, hessian, **opts)
-    raise UsageError(f"method {method} works on a whole model: use quantize_model")
+from .calib import MIN_CALIB_TOKENS, Calibration, collect_calibration, conv1d_weights
+from .methods import NEEDS_CALIB, check_method, parse_format, warn_short_groups
+from .mixed import mixed_precision
+from .weight import quantize_weight
 
 
 def quantize_model(model, fmt, method: str = "rtn", calib: Calibration | None = None, **opts) -> dict[str, F.QuantWeight]:
@@ -101,7 +38,6 @@ def quantize_model(model, fmt, method: str = "rtn", calib: Calibration | None = 
         if fmt is not None:
             raise UsageError("method mixed chooses a format per layer: pass fmt=None with candidates=[...] and "
                              "budget_bits=..., not one format")
-        from .mixed import mixed_precision
         return mixed_precision(model, _calibration(model, calib, method), **opts)
     fmt = parse_format(fmt)
     method = check_method(method, fmt)

@@ -26,12 +26,18 @@ from pathlib import Path
 
 import click
 import numpy as np
+import torch
 
 from dfx import formats as F
+from dfx import numerics as nx
 from dfx.errors import DfxError, UsageError
+from dfx.models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
+from dfx.models.quantized import fake_quant
+from dfx.models.train import EVAL_WINDOWS, heldout_nll, load_corpus
 
-from .calib import conv1d_weights
-from .model import METHODS, check_method, parse_format
+from .calib import MIN_CALIB_TOKENS, calibration_windows, collect_calibration, conv1d_weights, output_error
+from .methods import METHODS, check_method, parse_format
+from .model import model_bytes, quantize_model
 
 HW_D, HW_L = 64, 16                    # the DFX preset's MPU: d x l tiles (dfx.config.PRESETS["dfx"])
 DEFAULT_BUDGET = 4.5
@@ -110,9 +116,6 @@ def hbm_bytes_per_token(model, qweights: dict, d: int = HW_D, l: int = HW_L, con
 
 def _rel_output_error(model, qweights, calib) -> float:
     """sum over layers of ||X(W - Wq)||^2 / sum of ||X W||^2 on the calibration activations."""
-    from dfx import numerics as nx
-
-    from .calib import output_error
     num = den = 0.0
     for name, m in conv1d_weights(model).items():
         w = m.weight.detach().float().numpy()
@@ -127,12 +130,6 @@ def run_report(model, held: np.ndarray | None, rows: list[RowSpec], calib_tokens
                score=None) -> list[dict]:
     """Quantize, fake-quant and score each row. Returns one dict per row. `score(model) -> nats per token`
     replaces the held-out windows (`heldout_nll(model, held, n_windows)`) when given."""
-    from dfx.models.quantized import fake_quant
-    from dfx.models.train import heldout_nll
-
-    from .calib import collect_calibration
-    from .model import model_bytes, quantize_model
-
     log = log or (lambda s: None)
     calib = collect_calibration(model, calib_tokens)
     n_quant = sum(m.weight.numel() for m in conv1d_weights(model).values())
@@ -181,7 +178,6 @@ def markdown_table(results: list[dict], unit: str = "bits/byte") -> str:
 
 def load_calibration_text(path: Path | None, model, n_windows: int):
     """Windows of calibration tokens: from a text file (its bytes; byte-level models) or the training split."""
-    from .calib import MIN_CALIB_TOKENS, calibration_windows
     if path is None:
         return calibration_windows(n_windows, model.config.n_positions)
     p = Path(path)
@@ -198,9 +194,6 @@ def load_calibration_text(path: Path | None, model, n_windows: int):
 def report(model_dir=None, rows: list[RowSpec] | None = None, n_windows: int | None = None, calib=None,
            calib_windows: int = 32, log=None) -> tuple[list[dict], dict]:
     """Load the model (default: the embedded one) and run the table. Returns (rows, meta)."""
-    from dfx.models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
-    from dfx.models.train import EVAL_WINDOWS, load_corpus
-
     model = load_checkpoint(model_dir or DEFAULT_MODEL_DIR)
     if model.config.vocab_size != 256:
         raise UsageError(f"the report measures bits per byte: the model needs vocab_size 256 (byte-level), "
@@ -236,7 +229,6 @@ def report(model_dir=None, rows: list[RowSpec] | None = None, n_windows: int | N
 def quant_report(model_dir, windows, rows, budget, calib, calib_windows, threads):
     """Held-out perplexity, bits/byte, model bytes and HBM bytes per decoded token for each weight format and
     quantizer (RTN, AdaDim, GPTQ, BCQ, FP8, mixed precision), as a markdown table on stdout."""
-    import torch
     torch.set_num_threads(max(1, threads))
     try:
         specs = parse_rows(rows, budget) if rows is not None else default_rows(budget)

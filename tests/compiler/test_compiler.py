@@ -12,6 +12,7 @@ from dfx.compiler.partition import partition
 from dfx.compiler.passes import pad_heads, quantize
 from dfx.config import PRESETS
 from dfx.errors import CompileError
+from dfx.symbols import LOGITS, Kind, sym_name
 
 TINY = PRESETS["tiny"]
 
@@ -81,6 +82,35 @@ def test_allocation_has_no_overlapping_live_values(small):
     for ins in prog.devices[0].streams["decode"]:
         for field_name, _ in ins.op.reads + ins.op.writes:
             assert getattr(ins, field_name) < plan.vbuf_entries_used
+
+
+def test_plan_symbols_are_looked_up_by_name(small):
+    """The allocator's tables answer the names `sym_name` makes; a misspelt name is a CompileError naming the
+    symbol and its nearest known neighbours, not a KeyError."""
+    g, _ = capture(small)
+    pad_heads(g, TINY)
+    partition(g, TINY, 2)
+    plan = allocate(g, TINY, device=1)
+    assert plan.hbm[sym_name("h.0.attn.c_attn", Kind.WEIGHT, 0)].length > 0
+    assert plan.vbuf.address(sym_name("h.0.attn", Kind.SCORE, 1)) >= 0
+    with pytest.raises(CompileError, match=r"^unknown HBM symbol 'h\.0\.attn\.k0'; nearest known: h\.0\.attn\.k"):
+        plan.hbm[sym_name("h.0.attn", Kind.KCACHE, 0)]               # head 0 is on device 0
+    with pytest.raises(CompileError, match=r"^unknown DDR symbol 'h\.0\.ln1\.gamma'; nearest known: "
+                                           r"h\.0\.ln_1\.gamma"):
+        plan.ddr["h.0.ln1.gamma"]
+
+
+def test_symbols_do_not_overlap(small):
+    """Every DDR and HBM symbol of every device lies inside its image, after the previous one."""
+    prog = compile_model(small, TINY, devices=2, prefill_batch=2)
+    for k, mem in enumerate(prog.manifest.memory):
+        for table, unit, size in ((mem.ddr, 1, mem.ddr_bytes), (mem.hbm, isa.HBM_UNIT, mem.hbm_bytes)):
+            end = 0
+            for s in sorted(table, key=lambda s: s.address):
+                assert s.address * unit >= end, (k, s)
+                end = s.address * unit + s.length
+            assert 0 < end <= size
+        assert len(prog.devices[k].ddr) == mem.ddr_bytes and mem.ddr[LOGITS].address == prog.symbols.logits
 
 
 def test_shapes_only_compile_of_gpt2_xl():

@@ -8,6 +8,7 @@ from gpt2_fixtures import make_hf_gpt2
 from dfx import isa
 from dfx.compiler import compile_model
 from dfx.errors import CompileError
+from dfx.manifest import PrefillBatch
 
 SMALL = dict(n_embd=36, n_head=3, n_layer=2, n_positions=16, vocab_size=70)
 
@@ -21,14 +22,14 @@ def small():
 def test_token_serial_program_is_unchanged(small, devices):
     ref = compile_model(small, "tiny", devices=devices)
     prog = compile_model(small, "tiny", devices=devices, prefill_batch=4)
-    assert "prefill_batch" not in ref.symbols and ref.manifest["streams"] == ["prefill", "decode"]
-    assert prog.manifest["streams"] == ["prefill", "decode", "prefill_batch"]
+    assert ref.symbols.prefill_batch is None and ref.manifest.streams == ("prefill", "decode")
+    assert prog.manifest.streams == ("prefill", "decode", "prefill_batch")
     for a, b in zip(ref.devices, prog.devices):
         assert a.streams == {k: v for k, v in b.streams.items() if k != "prefill_batch"}
         assert a.hbm == b.hbm and b.ddr[:len(a.ddr)] == a.ddr and not any(b.ddr[len(a.ddr):])
-    sym = prog.symbols["prefill_batch"]
-    assert sym == {"stream": "prefill_batch", "max_tokens": 4, "tokens": len(ref.devices[0].ddr)}
-    assert sym["tokens"] % 64 == 0 and len(prog.devices[0].ddr) - sym["tokens"] >= 4 * (1 + 4)
+    sym = prog.symbols.prefill_batch
+    assert sym == PrefillBatch(stream="prefill_batch", max_tokens=4, tokens=len(ref.devices[0].ddr))
+    assert sym.tokens % 64 == 0 and len(prog.devices[0].ddr) - sym.tokens >= 4 * (1 + 4)
 
 
 def _count(instrs, mnemonic):
@@ -53,11 +54,11 @@ def test_stream_shape(small, devices):
     last = f"h.{L - 1}.attn"
     for k, dev in enumerate(prog.devices):
         s = dev.streams["prefill_batch"]
-        serial = _per_node(dev.streams["prefill"], prog.manifest["node_pcs"]["prefill"][k])
+        serial = _per_node(dev.streams["prefill"], prog.manifest.node_pcs["prefill"][k])
         names = list(serial)
         kept = names[:names.index(last) + 1]          # what feeds a K/V cache: up to the last attention
-        assert sorted(n for _, n in prog.manifest["node_pcs"]["prefill_batch"][k]) == sorted(kept)
-        assert s[0] == isa.Instr("CHUNK", addr=prog.symbols["prefill_batch"]["tokens"], cap=M)
+        assert sorted(n for _, n in prog.manifest.node_pcs["prefill_batch"][k]) == sorted(kept)
+        assert s[0] == isa.Instr("CHUNK", addr=prog.symbols.prefill_batch.tokens, cap=M)
         assert s[-1].op.mnemonic == "HALT"
         # every weight piece of the kept linears once, batched over the chunk
         lin = [pc for pc, i in enumerate(s) if i.op.mnemonic == "LINEAR"]

@@ -46,34 +46,34 @@ def test_name_and_model_level_dict_give_the_same_program(unpadded, fmt):
     b = compile_model(unpadded, "tiny", devices=2, weights=_rtn_dict(unpadded, fmt))
     for da, db in zip(a.devices, b.devices):
         assert da.hbm == db.hbm and da.streams == db.streams
-    assert a.manifest["quantization"]["format"] == fmt and b.manifest["quantization"]["format"] == "per-matrix"
-    assert a.manifest["quantization"]["method"] == "rtn" and b.manifest["quantization"]["methods"]
-    mats = a.manifest["quantization"]["matrices"]
+    assert a.manifest.quantization.format == fmt and b.manifest.quantization.format == "per-matrix"
+    assert a.manifest.quantization.method == "rtn" and b.manifest.quantization.methods
+    mats = a.manifest.quantization.matrices
     assert mats["h.0.attn.c_attn"] == fmt and mats["lm_head"] == "fp16"
 
 
 def test_regions_in_the_image(unpadded):
     fmt = F.parse("int4-ic-g32")
     prog = compile_model(unpadded, "tiny", devices=2, weights=fmt)
-    q = prog.manifest["quantization"]
+    q = prog.manifest.quantization
     for k, dev in enumerate(prog.devices):
         lin = [i for i in dev.streams["decode"] if i.op.mnemonic == "LINEAR"]
         assert lin and all(i.wfmt == fmt.wfmt for i in lin)
-        regions = q["regions"][k]
+        regions = q.regions[k]
         for i in lin:
-            r = regions[str(i.w)]
+            r = regions[i.w]
             a = i.w * isa.HBM_UNIT
             desc = F.read_descriptor(dev.hbm[a:a + 64])
             assert (desc["k"], desc["n"], desc["wfmt"], desc["size"], desc["phase"]) == \
-                (i.k, i.n, fmt.wfmt, r["bytes"], r["phase"])
-            assert r["bytes"] == F.matrix_bytes(fmt, i.k, i.n, TINY.d, TINY.l, r["phase"])
+                (i.k, i.n, fmt.wfmt, r.bytes, r.phase)
+            assert r.bytes == F.matrix_bytes(fmt, i.k, i.n, TINY.d, TINY.l, r.phase)
         lm = [i for i in dev.streams["decode"] if i.op.mnemonic == "LMHEAD"]
         assert all(i.wfmt == 0 for i in lm)
     one = compile_model(unpadded, "tiny", weights=fmt)
-    b1 = sum(r["bytes"] for r in one.manifest["quantization"]["regions"][0].values())
+    b1 = sum(r.bytes for r in one.manifest.quantization.regions[0].values())
     fp = compile_model(unpadded, "tiny")
-    b16 = sum(r["bytes"] for r in fp.manifest["quantization"]["regions"][0].values())
-    assert b1 < b16 and one.manifest["memory"][0]["hbm_bytes"] < fp.manifest["memory"][0]["hbm_bytes"]
+    b16 = sum(r.bytes for r in fp.manifest.quantization.regions[0].values())
+    assert b1 < b16 and one.manifest.memory[0].hbm_bytes < fp.manifest.memory[0].hbm_bytes
 
 
 def test_verifier_checks_quantized_weights(unpadded):
@@ -147,7 +147,7 @@ def test_whole_channel_dicts_survive_padding_and_match_their_golden(padded):
     q = _rtn_dict(padded, "int8-oc")
     q["h.0.mlp.c_fc.weight"] = rtn(_state(padded)["h.0.mlp.c_fc.weight"], "fp8e4m3-ic-g32")   # per-matrix formats
     prog = compile_model(padded, "tiny", devices=3, weights=q)
-    assert prog.manifest["quantization"]["matrices"]["h.0.mlp.c_fc"] == "fp8e4m3-ic-g32"
+    assert prog.manifest.quantization.matrices["h.0.mlp.c_fc"] == "fp8e4m3-ic-g32"
     g, _ = capture(padded)
     quantize(pad_heads(g, TINY), TINY, q)
     for name, w in model_weights(g).items():              # the program multiplies with exactly the dict's values
@@ -208,11 +208,11 @@ def test_shapes_only_quantized_compile_for_the_perf_model():
     q = compile_model("124M", "dfx", devices=4, weights="int4-oc-g128")
     lin = [i for i in q.devices[0].streams["decode"] if i.op.mnemonic == "LINEAR"]
     assert all(i.wfmt == 2 for i in lin)
-    regions = q.manifest["quantization"]["regions"][0]
-    r = regions[str(lin[0].w)]
-    assert r["bytes"] == F.matrix_bytes("int4-oc-g128", 768, r["n"], 64, 16)
-    wq = sum(r["bytes"] for r in regions.values() if r["node"] != "lm_head")
-    w16 = sum(r["bytes"] for r in fp.manifest["quantization"]["regions"][0].values() if r["node"] != "lm_head")
+    regions = q.manifest.quantization.regions[0]
+    r = regions[lin[0].w]
+    assert r.bytes == F.matrix_bytes("int4-oc-g128", 768, r.n, 64, 16)
+    wq = sum(r.bytes for r in regions.values() if r.node != "lm_head")
+    w16 = sum(r.bytes for r in fp.manifest.quantization.regions[0].values() if r.node != "lm_head")
     assert 0.25 < wq / w16 < 0.27                        # 4.13 bits per weight of 16
 
 
@@ -234,24 +234,26 @@ def test_simulator_refuses_broken_regions(unpadded):
 
 def test_docs_weight_format_table_is_current():
     from pathlib import Path
-    from dfx.compiler.quant import weight_format_table
+    from dfx.compiler.quant.table import weight_format_table
     doc = (Path(__file__).resolve().parents[2] / "docs" / "numerics.md").read_text()
     table = doc.split("<!-- weight-formats -->\n")[1].split("\n<!-- /weight-formats -->")[0]
     assert table == weight_format_table(), "docs/numerics.md weight-format table is stale: regenerate it"
 
 
-def test_weight_stream_bytes_for_the_perf_model():
+def test_every_matrix_instruction_streams_one_recorded_region():
+    """Each quantized LINEAR reads the region the manifest records at its HBM address (its k x n, its exact
+    bytes), and a decode step streams exactly the bytes of the device's regions (FP16 LM head included)."""
     prog = compile_model("124M", "dfx", devices=2, weights="int4-ic-g128")
-    cfg = prog.config
     for k, dev in enumerate(prog.devices):
+        regions = prog.manifest.quantization.regions[k]
         total = 0
         for i in dev.streams["decode"]:
             if i.op.mnemonic in ("LINEAR", "LMHEAD"):
-                b = F.weight_stream_bytes(prog.manifest, k, i.w, i.k, i.n, i.wfmt, cfg.d, cfg.l)
                 if i.wfmt:
-                    assert b == F.matrix_bytes("int4-ic-g128", i.k, i.n, 64, 16,
-                                               prog.manifest["quantization"]["regions"][k][str(i.w)]["phase"])
-                total += b
-        assert total == sum(r["bytes"] for r in prog.manifest["quantization"]["regions"][k].values())
-    with pytest.raises(F.FormatError, match="no quantized weight region at HBM address 0x3"):
-        F.weight_stream_bytes(prog.manifest, 0, 3, 768, 64, 2, 64, 16)
+                    r = regions[i.w]
+                    assert (r.k, r.n) == (i.k, i.n)
+                    assert r.bytes == F.matrix_bytes("int4-ic-g128", i.k, i.n, 64, 16, r.phase)
+                    total += r.bytes
+                else:
+                    total += F.matrix_bytes(F.FP16, i.k, i.n, 64, 16)
+        assert total == sum(r.bytes for r in regions.values())

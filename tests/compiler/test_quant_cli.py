@@ -47,8 +47,8 @@ def test_compile_and_generate_quantized(tmp_path):
     r = run("compile", "-o", str(out), "--weights", "int4-ic-g64", "--devices", "2", "--max-seq", "24")
     assert r.exit_code == 0, r.output
     prog = load_program(out)
-    q = prog.manifest["quantization"]
-    assert q["format"] == "int4-ic-g64" and q["method"] == "rtn" and len(q["regions"]) == 2
+    q = prog.manifest.quantization
+    assert q.format == "int4-ic-g64" and q.method == "rtn" and len(q.regions) == 2
     sim = CliRunner().invoke(main, ["generate", "def f(", "-n", "6", "--weights", "int4-ic-g64"])
     gold = CliRunner().invoke(main, ["generate", "def f(", "-n", "6", "--weights", "int4-ic-g64", "--backend", "golden"])
     assert sim.exit_code == gold.exit_code == 0

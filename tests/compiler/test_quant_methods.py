@@ -8,7 +8,8 @@ import torch
 from dfx import formats as F
 from dfx.compiler.quant.bcq import bcq, ungroup
 from dfx.compiler.quant.calib import collect_calibration, output_error
-from dfx.compiler.quant.model import QuantWarning, quantize_model
+from dfx.compiler.quant.methods import QuantWarning
+from dfx.compiler.quant.model import quantize_model
 from dfx.compiler.quant.rtn import group_view
 from dfx.errors import UsageError
 from dfx.models.gpt2 import GPT2, GPTConfig
@@ -133,7 +134,7 @@ def test_group_that_does_not_divide_warns():
 # ------------------------------------------------------------------------------------------------ GPTQ
 from dfx.compiler.quant.adadim import adadim  # noqa: E402
 from dfx.compiler.quant.gptq import gptq  # noqa: E402
-from dfx.compiler.quant.mixed import choose, format_bits  # noqa: E402
+from dfx.compiler.quant.mixed import choose  # noqa: E402
 from dfx.compiler.quant.rtn import rtn  # noqa: E402
 
 
@@ -219,7 +220,7 @@ def test_mixed_respects_the_budget(model, calib, importance):
     for budget in (3.6, 4.6, 6.0):
         q = quantize_model(model, None, "mixed", calib, candidates=cands, budget_bits=budget, importance=importance)
         n = sum(int(np.prod(qw.shape)) for qw in q.values())
-        bits = sum(format_bits(qw.fmt, qw.shape) * np.prod(qw.shape) for qw in q.values()) / n
+        bits = sum(qw.fmt.ideal_bytes(*qw.shape) * 8 for qw in q.values()) / n          # with scales
         assert bits <= budget and {qw.fmt.name for qw in q.values()} <= set(cands)
         total = sum(qw.meta["damage"][qw.fmt.name] for qw in q.values())
         assert last is None or total <= last + 1e-12          # more bits never more (modelled) damage

@@ -8,8 +8,10 @@ from dfx import isa
 from dfx.config import PRESETS
 from dfx.errors import ProgramError
 from dfx.isa import Instr
+from dfx.manifest import MANIFEST_VERSION, DeviceMemory, HostSymbols, Manifest, ModelConfig, Quantization
 from dfx.program import (DeviceImage, Program, load_program, save_program, stripe, tile_matrix, unstripe,
                          untile_matrix)
+from dfx.symbols import Space, SymbolTable
 
 TINY = PRESETS["tiny"]
 
@@ -41,8 +43,12 @@ def test_stripe_roundtrip_and_channel_order():
 def _prog():
     streams = {"prefill": [Instr("HALT")], "decode": [Instr("VADD", n=8), Instr("HALT")]}
     dev = DeviceImage(streams, bytearray(range(256)) * 4, bytearray(b"\x01" * 128))
-    manifest = {"isa_version": isa.ISA_VERSION, "config": TINY.to_dict(), "config_hash": TINY.config_hash,
-                "model": {}, "devices": 1, "streams": ["prefill", "decode"], "symbols": {}}
+    manifest = Manifest(
+        isa_version=isa.ISA_VERSION, config=TINY, devices=1, ring=(0,), overlap=1, weights=True, max_seq=16,
+        model=ModelConfig(vocab_size=64, n_positions=16, n_embd=8, n_layer=1, n_head=1, layer_norm_epsilon=1e-5),
+        streams=("prefill", "decode"), symbols=HostSymbols(0, 64, (((0, 64),),), None),
+        quantization=Quantization("fp16", "rtn", {}, {}, ({},)), tokenizer="bytes", node_pcs={},
+        memory=(DeviceMemory(1024, 128, 0, None, SymbolTable(Space.HBM), SymbolTable(Space.DDR)),))
     return Program(manifest, [dev])
 
 
@@ -98,6 +104,45 @@ def test_wrong_config(tmp_path):
     _rewrite_manifest(p, config=PRESETS["dfx"].to_dict())
     with pytest.raises(ProgramError, match="does not match its config"):
         load_program(p)
+
+
+def test_program_of_an_older_dfx_is_refused(tmp_path):
+    """A container whose manifest has an older format version (the untyped manifest) says to recompile."""
+    p = save_program(_prog(), tmp_path / "a.dfx")
+    _rewrite_manifest(p, format_version=1)
+    with pytest.raises(ProgramError, match=f"a.dfx: manifest format version int 1 is from an older dfx \\(it reads "
+                                           f"version {MANIFEST_VERSION}\\); recompile with dfx compile$"):
+        load_program(p)
+
+
+def test_bad_manifest_field_names_the_file_and_field(tmp_path):
+    p = save_program(_prog(), tmp_path / "a.dfx")
+    _rewrite_manifest(p, max_seq="16")
+    with pytest.raises(ProgramError, match=r"a\.dfx: manifest field max_seq: got str '16'; expected an integer"):
+        load_program(p)
+
+
+def test_deeply_nested_manifest_is_a_program_error(tmp_path):
+    p = save_program(_prog(), tmp_path / "a.dfx")
+    with zipfile.ZipFile(p) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members["manifest.json"] = b"[" * 200_000 + b"]" * 200_000
+    with zipfile.ZipFile(p, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    with pytest.raises(ProgramError, match="nests too deeply"):
+        load_program(p)
+
+
+def test_saved_manifest_is_canonical(tmp_path):
+    """manifest.json is `Manifest.to_json` of the loaded manifest, byte for byte (sorted keys)."""
+    p = save_program(_prog(), tmp_path / "a.dfx")
+    q = load_program(p)
+    with zipfile.ZipFile(p) as z:
+        text = z.read("manifest.json").decode()
+    assert text == q.manifest.to_json()
+    keys = list(json.loads(text))
+    assert keys == sorted(keys)
 
 
 def test_not_a_program(tmp_path):

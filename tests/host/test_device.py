@@ -39,10 +39,10 @@ def _ref_logits(prog, ids):
         (ring.devices[0].run if prog.n_devices == 1 else ring.run)(s, t, pos) if prog.n_devices > 1 else \
             ring.devices[0].run(s, t, pos)
     sym = prog.symbols
-    out = np.empty(sym["vocab_size"], np.float16)
-    for dev, pieces in zip(ring.devices, sym["logits_pieces"]):
+    out = np.empty(sym.vocab_size, np.float16)
+    for dev, pieces in zip(ring.devices, sym.logits_pieces):
         for a, b in pieces:
-            out[a:b] = dev.ddr[sym["logits"] + 2 * a:sym["logits"] + 2 * b].view(np.float16)
+            out[a:b] = dev.ddr[sym.logits + 2 * a:sym.logits + 2 * b].view(np.float16)
     return out
 
 
@@ -67,7 +67,7 @@ def test_logits_equal_the_direct_simulator(backend, n, prog1, prog2, tmp_path):
 
 def test_device_api_round_trip(prog1):
     (dev,) = open_devices(prog1, "sim")
-    assert dev.identify() == {"id": regmap.DFX_MAGIC, "isa_version": prog1.manifest["isa_version"],
+    assert dev.identify() == {"id": regmap.DFX_MAGIC, "isa_version": prog1.manifest.isa_version,
                               "config_hash": regmap.config_hash_word(prog1.config)}
     img = dev.load(prog1)
     board = dev.t.board
@@ -123,7 +123,7 @@ def test_handshake_refuses_another_config(prog1):
 
 def test_handshake_refuses_another_isa_and_another_kernel(prog1):
     with pytest.raises(DeviceError, match=f"core decodes ISA version 9, the program was built for ISA version "
-                                          f"{prog1.manifest['isa_version']}"):
+                                          f"{prog1.manifest.isa_version}"):
         _sim_device(prog1, isa_version=9).load(prog1)
     with pytest.raises(DeviceError, match=r"ID register \(0x[0-9a-f]+\) reads 0x00000000, not 0x44465831"):
         _sim_device(prog1, magic=0).load(prog1)

@@ -58,4 +58,4 @@ def test_recording_is_what_the_fake_saw(tmp_path):
     saved = json.loads((tmp_path / "s.json").read_text())
     assert saved["calls"] == rec.calls and saved["calls"][-1]["op"] == "free"
     reads = [c for c in rec.calls if c["op"] == "sync_from_device"]
-    assert len(reads) == 1 and reads[0]["stop"] - reads[0]["start"] == 2 * prog.symbols["vocab_size"]
+    assert len(reads) == 1 and reads[0]["stop"] - reads[0]["start"] == 2 * prog.symbols.vocab_size

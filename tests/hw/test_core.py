@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dfx import isa, regmap
+from dfx.symbols import Kind, sym_name
 from dfx.sim.rtl_core import RtlCore, bisect, missing_simulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,10 +54,10 @@ def functional_run(program, steps):
         else:
             ring.run(stream, token, pos)
         if stream == "decode":
-            y = np.empty(sym["vocab_size"], np.float16)
-            for dev, pieces in zip(ring.devices, sym["logits_pieces"]):
+            y = np.empty(sym.vocab_size, np.float16)
+            for dev, pieces in zip(ring.devices, sym.logits_pieces):
                 for a, b in pieces:
-                    y[a:b] = dev.ddr[sym["logits"] + 2 * a:sym["logits"] + 2 * b].view(np.float16)
+                    y[a:b] = dev.ddr[sym.logits + 2 * a:sym.logits + 2 * b].view(np.float16)
             out.append(y)
     return out
 
@@ -214,7 +215,7 @@ def test_bisection_names_first_divergence(program):
     from dfx.program import DeviceImage, Program
     img = program.devices[0]
     hbm = bytearray(img.hbm)
-    a = program.manifest["memory"][0]["hbm"]["h.0.attn.c_attn.w0"] * isa.HBM_UNIT
+    a = program.manifest.memory[0].hbm.address(sym_name("h.0.attn.c_attn", Kind.WEIGHT, 0)) * isa.HBM_UNIT
     hbm[a:a + 2] = np.float16(3.0).tobytes()                         # lane 0, row 0 of tile 0
     bad = Program(program.manifest, [DeviceImage(img.streams, hbm, img.ddr)])
     steps = [("prefill", 5, 0)]

@@ -47,7 +47,7 @@ def runs_for(prompt):
 
 def node_pcs(program, stream, node):
     """PCs of the node named `node`."""
-    nodes = program.manifest["node_pcs"][stream][0]
+    nodes = program.manifest.node_pcs[stream][0]
     end = len(program.devices[0].streams[stream])
     out = set()
     for i, (pc, name) in enumerate(nodes):

@@ -224,3 +224,37 @@ def test_shard_index_naming_a_missing_shard(hf, tmp_path):
     shard.unlink()
     with pytest.raises(CheckpointError, match=rf"names shard {shard.name}, which is missing$"):
         load_checkpoint(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ hostile inputs
+def test_shard_names_cannot_leave_the_directory(hf, tmp_path):
+    hf.save_pretrained(tmp_path / "ck", max_shard_size="20KB")
+    index = tmp_path / "ck" / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    shard = next(iter(data["weight_map"].values()))
+    (tmp_path / "outside.safetensors").write_bytes((tmp_path / "ck" / shard).read_bytes())
+    for evil in ("../outside.safetensors", str(tmp_path / "outside.safetensors")):
+        data["weight_map"] = {k: evil for k in data["weight_map"]}
+        index.write_text(json.dumps(data))
+        with pytest.raises(CheckpointError, match=r"names shard .*; accepted: a file name in the checkpoint "
+                                                  r"directory \(no path\)$"):
+            load_checkpoint(tmp_path / "ck")
+
+
+def test_checkpoint_asking_for_custom_code_runs_none(ckpt, tmp_path):
+    """A checkpoint whose config and tokenizer config point at custom Python (auto_map) is loaded as plain GPT-2
+    or refused in one line; the custom code never runs (trust_remote_code stays False)."""
+    from dfx.models.tokenizer import load_tokenizer
+    marker = tmp_path / "pwned"
+    (ckpt / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                  "from transformers import GPT2LMHeadModel as EvilModel, "
+                                  "PreTrainedTokenizerFast as EvilTokenizer\n")
+    edit_config(ckpt, auto_map={"AutoModelForCausalLM": "evil.EvilModel", "AutoConfig": "evil.EvilConfig"})
+    (ckpt / "tokenizer_config.json").write_text(json.dumps(
+        {"auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", "evil.EvilTokenizer"]},
+         "tokenizer_class": "EvilTokenizer"}))
+    (ckpt / "tokenizer.json").write_text("{}")
+    load_checkpoint(ckpt)
+    with pytest.raises(CheckpointError, match=r"^tokenizer files in \S+ cannot be loaded \(\w+"):
+        load_tokenizer(ckpt, 40)
+    assert not marker.exists()

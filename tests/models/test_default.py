@@ -1,5 +1,7 @@
 """The embedded default model: shipped in the repository, small, trained, and loadable by transformers too."""
 import json
+import math
+import random
 import sys
 
 import pytest
@@ -58,12 +60,29 @@ def test_it_is_trained(model, metrics):
     assert train.heldout_nll(model, data, n_windows=4) / 0.6931 < 3.5
 
 
-def test_greedy_text_looks_like_python(model):
+def test_greedy_text_is_printable(model):
     tok = ByteTokenizer()
     text = tok.decode(list(model.generate(tok.encode("def main("), 64)))
     printable = sum(ch.isprintable() or ch in "\n\t" for ch in text)
     assert printable == len(text), text
-    assert any(s in text for s in ("):", "self", "return", "    ", "=")), text
+
+
+def _bits_per_byte(model, data: bytes) -> float:
+    ids = torch.tensor([list(data)])
+    with torch.no_grad():
+        logp = model(ids)[0][0, :-1].log_softmax(-1)                 # (T-1, 256)
+    nll = -logp[torch.arange(len(data) - 1), ids[0, 1:]].mean().item()
+    return nll / math.log(2)
+
+
+def test_it_has_learned_python(model):
+    """Python source costs the model far fewer bits than the same bytes in random order (measured: 1.8 vs
+    7.0 bits/byte); an untrained or broken model scores both alike."""
+    snippet = (b"def add(a, b):\n    return a + b\n\n\nclass Point:\n    def __init__(self, x, y):\n"
+               b"        self.x = x\n        self.y = y\n")
+    shuffled = bytes(random.Random(0).sample(snippet, len(snippet)))
+    real, noise = _bits_per_byte(model, snippet), _bits_per_byte(model, shuffled)
+    assert real < 3.0 and noise - real > 3.0, (real, noise)
 
 
 @pytest.mark.slow

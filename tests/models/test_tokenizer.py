@@ -4,7 +4,7 @@ import json
 import pytest
 
 from dfx.errors import CheckpointError
-from dfx.models.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
+from dfx.models.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer, tokenizer_from_json
 
 TEXT = "def f(x):  # π ≈ 3.14 ✓ 🐍\n"
 
@@ -93,3 +93,28 @@ def test_broken_tokenizer_file(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{ broken")
     with pytest.raises(CheckpointError, match=r"tokenizer files in \S+ cannot be loaded \("):
         load_tokenizer(tmp_path, 256)
+
+
+@pytest.mark.parametrize("gpt2_files", [False, True], ids=["tokenizer.json", "vocab+merges"])
+def test_tokenizer_json_in_memory_equals_the_directory(tmp_path, gpt2_files):
+    """A program carries its tokenizer as one tokenizer.json and builds it in memory: the same ids and text as
+    transformers' own loading from the checkpoint directory, and no file written."""
+    make_hf_tokenizer(tmp_path, gpt2_files)
+    from_dir = load_tokenizer(tmp_path, 512)
+    before = set(tmp_path.iterdir())
+    mem = tokenizer_from_json(from_dir.to_json(), 512)
+    assert set(tmp_path.iterdir()) == before
+    for text in (TEXT, "def main():\n    return x + y", "import os  π"):
+        assert mem.encode(text) == from_dir.encode(text)
+        assert mem.decode(mem.encode(text)) == from_dir.decode(from_dir.encode(text)) == text
+    pieces, tail = stream(mem, mem.encode(TEXT))
+    assert "".join(pieces) + tail == TEXT
+
+
+def test_tokenizer_json_errors():
+    with pytest.raises(CheckpointError, match=r"^the tokenizer in the program cannot be loaded \(\w+: "):
+        tokenizer_from_json(b"{ broken", 512)
+    assert isinstance(tokenizer_from_json(None, 256), ByteTokenizer)
+    with pytest.raises(CheckpointError, match=r"^the program has no tokenizer, and a byte-level model needs "
+                                              r"vocab_size 256, not 1000; recompile"):
+        tokenizer_from_json(None, 1000)

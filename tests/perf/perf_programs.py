@@ -3,6 +3,7 @@ programs written in assembly."""
 from dfx import isa
 from dfx.compiler import compile_model
 from dfx.config import load_config
+from dfx.manifest import HostSymbols, Manifest, ModelConfig, PrefillBatch, Quantization
 from dfx.perf import PerfModel
 from dfx.program import DeviceImage, Program
 
@@ -23,15 +24,17 @@ def hand(streams: list[str], config="tiny", n_layer=1, max_seq=64, batch: list[s
     devs = [DeviceImage({"prefill": isa.assemble(t), "decode": isa.assemble(t)}, bytearray(), bytearray())
             for t in streams]
     n = len(devs)
-    manifest = {"isa_version": isa.ISA_VERSION, "config": cfg.to_dict(), "config_hash": cfg.config_hash,
-                "devices": n, "ring": list(range(n)), "model": {"n_layer": n_layer, "vocab_size": 64},
-                "max_seq": max_seq, "weights": False, "memory": [], "streams": ["prefill", "decode"],
-                "symbols": {"logits_pieces": [[[0, 64 // n]] for _ in range(n)]}}
     if batch:
         for dev, text in zip(devs, batch):
             dev.streams["prefill_batch"] = isa.assemble(text)
-        manifest["streams"].append("prefill_batch")
-        manifest["symbols"]["prefill_batch"] = {"stream": "prefill_batch", "max_tokens": cap, "tokens": 0}
+    manifest = Manifest(
+        isa_version=isa.ISA_VERSION, config=cfg, devices=n, ring=tuple(range(n)), overlap=1, weights=False,
+        model=ModelConfig(vocab_size=64, n_positions=max_seq, n_embd=64, n_layer=n_layer, n_head=1,
+                          layer_norm_epsilon=1e-5),
+        max_seq=max_seq, memory=(), streams=("prefill", "decode") + (("prefill_batch",) if batch else ()),
+        symbols=HostSymbols(0, 64, tuple(((0, 64 // n),) for _ in range(n)),
+                            PrefillBatch("prefill_batch", cap, 0) if batch else None),
+        quantization=Quantization("fp16", "rtn", {}, {}, ({},) * n), tokenizer="bytes", node_pcs={})
     return Program(manifest, devs)
 
 

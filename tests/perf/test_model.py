@@ -2,6 +2,7 @@
 never slows, decode grows with POS, breakdowns add up, the memo equals step by step), matrix-matrix prefill
 (faster than token-serial prefill when the weight stream dominates, sub-linear in the chunk's tokens, decode
 unchanged), quantized weights, and bad input."""
+import dataclasses
 import json
 
 import pytest
@@ -156,7 +157,7 @@ def test_bad_runs(small4):
 
 
 def _region_bytes(program, device=0):
-    return sum(r["bytes"] for r in program.manifest["quantization"]["regions"][device].values())
+    return sum(r.bytes for r in program.manifest.quantization.regions[device].values())
 
 
 @pytest.mark.parametrize("fmt", ["int8-oc", "int4-oc-g128", "int4-ic-g64", "fp8e4m3", "bcq3-oc-g128"])
@@ -175,7 +176,8 @@ def test_quantized_decode_streams_exactly_its_regions(fmt):
 def test_quantized_matrix_without_region_is_refused():
     cfg = {"n_layer": 1, "n_embd": 64, "n_head": 2, "vocab_size": 64, "n_positions": 16, "layer_norm_epsilon": 1e-5}
     p = compile_model(cfg, "tiny", weights="int4-oc-g64")
-    p.manifest["quantization"]["regions"] = [{}]
+    p.manifest = dataclasses.replace(p.manifest, quantization=dataclasses.replace(p.manifest.quantization,
+                                                                                 regions=({},)))
     with pytest.raises(PerfError, match="no region in the manifest"):
         PerfModel(p, "u280")
 

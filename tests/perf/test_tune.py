@@ -52,7 +52,7 @@ def test_compile_tuned_records_the_choice_for_its_board():
     for board in ("u280", slow):
         want = tune_overlap(WIDE, "tiny", 4, board=board)
         prog = compile_tuned(WIDE, "tiny", devices=4, overlap="auto", board=board)
-        assert prog.manifest["overlap"] == want
+        assert prog.manifest.overlap == want
         assert streams(prog) == streams(compile_model(WIDE, "tiny", devices=4, overlap=want))
     assert tune_overlap(WIDE, "tiny", 1, board=slow) == {r: 1 for r in ROLES}      # nothing to gather
     same = compile_tuned(SMALL, "tiny", devices=2, overlap=2)                       # concrete: as given

@@ -47,7 +47,7 @@ def test_fast_path_leaves_bad_operands_to_the_generic_handler(program):
     entries = program.config.vbuf_entries
     bad = isa.assemble(f"VADD dst=0 a={entries - 1} b=0 n={program.config.d * 4}\nHALT")
     img = program.devices[0]
-    prog = Program(dict(program.manifest), [DeviceImage({**img.streams, "bad": bad}, img.hbm, img.ddr)])
+    prog = Program(program.manifest, [DeviceImage({**img.streams, "bad": bad}, img.hbm, img.ddr)])
     dev = Device(prog)
     with pytest.raises(SimError, match="pc 0 .*exceed"):
         dev.run("bad", 0, 0)

@@ -35,13 +35,13 @@ def _prefill_hbm(prog, ids, batched: bool) -> list[np.ndarray]:
     """Prefill `ids` at positions 0.. straight on the simulator (no host); every device's HBM afterwards."""
     ring = Ring(prog)
     if batched:
-        sym = prog.symbols["prefill_batch"]
-        for c in range(0, len(ids), sym["max_tokens"]):
-            chunk = ids[c:c + sym["max_tokens"]]
+        sym = prog.symbols.prefill_batch
+        for c in range(0, len(ids), sym.max_tokens):
+            chunk = ids[c:c + sym.max_tokens]
             for dev in ring.devices:
-                a = sym["tokens"]
+                a = sym.tokens
                 dev.ddr[a:a + 4 * (len(chunk) + 1)] = np.array([len(chunk), *chunk], "<u4").view(np.uint8)
-            ring.run(sym["stream"], 0, c)
+            ring.run(sym.stream, 0, c)
     else:
         for pos, t in enumerate(ids):
             ring.run("prefill", t, pos)
@@ -102,7 +102,7 @@ def _with(prog: Program, **streams) -> Program:
     """`prog` with extra assembled streams on every device."""
     devs = [DeviceImage({**img.streams, **{k: isa.assemble(v) for k, v in streams.items()}}, img.hbm, img.ddr)
             for img in prog.devices]
-    return Program(dict(prog.manifest), devs)
+    return Program(prog.manifest, devs)
 
 
 def _linear_fields(prog):
@@ -171,7 +171,7 @@ def test_batched_allgather_equals_unbatched(programs):
 def test_slots_set_token_and_position_and_skip(programs):
     """CHUNK reads COUNT, SLOT i sets TOKEN = table[i] and POS = POS0 + i or skips its section."""
     prog = programs[1][1]
-    a = prog.symbols["prefill_batch"]["tokens"]
+    a = prog.symbols.prefill_batch.tokens
     text = f"""CHUNK addr={a:#x} cap=3
                SLOT skip=1
                NOP
@@ -208,7 +208,7 @@ def test_slots_set_token_and_position_and_skip(programs):
 ])
 def test_bad_batched_code_stops_with_a_sim_error(programs, text, table, match):
     prog = programs[1][1]
-    a = prog.symbols["prefill_batch"]["tokens"]
+    a = prog.symbols.prefill_batch.tokens
     dev = Device(_with(prog, x=text.format(a=a, a2=a + 2)))
     if table is not None:
         dev.ddr[a:a + 4 * len(table)] = np.array(table, "<u4").view(np.uint8)

@@ -77,8 +77,8 @@ def test_embedded_model(embedded, fmt):
     golden = fake_quant(embedded, q)
     ids = list(b"def f(")
     prog = compile_model(embedded, "tiny", weights=q, max_seq=16)
-    assert prog.manifest["quantization"]["format"] == "per-matrix"
-    assert set(prog.manifest["quantization"]["matrices"].values()) >= {q["h.0.mlp.c_fc.weight"].fmt.name}
+    assert prog.manifest.quantization.format == "per-matrix"
+    assert set(prog.manifest.quantization.matrices.values()) >= {q["h.0.mlp.c_fc.weight"].fmt.name}
     check(prog, golden, ids)
 
 
@@ -102,8 +102,8 @@ def test_padded_heads_by_name(padded, fmt):
     one = check(compile_model(padded, "tiny", weights=fmt), golden, ids)
     prog2 = compile_model(padded, "tiny", devices=2, weights=fmt)
     if fmt.startswith("int4-ic"):       # c_fc (240 columns) splits 120/120: device 1 starts mid-group
-        regs = prog2.manifest["quantization"]["regions"][1]
-        assert any(r["phase"] for r in regs.values()), regs
+        regs = prog2.manifest.quantization.regions[1]
+        assert any(r.phase for r in regs.values()), regs
     two = Session(prog2, "sim").feed(ids)
     np.testing.assert_array_equal(one.view(np.uint16), two.view(np.uint16))
 

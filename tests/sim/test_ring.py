@@ -1,4 +1,6 @@
 """Multi-FPGA programs on the ring simulator: every N gives the single-device logits bit for bit."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -63,7 +65,7 @@ def test_program_for_4_devices_on_2(wide, tmp_path):
 
 def test_ring_order_must_be_a_permutation(wide):
     prog = compile_model(wide, "tiny", devices=2)
-    prog.manifest["ring"] = [0, 0]
+    prog.manifest = dataclasses.replace(prog.manifest, ring=(0, 0))
     with pytest.raises(SimError, match=r"ring order \[0, 0\] is not a permutation"):
         Ring(prog)
 
@@ -100,7 +102,7 @@ def test_multi_device_program_roundtrip(wide, tmp_path):
     prog = compile_model(wide, "tiny", devices=4)
     p = save_program(prog, tmp_path / "w.dfx")
     q = load_program(p)
-    assert q.n_devices == 4 and q.manifest["ring"] == [0, 1, 2, 3]
+    assert q.n_devices == 4 and q.manifest.ring == (0, 1, 2, 3)
     np.testing.assert_array_equal(_logits(q, [4, 5]), _logits(prog, [4, 5]))
 
 
