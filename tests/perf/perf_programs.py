@@ -7,6 +7,18 @@ from dfx.manifest import HostSymbols, Manifest, ModelConfig, PrefillBatch, Quant
 from dfx.perf import PerfModel
 from dfx.program import DeviceImage, Program
 
+# a batched prefill run of up to 3 tokens: slot i's QK at POS + i, then one BATCH-fused LINEAR over COUNT vectors
+BATCHED = """
+    CHUNK addr=0 cap=3
+    SLOT i=0 skip=5
+    QK dst=100 src=0 k=8 +dyn_n
+    SLOT i=1 skip=3
+    QK dst=100 src=0 k=8 +dyn_n
+    SLOT i=2 skip=1
+    QK dst=100 src=0 k=8 +dyn_n
+    BATCH src_stride=1 dst_stride=1 +dyn_m
+    LINEAR dst=200 src=0 k=8 n=4
+    HALT"""
 SMALL = dict(vocab_size=500, n_positions=256, n_embd=256, n_layer=3, n_head=4, layer_norm_epsilon=1e-5)
 
 

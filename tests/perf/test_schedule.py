@@ -4,7 +4,7 @@ deduplication, layer periodicity, the per-POS-class memo) against the plain simu
 import math
 
 import pytest
-from perf_programs import SMALL, cycles, hand, shapes
+from perf_programs import BATCHED, SMALL, cycles, hand, shapes
 
 from dfx.config import load_config
 from dfx.errors import PerfError
@@ -127,17 +127,6 @@ def test_batched_allgather_by_hand(board):
     assert steps[0].link_bytes == 3 * 64
 
 
-BATCHED = """
-    CHUNK addr=0 cap=3
-    SLOT i=0 skip=5
-    QK dst=100 src=0 k=8 +dyn_n
-    SLOT i=1 skip=3
-    QK dst=100 src=0 k=8 +dyn_n
-    SLOT i=2 skip=1
-    QK dst=100 src=0 k=8 +dyn_n
-    BATCH src_stride=1 dst_stride=1 +dyn_m
-    LINEAR dst=200 src=0 k=8 n=4
-    HALT"""
 
 
 @pytest.mark.parametrize("count", [1, 2, 3])

@@ -1,7 +1,7 @@
 """Stream pre-decode (dfx.perf.trace): the operand mini-language as the model reads it, the path a batched run
 takes, and the batched-run rules (BATCH, CHUNK, SLOT) as the model checks them."""
 import pytest
-from perf_programs import SMALL, hand, shapes
+from perf_programs import BATCHED, SMALL, hand, shapes
 
 from dfx import isa
 from dfx.errors import PerfError
@@ -26,27 +26,18 @@ def test_vbuf_operands():
                                                                            Operand(8, 16)]
 
 
-BATCHED = isa.assemble("""
-    CHUNK addr=0 cap=3
-    SLOT i=0 skip=3
-    QK dst=100 src=0 k=8 +dyn_n
-    SLOT i=1 skip=1
-    QK dst=100 src=0 k=8 +dyn_n
-    BATCH src_stride=1 dst_stride=1 +dyn_m
-    LINEAR dst=200 src=0 k=8 n=4
-    HALT""")
-
-
 def test_run_path():
-    """COUNT 1: slot 1's section skipped; BATCH fused into the LINEAR (an entry of its own in serial issue)."""
-    path = run_path(BATCHED, 1, serial=False)
-    assert (path.pcs, path.slots, path.skips, path.batch) == ([0, 1, 2, 3, 6, 7], [0] * 6, {3}, {4: Batch(1, 1, 1)})
-    full = run_path(BATCHED, 2, serial=True)
-    assert full.pcs == [0, 1, 2, 3, 4, 5, 6, 7] and full.slots == [0, 0, 0, 1, 1, 1, 1, 1]
-    assert full.skips == set() and full.batch == {6: Batch(2, 1, 1)}
-    assert batched_run_error(BATCHED, 0, 4, False) == "COUNT 4; accepted: 1..3"
-    assert batched_run_error(BATCHED, 1, 1, False) == "SLOT before CHUNK: COUNT is 0"
-    assert batched_run_error(BATCHED, 5, 1, True) is None
+    """COUNT 1: the sections of slots 1 and 2 skipped; BATCH fused into the LINEAR (an entry of its own in serial
+    issue); slot i's entries run at POS + i."""
+    instrs = isa.assemble(BATCHED)
+    path = run_path(instrs, 1, serial=False)
+    assert (path.pcs, path.slots, path.skips, path.batch) == ([0, 1, 2, 3, 8, 9], [0] * 6, {3}, {4: Batch(1, 1, 1)})
+    full = run_path(instrs, 2, serial=True)
+    assert full.pcs == [0, 1, 2, 3, 4, 5, 7, 8, 9] and full.slots == [0, 0, 0, 1, 1, 1, 1, 1, 1]
+    assert full.skips == {5} and full.batch == {7: Batch(2, 1, 1)}
+    assert batched_run_error(instrs, 0, 4, False) == "COUNT 4; accepted: 1..3"
+    assert batched_run_error(instrs, 1, 1, False) == "SLOT before CHUNK: COUNT is 0"
+    assert batched_run_error(instrs, 7, 1, True) is None
 
 
 def test_batched_errors(batched2):
