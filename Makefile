@@ -12,4 +12,4 @@ test: setup
 	.venv/bin/python -m pytest -q
 
 docs: setup
-	.venv/bin/python -m dfx.isa --doc > docs/isa.md
+	.venv/bin/python -m dfx.isa_doc > docs/isa.md

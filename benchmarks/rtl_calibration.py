@@ -28,7 +28,7 @@ def main(argv=None):
 
     from dfx.compiler import compile_model
     from dfx.perf.calibrate import compare, table
-    from dfx.sim.rtl_core import RtlCore
+    from dfx.verify.rtl_core import RtlCore
     prog = compile_model(make_hf_gpt2(8, **TINY_GPT2), "tiny")
     steps = [("prefill", 5, 0), ("prefill", 17, 1), ("decode", 42, 2), ("decode", 9, 7)]
     res = RtlCore(prog, sim=a.sim).run_steps(steps)

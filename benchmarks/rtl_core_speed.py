@@ -30,7 +30,8 @@ def main(argv=None):
     from test_core import PROMPT, TINY_GPT2
 
     from dfx.compiler import compile_model
-    from dfx.sim.rtl_core import RtlCore, missing_simulator
+    from dfx.verify.rtl_core import RtlCore
+    from dfx.verify.toolchain import missing_simulator
     prog = compile_model(make_hf_gpt2(8, **TINY_GPT2), "tiny")
     rows = []
     for sim in a.sims.split(","):

@@ -13,8 +13,6 @@ tile per cycle when the sinks are always ready (stall 0), checked bit for bit ag
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -27,14 +25,17 @@ HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests" / "hw"
 sys.path.insert(0, str(TESTS))
 
-from hw_helpers import build_rtl, missing_simulator, run_streams, sim_env  # noqa: E402
+from hw_helpers import run_streams  # noqa: E402
 from test_cocotb import mpu_program  # noqa: E402
 
 from dfx.config import PRESETS  # noqa: E402
 from dfx.hw.mpu import MPU  # noqa: E402
+from dfx.verify.stream_tb import VECTORS_ENV  # noqa: E402
+from dfx.verify.toolchain import missing_simulator, run_module, sim_env  # noqa: E402
+from dfx.verify.units import build_unit, write_vectors  # noqa: E402
 
 CFG = PRESETS["tiny"]
-CLOCK_NS = 5                     # cocotb_stream's clock
+CLOCK_NS = 5                     # dfx.verify.stream_tb's clock
 
 
 def workload(beats: int, seed: int = 0):
@@ -51,20 +52,11 @@ def workload(beats: int, seed: int = 0):
 
 def cocotb_speed(runner, bdir: Path, sim: str, xs, ws, want) -> tuple[float, int, float]:
     """(cycles/s, cycles, seconds) of one cocotb run of the stream testbench on the built MPU."""
-    vec = bdir / "vectors.json"
-    vec.write_text(json.dumps({"sources": {"x": [hex(w) for w in xs], "w": [hex(w) for w in ws]},
-                               "sinks": {"o": [hex(w) for w in want]}, "seed": 0, "stall": 0.0,
-                               "timeout": 100000}))
-    env = {**sim_env(), "DFX_VECTORS": str(vec), "PYTHONWARNINGS": "ignore::DeprecationWarning",
-           "COCOTB_LOG_LEVEL": "WARNING"}
-    old_path = os.environ["PATH"]
-    os.environ["PATH"] = env["PATH"]
-    try:
-        xml = runner.test(test_module="cocotb_stream", hdl_toplevel="mpu_speed", test_dir=TESTS, build_dir=bdir,
-                          extra_env=env, timescale=("1ns", "1ps"), log_file=bdir / "test.log",
-                          results_xml=str(bdir / "results.xml"))
-    finally:
-        os.environ["PATH"] = old_path
+    vec = write_vectors(bdir / "vectors.json", {"x": xs, "w": ws}, {"o": want}, seed=0, stall=0.0, timeout=100000)
+    xml = bdir / "results.xml"
+    run_module(runner, "dfx.verify.stream_tb", "mpu_speed", bdir, bdir,
+               sim_env(**{VECTORS_ENV: str(vec)}, COCOTB_LOG_LEVEL="WARNING"), bdir / "test.log",
+               results_xml=str(xml))
     case = ET.parse(xml).getroot().find(".//testcase")
     if case.find("failure") is not None:
         raise SystemExit(f"{sim}: the MPU's outputs differ from the reference (see {bdir / 'test.log'})")
@@ -111,11 +103,11 @@ def main(argv=None) -> int:
             runs = [pysim_speed(px, pw, pwant) for _ in range(args.repeat)]
             label = "amaranth.sim (Python)"
         else:
-            why = missing_simulator(sim)
+            why = missing_simulator(sim, axi=False)
             if why:
                 print(f"{sim}: skipped ({why})", file=sys.stderr)
                 continue
-            runner, bdir = build_rtl(MPU(CFG), "mpu_speed", sim)      # build once, outside the timing
+            runner, bdir = build_unit(MPU(CFG), "mpu_speed", sim)      # build once, outside the timing
             runs = [cocotb_speed(runner, bdir, sim, xs, ws, want) for _ in range(args.repeat)]
             label = {"icarus": "Icarus 11 (cocotb 2)", "verilator": "Verilator 5.048 (cocotb 2)"}[sim]
         rate = statistics.median(r[0] for r in runs)

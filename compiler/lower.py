@@ -27,8 +27,8 @@ from .allocate import Plan, batch_steps, prefill_nodes
 from .graph import Graph, shape_of
 
 S_MEAN, S_VAR, S_SCALE = 0, 1, 2          # scalar registers the lowering uses
-DDR, HBM = 0, 1
-IDX_TOKEN, IDX_POS = 1, 2
+DDR, HBM = isa.SPACE_CODE["DDR"], isa.SPACE_CODE["HBM"]
+IDX_TOKEN, IDX_POS = isa.INDEX_CODE["TOKEN"], isa.INDEX_CODE["POS"]
 
 
 class Emitter:
@@ -212,7 +212,7 @@ class BatchEmitter(Emitter):
         self.slot = 0
         end = len(self.out)
         for i, pc in enumerate(slots):
-            if end - pc - 1 >= 1 << 16:
+            if end - pc - 1 >= 1 << isa.SLOT.field("skip").width:
                 raise CompileError(f"node {nodes[0].name}: the token sections of a batched prefill group are "
                                    f"{end - pc - 1} instructions, more than SLOT's 16-bit skip; use a smaller "
                                    "--prefill-batch")

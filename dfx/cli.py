@@ -211,10 +211,10 @@ def _weights_option(fn):
 @click.argument("prompt", required=False, default="def main(")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="Hugging Face GPT-2 checkpoint directory (default: the embedded model)")
-@click.option("--backend", type=click.Choice(["sim", "golden", "rtl", "pynq"]), default="sim", show_default=True,
-              envvar="DFX_BACKEND", show_envvar=True,
+@click.option("--backend", type=click.Choice(["sim", "golden", "rtl", "pynq"]), default=None,
               help="sim: the functional simulator behind the core's register map; rtl: the core under cocotb; "
-                   "pynq: Alveo U280 boards (needs --xclbin); golden: the PyTorch reference model")
+                   "pynq: Alveo U280 boards (needs --xclbin); golden: the PyTorch reference model "
+                   "[default: $DFX_BACKEND, else sim]")
 @click.option("--config", "config", default="tiny", show_default=True, help="accelerator config: tiny, dfx or a JSON file")
 @click.option("--devices", type=int, default=1, show_default=True, help="FPGAs in the ring")
 @_weights_option
@@ -231,10 +231,12 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
     By default the embedded GPT-2 is compiled for the accelerator and run on the bit-exact simulator; the
     text goes to stdout, timing to stderr.
     """
+    from dfx.host import BACKENDS, resolve_backend
     from dfx.host.sampling import Sampling
     from dfx.models import checkpoint
     from dfx.errors import UsageError
 
+    backend = resolve_backend(backend, ("golden", *BACKENDS))
     if not prompt:
         raise UsageError("the prompt is empty; give some text to continue")
     samp = Sampling(temperature, top_k, top_p, seed)
@@ -278,7 +280,7 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
 def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
     """--backend rtl: the same host session runs inside the cocotb simulation of the core."""
     from dataclasses import asdict
-    from dfx.host.rtl_backend import run_session
+    from dfx.host.rtl_session import run_session
     click.echo("[rtl] building and simulating the core (Icarus; SIM=verilator for long runs)...", err=True)
     res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=max(timeout, 3600.0))
     _generate(iter(res["tokens"]), ids, max_new_tokens, tok, "rtl", seconds=res["wall_s"])
@@ -370,10 +372,9 @@ def _program_tokenizer(prog):
 @main.command()
 @click.argument("program", type=click.Path(path_type=Path))
 @click.option("--prompt", "-p", required=True, help="text to continue")
-@click.option("--backend", type=click.Choice(["sim", "rtl", "pynq"]), default="sim", show_default=True,
-              envvar="DFX_BACKEND", show_envvar=True,
+@click.option("--backend", type=click.Choice(["sim", "rtl", "pynq"]), default=None,
               help="sim: the functional simulator behind the core's register map; rtl: the core under cocotb; "
-                   "pynq: Alveo U280 boards through PYNQ/XRT (needs --xclbin)")
+                   "pynq: Alveo U280 boards through PYNQ/XRT (needs --xclbin) [default: $DFX_BACKEND, else sim]")
 @click.option("--devices", type=int, default=None,
               help="devices to open (default: as many as the program was compiled for)")
 @_backend_options
@@ -387,10 +388,12 @@ def run(program, prompt, backend, devices, xclbin, timeout, stats, max_new_token
     for ap_done, read the logits from DDR.
     """
     from dfx.errors import UsageError
+    from dfx.host import resolve_backend
     from dfx.host.sampling import Sampling
     from dfx.host.session import Session
     from dfx.program import load_program
 
+    backend = resolve_backend(backend)
     if not prompt:
         raise UsageError("the prompt is empty; give some text to continue")
     prog = load_program(program)

@@ -1,4 +1,4 @@
-"""The hardware configuration: one frozen dataclass passed explicitly everywhere (DESIGN.md, contract 1).
+"""The hardware configuration: one frozen dataclass passed explicitly everywhere (docs/design.md, contract 1).
 
 Primary parameters are fields; derived sizes are properties. `AccelConfig.__post_init__` rejects inconsistent
 values with a `ConfigError` naming the field. `config_hash` is stamped into programs and into the RTL's ID
@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import isa
 from .errors import ConfigError
 from .formats import FAMILIES
 
@@ -61,10 +62,12 @@ class AccelConfig:
         if self.tile_bytes % 64:
             raise ConfigError(f"AccelConfig.l: a d x l FP16 tile must be a multiple of 64 bytes (d*l >= 32), "
                               f"not {self.tile_bytes} B")
-        if self.vbuf_entries > 1 << 16:
-            raise ConfigError(f"AccelConfig.vbuf_entries must be <= 65536 (16-bit addresses), not {self.vbuf_entries}")
-        if self.sregs > 16:
-            raise ConfigError(f"AccelConfig.sregs must be <= 16 (4-bit register fields), not {self.sregs}")
+        if self.vbuf_entries > isa.VBUF_ENTRIES_MAX:
+            raise ConfigError(f"AccelConfig.vbuf_entries must be <= {isa.VBUF_ENTRIES_MAX} ({isa.VADDR_BITS}-bit "
+                              f"addresses), not {self.vbuf_entries}")
+        if self.sregs > isa.SREG_COUNT:
+            raise ConfigError(f"AccelConfig.sregs must be <= {isa.SREG_COUNT} ({isa.SREG_BITS}-bit register fields), "
+                              f"not {self.sregs}")
         if not (0 < self.clock_mhz <= 1000):
             raise ConfigError(f"AccelConfig.clock_mhz must be in (0, 1000], not {self.clock_mhz!r}")
         if not isinstance(self.weight_formats, tuple) or not self.weight_formats:
@@ -75,8 +78,9 @@ class AccelConfig:
                                   "(dequantiser families; formats such as int4-oc-g128 need their family, int4)")
         if "fp16" not in self.weight_formats:
             raise ConfigError("AccelConfig.weight_formats must include fp16 (the KV cache and LM head are FP16)")
-        if self.devices > 64:
-            raise ConfigError(f"AccelConfig.devices must be <= 64, not {self.devices}")
+        if self.devices > isa.MAX_DEVICES:
+            raise ConfigError(f"AccelConfig.devices must be <= {isa.MAX_DEVICES} (the largest ring an ALLGATHER "
+                              f"names), not {self.devices}")
 
     # ---- derived sizes
     @property

@@ -20,6 +20,11 @@ class EncodeError(DfxError, ValueError):
     """An instruction field does not fit its encoding, or a word does not decode."""
 
 
+class RuleError(DfxError, ValueError):
+    """An instruction breaks a rule of the ISA where it runs (an operand outside VBUF, a bad BATCH/CHUNK/SLOT);
+    executors re-raise it as their own error with the device and PC (`dfx.isa`, "rules")."""
+
+
 class ProgramError(DfxError):
     """A program container is truncated, corrupted, or built for another ISA/config."""
 

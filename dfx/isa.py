@@ -1,8 +1,11 @@
-"""The DFX instruction set, defined once, as data (DESIGN.md, contract 2).
+"""The DFX instruction set, defined once, as data (docs/design.md, contract 2).
 
 Everything else derives from the tables in this module: the compiler's encoder, the simulators' decoder, the
 text assembler/disassembler, the RTL decoder (hw/ builds Amaranth layouts from `FORMATS`) and `docs/isa.md`
-(`python -m dfx.isa --doc`). Nobody writes an opcode number or a bit slice anywhere else.
+(`python -m dfx.isa_doc`, which adds the prose). Nobody writes an opcode number, a field width or a bit slice
+anywhere else. The rules an executor enforces are functions here too: `operand_ranges` / `check_operands` (the
+on-chip operands of the `reads` / `writes` tables and their bounds), `fence_units` (what a FENCE drains) and
+`check_batch` / `check_chunk` / `check_slot` (batched prefill), raising `RuleError`.
 
 Word: every instruction is one 128-bit little-endian word. Bits [7:0] hold the opcode; the fields of the
 opcode's format follow from bit 8 upward, in the order listed, each `width` bits wide; unused high bits are 0.
@@ -26,11 +29,13 @@ from __future__ import annotations
 import enum
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-from .errors import EncodeError
+from .errors import EncodeError, RuleError
 
 ISA_VERSION = 2        # 2: BATCH, CHUNK, SLOT (matrix-matrix prefill)
 WORD_BITS = 128
@@ -104,13 +109,16 @@ class Format:
 
 
 # ---------------------------------------------------------------------------------------------- formats
-_VADDR = 16   # VBUF entry address
-_LEN = 16     # vector length in elements
+VADDR_BITS = 16                    # VBUF entry address
+LEN_BITS = 16                      # vector length in elements
+SREG_BITS = 4                      # scalar register number
+VBUF_ENTRIES_MAX = 1 << VADDR_BITS     # the most VBUF entries an instruction can address
+SREG_COUNT = 1 << SREG_BITS            # S0..S15
 
 MATRIX = Format("MATRIX", (
-    Field("dst", _VADDR, doc="VBUF entry of the output vector (n elements)"),
-    Field("src", _VADDR, doc="VBUF entry of the input vector (k elements)"),
-    Field("bias", _VADDR, doc="VBUF entry of the FP16 bias vector (n elements), used when has_bias"),
+    Field("dst", VADDR_BITS, doc="VBUF entry of the output vector (n elements)"),
+    Field("src", VADDR_BITS, doc="VBUF entry of the input vector (k elements)"),
+    Field("bias", VADDR_BITS, doc="VBUF entry of the FP16 bias vector (n elements), used when has_bias"),
     Field("w", 28, doc="HBM address (64-byte units) of the first d x l weight tile"),
     Field("k", 14, doc="reduction length (rows of W); ignored when dyn_k"),
     Field("n", 14, doc="output length (columns of W); ignored when dyn_n"),
@@ -120,7 +128,7 @@ MATRIX = Format("MATRIX", (
     Field("scale", 1, "flag", "multiply the FP32 accumulator by scalar register s before rounding"),
     Field("dyn_k", 1, "flag", "k = POS + 1 (score x V over the cached tokens)"),
     Field("dyn_n", 1, "flag", "n = POS + 1 (q x K^T over the cached tokens)"),
-    Field("s", 4, doc="scalar register holding the scale"),
+    Field("s", SREG_BITS, doc="scalar register holding the scale"),
     Field("wfmt", 4, doc="weight format code (see Weight formats): 0 = FP16 tiles at `w`; otherwise `w` is a "
                          "quantized region (descriptor, codes, scales) dequantised to FP16 in front of the MPU "
                          "(LINEAR only)"),
@@ -129,35 +137,35 @@ MATRIX = Format("MATRIX", (
 ), "MPU: y = act(round16(scale * (x . W + b))) over d x l weight tiles streamed from HBM")
 
 VECTOR = Format("VECTOR", (
-    Field("dst", _VADDR, doc="VBUF entry written (vector results)"),
-    Field("a", _VADDR, doc="VBUF entry of operand a"),
-    Field("b", _VADDR, doc="VBUF entry of operand b"),
-    Field("n", _LEN, doc="length in elements; ignored when dyn_n"),
-    Field("sd", 4, doc="scalar register written (reductions)"),
-    Field("sa", 4, doc="scalar register read (vector-scalar ops)"),
+    Field("dst", VADDR_BITS, doc="VBUF entry written (vector results)"),
+    Field("a", VADDR_BITS, doc="VBUF entry of operand a"),
+    Field("b", VADDR_BITS, doc="VBUF entry of operand b"),
+    Field("n", LEN_BITS, doc="length in elements; ignored when dyn_n"),
+    Field("sd", SREG_BITS, doc="scalar register written (reductions)"),
+    Field("sa", SREG_BITS, doc="scalar register read (vector-scalar ops)"),
     Field("dyn_n", 1, "flag", "n = POS + 1"),
 ), "VPU: element-wise ops, vector-scalar ops and reductions on FP16 vectors in VBUF")
 
 SCALAR = Format("SCALAR", (
-    Field("sd", 4, doc="scalar register written"),
-    Field("sa", 4, doc="scalar register read"),
+    Field("sd", SREG_BITS, doc="scalar register written"),
+    Field("sa", SREG_BITS, doc="scalar register read"),
     Field("imm", 32, "f32", doc="FP32 immediate"),
 ), "VPU scalar path (SFU_V): FP32 operations on scalar registers")
 
 DMA = Format("DMA", (
-    Field("vaddr", _VADDR, doc="VBUF entry"),
+    Field("vaddr", VADDR_BITS, doc="VBUF entry"),
     Field("addr", 36, doc="off-chip byte address (DDR) or 64-byte unit (HBM) of the base"),
-    Field("n", _LEN, doc="elements moved"),
+    Field("n", LEN_BITS, doc="elements moved"),
     Field("hbm", 1, "flag", "off-chip space: 1 = HBM, 0 = DDR"),
     Field("index", 2, doc="row index register: 0 none, 1 TOKEN, 2 POS"),
     Field("stride", 24, doc="bytes per index step (row pitch of an indexed table)"),
 ), "DMA: moves FP16 vectors between VBUF and HBM/DDR")
 
 ROUTE = Format("ROUTE", (
-    Field("vaddr", _VADDR, doc="VBUF entry: SEND/RECV data; ALLGATHER: start of the whole gathered vector"),
-    Field("n", _LEN, doc="elements: SEND/RECV the message; ALLGATHER the whole gathered vector"),
+    Field("vaddr", VADDR_BITS, doc="VBUF entry: SEND/RECV data; ALLGATHER: start of the whole gathered vector"),
+    Field("n", LEN_BITS, doc="elements: SEND/RECV the message; ALLGATHER the whole gathered vector"),
     Field("devices", 6, doc="ALLGATHER: devices in the ring (the vector is split among them, see below)"),
-    Field("gran", _VADDR, doc="ALLGATHER: split granule in VBUF entries (a head's entries, or 1)"),
+    Field("gran", VADDR_BITS, doc="ALLGATHER: split granule in VBUF entries (a head's entries, or 1)"),
     Field("dir", 1, "flag", "SEND/RECV: direction of travel, 0 = forward (SEND to the next device, RECV from "
                             "the previous one), 1 = backward"),
 ), "Router: vectors over the ring; ALLGATHER chunk i (of `devices`) is `chunk_bounds(n, devices, gran*d)[i]`")
@@ -167,24 +175,60 @@ CONTROL = Format("CONTROL", (
 ), "Controller")
 
 BATCH = Format("BATCH", (
-    Field("m", _LEN, doc="inputs (>= 1); ignored when dyn_m"),
-    Field("src_stride", _VADDR, doc="VBUF entries from one input vector to the next (LINEAR src)"),
-    Field("dst_stride", _VADDR, doc="VBUF entries from one output vector to the next (LINEAR dst, ALLGATHER "
+    Field("m", LEN_BITS, doc="inputs (>= 1); ignored when dyn_m"),
+    Field("src_stride", VADDR_BITS, doc="VBUF entries from one input vector to the next (LINEAR src)"),
+    Field("dst_stride", VADDR_BITS, doc="VBUF entries from one output vector to the next (LINEAR dst, ALLGATHER "
                                     "vaddr; for ALLGATHER src_stride must equal it)"),
     Field("dyn_m", 1, "flag", "m = COUNT (the tokens of this batched run)"),
 ), "Controller prefix: the next instruction (LINEAR or ALLGATHER) runs over m vectors (see Batched prefill)")
 
 SLOT = Format("SLOT", (
     Field("addr", 36, doc="CHUNK: DDR byte address of the token table (4-byte aligned)"),
-    Field("cap", _LEN, doc="CHUNK: the table's capacity; COUNT must be 1..cap"),
-    Field("i", _LEN, doc="SLOT: token index within the chunk"),
-    Field("skip", _LEN, doc="SLOT: instructions skipped when token i does not exist (i >= COUNT)"),
+    Field("cap", LEN_BITS, doc="CHUNK: the table's capacity; COUNT must be 1..cap"),
+    Field("i", LEN_BITS, doc="SLOT: token index within the chunk"),
+    Field("skip", LEN_BITS, doc="SLOT: instructions skipped when token i does not exist (i >= COUNT)"),
 ), "Controller: the token slots of a batched run (see Batched prefill)")
 
 FORMATS = (MATRIX, VECTOR, SCALAR, DMA, ROUTE, CONTROL, BATCH, SLOT)
 
 
 # ---------------------------------------------------------------------------------------------- opcodes
+# An operand token ending in "?" is accessed only when this flag of the instruction is set.
+OPTIONAL = {"n?": "has_bias", "s?": "scale"}
+
+
+class OperandSpec(NamedTuple):
+    """One on-chip operand of an opcode: its `reads` / `writes` (VBUF) or `sreads` / `swrites` (scalar) entry,
+    parsed once (`Op.operands`). Every executor reads operands through these (`operand_ranges`; the RTL's
+    decode-stage check in hw/core.py builds its comparators from them)."""
+    field: str              # the field holding the first VBUF entry, or the scalar register number
+    length: str | None      # VBUF: the field holding the length in elements; None: a scalar register
+    dyn: str | None         # the flag that makes the length POS + 1 (dyn_k, dyn_n), when the format has it
+    when: str | None        # the flag without which the operand is not accessed (`OPTIONAL`)
+    write: bool
+
+    @property
+    def scalar(self) -> bool:
+        return self.length is None
+
+
+def _operand_specs(fmt: Format, reads, writes, sreads, swrites) -> tuple[OperandSpec, ...]:
+    names = {f.name for f in fmt.fields}
+    out = []
+    for table, write in ((reads, False), (writes, True)):
+        for addr, token in table:
+            length = token.rstrip("?")
+            dyn = f"dyn_{length}"
+            out.append(OperandSpec(addr, length, dyn if dyn in names else None, OPTIONAL.get(token), write))
+    for table, write in ((sreads, False), (swrites, True)):
+        for token in table:
+            out.append(OperandSpec(token.rstrip("?"), None, None, OPTIONAL.get(token), write))
+    for spec in out:
+        assert {spec.field, spec.length or spec.field, spec.dyn or spec.field, spec.when or spec.field} <= names, \
+            (fmt.name, spec)
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Op:
     mnemonic: str
@@ -192,12 +236,17 @@ class Op:
     fmt: Format
     unit: Unit
     doc: str
-    # VBUF operands as (address field, length source); the scoreboard and the perf model use these.
+    # VBUF operands as (address field, length token), scalar registers as field tokens; a token ending in "?" is
+    # optional (`OPTIONAL`). `operands` holds them parsed; `operand_ranges` interprets them.
     reads: tuple[tuple[str, str], ...] = ()
     writes: tuple[tuple[str, str], ...] = ()
     sreads: tuple[str, ...] = ()
     swrites: tuple[str, ...] = ()
-    required: tuple[str, ...] = field(default=())   # flags that must be set (e.g. QK has dyn_n)
+    operands: tuple[OperandSpec, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "operands",
+                           _operand_specs(self.fmt, self.reads, self.writes, self.sreads, self.swrites))
 
 
 def _m(mn, code, doc, **kw):
@@ -274,7 +323,9 @@ BATCHABLE = ("LINEAR", "ALLGATHER")           # what a BATCH prefix may precede
 TOKEN_TABLE_HEADER = 4                        # bytes of COUNT (u32) before the tokens in a CHUNK table
 BY_CODE = {op.code: op for op in OPS}
 assert len(BY_CODE) == len(OPS) and len(BY_MNEMONIC) == len(OPS)
-INDEX_REGS = {0: None, 1: "TOKEN", 2: "POS"}
+INDEX_REGS = {0: None, 1: "TOKEN", 2: "POS"}                             # DMA index -> row index register
+INDEX_CODE = {reg: code for code, reg in INDEX_REGS.items() if reg}       # "TOKEN" -> 1, "POS" -> 2
+SPACE_CODE = {"DDR": 0, "HBM": 1}                                          # DMA hbm flag: the off-chip space
 
 
 def chunk_bounds(n: int, parts: int, granule: int) -> list[tuple[int, int]]:
@@ -291,8 +342,9 @@ def chunk_bounds(n: int, parts: int, granule: int) -> list[tuple[int, int]]:
         out.append((min(u * granule, n), min((u + k) * granule, n)))
         u += k
     return out
-UNIT_BITS = {Unit.MPU: 1, Unit.VPU: 2, Unit.DMA: 4, Unit.ROUTER: 8}
-ALL_UNITS = 16
+UNIT_BITS = {Unit.MPU: 1, Unit.VPU: 2, Unit.DMA: 4, Unit.ROUTER: 8}     # FENCE units: one bit per unit
+ALL_UNITS = 16                                                           # FENCE units: every unit
+MAX_DEVICES = (1 << ROUTE.field("devices").width) - 1    # the largest ring an ALLGATHER can name
 
 
 # ---------------------------------------------------------------------------------------------- instructions
@@ -386,6 +438,136 @@ def decode_stream(blob: bytes) -> list[Instr]:
             for i in range(0, len(blob), WORD_BYTES)]
 
 
+# ---------------------------------------------------------------------------------------------- rules
+# What an executor (the functional simulator, the performance model, the RTL core) checks as it runs a stream.
+# Each check raises `RuleError` with a one-line message; the caller adds where (device, PC) and its own error
+# class.
+BATCH_STRIDES = {"src": "src_stride", "dst": "dst_stride", "vaddr": "dst_stride"}   # operand field -> BATCH
+#                                             stride field (LINEAR src and dst, ALLGATHER vaddr); others: shared
+
+
+class OperandRange(NamedTuple):
+    """One on-chip range an instruction reads or writes (`operand_ranges`)."""
+    field: str              # the operand's field (its `OperandSpec.field`)
+    start: int              # first VBUF entry, or the scalar register number
+    elems: int | None       # VBUF elements from `start`; None: POS + 1 with POS not known yet; scalar: 1
+    entries: int | None     # VBUF entries covered, ceil(elems / d) (None with elems); scalar: 1
+    write: bool
+    scalar: bool
+
+
+class Batch(NamedTuple):
+    """What a BATCH prefix does to the instruction after it (`check_batch`)."""
+    m: int                  # vectors
+    src_stride: int         # VBUF entries between inputs
+    dst_stride: int         # VBUF entries between outputs
+
+
+class ChunkRegs(NamedTuple):
+    """The batched-prefill registers a CHUNK sets (`check_chunk`)."""
+    count: int              # COUNT
+    tbase: int              # TBASE: DDR byte address of token 0
+    pos0: int               # POS0
+
+
+def operand_ranges(op: Op, fields: Mapping[str, int], d: int, pos: int | None = None,
+                   batch: Batch | None = None) -> list[OperandRange]:
+    """The on-chip ranges an instruction reads and writes, from its opcode's `operands` (ISA dependency rules
+    1 and 5), in table order; an optional operand whose flag is clear is left out. `fields`: the instruction's
+    field values (`Instr.fields()`); `pos`: the POS it runs with (None: POS + 1 lengths stay None); `batch`: the
+    BATCH prefix fused into it, whose strided operands (`BATCH_STRIDES`) count m times, copies that touch or
+    overlap merged into one range (elems then a whole number of entries); the other operands count once."""
+    out = []
+    for spec in op.operands:
+        if spec.when is not None and not fields[spec.when]:
+            continue
+        start = fields[spec.field]
+        if spec.length is None:
+            out.append(OperandRange(spec.field, start, 1, 1, spec.write, True))
+            continue
+        if spec.dyn is not None and fields[spec.dyn]:
+            elems = None if pos is None else pos + 1
+        else:
+            elems = fields[spec.length]
+        strided = batch is not None and spec.field in BATCH_STRIDES
+        stride = getattr(batch, BATCH_STRIDES[spec.field]) if strided else 0
+        entries = None if elems is None else -(-elems // d)
+        if not stride or elems is None:
+            out.append(OperandRange(spec.field, start, elems, entries, spec.write, False))
+            continue
+        runs: list[list[int]] = []
+        for i in range(batch.m):
+            a = start + i * stride
+            if runs and a <= runs[-1][1]:
+                runs[-1][1] = max(runs[-1][1], a + entries)
+            else:
+                runs.append([a, a + entries])
+        out.extend(OperandRange(spec.field, a, elems if b - a == entries else (b - a) * d, b - a, spec.write, False)
+                   for a, b in runs)
+    return out
+
+
+def check_operands(ranges, vbuf_entries: int, sregs: int = SREG_COUNT) -> None:
+    """RuleError naming the first range that lies outside VBUF (`vbuf_entries` entries) or names a scalar register
+    the core does not have: what the core flags as STATUS.address_range before it starts the instruction. A
+    range of unknown length (elems None) is not checked."""
+    for r in ranges:
+        if r.scalar:
+            if r.start >= sregs:
+                raise RuleError(f"{r.field}: scalar register S{r.start} does not exist; accepted: S0..S{sregs - 1}")
+        elif r.entries is not None and r.start + r.entries > vbuf_entries:
+            raise RuleError(f"{r.field}: VBUF entries {r.start}..{r.start + r.entries} exceed the {vbuf_entries}-entry "
+                            "buffer")
+
+
+def fence_units(units: int) -> int:
+    """The `UNIT_BITS` of the units a FENCE with field `units` drains."""
+    every = sum(UNIT_BITS.values())
+    return every if units & ALL_UNITS else units & every
+
+
+def check_batch(prefix: Instr, nxt: Instr | None, count: int) -> Batch:
+    """The vectors a BATCH prefix runs `nxt` (the next instruction; None at the end of the stream) over, with
+    COUNT = `count` (0 before CHUNK); RuleError when the pair breaks a rule of "Batched prefill"."""
+    if nxt is None or nxt.op.mnemonic not in BATCHABLE:
+        raise RuleError(f"BATCH must be followed by {' or '.join(BATCHABLE)}, not "
+                        f"{nxt.op.mnemonic if nxt is not None else 'the end of the stream'}")
+    if prefix.dyn_m:
+        if not count:
+            raise RuleError("BATCH +dyn_m before CHUNK: COUNT is 0")
+        m = count
+    else:
+        m = prefix.m
+        if not m:
+            raise RuleError("BATCH m=0: m must be >= 1")
+    if nxt.op.mnemonic == "LINEAR" and (nxt.dyn_k or nxt.dyn_n):
+        raise RuleError("a batched LINEAR has static k and n (dyn_k and dyn_n must be 0)")
+    if nxt.op.mnemonic == "ALLGATHER" and prefix.src_stride != prefix.dst_stride:
+        raise RuleError("a batched ALLGATHER is in place: src_stride must equal dst_stride")
+    return Batch(m, prefix.src_stride, prefix.dst_stride)
+
+
+def check_chunk(chunk: Instr, count: int, pos: int) -> ChunkRegs:
+    """The registers a CHUNK sets when its token table holds `count` and POS is `pos`; RuleError when the table
+    is not 4-byte aligned or `count` is not 1..cap."""
+    if chunk.addr % 4:
+        raise RuleError(f"the token table at DDR byte {chunk.addr} is not 4-byte aligned")
+    if not 1 <= count <= chunk.cap:
+        raise RuleError(f"the token table at DDR byte {chunk.addr} holds COUNT {count}; accepted: 1..{chunk.cap}")
+    return ChunkRegs(count, chunk.addr + TOKEN_TABLE_HEADER, pos)
+
+
+def check_slot(slot: Instr, count: int, left: int) -> bool:
+    """Whether SLOT's token exists (i < COUNT; else the next `skip` instructions are skipped), with COUNT =
+    `count` (0 before CHUNK) and `left` instructions after the SLOT; RuleError before CHUNK or when the skip
+    runs past the end of the stream."""
+    if not count:
+        raise RuleError("SLOT before CHUNK: COUNT is 0")
+    if slot.skip > left:
+        raise RuleError(f"skip={slot.skip} runs past the end of the stream ({left} instructions follow)")
+    return slot.i < count
+
+
 # ---------------------------------------------------------------------------------------------- assembler
 def _fmt_value(f: Field, v: int) -> str:
     if f.kind == "f32":
@@ -463,172 +645,3 @@ def assemble(text: str) -> list[Instr]:
         if ins is not None:
             out.append(ins)
     return out
-
-
-# ---------------------------------------------------------------------------------------------- docs
-DEPENDENCY_RULES = """\
-One instruction stream per device, executed in program order by the controller, which dispatches each
-instruction to its unit's in-order queue (MPU, VPU, DMA, ROUTER); the units run in parallel.
-
-1. **On-chip hazards are tracked by hardware.** The scoreboard holds the VBUF entry ranges and scalar registers
-   that in-flight instructions read and write (the `reads`/`writes` columns below). An instruction issues only
-   when no older in-flight instruction writes a range it reads (RAW), reads a range it writes (WAR) or writes a
-   range it writes (WAW). So compute, DMA and router instructions overlap exactly when they touch disjoint
-   on-chip data: a LOAD of the next layer's biases runs under the current matrix instruction.
-2. **Off-chip hazards are the program's job.** HBM and DDR are not tracked. A program that writes off-chip memory
-   and reads it later (K/V cache append then QK/SV; logits STORE then host read) must put a `FENCE` with the
-   writer's unit between them. `HALT` drains every unit.
-3. **Router instructions complete when their data has moved**: SEND when the data left, RECV/ALLGATHER when every
-   chunk arrived. They block their queue only, so compute on other data continues (communication overlap).
-4. The functional simulator executes instructions one at a time in program order; rules 1-3 guarantee that the
-   parallel machine computes the same result. The simulator checks rule 2 and reports a missing FENCE.
-5. **BATCH and its instruction are one instruction** for dispatch and the scoreboard: the VBUF ranges it reads
-   and writes are the union, over i = 0..m-1, of the unbatched instruction's ranges moved by i strides. All m
-   inputs count as read before any output is written, so they may overlap the outputs.
-6. **CHUNK and SLOT run in the controller, in program order.** An instruction takes the TOKEN and POS it uses
-   (DMA index, dyn_n/dyn_k lengths, the mask) when it is dispatched, so a SLOT that changes them does not wait
-   for older instructions. The token table is off-chip data the host writes before ap_start (rule 2 needs no
-   FENCE for it).
-"""
-
-BATCHED_DOC = """\
-ISA version 2 adds matrix-matrix prefill: one run processes a chunk of up to M prompt tokens and streams every
-weight matrix from HBM once per chunk instead of once per token. The MATRIX word is full (127 of 128 bits), so
-the batched form is a control-class prefix instead of a wider LINEAR, plus two instructions that give each token
-of the chunk its TOKEN and POS:
-
-- `BATCH m src_stride dst_stride [+dyn_m]` makes the next instruction run over m vectors. It must be followed
-  by LINEAR or ALLGATHER (anything else, or a BATCH at the end of the stream, is an error).
-  - LINEAR: for i = 0..m-1, `dst + i*dst_stride = act(src + i*src_stride . W + bias)`. The MPU holds each d x l
-    weight tile once and applies it to the m input vectors (m cycles per tile instead of 1, one HBM read per
-    tile); the bias vector is shared. `dyn_k`/`dyn_n` must be 0 (no batched QK/SV).
-  - ALLGATHER: m all-gathers of the vectors at `vaddr + i*dst_stride`, each exactly as the unbatched one
-    (`src_stride` must equal `dst_stride`: the gather is in place).
-  - `+dyn_m`: m = COUNT, the tokens of this run (an error before CHUNK has run).
-- `CHUNK addr cap` starts a batched run: COUNT = the u32 at DDR byte `addr` (it must be 1..cap), TBASE =
-  addr + 4, POS0 = POS.
-- `SLOT i skip`: if i < COUNT, TOKEN = the u32 at DDR byte TBASE + 4i and POS = POS0 + i; otherwise the next
-  `skip` instructions are skipped (a forward branch; it must stay inside the stream). An error before CHUNK.
-
-**Numerics.** Output row i of a batched LINEAR is computed exactly as the unbatched LINEAR on input i: the same
-products, the same adder-tree order and group accumulation, the same bias add, scale, rounding and GELU
-(docs/numerics.md). Batching changes the schedule (each tile is applied to m vectors), never a result: row i
-is bit-identical to `LINEAR dst=dst+i*dst_stride src=src+i*src_stride ...`.
-
-**Token table (host protocol).** The compiler reserves it in DDR (manifest `symbols.prefill_batch.tokens`, a
-byte address, 64-byte aligned) with room for `max_tokens` tokens: u32 COUNT at byte 0, then COUNT u32 token ids,
-little-endian. For each chunk of m <= max_tokens prompt tokens the host writes COUNT = m and the m tokens into
-every device's table, writes POS = the first token's position (TOKEN = the first token, unused), and starts the
-`prefill_batch` stream on every device. Token j of the chunk is processed at position POS + j and its K and V are
-appended to the cache there; it attends to positions <= POS + j.
-
-**Stream shape** (`dfx compile --prefill-batch M`, compiler/lower.py): `CHUNK`, then per decoder layer: the
-per-token work as one section per slot (`SLOT i skip` + that token's embedding (first layer), LayerNorm,
-attention with its own POS, residual adds) and the weight-heavy linears (c_attn, attn c_proj, c_fc, mlp
-c_proj) as `BATCH +dyn_m` + LINEAR, their all-gathers (multi-device) as `BATCH +dyn_m` + ALLGATHER. Every
-vector of the layer has M copies in VBUF, one per slot, so VBUF capacity bounds M. Work that feeds no K/V
-cache is left out (the last layer's attention itself, projection, MLP and residuals, and ln_f: only its K/V
-append remains); the host runs the last prompt token through `decode`.
-
-The RTL core (hw/core.py) does not implement BATCH, CHUNK and SLOT yet: it stops with STATUS.illegal_opcode at
-the first one, and the host refuses programs that contain them on the rtl and pynq backends.
-"""
-
-
-def doc_markdown() -> str:
-    """The text of docs/isa.md, generated from the tables above."""
-    out = [
-        "# The DFX instruction set",
-        "",
-        f"Generated by `python -m dfx.isa --doc > docs/isa.md` from `dfx/isa.py` (ISA version {ISA_VERSION}); "
-        "a test fails when this file is stale. Do not edit by hand.",
-        "",
-        f"Every instruction is one {WORD_BITS}-bit little-endian word. Bits [7:0] are the opcode; the fields of "
-        "the opcode's format follow from bit 8 upward. Reserved (high) bits must be zero.",
-        "",
-        "## Machine state",
-        "",
-        __doc__.split("Machine model the semantics refer to (all sizes from `AccelConfig`):")[1].strip(),
-        "",
-        "## Dependency rules",
-        "",
-        DEPENDENCY_RULES,
-        "## Batched prefill",
-        "",
-        BATCHED_DOC,
-        "## Formats",
-        "",
-    ]
-    for fmt in FORMATS:
-        out += [f"### {fmt.name}", "", fmt.doc, "", "| bits | field | kind | meaning |", "|---|---|---|---|",
-                "| 7:0 | opcode | u | |"]
-        for f in fmt.fields:
-            lsb, w = fmt.offsets()[f.name]
-            out.append(f"| {lsb + w - 1}:{lsb} | `{f.name}` | {f.kind} | {f.doc} |")
-        out.append("")
-    out += ["## Opcodes", "", "| opcode | mnemonic | unit | format | VBUF reads | VBUF writes | semantics |",
-            "|---|---|---|---|---|---|---|"]
-    for op in OPS:
-        r = ", ".join(f"{a}[{n}]" for a, n in op.reads) or "-"
-        w = ", ".join(f"{a}[{n}]" for a, n in op.writes) or "-"
-        out.append(f"| 0x{op.code:02x} | {op.mnemonic} | {op.unit.value} | {op.fmt.name} | {r} | {w} | {op.doc} |")
-    out += ["", "`n?`: only when `has_bias`; `s?`: only when `scale`. Scalar registers read/written are "
-            "`sa`/`sd` (VECTOR, SCALAR) and `s` (MATRIX).", ""]
-    out += _weight_format_doc()
-    out += ["## Assembly", "", "`MNEMONIC field=value ... +flag`, one instruction per line, `#` comments. "
-            "Numbers are decimal or 0x-hex; FP32 immediates are decimals or 0x-bit patterns. Example:", "",
-            "```", "LINEAR dst=64 src=0 bias=160 w=0x40 k=256 n=768 +has_bias",
-            "QK dst=300 src=64 w=0x800 k=64 +scale +dyn_n s=2", "VMAX a=300 sd=0 +dyn_n", "```", ""]
-    return "\n".join(out)
-
-
-def _weight_format_doc() -> list[str]:
-    """The quantized-weight section of docs/isa.md, from `dfx.formats` (imported here only: the RTL decoder and
-    the encoder do not need the numerics)."""
-    from . import formats as F
-    import inspect
-    src = inspect.getsource(F)
-    a = src.index("# A quantized matrix (wfmt != 0)")
-    b = src.index("DESC_BYTES = 64")
-    layout = "\n".join(line[2:] for line in src[a:b].strip().splitlines())
-    out = ["## Weight formats", "",
-           "MATRIX `wfmt` (4 bits) selects the dequantiser in front of the MPU's multipliers. Every format is "
-           "dequantised to binary16 exactly as `dfx.formats.dequant` defines (docs/numerics.md, \"Weight formats\"); "
-           "the multipliers, adder trees and accumulation are unchanged. Axis, group size, zero points and where the "
-           "scales are come from a 64-byte descriptor at the start of the matrix's HBM region, so the 128-bit "
-           "instruction word does not grow. Only LINEAR takes quantized weights (the KV cache and the tied LM "
-           "head are FP16); the descriptor's wfmt, k and n must equal the instruction's.", "",
-           "| wfmt | kind | code bits | config family |", "|---|---|---|---|"]
-    for (kind, bits), code in sorted(F.WFMT_CODES.items(), key=lambda kv: kv[1]):
-        fam = F.WeightFormat(kind, bits, None if kind == "fp16" else "oc").family
-        out.append(f"| {code} | {kind} | {bits}{' planes' if kind == 'bcq' else ''} | {fam} |")
-    out += [f"| {', '.join(str(c) for c in range(16) if c not in F.WFMT_CODES.values())} | reserved "
-            "(the simulator stops with a SimError) | | |", "",
-            f"Format names (`dfx compile --weights`): {F.ACCEPTED}. A format compiles for a config whose "
-            "`weight_formats` lists its family.", "",
-            "### Quantized matrix region", "", "```text", layout, "```", "",
-            f"### Descriptor ({F.DESC_BYTES} bytes, little-endian, unused bytes zero)", "",
-            "| byte | field | type | meaning |", "|---|---|---|---|"]
-    off = 0
-    for name, code, doc in F.DESCRIPTOR:
-        size = {"I": 4, "H": 2, "B": 1}[code]
-        out.append(f"| {off} | `{name}` | u{8 * size} | {doc} |")
-        off += size
-    out += ["", "Bytes per weight including every overhead (`dfx.formats.matrix_bytes`) are tabulated in "
-            "docs/numerics.md.", ""]
-    return out
-
-
-def _main(argv=None):
-    import argparse
-    ap = argparse.ArgumentParser(prog="python -m dfx.isa", description="The DFX ISA definition.")
-    ap.add_argument("--doc", action="store_true", help="print docs/isa.md")
-    args = ap.parse_args(argv)
-    if args.doc:
-        print(doc_markdown(), end="")
-    else:
-        ap.print_help()
-
-
-if __name__ == "__main__":
-    _main()

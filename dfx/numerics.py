@@ -1,4 +1,4 @@
-"""The bit-exact arithmetic reference of the DFX datapath (DESIGN.md, contract 3; the prose is docs/numerics.md).
+"""The bit-exact arithmetic reference of the DFX datapath (docs/design.md, contract 3; the prose is docs/numerics.md).
 
 Every function here is a fixed sequence of IEEE-754 operations (numpy float16/float32, round to nearest even,
 no fused multiply-add) or integer/bit operations, so the RTL can match it bit for bit. It is vectorised (arrays
@@ -12,11 +12,10 @@ Policies (docs/numerics.md has the reasoning):
   canonical quiet NaN 0x7E00 / 0x7FC00000. Overflow when rounding to binary16 gives inf of the sign.
 - Overflow and invalid operations are data, not errors: callers that want numpy quiet run under
   ``np.errstate(all="ignore")`` (the simulator does, once per run; an errstate per call costs ~10 us).
-- `clean=True` (accepted by the vector, reduction and MPU entry points) is the caller's promise that its
-  binary16 operands are already DAZ-clean; the result is the same either way.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import functools
@@ -24,6 +23,7 @@ import math
 import struct
 
 import numpy as np
+import torch
 
 F16, F32 = np.float16, np.float32
 NAN16 = np.uint16(0x7E00)                         # canonical quiet NaN, binary16 bits
@@ -166,7 +166,7 @@ def _widen_table() -> np.ndarray:
 F16_TO_F32 = _widen_table()
 
 
-def widen16(x, clean: bool = False) -> np.ndarray:
+def widen16(x) -> np.ndarray:
     """binary16 operand as binary32, exactly, after DAZ (a table lookup: 4-5x faster than numpy's cast).
     Input that is not binary16 is rounded by `to_fp16` first."""
     x = np.asarray(x)
@@ -238,7 +238,7 @@ def weights32(w) -> np.ndarray:
     return widen16(w)
 
 
-def mpu_matvec(x, w, bias=None, d: int = 64, clean: bool = False) -> np.ndarray:
+def mpu_matvec(x, w, bias=None, d: int = 64) -> np.ndarray:
     """x (..., K) binary16 times w (K, N) binary16, plus bias (N,) binary16 -> (..., N) binary32 accumulators,
     before any rounding to binary16 (`mpu_finish` does the rest).
 
@@ -354,7 +354,6 @@ _TORCH_MIN = 1 << 15        # products below this run in numpy (PyTorch's per-ca
 def torch_single_thread():
     """Run PyTorch's CPU kernels on one thread inside the block (then restore). The simulator's element-wise
     passes are short: on a shared machine a thread pool waits for busy cores far longer than it saves."""
-    import torch
     n = torch.get_num_threads()
     if n != 1:
         torch.set_num_threads(1)
@@ -375,7 +374,6 @@ def mpu_matvec1(x, tw: TreeWeights, bias=None, scratch: np.ndarray | None = None
     and add, RNE, no contraction into FMAs, 2-3x faster than numpy's on the broadcast multiply. No subnormal
     can arise (products of DAZ-clean binary16 are >= 2^-28 in magnitude and sums are multiples of 2^-51), so
     the denormal mode does not matter. The accumulation over groups stays in numpy (sequential order)."""
-    import torch
     d, c = tw.d, tw.w.shape[1]
     x32 = widen16(x)
     k = x32.shape[0]
@@ -447,62 +445,62 @@ def mpu_finish(acc, scale=None, act: str | None = None, mask_limit: int | None =
     return y
 
 
-def mpu(x, w, bias=None, d: int = 64, scale=None, act: str | None = None, mask_limit: int | None = None,
-        clean: bool = False) -> np.ndarray:
+def mpu(x, w, bias=None, d: int = 64, scale=None, act: str | None = None,
+        mask_limit: int | None = None) -> np.ndarray:
     """One matrix instruction end to end: `mpu_finish(mpu_matvec(x, w, bias, d), scale, act, mask_limit)`."""
     return mpu_finish(mpu_matvec(x, w, bias, d), scale, act, mask_limit)
 
 
 # =============================================================================================== VPU
-def vadd(a, b, clean: bool = False) -> np.ndarray:
+def vadd(a, b) -> np.ndarray:
     """Element-wise binary16 a + b, correctly rounded (binary32 add, then `to_fp16`; 24 >= 2*11 + 2)."""
     return to_fp16(widen16(a) + widen16(b))
 
 
-def vsub(a, b, clean: bool = False) -> np.ndarray:
+def vsub(a, b) -> np.ndarray:
     """Element-wise binary16 a - b, correctly rounded."""
     return to_fp16(widen16(a) - widen16(b))
 
 
-def vmul(a, b, clean: bool = False) -> np.ndarray:
+def vmul(a, b) -> np.ndarray:
     """Element-wise binary16 a * b, correctly rounded (the binary32 product is exact)."""
     return to_fp16(widen16(a) * widen16(b))
 
 
-def vadd_scalar(a, s, clean: bool = False) -> np.ndarray:
+def vadd_scalar(a, s) -> np.ndarray:
     """binary16 vector + binary32 scalar: one binary32 RNE add, then `to_fp16` (double rounding: the spec)."""
     return to_fp16(widen16(a) + _s32(s))
 
 
-def vsub_scalar(a, s, clean: bool = False) -> np.ndarray:
+def vsub_scalar(a, s) -> np.ndarray:
     """binary16 vector - binary32 scalar: one binary32 RNE subtract, then `to_fp16`."""
     return to_fp16(widen16(a) - _s32(s))
 
 
-def vmul_scalar(a, s, clean: bool = False) -> np.ndarray:
+def vmul_scalar(a, s) -> np.ndarray:
     """binary16 vector * binary32 scalar: one binary32 RNE multiply, then `to_fp16`."""
     return to_fp16(widen16(a) * _s32(s))
 
 
-def reduce_sum(a, d: int = 64, clean: bool = False):
+def reduce_sum(a, d: int = 64):
     """Sum along the last axis -> binary32: zero-padded to a multiple of d, the MPU's tree per group of d,
     groups accumulated in order from +0. Leading axes are a batch."""
     return ftz32(_tree_last(widen16(a), _check_d(d)))
 
 
-def reduce_dot(a, b, d: int = 64, clean: bool = False):
+def reduce_dot(a, b, d: int = 64):
     """sum(a*b) along the last axis -> binary32: exact binary32 products, then `reduce_sum`'s order. Equal to
     `mpu_matvec` with one column."""
     return ftz32(_tree_last(widen16(a) * widen16(b), _check_d(d)))
 
 
-def reduce_sumsq(a, d: int = 64, clean: bool = False):
+def reduce_sumsq(a, d: int = 64):
     """sum(a*a) along the last axis -> binary32 (`reduce_dot(a, a)`)."""
     a32 = widen16(a)
     return ftz32(_tree_last(a32 * a32, _check_d(d)))
 
 
-def reduce_max(a, clean: bool = False):
+def reduce_max(a):
     """Maximum along the last axis -> binary32, exact. Order: IEEE's, with -0 < +0 (what an integer comparator
     on sign-magnitude keys gives). NaN if any element is NaN; -inf for an empty or all -inf vector."""
     a32 = widen16(a)
@@ -810,7 +808,6 @@ def error_table_markdown() -> str:
 
 
 def _main(argv=None) -> int:
-    import argparse
     ap = argparse.ArgumentParser(prog="python -m dfx.numerics",
                                  description="The DFX numerics reference (docs/numerics.md).")
     ap.add_argument("--error-table", action="store_true", help="print the measured error table (markdown)")

@@ -1,19 +1,30 @@
 """Host backends behind one interface: the host protocol of a token step (set ENTRY/TOKEN/POS, start every
 device of the ring, wait, read the logits slices from DDR) over `dfx.host.device`, the same code for `sim`
 (the functional simulator behind an emulated register block), `rtl` (the core under cocotb) and `pynq`
-(Alveo U280 boards). The backend comes from the argument or $DFX_BACKEND."""
+(Alveo U280 boards). The backend is `dfx.host.resolve_backend`'s: the argument, else $DFX_BACKEND, else sim."""
 from __future__ import annotations
 
 import numpy as np
 
+from dfx.errors import DeviceError
 from dfx.program import Program
 
-from dfx.errors import DeviceError
-
-from .device import BACKENDS, DEFAULT_TIMEOUT_S, DeviceGroup, RunRecord, backend_name, open_devices
+from . import resolve_backend
+from .device import DEFAULT_TIMEOUT_S, Device, DeviceGroup, RunRecord
 from .image import DDR_BANK
+from .transports import open_transports
 
-__all__ = ["BACKENDS", "DeviceBackend", "open_backend"]
+__all__ = ["DeviceBackend", "open_backend", "open_devices"]
+
+
+def open_devices(program: Program, backend: str | None = None, devices: int | None = None, **opts) -> list[Device]:
+    """Open the devices a program needs on a backend (`sim`, `rtl`, `pynq`; None: $DFX_BACKEND, else sim)."""
+    name = resolve_backend(backend)
+    n = program.n_devices if devices is None else devices
+    if n != program.n_devices:
+        raise DeviceError(f"the program was compiled for {program.n_devices} device(s) but {n} were opened; "
+                          f"recompile with --devices {n} or open {program.n_devices}")
+    return [Device(t, program.config, k) for k, t in enumerate(open_transports(program, name, n, **opts))]
 
 
 class DeviceBackend:
@@ -21,7 +32,7 @@ class DeviceBackend:
 
     def __init__(self, program: Program, backend: str | None = None, devices: int | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S, counters: bool = True, **opts):
-        self.name = backend_name(backend)
+        self.name = resolve_backend(backend)
         self.program = program
         self.group = DeviceGroup(open_devices(program, self.name, devices, **opts), timeout)
         self.group.load(program)
@@ -59,5 +70,6 @@ class DeviceBackend:
         self.group.close()
 
 
-def open_backend(program: Program, backend: str | None = "sim", devices: int | None = None, **opts) -> DeviceBackend:
+def open_backend(program: Program, backend: str | None = None, devices: int | None = None, **opts) -> DeviceBackend:
+    """`DeviceBackend(program, backend, devices, **opts)`; backend None: $DFX_BACKEND, else sim."""
     return DeviceBackend(program, backend, devices, **opts)

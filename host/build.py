@@ -1,5 +1,5 @@
 """The Alveo U280 board flow: the build tree of the Vitis RTL kernel and the commands that turn it into an
-xclbin (DESIGN.md, Board flow). `dfx build --board u280 -o DIR` calls `build_tree`.
+xclbin (docs/design.md, Board flow). `dfx build --board u280 -o DIR` calls `build_tree`.
 
 What it writes (every file from the core's config and `dfx.regmap`; templates and board data in `boards/u280/`):
 
@@ -30,6 +30,7 @@ from string import Template
 from dfx import regmap
 from dfx.config import AccelConfig
 from dfx.errors import DfxError, UsageError
+from dfx.verify.toolchain import venv_path
 
 BOARDS = ("u280",)
 KERNEL = "dfx_core"
@@ -196,7 +197,8 @@ class BuildResult:
 
 
 def write_verilog(cfg: AccelConfig, path: Path) -> None:
-    from dfx.hw.top import verilog       # the integrated core (dfx.hw.top)
+    # lazy: Amaranth is the optional `hw` extra; a build tree without Verilog (verilog=False) does without it
+    from dfx.hw.top import verilog
     path.write_text(verilog(cfg))
 
 
@@ -328,11 +330,8 @@ def check_tree(out: str | Path, cfg: AccelConfig) -> list[str]:
 
 def lint(out: str | Path) -> tuple[bool, str]:
     """`verilator --lint-only` of src/dfx_core.v: (clean, output)."""
-    import os
-    import sys
     v = Path(out) / "src" / f"{KERNEL}.v"
-    exe = shutil.which("verilator", path=os.pathsep.join([str(Path(sys.executable).parent),
-                                                          os.environ.get("PATH", "")]))
+    exe = shutil.which("verilator", path=venv_path())
     if not exe:
         raise BuildError("verilator is not installed (scripts/bootstrap.sh links it into .venv/bin)")
     r = subprocess.run([exe, "--lint-only", "-Wall", "-Wno-fatal", "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL",

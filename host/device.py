@@ -1,18 +1,19 @@
 """The device API (docs/design.md, contract 5): open, load program, write/read memory, start, wait(timeout), read
 counters and STATUS, close. One code path over every backend; the backends differ only in their `Transport`
-(`host/transport.py`: sim, `host/pynq_backend.py`: pynq, `host/rtl_backend.py`: rtl).
+(`host/sim_backend.py`: sim, `host/pynq_backend.py`: pynq, `host/rtl_backend.py`: rtl), opened by
+`dfx.host.backends.open_devices`.
 
-    devs = open_devices(program, "sim")          # or "pynq" / "rtl", or $DFX_BACKEND
+    devs = open_devices(program, "sim")          # or "pynq" / "rtl"; None: $DFX_BACKEND, else sim
     group = DeviceGroup(devs); group.load(program)
-    group.run("decode", token=17, pos=3, timeout=5.0)
-    logits = group.read_logits(program)
+    rec = group.run("decode", token=17, pos=3, timeout=5.0)
+    group.counters(rec)                          # CYCLES and BUSY_* of every device into the RunRecord
+    logits = group.read_logits()
     group.close()
 
 Every register access goes through `dfx.regmap` by name; nobody here writes an offset.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -26,7 +27,6 @@ from dfx.program import Program
 from .image import DDR_BANK, DeviceImage, check_fits, device_image
 from .transport import Buffer, Transport
 
-BACKENDS = ("sim", "rtl", "pynq")
 DEFAULT_TIMEOUT_S = 30.0
 
 
@@ -342,32 +342,3 @@ class DeviceGroup:
     def close(self) -> None:
         for d in self.devices:
             d.close()
-
-
-def backend_name(backend: str | None) -> str:
-    """`backend`, else $DFX_BACKEND, else sim; DeviceError naming the accepted ones."""
-    name = backend or os.environ.get("DFX_BACKEND") or "sim"
-    if name not in BACKENDS:
-        src = "backend" if backend else "DFX_BACKEND"
-        raise DeviceError(f"unknown {src} {name!r}; accepted: {', '.join(BACKENDS)}")
-    return name
-
-
-def open_devices(program: Program, backend: str | None = None, devices: int | None = None, **opts) -> list[Device]:
-    """Open the devices a program needs on a backend (`sim`, `rtl`, `pynq`; default $DFX_BACKEND or sim)."""
-    name = backend_name(backend)
-    n = program.n_devices if devices is None else devices
-    if n != program.n_devices:
-        raise DeviceError(f"the program was compiled for {program.n_devices} device(s) but {n} were opened; "
-                          f"recompile with --devices {n} or open {program.n_devices}")
-    cfg = program.config
-    if name == "sim":
-        from .transport import SimTransport
-        ts = SimTransport.open_all(cfg, n, program.manifest.ring, **opts)
-    elif name == "pynq":
-        from .pynq_backend import PynqTransport
-        ts = PynqTransport.open_all(n, **opts)
-    else:
-        from .rtl_backend import RtlTransport
-        ts = RtlTransport.open_all(cfg, n, **opts)
-    return [Device(t, cfg, k) for k, t in enumerate(ts)]

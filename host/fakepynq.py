@@ -1,7 +1,7 @@
 """A strict stand-in for the `pynq` module whose cards are emulated boards (`host/emu.py`: the functional
 simulator behind the register map). It implements exactly the PYNQ surface `host/pynq_backend.py` documents;
 anything else is an AttributeError or a TypeError. It exists because no Alveo board is reachable from CI: it
-produces the recorded board sessions (`host/replay.py`) and injects the board faults the host must survive.
+produces the recorded board sessions (`host/replay.py`, `host/recording.py`) and injects the board faults the host must survive.
 
     fake = FakePynq(2)                                   # two cards
     write_fake_xclbin(path, cfg)                         # what `pynq.Overlay(path)` accepts here
@@ -23,7 +23,7 @@ from dfx import isa, regmap
 from dfx.config import AccelConfig
 
 from .emu import DDR_BANK_BYTES, HBM_BANK_BYTES, EmuCluster
-from .image import DDR_BANK, hbm_bank
+from .image import DDR_BANK, device_image, hbm_bank
 
 FORMAT = "dfx-fake-xclbin"
 
@@ -192,7 +192,6 @@ class FakePynq:
                                        magic=desc["magic"], isa_version=desc["isa_version"])
         device.board = self._cluster.boards[device.index]
         if self._program is not None:
-            from .image import device_image
             device.board.attach(self._program, device_image(self._program, device.index).entries)
 
     def Overlay(self, path, device=None):          # noqa: N802 - pynq's name

@@ -1,7 +1,7 @@
 """The `pynq` transport: Alveo U280 boards through PYNQ (4.x) on XRT.
 
-The whole surface of PYNQ this uses (the record/replay fakes in `host/fakepynq.py` and `host/replay.py`
-implement exactly this, and nothing else):
+The whole surface of PYNQ this uses (the fakes in `host/fakepynq.py` and `host/recording.py` implement exactly
+this, and nothing else):
 
     pynq.Device.devices                          the cards XRT sees
     ol = pynq.Overlay(xclbin, device=dev)        program a card with the xclbin of `dfx build`
@@ -19,33 +19,29 @@ naming the device and the operation; a card that stops answering ends the sessio
 from __future__ import annotations
 
 import os
-import re
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from dfx.errors import DeviceError
 
+from .recording import Recorder, ReplayMismatch, bank_key
 from .transport import Buffer, Transport
 
 KERNEL = "dfx_core"
 
 
 def import_pynq():
-    import warnings
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import pynq
+            import pynq  # lazy: PYNQ is the optional `board` extra, needed only where Alveo cards are
     except ImportError:
         raise DeviceError("the pynq backend needs PYNQ: pip install 'dfx[board]' (pynq==4.0.0) on the host "
                           "with the Alveo cards and XRT") from None
     return pynq
-
-
-def _bank_key(tag: str) -> str:
-    return re.sub("[^A-Za-z0-9_]", "", tag)          # "HBM[3]" -> "HBM3", as pynq names overlay attributes
 
 
 class PynqTransport(Transport):
@@ -64,7 +60,7 @@ class PynqTransport(Transport):
                               f"{', '.join(ips) or 'none'}); load the xclbin of `dfx build --board u280`")
         self.ip = self._guard("opening the kernel", lambda: getattr(self.ol, name))
         mem = self._guard("reading mem_dict", lambda: self.ol.mem_dict)
-        self.banks = {_bank_key(k): v for k, v in mem.items() if v.get("used")}
+        self.banks = {bank_key(k): v for k, v in mem.items() if v.get("used")}
 
     @classmethod
     def open_all(cls, n: int, xclbin: str | os.PathLike | None = None, kernel: str | None = None, pynq=None,
@@ -79,7 +75,6 @@ class PynqTransport(Transport):
         mod = pynq if pynq is not None else import_pynq()
         record = record or os.environ.get("DFX_PYNQ_RECORD")
         if record:
-            from .replay import Recorder
             mod = Recorder(mod, record)
         try:
             devs = list(mod.Device.devices)
@@ -105,7 +100,6 @@ class PynqTransport(Transport):
     def _guard(self, what: str, fn):
         if self.gone:
             raise DeviceError(f"{self.label}: the board stopped answering earlier; {what} was not attempted")
-        from .replay import ReplayMismatch
         try:
             return fn()
         except (DeviceError, ReplayMismatch):       # a replay mismatch is a test failure, not a board fault
@@ -170,7 +164,6 @@ class PynqTransport(Transport):
 
     def close(self):
         self._release()
-        from .replay import Recorder
         if isinstance(self.pynq, Recorder):
             self.pynq.save()
 

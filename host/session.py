@@ -25,7 +25,8 @@ from .sampling import Sampler, Sampling
 
 
 class Session:
-    def __init__(self, program: Program, backend: str | None = "sim", devices: int | None = None, **opts):
+    def __init__(self, program: Program, backend: str | None = None, devices: int | None = None, **opts):
+        """Open and load `program` on `backend` (None: $DFX_BACKEND, else sim; `dfx.host.resolve_backend`)."""
         self.program = program
         self.backend = open_backend(program, backend, devices, **opts)
         self.max_seq = program.manifest.max_seq

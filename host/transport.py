@@ -1,15 +1,14 @@
 """The small part of a host backend that differs between the simulator, the RTL and a board: 32-bit register
 reads/writes on the kernel's AXI4-Lite slave, device buffers (allocate in a bank, copy in, copy out, free) and
-a pause between polls. Everything else (`host/device.py`) is one code path over all of them.
+a pause between polls. Everything else (`host/device.py`) is one code path over all of them. The transports:
+`host/sim_backend.py` (sim), `host/rtl_backend.py` (rtl), `host/pynq_backend.py` (pynq); `host/transports.py`
+opens one by name.
 
 A transport raises `DeviceError` (one line, naming the device) for anything the device refuses or cannot do.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-
-from dfx.config import AccelConfig
-from dfx.errors import DeviceError
 
 
 class Buffer:
@@ -64,49 +63,3 @@ class Transport(ABC):
 
     def attach(self, program, entries: dict[str, int]) -> None:
         """The program loaded (the simulator names streams and computes cycle counters from it)."""
-
-
-class SimTransport(Transport):
-    """The functional simulator behind the emulated register block (`host/emu.py`)."""
-    backend = "sim"
-    batched_prefill = True
-
-    def __init__(self, board):
-        self.board = board
-        self.label = f"sim device {board.index}"
-
-    @classmethod
-    def open_all(cls, cfg: AccelConfig, n: int, ring: list[int] | None = None, **board_kw) -> list["SimTransport"]:
-        from .emu import EmuCluster
-        cluster = EmuCluster(cfg, n, ring, **board_kw)
-        return [cls(b) for b in cluster.boards]
-
-    def read32(self, offset):
-        return self.board.read32(offset)
-
-    def write32(self, offset, value):
-        self.board.write32(offset, value)
-
-    def bank_bytes(self, bank):
-        if bank not in self.board.banks:
-            raise DeviceError(f"{self.label} has no memory bank {bank!r}")
-        return self.board.banks[bank].size
-
-    def alloc(self, bank, nbytes):
-        a = self.board.alloc(bank, nbytes)
-        return Buffer(bank, nbytes, a.address, a)
-
-    def upload(self, buf, offset, data):
-        self.board.write_mem(buf.handle, offset, data)
-
-    def download(self, buf, offset, nbytes):
-        return self.board.read_mem(buf.handle, offset, nbytes)
-
-    def free(self, buf):
-        self.board.free(buf.handle)
-
-    def error_detail(self):
-        return self.board.detail
-
-    def attach(self, program, entries):
-        self.board.attach(program, entries)

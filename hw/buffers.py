@@ -6,7 +6,8 @@ per-element enable (granularity 16 bits), so a DMA piece, an MPU output block (l
 lanes of a VPU chunk are written without read-modify-write. The units reach it through `VbufPort`s, which
 the core multiplexes (one unit owns the buffer at a time in the in-order controller; see hw/core.py).
 
-Scalar registers: 16 binary32 words, a `Memory` with asynchronous (comb) read ports: LUT RAM on an FPGA.
+Scalar registers: `cfg.sregs` binary32 words (at most the 16 the ISA's 4-bit register fields name), a `Memory`
+with asynchronous (comb) read ports: LUT RAM on an FPGA.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
@@ -15,6 +16,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from dfx import isa
 from dfx.config import AccelConfig
 
 
@@ -63,15 +65,16 @@ class ScalarFile(wiring.Component):
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
+        a = isa.SREG_BITS
         super().__init__({
-            "r0_addr": In(4), "r0_data": Out(32),
-            "r1_addr": In(4), "r1_data": Out(32),
-            "w_addr": In(4), "w_en": In(1), "w_data": In(32),
+            "r0_addr": In(a), "r0_data": Out(32),
+            "r1_addr": In(a), "r1_data": Out(32),
+            "w_addr": In(a), "w_en": In(1), "w_data": In(32),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = Memory(shape=32, depth=16, init=[])
+        m.submodules.mem = mem = Memory(shape=32, depth=self.cfg.sregs, init=[])
         wp = mem.write_port()
         r0 = mem.read_port(domain="comb")
         r1 = mem.read_port(domain="comb")

@@ -11,9 +11,12 @@ changes only this controller; see docs/rtl_core.md.
 
 Per instruction: FETCH (take the next word from the prefetcher; the word's DDR offset must be inside the
 config's DDR) -> DECODE (`hw.decoder`: illegal opcode or reserved bits set -> STATUS.illegal_opcode; every
-VBUF operand range of the ISA table inside VBUF -> else STATUS.address_range) -> dispatch (NOP and FENCE
-retire at once, HALT ends the run, the others start their engine) -> WAIT (the engine's `done`; an engine's
-own checks -- off-chip range, weight format, ring -- end the run with their STATUS bit). Errors store
+on-chip operand of the ISA table (`dfx.isa` `Op.operands`, the rule of `dfx.isa.check_operands`) inside VBUF
+and the scalar register file -> else STATUS.address_range) -> dispatch (NOP and FENCE retire at once, HALT
+ends the run, the others start the engine of their unit) -> WAIT (the engine's `done`; an engine's own checks
+-- off-chip range, weight format, ring -- end the run with the STATUS bit of the error it raised). The engines
+are driven through one contract (hw/core_engine.py): each declares its unit and its errors, so this controller
+starts them, counts their busy cycles and maps their errors to STATUS without naming any of them. Errors store
 ERROR_PC and end the run like HALT: the fetcher is drained, ap_done rises, the core goes idle.
 
 Counters: CYCLES counts from accepting ap_start to ap_done; BUSY_<unit> the cycles each engine is busy.
@@ -23,7 +26,7 @@ instruction retires, with its `dbg_pc` and `dbg_opcode`.
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
 from amaranth import C, Cat, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
@@ -31,6 +34,7 @@ from dfx import isa, regmap
 from dfx.config import AccelConfig
 
 from .buffers import ScalarFile, VectorBuffer
+from .core_engine import Engine
 from .core_mpu import MatrixEngine, check_core_config
 from .core_vpu import VectorEngine
 from .decoder import Decoder, Opcode, Unit, WordLayout
@@ -40,6 +44,7 @@ from .regs import Registers, axil_addr_bits, axil_signature
 from .router import RouterEngine, link_layout
 
 STATUS = regmap.STATUS_BITS
+ENGINES = (MatrixEngine, VectorEngine, DmaEngine, RouterEngine)     # the core's engines, one per unit
 
 
 def _mux_out(m, target, sources):
@@ -59,26 +64,28 @@ def _mux_out(m, target, sources):
                 m.d.comb += getattr(src, name).eq(tv & sel if name in AXI_HANDSHAKE_IN else tv)
 
 
-def vbuf_ranges_ok(word, pos, cfg: AccelConfig):
-    """1 when every VBUF operand of the instruction (the ISA table's `reads`/`writes`) lies inside VBUF."""
+def operands_ok(word, pos, cfg: AccelConfig):
+    """1 when every on-chip operand of the instruction (`dfx.isa` `Op.operands`) lies inside VBUF and, for a
+    config with fewer scalar registers than the ISA can name, names one that exists: `dfx.isa.check_operands`
+    as comparators."""
     ok = C(1, 1)
     elems = cfg.vbuf_elems
     for op in isa.OPS:
-        operands = list(op.reads) + list(op.writes)
-        if not operands:
+        specs = [s for s in op.operands if not s.scalar or cfg.sregs < isa.SREG_COUNT]
+        if not specs:
             continue
         view = getattr(word, op.fmt.name.lower())
-        names = {f.name for f in op.fmt.fields}
         cond = C(1, 1)
-        for field, length in operands:
-            optional = length.endswith("?")
-            length = length.rstrip("?")
-            ln = getattr(view, length)
-            if f"dyn_{length}" in names:
-                ln = Mux(getattr(view, f"dyn_{length}"), pos + 1, ln)
-            inside = (getattr(view, field) << log2(cfg.d)) + ln <= elems
-            if optional:                       # "n?": the bias, read only with has_bias
-                inside = inside | ~view.has_bias
+        for spec in specs:
+            if spec.scalar:
+                inside = getattr(view, spec.field) < cfg.sregs
+            else:
+                ln = getattr(view, spec.length)
+                if spec.dyn is not None:
+                    ln = Mux(getattr(view, spec.dyn), pos + 1, ln)
+                inside = (getattr(view, spec.field) << log2(cfg.d)) + ln <= elems
+            if spec.when is not None:           # e.g. the bias, read only with has_bias
+                inside = inside | ~getattr(view, spec.when)
             cond = cond & inside
         ok = ok & ((view.opcode != Opcode[op.mnemonic]) | cond)
     return ok
@@ -93,10 +100,11 @@ class Core(wiring.Component):
     # `start` in DECODE), or to a NOP / FENCE / HALT retiring in DECODE.
     ISSUE_CYCLES = 2
 
-    def __init__(self, cfg: AccelConfig, **stages):
+    def __init__(self, cfg: AccelConfig, **mpu_stages):
+        """`mpu_stages`: pipeline stages of the MPU (`hw.mpu.MPU`'s keyword arguments)."""
         check_core_config(self, cfg)
         self.cfg = cfg
-        self._stages = stages
+        self._mpu_stages = mpu_stages
         members = {
             "axil": In(axil_signature(axil_addr_bits(cfg))),
             "interrupt": Out(1),
@@ -117,11 +125,11 @@ class Core(wiring.Component):
         m.submodules.decoder = dec = Decoder()
         m.submodules.vbuf = vbuf = VectorBuffer(cfg)
         m.submodules.sregs = sregs = ScalarFile(cfg)
-        mpu_kw = {k: v for k, v in self._stages.items() if k in ("mul_stages", "add_stages", "fin_mul_stages")}
-        m.submodules.mpu = mpu = MatrixEngine(cfg, **mpu_kw)
-        m.submodules.vpu = vpu = VectorEngine(cfg)
-        m.submodules.dma = dma = DmaEngine(cfg)
-        m.submodules.router = router = RouterEngine(cfg)
+        engines: tuple[Engine, ...] = tuple(E(cfg, **self._mpu_stages) if E is MatrixEngine else E(cfg)
+                                            for E in ENGINES)
+        for e in engines:
+            m.submodules[e.UNIT.value] = e
+        mpu, vpu, dma, router = engines
         wiring.connect(m, wiring.flipped(self.axil), regs.axil)
         m.d.comb += self.interrupt.eq(regs.interrupt)
 
@@ -133,22 +141,22 @@ class Core(wiring.Component):
         cycles = Signal(64)
         busy = [Signal(64, name=f"busy_{u.lower()}") for u in regmap.COUNTER_UNITS]
         running = Signal()
-        active = Signal(4)                       # one-hot: MPU, VPU, DMA, ROUTER engine owns VBUF/ports
+        active = Signal(len(engines))            # one-hot: the engine that owns VBUF and the shared ports
         token, pos = regs.token, regs.pos
         m.d.comb += [dec.word.eq(ir), regs.status.eq(status), regs.error_pc.eq(error_pc),
                      regs.cycles.eq(cycles), regs.running.eq(running)]
         for i, b in enumerate(busy):
             m.d.comb += regs.busy[i].eq(b)
-        engines = (mpu, vpu, dma, router)
-        for b, e in zip(busy, engines):
-            with m.If(running & e.busy):
+        for e in engines:
+            b = busy[regmap.COUNTER_UNITS.index(e.UNIT.name)]
+            with m.If(running & e.ctl.busy):
                 m.d.sync += b.eq(b + 1)
         with m.If(running):
             m.d.sync += cycles.eq(cycles + 1)
 
         # ---- engine inputs
         for e in engines:
-            m.d.comb += e.word.eq(ir)
+            m.d.comb += e.ctl.word.eq(ir)
         m.d.comb += [mpu.pos.eq(pos), vpu.pos.eq(pos), dma.pos.eq(pos), dma.token.eq(token),
                      dma.ddr_base.eq(regs.ddr_base),
                      router.ring_pos.eq(regs.ring_pos), router.ring_size.eq(regs.ring_size)]
@@ -165,7 +173,7 @@ class Core(wiring.Component):
 
         # ---- shared resources: VBUF (the owner drives it), HBM ports (matrix engine or DMA), DDR
         sel = {e: active[i] for i, e in enumerate(engines)}
-        _mux_out(m, wiring.flipped(vbuf.port), [(sel[e], e.vbuf) for e in engines])
+        _mux_out(m, wiring.flipped(vbuf.port), [(sel[e], e.ctl.vbuf) for e in engines])
         for nm in hbm_port_names(cfg):
             _mux_out(m, getattr(self, nm), [(sel[mpu], getattr(mpu, nm)), (sel[dma], getattr(dma, nm))])
         self._ddr_arbiter(m, fetch.ddr, dma.ddr)
@@ -210,7 +218,7 @@ class Core(wiring.Component):
             with m.State("DECODE"):
                 with m.If(dec.illegal | not_here):
                     fail("illegal_opcode")
-                with m.Elif(~vbuf_ranges_ok(ir, pos, cfg)):
+                with m.Elif(~operands_ok(ir, pos, cfg)):
                     fail("address_range")
                 with m.Elif(dec.unit == Unit.CTRL):
                     with m.If(ir.control.opcode == Opcode.HALT):
@@ -222,24 +230,22 @@ class Core(wiring.Component):
                         m.d.sync += pc.eq(pc + 1)
                         m.next = "FETCH"
                 with m.Else():
-                    for i, (u, e) in enumerate(zip((Unit.MPU, Unit.VPU, Unit.DMA, Unit.ROUTER), engines)):
-                        with m.If(dec.unit == u):
-                            m.d.comb += e.start.eq(1)
+                    for i, e in enumerate(engines):
+                        with m.If(dec.unit == Unit[e.UNIT.name]):
+                            m.d.comb += e.ctl.start.eq(1)
                             m.d.sync += active.eq(1 << i)
                     m.next = "WAIT"
             with m.State("WAIT"):
-                done = Cat(*[e.done & active[i] for i, e in enumerate(engines)]).any()
-                err_ill = (mpu.err_illegal & active[0]) | (dma.err_illegal & active[2])
-                err_rng = (mpu.err_range & active[0]) | (dma.err_range & active[2]) | (router.err_range & active[3])
-                err_ring = router.err_ring & active[3]
+                done = Cat(*[e.ctl.done & active[i] for i, e in enumerate(engines)]).any()
+                # the engines' errors by STATUS bit, in STATUS_BITS order (the priority)
+                raised = [(bit, Cat(*[e.ctl.err[bit] & active[i] for i, e in enumerate(engines)
+                                      if bit in e.ERRORS]).any())
+                          for bit in STATUS if any(bit in e.ERRORS for e in engines)]
                 with m.If(done):
                     m.d.sync += active.eq(0)
-                    with m.If(err_ill):
-                        fail("illegal_opcode")
-                    with m.Elif(err_rng):
-                        fail("address_range")
-                    with m.Elif(err_ring):
-                        fail("ring")
+                    for j, (bit, flag) in enumerate(raised):
+                        with (m.If if j == 0 else m.Elif)(flag):
+                            fail(bit)
                     with m.Else():
                         m.d.comb += retire.eq(1)
                         m.d.sync += pc.eq(pc + 1)

@@ -16,21 +16,22 @@ One MATRIX instruction (LINEAR, QK, SV, LMHEAD) runs as three concurrent process
   keeps the columns < n.
 
 k = POS+1 with dyn_k, n = POS+1 with dyn_n. Checks before anything moves: weight format 0 (FP16) only
-(`err_illegal`), the weights inside the HBM capacity and tile-aligned (`err_range`).
+(STATUS.illegal_opcode), the weights inside the HBM capacity and tile-aligned (STATUS.address_range). The
+controller drives it through the engine contract (hw/core_engine.py).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
 from amaranth import Cat, C, Module, Mux, Signal
 from amaranth.hdl import Array
-from amaranth.lib import data, wiring
+from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from dfx import isa
 from dfx.config import AccelConfig
 
-from .buffers import vbuf_port_signature
-from .decoder import WordLayout
+from .core_engine import Engine
+from .decoder import format_layout
 from .dma import AXI_ADDR_BITS, BURST_INCR, axi4_signature, hbm_port_names, lane_mask, log2
 from .mpu import MPU, x_layout
 
@@ -52,7 +53,13 @@ def check_core_config(owner, cfg: AccelConfig) -> None:
         raise ValueError(problems[0])
 
 
-class MatrixEngine(wiring.Component):
+class MatrixEngine(Engine):
+    """MATRIX instructions; besides `ctl`: POS, S[s] (`scale`), the HBM channel bases and one AXI4 master per
+    HBM pseudo-channel."""
+
+    UNIT = isa.Unit.MPU
+    ERRORS = ("illegal_opcode", "address_range")
+
     # Cycle counts of this engine, read by the performance model's serial-issue mode (dfx.perf.timing). A
     # matrix instruction takes SETUP_CYCLES + the HBM read latency + FEED_CYCLES + `MPU.latency` + one cycle
     # per tile from `start` to `done`.
@@ -61,17 +68,12 @@ class MatrixEngine(wiring.Component):
 
     def __init__(self, cfg: AccelConfig, **mpu_stages):
         check_core_config(self, cfg)
-        self.cfg = cfg
         self.mpu = MPU(cfg, **mpu_stages)
-        members = {
-            "start": In(1), "word": In(WordLayout), "pos": In(32), "scale": In(32),
-            "hbm_base": In(data.ArrayLayout(AXI_ADDR_BITS, cfg.hbm_channels)),
-            "done": Out(1), "err_illegal": Out(1), "err_range": Out(1), "busy": Out(1),
-            "vbuf": Out(vbuf_port_signature(cfg)),
-        }
+        members = {"pos": In(32), "scale": In(32),
+                   "hbm_base": In(data.ArrayLayout(AXI_ADDR_BITS, cfg.hbm_channels))}
         for name in hbm_port_names(cfg):
             members[name] = Out(axi4_signature(cfg.hbm_width))
-        super().__init__(members)
+        super().__init__(cfg, members)
 
     def elaborate(self, platform):
         m = Module()
@@ -80,15 +82,14 @@ class MatrixEngine(wiring.Component):
         groups = d // l                       # output blocks per VBUF entry
         m.submodules.mpu = mpu = self.mpu
         ports = [getattr(self, nm) for nm in hbm_port_names(cfg)]
-        f = self.word.matrix
+        ctl, vbuf = self.ctl, self.ctl.vbuf
         pos = self.pos
 
-        # ---- the instruction
-        dst, src, bias, w = Signal(16), Signal(16), Signal(16), Signal(28)
-        kf, nf = Signal(14), Signal(14)
-        has_bias, gelu, mask, scale_en, dyn_k, dyn_n, rowmajor = (Signal(name=nm) for nm in (
-            "has_bias", "gelu", "mask", "scale_en", "dyn_k", "dyn_n", "rowmajor"))
-        wfmt = Signal(4)
+        # ---- the instruction, latched at start (fields as `dfx.isa.MATRIX` defines them), and S[s]
+        ins = Signal(format_layout(isa.MATRIX))
+        dst, src, bias, w, kf, nf = ins.dst, ins.src, ins.bias, ins.w, ins.k, ins.n
+        has_bias, gelu, mask, scale_en = ins.has_bias, ins.gelu, ins.mask, ins.scale
+        dyn_k, dyn_n, rowmajor, wfmt = ins.dyn_k, ins.dyn_n, ins.rowmajor, ins.wfmt
         scale = Signal(32)
         k, n = Signal(33), Signal(33)
         kt, nt, total = Signal(30), Signal(30), Signal(60)
@@ -151,8 +152,8 @@ class MatrixEngine(wiring.Component):
         can = x_go & (xfifo.level + pend < xdepth)
         m.d.sync += pend.eq(can)
         with m.If(can):
-            m.d.comb += [self.vbuf.ra_en.eq(1), self.vbuf.ra_addr.eq(src + xi),
-                         self.vbuf.rb_en.eq(1), self.vbuf.rb_addr.eq(bias + (xj >> log2(groups)))]
+            m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(src + xi),
+                         vbuf.rb_en.eq(1), vbuf.rb_addr.eq(bias + (xj >> log2(groups)))]
             m.d.sync += [pend_i.eq(xi), pend_j.eq(xj)]
             with m.If(xi + 1 == kt):
                 m.d.sync += [xi.eq(0), xj.eq(xj + 1)]
@@ -164,8 +165,8 @@ class MatrixEngine(wiring.Component):
         row0 = pend_i << log2(d)
         col0 = pend_j << log2(l)
         for r in range(d):
-            m.d.comb += xp.x[r].eq(Mux(row0 + r < k, self.vbuf.ra_data[16 * r:16 * r + 16], 0))
-        bgroups = Array(self.vbuf.rb_data[16 * l * g:16 * l * (g + 1)] for g in range(groups))
+            m.d.comb += xp.x[r].eq(Mux(row0 + r < k, vbuf.ra_data[16 * r:16 * r + 16], 0))
+        bgroups = Array(vbuf.rb_data[16 * l * g:16 * l * (g + 1)] for g in range(groups))
         bsel = Signal(16 * l)
         m.d.comb += bsel.eq(bgroups[pend_j & (groups - 1)])
         for c in range(l):
@@ -191,22 +192,19 @@ class MatrixEngine(wiring.Component):
         out_fire = out_go & mpu.o.valid
         with m.If(out_fire):
             m.d.comb += [
-                self.vbuf.w_addr.eq(dst + (jo >> log2(groups))),
-                self.vbuf.w_en.eq(lanes << (g << log2(l))),
-                self.vbuf.w_data.eq(mpu.o.payload.as_value() << (g << log2(16 * l))),
+                vbuf.w_addr.eq(dst + (jo >> log2(groups))),
+                vbuf.w_en.eq(lanes << (g << log2(l))),
+                vbuf.w_data.eq(mpu.o.payload.as_value() << (g << log2(16 * l))),
             ]
             m.d.sync += jo.eq(jo + 1)
 
         # ---- control
-        m.d.comb += self.busy.eq(1)
+        m.d.comb += ctl.busy.eq(1)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.busy.eq(0)
-                with m.If(self.start):
-                    m.d.sync += [dst.eq(f.dst), src.eq(f.src), bias.eq(f.bias), w.eq(f.w), kf.eq(f.k), nf.eq(f.n),
-                                 has_bias.eq(f.has_bias), gelu.eq(f.gelu), mask.eq(f.mask), scale_en.eq(f.scale),
-                                 dyn_k.eq(f.dyn_k), dyn_n.eq(f.dyn_n), rowmajor.eq(f.rowmajor), wfmt.eq(f.wfmt),
-                                 scale.eq(self.scale)]
+                m.d.comb += ctl.busy.eq(0)
+                with m.If(ctl.start):
+                    m.d.sync += [ins.eq(ctl.word.matrix), scale.eq(self.scale)]
                     m.next = "SETUP"
             with m.State("SETUP"):
                 kk = Mux(dyn_k, pos + 1, kf)
@@ -222,10 +220,11 @@ class MatrixEngine(wiring.Component):
                 illegal = wfmt != 0
                 bad = (wbyte & (cfg.beat_bytes - 1)).any() | (wbyte + total * cfg.tile_bytes > cfg.hbm_bytes)
                 with m.If(illegal | bad):
-                    m.d.comb += [self.done.eq(1), self.err_illegal.eq(illegal), self.err_range.eq(~illegal)]
+                    m.d.comb += [ctl.done.eq(1), ctl.err.illegal_opcode.eq(illegal),
+                                 ctl.err.address_range.eq(~illegal)]
                     m.next = "IDLE"
                 with m.Elif(nt == 0):
-                    m.d.comb += self.done.eq(1)
+                    m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [ar_go.eq(1), ar_left.eq(total), ar_b.eq(beat0), ar_t.eq(0), ar_i.eq(0),
@@ -235,6 +234,6 @@ class MatrixEngine(wiring.Component):
             with m.State("RUN"):
                 with m.If(out_fire & (jo + 1 == nt)):
                     m.d.sync += [ar_go.eq(0), x_go.eq(0), out_go.eq(0)]
-                    m.d.comb += self.done.eq(1)
+                    m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
         return m

@@ -5,21 +5,21 @@ b+c) of VBUF, one chunk of vpu_width = d elements per cycle, and sends the VPU i
 S[sa], the immediate, the live-lane mask of the chunk, `last`); n = POS+1 with dyn_n; a SCALAR instruction is
 one beat with no live lane. Write-back: element-wise results go to entry dst+c under the live-lane mask;
 reductions and scalar operations write their binary32 result to S[sd]. Which opcode does what comes from
-the ISA table (`writes` / `swrites` of `dfx.isa.OPS`), not from a list written here.
+the ISA table (`writes` / `swrites` of `dfx.isa.OPS`), not from a list written here. The controller drives it
+through the engine contract (hw/core_engine.py); it raises no error.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
 from amaranth import C, Cat, Module, Mux, Signal
-from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from dfx import isa
 from dfx.config import AccelConfig
 
-from .buffers import vbuf_port_signature
+from .core_engine import Engine
 from .core_mpu import check_core_config
-from .decoder import Opcode, WordLayout
+from .decoder import Opcode
 from .dma import log2
 from .vpu import VPU, in_layout
 
@@ -33,25 +33,25 @@ def opcode_in(op, names) -> "Value":
     return out
 
 
-class VectorEngine(wiring.Component):
-    """`start` with `word` and `sval` (S[sa] of the instruction) begins; `done` pulses at the end. Drives
-    VBUF and the scalar register write port (`s_w_*`).
+class VectorEngine(Engine):
+    """VECTOR and SCALAR instructions; besides `ctl`: POS, `sval` (S[sa] of the instruction, read at `start`)
+    and the scalar register write port (`s_w_*`).
 
     Cycle counts, read by the performance model's serial-issue mode (dfx.perf.timing): from `start` to `done`,
     SETUP_CYCLES + FEED_CYCLES + `VPU.latency` + one cycle per beat (chunk of vpu_width elements)."""
+
+    UNIT = isa.Unit.VPU
+    ERRORS = ()
 
     SETUP_CYCLES = 2          # SETUP, then the first RUN cycle's VBUF read request
     FEED_CYCLES = 2           # the read data into the operand FIFO (SyncFIFOBuffered), out of it to the VPU
 
     def __init__(self, cfg: AccelConfig, **vpu_stages):
         check_core_config(self, cfg)
-        self.cfg = cfg
         self.vpu = VPU(cfg, **vpu_stages)
-        super().__init__({
-            "start": In(1), "word": In(WordLayout), "pos": In(32), "sval": In(32),
-            "done": Out(1), "busy": Out(1),
-            "vbuf": Out(vbuf_port_signature(cfg)),
-            "s_w_addr": Out(4), "s_w_en": Out(1), "s_w_data": Out(32),
+        super().__init__(cfg, {
+            "pos": In(32), "sval": In(32),
+            "s_w_addr": Out(isa.SREG_BITS), "s_w_en": Out(1), "s_w_data": Out(32),
         })
 
     def elaborate(self, platform):
@@ -59,13 +59,16 @@ class VectorEngine(wiring.Component):
         cfg = self.cfg
         d = cfg.vpu_width
         m.submodules.vpu = vpu = self.vpu
-        fv, fs = self.word.vector, self.word.scalar
+        ctl, vbuf = self.ctl, self.ctl.vbuf
+        fv, fs = ctl.word.vector, ctl.word.scalar
 
+        # the instruction, latched at start (field shapes from `dfx.isa`: VECTOR, or SCALAR's sd and imm)
         op = Signal(Opcode)
         scalar_fmt, vec_out = Signal(), Signal()
-        dst, a, b, nf, sd = Signal(16), Signal(16), Signal(16), Signal(16), Signal(4)
+        dst, a, b, nf, sd = Signal.like(fv.dst), Signal.like(fv.a), Signal.like(fv.b), Signal.like(fv.n), \
+            Signal.like(fv.sd)
         dyn = Signal()
-        sval, imm = Signal(32), Signal(32)
+        sval, imm = Signal(32), Signal.like(fs.imm)
         n, beats = Signal(33), Signal(30)
 
         depth = 4
@@ -77,8 +80,8 @@ class VectorEngine(wiring.Component):
         can = go & (ififo.level + pend < depth)
         m.d.sync += pend.eq(can)
         with m.If(can):
-            m.d.comb += [self.vbuf.ra_en.eq(1), self.vbuf.ra_addr.eq(a + bi),
-                         self.vbuf.rb_en.eq(1), self.vbuf.rb_addr.eq(b + bi)]
+            m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(a + bi),
+                         vbuf.rb_en.eq(1), vbuf.rb_addr.eq(b + bi)]
             m.d.sync += [pend_i.eq(bi), bi.eq(bi + 1)]
             with m.If(bi + 1 == beats):
                 m.d.sync += go.eq(0)
@@ -91,7 +94,7 @@ class VectorEngine(wiring.Component):
         ip = Signal(lay)
         m.d.comb += [
             ip.op.eq(op), ip.s.eq(sval), ip.imm.eq(Mux(scalar_fmt, imm, 0)),
-            ip.a.eq(Mux(scalar_fmt, 0, self.vbuf.ra_data)), ip.b.eq(Mux(scalar_fmt, 0, self.vbuf.rb_data)),
+            ip.a.eq(Mux(scalar_fmt, 0, vbuf.ra_data)), ip.b.eq(Mux(scalar_fmt, 0, vbuf.rb_data)),
             ip.mask.eq(Mux(scalar_fmt, 0, live(pend_i))), ip.last.eq(pend_i + 1 == beats),
             ififo.w_en.eq(pend), ififo.w_data.eq(ip.as_value()),
             vpu.i.valid.eq(ififo.r_rdy), vpu.i.payload.eq(ififo.r_data), ififo.r_en.eq(vpu.i.ready),
@@ -106,16 +109,16 @@ class VectorEngine(wiring.Component):
         with m.If(fire):
             m.d.sync += bo.eq(bo + 1)
             with m.If(vec_out):
-                m.d.comb += [self.vbuf.w_addr.eq(dst + bo), self.vbuf.w_en.eq(live(bo)),
-                             self.vbuf.w_data.eq(vpu.o.payload.v.as_value())]
+                m.d.comb += [vbuf.w_addr.eq(dst + bo), vbuf.w_en.eq(live(bo)),
+                             vbuf.w_data.eq(vpu.o.payload.v.as_value())]
             with m.Else():
                 m.d.comb += [self.s_w_addr.eq(sd), self.s_w_en.eq(1), self.s_w_data.eq(vpu.o.payload.s)]
 
-        m.d.comb += self.busy.eq(1)
+        m.d.comb += ctl.busy.eq(1)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.busy.eq(0)
-                with m.If(self.start):
+                m.d.comb += ctl.busy.eq(0)
+                with m.If(ctl.start):
                     sfmt = Signal()
                     m.d.comb += sfmt.eq(opcode_in(fv.opcode, [o.mnemonic for o in isa.OPS if o.fmt is isa.SCALAR]))
                     m.d.sync += [
@@ -134,6 +137,6 @@ class VectorEngine(wiring.Component):
             with m.State("RUN"):
                 with m.If(fire & last_out):
                     m.d.sync += [out_go.eq(0), go.eq(0)]
-                    m.d.comb += self.done.eq(1)
+                    m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
         return m

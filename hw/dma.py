@@ -6,7 +6,7 @@ the top level (hw/top.py) flattens them into Vitis' `m_axi_<port>_<signal>` name
 HBM pseudo-channel (`cfg.hbm_width` bits) and one DDR port of `16 * d` bits (one VBUF entry per beat: the
 DMA moves a whole entry per beat when the addresses line up).
 
-Address spaces (dfx/isa.py): DDR is byte-addressed from the DDR base register. HBM is *striped*: byte b of
+Address spaces (`dfx.isa`): DDR is byte-addressed from the DDR base register. HBM is *striped*: byte b of
 the HBM space lives in pseudo-channel (b // cb) % C at channel offset (b // (cb * C)) * cb + b % cb, with
 cb = hbm_width / 8 bytes and C channels (`dfx.program.stripe`), from that channel's base register.
 
@@ -25,9 +25,10 @@ mask, or a write with byte strobes (no read-modify-write). Reads are pipelined (
 holds the outstanding ones, so R data is matched to its piece in order); writes go out one piece at a time
 and their B responses are counted. Pieces of aligned LOADs and STOREs are whole entries: one beat per entry.
 
-Before moving anything the engine checks the instruction: an index register other than none/TOKEN/POS, or a
-K/V cache store to DDR, raises `err_illegal`; an off-chip range beyond the config's capacity (cfg.ddr_bytes,
-cfg.hbm_bytes) or an odd byte address raises `err_range`. Either ends the instruction at once (`done`).
+Before moving anything the engine checks the instruction: an index register `dfx.isa.INDEX_REGS` does not
+define, or a K/V cache store to DDR, raises STATUS.illegal_opcode; an off-chip range beyond the config's
+capacity (cfg.ddr_bytes, cfg.hbm_bytes) or an odd byte address raises STATUS.address_range. Either ends the
+instruction at once (`done`). The controller drives it through the engine contract (hw/core_engine.py).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
@@ -40,8 +41,8 @@ from amaranth.lib.wiring import In, Out
 from dfx import isa
 from dfx.config import AccelConfig
 
-from .buffers import vbuf_port_signature
-from .decoder import Opcode, WordLayout
+from .core_engine import Engine
+from .decoder import Opcode, format_layout
 
 AXI_ADDR_BITS = 64
 BURST_INCR = 1
@@ -84,13 +85,17 @@ def lane_mask(width: int, lo, count) -> "Value":
     return Cat(*[(lo <= r) & (r < lo + count) for r in range(width)])
 
 
-class DmaEngine(wiring.Component):
-    """The DMA unit (see the module docstring). `start` (one cycle, `word` valid) begins an instruction;
-    `done` pulses when it has completed (every write acknowledged), with `err_*` telling why if it stopped.
+class DmaEngine(Engine):
+    """The DMA unit (see the module docstring). `ctl.start` (one cycle, `ctl.word` valid) begins an instruction;
+    `ctl.done` pulses when it has completed (every write acknowledged), with `ctl.err` telling why if it stopped.
+    Besides `ctl`: TOKEN, POS, the DDR and HBM channel bases, the DDR AXI4 master and one per HBM pseudo-channel.
 
     Cycle counts, read by the performance model's serial-issue mode (dfx.perf.timing): from `start` to `done`,
     SETUP_CYCLES + RUN_CYCLES per run + then, for a LOAD, LOAD_PIECE_CYCLES per piece + the read latency +
     LOAD_DRAIN_CYCLES; for a store, STORE_PIECE_CYCLES per piece + the write response + STORE_DRAIN_CYCLES."""
+
+    UNIT = isa.Unit.DMA
+    ERRORS = ("illegal_opcode", "address_range")
 
     SETUP_CYCLES = 3          # SETUP, SETUP2, CHECK
     RUN_CYCLES = 1            # NEXT_RUN, once per run
@@ -103,17 +108,14 @@ class DmaEngine(wiring.Component):
         if not isinstance(cfg, AccelConfig):
             self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        self.cfg = cfg
         members = {
-            "start": In(1), "word": In(WordLayout), "token": In(32), "pos": In(32),
+            "token": In(32), "pos": In(32),
             "ddr_base": In(AXI_ADDR_BITS), "hbm_base": In(data.ArrayLayout(AXI_ADDR_BITS, cfg.hbm_channels)),
-            "done": Out(1), "err_illegal": Out(1), "err_range": Out(1), "busy": Out(1),
-            "vbuf": Out(vbuf_port_signature(cfg)),
             "ddr": Out(axi4_signature(ddr_data_bits(cfg))),
         }
         for name in hbm_port_names(cfg):
             members[name] = Out(axi4_signature(cfg.hbm_width))
-        super().__init__(members)
+        super().__init__(cfg, members)
 
     def elaborate(self, platform):
         m = Module()
@@ -121,24 +123,25 @@ class DmaEngine(wiring.Component):
         d, l, nch = cfg.d, cfg.l, cfg.hbm_channels
         cb, ddrb = cfg.channel_beat_bytes, ddr_data_bits(cfg) // 8
         hbm_ports = [getattr(self, n) for n in hbm_port_names(cfg)]
-        f = self.word.dma
+        ctl, vbuf = self.ctl, self.ctl.vbuf
 
-        # ---- the instruction, latched at start
-        kind = Signal(Opcode)
-        hbm, n, vaddr = Signal(), Signal(16), Signal(16)
-        addr, index, stride = Signal(36), Signal(2), Signal(24)
+        # ---- the instruction, latched at start (fields as `dfx.isa.DMA` defines them)
+        ins = Signal(format_layout(isa.DMA))
+        kind, hbm, n, vaddr, addr, index, stride = ins.opcode, ins.hbm, ins.n, ins.vaddr, ins.addr, ins.index, \
+            ins.stride
         a0, base = Signal(64), Signal(64)
-        kt, nt, tbase, runs = Signal(16), Signal(16), Signal(48), Signal(17)
+        run_bits = isa.LEN_BITS + 1                           # runs: up to n (STORE_VT), and counters to it
+        kt, nt, tbase, runs = Signal(isa.LEN_BITS), Signal(isa.LEN_BITS), Signal(32 + isa.LEN_BITS), Signal(run_bits)
         is_k, is_vt = kind == Opcode.STORE_K, kind == Opcode.STORE_VT
         is_store = kind != Opcode.LOAD
 
         # ---- run and piece state
-        ri = Signal(17)
-        cur_a, cur_left, cur_v = Signal(64), Signal(17), Signal(32)
+        ri = Signal(run_bits)
+        cur_a, cur_left, cur_v = Signal(64), Signal(run_bits), Signal(32)
         pos = self.pos
         log2tb = log2(cfg.tile_bytes)
         run_a = Signal(64)
-        run_cnt = Signal(17)
+        run_cnt = Signal(run_bits)
         run_v = Signal(32)
         v0 = vaddr * d
         with m.If(is_k):
@@ -168,7 +171,7 @@ class DmaEngine(wiring.Component):
         cnt = Signal(range(d + 1))
         m1 = Mux(to_beat < to_entry, to_beat, to_entry)
         m.d.comb += cnt.eq(Mux(cur_left < m1, cur_left, m1))
-        entry = Signal(16)
+        entry = Signal(isa.VADDR_BITS)
         m.d.comb += entry.eq(cur_v >> log2(d))
         ch = Signal(range(nch))
         m.d.comb += ch.eq((cur_a >> log2(cb)) & (nch - 1))
@@ -188,7 +191,7 @@ class DmaEngine(wiring.Component):
 
         # ---- read pieces: descriptors of outstanding reads, in order
         meta_layout = data.StructLayout({"hbm": 1, "ch": range(nch), "off": range(max(cb, ddrb)),
-                                         "lane": range(d), "cnt": range(d + 1), "entry": 16})
+                                         "lane": range(d), "cnt": range(d + 1), "entry": isa.VADDR_BITS})
         m.submodules.meta = meta = SyncFIFOBuffered(width=meta_layout.size, depth=8)
         mh = data.View(meta_layout, meta.r_data)
         rdata = Signal(max(8 * cb, 8 * ddrb))
@@ -208,9 +211,9 @@ class DmaEngine(wiring.Component):
         m.d.comb += shifted.eq(Cat(rdata, C(0, wide - len(rdata))) >> (mh.off << 3))
         with m.If(got):
             m.d.comb += [
-                self.vbuf.w_addr.eq(mh.entry),
-                self.vbuf.w_en.eq(lane_mask(d, mh.lane, mh.cnt)),
-                self.vbuf.w_data.eq(shifted[:16 * d] << (mh.lane << 4)),
+                vbuf.w_addr.eq(mh.entry),
+                vbuf.w_en.eq(lane_mask(d, mh.lane, mh.cnt)),
+                vbuf.w_data.eq(shifted[:16 * d] << (mh.lane << 4)),
             ]
         m.d.comb += meta.w_data.eq(Cat(hbm, ch, off, lane, cnt, entry))
 
@@ -218,7 +221,7 @@ class DmaEngine(wiring.Component):
         wdata_bits = max(8 * cb, 8 * ddrb)
         st_data = Signal(wdata_bits)
         st_strb = Signal(wdata_bits // 8)
-        elems = self.vbuf.ra_data >> (lane << 4)
+        elems = vbuf.ra_data >> (lane << 4)
         m.d.comb += [
             st_data.eq(Cat(elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits] << (off << 3)),
             st_strb.eq(lane_mask(wdata_bits // 8, off, cnt << 1)),
@@ -263,16 +266,19 @@ class DmaEngine(wiring.Component):
             return aw_hs, w_hs
 
         # ---- control
-        m.d.comb += self.busy.eq(1)
+        index_regs = {"TOKEN": self.token, "POS": pos}
+        m.d.comb += ctl.busy.eq(1)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.busy.eq(0)
-                with m.If(self.start):
-                    m.d.sync += [kind.eq(f.opcode), hbm.eq(f.hbm), n.eq(f.n), vaddr.eq(f.vaddr), addr.eq(f.addr),
-                                 index.eq(f.index), stride.eq(f.stride), ri.eq(0)]
+                m.d.comb += ctl.busy.eq(0)
+                with m.If(ctl.start):
+                    m.d.sync += [ins.eq(ctl.word.dma), ri.eq(0)]
                     m.next = "SETUP"
             with m.State("SETUP"):
-                idx = Mux(index == 1, self.token, Mux(index == 2, pos, 0))
+                idx = 0                                       # the row index register (none: 0)
+                for code, reg in isa.INDEX_REGS.items():
+                    if reg is not None:
+                        idx = Mux(index == code, index_regs[reg], idx)
                 m.d.sync += [
                     base.eq(Mux(hbm, addr << log2(isa.HBM_UNIT), addr)),
                     a0.eq(Mux(hbm, addr << log2(isa.HBM_UNIT), addr) + idx * stride),
@@ -289,13 +295,15 @@ class DmaEngine(wiring.Component):
                 cap = Mux(hbm, cfg.hbm_bytes, cfg.ddr_bytes)
                 end_plain = a0 + (n << 1)
                 end_cache = base + ((tbase + Mux(is_k, kt, nt)) << log2tb)
-                illegal = (index == 3) | ((is_k | is_vt) & ~hbm)
+                no_index = Cat(*[index != code for code in isa.INDEX_REGS]).all()
+                illegal = no_index | ((is_k | is_vt) & ~hbm)
                 bad = Mux(is_k | is_vt, end_cache > cap, (end_plain > cap) | a0[0])
                 with m.If(illegal | bad):
-                    m.d.comb += [self.done.eq(1), self.err_illegal.eq(illegal), self.err_range.eq(~illegal)]
+                    m.d.comb += [ctl.done.eq(1), ctl.err.illegal_opcode.eq(illegal),
+                                 ctl.err.address_range.eq(~illegal)]
                     m.next = "IDLE"
                 with m.Elif(n == 0):
-                    m.d.comb += self.done.eq(1)
+                    m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
                     m.next = "NEXT_RUN"
@@ -304,7 +312,7 @@ class DmaEngine(wiring.Component):
                 m.next = "PIECE"
             with m.State("PIECE"):
                 with m.If(is_store):
-                    m.d.comb += [self.vbuf.ra_en.eq(1), self.vbuf.ra_addr.eq(entry)]
+                    m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(entry)]
                     m.d.sync += [aw_done.eq(0), w_done.eq(0)]
                     m.next = "WRITE"
                 with m.Else():
@@ -331,6 +339,6 @@ class DmaEngine(wiring.Component):
                         m.next = "PIECE"
             with m.State("DRAIN"):
                 with m.If((meta.level == 0) & (outstanding_b == 0) & ~issued_w):
-                    m.d.comb += self.done.eq(1)
+                    m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
         return m

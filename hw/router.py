@@ -14,32 +14,39 @@ forward, and the ISA's backward direction (`dir` = 1) raises the `ring` error.
   The ring position and size are the RING_POS / RING_SIZE registers.
 
 Chunks start on entry boundaries (a granule is gran whole entries), so beats are whole entries; the last
-chunk's last entry may be short (masked).
+chunk's last entry may be short (masked). The controller drives the router through the engine contract
+(hw/core_engine.py); its one error is STATUS.ring.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
 from amaranth import C, Cat, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
+from dfx import isa
 from dfx.config import AccelConfig
 
-from .buffers import vbuf_port_signature
-from .decoder import Opcode, WordLayout
-from .dma import lane_mask, log2
+from .core_engine import Engine
+from .decoder import Opcode, format_layout
+from .dma import log2
+
+DEVICE_BITS = isa.ROUTE.field("devices").width    # a ring position (a ring size takes one bit more)
+UNIT_BITS = isa.LEN_BITS + 1                      # ALLGATHER units and VBUF entries of a vector (n / d at most)
 
 
 def link_layout(cfg: AccelConfig) -> data.StructLayout:
     return data.StructLayout({"data": 16 * cfg.d, "last": 1})
 
 
-class RouterEngine(wiring.Component):
+class RouterEngine(Engine):
+    """ROUTE instructions; besides `ctl`: the RING_POS / RING_SIZE registers and the two ring links."""
+
+    UNIT = isa.Unit.ROUTER
+    ERRORS = ("ring",)
+
     def __init__(self, cfg: AccelConfig):
-        self.cfg = cfg
-        super().__init__({
-            "start": In(1), "word": In(WordLayout), "ring_pos": In(6), "ring_size": In(7),
-            "done": Out(1), "err_ring": Out(1), "err_range": Out(1), "busy": Out(1),
-            "vbuf": Out(vbuf_port_signature(cfg)),
+        super().__init__(cfg, {
+            "ring_pos": In(DEVICE_BITS), "ring_size": In(DEVICE_BITS + 1),
             "tx": Out(stream.Signature(link_layout(cfg))),
             "rx": In(stream.Signature(link_layout(cfg))),
         })
@@ -48,18 +55,18 @@ class RouterEngine(wiring.Component):
         m = Module()
         cfg = self.cfg
         d = cfg.d
-        f = self.word.route
-        op = Signal(Opcode)
-        vaddr, n, devs, gran, back = Signal(16), Signal(16), Signal(6), Signal(16), Signal()
+        ctl, vbuf = self.ctl, self.ctl.vbuf
 
-        # ---- chunk bounds: units = ceil(n / (gran*d)); base, extra = divmod(units, devs) by restoring division
-        units, q, r = Signal(17), Signal(17), Signal(17)
-        div_i = Signal(range(18))
+        # ---- the instruction, latched at start (fields as `dfx.isa.ROUTE` defines them)
+        ins = Signal(format_layout(isa.ROUTE))
+        op, vaddr, n, devs, gran, back = ins.opcode, ins.vaddr, ins.n, ins.devices, ins.gran, ins.dir
+
+        # ---- chunk bounds: units = ceil(n / (gran*d)); base, extra = divmod(units, devs) by repeated subtraction
+        units, q, r = Signal(UNIT_BITS), Signal(UNIT_BITS), Signal(UNIT_BITS)
         # chunk c starts at unit c*base + min(c, extra) and holds base + (c < extra) units
-        step = Signal(7)                                  # ALLGATHER step s
-        send_c, recv_c = Signal(7), Signal(7)
-        c_lo, c_n = Signal(17), Signal(17)                # the chunk being sent or received (units)
-        which = Signal(7)
+        step = Signal(DEVICE_BITS + 1)                    # ALLGATHER step s
+        send_c, recv_c = Signal(DEVICE_BITS + 1), Signal(DEVICE_BITS + 1)
+        which = Signal(DEVICE_BITS + 1)                   # the chunk whose bounds are computed
 
         def chunk(c):
             lo = c * q + Mux(c < r, c, r)
@@ -69,14 +76,13 @@ class RouterEngine(wiring.Component):
         lo_u, cnt_u = chunk(which)
         # in entries: unit u covers entries u*gran .. (u+1)*gran, clipped to the vector's ceil(n/d) entries
         n_ent = (n + d - 1) >> log2(d)
-        e_lo = Signal(17)
-        e_hi = Signal(17)
+        e_lo = Signal(UNIT_BITS)
+        e_hi = Signal(UNIT_BITS)
         m.d.comb += [e_lo.eq(lo_u * gran), e_hi.eq((lo_u + cnt_u) * gran)]
         e_lo_c = Mux(e_lo > n_ent, n_ent, e_lo)
         e_hi_c = Mux(e_hi > n_ent, n_ent, e_hi)
 
-        # ---- beat movers (entries ent .. ent_end)
-        ent, ent_end = Signal(17), Signal(17)
+        # ---- beat movers
         rd_pend = Signal()
         holding = Signal()
         hold = Signal(16 * d)
@@ -86,18 +92,18 @@ class RouterEngine(wiring.Component):
             """Live lanes of entry e: elements e*d + r < n."""
             return Cat(*[(e << log2(d)) + r < n for r in range(d)])
 
-        m.d.comb += self.busy.eq(1)
+        m.d.comb += ctl.busy.eq(1)
         sending, receiving = Signal(), Signal()
-        send_ent, send_end, recv_ent, recv_end = Signal(17), Signal(17), Signal(17), Signal(17)
+        send_ent, send_end, recv_ent, recv_end = (Signal(UNIT_BITS) for _ in range(4))
 
         # sender: read entry (1 cycle), hold it, offer it on tx
         can_read = sending & ~holding & ~rd_pend & (send_ent < send_end)
         with m.If(can_read):
-            m.d.comb += [self.vbuf.ra_en.eq(1), self.vbuf.ra_addr.eq(vaddr + send_ent)]
+            m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(vaddr + send_ent)]
             m.d.sync += [rd_pend.eq(1), send_ent.eq(send_ent + 1)]
         with m.If(rd_pend):
             m.d.sync += [rd_pend.eq(0), holding.eq(1),
-                         hold.eq(self.vbuf.ra_data & Cat(*[lanes_of(send_ent - 1)[i].replicate(16)
+                         hold.eq(vbuf.ra_data & Cat(*[lanes_of(send_ent - 1)[i].replicate(16)
                                                            for i in range(d)])),
                          hold_last.eq(send_ent == send_end)]
         m.d.comb += [self.tx.valid.eq(holding), self.tx.payload.data.eq(hold), self.tx.payload.last.eq(hold_last)]
@@ -108,8 +114,8 @@ class RouterEngine(wiring.Component):
         # receiver: write each beat at its entry
         m.d.comb += self.rx.ready.eq(receiving & (recv_ent < recv_end))
         with m.If(self.rx.valid & self.rx.ready):
-            m.d.comb += [self.vbuf.w_addr.eq(vaddr + recv_ent), self.vbuf.w_en.eq(lanes_of(recv_ent)),
-                         self.vbuf.w_data.eq(self.rx.payload.data)]
+            m.d.comb += [vbuf.w_addr.eq(vaddr + recv_ent), vbuf.w_en.eq(lanes_of(recv_ent)),
+                         vbuf.w_data.eq(self.rx.payload.data)]
             m.d.sync += recv_ent.eq(recv_ent + 1)
         recv_idle = recv_ent >= recv_end
 
@@ -117,26 +123,25 @@ class RouterEngine(wiring.Component):
         pos = self.ring_pos
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.busy.eq(0)
-                with m.If(self.start):
-                    m.d.sync += [op.eq(f.opcode), vaddr.eq(f.vaddr), n.eq(f.n), devs.eq(f.devices),
-                                 gran.eq(f.gran), back.eq(f.dir), sending.eq(0), receiving.eq(0),
+                m.d.comb += ctl.busy.eq(0)
+                with m.If(ctl.start):
+                    m.d.sync += [ins.eq(ctl.word.route), sending.eq(0), receiving.eq(0),
                                  send_ent.eq(0), send_end.eq(0), recv_ent.eq(0), recv_end.eq(0)]
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 with m.If(op == Opcode.ALLGATHER):
                     with m.If(devs <= 1):
-                        m.d.comb += self.done.eq(1)
+                        m.d.comb += ctl.done.eq(1)
                         m.next = "IDLE"
                     with m.Elif((devs != size) | (gran == 0)):
-                        m.d.comb += [self.done.eq(1), self.err_ring.eq(1)]
+                        m.d.comb += [ctl.done.eq(1), ctl.err.ring.eq(1)]
                         m.next = "IDLE"
                     with m.Else():
-                        # units = ceil(n_ent / gran) by restoring division (17 steps); then divmod(units, devs)
-                        m.d.sync += [units.eq(0), q.eq(0), r.eq(0), div_i.eq(0)]
+                        # units = ceil(n_ent / gran) (DIV_UNITS); then divmod(units, devs) (DIV_PARTS)
+                        m.d.sync += [units.eq(0), q.eq(0), r.eq(0)]
                         m.next = "DIV_UNITS"
                 with m.Elif(back):
-                    m.d.comb += [self.done.eq(1), self.err_ring.eq(1)]
+                    m.d.comb += [ctl.done.eq(1), ctl.err.ring.eq(1)]
                     m.next = "IDLE"
                 with m.Elif(op == Opcode.SEND):
                     m.d.sync += [sending.eq(1), send_ent.eq(0), send_end.eq(n_ent)]
@@ -160,7 +165,7 @@ class RouterEngine(wiring.Component):
                     m.next = "STEP"
             with m.State("STEP"):
                 with m.If(step + 1 >= devs):
-                    m.d.comb += self.done.eq(1)
+                    m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
                     # send chunk (pos - step) mod D, receive chunk (pos - step - 1) mod D
@@ -181,6 +186,6 @@ class RouterEngine(wiring.Component):
             with m.State("MOVE"):
                 with m.If(send_idle & recv_idle):
                     m.d.sync += [sending.eq(0), receiving.eq(0)]
-                    m.d.comb += self.done.eq(1)
+                    m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
         return m

@@ -34,12 +34,16 @@ through `AxiLiteMaster`) is `dfx.sim.rtl_core` (`RtlCore`, `run_program`); its A
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
+import argparse
+from pathlib import Path
+
 from amaranth import ClockDomain, ClockSignal, Module, ResetSignal
+from amaranth.back import verilog as back
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from dfx import regmap
-from dfx.config import AccelConfig
+from dfx.config import AccelConfig, load_config
 
 from .core import Core
 from .dma import hbm_port_names
@@ -143,17 +147,12 @@ def ring_name(n: int) -> str:
 
 def verilog(cfg: AccelConfig, devices: int = 1, **stages) -> str:
     """Verilog of `dfx_core` (devices=1) or of the `dfx_ring<n>` simulation wrapper."""
-    from amaranth.back import verilog as back
     if devices == 1:
         return back.convert(Top(cfg, **stages), name=TOP_NAME, emit_src=False)
     return back.convert(RingTop(cfg, devices, **stages), name=ring_name(devices), emit_src=False)
 
 
 if __name__ == "__main__":
-    import argparse
-    from pathlib import Path
-
-    from dfx.config import load_config
     ap = argparse.ArgumentParser(prog="python -m dfx.hw.top", description="Write the core's Verilog.")
     ap.add_argument("--config", default="tiny", help="tiny, dfx or a config JSON file (default tiny)")
     ap.add_argument("-o", "--output", default=f"{TOP_NAME}.v")

@@ -36,8 +36,8 @@ from .pipe import Pipe, T, check_stages
 from .sfu import exp16, gelu16, recip, rsqrt
 
 VPU_OPS = tuple(op for op in isa.OPS if op.unit is isa.Unit.VPU)
-_ELEMENTWISE = ("VADD", "VSUB", "VMUL", "VMOV", "VADDS", "VSUBS", "VMULS", "VEXP", "VGELU")
-_REDUCE = ("VSUM", "VMAX", "VDOT")
+_ELEMENTWISE = tuple(op.mnemonic for op in VPU_OPS if op.writes)                        # VBUF vector out
+_REDUCE = tuple(op.mnemonic for op in VPU_OPS if op.fmt is isa.VECTOR and not op.writes)  # vector in, S[sd] out
 _SCALAR = tuple(op.mnemonic for op in VPU_OPS if op.fmt is isa.SCALAR)
 assert set(_ELEMENTWISE + _REDUCE + _SCALAR) == {op.mnemonic for op in VPU_OPS}, "a VPU opcode is not handled"
 

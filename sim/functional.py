@@ -1,7 +1,6 @@
 """The functional simulator: executes DFX programs with the bit-exact numerics of `dfx.numerics`.
 
-VBUF invariant: it only ever holds DAZ-clean binary16 (every write is a `to_fp16` result or a `daz16`'d DMA
-load), so the simulator calls the numerics with `clean=True` and skips re-checking its inputs.
+VBUF only ever holds DAZ-clean binary16 (every write is a `to_fp16` result or a `daz16`'d DMA load).
 
 One `Device` holds one core's state (VBUF, scalar registers, TOKEN/POS, HBM and DDR images) and executes a
 stream in program order (the ISA's dependency rules make that equal to the parallel machine's result). It is
@@ -11,8 +10,12 @@ weights read once, so every row is bit-identical by construction; CHUNK/SLOT set
 token table in DDR, and an empty slot's SLOT makes the executor skip forward.
 
 It stops with a `SimError` naming the device, PC and instruction on anything the hardware would flag: an
-out-of-range VBUF/HBM/DDR access, a length beyond the capacity, a read of off-chip data written by a DMA that
-no FENCE has ordered (rule 2 of the ISA's dependency rules).
+out-of-range VBUF/HBM/DDR access or scalar register, a length beyond the capacity, a read of off-chip data
+written by a DMA that no FENCE has ordered (rule 2 of the ISA's dependency rules), a BATCH/CHUNK/SLOT that
+breaks the rules of a batched run. The on-chip operands and the batched-run rules are `dfx.isa`'s
+(`operand_ranges`, `check_operands`, `check_batch`, `check_chunk`, `check_slot`): VBUF operands are checked
+before the instruction runs (once, when predecoding, when they do not depend on POS), so the handlers slice
+VBUF unchecked.
 """
 from __future__ import annotations
 
@@ -23,12 +26,13 @@ import numpy as np
 from dfx import formats as F
 from dfx import isa
 from dfx import numerics as nx
-from dfx.errors import SimError
 from dfx.config import AccelConfig
+from dfx.errors import RuleError, SimError
 from dfx.program import DeviceImage, Program
 
 _F16 = np.float16
 _WFMTS = frozenset(F.WFMT_CODES.values())
+_LINEAR = isa.BY_MNEMONIC["LINEAR"]
 
 
 class Device:
@@ -57,9 +61,9 @@ class Device:
         # binary32 mirror of HBM (DAZ applied once): the MPU streams tiles from it without converting
         self.hbm32 = nx.daz16(self.hbm16).astype(np.float32)
         self.vbuf = np.zeros(cfg.vbuf_elems, _F16)
-        self.s = np.zeros(16, np.float32)
+        self.s = np.zeros(cfg.sregs, np.float32)
         self.regs = {"TOKEN": 0, "POS": 0, "COUNT": 0, "POS0": 0, "TBASE": 0}
-        self._pending = None                    # (m, src_stride, dst_stride) of a BATCH prefix, until its instruction
+        self._pending: isa.Batch | None = None  # a BATCH prefix, until its instruction runs
         self.counts: Counter = Counter()
         self.check_fences = check_fences
         self.fast = fast                        # compiled closures for static vector instructions (_compile_vector)
@@ -76,33 +80,52 @@ class Device:
     def _predecode(self, instrs):
         out = []
         for pc, ins in enumerate(instrs):
-            handler = None if ins.op.unit is isa.Unit.ROUTER else getattr(self, "_" + ins.op.mnemonic.lower())
+            op = ins.op
+            handler = None if op.unit is isa.Unit.ROUTER else getattr(self, "_" + op.mnemonic.lower())
             f = ins.fields()
-            if ins.op.fmt is isa.SCALAR:
+            if op.fmt is isa.SCALAR:
                 f["imm"] = np.float32(ins.imm)
-            elif ins.op.fmt is isa.BATCH:           # what the prefix applies to (checked when it runs)
-                f["_next"] = instrs[pc + 1].op.mnemonic if pc + 1 < len(instrs) else None
-            elif ins.op.fmt is isa.SLOT:            # how far a skip may go
+            elif op.mnemonic in isa.BATCHED_OPS:     # the rules (dfx.isa) take the instruction, what a BATCH
+                f["_ins"] = ins                       # applies to and how far a SLOT may skip
+                f["_next"] = instrs[pc + 1] if pc + 1 < len(instrs) else None
                 f["_left"] = len(instrs) - pc - 1
-            if self.fast and ins.op.fmt is isa.VECTOR:
-                handler = self._compile_vector(ins.op.mnemonic, f) or handler
-            out.append((handler, f, ins, ins.op.unit.value))
+            if handler is not None and op.operands:
+                checked = self._checked(op, f, handler)
+                if checked is handler and self.fast and op.fmt is isa.VECTOR:
+                    checked = self._compile_vector(op.mnemonic, f) or handler
+                handler = checked
+            out.append((handler, f, ins, op.unit.value))
         return out
 
+    def _checked(self, op: isa.Op, f: dict, handler):
+        """`handler` behind the ISA's operand check (`isa.check_operands`): done here, once, when no operand
+        length depends on POS (a failing instruction gets a handler that fails when it runs), else at every run."""
+        entries, sregs, d = self.cfg.vbuf_entries, self.cfg.sregs, self.d
+        ranges = isa.operand_ranges(op, f, d)
+        try:
+            isa.check_operands(ranges, entries, sregs)
+        except RuleError as e:
+            msg = str(e)
+
+            def bad(f):
+                raise SimError(msg)
+            return bad
+        if all(r.elems is not None for r in ranges):
+            return handler
+
+        def checked(f):
+            isa.check_operands(isa.operand_ranges(op, f, d, self.regs["POS"]), entries, sregs)
+            return handler(f)
+        return checked
+
     def _compile_vector(self, m: str, f: dict):
-        """A closure for a vector instruction whose operands are static (no dyn_n): the generic handler's
-        numerics with the operand decoding and bounds checks done once, here. None: use the generic handler
-        (which also reports any bad operand at run time, with the PC). tests/sim/test_functional.py runs both
-        side by side."""
+        """A closure for a vector instruction whose operands are static (no dyn_n) and checked: the generic
+        handler's numerics with the operand decoding done once, here. None: use the generic handler.
+        tests/sim/test_functional.py runs both side by side."""
         if f["dyn_n"]:
             return None
         n, vb = f["n"], self.vbuf
-        try:
-            a = self._vec(f["a"], n, "a")
-            b = self._vec(f["b"], n, "b")
-            dst = self._vec(f["dst"], n, "dst")
-        except SimError:
-            return None
+        a, b, dst = self._at(f["a"], n), self._at(f["b"], n), self._at(f["dst"], n)
         u16 = vb.view(np.uint16)
         wid, daz, s = nx.F16_TO_F32, nx.DAZ16_TABLE, self.s
 
@@ -135,13 +158,13 @@ class Device:
                 vb[dst] = t.take(u16[a]).view(_F16)
         elif m == "VSUM":
             def run(f):
-                s[sd] = nx.reduce_sum(vb[a], d=d, clean=True)
+                s[sd] = nx.reduce_sum(vb[a], d=d)
         elif m == "VDOT":
             def run(f):
-                s[sd] = nx.reduce_dot(vb[a], vb[b], d=d, clean=True)
+                s[sd] = nx.reduce_dot(vb[a], vb[b], d=d)
         elif m == "VMAX":
             def run(f):
-                s[sd] = nx.reduce_max(vb[a], clean=True)
+                s[sd] = nx.reduce_max(vb[a])
         else:
             return None
         return run
@@ -187,7 +210,7 @@ class Device:
                 continue
             try:
                 r = handler(f)
-            except SimError as e:
+            except (SimError, RuleError) as e:
                 self.pc = pc
                 raise SimError(f"device {self.device} {stream} pc {pc} `{isa.disassemble(ins)}`: {e}") from None
             if r is not None:
@@ -202,10 +225,17 @@ class Device:
         return self.vbuf[self._vec(entry, n, "vaddr")]
 
     def _vec(self, entry: int, n: int, what: str) -> slice:
+        """VBUF[entry][0:n], bounds-checked as the ISA checks an operand (a SimError naming `what`)."""
+        try:
+            isa.check_operands([isa.OperandRange(what, entry, n, -(-n // self.d), False, False)],
+                               self.cfg.vbuf_entries)
+        except RuleError as e:
+            raise SimError(str(e)) from None
+        return self._at(entry, n)
+
+    def _at(self, entry: int, n: int) -> slice:
+        """VBUF[entry][0:n] of an operand `_checked` has checked."""
         a = entry * self.d
-        if n < 0 or a + n > self.vbuf.size:
-            raise SimError(f"{what}: VBUF entries {entry}..{entry + -(-n // self.d)} exceed the "
-                           f"{self.cfg.vbuf_entries}-entry buffer")
         return slice(a, a + n)
 
     def _n(self, f) -> int:
@@ -213,9 +243,10 @@ class Device:
 
     def _mem(self, f) -> tuple[np.ndarray, int, str]:
         """(memory, byte address, name) of a DMA instruction's off-chip operand."""
-        idx = isa.INDEX_REGS[f["index"]] if f["index"] in isa.INDEX_REGS else None
         if f["index"] not in isa.INDEX_REGS:
-            raise SimError(f"index register {f['index']} does not exist (0 none, 1 TOKEN, 2 POS)")
+            raise SimError(f"index register {f['index']} does not exist; accepted: "
+                           + ", ".join(f"{k} {r or 'none'}" for k, r in isa.INDEX_REGS.items()))
+        idx = isa.INDEX_REGS[f["index"]]
         off = self.regs[idx] * f["stride"] if idx else 0
         if f["hbm"]:
             return self.hbm, f["addr"] * isa.HBM_UNIT + off, "HBM"
@@ -240,32 +271,18 @@ class Device:
 
     # ---------------------------------------------------------------- control
     def _nop(self, f):
-        self.counts["NOP"] += 0
+        pass
 
     def _halt(self, f):
         self._dirty[isa.Unit.DMA].clear()
         return True
 
     def _fence(self, f):
-        if f["units"] & (isa.UNIT_BITS[isa.Unit.DMA] | isa.ALL_UNITS):
+        if isa.fence_units(f["units"]) & isa.UNIT_BITS[isa.Unit.DMA]:
             self._dirty[isa.Unit.DMA].clear()
 
     def _batch(self, f):
-        nxt = f["_next"]
-        if nxt not in isa.BATCHABLE:
-            raise SimError(f"BATCH must be followed by {' or '.join(isa.BATCHABLE)}, not "
-                           f"{nxt or 'the end of the stream'}")
-        if f["dyn_m"]:
-            m = self.regs["COUNT"]
-            if not m:
-                raise SimError("BATCH +dyn_m before CHUNK: COUNT is 0")
-        else:
-            m = f["m"]
-            if not m:
-                raise SimError("BATCH m=0: m must be >= 1")
-        if nxt == "ALLGATHER" and f["src_stride"] != f["dst_stride"]:
-            raise SimError("a batched ALLGATHER is in place: src_stride must equal dst_stride")
-        self._pending = (m, f["src_stride"], f["dst_stride"])
+        self._pending = isa.check_batch(f["_ins"], f["_next"], self.regs["COUNT"])
 
     def _u32(self, a: int) -> int:
         self._check_range(self.ddr, a, 4, "DDR")
@@ -273,24 +290,14 @@ class Device:
         return int.from_bytes(self.ddr[a:a + 4].tobytes(), "little")
 
     def _chunk(self, f):
-        a = f["addr"]
-        if a % 4:
-            raise SimError(f"the token table at DDR byte {a} is not 4-byte aligned")
-        count = self._u32(a)
-        if not 1 <= count <= f["cap"]:
-            raise SimError(f"the token table at DDR byte {a} holds COUNT {count}; accepted: 1..{f['cap']}")
-        self._check_range(self.ddr, a + isa.TOKEN_TABLE_HEADER, 4 * count, "DDR")
-        self.regs.update(COUNT=count, TBASE=a + isa.TOKEN_TABLE_HEADER, POS0=self.regs["POS"])
+        c = isa.check_chunk(f["_ins"], self._u32(f["addr"]), self.regs["POS"])
+        self._check_range(self.ddr, c.tbase, 4 * c.count, "DDR")
+        self.regs.update(COUNT=c.count, TBASE=c.tbase, POS0=c.pos0)
 
     def _slot(self, f):
-        count = self.regs["COUNT"]
-        if not count:
-            raise SimError("SLOT before CHUNK: COUNT is 0")
-        if f["skip"] > f["_left"]:
-            raise SimError(f"skip={f['skip']} runs past the end of the stream ({f['_left']} instructions follow)")
-        i = f["i"]
-        if i >= count:
+        if not isa.check_slot(f["_ins"], self.regs["COUNT"], f["_left"]):
             return f["skip"]
+        i = f["i"]
         self.regs["TOKEN"] = self._u32(self.regs["TBASE"] + 4 * i)
         self.regs["POS"] = self.regs["POS0"] + i
 
@@ -348,7 +355,7 @@ class Device:
         d, l = self.d, self.l
         kt, nt = -(-k // d), -(-n // l)
         w = np.zeros((kt * d, nt * l), np.float32)
-        w[:k, :n] = nx.widen16(w16, clean=True)
+        w[:k, :n] = nx.widen16(w16)
         w = nx.TreeWeights.from_tiles(w.reshape(kt, d, nt * l), d)     # as the FP16 path hands it to the MPU
         self._wcache[key] = w
         self._wcache_end = max(self._wcache_end, end)
@@ -358,14 +365,14 @@ class Device:
         k = self.regs["POS"] + 1 if f["dyn_k"] else f["k"]
         n = self.regs["POS"] + 1 if f["dyn_n"] else f["n"]
         w = self._weights(f, k, n)
-        x = self.vbuf[self._vec(f["src"], k, "src")]            # zero-padded to the tile rows by mpu_matvec1
-        self.vbuf[self._vec(f["dst"], n, "dst")] = self._mpu(f, w, x, n, self._bias(f, w, n))
+        x = self.vbuf[self._at(f["src"], k)]                     # zero-padded to the tile rows by mpu_matvec1
+        self.vbuf[self._at(f["dst"], n)] = self._mpu(f, w, x, n, self._bias(f, w, n))
 
     def _bias(self, f, w: nx.TreeWeights, n: int):
         if not f["has_bias"]:
             return None
         bias = np.zeros(w.n, _F16)
-        bias[:n] = self.vbuf[self._vec(f["bias"], n, "bias")]
+        bias[:n] = self.vbuf[self._at(f["bias"], n)]
         return bias
 
     def _mpu(self, f, w: nx.TreeWeights, x: np.ndarray, n: int, bias) -> np.ndarray:
@@ -385,40 +392,40 @@ class Device:
         on input i (the same `_mpu`); all inputs are read before any output is written (ISA rule 5)."""
         if self._pending is None:
             return self._matrix(f)
-        (m, ss, ds), self._pending = self._pending, None
-        if f["dyn_k"] or f["dyn_n"]:
-            raise SimError("a batched LINEAR has static k and n (dyn_k and dyn_n must be 0)")
+        batch, self._pending = self._pending, None           # k and n are static (isa.check_batch)
+        isa.check_operands(isa.operand_ranges(_LINEAR, f, self.d, batch=batch), self.cfg.vbuf_entries,
+                           self.cfg.sregs)
         k, n = f["k"], f["n"]
         w = self._weights(f, k, n)
-        xs = [self.vbuf[self._vec(f["src"] + i * ss, k, "src")].copy() for i in range(m)]
+        xs = [self.vbuf[self._at(f["src"] + i * batch.src_stride, k)].copy() for i in range(batch.m)]
         bias = self._bias(f, w, n)
         ys = [self._mpu(f, w, x, n, bias) for x in xs]
         for i, y in enumerate(ys):
-            self.vbuf[self._vec(f["dst"] + i * ds, n, "dst")] = y
+            self.vbuf[self._at(f["dst"] + i * batch.dst_stride, n)] = y
 
     _qk = _sv = _lmhead = _matrix
 
     # ---------------------------------------------------------------- VPU
     def _ab(self, f, two=True):
         n = self._n(f)
-        a = self.vbuf[self._vec(f["a"], n, "a")]
-        b = self.vbuf[self._vec(f["b"], n, "b")] if two else None
+        a = self.vbuf[self._at(f["a"], n)]
+        b = self.vbuf[self._at(f["b"], n)] if two else None
         return n, a, b
 
     def _put(self, f, n, y):
-        self.vbuf[self._vec(f["dst"], n, "dst")] = y
+        self.vbuf[self._at(f["dst"], n)] = y
 
     def _vadd(self, f):
         n, a, b = self._ab(f)
-        self._put(f, n, nx.vadd(a, b, True))
+        self._put(f, n, nx.vadd(a, b))
 
     def _vsub(self, f):
         n, a, b = self._ab(f)
-        self._put(f, n, nx.vsub(a, b, True))
+        self._put(f, n, nx.vsub(a, b))
 
     def _vmul(self, f):
         n, a, b = self._ab(f)
-        self._put(f, n, nx.vmul(a, b, True))
+        self._put(f, n, nx.vmul(a, b))
 
     def _vmov(self, f):
         n, a, _ = self._ab(f, False)
@@ -426,15 +433,15 @@ class Device:
 
     def _vadds(self, f):
         n, a, _ = self._ab(f, False)
-        self._put(f, n, nx.vadd_scalar(a, self.s[f["sa"]], True))
+        self._put(f, n, nx.vadd_scalar(a, self.s[f["sa"]]))
 
     def _vsubs(self, f):
         n, a, _ = self._ab(f, False)
-        self._put(f, n, nx.vsub_scalar(a, self.s[f["sa"]], True))
+        self._put(f, n, nx.vsub_scalar(a, self.s[f["sa"]]))
 
     def _vmuls(self, f):
         n, a, _ = self._ab(f, False)
-        self._put(f, n, nx.vmul_scalar(a, self.s[f["sa"]], True))
+        self._put(f, n, nx.vmul_scalar(a, self.s[f["sa"]]))
 
     def _vexp(self, f):
         n, a, _ = self._ab(f, False)
@@ -446,15 +453,15 @@ class Device:
 
     def _vsum(self, f):
         n, a, _ = self._ab(f, False)
-        self.s[f["sd"]] = nx.reduce_sum(a, d=self.d, clean=True)
+        self.s[f["sd"]] = nx.reduce_sum(a, d=self.d)
 
     def _vmax(self, f):
         n, a, _ = self._ab(f, False)
-        self.s[f["sd"]] = nx.reduce_max(a, clean=True)
+        self.s[f["sd"]] = nx.reduce_max(a)
 
     def _vdot(self, f):
         n, a, b = self._ab(f)
-        self.s[f["sd"]] = nx.reduce_dot(a, b, d=self.d, clean=True)
+        self.s[f["sd"]] = nx.reduce_dot(a, b, d=self.d)
 
     # ---------------------------------------------------------------- scalar
     def _smovi(self, f):
@@ -478,13 +485,13 @@ class Device:
         n = f["n"]
         self._check_range(mem, a, 2 * n, name)
         self._check_clean(a, a + 2 * n, name)
-        self.vbuf[self._vec(f["vaddr"], n, "vaddr")] = nx.daz16(mem[a:a + 2 * n].view(_F16))
+        self.vbuf[self._at(f["vaddr"], n)] = nx.daz16(mem[a:a + 2 * n].view(_F16))
 
     def _store(self, f):
         mem, a, name = self._mem(f)
         n = f["n"]
         self._check_range(mem, a, 2 * n, name)
-        v = self.vbuf[self._vec(f["vaddr"], n, "vaddr")]
+        v = self.vbuf[self._at(f["vaddr"], n)]
         mem[a:a + 2 * n] = v.view(np.uint8)
         if name == "HBM":
             if a % 2:
@@ -500,7 +507,7 @@ class Device:
         base = f["addr"] * isa.HBM_UNIT // 2 + off
         lo, hi = base + span[0], base + span[1] + 1
         self._check_range(self.hbm, 2 * lo, 2 * (hi - lo), "HBM")
-        v = self.vbuf[self._vec(f["vaddr"], n, "vaddr")]
+        v = self.vbuf[self._at(f["vaddr"], n)]
         idx = base + rel
         self.hbm16[idx] = v
         self.hbm32[idx] = v

@@ -16,6 +16,8 @@ from dfx.program import Program
 
 from .functional import Device
 
+_UNBATCHED = isa.Batch(1, 0, 0)
+
 
 class Ring:
     def __init__(self, program: Program, check_fences: bool = True):
@@ -92,23 +94,23 @@ class Ring:
                 raise SimError(self._deadlock(waiting, done, stream))
 
     def _allgather(self, gathers: dict[int, tuple]):
-        """One ALLGATHER on every device, or under a BATCH prefix m of them (vectors `stride` entries apart)."""
-        shapes = {(f["n"], f["devices"], f["gran"], f.get("batch", (1, 0, 0))) for _, _, f in gathers.values()}
+        """One ALLGATHER on every device, or under a BATCH prefix m of them (vectors `dst_stride` entries apart)."""
+        shapes = {(f["n"], f["devices"], f["gran"], f.get("batch", _UNBATCHED)) for _, _, f in gathers.values()}
         if len(shapes) != 1:
             detail = "; ".join(f"device {k} pc {pc} `{isa.disassemble(i)}`" + (" batched %s" % (f["batch"],)
                                if "batch" in f else "") for k, (pc, i, f) in gathers.items())
             raise SimError(f"ALLGATHER shapes differ between devices: {detail}")
-        n, devices, gran, (m, _, stride) = shapes.pop()
+        n, devices, gran, batch = shapes.pop()
         if devices != len(self.devices):
             k, (pc, ins, _) = next(iter(gathers.items()))
             raise SimError(f"device {k} pc {pc} `{isa.disassemble(ins)}`: ALLGATHER over {devices} devices, "
                            f"but the ring has {len(self.devices)}")
         bounds = isa.chunk_bounds(n, devices, gran * self.d)
-        for j in range(m):
+        for j in range(batch.m):
             full = {}
             for k, (pc, ins, f) in gathers.items():
                 try:
-                    full[k] = self.devices[k].vector(f["vaddr"] + j * stride, n)
+                    full[k] = self.devices[k].vector(f["vaddr"] + j * batch.dst_stride, n)
                 except SimError as e:
                     raise SimError(f"device {k} pc {pc} `{isa.disassemble(ins)}`: {e}") from None
             for i, owner in enumerate(self.order):

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from dfx import regmap
 from dfx.cli import main
 from dfx.config import load_config
-from dfx.host.build import BuildError, bank_map, build_tree, check_tree, lint, verilog_ports
+from dfx.host.build import bank_map, build_tree, check_tree, lint, verilog_ports
+from dfx.verify.core_build import BUILD, TOP
 
 
 @pytest.mark.parametrize("name", ["tiny", "dfx"])
@@ -67,7 +68,7 @@ def test_verilog_port_check(tmp_path):
 
 
 def _cached_verilog() -> Path | None:
-    for p in sorted(Path(__file__).parents[2].glob("build/rtl_core/tiny_*/dfx_core.v")):
+    for p in sorted(BUILD.glob(f"tiny_*/{TOP}.v")):
         return p
     return None
 

@@ -7,14 +7,13 @@ import pytest
 
 from dfx import regmap
 from dfx.errors import DeviceError
-from dfx.host.device import DeviceGroup, KernelError, open_devices
-from dfx.host.emu import EmuCluster
+from dfx.host.backends import open_devices
+from dfx.host.device import Device, KernelError
 from dfx.host.fakepynq import FakePynq, write_fake_xclbin
 from dfx.host.image import DDR_BANK, device_image
 from dfx.host.pynq_backend import PynqTransport
 from dfx.host.session import Session
-from dfx.host.transport import SimTransport
-from dfx.host.device import Device
+from dfx.host.sim_backend import SimTransport
 from dfx.program import load_program
 from dfx.sim.ring import Ring
 
@@ -127,14 +126,6 @@ def test_handshake_refuses_another_isa_and_another_kernel(prog1):
         _sim_device(prog1, isa_version=9).load(prog1)
     with pytest.raises(DeviceError, match=r"ID register \(0x[0-9a-f]+\) reads 0x00000000, not 0x44465831"):
         _sim_device(prog1, magic=0).load(prog1)
-
-
-def test_backend_from_environment(prog1, monkeypatch):
-    monkeypatch.setenv("DFX_BACKEND", "bogus")
-    with pytest.raises(DeviceError, match="unknown DFX_BACKEND 'bogus'; accepted: sim, rtl, pynq"):
-        Session(prog1, None)
-    monkeypatch.setenv("DFX_BACKEND", "sim")
-    assert Session(prog1, None).backend.name == "sim"
 
 
 # ------------------------------------------------------------------------------------------------ faults (pynq)

@@ -12,7 +12,8 @@ from gpt2_fixtures import make_hf_gpt2
 from dfx.cli import main
 from dfx.compiler import compile_model
 from dfx.errors import DeviceError
-from dfx.host.device import DeviceGroup, KernelError, open_devices
+from dfx.host.backends import open_devices
+from dfx.host.device import DeviceGroup, KernelError
 from dfx.host.fakepynq import FakePynq, write_fake_xclbin
 from dfx.host.image import DDR_BANK
 from dfx.host.session import Session
@@ -41,6 +42,7 @@ def test_session_runs_chunks_and_keeps_the_simulator(batched, model):
         assert [b.sim for b in boards] == sims and all(b.built == b.generation for b in boards)
         assert [(r.stream, r.pos, r.count) for r in s.steps] == [
             ("prefill_batch", 0, 3), ("decode", 3, 1), ("prefill_batch", 4, 3), ("decode", 7, 1)]
+        assert all(r.max_cycles > 0 and r.busy[0]["mpu"] > 0 for r in s.steps)    # the model's counters
         summary = s.summary()
         assert summary["steps"] == 4
     ref = Session(compile_model(model, "tiny", devices=2), "sim").feed(ids)
@@ -70,7 +72,7 @@ def test_pynq_backend_refuses_batched_programs(batched, tmp_path):
 
 
 def test_rtl_backend_refuses_batched_programs_before_simulating(model, tmp_path):
-    from dfx.host.rtl_backend import run_session
+    from dfx.host.rtl_session import run_session
     path = save_program(compile_model(model, "tiny", prefill_batch=2), tmp_path / "b.dfx")
     with pytest.raises(DeviceError, match="the rtl backend: stream prefill_batch uses BATCH/CHUNK/SLOT"):
         run_session(path, [1, 2, 3], 2)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from dfx.host.fakepynq import FakePynq, write_fake_xclbin
-from dfx.host.replay import Recorder, ReplayMismatch, ReplayPynq, replay_session
+from dfx.host.recording import Recorder, ReplayMismatch, ReplayPynq
+from dfx.host.replay import replay_session
 from dfx.host.sampling import Sampling
 from dfx.host.session import Session
 from dfx.program import load_program

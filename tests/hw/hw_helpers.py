@@ -1,5 +1,6 @@
 """Shared amaranth.sim helpers for the hw tests: stream drivers with backpressure, and a runner that feeds a
-stream-in/stream-out unit and collects its results in order."""
+stream-in/stream-out unit and collects its results in order; `unit_bank` for one cocotb run of several units
+(`dfx.verify.units`)."""
 import random
 
 from amaranth.lib import data
@@ -77,92 +78,6 @@ def run_stream(dut, words, *, n_out=None, seed=0, stall=0.2, vcd=None) -> list[i
 
 
 # ============================================================================================ cocotb
-import json  # noqa: E402
-import os  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from dfx.sim import rtl_core  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-BUILD = REPO / "build" / "rtl_sim"
-
-
-def simulator() -> str:
-    """The cocotb simulator: $SIM (icarus or verilator), default icarus."""
-    return rtl_core.simulator()
-
-
-def waves() -> bool:
-    return os.environ.get("WAVES", "0") not in ("", "0")
-
-
-def sim_env() -> dict:
-    """The environment additions for a cocotb run: PATH with the venv's bin first (Verilator lives there)."""
-    return {"PATH": rtl_core.venv_path()}
-
-
-def missing_simulator(sim: str | None = None) -> str | None:
-    """Why the cocotb unit tests cannot run here (None when they can)."""
-    return rtl_core.missing_simulator(sim, axi=False)
-
-
-def build_rtl(component, name: str, sim: str | None = None):
-    """Write the component's Verilog and build it for `sim` (cached in build/rtl_sim/<name>_<sim>: rebuilt
-    only when the Verilog changes). Returns (runner, build_dir)."""
-    from amaranth.back import verilog
-
-    sim = sim or simulator()
-    bdir = BUILD / f"{name}_{sim}"
-    bdir.mkdir(parents=True, exist_ok=True)
-    src = bdir / f"{name}.v"
-    text = verilog.convert(component, name=name, emit_src=False)
-    stamp = bdir / "stamp.txt"
-    key = f"{sim} waves={waves()}\n" + text
-    fresh = not stamp.exists() or stamp.read_text() != key
-    if fresh:
-        src.write_text(text)
-    runner = rtl_core.runner_build(sim, src, name, bdir, fresh=fresh, waves=waves())
-    if fresh:
-        stamp.write_text(key)
-    return runner, bdir
-
-
-def run_cocotb(component, name: str, sources: dict, sinks: dict, *, seed: int = 0, stall: float = 0.2,
-               sim: str | None = None, timeout: int = 10000) -> dict[str, list[int]]:
-    """Run `cocotb_stream.stream_vectors` on the component: drive `sources` ({stream port prefix: payload
-    ints}) and check `sinks` ({port prefix: expected payload ints}) bit for bit, in order, all streams
-    concurrently. Raises AssertionError naming the first mismatches; returns {sink: outputs}. WAVES=1
-    writes an FST trace into the build folder (build/rtl_sim/<name>_<sim>/), and cocotb's results.xml
-    (simulated and wall time) lands there too."""
-    sim = sim or simulator()
-    runner, bdir = build_rtl(component, name, sim)
-    vec = bdir / "vectors.json"
-    vec.write_text(json.dumps({
-        "sources": {k: [hex(int(w)) for w in v] for k, v in sources.items()},
-        "sinks": {k: [hex(int(w)) for w in v] for k, v in sinks.items()},
-        "seed": seed, "stall": stall, "timeout": timeout}))
-    out = Path(str(vec) + ".out")
-    if out.exists():
-        out.unlink()
-    env = {**sim_env(), "DFX_VECTORS": str(vec), "PYTHONWARNINGS": "ignore::DeprecationWarning",
-           "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
-    old_path = os.environ["PATH"]
-    os.environ["PATH"] = env["PATH"]
-    try:
-        xml = runner.test(test_module="cocotb_stream", hdl_toplevel=name, test_dir=HERE, build_dir=bdir,
-                          extra_env=env, waves=waves(), timescale=("1ns", "1ps"), log_file=bdir / "test.log",
-                          results_xml=str(bdir / "results.xml"))
-    finally:
-        os.environ["PATH"] = old_path
-    from cocotb_tools.runner import get_results
-    tests, fails = get_results(xml)
-    log = (bdir / "test.log").read_text(errors="replace") if (bdir / "test.log").exists() else ""
-    msg = [ln.strip() for ln in log.splitlines() if "differ from the reference" in ln or "Error" in ln]
-    assert tests == 1 and fails == 0, f"cocotb ({sim}) {name}: " + ("\n".join(msg[-4:]) or log[-2000:])
-    return {k: [int(w, 16) for w in v] for k, v in json.loads(out.read_text()).items()}
-
-
 def unit_bank(units: dict):
     """One component holding several stream units side by side (ports `<name>_i`, `<name>_o`), so a single
     cocotb build and run checks them all concurrently."""

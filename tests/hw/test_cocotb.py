@@ -1,11 +1,10 @@
-"""cocotb testbenches (cocotb 2.x, launched through cocotb_tools.runner): every arithmetic unit, the MPU and
-the VPU in a Verilog simulator, compared bit for bit with `dfx.numerics` by an in-order scoreboard, under
-random backpressure. SIM=icarus (default) or SIM=verilator; WAVES=1 writes a trace into
+"""Every arithmetic unit, the MPU and the VPU in a Verilog simulator under cocotb (`dfx.verify.units`),
+compared bit for bit with `dfx.numerics` by an in-order scoreboard, under random backpressure. SIM=icarus (default) or SIM=verilator; WAVES=1 writes a trace into
 build/rtl_sim/<design>_<sim>/. The `slow` ones run every binary16 input through GELU and exp and thousands
 of random matrices through the MPU (use SIM=verilator for those)."""
 import numpy as np
 import pytest
-from hw_helpers import missing_simulator, run_cocotb, simulator, unit_bank
+from hw_helpers import unit_bank
 from hw_vectors import ref_exp16, ref_gelu16, vpu_expected
 from test_mpu import mpu_case
 from test_vpu import vpu_cases
@@ -14,9 +13,12 @@ from dfx import numerics as nx
 from dfx.config import PRESETS
 from dfx.hw.mpu import MPU, mpu_beats, pack16
 from dfx.hw.vpu import VPU, vpu_beats
+from dfx.verify.toolchain import missing_simulator
+from dfx.verify.units import run_vectors
 
 pytestmark = [pytest.mark.cocotb,
-              pytest.mark.skipif(missing_simulator() is not None, reason=str(missing_simulator()))]
+              pytest.mark.skipif(missing_simulator(axi=False) is not None,
+                                 reason=str(missing_simulator(axi=False)))]
 CFG = PRESETS["tiny"]
 
 
@@ -32,7 +34,7 @@ def _leaf_bank(n, seed):
 def test_leaf_units_cocotb():
     """All ten leaf units at once: corner grids plus 400 random vectors each."""
     bank, sources, sinks = _leaf_bank(400, seed=11)
-    run_cocotb(bank, "leaf_units", sources, sinks, seed=1, stall=0.2)
+    run_vectors(bank, "leaf_units", sources, sinks, seed=1, stall=0.2)
 
 
 def mpu_program(rng, n_cases):
@@ -61,7 +63,7 @@ def mpu_program(rng, n_cases):
 
 def test_mpu_cocotb():
     xs, ws, want = mpu_program(np.random.default_rng(21), 24)
-    run_cocotb(MPU(CFG), "mpu_tiny", {"x": xs, "w": ws}, {"o": want}, seed=2, stall=0.2)
+    run_vectors(MPU(CFG), "mpu_tiny", {"x": xs, "w": ws}, {"o": want}, seed=2, stall=0.2)
 
 
 def vpu_program(rng, rounds):
@@ -75,7 +77,7 @@ def vpu_program(rng, rounds):
 
 def test_vpu_cocotb():
     ins, want = vpu_program(np.random.default_rng(31), 2)
-    run_cocotb(VPU(CFG), "vpu_tiny", {"i": ins}, {"o": want}, seed=3, stall=0.2)
+    run_vectors(VPU(CFG), "vpu_tiny", {"i": ins}, {"o": want}, seed=3, stall=0.2)
 
 
 @pytest.mark.slow
@@ -84,7 +86,7 @@ def test_gelu_exp_exhaustive_cocotb():
     from dfx.hw.sfu import Exp16Unit, Gelu16Unit
     x = np.arange(1 << 16, dtype=np.uint16)
     bank = unit_bank({"gelu": Gelu16Unit(), "exp": Exp16Unit()})
-    run_cocotb(bank, "gelu_exp_all", {"gelu_i": list(x), "exp_i": list(x)},
+    run_vectors(bank, "gelu_exp_all", {"gelu_i": list(x), "exp_i": list(x)},
                {"gelu_o": [int(v) for v in ref_gelu16(x)], "exp_o": [int(v) for v in ref_exp16(x)]},
                stall=0.0, timeout=1000)
 
@@ -92,14 +94,10 @@ def test_gelu_exp_exhaustive_cocotb():
 @pytest.mark.slow
 def test_leaf_units_many_random_cocotb():
     bank, sources, sinks = _leaf_bank(20000, seed=12)
-    run_cocotb(bank, "leaf_units_big", sources, sinks, seed=4, stall=0.05)
+    run_vectors(bank, "leaf_units_big", sources, sinks, seed=4, stall=0.05)
 
 
 @pytest.mark.slow
 def test_mpu_many_matrices_cocotb():
     xs, ws, want = mpu_program(np.random.default_rng(22), 400)
-    run_cocotb(MPU(CFG), "mpu_tiny", {"x": xs, "w": ws}, {"o": want}, seed=5, stall=0.1)
-
-
-def test_simulator_choice_is_reported():
-    assert simulator() in ("icarus", "verilator")
+    run_vectors(MPU(CFG), "mpu_tiny", {"x": xs, "w": ws}, {"o": want}, seed=5, stall=0.1)

@@ -2,7 +2,7 @@
 the functional simulator and token-exact to the PyTorch golden model; the register map; bad input.
 
 SIM=icarus (default) or SIM=verilator. On a logits mismatch the test re-runs with the write trace and names
-the first instruction (PC, device) and buffer that differ (`dfx.sim.rtl_core.bisect`)."""
+the first instruction (PC, device) and buffer that differ (`dfx.verify.rtl_core.bisect`)."""
 import sys
 from pathlib import Path
 
@@ -11,7 +11,8 @@ import pytest
 
 from dfx import isa, regmap
 from dfx.symbols import Kind, sym_name
-from dfx.sim.rtl_core import RtlCore, bisect, missing_simulator
+from dfx.verify.rtl_core import RtlCore, bisect
+from dfx.verify.toolchain import missing_simulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpt2_fixtures import make_hf_gpt2  # noqa: E402
@@ -104,8 +105,9 @@ def test_generate_bitexact_and_golden(core, program, model, generated):
 
 
 def test_bad_input_halts_with_status(core, program):
-    """An illegal opcode, reserved bits, an out-of-range VBUF operand and an out-of-range DDR address each
-    set their STATUS bit, store ERROR_PC and end the run with ap_done (the harness times out otherwise)."""
+    """An illegal opcode, reserved bits, an out-of-range VBUF operand, an out-of-range DDR or HBM address, an
+    index register the ISA does not define and a backward ring transfer each set their STATUS bit (every error
+    every engine declares), store ERROR_PC and end the run with ap_done (the harness times out otherwise)."""
     cfg = program.config
     nop, halt = isa.Instr("NOP").encode(), isa.Instr("HALT").encode()
     known = {op.code for op in isa.OPS}
@@ -115,8 +117,11 @@ def test_bad_input_halts_with_status(core, program):
     ddr_oob = isa.Instr("LOAD", vaddr=0, addr=cfg.ddr_bytes - 8, n=cfg.d).encode()
     hbm_oob = isa.Instr("LINEAR", dst=0, src=0, w=(cfg.hbm_bytes - cfg.tile_bytes) // isa.HBM_UNIT, k=cfg.d,
                         n=2 * cfg.l).encode()           # the second tile lies past the end of HBM
+    no_index = isa.Instr("LOAD", vaddr=0, addr=0, n=cfg.d, index=3).encode()
+    backward = isa.Instr("SEND", vaddr=0, n=cfg.d, dir=1).encode()
     streams = {"illegal": [nop, bad_code, halt], "reserved": [nop, nop, reserved, halt],
-               "vbuf": [vbuf_oob, halt], "ddr": [nop, ddr_oob, halt], "hbm": [hbm_oob, halt], "ok": [nop, halt]}
+               "vbuf": [vbuf_oob, halt], "ddr": [nop, ddr_oob, halt], "hbm": [hbm_oob, halt],
+               "index": [no_index, halt], "ring": [nop, nop, backward, halt], "ok": [nop, halt]}
     res = core.run_words(streams)
     by = {name: r for name, r in zip(streams, res.runs)}
     S = regmap.STATUS_BITS
@@ -125,6 +130,8 @@ def test_bad_input_halts_with_status(core, program):
     assert (by["vbuf"]["status"], by["vbuf"]["error_pc"]) == (S["address_range"], 0)
     assert (by["ddr"]["status"], by["ddr"]["error_pc"]) == (S["address_range"], 1)
     assert (by["hbm"]["status"], by["hbm"]["error_pc"]) == (S["address_range"], 0)
+    assert (by["index"]["status"], by["index"]["error_pc"]) == (S["illegal_opcode"], 0)
+    assert (by["ring"]["status"], by["ring"]["error_pc"]) == (S["ring"], 2)
     assert by["ok"]["status"] == S["halted"]
 
 

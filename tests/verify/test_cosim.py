@@ -1,27 +1,31 @@
 """Compiled programs on the RTL: the instruction sequences the compiler produces for the embedded default
 model (tiny config), with the MPU/VPU instructions executed by the Amaranth MPU and VPU, every other one by the
 functional simulator, compared bit for bit with a functional `Device` after every RTL instruction
-(`dfx.sim.rtl_cosim`).
+(`dfx.verify.cosim`).
 
 amaranth.sim and Icarus are both slow on these flat units (tens to a few hundred cycles per second under load
 on this machine, docs/rtl.md), so the default run co-simulates one attention head of layer 0 in amaranth.sim
 and feeds one compiled LINEAR (2048 tiles) to the MPU in Icarus; all of layer 0 (two tokens, about 55k
 cycles) in a Verilog simulator or in amaranth.sim, and the whole model, are `slow`.
 """
+import asyncio
 import json
-import os
+from pathlib import Path
 
 import numpy as np
 import pytest
-from hw_helpers import HERE, build_rtl, missing_simulator, sim_env, simulator, waves
 
 from dfx import isa
 from dfx.config import PRESETS
 from dfx.errors import SimError
-from dfx.hw.mpu import finish_layout, mpu_beats, x_layout
+from dfx.hw.mpu import MPU, finish_layout, mpu_beats, x_layout
 from dfx.hw.vpu import vpu_beats
 from dfx.sim.functional import Device
-from dfx.sim.rtl_cosim import ComputeUnits, Payloads, RtlCosim, layer_pcs, pack16
+from dfx.verify.cosim import ComputeUnits, Payloads, RtlCosim, layer_pcs, pack16
+from dfx.verify.toolchain import missing_simulator, run_module, sim_env, simulator, waves
+from dfx.verify.units import build_unit, run_vectors
+
+HERE = Path(__file__).resolve().parent
 
 CFG = PRESETS["tiny"]
 PROMPT = (ord("d"), ord("e"))          # two tokens: position 0 (prefill stream), position 1 (decode stream)
@@ -132,37 +136,29 @@ def test_layer0_amaranth_sim(program):
 
 
 # ============================================================================================ cocotb
-def run_cosim_cocotb(program, name, runs, rtl: dict, sim=None, build=None):
-    """The co-simulation in a Verilog simulator (tests/hw/cocotb_cosim.py). Returns (results npz, stats)."""
-    from cocotb_tools.runner import get_results
-
+def run_cosim_cocotb(program, name, runs, rtl: dict, sim=None):
+    """The co-simulation in a Verilog simulator (tests/verify/cocotb_cosim.py, loaded by module name from this
+    folder, which pytest put on sys.path). Returns (results npz, stats)."""
     from dfx.program import save_program
-    sim = sim or simulator()
+    sim = simulator(sim)
     units = RtlCosim(program).units()
-    runner, bdir = build_rtl(ComputeUnits(*units), "compute_units_tiny", sim)
+    runner, bdir = build_unit(ComputeUnits(*units), "compute_units_tiny", sim)
     prog_file = save_program(program, bdir / f"{name}.dfx")
     spec = bdir / f"{name}.json"
     out = bdir / f"{name}.result"
+    log = bdir / f"{name}.log"
     spec.write_text(json.dumps({"program": str(prog_file), "runs": runs, "out": str(out), "check": True,
                                 "rtl": {s: sorted(p) for s, p in rtl.items()}}))
-    env = {**sim_env(), "DFX_COSIM": str(spec), "PYTHONWARNINGS": "ignore::DeprecationWarning",
-           "COCOTB_LOG_LEVEL": "WARNING"}
-    old_path = os.environ["PATH"]
-    os.environ["PATH"] = env["PATH"]
-    try:
-        xml = runner.test(test_module="cocotb_cosim", hdl_toplevel="compute_units_tiny", test_dir=HERE,
-                          build_dir=bdir, extra_env=env, waves=waves(), timescale=("1ns", "1ps"),
-                          log_file=bdir / f"{name}.log", results_xml=str(bdir / f"{name}.results.xml"))
-    finally:
-        os.environ["PATH"] = old_path
-    tests, fails = get_results(xml)
-    log = (bdir / f"{name}.log").read_text(errors="replace")
-    msg = [ln.strip() for ln in log.splitlines() if "SimError" in ln or "AssertionError" in ln]
-    assert tests == 1 and fails == 0, f"cocotb ({sim}) {name}: " + ("\n".join(msg[-4:]) or log[-3000:])
+    tests, fails = run_module(runner, "cocotb_cosim", "compute_units_tiny", bdir, HERE,
+                              sim_env(DFX_COSIM=str(spec), COCOTB_LOG_LEVEL="WARNING"), log, waves=waves(),
+                              results_xml=str(bdir / f"{name}.results.xml"))
+    text = log.read_text(errors="replace")
+    msg = [ln.strip() for ln in text.splitlines() if "SimError" in ln or "AssertionError" in ln]
+    assert tests == 1 and fails == 0, f"cocotb ({sim}) {name}: " + ("\n".join(msg[-4:]) or text[-3000:])
     return np.load(str(out) + ".npz"), json.loads((out.parent / (out.name + ".json")).read_text())
 
 
-needs_sim = pytest.mark.skipif(missing_simulator() is not None, reason=str(missing_simulator()))
+needs_sim = pytest.mark.skipif(missing_simulator(axi=False) is not None, reason=str(missing_simulator(axi=False)))
 
 
 @pytest.mark.cocotb
@@ -171,28 +167,18 @@ def test_compiled_linear_on_mpu_cocotb(program):
     """The MPU alone in the Verilog simulator, fed one compiled LINEAR instruction (layer 0's attention output
     projection, 256 x 256: 2048 tiles) exactly as the co-simulator collects its operands after the functional
     model ran the program up to it; the outputs equal the functional simulator's result of that instruction."""
-    from hw_helpers import run_cocotb
-
-    from dfx.hw.mpu import MPU
     stream = program.devices[0].streams["decode"]
     pc = min(node_pcs(program, "decode", "h.0.attn.c_proj"))
     pc += next(i for i, ins in enumerate(stream[pc:]) if ins.op.mnemonic == "LINEAR")
-    co = RtlCosim(program, rtl=set())
-    ref = Device(program)
-    for dev in (co.state, ref):
-        dev.regs["TOKEN"], dev.regs["POS"] = PROMPT[0], 0
-        with np.errstate(all="ignore"):
-            for handler, f, ins, _ in dev._streams["decode"][:pc]:
-                if handler is not None:                 # (router: single-device ALLGATHERs are no-ops)
-                    handler(f)
-    f = co.state._streams["decode"][pc][1]
-    xs, ws, n = co._matrix_beats(f)
+    f = stream[pc].fields()
+    co, ref = RtlCosim(program, rtl=set()), RtlCosim(program, rtl=set())     # every instruction functional
+    asyncio.run(co.execute("decode", PROMPT[0], 0, drive=None, stop=pc))
+    asyncio.run(ref.execute("decode", PROMPT[0], 0, drive=None, stop=pc + 1))
+    xs, ws, n = co.matrix_beats(f)
     assert len(xs) == 2048 and n == 256
-    with np.errstate(all="ignore"):
-        ref._streams["decode"][pc][0](f)
-    y = ref.vbuf[ref._vec(f["dst"], n, "dst")]
+    y = ref.state.vector(f["dst"], n)
     want = [pack16(y[j * CFG.l:(j + 1) * CFG.l]) for j in range(n // CFG.l)]
-    run_cocotb(MPU(CFG), "mpu_tiny", {"x": xs, "w": ws}, {"o": want}, seed=9, stall=0.0)
+    run_vectors(MPU(CFG), "mpu_tiny", {"x": xs, "w": ws}, {"o": want}, seed=9, stall=0.0)
 
 
 @pytest.mark.cocotb

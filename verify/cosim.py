@@ -37,8 +37,7 @@ from dfx.hw.decoder import Opcode
 from dfx.hw.mpu import MPU, finish_layout, x_layout
 from dfx.hw.vpu import VPU, in_layout, out_layout
 from dfx.program import Program
-
-from .functional import Device
+from dfx.sim.functional import Device
 
 
 # ============================================================================================ payloads
@@ -99,7 +98,7 @@ class Payloads:
 # ============================================================================================ selection
 def layer_pcs(program: Program, layer: int, stream: str = "decode", device: int = 0) -> set[int]:
     """The PCs of transformer layer `layer` (nodes `h.<layer>.*`) in `stream`, from the manifest's node_pcs."""
-    starts = program.manifest.get("node_pcs", {}).get(stream)
+    starts = program.manifest.node_pcs.get(stream)
     if not starts:
         raise SimError(f"the program's manifest has no node_pcs for stream {stream!r}")
     nodes = starts[device]
@@ -170,8 +169,9 @@ class RtlCosim:
         out[:n] = self.state.vbuf[self.state._vec(entry, n, "operand")]
         return out
 
-    def _matrix_beats(self, f) -> tuple[list[int], list[int], int]:
-        """(x payloads, w payloads, n) of one matrix instruction, in the MPU's beat order."""
+    def matrix_beats(self, f) -> tuple[list[int], list[int], int]:
+        """(x payloads, w payloads, n) of one matrix instruction (its fields `f`, `Instr.fields()`) in the MPU's
+        beat order, collected from the co-simulation's current state."""
         st, cfg, pay = self.state, self.cfg, self.pay
         d, l, pos = cfg.d, cfg.l, st.regs["POS"]
         if f["wfmt"] != 0:
@@ -240,7 +240,7 @@ class RtlCosim:
         """Execute `stream` for `token` at position `pos` up to HALT (or up to PC `stop`, exclusive), with
         the RTL behind `drive`: an async callable (unit, [(port, payloads), ...], n_out) -> output payloads,
         unit "MPU" (ports x, w -> o) or "VPU" (i -> o). `run` supplies one for amaranth.sim; the cocotb
-        testbench (tests/hw/cocotb_cosim.py) one for Icarus/Verilator. on_step(pc, instr, on_rtl) is called
+        testbench (tests/verify/cocotb_cosim.py) one for Icarus/Verilator. on_step(pc, instr, on_rtl) is called
         after every instruction. Returns the number of instructions executed."""
         st, pay, stats = self.state, self.pay, self.stats
         if stream not in st._streams:
@@ -258,7 +258,7 @@ class RtlCosim:
                 rtl = self._on_rtl(stream, pc, ins)
                 halt = False
                 if rtl and ins.op.unit is isa.Unit.MPU:
-                    xs, ws, n = self._matrix_beats(f)
+                    xs, ws, n = self.matrix_beats(f)
                     outs = await drive("MPU", [("x", xs), ("w", ws)], -(-n // self.cfg.l))
                     stats.beats["MPU"] += len(xs)
                     y = np.concatenate([unpack16(v, self.cfg.l) for v in outs])[:n]

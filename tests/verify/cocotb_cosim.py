@@ -1,6 +1,6 @@
 """cocotb testbench: a compiled program co-simulated with the MPU and VPU in a Verilog simulator (Icarus or
 Verilator) instead of amaranth.sim. The operand collector, write-back and lock-step check are those of
-`dfx.sim.rtl_cosim.RtlCosim`; only the stream driver differs (cocotb handles on `ComputeUnits`' ports).
+`dfx.verify.cosim.RtlCosim`; only the stream driver differs (cocotb handles on `ComputeUnits`' ports).
 
 The pytest side (`test_cosim.py`) writes a JSON spec named by $DFX_COSIM: the program file, the runs
 (stream, token, pos), the PCs to run on the RTL per stream, and where to write the results: the final VBUF,
@@ -17,7 +17,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
 from dfx.program import load_program
-from dfx.sim.rtl_cosim import RtlCosim
+from dfx.verify.cosim import RtlCosim
 
 
 class CosimTB:

@@ -1,0 +1,86 @@
+"""The integrated core (`dfx.hw.top`) as Verilog for a simulator: generated for a config (and a ring of
+`devices` cores), patched for Icarus, built with cocotb's runner, all cached under build/rtl_core/ and redone
+only when a source of the RTL changes.
+
+    runner, bdir = build(cfg, sim="icarus", devices=1)      # bdir: build/rtl_core/<config>_<hash>_<sim>[_ringN]
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from dfx.config import AccelConfig
+from dfx.hw.top import ring_name, verilog
+
+from .toolchain import runner_build, simulator
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD = REPO / "build" / "rtl_core"
+TOP = "dfx_core"
+# the hw/ modules the core's Verilog is generated from (a change to any of them rebuilds it)
+RTL_SOURCES = frozenset({"top", "core", "dma", "fetch", "regs", "router", "buffers", "decoder", "fp", "sfu", "mpu",
+                         "vpu", "pipe"})
+PATCH_VERSION = 1                 # bump when `kick_comb_processes` changes: cached Icarus builds are redone
+_VERILOG_CACHE: dict = {}         # (config hash, devices, source hash) -> Verilog text, within one process
+
+
+def top_name(devices: int) -> str:
+    """The Verilog top of one core, or of `devices` cores in a ring."""
+    return TOP if devices == 1 else ring_name(devices)
+
+
+def source_hash() -> str:
+    """Hash of everything the Verilog is generated from (the RTL modules of hw/ and the core package)."""
+    h = hashlib.sha256()
+    hw = [p for p in (REPO / "hw").glob("*.py") if p.stem.split("_")[0] in RTL_SOURCES]
+    for p in sorted(hw + [REPO / "dfx" / f for f in ("isa.py", "regmap.py", "config.py", "numerics.py")]):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def kick_comb_processes(text: str) -> str:
+    """(Icarus only.) Yosys' Verilog backend makes every `always @*` block read a dummy register initialised in
+    its declaration (`reg \\$auto$verilog_backend...  = 0;`) so that simulators run the block once at time 0.
+    Icarus applies declaration initialisers before the processes start waiting, so a block whose inputs never
+    change afterwards (an FSM idling in its reset state) never runs and its outputs stay X. Toggle each dummy
+    at 1 ns (during reset): every such block runs once. Synthesis never sees this text."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        out.append(line)
+        mt = re.match(r"\s*reg (\\\$auto\$verilog_backend\S*)\s+= 0;", line)
+        if mt:
+            out.append(f"  initial #1 {mt.group(1)} = 1'h1;\n")
+    return "".join(out)
+
+
+def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices: int = 1):
+    """Verilog of the top for `cfg` (`devices` > 1: that many cores in a ring), built for `sim` (cached:
+    rebuilt only when a source changes). Returns (runner, build_dir)."""
+    sim = simulator(sim)
+    top = top_name(devices)
+    bdir = BUILD / (f"{cfg.name}_{cfg.config_hash}_{sim}" + ("" if devices == 1 else f"_ring{devices}"))
+    bdir.mkdir(parents=True, exist_ok=True)
+    src = bdir / f"{top}.v"
+    sources = source_hash()
+    key = f"{sim} waves={waves} sources={sources} patch={PATCH_VERSION}"
+    stamp = bdir / "stamp.txt"
+    fresh = False
+    if not stamp.exists() or stamp.read_text() != key or not src.exists():
+        # generating the Verilog takes minutes: only when a source changed; recompile only if the text did
+        ck = (cfg.config_hash, devices, sources)
+        if ck not in _VERILOG_CACHE:
+            _VERILOG_CACHE[ck] = verilog(cfg, devices)
+        text = _VERILOG_CACHE[ck]
+        if sim == "icarus":
+            text = kick_comb_processes(text)
+        fresh = not src.exists() or src.read_text() != text or f"waves={waves}" not in (
+            stamp.read_text() if stamp.exists() else "")
+        if fresh:
+            src.write_text(text)
+        else:
+            stamp.write_text(key)
+    runner = runner_build(sim, src, top, bdir, fresh=fresh, waves=waves, verilator_args=("-O3",))
+    if fresh:
+        stamp.write_text(key)
+    return runner, bdir

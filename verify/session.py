@@ -1,0 +1,78 @@
+"""Host code against the RTL core, across processes: `run_host_job` builds the core for a config, starts a
+cocotb simulation of it, and the cocotb test `dfx_host_job` below (in the simulator process) resets the core and
+calls a host function in a thread bridged into the simulation (`dfx.verify.bridge`) with the core as
+`BlockingCore`s; what the function returns (a JSON-able dict) comes back.
+
+The function is named as "module:function" and imported in the simulator process, so this package does not
+depend on its caller: the host `rtl` backend (`dfx.host.rtl_session`) passes the function that runs
+`Session.generate` over `RtlTransport`s.
+
+    res = run_host_job(cfg, "dfx.host.rtl_session:generate_in_simulation", {"program": ..., ...})
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from dfx.config import AccelConfig
+from dfx.errors import DeviceError
+
+from .bridge import BlockingCore, bridge_api
+from .core_build import TOP, build
+from .core_tb import CoreTB, reset
+from .toolchain import log_text, run_module, sim_env
+
+HOST_JOB_ENV = "DFX_HOST_JOB"      # the job file of `dfx_host_job`
+
+
+def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = None) -> dict:
+    """Call `entry` ("module:function", called as function(cores, args) with one `BlockingCore`) inside a
+    simulation of one core built for `cfg`; returns its result. The memories start empty: the host code
+    uploads what it needs. DeviceError (one line) when the simulation ends without a result."""
+    runner, bdir = build(cfg, sim)
+    jobdir = bdir / "host_job"
+    jobdir.mkdir(exist_ok=True)
+    for c in range(cfg.hbm_channels):                   # no images: the host code uploads them itself
+        (jobdir / f"hbm{c:02d}.bin").write_bytes(b"")
+    (jobdir / "ddr.bin").write_bytes(b"")
+    spec = jobdir / "job.json"
+    out = jobdir / "result.json"
+    log = jobdir / "test.log"
+    out.unlink(missing_ok=True)
+    spec.write_text(json.dumps({"cfg": cfg.to_dict(), "entry": entry, "args": args, "dir": str(jobdir),
+                                "out": str(out)}))
+    _, fails = run_module(runner, "dfx.verify.session", TOP, bdir, jobdir, sim_env(**{HOST_JOB_ENV: str(spec)}),
+                          log, testcase="dfx_host_job")
+    if not out.exists():
+        raise DeviceError(f"the RTL simulation ended without a result ({fails} failed test(s)); last log line: "
+                          f"{(log_text(log).strip().splitlines() or ['-'])[-1][:200]}")
+    return json.loads(out.read_text())
+
+
+def resolve_entry(entry: str):
+    """The function named by "module:function"."""
+    module, _, name = entry.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _cocotb_test():
+    import cocotb  # lazy: cocotb exists only inside the simulator process
+
+    @cocotb.test()
+    async def dfx_host_job(dut):
+        spec = json.loads(Path(os.environ[HOST_JOB_ENV]).read_text())
+        fn = resolve_entry(spec["entry"])
+        tb = CoreTB(dut, AccelConfig.from_dict(spec["cfg"]), Path(spec["dir"]))
+        await reset(dut, tb.clk)
+        core = BlockingCore(tb)
+        result = await bridge_api()[0](lambda: fn([core], spec["args"]))()
+        Path(spec["out"]).write_text(json.dumps(result))
+
+    return dfx_host_job
+
+
+if "cocotb" in sys.modules and os.environ.get(HOST_JOB_ENV):  # loaded by cocotb as the test module of a job
+    dfx_host_job = _cocotb_test()
