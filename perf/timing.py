@@ -49,16 +49,9 @@ def log2_ceil(x: int) -> int:
     return max(0, (x - 1).bit_length())
 
 
-class Batch(NamedTuple):
-    """A BATCH prefix fused into the LINEAR or ALLGATHER it precedes (ISA rule 5): m vectors, each strided."""
-    m: int
-    src_stride: int
-    dst_stride: int
-
-
 class Context(NamedTuple):
     """What a run of the program adds to an instruction's own fields."""
-    batch: Batch | None = None        # the BATCH prefix fused into this instruction
+    batch: isa.Batch | None = None    # the BATCH prefix fused into this instruction (isa.check_batch)
     skips: bool = False               # a SLOT whose token slot does not exist: it jumps over its section
     wbytes: int | None = None         # a quantized matrix: its HBM region's bytes (manifest quantization.regions)
 

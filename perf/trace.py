@@ -7,9 +7,9 @@ spans, its `Cost`, its layer bin) that `schedule.DeviceScheduler` consumes. Inst
 
 A stream with BATCH, CHUNK or SLOT (a batched prefill, docs/isa.md "Batched prefill") is pre-decoded along the
 path one run takes for a token count (`run_path`), with every BATCH fused into the LINEAR or ALLGATHER it
-prefixes. Two rules of the ISA are interpreted here, each in one function, until dfx.isa owns them:
-`vbuf_operands` (the operand mini-language of `isa.Op.reads` / `writes`) and `batched_run_error` (the
-BATCH / CHUNK / SLOT legality checks).
+prefixes. The ISA's rules are dfx.isa's: the operands an instruction reads and writes (`isa.operand_ranges`,
+as scoreboard entries in `vbuf_operands`), the batched-run checks (`isa.check_batch`, `check_chunk`,
+`check_slot`) and the units a FENCE drains (`isa.fence_units`).
 
 Layer breakdown: a manifest entry `node_pcs` = {stream: [per device: [[start_pc, node_name], ...]]} (node names
 as the compiler's graph: "embed", "h.3.ln_1", ..., "ln_f", "lm_head") makes it exact; without it a layer is
@@ -23,9 +23,9 @@ from typing import NamedTuple
 import numpy as np
 
 from dfx import isa
-from dfx.errors import PerfError
+from dfx.errors import PerfError, RuleError
 
-from .timing import PLAIN, Batch, Context, Timing, cdiv
+from .timing import PLAIN, Context, Timing, cdiv
 
 U_MPU, U_VPU, U_DMA, U_ROUTER, U_CTRL = range(5)
 UNIT_NAMES = ("mpu", "vpu", "dma", "router")
@@ -65,57 +65,16 @@ class Operand(NamedTuple):
     scalar: bool = False        # a scalar register: exactly one entry
 
 
-def vbuf_operands(op: isa.Op, f: dict, batch: Batch | None, vbuf_entries: int,
+def vbuf_operands(op: isa.Op, f: dict, batch: isa.Batch | None, vbuf_entries: int,
                   d: int) -> tuple[list[Operand], list[Operand]]:
-    """(reads, writes) of an instruction with fields `f`: the ISA's operand mini-language (`op.reads` /
-    `op.writes`: (address field, length: "k", "n", "n?" = n when has_bias) and `op.sreads` / `op.swrites`:
-    scalar register fields, "s?" = s when scale) interpreted. A BATCH-fused instruction (`batch`) reads and
-    writes the union over its m vectors (ISA rule 5): its strided operands (LINEAR src / dst, ALLGATHER vaddr) m
-    times, `*_stride` entries apart, contiguous copies merged into one range (the same entries); the bias and
-    the scalar registers once."""
-    def length(src: str):
-        """Elements (None: POS + 1), or False when the operand is absent."""
-        if src == "k":
-            return None if f.get("dyn_k") else f["k"]
-        if src.startswith("n"):
-            if src.endswith("?") and not f.get("has_bias"):
-                return False
-            return None if f.get("dyn_n") else f["n"]
-        raise AssertionError(src)
-
-    stride = ({"src": batch.src_stride, "dst": batch.dst_stride, "vaddr": batch.dst_stride}
-              if batch is not None else {})
-
-    def add(out: list, addr: str, ln):
-        if ln is False:
-            return
-        st = stride.get(addr, 0)
-        if not st or ln is None:
-            out.append(_record(Operand, (f[addr], ln, False)))
-            return
-        e = cdiv(ln, d)
-        runs = []
-        for i in range(batch.m):
-            a = f[addr] + i * st
-            if runs and a <= runs[-1][1]:
-                runs[-1][1] = max(runs[-1][1], a + e)
-            else:
-                runs.append([a, a + e])
-        out.extend(_record(Operand, (a, ln if b - a == e else (b - a) * d, False)) for a, b in runs)
-
+    """(reads, writes) of an instruction with fields `f` as scoreboard operands: the ISA's `isa.operand_ranges`
+    (a BATCH-fused instruction's strided operands m times, contiguous copies merged), with the scalar registers
+    after the VBUF entries and a dynamic length (POS + 1) left open."""
     reads, writes = [], []
-    for addr, src in op.reads:
-        add(reads, addr, length(src))
-    for addr, src in op.writes:
-        add(writes, addr, length(src))
-    for r in op.sreads:
-        if r == "s?":
-            if f.get("scale"):
-                reads.append(_record(Operand, (vbuf_entries + f["s"], 1, True)))
-        else:
-            reads.append(_record(Operand, (vbuf_entries + f[r], 1, True)))
-    for r in op.swrites:
-        writes.append(_record(Operand, (vbuf_entries + f[r], 1, True)))
+    for r in isa.operand_ranges(op, f, d, batch=batch):
+        o = (_record(Operand, (vbuf_entries + r.start, 1, True)) if r.scalar
+             else _record(Operand, (r.start, r.elems, False)))
+        (writes if r.write else reads).append(o)
     return reads, writes
 
 
@@ -170,42 +129,11 @@ def needs_count(instrs: list[isa.Instr]) -> bool:
                for ins in instrs)
 
 
-def batched_run_error(instrs: list[isa.Instr], pc: int, count: int | None, counted: bool) -> str | None:
-    """The ISA's legality rules for the batched-run instruction (BATCH, CHUNK or SLOT) at `pc`, in a run with
-    COUNT = `count` where `counted` says whether a CHUNK ran before: the broken rule, or None."""
-    ins = instrs[pc]
-    mn = ins.op.mnemonic
-    if mn == "BATCH":
-        nxt = instrs[pc + 1] if pc + 1 < len(instrs) else None
-        if nxt is None or nxt.op.mnemonic not in isa.BATCHABLE:
-            return (f"BATCH must be followed by {' or '.join(isa.BATCHABLE)}, not "
-                    f"{nxt.op.mnemonic if nxt else 'the end of the stream'}")
-        if ins.dyn_m and not counted:
-            return "BATCH +dyn_m before CHUNK: COUNT is 0"
-        if not ins.dyn_m and ins.m < 1:
-            return "BATCH m=0: m must be >= 1"
-        if nxt.op.mnemonic == "LINEAR" and (nxt.dyn_k or nxt.dyn_n):
-            return "a batched LINEAR has static k and n (dyn_k and dyn_n must be 0)"
-        if nxt.op.mnemonic == "ALLGATHER" and ins.src_stride != ins.dst_stride:
-            return "a batched ALLGATHER is in place: src_stride must equal dst_stride"
-    elif mn == "CHUNK":
-        if count is None:
-            return "a batched prefill stream: give the run's token count"
-        if not 1 <= count <= ins.cap:
-            return f"COUNT {count}; accepted: 1..{ins.cap}"
-    elif mn == "SLOT":
-        if not counted:
-            return "SLOT before CHUNK: COUNT is 0"
-        if ins.skip > len(instrs) - pc - 1:
-            return f"skip={ins.skip} runs past the end of the stream ({len(instrs) - pc - 1} instructions follow)"
-    return None
-
-
 class RunPath(NamedTuple):
     """The instructions one run executes, in order (entries), and what the run adds to them."""
     pcs: list[int]                  # entry -> pc
     slots: list[int]                # entry -> POS - the host's POS when it runs (SLOT i sets POS = POS0 + i)
-    batch: dict[int, Batch]         # entry -> the BATCH prefix fused into it
+    batch: dict[int, isa.Batch]     # entry -> the BATCH prefix fused into it
     skips: set[int]                 # entries that are SLOTs whose token does not exist (they jump `skip` ahead)
 
     @classmethod
@@ -225,26 +153,28 @@ def run_path(instrs: list[isa.Instr], count: int | None, serial: bool) -> RunPat
     while pc < n:
         ins = instrs[pc]
         mn = ins.op.mnemonic
-        if mn in isa.BATCHED_OPS:
-            err = batched_run_error(instrs, pc, count, counted)
-            if err:
-                raise PerfError(f"pc {pc} `{isa.disassemble(ins)}`: {err}")
         skips = False
-        if mn == "BATCH":
-            prefix = Batch(count if ins.dyn_m else ins.m, ins.src_stride, ins.dst_stride)
-            if serial:
-                pcs.append(pc)
-                slots.append(slot)
-            pc += 1
-            continue
-        if mn == "CHUNK":
-            counted, pos0 = True, slot
-        elif mn == "SLOT":
-            if ins.i >= count:
-                skips = True
-                path.skips.add(len(pcs))
-            else:
-                slot = pos0 + ins.i
+        try:
+            if mn == "BATCH":
+                prefix = isa.check_batch(ins, instrs[pc + 1] if pc + 1 < n else None, count if counted else 0)
+                if serial:
+                    pcs.append(pc)
+                    slots.append(slot)
+                pc += 1
+                continue
+            if mn == "CHUNK":
+                if count is None:
+                    raise RuleError("a batched prefill stream: give the run's token count")
+                isa.check_chunk(ins, count, slot)
+                counted, pos0 = True, slot
+            elif mn == "SLOT":
+                if isa.check_slot(ins, count if counted else 0, n - pc - 1):
+                    slot = pos0 + ins.i
+                else:
+                    skips = True
+                    path.skips.add(len(pcs))
+        except RuleError as e:
+            raise PerfError(f"pc {pc} `{isa.disassemble(ins)}`: {e}") from None
         if prefix is not None:
             path.batch[len(pcs)] = prefix
             prefix = None
@@ -387,10 +317,7 @@ class Trace:
         ops = rec.operands
         reads = tuple(ops.setdefault(o, o) for o in reads)
         writes = tuple(ops.setdefault(o, o) for o in writes)
-        mask = 0
-        if kind == K_FENCE:
-            units = f["units"]
-            mask = 0b1111 if units & isa.ALL_UNITS else units & 0b1111
+        mask = isa.fence_units(f["units"]) if kind == K_FENCE else 0    # bit u: unit u (U_MPU ... U_ROUTER)
         if kind == K_GATHER and f["devices"] != devices:
             raise PerfError(f"pc {pc} `{isa.disassemble(ins)}`: ALLGATHER over {f['devices']} devices, "
                             f"but the program has {devices}")

@@ -1,12 +1,13 @@
-"""Stream pre-decode (dfx.perf.trace): the operand mini-language as the model reads it, the path a batched run
-takes, and the batched-run rules (BATCH, CHUNK, SLOT) as the model checks them."""
+"""Stream pre-decode (dfx.perf.trace): the ISA's operands as scoreboard entries, the path a batched run
+takes, and the batched-run rules (BATCH, CHUNK, SLOT: dfx.isa's) as the model applies them."""
 import pytest
 from perf_programs import BATCHED, SMALL, hand, shapes
 
 from dfx import isa
 from dfx.errors import PerfError
+from dfx.isa import Batch
 from dfx.perf import PerfModel
-from dfx.perf.trace import Batch, Operand, batched_run_error, run_path, vbuf_operands
+from dfx.perf.trace import Operand, run_path, vbuf_operands
 
 
 def operands(text, batch=None):
@@ -28,16 +29,18 @@ def test_vbuf_operands():
 
 def test_run_path():
     """COUNT 1: the sections of slots 1 and 2 skipped; BATCH fused into the LINEAR (an entry of its own in serial
-    issue); slot i's entries run at POS + i."""
+    issue); slot i's entries run at POS + i; a COUNT outside 1..cap refused where the CHUNK is."""
     instrs = isa.assemble(BATCHED)
     path = run_path(instrs, 1, serial=False)
     assert (path.pcs, path.slots, path.skips, path.batch) == ([0, 1, 2, 3, 8, 9], [0] * 6, {3}, {4: Batch(1, 1, 1)})
     full = run_path(instrs, 2, serial=True)
     assert full.pcs == [0, 1, 2, 3, 4, 5, 7, 8, 9] and full.slots == [0, 0, 0, 1, 1, 1, 1, 1, 1]
     assert full.skips == {5} and full.batch == {7: Batch(2, 1, 1)}
-    assert batched_run_error(instrs, 0, 4, False) == "COUNT 4; accepted: 1..3"
-    assert batched_run_error(instrs, 1, 1, False) == "SLOT before CHUNK: COUNT is 0"
-    assert batched_run_error(instrs, 7, 1, True) is None
+    with pytest.raises(PerfError, match=r"^pc 0 `CHUNK .*`: the token table at DDR byte 0 holds COUNT 4; accepted: "
+                                        r"1\.\.3$"):
+        run_path(instrs, 4, serial=False)
+    with pytest.raises(PerfError, match="give the run's token count"):
+        run_path(instrs, None, serial=False)
 
 
 def test_batched_errors(batched2):
