@@ -24,11 +24,8 @@ from dfx.compiler import compile_model  # noqa: E402
 from dfx.compiler.capture import capture  # noqa: E402
 from dfx.config import PRESETS  # noqa: E402
 from dfx.errors import CompileError  # noqa: E402
-from dfx.sim import perf_plots as plots  # noqa: E402
-from dfx.sim import perf_tables as tables  # noqa: E402
-from dfx.sim.perf import PerfModel, estimate_resources  # noqa: E402
-from dfx.sim.perf_board import load_board  # noqa: E402
-from dfx.sim.perf_tune import tune_overlap  # noqa: E402
+from dfx.perf import PerfModel, estimate_resources, load_board, tune_overlap  # noqa: E402
+from dfx.perf import plots, tables  # noqa: E402
 
 DFX = PRESETS["dfx"]
 _programs: dict = {}
@@ -300,7 +297,7 @@ def main(argv=None):
             f"({g345.roofline_pct():.0f}% of the roofline) | {'yes' if g345.tokens_per_s >= 800 else 'no'} |\n\n"
             f"That configuration's datapath needs about {res['dsp']:.0f} DSP48E2 (MPU {res['dsp_mpu']:.0f}) of the "
             f"{res['dsp_budget']:.0f} usable on the U280 ({'fits' if res['fits'] else 'does not fit'}), by the "
-            "model's first-order estimate (`sim.perf.estimate_resources`; Yosys figures in docs/rtl.md).")
+            "model's first-order estimate (`dfx.perf.estimate_resources`; Yosys figures in docs/rtl.md).")
         print(blocks["goals"], "\n")
 
         # ---- 5. plots

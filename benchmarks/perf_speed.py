@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dfx.compiler import compile_model  # noqa: E402
-from dfx.sim.perf import PerfModel  # noqa: E402
+from dfx.perf import PerfModel  # noqa: E402
 
 CHUNK = 10          # matrix-matrix prefill chunk for the batched timing (the most the dfx config's VBUF holds)
 

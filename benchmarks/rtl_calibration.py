@@ -1,5 +1,5 @@
 """Cycle calibration: the integrated core's RTL cycles per instruction class beside the performance model's
-(sim/perf.py with the constants the RTL fixes, sim/perf_calibrate.py): in serial-issue mode, which describes
+(dfx.perf with the constants the RTL fixes, perf/calibrate.py): in serial-issue mode, which describes
 this in-order core, and overlapped (the DFX-style target) for reference, for the same runs of the tiny random
 GPT-2 of tests/hw/test_core.py at the `tiny` config. Writes the table into docs/rtl_core.md between its
 calibration markers and prints it.
@@ -27,7 +27,7 @@ def main(argv=None):
     from test_core import TINY_GPT2
 
     from dfx.compiler import compile_model
-    from dfx.sim.perf_calibrate import compare, table
+    from dfx.perf.calibrate import compare, table
     from dfx.verify.rtl_core import RtlCore
     prog = compile_model(make_hf_gpt2(8, **TINY_GPT2), "tiny")
     steps = [("prefill", 5, 0), ("prefill", 17, 1), ("decode", 42, 2), ("decode", 9, 7)]

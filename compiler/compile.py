@@ -64,24 +64,32 @@ def quantization_record(g: Graph, weights, method: str | None, plans: list[Plan]
                         fmts, methods, tuple(regions))
 
 
-def _dominant_format(weights: dict) -> str:
-    """The format holding the most weights of a {param: QuantWeight} dict (what overlap tuning assumes)."""
-    count: dict[str, int] = {}
-    for q in weights.values():
-        count[q.fmt.name] = count.get(q.fmt.name, 0) + int(q.codes.shape[-1] * q.codes.shape[-2])
-    return max(count, key=count.get) if count else "fp16"
+def prepare_weights(model, weights="fp16", method: str | None = None, calib=None):
+    """The weights `compile_model` compiles with: a model-level quantizer's {param: QuantWeight} dict when
+    `method` is gptq, adadim or mixed (run here, on the model with `calib`), else `weights` as given (a format
+    name, a WeightFormat or such a dict already: passing the result again does nothing)."""
+    if isinstance(weights, dict):
+        return weights
+    if method == "mixed":
+        if weights not in (None, "fp16"):
+            raise CompileError(f"method mixed chooses a format per layer (its candidates under a bit budget); "
+                               f"give no weight format, not {weights!r}")
+        return _model_quantize(model, None, method, calib)
+    if method is not None and method not in ("rtn", "bcq"):
+        return _model_quantize(model, weights, method, calib)
+    return weights
 
 
 def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int = 1, weights="fp16",
-                  max_seq: int | None = None, overlap: int | dict | str = 1, check: bool = True,
+                  max_seq: int | None = None, overlap: int | dict[str, int] = 1, check: bool = True,
                   method: str | None = None,
                   calib=None, prefill_batch: int | None = None) -> Program:
     """Compile a GPT-2 (checkpoint dir, named size, dfx GPT2 or transformers model) for `config`.
 
     devices: FPGAs in the ring (intra-layer model parallelism, see partition.py); overlap: 1 for DFX's blocking
-    all-gathers, S > 1 to cut each gathered output into S parts so communication overlaps compute, a dict
-    {role: S} per layer role (`partition.ROLES`), or "auto": the performance model picks S per role
-    (`dfx.sim.perf_tune`; never slower than blocking on its measured steps).
+    all-gathers, S > 1 to cut each gathered output into S parts so communication overlaps compute, or a dict
+    {role: S} per layer role (`partition.ROLES`); to let the performance model pick S per role, call
+    `dfx.perf.compile_tuned(..., overlap="auto")`.
     weights: a format name (`dfx.formats`; Conv1D weights quantized in the compiler's padded coordinates by
     `method`: rtn, or bcq for bcq formats) or a dict {param name: QuantWeight} from a model-level quantizer
     (`compiler.quant.model.quantize_model`). method gptq/adadim/mixed (with `calib`) runs that quantizer on the
@@ -91,18 +99,11 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
     their memory layout are unchanged.
     """
     cfg = load_config(config)
-    if method == "mixed":
-        if weights not in (None, "fp16"):
-            raise CompileError(f"method mixed chooses a format per layer (its candidates under a bit budget); "
-                               f"give no weight format, not {weights!r}")
-        weights = _model_quantize(model, None, method, calib)
-    elif method is not None and not isinstance(weights, dict) and method not in ("rtn", "bcq"):
-        weights = _model_quantize(model, weights, method, calib)
-    g, tok_dir = capture(model)
     if overlap == "auto":
-        from dfx.sim.perf_tune import tune_overlap
-        fmt = weights if isinstance(weights, str) or weights is None else _dominant_format(weights)
-        overlap = tune_overlap(g.model, cfg, devices, fmt or "fp16", max_seq=max_seq)
+        raise CompileError("overlap 'auto' is chosen by the performance model: call dfx.perf.compile_tuned "
+                           "(compile_model takes a segment count >= 1 or {role: count})")
+    weights = prepare_weights(model, weights, method, calib)
+    g, tok_dir = capture(model)
     passes = [("verify", lambda g: g), ("pad_heads", lambda g: pad_heads(g, cfg)),
               ("quantize", lambda g: quantize(g, cfg, weights, method)),
               ("partition", lambda g: partition(g, cfg, devices, overlap))]

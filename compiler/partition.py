@@ -15,7 +15,7 @@ Overlap (`segments` > 1, beyond DFX): each gathered linear output is cut into `s
 among the devices and gathered on its own, so the ring moves part s while the MPU computes part s+1.
 `segments` is one count for every gathered linear or a dict per role ({"attn.c_proj": 2, "mlp.c_fc": 1,
 "mlp.c_proj": 4}, roles missing from it blocking): more segments hide more of the ring but add sync points
-and shorten each MPU run, so the best count differs per layer shape (`dfx.sim.perf_tune` chooses them).
+and shorten each MPU run, so the best count differs per layer shape (`dfx.perf.tune` chooses them).
 
 This pass only annotates nodes (`attrs["pieces"]`, `attrs["gathers"]`, `attrs["heads"]`) per device; the
 allocator, lowering and image builder read the annotations.

@@ -318,8 +318,8 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
 def compile_cmd(model, output, config, devices, weights, method, calib, overlap, max_seq, prefill_batch, sign):
     """Compile MODEL to a program: a checkpoint directory, a named GPT-2 size (124M, 355M, 774M, 1.5B: shapes
     only, for the performance model), or by default the embedded model."""
-    from dfx.compiler import compile_model
     from dfx.models import checkpoint
+    from dfx.perf.tune import compile_tuned
     from dfx.program import load_signing_key, save_program
 
     from dfx.compiler.partition import parse_overlap
@@ -328,7 +328,7 @@ def compile_cmd(model, output, config, devices, weights, method, calib, overlap,
     t0 = time.perf_counter()
     overlap = parse_overlap(overlap)
     tokens = _calibration_tokens(src, calib, method)
-    prog = compile_model(src, config, devices=devices, weights=weights, max_seq=max_seq, overlap=overlap,
+    prog = compile_tuned(src, config, devices=devices, weights=weights, max_seq=max_seq, overlap=overlap,
                          method=method, calib=tokens, prefill_batch=prefill_batch)
     save_program(prog, output, signing_key=key)
     m = prog.manifest
@@ -486,7 +486,7 @@ def build(board, output, config, verilog, lint, run_tools):
 
 
 def _register_perf():
-    from dfx.sim.perf_cli import perf
+    from dfx.perf.cli import perf
     main.add_command(perf)
 
 

@@ -11,7 +11,7 @@ ring: the run starts once every card has been started, as the real ring blocks u
 Device memory is separate from host memory: the host copies buffers in and out (the transport's upload and
 download are `sync_to_device`/`sync_from_device`), so a host that forgets a copy sees stale data here too.
 The simulator's arrays are the memory of record once a run has happened; host writes after that rebuild it.
-Cycle counters come from the performance model (`dfx.sim.perf`) when the host named the program (`attach`).
+Cycle counters come from the performance model (`dfx.perf`) when the host named the program (`attach`).
 """
 from __future__ import annotations
 
@@ -260,7 +260,7 @@ class EmuBoard:
             return
         name, pos = self.last_run
         if self._perf is None:
-            from dfx.sim.perf import PerfModel
+            from dfx.perf import PerfModel
             self._perf = PerfModel(self.program, "u280", check_fit=False)
         if name not in self._perf.streams and name not in self._perf.batched_streams:
             # a run at an ENTRY the program does not name (raw instruction words the host wrote): the model has

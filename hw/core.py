@@ -95,7 +95,7 @@ class Core(wiring.Component):
     """The core for `cfg`. Ports (Amaranth names; hw/top.py gives them Vitis names): `axil` (AXI4-Lite
     slave), `interrupt`, `ddr` and `hbm0`.. (AXI4 masters), `ring_tx` / `ring_rx` (link streams)."""
 
-    # Cycle counts of this controller, read by the performance model's serial-issue mode (dfx.sim.perf):
+    # Cycle counts of this controller, read by the performance model's serial-issue mode (dfx.perf.timing):
     # FETCH + DECODE from one instruction's retirement to the next one's engine start (the engine sees
     # `start` in DECODE), or to a NOP / FENCE / HALT retiring in DECODE.
     ISSUE_CYCLES = 2

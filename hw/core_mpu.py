@@ -60,7 +60,7 @@ class MatrixEngine(Engine):
     UNIT = isa.Unit.MPU
     ERRORS = ("illegal_opcode", "address_range")
 
-    # Cycle counts of this engine, read by the performance model's serial-issue mode (dfx.sim.perf). A
+    # Cycle counts of this engine, read by the performance model's serial-issue mode (dfx.perf.timing). A
     # matrix instruction takes SETUP_CYCLES + the HBM read latency + FEED_CYCLES + `MPU.latency` + one cycle
     # per tile from `start` to `done`.
     SETUP_CYCLES = 3          # SETUP, SETUP2, CHECK: the first AR goes out in RUN

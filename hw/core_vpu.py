@@ -37,7 +37,7 @@ class VectorEngine(Engine):
     """VECTOR and SCALAR instructions; besides `ctl`: POS, `sval` (S[sa] of the instruction, read at `start`)
     and the scalar register write port (`s_w_*`).
 
-    Cycle counts, read by the performance model's serial-issue mode (dfx.sim.perf): from `start` to `done`,
+    Cycle counts, read by the performance model's serial-issue mode (dfx.perf.timing): from `start` to `done`,
     SETUP_CYCLES + FEED_CYCLES + `VPU.latency` + one cycle per beat (chunk of vpu_width elements)."""
 
     UNIT = isa.Unit.VPU

@@ -90,7 +90,7 @@ class DmaEngine(Engine):
     `ctl.done` pulses when it has completed (every write acknowledged), with `ctl.err` telling why if it stopped.
     Besides `ctl`: TOKEN, POS, the DDR and HBM channel bases, the DDR AXI4 master and one per HBM pseudo-channel.
 
-    Cycle counts, read by the performance model's serial-issue mode (dfx.sim.perf): from `start` to `done`,
+    Cycle counts, read by the performance model's serial-issue mode (dfx.perf.timing): from `start` to `done`,
     SETUP_CYCLES + RUN_CYCLES per run + then, for a LOAD, LOAD_PIECE_CYCLES per piece + the read latency +
     LOAD_DRAIN_CYCLES; for a store, STORE_PIECE_CYCLES per piece + the write response + STORE_DRAIN_CYCLES."""
 

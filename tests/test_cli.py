@@ -90,7 +90,7 @@ def test_compile_run_disasm(ckpt, tmp_path):
 def test_compile_overlap_auto(ckpt, tmp_path):
     """--overlap auto: the performance model's choice per layer role is recorded, and the text is unchanged."""
     from dfx.program import load_program
-    from dfx.sim.perf_tune import tune_overlap
+    from dfx.perf.tune import tune_overlap
     prog = tmp_path / "auto.dfx"
     code, _, err = run("compile", ckpt, "-o", prog, "--devices", "2", "--overlap", "auto")
     assert code == 0, err

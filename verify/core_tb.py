@@ -19,7 +19,7 @@ import numpy as np
 
 from dfx import isa, regmap
 from dfx.config import AccelConfig
-from dfx.sim.perf import CLASS_OF
+from dfx.perf import CLASS_OF
 
 CLOCK_NS = 5
 JOB_ENV = "DFX_RTL_JOB"            # the job file of `dfx_job`

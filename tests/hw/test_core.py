@@ -136,10 +136,10 @@ def test_bad_input_halts_with_status(core, program):
 
 
 def test_cycle_calibration(program, generated):
-    """RTL cycles per instruction class agree with the performance model (dfx.sim.perf) in serial-issue mode,
+    """RTL cycles per instruction class agree with the performance model (dfx.perf) in serial-issue mode,
     the in-order core's own cycle counts read from hw/ (10% per class, 5% in total), on the same runs; the
     table is in docs/rtl_core.md (benchmarks/rtl_calibration.py)."""
-    from dfx.sim.perf_calibrate import compare, table
+    from dfx.perf.calibrate import compare, table
     rows = compare(program, generated.runs)
     assert {r["class"] for r in rows} >= {"matrix", "vector", "scalar", "dma", "total"}
     bad = [r for r in rows if abs(r["serial_ratio"] - 1) > (0.05 if r["class"] == "total" else 0.10)]

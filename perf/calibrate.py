@@ -1,12 +1,16 @@
-"""Calibration of the performance model (sim/perf.py) against the integrated core's RTL cycle counts.
+"""Calibration of the performance model against RTL cycle counts.
 
-The RTL core (hw/core.py, first version) executes one instruction at a time, so a run's cycles are the sum of
-per-instruction costs; the harness (`dfx.sim.rtl_core`) attributes to every instruction the cycles from the
-previous instruction's retirement to its own, and sums them per instruction class (`perf.CLASSES`). The model
-side is perf.py's schedule of the same run (program order up to HALT, `PerfModel.step`), per class, on the board
+`compare_rtl`: RTL cycles measured per instruction (any RTL, e.g. the DFX-style target's) beside the model's
+cost of the same instruction alone (`timing.isolated_cycles`); `dfx perf --rtl-cycles` prints it.
+
+`compare`: the integrated core's runs. The RTL core (hw/core.py, first version) executes one instruction at a
+time, so a run's cycles are the sum of per-instruction costs; the RTL harness attributes to every
+instruction the cycles from the previous instruction's retirement to its own, and sums them per instruction
+class (`trace.CLASSES`). The model side is the schedule of the same run (program order up to HALT,
+`PerfModel.step`), per class, on the board
 `rtl_board(cfg)`: the U280 board file with the constants that the RTL and its simulated memories fix
 replaced (operator latencies from hw/'s default pipeline stages, one beat per cycle per AXI port, the
-`AxiRam` models' latency). In serial-issue mode (`perf.serial_costs`: the RTL's own cycle counts, read from
+`AxiRam` models' latency). In serial-issue mode (`timing.serial_costs`: the RTL's own cycle counts, read from
 hw/) it describes this RTL; the overlapped mode, the DFX-style target, is shown beside it for reference.
 `compare` puts them side by side and benchmarks/rtl_calibration.py writes the table to docs/rtl_core.md.
 """
@@ -15,20 +19,50 @@ from __future__ import annotations
 import inspect
 from collections import Counter
 
+from dfx import isa
 from dfx.config import AccelConfig
+from dfx.errors import PerfError
+from dfx.hw import fp
 from dfx.program import Program
 
-from .perf import CLASS_OF, CLASSES, MNEMONICS, PerfModel
-from .perf_board import load_board
+from .board import Board, load_board
+from .model import PerfModel
+from .timing import isolated_cycles
+from .trace import CLASS_OF, CLASSES, MNEMONICS
 
 # cocotbext-axi AxiRam, as the harness runs it: cycles from AR accepted to the first R beat, AW+W to B.
 AXIRAM_READ_CYCLES = 2
 AXIRAM_WRITE_CYCLES = 2
 
 
+def compare_rtl(records: list[dict], config: AccelConfig, board: str | Board | None = "u280") -> list[dict]:
+    """Calibration hook: RTL cycle counts per instruction beside the model's (docs/perf.md, Calibration).
+
+    records: [{"asm": "LINEAR dst=4 src=0 k=64 n=32", "pos": 0, "cycles": 140}, ...], `cycles` being what the
+    RTL measured for that instruction alone, from issue to its result written. Returns one row per record:
+    asm, class, rtl, model, ratio = rtl / model."""
+    if not isinstance(records, list):
+        raise PerfError("calibration data must be a JSON list of {asm, cycles, pos} records")
+    rows = []
+    for i, r in enumerate(records):
+        if not isinstance(r, dict) or "asm" not in r or "cycles" not in r:
+            raise PerfError(f"calibration record {i} must be an object with 'asm' and 'cycles' (and optional 'pos')")
+        try:
+            m = isolated_cycles(r["asm"], config, board, int(r.get("pos", 0)))
+        except isa.EncodeError as e:
+            raise PerfError(f"calibration record {i}: {e}") from None
+        try:
+            rtl = float(r["cycles"])
+        except (TypeError, ValueError):
+            raise PerfError(f"calibration record {i}: cycles must be a number, not {r['cycles']!r}") from None
+        mn = r["asm"].split()[0].upper()
+        rows.append({"asm": r["asm"], "class": CLASS_OF.get(mn, "?"), "rtl": rtl, "model": m["total"],
+                     "ratio": rtl / m["total"] if m["total"] else float("inf")})
+    return rows
+
+
 def _default_stages() -> dict:
     """The hw/fp.py operators' default pipeline stages (what the core instantiates)."""
-    from dfx.hw import fp
     return {nm: inspect.signature(getattr(fp, nm)).parameters["stages"].default
             for nm in ("fp16_mul", "fp32_add", "fp32_mul", "fp32_to_fp16")}
 
@@ -73,7 +107,7 @@ def model_classes(model: PerfModel, stream: str, pos: int, device: int = 0) -> C
 
 def compare(program: Program, runs: list[dict], board=None, device: int = 0) -> list[dict]:
     """Per class (and `total`), summed over `runs` (the harness's run records): the RTL's measured cycles,
-    perf.py's in serial-issue mode and perf.py's overlapped schedule (both on `rtl_board`); ratio = model / RTL."""
+    the model in serial-issue mode and the model's overlapped schedule (both on `rtl_board`); ratio = model / RTL."""
     board = board or rtl_board(program.config)
     models = {"serial": PerfModel(program, board, serial_issue=True), "overlap": PerfModel(program, board)}
     sums = {k: Counter() for k in ("rtl", *models)}
@@ -97,7 +131,7 @@ def compare(program: Program, runs: list[dict], board=None, device: int = 0) -> 
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| class | RTL cycles | perf.py serial issue | serial / RTL | perf.py overlapped | overlapped / RTL |",
+    lines = ["| class | RTL cycles | model, serial issue | serial / RTL | model, overlapped | overlapped / RTL |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['class']} | {r['rtl']} | {r['serial']} | {r['serial_ratio']:.3f} | {r['overlap']} | "

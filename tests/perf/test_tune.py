@@ -1,13 +1,12 @@
-"""Overlap chosen per layer role by the performance model (`overlap="auto"`): never slower than DFX's
-blocking sync, faster when the ring matters, the same program as blocking when nothing pays."""
+"""Overlap chosen per layer role by the performance model (dfx.perf.tune, `overlap="auto"`): never slower than
+DFX's blocking sync, faster when the ring matters, the same program as blocking when nothing pays; the compiler
+itself takes only concrete overlaps."""
 import pytest
 
-from dfx.compiler.compile import compile_model
+from dfx.compiler import compile_model
 from dfx.compiler.partition import ROLES
 from dfx.errors import CompileError
-from dfx.sim.perf import PerfModel
-from dfx.sim.perf_board import load_board
-from dfx.sim.perf_tune import tune_overlap
+from dfx.perf import PerfModel, compile_tuned, load_board, tune_overlap
 
 SMALL = dict(vocab_size=500, n_positions=128, n_embd=256, n_layer=2, n_head=4, layer_norm_epsilon=1e-5)
 WIDE = dict(SMALL, n_embd=512, n_head=8)
@@ -48,12 +47,23 @@ def test_all_blocking_roles_give_the_blocking_program():
     assert streams(one_role) != streams(blocking)
 
 
-def test_auto_in_compile_model_records_the_choice():
+def test_compile_tuned_records_the_choice_for_its_board():
     slow = load_board("u280", {"link.lane_rate_gbps": 0.5})
-    want = tune_overlap(WIDE, "tiny", 4)
-    prog = compile_model(WIDE, "tiny", devices=4, overlap="auto")
-    assert prog.manifest.overlap == want
+    for board in ("u280", slow):
+        want = tune_overlap(WIDE, "tiny", 4, board=board)
+        prog = compile_tuned(WIDE, "tiny", devices=4, overlap="auto", board=board)
+        assert prog.manifest.overlap == want
+        assert streams(prog) == streams(compile_model(WIDE, "tiny", devices=4, overlap=want))
     assert tune_overlap(WIDE, "tiny", 1, board=slow) == {r: 1 for r in ROLES}      # nothing to gather
+    same = compile_tuned(SMALL, "tiny", devices=2, overlap=2)                       # concrete: as given
+    assert streams(same) == streams(compile_model(SMALL, "tiny", devices=2, overlap=2))
+
+
+def test_compile_model_refuses_auto_in_one_line():
+    with pytest.raises(CompileError, match=r"overlap 'auto' is chosen by the performance model: call "
+                                           r"dfx\.perf\.compile_tuned") as e:
+        compile_model(SMALL, "tiny", devices=2, overlap="auto")
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("overlap,msg", [({"mlp.c_fx": 2}, "unknown layer role 'mlp.c_fx'; accepted"),

@@ -1,4 +1,4 @@
-"""`dfx perf`: the performance model from the command line (register with `main.add_command(perf)`).
+"""`dfx perf`: the performance model from the command line (dfx.cli registers `perf`).
 
     dfx perf                                  GPT-2 1.5B on 4 x U280, DFX config, 128 in + 256 out
     dfx perf 355M --devices 1 --table         the 9 DFX workloads for another model / ring
@@ -18,7 +18,17 @@ from pathlib import Path
 
 import click
 
-from dfx.errors import DfxError, UsageError
+from dfx.compiler import compile_model
+from dfx.compiler.partition import parse_overlap
+from dfx.config import load_config
+from dfx.errors import CompileError, DfxError, UsageError
+from dfx.program import load_program
+
+from . import plots, tables
+from .board import load_board, parse_override
+from .calibrate import compare_rtl
+from .model import PerfModel
+from .tune import compile_tuned
 
 
 def _fail(msg: str):
@@ -40,10 +50,9 @@ def parse_prefill_batch(text) -> int | None:
     return v
 
 
-def _program(source: str, config, devices, overlap, max_seq=None, prefill_batch=None, board=None):
+def _program(source: str, config, devices, overlap, prefill_batch, board):
     """(program, compiled?) from a program file, a checkpoint directory or a named GPT-2 size. overlap "auto"
     is tuned on `board` (with its --set overrides), the board the report is for."""
-    from dfx.program import load_program
     p = Path(source)
     if p.is_file():
         prog = load_program(p)
@@ -51,7 +60,6 @@ def _program(source: str, config, devices, overlap, max_seq=None, prefill_batch=
             raise UsageError(f"{source} was compiled for {prog.n_devices} device(s), not --devices {devices}; "
                              "recompile, or leave --devices out")
         if config is not None:
-            from dfx.config import load_config
             want = load_config(config)
             if want.config_hash != prog.config.config_hash:
                 raise UsageError(f"{source} was compiled for config {prog.config.name!r}, not {want.name!r}; "
@@ -65,18 +73,14 @@ def _program(source: str, config, devices, overlap, max_seq=None, prefill_batch=
                                                           "without --prefill-batch")
                              + f", not --prefill-batch {prefill_batch}; recompile, or leave --prefill-batch out")
         return prog, False
-    return _compile(source, config, 4 if devices is None else devices, overlap, board, max_seq, prefill_batch), True
+    return _compile(source, config, 4 if devices is None else devices, overlap, board, prefill_batch), True
 
 
-def _compile(source: str, config, devices: int, overlap, board=None, max_seq=None, prefill_batch=None):
-    """compile_model (the CLI layer may compile, as `dfx compile` does), with overlap "auto" tuned on `board`."""
-    from dfx.compiler import compile_model
-    if overlap == "auto" and board is not None:
-        from dfx.compiler.capture import capture
-        from .perf_tune import tune_overlap
-        overlap = tune_overlap(capture(source)[0].model, config or "dfx", devices, board=board, max_seq=max_seq)
-    return compile_model(source, config or "dfx", devices=devices, overlap=overlap or 1, max_seq=max_seq,
-                         prefill_batch=prefill_batch)
+def _compile(source: str, config, devices: int, overlap, board, prefill_batch=None):
+    """The program for a model (the CLI layer may compile, as `dfx compile` does), overlap "auto" tuned on
+    `board` (`tune.compile_tuned`)."""
+    return compile_tuned(source, config or "dfx", devices=devices, overlap=overlap or 1,
+                         prefill_batch=prefill_batch, board=board)
 
 
 @click.command("perf")
@@ -120,17 +124,12 @@ def perf(source, board, config, devices, overlap, prefill_batch, input_tokens, o
 
 def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, output_tokens, table, json_out, plots,
           fmt, overrides, constants, rtl_cycles):
-    from .perf import PerfModel, compare_rtl
-    from .perf_board import load_board, parse_override
-    from . import perf_tables as tables
-
     b = load_board(board, dict(parse_override(o) for o in overrides))
     if constants:
         for name, value, unit, src in b.describe():
             click.echo(f"{name} = {value} {unit}".rstrip() + f"    # {src}")
         return
     if rtl_cycles:
-        from dfx.config import load_config
         try:
             records = json.loads(Path(rtl_cycles).read_text())
         except (OSError, ValueError) as e:
@@ -147,10 +146,9 @@ def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, 
     if devices is not None and devices < 1:
         raise UsageError(f"--devices must be >= 1, not {devices}")
     if overlap is not None:
-        from dfx.compiler.partition import parse_overlap
         overlap = parse_overlap(overlap)
     prefill_batch = parse_prefill_batch(prefill_batch)
-    prog, compiled = _program(source, config, devices, overlap, prefill_batch=prefill_batch, board=b)
+    prog, compiled = _program(source, config, devices, overlap, prefill_batch, b)
     model = PerfModel(prog, b)
     report = model.run(input_tokens, output_tokens)
     click.echo(report.format())
@@ -184,8 +182,6 @@ def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, 
 
 
 def _plots(d: Path, fmt, source, compiled, model, report, board, config, overlap, T, M) -> list[Path]:
-    from . import perf_plots as plots
-    from .perf import PerfModel
     steps = {ph: max(report.phases[ph].tokens, 1) for ph in ("prefill", "decode")}
     per_tok = [(f"{ph} ({T} in, {M} out)", {k: v / steps[ph] for k, v in report.by_class(ph).items()})
                for ph in ("prefill", "decode") if report.phases[ph].steps]
@@ -194,8 +190,6 @@ def _plots(d: Path, fmt, source, compiled, model, report, board, config, overlap
     points = [{"label": f"{model.devices} dev", "bytes_per_token": report.decode_bytes_per_token,
                "ms_per_token": report.decode_ms_per_token}]
     if compiled:        # sweeps need the compiler: device count and model size
-        from dfx.compiler import compile_model
-        from dfx.errors import CompileError
         series = {}
         for ov in [1] + ([overlap] if overlap != 1 else []):
             pts = []

@@ -3,19 +3,69 @@
 Every constant is an object ``{"value": ..., "unit": "...", "source": "..."}``; `load_board` refuses a file
 whose constant lacks a value or a source, or whose value is out of range, with one line naming the field.
 `Board.value(section, key)` reads a value; `Board.describe()` lists every constant with its source (the
-docs and `dfx perf --constants` print it).
+docs and `dfx perf --constants` print it); `Board.unsourced()` names the constants whose source cites nothing
+that can be looked up (`source_problem`).
 """
 from __future__ import annotations
 
 import copy
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from dfx.errors import ConfigError
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+REPO = Path(__file__).resolve().parent.parent
+BOARDS_DIR = REPO / "boards"
+
+# Documents a board constant may cite by name (besides a file of this repository, a DOI, an arXiv id or a URL).
+DOCUMENTS = {
+    "DS963": "AMD, Alveo U280 Data Center Accelerator Card Data Sheet",
+    "UG1393": "AMD, Vitis Unified Software Platform Documentation: Application Acceleration Development",
+    "PG276": "AMD, AXI High Bandwidth Memory Controller LogiCORE IP Product Guide",
+    "PG074": "AMD, Aurora 64B/66B LogiCORE IP Product Guide",
+    "PG046": "AMD, Aurora 8B/10B LogiCORE IP Product Guide",
+    "PG056": "AMD, CPRI LogiCORE IP Product Guide (delay through the GTYE4 transceiver)",
+    "UG573": "AMD, UltraScale Architecture Memory Resources User Guide",
+    "DFX": "Hong et al., DFX: A Low-latency Multi-FPGA Appliance for Accelerating Transformer-based Text "
+           "Generation, MICRO 2022, arXiv:2209.10797",
+    "Shuhai": "Wang et al., Shuhai: Benchmarking High Bandwidth Memory on FPGAs, FCCM 2020",
+    "pcie-bench": "Neugebauer et al., Understanding PCIe performance for end host networking, SIGCOMM 2018",
+    "xilinx_u280_gen3x16_xdma": "AMD, the Alveo U280 XDMA deployment platform (its platform metadata)",
+    "QSFP28": "SFF-8665, QSFP+ 28 Gb/s 4X Pluggable Transceiver Solution",
+    "DDR4": "JEDEC JESD79-4, DDR4 SDRAM standard",
+    "PCIe Gen3": "PCI-SIG, PCI Express Base Specification 3.0",
+}
+# kinds of statement that need no citation: an assumption says so, a derivation computes from the others
+UNCITED = ("assumption:", "derived:")
+_DOC_ID = re.compile(r"\b(?:DS|UG|PG|XAPP|WP)\d{3,4}\b")
+_PATH = re.compile(r"(?<![\w/.])((?:[\w-]+/)*[\w-]+\.(?:md|py|json|tcl|v|txt))\b")
+_EXTERNAL = re.compile(r"https?://\S+|\b10\.\d{4,9}/\S+|\barXiv:\d{4}\.\d{4,5}\b")
+
+
+def source_problem(source: str) -> str | None:
+    """What is wrong with a constant's source, or None. A source either is an explicit assumption or a
+    derivation ("assumption: ...", "derived: ..."), or cites at least one document that can be looked up: a
+    file of this repository that exists, a URL, a DOI, an arXiv id, or a document of `DOCUMENTS` by its name;
+    every document id (DS/UG/PG/XAPP/WP number) and every file it names must be one of those."""
+    text = source.strip()
+    cited = bool(_EXTERNAL.search(text))
+    for doc in _DOC_ID.findall(text):
+        if doc not in DOCUMENTS:
+            return f"cites {doc}, which is not a known document ({', '.join(sorted(DOCUMENTS))})"
+        cited = True
+    for path in _PATH.findall(_EXTERNAL.sub("", text)):
+        if not (REPO / path).is_file():
+            return f"cites {path}, which is not a file of this repository"
+        cited = True
+    cited = cited or any(re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) for name in DOCUMENTS)
+    for prefix in UNCITED:
+        if text.lower().startswith(prefix):
+            return None if text[len(prefix):].strip() else f"{prefix!r} with no text"
+    return None if cited else ("cites no document: name a file of this repository, a URL, DOI or arXiv id, a "
+                               f"document of dfx.perf.board.DOCUMENTS, or start with {' or '.join(UNCITED)}")
 
 # section -> key -> kind: "pos" (number > 0), "frac" (0 < x <= 1), "int" (integer > 0), "str"
 SCHEMA: dict[str, dict[str, str]] = {
@@ -50,6 +100,15 @@ class Board:
     def source(self, section: str, key: str) -> str:
         node = self.data if not section else self.data[section]
         return node[key]["source"]
+
+    def unsourced(self) -> list[str]:
+        """One line per constant whose source cites nothing that can be looked up (`source_problem`)."""
+        out = []
+        for name, _, _, src in self.describe():
+            why = source_problem(src)
+            if why:
+                out.append(f"{name}: {why} (source: {src!r})")
+        return out
 
     def describe(self) -> list[tuple[str, object, str, str]]:
         """(section.key, value, unit, source) for every constant, in file order."""

@@ -1,20 +1,22 @@
 """DFX's published figures and the tables the performance model is compared with them in (docs/perf.md).
 
-The published numbers are ANCHORS.md's: end-to-end latency of GPT-2 1.5B on 4 x U280 per (input, output)
-tokens from IANUS (Seo et al., ASPLOS'24, Fig. 9, which tabulates DFX's results), ~6.9 ms per generated
-token, and GPT-2 345M decode at 185.19 tokens/s from StreamTensor (Ye & Chen, MICRO'25, Table 4). They are
-only ever compared with, never used to set a constant.
+The published numbers: end-to-end latency of GPT-2 1.5B on 4 x U280 per (input, output) tokens from IANUS
+(Seo et al., ASPLOS'24, Fig. 9, which tabulates DFX's results), ~6.9 ms per generated token (DFX, Hong et al.,
+MICRO'22, arXiv:2209.10797), and GPT-2 345M decode at 185.19 tokens/s from StreamTensor (Ye & Chen, MICRO'25,
+Table 4). They are only ever compared with, never used to set a constant.
 """
 from __future__ import annotations
 
-from .perf import PerfModel, PerfReport, estimate_resources
+from .model import PerfModel
+from .report import PerfReport
+from .resources import estimate_resources
 
-DFX_LATENCY_MS = {   # (input, output) tokens -> ms, GPT-2 1.5B, 4 x U280 [IANUS Fig. 9 via ANCHORS.md]
+DFX_LATENCY_MS = {   # (input, output) tokens -> ms, GPT-2 1.5B, 4 x U280 [IANUS Fig. 9]
     (32, 1): 227, (32, 16): 330, (32, 256): 1981,
     (64, 1): 447, (64, 16): 550, (64, 256): 2201,
     (128, 1): 887, (128, 16): 991, (128, 256): 2642,
 }
-DFX_DECODE_MS_PER_TOKEN = 6.9        # GPT-2 1.5B generation, ANCHORS.md (~145 tokens/s)
+DFX_DECODE_MS_PER_TOKEN = 6.9        # GPT-2 1.5B generation, DFX (~145 tokens/s)
 DFX_345M_TOKENS_PER_S = 185.19       # GPT-2 345M decode [StreamTensor T4]; number of FPGAs not stated
 WORKLOADS = tuple(DFX_LATENCY_MS)
 RTL_LATENCIES = {                    # hw/fp.py default operator stages (docs/rtl.md), for the 'RTL latencies' rows

@@ -15,9 +15,9 @@ COLOURS = {"matrix": "#4c72b0", "vector": "#dd8452", "scalar": "#c44e52", "dma":
 
 def _plt():
     try:
-        import matplotlib
+        import matplotlib  # lazy: matplotlib is the optional [plots] extra
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: as above
     except ImportError:
         raise UsageError("plots need matplotlib: pip install 'dfx[plots]'") from None
     return plt
