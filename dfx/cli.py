@@ -6,12 +6,36 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
+from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 
 import click
 
-from .errors import DfxError
+from dfx import isa
+from dfx.compiler import compile_model
+from dfx.compiler.partition import parse_overlap
+from dfx.compiler.quant.calib import calibration_windows
+from dfx.compiler.quant.model import quantize_model
+from dfx.compiler.quant.report_cli import quant_report
+from dfx.config import load_config
+from dfx.errors import DfxError, UsageError
+from dfx.formats import ACCEPTED, EXAMPLES, FormatError, parse
+from dfx.host import BACKENDS, resolve_backend
+from dfx.host.build import build_tree
+from dfx.host.build import lint as lint_tree
+from dfx.host.rtl_session import run_session
+from dfx.host.sampling import Sampling
+from dfx.host.session import Session
+from dfx.models import checkpoint
+from dfx.models.quantized import fake_quant
+from dfx.models.tokenizer import load_tokenizer, tokenizer_from_json
+from dfx.perf.cli import perf
+from dfx.perf.tune import compile_tuned
+from dfx.program import load_program, load_signing_key, load_trusted_key, save_program
 
 
 def _fail(msg: str):
@@ -61,7 +85,6 @@ def _version(cmd: list[str], pick=lambda s: s.splitlines()[0] if s else "") -> s
 
 
 def _py_version(mod: str) -> str | None:
-    from importlib import metadata
     try:
         return metadata.version(mod)
     except metadata.PackageNotFoundError:
@@ -71,11 +94,10 @@ def _py_version(mod: str) -> str | None:
 def _pynq_devices() -> str | None:
     if _py_version("pynq") is None:
         return None
-    import warnings
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import pynq
+            import pynq  # lazy: the optional `board` extra; the doctor reports whether it is here
             devs = pynq.Device.devices
     except Exception as e:   # noqa: BLE001 - report, never crash the doctor
         return f"pynq {_py_version('pynq')}, no devices ({type(e).__name__})"
@@ -115,7 +137,6 @@ def doctor():
 
 # ------------------------------------------------------------------------------------------------ generate
 def _tokenizer_for(model_dir: Path | None, vocab: int):
-    from dfx.models.tokenizer import load_tokenizer
     return load_tokenizer(model_dir, vocab)
 
 
@@ -160,7 +181,6 @@ def _backend_options(fn):
 
 
 def _backend_opts(backend, xclbin, timeout, stats=True) -> dict:
-    from dfx.errors import UsageError
     if timeout <= 0:
         raise UsageError(f"--timeout must be > 0 seconds, not {timeout}")
     # the cycle counters are read after every step only for --stats (on `sim` they come from the perf model)
@@ -193,10 +213,8 @@ def _generate(session_gen, prompt_ids, n, tok, label, seconds: float | None = No
 
 def _weights_option(fn):
     """--weights FMT, checked when parsed: an unknown name is one line listing the accepted forms, exit 2."""
-    from .formats import ACCEPTED, EXAMPLES
 
     def check(ctx, param, value):
-        from .formats import FormatError, parse
         try:
             return parse(value).name
         except FormatError as e:
@@ -231,10 +249,6 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
     By default the embedded GPT-2 is compiled for the accelerator and run on the bit-exact simulator; the
     text goes to stdout, timing to stderr.
     """
-    from dfx.host import BACKENDS, resolve_backend
-    from dfx.host.sampling import Sampling
-    from dfx.models import checkpoint
-    from dfx.errors import UsageError
 
     backend = resolve_backend(backend, ("golden", *BACKENDS))
     if not prompt:
@@ -251,14 +265,10 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
     if backend == "golden":
         click.echo(prompt, nl=False)
         if weights != "fp16":           # the fake-quant golden: the dequantised weights, float math
-            from dfx.compiler.quant.model import quantize_model
-            from dfx.models.quantized import fake_quant
             net = fake_quant(net, quantize_model(net, weights, "bcq" if weights.startswith("bcq") else "rtn"))
         gen = net.generate(ids, max_new_tokens, temperature=samp.temperature, top_k=samp.top_k, top_p=samp.top_p,
                            seed=seed)
         return _generate(gen, ids, max_new_tokens, tok, "golden")
-    from dfx.compiler import compile_model
-    from dfx.host.session import Session
     if prefill_batch is not None and backend in ("rtl", "pynq"):
         raise UsageError(f"--prefill-batch: the {backend} backend runs token-serial prefill only (the RTL core does "
                          f"not implement BATCH/CHUNK/SLOT); leave --prefill-batch out or use --backend sim")
@@ -267,8 +277,6 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
     click.echo(f"[compile] {time.perf_counter() - t0:.2f} s", err=True) if os.environ.get("DFX_VERBOSE") else None
     click.echo(prompt, nl=False)           # only once the program exists: a bad option writes nothing to stdout
     if backend == "rtl":
-        import tempfile
-        from dfx.program import save_program
         with tempfile.TemporaryDirectory(prefix="dfx-rtl-") as d:
             path = save_program(prog, Path(d) / "program.dfx")
             return _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout)
@@ -279,8 +287,6 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
 
 def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
     """--backend rtl: the same host session runs inside the cocotb simulation of the core."""
-    from dataclasses import asdict
-    from dfx.host.rtl_session import run_session
     click.echo("[rtl] building and simulating the core (Icarus; SIM=verilator for long runs)...", err=True)
     res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=max(timeout, 3600.0))
     _generate(iter(res["tokens"]), ids, max_new_tokens, tok, "rtl", seconds=res["wall_s"])
@@ -318,11 +324,7 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
 def compile_cmd(model, output, config, devices, weights, method, calib, overlap, max_seq, prefill_batch, sign):
     """Compile MODEL to a program: a checkpoint directory, a named GPT-2 size (124M, 355M, 774M, 1.5B: shapes
     only, for the performance model), or by default the embedded model."""
-    from dfx.models import checkpoint
-    from dfx.perf.tune import compile_tuned
-    from dfx.program import load_signing_key, save_program
 
-    from dfx.compiler.partition import parse_overlap
     key = load_signing_key(sign) if sign is not None else None
     src = model if model else checkpoint.DEFAULT_MODEL_DIR
     t0 = time.perf_counter()
@@ -343,7 +345,6 @@ def compile_cmd(model, output, config, devices, weights, method, calib, overlap,
 
 def _calibration_tokens(src, calib, method):
     """--calib as token ids (None when the method needs none)."""
-    from .errors import UsageError
     if method not in ("gptq", "adadim", "mixed"):
         if calib is not None:
             raise UsageError(f"--calib is for --method gptq, adadim or mixed, not {method or 'rtn'}")
@@ -351,12 +352,10 @@ def _calibration_tokens(src, calib, method):
     if calib is None:
         raise UsageError(f"--method {method} needs calibration text: --calib FILE (>= 1024 tokens) or --calib corpus")
     if calib == "corpus":
-        from dfx.compiler.quant.calib import calibration_windows
         return calibration_windows(32, 128)
     p = Path(calib)
     if not p.is_file():
         raise UsageError(f"--calib {calib}: no such file (give a UTF-8 text file or `corpus`)")
-    from dfx.models import checkpoint
     d = Path(src) if Path(str(src)).is_dir() else checkpoint.DEFAULT_MODEL_DIR
     vocab = checkpoint.read_config(d).vocab_size
     return _tokenizer_for(d, vocab).encode(p.read_text(encoding="utf-8", errors="replace"))
@@ -364,7 +363,6 @@ def _calibration_tokens(src, calib, method):
 
 def _program_tokenizer(prog):
     """The program's tokenizer, built in memory from its tokenizer.json: nothing is written (docs/security.md)."""
-    from dfx.models.tokenizer import tokenizer_from_json
     return tokenizer_from_json(prog.tokenizer_json, prog.symbols.vocab_size)
 
 
@@ -389,11 +387,6 @@ def run(program, prompt, backend, devices, require_signed, xclbin, timeout, stat
     buffers, check the core's ID/ISA version/config hash, then per token write ENTRY/TOKEN/POS, start, wait
     for ap_done, read the logits from DDR.
     """
-    from dfx.errors import UsageError
-    from dfx.host import resolve_backend
-    from dfx.host.sampling import Sampling
-    from dfx.host.session import Session
-    from dfx.program import load_program, load_trusted_key
 
     backend = resolve_backend(backend)
     if not prompt:
@@ -423,9 +416,6 @@ def run(program, prompt, backend, devices, require_signed, xclbin, timeout, stat
 @friendly
 def disasm(program, device, stream):
     """Print a program's instructions as assembly (re-assemblable with dfx.isa.assemble)."""
-    from dfx import isa
-    from dfx.errors import UsageError
-    from dfx.program import load_program
 
     prog = load_program(program)
     if not 0 <= device < prog.n_devices:
@@ -460,8 +450,6 @@ def build(board, output, config, verilog, lint, run_tools):
     aurora/ (the QSFP ring through Aurora 64B/66B; RING.md is the plan), build.sh (the exact commands).
     Every file is generated from the core config and dfx.regmap, then checked against them.
     """
-    from dfx.config import load_config
-    from dfx.host.build import build_tree, lint as lint_tree
 
     cfg = load_config(config)
     res = build_tree(cfg, output, board, verilog=verilog, run_tools=run_tools,
@@ -485,13 +473,8 @@ def build(board, output, config, verilog, lint, run_tools):
         click.echo(f"  {c}")
 
 
-def _register_perf():
-    from dfx.perf.cli import perf
-    main.add_command(perf)
-
-
-_register_perf()
-main.add_command(__import__("dfx.compiler.quant.report_cli", fromlist=["quant_report"]).quant_report)
+main.add_command(perf)
+main.add_command(quant_report)
 
 if __name__ == "__main__":
     main()

@@ -15,15 +15,12 @@ Policies (docs/numerics.md has the reasoning):
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import ctypes
 import functools
 import math
 import struct
 
 import numpy as np
-import torch
 
 F16, F32 = np.float16, np.float32
 NAN16 = np.uint16(0x7E00)                         # canonical quiet NaN, binary16 bits
@@ -288,137 +285,6 @@ def _group_sums(x32: np.ndarray, w32: np.ndarray, d: int) -> np.ndarray:
         while g.shape[2] > 1:
             g = g[:, :, 0::2] + g[:, :, 1::2]
     return g[:, :, 0]
-
-
-@functools.lru_cache(maxsize=None)
-def _bitrev(d: int) -> np.ndarray:
-    bits = d.bit_length() - 1
-    return _ro(np.array([int(f"{j:0{bits}b}"[::-1], 2) if bits else 0 for j in range(d)], np.intp))
-
-
-class TreeWeights:
-    """A weight matrix pre-arranged for `mpu_matvec1`: the same sums as `mpu_matvec`, in fewer, contiguous,
-    in-place numpy passes (the functional simulator's hot path).
-
-    Row c*d + j of the zero-padded (C*d, N) binary32 matrix goes to slab `rev[j]` of a (d, C, N) array, where
-    `rev` is the bit-reversal permutation. With that order every level of the pairwise tree adds the first half
-    of the slabs to the second half (level 1 adds slabs 0..d/2-1 to d/2..d-1, which hold the pairs (2i, 2i+1),
-    and so on), so each level is one contiguous in-place add. IEEE addition is commutative, so the sums are
-    bit-identical to `tree_sum`'s.
-    """
-
-    __slots__ = ("w", "k", "n", "d", "rev", "_buf")
-
-    def __init__(self, w32: np.ndarray, d: int, k: int | None = None):
-        """w32: (K', N) binary32 holding DAZ-clean binary16 values, K' >= k rows (extra rows are ignored)."""
-        d = _check_d(d)
-        w32 = np.asarray(w32, F32)
-        self.k = w32.shape[0] if k is None else int(k)
-        self.n, self.d = w32.shape[1], d
-        c = max(-(-self.k // d), 1)
-        wp = np.zeros((c * d, self.n), F32)
-        wp[:self.k] = w32[:self.k]
-        self.rev = _bitrev(d)
-        self.w = np.empty((d, c, self.n), F32)
-        self.w[self.rev] = wp.reshape(c, d, self.n).transpose(1, 0, 2)
-        self._buf = None
-
-    @classmethod
-    def from_rows(cls, v: np.ndarray, d: int) -> "TreeWeights":
-        """From a (d, C, ...) binary32 view whose [j, c] is row c*d + j (the trailing axes flatten to the N
-        columns), with one gather copy: bit reversal is its own inverse, so slab r is v[rev[r]]."""
-        self = cls.__new__(cls)
-        self.d, self.rev = d, _bitrev(d)
-        w = v[self.rev]
-        self.w = w.reshape(d, w.shape[1], -1)
-        self.k, self.n = self.w.shape[1] * d, self.w.shape[2]
-        self._buf = None
-        return self
-
-    @classmethod
-    def from_tiles(cls, tiles: np.ndarray, d: int) -> "TreeWeights":
-        """From a (C, d, N) binary32 array (row c*d + j at [c, j]) without an intermediate (K, N) copy."""
-        self = cls.__new__(cls)
-        c, _, self.n = tiles.shape
-        self.k, self.d, self.rev = c * d, d, _bitrev(d)
-        self.w = np.empty((d, c, self.n), F32)
-        self.w[self.rev] = tiles.transpose(1, 0, 2)
-        self._buf = None
-        return self
-
-
-_TORCH_MIN = 1 << 15        # products below this run in numpy (PyTorch's per-call overhead dominates there)
-
-
-@contextlib.contextmanager
-def torch_single_thread():
-    """Run PyTorch's CPU kernels on one thread inside the block (then restore). The simulator's element-wise
-    passes are short: on a shared machine a thread pool waits for busy cores far longer than it saves."""
-    n = torch.get_num_threads()
-    if n != 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if n != 1:
-            torch.set_num_threads(n)
-
-
-def mpu_matvec1(x, tw: TreeWeights, bias=None, scratch: np.ndarray | None = None) -> np.ndarray:
-    """`mpu_matvec` for one binary16 input vector x (k,) against prepared weights: (N,) binary32 accumulators,
-    bit-identical to `mpu_matvec(x[None], w, bias, d)[0]` (tested; a NaN's sign and payload are unspecified
-    until `to_fp16` makes it canonical). `scratch`: an optional 1-D binary32 work
-    array of at least d*C*N elements; one shared scratch keeps the products in cache across instructions.
-
-    The element-wise passes run as PyTorch CPU kernels on the same memory (zero-copy): IEEE binary32 multiply
-    and add, RNE, no contraction into FMAs, 2-3x faster than numpy's on the broadcast multiply. No subnormal
-    can arise (products of DAZ-clean binary16 are >= 2^-28 in magnitude and sums are multiples of 2^-51), so
-    the denormal mode does not matter. The accumulation over groups stays in numpy (sequential order)."""
-    d, c = tw.d, tw.w.shape[1]
-    x32 = widen16(x)
-    k = x32.shape[0]
-    if k > c * d:
-        raise ValueError(f"mpu_matvec1: x has {k} elements but the weights have {c * d} rows")
-    xp = np.zeros(c * d, F32)
-    xp[:k] = x32
-    xs = np.empty((d, c, 1), F32)
-    xs[tw.rev] = xp.reshape(c, d).T[:, :, None]
-    if scratch is not None and scratch.size >= tw.w.size:
-        buf = scratch[:tw.w.size].reshape(tw.w.shape)
-    else:
-        if tw._buf is None:                                  # kept: a fresh large array per call page-faults
-            tw._buf = np.empty_like(tw.w)
-        buf = tw._buf
-    if buf.size >= _TORCH_MIN:
-        tb, tx, tww = torch.from_numpy(buf), torch.from_numpy(xs), torch.from_numpy(tw.w)
-        h = d // 2
-        if h:
-            # level 1 fused: p_j + p_j+h with p exact, so addcmul (FMA or not) rounds exactly once, as the tree
-            torch.mul(tx[:h], tww[:h], out=tb[:h])
-            torch.addcmul(tb[:h], tx[h:], tww[h:], out=tb[:h])
-        else:
-            torch.mul(tx, tww, out=tb)                       # d = 1: the products are the group sums
-        while h > 1:                                         # the pairwise tree, one contiguous add per level
-            h //= 2
-            torch.add(tb[:h], tb[h:2 * h], out=tb[:h])
-    else:                                                    # small: numpy's lower per-call cost wins
-        np.multiply(xs, tw.w, out=buf)
-        h = d
-        while h > 1:
-            h //= 2
-            np.add(buf[:h], buf[h:2 * h], out=buf[:h])
-    g = buf[0]                                               # (C, N) group sums, C-contiguous
-    np.add(g[0], F32(0.0), out=g[0])                         # +0 + g0
-    if tw.n >= 2:
-        # numpy reduces axis 0 of a C-contiguous (C, N >= 2) array row by row, in order: ((g0 + g1) + g2)...
-        # (pairwise summation applies only along a contiguous reduction axis, i.e. N == 1); pinned by
-        # tests/core/test_numerics.py against mpu_matvec's np.add.accumulate, which is sequential by definition
-        acc = np.add.reduce(g, axis=0)
-    else:
-        acc = np.add.accumulate(g, axis=0)[-1]
-    if bias is not None:
-        acc = acc + widen16(bias)
-    return acc
 
 
 def mask16(y, limit: int) -> np.ndarray:
@@ -740,84 +606,3 @@ def gelu16(x) -> np.ndarray:
     if x.dtype != F16:
         x = to_fp16(x)
     return _table16("gelu16").take(x.view(_U16)).view(F16)
-
-
-# =============================================================================================== error table
-def _ulp_err(got: np.ndarray, ref: np.ndarray, mant_bits: int) -> np.ndarray:
-    """|got - ref| in units of the last place of `ref` (normal range) with `mant_bits` fraction bits."""
-    _, e = np.frexp(ref)
-    return np.abs(got - ref) / np.ldexp(1.0, e - 1 - mant_bits)
-
-
-def _all_finite16() -> tuple[np.ndarray, np.ndarray]:
-    x = from_fp16_bits(np.arange(1 << 16, dtype=_U16))
-    x = np.unique(daz16(x))
-    x = x[np.isfinite(x)]
-    return x, x.astype(np.float64)
-
-
-@functools.lru_cache(maxsize=None)
-def error_table() -> tuple[tuple[str, str, float, str], ...]:
-    """Measured error of each approximation against float64: (function, inputs, max error, unit) rows.
-    Exhaustive: every binary16 input for exp16/gelu16; every significand (and exponent parity) for recip/rsqrt,
-    whose error does not depend on the exponent otherwise. Rerun: ``python -m dfx.numerics --error-table``."""
-    rows = []
-    with np.errstate(all="ignore"):
-        x16, x = _all_finite16()
-        # exp: results that are normal binary16 (others are 0, inf or flushed, and exact by policy)
-        ref = np.exp(x)
-        got = exp16_arith(x16).astype(np.float64)
-        ok = (ref >= F16_MIN_NORMAL) & (ref <= F16_MAX)
-        rows.append(("exp16", "every binary16 x with exp(x) a normal binary16",
-                     float(_ulp_err(got[ok], ref[ok], 10).max()), "binary16 ulp"))
-        cr = to_fp16(ref)
-        rows.append(("exp16", "every finite binary16 x", float(np.mean(fp16_bits(exp16_arith(x16)) != fp16_bits(cr))),
-                     "share not correctly rounded"))
-        # GELU
-        ref = gelu_tanh_f64(x)
-        g16 = gelu16_arith(x16)
-        got = g16.astype(np.float64)
-        rows.append(("gelu16", "every finite binary16 x", float(np.abs(got - ref).max()), "absolute"))
-        big = np.abs(ref) >= 2.0 ** -4
-        rows.append(("gelu16", "every finite binary16 x with abs(gelu(x)) >= 1/16",
-                     float(_ulp_err(got[big], ref[big], 10).max()), "binary16 ulp"))
-        rows.append(("gelu16", "every finite binary16 x",
-                     float(np.mean(fp16_bits(g16) != fp16_bits(to_fp16(ref)))), "share not correctly rounded"))
-        # recip / rsqrt: all significands (x in [1, 2)), and [2, 4) too for rsqrt's odd exponents
-        frac = np.arange(1 << 23, dtype=_U32)
-        for name, fn, ref_fn, lows in (("recip", recip_array, lambda v: 1.0 / v, (127,)),
-                                       ("rsqrt", rsqrt_array, lambda v: 1.0 / np.sqrt(v), (127, 128))):
-            worst = 0.0
-            for eb in lows:
-                for c in range(0, 1 << 23, 1 << 21):
-                    s = ((_U32(eb) << _U32(23)) | frac[c:c + (1 << 21)]).view(F32)
-                    worst = max(worst, float(_ulp_err(fn(s).astype(np.float64), ref_fn(s.astype(np.float64)),
-                                                      23).max()))
-            what = ("every normal binary32 x with a normal 1/x (all 2^23 significands)" if name == "recip" else
-                    "every positive normal binary32 x (all 2^23 significands, both exponent parities)")
-            rows.append((name, what, worst, "binary32 ulp"))
-    return tuple(rows)
-
-
-def error_table_markdown() -> str:
-    """`error_table` as the markdown table docs/numerics.md embeds."""
-    def fmt(v: float) -> str:
-        return f"{v:.3g}" if v >= 1e-3 or v == 0 else f"{v:.2e}"
-    return "\n".join(["| function | inputs | max error vs float64 | unit |", "|---|---|---|---|"]
-                     + [f"| {name} | {inputs} | {fmt(err)} | {unit} |" for name, inputs, err, unit in error_table()])
-
-
-def _main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dfx.numerics",
-                                 description="The DFX numerics reference (docs/numerics.md).")
-    ap.add_argument("--error-table", action="store_true", help="print the measured error table (markdown)")
-    args = ap.parse_args(argv)
-    if not args.error_table:
-        ap.print_help()
-        return 0
-    print(error_table_markdown())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

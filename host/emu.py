@@ -23,7 +23,10 @@ from dfx import isa, regmap
 from dfx.config import AccelConfig
 from dfx.errors import DeviceError, EncodeError, SimError
 from dfx.program import DeviceImage as ProgImage
+from dfx.perf import PerfModel
 from dfx.program import Program, unstripe
+from dfx.sim.functional import Device
+from dfx.sim.ring import Ring
 
 from .image import DDR_BANK, hbm_bank
 
@@ -260,7 +263,6 @@ class EmuBoard:
             return
         name, pos = self.last_run
         if self._perf is None:
-            from dfx.perf import PerfModel
             self._perf = PerfModel(self.program, "u280", check_fit=False)
         if name not in self._perf.streams and name not in self._perf.batched_streams:
             # a run at an ENTRY the program does not name (raw instruction words the host wrote): the model has
@@ -304,8 +306,6 @@ class EmuCluster:
 
     @staticmethod
     def run_boards(boards: list[EmuBoard], cluster: "EmuCluster | None" = None):
-        from dfx.sim.functional import Device
-        from dfx.sim.ring import Ring
         cfg = boards[0].cfg
         gens = [b.generation for b in boards]
         owner = cluster if cluster is not None else boards[0]

@@ -41,15 +41,22 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
+
+from amaranth.back import verilog
 
 from dfx.config import AccelConfig, load_config
 from dfx.errors import ConfigError
 
+from .fp import Fp16MulUnit, Fp32AddUnit, Fp32MulUnit, Fp32ToFp16Unit
+from .mpu import MPU
+from .sfu import Exp16Unit, Gelu16Unit, RecipUnit, RsqrtUnit
+from .vpu import VPU
+
 
 def board_capacity(board: str = "u280") -> dict[str, int]:
     """LUT, FF, BRAM36, URAM, DSP of a board's part, from boards/<board>/board.json."""
-    from importlib.resources import files
     res = json.loads((files("dfx.boards") / board / "board.json").read_text())["resources"]
     return {k: int(res[k]["value"]) for k in ("LUT", "FF", "BRAM36", "URAM", "DSP")}
 
@@ -181,8 +188,6 @@ def synthesize(component, name: str, build_dir: Path, timeout: float | None = No
     for `find_yosys` or a `Yosys`), return the mapped resources (the hierarchy is flattened: one total) with
     the run's wall time and peak memory. A build folder that already holds the same Verilog and its
     statistics from the same Yosys is reused (with the recorded time). Raises SynthError."""
-    from amaranth.back import verilog
-
     ys = yosys if isinstance(yosys, Yosys) else find_yosys(yosys)
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -248,10 +253,6 @@ def _read_stat(path: Path) -> Resources:
 
 def units(cfg: AccelConfig, names: list[str]):
     """name -> component factory, for the units this script can synthesise."""
-    from .fp import Fp16MulUnit, Fp32AddUnit, Fp32MulUnit, Fp32ToFp16Unit
-    from .mpu import MPU
-    from .sfu import Exp16Unit, Gelu16Unit, RecipUnit, RsqrtUnit
-    from .vpu import VPU
     table = {"mpu": lambda: MPU(cfg), "vpu": lambda: VPU(cfg), "mul16": Fp16MulUnit, "add32": Fp32AddUnit,
              "mul32": Fp32MulUnit, "round16": Fp32ToFp16Unit, "gelu16": Gelu16Unit, "exp16": Exp16Unit,
              "recip": RecipUnit, "rsqrt": RsqrtUnit}

@@ -24,6 +24,7 @@ from collections import Counter
 import numpy as np
 
 from dfx import formats as F
+from dfx import fastmpu as fm
 from dfx import isa
 from dfx import numerics as nx
 from dfx.config import AccelConfig
@@ -171,7 +172,7 @@ class Device:
 
     def run(self, stream: str, token: int, pos: int) -> None:
         """Execute one run of `stream` for `token` at position `pos` (a single device: no ring)."""
-        with nx.torch_single_thread():
+        with fm.torch_single_thread():
             for pc, ins, f in self.steps(stream, token, pos):
                 if ins.op.mnemonic == "ALLGATHER" and f["devices"] == 1:
                     continue
@@ -302,7 +303,7 @@ class Device:
         self.regs["POS"] = self.regs["POS0"] + i
 
     # ---------------------------------------------------------------- MPU
-    def _weights(self, f, k, n) -> nx.TreeWeights:
+    def _weights(self, f, k, n) -> fm.TreeWeights:
         """The (kt*d, nt*l) weight matrix the MPU streams for this instruction, read from HBM tiles."""
         if f["wfmt"]:
             return self._qweights(f, k, n)
@@ -318,18 +319,18 @@ class Device:
             return self._wcache[key]
         t = self.hbm32[start // 2:end // 2]
         # a (d, kt, nt, l) view: [j, c, jt, lane] = row c*d + j, column jt*l + lane; one gather arranges it for
-        # the adder trees (numerics.mpu_matvec1)
+        # the adder trees (fastmpu.mpu_matvec1)
         if f["rowmajor"]:
             v = t.reshape(kt, nt, l, d).transpose(3, 0, 1, 2)
         else:
             v = t.reshape(nt, kt, l, d).transpose(3, 1, 0, 2)
-        w = nx.TreeWeights.from_rows(v, d)
+        w = fm.TreeWeights.from_rows(v, d)
         if not dynamic:                         # static weights: keep the (K, N) matrix
             self._wcache[key] = w
             self._wcache_end = max(self._wcache_end, end)
         return w
 
-    def _qweights(self, f, k, n) -> nx.TreeWeights:
+    def _qweights(self, f, k, n) -> fm.TreeWeights:
         """A quantized matrix (wfmt != 0): the dequantiser reads the region's descriptor, codes and scale blocks
         from HBM and hands the MPU binary16 weights (`dfx.formats.dequant`); cached like the FP16 path."""
         if f["wfmt"] not in _WFMTS:
@@ -356,7 +357,7 @@ class Device:
         kt, nt = -(-k // d), -(-n // l)
         w = np.zeros((kt * d, nt * l), np.float32)
         w[:k, :n] = nx.widen16(w16)
-        w = nx.TreeWeights.from_tiles(w.reshape(kt, d, nt * l), d)     # as the FP16 path hands it to the MPU
+        w = fm.TreeWeights.from_tiles(w.reshape(kt, d, nt * l), d)     # as the FP16 path hands it to the MPU
         self._wcache[key] = w
         self._wcache_end = max(self._wcache_end, end)
         return w
@@ -368,18 +369,18 @@ class Device:
         x = self.vbuf[self._at(f["src"], k)]                     # zero-padded to the tile rows by mpu_matvec1
         self.vbuf[self._at(f["dst"], n)] = self._mpu(f, w, x, n, self._bias(f, w, n))
 
-    def _bias(self, f, w: nx.TreeWeights, n: int):
+    def _bias(self, f, w: fm.TreeWeights, n: int):
         if not f["has_bias"]:
             return None
         bias = np.zeros(w.n, _F16)
         bias[:n] = self.vbuf[self._at(f["bias"], n)]
         return bias
 
-    def _mpu(self, f, w: nx.TreeWeights, x: np.ndarray, n: int, bias) -> np.ndarray:
+    def _mpu(self, f, w: fm.TreeWeights, x: np.ndarray, n: int, bias) -> np.ndarray:
         """One output vector: the adder trees on x, then SFU_M (bias, scale, rounding, GELU, mask)."""
         if self._scratch.size < w.w.size:
             self._scratch = np.empty(w.w.size, np.float32)
-        acc = nx.mpu_matvec1(x, w, bias, self._scratch)[:n]
+        acc = fm.mpu_matvec1(x, w, bias, self._scratch)[:n]
         y = nx.mpu_finish(acc, scale=self.s[f["s"]] if f["scale"] else None,
                           act="gelu" if f["gelu"] else None)
         if f["mask"]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from dfx import fastmpu as fm
 from dfx import isa
-from dfx import numerics as nx
 from dfx.errors import SimError
 from dfx.program import Program
 
@@ -44,7 +44,7 @@ class Ring:
         return self.order[(i + (1 if direction == 0 else -1)) % len(self.order)]
 
     def run(self, stream: str, token: int, pos: int) -> None:
-        with nx.torch_single_thread():
+        with fm.torch_single_thread():
             self._run(stream, token, pos)
 
     def _run(self, stream: str, token: int, pos: int) -> None:

@@ -1,5 +1,6 @@
 """RTL verification harnesses: the Amaranth RTL of dfx.hw driven from Python, checked against the functional
-simulator and dfx.numerics (docs/design.md, layers: above hw/, sim/ and the performance model; below host/).
+simulator and dfx.numerics (docs/design.md, Layout and layering: above hw/, sim/ and the performance model;
+below host/).
 
 - toolchain: the Verilog simulator ($SIM), building a Verilog file and running a cocotb test module on it
 - units, stream_tb: stream-in/stream-out units in a Verilog simulator against reference payloads

@@ -34,7 +34,7 @@ def missing_simulator(sim: str | None = None, axi: bool = True) -> str | None:
         import cocotb  # noqa: F401
         import cocotb_tools.runner  # noqa: F401
         if axi:
-            import cocotbext.axi  # noqa: F401
+            import cocotbext.axi  # noqa: F401  # lazy: the optional `sim` extra, probed here
     except ImportError as e:
         return f"cocotb{' / cocotbext-axi' if axi else ''} not installed ({e})"
     exe = {"icarus": "iverilog", "verilator": "verilator"}.get(sim)

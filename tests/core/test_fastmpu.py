@@ -1,0 +1,75 @@
+"""The simulator's fast MPU path (`dfx.fastmpu`) is bit-identical to the reference `dfx.numerics.mpu_matvec`."""
+import numpy as np
+import pytest
+
+from dfx import fastmpu as fm
+from dfx import numerics as nx
+
+F16, F32 = np.float16, np.float32
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+# ---------------------------------------------------------------------------------- the simulator's fast MPU path
+def _nasty16(rng, shape):
+    """binary16 values over the whole exponent range, with signed zeros, infinities and NaNs sprinkled in."""
+    v = rng.standard_normal(shape) * np.exp2(rng.integers(-14, 15, shape))
+    v = v.astype(F16)
+    r = rng.random(shape)
+    v[r < 0.02] = F16(-0.0)
+    v[(r >= 0.02) & (r < 0.025)] = F16(np.inf)
+    v[(r >= 0.025) & (r < 0.03)] = F16(np.nan)
+    return nx.daz16(v)
+
+
+def _bits32(a):
+    """binary32 bits with every NaN canonical: an accumulator's NaN sign/payload is unspecified (the policy
+    makes it the canonical NaN when it is rounded to binary16)."""
+    a = np.asarray(a, F32)
+    return np.where(np.isnan(a), np.uint32(0x7FC00000), nx.fp32_bits(a))
+
+
+@pytest.mark.parametrize("d", [1, 2, 8, 64])
+@pytest.mark.parametrize("k, n", [(1, 1), (5, 1), (9, 2), (64, 16), (200, 3), (257, 80), (1024, 17), (520, 130)])
+def test_mpu_matvec1_is_bit_identical_to_mpu_matvec(d, k, n):
+    rng = np.random.default_rng(k * 1000 + n * 10 + d)
+    w, x, b = _nasty16(rng, (k, n)), _nasty16(rng, k), _nasty16(rng, n)
+    tw = fm.TreeWeights(nx.widen16(w), d)
+    with np.errstate(all="ignore"), fm.torch_single_thread():
+        for bias in (None, b):
+            want = _bits32(nx.mpu_matvec(x[None], w, bias, d=d)[0])
+            np.testing.assert_array_equal(_bits32(fm.mpu_matvec1(x, tw, bias)), want)
+            scratch = np.empty(tw.w.size + 7, F32)
+            np.testing.assert_array_equal(_bits32(fm.mpu_matvec1(x, tw, bias, scratch)), want)
+        # a shorter input is zero-padded, like a dyn_k instruction over the first k' rows
+        if k > 1:
+            want = nx.mpu_matvec(x[None, :k - 1], w[:k - 1], None, d=d)[0]
+            got = fm.mpu_matvec1(x[:k - 1], fm.TreeWeights(nx.widen16(w), d, k=k - 1))
+            np.testing.assert_array_equal(_bits32(got), _bits32(want))
+
+
+def test_mpu_matvec1_group_accumulation_is_sequential():
+    """Large cancellations across groups: any other summation order than ((+0 + g0) + g1) + ... shows."""
+    d, c, n = 2, 40, 33
+    x = np.ones(d * c, F16)
+    w = np.zeros((d * c, n), F16)
+    w[0::2] = F16(2.0 ** 12)
+    w[2::4] = F16(-(2.0 ** 12))
+    w[1::2] = F16(2.0 ** -11)
+    got = fm.mpu_matvec1(x, fm.TreeWeights(nx.widen16(w), d))
+    np.testing.assert_array_equal(nx.fp32_bits(got), nx.fp32_bits(nx.mpu_matvec(x[None], w, d=d)[0]))
+
+
+def test_tree_weights_from_tiles_equals_from_matrix():
+    rng = np.random.default_rng(3)
+    w = nx.widen16(_nasty16(rng, (32, 12)))
+    a = fm.TreeWeights(w, 8)
+    b = fm.TreeWeights.from_tiles(w.reshape(4, 8, 12), 8)
+    np.testing.assert_array_equal(a.w.view(np.uint32), b.w.view(np.uint32))
+    c = fm.TreeWeights.from_rows(w.reshape(4, 8, 3, 4).transpose(1, 0, 2, 3), 8)
+    assert c.w.flags["C_CONTIGUOUS"] and (c.k, c.n) == (32, 12)
+    np.testing.assert_array_equal(a.w.view(np.uint32), c.w.view(np.uint32))
+
+
+def test_mpu_matvec1_runs_both_kernels():
+    """The shapes above cover both element-wise back ends (numpy below `TORCH_MIN` products, PyTorch above)."""
+    assert 64 * 16 < fm.TORCH_MIN <= 520 * 130
