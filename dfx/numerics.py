@@ -7,7 +7,7 @@ of any shape), so the functional simulator calls it once per instruction.
 Policies (docs/numerics.md has the reasoning):
 - Storage is binary16. `to_fp16` rounds (RNE with gradual underflow, as numpy's cast), then flushes a subnormal
   result to a zero of the same sign. Values read as binary16 pass `daz16`: a subnormal input is a signed zero.
-- Scalar registers are binary32, flushed the same way (`ftz32` = `to_fp32_ftz`).
+- Scalar registers are binary32, flushed the same way (`ftz32`).
 - inf follows IEEE; every NaN that is stored (binary16) or lands in a scalar register (binary32) is the
   canonical quiet NaN 0x7E00 / 0x7FC00000. Overflow when rounding to binary16 gives inf of the sign.
 - Overflow and invalid operations are data, not errors: callers that want numpy quiet run under
@@ -150,9 +150,6 @@ def ftz32(x) -> np.ndarray:
     b[(t > 0) & (t <= _SUB32)] &= _SIGN32
     b[t > _INF32] = NAN32
     return b.view(F32)
-
-
-to_fp32_ftz = ftz32
 
 
 def _widen_table() -> np.ndarray:
