@@ -18,11 +18,15 @@ offsets, clock) and, when the Verilog is there, against the Verilog's ports.
 """
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import re
 import shlex
 import shutil
 import subprocess
+import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,8 +230,26 @@ class BuildResult:
     missing_tools: list[str] = field(default_factory=list)
 
 
-def core_verilog(cfg: AccelConfig) -> str:
-    """The core's Verilog; a BuildError (one line) when Amaranth is missing or the conversion fails."""
+def native_yosys() -> bool:
+    """Whether a native Yosys (the `pyosys` package, libyosys) is installed. Amaranth's own Yosys is WebAssembly,
+    4 GB of memory at most: enough for the tiny preset, not for the dfx one (docs/rtl.md, Verilog of the
+    integrated core)."""
+    return importlib.util.find_spec("pyosys") is not None
+
+
+def core_verilog(cfg: AccelConfig) -> tuple[str, str]:
+    """The core's Verilog and which Yosys wrote it; a BuildError (one line) when the conversion fails.
+
+    With a native Yosys: Amaranth writes RTLIL in one child process, Yosys turns it into Verilog in another
+    (the passes of `amaranth.back.verilog`: proc -nomux -norom, memory_collect, write_verilog -norename), so
+    the two peaks (8.5 and 5.4 GiB at the dfx preset) never add up. Without: `dfx.hw.top.verilog` in-process."""
+    if native_yosys():
+        with tempfile.TemporaryDirectory(prefix="dfx-verilog-") as tmp:
+            il, v, cj = Path(tmp) / "core.il", Path(tmp) / "core.v", Path(tmp) / "config.json"
+            cj.write_text(json.dumps(cfg.to_dict()))
+            _child(cfg, ["rtlil", str(cj), str(il)])
+            _child(cfg, ["yosys", str(il), str(v)])
+            return v.read_text(), f"native Yosys {importlib.metadata.version('pyosys')} (pyosys)"
     try:
         # lazy: Amaranth is the optional `hw` extra; a build tree without Verilog (verilog=False) does without it
         from dfx.hw.top import verilog
@@ -235,11 +257,49 @@ def core_verilog(cfg: AccelConfig) -> str:
         raise BuildError(f"src/{KERNEL}.v: the core (dfx.hw.top) is not importable here ({e}); "
                          "install the hw extra or pass --no-verilog") from e
     try:
-        return verilog(cfg)
+        return verilog(cfg), "Amaranth's built-in Yosys (WebAssembly)"
     except Exception as e:   # noqa: BLE001 - any conversion failure is the build's failure, in one line
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise BuildError(f"src/{KERNEL}.v: Verilog generation failed at config {_label(cfg.name)} "
-                         f"({type(e).__name__}{': ' + first if first else ''})") from e
+        raise _verilog_failed(cfg, f"{type(e).__name__}: {e}") from e
+
+
+def _verilog_failed(cfg: AccelConfig, why: str) -> BuildError:
+    first = why.strip().splitlines()[0].rstrip(": ") if why.strip() else "no message"
+    hint = ("; Amaranth's built-in Yosys is WebAssembly (4 GB at most): `pip install pyosys` gives `dfx build` "
+            "a native one") if "wasm" in why else ""
+    return BuildError(f"src/{KERNEL}.v: Verilog generation failed at config {_label(cfg.name)} ({first}){hint}")
+
+
+def _child(cfg: AccelConfig, args: list[str]) -> None:
+    """Run one conversion step (`python -m dfx.host.build STEP ...`) in a fresh process (Yosys's log discarded)."""
+    r = subprocess.run([sys.executable, "-m", "dfx.host.build", *args], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    if r.returncode:
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        raise _verilog_failed(cfg, lines[-1] if lines else f"{args[0]} step exited with {r.returncode}")
+
+
+def _step(argv: list[str]) -> int:
+    """The child side of `_child`: `rtlil CONFIG.json OUT.il` or `yosys IN.il OUT.v`."""
+    try:
+        if argv[0] == "rtlil":
+            # lazy: only this child process elaborates the core
+            from amaranth.back import rtlil
+            from dfx.hw.top import TOP_NAME, Top
+            cfg = AccelConfig.from_dict(json.loads(Path(argv[1]).read_text()))
+            Path(argv[2]).write_text(rtlil.convert(Top(cfg), name=TOP_NAME, emit_src=False))
+        elif argv[0] == "yosys":
+            # lazy: pyosys (native Yosys) is optional; only this child process loads it
+            from pyosys import libyosys as ys
+            design = ys.Design()
+            for cmd in (f"read_rtlil {argv[1]}", "proc -nomux -norom", "memory_collect",
+                        f"write_verilog -norename {argv[2]}"):
+                ys.run_pass(cmd, design)
+        else:
+            raise ValueError(f"unknown step {argv[0]!r}; accepted: rtlil, yosys")
+    except Exception as e:   # noqa: BLE001 - the parent reports the last stderr line
+        print(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def build_tree(cfg: AccelConfig, out: str | Path, board: str = "u280", verilog: bool = True,
@@ -249,7 +309,7 @@ def build_tree(cfg: AccelConfig, out: str | Path, board: str = "u280", verilog: 
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is not a directory")
     # the Verilog first: a failed conversion leaves no tree whose build.sh would fail later
-    vtext = core_verilog(cfg) if verilog else None
+    vtext, vby = core_verilog(cfg) if verilog else (None, None)
     out.mkdir(parents=True, exist_ok=True)
     (out / "src").mkdir(exist_ok=True)
     (out / "aurora").mkdir(exist_ok=True)
@@ -266,7 +326,8 @@ def build_tree(cfg: AccelConfig, out: str | Path, board: str = "u280", verilog: 
     manifest = {"board": board, "platform": _v(data, "vitis", "platform_full"), "part": _v(data, "part"),
                 "kernel": KERNEL, "compute_unit": CU, "config": cfg.to_dict(), "config_hash": cfg.config_hash,
                 "clock_hz": clock_hz(cfg), "kernel_frequency": kernel_frequency(cfg), "m_axi": m_axi_ports(cfg),
-                "banks": bank_map(cfg), "ring_bits": ring_bits(cfg), "regmap_span": regmap.span(cfg)}
+                "banks": bank_map(cfg), "ring_bits": ring_bits(cfg), "regmap_span": regmap.span(cfg),
+                "verilog_by": vby}
     files["build.json"] = json.dumps(manifest, indent=1) + "\n"
     vpath = out / "src" / f"{KERNEL}.v"
     if vtext is not None:
@@ -521,3 +582,7 @@ def lint(out: str | Path) -> tuple[bool, str]:
                         "-Wno-UNUSEDPARAM", "--top-module", KERNEL, str(v.resolve())], capture_output=True, text=True)
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("%Error")]
     return r.returncode == 0 and not errors, r.stderr
+
+
+if __name__ == "__main__":
+    raise SystemExit(_step(sys.argv[1:]))

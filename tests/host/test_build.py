@@ -1,5 +1,6 @@
 """The U280 build tree (`dfx build`): generated from the core config and dfx.regmap, checked against them
 (`dfx build --check`), quoted for the shell and Tcl, and written only with the core's Verilog."""
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 
 from dfx import regmap
 from dfx.cli import main
+from dfx.host import build as build_mod
 from dfx.config import load_config
 from dfx.host.build import BuildError, bank_map, build_tree, check_tree, lint, tcl_word, verilog_ports
 from dfx.verify.toolchain import venv_path
@@ -185,24 +187,36 @@ def test_cli_build_bad_input(tmp_path):
     assert r.exit_code == 2 and r.output.strip() == "error: -o DIR is required (or --check DIR)"
 
 
-def test_failed_verilog_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch):
-    import dfx.hw.top
-
-    def boom(cfg, devices=1, **stages):
-        raise AssertionError
-    monkeypatch.setattr(dfx.hw.top, "verilog", boom)
-    r = CliRunner().invoke(main, ["build", "-o", str(tmp_path / "b"), "--config", "tiny"])
+@pytest.mark.parametrize("native", [True, False], ids=["native-yosys", "in-process"])
+def test_failed_verilog_is_one_error_line_and_writes_nothing(native, tmp_path, monkeypatch):
+    """A config the core cannot be built for (a valid AccelConfig whose d x l tile is not one HBM beat): the
+    conversion fails, `dfx build` says so in one line, exits 2 and writes no tree."""
+    if native and not build_mod.native_yosys():
+        pytest.skip("no native Yosys (pyosys) here")
+    monkeypatch.setattr(build_mod, "native_yosys", lambda: native)
+    cfg = load_config("tiny").replace(name="bad", hbm_channels=8)
+    (tmp_path / "bad.json").write_text(json.dumps(cfg.to_dict()))
+    r = CliRunner().invoke(main, ["build", "-o", str(tmp_path / "b"), "--config", str(tmp_path / "bad.json")])
     assert r.exit_code == 2
-    assert r.output.splitlines() == ["error: src/dfx_core.v: Verilog generation failed at config tiny "
-                                     "(AssertionError)"]
+    assert r.output.splitlines() == [
+        "error: src/dfx_core.v: Verilog generation failed at config bad (ValueError: AccelConfig.l: the core "
+        "streams one d x l tile per HBM beat, so tile_bytes (64) must equal hbm_channels * hbm_width / 8 (128))"]
     assert not (tmp_path / "b").exists()
 
-    def two_lines(cfg, devices=1, **stages):
-        raise ValueError("too wide\nmore")
-    monkeypatch.setattr(dfx.hw.top, "verilog", two_lines)
-    with pytest.raises(BuildError, match=r"^src/dfx_core.v: Verilog generation failed at config dfx \(ValueError: "
-                                         r"too wide\)$"):
+
+def test_wasm_yosys_out_of_memory_names_the_way_out(tmp_path, monkeypatch):
+    import dfx.hw.top
+
+    def trap(cfg, devices=1, **stages):
+        raise RuntimeError("error while executing at wasm backtrace:\n    0: yosys.wasm!abort")
+    monkeypatch.setattr(build_mod, "native_yosys", lambda: False)
+    monkeypatch.setattr(dfx.hw.top, "verilog", trap)
+    with pytest.raises(BuildError) as e:
         build_tree(load_config("dfx"), tmp_path / "c", **QUIET)
+    assert str(e.value) == ("src/dfx_core.v: Verilog generation failed at config dfx (RuntimeError: error while "
+                            "executing at wasm backtrace); Amaranth's built-in Yosys is WebAssembly (4 GB at most): "
+                            "`pip install pyosys` gives `dfx build` a native one")
+    assert not (tmp_path / "c").exists()
 
 
 # ------------------------------------------------------------------------------------------------ quoting
@@ -259,8 +273,7 @@ def test_paths_with_shell_characters(tmp_path, monkeypatch):
     # build_tree runs the same tools as argument lists, in the tree (a Verilog is needed: a stand-in)
     log.unlink()
     monkeypatch.setenv("PATH", env["PATH"])
-    import dfx.hw.top
-    monkeypatch.setattr(dfx.hw.top, "verilog", lambda c: _fake_verilog(c))
+    monkeypatch.setattr(build_mod, "core_verilog", lambda c: (_fake_verilog(c), "a stand-in"))
     res = build_tree(cfg, out, run_tools=True, log=lambda m: None)
     assert [rc for _, rc in res.ran] == [0, 0] and _calls(log) == want
     _nothing_else(parent, NASTY)
