@@ -1,83 +1,98 @@
-"""Verilog generation of the integrated core (`dfx.hw.top.verilog`, what `dfx build` writes) at every preset:
-wall seconds, peak resident memory and the size of the Verilog, one fresh Python process per preset (so each
-peak is that conversion's own: elaboration, Amaranth's netlist and its bundled Yosys writing the Verilog).
+"""Verilog generation of the integrated core at every preset, the way `dfx build` does it: wall seconds, peak
+resident memory and the size of the Verilog.
+
+With a native Yosys (pyosys) `dfx build` converts in two child processes, Amaranth (elaborate, write RTLIL)
+then Yosys (proc, memory_collect, write_verilog); this runs the same two steps (`python -m dfx.host.build
+rtlil|yosys`) and measures each one's peak from its own rusage. Without pyosys the only way is Amaranth's
+built-in WebAssembly Yosys (`dfx.hw.top.verilog`), measured as one step.
 
     python benchmarks/verilog_presets.py [--presets tiny,dfx] [--limit-gb 14] [--update-docs]
 
---limit-gb caps each child's address space (a conversion that needs more fails instead of swapping a shared
-machine); --update-docs writes the table into the <!-- verilog-presets --> block of docs/rtl.md.
+--limit-gb caps each step's address space (a step that needs more fails instead of swapping a shared machine);
+--update-docs writes the table into the <!-- verilog-presets --> block of docs/rtl.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from dfx.config import PRESETS, load_config
+from dfx.host.build import native_yosys
 
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parent / "docs" / "rtl.md"
 BEGIN, END = "<!-- verilog-presets -->", "<!-- /verilog-presets -->"
+BUILTIN = ("import sys; from pathlib import Path; from dfx.config import load_config; from dfx.hw.top import verilog; "
+           "Path(sys.argv[2]).write_text(verilog(load_config(sys.argv[1])))")
 
 
-def convert_one(name: str) -> dict:
-    """In this process: convert preset `name`, report seconds, peak RSS and the Verilog's size."""
-    from dfx.config import load_config
-    from dfx.hw.top import verilog
-    cfg = load_config(name)
+def step(argv: list[str], limit_gb: float | None) -> tuple[float, float, str]:
+    """Run one child; (wall seconds, peak RSS in GiB, '' or the last line of its stderr when it failed)."""
+    def cap():
+        if limit_gb:
+            n = int(limit_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (n, n))
     t0 = time.monotonic()
-    text = verilog(cfg)
+    p = subprocess.Popen([sys.executable, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=cap)
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
     secs = time.monotonic() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss          # Linux: KiB
-    return {"preset": name, "d": cfg.d, "l": cfg.l, "hbm": cfg.hbm_channels, "seconds": round(secs, 1),
-            "peak_gib": round(peak_kb / 2**20, 2), "bytes": len(text.encode()), "lines": text.count("\n")}
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    failed = os.waitstatus_to_exitcode(status) != 0
+    return secs, ru.ru_maxrss / 2**20, (lines[-1][:200] if lines else "failed") if failed else ""
 
 
-def run_child(name: str, limit_gb: float | None) -> dict:
-    cmd = [sys.executable, __file__, "--one", name]
-    if limit_gb:
-        cmd += ["--limit-gb", str(limit_gb)]
-    t0 = time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode:
-        last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return {"preset": name, "error": f"exit {r.returncode} after {time.monotonic() - t0:.0f} s: {last}"}
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def convert(name: str, limit_gb: float | None) -> dict:
+    cfg = load_config(name)
+    row = {"preset": name, "d": cfg.d, "l": cfg.l, "hbm": cfg.hbm_channels, "steps": []}
+    with tempfile.TemporaryDirectory(prefix="dfx-vbench-") as tmp:
+        v = Path(tmp) / "core.v"
+        if native_yosys():
+            il, cj = Path(tmp) / "core.il", Path(tmp) / "config.json"
+            cj.write_text(json.dumps(cfg.to_dict()))
+            plan = [("Amaranth -> RTLIL", ["-m", "dfx.host.build", "rtlil", str(cj), str(il)]),
+                    ("native Yosys -> Verilog", ["-m", "dfx.host.build", "yosys", str(il), str(v)])]
+        else:
+            plan = [("Amaranth + built-in Yosys (wasm)", ["-c", BUILTIN, name, str(v)])]
+        for label, argv in plan:
+            secs, gib, err = step(argv, limit_gb)
+            row["steps"].append({"step": label, "seconds": round(secs, 1), "peak_gib": round(gib, 2), "error": err})
+            print(json.dumps({"preset": name, **row["steps"][-1]}), file=sys.stderr, flush=True)
+            if err:
+                return row
+        text = v.read_text()
+        row.update(bytes=len(text.encode()), lines=text.count("\n"))
+    return row
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| preset | d | l | HBM ports | seconds | peak RSS (GiB) | Verilog (MB) | Verilog lines |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| preset | d | l | HBM ports | step | seconds | peak RSS (GiB) | Verilog (MB) | Verilog lines |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['preset']} | | | | failed: {r['error']} | | | |")
-        else:
-            lines.append(f"| {r['preset']} | {r['d']} | {r['l']} | {r['hbm']} | {r['seconds']:,.0f} | "
-                         f"{r['peak_gib']:.2f} | {r['bytes'] / 1e6:.1f} | {r['lines']:,} |")
+        for i, s in enumerate(r["steps"]):
+            size = (f"{r['bytes'] / 1e6:.1f} | {r['lines']:,}" if "bytes" in r and i == len(r["steps"]) - 1
+                    else " | ")
+            what = s["step"] + (f": failed ({s['error']})" if s["error"] else "")
+            lines.append(f"| {r['preset']} | {r['d']} | {r['l']} | {r['hbm']} | {what} | {s['seconds']:,.0f} | "
+                         f"{s['peak_gib']:.2f} | {size} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--presets", default=None, help="comma-separated presets (default: all of dfx.config.PRESETS)")
-    ap.add_argument("--limit-gb", type=float, default=None, help="address-space cap per conversion, GB")
-    ap.add_argument("--update-docs", action="store_true", help=f"write the table into {DOC.name}")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets (default: all)")
+    ap.add_argument("--limit-gb", type=float, default=None, help="address-space cap per step, GiB")
+    ap.add_argument("--update-docs", action="store_true", help=f"write the table into docs/{DOC.name}")
     args = ap.parse_args(argv)
-    if args.one:
-        if args.limit_gb:
-            cap = int(args.limit_gb * 1e9)
-            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-        print(json.dumps(convert_one(args.one)))
-        return 0
-    from dfx.config import PRESETS
-    names = args.presets.split(",") if args.presets else list(PRESETS)
-    rows = []
-    for name in names:
-        rows.append(run_child(name, args.limit_gb))
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    rows = [convert(name, args.limit_gb) for name in args.presets.split(",")]
     text = table(rows)
     print(text)
     if args.update_docs:
@@ -86,7 +101,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"{DOC} has no {BEGIN} ... {END} block")
         head, rest = src.split(BEGIN, 1)
         DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
-    return 1 if any("error" in r for r in rows) else 0
+    return 1 if any(s["error"] for r in rows for s in r["steps"]) else 0
 
 
 if __name__ == "__main__":

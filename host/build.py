@@ -282,7 +282,7 @@ def _step(argv: list[str]) -> int:
     """The child side of `_child`: `rtlil CONFIG.json OUT.il` or `yosys IN.il OUT.v`."""
     try:
         if argv[0] == "rtlil":
-            # lazy: only this child process elaborates the core
+            # lazy: Amaranth is the optional `hw` extra, loaded only in this child process
             from amaranth.back import rtlil
             from dfx.hw.top import TOP_NAME, Top
             cfg = AccelConfig.from_dict(json.loads(Path(argv[1]).read_text()))
