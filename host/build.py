@@ -3,18 +3,22 @@ xclbin (docs/design.md, Board flow). `dfx build --board u280 -o DIR` calls `buil
 
 What it writes (every file from the core's config and `dfx.regmap`; templates and board data in `boards/u280/`):
 
-    src/dfx_core.v            the core, `dfx.hw.top.verilog(cfg)` (Vitis port names; skipped with --no-verilog)
+    src/dfx_core.v            the core (`core_verilog`: Vitis port names; skipped with --no-verilog). Generated
+                              first: when it fails, `build_tree` raises a one-line BuildError and writes nothing
     kernel.xml                the kernel's arguments and interfaces, from `dfx.regmap`
-    package_xo.tcl            Vivado: package src/ as an RTL kernel -> dfx_core.xo
-    connectivity.cfg          v++ --link: m_axi_hbmNN -> HBM[NN], m_axi_ddr -> DDR[0], clock, ring of one card
+    package_xo.tcl            Vivado: package src/ as an RTL kernel -> dfx_core.xo (FREQ_HZ added, then set)
+    connectivity.cfg          v++ --link: nk=, m_axi_hbmNN -> HBM[NN], m_axi_ddr -> DDR[0], ring of one card
     connectivity_ring.cfg     the same with the QSFP ring through the dfx_ring Aurora kernel (RING.md)
     aurora/gen_aurora_ip.tcl  Vivado: the Aurora 64B/66B cores for both QSFP28 cages
     RING.md                   what Vivado must do for the multi-card ring
-    build.json                the config, its hash, ports, banks and clock (what `check_tree` verifies)
-    build.sh                  the exact commands, in order
+    build.json                the config, its hash, ports, banks, clock and which Yosys wrote the Verilog
+    build.sh                  the exact commands, in order, shell-quoted (v++ --kernel_frequency: the clock)
 
-`check_tree` re-reads the files and checks them against the config (port counts, bank mapping, widths,
-offsets, clock) and, when the Verilog is there, against the Verilog's ports.
+`check_tree` (and `dfx build --check DIR`) re-reads the files and checks them against the config and
+`dfx.regmap`, one line per mismatch: kernel.xml's args and package_xo.tcl's registers, the link configs'
+nk=/sp=/slr=/stream_connect= lines against the kernel's ports (kernel.xml and the Verilog), the clock, the
+Verilog's port widths. No path reaches a shell or Tcl unquoted: tools run from argument lists
+(docs/board_flow.md, Paths and quoting).
 """
 from __future__ import annotations
 
