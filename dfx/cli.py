@@ -25,7 +25,7 @@ from dfx.config import load_config
 from dfx.errors import DfxError, UsageError
 from dfx.formats import ACCEPTED, EXAMPLES, FormatError, parse
 from dfx.host import BACKENDS, resolve_backend
-from dfx.host.build import build_tree
+from dfx.host.build import build_tree, check_tree
 from dfx.host.build import lint as lint_tree
 from dfx.host.rtl_session import run_session
 from dfx.host.sampling import Sampling
@@ -431,26 +431,48 @@ def disasm(program, device, stream):
 # ------------------------------------------------------------------------------------------------ build
 @main.command()
 @click.option("--board", default="u280", show_default=True, help="target board (u280)")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="build directory to write")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="build directory to write")
 @click.option("--config", "config", default="dfx", show_default=True,
               help="core config: tiny, dfx or a JSON file (port counts, widths, clock)")
 @click.option("--verilog/--no-verilog", default=True, show_default=True,
-              help="generate src/dfx_core.v from dfx.hw.top (slow at the dfx config)")
+              help="generate src/dfx_core.v from dfx.hw.top (minutes and GBs at the dfx config)")
 @click.option("--lint/--no-lint", default=True, show_default=True,
               help="run `verilator --lint-only` on the generated Verilog")
 @click.option("--run-tools/--no-run-tools", default=True, show_default=True,
               help="run Vivado (package_xo) and v++ --link when they are on PATH")
+@click.option("--check", "check_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="only check an existing tree DIR (its build.json's config, or --config when given): kernel.xml "
+                   "and package_xo.tcl against dfx.regmap, the link configs' nk=/sp=/slr= against the kernel's "
+                   "ports; one line per mismatch, exit 2")
+@click.pass_context
 @friendly
-def build(board, output, config, verilog, lint, run_tools):
+def build(ctx, board, output, config, verilog, lint, run_tools, check_dir):
     """Write the Vitis RTL-kernel build tree for BOARD into -o DIR and build the xclbin where Vivado/v++ exist.
 
     \b
     The tree: src/dfx_core.v (the core), kernel.xml and package_xo.tcl (the RTL kernel), connectivity.cfg
-    (v++ --link: m_axi_hbmNN -> HBM[NN], m_axi_ddr -> DDR[0], the core clock), connectivity_ring.cfg and
-    aurora/ (the QSFP ring through Aurora 64B/66B; RING.md is the plan), build.sh (the exact commands).
-    Every file is generated from the core config and dfx.regmap, then checked against them.
+    (v++ --link: m_axi_hbmNN -> HBM[NN], m_axi_ddr -> DDR[0]), connectivity_ring.cfg and aurora/ (the QSFP
+    ring through Aurora 64B/66B; RING.md is the plan), build.sh (the exact commands, the kernel clock as
+    --kernel_frequency). Every file is generated from the core config and dfx.regmap, then checked against them.
+    A failed Verilog generation is an error (exit 2), and nothing is written.
     """
 
+    if check_dir is not None:
+        if output is not None:
+            _fail("give either -o DIR (write a tree) or --check DIR (check one), not both")
+        if not (check_dir / "build.json").is_file():
+            _fail(f"--check {check_dir}: no build.json there (not a `dfx build` tree)")
+        explicit = ctx.get_parameter_source("config") == click.core.ParameterSource.COMMANDLINE
+        problems = check_tree(check_dir, load_config(config) if explicit else None)
+        for p in problems:
+            click.echo(f"error: {p}", err=True)
+        if problems:
+            sys.exit(2)
+        click.echo(f"{check_dir}: kernel.xml, package_xo.tcl, link configs and build.sh agree with the config "
+                   "and dfx.regmap", err=True)
+        return
+    if output is None:
+        _fail("-o DIR is required (or --check DIR)")
     cfg = load_config(config)
     res = build_tree(cfg, output, board, verilog=verilog, run_tools=run_tools,
                      log=lambda m: click.echo(m, err=True))
@@ -465,8 +487,8 @@ def build(board, output, config, verilog, lint, run_tools):
     if res.ran:
         click.echo(f"built {output}/dfx_core_u280.xclbin", err=True)
         return
-    why = (f"{' and '.join(res.missing_tools)} not on PATH" if res.missing_tools else
-           "src/dfx_core.v is missing" if res.verilog else "--no-run-tools")
+    why = f"{' and '.join(res.missing_tools)} not on PATH" if res.missing_tools else (
+        "src/dfx_core.v not written (--no-verilog)" if res.verilog else "--no-run-tools")
     click.echo(f"not built ({why}); on a machine with Vivado/Vitis 2022.2+ and the "
                f"xilinx_u280_gen3x16_xdma platform run, in {output}:", err=True)
     for c in res.commands:

@@ -186,15 +186,17 @@ class MatrixEngine(Engine):
         jo = Signal(30)
         out_go = Signal()
         m.d.comb += mpu.o.ready.eq(1)
-        g = Signal(range(max(groups, 2)))           # (a narrow shift amount: a shift widens by 2**width)
+        g = Signal(range(max(groups, 2)))           # the block's group in the VBUF entry
         m.d.comb += g.eq(jo & (groups - 1))
         lanes = Cat(*[(jo << log2(l)) + c < n for c in range(l)])
         out_fire = out_go & mpu.o.valid
         with m.If(out_fire):
+            # group g of the entry (a part select: the rest stays 0; no variable shift, which Amaranth would
+            # widen by 2**width(amount) past its 65,536-bit net limit at d=64, l=16)
             m.d.comb += [
                 vbuf.w_addr.eq(dst + (jo >> log2(groups))),
-                vbuf.w_en.eq(lanes << (g << log2(l))),
-                vbuf.w_data.eq(mpu.o.payload.as_value() << (g << log2(16 * l))),
+                vbuf.w_en.word_select(g, l).eq(lanes),
+                vbuf.w_data.word_select(g, 16 * l).eq(mpu.o.payload.as_value()),
             ]
             m.d.sync += jo.eq(jo + 1)
 

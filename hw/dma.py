@@ -32,7 +32,7 @@ instruction at once (`done`). The controller drives it through the engine contra
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
-from amaranth import Cat, C, Module, Mux, Signal
+from amaranth import Cat, C, Module, Mux, Signal, Value
 from amaranth.hdl import Array
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -83,6 +83,26 @@ def hbm_port_names(cfg: AccelConfig) -> list[str]:
 def lane_mask(width: int, lo, count) -> "Value":
     """A `width`-bit mask with bits lo .. lo+count-1 set (lo, count: Amaranth values)."""
     return Cat(*[(lo <= r) & (r < lo + count) for r in range(width)])
+
+
+def shift_units(x, amount, unit: int, left: bool) -> Value:
+    """`x` shifted by `amount * unit` bits, zero-filled, as wide as `x`: `(x << amount * unit)[:len(x)]` or
+    `x >> amount * unit`, built as one 2:1 mux stage per bit of `amount`. (Amaranth's `<<` by a value widens
+    its result by 2**width(amount) - 1 bits, and `y << int` is a shift by a Const of that width, so
+    `x << (amount << 4)` on a VBUF entry grows past the 65,536-bit net limit at d=64.)"""
+    x = Value.cast(x)
+    amount = Value.cast(amount)
+    w = len(x)
+    for i in range(len(amount)):
+        s = unit << i
+        if s >= w:
+            moved = C(0, w)
+        elif left:
+            moved = Cat(C(0, s), x[:w - s])
+        else:
+            moved = Cat(x[s:], C(0, s))
+        x = Mux(amount[i], moved, x)
+    return x
 
 
 class DmaEngine(Engine):
@@ -208,12 +228,12 @@ class DmaEngine(Engine):
         m.d.comb += [got.eq(meta.r_rdy & rvalid), meta.r_en.eq(got)]
         wide = max(8 * cb, 8 * ddrb, 16 * d)
         shifted = Signal(wide)
-        m.d.comb += shifted.eq(Cat(rdata, C(0, wide - len(rdata))) >> (mh.off << 3))
+        m.d.comb += shifted.eq(shift_units(Cat(rdata, C(0, wide - len(rdata))), mh.off, 8, left=False))
         with m.If(got):
             m.d.comb += [
                 vbuf.w_addr.eq(mh.entry),
                 vbuf.w_en.eq(lane_mask(d, mh.lane, mh.cnt)),
-                vbuf.w_data.eq(shifted[:16 * d] << (mh.lane << 4)),
+                vbuf.w_data.eq(shift_units(shifted[:16 * d], mh.lane, 16, left=True)),
             ]
         m.d.comb += meta.w_data.eq(Cat(hbm, ch, off, lane, cnt, entry))
 
@@ -221,9 +241,9 @@ class DmaEngine(Engine):
         wdata_bits = max(8 * cb, 8 * ddrb)
         st_data = Signal(wdata_bits)
         st_strb = Signal(wdata_bits // 8)
-        elems = vbuf.ra_data >> (lane << 4)
+        elems = shift_units(vbuf.ra_data, lane, 16, left=False)
         m.d.comb += [
-            st_data.eq(Cat(elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits] << (off << 3)),
+            st_data.eq(shift_units(Cat(elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits], off, 8, left=True)),
             st_strb.eq(lane_mask(wdata_bits // 8, off, cnt << 1)),
         ]
         aw_done, w_done = Signal(), Signal()

