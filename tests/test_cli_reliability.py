@@ -16,8 +16,11 @@ from dfx import isa
 from dfx.cli import main
 from dfx.compiler import compile_model
 from dfx.config import PRESETS
+from dfx.host.backends import open_devices
+from dfx.host.device import DeviceGroup, KernelError
+from dfx.host.image import DDR_BANK
 from dfx.models.checkpoint import load_default
-from dfx.program import save_program
+from dfx.program import load_program, save_program
 from gpt2_fixtures import make_hf_gpt2
 from program_forgery import read_members, reseal
 
@@ -211,3 +214,18 @@ def test_timeout_stops_a_long_run_on_the_sim_backend(progs, tmp_path):
     code, out, err = run("run", p, "-p", "def f(", "-n", "2", "--timeout", "1")
     assert time.monotonic() - t0 < 20
     one_error(code, out, err, "did not finish the prefill stream within 1 s", "raise the limit with --timeout")
+
+
+def test_a_stream_overwritten_after_load_stops_at_its_end(progs):
+    """Under the sim backend the kernel fetches the stream from DDR: with its HALT overwritten after the load
+    check, the fetch stops at the stream's end (it does not run into the next stream) and the kernel reports
+    it."""
+    prog = load_program(progs / "p1.dfx")
+    group = DeviceGroup(open_devices(prog, "sim"))
+    group.load(prog)
+    n = len(prog.devices[0].streams["prefill"])
+    group.write_all(DDR_BANK, group.devices[0].image.entries["prefill"] + (n - 1) * isa.WORD_BYTES,
+                    isa.Instr("NOP").to_bytes())
+    with pytest.raises(KernelError, match=rf"illegal_opcode .* at pc {n} of the prefill stream: device 0: prefill: "
+                                          rf"the stream of {n} instructions has no HALT"):
+        group.run("prefill", 5, 0)
