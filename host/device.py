@@ -158,8 +158,8 @@ class Device:
 
     # ---------------------------------------------------------------- load / memory
     def load(self, program: Program, k: int | None = None) -> DeviceImage:
-        """Handshake, validate the streams (`check_streams`), allocate one buffer per HBM bank and the DDR buffer, copy the images in, write the pointer
-        arguments. On any failure every buffer allocated so far is freed."""
+        """Handshake, validate the streams (`check_streams`), allocate one buffer per HBM bank and the DDR buffer,
+        copy the images in, write the pointer arguments. On any failure every buffer allocated so far is freed."""
         k = self.index if k is None else k
         self.handshake(program)
         check_streams(program, k, self.label)

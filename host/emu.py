@@ -96,7 +96,7 @@ class EmuBoard:
         self.detail: str | None = None
         self.program: Program | None = None
         self.stream_names: dict[int, str] = {}
-        self.stream_words: dict[int, int] = {}          # ENTRY -> words of the program's stream there
+        self.stream_end: dict[int, int] = {}            # ENTRY -> DDR offset where the next stream starts
         self.deadline: float | None = None              # the host's deadline for the next run (monotonic s)
         self.last_run: tuple[str, int] | None = None
         self._streams: dict[int, list] = {}
@@ -104,13 +104,13 @@ class EmuBoard:
 
     # ---------------------------------------------------------------- host hints
     def attach(self, program: Program | None, entries: dict[str, int] | None):
-        """Name the streams (for messages), bound each one's fetch by its length (a stream that has no HALT
-        stops at its end instead of running into the next one) and name the program (for the performance
+        """Name the streams (for messages), bound each one's fetch by the next one's entry (a stream that has no
+        HALT stops there instead of running into the next one) and name the program (for the performance
         model's cycle counters)."""
         self.program = program
         self.stream_names = {v: k for k, v in (entries or {}).items()}
-        streams = program.devices[self.index].streams if program is not None and program.devices else {}
-        self.stream_words = {v: len(streams[k]) for k, v in (entries or {}).items() if k in streams}
+        offsets = sorted(self.stream_names)
+        self.stream_end = dict(zip(offsets, offsets[1:]))
         self._perf = None
 
     # ---------------------------------------------------------------- memory
@@ -246,15 +246,19 @@ class EmuBoard:
         self.running, self.ctrl_done = False, True
 
     def _fetch(self, entry: int) -> tuple[list | None, int, str | None]:
-        """Decode the stream at DDR + ENTRY up to HALT, or to the end of the program's stream there: (predecoded
-        stream, error pc, error message)."""
+        """Decode the stream at DDR + ENTRY up to HALT, or up to the next stream's entry (the zero words of the
+        alignment gap before it dropped): (predecoded stream, error pc, error message)."""
         if entry in self._streams:
             return self._streams[entry], 0, None
         ddr = self.sim.ddr
         instrs, pc = [], 0
-        words = self.stream_words.get(entry)
-        while pc != words:
+        end = self.stream_end.get(entry, ddr.size)
+        while True:
             a = entry + pc * isa.WORD_BYTES
+            if a >= end > entry:                     # no HALT before the next stream: the gap is not code
+                while instrs and instrs[-1].encode() == 0:
+                    instrs.pop()
+                break
             if a < 0 or a + isa.WORD_BYTES > ddr.size:
                 return None, pc, f"instruction fetch at DDR byte {a} is outside the {ddr.size}-byte region"
             try:
@@ -268,7 +272,7 @@ class EmuBoard:
         try:                                         # the simulator's own predecoder (one stream per ENTRY)
             pre = self.sim._predecode(instrs, self.stream_names.get(entry, f"stream@0x{entry:x}"))
         except SimError as e:
-            return None, pc, str(e).removeprefix(f"device {self.index} ")
+            return None, len(instrs), str(e).removeprefix(f"device {self.index} ")
         self._streams[entry] = pre
         return pre, 0, None
 

@@ -225,7 +225,7 @@ def test_a_stream_overwritten_after_load_stops_at_its_end(progs):
     group.load(prog)
     n = len(prog.devices[0].streams["prefill"])
     group.write_all(DDR_BANK, group.devices[0].image.entries["prefill"] + (n - 1) * isa.WORD_BYTES,
-                    isa.Instr("NOP").to_bytes())
+                    isa.Instr("FENCE", units=16).to_bytes())
     with pytest.raises(KernelError, match=rf"illegal_opcode .* at pc {n} of the prefill stream: device 0: prefill: "
                                           rf"the stream of {n} instructions has no HALT"):
         group.run("prefill", 5, 0)
