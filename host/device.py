@@ -60,16 +60,25 @@ def refuse_batched(program: Program, where: str) -> None:
 
 def check_streams(program: Program, k: int, where: str) -> None:
     """ProgramError (one line) naming the first instruction of device `k`'s streams that breaks a rule of the ISA
-    (`dfx.isa_check.check_stream`: zero lengths and granules, device counts, ranges, a stream without HALT), or a
-    decode stream that stores none of the logits the host reads from this device (`symbols.logits_pieces`): the
-    host refuses such a program before it loads it, on every backend."""
+    (`dfx.isa_check.check_stream`: zero lengths and granules, device counts, ranges, a stream without HALT), a
+    stream that uses COUNT but is not the batched prefill stream (`symbols.prefill_batch`; the host writes the token
+    table for that one only) or the reverse, or a decode stream that stores none of the logits the host reads from
+    this device (`symbols.logits_pieces`): the host refuses such a program before it loads it, on every backend."""
     streams = program.devices[k].streams
+    sym = program.symbols
+    batched = sym.prefill_batch.stream if sym.prefill_batch is not None else None
     for name, instrs in streams.items():
         try:
             isa_check.check_stream(instrs, program.config, program.n_devices)
         except RuleError as e:
             raise ProgramError(f"{where}: {name} stream of device {k}: {e}") from None
-    sym = program.symbols
+        if name == batched:
+            if not any(i.op.mnemonic == "CHUNK" for i in instrs):
+                raise ProgramError(f"{where}: {name} stream of device {k}: the batched prefill stream has no CHUNK "
+                                   "(a run takes its token count from one)")
+        elif any(i.op.mnemonic in ("CHUNK", "SLOT") or (i.op.mnemonic == "BATCH" and i.dyn_m) for i in instrs):
+            raise ProgramError(f"{where}: {name} stream of device {k} uses COUNT (CHUNK, SLOT, BATCH +dyn_m), which "
+                               f"only the batched prefill stream ({batched or 'none in this program'}) may")
     pieces = sym.logits_pieces[k] if k < len(sym.logits_pieces) else []
     if pieces and "decode" in streams:
         lo, hi = sym.logits + 2 * min(a for a, _ in pieces), sym.logits + 2 * max(b for _, b in pieces)

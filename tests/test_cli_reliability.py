@@ -229,3 +229,24 @@ def test_a_stream_overwritten_after_load_stops_at_its_end(progs):
     with pytest.raises(KernelError, match=rf"illegal_opcode .* at pc {n} of the prefill stream: device 0: prefill: "
                                           rf"the stream of {n} instructions has no HALT"):
         group.run("prefill", 5, 0)
+
+
+@pytest.fixture(scope="module")
+def batched(tmp_path_factory):
+    p = tmp_path_factory.mktemp("rel_batched") / "b.dfx"
+    net = make_hf_gpt2(4, n_embd=32, n_head=2, n_layer=1, n_positions=16, vocab_size=256)
+    return save_program(compile_model(net, "tiny", prefill_batch=2), p)
+
+
+@pytest.mark.parametrize("stream,edit,want", [
+    ("decode", lambda s: [isa.Instr("CHUNK", addr=0, cap=1)] + s, "decode stream of device 0 uses COUNT (CHUNK, "
+                                                                    "SLOT, BATCH +dyn_m), which only the batched "
+                                                                    "prefill stream (prefill_batch) may"),
+    ("prefill_batch", lambda s: [i for i in s if i.op.mnemonic not in ("CHUNK", "SLOT", "BATCH")],
+     "prefill_batch stream of device 0: the batched prefill stream has no CHUNK"),
+])
+def test_count_belongs_to_the_batched_stream(batched, tmp_path, stream, edit, want):
+    """The host writes the token table for the batched prefill stream only: another stream that reads COUNT, or a
+    batched stream without CHUNK, is refused at load (and never reaches the performance model's counters)."""
+    p = mutate(batched, tmp_path / "m.dfx", stream, edit)
+    one_error(*run("run", p, "-p", "def f(", "-n", "2", "--stats"), want)
