@@ -206,7 +206,8 @@ def _stream_text(tok, ids_iter, head: str = ""):
 
 def _sampling_options(fn):
     for opt in reversed([
-        click.option("--max-new-tokens", "-n", type=int, default=64, show_default=True, help="tokens to generate"),
+        click.option("--max-new-tokens", "-n", type=click.IntRange(min=0), default=64, show_default=True,
+                     help="tokens to generate"),
         click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy"),
         click.option("--top-k", type=int, default=0, show_default=True, help="sample from the k most likely (0: off)"),
         click.option("--top-p", type=float, default=1.0, show_default=True, help="nucleus sampling mass (1: off)"),
@@ -217,12 +218,19 @@ def _sampling_options(fn):
     return fn
 
 
+def _check_timeout(ctx, param, value):
+    """--timeout, checked when parsed (before any work): a finite number of seconds > 0."""
+    if not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a number of seconds > 0, not {value}")
+    return value
+
+
 def _backend_options(fn):
     for opt in reversed([
         click.option("--xclbin", type=click.Path(path_type=Path), default=None, envvar="DFX_XCLBIN",
                      show_envvar=True, help="pynq backend: the xclbin of `dfx build --board u280`"),
-        click.option("--timeout", type=float, default=30.0, show_default=True,
-                     help="seconds to wait for the kernel's ap_done on each token step"),
+        click.option("--timeout", type=float, default=30.0, show_default=True, callback=_check_timeout,
+                     help="seconds to wait for the kernel's ap_done on each token step (the simulator keeps it too)"),
         click.option("--stats", is_flag=True, help="print per-token latency and the kernels' cycle counters "
                                                     "(stderr)"),
     ]):
@@ -231,8 +239,6 @@ def _backend_options(fn):
 
 
 def _backend_opts(backend, xclbin, timeout, stats=True) -> dict:
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise UsageError(f"--timeout must be a number of seconds > 0, not {timeout}")
     # the cycle counters are read after every step only for --stats (on `sim` they come from the perf model)
     opts = {"timeout": timeout, "counters": bool(stats)}
     if backend == "pynq":

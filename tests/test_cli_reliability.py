@@ -82,8 +82,10 @@ def first(instrs, mnemonic, **kw):
     (["run", "P1", "-p", "x", "-n", "two"], ("'two' is not a valid integer",)),
     (["run", "P1", "-p", "x", "--seed", str(2 ** 70)], ("--seed", "0<=x<=18446744073709551615")),
     (["run", "P1", "-p", "x", "--seed", "-1"], ("--seed",)),
-    (["run", "P1", "-p", "x", "--timeout", "nan"], ("--timeout must be a number of seconds > 0, not nan",)),
-    (["run", "P1", "-p", "x", "--timeout", "0"], ("--timeout must be",)),
+    (["run", "P1", "-p", "x", "--timeout", "nan"], ("Invalid value for '--timeout': must be a number of seconds > 0, "
+                                                    "not nan",)),
+    (["run", "P1", "-p", "x", "--timeout", "0"], ("'--timeout': must be a number",)),
+    (["generate", "x", "--model", "CKPT", "--timeout", "-inf"], ("'--timeout': must be a number",)),
     (["compile", "CKPT", "-o", "OUT", "--max-seq", "-1"], ("--max-seq", "-1 is not in the range x>=1")),
     (["compile", "CKPT", "-o", "OUT", "--max-seq", "0"], ("--max-seq", "0 is not in the range x>=1")),
     (["run", "P1", "-p", "\udcff"], ("not valid UTF-8", r"'\udcff'")),
