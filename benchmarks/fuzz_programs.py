@@ -29,7 +29,8 @@ from program_fuzz import case, pool, programs, run  # noqa: E402
 
 def _kind(msg: str) -> str:
     """A refusal's message without its numbers and instruction text: the class of refusal."""
-    msg = re.sub(r"`[^`]*`", "`...`", msg)
+    msg = re.sub(r"`[^`]*`", "`...`", msg.split("; known:")[0])
+    msg = re.sub(r"0x[0-9a-f]+", "N", msg)
     msg = re.sub(r"\b(pc|device|S|byte|bytes|entries|at)\s+[\dx.a-f]+", r"\1 N", msg)
     return re.sub(r"\d+", "N", msg)[:110]
 

@@ -69,11 +69,11 @@ def random_instr(rng: random.Random) -> isa.Instr:
 
 def random_word(rng: random.Random, instrs: list[isa.Instr]) -> int:
     kind = rng.random()
-    if kind < 0.1:
+    if kind < 0.03:
         return rng.getrandbits(isa.WORD_BITS)                                  # almost always refused
-    if kind < 0.2:
+    if kind < 0.08:
         return rng.choice(isa.OPS).code | rng.getrandbits(isa.WORD_BITS - isa.OPCODE_BITS) << isa.OPCODE_BITS
-    if kind < 0.4:
+    if kind < 0.3:
         return random_instr(rng).encode()
     if kind < 0.85:
         return mutate(rng, rng.choice(instrs)).encode()
