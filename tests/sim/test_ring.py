@@ -8,7 +8,7 @@ import pytest
 from gpt2_fixtures import make_hf_gpt2
 from dfx import isa
 from dfx.compiler import compile_model
-from dfx.errors import CompileError, DeviceError, SimError
+from dfx.errors import CompileError, DeviceError, ProgramError, SimError
 from dfx.host.session import Session
 from dfx.program import load_program, save_program
 from dfx.sim.functional import DeadlineExceeded
@@ -79,7 +79,9 @@ def test_deadlock_is_reported(wide):
     prog.devices[1].streams["decode"] = s[:first] + [isa.Instr("HALT")]
     with pytest.raises(SimError, match=r"deadlock in stream decode: device 0 pc \d+ `ALLGATHER .*` waits for "
                                        r"devices 1 \(halted\)"):
-        Session(prog, "sim").feed([1])
+        Ring(prog).run("decode", 1, 0)
+    with pytest.raises(ProgramError, match="decode stream of device 1: no STORE writes its logits"):
+        Session(prog, "sim")                # the host refuses it at load: device 1 never writes its logits
 
 
 def test_recv_without_send_is_a_deadlock(wide):
