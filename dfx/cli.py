@@ -1,7 +1,11 @@
-"""The `dfx` command line. Every command has --help; bad input exits 2 with one line, no traceback."""
+"""The `dfx` command line. Every command has --help; bad input exits 2 with one `error:` line on stderr and
+nothing on stdout, no traceback: dfx's own errors (`friendly`), click's parse errors (`DfxGroup`) and unwritable
+output paths alike. Warnings of third-party libraries are not shown; dfx's own print as one `warning:` line."""
 from __future__ import annotations
 
+import errno
 import functools
+import math
 import os
 import shutil
 import subprocess
@@ -43,6 +47,46 @@ def _fail(msg: str):
     sys.exit(2)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """dfx's own warnings as one `warning:` line on stderr; third-party ones (pynq's "no devices", ...) dropped."""
+    if category.__module__.split(".")[0] == "dfx":
+        click.echo(f"warning: {message}", err=True)
+
+
+class DfxGroup(click.Group):
+    """The `dfx` group: click's usage errors (unknown option, missing argument, bad value or choice) as one
+    `error: ... (see dfx CMD --help)` line with exit code 2, instead of click's usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            try:
+                rv = super().main(args, prog_name, complete_var, False, **extra)
+            except click.exceptions.NoArgsIsHelpError as e:       # `dfx` alone: the help, as click shows it
+                e.show()
+                sys.exit(e.exit_code)
+            except click.UsageError as e:
+                names, c = [], e.ctx                          # the command as the user types it: dfx CMD ...
+                while c is not None and c.parent is not None:
+                    names.append(c.info_name)
+                    c = c.parent
+                where = " ".join(["dfx", *reversed(names)])
+                _fail(f"{' '.join(e.format_message().split())} (see {where} --help)")
+            except click.ClickException as e:
+                _fail(" ".join(e.format_message().split()))
+            except (click.Abort, KeyboardInterrupt, EOFError):
+                _fail("interrupted")
+            except OSError as e:
+                if e.errno != errno.EPIPE:                   # stdout closed early (`dfx disasm | head`): quiet
+                    raise
+                sys.stderr = open(os.devnull, "w")            # noqa: SIM115 - nothing more can be shown
+                sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 def friendly(fn):
     """Turn DfxError (and a missing file) into `error: ...` + exit 2."""
     @functools.wraps(fn)
@@ -56,7 +100,7 @@ def friendly(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=DfxGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="dfx")
 def main():
     """dfx: compile GPT-2 for DFX-style FPGA accelerators and run it on the simulator, the RTL or Alveo boards.
@@ -140,16 +184,21 @@ def _tokenizer_for(model_dir: Path | None, vocab: int):
     return load_tokenizer(model_dir, vocab)
 
 
-def _stream_text(tok, ids_iter):
-    """Print tokens as they come; return the list of ids."""
+def _stream_text(tok, ids_iter, head: str = ""):
+    """Print `head` (the prompt) once the first token has come (a run that fails before then writes nothing to
+    stdout), then the tokens as they come; return the list of ids."""
     dec = tok.stream_decoder()
     out = []
     for t in ids_iter:
+        if not out:
+            click.echo(head, nl=False)
         out.append(t)
         piece = dec.push(t)
         if piece:
             click.echo(piece, nl=False)
             sys.stdout.flush()
+    if not out:
+        click.echo(head, nl=False)
     click.echo(dec.flush() or "", nl=False)
     click.echo()
     return out
@@ -157,22 +206,31 @@ def _stream_text(tok, ids_iter):
 
 def _sampling_options(fn):
     for opt in reversed([
-        click.option("--max-new-tokens", "-n", type=int, default=64, show_default=True, help="tokens to generate"),
+        click.option("--max-new-tokens", "-n", type=click.IntRange(min=0), default=64, show_default=True,
+                     help="tokens to generate"),
         click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy"),
         click.option("--top-k", type=int, default=0, show_default=True, help="sample from the k most likely (0: off)"),
         click.option("--top-p", type=float, default=1.0, show_default=True, help="nucleus sampling mass (1: off)"),
-        click.option("--seed", type=int, default=0, show_default=True, help="sampling seed"),
+        click.option("--seed", type=click.IntRange(0, 2 ** 64 - 1), default=0, show_default=True,
+                     help="sampling seed (0..2**64-1)"),
     ]):
         fn = opt(fn)
     return fn
+
+
+def _check_timeout(ctx, param, value):
+    """--timeout, checked when parsed (before any work): a finite number of seconds > 0."""
+    if not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a number of seconds > 0, not {value}")
+    return value
 
 
 def _backend_options(fn):
     for opt in reversed([
         click.option("--xclbin", type=click.Path(path_type=Path), default=None, envvar="DFX_XCLBIN",
                      show_envvar=True, help="pynq backend: the xclbin of `dfx build --board u280`"),
-        click.option("--timeout", type=float, default=30.0, show_default=True,
-                     help="seconds to wait for the kernel's ap_done on each token step"),
+        click.option("--timeout", type=float, default=30.0, show_default=True, callback=_check_timeout,
+                     help="seconds to wait for the kernel's ap_done on each token step (the simulator keeps it too)"),
         click.option("--stats", is_flag=True, help="print per-token latency and the kernels' cycle counters "
                                                     "(stderr)"),
     ]):
@@ -181,8 +239,6 @@ def _backend_options(fn):
 
 
 def _backend_opts(backend, xclbin, timeout, stats=True) -> dict:
-    if timeout <= 0:
-        raise UsageError(f"--timeout must be > 0 seconds, not {timeout}")
     # the cycle counters are read after every step only for --stats (on `sim` they come from the perf model)
     opts = {"timeout": timeout, "counters": bool(stats)}
     if backend == "pynq":
@@ -203,9 +259,9 @@ def _print_stats(sess, stats):
                f"busy {bf}", err=True)
 
 
-def _generate(session_gen, prompt_ids, n, tok, label, seconds: float | None = None):
+def _generate(session_gen, prompt_ids, n, tok, label, seconds: float | None = None, head: str = ""):
     t0 = time.perf_counter()
-    ids = _stream_text(tok, session_gen)
+    ids = _stream_text(tok, session_gen, head)
     dt = time.perf_counter() - t0 if seconds is None else seconds
     click.echo(f"[{label}] {len(prompt_ids)} prompt + {len(ids)} generated tokens in {dt:.2f} s "
                f"({len(ids) / dt if dt else 0:.1f} tok/s)", err=True)
@@ -263,33 +319,31 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
         raise UsageError(f"prompt ({len(ids)} tokens) + --max-new-tokens {max_new_tokens} exceeds the model's "
                          f"context of {net.config.n_positions} positions")
     if backend == "golden":
-        click.echo(prompt, nl=False)
         if weights != "fp16":           # the fake-quant golden: the dequantised weights, float math
             net = fake_quant(net, quantize_model(net, weights, "bcq" if weights.startswith("bcq") else "rtn"))
         gen = net.generate(ids, max_new_tokens, temperature=samp.temperature, top_k=samp.top_k, top_p=samp.top_p,
                            seed=seed)
-        return _generate(gen, ids, max_new_tokens, tok, "golden")
+        return _generate(gen, ids, max_new_tokens, tok, "golden", head=prompt)
     if prefill_batch is not None and backend in ("rtl", "pynq"):
         raise UsageError(f"--prefill-batch: the {backend} backend runs token-serial prefill only (the RTL core does "
                          f"not implement BATCH/CHUNK/SLOT); leave --prefill-batch out or use --backend sim")
     t0 = time.perf_counter()
     prog = compile_model(net, config, devices=devices, weights=weights, prefill_batch=prefill_batch)
     click.echo(f"[compile] {time.perf_counter() - t0:.2f} s", err=True) if os.environ.get("DFX_VERBOSE") else None
-    click.echo(prompt, nl=False)           # only once the program exists: a bad option writes nothing to stdout
     if backend == "rtl":
         with tempfile.TemporaryDirectory(prefix="dfx-rtl-") as d:
             path = save_program(prog, Path(d) / "program.dfx")
-            return _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout)
+            return _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt)
     with Session(prog, backend, **_backend_opts(backend, xclbin, timeout, stats)) as sess:
-        _generate(sess.generate(ids, max_new_tokens, samp), ids, max_new_tokens, tok, backend)
+        _generate(sess.generate(ids, max_new_tokens, samp), ids, max_new_tokens, tok, backend, head=prompt)
         _print_stats(sess, stats)
 
 
-def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
+def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt):
     """--backend rtl: the same host session runs inside the cocotb simulation of the core."""
     click.echo("[rtl] building and simulating the core (Icarus; SIM=verilator for long runs)...", err=True)
     res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=max(timeout, 3600.0))
-    _generate(iter(res["tokens"]), ids, max_new_tokens, tok, "rtl", seconds=res["wall_s"])
+    _generate(iter(res["tokens"]), ids, max_new_tokens, tok, "rtl", seconds=res["wall_s"], head=prompt)
     if stats:
         s = res["summary"]
         click.echo(f"[stats] rtl: kernel cycles prefill {s['prefill_cycles']:,}, decode {s['decode_cycles']:,}; "
@@ -299,7 +353,7 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
 # ------------------------------------------------------------------------------------------------ compile/run
 @main.command("compile")
 @click.argument("model", required=False)
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="program file to write (.dfx)")
+@click.option("-o", "--output", required=True, help="program file to write (.dfx)")
 @click.option("--config", "config", default="tiny", show_default=True, help="accelerator config: tiny, dfx or a JSON file")
 @click.option("--devices", type=int, default=1, show_default=True, help="FPGAs in the ring")
 @_weights_option
@@ -313,7 +367,8 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout):
               help="1: DFX's blocking all-gathers; S > 1: cut each gathered output into S parts so the ring "
                    "overlaps compute; auto: the performance model picks S per layer role (never slower than "
                    "blocking)")
-@click.option("--max-seq", type=int, default=None, help="KV-cache positions (default: the model's n_positions)")
+@click.option("--max-seq", type=click.IntRange(min=1), default=None,
+              help="KV-cache positions, >= 1 (default: the model's n_positions)")
 @click.option("--prefill-batch", type=int, default=None, metavar="M",
               help="matrix-matrix prefill: add a prefill_batch stream that runs up to M prompt tokens per run, "
                    "every weight matrix streamed once per chunk (default: token-serial prefill only)")
@@ -325,6 +380,7 @@ def compile_cmd(model, output, config, devices, weights, method, calib, overlap,
     """Compile MODEL to a program: a checkpoint directory, a named GPT-2 size (124M, 355M, 774M, 1.5B: shapes
     only, for the performance model), or by default the embedded model."""
 
+    output = _output_file(output)
     key = load_signing_key(sign) if sign is not None else None
     src = model if model else checkpoint.DEFAULT_MODEL_DIR
     t0 = time.perf_counter()
@@ -332,7 +388,11 @@ def compile_cmd(model, output, config, devices, weights, method, calib, overlap,
     tokens = _calibration_tokens(src, calib, method)
     prog = compile_tuned(src, config, devices=devices, weights=weights, max_seq=max_seq, overlap=overlap,
                          method=method, calib=tokens, prefill_batch=prefill_batch)
-    save_program(prog, output, signing_key=key)
+    try:
+        save_program(prog, output, signing_key=key)
+    except OSError as e:
+        raise UsageError(f"-o {output}: cannot write the program there ({e.strerror or e}); give a file in a "
+                         "writable folder") from None
     m = prog.manifest
     n = {s: len(i) for s, i in prog.devices[0].streams.items()}
     click.echo(f"wrote {output}: {m.model.n_layer} layers, n_embd {m.model.n_embd}, config "
@@ -341,6 +401,23 @@ def compile_cmd(model, output, config, devices, weights, method, calib, overlap,
                + "/".join(f"{mm.hbm_bytes:,}" for mm in m.memory) + " B, DDR "
                + "/".join(f"{mm.ddr_bytes:,}" for mm in m.memory) + f" B, {time.perf_counter() - t0:.2f} s",
                err=True)
+
+
+def _output_file(value: str) -> Path:
+    """-o as a path a program can be written to, checked before any work: a file name in an existing, writable
+    folder (UsageError naming what is wrong otherwise)."""
+    if not value.strip():
+        raise UsageError("-o is empty; give the program file to write, e.g. -o model.dfx")
+    path = Path(value)
+    if path.is_dir():
+        raise UsageError(f"-o {value} is a folder; give a file to write, e.g. -o {path / 'model.dfx'}")
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"-o {value}: {folder} {what}; give a file in an existing folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"-o {value}: the folder {folder} is not writable; give a file in a writable folder")
+    return path
 
 
 def _calibration_tokens(src, calib, method):
@@ -399,12 +476,10 @@ def run(program, prompt, backend, devices, require_signed, xclbin, timeout, stat
     if backend == "rtl":
         if devices not in (None, prog.n_devices):
             raise UsageError(f"the program was compiled for {prog.n_devices} device(s), not {devices}")
-        click.echo(prompt, nl=False)
-        return _run_rtl(program, ids, max_new_tokens, samp, tok, stats, timeout)
+        return _run_rtl(program, ids, max_new_tokens, samp, tok, stats, timeout, prompt)
     with Session(prog, backend, devices, **_backend_opts(backend, xclbin, timeout, stats)) as sess:
         gen = sess.generate(ids, max_new_tokens, samp)
-        click.echo(prompt, nl=False)
-        _generate(gen, ids, max_new_tokens, tok, backend)
+        _generate(gen, ids, max_new_tokens, tok, backend, head=prompt)
         _print_stats(sess, stats)
 
 

@@ -1,7 +1,7 @@
 """The hardware configuration: one frozen dataclass passed explicitly everywhere (docs/design.md, contract 1).
 
-Primary parameters are fields; derived sizes are properties. `AccelConfig.__post_init__` rejects inconsistent
-values with a `ConfigError` naming the field. `config_hash` is stamped into programs and into the RTL's ID
+Primary parameters are fields; derived sizes are properties. `AccelConfig.__post_init__` rejects a field of the
+wrong type or an inconsistent value with a `ConfigError` naming the field and what it accepts. `config_hash` is stamped into programs and into the RTL's ID
 register, so a program built for one configuration is refused by another.
 """
 from __future__ import annotations
@@ -42,6 +42,8 @@ class AccelConfig:
     weight_formats: tuple[str, ...] = ("fp16",)   # dequantiser families (dfx.formats.FAMILIES)
 
     def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise ConfigError(f"AccelConfig.name must be a string, not {self.name!r}")
         ints = ("d", "l", "vpu_width", "vbuf_entries", "sregs", "hbm_channels", "hbm_width",
                 "hbm_channel_mb", "ddr_mb", "devices")
         for f in ints:
@@ -68,11 +70,16 @@ class AccelConfig:
         if self.sregs > isa.SREG_COUNT:
             raise ConfigError(f"AccelConfig.sregs must be <= {isa.SREG_COUNT} ({isa.SREG_BITS}-bit register fields), "
                               f"not {self.sregs}")
+        if isinstance(self.clock_mhz, bool) or not isinstance(self.clock_mhz, (int, float)):
+            raise ConfigError(f"AccelConfig.clock_mhz must be a number (MHz) in (0, 1000], not {self.clock_mhz!r}")
         if not (0 < self.clock_mhz <= 1000):
             raise ConfigError(f"AccelConfig.clock_mhz must be in (0, 1000], not {self.clock_mhz!r}")
         if not isinstance(self.weight_formats, tuple) or not self.weight_formats:
             raise ConfigError("AccelConfig.weight_formats must be a non-empty tuple")
         for w in self.weight_formats:
+            if not isinstance(w, str):
+                raise ConfigError(f"AccelConfig.weight_formats holds names of dequantiser families (strings), not "
+                                  f"{w!r}; accepted: {', '.join(WEIGHT_FORMATS)}")
             if w not in WEIGHT_FORMATS:
                 raise ConfigError(f"AccelConfig.weight_formats: {w!r} is not one of {', '.join(WEIGHT_FORMATS)} "
                                   "(dequantiser families; formats such as int4-oc-g128 need their family, int4)")
@@ -131,7 +138,11 @@ class AccelConfig:
             raise ConfigError(f"unknown AccelConfig field(s) {', '.join(unknown)}; accepted: {', '.join(sorted(names))}")
         data = dict(data)
         if "weight_formats" in data:
-            data["weight_formats"] = tuple(data["weight_formats"])
+            wf = data["weight_formats"]
+            if not isinstance(wf, (list, tuple)):
+                raise ConfigError(f"AccelConfig.weight_formats must be a list of dequantiser families, not {wf!r}; "
+                                  f"accepted: {', '.join(WEIGHT_FORMATS)}")
+            data["weight_formats"] = tuple(wf)
         return cls(**data)
 
     @property

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dfx import isa, regmap
+from dfx import isa, isa_check, regmap
 from dfx.config import AccelConfig
-from dfx.errors import DeviceError, SimError
+from dfx.errors import DeviceError, ProgramError, RuleError, SimError
 from dfx.program import Program
 
 from .image import DDR_BANK, DeviceImage, check_fits, device_image
@@ -56,6 +56,36 @@ def refuse_batched(program: Program, where: str) -> None:
         raise DeviceError(f"{where}: stream {used[0]} uses {'/'.join(isa.BATCHED_OPS)} (matrix-matrix prefill, "
                           "ISA version 2), which the RTL core does not implement; recompile without "
                           "--prefill-batch for this backend")
+
+
+def check_streams(program: Program, k: int, where: str) -> None:
+    """ProgramError (one line) naming the first instruction of device `k`'s streams that breaks a rule of the ISA
+    (`dfx.isa_check.check_stream`: zero lengths and granules, device counts, ranges, a stream without HALT), a
+    stream that uses COUNT but is not the batched prefill stream (`symbols.prefill_batch`; the host writes the token
+    table for that one only) or the reverse, or a decode stream that stores none of the logits the host reads from
+    this device (`symbols.logits_pieces`): the host refuses such a program before it loads it, on every backend."""
+    streams = program.devices[k].streams
+    sym = program.symbols
+    batched = sym.prefill_batch.stream if sym.prefill_batch is not None else None
+    for name, instrs in streams.items():
+        try:
+            isa_check.check_stream(instrs, program.config, program.n_devices)
+        except RuleError as e:
+            raise ProgramError(f"{where}: {name} stream of device {k}: {e}") from None
+        if name == batched:
+            if not any(i.op.mnemonic == "CHUNK" for i in instrs):
+                raise ProgramError(f"{where}: {name} stream of device {k}: the batched prefill stream has no CHUNK "
+                                   "(a run takes its token count from one)")
+        elif any(i.op.mnemonic in ("CHUNK", "SLOT") or (i.op.mnemonic == "BATCH" and i.dyn_m) for i in instrs):
+            raise ProgramError(f"{where}: {name} stream of device {k} uses COUNT (CHUNK, SLOT, BATCH +dyn_m), which "
+                               f"only the batched prefill stream ({batched or 'none in this program'}) may")
+    pieces = sym.logits_pieces[k] if k < len(sym.logits_pieces) else []
+    if pieces and "decode" in streams:
+        lo, hi = sym.logits + 2 * min(a for a, _ in pieces), sym.logits + 2 * max(b for _, b in pieces)
+        if not any(i.op.mnemonic == "STORE" and not i.hbm and (i.index or (i.addr < hi and lo < i.addr + 2 * i.n))
+                   for i in streams["decode"]):
+            raise ProgramError(f"{where}: decode stream of device {k}: no STORE writes its logits (DDR bytes "
+                               f"{lo}..{hi}, symbols.logits_pieces); the host would read stale logits")
 
 
 def decode_status(word: int) -> list[str]:
@@ -137,10 +167,11 @@ class Device:
 
     # ---------------------------------------------------------------- load / memory
     def load(self, program: Program, k: int | None = None) -> DeviceImage:
-        """Handshake, allocate one buffer per HBM bank and the DDR buffer, copy the images in, write the pointer
-        arguments. On any failure every buffer allocated so far is freed."""
+        """Handshake, validate the streams (`check_streams`), allocate one buffer per HBM bank and the DDR buffer,
+        copy the images in, write the pointer arguments. On any failure every buffer allocated so far is freed."""
         k = self.index if k is None else k
         self.handshake(program)
+        check_streams(program, k, self.label)
         if not self.t.batched_prefill:
             refuse_batched(program, self.label)
         img = device_image(program, k)
@@ -182,7 +213,9 @@ class Device:
     def idle(self) -> bool:
         return bool(self.read("CTRL") & regmap.AP_IDLE)
 
-    def start(self, stream: str, token: int, pos: int) -> None:
+    def start(self, stream: str, token: int, pos: int, deadline: float | None = None) -> None:
+        """Set ENTRY/TOKEN/POS and ap_start; `deadline` (`time.monotonic()` s) tells a transport that runs the
+        kernel inside the start (sim) when the host stops waiting."""
         if self.image is None:
             raise DeviceError(f"{self.label}: no program loaded")
         if stream not in self.image.entries:
@@ -193,6 +226,7 @@ class Device:
         self.write("TOKEN", token)
         self.write("POS", pos)
         self.stream = stream
+        self.t.set_deadline(deadline)
         self.write("CTRL", regmap.AP_START)
 
     def done(self) -> bool:
@@ -250,8 +284,10 @@ class Device:
                 pass
 
 
-def wait_all(devs: list[Device], timeout: float) -> float:
-    t0 = time.perf_counter()
+def wait_all(devs: list[Device], timeout: float, t0: float | None = None) -> float:
+    """Poll until every device raised ap_done (KernelError on an error status); DeviceError once `timeout` s
+    have passed since `t0` (`time.perf_counter()`; default: now). Returns the seconds since `t0`."""
+    t0 = time.perf_counter() if t0 is None else t0
     pending = list(devs)
     while pending:
         for d in list(pending):
@@ -264,7 +300,8 @@ def wait_all(devs: list[Device], timeout: float) -> float:
         if waited > timeout:
             names = ", ".join(d.label for d in pending)
             raise DeviceError(f"{names}: the kernel did not finish the {pending[0].stream} stream within "
-                              f"{timeout:g} s (ap_done never rose); the device was released")
+                              f"{timeout:g} s (ap_done never rose): the run timed out; raise the limit with "
+                              "--timeout SECONDS; the device was released")
         pending[0].t.pause(waited)
     return time.perf_counter() - t0
 
@@ -292,10 +329,13 @@ class DeviceGroup:
 
     def run(self, stream: str, token: int, pos: int, timeout: float | None = None) -> RunRecord:
         """Start `stream` on every device with TOKEN/POS, wait for all; on any failure release the devices."""
+        timeout = self.timeout if timeout is None else timeout
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + timeout
         try:
             for d in self.devices:
-                d.start(stream, token, pos)
-            wall = wait_all(self.devices, self.timeout if timeout is None else timeout)
+                d.start(stream, token, pos, deadline)
+            wall = wait_all(self.devices, timeout, t0)
         except BaseException:
             self.close()
             raise

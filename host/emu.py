@@ -25,7 +25,7 @@ from dfx.errors import DeviceError, EncodeError, SimError
 from dfx.program import DeviceImage as ProgImage
 from dfx.perf import PerfModel
 from dfx.program import Program, unstripe
-from dfx.sim.functional import Device
+from dfx.sim.functional import DeadlineExceeded, Device
 from dfx.sim.ring import Ring
 
 from .image import DDR_BANK, hbm_bank
@@ -66,7 +66,10 @@ def classify(msg: str) -> str:
 
 
 class EmuBoard:
-    """One emulated card. `hang=True` makes the kernel accept ap_start and never finish (a timeout fault)."""
+    """One emulated card. `hang=True` makes the kernel accept ap_start and never finish (a timeout fault). The
+    simulator runs inside the host's ap_start write; it stops at the host's deadline (`deadline`, set through
+    the transport before each start), and the kernel then stays busy as a board's would, so the host's wait
+    reports its timeout."""
 
     def __init__(self, cfg: AccelConfig, index: int = 0, cluster: "EmuCluster | None" = None, *,
                  hbm_bank_bytes: int = HBM_BANK_BYTES, ddr_bank_bytes: int = DDR_BANK_BYTES,
@@ -93,15 +96,21 @@ class EmuBoard:
         self.detail: str | None = None
         self.program: Program | None = None
         self.stream_names: dict[int, str] = {}
+        self.stream_end: dict[int, int] = {}            # ENTRY -> DDR offset where the next stream starts
+        self.deadline: float | None = None              # the host's deadline for the next run (monotonic s)
         self.last_run: tuple[str, int] | None = None
         self._streams: dict[int, list] = {}
         self._perf = None
 
     # ---------------------------------------------------------------- host hints
     def attach(self, program: Program | None, entries: dict[str, int] | None):
-        """Name the streams (for messages) and the program (for the performance model's cycle counters)."""
+        """Name the streams (for messages), bound each one's fetch by the next one's entry (a stream that has no
+        HALT stops there instead of running into the next one) and name the program (for the performance
+        model's cycle counters)."""
         self.program = program
         self.stream_names = {v: k for k, v in (entries or {}).items()}
+        offsets = sorted(self.stream_names)
+        self.stream_end = dict(zip(offsets, offsets[1:]))
         self._perf = None
 
     # ---------------------------------------------------------------- memory
@@ -237,13 +246,19 @@ class EmuBoard:
         self.running, self.ctrl_done = False, True
 
     def _fetch(self, entry: int) -> tuple[list | None, int, str | None]:
-        """Decode the stream at DDR + ENTRY up to HALT: (predecoded stream, error pc, error message)."""
+        """Decode the stream at DDR + ENTRY up to HALT, or up to the next stream's entry (the zero words of the
+        alignment gap before it dropped): (predecoded stream, error pc, error message)."""
         if entry in self._streams:
             return self._streams[entry], 0, None
         ddr = self.sim.ddr
         instrs, pc = [], 0
+        end = self.stream_end.get(entry, ddr.size)
         while True:
             a = entry + pc * isa.WORD_BYTES
+            if a >= end > entry:                     # no HALT before the next stream: the gap is not code
+                while instrs and instrs[-1].encode() == 0:
+                    instrs.pop()
+                break
             if a < 0 or a + isa.WORD_BYTES > ddr.size:
                 return None, pc, f"instruction fetch at DDR byte {a} is outside the {ddr.size}-byte region"
             try:
@@ -254,7 +269,10 @@ class EmuBoard:
             if ins.op.mnemonic == "HALT":
                 break
             pc += 1
-        pre = self.sim._predecode(instrs)            # the simulator's own predecoder (one stream per ENTRY)
+        try:                                         # the simulator's own predecoder (one stream per ENTRY)
+            pre = self.sim._predecode(instrs, self.stream_names.get(entry, f"stream@0x{entry:x}"))
+        except SimError as e:
+            return None, len(instrs), str(e).removeprefix(f"device {self.index} ")
         self._streams[entry] = pre
         return pre, 0, None
 
@@ -316,7 +334,7 @@ class EmuCluster:
                 for b in boards:
                     b._finish("address_range", 0, f"board {b.index}: a pointer argument is not a buffer: {e}")
                 return
-            ring = Ring.of_devices([Device.of_image(cfg, img, k) for k, img in enumerate(images)],
+            ring = Ring.of_devices([Device.of_image(cfg, img, k, ring=len(boards)) for k, img in enumerate(images)],
                                    cluster.order if cluster is not None else [0])
             for b, dev in zip(boards, ring.devices):
                 b.sim, b.built, b._streams = dev, b.generation, {}
@@ -342,11 +360,17 @@ class EmuCluster:
                           f"{names}, {sorted(args)}")
             return
         token, pos = args.pop()
+        deadlines = [b.deadline for b in boards if b.deadline is not None]
+        deadline = min(deadlines) if deadlines else None
         try:
             if len(boards) == 1:
-                boards[0].sim.run(names[0], token, pos)
+                boards[0].sim.run(names[0], token, pos, deadline)
             else:
-                ring.run(names[0], token, pos)
+                ring.run(names[0], token, pos, deadline)
+        except DeadlineExceeded as e:           # a kernel still running when the host stops waiting: ap_done
+            for b in boards:                     # never rises (the host reports its timeout)
+                b.detail = str(e)
+            return
         except SimError as e:
             for b in boards:
                 b._finish(classify(str(e)), int(getattr(b.sim, "pc", 0)), str(e))

@@ -47,6 +47,9 @@ class SimTransport(Transport):
     def free(self, buf):
         self.board.free(buf.handle)
 
+    def set_deadline(self, deadline):
+        self.board.deadline = deadline
+
     def error_detail(self):
         return self.board.detail
 

@@ -54,6 +54,10 @@ class Transport(ABC):
     def close(self) -> None:
         """Release the device (buffers are freed by the caller first)."""
 
+    def set_deadline(self, deadline: float | None) -> None:
+        """The host's deadline (`time.monotonic()` seconds) for the run it starts next: a transport that runs the
+        kernel inside the start (the simulator) stops there, and the host's wait then reports its timeout."""
+
     def pause(self, waited: float) -> None:
         """Between two polls of CTRL; `waited` seconds since start."""
 

@@ -1,6 +1,7 @@
 """Tokenizers: the checkpoint's own (through `transformers`), or UTF-8 bytes for byte-level models.
 
-Both have one small interface: `encode(str) -> list[int]`, `decode(list[int]) -> str`, and `stream_decoder()`,
+Both have one small interface: `encode(str) -> list[int]` (a one-line UsageError for text that is not valid
+Unicode, `check_text`), `decode(list[int]) -> str`, and `stream_decoder()`,
 whose `push(token) -> str` returns the text a new token completes (holding back the bytes of a UTF-8
 character split across tokens) and whose `flush() -> str` returns whatever is left at the end.
 """
@@ -9,7 +10,18 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-from dfx.errors import CheckpointError
+from dfx.errors import CheckpointError, UsageError
+
+
+def check_text(text: str) -> str:
+    """`text` if it is valid Unicode (encodable as UTF-8), else a one-line UsageError: a command line in another
+    encoding reaches Python as lone surrogates (U+DC80..U+DCFF), which no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UsageError(f"the text is not valid UTF-8: character {e.start} is {ascii(text[e.start])} (bytes in "
+                         "another encoding reach dfx as lone surrogates); give UTF-8 text") from None
+    return text
 
 
 class ByteTokenizer:
@@ -18,7 +30,7 @@ class ByteTokenizer:
     vocab_size = 256
 
     def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
+        return list(check_text(text).encode("utf-8"))
 
     def decode(self, ids: list[int]) -> str:
         return bytes(ids).decode("utf-8", errors="replace")
@@ -72,7 +84,7 @@ class HFTokenizer:
         return self.tok.backend_tokenizer.to_str().encode("utf-8")
 
     def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False)
+        return self.tok.encode(check_text(text), add_special_tokens=False)
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids)

@@ -9,7 +9,8 @@ A stream with BATCH, CHUNK or SLOT (a batched prefill, docs/isa.md "Batched pref
 path one run takes for a token count (`run_path`), with every BATCH fused into the LINEAR or ALLGATHER it
 prefixes. The ISA's rules are dfx.isa's: the operands an instruction reads and writes (`isa.operand_ranges`,
 as scoreboard entries in `vbuf_operands`), the batched-run checks (`isa.check_batch`, `check_chunk`,
-`check_slot`) and the units a FENCE drains (`isa.fence_units`).
+`check_slot`), the units a FENCE drains (`isa.fence_units`) and every instruction's static validity
+(`isa_check.check_instr`, when it is first decoded).
 
 Layer breakdown: a manifest entry `node_pcs` = {stream: [per device: [[start_pc, node_name], ...]]} (node names
 as the compiler's graph: "embed", "h.3.ln_1", ..., "ln_f", "lm_head") makes it exact; without it a layer is
@@ -22,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dfx import isa
+from dfx import isa, isa_check
 from dfx.errors import PerfError, RuleError
 
 from .timing import PLAIN, Context, Timing, cdiv
@@ -311,6 +312,10 @@ class Trace:
         t = self.timing
         cfg = t.cfg
         op, f = ins.op, ins.fields()
+        try:
+            isa_check.check_instr(ins, cfg, devices)
+        except RuleError as e:
+            raise PerfError(f"pc {pc} `{isa.disassemble(ins)}`: {e}") from None
         kind = KINDS.get(op.mnemonic, K_NORMAL)
         reads, writes = vbuf_operands(op, f, ctx.batch, cfg.vbuf_entries, cfg.d)
         rec = self.records
@@ -318,9 +323,6 @@ class Trace:
         reads = tuple(ops.setdefault(o, o) for o in reads)
         writes = tuple(ops.setdefault(o, o) for o in writes)
         mask = isa.fence_units(f["units"]) if kind == K_FENCE else 0    # bit u: unit u (U_MPU ... U_ROUTER)
-        if kind == K_GATHER and f["devices"] != devices:
-            raise PerfError(f"pc {pc} `{isa.disassemble(ins)}`: ALLGATHER over {f['devices']} devices, "
-                            f"but the program has {devices}")
         st, number = rec.static((kind, UNIT_OF[op.unit], MN_INDEX[op.mnemonic], reads, writes, mask))
         plain_ctx = (tuple(ctx.batch) if ctx.batch else None, ctx.skips, ctx.wbytes)
         csig = (op.mnemonic, plain_ctx) + tuple(v for k, v in f.items() if k not in ADDRESS_FIELDS)

@@ -12,20 +12,28 @@ token table in DDR, and an empty slot's SLOT makes the executor skip forward.
 It stops with a `SimError` naming the device, PC and instruction on anything the hardware would flag: an
 out-of-range VBUF/HBM/DDR access or scalar register, a length beyond the capacity, a read of off-chip data
 written by a DMA that no FENCE has ordered (rule 2 of the ISA's dependency rules), a BATCH/CHUNK/SLOT that
-breaks the rules of a batched run. The on-chip operands and the batched-run rules are `dfx.isa`'s
-(`operand_ranges`, `check_operands`, `check_batch`, `check_chunk`, `check_slot`): VBUF operands are checked
-before the instruction runs (once, when predecoding, when they do not depend on POS), so the handlers slice
-VBUF unchecked.
+breaks the rules of a batched run. Every instruction is validated against the ISA when its stream is
+predecoded (`dfx.isa_check.check_instr`: zero lengths and granules, device counts, operands outside VBUF, ...);
+one that fails stops the run with that error when it is reached, as the core flags STATUS at decode, so no
+handler ever sees an instruction the ISA refuses. A stream without HALT is refused when it is predecoded. The
+run-time rules are `dfx.isa`'s (`operand_ranges` / `check_operands` for operands of length POS + 1,
+`check_batch`, `check_chunk`, `check_slot`), so the handlers slice VBUF unchecked.
+
+Two limits stop a run that goes on too long. The watchdog: a run executes at most `isa_check.run_budget` of its
+stream instructions (a BATCH-fused instruction counts m times), or the `budget` given to the device. The
+deadline: `run` / `steps` take a `time.monotonic()` deadline (the host's --timeout on the sim backend), checked
+before every instruction and every vector of a batched one; passing it raises `DeadlineExceeded`.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import numpy as np
 
 from dfx import formats as F
 from dfx import fastmpu as fm
-from dfx import isa
+from dfx import isa, isa_check
 from dfx import numerics as nx
 from dfx.config import AccelConfig
 from dfx.errors import RuleError, SimError
@@ -36,26 +44,48 @@ _WFMTS = frozenset(F.WFMT_CODES.values())
 _LINEAR = isa.BY_MNEMONIC["LINEAR"]
 
 
+class DeadlineExceeded(SimError):
+    """A run passed the deadline its caller gave (`Device.run` / `Device.steps`)."""
+
+
+def _failing(msg: str):
+    """The handler of an instruction the ISA refuses: it stops the run with `msg` when it is reached."""
+    def fail(f):
+        raise SimError(msg)
+    return fail
+
+
 class Device:
-    def __init__(self, program: Program, device: int = 0, check_fences: bool = True, fast: bool = True):
+    """One core. `budget`: the watchdog's instruction budget for every run (None: each stream's
+    `isa_check.run_budget`)."""
+
+    def __init__(self, program: Program, device: int = 0, check_fences: bool = True, fast: bool = True,
+                 budget: int | None = None):
         if not program.has_weights:
             raise SimError("this program was compiled from a config alone (no weights); the simulator needs "
                            "weights: compile a checkpoint")
         if not 0 <= device < program.n_devices:
             raise SimError(f"device {device} does not exist; the program has {program.n_devices} device(s)")
-        self._setup(program.config, program.devices[device], device, check_fences, fast)
+        self._setup(program.config, program.devices[device], device, check_fences, fast, program.n_devices, budget)
 
     @classmethod
     def of_image(cls, cfg: AccelConfig, img: DeviceImage, device: int = 0, check_fences: bool = True,
-                 fast: bool = True) -> Device:
-        """A device running memory images without their program (the board emulator's view of its memory)."""
+                 fast: bool = True, ring: int = 1, budget: int | None = None) -> Device:
+        """A device running memory images without their program (the board emulator's view of its memory), in a
+        ring of `ring` devices."""
         dev = cls.__new__(cls)
-        dev._setup(cfg, img, device, check_fences, fast)
+        dev._setup(cfg, img, device, check_fences, fast, ring, budget)
         return dev
 
-    def _setup(self, cfg: AccelConfig, img: DeviceImage, device: int, check_fences: bool, fast: bool):
+    def _setup(self, cfg: AccelConfig, img: DeviceImage, device: int, check_fences: bool, fast: bool, ring: int,
+               budget: int | None):
         self.cfg = cfg
         self.device = device
+        self.ring = ring                        # devices in the ring: what an ALLGATHER must name
+        self.budget = budget
+        self._budgets: dict[str, tuple[list, int]] = {}     # stream -> (its predecoded code, run_budget)
+        self._spent = 0                         # instruction executions of the current run
+        self._deadline: float | None = None
         self.hbm = np.frombuffer(bytearray(img.hbm), np.uint8)
         self.ddr = np.frombuffer(bytearray(img.ddr), np.uint8)
         self.hbm16 = self.hbm[: self.hbm.size // 2 * 2].view(_F16)
@@ -75,14 +105,18 @@ class Device:
         self._rel_cache: dict = {}
         self.d, self.l = cfg.d, cfg.l
         self.tile_elems = cfg.tile_elems
-        self._streams = {name: self._predecode(ins) for name, ins in img.streams.items()}
+        self._streams = {name: self._predecode(ins, name) for name, ins in img.streams.items()}
 
     # ---------------------------------------------------------------- plumbing
-    def _predecode(self, instrs):
+    def _predecode(self, instrs, name: str = "stream"):
+        """The stream as (handler, fields, instr, unit) per pc, every instruction validated against the ISA
+        (`isa_check.check_instr`): one that fails gets a handler that stops the run when it is reached."""
+        if not any(ins.op.mnemonic == "HALT" for ins in instrs):
+            raise SimError(f"device {self.device} {name}: the stream of {len(instrs)} instructions has no HALT: a "
+                           "run would fall off its end")
         out = []
         for pc, ins in enumerate(instrs):
             op = ins.op
-            handler = None if op.unit is isa.Unit.ROUTER else getattr(self, "_" + op.mnemonic.lower())
             f = ins.fields()
             if op.fmt is isa.SCALAR:
                 f["imm"] = np.float32(ins.imm)
@@ -90,6 +124,12 @@ class Device:
                 f["_ins"] = ins                       # applies to and how far a SLOT may skip
                 f["_next"] = instrs[pc + 1] if pc + 1 < len(instrs) else None
                 f["_left"] = len(instrs) - pc - 1
+            try:
+                isa_check.check_instr(ins, self.cfg, self.ring)
+            except RuleError as e:
+                out.append((_failing(str(e)), f, ins, op.unit.value))
+                continue
+            handler = None if op.unit is isa.Unit.ROUTER else getattr(self, "_" + op.mnemonic.lower())
             if handler is not None and op.operands:
                 checked = self._checked(op, f, handler)
                 if checked is handler and self.fast and op.fmt is isa.VECTOR:
@@ -99,19 +139,10 @@ class Device:
         return out
 
     def _checked(self, op: isa.Op, f: dict, handler):
-        """`handler` behind the ISA's operand check (`isa.check_operands`): done here, once, when no operand
-        length depends on POS (a failing instruction gets a handler that fails when it runs), else at every run."""
+        """`handler` behind the ISA's operand check (`isa.check_operands`) for operands of length POS + 1, at
+        every run; the static ones were checked when predecoding (`isa_check.check_instr`)."""
         entries, sregs, d = self.cfg.vbuf_entries, self.cfg.sregs, self.d
-        ranges = isa.operand_ranges(op, f, d)
-        try:
-            isa.check_operands(ranges, entries, sregs)
-        except RuleError as e:
-            msg = str(e)
-
-            def bad(f):
-                raise SimError(msg)
-            return bad
-        if all(r.elems is not None for r in ranges):
+        if all(r.elems is not None for r in isa.operand_ranges(op, f, d)):
             return handler
 
         def checked(f):
@@ -170,22 +201,24 @@ class Device:
             return None
         return run
 
-    def run(self, stream: str, token: int, pos: int) -> None:
-        """Execute one run of `stream` for `token` at position `pos` (a single device: no ring)."""
+    def run(self, stream: str, token: int, pos: int, deadline: float | None = None) -> None:
+        """Execute one run of `stream` for `token` at position `pos` (a single device: no ring), stopping with
+        `DeadlineExceeded` once `time.monotonic()` passes `deadline`."""
         with fm.torch_single_thread():
-            for pc, ins, f in self.steps(stream, token, pos):
+            for pc, ins, f in self.steps(stream, token, pos, deadline):
                 if ins.op.mnemonic == "ALLGATHER" and f["devices"] == 1:
                     continue
                 raise SimError(f"device {self.device} {stream} pc {pc} `{isa.disassemble(ins)}`: needs a ring "
                                f"of devices; run multi-device programs with dfx.sim.ring.Ring")
 
-    def steps(self, stream: str, token: int, pos: int):
+    def steps(self, stream: str, token: int, pos: int, deadline: float | None = None):
         """Execute `stream`, yielding (pc, instr, fields) at every router instruction for the ring to resolve."""
         if stream not in self._streams:
             raise SimError(f"device {self.device}: no stream {stream!r}; the program has "
                            f"{', '.join(self._streams)}")
         self.regs.update(TOKEN=int(token), POS=int(pos), COUNT=0, POS0=0, TBASE=0)
         self._pending = None
+        self._spent, self._deadline = 0, deadline
         self.pc = 0
         quiet = np.errstate(all="ignore")       # inf/NaN are data here (numerics policy), not warnings
         quiet.__enter__()
@@ -194,13 +227,38 @@ class Device:
         finally:
             quiet.__exit__(None, None, None)
 
+    def run_budget(self, stream: str) -> int:
+        """The watchdog's budget for a run of `stream`: the device's `budget`, else `isa_check.run_budget`."""
+        if self.budget is not None:
+            return self.budget
+        code = self._streams[stream]
+        known = self._budgets.get(stream)
+        if known is None or known[0] is not code:
+            known = self._budgets[stream] = (code, isa_check.run_budget([c[2] for c in code]))
+        return known[1]
+
+    def _tick(self, stream: str, pc: int, ins: isa.Instr) -> None:
+        """The watchdog and the deadline, before an instruction (or a vector of a batched one) runs."""
+        self.pc = pc
+        if self._spent > self._budget:
+            raise SimError(f"device {self.device} {stream} pc {pc} `{isa.disassemble(ins)}`: watchdog: the run "
+                           f"has executed more than its budget of {self._budget} instructions")
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise DeadlineExceeded(f"device {self.device} {stream} pc {pc} `{isa.disassemble(ins)}`: the run did "
+                                   "not finish by its deadline")
+
     def _execute(self, stream):
         """Handlers return None, True (HALT) or the number of instructions to skip (SLOT)."""
         counts = self.counts
         code = self._streams[stream]
+        self._budget = budget = self.run_budget(stream)
+        self._where, deadline, clock = stream, self._deadline, time.monotonic
         pc, end = 0, len(code)
         while pc < end:
             handler, f, ins, unit = code[pc]
+            self._spent += 1
+            if self._spent > budget or (deadline is not None and clock() > deadline):
+                self._tick(stream, pc, ins)
             counts[unit] += 1
             if handler is None:                 # router: the ring resolves it
                 self.pc = pc
@@ -210,9 +268,11 @@ class Device:
                 pc += 1
                 continue
             try:
-                r = handler(f)
-            except (SimError, RuleError) as e:
                 self.pc = pc
+                r = handler(f)
+            except DeadlineExceeded:
+                raise
+            except (SimError, RuleError) as e:
                 raise SimError(f"device {self.device} {stream} pc {pc} `{isa.disassemble(ins)}`: {e}") from None
             if r is not None:
                 if r is True:
@@ -243,10 +303,8 @@ class Device:
         return self.regs["POS"] + 1 if f.get("dyn_n") else f["n"]
 
     def _mem(self, f) -> tuple[np.ndarray, int, str]:
-        """(memory, byte address, name) of a DMA instruction's off-chip operand."""
-        if f["index"] not in isa.INDEX_REGS:
-            raise SimError(f"index register {f['index']} does not exist; accepted: "
-                           + ", ".join(f"{k} {r or 'none'}" for k, r in isa.INDEX_REGS.items()))
+        """(memory, byte address, name) of a DMA instruction's off-chip operand (its index register exists:
+        `isa_check.check_instr`)."""
         idx = isa.INDEX_REGS[f["index"]]
         off = self.regs[idx] * f["stride"] if idx else 0
         if f["hbm"]:
@@ -284,6 +342,7 @@ class Device:
 
     def _batch(self, f):
         self._pending = isa.check_batch(f["_ins"], f["_next"], self.regs["COUNT"])
+        self._spent += self._pending.m - 1                  # the watchdog counts the m vectors of the next one
 
     def _u32(self, a: int) -> int:
         self._check_range(self.ddr, a, 4, "DDR")
@@ -336,8 +395,6 @@ class Device:
         if f["wfmt"] not in _WFMTS:
             raise SimError(f"weight format code {f['wfmt']} is not defined (codes: "
                            + ", ".join(f"{c} {kind}{b}" for (kind, b), c in F.WFMT_CODES.items()) + ")")
-        if f["dyn_k"] or f["dyn_n"] or f["rowmajor"]:
-            raise SimError("quantized weights (wfmt != 0) are static matrices: dyn_k, dyn_n and rowmajor need FP16")
         start = f["w"] * isa.HBM_UNIT
         self._check_range(self.hbm, start, F.DESC_BYTES, "HBM")
         try:
@@ -400,7 +457,11 @@ class Device:
         w = self._weights(f, k, n)
         xs = [self.vbuf[self._at(f["src"] + i * batch.src_stride, k)].copy() for i in range(batch.m)]
         bias = self._bias(f, w, n)
-        ys = [self._mpu(f, w, x, n, bias) for x in xs]
+        ys = []
+        for x in xs:
+            if self._deadline is not None:
+                self._tick(self._where, self.pc, self._streams[self._where][self.pc][2])
+            ys.append(self._mpu(f, w, x, n, bias))
         for i, y in enumerate(ys):
             self.vbuf[self._at(f["dst"] + i * batch.dst_stride, n)] = y
 
@@ -502,8 +563,6 @@ class Device:
 
     def _cache_store(self, f, rel: np.ndarray, off: int, span: tuple[int, int]):
         """Scatter VBUF[vaddr][0:n] to HBM element indices base + off + rel; span = (min, max) of rel."""
-        if not f["hbm"]:
-            raise SimError("K/V cache stores go to HBM (+hbm)")
         n = f["n"]
         base = f["addr"] * isa.HBM_UNIT // 2 + off
         lo, hi = base + span[0], base + span[1] + 1

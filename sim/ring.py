@@ -7,6 +7,7 @@ device's PC and what it waits for.
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 
 from dfx import fastmpu as fm
@@ -14,14 +15,15 @@ from dfx import isa
 from dfx.errors import SimError
 from dfx.program import Program
 
-from .functional import Device
+from .functional import DeadlineExceeded, Device
 
 _UNBATCHED = isa.Batch(1, 0, 0)
 
 
 class Ring:
-    def __init__(self, program: Program, check_fences: bool = True):
-        self._join([Device(program, k, check_fences) for k in range(program.n_devices)], program.manifest.ring)
+    def __init__(self, program: Program, check_fences: bool = True, budget: int | None = None):
+        self._join([Device(program, k, check_fences, budget=budget) for k in range(program.n_devices)],
+                   program.manifest.ring)
 
     @classmethod
     def of_devices(cls, devices: list[Device], order) -> Ring:
@@ -43,13 +45,15 @@ class Ring:
         i = self.position[dev]
         return self.order[(i + (1 if direction == 0 else -1)) % len(self.order)]
 
-    def run(self, stream: str, token: int, pos: int) -> None:
+    def run(self, stream: str, token: int, pos: int, deadline: float | None = None) -> None:
+        """One run of `stream` on every device; `DeadlineExceeded` once `time.monotonic()` passes `deadline`."""
         with fm.torch_single_thread():
-            self._run(stream, token, pos)
+            self._run(stream, token, pos, deadline)
 
-    def _run(self, stream: str, token: int, pos: int) -> None:
+    def _run(self, stream: str, token: int, pos: int, deadline: float | None) -> None:
         n = len(self.devices)
-        gens = [dev.steps(stream, token, pos) for dev in self.devices]
+        self._deadline = deadline
+        gens = [dev.steps(stream, token, pos, deadline) for dev in self.devices]
         waiting: dict[int, tuple] = {}            # device -> (pc, instr, fields) it is blocked on
         done: set[int] = set()
         links: dict[tuple[int, int], deque] = {}  # (src, dst) -> messages
@@ -107,6 +111,10 @@ class Ring:
                            f"but the ring has {len(self.devices)}")
         bounds = isa.chunk_bounds(n, devices, gran * self.d)
         for j in range(batch.m):
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                k, (pc, ins, _) = next(iter(gathers.items()))
+                raise DeadlineExceeded(f"device {k} pc {pc} `{isa.disassemble(ins)}`: the run did not finish by "
+                                       "its deadline")
             full = {}
             for k, (pc, ins, f) in gathers.items():
                 try:

@@ -47,3 +47,33 @@ def test_load_config(tmp_path):
         load_config(str(p))
     with pytest.raises(ConfigError, match="neither a preset"):
         load_config("nope")
+
+
+@pytest.mark.parametrize("field,value,msg", [
+    ("clock_mhz", "fast", r"^AccelConfig.clock_mhz must be a number \(MHz\) in \(0, 1000\], not 'fast'$"),
+    ("clock_mhz", True, "AccelConfig.clock_mhz must be a number"),
+    ("clock_mhz", float("nan"), r"AccelConfig.clock_mhz must be in \(0, 1000\], not nan"),
+    ("d", "8", "^AccelConfig.d must be a positive integer, not '8'$"),
+    ("devices", [], "^AccelConfig.devices must be a positive integer, not \\[\\]$"),
+    ("vbuf_entries", 4.0, "AccelConfig.vbuf_entries must be a positive integer, not 4.0"),
+    ("name", 7, "^AccelConfig.name must be a string, not 7$"),
+    ("weight_formats", ("fp16", 4), "^AccelConfig.weight_formats holds names of dequantiser families"),
+])
+def test_fields_are_type_checked(field, value, msg):
+    """Every field's type is checked before it is compared or hashed: a ConfigError naming the field and what it
+    accepts, never a TypeError."""
+    with pytest.raises(ConfigError, match=msg):
+        PRESETS["tiny"].replace(**{field: value})
+
+
+@pytest.mark.parametrize("data,msg", [
+    ({"clock_mhz": "fast"}, "AccelConfig.clock_mhz must be a number"),
+    ({"weight_formats": "fp16"}, "^AccelConfig.weight_formats must be a list of dequantiser families, not 'fp16'"),
+    ({"weight_formats": {"fp16": 1}}, "AccelConfig.weight_formats must be a list"),
+    ({"hbm_width": None}, "AccelConfig.hbm_width must be a positive integer, not None"),
+])
+def test_config_file_fields_are_type_checked(tmp_path, data, msg):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({**PRESETS["tiny"].to_dict(), **data}))
+    with pytest.raises(ConfigError, match=msg):
+        load_config(str(p))

@@ -1,4 +1,7 @@
-"""The functional simulator's compiled fast paths against its generic handlers, instruction by instruction."""
+"""The functional simulator's compiled fast paths against its generic handlers, instruction by instruction; the
+ISA's validation of every instruction before it runs; the watchdog and the deadline."""
+import time
+
 import numpy as np
 import pytest
 
@@ -8,7 +11,7 @@ from dfx.config import PRESETS
 from dfx.errors import SimError
 from dfx.models.checkpoint import load_default
 from dfx.program import DeviceImage, Program
-from dfx.sim.functional import Device
+from dfx.sim.functional import DeadlineExceeded, Device
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +81,54 @@ def test_scalar_registers_are_the_configs():
     with pytest.raises(SimError, match=r"pc 2 .*: sa: scalar register S5 does not exist; accepted: S0\.\.S3$"):
         dev.run("s", 0, 0)
     assert dev.s[3] == 2.0
+
+
+# ------------------------------------------------------------------------------------------------ validation, limits
+@pytest.mark.parametrize("text,pc,msg", [
+    ("NOP\nLINEAR dst=0 src=0 k=0 n=8\nHALT", 1, r"`LINEAR n=8`: k=0: a length must be >= 1"),
+    ("SV dst=0 src=0 n=0 +dyn_k\nHALT", 0, "n=0: a length must be >= 1"),
+    ("ALLGATHER vaddr=0 n=8 devices=1\nHALT", 0, "ALLGATHER gran=0: the split granule must be >= 1"),
+    ("ALLGATHER vaddr=0 n=8 devices=2 gran=1\nHALT", 0, "ALLGATHER over 2 devices, but the program has 1"),
+    ("LOAD vaddr=0 n=8 index=3\nHALT", 0, "index=3: no such row index register"),
+])
+def test_instruction_the_isa_refuses_stops_at_its_pc(program, text, pc, msg):
+    """Validated when predecoded (`dfx.isa_check.check_instr`), refused when reached, as the core flags STATUS at
+    decode: an instruction after HALT is never reached."""
+    dev = Device(_with(program, bad=text, never="HALT\n" + text))
+    dev.run("never", 0, 0)
+    with pytest.raises(SimError, match=rf"^device 0 bad pc {pc} .*{msg}"):
+        dev.run("bad", 0, 0)
+
+
+def test_stream_without_halt_is_refused_when_loaded(program):
+    with pytest.raises(SimError, match=r"^device 0 x: the stream of 2 instructions has no HALT: a run would fall "
+                                       r"off its end$"):
+        Device(_with(program, x="NOP\nNOP"))
+
+
+def test_watchdog_budget(program):
+    """Derived from the stream (`isa_check.run_budget`): a legal run stays within it. Given: the run stops before
+    the instruction that would pass it, a BATCH-fused LINEAR counting m times."""
+    dev = Device(program)
+    assert dev.run_budget("decode") == len(program.devices[0].streams["decode"])
+    dev.run("decode", 5, 0)
+    with pytest.raises(SimError, match=r"^device 0 decode pc 10 `.*`: watchdog: the run has executed more than "
+                                       r"its budget of 10 instructions$"):
+        Device(program, budget=10).run("decode", 5, 0)
+    batched = _with(program, x="NOP\nBATCH m=50\nLINEAR dst=0 src=0 k=8 n=8\nHALT")
+    with pytest.raises(SimError, match=r"pc 2 `LINEAR k=8 n=8`: watchdog: .* budget of 20 instructions$"):
+        Device(batched, budget=20).run("x", 0, 0)
+    assert Device(batched).run_budget("x") == 4 + 49
+    Device(batched, budget=53).run("x", 0, 0)
+
+
+def test_deadline_stops_a_long_run(program):
+    """A legal LINEAR over 65535 vectors takes tens of seconds; the deadline stops it between two vectors."""
+    slow = _with(program, x="BATCH m=65535\nLINEAR dst=0 src=0 k=256 n=256\nHALT")
+    t0 = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match=r"^device 0 x pc 1 `LINEAR k=256 n=256`: the run did not finish by "
+                                               r"its deadline$"):
+        Device(slow).run("x", 0, 0, deadline=t0 + 0.3)
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(DeadlineExceeded, match="pc 0 `NOP`"):
+        Device(_with(program, y="NOP\nHALT")).run("y", 0, 0, deadline=t0)

@@ -1,5 +1,6 @@
 """Multi-FPGA programs on the ring simulator: every N gives the single-device logits bit for bit."""
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -7,9 +8,10 @@ import pytest
 from gpt2_fixtures import make_hf_gpt2
 from dfx import isa
 from dfx.compiler import compile_model
-from dfx.errors import CompileError, DeviceError, SimError
+from dfx.errors import CompileError, DeviceError, ProgramError, SimError
 from dfx.host.session import Session
 from dfx.program import load_program, save_program
+from dfx.sim.functional import DeadlineExceeded
 from dfx.sim.ring import Ring
 
 # 10 heads: uneven on 3, 4 and 8 devices; n_embd 160 = 20 VBUF entries at d=8
@@ -77,7 +79,9 @@ def test_deadlock_is_reported(wide):
     prog.devices[1].streams["decode"] = s[:first] + [isa.Instr("HALT")]
     with pytest.raises(SimError, match=r"deadlock in stream decode: device 0 pc \d+ `ALLGATHER .*` waits for "
                                        r"devices 1 \(halted\)"):
-        Session(prog, "sim").feed([1])
+        Ring(prog).run("decode", 1, 0)
+    with pytest.raises(ProgramError, match="decode stream of device 1: no STORE writes its logits"):
+        Session(prog, "sim")                # the host refuses it at load: device 1 never writes its logits
 
 
 def test_recv_without_send_is_a_deadlock(wide):
@@ -96,6 +100,24 @@ def test_send_recv_moves_data(wide):
     r.devices[0].vbuf[:8] = np.arange(8)
     r.run("prefill", 1, 0)
     np.testing.assert_array_equal(r.devices[1].vbuf[16:24], np.arange(8))
+
+
+def test_allgather_the_isa_refuses_never_reaches_the_ring(wide):
+    """A granule of 0 (a ZeroDivisionError in isa.chunk_bounds once) stops the device at its pc, on either device."""
+    prog = compile_model(wide, "tiny", devices=2)
+    s = prog.devices[1].streams["decode"]
+    pc = next(i for i, ins in enumerate(s) if ins.op.mnemonic == "ALLGATHER")
+    fields = {**s[pc].fields(), "gran": 0}
+    prog.devices[1].streams["decode"] = s[:pc] + [isa.Instr("ALLGATHER", **fields)] + s[pc + 1:]
+    with pytest.raises(SimError, match=rf"device 1 decode pc {pc} `ALLGATHER .*`: ALLGATHER gran=0: the split "
+                                       "granule must be >= 1"):
+        Ring(prog).run("decode", 1, 0)
+
+
+def test_ring_deadline(wide):
+    prog = compile_model(wide, "tiny", devices=2)
+    with pytest.raises(DeadlineExceeded, match=r"device 0 decode pc 0 .*: the run did not finish by its deadline"):
+        Ring(prog).run("decode", 1, 0, deadline=time.monotonic() - 1)
 
 
 def test_multi_device_program_roundtrip(wide, tmp_path):
