@@ -228,7 +228,7 @@ def _check_timeout(ctx, param, value):
 def _backend_options(fn):
     for opt in reversed([
         click.option("--xclbin", type=click.Path(path_type=Path), default=None, envvar="DFX_XCLBIN",
-                     show_envvar=True, help="pynq backend: the xclbin of `dfx build --board u280`"),
+                     show_envvar=True, help="xrt and pynq backends: the xclbin of `dfx build --board u280`"),
         click.option("--timeout", type=float, default=30.0, show_default=True, callback=_check_timeout,
                      help="seconds to wait for the kernel's ap_done on each token step (the simulator keeps it too)"),
         click.option("--stats", is_flag=True, help="print per-token latency and the kernels' cycle counters "
@@ -241,10 +241,10 @@ def _backend_options(fn):
 def _backend_opts(backend, xclbin, timeout, stats=True) -> dict:
     # the cycle counters are read after every step only for --stats (on `sim` they come from the perf model)
     opts = {"timeout": timeout, "counters": bool(stats)}
-    if backend == "pynq":
+    if backend in ("xrt", "pynq"):
         opts["xclbin"] = xclbin
     elif xclbin is not None:
-        raise UsageError(f"--xclbin is for --backend pynq, not {backend}")
+        raise UsageError(f"--xclbin is for --backend xrt or pynq, not {backend}")
     return opts
 
 
@@ -285,9 +285,10 @@ def _weights_option(fn):
 @click.argument("prompt", required=False, default="def main(")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="Hugging Face GPT-2 checkpoint directory (default: the embedded model)")
-@click.option("--backend", type=click.Choice(["sim", "golden", "rtl", "pynq"]), default=None,
+@click.option("--backend", type=click.Choice(["sim", "golden", "rtl", "xrt", "pynq"]), default=None,
               help="sim: the functional simulator behind the core's register map; rtl: the core under cocotb; "
-                   "pynq: Alveo U280 boards (needs --xclbin); golden: the PyTorch reference model "
+                   "xrt: Alveo U280 boards through XRT's pyxrt; pynq: the same through PYNQ 3.0.1 (both need "
+                   "--xclbin); golden: the PyTorch reference model "
                    "[default: $DFX_BACKEND, else sim]")
 @click.option("--config", "config", default="tiny", show_default=True, help="accelerator config: tiny, dfx or a JSON file")
 @click.option("--devices", type=int, default=1, show_default=True, help="FPGAs in the ring")
@@ -324,7 +325,7 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
         gen = net.generate(ids, max_new_tokens, temperature=samp.temperature, top_k=samp.top_k, top_p=samp.top_p,
                            seed=seed)
         return _generate(gen, ids, max_new_tokens, tok, "golden", head=prompt)
-    if prefill_batch is not None and backend in ("rtl", "pynq"):
+    if prefill_batch is not None and backend in ("rtl", "xrt", "pynq"):
         raise UsageError(f"--prefill-batch: the {backend} backend runs token-serial prefill only (the RTL core does "
                          f"not implement BATCH/CHUNK/SLOT); leave --prefill-batch out or use --backend sim")
     t0 = time.perf_counter()
@@ -446,9 +447,10 @@ def _program_tokenizer(prog):
 @main.command()
 @click.argument("program", type=click.Path(path_type=Path))
 @click.option("--prompt", "-p", required=True, help="text to continue")
-@click.option("--backend", type=click.Choice(["sim", "rtl", "pynq"]), default=None,
+@click.option("--backend", type=click.Choice(["sim", "rtl", "xrt", "pynq"]), default=None,
               help="sim: the functional simulator behind the core's register map; rtl: the core under cocotb; "
-                   "pynq: Alveo U280 boards through PYNQ/XRT (needs --xclbin) [default: $DFX_BACKEND, else sim]")
+                   "xrt: Alveo U280 boards through XRT's pyxrt; pynq: the same through PYNQ 3.0.1 (both need "
+                   "--xclbin) [default: $DFX_BACKEND, else sim]")
 @click.option("--devices", type=int, default=None,
               help="devices to open (default: as many as the program was compiled for)")
 @click.option("--require-signed", type=click.Path(path_type=Path), default=None, metavar="PUBKEY",

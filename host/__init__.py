@@ -1,8 +1,8 @@
 """dfx.host: one host API over the simulator, the RTL and Alveo boards (docs/host.md).
 
 Modules, bottom to top (each imports only those before it): image, sampling, transport, emu, fakepynq,
-recording; the transports sim_backend, pynq_backend, rtl_backend and their registry transports; device;
-backends; session; then the entry points replay (record/replay CLI), rtl_session (a session inside the RTL
+recording, xrt_api, fakexrt; the transports sim_backend, pynq_backend, xrt_backend, rtl_backend and their
+registry transports; device; backends; session; then the entry points replay (record/replay CLI), rtl_session (a session inside the RTL
 simulation) and build (the Vitis build tree).
 
 Which backend runs is decided in one place, `resolve_backend`: the argument, else $DFX_BACKEND, else sim.
@@ -13,7 +13,7 @@ import os
 
 from dfx.errors import DeviceError
 
-BACKENDS = ("sim", "rtl", "pynq")
+BACKENDS = ("sim", "rtl", "xrt", "pynq")
 BACKEND_ENV = "DFX_BACKEND"
 
 

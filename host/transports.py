@@ -8,6 +8,7 @@ from .pynq_backend import PynqTransport
 from .rtl_backend import RtlTransport
 from .sim_backend import SimTransport
 from .transport import Transport
+from .xrt_backend import XrtTransport
 
 
 def _open_sim(program: Program, n: int, **opts) -> list[Transport]:
@@ -22,10 +23,14 @@ def _open_pynq(program: Program, n: int, **opts) -> list[Transport]:
     return PynqTransport.open_all(n, **opts)
 
 
-OPENERS = {"sim": _open_sim, "rtl": _open_rtl, "pynq": _open_pynq}         # one per name of dfx.host.BACKENDS
+def _open_xrt(program: Program, n: int, **opts) -> list[Transport]:
+    return XrtTransport.open_all(n, **opts)
+
+
+OPENERS = {"sim": _open_sim, "rtl": _open_rtl, "xrt": _open_xrt, "pynq": _open_pynq}         # one per name of dfx.host.BACKENDS
 
 
 def open_transports(program: Program, backend: str, n: int, **opts) -> list[Transport]:
     """The transports of `n` devices of `backend` (a name `resolve_backend` accepted) for `program`; `opts` go
-    to the backend (sim: EmuBoard options; pynq: xclbin, kernel, pynq, record; rtl: cores)."""
+    to the backend (sim: EmuBoard options; xrt: xclbin, kernel, xrt, capi; pynq: xclbin, kernel, pynq, record; rtl: cores)."""
     return OPENERS[backend](program, n, **opts)

@@ -26,7 +26,7 @@ def test_rule(monkeypatch):
     assert resolve_backend() == resolve_backend(None) == "sim"
     monkeypatch.setenv("DFX_BACKEND", "pynq")
     assert resolve_backend() == "pynq" and resolve_backend("rtl") == "rtl"
-    with pytest.raises(DeviceError, match=r"^unknown backend 'nope'; accepted: sim, rtl, pynq$"):
+    with pytest.raises(DeviceError, match=r"^unknown backend 'nope'; accepted: sim, rtl, xrt, pynq$"):
         resolve_backend("nope")
     monkeypatch.setenv("DFX_BACKEND", "golden")
     assert resolve_backend(None, ("golden", *BACKENDS)) == "golden"
@@ -36,7 +36,7 @@ def test_rule(monkeypatch):
 def test_main_path_honours_the_environment(prog1, monkeypatch, tmp_path):
     monkeypatch.setenv("DFX_BACKEND", "bogus")
     for open_ in (open_backend, Session):
-        with pytest.raises(DeviceError, match=r"^unknown DFX_BACKEND 'bogus'; accepted: sim, rtl, pynq$"):
+        with pytest.raises(DeviceError, match=r"^unknown DFX_BACKEND 'bogus'; accepted: sim, rtl, xrt, pynq$"):
             open_(prog1)
     monkeypatch.setenv("DFX_BACKEND", "pynq")          # not the default: the pynq transport asks for its xclbin
     monkeypatch.delenv("DFX_XCLBIN", raising=False)
@@ -63,10 +63,10 @@ def test_cli_honours_the_environment(default_program, monkeypatch):
     prog = default_program
     monkeypatch.setenv("DFX_BACKEND", "bogus")
     r = CliRunner().invoke(main, ["run", prog, "--prompt", "ab", "-n", "2"])
-    assert r.exit_code == 2 and r.stderr.strip() == "error: unknown DFX_BACKEND 'bogus'; accepted: sim, rtl, pynq"
+    assert r.exit_code == 2 and r.stderr.strip() == "error: unknown DFX_BACKEND 'bogus'; accepted: sim, rtl, xrt, pynq"
     r = CliRunner().invoke(main, ["generate", "ab", "-n", "2"])
     assert r.exit_code == 2 and r.stderr.strip() == ("error: unknown DFX_BACKEND 'bogus'; accepted: golden, sim, "
-                                                     "rtl, pynq")
+                                                     "rtl, xrt, pynq")
     monkeypatch.setenv("DFX_BACKEND", "pynq")
     monkeypatch.delenv("DFX_XCLBIN", raising=False)
     r = CliRunner().invoke(main, ["run", prog, "--prompt", "ab", "-n", "2"])
