@@ -66,7 +66,7 @@ class _IP:
     def __init__(self, ol):
         self._ol = ol
 
-    def read(self, offset):
+    def read(self, offset=0):
         self._ol._fake._tick()
         return self._ol._device.board.read32(int(offset))
 
@@ -194,7 +194,9 @@ class FakePynq:
         if self._program is not None:
             device.board.attach(self._program, device_image(self._program, device.index).entries)
 
-    def Overlay(self, path, device=None):          # noqa: N802 - pynq's name
+    def Overlay(self, bitfile_name, dtbo=None, download=True, ignore_version=False, device=None,  # noqa: N802
+                gen_cache=False):                 # pynq 3.0.1's name and parameters (host/pynq_api.py)
+        path = bitfile_name
         if device is None:
             if not self._devices:
                 raise RuntimeError("No Devices Found")
@@ -204,7 +206,9 @@ class FakePynq:
         self._tick()
         return FakeOverlay(self, path, device)
 
-    def allocate(self, shape, dtype="u4", target=None):
+    def allocate(self, shape, dtype="u4", target=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"allocate: the transport passes no {', '.join(kwargs)}")
         if not isinstance(target, _Mem):
             raise TypeError("allocate needs target=<overlay bank>")
         if np.dtype(dtype) != np.uint8 or len(shape) != 1:

@@ -1,4 +1,4 @@
-"""The `pynq` transport: Alveo U280 boards through PYNQ (4.x) on XRT.
+"""The `pynq` transport: Alveo U280 boards through PYNQ 3.0.1 (the last PYNQ with Alveo support) on XRT.
 
 The whole surface of PYNQ this uses (the fakes in `host/fakepynq.py` and `host/recording.py` implement exactly
 this, and nothing else):
@@ -39,7 +39,7 @@ def import_pynq():
             warnings.simplefilter("ignore")
             import pynq  # lazy: PYNQ is the optional `board` extra, needed only where Alveo cards are
     except ImportError:
-        raise DeviceError("the pynq backend needs PYNQ: pip install 'dfx[board]' (pynq==4.0.0) on the host "
+        raise DeviceError("the pynq backend needs PYNQ: pip install 'dfx[board]' (pynq==3.0.1) on the host "
                           "with the Alveo cards and XRT") from None
     return pynq
 

@@ -144,7 +144,7 @@ class _IP:
     def __init__(self, ol, name, inner):
         self._ol, self._name, self._inner = ol, name, inner
 
-    def read(self, offset):
+    def read(self, offset=0):
         inner = self._inner
         return self._ol._mod._chan.call("read", {"dev": self._ol._dev.index, "off": int(offset)},
                                         (lambda: int(inner.read(offset))) if inner is not None else None)
@@ -221,7 +221,9 @@ class _PynqProxy:
         self.Device = _Devices(self)
         self._next_buf = 0
 
-    def Overlay(self, path, device=None):          # noqa: N802 - pynq's name
+    def Overlay(self, bitfile_name, dtbo=None, download=True, ignore_version=False, device=None,  # noqa: N802
+                gen_cache=False):                 # pynq 3.0.1's name and parameters (host/pynq_api.py)
+        path = bitfile_name
         if not isinstance(device, _Dev):
             raise TypeError("Overlay needs device= one of pynq.Device.devices")
         holder = []
@@ -236,7 +238,9 @@ class _PynqProxy:
                                fn if self._inner is not None else None)
         return _Overlay(self, device, holder[0] if holder else None, info)
 
-    def allocate(self, shape, dtype="u4", target=None):
+    def allocate(self, shape, dtype="u4", target=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"allocate: the transport passes no {', '.join(kwargs)}")
         if not isinstance(target, _Mem) or np.dtype(dtype) != np.uint8 or len(shape) != 1:
             raise TypeError("recorded allocate takes ((n,), 'u1', target=<overlay bank>)")
         n, dev, bid = int(shape[0]), target._ol._dev.index, self._next_buf

