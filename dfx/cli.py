@@ -148,6 +148,27 @@ def _pynq_devices() -> str | None:
     return f"pynq {_py_version('pynq')}, {len(devs)} device(s)" if devs else None
 
 
+def _pyxrt_devices() -> str | None:
+    try:
+        import pyxrt  # lazy: XRT's binding, only on a host with XRT; the doctor reports whether it is here
+        n = int(pyxrt.enumerate_devices())
+    except ImportError:
+        return None
+    except Exception as e:   # noqa: BLE001 - report, never crash the doctor
+        return f"pyxrt, no devices ({type(e).__name__})"
+    return f"pyxrt, {n} device(s)" if n else None
+
+
+def board_transport(found: dict) -> str:
+    """Which board transport `--backend xrt|pynq` would work with, from the doctor's probes."""
+    if found.get("xrt devices"):
+        return "board transport: xrt (XRT's pyxrt sees the cards): use --backend xrt --xclbin dfx.xclbin"
+    if found.get("pynq devices"):
+        return "board transport: pynq (PYNQ 3.0.1 sees the cards): use --backend pynq --xclbin dfx.xclbin"
+    return ("board transport: none (no Alveo card visible to pyxrt or PYNQ 3.0.1); on a board host install XRT, "
+            "`source /opt/xilinx/xrt/setup.sh` and check `xbutil examine`")
+
+
 TOOLS = [
     ("torch", lambda: _py_version("torch"), "golden PyTorch GPT-2, checkpoint loading"),
     ("transformers", lambda: _py_version("transformers"), "Hugging Face checkpoints and tokenizers"),
@@ -161,7 +182,8 @@ TOOLS = [
     ("v++", lambda: _version(["v++", "--version"]), "Vitis kernel link to .xclbin (dfx build)"),
     ("xrt", lambda: (os.environ.get("XILINX_XRT") and f"XILINX_XRT={os.environ['XILINX_XRT']}")
      or _version(["xbutil", "--version"]), "running on Alveo boards"),
-    ("pynq devices", _pynq_devices, "--backend pynq on Alveo U280 boards"),
+    ("xrt devices", _pyxrt_devices, "--backend xrt on Alveo U280 boards (XRT's pyxrt)"),
+    ("pynq devices", _pynq_devices, "--backend pynq on Alveo U280 boards (PYNQ 3.0.1)"),
 ]
 
 
@@ -170,11 +192,13 @@ def doctor():
     """List every tool dfx can use: found (with version) or missing, and what each enables."""
     width = max(len(n) for n, _, _ in TOOLS)
     missing = 0
+    found = {}
     for name, probe, enables in TOOLS:
-        v = probe()
+        v = found[name] = probe()
         mark = "ok     " if v else "missing"
         missing += not v
         click.echo(f"{mark} {name:<{width}}  {(v or '-')[:60]:<60}  {enables}")
+    click.echo(board_transport(found))
     click.echo(f"\n{len(TOOLS) - missing} of {len(TOOLS)} tools found. Vivado, v++ and XRT are needed only on a "
                "machine with Alveo boards.", err=True)
 

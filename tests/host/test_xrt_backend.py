@@ -148,3 +148,18 @@ def test_fake_c_api_checks_prototypes():
         capi.xrtKernelWriteRegister(1, 2)               # arity
     assert set(C_API) == {n for n in vars(capi) if n.startswith("xrt")}
     assert capi.xrtKernelReadRegister(123, 0, ctypes.byref(ctypes.c_uint32())) != 0     # no such kernel handle
+
+
+def test_doctor_names_the_board_transport(monkeypatch):
+    import sys
+
+    from click.testing import CliRunner
+
+    from dfx.cli import main
+    monkeypatch.setitem(sys.modules, "pyxrt", FakeXrt(4).pyxrt)      # a board host's XRT binding seeing 4 cards
+    r = CliRunner().invoke(main, ["doctor"])
+    assert r.exit_code == 0
+    assert "pyxrt, 4 device(s)" in r.stdout and "board transport: xrt" in r.stdout
+    monkeypatch.setitem(sys.modules, "pyxrt", FakeXrt(0).pyxrt)
+    r = CliRunner().invoke(main, ["doctor"])
+    assert "board transport: none" in r.stdout or "board transport: pynq" in r.stdout
