@@ -39,7 +39,7 @@ def _sha(b: bytes) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ channels
-class _RecordChannel:
+class RecordChannel:
     def __init__(self, path):
         self.path = Path(path) if path else None
         self.calls: list[dict] = []
@@ -62,7 +62,7 @@ class _RecordChannel:
             os.replace(tmp, self.path)
 
 
-class _ReplayChannel:
+class ReplayChannel:
     def __init__(self, doc: dict):
         self.calls = doc["calls"]
         self.i = 0
@@ -260,7 +260,7 @@ class Recorder(_PynqProxy):
     """Wrap a pynq module; every call is logged and the log written to `path` by `save()`."""
 
     def __init__(self, inner, path=None, **meta):
-        chan = _RecordChannel(path)
+        chan = RecordChannel(path)
         chan.meta.update(meta)
         super().__init__(chan, inner)
 
@@ -284,7 +284,7 @@ class ReplayPynq(_PynqProxy):
         if doc.get("format") != FORMAT or doc.get("version") != VERSION:
             raise ValueError(f"not a {FORMAT} v{VERSION} recording")
         self.doc = doc
-        super().__init__(_ReplayChannel(doc))
+        super().__init__(ReplayChannel(doc))
 
     def done(self):
         self._chan.done()

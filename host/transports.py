@@ -8,6 +8,7 @@ from .pynq_backend import PynqTransport
 from .rtl_backend import RtlTransport
 from .sim_backend import SimTransport
 from .transport import Transport
+from .transport_record import maybe_record, replay
 from .xrt_backend import XrtTransport
 
 
@@ -23,8 +24,10 @@ def _open_pynq(program: Program, n: int, **opts) -> list[Transport]:
     return PynqTransport.open_all(n, **opts)
 
 
-def _open_xrt(program: Program, n: int, **opts) -> list[Transport]:
-    return XrtTransport.open_all(n, **opts)
+def _open_xrt(program: Program, n: int, record=None, replay_from=None, **opts) -> list[Transport]:
+    if replay_from is not None:                  # a recorded board session, answered strictly (CI)
+        return replay(replay_from, n)[0]
+    return maybe_record(XrtTransport.open_all(n, **opts), record)
 
 
 OPENERS = {"sim": _open_sim, "rtl": _open_rtl, "xrt": _open_xrt, "pynq": _open_pynq}         # one per name of dfx.host.BACKENDS
@@ -32,5 +35,5 @@ OPENERS = {"sim": _open_sim, "rtl": _open_rtl, "xrt": _open_xrt, "pynq": _open_p
 
 def open_transports(program: Program, backend: str, n: int, **opts) -> list[Transport]:
     """The transports of `n` devices of `backend` (a name `resolve_backend` accepted) for `program`; `opts` go
-    to the backend (sim: EmuBoard options; xrt: xclbin, kernel, xrt, capi; pynq: xclbin, kernel, pynq, record; rtl: cores)."""
+    to the backend (sim: EmuBoard options; xrt: xclbin, kernel, xrt, capi, record, replay_from; pynq: xclbin, kernel, pynq, record; rtl: cores)."""
     return OPENERS[backend](program, n, **opts)

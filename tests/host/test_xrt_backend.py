@@ -163,3 +163,22 @@ def test_doctor_names_the_board_transport(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyxrt", FakeXrt(0).pyxrt)
     r = CliRunner().invoke(main, ["doctor"])
     assert "board transport: none" in r.stdout or "board transport: pynq" in r.stdout
+
+
+# ------------------------------------------------------------------------------------------------ record/replay
+def test_an_xrt_session_records_and_replays(prog2, tmp_path):
+    import json
+
+    from dfx.host.recording import ReplayMismatch
+    rec = tmp_path / "board_session.json"
+    fake, opts = _xrt(prog2, tmp_path)
+    with Session(prog2, "xrt", record=rec, **opts) as s:
+        want = list(s.generate([1, 2, 3], 5))
+    doc = json.loads(rec.read_text())
+    assert doc["backend"] == "xrt" and {c["op"] for c in doc["calls"]} >= {"read32", "write32", "alloc", "upload",
+                                                                           "download", "free"}
+    with Session(prog2, "xrt", replay_from=rec) as s:
+        assert list(s.generate([1, 2, 3], 5)) == want
+    with pytest.raises(ReplayMismatch, match=r"call \d+: recorded .*, the host called"):
+        with Session(prog2, "xrt", replay_from=rec) as s:
+            list(s.generate([1, 2, 4], 5))                   # another prompt: another TOKEN write
