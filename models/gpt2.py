@@ -205,11 +205,12 @@ class GPT2(nn.Module):
         return logits, present
 
     def generate(self, prompt: list[int], max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int = 0, use_cache: bool = True) -> Iterator[int]:
+                 top_p: float = 1.0, seed: int = 0, max_repeat: int = 0, use_cache: bool = True) -> Iterator[int]:
         """Continue `prompt`, yielding new token ids one at a time (a stream).
 
         Greedy (argmax) by default. Setting temperature > 0, top_k > 0 or top_p < 1 samples instead, from a
-        `torch.Generator` seeded with `seed`, so the same arguments give the same tokens. With use_cache=False
+        `torch.Generator` seeded with `seed`, so the same arguments give the same tokens. max_repeat > 0 never
+        picks one token more than that many times in a row (`dfx.sampling.TokenSampler`). With use_cache=False
         every step recomputes the whole sequence (the slow reference the KV cache is checked against).
         Arguments are checked here, before the first token, not when the stream is first read.
         """
@@ -224,7 +225,7 @@ class GPT2(nn.Module):
         if len(prompt) + max_new_tokens > self.config.n_positions:
             raise UsageError(f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
                              f"model's context of {self.config.n_positions} positions")
-        pick = TokenSampler(temperature, top_k, top_p, seed)
+        pick = TokenSampler(temperature, top_k, top_p, seed, max_repeat)
         return self._generate(prompt, max_new_tokens, pick, use_cache)
 
     @torch.no_grad()
