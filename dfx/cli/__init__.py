@@ -37,6 +37,7 @@ from dfx.perf.cli import perf
 from dfx.perf.tune import compile_tuned
 from dfx.program import load_program, load_signing_key, load_trusted_key, save_program
 
+from .compare import compare
 from .options import (DfxGroup, backend_options, backend_opts, fail, friendly, generate_text, print_stats,
                       sampling_options, weights_option)
 
@@ -53,6 +54,7 @@ def main():
       dfx compile -o gpt.dfx          compile a model to a program (instruction streams + memory images)
       dfx run gpt.dfx --prompt "..."  run a compiled program
       dfx disasm gpt.dfx              print a program's instructions
+      dfx compare gpt.dfx -p "..."    two rungs (golden, sim, rtl, pynq) token by token: near-tie or mismatch
       dfx perf                        cycle-level performance model (default: GPT-2 1.5B on 4 x U280)
     """
 
@@ -415,6 +417,7 @@ def build(ctx, board, output, config, verilog, lint, run_tools, check_dir):
 
 
 main.add_command(perf)
+main.add_command(compare)
 main.add_command(quant_report)
 
 if __name__ == "__main__":
