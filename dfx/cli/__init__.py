@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from dfx import isa
+from dfx import isa, progress
 from dfx.compiler import compile_model
 from dfx.compiler.partition import parse_overlap
 from dfx.compiler.quant.calib import calibration_windows
@@ -39,7 +39,7 @@ from dfx.program import load_program, load_signing_key, load_trusted_key, save_p
 
 from .compare import compare
 from .options import (DfxGroup, backend_options, backend_opts, fail, friendly, generate_text, print_stats,
-                      sampling_options, weights_option)
+                      sampling_options, session_text, weights_option)
 
 
 @click.group(cls=DfxGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -181,14 +181,24 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
             path = save_program(prog, Path(d) / "program.dfx")
             return _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt)
     with Session(prog, backend, **backend_opts(backend, xclbin, timeout, stats)) as sess:
-        generate_text(sess.generate(ids, max_new_tokens, samp), ids, max_new_tokens, tok, backend, head=prompt)
+        session_text(sess, ids, max_new_tokens, samp, tok, backend, prompt)
         print_stats(sess, stats)
 
 
 def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt):
     """--backend rtl: the same host session runs inside the cocotb simulation of the core."""
     click.echo("[rtl] building and simulating the core (Icarus; SIM=verilator for long runs)...", err=True)
-    res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=max(timeout, 3600.0))
+    steps = progress.StepBar("[rtl] building the core", len(ids) + max_new_tokens - 1)
+
+    def on_progress(count, cycles):
+        if count:
+            steps.describe("[rtl] tokens")
+        steps(count, cycles) if count else steps.refresh()
+    try:
+        res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=max(timeout, 3600.0),
+                          on_progress=on_progress)
+    finally:
+        steps.close()
     generate_text(iter(res["tokens"]), ids, max_new_tokens, tok, "rtl", seconds=res["wall_s"], head=prompt)
     if stats:
         s = res["summary"]
@@ -324,8 +334,7 @@ def run(program, prompt, backend, devices, require_signed, xclbin, timeout, stat
             raise UsageError(f"the program was compiled for {prog.n_devices} device(s), not {devices}")
         return _run_rtl(program, ids, max_new_tokens, samp, tok, stats, timeout, prompt)
     with Session(prog, backend, devices, **backend_opts(backend, xclbin, timeout, stats)) as sess:
-        gen = sess.generate(ids, max_new_tokens, samp)
-        generate_text(gen, ids, max_new_tokens, tok, backend, head=prompt)
+        session_text(sess, ids, max_new_tokens, samp, tok, backend, prompt)
         print_stats(sess, stats)
 
 

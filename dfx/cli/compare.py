@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
+from dfx import progress
 from dfx.compiler import compile_model
 from dfx.errors import UsageError
 from dfx.host import compare as cmp
@@ -17,9 +17,8 @@ from dfx.program import load_program
 from .options import backend_opts, friendly
 
 
-def _tqdm(label: str, total: int):
-    return tqdm(total=total, desc=label, unit="tok", file=sys.stderr, leave=False, mininterval=1.0,
-                disable=None)
+def _bar(label: str, total: int):
+    return progress.bar(f"[compare] {label}", total, "tok", leave=False)
 
 
 def _shown(tok, t: int) -> str:
@@ -105,7 +104,7 @@ def compare(source, prompt, backend, against, model, config, max_new_tokens, xcl
     if backend == "rtl":
         click.echo("[compare] building and simulating the core for the tested rung (minutes on Icarus)", err=True)
     c = cmp.compare(prog, tok.encode(prompt), max_new_tokens, tested=backend, reference=against, net=net,
-                    fresh=fresh, backend_opts=opts, progress=_tqdm)
+                    fresh=fresh, backend_opts=opts, progress=_bar)
     for line in report(c, tok):
         click.echo(line)
     sys.exit(1 if c.verdict == "mismatch" else 0)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from dfx import progress
 from dfx.errors import DfxError, UsageError
 from dfx.formats import ACCEPTED, EXAMPLES, FormatError, parse
 
@@ -75,13 +76,15 @@ def friendly(fn):
     return wrapper
 
 
-def stream_text(tok, ids_iter, head: str = ""):
+def stream_text(tok, ids_iter, head: str = "", first=None):
     """Print `head` (the prompt) once the first token has come (a run that fails before then writes nothing to
-    stdout), then the tokens as they come; return the list of ids."""
+    stdout), then the tokens as they come; return the list of ids. `first()` is called just before."""
     dec = tok.stream_decoder()
     out = []
     for t in ids_iter:
         if not out:
+            if first is not None:
+                first()
             click.echo(head, nl=False)
         out.append(t)
         piece = dec.push(t)
@@ -153,9 +156,10 @@ def print_stats(sess, stats):
                f"busy {bf}", err=True)
 
 
-def generate_text(session_gen, prompt_ids, n, tok, label, seconds: float | None = None, head: str = ""):
+def generate_text(session_gen, prompt_ids, n, tok, label, seconds: float | None = None, head: str = "",
+                  first=None):
     t0 = time.perf_counter()
-    ids = stream_text(tok, session_gen, head)
+    ids = stream_text(tok, session_gen, head, first)
     dt = time.perf_counter() - t0 if seconds is None else seconds
     click.echo(f"[{label}] {len(prompt_ids)} prompt + {len(ids)} generated tokens in {dt:.2f} s "
                f"({len(ids) / dt if dt else 0:.1f} tok/s)", err=True)
@@ -175,3 +179,27 @@ def weights_option(fn):
                              "weights, dequantised to FP16 in front of the MPU")(fn)
 
 
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def session_text(sess, ids, n, samp, tok, label: str, head: str) -> None:
+    """Generate on an open Session, streaming the text to stdout. A progress bar on stderr (`dfx.progress`)
+    counts token steps with the kernel's cycles per second: until the first token when stdout is a terminal
+    (the streamed text is the progress after that), else to the end."""
+    steps = progress.StepBar(f"[{label}] tokens", len(ids) + n - 1)
+    sess.on_step = steps.run
+
+    def tokens():
+        yield from sess.generate(ids, n, samp)
+        steps.close()                                   # before the summary line
+    try:
+        generate_text(tokens(), ids, n, tok, label, head=head, first=steps.close if _stdout_is_terminal() else None)
+    finally:
+        steps.close()
+        sess.on_step = None
