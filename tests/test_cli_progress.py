@@ -1,10 +1,20 @@
 """Long commands show progress on stderr; stdout (the generated text) is the same with and without it."""
+import sys
 import time
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from dfx.cli import main
+from dfx.compiler import compile_model
+from dfx.models.checkpoint import from_transformers
+from dfx.program import save_program
+from gpt2_fixtures import make_hf_gpt2
 from dfx.host.rtl_session import progress_relay
+
+sys.path.insert(0, str(Path(__file__).parent / "verify"))
+from verify_helpers import need_rtl  # noqa: E402 - the RTL harness's helpers live with its tests
 
 
 def _run(monkeypatch, flag, *args):
@@ -43,3 +53,20 @@ def test_the_rtl_progress_relay_carries_lines_from_the_simulator_process():
     assert (0, 0) in seen                                         # heartbeats while the core is being built
     with progress_relay(None) as path:
         assert path is None
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow
+def test_rtl_run_shows_steps_and_cycles_per_second_and_compare_agrees(monkeypatch, tmp_path):
+    """`dfx run --backend rtl`: a progress line with token steps and simulated cycles/s on stderr, the same text
+    as the simulator on stdout; `dfx compare --backend rtl --against sim` agrees (exit 0)."""
+    need_rtl()
+    prog = tmp_path / "byte.dfx"
+    save_program(compile_model(from_transformers(make_hf_gpt2(4, n_embd=32, n_head=2, n_layer=1, n_positions=16,
+                                                              vocab_size=256)), "tiny"), prog)
+    out_rtl, err = _run(monkeypatch, "1", "run", prog, "-p", "ab", "-n", "3", "--backend", "rtl")
+    out_sim, _ = _run(monkeypatch, "0", "run", prog, "-p", "ab", "-n", "3")
+    assert out_rtl == out_sim
+    assert "[rtl] tokens" in err and "cycles/s" in err and "/4 [" in err
+    out, _ = _run(monkeypatch, "1", "compare", prog, "-p", "ab", "-n", "3", "--backend", "rtl", "--against", "sim")
+    assert "verdict: agree" in out

@@ -71,13 +71,15 @@ def report(c: cmp.Comparison, tok) -> list[str]:
               help="for a PROGRAM: the checkpoint it was compiled from (the golden rung, and a fresh compile for "
                    "the bisection)")
 @click.option("--config", "config", default="tiny", show_default=True, help="for a MODEL: accelerator config")
+@click.option("--devices", type=click.IntRange(min=1), default=1, show_default=True,
+              help="for a MODEL: FPGAs in the ring")
 @click.option("--max-new-tokens", "-n", type=click.IntRange(min=1), default=32, show_default=True,
               help="tokens to compare")
 @click.option("--xclbin", type=click.Path(path_type=Path), default=None, envvar="DFX_XCLBIN",
               help="--backend pynq: the xclbin of `dfx build --board u280`")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="seconds per token step (sim, pynq)")
 @friendly
-def compare(source, prompt, backend, against, model, config, max_new_tokens, xclbin, timeout):
+def compare(source, prompt, backend, against, model, config, devices, max_new_tokens, xclbin, timeout):
     """Run two rungs side by side, token by token: the reference (--against) decodes greedily and the tested
     rung (--backend) is fed the same tokens. Prints each step's tokens, the reference's top-2 margin and the
     largest logit difference; a divergence within the documented error bound is a near-tie, anything else a
@@ -92,9 +94,11 @@ def compare(source, prompt, backend, against, model, config, max_new_tokens, xcl
         if model is not None:
             raise UsageError("--model is for a PROGRAM; a MODEL directory is its own float model")
         net = checkpoint.load_checkpoint(src)
-        prog = compile_model(net, config)
+        prog = compile_model(net, config, devices=devices)
         tok = load_tokenizer(src, net.config.vocab_size)
     else:
+        if devices != 1:
+            raise UsageError("--devices is for a MODEL; a PROGRAM was compiled for its own device count")
         prog = load_program(src)
         tok = tokenizer_from_json(prog.tokenizer_json, prog.symbols.vocab_size)
         if model is not None:
