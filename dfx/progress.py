@@ -56,14 +56,20 @@ class StepBar:
     def __init__(self, desc: str, total: int, leave: bool = False):
         self.bar = bar(desc, total, "tok", leave)
         self.cycles, self.closed = 0, False
+        self._first = None                 # (elapsed, cycles) at the first step: the rate leaves out start-up
 
     def __call__(self, count: int = 1, cycles: int = 0) -> None:
         if self.closed:
             return
         self.cycles += int(cycles)
         elapsed = self.bar.format_dict["elapsed"]
-        if self.cycles and elapsed > 0:
-            self.bar.set_postfix_str(f"{self.cycles / elapsed:,.0f} cycles/s", refresh=False)
+        if self._first is None:
+            self._first = (elapsed, self.cycles)
+            t, c = elapsed, self.cycles                # one step so far: its cycles over the time until it ended
+        else:
+            t, c = elapsed - self._first[0], self.cycles - self._first[1]
+        if c and t > 0:
+            self.bar.set_postfix_str(f"{c / t:,.0f} cycles/s", refresh=False)
         self.bar.update(int(count))
 
     def run(self, rec) -> None:

@@ -161,8 +161,9 @@ def generate_text(session_gen, prompt_ids, n, tok, label, seconds: float | None 
     t0 = time.perf_counter()
     ids = stream_text(tok, session_gen, head, first)
     dt = time.perf_counter() - t0 if seconds is None else seconds
+    rate = len(ids) / dt if dt else 0.0
     click.echo(f"[{label}] {len(prompt_ids)} prompt + {len(ids)} generated tokens in {dt:.2f} s "
-               f"({len(ids) / dt if dt else 0:.1f} tok/s)", err=True)
+               f"({f'{rate:.1f} tok/s' if rate >= 1 or not ids else f'{dt / len(ids):.1f} s/token'})", err=True)
 
 
 def weights_option(fn):
