@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dfx import isa
+from dfx import isa, progress
 from dfx.compiler import compile_model
 from dfx.errors import UsageError
 from dfx.program import Program
@@ -222,11 +222,11 @@ def fresh_compile(program: Program, net) -> Program | None:
 
 
 def compare(program: Program, prompt: list[int], n: int, *, tested: str = "sim", reference: str = "golden",
-            net=None, fresh: Program | None = None, backend_opts: dict | None = None, progress=None) -> Comparison:
+            net=None, fresh: Program | None = None, backend_opts: dict | None = None) -> Comparison:
     """Run `reference` greedily for `n` tokens from `prompt`, feed the same tokens to `tested`, and score them.
 
     net: the float32 GPT2 (needed for reference golden). fresh: `program` compiled afresh from `net` (for the
-    lockstep bisection when `program` is a given file). progress(label, total) -> a tqdm-like bar or None."""
+    lockstep bisection when `program` is a given file). Progress bars (tokens of each rung) go to stderr."""
     check_rungs(tested, reference)
     if reference == "golden" and net is None:
         raise UsageError("--against golden needs the float model: give a checkpoint (MODEL or --model DIR)")
@@ -235,29 +235,23 @@ def compare(program: Program, prompt: list[int], n: int, *, tested: str = "sim",
         raise UsageError(f"prompt ({len(prompt)} tokens) + -n {n} exceeds the program's context of "
                          f"{program.manifest.max_seq} positions")
 
-    def bar(label, total):
-        return progress(label, total) if progress else None
-
-    b = bar(f"reference ({reference})", n)
-    tick = b.update if b is not None else None
+    b = progress.bar(f"[compare] reference ({reference})", n, "tok", leave=False)
     if reference == "golden":
-        ref_tokens, ref_logits = reference_run(golden_rung(net), prompt, n, lambda i: tick and tick(1))
+        ref_tokens, ref_logits = reference_run(golden_rung(net), prompt, n, lambda i: b.update(1))
     else:
         with Session(program, "sim") as s:
-            ref_tokens, ref_logits = reference_run(_session_rung(s), prompt, n, lambda i: tick and tick(1))
-    if b is not None:
-        b.close()
+            ref_tokens, ref_logits = reference_run(_session_rung(s), prompt, n, lambda i: b.update(1))
+    b.close()
     steps = teacher_steps(prompt, ref_tokens)
     rtl = None
     if tested == "rtl":
         rtl = RtlCore(program).run_steps(steps, logits=True, trace=True)
         got = [r["logits"].astype(np.float64) for r in rtl.runs if r["stream"] == "decode"]
     else:
-        b = bar(f"tested ({tested})", max(n - 1, 0))
+        b = progress.bar(f"[compare] tested ({tested})", max(n - 1, 0), "tok", leave=False)
         with Session(program, tested, **(backend_opts or {})) as s:
-            got = session_logits(s, prompt, ref_tokens, lambda i: b is not None and b.update(1))
-        if b is not None:
-            b.close()
+            got = session_logits(s, prompt, ref_tokens, lambda i: b.update(1))
+        b.close()
     c = score(tested, reference, prompt, ref_tokens, ref_logits, got)
     if c.verdict != "mismatch":
         return c

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from dfx import progress
 from dfx.compiler import compile_model
 from dfx.errors import UsageError
 from dfx.host import compare as cmp
@@ -15,10 +14,6 @@ from dfx.models.tokenizer import load_tokenizer, tokenizer_from_json
 from dfx.program import load_program
 
 from .options import backend_opts, friendly
-
-
-def _bar(label: str, total: int):
-    return progress.bar(f"[compare] {label}", total, "tok", leave=False)
 
 
 def _shown(tok, t: int) -> str:
@@ -108,7 +103,7 @@ def compare(source, prompt, backend, against, model, config, devices, max_new_to
     if backend == "rtl":
         click.echo("[compare] building and simulating the core for the tested rung (minutes on Icarus)", err=True)
     c = cmp.compare(prog, tok.encode(prompt), max_new_tokens, tested=backend, reference=against, net=net,
-                    fresh=fresh, backend_opts=opts, progress=_bar)
+                    fresh=fresh, backend_opts=opts)
     for line in report(c, tok):
         click.echo(line)
     sys.exit(1 if c.verdict == "mismatch" else 0)
