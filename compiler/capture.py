@@ -96,7 +96,9 @@ def capture_state(model: dict, state: dict | None) -> Graph:
     g.add(Node("ln_f", "layernorm", (x,), "xf",
                {"gamma": p("ln_f.weight", (E,)), "beta": p("ln_f.bias", (E,))},
                {"eps": m["layer_norm_epsilon"]}), E)
-    lm = Shape((E, V)) if sd is None else np.ascontiguousarray(wte.T)    # tied LM head: WTE^T
+    # the LM head: lm_head.weight^T where the state has one (an untied head; a tied one equals wte), else WTE^T
+    head = p("lm_head.weight", (V, E)) if sd is not None and "lm_head.weight" in sd else wte
+    lm = Shape((E, V)) if sd is None else np.ascontiguousarray(head.T)
     g.add(Node("lm_head", "lm_head", ("xf",), "logits", {"weight": lm}), V)
     return g
 

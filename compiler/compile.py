@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dfx import formats as F
-from dfx import isa
+from dfx import isa, progress
 from dfx.config import AccelConfig, load_config
 from dfx.errors import CompileError
 from dfx.manifest import (BATCH_STREAM, STREAMS, DeviceMemory, HostSymbols, Manifest, ModelConfig, NodePc,
@@ -107,18 +107,24 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
     passes = [("verify", lambda g: g), ("pad_heads", lambda g: pad_heads(g, cfg)),
               ("quantize", lambda g: quantize(g, cfg, weights, method)),
               ("partition", lambda g: partition(g, cfg, devices, overlap))]
+    work = progress.bar("compile", len(passes) + devices, "step", leave=False)
     for name, p in passes:
+        work.set_postfix_str(name, refresh=False)
         g = p(g)
         if check:
             verify(g)
+        work.update(1)
     images, node_pcs = [], {}
     for k in range(devices):
+        work.set_postfix_str(f"device {k}: allocate, lower, images", refresh=False)
         plan = allocate(g, cfg, max_seq, device=k, prefill_batch=prefill_batch)
         streams, pcs = lower(g, plan)
         for s, v in pcs.items():
             node_pcs.setdefault(s, []).append(v)
         hbm, ddr = build_images(g, plan) if g.has_weights else (bytearray(), bytearray())
         images.append((plan, DeviceImage(streams, hbm, ddr)))
+        work.update(1)
+    work.close()
     plans = [p for p, _ in images]
     plan, lm = plans[0], g.nodes[-1]
     batch = (PrefillBatch(BATCH_STREAM, prefill_batch, plan.ddr.address(PREFILL_TOKENS))

@@ -5,6 +5,10 @@ transport inside one cocotb simulation of the core (`dfx.verify.session.run_host
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -21,8 +25,10 @@ ENTRY = "dfx.host.rtl_session:generate_in_simulation"
 
 
 def run_session(program_path, prompt: list[int], max_new_tokens: int, sampling: dict | None = None,
-                sim: str | None = None, timeout: float = 3600.0) -> dict:
-    """Run `Session.generate` on the RTL core in one simulation; returns {"tokens", "summary", "wall_s"}."""
+                sim: str | None = None, timeout: float = 3600.0, on_progress=None) -> dict:
+    """Run `Session.generate` on the RTL core in one simulation; returns {"tokens", "summary", "wall_s"}.
+    on_progress(count, cycles): called (in a thread of this process) after every token step in the simulation,
+    and with (0, 0) about once a second while the core is built or the simulator starts."""
     program_path = Path(program_path).resolve()
     prog = load_program(program_path)
     refuse_batched(prog, "the rtl backend")
@@ -33,9 +39,10 @@ def run_session(program_path, prompt: list[int], max_new_tokens: int, sampling: 
     if why:
         raise DeviceError(f"the rtl backend cannot run here: {why}")
     t0 = time.time()
-    res = run_host_job(prog.config, ENTRY, {"program": str(program_path), "prompt": list(prompt),
-                                            "max_new": max_new_tokens, "sampling": dict(sampling or {}),
-                                            "timeout": timeout}, sim)
+    with progress_relay(on_progress) as relay:
+        res = run_host_job(prog.config, ENTRY, {"program": str(program_path), "prompt": list(prompt),
+                                                "max_new": max_new_tokens, "sampling": dict(sampling or {}),
+                                                "timeout": timeout, "progress": relay}, sim)
     if res.get("error"):
         raise DeviceError(res["error"])
     res["wall_s"] = time.time() - t0
@@ -47,7 +54,53 @@ def generate_in_simulation(cores, args: dict) -> dict:
     or {"error": message} for a DfxError."""
     try:
         with Session(load_program(args["program"]), "rtl", cores=cores, timeout=args["timeout"]) as s:
+            if args.get("progress"):
+                s.on_step = _step_writer(args["progress"])
             tokens = list(s.generate(args["prompt"], args["max_new"], Sampling(**args["sampling"])))
             return {"tokens": tokens, "summary": s.summary()}
     except DfxError as e:
         return {"error": str(e)}
+
+
+# ------------------------------------------------------------------------------------------------ progress
+@contextlib.contextmanager
+def progress_relay(on_progress):
+    """A file the simulator process appends one line per token step to ("count cycles"), read by a thread here
+    that calls on_progress(count, cycles) (and (0, 0) each second as a heartbeat). Yields the file's path, or
+    None without a callback. The simulator's own output goes to its log, so a file carries the progress out."""
+    if on_progress is None:
+        yield None
+        return
+    fd, path = tempfile.mkstemp(prefix="dfx-rtl-progress-", suffix=".txt")
+    os.close(fd)
+    done = threading.Event()
+
+    def poll():
+        pending = ""
+        with open(path) as f:
+            while True:
+                stop = done.wait(1.0)
+                pending += f.read()
+                *lines, pending = pending.split("\n")          # a line still being written stays pending
+                for line in lines:
+                    count, cycles = (int(v) for v in line.split())
+                    on_progress(count, cycles)
+                on_progress(0, 0)
+                if stop:
+                    return
+
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    try:
+        yield path
+    finally:
+        done.set()
+        t.join(timeout=5)
+        os.unlink(path)
+
+
+def _step_writer(path: str):
+    def write(rec):
+        with open(path, "a") as f:
+            f.write(f"{rec.count} {rec.max_cycles}\n")
+    return write

@@ -35,6 +35,12 @@ class Session:
         self.batch = program.symbols.prefill_batch          # None: token-serial prefill
         self.steps: list[RunRecord] = []
         self.token_latency_s: list[float] = []
+        self.on_step = None            # called with each RunRecord as it completes (progress bars)
+
+    def _record(self, rec: RunRecord) -> None:
+        self.steps.append(rec)
+        if self.on_step is not None:
+            self.on_step(rec)
 
     def close(self) -> None:
         self.backend.close()
@@ -58,16 +64,16 @@ class Session:
             m = self.batch.max_tokens
             for c in range(0, len(prefix), m):
                 chunk = [int(t) for t in prefix[c:c + m]]
-                self.steps.append(self.backend.run_batch(chunk, self.pos))
+                self._record(self.backend.run_batch(chunk, self.pos))
                 self.pos += len(chunk)
         else:
             for t in prefix:
-                self.steps.append(self.backend.run("prefill", int(t), self.pos))
+                self._record(self.backend.run("prefill", int(t), self.pos))
                 self.pos += 1
         if not logits:
             return None
         if tokens:
-            self.steps.append(self.backend.run("decode", int(tokens[-1]), self.pos))
+            self._record(self.backend.run("decode", int(tokens[-1]), self.pos))
             self.pos += 1
         return self.backend.read_logits()
 

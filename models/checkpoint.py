@@ -40,9 +40,6 @@ def config_from_hf(data: dict, where: str = "config.json") -> GPTConfig:
             raise CheckpointError(f"{where}: {flag}=true is not supported; accepted: false")
     if data.get("scale_attn_weights", True) is False:
         raise CheckpointError(f"{where}: scale_attn_weights=false is not supported; accepted: true")
-    if data.get("tie_word_embeddings", True) is False:
-        raise CheckpointError(f"{where}: tie_word_embeddings=false is not supported; accepted: true (GPT-2 ties "
-                              "the LM head to wte)")
     n_inner = data.get("n_inner")
     if n_inner is not None and n_inner != 4 * data.get("n_embd", 0):
         raise CheckpointError(f"{where}: n_inner {n_inner} is not supported; accepted: null or 4 * n_embd")
@@ -54,7 +51,8 @@ def config_from_hf(data: dict, where: str = "config.json") -> GPTConfig:
     try:
         return GPTConfig(vocab_size=data["vocab_size"], n_positions=data.get("n_positions", data.get("n_ctx")),
                          n_embd=data["n_embd"], n_layer=data["n_layer"], n_head=data["n_head"],
-                         layer_norm_epsilon=data.get("layer_norm_epsilon", 1e-5))
+                         layer_norm_epsilon=data.get("layer_norm_epsilon", 1e-5),
+                         tie_word_embeddings=data.get("tie_word_embeddings", True) is not False)
     except ConfigError as e:
         raise CheckpointError(f"{where}: {e}") from None
 
@@ -65,7 +63,7 @@ def config_to_hf(cfg: GPTConfig, extra: dict | None = None) -> dict:
     return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "activation_function": "gelu_new",
             "vocab_size": cfg.vocab_size, "n_positions": cfg.n_positions, "n_embd": cfg.n_embd,
             "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_inner": None,
-            "layer_norm_epsilon": cfg.layer_norm_epsilon, "tie_word_embeddings": True,
+            "layer_norm_epsilon": cfg.layer_norm_epsilon, "tie_word_embeddings": cfg.tie_word_embeddings,
             "bos_token_id": eot, "eos_token_id": eot, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
             **(extra or {})}
 
@@ -153,7 +151,7 @@ def load_state(model: GPT2, state: dict[str, torch.Tensor], where: str) -> GPT2:
             raise CheckpointError(f"{where}: tensor {name} is {got.dtype}; accepted: floating point")
         if not torch.isfinite(got).all():
             raise CheckpointError(f"{where}: tensor {name} holds inf or NaN values; accepted: finite weights")
-    head = state.pop("lm_head.weight", None)
+    head = state.pop("lm_head.weight", None) if model.lm_head is None else None     # untied: one of `own`
     if head is not None and not torch.equal(head.to(torch.float32), state["wte.weight"].to(torch.float32)):
         raise CheckpointError(f"{where}: lm_head.weight differs from wte.weight; accepted: a tied LM head, as "
                               "GPT-2 has")
@@ -193,7 +191,7 @@ def save_checkpoint(model: GPT2, path: str | Path, dtype: torch.dtype = torch.fl
     """
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
-    state = {f"transformer.{k}": v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    state = {(k if k.startswith("lm_head.") else f"transformer.{k}"): v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     config = json.dumps(config_to_hf(model.config, extra_config), indent=2) + "\n"
     _write_atomic(d / SAFETENSORS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     _write_atomic(d / "config.json", lambda tmp: Path(tmp).write_text(config))

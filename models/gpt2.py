@@ -29,6 +29,7 @@ class GPTConfig:
     n_layer: int = 12
     n_head: int = 12
     layer_norm_epsilon: float = 1e-5
+    tie_word_embeddings: bool = True    # False: a separate lm_head.weight (vocab, n_embd), as some fine-tunes have
 
     def __post_init__(self):
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
@@ -159,7 +160,8 @@ class Block(nn.Module):
 
 
 class GPT2(nn.Module):
-    """GPT-2 with the LM head tied to the token embedding.
+    """GPT-2 with the LM head tied to the token embedding (or, with `tie_word_embeddings=False`, its own
+    `lm_head` weight).
 
     `forward(idx, past)` returns (logits, present): `past` is the KV cache from the previous call (None at the
     start); the position of the first new token is the cache length.
@@ -172,6 +174,7 @@ class GPT2(nn.Module):
         self.wpe = nn.Embedding(cfg.n_positions, cfg.n_embd)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -180,7 +183,7 @@ class GPT2(nn.Module):
         1/sqrt(2 n_layer), biases 0, LayerNorm gains 1. A seed makes it independent of the global RNG."""
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         for name, m in self.named_modules():
-            if isinstance(m, (Conv1D, nn.Embedding)):
+            if isinstance(m, (Conv1D, nn.Embedding, nn.Linear)):
                 std = 0.02 / math.sqrt(2 * self.config.n_layer) if name.endswith("c_proj") else 0.02
                 m.weight.normal_(0.0, std, generator=g)
             if isinstance(m, Conv1D):
@@ -201,15 +204,17 @@ class GPT2(nn.Module):
             x, kv = block(x, past[i] if past else None)
             present.append(kv)
         x = self.ln_f(x)                                                     # (B, T, C)
-        logits = F.linear(x, self.wte.weight)                                # tied LM head: (B, T, vocab)
+        head = self.wte.weight if self.lm_head is None else self.lm_head.weight  # tied or own LM head
+        logits = F.linear(x, head)                                           # (B, T, vocab)
         return logits, present
 
     def generate(self, prompt: list[int], max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int = 0, use_cache: bool = True) -> Iterator[int]:
+                 top_p: float = 1.0, seed: int = 0, max_repeat: int = 0, use_cache: bool = True) -> Iterator[int]:
         """Continue `prompt`, yielding new token ids one at a time (a stream).
 
         Greedy (argmax) by default. Setting temperature > 0, top_k > 0 or top_p < 1 samples instead, from a
-        `torch.Generator` seeded with `seed`, so the same arguments give the same tokens. With use_cache=False
+        `torch.Generator` seeded with `seed`, so the same arguments give the same tokens. max_repeat > 0 never
+        picks one token more than that many times in a row (`dfx.sampling.TokenSampler`). With use_cache=False
         every step recomputes the whole sequence (the slow reference the KV cache is checked against).
         Arguments are checked here, before the first token, not when the stream is first read.
         """
@@ -224,7 +229,7 @@ class GPT2(nn.Module):
         if len(prompt) + max_new_tokens > self.config.n_positions:
             raise UsageError(f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
                              f"model's context of {self.config.n_positions} positions")
-        pick = TokenSampler(temperature, top_k, top_p, seed)
+        pick = TokenSampler(temperature, top_k, top_p, seed, max_repeat)
         return self._generate(prompt, max_new_tokens, pick, use_cache)
 
     @torch.no_grad()

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from dfx import progress
+
 from .checkpoint import DEFAULT_MODEL_DIR, load_checkpoint, save_checkpoint
 from .gpt2 import GPT2, GPTConfig
 
@@ -80,7 +82,7 @@ def heldout_nll(model: GPT2, data: np.ndarray, n_windows: int = EVAL_WINDOWS, ba
     n = min(n_windows, (len(data) - 1) // ctx)
     starts = np.linspace(0, (len(data) - 1) // ctx - 1, n).astype(np.int64) * ctx
     total = 0.0
-    for i in range(0, n, batch):
+    for i in progress.track(range(0, n, batch), "held-out windows", unit="batch", leave=False):
         x, y = windows(data, starts[i:i + batch], ctx)
         logits, _ = model(x)                                                     # (B, ctx, vocab)
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()

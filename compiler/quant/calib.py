@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from dfx import progress
 from dfx.errors import UsageError
 from dfx.models.gpt2 import Conv1D
 from dfx.models.train import load_corpus
@@ -117,7 +118,7 @@ def collect_calibration(model, tokens, min_tokens: int = MIN_CALIB_TOKENS, batch
     model.eval()
     try:
         with torch.no_grad():
-            for i in range(0, t.shape[0], batch):
+            for i in progress.track(range(0, t.shape[0], batch), "calibration", unit="batch"):
                 model(t[i:i + batch])
     finally:
         for h in handles:

@@ -18,6 +18,7 @@ import torch
 
 from dfx import formats as F
 from dfx import numerics as nx
+from dfx import progress
 from dfx.errors import UsageError
 from dfx.models.quantized import fake_quant
 
@@ -38,7 +39,7 @@ def _kl_damage(model, qs: dict[str, dict[str, F.QuantWeight]], tokens) -> dict:
     out = {}
     with torch.no_grad():
         ref = torch.log_softmax(ref_model(x)[0].float(), -1)                  # (B, T, V)
-        for name, per_fmt in qs.items():
+        for name, per_fmt in progress.track(qs.items(), "mixed precision: layer damage (KL)", len(qs), "layer"):
             p = params[name]
             keep = p.detach().clone()
             for fname, qw in per_fmt.items():
@@ -100,7 +101,7 @@ def mixed_precision(model, calib: Calibration, candidates=DEFAULT_CANDIDATES, bu
                          f"smaller format")
 
     qs = {}
-    for name, w in weights.items():
+    for name, w in progress.track(weights.items(), "mixed precision: candidates", len(weights), "layer"):
         h = calib[name].hessian
         per = {}
         for f in cands:

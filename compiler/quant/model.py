@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from dfx import formats as F
+from dfx import progress
 from dfx.errors import UsageError
 
 from .calib import MIN_CALIB_TOKENS, Calibration, collect_calibration, conv1d_weights
@@ -44,7 +45,8 @@ def quantize_model(model, fmt, method: str = "rtn", calib: Calibration | None = 
     if method in NEEDS_CALIB:
         calib = _calibration(model, calib, method)
     out = {}
-    for name, mod in conv1d_weights(model).items():
+    layers = conv1d_weights(model)
+    for name, mod in progress.track(layers.items(), f"quantize {method} {fmt.name}", len(layers), "layer"):
         w = mod.weight.detach().float().numpy()                               # (K, N)
         warn_short_groups(name, w.shape, fmt)
         if method == "adadim":

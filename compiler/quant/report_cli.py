@@ -30,6 +30,7 @@ import torch
 
 from dfx import formats as F
 from dfx import numerics as nx
+from dfx import progress
 from dfx.errors import DfxError, UsageError
 from dfx.models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from dfx.models.quantized import fake_quant
@@ -134,7 +135,7 @@ def run_report(model, held: np.ndarray | None, rows: list[RowSpec], calib_tokens
     calib = collect_calibration(model, calib_tokens)
     n_quant = sum(m.weight.numel() for m in conv1d_weights(model).values())
     out = []
-    for r in rows:
+    for r in progress.track(rows, "quant-report", len(rows), "row"):
         t0 = time.perf_counter()
         q = quantize_model(model, r.fmt, r.method, calib if r.method in ("gptq", "adadim", "mixed") else None,
                            **r.opts)

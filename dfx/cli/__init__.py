@@ -3,9 +3,6 @@ nothing on stdout, no traceback: dfx's own errors (`friendly`), click's parse er
 output paths alike. Warnings of third-party libraries are not shown; dfx's own print as one `warning:` line."""
 from __future__ import annotations
 
-import errno
-import functools
-import math
 import os
 import shutil
 import subprocess
@@ -19,15 +16,14 @@ from pathlib import Path
 
 import click
 
-from dfx import isa
+from dfx import isa, progress
 from dfx.compiler import compile_model
 from dfx.compiler.partition import parse_overlap
 from dfx.compiler.quant.calib import calibration_windows
 from dfx.compiler.quant.model import quantize_model
 from dfx.compiler.quant.report_cli import quant_report
 from dfx.config import load_config
-from dfx.errors import DfxError, UsageError
-from dfx.formats import ACCEPTED, EXAMPLES, FormatError, parse
+from dfx.errors import UsageError
 from dfx.host import BACKENDS, resolve_backend
 from dfx.host.build import build_tree, check_tree
 from dfx.host.build import lint as lint_tree
@@ -41,63 +37,9 @@ from dfx.perf.cli import perf
 from dfx.perf.tune import compile_tuned
 from dfx.program import load_program, load_signing_key, load_trusted_key, save_program
 
-
-def _fail(msg: str):
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """dfx's own warnings as one `warning:` line on stderr; third-party ones (pynq's "no devices", ...) dropped."""
-    if category.__module__.split(".")[0] == "dfx":
-        click.echo(f"warning: {message}", err=True)
-
-
-class DfxGroup(click.Group):
-    """The `dfx` group: click's usage errors (unknown option, missing argument, bad value or choice) as one
-    `error: ... (see dfx CMD --help)` line with exit code 2, instead of click's usage block."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = _show_warning
-            try:
-                rv = super().main(args, prog_name, complete_var, False, **extra)
-            except click.exceptions.NoArgsIsHelpError as e:       # `dfx` alone: the help, as click shows it
-                e.show()
-                sys.exit(e.exit_code)
-            except click.UsageError as e:
-                names, c = [], e.ctx                          # the command as the user types it: dfx CMD ...
-                while c is not None and c.parent is not None:
-                    names.append(c.info_name)
-                    c = c.parent
-                where = " ".join(["dfx", *reversed(names)])
-                _fail(f"{' '.join(e.format_message().split())} (see {where} --help)")
-            except click.ClickException as e:
-                _fail(" ".join(e.format_message().split()))
-            except (click.Abort, KeyboardInterrupt, EOFError):
-                _fail("interrupted")
-            except OSError as e:
-                if e.errno != errno.EPIPE:                   # stdout closed early (`dfx disasm | head`): quiet
-                    raise
-                sys.stderr = open(os.devnull, "w")            # noqa: SIM115 - nothing more can be shown
-                sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def friendly(fn):
-    """Turn DfxError (and a missing file) into `error: ...` + exit 2."""
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except DfxError as e:
-            _fail(str(e))
-        except KeyboardInterrupt:
-            _fail("interrupted")
-    return wrapper
+from .compare import compare
+from .options import (DfxGroup, backend_options, backend_opts, fail, friendly, generate_text, print_stats,
+                      sampling_options, session_text, weights_option)
 
 
 @click.group(cls=DfxGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -112,6 +54,7 @@ def main():
       dfx compile -o gpt.dfx          compile a model to a program (instruction streams + memory images)
       dfx run gpt.dfx --prompt "..."  run a compiled program
       dfx disasm gpt.dfx              print a program's instructions
+      dfx compare gpt.dfx -p "..."    two rungs (golden, sim, rtl, pynq) token by token: near-tie or mismatch
       dfx perf                        cycle-level performance model (default: GPT-2 1.5B on 4 x U280)
     """
 
@@ -208,103 +151,6 @@ def _tokenizer_for(model_dir: Path | None, vocab: int):
     return load_tokenizer(model_dir, vocab)
 
 
-def _stream_text(tok, ids_iter, head: str = ""):
-    """Print `head` (the prompt) once the first token has come (a run that fails before then writes nothing to
-    stdout), then the tokens as they come; return the list of ids."""
-    dec = tok.stream_decoder()
-    out = []
-    for t in ids_iter:
-        if not out:
-            click.echo(head, nl=False)
-        out.append(t)
-        piece = dec.push(t)
-        if piece:
-            click.echo(piece, nl=False)
-            sys.stdout.flush()
-    if not out:
-        click.echo(head, nl=False)
-    click.echo(dec.flush() or "", nl=False)
-    click.echo()
-    return out
-
-
-def _sampling_options(fn):
-    for opt in reversed([
-        click.option("--max-new-tokens", "-n", type=click.IntRange(min=0), default=64, show_default=True,
-                     help="tokens to generate"),
-        click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy"),
-        click.option("--top-k", type=int, default=0, show_default=True, help="sample from the k most likely (0: off)"),
-        click.option("--top-p", type=float, default=1.0, show_default=True, help="nucleus sampling mass (1: off)"),
-        click.option("--seed", type=click.IntRange(0, 2 ** 64 - 1), default=0, show_default=True,
-                     help="sampling seed (0..2**64-1)"),
-    ]):
-        fn = opt(fn)
-    return fn
-
-
-def _check_timeout(ctx, param, value):
-    """--timeout, checked when parsed (before any work): a finite number of seconds > 0."""
-    if not (math.isfinite(value) and value > 0):
-        raise click.BadParameter(f"must be a number of seconds > 0, not {value}")
-    return value
-
-
-def _backend_options(fn):
-    for opt in reversed([
-        click.option("--xclbin", type=click.Path(path_type=Path), default=None, envvar="DFX_XCLBIN",
-                     show_envvar=True, help="xrt and pynq backends: the xclbin of `dfx build --board u280`"),
-        click.option("--timeout", type=float, default=30.0, show_default=True, callback=_check_timeout,
-                     help="seconds to wait for the kernel's ap_done on each token step (the simulator keeps it too)"),
-        click.option("--stats", is_flag=True, help="print per-token latency and the kernels' cycle counters "
-                                                    "(stderr)"),
-    ]):
-        fn = opt(fn)
-    return fn
-
-
-def _backend_opts(backend, xclbin, timeout, stats=True) -> dict:
-    # the cycle counters are read after every step only for --stats (on `sim` they come from the perf model)
-    opts = {"timeout": timeout, "counters": bool(stats)}
-    if backend in ("xrt", "pynq"):
-        opts["xclbin"] = xclbin
-    elif xclbin is not None:
-        raise UsageError(f"--xclbin is for --backend xrt or pynq, not {backend}")
-    return opts
-
-
-def _print_stats(sess, stats):
-    if not stats:
-        return
-    s = sess.summary()
-    bf = ", ".join(f"{u} {v:.0%}" for u, v in s["busy_fraction"].items())
-    click.echo(f"[stats] {s['backend']} x{s['devices']}: first token {s['first_token_s'] * 1e3:.1f} ms, then "
-               f"{s['token_s_mean'] * 1e3:.2f} ms/token (host wall); kernel cycles prefill {s['prefill_cycles']:,}, "
-               f"decode {s['decode_cycles']:,} ({s['decode_ms_per_token_modelled']:.3f} ms/token at the core clock); "
-               f"busy {bf}", err=True)
-
-
-def _generate(session_gen, prompt_ids, n, tok, label, seconds: float | None = None, head: str = ""):
-    t0 = time.perf_counter()
-    ids = _stream_text(tok, session_gen, head)
-    dt = time.perf_counter() - t0 if seconds is None else seconds
-    click.echo(f"[{label}] {len(prompt_ids)} prompt + {len(ids)} generated tokens in {dt:.2f} s "
-               f"({len(ids) / dt if dt else 0:.1f} tok/s)", err=True)
-
-
-def _weights_option(fn):
-    """--weights FMT, checked when parsed: an unknown name is one line listing the accepted forms, exit 2."""
-
-    def check(ctx, param, value):
-        try:
-            return parse(value).name
-        except FormatError as e:
-            _fail(f"--weights: {e}")
-
-    return click.option("--weights", default="fp16", show_default=True, callback=check,
-                        help=f"weight format: {ACCEPTED} (e.g. {', '.join(EXAMPLES[1:6])}); the linear (Conv1D) "
-                             "weights, dequantised to FP16 in front of the MPU")(fn)
-
-
 @main.command()
 @click.argument("prompt", required=False, default="def main(")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
@@ -316,15 +162,15 @@ def _weights_option(fn):
                    "[default: $DFX_BACKEND, else sim]")
 @click.option("--config", "config", default="tiny", show_default=True, help="accelerator config: tiny, dfx or a JSON file")
 @click.option("--devices", type=int, default=1, show_default=True, help="FPGAs in the ring")
-@_weights_option
+@weights_option
 @click.option("--prefill-batch", type=int, default=None, metavar="M",
               help="matrix-matrix prefill: up to M prompt tokens per run, each weight matrix streamed once per "
                    "chunk (sim backend; default: token-serial, as DFX)")
-@_backend_options
-@_sampling_options
+@backend_options
+@sampling_options
 @friendly
 def generate(prompt, model, backend, config, devices, weights, prefill_batch, xclbin, timeout, stats,
-             max_new_tokens, temperature, top_k, top_p, seed):
+             max_new_tokens, temperature, top_k, top_p, seed, max_repeat):
     """Generate text from PROMPT (default "def main("), streaming tokens as they come.
 
     By default the embedded GPT-2 is compiled for the accelerator and run on the bit-exact simulator; the
@@ -334,7 +180,7 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
     backend = resolve_backend(backend, ("golden", *BACKENDS))
     if not prompt:
         raise UsageError("the prompt is empty; give some text to continue")
-    samp = Sampling(temperature, top_k, top_p, seed)
+    samp = Sampling(temperature, top_k, top_p, seed, max_repeat)
     model_dir = Path(model) if model else checkpoint.DEFAULT_MODEL_DIR
     net = checkpoint.load_checkpoint(model_dir)
     vocab = net.config.vocab_size
@@ -347,8 +193,8 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
         if weights != "fp16":           # the fake-quant golden: the dequantised weights, float math
             net = fake_quant(net, quantize_model(net, weights, "bcq" if weights.startswith("bcq") else "rtn"))
         gen = net.generate(ids, max_new_tokens, temperature=samp.temperature, top_k=samp.top_k, top_p=samp.top_p,
-                           seed=seed)
-        return _generate(gen, ids, max_new_tokens, tok, "golden", head=prompt)
+                           seed=seed, max_repeat=max_repeat)
+        return generate_text(gen, ids, max_new_tokens, tok, "golden", head=prompt)
     if prefill_batch is not None and backend in ("rtl", "xrt", "pynq"):
         raise UsageError(f"--prefill-batch: the {backend} backend runs token-serial prefill only (the RTL core does "
                          f"not implement BATCH/CHUNK/SLOT); leave --prefill-batch out or use --backend sim")
@@ -359,16 +205,26 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
         with tempfile.TemporaryDirectory(prefix="dfx-rtl-") as d:
             path = save_program(prog, Path(d) / "program.dfx")
             return _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt)
-    with Session(prog, backend, **_backend_opts(backend, xclbin, timeout, stats)) as sess:
-        _generate(sess.generate(ids, max_new_tokens, samp), ids, max_new_tokens, tok, backend, head=prompt)
-        _print_stats(sess, stats)
+    with Session(prog, backend, **backend_opts(backend, xclbin, timeout, stats)) as sess:
+        session_text(sess, ids, max_new_tokens, samp, tok, backend, prompt)
+        print_stats(sess, stats)
 
 
 def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt):
     """--backend rtl: the same host session runs inside the cocotb simulation of the core."""
     click.echo("[rtl] building and simulating the core (Icarus; SIM=verilator for long runs)...", err=True)
-    res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=max(timeout, 3600.0))
-    _generate(iter(res["tokens"]), ids, max_new_tokens, tok, "rtl", seconds=res["wall_s"], head=prompt)
+    steps = progress.StepBar("[rtl] building the core", len(ids) + max_new_tokens - 1)
+
+    def on_progress(count, cycles):
+        if count:
+            steps.describe("[rtl] tokens")
+        steps(count, cycles) if count else steps.refresh()
+    try:
+        res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=max(timeout, 3600.0),
+                          on_progress=on_progress)
+    finally:
+        steps.close()
+    generate_text(iter(res["tokens"]), ids, max_new_tokens, tok, "rtl", seconds=res["wall_s"], head=prompt)
     if stats:
         s = res["summary"]
         click.echo(f"[stats] rtl: kernel cycles prefill {s['prefill_cycles']:,}, decode {s['decode_cycles']:,}; "
@@ -381,7 +237,7 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt):
 @click.option("-o", "--output", required=True, help="program file to write (.dfx)")
 @click.option("--config", "config", default="tiny", show_default=True, help="accelerator config: tiny, dfx or a JSON file")
 @click.option("--devices", type=int, default=1, show_default=True, help="FPGAs in the ring")
-@_weights_option
+@weights_option
 @click.option("--method", type=click.Choice(["rtn", "bcq", "gptq", "adadim", "mixed"]), default=None,
               help="quantizer (default: rtn; bcq formats: bcq's alternating least squares); gptq, adadim and "
                    "mixed need --calib; mixed picks a format per layer (leave --weights out)")
@@ -479,11 +335,11 @@ def _program_tokenizer(prog):
               help="devices to open (default: as many as the program was compiled for)")
 @click.option("--require-signed", type=click.Path(path_type=Path), default=None, metavar="PUBKEY",
               help="run only a program signed (dfx compile --sign) by the key of this Ed25519 public key (PEM)")
-@_backend_options
-@_sampling_options
+@backend_options
+@sampling_options
 @friendly
 def run(program, prompt, backend, devices, require_signed, xclbin, timeout, stats, max_new_tokens, temperature,
-        top_k, top_p, seed):
+        top_k, top_p, seed, max_repeat):
     """Run a compiled PROGRAM on a backend, streaming the generated text.
 
     Every backend runs the same host code: load the program's memory images into the device's HBM/DDR
@@ -498,15 +354,14 @@ def run(program, prompt, backend, devices, require_signed, xclbin, timeout, stat
     prog = load_program(program, trusted_key=key)
     tok = _program_tokenizer(prog)
     ids = tok.encode(prompt)
-    samp = Sampling(temperature, top_k, top_p, seed)
+    samp = Sampling(temperature, top_k, top_p, seed, max_repeat)
     if backend == "rtl":
         if devices not in (None, prog.n_devices):
             raise UsageError(f"the program was compiled for {prog.n_devices} device(s), not {devices}")
         return _run_rtl(program, ids, max_new_tokens, samp, tok, stats, timeout, prompt)
-    with Session(prog, backend, devices, **_backend_opts(backend, xclbin, timeout, stats)) as sess:
-        gen = sess.generate(ids, max_new_tokens, samp)
-        _generate(gen, ids, max_new_tokens, tok, backend, head=prompt)
-        _print_stats(sess, stats)
+    with Session(prog, backend, devices, **backend_opts(backend, xclbin, timeout, stats)) as sess:
+        session_text(sess, ids, max_new_tokens, samp, tok, backend, prompt)
+        print_stats(sess, stats)
 
 
 @main.command()
@@ -560,9 +415,9 @@ def build(ctx, board, output, config, verilog, lint, run_tools, check_dir):
 
     if check_dir is not None:
         if output is not None:
-            _fail("give either -o DIR (write a tree) or --check DIR (check one), not both")
+            fail("give either -o DIR (write a tree) or --check DIR (check one), not both")
         if not (check_dir / "build.json").is_file():
-            _fail(f"--check {check_dir}: no build.json there (not a `dfx build` tree)")
+            fail(f"--check {check_dir}: no build.json there (not a `dfx build` tree)")
         explicit = ctx.get_parameter_source("config") == click.core.ParameterSource.COMMANDLINE
         problems = check_tree(check_dir, load_config(config) if explicit else None)
         for p in problems:
@@ -573,7 +428,7 @@ def build(ctx, board, output, config, verilog, lint, run_tools, check_dir):
                    "and dfx.regmap", err=True)
         return
     if output is None:
-        _fail("-o DIR is required (or --check DIR)")
+        fail("-o DIR is required (or --check DIR)")
     cfg = load_config(config)
     res = build_tree(cfg, output, board, verilog=verilog, run_tools=run_tools,
                      log=lambda m: click.echo(m, err=True))
@@ -597,6 +452,7 @@ def build(ctx, board, output, config, verilog, lint, run_tools, check_dir):
 
 
 main.add_command(perf)
+main.add_command(compare)
 main.add_command(quant_report)
 
 if __name__ == "__main__":

@@ -1,0 +1,4 @@
+"""`python -m dfx.cli`: the `dfx` command."""
+from . import main
+
+main()
