@@ -31,7 +31,8 @@ from dfx.formats import ACCEPTED, EXAMPLES, FormatError, parse
 from dfx.host import BACKENDS, resolve_backend
 from dfx.host.build import build_tree, check_tree
 from dfx.host.build import lint as lint_tree
-from dfx.host.rtl_session import run_session
+from dfx.host.device import DEFAULT_TIMEOUT_S
+from dfx.host.rtl_session import RTL_TIMEOUT_S, run_session
 from dfx.host.sampling import Sampling
 from dfx.host.session import Session
 from dfx.models import checkpoint
@@ -219,7 +220,10 @@ def _sampling_options(fn):
 
 
 def _check_timeout(ctx, param, value):
-    """--timeout, checked when parsed (before any work): a finite number of seconds > 0."""
+    """--timeout, checked when parsed (before any work): a finite number of seconds > 0 (None: the backend's
+    default)."""
+    if value is None:
+        return None
     if not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"must be a number of seconds > 0, not {value}")
     return value
@@ -229,8 +233,10 @@ def _backend_options(fn):
     for opt in reversed([
         click.option("--xclbin", type=click.Path(path_type=Path), default=None, envvar="DFX_XCLBIN",
                      show_envvar=True, help="pynq backend: the xclbin of `dfx build --board u280`"),
-        click.option("--timeout", type=float, default=30.0, show_default=True, callback=_check_timeout,
-                     help="seconds to wait for the kernel's ap_done on each token step (the simulator keeps it too)"),
+        click.option("--timeout", type=float, default=None, callback=_check_timeout,
+                     help=f"seconds to wait for the kernel's ap_done on each token step (the simulator keeps it "
+                          f"too) [default: {DEFAULT_TIMEOUT_S:g}; rtl: {RTL_TIMEOUT_S:g}, wall time of the "
+                          f"simulation]"),
         click.option("--stats", is_flag=True, help="print per-token latency and the kernels' cycle counters "
                                                     "(stderr)"),
     ]):
@@ -240,7 +246,7 @@ def _backend_options(fn):
 
 def _backend_opts(backend, xclbin, timeout, stats=True) -> dict:
     # the cycle counters are read after every step only for --stats (on `sim` they come from the perf model)
-    opts = {"timeout": timeout, "counters": bool(stats)}
+    opts = {"timeout": DEFAULT_TIMEOUT_S if timeout is None else timeout, "counters": bool(stats)}
     if backend == "pynq":
         opts["xclbin"] = xclbin
     elif xclbin is not None:
@@ -342,7 +348,7 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
 def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt):
     """--backend rtl: the same host session runs inside the cocotb simulation of the core."""
     click.echo("[rtl] building and simulating the core (Icarus; SIM=verilator for long runs)...", err=True)
-    res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=max(timeout, 3600.0))
+    res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=RTL_TIMEOUT_S if timeout is None else timeout)
     _generate(iter(res["tokens"]), ids, max_new_tokens, tok, "rtl", seconds=res["wall_s"], head=prompt)
     if stats:
         s = res["summary"]
