@@ -80,7 +80,8 @@ def main(argv=None):
             cyc = res.sim_cycles
             axi_rate = cyc / res.wall_s
             rows.append(f"| {sim} | cocotbext-axi | {cyc} | {res.wall_s:.1f} | - | {axi_rate:.0f} | 1 | "
-                        f"{len(steps)} token steps once; logits {'=' if same else '!='} simulator; build {build_s:.0f} s |")
+                        f"{len(steps)} token steps once; logits {'=' if same else '!='} simulator; "
+                        f"build {build_s:.0f} s |")
         if "fast" in harnesses:
             t0 = time.time()
             fc = FastCore(prog.config, sim)
