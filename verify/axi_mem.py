@@ -11,6 +11,7 @@ flipped) from 2**abits words of data_bits bits:
 - back-pressure: with `stall` = s (0..15) each of arready, awready, wready, rvalid and bvalid is withheld in a
   cycle with probability s/16, from a free-running 16-bit LFSR seeded per instance (`seed`), so bursts are cut
   by gaps the core must tolerate. `latency` and `stall` are inputs: one build serves every setting.
+- IDs: every request is taken as ID 0 (rid and bid are 0), as the core issues them.
 - `error` (sticky until reset): bit 0 an access outside the 2**abits words (read data 0, write dropped), bit 1
   a protocol fault (a burst type other than INCR, a narrow arsize/awsize, wlast not on the burst's last beat).
 
@@ -58,9 +59,9 @@ endmodule
 
 
 def backdoor_signature() -> wiring.Signature:
-    """The backdoor and model controls every `AxiMem` takes (In, from the harness)."""
-    return wiring.Signature({"latency": In(8), "stall": In(4), "load": In(1), "clear": In(1), "dump": In(1),
-                             "dump_lo": In(32), "dump_hi": In(32)})
+    """The backdoor and model controls of an `AxiMem`, as the harness (their driver) sees them."""
+    return wiring.Signature({"latency": Out(8), "stall": Out(4), "load": Out(1), "clear": Out(1), "dump": Out(1),
+                             "dump_lo": Out(32), "dump_hi": Out(32)})
 
 
 class AxiMem(wiring.Component):

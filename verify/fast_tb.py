@@ -43,8 +43,7 @@ def to_hex(image: bytes, word_bytes: int) -> str:
 
 def from_hex(text: str, word_bytes: int) -> bytes:
     """Inverse of `to_hex` for a `$writememh` file (comments and address lines skipped; x/z read as 0)."""
-    words = [t for line in text.splitlines() for t in line.split()
-             if t and not t.startswith("//") and not t.startswith("@")]
+    words = [t for line in text.splitlines() for t in line.split("//", 1)[0].split() if not t.startswith("@")]
     if not words:
         return b""
     hexed = "".join(w.rjust(2 * word_bytes, "0") for w in words).lower().translate(str.maketrans("xz", "00"))

@@ -18,7 +18,7 @@ HALTED = regmap.STATUS_BITS["halted"]
 def test_hex_round_trip():
     blob = bytes(range(37))
     assert from_hex(to_hex(blob, 16), 16)[:37] == blob
-    assert from_hex("// comment\n@0\nxx01\n", 2) == b"\x01\x00"
+    assert from_hex("// 0x00000000\n@0\nxx01 // c\n", 2) == b"\x01\x00"
 
 
 @pytest.fixture(scope="module")
