@@ -37,6 +37,7 @@ async def poke(tb: FastTB, name: str, addr: int, data: bytes) -> None:
     buf[addr - lo * wb:addr - lo * wb + len(data)] = data
     Path(f"{name}.hex").write_text(f"@{lo:x}\n" + to_hex(bytes(buf), wb))
     tb.dut.mem_clear.value = 0
+    await tb.settle()
     tb.dut.mem_load.value = 1 << tb.names.index(name)
     await Timer(1, unit="ns")
     tb.dut.mem_load.value = 0
@@ -88,6 +89,7 @@ def _cocotb_test():
         spec = json.loads(Path(os.environ[FAST_HOST_ENV]).read_text())
         cfg = AccelConfig.from_dict(spec["cfg"])
         tb = FastTB(dut, cfg, 1, spec["word_bytes"])
+        await tb.start()
         await tb.load({})
         await tb.reset()
         core = FastBlockingCore(tb, 0, spec["ddr_bytes"], spec["hbm_bytes"])

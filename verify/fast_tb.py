@@ -54,30 +54,45 @@ class FastTB:
     """The fast design seen from cocotb: clock, reset, control ports, memory backdoor, core state."""
 
     def __init__(self, dut, cfg: AccelConfig, devices: int, word_bytes: dict[str, int]):
-        # lazy: cocotb and cocotbext-axi exist only inside the simulator process (the optional `sim` extra)
-        import cocotb
-        from cocotb.clock import Clock
-        from cocotbext.axi import AxiLiteBus, AxiLiteMaster
         self.dut, self.cfg, self.devices = dut, cfg, devices
         self.regs = regmap.by_name(cfg)
         self.names = mem_names(cfg, devices)
         self.word_bytes = word_bytes
-        cocotb.start_soon(Clock(dut.ap_clk, CLOCK_NS, unit="ns", impl="gpi").start())
         self.axil = []
-        for k in range(devices):
+        core = dut.dut
+        self.cores = [core.core] if devices == 1 else [getattr(core, f"dev{k}").core for k in range(devices)]
+
+    async def start(self):
+        """Hold reset, start the clock (cocotb's C++ clock) and the control-port bus models."""
+        # lazy: cocotb and cocotbext-axi exist only inside the simulator process (the optional `sim` extra)
+        import cocotb
+        from cocotb.clock import Clock
+        from cocotb.triggers import Timer
+        from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+        dut = self.dut
+        dut.ap_rst_n.value = 1
+        for sig in (dut.mem_load, dut.mem_dump, dut.mem_clear, dut.mem_latency, dut.mem_stall):
+            sig.value = 0
+        await Timer(1, unit="ns")
+        for k in range(self.devices):
             m = AxiLiteMaster(AxiLiteBus.from_prefix(dut, f"dev{k}_s_axi_control"), dut.ap_clk, dut.ap_rst_n,
                               reset_active_level=False)
             m.write_if.log.setLevel("WARNING")
             m.read_if.log.setLevel("WARNING")
             self.axil.append(m)
-        core = dut.dut
-        self.cores = [core.core] if devices == 1 else [getattr(core, f"dev{k}").core for k in range(devices)]
-        for sig in (dut.mem_load, dut.mem_dump, dut.mem_clear, dut.mem_latency, dut.mem_stall):
-            sig.value = 0
+        dut.ap_rst_n.value = 0              # an edge into reset: the bus models idle until `reset` releases it
+        await Timer(1, unit="ns")
+        cocotb.start_soon(Clock(dut.ap_clk, CLOCK_NS, unit="ns", impl="gpi").start())
+        await self.cycles(2)
 
     async def cycles(self, n: int):
         from cocotb.triggers import Timer  # lazy: cocotb exists only inside the simulator process
         await Timer(n * CLOCK_NS, unit="ns")
+
+    async def settle(self):
+        """Let the values just written reach the design before a backdoor strobe reads them."""
+        from cocotb.triggers import Timer  # lazy: cocotb exists only inside the simulator process
+        await Timer(1, unit="ps")
 
     async def write_reg(self, k: int, name: str, value: int):
         r = self.regs[name]
@@ -103,6 +118,7 @@ class FastTB:
                 Path(f"{name}.hex").write_text(to_hex(images.get(name, b""), self.word_bytes[self._kind(name)]))
                 mask |= 1 << i
         self.dut.mem_clear.value = int(clear)
+        await self.settle()                 # the strobe's block must see `clear` already
         self.dut.mem_load.value = mask
         await self.cycles(1)
         self.dut.mem_load.value = 0
@@ -115,6 +131,7 @@ class FastTB:
         wb = self.word_bytes[self._kind(name)]
         lo, hi = start // wb, (start + nbytes - 1) // wb
         self.dut.mem_dump_lo.value, self.dut.mem_dump_hi.value = lo, hi
+        await self.settle()                 # the strobe's block must see the new range
         self.dut.mem_dump.value = 1 << self.names.index(name)
         await self.cycles(1)
         self.dut.mem_dump.value = 0
@@ -217,6 +234,7 @@ def _cocotb_test():
         spec = json.loads(Path(os.environ[FAST_JOB_ENV]).read_text())
         cfg = AccelConfig.from_dict(spec["cfg"])
         tb = FastTB(dut, cfg, spec["devices"], spec["word_bytes"])
+        await tb.start()
         out = Path(spec["dir"]) / "results.jsonl"
         with out.open("w") as f:
             for job in spec["jobs"]:

@@ -31,7 +31,9 @@ async def axi_mem_bursts(dut):
     rng = random.Random(spec["latency"] * 16 + spec["stall"])
     image = bytes(rng.randrange(256) for _ in range(4096))
     Path("m0.hex").write_text(to_hex(image, WB))
-    dut.ctl_clear.value, dut.ctl_load.value = 1, 1
+    dut.ctl_clear.value = 1
+    await Timer(1, unit="ns")
+    dut.ctl_load.value = 1
     await Timer(1, unit="ns")
     dut.ctl_load.value = 0
     await ClockCycles(dut.clk, 2)
@@ -43,6 +45,7 @@ async def axi_mem_bursts(dut):
         if hasattr(cocotb.triggers, "gather") else [await axi.read(0, 2048), await axi.read(2048, 2048)]
     assert b"".join(bytes(g) for g in got) == want
     dut.ctl_dump_lo.value, dut.ctl_dump_hi.value = 0, 4096 // WB - 1
+    await Timer(1, unit="ns")
     dut.ctl_dump.value = 1
     await Timer(1, unit="ns")
     dut.ctl_dump.value = 0
