@@ -153,7 +153,7 @@ class DiffTest:
 
     def __init__(self, cfg: AccelConfig, sim: str | None = None, out_dir: str | Path = "build/difftest"):
         self.cfg = cfg
-        self.core = FastCore(cfg, sim, ddr_abits=12, hbm_abits=12)
+        self.core = FastCore(cfg, sim)
         self.out = Path(out_dir)
 
     def bisect(self, p: RandomProgram) -> str:
