@@ -7,7 +7,9 @@ come from `dfx.formats`. The rules the prose states are functions of `dfx.isa` (
 from __future__ import annotations
 
 import argparse
+import ast
 import inspect
+from pathlib import Path
 
 from . import formats as F
 from . import isa
@@ -100,6 +102,9 @@ def doc_markdown() -> str:
         "## Dependency rules",
         "",
         DEPENDENCY_RULES,
+        "## Validation",
+        "",
+        *_validation_doc(),
         "## Batched prefill",
         "",
         BATCHED_DOC,
@@ -127,6 +132,18 @@ def doc_markdown() -> str:
             "```", "LINEAR dst=64 src=0 bias=160 w=0x40 k=256 n=768 +has_bias",
             "QK dst=300 src=64 w=0x800 k=64 +scale +dyn_n s=2", "VMAX a=300 sd=0 +dyn_n", "```", ""]
     return "\n".join(out)
+
+
+def _validation_doc() -> list[str]:
+    """The validation section of docs/isa.md: `dfx.isa_check`'s docstring, read from its source (the two modules
+    are independent layers, so this one does not import it)."""
+    text = ast.get_docstring(ast.parse((Path(__file__).parent / "isa_check.py").read_text()))
+    return [text, "",
+            "At run time the executors also enforce the rules that depend on POS, COUNT and memory contents",
+            "(`dfx.isa` `check_operands`, `check_batch`, `check_chunk`, `check_slot`) and a watchdog: a run that",
+            "executes more than its `run_budget` of instructions stops with an error. The RTL core checks opcodes",
+            "and operand ranges in its decode stage and stops with a STATUS error bit and ERROR_PC",
+            "(docs/rtl_core.md). The host's `--timeout` bounds the wall time of each run on every backend.", ""]
 
 
 def _weight_format_doc() -> list[str]:

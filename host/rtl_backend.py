@@ -28,8 +28,9 @@ class RtlTransport(Transport):
         cfg = core.cfg
         self.rams = {hbm_bank(c): ram for c, ram in enumerate(core.hbm)}
         self.rams[DDR_BANK] = core.ddr
-        self.sizes = {hbm_bank(c): cfg.hbm_channel_mb << 20 for c in range(cfg.hbm_channels)}
-        self.sizes[DDR_BANK] = cfg.ddr_bytes
+        own = getattr(core, "bank_sizes", None)         # the fast harness's memories hold less than the board's
+        self.sizes = {hbm_bank(c): own["hbm"] if own else cfg.hbm_channel_mb << 20 for c in range(cfg.hbm_channels)}
+        self.sizes[DDR_BANK] = own["ddr"] if own else cfg.ddr_bytes
         self.top = {b: 0 for b in self.rams}
 
     @classmethod

@@ -22,10 +22,11 @@ from .sampling import Sampling
 from .session import Session
 
 ENTRY = "dfx.host.rtl_session:generate_in_simulation"
+RTL_TIMEOUT_S = 600.0      # default wait for ap_done per token step (wall time of the simulation)
 
 
 def run_session(program_path, prompt: list[int], max_new_tokens: int, sampling: dict | None = None,
-                sim: str | None = None, timeout: float = 3600.0, on_progress=None) -> dict:
+                sim: str | None = None, timeout: float = RTL_TIMEOUT_S, on_progress=None) -> dict:
     """Run `Session.generate` on the RTL core in one simulation; returns {"tokens", "summary", "wall_s"}.
     on_progress(count, cycles): called (in a thread of this process) after every token step in the simulation,
     and with (0, 0) about once a second while the core is built or the simulator starts."""

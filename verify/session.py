@@ -19,19 +19,28 @@ from pathlib import Path
 
 from dfx.config import AccelConfig
 from dfx.errors import DeviceError
+from dfx.hw.dma import ddr_data_bits
 
 from .bridge import BlockingCore, bridge_api
 from .core_build import TOP, build
 from .core_tb import CoreTB, reset
+from .fast_bridge import FAST_HOST_ENV
+from .fast_top import DDR_ABITS, HBM_ABITS, build_fast
 from .toolchain import log_text, run_module, sim_env
 
 HOST_JOB_ENV = "DFX_HOST_JOB"      # the job file of `dfx_host_job`
 
 
-def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = None) -> dict:
+def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = None, fast: bool | None = None) -> dict:
     """Call `entry` ("module:function", called as function(cores, args) with one `BlockingCore`) inside a
     simulation of one core built for `cfg`; returns its result. The memories start empty: the host code
-    uploads what it needs. DeviceError (one line) when the simulation ends without a result."""
+    uploads what it needs. DeviceError (one line) when the simulation ends without a result. `fast` (default:
+    unless $DFX_RTL_HARNESS is `axi`): the memories are models inside the design (`dfx.verify.fast_bridge`),
+    else cocotbext-axi `AxiRam`s."""
+    if fast is None:
+        fast = os.environ.get("DFX_RTL_HARNESS", "fast") != "axi"
+    if fast:
+        return _run_fast_host_job(cfg, entry, args, sim)
     runner, bdir = build(cfg, sim)
     jobdir = bdir / "host_job"
     jobdir.mkdir(exist_ok=True)
@@ -46,6 +55,23 @@ def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = Non
                                 "out": str(out)}))
     _, fails = run_module(runner, "dfx.verify.session", TOP, bdir, jobdir, sim_env(**{HOST_JOB_ENV: str(spec)}),
                           log, testcase="dfx_host_job")
+    if not out.exists():
+        raise DeviceError(f"the RTL simulation ended without a result ({fails} failed test(s)); last log line: "
+                          f"{(log_text(log).strip().splitlines() or ['-'])[-1][:200]}")
+    return json.loads(out.read_text())
+
+
+def _run_fast_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None) -> dict:
+    runner, bdir, top = build_fast(cfg, sim)
+    jobdir = bdir / "host_job"
+    jobdir.mkdir(exist_ok=True)
+    spec, out, log = jobdir / "job.json", jobdir / "result.json", jobdir / "test.log"
+    out.unlink(missing_ok=True)
+    wb = {"ddr": ddr_data_bits(cfg) // 8, "hbm": cfg.hbm_width // 8}
+    spec.write_text(json.dumps({"cfg": cfg.to_dict(), "entry": entry, "args": args, "out": str(out), "word_bytes": wb,
+                                "ddr_bytes": wb["ddr"] << DDR_ABITS, "hbm_bytes": wb["hbm"] << HBM_ABITS}))
+    _, fails = run_module(runner, "dfx.verify.fast_bridge", top, bdir, jobdir, sim_env(**{FAST_HOST_ENV: str(spec)}),
+                          log, testcase="dfx_fast_host_job")
     if not out.exists():
         raise DeviceError(f"the RTL simulation ended without a result ({fails} failed test(s)); last log line: "
                           f"{(log_text(log).strip().splitlines() or ['-'])[-1][:200]}")

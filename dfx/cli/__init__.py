@@ -27,7 +27,7 @@ from dfx.errors import UsageError
 from dfx.host import BACKENDS, resolve_backend
 from dfx.host.build import build_tree, check_tree
 from dfx.host.build import lint as lint_tree
-from dfx.host.rtl_session import run_session
+from dfx.host.rtl_session import RTL_TIMEOUT_S, run_session
 from dfx.host.sampling import Sampling
 from dfx.host.session import Session
 from dfx.models import checkpoint
@@ -220,7 +220,7 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt):
             steps.describe("[rtl] tokens")
         steps(count, cycles) if count else steps.refresh()
     try:
-        res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=max(timeout, 3600.0),
+        res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=RTL_TIMEOUT_S if timeout is None else timeout,
                           on_progress=on_progress)
     finally:
         steps.close()

@@ -16,6 +16,8 @@ import click
 from dfx import progress
 from dfx.errors import DfxError, UsageError
 from dfx.formats import ACCEPTED, EXAMPLES, FormatError, parse
+from dfx.host.device import DEFAULT_TIMEOUT_S
+from dfx.host.rtl_session import RTL_TIMEOUT_S
 
 
 def fail(msg: str):
@@ -116,7 +118,10 @@ def sampling_options(fn):
 
 
 def check_timeout(ctx, param, value):
-    """--timeout, checked when parsed (before any work): a finite number of seconds > 0."""
+    """--timeout, checked when parsed (before any work): a finite number of seconds > 0 (None: the backend's
+    default)."""
+    if value is None:
+        return None
     if not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"must be a number of seconds > 0, not {value}")
     return value
@@ -126,8 +131,10 @@ def backend_options(fn):
     for opt in reversed([
         click.option("--xclbin", type=click.Path(path_type=Path), default=None, envvar="DFX_XCLBIN",
                      show_envvar=True, help="xrt and pynq backends: the xclbin of `dfx build --board u280`"),
-        click.option("--timeout", type=float, default=30.0, show_default=True, callback=check_timeout,
-                     help="seconds to wait for the kernel's ap_done on each token step (the simulator keeps it too)"),
+        click.option("--timeout", type=float, default=None, callback=check_timeout,
+                     help=f"seconds to wait for the kernel's ap_done on each token step (the simulator keeps it "
+                          f"too) [default: {DEFAULT_TIMEOUT_S:g}; rtl: {RTL_TIMEOUT_S:g}, wall time of the "
+                          f"simulation]"),
         click.option("--stats", is_flag=True, help="print per-token latency and the kernels' cycle counters "
                                                     "(stderr)"),
     ]):
@@ -137,7 +144,7 @@ def backend_options(fn):
 
 def backend_opts(backend, xclbin, timeout, stats=True) -> dict:
     # the cycle counters are read after every step only for --stats (on `sim` they come from the perf model)
-    opts = {"timeout": timeout, "counters": bool(stats)}
+    opts = {"timeout": DEFAULT_TIMEOUT_S if timeout is None else timeout, "counters": bool(stats)}
     if backend in ("xrt", "pynq"):
         opts["xclbin"] = xclbin
     elif xclbin is not None:
