@@ -40,6 +40,7 @@ STATUS_BITS = {
     "address_range": 0x2,        # VBUF/HBM/DDR access out of range
     "fence": 0x4,                # read of off-chip data a DMA wrote without a FENCE in between
     "ring": 0x8,                 # router error (bad peer, ring timeout)
+    "invalid": 0x10,             # an instruction breaks a static rule of dfx.isa_check (zero length or granule, ...)
     "halted": 0x100,             # the last run ended at HALT (no error)
 }
 

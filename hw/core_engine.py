@@ -9,10 +9,14 @@ controller's view; the engine takes it flipped (`In`):
     done    In(1)                one cycle: the instruction completed, or stopped with an error
     busy    In(1)                the engine is running an instruction (the BUSY_<unit> counters)
     err     In(struct)           with `done`: why it stopped; one 1-bit flag per error the engine declares
-    vbuf    In(vbuf port)        the engine's VBUF port (hw/buffers.py; the controller routes it to VBUF)
+    vbuf    In(vbuf port)        the engine's VBUF port (hw/buffers.py): its read ports (`VBUF_READS` of them
+                                 are connected) and a request on the shared write port, granted by `w_rdy`
 
-An engine class declares `UNIT`, the `dfx.isa.Unit` whose instructions it runs, and `ERRORS`, the names of the
-`dfx.regmap.STATUS_BITS` its `err` flags raise. The controller starts the engine of the decoded unit, and when
+An engine class declares `UNIT`, the `dfx.isa.Unit` whose instructions it runs, `ERRORS`, the names of the
+`dfx.regmap.STATUS_BITS` its `err` flags raise, and `VBUF_READS`, the read ports of its VBUF port it uses (each
+gets a read port of VBUF of its own). An engine latches what it needs of `word` in the cycle of `start`, so the
+controller may present the next instruction of its queue while it runs; `start` comes only when the engine is
+idle (it has raised `done` for the previous instruction). The controller starts the engine of the decoded unit, and when
 the engine is done with a flag raised, sets that STATUS bit and ERROR_PC: one table (`STATUS_BITS`, whose order
 is the priority) for every engine. The rest of an engine's ports are the resources it uses (POS, TOKEN, scalar
 registers, AXI masters, ring links), wired by the controller one by one.
@@ -47,6 +51,7 @@ class Engine(wiring.Component):
 
     UNIT: isa.Unit
     ERRORS: tuple[str, ...] = ()
+    VBUF_READS: tuple[str, ...] = ("ra", "rb")
 
     def __init__(self, cfg: AccelConfig, members: dict):
         self.cfg = cfg

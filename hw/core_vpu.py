@@ -42,6 +42,7 @@ class VectorEngine(Engine):
 
     UNIT = isa.Unit.VPU
     ERRORS = ()
+    VBUF_READS = ("ra", "rb")
 
     SETUP_CYCLES = 2          # SETUP, then the first RUN cycle's VBUF read request
     FEED_CYCLES = 2           # the read data into the operand FIFO (SyncFIFOBuffered), out of it to the VPU
@@ -98,20 +99,20 @@ class VectorEngine(Engine):
             ip.mask.eq(Mux(scalar_fmt, 0, live(pend_i))), ip.last.eq(pend_i + 1 == beats),
             ififo.w_en.eq(pend), ififo.w_data.eq(ip.as_value()),
             vpu.i.valid.eq(ififo.r_rdy), vpu.i.payload.eq(ififo.r_data), ififo.r_en.eq(vpu.i.ready),
-            vpu.o.ready.eq(1),
+            vpu.o.ready.eq(~vec_out | vbuf.w_rdy),          # vector results wait for the shared VBUF write port
         ]
 
         bo = Signal(30)
         out_go = Signal()
-        fire = out_go & vpu.o.valid
+        fire = out_go & vpu.o.valid & (~vec_out | vbuf.w_rdy)
         last_out = Signal()
         m.d.comb += last_out.eq(~vec_out | (bo + 1 == beats))
+        with m.If(out_go & vpu.o.valid & vec_out):
+            m.d.comb += [vbuf.w_addr.eq(dst + bo), vbuf.w_en.eq(live(bo)),
+                         vbuf.w_data.eq(vpu.o.payload.v.as_value())]
         with m.If(fire):
             m.d.sync += bo.eq(bo + 1)
-            with m.If(vec_out):
-                m.d.comb += [vbuf.w_addr.eq(dst + bo), vbuf.w_en.eq(live(bo)),
-                             vbuf.w_data.eq(vpu.o.payload.v.as_value())]
-            with m.Else():
+            with m.If(~vec_out):
                 m.d.comb += [self.s_w_addr.eq(sd), self.s_w_en.eq(1), self.s_w_data.eq(vpu.o.payload.s)]
 
         m.d.comb += ctl.busy.eq(1)

@@ -116,6 +116,7 @@ class DmaEngine(Engine):
 
     UNIT = isa.Unit.DMA
     ERRORS = ("illegal_opcode", "address_range")
+    VBUF_READS = ("ra",)
 
     SETUP_CYCLES = 3          # SETUP, SETUP2, CHECK
     RUN_CYCLES = 1            # NEXT_RUN, once per run
@@ -221,15 +222,16 @@ class DmaEngine(Engine):
                          rvalid.eq(Array(p.rvalid for p in hbm_ports)[mh.ch])]
         with m.Else():
             m.d.comb += [rdata.eq(self.ddr.rdata), rvalid.eq(self.ddr.rvalid)]
-        m.d.comb += self.ddr.rready.eq(meta.r_rdy & ~mh.hbm)
+        # R data is written into VBUF through the shared write port (hw/buffers.py): a beat waits for w_rdy
+        m.d.comb += self.ddr.rready.eq(meta.r_rdy & ~mh.hbm & vbuf.w_rdy)
         for c, p in enumerate(hbm_ports):
-            m.d.comb += p.rready.eq(meta.r_rdy & mh.hbm & (mh.ch == c))
-        got = Signal()
-        m.d.comb += [got.eq(meta.r_rdy & rvalid), meta.r_en.eq(got)]
+            m.d.comb += p.rready.eq(meta.r_rdy & mh.hbm & (mh.ch == c) & vbuf.w_rdy)
+        got, req = Signal(), Signal()
+        m.d.comb += [req.eq(meta.r_rdy & rvalid), got.eq(req & vbuf.w_rdy), meta.r_en.eq(got)]
         wide = max(8 * cb, 8 * ddrb, 16 * d)
         shifted = Signal(wide)
         m.d.comb += shifted.eq(shift_units(Cat(rdata, C(0, wide - len(rdata))), mh.off, 8, left=False))
-        with m.If(got):
+        with m.If(req):
             m.d.comb += [
                 vbuf.w_addr.eq(mh.entry),
                 vbuf.w_en.eq(lane_mask(d, mh.lane, mh.cnt)),

@@ -119,9 +119,17 @@ def test_bad_input_halts_with_status(core, program):
                         n=2 * cfg.l).encode()           # the second tile lies past the end of HBM
     no_index = isa.Instr("LOAD", vaddr=0, addr=0, n=cfg.d, index=3).encode()
     backward = isa.Instr("SEND", vaddr=0, n=cfg.d, dir=1).encode()
+    # hostile words dfx.isa_check refuses (the host never loads them): the core validates them itself
+    zero_n = isa.Instr("VADD", dst=4, a=0, b=0, n=0).encode()
+    zero_k = isa.Instr("LINEAR", dst=4, src=0, w=0, k=0, n=cfg.l).encode()
+    zero_gran = isa.Instr("ALLGATHER", vaddr=0, n=cfg.d, devices=1, gran=0).encode()
+    quant_qk = isa.Instr("QK", dst=4, src=0, w=0, k=cfg.d, n=cfg.l, wfmt=1).encode()
+    load = isa.Instr("LOAD", vaddr=2, addr=0, n=cfg.d).encode()
     streams = {"illegal": [nop, bad_code, halt], "reserved": [nop, nop, reserved, halt],
                "vbuf": [vbuf_oob, halt], "ddr": [nop, ddr_oob, halt], "hbm": [hbm_oob, halt],
-               "index": [no_index, halt], "ring": [nop, nop, backward, halt], "ok": [nop, halt]}
+               "index": [no_index, halt], "ring": [nop, nop, backward, halt], "ok": [nop, halt],
+               "zero_n": [load, zero_n, halt], "zero_k": [zero_k, halt], "zero_gran": [nop, zero_gran, halt],
+               "quant_qk": [quant_qk, halt]}
     res = core.run_words(streams)
     by = {name: r for name, r in zip(streams, res.runs)}
     S = regmap.STATUS_BITS
@@ -133,6 +141,9 @@ def test_bad_input_halts_with_status(core, program):
     assert (by["index"]["status"], by["index"]["error_pc"]) == (S["illegal_opcode"], 0)
     assert (by["ring"]["status"], by["ring"]["error_pc"]) == (S["ring"], 2)
     assert by["ok"]["status"] == S["halted"]
+    for name, pc in (("zero_n", 1), ("zero_k", 0), ("zero_gran", 1), ("quant_qk", 0)):
+        assert (by[name]["status"], by[name]["error_pc"]) == (S["invalid"], pc), (name, by[name])
+    assert by["zero_n"]["busy"]["DMA"] > 0 and by["zero_n"]["busy"]["VPU"] == 0   # the LOAD ran, the VADD not
 
 
 def test_cycle_calibration(program, generated):
