@@ -46,6 +46,12 @@ from .decoder import Opcode, format_layout
 
 AXI_ADDR_BITS = 64
 BURST_INCR = 1
+# The DMA engine's AXI traffic (read by the performance model's HBM/DDR model): every piece is one single-beat
+# transaction (no bursts yet), and up to AXI_MAX_OUTSTANDING_READS reads are in flight (the piece-descriptor FIFO);
+# writes go out one at a time. (The matrix engine's weight streamer issues INCR bursts of up to 256 beats within
+# 4 KiB: hw/core_mpu.py.)
+AXI_BURST_BEATS = 1
+AXI_MAX_OUTSTANDING_READS = 8
 AXI_MEMBERS_OUT = ("awvalid", "awaddr", "awlen", "awsize", "awburst", "wvalid", "wdata", "wstrb", "wlast",
                    "bready", "arvalid", "araddr", "arlen", "arsize", "arburst", "rready")
 AXI_HANDSHAKE_IN = ("awready", "wready", "bvalid", "arready", "rvalid")
@@ -213,7 +219,7 @@ class DmaEngine(Engine):
         # ---- read pieces: descriptors of outstanding reads, in order
         meta_layout = data.StructLayout({"hbm": 1, "ch": range(nch), "off": range(max(cb, ddrb)),
                                          "lane": range(d), "cnt": range(d + 1), "entry": isa.VADDR_BITS})
-        m.submodules.meta = meta = SyncFIFOBuffered(width=meta_layout.size, depth=8)
+        m.submodules.meta = meta = SyncFIFOBuffered(width=meta_layout.size, depth=AXI_MAX_OUTSTANDING_READS)
         mh = data.View(meta_layout, meta.r_data)
         rdata = Signal(max(8 * cb, 8 * ddrb))
         rvalid = Signal()
