@@ -188,11 +188,15 @@ class Core(wiring.Component):
                         seq=Signal(SEQ_BITS, name=f"{name}_seq"), fp=Signal(FOOTPRINT, name=f"{name}_fp"))
         qs = [[slot(f"q_{e.UNIT.value}{k}") for k in range(Q)] for e in engines]
         q_n = [Signal(range(Q + 1), name=f"q_{e.UNIT.value}_n") for e in engines]
-        ex = [slot(f"ex_{e.UNIT.value}") for e in engines]
+        # an engine runs up to IN_FLIGHT instructions (a pipelined one accepts the next while earlier ones drain);
+        # they complete in order, so slot 0 is the one `done` completes
+        exs = [[slot(f"ex_{e.UNIT.value}{j}") for j in range(e.IN_FLIGHT)] for e in engines]
+        ex = [x[0] for x in exs]
+        ex_n = [Signal(range(e.IN_FLIGHT + 1), name=f"ex_{e.UNIT.value}_n") for e in engines]
         ex_v = [Signal(name=f"ex_{e.UNIT.value}_valid") for e in engines]
         unit_idle = [Signal(name=f"{e.UNIT.value}_idle") for e in engines]
         for u in range(U):
-            m.d.comb += unit_idle[u].eq((q_n[u] == 0) & ~ex_v[u])
+            m.d.comb += [ex_v[u].eq(ex_n[u] != 0), unit_idle[u].eq((q_n[u] == 0) & ~ex_v[u])]
         all_idle = Cat(*unit_idle).all()
 
         # ---- the scoreboard: may the head of queue u start?
@@ -205,16 +209,20 @@ class Core(wiring.Component):
             h = qs[u][0]
             blocked = []
             for v in range(U):
+                for j, o in enumerate(exs[v]):
+                    if v == u:                       # still draining in the same engine: older
+                        blocked.append((ex_n[v] > j) & conflict(h["fp"], o["fp"]))
+                    else:
+                        blocked.append((ex_n[v] > j) & ((older(o["seq"], h["seq"]) & conflict(h["fp"], o["fp"]))
+                                                        | (h["fp"].hbm & o["fp"].hbm)))
                 if v == u:
                     continue
-                o = ex[v]
-                blocked.append(ex_v[v] & ((older(o["seq"], h["seq"]) & conflict(h["fp"], o["fp"]))
-                                          | (h["fp"].hbm & o["fp"].hbm)))
                 for k in range(Q):
                     o = qs[v][k]
                     blocked.append((q_n[v] > k) & older(o["seq"], h["seq"])
                                    & (conflict(h["fp"], o["fp"]) | (h["fp"].hbm & o["fp"].hbm)))
-            m.d.comb += start[u].eq((q_n[u] != 0) & ~ex_v[u] & ~failed & ~any_of(blocked))
+            free = (ex_n[u] < engines[u].IN_FLIGHT) & (engines[u].ctl.ready if engines[u].IN_FLIGHT > 1 else 1)
+            m.d.comb += start[u].eq((q_n[u] != 0) & free & ~failed & ~any_of(blocked))
 
         # ---- engine inputs: each engine sees the head of its queue
         for u, e in enumerate(engines):
@@ -344,10 +352,16 @@ class Core(wiring.Component):
                     with m.Elif(start[u]):
                         m.d.sync += [q[k][f].eq(q[k + 1][f]) for f in ("word", "pc", "seq", "fp")]
             m.d.sync += q_n[u].eq(n_after + push[u])
-            with m.If(start[u]):
-                m.d.sync += [ex_v[u].eq(1)] + [ex[u][f].eq(q[0][f]) for f in ("word", "pc", "seq", "fp")]
-            with m.If(engines[u].ctl.done):
-                m.d.sync += ex_v[u].eq(0)
+            done = engines[u].ctl.done
+            x = exs[u]
+            x_after = Mux(done, ex_n[u] - 1, ex_n[u])
+            for j in range(len(x)):
+                with m.If(start[u] & (x_after == j)):
+                    m.d.sync += [x[j][f].eq(q[0][f]) for f in ("word", "pc", "seq", "fp")]
+                if j + 1 < len(x):
+                    with m.Elif(done):
+                        m.d.sync += [x[j][f].eq(x[j + 1][f]) for f in ("word", "pc", "seq", "fp")]
+            m.d.sync += ex_n[u].eq(x_after + start[u])
 
         # ---- errors: the engines' (the oldest instruction's PC first), then the front end's
         err_bits = Signal(len(STATUS))
@@ -399,7 +413,7 @@ class Core(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(failed):
-                    with m.If(~Cat(*ex_v).any()):
+                    with m.If(~Cat(*ex_v).any() & ~Cat(*[e.ctl.busy for e in engines]).any()):
                         m.next = "FINISH"
                 with m.Elif(halting & all_idle & ~err_any):
                     m.d.comb += halt_done.eq(1)
