@@ -40,6 +40,7 @@ STATUS_BITS = {
     "address_range": 0x2,        # VBUF/HBM/DDR access out of range
     "fence": 0x4,                # read of off-chip data a DMA wrote without a FENCE in between
     "ring": 0x8,                 # router error (bad peer, ring timeout)
+    "invalid": 0x10,             # an instruction breaks a static rule of dfx.isa_check (zero length or granule, ...)
     "halted": 0x100,             # the last run ended at HALT (no error)
 }
 
@@ -98,7 +99,8 @@ def regmap(cfg: AccelConfig) -> tuple[Register, ...]:
             ("ISA_VERSION", 32, "dfx.isa.ISA_VERSION the core decodes"),
             ("CONFIG_HASH", 64, "first 16 hex digits of AccelConfig.config_hash, as an integer"),
             ("STATUS", 32, "error and state bits: " + ", ".join(f"0x{v:x} {k}" for k, v in STATUS_BITS.items())),
-            ("ERROR_PC", 32, "PC (instruction index in the stream) of the instruction that raised an error"),
+            ("ERROR_PC", 32, "PC (instruction index in the stream) of the instruction that raised the first error "
+                             "(units complete out of order: the oldest of those failing in the same cycle)"),
             ("CYCLES", 64, "cycles from ap_start to ap_done of the last run")):
         regs.append(Register(name, off, width, "ro", doc))
         off += width // 8

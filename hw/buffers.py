@@ -1,10 +1,13 @@
 """On-chip storage of the core: the vector buffer (VBUF) and the scalar register file (S0..S15).
 
-VBUF: `cfg.vbuf_entries` entries of d binary16 elements, one Amaranth `lib.memory.Memory` with two
-synchronous read ports (A, B: one cycle latency, transparent to the write port) and one write port with a
+VBUF: `cfg.vbuf_entries` entries of d binary16 elements, one Amaranth `lib.memory.Memory` with `readers`
+synchronous read ports (one cycle latency, transparent to the write port) and one write port with a
 per-element enable (granularity 16 bits), so a DMA piece, an MPU output block (l of the d lanes) or the live
-lanes of a VPU chunk are written without read-modify-write. The units reach it through `VbufPort`s, which
-the core multiplexes (one unit owns the buffer at a time in the in-order controller; see hw/core.py).
+lanes of a VPU chunk are written without read-modify-write. The engines run concurrently (hw/core.py), so each
+has its own read ports (`r<i>`: on an FPGA, one copy of the buffer per read port, each a simple dual-port BRAM
+sharing the write), and they share the write port (`w`) through the core's fixed-priority arbiter: an engine's
+`vbuf_port_signature` port requests a write by raising lanes of `w_en` and the write happens in a cycle where
+`w_rdy` is high (no engine of higher priority requests one); `w_en` must not depend on `w_rdy`.
 
 Scalar registers: `cfg.sregs` binary32 words (at most the 16 the ISA's 4-bit register fields name), a `Memory`
 with asynchronous (comb) read ports: LUT RAM on an FPGA.
@@ -25,38 +28,48 @@ def vbuf_addr_bits(cfg: AccelConfig) -> int:
 
 
 def vbuf_port_signature(cfg: AccelConfig) -> wiring.Signature:
-    """A unit's view of VBUF: two read ports (data one cycle after `r*_en`) and one masked write port."""
+    """A unit's view of VBUF: two read ports (data one cycle after `r*_en`) and one masked write port, which
+    writes in a cycle with `w_rdy` high (a request: `w_en` nonzero, not depending on `w_rdy`)."""
     ab, w = vbuf_addr_bits(cfg), 16 * cfg.d
     return wiring.Signature({
         "ra_addr": Out(ab), "ra_en": Out(1), "ra_data": In(w),
         "rb_addr": Out(ab), "rb_en": Out(1), "rb_data": In(w),
-        "w_addr": Out(ab), "w_en": Out(cfg.d), "w_data": Out(w),
+        "w_addr": Out(ab), "w_en": Out(cfg.d), "w_data": Out(w), "w_rdy": In(1),
     })
 
 
-class VectorBuffer(wiring.Component):
-    """VBUF (see the module docstring). `port` is driven by the unit that owns the buffer."""
+def vbuf_read_signature(cfg: AccelConfig) -> wiring.Signature:
+    """One read port of VBUF (the reader's view)."""
+    return wiring.Signature({"addr": Out(vbuf_addr_bits(cfg)), "en": Out(1), "data": In(16 * cfg.d)})
 
-    def __init__(self, cfg: AccelConfig):
+
+def vbuf_write_signature(cfg: AccelConfig) -> wiring.Signature:
+    """The write port of VBUF (the writer's view): per-element enables."""
+    return wiring.Signature({"addr": Out(vbuf_addr_bits(cfg)), "en": Out(cfg.d), "data": Out(16 * cfg.d)})
+
+
+class VectorBuffer(wiring.Component):
+    """VBUF (see the module docstring): the write port `w` and read ports `r0` .. `r<readers-1>`."""
+
+    def __init__(self, cfg: AccelConfig, readers: int = 2):
         if not isinstance(cfg, AccelConfig):
             self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
         self.cfg = cfg
-        super().__init__({"port": In(vbuf_port_signature(cfg))})
+        self.readers = readers
+        super().__init__({"w": In(vbuf_write_signature(cfg)),
+                          **{f"r{i}": In(vbuf_read_signature(cfg)) for i in range(readers)}})
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         m.submodules.mem = mem = Memory(shape=16 * cfg.d, depth=cfg.vbuf_entries, init=[])
         wp = mem.write_port(granularity=16)
-        ra = mem.read_port(transparent_for=(wp,))
-        rb = mem.read_port(transparent_for=(wp,))
-        p = self.port
-        m.d.comb += [
-            wp.addr.eq(p.w_addr), wp.en.eq(p.w_en), wp.data.eq(p.w_data),
-            ra.addr.eq(p.ra_addr), ra.en.eq(p.ra_en), p.ra_data.eq(ra.data),
-            rb.addr.eq(p.rb_addr), rb.en.eq(p.rb_en), p.rb_data.eq(rb.data),
-        ]
+        m.d.comb += [wp.addr.eq(self.w.addr), wp.en.eq(self.w.en), wp.data.eq(self.w.data)]
+        for i in range(self.readers):
+            rp = mem.read_port(transparent_for=(wp,))
+            p = getattr(self, f"r{i}")
+            m.d.comb += [rp.addr.eq(p.addr), rp.en.eq(p.en), p.data.eq(rp.data)]
         return m
 
 

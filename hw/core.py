@@ -1,27 +1,35 @@
 """The integrated DFX compute core: register block, instruction fetch, decoder, controller, VBUF and scalar
 registers, and the four execution engines (matrix, vector, DMA, router) on AXI4 memory ports and ring links.
 
-Controller. One instruction stream per run, from DDR base + ENTRY, executed in program order. This first
-version issues *in order and one at a time*: an instruction is dispatched to its engine only when the
-previous one has completed, which satisfies every dependency rule of the ISA trivially (rule 1: no two
-instructions are ever in flight; rule 2: every DMA write has been acknowledged before the next instruction
-starts; rule 3: router instructions complete when their data has moved). The engines are independent
-components with their own streams, so overlapping them (a scoreboard over VBUF ranges, as `dfx.isa` permits)
-changes only this controller; see docs/rtl_core.md.
+Controller (docs/rtl_core.md, "Controller and dependency rules"). One instruction stream per run, from DDR base +
+ENTRY. The front end takes one word per cycle from the prefetcher into the instruction register and decodes it
+(`hw.decoder`: an illegal opcode or reserved bits -> STATUS.illegal_opcode; a static rule of `dfx.isa_check`
+broken (`hw.scoreboard.invalid`: a zero length or granule, quantized-weight flags) -> STATUS.invalid; an on-chip
+operand of the ISA table (`dfx.isa` `Op.operands`) outside VBUF or the scalar register file ->
+STATUS.address_range; a fetch past the config's DDR -> STATUS.address_range). A valid instruction is dispatched,
+in program order, one per cycle, into the in-order queue of its unit (`QUEUE_DEPTH` entries per unit: MPU, VPU,
+DMA, ROUTER); NOP retires at dispatch, FENCE holds dispatch until the units of its mask have completed every
+older instruction, HALT until every unit has. The head of each queue starts its engine when the engine is idle
+and the scoreboard finds no hazard with an older instruction still queued or running (ISA dependency rule 1, RAW /
+WAR / WAW on VBUF entry ranges and scalar registers: `hw.scoreboard`), and when the HBM ports are free: the matrix
+engine's weight streamer and an HBM DMA instruction take the HBM ports for a whole instruction (the older one
+first); DDR is shared by the fetcher and the DMA beat by beat (`_ddr_arbiter`). So the four engines run
+concurrently on disjoint data, as DFX does. `in_order=True` builds the same core dispatching an instruction only
+when every unit is idle (the one-at-a-time controller: benchmarks/rtl_core_cycles.py compares the two).
 
-Per instruction: FETCH (take the next word from the prefetcher; the word's DDR offset must be inside the
-config's DDR) -> DECODE (`hw.decoder`: illegal opcode or reserved bits set -> STATUS.illegal_opcode; every
-on-chip operand of the ISA table (`dfx.isa` `Op.operands`, the rule of `dfx.isa.check_operands`) inside VBUF
-and the scalar register file -> else STATUS.address_range) -> dispatch (NOP and FENCE retire at once, HALT
-ends the run, the others start the engine of their unit) -> WAIT (the engine's `done`; an engine's own checks
--- off-chip range, weight format, ring -- end the run with the STATUS bit of the error it raised). The engines
-are driven through one contract (hw/core_engine.py): each declares its unit and its errors, so this controller
-starts them, counts their busy cycles and maps their errors to STATUS without naming any of them. Errors store
-ERROR_PC and end the run like HALT: the fetcher is drained, ap_done rises, the core goes idle.
+Errors. The engines report their own (off-chip range, weight format, ring) with `done`, in completion order.
+The first error in time stores ERROR_PC (the faulting instruction's PC; for engine errors in the same cycle, the
+older instruction's) and every error sets its STATUS bit; the core then dispatches nothing more, discards queued
+instructions that have not started, lets the running ones complete, and ends the run like HALT (fetcher
+drained, ap_done). Instructions younger than ERROR_PC may have completed (out-of-order completion); older ones
+that had not started do not run. A front-end error (decode, fetch) is precise: everything older was dispatched
+and completes, nothing younger runs.
 
 Counters: CYCLES counts from accepting ap_start to ap_done; BUSY_<unit> the cycles each engine is busy.
-Debug outputs for the test harness (not part of the kernel interface): `dbg_retire` pulses when an
-instruction retires, with its `dbg_pc` and `dbg_opcode`.
+Debug outputs for the test harness (not part of the kernel interface): a completion event per source (the
+controller's NOP / FENCE / HALT, each engine's `done`) registered in `dbg_ev` with the PC and opcode
+(`dbg_ev_pc<i>`, `dbg_ev_op<i>`), `dbg_tick` toggling on every cycle with an event; VBUF and scalar-register
+writes with the PC of the instruction that made them (`dbg_vw_*`, `dbg_sw_*`).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
@@ -33,7 +41,7 @@ from amaranth.lib.wiring import In, Out
 from dfx import isa, regmap
 from dfx.config import AccelConfig
 
-from .buffers import ScalarFile, VectorBuffer
+from .buffers import ScalarFile, VectorBuffer, vbuf_addr_bits
 from .core_engine import Engine
 from .core_mpu import MatrixEngine, check_core_config
 from .core_vpu import VectorEngine
@@ -42,9 +50,13 @@ from .dma import AXI_HANDSHAKE_IN, DmaEngine, axi4_signature, ddr_data_bits, hbm
 from .fetch import Fetch
 from .regs import Registers, axil_addr_bits, axil_signature
 from .router import RouterEngine, link_layout
+from .scoreboard import FOOTPRINT, any_of, conflict, footprint, invalid
 
 STATUS = regmap.STATUS_BITS
 ENGINES = (MatrixEngine, VectorEngine, DmaEngine, RouterEngine)     # the core's engines, one per unit
+WRITE_PRIORITY = (MatrixEngine, RouterEngine, DmaEngine, VectorEngine)   # VBUF write port arbitration, first wins
+QUEUE_DEPTH = 2             # instructions waiting per unit queue, besides the one its engine runs
+SEQ_BITS = 8                # dispatch sequence numbers (age order in the scoreboard; far more than in flight)
 
 
 def _mux_out(m, target, sources):
@@ -95,15 +107,17 @@ class Core(wiring.Component):
     """The core for `cfg`. Ports (Amaranth names; hw/top.py gives them Vitis names): `axil` (AXI4-Lite
     slave), `interrupt`, `ddr` and `hbm0`.. (AXI4 masters), `ring_tx` / `ring_rx` (link streams)."""
 
-    # Cycle counts of this controller, read by the performance model's serial-issue mode (dfx.perf.timing):
-    # FETCH + DECODE from one instruction's retirement to the next one's engine start (the engine sees
-    # `start` in DECODE), or to a NOP / FENCE / HALT retiring in DECODE.
+    # Cycle counts of this controller, read by the performance model's serial-issue mode (dfx.perf.timing): in
+    # the in-order build, from one instruction's completion to the next one's engine start (dispatch when
+    # every unit is idle, then the queue head's start), or to a NOP / FENCE / HALT retiring.
     ISSUE_CYCLES = 2
 
-    def __init__(self, cfg: AccelConfig, **mpu_stages):
-        """`mpu_stages`: pipeline stages of the MPU (`hw.mpu.MPU`'s keyword arguments)."""
+    def __init__(self, cfg: AccelConfig, in_order: bool = False, **mpu_stages):
+        """`in_order`: dispatch only when every unit is idle; `mpu_stages`: pipeline stages of the MPU
+        (`hw.mpu.MPU`'s keyword arguments)."""
         check_core_config(self, cfg)
         self.cfg = cfg
+        self.in_order = in_order
         self._mpu_stages = mpu_stages
         members = {
             "axil": In(axil_signature(axil_addr_bits(cfg))),
@@ -114,7 +128,14 @@ class Core(wiring.Component):
             members[nm] = Out(axi4_signature(cfg.hbm_width))
         members["ring_tx"] = Out(stream.Signature(link_layout(cfg)))
         members["ring_rx"] = In(stream.Signature(link_layout(cfg)))
-        members.update({"dbg_retire": Out(1), "dbg_pc": Out(32), "dbg_opcode": Out(8), "dbg_running": Out(1)})
+        n_ev = len(ENGINES) + 1
+        members.update({"dbg_running": Out(1), "dbg_tick": Out(1), "dbg_ev": Out(n_ev),
+                        **{f"dbg_ev_pc{i}": Out(32) for i in range(n_ev)},
+                        **{f"dbg_ev_op{i}": Out(8) for i in range(n_ev)},
+                        "dbg_vw_en": Out(cfg.d), "dbg_vw_addr": Out(vbuf_addr_bits(cfg)),
+                        "dbg_vw_data": Out(16 * cfg.d), "dbg_vw_pc": Out(32),
+                        "dbg_sw_en": Out(1), "dbg_sw_addr": Out(isa.SREG_BITS), "dbg_sw_data": Out(32),
+                        "dbg_sw_pc": Out(32)})
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -123,28 +144,35 @@ class Core(wiring.Component):
         m.submodules.regs = regs = Registers(cfg)
         m.submodules.fetch = fetch = Fetch(cfg)
         m.submodules.decoder = dec = Decoder()
-        m.submodules.vbuf = vbuf = VectorBuffer(cfg)
         m.submodules.sregs = sregs = ScalarFile(cfg)
         engines: tuple[Engine, ...] = tuple(E(cfg, **self._mpu_stages) if E is MatrixEngine else E(cfg)
                                             for E in ENGINES)
         for e in engines:
             m.submodules[e.UNIT.value] = e
         mpu, vpu, dma, router = engines
+        n_read = sum(len(e.VBUF_READS) for e in engines)
+        m.submodules.vbuf = vbuf = VectorBuffer(cfg, readers=n_read)
         wiring.connect(m, wiring.flipped(self.axil), regs.axil)
         m.d.comb += self.interrupt.eq(regs.interrupt)
+        U = len(engines)
+        Q = QUEUE_DEPTH
 
         # ---- controller state
         ir = Signal(WordLayout)
-        pc = Signal(32)
+        ir_valid = Signal()
+        ir_pc = Signal(32)                       # PC of `ir`
+        fpc = Signal(32)                         # PC of the next word taken from the prefetcher
+        seq = Signal(SEQ_BITS)                   # the next dispatch's sequence number
         status = Signal(32)
         error_pc = Signal(32)
+        failed = Signal()                        # an error was recorded: dispatch nothing more
+        halting = Signal()                       # HALT dispatched (retires when every unit is idle)
         cycles = Signal(64)
         busy = [Signal(64, name=f"busy_{u.lower()}") for u in regmap.COUNTER_UNITS]
         running = Signal()
-        active = Signal(len(engines))            # one-hot: the engine that owns VBUF and the shared ports
         token, pos = regs.token, regs.pos
         m.d.comb += [dec.word.eq(ir), regs.status.eq(status), regs.error_pc.eq(error_pc),
-                     regs.cycles.eq(cycles), regs.running.eq(running)]
+                     regs.cycles.eq(cycles), regs.running.eq(running), self.dbg_running.eq(running)]
         for i, b in enumerate(busy):
             m.d.comb += regs.busy[i].eq(b)
         for e in engines:
@@ -154,109 +182,250 @@ class Core(wiring.Component):
         with m.If(running):
             m.d.sync += cycles.eq(cycles + 1)
 
-        # ---- engine inputs
-        for e in engines:
-            m.d.comb += e.ctl.word.eq(ir)
+        # ---- unit queues (slot 0 is the head) and the instruction each engine runs (`ex_*`)
+        def slot(name):
+            return dict(word=Signal(WordLayout, name=f"{name}_word"), pc=Signal(32, name=f"{name}_pc"),
+                        seq=Signal(SEQ_BITS, name=f"{name}_seq"), fp=Signal(FOOTPRINT, name=f"{name}_fp"))
+        qs = [[slot(f"q_{e.UNIT.value}{k}") for k in range(Q)] for e in engines]
+        q_n = [Signal(range(Q + 1), name=f"q_{e.UNIT.value}_n") for e in engines]
+        # an engine runs up to IN_FLIGHT instructions (a pipelined one accepts the next while earlier ones drain);
+        # they complete in order, so slot 0 is the one `done` completes
+        exs = [[slot(f"ex_{e.UNIT.value}{j}") for j in range(e.IN_FLIGHT)] for e in engines]
+        ex = [x[0] for x in exs]
+        ex_n = [Signal(range(e.IN_FLIGHT + 1), name=f"ex_{e.UNIT.value}_n") for e in engines]
+        ex_v = [Signal(name=f"ex_{e.UNIT.value}_valid") for e in engines]
+        unit_idle = [Signal(name=f"{e.UNIT.value}_idle") for e in engines]
+        for u in range(U):
+            m.d.comb += [ex_v[u].eq(ex_n[u] != 0), unit_idle[u].eq((q_n[u] == 0) & ~ex_v[u])]
+        all_idle = Cat(*unit_idle).all()
+
+        # ---- the scoreboard: may the head of queue u start?
+        def older(a, b):
+            """a is an older dispatch than b (sequence numbers of instructions in flight together)."""
+            return ~((b - a)[SEQ_BITS - 1])
+
+        start = [Signal(name=f"start_{e.UNIT.value}") for e in engines]
+        for u in range(U):
+            h = qs[u][0]
+            blocked = []
+            for v in range(U):
+                for j, o in enumerate(exs[v]):
+                    if v == u:                       # still draining in the same engine: older
+                        blocked.append((ex_n[v] > j) & conflict(h["fp"], o["fp"]))
+                    else:
+                        blocked.append((ex_n[v] > j) & ((older(o["seq"], h["seq"]) & conflict(h["fp"], o["fp"]))
+                                                        | (h["fp"].hbm & o["fp"].hbm)))
+                if v == u:
+                    continue
+                for k in range(Q):
+                    o = qs[v][k]
+                    blocked.append((q_n[v] > k) & older(o["seq"], h["seq"])
+                                   & (conflict(h["fp"], o["fp"]) | (h["fp"].hbm & o["fp"].hbm)))
+            free = (ex_n[u] < engines[u].IN_FLIGHT) & (engines[u].ctl.ready if engines[u].IN_FLIGHT > 1 else 1)
+            m.d.comb += start[u].eq((q_n[u] != 0) & free & ~failed & ~any_of(blocked))
+
+        # ---- engine inputs: each engine sees the head of its queue
+        for u, e in enumerate(engines):
+            m.d.comb += [e.ctl.word.eq(qs[u][0]["word"]), e.ctl.start.eq(start[u])]
         m.d.comb += [mpu.pos.eq(pos), vpu.pos.eq(pos), dma.pos.eq(pos), dma.token.eq(token),
                      dma.ddr_base.eq(regs.ddr_base),
                      router.ring_pos.eq(regs.ring_pos), router.ring_size.eq(regs.ring_size)]
         for c in range(cfg.hbm_channels):
             m.d.comb += [mpu.hbm_base[c].eq(regs.hbm_base[c]), dma.hbm_base[c].eq(regs.hbm_base[c])]
-        # scalar operands: S[s] for the MPU's scale, S[sa] for the VPU (VECTOR or SCALAR format)
+        # scalar operands at start: S[s] for the MPU's scale, S[sa] for the VPU (VECTOR or SCALAR format)
+        vw = qs[1][0]["word"]
         is_scalar_fmt = C(0, 1)
         for op in isa.OPS:
             if op.fmt is isa.SCALAR:
-                is_scalar_fmt = is_scalar_fmt | (ir.control.opcode == Opcode[op.mnemonic])
-        m.d.comb += [sregs.r0_addr.eq(ir.matrix.s), mpu.scale.eq(sregs.r0_data),
-                     sregs.r1_addr.eq(Mux(is_scalar_fmt, ir.scalar.sa, ir.vector.sa)), vpu.sval.eq(sregs.r1_data),
+                is_scalar_fmt = is_scalar_fmt | (vw.control.opcode == Opcode[op.mnemonic])
+        m.d.comb += [sregs.r0_addr.eq(qs[0][0]["word"].matrix.s), mpu.scale.eq(sregs.r0_data),
+                     sregs.r1_addr.eq(Mux(is_scalar_fmt, vw.scalar.sa, vw.vector.sa)), vpu.sval.eq(sregs.r1_data),
                      sregs.w_addr.eq(vpu.s_w_addr), sregs.w_en.eq(vpu.s_w_en), sregs.w_data.eq(vpu.s_w_data)]
 
-        # ---- shared resources: VBUF (the owner drives it), HBM ports (matrix engine or DMA), DDR
-        sel = {e: active[i] for i, e in enumerate(engines)}
-        _mux_out(m, wiring.flipped(vbuf.port), [(sel[e], e.ctl.vbuf) for e in engines])
+        # ---- VBUF: own read ports per engine, the write port by fixed priority (WRITE_PRIORITY)
+        r = 0
+        for e in engines:
+            for nm in e.VBUF_READS:
+                rp = getattr(vbuf, f"r{r}")
+                port = e.ctl.vbuf
+                m.d.comb += [rp.addr.eq(getattr(port, f"{nm}_addr")), rp.en.eq(getattr(port, f"{nm}_en")),
+                             getattr(port, f"{nm}_data").eq(rp.data)]
+                r += 1
+        order = [engines[ENGINES.index(E)] for E in WRITE_PRIORITY]
+        taken = C(0, 1)
+        wsel = {}
+        for e in order:
+            p = e.ctl.vbuf
+            m.d.comb += p.w_rdy.eq(~taken)
+            wsel[e] = p.w_en.any() & ~taken
+            taken = taken | p.w_en.any()
+        wpc = C(0, 32)
+        for e in reversed(order):
+            p = e.ctl.vbuf
+            u = engines.index(e)
+            with m.If(wsel[e]):
+                m.d.comb += [vbuf.w.addr.eq(p.w_addr), vbuf.w.en.eq(p.w_en), vbuf.w.data.eq(p.w_data)]
+            wpc = Mux(wsel[e], ex[u]["pc"], wpc)
+        m.d.comb += [self.dbg_vw_en.eq(vbuf.w.en), self.dbg_vw_addr.eq(vbuf.w.addr),
+                     self.dbg_vw_data.eq(vbuf.w.data), self.dbg_vw_pc.eq(wpc),
+                     self.dbg_sw_en.eq(vpu.s_w_en), self.dbg_sw_addr.eq(vpu.s_w_addr),
+                     self.dbg_sw_data.eq(vpu.s_w_data), self.dbg_sw_pc.eq(ex[1]["pc"])]
+
+        # ---- HBM ports: the DMA while it runs an HBM instruction, else the matrix engine (never both: above)
+        dma_hbm = ex_v[2] & ex[2]["fp"].hbm
         for nm in hbm_port_names(cfg):
-            _mux_out(m, getattr(self, nm), [(sel[mpu], getattr(mpu, nm)), (sel[dma], getattr(dma, nm))])
+            _mux_out(m, getattr(self, nm), [(~dma_hbm, getattr(mpu, nm)), (dma_hbm, getattr(dma, nm))])
         self._ddr_arbiter(m, fetch.ddr, dma.ddr)
         wiring.connect(m, router.tx, wiring.flipped(self.ring_tx))
         wiring.connect(m, wiring.flipped(self.ring_rx), router.rx)
 
-        # ---- fetch
-        entry_off = Signal(33)
-        m.d.comb += [entry_off.eq(regs.entry + (pc << log2(isa.WORD_BYTES))),
-                     fetch.addr.eq(regs.ddr_base + regs.entry), fetch.limit.eq(regs.ddr_base + cfg.ddr_bytes)]
-
-        # ---- control
-        retire = Signal()
-        m.d.comb += [self.dbg_retire.eq(retire), self.dbg_pc.eq(pc), self.dbg_opcode.eq(ir.control.opcode),
-                     self.dbg_running.eq(running)]
-
-        # ISA version 2's batched prefill (BATCH, CHUNK, SLOT) is decoded but not implemented by this core yet:
-        # it stops with illegal_opcode rather than run the instruction a BATCH prefixes unbatched
-        not_here = C(0, 1)
+        # ---- front end: decode, validate, dispatch
+        fp_new = Signal(FOOTPRINT)
+        footprint(m, ir, pos, cfg, fp_new)
+        not_here = C(0, 1)              # ISA version 2's batched prefill: decoded, not implemented by this core
         for mn in isa.BATCHED_OPS:
             not_here = not_here | (ir.control.opcode == Opcode[mn])
+        op = ir.control.opcode
+        fence_mask = Signal(len(engines))
+        all_units = (ir.control.units & isa.ALL_UNITS) != 0
+        for u, e in enumerate(engines):
+            m.d.comb += fence_mask[u].eq(all_units | ((ir.control.units & isa.UNIT_BITS[e.UNIT]) != 0))
+        fenced = Cat(*[~fence_mask[u] | unit_idle[u] for u in range(U)]).all()
 
-        def fail(bit):
-            m.d.sync += [status.eq(status | STATUS[bit]), error_pc.eq(pc)]
-            m.next = "FINISH"
+        fe_err = Signal(len(STATUS))    # front-end error bits this cycle (STATUS order), at `fe_pc`
+        fe_pc = Signal(32)
+        leave = Signal()                # `ir` is dispatched or retires this cycle
+        ctrl_ev = Signal()              # NOP / FENCE / HALT retire
+        push = Signal(U)
+        names = list(STATUS)
 
+        def fe_fail(bit, at):
+            m.d.comb += [fe_err[names.index(bit)].eq(1), fe_pc.eq(at)]
+
+        with m.If(running & ir_valid & ~failed & ~halting):
+            with m.If(dec.illegal | not_here):
+                fe_fail("illegal_opcode", ir_pc)
+            with m.Elif(invalid(ir)):
+                fe_fail("invalid", ir_pc)
+            with m.Elif(~operands_ok(ir, pos, cfg)):
+                fe_fail("address_range", ir_pc)
+            with m.Elif(dec.unit == Unit.CTRL):
+                with m.If(op == Opcode.HALT):
+                    m.d.sync += halting.eq(1)
+                    m.d.comb += leave.eq(1)
+                with m.Elif(op == Opcode.FENCE):
+                    m.d.comb += [leave.eq(fenced), ctrl_ev.eq(fenced)]
+                with m.Else():
+                    m.d.comb += [leave.eq(1), ctrl_ev.eq(1)]
+            with m.Else():
+                gate = all_idle if self.in_order else C(1, 1)
+                for u, e in enumerate(engines):
+                    with m.If((dec.unit == Unit[e.UNIT.name]) & (q_n[u] < Q) & gate):
+                        m.d.comb += [push[u].eq(1), leave.eq(1)]
+        with m.If(leave):
+            m.d.sync += ir_valid.eq(0)
+        with m.If(push.any()):
+            m.d.sync += seq.eq(seq + 1)
+
+        # take the next word (the fetch address must lie inside DDR)
+        entry_off = Signal(33)
+        m.d.comb += [entry_off.eq(regs.entry + (fpc << log2(isa.WORD_BYTES))),
+                     fetch.addr.eq(regs.ddr_base + regs.entry), fetch.limit.eq(regs.ddr_base + cfg.ddr_bytes)]
+        want = running & ~failed & ~halting & (~ir_valid | (leave & (op != Opcode.HALT)))
+        with m.If(want):
+            with m.If(entry_off + isa.WORD_BYTES > cfg.ddr_bytes):
+                fe_fail("address_range", fpc)
+            with m.Else():
+                m.d.comb += fetch.o.ready.eq(1)
+                with m.If(fetch.o.valid):
+                    m.d.sync += [ir.eq(fetch.o.payload), ir_valid.eq(1), ir_pc.eq(fpc), fpc.eq(fpc + 1)]
+
+        # ---- queues: pop at start, push at dispatch
+        for u in range(U):
+            q = qs[u]
+            n_after = Mux(start[u], q_n[u] - 1, q_n[u])
+            for k in range(Q):
+                with m.If(push[u] & (n_after == k)):
+                    m.d.sync += [q[k]["word"].eq(ir), q[k]["pc"].eq(ir_pc), q[k]["seq"].eq(seq),
+                                 q[k]["fp"].eq(fp_new)]
+                if k + 1 < Q:
+                    with m.Elif(start[u]):
+                        m.d.sync += [q[k][f].eq(q[k + 1][f]) for f in ("word", "pc", "seq", "fp")]
+            m.d.sync += q_n[u].eq(n_after + push[u])
+            done = engines[u].ctl.done
+            x = exs[u]
+            x_after = Mux(done, ex_n[u] - 1, ex_n[u])
+            for j in range(len(x)):
+                with m.If(start[u] & (x_after == j)):
+                    m.d.sync += [x[j][f].eq(q[0][f]) for f in ("word", "pc", "seq", "fp")]
+                if j + 1 < len(x):
+                    with m.Elif(done):
+                        m.d.sync += [x[j][f].eq(x[j + 1][f]) for f in ("word", "pc", "seq", "fp")]
+            m.d.sync += ex_n[u].eq(x_after + start[u])
+
+        # ---- errors: the engines' (the oldest instruction's PC first), then the front end's
+        err_bits = Signal(len(STATUS))
+        err_pc = Signal(32)
+        err_any = Signal()
+        pc_sel, seq_sel, have = fe_pc, C(0, SEQ_BITS), C(0, 1)
+        eng_bits = []
+        for u, e in enumerate(engines):
+            bits = Cat(*[(e.ctl.err[bit] if bit in e.ERRORS else C(0, 1)) for bit in STATUS])
+            flag = e.ctl.done & bits.any()
+            eng_bits.append(Mux(e.ctl.done, bits, 0))
+            better = flag & (~have | older(ex[u]["seq"], seq_sel))
+            pc_sel = Mux(better, ex[u]["pc"], pc_sel)
+            seq_sel = Mux(better, ex[u]["seq"], seq_sel)
+            have = have | flag
+        m.d.comb += [err_bits.eq(_or_all([fe_err, *eng_bits], len(STATUS))), err_pc.eq(pc_sel),
+                     err_any.eq(err_bits.any())]
+        err_word = C(0, 32)
+        for i, bit in enumerate(STATUS):
+            err_word = err_word | Mux(err_bits[i], STATUS[bit], 0)
+        with m.If(running & err_any):
+            m.d.sync += status.eq(status | err_word)
+            with m.If(~failed):
+                m.d.sync += [error_pc.eq(err_pc), failed.eq(1)]
+        with m.If(running & (failed | err_any)):          # queued instructions that have not started are dropped
+            for u in range(U):
+                m.d.sync += q_n[u].eq(0)
+
+        # ---- completion events (debug, registered)
+        n_ev = U + 1
+        ev = Signal(n_ev)
+        halt_done = Signal()            # HALT retires: every unit idle (in RUN, below)
+        m.d.comb += ev.eq(Cat(ctrl_ev | halt_done, *[e.ctl.done for e in engines]))
+        m.d.sync += self.dbg_ev.eq(ev)
+        with m.If(ev.any()):
+            m.d.sync += self.dbg_tick.eq(~self.dbg_tick)
+        m.d.sync += [self.dbg_ev_pc0.eq(ir_pc), self.dbg_ev_op0.eq(op)]
+        for u in range(U):
+            m.d.sync += [getattr(self, f"dbg_ev_pc{u + 1}").eq(ex[u]["pc"]),
+                         getattr(self, f"dbg_ev_op{u + 1}").eq(ex[u]["word"].control.opcode)]
+
+        # ---- run control
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(regs.start):
                     m.d.comb += [regs.accept.eq(1), fetch.start.eq(1)]
-                    m.d.sync += [running.eq(1), pc.eq(0), status.eq(0), error_pc.eq(0), cycles.eq(0),
-                                 *[b.eq(0) for b in busy]]
-                    m.next = "FETCH"
-            with m.State("FETCH"):
-                with m.If(entry_off + isa.WORD_BYTES > cfg.ddr_bytes):
-                    fail("address_range")
-                with m.Else():
-                    m.d.comb += fetch.o.ready.eq(1)
-                    with m.If(fetch.o.valid):
-                        m.d.sync += ir.eq(fetch.o.payload)
-                        m.next = "DECODE"
-            with m.State("DECODE"):
-                with m.If(dec.illegal | not_here):
-                    fail("illegal_opcode")
-                with m.Elif(~operands_ok(ir, pos, cfg)):
-                    fail("address_range")
-                with m.Elif(dec.unit == Unit.CTRL):
-                    with m.If(ir.control.opcode == Opcode.HALT):
-                        m.d.comb += retire.eq(1)
-                        m.d.sync += status.eq(status | STATUS["halted"])
+                    m.d.sync += [running.eq(1), fpc.eq(0), ir_valid.eq(0), status.eq(0), error_pc.eq(0),
+                                 failed.eq(0), halting.eq(0), cycles.eq(0), *[b.eq(0) for b in busy]]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(failed):
+                    with m.If(~Cat(*ex_v).any() & ~Cat(*[e.ctl.busy for e in engines]).any()):
                         m.next = "FINISH"
-                    with m.Else():                     # NOP, FENCE: nothing is in flight
-                        m.d.comb += retire.eq(1)
-                        m.d.sync += pc.eq(pc + 1)
-                        m.next = "FETCH"
-                with m.Else():
-                    for i, e in enumerate(engines):
-                        with m.If(dec.unit == Unit[e.UNIT.name]):
-                            m.d.comb += e.ctl.start.eq(1)
-                            m.d.sync += active.eq(1 << i)
-                    m.next = "WAIT"
-            with m.State("WAIT"):
-                done = Cat(*[e.ctl.done & active[i] for i, e in enumerate(engines)]).any()
-                # the engines' errors by STATUS bit, in STATUS_BITS order (the priority)
-                raised = [(bit, Cat(*[e.ctl.err[bit] & active[i] for i, e in enumerate(engines)
-                                      if bit in e.ERRORS]).any())
-                          for bit in STATUS if any(bit in e.ERRORS for e in engines)]
-                with m.If(done):
-                    m.d.sync += active.eq(0)
-                    for j, (bit, flag) in enumerate(raised):
-                        with (m.If if j == 0 else m.Elif)(flag):
-                            fail(bit)
-                    with m.Else():
-                        m.d.comb += retire.eq(1)
-                        m.d.sync += pc.eq(pc + 1)
-                        m.next = "FETCH"
+                with m.Elif(halting & all_idle & ~err_any):
+                    m.d.comb += halt_done.eq(1)
+                    m.d.sync += status.eq(status | STATUS["halted"])
+                    m.next = "FINISH"
             with m.State("FINISH"):
                 m.d.comb += fetch.flush.eq(1)
                 m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(fetch.idle):
                     m.d.comb += regs.done.eq(1)
-                    m.d.sync += running.eq(0)
+                    m.d.sync += [running.eq(0), ir_valid.eq(0), halting.eq(0)]
                     m.next = "IDLE"
         return m
 
@@ -287,3 +456,10 @@ class Core(wiring.Component):
             m.d.comb += getattr(ddr, nm).eq(getattr(dma_port, nm))
         for nm in ("awready", "wready", "bvalid", "bresp"):
             m.d.comb += getattr(dma_port, nm).eq(getattr(ddr, nm))
+
+
+def _or_all(vals, width):
+    out = C(0, width)
+    for v in vals:
+        out = out | v
+    return out

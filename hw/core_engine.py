@@ -7,12 +7,19 @@ controller's view; the engine takes it flipped (`In`):
     start   Out(1)               one cycle: begin the instruction in `word`
     word    Out(WordLayout)      the instruction (held until `done`)
     done    In(1)                one cycle: the instruction completed, or stopped with an error
+    ready   In(1)                (engines with IN_FLIGHT > 1) `start` may come now, while earlier ones drain
     busy    In(1)                the engine is running an instruction (the BUSY_<unit> counters)
     err     In(struct)           with `done`: why it stopped; one 1-bit flag per error the engine declares
-    vbuf    In(vbuf port)        the engine's VBUF port (hw/buffers.py; the controller routes it to VBUF)
+    vbuf    In(vbuf port)        the engine's VBUF port (hw/buffers.py): its read ports (`VBUF_READS` of them
+                                 are connected) and a request on the shared write port, granted by `w_rdy`
 
-An engine class declares `UNIT`, the `dfx.isa.Unit` whose instructions it runs, and `ERRORS`, the names of the
-`dfx.regmap.STATUS_BITS` its `err` flags raise. The controller starts the engine of the decoded unit, and when
+An engine class declares `UNIT`, the `dfx.isa.Unit` whose instructions it runs, `ERRORS`, the names of the
+`dfx.regmap.STATUS_BITS` its `err` flags raise, and `VBUF_READS`, the read ports of its VBUF port it uses (each
+gets a read port of VBUF of its own). An engine latches what it needs of `word` in the cycle of `start`, so the
+controller may present the next instruction of its queue while it runs; `start` comes only when the engine is
+idle (it has raised `done` for the previous instruction), or, for an engine that declares `IN_FLIGHT` > 1, when it
+raises `ready` with fewer than IN_FLIGHT instructions started and not done: a pipelined engine takes the next
+instruction while earlier ones drain, and raises `done` once per instruction, in order. The controller starts the engine of the decoded unit, and when
 the engine is done with a flag raised, sets that STATUS bit and ERROR_PC: one table (`STATUS_BITS`, whose order
 is the priority) for every engine. The rest of an engine's ports are the resources it uses (POS, TOKEN, scalar
 registers, AXI masters, ring links), wired by the controller one by one.
@@ -35,7 +42,7 @@ def engine_signature(cfg: AccelConfig, errors: tuple[str, ...]) -> wiring.Signat
     if unknown:
         raise ValueError(f"engine errors {unknown} are not STATUS bits; accepted: {', '.join(regmap.STATUS_BITS)}")
     return wiring.Signature({
-        "start": Out(1), "word": Out(WordLayout), "done": In(1), "busy": In(1),
+        "start": Out(1), "word": Out(WordLayout), "done": In(1), "ready": In(1), "busy": In(1),
         "err": In(data.StructLayout({e: 1 for e in errors})),
         "vbuf": In(vbuf_port_signature(cfg)),
     })
@@ -47,6 +54,8 @@ class Engine(wiring.Component):
 
     UNIT: isa.Unit
     ERRORS: tuple[str, ...] = ()
+    VBUF_READS: tuple[str, ...] = ("ra", "rb")
+    IN_FLIGHT = 1
 
     def __init__(self, cfg: AccelConfig, members: dict):
         self.cfg = cfg

@@ -59,6 +59,7 @@ class MatrixEngine(Engine):
 
     UNIT = isa.Unit.MPU
     ERRORS = ("illegal_opcode", "address_range")
+    VBUF_READS = ("ra", "rb")
 
     # Cycle counts of this engine, read by the performance model's serial-issue mode (dfx.perf.timing). A
     # matrix instruction takes SETUP_CYCLES + the HBM read latency + FEED_CYCLES + `MPU.latency` + one cycle
@@ -185,12 +186,13 @@ class MatrixEngine(Engine):
         # ---- write-back
         jo = Signal(30)
         out_go = Signal()
-        m.d.comb += mpu.o.ready.eq(1)
+        m.d.comb += mpu.o.ready.eq(vbuf.w_rdy)        # the shared VBUF write port (hw/buffers.py)
         g = Signal(range(max(groups, 2)))           # the block's group in the VBUF entry
         m.d.comb += g.eq(jo & (groups - 1))
         lanes = Cat(*[(jo << log2(l)) + c < n for c in range(l)])
-        out_fire = out_go & mpu.o.valid
-        with m.If(out_fire):
+        out_req = out_go & mpu.o.valid
+        out_fire = out_req & vbuf.w_rdy
+        with m.If(out_req):
             # group g of the entry (a part select: the rest stays 0; no variable shift, which Amaranth would
             # widen by 2**width(amount) past its 65,536-bit net limit at d=64, l=16)
             m.d.comb += [
@@ -198,6 +200,7 @@ class MatrixEngine(Engine):
                 vbuf.w_en.word_select(g, l).eq(lanes),
                 vbuf.w_data.word_select(g, 16 * l).eq(mpu.o.payload.as_value()),
             ]
+        with m.If(out_fire):
             m.d.sync += jo.eq(jo + 1)
 
         # ---- control

@@ -4,13 +4,17 @@ One VECTOR or SCALAR instruction: the collector reads chunk c of a (port A, entr
 b+c) of VBUF, one chunk of vpu_width = d elements per cycle, and sends the VPU its beats (opcode, operands,
 S[sa], the immediate, the live-lane mask of the chunk, `last`); n = POS+1 with dyn_n; a SCALAR instruction is
 one beat with no live lane. Write-back: element-wise results go to entry dst+c under the live-lane mask;
-reductions and scalar operations write their binary32 result to S[sd]. Which opcode does what comes from
+reductions and scalar operations write their binary32 result to S[sd]. Pipelined across instructions
+(`IN_FLIGHT` = 2): the collector takes the next instruction (`ctl.ready`) as soon as it has fed the last beat of
+the previous one, whose write-back parameters wait in a small FIFO; `done` comes once per instruction, in order,
+when its last result is written (the controller's scoreboard keeps dependent instructions apart). Which opcode does what comes from
 the ISA table (`writes` / `swrites` of `dfx.isa.OPS`), not from a list written here. The controller drives it
 through the engine contract (hw/core_engine.py); it raises no error.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
 from amaranth import C, Cat, Module, Mux, Signal
+from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
@@ -42,6 +46,8 @@ class VectorEngine(Engine):
 
     UNIT = isa.Unit.VPU
     ERRORS = ()
+    VBUF_READS = ("ra", "rb")
+    IN_FLIGHT = 2             # pipelined: the next instruction is fed while the previous one drains
 
     SETUP_CYCLES = 2          # SETUP, then the first RUN cycle's VBUF read request
     FEED_CYCLES = 2           # the read data into the operand FIFO (SyncFIFOBuffered), out of it to the VPU
@@ -62,7 +68,7 @@ class VectorEngine(Engine):
         ctl, vbuf = self.ctl, self.ctl.vbuf
         fv, fs = ctl.word.vector, ctl.word.scalar
 
-        # the instruction, latched at start (field shapes from `dfx.isa`: VECTOR, or SCALAR's sd and imm)
+        # the instruction being fed, latched at start (field shapes from `dfx.isa`: VECTOR, or SCALAR's sd and imm)
         op = Signal(Opcode)
         scalar_fmt, vec_out = Signal(), Signal()
         dst, a, b, nf, sd = Signal.like(fv.dst), Signal.like(fv.a), Signal.like(fv.b), Signal.like(fv.n), \
@@ -70,6 +76,11 @@ class VectorEngine(Engine):
         dyn = Signal()
         sval, imm = Signal(32), Signal.like(fs.imm)
         n, beats = Signal(33), Signal(30)
+
+        # what the write-back needs of each instruction fed and not done, in order
+        desc_l = data.StructLayout({"dst": len(dst), "sd": len(sd), "vec_out": 1, "n": 33, "beats": 30})
+        m.submodules.desc = desc = SyncFIFOBuffered(width=desc_l.size, depth=self.IN_FLIGHT)
+        wb = data.View(desc_l, desc.r_data)
 
         depth = 4
         lay = in_layout(cfg)
@@ -86,38 +97,44 @@ class VectorEngine(Engine):
             with m.If(bi + 1 == beats):
                 m.d.sync += go.eq(0)
 
-        def live(i):
-            """Lane r of chunk i holds element i*d + r < n."""
+        def live(i, count):
+            """Lane r of chunk i holds element i*d + r < count."""
             base = i << log2(d)
-            return Cat(*[base + r < n for r in range(d)])
+            return Cat(*[base + r < count for r in range(d)])
 
         ip = Signal(lay)
         m.d.comb += [
             ip.op.eq(op), ip.s.eq(sval), ip.imm.eq(Mux(scalar_fmt, imm, 0)),
             ip.a.eq(Mux(scalar_fmt, 0, vbuf.ra_data)), ip.b.eq(Mux(scalar_fmt, 0, vbuf.rb_data)),
-            ip.mask.eq(Mux(scalar_fmt, 0, live(pend_i))), ip.last.eq(pend_i + 1 == beats),
+            ip.mask.eq(Mux(scalar_fmt, 0, live(pend_i, n))), ip.last.eq(pend_i + 1 == beats),
             ififo.w_en.eq(pend), ififo.w_data.eq(ip.as_value()),
             vpu.i.valid.eq(ififo.r_rdy), vpu.i.payload.eq(ififo.r_data), ififo.r_en.eq(vpu.i.ready),
-            vpu.o.ready.eq(1),
+            vpu.o.ready.eq(desc.r_rdy & (~wb.vec_out | vbuf.w_rdy)),   # vector results wait for the VBUF write port
         ]
 
+        # write-back, of the oldest instruction not done (the head of `desc`)
         bo = Signal(30)
-        out_go = Signal()
-        fire = out_go & vpu.o.valid
+        fire = desc.r_rdy & vpu.o.valid & (~wb.vec_out | vbuf.w_rdy)
         last_out = Signal()
-        m.d.comb += last_out.eq(~vec_out | (bo + 1 == beats))
+        m.d.comb += last_out.eq(~wb.vec_out | (bo + 1 == wb.beats))
+        with m.If(desc.r_rdy & vpu.o.valid & wb.vec_out):
+            m.d.comb += [vbuf.w_addr.eq(wb.dst + bo), vbuf.w_en.eq(live(bo, wb.n)),
+                         vbuf.w_data.eq(vpu.o.payload.v.as_value())]
         with m.If(fire):
-            m.d.sync += bo.eq(bo + 1)
-            with m.If(vec_out):
-                m.d.comb += [vbuf.w_addr.eq(dst + bo), vbuf.w_en.eq(live(bo)),
-                             vbuf.w_data.eq(vpu.o.payload.v.as_value())]
+            with m.If(~wb.vec_out):
+                m.d.comb += [self.s_w_addr.eq(wb.sd), self.s_w_en.eq(1), self.s_w_data.eq(vpu.o.payload.s)]
+            with m.If(last_out):
+                m.d.comb += [ctl.done.eq(1), desc.r_en.eq(1)]
+                m.d.sync += bo.eq(0)
             with m.Else():
-                m.d.comb += [self.s_w_addr.eq(sd), self.s_w_en.eq(1), self.s_w_data.eq(vpu.o.payload.s)]
+                m.d.sync += bo.eq(bo + 1)
 
-        m.d.comb += ctl.busy.eq(1)
+        # the feeder: takes an instruction when it has fed the previous one (`ready`)
+        feeding = Signal()
+        m.d.comb += ctl.busy.eq(feeding | desc.r_rdy)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += ctl.busy.eq(0)
+                m.d.comb += ctl.ready.eq(desc.w_rdy)
                 with m.If(ctl.start):
                     sfmt = Signal()
                     m.d.comb += sfmt.eq(opcode_in(fv.opcode, [o.mnemonic for o in isa.OPS if o.fmt is isa.SCALAR]))
@@ -129,14 +146,17 @@ class VectorEngine(Engine):
                     ]
                     m.next = "SETUP"
             with m.State("SETUP"):
+                m.d.comb += feeding.eq(1)
                 nn = Mux(dyn, self.pos + 1, nf)
                 bb = (nn + d - 1) >> log2(d)
-                m.d.sync += [n.eq(nn), beats.eq(Mux(scalar_fmt | (bb == 0), 1, bb)),
-                             go.eq(1), bi.eq(0), out_go.eq(1), bo.eq(0)]
-                m.next = "RUN"
-            with m.State("RUN"):
-                with m.If(fire & last_out):
-                    m.d.sync += [out_go.eq(0), go.eq(0)]
-                    m.d.comb += ctl.done.eq(1)
+                nbeats = Mux(scalar_fmt | (bb == 0), 1, bb)
+                m.d.sync += [n.eq(nn), beats.eq(nbeats), go.eq(1), bi.eq(0)]
+                dw = Signal(desc_l)
+                m.d.comb += [dw.dst.eq(dst), dw.sd.eq(sd), dw.vec_out.eq(vec_out), dw.n.eq(nn), dw.beats.eq(nbeats),
+                             desc.w_en.eq(1), desc.w_data.eq(dw.as_value())]
+                m.next = "FEED"
+            with m.State("FEED"):
+                m.d.comb += feeding.eq(1)
+                with m.If(~go & ~pend):
                     m.next = "IDLE"
         return m

@@ -46,6 +46,12 @@ from .decoder import Opcode, format_layout
 
 AXI_ADDR_BITS = 64
 BURST_INCR = 1
+# The DMA engine's AXI traffic (read by the performance model's HBM/DDR model): every piece is one single-beat
+# transaction (no bursts yet), and up to AXI_MAX_OUTSTANDING_READS reads are in flight (the piece-descriptor FIFO);
+# writes go out one at a time. (The matrix engine's weight streamer issues INCR bursts of up to 256 beats within
+# 4 KiB: hw/core_mpu.py.)
+AXI_BURST_BEATS = 1
+AXI_MAX_OUTSTANDING_READS = 8
 AXI_MEMBERS_OUT = ("awvalid", "awaddr", "awlen", "awsize", "awburst", "wvalid", "wdata", "wstrb", "wlast",
                    "bready", "arvalid", "araddr", "arlen", "arsize", "arburst", "rready")
 AXI_HANDSHAKE_IN = ("awready", "wready", "bvalid", "arready", "rvalid")
@@ -116,6 +122,7 @@ class DmaEngine(Engine):
 
     UNIT = isa.Unit.DMA
     ERRORS = ("illegal_opcode", "address_range")
+    VBUF_READS = ("ra",)
 
     SETUP_CYCLES = 3          # SETUP, SETUP2, CHECK
     RUN_CYCLES = 1            # NEXT_RUN, once per run
@@ -212,7 +219,7 @@ class DmaEngine(Engine):
         # ---- read pieces: descriptors of outstanding reads, in order
         meta_layout = data.StructLayout({"hbm": 1, "ch": range(nch), "off": range(max(cb, ddrb)),
                                          "lane": range(d), "cnt": range(d + 1), "entry": isa.VADDR_BITS})
-        m.submodules.meta = meta = SyncFIFOBuffered(width=meta_layout.size, depth=8)
+        m.submodules.meta = meta = SyncFIFOBuffered(width=meta_layout.size, depth=AXI_MAX_OUTSTANDING_READS)
         mh = data.View(meta_layout, meta.r_data)
         rdata = Signal(max(8 * cb, 8 * ddrb))
         rvalid = Signal()
@@ -221,15 +228,16 @@ class DmaEngine(Engine):
                          rvalid.eq(Array(p.rvalid for p in hbm_ports)[mh.ch])]
         with m.Else():
             m.d.comb += [rdata.eq(self.ddr.rdata), rvalid.eq(self.ddr.rvalid)]
-        m.d.comb += self.ddr.rready.eq(meta.r_rdy & ~mh.hbm)
+        # R data is written into VBUF through the shared write port (hw/buffers.py): a beat waits for w_rdy
+        m.d.comb += self.ddr.rready.eq(meta.r_rdy & ~mh.hbm & vbuf.w_rdy)
         for c, p in enumerate(hbm_ports):
-            m.d.comb += p.rready.eq(meta.r_rdy & mh.hbm & (mh.ch == c))
-        got = Signal()
-        m.d.comb += [got.eq(meta.r_rdy & rvalid), meta.r_en.eq(got)]
+            m.d.comb += p.rready.eq(meta.r_rdy & mh.hbm & (mh.ch == c) & vbuf.w_rdy)
+        got, req = Signal(), Signal()
+        m.d.comb += [req.eq(meta.r_rdy & rvalid), got.eq(req & vbuf.w_rdy), meta.r_en.eq(got)]
         wide = max(8 * cb, 8 * ddrb, 16 * d)
         shifted = Signal(wide)
         m.d.comb += shifted.eq(shift_units(Cat(rdata, C(0, wide - len(rdata))), mh.off, 8, left=False))
-        with m.If(got):
+        with m.If(req):
             m.d.comb += [
                 vbuf.w_addr.eq(mh.entry),
                 vbuf.w_en.eq(lane_mask(d, mh.lane, mh.cnt)),

@@ -43,6 +43,7 @@ class RouterEngine(Engine):
 
     UNIT = isa.Unit.ROUTER
     ERRORS = ("ring",)
+    VBUF_READS = ("ra",)
 
     def __init__(self, cfg: AccelConfig):
         super().__init__(cfg, {
@@ -112,10 +113,12 @@ class RouterEngine(Engine):
         send_idle = ~holding & ~rd_pend & (send_ent >= send_end)
 
         # receiver: write each beat at its entry
-        m.d.comb += self.rx.ready.eq(receiving & (recv_ent < recv_end))
-        with m.If(self.rx.valid & self.rx.ready):
+        # (a beat waits for the shared VBUF write port, hw/buffers.py)
+        m.d.comb += self.rx.ready.eq(receiving & (recv_ent < recv_end) & vbuf.w_rdy)
+        with m.If(self.rx.valid & receiving & (recv_ent < recv_end)):
             m.d.comb += [vbuf.w_addr.eq(vaddr + recv_ent), vbuf.w_en.eq(lanes_of(recv_ent)),
                          vbuf.w_data.eq(self.rx.payload.data)]
+        with m.If(self.rx.valid & self.rx.ready):
             m.d.sync += recv_ent.eq(recv_ent + 1)
         recv_idle = recv_ent >= recv_end
 

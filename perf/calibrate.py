@@ -3,16 +3,16 @@
 `compare_rtl`: RTL cycles measured per instruction (any RTL, e.g. the DFX-style target's) beside the model's
 cost of the same instruction alone (`timing.isolated_cycles`); `dfx perf --rtl-cycles` prints it.
 
-`compare`: the integrated core's runs. The RTL core (hw/core.py, first version) executes one instruction at a
-time, so a run's cycles are the sum of per-instruction costs; the RTL harness attributes to every
-instruction the cycles from the previous instruction's retirement to its own, and sums them per instruction
-class (`trace.CLASSES`). The model side is the schedule of the same run (program order up to HALT,
-`PerfModel.step`), per class, on the board
-`rtl_board(cfg)`: the U280 board file with the constants that the RTL and its simulated memories fix
-replaced (operator latencies from hw/'s default pipeline stages, one beat per cycle per AXI port, the
-`AxiRam` models' latency). In serial-issue mode (`timing.serial_costs`: the RTL's own cycle counts, read from
-hw/) it describes this RTL; the overlapped mode, the DFX-style target, is shown beside it for reference.
-`compare` puts them side by side and benchmarks/rtl_calibration.py writes the table to docs/rtl_core.md.
+`compare`: the integrated core's runs. The RTL harness records when every instruction completes and charges each,
+in program order, with how far it moves the latest completion so far forward (the model's exposed time; for the
+core built in order this is the time from the previous retirement to its own), summed per instruction class
+(`trace.CLASSES`). The model side is the schedule of the same run (program order up to HALT, `PerfModel.step`),
+per class, on the board `rtl_board(cfg)`: the U280 board file with the constants that the RTL and its simulated
+memories fix replaced (operator latencies from hw/'s default pipeline stages, one beat per cycle per AXI port,
+the `AxiRam` models' latency, the controller's queue depth). In serial-issue mode (`timing.serial_costs`: the
+RTL's own cycle counts, read from hw/) it describes the core built in order (`Core(in_order=True)`); the
+overlapped mode (DFX-style, pipelined units) bounds the scoreboard core (hw/core.py) from below. `compare` puts
+them side by side and benchmarks/rtl_calibration.py writes the table to docs/rtl_core.md.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from dfx import isa
 from dfx.config import AccelConfig
 from dfx.errors import PerfError
 from dfx.hw import fp
+from dfx.hw.core import QUEUE_DEPTH
 from dfx.program import Program
 
 from .board import Board, load_board
@@ -80,6 +81,7 @@ def rtl_overrides(cfg: AccelConfig) -> dict:
         "core.fp_round_cycles": st["fp32_to_fp16"],
         "core.rom_cycles": 1,                 # lib.memory synchronous read port
         "core.vbuf_cycles": 1,
+        "core.queue_depth": QUEUE_DEPTH,      # the controller's per-unit queues
         "hbm.channel_peak_gbps": cfg.channel_beat_bytes * ghz,
         "hbm.efficiency": 1.0,
         "hbm.read_latency_ns": AXIRAM_READ_CYCLES * ns,

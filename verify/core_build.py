@@ -3,6 +3,7 @@
 only when a source of the RTL changes.
 
     runner, bdir = build(cfg, sim="icarus", devices=1)      # bdir: build/rtl_core/<config>_<hash>_<sim>[_ringN]
+    build(cfg, in_order=True)       # the same core dispatching one instruction at a time (`Core(in_order=True)`)
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ BUILD = REPO / "build" / "rtl_core"
 TOP = "dfx_core"
 # the hw/ modules the core's Verilog is generated from (a change to any of them rebuilds it)
 RTL_SOURCES = frozenset({"top", "core", "dma", "fetch", "regs", "router", "buffers", "decoder", "fp", "sfu", "mpu",
-                         "vpu", "pipe"})
+                         "vpu", "pipe", "scoreboard"})
 PATCH_VERSION = 1                 # bump when `kick_comb_processes` changes: cached Icarus builds are redone
 _VERILOG_CACHE: dict = {}         # (config hash, devices, source hash) -> Verilog text, within one process
 
@@ -54,12 +55,14 @@ def kick_comb_processes(text: str) -> str:
     return "".join(out)
 
 
-def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices: int = 1):
-    """Verilog of the top for `cfg` (`devices` > 1: that many cores in a ring), built for `sim` (cached:
-    rebuilt only when a source changes). Returns (runner, build_dir)."""
+def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices: int = 1, in_order: bool = False):
+    """Verilog of the top for `cfg` (`devices` > 1: that many cores in a ring; `in_order`: the controller
+    dispatching one instruction at a time), built for `sim` (cached: rebuilt only when a source changes).
+    Returns (runner, build_dir)."""
     sim = simulator(sim)
     top = top_name(devices)
-    bdir = BUILD / (f"{cfg.name}_{cfg.config_hash}_{sim}" + ("" if devices == 1 else f"_ring{devices}"))
+    bdir = BUILD / (f"{cfg.name}_{cfg.config_hash}_{sim}" + ("" if devices == 1 else f"_ring{devices}")
+                    + ("_inorder" if in_order else ""))
     bdir.mkdir(parents=True, exist_ok=True)
     src = bdir / f"{top}.v"
     sources = source_hash()
@@ -68,9 +71,9 @@ def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices
     fresh = False
     if not stamp.exists() or stamp.read_text() != key or not src.exists():
         # generating the Verilog takes minutes: only when a source changed; recompile only if the text did
-        ck = (cfg.config_hash, devices, sources)
+        ck = (cfg.config_hash, devices, sources, in_order)
         if ck not in _VERILOG_CACHE:
-            _VERILOG_CACHE[ck] = verilog(cfg, devices)
+            _VERILOG_CACHE[ck] = verilog(cfg, devices, **({"in_order": True} if in_order else {}))
         text = _VERILOG_CACHE[ck]
         if sim == "icarus":
             text = kick_comb_processes(text)

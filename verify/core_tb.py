@@ -139,50 +139,62 @@ async def reset(dut, clk, single: bool = True):
     await ClockCycles(clk, 2)
 
 
+def attribute(events, t0: int) -> tuple[dict, dict]:
+    """Cycles per instruction class and per mnemonic, as the performance model counts exposed time: the
+    completions `events` [(pc, opcode, cycle)] taken in program order, each charged with how far it moves
+    the latest completion so far (from `t0`, the run's start) forward."""
+    classes, ops = {}, {}
+    frontier = t0
+    for pc, code, t in sorted(events):
+        dt = max(0, t - frontier)
+        frontier = max(frontier, t)
+        cls = class_of(code)
+        classes[cls] = classes.get(cls, 0) + dt
+        mn = isa.BY_CODE[code].mnemonic if code in isa.BY_CODE else "?"
+        c, k = ops.get(mn, (0, 0))
+        ops[mn] = (c + dt, k + 1)
+    return classes, ops
+
+
 async def _monitor_classes(tb: CoreTB, record: dict, trace: list | None):
-    """Cycles per instruction class (cycles since the previous retire go to the retiring instruction), from
-    the core's debug retire pulse; with `trace`, every VBUF / scalar write with its PC."""
+    """Completion events (PC, opcode, cycle) of every instruction, from the core's debug event outputs
+    (`attribute` turns them into cycles per class); with `trace`, every VBUF / scalar write with the PC of the
+    instruction that made it."""
     # lazy: cocotb exists only inside the simulator process
     import cocotb
-    from cocotb.triggers import ReadOnly, RisingEdge
+    from cocotb.triggers import Edge, ReadOnly, RisingEdge
     from cocotb.utils import get_sim_time
     core = tb.core
-    last = [None]
+    n_ev = len(core.dbg_ev)
+    pcs = [getattr(core, f"dbg_ev_pc{i}") for i in range(n_ev)]
+    codes = [getattr(core, f"dbg_ev_op{i}") for i in range(n_ev)]
 
     async def retires():
         while True:
-            await RisingEdge(core.dbg_retire)
+            await Edge(core.dbg_tick)
             await ReadOnly()
-            if not int(core.dbg_retire.value):          # a zero-width glitch of the comb pulse
-                continue
-            now = get_sim_time("ns") // CLOCK_NS
-            if last[0] is None:
-                last[0] = record["t0"]
-            code = int(core.dbg_opcode.value)
-            cls = class_of(code)
-            record["classes"][cls] = record["classes"].get(cls, 0) + now - last[0]
-            mn = isa.BY_CODE[code].mnemonic if code in isa.BY_CODE else "?"
-            c, k = record["ops"].get(mn, (0, 0))
-            record["ops"][mn] = (c + now - last[0], k + 1)
-            record["n"] += 1
-            last[0] = now
+            now = get_sim_time("ns") // CLOCK_NS - 1          # the event outputs are registered
+            ev = int(core.dbg_ev.value)
+            for i in range(n_ev):
+                if ev >> i & 1:
+                    record["events"].append((int(pcs[i].value), int(codes[i].value), now))
 
     async def writes():
-        vb = core.vbuf
-        sr = core.sregs
         while True:
             await RisingEdge(tb.clk)
-            pc = int(core.dbg_pc.value)
-            en = int(vb.port__w_en.value)
+            await ReadOnly()
+            en = int(core.dbg_vw_en.value)
             if en:
-                trace.append([pc, "v", int(vb.port__w_addr.value), en, f"{int(vb.port__w_data.value):x}"])
-            if int(sr.w_en.value):
-                trace.append([pc, "s", int(sr.w_addr.value), 1, f"{int(sr.w_data.value):x}"])
+                trace.append([int(core.dbg_vw_pc.value), "v", int(core.dbg_vw_addr.value), en,
+                              f"{int(core.dbg_vw_data.value):x}"])
+            if int(core.dbg_sw_en.value):
+                trace.append([int(core.dbg_sw_pc.value), "s", int(core.dbg_sw_addr.value), 1,
+                              f"{int(core.dbg_sw_data.value):x}"])
 
     tasks = [cocotb.start_soon(retires())]
     if trace is not None:
         tasks.append(cocotb.start_soon(writes()))
-    return tasks, last
+    return tasks, None
 
 
 def _job_main():
@@ -205,7 +217,7 @@ def _job_main():
                   "identity": {k: await tb.read_reg(k) for k in ("ID", "ISA_VERSION", "CONFIG_HASH")}}
 
         async def one(stream, token, pos, read_logits):
-            record = {"classes": {}, "ops": {}, "n": 0, "t0": 0}
+            record = {"events": [], "t0": 0}
             trace = [] if spec.get("trace") else None
             for k, t in enumerate(tbs):
                 await t.start(spec["entries"][k][stream], token, pos)
@@ -216,9 +228,9 @@ def _job_main():
                 await t.wait_done(spec["timeout"])
             for task in tasks:
                 task.cancel()
+            classes, ops = attribute(record["events"], record["t0"])
             run = {"stream": stream, "token": token, "pos": pos, **(await tb.counters()),
-                   "classes": record["classes"], "ops": record["ops"], "instructions": record["n"],
-                   "logits": None}
+                   "classes": classes, "ops": ops, "instructions": len(record["events"]), "logits": None}
             if n > 1:
                 run["devices"] = [await t.counters() for t in tbs]
                 run["status"] = max(d["status"] for d in run["devices"])

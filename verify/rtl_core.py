@@ -10,6 +10,7 @@ under build/rtl_core/), writes the memory images (the program's striped HBM imag
 API (stable):
 
     core = RtlCore(program, device=0, sim=None)        # sim: "icarus" | "verilator" | None ($SIM, icarus)
+    core = RtlCore(program, in_order=True)             # the core dispatching one instruction at a time
     res = core.run_steps([("prefill", tok, pos), ..., ("decode", tok, pos)], logits=True, trace=False)
     res = core.generate(prompt_tokens, max_new_tokens)  # greedy, argmax on the RTL's logits
     res.runs[i]: {"stream", "token", "pos", "status", "error_pc", "cycles", "busy": {unit: cycles},
@@ -71,7 +72,8 @@ def ddr_layout(program: Program, device: int = 0) -> tuple[bytes, dict[str, int]
 class RtlCore:
     """One core of `program` (device `device`) in an RTL simulation; see the module docstring."""
 
-    def __init__(self, program: Program, device: int = 0, sim: str | None = None, waves: bool = False):
+    def __init__(self, program: Program, device: int = 0, sim: str | None = None, waves: bool = False,
+                 in_order: bool = False):
         self.program, self.device = program, device
         self.cfg = program.config
         self.sim = simulator(sim)
@@ -81,7 +83,7 @@ class RtlCore:
             raise RuntimeError(why)
         self.n = program.n_devices
         self.devs = list(range(self.n)) if self.n > 1 else [device]
-        self.runner, self.bdir = build(self.cfg, self.sim, waves, self.n)
+        self.runner, self.bdir = build(self.cfg, self.sim, waves, self.n, in_order=in_order)
 
     # ---------------------------------------------------------------- jobs
     def _images(self, extra_streams: dict | None = None):

@@ -1,0 +1,137 @@
+"""The core's issue logic, generated from the ISA tables (`dfx.isa`): what an instruction touches on chip (the
+scoreboard's view of it), the dependency test between two instructions (ISA dependency rule 1), and the decode-stage
+validation (`dfx.isa_check`'s static rules as comparators).
+
+`footprint(word, pos, cfg)` -> a `FOOTPRINT` struct: up to two VBUF ranges the instruction reads (`r0`, `r1`) and one it
+writes (`w`), each `[lo, hi)` in VBUF entries (lo = the operand's entry field, hi = lo + ceil(length / d), the length
+POS + 1 for a dynamic one; an optional operand whose flag is clear, or a length of 0, is no range), the scalar
+registers it reads and writes as 16-bit masks (`sr`, `sw`), and `hbm`: whether it uses the HBM ports (every matrix
+instruction streams weights; a DMA instruction with +hbm). The fields come from each opcode's `Op.operands`, so no
+operand is named here. `conflict(a, b)`: a RAW, WAR or WAW hazard between two footprints (rule 1).
+
+`invalid(word)`: 1 when the instruction breaks a rule of `dfx.isa_check.check_instr` that the range comparators of
+hw/core.py (`operands_ok`) and the engines' own checks do not cover: a static length of 0, an ALLGATHER granule or
+device count of 0, quantized-weight flags on a matrix instruction (wfmt on an opcode other than LINEAR, or with
+dyn_k / dyn_n / rowmajor). The core stops with STATUS.invalid before the instruction runs. (A device count other
+than RING_SIZE stays the router's STATUS.ring; an undefined index register or a K/V store to DDR the DMA's
+STATUS.illegal_opcode.)
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from amaranth import C, Cat, Mux
+from amaranth.lib import data
+
+from dfx import isa
+from dfx.config import AccelConfig
+
+from .decoder import Opcode
+
+HI_BITS = isa.VADDR_BITS + 18          # lo + ceil((POS + 1) / d) with a 32-bit POS, d >= 16
+
+RANGE = data.StructLayout({"v": 1, "lo": isa.VADDR_BITS, "hi": HI_BITS})
+FOOTPRINT = data.StructLayout({"r0": RANGE, "r1": RANGE, "w": RANGE, "sr": isa.SREG_COUNT, "sw": isa.SREG_COUNT,
+                               "hbm": 1})
+
+
+def _is(word, mnemonic):
+    return word.control.opcode == Opcode[mnemonic]
+
+
+def _ranges(op: isa.Op, write: bool) -> list[isa.OperandSpec]:
+    return [s for s in op.operands if not s.scalar and s.write == write]
+
+
+def footprint(m, word, pos, cfg: AccelConfig, out) -> None:
+    """Drive `out` (a FOOTPRINT signal) with the footprint of `word` run with POS = `pos` (comb)."""
+    d = cfg.d
+    shift = d.bit_length() - 1
+    slots = {"r0": [], "r1": [], "w": []}          # (select, valid, lo, hi) per opcode
+    sr, sw = C(0, isa.SREG_COUNT), C(0, isa.SREG_COUNT)
+    hbm = C(0, 1)
+    for op in isa.OPS:
+        sel = _is(word, op.mnemonic)
+        view = getattr(word, op.fmt.name.lower())
+        reads, writes = _ranges(op, False), _ranges(op, True)
+        assert len(reads) <= 2 and len(writes) <= 1, op.mnemonic      # the FOOTPRINT layout's slots
+        for name, spec in zip(("r0", "r1"), reads) if reads else ():
+            slots[name].append((sel, *_range(view, spec, pos, shift)))
+        for spec in writes:
+            slots["w"].append((sel, *_range(view, spec, pos, shift)))
+        for spec in op.operands:
+            if not spec.scalar:
+                continue
+            bit = (C(1, isa.SREG_COUNT) << getattr(view, spec.field))[:isa.SREG_COUNT]
+            on = sel if spec.when is None else sel & getattr(view, spec.when)
+            if spec.write:
+                sw = sw | Mux(on, bit, 0)
+            else:
+                sr = sr | Mux(on, bit, 0)
+        if op.unit is isa.Unit.MPU:
+            hbm = hbm | sel
+        elif op.fmt is isa.DMA:
+            hbm = hbm | (sel & view.hbm)
+    for name, cases in slots.items():
+        r = getattr(out, name)
+        v, lo, hi = C(0, 1), C(0, isa.VADDR_BITS), C(0, HI_BITS)
+        for sel, cv, clo, chi in cases:
+            v, lo, hi = Mux(sel, cv, v), Mux(sel, clo, lo), Mux(sel, chi, hi)
+        m.d.comb += [r.v.eq(v), r.lo.eq(lo), r.hi.eq(hi)]
+    m.d.comb += [out.sr.eq(sr), out.sw.eq(sw), out.hbm.eq(hbm)]
+
+
+def _range(view, spec: isa.OperandSpec, pos, shift: int):
+    """(valid, lo, hi) of one VBUF operand."""
+    ln = getattr(view, spec.length)
+    if spec.dyn is not None:
+        ln = Mux(getattr(view, spec.dyn), pos + 1, ln)
+    lo = getattr(view, spec.field)
+    ent = (ln + (1 << shift) - 1) >> shift
+    v = ent != 0
+    if spec.when is not None:
+        v = v & getattr(view, spec.when)
+    return v, lo, lo + ent
+
+
+def _overlap(a, b):
+    return a.v & b.v & (a.lo < b.hi) & (b.lo < a.hi)
+
+
+def conflict(new, old):
+    """1 when `new` may not start while `old` (an older instruction) is in flight: `new` reads what `old` writes
+    (RAW), writes what `old` reads (WAR) or writes what `old` writes (WAW), in VBUF or the scalar registers."""
+    raw = _overlap(new.r0, old.w) | _overlap(new.r1, old.w) | (new.sr & old.sw).any()
+    war = _overlap(new.w, old.r0) | _overlap(new.w, old.r1) | (new.sw & old.sr).any()
+    waw = _overlap(new.w, old.w) | (new.sw & old.sw).any()
+    return raw | war | waw
+
+
+def invalid(word):
+    """1 when `word` breaks a static rule of `dfx.isa_check.check_instr` not covered by the range check (see the
+    module docstring). Opcodes the ISA lacks are the decoder's `illegal`."""
+    bad = C(0, 1)
+    for op in isa.OPS:
+        view = getattr(word, op.fmt.name.lower())
+        cond = C(0, 1)
+        for spec in op.operands:                                 # zero static lengths
+            if spec.scalar:
+                continue
+            zero = getattr(view, spec.length) == 0
+            if spec.dyn is not None:
+                zero = zero & ~getattr(view, spec.dyn)
+            if spec.when is not None:
+                zero = zero & getattr(view, spec.when)
+            cond = cond | zero
+        if op.fmt is isa.MATRIX:
+            quant = view.wfmt != 0
+            if op.mnemonic == "LINEAR":
+                cond = cond | (quant & (view.dyn_k | view.dyn_n | view.rowmajor))
+            else:
+                cond = cond | quant
+        if op.mnemonic == "ALLGATHER":
+            cond = cond | (view.gran == 0) | (view.devices == 0)
+        bad = bad | (_is(word, op.mnemonic) & cond)
+    return bad
+
+
+def any_of(bits) -> "Value":
+    return Cat(*bits).any() if bits else C(0, 1)
