@@ -130,6 +130,13 @@ def int_to_fp32(p: Pipe, v) -> Value:
 
 
 # ============================================================================================ operators
+# The adder's register cut points, by priority: output, after alignment, after normalisation (the first
+# three: the defaults of every unit before the depth analysis), then after the add, after the magnitude
+# compare, after the leading-zero count, after the rounding increment, after the shift-amount clamp.
+ADD_CUTS = (2, 0, 1, 3, 4, 5, 6, 7)
+ADD_MAX_STAGES = len(ADD_CUTS)
+
+
 def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
     """a + b (or a - b) in binary32: RNE, DAZ operands, FTZ result, canonical NaN, IEEE signed zeros.
 
@@ -138,7 +145,7 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
     subnormal range of two normal operands is exact, so flushing it needs no rounding step.
     """
     t, (a, b) = p.sync(a, b)
-    cut = p.stages(stages, (2, 0, 1))
+    cut = p.stages(stages, ADD_CUTS)
     sa, ea, ma, za, ia, na = _u32(a)
     sb, eb, mb, zb, ib, nb = _u32(b)
     if sub:
@@ -146,35 +153,52 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
     ka = Mux(za, 0, Value.cast(a)[:31])                        # magnitude keys (DAZ'd)
     kb = Mux(zb, 0, Value.cast(b)[:31])
     swap = p.comb(kb > ka, "add_swap")
-    s_big, e_big, m_big = Mux(swap, sb, sa), Mux(swap, eb, ea), Mux(swap, mb, ma)
-    s_sml, e_sml, m_sml = Mux(swap, sa, sb), Mux(swap, ea, eb), Mux(swap, ma, mb)
-    diff = (e_big - e_sml)[:8]
-    dc = p.comb(Mux(diff > 27, 27, diff)[:5], "add_shift")
-    m_sml = p.comb(m_sml, "add_msml")
-    ext = Cat(C(0, 3), m_sml)                                  # 27 bits: significand, G, R, S
-    sticky = (ext & ((C(1, 32) << dc)[:27] - 1)[:27]) != 0
-    aligned = p.comb((ext >> dc)[:27] | sticky, "add_aligned")
-    eff_sub = s_big ^ s_sml
     nan = na | nb | (ia & ib & (sa != sb))
     inf = ia | ib
     inf_sign = Mux(ia, sa, sb)
     zero_sign = sa & sb                                        # x + (-x) = +0; (-0) + (-0) = -0
+    swap, sa, ea, ma, sb, eb, mb, nan, inf, inf_sign, zero_sign = cut(
+        4, swap, sa, ea, ma, sb, eb, mb, nan, inf, inf_sign, zero_sign)
+
+    s_big, e_big, m_big = Mux(swap, sb, sa), Mux(swap, eb, ea), Mux(swap, mb, ma)
+    s_sml, e_sml, m_sml = Mux(swap, sa, sb), Mux(swap, ea, eb), Mux(swap, ma, mb)
+    diff = (e_big - e_sml)[:8]
+    dc = p.comb(Mux(diff > 27, 27, diff)[:5], "add_shift")
+    eff_sub = s_big ^ s_sml
+    s_big, e_big, m_big, m_sml, dc, eff_sub, nan, inf, inf_sign, zero_sign = cut(
+        7, s_big, e_big, m_big, m_sml, dc, eff_sub, nan, inf, inf_sign, zero_sign)
+
+    m_sml = p.comb(m_sml, "add_msml")
+    ext = Cat(C(0, 3), m_sml)                                  # 27 bits: significand, G, R, S
+    sticky = (ext & ((C(1, 32) << dc)[:27] - 1)[:27]) != 0
+    aligned = p.comb((ext >> dc)[:27] | sticky, "add_aligned")
     s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign = cut(
         0, s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign)
 
     big = Cat(C(0, 3), m_big)
     total = p.comb(Mux(eff_sub, (big - aligned)[:28], (big + aligned)[:28]), "add_total")
-    carry = total[27]
+    total, s_big, e_big, nan, inf, inf_sign, zero_sign = cut(3, total, s_big, e_big, nan, inf, inf_sign, zero_sign)
+
+    total = p.comb(total, "add_sum")
     lz = p.comb(lzc(total[:27]), "add_lz")
+    is_zero = total == 0
+    total, lz, is_zero, s_big, e_big, nan, inf, inf_sign, zero_sign = cut(
+        5, total, lz, is_zero, s_big, e_big, nan, inf, inf_sign, zero_sign)
+
+    total, lz = p.comb(total, "add_sum2"), p.comb(lz, "add_lz2")
+    carry = total[27]
     norm = p.comb(Mux(carry, Cat(total[0] | total[1], total[2:28]), (total[:27] << lz)[:27]), "add_norm")
     e_norm = p.comb(Mux(carry, e_big + 1, e_big - lz).as_signed(), "add_enorm")   # <= 0: flush; 255: inf
-    is_zero = total == 0
     s_big, norm, e_norm, is_zero, nan, inf, inf_sign, zero_sign = cut(
         1, s_big, norm, e_norm, is_zero, nan, inf, inf_sign, zero_sign)
 
     up = norm[2] & (norm[1] | norm[0] | norm[3])               # RNE on guard / round+sticky / lsb
     mr = p.comb((norm[3:27] + up)[:25], "add_mr")
     e_r = p.comb((e_norm + mr[24]).as_signed(), "add_er")
+    mr, e_r, s_big, is_zero, nan, inf, inf_sign, zero_sign = cut(
+        6, mr, e_r, s_big, is_zero, nan, inf, inf_sign, zero_sign)
+
+    mr, e_r = p.comb(mr, "add_mr2"), p.comb(e_r, "add_er2")
     res = Mux(nan, NAN32,
           Mux(inf, Cat(C(INF32, 31), inf_sign),
           Mux(is_zero, Cat(C(0, 31), zero_sign),
@@ -285,7 +309,7 @@ class Fp32AddUnit(PipelinedUnit):
     """`i`: {a, b} binary32 -> `o`: a + b (or a - b with `sub`)."""
 
     def __init__(self, stages: int = 2, sub: bool = False):
-        check_stages(self, stages=(stages, 3))
+        check_stages(self, stages=(stages, ADD_MAX_STAGES))
         self.stages, self.sub = stages, sub
         super().__init__(Operands32, 32)
 

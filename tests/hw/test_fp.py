@@ -5,7 +5,7 @@ import pytest
 from hw_helpers import run_stream
 from hw_vectors import leaf_units, pack2, ref_add32, ref_mul16, ref_mul32, ref_round16
 
-from dfx.hw.fp import Fp16MulUnit, Fp32AddUnit, Fp32MulUnit, Fp32ToFp16Unit, Widen16Unit
+from dfx.hw.fp import ADD_MAX_STAGES, Fp16MulUnit, Fp32AddUnit, Fp32MulUnit, Fp32ToFp16Unit, Widen16Unit
 
 # (unit, operands, expected bits): the spec's policies, one line each
 PINNED = [
@@ -69,13 +69,22 @@ def test_unit_matches_numerics(name):
         f"{words[k]:#x} -> {got[k]:#x} (want {int(expected[k]):#x})" for k in bad[:5])
 
 
-@pytest.mark.parametrize("stages", [0, 1, 2, 3])
+@pytest.mark.parametrize("stages", range(ADD_MAX_STAGES + 1))
 def test_adder_stages_change_latency_not_results(stages):
     a = np.array([0x3F800000, 0x7F7FFFFF, 0x00C00000, 0x40490FDB], np.uint32)
     b = np.array([0x33800000, 0x73000000, 0x80800000, 0xC0490FDA], np.uint32)
     dut = Fp32AddUnit(stages=stages)
     assert dut.latency == max(stages, 1)                    # a combinational operator gets an output register
     assert run_stream(dut, pack2(a, b, 32), stall=0.3) == [int(v) for v in ref_add32(a, b)]
+
+
+@pytest.mark.parametrize("sub", [False, True])
+def test_deepest_adder_matches_numerics(sub):
+    """The adder with every register cut (the depth-closing configuration) on the corner and random
+    vectors, with backpressure."""
+    factory, words, expected = leaf_units(300, seed=4)["sub32" if sub else "add32"]
+    got = run_stream(Fp32AddUnit(stages=ADD_MAX_STAGES, sub=sub), words, stall=0.2, seed=3)
+    assert got == [int(e) for e in expected]
 
 
 def test_latency_is_what_the_unit_reports():
@@ -104,7 +113,7 @@ def test_latency_is_what_the_unit_reports():
 
 
 def test_bad_parameters_are_refused():
-    with pytest.raises(ValueError, match="stages must be an integer 0..3, not 4"):
-        Fp32AddUnit(stages=4)
+    with pytest.raises(ValueError, match=f"stages must be an integer 0..{ADD_MAX_STAGES}, not 9"):
+        Fp32AddUnit(stages=9)
     with pytest.raises(ValueError, match="stages must be an integer 0..2, not 3"):
         Fp32MulUnit(stages=3)
