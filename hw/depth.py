@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -115,8 +116,9 @@ def _kind(ctype: str) -> str:
     return "seq"                                # anything else: a boundary (conservative for depth)
 
 
-def longest_path(netlist: dict, top: str, delays: Delays) -> CritPath:
-    """The path with the largest estimated delay through `netlist` (Yosys `write_json`) module `top`."""
+def longest_paths(netlist: dict, top: str, delays: Delays, group=None) -> dict[str, CritPath]:
+    """The path with the largest estimated delay through `netlist` (Yosys `write_json`) module `top` into
+    each group of endpoints (`group(end register name)`; None: one group "")."""
     mod = netlist["modules"][top]
     drivers: dict[int, tuple[str, str]] = {}        # net bit -> (cell, output port)
     for name, c in mod["cells"].items():
@@ -189,16 +191,40 @@ def longest_path(netlist: dict, top: str, delays: Delays) -> CritPath:
         if port["direction"] == "output":
             ends += [(b, pname) for b in _bits(port["bits"])]
     if not ends:
-        return CritPath()
-    # LUTRAM/SRL read ports are combinational: their address inputs are handled as LUT inputs via is_comb;
-    # their write side ends paths like a flip-flop (listed above).
-    best_t, best_b, best_end = -1.0, None, ""
+        return {}
+    names = _net_names(mod)
+
+    def end_name(where: str) -> str:
+        cell = where.rsplit(".", 1)[0]
+        if cell in cells:                          # name the register by the net its output drives
+            q = [x for p, dirn in cells[cell]["port_directions"].items() if dirn == "output"
+                 for x in _bits(cells[cell]["connections"].get(p, []))]
+            return names.get(q[0], where) if q else where
+        return where
+
+    best: dict[str, tuple[float, int, str]] = {}
     for b, where in ends:
         t = arrive(b) + delays.net
-        if t > best_t:
-            best_t, best_b, best_end = t, b, where
-    path = CritPath(delay_ns=round(best_t + delays.overhead, 3), end=best_end)
-    b = best_b
+        nm = end_name(where)
+        g = group(nm) if group else ""
+        if g not in best or t > best[g][0]:
+            best[g] = (t, b, nm)
+    return {g: _backtrack(cells, arrival, names, mod, b, t + delays.overhead, nm) for g, (t, b, nm) in best.items()}
+
+
+def longest_path(netlist: dict, top: str, delays: Delays) -> CritPath:
+    """The path with the largest estimated delay through `netlist` (Yosys `write_json`) module `top`."""
+    return longest_paths(netlist, top, delays).get("", CritPath())
+
+
+def register_group(name: str) -> str:
+    """A register's group for `longest_paths`: its signal name without the bit index and Pipe's `_<n>`
+    suffix (`add_sum_46[1]` -> `add_sum`, `c0_12[3]` -> `c0`)."""
+    return re.sub(r"(_\d+)?(\[\d+\])?$", "", name)
+
+
+def _backtrack(cells, arrival, names, mod, b, delay, end) -> CritPath:
+    path = CritPath(delay_ns=round(delay, 3), end=end)
     while b is not None and arrival[b][1] is not None:
         cname, b_in = arrival[b][1]
         c = cells[cname]
@@ -214,13 +240,7 @@ def longest_path(netlist: dict, top: str, delays: Delays) -> CritPath:
             path.dsp += 1
         b = b_in
     path.cells.reverse()
-    names = _net_names(mod)
     path.start = names.get(b, _port_of(mod, b)) if b is not None else "constant"
-    end_cell = best_end.split(".")[0]
-    if end_cell in cells:                          # name the register by the net its output drives
-        q = [x for p, dirn in cells[end_cell]["port_directions"].items() if dirn == "output"
-             for x in _bits(cells[end_cell]["connections"].get(p, []))]
-        path.end = names.get(q[0], best_end) if q else best_end
     path.nets = _count_nets(path, cells)
     return path
 

@@ -53,6 +53,45 @@ def lzc(v: Value) -> Value:
     return out
 
 
+def lzc_tree(v: Value) -> Value:
+    """`lzc(v)` (len(v) when v == 0) as a balanced tree: `v` on top of a one-then-zeros pad to the next
+    power of two above len(v) (so an all-zero `v` counts len(v)), then per half: the upper half's count, or
+    half its width plus the lower half's when the upper half is zero. log2 depth instead of a priority
+    chain."""
+    v = Value.cast(v)
+    n = len(v)
+    w = 1 << n.bit_length()                                    # > n: the pad holds a one
+    padded = Cat(C(1 << (w - n - 1), w - n), v)
+
+    def rec(x):                                                # (count, x == 0)
+        if len(x) == 2:
+            return ~x[1], x == 0
+        h = len(x) // 2
+        (ch, zh), (cl, zl) = rec(x[h:]), rec(x[:h])
+        return Cat(Mux(zh, cl, ch), zh), zh & zl
+    return rec(padded)[0][:n.bit_length()]
+
+
+def shift_right(p: Pipe, v, amt, name: str = "shr", left: bool = False) -> Value:
+    """`(v >> amt)[:len(v)]` (or `(v << amt)[:len(v)]` with `left`) as layers of 4:1 multiplexers, two
+    bits of `amt` per layer (one LUT6 per bit and layer): the same function as Amaranth's shift in
+    ceil(len(amt) / 2) LUT levels."""
+    v, amt = Value.cast(v), Value.cast(amt)
+    n = len(v)
+    for k in range(0, len(amt), 2):
+        digit = amt[k:k + 2]
+        steps = [(j << k) for j in range(1 << len(digit))]
+        if left:
+            shifted = [Cat(C(0, min(s, n)), v)[:n] if s < n else C(0, n) for s in steps]
+        else:
+            shifted = [Cat(v[s:], C(0, min(s, n)))[:n] if s < n else C(0, n) for s in steps]
+        out = shifted[0]
+        for j in range(1, len(shifted)):
+            out = Mux(digit == j, shifted[j], out)
+        v = p.comb(out, f"{name}{k}")
+    return v
+
+
 def _u32(x):
     """Fields of a binary32 operand after DAZ: sign, exponent, 24-bit significand (0 for zero), classes."""
     v = Fp32(Value.cast(x))
@@ -150,28 +189,29 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
     sb, eb, mb, zb, ib, nb = _u32(b)
     if sub:
         sb = ~sb
-    ka = Mux(za, 0, Value.cast(a)[:31])                        # magnitude keys (DAZ'd)
-    kb = Mux(zb, 0, Value.cast(b)[:31])
-    swap = p.comb(kb > ka, "add_swap")
+    # |b| > |a| on the DAZ'd magnitudes: a zero b never is; a zero a is below every nonzero b
+    swap = p.comb(~zb & (za | (Value.cast(b)[:31] > Value.cast(a)[:31])), "add_swap")
     nan = na | nb | (ia & ib & (sa != sb))
     inf = ia | ib
     inf_sign = Mux(ia, sa, sb)
     zero_sign = sa & sb                                        # x + (-x) = +0; (-0) + (-0) = -0
-    swap, sa, ea, ma, sb, eb, mb, nan, inf, inf_sign, zero_sign = cut(
-        4, swap, sa, ea, ma, sb, eb, mb, nan, inf, inf_sign, zero_sign)
+    d_ab, d_ba = (ea - eb)[:8], (eb - ea)[:8]                 # both exponent differences, beside the compare
+    swap, sa, ea, ma, sb, eb, mb, d_ab, d_ba, nan, inf, inf_sign, zero_sign = cut(
+        4, swap, sa, ea, ma, sb, eb, mb, d_ab, d_ba, nan, inf, inf_sign, zero_sign)
 
     s_big, e_big, m_big = Mux(swap, sb, sa), Mux(swap, eb, ea), Mux(swap, mb, ma)
-    s_sml, e_sml, m_sml = Mux(swap, sa, sb), Mux(swap, ea, eb), Mux(swap, ma, mb)
-    diff = (e_big - e_sml)[:8]
+    s_sml, m_sml = Mux(swap, sa, sb), Mux(swap, ma, mb)
+    diff = Mux(swap, d_ba, d_ab)                               # e_big - e_sml
     dc = p.comb(Mux(diff > 27, 27, diff)[:5], "add_shift")
+    below = p.comb(Cat(*[diff > i for i in range(3, 27)]), "add_below")  # (1 << dc) - 1 on the significand
     eff_sub = s_big ^ s_sml
-    s_big, e_big, m_big, m_sml, dc, eff_sub, nan, inf, inf_sign, zero_sign = cut(
-        7, s_big, e_big, m_big, m_sml, dc, eff_sub, nan, inf, inf_sign, zero_sign)
+    s_big, e_big, m_big, m_sml, dc, below, eff_sub, nan, inf, inf_sign, zero_sign = cut(
+        7, s_big, e_big, m_big, m_sml, dc, below, eff_sub, nan, inf, inf_sign, zero_sign)
 
     m_sml = p.comb(m_sml, "add_msml")
     ext = Cat(C(0, 3), m_sml)                                  # 27 bits: significand, G, R, S
-    sticky = (ext & ((C(1, 32) << dc)[:27] - 1)[:27]) != 0
-    aligned = p.comb((ext >> dc)[:27] | sticky, "add_aligned")
+    sticky = (m_sml & below) != 0                              # a bit shifted out (G, R, S are zero)
+    aligned = p.comb(shift_right(p, ext, dc, "add_al") | sticky, "add_aligned")
     s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign = cut(
         0, s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign)
 
@@ -180,14 +220,15 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
     total, s_big, e_big, nan, inf, inf_sign, zero_sign = cut(3, total, s_big, e_big, nan, inf, inf_sign, zero_sign)
 
     total = p.comb(total, "add_sum")
-    lz = p.comb(lzc(total[:27]), "add_lz")
+    lz = p.comb(lzc_tree(total[:27]), "add_lz")
     is_zero = total == 0
     total, lz, is_zero, s_big, e_big, nan, inf, inf_sign, zero_sign = cut(
         5, total, lz, is_zero, s_big, e_big, nan, inf, inf_sign, zero_sign)
 
     total, lz = p.comb(total, "add_sum2"), p.comb(lz, "add_lz2")
     carry = total[27]
-    norm = p.comb(Mux(carry, Cat(total[0] | total[1], total[2:28]), (total[:27] << lz)[:27]), "add_norm")
+    norm = p.comb(Mux(carry, Cat(total[0] | total[1], total[2:28]), shift_right(p, total[:27], lz, "add_nl", True)),
+                  "add_norm")
     e_norm = p.comb(Mux(carry, e_big + 1, e_big - lz).as_signed(), "add_enorm")   # <= 0: flush; 255: inf
     s_big, norm, e_norm, is_zero, nan, inf, inf_sign, zero_sign = cut(
         1, s_big, norm, e_norm, is_zero, nan, inf, inf_sign, zero_sign)
