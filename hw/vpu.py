@@ -30,7 +30,7 @@ from dfx import isa
 from dfx.config import AccelConfig
 
 from .decoder import Opcode
-from .fp import NAN32, Fp16, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, neg32, widen16
+from .fp import ADD_MAX_STAGES, NAN32, Fp16, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, neg32, widen16
 from .mpu import adder_tree
 from .pipe import Pipe, T, check_stages
 from .sfu import exp16, gelu16, recip, rsqrt
@@ -86,7 +86,7 @@ def daz16(x16) -> Value:
 class VPU(wiring.Component):
     """Vector unit for `cfg` (vpu_width lanes). See the module docstring for the stream protocol.
 
-    Parameters: add_stages (0..3) and mul_stages (0..2) of the pipelined binary32 operators.
+    Parameters: add_stages (0..ADD_MAX_STAGES) and mul_stages (0..2) of the pipelined binary32 operators.
     """
 
     def __init__(self, cfg: AccelConfig, *, add_stages: int = 2, mul_stages: int = 2):
@@ -97,7 +97,7 @@ class VPU(wiring.Component):
             self._MustUse__silence = True
             raise ValueError(f"the VPU needs vpu_width == d (its reductions use the d-wide tree), not "
                              f"vpu_width={cfg.vpu_width} with d={cfg.d}")
-        check_stages(self, add_stages=(add_stages, 3), mul_stages=(mul_stages, 2))
+        check_stages(self, add_stages=(add_stages, ADD_MAX_STAGES), mul_stages=(mul_stages, 2))
         self.cfg, self.add_stages, self.mul_stages = cfg, add_stages, mul_stages
         super().__init__({
             "i": In(stream.Signature(in_layout(cfg))),
