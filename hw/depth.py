@@ -391,12 +391,14 @@ def unit_factories(cfg, specs: list[str]) -> dict:
         name, _, rest = spec.partition(":")
         kw = {k: int(v) for k, v in (kv.split("=") for kv in rest.split(",") if kv)}
         if name in leaf:
-            out[spec] = (rest, lambda c=leaf[name], kw=kw: c(**kw))
+            out[spec] = (rest.replace(",", ", "), lambda c=leaf[name], kw=kw: c(**kw))
         elif name in ("mpu", "vpu"):
             cut = {k: kw.pop(k) for k in ("l", "d", "vpu_width") if k in kw}
             c2 = dataclasses.replace(cfg, **cut) if cut else cfg
             unit = MPU if name == "mpu" else VPU
-            params = f"{cfg.name}: d={c2.d}, l={c2.l}, vpu_width={c2.vpu_width}" + (f", {rest}" if rest else "")
+            if "gelu" in kw:
+                kw["gelu"] = bool(kw["gelu"])
+            params = ", ".join([f"{cfg.name}: d={c2.d}, l={c2.l}"] + [f"{k}={v}" for k, v in kw.items()])
             out[spec] = (params, lambda u=unit, c2=c2, kw=kw: u(c2, **kw))
         else:
             raise DepthError(f"unknown unit {name!r}; accepted: {', '.join([*leaf, 'mpu', 'vpu'])}")

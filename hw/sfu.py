@@ -15,8 +15,8 @@ from amaranth import C, Cat, Mux, Value
 
 from dfx import numerics as nx
 
-from .fp import (ADD_MAX_STAGES, INF32, NAN16, NAN32, Fp16, Fp32, f32, fp32_add, fp32_mul, fp32_to_fp16, int_parts, int_to_fp32,
-                 neg32, widen16)
+from .fp import (ADD_MAX_STAGES, INF32, NAN16, NAN32, Fp16, Fp32, f32, fp32_add, fp32_mul, fp32_to_fp16,
+                 int_parts, int_to_fp32, neg32, widen16)
 from .pipe import PipelinedUnit, Pipe, T, check_stages
 
 

@@ -86,10 +86,15 @@ def daz16(x16) -> Value:
 class VPU(wiring.Component):
     """Vector unit for `cfg` (vpu_width lanes). See the module docstring for the stream protocol.
 
-    Parameters: add_stages (0..ADD_MAX_STAGES) and mul_stages (0..2) of the pipelined binary32 operators.
+    Parameters: add_stages (0..ADD_MAX_STAGES) and mul_stages (0..2) of the pipelined binary32 operators;
+    red_stages (0..ADD_MAX_STAGES) of the VSUM/VDOT accumulator: 0 is a single-cycle adder in a feedback
+    loop (one reduction beat per cycle, a long path); A > 0 is a pipelined adder, and the unit then accepts
+    a VSUM/VDOT beat at most every A + 1 cycles (`i.ready` stays low in between for reduction beats; other
+    beats pass), so each partial sum is back before the next beat of its vector arrives. The sums are the
+    same in either case.
     """
 
-    def __init__(self, cfg: AccelConfig, *, add_stages: int = 2, mul_stages: int = 2):
+    def __init__(self, cfg: AccelConfig, *, add_stages: int = 2, mul_stages: int = 2, red_stages: int = 0):
         if not isinstance(cfg, AccelConfig):
             self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
@@ -97,8 +102,9 @@ class VPU(wiring.Component):
             self._MustUse__silence = True
             raise ValueError(f"the VPU needs vpu_width == d (its reductions use the d-wide tree), not "
                              f"vpu_width={cfg.vpu_width} with d={cfg.d}")
-        check_stages(self, add_stages=(add_stages, ADD_MAX_STAGES), mul_stages=(mul_stages, 2))
-        self.cfg, self.add_stages, self.mul_stages = cfg, add_stages, mul_stages
+        check_stages(self, add_stages=(add_stages, ADD_MAX_STAGES), mul_stages=(mul_stages, 2),
+                     red_stages=(red_stages, ADD_MAX_STAGES))
+        self.cfg, self.add_stages, self.mul_stages, self.red_stages = cfg, add_stages, mul_stages, red_stages
         super().__init__({
             "i": In(stream.Signature(in_layout(cfg))),
             "o": Out(stream.Signature(out_layout(cfg))),
@@ -149,10 +155,21 @@ class VPU(wiring.Component):
         v_g, last_g = p.flag(fire, tg, "v_red"), p.at(T(x.last, 0), tg)
         first = Signal(init=1, name="red_first")
         acc = Signal(32, name="red_acc")
-        nxt = fp32_add(p, Mux(first, C(0, 32), acc), g.v, stages=0)
-        with m.If(ce & v_g):
-            m.d.sync += [acc.eq(nxt.v), first.eq(last_g)]
-        red_sum = T(acc, tg + 1)
+        if self.red_stages:                            # pipelined; beats spaced red_stages + 1 apart
+            a = self.red_stages
+            v_g = v_g & p.at(T(_is(op, "VSUM", "VDOT"), 0), tg)
+            res = fp32_add(p, T(Mux(first, C(0, 32), acc), tg), g, a)
+            v_res = p.flag(v_g, a, "v_redr")
+            with m.If(ce & v_g):
+                m.d.sync += first.eq(last_g)
+            with m.If(ce & v_res):
+                m.d.sync += acc.eq(res.v)
+            red_sum = res
+        else:
+            nxt = fp32_add(p, Mux(first, C(0, 32), acc), g.v, stages=0)
+            with m.If(ce & v_g):
+                m.d.sync += [acc.eq(nxt.v), first.eq(last_g)]
+            red_sum = T(acc, tg + 1)
 
         keys = []
         nans = []
@@ -201,7 +218,18 @@ class VPU(wiring.Component):
         ce = Signal()
         m.d.comb += ce.eq(~self.o.valid | self.o.ready)
         fire = Signal()
-        m.d.comb += [fire.eq(self.i.valid & ce), self.i.ready.eq(ce)]
+        m.d.comb += [fire.eq(self.i.valid & self.i.ready)]
+        if self.red_stages:                            # space VSUM/VDOT beats red_stages + 1 cycles apart
+            wait = Signal(range(self.red_stages + 1), name="red_wait")
+            red_in = _is(self.i.payload.op, "VSUM", "VDOT")
+            m.d.comb += self.i.ready.eq(ce & ((wait == 0) | ~red_in))
+            with m.If(ce):
+                with m.If(fire & red_in):
+                    m.d.sync += wait.eq(self.red_stages)
+                with m.Elif(wait != 0):
+                    m.d.sync += wait.eq(wait - 1)
+        else:
+            m.d.comb += self.i.ready.eq(ce)
         self._fire = fire
         p = Pipe(m, ce)
         (vecs, sc, emit), t_end = self._datapath(m, p, self.i.payload, ce)
