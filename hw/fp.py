@@ -249,6 +249,12 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
     return T(cut(2, res), t + cut.latency)
 
 
+# The binary32 multiplier's cuts by priority: output, after the significand product (the first two: the
+# defaults before the depth analysis), then after the two partial products, before the products.
+MUL32_CUTS = (1, 0, 2, 3)
+MUL16_CUTS = (1, 0, 2)                   # binary16: output, after the product, before the product
+
+
 def fp32_mul(p: Pipe, a, b, stages: int = 2, a_bits: int = 24) -> T:
     """a * b in binary32: RNE, DAZ operands, FTZ result (after IEEE rounding with gradual underflow: only a
     product in [2^-126 - 2^-150, 2^-126) survives, as 2^-126), canonical NaN.
@@ -257,17 +263,26 @@ def fp32_mul(p: Pipe, a, b, stages: int = 2, a_bits: int = 24) -> T:
     has 11), which narrows the multiplier.
     """
     t, (a, b) = p.sync(a, b)
-    cut = p.stages(stages, (1, 0))
-    sa, ea, ma, za, ia, na = _u32(a)
-    sb, eb, mb, zb, ib, nb = _u32(b)
+    cut = p.stages(stages, MUL32_CUTS)
+    sa, ea, _, za, ia, na = _u32(a)
+    sb, eb, _, zb, ib, nb = _u32(b)
     sign = sa ^ sb
     nan = na | nb | (ia & zb) | (za & ib)
     inf = ia | ib
     zero = za | zb
     drop = 24 - a_bits
-    ma, mb = p.comb(ma, "mul_ma"), p.comb(mb, "mul_mb")
-    prod = p.comb(Cat(C(0, drop), (ma[drop:] * mb)) if drop else ma * mb, "mul_prod")   # 48 bits, exact
+    # significands without the zero gating: a zero operand's product is never used (`zero` overrides it)
+    ma, mb = Cat(Fp32(Value.cast(a)).frac, C(1, 1))[drop:], Cat(Fp32(Value.cast(b)).frac, C(1, 1))
     e = (ea + eb - 127).as_signed()
+    sign, nan, inf, zero, ma, mb, e = cut(3, sign, nan, inf, zero, ma, mb, e)
+
+    ma, mb = p.comb(ma, "mul_ma"), p.comb(mb, "mul_mb")
+    lo = min(len(ma), 17)                                      # partial products of at most 24 x 17 bits:
+    pl = p.comb(ma[:lo] * mb, "mul_pl")                        # one DSP48E2 (27 x 18) each
+    ph = p.comb(ma[lo:] * mb, "mul_ph") if len(ma) > lo else C(0, 1)
+    sign, nan, inf, zero, pl, ph, e = cut(2, sign, nan, inf, zero, pl, ph, e)
+
+    prod = p.comb(Cat(C(0, drop), (pl + (ph << lo))[:48 - drop]), "mul_prod")      # 48 bits, exact
     sign, nan, inf, zero, prod, e = cut(0, sign, nan, inf, zero, prod, e)
 
     hi = prod[47]
@@ -290,15 +305,18 @@ def fp16_mul(p: Pipe, a, b, stages: int = 1) -> T:
     """binary16 a * b -> the exact product in binary32 (DAZ operands; 11 x 11 significand bits fit in 24, and
     every product of normal binary16 values is a normal binary32)."""
     t, (a, b) = p.sync(a, b)
-    cut = p.stages(stages, (1, 0))
-    sa, ea, ma, za, ia, na = _u16(a)
-    sb, eb, mb, zb, ib, nb = _u16(b)
+    cut = p.stages(stages, MUL16_CUTS)
+    sa, ea, _, za, ia, na = _u16(a)
+    sb, eb, _, zb, ib, nb = _u16(b)
     sign = sa ^ sb
     nan = na | nb | (ia & zb) | (za & ib)
     inf = ia | ib
     zero = za | zb
-    prod = (ma * mb)[:22]
+    ma, mb = Cat(Fp16(Value.cast(a)).frac, C(1, 1)), Cat(Fp16(Value.cast(b)).frac, C(1, 1))   # (zero: unused)
     esum = (ea + eb)[:6]
+    sign, nan, inf, zero, ma, mb, esum = cut(2, sign, nan, inf, zero, ma, mb, esum)
+
+    prod = (ma * mb)[:22]
     sign, nan, inf, zero, prod, esum = cut(0, sign, nan, inf, zero, prod, esum)
 
     hi = prod[21]
@@ -337,7 +355,7 @@ class Fp16MulUnit(PipelinedUnit):
     """`i`: {a, b} binary16 -> `o`: the exact binary32 product (the MPU's multiplier)."""
 
     def __init__(self, stages: int = 1):
-        check_stages(self, stages=(stages, 2))
+        check_stages(self, stages=(stages, len(MUL16_CUTS)))
         self.stages = stages
         super().__init__(Operands16, 32)
 
@@ -362,7 +380,7 @@ class Fp32MulUnit(PipelinedUnit):
     """`i`: {a, b} binary32 -> `o`: a * b."""
 
     def __init__(self, stages: int = 2):
-        check_stages(self, stages=(stages, 2))
+        check_stages(self, stages=(stages, len(MUL32_CUTS)))
         self.stages = stages
         super().__init__(Operands32, 32)
 

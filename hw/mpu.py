@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 from dfx.config import AccelConfig
 from dfx.program import tile_grid, tile_matrix
 
-from .fp import ADD_MAX_STAGES, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, widen16
+from .fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, widen16
 from .pipe import Pipe, T, check_stages
 from .sfu import gelu16
 
@@ -88,8 +88,8 @@ def adder_tree(p: Pipe, values: list, add_stages: int) -> T:
 class MPU(wiring.Component):
     """Matrix unit for `cfg` (d-wide trees, l lanes). See the module docstring for streams and order.
 
-    Parameters: mul_stages (0..2) for the binary16 multipliers, add_stages (0..ADD_MAX_STAGES) for every
-    pipelined binary32 adder (tree, bias), fin_mul_stages (0..2) for the scale multiply, gelu (include the
+    Parameters: mul_stages (0..3) for the binary16 multipliers, add_stages (0..ADD_MAX_STAGES) for every
+    pipelined binary32 adder (tree, bias), fin_mul_stages (0..4) for the scale multiply, gelu (include the
     per-lane GELU units; without them the `gelu` control is ignored), acc_stages (0..ADD_MAX_STAGES, with
     acc_fifo) for the group accumulator:
 
@@ -100,8 +100,8 @@ class MPU(wiring.Component):
       first=True)) and the beat order may interleave up to `acc_fifo` output blocks group by group
       (`beat_order`): group i of blocks j0..j1, then group i+1 of the same blocks, ... The accumulation of
       each block stays in order ((+0 + g0) + g1) + ...; the unit stalls its input while a group's partial
-      sum is still in the adder, so it runs at one tile per cycle when at least A + 1 blocks are
-      interleaved, and correctly (slower) with fewer.
+      sum is still in the adder (A stages after a register on its operands), so it runs at one tile per cycle
+      when at least A + 2 blocks are interleaved, and correctly (slower) with fewer.
     """
 
     def __init__(self, cfg: AccelConfig, *, mul_stages: int = 1, add_stages: int = 2, fin_mul_stages: int = 2,
@@ -109,8 +109,8 @@ class MPU(wiring.Component):
         if not isinstance(cfg, AccelConfig):
             self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        check_stages(self, mul_stages=(mul_stages, 2), add_stages=(add_stages, ADD_MAX_STAGES),
-                     fin_mul_stages=(fin_mul_stages, 2), acc_stages=(acc_stages, ADD_MAX_STAGES))
+        check_stages(self, mul_stages=(mul_stages, len(MUL16_CUTS)), add_stages=(add_stages, ADD_MAX_STAGES),
+                     fin_mul_stages=(fin_mul_stages, len(MUL32_CUTS)), acc_stages=(acc_stages, ADD_MAX_STAGES))
         if acc_fifo not in (2, 4, 8, 16, 32):
             self._MustUse__silence = True
             raise ValueError(f"acc_fifo must be one of 2, 4, 8, 16, 32, not {acc_fifo!r}")
@@ -127,7 +127,7 @@ class MPU(wiring.Component):
             "w": In(stream.Signature(tile_layout(cfg))),
             "o": Out(stream.Signature(out_layout(cfg))),
         })
-        self.latency = self._finish_latency() + self.tree_latency + max(acc_stages, 1)
+        self.latency = self._finish_latency() + self.tree_latency + acc_stages + 1
 
     def _finish(self, p: Pipe, acc: list, fin) -> list:
         """bias, scale, round, GELU, mask on the l accumulators (T values at one stage)."""
@@ -197,7 +197,7 @@ class MPU(wiring.Component):
         # ---- SFU_M on the finished blocks
         outs = self._finish(pb, accs, fin)
         t_end = max(o.t for o in outs)
-        assert t_end - t_acc + tg + max(self.acc_stages, 1) == self.latency, (t_end, self.latency)
+        assert t_end - t_acc + tg + self.acc_stages + 1 == self.latency, (t_end, self.latency)
         v_out = pb.flag(v_acc, t_end - t_acc, "v_fin")
         m.d.comb += self.o.valid.eq(v_out)
         for c, o in enumerate(outs):
@@ -236,15 +236,16 @@ class MPU(wiring.Component):
         go = Signal()
         m.d.comb += go.eq(ce & v_g & ~stall)
         pop = go & ~first_g
-        v_res = pb.flag(go, a, "v_accr")
-        last_res = pb.at(T(last_g, 0), a)
+        v_res = pb.flag(go, a + 1, "v_accr")
+        last_res = pb.at(T(last_g, 0), a + 1)
         push = Signal()
         m.d.comb += push.eq(ce & v_res & ~last_res)
         accs = []
         for c in range(self.cfg.l):
             q = Array(Signal(32, name=f"accq_{c}_{k}", reset_less=True) for k in range(depth))
-            a_in = Mux(first_g, C(0, 32), q[rd])
-            res = fp32_add(pb, T(a_in, 0), T(sums[c].v, 0), a)
+            a_in = T(pb.reg(Mux(first_g, C(0, 32), q[rd]), "acc_a"), 1)     # operands registered first:
+            res = fp32_add(pb, a_in, T(pb.reg(sums[c].v, "acc_b"), 1), a)     # the FIFO read is a path
+
             with m.If(push):
                 m.d.sync += q[wr].eq(res.v)
             accs.append(res)
@@ -257,8 +258,8 @@ class MPU(wiring.Component):
             m.d.sync += opened.eq(opened + 1)
         with m.Elif(go & ~first_g & last_g):
             m.d.sync += opened.eq(opened - 1)
-        fin = T(pb.at(T(fin_g, 0), a), a)
-        return pb, a, accs, fin, v_res & last_res
+        fin = T(pb.at(T(fin_g, 0), a + 1), a + 1)
+        return pb, a + 1, accs, fin, v_res & last_res
 
 
 # ============================================================================================ host side

@@ -15,7 +15,7 @@ from amaranth import C, Cat, Mux, Value
 
 from dfx import numerics as nx
 
-from .fp import (ADD_MAX_STAGES, INF32, NAN16, NAN32, Fp16, Fp32, f32, fp32_add, fp32_mul, fp32_to_fp16,
+from .fp import (ADD_MAX_STAGES, INF32, MUL32_CUTS, NAN16, NAN32, Fp16, Fp32, f32, fp32_add, fp32_mul, fp32_to_fp16,
                  int_parts, int_to_fp32, neg32, widen16)
 from .pipe import PipelinedUnit, Pipe, T, check_stages
 
@@ -135,7 +135,7 @@ class _SfuUnit(PipelinedUnit):
     _width = 16
 
     def __init__(self, add_stages: int = 2, mul_stages: int = 2):
-        check_stages(self, add_stages=(add_stages, ADD_MAX_STAGES), mul_stages=(mul_stages, 2))
+        check_stages(self, add_stages=(add_stages, ADD_MAX_STAGES), mul_stages=(mul_stages, len(MUL32_CUTS)))
         self.add_stages, self.mul_stages = add_stages, mul_stages
         super().__init__(self._width, self._width)
 

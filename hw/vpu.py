@@ -30,7 +30,7 @@ from dfx import isa
 from dfx.config import AccelConfig
 
 from .decoder import Opcode
-from .fp import ADD_MAX_STAGES, NAN32, Fp16, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, neg32, widen16
+from .fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS, NAN32, Fp16, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, neg32, widen16
 from .mpu import adder_tree
 from .pipe import Pipe, T, check_stages
 from .sfu import exp16, gelu16, recip, rsqrt
@@ -86,7 +86,7 @@ def daz16(x16) -> Value:
 class VPU(wiring.Component):
     """Vector unit for `cfg` (vpu_width lanes). See the module docstring for the stream protocol.
 
-    Parameters: add_stages (0..ADD_MAX_STAGES) and mul_stages (0..2) of the pipelined binary32 operators;
+    Parameters: add_stages (0..ADD_MAX_STAGES) and mul_stages (0..4) of the pipelined binary32 operators;
     red_stages (0..ADD_MAX_STAGES) of the VSUM/VDOT accumulator: 0 is a single-cycle adder in a feedback
     loop (one reduction beat per cycle, a long path); A > 0 is a pipelined adder, and the unit then accepts
     a VSUM/VDOT beat at most every A + 1 cycles (`i.ready` stays low in between for reduction beats; other
@@ -102,7 +102,7 @@ class VPU(wiring.Component):
             self._MustUse__silence = True
             raise ValueError(f"the VPU needs vpu_width == d (its reductions use the d-wide tree), not "
                              f"vpu_width={cfg.vpu_width} with d={cfg.d}")
-        check_stages(self, add_stages=(add_stages, ADD_MAX_STAGES), mul_stages=(mul_stages, 2),
+        check_stages(self, add_stages=(add_stages, ADD_MAX_STAGES), mul_stages=(mul_stages, len(MUL32_CUTS)),
                      red_stages=(red_stages, ADD_MAX_STAGES))
         self.cfg, self.add_stages, self.mul_stages, self.red_stages = cfg, add_stages, mul_stages, red_stages
         super().__init__({
@@ -138,7 +138,7 @@ class VPU(wiring.Component):
             ge = gelu16(p, a16, ad, ml)
             t, (r16v, exv, gev, av, o) = p.sync(r16, ex, ge, a16, T(op, 0))
             vecs.append(T(Mux(_is(o, "VEXP"), exv, Mux(_is(o, "VGELU"), gev, Mux(_is(o, "VMOV"), av, r16v))), t))
-            prods16.append(fp16_mul(p, T(x.a[k], 0), T(x.b[k], 0)))
+            prods16.append(fp16_mul(p, T(x.a[k], 0), T(x.b[k], 0), 1 if ml <= 2 else len(MUL16_CUTS)))
 
         # ---- reductions: VSUM / VDOT through the tree and accumulator; VMAX through comparator keys
         is_dot = _is(op, "VDOT")

@@ -78,6 +78,14 @@ def test_adder_stages_change_latency_not_results(stages):
     assert run_stream(dut, pack2(a, b, 32), stall=0.3) == [int(v) for v in ref_add32(a, b)]
 
 
+@pytest.mark.parametrize("name, unit", [("mul32", lambda: Fp32MulUnit(stages=4)),
+                                        ("mul16", lambda: Fp16MulUnit(stages=3))])
+def test_deepest_multipliers_match_numerics(name, unit):
+    """Every multiplier cut (partial products, registered significands) keeps the results."""
+    _, words, expected = leaf_units(300, seed=5)[name]
+    assert run_stream(unit(), words, stall=0.2, seed=6) == [int(e) for e in expected]
+
+
 @pytest.mark.parametrize("sub", [False, True])
 def test_deepest_adder_matches_numerics(sub):
     """The adder with every register cut (the depth-closing configuration) on the corner and random
@@ -115,5 +123,5 @@ def test_latency_is_what_the_unit_reports():
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match=f"stages must be an integer 0..{ADD_MAX_STAGES}, not 9"):
         Fp32AddUnit(stages=9)
-    with pytest.raises(ValueError, match="stages must be an integer 0..2, not 3"):
-        Fp32MulUnit(stages=3)
+    with pytest.raises(ValueError, match="stages must be an integer 0..4, not 5"):
+        Fp32MulUnit(stages=5)

@@ -65,12 +65,12 @@ def test_mpu_latency_and_stages():
 
 @pytest.mark.parametrize("interleave", [1, 3])
 def test_pipelined_accumulator_is_bit_exact(interleave):
-    """A 2-stage accumulator with interleaved column blocks (3 at a time: full rate; 1: the column-major
-    order, which stalls for every group) gives the numerics' in-order sums: kt=3 with nt=5 (a short last
+    """A 2-stage accumulator with interleaved column blocks (3 at a time; 1: the column-major order, which
+    stalls for every group) gives the numerics' in-order sums: kt=3 with nt=5 (a short last
     block group), specials, a single-tile block (first and last at once)."""
     rng = np.random.default_rng(11)
     dut = MPU(CFG, acc_stages=2, acc_fifo=4, gelu=False)
-    assert dut.latency == dut.tree_latency + 2 + (2 + 2 + 1)       # + bias add, scale mul, round
+    assert dut.latency == dut.tree_latency + 3 + (2 + 2 + 1)       # + bias add, scale mul, round
     cases = [mpu_case(rng, 19, 18, scale=np.float32(0.5)), mpu_case(rng, 9, 3, special=True),
              mpu_case(rng, 8, 4, bias=False)]
     run_mpu(dut, cases, stall=0.2, seed=interleave, interleave=interleave)
