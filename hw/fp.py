@@ -331,12 +331,13 @@ def fp32_to_fp16(p: Pipe, x, stages: int = 1) -> T:
     """`numerics.to_fp16` of a binary32: one RNE rounding with gradual underflow (so only values in
     [2^-14 - 2^-25, 2^-14) survive the flush, as 2^-14), overflow to inf, canonical NaN."""
     t, (x,) = p.sync(x)
-    cut = p.stages(stages, (0,))
+    cut = p.stages(stages, (0, 1))
     v = Fp32(x)
     s, e, f = v.sign, v.exp, v.frac
     nan = (e == 0xFF) & (f != 0)
     e16 = (e - 112).as_signed()
     up = f[12] & ((f[:12] != 0) | f[13])
+    s, f, nan, e16, up = cut(1, s, f, nan, e16, up)            # (a second cut: before the increment)
     e16 = p.comb(e16, "r16_e")
     body = p.comb((Cat(f[13:23], e16[:5]) + up)[:16], "r16_body")   # a carry moves into the exponent field
     res = Mux(nan, NAN16,
@@ -392,7 +393,7 @@ class Fp32ToFp16Unit(PipelinedUnit):
     """`i`: binary32 -> `o`: `to_fp16` of it."""
 
     def __init__(self, stages: int = 1):
-        check_stages(self, stages=(stages, 1))
+        check_stages(self, stages=(stages, 2))
         self.stages = stages
         super().__init__(32, 16)
 

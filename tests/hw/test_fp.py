@@ -79,9 +79,11 @@ def test_adder_stages_change_latency_not_results(stages):
 
 
 @pytest.mark.parametrize("name, unit", [("mul32", lambda: Fp32MulUnit(stages=4)),
-                                        ("mul16", lambda: Fp16MulUnit(stages=3))])
+                                        ("mul16", lambda: Fp16MulUnit(stages=3)),
+                                        ("round16", lambda: Fp32ToFp16Unit(stages=2))])
 def test_deepest_multipliers_match_numerics(name, unit):
-    """Every multiplier cut (partial products, registered significands) keeps the results."""
+    """Every multiplier and rounding cut (partial products, registered significands, before the rounding
+    increment) keeps the results."""
     _, words, expected = leaf_units(300, seed=5)[name]
     assert run_stream(unit(), words, stall=0.2, seed=6) == [int(e) for e in expected]
 
