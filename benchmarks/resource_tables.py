@@ -18,18 +18,19 @@ from pathlib import Path
 
 from dfx.config import load_config
 from dfx.hw.depth import Delays, analyse, depth_row, depth_table, unit_factories
-from dfx.hw.fp import ADD_MAX_STAGES
+from dfx.hw.fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS
+from dfx.hw.mpu import STAGES_300MHZ
 from dfx.hw.synth import main as synth_main
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "rtl.md"
-A = ADD_MAX_STAGES
-# Pipeline depths for 300 MHz: every binary32 adder with all its cuts, every multiplier with both of its
-# cuts; the MPU with a pipelined accumulator of the same adder.
-DEEP = {"add32": f"stages={A}", "mul32": "stages=2", "mul16": "stages=2", "round16": "stages=1",
-        "gelu16": f"add_stages={A},mul_stages=2", "exp16": f"add_stages={A},mul_stages=2",
-        "recip": f"add_stages={A},mul_stages=2", "rsqrt": f"add_stages={A},mul_stages=2"}
+A, M16, M32 = ADD_MAX_STAGES, len(MUL16_CUTS), len(MUL32_CUTS)
+# Pipeline depths for 300 MHz: every operator with all its cuts (hw.mpu.STAGES_300MHZ for the MPU).
+DEEP = {"add32": f"stages={A}", "mul32": f"stages={M32}", "mul16": f"stages={M16}", "round16": "stages=2",
+        "gelu16": f"add_stages={A},mul_stages={M32}", "exp16": f"add_stages={A},mul_stages={M32}",
+        "recip": f"add_stages={A},mul_stages={M32}", "rsqrt": f"add_stages={A},mul_stages={M32}"}
 DEFAULT = {"add32": "stages=2", "mul32": "stages=2", "mul16": "stages=1", "round16": "stages=1",
            "gelu16": "", "exp16": "", "recip": "", "rsqrt": ""}
+MPU_DEEP = ",".join(f"{k}={v}" for k, v in STAGES_300MHZ.items())
 
 
 def depth_specs(cfg, units: list[str]) -> list[tuple[str, str]]:
@@ -37,8 +38,7 @@ def depth_specs(cfg, units: list[str]) -> list[tuple[str, str]]:
     out = []
     for u in units:
         if u == "mpu":
-            out.append(("MPU, deep", f"mpu:gelu=0,mul_stages=2,add_stages={A},fin_mul_stages=2,"
-                                     f"acc_stages={A}"))
+            out.append(("MPU, deep", f"mpu:gelu=0,{MPU_DEEP}"))
         else:
             out.append((f"{u}, default", f"{u}:{DEFAULT[u]}"))
             out.append((f"{u}, deep", f"{u}:{DEEP[u]}"))

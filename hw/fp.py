@@ -128,31 +128,45 @@ def widen16(x) -> Value:
     return Mux(nan, NAN32, Mux(inf, Cat(C(INF32, 31), s), Mux(zero, Cat(C(0, 31), s), normal)))
 
 
-def int_parts(p: Pipe, x, int_bits: int):
-    """Split the magnitude of binary32 `x` (DAZ) into integer part and fraction, both exact.
+def int_parts(p: Pipe, x, int_bits: int, stages: int = 0):
+    """Split the magnitude of binary32 `x` (DAZ; a `T` or a value at stage 0) into integer part and
+    fraction, both exact; `stages` (0..3) registers: output, after the fraction mask, after its
+    leading-zero count.
 
-    Returns (ip, has_frac, r): ip = floor(|x|) as an unsigned `int_bits`-bit value (saturated to all ones
-    when |x| >= 2^int_bits or x is inf/NaN), has_frac = |x| is not an integer, r = |x| - ip as a
+    Returns `T`s (ip, has_frac, r): ip = floor(|x|) as an unsigned `int_bits`-bit value (saturated to all
+    ones when |x| >= 2^int_bits or x is inf/NaN), has_frac = |x| is not an integer, r = |x| - ip as a
     binary32 (+0 when |x| is an integer), exact because |x| - floor(|x|) always is.
     """
     assert 1 <= int_bits <= 23
+    t, (x,) = p.sync(x)
+    cut = p.stages(stages, (2, 0, 1))
     v = Fp32(p.comb(Value.cast(x), "ip_x"))
     zero = v.exp == 0
     m = Cat(v.frac, C(1, 1))                                   # 24 bits, 1.frac
-    e = v.exp - 127                                            # unbiased exponent E (signed)
+    e = (v.exp - 127)[:8]                                      # unbiased exponent E (mod 256)
     below_one = (v.exp < 127) | zero
     too_big = v.exp >= 127 + int_bits
     sh = p.comb((23 - e)[:5], "ip_sh")                        # valid when 0 <= E < int_bits
-    ip = (m >> sh)[:int_bits]
-    fr = p.comb((m & ((C(1, 24) << sh)[:24] - 1))[:24], "ip_fr")
-    lz = p.comb(lzc(fr), "ip_lz")
+    ip = shift_right(p, m, sh, "ip_ip")[:int_bits]
+    fr = p.comb(m & Cat(*[sh > i for i in range(24)]), "ip_fr")   # m & ((1 << sh) - 1)
+    frac, exp = v.frac, v.exp
+    ip, fr, e, frac, exp, zero, below_one, too_big = cut(0, ip, fr, e, frac, exp, zero, below_one, too_big)
+
+    fr = p.comb(fr, "ip_fr2")
+    lz = p.comb(lzc_tree(fr), "ip_lz")
+    ip, fr, lz, e, frac, exp, zero, below_one, too_big = cut(
+        1, ip, fr, lz, e, frac, exp, zero, below_one, too_big)
+
+    fr, lz = p.comb(fr, "ip_fr3"), p.comb(lz, "ip_lz2")
     r_exp = (127 + e - lz)[:8]
-    r_norm = Cat(((fr << lz)[:24])[:23], r_exp, C(0, 1))
+    r_norm = Cat(shift_right(p, fr, lz, "ip_nl", True)[:23], r_exp, C(0, 1))
     r_frac = Mux(fr == 0, 0, r_norm)
     ip = Mux(too_big, (1 << int_bits) - 1, Mux(below_one, 0, ip))
     has_frac = Mux(too_big, 0, Mux(below_one, ~zero, fr != 0))
-    r = Mux(too_big, 0, Mux(below_one, Mux(zero, 0, Cat(v.frac, v.exp, C(0, 1))), r_frac))
-    return p.comb(ip, "ip_int"), p.comb(has_frac, "ip_hasfrac"), p.comb(r, "ip_frac")
+    r = Mux(too_big, 0, Mux(below_one, Mux(zero, 0, Cat(frac, exp, C(0, 1))), r_frac))
+    ip, has_frac, r = cut(2, p.comb(ip, "ip_int"), p.comb(has_frac, "ip_hasfrac"), p.comb(r, "ip_frac"))
+    t2 = t + cut.latency
+    return T(ip, t2), T(has_frac, t2), T(r, t2)
 
 
 def int_to_fp32(p: Pipe, v) -> Value:
@@ -161,8 +175,8 @@ def int_to_fp32(p: Pipe, v) -> Value:
     w = len(v)
     neg = v[-1] if v.shape().signed else C(0, 1)
     mag = p.comb(Mux(neg, -v, v)[:w], "i2f_mag")
-    lz = p.comb(lzc(mag), "i2f_lz")
-    shifted = (mag << lz)[:w]                                  # MSB at bit w-1
+    lz = p.comb(lzc_tree(mag), "i2f_lz")
+    shifted = shift_right(p, mag, lz, "i2f_sh", True)          # MSB at bit w-1
     frac = Cat(C(0, 23 - (w - 1)), shifted[:w - 1])
     exp = (127 + (w - 1) - lz)[:8]
     return p.comb(Mux(mag == 0, 0, Cat(frac, exp, neg)), "i2f")
@@ -250,8 +264,9 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
 
 
 # The binary32 multiplier's cuts by priority: output, after the significand product (the first two: the
-# defaults before the depth analysis), then after the two partial products, before the products.
-MUL32_CUTS = (1, 0, 2, 3)
+# defaults before the depth analysis), then after the two partial products, before the products, before
+# the rounding increment.
+MUL32_CUTS = (1, 0, 2, 3, 4)
 MUL16_CUTS = (1, 0, 2)                   # binary16: output, after the product, before the product
 
 
@@ -290,6 +305,8 @@ def fp32_mul(p: Pipe, a, b, stages: int = 2, a_bits: int = 24) -> T:
     e1 = p.comb((e + hi).as_signed(), "mul_e1")
     top = norm[24:48]
     up = norm[23] & ((norm[:23] != 0) | top[0])
+    sign, nan, inf, zero, top, up, e1 = cut(4, sign, nan, inf, zero, top, up, e1)
+    top, e1 = p.comb(top, "mul_top"), p.comb(e1, "mul_e1b")
     mr = p.comb((top + up)[:25], "mul_mr")
     e2 = p.comb((e1 + mr[24]).as_signed(), "mul_e2")
     to_min = (e1 == 0) & (top == 0xFFFFFF)                     # rounds up to the smallest normal

@@ -45,6 +45,10 @@ from .pipe import Pipe, T, check_stages
 from .sfu import gelu16
 
 NEG_INF16 = 0xFC00
+# The pipeline depths for a 300 MHz clock (docs/rtl.md, "Logic depth"): every operator cut, the pipelined
+# accumulator with room for the acc_stages + 2 interleaved column blocks it needs for one tile per cycle.
+STAGES_300MHZ = dict(mul_stages=len(MUL16_CUTS), add_stages=ADD_MAX_STAGES, fin_mul_stages=len(MUL32_CUTS),
+                     acc_stages=ADD_MAX_STAGES, acc_fifo=16)
 
 
 def tile_layout(cfg: AccelConfig) -> data.ArrayLayout:
@@ -145,7 +149,7 @@ class MPU(wiring.Component):
             y = T(Mux(se, zv, yv), t)
             h = fp32_to_fp16(p, y)                                           # one rounding to binary16
             if self.has_gelu:
-                g = gelu16(p, h, self.add_stages, min(self.fin_mul_stages, 2))
+                g = gelu16(p, h, self.add_stages, min(self.fin_mul_stages, len(MUL32_CUTS)))
                 t, (gv, hv, ge) = p.sync(g, h, gelu_en)
                 h = T(Mux(ge, gv, hv), t)
             t, (hv, mk) = p.sync(h, T(fin.v.mask[c], t0))

@@ -35,6 +35,8 @@ from .mpu import adder_tree
 from .pipe import Pipe, T, check_stages
 from .sfu import exp16, gelu16, recip, rsqrt
 
+# The pipeline depths for a 300 MHz clock (docs/rtl.md, "Logic depth").
+STAGES_300MHZ = dict(add_stages=ADD_MAX_STAGES, mul_stages=len(MUL32_CUTS), red_stages=ADD_MAX_STAGES)
 VPU_OPS = tuple(op for op in isa.OPS if op.unit is isa.Unit.VPU)
 _ELEMENTWISE = tuple(op.mnemonic for op in VPU_OPS if op.writes)                        # VBUF vector out
 _REDUCE = tuple(op.mnemonic for op in VPU_OPS if op.fmt is isa.VECTOR and not op.writes)  # vector in, S[sd] out
@@ -237,7 +239,7 @@ class VPU(wiring.Component):
         assert t_end == self.latency
         valid = Signal(t_end, name="valid_pipe")
         with m.If(ce):
-            m.d.sync += valid.eq((valid << 1) | self.i.valid)
+            m.d.sync += valid.eq((valid << 1) | fire)
         m.d.comb += [self.o.valid.eq(valid[-1] & emit), self.o.payload.s.eq(sc)]
         for k, v in enumerate(vecs):
             m.d.comb += self.o.payload.v[k].eq(v)
