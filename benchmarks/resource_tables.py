@@ -13,13 +13,15 @@ is one child process, one at a time, capped at 8 GB of address space. Progress g
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from dfx.config import load_config
-from dfx.hw.depth import Delays, analyse, depth_row, depth_table, unit_factories
+from dfx.hw.depth import Delays, analyse, depth_row, depth_table, module_name, unit_factories
 from dfx.hw.fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS
 from dfx.hw.mpu import STAGES_300MHZ
+from dfx.hw.synth import Resources, count_cells
 from dfx.hw.synth import main as synth_main
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "rtl.md"
@@ -45,6 +47,48 @@ def depth_specs(cfg, units: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def leaf_resources(build: Path, spec: str) -> Resources:
+    """The cell counts Yosys reported (`stat`) for one unit of the depth run."""
+    stat = json.loads((build / f"{module_name(spec)}.stat.json").read_text())
+    design = stat.get("design") or next(iter(stat["modules"].values()))
+    return count_cells(design.get("num_cells_by_type", {}))
+
+
+# Operator instances per unit (hw/mpu.py, hw/vpu.py): the MPU per lane d binary16 multipliers, d - 1 tree
+# adders, the accumulator and bias adders, the scale multiplier, the rounding and the GELU; the VPU per lane an
+# adder, a multiplier, a rounding, exp, GELU and a binary16 multiplier (VDOT), plus the reduction tree
+# (vpu_width - 1 adders), its accumulator and the scalar adder, multiplier, reciprocal and rsqrt.
+def instances(cfg) -> dict[str, dict[str, int]]:
+    d, l, w = cfg.d, cfg.l, cfg.vpu_width
+    return {"mpu": {"mul16": l * d, "add32": l * (d - 1 + 2), "mul32": l, "round16": l, "gelu16": l},
+            "vpu": {"add32": w + (w - 1) + 1 + 1, "mul32": w + 1, "round16": w, "exp16": w, "gelu16": w,
+                    "mul16": w, "recip": 1, "rsqrt": 1}}
+
+
+def compose_table(cfgs, build: Path, units: list[str]) -> str:
+    """Resources of the MPU and VPU composed from the leaf units' counts by instance, at the default and the
+    300 MHz depths, against the U280's capacity."""
+    head = ["config", "unit", "depths", "LUT", "FF", "CARRY4", "DSP48E2", "RAMB36", "RAMB18",
+            "% U280 LUT", "% U280 FF", "% U280 DSP"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cfg in cfgs:
+        for unit, inst in instances(cfg).items():
+            for depth, table in (("default", DEFAULT), ("300 MHz", DEEP)):
+                tot = Resources()
+                for leaf, n in inst.items():
+                    if leaf not in units:
+                        continue
+                    r = leaf_resources(build, f"{leaf}:{table[leaf]}")
+                    for k in ("lut", "lutram", "ff", "carry8", "dsp", "bram36", "bram18", "uram"):
+                        setattr(tot, k, getattr(tot, k) + n * getattr(r, k))
+                sh = tot.share()
+                lines.append("| " + " | ".join([
+                    f"{cfg.name} (d={cfg.d}, l={cfg.l})", unit, depth, f"{tot.lut + tot.lutram:,}", f"{tot.ff:,}",
+                    f"{tot.carry8:,}", f"{tot.dsp:,}", f"{tot.bram36:,}", f"{tot.bram18:,}", f"{sh['LUT']:.1f}",
+                    f"{sh['FF']:.1f}", f"{sh['DSP']:.1f}"]) + " |")
+    return "\n".join(lines)
+
+
 def run_depth(cfg, units: list[str], build: Path) -> str:
     delays = Delays.from_board()
     rows = []
@@ -52,7 +96,7 @@ def run_depth(cfg, units: list[str], build: Path) -> str:
     facts = unit_factories(cfg, [s for _, s in specs])
     for label, spec in specs:
         params, make = facts[spec]
-        name = "d_" + "".join(ch if ch.isalnum() else "_" for ch in spec)
+        name = module_name(spec)
         print(f"depth: {label} ({spec}) ...", file=sys.stderr, flush=True)
         p, secs = analyse(make(), name, build, delays)
         print(f"  {p.luts} LUT levels, {p.carry} carry, {p.delay_ns:.2f} ns, {secs:.0f} s", file=sys.stderr,
@@ -83,10 +127,14 @@ def main(argv=None) -> int:
         ap.error("give --depth and/or --resources")
     if a.depth:
         cfg = load_config(a.config)
-        table = run_depth(cfg, a.units.split(","), Path(a.build) / "depth")
+        units = a.units.split(",")
+        table = run_depth(cfg, units, Path(a.build) / "depth")
         print(table)
+        comp = compose_table([load_config("tiny"), load_config("dfx")], Path(a.build) / "depth", units)
+        print(comp)
         if a.update_docs:
             update_block(DOC, f"depth:{cfg.name}", table)
+            update_block(DOC, "compose", comp)
     if a.resources:
         upd = ["--update-docs"] if a.update_docs else []
         synth_main(["--config", "tiny", "--build", f"{a.build}/synth"] + upd)

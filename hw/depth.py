@@ -2,8 +2,8 @@
 UltraScale+ (`synth_xilinx -family xcup -noiopad -flatten`), in LUT levels, carry segments, MUXF levels and
 routed nets, and the clock that path allows under a stated per-element delay model.
 
-    python -m dfx.hw.depth --units add32,mul16 [--stages add32=3]       # one row per unit
-    python -m dfx.hw.depth --config tiny --units mpu                    # a whole (small) unit
+    python -m dfx.hw.depth --units 'add32;add32:stages=8;mul16'         # one row per unit spec
+    python -m dfx.hw.depth --config tiny --units 'mpu:acc_stages=2'     # a whole (small) unit
 
 The walk (`longest_path`) runs over the mapped netlist (`write_json`): every flip-flop output, block-RAM
 output, registered DSP48E2 output and module input starts a path; every flip-flop data/enable/reset input,
@@ -407,10 +407,16 @@ def unit_factories(cfg, specs: list[str]) -> dict:
     return out
 
 
+def module_name(spec: str) -> str:
+    """A Verilog module (and file) name for a unit spec (`add32:stages=8` -> `d_add32_stages_8`)."""
+    return "d_" + "".join(ch if ch.isalnum() else "_" for ch in spec)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dfx.hw.depth", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="tiny")
-    ap.add_argument("--units", default="add32,mul16,mul32,round16")
+    ap.add_argument("--units", default="add32;mul16;mul32;round16",
+                    help="';'-separated unit specs NAME[:k=v,...], e.g. 'add32:stages=8;mpu:acc_stages=2'")
     ap.add_argument("--build", default="build/depth")
     ap.add_argument("--timeout", type=float, default=None)
     args = ap.parse_args(argv)
@@ -418,11 +424,14 @@ def main(argv=None) -> int:
     cfg = load_config(args.config)
     delays = Delays.from_board()
     rows = []
-    for name, (params, make) in unit_factories(cfg, args.units.split(",")).items():
-        print(f"depth: {name} ({params}) ...", file=sys.stderr, flush=True)
-        p, secs = analyse(make(), name.replace("/", "_").replace("=", ""), Path(args.build), delays, args.timeout)
-        print(f"  {p.luts} LUT, {p.carry} carry, {p.delay_ns:.2f} ns ({secs:.0f} s)", file=sys.stderr)
-        rows.append(depth_row(name, params, p, delays))
+    try:
+        for name, (params, make) in unit_factories(cfg, args.units.split(";")).items():
+            print(f"depth: {name} ...", file=sys.stderr, flush=True)
+            p, secs = analyse(make(), module_name(name), Path(args.build), delays, args.timeout)
+            print(f"  {p.luts} LUT, {p.carry} carry, {p.delay_ns:.2f} ns ({secs:.0f} s)", file=sys.stderr)
+            rows.append(depth_row(name, params or "-", p, delays))
+    except DepthError as e:
+        raise SystemExit(f"dfx.hw.depth: {e}") from None
     print(depth_table(rows))
     return 0
 

@@ -86,3 +86,6 @@ def test_known_depth_of_a_registered_adder(tmp_path):
     p, _ = analyse(Add16(), "add16", tmp_path)
     assert (p.luts, p.carry, p.muxf) == (1, 4, 0)
     assert p.start.startswith(("ra", "rb")) and p.end.startswith("q")
+    assert p.nets == 3                               # into the LUT, into the chain, into the register
+    (row,) = parse_depth_table(depth_table([depth_row("add16", "-", p, D)]))
+    assert row["LUT levels"] == "1" and row["carry (CARRY4)"] == "4" and row["within target"] == "yes"
