@@ -209,15 +209,18 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
     inf = ia | ib
     inf_sign = Mux(ia, sa, sb)
     zero_sign = sa & sb                                        # x + (-x) = +0; (-0) + (-0) = -0
-    d_ab, d_ba = (ea - eb)[:8], (eb - ea)[:8]                 # both exponent differences, beside the compare
-    swap, sa, ea, ma, sb, eb, mb, d_ab, d_ba, nan, inf, inf_sign, zero_sign = cut(
-        4, swap, sa, ea, ma, sb, eb, mb, d_ab, d_ba, nan, inf, inf_sign, zero_sign)
+    # for both orders, beside the compare: the exponent difference clamped to 27 (the alignment shift) and
+    # the mask of the significand bits it shifts out, (1 << shift) - 1 above the guard, round, sticky bits
+    d_ab, d_ba = p.comb((ea - eb)[:8], "add_dab"), p.comb((eb - ea)[:8], "add_dba")
+    dc_ab, dc_ba = Mux(d_ab > 27, 27, d_ab)[:5], Mux(d_ba > 27, 27, d_ba)[:5]
+    gt_ab, gt_ba = Cat(*[d_ab > i for i in range(3, 27)]), Cat(*[d_ba > i for i in range(3, 27)])
+    swap, sa, ea, ma, sb, eb, mb, dc_ab, dc_ba, gt_ab, gt_ba, nan, inf, inf_sign, zero_sign = cut(
+        4, swap, sa, ea, ma, sb, eb, mb, dc_ab, dc_ba, gt_ab, gt_ba, nan, inf, inf_sign, zero_sign)
 
     s_big, e_big, m_big = Mux(swap, sb, sa), Mux(swap, eb, ea), Mux(swap, mb, ma)
     s_sml, m_sml = Mux(swap, sa, sb), Mux(swap, ma, mb)
-    diff = Mux(swap, d_ba, d_ab)                               # e_big - e_sml
-    dc = p.comb(Mux(diff > 27, 27, diff)[:5], "add_shift")
-    below = p.comb(Cat(*[diff > i for i in range(3, 27)]), "add_below")  # (1 << dc) - 1 on the significand
+    dc = p.comb(Mux(swap, dc_ba, dc_ab), "add_shift")          # min(e_big - e_sml, 27)
+    below = p.comb(Mux(swap, gt_ba, gt_ab), "add_below")
     eff_sub = s_big ^ s_sml
     s_big, e_big, m_big, m_sml, dc, below, eff_sub, nan, inf, inf_sign, zero_sign = cut(
         7, s_big, e_big, m_big, m_sml, dc, below, eff_sub, nan, inf, inf_sign, zero_sign)
