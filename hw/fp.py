@@ -14,10 +14,13 @@ Latency (cycles) with the default stages; every unit accepts one operation per c
 
 | unit | default stages | cut points (by priority) |
 |---|---|---|
-| Fp16MulUnit  (binary16 x binary16 -> exact binary32) | 1 | output, product |
-| Fp32AddUnit  (binary32 + binary32, RNE, FTZ)          | 2 | output, after alignment, after normalisation |
-| Fp32MulUnit  (binary32 x binary32, RNE, FTZ)          | 2 | output, after the significand product |
-| Fp32ToFp16Unit (`to_fp16`)                            | 1 | output |
+| Fp16MulUnit  (binary16 x binary16 -> exact binary32) | 1 | output, product, significands (`MUL16_CUTS`) |
+| Fp32AddUnit  (binary32 + binary32, RNE, FTZ)          | 2 | output, after alignment, after normalisation, then five more (`ADD_CUTS`) |
+| Fp32MulUnit  (binary32 x binary32, RNE, FTZ)          | 2 | output, after the product, after the partial products, significands, before rounding (`MUL32_CUTS`) |
+| Fp32ToFp16Unit (`to_fp16`)                            | 1 | output, before the increment |
+
+The cuts past the defaults exist for the 300 MHz configurations (docs/rtl.md, "Logic depth"); the datapath
+is written for depth (tree leading-zero count, 4:1-multiplexer shifters) with the same function.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
@@ -43,18 +46,8 @@ def f32(x) -> Const:
     return Const(int(nx.fp32_bits(np.float32(x))), 32)
 
 
-def lzc(v: Value) -> Value:
-    """Leading zeros of `v` (len(v) when v == 0)."""
-    v = Value.cast(v)
-    n = len(v)
-    out = Const(n, range(n + 1))
-    for i in range(n):                       # higher bits override lower ones
-        out = Mux(v[i], n - 1 - i, out)
-    return out
-
-
 def lzc_tree(v: Value) -> Value:
-    """`lzc(v)` (len(v) when v == 0) as a balanced tree: `v` on top of a one-then-zeros pad to the next
+    """Leading zeros of `v` (len(v) when v == 0) as a balanced tree: `v` on top of a one-then-zeros pad to the next
     power of two above len(v) (so an all-zero `v` counts len(v)), then per half: the upper half's count, or
     half its width plus the lower half's when the upper half is zero. log2 depth instead of a priority
     chain."""

@@ -5,7 +5,7 @@ import pytest
 from hw_helpers import run_stream
 from hw_vectors import leaf_units, pack2, ref_add32, ref_mul16, ref_mul32, ref_round16
 
-from dfx.hw.fp import ADD_MAX_STAGES, Fp16MulUnit, Fp32AddUnit, Fp32MulUnit, Fp32ToFp16Unit, Widen16Unit
+from dfx.hw.fp import ADD_MAX_STAGES, Fp16MulUnit, Fp32AddUnit, Fp32MulUnit, Fp32ToFp16Unit, Widen16Unit, lzc_tree
 
 # (unit, operands, expected bits): the spec's policies, one line each
 PINNED = [
@@ -95,6 +95,27 @@ def test_deepest_adder_matches_numerics(sub):
     factory, words, expected = leaf_units(300, seed=4)["sub32" if sub else "add32"]
     got = run_stream(Fp32AddUnit(stages=ADD_MAX_STAGES, sub=sub), words, stall=0.2, seed=3)
     assert got == [int(e) for e in expected]
+
+
+@pytest.mark.parametrize("n", [3, 11, 24, 27])
+def test_lzc_tree_counts_leading_zeros(n):
+    from amaranth import Module, Signal
+    from amaranth.sim import Simulator
+    v, out = Signal(n), Signal(8)
+    m = Module()
+    m.d.comb += out.eq(lzc_tree(v))
+    rng = np.random.default_rng(n)
+    values = [0, 1, (1 << n) - 1, 1 << (n - 1)] + [int(x) >> int(s) for x, s in
+                                                   zip(rng.integers(0, 1 << n, 200), rng.integers(0, n, 200))]
+
+    async def bench(ctx):
+        for x in values:
+            ctx.set(v, x)
+            assert ctx.get(out) == n - x.bit_length(), x
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
 
 
 def test_latency_is_what_the_unit_reports():
