@@ -14,10 +14,13 @@ Latency (cycles) with the default stages; every unit accepts one operation per c
 
 | unit | default stages | cut points (by priority) |
 |---|---|---|
-| Fp16MulUnit  (binary16 x binary16 -> exact binary32) | 1 | output, product |
-| Fp32AddUnit  (binary32 + binary32, RNE, FTZ)          | 2 | output, after alignment, after normalisation |
-| Fp32MulUnit  (binary32 x binary32, RNE, FTZ)          | 2 | output, after the significand product |
-| Fp32ToFp16Unit (`to_fp16`)                            | 1 | output |
+| Fp16MulUnit  (binary16 x binary16 -> exact binary32) | 1 | output, product, significands (`MUL16_CUTS`) |
+| Fp32AddUnit  (binary32 + binary32, RNE, FTZ)          | 2 | output, after alignment, after normalisation, then five more (`ADD_CUTS`) |
+| Fp32MulUnit  (binary32 x binary32, RNE, FTZ)          | 2 | output, after the product, after the partial products, significands, before rounding (`MUL32_CUTS`) |
+| Fp32ToFp16Unit (`to_fp16`)                            | 1 | output, before the increment |
+
+The cuts past the defaults exist for the 300 MHz configurations (docs/rtl.md, "Logic depth"); the datapath
+is written for depth (tree leading-zero count, 4:1-multiplexer shifters) with the same function.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
@@ -43,14 +46,43 @@ def f32(x) -> Const:
     return Const(int(nx.fp32_bits(np.float32(x))), 32)
 
 
-def lzc(v: Value) -> Value:
-    """Leading zeros of `v` (len(v) when v == 0)."""
+def lzc_tree(v: Value) -> Value:
+    """Leading zeros of `v` (len(v) when v == 0) as a balanced tree: `v` on top of a one-then-zeros pad to the next
+    power of two above len(v) (so an all-zero `v` counts len(v)), then per half: the upper half's count, or
+    half its width plus the lower half's when the upper half is zero. log2 depth instead of a priority
+    chain."""
     v = Value.cast(v)
     n = len(v)
-    out = Const(n, range(n + 1))
-    for i in range(n):                       # higher bits override lower ones
-        out = Mux(v[i], n - 1 - i, out)
-    return out
+    w = 1 << n.bit_length()                                    # > n: the pad holds a one
+    padded = Cat(C(1 << (w - n - 1), w - n), v)
+
+    def rec(x):                                                # (count, x == 0)
+        if len(x) == 2:
+            return ~x[1], x == 0
+        h = len(x) // 2
+        (ch, zh), (cl, zl) = rec(x[h:]), rec(x[:h])
+        return Cat(Mux(zh, cl, ch), zh), zh & zl
+    return rec(padded)[0][:n.bit_length()]
+
+
+def shift_right(p: Pipe, v, amt, name: str = "shr", left: bool = False) -> Value:
+    """`(v >> amt)[:len(v)]` (or `(v << amt)[:len(v)]` with `left`) as layers of 4:1 multiplexers, two
+    bits of `amt` per layer (one LUT6 per bit and layer): the same function as Amaranth's shift in
+    ceil(len(amt) / 2) LUT levels."""
+    v, amt = Value.cast(v), Value.cast(amt)
+    n = len(v)
+    for k in range(0, len(amt), 2):
+        digit = amt[k:k + 2]
+        steps = [(j << k) for j in range(1 << len(digit))]
+        if left:
+            shifted = [Cat(C(0, min(s, n)), v)[:n] if s < n else C(0, n) for s in steps]
+        else:
+            shifted = [Cat(v[s:], C(0, min(s, n)))[:n] if s < n else C(0, n) for s in steps]
+        out = shifted[0]
+        for j in range(1, len(shifted)):
+            out = Mux(digit == j, shifted[j], out)
+        v = p.comb(out, f"{name}{k}")
+    return v
 
 
 def _u32(x):
@@ -89,31 +121,45 @@ def widen16(x) -> Value:
     return Mux(nan, NAN32, Mux(inf, Cat(C(INF32, 31), s), Mux(zero, Cat(C(0, 31), s), normal)))
 
 
-def int_parts(p: Pipe, x, int_bits: int):
-    """Split the magnitude of binary32 `x` (DAZ) into integer part and fraction, both exact.
+def int_parts(p: Pipe, x, int_bits: int, stages: int = 0):
+    """Split the magnitude of binary32 `x` (DAZ; a `T` or a value at stage 0) into integer part and
+    fraction, both exact; `stages` (0..3) registers: output, after the fraction mask, after its
+    leading-zero count.
 
-    Returns (ip, has_frac, r): ip = floor(|x|) as an unsigned `int_bits`-bit value (saturated to all ones
-    when |x| >= 2^int_bits or x is inf/NaN), has_frac = |x| is not an integer, r = |x| - ip as a
+    Returns `T`s (ip, has_frac, r): ip = floor(|x|) as an unsigned `int_bits`-bit value (saturated to all
+    ones when |x| >= 2^int_bits or x is inf/NaN), has_frac = |x| is not an integer, r = |x| - ip as a
     binary32 (+0 when |x| is an integer), exact because |x| - floor(|x|) always is.
     """
     assert 1 <= int_bits <= 23
+    t, (x,) = p.sync(x)
+    cut = p.stages(stages, (2, 0, 1))
     v = Fp32(p.comb(Value.cast(x), "ip_x"))
     zero = v.exp == 0
     m = Cat(v.frac, C(1, 1))                                   # 24 bits, 1.frac
-    e = v.exp - 127                                            # unbiased exponent E (signed)
+    e = (v.exp - 127)[:8]                                      # unbiased exponent E (mod 256)
     below_one = (v.exp < 127) | zero
     too_big = v.exp >= 127 + int_bits
     sh = p.comb((23 - e)[:5], "ip_sh")                        # valid when 0 <= E < int_bits
-    ip = (m >> sh)[:int_bits]
-    fr = p.comb((m & ((C(1, 24) << sh)[:24] - 1))[:24], "ip_fr")
-    lz = p.comb(lzc(fr), "ip_lz")
+    ip = shift_right(p, m, sh, "ip_ip")[:int_bits]
+    fr = p.comb(m & Cat(*[sh > i for i in range(24)]), "ip_fr")   # m & ((1 << sh) - 1)
+    frac, exp = v.frac, v.exp
+    ip, fr, e, frac, exp, zero, below_one, too_big = cut(0, ip, fr, e, frac, exp, zero, below_one, too_big)
+
+    fr = p.comb(fr, "ip_fr2")
+    lz = p.comb(lzc_tree(fr), "ip_lz")
+    ip, fr, lz, e, frac, exp, zero, below_one, too_big = cut(
+        1, ip, fr, lz, e, frac, exp, zero, below_one, too_big)
+
+    fr, lz = p.comb(fr, "ip_fr3"), p.comb(lz, "ip_lz2")
     r_exp = (127 + e - lz)[:8]
-    r_norm = Cat(((fr << lz)[:24])[:23], r_exp, C(0, 1))
+    r_norm = Cat(shift_right(p, fr, lz, "ip_nl", True)[:23], r_exp, C(0, 1))
     r_frac = Mux(fr == 0, 0, r_norm)
     ip = Mux(too_big, (1 << int_bits) - 1, Mux(below_one, 0, ip))
     has_frac = Mux(too_big, 0, Mux(below_one, ~zero, fr != 0))
-    r = Mux(too_big, 0, Mux(below_one, Mux(zero, 0, Cat(v.frac, v.exp, C(0, 1))), r_frac))
-    return p.comb(ip, "ip_int"), p.comb(has_frac, "ip_hasfrac"), p.comb(r, "ip_frac")
+    r = Mux(too_big, 0, Mux(below_one, Mux(zero, 0, Cat(frac, exp, C(0, 1))), r_frac))
+    ip, has_frac, r = cut(2, p.comb(ip, "ip_int"), p.comb(has_frac, "ip_hasfrac"), p.comb(r, "ip_frac"))
+    t2 = t + cut.latency
+    return T(ip, t2), T(has_frac, t2), T(r, t2)
 
 
 def int_to_fp32(p: Pipe, v) -> Value:
@@ -122,14 +168,21 @@ def int_to_fp32(p: Pipe, v) -> Value:
     w = len(v)
     neg = v[-1] if v.shape().signed else C(0, 1)
     mag = p.comb(Mux(neg, -v, v)[:w], "i2f_mag")
-    lz = p.comb(lzc(mag), "i2f_lz")
-    shifted = (mag << lz)[:w]                                  # MSB at bit w-1
+    lz = p.comb(lzc_tree(mag), "i2f_lz")
+    shifted = shift_right(p, mag, lz, "i2f_sh", True)          # MSB at bit w-1
     frac = Cat(C(0, 23 - (w - 1)), shifted[:w - 1])
     exp = (127 + (w - 1) - lz)[:8]
     return p.comb(Mux(mag == 0, 0, Cat(frac, exp, neg)), "i2f")
 
 
 # ============================================================================================ operators
+# The adder's register cut points, by priority: output, after alignment, after normalisation (the first
+# three: the defaults of every unit before the depth analysis), then after the add, after the magnitude
+# compare, after the leading-zero count, after the rounding increment, after the shift-amount clamp.
+ADD_CUTS = (2, 0, 1, 3, 4, 5, 6, 7)
+ADD_MAX_STAGES = len(ADD_CUTS)
+
+
 def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
     """a + b (or a - b) in binary32: RNE, DAZ operands, FTZ result, canonical NaN, IEEE signed zeros.
 
@@ -138,43 +191,65 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
     subnormal range of two normal operands is exact, so flushing it needs no rounding step.
     """
     t, (a, b) = p.sync(a, b)
-    cut = p.stages(stages, (2, 0, 1))
+    cut = p.stages(stages, ADD_CUTS)
     sa, ea, ma, za, ia, na = _u32(a)
     sb, eb, mb, zb, ib, nb = _u32(b)
     if sub:
         sb = ~sb
-    ka = Mux(za, 0, Value.cast(a)[:31])                        # magnitude keys (DAZ'd)
-    kb = Mux(zb, 0, Value.cast(b)[:31])
-    swap = p.comb(kb > ka, "add_swap")
-    s_big, e_big, m_big = Mux(swap, sb, sa), Mux(swap, eb, ea), Mux(swap, mb, ma)
-    s_sml, e_sml, m_sml = Mux(swap, sa, sb), Mux(swap, ea, eb), Mux(swap, ma, mb)
-    diff = (e_big - e_sml)[:8]
-    dc = p.comb(Mux(diff > 27, 27, diff)[:5], "add_shift")
-    m_sml = p.comb(m_sml, "add_msml")
-    ext = Cat(C(0, 3), m_sml)                                  # 27 bits: significand, G, R, S
-    sticky = (ext & ((C(1, 32) << dc)[:27] - 1)[:27]) != 0
-    aligned = p.comb((ext >> dc)[:27] | sticky, "add_aligned")
-    eff_sub = s_big ^ s_sml
+    # |b| > |a| on the DAZ'd magnitudes: a zero b never is; a zero a is below every nonzero b
+    swap = p.comb(~zb & (za | (Value.cast(b)[:31] > Value.cast(a)[:31])), "add_swap")
     nan = na | nb | (ia & ib & (sa != sb))
     inf = ia | ib
     inf_sign = Mux(ia, sa, sb)
     zero_sign = sa & sb                                        # x + (-x) = +0; (-0) + (-0) = -0
+    # for both orders, beside the compare: the exponent difference clamped to 27 (the alignment shift) and
+    # the mask of the significand bits it shifts out, (1 << shift) - 1 above the guard, round, sticky bits
+    d_ab, d_ba = p.comb((ea - eb)[:8], "add_dab"), p.comb((eb - ea)[:8], "add_dba")
+    dc_ab, dc_ba = Mux(d_ab > 27, 27, d_ab)[:5], Mux(d_ba > 27, 27, d_ba)[:5]
+    gt_ab, gt_ba = Cat(*[d_ab > i for i in range(3, 27)]), Cat(*[d_ba > i for i in range(3, 27)])
+    swap, sa, ea, ma, sb, eb, mb, dc_ab, dc_ba, gt_ab, gt_ba, nan, inf, inf_sign, zero_sign = cut(
+        4, swap, sa, ea, ma, sb, eb, mb, dc_ab, dc_ba, gt_ab, gt_ba, nan, inf, inf_sign, zero_sign)
+
+    s_big, e_big, m_big = Mux(swap, sb, sa), Mux(swap, eb, ea), Mux(swap, mb, ma)
+    s_sml, m_sml = Mux(swap, sa, sb), Mux(swap, ma, mb)
+    dc = p.comb(Mux(swap, dc_ba, dc_ab), "add_shift")          # min(e_big - e_sml, 27)
+    below = p.comb(Mux(swap, gt_ba, gt_ab), "add_below")
+    eff_sub = s_big ^ s_sml
+    s_big, e_big, m_big, m_sml, dc, below, eff_sub, nan, inf, inf_sign, zero_sign = cut(
+        7, s_big, e_big, m_big, m_sml, dc, below, eff_sub, nan, inf, inf_sign, zero_sign)
+
+    m_sml = p.comb(m_sml, "add_msml")
+    ext = Cat(C(0, 3), m_sml)                                  # 27 bits: significand, G, R, S
+    sticky = (m_sml & below) != 0                              # a bit shifted out (G, R, S are zero)
+    aligned = p.comb(shift_right(p, ext, dc, "add_al") | sticky, "add_aligned")
     s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign = cut(
         0, s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign)
 
     big = Cat(C(0, 3), m_big)
     total = p.comb(Mux(eff_sub, (big - aligned)[:28], (big + aligned)[:28]), "add_total")
-    carry = total[27]
-    lz = p.comb(lzc(total[:27]), "add_lz")
-    norm = p.comb(Mux(carry, Cat(total[0] | total[1], total[2:28]), (total[:27] << lz)[:27]), "add_norm")
-    e_norm = p.comb(Mux(carry, e_big + 1, e_big - lz).as_signed(), "add_enorm")   # <= 0: flush; 255: inf
+    total, s_big, e_big, nan, inf, inf_sign, zero_sign = cut(3, total, s_big, e_big, nan, inf, inf_sign, zero_sign)
+
+    total = p.comb(total, "add_sum")
+    lz = p.comb(lzc_tree(total[:27]), "add_lz")
     is_zero = total == 0
+    total, lz, is_zero, s_big, e_big, nan, inf, inf_sign, zero_sign = cut(
+        5, total, lz, is_zero, s_big, e_big, nan, inf, inf_sign, zero_sign)
+
+    total, lz = p.comb(total, "add_sum2"), p.comb(lz, "add_lz2")
+    carry = total[27]
+    norm = p.comb(Mux(carry, Cat(total[0] | total[1], total[2:28]), shift_right(p, total[:27], lz, "add_nl", True)),
+                  "add_norm")
+    e_norm = p.comb(Mux(carry, e_big + 1, e_big - lz).as_signed(), "add_enorm")   # <= 0: flush; 255: inf
     s_big, norm, e_norm, is_zero, nan, inf, inf_sign, zero_sign = cut(
         1, s_big, norm, e_norm, is_zero, nan, inf, inf_sign, zero_sign)
 
     up = norm[2] & (norm[1] | norm[0] | norm[3])               # RNE on guard / round+sticky / lsb
     mr = p.comb((norm[3:27] + up)[:25], "add_mr")
     e_r = p.comb((e_norm + mr[24]).as_signed(), "add_er")
+    mr, e_r, s_big, is_zero, nan, inf, inf_sign, zero_sign = cut(
+        6, mr, e_r, s_big, is_zero, nan, inf, inf_sign, zero_sign)
+
+    mr, e_r = p.comb(mr, "add_mr2"), p.comb(e_r, "add_er2")
     res = Mux(nan, NAN32,
           Mux(inf, Cat(C(INF32, 31), inf_sign),
           Mux(is_zero, Cat(C(0, 31), zero_sign),
@@ -182,6 +257,13 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
           Mux(e_r <= 0, Cat(C(0, 31), s_big),
               Cat(mr[:23], e_r[:8], s_big))))))
     return T(cut(2, res), t + cut.latency)
+
+
+# The binary32 multiplier's cuts by priority: output, after the significand product (the first two: the
+# defaults before the depth analysis), then after the two partial products, before the products, before
+# the rounding increment.
+MUL32_CUTS = (1, 0, 2, 3, 4)
+MUL16_CUTS = (1, 0, 2)                   # binary16: output, after the product, before the product
 
 
 def fp32_mul(p: Pipe, a, b, stages: int = 2, a_bits: int = 24) -> T:
@@ -192,17 +274,26 @@ def fp32_mul(p: Pipe, a, b, stages: int = 2, a_bits: int = 24) -> T:
     has 11), which narrows the multiplier.
     """
     t, (a, b) = p.sync(a, b)
-    cut = p.stages(stages, (1, 0))
-    sa, ea, ma, za, ia, na = _u32(a)
-    sb, eb, mb, zb, ib, nb = _u32(b)
+    cut = p.stages(stages, MUL32_CUTS)
+    sa, ea, _, za, ia, na = _u32(a)
+    sb, eb, _, zb, ib, nb = _u32(b)
     sign = sa ^ sb
     nan = na | nb | (ia & zb) | (za & ib)
     inf = ia | ib
     zero = za | zb
     drop = 24 - a_bits
-    ma, mb = p.comb(ma, "mul_ma"), p.comb(mb, "mul_mb")
-    prod = p.comb(Cat(C(0, drop), (ma[drop:] * mb)) if drop else ma * mb, "mul_prod")   # 48 bits, exact
+    # significands without the zero gating: a zero operand's product is never used (`zero` overrides it)
+    ma, mb = Cat(Fp32(Value.cast(a)).frac, C(1, 1))[drop:], Cat(Fp32(Value.cast(b)).frac, C(1, 1))
     e = (ea + eb - 127).as_signed()
+    sign, nan, inf, zero, ma, mb, e = cut(3, sign, nan, inf, zero, ma, mb, e)
+
+    ma, mb = p.comb(ma, "mul_ma"), p.comb(mb, "mul_mb")
+    lo = min(len(ma), 17)                                      # partial products of at most 24 x 17 bits:
+    pl = p.comb(ma[:lo] * mb, "mul_pl")                        # one DSP48E2 (27 x 18) each
+    ph = p.comb(ma[lo:] * mb, "mul_ph") if len(ma) > lo else C(0, 1)
+    sign, nan, inf, zero, pl, ph, e = cut(2, sign, nan, inf, zero, pl, ph, e)
+
+    prod = p.comb(Cat(C(0, drop), (pl + (ph << lo))[:48 - drop]), "mul_prod")      # 48 bits, exact
     sign, nan, inf, zero, prod, e = cut(0, sign, nan, inf, zero, prod, e)
 
     hi = prod[47]
@@ -210,6 +301,8 @@ def fp32_mul(p: Pipe, a, b, stages: int = 2, a_bits: int = 24) -> T:
     e1 = p.comb((e + hi).as_signed(), "mul_e1")
     top = norm[24:48]
     up = norm[23] & ((norm[:23] != 0) | top[0])
+    sign, nan, inf, zero, top, up, e1 = cut(4, sign, nan, inf, zero, top, up, e1)
+    top, e1 = p.comb(top, "mul_top"), p.comb(e1, "mul_e1b")
     mr = p.comb((top + up)[:25], "mul_mr")
     e2 = p.comb((e1 + mr[24]).as_signed(), "mul_e2")
     to_min = (e1 == 0) & (top == 0xFFFFFF)                     # rounds up to the smallest normal
@@ -225,15 +318,18 @@ def fp16_mul(p: Pipe, a, b, stages: int = 1) -> T:
     """binary16 a * b -> the exact product in binary32 (DAZ operands; 11 x 11 significand bits fit in 24, and
     every product of normal binary16 values is a normal binary32)."""
     t, (a, b) = p.sync(a, b)
-    cut = p.stages(stages, (1, 0))
-    sa, ea, ma, za, ia, na = _u16(a)
-    sb, eb, mb, zb, ib, nb = _u16(b)
+    cut = p.stages(stages, MUL16_CUTS)
+    sa, ea, _, za, ia, na = _u16(a)
+    sb, eb, _, zb, ib, nb = _u16(b)
     sign = sa ^ sb
     nan = na | nb | (ia & zb) | (za & ib)
     inf = ia | ib
     zero = za | zb
-    prod = (ma * mb)[:22]
+    ma, mb = Cat(Fp16(Value.cast(a)).frac, C(1, 1)), Cat(Fp16(Value.cast(b)).frac, C(1, 1))   # (zero: unused)
     esum = (ea + eb)[:6]
+    sign, nan, inf, zero, ma, mb, esum = cut(2, sign, nan, inf, zero, ma, mb, esum)
+
+    prod = (ma * mb)[:22]
     sign, nan, inf, zero, prod, esum = cut(0, sign, nan, inf, zero, prod, esum)
 
     hi = prod[21]
@@ -248,12 +344,13 @@ def fp32_to_fp16(p: Pipe, x, stages: int = 1) -> T:
     """`numerics.to_fp16` of a binary32: one RNE rounding with gradual underflow (so only values in
     [2^-14 - 2^-25, 2^-14) survive the flush, as 2^-14), overflow to inf, canonical NaN."""
     t, (x,) = p.sync(x)
-    cut = p.stages(stages, (0,))
+    cut = p.stages(stages, (0, 1))
     v = Fp32(x)
     s, e, f = v.sign, v.exp, v.frac
     nan = (e == 0xFF) & (f != 0)
     e16 = (e - 112).as_signed()
     up = f[12] & ((f[:12] != 0) | f[13])
+    s, f, nan, e16, up = cut(1, s, f, nan, e16, up)            # (a second cut: before the increment)
     e16 = p.comb(e16, "r16_e")
     body = p.comb((Cat(f[13:23], e16[:5]) + up)[:16], "r16_body")   # a carry moves into the exponent field
     res = Mux(nan, NAN16,
@@ -272,7 +369,7 @@ class Fp16MulUnit(PipelinedUnit):
     """`i`: {a, b} binary16 -> `o`: the exact binary32 product (the MPU's multiplier)."""
 
     def __init__(self, stages: int = 1):
-        check_stages(self, stages=(stages, 2))
+        check_stages(self, stages=(stages, len(MUL16_CUTS)))
         self.stages = stages
         super().__init__(Operands16, 32)
 
@@ -285,7 +382,7 @@ class Fp32AddUnit(PipelinedUnit):
     """`i`: {a, b} binary32 -> `o`: a + b (or a - b with `sub`)."""
 
     def __init__(self, stages: int = 2, sub: bool = False):
-        check_stages(self, stages=(stages, 3))
+        check_stages(self, stages=(stages, ADD_MAX_STAGES))
         self.stages, self.sub = stages, sub
         super().__init__(Operands32, 32)
 
@@ -297,7 +394,7 @@ class Fp32MulUnit(PipelinedUnit):
     """`i`: {a, b} binary32 -> `o`: a * b."""
 
     def __init__(self, stages: int = 2):
-        check_stages(self, stages=(stages, 2))
+        check_stages(self, stages=(stages, len(MUL32_CUTS)))
         self.stages = stages
         super().__init__(Operands32, 32)
 
@@ -309,7 +406,7 @@ class Fp32ToFp16Unit(PipelinedUnit):
     """`i`: binary32 -> `o`: `to_fp16` of it."""
 
     def __init__(self, stages: int = 1):
-        check_stages(self, stages=(stages, 1))
+        check_stages(self, stages=(stages, 2))
         self.stages = stages
         super().__init__(32, 16)
 

@@ -33,17 +33,22 @@ finishing pipeline); throughput: one tile per cycle, so a block of kt row tiles 
 
 import numpy as np
 from amaranth import C, Module, Mux, Signal
+from amaranth.hdl import Array
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from dfx.config import AccelConfig
 from dfx.program import tile_grid, tile_matrix
 
-from .fp import fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, widen16
+from .fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, widen16
 from .pipe import Pipe, T, check_stages
 from .sfu import gelu16
 
 NEG_INF16 = 0xFC00
+# The pipeline depths for a 300 MHz clock (docs/rtl.md, "Logic depth"): every operator cut, the pipelined
+# accumulator with room for the acc_stages + 2 interleaved column blocks it needs for one tile per cycle.
+STAGES_300MHZ = dict(mul_stages=len(MUL16_CUTS), add_stages=ADD_MAX_STAGES, fin_mul_stages=len(MUL32_CUTS),
+                     acc_stages=ADD_MAX_STAGES, acc_fifo=16)
 
 
 def tile_layout(cfg: AccelConfig) -> data.ArrayLayout:
@@ -63,8 +68,13 @@ def finish_layout(cfg: AccelConfig) -> data.StructLayout:
     })
 
 
-def x_layout(cfg: AccelConfig) -> data.StructLayout:
-    return data.StructLayout({"x": data.ArrayLayout(16, cfg.d), "last": 1, "fin": finish_layout(cfg)})
+def x_layout(cfg: AccelConfig, first: bool = False) -> data.StructLayout:
+    """The x stream's payload; with `first` (the pipelined accumulator, `acc_stages` > 0) it also carries
+    `first`: the group is the first of its output block."""
+    fields = {"x": data.ArrayLayout(16, cfg.d), "last": 1, "fin": finish_layout(cfg)}
+    if first:
+        fields["first"] = 1
+    return data.StructLayout(fields)
 
 
 def out_layout(cfg: AccelConfig) -> data.ArrayLayout:
@@ -82,28 +92,46 @@ def adder_tree(p: Pipe, values: list, add_stages: int) -> T:
 class MPU(wiring.Component):
     """Matrix unit for `cfg` (d-wide trees, l lanes). See the module docstring for streams and order.
 
-    Parameters: mul_stages (0..2) for the binary16 multipliers, add_stages (0..3) for every pipelined
-    binary32 adder (tree, bias), fin_mul_stages (0..2) for the scale multiply, gelu (include the per-lane
-    GELU units; without them the `gelu` control is ignored).
+    Parameters: mul_stages (0..3) for the binary16 multipliers, add_stages (0..ADD_MAX_STAGES) for every
+    pipelined binary32 adder (tree, bias), fin_mul_stages (0..4) for the scale multiply, gelu (include the
+    per-lane GELU units; without them the `gelu` control is ignored), acc_stages (0..ADD_MAX_STAGES, with
+    acc_fifo) for the group accumulator:
+
+    - acc_stages=0: a single-cycle adder in a feedback loop; any beat order of `tile_matrix`'s kind (each
+      block's groups consecutive) runs at one tile per cycle, through a long combinational path;
+    - acc_stages=A > 0: a pipelined accumulator adder. Partial sums wait in a per-lane FIFO of `acc_fifo`
+      entries and are taken back in the order they were made, so the x stream carries `first` (x_layout(cfg,
+      first=True)) and the beat order may interleave up to `acc_fifo` output blocks group by group
+      (`beat_order`): group i of blocks j0..j1, then group i+1 of the same blocks, ... The accumulation of
+      each block stays in order ((+0 + g0) + g1) + ...; the unit stalls its input while a group's partial
+      sum is still in the adder (A stages after a register on its operands), so it runs at one tile per cycle
+      when at least A + 2 blocks are interleaved, and correctly (slower) with fewer.
     """
 
     def __init__(self, cfg: AccelConfig, *, mul_stages: int = 1, add_stages: int = 2, fin_mul_stages: int = 2,
-                 gelu: bool = True):
+                 gelu: bool = True, acc_stages: int = 0, acc_fifo: int = 8):
         if not isinstance(cfg, AccelConfig):
             self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        check_stages(self, mul_stages=(mul_stages, 2), add_stages=(add_stages, 3),
-                     fin_mul_stages=(fin_mul_stages, 2))
+        check_stages(self, mul_stages=(mul_stages, len(MUL16_CUTS)), add_stages=(add_stages, ADD_MAX_STAGES),
+                     fin_mul_stages=(fin_mul_stages, len(MUL32_CUTS)), acc_stages=(acc_stages, ADD_MAX_STAGES))
+        if acc_fifo not in (2, 4, 8, 16, 32):
+            self._MustUse__silence = True
+            raise ValueError(f"acc_fifo must be one of 2, 4, 8, 16, 32, not {acc_fifo!r}")
+        if acc_stages and mul_stages + add_stages == 0:
+            self._MustUse__silence = True
+            raise ValueError("acc_stages > 0 needs a registered tree (mul_stages + add_stages >= 1)")
+        self.acc_stages, self.acc_fifo = acc_stages, acc_fifo
         self.cfg = cfg
         self.mul_stages, self.add_stages, self.fin_mul_stages = mul_stages, add_stages, fin_mul_stages
         self.has_gelu = gelu
         self.tree_latency = mul_stages + add_stages * (cfg.d.bit_length() - 1)
         super().__init__({
-            "x": In(stream.Signature(x_layout(cfg))),
+            "x": In(stream.Signature(x_layout(cfg, first=acc_stages > 0))),
             "w": In(stream.Signature(tile_layout(cfg))),
             "o": Out(stream.Signature(out_layout(cfg))),
         })
-        self.latency = self._finish_latency() + self.tree_latency + 1
+        self.latency = self._finish_latency() + self.tree_latency + acc_stages + 1
 
     def _finish(self, p: Pipe, acc: list, fin) -> list:
         """bias, scale, round, GELU, mask on the l accumulators (T values at one stage)."""
@@ -121,7 +149,7 @@ class MPU(wiring.Component):
             y = T(Mux(se, zv, yv), t)
             h = fp32_to_fp16(p, y)                                           # one rounding to binary16
             if self.has_gelu:
-                g = gelu16(p, h, self.add_stages, min(self.fin_mul_stages, 2))
+                g = gelu16(p, h, self.add_stages, min(self.fin_mul_stages, len(MUL32_CUTS)))
                 t, (gv, hv, ge) = p.sync(g, h, gelu_en)
                 h = T(Mux(ge, gv, hv), t)
             t, (hv, mk) = p.sync(h, T(fin.v.mask[c], t0))
@@ -139,15 +167,18 @@ class MPU(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        ce = Signal()
+        ce = Signal()                                   # the back end: accumulator, SFU_M, output
         m.d.comb += ce.eq(~self.o.valid | self.o.ready)
+        ce_f = Signal()                                 # the front end: multipliers and trees
+        stall = Signal()                                # (only the pipelined accumulator drives it)
+        m.d.comb += ce_f.eq(ce & ~stall)
         fire = Signal()
         m.d.comb += [
-            fire.eq(self.x.valid & self.w.valid & ce),
-            self.x.ready.eq(ce & self.w.valid),
-            self.w.ready.eq(ce & self.x.valid),
+            fire.eq(self.x.valid & self.w.valid & ce_f),
+            self.x.ready.eq(ce_f & self.w.valid),
+            self.w.ready.eq(ce_f & self.x.valid),
         ]
-        p = Pipe(m, ce)
+        p = Pipe(m, ce_f)
 
         # ---- products and trees (stage 0 .. tree_latency)
         xs = [T(self.x.payload.x[r], 0) for r in range(cfg.d)]
@@ -161,11 +192,28 @@ class MPU(wiring.Component):
         v_g = p.flag(fire, tg, "v_tree")                # valid bits have a reset; data registers none
         last_g = p.at(T(self.x.payload.last, 0), tg)
         fin_g = p.at(T(self.x.payload.fin, 0), tg)
+        if self.acc_stages:
+            pb, t_acc, accs, fin, v_acc = self._pipelined_acc(m, ce, stall, sums, v_g, last_g, fin_g,
+                                                              p.at(T(self.x.payload.first, 0), tg))
+        else:
+            pb, t_acc, accs, fin, v_acc = self._loop_acc(m, p, ce, sums, v_g, last_g, fin_g)
 
-        # ---- group accumulators: acc = (first ? +0 : acc) + g, one cycle
+        # ---- SFU_M on the finished blocks
+        outs = self._finish(pb, accs, fin)
+        t_end = max(o.t for o in outs)
+        assert t_end - t_acc + tg + self.acc_stages + 1 == self.latency, (t_end, self.latency)
+        v_out = pb.flag(v_acc, t_end - t_acc, "v_fin")
+        m.d.comb += self.o.valid.eq(v_out)
+        for c, o in enumerate(outs):
+            m.d.comb += self.o.payload[c].eq(pb.at(o, t_end))
+        return m
+
+    def _loop_acc(self, m, p, ce, sums, v_g, last_g, fin_g):
+        """acc = (first ? +0 : acc) + g: one single-cycle adder per lane in a feedback loop."""
+        tg = self.tree_latency
         first = Signal(init=1)
         accs = []
-        for c in range(cfg.l):
+        for c in range(self.cfg.l):
             acc = Signal(32, name=f"acc_{c}")
             a_in = Mux(first, C(0, 32), acc)
             nxt = fp32_add(p, a_in, sums[c].v, stages=0)
@@ -176,16 +224,46 @@ class MPU(wiring.Component):
             m.d.sync += first.eq(last_g)
         fin = T(p.reg(fin_g, "fin"), tg + 1)
         v_acc = p.flag(v_g & last_g, 1, "v_acc")
+        return p, tg + 1, accs, fin, v_acc
 
-        # ---- SFU_M on the finished blocks
-        outs = self._finish(p, accs, fin)
-        t_end = max(o.t for o in outs)
-        assert t_end == self.latency, (t_end, self.latency)
-        v_out = p.flag(v_acc, t_end - (tg + 1), "v_fin")
-        m.d.comb += self.o.valid.eq(v_out)
-        for c, o in enumerate(outs):
-            m.d.comb += self.o.payload[c].eq(p.at(o, t_end))
-        return m
+    def _pipelined_acc(self, m, ce, stall, sums, v_g, last_g, fin_g, first_g):
+        """A = acc_stages-deep adders; partial sums in per-lane FIFOs (shared pointers), taken back in the
+        order they were made. The beat at the tree output waits (`stall`) while it needs a partial sum that
+        is not in the FIFO yet, or would open more blocks than the FIFO holds."""
+        a, depth = self.acc_stages, self.acc_fifo
+        pb = Pipe(m, ce)                                # stage 0: the accumulator's input
+        rd, wr = Signal(range(depth), name="accq_rd"), Signal(range(depth), name="accq_wr")
+        count, opened = Signal(range(depth + 1), name="accq_count"), Signal(range(depth + 1), name="acc_open")
+        need = v_g & ~first_g
+        opens = v_g & first_g & ~last_g
+        m.d.comb += stall.eq((need & (count == 0)) | (opens & (opened == depth)))
+        go = Signal()
+        m.d.comb += go.eq(ce & v_g & ~stall)
+        pop = go & ~first_g
+        v_res = pb.flag(go, a + 1, "v_accr")
+        last_res = pb.at(T(last_g, 0), a + 1)
+        push = Signal()
+        m.d.comb += push.eq(ce & v_res & ~last_res)
+        accs = []
+        for c in range(self.cfg.l):
+            q = Array(Signal(32, name=f"accq_{c}_{k}", reset_less=True) for k in range(depth))
+            a_in = T(pb.reg(Mux(first_g, C(0, 32), q[rd]), "acc_a"), 1)     # operands registered first:
+            res = fp32_add(pb, a_in, T(pb.reg(sums[c].v, "acc_b"), 1), a)     # the FIFO read is a path
+
+            with m.If(push):
+                m.d.sync += q[wr].eq(res.v)
+            accs.append(res)
+        with m.If(pop):
+            m.d.sync += rd.eq(rd + 1)
+        with m.If(push):
+            m.d.sync += wr.eq(wr + 1)
+        m.d.sync += count.eq(count + push - pop)
+        with m.If(go & first_g & ~last_g):
+            m.d.sync += opened.eq(opened + 1)
+        with m.Elif(go & ~first_g & last_g):
+            m.d.sync += opened.eq(opened - 1)
+        fin = T(pb.at(T(fin_g, 0), a + 1), a + 1)
+        return pb, a + 1, accs, fin, v_res & last_res
 
 
 # ============================================================================================ host side
@@ -202,9 +280,22 @@ def unpack16(word: int, n: int) -> np.ndarray:
     return np.frombuffer(int(word).to_bytes(2 * n, "little"), "<u2").astype(np.uint16).view(np.float16)
 
 
-def mpu_beats(cfg: AccelConfig, x, w, bias=None, scale=None, gelu: bool = False, mask_limit=None):
+def beat_order(kt: int, nt: int, interleave: int = 1) -> list[tuple[int, int]]:
+    """(block j, group i) of every beat: blocks taken `interleave` at a time, group by group (1: the
+    column-major order of `tile_matrix`, each block's kt groups in a row)."""
+    out = []
+    for j0 in range(0, nt, interleave):
+        js = range(j0, min(j0 + interleave, nt))
+        out += [(j, i) for i in range(kt) for j in js]
+    return out
+
+
+def mpu_beats(cfg: AccelConfig, x, w, bias=None, scale=None, gelu: bool = False, mask_limit=None,
+              interleave: int = 1, first: bool = False):
     """The x and w stream payloads of one matrix instruction y = mpu(x, w, bias, d, scale, gelu, mask_limit),
-    in the MPU's beat order (what the operand collector and the weight DMA deliver), as ints.
+    in the MPU's beat order (what the operand collector and the weight DMA deliver), as ints. `interleave`
+    and `first`: the order and x layout of an MPU with a pipelined accumulator (`beat_order`; first=True
+    adds the `first` flag to x).
 
     x (K,), w (K, N), bias (N,) binary16; scale a binary32 value. Returns (x_words, w_words); the MPU then
     emits ceil(N/l) output beats (`unpack16` each, keep the first N values).
@@ -223,16 +314,19 @@ def mpu_beats(cfg: AccelConfig, x, w, bias=None, scale=None, gelu: bool = False,
     if bias is not None:
         bp[:n] = np.asarray(bias, np.float16)
     scale_bits = int(np.float32(scale).view(np.uint32)) if scale is not None else 0
-    lay = x_layout(cfg)
-    xs, ws = [], []
+    lay = x_layout(cfg, first=first)
+    fins = []
     for j in range(nt):
         mask = 0
         if mask_limit is not None:
             mask = sum(1 << c for c in range(l) if j * l + c > mask_limit)
-        fin = {"bias": [int(v) for v in bp[j * l:(j + 1) * l].view(np.uint16)], "has_bias": bias is not None,
-               "scale": scale_bits, "scale_en": scale is not None, "gelu": bool(gelu), "mask": mask}
-        for i in range(kt):
-            xs.append(lay.const({"x": [int(v) for v in xp[i * d:(i + 1) * d].view(np.uint16)],
-                                 "last": i == kt - 1, "fin": fin}).as_bits())
-            ws.append(pack16(tiles[j, i]))
+        fins.append({"bias": [int(v) for v in bp[j * l:(j + 1) * l].view(np.uint16)], "has_bias": bias is not None,
+                     "scale": scale_bits, "scale_en": scale is not None, "gelu": bool(gelu), "mask": mask})
+    xs, ws = [], []
+    for j, i in beat_order(kt, nt, interleave):
+        beat = {"x": [int(v) for v in xp[i * d:(i + 1) * d].view(np.uint16)], "last": i == kt - 1, "fin": fins[j]}
+        if first:
+            beat["first"] = i == 0
+        xs.append(lay.const(beat).as_bits())
+        ws.append(pack16(tiles[j, i]))
     return xs, ws

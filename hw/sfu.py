@@ -15,8 +15,8 @@ from amaranth import C, Cat, Mux, Value
 
 from dfx import numerics as nx
 
-from .fp import (INF32, NAN16, NAN32, Fp16, Fp32, f32, fp32_add, fp32_mul, fp32_to_fp16, int_parts, int_to_fp32,
-                 neg32, widen16)
+from .fp import (ADD_MAX_STAGES, INF32, MUL32_CUTS, NAN16, NAN32, Fp16, Fp32, f32, fp32_add, fp32_mul, fp32_to_fp16,
+                 int_parts, int_to_fp32, neg32, widen16)
 from .pipe import PipelinedUnit, Pipe, T, check_stages
 
 
@@ -24,14 +24,26 @@ def _bits32(table) -> list[int]:
     return [int(v) for v in nx.fp32_bits(table)]
 
 
+def _glue(add_stages: int) -> bool:
+    """Whether the logic between the operators gets registers too: in the deep configurations (binary32
+    adders with more than the three cuts of the defaults), which aim at 300 MHz."""
+    return add_stages > 3
+
+
+def _reg(p: Pipe, x: T, on: bool) -> T:
+    """`x` one stage later through a register when `on`."""
+    return T(p.reg(x.v, "glue"), x.t + 1) if on else x
+
+
 def gelu16(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, round_stages: int = 1) -> T:
     """`numerics.gelu16_arith` on binary16 bits."""
     x32 = T(widen16(x.v), x.t)
     s = fp32_add(p, x32, f32(-nx.GELU_LO), add_stages)                       # x + 8
     q = fp32_mul(p, s, f32(nx.GELU_STEP_INV), mul_stages)                     # p = (x + 8) * 2047/16
-    ip, _, r = int_parts(p, q.v, 11)
-    i = Mux(ip > nx.GELU_SAMPLES - 2, nx.GELU_SAMPLES - 2, ip)               # 0..2046 (out of range: overridden)
-    i, r = T(i, q.t), T(r, q.t)
+    g = _glue(add_stages)
+    ip, _, r = int_parts(p, q, 11, 3 if g else 0)
+    i = Mux(ip.v > nx.GELU_SAMPLES - 2, nx.GELU_SAMPLES - 2, ip.v)           # 0..2046 (out of range: overridden)
+    i = _reg(p, T(i, ip.t), g)
     lo, hi = p.rom("gelu_rom", _bits32(nx.GELU_TABLE), 32, [i, T(i.v + 1, i.t)])
     y = _lerp(p, lo, hi, r, add_stages, mul_stages)
     y16 = fp32_to_fp16(p, y, round_stages)
@@ -56,21 +68,23 @@ def exp16(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, round_stages:
     x32 = T(widen16(x.v), x.t)
     tt = fp32_mul(p, x32, f32(nx.LOG2E), mul_stages, a_bits=11)             # t = x * log2(e)
     limit = f32(nx.EXP_T_CLAMP)
+    g = _glue(add_stages)
     tv = Fp32(p.comb(tt.v, "exp_t"))
     over = (Value.cast(tv)[:31] > Value.cast(limit)[:31])                      # |t| > 64 or NaN
     t_cl = Mux(over, Cat(Value.cast(limit)[:31], tv.sign), tv)
     t_cl = Mux((tv.exp == 0xFF) & (tv.frac != 0), neg32(limit), t_cl)        # NaN -> -64 (fmax)
-    t_cl = p.comb(t_cl, "exp_tcl")
-    ti, has_frac, _ = int_parts(p, t_cl, 7)                                      # |t| <= 64
-    n = p.comb(Mux(Fp32(t_cl).sign, -(ti + has_frac), ti).as_signed()[:8].as_signed(), "exp_n")  # floor(t)
-    t_cl, n = T(t_cl, tt.t), T(n, tt.t)
-    n_f = T(int_to_fp32(p, n.v), n.t)
+    t_cl = _reg(p, T(p.comb(t_cl, "exp_tcl"), tt.t), g)
+    ti, has_frac, _ = int_parts(p, t_cl, 7, 3 if g else 0)                    # |t| <= 64
+    sgn = p.at(T(Fp32(t_cl.v).sign, t_cl.t), ti.t)
+    n = p.comb(Mux(sgn, -(ti.v + has_frac.v), ti.v).as_signed()[:8].as_signed(), "exp_n")  # floor(t)
+    n = _reg(p, T(n, ti.t), g)
+    n_f = _reg(p, T(int_to_fp32(p, n.v), n.t), g)
     f = fp32_add(p, t_cl, n_f, add_stages, sub=True)                          # f = t - n (one rounding)
     fv = Fp32(p.comb(f.v, "exp_f"))
     p256 = Mux(fv.exp == 0, 0, Cat(fv.frac, (fv.exp + nx.EXP_TABLE_BITS)[:8], C(0, 1)))  # f * 256, exact
-    ip, _, r = int_parts(p, p256, nx.EXP_TABLE_BITS + 1)
-    i = Mux(ip > 2 ** nx.EXP_TABLE_BITS - 1, 2 ** nx.EXP_TABLE_BITS - 1, ip)
-    i, r = T(i[:nx.EXP_TABLE_BITS + 1], f.t), T(r, f.t)
+    ip, _, r = int_parts(p, _reg(p, T(p256, f.t), g), nx.EXP_TABLE_BITS + 1, 3 if g else 0)
+    i = Mux(ip.v > 2 ** nx.EXP_TABLE_BITS - 1, 2 ** nx.EXP_TABLE_BITS - 1, ip.v)
+    i = _reg(p, T(i[:nx.EXP_TABLE_BITS + 1], ip.t), g)
     lo, hi = p.rom("exp_rom", _bits32(nx.EXP_TABLE), 32, [i, T(i.v + 1, i.t)])
     y = _lerp(p, lo, hi, r, add_stages, mul_stages)
     t, (yv, nv) = p.sync(y, n)
@@ -135,7 +149,7 @@ class _SfuUnit(PipelinedUnit):
     _width = 16
 
     def __init__(self, add_stages: int = 2, mul_stages: int = 2):
-        check_stages(self, add_stages=(add_stages, 3), mul_stages=(mul_stages, 2))
+        check_stages(self, add_stages=(add_stages, ADD_MAX_STAGES), mul_stages=(mul_stages, len(MUL32_CUTS)))
         self.add_stages, self.mul_stages = add_stages, mul_stages
         super().__init__(self._width, self._width)
 

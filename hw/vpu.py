@@ -30,11 +30,13 @@ from dfx import isa
 from dfx.config import AccelConfig
 
 from .decoder import Opcode
-from .fp import NAN32, Fp16, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, neg32, widen16
+from .fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS, NAN32, Fp16, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, neg32, widen16
 from .mpu import adder_tree
 from .pipe import Pipe, T, check_stages
 from .sfu import exp16, gelu16, recip, rsqrt
 
+# The pipeline depths for a 300 MHz clock (docs/rtl.md, "Logic depth").
+STAGES_300MHZ = dict(add_stages=ADD_MAX_STAGES, mul_stages=len(MUL32_CUTS), red_stages=ADD_MAX_STAGES)
 VPU_OPS = tuple(op for op in isa.OPS if op.unit is isa.Unit.VPU)
 _ELEMENTWISE = tuple(op.mnemonic for op in VPU_OPS if op.writes)                        # VBUF vector out
 _REDUCE = tuple(op.mnemonic for op in VPU_OPS if op.fmt is isa.VECTOR and not op.writes)  # vector in, S[sd] out
@@ -86,10 +88,15 @@ def daz16(x16) -> Value:
 class VPU(wiring.Component):
     """Vector unit for `cfg` (vpu_width lanes). See the module docstring for the stream protocol.
 
-    Parameters: add_stages (0..3) and mul_stages (0..2) of the pipelined binary32 operators.
+    Parameters: add_stages (0..ADD_MAX_STAGES) and mul_stages (0..4) of the pipelined binary32 operators;
+    red_stages (0..ADD_MAX_STAGES) of the VSUM/VDOT accumulator: 0 is a single-cycle adder in a feedback
+    loop (one reduction beat per cycle, a long path); A > 0 is a pipelined adder, and the unit then accepts
+    a VSUM/VDOT beat at most every A + 1 cycles (`i.ready` stays low in between for reduction beats; other
+    beats pass), so each partial sum is back before the next beat of its vector arrives. The sums are the
+    same in either case.
     """
 
-    def __init__(self, cfg: AccelConfig, *, add_stages: int = 2, mul_stages: int = 2):
+    def __init__(self, cfg: AccelConfig, *, add_stages: int = 2, mul_stages: int = 2, red_stages: int = 0):
         if not isinstance(cfg, AccelConfig):
             self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
@@ -97,8 +104,9 @@ class VPU(wiring.Component):
             self._MustUse__silence = True
             raise ValueError(f"the VPU needs vpu_width == d (its reductions use the d-wide tree), not "
                              f"vpu_width={cfg.vpu_width} with d={cfg.d}")
-        check_stages(self, add_stages=(add_stages, 3), mul_stages=(mul_stages, 2))
-        self.cfg, self.add_stages, self.mul_stages = cfg, add_stages, mul_stages
+        check_stages(self, add_stages=(add_stages, ADD_MAX_STAGES), mul_stages=(mul_stages, len(MUL32_CUTS)),
+                     red_stages=(red_stages, ADD_MAX_STAGES))
+        self.cfg, self.add_stages, self.mul_stages, self.red_stages = cfg, add_stages, mul_stages, red_stages
         super().__init__({
             "i": In(stream.Signature(in_layout(cfg))),
             "o": Out(stream.Signature(out_layout(cfg))),
@@ -132,7 +140,7 @@ class VPU(wiring.Component):
             ge = gelu16(p, a16, ad, ml)
             t, (r16v, exv, gev, av, o) = p.sync(r16, ex, ge, a16, T(op, 0))
             vecs.append(T(Mux(_is(o, "VEXP"), exv, Mux(_is(o, "VGELU"), gev, Mux(_is(o, "VMOV"), av, r16v))), t))
-            prods16.append(fp16_mul(p, T(x.a[k], 0), T(x.b[k], 0)))
+            prods16.append(fp16_mul(p, T(x.a[k], 0), T(x.b[k], 0), 1 if ml <= 2 else len(MUL16_CUTS)))
 
         # ---- reductions: VSUM / VDOT through the tree and accumulator; VMAX through comparator keys
         is_dot = _is(op, "VDOT")
@@ -149,10 +157,21 @@ class VPU(wiring.Component):
         v_g, last_g = p.flag(fire, tg, "v_red"), p.at(T(x.last, 0), tg)
         first = Signal(init=1, name="red_first")
         acc = Signal(32, name="red_acc")
-        nxt = fp32_add(p, Mux(first, C(0, 32), acc), g.v, stages=0)
-        with m.If(ce & v_g):
-            m.d.sync += [acc.eq(nxt.v), first.eq(last_g)]
-        red_sum = T(acc, tg + 1)
+        if self.red_stages:                            # pipelined; beats spaced red_stages + 1 apart
+            a = self.red_stages
+            v_g = v_g & p.at(T(_is(op, "VSUM", "VDOT"), 0), tg)
+            res = fp32_add(p, T(Mux(first, C(0, 32), acc), tg), g, a)
+            v_res = p.flag(v_g, a, "v_redr")
+            with m.If(ce & v_g):
+                m.d.sync += first.eq(last_g)
+            with m.If(ce & v_res):
+                m.d.sync += acc.eq(res.v)
+            red_sum = res
+        else:
+            nxt = fp32_add(p, Mux(first, C(0, 32), acc), g.v, stages=0)
+            with m.If(ce & v_g):
+                m.d.sync += [acc.eq(nxt.v), first.eq(last_g)]
+            red_sum = T(acc, tg + 1)
 
         keys = []
         nans = []
@@ -201,7 +220,18 @@ class VPU(wiring.Component):
         ce = Signal()
         m.d.comb += ce.eq(~self.o.valid | self.o.ready)
         fire = Signal()
-        m.d.comb += [fire.eq(self.i.valid & ce), self.i.ready.eq(ce)]
+        m.d.comb += [fire.eq(self.i.valid & self.i.ready)]
+        if self.red_stages:                            # space VSUM/VDOT beats red_stages + 1 cycles apart
+            wait = Signal(range(self.red_stages + 1), name="red_wait")
+            red_in = _is(self.i.payload.op, "VSUM", "VDOT")
+            m.d.comb += self.i.ready.eq(ce & ((wait == 0) | ~red_in))
+            with m.If(ce):
+                with m.If(fire & red_in):
+                    m.d.sync += wait.eq(self.red_stages)
+                with m.Elif(wait != 0):
+                    m.d.sync += wait.eq(wait - 1)
+        else:
+            m.d.comb += self.i.ready.eq(ce)
         self._fire = fire
         p = Pipe(m, ce)
         (vecs, sc, emit), t_end = self._datapath(m, p, self.i.payload, ce)
@@ -209,7 +239,7 @@ class VPU(wiring.Component):
         assert t_end == self.latency
         valid = Signal(t_end, name="valid_pipe")
         with m.If(ce):
-            m.d.sync += valid.eq((valid << 1) | self.i.valid)
+            m.d.sync += valid.eq((valid << 1) | fire)
         m.d.comb += [self.o.valid.eq(valid[-1] & emit), self.o.payload.s.eq(sc)]
         for k, v in enumerate(vecs):
             m.d.comb += self.o.payload.v[k].eq(v)

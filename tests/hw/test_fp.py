@@ -5,7 +5,7 @@ import pytest
 from hw_helpers import run_stream
 from hw_vectors import leaf_units, pack2, ref_add32, ref_mul16, ref_mul32, ref_round16
 
-from dfx.hw.fp import Fp16MulUnit, Fp32AddUnit, Fp32MulUnit, Fp32ToFp16Unit, Widen16Unit
+from dfx.hw.fp import ADD_MAX_STAGES, Fp16MulUnit, Fp32AddUnit, Fp32MulUnit, Fp32ToFp16Unit, Widen16Unit, lzc_tree
 
 # (unit, operands, expected bits): the spec's policies, one line each
 PINNED = [
@@ -69,13 +69,53 @@ def test_unit_matches_numerics(name):
         f"{words[k]:#x} -> {got[k]:#x} (want {int(expected[k]):#x})" for k in bad[:5])
 
 
-@pytest.mark.parametrize("stages", [0, 1, 2, 3])
+@pytest.mark.parametrize("stages", range(ADD_MAX_STAGES + 1))
 def test_adder_stages_change_latency_not_results(stages):
     a = np.array([0x3F800000, 0x7F7FFFFF, 0x00C00000, 0x40490FDB], np.uint32)
     b = np.array([0x33800000, 0x73000000, 0x80800000, 0xC0490FDA], np.uint32)
     dut = Fp32AddUnit(stages=stages)
     assert dut.latency == max(stages, 1)                    # a combinational operator gets an output register
     assert run_stream(dut, pack2(a, b, 32), stall=0.3) == [int(v) for v in ref_add32(a, b)]
+
+
+@pytest.mark.parametrize("name, unit", [("mul32", lambda: Fp32MulUnit(stages=4)),
+                                        ("mul16", lambda: Fp16MulUnit(stages=3)),
+                                        ("round16", lambda: Fp32ToFp16Unit(stages=2))])
+def test_deepest_multipliers_match_numerics(name, unit):
+    """Every multiplier and rounding cut (partial products, registered significands, before the rounding
+    increment) keeps the results."""
+    _, words, expected = leaf_units(300, seed=5)[name]
+    assert run_stream(unit(), words, stall=0.2, seed=6) == [int(e) for e in expected]
+
+
+@pytest.mark.parametrize("sub", [False, True])
+def test_deepest_adder_matches_numerics(sub):
+    """The adder with every register cut (the depth-closing configuration) on the corner and random
+    vectors, with backpressure."""
+    factory, words, expected = leaf_units(300, seed=4)["sub32" if sub else "add32"]
+    got = run_stream(Fp32AddUnit(stages=ADD_MAX_STAGES, sub=sub), words, stall=0.2, seed=3)
+    assert got == [int(e) for e in expected]
+
+
+@pytest.mark.parametrize("n", [3, 11, 24, 27])
+def test_lzc_tree_counts_leading_zeros(n):
+    from amaranth import Module, Signal
+    from amaranth.sim import Simulator
+    v, out = Signal(n), Signal(8)
+    m = Module()
+    m.d.comb += out.eq(lzc_tree(v))
+    rng = np.random.default_rng(n)
+    values = [0, 1, (1 << n) - 1, 1 << (n - 1)] + [int(x) >> int(s) for x, s in
+                                                   zip(rng.integers(0, 1 << n, 200), rng.integers(0, n, 200))]
+
+    async def bench(ctx):
+        for x in values:
+            ctx.set(v, x)
+            assert ctx.get(out) == n - x.bit_length(), x
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
 
 
 def test_latency_is_what_the_unit_reports():
@@ -104,7 +144,7 @@ def test_latency_is_what_the_unit_reports():
 
 
 def test_bad_parameters_are_refused():
-    with pytest.raises(ValueError, match="stages must be an integer 0..3, not 4"):
-        Fp32AddUnit(stages=4)
-    with pytest.raises(ValueError, match="stages must be an integer 0..2, not 3"):
-        Fp32MulUnit(stages=3)
+    with pytest.raises(ValueError, match=f"stages must be an integer 0..{ADD_MAX_STAGES}, not 9"):
+        Fp32AddUnit(stages=9)
+    with pytest.raises(ValueError, match="stages must be an integer 0..4, not 5"):
+        Fp32MulUnit(stages=5)

@@ -7,7 +7,7 @@ from hw_helpers import run_streams
 
 from dfx import numerics as nx
 from dfx.config import PRESETS
-from dfx.hw.mpu import MPU, mpu_beats, unpack16
+from dfx.hw.mpu import MPU, beat_order, mpu_beats, unpack16
 
 CFG = PRESETS["tiny"]
 
@@ -26,10 +26,11 @@ def mpu_case(rng, k, n, bias=True, scale=None, gelu=False, mask_limit=None, spec
     return dict(x=x, w=w, bias=b, scale=scale, gelu=gelu, mask_limit=mask_limit)
 
 
-def run_mpu(dut, cases, stall=0.2, seed=0):
+def run_mpu(dut, cases, stall=0.2, seed=0, interleave=1):
     xs, ws, want = [], [], []
     for c in cases:
-        xx, ww = mpu_beats(CFG, c["x"], c["w"], c["bias"], c["scale"], c["gelu"], c["mask_limit"])
+        xx, ww = mpu_beats(CFG, c["x"], c["w"], c["bias"], c["scale"], c["gelu"], c["mask_limit"],
+                           interleave=interleave, first=dut.acc_stages > 0)
         xs += xx
         ws += ww
         with np.errstate(all="ignore"):
@@ -62,8 +63,30 @@ def test_mpu_latency_and_stages():
     run_mpu(dut, [mpu_case(rng, 16, 8, scale=np.float32(-3.0))], stall=0.0)
 
 
+@pytest.mark.parametrize("interleave", [1, 3])
+def test_pipelined_accumulator_is_bit_exact(interleave):
+    """A 2-stage accumulator with interleaved column blocks (3 at a time; 1: the column-major order, which
+    stalls for every group) gives the numerics' in-order sums: kt=3 with nt=5 (a short last
+    block group), specials, a single-tile block (first and last at once)."""
+    rng = np.random.default_rng(11)
+    dut = MPU(CFG, acc_stages=2, acc_fifo=4, gelu=False)
+    assert dut.latency == dut.tree_latency + 3 + (2 + 2 + 1)       # + bias add, scale mul, round
+    cases = [mpu_case(rng, 19, 18, scale=np.float32(0.5)), mpu_case(rng, 9, 3, special=True),
+             mpu_case(rng, 8, 4, bias=False)]
+    run_mpu(dut, cases, stall=0.2, seed=interleave, interleave=interleave)
+
+
+def test_beat_order():
+    assert beat_order(2, 3, 2) == [(0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (2, 1)]
+    assert beat_order(2, 2, 1) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
 def test_mpu_refuses_bad_parameters():
     with pytest.raises(TypeError, match="cfg must be an AccelConfig"):
         MPU("tiny")
-    with pytest.raises(ValueError, match="add_stages must be an integer 0..3, not 5"):
-        MPU(CFG, add_stages=5)
+    with pytest.raises(ValueError, match="add_stages must be an integer 0..8, not 9"):
+        MPU(CFG, add_stages=9)
+    with pytest.raises(ValueError, match="acc_fifo must be one of"):
+        MPU(CFG, acc_stages=2, acc_fifo=3)
+    with pytest.raises(ValueError, match="needs a registered tree"):
+        MPU(CFG, acc_stages=2, mul_stages=0, add_stages=0)

@@ -7,6 +7,7 @@ from hw_helpers import built_only, run_stream
 from hw_vectors import leaf_units, ref_exp16, ref_gelu16, ref_recip, ref_rsqrt
 
 from dfx import numerics as nx
+from dfx.hw.fp import ADD_MAX_STAGES, MUL32_CUTS
 from dfx.hw.sfu import Exp16Unit, Gelu16Unit, RecipUnit, RsqrtUnit
 
 PINNED = [
@@ -53,6 +54,18 @@ def test_unit_matches_numerics(name):
     bad = [k for k, (g, e) in enumerate(zip(got, expected)) if g != int(e)]
     assert not bad, f"{len(bad)} mismatches, first: " + ", ".join(
         f"{words[k]:#x} -> {got[k]:#x} (want {int(expected[k]):#x})" for k in bad[:5])
+
+
+@pytest.mark.parametrize("unit", [Gelu16Unit, Exp16Unit, RecipUnit, RsqrtUnit], ids=lambda u: u.__name__)
+def test_deep_units_match_numerics(unit):
+    """The 300 MHz configuration (every adder and multiplier cut, registers between the operators) gives
+    the same results on the pinned cases and random vectors."""
+    name = {Gelu16Unit: "gelu16", Exp16Unit: "exp16", RecipUnit: "recip", RsqrtUnit: "rsqrt"}[unit]
+    _, words, expected = leaf_units(300, seed=8)[name]
+    rows = [r for r in PINNED if r[0] is unit]
+    words, expected = [r[1] for r in rows] + list(words), [r[2] for r in rows] + [int(e) for e in expected]
+    dut = unit(add_stages=ADD_MAX_STAGES, mul_stages=len(MUL32_CUTS))
+    assert run_stream(dut, words, stall=0.1, seed=5) == expected
 
 
 @pytest.mark.parametrize("fn, table", [("gelu16", "GELU_TABLE"), ("exp16", "EXP_TABLE"),

@@ -1,0 +1,147 @@
+"""Regenerate the logic-depth and resource tables of docs/rtl.md (hours at the dfx preset; not CI).
+
+    python benchmarks/resource_tables.py --depth [--config tiny] [--update-docs]     # minutes
+    python benchmarks/resource_tables.py --resources [--update-docs]                 # hours: both presets
+
+--depth runs `dfx.hw.depth` (Yosys synth_xilinx -family xcup + the register-to-register walk) on every
+arithmetic unit twice: at the pipeline depths the units had before the depth analysis ("default") and at the
+depths that close 300 MHz ("deep": `DEEP`), plus the MPU at the config with the deep stages and the pipelined accumulator, its GELU
+units left out (measured as gelu16). The per-stage logic of the MPU does not depend on l, and d sets only
+the number of tree levels, so the tiny config's depth is the dfx preset's. --resources runs `dfx.hw.synth` at both presets with the lane splits the docs use. Each Yosys run
+is one child process, one at a time, capped at 8 GB of address space. Progress goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dfx.config import load_config
+from dfx.hw.depth import Delays, analyse, depth_row, depth_table, module_name, unit_factories
+from dfx.hw.fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS
+from dfx.hw.mpu import STAGES_300MHZ
+from dfx.hw.synth import Resources, count_cells
+from dfx.hw.synth import main as synth_main
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "rtl.md"
+A, M16, M32 = ADD_MAX_STAGES, len(MUL16_CUTS), len(MUL32_CUTS)
+# Pipeline depths for 300 MHz: every operator with all its cuts (hw.mpu.STAGES_300MHZ for the MPU).
+DEEP = {"add32": f"stages={A}", "mul32": f"stages={M32}", "mul16": f"stages={M16}", "round16": "stages=2",
+        "gelu16": f"add_stages={A},mul_stages={M32}", "exp16": f"add_stages={A},mul_stages={M32}",
+        "recip": f"add_stages={A},mul_stages={M32}", "rsqrt": f"add_stages={A},mul_stages={M32}"}
+DEFAULT = {"add32": "stages=2", "mul32": "stages=2", "mul16": "stages=1", "round16": "stages=1",
+           "gelu16": "", "exp16": "", "recip": "", "rsqrt": ""}
+MPU_DEEP = ",".join(f"{k}={v}" for k, v in STAGES_300MHZ.items())
+
+
+def depth_specs(cfg, units: list[str]) -> list[tuple[str, str]]:
+    """(label, unit spec) pairs for `unit_factories`."""
+    out = []
+    for u in units:
+        if u == "mpu":
+            out.append(("MPU, deep", f"mpu:gelu=0,{MPU_DEEP}"))
+        else:
+            out.append((f"{u}, default", f"{u}:{DEFAULT[u]}"))
+            out.append((f"{u}, deep", f"{u}:{DEEP[u]}"))
+    return out
+
+
+def leaf_resources(build: Path, spec: str) -> Resources:
+    """The cell counts Yosys reported (`stat`) for one unit of the depth run."""
+    stat = json.loads((build / f"{module_name(spec)}.stat.json").read_text())
+    design = stat.get("design") or next(iter(stat["modules"].values()))
+    return count_cells(design.get("num_cells_by_type", {}))
+
+
+# Operator instances per unit (hw/mpu.py, hw/vpu.py): the MPU per lane d binary16 multipliers, d - 1 tree
+# adders, the accumulator and bias adders, the scale multiplier, the rounding and the GELU; the VPU per lane an
+# adder, a multiplier, a rounding, exp, GELU and a binary16 multiplier (VDOT), plus the reduction tree
+# (vpu_width - 1 adders), its accumulator and the scalar adder, multiplier, reciprocal and rsqrt.
+def instances(cfg) -> dict[str, dict[str, int]]:
+    d, l, w = cfg.d, cfg.l, cfg.vpu_width
+    return {"mpu": {"mul16": l * d, "add32": l * (d - 1 + 2), "mul32": l, "round16": l, "gelu16": l},
+            "vpu": {"add32": w + (w - 1) + 1 + 1, "mul32": w + 1, "round16": w, "exp16": w, "gelu16": w,
+                    "mul16": w, "recip": 1, "rsqrt": 1}}
+
+
+def compose_table(cfgs, build: Path, units: list[str]) -> str:
+    """Resources of the MPU and VPU composed from the leaf units' counts by instance, at the default and the
+    300 MHz depths, against the U280's capacity."""
+    head = ["config", "unit", "depths", "LUT", "FF", "CARRY4", "DSP48E2", "RAMB36", "RAMB18",
+            "% U280 LUT", "% U280 FF", "% U280 DSP"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cfg in cfgs:
+        for unit, inst in instances(cfg).items():
+            for depth, table in (("default", DEFAULT), ("300 MHz", DEEP)):
+                tot = Resources()
+                for leaf, n in inst.items():
+                    if leaf not in units:
+                        continue
+                    r = leaf_resources(build, f"{leaf}:{table[leaf]}")
+                    for k in ("lut", "lutram", "ff", "carry8", "dsp", "bram36", "bram18", "uram"):
+                        setattr(tot, k, getattr(tot, k) + n * getattr(r, k))
+                sh = tot.share()
+                lines.append("| " + " | ".join([
+                    f"{cfg.name} (d={cfg.d}, l={cfg.l})", unit, depth, f"{tot.lut + tot.lutram:,}", f"{tot.ff:,}",
+                    f"{tot.carry8:,}", f"{tot.dsp:,}", f"{tot.bram36:,}", f"{tot.bram18:,}", f"{sh['LUT']:.1f}",
+                    f"{sh['FF']:.1f}", f"{sh['DSP']:.1f}"]) + " |")
+    return "\n".join(lines)
+
+
+def run_depth(cfg, units: list[str], build: Path) -> str:
+    delays = Delays.from_board()
+    rows = []
+    specs = depth_specs(cfg, units)
+    facts = unit_factories(cfg, [s for _, s in specs])
+    for label, spec in specs:
+        params, make = facts[spec]
+        name = module_name(spec)
+        print(f"depth: {label} ({spec}) ...", file=sys.stderr, flush=True)
+        p, secs = analyse(make(), name, build, delays)
+        print(f"  {p.luts} LUT levels, {p.carry} carry, {p.delay_ns:.2f} ns, {secs:.0f} s", file=sys.stderr,
+              flush=True)
+        rows.append(depth_row(label, params or "-", p, delays))
+    return depth_table(rows)
+
+
+def update_block(doc: Path, tag: str, text: str) -> None:
+    begin, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
+    src = doc.read_text()
+    if begin not in src or end not in src:
+        raise SystemExit(f"resource_tables: {doc} has no {begin} ... {end} block")
+    head, rest = src.split(begin, 1)
+    doc.write_text(f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--depth", action="store_true", help="the logic-depth table")
+    ap.add_argument("--resources", action="store_true", help="the resource tables at both presets (hours)")
+    ap.add_argument("--config", default="tiny", help="config of the MPU lane in the depth table (default tiny)")
+    ap.add_argument("--units", default="add32,mul16,mul32,round16,gelu16,exp16,recip,rsqrt,mpu")
+    ap.add_argument("--build", default="build/resource_tables")
+    ap.add_argument("--update-docs", action="store_true")
+    a = ap.parse_args(argv)
+    if not (a.depth or a.resources):
+        ap.error("give --depth and/or --resources")
+    if a.depth:
+        cfg = load_config(a.config)
+        units = a.units.split(",")
+        table = run_depth(cfg, units, Path(a.build) / "depth")
+        print(table)
+        comp = compose_table([load_config("tiny"), load_config("dfx")], Path(a.build) / "depth", units)
+        print(comp)
+        if a.update_docs:
+            update_block(DOC, f"depth:{cfg.name}", table)
+            update_block(DOC, "compose", comp)
+    if a.resources:
+        upd = ["--update-docs"] if a.update_docs else []
+        synth_main(["--config", "tiny", "--build", f"{a.build}/synth"] + upd)
+        synth_main(["--config", "dfx", "--split", "mpu=1,2", "--split", "vpu=4,8,16", "--build",
+                    f"{a.build}/synth"] + upd)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

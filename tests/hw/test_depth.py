@@ -1,0 +1,91 @@
+"""The logic-depth analysis (`dfx.hw.depth`): the path walk on a hand-written mapped netlist, the delay model
+from the board file, the table format, and (when the native Yosys of pyosys is installed) a real
+synth_xilinx run on a registered 16-bit adder whose depth is known: one LUT level and four CARRY4 segments."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from dfx.hw.depth import (DEPTH_COLUMNS, CritPath, Delays, analyse, depth_row, depth_table, longest_path,
+                          longest_paths, parse_depth_table, register_group)
+
+REPO = Path(__file__).resolve().parents[2]
+D = Delays.from_board()
+
+
+def _cell(typ, ins, outs, params=None):
+    conns = {**ins, **outs}
+    dirs = {**{p: "input" for p in ins}, **{p: "output" for p in outs}}
+    return {"type": typ, "parameters": params or {}, "port_directions": dirs, "connections": conns}
+
+
+def _netlist():
+    # q1 (FF) -> LUT -> LUT -> CARRY4 -> CARRY4 -> FF d2;  q1 -> LUT -> FF d3
+    cells = {
+        "ff1": _cell("FDRE", {"C": [1], "CE": [9], "R": ["0"], "D": [2]}, {"Q": [3]}),
+        "l1": _cell("LUT2", {"I0": [3], "I1": [3]}, {"O": [4]}),
+        "l2": _cell("LUT3", {"I0": [4], "I1": [3], "I2": [3]}, {"O": [5]}),
+        "c1": _cell("CARRY4", {"CI": ["0"], "S": [5, 5, 5, 5], "DI": [3, 3, 3, 3]}, {"CO": [20, 21, 22, 6], "O": [23, 24, 25, 26]}),
+        "c2": _cell("CARRY4", {"CI": [6], "S": [5, 5, 5, 5], "DI": [3, 3, 3, 3]}, {"CO": [27, 28, 29, 30], "O": [31, 32, 33, 7]}),
+        "ff2": _cell("FDRE", {"C": [1], "CE": [9], "R": ["0"], "D": [7]}, {"Q": [2]}),
+        "l3": _cell("LUT1", {"I0": [3]}, {"O": [8]}),
+        "ff3": _cell("FDRE", {"C": [1], "CE": [9], "R": ["0"], "D": [8]}, {"Q": [10]}),
+    }
+    nets = {"stage_a_3": {"bits": [3], "hide_name": 0}, "stage_b_7": {"bits": [2], "hide_name": 0},
+            "other_1": {"bits": [10], "hide_name": 0}}
+    ports = {"clk": {"direction": "input", "bits": [1]}, "en": {"direction": "input", "bits": [9]}}
+    return {"modules": {"top": {"ports": ports, "cells": cells, "netnames": nets}}}
+
+
+def test_walk_counts_levels_carries_and_nets():
+    p = longest_path(_netlist(), "top", D)
+    assert (p.luts, p.carry, p.muxf, p.dsp) == (2, 2, 0, 0)
+    assert p.nets == 4                           # into l1, l2, c1 (c1 -> c2 is dedicated), into ff2
+    assert p.start == "stage_a_3[0]" and p.end == "stage_b_7[0]"
+    want = D.overhead + 2 * D.lut + 2 * D.carry4 + 4 * D.net
+    assert p.delay_ns == pytest.approx(want, abs=1e-3)
+    groups = longest_paths(_netlist(), "top", D, register_group)
+    assert set(groups) == {"stage_b", "other", "stage_a"} and groups["other"].luts == 1
+
+
+def test_delay_model_comes_from_the_board_file():
+    t = json.loads((REPO / "boards" / "u280" / "board.json").read_text())["timing"]
+    assert D.target_mhz == t["target_mhz"]["value"] == 300.0
+    assert all(t[k]["source"] for k in t)
+    assert D.max_levels == int((1000 / 300 - D.overhead - D.net) // (D.lut + D.net))
+
+
+def test_table_format():
+    p = CritPath(luts=5, carry=2, nets=7, delay_ns=3.1, start="a", end="b")
+    text = depth_table([depth_row("add32, deep", "stages=8", p, D)])
+    rows = parse_depth_table(text)
+    assert [list(r) for r in rows] == [list(DEPTH_COLUMNS)]
+    assert rows[0]["within target"] == "yes" and rows[0]["est. Fmax (MHz)"] == "323"
+    with pytest.raises(ValueError, match="header"):
+        parse_depth_table("| a | b |\n|---|---|")
+
+
+class Add16(wiring.Component):
+    a: In(16)
+    b: In(16)
+    q: Out(16)
+
+    def elaborate(self, platform):
+        m = Module()
+        ra, rb = Signal(16), Signal(16)
+        m.d.sync += [ra.eq(self.a), rb.eq(self.b), self.q.eq(ra + rb)]
+        return m
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyosys") is None, reason="needs the native Yosys of pyosys")
+def test_known_depth_of_a_registered_adder(tmp_path):
+    p, _ = analyse(Add16(), "add16", tmp_path)
+    assert (p.luts, p.carry, p.muxf) == (1, 4, 0)
+    assert p.start.startswith(("ra", "rb")) and p.end.startswith("q")
+    assert p.nets == 3                               # into the LUT, into the chain, into the register
+    (row,) = parse_depth_table(depth_table([depth_row("add16", "-", p, D)]))
+    assert row["LUT levels"] == "1" and row["carry (CARRY4)"] == "4" and row["within target"] == "yes"
