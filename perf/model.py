@@ -26,6 +26,9 @@ from .timing import Timing, cdiv
 from .trace import MNEMONICS, Records, Trace, layer_bins, needs_count
 
 
+TOKEN_SERIAL = ("prefill", "decode")   # the streams the host runs one token per run
+
+
 class Run(NamedTuple):
     """One run of a stream in a generation (`PerfModel.schedule`)."""
     phase: str                  # "prefill" or "decode"
@@ -81,6 +84,10 @@ class PerfModel:
                     raise PerfError(f"device {k} has no {name!r} stream")
                 np_ = node_pcs.get(name, [None] * self.devices)[k] if node_pcs else None
                 instrs = dev.streams[name]
+                if needs_count(instrs) and name in TOKEN_SERIAL:
+                    raise PerfError(f"device {k} {name!r} stream uses CHUNK, SLOT or BATCH +dyn_m, which only a "
+                                    "batched prefill stream may (the host runs prefill and decode one token per "
+                                    "run); recompile the program")
                 if needs_count(instrs):
                     if not instrs or instrs[-1].op.mnemonic != "HALT":
                         raise PerfError(f"device {k} {name}: stream does not end with HALT")
@@ -92,6 +99,7 @@ class PerfModel:
                 self.streams[name] = per_dev
             else:
                 self._batched[name] = per_dev
+                self.capacity(name)               # a batched stream without CHUNK: one line, here
         self.max_seq = program.manifest.max_seq
         self._memo: dict[tuple, list[DeviceStep]] = {}
         symbols = program.manifest.symbols
@@ -128,11 +136,18 @@ class PerfModel:
 
     def capacity(self, stream: str) -> int:
         """The most tokens one run of a batched stream takes (its CHUNK's cap)."""
-        instrs = self._batched[stream][0].instrs
-        caps = [ins.cap for ins in instrs if ins.op.mnemonic == "CHUNK"]
-        if not caps:
-            raise PerfError(f"stream {stream!r} uses COUNT without a CHUNK")
-        return caps[0]
+        caps = set()
+        for k, s in enumerate(self._batched[stream]):
+            found = [ins.cap for ins in s.instrs if ins.op.mnemonic == "CHUNK"]
+            if not found:
+                raise PerfError(f"device {k} {stream!r} stream uses SLOT or BATCH +dyn_m without a CHUNK (the "
+                                "instruction that reads the run's token table); a batched prefill stream starts "
+                                "with CHUNK")
+            caps.update(found)
+        if len(caps) != 1:
+            raise PerfError(f"stream {stream!r}: its CHUNKs disagree on the run's capacity ({sorted(caps)}); one "
+                            "cap per batched stream")
+        return caps.pop()
 
     def _trace(self, stream: str, count: int) -> list[Trace]:
         """Every device's batched stream along the path a run of `count` tokens takes (built once per count)."""
