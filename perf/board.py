@@ -36,6 +36,7 @@ DOCUMENTS = {
     "xilinx_u280_gen3x16_xdma": "AMD, the Alveo U280 XDMA deployment platform (its platform metadata)",
     "QSFP28": "SFF-8665, QSFP+ 28 Gb/s 4X Pluggable Transceiver Solution",
     "DDR4": "JEDEC JESD79-4, DDR4 SDRAM standard",
+    "JESD235": "JEDEC JESD235, High Bandwidth Memory (HBM) DRAM standard (HBM2 timings)",
     "PCIe Gen3": "PCI-SIG, PCI Express Base Specification 3.0",
 }
 # kinds of statement that need no citation: an assumption says so, a derivation computes from the others
@@ -73,7 +74,10 @@ SCHEMA: dict[str, dict[str, str]] = {
     "resources": {"LUT": "int", "FF": "int", "BRAM36": "int", "URAM": "int", "DSP": "int", "GTY": "int",
                   "CMAC": "int", "usable_fraction": "frac", "dsp_per_fp16_mul": "int", "dsp_per_fp_add": "int"},
     "hbm": {"capacity_gb": "pos", "pseudo_channels": "int", "channel_mb": "int", "channel_peak_gbps": "pos",
-            "efficiency": "frac", "read_latency_ns": "pos", "write_latency_ns": "pos"},
+            "axi_port_bits": "int", "axi_clock_mhz": "pos", "page_bytes": "int", "banks": "int",
+            "efficiency": "frac", "read_latency_ns": "pos", "page_closed_latency_ns": "pos",
+            "page_miss_latency_ns": "pos", "refresh_interval_ns": "pos", "refresh_cycle_ns": "pos",
+            "row_cycle_ns": "pos", "converter_cycles": "int", "write_latency_ns": "pos"},
     "ddr": {"channels": "int", "channel_peak_gbps": "pos", "efficiency": "frac", "axi_port_bits": "int",
             "read_latency_ns": "pos"},
     "link": {"qsfp_ports": "int", "lanes": "int", "lane_rate_gbps": "pos", "encoding_efficiency": "frac",

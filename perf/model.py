@@ -20,6 +20,7 @@ from dfx.errors import PerfError
 from dfx.program import Program
 
 from .board import Board, load_board
+from .hbm import Access
 from .report import Phase, PerfReport
 from .schedule import DeviceStep, simulate_step
 from .timing import Timing, cdiv
@@ -50,20 +51,21 @@ class PerfModel:
         report = m.run(input_tokens=128, output_tokens=256)
 
     `fast=False` turns off the exact shortcuts (device deduplication, layer periodicity) for testing them;
-    `serial_issue=True` models the in-order RTL core (`Timing`). A program compiled with a batched prefill
+    `serial_issue=True` models the in-order RTL core (`Timing`); `hbm_access` replaces the RTL's weight-stream
+    access pattern (`dfx.perf.hbm`, e.g. `hbm.dfx_access` for DFX's). A program compiled with a batched prefill
     stream (`compile_model(prefill_batch=M)`) runs its prompt through it in chunks of up to M tokens
     (`run`); `step(stream, pos, count)` models one run of it over `count` tokens.
     """
 
     def __init__(self, program: Program, board: str | Board | None = "u280", check_fit: bool = True,
-                 fast: bool = True, serial_issue: bool = False):
+                 fast: bool = True, serial_issue: bool = False, hbm_access: Access | None = None):
         if not isinstance(program, Program):
             raise PerfError(f"expected a dfx Program, not {type(program).__name__}")
         self.fast = fast
         self.program = program
         self.cfg = program.config
         self.board = load_board(board)
-        self.timing = Timing(self.cfg, self.board, serial_issue)
+        self.timing = Timing(self.cfg, self.board, serial_issue, hbm_access)
         self.devices = program.n_devices
         self.model = program.manifest.model
         if check_fit:
