@@ -25,7 +25,7 @@ from dfx.compiler.capture import capture  # noqa: E402
 from dfx.config import PRESETS  # noqa: E402
 from dfx.errors import CompileError  # noqa: E402
 from dfx.perf import PerfModel, estimate_resources, load_board, tune_overlap  # noqa: E402
-from dfx.perf import plots, tables  # noqa: E402
+from dfx.perf import hbm, plots, tables  # noqa: E402
 
 DFX = PRESETS["dfx"]
 _programs: dict = {}
@@ -69,13 +69,19 @@ def largest_chunk(model: str, cfg, devices: int) -> int:
     return _cache[key]
 
 
-def perf_model(model, cfg=DFX, devices=4, overlap=1, overrides=None, weights="fp16", prefill_batch=None) -> PerfModel:
-    """overlap "auto": tuned on this board (`auto_overlap`); prefill_batch "max": the largest chunk that fits."""
+def perf_model(model, cfg=DFX, devices=4, overlap=1, overrides=None, weights="fp16", prefill_batch=None,
+               access="rtl", serial=False) -> PerfModel:
+    """overlap "auto": tuned on this board (`auto_overlap`); prefill_batch "max": the largest chunk that fits;
+    access "dfx": DFX's weight-stream access pattern (`tables.dfx_model`), "rtl": the RTL's (read from hw/);
+    serial: the in-order RTL core as built."""
     if overlap == "auto":
         overlap = auto_overlap(model, cfg, devices, weights, overrides)
     if prefill_batch == "max":
         prefill_batch = largest_chunk(model, cfg, devices)
-    return PerfModel(program(model, cfg, devices, overlap, weights, prefill_batch), load_board("u280", overrides))
+    prog = program(model, cfg, devices, overlap, weights, prefill_batch)
+    if access == "dfx":
+        return tables.dfx_model(prog, tables.DFX_OUTSTANDING, load_board("u280", overrides))
+    return PerfModel(prog, load_board("u280", overrides), serial_issue=serial)
 
 
 # Beyond DFX: (label, model kwargs). Everything the ISA and compiler support today; see docs/perf.md for what
@@ -158,18 +164,6 @@ def prefill_markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def hbm_efficiency_to_match(m_kwargs: dict, target_ms: float, pos: int = 135) -> float:
-    """What HBM efficiency would make our decode step as slow as DFX's published ms/token (a diagnostic,
-    never used as a constant)."""
-    lo, hi = 0.02, 0.922
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        m = perf_model("1.5B", overrides={"hbm.efficiency": mid}, **m_kwargs)
-        ms = m.step_cycles("decode", pos) / m.timing.clock_hz * 1e3
-        lo, hi = (mid, hi) if ms > target_ms else (lo, mid)
-    return (lo + hi) / 2
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="DFX reproduction table only")
@@ -182,27 +176,46 @@ def main(argv=None):
 
     # ---- 0. the constants, with their sources
     b = load_board("u280")
+    spec = hbm.HbmSpec.from_board(b)
     blocks["constants"] = "| constant | value | unit | source |\n|---|---:|---|---|\n" + "\n".join(
         f"| `{name}` | {value} | {unit} | {src} |" for name, value, unit, src in b.describe())
     blocks["constants"] += (f"\n\nDerived: ring link {b.link_gbytes_per_s:.2f} GB/s payload, hop "
-                            f"{b.hop_latency_ns:.0f} ns + router cycles; HBM peak {b.hbm_peak_gbytes_per_s:.0f} GB/s "
-                            f"(x efficiency = {b.hbm_peak_gbytes_per_s * b.value('hbm', 'efficiency'):.0f} GB/s); "
-                            f"PCIe {b.pcie_gbytes_per_s:.1f} GB/s. Core-side sizes (d, l, VPU width, HBM ports, "
-                            "clock) come from the program's `AccelConfig`.")
+                            f"{b.hop_latency_ns:.0f} ns + router cycles; HBM peak {b.hbm_peak_gbytes_per_s:.0f} GB/s, "
+                            f"refresh bound 1 - tRFC/tREFI = {spec.refresh_bound:.3f}, sequential efficiency "
+                            f"{spec.sequential_efficiency:.3f} (= {b.hbm_peak_gbytes_per_s * spec.sequential_efficiency:.0f}"
+                            f" GB/s); PCIe {b.pcie_gbytes_per_s:.1f} GB/s. Core-side sizes (d, l, VPU width, HBM "
+                            "ports, clock) come from the program's `AccelConfig`.")
 
-    # ---- 1. DFX reproduction: GPT-2 1.5B, 4 x U280, DFX config, blocking sync, token-serial
-    dfx = perf_model("1.5B")
+    # ---- 0a. the HBM access model: per-channel rates of the access patterns that matter here
+    wide = WIDE
+    pats = [(DFX, hbm.rtl_weight_access(DFX)), (DFX, hbm.rtl_dma_access(DFX))]
+    pats += [(DFX, hbm.dfx_access(DFX, o)) for o in (1, 4, tables.DFX_OUTSTANDING, None)]
+    pats += [(DFX, hbm.Access(64, None, 4096, "64-byte reads 4 KiB apart (every read a new row)")),
+             (DFX, hbm.Access(4096, 1, None, "4 KiB bursts, one at a time")),
+             (wide, hbm.Access(hbm.rtl_weight_access(wide).burst_bytes, None, None,
+                               "RTL weight stream, 1024-bit ports (l = 32)"))]
+    hrows = [hbm.describe(spec, [a], cfg)[0] for cfg, a in pats]
+    results["hbm_access"] = hrows
+    blocks["hbm"] = tables.hbm_markdown(hrows)
+    print(blocks["hbm"], "\n")
+
+    # ---- 1. DFX reproduction: GPT-2 1.5B, 4 x U280, DFX config and access pattern, blocking sync, token-serial
+    dfx = perf_model("1.5B", access="dfx")
     rows = tables.reproduction_rows(dfx)
     r128 = dfx.run(128, 256)
     results["dfx_reproduction"] = rows
     results["dfx_report_128_256"] = r128.to_dict()
-    mean_dev = sum(r["deviation_pct"] for r in rows) / len(rows)
-    summary = (f"Decode: **{r128.decode_ms_per_token:.2f} ms/token** modelled vs **{tables.DFX_DECODE_MS_PER_TOKEN} "
-               f"ms/token** published; prefill (token-serial) {r128.prefill_ms_per_token:.2f} ms/token. Mean deviation "
-               f"over the 9 workloads: {mean_dev:+.0f}%. Decode roofline (HBM bytes the busiest device streams per "
-               f"token / 409.6 GB/s, DFX's port peak): {r128.roofline_ms('port'):.2f} ms, so the model runs at "
-               f"{r128.roofline_pct('port'):.0f}% of it and DFX at "
-               f"{100 * r128.roofline_ms('port') / tables.DFX_DECODE_MS_PER_TOKEN:.0f}%.")
+    fit_dfx, fit_model = tables.linear_fit(rows, "dfx_ms"), tables.linear_fit(rows, "model_ms")
+    results["per_token_fit"] = {"dfx": fit_dfx, "model": fit_model}
+    n_ok = sum(tables.within(r["model_ms"], r["dfx_ms"]) for r in rows)
+    summary = (f"Per token (the slope of the nine totals against T + M - 1 token steps): **{fit_model[0]:.2f} ms** "
+               f"modelled vs **{fit_dfx[0]:.2f} ms** DFX ({100 * (fit_model[0] / fit_dfx[0] - 1):+.0f}%); fixed part "
+               f"{fit_model[1]:.1f} vs {fit_dfx[1]:.1f} ms. Decode {r128.decode_ms_per_token:.2f} ms/token, prefill "
+               f"(token-serial) {r128.prefill_ms_per_token:.2f} ms/token. {n_ok} of 9 totals within 20% of DFX. "
+               f"Weight stream: {dfx.timing.hbm_rate.gbps:.2f} GB/s per channel ({dfx.timing.hbm_rate.limit}-bound, "
+               f"{tables.DFX_OUTSTANDING} reads in flight), {r128.roofline_pct('port'):.0f}% of the 409.6 GB/s port "
+               f"roofline ({r128.roofline_ms('port'):.2f} ms); DFX's figure is at "
+               f"{100 * r128.roofline_ms('port') / fit_dfx[0]:.0f}% of it.")
     blocks["dfx-table"] = tables.reproduction_markdown(rows) + "\n\n" + summary
     per_tok = {k: v / r128.phases["decode"].steps for k, v in r128.by_class("decode").items()}
     top = ", ".join(f"{k} {v / r128.phases['decode'].steps:.3f}" for k, v in list(r128.by_op("decode").items())[:8])
@@ -215,28 +228,53 @@ def main(argv=None):
     print(blocks["dfx-table"], "\n")
     print(blocks["dfx-breakdown"], "\n")
 
-    # ---- 2. GPT-2 345M decode tokens/s vs DFX's 185
+    # ---- 2. GPT-2 345M decode vs DFX's 185.19 tokens/s (5.40 ms/token)
     rows345 = []
     for n in (1, 4):
-        r = perf_model("355M", devices=n).run(128, 256)
+        r = perf_model("355M", devices=n, access="dfx").run(128, 256)
         rows345.append({"devices": n, "tokens_per_s": r.tokens_per_s, "decode_ms_per_token": r.decode_ms_per_token,
                         "roofline_pct_port": r.roofline_pct("port")})
     results["gpt2_345m"] = rows345
-    blocks["345m"] = ("| GPT-2 345M (128 in, 256 out) | model tokens/s | model ms/token | DFX published tokens/s |\n"
-                      "|---|---:|---:|---:|\n" + "\n".join(
-                          f"| {r['devices']} x U280 | {r['tokens_per_s']:.0f} | {r['decode_ms_per_token']:.2f} | "
-                          f"{tables.DFX_345M_TOKENS_PER_S} (devices not stated) |" for r in rows345))
+    blocks["345m"] = (
+        "| GPT-2 345M (128 in, 256 out), DFX's access pattern | model tokens/s | model ms/token | DFX published | "
+        "deviation | within 20% |\n|---|---:|---:|---:|---:|---|\n" + "\n".join(
+            f"| {r['devices']} x U280 | {r['tokens_per_s']:.0f} | {r['decode_ms_per_token']:.2f} | "
+            f"{tables.DFX_345M_TOKENS_PER_S} tokens/s = {tables.DFX_345M_MS_PER_TOKEN:.2f} ms/token | "
+            f"{100 * (r['decode_ms_per_token'] / tables.DFX_345M_MS_PER_TOKEN - 1):+.0f}% | "
+            f"{'yes' if tables.within(r['decode_ms_per_token'], tables.DFX_345M_MS_PER_TOKEN) else 'no'} |"
+            for r in rows345))
     print(blocks["345m"], "\n")
 
     if not args.quick:
-        # ---- 3. what DFX's published decode time would take in our model (diagnostic)
-        eff = hbm_efficiency_to_match({}, tables.DFX_DECODE_MS_PER_TOKEN)
-        results["hbm_efficiency_to_match_dfx"] = eff
-        blocks["diagnostic"] = (f"With every other constant as it is, the model reaches DFX's "
-                                f"{tables.DFX_DECODE_MS_PER_TOKEN} ms/token only if the HBM delivers "
-                                f"{eff:.2f} of its peak to the weight stream ({eff * 460:.0f} GB/s instead of "
-                                f"the {0.922 * 460:.0f} GB/s Shuhai measured; the core's ports take 409.6 GB/s).")
-        print(blocks["diagnostic"], "\n")
+        # ---- 3. the unpublished parameter: DFX's reads in flight per channel
+        sens = tables.sensitivity_rows(program("1.5B", DFX, 4), program("355M", DFX, 1))
+        results["sensitivity"] = sens
+        ok = [r["outstanding"] for r in sens if r["ok"]]
+        blocks["sensitivity"] = tables.sensitivity_markdown(sens, fit_dfx[0]) + "\n\n" + (
+            f"Both anchors within 20% for {', '.join('unlimited' if o is None else str(o) for o in ok)} reads in "
+            "flight per channel." if ok else "No count of reads in flight brings both anchors within 20%.")
+        print(blocks["sensitivity"], "\n")
+
+        # ---- 3a. position dependence: DFX's per-token cost is flat from position 1 to 384
+        pos = tables.position_rows(dfx)
+        rtl_pos = tables.position_rows(perf_model("1.5B"))
+        results["position"] = {"dfx_access": pos, "rtl_access": rtl_pos}
+        d_pub = {T: tables.DFX_LATENCY_MS[(T, 256)] - tables.DFX_LATENCY_MS[(T, 16)] for T in (32, 64, 128)}
+        d_mod = {r["input"]: 0 for r in rows}
+        for r in rows:
+            if r["output"] in (16, 256):
+                d_mod[r["input"]] += r["model_ms"] * (1 if r["output"] == 256 else -1)
+        blocks["position"] = (
+            "| | position 0 | 63 | 127 | 255 | 383 |\n|---|---:|---:|---:|---:|---:|\n"
+            + "\n".join(f"| decode step ms, {lab} | " + " | ".join(f"{v:.3f}" for v in p["step_ms"].values()) + " |"
+                         for lab, p in (("DFX's access", pos), ("RTL's access", rtl_pos)))
+            + "\n\nTokens 17 to 256 (T:256 minus T:16), ms: DFX "
+            + ", ".join(f"{d_pub[T]} (T = {T})" for T in d_pub) + "; model "
+            + ", ".join(f"{d_mod[T]:.0f}" for T in d_pub) + ". The model adds, over each 256-token window against a "
+            "cost flat at position 0: " + ", ".join(f"{v:.0f} ms (T = {T})" for T, v in pos["window_extra_ms"].items())
+            + f" with DFX's access, " + ", ".join(f"{v:.0f} ms" for v in rtl_pos["window_extra_ms"].values())
+            + " with the RTL's.")
+        print(blocks["position"], "\n")
 
         # ---- 4. beyond DFX
         brow = []

@@ -52,16 +52,21 @@ class PerfModel:
 
     `fast=False` turns off the exact shortcuts (device deduplication, layer periodicity) for testing them;
     `serial_issue=True` models the in-order RTL core (`Timing`); `hbm_access` replaces the RTL's weight-stream
-    access pattern (`dfx.perf.hbm`, e.g. `hbm.dfx_access` for DFX's). A program compiled with a batched prefill
+    access pattern (`dfx.perf.hbm`, e.g. `hbm.dfx_access` for DFX's); `prefill_stream="decode"` runs every
+    prompt token through the decode stream (LM head included), as DFX's published latencies imply it does. A program compiled with a batched prefill
     stream (`compile_model(prefill_batch=M)`) runs its prompt through it in chunks of up to M tokens
     (`run`); `step(stream, pos, count)` models one run of it over `count` tokens.
     """
 
     def __init__(self, program: Program, board: str | Board | None = "u280", check_fit: bool = True,
-                 fast: bool = True, serial_issue: bool = False, hbm_access: Access | None = None):
+                 fast: bool = True, serial_issue: bool = False, hbm_access: Access | None = None,
+                 prefill_stream: str = "prefill"):
         if not isinstance(program, Program):
             raise PerfError(f"expected a dfx Program, not {type(program).__name__}")
         self.fast = fast
+        if prefill_stream not in TOKEN_SERIAL:
+            raise PerfError(f"prefill_stream must be one of {TOKEN_SERIAL}, not {prefill_stream!r}")
+        self.prefill_stream = prefill_stream
         self.program = program
         self.cfg = program.config
         self.board = load_board(board)
@@ -220,7 +225,7 @@ class PerfModel:
             chunk = self.prefill_chunk
             runs += [Run("prefill", self.batch_stream, p, min(chunk, T - 1 - p)) for p in range(0, T - 1, chunk)]
         else:
-            runs += [Run("prefill", "prefill", p, None) for p in range(T - 1)]
+            runs += [Run("prefill", self.prefill_stream, p, None) for p in range(T - 1)]
         return runs + [Run("decode", "decode", p, None) for p in range(T - 1, T + M - 1)]
 
     def run(self, input_tokens: int, output_tokens: int, memo: bool = True,
@@ -270,10 +275,10 @@ class PerfModel:
                     ph.sync_wait += cnt * dv.sync_wait
                 ph.hbm_bytes_max += cnt * max(dv.hbm_bytes for dv in devs)
                 ph.ring_cycles += cnt * c.ring_cycles
-                if stream == "decode":
+                if phase == "decode":
                     decode_bytes.append((max(dv.hbm_bytes for dv in devs), cnt))
             table = isa.TOKEN_TABLE_HEADER + 4 * count if count else 0
-            ph.host_s += len(runs) * self.timing.host_seconds(self.devices, stream == "decode", self.logits_bytes,
+            ph.host_s += len(runs) * self.timing.host_seconds(self.devices, phase == "decode", self.logits_bytes,
                                                               table)
         return PerfReport(self, T, M, phases, decode_bytes,
                           batched=any(r.stream == self.batch_stream for g in groups.values() for r in g))
