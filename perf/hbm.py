@@ -35,8 +35,11 @@ model", has the tables.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 from typing import NamedTuple
+
+import numpy as np
 
 from dfx.config import AccelConfig
 from dfx.errors import PerfError
@@ -45,6 +48,8 @@ from dfx.hw import dma as hw_dma
 from .board import Board
 
 AXI_4K = 4096                 # an AXI burst never crosses a 4 KiB boundary (AMBA AXI spec, A3.4.1)
+REFRESH = ("aligned", "staggered")
+LOCKSTEP_CHANNELS = 32        # the channels whose refresh phases a lockstep stream meets (the U280's)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class Access:
     outstanding: int | None = None
     stride_bytes: int | None = None
     label: str = ""
+    refresh: str = "aligned"        # the channels' refresh phases: "aligned" or "staggered" (`lockstep_rate`)
+    buffer_beats: int | None = None  # beats each channel may run ahead of the lockstep consumer (None: unlimited)
 
     def __post_init__(self):
         if not isinstance(self.burst_bytes, int) or self.burst_bytes < 1:
@@ -68,6 +75,11 @@ class Access:
         if self.stride_bytes is not None and (not isinstance(self.stride_bytes, int) or self.stride_bytes < 1):
             raise PerfError(f"HBM access: stride_bytes must be None (sequential) or an integer >= 1, "
                             f"not {self.stride_bytes!r}")
+        if self.refresh not in REFRESH:
+            raise PerfError(f"HBM access: refresh must be one of {', '.join(REFRESH)}, not {self.refresh!r}")
+        if self.buffer_beats is not None and (not isinstance(self.buffer_beats, int) or self.buffer_beats < 1):
+            raise PerfError(f"HBM access: buffer_beats must be None (unlimited) or an integer >= 1, "
+                            f"not {self.buffer_beats!r}")
 
     @property
     def stride(self) -> int:
@@ -136,7 +148,50 @@ def channel_rate(spec: HbmSpec, access: Access, port_bytes: int, clock_mhz: floa
         terms["outstanding"] = latency / access.outstanding
     limit = max(terms, key=terms.get)
     gbps = b / terms[limit]
+    if access.refresh == "staggered":
+        lock = lockstep_rate(spec, access, port_bytes, clock_mhz)
+        if lock < gbps * (1 - 1e-9):
+            gbps, limit = lock, "refresh (lockstep)"
     return Rate(gbps, latency, first, limit, gbps / port_gbps)
+
+
+@functools.lru_cache(maxsize=256)
+def lockstep_rate(spec: HbmSpec, access: Access, port_bytes: int, clock_mhz: float, tiles: int = 4000,
+                  seed: int = 0) -> float:
+    """GB/s per channel of a stream that takes one beat from every channel at a time (a tile, as the MPU
+    consumes it) when each channel's refresh blocks it for tRFC every tREFI at its own phase (`staggered`:
+    uniformly spread, seeded; the controllers of PG276 refresh their channels independently, and no document
+    says they are aligned). A channel may run `buffer_beats` ahead of the consumer and has `outstanding`
+    transactions in flight; while one channel refreshes, the others stop once their buffers are full or their
+    reads in flight are used up, so with small buffers every channel's refresh stalls the stream. Simulated beat by
+    beat (one request per beat: issue no faster than the port, at the HBM side's rate without refresh, half the
+    round-trip latency each way)."""
+    rng = np.random.default_rng(seed)
+    cb = port_bytes
+    n = LOCKSTEP_CHANNELS
+    beat = cb / (port_bytes * clock_mhz / 1e3)                                 # ns per beat at the port
+    service = cb / (spec.channel_gbps * spec.sequential_efficiency / spec.refresh_bound)
+    half = channel_rate(spec, replace(access, refresh="aligned"), port_bytes, clock_mhz).first_ns / 2
+    per = max(1, access.burst_bytes // cb)
+    window = None if access.outstanding is None else access.outstanding * per
+    phase = rng.uniform(0.0, spec.refresh_ns, n)
+    consume = np.zeros(tiles)
+    done = np.full(n, -1e18)
+    issue = -beat
+    for t in range(tiles):
+        issue += beat
+        if window is not None and t >= window and consume[t - window] > issue:
+            issue = consume[t - window]
+        start = np.maximum(issue + half, done)
+        off = np.mod(start - phase, spec.refresh_ns)
+        start = np.where(off < spec.refresh_cycle_ns, start + spec.refresh_cycle_ns - off, start)
+        done = start + service
+        if access.buffer_beats is not None and t >= access.buffer_beats:
+            done = np.maximum(done, consume[t - access.buffer_beats])
+        c = float(done.max()) + half
+        consume[t] = max(c, consume[t - 1] + beat) if t else c
+    k = tiles // 2
+    return cb * (tiles - 1 - k) / (consume[-1] - consume[k])
 
 
 def stream_bytes_per_cycle(spec: HbmSpec, access: Access, cfg: AccelConfig) -> float:
@@ -146,14 +201,19 @@ def stream_bytes_per_cycle(spec: HbmSpec, access: Access, cfg: AccelConfig) -> f
 
 
 # ------------------------------------------------------------------------------------ access patterns, from hw/
-def rtl_weight_access(cfg: AccelConfig) -> Access:
+WEIGHT_FIFO_BEATS = 16       # hw/core_mpu.py: each channel's R FIFO of the weight streamer (SyncFIFOBuffered depth=16)
+
+
+def rtl_weight_access(cfg: AccelConfig, refresh: str = "aligned") -> Access:
     """The RTL matrix engine's weight stream (hw/core_mpu.py): every channel in lockstep, column-major tiles as
     consecutive beats in INCR bursts of up to `AXI_BURST_BEATS` beats (hw/dma.py when it defines it; else the
-    weight streamer's rule: up to 256 beats, never across 4 KiB), and no limit of its own on reads in flight
-    (`AXI_MAX_OUTSTANDING_READS` when hw/dma.py defines it: the AR generator does not wait for R data)."""
+    weight streamer's rule: up to 256 beats, never across 4 KiB), no limit of its own on reads in flight
+    (`AXI_MAX_OUTSTANDING_READS` when hw/dma.py defines it: the AR generator does not wait for R data), and an R
+    FIFO of `WEIGHT_FIFO_BEATS` per channel that a channel may run ahead of the tile stream."""
     cb = cfg.channel_beat_bytes
     beats = getattr(hw_dma, "AXI_BURST_BEATS", None) or min(256, max(1, AXI_4K // cb))
-    return Access(beats * cb, getattr(hw_dma, "AXI_MAX_OUTSTANDING_READS", None), None, "RTL weight stream")
+    return Access(beats * cb, getattr(hw_dma, "AXI_MAX_OUTSTANDING_READS", None), None,
+                  f"RTL weight stream, {refresh} refresh", refresh, WEIGHT_FIFO_BEATS)
 
 
 DMA_READS_IN_FLIGHT = 8       # hw/dma.py: the piece-descriptor FIFO (SyncFIFOBuffered depth=8) bounds reads in flight
@@ -168,15 +228,17 @@ def rtl_dma_access(cfg: AccelConfig) -> Access:
                   or DMA_READS_IN_FLIGHT, None, "RTL DMA")
 
 
-def dfx_access(cfg: AccelConfig, outstanding: int | None) -> Access:
+def dfx_access(cfg: AccelConfig, outstanding: int | None, refresh: str = "aligned") -> Access:
     """DFX's weight stream as far as it is published (Hong et al., MICRO'22): a d x l FP16 tile is one 64-byte
-    beat per channel, fetched per tile, tiles in the zig-zag order they are stored in (sequential per channel).
-    The reads in flight per channel are not published: `outstanding` (docs/perf.md has the sensitivity)."""
+    beat per channel, fetched per tile, tiles in the zig-zag order they are stored in (sequential per channel),
+    every channel in lockstep. Not published: the reads in flight per channel (`outstanding`, each with its beat's
+    buffer) and the channels' refresh phases (docs/perf.md has the sensitivity)."""
     if cfg.tile_bytes != cfg.beat_bytes:
         raise PerfError(f"DFX's access pattern is one beat per channel per tile; config {cfg.name!r} has "
                         f"{cfg.tile_bytes}-byte tiles and {cfg.beat_bytes}-byte beats")
     return Access(cfg.channel_beat_bytes, outstanding, None,
-                  f"DFX: one beat per tile, {'unlimited' if outstanding is None else outstanding} in flight")
+                  f"DFX: one beat per tile, {'unlimited' if outstanding is None else outstanding} in flight, "
+                  f"{refresh} refresh", refresh, outstanding)
 
 
 def describe(spec: HbmSpec, accesses: list[Access], cfg: AccelConfig) -> list[dict]:

@@ -87,9 +87,27 @@ def test_monotone(spec, port):
         assert strided == sorted(strided, reverse=True), (o, strided)
 
 
+def test_lockstep_refresh(spec):
+    """A tile takes one beat from all 32 channels. With aligned refresh phases refresh costs only its own share
+    (inside the measured efficiency); with staggered phases a channel's refresh stalls the whole stream unless
+    the channels can run ahead by more than tRFC's worth of beats (260 ns / 5 ns = 52 beats)."""
+    free = Access(4096, None, None, "", "staggered", None)
+    assert channel_rate(spec, free, PORT, MHZ).gbps == pytest.approx(12.8)          # unlimited buffers absorb it
+    rates = [channel_rate(spec, Access(4096, None, None, "", "staggered", f), PORT, MHZ) for f in (8, 16, 32, 64, 128)]
+    assert [r.gbps for r in rates] == sorted(r.gbps for r in rates)
+    assert rates[1].limit == "refresh (lockstep)" and rates[1].gbps < 0.5 * 12.8 < rates[3].gbps
+    aligned = channel_rate(spec, Access(4096, None, None, "", "aligned", 16), PORT, MHZ)
+    assert aligned.gbps == pytest.approx(12.8) and aligned.limit == "port"
+    for o in (4, 16):                                                # never faster than the aligned case
+        st = channel_rate(spec, Access(64, o, None, "", "staggered", o), PORT, MHZ).gbps
+        assert st <= channel_rate(spec, Access(64, o), PORT, MHZ).gbps
+
+
 def test_access_checks():
     for kw, msg in ((dict(burst_bytes=0), "burst_bytes"), (dict(burst_bytes=64, outstanding=0), "outstanding"),
-                    (dict(burst_bytes=64, stride_bytes=-1), "stride_bytes")):
+                    (dict(burst_bytes=64, stride_bytes=-1), "stride_bytes"),
+                    (dict(burst_bytes=64, refresh="late"), "refresh must be one of aligned, staggered"),
+                    (dict(burst_bytes=64, buffer_beats=0), "buffer_beats")):
         with pytest.raises(PerfError, match=msg):
             Access(**kw)
 
@@ -106,7 +124,12 @@ def test_access_patterns_from_hw():
         src = Path(hw_dma.__file__).read_text()                          # the fallback is what hw/dma.py builds
         assert re.search(r"meta = SyncFIFOBuffered\(width=[^,]+, depth=(\d+)\)", src).group(1) == \
             str(hbm.DMA_READS_IN_FLIGHT) == str(d.outstanding)
-    assert hbm.dfx_access(cfg, 16) == Access(64, 16, None, hbm.dfx_access(cfg, 16).label)
+    assert w.buffer_beats == hbm.WEIGHT_FIFO_BEATS and w.refresh == "aligned"
+    mpu_src = (Path(hw_dma.__file__).parent / "core_mpu.py").read_text()    # the weight streamer's R FIFOs
+    assert re.search(r"fifo = SyncFIFOBuffered\(width=8 \* cb, depth=(\d+)\)", mpu_src).group(1) == \
+        str(hbm.WEIGHT_FIFO_BEATS)
+    a = hbm.dfx_access(cfg, 16)
+    assert (a.burst_bytes, a.outstanding, a.stride, a.buffer_beats, a.refresh) == (64, 16, 64, 16, "aligned")
     with pytest.raises(PerfError, match="one beat per channel per tile"):
         hbm.dfx_access(cfg.replace(name="x", l=32), 4)
 
