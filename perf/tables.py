@@ -12,6 +12,7 @@ from dfx.program import Program
 from . import hbm
 from .model import PerfModel
 from .report import PerfReport
+from .trace import MNEMONICS
 from .resources import estimate_resources
 
 DFX_LATENCY_MS = {   # (input, output) tokens -> ms, GPT-2 1.5B, 4 x U280 [IANUS Fig. 9]
@@ -99,12 +100,16 @@ def position_rows(model: PerfModel, positions=(0, 63, 127, 255, 383)) -> dict:
     """Decode step ms by position, and what the model adds over each of DFX's 256-token windows compared with a
     flat cost (the step at position 0)."""
     ms = {p: model.step_cycles("decode", p) / model.timing.clock_hz * 1e3 for p in positions}
+    first, last = (max(model.step("decode", p), key=lambda d: d.cycles) for p in (positions[0], positions[-1]))
+    growth = {MNEMONICS[i]: (b - a) / model.timing.clock_hz * 1e3 for i, (a, b) in
+              enumerate(zip(first.by_op, last.by_op)) if b - a}
     windows = {}
     for T in (32, 64, 128):
         flat = model.step_cycles("decode", 0)
         extra = sum(model.step_cycles("decode", p) - flat for p in range(T - 1, T + 255))
         windows[T] = extra / model.timing.clock_hz * 1e3
-    return {"step_ms": ms, "window_extra_ms": windows}
+    return {"step_ms": ms, "window_extra_ms": windows,
+            "growth_ms": dict(sorted(growth.items(), key=lambda kv: -kv[1]))}
 
 
 def hbm_markdown(rows: list[dict]) -> str:
@@ -156,13 +161,14 @@ def reproduction_markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def config_row(label: str, model: PerfModel, workloads=WORKLOADS, report: PerfReport | None = None) -> dict:
+def config_row(label: str, model: PerfModel, workloads=WORKLOADS, report: PerfReport | None = None,
+               assumes: str = "") -> dict:
     """One configuration: latency of every workload, decode ms/token and its share of the HBM roofline (a
     program with a batched prefill stream prefills through it)."""
     lat = {f"{T}:{M}": model.run(T, M).total_ms for T, M in workloads}
     r = report or model.run(128, 256)
     res = estimate_resources(model.cfg, model.board)
-    return {"label": label, "devices": model.devices, "overlap": model.program.manifest.overlap,
+    return {"label": label, "assumes": assumes, "devices": model.devices, "overlap": model.program.manifest.overlap,
             "prefill_batch": model.prefill_chunk,
             "config": model.cfg.name, "d": model.cfg.d, "l": model.cfg.l, "clock_mhz": model.cfg.clock_mhz,
             "latency_ms": lat, "decode_ms_per_token": r.decode_ms_per_token, "tokens_per_s": r.tokens_per_s,
@@ -173,12 +179,12 @@ def config_row(label: str, model: PerfModel, workloads=WORKLOADS, report: PerfRe
 
 
 def configs_markdown(rows: list[dict], workloads=WORKLOADS) -> str:
-    head = "| configuration | " + " | ".join(f"{T}:{M}" for T, M in workloads) + \
+    head = "| configuration | assumes what the RTL lacks | " + " | ".join(f"{T}:{M}" for T, M in workloads) + \
            " | decode ms/token | tokens/s | HBM roofline ms | % of roofline | DSP (est.) |"
-    out = [head, "|---|" + "---:|" * (len(workloads) + 5)]
+    out = [head, "|---|---|" + "---:|" * (len(workloads) + 5)]
     for r in rows:
         cells = " | ".join(f"{r['latency_ms'][f'{T}:{M}']:.0f}" for T, M in workloads)
-        out.append(f"| {r['label']} | {cells} | {r['decode_ms_per_token']:.3f} | {r['tokens_per_s']:.0f} | "
+        out.append(f"| {r['label']} | {r.get('assumes', '')} | {cells} | {r['decode_ms_per_token']:.3f} | {r['tokens_per_s']:.0f} | "
                    f"{r['roofline_ms_board']:.3f} | {r['roofline_pct_board']:.0f}% | {r['dsp']}"
                    f"{'' if r['dsp_fits'] else ' (over budget)'} |")
     return "\n".join(out)
