@@ -241,7 +241,7 @@ class PerfModel:
                             f"{self.max_seq} (compile with a larger max_seq)")
         groups: dict[tuple, list[Run]] = {}
         for r in self.schedule(T, M, batched):
-            groups.setdefault(self._step_key(r.stream, r.pos, r.count), []).append(r)
+            groups.setdefault((r.phase,) + self._step_key(r.stream, r.pos, r.count), []).append(r)
         phases = {"prefill": Phase(), "decode": Phase()}
         nb = len(self.streams["decode"][0].bin_names)
         for ph in phases.values():
