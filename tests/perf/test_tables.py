@@ -27,3 +27,9 @@ def test_dfx_model_runs_prompt_tokens_through_decode():
     assert r.phases["prefill"].device_cycles == sum(m.step_cycles("decode", p) for p in range(7))
     own = PerfModel(prog).run(8, 4)                   # our compiler's prefill stream skips the LM head
     assert own.phases["prefill"].device_cycles < r.phases["prefill"].device_cycles
+
+
+def test_prefill_stream_checked():
+    from dfx.errors import PerfError
+    with pytest.raises(PerfError, match="prefill_stream must be one of"):
+        PerfModel(shapes(SMALL, "dfx", devices=1, max_seq=32), prefill_stream="prefill_batch")
