@@ -289,7 +289,7 @@ def main(argv=None):
             + ", ".join(f"{d_pub[T]} (T = {T})" for T in d_pub) + "; model "
             + ", ".join(f"{d_mod[T]:.0f}" for T in d_pub) + ". The model adds, over each 256-token window against a "
             "cost flat at position 0: " + ", ".join(f"{v:.0f} ms (T = {T})" for T, v in pos["window_extra_ms"].items())
-            + f" with DFX's access, " + ", ".join(f"{v:.0f} ms" for v in rtl_pos["window_extra_ms"].values())
+            + " with DFX's access, " + ", ".join(f"{v:.0f} ms" for v in rtl_pos["window_extra_ms"].values())
             + " with the RTL's. Where the step grows from position 0 to 383 (exposed ms, DFX's access): "
             + ", ".join(f"{k} {v:+.3f}" for k, v in pos["growth_ms"].items() if abs(v) >= 0.001) + ".")
         print(blocks["position"], "\n")

@@ -27,7 +27,15 @@ and bytes per transaction / interval is the channel's throughput (`channel_rate`
 - the converters' latency, in core cycles: an assumption (no document gives it).
 
 Sequential page changes are hidden (a 1 KiB page takes 71 ns to read at the channel peak, more than tRP + tRCD =
-28 ns, so the controller opens the next row in the shadow of the current one); their latency is counted.
+28 ns, so the controller opens the next row in the shadow of the current one); their latency is counted. A core
+burst longer than the AXI3 port's 16 beats of 256 bit is split by the converter into back-to-back AXI3 bursts,
+which costs nothing here (transfers are pipelined).
+
+A tile is one beat from every channel, so the MPU's stream is in lockstep across the 32 channels. With the
+channels refreshing at the same moments (`Access.refresh == "aligned"`) refresh costs its own share, inside the
+measured efficiency; with their phases spread (`"staggered"`) every channel's refresh stalls the whole stream
+unless each channel can run `buffer_beats` ahead by more than tRFC's worth of beats (`lockstep_rate` simulates
+it). Which phasing the U280's controllers have is not published.
 
 The access pattern is read from the program and from hw/ (`rtl_weight_access`, `rtl_dma_access`), or given for a
 design that is not ours (`dfx_access`: DFX's one 64-byte beat per channel per tile). docs/perf.md, "The HBM
