@@ -195,7 +195,8 @@ def main(argv=None):
     blocks["constants"] += (f"\n\nDerived: ring link {b.link_gbytes_per_s:.2f} GB/s payload, hop "
                             f"{b.hop_latency_ns:.0f} ns + router cycles; HBM peak {b.hbm_peak_gbytes_per_s:.0f} GB/s, "
                             f"refresh bound 1 - tRFC/tREFI = {spec.refresh_bound:.3f}, sequential efficiency "
-                            f"{spec.sequential_efficiency:.3f} (= {b.hbm_peak_gbytes_per_s * spec.sequential_efficiency:.0f}"
+                            f"{spec.sequential_efficiency:.3f} "
+                            f"(= {b.hbm_peak_gbytes_per_s * spec.sequential_efficiency:.0f}"
                             f" GB/s); PCIe {b.pcie_gbytes_per_s:.1f} GB/s. Core-side sizes (d, l, VPU width, HBM "
                             "ports, clock) come from the program's `AccelConfig`.")
 
@@ -339,7 +340,8 @@ def main(argv=None):
 
         # ---- 4c. the issue's goals: what the RTL as built gets, and the best configuration the model has
         def goal_runs(**kw):
-            return (perf_model("1.5B", devices=4, **kw).run(128, 256), perf_model("355M", devices=1, **kw).run(128, 256))
+            return (perf_model("1.5B", devices=4, **kw).run(128, 256),
+                    perf_model("355M", devices=1, **kw).run(128, 256))
 
         built = goal_runs(serial=True)
         stag = [PerfModel(program(mod, DFX, n), load_board("u280"), serial_issue=True,

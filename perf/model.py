@@ -53,9 +53,9 @@ class PerfModel:
     `fast=False` turns off the exact shortcuts (device deduplication, layer periodicity) for testing them;
     `serial_issue=True` models the in-order RTL core (`Timing`); `hbm_access` replaces the RTL's weight-stream
     access pattern (`dfx.perf.hbm`, e.g. `hbm.dfx_access` for DFX's); `prefill_stream="decode"` runs every
-    prompt token through the decode stream (LM head included), as DFX's published latencies imply it does. A program compiled with a batched prefill
-    stream (`compile_model(prefill_batch=M)`) runs its prompt through it in chunks of up to M tokens
-    (`run`); `step(stream, pos, count)` models one run of it over `count` tokens.
+    prompt token through the decode stream (LM head included), as DFX's published latencies imply it does. A
+    program compiled with a batched prefill stream (`compile_model(prefill_batch=M)`) runs its prompt through it
+    in chunks of up to M tokens (`run`); `step(stream, pos, count)` models one run of it over `count` tokens.
     """
 
     def __init__(self, program: Program, board: str | Board | None = "u280", check_fit: bool = True,

@@ -119,7 +119,8 @@ def position_rows(model: PerfModel, positions=(0, 63, 127, 255, 383)) -> dict:
 
 def hbm_markdown(rows: list[dict]) -> str:
     out = ["| access pattern (per channel) | bytes per read | reads in flight | stride (B) | GB/s per channel | "
-           "GB/s, 32 channels | latency (ns) | of the 512-bit port | limit |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "GB/s, 32 channels | latency (ns) | of the core's port | limit |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         o = "unlimited" if r["outstanding"] is None else r["outstanding"]
         out.append(f"| {r['access']} | {r['burst_bytes']} | {o} | {r['stride_bytes']} | {r['channel_gbps']:.2f} | "
@@ -189,7 +190,8 @@ def configs_markdown(rows: list[dict], workloads=WORKLOADS) -> str:
     out = [head, "|---|---|" + "---:|" * (len(workloads) + 5)]
     for r in rows:
         cells = " | ".join(f"{r['latency_ms'][f'{T}:{M}']:.0f}" for T, M in workloads)
-        out.append(f"| {r['label']} | {r.get('assumes', '')} | {cells} | {r['decode_ms_per_token']:.3f} | {r['tokens_per_s']:.0f} | "
+        out.append(f"| {r['label']} | {r.get('assumes', '')} | {cells} | {r['decode_ms_per_token']:.3f} | "
+                   f"{r['tokens_per_s']:.0f} | "
                    f"{r['roofline_ms_board']:.3f} | {r['roofline_pct_board']:.0f}% | {r['dsp']}"
                    f"{'' if r['dsp_fits'] else ' (over budget)'} |")
     return "\n".join(out)
