@@ -143,3 +143,15 @@ def test_model_uses_the_access_pattern():
     assert steps == sorted(steps, reverse=True) and steps[0] > 2 * steps[-1]
     rtl = PerfModel(prog).step_cycles("decode", 5)          # 4 KiB bursts: the port's rate, a page miss to start
     assert abs(rtl - steps[-1]) < 0.01 * rtl
+
+
+def test_row_major_matrices_read_one_beat_per_tile(board):
+    """The V cache (row-major): each tile its own one-beat read, nt beats after the last (hw/core_mpu.py). With
+    reads in flight limited (DFX's pattern) that is slower than the weights' sequential beats once the stride
+    reaches into new rows; with the RTL's unlimited reads it still meets the port."""
+    from dfx.perf import Timing
+    cfg = load_config("dfx")
+    t = Timing(cfg, board, hbm_access=hbm.dfx_access(cfg, 16))
+    assert t.rowmajor_bpc(4) < t.hbm_bpc and t.rowmajor_bpc(64) < t.rowmajor_bpc(4)
+    rtl = Timing(cfg, board)
+    assert rtl.rowmajor_bpc(4) == pytest.approx(rtl.hbm_bpc) == pytest.approx(cfg.beat_bytes)
