@@ -68,7 +68,8 @@ def source_problem(source: str) -> str | None:
     return None if cited else ("cites no document: name a file of this repository, a URL, DOI or arXiv id, a "
                                f"document of dfx.perf.board.DOCUMENTS, or start with {' or '.join(UNCITED)}")
 
-# section -> key -> kind: "pos" (number > 0), "frac" (0 < x <= 1), "int" (integer > 0), "str"
+# section -> key -> kind: "pos" (number > 0), "nonneg" (number >= 0), "frac" (0 < x <= 1), "int" (integer > 0),
+# "count" (integer >= 0), "str". (A memory model without refresh or converters, as calibrate's, sets those to 0.)
 SCHEMA: dict[str, dict[str, str]] = {
     "": {"platform": "str", "part": "str", "kernel_clock_mhz": "pos"},
     "resources": {"LUT": "int", "FF": "int", "BRAM36": "int", "URAM": "int", "DSP": "int", "GTY": "int",
@@ -76,8 +77,8 @@ SCHEMA: dict[str, dict[str, str]] = {
     "hbm": {"capacity_gb": "pos", "pseudo_channels": "int", "channel_mb": "int", "channel_peak_gbps": "pos",
             "axi_port_bits": "int", "axi_clock_mhz": "pos", "page_bytes": "int", "banks": "int",
             "efficiency": "frac", "read_latency_ns": "pos", "page_closed_latency_ns": "pos",
-            "page_miss_latency_ns": "pos", "refresh_interval_ns": "pos", "refresh_cycle_ns": "pos",
-            "row_cycle_ns": "pos", "converter_cycles": "int", "write_latency_ns": "pos"},
+            "page_miss_latency_ns": "pos", "refresh_interval_ns": "pos", "refresh_cycle_ns": "nonneg",
+            "row_cycle_ns": "pos", "converter_cycles": "count", "write_latency_ns": "pos"},
     "ddr": {"channels": "int", "channel_peak_gbps": "pos", "efficiency": "frac", "axi_port_bits": "int",
             "read_latency_ns": "pos"},
     "link": {"qsfp_ports": "int", "lanes": "int", "lane_rate_gbps": "pos", "encoding_efficiency": "frac",
@@ -187,6 +188,10 @@ def _check(data: dict, where: str) -> None:
                 raise ConfigError(f"{where}: {name} must be a positive integer, not {v!r}")
             if kind == "pos" and v <= 0:
                 raise ConfigError(f"{where}: {name} must be > 0, not {v!r}")
+            if kind == "nonneg" and v < 0:
+                raise ConfigError(f"{where}: {name} must be >= 0, not {v!r}")
+            if kind == "count" and (v != int(v) or v < 0):
+                raise ConfigError(f"{where}: {name} must be an integer >= 0, not {v!r}")
             if kind == "frac" and not 0 < v <= 1:
                 raise ConfigError(f"{where}: {name} must be in (0, 1], not {v!r}")
 
