@@ -8,10 +8,11 @@ Modules, bottom up: board (board constants as data, with their sources), timing 
 instructions from the board and hw/), trace (stream pre-decode), schedule (the scoreboard / serial scheduler of
 one token step), model (PerfModel: steps and whole generations), report (PerfReport), resources (DSP
 estimate), calibrate (against RTL cycle counts), tune (overlap "auto"), tables and plots (docs/perf.md), cli
-(`dfx perf`).
+(`dfx perf`); hbm (the HBM access model the timing's weight stream uses).
 """
 from .board import Board, available_boards, load_board, parse_override, source_problem, with_overrides
 from .calibrate import compare, compare_rtl, rtl_board, rtl_overrides
+from .hbm import Access, HbmSpec, channel_rate
 from .model import PerfModel, Run, simulate
 from .report import Phase, PerfReport
 from .resources import estimate_resources
@@ -22,7 +23,7 @@ from .tune import compile_tuned, tune_overlap
 
 __all__ = [
     "Board", "available_boards", "load_board", "parse_override", "source_problem", "with_overrides",
-    "compare", "compare_rtl", "rtl_board", "rtl_overrides",
+    "compare", "compare_rtl", "rtl_board", "rtl_overrides", "Access", "HbmSpec", "channel_rate",
     "PerfModel", "Run", "simulate", "Phase", "PerfReport", "estimate_resources",
     "DeviceStep", "simulate_step", "SerialCosts", "Timing", "isolated_cycles", "serial_costs",
     "CLASS_OF", "CLASSES", "MNEMONICS", "UNIT_NAMES", "layer_bins",

@@ -36,6 +36,7 @@ DOCUMENTS = {
     "xilinx_u280_gen3x16_xdma": "AMD, the Alveo U280 XDMA deployment platform (its platform metadata)",
     "QSFP28": "SFF-8665, QSFP+ 28 Gb/s 4X Pluggable Transceiver Solution",
     "DDR4": "JEDEC JESD79-4, DDR4 SDRAM standard",
+    "JESD235": "JEDEC JESD235, High Bandwidth Memory (HBM) DRAM standard (HBM2 timings)",
     "PCIe Gen3": "PCI-SIG, PCI Express Base Specification 3.0",
 }
 # kinds of statement that need no citation: an assumption says so, a derivation computes from the others
@@ -67,13 +68,17 @@ def source_problem(source: str) -> str | None:
     return None if cited else ("cites no document: name a file of this repository, a URL, DOI or arXiv id, a "
                                f"document of dfx.perf.board.DOCUMENTS, or start with {' or '.join(UNCITED)}")
 
-# section -> key -> kind: "pos" (number > 0), "frac" (0 < x <= 1), "int" (integer > 0), "str"
+# section -> key -> kind: "pos" (number > 0), "nonneg" (number >= 0), "frac" (0 < x <= 1), "int" (integer > 0),
+# "count" (integer >= 0), "str". (A memory model without refresh or converters, as calibrate's, sets those to 0.)
 SCHEMA: dict[str, dict[str, str]] = {
     "": {"platform": "str", "part": "str", "kernel_clock_mhz": "pos"},
     "resources": {"LUT": "int", "FF": "int", "BRAM36": "int", "URAM": "int", "DSP": "int", "GTY": "int",
                   "CMAC": "int", "usable_fraction": "frac", "dsp_per_fp16_mul": "int", "dsp_per_fp_add": "int"},
     "hbm": {"capacity_gb": "pos", "pseudo_channels": "int", "channel_mb": "int", "channel_peak_gbps": "pos",
-            "efficiency": "frac", "read_latency_ns": "pos", "write_latency_ns": "pos"},
+            "axi_port_bits": "int", "axi_clock_mhz": "pos", "page_bytes": "int", "banks": "int",
+            "efficiency": "frac", "read_latency_ns": "pos", "page_closed_latency_ns": "pos",
+            "page_miss_latency_ns": "pos", "refresh_interval_ns": "pos", "refresh_cycle_ns": "nonneg",
+            "row_cycle_ns": "pos", "converter_cycles": "count", "write_latency_ns": "pos"},
     "ddr": {"channels": "int", "channel_peak_gbps": "pos", "efficiency": "frac", "axi_port_bits": "int",
             "read_latency_ns": "pos"},
     "link": {"qsfp_ports": "int", "lanes": "int", "lane_rate_gbps": "pos", "encoding_efficiency": "frac",
@@ -183,6 +188,10 @@ def _check(data: dict, where: str) -> None:
                 raise ConfigError(f"{where}: {name} must be a positive integer, not {v!r}")
             if kind == "pos" and v <= 0:
                 raise ConfigError(f"{where}: {name} must be > 0, not {v!r}")
+            if kind == "nonneg" and v < 0:
+                raise ConfigError(f"{where}: {name} must be >= 0, not {v!r}")
+            if kind == "count" and (v != int(v) or v < 0):
+                raise ConfigError(f"{where}: {name} must be an integer >= 0, not {v!r}")
             if kind == "frac" and not 0 < v <= 1:
                 raise ConfigError(f"{where}: {name} must be in (0, 1], not {v!r}")
 

@@ -85,6 +85,10 @@ def rtl_overrides(cfg: AccelConfig) -> dict:
         "hbm.channel_peak_gbps": cfg.channel_beat_bytes * ghz,
         "hbm.efficiency": 1.0,
         "hbm.read_latency_ns": AXIRAM_READ_CYCLES * ns,
+        "hbm.page_closed_latency_ns": AXIRAM_READ_CYCLES * ns,      # AxiRam: no rows, refresh or converters
+        "hbm.page_miss_latency_ns": AXIRAM_READ_CYCLES * ns,
+        "hbm.refresh_cycle_ns": 0,
+        "hbm.converter_cycles": 0,
         "hbm.write_latency_ns": AXIRAM_WRITE_CYCLES * ns,
         "ddr.axi_port_bits": 16 * cfg.d,
         "ddr.channel_peak_gbps": 2 * cfg.d * ghz,

@@ -20,10 +20,14 @@ from dfx.errors import PerfError
 from dfx.program import Program
 
 from .board import Board, load_board
+from .hbm import Access
 from .report import Phase, PerfReport
 from .schedule import DeviceStep, simulate_step
 from .timing import Timing, cdiv
 from .trace import MNEMONICS, Records, Trace, layer_bins, needs_count
+
+
+TOKEN_SERIAL = ("prefill", "decode")   # the streams the host runs one token per run
 
 
 class Run(NamedTuple):
@@ -47,20 +51,26 @@ class PerfModel:
         report = m.run(input_tokens=128, output_tokens=256)
 
     `fast=False` turns off the exact shortcuts (device deduplication, layer periodicity) for testing them;
-    `serial_issue=True` models the in-order RTL core (`Timing`). A program compiled with a batched prefill
-    stream (`compile_model(prefill_batch=M)`) runs its prompt through it in chunks of up to M tokens
-    (`run`); `step(stream, pos, count)` models one run of it over `count` tokens.
+    `serial_issue=True` models the in-order RTL core (`Timing`); `hbm_access` replaces the RTL's weight-stream
+    access pattern (`dfx.perf.hbm`, e.g. `hbm.dfx_access` for DFX's); `prefill_stream="decode"` runs every
+    prompt token through the decode stream (LM head included), as DFX's published latencies imply it does. A
+    program compiled with a batched prefill stream (`compile_model(prefill_batch=M)`) runs its prompt through it
+    in chunks of up to M tokens (`run`); `step(stream, pos, count)` models one run of it over `count` tokens.
     """
 
     def __init__(self, program: Program, board: str | Board | None = "u280", check_fit: bool = True,
-                 fast: bool = True, serial_issue: bool = False):
+                 fast: bool = True, serial_issue: bool = False, hbm_access: Access | None = None,
+                 prefill_stream: str = "prefill"):
         if not isinstance(program, Program):
             raise PerfError(f"expected a dfx Program, not {type(program).__name__}")
         self.fast = fast
+        if prefill_stream not in TOKEN_SERIAL:
+            raise PerfError(f"prefill_stream must be one of {TOKEN_SERIAL}, not {prefill_stream!r}")
+        self.prefill_stream = prefill_stream
         self.program = program
         self.cfg = program.config
         self.board = load_board(board)
-        self.timing = Timing(self.cfg, self.board, serial_issue)
+        self.timing = Timing(self.cfg, self.board, serial_issue, hbm_access)
         self.devices = program.n_devices
         self.model = program.manifest.model
         if check_fit:
@@ -81,6 +91,10 @@ class PerfModel:
                     raise PerfError(f"device {k} has no {name!r} stream")
                 np_ = node_pcs.get(name, [None] * self.devices)[k] if node_pcs else None
                 instrs = dev.streams[name]
+                if needs_count(instrs) and name in TOKEN_SERIAL:
+                    raise PerfError(f"device {k} {name!r} stream uses CHUNK, SLOT or BATCH +dyn_m, which only a "
+                                    "batched prefill stream may (the host runs prefill and decode one token per "
+                                    "run); recompile the program")
                 if needs_count(instrs):
                     if not instrs or instrs[-1].op.mnemonic != "HALT":
                         raise PerfError(f"device {k} {name}: stream does not end with HALT")
@@ -92,6 +106,7 @@ class PerfModel:
                 self.streams[name] = per_dev
             else:
                 self._batched[name] = per_dev
+                self.capacity(name)               # a batched stream without CHUNK: one line, here
         self.max_seq = program.manifest.max_seq
         self._memo: dict[tuple, list[DeviceStep]] = {}
         symbols = program.manifest.symbols
@@ -128,11 +143,18 @@ class PerfModel:
 
     def capacity(self, stream: str) -> int:
         """The most tokens one run of a batched stream takes (its CHUNK's cap)."""
-        instrs = self._batched[stream][0].instrs
-        caps = [ins.cap for ins in instrs if ins.op.mnemonic == "CHUNK"]
-        if not caps:
-            raise PerfError(f"stream {stream!r} uses COUNT without a CHUNK")
-        return caps[0]
+        caps = set()
+        for k, s in enumerate(self._batched[stream]):
+            found = [ins.cap for ins in s.instrs if ins.op.mnemonic == "CHUNK"]
+            if not found:
+                raise PerfError(f"device {k} {stream!r} stream uses SLOT or BATCH +dyn_m without a CHUNK (the "
+                                "instruction that reads the run's token table); a batched prefill stream starts "
+                                "with CHUNK")
+            caps.update(found)
+        if len(caps) != 1:
+            raise PerfError(f"stream {stream!r}: its CHUNKs disagree on the run's capacity ({sorted(caps)}); one "
+                            "cap per batched stream")
+        return caps.pop()
 
     def _trace(self, stream: str, count: int) -> list[Trace]:
         """Every device's batched stream along the path a run of `count` tokens takes (built once per count)."""
@@ -203,7 +225,7 @@ class PerfModel:
             chunk = self.prefill_chunk
             runs += [Run("prefill", self.batch_stream, p, min(chunk, T - 1 - p)) for p in range(0, T - 1, chunk)]
         else:
-            runs += [Run("prefill", "prefill", p, None) for p in range(T - 1)]
+            runs += [Run("prefill", self.prefill_stream, p, None) for p in range(T - 1)]
         return runs + [Run("decode", "decode", p, None) for p in range(T - 1, T + M - 1)]
 
     def run(self, input_tokens: int, output_tokens: int, memo: bool = True,
@@ -219,7 +241,7 @@ class PerfModel:
                             f"{self.max_seq} (compile with a larger max_seq)")
         groups: dict[tuple, list[Run]] = {}
         for r in self.schedule(T, M, batched):
-            groups.setdefault(self._step_key(r.stream, r.pos, r.count), []).append(r)
+            groups.setdefault((r.phase,) + self._step_key(r.stream, r.pos, r.count), []).append(r)
         phases = {"prefill": Phase(), "decode": Phase()}
         nb = len(self.streams["decode"][0].bin_names)
         for ph in phases.values():
@@ -253,10 +275,10 @@ class PerfModel:
                     ph.sync_wait += cnt * dv.sync_wait
                 ph.hbm_bytes_max += cnt * max(dv.hbm_bytes for dv in devs)
                 ph.ring_cycles += cnt * c.ring_cycles
-                if stream == "decode":
+                if phase == "decode":
                     decode_bytes.append((max(dv.hbm_bytes for dv in devs), cnt))
             table = isa.TOKEN_TABLE_HEADER + 4 * count if count else 0
-            ph.host_s += len(runs) * self.timing.host_seconds(self.devices, stream == "decode", self.logits_bytes,
+            ph.host_s += len(runs) * self.timing.host_seconds(self.devices, phase == "decode", self.logits_bytes,
                                                               table)
         return PerfReport(self, T, M, phases, decode_bytes,
                           batched=any(r.stream == self.batch_stream for g in groups.values() for r in g))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from dfx import isa
@@ -35,6 +35,7 @@ from dfx.hw.dma import DmaEngine, ddr_data_bits
 from dfx.hw.mpu import MPU
 from dfx.hw.vpu import VPU
 
+from . import hbm
 from .board import Board, load_board
 
 # BCQ weight codes -> bit planes (the dequantiser adds one binary32 per plane)
@@ -109,9 +110,11 @@ class Timing:
     """Cycle costs for one (config, board) pair: every number the scheduler uses, derived once.
 
     serial_issue: model the in-order RTL core (one instruction at a time, `SerialCosts`) instead of the
-    overlapped target design."""
+    overlapped target design. hbm_access: the weight stream's AXI access pattern (`dfx.perf.hbm.Access`); None:
+    the RTL's own (`hbm.rtl_weight_access`, read from hw/)."""
 
-    def __init__(self, cfg: AccelConfig, board: Board, serial_issue: bool = False):
+    def __init__(self, cfg: AccelConfig, board: Board, serial_issue: bool = False,
+                 hbm_access: hbm.Access | None = None):
         self.cfg, self.board = cfg, board
         self.serial = bool(serial_issue)
         self.rtl = serial_costs(cfg) if self.serial else None
@@ -122,12 +125,14 @@ class Timing:
         if cfg.hbm_channels > v("hbm", "pseudo_channels"):
             raise PerfError(f"config {cfg.name!r} uses {cfg.hbm_channels} HBM channels; board {board.name} has "
                             f"{v('hbm', 'pseudo_channels')}")
-        # ---- HBM: what the core's ports can take per cycle vs what the memory delivers
-        port = cfg.beat_bytes
-        mem = cfg.hbm_channels * v("hbm", "channel_peak_gbps") * 1e9 * v("hbm", "efficiency") / self.clock_hz
-        self.hbm_bpc = min(float(port), mem)                     # bytes per core cycle, sustained
-        self.hbm_port_bound = port <= mem
-        self.hbm_read_lat = math.ceil(v("hbm", "read_latency_ns") * cyc_per_ns)
+        # ---- HBM: the weight stream's access pattern through the core's ports into the HBM (dfx.perf.hbm)
+        self.hbm_spec = hbm.HbmSpec.from_board(board)
+        self.hbm_access = hbm_access if hbm_access is not None else hbm.rtl_weight_access(cfg)
+        self.hbm_rate = hbm.channel_rate(self.hbm_spec, self.hbm_access, cfg.channel_beat_bytes, cfg.clock_mhz)
+        self.hbm_bpc = cfg.hbm_channels * self.hbm_rate.gbps * 1e3 / cfg.clock_mhz   # bytes per core cycle
+        self.hbm_port_bound = self.hbm_rate.limit == "port"
+        self.hbm_read_lat = math.ceil(self.hbm_rate.first_ns * cyc_per_ns)
+        self._rowmajor: dict[int, float] = {}                    # column tiles -> bytes per cycle (V cache)
         self.hbm_write_lat = math.ceil(v("hbm", "write_latency_ns") * cyc_per_ns)
         # ---- DDR: one AXI port of the platform's width into one bank
         ddr_port = v("ddr", "axi_port_bits") / 8
@@ -229,7 +234,7 @@ class Timing:
             # the scale, or the BCQ planes' binary32 adds, then one rounding), pipelined at a tile per cycle
             planes = BCQ_PLANES.get(f["wfmt"], 0)
             deq = (planes * self.add if planes else self.mul32) + self.rnd
-        mem = nbytes / self.hbm_bpc
+        mem = nbytes / (self.rowmajor_bpc(nt) if f["rowmajor"] else self.hbm_bpc)
         if self.serial:                                          # one tile (x m vectors) per cycle, then the pipeline
             r = self.rtl
             occ = (r.setup["mpu"] + self.hbm_read_lat + r.feed["mpu"] + deq + r.mpu_latency
@@ -241,6 +246,19 @@ class Timing:
                + (self.mul32 if f["scale"] else 0) + self.rnd + (self.gelu_lat if f["gelu"] else 0)
                + (1 if f["mask"] else 0) + self.vbuf)
         return Cost(occ, lat, nbytes, 0)
+
+    def rowmajor_bpc(self, nt: int) -> float:
+        """HBM bytes per cycle of a row-major matrix (the V cache) with `nt` column tiles per row tile: the MPU
+        reads tile (i, j) at i*nt + j in its order (column block j, then row tile i), so each tile is its own
+        one-beat read, `nt` beats after the last (hw/core_mpu.py); reads in flight and buffering as the weight
+        stream's."""
+        bpc = self._rowmajor.get(nt)
+        if bpc is None:
+            cb = self.cfg.channel_beat_bytes
+            a = replace(self.hbm_access, burst_bytes=cb, stride_bytes=nt * cb)
+            r = hbm.channel_rate(self.hbm_spec, a, cb, self.cfg.clock_mhz)
+            bpc = self._rowmajor[nt] = self.cfg.hbm_channels * r.gbps * 1e3 / self.cfg.clock_mhz
+        return bpc
 
     def _vector(self, op: isa.Op, f: dict, n_dyn: int) -> Cost:
         cfg = self.cfg

@@ -56,3 +56,26 @@ def test_cli_overlap_auto_and_prefill_batch(tmp_path):
     assert res.exit_code == 0 and "prefill: 2 steps (matrix-matrix, up to 4 tokens each)" in res.output, res.output
     res = runner.invoke(perf_cmd, ["124M", "--devices", "1", "--prefill-batch", "1000"])
     assert res.exit_code == 2 and "the largest chunk that fits is" in res.output and res.output.count("\n") == 1
+
+
+def test_cli_batched_instructions_in_the_wrong_stream(tmp_path):
+    """Issue 21: CHUNK/SLOT in a token-serial stream, or a batched stream without CHUNK, is one error line (exit
+    2), not a traceback. The programs are a compiled one with its streams edited (and saved again)."""
+    runner = CliRunner()
+
+    def edited(edit):
+        prog = shapes(SMALL, "tiny", devices=1, max_seq=48, prefill_batch=4)
+        edit(prog.devices[0].streams)
+        return save_program(prog, tmp_path / "bad.dfx")
+
+    def serial_chunk(st):
+        st["prefill"] = list(st["prefill_batch"])
+
+    def no_chunk(st):
+        st["prefill_batch"] = [i for i in st["prefill_batch"] if i.op.mnemonic != "CHUNK"]
+
+    for edit, msg in ((serial_chunk, "'prefill' stream uses CHUNK, SLOT or BATCH +dyn_m"),
+                      (no_chunk, "'prefill_batch' stream uses SLOT or BATCH +dyn_m without a CHUNK")):
+        res = runner.invoke(perf_cmd, [str(edited(edit)), "--input-tokens", "4", "--output-tokens", "2"])
+        assert res.exit_code == 2 and msg in res.output, res.output
+        assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output

@@ -105,7 +105,7 @@ def test_batched_linear_by_hand(board):
     """BATCH m + LINEAR: the weights stream once (same HBM bytes), each tile meets the m vectors (kt x max(m x nt,
     fp_add) MPU cycles), the pipeline latency is the LINEAR's; the scoreboard tracks every output vector."""
     add = board.value("core", "fp_add_cycles")
-    one = cycles(hand(["LINEAR dst=40 src=0 k=16 n=8\nHALT"]))        # 105: kt = nt = 2, accumulation-bound
+    one = cycles(hand(["LINEAR dst=40 src=0 k=16 n=8\nHALT"]))        # 111: kt = nt = 2, accumulation-bound
     for m in (1, 4, 8):
         prog = hand([f"BATCH m={m} src_stride=2 dst_stride=1\nLINEAR dst=40 src=0 k=16 n=8\nHALT"])
         dev = PerfModel(prog).step("decode", 0)[0]
@@ -114,7 +114,7 @@ def test_batched_linear_by_hand(board):
     lin = "BATCH m=8 src_stride=2 dst_stride=1\nLINEAR dst=40 src=0 k=16 n=8\n"
     last = cycles(hand([lin + "VADD dst=100 a=47 b=47 n=8\nHALT"]))       # reads output 7 (entry 40 + 7)
     after = cycles(hand([lin + "VADD dst=100 a=48 b=48 n=8\nHALT"]))      # the entry after the outputs
-    assert after == 115 and last == 115 + 1 + add + 2
+    assert after == 121 and last == 121 + 1 + add + 2
 
 
 def test_batched_allgather_by_hand(board):
