@@ -174,13 +174,14 @@ class KernelRing(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.domains.sync = ClockDomain("sync", local=True)
+        # `ap` (not `sync`: each Top defines its own local `sync` from the same ap_clk)
+        m.domains.ap = ClockDomain("ap", local=True)
         m.domains.user = ClockDomain("user", local=True)
-        m.d.comb += [ClockSignal("sync").eq(self.ap_clk), ResetSignal("sync").eq(~self.ap_rst_n),
+        m.d.comb += [ClockSignal("ap").eq(self.ap_clk), ResetSignal("ap").eq(~self.ap_rst_n),
                      ClockSignal("user").eq(~self.ap_clk), ResetSignal("user").eq(~self.ap_rst_n)]
         for k, (t, rk) in enumerate(zip(self.tops, self.kernels)):
             m.submodules[f"dev{k}"] = t
-            m.submodules[f"ring{k}"] = DomainRenamer({"l0": "user", "l1": "user"})(rk)
+            m.submodules[f"ring{k}"] = DomainRenamer({"sync": "ap", "l0": "user", "l1": "user"})(rk)
             m.d.comb += [t.ap_clk.eq(self.ap_clk), t.ap_rst_n.eq(self.ap_rst_n)]
             for name, member in t.signature.members.items():
                 if name in ("ap_clk", "ap_rst_n") or name.startswith("ring_"):
