@@ -99,6 +99,7 @@ class _Endpoint(wiring.Component):
     def __init__(self, slot_bits: int, frame_words: int, window: int, members: dict):
         for name, v, hi in (("frame_words", frame_words, 8), ("window", window, 64)):
             if not isinstance(v, int) or v < 1 or v > hi or v & (v - 1):
+                self._MustUse__silence = True
                 raise ValueError(f"{name} must be a power of two 1..{hi}, not {v!r}")
         self.slot_bits, self.M, self.F = slot_bits, frame_words, window
         self.meta_bits = slot_bits + 1
