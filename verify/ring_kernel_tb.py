@@ -14,6 +14,8 @@ import random
 import sys
 from pathlib import Path
 
+from dfx.hw.ring_kernel import STATUS_REGS
+
 JOB_ENV = "DFX_RING_PAIR_JOB"
 
 
@@ -27,7 +29,7 @@ def _pauses(rnd: random.Random, p: float, burst: int):
 
 
 def _main():
-    import cocotb
+    import cocotb  # lazy: cocotb exists only inside the simulator process
 
     @cocotb.test()
     async def ring_pair(dut):
@@ -36,8 +38,6 @@ def _main():
         from cocotb.triggers import ClockCycles, Timer, with_timeout
         from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame, AxiStreamSink,
                                    AxiStreamSource)
-
-        from dfx.hw.ring_kernel import STATUS_REGS
         spec = json.loads(Path(os.environ[JOB_ENV]).read_text())
         rnd = random.Random(spec["seed"])
         dut.ap_rst_n.value = 0
