@@ -8,16 +8,14 @@ What it writes (every file from the core's config and `dfx.regmap`; templates an
     kernel.xml                the kernel's arguments and interfaces, from `dfx.regmap`
     package_xo.tcl            Vivado: package src/ as an RTL kernel -> dfx_core.xo (FREQ_HZ added, then set)
     connectivity.cfg          v++ --link: nk=, m_axi_hbmNN -> HBM[NN], m_axi_ddr -> DDR[0], ring of one card
-    connectivity_ring.cfg     the same with the QSFP ring through the dfx_ring Aurora kernel (RING.md)
-    aurora/gen_aurora_ip.tcl  Vivado: the Aurora 64B/66B cores for both QSFP28 cages
-    RING.md                   what Vivado must do for the multi-card ring
+    (devices > 1)             connectivity_ring.cfg, ring/, aurora/, RING.md: `dfx.host.ring_build`
     build.json                the config, its hash, ports, banks, clock and which Yosys wrote the Verilog
     build.sh                  the exact commands, in order, shell-quoted (v++ --kernel_frequency: the clock)
 
 `check_tree` (and `dfx build --check DIR`) re-reads the files and checks them against the config and
 `dfx.regmap`, one line per mismatch: kernel.xml's args and package_xo.tcl's registers, the link configs'
 nk=/sp=/slr=/stream_connect= lines against the kernel's ports (kernel.xml and the Verilog), the clock, the
-Verilog's port widths. No path reaches a shell or Tcl unquoted: tools run from argument lists
+Verilog's port widths, and (devices > 1) the ring kernel's ports against connectivity_ring.cfg. No path reaches a shell or Tcl unquoted: tools run from argument lists
 (docs/board_flow.md, Paths and quoting).
 """
 from __future__ import annotations
