@@ -321,8 +321,8 @@ def build_tree(cfg: AccelConfig, out: str | Path, board: str = "u280", verilog: 
             "connectivity_ring.cfg": connectivity(cfg, ring=True),
             "aurora/gen_aurora_ip.tcl": ring_build.aurora_tcl(cfg, data, tcl_word, _v),
             f"{RING_DIR}/kernel.xml": ring_build.kernel_xml(cfg),
-            f"{RING_DIR}/package_xo.tcl": ring_build.package_tcl(cfg, data, _label(cfg.name), tcl_word,
-                                                                 _v(data, "part"), clock_hz(cfg)),
+            f"{RING_DIR}/package_xo.tcl": ring_build.package_tcl(cfg, _label(cfg.name), tcl_word, _v(data, "part"),
+                                                                 clock_hz(cfg)),
             "RING.md": (BOARD_DIR / "u280" / "RING.md").read_text()})
         if rtext is not None:
             files[f"{RING_DIR}/src/{RING_KERNEL}.v"] = rtext

@@ -17,7 +17,6 @@ the stream widths equal to the core's ring beat.
 """
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from string import Template
@@ -77,14 +76,15 @@ def kernel_xml(cfg: AccelConfig) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def package_tcl(cfg: AccelConfig, board: dict, label: str, tcl_word, part: str, freq_hz: int) -> str:
+def package_tcl(cfg: AccelConfig, label: str, tcl_word, part: str, freq_hz: int) -> str:
+    """ring/package_xo.tcl; `label`: the config's name for comments, `tcl_word`: `dfx.host.build.tcl_word`."""
     hw = _hw()
     regs = "\n".join(f"set reg [ipx::add_register {name.lower()} $blk]; set_property address_offset 0x{off:x} "
                      f"$reg; set_property size 32 $reg" for off, name, _ in hw.STATUS_REGS)
     return Template((Path(__file__).resolve().parents[1] / "boards" / "u280" / "package_ring_xo.tcl.in").read_text()
                     ).substitute(kernel=RING_KERNEL, config_name=label, config_hash=cfg.config_hash,
-                                 part=tcl_word(part), cores=" ".join(hw.AURORA), busifs="s_axi_control s_axis_tx m_axis_rx",
-                                 freq_hz=freq_hz, span=1 << hw.AXIL_ADDR_BITS, registers=regs)
+                                 part=tcl_word(part), cores=" ".join(hw.AURORA),
+                                 busifs=" ".join(["s_axi_control", *STREAMS]), freq_hz=freq_hz, span=1 << hw.AXIL_ADDR_BITS, registers=regs)
 
 
 def aurora_tcl(cfg: AccelConfig, board: dict, tcl_word, v) -> str:
@@ -134,12 +134,14 @@ def check_ring_tree(out: Path, cfg: AccelConfig, conn: str, verilog_ports) -> li
         if p is None:
             bad.append(f"{RING_DIR}/kernel.xml: no stream port {name}")
         elif p.get("dataWidth") != str(ring_bits(cfg)):
-            bad.append(f"{RING_DIR}/kernel.xml: {name} is {p.get('dataWidth')} bits, the core's ring is {ring_bits(cfg)}")
+            bad.append(f"{RING_DIR}/kernel.xml: {name} is {p.get('dataWidth')} bits, the core's ring is "
+                       f"{ring_bits(cfg)}")
         if vp is not None and vp.get(f"{name}_tdata") != ring_bits(cfg):
             bad.append(f"{RING_DIR}/src/{RING_KERNEL}.v: {name}_tdata is {vp.get(f'{name}_tdata')} bits, "
                        f"the core's ring is {ring_bits(cfg)}")
-    declared = {n for n in INTERFACES if n == "init_clk" or re.search(r"add_bus_interface (gt_port|gt_refclk)\$\$?cage",
-                                                                          pkg_text)}
+    # package_xo.tcl declares gt_port<cage> and gt_refclk<cage> in a loop over both cages; init_clk is a plain port
+    declared = {"init_clk"} | {n for n in INTERFACES for kind in ("gt_port", "gt_refclk")
+                               if n.startswith(kind) and f"ipx::add_bus_interface {kind}$cage" in pkg_text}
     for n, pins in INTERFACES.items():
         if vp is not None:
             missing = [p for p in pins if p not in vp]
