@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +99,7 @@ def run_pair(core_bits: int, model: LinkModel, messages: int = 40, max_beats: in
 
 class KernelRingCore(RtlCore):
     """`RtlCore` on a ring of cores joined through ring kernels and lossy links (`dfx.hw.ring_top.KernelRing`);
-    the program must be a multi-device one."""
+    the program must be a multi-device one. `sim`: $SIM, else Verilator where installed (else Icarus)."""
 
     def __init__(self, program: Program, model: LinkModel = LinkModel(), sim: str | None = None,
                  kernel: dict | None = None):
@@ -106,7 +107,9 @@ class KernelRingCore(RtlCore):
             raise ValueError(f"a ring needs a program of 2 or more devices, not {program.n_devices}")
         self.program, self.device = program, 0
         self.cfg: AccelConfig = program.config
-        self.sim = simulator(sim)
+        # Verilator unless asked otherwise: whole rings are long runs
+        self.sim = simulator(sim or os.environ.get("SIM") or (
+            "verilator" if missing_simulator("verilator") is None else "icarus"))
         self.waves = False
         why = missing_simulator(self.sim)
         if why:
