@@ -75,3 +75,59 @@ def test_ring_of_four_cores_with_kernels():
     model4 = make_hf_gpt2(8, **{**TINY_GPT2, "n_head": 4})
     prompt, new = PROMPT[1:], 2
     check_kernel_ring(compile_model(model4, "tiny", devices=4), golden_greedy(model4, prompt, new), prompt, new)
+
+
+def test_link_model_latency_drops_and_flips():
+    """The link model itself (amaranth.sim): a clean link delivers every word `latency` cycles later; a lossy one
+    drops and flips about the share asked for, each flip is one bit, and what arrives stays in order."""
+    from amaranth.sim import Simulator
+
+    from dfx.hw.ring_top import LossyLink
+
+    def run(model, n=3000):
+        dut = LossyLink(model)
+        sent, got = [], []
+
+        async def bench(ctx):
+            k = 0
+            for cycle in range(n + model.latency + 2):
+                ctx.set(dut.tx_tdata, k * 0x0101_0101 + 7)
+                ctx.set(dut.tx_tvalid, cycle < n)
+                await ctx.delay(1e-9)
+                take = ctx.get(dut.tx_tvalid) and ctx.get(dut.tx_tready)
+                if take:
+                    sent.append((cycle, k * 0x0101_0101 + 7))
+                    k += 1
+                if ctx.get(dut.rx_tvalid):
+                    got.append((cycle, ctx.get(dut.rx_tdata)))
+                await ctx.tick()
+            return ctx.get(dut.dropped), ctx.get(dut.flipped)
+
+        sim = Simulator(dut)
+        sim.add_clock(4e-9)
+        out = {}
+
+        async def wrap(ctx):
+            out["counts"] = await bench(ctx)
+        sim.add_testbench(wrap)
+        sim.run()
+        return sent, got, out["counts"]
+
+    sent, got, (dropped, flipped) = run(LinkModel(latency=5))
+    assert dropped == flipped == 0 and [w for _, w in got] == [w for _, w in sent]
+    assert all(tg - ts == 5 for (ts, _), (tg, _) in zip(sent, got))
+    model = LinkModel(latency=3, drop=3277, flip=3277, stall=6554, seed=9)     # 5%, 5%, 10%
+    sent, got, (dropped, flipped) = run(model)
+    assert len(sent) < 3000 * 0.95                      # TX stalls took cycles
+    assert 0.03 < dropped / len(sent) < 0.07 and 0.03 < flipped / len(sent) < 0.07
+    assert len(got) == len(sent) - dropped
+    by_index = {w: i for i, (_, w) in enumerate(sent)}
+    idx, flips = [], 0
+    for _, w in got:                                    # a word is either intact or one bit off an intact one
+        if w in by_index:
+            idx.append(by_index[w])
+        else:
+            flips += 1
+            cands = [v for _, v in sent if bin(v ^ w).count("1") == 1]
+            assert cands, hex(w)
+    assert idx == sorted(idx) and flips == flipped
