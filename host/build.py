@@ -8,16 +8,14 @@ What it writes (every file from the core's config and `dfx.regmap`; templates an
     kernel.xml                the kernel's arguments and interfaces, from `dfx.regmap`
     package_xo.tcl            Vivado: package src/ as an RTL kernel -> dfx_core.xo (FREQ_HZ added, then set)
     connectivity.cfg          v++ --link: nk=, m_axi_hbmNN -> HBM[NN], m_axi_ddr -> DDR[0], ring of one card
-    connectivity_ring.cfg     the same with the QSFP ring through the dfx_ring Aurora kernel (RING.md)
-    aurora/gen_aurora_ip.tcl  Vivado: the Aurora 64B/66B cores for both QSFP28 cages
-    RING.md                   what Vivado must do for the multi-card ring
+    (devices > 1)             connectivity_ring.cfg, ring/, aurora/, RING.md: `dfx.host.ring_build`
     build.json                the config, its hash, ports, banks, clock and which Yosys wrote the Verilog
     build.sh                  the exact commands, in order, shell-quoted (v++ --kernel_frequency: the clock)
 
 `check_tree` (and `dfx build --check DIR`) re-reads the files and checks them against the config and
 `dfx.regmap`, one line per mismatch: kernel.xml's args and package_xo.tcl's registers, the link configs'
 nk=/sp=/slr=/stream_connect= lines against the kernel's ports (kernel.xml and the Verilog), the clock, the
-Verilog's port widths. No path reaches a shell or Tcl unquoted: tools run from argument lists
+Verilog's port widths, and (devices > 1) the ring kernel's ports against connectivity_ring.cfg. No path reaches a shell or Tcl unquoted: tools run from argument lists
 (docs/board_flow.md, Paths and quoting).
 """
 from __future__ import annotations
@@ -41,16 +39,13 @@ from dfx.config import AccelConfig
 from dfx.errors import DfxError, UsageError
 from dfx.verify.toolchain import venv_path
 
+from . import ring_build
+from .ring_build import RING_CU, RING_DIR, RING_KERNEL, BuildError  # noqa: F401 (BuildError: re-exported)
+
 BOARDS = ("u280",)
 KERNEL = "dfx_core"
 CU = f"{KERNEL}_1"
-RING_KERNEL = "dfx_ring"
-RING_CU = f"{RING_KERNEL}_1"
 BOARD_DIR = Path(__file__).resolve().parents[1] / "boards"
-
-
-class BuildError(DfxError):
-    """The board build tree cannot be generated or does not agree with the core's config."""
 
 
 def board_data(board: str) -> dict:
@@ -191,16 +186,6 @@ def package_tcl(cfg: AccelConfig, board: dict) -> str:
         registers=_tcl_registers(cfg), pointer_refs=_tcl_pointer_refs(cfg))
 
 
-def aurora_tcl(cfg: AccelConfig, board: dict) -> str:
-    link, vitis = board["link"], board["vitis"]
-    user_bits = _v(vitis, "aurora_user_bits")
-    return Template((BOARD_DIR / "u280" / "gen_aurora_ip.tcl.in").read_text()).substitute(
-        part=tcl_word(_v(board, "part")), lane_rate=_v(link, "lane_rate_gbps"), refclk_mhz=_v(vitis, "qsfp_refclk_mhz"),
-        init_clk_mhz=_v(vitis, "init_clk_mhz"),
-        user_bits=user_bits, user_bytes=user_bits // 8, user_clk_mhz=_v(link, "user_clk_mhz"),
-        freq_mhz=f"{cfg.clock_mhz:g}", core_bits=ring_bits(cfg), core_bytes=ring_bits(cfg) // 8)
-
-
 def clock_hz(cfg: AccelConfig) -> int:
     return int(round(cfg.clock_mhz * 1e6))
 
@@ -210,12 +195,17 @@ def kernel_frequency(cfg: AccelConfig) -> str:
     return f"0:{cfg.clock_mhz:g}"
 
 
-def commands(board: dict, cfg: AccelConfig) -> list[list[str]]:
-    """The tool invocations, as argument lists, run in the tree (build.sh and `build_tree` run exactly these)."""
-    plat = _v(board, "vitis", "platform_full")
-    return [["vivado", "-mode", "batch", "-source", "package_xo.tcl", "-tclargs", _v(board, "part")],
-            ["v++", "--link", "-t", "hw", "--platform", plat, "--config", "connectivity.cfg",
-             "--kernel_frequency", kernel_frequency(cfg), "-o", f"{KERNEL}_u280.xclbin", f"{KERNEL}.xo"]]
+def commands(board: dict, cfg: AccelConfig, devices: int = 1) -> list[list[str]]:
+    """The tool invocations, as argument lists, run in the tree (build.sh and `build_tree` run exactly these).
+    More than one device: the Aurora cores and the ring kernel first, then the link with both kernels."""
+    plat, part = _v(board, "vitis", "platform_full"), _v(board, "part")
+    ring = devices > 1
+    xos = [f"{KERNEL}.xo"] + ([f"{RING_DIR}/{RING_KERNEL}.xo"] if ring else [])
+    return ((ring_build.commands(part) if ring else [])
+            + [["vivado", "-mode", "batch", "-source", "package_xo.tcl", "-tclargs", part],
+               ["v++", "--link", "-t", "hw", "--platform", plat, "--config",
+                "connectivity_ring.cfg" if ring else "connectivity.cfg", "--kernel_frequency", kernel_frequency(cfg),
+                "-o", f"{KERNEL}_u280.xclbin", *xos]])
 
 
 def build_sh(cmds: list[list[str]]) -> str:
@@ -307,31 +297,42 @@ def _step(argv: list[str]) -> int:
 
 
 def build_tree(cfg: AccelConfig, out: str | Path, board: str = "u280", verilog: bool = True,
-               run_tools: bool = True, log=print) -> BuildResult:
+               run_tools: bool = True, log=print, devices: int = 1) -> BuildResult:
+    """The tree for one card (`devices` = 1: the ring is the card itself) or for a ring of `devices` cards (the
+    same xclbin on each: the core and the `dfx_ring` kernel on both QSFP28 cages; `dfx.host.ring_build`)."""
     data = board_data(board)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is not a directory")
+    if not isinstance(devices, int) or not 1 <= devices <= cfg.devices:
+        raise UsageError(f"--devices must be an integer 1..{cfg.devices} (the config's ring size), not {devices!r}")
+    ring = devices > 1
     # the Verilog first: a failed conversion leaves no tree whose build.sh would fail later
     vtext, vby = core_verilog(cfg) if verilog else (None, None)
+    rtext = ring_build.verilog(cfg) if verilog and ring else None
     out.mkdir(parents=True, exist_ok=True)
     (out / "src").mkdir(exist_ok=True)
-    (out / "aurora").mkdir(exist_ok=True)
-    files = {
-        "kernel.xml": kernel_xml(cfg),
-        "package_xo.tcl": package_tcl(cfg, data),
-        "connectivity.cfg": connectivity(cfg),
-        "connectivity_ring.cfg": connectivity(cfg, ring=True),
-        "aurora/gen_aurora_ip.tcl": aurora_tcl(cfg, data),
-        "RING.md": (BOARD_DIR / "u280" / "RING.md").read_text(),
-    }
-    argv = commands(data, cfg)
+    files = {"kernel.xml": kernel_xml(cfg), "package_xo.tcl": package_tcl(cfg, data),
+             "connectivity.cfg": connectivity(cfg)}
+    if ring:
+        for d in ("aurora", RING_DIR, f"{RING_DIR}/src"):
+            (out / d).mkdir(exist_ok=True)
+        files.update({
+            "connectivity_ring.cfg": connectivity(cfg, ring=True),
+            "aurora/gen_aurora_ip.tcl": ring_build.aurora_tcl(cfg, data, tcl_word, _v),
+            f"{RING_DIR}/kernel.xml": ring_build.kernel_xml(cfg),
+            f"{RING_DIR}/package_xo.tcl": ring_build.package_tcl(cfg, _label(cfg.name), tcl_word, _v(data, "part"),
+                                                                 clock_hz(cfg)),
+            "RING.md": (BOARD_DIR / "u280" / "RING.md").read_text()})
+        if rtext is not None:
+            files[f"{RING_DIR}/src/{RING_KERNEL}.v"] = rtext
+    argv = commands(data, cfg, devices)
     files["build.sh"] = build_sh(argv)
     manifest = {"board": board, "platform": _v(data, "vitis", "platform_full"), "part": _v(data, "part"),
                 "kernel": KERNEL, "compute_unit": CU, "config": cfg.to_dict(), "config_hash": cfg.config_hash,
                 "clock_hz": clock_hz(cfg), "kernel_frequency": kernel_frequency(cfg), "m_axi": m_axi_ports(cfg),
                 "banks": bank_map(cfg), "ring_bits": ring_bits(cfg), "regmap_span": regmap.span(cfg),
-                "verilog_by": vby}
+                "verilog_by": vby, "devices": devices}
     files["build.json"] = json.dumps(manifest, indent=1) + "\n"
     vpath = out / "src" / f"{KERNEL}.v"
     if vtext is not None:
@@ -411,9 +412,12 @@ def check_tree(out: str | Path, cfg: AccelConfig | None = None, board: str | Non
         bad += _check_verilog(cfg, vp, vmasters)
     bad += _check_package_tcl(cfg, _read(out, "package_xo.tcl"))
     slrs = _v(data, "vitis", "slrs")
-    for name, ring in (("connectivity.cfg", False), ("connectivity_ring.cfg", True)):
+    devices = manifest.get("devices", 1)
+    for name, ring in (("connectivity.cfg", False), ("connectivity_ring.cfg", True))[:2 if devices > 1 else 1]:
         bad += _check_connectivity(cfg, name, _read(out, name), masters, vmasters, streams, slrs, ring)
-    bad += _check_build_sh(cfg, _read(out, "build.sh"))
+    if devices > 1:
+        bad += ring_build.check_ring_tree(out, cfg, _read(out, "connectivity_ring.cfg"), verilog_ports)
+    bad += _check_build_sh(cfg, _read(out, "build.sh"), devices)
     return bad
 
 
@@ -568,12 +572,17 @@ def _check_connectivity(cfg: AccelConfig, name: str, text: str, masters: set[str
     return bad
 
 
-def _check_build_sh(cfg: AccelConfig, text: str) -> list[str]:
+def _check_build_sh(cfg: AccelConfig, text: str, devices: int = 1) -> list[str]:
+    bad = []
     freqs = re.findall(r"--kernel_frequency[ =](\S+)", text)
     if freqs != [kernel_frequency(cfg)]:
-        return [f"build.sh: v++ --kernel_frequency {' '.join(freqs) or '(none)'}, the config's clock is "
-                f"{kernel_frequency(cfg)} (clock 0 at {cfg.clock_mhz:g} MHz)"]
-    return []
+        bad.append(f"build.sh: v++ --kernel_frequency {' '.join(freqs) or '(none)'}, the config's clock is "
+                   f"{kernel_frequency(cfg)} (clock 0 at {cfg.clock_mhz:g} MHz)")
+    want = "connectivity_ring.cfg" if devices > 1 else "connectivity.cfg"
+    if f"--config {want}" not in text or (devices > 1) != (f"{RING_DIR}/{RING_KERNEL}.xo" in text):
+        bad.append(f"build.sh: v++ --link must use {want}" + (f" and {RING_DIR}/{RING_KERNEL}.xo" if devices > 1 else
+                                                               ""))
+    return bad
 
 
 def lint(out: str | Path) -> tuple[bool, str]:

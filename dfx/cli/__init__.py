@@ -396,13 +396,16 @@ def disasm(program, device, stream):
               help="run `verilator --lint-only` on the generated Verilog")
 @click.option("--run-tools/--no-run-tools", default=True, show_default=True,
               help="run Vivado (package_xo) and v++ --link when they are on PATH")
+@click.option("--devices", type=int, default=1, show_default=True,
+              help="cards in the ring: 1 (the ring is the card itself) or more (adds the dfx_ring Aurora kernel on "
+                   "both QSFP28 cages, connectivity_ring.cfg and the Aurora IP Tcl; the same xclbin on every card)")
 @click.option("--check", "check_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="only check an existing tree DIR (its build.json's config, or --config when given): kernel.xml "
                    "and package_xo.tcl against dfx.regmap, the link configs' nk=/sp=/slr= against the kernel's "
                    "ports; one line per mismatch, exit 2")
 @click.pass_context
 @friendly
-def build(ctx, board, output, config, verilog, lint, run_tools, check_dir):
+def build(ctx, board, output, config, verilog, lint, run_tools, devices, check_dir):
     """Write the Vitis RTL-kernel build tree for BOARD into -o DIR and build the xclbin where Vivado/v++ exist.
 
     \b
@@ -431,7 +434,7 @@ def build(ctx, board, output, config, verilog, lint, run_tools, check_dir):
         fail("-o DIR is required (or --check DIR)")
     cfg = load_config(config)
     res = build_tree(cfg, output, board, verilog=verilog, run_tools=run_tools,
-                     log=lambda m: click.echo(m, err=True))
+                     log=lambda m: click.echo(m, err=True), devices=devices)
     click.echo(f"wrote {output}: {', '.join(res.files)} (config {cfg.name}, hash {cfg.config_hash}, "
                f"{cfg.hbm_channels} HBM ports, {cfg.clock_mhz:g} MHz); checked against the config", err=True)
     if res.verilog is None and lint:

@@ -57,11 +57,9 @@ def test_tree_agrees_with_the_config(name, tmp_path):
     assert f" --kernel_frequency 0:{cfg.clock_mhz:g} " in sh
     # the placement plan: no slr= (docs/board_flow.md says why)
     assert not re.search(r"^slr=", conn, re.M) and "# placement: no slr=" in conn
-    ring = (tmp_path / "connectivity_ring.cfg").read_text()
-    assert "connect=dfx_ring_1/gt_port0:io_gt_qsfp0_00" in ring and "io_gt_qsfp1_00" in ring
-    aur = (tmp_path / "aurora" / "gen_aurora_ip.tcl").read_text()
-    assert "create_ip -name aurora_64b66b" in aur and "CONFIG.C_LINE_RATE {25.78125}" in aur
-    assert "CONFIG.C_REFCLK_FREQUENCY {161.1328125}" in aur
+    # one card: the ring is the card itself, so no ring kernel, Aurora IP or QSFP link config
+    assert not (tmp_path / "connectivity_ring.cfg").exists() and not (tmp_path / "aurora").exists()
+    assert "--config connectivity.cfg " in sh and "dfx_ring" not in sh
     tcl = (tmp_path / "package_xo.tcl").read_text()
     assert "package_xo" in tcl
     # FREQ_HZ is created on ap_clk before its value is set
@@ -94,7 +92,7 @@ def test_check_names_a_wrong_port_name(tmp_path):
 
 
 def test_check_names_each_link_config_mismatch(tmp_path):
-    cfg = _tree(tmp_path)
+    cfg = _tree(tmp_path, devices=4)
     _edit(tmp_path / "connectivity.cfg", "m_axi_hbm02:HBM[2]", "m_axi_hbm02:HBM[7]")
     _edit(tmp_path / "connectivity_ring.cfg", "nk=dfx_ring:1:dfx_ring_1", "nk=dfx_ring:2:dfx_ring_1")
     with (tmp_path / "connectivity.cfg").open("a") as f:
@@ -319,9 +317,9 @@ def _tcl_calls(script: Path) -> list[list[str]]:
 def test_tcl_with_shell_characters(tmp_path):
     parent = tmp_path / "parent"
     out = parent / NASTY
-    _tree(out)
+    _tree(out, devices=2)
     assert tcl_word(NASTY) == "a\\ b\\$HOME'q\\\"c\\;d`e`" and tcl_word("") == "{}"
-    for name in ("package_xo.tcl", "aurora/gen_aurora_ip.tcl"):
+    for name in ("package_xo.tcl", "aurora/gen_aurora_ip.tcl", "ring/package_xo.tcl"):
         text = (out / name).read_text()
         # no generated line puts a path in the text: every path comes from [info script] at run time
         assert NASTY not in text and str(tmp_path) not in text
@@ -335,6 +333,11 @@ def test_tcl_with_shell_characters(tmp_path):
     aur = _tcl_calls(out / "aurora" / "gen_aurora_ip.tcl")
     assert ["create_ip", "-name", "aurora_64b66b", "-vendor", "xilinx.com", "-library", "ip", "-module_name",
             "aurora_qsfp0", "-dir", f"{out}/aurora/ip"] in aur and ["file", "mkdir", f"{out}/aurora/ip"] in aur
+    ring = _tcl_calls(out / "ring" / "package_xo.tcl")
+    assert ["add_files", "-norecurse", f"{out}/ring/../aurora/ip/aurora_qsfp1/aurora_qsfp1.xci"] in ring
+    assert ["package_xo", "-force", "-xo_path", f"{out}/ring/dfx_ring.xo", "-kernel_name", "dfx_ring",
+            "-ctrl_protocol", "ap_ctrl_none", "-ip_directory", f"{out}/ring/pkg/ip", "-kernel_xml",
+            f"{out}/ring/kernel.xml"] in ring
     _nothing_else(parent, NASTY)
 
 

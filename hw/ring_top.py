@@ -1,0 +1,208 @@
+"""Simulation wrappers of the ring kernel (`dfx.hw.ring_kernel.RingKernel`) over a lossy, delayed link model.
+
+`LossyLink` stands in for one direction of an Aurora 64B/66B channel (PG074, streaming mode): 256-bit words
+in at `s_axi_tx` (with `tready`), out at `m_axi_rx` (no back-pressure) `latency` cycles later, and, from a
+seeded xorshift64 generator, per word: a drop (the word never arrives), a single flipped bit (at a random
+position), or a cycle of `tready` low on the sending side (as Aurora's clock compensation does). `channel_up`
+rises `up_after` cycles after reset. Probabilities are per word, in units of 1/65536.
+
+`KernelPair`: two ring kernels, A's cage 0 joined to B's cage 1 by two `LossyLink`s (data forward, ACK words
+back); A's `s_axis_tx`, B's `m_axis_rx` and both status ports as top-level ports (`a_`/`b_` prefixes). Clocks:
+`ap_clk` for both kernels' core side, `user_clk` for the links (independent, as on a board).
+
+`KernelRing`: n cores (`dfx.hw.top.Top`) as `RingTop` joins them, but each core's `ring_tx` goes through its
+own ring kernel, a `LossyLink` pair, and the next core's ring kernel. Same ports as `RingTop` (one `ap_clk`,
+`dev<k>_` prefixes) and the same Verilog top name (`dfx.hw.top.ring_name`), so the RTL ring co-simulation
+driver (`dfx.verify.rtl_core.RtlCore` / `dfx.verify.core_tb`) runs it unchanged; the links' user clock is
+ap_clk inverted (a second clock domain with its own edges; the kernel-pair test uses independent clocks).
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from dataclasses import dataclass
+
+from amaranth import C, Cat, ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal, Signal
+from amaranth.back import verilog as back
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from dfx.config import AccelConfig
+
+from .ring_kernel import GT_LANES, RingKernel
+from .ring_link import LINK_BITS
+from .top import Top, ring_name
+
+PAIR_NAME = "dfx_ring_pair"
+
+
+@dataclass(frozen=True)
+class LinkModel:
+    """One direction's impairments: `latency` cycles; drop, bit-flip and TX-stall probabilities per word in
+    units of 1/65536; `seed` of the generator (non-zero); `up_after` cycles before channel_up."""
+    latency: int = 16
+    drop: int = 0
+    flip: int = 0
+    stall: int = 0
+    seed: int = 1
+    up_after: int = 8
+
+    def __post_init__(self):
+        for name in ("drop", "flip", "stall"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 0 <= v < 65536:
+                raise ValueError(f"{name} must be an integer 0..65535 (per 65536 words), not {v!r}")
+        if not isinstance(self.latency, int) or self.latency < 1:
+            raise ValueError(f"latency must be an integer >= 1, not {self.latency!r}")
+        if not isinstance(self.seed, int) or not 0 < self.seed < 1 << 64:
+            raise ValueError(f"seed must be an integer 1..2**64-1, not {self.seed!r}")
+
+    def reseeded(self, k: int) -> "LinkModel":
+        """The same impairments with a seed of its own for link `k`."""
+        return LinkModel(self.latency, self.drop, self.flip, self.stall,
+                         (self.seed * 0x9E3779B97F4A7C15 + k + 1) % (1 << 64) or 1, self.up_after)
+
+
+class LossyLink(wiring.Component):
+    """One direction of a link (domain `sync`); see the module docstring."""
+
+    def __init__(self, model: LinkModel):
+        self.model = model
+        super().__init__({"tx_tdata": In(LINK_BITS), "tx_tvalid": In(1), "tx_tready": Out(1),
+                          "rx_tdata": Out(LINK_BITS), "rx_tvalid": Out(1), "channel_up": Out(1),
+                          "dropped": Out(32), "flipped": Out(32)})
+
+    def elaborate(self, platform):
+        m = Module()
+        md = self.model
+        x = Signal(64, init=md.seed)
+        x1 = x ^ (x << 13)[:64]
+        x2 = x1 ^ (x1 >> 7)
+        m.d.sync += x.eq(x2 ^ (x2 << 17)[:64])                       # xorshift64
+        drop, flip, pos, stall = x[0:16] < md.drop, x[16:32] < md.flip, x[32:40], x[40:56] < md.stall
+        up_cnt = Signal(range(md.up_after + 1))
+        with m.If(up_cnt != md.up_after):
+            m.d.sync += up_cnt.eq(up_cnt + 1)
+        m.d.comb += [self.channel_up.eq(up_cnt == md.up_after), self.tx_tready.eq(self.channel_up & ~stall)]
+        take = self.tx_tvalid & self.tx_tready
+        mask = Signal(LINK_BITS)
+        m.d.comb += mask.eq(Cat(*[flip & (pos == b) for b in range(LINK_BITS)]))
+        with m.If(take & drop):
+            m.d.sync += self.dropped.eq(self.dropped + 1)
+        with m.Elif(take & flip):
+            m.d.sync += self.flipped.eq(self.flipped + 1)
+        data, valid = self.tx_tdata ^ mask, take & ~drop
+        for k in range(md.latency):                                 # the wire: a delay line
+            d, v = Signal(LINK_BITS, name=f"d{k}"), Signal(name=f"v{k}")
+            m.d.sync += [d.eq(data), v.eq(valid)]
+            data, valid = d, v
+        m.d.comb += [self.rx_tdata.eq(data), self.rx_tvalid.eq(valid)]
+        return m
+
+
+def _join(m: Module, src, dst, link: LossyLink, back: LossyLink) -> None:
+    """src kernel's cage 0 -> `link` -> dst kernel's cage 1; dst's ACK words -> `back` -> src's cage 0."""
+    c0, c1 = src.cage0, dst.cage1
+    up = link.channel_up & back.channel_up
+    m.d.comb += [link.tx_tdata.eq(c0.tx_tdata), link.tx_tvalid.eq(c0.tx_tvalid), c0.tx_tready.eq(link.tx_tready),
+                 c1.rx_tdata.eq(link.rx_tdata), c1.rx_tvalid.eq(link.rx_tvalid),
+                 back.tx_tdata.eq(c1.tx_tdata), back.tx_tvalid.eq(c1.tx_tvalid), c1.tx_tready.eq(back.tx_tready),
+                 c0.rx_tdata.eq(back.rx_tdata), c0.rx_tvalid.eq(back.rx_tvalid),
+                 c0.channel_up.eq(up), c1.channel_up.eq(up),
+                 c0.lane_up.eq(up.replicate(GT_LANES)), c1.lane_up.eq(up.replicate(GT_LANES))]
+
+
+def _links(m: Module, k: int, model: LinkModel) -> tuple:
+    fwd = DomainRenamer("user")(LossyLink(model.reseeded(2 * k)))
+    back = DomainRenamer("user")(LossyLink(model.reseeded(2 * k + 1)))
+    m.submodules[f"link{k}"], m.submodules[f"ack{k}"] = fwd, back
+    return fwd, back
+
+
+class KernelPair(wiring.Component):
+    def __init__(self, core_bits: int, model: LinkModel = LinkModel(), **kernel):
+        self.core_bits, self.model, self.kernel = core_bits, model, kernel
+        self.a, self.b = RingKernel(core_bits, **kernel), RingKernel(core_bits, **kernel)
+        members = {"ap_clk": In(1), "ap_rst_n": In(1), "user_clk": In(1), "user_rst": In(1),
+                   "s_axis_tx_tdata": In(core_bits), "s_axis_tx_tlast": In(1), "s_axis_tx_tvalid": In(1),
+                   "s_axis_tx_tready": Out(1), "m_axis_rx_tdata": Out(core_bits), "m_axis_rx_tlast": Out(1),
+                   "m_axis_rx_tvalid": Out(1), "m_axis_rx_tready": In(1)}
+        for p, k in (("a", self.a), ("b", self.b)):
+            axil = k.signature.members["axil"].signature.members
+            members.update({f"{p}_s_axi_control_{n}": mb for n, mb in axil.items()})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync", local=True)
+        m.domains.user = ClockDomain("user", local=True)
+        m.d.comb += [ClockSignal("sync").eq(self.ap_clk), ResetSignal("sync").eq(~self.ap_rst_n),
+                     ClockSignal("user").eq(self.user_clk), ResetSignal("user").eq(self.user_rst)]
+        m.submodules.a = DomainRenamer({"l0": "user", "l1": "user"})(self.a)
+        m.submodules.b = DomainRenamer({"l0": "user", "l1": "user"})(self.b)
+        fwd, back = _links(m, 0, self.model)
+        _join(m, self.a, self.b, fwd, back)
+        tx, rx = self.a.s_axis_tx, self.b.m_axis_rx
+        m.d.comb += [tx.payload.data.eq(self.s_axis_tx_tdata), tx.payload.last.eq(self.s_axis_tx_tlast),
+                     tx.valid.eq(self.s_axis_tx_tvalid), self.s_axis_tx_tready.eq(tx.ready),
+                     self.m_axis_rx_tdata.eq(rx.payload.data), self.m_axis_rx_tlast.eq(rx.payload.last),
+                     self.m_axis_rx_tvalid.eq(rx.valid), rx.ready.eq(self.m_axis_rx_tready)]
+        for p, k in (("a", self.a), ("b", self.b)):
+            for n, mb in k.axil.signature.members.items():
+                flat = getattr(self, f"{p}_s_axi_control_{n}")
+                m.d.comb += (getattr(k.axil, n).eq(flat) if mb.flow == In else flat.eq(getattr(k.axil, n)))
+        # the unused cages: A's cage 1 and B's cage 0 see an idle link that is up
+        for cage in (self.a.cage1, self.b.cage0):
+            m.d.comb += [cage.channel_up.eq(1), cage.tx_tready.eq(1), cage.lane_up.eq(C(-1, GT_LANES))]
+        return m
+
+
+class KernelRing(wiring.Component):
+    """n cores, each behind its ring kernel, joined by lossy links; ports as `dfx.hw.top.RingTop`."""
+
+    def __init__(self, cfg: AccelConfig, n: int, model: LinkModel = LinkModel(), kernel: dict | None = None,
+                 **stages):
+        if not isinstance(n, int) or not 2 <= n <= cfg.devices:
+            raise ValueError(f"n must be an integer 2..{cfg.devices} (AccelConfig.devices), not {n!r}")
+        self.cfg, self.n, self.model = cfg, n, model
+        self.tops = [Top(cfg, **stages) for _ in range(n)]
+        self.kernels = [RingKernel(16 * cfg.d, **(kernel or {})) for _ in range(n)]
+        members = {"ap_clk": In(1), "ap_rst_n": In(1)}
+        for k, t in enumerate(self.tops):
+            for name, member in t.signature.members.items():
+                if name not in ("ap_clk", "ap_rst_n") and not name.startswith("ring_"):
+                    members[f"dev{k}_{name}"] = member
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        # `ap` (not `sync`: each Top defines its own local `sync` from the same ap_clk)
+        m.domains.ap = ClockDomain("ap", local=True)
+        m.domains.user = ClockDomain("user", local=True)
+        m.d.comb += [ClockSignal("ap").eq(self.ap_clk), ResetSignal("ap").eq(~self.ap_rst_n),
+                     ClockSignal("user").eq(~self.ap_clk), ResetSignal("user").eq(~self.ap_rst_n)]
+        for k, (t, rk) in enumerate(zip(self.tops, self.kernels)):
+            m.submodules[f"dev{k}"] = t
+            m.submodules[f"ring{k}"] = DomainRenamer({"sync": "ap", "l0": "user", "l1": "user"})(rk)
+            m.d.comb += [t.ap_clk.eq(self.ap_clk), t.ap_rst_n.eq(self.ap_rst_n)]
+            for name, member in t.signature.members.items():
+                if name in ("ap_clk", "ap_rst_n") or name.startswith("ring_"):
+                    continue
+                outer = getattr(self, f"dev{k}_{name}")
+                m.d.comb += (outer.eq(getattr(t, name)) if member.flow == Out else getattr(t, name).eq(outer))
+            tx, rx = rk.s_axis_tx, rk.m_axis_rx
+            m.d.comb += [tx.payload.data.eq(t.ring_tx_tdata), tx.payload.last.eq(t.ring_tx_tlast),
+                         tx.valid.eq(t.ring_tx_tvalid), t.ring_tx_tready.eq(tx.ready),
+                         t.ring_rx_tdata.eq(rx.payload.data), t.ring_rx_tlast.eq(rx.payload.last),
+                         t.ring_rx_tvalid.eq(rx.valid), rx.ready.eq(t.ring_rx_tready)]
+        for k, rk in enumerate(self.kernels):
+            fwd, back = _links(m, k, self.model)
+            _join(m, rk, self.kernels[(k + 1) % self.n], fwd, back)
+        return m
+
+
+def pair_verilog(core_bits: int, model: LinkModel = LinkModel(), **kernel) -> str:
+    return back.convert(KernelPair(core_bits, model, **kernel), name=PAIR_NAME, emit_src=False)
+
+
+def ring_verilog(cfg: AccelConfig, n: int, model: LinkModel = LinkModel(), kernel: dict | None = None) -> str:
+    """Verilog of `KernelRing`, top module `dfx.hw.top.ring_name(n)` (as `RingTop`'s)."""
+    return back.convert(KernelRing(cfg, n, model, kernel), name=ring_name(n), emit_src=False)

@@ -1,0 +1,123 @@
+"""The ring kernel in RTL simulation, host side: two kernels over a lossy link (`run_pair`), and whole rings of
+cores with ring kernels between them (`KernelRingCore`).
+
+    res = run_pair(128, LinkModel(drop=300, flip=300, stall=3000), messages=40, seed=1)   # -> PairResult
+    core = KernelRingCore(program, LinkModel(drop=200, flip=200), sim="verilator")        # an RtlCore
+    res = core.generate(prompt, 2)
+
+`run_pair` builds `dfx.hw.ring_top.KernelPair` (cached under build/ring_kernel/, rebuilt when its Verilog
+changes) and runs the cocotb test `dfx.verify.ring_kernel_tb.ring_pair`. `KernelRingCore` is
+`dfx.verify.rtl_core.RtlCore` with `dfx.hw.ring_top.KernelRing` as the design: the same ports and top name as
+the plain ring, so the same job driver (`dfx.verify.core_tb`) loads the memories, runs and reads the logits.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dfx.config import AccelConfig
+from dfx.hw.ring_top import PAIR_NAME, LinkModel, pair_verilog, ring_verilog
+from dfx.hw.top import ring_name
+from dfx.program import Program
+
+from .core_build import kick_comb_processes
+from .ring_kernel_tb import JOB_ENV
+from .rtl_core import RtlCore
+from .toolchain import log_text, missing_simulator, run_module, runner_build, sim_env, simulator
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD = REPO / "build" / "ring_kernel"
+
+
+@dataclass
+class PairResult:
+    messages: int
+    beats: int
+    status: dict = field(default_factory=dict)      # {"a"|"b": {register: value}} (dfx.hw.ring_kernel)
+    links: dict = field(default_factory=dict)       # {"link0"|"ack0": {"dropped", "flipped"}}
+    wall_s: float = 0.0
+    sim_ns: int = 0
+
+
+def _key(*parts) -> str:
+    """Hash of every hw/ module, the core package files the RTL reads, and `parts` (the design's parameters)."""
+    h = hashlib.sha256(repr(parts).encode())
+    for p in sorted([*(REPO / "hw").glob("*.py"), *(REPO / "dfx" / f for f in ("isa.py", "regmap.py", "config.py",
+                                                                               "numerics.py"))]):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _build(make_text, key: str, top: str, bdir: Path, sim: str, verilator_args=()):
+    """bdir/<top>.v from `make_text()` (only when `key` changed: the Verilog takes minutes), built for `sim`
+    (recompiled only when the text changed)."""
+    bdir.mkdir(parents=True, exist_ok=True)
+    src, stamp = bdir / f"{top}.v", bdir / "stamp.txt"
+    fresh = not src.exists() or not stamp.exists() or stamp.read_text() != key
+    if fresh:
+        text = make_text()
+        src.write_text(kick_comb_processes(text) if sim == "icarus" else text)
+    runner = runner_build(sim, src, top, bdir, fresh=fresh, waves=False, verilator_args=verilator_args)
+    stamp.write_text(key)
+    return runner
+
+
+def run_pair(core_bits: int, model: LinkModel, messages: int = 40, max_beats: int = 12, seed: int = 1,
+             src_gap: float = 0.2, sink_stall: float = 0.05, sink_burst: int = 200, sim: str | None = None,
+             kernel: dict | None = None, timeout_us: float = 2000.0) -> PairResult:
+    """Random messages through two ring kernels over `model` (both directions); raises if any is lost, cut,
+    reordered or altered."""
+    sim = simulator(sim)
+    why = missing_simulator(sim)
+    if why:
+        raise RuntimeError(why)
+    t0 = time.time()
+    kernel = dict(kernel or {})
+    bdir = BUILD / f"pair{core_bits}_{sim}"
+    runner = _build(lambda: pair_verilog(core_bits, model, **kernel), _key(core_bits, model, kernel, sim), PAIR_NAME,
+                    bdir, sim)
+    jobdir = bdir / "job"
+    jobdir.mkdir(exist_ok=True)
+    spec = {"dir": str(jobdir), "core_bits": core_bits, "messages": messages, "max_beats": max_beats,
+            "seed": seed, "src_gap": src_gap, "sink_stall": sink_stall, "sink_burst": sink_burst,
+            "ap_ns": 5, "user_ns": 2.56, "timeout_us": timeout_us}
+    (jobdir / "job.json").write_text(json.dumps(spec))
+    out = jobdir / "result.json"
+    out.unlink(missing_ok=True)
+    log = jobdir / "test.log"
+    _, fails = run_module(runner, "dfx.verify.ring_kernel_tb", PAIR_NAME, bdir, jobdir,
+                          sim_env(**{JOB_ENV: str(jobdir / "job.json")}), log, testcase="ring_pair")
+    if fails or not out.exists():
+        raise RuntimeError(f"ring-kernel pair simulation ({sim}) failed: {log_text(log)[-3000:]}")
+    r = json.loads(out.read_text())
+    return PairResult(r["messages"], r["beats"], r["status"], r["links"], time.time() - t0, r["sim_ns"])
+
+
+class KernelRingCore(RtlCore):
+    """`RtlCore` on a ring of cores joined through ring kernels and lossy links (`dfx.hw.ring_top.KernelRing`);
+    the program must be a multi-device one. `sim`: $SIM, else Verilator where installed (else Icarus)."""
+
+    def __init__(self, program: Program, model: LinkModel = LinkModel(), sim: str | None = None,
+                 kernel: dict | None = None):
+        if program.n_devices < 2:
+            raise ValueError(f"a ring needs a program of 2 or more devices, not {program.n_devices}")
+        self.program, self.device = program, 0
+        self.cfg: AccelConfig = program.config
+        # Verilator unless asked otherwise: whole rings are long runs
+        self.sim = simulator(sim or os.environ.get("SIM") or (
+            "verilator" if missing_simulator("verilator") is None else "icarus"))
+        self.waves = False
+        why = missing_simulator(self.sim)
+        if why:
+            raise RuntimeError(why)
+        self.n = program.n_devices
+        self.devs = list(range(self.n))
+        top = ring_name(self.n)
+        self.bdir = BUILD / f"{self.cfg.name}_{self.cfg.config_hash}_{self.sim}_kring{self.n}"
+        self.runner = _build(lambda: ring_verilog(self.cfg, self.n, model, kernel),
+                             _key(self.cfg.config_hash, self.n, model, kernel, self.sim), top, self.bdir, self.sim,
+                             verilator_args=("-O3",))
