@@ -40,6 +40,7 @@ from dfx.models.tokenizer import load_tokenizer, tokenizer_from_json
 from dfx.perf.cli import perf
 from dfx.perf.tune import compile_tuned
 from dfx.program import load_program, load_signing_key, load_trusted_key, save_program
+from dfx.sweep.cli import sweep
 
 
 def _fail(msg: str):
@@ -572,6 +573,7 @@ def build(ctx, board, output, config, verilog, lint, run_tools, check_dir):
 
 main.add_command(perf)
 main.add_command(quant_report)
+main.add_command(sweep)
 
 if __name__ == "__main__":
     main()

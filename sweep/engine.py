@@ -48,7 +48,7 @@ def _ray_init(workers: int, address: str | None):
                          "or use --engine loop") from None
     if ray.is_initialized():
         return ray, False
-    kw = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+    kw = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     if address:
         try:
             ray.init(address=address, **kw)

@@ -1,7 +1,7 @@
 """Sweep specs: what `dfx sweep SPEC` explores (docs/dse.md, "Spec").
 
 A spec is a TOML file (or YAML, when PyYAML is installed), or `--grid key=v1,v2 ...` on the command line. Its
-top-level keys are settings ([sweep] table or top level) and parameters; a parameter given a list is an axis, a
+keys are settings and parameters (top level or in a [sweep] table); a parameter given a list is an axis, a
 scalar is fixed. Each `[[group]]` table is a cartesian product of its own axes over the top-level ones; the
 points are the union of the groups' products (one group when there are none). `search = "random"` with
 `samples = N` draws N distinct points of that union (seeded); `grid` (the default) takes them all.
@@ -45,7 +45,7 @@ STAGES = ("perf", "resources", "accuracy", "rtl")
 SEARCHES = ("grid", "random")
 # Settings of the sweep itself (not parameters of a point).
 SETTINGS = {"name": "sweep", "stages": ["perf", "resources"], "search": "grid", "samples": 0, "seed": 0,
-            "yosys": [], "accuracy_windows": 32, "doc": "", "title": ""}
+            "yosys": [], "accuracy_windows": 32, "doc": "", "publish": "", "title": ""}
 
 
 @dataclass
@@ -57,7 +57,8 @@ class Spec:
     seed: int = 0
     yosys: tuple[str, ...] = ()            # units to synthesise with Yosys in the resources stage (hw.synth)
     accuracy_windows: int = 32             # held-out windows the accuracy stage scores
-    doc: str = ""                          # markdown report to write (docs/dse.md), relative to the spec's repo
+    doc: str = ""                          # markdown report to write (docs/dse.md), relative to the repository
+    publish: str = ""                      # folder for the committed results table and plots (docs/dse)
     title: str = ""
     groups: list[dict] = field(default_factory=lambda: [{}])
 
@@ -117,6 +118,9 @@ def from_dict(data: dict, where: str = "spec") -> Spec:
     for k in list(data):
         if k in SETTINGS:
             settings[k] = data.pop(k)
+    for k in list(settings):                # a TOML [sweep] table holds the keys written after it: parameters too
+        if k in PARAMS:
+            data[k] = settings.pop(k)
     bad = [k for k in settings if k not in SETTINGS]
     if bad:
         raise UsageError(f"{where}: unknown setting(s) {', '.join(map(repr, bad))}; accepted: {', '.join(SETTINGS)}")
@@ -140,7 +144,7 @@ def from_dict(data: dict, where: str = "spec") -> Spec:
     yosys = [s["yosys"]] if isinstance(s["yosys"], str) else list(s["yosys"])
     return Spec(name=str(s["name"]), stages=tuple(dict.fromkeys(stages)), search=s["search"],
                 samples=s["samples"], seed=s["seed"], yosys=tuple(yosys), accuracy_windows=s["accuracy_windows"],
-                doc=str(s["doc"]), title=str(s["title"]), groups=[{**data, **g} for g in groups])
+                doc=str(s["doc"]), publish=str(s["publish"]), title=str(s["title"]), groups=[{**data, **g} for g in groups])
 
 
 def load_spec(path: str | Path) -> Spec:

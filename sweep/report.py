@@ -1,0 +1,108 @@
+"""The markdown report of a sweep (docs/dse.md for the example spec): what ran, what failed and why, each
+workload's Pareto fronts as tables with DFX's point beside them, the plots, and the sweep engine's measured
+speed (benchmarks/sweep_speed.py's JSON, when it has been run)."""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from .pareto import AXES, by_workload, front, is_dfx, usable
+from .spec import CONFIG_FIELDS, Spec
+
+COLUMNS = (("d", "d"), ("l", "l"), ("vpu_width", "VPU"), ("clock_mhz", "MHz"), ("weights", "weights"),
+           ("overlap", "overlap"), ("latency_ms", "latency ms"), ("tokens_per_s", "tokens/s"),
+           ("roofline_pct", "% roofline"), ("lut", "LUT"), ("dsp", "DSP"), ("dsp_est", "DSP (DFX-style)"),
+           ("bits_per_byte", "bits/byte"))
+
+
+def _cell(v) -> str:
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v != v:
+            return "-"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}" if abs(v) < 10 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _value(row: dict, key: str, base: dict):
+    v = row.get(key)
+    return base.get(key) if v is None and key in CONFIG_FIELDS else v
+
+
+def table(rows: list[dict], base: dict, mark_dfx: bool = True) -> str:
+    cols = [(k, h) for k, h in COLUMNS if any(r.get(k) is not None for r in rows) or k in CONFIG_FIELDS]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---:|" * len(cols)]
+    for r in rows:
+        cells = [_cell(_value(r, k, base)) for k, _ in cols]
+        if mark_dfx and is_dfx(r, base):
+            cells[0] = f"**{cells[0]}** (DFX)"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: dict, table_path: Path | None,
+             speed: dict | None = None, command: str = "") -> str:
+    ok = [r for r in rows if r.get("status") == "ok"]
+    reasons = Counter(r["reason"] for r in rows if r.get("status") != "ok")
+    rev = Counter(r.get("git_rev") for r in rows).most_common(1)
+    out = [f"# Design-space exploration: {spec.title or spec.name}", "",
+           "Written by `dfx sweep` (sweep/report.py) from the spec "
+           f"`{command or spec.name}`; every number below comes from that run"
+           + (f" (git revision {rev[0][0]})" if rev else "") + ". Rerunning the command recomputes nothing that its "
+           "journal already holds (build/sweep/NAME/journal.jsonl); a fresh clone computes it all again.", "",
+           "## What ran", "",
+           f"- {len(rows)} points, stages {', '.join(spec.stages)}: {len(ok)} complete, {len(rows) - len(ok)} "
+           "recorded with the reason they do not fit or compile.",
+           "- perf: the cycle-level performance model (docs/perf.md) on the program compiled for the point "
+           "(shapes only), 128 prompt tokens and 256 generated; latency is the whole request.",
+           "- resources: MPU + VPU as Yosys maps them, counted from the measured lanes of docs/rtl.md (LUT, "
+           "DSP); DSP (DFX-style) is the first-order estimate with DFX's floating-point adders on DSPs "
+           "(`dfx.perf.estimate_resources`). Neither counts the DMA, router, buffers or decoder.",
+           "- accuracy: held-out bits/byte of the embedded byte-level model with every weight matrix in the "
+           f"point's format (`dfx quant-report`, {spec.accuracy_windows} windows), cached per format and method.",
+           ""]
+    if table_path is not None:
+        out.append(f"Results: `{os.path.relpath(table_path, doc.parent)}` (one row per point, with its "
+                   "config hash and git revision).")
+        out.append("")
+    if reasons:
+        out += ["Points that did not complete, by reason:", "", "| points | reason |", "|---:|---|"]
+        out += [f"| {n} | {why} |" for why, n in reasons.most_common(8)]
+        out.append("")
+    out += ["## Pareto fronts", "",
+            "Latency against each resource, both minimised, per workload. DFX's own point (d=64, l=16, 64-wide "
+            "VPU, 200 MHz, FP16, blocking ring) is marked; where it is not on a front, the front's points beside "
+            "it show what dominates it.", ""]
+    for name, rs in sorted(by_workload(rows).items()):
+        for x in ("lut", "dsp", "bits_per_byte"):
+            f = front(rs, x)
+            if not f:
+                continue
+            out += [f"### {name}: latency vs {AXES[x]}", "", table(f, base)]
+            dfx = [r for r in usable(rs, x) if is_dfx(r, base)]
+            if dfx and not any(is_dfx(r, base) for r in f):
+                out += ["", "DFX's point (not on this front):", "", table(dfx, base)]
+            out.append("")
+    if plots:
+        out += ["## Plots", ""]
+        out += [f"![{p.stem}]({os.path.relpath(p, doc.parent)})" for p in plots]
+        out.append("")
+    if speed:
+        out += ["## Sweep speed", "", f"Measured by `{speed['command']}` on this machine ({speed['machine']}):", ""]
+        out += [f"- {line}" for line in speed["lines"]]
+        out.append("")
+    return "\n".join(out)
+
+
+def load_speed(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
