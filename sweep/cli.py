@@ -93,6 +93,8 @@ def sweep(spec_file, grid, stages, out, engine, workers, address, doc, publish_d
 
 
 def _sweep(spec_file, grid, stages, out, engine, workers, address, doc, publish_dir, fmt, no_plots, quiet, extra):
+    if workers < 1:
+        raise UsageError(f"--workers must be an integer >= 1, not {workers}")
     items = list(grid)
     if spec_file and "=" in spec_file and not Path(spec_file).exists():
         items.insert(0, spec_file)
