@@ -56,7 +56,9 @@ def publish(spec, res, out: Path, doc: str | None, publish_dir: str | None, fmt:
         speed = report.load_speed(pub / "sweep_speed.json")
         d.parent.mkdir(parents=True, exist_ok=True)
         plots = [p for p in made if p.suffix in (".png", ".svg")]
-        d.write_text(report.markdown(spec, rows, plots, d, base, table, speed, command) + "\n")
+        tl = pub / "timeline.png"
+        d.write_text(report.markdown(spec, rows, plots, d, base, table, speed, command,
+                                     tl if tl.exists() else None) + "\n")
         made.append(d)
     return made
 

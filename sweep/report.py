@@ -48,7 +48,7 @@ def table(rows: list[dict], base: dict, mark_dfx: bool = True) -> str:
 
 
 def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: dict, table_path: Path | None,
-             speed: dict | None = None, command: str = "") -> str:
+             speed: dict | None = None, command: str = "", timeline: Path | None = None) -> str:
     ok = [r for r in rows if r.get("status") == "ok"]
     reasons = Counter(r["reason"] for r in rows if r.get("status") != "ok")
     rev = Counter(r.get("git_rev") for r in rows).most_common(1)
@@ -94,6 +94,20 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
         out += ["## Plots", ""]
         out += [f"![{p.stem}]({os.path.relpath(p, doc.parent)})" for p in plots]
         out.append("")
+    out += ["## Timelines", "",
+            "`dfx perf MODEL ... --trace step.json` writes a Chrome/Perfetto trace (JSON trace-event format; open "
+            "it at ui.perfetto.dev or chrome://tracing) of the first decode step: a process per device, a track "
+            "per unit (MPU, VPU, DMA, ROUTER, and CTRL for FENCEs), every instruction a slice named by its "
+            "mnemonic with its PC, disassembly and layer in its arguments (slices span the unit's occupancy; "
+            "`done_us` is when the result is ready), and every ALLGATHER a ring sync drawn as flow arrows from "
+            "each device to the next. tests/perf/test_chrome_trace.py validates it against the format's schema "
+            "(perf/chrome_trace.py, `SCHEMA`) and checks that its cycles equal the model's.", ""]
+    if timeline is not None:
+        out += ["The figure below is that trace for GPT-2 1.5B on 4 cards (decode at position 127), its first "
+                "decoder layer, drawn with matplotlib by `python benchmarks/trace_figure.py` (no browser here for "
+                "a Perfetto screenshot). Device 0 holds 7 of the 25 heads and the others 6, so devices 1-3 wait "
+                "at each ring sync for device 0.", "",
+                f"![timeline]({os.path.relpath(timeline, doc.parent)})", ""]
     if speed:
         out += ["## Sweep speed", "", f"Measured by `{speed['command']}` on this machine ({speed['machine']}):", ""]
         out += [f"- {line}" for line in speed["lines"]]
