@@ -13,8 +13,9 @@ from .spec import CONFIG_FIELDS, Spec
 
 COLUMNS = (("d", "d"), ("l", "l"), ("vpu_width", "VPU"), ("clock_mhz", "MHz"), ("weights", "weights"),
            ("overlap", "overlap"), ("latency_ms", "latency ms"), ("tokens_per_s", "tokens/s"),
-           ("roofline_pct", "% roofline"), ("lut", "LUT"), ("dsp", "DSP"), ("dsp_est", "DSP (DFX-style)"),
-           ("bits_per_byte", "bits/byte"))
+           ("roofline_pct", "% roofline"), ("lut", "LUT"), ("lut_pct", "% LUT"), ("dsp", "DSP"),
+           ("dsp_est", "DSP (DFX-style)"), ("bits_per_byte", "bits/byte"), ("bits_per_byte_delta", "Δ vs FP16"))
+PRECISE = {"bits_per_byte": "{:.4f}", "bits_per_byte_delta": "{:+.4f}"}
 
 
 def _cell(v) -> str:
@@ -40,7 +41,8 @@ def table(rows: list[dict], base: dict, mark_dfx: bool = True) -> str:
     cols = [(k, h) for k, h in COLUMNS if any(r.get(k) is not None for r in rows) or k in CONFIG_FIELDS]
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---:|" * len(cols)]
     for r in rows:
-        cells = [_cell(_value(r, k, base)) for k, _ in cols]
+        cells = [PRECISE[k].format(r[k]) if k in PRECISE and isinstance(r.get(k), float) else
+                 _cell(_value(r, k, base)) for k, _ in cols]
         if mark_dfx and is_dfx(r, base):
             cells[0] = f"**{cells[0]}** (DFX)"
         lines.append("| " + " | ".join(cells) + " |")
@@ -76,6 +78,13 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
         out += ["Points that did not complete, by reason:", "", "| points | reason |", "|---:|---|"]
         out += [f"| {n} | {why} |" for why, n in reasons.most_common(8)]
         out.append("")
+    best = fastest(rows, spec.accuracy_budget)
+    if best:
+        out += ["## Fastest within the board and an accuracy budget", "",
+                "Per workload, the lowest-latency point whose MPU + VPU fit the usable 80% of the U280's LUTs and "
+                f"DSPs (Yosys lane count) and whose weights cost at most {spec.accuracy_budget:+g} bits/byte over "
+                "FP16 (where the accuracy stage ran); DFX's own point for comparison.", "",
+                table(best, base), ""]
     out += ["## Pareto fronts", "",
             "Latency against each resource, both minimised, per workload. DFX's own point (d=64, l=16, 64-wide "
             "VPU, 200 MHz, FP16, blocking ring) is marked; where it is not on a front, the front's points beside "
@@ -113,6 +122,18 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
         out += [f"- {line}" for line in speed["lines"]]
         out.append("")
     return "\n".join(out)
+
+
+def fastest(rows: list[dict], budget: float) -> list[dict]:
+    """Per workload: the fastest complete point that fits (LUT and DSP) within the accuracy budget, and DFX's."""
+    out = []
+    for _, rs in sorted(by_workload(rows).items()):
+        ok = [r for r in usable(rs, "latency_ms") if r.get("fits_lut") and r.get("fits_dsp")
+              and (r.get("bits_per_byte_delta") is None or r["bits_per_byte_delta"] <= budget)]
+        if ok:
+            out.append(min(ok, key=lambda r: r["latency_ms"]))
+        out += [r for r in usable(rs, "latency_ms") if is_dfx(r) and r not in out]
+    return out
 
 
 def load_speed(path: Path) -> dict | None:

@@ -45,7 +45,7 @@ STAGES = ("perf", "resources", "accuracy", "rtl")
 SEARCHES = ("grid", "random")
 # Settings of the sweep itself (not parameters of a point).
 SETTINGS = {"name": "sweep", "stages": ["perf", "resources"], "search": "grid", "samples": 0, "seed": 0,
-            "yosys": [], "accuracy_windows": 32, "doc": "", "publish": "", "title": ""}
+            "yosys": [], "accuracy_windows": 32, "doc": "", "publish": "", "title": "", "accuracy_budget": 0.01}
 
 
 @dataclass
@@ -60,6 +60,7 @@ class Spec:
     doc: str = ""                          # markdown report to write (docs/dse.md), relative to the repository
     publish: str = ""                      # folder for the committed results table and plots (docs/dse)
     title: str = ""
+    accuracy_budget: float = 0.01          # bits/byte over FP16 the report's "fastest" table allows
     groups: list[dict] = field(default_factory=lambda: [{}])
 
     def points(self) -> list[dict]:
@@ -141,10 +142,14 @@ def from_dict(data: dict, where: str = "spec") -> Spec:
             raise UsageError(f"{where}: {k} must be an integer >= 0, not {s[k]!r}")
     if s["search"] == "random" and not s["samples"]:
         raise UsageError(f"{where}: search 'random' needs samples = N (points to draw), N >= 1")
+    if isinstance(s["accuracy_budget"], bool) or not isinstance(s["accuracy_budget"], (int, float)):
+        raise UsageError(f"{where}: accuracy_budget must be a number (bits/byte over FP16), "
+                         f"not {s['accuracy_budget']!r}")
     yosys = [s["yosys"]] if isinstance(s["yosys"], str) else list(s["yosys"])
     return Spec(name=str(s["name"]), stages=tuple(dict.fromkeys(stages)), search=s["search"],
                 samples=s["samples"], seed=s["seed"], yosys=tuple(yosys), accuracy_windows=s["accuracy_windows"],
-                doc=str(s["doc"]), publish=str(s["publish"]), title=str(s["title"]), groups=[{**data, **g} for g in groups])
+                doc=str(s["doc"]), publish=str(s["publish"]), title=str(s["title"]),
+                accuracy_budget=float(s["accuracy_budget"]), groups=[{**data, **g} for g in groups])
 
 
 def load_spec(path: str | Path) -> Spec:
