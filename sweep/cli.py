@@ -127,7 +127,9 @@ def _sweep(spec_file, grid, stages, out, engine, workers, address, doc, publish_
     if no_plots:
         return
     command = "dfx sweep " + (spec_file if spec_file else " ".join(shlex.quote(i) for i in items))
-    made = publish(spec, res, out, doc if doc is not None else spec.doc, publish_dir or spec.publish or None,
-                   fmt, command)
+    # the spec's doc and publish folders are relative to the repository, --doc and --publish to the shell's folder
+    doc = doc if doc is not None else (str(REPO / spec.doc) if spec.doc else None)
+    publish_dir = publish_dir or (str(REPO / spec.publish) if spec.publish else None)
+    made = publish(spec, res, out, doc, publish_dir, fmt, command)
     for p in made:
         click.echo(f"wrote {p}", err=True)
