@@ -59,6 +59,26 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
            f"`{command or spec.name}`; every number below comes from that run"
            + (f" (git revision {rev[0][0]})" if rev else "") + ". Rerunning the command recomputes nothing that its "
            "journal already holds (build/sweep/NAME/journal.jsonl); a fresh clone computes it all again.", "",
+           "## Running a sweep", "",
+           "- `dfx sweep SPEC.toml` (or `.yaml`), or `dfx sweep --grid model=124M devices=1 d=32,64 ...`: the "
+           "cartesian product of every parameter given a list (per `[[group]]`, over the top-level ones), or "
+           "`search = \"random\"` with `samples = N` for N distinct points of it (seeded). Parameters: the "
+           "model, devices, weights and method, overlap, prefill_batch, tokens, board, the base config and the "
+           "AccelConfig fields d, l, vpu_width, vbuf_entries, hbm_channels, hbm_width, clock_mhz (sweep/spec.py).",
+           "- Stages per spec: `perf`, `resources` (with `yosys = [\"mpu\", ...]`: Yosys at the point's config, "
+           "cached by config hash), `accuracy` (cached by format and method) and `rtl` (a bit-exact check of a "
+           "small GPT-2 on the core's RTL at the point's config, cached; minutes per config).",
+           "- Ray: a local `ray.init` with `--workers` CPUs (default 2), no dashboard, quiet logs, shut down at "
+           "the end; `--address` joins a cluster, where each task also requests its memory (perf 2 GiB, accuracy "
+           "3, rtl 4, Yosys 6). `--engine loop` runs without Ray.",
+           "- Resumable: every finished task is appended to build/sweep/NAME/journal.jsonl as it lands; after an "
+           "interruption the same command runs only what the journal lacks (tests/sweep/test_runner.py "
+           "interrupts a sweep and checks it). A tqdm bar with ETA goes to stderr.",
+           "- Results: one row per point (Parquet with pyarrow, else CSV), with `config_hash` (sweep/spec.py, "
+           "`point_hash`) and `git_rev`; points that do not fit or compile have `status` error and a one-line "
+           "`reason`.",
+           "- Not done: Optuna's TPE through Ray Tune (random search covers the search case without two more "
+           "dependencies).", "",
            "## What ran", "",
            f"- {len(rows)} points, stages {', '.join(spec.stages)}: {len(ok)} complete, {len(rows) - len(ok)} "
            "recorded with the reason they do not fit or compile.",

@@ -189,7 +189,7 @@ def rtl_check(cfg_fields: dict, weights: str, sim: str | None = None) -> dict:
     why = missing_simulator(sim)
     if why:
         raise UsageError(f"rtl: {why}")
-    cfg = dataclasses.replace(accel_config(cfg_fields), devices=1)
+    cfg = accel_config(cfg_fields)
     torch.manual_seed(0)
     net = GPT2LMHeadModel(GPT2Config(n_embd=4 * cfg.d, **RTL_GPT2)).eval()
     prog = compile_model(net, cfg, devices=1, weights=weights)
