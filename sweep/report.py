@@ -8,7 +8,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .pareto import AXES, by_workload, front, is_dfx, usable
+from .pareto import AXES, by_workload, front, is_dfx, usable, workload
 from .spec import CONFIG_FIELDS, Spec
 
 COLUMNS = (("d", "d"), ("l", "l"), ("vpu_width", "VPU"), ("clock_mhz", "MHz"), ("weights", "weights"),
@@ -37,14 +37,17 @@ def _value(row: dict, key: str, base: dict):
     return base.get(key) if v is None and key in CONFIG_FIELDS else v
 
 
-def table(rows: list[dict], base: dict, mark_dfx: bool = True) -> str:
+def table(rows: list[dict], base: dict, mark_dfx: bool = True, label: bool = False) -> str:
     cols = [(k, h) for k, h in COLUMNS if any(r.get(k) is not None for r in rows) or k in CONFIG_FIELDS]
+    if label:
+        cols.insert(0, ("workload", "workload"))
+        rows = [{**r, "workload": workload(r)} for r in rows]
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---:|" * len(cols)]
     for r in rows:
         cells = [PRECISE[k].format(r[k]) if k in PRECISE and isinstance(r.get(k), float) else
                  _cell(_value(r, k, base)) for k, _ in cols]
         if mark_dfx and is_dfx(r, base):
-            cells[0] = f"**{cells[0]}** (DFX)"
+            cells[int(label)] = f"**{cells[int(label)]}** (DFX)"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -83,12 +86,14 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
            f"- {len(rows)} points, stages {', '.join(spec.stages)}: {len(ok)} complete, {len(rows) - len(ok)} "
            "recorded with the reason they do not fit or compile.",
            "- perf: the cycle-level performance model (docs/perf.md) on the program compiled for the point "
-           "(shapes only), 128 prompt tokens and 256 generated; latency is the whole request.",
+           "(shapes only), 128 prompt tokens and 256 generated; latency is the whole request. The clock is taken as "
+           "given: whether a design closes timing at it is not modelled.",
            "- resources: MPU + VPU as Yosys maps them, counted from the measured lanes of docs/rtl.md (LUT, "
            "DSP); DSP (DFX-style) is the first-order estimate with DFX's floating-point adders on DSPs "
            "(`dfx.perf.estimate_resources`). Neither counts the DMA, router, buffers or decoder.",
            "- accuracy: held-out bits/byte of the embedded byte-level model with every weight matrix in the "
-           f"point's format (`dfx quant-report`, {spec.accuracy_windows} windows), cached per format and method.",
+           f"point's format (`dfx quant-report`, {spec.accuracy_windows} windows), cached per format and method: a "
+           "proxy for the swept GPT-2 sizes, whose trained weights cannot be fetched here.",
            ""]
     if table_path is not None:
         out.append(f"Results: `{os.path.relpath(table_path, doc.parent)}` (one row per point, with its "
@@ -104,7 +109,7 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
                 "Per workload, the lowest-latency point whose MPU + VPU fit the usable 80% of the U280's LUTs and "
                 f"DSPs (Yosys lane count) and whose weights cost at most {spec.accuracy_budget:+g} bits/byte over "
                 "FP16 (where the accuracy stage ran); DFX's own point for comparison.", "",
-                table(best, base), ""]
+                table(best, base, label=True), ""]
     out += ["## Pareto fronts", "",
             "Latency against each resource, both minimised, per workload. DFX's own point (d=64, l=16, 64-wide "
             "VPU, 200 MHz, FP16, blocking ring) is marked; where it is not on a front, the front's points beside "
