@@ -145,7 +145,9 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
     if speed:
         out += ["## Sweep speed", "", f"Measured by `{speed['command']}` on this machine ({speed['machine']}):", ""]
         out += [f"- {line}" for line in speed["lines"]]
-        out.append("")
+        out += ["", "With more runnable processes than cores (the load average above), a second worker does not "
+                "get a second core, and run-to-run differences of this size are the machine's other work, not "
+                "Ray's; what stays put is Ray's fixed start-up cost, which a sweep pays once.", ""]
     return "\n".join(out)
 
 
