@@ -147,7 +147,8 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
         out += [f"- {line}" for line in speed["lines"]]
         out += ["", "With more runnable processes than cores (the load average above), a second worker does not "
                 "get a second core, and run-to-run differences of this size are the machine's other work, not "
-                "Ray's; what stays put is Ray's fixed start-up cost, which a sweep pays once.", ""]
+                "Ray's. The one clear cost is Ray's start-up, paid once per sweep; the per-point overhead is below what this "
+                "machine resolves.", ""]
     return "\n".join(out)
 
 
