@@ -81,7 +81,7 @@ def plan(spec: Spec, points: list[dict], build_dir: Path) -> list[Task]:
     return list(tasks.values())
 
 
-def _merge(row: dict, stage: str, res: dict | None, drop=("status", "reason", "seconds")):
+def _merge(row: dict, stage: str, res: dict | None, drop=("status", "reason", "seconds", "git_rev")):
     if res is None:
         row["status"] = "error"
         row["reason"] = (row["reason"] + "; " if row["reason"] else "") + f"{stage}: not run (interrupted)"
@@ -94,8 +94,9 @@ def _merge(row: dict, stage: str, res: dict | None, drop=("status", "reason", "s
 
 
 def assemble(spec: Spec, points: list[dict], journal: Journal, revision: str) -> list[dict]:
-    """One row per point: its parameters, config hash, git revision and every stage's columns; `status` is
-    "ok" or "error" with `reason` naming the stage(s) and why."""
+    """One row per point: its parameters, config hash, git revision (the one its perf stage ran at; else
+    `revision`) and every stage's columns; `status` is "ok" or "error" with `reason` naming the stage(s) and
+    why."""
     rows = []
     base = journal.get("accuracy", accuracy_key({"weights": "fp16", "method": "rtn"}, spec)[2])
     for p in points:
@@ -103,7 +104,9 @@ def assemble(spec: Spec, points: list[dict], journal: Journal, revision: str) ->
         row = {"config_hash": point_hash(p), "git_rev": revision, "sweep": spec.name, **p,
                "status": "ok", "reason": ""}
         if "perf" in spec.stages:
-            _merge(row, "perf", journal.get("perf", point_hash(p)))
+            perf = journal.get("perf", point_hash(p))
+            _merge(row, "perf", perf)
+            row["git_rev"] = (perf or {}).get("git_rev", revision)     # the revision that computed the point
         if "resources" in spec.stages:
             _merge(row, "resources", journal.get("resources", _key("resources", hw, p["board"])))
             if spec.yosys:
@@ -133,10 +136,11 @@ def run_sweep(spec: Spec, out: str | Path, engine: str = "ray", workers: int = 2
     total = len(plan(spec, points, out / "build"))
     counts: dict[str, int] = {}
     done = 0
+    revision = git_revision(REPO)
 
     def on_result(t: Task, res: dict):
         nonlocal done
-        journal.add(t.kind, t.key, res)
+        journal.add(t.kind, t.key, {**res, "git_rev": revision})
         counts[t.kind] = counts.get(t.kind, 0) + 1
         done += 1
         if stop_after is not None and done >= stop_after:
@@ -145,6 +149,6 @@ def run_sweep(spec: Spec, out: str | Path, engine: str = "ray", workers: int = 2
         execute(todo, on_result, engine, workers, address, desc=f"sweep {spec.name}", progress=progress)
     finally:
         journal.close()
-    rows = assemble(spec, points, journal, git_revision(REPO))
+    rows = assemble(spec, points, journal, revision)
     table = write_table(rows, out / table_name)
     return SweepResult(rows, table, done, total - len(todo), counts)
