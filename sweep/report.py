@@ -58,8 +58,7 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
     reasons = Counter(r["reason"] for r in rows if r.get("status") != "ok")
     rev = Counter(r.get("git_rev") for r in rows).most_common(1)
     out = [f"# Design-space exploration: {spec.title or spec.name}", "",
-           "Written by `dfx sweep` (sweep/report.py) from the spec "
-           f"`{command or spec.name}`; every number below comes from that run"
+           f"Written by `{command or 'dfx sweep'}` (sweep/report.py); every number below comes from that run"
            + (f" (git revision {rev[0][0]})" if rev else "") + ". Rerunning the command recomputes nothing that its "
            "journal already holds (build/sweep/NAME/journal.jsonl); a fresh clone computes it all again.", "",
            "## Running a sweep", "",
