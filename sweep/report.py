@@ -72,7 +72,8 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
            "small GPT-2 on the core's RTL at the point's config, cached; minutes per config).",
            "- Ray: a local `ray.init` with `--workers` CPUs (default 2), no dashboard, quiet logs, shut down at "
            "the end; `--address` joins a cluster, where each task also requests its memory (perf 2 GiB, accuracy "
-           "3, rtl 4, Yosys 6). `--engine loop` runs without Ray.",
+           "3, rtl 4, Yosys 6); tried here against a local `ray start --head` (started with "
+           "RAY_AUTH_MODE=disabled: a cluster with Ray's token authentication needs its token on the client too). `--engine loop` runs without Ray.",
            "- Resumable: every finished task is appended to build/sweep/NAME/journal.jsonl as it lands; after an "
            "interruption the same command runs only what the journal lacks (tests/sweep/test_runner.py "
            "interrupts a sweep and checks it). A tqdm bar with ETA goes to stderr.",
