@@ -9,6 +9,7 @@
     dfx perf --constants                      every board constant with its source
     dfx perf 1.5B --set core.fp_add_cycles=2  what-if: replace a board constant
     dfx perf --rtl-cycles rtl.json --config tiny   calibration: RTL cycles per instruction vs the model
+    dfx perf 1.5B --trace step.json           a Perfetto/Chrome timeline of the first decode step
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from dfx.program import load_program
 from . import plots, tables
 from .board import load_board, parse_override
 from .calibrate import compare_rtl
+from .chrome_trace import write_trace
 from .model import PerfModel
 from .tune import compile_tuned
 
@@ -104,10 +106,12 @@ def _compile(source: str, config, devices: int, overlap, board, prefill_batch=No
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="replace a board constant (repeatable), e.g. hbm.efficiency=0.8")
 @click.option("--constants", is_flag=True, help="print every board constant with its source and exit")
+@click.option("--trace", "trace_out", type=click.Path(dir_okay=False), default=None,
+              help="write a Chrome/Perfetto trace (JSON) of the first decode step (perf/chrome_trace.py)")
 @click.option("--rtl-cycles", type=click.Path(dir_okay=False), default=None,
               help="calibration: JSON list of {asm, cycles, pos} measured on the RTL; prints model vs RTL and exits")
 def perf(source, board, config, devices, overlap, prefill_batch, input_tokens, output_tokens, table, json_out, plots,
-         fmt, overrides, constants, rtl_cycles):
+         fmt, overrides, constants, rtl_cycles, trace_out):
     """Cycle-level performance model: latency, prefill/decode split, breakdowns, roofline, plots.
 
     PROGRAM is a compiled program file; MODEL a named GPT-2 size (124M, 355M, 774M, 1.5B) or a checkpoint
@@ -115,7 +119,7 @@ def perf(source, board, config, devices, overlap, prefill_batch, input_tokens, o
     """
     try:
         _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, output_tokens, table, json_out,
-              plots, fmt, overrides, constants, rtl_cycles)
+              plots, fmt, overrides, constants, rtl_cycles, trace_out)
     except DfxError as e:
         _fail(str(e))
     except KeyboardInterrupt:
@@ -123,7 +127,7 @@ def perf(source, board, config, devices, overlap, prefill_batch, input_tokens, o
 
 
 def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, output_tokens, table, json_out, plots,
-          fmt, overrides, constants, rtl_cycles):
+          fmt, overrides, constants, rtl_cycles, trace_out=None):
     b = load_board(board, dict(parse_override(o) for o in overrides))
     if constants:
         for name, value, unit, src in b.describe():
@@ -175,6 +179,10 @@ def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, 
                                                  overlap or prog.manifest.overlap, input_tokens,
                                                  output_tokens)]
         click.echo(f"plots: {', '.join(out['plots'])}", err=True)
+    if trace_out:
+        t = write_trace(model, trace_out, "decode", input_tokens - 1)
+        click.echo(f"wrote {trace_out} (decode step at position {input_tokens - 1}: {t['otherData']['cycles']} "
+                   f"cycles, {len(t['traceEvents'])} events)", err=True)
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(out, indent=1, default=float))

@@ -119,6 +119,7 @@ class DeviceScheduler:
         self.out = DeviceStep(by_bin=[0] * n_bins)
         self.pending: Pending | None = None
         self.halted = False
+        self.log: list | None = None      # (entry, unit, op, start, release, end) per instruction (chrome_trace)
 
     def run(self) -> Pending | None:
         """Schedule until a ring instruction (returns it) or HALT (returns None)."""
@@ -135,6 +136,7 @@ class DeviceScheduler:
         hbm = ddr = 0
         result = None
         pc = self.pc
+        log = self.log
         for pc in range(self.pc, len(table)):
             x = table[pc]
             if x is None:
@@ -174,6 +176,8 @@ class DeviceScheduler:
                 rel = start + occ
                 unit_free[unit] = rel
                 end = rel + lat
+                if log is not None:
+                    log.append((pc, unit, op, start, rel, end))
                 busy[unit] += occ
                 qstart[unit].append(start)
                 if end > unit_done[unit]:
@@ -196,6 +200,8 @@ class DeviceScheduler:
                     if mask >> u & 1 and unit_done[u] > end:
                         end = unit_done[u]
                 barrier = end
+                if log is not None:
+                    log.append((pc, 4, op, t, end, end))
             elif kind == K_HALT:
                 end = max(t + ctrl, *unit_done)
                 self.halted = True
@@ -229,6 +235,8 @@ class DeviceScheduler:
         unit = x.unit
         self.pending = None
         self.unit_free[unit] = end
+        if self.log is not None:
+            self.log.append((p.entry, unit, x.op, p.start, end, end))
         self.out.busy[unit] += end - p.start
         self.qstart[unit].append(p.start)
         if end > self.unit_done[unit]:
@@ -315,7 +323,7 @@ def repeats(trace: Trace, p0: int, p1: int, limit: int) -> tuple[int, int]:
 
 
 def simulate_step(traces: list[Trace], n_dyn: int, order: list[int] | None = None,
-                  fast: bool = True) -> list[DeviceStep]:
+                  fast: bool = True, logs: dict | None = None) -> list[DeviceStep]:
     """Run one token step (one run of a stream on every device) at POS + 1 = n_dyn, the devices in ring
     `order`, and return each device's figures.
 
@@ -327,7 +335,8 @@ def simulate_step(traces: list[Trace], n_dyn: int, order: list[int] | None = Non
       that can no longer delay anything clipped, equals its state p gathers earlier, and the instructions of
       the next periods repeat those of the last one (same costs, same VBUF ranges), the schedule repeats
       shifted in time: those periods are added up instead of simulated (decoder layers after the first few).
-    Neither applies with SEND/RECV."""
+    Neither applies with SEND/RECV. `logs` (a dict, with fast=False): device -> every instruction's
+    (entry, unit, op, start, release, end), for timelines (chrome_trace)."""
     t0 = traces[0].timing
     n = len(traces)
     order = list(order) if order is not None else list(range(n))
@@ -345,6 +354,11 @@ def simulate_step(traces: list[Trace], n_dyn: int, order: list[int] | None = Non
     uniq = [k for k in range(n) if rep[k] == k]
     devs = {k: DeviceScheduler(tables[k], len(traces[k].bin_names), entries, t0.queue, t0.hbm_read_lat,
                                traces[k].resolver(n_dyn), t0.issue_cycles if t0.serial else None) for k in uniq}
+    if logs is not None:
+        if fast:
+            raise PerfError("instruction logs need fast=False (the shortcuts skip instructions)")
+        for k in uniq:
+            devs[k].log = logs.setdefault(k, [])
     links: dict[tuple[int, int], list[Message]] = {}
     history: list[Mark] = []
     periodic = fast and not p2p

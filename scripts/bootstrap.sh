@@ -30,6 +30,10 @@ PIP_PKGS=(
   "pytest"
   "hypothesis"
   "import-linter"
+  "jsonschema"                   # tests/perf/test_chrome_trace.py validates the trace-event JSON
+  "ray==2.60.0"                  # dfx sweep: local Ray by default, --address for a cluster (docs/dse.md)
+  "pyarrow==21.0.0"              # sweep results as Parquet; 21 is the last pyarrow that takes numpy 1.x (pynq pins <2)
+  "pyyaml"                       # YAML sweep specs (TOML needs nothing)
 )
 
 # 1. System packages: Icarus Verilog (cocotb's default simulator), lz4/zlib for Verilator FST traces.

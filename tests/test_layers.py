@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("dfx", "dfx/cli", "models", "compiler", "compiler/quant", "sim", "hw", "perf", "verify", "host")
+PACKAGES = ("dfx", "dfx/cli", "models", "compiler", "compiler/quant", "sim", "hw", "perf", "verify", "host", "sweep")
 
 
 def _lint_imports() -> str | None:

@@ -36,6 +36,7 @@ from dfx.models.tokenizer import load_tokenizer, tokenizer_from_json
 from dfx.perf.cli import perf
 from dfx.perf.tune import compile_tuned
 from dfx.program import load_program, load_signing_key, load_trusted_key, save_program
+from dfx.sweep.cli import sweep
 
 from .compare import compare
 from .options import (DfxGroup, backend_options, backend_opts, fail, friendly, generate_text, print_stats,
@@ -457,6 +458,7 @@ def build(ctx, board, output, config, verilog, lint, run_tools, devices, check_d
 main.add_command(perf)
 main.add_command(compare)
 main.add_command(quant_report)
+main.add_command(sweep)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,154 @@
+"""A sweep from spec to results table: the tasks each point needs, those the journal already has skipped
+(resumable), the rest run on the engine, and one row per point assembled from the journal.
+
+    from dfx.sweep import load_spec, run_sweep
+    res = run_sweep(load_spec("sweeps/u280.toml"), "build/sweep/u280")
+    res.rows, res.table, res.computed, res.reused
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dfx.errors import DfxError
+from dfx.formats import FormatError
+
+from . import stages
+from .engine import Task, execute
+from .spec import CONFIG_FIELDS, Spec, point_hash
+from .store import Journal, git_revision, write_table
+
+GiB = 2**30
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class SweepResult:
+    rows: list[dict]
+    table: Path
+    computed: int                        # tasks run by this call
+    reused: int                          # tasks found in the journal
+    tasks: dict = field(default_factory=dict)    # kind -> tasks run by this call
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def hw_fields(point: dict) -> dict:
+    """The parameters the hardware config depends on (resources, Yosys and RTL results are keyed by them)."""
+    return {"config": point["config"], **{f: point.get(f) for f in CONFIG_FIELDS}}
+
+
+def accuracy_key(point: dict, spec: Spec) -> tuple[str, str, str]:
+    fmt = point["weights"]
+    try:
+        method = stages.default_method(fmt, point.get("method"))
+    except (DfxError, FormatError):       # a bad format: the perf stage names it; the key stays unique
+        method = point.get("method") or "rtn"
+    return fmt, method, _key("accuracy", fmt, method, spec.accuracy_windows, stages.ACCURACY_VERSION)
+
+
+def plan(spec: Spec, points: list[dict], build_dir: Path) -> list[Task]:
+    """Every task the points need, once each (shared work keyed once: a config's resources, a format's
+    accuracy)."""
+    tasks: dict[tuple[str, str], Task] = {}
+
+    def add(t: Task):
+        tasks.setdefault((t.kind, t.key), t)
+    for p in points:
+        hw = hw_fields(p)
+        if "perf" in spec.stages:
+            add(Task("perf", point_hash(p), stages.guard, (stages.perf, p), 1, 2 * GiB))
+        if "resources" in spec.stages:
+            add(Task("resources", _key("resources", hw, p["board"]), stages.guard,
+                     (stages.resources, {**hw, "board": p["board"]}), 0.5, GiB // 2))
+            if spec.yosys:
+                k = _key("yosys", hw, spec.yosys)
+                add(Task("yosys", k, stages.guard, (stages.yosys_units, hw, spec.yosys, str(build_dir / "yosys" / k)),
+                         1, 6 * GiB))
+        if "accuracy" in spec.stages:
+            fmt, method, k = accuracy_key(p, spec)
+            add(Task("accuracy", k, stages.guard, (stages.accuracy, fmt, method, spec.accuracy_windows), 1, 3 * GiB))
+            base = accuracy_key({"weights": "fp16", "method": "rtn"}, spec)
+            add(Task("accuracy", base[2], stages.guard, (stages.accuracy, "fp16", "rtn", spec.accuracy_windows),
+                     1, 3 * GiB))
+        if "rtl" in spec.stages:
+            add(Task("rtl", _key("rtl", hw, p["weights"]), stages.guard, (stages.rtl_check, hw, p["weights"]),
+                     1, 4 * GiB))
+    return list(tasks.values())
+
+
+def _merge(row: dict, stage: str, res: dict | None, drop=("status", "reason", "seconds", "git_rev")):
+    if res is None:
+        row["status"] = "error"
+        row["reason"] = (row["reason"] + "; " if row["reason"] else "") + f"{stage}: not run (interrupted)"
+        return
+    if res.get("status") != "ok":
+        row["status"] = "error"
+        row["reason"] = (row["reason"] + "; " if row["reason"] else "") + f"{stage}: {res.get('reason', '?')}"
+    row.update({k: v for k, v in res.items() if k not in drop})
+    row[f"{stage}_seconds"] = res.get("seconds", 0.0)
+
+
+def assemble(spec: Spec, points: list[dict], journal: Journal, revision: str) -> list[dict]:
+    """One row per point: its parameters, config hash, git revision (the one its perf stage ran at; else
+    `revision`) and every stage's columns; `status` is "ok" or "error" with `reason` naming the stage(s) and
+    why."""
+    rows = []
+    base = journal.get("accuracy", accuracy_key({"weights": "fp16", "method": "rtn"}, spec)[2])
+    for p in points:
+        hw = hw_fields(p)
+        row = {"config_hash": point_hash(p), "git_rev": revision, "sweep": spec.name, **p,
+               "status": "ok", "reason": ""}
+        if "perf" in spec.stages:
+            perf = journal.get("perf", point_hash(p))
+            _merge(row, "perf", perf)
+            row["git_rev"] = (perf or {}).get("git_rev", revision)     # the revision that computed the point
+        if "resources" in spec.stages:
+            _merge(row, "resources", journal.get("resources", _key("resources", hw, p["board"])))
+            if spec.yosys:
+                _merge(row, "yosys", journal.get("yosys", _key("yosys", hw, spec.yosys)))
+        if "accuracy" in spec.stages:
+            fmt, method, k = accuracy_key(p, spec)
+            row["method"] = method
+            acc = journal.get("accuracy", k)
+            _merge(row, "accuracy", acc)
+            if acc and base and acc.get("status") == base.get("status") == "ok":
+                row["bits_per_byte_delta"] = acc["bits_per_byte"] - base["bits_per_byte"]
+        if "rtl" in spec.stages:
+            _merge(row, "rtl", journal.get("rtl", _key("rtl", hw, p["weights"])))
+        rows.append(row)
+    return rows
+
+
+def run_sweep(spec: Spec, out: str | Path, engine: str = "ray", workers: int = 2, address: str | None = None,
+              progress: bool = True, stop_after: int | None = None, table_name: str = "results.parquet") \
+        -> SweepResult:
+    """Run (or resume) `spec` into the folder `out`: journal.jsonl, and the results table (`table_name`,
+    Parquet or CSV). `stop_after` N: stop as if interrupted after N tasks (for tests); the journal keeps them."""
+    out = Path(out)
+    journal = Journal(out)
+    points = spec.points()
+    todo = [t for t in plan(spec, points, out / "build") if not journal.done(t.kind, t.key)]
+    total = len(plan(spec, points, out / "build"))
+    counts: dict[str, int] = {}
+    done = 0
+    revision = git_revision(REPO)
+
+    def on_result(t: Task, res: dict):
+        nonlocal done
+        journal.add(t.kind, t.key, {**res, "git_rev": revision})
+        counts[t.kind] = counts.get(t.kind, 0) + 1
+        done += 1
+        if stop_after is not None and done >= stop_after:
+            raise KeyboardInterrupt
+    try:
+        execute(todo, on_result, engine, workers, address, desc=f"sweep {spec.name}", progress=progress)
+    finally:
+        journal.close()
+    rows = assemble(spec, points, journal, revision)
+    table = write_table(rows, out / table_name)
+    return SweepResult(rows, table, done, total - len(todo), counts)
