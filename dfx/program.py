@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from . import isa
 from .config import AccelConfig
 from .errors import EncodeError, ProgramError, UsageError
+from .images import DeviceImage, FileMembers, stripe, unstripe  # noqa: F401 (re-exported)
 from .manifest import MAX_MANIFEST_BYTES, HostSymbols, Manifest, check_config_name
 
 
@@ -84,29 +85,7 @@ def untile_matrix(flat: np.ndarray, k: int, n: int, d: int, l: int, rowmajor: bo
     return t.reshape(kt * d, nt * l)[:k, :n]
 
 
-def stripe(image: bytes | np.ndarray, cfg: AccelConfig) -> list[bytes]:
-    """Split a striped HBM image into per-channel images (channel c gets every channels-th beat slice)."""
-    buf = np.frombuffer(bytes(image), np.uint8)
-    pad = -len(buf) % cfg.beat_bytes
-    if pad:
-        buf = np.concatenate([buf, np.zeros(pad, np.uint8)])
-    rows = buf.reshape(-1, cfg.hbm_channels, cfg.channel_beat_bytes)
-    return [rows[:, c, :].tobytes() for c in range(cfg.hbm_channels)]
-
-
-def unstripe(channels: list[bytes], cfg: AccelConfig) -> bytearray:
-    arrs = [np.frombuffer(c, np.uint8).reshape(-1, cfg.channel_beat_bytes) for c in channels]
-    return bytearray(np.stack(arrs, axis=1).tobytes())
-
-
 # ---------------------------------------------------------------------------------------------- container
-@dataclass
-class DeviceImage:
-    streams: dict[str, list[isa.Instr]]
-    hbm: bytearray          # striped HBM image (zero-initialised KV regions included)
-    ddr: bytearray
-
-
 @dataclass
 class Program:
     manifest: Manifest
@@ -136,6 +115,7 @@ TOKENIZER = "tokenizer/tokenizer.json"
 MAX_STREAM_INSTRS = 1 << 20         # the longest stream a program may hold (GPT-2 1.5B on one dfx device: 13,758
                                     # decode instructions, 26,927 in a --prefill-batch 2 stream)
 MAX_TOKENIZER_BYTES = 8 << 20       # GPT-2's tokenizer.json is 1.4 MB
+CHUNK = 8 << 20                     # bytes per read when a member is hashed
 MAX_SEAL_BYTES = 1 << 10            # digest.json and signature.json are a few hundred bytes
 MAX_MEMBERS = 4096                  # devices x (streams + HBM channels + DDR) + 4; dfx config on 8 devices: 292
 MAX_DIRECTORY_BYTES = MAX_MEMBERS * 128   # a dfx member's directory entry: 46 bytes + name + zip64 sizes < 128
@@ -352,6 +332,7 @@ class _Archive:
     def __init__(self, path: Path, f: BinaryIO):
         self.path = path
         entries, _, cd_offset = _directory_extent(f, os.fstat(f.fileno()).st_size, path)
+        self.cd_offset = cd_offset
         try:
             self.zip = zipfile.ZipFile(f)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error, NotImplementedError) as e:
@@ -401,16 +382,48 @@ class _Archive:
 
     def read(self, name: str) -> bytes:
         """The member's bytes: a read of at most its declared size (already checked against its limit)."""
+        return b"".join(self._pieces(name, self.infos[name].file_size + 1))
+
+    def sha256(self, name: str) -> str:
+        """The SHA-256 of the member's bytes, read in pieces (bounded as `read`), none of them kept."""
+        h = hashlib.sha256()
+        for blob in self._pieces(name, CHUNK):
+            h.update(blob)
+        return h.hexdigest()
+
+    def _pieces(self, name: str, chunk: int) -> Iterator[bytes]:
         info = self.infos[name]
+        done = 0
         try:
             with self.zip.open(info) as f:
-                blob = f.read(info.file_size + 1)
+                while done <= info.file_size:
+                    blob = f.read(min(chunk, info.file_size + 1 - done))
+                    if not blob:
+                        break
+                    done += len(blob)
+                    yield blob
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
             raise ProgramError(f"{self.path}: member {name} cannot be read ({_first_line(e)})") from None
-        if len(blob) != info.file_size:
-            raise ProgramError(f"{self.path}: member {name} holds {len(blob):,} bytes, not the {info.file_size:,} "
+        if done != info.file_size:
+            raise ProgramError(f"{self.path}: member {name} holds {done:,} bytes, not the {info.file_size:,} "
                                "its entry declares")
-        return blob
+
+    def data_offset(self, name: str, f: BinaryIO) -> int:
+        """Where the member's bytes start in the file: after its local header, which must name it (as zipfile
+        checks when it reads a member) and end inside the archive."""
+        info = self.infos[name]
+        f.seek(info.header_offset)
+        head = f.read(30)
+        raw = info.orig_filename.encode()
+        if len(head) != 30 or head[:4] != b"PK\x03\x04":
+            raise ProgramError(f"{self.path}: member {name} has no local header (truncated program?)")
+        n, e = struct.unpack("<2H", head[26:30])
+        if f.read(n) != raw:
+            raise ProgramError(f"{self.path}: member {name}'s local header names another file")
+        off = info.header_offset + 30 + n + e
+        if off + info.file_size > self.cd_offset:
+            raise ProgramError(f"{self.path}: member {name} lies outside the archive (truncated program?)")
+        return off
 
 
 def load_program(path: str | os.PathLike, expect: AccelConfig | None = None,
@@ -436,12 +449,18 @@ def load_program(path: str | os.PathLike, expect: AccelConfig | None = None,
                                    f"{expect.name!r} (hash {expect.config_hash}); recompile with --config "
                                    f"{expect.name}")
             _check_layout(ar, manifest)
-            blobs = {}
+            blobs, images = {}, {}
             for name, digest in manifest.checksums.items():
+                if _sized_by_config(name):           # memory images: verified here, read again when used
+                    if ar.sha256(name) != digest:
+                        raise ProgramError(f"{path}: checksum mismatch in {name} (the file is corrupted)")
+                    images[name] = (ar.data_offset(name, f), ar.infos[name].file_size, digest)
+                    continue
                 blob = ar.read(name)
                 if _sha(blob) != digest:
                     raise ProgramError(f"{path}: checksum mismatch in {name} (the file is corrupted)")
                 blobs[name] = blob
+            source = FileMembers(path, os.dup(f.fileno()), images)
     devices = []
     for k in range(manifest.devices):
         streams = {}
@@ -451,12 +470,10 @@ def load_program(path: str | os.PathLike, expect: AccelConfig | None = None,
                 streams[s] = isa.decode_stream(blobs[key])
             except EncodeError as e:
                 raise ProgramError(f"{path}: {key}: {e}") from None
-        if manifest.weights:
-            chans = [blobs[f"dev{k}/hbm/ch{c:02}.bin"] for c in range(cfg.hbm_channels)]
-            hbm, ddr = unstripe(chans, cfg), bytearray(blobs[f"dev{k}/ddr.bin"])
+        if manifest.weights:                          # read from the file when first used (dfx.images)
+            devices.append(DeviceImage(streams, source=source, cfg=cfg, device=k))
         else:
-            hbm, ddr = bytearray(), bytearray()
-        devices.append(DeviceImage(streams, hbm, ddr))
+            devices.append(DeviceImage(streams, bytearray(), bytearray()))
     return Program(manifest, devices, blobs.get(TOKENIZER))
 
 

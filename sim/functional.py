@@ -81,15 +81,16 @@ class Device:
 
     @classmethod
     def of_image(cls, cfg: AccelConfig, img: DeviceImage, device: int = 0, check_fences: bool = True,
-                 fast: bool = True, ring: int = 1, budget: int | None = None) -> Device:
+                 fast: bool = True, ring: int = 1, budget: int | None = None, adopt: bool = False) -> Device:
         """A device running memory images without their program (the board emulator's view of its memory), in a
-        ring of `ring` devices."""
+        ring of `ring` devices. `adopt`: the device's memory is `img.hbm` and `img.ddr` themselves (bytearrays the
+        caller hands over), not a copy."""
         dev = cls.__new__(cls)
-        dev._setup(cfg, img, device, check_fences, fast, ring, budget)
+        dev._setup(cfg, img, device, check_fences, fast, ring, budget, adopt)
         return dev
 
     def _setup(self, cfg: AccelConfig, img: DeviceImage, device: int, check_fences: bool, fast: bool, ring: int,
-               budget: int | None):
+               budget: int | None, adopt: bool = False):
         self.cfg = cfg
         self.device = device
         self.ring = ring                        # devices in the ring: what an ALLGATHER must name
@@ -97,8 +98,9 @@ class Device:
         self._budgets: dict[str, tuple[list, int]] = {}     # stream -> (its predecoded code, run_budget)
         self._spent = 0                         # instruction executions of the current run
         self._deadline: float | None = None
-        self.hbm = np.frombuffer(bytearray(img.hbm), np.uint8)
-        self.ddr = np.frombuffer(bytearray(img.ddr), np.uint8)
+        # the device's own memory: one copy of the images (streamed from the program file: dfx.images)
+        self.hbm = np.frombuffer(img.hbm if adopt else img.take_hbm(), np.uint8)
+        self.ddr = np.frombuffer(img.ddr if adopt else img.take_ddr(), np.uint8)
         self.hbm16 = self.hbm[: self.hbm.size // 2 * 2].view(_F16)
         self.hbm_u16 = self.hbm16.view(np.uint16)   # the MPU reads its binary16 tiles from here, in place
         self.vbuf = np.zeros(cfg.vbuf_elems, _F16)
