@@ -113,7 +113,7 @@ class Device:
         self._dirty = {isa.Unit.DMA: []}           # off-chip byte ranges written since the last FENCE
         self._wcache: dict = {}                 # dequantised matrices (wfmt != 0), as binary16 tiles
         self._wcache_end = 0                    # highest HBM byte any cached weight matrix covers
-        self.threads = 1                        # threads one matrix instruction may use (fastmpu.tiled_matvec)
+        self.threads = fm.cpu_count()           # threads one matrix instruction may use (a ring shares them out)
         self._rel_cache: dict = {}
         self.d, self.l = cfg.d, cfg.l
         self.tile_elems = cfg.tile_elems
