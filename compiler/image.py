@@ -16,8 +16,8 @@ from .passes import weight_piece
 def build_images(g: Graph, plan: Plan) -> tuple[bytearray, bytearray]:
     """(striped HBM image, DDR image). KV-cache regions and the logits buffer are zero."""
     cfg = plan.cfg
-    hbm = np.zeros(plan.hbm_size, np.uint8)
-    ddr = np.zeros(plan.ddr_size, np.uint8)
+    out_hbm, out_ddr = bytearray(plan.hbm_size), bytearray(plan.ddr_size)    # filled in place: no other copy
+    hbm, ddr = np.frombuffer(out_hbm, np.uint8), np.frombuffer(out_ddr, np.uint8)
 
     def put_ddr(node: str, kind: Kind, a: np.ndarray):
         b = np.ascontiguousarray(a, np.float16).view(np.uint8).reshape(-1)
@@ -42,4 +42,4 @@ def build_images(g: Graph, plan: Plan) -> tuple[bytearray, bytearray]:
                     t = tile_matrix(w, cfg.d, cfg.l).view(np.uint8)
                 a = plan.hbm.address(sym_name(n.name, Kind.WEIGHT, p)) * isa.HBM_UNIT
                 hbm[a:a + t.size] = t
-    return bytearray(hbm.tobytes()), bytearray(ddr.tobytes())
+    return out_hbm, out_ddr

@@ -232,19 +232,18 @@ def load_trusted_key(path: str | os.PathLike) -> Ed25519PublicKey:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _members(prog: Program) -> dict[str, bytes]:
+def _members(prog: Program) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every data member, each made when it is reached (one channel image at a time)."""
     cfg = prog.config
-    out = {}
     for k, dev in enumerate(prog.devices):
         for name, instrs in dev.streams.items():
-            out[f"dev{k}/{name}.bin"] = isa.encode_stream(instrs)
+            yield f"dev{k}/{name}.bin", isa.encode_stream(instrs)
         if prog.has_weights:
-            for c, blob in enumerate(stripe(dev.hbm, cfg)):
-                out[f"dev{k}/hbm/ch{c:02}.bin"] = blob
-            out[f"dev{k}/ddr.bin"] = bytes(dev.ddr)
+            for c, blob in enumerate(dev.channels(cfg)):
+                yield f"dev{k}/hbm/ch{c:02}.bin", blob
+            yield f"dev{k}/ddr.bin", bytes(dev.ddr)
     if prog.tokenizer_json is not None:
-        out[TOKENIZER] = prog.tokenizer_json
-    return out
+        yield TOKENIZER, prog.tokenizer_json
 
 
 def save_program(prog: Program, path: str | os.PathLike, signing_key: Ed25519PrivateKey | None = None) -> Path:
@@ -255,13 +254,14 @@ def save_program(prog: Program, path: str | os.PathLike, signing_key: Ed25519Pri
         check_config_name(prog.config.name)
     except ProgramError as e:
         raise ProgramError(f"{path}: {e}") from None
-    members = _members(prog)
-    for name, blob in members.items():
+    checksums = {}                            # a first pass: sizes and checksums, no member kept
+    for name, blob in _members(prog):
         _check_size(path, name, len(blob), prog.config)
-    if len(members) + 3 > MAX_MEMBERS:
-        raise ProgramError(f"{path}: a program of {len(members) + 3} members cannot be written; a program has at "
+        checksums[name] = _sha(blob)
+    if len(checksums) + 3 > MAX_MEMBERS:
+        raise ProgramError(f"{path}: a program of {len(checksums) + 3} members cannot be written; a program has at "
                            f"most {MAX_MEMBERS}")
-    manifest = replace(prog.manifest, checksums={name: _sha(blob) for name, blob in members.items()})
+    manifest = replace(prog.manifest, checksums=checksums)
     text = manifest.to_json().encode()
     digest = program_digest(text)
     seal = {DIGEST: _seal_json({"format": "dfx-digest", "sha256": digest})}
@@ -275,7 +275,11 @@ def save_program(prog: Program, path: str | os.PathLike, signing_key: Ed25519Pri
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
             z.writestr(MANIFEST, text)
-            for name, blob in {**seal, **members}.items():
+            for name, blob in seal.items():
+                z.writestr(name, blob)
+            for name, blob in _members(prog):  # the second pass writes them, as the checksums say
+                if _sha(blob) != checksums[name]:
+                    raise ProgramError(f"{path}: member {name} changed while the program was written")
                 z.writestr(name, blob)
         os.replace(tmp, path)
     except BaseException:
