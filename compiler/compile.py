@@ -111,15 +111,17 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
         g = p(g)
         if check:
             verify(g)
-    images, node_pcs = [], {}
+    plans, lowered, node_pcs = [], [], {}
     for k in range(devices):
         plan = allocate(g, cfg, max_seq, device=k, prefill_batch=prefill_batch)
         streams, pcs = lower(g, plan)
         for s, v in pcs.items():
             node_pcs.setdefault(s, []).append(v)
-        hbm, ddr = build_images(g, plan) if g.has_weights else (bytearray(), bytearray())
-        images.append((plan, DeviceImage(streams, hbm, ddr)))
-    plans = [p for p, _ in images]
+        plans.append(plan)
+        lowered.append(streams)
+    # the weights move from the graph into the images node by node (release): in memory once
+    mem = build_images(g, plans, release=True) if g.has_weights else [(bytearray(), bytearray())] * devices
+    images = [(p, DeviceImage(s, hbm, ddr)) for p, s, (hbm, ddr) in zip(plans, lowered, mem)]
     plan, lm = plans[0], g.nodes[-1]
     batch = (PrefillBatch(BATCH_STREAM, prefill_batch, plan.ddr.address(PREFILL_TOKENS))
              if prefill_batch is not None else None)

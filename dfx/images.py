@@ -142,8 +142,9 @@ class HbmChannels(Sequence):
 
 
 class DeviceImage:
-    """One device's streams and memory images: `hbm` (the unstriped HBM image) and `ddr` as bytearrays, in memory,
-    or, with `source`, read from the program file when first asked for (then kept, so edits stick)."""
+    """One device's streams and memory images: `hbm` (the unstriped HBM image) and `ddr`, writable byte buffers
+    (bytearrays or uint8 arrays) in memory, or, with `source`, read from the program file when first asked for
+    (then kept as bytearrays, so edits stick)."""
 
     def __init__(self, streams: dict[str, list[isa.Instr]], hbm: bytearray | None = None,
                  ddr: bytearray | None = None, *, source: FileMembers | None = None, cfg: AccelConfig | None = None,
@@ -161,7 +162,7 @@ class DeviceImage:
     @property
     def hbm(self) -> bytearray:
         if self._hbm is None:
-            self._hbm = self.take_hbm()
+            self._hbm = self.take_hbm(bytearray)
         return self._hbm
 
     @hbm.setter
@@ -182,16 +183,17 @@ class DeviceImage:
         """The HBM image as `cfg`'s channel images (what `stripe` gives), each made when it is asked for."""
         return HbmChannels(self, cfg)
 
-    def take_hbm(self) -> bytearray | np.ndarray:
+    def take_hbm(self, kind=None) -> bytearray | np.ndarray:
         """A new copy of the unstriped HBM image, the caller's to write: streamed from the file channel by channel
-        into the one buffer (no other copy is made), or copied from memory."""
+        into the one buffer (no other copy is made), or copied from memory. `kind` bytearray: as a bytearray,
+        else as `zeros` makes it (uint8, pages held only once written)."""
         if self._hbm is not None:
             return bytearray(self._hbm)
         src, cfg = self._source, self._cfg
         C, cbb = cfg.hbm_channels, cfg.channel_beat_bytes
         n = src.size(self._name(0))
-        out = zeros(n * C)
-        rows = out.reshape(-1, C, cbb)
+        out = bytearray(n * C) if kind is bytearray else zeros(n * C)
+        rows = np.frombuffer(out, np.uint8).reshape(-1, C, cbb)
         for c in range(C):
             r = 0
             for blob in src.chunks(self._name(c), CHUNK - CHUNK % cbb):
@@ -207,7 +209,8 @@ class DeviceImage:
     def __eq__(self, other) -> bool:
         if not isinstance(other, DeviceImage):
             return NotImplemented
-        return self.streams == other.streams and self.hbm == other.hbm and self.ddr == other.ddr
+        return (self.streams == other.streams and bytes(self.hbm) == bytes(other.hbm)
+                and bytes(self.ddr) == bytes(other.ddr))
 
     def __repr__(self) -> str:
         where = "in memory" if self._source is None else f"from {self._source.path}"
