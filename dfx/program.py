@@ -21,8 +21,11 @@ writes nothing; before it reads a member it checks, from the ZIP directory alone
 names above, every member is a stored regular file whose bytes lie inside the archive, and every declared size is
 within the limit of its kind (`member_limit`: the config's HBM channel and DDR capacity, `MAX_STREAM_INSTRS`,
 `MAX_TOKENIZER_BYTES`); it then reads each member with a bounded read and checks it against the manifest, the
-manifest against the digest and, with a trusted key, the digest against the signature. Every refusal is one
-`ProgramError` line naming the member. A program written by an older dfx (another manifest format version) is
+manifest against the digest and, with a trusted key, the digest against the signature. The memory images (HBM
+channels, DDR) are hashed in pieces and not kept: the loaded program reads them again from the same open file
+when they are used (`dfx.images.FileMembers`), checking their SHA-256 again, so a program holds no copy of its
+weights and a file changed after loading is refused, not used. Every refusal is one `ProgramError` line naming
+the member. A program written by an older dfx (another manifest format version) is
 refused with "recompile with dfx compile". `save_program` writes a temporary file next to the target and renames
 it, so a failed save never leaves a half-written program behind.
 """
