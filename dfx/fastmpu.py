@@ -1,6 +1,11 @@
-"""The matrix unit's fast bit-exact path: `TreeWeights` (a weight matrix arranged once for the MPU's adder
-trees) and `mpu_matvec1` (one vector against it), bit-identical to `dfx.numerics.mpu_matvec` (tested in
-tests/core/test_fastmpu.py). The functional simulator runs every LINEAR, QK, SV and LMHEAD through it."""
+"""The matrix unit's fast bit-exact paths, bit-identical to `dfx.numerics.mpu_matvec` (tested in
+tests/core/test_fastmpu.py):
+
+- `tiled_matvec`: one vector against a matrix stored as the DMA stores it (binary16 d x l tiles), read in place
+  by a numba kernel, one pass over the weights. The functional simulator runs every LINEAR, QK, SV and LMHEAD
+  through it.
+- `TreeWeights` + `mpu_matvec1`: a binary32 matrix arranged once for the adder trees (bit reversal), each tree
+  level one contiguous in-place PyTorch/numpy add (kept for callers that hold a binary32 matrix)."""
 from __future__ import annotations
 
 import contextlib
