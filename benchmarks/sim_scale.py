@@ -90,7 +90,7 @@ def measure_run(ckpt: str, program: str, tokens: int) -> None:
     t0 = time.perf_counter()
     prog = load_program(program)
     images = sum(mem.hbm_bytes + mem.ddr_bytes for mem in prog.manifest.memory)
-    with Session(prog, "sim", counters=False) as sess:
+    with Session(prog, "sim", counters=False, timeout=24 * 3600.0) as sess:     # a step may take minutes
         log(f"  sim: program loaded in {time.perf_counter() - t0:.1f} s")
         sim_out, sim_t = greedy(lambda ids, first: sess.feed(ids))
     del prog, sess
