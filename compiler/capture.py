@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from dfx.errors import CompileError
 from dfx.models import checkpoint, gpt2
@@ -58,11 +59,17 @@ def capture_state(model: dict, state: dict | None) -> Graph:
         if name not in sd:
             raise CompileError(f"node {name.rsplit('.', 1)[0]}: weight {name} is missing from the state dict")
         t = sd[name]
-        a = t.detach().float().cpu().numpy() if hasattr(t, "detach") else np.asarray(t, np.float32)
+        if hasattr(t, "detach"):
+            t = t.detach().cpu()
+            a = t.numpy() if t.dtype == torch.float16 else t.float().numpy()
+        else:
+            a = np.asarray(t)
         if a.shape != shape:
             raise CompileError(f"node {name.rsplit('.', 1)[0]}: {name} has shape {list(a.shape)}, "
                                f"expected {list(shape)}")
-        return a.astype(np.float32)
+        # binary16 stays binary16 (an FP16 checkpoint: no float32 copy; the passes widen exactly where they
+        # compute), anything else becomes a float32 copy
+        return a if a.dtype == np.float16 else a.astype(np.float32)
 
     g = Graph(model=m, has_weights=sd is not None)
     wte = p("wte.weight", (V, E))
@@ -122,7 +129,8 @@ def capture(source) -> tuple[Graph, object]:
                 raise CompileError(f"model {s!r} is neither a checkpoint directory nor a named GPT-2 size "
                                    f"({', '.join(gpt2.GPT2_SIZES)})") from None
             return capture_state(cfg.to_dict(), None), None
-        return capture(checkpoint.load_checkpoint(s))[0], Path(s)
+        cfg, state = checkpoint.load_tensors(s)       # as stored: one copy of an FP16 checkpoint's weights
+        return capture_state(cfg.to_dict(), state), Path(s)
     if isinstance(source, gpt2.GPT2):
         return capture_state(source.config.to_dict(), source.state_dict()), None
     raise CompileError(f"cannot compile a {type(source).__name__}; give a checkpoint directory, a named GPT-2 size, "

@@ -114,18 +114,21 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
         if check:
             verify(g)
         work.update(1)
-    images, node_pcs = [], {}
+    plans, lowered, node_pcs = [], [], {}
     for k in range(devices):
-        work.set_postfix_str(f"device {k}: allocate, lower, images", refresh=False)
+        work.set_postfix_str(f"device {k}: allocate, lower", refresh=False)
         plan = allocate(g, cfg, max_seq, device=k, prefill_batch=prefill_batch)
         streams, pcs = lower(g, plan)
         for s, v in pcs.items():
             node_pcs.setdefault(s, []).append(v)
-        hbm, ddr = build_images(g, plan) if g.has_weights else (bytearray(), bytearray())
-        images.append((plan, DeviceImage(streams, hbm, ddr)))
+        plans.append(plan)
+        lowered.append(streams)
         work.update(1)
+    # the weights move from the graph into the images node by node (release): in memory once
+    work.set_postfix_str("memory images", refresh=False)
+    mem = build_images(g, plans, release=True) if g.has_weights else [(bytearray(), bytearray())] * devices
     work.close()
-    plans = [p for p, _ in images]
+    images = [(p, DeviceImage(s, hbm, ddr)) for p, s, (hbm, ddr) in zip(plans, lowered, mem)]
     plan, lm = plans[0], g.nodes[-1]
     batch = (PrefillBatch(BATCH_STREAM, prefill_batch, plan.ddr.address(PREFILL_TOKENS))
              if prefill_batch is not None else None)

@@ -201,7 +201,8 @@ def quantize(g: Graph, cfg: AccelConfig, fmt="fp16", method: str | None = None) 
                 if f.kind == "fp16":
                     n.params["weight"] = numerics.to_fp16(qw.codes)
             elif f.kind != "fp16":
-                qw = _quantize_matrix(n.params["weight"], f, method or ("bcq" if f.kind == "bcq" else "rtn"))
+                qw = _quantize_matrix(np.asarray(n.params["weight"], np.float32), f,    # exact if binary16
+                                      method or ("bcq" if f.kind == "bcq" else "rtn"))
                 if n.name in maps and maps[n.name][0] == "cols":
                     pad = maps[n.name][1] < 0
                     if qw.dequant()[:, pad].any():
@@ -209,7 +210,7 @@ def quantize(g: Graph, cfg: AccelConfig, fmt="fp16", method: str | None = None) 
                                            f"(BCQ has no zero code); use an oc grouping")
                 n.params["weight"] = qw
         for k, p in n.params.items():
-            if isinstance(p, np.ndarray) and p.dtype != np.float16:
+            if isinstance(p, np.ndarray):            # binary16 from the checkpoint too: DAZ (to_fp16 is daz16)
                 n.params[k] = numerics.to_fp16(p)
     return g
 

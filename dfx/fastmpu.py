@@ -1,11 +1,19 @@
-"""The matrix unit's fast bit-exact path: `TreeWeights` (a weight matrix arranged once for the MPU's adder
-trees) and `mpu_matvec1` (one vector against it), bit-identical to `dfx.numerics.mpu_matvec` (tested in
-tests/core/test_fastmpu.py). The functional simulator runs every LINEAR, QK, SV and LMHEAD through it."""
+"""The matrix unit's fast bit-exact paths, bit-identical to `dfx.numerics.mpu_matvec` (tested in
+tests/core/test_fastmpu.py):
+
+- `tiled_matvec`: one vector against a matrix stored as the DMA stores it (binary16 d x l tiles), read in place
+  by a numba kernel, one pass over the weights. The functional simulator runs every LINEAR, QK, SV and LMHEAD
+  through it.
+- `TreeWeights` + `mpu_matvec1`: a binary32 matrix arranged once for the adder trees (bit reversal), each tree
+  level one contiguous in-place PyTorch/numpy add (kept for callers that hold a binary32 matrix)."""
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 import torch
 
@@ -139,4 +147,128 @@ def mpu_matvec1(x, tw: TreeWeights, bias=None, scratch: np.ndarray | None = None
         acc = np.add.accumulate(g, axis=0)[-1]
     if bias is not None:
         acc = acc + widen16(bias)
+    return acc
+
+
+# ---------------------------------------------------------------------------------------------- tiled kernel
+# The matrix path straight from the weight tiles as the DMA stores them (`dfx.program.tile_matrix`: d x l tiles,
+# [lane][row] inside a tile), binary16, one pass over them: no binary32 copy of the weights, no product buffer
+# the size of the matrix. A numba kernel with the exact operation order of `numerics.mpu_matvec`, per tile:
+# widen (DAZ) the d*l weights, multiply by the input (binary32, exact), then the pairwise tree as log2(d)
+# passes that each add adjacent pairs over the whole tile (a group of d never straddles two lanes, so pass m
+# holds every lane's level-m sums in order), then acc[lane] = acc[lane] + group sum, starting from +0.
+# No fastmath: LLVM keeps every binary32 operation as written (no reassociation, no contraction into FMAs).
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _widen_bits(h):
+    """binary16 bits -> binary32 bits after DAZ (subnormal -> signed zero; inf and NaN stay inf and NaN), branch
+    free so that LLVM vectorises it: e5 the exponent field, nz = (e5 != 0), inf = (e5 == 31)."""
+    h = np.uint32(h)
+    e5 = (h >> np.uint32(10)) & np.uint32(31)
+    nz = (e5 + np.uint32(31)) >> np.uint32(5)
+    inf = (e5 + np.uint32(1)) >> np.uint32(5)
+    body = ((e5 + np.uint32(112) + inf * np.uint32(112)) << np.uint32(23)) | ((h & np.uint32(0x3FF)) << np.uint32(13))
+    return ((h & np.uint32(0x8000)) << np.uint32(16)) | (body & (np.uint32(0) - nz))
+
+
+@numba.njit(nogil=True, cache=True)
+def _halve(src, dst, m):
+    for u in range(m):
+        dst[u] = src[2 * u] + src[2 * u + 1]
+
+
+@numba.njit(nogil=True, cache=True)
+def _widen_mul(hs, xs, pb, pf, a):
+    """a = xs * widen(hs) element-wise: a tile's exact binary32 products (pb: uint32 scratch, pf: its binary32
+    view). Slices indexed by the loop variable: an index computed from an offset makes numba check for a negative
+    index in the loop, and LLVM then does not vectorise it."""
+    for u in range(pb.shape[0]):
+        pb[u] = _widen_bits(hs[u])
+    for u in range(a.shape[0]):
+        a[u] = xs[u] * pf[u]
+
+
+@numba.njit(nogil=True, cache=True)
+def _tiled_kernel(xt, h, e0, kt, nt, d, l, rowmajor, j0, j1, out):
+    """Column tiles j0..j1-1 of the matrix whose tiles start at element e0 of `h` (uint16), into out[j*l + lane]
+    (out holds (j1 - j0) * l accumulators, starting with column tile j0). xt: (kt * d * l,) binary32, the
+    input's row tile i repeated for each of the l lanes (row tile i at i * d * l)."""
+    te = d * l
+    pb = np.empty(te, np.uint32)
+    pf = pb.view(np.float32)
+    a = np.empty(te, np.float32)
+    b = np.empty(te, np.float32)
+    acc = np.empty(l, np.float32)
+    for j in range(j0, j1):
+        for q in range(l):
+            acc[q] = np.float32(0.0)
+        for i in range(kt):
+            t = i * nt + j if rowmajor else j * kt + i
+            base = e0 + t * te
+            _widen_mul(h[base:base + te], xt[i * te:(i + 1) * te], pb, pf, a)
+            m = te
+            while m > l:
+                m //= 2
+                _halve(a, b, m)
+                if m > l:
+                    m //= 2
+                    _halve(b, a, m)
+                else:
+                    a[:m] = b[:m]
+            for q in range(l):
+                acc[q] = acc[q] + a[q]
+        o = (j - j0) * l
+        for q in range(l):
+            out[o + q] = acc[q]
+
+
+_POOL: list = []                      # [ThreadPoolExecutor] for splitting one matrix over the cores, made on first use
+SPLIT_MIN = 1 << 18                   # weights below this run on the calling thread (a pool hand-off costs ~50 us)
+
+
+def cpu_count() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:            # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _pool():
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=cpu_count(), thread_name_prefix="dfx-mpu"))
+    return _POOL[0]
+
+
+def tiled_matvec(x, h: np.ndarray, e0: int, kt: int, nt: int, n: int, d: int, l: int, rowmajor: bool = False,
+                 bias=None, threads: int = 1) -> np.ndarray:
+    """`mpu_matvec(x, W, bias, d)` for the (kt*d, nt*l) binary16 matrix W stored as tiles from element e0 of the
+    uint16 array `h` (`dfx.program.tile_matrix` layout, `rowmajor` tile order): (n,) binary32 accumulators for
+    columns 0..n-1, bit-identical (tested; a NaN's sign and payload are unspecified until `to_fp16`). x: k <=
+    kt*d binary16 values, zero-padded to kt*d rows. The weights are read once, in their stored width.
+    `threads` > 1 splits the column tiles over that many threads (the kernel releases the GIL)."""
+    d, l = _check_d(d), int(l)
+    x32 = widen16(x)
+    k = x32.shape[0]
+    if k > kt * d:
+        raise ValueError(f"tiled_matvec: x has {k} elements but the weights have {kt * d} rows")
+    if e0 < 0 or e0 + kt * nt * d * l > h.shape[0]:
+        raise ValueError(f"tiled_matvec: tiles {e0}..{e0 + kt * nt * d * l} lie outside the {h.shape[0]} elements")
+    xp = np.zeros((kt, 1, d), F32)
+    xp.reshape(-1)[:k] = x32
+    xt = np.ascontiguousarray(np.broadcast_to(xp, (kt, l, d))).reshape(-1)
+    nj = min(-(-n // l), nt)
+    out = np.empty(nj * l, F32)
+    parts = min(max(1, threads), nj) if kt * nj * d * l >= SPLIT_MIN else 1
+    if parts == 1:
+        _tiled_kernel(xt, h, e0, kt, nt, d, l, rowmajor, 0, nj, out)
+    else:
+        cuts = [nj * p // parts for p in range(parts + 1)]
+        futs = [_pool().submit(_tiled_kernel, xt, h, e0, kt, nt, d, l, rowmajor, a, b, out[a * l:b * l])
+                for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        for f in futs:
+            f.result()
+    acc = out[:n]
+    if bias is not None:
+        acc = acc + widen16(bias)[:n]
     return acc

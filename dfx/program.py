@@ -21,8 +21,11 @@ writes nothing; before it reads a member it checks, from the ZIP directory alone
 names above, every member is a stored regular file whose bytes lie inside the archive, and every declared size is
 within the limit of its kind (`member_limit`: the config's HBM channel and DDR capacity, `MAX_STREAM_INSTRS`,
 `MAX_TOKENIZER_BYTES`); it then reads each member with a bounded read and checks it against the manifest, the
-manifest against the digest and, with a trusted key, the digest against the signature. Every refusal is one
-`ProgramError` line naming the member. A program written by an older dfx (another manifest format version) is
+manifest against the digest and, with a trusted key, the digest against the signature. The memory images (HBM
+channels, DDR) are hashed in pieces and not kept: the loaded program reads them again from the same open file
+when they are used (`dfx.images.FileMembers`), checking their SHA-256 again, so a program holds no copy of its
+weights and a file changed after loading is refused, not used. Every refusal is one `ProgramError` line naming
+the member. A program written by an older dfx (another manifest format version) is
 refused with "recompile with dfx compile". `save_program` writes a temporary file next to the target and renames
 it, so a failed save never leaves a half-written program behind.
 """
@@ -48,6 +51,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from . import isa
 from .config import AccelConfig
 from .errors import EncodeError, ProgramError, UsageError
+from .images import DeviceImage, FileMembers, stripe, unstripe  # noqa: F401 (re-exported)
 from .manifest import MAX_MANIFEST_BYTES, HostSymbols, Manifest, check_config_name
 
 
@@ -84,29 +88,7 @@ def untile_matrix(flat: np.ndarray, k: int, n: int, d: int, l: int, rowmajor: bo
     return t.reshape(kt * d, nt * l)[:k, :n]
 
 
-def stripe(image: bytes | np.ndarray, cfg: AccelConfig) -> list[bytes]:
-    """Split a striped HBM image into per-channel images (channel c gets every channels-th beat slice)."""
-    buf = np.frombuffer(bytes(image), np.uint8)
-    pad = -len(buf) % cfg.beat_bytes
-    if pad:
-        buf = np.concatenate([buf, np.zeros(pad, np.uint8)])
-    rows = buf.reshape(-1, cfg.hbm_channels, cfg.channel_beat_bytes)
-    return [rows[:, c, :].tobytes() for c in range(cfg.hbm_channels)]
-
-
-def unstripe(channels: list[bytes], cfg: AccelConfig) -> bytearray:
-    arrs = [np.frombuffer(c, np.uint8).reshape(-1, cfg.channel_beat_bytes) for c in channels]
-    return bytearray(np.stack(arrs, axis=1).tobytes())
-
-
 # ---------------------------------------------------------------------------------------------- container
-@dataclass
-class DeviceImage:
-    streams: dict[str, list[isa.Instr]]
-    hbm: bytearray          # striped HBM image (zero-initialised KV regions included)
-    ddr: bytearray
-
-
 @dataclass
 class Program:
     manifest: Manifest
@@ -136,6 +118,7 @@ TOKENIZER = "tokenizer/tokenizer.json"
 MAX_STREAM_INSTRS = 1 << 20         # the longest stream a program may hold (GPT-2 1.5B on one dfx device: 13,758
                                     # decode instructions, 26,927 in a --prefill-batch 2 stream)
 MAX_TOKENIZER_BYTES = 8 << 20       # GPT-2's tokenizer.json is 1.4 MB
+CHUNK = 8 << 20                     # bytes per read when a member is hashed
 MAX_SEAL_BYTES = 1 << 10            # digest.json and signature.json are a few hundred bytes
 MAX_MEMBERS = 4096                  # devices x (streams + HBM channels + DDR) + 4; dfx config on 8 devices: 292
 MAX_DIRECTORY_BYTES = MAX_MEMBERS * 128   # a dfx member's directory entry: 46 bytes + name + zip64 sizes < 128
@@ -252,19 +235,18 @@ def load_trusted_key(path: str | os.PathLike) -> Ed25519PublicKey:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _members(prog: Program) -> dict[str, bytes]:
+def _members(prog: Program) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every data member, each made when it is reached (one channel image at a time)."""
     cfg = prog.config
-    out = {}
     for k, dev in enumerate(prog.devices):
         for name, instrs in dev.streams.items():
-            out[f"dev{k}/{name}.bin"] = isa.encode_stream(instrs)
+            yield f"dev{k}/{name}.bin", isa.encode_stream(instrs)
         if prog.has_weights:
-            for c, blob in enumerate(stripe(dev.hbm, cfg)):
-                out[f"dev{k}/hbm/ch{c:02}.bin"] = blob
-            out[f"dev{k}/ddr.bin"] = bytes(dev.ddr)
+            for c, blob in enumerate(dev.channels(cfg)):
+                yield f"dev{k}/hbm/ch{c:02}.bin", blob
+            yield f"dev{k}/ddr.bin", bytes(dev.ddr)
     if prog.tokenizer_json is not None:
-        out[TOKENIZER] = prog.tokenizer_json
-    return out
+        yield TOKENIZER, prog.tokenizer_json
 
 
 def save_program(prog: Program, path: str | os.PathLike, signing_key: Ed25519PrivateKey | None = None) -> Path:
@@ -275,13 +257,14 @@ def save_program(prog: Program, path: str | os.PathLike, signing_key: Ed25519Pri
         check_config_name(prog.config.name)
     except ProgramError as e:
         raise ProgramError(f"{path}: {e}") from None
-    members = _members(prog)
-    for name, blob in members.items():
+    checksums = {}                            # a first pass: sizes and checksums, no member kept
+    for name, blob in _members(prog):
         _check_size(path, name, len(blob), prog.config)
-    if len(members) + 3 > MAX_MEMBERS:
-        raise ProgramError(f"{path}: a program of {len(members) + 3} members cannot be written; a program has at "
+        checksums[name] = _sha(blob)
+    if len(checksums) + 3 > MAX_MEMBERS:
+        raise ProgramError(f"{path}: a program of {len(checksums) + 3} members cannot be written; a program has at "
                            f"most {MAX_MEMBERS}")
-    manifest = replace(prog.manifest, checksums={name: _sha(blob) for name, blob in members.items()})
+    manifest = replace(prog.manifest, checksums=checksums)
     text = manifest.to_json().encode()
     digest = program_digest(text)
     seal = {DIGEST: _seal_json({"format": "dfx-digest", "sha256": digest})}
@@ -295,7 +278,11 @@ def save_program(prog: Program, path: str | os.PathLike, signing_key: Ed25519Pri
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
             z.writestr(MANIFEST, text)
-            for name, blob in {**seal, **members}.items():
+            for name, blob in seal.items():
+                z.writestr(name, blob)
+            for name, blob in _members(prog):  # the second pass writes them, as the checksums say
+                if _sha(blob) != checksums[name]:
+                    raise ProgramError(f"{path}: member {name} changed while the program was written")
                 z.writestr(name, blob)
         os.replace(tmp, path)
     except BaseException:
@@ -352,6 +339,7 @@ class _Archive:
     def __init__(self, path: Path, f: BinaryIO):
         self.path = path
         entries, _, cd_offset = _directory_extent(f, os.fstat(f.fileno()).st_size, path)
+        self.cd_offset = cd_offset
         try:
             self.zip = zipfile.ZipFile(f)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error, NotImplementedError) as e:
@@ -401,16 +389,48 @@ class _Archive:
 
     def read(self, name: str) -> bytes:
         """The member's bytes: a read of at most its declared size (already checked against its limit)."""
+        return b"".join(self._pieces(name, self.infos[name].file_size + 1))
+
+    def sha256(self, name: str) -> str:
+        """The SHA-256 of the member's bytes, read in pieces (bounded as `read`), none of them kept."""
+        h = hashlib.sha256()
+        for blob in self._pieces(name, CHUNK):
+            h.update(blob)
+        return h.hexdigest()
+
+    def _pieces(self, name: str, chunk: int) -> Iterator[bytes]:
         info = self.infos[name]
+        done = 0
         try:
             with self.zip.open(info) as f:
-                blob = f.read(info.file_size + 1)
+                while done <= info.file_size:
+                    blob = f.read(min(chunk, info.file_size + 1 - done))
+                    if not blob:
+                        break
+                    done += len(blob)
+                    yield blob
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
             raise ProgramError(f"{self.path}: member {name} cannot be read ({_first_line(e)})") from None
-        if len(blob) != info.file_size:
-            raise ProgramError(f"{self.path}: member {name} holds {len(blob):,} bytes, not the {info.file_size:,} "
+        if done != info.file_size:
+            raise ProgramError(f"{self.path}: member {name} holds {done:,} bytes, not the {info.file_size:,} "
                                "its entry declares")
-        return blob
+
+    def data_offset(self, name: str, f: BinaryIO) -> int:
+        """Where the member's bytes start in the file: after its local header, which must name it (as zipfile
+        checks when it reads a member) and end inside the archive."""
+        info = self.infos[name]
+        f.seek(info.header_offset)
+        head = f.read(30)
+        raw = info.orig_filename.encode()
+        if len(head) != 30 or head[:4] != b"PK\x03\x04":
+            raise ProgramError(f"{self.path}: member {name} has no local header (truncated program?)")
+        n, e = struct.unpack("<2H", head[26:30])
+        if f.read(n) != raw:
+            raise ProgramError(f"{self.path}: member {name}'s local header names another file")
+        off = info.header_offset + 30 + n + e
+        if off + info.file_size > self.cd_offset:
+            raise ProgramError(f"{self.path}: member {name} lies outside the archive (truncated program?)")
+        return off
 
 
 def load_program(path: str | os.PathLike, expect: AccelConfig | None = None,
@@ -436,12 +456,18 @@ def load_program(path: str | os.PathLike, expect: AccelConfig | None = None,
                                    f"{expect.name!r} (hash {expect.config_hash}); recompile with --config "
                                    f"{expect.name}")
             _check_layout(ar, manifest)
-            blobs = {}
+            blobs, images = {}, {}
             for name, digest in manifest.checksums.items():
+                if _sized_by_config(name):           # memory images: verified here, read again when used
+                    if ar.sha256(name) != digest:
+                        raise ProgramError(f"{path}: checksum mismatch in {name} (the file is corrupted)")
+                    images[name] = (ar.data_offset(name, f), ar.infos[name].file_size, digest)
+                    continue
                 blob = ar.read(name)
                 if _sha(blob) != digest:
                     raise ProgramError(f"{path}: checksum mismatch in {name} (the file is corrupted)")
                 blobs[name] = blob
+            source = FileMembers(path, os.dup(f.fileno()), images)
     devices = []
     for k in range(manifest.devices):
         streams = {}
@@ -451,12 +477,10 @@ def load_program(path: str | os.PathLike, expect: AccelConfig | None = None,
                 streams[s] = isa.decode_stream(blobs[key])
             except EncodeError as e:
                 raise ProgramError(f"{path}: {key}: {e}") from None
-        if manifest.weights:
-            chans = [blobs[f"dev{k}/hbm/ch{c:02}.bin"] for c in range(cfg.hbm_channels)]
-            hbm, ddr = unstripe(chans, cfg), bytearray(blobs[f"dev{k}/ddr.bin"])
+        if manifest.weights:                          # read from the file when first used (dfx.images)
+            devices.append(DeviceImage(streams, source=source, cfg=cfg, device=k))
         else:
-            hbm, ddr = bytearray(), bytearray()
-        devices.append(DeviceImage(streams, hbm, ddr))
+            devices.append(DeviceImage(streams, bytearray(), bytearray()))
     return Program(manifest, devices, blobs.get(TOKENIZER))
 
 

@@ -15,7 +15,7 @@ Every register access goes through `dfx.regmap` by name; nobody here writes an o
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -193,7 +193,7 @@ class Device:
         except BaseException:
             self.free_buffers()
             raise
-        self.image = img
+        self.image = replace(img, hbm=(), ddr=b"")     # the bytes are in the device's buffers now
         self.t.attach(program, img.entries)
         return img
 

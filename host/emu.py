@@ -24,7 +24,8 @@ from dfx.config import AccelConfig
 from dfx.errors import DeviceError, EncodeError, SimError
 from dfx.program import DeviceImage as ProgImage
 from dfx.perf import PerfModel
-from dfx.program import Program, unstripe
+from dfx.images import discard, zeros
+from dfx.program import Program
 from dfx.sim.functional import DeadlineExceeded, Device
 from dfx.sim.ring import Ring
 
@@ -122,7 +123,7 @@ class EmuBoard:
         if start + nbytes > b.size:
             raise DeviceError(f"board {self.index}: cannot allocate {nbytes} bytes in {bank}: "
                               f"{b.size - start} of {b.size} bytes free")
-        a = Alloc(bank, b.base + start, np.zeros(nbytes, np.uint8))
+        a = Alloc(bank, b.base + start, zeros(nbytes))
         b.allocs.append(a)
         b.top = start + nbytes
         return a
@@ -190,10 +191,56 @@ class EmuBoard:
         a, off = self._find(DDR_BANK, self.values["DDR"])
         return hbm, (a, off, a.data.size - off)
 
-    def build_image(self) -> ProgImage:
+    def build_image(self, release: bool = False) -> ProgImage:
+        """The memory the pointer arguments name, as new unstriped images (the simulator's to own). `release`:
+        each buffer the image covers whole gives its pages back once copied (`_release`), so the board never holds
+        two copies; the caller makes the image the memory of record (`_adopt`)."""
+        self._flush_sim()
         hbm, (a, off, n) = self._resolve()
-        chans = [a.data[o:o + m].tobytes() for a, o, m in hbm]
-        return ProgImage({}, unstripe(chans, self.cfg), bytearray(a.data[off:off + n]))
+        cbb = self.cfg.channel_beat_bytes
+        out = zeros(hbm[0][2] * len(hbm))
+        rows = out.reshape(-1, len(hbm), cbb)
+        step = (4 << 20) // cbb                  # rows per block: a channel's 4 MiB, copied then given back
+        for r0 in range(0, rows.shape[0], step):
+            r1 = min(r0 + step, rows.shape[0])
+            for c, (ac, o, m) in enumerate(hbm):
+                rows[r0:r1, c, :] = ac.data[o + r0 * cbb:o + r1 * cbb].reshape(-1, cbb)
+                if release and o == 0 and m == ac.data.size:
+                    discard(ac.data, r0 * cbb, (r1 - r0) * cbb)
+        for ac, o, m in hbm if release else ():
+            self._release(ac, o, m)
+        ddr = zeros(n)
+        for b0 in range(0, n, 4 << 20):
+            b1 = min(b0 + (4 << 20), n)
+            ddr[b0:b1] = a.data[off + b0:off + b1]
+            if release and off == 0 and n == a.data.size:
+                discard(a.data, b0, b1 - b0)
+        if release:
+            self._release(a, off, n)
+        return ProgImage({}, out, ddr)
+
+    @staticmethod
+    def _release(a: Alloc, off: int, n: int):
+        """Once the simulator holds the memory of record, a buffer it covers whole is not read until `_flush_sim`
+        writes it back: its pages go back to the system."""
+        if off == 0 and n == a.data.size:
+            a.data = zeros(n)
+
+    def _adopt(self, k: int, ring: int) -> Device:
+        """Build the simulator from this board's buffers and make it the memory of record."""
+        img = self.build_image(release=True)
+        try:
+            dev = Device.of_image(self.cfg, img, k, ring=ring, adopt=True)
+        except BaseException:                   # the buffers get their bytes back
+            hbm, (a, off, n) = self._resolve()
+            C, cbb = self.cfg.hbm_channels, self.cfg.channel_beat_bytes
+            rows = np.frombuffer(img.hbm, np.uint8).reshape(-1, C, cbb)
+            for c, (ac, o, m) in enumerate(hbm):
+                ac.data[o:o + m] = rows[:, c, :].reshape(-1)
+            a.data[off:off + n] = np.frombuffer(img.ddr, np.uint8)
+            raise
+        self.sim, self.built, self._streams = dev, self.generation, {}
+        return dev
 
     # ---------------------------------------------------------------- registers
     def read32(self, off: int) -> int:
@@ -329,15 +376,14 @@ class EmuCluster:
         owner = cluster if cluster is not None else boards[0]
         if getattr(owner, "_built_gens", None) != gens or getattr(owner, "_ring", None) is None:
             try:
-                images = [b.build_image() for b in boards]
+                for b in boards:
+                    b._resolve()
             except LookupError as e:
                 for b in boards:
                     b._finish("address_range", 0, f"board {b.index}: a pointer argument is not a buffer: {e}")
                 return
-            ring = Ring.of_devices([Device.of_image(cfg, img, k, ring=len(boards)) for k, img in enumerate(images)],
+            ring = Ring.of_devices([b._adopt(k, len(boards)) for k, b in enumerate(boards)],
                                    cluster.order if cluster is not None else [0])
-            for b, dev in zip(boards, ring.devices):
-                b.sim, b.built, b._streams = dev, b.generation, {}
             owner._ring, owner._built_gens = ring, gens
         ring = owner._ring
         # fetch each board's stream at its ENTRY; all must run the same named stream with the same TOKEN/POS

@@ -13,11 +13,12 @@ program, so every backend (and the RTL harness) places the same bytes at the sam
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dfx import isa
 from dfx.errors import DeviceError
-from dfx.program import Program, stripe
+from dfx.program import Program
 
 STREAM_ALIGN = 4096        # a page: streams never share a 4 KiB page (or a 512-bit beat) with data
 MiB = 1 << 20
@@ -45,12 +46,29 @@ class DeviceImage:
 
     @property
     def hbm_bank_bytes(self) -> int:
-        return len(self.hbm[0]) if self.hbm else 0
+        size = getattr(self.hbm, "channel_bytes", None)      # dfx.images.HbmChannels: known without a read
+        return size if size is not None else len(self.hbm[0]) if self.hbm else 0
 
-    def banks(self) -> dict[str, bytes]:
-        out = {hbm_bank(c): b for c, b in enumerate(self.hbm)}
-        out[DDR_BANK] = self.ddr
-        return out
+    def banks(self) -> Mapping[str, bytes]:
+        """Bank -> bytes, each channel image made when it is asked for (one at a time in memory)."""
+        return _Banks(self)
+
+
+class _Banks(Mapping):
+    def __init__(self, image: DeviceImage):
+        self.image = image
+        self.names = [hbm_bank(c) for c in range(len(image.hbm))] + [DDR_BANK]
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, bank: str) -> bytes:
+        if bank == DDR_BANK:
+            return self.image.ddr
+        return self.image.hbm[self.names.index(bank)]
 
 
 def device_image(program: Program, k: int) -> DeviceImage:
@@ -60,8 +78,8 @@ def device_image(program: Program, k: int) -> DeviceImage:
                           "compile a checkpoint")
     cfg = program.config
     img = program.devices[k]
-    hbm = stripe(img.hbm, cfg)
-    ddr = bytearray(img.ddr)
+    hbm = img.channels(cfg)                                     # read or striped one channel at a time
+    ddr = img.take_ddr()
     entries = {}
     for name, instrs in img.streams.items():
         ddr.extend(bytes(_align(len(ddr)) - len(ddr)))

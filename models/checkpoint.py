@@ -136,8 +136,18 @@ def read_weights(d: Path) -> dict[str, torch.Tensor]:
 
 def load_state(model: GPT2, state: dict[str, torch.Tensor], where: str) -> GPT2:
     """Copy a state dict with HF GPT-2 names (with or without `transformer.`) into `model`, upcast to fp32."""
-    state = {k.removeprefix("transformer."): v for k, v in state.items() if not k.endswith(_BUFFERS)}
     own = model.state_dict()
+    state = check_state(own, state, where)
+    with torch.no_grad():
+        for name, p in own.items():
+            p.copy_(state[name].to(torch.float32))
+    return model
+
+
+def check_state(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """`state` (HF GPT-2 names, with or without `transformer.`) checked against the tensors `own` names (their
+    shapes; `own` may live on the meta device): {name: tensor} in the stored dtype, the tied LM head dropped."""
+    state = {k.removeprefix("transformer."): v for k, v in state.items() if not k.endswith(_BUFFERS)}
     for name, want in own.items():
         if name not in state:
             raise CheckpointError(f"{where}: tensor {name} is missing")
@@ -159,22 +169,35 @@ def load_state(model: GPT2, state: dict[str, torch.Tensor], where: str) -> GPT2:
     if extra:
         raise CheckpointError(f"{where}: unexpected tensor(s) {', '.join(extra[:3])}"
                               f"{' ...' if len(extra) > 3 else ''}; accepted: GPT-2's tensors only")
-    with torch.no_grad():
-        for name, p in own.items():
-            p.copy_(state[name].to(torch.float32))
-    return model
+    return state
 
 
 # ------------------------------------------------------------------------------------------------ public API
-def load_checkpoint(path: str | Path) -> GPT2:
-    """A GPT2 (eval mode, float32) from a checkpoint directory; its GPTConfig is `model.config`."""
+def _directory(path: str | Path) -> Path:
     d = Path(path)
     if not d.exists():
         raise CheckpointError(f"checkpoint directory {d} does not exist")
     if not d.is_dir():
         raise CheckpointError(f"{d} is not a directory; accepted: a checkpoint directory with config.json")
+    return d
+
+
+def load_checkpoint(path: str | Path) -> GPT2:
+    """A GPT2 (eval mode, float32) from a checkpoint directory; its GPTConfig is `model.config`."""
+    d = _directory(path)
     cfg = read_config(d)
     return load_state(GPT2(cfg), read_weights(d), str(d)).eval()
+
+
+def load_tensors(path: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """A checkpoint directory's config and tensors as stored (an FP16 checkpoint stays FP16), with every check
+    `load_checkpoint` makes but no float32 model: the compiler's input, one copy of the weights in memory.
+    Names are HF's without `transformer.`; the tied LM head is dropped."""
+    d = _directory(path)
+    cfg = read_config(d)
+    with torch.device("meta"):                   # the expected names and shapes, no memory
+        own = GPT2(cfg).state_dict()
+    return cfg, check_state(own, read_weights(d), str(d))
 
 
 def from_transformers(hf_model) -> GPT2:

@@ -23,6 +23,7 @@ PIP_PKGS=(
   "transformers"
   "safetensors"
   "numpy"
+  "numba>=0.59"                  # the simulator's matrix kernel (dfx/fastmpu.py)
   "matplotlib"
   "click"
   "tqdm"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,11 +38,21 @@ from dfx import isa, isa_check
 from dfx import numerics as nx
 from dfx.config import AccelConfig
 from dfx.errors import RuleError, SimError
-from dfx.program import DeviceImage, Program
+from dfx.program import DeviceImage, Program, tile_matrix
 
 _F16 = np.float16
 _WFMTS = frozenset(F.WFMT_CODES.values())
 _LINEAR = isa.BY_MNEMONIC["LINEAR"]
+
+
+class _Tiles(NamedTuple):
+    """A weight matrix as the MPU streams it: kt x nt tiles of d x l binary16 (`dfx.program.tile_matrix` layout)
+    from element e0 of the uint16 array h (the device's HBM, or a dequantised copy)."""
+    h: np.ndarray
+    e0: int
+    kt: int
+    nt: int
+    rowmajor: bool
 
 
 class DeadlineExceeded(SimError):
@@ -70,15 +81,16 @@ class Device:
 
     @classmethod
     def of_image(cls, cfg: AccelConfig, img: DeviceImage, device: int = 0, check_fences: bool = True,
-                 fast: bool = True, ring: int = 1, budget: int | None = None) -> Device:
+                 fast: bool = True, ring: int = 1, budget: int | None = None, adopt: bool = False) -> Device:
         """A device running memory images without their program (the board emulator's view of its memory), in a
-        ring of `ring` devices."""
+        ring of `ring` devices. `adopt`: the device's memory is `img.hbm` and `img.ddr` themselves (bytearrays the
+        caller hands over), not a copy."""
         dev = cls.__new__(cls)
-        dev._setup(cfg, img, device, check_fences, fast, ring, budget)
+        dev._setup(cfg, img, device, check_fences, fast, ring, budget, adopt)
         return dev
 
     def _setup(self, cfg: AccelConfig, img: DeviceImage, device: int, check_fences: bool, fast: bool, ring: int,
-               budget: int | None):
+               budget: int | None, adopt: bool = False):
         self.cfg = cfg
         self.device = device
         self.ring = ring                        # devices in the ring: what an ALLGATHER must name
@@ -86,11 +98,11 @@ class Device:
         self._budgets: dict[str, tuple[list, int]] = {}     # stream -> (its predecoded code, run_budget)
         self._spent = 0                         # instruction executions of the current run
         self._deadline: float | None = None
-        self.hbm = np.frombuffer(bytearray(img.hbm), np.uint8)
-        self.ddr = np.frombuffer(bytearray(img.ddr), np.uint8)
+        # the device's own memory: one copy of the images (streamed from the program file: dfx.images)
+        self.hbm = np.frombuffer(img.hbm if adopt else img.take_hbm(), np.uint8)
+        self.ddr = np.frombuffer(img.ddr if adopt else img.take_ddr(), np.uint8)
         self.hbm16 = self.hbm[: self.hbm.size // 2 * 2].view(_F16)
-        # binary32 mirror of HBM (DAZ applied once): the MPU streams tiles from it without converting
-        self.hbm32 = nx.daz16(self.hbm16).astype(np.float32)
+        self.hbm_u16 = self.hbm16.view(np.uint16)   # the MPU reads its binary16 tiles from here, in place
         self.vbuf = np.zeros(cfg.vbuf_elems, _F16)
         self.s = np.zeros(cfg.sregs, np.float32)
         self.regs = {"TOKEN": 0, "POS": 0, "COUNT": 0, "POS0": 0, "TBASE": 0}
@@ -99,9 +111,9 @@ class Device:
         self.check_fences = check_fences
         self.fast = fast                        # compiled closures for static vector instructions (_compile_vector)
         self._dirty = {isa.Unit.DMA: []}           # off-chip byte ranges written since the last FENCE
-        self._wcache: dict = {}
+        self._wcache: dict = {}                 # dequantised matrices (wfmt != 0), as binary16 tiles
         self._wcache_end = 0                    # highest HBM byte any cached weight matrix covers
-        self._scratch = np.empty(0, np.float32)  # the MPU's product buffer, shared by all matrix instructions
+        self.threads = fm.cpu_count()           # threads one matrix instruction may use (a ring shares them out)
         self._rel_cache: dict = {}
         self.d, self.l = cfg.d, cfg.l
         self.tile_elems = cfg.tile_elems
@@ -362,8 +374,9 @@ class Device:
         self.regs["POS"] = self.regs["POS0"] + i
 
     # ---------------------------------------------------------------- MPU
-    def _weights(self, f, k, n) -> fm.TreeWeights:
-        """The (kt*d, nt*l) weight matrix the MPU streams for this instruction, read from HBM tiles."""
+    def _weights(self, f, k, n) -> _Tiles:
+        """The (kt*d, nt*l) weight matrix the MPU streams for this instruction: its tiles in HBM, read in place
+        (binary16, the stored width) by `fastmpu.tiled_matvec`."""
         if f["wfmt"]:
             return self._qweights(f, k, n)
         d, l = self.d, self.l
@@ -372,24 +385,9 @@ class Device:
         end = start + kt * nt * self.tile_elems * 2
         self._check_range(self.hbm, start, end - start, "HBM")
         self._check_clean(start, end, "HBM")
-        dynamic = f["dyn_k"] or f["dyn_n"]
-        key = (start, end, f["rowmajor"], kt, nt)
-        if not dynamic and key in self._wcache:
-            return self._wcache[key]
-        t = self.hbm32[start // 2:end // 2]
-        # a (d, kt, nt, l) view: [j, c, jt, lane] = row c*d + j, column jt*l + lane; one gather arranges it for
-        # the adder trees (fastmpu.mpu_matvec1)
-        if f["rowmajor"]:
-            v = t.reshape(kt, nt, l, d).transpose(3, 0, 1, 2)
-        else:
-            v = t.reshape(nt, kt, l, d).transpose(3, 1, 0, 2)
-        w = fm.TreeWeights.from_rows(v, d)
-        if not dynamic:                         # static weights: keep the (K, N) matrix
-            self._wcache[key] = w
-            self._wcache_end = max(self._wcache_end, end)
-        return w
+        return _Tiles(self.hbm_u16, start // 2, kt, nt, bool(f["rowmajor"]))
 
-    def _qweights(self, f, k, n) -> fm.TreeWeights:
+    def _qweights(self, f, k, n) -> _Tiles:
         """A quantized matrix (wfmt != 0): the dequantiser reads the region's descriptor, codes and scale blocks
         from HBM and hands the MPU binary16 weights (`dfx.formats.dequant`); cached like the FP16 path."""
         if f["wfmt"] not in _WFMTS:
@@ -412,10 +410,8 @@ class Device:
             raise SimError(f"weight region at HBM byte {start}: {e}") from None
         d, l = self.d, self.l
         kt, nt = -(-k // d), -(-n // l)
-        w = np.zeros((kt * d, nt * l), np.float32)
-        w[:k, :n] = nx.widen16(w16)
-        w = fm.TreeWeights.from_tiles(w.reshape(kt, d, nt * l), d)     # as the FP16 path hands it to the MPU
-        self._wcache[key] = w
+        tiles = tile_matrix(nx.daz16(w16), d, l).view(np.uint16)         # as the FP16 path finds it in HBM
+        w = self._wcache[key] = _Tiles(tiles, 0, kt, nt, False)
         self._wcache_end = max(self._wcache_end, end)
         return w
 
@@ -426,18 +422,12 @@ class Device:
         x = self.vbuf[self._at(f["src"], k)]                     # zero-padded to the tile rows by mpu_matvec1
         self.vbuf[self._at(f["dst"], n)] = self._mpu(f, w, x, n, self._bias(f, w, n))
 
-    def _bias(self, f, w: fm.TreeWeights, n: int):
-        if not f["has_bias"]:
-            return None
-        bias = np.zeros(w.n, _F16)
-        bias[:n] = self.vbuf[self._at(f["bias"], n)]
-        return bias
+    def _bias(self, f, w: _Tiles, n: int):
+        return self.vbuf[self._at(f["bias"], n)].copy() if f["has_bias"] else None
 
-    def _mpu(self, f, w: fm.TreeWeights, x: np.ndarray, n: int, bias) -> np.ndarray:
+    def _mpu(self, f, w: _Tiles, x: np.ndarray, n: int, bias) -> np.ndarray:
         """One output vector: the adder trees on x, then SFU_M (bias, scale, rounding, GELU, mask)."""
-        if self._scratch.size < w.w.size:
-            self._scratch = np.empty(w.w.size, np.float32)
-        acc = fm.mpu_matvec1(x, w, bias, self._scratch)[:n]
+        acc = fm.tiled_matvec(x, w.h, w.e0, w.kt, w.nt, n, self.d, self.l, w.rowmajor, bias, self.threads)
         y = nx.mpu_finish(acc, scale=self.s[f["s"]] if f["scale"] else None,
                           act="gelu" if f["gelu"] else None)
         if f["mask"]:
@@ -554,11 +544,9 @@ class Device:
         n = f["n"]
         self._check_range(mem, a, 2 * n, name)
         v = self.vbuf[self._at(f["vaddr"], n)]
+        if name == "HBM" and a % 2:
+            raise SimError(f"HBM store at odd byte address {a}")
         mem[a:a + 2 * n] = v.view(np.uint8)
-        if name == "HBM":
-            if a % 2:
-                raise SimError(f"HBM store at odd byte address {a}")
-            self.hbm32[a // 2:a // 2 + n] = v
         self._wrote(a, a + 2 * n, name)
 
     def _cache_store(self, f, rel: np.ndarray, off: int, span: tuple[int, int]):
@@ -570,7 +558,6 @@ class Device:
         v = self.vbuf[self._at(f["vaddr"], n)]
         idx = base + rel
         self.hbm16[idx] = v
-        self.hbm32[idx] = v
         self._wrote(2 * lo, 2 * hi, "HBM")
 
     def _rel(self, kind: str, n: int):

@@ -4,11 +4,16 @@ Each device runs until it reaches a router instruction; the ring then resolves w
 completes when every device has reached it (with the same shape), a RECV when its link holds a message (SEND
 never blocks: links are queues). When no device can move, that is a deadlock, reported with every blocked
 device's PC and what it waits for.
+
+The devices that can move run at the same time, each on a thread of its own (the matrix kernel releases the
+GIL: `dfx.fastmpu.tiled_matvec`), up to the cores the process has; every device only touches its own state, and
+the ring resolves router instructions between rounds, so the results are those of running them one by one.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from dfx import fastmpu as fm
 from dfx import isa
@@ -40,6 +45,30 @@ class Ring:
             raise SimError(f"ring order {self.order} is not a permutation of the devices 0..{n - 1}")
         self.position = {dev: i for i, dev in enumerate(self.order)}
         self.d = devices[0].cfg.d
+        cores = fm.cpu_count()
+        for dev in devices:                     # the cores are shared out among the devices
+            dev.threads = max(1, cores // n)
+        self.parallel = n > 1 and cores > 1
+        self._threads: list[ThreadPoolExecutor] | None = None     # one per device, made on first use
+
+    def _advance(self, gens, ks: list[int]) -> list[tuple]:
+        """next() of the generators of devices `ks`, concurrently when the ring is parallel; per device, in order:
+        ("step", (pc, instr, fields)), ("done", None) or ("error", exception). A device's generator always runs on
+        its own thread (its numpy error state is set there)."""
+        def step(k):
+            try:
+                return "step", next(gens[k])
+            except StopIteration:
+                return "done", None
+            except BaseException as e:          # noqa: BLE001 - handed to the caller, which raises it
+                return "error", e
+        if not self.parallel:
+            return [step(k) for k in ks]
+        if self._threads is None:
+            self._threads = [ThreadPoolExecutor(1, thread_name_prefix=f"dfx-device{k}")
+                             for k in range(len(self.devices))]
+        futs = [self._threads[k].submit(step, k) for k in ks]
+        return [f.result() for f in futs]
 
     def neighbour(self, dev: int, direction: int) -> int:
         i = self.position[dev]
@@ -58,25 +87,27 @@ class Ring:
         done: set[int] = set()
         links: dict[tuple[int, int], deque] = {}  # (src, dst) -> messages
 
-        def advance(k):
-            try:
-                waiting[k] = next(gens[k])
-            except StopIteration:
-                waiting.pop(k, None)
-                done.add(k)
+        def advance(ks):
+            for k, (what, v) in zip(ks, self._advance(gens, ks)):
+                if what == "error":
+                    raise v
+                if what == "done":
+                    waiting.pop(k, None)
+                    done.add(k)
+                else:
+                    waiting[k] = v
 
-        for k in range(n):
-            advance(k)
+        advance(list(range(n)))
         while len(done) < n:
-            progressed = False
+            moved = []
             for k in list(waiting):
                 pc, ins, f = waiting[k]
                 m = ins.op.mnemonic
                 if m == "SEND":
                     dst = self.neighbour(k, f["dir"])
-                    links.setdefault((k, dst), deque()).append(self.devices[k].vector(f["vaddr"], f["n"]).copy())
-                    advance(k)
-                    progressed = True
+                    links.setdefault((k, dst), deque()).append(
+                        self.devices[k].vector(f["vaddr"], f["n"]).copy())
+                    moved.append(k)
                 elif m == "RECV":
                     src = self.neighbour(k, 1 - f["dir"])       # data travelling forward comes from behind
                     q = links.get((src, k))
@@ -86,16 +117,14 @@ class Ring:
                             raise SimError(f"device {k} pc {pc} `{isa.disassemble(ins)}`: received {msg.size} "
                                            f"elements from device {src}, expected {f['n']}")
                         self.devices[k].vector(f["vaddr"], f["n"])[:] = msg
-                        advance(k)
-                        progressed = True
+                        moved.append(k)
             gathers = {k: w for k, w in waiting.items() if w[1].op.mnemonic == "ALLGATHER"}
-            if len(gathers) == n:
+            if not moved and len(gathers) == n:
                 self._allgather(gathers)
-                for k in range(n):
-                    advance(k)
-                progressed = True
-            if not progressed:
+                moved = list(range(n))
+            if not moved:
                 raise SimError(self._deadlock(waiting, done, stream))
+            advance(moved)
 
     def _allgather(self, gathers: dict[int, tuple]):
         """One ALLGATHER on every device, or under a BATCH prefix m of them (vectors `dst_stride` entries apart)."""

@@ -119,3 +119,21 @@ def test_shapes_only_compile_of_gpt2_xl():
     qk = [sum(i.op.mnemonic == "QK" for i in d.streams["decode"]) // 48 for d in prog.devices]
     assert qk == [7, 6, 6, 6]                             # 25 heads, not cut to 24 as DFX did
     assert prog.devices[0].streams["decode"][-1] == isa.Instr("HALT")
+
+
+def test_fp16_checkpoint_compiles_as_stored_to_the_same_program(tmp_path):
+    """A checkpoint directory is read as stored (`checkpoint.load_tensors`: FP16 stays FP16, no float32 model);
+    the program is byte-identical to the one compiled from the float32 model, subnormals flushed alike."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from gpt2_fixtures import make_hf_gpt2
+    from dfx.models.checkpoint import from_transformers, load_checkpoint, save_checkpoint
+    d = save_checkpoint(from_transformers(make_hf_gpt2(5, n_embd=32, n_head=2, n_layer=1, n_positions=16,
+                                                       vocab_size=40)), tmp_path / "half", dtype=torch.float16)
+    state = load_file(str(d / "model.safetensors"))
+    state["transformer.h.0.mlp.c_fc.weight"][0, :4] = torch.tensor([1e-6, -3e-7, 6e-8, 1.0]).half()   # subnormals
+    save_file(state, str(d / "model.safetensors"))
+    for weights in ("fp16", "int4-oc-g32"):
+        a, b = compile_model(d, "tiny", weights=weights), compile_model(load_checkpoint(d), "tiny", weights=weights)
+        assert a.devices == b.devices

@@ -73,3 +73,55 @@ def test_tree_weights_from_tiles_equals_from_matrix():
 def test_mpu_matvec1_runs_both_kernels():
     """The shapes above cover both element-wise back ends (numpy below `TORCH_MIN` products, PyTorch above)."""
     assert 64 * 16 < fm.TORCH_MIN <= 520 * 130
+
+
+# ---------------------------------------------------------------------------------- the tiled kernel (numba)
+def _raw16(rng, shape):
+    """`_nasty16` with raw subnormals left in (the kernel applies DAZ to what it reads from HBM)."""
+    v = _nasty16(rng, shape)
+    r = rng.random(shape)
+    v[r < 0.02] = F16(3e-6) * np.sign(rng.standard_normal(int((r < 0.02).sum()))).astype(F16)
+    return v
+
+
+@pytest.mark.parametrize("d, l", [(1, 1), (2, 1), (8, 4), (64, 16)])
+@pytest.mark.parametrize("k, n", [(1, 1), (5, 3), (64, 16), (200, 37), (520, 130)])
+@pytest.mark.parametrize("rowmajor", [False, True])
+def test_tiled_matvec_is_bit_identical_to_mpu_matvec(d, l, k, n, rowmajor):
+    from dfx.program import tile_matrix
+    rng = np.random.default_rng(k * 1000 + n * 10 + d + rowmajor)
+    w, x, b = _raw16(rng, (k, n)), _raw16(rng, k), _raw16(rng, n)
+    kt, nt = -(-k // d), -(-n // l)
+    h = np.concatenate([np.full(7, 0x7C01, np.uint16), tile_matrix(w, d, l, rowmajor).view(np.uint16)])
+    with np.errstate(all="ignore"):
+        for bias in (None, b):
+            want = _bits32(nx.mpu_matvec(nx.daz16(x)[None], nx.daz16(w), bias, d=d)[0])
+            for threads in (1, 2):
+                got = fm.tiled_matvec(x, h, 7, kt, nt, n, d, l, rowmajor, bias, threads=threads)
+                np.testing.assert_array_equal(_bits32(got), want)
+        if k > 1:                               # fewer input rows than the tiles hold: zero-padded (dyn_k)
+            got = fm.tiled_matvec(x[:k - 1], h, 7, kt, nt, n - 1 if n > 1 else n, d, l, rowmajor)
+            want = nx.mpu_matvec(nx.daz16(x[:k - 1])[None], nx.daz16(w[:k - 1]), None, d=d)[0][:got.size]
+            np.testing.assert_array_equal(_bits32(got), _bits32(want))
+
+
+def test_tiled_matvec_splits_large_matrices_over_threads():
+    """Above `SPLIT_MIN` weights the column tiles go to the pool; the result does not depend on the split."""
+    from dfx.program import tile_matrix
+    rng = np.random.default_rng(5)
+    k, n, d, l = 512, 1000, 64, 16
+    assert k * n >= fm.SPLIT_MIN
+    w, x = _raw16(rng, (k, n)), _raw16(rng, k)
+    h = tile_matrix(w, d, l).view(np.uint16)
+    with np.errstate(all="ignore"):
+        one = fm.tiled_matvec(x, h, 0, k // d, -(-n // l), n, d, l, threads=1)
+        for threads in (2, 3, 64):
+            np.testing.assert_array_equal(_bits32(fm.tiled_matvec(x, h, 0, k // d, -(-n // l), n, d, l,
+                                                                  threads=threads)), _bits32(one))
+
+
+def test_tiled_matvec_refuses_tiles_outside_the_array():
+    with pytest.raises(ValueError, match="outside"):
+        fm.tiled_matvec(np.zeros(8, F16), np.zeros(100, np.uint16), 0, 1, 4, 4, 8, 4)
+    with pytest.raises(ValueError, match="rows"):
+        fm.tiled_matvec(np.zeros(9, F16), np.zeros(100, np.uint16), 0, 1, 1, 4, 8, 4)

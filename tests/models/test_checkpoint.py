@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from gpt2_fixtures import make_hf_gpt2
 from dfx.errors import CheckpointError
-from dfx.models.checkpoint import from_transformers, load_checkpoint, save_checkpoint
+from dfx.models.checkpoint import from_transformers, load_checkpoint, load_tensors, save_checkpoint
 from dfx.models.gpt2 import GPT2, GPTConfig
 from model_helpers import one_torch_thread, save_pytorch_bin  # noqa: F401 - autouse fixture
 
@@ -83,6 +83,22 @@ def test_fp16_weights_upcast_to_fp32(hf, tmp_path):
     m = load_checkpoint(d)
     assert all(p.dtype == torch.float32 for p in m.parameters())
     torch.testing.assert_close(m.wte.weight, ours.wte.weight.half().float(), atol=0, rtol=0)
+
+
+def test_load_tensors_keeps_the_stored_dtype_and_checks_as_load_checkpoint(hf, tmp_path):
+    """The compiler's reader: an FP16 checkpoint stays FP16 (no float32 model), with the same checks."""
+    ours = from_transformers(hf)
+    d = save_checkpoint(ours, tmp_path / "half", dtype=torch.float16)
+    cfg, state = load_tensors(d)
+    assert cfg == ours.config and "lm_head.weight" not in state
+    assert set(state) == set(ours.state_dict()) and all(t.dtype == torch.float16 for t in state.values())
+    torch.testing.assert_close(state["h.0.mlp.c_fc.weight"].float(), load_checkpoint(d).h[0].mlp.c_fc.weight,
+                               atol=0, rtol=0)
+    edit_weights(d, lambda s: s.update({"transformer.h.0.mlp.c_fc.bias": s["transformer.h.0.mlp.c_fc.bias"] * 0
+                                        + float("inf")}))
+    for load in (load_checkpoint, load_tensors):
+        with pytest.raises(CheckpointError, match="h.0.mlp.c_fc.bias holds inf or NaN"):
+            load(d)
 
 
 def test_names_without_prefix_and_mask_buffers(hf, ckpt):

@@ -147,3 +147,23 @@ def test_embedded_model_on_n_devices(devices):
     ids = list(b"import ")
     prog = compile_model(model, "tiny", devices=devices)
     assert list(Session(prog, "sim").generate(ids, 12)) == list(model.generate(ids, 12))
+
+
+def test_ring_in_parallel_equals_one_by_one(wide):
+    """The devices of a ring run on threads of their own (`Ring.parallel`, where the host has cores): the state
+    of every device after a run is bit-identical to running them one by one, and so are the logits."""
+    prog = compile_model(wide, "tiny", devices=4, overlap=2)
+    rings = [Ring(prog), Ring(prog)]
+    rings[0].parallel, rings[1].parallel = False, True
+    for pos, tok in enumerate([5, 17, 99]):
+        for r in rings:
+            r.run("prefill" if pos < 2 else "decode", tok, pos)
+    for a, b in zip(*(r.devices for r in rings)):
+        np.testing.assert_array_equal(a.vbuf.view(np.uint16), b.vbuf.view(np.uint16))
+        np.testing.assert_array_equal(a.hbm, b.hbm)
+        np.testing.assert_array_equal(a.ddr, b.ddr)
+    with pytest.raises(SimError, match="deadlock"):        # errors come back from the device threads
+        bad = Ring(prog)
+        bad.parallel = True
+        bad.devices[1]._streams["decode"] = bad.devices[1]._predecode([isa.Instr("HALT")], "decode")
+        bad.run("decode", 1, 0)
