@@ -87,7 +87,9 @@ fi
 
 # 4. The project itself, editable (picks up new modules without reinstalling). Checked from / so that the
 #    check imports the installed mapping, not the working directory.
-if (cd / && "$ROOT/$VPY" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec('dfx.' + m) for m in ('compiler', 'sim', 'models', 'host', 'hw', 'boards')))" 2>/dev/null); then
+#    The mapping must point at this checkout and know every package (a venv copied from another checkout, or one
+#    made before a package was added, is reinstalled).
+if (cd / && "$ROOT/$VPY" -c "import importlib.util as u, sys; specs = [u.find_spec('dfx.' + m) for m in ('cli', 'compiler', 'sim', 'models', 'host', 'hw', 'boards', 'perf', 'verify', 'sweep')]; sys.exit(not all(s and s.origin and s.origin.startswith('$ROOT/') for s in specs))" 2>/dev/null); then
   say "dfx: installed editable from $ROOT"
 else
   say "dfx: pip install -e ."
