@@ -87,6 +87,9 @@ def _at(path: str, key) -> str:
     return f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
 
 
+MAX_VOCAB = 1 << 24            # a bound on vocab_size (GPT-2: 50,257): the host sizes its logits buffer from it
+
+
 def _int(v, path: str, lo: int = 0, hi: int | None = None) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
         _fail(path, v, f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}")
@@ -248,7 +251,7 @@ class HostSymbols(_Part):
     @classmethod
     def from_json(cls, v, path: str, devices: int) -> HostSymbols:
         o = _obj(v, path, cls._keys())
-        vocab = _int(o["vocab_size"], _at(path, "vocab_size"), 1)
+        vocab = _int(o["vocab_size"], _at(path, "vocab_size"), 1, MAX_VOCAB)
         pp = _at(path, "logits_pieces")
         pieces = []
         for k, per in enumerate(_list(o["logits_pieces"], pp, devices, " (one per device)")):

@@ -161,7 +161,7 @@ def check_state(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], wh
             raise CheckpointError(f"{where}: tensor {name} is {got.dtype}; accepted: floating point")
         if not torch.isfinite(got).all():
             raise CheckpointError(f"{where}: tensor {name} holds inf or NaN values; accepted: finite weights")
-    head = state.pop("lm_head.weight", None) if model.lm_head is None else None     # untied: one of `own`
+    head = state.pop("lm_head.weight", None) if "lm_head.weight" not in own else None     # untied: one of `own`
     if head is not None and not torch.equal(head.to(torch.float32), state["wte.weight"].to(torch.float32)):
         raise CheckpointError(f"{where}: lm_head.weight differs from wte.weight; accepted: a tied LM head, as "
                               "GPT-2 has")
