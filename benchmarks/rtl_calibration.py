@@ -1,8 +1,8 @@
-"""Cycle calibration: the integrated core's RTL cycles per instruction class beside the performance model's
-(dfx.perf with the constants the RTL fixes, perf/calibrate.py): in serial-issue mode, which describes
-this in-order core, and overlapped (the DFX-style target) for reference, for the same runs of the tiny random
-GPT-2 of tests/hw/test_core.py at the `tiny` config. Writes the table into docs/rtl_core.md between its
-calibration markers and prints it.
+"""Cycle calibration: the scoreboard core's RTL cycles per instruction class (exposed cycles, program order) beside
+the performance model's (dfx.perf with the constants the RTL fixes, perf/calibrate.py): in serial-issue mode, which
+describes the core built in order (the one-at-a-time baseline), and overlapped (the DFX-style model with pipelined
+units, a lower bound), for the same runs of the tiny random GPT-2 of tests/hw/test_core.py at the `tiny` config.
+Writes the table into docs/rtl_core.md between its calibration markers and prints it.
 
     .venv/bin/python benchmarks/rtl_calibration.py [--sim icarus|verilator]
 """
