@@ -76,7 +76,8 @@ class Add16(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        ra, rb = Signal(16), Signal(16)
+        ra = Signal(16)
+        rb = Signal(16)
         m.d.sync += [ra.eq(self.a), rb.eq(self.b), self.q.eq(ra + rb)]
         return m
 
