@@ -151,8 +151,9 @@ def load_reproducer(path) -> tuple[AccelConfig, RandomProgram]:
 class DiffTest:
     """Differential testing on one fast-harness build (see the module docstring)."""
 
-    def __init__(self, cfg: AccelConfig, sim: str | None = None, out_dir: str | Path = "build/difftest"):
-        self.cfg = cfg
+    def __init__(self, cfg: AccelConfig, sim: str | None = None, out_dir: str | Path = "build/difftest",
+                 subnormals: bool = True):
+        self.cfg, self.subnormals = cfg, subnormals
         self.core = FastCore(cfg, sim)
         self.out = Path(out_dir)
 
@@ -177,7 +178,7 @@ class DiffTest:
         for i in range(0, len(seeds), batch):
             progs, refs = [], []
             for seed in seeds[i:i + batch]:
-                p = generate(self.cfg, seed)
+                p = generate(self.cfg, seed, self.subnormals)
                 try:
                     refs.append(reference(self.cfg, p))
                 except SimError as e:

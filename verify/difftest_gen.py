@@ -62,13 +62,16 @@ class RandomProgram:
         return {"main": self.instrs}
 
 
-def _f16_data(rng: np.random.Generator, n: int, specials: float = 0.01) -> np.ndarray:
-    """n binary16 values: mostly normal(0, 1) scaled by random powers of two, with some subnormals, zeros, inf
-    and NaN."""
+def _f16_data(rng: np.random.Generator, n: int, subnormals: bool = True, specials: float = 0.01) -> np.ndarray:
+    """n binary16 values: mostly normal(0, 1) scaled by random powers of two, with some zeros, inf, NaN and (with
+    `subnormals`) subnormals; without, every subnormal is flushed to a signed zero."""
     x = (rng.standard_normal(n) * np.exp2(rng.integers(-6, 4, n))).astype(np.float16)
     sp = rng.random(n) < specials
     pool = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 6e-8, -3e-5, 65504.0], np.float16)
     x[sp] = pool[rng.integers(0, len(pool), int(sp.sum()))]
+    if not subnormals:
+        u = x.view(np.uint16)
+        u[(u & 0x7C00) == 0] &= 0x8000
     return x
 
 
@@ -90,8 +93,8 @@ def _len_bin(n: int, cfg: AccelConfig, cap: int) -> str:
 class Generator:
     """Draws one program per seed (see the module docstring)."""
 
-    def __init__(self, cfg: AccelConfig, seed: int, body: tuple[int, int] = (8, 40)):
-        self.cfg, self.seed = cfg, seed
+    def __init__(self, cfg: AccelConfig, seed: int, body: tuple[int, int] = (8, 40), subnormals: bool = True):
+        self.cfg, self.seed, self.subnormals = cfg, seed, subnormals
         self.r = random.Random(seed)
         self.np = np.random.default_rng(seed)
         e = cfg.vbuf_entries
@@ -298,8 +301,8 @@ class Generator:
     # ------------------------------------------------------------------ the program
     def program(self) -> RandomProgram:
         cfg, r = self.cfg, self.r
-        ddr = bytearray(_f16_data(self.np, DDR_DATA // 2).tobytes())
-        hbm = bytearray(_f16_data(self.np, HBM_UNITS * isa.HBM_UNIT // 2).tobytes())
+        ddr = bytearray(_f16_data(self.np, DDR_DATA // 2, self.subnormals).tobytes())
+        hbm = bytearray(_f16_data(self.np, HBM_UNITS * isa.HBM_UNIT // 2, self.subnormals).tobytes())
         for lo, hi in self.windows:                      # prologue: define every VBUF entry and scalar register
             n = (hi - lo) * cfg.d
             self.emit("LOAD", vaddr=lo, addr=2 * r.randrange((DDR_DATA - 2 * n) // 2), n=n)
@@ -329,9 +332,10 @@ class Generator:
         return RandomProgram(self.seed, self.out, ddr, hbm, steps, list(self.windows), self.bins)
 
 
-def generate(cfg: AccelConfig, seed: int) -> RandomProgram:
-    """The random program of `seed` for `cfg` (see the module docstring)."""
-    return Generator(cfg, seed).program()
+def generate(cfg: AccelConfig, seed: int, subnormals: bool = True) -> RandomProgram:
+    """The random program of `seed` for `cfg` (see the module docstring); `subnormals`: the memory images hold
+    binary16 subnormals (which the core's DMA must flush on LOAD, as the simulator does)."""
+    return Generator(cfg, seed, subnormals=subnormals).program()
 
 
 __all__ = ["NOT_COVERED", "RandomProgram", "SUPPORTED", "UNSUPPORTED", "generate"]

@@ -8,20 +8,22 @@ from dfx import isa
 from dfx.config import load_config
 from dfx.verify.difftest import DiffTest, compare, job, load_reproducer, reference, reproducer
 from dfx.verify.difftest_gen import generate
+from dfx.verify.toolchain import simulator
 
 CFG = load_config("tiny")
-CI_PROGRAMS = 200
+CI_PROGRAMS = 300 if simulator() == "verilator" else 12     # Icarus runs the core at ~1k cycles/s
 
 
 @pytest.fixture(scope="module")
 def dt(tmp_path_factory):
     need_fast_rtl()
-    return DiffTest(CFG, out_dir=tmp_path_factory.mktemp("difftest"))
+    # without subnormals in memory: the core's DMA LOAD does not flush them yet (test_load_flushes_subnormals)
+    return DiffTest(CFG, out_dir=tmp_path_factory.mktemp("difftest"), subnormals=False)
 
 
 @pytest.mark.cocotb
 def test_random_programs_agree(dt):
-    rep = dt.run(range(CI_PROGRAMS), batch=100)
+    rep = dt.run(range(CI_PROGRAMS), batch=150)
     assert rep.programs == CI_PROGRAMS and not rep.invalid
     assert not rep.mismatches, "\n".join(f"seed {m.seed}: {m.what}; first: {m.first}; {m.reproducer}"
                                          for m in rep.mismatches)
@@ -45,3 +47,16 @@ def test_a_difference_is_bisected_and_reproduced(dt, tmp_path):
     assert q.instrs == p.instrs and q.ddr == p.ddr and q.hbm == p.hbm
     [res2] = dt.core.run([job(cfg2, q)])
     assert compare(cfg2, q, reference(cfg2, q), res2) == why
+
+
+@pytest.mark.cocotb
+@pytest.mark.xfail(strict=True, reason="RTL bug found by the differential test: the DMA LOAD writes binary16 "
+                   "subnormals to VBUF as they are (hw/dma.py, the read-piece write to VBUF); the simulator flushes "
+                   "them to signed zero (DAZ, sim/functional.py `_load`)")
+def test_load_flushes_subnormals(dt):
+    """The reproducer tests/verify/difftest_repro/load_subnormal.json: LOAD 8 elements with subnormals, STORE
+    them back. Expected to pass once the core's DMA applies DAZ on LOAD."""
+    from pathlib import Path
+    cfg, p = load_reproducer(Path(__file__).parent / "difftest_repro" / "load_subnormal.json")
+    [res] = dt.core.run([job(cfg, p)])
+    assert compare(cfg, p, reference(cfg, p), res) is None
