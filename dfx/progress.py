@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 from tqdm import tqdm
 
@@ -88,3 +89,32 @@ class StepBar:
         if not self.closed:
             self.closed = True
             self.bar.close()
+
+
+class Ticking:
+    """A bar for one long step whose progress cannot be counted (Verilog generation, a Yosys run): the elapsed time,
+    refreshed every second by a thread, on stderr per `mode`.
+
+        with Ticking("verilog: dfx_core"):
+            text = convert(...)
+    """
+
+    def __init__(self, desc: str):
+        self.desc = desc
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        self.bar = bar(self.desc, None, "s", leave=False, bar_format="{desc}: {elapsed} elapsed")
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+        return self
+
+    def _tick(self):
+        while not self._stop.wait(1.0):
+            self.bar.refresh()
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.bar.close()
+        return False

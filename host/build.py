@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from dfx import regmap
+from dfx import progress, regmap
 from dfx.config import AccelConfig
 from dfx.errors import DfxError, UsageError
 from dfx.verify.toolchain import venv_path
@@ -308,8 +308,10 @@ def build_tree(cfg: AccelConfig, out: str | Path, board: str = "u280", verilog: 
         raise UsageError(f"--devices must be an integer 1..{cfg.devices} (the config's ring size), not {devices!r}")
     ring = devices > 1
     # the Verilog first: a failed conversion leaves no tree whose build.sh would fail later
-    vtext, vby = core_verilog(cfg) if verilog else (None, None)
-    rtext = ring_build.verilog(cfg) if verilog and ring else None
+    with progress.Ticking(f"verilog: {KERNEL} ({cfg.name})"):
+        vtext, vby = core_verilog(cfg) if verilog else (None, None)
+    with progress.Ticking(f"verilog: dfx_ring ({cfg.name})"):
+        rtext = ring_build.verilog(cfg) if verilog and ring else None
     out.mkdir(parents=True, exist_ok=True)
     (out / "src").mkdir(exist_ok=True)
     files = {"kernel.xml": kernel_xml(cfg), "package_xo.tcl": package_tcl(cfg, data),

@@ -22,6 +22,7 @@ optimisation, CARRY4 where Vivado would use CARRY8 (one CARRY4 segment = 4 bits 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import resource
@@ -33,6 +34,13 @@ from importlib.resources import files
 from pathlib import Path
 
 from amaranth.back import verilog
+
+from dfx.config import load_config
+
+from .fp import Fp16MulUnit, Fp32AddUnit, Fp32MulUnit, Fp32ToFp16Unit
+from .mpu import MPU
+from .sfu import Exp16Unit, Gelu16Unit, RecipUnit, RsqrtUnit
+from .vpu import VPU
 
 SEQ = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
 CLOCK_PORTS = {"C", "CLK", "WCLK", "CLKARDCLK", "CLKBWRCLK", "CLKA", "CLKB"}
@@ -381,11 +389,6 @@ def unit_factories(cfg, specs: list[str]) -> dict:
     """`name[:k=v,...]` specs -> {spec: (parameter text, factory)}: the leaf units (stream-wrapped
     operators: add32, mul16, mul32, round16, gelu16, exp16, recip, rsqrt) and the MPU / VPU at `cfg`
     (mpu takes l=, d= to cut the config; the other keys go to the constructor)."""
-    import dataclasses
-    from .fp import Fp16MulUnit, Fp32AddUnit, Fp32MulUnit, Fp32ToFp16Unit
-    from .mpu import MPU
-    from .sfu import Exp16Unit, Gelu16Unit, RecipUnit, RsqrtUnit
-    from .vpu import VPU
     leaf = {"add32": Fp32AddUnit, "mul16": Fp16MulUnit, "mul32": Fp32MulUnit, "round16": Fp32ToFp16Unit,
             "gelu16": Gelu16Unit, "exp16": Exp16Unit, "recip": RecipUnit, "rsqrt": RsqrtUnit}
     out = {}
@@ -420,7 +423,6 @@ def main(argv=None) -> int:
     ap.add_argument("--build", default="build/depth")
     ap.add_argument("--timeout", type=float, default=None)
     args = ap.parse_args(argv)
-    from dfx.config import load_config
     cfg = load_config(args.config)
     delays = Delays.from_board()
     rows = []

@@ -70,3 +70,15 @@ def test_rtl_run_shows_steps_and_cycles_per_second_and_compare_agrees(monkeypatc
     assert "[rtl] tokens" in err and "cycles/s" in err and "/4 [" in err
     out, _ = _run(monkeypatch, "1", "compare", prog, "-p", "ab", "-n", "3", "--backend", "rtl", "--against", "sim")
     assert "verdict: agree" in out
+
+
+def test_a_step_without_a_count_shows_its_elapsed_time(monkeypatch, capsys):
+    """`dfx build`'s Verilog generation (minutes at the dfx preset) shows a ticking elapsed time on stderr."""
+    import time
+
+    from dfx import progress
+    monkeypatch.setenv("DFX_PROGRESS", "1")
+    with progress.Ticking("verilog: dfx_core (tiny)"):
+        time.sleep(1.5)
+    out, err = capsys.readouterr()
+    assert out == "" and "verilog: dfx_core (tiny): 00:01 elapsed" in err
