@@ -24,7 +24,7 @@ def coverage_table(bins, supported, unsupported, not_covered) -> str:
         if len(key) == 1:
             counts[key[0]] = n
         else:
-            per_op[key[0]][key[1]].add(key[2])
+            per_op[key[0]][key[1]].add(key[2] if len(key) > 2 else "hit")
     lines = ["| opcode | instructions | field bins hit |", "|---|---:|---|"]
     for mn in supported:
         fields = "; ".join(f"{f}: {', '.join(sorted(v))}" for f, v in sorted(per_op[mn].items())) or "-"

@@ -30,10 +30,11 @@ def test_random_programs_agree(dt):
 
 
 @pytest.mark.cocotb
+@pytest.mark.slow       # the bisection runs every prefix: ~60 jobs (minutes on Icarus)
 def test_a_difference_is_bisected_and_reproduced(dt, tmp_path):
     """An odd DDR address: the simulator loads from it, the RTL stops with STATUS.address_range at decode of
     that LOAD. The bisection names the LOAD; the reproducer replays the same difference."""
-    p = generate(CFG, 7)
+    p = generate(CFG, 7, subnormals=False)
     bad = isa.Instr("LOAD", vaddr=0, addr=3, n=4)
     at = len(p.instrs) // 2
     p.instrs = p.instrs[:at] + [bad] + p.instrs[at:]
