@@ -76,7 +76,7 @@ def first(instrs, mnemonic, **kw):
 @pytest.mark.parametrize("args,want", [
     (["run", "P1", "--bogus"], ("No such option '--bogus'", "(see dfx run --help)")),
     (["run"], ("Missing argument 'PROGRAM'", "(see dfx run --help)")),
-    (["run", "P1", "-p", "x", "--backend", "fpga"], ("'fpga' is not one of 'sim', 'rtl', 'pynq'",)),
+    (["run", "P1", "-p", "x", "--backend", "fpga"], ("'fpga' is not one of 'sim', 'rtl', 'xrt', 'pynq'",)),
     (["disasm", "P1", "--stream", "both"], ("'both' is not one of",)),
     (["nosuch"], ("No such command 'nosuch'", "(see dfx --help)")),
     (["run", "P1", "-p", "x", "-n", "two"], ("'two' is not a valid integer",)),
