@@ -214,14 +214,12 @@ WEIGHT_FIFO_BEATS = 16       # hw/core_mpu.py: each channel's R FIFO of the weig
 
 def rtl_weight_access(cfg: AccelConfig, refresh: str = "aligned") -> Access:
     """The RTL matrix engine's weight stream (hw/core_mpu.py): every channel in lockstep, column-major tiles as
-    consecutive beats in INCR bursts of up to `AXI_BURST_BEATS` beats (hw/dma.py when it defines it; else the
-    weight streamer's rule: up to 256 beats, never across 4 KiB), no limit of its own on reads in flight
-    (`AXI_MAX_OUTSTANDING_READS` when hw/dma.py defines it: the AR generator does not wait for R data), and an R
+    consecutive beats in INCR bursts by the weight streamer's rule (up to 256 beats, never across 4 KiB), no limit
+    of its own on reads in flight (the AR generator does not wait for R data), and an R
     FIFO of `WEIGHT_FIFO_BEATS` per channel that a channel may run ahead of the tile stream."""
     cb = cfg.channel_beat_bytes
-    beats = getattr(hw_dma, "AXI_BURST_BEATS", None) or min(256, max(1, AXI_4K // cb))
-    return Access(beats * cb, getattr(hw_dma, "AXI_MAX_OUTSTANDING_READS", None), None,
-                  f"RTL weight stream, {refresh} refresh", refresh, WEIGHT_FIFO_BEATS)
+    beats = min(256, max(1, AXI_4K // cb))          # hw/dma.py's AXI_* constants describe the DMA, not this stream
+    return Access(beats * cb, None, None, f"RTL weight stream, {refresh} refresh", refresh, WEIGHT_FIFO_BEATS)
 
 
 DMA_READS_IN_FLIGHT = 8       # hw/dma.py: the piece-descriptor FIFO (SyncFIFOBuffered depth=8) bounds reads in flight

@@ -113,13 +113,13 @@ def test_access_checks():
 
 
 def test_access_patterns_from_hw():
-    """The RTL's patterns come from hw/: the weight streamer's 4 KiB bursts (or hw/dma.py's AXI_BURST_BEATS), and
-    the DMA's single-beat pieces with the descriptor FIFO's reads in flight (or AXI_MAX_OUTSTANDING_READS)."""
+    """The RTL's patterns come from hw/: the weight streamer's 4 KiB bursts, and the DMA's pieces of
+    hw/dma.py's AXI_BURST_BEATS with its AXI_MAX_OUTSTANDING_READS in flight (else the descriptor FIFO's depth)."""
     cfg = load_config("dfx")
     w, d = hbm.rtl_weight_access(cfg), hbm.rtl_dma_access(cfg)
-    beats = getattr(hw_dma, "AXI_BURST_BEATS", None)
-    assert w.burst_bytes == (beats or 4096 // cfg.channel_beat_bytes) * cfg.channel_beat_bytes
-    assert w.outstanding == getattr(hw_dma, "AXI_MAX_OUTSTANDING_READS", None)
+    assert w.burst_bytes == 4096 and w.outstanding is None
+    assert d.burst_bytes == (getattr(hw_dma, "AXI_BURST_BEATS", None) or 1) * cfg.channel_beat_bytes
+    assert d.outstanding == (getattr(hw_dma, "AXI_MAX_OUTSTANDING_READS", None) or hbm.DMA_READS_IN_FLIGHT)
     if getattr(hw_dma, "AXI_MAX_OUTSTANDING_READS", None) is None:
         src = Path(hw_dma.__file__).read_text()                          # the fallback is what hw/dma.py builds
         assert re.search(r"meta = SyncFIFOBuffered\(width=[^,]+, depth=(\d+)\)", src).group(1) == \
