@@ -28,7 +28,7 @@ import numpy as np
 from dfx.errors import DeviceError
 
 from .recording import Recorder, ReplayMismatch, bank_key
-from .transport import Buffer, Transport
+from .transport import Buffer, Transport, board_xclbin
 
 KERNEL = "dfx_core"
 
@@ -65,13 +65,7 @@ class PynqTransport(Transport):
     @classmethod
     def open_all(cls, n: int, xclbin: str | os.PathLike | None = None, kernel: str | None = None, pynq=None,
                  record: str | os.PathLike | None = None) -> list["PynqTransport"]:
-        xclbin = xclbin or os.environ.get("DFX_XCLBIN")
-        if not xclbin:
-            raise DeviceError("the pynq backend needs an xclbin: pass --xclbin or set DFX_XCLBIN (build it with "
-                              "`dfx build --board u280`)")
-        xclbin = Path(xclbin)
-        if not xclbin.is_file():
-            raise DeviceError(f"xclbin {xclbin} does not exist")
+        xclbin = board_xclbin("pynq", xclbin)
         mod = pynq if pynq is not None else import_pynq()
         record = record or os.environ.get("DFX_PYNQ_RECORD")
         if record:

@@ -8,7 +8,11 @@ A transport raises `DeviceError` (one line, naming the device) for anything the 
 """
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
+from pathlib import Path
+
+from dfx.errors import DeviceError
 
 
 class Buffer:
@@ -67,3 +71,16 @@ class Transport(ABC):
 
     def attach(self, program, entries: dict[str, int]) -> None:
         """The program loaded (the simulator names streams and computes cycle counters from it)."""
+
+
+def board_xclbin(backend: str, xclbin: str | os.PathLike | None) -> Path:
+    """The xclbin a board transport loads: `xclbin`, else $DFX_XCLBIN; DeviceError (one line) when neither names
+    an existing file."""
+    xclbin = xclbin or os.environ.get("DFX_XCLBIN")
+    if not xclbin:
+        raise DeviceError(f"the {backend} backend needs an xclbin: pass --xclbin or set DFX_XCLBIN (build it with "
+                          "`dfx build --board u280`)")
+    xclbin = Path(xclbin)
+    if not xclbin.is_file():
+        raise DeviceError(f"xclbin {xclbin} does not exist")
+    return xclbin

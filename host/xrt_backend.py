@@ -30,7 +30,7 @@ from pathlib import Path
 
 from dfx.errors import DeviceError
 
-from .transport import Buffer, Transport
+from .transport import Buffer, Transport, board_xclbin
 from .xrt_api import C_API, C_LIBRARY, XUID
 
 KERNEL = "dfx_core"
@@ -116,13 +116,7 @@ class XrtTransport(Transport):
     @classmethod
     def open_all(cls, n: int, xclbin: str | os.PathLike | None = None, kernel: str | None = None, xrt=None,
                  capi=None) -> list["XrtTransport"]:
-        xclbin = xclbin or os.environ.get("DFX_XCLBIN")
-        if not xclbin:
-            raise DeviceError("the xrt backend needs an xclbin: pass --xclbin or set DFX_XCLBIN (build it with "
-                              "`dfx build --board u280`)")
-        xclbin = Path(xclbin)
-        if not xclbin.is_file():
-            raise DeviceError(f"xclbin {xclbin} does not exist")
+        xclbin = board_xclbin("xrt", xclbin)
         xrt = xrt if xrt is not None else import_pyxrt()
         capi = capi if capi is not None else load_c_api()
         try:
