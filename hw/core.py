@@ -111,6 +111,9 @@ class Core(wiring.Component):
     # the in-order build, from one instruction's completion to the next one's engine start (dispatch when
     # every unit is idle, then the queue head's start), or to a NOP / FENCE / HALT retiring.
     ISSUE_CYCLES = 2
+    # In the scoreboard build, from an engine's `done` to the start of an instruction that waited for it (on its
+    # operands, its engine or the HBM ports): the in-flight slot frees on the clock edge after `done`.
+    WAKE_CYCLES = 1
 
     def __init__(self, cfg: AccelConfig, in_order: bool = False, **mpu_stages):
         """`in_order`: dispatch only when every unit is idle; `mpu_stages`: pipeline stages of the MPU

@@ -36,7 +36,8 @@ AXIRAM_READ_CYCLES = 2
 AXIRAM_WRITE_CYCLES = 2
 
 
-def compare_rtl(records: list[dict], config: AccelConfig, board: str | Board | None = "u280") -> list[dict]:
+def compare_rtl(records: list[dict], config: AccelConfig, board: str | Board | None = "u280",
+                engines: str = "rtl") -> list[dict]:
     """Calibration hook: RTL cycle counts per instruction beside the model's (docs/perf.md, Calibration).
 
     records: [{"asm": "LINEAR dst=4 src=0 k=64 n=32", "pos": 0, "cycles": 140}, ...], `cycles` being what the
@@ -49,7 +50,7 @@ def compare_rtl(records: list[dict], config: AccelConfig, board: str | Board | N
         if not isinstance(r, dict) or "asm" not in r or "cycles" not in r:
             raise PerfError(f"calibration record {i} must be an object with 'asm' and 'cycles' (and optional 'pos')")
         try:
-            m = isolated_cycles(r["asm"], config, board, int(r.get("pos", 0)))
+            m = isolated_cycles(r["asm"], config, board, int(r.get("pos", 0)), engines=engines)
         except isa.EncodeError as e:
             raise PerfError(f"calibration record {i}: {e}") from None
         try:
@@ -115,7 +116,9 @@ def compare(program: Program, runs: list[dict], board=None, device: int = 0) -> 
     """Per class (and `total`), summed over `runs` (the harness's run records): the RTL's measured cycles,
     the model in serial-issue mode and the model's overlapped schedule (both on `rtl_board`); ratio = model / RTL."""
     board = board or rtl_board(program.config)
-    models = {"serial": PerfModel(program, board, serial_issue=True), "overlap": PerfModel(program, board)}
+    models = {"serial": PerfModel(program, board, serial_issue=True),
+              "scoreboard": PerfModel(program, board, engines="rtl"),
+              "overlap": PerfModel(program, board, engines="pipelined")}
     sums = {k: Counter() for k in ("rtl", *models)}
     for r in runs:
         for k, v in r["classes"].items():
@@ -137,9 +140,10 @@ def compare(program: Program, runs: list[dict], board=None, device: int = 0) -> 
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| class | RTL cycles | model, serial issue | serial / RTL | model, overlapped | overlapped / RTL |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| class | RTL cycles | model, RTL engines (scoreboard) | / RTL | model, in-order issue | / RTL | "
+             "model, pipelined units (not built) | / RTL |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['class']} | {r['rtl']} | {r['serial']} | {r['serial_ratio']:.3f} | {r['overlap']} | "
-                     f"{r['overlap_ratio']:.3f} |")
+        lines.append(f"| {r['class']} | {r['rtl']} | {r['scoreboard']} | {r['scoreboard_ratio']:.3f} | {r['serial']} | "
+                     f"{r['serial_ratio']:.3f} | {r['overlap']} | {r['overlap_ratio']:.3f} |")
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@
     dfx perf 1.5B --set core.fp_add_cycles=2  what-if: replace a board constant
     dfx perf --rtl-cycles rtl.json --config tiny   calibration: RTL cycles per instruction vs the model
     dfx perf 1.5B --trace step.json           a Perfetto/Chrome timeline of the first decode step
+    dfx perf 1.5B --engines pipelined         DFX-style units pipelined across instructions (not built)
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from .board import load_board, parse_override
 from .calibrate import compare_rtl
 from .chrome_trace import write_trace
 from .model import PerfModel
+from .timing import ENGINES
 from .tune import compile_tuned
 
 
@@ -52,7 +54,7 @@ def parse_prefill_batch(text) -> int | None:
     return v
 
 
-def _program(source: str, config, devices, overlap, prefill_batch, board):
+def _program(source: str, config, devices, overlap, prefill_batch, board, engines="rtl"):
     """(program, compiled?) from a program file, a checkpoint directory or a named GPT-2 size. overlap "auto"
     is tuned on `board` (with its --set overrides), the board the report is for."""
     p = Path(source)
@@ -75,14 +77,14 @@ def _program(source: str, config, devices, overlap, prefill_batch, board):
                                                           "without --prefill-batch")
                              + f", not --prefill-batch {prefill_batch}; recompile, or leave --prefill-batch out")
         return prog, False
-    return _compile(source, config, 4 if devices is None else devices, overlap, board, prefill_batch), True
+    return _compile(source, config, 4 if devices is None else devices, overlap, board, engines, prefill_batch), True
 
 
-def _compile(source: str, config, devices: int, overlap, board, prefill_batch=None):
+def _compile(source: str, config, devices: int, overlap, board, engines="rtl", prefill_batch=None):
     """The program for a model (the CLI layer may compile, as `dfx compile` does), overlap "auto" tuned on
-    `board` (`tune.compile_tuned`)."""
+    `board` with `engines` (`tune.compile_tuned`)."""
     return compile_tuned(source, config or "dfx", devices=devices, overlap=overlap or 1,
-                         prefill_batch=prefill_batch, board=board)
+                         prefill_batch=prefill_batch, board=board, engines=engines)
 
 
 @click.command("perf")
@@ -110,8 +112,12 @@ def _compile(source: str, config, devices: int, overlap, board, prefill_batch=No
               help="write a Chrome/Perfetto trace (JSON) of the first decode step (perf/chrome_trace.py)")
 @click.option("--rtl-cycles", type=click.Path(dir_okay=False), default=None,
               help="calibration: JSON list of {asm, cycles, pos} measured on the RTL; prints model vs RTL and exits")
+@click.option("--engines", type=click.Choice(ENGINES), default="rtl", show_default=True,
+              help="rtl: the engines of hw/ as built, issued by the scoreboard core (calibrated against the RTL, "
+                   "docs/rtl_core.md); pipelined: DFX-style units pipelined across instructions, which the RTL "
+                   "does not have")
 def perf(source, board, config, devices, overlap, prefill_batch, input_tokens, output_tokens, table, json_out, plots,
-         fmt, overrides, constants, rtl_cycles, trace_out):
+         fmt, overrides, constants, rtl_cycles, trace_out, engines):
     """Cycle-level performance model: latency, prefill/decode split, breakdowns, roofline, plots.
 
     PROGRAM is a compiled program file; MODEL a named GPT-2 size (124M, 355M, 774M, 1.5B) or a checkpoint
@@ -119,7 +125,7 @@ def perf(source, board, config, devices, overlap, prefill_batch, input_tokens, o
     """
     try:
         _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, output_tokens, table, json_out,
-              plots, fmt, overrides, constants, rtl_cycles, trace_out)
+              plots, fmt, overrides, constants, rtl_cycles, trace_out, engines)
     except DfxError as e:
         _fail(str(e))
     except KeyboardInterrupt:
@@ -127,7 +133,7 @@ def perf(source, board, config, devices, overlap, prefill_batch, input_tokens, o
 
 
 def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, output_tokens, table, json_out, plots,
-          fmt, overrides, constants, rtl_cycles, trace_out=None):
+          fmt, overrides, constants, rtl_cycles, trace_out=None, engines="rtl"):
     b = load_board(board, dict(parse_override(o) for o in overrides))
     if constants:
         for name, value, unit, src in b.describe():
@@ -139,7 +145,7 @@ def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, 
         except (OSError, ValueError) as e:
             raise UsageError(f"--rtl-cycles {rtl_cycles}: cannot read JSON ({e})") from None
         cfg = load_config(config or "tiny")
-        rows = compare_rtl(records, cfg, b)
+        rows = compare_rtl(records, cfg, b, engines)
         click.echo(f"{'class':8} {'rtl':>8} {'model':>8} {'ratio':>6}  instruction")
         for r in rows:
             click.echo(f"{r['class']:8} {r['rtl']:8.0f} {r['model']:8d} {r['ratio']:6.2f}  {r['asm']}")
@@ -152,8 +158,8 @@ def _perf(source, board, config, devices, overlap, prefill_batch, input_tokens, 
     if overlap is not None:
         overlap = parse_overlap(overlap)
     prefill_batch = parse_prefill_batch(prefill_batch)
-    prog, compiled = _program(source, config, devices, overlap, prefill_batch, b)
-    model = PerfModel(prog, b)
+    prog, compiled = _program(source, config, devices, overlap, prefill_batch, b, engines)
+    model = PerfModel(prog, b, engines=engines)
     report = model.run(input_tokens, output_tokens)
     click.echo(report.format())
     out = report.to_dict()
@@ -203,7 +209,8 @@ def _plots(d: Path, fmt, source, compiled, model, report, board, config, overlap
             pts = []
             for n in (1, 2, 4, 8):
                 try:
-                    m = PerfModel(_compile(source, config, n, ov, board), board)
+                    m = PerfModel(_compile(source, config, n, ov, board, model.timing.engines), board,
+                                  engines=model.timing.engines)
                 except CompileError:
                     continue
                 r = m.run(T, min(M, 16))
@@ -218,7 +225,8 @@ def _plots(d: Path, fmt, source, compiled, model, report, board, config, overlap
             pts = []
             for size in ("124M", "355M", "774M", "1.5B"):
                 try:
-                    m = PerfModel(compile_model(size, config or "dfx", devices=n), board)
+                    m = PerfModel(compile_model(size, config or "dfx", devices=n), board,
+                                  engines=model.timing.engines)
                 except CompileError:
                     continue
                 pts.append((size, m.run(T, min(M, 16)).tokens_per_s))

@@ -51,7 +51,9 @@ class PerfModel:
         report = m.run(input_tokens=128, output_tokens=256)
 
     `fast=False` turns off the exact shortcuts (device deduplication, layer periodicity) for testing them;
-    `serial_issue=True` models the in-order RTL core (`Timing`); `hbm_access` replaces the RTL's weight-stream
+    `engines` ("rtl": the hw/ engines as built under the scoreboard controller; "pipelined": the DFX-style
+    target with pipelined units, hardware the RTL does not have) and `serial_issue=True` (the RTL's engines
+    one instruction at a time, the in-order core) choose the timing (`Timing`); `hbm_access` replaces the RTL's weight-stream
     access pattern (`dfx.perf.hbm`, e.g. `hbm.dfx_access` for DFX's); `prefill_stream="decode"` runs every
     prompt token through the decode stream (LM head included), as DFX's published latencies imply it does. A
     program compiled with a batched prefill stream (`compile_model(prefill_batch=M)`) runs its prompt through it
@@ -60,7 +62,7 @@ class PerfModel:
 
     def __init__(self, program: Program, board: str | Board | None = "u280", check_fit: bool = True,
                  fast: bool = True, serial_issue: bool = False, hbm_access: Access | None = None,
-                 prefill_stream: str = "prefill"):
+                 prefill_stream: str = "prefill", engines: str = "rtl"):
         if not isinstance(program, Program):
             raise PerfError(f"expected a dfx Program, not {type(program).__name__}")
         self.fast = fast
@@ -70,7 +72,7 @@ class PerfModel:
         self.program = program
         self.cfg = program.config
         self.board = load_board(board)
-        self.timing = Timing(self.cfg, self.board, serial_issue, hbm_access)
+        self.timing = Timing(self.cfg, self.board, serial_issue, hbm_access, engines)
         self.devices = program.n_devices
         self.model = program.manifest.model
         if check_fit:

@@ -11,6 +11,10 @@
   RECV move one message to a ring neighbour.
 - **Serial issue** (`Timing.serial`): an instruction starts only when the previous one has retired, after the
   controller's issue cycles.
+- **The RTL's engines** (`Timing.engines == "rtl"`, the scoreboard core of hw/core.py): an instruction reaches
+  its engine the controller's issue cycles after dispatch, holds its reads against younger writers until it
+  completes (the core's scoreboard keeps every running instruction), and a matrix instruction or an HBM DMA
+  instruction owns the HBM ports from its start to its completion (a structural hazard, older first).
 
 Speed, exactly: within a step, devices with identical streams are scheduled once, and repeating decoder layers
 are added up instead of simulated (`simulate_step`); tests/perf/test_schedule.py checks every shortcut against
@@ -103,9 +107,12 @@ class DeviceScheduler:
     completes with `finish`) or HALT. Every time in the state is an absolute cycle count."""
 
     def __init__(self, table: list, n_bins: int, entries: int, queue: int, hbm_lat: int, resolve,
-                 issue: int | None = None):
+                 issue: int | None = None, rtl_lead: int | None = None, rtl_wake: int = 0):
         self.table, self.queue, self.hbm_lat = table, queue, hbm_lat
         self.issue = issue                # serial issue: cycles from a retirement to the next start; None: overlap
+        self.rtl_lead = rtl_lead          # the RTL's engines: dispatch to engine start; None: pipelined units
+        self.rtl_wake = rtl_wake          # ...and a completion to the start of what waited for it
+        self.hbm_free = 0                 # the RTL's engines: the HBM ports are free
         self.resolve = resolve            # entry -> its Resolved record, for the table's None entries
         self.pc = 0
         self.w_end = [0] * entries        # completion of the last writer, per VBUF entry / scalar register
@@ -125,10 +132,15 @@ class DeviceScheduler:
         """Schedule until a ring instruction (returns it) or HALT (returns None)."""
         table, queue, hbm_lat = self.table, self.queue, self.hbm_lat
         serial = self.issue is not None
+        rtl = self.rtl_lead is not None
         if serial:                        # every instruction waits for the previous one, then FETCH + DECODE
             lead = lead_mpu = ctrl = self.issue
+        elif rtl:                         # the engine requests its weights when it starts
+            lead = lead_mpu = self.rtl_lead
+            ctrl = 1
         else:                             # weights are requested at dispatch; controls retire in a cycle
             lead, lead_mpu, ctrl = 0, hbm_lat, 1
+        hbm_free, wake = self.hbm_free, self.rtl_wake
         w_end, r_rel, unit_free, unit_done, qstart = self.w_end, self.r_rel, self.unit_free, self.unit_done, self.qstart
         out = self.out
         by_op, by_bin, busy = out.by_op, out.by_bin, out.busy
@@ -170,12 +182,21 @@ class DeviceScheduler:
                     if y > ready:
                         ready = y
                 start = ready if ready > unit_free[unit] else unit_free[unit]
+                if rtl and hb and start < hbm_free:
+                    start = hbm_free
                 if kind != K_NORMAL:
                     result = self.pending = Pending(kind, pc, start, lat)
                     break
                 rel = start + occ
                 unit_free[unit] = rel
                 end = rel + lat
+                held = rel                        # readers' operands are consumed
+                if rtl:
+                    end += wake
+                    held = end                    # ...held until completion by the RTL's scoreboard
+                    unit_free[unit] = rel + wake
+                    if hb:
+                        hbm_free = end
                 if log is not None:
                     log.append((pc, unit, op, start, rel, end))
                 busy[unit] += occ
@@ -189,22 +210,24 @@ class DeviceScheduler:
                         w_end[a] = end
                 for a, b in reads:
                     if b - a > 1:
-                        r_rel[a:b] = [x if x > rel else rel for x in r_rel[a:b]]
-                    elif r_rel[a] < rel:
-                        r_rel[a] = rel
+                        r_rel[a:b] = [x if x > held else held for x in r_rel[a:b]]
+                    elif r_rel[a] < held:
+                        r_rel[a] = held
                 hbm += hb
                 ddr += db
             elif kind == K_FENCE:
                 end = t + ctrl
                 for u in range(4):
                     if mask >> u & 1 and unit_done[u] > end:
-                        end = unit_done[u]
+                        end = unit_done[u] + wake
                 barrier = end
                 if log is not None:
                     log.append((pc, 4, op, t, end, end))
             elif kind == K_HALT:
-                end = max(t + ctrl, *unit_done)
+                end = max(t + ctrl, *unit_done) + wake
                 self.halted = True
+                if log is not None:
+                    log.append((pc, 4, op, t, end, end))
             elif kind == K_BLOCK:                                # CHUNK / SLOT: dispatch waits for the controller
                 end = barrier = t + ctrl + occ
                 ddr += db
@@ -219,7 +242,7 @@ class DeviceScheduler:
         else:
             raise PerfError("stream ran off its end without HALT")
         self.pc = pc
-        self.disp, self.barrier, self.frontier = disp, barrier, frontier
+        self.disp, self.barrier, self.frontier, self.hbm_free = disp, barrier, frontier, hbm_free
         out.hbm_bytes += hbm
         out.ddr_bytes += ddr
         if self.halted:
@@ -264,7 +287,7 @@ class DeviceScheduler:
 
         small = (c - go, self.frontier - go, (self.barrier if self.barrier > c else c) - go,
                  rel(self.unit_free), rel(self.unit_done), tuple(rel(qs[-q:]) for qs in self.qstart),
-                 self.pending.start - go)
+                 self.pending.start - go, (self.hbm_free if self.hbm_free > c else c) - go)
         return small, Scoreboard(list(self.w_end), list(self.r_rel), c, go)
 
     def stats(self) -> Snapshot:
@@ -283,6 +306,7 @@ class DeviceScheduler:
         self.qstart = [[x + s for x in qs[-self.queue:]] for qs in self.qstart]
         self.disp += s
         self.barrier += s
+        self.hbm_free += s
         self.frontier += s
         p = self.pending
         self.pending = p._replace(entry=p.entry + periods * dpc, start=p.start + s)
@@ -353,7 +377,9 @@ def simulate_step(traces: list[Trace], n_dyn: int, order: list[int] | None = Non
                     break
     uniq = [k for k in range(n) if rep[k] == k]
     devs = {k: DeviceScheduler(tables[k], len(traces[k].bin_names), entries, t0.queue, t0.hbm_read_lat,
-                               traces[k].resolver(n_dyn), t0.issue_cycles if t0.serial else None) for k in uniq}
+                               traces[k].resolver(n_dyn), t0.issue_cycles if t0.serial else None,
+                               t0.issue_cycles if t0.rtl and not t0.serial else None,
+                               t0.rtl.wake if t0.rtl and not t0.serial else 0) for k in uniq}
     if logs is not None:
         if fast:
             raise PerfError("instruction logs need fast=False (the shortcuts skip instructions)")

@@ -47,10 +47,10 @@ def dfx_model(program: Program, outstanding: int | None = DFX_OUTSTANDING, board
               refresh: str = "aligned") -> PerfModel:
     """`program` on `board` as DFX runs it: its weight-stream access pattern (`hbm.dfx_access`: one 64-byte beat
     per channel per tile, `outstanding` reads in flight per channel), and every prompt token through the whole
-    decode path, LM head included. The second is what DFX's table says: a prompt token costs what a generated one
+    decode path, LM head included, on DFX's pipelined units (`engines="pipelined"`). The second is what DFX's table says: a prompt token costs what a generated one
     does ((887 - 447) / 64 = 6.875 ms from the inputs, (2642 - 991) / 240 = 6.879 ms from the outputs)."""
     return PerfModel(program, board, hbm_access=hbm.dfx_access(program.config, outstanding, refresh),
-                     prefill_stream="decode")
+                     prefill_stream="decode", engines="pipelined")
 
 
 def linear_fit(rows: list[dict], key: str) -> tuple[float, float]:

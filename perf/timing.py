@@ -38,6 +38,9 @@ from dfx.hw.vpu import VPU
 from . import hbm
 from .board import Board, load_board
 
+# What executes the instructions (`Timing` engines): the RTL's engines as built, or pipelined DFX-style units
+ENGINES = ("rtl", "pipelined")
+
 # BCQ weight codes -> bit planes (the dequantiser adds one binary32 per plane)
 BCQ_PLANES = {code: bits for (kind, bits), code in WFMT_CODES.items() if kind == "bcq"}
 
@@ -78,6 +81,7 @@ class Cost(NamedTuple):
 class SerialCosts:
     """The in-order RTL core's own cycle counts (serial-issue mode), as hw/ defines them."""
     issue_cycles: int         # hw.core.Core.ISSUE_CYCLES: FETCH + DECODE
+    wake: int                 # hw.core.Core.WAKE_CYCLES: a completion to a waiting instruction's start
     setup: dict               # engine states before the first beat: {"mpu", "vpu", "dma"}
     feed: dict                # operand path into the unit: {"mpu": HBM R FIFO, "vpu": VBUF read + FIFO}
     mpu_latency: int          # hw.mpu.MPU(cfg).latency: last beat of a block to its output
@@ -96,7 +100,7 @@ def serial_costs(cfg: AccelConfig) -> SerialCosts:
     """The RTL's cycle counts for `cfg`, read from the hw/ classes (one source for the model, the calibration
     and the RTL; tests/hw/test_core.py checks them against the RTL's measured cycles)."""
     return SerialCosts(
-        issue_cycles=Core.ISSUE_CYCLES,
+        issue_cycles=Core.ISSUE_CYCLES, wake=Core.WAKE_CYCLES,
         setup={"mpu": MatrixEngine.SETUP_CYCLES, "vpu": VectorEngine.SETUP_CYCLES, "dma": DmaEngine.SETUP_CYCLES},
         feed={"mpu": MatrixEngine.FEED_CYCLES, "vpu": VectorEngine.FEED_CYCLES},
         mpu_latency=MPU(cfg).latency, vpu_latency=VPU(cfg).latency,
@@ -109,16 +113,22 @@ def serial_costs(cfg: AccelConfig) -> SerialCosts:
 class Timing:
     """Cycle costs for one (config, board) pair: every number the scheduler uses, derived once.
 
-    serial_issue: model the in-order RTL core (one instruction at a time, `SerialCosts`) instead of the
-    overlapped target design. hbm_access: the weight stream's AXI access pattern (`dfx.perf.hbm.Access`); None:
-    the RTL's own (`hbm.rtl_weight_access`, read from hw/)."""
+    engines: what executes each instruction (`ENGINES`): "rtl", the engines of hw/ as built (their own cycle
+    counts, `SerialCosts`), issued by the scoreboard core's controller; "pipelined", the DFX-style target whose
+    units are pipelined across instructions (hardware the RTL does not have; docs/perf.md labels its rows).
+    serial_issue: the RTL engines issued one instruction at a time (the in-order core, `Core(in_order=True)`).
+    hbm_access: the weight stream's AXI access pattern (`dfx.perf.hbm.Access`); None: the RTL's own
+    (`hbm.rtl_weight_access`, read from hw/)."""
 
     def __init__(self, cfg: AccelConfig, board: Board, serial_issue: bool = False,
-                 hbm_access: hbm.Access | None = None):
+                 hbm_access: hbm.Access | None = None, engines: str = "rtl"):
+        if engines not in ENGINES:
+            raise PerfError(f"engines must be one of {', '.join(ENGINES)}, not {engines!r}")
         self.cfg, self.board = cfg, board
         self.serial = bool(serial_issue)
-        self.rtl = serial_costs(cfg) if self.serial else None
-        self.issue_cycles = self.rtl.issue_cycles if self.serial else 0
+        self.engines = "rtl" if self.serial else engines
+        self.rtl = serial_costs(cfg) if self.engines == "rtl" else None
+        self.issue_cycles = self.rtl.issue_cycles if self.rtl else 0
         v = board.value
         self.clock_hz = cfg.clock_mhz * 1e6
         cyc_per_ns = cfg.clock_mhz / 1e3
@@ -196,7 +206,7 @@ class Timing:
         if u is isa.Unit.DMA:
             n = f["n"]
             nbytes = 2 * n
-            if self.serial:
+            if self.rtl:
                 return self._serial_dma(m, f, nbytes)
             if m == "STORE_VT":                                  # one element per beat, spread over the channels
                 occ = cdiv(n, cfg.hbm_channels)
@@ -235,7 +245,7 @@ class Timing:
             planes = BCQ_PLANES.get(f["wfmt"], 0)
             deq = (planes * self.add if planes else self.mul32) + self.rnd
         mem = nbytes / (self.rowmajor_bpc(nt) if f["rowmajor"] else self.hbm_bpc)
-        if self.serial:                                          # one tile (x m vectors) per cycle, then the pipeline
+        if self.rtl:                                             # one tile (x m vectors) per cycle, then the pipeline
             r = self.rtl
             occ = (r.setup["mpu"] + self.hbm_read_lat + r.feed["mpu"] + deq + r.mpu_latency
                    + max(rows * kt * nt, math.ceil(mem)))
@@ -263,10 +273,13 @@ class Timing:
     def _vector(self, op: isa.Op, f: dict, n_dyn: int) -> Cost:
         cfg = self.cfg
         m = op.mnemonic
-        if self.serial:                                          # every operation: the VPU's one latency
+        if self.rtl:                                             # every operation: the VPU's one latency
             r = self.rtl
             beats = 1 if op.fmt is isa.SCALAR else max(1, cdiv(n_dyn if f["dyn_n"] else f["n"], cfg.vpu_width))
-            return Cost(r.setup["vpu"] + r.feed["vpu"] + r.vpu_latency + beats, 0, 0, 0)
+            if self.serial:
+                return Cost(r.setup["vpu"] + r.feed["vpu"] + r.vpu_latency + beats, 0, 0, 0)
+            # the engine takes the next instruction once it has fed this one's last beat (IN_FLIGHT)
+            return Cost(r.setup["vpu"] + beats, r.feed["vpu"] + r.vpu_latency, 0, 0)
         if op.fmt is isa.SCALAR:
             lat = {"SMOVI": 1, "SADDI": self.add, "SMULI": self.mul32, "SRECIP": self.recip_lat,
                    "SRSQRT": self.rsqrt_lat}[m]
@@ -349,19 +362,19 @@ class Timing:
 
 
 def isolated_cycles(instr: isa.Instr | str, config: AccelConfig, board: str | Board | None = "u280",
-                    pos: int = 0, serial_issue: bool = False) -> dict:
+                    pos: int = 0, serial_issue: bool = False, engines: str = "rtl") -> dict:
     """The model's cycles for one instruction alone on an idle core (the calibration hook's unit): occupancy,
     latency, and total = occupancy + latency (+ the HBM read latency for a matrix instruction, which nothing
     hides when it runs alone). ALLGATHER's figure is the ring transfer after every device arrived.
-    serial_issue: the in-order RTL core's cost, retirement to retirement: total = issue + occupancy (a
-    control instruction: issue alone), what the serial schedule charges it."""
+    engines "rtl" (and serial_issue): the RTL's engines, total = issue + occupancy (+ latency); serial_issue is
+    the in-order core's cost, retirement to retirement (a control instruction: issue alone)."""
     if isinstance(instr, str):
         instr = isa.assemble_line(instr)
         if instr is None:
             raise PerfError("empty instruction text")
-    t = Timing(config, load_board(board), serial_issue)
+    t = Timing(config, load_board(board), serial_issue, engines=engines)
     occ, lat, hb, db = t.cost(instr.op, instr.fields(), pos + 1)
-    if t.serial:
+    if t.rtl:                                                # FETCH + DECODE before the engine starts
         extra = t.issue_cycles
     else:
         extra = t.hbm_read_lat if instr.op.unit is isa.Unit.MPU else 0

@@ -326,7 +326,7 @@ class Trace:
         st, number = rec.static((kind, UNIT_OF[op.unit], MN_INDEX[op.mnemonic], reads, writes, mask))
         plain_ctx = (tuple(ctx.batch) if ctx.batch else None, ctx.skips, ctx.wbytes)
         csig = (op.mnemonic, plain_ctx) + tuple(v for k, v in f.items() if k not in ADDRESS_FIELDS)
-        if t.serial and op.unit is isa.Unit.DMA:      # pieces depend on the address's alignment
+        if t.rtl and op.unit is isa.Unit.DMA:      # pieces depend on the address's alignment
             csig += (t.dma_base(f) % max(t.rtl.hbm_beat, t.rtl.ddr_beat),)
         return _record(Decoded, (st, csig, (number, csig), f, op, ctx, bool(f.get("dyn_n") or f.get("dyn_k"))))
 

@@ -29,14 +29,15 @@ def _one_layer(hparams: dict) -> dict:
     return {**{k: hparams[k] for k in keys}, "n_layer": 1}
 
 
-def step_cost(program: Program, board: str | Board, positions) -> int:
+def step_cost(program: Program, board: str | Board, positions, engines: str = "rtl") -> int:
     """Decode cycles summed over `positions` (the slowest device of each step)."""
-    m = PerfModel(program, board)
+    m = PerfModel(program, board, engines=engines)
     return sum(m.step_cycles("decode", p) for p in positions)
 
 
 def tune_overlap(hparams: dict, config: str | AccelConfig, devices: int, weights: str = "fp16",
-                 board: str | Board = "u280", max_seq: int | None = None, candidates=CANDIDATES) -> dict[str, int]:
+                 board: str | Board = "u280", max_seq: int | None = None, candidates=CANDIDATES,
+                 engines: str = "rtl") -> dict[str, int]:
     """{role: segments} for the gathered linears (`compiler.partition.ROLES`); 1 = blocking.
 
     hparams: the GPT-2 hyper-parameters (a compiled graph's `model` dict will do); weights: the weight format
@@ -53,7 +54,7 @@ def tune_overlap(hparams: dict, config: str | AccelConfig, devices: int, weights
     def cost(ch):
         prog = compile_model(shape, cfg, devices=devices, weights=weights, max_seq=max_seq, overlap=dict(ch),
                              check=False)
-        return step_cost(prog, board, positions)
+        return step_cost(prog, board, positions, engines)
 
     best = cost(choice)
     for role in ROLES:
@@ -82,16 +83,16 @@ def dominant_format(weights) -> str:
 def compile_tuned(model, config: str | AccelConfig | None = "tiny", devices: int = 1, weights="fp16",
                   max_seq: int | None = None, overlap: int | dict | str = 1, check: bool = True,
                   method: str | None = None, calib=None, prefill_batch: int | None = None,
-                  board: str | Board = "u280") -> Program:
+                  board: str | Board = "u280", engines: str = "rtl") -> Program:
     """`compiler.compile_model` with overlap "auto" resolved first: the model-level quantizer (if `method` asks
     for one) runs once, then `tune_overlap` picks S per layer role for that weight format on `board`, then the
-    program is compiled with that choice. Any other overlap goes to compile_model as given. The one
+    program is compiled with that choice (tuned for the timing `engines`). Any other overlap goes to compile_model as given. The one
     orchestration behind `dfx compile --overlap auto` and `dfx perf --overlap auto`."""
     if overlap == "auto":
         cfg = load_config(config)
         weights = prepare_weights(model, weights, method, calib)
         overlap = tune_overlap(capture(model)[0].model, cfg, devices, dominant_format(weights), board=board,
-                               max_seq=max_seq)
+                               max_seq=max_seq, engines=engines)
         config = cfg
     return compile_model(model, config, devices=devices, weights=weights, max_seq=max_seq, overlap=overlap,
                          check=check, method=method, calib=calib, prefill_batch=prefill_batch)

@@ -8,7 +8,7 @@ from dfx.perf import compare_rtl
 
 def test_calibration_hook():
     rows = compare_rtl([{"asm": "LINEAR dst=4 src=0 k=16 n=8", "cycles": 126},
-                        {"asm": "VADD dst=1 a=2 b=3 n=8", "cycles": 14}], load_config("tiny"))
+                        {"asm": "VADD dst=1 a=2 b=3 n=8", "cycles": 14}], load_config("tiny"), engines="pipelined")
     assert rows[0]["model"] == 111 and rows[0]["ratio"] == pytest.approx(126 / 111) and rows[0]["class"] == "matrix"
     assert rows[1]["model"] == 1 + 11 + 2
     with pytest.raises(PerfError, match="record 0"):

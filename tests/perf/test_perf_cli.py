@@ -5,6 +5,8 @@ import json
 from click.testing import CliRunner
 from perf_programs import SMALL, shapes
 
+from dfx.config import load_config
+from dfx.perf import isolated_cycles
 from dfx.perf.cli import perf as perf_cmd
 from dfx.program import save_program
 
@@ -28,8 +30,13 @@ def test_cli(tmp_path):
         assert res.exit_code == 2 and msg in res.output, (args, res.output)
     calib = tmp_path / "rtl.json"
     calib.write_text(json.dumps([{"asm": "VADD dst=1 a=2 b=3 n=8", "cycles": 14}]))
-    res = runner.invoke(perf_cmd, ["--rtl-cycles", str(calib), "--config", "tiny"])
+    res = runner.invoke(perf_cmd, ["--rtl-cycles", str(calib), "--config", "tiny", "--engines", "pipelined"])
     assert res.exit_code == 0 and "1.00" in res.output
+    res = runner.invoke(perf_cmd, ["--rtl-cycles", str(calib), "--config", "tiny"])     # the RTL's engines
+    want = isolated_cycles("VADD dst=1 a=2 b=3 n=8", load_config("tiny"))["total"]
+    assert res.exit_code == 0 and f" {want} " in res.output and f"{14 / want:.2f}" in res.output
+    res = runner.invoke(perf_cmd, ["--engines", "fast"])
+    assert res.exit_code == 2 and "--engines" in res.output
 
 
 def test_cli_overlap_auto_and_prefill_batch(tmp_path):

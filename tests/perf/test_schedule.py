@@ -6,6 +6,7 @@ import math
 import pytest
 from perf_programs import BATCHED, SMALL, cycles, hand, shapes
 
+from dfx import isa
 from dfx.config import load_config
 from dfx.errors import PerfError
 from dfx.perf import PerfModel, Timing, isolated_cycles, serial_costs
@@ -29,12 +30,39 @@ def test_fence_serialises_dma(board):
     assert cycles(fenced) == store_end + 1 + 11 + 2   # ...but not across the FENCE
 
 
+def test_rtl_engines_by_hand(board):
+    """The default timing, the scoreboard core of hw/core.py: an instruction reaches its engine ISSUE_CYCLES after
+    dispatch, a dependant starts WAKE_CYCLES after the completion it waited for, a running instruction holds its
+    operands against younger writers until it completes, and a matrix instruction and an HBM DMA instruction do
+    not share the HBM ports."""
+    cfg = load_config("tiny")
+    t = Timing(cfg, board)
+    r = serial_costs(cfg)
+    cost = {x: t.cost(i.op, i.fields(), 1) for x in ("VADD", "VMUL", "LOADH", "LOADD", "LINEAR")
+            for i in [isa.assemble_line({"VADD": "VADD dst=10 a=0 b=2 n=16", "VMUL": "VMUL dst=12 a=10 b=10 n=16",
+                                         "LOADH": "LOAD vaddr=0 n=8 +hbm addr=64", "LOADD": "LOAD vaddr=0 n=8",
+                                         "LINEAR": "LINEAR dst=4 src=0 k=16 n=8"}[x])]}
+    done = lambda c, start: start + c.occupancy + c.latency + r.wake     # noqa: E731  completion seen
+    vadd = done(cost["VADD"], r.issue_cycles)
+    # RAW: the VMUL starts when the VADD's completion is seen
+    assert cycles(hand(["VADD dst=10 a=0 b=2 n=16\nVMUL dst=12 a=10 b=10 n=16\nHALT"]), engines="rtl") == \
+        done(cost["VMUL"], vadd) + r.wake
+    # WAR: a LOAD into entry 0, which the VADD reads, waits for the VADD to complete (not just its operand feed)
+    war = cycles(hand(["VADD dst=10 a=0 b=2 n=16\nLOAD vaddr=0 n=8\nHALT"]), engines="rtl")
+    assert war == done(cost["LOADD"], vadd) + r.wake
+    # the HBM ports: an HBM LOAD into an unrelated entry waits for the LINEAR; a DDR one does not
+    lin = done(cost["LINEAR"], r.issue_cycles)
+    hbm = cycles(hand(["LINEAR dst=4 src=0 k=16 n=8\nLOAD vaddr=200 n=8 +hbm addr=64\nHALT"]), engines="rtl")
+    ddr = cycles(hand(["LINEAR dst=4 src=0 k=16 n=8\nLOAD vaddr=200 n=8\nHALT"]), engines="rtl")
+    assert hbm == done(cost["LOADH"], lin) + r.wake and ddr == lin + r.wake
+
+
 def test_war_waits_for_the_reader():
     # the LOAD overwrites entry 0 that the long LINEAR still reads: it must wait for the LINEAR's operands
     prog = hand(["LINEAR dst=4 src=0 k=64 n=64\nLOAD vaddr=0 n=8\nHALT"])
-    m = PerfModel(prog)
+    m = PerfModel(prog, engines="pipelined")
     dev = m.step("decode", 0)[0]
-    lin = isolated_cycles("LINEAR dst=4 src=0 k=64 n=64", m.cfg)
+    lin = isolated_cycles("LINEAR dst=4 src=0 k=64 n=64", m.cfg, engines="pipelined")
     assert dev.cycles > lin["total"] - lin["latency"] + 20     # LOAD started after the LINEAR's stream ended
 
 
@@ -48,16 +76,16 @@ def test_allgather_and_send_recv_on_two_devices(board):
     assert cycles(two) == xfer
     # device 1 is late (a long VPU op produces its chunk first): the gather waits for it on both devices
     late = hand([ag, "VADD dst=0 a=200 b=300 n=512\n" + ag])
-    steps = PerfModel(late).step("decode", 0)
+    steps = PerfModel(late, engines="pipelined").step("decode", 0)
     ready = 64 + 11 + 2                                       # 64 chunks of 8, then add + VBUF latency
     assert steps[0].cycles == steps[1].cycles == ready + xfer
     assert steps[0].sync_wait == ready and steps[1].sync_wait == 0
     # ...while an independent VPU op does not delay it (the scoreboard lets them overlap)
-    indep = PerfModel(hand([ag, "VADD dst=100 a=200 b=300 n=512\n" + ag])).step("decode", 0)
+    indep = PerfModel(hand([ag, "VADD dst=100 a=200 b=300 n=512\n" + ag]), engines="pipelined").step("decode", 0)
     assert indep[0].cycles == 1 + xfer and indep[1].cycles == ready
     p2p = hand(["SEND vaddr=0 n=64\nHALT", "RECV vaddr=0 n=64\nHALT"])
     occ = math.ceil(128 / t.link_bpc)
-    assert PerfModel(p2p).step("decode", 0)[1].cycles == occ + t.hop + 1
+    assert PerfModel(p2p, engines="pipelined").step("decode", 0)[1].cycles == occ + t.hop + 1
     with pytest.raises(PerfError, match="deadlock"):
         PerfModel(hand(["RECV vaddr=0 n=64\nHALT", "RECV vaddr=0 n=64\nHALT"])).step("decode", 0)
 
@@ -108,7 +136,7 @@ def test_batched_linear_by_hand(board):
     one = cycles(hand(["LINEAR dst=40 src=0 k=16 n=8\nHALT"]))        # 111: kt = nt = 2, accumulation-bound
     for m in (1, 4, 8):
         prog = hand([f"BATCH m={m} src_stride=2 dst_stride=1\nLINEAR dst=40 src=0 k=16 n=8\nHALT"])
-        dev = PerfModel(prog).step("decode", 0)[0]
+        dev = PerfModel(prog, engines="pipelined").step("decode", 0)[0]
         assert dev.cycles == one - 2 * max(2, add) + 2 * max(m * 2, add)
         assert dev.hbm_bytes == 4 * 64
     lin = "BATCH m=8 src_stride=2 dst_stride=1\nLINEAR dst=40 src=0 k=16 n=8\n"
@@ -121,7 +149,7 @@ def test_batched_allgather_by_hand(board):
     """BATCH m + ALLGATHER: one sync, m chunks per ring step, the hop latency once per step."""
     t = Timing(load_config("tiny"), board)
     ag = "BATCH m=3 src_stride=8 dst_stride=8\nALLGATHER vaddr=0 n=64 devices=2 gran=1\nHALT"
-    steps = PerfModel(hand([ag, ag])).step("decode", 0)
+    steps = PerfModel(hand([ag, ag]), engines="pipelined").step("decode", 0)
     assert steps[0].cycles == t.gather_cycles(64, 2, 1, 3) == math.ceil(2 * 3 * 32 / t.link_bpc) + t.hop + 2
     assert steps[0].cycles < 3 * t.gather_cycles(64, 2, 1)
     assert steps[0].link_bytes == 3 * 64

@@ -28,7 +28,7 @@ def test_matrix_instruction_by_hand(board):
     occ = max(mem, comp)
     lat = v("core", "vbuf_cycles") * 2 + mul + 3 * add + add + v("core", "fp_round_cycles")
     assert cycles(prog) == hbm_lat + occ + lat == 111
-    assert isolated_cycles("LINEAR dst=4 src=0 k=16 n=8", load_config("tiny"))["total"] == 111
+    assert isolated_cycles("LINEAR dst=4 src=0 k=16 n=8", load_config("tiny"), engines="pipelined")["total"] == 111
 
 
 def serial(instr: str, cfg, board="u280") -> int:
