@@ -65,6 +65,8 @@ class Graph:
     nodes: list[Node] = field(default_factory=list)
     values: dict[str, int] = field(default_factory=dict)
     has_weights: bool = True
+    own_weights: bool = False         # the parameter arrays are the compiler's (a checkpoint it loaded): passes
+                                      # may change them in place (never a caller's model)
 
     def add(self, node: Node, length: int) -> Node:
         self.nodes.append(node)
