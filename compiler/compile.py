@@ -107,7 +107,8 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
     passes = [("verify", lambda g: g), ("pad_heads", lambda g: pad_heads(g, cfg)),
               ("quantize", lambda g: quantize(g, cfg, weights, method)),
               ("partition", lambda g: partition(g, cfg, devices, overlap))]
-    work = progress.bar("compile", len(passes) + devices, "step", leave=False)
+    work = progress.bar("compile", len(passes) + devices + (len(g.nodes) if g.has_weights else 0), "step",
+                        leave=False)
     for name, p in passes:
         work.set_postfix_str(name, refresh=False)
         g = p(g)
@@ -127,7 +128,7 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
     # the weights move from the graph into the images (a temporary file) node by node (release): in memory once
     work.set_postfix_str("memory images", refresh=False)
     if g.has_weights:
-        mem = build_images(g, plans, release=True)
+        mem = build_images(g, plans, release=True, on_node=lambda n: work.update(1))
         images = [DeviceImage(s, source=mem, cfg=cfg, device=k) for k, s in enumerate(lowered)]
     else:
         images = [DeviceImage(s, bytearray(), bytearray()) for s in lowered]

@@ -18,19 +18,22 @@ from .allocate import Plan
 from .graph import Graph, Shape
 from .passes import weight_piece
 
-PIECE_BYTES = 4 << 20       # an FP16 matrix piece is tiled and written this many bytes (whole tile columns) at a time
+PIECE_BYTES = 2 << 20       # an FP16 matrix piece is tiled and written this many bytes (whole tile columns) at a time
 
 
-def build_images(g: Graph, plans: list[Plan], release: bool = False) -> ImageFile:
+def build_images(g: Graph, plans: list[Plan], release: bool = False, on_node=None) -> ImageFile:
     """The striped HBM image and the DDR image of every plan's device, in one `ImageFile`. KV-cache regions and the
     logits buffer are zero. Node by node, for every device at once; `release`: a node's parameters become `Shape`s
-    once every image holds them, so that the weights are in memory once, in the graph, and shrink as they go."""
+    once every image holds them, so that the weights are in memory once, in the graph, and shrink as they go.
+    `on_node(node)` is called after each node (progress)."""
     images = ImageFile(plans[0].cfg, [(p.hbm_size, p.ddr_size) for p in plans])
     for n in g.nodes:
         for plan in plans:
             _put_node(n, plan, images)
         if release:
             n.params = {k: Shape(tuple(v.shape)) if isinstance(v, np.ndarray) else v for k, v in n.params.items()}
+        if on_node is not None:
+            on_node(n)
     return images
 
 

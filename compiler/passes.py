@@ -215,7 +215,7 @@ def quantize(g: Graph, cfg: AccelConfig, fmt="fp16", method: str | None = None) 
     return g
 
 
-ROWS_BYTES = 4 << 20     # store_fp16 converts this many bytes of rows at a time
+ROWS_BYTES = 1 << 20     # store_fp16 converts this many bytes of rows at a time
 
 
 def store_fp16(p: np.ndarray, in_place: bool = False) -> np.ndarray:
