@@ -41,7 +41,8 @@ def _put_node(n, plan: Plan, images: ImageFile) -> None:
     cfg, dev = plan.cfg, plan.device
 
     def put_ddr(node: str, kind: Kind, a: np.ndarray):
-        images.write_ddr(dev, plan.ddr.address(sym_name(node, kind)), np.ascontiguousarray(a, np.float16).view(np.uint8))
+        b = np.ascontiguousarray(a, np.float16).view(np.uint8)
+        images.write_ddr(dev, plan.ddr.address(sym_name(node, kind)), b)
 
     if n.op == "embed":
         put_ddr(n.name, Kind.WTE, n.params["wte"])
