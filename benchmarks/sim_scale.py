@@ -4,8 +4,9 @@ the `dfx` preset, beside the PyTorch golden model.
     python benchmarks/sim_scale.py [--sizes 124M,355M,1.5B] [--tokens 8] [--work DIR] [--readme]
 
 For each size it builds a random checkpoint locally with `transformers` (GPT2LMHeadModel, FP16 safetensors via
-save_pretrained; no hub), then measures, each in its own child process so that peak memory (the child's
-ru_maxrss, from wait4) is that step's alone:
+save_pretrained; no hub), then measures, each in its own child process so that peak memory is that step's
+alone (the larger of the child's ru_maxrss, from wait4, and its process tree's resident total sampled every
+0.1 s, so any process it starts counts too):
 
 - compile: `dfx compile CKPT --config dfx --devices N -o PROGRAM`, wall time and peak memory;
 - run: the host's `Session` on the sim backend (the code `dfx run` runs) loads the program and generates
@@ -27,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,23 +36,60 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"124M": (12, 768, 12, 1), "355M": (24, 1024, 16, 1), "1.5B": (48, 1600, 25, 4)}   # layers, embd, heads, devices
 PROMPT = [464, 2068, 7586, 21831, 18045, 625]
 GB = 1e9
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def log(msg: str) -> None:
     print(f"[sim_scale {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def tree_rss(pid: int) -> int:
+    """Resident bytes (anonymous, file-backed and shared: /proc's statm) of process `pid` and all its descendants."""
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read()
+                kids.setdefault(int(st[st.rindex(")") + 2:].split()[1]), []).append(int(d))
+            except (OSError, ValueError):
+                pass
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except (OSError, ValueError, IndexError):
+            pass
+        todo += kids.get(p, [])
+    return total
+
+
 def child(args: list[str], limit: int | None = None) -> tuple[float, int, str]:
-    """Run a child process: (wall s, peak RSS bytes, stdout). Its stderr passes through (progress)."""
+    """Run a child process: (wall s, peak RSS bytes, stdout). Its stderr passes through (progress). The peak is
+    the larger of the child's ru_maxrss (wait4: the peak of its largest process) and the largest resident total of
+    its whole process tree, sampled every 0.1 s, so processes it starts count together."""
     cmd = ([("prlimit"), f"--as={limit}", "--"] if limit else []) + args
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "DFX_PROGRESS": os.environ.get("DFX_PROGRESS", "1")}      # bars in a log too
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    done, tree = threading.Event(), [0]
+
+    def sample():
+        while not done.wait(0.1):
+            tree[0] = max(tree[0], tree_rss(p.pid))
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     out = p.stdout.read()
     _, status, ru = os.wait4(p.pid, 0)
+    done.set()
+    sampler.join()
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode:
         raise SystemExit(f"child failed ({p.returncode}): {' '.join(args)}")
-    return time.perf_counter() - t0, ru.ru_maxrss * 1024, out
+    log(f"  peak RSS: ru_maxrss {ru.ru_maxrss * 1024 / GB:.2f} GB, process tree (sampled) {tree[0] / GB:.2f} GB")
+    return time.perf_counter() - t0, max(ru.ru_maxrss * 1024, tree[0]), out
 
 
 # ------------------------------------------------------------------------------------------- in the children

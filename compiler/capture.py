@@ -44,8 +44,9 @@ def model_dict(cfg) -> dict:
     return out
 
 
-def capture_state(model: dict, state: dict | None) -> Graph:
-    """Build the IR from hyper-parameters and a state dict (HF GPT-2 names; None for shapes only)."""
+def capture_state(model: dict, state: dict | None, owned: bool = False) -> Graph:
+    """Build the IR from hyper-parameters and a state dict (HF GPT-2 names; None for shapes only). `owned`: the
+    state's tensors are the compiler's (a checkpoint it loaded), so the graph uses them in place, never copied."""
     m = model_dict(model)
     E, H, L, V, P = m["n_embd"], m["n_head"], m["n_layer"], m["vocab_size"], m["n_positions"]
     if E % H:
@@ -61,17 +62,17 @@ def capture_state(model: dict, state: dict | None) -> Graph:
         t = sd[name]
         if hasattr(t, "detach"):
             t = t.detach().cpu()
-            a = t.numpy() if t.dtype == torch.float16 else t.float().numpy()
+            a = t.numpy() if t.dtype in (torch.float16, torch.float32) else t.float().numpy()
         else:
             a = np.asarray(t)
         if a.shape != shape:
             raise CompileError(f"node {name.rsplit('.', 1)[0]}: {name} has shape {list(a.shape)}, "
                                f"expected {list(shape)}")
         # binary16 stays binary16 (an FP16 checkpoint: no float32 copy; the passes widen exactly where they
-        # compute), anything else becomes a float32 copy
-        return a if a.dtype == np.float16 else a.astype(np.float32)
+        # compute), anything else becomes float32 (a copy, unless the compiler owns a float32 tensor)
+        return a if a.dtype == np.float16 else a.astype(np.float32, copy=not owned)
 
-    g = Graph(model=m, has_weights=sd is not None)
+    g = Graph(model=m, has_weights=sd is not None, own_weights=owned and sd is not None)
     wte = p("wte.weight", (V, E))
     g.add(Node("embed", "embed", (), "x0", {"wte": wte, "wpe": p("wpe.weight", (P, E))}), E)
     x = "x0"
@@ -105,7 +106,7 @@ def capture_state(model: dict, state: dict | None) -> Graph:
                {"eps": m["layer_norm_epsilon"]}), E)
     # the LM head: lm_head.weight^T where the state has one (an untied head; a tied one equals wte), else WTE^T
     head = p("lm_head.weight", (V, E)) if sd is not None and "lm_head.weight" in sd else wte
-    lm = Shape((E, V)) if sd is None else np.ascontiguousarray(head.T)
+    lm = Shape((E, V)) if sd is None else head.T              # a view: the tiles are cut from it piece by piece
     g.add(Node("lm_head", "lm_head", ("xf",), "logits", {"weight": lm}), V)
     return g
 
@@ -130,7 +131,7 @@ def capture(source) -> tuple[Graph, object]:
                                    f"({', '.join(gpt2.GPT2_SIZES)})") from None
             return capture_state(cfg.to_dict(), None), None
         cfg, state = checkpoint.load_tensors(s)       # as stored: one copy of an FP16 checkpoint's weights
-        return capture_state(cfg.to_dict(), state), Path(s)
+        return capture_state(cfg.to_dict(), state, owned=True), Path(s)
     if isinstance(source, gpt2.GPT2):
         return capture_state(source.config.to_dict(), source.state_dict()), None
     raise CompileError(f"cannot compile a {type(source).__name__}; give a checkpoint directory, a named GPT-2 size, "

@@ -107,7 +107,8 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
     passes = [("verify", lambda g: g), ("pad_heads", lambda g: pad_heads(g, cfg)),
               ("quantize", lambda g: quantize(g, cfg, weights, method)),
               ("partition", lambda g: partition(g, cfg, devices, overlap))]
-    work = progress.bar("compile", len(passes) + devices, "step", leave=False)
+    work = progress.bar("compile", len(passes) + devices + (len(g.nodes) if g.has_weights else 0), "step",
+                        leave=False)
     for name, p in passes:
         work.set_postfix_str(name, refresh=False)
         g = p(g)
@@ -124,11 +125,14 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
         plans.append(plan)
         lowered.append(streams)
         work.update(1)
-    # the weights move from the graph into the images node by node (release): in memory once
+    # the weights move from the graph into the images (a temporary file) node by node (release): in memory once
     work.set_postfix_str("memory images", refresh=False)
-    mem = build_images(g, plans, release=True) if g.has_weights else [(bytearray(), bytearray())] * devices
+    if g.has_weights:
+        mem = build_images(g, plans, release=True, on_node=lambda n: work.update(1))
+        images = [DeviceImage(s, source=mem, cfg=cfg, device=k) for k, s in enumerate(lowered)]
+    else:
+        images = [DeviceImage(s, bytearray(), bytearray()) for s in lowered]
     work.close()
-    images = [(p, DeviceImage(s, hbm, ddr)) for p, s, (hbm, ddr) in zip(plans, lowered, mem)]
     plan, lm = plans[0], g.nodes[-1]
     batch = (PrefillBatch(BATCH_STREAM, prefill_batch, plan.ddr.address(PREFILL_TOKENS))
              if prefill_batch is not None else None)
@@ -147,4 +151,4 @@ def compile_model(model, config: str | AccelConfig | None = "tiny", devices: int
         memory=memory, tokenizer="files" if tok is not None or g.model["vocab_size"] != 256 else "bytes",
         node_pcs={s: tuple(tuple(NodePc(pc, node) for pc, node in per) for per in pcs)
                   for s, pcs in node_pcs.items()})
-    return Program(manifest, [dev for _, dev in images], tok)
+    return Program(manifest, images, tok)

@@ -65,6 +65,8 @@ class Graph:
     nodes: list[Node] = field(default_factory=list)
     values: dict[str, int] = field(default_factory=dict)
     has_weights: bool = True
+    own_weights: bool = False         # the parameter arrays are the compiler's (a checkpoint it loaded): passes
+                                      # may change them in place (never a caller's model)
 
     def add(self, node: Node, length: int) -> Node:
         self.nodes.append(node)
@@ -125,7 +127,9 @@ def verify(g: Graph) -> Graph:
             elif g.has_weights and isinstance(p, np.ndarray):
                 if p.dtype not in (np.float16, np.float32):
                     _fail(n, f"param {k} has dtype {p.dtype}; float16 or float32 expected")
-                if not np.isfinite(p).all():
+                a = np.atleast_1d(p)
+                rows = max(1, (1 << 20) // max(1, a[:1].nbytes))            # 1 MiB at a time: no whole-array temporary
+                if not all(np.isfinite(a[i:i + rows]).all() for i in range(0, len(a), rows)):
                     _fail(n, f"param {k} has non-finite values")
             elif not isinstance(p, (np.ndarray, Shape)):
                 _fail(n, f"param {k} is {type(p).__name__}, not an array")

@@ -211,8 +211,34 @@ def quantize(g: Graph, cfg: AccelConfig, fmt="fp16", method: str | None = None) 
                 n.params["weight"] = qw
         for k, p in n.params.items():
             if isinstance(p, np.ndarray):            # binary16 from the checkpoint too: DAZ (to_fp16 is daz16)
-                n.params[k] = numerics.to_fp16(p)
+                n.params[k] = store_fp16(p, in_place=g.own_weights)
     return g
+
+
+ROWS_BYTES = 1 << 20     # store_fp16 converts this many bytes of rows at a time
+
+
+def store_fp16(p: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """`numerics.to_fp16(p)`, rows at a time (no temporary of the whole array). A binary16 array that it leaves
+    unchanged is returned as is (no copy); with `in_place` (an array the compiler owns), one it changes is
+    changed in place."""
+    if p.ndim == 0:
+        return numerics.to_fp16(p)
+    rows = max(1, ROWS_BYTES // max(1, p[:1].nbytes))
+    if p.dtype != np.float16:
+        out = np.empty(p.shape, np.float16)
+        for i in range(0, len(p), rows):
+            out[i:i + rows] = numerics.to_fp16(p[i:i + rows])
+        return out
+    out = p if in_place and p.flags.writeable else None
+    for i in range(0, len(p), rows):
+        block = numerics.to_fp16(p[i:i + rows])
+        if out is None:
+            if np.array_equal(block.view(np.uint16), p[i:i + rows].view(np.uint16)):
+                continue
+            out = p.copy()
+        out[i:i + rows] = block
+    return p if out is None else out
 
 
 def weight_piece(n, c0: int, c1: int):

@@ -1,19 +1,23 @@
 """A device's memory images (docs/design.md, contract 4): its instruction streams, its HBM image and its DDR image.
 
 The HBM image is striped over the pseudo-channels as the program stores it (`stripe`: channel c gets every
-channels-th beat slice). A `DeviceImage` holds its images in memory (the compiler's), or reads them on demand from
-a program file that `dfx.program.load_program` has verified (`FileMembers`), so that a loaded program holds no
-copy of its weights: a simulator takes one fresh copy (`take_hbm`, `take_ddr`), a host uploads channel by channel
-(`channels`). Every read from the file is checked again against the SHA-256 the manifest gives, so a file changed
-after it was loaded is refused (`ProgramError`), never used.
+channels-th beat slice). A `DeviceImage` holds its images in memory, or reads them on demand from a program file
+that `dfx.program.load_program` has verified (`FileMembers`), so that a loaded program holds no copy of its
+weights: a simulator takes one fresh copy (`take_hbm`, `take_ddr`), a host uploads channel by channel
+(`channels`), `save_program` copies member by member (`DeviceImage.members`). Every read from the file is checked
+again against the SHA-256 the manifest gives, so a file changed after it was loaded is refused (`ProgramError`),
+never used. The compiler writes a program's images into an `ImageFile` (a temporary file laid out as the
+program's members) rather than into memory, and its `DeviceImage`s read them from there.
 """
 from __future__ import annotations
 
 import hashlib
 import mmap
 import os
+import tempfile
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -68,7 +72,7 @@ def unstripe(channels: Sequence, cfg: AccelConfig) -> bytearray:
 class FileMembers:
     """Data members of a verified program file, read again on demand by positional reads of its open file (the
     same file `load_program` checked, whatever its path names later). `where`: name -> (data offset, size,
-    SHA-256 hex digest)."""
+    SHA-256 hex digest, or None for a member of the compiler's own `ImageFile`, which nobody else can change)."""
 
     def __init__(self, path, fd: int, where: dict[str, tuple[int, int, str]]):
         self.path, self._fd, self.where = path, fd, where
@@ -81,16 +85,17 @@ class FileMembers:
         """The member's bytes in pieces of `chunk` bytes; after the last one, a `ProgramError` if they are not the
         bytes that were verified (the caller discards what it built from them)."""
         off, size, digest = self.where[name]
-        h = hashlib.sha256()
+        h = hashlib.sha256() if digest is not None else None
         done = 0
         while done < size:
             blob = os.pread(self._fd, min(chunk, size - done), off + done)
             if not blob:
                 break
-            h.update(blob)
+            if h is not None:
+                h.update(blob)
             done += len(blob)
             yield blob
-        if done != size or h.hexdigest() != digest:
+        if done != size or (h is not None and h.hexdigest() != digest):
             raise ProgramError(f"{self.path}: member {name} changed after the program was loaded (its SHA-256 no "
                                "longer matches the manifest); load it again")
 
@@ -101,6 +106,60 @@ class FileMembers:
             out[at:at + len(blob)] = blob
             at += len(blob)
         return out
+
+
+class ImageFile(FileMembers):
+    """The memory images of a ring's devices as the compiler writes them: into an unnamed temporary file (in the
+    system's temporary folder, removed when the last image using it is freed), laid out as a program's members
+    (each device's HBM channel images, then its DDR image), so that the images take disk, not memory, until
+    `save_program` copies them into the program in pieces. `sizes`: (HBM bytes, DDR bytes) of every device.
+    Bytes never written read as zero (the file is sparse)."""
+
+    def __init__(self, cfg: AccelConfig, sizes: Sequence[tuple[int, int]]):
+        self.cfg, where, at = cfg, {}, 0
+        for k, (hbm, ddr) in enumerate(sizes):
+            ch = -(-hbm // cfg.beat_bytes) * cfg.channel_beat_bytes
+            for c in range(cfg.hbm_channels):
+                where[f"dev{k}/hbm/ch{c:02}.bin"] = (at, ch, None)
+                at += ch
+            where[f"dev{k}/ddr.bin"] = (at, ddr, None)
+            at += ddr
+        with tempfile.TemporaryFile(prefix="dfx-images-") as f:
+            fd = os.dup(f.fileno())
+        os.ftruncate(fd, at)
+        super().__init__("the compiler's image file", fd, where)
+
+    def _at(self, name: str, start: int, n: int) -> int:
+        off, size, _ = self.where[name]
+        if not 0 <= start <= start + n <= size:
+            raise ValueError(f"{name}: bytes {start}..{start + n} lie outside its {size} bytes")
+        return off + start
+
+    def write_ddr(self, device: int, addr: int, data) -> None:
+        """Bytes `data` at byte `addr` of the device's DDR image."""
+        data = memoryview(data).cast("B")
+        os.pwrite(self._fd, data, self._at(f"dev{device}/ddr.bin", addr, len(data)))
+
+    def write_hbm(self, device: int, addr: int, data) -> None:
+        """Bytes `data` at byte `addr` of the device's (unstriped) HBM image, written striped into its channel
+        images: whole beats channel by channel, a partial beat at either end merged with what the file holds."""
+        cfg, buf = self.cfg, np.frombuffer(data, np.uint8)
+        B, C, cbb = cfg.beat_bytes, cfg.hbm_channels, cfg.channel_beat_bytes
+        names = [f"dev{device}/hbm/ch{c:02}.bin" for c in range(C)]
+        end = addr + buf.size
+        a1, a2 = min(-(-addr // B) * B, end), max(end // B * B, addr)
+        for lo, hi in ((addr, a1), (a2, end)) if a1 <= a2 else ((addr, end),):
+            if hi > lo:                             # inside one beat: read it, merge, write it back
+                j = lo // B
+                beat = np.frombuffer(b"".join(os.pread(self._fd, cbb, self._at(nm, j * cbb, cbb)) for nm in names),
+                                     np.uint8).copy()
+                beat[lo - j * B:hi - j * B] = buf[lo - addr:hi - addr]
+                for c, nm in enumerate(names):
+                    os.pwrite(self._fd, beat[c * cbb:(c + 1) * cbb], self._at(nm, j * cbb, cbb))
+        if a2 > a1:
+            rows = buf[a1 - addr:a2 - addr].reshape(-1, C, cbb)
+            for c, nm in enumerate(names):
+                os.pwrite(self._fd, rows[:, c, :].tobytes(), self._at(nm, a1 // B * cbb, rows.shape[0] * cbb))
 
 
 class HbmChannels(Sequence):
@@ -143,8 +202,8 @@ class HbmChannels(Sequence):
 
 class DeviceImage:
     """One device's streams and memory images: `hbm` (the unstriped HBM image) and `ddr`, writable byte buffers
-    (bytearrays or uint8 arrays) in memory, or, with `source`, read from the program file when first asked for
-    (then kept as bytearrays, so edits stick)."""
+    (bytearrays or uint8 arrays) in memory, or, with `source`, read from the program file (or the compiler's
+    `ImageFile`) when first asked for (then kept as bytearrays, so edits stick)."""
 
     def __init__(self, streams: dict[str, list[isa.Instr]], hbm: bytearray | None = None,
                  ddr: bytearray | None = None, *, source: FileMembers | None = None, cfg: AccelConfig | None = None,
@@ -182,6 +241,22 @@ class DeviceImage:
     def channels(self, cfg: AccelConfig) -> HbmChannels:
         """The HBM image as `cfg`'s channel images (what `stripe` gives), each made when it is asked for."""
         return HbmChannels(self, cfg)
+
+    def members(self, cfg: AccelConfig) -> Iterator[tuple[str, int, Callable[[], Iterator]]]:
+        """(name under dev{K}/, bytes, pieces) of the images as a program stores them, HBM channel images then the
+        DDR image; `pieces()` gives the member's bytes in pieces: read from the source file (never held whole),
+        or cut from the images in memory one channel image at a time."""
+        src, chans = self._source, self.channels(cfg)
+        for c in range(cfg.hbm_channels):
+            if self._hbm is None:
+                yield f"hbm/ch{c:02}.bin", src.size(self._name(c)), partial(src.chunks, self._name(c))
+            else:
+                yield f"hbm/ch{c:02}.bin", chans.channel_bytes, partial(lambda c: iter((chans[c],)), c)
+        if self._ddr is None:
+            yield "ddr.bin", src.size(self._name(None)), partial(src.chunks, self._name(None))
+        else:
+            ddr = memoryview(self._ddr).cast("B")
+            yield "ddr.bin", len(ddr), lambda: (ddr[i:i + CHUNK] for i in range(0, len(ddr), CHUNK))
 
     def take_hbm(self, kind=None) -> bytearray | np.ndarray:
         """A new copy of the unstriped HBM image, the caller's to write: streamed from the file channel by channel

@@ -38,9 +38,12 @@ import re
 import stat
 import struct
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import BinaryIO, Iterator
 
 import numpy as np
@@ -235,32 +238,49 @@ def load_trusted_key(path: str | os.PathLike) -> Ed25519PublicKey:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _members(prog: Program) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of every data member, each made when it is reached (one channel image at a time)."""
+def _members(prog: Program) -> Iterator[tuple[str, int, Callable[[], Iterable]]]:
+    """(name, size, pieces) of every data member, in the order they are written; `pieces()` gives its bytes in
+    pieces, each member made or read when it is reached, a memory image never whole (`DeviceImage.members`)."""
     cfg = prog.config
     for k, dev in enumerate(prog.devices):
         for name, instrs in dev.streams.items():
-            yield f"dev{k}/{name}.bin", isa.encode_stream(instrs)
+            blob = isa.encode_stream(instrs)
+            yield f"dev{k}/{name}.bin", len(blob), partial(iter, (blob,))
         if prog.has_weights:
-            for c, blob in enumerate(dev.channels(cfg)):
-                yield f"dev{k}/hbm/ch{c:02}.bin", blob
-            yield f"dev{k}/ddr.bin", bytes(dev.ddr)
+            for name, size, pieces in dev.members(cfg):
+                yield f"dev{k}/{name}", size, pieces
     if prog.tokenizer_json is not None:
-        yield TOKENIZER, prog.tokenizer_json
+        yield TOKENIZER, len(prog.tokenizer_json), partial(iter, (prog.tokenizer_json,))
+
+
+def _write_member(z: zipfile.ZipFile, name: str, size: int, pieces: Iterable) -> str:
+    """Write a stored member piece by piece (the entry `ZipFile.writestr` makes); its SHA-256."""
+    info = zipfile.ZipInfo(name, time.localtime(time.time())[:6])
+    info.compress_type, info.external_attr, info.file_size = zipfile.ZIP_STORED, 0o600 << 16, size
+    h = hashlib.sha256()
+    with z.open(info, "w") as dst:
+        for blob in pieces:
+            h.update(blob)
+            dst.write(blob)
+    return h.hexdigest()
 
 
 def save_program(prog: Program, path: str | os.PathLike, signing_key: Ed25519PrivateKey | None = None) -> Path:
     """Write `prog` to `path` (atomically); `prog.manifest` gets the members' checksums. With `signing_key`, the
-    program carries an Ed25519 signature of its digest (`load_program(..., trusted_key=)` checks it)."""
+    program carries an Ed25519 signature of its digest (`load_program(..., trusted_key=)` checks it). Members
+    are hashed, then written, in pieces: a memory image is never held whole."""
     path = Path(path)
     try:
         check_config_name(prog.config.name)
     except ProgramError as e:
         raise ProgramError(f"{path}: {e}") from None
     checksums = {}                            # a first pass: sizes and checksums, no member kept
-    for name, blob in _members(prog):
-        _check_size(path, name, len(blob), prog.config)
-        checksums[name] = _sha(blob)
+    for name, size, pieces in _members(prog):
+        _check_size(path, name, size, prog.config)
+        h = hashlib.sha256()
+        for blob in pieces():
+            h.update(blob)
+        checksums[name] = h.hexdigest()
     if len(checksums) + 3 > MAX_MEMBERS:
         raise ProgramError(f"{path}: a program of {len(checksums) + 3} members cannot be written; a program has at "
                            f"most {MAX_MEMBERS}")
@@ -280,10 +300,9 @@ def save_program(prog: Program, path: str | os.PathLike, signing_key: Ed25519Pri
             z.writestr(MANIFEST, text)
             for name, blob in seal.items():
                 z.writestr(name, blob)
-            for name, blob in _members(prog):  # the second pass writes them, as the checksums say
-                if _sha(blob) != checksums[name]:
+            for name, size, pieces in _members(prog):  # the second pass writes them, as the checksums say
+                if _write_member(z, name, size, pieces()) != checksums[name]:
                     raise ProgramError(f"{path}: member {name} changed while the program was written")
-                z.writestr(name, blob)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -66,3 +66,32 @@ def test_zeros_and_discard():
 def test_device_image_needs_images_or_a_file():
     with pytest.raises(ValueError, match="give hbm and ddr"):
         DeviceImage({}, bytearray())
+
+
+def test_image_file_writes_striped_members():
+    """`ImageFile` (the compiler's images on disk): writes at any byte address, inside one beat, across beats, at
+    either end, give the channel images `stripe` cuts from the same image in memory; unwritten bytes are zero."""
+    from dfx.config import load_config
+    from dfx.images import ImageFile
+    cfg = load_config("dfx")
+    B = cfg.beat_bytes
+    sizes = [(7 * B + 192, 1000), (3 * B, 64)]
+    f = ImageFile(cfg, sizes)
+    mem = [(np.zeros(h, np.uint8), np.zeros(d, np.uint8)) for h, d in sizes]
+    rng = np.random.default_rng(0)
+    for k, a, n in [(0, 0, 64), (0, 100, 5), (0, B - 3, 7), (0, 2 * B, 3 * B), (0, 5 * B + 64, 2 * B + 128),
+                    (1, 0, 3 * B), (1, B + 1, B - 1)]:
+        data = rng.integers(0, 256, n, dtype=np.uint8)
+        f.write_hbm(k, a, data)
+        mem[k][0][a:a + n] = data
+    f.write_ddr(0, 10, b"abc")
+    mem[0][1][10:13] = np.frombuffer(b"abc", np.uint8)
+    for k, (hbm, ddr) in enumerate(mem):
+        img = DeviceImage({}, source=f, cfg=cfg, device=k)
+        assert list(img.channels(cfg)) == stripe(hbm, cfg)
+        assert bytes(img.ddr) == ddr.tobytes()
+        assert bytes(img.take_hbm())[:len(hbm)] == hbm.tobytes()
+        want = [(f"hbm/ch{c:02}.bin", len(ch)) for c, ch in enumerate(stripe(hbm, cfg))] + [("ddr.bin", len(ddr))]
+        assert [(name, size) for name, size, _ in img.members(cfg)] == want
+    with pytest.raises(ValueError, match="outside"):
+        f.write_ddr(1, 60, b"12345")

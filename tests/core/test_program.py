@@ -157,15 +157,16 @@ def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
     """A save that fails half-way (disk full, say) keeps the old file and leaves no partial one."""
     target = save_program(_prog(), tmp_path / "a.dfx")
     before = target.read_bytes()
-    real, calls = zipfile.ZipFile.writestr, []
+    real, calls = zipfile.ZipFile.open, []
 
-    def flaky(self, name, data, *a, **kw):
-        calls.append(name)
-        if len(calls) == 3:
-            raise OSError("No space left on device")
-        return real(self, name, data, *a, **kw)
+    def flaky(self, name, mode="r", *a, **kw):          # every member is written through ZipFile.open(..., "w")
+        if mode == "w":
+            calls.append(name)
+            if len(calls) == 3:
+                raise OSError("No space left on device")
+        return real(self, name, mode, *a, **kw)
 
-    monkeypatch.setattr(zipfile.ZipFile, "writestr", flaky)
+    monkeypatch.setattr(zipfile.ZipFile, "open", flaky)
     with pytest.raises(OSError, match="No space"):
         save_program(_prog(), target)
     assert [p.name for p in tmp_path.iterdir()] == ["a.dfx"]
