@@ -6,7 +6,7 @@ tests/hw/test_ring_top.py; the decode logits are checked bit-exact against the f
 generation, simulator build and simulation apart), the links' drops and flips, the kernels' replays and CRC
 errors, and the verdict. The figures docs/board_flow.md quotes.
 
-    .venv/bin/python benchmarks/ring_rtl.py [--rings 2 4] [--sim verilator|icarus] [--new 2]
+    .venv/bin/python benchmarks/ring_rtl.py [--rings 2 4] [--sim icarus|verilator] [--new 2]
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def run_ring(n: int, sim: str | None, new: int) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sim", default=None, help="simulator (default $SIM, else Verilator where installed)")
+    ap.add_argument("--sim", default=None, help="simulator (default $SIM, else icarus)")
     ap.add_argument("--rings", type=int, nargs="+", default=[2, 4], help="ring sizes (default 2 4)")
     ap.add_argument("--new", type=int, default=2, help="generated tokens (decode steps; default 2)")
     a = ap.parse_args(argv)

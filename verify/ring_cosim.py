@@ -2,7 +2,7 @@
 cores with ring kernels between them (`KernelRingCore`).
 
     res = run_pair(128, LinkModel(drop=300, flip=300, stall=3000), messages=40, seed=1)   # -> PairResult
-    core = KernelRingCore(program, LinkModel(drop=200, flip=200), sim="verilator")        # an RtlCore
+    core = KernelRingCore(program, LinkModel(drop=200, flip=200), sim="icarus")           # an RtlCore
     res = core.generate(prompt, 2)
 
 `run_pair` builds `dfx.hw.ring_top.KernelPair` (cached under build/ring_kernel/, rebuilt when its Verilog
@@ -132,7 +132,9 @@ def run_pair(core_bits: int, model: LinkModel, messages: int = 40, max_beats: in
 
 class KernelRingCore(RtlCore):
     """`RtlCore` on a ring of cores joined through ring kernels and lossy links (`dfx.hw.ring_top.KernelRing`);
-    the program must be a multi-device one. `sim`: $SIM, else Verilator where installed (else Icarus)."""
+    the program must be a multi-device one. `sim`: $SIM, else Icarus (on the 2-core development machine
+    Icarus finishes first: Verilator 5 emits every instance's logic into one C++ class, 220 MB of C++ for 2
+    cores + 2 kernels, whose compile alone outlasts the whole Icarus run; docs/board_flow.md)."""
 
     def __init__(self, program: Program, model: LinkModel = LinkModel(), sim: str | None = None,
                  kernel: dict | None = None):
@@ -140,9 +142,7 @@ class KernelRingCore(RtlCore):
             raise ValueError(f"a ring needs a program of 2 or more devices, not {program.n_devices}")
         self.program, self.device = program, 0
         self.cfg: AccelConfig = program.config
-        # Verilator unless asked otherwise: whole rings are long runs
-        self.sim = simulator(sim or os.environ.get("SIM") or (
-            "verilator" if missing_simulator("verilator") is None else "icarus"))
+        self.sim = simulator(sim)
         self.waves = False
         why = missing_simulator(self.sim)
         if why:

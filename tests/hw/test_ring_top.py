@@ -2,8 +2,10 @@
 whole, in order and bit-exact through drops, bit flips, TX stalls and a stalling receiver; whole rings of 2 and
 4 cores with ring kernels between them run a compiled GPT-2 program bit-exact to the functional ring.
 
-SIM=icarus (default) or SIM=verilator. The rings are slow (a cold build of their Verilog takes many minutes);
-benchmarks/ring_kernel.py runs them and prints the figures quoted in docs/board_flow.md."""
+SIM=icarus (default) or SIM=verilator. The rings are slow
+(a cold generation of the core's and the kernel's Verilog takes minutes, the simulation tens of minutes on a
+shared machine); benchmarks/ring_rtl.py runs them (benchmarks/ring_kernel.py the pair) and prints the figures
+quoted in docs/board_flow.md."""
 import sys
 from pathlib import Path
 
@@ -70,7 +72,7 @@ def check_kernel_ring(program, want_tokens, prompt, new, model=LOSSY, sim=None, 
     return res
 
 
-@pytest.mark.slow      # a cold build of 2 cores + 2 ring kernels (Verilog + simulator) takes many minutes here
+@pytest.mark.slow      # 2 cores + 2 ring kernels: minutes of Verilog generation and simulator build, then the run
 def test_ring_of_two_cores_with_kernels():
     from dfx.compiler import compile_model
     model = make_hf_gpt2(8, **TINY_GPT2)
