@@ -1,26 +1,22 @@
 """The ring kernel over the lossy link model, measured: the kernel pair (hw/ring_top.py KernelPair) with the
-impairments of tests/hw/test_ring_top.py, and optionally whole rings of 2 / 4 cores with ring kernels running the
-tiny GPT-2 of tests/hw/test_core.py (bit-exact to the functional ring, checked). Prints the figures
-docs/board_flow.md and boards/u280/RING.md quote.
+impairments of tests/hw/test_ring_top.py. Prints the figures docs/board_flow.md and boards/u280/RING.md quote;
+whole rings of 2 / 4 cores with ring kernels are benchmarks/ring_rtl.py.
 
-    .venv/bin/python benchmarks/ring_kernel.py [--rings 2 4] [--sim icarus|verilator]
+    .venv/bin/python benchmarks/ring_kernel.py [--sim icarus|verilator] [--messages 40]
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "hw"))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sim", default=None, help="simulator (default $SIM, icarus)")
-    ap.add_argument("--rings", type=int, nargs="*", default=[], help="also run rings of these many cores")
     ap.add_argument("--messages", type=int, default=40)
     a = ap.parse_args(argv)
     from test_ring_top import LOSSY, SMALL_WINDOW
@@ -36,20 +32,6 @@ def main(argv=None):
           f"committed, {ta['TX_REPLAYS']} go-back-N replays, {ta['ACK_ERRORS']} bad ACK words; receiver: "
           f"{rb['CRC_ERRORS']} CRC errors, {rb['DESYNCS']} desynchronised words, {rb['DUPLICATES']} duplicates, "
           f"{rb['OVERFLOWS']} overflows")
-    for n in a.rings:
-        from test_core import PROMPT, TINY_GPT2, golden_greedy
-        from test_ring_top import check_kernel_ring
-        from gpt2_fixtures import make_hf_gpt2
-
-        from dfx.compiler import compile_model
-        model = make_hf_gpt2(8, **{**TINY_GPT2, "n_head": max(2, n)})
-        prompt, new = PROMPT[1:], 2
-        t0 = time.time()
-        res = check_kernel_ring(compile_model(model, "tiny", devices=n), golden_greedy(model, prompt, new), prompt,
-                                new, sim=a.sim)
-        print(f"ring of {n} cores + {n} ring kernels: {len(res.runs)} runs, logits bit-exact to the functional "
-              f"ring, tokens {res.tokens} equal to the golden model's; {res.sim_cycles} cycles simulated, "
-              f"{time.time() - t0:.0f} s wall (build included)")
 
 
 if __name__ == "__main__":

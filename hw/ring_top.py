@@ -10,26 +10,30 @@ rises `up_after` cycles after reset. Probabilities are per word, in units of 1/6
 back); A's `s_axis_tx`, B's `m_axis_rx` and both status ports as top-level ports (`a_`/`b_` prefixes). Clocks:
 `ap_clk` for both kernels' core side, `user_clk` for the links (independent, as on a board).
 
-`KernelRing`: n cores (`dfx.hw.top.Top`) as `RingTop` joins them, but each core's `ring_tx` goes through its
-own ring kernel, a `LossyLink` pair, and the next core's ring kernel. Same ports as `RingTop` (one `ap_clk`,
-`dev<k>_` prefixes) and the same Verilog top name (`dfx.hw.top.ring_name`), so the RTL ring co-simulation
-driver (`dfx.verify.rtl_core.RtlCore` / `dfx.verify.core_tb`) runs it unchanged; the links' user clock is
-ap_clk inverted (a second clock domain with its own edges; the kernel-pair test uses independent clocks).
+`KernelRing`: n cores as `RingTop` joins them, but each core's `ring_tx` goes through its own ring kernel, a
+`LossyLink` pair, and the next core's ring kernel. Same ports as `RingTop` (one `ap_clk`, `dev<k>_` prefixes)
+plus the kernels' and links' counters, and the same Verilog top name (`dfx.hw.top.ring_name`), so the RTL ring
+co-simulation driver (`dfx.verify.rtl_core.RtlCore` / `dfx.verify.core_tb`) runs it unchanged; the links' user
+clock is ap_clk inverted (a second clock domain with its own edges; the kernel-pair test uses independent
+clocks). The cores and kernels are `Instance`s of one core module (`dfx.hw.top.verilog(cfg)`) and one kernel
+module (`KernelShell`, `shell_verilog`), each generated once: converting n copies of the core took Amaranth and
+Yosys most of an hour for n = 4, one copy takes under two minutes.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
 from dataclasses import dataclass
 
-from amaranth import C, Cat, ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal, Signal
+from amaranth import C, Cat, ClockDomain, ClockSignal, DomainRenamer, Instance, Module, ResetSignal, Shape, Signal
 from amaranth.back import verilog as back
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from dfx.config import AccelConfig
 
-from .ring_kernel import GT_LANES, RingKernel
+from .ring_kernel import GT_LANES, STATUS_REGS, RingKernel
 from .ring_link import LINK_BITS
-from .top import Top, ring_name
+from .top import TOP_NAME, Top, ring_name
+from .top import verilog as top_verilog
 
 PAIR_NAME = "dfx_ring_pair"
 
@@ -155,47 +159,145 @@ class KernelPair(wiring.Component):
         return m
 
 
-class KernelRing(wiring.Component):
-    """n cores, each behind its ring kernel, joined by lossy links; ports as `dfx.hw.top.RingTop`."""
+SHELL_NAME = "dfx_ring_kernel_sim"
+# the sender's and receiver's counters a `KernelShell` brings out (`dfx.hw.ring_kernel.STATUS_REGS` names)
+COUNTERS = tuple((name, src) for _, name, src in STATUS_REGS if src)
 
-    def __init__(self, cfg: AccelConfig, n: int, model: LinkModel = LinkModel(), kernel: dict | None = None,
-                 **stages):
-        if not isinstance(n, int) or not 2 <= n <= cfg.devices:
-            raise ValueError(f"n must be an integer 2..{cfg.devices} (AccelConfig.devices), not {n!r}")
-        self.cfg, self.n, self.model = cfg, n, model
-        self.tops = [Top(cfg, **stages) for _ in range(n)]
-        self.kernels = [RingKernel(16 * cfg.d, **(kernel or {})) for _ in range(n)]
-        members = {"ap_clk": In(1), "ap_rst_n": In(1)}
-        for k, t in enumerate(self.tops):
-            for name, member in t.signature.members.items():
-                if name not in ("ap_clk", "ap_rst_n") and not name.startswith("ring_"):
-                    members[f"dev{k}_{name}"] = member
+
+def _widths(sig: wiring.Signature) -> dict:
+    """{port: (flow, width)} of a component with flat (single-signal) ports."""
+    return {n: (mb.flow, Shape.cast(mb.shape).width) for n, mb in sig.members.items()}
+
+
+def core_ports(cfg: AccelConfig) -> dict:
+    """The ports of one core (`dfx.hw.top.Top`, Verilog module `dfx.hw.top.TOP_NAME`): {name: (flow, width)}."""
+    top = Top(cfg)
+    top._MustUse__silence = top.core._MustUse__silence = True          # only its signature is wanted
+    return _widths(top.signature)
+
+
+class KernelShell(wiring.Component):
+    """`RingKernel` with flat ports and its clocks as ports, so that one Verilog module (`SHELL_NAME`) serves
+    every kernel of a ring: `ap_clk`/`ap_rst_n` (core side, `sync`), `l0_clk`/`l0_rst` and `l1_clk`/`l1_rst`
+    (the cages' user clocks), `s_axis_tx_*`/`m_axis_rx_*` (the core's ring stream), `s_axi_control_*`,
+    `cage<k>_<sig>` (one Aurora user interface each, `aurora_signature`), and the endpoints' counters as
+    outputs (`stat_<name>`, `COUNTERS`; in their user clock's domain) for simulations to read at the end."""
+
+    def __init__(self, core_bits: int, **kernel):
+        self.kernel = RingKernel(core_bits, **kernel)
+        sig = self.kernel.signature.members
+        members = {n: In(1) for n in ("ap_clk", "ap_rst_n", "l0_clk", "l0_rst", "l1_clk", "l1_rst")}
+        for port, flow in (("s_axis_tx", In), ("m_axis_rx", Out)):
+            members.update({f"{port}_tdata": flow(core_bits), f"{port}_tlast": flow(1), f"{port}_tvalid": flow(1),
+                            f"{port}_tready": (Out if flow is In else In)(1)})
+        members.update({f"s_axi_control_{n}": mb for n, mb in sig["axil"].signature.members.items()})
+        for k in range(2):
+            members.update({f"cage{k}_{n}": mb for n, mb in sig[f"cage{k}"].signature.members.items()})
+        members.update({f"stat_{name.lower()}": Out(32) for name, _ in COUNTERS})
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
-        # `ap` (not `sync`: each Top defines its own local `sync` from the same ap_clk)
-        m.domains.ap = ClockDomain("ap", local=True)
+        m.domains.sync = ClockDomain("sync", local=True)
+        m.domains.l0 = ClockDomain("l0", local=True)
+        m.domains.l1 = ClockDomain("l1", local=True)
+        m.d.comb += [ClockSignal("sync").eq(self.ap_clk), ResetSignal("sync").eq(~self.ap_rst_n),
+                     ClockSignal("l0").eq(self.l0_clk), ResetSignal("l0").eq(self.l0_rst),
+                     ClockSignal("l1").eq(self.l1_clk), ResetSignal("l1").eq(self.l1_rst)]
+        m.submodules.kernel = k = self.kernel
+        tx, rx = k.s_axis_tx, k.m_axis_rx
+        m.d.comb += [tx.payload.data.eq(self.s_axis_tx_tdata), tx.payload.last.eq(self.s_axis_tx_tlast),
+                     tx.valid.eq(self.s_axis_tx_tvalid), self.s_axis_tx_tready.eq(tx.ready),
+                     self.m_axis_rx_tdata.eq(rx.payload.data), self.m_axis_rx_tlast.eq(rx.payload.last),
+                     self.m_axis_rx_tvalid.eq(rx.valid), rx.ready.eq(self.m_axis_rx_tready)]
+        inner = {"s_axi_control": k.axil, "cage0": k.cage0, "cage1": k.cage1}
+        for prefix, port in inner.items():
+            for n, mb in port.signature.members.items():
+                flat = getattr(self, f"{prefix}_{n}")
+                m.d.comb += (getattr(port, n).eq(flat) if mb.flow == In else flat.eq(getattr(port, n)))
+        for name, src in COUNTERS:
+            side, port = src.split(".")
+            m.d.comb += getattr(self, f"stat_{name.lower()}").eq(getattr(k.tx_ep if side == "tx" else k.rx_ep, port))
+        return m
+
+
+class KernelRing(wiring.Component):
+    """n cores, each behind its ring kernel, joined by lossy links; ports as `dfx.hw.top.RingTop`, plus each
+    kernel's counters (`ring<k>_<counter>`, `COUNTERS`) and each link's (`link<k>_dropped`, `link<k>_flipped`
+    forward, `ack<k>_...` back). The cores and the kernels are `Instance`s of the modules `dfx.hw.top.TOP_NAME`
+    and `SHELL_NAME`, generated once each (`dfx.hw.top.verilog(cfg)`, `shell_verilog`): this wrapper's own
+    Verilog (`ring_wrapper_verilog`) holds only the links and the wiring, and a simulator compiles each module
+    once however many instances the ring has."""
+
+    def __init__(self, cfg: AccelConfig, n: int, model: LinkModel = LinkModel(), kernel: dict | None = None):
+        if not isinstance(n, int) or not 2 <= n <= cfg.devices:
+            self._MustUse__silence = True
+            raise ValueError(f"n must be an integer 2..{cfg.devices} (AccelConfig.devices), not {n!r}")
+        self.cfg, self.n, self.model = cfg, n, model
+        self.core = core_ports(cfg)
+        shell = KernelShell(16 * cfg.d, **(kernel or {}))
+        for x in (shell, shell.kernel, shell.kernel.tx_ep, shell.kernel.rx_ep):
+            x._MustUse__silence = True                                  # only its signature is wanted
+        self.shell = _widths(shell.signature)
+        members = {"ap_clk": In(1), "ap_rst_n": In(1)}
+        for k in range(n):
+            for name, (flow, width) in self.core.items():
+                if name not in ("ap_clk", "ap_rst_n") and not name.startswith("ring_"):
+                    members[f"dev{k}_{name}"] = flow(width)
+            members.update({f"ring{k}_{name.lower()}": Out(32) for name, _ in COUNTERS})
+            for link in ("link", "ack"):
+                members.update({f"{link}{k}_dropped": Out(32), f"{link}{k}_flipped": Out(32)})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
         m.domains.user = ClockDomain("user", local=True)
-        m.d.comb += [ClockSignal("ap").eq(self.ap_clk), ResetSignal("ap").eq(~self.ap_rst_n),
-                     ClockSignal("user").eq(~self.ap_clk), ResetSignal("user").eq(~self.ap_rst_n)]
-        for k, (t, rk) in enumerate(zip(self.tops, self.kernels)):
-            m.submodules[f"dev{k}"] = t
-            m.submodules[f"ring{k}"] = DomainRenamer({"sync": "ap", "l0": "user", "l1": "user"})(rk)
-            m.d.comb += [t.ap_clk.eq(self.ap_clk), t.ap_rst_n.eq(self.ap_rst_n)]
-            for name, member in t.signature.members.items():
-                if name in ("ap_clk", "ap_rst_n") or name.startswith("ring_"):
-                    continue
-                outer = getattr(self, f"dev{k}_{name}")
-                m.d.comb += (outer.eq(getattr(t, name)) if member.flow == Out else getattr(t, name).eq(outer))
-            tx, rx = rk.s_axis_tx, rk.m_axis_rx
-            m.d.comb += [tx.payload.data.eq(t.ring_tx_tdata), tx.payload.last.eq(t.ring_tx_tlast),
-                         tx.valid.eq(t.ring_tx_tvalid), t.ring_tx_tready.eq(tx.ready),
-                         t.ring_rx_tdata.eq(rx.payload.data), t.ring_rx_tlast.eq(rx.payload.last),
-                         t.ring_rx_tvalid.eq(rx.valid), rx.ready.eq(t.ring_rx_tready)]
-        for k, rk in enumerate(self.kernels):
+        m.d.comb += [ClockSignal("user").eq(~self.ap_clk), ResetSignal("user").eq(~self.ap_rst_n)]
+        clocks = {"ap_clk": self.ap_clk, "ap_rst_n": self.ap_rst_n}
+        ring = [{n: Signal(w, name=f"d{k}_{n}") for n, (_, w) in self.core.items() if n.startswith("ring_")}
+                for k in range(self.n)]
+        cages = [{n: Signal(w, name=f"k{k}_{n}") for n, (_, w) in self.shell.items() if n.startswith("cage")}
+                 for k in range(self.n)]
+        for k in range(self.n):
+            conns = {}
+            for name, (flow, width) in self.core.items():
+                sig = clocks[name] if name in clocks else ring[k].get(name)
+                if sig is None:
+                    sig = getattr(self, f"dev{k}_{name}")
+                conns[("o_" if flow == Out else "i_") + name] = sig
+            m.submodules[f"dev{k}"] = Instance(TOP_NAME, **conns)
+            r = ring[k]
+            kconns = {**clocks, "l0_clk": ClockSignal("user"), "l0_rst": ResetSignal("user"),
+                      "l1_clk": ClockSignal("user"), "l1_rst": ResetSignal("user"),
+                      "s_axis_tx_tdata": r["ring_tx_tdata"], "s_axis_tx_tlast": r["ring_tx_tlast"],
+                      "s_axis_tx_tvalid": r["ring_tx_tvalid"], "s_axis_tx_tready": r["ring_tx_tready"],
+                      "m_axis_rx_tdata": r["ring_rx_tdata"], "m_axis_rx_tlast": r["ring_rx_tlast"],
+                      "m_axis_rx_tvalid": r["ring_rx_tvalid"], "m_axis_rx_tready": r["ring_rx_tready"],
+                      **cages[k]}
+            kconns.update({f"stat_{name.lower()}": getattr(self, f"ring{k}_{name.lower()}") for name, _ in COUNTERS})
+            conns = {}
+            for name, (flow, width) in self.shell.items():
+                sig = kconns.get(name)
+                if sig is None:                             # the status port: idle (the counters come out)
+                    sig = C(0, width) if flow == In else Signal(width, name=f"k{k}_{name}")
+                conns[("o_" if flow == Out else "i_") + name] = sig
+            m.submodules[f"ring{k}"] = Instance(SHELL_NAME, **conns)
+        for k in range(self.n):
             fwd, back = _links(m, k, self.model)
-            _join(m, rk, self.kernels[(k + 1) % self.n], fwd, back)
+            src, dst = cages[k], cages[(k + 1) % self.n]
+            up = fwd.channel_up & back.channel_up
+            m.d.comb += [fwd.tx_tdata.eq(src["cage0_tx_tdata"]), fwd.tx_tvalid.eq(src["cage0_tx_tvalid"]),
+                         src["cage0_tx_tready"].eq(fwd.tx_tready),
+                         dst["cage1_rx_tdata"].eq(fwd.rx_tdata), dst["cage1_rx_tvalid"].eq(fwd.rx_tvalid),
+                         back.tx_tdata.eq(dst["cage1_tx_tdata"]), back.tx_tvalid.eq(dst["cage1_tx_tvalid"]),
+                         dst["cage1_tx_tready"].eq(back.tx_tready),
+                         src["cage0_rx_tdata"].eq(back.rx_tdata), src["cage0_rx_tvalid"].eq(back.rx_tvalid),
+                         src["cage0_channel_up"].eq(up), dst["cage1_channel_up"].eq(up),
+                         src["cage0_lane_up"].eq(up.replicate(GT_LANES)),
+                         dst["cage1_lane_up"].eq(up.replicate(GT_LANES))]
+            for name, link in (("link", fwd), ("ack", back)):
+                m.d.comb += [getattr(self, f"{name}{k}_dropped").eq(link.dropped),
+                             getattr(self, f"{name}{k}_flipped").eq(link.flipped)]
         return m
 
 
@@ -203,6 +305,18 @@ def pair_verilog(core_bits: int, model: LinkModel = LinkModel(), **kernel) -> st
     return back.convert(KernelPair(core_bits, model, **kernel), name=PAIR_NAME, emit_src=False)
 
 
-def ring_verilog(cfg: AccelConfig, n: int, model: LinkModel = LinkModel(), kernel: dict | None = None) -> str:
-    """Verilog of `KernelRing`, top module `dfx.hw.top.ring_name(n)` (as `RingTop`'s)."""
+def shell_verilog(core_bits: int, **kernel) -> str:
+    """Verilog of `KernelShell` (module `SHELL_NAME` and its submodules)."""
+    return back.convert(KernelShell(core_bits, **kernel), name=SHELL_NAME, emit_src=False)
+
+
+def ring_wrapper_verilog(cfg: AccelConfig, n: int, model: LinkModel = LinkModel(), kernel: dict | None = None) -> str:
+    """Verilog of `KernelRing` alone (top `dfx.hw.top.ring_name(n)`; it instantiates `TOP_NAME` and
+    `SHELL_NAME`, whose modules come from `dfx.hw.top.verilog(cfg)` and `shell_verilog`)."""
     return back.convert(KernelRing(cfg, n, model, kernel), name=ring_name(n), emit_src=False)
+
+
+def ring_verilog(cfg: AccelConfig, n: int, model: LinkModel = LinkModel(), kernel: dict | None = None) -> str:
+    """The whole ring as one Verilog text: one core module, one kernel module, the wrapper (`KernelRing`)."""
+    return "\n".join((top_verilog(cfg), shell_verilog(16 * cfg.d, **(kernel or {})),
+                      ring_wrapper_verilog(cfg, n, model, kernel)))

@@ -2,7 +2,7 @@
 cores with ring kernels between them (`KernelRingCore`).
 
     res = run_pair(128, LinkModel(drop=300, flip=300, stall=3000), messages=40, seed=1)   # -> PairResult
-    core = KernelRingCore(program, LinkModel(drop=200, flip=200), sim="verilator")        # an RtlCore
+    core = KernelRingCore(program, LinkModel(drop=200, flip=200), sim="icarus")           # an RtlCore
     res = core.generate(prompt, 2)
 
 `run_pair` builds `dfx.hw.ring_top.KernelPair` (cached under build/ring_kernel/, rebuilt when its Verilog
@@ -15,18 +15,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfx.config import AccelConfig
-from dfx.hw.ring_top import PAIR_NAME, LinkModel, pair_verilog, ring_verilog
+from dfx.hw.ring_top import PAIR_NAME, LinkModel, pair_verilog, ring_wrapper_verilog, shell_verilog
 from dfx.hw.top import ring_name
+from dfx.hw.top import verilog as core_verilog
 from dfx.program import Program
 
-from .core_build import kick_comb_processes
-from .ring_kernel_tb import JOB_ENV
-from .rtl_core import RtlCore
+from .core_build import kick_comb_processes, source_hash
+from .core_tb import JOB_ENV as CORE_JOB_ENV
+from .ring_kernel_tb import COUNTERS_ENV, JOB_ENV
+from .rtl_core import RtlCore, RtlResult
 from .toolchain import log_text, missing_simulator, run_module, runner_build, sim_env, simulator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,15 +55,45 @@ def _key(*parts) -> str:
     return h.hexdigest()[:16]
 
 
+def _module_text(name: str, make) -> str:
+    """A generated Verilog module set, kept under build/ring_kernel/modules/<name>.v (`name` carries its key)."""
+    path = BUILD / "modules" / f"{name}.v"
+    if not path.exists():
+        t0 = time.time()
+        print(f"generating {name}.v (Amaranth + Yosys, minutes)", file=sys.stderr, flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(make())
+        tmp.replace(path)
+        print(f"generated {name}.v in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    return path.read_text()
+
+
+def kernel_ring_text(cfg: AccelConfig, n: int, model: LinkModel, kernel: dict | None = None) -> str:
+    """The ring of `KernelRingCore` as one Verilog text: the core's module (`dfx.hw.top.verilog(cfg)`) and the
+    kernel's (`dfx.hw.ring_top.shell_verilog`), each generated once and cached by what it is made from, then
+    the small wrapper that instantiates them n times with the links between them."""
+    kernel = dict(kernel or {})
+    core = _module_text(f"core_{cfg.name}_{cfg.config_hash}_{source_hash()}", lambda: core_verilog(cfg))
+    h = hashlib.sha256(repr((16 * cfg.d, sorted(kernel.items()))).encode())
+    for f in ("ring_kernel.py", "ring_link.py", "ring_top.py", "regs.py"):
+        h.update((REPO / "hw" / f).read_bytes())
+    shell = _module_text(f"kernel_{16 * cfg.d}_{h.hexdigest()[:16]}", lambda: shell_verilog(16 * cfg.d, **kernel))
+    return "\n".join((core, shell, ring_wrapper_verilog(cfg, n, model, kernel)))
+
+
 def _build(make_text, key: str, top: str, bdir: Path, sim: str, verilator_args=()):
     """bdir/<top>.v from `make_text()` (only when `key` changed: the Verilog takes minutes), built for `sim`
     (recompiled only when the text changed)."""
     bdir.mkdir(parents=True, exist_ok=True)
     src, stamp = bdir / f"{top}.v", bdir / "stamp.txt"
-    fresh = not src.exists() or not stamp.exists() or stamp.read_text() != key
-    if fresh:
+    fresh = False
+    if not src.exists() or not stamp.exists() or stamp.read_text() != key:
         text = make_text()
-        src.write_text(kick_comb_processes(text) if sim == "icarus" else text)
+        text = kick_comb_processes(text) if sim == "icarus" else text
+        fresh = not src.exists() or src.read_text() != text
+        if fresh:
+            src.write_text(text)
     runner = runner_build(sim, src, top, bdir, fresh=fresh, waves=False, verilator_args=verilator_args)
     stamp.write_text(key)
     return runner
@@ -99,7 +132,9 @@ def run_pair(core_bits: int, model: LinkModel, messages: int = 40, max_beats: in
 
 class KernelRingCore(RtlCore):
     """`RtlCore` on a ring of cores joined through ring kernels and lossy links (`dfx.hw.ring_top.KernelRing`);
-    the program must be a multi-device one. `sim`: $SIM, else Verilator where installed (else Icarus)."""
+    the program must be a multi-device one. `sim`: $SIM, else Icarus (on the 2-core development machine
+    Icarus finishes first: Verilator 5 emits every instance's logic into one C++ class, 220 MB of C++ for 2
+    cores + 2 kernels, whose compile alone outlasts the whole Icarus run; docs/board_flow.md)."""
 
     def __init__(self, program: Program, model: LinkModel = LinkModel(), sim: str | None = None,
                  kernel: dict | None = None):
@@ -107,9 +142,7 @@ class KernelRingCore(RtlCore):
             raise ValueError(f"a ring needs a program of 2 or more devices, not {program.n_devices}")
         self.program, self.device = program, 0
         self.cfg: AccelConfig = program.config
-        # Verilator unless asked otherwise: whole rings are long runs
-        self.sim = simulator(sim or os.environ.get("SIM") or (
-            "verilator" if missing_simulator("verilator") is None else "icarus"))
+        self.sim = simulator(sim)
         self.waves = False
         why = missing_simulator(self.sim)
         if why:
@@ -118,6 +151,26 @@ class KernelRingCore(RtlCore):
         self.devs = list(range(self.n))
         top = ring_name(self.n)
         self.bdir = BUILD / f"{self.cfg.name}_{self.cfg.config_hash}_{self.sim}_kring{self.n}"
-        self.runner = _build(lambda: ring_verilog(self.cfg, self.n, model, kernel),
+        self.runner = _build(lambda: kernel_ring_text(self.cfg, self.n, model, kernel),
                              _key(self.cfg.config_hash, self.n, model, kernel, self.sim), top, self.bdir, self.sim,
                              verilator_args=("-O3",))
+
+    def _launch(self, job: dict) -> dict:
+        """`RtlCore._launch`, then the kernels' and links' counters (cocotb test `ring_counters`, after the job
+        in the same simulation)."""
+        jobdir = Path(job["dir"])
+        spec, out, log, counters = (jobdir / f for f in ("job.json", "result.json", "test.log", "counters.json"))
+        spec.write_text(json.dumps(job))
+        for f in (out, counters):
+            f.unlink(missing_ok=True)
+        _, fails = run_module(self.runner, ["dfx.verify.core_tb", "dfx.verify.ring_kernel_tb"], ring_name(self.n),
+                              self.bdir, jobdir, sim_env(**{CORE_JOB_ENV: str(spec), COUNTERS_ENV: str(counters)}),
+                              log)
+        if fails or not out.exists() or not counters.exists():
+            raise RuntimeError(f"RTL simulation ({self.sim}) failed: {log_text(log)[-3000:]}")
+        return {**json.loads(out.read_text()), "counters": json.loads(counters.read_text())}
+
+    def _result(self, raw: dict, t0: float) -> RtlResult:
+        res = super()._result(raw, t0)
+        res.counters = raw["counters"]
+        return res

@@ -5,6 +5,9 @@ on kernel A's `s_axis_tx` sends random messages (random lengths, random gaps), a
 `m_axis_rx` takes them with random back-pressure (long stalls included), and every message must arrive whole,
 in order and bit-exact. The status registers of both kernels are read through AXI4-Lite at the end and written
 to result.json with the link models' own drop / flip counts. The job file is named by $DFX_RING_PAIR_JOB.
+
+`ring_counters` (with $DFX_RING_COUNTERS): after a whole ring's job (`dfx.hw.ring_top.KernelRing`, driven by
+`dfx.verify.core_tb`), every kernel's and link's counters, as JSON to the file that variable names.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from pathlib import Path
 from dfx.hw.ring_kernel import STATUS_REGS
 
 JOB_ENV = "DFX_RING_PAIR_JOB"
+COUNTERS_ENV = "DFX_RING_COUNTERS"          # where `ring_counters` writes its JSON
 
 
 def _pauses(rnd: random.Random, p: float, burst: int):
@@ -93,5 +97,26 @@ def _main():
     return ring_pair
 
 
+def _counters_main():
+    import cocotb  # lazy: cocotb exists only inside the simulator process
+
+    @cocotb.test()
+    async def ring_counters(dut):
+        """After the job (`dfx.verify.core_tb.dfx_job`, the test module before this one): every kernel's
+        counters (`dfx.hw.ring_top.KernelRing` ports `ring<k>_<counter>`) and every link's drops and flips."""
+        kernels, links, k = [], {}, 0
+        while hasattr(dut, f"ring{k}_tx_frames"):
+            kernels.append({name: int(getattr(dut, f"ring{k}_{name.lower()}").value)
+                            for _, name, src in STATUS_REGS if src})
+            for link in ("link", "ack"):
+                links[f"{link}{k}"] = {c: int(getattr(dut, f"{link}{k}_{c}").value) for c in ("dropped", "flipped")}
+            k += 1
+        Path(os.environ[COUNTERS_ENV]).write_text(json.dumps({"kernels": kernels, "links": links}))
+
+    return ring_counters
+
+
 if "cocotb" in sys.modules and os.environ.get(JOB_ENV):     # loaded by cocotb as the test module of a job
     ring_pair = _main()
+if "cocotb" in sys.modules and os.environ.get(COUNTERS_ENV):    # a whole ring's job: its counters at the end
+    ring_counters = _counters_main()

@@ -2,8 +2,10 @@
 whole, in order and bit-exact through drops, bit flips, TX stalls and a stalling receiver; whole rings of 2 and
 4 cores with ring kernels between them run a compiled GPT-2 program bit-exact to the functional ring.
 
-SIM=icarus (default) or SIM=verilator. The rings are slow (a cold build of their Verilog takes many minutes);
-benchmarks/ring_kernel.py runs them and prints the figures quoted in docs/board_flow.md."""
+SIM=icarus (default) or SIM=verilator. The rings are slow
+(a cold generation of the core's and the kernel's Verilog takes minutes, the simulation tens of minutes on a
+shared machine); benchmarks/ring_rtl.py runs them (benchmarks/ring_kernel.py the pair) and prints the figures
+quoted in docs/board_flow.md."""
 import sys
 from pathlib import Path
 
@@ -44,11 +46,14 @@ def test_pair_over_lossy_link():
     assert b["RX_FRAMES"] <= a["TX_FRAMES"]
 
 
-def check_kernel_ring(program, want_tokens, prompt, new, model=LOSSY, sim=None):
-    """`program` on its cores joined through ring kernels and lossy links: every run halts normally, the decode
-    logits are bit-exact to the functional ring simulator's, and the tokens are `want_tokens`."""
+def check_kernel_ring(program, want_tokens, prompt, new, model=LOSSY, sim=None, core=None):
+    """`program` on its cores joined through ring kernels and lossy links (`core`: a `KernelRingCore` of it
+    already built): every run halts normally, the decode logits are bit-exact to the functional ring
+    simulator's, the tokens are `want_tokens`, no kernel's buffer overflowed, and the links' losses were
+    repaired (drops or flips seen, go-back-N replays made)."""
     from dfx.verify.ring_cosim import KernelRingCore
-    res = KernelRingCore(program, model, sim=sim, kernel=SMALL_WINDOW).generate(prompt, new)
+    core = core or KernelRingCore(program, model, sim=sim, kernel=SMALL_WINDOW)
+    res = core.generate(prompt, new)
     for r in res.runs:
         assert r["status"] == regmap.STATUS_BITS["halted"], r
     steps = [(r["stream"], r["token"], r["pos"]) for r in res.runs]
@@ -58,10 +63,16 @@ def check_kernel_ring(program, want_tokens, prompt, new, model=LOSSY, sim=None):
     for i, (g, w) in enumerate(zip(got, want)):
         assert np.array_equal(g.view(np.uint16), w.view(np.uint16)), f"decode step {i}: ring logits differ"
     assert res.tokens == want_tokens
+    kernels, links = res.counters["kernels"], res.counters["links"]
+    assert len(kernels) == program.n_devices and len(links) == 2 * program.n_devices
+    assert all(k["OVERFLOWS"] == 0 for k in kernels)
+    if model.drop or model.flip:                        # the losses happened and were repaired
+        assert sum(v["dropped"] + v["flipped"] for v in links.values()) > 0
+        assert sum(k["TX_REPLAYS"] for k in kernels) > 0
     return res
 
 
-@pytest.mark.slow      # a cold build of 2 cores + 2 ring kernels (Verilog + simulator) takes many minutes here
+@pytest.mark.slow      # 2 cores + 2 ring kernels: minutes of Verilog generation and simulator build, then the run
 def test_ring_of_two_cores_with_kernels():
     from dfx.compiler import compile_model
     model = make_hf_gpt2(8, **TINY_GPT2)
@@ -131,3 +142,32 @@ def test_link_model_latency_drops_and_flips():
             cands = [v for _, v in sent if bin(v ^ w).count("1") == 1]
             assert cands, hex(w)
     assert idx == sorted(idx) and flips == flipped
+
+
+def test_kernel_ring_instantiates_one_core_and_one_kernel_module():
+    """The 4-core kernel ring's own Verilog holds the links and the wiring only: each core and each kernel is an
+    instance of the one core module (`dfx_core`) and the one kernel module (`dfx_ring_kernel_sim`), generated
+    once; the shell's ports are what the wrapper connects."""
+    import re
+
+    from dfx.config import load_config
+    from dfx.hw.ring_top import COUNTERS, SHELL_NAME, KernelRing, KernelShell, ring_wrapper_verilog
+    from dfx.hw.top import TOP_NAME, ring_name
+    cfg = load_config("tiny")
+    text = ring_wrapper_verilog(cfg, 4, LOSSY, SMALL_WINDOW)
+    assert re.findall(rf"^\s*{TOP_NAME} (dev\d) \(", text, re.M) == ["dev0", "dev1", "dev2", "dev3"]
+    assert re.findall(rf"^\s*{SHELL_NAME} (ring\d) \(", text, re.M) == ["ring0", "ring1", "ring2", "ring3"]
+    assert not re.search(rf"^module ({TOP_NAME}|{SHELL_NAME})\b", text, re.M)
+    assert re.search(rf"^module {ring_name(4)}\(", text, re.M)
+    assert len(re.findall(r"^module \\?\S*link\d", text, re.M)) >= 1          # the links are in the wrapper
+    ring = KernelRing(cfg, 4, LOSSY, SMALL_WINDOW)
+    members = ring.signature.members
+    assert all(f"ring{k}_{name.lower()}" in members for k in range(4) for name, _ in COUNTERS)
+    assert "dev3_s_axi_control_awaddr" in members and not any(n.startswith("dev0_ring_") for n in members)
+    shell = KernelShell(16 * cfg.d, **SMALL_WINDOW)
+    for x in (shell, shell.kernel, shell.kernel.tx_ep, shell.kernel.rx_ep):
+        x._MustUse__silence = True                          # only the signature is wanted
+    assert {"ap_clk", "l0_clk", "l1_clk", "cage0_tx_tdata", "cage1_rx_tvalid", "stat_tx_replays"} <= set(
+        shell.signature.members)
+    with pytest.raises(ValueError, match="n must be an integer 2..8"):
+        KernelRing(cfg, 9)
