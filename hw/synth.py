@@ -62,6 +62,49 @@ def board_capacity(board: str = "u280") -> dict[str, int]:
 
 
 U280 = board_capacity("u280")
+RES_KEYS = ("LUT", "FF", "BRAM36", "URAM", "DSP")
+
+
+@dataclass(frozen=True)
+class SlrBudget:
+    """What the platform leaves to the kernel in each SLR (boards/<board>/board.json, "dynamic_region": the
+    per-SLR figures with their source), less the HBM memory subsystem in the HBM's SLR, and the share of it
+    the core may fill (`limit`, 0.75: issue #16)."""
+    available: dict[str, dict[str, float]]      # SLR -> resource -> count left to the kernel
+    limit: float
+    hbm_slr: str
+
+    def budget(self, slr: str) -> dict[str, float]:
+        return {k: self.limit * v for k, v in self.available[slr].items()}
+
+    @property
+    def total(self) -> dict[str, float]:
+        return {k: sum(a[k] for a in self.available.values()) for k in RES_KEYS}
+
+
+def slr_budget(board: str = "u280") -> SlrBudget:
+    dyn = json.loads((files("dfx.boards") / board / "board.json").read_text())["dynamic_region"]
+    hbm_slr, infra = dyn["hbm_slr"]["value"], dyn["hbm_infrastructure"]["value"]
+    avail = {slr: {k: float(r[k]) - (float(infra[k]) if slr == hbm_slr else 0.0) for k in RES_KEYS}
+             for slr, r in dyn["per_slr"]["value"].items()}
+    return SlrBudget(avail, float(dyn["fit_limit"]["value"]), hbm_slr)
+
+
+def resources_dict(r: "Resources") -> dict[str, float]:
+    """A `Resources` by the board's resource names (LUTs with LUTRAM, BRAM in RAMB36 equivalents)."""
+    return {"LUT": r.lut + r.lutram, "FF": r.ff, "BRAM36": r.bram, "URAM": r.uram, "DSP": r.dsp}
+
+
+def fit_rows(placed: dict[str, dict[str, float]], budget: SlrBudget) -> list[tuple[str, str, float, float, float]]:
+    """(SLR, resource, used, budget = limit x available, used / available) for every SLR and resource;
+    `placed` maps SLR -> resource -> the count the floorplan puts there."""
+    out = []
+    for slr, avail in budget.available.items():
+        use = placed.get(slr, {})
+        for k in RES_KEYS:
+            u = float(use.get(k, 0.0))
+            out.append((slr, k, u, budget.limit * avail[k], u / avail[k] if avail[k] else float("inf")))
+    return out
 
 _LUT = re.compile(r"^LUT[1-6](_2)?$")
 _LUTRAM = re.compile(r"^(RAM\d+[XM]\d*\w*|SRL\w+)$")
