@@ -219,16 +219,20 @@ def dsp48e2(p: Pipe, kind: str, a=0, b=0, c=0, sub=0, mode: str = "model", name:
     return out
 
 
-def dsp_align(p: Pipe, m_sml, dc, mode: str) -> Value:
-    """`shift_right(Cat(C(0, 3), m_sml), dc)` (27 bits, dc <= 27) with the shift in a DSP48E2 multiplier. The
-    result is floor(m_sml * 2^(3 - dc)), read from the product's bits 13..39 (P >> 13): for dc < 16 the
-    product is m_sml * 2^(16 - dc); for dc >= 16 a 2:1 multiplexer drops m_sml's 13 low bits first (they
-    are below the result: floor(floor(m_sml / 2^13) * 2^(16 - dc)) is the same value) and the product is
-    (m_sml >> 13) * 2^(13 - f), f = dc - 16 <= 11. B is a one-hot of at most 2^16 (an 18-bit signed
-    operand), A at most 24 bits."""
-    m = Mux(dc[4], m_sml[13:], m_sml)
-    onehot = p.comb(Mux(dc[4], C(1 << 13, 17) >> dc[:4], C(1 << 16, 17) >> dc[:4])[:17], "add_alhot")
-    return dsp48e2(p, "mul", a=m, b=onehot, mode=mode, name="dsp_al")[13:40]
+def dsp_align(p: Pipe, m_sml, dc, mode: str) -> tuple[Value, Value]:
+    """(`shift_right(Cat(C(0, 3), m_sml), dc)`, sticky) for dc <= 27, the shift in a DSP48E2 multiplier. The
+    aligned value is floor(m_sml * 2^(3 - dc)), read from the product's bits 13..39 (P >> 13): for dc < 16
+    the product is m_sml * 2^(16 - dc); for dc >= 16 a 2:1 multiplexer drops m_sml's 13 low bits first
+    (they are below the result: floor(floor(m_sml / 2^13) * 2^(16 - dc)) is the same value) and the product
+    is (m_sml >> 13) * 2^(13 - f), f = dc - 16 <= 11. B is a one-hot of at most 2^16 (an 18-bit signed
+    operand), A at most 24 bits. The bits shifted out lie in the product's bits 0..12 (and, for dc >= 16,
+    in the 13 dropped bits), so the sticky bit needs no shift-amount masks."""
+    hi = dc[4]
+    m = Mux(hi, m_sml[13:], m_sml)
+    onehot = p.comb(Mux(hi, C(1 << 13, 17) >> dc[:4], C(1 << 16, 17) >> dc[:4])[:17], "add_alhot")
+    prod = dsp48e2(p, "mul", a=m, b=onehot, mode=mode, name="dsp_al")
+    sticky = (prod[:13] != 0) | (hi & (m_sml[:13] != 0))
+    return prod[13:40], sticky
 
 
 def dsp_addsub(p: Pipe, big, aligned, eff_sub, mode: str) -> Value:
@@ -292,7 +296,8 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False, dsp: str | None 
     if dsp is None:
         aligned = p.comb(shift_right(p, ext, dc, "add_al") | sticky, "add_aligned")
     else:
-        aligned = p.comb(dsp_align(p, m_sml, dc, dsp) | sticky, "add_aligned")
+        shifted, dsp_sticky = dsp_align(p, m_sml, dc, dsp)        # (`below` and `sticky` then go unused)
+        aligned = p.comb(shifted | dsp_sticky, "add_aligned")
     s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign = cut(
         0, s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign)
 

@@ -296,7 +296,8 @@ def _read_stat(path: Path) -> Resources:
 
 def units(cfg: AccelConfig, names: list[str]):
     """name -> component factory, for the units this script can synthesise."""
-    table = {"mpu": lambda: MPU(cfg), "vpu": lambda: VPU(cfg), "mul16": Fp16MulUnit, "add32": Fp32AddUnit,
+    table = {"mpu": lambda: MPU(cfg), "mpu_dsp": lambda: MPU(cfg, dsp_add="primitive"), "vpu": lambda: VPU(cfg),
+             "mul16": Fp16MulUnit, "add32": Fp32AddUnit, "add32dsp": lambda: Fp32AddUnit(dsp="primitive"),
              "mul32": Fp32MulUnit, "round16": Fp32ToFp16Unit, "gelu16": Gelu16Unit, "exp16": Exp16Unit,
              "recip": RecipUnit, "rsqrt": RsqrtUnit}
     bad = [n for n in names if n not in table]
@@ -306,7 +307,7 @@ def units(cfg: AccelConfig, names: list[str]):
 
 
 # ============================================================================================ lane splits
-LANE_FIELD = {"mpu": "l", "vpu": "vpu_width"}       # the lane count of each splittable unit
+LANE_FIELD = {"mpu": "l", "mpu_dsp": "l", "vpu": "vpu_width"}       # the lane count of each splittable unit
 
 
 def lanes(cfg: AccelConfig, unit: str) -> int:
@@ -318,7 +319,7 @@ def part_config(cfg: AccelConfig, unit: str, n: int) -> AccelConfig:
     reductions need vpu_width == d; the VPU reads nothing else of d). Fields the unit does not read (the
     VPU's l) are adjusted only as far as the config's checks require."""
     name = f"{cfg.name}-{unit}{n}"
-    if unit == "mpu":
+    if unit in ("mpu", "mpu_dsp"):
         tries = [dict(l=n)]
     elif unit == "vpu":
         tries = [dict(d=n, vpu_width=n, l=cfg.l << k) for k in range(12)]
@@ -391,7 +392,7 @@ COLUMNS = ("config", "unit", "measured", "Yosys", "LUT", "LUTRAM/SRL", "FF", "CA
 def row_markdown(row: Row) -> str:
     r, c = row.r, row.cfg
     s = r.share()
-    dfx = f"{3 * c.d * c.l:,}" if row.unit == "mpu" else ""
+    dfx = f"{3 * c.d * c.l:,}" if row.unit in ("mpu", "mpu_dsp") else ""
     run = f"{r.seconds:,.0f} s" if r.seconds else "-"
     if r.peak_mb:
         run += f", {r.peak_mb / 1024:.1f} GB"
@@ -441,7 +442,7 @@ def _order(key: tuple[str, str, str]) -> tuple:
     _, unit, kind = key
     base = unit.split(",")[0]
     m = re.search(r"=(\d+)", unit)
-    return {"mpu": 0, "vpu": 1}.get(base, 2), base, unit == base, int(m[1]) if m else 0, "from" in unit, \
+    return {"mpu": 0, "mpu_dsp": 0.5, "vpu": 1}.get(base, 2), base, unit == base, int(m[1]) if m else 0, "from" in unit, \
         kind != "native", unit
 
 
@@ -516,8 +517,8 @@ def measure(cfg: AccelConfig, names: list[str], splits: dict[str, tuple[int, int
 def module_name(unit: str, cfg: AccelConfig) -> str:
     """The Verilog module (and build file) name: the unit and the parameters it is built from, so that the
     same hardware at two configs (the tiny VPU and the DFX VPU's 8-lane part) is synthesised once."""
-    if unit == "mpu":
-        return f"mpu_d{cfg.d}_l{cfg.l}"
+    if unit in ("mpu", "mpu_dsp"):
+        return f"{unit}_d{cfg.d}_l{cfg.l}"
     if unit == "vpu":
         return f"vpu_w{cfg.vpu_width}"
     return unit

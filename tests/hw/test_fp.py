@@ -173,16 +173,18 @@ def _alignment_pairs(seed: int, per_shift: int = 24):
 
 def test_dsp_alignment_is_the_shifter():
     """`dsp_align` (multiplexer + DSP multiply by a one-hot) equals the 4:1-multiplexer shifter on every
-    shift 0..27 for significands at their extremes and random ones."""
+    shift 0..27 for significands at their extremes and random ones, and its sticky bit is the OR of the
+    bits shifted out."""
     from amaranth import Cat, Module, Signal
     from amaranth.sim import Simulator
 
     from dfx.hw.fp import dsp_align, shift_right
     from dfx.hw.pipe import Pipe
-    m_sml, dc, got, want = Signal(24), Signal(5), Signal(27), Signal(27)
+    m_sml, dc, got, want, sticky = Signal(24), Signal(5), Signal(27), Signal(27), Signal()
     m = Module()
     p = Pipe(m, 1)
-    m.d.comb += [got.eq(dsp_align(p, m_sml, dc, "model")), want.eq(shift_right(p, Cat(0, 0, 0, m_sml), dc))]
+    shifted, st = dsp_align(p, m_sml, dc, "model")
+    m.d.comb += [got.eq(shifted), sticky.eq(st), want.eq(shift_right(p, Cat(0, 0, 0, m_sml), dc))]
     rng = np.random.default_rng(7)
     ms = [1 << 23, (1 << 24) - 1, (1 << 23) | 1, 0] + [int(x) | 1 << 23 for x in rng.integers(0, 1 << 23, 24)]
 
@@ -192,6 +194,7 @@ def test_dsp_alignment_is_the_shifter():
                 ctx.set(m_sml, x)
                 ctx.set(dc, s)
                 assert ctx.get(got) == ctx.get(want) == (x << 3) >> s, (hex(x), s)
+                assert ctx.get(sticky) == (x & ((1 << max(s - 3, 0)) - 1) != 0), (hex(x), s)
 
     sim = Simulator(m)
     sim.add_testbench(bench)
