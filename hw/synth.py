@@ -20,7 +20,10 @@ rows and also lists the flat part runs they come from. With more counts (`vpu=4,
 the two largest, and each further count gets a "check" row: that width counted from the two below it, to set
 against its flat row.
 
-The U280's capacity comes from `boards/u280/board.json`. For the MPU the table compares the DSP48E2 count
+The U280's capacity comes from `boards/u280/board.json`, and so does what the platform's shell leaves to the
+kernel per SLR ("dynamic_region", with its source: `slr_budget`, `fit_rows`). `mpu_dsp` and `add32dsp` are
+the MPU and the binary32 adder with their adders' alignment and add on DSP48E2 primitives (`fp.fp32_add`'s
+`dsp`). For the MPU the table compares the DSP48E2 count
 with DFX's ~3*d*l (one DSP per FP16 multiplier, two per adder, d*l of each). The figures are Yosys's mapping,
 not Vivado's: no retiming, no DSP cascades, and Yosys builds the binary32 adders from LUTs and carry chains
 (Vivado's floating-point IP would put part of each adder in DSP slices, as DFX did).

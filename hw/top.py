@@ -120,24 +120,23 @@ class Top(wiring.Component):
         return m
 
     def _sliced_axi(self, m, port, outer: str):
-        """Every channel of AXI master `port` to the flat ports `outer`_* through `hbm_slr_stages` slices."""
+        """Every channel of AXI master `port` to the flat ports `outer`_* through `hbm_slr_stages` slices: a
+        master-to-slave channel from the core's port to the flat one, a slave-to-master channel back."""
+        def flat(f):
+            return getattr(self, f"{outer}_{f}")
+
+        def inner(f):
+            return getattr(port, f)
         for ch, (flow, fields) in AXI_CHANNELS.items():
-            def flat(f):
-                return getattr(self, f"{outer}_{f}")
-            src, dst = (port, None) if flow == Out else (None, port)
-            v_in = getattr(port, f"{ch}valid") if src is not None else flat(f"{ch}valid")
-            r_in = getattr(port, f"{ch}ready") if src is not None else flat(f"{ch}ready")
-            d_in = Cat(*[getattr(port, f) if src is not None else flat(f) for f in fields])
-            v, r, d = slice_chain(m, f"{outer}_{ch}_slr", self.hbm_slr_stages, v_in, r_in, d_in, len(d_in))
+            src, dst = (inner, flat) if flow == Out else (flat, inner)
+            d_in = Cat(*[src(f) for f in fields])
+            v, r, d = slice_chain(m, f"{outer}_{ch}_slr", self.hbm_slr_stages, src(f"{ch}valid"),
+                                  src(f"{ch}ready"), d_in, len(d_in))
             pos = 0
             for f in fields:
-                sig = flat(f) if dst is None else getattr(port, f)
-                m.d.comb += sig.eq(d[pos:pos + len(sig)])
-                pos += len(sig)
-            if dst is None:
-                m.d.comb += [flat(f"{ch}valid").eq(v), r.eq(flat(f"{ch}ready"))]
-            else:
-                m.d.comb += [getattr(port, f"{ch}valid").eq(v), r.eq(getattr(port, f"{ch}ready"))]
+                m.d.comb += dst(f).eq(d[pos:pos + len(dst(f))])
+                pos += len(dst(f))
+            m.d.comb += [dst(f"{ch}valid").eq(v), r.eq(dst(f"{ch}ready"))]
 
     def _ring(self, m, core):
         tx, rx = core.ring_tx, core.ring_rx
