@@ -105,10 +105,10 @@ def compose_table(cfgs, build: Path, units: list[str]) -> str:
 
 
 # The stated floorplan of the dfx preset: the share of each unit (its lanes) in each SLR. The HBM (and the DMA
-# that joins its 32 channels into a tile) sits in SLR0; the MPU's 16 lanes are split between SLR0 and SLR1,
-# so the tile and the operand broadcast cross one boundary (hw.top's hbm_slr_stages); the VPU's 64 lanes
-# fill the rest of SLR1 and SLR2.
-FLOORPLAN = {"mpu, DSP adders": {"SLR0": 8 / 16, "SLR1": 8 / 16},
+# that joins its 32 channels into a tile) sits in SLR0; the MPU's 16 lanes are split between SLR0 (9) and
+# SLR1 (7), so the tile and the operand broadcast cross one boundary (hw.top's hbm_slr_stages); the VPU's 64
+# lanes fill the rest of SLR1 (16) and SLR2 (48).
+FLOORPLAN = {"mpu, DSP adders": {"SLR0": 9 / 16, "SLR1": 7 / 16},
              "vpu": {"SLR1": 16 / 64, "SLR2": 48 / 64}}
 
 

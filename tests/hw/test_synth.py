@@ -84,7 +84,7 @@ def test_split_configs_and_arithmetic():
     with pytest.raises(SynthError, match="no valid config"):
         part_config(TINY, "mpu", 1)                                 # a d=8, l=1 tile is under 64 bytes
     assert parse_splits(["mpu=1,2", "vpu=8,16"]) == {"mpu": (1, 2), "vpu": (8, 16)}
-    for bad, msg in (("mpu=2,1", "N1 < N2"), ("add32=1,2", "only mpu, vpu"), ("mpu:1,2", "UNIT=N1,N2")):
+    for bad, msg in (("mpu=2,1", "N1 < N2"), ("add32=1,2", "only mpu, mpu_dsp, vpu"), ("mpu:1,2", "UNIT=N1,N2")):
         with pytest.raises(SynthError, match=msg):
             parse_splits([bad])
     r1 = Resources(lut=1100, ff=210, dsp=69, bram36=2, seconds=10, peak_mb=500)
