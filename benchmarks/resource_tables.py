@@ -117,7 +117,8 @@ def fit_table(cfg, build: Path, units: list[str], floorplan=None) -> str:
     what the platform leaves in that SLR (less the HBM subsystem in SLR0), and the whole dynamic region."""
     budget, plan = slr_budget(), floorplan or FLOORPLAN
     comp = composed(cfg, build, units)
-    head = ["config", "depths", "SLR", "units placed", "LUT", "FF", "BRAM36", "URAM", "DSP48E2", "over 75%"]   # RES_KEYS
+    head = ["config", "depths", "SLR", "units placed", "LUT", "FF", "BRAM36", "URAM", "DSP48E2",   # RES_KEYS
+            "over 75%"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for depth in ("default", "300 MHz"):
         placed = {slr: {k: 0.0 for k in RES_KEYS} for slr in budget.available}

@@ -212,7 +212,8 @@ def dsp48e2(p: Pipe, kind: str, a=0, b=0, c=0, sub=0, mode: str = "model", name:
                   p_USE_PATTERN_DETECT="NO_PATDET")
     ports = {f"i_{n}": 1 for n in _DSP_CE}
     ports.update({f"i_{n}": 0 for n in _DSP_RST})
-    ports.update(i_CLK=0, i_A=a, i_B=b, i_C=c, i_D=C(0, 27), i_OPMODE=C(_OPMODE[kind], 9), i_ALUMODE=Cat(sub, sub, C(0, 2)), i_INMODE=C(0, 5),
+    ports.update(i_CLK=0, i_A=a, i_B=b, i_C=c, i_D=C(0, 27), i_OPMODE=C(_OPMODE[kind], 9),
+                 i_ALUMODE=Cat(sub, sub, C(0, 2)), i_INMODE=C(0, 5),
                  i_CARRYIN=0, i_CARRYINSEL=C(0, 3), i_ACIN=C(0, 30), i_BCIN=C(0, 18), i_PCIN=C(0, 48),
                  i_CARRYCASCIN=0, i_MULTSIGNIN=0, o_P=out)
     p.m.submodules[p._name(name)] = Instance("DSP48E2", **params, **ports)

@@ -52,7 +52,8 @@ from .slr import ResetPipe, slice_chain
 TOP_NAME = "dfx_core"
 STREAM_NAMES = {"data": "tdata", "last": "tlast", "valid": "tvalid", "ready": "tready"}
 # The five AXI channels of a master port: direction of the payload (Out: master to slave) and its fields.
-AXI_CHANNELS = {"aw": (Out, ("awid", "awaddr", "awlen", "awsize", "awburst")), "w": (Out, ("wdata", "wstrb", "wlast")),
+AXI_CHANNELS = {"aw": (Out, ("awid", "awaddr", "awlen", "awsize", "awburst")),
+                "w": (Out, ("wdata", "wstrb", "wlast")),
                 "b": (In, ("bid", "bresp")), "ar": (Out, ("arid", "araddr", "arlen", "arsize", "arburst")),
                 "r": (In, ("rid", "rdata", "rresp", "rlast"))}
 

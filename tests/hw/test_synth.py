@@ -37,7 +37,8 @@ def test_slr_budget_is_the_platforms_dynamic_region_less_the_hbm_subsystem():
     b = synth.slr_budget()
     assert b.hbm_slr == "SLR0" and b.limit == 0.75 and set(b.available) == {"SLR0", "SLR1", "SLR2"}
     assert b.available["SLR1"]["LUT"] == dyn["per_slr"]["value"]["SLR1"]["LUT"]
-    assert b.available["SLR0"]["LUT"] == dyn["per_slr"]["value"]["SLR0"]["LUT"] - dyn["hbm_infrastructure"]["value"]["LUT"]
+    hbm = dyn["hbm_infrastructure"]["value"]["LUT"]
+    assert b.available["SLR0"]["LUT"] == dyn["per_slr"]["value"]["SLR0"]["LUT"] - hbm
     assert b.total["LUT"] < synth.U280["LUT"] and b.total["DSP"] < synth.U280["DSP"]
     rows = synth.fit_rows({"SLR1": {"LUT": 0.75 * 333000, "DSP": 10}}, b)
     assert len(rows) == 15
