@@ -18,19 +18,20 @@ import sys
 from pathlib import Path
 
 from dfx.config import load_config
-from dfx.hw.depth import Delays, analyse, depth_row, depth_table, module_name, unit_factories
+from dfx.hw.depth import (Delays, analyse, depth_row, depth_table, module_name, parse_depth_table,
+                          unit_factories)
 from dfx.hw.fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS
 from dfx.hw.mpu import STAGES_300MHZ
-from dfx.hw.synth import Resources, count_cells
+from dfx.hw.synth import RES_KEYS, Resources, count_cells, resources_dict, slr_budget
 from dfx.hw.synth import main as synth_main
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "rtl.md"
 A, M16, M32 = ADD_MAX_STAGES, len(MUL16_CUTS), len(MUL32_CUTS)
 # Pipeline depths for 300 MHz: every operator with all its cuts (hw.mpu.STAGES_300MHZ for the MPU).
-DEEP = {"add32": f"stages={A}", "mul32": f"stages={M32}", "mul16": f"stages={M16}", "round16": "stages=2",
+DEEP = {"add32": f"stages={A}", "add32dsp": f"stages={A}", "mul32": f"stages={M32}", "mul16": f"stages={M16}", "round16": "stages=2",
         "gelu16": f"add_stages={A},mul_stages={M32}", "exp16": f"add_stages={A},mul_stages={M32}",
         "recip": f"add_stages={A},mul_stages={M32}", "rsqrt": f"add_stages={A},mul_stages={M32}"}
-DEFAULT = {"add32": "stages=2", "mul32": "stages=2", "mul16": "stages=1", "round16": "stages=1",
+DEFAULT = {"add32": "stages=2", "add32dsp": "stages=2", "mul32": "stages=2", "mul16": "stages=1", "round16": "stages=1",
            "gelu16": "", "exp16": "", "recip": "", "rsqrt": ""}
 MPU_DEEP = ",".join(f"{k}={v}" for k, v in STAGES_300MHZ.items())
 
@@ -61,31 +62,81 @@ def leaf_resources(build: Path, spec: str) -> Resources:
 def instances(cfg) -> dict[str, dict[str, int]]:
     d, l, w = cfg.d, cfg.l, cfg.vpu_width
     return {"mpu": {"mul16": l * d, "add32": l * (d - 1 + 2), "mul32": l, "round16": l, "gelu16": l},
+            # MPU(dsp_add=...): the d - 1 tree adders and the accumulator on DSP48E2, the bias adder in LUTs
+            "mpu, DSP adders": {"mul16": l * d, "add32dsp": l * d, "add32": l, "mul32": l, "round16": l,
+                                "gelu16": l},
             "vpu": {"add32": w + (w - 1) + 1 + 1, "mul32": w + 1, "round16": w, "exp16": w, "gelu16": w,
                     "mul16": w, "recip": 1, "rsqrt": 1}}
 
 
+def composed(cfg, build: Path, units: list[str]) -> dict[tuple[str, str], Resources]:
+    """(unit, depths) -> the unit's operators' resources, composed from the leaf counts by instance."""
+    out = {}
+    for unit, inst in instances(cfg).items():
+        for depth, table in (("default", DEFAULT), ("300 MHz", DEEP)):
+            tot = Resources()
+            for leaf, n in inst.items():
+                if leaf not in units:
+                    continue
+                r = leaf_resources(build, f"{leaf}:{table[leaf]}")
+                for k in ("lut", "lutram", "ff", "carry8", "dsp", "bram36", "bram18", "uram"):
+                    setattr(tot, k, getattr(tot, k) + n * getattr(r, k))
+            out[unit, depth] = tot
+    return out
+
+
 def compose_table(cfgs, build: Path, units: list[str]) -> str:
     """Resources of the MPU and VPU composed from the leaf units' counts by instance, at the default and the
-    300 MHz depths, against the U280's capacity."""
+    300 MHz depths, against the U280's capacity and against what the platform leaves to the kernel (the
+    dynamic region of all three SLRs, `hw.synth.slr_budget`)."""
+    dyn = slr_budget().total
     head = ["config", "unit", "depths", "LUT", "FF", "CARRY4", "DSP48E2", "RAMB36", "RAMB18",
-            "% U280 LUT", "% U280 FF", "% U280 DSP"]
+            "% U280 LUT", "% U280 FF", "% U280 DSP", "% dyn. LUT", "% dyn. FF", "% dyn. DSP", "% dyn. BRAM"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cfg in cfgs:
-        for unit, inst in instances(cfg).items():
-            for depth, table in (("default", DEFAULT), ("300 MHz", DEEP)):
-                tot = Resources()
-                for leaf, n in inst.items():
-                    if leaf not in units:
-                        continue
-                    r = leaf_resources(build, f"{leaf}:{table[leaf]}")
-                    for k in ("lut", "lutram", "ff", "carry8", "dsp", "bram36", "bram18", "uram"):
-                        setattr(tot, k, getattr(tot, k) + n * getattr(r, k))
-                sh = tot.share()
-                lines.append("| " + " | ".join([
-                    f"{cfg.name} (d={cfg.d}, l={cfg.l})", unit, depth, f"{tot.lut + tot.lutram:,}", f"{tot.ff:,}",
-                    f"{tot.carry8:,}", f"{tot.dsp:,}", f"{tot.bram36:,}", f"{tot.bram18:,}", f"{sh['LUT']:.1f}",
-                    f"{sh['FF']:.1f}", f"{sh['DSP']:.1f}"]) + " |")
+        for (unit, depth), tot in composed(cfg, build, units).items():
+            sh, r = tot.share(), resources_dict(tot)
+            lines.append("| " + " | ".join([
+                f"{cfg.name} (d={cfg.d}, l={cfg.l})", unit, depth, f"{tot.lut + tot.lutram:,}", f"{tot.ff:,}",
+                f"{tot.carry8:,}", f"{tot.dsp:,}", f"{tot.bram36:,}", f"{tot.bram18:,}", f"{sh['LUT']:.1f}",
+                f"{sh['FF']:.1f}", f"{sh['DSP']:.1f}"] + [f"{100 * r[k] / dyn[k]:.1f}" for k in
+                                                         ("LUT", "FF", "DSP", "BRAM36")]) + " |")
+    return "\n".join(lines)
+
+
+# The stated floorplan of the dfx preset: the share of each unit (its lanes) in each SLR. The HBM (and the DMA
+# that joins its 32 channels into a tile) sits in SLR0; the MPU's 16 lanes are split between SLR0 (9) and
+# SLR1 (7), so the tile and the operand broadcast cross one boundary (hw.top's hbm_slr_stages); the VPU's 64
+# lanes fill the rest of SLR1 (16) and SLR2 (48).
+FLOORPLAN = {"mpu, DSP adders": {"SLR0": 9 / 16, "SLR1": 7 / 16},
+             "vpu": {"SLR1": 16 / 64, "SLR2": 48 / 64}}
+
+
+def fit_table(cfg, build: Path, units: list[str], floorplan=None) -> str:
+    """Per SLR and resource: what `floorplan` puts there (composed operators, both depths) against 75% of
+    what the platform leaves in that SLR (less the HBM subsystem in SLR0), and the whole dynamic region."""
+    budget, plan = slr_budget(), floorplan or FLOORPLAN
+    comp = composed(cfg, build, units)
+    head = ["config", "depths", "SLR", "units placed", "LUT", "FF", "BRAM36", "URAM", "DSP48E2",   # RES_KEYS
+            "over 75%"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for depth in ("default", "300 MHz"):
+        placed = {slr: {k: 0.0 for k in RES_KEYS} for slr in budget.available}
+        for unit, shares in plan.items():
+            r = resources_dict(comp[unit, depth])
+            for slr, f in shares.items():
+                for k in RES_KEYS:
+                    placed[slr][k] += f * r[k]
+        placed["all"] = {k: sum(placed[s][k] for s in budget.available) for k in RES_KEYS}
+        avail = dict(budget.available, all=budget.total)
+        for slr in placed:
+            who = ", ".join(f"{u} {f:.0%}" for u, sh in plan.items() for s, f in sh.items() if s == slr) or \
+                ("every unit" if slr == "all" else "-")
+            cells = [f"{placed[slr][k]:,.0f} / {avail[slr][k]:,.0f} ({100 * placed[slr][k] / avail[slr][k]:.0f}%)"
+                     for k in RES_KEYS]
+            over = [k for k in RES_KEYS if placed[slr][k] > budget.limit * avail[slr][k]]
+            lines.append("| " + " | ".join([f"{cfg.name} (d={cfg.d}, l={cfg.l})", depth, slr, who] + cells +
+                                           [", ".join(over) or "none"]) + " |")
     return "\n".join(lines)
 
 
@@ -105,6 +156,23 @@ def run_depth(cfg, units: list[str], build: Path) -> str:
     return depth_table(rows)
 
 
+def merge_depth(old: str, new: str) -> str:
+    """The depth table `new` with the rows of `old` whose unit label it does not have (a run of some units
+    keeps the others' measured rows)."""
+    if not old.strip():
+        return new
+    labels = {r["unit"] for r in parse_depth_table(new)}
+    keep = [ln.strip() for ln in old.strip().splitlines()[2:]
+            if ln.startswith("|") and ln.strip("| ").split(" |")[0].strip() not in labels]
+    return "\n".join(new.strip().splitlines() + keep)
+
+
+def block(doc: Path, tag: str) -> str:
+    src = doc.read_text()
+    begin, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
+    return src.split(begin, 1)[1].split(end, 1)[0] if begin in src and end in src else ""
+
+
 def update_block(doc: Path, tag: str, text: str) -> None:
     begin, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
     src = doc.read_text()
@@ -119,7 +187,7 @@ def main(argv=None) -> int:
     ap.add_argument("--depth", action="store_true", help="the logic-depth table")
     ap.add_argument("--resources", action="store_true", help="the resource tables at both presets (hours)")
     ap.add_argument("--config", default="tiny", help="config of the MPU lane in the depth table (default tiny)")
-    ap.add_argument("--units", default="add32,mul16,mul32,round16,gelu16,exp16,recip,rsqrt,mpu")
+    ap.add_argument("--units", default="add32,add32dsp,mul16,mul32,round16,gelu16,exp16,recip,rsqrt,mpu")
     ap.add_argument("--build", default="build/resource_tables")
     ap.add_argument("--update-docs", action="store_true")
     a = ap.parse_args(argv)
@@ -132,8 +200,11 @@ def main(argv=None) -> int:
         print(table)
         comp = compose_table([load_config("tiny"), load_config("dfx")], Path(a.build) / "depth", units)
         print(comp)
+        fit = fit_table(load_config("dfx"), Path(a.build) / "depth", units)
+        print(fit)
         if a.update_docs:
-            update_block(DOC, f"depth:{cfg.name}", table)
+            update_block(DOC, "fit", fit)
+            update_block(DOC, f"depth:{cfg.name}", merge_depth(block(DOC, f"depth:{cfg.name}"), table))
             update_block(DOC, "compose", comp)
     if a.resources:
         upd = ["--update-docs"] if a.update_docs else []

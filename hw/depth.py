@@ -387,10 +387,11 @@ def _short(s: str) -> str:
 
 def unit_factories(cfg, specs: list[str]) -> dict:
     """`name[:k=v,...]` specs -> {spec: (parameter text, factory)}: the leaf units (stream-wrapped
-    operators: add32, mul16, mul32, round16, gelu16, exp16, recip, rsqrt) and the MPU / VPU at `cfg`
+    operators: add32, add32dsp (on DSP48E2), mul16, mul32, round16, gelu16, exp16, recip, rsqrt) and the MPU / VPU at `cfg`
     (mpu takes l=, d= to cut the config; the other keys go to the constructor)."""
-    leaf = {"add32": Fp32AddUnit, "mul16": Fp16MulUnit, "mul32": Fp32MulUnit, "round16": Fp32ToFp16Unit,
-            "gelu16": Gelu16Unit, "exp16": Exp16Unit, "recip": RecipUnit, "rsqrt": RsqrtUnit}
+    leaf = {"add32": Fp32AddUnit, "add32dsp": add32dsp, "mul16": Fp16MulUnit, "mul32": Fp32MulUnit,
+            "round16": Fp32ToFp16Unit, "gelu16": Gelu16Unit, "exp16": Exp16Unit, "recip": RecipUnit,
+            "rsqrt": RsqrtUnit}
     out = {}
     for spec in specs:
         name, _, rest = spec.partition(":")
@@ -403,11 +404,18 @@ def unit_factories(cfg, specs: list[str]) -> dict:
             unit = MPU if name == "mpu" else VPU
             if "gelu" in kw:
                 kw["gelu"] = bool(kw["gelu"])
+            if "dsp_add" in kw:                      # 1: the DSP48E2 primitive adders
+                kw["dsp_add"] = "primitive" if kw["dsp_add"] else None
             params = ", ".join([f"{cfg.name}: d={c2.d}, l={c2.l}"] + [f"{k}={v}" for k, v in kw.items()])
             out[spec] = (params, lambda u=unit, c2=c2, kw=kw: u(c2, **kw))
         else:
             raise DepthError(f"unknown unit {name!r}; accepted: {', '.join([*leaf, 'mpu', 'vpu'])}")
     return out
+
+
+def add32dsp(**kw) -> Fp32AddUnit:
+    """The binary32 adder with its alignment and add on two DSP48E2 primitives (`fp.fp32_add`'s dsp)."""
+    return Fp32AddUnit(dsp="primitive", **kw)
 
 
 def module_name(spec: str) -> str:

@@ -25,7 +25,7 @@ is written for depth (tree leading-zero count, 4:1-multiplexer shifters) with th
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
 import numpy as np
-from amaranth import C, Cat, Const, Mux, Value
+from amaranth import C, Cat, Const, Instance, Mux, Signal, Value
 from amaranth.lib import data
 
 from dfx import numerics as nx
@@ -175,6 +175,73 @@ def int_to_fp32(p: Pipe, v) -> Value:
     return p.comb(Mux(mag == 0, 0, Cat(frac, exp, neg)), "i2f")
 
 
+# ============================================================================================ DSP48E2
+# Two configurations of one DSP48E2 (UG579), each without pipeline registers (the adder's cuts around them are
+# fabric registers, which Vivado packs into the slice's A/B/C and P registers):
+#   "mul":    P = A * B           OPMODE W=0 Z=0 Y=M X=M (0b00_000_01_01), ALUMODE 0000, USE_MULT MULTIPLY
+#   "addsub": P = C +/- A:B       OPMODE W=0 Z=C Y=0 X=A:B (0b00_011_00_11), ALUMODE 0000 (Z + X) or
+#                                 0011 (Z - X), USE_MULT NONE
+# `dsp` = "model" builds the same function from Amaranth operators (amaranth.sim, Icarus and Verilator run it;
+# Yosys maps its multiply to a DSP48E2 and the add to carry chains); "primitive" instantiates DSP48E2 (for
+# Yosys / Vivado; no simulator here has its model).
+DSP_MODES = (None, "model", "primitive")
+_OPMODE = {"mul": 0b00_000_01_01, "addsub": 0b00_011_00_11}
+_DSP_REGS = ("AREG", "BREG", "CREG", "DREG", "ADREG", "MREG", "PREG", "ACASCREG", "BCASCREG", "ALUMODEREG",
+             "INMODEREG", "OPMODEREG", "CARRYINREG", "CARRYINSELREG")
+_DSP_CE = ("CEA1", "CEA2", "CEB1", "CEB2", "CEC", "CED", "CEM", "CEP", "CEAD", "CEALUMODE", "CECTRL",
+           "CECARRYIN", "CEINMODE")
+_DSP_RST = ("RSTA", "RSTB", "RSTC", "RSTD", "RSTM", "RSTP", "RSTALLCARRYIN", "RSTALUMODE", "RSTCTRL",
+            "RSTINMODE")
+
+
+def dsp48e2(p: Pipe, kind: str, a=0, b=0, c=0, sub=0, mode: str = "model", name: str = "dsp") -> Value:
+    """P (48 bits) of one combinational DSP48E2 in configuration `kind` ("mul": A (27-bit signed) * B
+    (18-bit signed); "addsub": C - A:B when `sub`, else C + A:B)."""
+    a, b, c = Cat(a, C(0, 30))[:30], Cat(b, C(0, 18))[:18], Cat(c, C(0, 48))[:48]   # the ports' widths
+    sub = Value.cast(sub)
+    out = Signal(48, name=p._name(name))
+    if mode == "model":
+        if kind == "mul":
+            p.m.d.comb += out.eq((a[:27].as_signed() * b.as_signed())[:48])
+        else:
+            p.m.d.comb += out.eq(Mux(sub, c - Cat(b, a), c + Cat(b, a))[:48])
+        return out
+    params = {f"p_{r}": 0 for r in _DSP_REGS}
+    params.update(p_USE_MULT="MULTIPLY" if kind == "mul" else "NONE", p_A_INPUT="DIRECT", p_B_INPUT="DIRECT",
+                  p_AMULTSEL="A", p_BMULTSEL="B", p_PREADDINSEL="A", p_USE_SIMD="ONE48",
+                  p_USE_PATTERN_DETECT="NO_PATDET")
+    ports = {f"i_{n}": 1 for n in _DSP_CE}
+    ports.update({f"i_{n}": 0 for n in _DSP_RST})
+    ports.update(i_CLK=0, i_A=a, i_B=b, i_C=c, i_D=C(0, 27), i_OPMODE=C(_OPMODE[kind], 9),
+                 i_ALUMODE=Cat(sub, sub, C(0, 2)), i_INMODE=C(0, 5),
+                 i_CARRYIN=0, i_CARRYINSEL=C(0, 3), i_ACIN=C(0, 30), i_BCIN=C(0, 18), i_PCIN=C(0, 48),
+                 i_CARRYCASCIN=0, i_MULTSIGNIN=0, o_P=out)
+    p.m.submodules[p._name(name)] = Instance("DSP48E2", **params, **ports)
+    return out
+
+
+def dsp_align(p: Pipe, m_sml, dc, mode: str) -> tuple[Value, Value]:
+    """(`shift_right(Cat(C(0, 3), m_sml), dc)`, sticky) for dc <= 27, the shift in a DSP48E2 multiplier. The
+    aligned value is floor(m_sml * 2^(3 - dc)), read from the product's bits 13..39 (P >> 13): for dc < 16
+    the product is m_sml * 2^(16 - dc); for dc >= 16 a 2:1 multiplexer drops m_sml's 13 low bits first
+    (they are below the result: floor(floor(m_sml / 2^13) * 2^(16 - dc)) is the same value) and the product
+    is (m_sml >> 13) * 2^(13 - f), f = dc - 16 <= 11. B is a one-hot of at most 2^16 (an 18-bit signed
+    operand), A at most 24 bits. The bits shifted out lie in the product's bits 0..12 (and, for dc >= 16,
+    in the 13 dropped bits), so the sticky bit needs no shift-amount masks."""
+    hi = dc[4]
+    m = Mux(hi, m_sml[13:], m_sml)
+    onehot = p.comb(Mux(hi, C(1 << 13, 17) >> dc[:4], C(1 << 16, 17) >> dc[:4])[:17], "add_alhot")
+    prod = dsp48e2(p, "mul", a=m, b=onehot, mode=mode, name="dsp_al")
+    sticky = (prod[:13] != 0) | (hi & (m_sml[:13] != 0))
+    return prod[13:40], sticky
+
+
+def dsp_addsub(p: Pipe, big, aligned, eff_sub, mode: str) -> Value:
+    """big - aligned (eff_sub) or big + aligned in a DSP48E2's 48-bit adder (C +/- A:B)."""
+    aligned = Value.cast(aligned)
+    return dsp48e2(p, "addsub", a=aligned[18:], b=aligned[:18], c=big, sub=eff_sub, mode=mode, name="dsp_add")
+
+
 # ============================================================================================ operators
 # The adder's register cut points, by priority: output, after alignment, after normalisation (the first
 # three: the defaults of every unit before the depth analysis), then after the add, after the magnitude
@@ -183,13 +250,19 @@ ADD_CUTS = (2, 0, 1, 3, 4, 5, 6, 7)
 ADD_MAX_STAGES = len(ADD_CUTS)
 
 
-def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
+def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False, dsp: str | None = None) -> T:
     """a + b (or a - b) in binary32: RNE, DAZ operands, FTZ result, canonical NaN, IEEE signed zeros.
 
     Classic three-extra-bit (guard, round, sticky) adder: order the operands by magnitude, align the
     smaller one, add or subtract, normalise (carry right or leading-zero count left), round. A result in the
     subnormal range of two normal operands is exact, so flushing it needs no rounding step.
+
+    `dsp` ("model" or "primitive"; None: LUTs and carry chains) moves the alignment and the wide add into two
+    DSP48E2 slices, as DFX's floating-point adders (2 DSP each): `dsp_align` and `dsp_addsub`. The same
+    values reach the same registers, so every result and the latency are the LUT adder's.
     """
+    if dsp not in DSP_MODES:
+        raise ValueError(f"dsp must be one of {', '.join(map(repr, DSP_MODES))}, not {dsp!r}")
     t, (a, b) = p.sync(a, b)
     cut = p.stages(stages, ADD_CUTS)
     sa, ea, ma, za, ia, na = _u32(a)
@@ -221,12 +294,19 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False) -> T:
     m_sml = p.comb(m_sml, "add_msml")
     ext = Cat(C(0, 3), m_sml)                                  # 27 bits: significand, G, R, S
     sticky = (m_sml & below) != 0                              # a bit shifted out (G, R, S are zero)
-    aligned = p.comb(shift_right(p, ext, dc, "add_al") | sticky, "add_aligned")
+    if dsp is None:
+        aligned = p.comb(shift_right(p, ext, dc, "add_al") | sticky, "add_aligned")
+    else:
+        shifted, dsp_sticky = dsp_align(p, m_sml, dc, dsp)        # (`below` and `sticky` then go unused)
+        aligned = p.comb(shifted | dsp_sticky, "add_aligned")
     s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign = cut(
         0, s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign)
 
     big = Cat(C(0, 3), m_big)
-    total = p.comb(Mux(eff_sub, (big - aligned)[:28], (big + aligned)[:28]), "add_total")
+    if dsp is None:
+        total = p.comb(Mux(eff_sub, (big - aligned)[:28], (big + aligned)[:28]), "add_total")
+    else:
+        total = p.comb(dsp_addsub(p, big, aligned, eff_sub, dsp)[:28], "add_total")
     total, s_big, e_big, nan, inf, inf_sign, zero_sign = cut(3, total, s_big, e_big, nan, inf, inf_sign, zero_sign)
 
     total = p.comb(total, "add_sum")
@@ -379,15 +459,18 @@ class Fp16MulUnit(PipelinedUnit):
 
 
 class Fp32AddUnit(PipelinedUnit):
-    """`i`: {a, b} binary32 -> `o`: a + b (or a - b with `sub`)."""
+    """`i`: {a, b} binary32 -> `o`: a + b (or a - b with `sub`); `dsp` as `fp32_add`'s."""
 
-    def __init__(self, stages: int = 2, sub: bool = False):
+    def __init__(self, stages: int = 2, sub: bool = False, dsp: str | None = None):
         check_stages(self, stages=(stages, ADD_MAX_STAGES))
-        self.stages, self.sub = stages, sub
+        if dsp not in DSP_MODES:
+            self._MustUse__silence = True
+            raise ValueError(f"dsp must be one of {', '.join(map(repr, DSP_MODES))}, not {dsp!r}")
+        self.stages, self.sub, self.dsp = stages, sub, dsp
         super().__init__(Operands32, 32)
 
     def datapath(self, p, x):
-        return fp32_add(p, T(x.v.a, x.t), T(x.v.b, x.t), self.stages, sub=self.sub)
+        return fp32_add(p, T(x.v.a, x.t), T(x.v.b, x.t), self.stages, sub=self.sub, dsp=self.dsp)
 
 
 class Fp32MulUnit(PipelinedUnit):

@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 from dfx.config import AccelConfig
 from dfx.program import tile_grid, tile_matrix
 
-from .fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, widen16
+from .fp import ADD_MAX_STAGES, DSP_MODES, MUL16_CUTS, MUL32_CUTS, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, widen16
 from .pipe import Pipe, T, check_stages
 from .sfu import gelu16
 
@@ -81,11 +81,13 @@ def out_layout(cfg: AccelConfig) -> data.ArrayLayout:
     return data.ArrayLayout(16, cfg.l)
 
 
-def adder_tree(p: Pipe, values: list, add_stages: int) -> T:
-    """The MPU's pairwise binary32 tree over a power-of-two number of values (`numerics.tree_sum`'s order)."""
+def adder_tree(p: Pipe, values: list, add_stages: int, dsp: str | None = None) -> T:
+    """The MPU's pairwise binary32 tree over a power-of-two number of values (`numerics.tree_sum`'s order);
+    `dsp`: the adders' DSP48E2 mode (`fp.fp32_add`)."""
     assert len(values) & (len(values) - 1) == 0, len(values)
     while len(values) > 1:
-        values = [fp32_add(p, values[2 * i], values[2 * i + 1], add_stages) for i in range(len(values) // 2)]
+        values = [fp32_add(p, values[2 * i], values[2 * i + 1], add_stages, dsp=dsp)
+                  for i in range(len(values) // 2)]
     return values[0]
 
 
@@ -106,10 +108,14 @@ class MPU(wiring.Component):
       each block stays in order ((+0 + g0) + g1) + ...; the unit stalls its input while a group's partial
       sum is still in the adder (A stages after a register on its operands), so it runs at one tile per cycle
       when at least A + 2 blocks are interleaved, and correctly (slower) with fewer.
+
+    dsp_add (None, "model", "primitive"): the tree and accumulator adders with their alignment and wide add
+    in two DSP48E2 each (`fp.fp32_add`'s `dsp`; "model" simulates, "primitive" instantiates the slice for
+    synthesis). The results and the latency are the LUT adders'; the bias adder stays in LUTs.
     """
 
     def __init__(self, cfg: AccelConfig, *, mul_stages: int = 1, add_stages: int = 2, fin_mul_stages: int = 2,
-                 gelu: bool = True, acc_stages: int = 0, acc_fifo: int = 8):
+                 gelu: bool = True, acc_stages: int = 0, acc_fifo: int = 8, dsp_add: str | None = None):
         if not isinstance(cfg, AccelConfig):
             self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
@@ -121,7 +127,10 @@ class MPU(wiring.Component):
         if acc_stages and mul_stages + add_stages == 0:
             self._MustUse__silence = True
             raise ValueError("acc_stages > 0 needs a registered tree (mul_stages + add_stages >= 1)")
-        self.acc_stages, self.acc_fifo = acc_stages, acc_fifo
+        if dsp_add not in DSP_MODES:
+            self._MustUse__silence = True
+            raise ValueError(f"dsp_add must be one of {', '.join(map(repr, DSP_MODES))}, not {dsp_add!r}")
+        self.acc_stages, self.acc_fifo, self.dsp_add = acc_stages, acc_fifo, dsp_add
         self.cfg = cfg
         self.mul_stages, self.add_stages, self.fin_mul_stages = mul_stages, add_stages, fin_mul_stages
         self.has_gelu = gelu
@@ -185,7 +194,7 @@ class MPU(wiring.Component):
         sums = []
         for c in range(cfg.l):
             prods = [fp16_mul(p, xs[r], T(self.w.payload[c][r], 0), self.mul_stages) for r in range(cfg.d)]
-            sums.append(adder_tree(p, prods, self.add_stages))
+            sums.append(adder_tree(p, prods, self.add_stages, self.dsp_add))
         tg = self.tree_latency
         assert all(s.t == tg for s in sums)
 
@@ -216,7 +225,7 @@ class MPU(wiring.Component):
         for c in range(self.cfg.l):
             acc = Signal(32, name=f"acc_{c}")
             a_in = Mux(first, C(0, 32), acc)
-            nxt = fp32_add(p, a_in, sums[c].v, stages=0)
+            nxt = fp32_add(p, a_in, sums[c].v, stages=0, dsp=self.dsp_add)
             with m.If(ce & v_g):
                 m.d.sync += acc.eq(nxt.v)
             accs.append(T(acc, tg + 1))
@@ -248,7 +257,7 @@ class MPU(wiring.Component):
         for c in range(self.cfg.l):
             q = Array(Signal(32, name=f"accq_{c}_{k}", reset_less=True) for k in range(depth))
             a_in = T(pb.reg(Mux(first_g, C(0, 32), q[rd]), "acc_a"), 1)     # operands registered first:
-            res = fp32_add(pb, a_in, T(pb.reg(sums[c].v, "acc_b"), 1), a)     # the FIFO read is a path
+            res = fp32_add(pb, a_in, T(pb.reg(sums[c].v, "acc_b"), 1), a, dsp=self.dsp_add)   # FIFO read: a path
 
             with m.If(push):
                 m.d.sync += q[wr].eq(res.v)

@@ -20,7 +20,10 @@ rows and also lists the flat part runs they come from. With more counts (`vpu=4,
 the two largest, and each further count gets a "check" row: that width counted from the two below it, to set
 against its flat row.
 
-The U280's capacity comes from `boards/u280/board.json`. For the MPU the table compares the DSP48E2 count
+The U280's capacity comes from `boards/u280/board.json`, and so does what the platform's shell leaves to the
+kernel per SLR ("dynamic_region", with its source: `slr_budget`, `fit_rows`). `mpu_dsp` and `add32dsp` are
+the MPU and the binary32 adder with their adders' alignment and add on DSP48E2 primitives (`fp.fp32_add`'s
+`dsp`). For the MPU the table compares the DSP48E2 count
 with DFX's ~3*d*l (one DSP per FP16 multiplier, two per adder, d*l of each). The figures are Yosys's mapping,
 not Vivado's: no retiming, no DSP cascades, and Yosys builds the binary32 adders from LUTs and carry chains
 (Vivado's floating-point IP would put part of each adder in DSP slices, as DFX did).
@@ -62,6 +65,49 @@ def board_capacity(board: str = "u280") -> dict[str, int]:
 
 
 U280 = board_capacity("u280")
+RES_KEYS = ("LUT", "FF", "BRAM36", "URAM", "DSP")
+
+
+@dataclass(frozen=True)
+class SlrBudget:
+    """What the platform leaves to the kernel in each SLR (boards/<board>/board.json, "dynamic_region": the
+    per-SLR figures with their source), less the HBM memory subsystem in the HBM's SLR, and the share of it
+    the core may fill (`limit`, 0.75: issue #16)."""
+    available: dict[str, dict[str, float]]      # SLR -> resource -> count left to the kernel
+    limit: float
+    hbm_slr: str
+
+    def budget(self, slr: str) -> dict[str, float]:
+        return {k: self.limit * v for k, v in self.available[slr].items()}
+
+    @property
+    def total(self) -> dict[str, float]:
+        return {k: sum(a[k] for a in self.available.values()) for k in RES_KEYS}
+
+
+def slr_budget(board: str = "u280") -> SlrBudget:
+    dyn = json.loads((files("dfx.boards") / board / "board.json").read_text())["dynamic_region"]
+    hbm_slr, infra = dyn["hbm_slr"]["value"], dyn["hbm_infrastructure"]["value"]
+    avail = {slr: {k: float(r[k]) - (float(infra[k]) if slr == hbm_slr else 0.0) for k in RES_KEYS}
+             for slr, r in dyn["per_slr"]["value"].items()}
+    return SlrBudget(avail, float(dyn["fit_limit"]["value"]), hbm_slr)
+
+
+def resources_dict(r: "Resources") -> dict[str, float]:
+    """A `Resources` by the board's resource names (LUTs with LUTRAM, BRAM in RAMB36 equivalents)."""
+    return {"LUT": r.lut + r.lutram, "FF": r.ff, "BRAM36": r.bram, "URAM": r.uram, "DSP": r.dsp}
+
+
+def fit_rows(placed: dict[str, dict[str, float]], budget: SlrBudget) -> list[tuple[str, str, float, float, float]]:
+    """(SLR, resource, used, budget = limit x available, used / available) for every SLR and resource;
+    `placed` maps SLR -> resource -> the count the floorplan puts there."""
+    out = []
+    for slr, avail in budget.available.items():
+        use = placed.get(slr, {})
+        for k in RES_KEYS:
+            u = float(use.get(k, 0.0))
+            out.append((slr, k, u, budget.limit * avail[k], u / avail[k] if avail[k] else float("inf")))
+    return out
 
 _LUT = re.compile(r"^LUT[1-6](_2)?$")
 _LUTRAM = re.compile(r"^(RAM\d+[XM]\d*\w*|SRL\w+)$")
@@ -253,7 +299,8 @@ def _read_stat(path: Path) -> Resources:
 
 def units(cfg: AccelConfig, names: list[str]):
     """name -> component factory, for the units this script can synthesise."""
-    table = {"mpu": lambda: MPU(cfg), "vpu": lambda: VPU(cfg), "mul16": Fp16MulUnit, "add32": Fp32AddUnit,
+    table = {"mpu": lambda: MPU(cfg), "mpu_dsp": lambda: MPU(cfg, dsp_add="primitive"), "vpu": lambda: VPU(cfg),
+             "mul16": Fp16MulUnit, "add32": Fp32AddUnit, "add32dsp": lambda: Fp32AddUnit(dsp="primitive"),
              "mul32": Fp32MulUnit, "round16": Fp32ToFp16Unit, "gelu16": Gelu16Unit, "exp16": Exp16Unit,
              "recip": RecipUnit, "rsqrt": RsqrtUnit}
     bad = [n for n in names if n not in table]
@@ -263,7 +310,7 @@ def units(cfg: AccelConfig, names: list[str]):
 
 
 # ============================================================================================ lane splits
-LANE_FIELD = {"mpu": "l", "vpu": "vpu_width"}       # the lane count of each splittable unit
+LANE_FIELD = {"mpu": "l", "mpu_dsp": "l", "vpu": "vpu_width"}       # the lane count of each splittable unit
 
 
 def lanes(cfg: AccelConfig, unit: str) -> int:
@@ -275,7 +322,7 @@ def part_config(cfg: AccelConfig, unit: str, n: int) -> AccelConfig:
     reductions need vpu_width == d; the VPU reads nothing else of d). Fields the unit does not read (the
     VPU's l) are adjusted only as far as the config's checks require."""
     name = f"{cfg.name}-{unit}{n}"
-    if unit == "mpu":
+    if unit in ("mpu", "mpu_dsp"):
         tries = [dict(l=n)]
     elif unit == "vpu":
         tries = [dict(d=n, vpu_width=n, l=cfg.l << k) for k in range(12)]
@@ -348,7 +395,7 @@ COLUMNS = ("config", "unit", "measured", "Yosys", "LUT", "LUTRAM/SRL", "FF", "CA
 def row_markdown(row: Row) -> str:
     r, c = row.r, row.cfg
     s = r.share()
-    dfx = f"{3 * c.d * c.l:,}" if row.unit == "mpu" else ""
+    dfx = f"{3 * c.d * c.l:,}" if row.unit in ("mpu", "mpu_dsp") else ""
     run = f"{r.seconds:,.0f} s" if r.seconds else "-"
     if r.peak_mb:
         run += f", {r.peak_mb / 1024:.1f} GB"
@@ -398,7 +445,7 @@ def _order(key: tuple[str, str, str]) -> tuple:
     _, unit, kind = key
     base = unit.split(",")[0]
     m = re.search(r"=(\d+)", unit)
-    return {"mpu": 0, "vpu": 1}.get(base, 2), base, unit == base, int(m[1]) if m else 0, "from" in unit, \
+    return {"mpu": 0, "mpu_dsp": 0.5, "vpu": 1}.get(base, 2), base, unit == base, int(m[1]) if m else 0, "from" in unit, \
         kind != "native", unit
 
 
@@ -473,8 +520,8 @@ def measure(cfg: AccelConfig, names: list[str], splits: dict[str, tuple[int, int
 def module_name(unit: str, cfg: AccelConfig) -> str:
     """The Verilog module (and build file) name: the unit and the parameters it is built from, so that the
     same hardware at two configs (the tiny VPU and the DFX VPU's 8-lane part) is synthesised once."""
-    if unit == "mpu":
-        return f"mpu_d{cfg.d}_l{cfg.l}"
+    if unit in ("mpu", "mpu_dsp"):
+        return f"{unit}_d{cfg.d}_l{cfg.l}"
     if unit == "vpu":
         return f"vpu_w{cfg.vpu_width}"
     return unit

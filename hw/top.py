@@ -37,7 +37,7 @@ through `AxiLiteMaster`) is `dfx.sim.rtl_core` (`RtlCore`, `run_program`); its A
 import argparse
 from pathlib import Path
 
-from amaranth import ClockDomain, ClockSignal, Module, ResetSignal
+from amaranth import Cat, ClockDomain, ClockSignal, Module, ResetSignal
 from amaranth.back import verilog as back
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -47,9 +47,15 @@ from dfx.config import AccelConfig, load_config
 
 from .core import Core
 from .dma import hbm_port_names
+from .slr import ResetPipe, slice_chain
 
 TOP_NAME = "dfx_core"
 STREAM_NAMES = {"data": "tdata", "last": "tlast", "valid": "tvalid", "ready": "tready"}
+# The five AXI channels of a master port: direction of the payload (Out: master to slave) and its fields.
+AXI_CHANNELS = {"aw": (Out, ("awid", "awaddr", "awlen", "awsize", "awburst")),
+                "w": (Out, ("wdata", "wstrb", "wlast")),
+                "b": (In, ("bid", "bresp")), "ar": (Out, ("arid", "araddr", "arlen", "arsize", "arburst")),
+                "r": (In, ("rid", "rdata", "rresp", "rlast"))}
 
 
 def _flat(prefix: str, sig: wiring.Signature) -> dict:
@@ -57,10 +63,21 @@ def _flat(prefix: str, sig: wiring.Signature) -> dict:
 
 
 class Top(wiring.Component):
-    """`Core` with flat Vitis port names and its own clock domain from ap_clk / ap_rst_n."""
+    """`Core` with flat Vitis port names and its own clock domain from ap_clk / ap_rst_n.
 
-    def __init__(self, cfg: AccelConfig, **stages):
+    `reset_stages` (0..16): ap_rst_n through that many replicable registers (`slr.ResetPipe`) before it
+    resets the core; `hbm_slr_stages` (0..4): that many full register slices (`slr.RegSlice`) on every
+    channel of every HBM port, the weight tile's 32 channels on their way from SLR0 to the lanes. Both add
+    latency only (the reset is held longer; each HBM read and write takes 2 x hbm_slr_stages cycles more
+    round trip); 0 builds the top as before."""
+
+    def __init__(self, cfg: AccelConfig, reset_stages: int = 0, hbm_slr_stages: int = 0, **stages):
+        if not isinstance(hbm_slr_stages, int) or isinstance(hbm_slr_stages, bool) or not 0 <= hbm_slr_stages <= 4:
+            self._MustUse__silence = True
+            raise ValueError(f"hbm_slr_stages must be an integer 0..4, not {hbm_slr_stages!r}")
         self.cfg = cfg
+        self.reset_pipe = ResetPipe(reset_stages)
+        self.reset_stages, self.hbm_slr_stages = reset_stages, hbm_slr_stages
         self.core = Core(cfg, **stages)
         csig = self.core.signature.members
         members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
@@ -83,23 +100,51 @@ class Top(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = ClockDomain("sync", local=True)     # local: several Tops may share a design
-        m.d.comb += [ClockSignal("sync").eq(self.ap_clk), ResetSignal("sync").eq(~self.ap_rst_n)]
+        m.domains.rst_src = ClockDomain("rst_src", reset_less=True, local=True)
+        m.submodules.reset_pipe = rp = self.reset_pipe
+        m.d.comb += [ClockSignal("sync").eq(self.ap_clk), ClockSignal("rst_src").eq(self.ap_clk),
+                     rp.rst_in.eq(~self.ap_rst_n), ResetSignal("sync").eq(rp.rst_out)]
         m.submodules.core = core = self.core
         m.d.comb += self.interrupt.eq(core.interrupt)
         for inner, outer in self._ports:
             port = getattr(core, inner)
+            if self.hbm_slr_stages and inner.startswith("hbm"):
+                self._sliced_axi(m, port, outer)
+                continue
             for name, member in port.signature.members.items():
                 flat = getattr(self, f"{outer}_{name}")
                 if member.flow == Out:
                     m.d.comb += flat.eq(getattr(port, name))
                 else:
                     m.d.comb += getattr(port, name).eq(flat)
+        self._ring(m, core)
+        return m
+
+    def _sliced_axi(self, m, port, outer: str):
+        """Every channel of AXI master `port` to the flat ports `outer`_* through `hbm_slr_stages` slices: a
+        master-to-slave channel from the core's port to the flat one, a slave-to-master channel back."""
+        def flat(f):
+            return getattr(self, f"{outer}_{f}")
+
+        def inner(f):
+            return getattr(port, f)
+        for ch, (flow, fields) in AXI_CHANNELS.items():
+            src, dst = (inner, flat) if flow == Out else (flat, inner)
+            d_in = Cat(*[src(f) for f in fields])
+            v, r, d = slice_chain(m, f"{outer}_{ch}_slr", self.hbm_slr_stages, src(f"{ch}valid"),
+                                  src(f"{ch}ready"), d_in, len(d_in))
+            pos = 0
+            for f in fields:
+                m.d.comb += dst(f).eq(d[pos:pos + len(dst(f))])
+                pos += len(dst(f))
+            m.d.comb += [dst(f"{ch}valid").eq(v), r.eq(dst(f"{ch}ready"))]
+
+    def _ring(self, m, core):
         tx, rx = core.ring_tx, core.ring_rx
         m.d.comb += [self.ring_tx_tdata.eq(tx.payload.data), self.ring_tx_tlast.eq(tx.payload.last),
                      self.ring_tx_tvalid.eq(tx.valid), tx.ready.eq(self.ring_tx_tready),
                      rx.payload.data.eq(self.ring_rx_tdata), rx.payload.last.eq(self.ring_rx_tlast),
                      rx.valid.eq(self.ring_rx_tvalid), self.ring_rx_tready.eq(rx.ready)]
-        return m
 
 
 class RingTop(wiring.Component):

@@ -90,3 +90,29 @@ def test_known_depth_of_a_registered_adder(tmp_path):
     assert p.nets == 3                               # into the LUT, into the chain, into the register
     (row,) = parse_depth_table(depth_table([depth_row("add16", "-", p, D)]))
     assert row["LUT levels"] == "1" and row["carry (CARRY4)"] == "4" and row["within target"] == "yes"
+
+
+def test_dsp_adder_specs():
+    from dfx.config import PRESETS
+    from dfx.hw.depth import unit_factories
+    facts = unit_factories(PRESETS["tiny"], ["add32dsp:stages=8", "mpu:gelu=0,dsp_add=1"])
+    assert facts["add32dsp:stages=8"][1]().dsp == "primitive"
+    assert facts["mpu:gelu=0,dsp_add=1"][1]().dsp_add == "primitive"
+
+
+@pytest.mark.synthesis
+@pytest.mark.skipif(importlib.util.find_spec("pyosys") is None, reason="needs the native Yosys of pyosys")
+def test_dsp_adder_maps_to_two_dsp48e2_and_fewer_luts(tmp_path):
+    """Yosys synth_xilinx on the adder with its alignment and add on DSP48E2 primitives: exactly 2 DSP48E2,
+    fewer LUTs and carry segments than the LUT adder at the same depth."""
+    from dfx.hw.depth import synth_json
+    from dfx.hw.fp import Fp32AddUnit
+    from dfx.hw.synth import count_cells
+    counts = {}
+    for name, unit in (("lut", Fp32AddUnit(stages=2)), ("dsp", Fp32AddUnit(stages=2, dsp="primitive"))):
+        synth_json(unit, f"a_{name}", tmp_path)
+        stat = json.loads((tmp_path / f"a_{name}.stat.json").read_text())
+        design = stat.get("design") or next(iter(stat["modules"].values()))
+        counts[name] = count_cells(design["num_cells_by_type"])
+    assert counts["dsp"].dsp == 2 and counts["lut"].dsp == 0
+    assert counts["dsp"].lut < 0.8 * counts["lut"].lut and counts["dsp"].carry8 < counts["lut"].carry8

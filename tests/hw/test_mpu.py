@@ -76,6 +76,17 @@ def test_pipelined_accumulator_is_bit_exact(interleave):
     run_mpu(dut, cases, stall=0.2, seed=interleave, interleave=interleave)
 
 
+@pytest.mark.parametrize("acc_stages", [0, 2])
+def test_dsp_adders_are_bit_exact(acc_stages):
+    """dsp_add="model": the tree and accumulator adders on DSP48E2 (behavioural model), same results and
+    latency as the LUT adders, with the single-cycle and the pipelined accumulator."""
+    rng = np.random.default_rng(21)
+    dut = MPU(CFG, acc_stages=acc_stages, acc_fifo=4, gelu=False, dsp_add="model")
+    assert dut.latency == MPU(CFG, acc_stages=acc_stages, acc_fifo=4, gelu=False).latency
+    run_mpu(dut, [mpu_case(rng, 19, 6, scale=np.float32(0.5)), mpu_case(rng, 9, 3, special=True)],
+            interleave=3 if acc_stages else 1)
+
+
 def test_beat_order():
     assert beat_order(2, 3, 2) == [(0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (2, 1)]
     assert beat_order(2, 2, 1) == [(0, 0), (0, 1), (1, 0), (1, 1)]

@@ -31,6 +31,22 @@ def test_capacity_comes_from_the_board_file():
     assert round(s["DSP"], 2) == 10.0 and round(s["URAM"], 1) == 10.0 and s["BRAM36"] == 100 * 21 / 2016
 
 
+def test_slr_budget_is_the_platforms_dynamic_region_less_the_hbm_subsystem():
+    dyn = json.loads((REPO / "boards" / "u280" / "board.json").read_text())["dynamic_region"]
+    assert "UG1120" in dyn["per_slr"]["source"] and "http" in dyn["per_slr"]["source"]
+    b = synth.slr_budget()
+    assert b.hbm_slr == "SLR0" and b.limit == 0.75 and set(b.available) == {"SLR0", "SLR1", "SLR2"}
+    assert b.available["SLR1"]["LUT"] == dyn["per_slr"]["value"]["SLR1"]["LUT"]
+    hbm = dyn["hbm_infrastructure"]["value"]["LUT"]
+    assert b.available["SLR0"]["LUT"] == dyn["per_slr"]["value"]["SLR0"]["LUT"] - hbm
+    assert b.total["LUT"] < synth.U280["LUT"] and b.total["DSP"] < synth.U280["DSP"]
+    rows = synth.fit_rows({"SLR1": {"LUT": 0.75 * 333000, "DSP": 10}}, b)
+    assert len(rows) == 15
+    lut1 = next(r for r in rows if r[:2] == ("SLR1", "LUT"))
+    assert lut1[2] == lut1[3] and lut1[4] == 0.75
+    assert synth.resources_dict(Resources(lut=5, lutram=2, bram36=1, bram18=1))["LUT"] == 7
+
+
 def test_count_cells():
     r = count_cells({"LUT6": 10, "LUT1": 2, "LUT6_2": 1, "$_NOT_": 5, "SRL16E": 3, "RAM32M16": 1, "FDRE": 7,
                      "FDSE": 1, "CARRY8": 3, "CARRY4": 1, "INV": 2, "DSP48E2": 2, "RAMB36E2": 3, "RAMB18E2": 5,
@@ -69,7 +85,7 @@ def test_split_configs_and_arithmetic():
     with pytest.raises(SynthError, match="no valid config"):
         part_config(TINY, "mpu", 1)                                 # a d=8, l=1 tile is under 64 bytes
     assert parse_splits(["mpu=1,2", "vpu=8,16"]) == {"mpu": (1, 2), "vpu": (8, 16)}
-    for bad, msg in (("mpu=2,1", "N1 < N2"), ("add32=1,2", "only mpu, vpu"), ("mpu:1,2", "UNIT=N1,N2")):
+    for bad, msg in (("mpu=2,1", "N1 < N2"), ("add32=1,2", "only mpu, mpu_dsp, vpu"), ("mpu:1,2", "UNIT=N1,N2")):
         with pytest.raises(SynthError, match=msg):
             parse_splits([bad])
     r1 = Resources(lut=1100, ff=210, dsp=69, bram36=2, seconds=10, peak_mb=500)
