@@ -15,8 +15,12 @@ One MATRIX instruction (LINEAR, QK, SV, LMHEAD) runs as three concurrent process
 - **write-back**: each output beat (l results of block j) is written into VBUF at dst with a lane mask that
   keeps the columns < n.
 
-k = POS+1 with dyn_k, n = POS+1 with dyn_n. Checks before anything moves: weight format 0 (FP16) only
-(STATUS.illegal_opcode), the weights inside the HBM capacity and tile-aligned (STATUS.address_range). The
+k = POS+1 with dyn_k, n = POS+1 with dyn_n. Checks before anything moves: weight format 0 (FP16) or one of the
+quantized families the engine is built with (`wformats`; anything else: STATUS.illegal_opcode), FP16 weights
+inside the HBM capacity and tile-aligned (STATUS.address_range). A quantized instruction (wfmt != 0) goes to its
+family's tile fetcher (hw/qfetch.py): the AR generator issues the fetcher's reads instead of the tile stream, the
+joined R beats go to the fetcher, and its dequantised binary16 tiles feed the MPU's `w` in the FP16 tiles' order;
+the fetcher's descriptor check can still stop the instruction (STATUS.illegal_opcode, address_range). The
 controller drives it through the engine contract (hw/core_engine.py).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)

@@ -45,7 +45,8 @@ from .dma import log2
 
 # the families a core can be built with, and the format each one's dequantisers are built for
 CORE_FAMILIES = {"int8": "int8-oc-asym", "int4": "int4-oc-asym", "int3": "int3-oc-asym",
-                 "fp8e4m3": "fp8e4m3", "fp8e5m2": "fp8e5m2"}
+                 "fp8e4m3": "fp8e4m3", "fp8e5m2": "fp8e5m2",
+                 "bcq1": "bcq1-oc", "bcq2": "bcq2-oc", "bcq3": "bcq3-oc", "bcq4": "bcq4-oc"}
 CODES, SCALES, ZEROS, DESC = 0, 1, 2, 3
 FIFO_DEPTH = {CODES: 8, SCALES: 4, ZEROS: 4}   # beats per stream FIFO (credits)
 MAX_K = 1 << 16                                # the descriptor's k and n are 16-bit
@@ -69,11 +70,16 @@ def family_formats(families) -> tuple[str, ...]:
     return tuple(out)
 
 
+def core_family(fmt: formats.WeightFormat) -> str:
+    """The tile fetcher a format needs (a key of `CORE_FAMILIES`; bcq: one per plane count)."""
+    return f"bcq{fmt.bits}" if fmt.kind == "bcq" else fmt.family
+
+
 def core_cannot_read(fmt: formats.WeightFormat, phase: int = 0) -> str | None:
     """Why a core with `fmt`'s family built in cannot read a region of `fmt` (None: it can)."""
     if fmt.kind == "fp16":
         return None
-    if fmt.family not in CORE_FAMILIES:
+    if core_family(fmt) not in CORE_FAMILIES:
         return f"the RTL core has no tile fetcher for {fmt.family} (it reads fp16, {', '.join(CORE_FAMILIES)})"
     if fmt.axis != "oc":
         return "the RTL core reads per-output-channel (oc) groups only, not per-input-channel (ic) ones"
@@ -149,11 +155,12 @@ class QuantTiles(wiring.Component):
         cfg, fmt = self.cfg, self.fmt
         d, l, B = cfg.d, cfg.l, cfg.beat_bytes
         lb = log2(B)
-        is_int = fmt.kind == "int"
+        is_int, is_bcq = fmt.kind == "int", fmt.kind == "bcq"
         bits = fmt.bits
+        planes = bits if is_bcq else 1
         tcb = d * l * bits // 8                                # code bytes per tile
         streams = (CODES, SCALES, ZEROS) if is_int else (CODES, SCALES)
-        chunk = {CODES: tcb, SCALES: 2 * l, ZEROS: l}
+        chunk = {CODES: tcb, SCALES: 2 * l * planes, ZEROS: l}
         nb = max(1, d // 32)                                   # scale blocks held: groups per tile at G = 32
         small_g = [g for g in formats.GROUP_SIZES if g < d]    # group sizes below d: several blocks per tile
 
@@ -247,7 +254,7 @@ class QuantTiles(wiring.Component):
             rem = R - (ti << log2(d // g))
             need_v = Mux(gsize == g, _min(rem, C(d // g, 8)), need_v)
         m.d.comb += need.eq(need_v)
-        hs = Array(Signal(16 * l, name=f"hold_s{b}") for b in range(nb))
+        hs = Array(Signal(16 * l * planes, name=f"hold_s{b}") for b in range(nb))
         hz = Array(Signal(8 * l, name=f"hold_z{b}") for b in range(nb))
         sv, sdat, stake = gb[SCALES]
         blk_ok = sv
@@ -285,11 +292,16 @@ class QuantTiles(wiring.Component):
                 b = C(0, 1)
                 for g in small_g:
                     b = Mux(gsize == g, r // g, b)
-                sc = hs[b][16 * c:16 * c + 16]
-                code = cdat[bits * e:bits * e + bits]
                 pay = u.i.payload
-                m.d.comb += [u.i.valid.eq(tvalid), u.o.ready.eq(self.tile.ready),
-                             pay.scale.eq(Mux(ok, sc, 0))]
+                m.d.comb += [u.i.valid.eq(tvalid), u.o.ready.eq(self.tile.ready)]
+                if is_bcq:                         # plane q's bit at q*d*l + e; its alphas (q, lane c) in a block
+                    m.d.comb += pay.code.eq(Mux(ok, Cat(*[cdat[q * d * l + e] for q in range(planes)]), 0))
+                    for q in range(planes):
+                        a = 16 * (q * l + c)
+                        m.d.comb += pay.scale[q].eq(Mux(ok, hs[b][a:a + 16], 0))
+                    continue
+                code = cdat[bits * e:bits * e + bits]
+                m.d.comb += pay.scale.eq(Mux(ok, hs[b][16 * c:16 * c + 16], 0))
                 if is_int:
                     m.d.comb += [pay.code.eq(Mux(ok, Mux(asym, code, code ^ half), 0)),
                                  pay.zero.eq(Mux(ok, Mux(asym, hz[b][8 * c:8 * c + 8], half), 0))]
@@ -328,7 +340,7 @@ class QuantTiles(wiring.Component):
                     m.next = "SIZE"
             with m.State("SIZE"):
                 cb = total * tcb
-                sb = self.nt * R * (2 * l)
+                sb = self.nt * R * (2 * l * planes)
                 m.d.sync += [nbytes[CODES].eq(cb), nbytes[SCALES].eq(sb),
                              addr[CODES].eq(self.base + formats.DESC_BYTES)]
                 if is_int:

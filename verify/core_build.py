@@ -13,8 +13,8 @@ from pathlib import Path
 
 from dfx.config import AccelConfig
 from dfx import isa
-from dfx.formats import DESC_BYTES, FAMILIES, WFMT_CODES, FormatError, WeightFormat, read_descriptor, region_format
-from dfx.hw.qfetch import core_cannot_read
+from dfx.formats import DESC_BYTES, WFMT_CODES, FormatError, WeightFormat, read_descriptor, region_format
+from dfx.hw.qfetch import CORE_FAMILIES, core_cannot_read, core_family
 from dfx.hw.top import ring_name, verilog
 
 from .toolchain import runner_build, simulator
@@ -61,10 +61,10 @@ def kick_comb_processes(text: str) -> str:
 def weight_families(program) -> tuple[str, ...]:
     """The quantized weight format families (`dfx.formats.FAMILIES`) the matrix instructions of `program` use:
     what a core built for it needs (`MatrixEngine(wformats=...)`)."""
-    by_code = {code: WeightFormat(kind, bits, None if kind == "fp16" else "oc").family
+    by_code = {code: core_family(WeightFormat(kind, bits, None if kind == "fp16" else "oc"))
                for (kind, bits), code in WFMT_CODES.items()}
     used = {i.fields().get("wfmt") for dev in program.devices for instrs in dev.streams.values() for i in instrs}
-    return tuple(f for f in FAMILIES if f != "fp16" and f in {by_code[c] for c in used if c in by_code})
+    return tuple(f for f in CORE_FAMILIES if f in {by_code[c] for c in used if c in by_code})
 
 
 def quantized_refusal(program) -> str | None:

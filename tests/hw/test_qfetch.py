@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 from dfx import formats, numerics
 from dfx.config import PRESETS, AccelConfig
-from dfx.hw.qfetch import QuantTiles, core_cannot_read, family_formats
+from dfx.hw.qfetch import QuantTiles, core_cannot_read, core_family, family_formats
 from dfx.program import tile_matrix
 
 TINY = PRESETS["tiny"]
@@ -31,6 +31,9 @@ def quant_weight(fmt, k, n, seed):
         codes = rng.integers(lo, hi + 1, (k, n)).astype(np.uint8 if fmt.asym else np.int8)
         if fmt.asym:
             zeros = rng.integers(0, hi + 1, ss).astype(np.uint8)
+    elif fmt.kind == "bcq":
+        codes = rng.integers(0, 2, (fmt.bits, k, n)).astype(np.uint8)
+        scales = (rng.standard_normal((fmt.bits, *ss)) * 0.02).astype(np.float16)
     else:
         ok = np.flatnonzero(~np.isnan(formats.FP8_TABLES[fmt.kind]))
         codes = rng.choice(ok, (k, n)).astype(np.uint8)
@@ -47,7 +50,7 @@ def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3):
     want = tile_matrix(numerics.daz16(qw.dequant()), d, l).view(np.uint16).reshape(kt * nt, d * l)
     hbm = bytearray(base + len(region) + 2 * B)
     hbm[base:base + len(region)] = region
-    dut = QuantTiles(cfg, fmt.family)
+    dut = QuantTiles(cfg, core_family(fmt))
     rng = random.Random(seed)
     reqs, tiles, status = [], [], []
 
@@ -112,6 +115,9 @@ CASES = [  # (config, format, k, n, base)
     pytest.param(TINY, "fp8e5m2-oc-g32", 40, 8, 0, marks=SLOW),
     pytest.param(WIDE, "int4-oc-g32", 40, 14, 4096 - 128, marks=SLOW),
     (WIDE, "int3-oc-g64-asym", 70, 7, 320),
+    (TINY, "bcq3-oc-g32", 40, 9, 64),
+    pytest.param(TINY, "bcq1-oc", 16, 8, 0, marks=SLOW),
+    pytest.param(WIDE, "bcq4-oc-g64", 72, 5, 192, marks=SLOW),
 ]
 
 
@@ -177,6 +183,6 @@ def test_families_and_refusals():
     with pytest.raises(ValueError, match="bcq.*no tile fetcher"):
         family_formats(("bcq",))
     assert core_cannot_read(formats.parse("int4-oc-g128")) is None
+    assert core_cannot_read(formats.parse("bcq3-oc-g128")) is None and core_family(formats.parse("bcq3-oc")) == "bcq3"
     assert "per-input-channel" in core_cannot_read(formats.parse("int4-ic-g128"))
-    assert "bcq" in core_cannot_read(formats.parse("bcq3-oc-g128"))
     assert "phase" in core_cannot_read(formats.parse("int4-oc-g128"), 3)
