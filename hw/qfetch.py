@@ -75,14 +75,15 @@ def core_family(fmt: formats.WeightFormat) -> str:
     return f"bcq{fmt.bits}" if fmt.kind == "bcq" else fmt.family
 
 
-def core_cannot_read(fmt: formats.WeightFormat, phase: int = 0) -> str | None:
-    """Why a core with `fmt`'s family built in cannot read a region of `fmt` (None: it can)."""
+def core_cannot_read(fmt: formats.WeightFormat, phase: int = 0, k: int = 0, d: int = 1) -> str | None:
+    """Why a core with `fmt`'s family built in cannot read a region of `fmt` (None: it can) of a (k, n) matrix
+    for a d-row MPU."""
     if fmt.kind == "fp16":
         return None
     if core_family(fmt) not in CORE_FAMILIES:
         return f"the RTL core has no tile fetcher for {fmt.family} (it reads fp16, {', '.join(CORE_FAMILIES)})"
-    if fmt.axis != "oc":
-        return "the RTL core reads per-output-channel (oc) groups only, not per-input-channel (ic) ones"
+    if fmt.axis == "ic" and k % d:
+        return f"the RTL core reads per-input-channel (ic) groups of matrices whose k is a multiple of d ({d}), not {k}"
     if phase:
         return f"the RTL core reads regions of phase 0 only, not {phase}"
     return None
@@ -95,10 +96,13 @@ def _min(*vals):
     return out
 
 
-def gearbox(m: Module, name: str, fifo, chunk: int, beat: int, gran: int, load, off0, run):
+def gearbox(m: Module, name: str, fifo, chunk: int, beat: int, gran: int, load, off0, run, seg_end=C(0, 1),
+            seg_off=C(0, 1)):
     """Cut the byte stream of `fifo` (beats of `beat` bytes; the stream's first byte at `off0` of its first beat)
     into `chunk`-byte pieces. `load`: (re)start at off0 with nothing held. Returns (valid, data, take): `take`
-    (driven by the caller) consumes the piece. Offsets are multiples of `gran`."""
+    (driven by the caller) consumes the piece; with `seg_end` it is the last piece of a segment (a run of beats
+    read on its own): the rest of its beat is dropped and the next segment starts at `seg_off` of the next beat.
+    Offsets are multiples of `gran`."""
     cur = Signal(8 * beat, name=f"{name}_cur")
     have = Signal(name=f"{name}_have")
     off = Signal(range(beat), name=f"{name}_off")
@@ -115,6 +119,9 @@ def gearbox(m: Module, name: str, fifo, chunk: int, beat: int, gran: int, load, 
         with m.If(fifo.r_rdy & run):
             m.d.comb += fifo.r_en.eq(1)
             m.d.sync += [cur.eq(fifo.r_data), have.eq(1)]
+    with m.Elif(take & seg_end):
+        m.d.sync += [off.eq(seg_off), have.eq(0)]
+        m.d.comb += fifo.r_en.eq(end > beat)
     with m.Elif(take):
         with m.If(end < beat):
             m.d.sync += off.eq(end)
@@ -160,17 +167,26 @@ class QuantTiles(wiring.Component):
         planes = bits if is_bcq else 1
         tcb = d * l * bits // 8                                # code bytes per tile
         streams = (CODES, SCALES, ZEROS) if is_int else (CODES, SCALES)
-        chunk = {CODES: tcb, SCALES: 2 * l * planes, ZEROS: l}
+        chunk = {CODES: tcb, SCALES: 2 * l * planes, ZEROS: l}             # oc blocks
+        ichunk = {SCALES: 2 * d * planes, ZEROS: d}                          # ic blocks: a tile's d rows
         nb = max(1, d // 32)                                   # scale blocks held: groups per tile at G = 32
         small_g = [g for g in formats.GROUP_SIZES if g < d]    # group sizes below d: several blocks per tile
 
         # ---------------------------------------------------------------- instruction state
         run = Signal()                                         # streams and tiles active
-        asym = Signal()
-        gsize = Signal(8)                                      # 0: the whole column
-        R = Signal(17)                                         # row groups
+        asym, ic = Signal(), Signal()                          # zero points; per-input-channel groups
+        gsize = Signal(8)                                      # 0: the whole column (oc) / row (ic)
+        R = Signal(17)                                         # groups along the axis (oc: rows, ic: columns)
         addr = {s: Signal(40, name=f"addr{s}") for s in streams}   # byte address of each stream's start
         nbytes = {s: Signal(40, name=f"bytes{s}") for s in streams}
+        # segments: oc streams are one linear run; ic scale / zero streams one run per column block j (the K rows
+        # of its column group, read again for each block of the group)
+        segb = {s: Signal(40, name=f"segb{s}") for s in streams}       # bytes per segment
+        nseg = {s: Signal(30, name=f"nseg{s}") for s in streams}
+        rseg = {s: Signal(30, name=f"rseg{s}") for s in streams}       # segments requested (request side)
+        raddr = {s: Signal(40, name=f"raddr{s}") for s in streams}     # next segment's address (request side)
+        caddr = {s: Signal(40, name=f"caddr{s}") for s in streams}     # next segment's address (gearbox side)
+        gmask = Signal(8)                                              # ic: column blocks per group - 1
         left = {s: Signal(32, name=f"left{s}") for s in streams}     # beats still to request
         nxt = {s: Signal(34, name=f"next{s}") for s in streams}      # next beat to request
         cred = {s: Signal(range(FIFO_DEPTH[s] + 1), name=f"cred{s}") for s in streams}
@@ -216,6 +232,12 @@ class QuantTiles(wiring.Component):
                 m.d.comb += tags.w_en.eq(1)
                 m.d.sync += dreq.eq(0)
         with m.Elif(run):
+            for s in streams:                                  # load the next segment of a stream
+                with m.If((left[s] == 0) & (rseg[s] != nseg[s])):
+                    first, last = raddr[s] >> lb, (raddr[s] + segb[s] - 1) >> lb
+                    step = Mux(ic & (gsize != 0) & (((rseg[s] + 1) & gmask) == 0), segb[s], 0)
+                    m.d.sync += [nxt[s].eq(first), left[s].eq(last - first + 1), rseg[s].eq(rseg[s] + 1),
+                                 raddr[s].eq(raddr[s] + (0 if s == CODES else step))]
             chosen = C(0, 1)
             for s in reversed(streams):                        # priority: zeros, scales, then codes
                 to4k = b4k - (nxt[s] & (b4k - 1))
@@ -236,14 +258,22 @@ class QuantTiles(wiring.Component):
                 m.d.sync += cred[s].eq(cred[s] - spent + back)
 
         # ---------------------------------------------------------------- gearboxes
-        gb = {}
+        ti, tj, t = Signal(30), Signal(30), Signal(60)
+        col_end = ti + 1 == self.kt
+        cstep = Mux((gsize != 0) & (((tj + 1) & gmask) == 0), segb[SCALES], 0)
+        gb, igb = {}, {}
         for s in streams:
             g = math.gcd(chunk[s], 64, B)
             off0 = addr[s] & (B - 1)
-            gb[s] = gearbox(m, f"gb{s}", fifos[s], chunk[s], B, g, load, off0, run)
+            gb[s] = gearbox(m, f"gb{s}", fifos[s], chunk[s], B, g, load, off0, run if s == CODES else run & ~ic)
+            if s != CODES:
+                nxt_seg = caddr[s] + Mux(s == SCALES, cstep, Mux(cstep != 0, segb[s], 0))
+                igb[s] = gearbox(m, f"igb{s}", fifos[s], ichunk[s], B, math.gcd(ichunk[s], 64, B), load, off0,
+                                 run & ic, col_end, nxt_seg & (B - 1))
+                with m.If(igb[s][2] & col_end):
+                    m.d.sync += caddr[s].eq(nxt_seg)
 
         # ---------------------------------------------------------------- tile assembly
-        ti, tj, t = Signal(30), Signal(30), Signal(60)
         pc = Signal(range(nb + 1))
         need = Signal(range(nb + 1))
         first_row = ti << log2(d)
@@ -253,20 +283,31 @@ class QuantTiles(wiring.Component):
         for g in small_g:
             rem = R - (ti << log2(d // g))
             need_v = Mux(gsize == g, _min(rem, C(d // g, 8)), need_v)
-        m.d.comb += need.eq(need_v)
+        m.d.comb += need.eq(Mux(ic, 1, need_v))
         hs = Array(Signal(16 * l * planes, name=f"hold_s{b}") for b in range(nb))
         hz = Array(Signal(8 * l, name=f"hold_z{b}") for b in range(nb))
+        his, hiz = Signal(16 * d * planes), Signal(8 * d)      # ic: the tile's rows' scales, zero points
         sv, sdat, stake = gb[SCALES]
-        blk_ok = sv
+        isv, isdat, istake = igb[SCALES]
+        blk_ok = Mux(ic, isv, sv)
         if is_int:
             zv, zdat, ztake = gb[ZEROS]
-            blk_ok = sv & (zv | ~asym)
+            izv, izdat, iztake = igb[ZEROS]
+            blk_ok = blk_ok & (Mux(ic, izv, zv) | ~asym)
         with m.If(run & (pc < need) & blk_ok):
-            m.d.comb += stake.eq(1)
-            m.d.sync += [hs[pc].eq(sdat), pc.eq(pc + 1)]
-            if is_int:
-                m.d.comb += ztake.eq(asym)
-                m.d.sync += hz[pc].eq(Mux(asym, zdat, 0))
+            m.d.sync += pc.eq(pc + 1)
+            with m.If(ic):
+                m.d.comb += istake.eq(1)
+                m.d.sync += his.eq(isdat)
+                if is_int:
+                    m.d.comb += iztake.eq(asym)
+                    m.d.sync += hiz.eq(Mux(asym, izdat, 0))
+            with m.Else():
+                m.d.comb += stake.eq(1)
+                m.d.sync += hs[pc].eq(sdat)
+                if is_int:
+                    m.d.comb += ztake.eq(asym)
+                    m.d.sync += hz[pc].eq(Mux(asym, zdat, 0))
 
         cv, cdat, ctake = gb[CODES]
         tvalid = run & (pc == need) & cv
@@ -294,17 +335,18 @@ class QuantTiles(wiring.Component):
                     b = Mux(gsize == g, r // g, b)
                 pay = u.i.payload
                 m.d.comb += [u.i.valid.eq(tvalid), u.o.ready.eq(self.tile.ready)]
-                if is_bcq:                         # plane q's bit at q*d*l + e; its alphas (q, lane c) in a block
+                if is_bcq:     # plane q's bit at q*d*l + e; alphas: oc (q, lane c) of a block, ic (row r, q)
                     m.d.comb += pay.code.eq(Mux(ok, Cat(*[cdat[q * d * l + e] for q in range(planes)]), 0))
                     for q in range(planes):
-                        a = 16 * (q * l + c)
-                        m.d.comb += pay.scale[q].eq(Mux(ok, hs[b][a:a + 16], 0))
+                        a, ia = 16 * (q * l + c), 16 * (r * planes + q)
+                        m.d.comb += pay.scale[q].eq(Mux(ok, Mux(ic, his[ia:ia + 16], hs[b][a:a + 16]), 0))
                     continue
                 code = cdat[bits * e:bits * e + bits]
-                m.d.comb += pay.scale.eq(Mux(ok, hs[b][16 * c:16 * c + 16], 0))
+                m.d.comb += pay.scale.eq(Mux(ok, Mux(ic, his[16 * r:16 * r + 16], hs[b][16 * c:16 * c + 16]), 0))
                 if is_int:
+                    zp = Mux(ic, hiz[8 * r:8 * r + 8], hz[b][8 * c:8 * c + 8])
                     m.d.comb += [pay.code.eq(Mux(ok, Mux(asym, code, code ^ half), 0)),
-                                 pay.zero.eq(Mux(ok, Mux(asym, hz[b][8 * c:8 * c + 8], half), 0))]
+                                 pay.zero.eq(Mux(ok, Mux(asym, zp, half), 0))]
                 else:
                     m.d.comb += pay.code.eq(Mux(ok, code, 0))
         m.d.comb += [self.tile.valid.eq(self.dq[0].o.valid),
@@ -328,11 +370,14 @@ class QuantTiles(wiring.Component):
                 flags = fld["flags"]
                 good = ((fld["magic"] == formats.DESC_MAGIC) & (fld["wfmt"] == self.wfmt) & (fld["bits"] == bits)
                         & (fld["k"] == k) & (fld["n"] == n) & (k < MAX_K) & (n < MAX_K) & (fld["phase"] == 0)
-                        & ~flags[0] & (~flags[1] | C(int(is_int), 1))
+                        & (~flags[1] | C(int(is_int), 1))
+                        & (~flags[0] | ((k & (d - 1)) == 0))             # ic: whole row tiles
                         & ((g == 0) | (g == 32) | (g == 64) | (g == 128)))
                 gl = Mux(g == 32, 5, Mux(g == 64, 6, 7))
-                m.d.sync += [asym.eq(flags[1]), gsize.eq(g),
-                             R.eq(Mux(g == 0, 1, (k + g - 1) >> gl)), total.eq(self.kt * self.nt)]
+                along = Mux(flags[0], n, k)
+                m.d.sync += [asym.eq(flags[1]), ic.eq(flags[0]), gsize.eq(g),
+                             gmask.eq(Mux(g == 0, 0, (g >> log2(l)) - 1)),
+                             R.eq(Mux(g == 0, 1, (along + g - 1) >> gl)), total.eq(self.kt * self.nt)]
                 with m.If(~good):
                     m.d.comb += [self.status.valid.eq(1), self.status.bad_fmt.eq(1)]
                     m.next = "IDLE"
@@ -340,11 +385,14 @@ class QuantTiles(wiring.Component):
                     m.next = "SIZE"
             with m.State("SIZE"):
                 cb = total * tcb
-                sb = self.nt * R * (2 * l * planes)
-                m.d.sync += [nbytes[CODES].eq(cb), nbytes[SCALES].eq(sb),
+                sb = Mux(ic, R * k * (2 * planes), self.nt * R * (2 * l * planes))
+                m.d.sync += [nbytes[CODES].eq(cb), nbytes[SCALES].eq(sb), segb[CODES].eq(cb), nseg[CODES].eq(1),
+                             segb[SCALES].eq(Mux(ic, k * (2 * planes), sb)), nseg[SCALES].eq(Mux(ic, self.nt, 1)),
                              addr[CODES].eq(self.base + formats.DESC_BYTES)]
                 if is_int:
-                    m.d.sync += nbytes[ZEROS].eq(Mux(asym, self.nt * R * l, 0))
+                    zb = Mux(ic, R * k, self.nt * R * l)
+                    m.d.sync += [nbytes[ZEROS].eq(Mux(asym, zb, 0)), segb[ZEROS].eq(Mux(ic, k, zb)),
+                                 nseg[ZEROS].eq(Mux(asym, Mux(ic, self.nt, 1), 0))]
                 m.next = "ADDR"
             with m.State("ADDR"):
                 a64 = (nbytes[CODES] + 63) & ~C(63, 40)
@@ -366,9 +414,7 @@ class QuantTiles(wiring.Component):
                 with m.Else():
                     m.d.comb += [self.status.ok.eq(1), load.eq(1)]
                     for s in streams:
-                        first = addr[s] >> lb
-                        last = (addr[s] + nbytes[s] - 1) >> lb
-                        m.d.sync += [nxt[s].eq(first), left[s].eq(Mux(nbytes[s] == 0, 0, last - first + 1)),
+                        m.d.sync += [left[s].eq(0), rseg[s].eq(0), raddr[s].eq(addr[s]), caddr[s].eq(addr[s]),
                                      cred[s].eq(FIFO_DEPTH[s])]
                     m.d.sync += [run.eq(total != 0), ti.eq(0), tj.eq(0), t.eq(0), pc.eq(0)]
                     m.next = "IDLE"

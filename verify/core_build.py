@@ -69,7 +69,8 @@ def weight_families(program) -> tuple[str, ...]:
 
 def quantized_refusal(program) -> str | None:
     """Why the RTL core cannot read a quantized matrix of `program` (None: it can): a family without a tile
-    fetcher (`dfx.hw.qfetch.CORE_FAMILIES`), per-input-channel groups, or a piece that starts mid-group. Read
+    fetcher (`dfx.hw.qfetch.CORE_FAMILIES`), per-input-channel groups on a k that is not a multiple of d, or a
+    piece that starts mid-group. Read
     from the regions' descriptors in the program's HBM images, naming the first such matrix."""
     for k, dev in enumerate(program.devices):
         for name, instrs in dev.streams.items():
@@ -83,7 +84,7 @@ def quantized_refusal(program) -> str | None:
                     fmt = region_format(desc)
                 except FormatError as e:
                     return f"device {k} {name} pc {pc}: {e}"
-                why = core_cannot_read(fmt, desc["phase"])
+                why = core_cannot_read(fmt, desc["phase"], desc["k"], program.config.d)
                 if why:
                     return f"device {k} {name} pc {pc}: weight format {fmt.name}: {why}"
     return None

@@ -59,13 +59,62 @@ def check_bitexact(core, program, res):
                         f"{where}")
 
 
-@pytest.mark.parametrize("weights", ["int4-oc-g128"])
-def test_quantized_generate_bitexact(model, weights):
-    """Prefill + greedy decode with quantized weights on the RTL: logits bit-exact to the functional simulator,
-    and the same tokens."""
+WEIGHTS = "int4-oc-g128"
+
+
+@pytest.fixture(scope="module")
+def program(model):
     from dfx.compiler import compile_model
-    program = compile_model(model, "tiny", weights=weights)
-    core = RtlCore(program)
-    assert core.wformats == (weights.split("-")[0],)
-    res = core.generate(PROMPT, NEW_TOKENS)
-    check_bitexact(core, program, res)
+    return compile_model(model, "tiny", weights=WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def core(program):
+    return RtlCore(program)                       # built with the program's families: int4
+
+
+def test_quantized_generate_bitexact(core, program):
+    """Prefill + greedy decode with int4-oc-g128 weights on the RTL: every decode's logits bit-exact to the
+    functional simulator."""
+    assert core.wformats == ("int4",)
+    check_bitexact(core, program, core.generate(PROMPT, NEW_TOKENS))
+
+
+def test_quantized_session_tokens_equal_sim(core, program, tmp_path, monkeypatch):
+    """The rtl backend (`run_session`, on the cocotbext-axi harness that shares the core's build) generates the
+    same tokens as the sim backend: the same text."""
+    from dfx.host.rtl_session import run_session
+    from dfx.host.session import Session
+    from dfx.program import save_program
+    monkeypatch.setenv("DFX_RTL_HARNESS", "axi")
+    path = tmp_path / "int4.dfx"
+    save_program(program, path)
+    res = run_session(path, PROMPT, NEW_TOKENS)
+    with Session(program, "sim") as s:
+        want = list(s.generate(PROMPT, NEW_TOKENS))
+    assert res["tokens"] == want
+
+
+def test_unbuilt_format_stops_with_illegal_opcode(core, program):
+    """A LINEAR of a format the core was not built with (int8 here) stops with STATUS.illegal_opcode at its PC;
+    an int4 LINEAR whose region descriptor does not match (k differs) too."""
+    cfg = program.config
+    lin8 = isa.Instr("LINEAR", dst=8, src=0, w=0, k=cfg.d, n=cfg.l, wfmt=1).encode()
+    w4 = next(i for i in program.devices[0].streams["decode"] if i.fields().get("wfmt") == 2).fields()
+    bad_k = isa.Instr("LINEAR", dst=8, src=0, w=w4["w"], k=w4["k"] + 1, n=w4["n"], wfmt=2).encode()
+    nop, halt = isa.Instr("NOP").encode(), isa.Instr("HALT").encode()
+    res = core.run_words({"int8": [nop, lin8, halt], "bad_k": [bad_k, halt]})
+    ill = regmap.STATUS_BITS["illegal_opcode"]
+    assert [(r["status"], r["error_pc"]) for r in res.runs] == [(ill, 1), (ill, 0)]
+
+
+def test_rtl_backend_refuses_what_the_core_cannot_read(model, tmp_path):
+    """Per-input-channel groups: one line from the host before any simulation starts."""
+    from dfx.compiler import compile_model
+    from dfx.errors import DeviceError
+    from dfx.host.rtl_session import run_session
+    from dfx.program import save_program
+    path = tmp_path / "ic.dfx"
+    save_program(compile_model(model, "tiny", weights="int4-ic-g32"), path)
+    with pytest.raises(DeviceError, match=r"rtl backend: device 0 .* int4-ic-g32: .*per-output-channel"):
+        run_session(path, PROMPT, 1)

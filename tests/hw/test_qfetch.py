@@ -118,6 +118,11 @@ CASES = [  # (config, format, k, n, base)
     (TINY, "bcq3-oc-g32", 40, 9, 64),
     pytest.param(TINY, "bcq1-oc", 16, 8, 0, marks=SLOW),
     pytest.param(WIDE, "bcq4-oc-g64", 72, 5, 192, marks=SLOW),
+    (TINY, "int4-ic-g32", 16, 70, 64),
+    pytest.param(TINY, "int8-ic-asym", 24, 9, 0, marks=SLOW),
+    (WIDE, "int3-ic-g32-asym", 32, 70, 320),
+    pytest.param(TINY, "fp8e4m3-ic-g64", 16, 140, 0, marks=SLOW),
+    pytest.param(TINY, "bcq2-ic-g32", 8, 72, 64, marks=SLOW),
 ]
 
 
@@ -144,18 +149,19 @@ def test_two_groups_per_tile():
 
 def test_descriptor_mismatch_is_bad_format():
     """A region whose descriptor does not match the instruction (here its wfmt: an int8 region read as int4)
-    reports bad_fmt (the engine's STATUS.illegal_opcode); a per-input-channel region too."""
+    reports bad_fmt (the engine's STATUS.illegal_opcode); per-input-channel groups on a k that is not a multiple
+    of d too."""
     fmt = formats.parse("int8-oc")
-    region = formats.pack_region(quant_weight(fmt, 16, 8, 0), TINY.d, TINY.l)
-    for name, reg in (("int4-oc", region),
-                      ("int4-ic-g32", formats.pack_region(quant_weight(formats.parse("int4-ic-g32"), 16, 8, 0),
-                                                          TINY.d, TINY.l))):
+    ic = formats.parse("int4-ic-g32")
+    cases = [("int4-oc", formats.pack_region(quant_weight(fmt, 16, 8, 0), TINY.d, TINY.l), 16),
+             ("int4-ic-g32", formats.pack_region(quant_weight(ic, 12, 8, 0), TINY.d, TINY.l), 12)]
+    for name, reg, k in cases:
         f = formats.parse(name)
-        dut = QuantTiles(TINY, f.family)
+        dut = QuantTiles(TINY, core_family(f))
         st = []
 
-        async def bench(ctx, dut=dut, reg=reg, f=f, st=st):
-            for sig, v in ((dut.base, 0), (dut.wfmt, f.wfmt), (dut.k, 16), (dut.n, 8), (dut.kt, 2), (dut.nt, 2)):
+        async def bench(ctx, dut=dut, reg=reg, f=f, st=st, k=k):
+            for sig, v in ((dut.base, 0), (dut.wfmt, f.wfmt), (dut.k, k), (dut.n, 8), (dut.kt, 2), (dut.nt, 2)):
                 ctx.set(sig, v)
             ctx.set(dut.req.ready, 1)
             ctx.set(dut.start, 1)
@@ -184,5 +190,6 @@ def test_families_and_refusals():
         family_formats(("bcq",))
     assert core_cannot_read(formats.parse("int4-oc-g128")) is None
     assert core_cannot_read(formats.parse("bcq3-oc-g128")) is None and core_family(formats.parse("bcq3-oc")) == "bcq3"
-    assert "per-input-channel" in core_cannot_read(formats.parse("int4-ic-g128"))
+    assert core_cannot_read(formats.parse("int4-ic-g128"), 0, 64, 8) is None
+    assert "per-input-channel" in core_cannot_read(formats.parse("int4-ic-g128"), 0, 60, 8)
     assert "phase" in core_cannot_read(formats.parse("int4-oc-g128"), 3)
