@@ -106,15 +106,3 @@ def test_unbuilt_format_stops_with_illegal_opcode(core, program):
     res = core.run_words({"int8": [nop, lin8, halt], "bad_k": [bad_k, halt]})
     ill = regmap.STATUS_BITS["illegal_opcode"]
     assert [(r["status"], r["error_pc"]) for r in res.runs] == [(ill, 1), (ill, 0)]
-
-
-def test_rtl_backend_refuses_what_the_core_cannot_read(model, tmp_path):
-    """Per-input-channel groups: one line from the host before any simulation starts."""
-    from dfx.compiler import compile_model
-    from dfx.errors import DeviceError
-    from dfx.host.rtl_session import run_session
-    from dfx.program import save_program
-    path = tmp_path / "ic.dfx"
-    save_program(compile_model(model, "tiny", weights="int4-ic-g32"), path)
-    with pytest.raises(DeviceError, match=r"rtl backend: device 0 .* int4-ic-g32: .*per-output-channel"):
-        run_session(path, PROMPT, 1)
