@@ -294,6 +294,10 @@ class QuantTiles(wiring.Component):
             zv, zdat, ztake = gb[ZEROS]
             izv, izdat, iztake = igb[ZEROS]
             blk_ok = blk_ok & (Mux(ic, izv, zv) | ~asym)
+        # a tile's last block is taken in the cycle the tile goes (`bypass`: its lanes read the gearbox's output),
+        # so a tile that starts a group costs no extra cycle
+        bypass = Signal()
+        m.d.comb += bypass.eq((pc + 1 == need) & blk_ok)
         with m.If(run & (pc < need) & blk_ok):
             m.d.sync += pc.eq(pc + 1)
             with m.If(ic):
@@ -310,7 +314,7 @@ class QuantTiles(wiring.Component):
                     m.d.sync += hz[pc].eq(Mux(asym, zdat, 0))
 
         cv, cdat, ctake = gb[CODES]
-        tvalid = run & (pc == need) & cv
+        tvalid = run & ((pc == need) | bypass) & cv
         tready = self.dq[0].i.ready
         fire = tvalid & tready
         m.d.comb += ctake.eq(fire)
@@ -323,6 +327,19 @@ class QuantTiles(wiring.Component):
             with m.If(t + 1 == total):
                 m.d.sync += run.eq(0)
         half = 1 << (bits - 1)
+        # the blocks the tile's lanes read: held, or the one being taken now (bypass)
+        hsl, hzl = Array(), Array()
+        for bi in range(nb):
+            live = bypass & (pc == bi)
+            hsl.append(Signal(16 * l * planes, name=f"scale_blk{bi}"))
+            m.d.comb += hsl[bi].eq(Mux(live, sdat, hs[bi]))
+            if is_int:
+                hzl.append(Signal(8 * l, name=f"zero_blk{bi}"))
+                m.d.comb += hzl[bi].eq(Mux(live, zdat, hz[bi]))
+        hisr, hizr = Signal(16 * d * planes), Signal(8 * d)
+        m.d.comb += hisr.eq(Mux(bypass, isdat, his))
+        if is_int:
+            m.d.comb += hizr.eq(Mux(bypass, izdat, hiz))
         for c in range(l):
             col_ok = (tj << log2(l)) + c < self.n
             for r in range(d):
@@ -333,18 +350,19 @@ class QuantTiles(wiring.Component):
                 b = C(0, 1)
                 for g in small_g:
                     b = Mux(gsize == g, r // g, b)
+                hsb, hzb = hsl[b], (hzl[b] if is_int else None)
                 pay = u.i.payload
                 m.d.comb += [u.i.valid.eq(tvalid), u.o.ready.eq(self.tile.ready)]
                 if is_bcq:     # plane q's bit at q*d*l + e; alphas: oc (q, lane c) of a block, ic (row r, q)
                     m.d.comb += pay.code.eq(Mux(ok, Cat(*[cdat[q * d * l + e] for q in range(planes)]), 0))
                     for q in range(planes):
                         a, ia = 16 * (q * l + c), 16 * (r * planes + q)
-                        m.d.comb += pay.scale[q].eq(Mux(ok, Mux(ic, his[ia:ia + 16], hs[b][a:a + 16]), 0))
+                        m.d.comb += pay.scale[q].eq(Mux(ok, Mux(ic, hisr[ia:ia + 16], hsb[a:a + 16]), 0))
                     continue
                 code = cdat[bits * e:bits * e + bits]
-                m.d.comb += pay.scale.eq(Mux(ok, Mux(ic, his[16 * r:16 * r + 16], hs[b][16 * c:16 * c + 16]), 0))
+                m.d.comb += pay.scale.eq(Mux(ok, Mux(ic, hisr[16 * r:16 * r + 16], hsb[16 * c:16 * c + 16]), 0))
                 if is_int:
-                    zp = Mux(ic, hiz[8 * r:8 * r + 8], hz[b][8 * c:8 * c + 8])
+                    zp = Mux(ic, hizr[8 * r:8 * r + 8], hzb[8 * c:8 * c + 8])
                     m.d.comb += [pay.code.eq(Mux(ok, Mux(asym, code, code ^ half), 0)),
                                  pay.zero.eq(Mux(ok, Mux(asym, zp, half), 0))]
                 else:

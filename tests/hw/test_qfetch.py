@@ -40,8 +40,9 @@ def quant_weight(fmt, k, n, seed):
     return formats.QuantWeight(fmt, codes, scales, zeros).check()
 
 
-def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3):
-    """(tiles the fetcher produced, tiles expected, status) for one instruction on a region at HBM byte `base`."""
+def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None):
+    """(tiles the fetcher produced, tiles expected, status) for one instruction on a region at HBM byte `base`;
+    `times` (a list) gets the cycle of each tile."""
     fmt = formats.parse(name)
     qw = quant_weight(fmt, k, n, seed)
     region = formats.pack_region(qw, cfg.d, cfg.l)
@@ -52,6 +53,7 @@ def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3):
     hbm[base:base + len(region)] = region
     dut = QuantTiles(cfg, core_family(fmt))
     rng = random.Random(seed)
+    times = [] if times is None else times
     reqs, tiles, status = [], [], []
 
     async def driver(ctx):
@@ -85,11 +87,14 @@ def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3):
             ctx.set(dut.beat.valid, 0)
 
     async def sink(ctx):
+        cycle = 0
         while len(tiles) < kt * nt:
             ctx.set(dut.tile.ready, int(rng.random() >= stall))
             _, _, v, r, p = await ctx.tick().sample(dut.tile.valid, dut.tile.ready, dut.tile.payload)
+            cycle += 1
             if v and r:
                 tiles.append(p)
+                times.append(cycle)
 
     sim = Simulator(dut)
     sim.add_clock(5e-9)
@@ -138,6 +143,17 @@ def test_tiles_match_simulator(cfg, name, k, n, base):
     assert got.shape == want.shape, (got.shape, want.shape)
     bad = np.argwhere(got != want)
     assert not bad.size, [(int(t), int(e), hex(got[t, e]), hex(want[t, e])) for t, e in bad[:5]]
+
+
+@pytest.mark.parametrize("name,cycles", [("int4-oc-g32", 64), ("int4-ic-g32", 67)])
+def test_one_tile_per_cycle(name, cycles):
+    """Without stalls (a beat a cycle from memory), the fetcher hands over one tile per cycle: 64 tiles of a
+    128 x 16 matrix in 64 cycles from the first to the last, a group starting every 4 tiles (oc) included; per
+    input channel, one cycle more per column block (the scale stream's segment switch: 3 of 4 blocks)."""
+    times = []
+    got, want, status = run_fetch(TINY, name, 128, 16, 0, stall=0.0, times=times)
+    assert np.array_equal(got, want)
+    assert times[-1] - times[0] + 1 == cycles, times
 
 
 @pytest.mark.slow
