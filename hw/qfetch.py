@@ -222,15 +222,21 @@ class QuantTiles(wiring.Component):
             m.d.comb += fifos[s].w_data.eq(self.beat.payload)
 
         # ---------------------------------------------------------------- request generator
+        # a request is chosen into a register (`rq`), which holds it until every channel has taken it: the AR
+        # payload stays put while valid. Its tag is pushed and its credits spent when it is chosen.
         b4k = 4096 // cfg.channel_beat_bytes
-        m.d.comb += tags.w_data.eq(Cat(C(0, 2), self.req.payload.len))
+        rq_valid = Signal()
+        rq = Signal(req_layout())
+        m.d.comb += [self.req.valid.eq(rq_valid), self.req.payload.eq(rq)]
+        with m.If(rq_valid & self.req.ready):
+            m.d.sync += rq_valid.eq(0)
+        free = (~rq_valid | self.req.ready) & tags.w_rdy
+        spent = {s: Signal(9, name=f"spent{s}") for s in streams}
         dreq = Signal()                                        # the descriptor read is due
         with m.If(dreq):
-            m.d.comb += [self.req.valid.eq(tags.w_rdy), self.req.payload.beat.eq(self.base >> lb),
-                         self.req.payload.len.eq(1), tags.w_data.eq(Cat(C(DESC, 2), C(1, 9)))]
-            with m.If(self.req.ready):
-                m.d.comb += tags.w_en.eq(1)
-                m.d.sync += dreq.eq(0)
+            with m.If(free):
+                m.d.comb += [tags.w_en.eq(1), tags.w_data.eq(Cat(C(DESC, 2), C(1, 9)))]
+                m.d.sync += [rq.beat.eq(self.base >> lb), rq.len.eq(1), rq_valid.eq(1), dreq.eq(0)]
         with m.Elif(run):
             for s in streams:                                  # load the next segment of a stream
                 with m.If((left[s] == 0) & (rseg[s] != nseg[s])):
@@ -244,18 +250,15 @@ class QuantTiles(wiring.Component):
                 want = _min(left[s], to4k, C(FIFO_DEPTH[s] // 2, 8))
                 blen = _min(left[s], to4k, cred[s], C(256, 9))
                 ok = (left[s] != 0) & (cred[s] >= want)
-                with m.If(ok & ~chosen):
-                    m.d.comb += [self.req.valid.eq(tags.w_rdy), self.req.payload.beat.eq(nxt[s]),
-                                 self.req.payload.len.eq(blen), tags.w_data.eq(Cat(C(s, 2), blen[:9]))]
-                    with m.If(self.req.ready & tags.w_rdy):
-                        m.d.comb += tags.w_en.eq(1)
-                        m.d.sync += [left[s].eq(left[s] - blen), nxt[s].eq(nxt[s] + blen)]
+                with m.If(ok & ~chosen & free):
+                    m.d.comb += [tags.w_en.eq(1), tags.w_data.eq(Cat(C(s, 2), blen[:9])), spent[s].eq(blen)]
+                    m.d.sync += [rq.beat.eq(nxt[s]), rq.len.eq(blen), rq_valid.eq(1),
+                                 left[s].eq(left[s] - blen), nxt[s].eq(nxt[s] + blen)]
                 chosen = chosen | ok
         for s in streams:                                      # credits: requested beats, back when popped
-            spent = Mux(self.req.valid & self.req.ready & (tags.w_data[:2] == s) & ~dreq, self.req.payload.len, 0)
             back = fifos[s].r_en & fifos[s].r_rdy
             with m.If(~load):
-                m.d.sync += cred[s].eq(cred[s] - spent + back)
+                m.d.sync += cred[s].eq(cred[s] - spent[s] + back)
 
         # ---------------------------------------------------------------- gearboxes
         ti, tj, t = Signal(30), Signal(30), Signal(60)

@@ -80,6 +80,19 @@ def test_quantized_generate_bitexact(core, program):
     check_bitexact(core, program, core.generate(PROMPT, NEW_TOKENS))
 
 
+def test_unbuilt_format_stops_with_illegal_opcode(core, program):
+    """A LINEAR of a format the core was not built with (int8 here) stops with STATUS.illegal_opcode at its PC;
+    an int4 LINEAR whose region descriptor does not match (k differs) too."""
+    cfg = program.config
+    lin8 = isa.Instr("LINEAR", dst=8, src=0, w=0, k=cfg.d, n=cfg.l, wfmt=1).encode()
+    w4 = next(i for i in program.devices[0].streams["decode"] if i.fields().get("wfmt") == 2).fields()
+    bad_k = isa.Instr("LINEAR", dst=8, src=0, w=w4["w"], k=w4["k"] + 1, n=w4["n"], wfmt=2).encode()
+    nop, halt = isa.Instr("NOP").encode(), isa.Instr("HALT").encode()
+    res = core.run_words({"int8": [nop, lin8, halt], "bad_k": [bad_k, halt]})
+    ill = regmap.STATUS_BITS["illegal_opcode"]
+    assert [(r["status"], r["error_pc"]) for r in res.runs] == [(ill, 1), (ill, 0)]
+
+
 def test_quantized_session_tokens_equal_sim(core, program, tmp_path, monkeypatch):
     """The rtl backend (`run_session`, on the cocotbext-axi harness that shares the core's build) generates the
     same tokens as the sim backend: the same text."""
@@ -93,16 +106,3 @@ def test_quantized_session_tokens_equal_sim(core, program, tmp_path, monkeypatch
     with Session(program, "sim") as s:
         want = list(s.generate(PROMPT, NEW_TOKENS))
     assert res["tokens"] == want
-
-
-def test_unbuilt_format_stops_with_illegal_opcode(core, program):
-    """A LINEAR of a format the core was not built with (int8 here) stops with STATUS.illegal_opcode at its PC;
-    an int4 LINEAR whose region descriptor does not match (k differs) too."""
-    cfg = program.config
-    lin8 = isa.Instr("LINEAR", dst=8, src=0, w=0, k=cfg.d, n=cfg.l, wfmt=1).encode()
-    w4 = next(i for i in program.devices[0].streams["decode"] if i.fields().get("wfmt") == 2).fields()
-    bad_k = isa.Instr("LINEAR", dst=8, src=0, w=w4["w"], k=w4["k"] + 1, n=w4["n"], wfmt=2).encode()
-    nop, halt = isa.Instr("NOP").encode(), isa.Instr("HALT").encode()
-    res = core.run_words({"int8": [nop, lin8, halt], "bad_k": [bad_k, halt]})
-    ill = regmap.STATUS_BITS["illegal_opcode"]
-    assert [(r["status"], r["error_pc"]) for r in res.runs] == [(ill, 1), (ill, 0)]
