@@ -65,12 +65,16 @@ def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None):
         while not status:
             await ctx.tick()
 
-    async def requests(ctx):
-        ctx.set(dut.req.ready, 1)
+    async def requests(ctx):            # AR: ready withheld at random; the request must hold still meanwhile
+        held = None
         while True:
-            _, _, valid, beat, length, st = await ctx.tick().sample(
-                dut.req.valid, dut.req.payload.beat, dut.req.payload.len, dut.status.as_value())
-            if valid:
+            ctx.set(dut.req.ready, int(rng.random() >= stall))
+            _, _, valid, ready, beat, length, st = await ctx.tick().sample(
+                dut.req.valid, dut.req.ready, dut.req.payload.beat, dut.req.payload.len, dut.status.as_value())
+            if valid and held is not None:
+                assert held == (beat, length), (held, beat, length)
+            held = (beat, length) if valid and not ready else None
+            if valid and ready:
                 reqs.extend(range(beat, beat + length))
             if st & 1:
                 status.append(st)
