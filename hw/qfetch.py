@@ -1,30 +1,34 @@
-"""The quantized weight path of the matrix engine: one `QuantTiles` per dequantiser family the core is built with
-reads a quantized matrix's HBM region (`dfx.formats.RegionLayout`) and hands the MPU the binary16 tiles the
-functional simulator multiplies with, bit for bit.
+"""The quantized weight path of the matrix engine: one `QuantTiles` per format family the core is built with
+(`CORE_FAMILIES`) reads a quantized matrix's HBM region (`dfx.formats.RegionLayout`) and hands the MPU the
+binary16 tiles the functional simulator multiplies with, bit for bit.
 
 Per instruction:
 
 1. **Descriptor.** One beat read at the region start; the 64-byte descriptor is checked against the instruction
-   and this build: magic, `wfmt`, `bits`, k and n equal to the instruction's, group axis oc (per output channel:
-   groups of rows), group 0 (whole column), 32, 64 or 128, phase 0. Anything else reports `bad_fmt` (the engine
-   stops with STATUS.illegal_opcode); a region past the end of HBM reports `bad_range` (STATUS.address_range).
-2. **Three linear byte streams** out of the region: codes (from byte 64, `tile_code_bytes` per tile, tiles in
-   the MPU's order), scale blocks (oc: `(nt, R, [Q,] l)`, read front to back) and, for `-asym`, zero-point blocks
-   (`(nt, R, l)`, uint8). Each has its own beat FIFO; the request generator issues INCR bursts (never across a
-   channel's 4 KiB page) for a stream only when its FIFO has room for the whole burst (credits), so the R data
-   of one stream never blocks another's (the AXI read data come back in request order; a tag FIFO routes each
-   beat to its stream).
-3. **Gearboxes** cut each stream into chunks (a tile's codes, a scale block, a zero block) at any offset: a chunk
-   may straddle two beats (INT3, or parts that start mid-beat at the `dfx` preset's 2 KiB beats).
-4. **Tile assembly**: per tile (i, j), the scale (and zero) blocks of the row groups its real rows start (one
-   block per G rows, held for the tiles of the group; two per tile when G < d), then d*l `Dequantizer`s
-   (hw/dequant.py) in lockstep turn the tile's codes into the binary16 tile: element e = lane*d + row at bits
-   [16e, 16e+16), as an FP16 tile beat. Rows >= k and columns >= n dequantise to +0 (the simulator pads with +0).
+   and this build: magic, `wfmt`, `bits`, k and n equal to the instruction's, group 0 (the whole axis), 32, 64 or
+   128, phase 0, zero points only for int, and for per-input-channel (ic) groups k a multiple of d. Anything else
+   reports `bad_fmt` (the engine stops with STATUS.illegal_opcode); a region past the end of HBM reports
+   `bad_range` (STATUS.address_range). The axis, group size and zero points are runtime choices.
+2. **Three byte streams** out of the region: codes (from byte 64, `tile_code_bytes` per tile, tiles in the MPU's
+   order), scale blocks and, for `-asym`, zero-point blocks (uint8). Per output channel (oc) the blocks
+   `(nt, R, [Q,] l)` are read front to back, one linear run; per input channel (ic) each column block j reads the
+   K scales of its column group (a segment), again for every block of the group. Each stream has its own beat
+   FIFO; the request generator issues INCR bursts (never across a channel's 4 KiB page) for a stream only when
+   its FIFO has room for the whole burst (credits), so the R data of one stream never blocks another's (the AXI
+   read data come back in request order; a tag FIFO routes each beat to its stream). A request is held in a
+   register until every channel has taken it.
+3. **Gearboxes** cut each stream into pieces (a tile's codes, a scale block, a zero block) at any offset: a piece
+   may straddle two beats (INT3, BCQ3, or parts that start mid-beat at the `dfx` preset's 2 KiB beats).
+4. **Tile assembly**: per tile (i, j), oc: the scale (and zero) blocks of the row groups its real rows start (one
+   block per G rows, held for the tiles of the group; two per tile when G < d); ic: one block of the tile's d
+   rows. The last block is taken in the cycle the tile goes. Then d*l `Dequantizer`s (hw/dequant.py) in lockstep
+   turn the tile's codes into the binary16 tile: element e = lane*d + row at bits [16e, 16e+16), as an FP16 tile
+   beat. Rows >= k and columns >= n dequantise to +0 (the simulator pads with +0).
 
 Symmetric int codes go through the asymmetric datapath: a two's complement b-bit code q is (q xor 2^(b-1)) -
 2^(b-1), so one int dequantiser serves both. Rate: one tile per cycle out of the dequantisers while codes keep
-up: an HBM beat holds `beat_bytes / tile_code_bytes` tiles of codes (INT4: 4, INT8: 2), so the weight stream
-needs a beat every 4 (INT4) or 2 (INT8) cycles, plus the scale blocks.
+up (ic: one cycle more per column block): an HBM beat holds `beat_bytes / tile_code_bytes` tiles of codes
+(INT4: 4, INT8: 2), so the weight stream needs a beat every 4 (INT4) or 2 (INT8) cycles, plus the scale blocks.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
