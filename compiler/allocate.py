@@ -248,8 +248,11 @@ def allocate(g: Graph, cfg: AccelConfig, max_seq: int | None = None, device: int
     tile_units = cfg.tile_bytes // unit
     top = 0
 
+    beat_units = max(cfg.beat_bytes // unit, 1)
+
     def hbm(name: str, nbytes: int):
         nonlocal top
+        top = -(-top // beat_units) * beat_units     # every matrix starts on a beat (the core's FP16 tile stream)
         plan.hbm.place(name, top, nbytes)
         top += nbytes // unit
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dfx.errors import DeviceError, DfxError
 from dfx.program import load_program
+from dfx.verify.core_build import quantized_refusal, weight_families
 from dfx.verify.session import run_host_job
 from dfx.verify.toolchain import missing_simulator
 
@@ -36,6 +37,9 @@ def run_session(program_path, prompt: list[int], max_new_tokens: int, sampling: 
     if prog.n_devices != 1:
         raise DeviceError(f"the rtl backend simulates one core; this program needs {prog.n_devices} (compile with "
                           "--devices 1)")
+    why = quantized_refusal(prog)
+    if why:
+        raise DeviceError(f"the rtl backend: {why}; recompile with --weights fp16 or a format it reads")
     why = missing_simulator(sim)
     if why:
         raise DeviceError(f"the rtl backend cannot run here: {why}")
@@ -43,7 +47,8 @@ def run_session(program_path, prompt: list[int], max_new_tokens: int, sampling: 
     with progress_relay(on_progress) as relay:
         res = run_host_job(prog.config, ENTRY, {"program": str(program_path), "prompt": list(prompt),
                                                 "max_new": max_new_tokens, "sampling": dict(sampling or {}),
-                                                "timeout": timeout, "progress": relay}, sim)
+                                                "timeout": timeout, "progress": relay}, sim,
+                           wformats=weight_families(prog))
     if res.get("error"):
         raise DeviceError(res["error"])
     res["wall_s"] = time.time() - t0

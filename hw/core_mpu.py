@@ -15,8 +15,12 @@ One MATRIX instruction (LINEAR, QK, SV, LMHEAD) runs as three concurrent process
 - **write-back**: each output beat (l results of block j) is written into VBUF at dst with a lane mask that
   keeps the columns < n.
 
-k = POS+1 with dyn_k, n = POS+1 with dyn_n. Checks before anything moves: weight format 0 (FP16) only
-(STATUS.illegal_opcode), the weights inside the HBM capacity and tile-aligned (STATUS.address_range). The
+k = POS+1 with dyn_k, n = POS+1 with dyn_n. Checks before anything moves: weight format 0 (FP16) or one of the
+quantized families the engine is built with (`wformats`; anything else: STATUS.illegal_opcode), FP16 weights
+inside the HBM capacity and tile-aligned (STATUS.address_range). A quantized instruction (wfmt != 0) goes to its
+family's tile fetcher (hw/qfetch.py): the AR generator issues the fetcher's reads instead of the tile stream, the
+joined R beats go to the fetcher, and its dequantised binary16 tiles feed the MPU's `w` in the FP16 tiles' order;
+the fetcher's descriptor check can still stop the instruction (STATUS.illegal_opcode, address_range). The
 controller drives it through the engine contract (hw/core_engine.py).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
@@ -34,6 +38,7 @@ from .core_engine import Engine
 from .decoder import format_layout
 from .dma import AXI_ADDR_BITS, BURST_INCR, axi4_signature, hbm_port_names, lane_mask, log2
 from .mpu import MPU, x_layout
+from .qfetch import QuantTiles, family_formats
 
 
 def check_core_config(owner, cfg: AccelConfig) -> None:
@@ -67,9 +72,17 @@ class MatrixEngine(Engine):
     SETUP_CYCLES = 3          # SETUP, SETUP2, CHECK: the first AR goes out in RUN
     FEED_CYCLES = 2           # an R beat through its channel FIFO (SyncFIFOBuffered) to the MPU's `w` input
 
-    def __init__(self, cfg: AccelConfig, **mpu_stages):
+    def __init__(self, cfg: AccelConfig, wformats: tuple[str, ...] = (), **mpu_stages):
+        """wformats: the quantized weight format families (`hw.qfetch.CORE_FAMILIES`) this core reads, one tile
+        fetcher with d*l dequantisers each; () builds the FP16-only engine."""
         check_core_config(self, cfg)
+        try:
+            self.wformats = family_formats(wformats)
+        except ValueError:
+            self._MustUse__silence = True
+            raise
         self.mpu = MPU(cfg, **mpu_stages)
+        self.qtiles = [QuantTiles(cfg, f) for f in self.wformats]
         members = {"pos": In(32), "scale": In(32),
                    "hbm_base": In(data.ArrayLayout(AXI_ADDR_BITS, cfg.hbm_channels))}
         for name in hbm_port_names(cfg):
@@ -105,8 +118,17 @@ class MatrixEngine(Engine):
         m.d.comb += to4k.eq(b4k - (ar_b & (b4k - 1)))
         burst = Signal(9)
         lin = Mux(ar_left < to4k, ar_left, to4k)
-        m.d.comb += burst.eq(Mux(rowmajor, 1, Mux(lin > 256, 256, lin)))
-        beat = Mux(rowmajor, beat0 + ar_t, ar_b)
+        qs = self.qtiles
+        qsel = Signal(max(len(qs), 1))              # the quantized fetcher of this instruction (one-hot)
+        qon = qsel.any()
+        qreq_valid, qreq_beat, qreq_len = Signal(), Signal(40), Signal(9)
+        for q, qt in enumerate(qs):
+            with m.If(qsel[q]):
+                m.d.comb += [qreq_valid.eq(qt.req.valid), qreq_beat.eq(qt.req.payload.beat),
+                             qreq_len.eq(qt.req.payload.len)]
+        m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor, 1, Mux(lin > 256, 256, lin))))
+        beat = Mux(qon, qreq_beat, Mux(rowmajor, beat0 + ar_t, ar_b))
+        ar_want = Mux(qon, qreq_valid, ar_go & (ar_left != 0))
         accepted = Signal(nch)
         hs_all = Signal()
         hs = []
@@ -114,11 +136,13 @@ class MatrixEngine(Engine):
             h = p.arvalid & p.arready
             hs.append(h)
             m.d.comb += [
-                p.arvalid.eq(ar_go & (ar_left != 0) & ~accepted[c]),
+                p.arvalid.eq(ar_want & ~accepted[c]),
                 p.araddr.eq(self.hbm_base[c] + (beat << log2(cb))),
                 p.arlen.eq(burst - 1), p.arsize.eq(log2(cb)), p.arburst.eq(BURST_INCR),
             ]
-        m.d.comb += hs_all.eq(ar_go & (ar_left != 0) & Cat(*[accepted[c] | hs[c] for c in range(nch)]).all())
+        m.d.comb += hs_all.eq(ar_want & Cat(*[accepted[c] | hs[c] for c in range(nch)]).all())
+        for q, qt in enumerate(qs):
+            m.d.comb += qt.req.ready.eq(qsel[q] & hs_all)
         with m.If(hs_all):
             m.d.sync += [accepted.eq(0), ar_left.eq(ar_left - burst), ar_b.eq(ar_b + burst)]
             with m.If(ar_i + 1 == kt):
@@ -139,9 +163,26 @@ class MatrixEngine(Engine):
             m.d.comb += [p.rready.eq(fifo.w_rdy), fifo.w_en.eq(p.rvalid), fifo.w_data.eq(p.rdata),
                          p.bready.eq(1)]
         tile_ok = Cat(*[fi.r_rdy for fi in fifos]).all()
-        m.d.comb += [mpu.w.valid.eq(tile_ok), mpu.w.payload.eq(Cat(*[fi.r_data for fi in fifos]))]
+        joined = Cat(*[fi.r_data for fi in fifos])
+        beat_ready = Signal()
+        m.d.comb += [mpu.w.valid.eq(tile_ok & ~qon), mpu.w.payload.eq(joined), beat_ready.eq(mpu.w.ready)]
         for fi in fifos:
-            m.d.comb += fi.r_en.eq(tile_ok & mpu.w.ready)
+            m.d.comb += fi.r_en.eq(tile_ok & beat_ready)
+
+        # ---- quantized weights (hw/qfetch.py): the joined beats go to the instruction's tile fetcher, whose
+        # dequantised binary16 tiles feed the MPU's `w` in place of the FP16 beats
+        qstart = Signal()
+        qstat_ok, qstat_fmt, qstat_range, qstat_valid = Signal(), Signal(), Signal(), Signal()
+        for q, qt in enumerate(qs):
+            m.submodules[f"qtiles_{qt.family}"] = qt
+            m.d.comb += [qt.start.eq(qstart & qsel[q]), qt.base.eq(wbyte), qt.wfmt.eq(wfmt), qt.k.eq(k),
+                         qt.n.eq(n), qt.kt.eq(kt), qt.nt.eq(nt),
+                         qt.beat.valid.eq(tile_ok & qsel[q]), qt.beat.payload.eq(joined)]
+            with m.If(qsel[q]):
+                m.d.comb += [beat_ready.eq(qt.beat.ready), mpu.w.valid.eq(qt.tile.valid),
+                             mpu.w.payload.eq(qt.tile.payload), qt.tile.ready.eq(mpu.w.ready),
+                             qstat_valid.eq(qt.status.valid), qstat_ok.eq(qt.status.ok),
+                             qstat_fmt.eq(qt.status.bad_fmt), qstat_range.eq(qt.status.bad_range)]
 
         # ---- operand collector
         xdepth = 4
@@ -222,9 +263,15 @@ class MatrixEngine(Engine):
                 m.d.sync += [total.eq(kt * nt), beat0.eq(wbyte >> log2(cfg.beat_bytes))]
                 m.next = "CHECK"
             with m.State("CHECK"):
-                illegal = wfmt != 0
-                bad = (wbyte & (cfg.beat_bytes - 1)).any() | (wbyte + total * cfg.tile_bytes > cfg.hbm_bytes)
-                with m.If(illegal | bad):
+                built = Cat(*[wfmt == c for qt in qs for c in qt.wfmt_codes], C(0, 1))
+                illegal = (wfmt != 0) & ~built.any()
+                bad = (wfmt == 0) & ((wbyte & (cfg.beat_bytes - 1)).any()
+                                     | (wbyte + total * cfg.tile_bytes > cfg.hbm_bytes))
+                with m.If((wfmt != 0) & ~illegal & (nt != 0)):
+                    for q, qt in enumerate(qs):
+                        m.d.sync += qsel[q].eq(Cat(*[wfmt == c for c in qt.wfmt_codes]).any())
+                    m.next = "QSTART"
+                with m.Elif(illegal | bad):
                     m.d.comb += [ctl.done.eq(1), ctl.err.illegal_opcode.eq(illegal),
                                  ctl.err.address_range.eq(~illegal)]
                     m.next = "IDLE"
@@ -236,9 +283,21 @@ class MatrixEngine(Engine):
                                  ar_j.eq(0), accepted.eq(0),
                                  x_go.eq(1), xi.eq(0), xj.eq(0), out_go.eq(1), jo.eq(0)]
                     m.next = "RUN"
+            with m.State("QSTART"):
+                m.d.comb += qstart.eq(1)
+                m.next = "QDESC"
+            with m.State("QDESC"):                    # the fetcher reads and checks the region's descriptor
+                with m.If(qstat_valid & ~qstat_ok):
+                    m.d.comb += [ctl.done.eq(1), ctl.err.illegal_opcode.eq(qstat_fmt),
+                                 ctl.err.address_range.eq(qstat_range)]
+                    m.d.sync += qsel.eq(0)
+                    m.next = "IDLE"
+                with m.Elif(qstat_valid):
+                    m.d.sync += [x_go.eq(1), xi.eq(0), xj.eq(0), out_go.eq(1), jo.eq(0)]
+                    m.next = "RUN"
             with m.State("RUN"):
                 with m.If(out_fire & (jo + 1 == nt)):
-                    m.d.sync += [ar_go.eq(0), x_go.eq(0), out_go.eq(0)]
+                    m.d.sync += [ar_go.eq(0), x_go.eq(0), out_go.eq(0), qsel.eq(0)]
                     m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
         return m

@@ -12,6 +12,9 @@ import re
 from pathlib import Path
 
 from dfx.config import AccelConfig
+from dfx import isa
+from dfx.formats import DESC_BYTES, WFMT_CODES, FormatError, WeightFormat, read_descriptor, region_format
+from dfx.hw.qfetch import CORE_FAMILIES, core_cannot_read, core_family
 from dfx.hw.top import ring_name, verilog
 
 from .toolchain import runner_build, simulator
@@ -21,7 +24,7 @@ BUILD = REPO / "build" / "rtl_core"
 TOP = "dfx_core"
 # the hw/ modules the core's Verilog is generated from (a change to any of them rebuilds it)
 RTL_SOURCES = frozenset({"top", "core", "dma", "fetch", "regs", "router", "buffers", "decoder", "fp", "sfu", "mpu",
-                         "vpu", "pipe", "scoreboard"})
+                         "vpu", "pipe", "scoreboard", "qfetch", "dequant"})
 PATCH_VERSION = 1                 # bump when `kick_comb_processes` changes: cached Icarus builds are redone
 _VERILOG_CACHE: dict = {}         # (config hash, devices, source hash) -> Verilog text, within one process
 
@@ -55,14 +58,47 @@ def kick_comb_processes(text: str) -> str:
     return "".join(out)
 
 
-def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices: int = 1, in_order: bool = False):
+def weight_families(program) -> tuple[str, ...]:
+    """The quantized weight format families (`dfx.formats.FAMILIES`) the matrix instructions of `program` use:
+    what a core built for it needs (`MatrixEngine(wformats=...)`)."""
+    by_code = {code: core_family(WeightFormat(kind, bits, None if kind == "fp16" else "oc"))
+               for (kind, bits), code in WFMT_CODES.items()}
+    used = {i.fields().get("wfmt") for dev in program.devices for instrs in dev.streams.values() for i in instrs}
+    return tuple(f for f in CORE_FAMILIES if f in {by_code[c] for c in used if c in by_code})
+
+
+def quantized_refusal(program) -> str | None:
+    """Why the RTL core cannot read a quantized matrix of `program` (None: it can): a family without a tile
+    fetcher (`dfx.hw.qfetch.CORE_FAMILIES`), per-input-channel groups on a k that is not a multiple of d, or a
+    piece that starts mid-group. Read
+    from the regions' descriptors in the program's HBM images, naming the first such matrix."""
+    for k, dev in enumerate(program.devices):
+        for name, instrs in dev.streams.items():
+            for pc, i in enumerate(instrs):
+                f = i.fields()
+                if not f.get("wfmt"):
+                    continue
+                at = f["w"] * isa.HBM_UNIT
+                try:
+                    desc = read_descriptor(bytes(dev.hbm[at:at + DESC_BYTES]))
+                    fmt = region_format(desc)
+                except FormatError as e:
+                    return f"device {k} {name} pc {pc}: {e}"
+                why = core_cannot_read(fmt, desc["phase"], desc["k"], program.config.d)
+                if why:
+                    return f"device {k} {name} pc {pc}: weight format {fmt.name}: {why}"
+    return None
+
+
+def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices: int = 1, in_order: bool = False,
+          wformats: tuple[str, ...] = ()):
     """Verilog of the top for `cfg` (`devices` > 1: that many cores in a ring; `in_order`: the controller
-    dispatching one instruction at a time), built for `sim` (cached: rebuilt only when a source changes).
-    Returns (runner, build_dir)."""
+    dispatching one instruction at a time; `wformats`: the quantized weight families the core reads), built for
+    `sim` (cached: rebuilt only when a source changes). Returns (runner, build_dir)."""
     sim = simulator(sim)
     top = top_name(devices)
     bdir = BUILD / (f"{cfg.name}_{cfg.config_hash}_{sim}" + ("" if devices == 1 else f"_ring{devices}")
-                    + ("_inorder" if in_order else ""))
+                    + ("_inorder" if in_order else "") + "".join(f"_{f}" for f in wformats))
     bdir.mkdir(parents=True, exist_ok=True)
     src = bdir / f"{top}.v"
     sources = source_hash()
@@ -71,9 +107,10 @@ def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices
     fresh = False
     if not stamp.exists() or stamp.read_text() != key or not src.exists():
         # generating the Verilog takes minutes: only when a source changed; recompile only if the text did
-        ck = (cfg.config_hash, devices, sources, in_order)
+        ck = (cfg.config_hash, devices, sources, in_order, tuple(wformats))
         if ck not in _VERILOG_CACHE:
-            _VERILOG_CACHE[ck] = verilog(cfg, devices, **({"in_order": True} if in_order else {}))
+            _VERILOG_CACHE[ck] = verilog(cfg, devices, **({"in_order": True} if in_order else {}),
+                                         **({"wformats": tuple(wformats)} if wformats else {}))
         text = _VERILOG_CACHE[ck]
         if sim == "icarus":
             text = kick_comb_processes(text)

@@ -129,34 +129,37 @@ class FastTop(wiring.Component):
         return m
 
 
-def _core_text(cfg: AccelConfig, devices: int) -> str:
-    """The core's Verilog (generated once per source hash and config, kept under build/rtl_fast/)."""
-    path = BUILD / f"core_{cfg.name}_{cfg.config_hash}_{devices}_{source_hash()}.v"
+def _core_text(cfg: AccelConfig, devices: int, wformats: tuple[str, ...] = ()) -> str:
+    """The core's Verilog (generated once per source hash, config and weight families, kept under build/rtl_fast/)."""
+    tag = "".join(f"_{f}" for f in wformats)
+    path = BUILD / f"core_{cfg.name}_{cfg.config_hash}_{devices}{tag}_{source_hash()}.v"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(core_verilog(cfg, devices))
+        path.write_text(core_verilog(cfg, devices, **({"wformats": tuple(wformats)} if wformats else {})))
     return path.read_text()
 
 
-def fast_verilog(cfg: AccelConfig, devices: int = 1, ddr_abits: int = DDR_ABITS, hbm_abits: int = HBM_ABITS) -> str:
+def fast_verilog(cfg: AccelConfig, devices: int = 1, ddr_abits: int = DDR_ABITS, hbm_abits: int = HBM_ABITS,
+                 wformats: tuple[str, ...] = ()) -> str:
     """The whole fast design as one Verilog text (top module `fast_name(devices)`)."""
     wrapper = back.convert(FastTop(cfg, devices, ddr_abits, hbm_abits), name=fast_name(devices), emit_src=False)
-    return _core_text(cfg, devices) + "\n" + wrapper + "\n" + RAM_VERILOG
+    return _core_text(cfg, devices, wformats) + "\n" + wrapper + "\n" + RAM_VERILOG
 
 
 def build_fast(cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_abits: int = DDR_ABITS,
-               hbm_abits: int = HBM_ABITS, waves: bool = False) -> tuple:
-    """Build the fast design for `sim` (cached). Returns (runner, build_dir, top)."""
+               hbm_abits: int = HBM_ABITS, waves: bool = False, wformats: tuple[str, ...] = ()) -> tuple:
+    """Build the fast design for `sim` (cached; `wformats`: the core's quantized weight families). Returns
+    (runner, build_dir, top)."""
     sim = simulator(sim)
     top = fast_name(devices)
-    key = f"{cfg.name}_{cfg.config_hash}_{sim}_n{devices}_a{ddr_abits}_{hbm_abits}"
+    key = f"{cfg.name}_{cfg.config_hash}_{sim}_n{devices}_a{ddr_abits}_{hbm_abits}" + "".join(f"_{f}" for f in wformats)
     bdir = BUILD / key
     bdir.mkdir(parents=True, exist_ok=True)
     stamp, src = bdir / "stamp.txt", bdir / f"{top}.v"
     want = f"sources={source_hash()} fast={_own_hash()} waves={waves}"
     fresh = False
     if not stamp.exists() or stamp.read_text() != want or not src.exists():
-        text = fast_verilog(cfg, devices, ddr_abits, hbm_abits)
+        text = fast_verilog(cfg, devices, ddr_abits, hbm_abits, wformats)
         text = kick_comb_processes(text) if sim == "icarus" else text
         fresh = not src.exists() or src.read_text() != text      # recompile only when the text changed
         if fresh:

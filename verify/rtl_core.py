@@ -35,7 +35,7 @@ from dfx import isa
 from dfx.program import Program, stripe
 from dfx.sim.functional import Device
 
-from .core_build import build, top_name
+from .core_build import build, top_name, weight_families
 from .core_tb import JOB_ENV
 from .toolchain import log_text, missing_simulator, run_module, sim_env, simulator
 
@@ -83,7 +83,8 @@ class RtlCore:
             raise RuntimeError(why)
         self.n = program.n_devices
         self.devs = list(range(self.n)) if self.n > 1 else [device]
-        self.runner, self.bdir = build(self.cfg, self.sim, waves, self.n, in_order=in_order)
+        self.wformats = weight_families(program)           # a core built for the program's weight formats
+        self.runner, self.bdir = build(self.cfg, self.sim, waves, self.n, in_order=in_order, wformats=self.wformats)
 
     # ---------------------------------------------------------------- jobs
     def _images(self, extra_streams: dict | None = None):

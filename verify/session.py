@@ -31,17 +31,18 @@ from .toolchain import log_text, run_module, sim_env
 HOST_JOB_ENV = "DFX_HOST_JOB"      # the job file of `dfx_host_job`
 
 
-def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = None, fast: bool | None = None) -> dict:
+def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = None, fast: bool | None = None,
+                 wformats: tuple[str, ...] = ()) -> dict:
     """Call `entry` ("module:function", called as function(cores, args) with one `BlockingCore`) inside a
     simulation of one core built for `cfg`; returns its result. The memories start empty: the host code
     uploads what it needs. DeviceError (one line) when the simulation ends without a result. `fast` (default:
     unless $DFX_RTL_HARNESS is `axi`): the memories are models inside the design (`dfx.verify.fast_bridge`),
-    else cocotbext-axi `AxiRam`s."""
+    else cocotbext-axi `AxiRam`s. `wformats`: the quantized weight families the core is built with."""
     if fast is None:
         fast = os.environ.get("DFX_RTL_HARNESS", "fast") != "axi"
     if fast:
-        return _run_fast_host_job(cfg, entry, args, sim)
-    runner, bdir = build(cfg, sim)
+        return _run_fast_host_job(cfg, entry, args, sim, wformats)
+    runner, bdir = build(cfg, sim, wformats=wformats)
     jobdir = bdir / "host_job"
     jobdir.mkdir(exist_ok=True)
     for c in range(cfg.hbm_channels):                   # no images: the host code uploads them itself
@@ -61,8 +62,8 @@ def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = Non
     return json.loads(out.read_text())
 
 
-def _run_fast_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None) -> dict:
-    runner, bdir, top = build_fast(cfg, sim)
+def _run_fast_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None, wformats=()) -> dict:
+    runner, bdir, top = build_fast(cfg, sim, wformats=wformats)
     jobdir = bdir / "host_job"
     jobdir.mkdir(exist_ok=True)
     spec, out, log = jobdir / "job.json", jobdir / "result.json", jobdir / "test.log"

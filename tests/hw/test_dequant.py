@@ -86,3 +86,11 @@ def test_dequantizer_latency_and_refusals():
         Dequantizer("int5-oc")
     with pytest.raises(ValueError, match="add_stages must be an integer 0..3, not 7"):
         Dequantizer("bcq2-oc", add_stages=7)
+
+
+def test_latencies_as_documented():
+    """The dequantiser latencies docs/rtl_core.md ("Quantized weights") quotes, per family at default stages."""
+    from dfx.hw.qfetch import CORE_FAMILIES
+    lat = {fam: built_only(Dequantizer(f)).latency for fam, f in CORE_FAMILIES.items()}
+    assert lat == {"int8": 3, "int4": 3, "int3": 3, "fp8e4m3": 4, "fp8e5m2": 4, "bcq1": 3, "bcq2": 5, "bcq3": 7,
+                   "bcq4": 9}

@@ -1,0 +1,215 @@
+"""The quantized tile fetcher (`hw/qfetch.py`) in amaranth.sim against the functional simulator's view of a
+quantized region: a region packed by `dfx.formats.pack_region` sits in a modelled HBM, the fetcher's beat reads
+are served in request order (with stalls), and every binary16 tile it hands the MPU equals the tile the
+simulator multiplies with (`dfx.formats.dequant`, tiled as `dfx.program.tile_matrix`), bit for bit. Shapes cover
+ragged k and n (padding rows and columns), groups of 32..128 rows and whole columns, asymmetric zero points, a
+4 KiB page crossing and parts that start mid-beat (a 256-byte beat), and d = 64 with two row groups per tile."""
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from dfx import formats, numerics
+from dfx.config import PRESETS, AccelConfig
+from dfx.hw.qfetch import QuantTiles, core_cannot_read, core_family, family_formats
+from dfx.program import tile_matrix
+
+TINY = PRESETS["tiny"]
+WIDE = AccelConfig(name="wide", d=8, l=4, vpu_width=8, hbm_channels=16, hbm_width=128)       # 256-byte beats
+DEEP = AccelConfig(name="deep", d=64, l=1, vpu_width=64, hbm_channels=2, hbm_width=512)      # G = 32 < d
+
+
+def quant_weight(fmt, k, n, seed):
+    """A random (k, n) QuantWeight of `fmt` with legal codes, scales (some negative) and zero points."""
+    rng = np.random.default_rng(seed)
+    ss = fmt.scale_shape(k, n)
+    scales = (rng.standard_normal(ss) * 0.02).astype(np.float16)
+    zeros = None
+    if fmt.kind == "int":
+        lo, hi = (0, (1 << fmt.bits) - 1) if fmt.asym else (-(1 << (fmt.bits - 1)), (1 << (fmt.bits - 1)) - 1)
+        codes = rng.integers(lo, hi + 1, (k, n)).astype(np.uint8 if fmt.asym else np.int8)
+        if fmt.asym:
+            zeros = rng.integers(0, hi + 1, ss).astype(np.uint8)
+    elif fmt.kind == "bcq":
+        codes = rng.integers(0, 2, (fmt.bits, k, n)).astype(np.uint8)
+        scales = (rng.standard_normal((fmt.bits, *ss)) * 0.02).astype(np.float16)
+    else:
+        ok = np.flatnonzero(~np.isnan(formats.FP8_TABLES[fmt.kind]))
+        codes = rng.choice(ok, (k, n)).astype(np.uint8)
+    return formats.QuantWeight(fmt, codes, scales, zeros).check()
+
+
+def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None):
+    """(tiles the fetcher produced, tiles expected, status) for one instruction on a region at HBM byte `base`;
+    `times` (a list) gets the cycle of each tile."""
+    fmt = formats.parse(name)
+    qw = quant_weight(fmt, k, n, seed)
+    region = formats.pack_region(qw, cfg.d, cfg.l)
+    d, l, B = cfg.d, cfg.l, cfg.beat_bytes
+    kt, nt = -(-k // d), -(-n // l)
+    want = tile_matrix(numerics.daz16(qw.dequant()), d, l).view(np.uint16).reshape(kt * nt, d * l)
+    hbm = bytearray(base + len(region) + 2 * B)
+    hbm[base:base + len(region)] = region
+    dut = QuantTiles(cfg, core_family(fmt))
+    rng = random.Random(seed)
+    times = [] if times is None else times
+    reqs, tiles, status = [], [], []
+
+    async def driver(ctx):
+        for sig, v in ((dut.base, base), (dut.wfmt, fmt.wfmt), (dut.k, k), (dut.n, n), (dut.kt, kt), (dut.nt, nt)):
+            ctx.set(sig, v)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        while not status:
+            await ctx.tick()
+
+    async def requests(ctx):            # AR: ready withheld at random; the request must hold still meanwhile
+        held = None
+        while True:
+            ctx.set(dut.req.ready, int(rng.random() >= stall))
+            _, _, valid, ready, beat, length, st = await ctx.tick().sample(
+                dut.req.valid, dut.req.ready, dut.req.payload.beat, dut.req.payload.len, dut.status.as_value())
+            if valid and held is not None:
+                assert held == (beat, length), (held, beat, length)
+            held = (beat, length) if valid and not ready else None
+            if valid and ready:
+                reqs.extend(range(beat, beat + length))
+            if st & 1:
+                status.append(st)
+
+    async def memory(ctx):
+        while True:
+            if not reqs or rng.random() < stall:
+                await ctx.tick()
+                continue
+            b = reqs.pop(0)
+            ctx.set(dut.beat.payload, int.from_bytes(hbm[b * B:(b + 1) * B], "little"))
+            ctx.set(dut.beat.valid, 1)
+            await ctx.tick().until(dut.beat.ready)
+            ctx.set(dut.beat.valid, 0)
+
+    async def sink(ctx):
+        cycle = 0
+        while len(tiles) < kt * nt:
+            ctx.set(dut.tile.ready, int(rng.random() >= stall))
+            _, _, v, r, p = await ctx.tick().sample(dut.tile.valid, dut.tile.ready, dut.tile.payload)
+            cycle += 1
+            if v and r:
+                tiles.append(p)
+                times.append(cycle)
+
+    sim = Simulator(dut)
+    sim.add_clock(5e-9)
+    sim.add_testbench(driver)
+    sim.add_process(requests)
+    sim.add_process(memory)
+    sim.add_testbench(sink)
+    sim.run_until(5e-9 * (400 + 40 * kt * nt + 4 * len(region) // B * 8))
+    got = np.array([[(t >> (16 * e)) & 0xFFFF for e in range(d * l)] for t in tiles], np.uint16)
+    return got, want, status
+
+
+SLOW = pytest.mark.slow          # about 20 s each in amaranth.sim: four in the default run, the rest slow
+CASES = [  # (config, format, k, n, base)
+    (TINY, "int4-oc-g128", 32, 24, 128),
+    pytest.param(TINY, "int4-oc-g32", 44, 10, 64, marks=SLOW),
+    pytest.param(TINY, "int8-oc", 20, 9, 0, marks=SLOW),
+    (TINY, "int4-oc-g64-asym", 72, 6, 192),
+    pytest.param(TINY, "int8-oc-g32-asym", 36, 8, 64, marks=SLOW),
+    pytest.param(TINY, "int3-oc-g32", 40, 11, 64, marks=SLOW),
+    pytest.param(TINY, "int3-oc-asym", 16, 8, 0, marks=SLOW),
+    (TINY, "fp8e4m3", 24, 12, 64),
+    pytest.param(TINY, "fp8e5m2-oc-g32", 40, 8, 0, marks=SLOW),
+    pytest.param(WIDE, "int4-oc-g32", 40, 14, 4096 - 128, marks=SLOW),
+    (WIDE, "int3-oc-g64-asym", 70, 7, 320),
+    (TINY, "bcq3-oc-g32", 40, 9, 64),
+    pytest.param(TINY, "bcq1-oc", 16, 8, 0, marks=SLOW),
+    pytest.param(WIDE, "bcq4-oc-g64", 72, 5, 192, marks=SLOW),
+    (TINY, "int4-ic-g32", 16, 70, 64),
+    pytest.param(TINY, "int8-ic-asym", 24, 9, 0, marks=SLOW),
+    (WIDE, "int3-ic-g32-asym", 32, 70, 320),
+    pytest.param(TINY, "fp8e4m3-ic-g64", 16, 140, 0, marks=SLOW),
+    pytest.param(TINY, "bcq2-ic-g32", 8, 72, 64, marks=SLOW),
+]
+
+
+def _vals(c):
+    return tuple(c.values) if hasattr(c, "values") else c
+
+
+@pytest.mark.parametrize("cfg,name,k,n,base", CASES,
+                         ids=[f"{_vals(c)[0].name}-{_vals(c)[1]}-{_vals(c)[2]}x{_vals(c)[3]}" for c in CASES])
+def test_tiles_match_simulator(cfg, name, k, n, base):
+    got, want, status = run_fetch(cfg, name, k, n, base, seed=k * 131 + n)
+    assert status == [0b11], status                    # valid + ok
+    assert got.shape == want.shape, (got.shape, want.shape)
+    bad = np.argwhere(got != want)
+    assert not bad.size, [(int(t), int(e), hex(got[t, e]), hex(want[t, e])) for t, e in bad[:5]]
+
+
+@pytest.mark.parametrize("name,cycles", [("int4-oc-g32", 64), ("int4-ic-g32", 67)])
+def test_one_tile_per_cycle(name, cycles):
+    """Without stalls (a beat a cycle from memory), the fetcher hands over one tile per cycle: 64 tiles of a
+    128 x 16 matrix in 64 cycles from the first to the last, a group starting every 4 tiles (oc) included; per
+    input channel, one cycle more per column block (the scale stream's segment switch: 3 of 4 blocks)."""
+    times = []
+    got, want, status = run_fetch(TINY, name, 128, 16, 0, stall=0.0, times=times)
+    assert np.array_equal(got, want)
+    assert times[-1] - times[0] + 1 == cycles, times
+
+
+@pytest.mark.slow
+def test_two_groups_per_tile():
+    """d = 64 with 32-row groups: each tile takes two scale blocks (and zero blocks)."""
+    got, want, status = run_fetch(DEEP, "int4-oc-g32-asym", 100, 3, 64, stall=0.1)
+    assert status == [0b11] and np.array_equal(got, want)
+
+
+def test_descriptor_mismatch_is_bad_format():
+    """A region whose descriptor does not match the instruction (here its wfmt: an int8 region read as int4)
+    reports bad_fmt (the engine's STATUS.illegal_opcode); per-input-channel groups on a k that is not a multiple
+    of d too."""
+    fmt = formats.parse("int8-oc")
+    ic = formats.parse("int4-ic-g32")
+    cases = [("int4-oc", formats.pack_region(quant_weight(fmt, 16, 8, 0), TINY.d, TINY.l), 16),
+             ("int4-ic-g32", formats.pack_region(quant_weight(ic, 12, 8, 0), TINY.d, TINY.l), 12)]
+    for name, reg, k in cases:
+        f = formats.parse(name)
+        dut = QuantTiles(TINY, core_family(f))
+        st = []
+
+        async def bench(ctx, dut=dut, reg=reg, f=f, st=st, k=k):
+            for sig, v in ((dut.base, 0), (dut.wfmt, f.wfmt), (dut.k, k), (dut.n, 8), (dut.kt, 2), (dut.nt, 2)):
+                ctx.set(sig, v)
+            ctx.set(dut.req.ready, 1)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            await ctx.tick().until(dut.req.valid)
+            ctx.set(dut.beat.payload, int.from_bytes(reg[:64], "little"))
+            ctx.set(dut.beat.valid, 1)
+            await ctx.tick().until(dut.beat.ready)
+            ctx.set(dut.beat.valid, 0)
+            for _ in range(8):
+                await ctx.tick()
+                if ctx.get(dut.status.valid):
+                    st.append(ctx.get(dut.status.as_value()))
+
+        sim = Simulator(dut)
+        sim.add_clock(5e-9)
+        sim.add_testbench(bench)
+        sim.run()
+        assert st == [0b101], (name, st)                   # valid + bad_fmt
+
+
+def test_families_and_refusals():
+    assert family_formats(("fp16", "int4", "int8")) == ("int4", "int8")
+    with pytest.raises(ValueError, match="bcq.*no tile fetcher"):
+        family_formats(("bcq",))
+    assert core_cannot_read(formats.parse("int4-oc-g128")) is None
+    assert core_cannot_read(formats.parse("bcq3-oc-g128")) is None and core_family(formats.parse("bcq3-oc")) == "bcq3"
+    assert core_cannot_read(formats.parse("int4-ic-g128"), 0, 64, 8) is None
+    assert "per-input-channel" in core_cannot_read(formats.parse("int4-ic-g128"), 0, 60, 8)
+    assert "phase" in core_cannot_read(formats.parse("int4-oc-g128"), 3)
