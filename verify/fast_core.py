@@ -4,7 +4,8 @@ design (`dfx.verify.fast_top`), in one simulator process per `FastCore.run` call
     fc = FastCore(cfg, sim="verilator", devices=1)            # builds (cached) build/rtl_fast/...
     job = FastCore.job_for(program, steps=[("prefill", tok, 0), ("decode", tok, 1)], logits=True)
     [res] = fc.run([job])
-    res["runs"][i]: {"stream", "token", "pos", "status", "error_pc", "cycles", "devices": [...]}
+    res["runs"][i]: {"stream", "token", "pos", "status", "error_pc", "cycles", "busy": {unit: cycles},
+                     "devices": [...]}
     res["logits"]: float16 arrays after each decode step (with logits=True), res["vbuf"], res["sregs"],
     res["mem"]: {memory name: bytes}, res["mem_error"], res["sim_cycles"], res["wall_s"]
 
@@ -55,17 +56,19 @@ class FastJob:
 
 
 class FastCore:
-    """One build of the fast design for `cfg` (a ring of `devices` cores when > 1); `run` runs jobs on it."""
+    """One build of the fast design for `cfg` (a ring of `devices` cores when > 1; `in_order`: the core
+    dispatching one instruction at a time); `run` runs jobs on it."""
 
     def __init__(self, cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_abits: int = DDR_ABITS,
-                 hbm_abits: int = HBM_ABITS, workdir: str | Path | None = None):
+                 hbm_abits: int = HBM_ABITS, workdir: str | Path | None = None, in_order: bool = False):
         self.cfg, self.devices, self.sim = cfg, devices, simulator(sim)
         why = missing_simulator(self.sim)
         if why:
             raise RuntimeError(why)
         self.ddr_abits, self.hbm_abits = ddr_abits, hbm_abits
         self.word_bytes = {"ddr": ddr_data_bits(cfg) // 8, "hbm": cfg.hbm_width // 8}
-        self.runner, self.bdir, self.top = build_fast(cfg, self.sim, devices, ddr_abits, hbm_abits)
+        self.runner, self.bdir, self.top = build_fast(cfg, self.sim, devices, ddr_abits, hbm_abits,
+                                                      in_order=in_order)
         self.workdir = Path(workdir) if workdir else self.bdir / "jobs"
         self.names = mem_names(cfg, devices)
 
