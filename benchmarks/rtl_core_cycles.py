@@ -109,9 +109,9 @@ def main(argv=None):
     io = rows.get("in-order")
     ref = io or BASELINE
     lines = [f"`.venv/bin/python benchmarks/rtl_core_cycles.py --new {a.new} --latency {a.latency}` ({a.sim}, fast "
-             f"harness, memory read latency {a.latency} cycles): the embedded default model at the `tiny` config, prompt `def ` + {a.new} greedy tokens ({len(prompt) - 1} prefill + {a.new} "
-             "decode runs per core); every core measured gives the golden tokens and decode logits bit-exact to the "
-             "functional simulator.",
+             f"harness, memory read latency {a.latency} cycles): the embedded default model at the `tiny` config, "
+             f"prompt `def ` + {a.new} greedy tokens ({len(prompt) - 1} prefill + {a.new} decode runs per core); "
+             "every core measured gives the golden tokens and decode logits bit-exact to the functional simulator.",
              "",
              "| core | cycles per prefill step | cycles per decode step | decode: BUSY MPU / VPU / DMA | "
              "decode speed-up |",

@@ -27,7 +27,7 @@ public_flat_rw -module "{top}" -var "*"
 VERILATOR_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint",
                    "-Wno-style", "-Wno-ASCRANGE", "-Wno-ALWNEVER", "--output-split", "30000",
                    "--output-split-cfuncs", "3000")
-MAKE_OPT = ("OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1")
+MAKE_OPT = ("OPT_FAST=-O2", "OPT_SLOW=-O0", "OPT_GLOBAL=-O2")
 MAKE_JOBS = 2
 
 
