@@ -56,9 +56,14 @@ def measure(program, steps, tokens, want, sim, in_order, latency):
     """One core's cycles on the fast harness (`dfx.verify.fast_core`): the simulator's greedy steps, the RTL's
     decode logits compared bit for bit (equal logits: the RTL picks the same tokens)."""
     from dfx.verify.fast_core import FastCore
+    from dfx.verify.fast_top import HBM_ABITS
     t0 = time.time()
-    core = FastCore(program.config, sim, in_order=in_order)
-    print(f"{'in-order' if in_order else 'scoreboard'}: built in {time.time() - t0:.0f} s; running", file=sys.stderr)
+    name = "in-order" if in_order else "scoreboard"
+    cfg = program.config
+    words = max(len(program.devices[0].hbm) // (cfg.hbm_width // 8 * cfg.hbm_channels), 1)
+    core = FastCore(cfg, sim, in_order=in_order, hbm_abits=max(HBM_ABITS, (words - 1).bit_length()),
+                    workdir=REPO / "build" / "rtl_core_cycles" / name)
+    print(f"{name}: built in {time.time() - t0:.0f} s; running", file=sys.stderr)
     [res] = core.run([FastCore.job_for(program, steps, logits=True, latency=latency, timeout=5_000_000)])
     for r in res["runs"]:
         if r["status"] != 0x100:

@@ -5,7 +5,8 @@ Per job: the memory images are written as `$readmemh` files and loaded through t
 first), the memory model's latency and back-pressure are set, the core is reset and set up (HBM/DDR bases 0,
 RING_POS/RING_SIZE, the done interrupt enabled), and every step (stream, token, pos) is a run: ENTRY, TOKEN,
 POS, ap_start on each device, then a wait for each device's interrupt (a value-change callback, no Python per
-cycle: the clock is cocotb's C++ clock), STATUS / ERROR_PC / CYCLES read and ISR cleared. After the last step
+cycle: the clock is cocotb's C++ clock), STATUS / ERROR_PC / CYCLES / BUSY_<unit> read and ISR cleared. The
+control ports are driven by `dfx.verify.fast_axil.AxiLiteLean` (Python only while a register access lasts). After the last step
 (and, with `logits`, after every decode step) the tb reads VBUF and the scalar registers through the
 simulator's hierarchy and the memories through their `$writememh` backdoor. One JSON line per job goes to
 results.jsonl in the job folder. The job file (`FAST_JOB_ENV`) is written by `dfx.verify.fast_core`.
