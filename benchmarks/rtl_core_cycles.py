@@ -33,25 +33,6 @@ BASELINE = {"prefill": 113_768, "decode": 116_049}
 BEGIN, END = "<!-- cycles:begin -->", "<!-- cycles:end -->"
 
 
-def greedy_steps(program, prompt, new):
-    """The token steps of a greedy generation on the functional simulator (prefill the prompt, then `new`
-    decode steps), its tokens and the logits of each decode step."""
-    from dfx.sim.functional import Device
-    dev, sym = Device(program, 0), program.symbols
-    steps, tokens, logits = [], [], []
-    for i, t in enumerate(prompt[:-1]):
-        steps.append(("prefill", t, i))
-        dev.run("prefill", t, i)
-    tok, pos = prompt[-1], len(prompt) - 1
-    for _ in range(new):
-        steps.append(("decode", tok, pos))
-        dev.run("decode", tok, pos)
-        logits.append(dev.ddr[sym.logits:sym.logits + 2 * sym.vocab_size].view(np.float16).copy())
-        tok, pos = int(np.argmax(logits[-1])), pos + 1
-        tokens.append(tok)
-    return steps, tokens, logits
-
-
 def measure(program, steps, tokens, want, sim, in_order, latency):
     """One core's cycles on the fast harness (`dfx.verify.fast_core`): the simulator's greedy steps, the RTL's
     decode logits compared bit for bit (equal logits: the RTL picks the same tokens)."""
@@ -94,6 +75,7 @@ def main(argv=None):
         raise SystemExit(f"error: --cores {','.join(bad)}: accepted {', '.join(CORES)}")
     from dfx.compiler import compile_model
     from dfx.models.checkpoint import DEFAULT_MODEL_DIR, load_default
+    from dfx.verify.fast_core import greedy_steps
     prog = compile_model(DEFAULT_MODEL_DIR, "tiny")
     prompt = list(b"def ")
     golden = list(load_default().generate(prompt, a.new))

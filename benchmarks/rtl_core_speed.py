@@ -31,24 +31,6 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "hw"))
 
 
-def greedy_steps(prog, prompt, tokens):
-    """The token steps of a greedy generation (prefill the prompt, then `tokens` decode steps) and the logits
-    of each decode step, from the functional simulator."""
-    from dfx.sim.functional import Device
-    dev, sym = Device(prog), prog.symbols
-    steps, logits = [], []
-    for i, t in enumerate(prompt[:-1]):
-        steps.append(("prefill", t, i))
-        dev.run("prefill", t, i)
-    tok, pos = prompt[-1], len(prompt) - 1
-    for _ in range(tokens):
-        steps.append(("decode", tok, pos))
-        dev.run("decode", tok, pos)
-        logits.append(np.frombuffer(bytes(dev.ddr[sym.logits:sym.logits + 2 * sym.vocab_size]), np.float16).copy())
-        tok, pos = int(np.argmax(logits[-1])), pos + 1
-    return steps, logits
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sims", default="icarus,verilator")
@@ -60,11 +42,11 @@ def main(argv=None):
     from test_core import PROMPT, TINY_GPT2
 
     from dfx.compiler import compile_model
-    from dfx.verify.fast_core import FastCore
+    from dfx.verify.fast_core import FastCore, greedy_steps
     from dfx.verify.rtl_core import RtlCore
     from dfx.verify.toolchain import log_text, missing_simulator
     prog = compile_model(make_hf_gpt2(8, **TINY_GPT2), "tiny")
-    steps, want = greedy_steps(prog, PROMPT, a.tokens)
+    steps, _, want = greedy_steps(prog, PROMPT, a.tokens)
     harnesses = a.harnesses.split(",")
     rows = []
     for sim in a.sims.split(","):

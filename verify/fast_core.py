@@ -29,6 +29,7 @@ import numpy as np
 from dfx.config import AccelConfig
 from dfx.hw.dma import ddr_data_bits
 from dfx.program import Program, stripe, unstripe
+from dfx.sim.functional import Device
 
 from .fast_tb import FAST_JOB_ENV
 from .fast_top import DDR_ABITS, HBM_ABITS, build_fast, mem_names
@@ -53,6 +54,25 @@ class FastJob:
     read_hbm: int = 0
     logits: tuple | None = None          # (DDR byte address, per device [(a, b)] vocabulary pieces)
     ring: tuple = (0, 1)
+
+
+def greedy_steps(program: Program, prompt: list[int], new: int) -> tuple[list, list, list]:
+    """The token steps of a greedy generation on the functional simulator (device 0; prefill `prompt`, then
+    `new` decode steps), the tokens it picks and each decode step's logits: the steps a job replays on the RTL,
+    whose logits must equal these bit for bit."""
+    dev, sym = Device(program, 0), program.symbols
+    steps, tokens, logits = [], [], []
+    for i, t in enumerate(prompt[:-1]):
+        steps.append(("prefill", t, i))
+        dev.run("prefill", t, i)
+    tok, pos = prompt[-1], len(prompt) - 1
+    for _ in range(new):
+        steps.append(("decode", tok, pos))
+        dev.run("decode", tok, pos)
+        logits.append(np.frombuffer(bytes(dev.ddr[sym.logits:sym.logits + 2 * sym.vocab_size]), np.float16).copy())
+        tok, pos = int(np.argmax(logits[-1])), pos + 1
+        tokens.append(tok)
+    return steps, tokens, logits
 
 
 class FastCore:
@@ -169,4 +189,4 @@ class FastCore:
         return raw
 
 
-__all__ = ["FastCore", "FastJob"]
+__all__ = ["FastCore", "FastJob", "greedy_steps"]
