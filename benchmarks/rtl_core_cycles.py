@@ -104,7 +104,8 @@ def main(argv=None):
              "decode speed-up |",
              "|---|---:|---:|---|---:|"]
     if io is None:
-        lines.append(f"| first controller, one instruction at a time (measured 2026-11-30, --new 3; not re-run) | "
+        lines.append(f"| first controller, one instruction at a time (cocotbext-axi harness, measured 2026-11-30, "
+                     "--new 3; not re-run) | "
                      f"{BASELINE['prefill']:,} | {BASELINE['decode']:,} | | 1.00x |")
     for name, r in (("in order (`Core(in_order=True)`)", io), ("scoreboard (hw/core.py)", sb)):
         if r is None:
