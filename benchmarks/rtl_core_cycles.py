@@ -1,11 +1,13 @@
 """Measured gain of the scoreboard controller: cycles per token step of the embedded default model (4 layers, 256
 wide, byte vocabulary) compiled at the `tiny` config, on the core built in order (`Core(in_order=True)`: an
 instruction dispatched only when every unit is idle, the first controller's behaviour) and on the scoreboard core
-(hw/core.py), both under Verilator, prompt `def ` + greedy tokens. Checks that both produce the golden model's
-tokens and decode logits bit-exact to the functional simulator, writes the table into docs/rtl_core.md between
-its cycles markers and prints it. About 15 minutes on a shared 2-core machine (most of it the in-order run).
+(hw/core.py), both in the fast RTL harness (`dfx.verify.fast_core`: HBM and DDR as behavioural AXI memories
+inside the design, read latency `--latency`) under Verilator, prompt `def ` + greedy tokens. Checks that both
+produce the golden model's tokens and decode logits bit-exact to the functional simulator, writes the table into
+docs/rtl_core.md between its cycles markers and prints it. A few minutes per core, most of it the build.
 
     .venv/bin/python benchmarks/rtl_core_cycles.py [--new 3] [--sim verilator] [--cores in-order,scoreboard]
+        [--latency 0]
 
 Each core's figures are also kept in build/rtl_core_cycles.json; `--cores scoreboard` measures only that core and
 takes the other's from there (the in-order core does not change when only the scoreboard does).
@@ -31,36 +33,29 @@ BASELINE = {"prefill": 113_768, "decode": 116_049}
 BEGIN, END = "<!-- cycles:begin -->", "<!-- cycles:end -->"
 
 
-def functional_logits(program, steps):
-    from dfx.sim.functional import Device
-    dev = Device(program, 0)
-    sym = program.symbols
-    out = []
-    for stream, token, pos in steps:
-        dev.run(stream, token, pos)
-        if stream == "decode":
-            out.append(dev.ddr[sym.logits:sym.logits + 2 * sym.vocab_size].view(np.float16).copy())
-    return out
-
-
-def measure(program, prompt, new, sim, in_order):
-    from dfx.verify.rtl_core import RtlCore
+def measure(program, steps, tokens, want, sim, in_order, latency):
+    """One core's cycles on the fast harness (`dfx.verify.fast_core`): the simulator's greedy steps, the RTL's
+    decode logits compared bit for bit (equal logits: the RTL picks the same tokens)."""
+    from dfx.verify.fast_core import FastCore
+    from dfx.verify.fast_top import HBM_ABITS
     t0 = time.time()
-    core = RtlCore(program, sim=sim, in_order=in_order)
-    print(f"{'in-order' if in_order else 'scoreboard'}: built in {time.time() - t0:.0f} s; running", file=sys.stderr)
-    res = core.generate(prompt, new)
-    steps = [(r["stream"], r["token"], r["pos"]) for r in res.runs]
-    for r in res.runs:
+    name = "in-order" if in_order else "scoreboard"
+    cfg = program.config
+    words = max(len(program.devices[0].hbm) // (cfg.hbm_width // 8 * cfg.hbm_channels), 1)
+    core = FastCore(cfg, sim, in_order=in_order, hbm_abits=max(HBM_ABITS, (words - 1).bit_length()),
+                    workdir=REPO / "build" / "rtl_core_cycles" / name)
+    print(f"{name}: built in {time.time() - t0:.0f} s; running", file=sys.stderr)
+    [res] = core.run([FastCore.job_for(program, steps, logits=True, latency=latency, timeout=5_000_000)])
+    for r in res["runs"]:
         if r["status"] != 0x100:
             raise SystemExit(f"run {r['stream']} pos {r['pos']}: STATUS 0x{r['status']:x} at pc {r['error_pc']}")
-    got = [r["logits"] for r in res.runs if r["stream"] == "decode"]
-    want = functional_logits(program, steps)
-    exact = all(np.array_equal(g.view(np.uint16), w.view(np.uint16)) for g, w in zip(got, want))
+    exact = len(res["logits"]) == len(want) and all(
+        np.array_equal(g.view(np.uint16), w.view(np.uint16)) for g, w in zip(res["logits"], want))
     by = {"prefill": [], "decode": []}
-    for r in res.runs:
+    for r in res["runs"]:
         by[r["stream"]].append(r)
-    print(f"  {time.time() - t0:.0f} s, {res.sim_cycles} simulated cycles", file=sys.stderr)
-    return {"tokens": res.tokens, "exact": exact, "wall": res.wall_s,
+    print(f"  {time.time() - t0:.0f} s, {res['sim_cycles']} simulated cycles", file=sys.stderr)
+    return {"tokens": tokens if exact else [], "exact": exact, "wall": res["wall_s"],
             **{k: (sum(r["cycles"] for r in v) / len(v) if v else 0) for k, v in by.items()},
             "busy": {u: sum(r["busy"][u] for r in by["decode"]) / max(1, len(by["decode"]))
                      for u in ("MPU", "VPU", "DMA", "ROUTER")}}
@@ -70,6 +65,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sim", default="verilator")
     ap.add_argument("--new", type=int, default=3, help="greedy tokens after the prompt (default 3)")
+    ap.add_argument("--latency", type=int, default=0, help="the memory model's read latency in cycles (default 0)")
     ap.add_argument("--cores", default="in-order,scoreboard",
                     help="cores to measure now (the others from build/rtl_core_cycles.json)")
     a = ap.parse_args(argv)
@@ -79,14 +75,16 @@ def main(argv=None):
         raise SystemExit(f"error: --cores {','.join(bad)}: accepted {', '.join(CORES)}")
     from dfx.compiler import compile_model
     from dfx.models.checkpoint import DEFAULT_MODEL_DIR, load_default
+    from dfx.verify.fast_core import greedy_steps
     prog = compile_model(DEFAULT_MODEL_DIR, "tiny")
     prompt = list(b"def ")
     golden = list(load_default().generate(prompt, a.new))
-    key = f"{a.sim} new={a.new}"
+    steps, tokens, want = greedy_steps(prog, prompt, a.new)
+    key = f"{a.sim} fast new={a.new} latency={a.latency}"
     cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
     rows = cache.get(key, {})
     for name in now:
-        rows[name] = r = measure(prog, prompt, a.new, a.sim, CORES[name])
+        rows[name] = r = measure(prog, steps, tokens, want, a.sim, CORES[name], a.latency)
         if r["tokens"] != golden or not r["exact"]:
             raise SystemExit(f"{name} core: tokens {r['tokens']} (golden {golden}), decode logits bit-exact: "
                              f"{r['exact']}")
@@ -97,16 +95,17 @@ def main(argv=None):
     sb = rows["scoreboard"]
     io = rows.get("in-order")
     ref = io or BASELINE
-    lines = [f"`.venv/bin/python benchmarks/rtl_core_cycles.py --new {a.new}` ({a.sim}): the embedded default model "
-             f"at the `tiny` config, prompt `def ` + {a.new} greedy tokens ({len(prompt) - 1} prefill + {a.new} "
-             "decode runs per core); every core measured gives the golden tokens and decode logits bit-exact to the "
-             "functional simulator.",
+    lines = [f"`.venv/bin/python benchmarks/rtl_core_cycles.py --new {a.new} --latency {a.latency}` ({a.sim}, fast "
+             f"harness, memory read latency {a.latency} cycles): the embedded default model at the `tiny` config, "
+             f"prompt `def ` + {a.new} greedy tokens ({len(prompt) - 1} prefill + {a.new} decode runs per core); "
+             "every core measured gives the golden tokens and decode logits bit-exact to the functional simulator.",
              "",
              "| core | cycles per prefill step | cycles per decode step | decode: BUSY MPU / VPU / DMA | "
              "decode speed-up |",
              "|---|---:|---:|---|---:|"]
     if io is None:
-        lines.append(f"| first controller, one instruction at a time (measured 2026-11-30, --new 3; not re-run) | "
+        lines.append(f"| first controller, one instruction at a time (cocotbext-axi harness, measured 2026-11-30, "
+                     "--new 3; not re-run) | "
                      f"{BASELINE['prefill']:,} | {BASELINE['decode']:,} | | 1.00x |")
     for name, r in (("in order (`Core(in_order=True)`)", io), ("scoreboard (hw/core.py)", sb)):
         if r is None:

@@ -19,6 +19,7 @@ import base64
 import json
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,6 +157,7 @@ class DiffTest:
         self.cfg, self.subnormals = cfg, subnormals
         self.core = FastCore(cfg, sim)
         self.out = Path(out_dir)
+        self.report = Report()
 
     def bisect(self, p: RandomProgram) -> str:
         """The first instruction after which the RTL's state differs from the simulator's: every prefix of every
@@ -172,37 +174,45 @@ class DiffTest:
         return "no prefix differs (the difference needs the whole program)"
 
     def run(self, seeds, batch: int = 200, progress=None) -> Report:
-        rep = Report()
+        """Generate, run and compare the programs of `seeds`, `batch` per simulation; `progress(n)` after each
+        batch. `self.report` is the report so far while it runs."""
+        rep = self.report = Report()
         t0 = time.time()
         seeds = list(seeds)
-        for i in range(0, len(seeds), batch):
-            progs, refs = [], []
-            for seed in seeds[i:i + batch]:
-                p = generate(self.cfg, seed, self.subnormals)
-                try:
-                    refs.append(reference(self.cfg, p))
-                except SimError as e:
-                    rep.invalid.append((seed, str(e)))
-                    continue
-                progs.append(p)
-                rep.bins.update(p.bins)
-            t1 = time.time()
-            outs = self.core.run([job(self.cfg, p) for p in progs])
-            rep.rtl_wall_s += time.time() - t1
-            for p, ref, res in zip(progs, refs, outs):
-                rep.programs += 1
-                rep.instructions += sum(len(p.instrs) for _ in p.steps)
-                rep.cycles += sum(r["cycles"] for r in res["runs"])
-                why = compare(self.cfg, p, ref, res)
-                if why:
-                    self.out.mkdir(parents=True, exist_ok=True)
-                    first = self.bisect(p)
-                    path = reproducer(self.cfg, p, why, first, self.out / f"mismatch_{p.seed}.json")
-                    rep.mismatches.append(Mismatch(p.seed, why, first, str(path)))
-            if progress:
-                progress(len(progs))
+        with ThreadPoolExecutor(1) as pool:
+            for i in range(0, len(seeds), batch):
+                self._batch(rep, pool, [generate(self.cfg, seed, self.subnormals) for seed in seeds[i:i + batch]])
+                if progress:
+                    progress(min(batch, len(seeds) - i))
         rep.wall_s = time.time() - t0
         return rep
+
+    def _batch(self, rep: Report, pool, progs: list) -> None:
+        """One simulation of `progs` on the RTL (in a thread: the simulator is another process) while the
+        functional simulator computes their references here."""
+        t1 = time.time()
+        rtl = pool.submit(self.core.run, [job(self.cfg, p) for p in progs])
+        rtl.add_done_callback(lambda _: setattr(rep, "rtl_wall_s", rep.rtl_wall_s + time.time() - t1))
+        kept = []
+        for p in progs:
+            try:
+                kept.append((p, reference(self.cfg, p)))
+            except SimError as e:
+                rep.invalid.append((p.seed, str(e)))
+                kept.append((p, None))
+        for (p, ref), res in zip(kept, rtl.result()):
+            if ref is None:
+                continue
+            rep.bins.update(p.bins)
+            rep.programs += 1
+            rep.instructions += sum(len(p.instrs) for _ in p.steps)
+            rep.cycles += sum(r["cycles"] for r in res["runs"])
+            why = compare(self.cfg, p, ref, res)
+            if why:
+                self.out.mkdir(parents=True, exist_ok=True)
+                first = self.bisect(p)
+                path = reproducer(self.cfg, p, why, first, self.out / f"mismatch_{p.seed}.json")
+                rep.mismatches.append(Mismatch(p.seed, why, first, str(path)))
 
 
 class _TwoStream:

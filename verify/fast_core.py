@@ -4,7 +4,8 @@ design (`dfx.verify.fast_top`), in one simulator process per `FastCore.run` call
     fc = FastCore(cfg, sim="verilator", devices=1)            # builds (cached) build/rtl_fast/...
     job = FastCore.job_for(program, steps=[("prefill", tok, 0), ("decode", tok, 1)], logits=True)
     [res] = fc.run([job])
-    res["runs"][i]: {"stream", "token", "pos", "status", "error_pc", "cycles", "devices": [...]}
+    res["runs"][i]: {"stream", "token", "pos", "status", "error_pc", "cycles", "busy": {unit: cycles},
+                     "devices": [...]}
     res["logits"]: float16 arrays after each decode step (with logits=True), res["vbuf"], res["sregs"],
     res["mem"]: {memory name: bytes}, res["mem_error"], res["sim_cycles"], res["wall_s"]
 
@@ -28,6 +29,7 @@ import numpy as np
 from dfx.config import AccelConfig
 from dfx.hw.dma import ddr_data_bits
 from dfx.program import Program, stripe, unstripe
+from dfx.sim.functional import Device
 
 from .fast_tb import FAST_JOB_ENV
 from .fast_top import DDR_ABITS, HBM_ABITS, build_fast, mem_names
@@ -54,18 +56,39 @@ class FastJob:
     ring: tuple = (0, 1)
 
 
+def greedy_steps(program: Program, prompt: list[int], new: int) -> tuple[list, list, list]:
+    """The token steps of a greedy generation on the functional simulator (device 0; prefill `prompt`, then
+    `new` decode steps), the tokens it picks and each decode step's logits: the steps a job replays on the RTL,
+    whose logits must equal these bit for bit."""
+    dev, sym = Device(program, 0), program.symbols
+    steps, tokens, logits = [], [], []
+    for i, t in enumerate(prompt[:-1]):
+        steps.append(("prefill", t, i))
+        dev.run("prefill", t, i)
+    tok, pos = prompt[-1], len(prompt) - 1
+    for _ in range(new):
+        steps.append(("decode", tok, pos))
+        dev.run("decode", tok, pos)
+        logits.append(np.frombuffer(bytes(dev.ddr[sym.logits:sym.logits + 2 * sym.vocab_size]), np.float16).copy())
+        tok, pos = int(np.argmax(logits[-1])), pos + 1
+        tokens.append(tok)
+    return steps, tokens, logits
+
+
 class FastCore:
-    """One build of the fast design for `cfg` (a ring of `devices` cores when > 1); `run` runs jobs on it."""
+    """One build of the fast design for `cfg` (a ring of `devices` cores when > 1; `in_order`: the core
+    dispatching one instruction at a time); `run` runs jobs on it."""
 
     def __init__(self, cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_abits: int = DDR_ABITS,
-                 hbm_abits: int = HBM_ABITS, workdir: str | Path | None = None):
+                 hbm_abits: int = HBM_ABITS, workdir: str | Path | None = None, in_order: bool = False):
         self.cfg, self.devices, self.sim = cfg, devices, simulator(sim)
         why = missing_simulator(self.sim)
         if why:
             raise RuntimeError(why)
         self.ddr_abits, self.hbm_abits = ddr_abits, hbm_abits
         self.word_bytes = {"ddr": ddr_data_bits(cfg) // 8, "hbm": cfg.hbm_width // 8}
-        self.runner, self.bdir, self.top = build_fast(cfg, self.sim, devices, ddr_abits, hbm_abits)
+        self.runner, self.bdir, self.top = build_fast(cfg, self.sim, devices, ddr_abits, hbm_abits,
+                                                      in_order=in_order)
         self.workdir = Path(workdir) if workdir else self.bdir / "jobs"
         self.names = mem_names(cfg, devices)
 
@@ -166,4 +189,4 @@ class FastCore:
         return raw
 
 
-__all__ = ["FastCore", "FastJob"]
+__all__ = ["FastCore", "FastJob", "greedy_steps"]

