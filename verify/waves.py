@@ -90,23 +90,29 @@ def dump_path(sim: str, bdir: Path, test_dir: Path, top: str) -> Path:
 
 
 def read_fst(path: str | Path, names: list[str]) -> dict[str, tuple[list[int], list[int]]]:
-    """Top-level signals `names` of a waveform file: name -> (times, values) at each change (x/z read as 0).
-    KeyError naming a signal the file lacks."""
+    """Top-level signals `names` of a waveform file: name -> (times in the file's unit, values) at each change
+    (x/z bits read as 0). KeyError naming a signal the file lacks."""
     import pywellen  # lazy: the `test` extra (reading waveforms back: tests, benchmarks/waves_figure.py)
     w = pywellen.Waveform(str(path))
-    by_name = {}
+    tops = {}
     for var in w.all_vars():
-        full = var.full_name(w.hierarchy) if callable(getattr(var, "full_name", None)) else var.full_name
-        by_name.setdefault(full.split(".")[-1], var)
+        scope, _, name = var.full_name.rpartition(".")
+        if "." not in scope and not scope.startswith("$"):         # the design's top (not Verilator's $rootio)
+            tops.setdefault(name, var)
+    missing = [n for n in names if n not in tops]
+    if missing:
+        raise KeyError(f"{path} has no top-level signal(s) {', '.join(missing)}")
     out = {}
     for name in names:
-        if name not in by_name:
-            raise KeyError(f"{path} has no signal {name!r}")
-        sig = w.get_signal(by_name[name])
         times, values = [], []
-        for t, v in sig.all_changes():
-            times.append(int(t))
-            values.append(int(v, 2) if isinstance(v, str) and set(v) <= {"0", "1"} else
-                          int(v) if isinstance(v, int) else 0)
+        w.stream_changes(lambda t, _sid, v: (times.append(int(t)), values.append(_int(v))), [tops[name]])
         out[name] = (times, values)
     return out
+
+
+def _int(v) -> int:
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        return int(v.lower().translate(str.maketrans("xz", "00")) or "0", 2)
+    return 0
