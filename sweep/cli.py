@@ -59,8 +59,9 @@ def publish(spec, res, out: Path, doc: str | None, publish_dir: str | None, fmt:
         d.parent.mkdir(parents=True, exist_ok=True)
         plots = [p for p in made if p.suffix in (".png", ".svg")]
         tl = pub / "timeline.png"
+        wf = REPO / "docs" / "img" / "waves_vs_model.png"
         d.write_text(report.markdown(spec, rows, plots, d, base, table, speed, command,
-                                     tl if tl.exists() else None) + "\n")
+                                     tl if tl.exists() else None, wf if wf.exists() else None) + "\n")
         made.append(d)
     return made
 
