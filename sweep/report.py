@@ -88,7 +88,7 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
            "(a categorical per axis; with several groups, the group first) and the same stages, minimising "
            "latency among the points that fit: a point that does not complete, does not fit the usable LUTs "
            "and DSPs (when the resources stage runs) or exceeds `accuracy_budget` (when the accuracy stage runs) "
-           f"scores {PENALTY_MS:g} ms, and its row keeps `objective` and `objective_reason`. Suggestions come "
+           f"scores {PENALTY_MS:.0e} ms, and its row keeps `objective` and `objective_reason`. Suggestions come "
            "in batches of `--workers`, each batch's stages run as Ray tasks, and the rows (with `trial`, the "
            "order the search reached them) go to the same Parquet. Resumable like the grid: a rerun asks the "
            "seeded searcher the same questions, finds the answers in the journal and computes only what it "

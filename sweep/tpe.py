@@ -24,7 +24,7 @@ from dfx.errors import UsageError
 
 from .spec import CONFIG_FIELDS, DEFAULTS, Spec
 
-PENALTY_MS = 1e9                  # the objective of a point that does not fit or complete
+PENALTY_MS = 1e9                  # the objective (ms) of a point that does not fit or complete
 
 
 def startup_trials(samples: int) -> int:
