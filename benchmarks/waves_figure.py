@@ -1,7 +1,8 @@
 """The model's timeline beside the RTL's waves, for one tiny program (docs/dse.md, "Timelines"): the last decode
 step of a short generation, as the performance model schedules it (`dfx perf --trace`, perf/chrome_trace.py)
 and as the RTL core runs it (`dfx run --backend rtl --waves`, the dbg_* signals of verify/waves.py), one row per
-unit, in core cycles from the step's start.
+unit, in core cycles from the step's start: the model's bars run from an instruction's start to its result
+(the chrome trace's `done_us`), the RTL's are the units' dbg_busy_* (the BUSY counters' condition).
 
     python benchmarks/waves_figure.py            # Icarus (SIM=verilator for Verilator); writes
                                                  # docs/img/waves_vs_model.png, build/waves/tiny.fst, .json
@@ -71,14 +72,29 @@ def rtl_step(fst: Path) -> dict:
 
 
 def model_step(prog, pos: int) -> dict:
-    """The performance model's schedule of the decode step at `pos`: per unit the slices, in cycles."""
+    """The performance model's schedule of the decode step at `pos`, in cycles: per unit each instruction from
+    its start to its result (`done_us`: what the RTL's busy covers), and its occupancy (the slice's `dur`)."""
     m = PerfModel(prog, "u280")
     t = chrome_trace(m, "decode", pos)
     mhz = t["otherData"]["clock_mhz"]
-    out = {"trace": t, "cycles": t["otherData"]["cycles"], "busy": {u: [] for u in UNITS}}
+    out = {"trace": t, "cycles": t["otherData"]["cycles"], "busy": {u: [] for u in UNITS},
+           "occupancy": {u: 0.0 for u in UNITS}}
     for e in t["traceEvents"]:
-        if e["ph"] == "X" and e["pid"] == 0 and TRACKS[e["tid"]].lower() in out["busy"]:
-            out["busy"][TRACKS[e["tid"]].lower()].append((e["ts"] * mhz, (e["ts"] + e["dur"]) * mhz))
+        u = TRACKS[e["tid"]].lower() if e["ph"] == "X" and e["pid"] == 0 else None
+        if u in out["busy"]:
+            out["busy"][u].append((e["ts"] * mhz, e["args"]["done_us"] * mhz))
+            out["occupancy"][u] += e["dur"] * mhz
+    return out
+
+
+def union(stretches) -> list[tuple[float, float]]:
+    """Overlapping [a, b) stretches merged (a pipelined unit's instructions overlap)."""
+    out = []
+    for a, b in sorted(stretches):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
     return out
 
 
@@ -87,7 +103,7 @@ def draw(model: dict, rtl: dict, pos: int, out: Path) -> None:
     span = max(model["cycles"], rtl["cycles"])
     for ax, (label, busy) in zip(axes, (("model", model["busy"]), ("RTL", rtl["busy"]))):
         for y, u in enumerate(UNITS):
-            bars = [(a, max(b - a, span * 1e-3)) for a, b in busy[u]]
+            bars = [(a, max(b - a, span * 1e-3)) for a, b in union(busy[u])]
             ax.broken_barh(bars, (y - 0.4, 0.8), color=COLOURS[u])
             if label == "RTL":
                 ax.plot(rtl["issue"][u], [y - 0.45] * len(rtl["issue"][u]), "|", color="black", ms=4, mew=0.6)
@@ -103,7 +119,7 @@ def draw(model: dict, rtl: dict, pos: int, out: Path) -> None:
 
 
 def busy_cycles(stretches) -> int:
-    return round(sum(b - a for a, b in stretches))
+    return round(sum(b - a for a, b in union(stretches)))
 
 
 def main(argv=None) -> int:
@@ -135,9 +151,9 @@ def main(argv=None) -> int:
     print(f"decode step at position {pos}: model {model['cycles']:,} cycles, RTL {rtl['cycles']:,} cycles; "
           f"RTL PCs {rtl['pcs'][0]}..{rtl['pcs'][-1]} ({len(rtl['pcs'])} distinct)")
     for u in UNITS:
-        print(f"  {u.upper():<6} busy: model {busy_cycles(model['busy'][u]):>7,} cycles "
-              f"({len(model['busy'][u])} instructions), RTL {busy_cycles(rtl['busy'][u]):>7,} cycles "
-              f"({len(rtl['issue'][u])} issued)")
+        print(f"  {u.upper():<6} busy (start to result): model {busy_cycles(model['busy'][u]):>6,} cycles "
+              f"({len(model['busy'][u])} instructions; occupancy {model['occupancy'][u]:,.0f}), RTL "
+              f"{busy_cycles(rtl['busy'][u]):>6,} cycles ({len(rtl['issue'][u])} issued)")
     print(f"wrote {a.out} and {a.json}")
     return 0
 
