@@ -45,7 +45,7 @@ def test_run_rtl_writes_fst_with_named_signals(tmp_path, monkeypatch):
     from dfx.verify.fast_top import BUILD
     from dfx.verify.toolchain import missing_simulator
     from dfx.verify.waves import read_fst, signal_names
-    if not (os.environ.get("DFX_RTL") or list(BUILD.glob("tiny_*_icarus_*_waves/stamp.txt"))):
+    if not (os.environ.get("DFX_RTL") or list(BUILD.glob("waves_tiny_*_icarus_*/stamp.txt"))):
         pytest.skip("set DFX_RTL=1 to build and simulate the core with waves (minutes)")
     if missing_simulator("icarus"):
         pytest.skip(missing_simulator("icarus"))

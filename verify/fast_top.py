@@ -161,7 +161,7 @@ def build_fast(cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_a
     `dfx.verify.waves`). Returns (runner, build_dir, top)."""
     sim = simulator(sim)
     top = fast_name(devices)
-    key = f"{cfg.name}_{cfg.config_hash}_{sim}_n{devices}_a{ddr_abits}_{hbm_abits}" + ("_waves" if waves else "")
+    key = ("waves_" if waves else "") + f"{cfg.name}_{cfg.config_hash}_{sim}_n{devices}_a{ddr_abits}_{hbm_abits}"
     bdir = BUILD / key
     bdir.mkdir(parents=True, exist_ok=True)
     stamp, src = bdir / "stamp.txt", bdir / f"{top}.v"
