@@ -9,8 +9,7 @@ from click.testing import CliRunner
 
 from dfx.cli import main
 
-FIX = Path(__file__).resolve().parent / "host" / "fixtures"
-PROG = str(FIX / "tiny_1dev.dfx")
+PROG = str(Path(__file__).resolve().parent / "host" / "fixtures" / "tiny_1dev.dfx")
 
 
 @pytest.mark.parametrize("where, words", [
@@ -33,43 +32,65 @@ def test_waves_need_the_rtl_backend(cmd, tmp_path):
     assert r.exit_code == 2 and err.count("\n") == 1 and "--waves is for --backend rtl" in err, err
 
 
-@pytest.mark.cocotb
-@pytest.mark.slow
-def test_run_rtl_writes_fst_with_named_signals(tmp_path, monkeypatch):
-    """A tiny program on Icarus with --waves: every dbg_* signal is in the FST, dbg_pc advances through the
-    program, and the cycles the waves show running and each unit busy equal the CYCLES and BUSY counters the
-    session read (measured: 16,454 cycles over 4 steps, exactly)."""
-    pytest.importorskip("pywellen")
-    from dfx.host.rtl_session import run_session
-    from dfx.verify.fast_tb import CLOCK_NS
+@pytest.fixture(scope="module")
+def byte_program(tmp_path_factory):
+    """A 1-layer random GPT-2 with a byte-level vocabulary (no tokenizer files: `dfx run` encodes bytes),
+    compiled at the tiny config: the smallest program `dfx run` takes a text prompt for."""
+    from gpt2_fixtures import make_hf_gpt2
+    d = tmp_path_factory.mktemp("byte")
+    make_hf_gpt2(3, n_embd=32, n_layer=1, n_head=2, n_positions=16, vocab_size=256).save_pretrained(d / "model")
+    r = CliRunner().invoke(main, ["compile", str(d / "model"), "-o", str(d / "p.dfx"), "--config", "tiny"])
+    assert r.exit_code == 0, r.output
+    return d / "p.dfx"
+
+
+def _need_waves_rtl(monkeypatch):
     from dfx.verify.fast_top import BUILD
     from dfx.verify.toolchain import missing_simulator
-    from dfx.verify.waves import read_fst, signal_names
+    pytest.importorskip("pywellen")
     if not (os.environ.get("DFX_RTL") or list(BUILD.glob("waves_tiny_*_icarus_*/stamp.txt"))):
         pytest.skip("set DFX_RTL=1 to build and simulate the core with waves (minutes)")
     if missing_simulator("icarus"):
         pytest.skip(missing_simulator("icarus"))
     monkeypatch.setenv("SIM", "icarus")
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow
+def test_run_rtl_writes_fst_with_named_signals(byte_program, tmp_path, monkeypatch):
+    """`dfx run --backend rtl --waves` on Icarus: every dbg_* signal is at the FST's top, dbg_pc walks through
+    the program, and each unit that ran issued, was busy and completed."""
+    from dfx.verify.waves import read_fst, signal_names
+    _need_waves_rtl(monkeypatch)
     out = tmp_path / "out.fst"
-    r = CliRunner().invoke(main, ["run", PROG, "-p", "ab", "-n", "2", "--backend", "rtl", "--waves", str(out)])
+    r = CliRunner().invoke(main, ["run", str(byte_program), "-p", "ab", "-n", "1", "--backend", "rtl",
+                                  "--waves", str(out)])
     assert r.exit_code == 0, r.output
-    assert out.stat().st_size > 10_000
-    names = signal_names(1)
-    sig = read_fst(out, names)
+    assert out.stat().st_size > 10_000 and f"wrote {out}" in r.output
+    sig = read_fst(out, signal_names(1))
     assert {"dbg_pc", "dbg_busy_mpu", "dbg_busy_vpu", "dbg_busy_dma", "dbg_busy_router", "dbg_issue_mpu",
             "dbg_done_vpu"} <= set(sig)
-    pcs = [v for v in sig["dbg_pc"][1]]
+    pcs = sig["dbg_pc"][1]
     assert len(set(pcs)) > 20 and max(pcs) > 20                # the PC walks through the program's streams
-    # every unit was busy, issued and completed something
     for u in ("mpu", "vpu", "dma"):
         assert any(sig[f"dbg_busy_{u}"][1]) and any(sig[f"dbg_issue_{u}"][1]) and any(sig[f"dbg_done_{u}"][1])
-    # the same run through the API: busy cycles in the waves (while running) equal the core's counters
-    res = run_session(FIX / "tiny_1dev.dfx", [1, 2, 3], 2, waves=tmp_path / "api.fst")
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow
+def test_waves_agree_with_the_cores_counters(byte_program, tmp_path, monkeypatch):
+    """The same program through the API: the cycles the waves show running and each unit busy equal the
+    CYCLES and BUSY counters the session read (the fixture's 4-step run measured 16,454 cycles, exactly)."""
+    from dfx.host.rtl_session import run_session
+    from dfx.verify.fast_tb import CLOCK_NS
+    from dfx.verify.waves import read_fst
+    _need_waves_rtl(monkeypatch)
+    res = run_session(byte_program, [97, 98], 1, waves=tmp_path / "api.fst")
     sig = read_fst(tmp_path / "api.fst", ["dbg_running", *(f"dbg_busy_{u}" for u in ("mpu", "vpu", "dma"))])
     ps = CLOCK_NS * 1000
 
     def high(times, values, mask=None):
-        """Cycles (rising clock edges) at which the signal is 1, as a set of cycle numbers."""
+        """The cycles (rising clock edges) at which the signal is 1, as a set of cycle numbers."""
         out, t_prev, v_prev = set(), None, 0
         for t, v in zip([*times, times[-1] + ps], [*values, 0]):
             if v_prev and t_prev is not None:
