@@ -27,8 +27,10 @@ RTL_TIMEOUT_S = 600.0      # default wait for ap_done per token step (wall time 
 
 
 def run_session(program_path, prompt: list[int], max_new_tokens: int, sampling: dict | None = None,
-                sim: str | None = None, timeout: float = RTL_TIMEOUT_S, on_progress=None) -> dict:
+                sim: str | None = None, timeout: float = RTL_TIMEOUT_S, on_progress=None,
+                waves: str | Path | None = None) -> dict:
     """Run `Session.generate` on the RTL core in one simulation; returns {"tokens", "summary", "wall_s"}.
+    `waves`: write the simulation's FST waveforms to this file (`dfx.verify.waves` names its signals).
     on_progress(count, cycles): called (in a thread of this process) after every token step in the simulation,
     and with (0, 0) about once a second while the core is built or the simulator starts."""
     program_path = Path(program_path).resolve()
@@ -48,7 +50,7 @@ def run_session(program_path, prompt: list[int], max_new_tokens: int, sampling: 
         res = run_host_job(prog.config, ENTRY, {"program": str(program_path), "prompt": list(prompt),
                                                 "max_new": max_new_tokens, "sampling": dict(sampling or {}),
                                                 "timeout": timeout, "progress": relay}, sim,
-                           wformats=weight_families(prog))
+                           wformats=weight_families(prog), waves=waves)
     if res.get("error"):
         raise DeviceError(res["error"])
     res["wall_s"] = time.time() - t0

@@ -32,7 +32,10 @@ PIP_PKGS=(
   "hypothesis"
   "import-linter"
   "jsonschema"                   # tests/perf/test_chrome_trace.py validates the trace-event JSON
-  "ray==2.60.0"                  # dfx sweep: local Ray by default, --address for a cluster (docs/dse.md)
+  "ray[tune]==2.60.0"            # dfx sweep: local Ray by default, --address for a cluster (docs/dse.md)
+  "optuna"                       # dfx sweep's search = "tpe" (Ray Tune's OptunaSearch)
+  "pandas<3"                     # ray[tune] imports it; pandas 3 wants numpy 2 (pynq pins <2)
+  "pywellen"                     # reads the FST of `dfx run --backend rtl --waves` back (tests, benchmarks)
   "pyarrow==21.0.0"              # sweep results as Parquet; 21 is the last pyarrow that takes numpy 1.x (pynq pins <2)
   "pyyaml"                       # YAML sweep specs (TOML needs nothing)
 )

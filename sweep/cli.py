@@ -4,9 +4,11 @@
     dfx sweep --grid model=124M devices=1 d=32,64   a grid on the command line (stages perf, resources)
     dfx sweep SPEC --address ray://head:10001       on a Ray cluster
     dfx sweep SPEC --engine loop                    no Ray: one point after another in this process
+    dfx sweep SPEC --search tpe --samples 40        40 points chosen by Optuna's TPE (through Ray Tune)
 """
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ from dfx.errors import DfxError, UsageError
 from . import pareto, report
 from .engine import ENGINES
 from .runner import REPO, run_sweep
-from .spec import STAGES, grid_spec, load_spec
+from .spec import SEARCHES, STAGES, check_search, grid_spec, load_spec
 
 
 def _fail(msg: str):
@@ -57,8 +59,9 @@ def publish(spec, res, out: Path, doc: str | None, publish_dir: str | None, fmt:
         d.parent.mkdir(parents=True, exist_ok=True)
         plots = [p for p in made if p.suffix in (".png", ".svg")]
         tl = pub / "timeline.png"
+        wf = REPO / "docs" / "img" / "waves_vs_model.png"
         d.write_text(report.markdown(spec, rows, plots, d, base, table, speed, command,
-                                     tl if tl.exists() else None) + "\n")
+                                     tl if tl.exists() else None, wf if wf.exists() else None) + "\n")
         made.append(d)
     return made
 
@@ -70,6 +73,11 @@ def publish(spec, res, out: Path, doc: str | None, publish_dir: str | None, fmt:
 @click.option("--stages", default=None, help=f"comma-separated, overriding the spec's: {', '.join(STAGES)}")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="folder for the journal and results table  [default: build/sweep/NAME]")
+@click.option("--search", type=click.Choice(SEARCHES), default=None,
+              help="grid: every point; random: --samples N of them; tpe: N chosen by Optuna's TPE (minimum "
+                   "latency among the points that fit)  [default: the spec's, else grid]")
+@click.option("--samples", type=click.IntRange(min=1), default=None, help="points for --search random or tpe")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="seed of the random and tpe searches")
 @click.option("--engine", type=click.Choice(ENGINES), default="ray", show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="local Ray workers (CPUs)")
 @click.option("--address", default=None, help="join this Ray cluster instead of starting a local one")
@@ -80,21 +88,23 @@ def publish(spec, res, out: Path, doc: str | None, publish_dir: str | None, fmt:
 @click.option("--no-plots", is_flag=True, help="write the table only")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.argument("extra", nargs=-1)
-def sweep(spec_file, grid, stages, out, engine, workers, address, doc, publish_dir, fmt, no_plots, quiet, extra):
+def sweep(spec_file, grid, stages, search, samples, seed, out, engine, workers, address, doc, publish_dir, fmt,
+          no_plots, quiet, extra):
     """Design-space exploration: run the performance model, resource estimates, accuracy and RTL checks over
     every point of SPEC (a .toml or .yaml file) or of --grid KEY=V1,V2 ..., on Ray (local by default), with a
     progress bar; resumable (completed points are not recomputed). Writes the results (Parquet or CSV), the
     Pareto plots and the markdown report (docs/dse.md)."""
     try:
-        _sweep(spec_file, grid, stages, out, engine, workers, address, doc, publish_dir, fmt, no_plots, quiet,
-               extra)
+        _sweep(spec_file, grid, stages, {"search": search, "samples": samples, "seed": seed}, out, engine, workers,
+               address, doc, publish_dir, fmt, no_plots, quiet, extra)
     except DfxError as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted; what finished is in the journal: run the same command again to resume")
 
 
-def _sweep(spec_file, grid, stages, out, engine, workers, address, doc, publish_dir, fmt, no_plots, quiet, extra):
+def _sweep(spec_file, grid, stages, search, out, engine, workers, address, doc, publish_dir, fmt, no_plots, quiet,
+           extra):
     if workers < 1:
         raise UsageError(f"--workers must be an integer >= 1, not {workers}")
     items = list(grid)
@@ -115,9 +125,12 @@ def _sweep(spec_file, grid, stages, out, engine, workers, address, doc, publish_
         spec = grid_spec(items, settings)
     else:
         raise UsageError("give a SPEC file (.toml or .yaml) or --grid KEY=V1,V2 ... (see dfx sweep --help)")
+    spec = dataclasses.replace(spec, **{k: v for k, v in search.items() if v is not None})
+    check_search(spec.search, spec.samples, spec.stages, "--search")
     out = Path(out) if out else REPO / "build" / "sweep" / spec.name
     n = len(spec.points())
-    click.echo(f"sweep {spec.name}: {n} points, stages {', '.join(spec.stages)}, engine {engine}"
+    what = f"{min(spec.samples, n)} of {n} points by TPE" if spec.search == "tpe" else f"{n} points"
+    click.echo(f"sweep {spec.name}: {what}, stages {', '.join(spec.stages)}, engine {engine}"
                + (f" at {address}" if address else f" ({workers} local workers)" if engine == "ray" else ""),
                err=True)
     res = run_sweep(spec, out, engine, workers, address, progress=not quiet)

@@ -11,6 +11,7 @@ memory request a guess); on a cluster (`address`) each task also asks for its `m
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -58,6 +59,22 @@ def _ray_init(workers: int, address: str | None):
     else:
         ray.init(num_cpus=workers, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **kw)
     return ray, True
+
+
+@contextlib.contextmanager
+def ray_held(engine: str, workers: int, address: str | None):
+    """Keep one Ray session across several `execute` calls (a search's batches): yields `start()`, which
+    starts (or joins) Ray on its first call; shut down at the end if it was started here."""
+    held = []
+
+    def start():
+        if engine == "ray" and not held:
+            held.append(_ray_init(workers, address))
+    try:
+        yield start
+    finally:
+        if held and held[0][1]:
+            held[0][0].shutdown()
 
 
 def execute(tasks: list[Task], on_result: Callable[[Task, dict], None], engine: str = "ray", workers: int = 2,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .pareto import AXES, by_workload, front, is_dfx, usable, workload
 from .spec import CONFIG_FIELDS, Spec
+from .tpe import PENALTY_MS
 
 COLUMNS = (("d", "d"), ("l", "l"), ("vpu_width", "VPU"), ("clock_mhz", "MHz"), ("weights", "weights"),
            ("overlap", "overlap"), ("latency_ms", "latency ms"), ("tokens_per_s", "tokens/s"),
@@ -53,7 +54,8 @@ def table(rows: list[dict], base: dict, mark_dfx: bool = True, label: bool = Fal
 
 
 def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: dict, table_path: Path | None,
-             speed: dict | None = None, command: str = "", timeline: Path | None = None) -> str:
+             speed: dict | None = None, command: str = "", timeline: Path | None = None,
+             waves: Path | None = None) -> str:
     ok = [r for r in rows if r.get("status") == "ok"]
     reasons = Counter(r["reason"] for r in rows if r.get("status") != "ok")
     rev = Counter(r.get("git_rev") for r in rows).most_common(1)
@@ -64,7 +66,9 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
            "## Running a sweep", "",
            "- `dfx sweep SPEC.toml` (or `.yaml`), or `dfx sweep --grid model=124M devices=1 d=32,64 ...`: the "
            "cartesian product of every parameter given a list (per `[[group]]`, over the top-level ones), or "
-           "`search = \"random\"` with `samples = N` for N distinct points of it (seeded). Parameters: the "
+           "`search = \"random\"` with `samples = N` for N distinct points of it (seeded), or `search = \"tpe\"` "
+           "with `samples = N` (and `seed`) for N points chosen by Optuna's TPE (below); `--search`, `--samples` "
+           "and `--seed` override the spec's. Parameters: the "
            "model, devices, weights and method, overlap, prefill_batch, tokens, board, the base config and the "
            "AccelConfig fields d, l, vpu_width, vbuf_entries, hbm_channels, hbm_width, clock_mhz (sweep/spec.py).",
            "- Stages per spec: `perf`, `resources` (with `yosys = [\"mpu\", ...]`: Yosys at the point's config, "
@@ -80,8 +84,16 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
            "- Results: one row per point (Parquet with pyarrow, else CSV), with `config_hash` (sweep/spec.py, "
            "`point_hash`) and `git_rev`; points that do not fit or compile have `status` error and a one-line "
            "`reason`.",
-           "- Not done: Optuna's TPE through Ray Tune (random search covers the search case without two more "
-           "dependencies).", "",
+           "- TPE (sweep/tpe.py): Ray Tune's `OptunaSearch` with Optuna's seeded `TPESampler` over the same space "
+           "(a categorical per axis; with several groups, the group first) and the same stages, minimising "
+           "latency among the points that fit: a point that does not complete, does not fit the usable LUTs "
+           "and DSPs (when the resources stage runs) or exceeds `accuracy_budget` (when the accuracy stage runs) "
+           f"scores {PENALTY_MS:.0e} ms, and its row keeps `objective` and `objective_reason`. Suggestions come "
+           "in batches of `--workers`, each batch's stages run as Ray tasks, and the rows (with `trial`, the "
+           "order the search reached them) go to the same Parquet. Resumable like the grid: a rerun asks the "
+           "seeded searcher the same questions, finds the answers in the journal and computes only what it "
+           "lacks (tests/sweep/test_tpe.py interrupts one, resumes it on Ray and compares it with an "
+           "uninterrupted run).", "",
            "## What ran", "",
            f"- {len(rows)} points, stages {', '.join(spec.stages)}: {len(ok)} complete, {len(rows) - len(ok)} "
            "recorded with the reason they do not fit or compile.",
@@ -142,6 +154,7 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
                 "a Perfetto screenshot). Device 0 holds 7 of the 25 heads and the others 6, so devices 1-3 wait "
                 "at each ring sync for device 0.", "",
                 f"![timeline]({os.path.relpath(timeline, doc.parent)})", ""]
+    out += waves_section(waves, doc)
     if speed:
         out += ["## Sweep speed", "", f"Measured by `{speed['command']}` on this machine ({speed['machine']}):", ""]
         out += [f"- {line}" for line in speed["lines"]]
@@ -150,6 +163,39 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
                 "Ray's. The one clear cost is Ray's start-up, paid once per sweep; the per-point overhead is below what this "
                 "machine resolves.", ""]
     return "\n".join(out)
+
+
+def waves_section(figure: Path | None, doc: Path) -> list[str]:
+    """The RTL's waveforms beside the model's timeline (benchmarks/waves_figure.py's figure, when it exists)."""
+    out = ["### The RTL's waves beside the model", "",
+           "`dfx run PROGRAM --backend rtl --waves out.fst` (and `dfx generate --backend rtl --waves out.fst`) "
+           "writes the RTL simulation's waveforms as FST: Icarus by default, `SIM=verilator` for Verilator "
+           "(built with `--trace-fst`). At the top of the fast harness (verify/fast_top.py) the core's state is "
+           "named plainly (verify/waves.py): `dbg_running`, `dbg_pc` (the PC in the instruction register, the "
+           "next to dispatch), and per unit (mpu, vpu, dma, router) `dbg_pc_<unit>`, `dbg_busy_<unit>` (what "
+           "its BUSY counter counts), `dbg_issue_<unit>` and `dbg_done_<unit>` (one-cycle strobes). A bad "
+           "`--waves` path is one error line, exit 2, before anything runs.",
+           "",
+           "- Open the FST with GTKWave (`gtkwave out.fst`; in the signal tree, the top scope `dfx_fast`, filter "
+           "`dbg_`) or Surfer (`surfer out.fst`, or drop it on the web build), and the model's JSON trace at "
+           "ui.perfetto.dev (Open trace file) or chrome://tracing.",
+           "- tests/test_cli_waves.py runs a tiny program with `--waves` on Icarus, reads the FST back "
+           "(pywellen, the `test` extra) and checks that the signals exist, the PC advances and the busy "
+           "cycles in the waves equal the core's BUSY counters.", ""]
+    if figure is not None:
+        out += ["Below, one decode step of the embedded model at the tiny config, scheduled by the performance "
+                "model (top, `dfx perf --trace`) and run by the RTL core (bottom, the `dbg_busy_*` waves; ticks "
+                "are `dbg_issue_*`), drawn by `python benchmarks/waves_figure.py` (it runs the program on "
+                "Icarus with `--waves` and writes the model's step as JSON for Perfetto beside the FST). The "
+                "model's bars run from an instruction's start to its result, the RTL's are the units' busy "
+                "signals. Both run the same instructions per unit (MPU 17, VPU 81, DMA 29 in this step); the "
+                "model takes 4,826 cycles and the RTL 4,176, with its MPU busy 2,089 cycles against the RTL's "
+                "1,383 and its VPU 2,529 against 2,216 (the script prints these; the fast harness's memory models "
+                "answer with no added latency here, where the model charges HBM's, perf/hbm.py). Over the whole run (4 steps), the cycles the "
+                "waves show running and each unit busy equal the core's CYCLES and BUSY counters exactly "
+                "(16,454 cycles).", "",
+                f"![waves_vs_model]({os.path.relpath(figure, doc.parent)})", ""]
+    return out
 
 
 def fastest(rows: list[dict], budget: float) -> list[dict]:

@@ -15,10 +15,15 @@ from pathlib import Path
 from dfx.errors import DfxError
 from dfx.formats import FormatError
 
+import sys
+
+from tqdm import tqdm
+
 from . import stages
-from .engine import Task, execute
+from .engine import Task, execute, ray_held
 from .spec import CONFIG_FIELDS, Spec, point_hash
 from .store import Journal, git_revision, write_table
+from .tpe import TpeSearch, budget, objective
 
 GiB = 2**30
 REPO = Path(__file__).resolve().parents[1]
@@ -129,6 +134,8 @@ def run_sweep(spec: Spec, out: str | Path, engine: str = "ray", workers: int = 2
         -> SweepResult:
     """Run (or resume) `spec` into the folder `out`: journal.jsonl, and the results table (`table_name`,
     Parquet or CSV). `stop_after` N: stop as if interrupted after N tasks (for tests); the journal keeps them."""
+    if spec.search == "tpe":
+        return run_tpe(spec, out, engine, workers, address, progress, stop_after, table_name)
     out = Path(out)
     journal = Journal(out)
     points = spec.points()
@@ -152,3 +159,55 @@ def run_sweep(spec: Spec, out: str | Path, engine: str = "ray", workers: int = 2
     rows = assemble(spec, points, journal, revision)
     table = write_table(rows, out / table_name)
     return SweepResult(rows, table, done, total - len(todo), counts)
+
+
+def run_tpe(spec: Spec, out: str | Path, engine: str = "ray", workers: int = 2, address: str | None = None,
+            progress: bool = True, stop_after: int | None = None, table_name: str = "results.parquet") \
+        -> SweepResult:
+    """`search = "tpe"` (sweep/tpe.py): batches of `workers` suggestions, each batch's tasks run on the engine
+    (those in the journal skipped), each point's objective told to the searcher, until `spec.samples` distinct
+    points are evaluated. Rows in the order the search first reached them, with `trial`, `objective` and
+    `objective_reason`."""
+    out = Path(out)
+    journal = Journal(out)
+    search = TpeSearch(spec)
+    want, max_asks = budget(search, spec.samples)
+    revision = git_revision(REPO)
+    rows: dict[str, dict] = {}
+    counts: dict[str, int] = {}
+    planned: set = set()
+    done = 0
+
+    def on_result(t: Task, res: dict):
+        nonlocal done
+        journal.add(t.kind, t.key, {**res, "git_rev": revision})
+        counts[t.kind] = counts.get(t.kind, 0) + 1
+        done += 1
+        if stop_after is not None and done >= stop_after:
+            raise KeyboardInterrupt
+    bar = tqdm(total=want, desc=f"sweep {spec.name} (tpe)", unit="point", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True)
+    try:
+        with ray_held(engine, workers, address) as start_ray:
+            while len(rows) < want and search.asked < max_asks:
+                batch = search.ask(min(workers, want - len(rows)))
+                points = list({point_hash(p): p for _, p in batch}.values())
+                tasks = plan(spec, points, out / "build")
+                todo = [t for t in tasks if not journal.done(t.kind, t.key)]
+                planned.update((t.kind, t.key) for t in tasks)
+                if todo:
+                    start_ray()
+                    execute(todo, on_result, engine, workers, address, progress=False)
+                for tid, p in batch:
+                    row = assemble(spec, [p], journal, revision)[0]
+                    value, why = objective(row, spec)
+                    search.tell(tid, value)
+                    if row["config_hash"] not in rows:
+                        rows[row["config_hash"]] = {**row, "trial": len(rows), "objective": value,
+                                                    "objective_reason": why}
+                        bar.update()
+    finally:
+        bar.close()
+        journal.close()
+    table = write_table(list(rows.values()), out / table_name)
+    return SweepResult(list(rows.values()), table, done, len(planned) - done, counts)

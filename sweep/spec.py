@@ -4,7 +4,8 @@ A spec is a TOML file (or YAML, when PyYAML is installed), or `--grid key=v1,v2 
 keys are settings and parameters (top level or in a [sweep] table); a parameter given a list is an axis, a
 scalar is fixed. Each `[[group]]` table is a cartesian product of its own axes over the top-level ones; the
 points are the union of the groups' products (one group when there are none). `search = "random"` with
-`samples = N` draws N distinct points of that union (seeded); `grid` (the default) takes them all.
+`samples = N` draws N distinct points of that union (seeded); `search = "tpe"` with `samples = N` lets Optuna's
+TPE choose N of them, minimising latency subject to fit (sweep/tpe.py); `grid` (the default) takes them all.
 
     [sweep]
     name = "u280"
@@ -42,7 +43,7 @@ DEFAULTS = {
 CONFIG_FIELDS = ("d", "l", "vpu_width", "vbuf_entries", "hbm_channels", "hbm_width", "clock_mhz")
 PARAMS = tuple(DEFAULTS) + CONFIG_FIELDS
 STAGES = ("perf", "resources", "accuracy", "rtl")
-SEARCHES = ("grid", "random")
+SEARCHES = ("grid", "random", "tpe")
 # Settings of the sweep itself (not parameters of a point).
 SETTINGS = {"name": "sweep", "stages": ["perf", "resources"], "search": "grid", "samples": 0, "seed": 0,
             "yosys": [], "accuracy_windows": 32, "doc": "", "publish": "", "title": "", "accuracy_budget": 0.01}
@@ -64,7 +65,7 @@ class Spec:
     groups: list[dict] = field(default_factory=lambda: [{}])
 
     def points(self) -> list[dict]:
-        """Every point of the sweep, in a fixed order, duplicates dropped."""
+        """Every point of the sweep, in a fixed order, duplicates dropped (for `tpe`: the space it searches)."""
         seen, out = set(), []
         for g in self.groups:
             axes = {k: (v if isinstance(v, list) else [v]) for k, v in g.items()}
@@ -135,13 +136,10 @@ def from_dict(data: dict, where: str = "spec") -> Spec:
     bad = [x for x in stages if x not in STAGES]
     if bad or not stages:
         raise UsageError(f"{where}: stages {stages!r}: each is one of {', '.join(STAGES)}")
-    if s["search"] not in SEARCHES:
-        raise UsageError(f"{where}: search {s['search']!r}: accepted {', '.join(SEARCHES)}")
     for k in ("samples", "seed", "accuracy_windows"):
         if not isinstance(s[k], int) or isinstance(s[k], bool) or s[k] < 0:
             raise UsageError(f"{where}: {k} must be an integer >= 0, not {s[k]!r}")
-    if s["search"] == "random" and not s["samples"]:
-        raise UsageError(f"{where}: search 'random' needs samples = N (points to draw), N >= 1")
+    check_search(s["search"], s["samples"], stages, where)
     if isinstance(s["accuracy_budget"], bool) or not isinstance(s["accuracy_budget"], (int, float)):
         raise UsageError(f"{where}: accuracy_budget must be a number (bits/byte over FP16), "
                          f"not {s['accuracy_budget']!r}")
@@ -150,6 +148,17 @@ def from_dict(data: dict, where: str = "spec") -> Spec:
                 samples=s["samples"], seed=s["seed"], yosys=tuple(yosys), accuracy_windows=s["accuracy_windows"],
                 doc=str(s["doc"]), publish=str(s["publish"]), title=str(s["title"]),
                 accuracy_budget=float(s["accuracy_budget"]), groups=[{**data, **g} for g in groups])
+
+
+def check_search(search: str, samples: int, stages, where: str = "spec") -> None:
+    """The search settings agree with each other and the stages (UsageError naming what is wrong)."""
+    if search not in SEARCHES:
+        raise UsageError(f"{where}: search {search!r}: accepted {', '.join(SEARCHES)}")
+    if search in ("random", "tpe") and not samples:
+        raise UsageError(f"{where}: search {search!r} needs samples = N (points to draw), N >= 1")
+    if search == "tpe" and "perf" not in stages:
+        raise UsageError(f"{where}: search 'tpe' minimises latency: its stages must include perf, "
+                         f"not {list(stages)!r}")
 
 
 def load_spec(path: str | Path) -> Spec:

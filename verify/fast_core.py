@@ -35,6 +35,7 @@ from .fast_tb import FAST_JOB_ENV
 from .fast_top import DDR_ABITS, HBM_ABITS, build_fast, mem_names
 from .rtl_core import ddr_layout
 from .toolchain import log_text, missing_simulator, run_module, sim_env, simulator
+from .waves import dump_path
 
 
 @dataclass
@@ -80,15 +81,18 @@ class FastCore:
     dispatching one instruction at a time); `run` runs jobs on it."""
 
     def __init__(self, cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_abits: int = DDR_ABITS,
-                 hbm_abits: int = HBM_ABITS, workdir: str | Path | None = None, in_order: bool = False):
+                 hbm_abits: int = HBM_ABITS, workdir: str | Path | None = None, in_order: bool = False,
+                 waves: str | Path | None = None):
+        """`waves`: each `run` writes its FST there (a build of its own; `dfx.verify.waves` names the signals)."""
         self.cfg, self.devices, self.sim = cfg, devices, simulator(sim)
         why = missing_simulator(self.sim)
         if why:
             raise RuntimeError(why)
         self.ddr_abits, self.hbm_abits = ddr_abits, hbm_abits
         self.word_bytes = {"ddr": ddr_data_bits(cfg) // 8, "hbm": cfg.hbm_width // 8}
+        self.waves = Path(waves) if waves is not None else None
         self.runner, self.bdir, self.top = build_fast(cfg, self.sim, devices, ddr_abits, hbm_abits,
-                                                      in_order=in_order)
+                                                      waves=self.waves is not None, in_order=in_order)
         self.workdir = Path(workdir) if workdir else self.bdir / "jobs"
         self.names = mem_names(cfg, devices)
 
@@ -155,7 +159,9 @@ class FastCore:
                                   "word_bytes": self.word_bytes, "jobs": specs}))
         log = wd / log_name
         run_module(self.runner, "dfx.verify.fast_tb", self.top, self.bdir, wd, sim_env(**{FAST_JOB_ENV: str(jf)}),
-                   log, testcase="dfx_fast_jobs")
+                   log, testcase="dfx_fast_jobs", waves=self.waves is not None)
+        if self.waves is not None and dump_path(self.sim, self.bdir, wd, self.top).exists():
+            shutil.move(dump_path(self.sim, self.bdir, wd, self.top), self.waves)
         out = wd / "results.jsonl"
         lines = out.read_text().splitlines() if out.exists() else []
         if len(lines) != len(jobs):

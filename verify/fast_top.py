@@ -11,6 +11,8 @@ ap_clk / ap_rst_n):
     mem_load[M], mem_clear, mem_dump[M], mem_dump_lo[32], mem_dump_hi[32]
                                                     backdoor strobes, one bit per memory (`mem_names` order)
     mem_error[2M]                                   each memory's sticky error bits
+    dbg_pc, dbg_busy_<unit>, ...                    debug signals read out of the core (`dfx.verify.waves`;
+                                                    `dev<k>_dbg_...` on a ring), for the waveforms
 
 Memory k * (channels + 1) is device k's DDR (file `d<k>_ddr`), the next `channels` its HBM pseudo-channels
 (`d<k>_hbm<CC>`). A single core's ring inputs are tied off (tready 0, tvalid 0), as in the cocotbext-axi
@@ -41,6 +43,7 @@ from .axi_mem import RAM_VERILOG, AxiMem
 from .core_build import REPO, kick_comb_processes, source_hash
 from .fast_verilator import verilator_build
 from .toolchain import runner_build, simulator
+from .waves import SIGNALS, check_probe, probe_name, probe_verilog, signal_names
 
 BUILD = REPO / "build" / "rtl_fast"
 DDR_ABITS = 16           # default depth: 2**16 words of DDR (1 MiB at the tiny config's 16-byte beat)
@@ -82,6 +85,8 @@ class FastTop(wiring.Component):
             for name, (flow, width) in self.ports.items():
                 if name.startswith("s_axi_control_"):
                     members[f"dev{k}_{name}"] = flow(width)
+        for name in signal_names(devices):
+            members[name] = Out(SIGNALS[name.partition("dbg_")[2]][0])
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -127,6 +132,10 @@ class FastTop(wiring.Component):
                 errors.append(mem.error)
         m.d.comb += self.mem_error.eq(Cat(*errors))
         m.submodules.dut = Instance(TOP_NAME if n == 1 else ring_name(n), **conns)
+        for k in range(n):
+            pre = "" if n == 1 else f"dev{k}_"
+            m.submodules[f"probe{k}"] = Instance(probe_name(k), **{f"o_{s}": getattr(self, f"{pre}dbg_{s}")
+                                                                  for s in SIGNALS})
         return m
 
 
@@ -148,18 +157,20 @@ def fast_verilog(cfg: AccelConfig, devices: int = 1, ddr_abits: int = DDR_ABITS,
     quantized weight families; `in_order`: the core dispatching one instruction at a time
     (`Core(in_order=True)`)."""
     wrapper = back.convert(FastTop(cfg, devices, ddr_abits, hbm_abits), name=fast_name(devices), emit_src=False)
-    return _core_text(cfg, devices, wformats, in_order) + "\n" + wrapper + "\n" + RAM_VERILOG
+    core = _core_text(cfg, devices, wformats, in_order)
+    check_probe(core)
+    return core + "\n" + wrapper + "\n" + probe_verilog(fast_name(devices), devices) + "\n" + RAM_VERILOG
 
 
 def build_fast(cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_abits: int = DDR_ABITS,
                hbm_abits: int = HBM_ABITS, waves: bool = False, wformats: tuple[str, ...] = (),
                in_order: bool = False) -> tuple:
-    """Build the fast design for `sim` (cached; `wformats`: the core's quantized weight families). Returns
-    (runner, build_dir, top)."""
+    """Build the fast design for `sim` (cached; `wformats`: the core's quantized weight families; with `waves`, a
+    build of its own that writes an FST: `dfx.verify.waves`). Returns (runner, build_dir, top)."""
     sim = simulator(sim)
     top = fast_name(devices)
-    key = (f"{cfg.name}_{cfg.config_hash}_{sim}_n{devices}_a{ddr_abits}_{hbm_abits}" + "".join(f"_{f}" for f in wformats)
-           + ("_inorder" if in_order else ""))
+    key = (("waves_" if waves else "") + f"{cfg.name}_{cfg.config_hash}_{sim}_n{devices}_a{ddr_abits}_{hbm_abits}"
+           + "".join(f"_{f}" for f in wformats) + ("_inorder" if in_order else ""))
     bdir = BUILD / key
     bdir.mkdir(parents=True, exist_ok=True)
     stamp, src = bdir / "stamp.txt", bdir / f"{top}.v"
@@ -183,7 +194,7 @@ def build_fast(cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_a
 def _own_hash() -> str:
     """Hash of this harness's design sources (this module and the memory model)."""
     h = hashlib.sha256()
-    for name in ("fast_top.py", "axi_mem.py", "fast_verilator.py"):
+    for name in ("fast_top.py", "axi_mem.py", "fast_verilator.py", "waves.py"):
         h.update((Path(__file__).parent / name).read_bytes())
     return h.hexdigest()[:12]
 

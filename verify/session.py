@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,22 +27,26 @@ from .core_build import TOP, build
 from .core_tb import CoreTB, reset
 from .fast_bridge import FAST_HOST_ENV
 from .fast_top import DDR_ABITS, HBM_ABITS, build_fast
-from .toolchain import log_text, run_module, sim_env
+from .toolchain import log_text, run_module, sim_env, simulator
+from .waves import dump_path
 
 HOST_JOB_ENV = "DFX_HOST_JOB"      # the job file of `dfx_host_job`
 
 
 def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = None, fast: bool | None = None,
-                 wformats: tuple[str, ...] = ()) -> dict:
+                 wformats: tuple[str, ...] = (), waves: str | Path | None = None) -> dict:
     """Call `entry` ("module:function", called as function(cores, args) with one `BlockingCore`) inside a
     simulation of one core built for `cfg`; returns its result. The memories start empty: the host code
     uploads what it needs. DeviceError (one line) when the simulation ends without a result. `fast` (default:
     unless $DFX_RTL_HARNESS is `axi`): the memories are models inside the design (`dfx.verify.fast_bridge`),
-    else cocotbext-axi `AxiRam`s. `wformats`: the quantized weight families the core is built with."""
+    else cocotbext-axi `AxiRam`s. `wformats`: the quantized weight families the core is built with. `waves`:
+    write the run's FST there (the fast harness, `dfx.verify.waves`)."""
     if fast is None:
         fast = os.environ.get("DFX_RTL_HARNESS", "fast") != "axi"
     if fast:
-        return _run_fast_host_job(cfg, entry, args, sim, wformats)
+        return _run_fast_host_job(cfg, entry, args, sim, wformats, waves)
+    if waves is not None:
+        raise DeviceError("waveforms come from the fast harness only; unset DFX_RTL_HARNESS (it is 'axi')")
     runner, bdir = build(cfg, sim, wformats=wformats)
     jobdir = bdir / "host_job"
     jobdir.mkdir(exist_ok=True)
@@ -62,8 +67,8 @@ def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = Non
     return json.loads(out.read_text())
 
 
-def _run_fast_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None, wformats=()) -> dict:
-    runner, bdir, top = build_fast(cfg, sim, wformats=wformats)
+def _run_fast_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None, wformats=(), waves=None) -> dict:
+    runner, bdir, top = build_fast(cfg, sim, waves=waves is not None, wformats=wformats)
     jobdir = bdir / "host_job"
     jobdir.mkdir(exist_ok=True)
     spec, out, log = jobdir / "job.json", jobdir / "result.json", jobdir / "test.log"
@@ -71,11 +76,17 @@ def _run_fast_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None
     wb = {"ddr": ddr_data_bits(cfg) // 8, "hbm": cfg.hbm_width // 8}
     spec.write_text(json.dumps({"cfg": cfg.to_dict(), "entry": entry, "args": args, "out": str(out), "word_bytes": wb,
                                 "ddr_bytes": wb["ddr"] << DDR_ABITS, "hbm_bytes": wb["hbm"] << HBM_ABITS}))
+    dump = dump_path(simulator(sim), bdir, jobdir, top)
+    dump.unlink(missing_ok=True)
     _, fails = run_module(runner, "dfx.verify.fast_bridge", top, bdir, jobdir, sim_env(**{FAST_HOST_ENV: str(spec)}),
-                          log, testcase="dfx_fast_host_job")
+                          log, testcase="dfx_fast_host_job", waves=waves is not None)
+    if waves is not None and dump.exists():
+        shutil.move(dump, waves)
     if not out.exists():
         raise DeviceError(f"the RTL simulation ended without a result ({fails} failed test(s)); last log line: "
                           f"{(log_text(log).strip().splitlines() or ['-'])[-1][:200]}")
+    if waves is not None and not Path(waves).exists():
+        raise DeviceError(f"the simulator wrote no waveforms (looked for {dump})")
     return json.loads(out.read_text())
 
 

@@ -39,8 +39,8 @@ from dfx.program import load_program, load_signing_key, load_trusted_key, save_p
 from dfx.sweep.cli import sweep
 
 from .compare import compare
-from .options import (DfxGroup, backend_options, backend_opts, fail, friendly, generate_text, print_stats,
-                      sampling_options, session_text, weights_option)
+from .options import (DfxGroup, backend_options, backend_opts, check_waves_backend, fail, friendly, generate_text,
+                      print_stats, sampling_options, session_text, weights_option)
 
 
 @click.group(cls=DfxGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -170,7 +170,7 @@ def _tokenizer_for(model_dir: Path | None, vocab: int):
 @backend_options
 @sampling_options
 @friendly
-def generate(prompt, model, backend, config, devices, weights, prefill_batch, xclbin, timeout, stats,
+def generate(prompt, model, backend, config, devices, weights, prefill_batch, xclbin, timeout, stats, waves,
              max_new_tokens, temperature, top_k, top_p, seed, max_repeat):
     """Generate text from PROMPT (default "def main("), streaming tokens as they come.
 
@@ -179,6 +179,7 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
     """
 
     backend = resolve_backend(backend, ("golden", *BACKENDS))
+    check_waves_backend(waves, backend)
     if not prompt:
         raise UsageError("the prompt is empty; give some text to continue")
     samp = Sampling(temperature, top_k, top_p, seed, max_repeat)
@@ -205,14 +206,14 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
     if backend == "rtl":
         with tempfile.TemporaryDirectory(prefix="dfx-rtl-") as d:
             path = save_program(prog, Path(d) / "program.dfx")
-            return _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt)
+            return _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt, waves)
     with Session(prog, backend, **backend_opts(backend, xclbin, timeout, stats)) as sess:
         session_text(sess, ids, max_new_tokens, samp, tok, backend, prompt)
         print_stats(sess, stats)
 
 
-def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt):
-    """--backend rtl: the same host session runs inside the cocotb simulation of the core."""
+def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt, waves=None):
+    """--backend rtl: the same host session runs inside the cocotb simulation of the core (`waves`: its FST)."""
     click.echo("[rtl] building and simulating the core (Icarus; SIM=verilator for long runs)...", err=True)
     steps = progress.StepBar("[rtl] building the core", len(ids) + max_new_tokens - 1)
 
@@ -222,7 +223,7 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt):
         steps(count, cycles) if count else steps.refresh()
     try:
         res = run_session(path, ids, max_new_tokens, asdict(samp), timeout=RTL_TIMEOUT_S if timeout is None else timeout,
-                          on_progress=on_progress)
+                          on_progress=on_progress, waves=waves)
     finally:
         steps.close()
     generate_text(iter(res["tokens"]), ids, max_new_tokens, tok, "rtl", seconds=res["wall_s"], head=prompt)
@@ -230,6 +231,9 @@ def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt):
         s = res["summary"]
         click.echo(f"[stats] rtl: kernel cycles prefill {s['prefill_cycles']:,}, decode {s['decode_cycles']:,}; "
                    f"simulation wall {res['wall_s']:.1f} s", err=True)
+    if waves is not None:
+        click.echo(f"wrote {waves} ({Path(waves).stat().st_size / 2**20:.1f} MiB of FST: gtkwave or surfer; the "
+                   "dbg_* signals at the top are the PC and the units' busy, issue and done)", err=True)
 
 
 # ------------------------------------------------------------------------------------------------ compile/run
@@ -339,8 +343,8 @@ def _program_tokenizer(prog):
 @backend_options
 @sampling_options
 @friendly
-def run(program, prompt, backend, devices, require_signed, xclbin, timeout, stats, max_new_tokens, temperature,
-        top_k, top_p, seed, max_repeat):
+def run(program, prompt, backend, devices, require_signed, xclbin, timeout, stats, waves, max_new_tokens,
+        temperature, top_k, top_p, seed, max_repeat):
     """Run a compiled PROGRAM on a backend, streaming the generated text.
 
     Every backend runs the same host code: load the program's memory images into the device's HBM/DDR
@@ -349,6 +353,7 @@ def run(program, prompt, backend, devices, require_signed, xclbin, timeout, stat
     """
 
     backend = resolve_backend(backend)
+    check_waves_backend(waves, backend)
     if not prompt:
         raise UsageError("the prompt is empty; give some text to continue")
     key = load_trusted_key(require_signed) if require_signed is not None else None
@@ -359,7 +364,7 @@ def run(program, prompt, backend, devices, require_signed, xclbin, timeout, stat
     if backend == "rtl":
         if devices not in (None, prog.n_devices):
             raise UsageError(f"the program was compiled for {prog.n_devices} device(s), not {devices}")
-        return _run_rtl(program, ids, max_new_tokens, samp, tok, stats, timeout, prompt)
+        return _run_rtl(program, ids, max_new_tokens, samp, tok, stats, timeout, prompt, waves)
     with Session(prog, backend, devices, **backend_opts(backend, xclbin, timeout, stats)) as sess:
         session_text(sess, ids, max_new_tokens, samp, tok, backend, prompt)
         print_stats(sess, stats)

@@ -127,6 +127,24 @@ def check_timeout(ctx, param, value):
     return value
 
 
+def check_waves(ctx, param, value):
+    """--waves FILE, checked when parsed (before any work): an .fst file in an existing, writable folder."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        raise click.BadParameter(f"{value} is a folder; give a file to write, e.g. {path / 'out.fst'}")
+    if path.suffix != ".fst":
+        raise click.BadParameter(f"{value}: the waveforms are FST; give a file ending .fst, e.g. out.fst")
+    folder = path.parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"{value}: {folder} {'is not a folder' if folder.exists() else 'does not exist'}; "
+                                 "give a file in an existing folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{value}: the folder {folder} is not writable; give a file in a writable folder")
+    return path
+
+
 def backend_options(fn):
     for opt in reversed([
         click.option("--xclbin", type=click.Path(path_type=Path), default=None, envvar="DFX_XCLBIN",
@@ -137,9 +155,19 @@ def backend_options(fn):
                           f"simulation]"),
         click.option("--stats", is_flag=True, help="print per-token latency and the kernels' cycle counters "
                                                     "(stderr)"),
+        click.option("--waves", default=None, callback=check_waves, metavar="FILE.fst",
+                     help="rtl backend: write the simulation's waveforms (FST: Icarus, or SIM=verilator) with the "
+                          "PC and unit-busy signals named dbg_* at the top; open with gtkwave or surfer "
+                          "(docs/dse.md, Timelines)"),
     ]):
         fn = opt(fn)
     return fn
+
+
+def check_waves_backend(waves, backend) -> None:
+    """--waves comes from the RTL simulation only."""
+    if waves is not None and backend != "rtl":
+        raise UsageError(f"--waves is for --backend rtl (the RTL simulation writes them), not {backend}")
 
 
 def backend_opts(backend, xclbin, timeout, stats=True) -> dict:

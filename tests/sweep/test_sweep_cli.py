@@ -30,7 +30,10 @@ def test_grid_sweep_writes_table_plots_and_report(tmp_path):
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
     for args, words in ((["sweep"], "give a SPEC file"), (["sweep", str(tmp_path / "x.toml")], "does not exist"),
                         (["sweep", "--grid", "d=1,2", "--stages", "perf,nope"], "stages"),
-                        (["sweep", "--grid", "d=64", "--workers", "0", "--engine", "ray"], "--workers")):
+                        (["sweep", "--grid", "d=64", "--workers", "0", "--engine", "ray"], "--workers"),
+                        (["sweep", "--grid", "d=32,64", "--search", "tpe"], "needs samples"),
+                        (["sweep", "--grid", "d=32,64", "--search", "tpe", "--samples", "2", "--stages", "resources"],
+                         "must include perf")):
         r = CliRunner().invoke(main, args)
         assert r.exit_code == 2, (args, r.output)
         err = r.stderr if hasattr(r, "stderr") else r.output
