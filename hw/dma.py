@@ -20,7 +20,8 @@ VBUF element index, count):
                    (POS // d) * ceil(n/l) + c // l, lane c % l, row POS % d (the transpose unit: V cache)
 
 and every run is cut into *pieces* that lie inside one memory beat and one VBUF entry. A piece is one
-single-beat AXI transaction: a read whose data is shifted into place and written into VBUF with a per-element
+single-beat AXI transaction: a read whose data is shifted into place, its binary16 lanes cleaned as the simulator
+loads them (DAZ: a subnormal becomes a zero of its sign, a NaN 0x7E00) and written into VBUF with a per-element
 mask, or a write with byte strobes (no read-modify-write). Reads are pipelined (a FIFO of piece descriptors
 holds the outstanding ones, so R data is matched to its piece in order); writes go out one piece at a time
 and their B responses are counted. Pieces of aligned LOADs and STOREs are whole entries: one beat per entry.
@@ -109,6 +110,19 @@ def shift_units(x, amount, unit: int, left: bool) -> Value:
             moved = Cat(x[s:], C(0, s))
         x = Mux(amount[i], moved, x)
     return x
+
+
+def daz16_lanes(x) -> Value:
+    """Every binary16 lane of `x` as the functional simulator loads it (`dfx.numerics.daz16`, docs/numerics.md,
+    "Subnormals, infinities, NaN"): a subnormal becomes a zero of its sign, a NaN the canonical 0x7E00."""
+    x = Value.cast(x)
+    out = []
+    for i in range(len(x) // 16):
+        e = x[16 * i + 10:16 * i + 15]
+        man = x[16 * i:16 * i + 10]
+        sign = x[16 * i + 15]
+        out.append(Mux(e == 0, Cat(C(0, 15), sign), Mux((e == 31) & man.any(), C(0x7E00, 16), x[16 * i:16 * i + 16])))
+    return Cat(*out)
 
 
 class DmaEngine(Engine):
@@ -241,7 +255,7 @@ class DmaEngine(Engine):
             m.d.comb += [
                 vbuf.w_addr.eq(mh.entry),
                 vbuf.w_en.eq(lane_mask(d, mh.lane, mh.cnt)),
-                vbuf.w_data.eq(shift_units(shifted[:16 * d], mh.lane, 16, left=True)),
+                vbuf.w_data.eq(daz16_lanes(shift_units(shifted[:16 * d], mh.lane, 16, left=True))),
             ]
         m.d.comb += meta.w_data.eq(Cat(hbm, ch, off, lane, cnt, entry))
 
