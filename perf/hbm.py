@@ -51,6 +51,7 @@ import numpy as np
 
 from dfx.config import AccelConfig
 from dfx.errors import PerfError
+from dfx.hw import core_mpu as hw_core_mpu
 from dfx.hw import dma as hw_dma
 
 from .board import Board
@@ -209,7 +210,7 @@ def stream_bytes_per_cycle(spec: HbmSpec, access: Access, cfg: AccelConfig) -> f
 
 
 # ------------------------------------------------------------------------------------ access patterns, from hw/
-WEIGHT_FIFO_BEATS = 16       # hw/core_mpu.py: each channel's R FIFO of the weight streamer (SyncFIFOBuffered depth=16)
+WEIGHT_FIFO_BEATS = hw_core_mpu.WEIGHT_FIFO_BEATS    # each channel's R FIFO of the weight streamer
 
 
 def rtl_weight_access(cfg: AccelConfig, refresh: str = "aligned") -> Access:

@@ -1,7 +1,6 @@
 """The HBM access model (dfx.perf.hbm): hand-computed channel rates from the board's constants (single beat,
 long bursts, strided, refresh), monotonicity (more reads in flight or longer bursts are never slower), and the
 access patterns read from hw/."""
-import re
 from pathlib import Path
 
 import pytest
@@ -129,8 +128,8 @@ def test_access_patterns_from_hw():
     assert hw_dma.AXI_BURST_BEATS * hw_dma.AXI_MAX_OUTSTANDING_READS >= cycles and r.limit == "port", r
     assert w.buffer_beats == hbm.WEIGHT_FIFO_BEATS and w.refresh == "aligned"
     mpu_src = (Path(hw_dma.__file__).parent / "core_mpu.py").read_text()    # the weight streamer's R FIFOs
-    assert re.search(r"fifo = SyncFIFOBuffered\(width=8 \* cb, depth=(\d+)\)", mpu_src).group(1) == \
-        str(hbm.WEIGHT_FIFO_BEATS)
+    assert "fifo = SyncFIFOBuffered(width=8 * cb, depth=WEIGHT_FIFO_BEATS)" in mpu_src
+    assert hbm.WEIGHT_FIFO_BEATS >= 260 / 5                                # a refresh (tRFC) at 200 MHz, in beats
     a = hbm.dfx_access(cfg, 16)
     assert (a.burst_bytes, a.outstanding, a.stride, a.buffer_beats, a.refresh) == (64, 16, 64, 16, "aligned")
     with pytest.raises(PerfError, match="one beat per channel per tile"):
