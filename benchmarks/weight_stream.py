@@ -54,7 +54,7 @@ def measure(sizes, sim: str | None) -> list[dict]:
     from dfx.config import load_config
     from dfx.verify.fast_core import FastCore
     cfg = load_config("tiny")
-    fc = FastCore(cfg, sim=sim)
+    fc = FastCore(cfg, sim=sim, workdir=REPO / "build" / "weight_stream")   # its own jobs folder
     peak = cfg.hbm_channels * cfg.hbm_width // 8
     jobs, keys = [], []
     for label, lat, ref in CASES:
