@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 LATENCY = 36                  # core cycles: 137.8 ns page miss (Shuhai) / 5 ns + 8 converter cycles
 REFRESH = (780, 52)           # (tREFI, tRFC) in core cycles: 3.9 us and 260 ns at 5 ns (JESD235)
 CASES = [("no latency", 0, None), ("U280 latency", LATENCY, None),
-         ("U280 latency + refresh, channel 0", LATENCY, "one"), ("U280 latency + refresh, all channels", LATENCY, "all")]
+         ("U280 latency + refresh, channel 0", LATENCY, "one"),
+         ("U280 latency + refresh, all channels", LATENCY, "all")]
 BEGIN, END = "<!-- weight-stream:begin -->", "<!-- weight-stream:end -->"
 
 

@@ -1,10 +1,10 @@
 """AXI4 memory interfaces of the core and the DMA engine (LOAD, STORE, STORE_K, STORE_VT).
 
 AXI4 masters. `axi4_signature(data_bits)` is one AXI4 master port (64-bit addresses, INCR bursts, one-bit
-IDs always 0: every port keeps its transactions in order), member names as AXI spells them (`awvalid`, `araddr`, ...), so
-the top level (hw/top.py) flattens them into Vitis' `m_axi_<port>_<signal>` names. The core has one port per
-HBM pseudo-channel (`cfg.hbm_width` bits) and one DDR port of `16 * d` bits (one VBUF entry per beat: the
-DMA moves a whole entry per beat when the addresses line up).
+IDs always 0: every port keeps its transactions in order), member names as AXI spells them (`awvalid`,
+`araddr`, ...), so the top level (hw/top.py) flattens them into Vitis' `m_axi_<port>_<signal>` names. The core
+has one port per HBM pseudo-channel (`cfg.hbm_width` bits) and one DDR port of `16 * d` bits (one VBUF entry per
+beat: the DMA moves a whole entry per beat when the addresses line up).
 
 Address spaces (`dfx.isa`): DDR is byte-addressed from the DDR base register. HBM is *striped*: byte b of
 the HBM space lives in pseudo-channel (b // cb) % C at channel offset (b // (cb * C)) * cb + b % cb, with
