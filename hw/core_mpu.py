@@ -40,6 +40,14 @@ from .dma import AXI_ADDR_BITS, BURST_INCR, axi4_signature, hbm_port_names, lane
 from .mpu import MPU, x_layout
 from .qfetch import QuantTiles, family_formats
 
+# Beats of each HBM channel's R FIFO in the weight streamer (read by dfx.perf.hbm). The AR generator does not wait
+# for FIFO space (the memory queues the requests; R back-pressure holds the data), so the FIFO need not cover the
+# round trip (Little's law: 36 beats at the U280 HBM's 36-cycle latency, hw/dma.py); it decouples the channels:
+# while one pseudo-channel refreshes (tRFC = 260 ns = 52 cycles at 200 MHz, JESD235) every other channel keeps
+# filling its FIFO, so that the next channel's refresh is hidden by the beats it ran ahead. 52 beats + the join's
+# skew: 64.
+WEIGHT_FIFO_BEATS = 64
+
 
 def check_core_config(owner, cfg: AccelConfig) -> None:
     """What the integrated core needs of a config (both presets have it); the message names the field."""
@@ -157,7 +165,7 @@ class MatrixEngine(Engine):
         # ---- weight streamer: R FIFOs per channel, joined into tiles
         fifos = []
         for c, p in enumerate(ports):
-            fifo = SyncFIFOBuffered(width=8 * cb, depth=16)
+            fifo = SyncFIFOBuffered(width=8 * cb, depth=WEIGHT_FIFO_BEATS)
             m.submodules[f"wfifo{c}"] = fifo
             fifos.append(fifo)
             m.d.comb += [p.rready.eq(fifo.w_rdy), fifo.w_en.eq(p.rvalid), fifo.w_data.eq(p.rdata),

@@ -1,10 +1,10 @@
 """AXI4 memory interfaces of the core and the DMA engine (LOAD, STORE, STORE_K, STORE_VT).
 
 AXI4 masters. `axi4_signature(data_bits)` is one AXI4 master port (64-bit addresses, INCR bursts, one-bit
-IDs always 0: every port keeps its transactions in order), member names as AXI spells them (`awvalid`, `araddr`, ...), so
-the top level (hw/top.py) flattens them into Vitis' `m_axi_<port>_<signal>` names. The core has one port per
-HBM pseudo-channel (`cfg.hbm_width` bits) and one DDR port of `16 * d` bits (one VBUF entry per beat: the
-DMA moves a whole entry per beat when the addresses line up).
+IDs always 0: every port keeps its transactions in order), member names as AXI spells them (`awvalid`,
+`araddr`, ...), so the top level (hw/top.py) flattens them into Vitis' `m_axi_<port>_<signal>` names. The core
+has one port per HBM pseudo-channel (`cfg.hbm_width` bits) and one DDR port of `16 * d` bits (one VBUF entry per
+beat: the DMA moves a whole entry per beat when the addresses line up).
 
 Address spaces (`dfx.isa`): DDR is byte-addressed from the DDR base register. HBM is *striped*: byte b of
 the HBM space lives in pseudo-channel (b // cb) % C at channel offset (b // (cb * C)) * cb + b % cb, with
@@ -19,11 +19,20 @@ VBUF element index, count):
     STORE_VT       n runs of one element: row POS of a row-major tiled matrix, element c going to tile
                    (POS // d) * ceil(n/l) + c // l, lane c % l, row POS % d (the transpose unit: V cache)
 
-and every run is cut into *pieces* that lie inside one memory beat and one VBUF entry. A piece is one
-single-beat AXI transaction: a read whose data is shifted into place and written into VBUF with a per-element
-mask, or a write with byte strobes (no read-modify-write). Reads are pipelined (a FIFO of piece descriptors
-holds the outstanding ones, so R data is matched to its piece in order); writes go out one piece at a time
-and their B responses are counted. Pieces of aligned LOADs and STOREs are whole entries: one beat per entry.
+and every run is cut into *pieces* that lie inside one memory beat and one VBUF entry (pieces of aligned LOADs
+and STOREs are whole beats). A run's beats form, on every port it touches (HBM striping deals them round-robin
+over the pseudo-channels), one range of consecutive beats, moved as AXI4 INCR bursts of up to `AXI_BURST_BEATS`
+beats that never cross a 4 KiB boundary:
+
+- reads (LOAD): each port issues its ARs on its own, up to `AXI_MAX_OUTSTANDING_READS` bursts in flight, while
+  the pieces queue in order in a descriptor FIFO; R data is matched to its piece in order (each port returns its
+  beats in order), shifted into place, its binary16 lanes cleaned as the simulator loads them (DAZ: a subnormal
+  becomes a zero of its sign, a NaN 0x7E00) and written into VBUF with a per-element mask. A beat holding two
+  pieces is taken (RREADY) with its second.
+- writes (STORE, STORE_K, STORE_VT): a beat gathers its pieces' bytes and strobes (no read-modify-write) and goes
+  out as one W beat; a burst's AW goes out with its first beat, while the port has fewer than
+  `AXI_MAX_OUTSTANDING_WRITES` bursts unanswered. Every B response is counted: the instruction is `done` only
+  when every read has arrived and every write is acknowledged (what FENCE and the scoreboard wait for).
 
 Before moving anything the engine checks the instruction: an index register `dfx.isa.INDEX_REGS` does not
 define, or a K/V cache store to DDR, raises STATUS.illegal_opcode; an off-chip range beyond the config's
@@ -46,12 +55,25 @@ from .decoder import Opcode, format_layout
 
 AXI_ADDR_BITS = 64
 BURST_INCR = 1
-# The DMA engine's AXI traffic (read by the performance model's HBM/DDR model): every piece is one single-beat
-# transaction (no bursts yet), and up to AXI_MAX_OUTSTANDING_READS reads are in flight (the piece-descriptor FIFO);
-# writes go out one at a time. (The matrix engine's weight streamer issues INCR bursts of up to 256 beats within
-# 4 KiB: hw/core_mpu.py.)
-AXI_BURST_BEATS = 1
-AXI_MAX_OUTSTANDING_READS = 8
+# The DMA engine's AXI traffic (read by the performance model's HBM/DDR model, dfx.perf.hbm), per port: INCR bursts
+# of up to AXI_BURST_BEATS beats, never across 4 KiB; up to AXI_MAX_OUTSTANDING_READS read bursts in flight and
+# AXI_MAX_OUTSTANDING_WRITES write bursts awaiting their B response.
+#
+# Sizing by Little's law (beats in flight = round-trip latency x beats per cycle). The DMA moves one beat per
+# cycle. The U280 HBM's read latency is at most Shuhai's page-miss figure, 137.8 ns (Wang et al., FCCM 2020, DOI
+# 10.1109/FCCM48280.2020.00024: 62 cycles of the 450 MHz AXI clock; boards/u280/board.json hbm.page_miss_latency_ns)
+# = 27.6 cycles of the 200 MHz core clock, plus 8 cycles through the platform's clock and width converters
+# (board.json hbm.converter_cycles, an assumption) = 36 cycles: 36 beats in flight keep a port busy. 4 bursts of
+# 16 beats = 64 beats cover it with 1.8x margin for the loaded latency (queueing behind other traffic, refresh),
+# i.e. a round trip up to 64 cycles = 320 ns. 16 beats of the dfx preset's 64-byte HBM beat are 1 KiB, one HBM
+# page (PG276), read as row hits. Writes: the write response comes about 150 ns (30 cycles, board.json
+# hbm.write_latency_ns, an assumption) after the data; stores move a beat every 2 cycles, so 15 beats (one burst)
+# are waiting at a time; 4 bursts leave margin. (The matrix engine's weight streamer issues its own INCR bursts of
+# up to 256 beats within 4 KiB: hw/core_mpu.py.)
+AXI_BURST_BEATS = 16
+AXI_MAX_OUTSTANDING_READS = 4
+AXI_MAX_OUTSTANDING_WRITES = 4
+DMA_PIECES_IN_FLIGHT = AXI_BURST_BEATS * AXI_MAX_OUTSTANDING_READS    # the read-piece descriptor FIFO
 AXI_MEMBERS_OUT = ("awvalid", "awaddr", "awlen", "awsize", "awburst", "wvalid", "wdata", "wstrb", "wlast",
                    "bready", "arvalid", "araddr", "arlen", "arsize", "arburst", "rready")
 AXI_HANDSHAKE_IN = ("awready", "wready", "bvalid", "arready", "rvalid")
@@ -109,6 +131,19 @@ def shift_units(x, amount, unit: int, left: bool) -> Value:
             moved = Cat(x[s:], C(0, s))
         x = Mux(amount[i], moved, x)
     return x
+
+
+def daz16_lanes(x) -> Value:
+    """Every binary16 lane of `x` as the functional simulator loads it (`dfx.numerics.daz16`, docs/numerics.md,
+    "Subnormals, infinities, NaN"): a subnormal becomes a zero of its sign, a NaN the canonical 0x7E00."""
+    x = Value.cast(x)
+    out = []
+    for i in range(len(x) // 16):
+        e = x[16 * i + 10:16 * i + 15]
+        man = x[16 * i:16 * i + 10]
+        sign = x[16 * i + 15]
+        out.append(Mux(e == 0, Cat(C(0, 15), sign), Mux((e == 31) & man.any(), C(0x7E00, 16), x[16 * i:16 * i + 16])))
+    return Cat(*out)
 
 
 class DmaEngine(Engine):
@@ -202,10 +237,6 @@ class DmaEngine(Engine):
         m.d.comb += entry.eq(cur_v >> log2(d))
         ch = Signal(range(nch))
         m.d.comb += ch.eq((cur_a >> log2(cb)) & (nch - 1))
-        hbm_addr = Signal(64)
-        m.d.comb += hbm_addr.eq(Array(self.hbm_base)[ch] + ((cur_a >> log2(cb * nch)) << log2(cb)))
-        ddr_addr = Signal(64)
-        m.d.comb += ddr_addr.eq(self.ddr_base + (cur_a & ~(ddrb - 1)))
         last_piece = Signal()
         m.d.comb += last_piece.eq((cur_left == cnt) & (ri + 1 >= runs))
 
@@ -216,10 +247,51 @@ class DmaEngine(Engine):
             with m.Else():
                 m.d.sync += [cur_a.eq(cur_a + (cnt << 1)), cur_v.eq(cur_v + cnt), cur_left.eq(cur_left - cnt)]
 
-        # ---- read pieces: descriptors of outstanding reads, in order
+        # ---- per-port burst state: the HBM pseudo-channels, then DDR. A run's bytes cover, on each port, one
+        # range of consecutive beats (HBM striping deals the run's beats round-robin over the channels); NEXT_RUN
+        # loads each port's first beat address and beat count. Reads: each port issues its ARs on its own, in
+        # bursts, while it has fewer than AXI_MAX_OUTSTANDING_READS in flight. Writes: a burst's AW goes out with
+        # its first W beat, while the port has fewer than AXI_MAX_OUTSTANDING_WRITES unanswered.
+        ports = hbm_ports + [self.ddr]
+        bws = [cb] * nch + [ddrb]                          # bytes per beat of each port
+        npt = len(ports)
+        p_addr = [Signal(64, name=f"p{i}_addr") for i in range(npt)]       # next beat (writes) / next AR (reads)
+        p_left = [Signal(run_bits, name=f"p{i}_left") for i in range(npt)]
+        p_rem = [Signal(range(AXI_BURST_BEATS + 1), name=f"p{i}_rem") for i in range(npt)]   # beats left in a W burst
+        p_out = [Signal(range(max(AXI_MAX_OUTSTANDING_READS, AXI_MAX_OUTSTANDING_WRITES) + 1), name=f"p{i}_out")
+                 for i in range(npt)]
+        p_sel = [hbm & (ch == c) for c in range(nch)] + [~hbm]
+
+        def burst_len(i):
+            """Beats of the next burst on port i: what is left, at most AXI_BURST_BEATS, not across 4 KiB."""
+            b4k = max(1, 4096 // bws[i])
+            to4k = b4k - ((p_addr[i] >> log2(bws[i])) & (b4k - 1))
+            lim = min(AXI_BURST_BEATS, b4k)
+            x = Mux(p_left[i] < lim, p_left[i], lim)
+            bl = Signal(range(AXI_BURST_BEATS + 1), name=f"p{i}_blen")
+            m.d.comb += bl.eq(Mux(to4k < x, to4k, x))
+            return bl
+
+        blen = [burst_len(i) for i in range(npt)]
+        last_byte = run_a + (run_cnt << 1) - 1
+        g0, g1 = run_a >> log2(cb), last_byte >> log2(cb)
+        load_ranges = []
+        for c in range(nch):
+            lo = (g0 >> log2(nch)) + (c < (g0 & (nch - 1)))
+            hi = (g1 >> log2(nch)) + (c <= (g1 & (nch - 1)))
+            load_ranges.append((self.hbm_base[c] + (lo << log2(cb)), Mux(hbm, hi - lo, 0)))
+        d0, d1 = run_a >> log2(ddrb), last_byte >> log2(ddrb)
+        load_ranges.append((self.ddr_base + (d0 << log2(ddrb)), Mux(hbm, 0, d1 - d0 + 1)))
+        load_run = Signal()
+        with m.If(load_run):
+            for i, (pa, pl) in enumerate(load_ranges):
+                m.d.sync += [p_addr[i].eq(pa), p_left[i].eq(pl), p_rem[i].eq(0)]
+
+        # ---- reads: ARs per port; piece descriptors of the reads in flight, in order
         meta_layout = data.StructLayout({"hbm": 1, "ch": range(nch), "off": range(max(cb, ddrb)),
-                                         "lane": range(d), "cnt": range(d + 1), "entry": isa.VADDR_BITS})
-        m.submodules.meta = meta = SyncFIFOBuffered(width=meta_layout.size, depth=AXI_MAX_OUTSTANDING_READS)
+                                         "lane": range(d), "cnt": range(d + 1), "entry": isa.VADDR_BITS,
+                                         "pop": 1})
+        m.submodules.meta = meta = SyncFIFOBuffered(width=meta_layout.size, depth=DMA_PIECES_IN_FLIGHT)
         mh = data.View(meta_layout, meta.r_data)
         rdata = Signal(max(8 * cb, 8 * ddrb))
         rvalid = Signal()
@@ -228,10 +300,11 @@ class DmaEngine(Engine):
                          rvalid.eq(Array(p.rvalid for p in hbm_ports)[mh.ch])]
         with m.Else():
             m.d.comb += [rdata.eq(self.ddr.rdata), rvalid.eq(self.ddr.rvalid)]
-        # R data is written into VBUF through the shared write port (hw/buffers.py): a beat waits for w_rdy
-        m.d.comb += self.ddr.rready.eq(meta.r_rdy & ~mh.hbm & vbuf.w_rdy)
+        # R data is written into VBUF through the shared write port (hw/buffers.py): a beat waits for w_rdy. A
+        # beat holding two pieces (a run not aligned to VBUF entries) is taken (RREADY) with its second.
+        m.d.comb += self.ddr.rready.eq(meta.r_rdy & ~mh.hbm & vbuf.w_rdy & mh.pop)
         for c, p in enumerate(hbm_ports):
-            m.d.comb += p.rready.eq(meta.r_rdy & mh.hbm & (mh.ch == c) & vbuf.w_rdy)
+            m.d.comb += p.rready.eq(meta.r_rdy & mh.hbm & (mh.ch == c) & vbuf.w_rdy & mh.pop)
         got, req = Signal(), Signal()
         m.d.comb += [req.eq(meta.r_rdy & rvalid), got.eq(req & vbuf.w_rdy), meta.r_en.eq(got)]
         wide = max(8 * cb, 8 * ddrb, 16 * d)
@@ -241,11 +314,19 @@ class DmaEngine(Engine):
             m.d.comb += [
                 vbuf.w_addr.eq(mh.entry),
                 vbuf.w_en.eq(lane_mask(d, mh.lane, mh.cnt)),
-                vbuf.w_data.eq(shift_units(shifted[:16 * d], mh.lane, 16, left=True)),
+                vbuf.w_data.eq(daz16_lanes(shift_units(shifted[:16 * d], mh.lane, 16, left=True))),
             ]
-        m.d.comb += meta.w_data.eq(Cat(hbm, ch, off, lane, cnt, entry))
+        pop = Signal()                                     # the piece ends its memory beat
+        m.d.comb += [pop.eq((cnt == to_beat) | (cur_left == cnt)),
+                     meta.w_data.eq(Cat(hbm, ch, off, lane, cnt, entry, pop))]
+        reading = Signal()                                 # a LOAD between NEXT_RUN and done
+        for i, p in enumerate(ports):
+            m.d.comb += [p.arvalid.eq(reading & (p_left[i] != 0) & (p_out[i] < AXI_MAX_OUTSTANDING_READS)),
+                         p.araddr.eq(p_addr[i]), p.arlen.eq(blen[i] - 1)]
+            with m.If(p.arvalid & p.arready):
+                m.d.sync += [p_addr[i].eq(p_addr[i] + (blen[i] << log2(bws[i]))), p_left[i].eq(p_left[i] - blen[i])]
 
-        # ---- write pieces
+        # ---- writes: a memory beat gathers its pieces (byte strobes), then goes out as one W beat of a burst
         wdata_bits = max(8 * cb, 8 * ddrb)
         st_data = Signal(wdata_bits)
         st_strb = Signal(wdata_bits // 8)
@@ -254,44 +335,41 @@ class DmaEngine(Engine):
             st_data.eq(shift_units(Cat(elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits], off, 8, left=True)),
             st_strb.eq(lane_mask(wdata_bits // 8, off, cnt << 1)),
         ]
+        acc_data, acc_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
+        beat_data, beat_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
+        m.d.comb += [beat_data.eq(acc_data | (st_data & Cat(*[b for b in st_strb for _ in range(8)]))),
+                     beat_strb.eq(acc_strb | st_strb)]
         aw_done, w_done = Signal(), Signal()
-        outstanding_b = Signal(8)
-        b_count = Signal(range(nch + 2))
-        m.d.comb += b_count.eq(sum(Cat(self.ddr.bvalid, *[p.bvalid for p in hbm_ports])))
-        issued_w = Signal()
-        m.d.sync += outstanding_b.eq(outstanding_b + issued_w - b_count)
-        for p in [self.ddr] + hbm_ports:
-            m.d.comb += [p.bready.eq(1), p.arburst.eq(BURST_INCR), p.awburst.eq(BURST_INCR), p.wlast.eq(1)]
+        emit = Signal()                                    # WRITE of a piece that ends its beat
+        beat_done = Signal()                               # ... its AW (if it starts a burst) and W accepted
+        for p in ports:
+            m.d.comb += [p.bready.eq(1), p.arburst.eq(BURST_INCR), p.awburst.eq(BURST_INCR)]
         m.d.comb += [self.ddr.arsize.eq(log2(ddrb)), self.ddr.awsize.eq(log2(ddrb))]
         for p in hbm_ports:
             m.d.comb += [p.arsize.eq(log2(cb)), p.awsize.eq(log2(cb))]
-
-        def drive_ar(valid):
-            """AR of the current piece on its port; returns the handshake."""
-            hs = Signal()
-            with m.If(hbm):
-                for c, p in enumerate(hbm_ports):
-                    with m.If(ch == c):
-                        m.d.comb += [p.arvalid.eq(valid), p.araddr.eq(hbm_addr), hs.eq(valid & p.arready)]
-            with m.Else():
-                m.d.comb += [self.ddr.arvalid.eq(valid), self.ddr.araddr.eq(ddr_addr),
-                             hs.eq(valid & self.ddr.arready)]
-            return hs
-
-        def drive_aw_w():
-            aw_hs, w_hs = Signal(), Signal()
-            with m.If(hbm):
-                for c, p in enumerate(hbm_ports):
-                    with m.If(ch == c):
-                        m.d.comb += [p.awvalid.eq(~aw_done), p.awaddr.eq(hbm_addr), aw_hs.eq(~aw_done & p.awready),
-                                     p.wvalid.eq(~w_done), p.wdata.eq(st_data), p.wstrb.eq(st_strb),
-                                     w_hs.eq(~w_done & p.wready)]
-            with m.Else():
-                p = self.ddr
-                m.d.comb += [p.awvalid.eq(~aw_done), p.awaddr.eq(ddr_addr), aw_hs.eq(~aw_done & p.awready),
-                             p.wvalid.eq(~w_done), p.wdata.eq(st_data), p.wstrb.eq(st_strb),
-                             w_hs.eq(~w_done & p.wready)]
-            return aw_hs, w_hs
+        for i, p in enumerate(ports):
+            new = p_rem[i] == 0
+            ok = ~new | aw_done | (p_out[i] < AXI_MAX_OUTSTANDING_WRITES)
+            act = emit & p_sel[i] & ok
+            aw_hs, w_hs = Signal(name=f"p{i}_aw_hs"), Signal(name=f"p{i}_w_hs")
+            m.d.comb += [p.awvalid.eq(act & new & ~aw_done), p.awaddr.eq(p_addr[i]), p.awlen.eq(blen[i] - 1),
+                         p.wvalid.eq(act & ~w_done), p.wdata.eq(beat_data), p.wstrb.eq(beat_strb),
+                         p.wlast.eq(Mux(new, blen[i] == 1, p_rem[i] == 1)),
+                         aw_hs.eq(p.awvalid & p.awready), w_hs.eq(p.wvalid & p.wready)]
+            with m.If(aw_hs):
+                m.d.sync += aw_done.eq(1)
+            with m.If(w_hs):
+                m.d.sync += w_done.eq(1)
+            fin = act & (~new | aw_done | aw_hs) & (w_done | w_hs)
+            with m.If(fin):
+                m.d.comb += beat_done.eq(1)
+                m.d.sync += [p_rem[i].eq(Mux(new, blen[i], p_rem[i]) - 1), p_addr[i].eq(p_addr[i] + bws[i]),
+                             p_left[i].eq(p_left[i] - 1)]
+            r_end = p.rvalid & p.rready & p.rlast
+            b_end = p.bvalid & p.bready
+            m.d.sync += p_out[i].eq(p_out[i] + ((p.arvalid & p.arready) | aw_hs) - (r_end | b_end))
+        quiet = Signal()                                   # every read in, every write answered
+        m.d.comb += quiet.eq((meta.level == 0) & Cat(*[o == 0 for o in p_out]).all())
 
         # ---- control
         index_regs = {"TOKEN": self.token, "POS": pos}
@@ -337,6 +415,7 @@ class DmaEngine(Engine):
                     m.next = "NEXT_RUN"
             with m.State("NEXT_RUN"):
                 m.d.sync += [cur_a.eq(run_a), cur_left.eq(run_cnt), cur_v.eq(run_v)]
+                m.d.comb += load_run.eq(1)
                 m.next = "PIECE"
             with m.State("PIECE"):
                 with m.If(is_store):
@@ -344,21 +423,14 @@ class DmaEngine(Engine):
                     m.d.sync += [aw_done.eq(0), w_done.eq(0)]
                     m.next = "WRITE"
                 with m.Else():
-                    hs = drive_ar(meta.w_rdy)
-                    m.d.comb += [meta.w_en.eq(hs), advance.eq(hs)]
-                    with m.If(hs):
-                        with m.If(last_piece):
-                            m.next = "DRAIN"
-                        with m.Elif(cur_left == cnt):
-                            m.next = "NEXT_RUN"
+                    m.d.comb += [reading.eq(1), meta.w_en.eq(meta.w_rdy), advance.eq(meta.w_rdy)]
+                    with m.If(meta.w_rdy & last_piece):
+                        m.next = "DRAIN"
             with m.State("WRITE"):
-                aw_hs, w_hs = drive_aw_w()
-                with m.If(aw_hs):
-                    m.d.sync += aw_done.eq(1)
-                with m.If(w_hs):
-                    m.d.sync += w_done.eq(1)
-                with m.If((aw_done | aw_hs) & (w_done | w_hs)):
-                    m.d.comb += [advance.eq(1), issued_w.eq(1)]
+                m.d.comb += emit.eq(pop)
+                with m.If(~pop | beat_done):
+                    m.d.comb += advance.eq(1)
+                    m.d.sync += [acc_data.eq(Mux(pop, 0, beat_data)), acc_strb.eq(Mux(pop, 0, beat_strb))]
                     with m.If(last_piece):
                         m.next = "DRAIN"
                     with m.Elif(cur_left == cnt):
@@ -366,7 +438,8 @@ class DmaEngine(Engine):
                     with m.Else():
                         m.next = "PIECE"
             with m.State("DRAIN"):
-                with m.If((meta.level == 0) & (outstanding_b == 0) & ~issued_w):
+                m.d.comb += reading.eq(~is_store)
+                with m.If(quiet):
                     m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
         return m

@@ -51,6 +51,7 @@ import numpy as np
 
 from dfx.config import AccelConfig
 from dfx.errors import PerfError
+from dfx.hw import core_mpu as hw_core_mpu
 from dfx.hw import dma as hw_dma
 
 from .board import Board
@@ -209,7 +210,7 @@ def stream_bytes_per_cycle(spec: HbmSpec, access: Access, cfg: AccelConfig) -> f
 
 
 # ------------------------------------------------------------------------------------ access patterns, from hw/
-WEIGHT_FIFO_BEATS = 16       # hw/core_mpu.py: each channel's R FIFO of the weight streamer (SyncFIFOBuffered depth=16)
+WEIGHT_FIFO_BEATS = hw_core_mpu.WEIGHT_FIFO_BEATS    # each channel's R FIFO of the weight streamer
 
 
 def rtl_weight_access(cfg: AccelConfig, refresh: str = "aligned") -> Access:
@@ -222,16 +223,10 @@ def rtl_weight_access(cfg: AccelConfig, refresh: str = "aligned") -> Access:
     return Access(beats * cb, None, None, f"RTL weight stream, {refresh} refresh", refresh, WEIGHT_FIFO_BEATS)
 
 
-DMA_READS_IN_FLIGHT = 8       # hw/dma.py: the piece-descriptor FIFO (SyncFIFOBuffered depth=8) bounds reads in flight
-
-
 def rtl_dma_access(cfg: AccelConfig) -> Access:
-    """The RTL DMA engine's HBM reads (hw/dma.py): one single-beat transaction per piece (or `AXI_BURST_BEATS`
-    when hw/dma.py defines bursts), at most the descriptor FIFO's reads in flight (`AXI_MAX_OUTSTANDING_READS`
-    when defined)."""
-    beats = getattr(hw_dma, "AXI_BURST_BEATS", None) or 1
-    return Access(beats * cfg.channel_beat_bytes, getattr(hw_dma, "AXI_MAX_OUTSTANDING_READS", None)
-                  or DMA_READS_IN_FLIGHT, None, "RTL DMA")
+    """The RTL DMA engine's HBM reads (hw/dma.py): INCR bursts of `AXI_BURST_BEATS` beats per channel (a long run's
+    bursts; never across 4 KiB), at most `AXI_MAX_OUTSTANDING_READS` of them in flight per channel."""
+    return Access(hw_dma.AXI_BURST_BEATS * cfg.channel_beat_bytes, hw_dma.AXI_MAX_OUTSTANDING_READS, None, "RTL DMA")
 
 
 def dfx_access(cfg: AccelConfig, outstanding: int | None, refresh: str = "aligned") -> Access:

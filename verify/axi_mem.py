@@ -11,6 +11,10 @@ flipped) from 2**abits words of data_bits bits:
 - back-pressure: with `stall` = s (0..15) each of arready, awready, wready, rvalid and bvalid is withheld in a
   cycle with probability s/16, from a free-running 16-bit LFSR seeded per instance (`seed`), so bursts are cut
   by gaps the core must tolerate. `latency` and `stall` are inputs: one build serves every setting.
+- refresh (the HBM's, for the weight-stream benchmark): with `refresh_every` = T > 0, the memory returns no read
+  data for `refresh_cycles` cycles in every T cycles since reset, offset by `refresh_phase` cycles (channels
+  refreshing at staggered moments); an R beat already offered stays, as AXI wants, and AR requests still queue.
+  T = 0: no refresh.
 - IDs: every request is taken as ID 0 (rid and bid are 0), as the core issues them.
 - `error` (sticky until reset): bit 0 an access outside the 2**abits words (read data 0, write dropped), bit 1
   a protocol fault (a burst type other than INCR, a narrow arsize/awsize, wlast not on the burst's last beat).
@@ -60,7 +64,9 @@ endmodule
 
 def backdoor_signature() -> wiring.Signature:
     """The backdoor and model controls of an `AxiMem`, as the harness (their driver) sees them."""
-    return wiring.Signature({"latency": Out(8), "stall": Out(4), "load": Out(1), "clear": Out(1), "dump": Out(1),
+    return wiring.Signature({"latency": Out(8), "stall": Out(4), "refresh_every": Out(16), "refresh_cycles": Out(8),
+                             "refresh_phase": Out(16),
+                             "load": Out(1), "clear": Out(1), "dump": Out(1),
                              "dump_lo": Out(32), "dump_hi": Out(32)})
 
 
@@ -107,6 +113,10 @@ class AxiMem(wiring.Component):
 
         now = Signal(32)
         m.d.sync += now.eq(now + 1)
+        # ---- refresh: no R data in the first refresh_cycles of every refresh_every cycles (offset by the phase)
+        refreshing = Signal()
+        m.d.comb += refreshing.eq((ctl.refresh_every != 0)
+                                  & (((now + ctl.refresh_phase) % ctl.refresh_every) < ctl.refresh_cycles))
         err = Signal(2)
         m.d.comb += self.error.eq(err)
 
@@ -124,7 +134,8 @@ class AxiMem(wiring.Component):
         rdata = Signal(self.data_bits)
         r_hold, b_hold = Signal(), Signal()      # a VALID once raised stays up until its handshake (AXI rule)
         m.d.sync += [r_hold.eq(a.rvalid & ~a.rready), b_hold.eq(a.bvalid & ~a.bready)]
-        m.d.comb += [a.rvalid.eq(arq.r_rdy & (now - r_t >= ctl.latency) & (r_hold | ~stall(1))),
+        m.d.comb += [a.rvalid.eq(arq.r_rdy & (now - r_t >= ctl.latency)
+                                       & (r_hold | (~stall(1) & ~refreshing))),
                      a.rdata.eq(Mux(r_oob, 0, rdata)), a.rresp.eq(0), a.rlast.eq(beat == r_len), a.rid.eq(0)]
         with m.If(a.rvalid & a.rready):
             with m.If(r_oob):

@@ -48,6 +48,7 @@ class FastJob:
     steps: list
     latency: int = 0
     stall: int = 0
+    refresh: tuple = (0, 0, 0)           # (every, cycles, memory mask): `dfx.verify.axi_mem` refresh stalls
     timeout: int = 2_000_000
     vbuf: list = field(default_factory=list)
     sregs: bool = False

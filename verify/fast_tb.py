@@ -72,7 +72,8 @@ class FastTB:
         from cocotb.clock import Clock
         from cocotb.triggers import Timer
         dut = self.dut
-        for sig in (dut.mem_load, dut.mem_dump, dut.mem_clear, dut.mem_latency, dut.mem_stall):
+        for sig in (dut.mem_load, dut.mem_dump, dut.mem_clear, dut.mem_latency, dut.mem_stall, dut.mem_refresh_every,
+                    dut.mem_refresh_cycles, dut.mem_refresh_mask):
             sig.value = 0
         for k in range(self.devices):
             m = AxiLiteLean(dut, f"dev{k}_s_axi_control", dut.ap_clk)
@@ -198,6 +199,8 @@ async def run_job(tb: FastTB, job: dict) -> dict:
               if (d / f"{job['id']}_{name}.bin").exists()}
     await tb.load(images)
     tb.dut.mem_latency.value, tb.dut.mem_stall.value = job["latency"], job["stall"]
+    every, cycles, mask = job.get("refresh", (0, 0, 0))
+    tb.dut.mem_refresh_every.value, tb.dut.mem_refresh_cycles.value, tb.dut.mem_refresh_mask.value = every, cycles, mask
     await tb.reset()
     await tb.setup(tuple(job["ring"]))
     res = {"id": job["id"], "runs": [], "logits": []}

@@ -8,6 +8,9 @@ ap_clk / ap_rst_n):
 
     dev<k>_s_axi_control_<sig>, dev<k>_interrupt    device k's control port (as `dfx.hw.top`) and interrupt
     mem_latency[8], mem_stall[4]                    read latency and back-pressure of every memory (`AxiMem`)
+    mem_refresh_every[16], mem_refresh_cycles[8], mem_refresh_mask[M]
+                                                    refresh stalls of the memories in the mask, staggered: memory j of a
+                                                    device at phase j * every / (channels + 1)
     mem_load[M], mem_clear, mem_dump[M], mem_dump_lo[32], mem_dump_hi[32]
                                                     backdoor strobes, one bit per memory (`mem_names` order)
     mem_error[2M]                                   each memory's sticky error bits
@@ -28,7 +31,7 @@ a parameter changes) and returns (runner, build_dir, top name).
 import hashlib
 from pathlib import Path
 
-from amaranth import Cat, ClockDomain, ClockSignal, Instance, Module, ResetSignal, Signal
+from amaranth import Cat, ClockDomain, ClockSignal, Instance, Module, Mux, ResetSignal, Signal
 from amaranth.back import verilog as back
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -78,6 +81,7 @@ class FastTop(wiring.Component):
         self.ports = _core_ports(cfg)
         nm = len(mem_names(cfg, devices))
         members = {"ap_clk": In(1), "ap_rst_n": In(1), "mem_latency": In(8), "mem_stall": In(4),
+                   "mem_refresh_every": In(16), "mem_refresh_cycles": In(8), "mem_refresh_mask": In(nm),
                    "mem_load": In(nm), "mem_clear": In(1), "mem_dump": In(nm), "mem_dump_lo": In(32),
                    "mem_dump_hi": In(32), "mem_error": Out(2 * nm)}
         for k in range(devices):
@@ -126,6 +130,9 @@ class FastTop(wiring.Component):
                         m.d.comb += outer.eq(inner)
                 ctl = mem.ctl
                 m.d.comb += [ctl.latency.eq(self.mem_latency), ctl.stall.eq(self.mem_stall),
+                             ctl.refresh_every.eq(Mux(self.mem_refresh_mask[idx], self.mem_refresh_every, 0)),
+                             ctl.refresh_cycles.eq(self.mem_refresh_cycles),
+                             ctl.refresh_phase.eq(self.mem_refresh_every * j // len(ports)),
                              ctl.load.eq(self.mem_load[idx]), ctl.clear.eq(self.mem_clear),
                              ctl.dump.eq(self.mem_dump[idx]), ctl.dump_lo.eq(self.mem_dump_lo),
                              ctl.dump_hi.eq(self.mem_dump_hi)]

@@ -17,8 +17,7 @@ CI_PROGRAMS = 300 if simulator() == "verilator" else 12     # Icarus runs the co
 @pytest.fixture(scope="module")
 def dt(tmp_path_factory):
     need_fast_rtl()
-    # without subnormals in memory: the core's DMA LOAD does not flush them yet (test_load_flushes_subnormals)
-    return DiffTest(CFG, out_dir=tmp_path_factory.mktemp("difftest"), subnormals=False)
+    return DiffTest(CFG, out_dir=tmp_path_factory.mktemp("difftest"), subnormals=True)
 
 
 @pytest.mark.cocotb
@@ -51,12 +50,10 @@ def test_a_difference_is_bisected_and_reproduced(dt, tmp_path):
 
 
 @pytest.mark.cocotb
-@pytest.mark.xfail(strict=True, reason="RTL bug found by the differential test: the DMA LOAD writes binary16 "
-                   "subnormals to VBUF as they are (hw/dma.py, the read-piece write to VBUF); the simulator flushes "
-                   "them to signed zero (DAZ, sim/functional.py `_load`)")
 def test_load_flushes_subnormals(dt):
-    """The reproducer tests/verify/difftest_repro/load_subnormal.json: LOAD 8 elements with subnormals, STORE
-    them back. Expected to pass once the core's DMA applies DAZ on LOAD."""
+    """The reproducer tests/verify/difftest_repro/load_subnormal.json (#21: the RTL DMA LOAD once kept binary16
+    subnormals): LOAD 8 elements with subnormals, STORE them back. The core's DMA flushes them to signed zeros
+    on LOAD (DAZ, hw/dma.py `daz16_lanes`), as the simulator does (sim/functional.py `_load`)."""
     from pathlib import Path
     cfg, p = load_reproducer(Path(__file__).parent / "difftest_repro" / "load_subnormal.json")
     [res] = dt.core.run([job(cfg, p)])
