@@ -21,6 +21,10 @@ TPE choose N of them, minimising latency subject to fit (sweep/tpe.py); `grid` (
     overlap = [1, 2]
 
 Every point is a flat dict of parameters (`PARAMS`, with `DEFAULTS` filled in); `point_hash` keys it.
+
+`engines` chooses the performance model's timing (`dfx.perf.Timing`): sweeps explore target designs, so their
+default is "pipelined" (engines pipelined across instructions, which the RTL does not have yet); "rtl" models the
+engines of hw/ as built (the default of `dfx perf`, calibrated against the RTL).
 """
 from __future__ import annotations
 
@@ -37,8 +41,12 @@ from dfx.errors import UsageError
 # Parameters of a point and their defaults: the DFX appliance (GPT-2 1.5B on 4 x U280, DFX config, FP16).
 DEFAULTS = {
     "model": "1.5B", "devices": 4, "config": "dfx", "board": "u280", "weights": "fp16", "method": "",
-    "overlap": 1, "prefill_batch": 0, "input_tokens": 128, "output_tokens": 256,
+    "overlap": 1, "prefill_batch": 0, "input_tokens": 128, "output_tokens": 256, "engines": "pipelined",
 }
+# Parameters added after sweeps had been run: a point keys on them only when it sets them away from their default,
+# so the journals and results of earlier sweeps keep their keys.
+LATE_PARAMS = ("engines",)
+ENGINES = ("pipelined", "rtl")
 # AccelConfig fields a point may set (None: the base config's value).
 CONFIG_FIELDS = ("d", "l", "vpu_width", "vbuf_entries", "hbm_channels", "hbm_width", "clock_mhz")
 PARAMS = tuple(DEFAULTS) + CONFIG_FIELDS
@@ -83,7 +91,7 @@ class Spec:
 
 def point_hash(point: dict) -> str:
     """A stable 16-hex-digit key of a point's parameters (the results' `config_hash`)."""
-    canon = {k: point.get(k) for k in PARAMS}
+    canon = {k: point.get(k) for k in PARAMS if not (k in LATE_PARAMS and point.get(k, DEFAULTS[k]) == DEFAULTS[k])}
     return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -108,6 +116,8 @@ def _check_params(d: dict, where: str):
         for x in vals:
             if not isinstance(x, (int, float, str)) or isinstance(x, bool):
                 raise UsageError(f"{where}: {k} = {x!r}: values are numbers or strings")
+            if k == "engines" and x not in ENGINES:
+                raise UsageError(f"{where}: engines = {x!r}: accepted {', '.join(ENGINES)}")
 
 
 def from_dict(data: dict, where: str = "spec") -> Spec:

@@ -67,11 +67,13 @@ def perf(point: dict) -> dict:
     from dfx.perf import PerfModel, compile_tuned  # lazy: heavy (compiler + model), only in the worker
     cfg = accel_config(point)
     overlap = point["overlap"]
+    engines = point.get("engines", "pipelined")
     if isinstance(overlap, str) and overlap != "auto":
         overlap = int(overlap)
     prog = compile_tuned(point["model"], cfg, devices=int(point["devices"]), weights=point["weights"],
-                         overlap=overlap, prefill_batch=int(point["prefill_batch"]) or None, board=point["board"])
-    m = PerfModel(prog, point["board"])
+                         overlap=overlap, prefill_batch=int(point["prefill_batch"]) or None, board=point["board"],
+                         engines=engines)
+    m = PerfModel(prog, point["board"], engines=engines)
     r = m.run(int(point["input_tokens"]), int(point["output_tokens"]))
     steps = max(r.phases["decode"].steps, 1)
     out = {"latency_ms": r.total_ms, "decode_ms_per_token": r.decode_ms_per_token,
