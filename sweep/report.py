@@ -70,7 +70,10 @@ def markdown(spec: Spec, rows: list[dict], plots: list[Path], doc: Path, base: d
            "with `samples = N` (and `seed`) for N points chosen by Optuna's TPE (below); `--search`, `--samples` "
            "and `--seed` override the spec's. Parameters: the "
            "model, devices, weights and method, overlap, prefill_batch, tokens, board, the base config and the "
-           "AccelConfig fields d, l, vpu_width, vbuf_entries, hbm_channels, hbm_width, clock_mhz (sweep/spec.py).",
+           "AccelConfig fields d, l, vpu_width, vbuf_entries, hbm_channels, hbm_width, clock_mhz (sweep/spec.py). "
+           "`engines`: the perf stage's timing, `pipelined` by default (the DFX-style target: engines pipelined "
+           "across instructions, which the RTL does not have yet; every latency on this page assumes them) or `rtl` "
+           "(the engines of hw/ as built, the default of `dfx perf`, calibrated against the RTL: docs/rtl_core.md).",
            "- Stages per spec: `perf`, `resources` (with `yosys = [\"mpu\", ...]`: Yosys at the point's config, "
            "cached by config hash), `accuracy` (cached by format and method) and `rtl` (a bit-exact check of a "
            "small GPT-2 on the core's RTL at the point's config, cached; minutes per config).",
