@@ -99,7 +99,7 @@ BEST = dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4, overlap
 SB = "engines pipelined across instructions (not built)"
 CLK = "300 MHz closure (no Fmax measured)"
 L32 = "l = 32, 1024-bit ports (not built)"
-Q4 = "INT4 tile fetcher in the MPU"
+Q4 = "the INT4 tile fetcher at the dfx preset (built, bit-exact at the tiny config)"
 MM = "BATCH/CHUNK/SLOT"
 BEYOND = [
     ("DFX-faithful (DFX's access: one beat per tile, 16 reads in flight; blocking, d=64 l=16, 200 MHz)",
@@ -363,7 +363,8 @@ def main(argv=None):
 
         cols = [("RTL as built: scoreboard issue, its engines, FP16, d=64 l=16, 200 MHz, its 4 KiB weight bursts", built,
                  "nothing"),
-                ("the same if the channels' refresh phases are staggered (R FIFO of 16 beats)", stag, "nothing"),
+                (f"the same if the channels' refresh phases are staggered (R FIFO of {hbm.WEIGHT_FIFO_BEATS} beats)", stag,
+                 "nothing"),
                 ("pipelined engines + RTL operator latencies, FP16, 200 MHz", target, SB),
                 ("best modelled: INT4 g128, l=32, 300 MHz, RTL latencies, auto ring overlap", (g15, g345),
                  f"{SB}, {Q4}, {CLK}, {L32}")]
@@ -392,11 +393,13 @@ def main(argv=None):
             "(`dfx.perf.serial_costs`: issue, wake-up, engine setup, feeds, the MPU's and VPU's pipeline latencies), "
             "checked in CI against the RTL's measured cycles at the tiny config (docs/rtl_core.md, \"Calibration\": "
             "per class within 10%, in total within 5%); their weight stream is the access pattern hw/core_mpu.py "
-            "issues (4 KiB bursts, 16-beat R FIFOs) under the HBM model. Their 200 MHz is not yet closed either: the "
+            f"issues (4 KiB bursts, {hbm.WEIGHT_FIFO_BEATS}-beat R FIFOs) under the HBM model. Their 200 MHz is not "
+            "yet closed either: the "
             "logic-depth table (docs/rtl.md) supports about 85 MHz as built and about 190 MHz with the deep pipeline "
             "profiles. The other rows assume engines pipelined across instructions (`engines=\"pipelined\"`), "
-            "which the RTL does not have, with hw/fp.py's operator latencies; nothing in the RTL backs the INT4 tile "
-            "fetcher in the weight stream's rate, l = 32, or 300 MHz.\n\n"
+            "which the RTL does not have, with hw/fp.py's operator latencies. The INT4 tile fetcher (hw/qfetch.py) "
+            "is built and bit-exact at the tiny config (one tile per cycle); nothing in the RTL backs l = 32 or "
+            "300 MHz.\n\n"
             f"What limits the best configuration, by the model's own breakdown of a decode step: 345M: {top345} "
             f"(instructions: {ops}); 1.5B on 4 devices: {top15}. The best configuration's datapath needs about "
             f"{res['dsp']:.0f} DSP48E2 (MPU {res['dsp_mpu']:.0f}) of the {res['dsp_budget']:.0f} usable on the U280 "
