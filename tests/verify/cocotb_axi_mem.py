@@ -24,6 +24,8 @@ async def axi_mem_bursts(dut):
     for sig in (dut.ctl_load, dut.ctl_clear, dut.ctl_dump):
         sig.value = 0
     dut.ctl_latency.value, dut.ctl_stall.value = spec["latency"], spec["stall"]
+    for sig in (dut.ctl_refresh_every, dut.ctl_refresh_cycles, dut.ctl_refresh_phase):
+        sig.value = 0                                       # no refresh (an undriven period would stall R)
     axi = AxiMaster(AxiBus.from_prefix(dut, "axi"), dut.clk, dut.rst, max_burst_len=16)
     axi.write_if.id_count = axi.read_if.id_count = 1      # ID 0 only, as the core (the model answers ID 0)
     await ClockCycles(dut.clk, 3)
