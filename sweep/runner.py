@@ -129,6 +129,23 @@ def assemble(spec: Spec, points: list[dict], journal: Journal, revision: str) ->
     return rows
 
 
+class _Recorder:
+    """The engine's result callback: each finished task into the journal (with the git revision), counted per
+    stage; KeyboardInterrupt after `stop_after` tasks (the tests' interruption)."""
+
+    def __init__(self, journal: Journal, revision: str, stop_after: int | None):
+        self.journal, self.revision, self.stop_after = journal, revision, stop_after
+        self.counts: dict[str, int] = {}
+        self.done = 0
+
+    def __call__(self, t: Task, res: dict):
+        self.journal.add(t.kind, t.key, {**res, "git_rev": self.revision})
+        self.counts[t.kind] = self.counts.get(t.kind, 0) + 1
+        self.done += 1
+        if self.stop_after is not None and self.done >= self.stop_after:
+            raise KeyboardInterrupt
+
+
 def run_sweep(spec: Spec, out: str | Path, engine: str = "ray", workers: int = 2, address: str | None = None,
               progress: bool = True, stop_after: int | None = None, table_name: str = "results.parquet") \
         -> SweepResult:
@@ -141,24 +158,15 @@ def run_sweep(spec: Spec, out: str | Path, engine: str = "ray", workers: int = 2
     points = spec.points()
     todo = [t for t in plan(spec, points, out / "build") if not journal.done(t.kind, t.key)]
     total = len(plan(spec, points, out / "build"))
-    counts: dict[str, int] = {}
-    done = 0
     revision = git_revision(REPO)
-
-    def on_result(t: Task, res: dict):
-        nonlocal done
-        journal.add(t.kind, t.key, {**res, "git_rev": revision})
-        counts[t.kind] = counts.get(t.kind, 0) + 1
-        done += 1
-        if stop_after is not None and done >= stop_after:
-            raise KeyboardInterrupt
+    rec = _Recorder(journal, revision, stop_after)
     try:
-        execute(todo, on_result, engine, workers, address, desc=f"sweep {spec.name}", progress=progress)
+        execute(todo, rec, engine, workers, address, desc=f"sweep {spec.name}", progress=progress)
     finally:
         journal.close()
     rows = assemble(spec, points, journal, revision)
     table = write_table(rows, out / table_name)
-    return SweepResult(rows, table, done, total - len(todo), counts)
+    return SweepResult(rows, table, rec.done, total - len(todo), rec.counts)
 
 
 def run_tpe(spec: Spec, out: str | Path, engine: str = "ray", workers: int = 2, address: str | None = None,
@@ -174,17 +182,8 @@ def run_tpe(spec: Spec, out: str | Path, engine: str = "ray", workers: int = 2, 
     want, max_asks = budget(search, spec.samples)
     revision = git_revision(REPO)
     rows: dict[str, dict] = {}
-    counts: dict[str, int] = {}
     planned: set = set()
-    done = 0
-
-    def on_result(t: Task, res: dict):
-        nonlocal done
-        journal.add(t.kind, t.key, {**res, "git_rev": revision})
-        counts[t.kind] = counts.get(t.kind, 0) + 1
-        done += 1
-        if stop_after is not None and done >= stop_after:
-            raise KeyboardInterrupt
+    on_result = _Recorder(journal, revision, stop_after)
     bar = tqdm(total=want, desc=f"sweep {spec.name} (tpe)", unit="point", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
     try:
@@ -210,4 +209,4 @@ def run_tpe(spec: Spec, out: str | Path, engine: str = "ray", workers: int = 2, 
         bar.close()
         journal.close()
     table = write_table(list(rows.values()), out / table_name)
-    return SweepResult(list(rows.values()), table, done, len(planned) - done, counts)
+    return SweepResult(list(rows.values()), table, on_result.done, len(planned) - on_result.done, on_result.counts)
