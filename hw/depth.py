@@ -45,6 +45,11 @@ from .vpu import VPU
 SEQ = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
 CLOCK_PORTS = {"C", "CLK", "WCLK", "CLKARDCLK", "CLKBWRCLK", "CLKA", "CLKB"}
 DSP_REGS = ("AREG", "BREG", "CREG", "DREG", "ADREG", "MREG", "PREG", "ACASCREG", "BCASCREG")
+# A DSP48E2 data input and the registers that capture it (UG579); the other inputs (clock enables, resets,
+# cascades) are a register's controls.
+DSP_PIN_REGS = {"A": ("AREG", "MREG"), "B": ("BREG", "MREG"), "D": ("DREG", "ADREG", "MREG"), "C": ("CREG",),
+                "ALUMODE": ("ALUMODEREG",), "OPMODE": ("OPMODEREG",), "INMODE": ("INMODEREG",),
+                "CARRYIN": ("CARRYINREG",), "CARRYINSEL": ("CARRYINSELREG",)}
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,14 @@ def longest_paths(netlist: dict, top: str, delays: Delays, group=None) -> dict[s
     def registered_dsp(c) -> bool:
         return any(_param_int(c["parameters"].get(r, 0)) for r in DSP_REGS)
 
+    def preg(c) -> bool:
+        return bool(_param_int(c["parameters"].get("PREG", 0)))
+
+    def open_pins(c) -> list[str]:
+        """The DSP's data inputs that no register of the slice captures (combinational to P)."""
+        return [p for p, regs in DSP_PIN_REGS.items() if p in c.get("port_directions", {})
+                and not any(_param_int(c["parameters"].get(r, 0)) for r in regs)]
+
     def intrinsic(c) -> float:
         k = _kind(c["type"])
         if k in ("lut", "lutram"):
@@ -154,7 +167,7 @@ def longest_paths(netlist: dict, top: str, delays: Delays, group=None) -> dict[s
 
     def is_comb(c) -> bool:
         k = _kind(c["type"])
-        return k in ("lut", "lutram", "carry", "muxf") or (k == "dsp" and not registered_dsp(c))
+        return k in ("lut", "lutram", "carry", "muxf") or (k == "dsp" and not preg(c))
 
     def link(b: int, consumer) -> float:
         """The routed-net delay of net `b` into `consumer` (0 on a dedicated link)."""
@@ -178,6 +191,8 @@ def longest_paths(netlist: dict, top: str, delays: Delays, group=None) -> dict[s
             if _kind(c["type"]) == "lutram":      # only the read address is combinational
                 ins = [x for p in c["port_directions"] if p.startswith(("A", "ADDR"))
                        for x in _bits(c["connections"].get(p, []))]
+            elif _kind(c["type"]) == "dsp":        # P without PREG: from the open inputs (and internal registers)
+                ins = [x for p in open_pins(c) for x in _bits(c["connections"].get(p, []))]
             else:
                 ins = [x for p, dirn in c["port_directions"].items() if dirn == "input" and p not in CLOCK_PORTS
                        for x in _bits(c["connections"].get(p, []))]
@@ -185,21 +200,27 @@ def longest_paths(netlist: dict, top: str, delays: Delays, group=None) -> dict[s
             if todo:
                 stack.extend(todo)
                 continue
-            best = max(((arrival[x][0] + link(x, c), x) for x in ins), default=(0.0, None))
+            inner = delays.net if _kind(c["type"]) == "dsp" and registered_dsp(c) else 0.0   # from A/B/M regs
+            best = max([(arrival[x][0] + link(x, c), x) for x in ins] + [(inner, None)])
             arrival[b] = (best[0] + intrinsic(c), (drv[0], best[1]))
             stack.pop()
         return arrival[bit][0]
 
+    # (net, where, delay after the net): a DSP48E2 with PREG ends the paths into its open inputs at P, through
+    # the slice (dsp_comb is register to register: less the overhead the end adds)
     ends = []
+    through = max(delays.dsp_comb - delays.overhead, 0.0)
     for name, c in cells.items():
         k = _kind(c["type"])
         if k == "seq" or k == "lutram" or (k == "dsp" and registered_dsp(c)):
+            opened = set(open_pins(c)) if k == "dsp" else set()
             for p, dirn in c.get("port_directions", {}).items():
-                if dirn == "input" and p not in CLOCK_PORTS:
-                    ends += [(b, f"{name}.{p}") for b in _bits(c["connections"].get(p, []))]
+                if dirn == "input" and p not in CLOCK_PORTS and (p not in opened or preg(c)):
+                    extra = through if p in opened else 0.0
+                    ends += [(b, f"{name}.{p}", extra) for b in _bits(c["connections"].get(p, []))]
     for pname, port in mod.get("ports", {}).items():
         if port["direction"] == "output":
-            ends += [(b, pname) for b in _bits(port["bits"])]
+            ends += [(b, pname, 0.0) for b in _bits(port["bits"])]
     if not ends:
         return {}
     names = _net_names(mod)
@@ -212,14 +233,20 @@ def longest_paths(netlist: dict, top: str, delays: Delays, group=None) -> dict[s
             return names.get(q[0], where) if q else where
         return where
 
-    best: dict[str, tuple[float, int, str]] = {}
-    for b, where in ends:
-        t = arrive(b) + delays.net
+    best: dict[str, tuple[float, int, str, str]] = {}
+    for b, where, extra in ends:
+        t = arrive(b) + delays.net + extra
         nm = end_name(where)
         g = group(nm) if group else ""
         if g not in best or t > best[g][0]:
-            best[g] = (t, b, nm)
-    return {g: _backtrack(cells, arrival, names, mod, b, t + delays.overhead, nm) for g, (t, b, nm) in best.items()}
+            best[g] = (t, b, nm, where.rsplit(".", 1)[0] if extra else "")
+    out = {}
+    for g, (t, b, nm, dsp) in best.items():
+        out[g] = _backtrack(cells, arrival, names, mod, b, t + delays.overhead, nm)
+        if dsp:                                    # the path ends at the P register of this slice
+            out[g].dsp += 1
+            out[g].cells.append(f"DSP48E2:{dsp}")
+    return out
 
 
 def longest_path(netlist: dict, top: str, delays: Delays) -> CritPath:
@@ -250,7 +277,10 @@ def _backtrack(cells, arrival, names, mod, b, delay, end) -> CritPath:
             path.dsp += 1
         b = b_in
     path.cells.reverse()
-    path.start = names.get(b, _port_of(mod, b)) if b is not None else "constant"
+    if b is None and path.cells and path.cells[0].startswith("DSP48E2:"):   # from the slice's own registers
+        path.start = path.cells[0].split(":", 1)[1]
+    else:
+        path.start = names.get(b, _port_of(mod, b)) if b is not None else "constant"
     path.nets = _count_nets(path, cells)
     return path
 
@@ -325,8 +355,10 @@ def synth_json(component, name: str, build_dir: Path, timeout: float | None = No
     src.write_text(text)
     out.unlink(missing_ok=True)
 
-    def cap():
-        resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes))
+    def cap():                                   # never above a limit this process inherited
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        lim = mem_bytes if hard == resource.RLIM_INFINITY else min(mem_bytes, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (lim, hard))
     t0 = time.time()
     try:
         r = subprocess.run([sys.executable, "-c", CHILD, src.name, name, out.name], cwd=build_dir,

@@ -25,7 +25,7 @@ is written for depth (tree leading-zero count, 4:1-multiplexer shifters) with th
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
 import numpy as np
-from amaranth import C, Cat, Const, Instance, Mux, Signal, Value
+from amaranth import C, Cat, ClockSignal, Const, Instance, Mux, Signal, Value
 from amaranth.lib import data
 
 from dfx import numerics as nx
@@ -47,10 +47,10 @@ def f32(x) -> Const:
 
 
 def lzc_tree(v: Value) -> Value:
-    """Leading zeros of `v` (len(v) when v == 0) as a balanced tree: `v` on top of a one-then-zeros pad to the next
-    power of two above len(v) (so an all-zero `v` counts len(v)), then per half: the upper half's count, or
-    half its width plus the lower half's when the upper half is zero. log2 depth instead of a priority
-    chain."""
+    """Leading zeros of `v` (len(v) when v == 0) as a radix-4 tree: `v` on top of a one-then-zeros pad to the
+    next power of two above len(v) (so an all-zero `v` counts len(v)), then per node of four (two where the
+    width asks): the first nonzero part's index from the top and that part's count. About one LUT level per
+    two bits of the count instead of a priority chain."""
     v = Value.cast(v)
     n = len(v)
     w = 1 << n.bit_length()                                    # > n: the pad holds a one
@@ -59,21 +59,33 @@ def lzc_tree(v: Value) -> Value:
     def rec(x):                                                # (count, x == 0)
         if len(x) == 2:
             return ~x[1], x == 0
-        h = len(x) // 2
-        (ch, zh), (cl, zl) = rec(x[h:]), rec(x[:h])
-        return Cat(Mux(zh, cl, ch), zh), zh & zl
+        if len(x) == 4:                                        # 0..3: one LUT per bit
+            return Mux(x[3], 0, Mux(x[2], 1, Mux(x[1], 2, 3)))[:2], x == 0
+        k = 4 if (len(x).bit_length() - 1) % 2 == 0 else 2     # parts: 4, or 2 at an odd power of two
+        h = len(x) // k
+        parts = [rec(x[i * h:(i + 1) * h]) for i in reversed(range(k))]   # top part first
+        zs = [z for _, z in parts]
+        cnt = parts[-1][0]
+        idx = C(k - 1, k.bit_length() - 1)
+        for i in reversed(range(k - 1)):                       # the first nonzero part from the top wins
+            cnt = Mux(~zs[i], parts[i][0], cnt)
+            idx = Mux(~zs[i], C(i, k.bit_length() - 1), idx)
+        zero = zs[0]
+        for z in zs[1:]:
+            zero = zero & z
+        return Cat(cnt, idx), zero
     return rec(padded)[0][:n.bit_length()]
 
 
-def shift_right(p: Pipe, v, amt, name: str = "shr", left: bool = False) -> Value:
-    """`(v >> amt)[:len(v)]` (or `(v << amt)[:len(v)]` with `left`) as layers of 4:1 multiplexers, two
-    bits of `amt` per layer (one LUT6 per bit and layer): the same function as Amaranth's shift in
-    ceil(len(amt) / 2) LUT levels."""
+def shift_right(p: Pipe, v, amt, name: str = "shr", left: bool = False, scale: int = 0) -> Value:
+    """`(v >> (amt << scale))[:len(v)]` (or `<<` with `left`) as layers of 4:1 multiplexers, two bits of
+    `amt` per layer (one LUT6 per bit and layer): the same function as Amaranth's shift in
+    ceil(len(amt) / 2) LUT levels. `scale` lets a shift be split into layers on both sides of a register."""
     v, amt = Value.cast(v), Value.cast(amt)
     n = len(v)
     for k in range(0, len(amt), 2):
         digit = amt[k:k + 2]
-        steps = [(j << k) for j in range(1 << len(digit))]
+        steps = [(j << (k + scale)) for j in range(1 << len(digit))]
         if left:
             shifted = [Cat(C(0, min(s, n)), v)[:n] if s < n else C(0, n) for s in steps]
         else:
@@ -176,48 +188,67 @@ def int_to_fp32(p: Pipe, v) -> Value:
 
 
 # ============================================================================================ DSP48E2
-# Two configurations of one DSP48E2 (UG579), each without pipeline registers (the adder's cuts around them are
-# fabric registers, which Vivado packs into the slice's A/B/C and P registers):
-#   "mul":    P = A * B           OPMODE W=0 Z=0 Y=M X=M (0b00_000_01_01), ALUMODE 0000, USE_MULT MULTIPLY
+# Two configurations of one DSP48E2 (UG579), each with the slice's own registers where the adder has a cut:
+#   "mul":    P = A * B           OPMODE W=0 Z=0 Y=M X=M (0b00_000_01_01), ALUMODE 0000, USE_MULT MULTIPLY;
+#                                 AREG/BREG (= ACASCREG/BCASCREG) on A and B, PREG on P, no MREG
 #   "addsub": P = C +/- A:B       OPMODE W=0 Z=C Y=0 X=A:B (0b00_011_00_11), ALUMODE 0000 (Z + X) or
-#                                 0011 (Z - X), USE_MULT NONE
-# `dsp` = "model" builds the same function from Amaranth operators (amaranth.sim, Icarus and Verilator run it;
-# Yosys maps its multiply to a DSP48E2 and the add to carry chains); "primitive" instantiates DSP48E2 (for
-# Yosys / Vivado; no simulator here has its model).
+#                                 0011 (Z - X), USE_MULT NONE; CREG and ALUMODEREG on C and the operation
+#                                 (A:B comes from the multiplier's P register), PREG on P
+# Every register is clock-enabled by the pipeline's enable (the CE pins) and has no reset, as `Pipe.reg`.
+# `dsp` = "model" builds the same function from Amaranth operators with the same registers (`Pipe.reg`;
+# amaranth.sim, Icarus and Verilator run it; Yosys maps its multiply to a DSP48E2 and the add to carry
+# chains); "primitive" instantiates DSP48E2 with those registers (for Yosys / Vivado; no simulator here has
+# its model).
 DSP_MODES = (None, "model", "primitive")
 _OPMODE = {"mul": 0b00_000_01_01, "addsub": 0b00_011_00_11}
-_DSP_REGS = ("AREG", "BREG", "CREG", "DREG", "ADREG", "MREG", "PREG", "ACASCREG", "BCASCREG", "ALUMODEREG",
-             "INMODEREG", "OPMODEREG", "CARRYINREG", "CARRYINSELREG")
 _DSP_CE = ("CEA1", "CEA2", "CEB1", "CEB2", "CEC", "CED", "CEM", "CEP", "CEAD", "CEALUMODE", "CECTRL",
            "CECARRYIN", "CEINMODE")
 _DSP_RST = ("RSTA", "RSTB", "RSTC", "RSTD", "RSTM", "RSTP", "RSTALLCARRYIN", "RSTALUMODE", "RSTCTRL",
             "RSTINMODE")
 
 
-def dsp48e2(p: Pipe, kind: str, a=0, b=0, c=0, sub=0, mode: str = "model", name: str = "dsp") -> Value:
-    """P (48 bits) of one combinational DSP48E2 in configuration `kind` ("mul": A (27-bit signed) * B
-    (18-bit signed); "addsub": C - A:B when `sub`, else C + A:B)."""
+def dsp48e2(p: Pipe, kind: str, a=0, b=0, c=0, sub=0, mode: str = "model", name: str = "dsp",
+            areg: bool = False, creg: bool = False, preg: bool = False) -> Value:
+    """P (48 bits) of one DSP48E2 in configuration `kind` ("mul": A (27-bit signed) * B (18-bit signed);
+    "addsub": C - A:B when `sub`, else C + A:B), with A and B registered (`areg`: AREG = BREG = 1), C and
+    the operation registered (`creg`: CREG = ALUMODEREG = 1) and P registered (`preg`): each is one cycle of
+    the pipeline `p`, as a `Pipe.reg` in the model."""
     a, b, c = Cat(a, C(0, 30))[:30], Cat(b, C(0, 18))[:18], Cat(c, C(0, 48))[:48]   # the ports' widths
     sub = Value.cast(sub)
-    out = Signal(48, name=p._name(name))
     if mode == "model":
+        if areg:
+            a, b = p.reg(a, f"{name}_a"), p.reg(b, f"{name}_b")
+        if creg:
+            c, sub = p.reg(c, f"{name}_c"), p.reg(sub, f"{name}_alu")
         if kind == "mul":
-            p.m.d.comb += out.eq((a[:27].as_signed() * b.as_signed())[:48])
+            res = (a[:27].as_signed() * b.as_signed())[:48]
         else:
-            p.m.d.comb += out.eq(Mux(sub, c - Cat(b, a), c + Cat(b, a))[:48])
-        return out
-    params = {f"p_{r}": 0 for r in _DSP_REGS}
+            res = Mux(sub, c - Cat(b, a), c + Cat(b, a))[:48]
+        return p.reg(res, f"{name}_p") if preg else p.comb(res, name)
+    out = Signal(48, name=p._name(name))
+    regs = {"AREG": areg, "BREG": areg, "ACASCREG": areg, "BCASCREG": areg, "CREG": creg, "ALUMODEREG": creg,
+            "DREG": 0, "ADREG": 0, "MREG": 0, "PREG": preg, "INMODEREG": 0, "OPMODEREG": 0, "CARRYINREG": 0,
+            "CARRYINSELREG": 0}
+    params = {f"p_{r}": int(v) for r, v in regs.items()}
     params.update(p_USE_MULT="MULTIPLY" if kind == "mul" else "NONE", p_A_INPUT="DIRECT", p_B_INPUT="DIRECT",
                   p_AMULTSEL="A", p_BMULTSEL="B", p_PREADDINSEL="A", p_USE_SIMD="ONE48",
                   p_USE_PATTERN_DETECT="NO_PATDET")
-    ports = {f"i_{n}": 1 for n in _DSP_CE}
+    ports = {f"i_{n}": p.ce for n in _DSP_CE}
     ports.update({f"i_{n}": 0 for n in _DSP_RST})
-    ports.update(i_CLK=0, i_A=a, i_B=b, i_C=c, i_D=C(0, 27), i_OPMODE=C(_OPMODE[kind], 9),
+    ports.update(i_CLK=ClockSignal(p.domain), i_A=a, i_B=b, i_C=c, i_D=C(0, 27), i_OPMODE=C(_OPMODE[kind], 9),
                  i_ALUMODE=Cat(sub, sub, C(0, 2)), i_INMODE=C(0, 5),
                  i_CARRYIN=0, i_CARRYINSEL=C(0, 3), i_ACIN=C(0, 30), i_BCIN=C(0, 18), i_PCIN=C(0, 48),
                  i_CARRYCASCIN=0, i_MULTSIGNIN=0, o_P=out)
     p.m.submodules[p._name(name)] = Instance("DSP48E2", **params, **ports)
     return out
+
+
+def dsp_operands(dc) -> tuple[Value, Value]:
+    """(hi, one-hot B operand) of the alignment multiply for a clamped shift dc <= 27: a multiply by
+    2^(16 - dc), or for dc >= 16 (`hi`: the significand's 13 low bits dropped first) by 2^(13 - (dc - 16))."""
+    dc = Value.cast(dc)
+    hi = dc[4]
+    return hi, Mux(hi, C(1 << 13, 17) >> dc[:4], C(1 << 16, 17) >> dc[:4])[:17]
 
 
 def dsp_align(p: Pipe, m_sml, dc, mode: str) -> tuple[Value, Value]:
@@ -227,19 +258,11 @@ def dsp_align(p: Pipe, m_sml, dc, mode: str) -> tuple[Value, Value]:
     (they are below the result: floor(floor(m_sml / 2^13) * 2^(16 - dc)) is the same value) and the product
     is (m_sml >> 13) * 2^(13 - f), f = dc - 16 <= 11. B is a one-hot of at most 2^16 (an 18-bit signed
     operand), A at most 24 bits. The bits shifted out lie in the product's bits 0..12 (and, for dc >= 16,
-    in the 13 dropped bits), so the sticky bit needs no shift-amount masks."""
-    hi = dc[4]
-    m = Mux(hi, m_sml[13:], m_sml)
-    onehot = p.comb(Mux(hi, C(1 << 13, 17) >> dc[:4], C(1 << 16, 17) >> dc[:4])[:17], "add_alhot")
-    prod = dsp48e2(p, "mul", a=m, b=onehot, mode=mode, name="dsp_al")
+    in the 13 dropped bits). (A combinational reference of what `fp32_add` builds across its cuts.)"""
+    hi, onehot = dsp_operands(dc)
+    prod = dsp48e2(p, "mul", a=Mux(hi, m_sml[13:], m_sml), b=onehot, mode=mode, name="dsp_al")
     sticky = (prod[:13] != 0) | (hi & (m_sml[:13] != 0))
     return prod[13:40], sticky
-
-
-def dsp_addsub(p: Pipe, big, aligned, eff_sub, mode: str) -> Value:
-    """big - aligned (eff_sub) or big + aligned in a DSP48E2's 48-bit adder (C +/- A:B)."""
-    aligned = Value.cast(aligned)
-    return dsp48e2(p, "addsub", a=aligned[18:], b=aligned[:18], c=big, sub=eff_sub, mode=mode, name="dsp_add")
 
 
 # ============================================================================================ operators
@@ -258,8 +281,13 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False, dsp: str | None 
     subnormal range of two normal operands is exact, so flushing it needs no rounding step.
 
     `dsp` ("model" or "primitive"; None: LUTs and carry chains) moves the alignment and the wide add into two
-    DSP48E2 slices, as DFX's floating-point adders (2 DSP each): `dsp_align` and `dsp_addsub`. The same
-    values reach the same registers, so every result and the latency are the LUT adder's.
+    DSP48E2 slices, as DFX's floating-point adders (2 DSP each). The alignment is a multiply by a one-hot
+    power of two (`dsp_operands`) whose A/B registers are the cut after the shift-amount clamp and whose P
+    register is the cut after alignment; the add is the second slice's ALU (C +/- A:B) with C and ALUMODE
+    registered at the cut after alignment and P at the cut after the add. The sticky bit, computed in
+    fabric from the shift mask beside the multiply, enters the add as one more low bit of A:B (2 * aligned
+    + sticky) and is folded back after it (`total[0] | total[1]`: the same 28-bit sum as big +/- (aligned |
+    sticky)), so no logic sits between the two slices. The results and the latency are the LUT adder's.
     """
     if dsp not in DSP_MODES:
         raise ValueError(f"dsp must be one of {', '.join(map(repr, DSP_MODES))}, not {dsp!r}")
@@ -286,30 +314,36 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False, dsp: str | None 
     s_big, e_big, m_big = Mux(swap, sb, sa), Mux(swap, eb, ea), Mux(swap, mb, ma)
     s_sml, m_sml = Mux(swap, sa, sb), Mux(swap, ma, mb)
     dc = p.comb(Mux(swap, dc_ba, dc_ab), "add_shift")          # min(e_big - e_sml, 27)
-    below = p.comb(Mux(swap, gt_ba, gt_ab), "add_below")
+    below = Mux(swap, gt_ba, gt_ab)
     eff_sub = s_big ^ s_sml
-    s_big, e_big, m_big, m_sml, dc, below, eff_sub, nan, inf, inf_sign, zero_sign = cut(
-        7, s_big, e_big, m_big, m_sml, dc, below, eff_sub, nan, inf, inf_sign, zero_sign)
-
-    m_sml = p.comb(m_sml, "add_msml")
-    ext = Cat(C(0, 3), m_sml)                                  # 27 bits: significand, G, R, S
-    sticky = (m_sml & below) != 0                              # a bit shifted out (G, R, S are zero)
+    sticky = p.comb((m_sml & below) != 0, "add_sticky")       # a bit shifted out (G, R, S are zero)
     if dsp is None:
-        aligned = p.comb(shift_right(p, ext, dc, "add_al") | sticky, "add_aligned")
-    else:
-        shifted, dsp_sticky = dsp_align(p, m_sml, dc, dsp)        # (`below` and `sticky` then go unused)
-        aligned = p.comb(shifted | dsp_sticky, "add_aligned")
-    s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign = cut(
-        0, s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign)
-
-    big = Cat(C(0, 3), m_big)
-    if dsp is None:
+        al = shift_right(p, Cat(C(0, 3), m_sml), dc[:2], "add_al")   # the shift's first layer before the cut
+        s_big, e_big, m_big, al, dc, sticky, eff_sub, nan, inf, inf_sign, zero_sign = cut(
+            7, s_big, e_big, m_big, al, dc, sticky, eff_sub, nan, inf, inf_sign, zero_sign)
+        aligned = p.comb(shift_right(p, al, dc[2:], "add_al", scale=2) | sticky, "add_aligned")
+        s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign = cut(
+            0, s_big, e_big, m_big, aligned, eff_sub, nan, inf, inf_sign, zero_sign)
+        big = Cat(C(0, 3), m_big)
         total = p.comb(Mux(eff_sub, (big - aligned)[:28], (big + aligned)[:28]), "add_total")
+        total, s_big, e_big, nan, inf, inf_sign, zero_sign = cut(3, total, s_big, e_big, nan, inf, inf_sign,
+                                                                 zero_sign)
+        total = p.comb(total, "add_sum")
     else:
-        total = p.comb(dsp_addsub(p, big, aligned, eff_sub, dsp)[:28], "add_total")
-    total, s_big, e_big, nan, inf, inf_sign, zero_sign = cut(3, total, s_big, e_big, nan, inf, inf_sign, zero_sign)
+        hi, onehot = dsp_operands(dc)
+        m_al = Mux(hi, m_sml[13:], m_sml)
+        on = cut.enabled                                       # the slices' registers stand for these cuts
+        s_big, e_big, m_big, sticky, eff_sub, nan, inf, inf_sign, zero_sign = cut(
+            7, s_big, e_big, m_big, sticky, eff_sub, nan, inf, inf_sign, zero_sign)
+        prod = dsp48e2(p, "mul", a=m_al, b=onehot, mode=dsp, name="dsp_al", areg=7 in on, preg=0 in on)
+        s_big, e_big, sticky, nan, inf, inf_sign, zero_sign = cut(
+            0, s_big, e_big, sticky, nan, inf, inf_sign, zero_sign)
+        ab = Cat(sticky, prod[13:40])                          # 2 * aligned + sticky, 28 bits
+        wide = dsp48e2(p, "addsub", a=ab[18:], b=ab[:18], c=Cat(C(0, 4), m_big), sub=eff_sub, mode=dsp,
+                       name="dsp_add", creg=0 in on, preg=3 in on)
+        s_big, e_big, nan, inf, inf_sign, zero_sign = cut(3, s_big, e_big, nan, inf, inf_sign, zero_sign)
+        total = p.comb(Cat(wide[0] | wide[1], wide[2:29]), "add_sum")
 
-    total = p.comb(total, "add_sum")
     lz = p.comb(lzc_tree(total[:27]), "add_lz")
     is_zero = total == 0
     total, lz, is_zero, s_big, e_big, nan, inf, inf_sign, zero_sign = cut(
@@ -325,17 +359,16 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False, dsp: str | None 
 
     up = norm[2] & (norm[1] | norm[0] | norm[3])               # RNE on guard / round+sticky / lsb
     mr = p.comb((norm[3:27] + up)[:25], "add_mr")
-    e_r = p.comb((e_norm + mr[24]).as_signed(), "add_er")
-    mr, e_r, s_big, is_zero, nan, inf, inf_sign, zero_sign = cut(
-        6, mr, e_r, s_big, is_zero, nan, inf, inf_sign, zero_sign)
+    c24 = p.comb(up & (norm[3:27] == 0xFFFFFF), "add_c24")     # the increment's carry out, beside its chain
+    e_r = p.comb((e_norm + c24).as_signed(), "add_er")
+    ovf = Mux(c24, e_norm >= 254, e_norm >= 255)              # e_r >= 255: inf
+    flush = Mux(c24, e_norm <= -1, e_norm <= 0)               # e_r <= 0: a zero of the sign
+    special = p.comb(nan | inf | is_zero | ovf | flush, "add_special")
+    sval = p.comb(Mux(nan, NAN32, Mux(inf, Cat(C(INF32, 31), inf_sign), Mux(is_zero, Cat(C(0, 31), zero_sign),
+                  Mux(ovf, Cat(C(INF32, 31), s_big), Cat(C(0, 31), s_big))))), "add_sval")
+    mr, e_r, s_big, special, sval = cut(6, mr[:23], e_r[:8], s_big, special, sval)
 
-    mr, e_r = p.comb(mr, "add_mr2"), p.comb(e_r, "add_er2")
-    res = Mux(nan, NAN32,
-          Mux(inf, Cat(C(INF32, 31), inf_sign),
-          Mux(is_zero, Cat(C(0, 31), zero_sign),
-          Mux(e_r >= 255, Cat(C(INF32, 31), s_big),
-          Mux(e_r <= 0, Cat(C(0, 31), s_big),
-              Cat(mr[:23], e_r[:8], s_big))))))
+    res = Mux(special, sval, Cat(mr, e_r, s_big))
     return T(cut(2, res), t + cut.latency)
 
 
@@ -378,19 +411,29 @@ def fp32_mul(p: Pipe, a, b, stages: int = 2, a_bits: int = 24) -> T:
 
     hi = prod[47]
     norm = p.comb(Mux(hi, prod, prod << 1)[:48], "mul_norm")
-    e1 = p.comb((e + hi).as_signed(), "mul_e1")
     top = norm[24:48]
     up = norm[23] & ((norm[:23] != 0) | top[0])
-    sign, nan, inf, zero, top, up, e1 = cut(4, sign, nan, inf, zero, top, up, e1)
-    top, e1 = p.comb(top, "mul_top"), p.comb(e1, "mul_e1b")
+    all1 = top == 0xFFFFFF
+    # e1 = e + hi (the exponent before rounding) and what the rounding stage needs of it, from e beside the
+    # normalisation: e1 + 1 for a carry out of the increment, and the compares (no adder after the cut)
+    e1 = p.comb((e + hi)[:8], "mul_e1")
+    e1p1 = p.comb((e + hi + 1)[:8], "mul_e1p1")
+    normal = Mux(hi, e >= 0, e >= 1)                           # e1 >= 1
+    g254, g255 = Mux(hi, e >= 253, e >= 254), Mux(hi, e >= 254, e >= 255)   # e1 >= 254, e1 >= 255
+    e1zero = Mux(hi, e == -1, e == 0)
+    c24 = up & all1                                            # the increment carries out: e2 = e1 + 1
+    sign, nan, inf, zero, top, up, e1, e1p1, normal, g254, g255, e1zero, all1, c24 = cut(
+        4, sign, nan, inf, zero, top, up, e1, e1p1, normal, g254, g255, e1zero, all1, c24)
+    top = p.comb(top, "mul_top")
     mr = p.comb((top + up)[:25], "mul_mr")
-    e2 = p.comb((e1 + mr[24]).as_signed(), "mul_e2")
-    to_min = (e1 == 0) & (top == 0xFFFFFF)                     # rounds up to the smallest normal
-    res = Mux(nan, NAN32,
-          Mux(inf, Cat(C(INF32, 31), sign),
-          Mux(zero, Cat(C(0, 31), sign),
-          Mux(e1 >= 1, Mux(e2 >= 255, Cat(C(INF32, 31), sign), Cat(mr[:23], e2[:8], sign)),
-          Mux(to_min, Cat(C(0, 23), C(1, 8), sign), Cat(C(0, 31), sign))))))
+    to_min = e1zero & all1                                     # rounds up to the smallest normal
+    special = nan | inf | zero | ~normal | Mux(c24, g254, g255)
+    sval = Mux(nan, NAN32,
+           Mux(inf, Cat(C(INF32, 31), sign),
+           Mux(zero, Cat(C(0, 31), sign),
+           Mux(normal, Cat(C(INF32, 31), sign),                # (normal and special: e2 >= 255)
+           Mux(to_min, Cat(C(0, 23), C(1, 8), sign), Cat(C(0, 31), sign))))))
+    res = Mux(special, sval, Cat(mr[:23], Mux(c24, e1p1, e1), sign))
     return T(cut(1, res), t + cut.latency)
 
 

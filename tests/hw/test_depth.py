@@ -52,6 +52,32 @@ def test_walk_counts_levels_carries_and_nets():
     assert set(groups) == {"stage_b", "other", "stage_a"} and groups["other"].luts == 1
 
 
+def test_dsp_registers_split_paths_by_pin():
+    """A DSP48E2 with PREG and an unregistered A (CREG on C): a path into A ends at P through the slice
+    (dsp_comb register to register), C is an ordinary end, P starts a path; without PREG the slice is
+    combinational from A, and its registered C starts no path through it."""
+    def net(preg):
+        regs = {"AREG": "0", "BREG": "0", "CREG": "1", "MREG": "0", "PREG": "1" if preg else "0"}
+        cells = {
+            "ff1": _cell("FDRE", {"C": [1], "D": [2]}, {"Q": [3]}),
+            "l1": _cell("LUT1", {"I0": [3]}, {"O": [4]}),
+            "dsp": _cell("DSP48E2", {"CLK": [1], "A": [4], "B": ["0"], "C": [3], "CEP": [9]}, {"P": [5]}, regs),
+            "l2": _cell("LUT1", {"I0": [5]}, {"O": [6]}),
+            "ff2": _cell("FDRE", {"C": [1], "D": [6]}, {"Q": [2]}),
+        }
+        nets = {"q1": {"bits": [3], "hide_name": 0}, "q2": {"bits": [2], "hide_name": 0},
+                "prod": {"bits": [5], "hide_name": 0}}
+        ports = {"clk": {"direction": "input", "bits": [1]}, "en": {"direction": "input", "bits": [9]}}
+        return {"modules": {"top": {"ports": ports, "cells": cells, "netnames": nets}}}
+
+    into = longest_paths(net(True), "top", D, register_group)
+    assert (into["prod"].luts, into["prod"].dsp) == (1, 1)
+    assert into["prod"].delay_ns == pytest.approx(2 * D.net + D.lut + D.dsp_comb, abs=1e-3)
+    assert into["q2"].start == "prod[0]" and into["q2"].dsp == 0      # P is a register
+    comb = longest_path(net(False), "top", D)
+    assert (comb.luts, comb.dsp, comb.start, comb.end) == (2, 1, "q1[0]", "q2[0]")
+
+
 def test_delay_model_comes_from_the_board_file():
     t = json.loads((REPO / "boards" / "u280" / "board.json").read_text())["timing"]
     assert D.target_mhz == t["target_mhz"]["value"] == 300.0

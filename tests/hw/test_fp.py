@@ -218,14 +218,26 @@ def test_dsp_adder_matches_numerics(sub, stages):
         f"{words[k]:#x} -> {got[k]:#x} (want {expected[k]:#x})" for k in bad[:5])
 
 
-def test_dsp_adder_primitive_instantiates_two_dsp48e2():
+def _regs(inst: str) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r"\.(\w+REG)\(32'd(\d+)\)", inst)}
+
+
+@pytest.mark.parametrize("stages", [2, 4, ADD_MAX_STAGES])
+def test_dsp_adder_primitive_instantiates_two_dsp48e2(stages):
     """dsp="primitive" writes two DSP48E2 instances, the multiplier and the 48-bit adder (UG579's OPMODE
-    and ALUMODE encodings, no internal registers)."""
+    and ALUMODE encodings), whose own registers stand for the adder's cuts: the multiplier's A/B registers
+    for the cut after the shift-amount clamp, its P register for the cut after alignment, the adder's C and
+    ALUMODE registers for that cut too, its P register for the cut after the add; never MREG."""
     from amaranth.back import verilog
-    text = verilog.convert(Fp32AddUnit(stages=ADD_MAX_STAGES, dsp="primitive"), name="add32dsp", emit_src=False)
+
+    from dfx.hw.fp import ADD_CUTS
+    on = set(ADD_CUTS[:stages])
+    text = verilog.convert(Fp32AddUnit(stages=stages, dsp="primitive"), name="add32dsp", emit_src=False)
     insts = re.findall(r"DSP48E2 #\((.*?)\) \w+ \(", text, re.S)
     assert len(insts) == 2
-    assert sorted(re.search(r"\.USE_MULT\(\"(\w+)\"\)", i)[1] for i in insts) == ["MULTIPLY", "NONE"]
-    assert all(re.search(r"\.PREG\(32'd0\)", i) and re.search(r"\.AREG\(32'd0\)", i) for i in insts)
+    by = {re.search(r"\.USE_MULT\(\"(\w+)\"\)", i)[1]: _regs(i) for i in insts}
+    mul, add = by["MULTIPLY"], by["NONE"]
+    assert (mul["AREG"], mul["BREG"], mul["PREG"], mul["MREG"], mul["CREG"]) == (7 in on, 7 in on, 0 in on, 0, 0)
+    assert (add["AREG"], add["CREG"], add["ALUMODEREG"], add["PREG"]) == (0, 0 in on, 0 in on, 3 in on)
     with pytest.raises(ValueError, match="dsp must be one of None, 'model', 'primitive', not 'ip'"):
         Fp32AddUnit(dsp="ip")
