@@ -243,9 +243,12 @@ class MPU(wiring.Component):
         pb = Pipe(m, ce)                                # stage 0: the accumulator's input
         rd, wr = Signal(range(depth), name="accq_rd"), Signal(range(depth), name="accq_wr")
         count, opened = Signal(range(depth + 1), name="accq_count"), Signal(range(depth + 1), name="acc_open")
+        # count == 0 and opened == depth as registers of their own, updated from the current counts (the
+        # stall -> accept -> count path then has no compare after the counter)
+        empty, full = Signal(init=1, name="accq_empty"), Signal(name="acc_full")
         need = v_g & ~first_g
         opens = v_g & first_g & ~last_g
-        m.d.comb += stall.eq((need & (count == 0)) | (opens & (opened == depth)))
+        m.d.comb += stall.eq((need & empty) | (opens & full))
         go = Signal()
         m.d.comb += go.eq(ce & v_g & ~stall)
         pop = go & ~first_g
@@ -267,10 +270,14 @@ class MPU(wiring.Component):
         with m.If(push):
             m.d.sync += wr.eq(wr + 1)
         m.d.sync += count.eq(count + push - pop)
+        with m.If(push & ~pop):
+            m.d.sync += empty.eq(0)
+        with m.Elif(pop & ~push):
+            m.d.sync += empty.eq(count == 1)
         with m.If(go & first_g & ~last_g):
-            m.d.sync += opened.eq(opened + 1)
+            m.d.sync += [opened.eq(opened + 1), full.eq(opened == depth - 1)]
         with m.Elif(go & ~first_g & last_g):
-            m.d.sync += opened.eq(opened - 1)
+            m.d.sync += [opened.eq(opened - 1), full.eq(0)]
         fin = T(pb.at(T(fin_g, 0), a + 1), a + 1)
         return pb, a + 1, accs, fin, v_res & last_res
 
