@@ -37,6 +37,7 @@ from amaranth.back import verilog
 
 from dfx.config import load_config
 
+from .dequant import Dequantizer
 from .fp import Fp16MulUnit, Fp32AddUnit, Fp32MulUnit, Fp32ToFp16Unit
 from .mpu import MPU
 from .sfu import Exp16Unit, Gelu16Unit, RecipUnit, RsqrtUnit
@@ -201,7 +202,7 @@ def longest_paths(netlist: dict, top: str, delays: Delays, group=None) -> dict[s
                 stack.extend(todo)
                 continue
             inner = delays.net if _kind(c["type"]) == "dsp" and registered_dsp(c) else 0.0   # from A/B/M regs
-            best = max([(arrival[x][0] + link(x, c), x) for x in ins] + [(inner, None)])
+            best = max([(arrival[x][0] + link(x, c), x) for x in ins] + [(inner, None)], key=lambda t: t[0])
             arrival[b] = (best[0] + intrinsic(c), (drv[0], best[1]))
             stack.pop()
         return arrival[bit][0]
@@ -419,11 +420,11 @@ def _short(s: str) -> str:
 
 def unit_factories(cfg, specs: list[str]) -> dict:
     """`name[:k=v,...]` specs -> {spec: (parameter text, factory)}: the leaf units (stream-wrapped
-    operators: add32, add32dsp (on DSP48E2), mul16, mul32, round16, gelu16, exp16, recip, rsqrt) and the MPU / VPU at `cfg`
+    operators: add32, add32dsp (on DSP48E2), mul16, mul32, round16, gelu16, exp16, recip, rsqrt, dq_int4) and the MPU / VPU at `cfg`
     (mpu takes l=, d= to cut the config; the other keys go to the constructor)."""
     leaf = {"add32": Fp32AddUnit, "add32dsp": add32dsp, "mul16": Fp16MulUnit, "mul32": Fp32MulUnit,
             "round16": Fp32ToFp16Unit, "gelu16": Gelu16Unit, "exp16": Exp16Unit, "recip": RecipUnit,
-            "rsqrt": RsqrtUnit}
+            "rsqrt": RsqrtUnit, "dq_int4": dq_int4}
     out = {}
     for spec in specs:
         name, _, rest = spec.partition(":")
@@ -436,13 +437,19 @@ def unit_factories(cfg, specs: list[str]) -> dict:
             unit = MPU if name == "mpu" else VPU
             if "gelu" in kw:
                 kw["gelu"] = bool(kw["gelu"])
-            if "dsp_add" in kw:                      # 1: the DSP48E2 primitive adders
+            if "dsp_add" in kw:                      # 1: the DSP48E2 primitives, 0: LUT adders (default: model)
                 kw["dsp_add"] = "primitive" if kw["dsp_add"] else None
             params = ", ".join([f"{cfg.name}: d={c2.d}, l={c2.l}"] + [f"{k}={v}" for k, v in kw.items()])
             out[spec] = (params, lambda u=unit, c2=c2, kw=kw: u(c2, **kw))
         else:
             raise DepthError(f"unknown unit {name!r}; accepted: {', '.join([*leaf, 'mpu', 'vpu'])}")
     return out
+
+
+def dq_int4(**kw) -> Dequantizer:
+    """One INT4 dequantiser (`hw.dequant`, the best modelled configuration's weight format int4-oc-g128; the
+    core puts d*l of them in front of the MPU)."""
+    return Dequantizer("int4-oc-g128", **kw)
 
 
 def add32dsp(**kw) -> Fp32AddUnit:

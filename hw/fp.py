@@ -196,9 +196,9 @@ def int_to_fp32(p: Pipe, v) -> Value:
 #                                 (A:B comes from the multiplier's P register), PREG on P
 # Every register is clock-enabled by the pipeline's enable (the CE pins) and has no reset, as `Pipe.reg`.
 # `dsp` = "model" builds the same function from Amaranth operators with the same registers (`Pipe.reg`;
-# amaranth.sim, Icarus and Verilator run it; Yosys maps its multiply to a DSP48E2 and the add to carry
-# chains); "primitive" instantiates DSP48E2 with those registers (for Yosys / Vivado; no simulator here has
-# its model).
+# amaranth.sim, Icarus and Verilator run it; Yosys and Vivado infer a DSP48E2 for its multiply, Vivado one for
+# its add from the `use_dsp` attribute, while Yosys maps the add to carry chains); "primitive" instantiates
+# DSP48E2 with those registers (for Yosys / Vivado; no simulator here has its model).
 DSP_MODES = (None, "model", "primitive")
 _OPMODE = {"mul": 0b00_000_01_01, "addsub": 0b00_011_00_11}
 _DSP_CE = ("CEA1", "CEA2", "CEB1", "CEB2", "CEC", "CED", "CEM", "CEP", "CEAD", "CEALUMODE", "CECTRL",
@@ -220,11 +220,13 @@ def dsp48e2(p: Pipe, kind: str, a=0, b=0, c=0, sub=0, mode: str = "model", name:
             a, b = p.reg(a, f"{name}_a"), p.reg(b, f"{name}_b")
         if creg:
             c, sub = p.reg(c, f"{name}_c"), p.reg(sub, f"{name}_alu")
+        # use_dsp: Vivado builds the add in a DSP48E2 too (it infers the multiply without being asked)
+        res = Signal(48, name=p._name(name), attrs={} if kind == "mul" else {"use_dsp": "yes"})
         if kind == "mul":
-            res = (a[:27].as_signed() * b.as_signed())[:48]
+            p.m.d.comb += res.eq((a[:27].as_signed() * b.as_signed())[:48])
         else:
-            res = Mux(sub, c - Cat(b, a), c + Cat(b, a))[:48]
-        return p.reg(res, f"{name}_p") if preg else p.comb(res, name)
+            p.m.d.comb += res.eq(Mux(sub, c - Cat(b, a), c + Cat(b, a))[:48])
+        return p.reg(res, f"{name}_p") if preg else res
     out = Signal(48, name=p._name(name))
     regs = {"AREG": areg, "BREG": areg, "ACASCREG": areg, "BCASCREG": areg, "CREG": creg, "ALUMODEREG": creg,
             "DREG": 0, "ADREG": 0, "MREG": 0, "PREG": preg, "INMODEREG": 0, "OPMODEREG": 0, "CARRYINREG": 0,

@@ -109,13 +109,15 @@ class MPU(wiring.Component):
       sum is still in the adder (A stages after a register on its operands), so it runs at one tile per cycle
       when at least A + 2 blocks are interleaved, and correctly (slower) with fewer.
 
-    dsp_add (None, "model", "primitive"): the tree and accumulator adders with their alignment and wide add
-    in two DSP48E2 each (`fp.fp32_add`'s `dsp`; "model" simulates, "primitive" instantiates the slice for
-    synthesis). The results and the latency are the LUT adders'; the bias adder stays in LUTs.
+    dsp_add ("model", the default; "primitive"; None): the tree and accumulator adders with their alignment
+    and wide add in two DSP48E2 each (`fp.fp32_add`'s `dsp`; "model" simulates and Vivado infers the slices
+    from it, "primitive" instantiates them for synthesis only; None: LUTs and carry chains, about 190 more
+    LUTs per adder for 2 fewer DSP48E2, docs/rtl.md). The results and the latency are the LUT adders'; the
+    bias adder stays in LUTs.
     """
 
     def __init__(self, cfg: AccelConfig, *, mul_stages: int = 1, add_stages: int = 2, fin_mul_stages: int = 2,
-                 gelu: bool = True, acc_stages: int = 0, acc_fifo: int = 8, dsp_add: str | None = None):
+                 gelu: bool = True, acc_stages: int = 0, acc_fifo: int = 8, dsp_add: str | None = "model"):
         if not isinstance(cfg, AccelConfig):
             self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")

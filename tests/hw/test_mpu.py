@@ -63,10 +63,10 @@ def test_mpu_latency_and_stages():
     run_mpu(dut, [mpu_case(rng, 16, 8, scale=np.float32(-3.0))], stall=0.0)
 
 
-@pytest.mark.parametrize("interleave", [1, 3])
+@pytest.mark.parametrize("interleave", [1, 3, 4])
 def test_pipelined_accumulator_is_bit_exact(interleave):
-    """A 2-stage accumulator with interleaved column blocks (3 at a time; 1: the column-major order, which
-    stalls for every group) gives the numerics' in-order sums: kt=3 with nt=5 (a short last
+    """A 2-stage accumulator with interleaved column blocks (3 at a time; 4: as many as its FIFO holds; 1: the
+    column-major order, which stalls for every group) gives the numerics' in-order sums: kt=3 with nt=5 (a short last
     block group), specials, a single-tile block (first and last at once)."""
     rng = np.random.default_rng(11)
     dut = MPU(CFG, acc_stages=2, acc_fifo=4, gelu=False)
@@ -77,11 +77,12 @@ def test_pipelined_accumulator_is_bit_exact(interleave):
 
 
 @pytest.mark.parametrize("acc_stages", [0, 2])
-def test_dsp_adders_are_bit_exact(acc_stages):
-    """dsp_add="model": the tree and accumulator adders on DSP48E2 (behavioural model), same results and
-    latency as the LUT adders, with the single-cycle and the pipelined accumulator."""
+def test_lut_adders_are_bit_exact(acc_stages):
+    """dsp_add=None: the tree and accumulator adders in LUTs, same results and latency as the default DSP48E2
+    adders (behavioural model, the other tests), with the single-cycle and the pipelined accumulator."""
     rng = np.random.default_rng(21)
-    dut = MPU(CFG, acc_stages=acc_stages, acc_fifo=4, gelu=False, dsp_add="model")
+    dut = MPU(CFG, acc_stages=acc_stages, acc_fifo=4, gelu=False, dsp_add=None)
+    assert MPU(CFG, gelu=False).dsp_add == "model"
     assert dut.latency == MPU(CFG, acc_stages=acc_stages, acc_fifo=4, gelu=False).latency
     run_mpu(dut, [mpu_case(rng, 19, 6, scale=np.float32(0.5)), mpu_case(rng, 9, 3, special=True)],
             interleave=3 if acc_stages else 1)
