@@ -208,11 +208,12 @@ _DSP_RST = ("RSTA", "RSTB", "RSTC", "RSTD", "RSTM", "RSTP", "RSTALLCARRYIN", "RS
 
 
 def dsp48e2(p: Pipe, kind: str, a=0, b=0, c=0, sub=0, mode: str = "model", name: str = "dsp",
-            areg: bool = False, creg: bool = False, preg: bool = False) -> Value:
+            areg: bool = False, creg: bool = False, preg: bool = False, zero_low: int = 0):
     """P (48 bits) of one DSP48E2 in configuration `kind` ("mul": A (27-bit signed) * B (18-bit signed);
     "addsub": C - A:B when `sub`, else C + A:B), with A and B registered (`areg`: AREG = BREG = 1), C and
     the operation registered (`creg`: CREG = ALUMODEREG = 1) and P registered (`preg`): each is one cycle of
-    the pipeline `p`, as a `Pipe.reg` in the model."""
+    the pipeline `p`, as a `Pipe.reg` in the model. `zero_low` > 0: (P, PATTERNDETECT), the slice's pattern
+    detector on P's `zero_low` low bits == 0 (PATTERN 0, MASK set above them), registered with P."""
     a, b, c = Cat(a, C(0, 30))[:30], Cat(b, C(0, 18))[:18], Cat(c, C(0, 48))[:48]   # the ports' widths
     sub = Value.cast(sub)
     if mode == "model":
@@ -226,23 +227,30 @@ def dsp48e2(p: Pipe, kind: str, a=0, b=0, c=0, sub=0, mode: str = "model", name:
             p.m.d.comb += res.eq((a[:27].as_signed() * b.as_signed())[:48])
         else:
             p.m.d.comb += res.eq(Mux(sub, c - Cat(b, a), c + Cat(b, a))[:48])
-        return p.reg(res, f"{name}_p") if preg else res
-    out = Signal(48, name=p._name(name))
+        out = p.reg(res, f"{name}_p") if preg else res
+        if not zero_low:
+            return out
+        det = res[:zero_low] == 0
+        return out, (p.reg(det, f"{name}_pd") if preg else p.comb(det, f"{name}_pd"))
+    out, det = Signal(48, name=p._name(name)), Signal(name=p._name(f"{name}_pd"))
     regs = {"AREG": areg, "BREG": areg, "ACASCREG": areg, "BCASCREG": areg, "CREG": creg, "ALUMODEREG": creg,
             "DREG": 0, "ADREG": 0, "MREG": 0, "PREG": preg, "INMODEREG": 0, "OPMODEREG": 0, "CARRYINREG": 0,
             "CARRYINSELREG": 0}
     params = {f"p_{r}": int(v) for r, v in regs.items()}
     params.update(p_USE_MULT="MULTIPLY" if kind == "mul" else "NONE", p_A_INPUT="DIRECT", p_B_INPUT="DIRECT",
                   p_AMULTSEL="A", p_BMULTSEL="B", p_PREADDINSEL="A", p_USE_SIMD="ONE48",
-                  p_USE_PATTERN_DETECT="NO_PATDET")
+                  p_USE_PATTERN_DETECT="PATDET" if zero_low else "NO_PATDET", p_SEL_PATTERN="PATTERN",
+                  p_SEL_MASK="MASK", p_PATTERN=C(0, 48), p_MASK=C(((1 << 48) - 1) ^ ((1 << zero_low) - 1), 48))
     ports = {f"i_{n}": p.ce for n in _DSP_CE}
     ports.update({f"i_{n}": 0 for n in _DSP_RST})
     ports.update(i_CLK=ClockSignal(p.domain), i_A=a, i_B=b, i_C=c, i_D=C(0, 27), i_OPMODE=C(_OPMODE[kind], 9),
                  i_ALUMODE=Cat(sub, sub, C(0, 2)), i_INMODE=C(0, 5),
                  i_CARRYIN=0, i_CARRYINSEL=C(0, 3), i_ACIN=C(0, 30), i_BCIN=C(0, 18), i_PCIN=C(0, 48),
                  i_CARRYCASCIN=0, i_MULTSIGNIN=0, o_P=out)
+    if zero_low:
+        ports["o_PATTERNDETECT"] = det
     p.m.submodules[p._name(name)] = Instance("DSP48E2", **params, **ports)
-    return out
+    return (out, det) if zero_low else out
 
 
 def dsp_operands(dc) -> tuple[Value, Value]:
@@ -260,10 +268,11 @@ def dsp_align(p: Pipe, m_sml, dc, mode: str) -> tuple[Value, Value]:
     (they are below the result: floor(floor(m_sml / 2^13) * 2^(16 - dc)) is the same value) and the product
     is (m_sml >> 13) * 2^(13 - f), f = dc - 16 <= 11. B is a one-hot of at most 2^16 (an 18-bit signed
     operand), A at most 24 bits. The bits shifted out lie in the product's bits 0..12 (and, for dc >= 16,
-    in the 13 dropped bits). (A combinational reference of what `fp32_add` builds across its cuts.)"""
+    in the 13 dropped bits): the sticky bit is the slice's pattern detector (those 13 bits all zero) inverted,
+    or'd with the dropped bits. (A combinational reference of what `fp32_add` builds across its cuts.)"""
     hi, onehot = dsp_operands(dc)
-    prod = dsp48e2(p, "mul", a=Mux(hi, m_sml[13:], m_sml), b=onehot, mode=mode, name="dsp_al")
-    sticky = (prod[:13] != 0) | (hi & (m_sml[:13] != 0))
+    prod, exact = dsp48e2(p, "mul", a=Mux(hi, m_sml[13:], m_sml), b=onehot, mode=mode, name="dsp_al", zero_low=13)
+    sticky = ~exact | (hi & (m_sml[:13] != 0))
     return prod[13:40], sticky
 
 
@@ -286,10 +295,11 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False, dsp: str | None 
     DSP48E2 slices, as DFX's floating-point adders (2 DSP each). The alignment is a multiply by a one-hot
     power of two (`dsp_operands`) whose A/B registers are the cut after the shift-amount clamp and whose P
     register is the cut after alignment; the add is the second slice's ALU (C +/- A:B) with C and ALUMODE
-    registered at the cut after alignment and P at the cut after the add. The sticky bit, computed in
-    fabric from the shift mask beside the multiply, enters the add as one more low bit of A:B (2 * aligned
+    registered at the cut after alignment and P at the cut after the add. The sticky bit (the multiplier's
+    pattern detector on the product's 13 shifted-out bits, registered with P, or'd with the bits the 2:1
+    multiplexer dropped: one LUT between the slices) enters the add as one more low bit of A:B (2 * aligned
     + sticky) and is folded back after it (`total[0] | total[1]`: the same 28-bit sum as big +/- (aligned |
-    sticky)), so no logic sits between the two slices. The results and the latency are the LUT adder's.
+    sticky)). The results and the latency are the LUT adder's.
     """
     if dsp not in DSP_MODES:
         raise ValueError(f"dsp must be one of {', '.join(map(repr, DSP_MODES))}, not {dsp!r}")
@@ -316,10 +326,10 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False, dsp: str | None 
     s_big, e_big, m_big = Mux(swap, sb, sa), Mux(swap, eb, ea), Mux(swap, mb, ma)
     s_sml, m_sml = Mux(swap, sa, sb), Mux(swap, ma, mb)
     dc = p.comb(Mux(swap, dc_ba, dc_ab), "add_shift")          # min(e_big - e_sml, 27)
-    below = Mux(swap, gt_ba, gt_ab)
     eff_sub = s_big ^ s_sml
-    sticky = p.comb((m_sml & below) != 0, "add_sticky")       # a bit shifted out (G, R, S are zero)
     if dsp is None:
+        below = Mux(swap, gt_ba, gt_ab)
+        sticky = p.comb((m_sml & below) != 0, "add_sticky")   # a bit shifted out (G, R, S are zero)
         al = shift_right(p, Cat(C(0, 3), m_sml), dc[:2], "add_al")   # the shift's first layer before the cut
         s_big, e_big, m_big, al, dc, sticky, eff_sub, nan, inf, inf_sign, zero_sign = cut(
             7, s_big, e_big, m_big, al, dc, sticky, eff_sub, nan, inf, inf_sign, zero_sign)
@@ -334,13 +344,16 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False, dsp: str | None 
     else:
         hi, onehot = dsp_operands(dc)
         m_al = Mux(hi, m_sml[13:], m_sml)
+        dropped = p.comb(hi & (m_sml[:13] != 0), "add_drop")   # shifted out by the 2:1 multiplexer
         on = cut.enabled                                       # the slices' registers stand for these cuts
-        s_big, e_big, m_big, sticky, eff_sub, nan, inf, inf_sign, zero_sign = cut(
-            7, s_big, e_big, m_big, sticky, eff_sub, nan, inf, inf_sign, zero_sign)
-        prod = dsp48e2(p, "mul", a=m_al, b=onehot, mode=dsp, name="dsp_al", areg=7 in on, preg=0 in on)
-        s_big, e_big, sticky, nan, inf, inf_sign, zero_sign = cut(
-            0, s_big, e_big, sticky, nan, inf, inf_sign, zero_sign)
-        ab = Cat(sticky, prod[13:40])                          # 2 * aligned + sticky, 28 bits
+        s_big, e_big, m_big, dropped, eff_sub, nan, inf, inf_sign, zero_sign = cut(
+            7, s_big, e_big, m_big, dropped, eff_sub, nan, inf, inf_sign, zero_sign)
+        # the product's 13 low bits are shifted out: their OR is the pattern detector's "not all zero"
+        prod, exact = dsp48e2(p, "mul", a=m_al, b=onehot, mode=dsp, name="dsp_al", areg=7 in on, preg=0 in on,
+                              zero_low=13)
+        s_big, e_big, dropped, nan, inf, inf_sign, zero_sign = cut(
+            0, s_big, e_big, dropped, nan, inf, inf_sign, zero_sign)
+        ab = Cat(~exact | dropped, prod[13:40])                # 2 * aligned + sticky, 28 bits
         wide = dsp48e2(p, "addsub", a=ab[18:], b=ab[:18], c=Cat(C(0, 4), m_big), sub=eff_sub, mode=dsp,
                        name="dsp_add", creg=0 in on, preg=3 in on)
         s_big, e_big, nan, inf, inf_sign, zero_sign = cut(3, s_big, e_big, nan, inf, inf_sign, zero_sign)

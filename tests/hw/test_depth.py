@@ -142,3 +142,25 @@ def test_dsp_adder_maps_to_two_dsp48e2_and_fewer_luts(tmp_path):
         counts[name] = count_cells(design["num_cells_by_type"])
     assert counts["dsp"].dsp == 2 and counts["lut"].dsp == 0
     assert counts["dsp"].lut < 0.8 * counts["lut"].lut and counts["dsp"].carry8 < counts["lut"].carry8
+
+
+@pytest.mark.synthesis
+@pytest.mark.skipif(importlib.util.find_spec("pyosys") is None, reason="needs the native Yosys of pyosys")
+@pytest.mark.parametrize("dsp", [None, "primitive"])
+def test_deep_adders_meet_the_300mhz_depth(tmp_path, dsp):
+    """The quick check of the depth tables: the binary32 adder with every cut, in LUTs and on the DSP48E2
+    slices' registers, within `Delays.max_levels` LUT levels and the 300 MHz period (one Yosys run each)."""
+    from dfx.hw.fp import ADD_MAX_STAGES, Fp32AddUnit
+    p, _ = analyse(Fp32AddUnit(stages=ADD_MAX_STAGES, dsp=dsp), f"add_{dsp}", tmp_path)
+    assert p.luts <= D.max_levels and p.delay_ns <= 1000 / D.target_mhz, (p.luts, p.delay_ns, p.start, p.end)
+
+
+def test_docs_depth_tables_parse():
+    """docs/rtl.md's depth tables (written by benchmarks/resource_tables.py) parse, with a default and a deep
+    row for the adders."""
+    text = (REPO / "docs" / "rtl.md").read_text()
+    rows = parse_depth_table(text.split("<!-- depth:tiny -->")[1].split("<!-- /depth:tiny -->")[0])
+    units = {r["unit"] for r in rows}
+    assert {"add32, default", "add32, deep", "add32dsp, deep", "MPU, deep"} <= units
+    if "<!-- depth:dfx -->" in text:
+        parse_depth_table(text.split("<!-- depth:dfx -->")[1].split("<!-- /depth:dfx -->")[0])

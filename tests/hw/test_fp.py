@@ -239,5 +239,7 @@ def test_dsp_adder_primitive_instantiates_two_dsp48e2(stages):
     mul, add = by["MULTIPLY"], by["NONE"]
     assert (mul["AREG"], mul["BREG"], mul["PREG"], mul["MREG"], mul["CREG"]) == (7 in on, 7 in on, 0 in on, 0, 0)
     assert (add["AREG"], add["CREG"], add["ALUMODEREG"], add["PREG"]) == (0, 0 in on, 0 in on, 3 in on)
+    mul_inst = next(i for i in insts if '"MULTIPLY"' in i)
+    assert '.USE_PATTERN_DETECT("PATDET")' in mul_inst and "48'hffffffffe000" in mul_inst   # the sticky bits
     with pytest.raises(ValueError, match="dsp must be one of None, 'model', 'primitive', not 'ip'"):
         Fp32AddUnit(dsp="ip")
