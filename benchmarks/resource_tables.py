@@ -6,10 +6,10 @@
 
 --depth runs `dfx.hw.depth` (Yosys synth_xilinx -family xcup + the register-to-register walk) on every
 arithmetic unit twice: at the pipeline depths the units had before the depth analysis ("default") and at the
-depths that close 300 MHz ("deep": `DEEP`), plus the MPU at the config with the deep stages and the pipelined accumulator, its GELU
-units left out (measured as gelu16). The per-stage logic of the MPU does not depend on l, and d sets only
-the number of tree levels, so the tiny config's depth is the dfx preset's; `--config dfx` measures one MPU
-lane (l=1) at the preset's d to show it (the leaf units do not depend on the config). With every leaf's
+depths that close 300 MHz ("deep": `DEEP`), plus one MPU lane (l=1) at the config's d with the deep stages and the
+pipelined accumulator, its GELU unit left out (measured as gelu16). The per-stage logic of the MPU does not depend on l, and d sets only
+the number of tree levels, so the tiny config's depth is the dfx preset's; `--config dfx` measures the lane
+at the preset's d = 64 to show it (the leaf units do not depend on the config). With every leaf's
 counts in the build folder it also composes the MPU and VPU by instance at the tiny, dfx and best-modelled
 (`BEST`) configurations and writes the fit table of the dfx preset and of `BEST`. --resources runs `dfx.hw.synth` at both presets with the lane splits the docs use. Each Yosys run
 is one child process, one at a time, capped at 8 GB of address space. Progress goes to stderr.
@@ -48,7 +48,7 @@ def depth_specs(cfg, units: list[str]) -> list[tuple[str, str]]:
     """(label, unit spec) pairs for `unit_factories`. The MPU beyond the tiny config is measured as one lane
     (l=1 at the config's d: every stage's logic is a lane's, d sets the number of tree levels)."""
     out = []
-    lane = "" if cfg.name == "tiny" else ",l=1"
+    lane = "" if cfg.d < 32 else ",l=1"             # (a config needs d * l >= 32)
     for u in units:
         if u == "mpu":
             out.append(("MPU, deep", f"mpu:gelu=0,{MPU_DEEP}{lane}"))
