@@ -3,6 +3,8 @@ waivers of boards/u280/lint.vlt (what `dfx build` runs) and, with --raw, without
 the waivers cover), each run's wall time and Verilator's peak RSS.
 
     .venv/bin/python benchmarks/dfx_lint.py TREE [--raw]      # TREE from `dfx build -o TREE --config dfx --devices 2`
+    .venv/bin/python benchmarks/dfx_lint.py TREE --ring-only dfx   # writes TREE/ring/src/dfx_ring.v at the preset
+                                                                    # (dfx.host.ring_build.verilog), lints it alone
 
 Prints a Markdown table (one row per file and run, then one per class of the raw run).
 """
@@ -19,9 +21,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("tree", type=Path)
     ap.add_argument("--raw", action="store_true", help="also lint without the waivers and count each class")
+    ap.add_argument("--ring-only", metavar="CONFIG", help="generate the ring kernel's Verilog at CONFIG into TREE "
+                    "(no core) and lint that")
     a = ap.parse_args(argv)
     from dfx.host import lint
-    files = [("src/dfx_core.v", "dfx_core")]
+    if a.ring_only:
+        from dfx.config import load_config
+        from dfx.host.ring_build import verilog
+        t0 = time.monotonic()
+        (a.tree / "ring" / "src").mkdir(parents=True, exist_ok=True)
+        (a.tree / "ring" / "src" / "dfx_ring.v").write_text(verilog(load_config(a.ring_only)))
+        print(f"ring/src/dfx_ring.v at {a.ring_only}: {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    files = [("src/dfx_core.v", "dfx_core")] if (a.tree / "src" / "dfx_core.v").is_file() else []
     if (a.tree / "ring" / "src" / "dfx_ring.v").is_file():
         files.append(("ring/src/dfx_ring.v", "dfx_ring"))
     rows, classes = [], []

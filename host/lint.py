@@ -124,15 +124,15 @@ def run(sources: list[Path], top: str, root: Path, waivers: Path | None = WAIVER
 
 
 def lint_tree(out: str | Path, log=None) -> LintReport:
-    """Lint the tree's Verilog (see the module docstring); a BuildError when Verilator is missing or the tree
-    has no Verilog. `log`: a callable for one progress line per file."""
+    """Lint the tree's Verilog, the core's and the ring kernel's where there (see the module docstring); a
+    BuildError when Verilator is missing or the tree has neither. `log`: a callable for one progress line per file."""
     out = Path(out)
     core = out / "src" / f"{CORE}.v"
-    if not core.is_file():
-        raise BuildError(f"{core}: no Verilog to lint (written by `dfx build` unless --no-verilog)")
     ring = out / RING_DIR / "src" / f"{RING_KERNEL}.v"
-    jobs = [([core], CORE)]
-    rep = LintReport([f"src/{CORE}.v"])
+    if not core.is_file() and not ring.is_file():
+        raise BuildError(f"{core}: no Verilog to lint (written by `dfx build` unless --no-verilog)")
+    jobs = [([core], CORE)] if core.is_file() else []
+    rep = LintReport([f"src/{CORE}.v"] if core.is_file() else [])
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dfx-lint-") as tmp:
         if ring.is_file():

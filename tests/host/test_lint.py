@@ -99,6 +99,7 @@ def test_aurora_stand_ins_catch_a_wrong_port(tmp_path):
 
 
 def test_lint_needs_verilator_and_verilog(tmp_path, monkeypatch):
+    """Neither the core's nor the ring kernel's Verilog: one error; no Verilator: one error."""
     with pytest.raises(BuildError, match="no Verilog to lint"):
         lint_tree(tmp_path)
     (tmp_path / "src").mkdir()
@@ -106,3 +107,13 @@ def test_lint_needs_verilator_and_verilog(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
     with pytest.raises(BuildError, match="verilator is not installed"):
         lint_tree(tmp_path)
+
+
+@pytest.mark.slow      # the ring kernel's Verilog at the dfx preset: ~75 s of WebAssembly Yosys on a loaded machine
+@needs_verilator
+def test_dfx_ring_kernel_lints_clean(tmp_path):
+    """The multi-card kernel at the dfx preset (1024-bit ring beats) lints clean with its Aurora stand-ins."""
+    (tmp_path / "ring" / "src").mkdir(parents=True)
+    (tmp_path / "ring" / "src" / "dfx_ring.v").write_text(ring_build.verilog(load_config("dfx")))
+    rep = lint_tree(tmp_path)
+    assert rep.files == ["ring/src/dfx_ring.v"] and rep.clean, rep.lines()
