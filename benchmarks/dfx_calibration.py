@@ -6,7 +6,9 @@ as the tiny config's calibration test uses it) beside the RTL core run under Ver
   - the decode step of a one-layer GPT-2 1.5B-shaped model (d_model 1600, 25 heads, d_ff 6400; vocabulary
     --vocab, 512 by default, so the LM head stays a slice; random weights, tests/gpt2_fixtures.py), compiled
     at the preset: total cycles, and each unit's busy counter (BUSY_MPU/VPU/DMA/ROUTER) beside the model's
-    occupancy of that unit; the model's cycles per instruction class are printed as well.
+    occupancy of that unit (occupancy only: the RTL's counter also runs through the unit's pipeline latency, so
+    the rows compare like with like only where that latency is small); the model's cycles per instruction class
+    are printed as well.
 
     .venv/bin/python benchmarks/dfx_calibration.py --model-only            # the model's side (minutes)
     .venv/bin/python benchmarks/dfx_calibration.py --verilog TREE/src/dfx_core.v [--config dfx]
@@ -99,7 +101,7 @@ def table(model: dict, rtl: dict | None, a) -> str:
             (f"decode step, 1 layer d={a.d_model} h={a.heads} ff={a.d_ff} vocab={a.vocab}: total", model["decode"],
              r.get("decode"))]
     rows += [(f"  busy {u}", model["busy"][u], (r.get("busy") or {}).get(u)) for u in model["busy"]]
-    lines = [f"| {a.config} preset | model (engines=rtl) | RTL (Verilator) | model / RTL |", "|---|---:|---:|---:|"]
+    lines = [f"| {a.config} preset | model (engines=rtl) | RTL ({a.sim}) | model / RTL |", "|---|---:|---:|---:|"]
     for label, m, x in rows:
         lines.append(f"| {label} | {m:,} | {'' if x is None else f'{x:,}'} | "
                      f"{'' if not x else f'{m / x:.3f}'} |")
