@@ -37,7 +37,6 @@ from string import Template
 from dfx import progress, regmap
 from dfx.config import AccelConfig
 from dfx.errors import DfxError, UsageError
-from dfx.verify.toolchain import venv_path
 
 from . import ring_build
 from .ring_build import RING_CU, RING_DIR, RING_KERNEL, BuildError  # noqa: F401 (BuildError: re-exported)
@@ -585,18 +584,6 @@ def _check_build_sh(cfg: AccelConfig, text: str, devices: int = 1) -> list[str]:
         bad.append(f"build.sh: v++ --link must use {want}" + (f" and {RING_DIR}/{RING_KERNEL}.xo" if devices > 1 else
                                                                ""))
     return bad
-
-
-def lint(out: str | Path) -> tuple[bool, str]:
-    """`verilator --lint-only` of src/dfx_core.v: (clean, output)."""
-    v = Path(out) / "src" / f"{KERNEL}.v"
-    exe = shutil.which("verilator", path=venv_path())
-    if not exe:
-        raise BuildError("verilator is not installed (scripts/bootstrap.sh links it into .venv/bin)")
-    r = subprocess.run([exe, "--lint-only", "-Wall", "-Wno-fatal", "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL",
-                        "-Wno-UNUSEDPARAM", "--top-module", KERNEL, str(v.resolve())], capture_output=True, text=True)
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("%Error")]
-    return r.returncode == 0 and not errors, r.stderr
 
 
 if __name__ == "__main__":

@@ -107,6 +107,15 @@ def verilog(cfg: AccelConfig) -> str:
         raise BuildError(f"{RING_DIR}/src/{RING_KERNEL}.v: Verilog generation failed ({first})") from e
 
 
+def aurora_stubs(board: dict) -> dict[str, str]:
+    """File name -> a port-only Verilog module, for each of the two Aurora cores: the ports of PG074 the kernel
+    connects (for `dfx.host.lint`: Verilator checks the instances' names, directions and widths against them)."""
+    bits = board["vitis"]["aurora_user_bits"]
+    bits = bits["value"] if isinstance(bits, dict) else bits
+    tpl = Template((Path(__file__).resolve().parents[1] / "boards" / "u280" / "aurora_stub.v.in").read_text())
+    return {f"{m}.v": tpl.substitute(module=m, user_msb=bits - 1, lane_msb=GT_LANES - 1) for m in _hw().AURORA}
+
+
 def commands(part: str) -> list[list[str]]:
     """The Vivado runs of a multi-card tree, before the core's package_xo and the link."""
     return [["vivado", "-mode", "batch", "-source", "aurora/gen_aurora_ip.tcl", "-tclargs", part],

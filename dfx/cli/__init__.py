@@ -26,7 +26,8 @@ from dfx.config import load_config
 from dfx.errors import UsageError
 from dfx.host import BACKENDS, resolve_backend
 from dfx.host.build import build_tree, check_tree
-from dfx.host.build import lint as lint_tree
+from dfx.host.lint import lint_tree
+from dfx.host.lint import verilator as lint_verilator
 from dfx.host.rtl_session import RTL_TIMEOUT_S, run_session
 from dfx.host.sampling import Sampling
 from dfx.host.session import Session
@@ -399,7 +400,8 @@ def disasm(program, device, stream):
 @click.option("--verilog/--no-verilog", default=True, show_default=True,
               help="generate src/dfx_core.v from dfx.hw.top (minutes and GBs at the dfx config)")
 @click.option("--lint/--no-lint", default=True, show_default=True,
-              help="run `verilator --lint-only` on the generated Verilog")
+              help="run `verilator --lint-only -Wall` on the tree's Verilog where Verilator is installed (waivers: "
+                   "boards/u280/lint.vlt); one line per problem class, exit 1 (2 with --check) when not clean")
 @click.option("--run-tools/--no-run-tools", default=True, show_default=True,
               help="run Vivado (package_xo) and v++ --link when they are on PATH")
 @click.option("--devices", type=int, default=1, show_default=True,
@@ -431,7 +433,8 @@ def build(ctx, board, output, config, verilog, lint, run_tools, devices, check_d
         problems = check_tree(check_dir, load_config(config) if explicit else None)
         for p in problems:
             click.echo(f"error: {p}", err=True)
-        if problems:
+        linted_ok = _lint_ok(check_dir) if lint and (check_dir / "src" / "dfx_core.v").is_file() else True
+        if problems or not linted_ok:
             sys.exit(2)
         click.echo(f"{check_dir}: kernel.xml, package_xo.tcl, link configs and build.sh agree with the config "
                    "and dfx.regmap", err=True)
@@ -443,12 +446,8 @@ def build(ctx, board, output, config, verilog, lint, run_tools, devices, check_d
                      log=lambda m: click.echo(m, err=True), devices=devices)
     click.echo(f"wrote {output}: {', '.join(res.files)} (config {cfg.name}, hash {cfg.config_hash}, "
                f"{cfg.hbm_channels} HBM ports, {cfg.clock_mhz:g} MHz); checked against the config", err=True)
-    if res.verilog is None and lint:
-        ok, out = lint_tree(output)
-        click.echo(f"verilator --lint-only: {'clean' if ok else 'ERRORS'}", err=True)
-        if not ok:
-            click.echo(out, err=True)
-            sys.exit(1)
+    if res.verilog is None and lint and not _lint_ok(output):
+        sys.exit(1)
     if res.ran:
         click.echo(f"built {output}/dfx_core_u280.xclbin", err=True)
         return
@@ -458,6 +457,19 @@ def build(ctx, board, output, config, verilog, lint, run_tools, devices, check_d
                f"xilinx_u280_gen3x16_xdma platform run, in {output}:", err=True)
     for c in res.commands:
         click.echo(f"  {c}")
+
+
+def _lint_ok(tree: Path) -> bool:
+    """`verilator --lint-only -Wall` of the tree's Verilog (dfx.host.lint), one `error:` line per problem class
+    and a summary on stderr; True when clean or when Verilator is not installed (then said so)."""
+    if lint_verilator() is None:
+        click.echo("lint: skipped (verilator is not installed; scripts/bootstrap.sh links it into .venv/bin)", err=True)
+        return True
+    rep = lint_tree(tree, log=lambda m: click.echo(m, err=True))
+    for ln in rep.lines():
+        click.echo(f"error: {ln}", err=True)
+    click.echo(rep.summary(), err=True)
+    return rep.clean
 
 
 main.add_command(perf)
