@@ -14,6 +14,7 @@ gain), and no tracing unless `waves` (then FST, `--trace-fst --trace-structs`). 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -75,4 +76,90 @@ def verilator_build(src: Path, top: str, bdir: Path, *, fresh: bool, waves: bool
     return runner
 
 
-__all__ = ["MAKE_OPT", "VERILATOR_FLAGS", "verilator_build", "verilator_commands"]
+def _run_logged(cmds, log: Path) -> None:
+    env = {**os.environ, "PATH": venv_path()}
+    env.pop("MAKEFLAGS", None)
+    with log.open("a") as f:
+        for cmd in cmds:
+            t0 = time.time()
+            f.write(f"$ {' '.join(cmd)}\n")
+            f.flush()
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+            f.write(f"# {time.time() - t0:.0f} s, exit {rc}\n")
+            if rc:
+                f.flush()
+                raise RuntimeError(f"Verilator build step failed (exit {rc}; {log}):\n"
+                                   f"{log.read_text(errors='replace')[-3000:]}")
+
+
+# Build variants for the speed experiment (benchmarks/rtl_core_speed.py --levers): name -> (Verilator flags
+# added / replaced, make variables). A variant with "pgo" in its name is compiled twice with GCC's profile-guided
+# optimisation (instrumented, a training run, then -fprofile-use).
+NATIVE = "-O3 -march=native"
+LEVERS = {
+    "O2": ((), ("OPT_FAST=-O2", "OPT_SLOW=-O0", "OPT_GLOBAL=-O2")),
+    "O3": ((), ("OPT_FAST=-O3", "OPT_SLOW=-O0", "OPT_GLOBAL=-O3")),
+    "O3-native": ((), (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0", f"OPT_GLOBAL={NATIVE}")),
+    "O3-native-pgo": ((), (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0", f"OPT_GLOBAL={NATIVE}")),
+    "O3-native-nosplit": ((("--output-split", "0"), ("--output-split-cfuncs", "0")),
+                          (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0", f"OPT_GLOBAL={NATIVE}")),
+}
+PGO_GEN = "-fprofile-generate -fprofile-update=single"
+PGO_USE = "-fprofile-use -fprofile-partial-training -Wno-missing-profile -fprofile-correction"
+
+
+def _with_flags(flags: tuple, replace: tuple) -> tuple:
+    out = list(flags)
+    for opt, val in replace:
+        i = out.index(opt)
+        out[i + 1] = val
+    return tuple(out)
+
+
+def _with_opt(make_opt: tuple, extra: str) -> tuple:
+    return tuple(f"{m} {extra}" if m.startswith(("OPT_FAST=", "OPT_GLOBAL=")) else m for m in make_opt)
+
+
+def build_lever(src: Path, top: str, base: Path, vdir: Path, lever: str, train=None):
+    """Build variant `lever` (`LEVERS`) of the design `src` in `vdir`: the verilated C++ of the base build in
+    `base` is reused when the variant keeps its Verilator flags (else verilated again); the C++ is compiled
+    with the variant's make variables. For a "pgo" variant `train(runner)` runs the instrumented simulator on
+    a training job between the two compiles. Returns cocotb's runner for `runner.test`."""
+    from cocotb_tools.runner import get_runner  # lazy: cocotb is the optional `sim` extra
+
+    replace, make_opt = LEVERS[lever]
+    if vdir.exists():
+        shutil.rmtree(vdir)
+    vdir.mkdir(parents=True)
+    log = vdir / "build.log"
+    verilate, make = verilator_commands(src, top, vdir, waves=False)
+    if replace:
+        (vdir / "public.vlt").write_text(PUBLIC_VLT.format(top=top))
+        i, j = verilate.index("-O3"), verilate.index("--timescale")
+        verilate[i:j] = _with_flags(VERILATOR_FLAGS, replace)
+        _run_logged([verilate], log)
+    else:                                   # the same C++ as the base build: copy it, objects left out
+        for f in base.iterdir():
+            if f.is_file() and f.suffix not in (".o", ".a", ".d", ".gch", ".gcda", ".log", ".xml") and f.name != top:
+                shutil.copy2(f, vdir / f.name)
+    head = make[:make.index("-f") + 2]
+    tail = [m for m in make[make.index("-f") + 2:] if not m.startswith("OPT_")]
+
+    def runner():
+        r = get_runner("verilator")
+        r._build_command = lambda: []
+        r.build(sources=[src], hdl_toplevel=top, build_dir=vdir, waves=False, timescale=("1ns", "1ps"))
+        return r
+
+    if "pgo" in lever:
+        _run_logged([head + list(_with_opt(make_opt, PGO_GEN)) + tail + [f"USER_LDFLAGS={PGO_GEN}"]], log)
+        train(runner())
+        for f in vdir.iterdir():
+            if f.suffix in (".o", ".a", ".gch") or f.name == top:
+                f.unlink()
+        make_opt = _with_opt(make_opt, PGO_USE)
+    _run_logged([head + list(make_opt) + tail], log)
+    return runner()
+
+
+__all__ = ["LEVERS", "MAKE_OPT", "VERILATOR_FLAGS", "build_lever", "verilator_build", "verilator_commands"]
