@@ -56,27 +56,17 @@ def verilator_build(src: Path, top: str, bdir: Path, *, fresh: bool, waves: bool
     exe = bdir / top
     if fresh or not exe.exists():
         (bdir / "public.vlt").write_text(PUBLIC_VLT.format(top=top))
-        env = {**os.environ, "PATH": venv_path()}
-        env.pop("MAKEFLAGS", None)
         log = bdir / "build.log"
-        with log.open("w") as f:
-            for cmd in verilator_commands(src, top, bdir, waves):
-                t0 = time.time()
-                f.write(f"$ {' '.join(cmd)}\n")
-                f.flush()
-                rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-                f.write(f"# {time.time() - t0:.0f} s, exit {rc}\n")
-                if rc:
-                    f.flush()
-                    tail = log.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"Verilator build of {src.name} failed (exit {rc}; {log}):\n{tail}")
+        log.write_text("")
+        _run_logged(verilator_commands(src, top, bdir, waves), log, f"Verilator build of {src.name}")
     runner = get_runner("verilator")
     runner._build_command = lambda: []
     runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, waves=waves, timescale=("1ns", "1ps"))
     return runner
 
 
-def _run_logged(cmds, log: Path) -> None:
+def _run_logged(cmds, log: Path, what: str = "Verilator build step") -> None:
+    """Run `cmds` one after the other, their output and times appended to `log`; RuntimeError on a failure."""
     env = {**os.environ, "PATH": venv_path()}
     env.pop("MAKEFLAGS", None)
     with log.open("a") as f:
@@ -88,8 +78,7 @@ def _run_logged(cmds, log: Path) -> None:
             f.write(f"# {time.time() - t0:.0f} s, exit {rc}\n")
             if rc:
                 f.flush()
-                raise RuntimeError(f"Verilator build step failed (exit {rc}; {log}):\n"
-                                   f"{log.read_text(errors='replace')[-3000:]}")
+                raise RuntimeError(f"{what} failed (exit {rc}; {log}):\n{log.read_text(errors='replace')[-3000:]}")
 
 
 # Build variants for the speed experiment (benchmarks/rtl_core_speed.py --levers): name -> (Verilator flags
