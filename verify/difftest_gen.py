@@ -42,6 +42,8 @@ import numpy as np
 from dfx import formats, isa, isa_check
 from dfx.config import AccelConfig
 
+from .difftest_quant import quant_formats, random_quant
+
 BATCHED = False               # draw BATCH / CHUNK / SLOT (the lead flips this once the RTL core runs them)
 UNSUPPORTED = {"BATCH": "batched prefill: off (`difftest_gen.BATCHED`, `--batched`) until the RTL core runs it",
                "CHUNK": "batched prefill: off (`difftest_gen.BATCHED`, `--batched`) until the RTL core runs it",
@@ -544,42 +546,6 @@ class Generator:
         return RandomProgram(self.seed, self.out, ddr, hbm, steps, list(self.windows), self.bins, images[1:])
 
 
-def quant_formats(families) -> list:
-    """The weight formats of `families` (`dfx.hw.qfetch.CORE_FAMILIES` keys) that the core's fetcher reads at
-    phase 0: every axis, group size and (int) zero-point choice."""
-    out = []
-    for fam in families:
-        kind, bits = (("bcq", int(fam[3:])) if fam.startswith("bcq") else
-                      ("int", int(fam[3:])) if fam.startswith("int") else (fam, 8))
-        for axis in ("oc", "ic"):
-            for g in (None, *formats.GROUP_SIZES):
-                for asym in ((False, True) if kind == "int" else (False,)):
-                    out.append(formats.WeightFormat(kind, bits, axis, g, asym))
-    return out
-
-
-def random_quant(fmt, k: int, n: int, rng: np.random.Generator):
-    """A random (k, n) `QuantWeight` of `fmt`: legal codes (no FP8 NaN codes), scales (some negative, some 0 or
-    subnormal: DAZ) and zero points."""
-    ss = fmt.scale_shape(k, n)
-    shape = (fmt.bits, *ss) if fmt.kind == "bcq" else ss
-    scales = (rng.standard_normal(shape) * np.exp2(rng.integers(-8, 2, shape))).astype(np.float16)
-    scales[rng.random(shape) < 0.02] = np.float16(0.0)
-    scales[rng.random(shape) < 0.02] = np.float16(3e-6)
-    zeros = None
-    if fmt.kind == "int":
-        lo, hi = (0, (1 << fmt.bits) - 1) if fmt.asym else (-(1 << (fmt.bits - 1)), (1 << (fmt.bits - 1)) - 1)
-        codes = rng.integers(lo, hi + 1, (k, n)).astype(np.uint8 if fmt.asym else np.int8)
-        if fmt.asym:
-            zeros = rng.integers(0, hi + 1, ss).astype(np.uint8)
-    elif fmt.kind == "bcq":
-        codes = rng.integers(0, 2, (fmt.bits, k, n)).astype(np.uint8)
-    else:
-        ok = np.flatnonzero(~np.isnan(formats.FP8_TABLES[fmt.kind]))
-        codes = rng.choice(ok, (k, n)).astype(np.uint8)
-    return formats.QuantWeight(fmt, codes, scales, zeros).check()
-
-
 def generate(cfg: AccelConfig, seed: int, subnormals: bool = True, devices: int = 1, wformats: tuple[str, ...] = (),
              batched: bool | None = None) -> RandomProgram:
     """The random program of `seed` for `cfg` (see the module docstring); `subnormals`: the memory images hold
@@ -588,5 +554,4 @@ def generate(cfg: AccelConfig, seed: int, subnormals: bool = True, devices: int 
     return Generator(cfg, seed, subnormals=subnormals, devices=devices, wformats=wformats, batched=batched).program()
 
 
-__all__ = ["BATCHED", "NOT_COVERED", "RandomProgram", "SUPPORTED", "UNSUPPORTED", "generate", "quant_formats",
-           "random_quant"]
+__all__ = ["BATCHED", "NOT_COVERED", "RandomProgram", "SUPPORTED", "UNSUPPORTED", "generate"]
