@@ -33,9 +33,8 @@ from dfx.sim.functional import Device
 from dfx.sim.ring import Ring
 
 from .difftest_gen import RandomProgram, generate
-from .fast_core import FastCore, FastJob
+from .fast_core import STREAM_ALIGN, FastCore, FastJob, stream_images
 
-STREAM_ALIGN = 4096
 HALTED = regmap.STATUS_BITS["halted"]
 
 
@@ -62,15 +61,7 @@ class Report:
 def _images(p: RandomProgram, instrs=None) -> tuple[list[bytes], int]:
     """Each device's DDR image as the harness loads it (its data, then the stream 4 KiB aligned) and the stream's
     ENTRY (the same on every device)."""
-    code = isa.encode_stream(p.instrs if instrs is None else instrs)
-    out, entry = [], 0
-    for ddr, _ in p.images:
-        ddr = bytearray(ddr)
-        entry = -(-len(ddr) // STREAM_ALIGN) * STREAM_ALIGN
-        ddr.extend(b"\0" * (entry - len(ddr)))
-        ddr.extend(code)
-        out.append(bytes(ddr))
-    return out, entry
+    return stream_images(p.images, isa.encode_stream(p.instrs if instrs is None else instrs))
 
 
 def settings(seed: int) -> tuple[int, int]:

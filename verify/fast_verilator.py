@@ -28,7 +28,7 @@ public_flat_rw -module "{top}" -var "*"
 VERILATOR_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint",
                    "-Wno-style", "-Wno-ASCRANGE", "-Wno-ALWNEVER", "--output-split", "30000",
                    "--output-split-cfuncs", "3000")
-MAKE_OPT = ("OPT_FAST=-O2", "OPT_SLOW=-O0", "OPT_GLOBAL=-O2")
+MAKE_OPT = ("OPT_FAST=-O3 -march=native", "OPT_SLOW=-O0", "OPT_GLOBAL=-O3 -march=native")
 MAKE_JOBS = 2
 
 
@@ -48,9 +48,17 @@ def verilator_commands(src: Path, top: str, bdir: Path, waves: bool) -> list[lis
     return [verilate, make]
 
 
-def verilator_build(src: Path, top: str, bdir: Path, *, fresh: bool, waves: bool):
+def pgo_default() -> bool:
+    """Whether the fast harness's builds use GCC's profile-guided optimisation (default yes; DFX_FAST_PGO=0: a
+    single -O2 build, about half the build time and ~15% slower simulation, benchmarks/rtl_core_speed.py --levers)."""
+    return os.environ.get("DFX_FAST_PGO", "1") not in ("0", "")
+
+
+def verilator_build(src: Path, top: str, bdir: Path, *, fresh: bool, waves: bool, pgo: bool = False):
     """Build `src` (top module `top`) in `bdir` when `fresh` or the executable is missing; returns cocotb's
-    Verilator runner for `runner.test` (its build step runs no command: it only records the build's settings)."""
+    Verilator runner for `runner.test` (its build step runs no command: it only records the build's settings).
+    With `pgo` the C++ is compiled instrumented and `pgo_pending(bdir)` holds until the caller has run a training
+    workload on it and called `finish_pgo` (the instrumented simulator runs correctly meanwhile, only slower)."""
     from cocotb_tools.runner import get_runner  # lazy: cocotb is the optional `sim` extra
 
     exe = bdir / top
@@ -58,7 +66,14 @@ def verilator_build(src: Path, top: str, bdir: Path, *, fresh: bool, waves: bool
         (bdir / "public.vlt").write_text(PUBLIC_VLT.format(top=top))
         log = bdir / "build.log"
         log.write_text("")
-        _run_logged(verilator_commands(src, top, bdir, waves), log, f"Verilator build of {src.name}")
+        (bdir / PGO_TODO).unlink(missing_ok=True)
+        verilate, make = verilator_commands(src, top, bdir, waves)
+        if pgo:
+            make = [m for m in make if not m.startswith("OPT_")] + list(_with_opt(MAKE_OPT, PGO_GEN)) + [
+                f"USER_LDFLAGS={PGO_GEN}"]
+        _run_logged([verilate, make], log, f"Verilator build of {src.name}")
+        if pgo:
+            (bdir / PGO_TODO).write_text("train, then finish_pgo\n")
     runner = get_runner("verilator")
     runner._build_command = lambda: []
     runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, waves=waves, timescale=("1ns", "1ps"))
@@ -81,17 +96,35 @@ def _run_logged(cmds, log: Path, what: str = "Verilator build step") -> None:
                 raise RuntimeError(f"{what} failed (exit {rc}; {log}):\n{log.read_text(errors='replace')[-3000:]}")
 
 
+PGO_TODO = "pgo.todo"
+
+
+def pgo_pending(bdir: Path) -> bool:
+    return (bdir / PGO_TODO).exists()
+
+
+def finish_pgo(src: Path, top: str, bdir: Path) -> None:
+    """The second compile of a PGO build (see `verilator_build`): every object again with the profile the
+    training run left (the .gcda files)."""
+    for f in bdir.iterdir():
+        if f.suffix in (".o", ".a", ".gch") or f.name == top:
+            f.unlink()
+    make = verilator_commands(src, top, bdir, waves=False)[1]
+    make = [m for m in make if not m.startswith("OPT_")] + list(_with_opt(MAKE_OPT, PGO_USE))
+    _run_logged([make], bdir / "build.log", f"Verilator build of {src.name} (profile use)")
+    (bdir / PGO_TODO).unlink()
+
+
 # Build variants for the speed experiment (benchmarks/rtl_core_speed.py --levers): name -> (Verilator flags
-# added / replaced, make variables). A variant with "pgo" in its name is compiled twice with GCC's profile-guided
-# optimisation (instrumented, a training run, then -fprofile-use).
+# replaced, make variables). A variant with "pgo" in its name is compiled twice with GCC's profile-guided
+# optimisation (instrumented, a training run, then -fprofile-use): the default build (`pgo_default`).
 NATIVE = "-O3 -march=native"
 LEVERS = {
     "O2": ((), ("OPT_FAST=-O2", "OPT_SLOW=-O0", "OPT_GLOBAL=-O2")),
-    "O3": ((), ("OPT_FAST=-O3", "OPT_SLOW=-O0", "OPT_GLOBAL=-O3")),
     "O3-native": ((), (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0", f"OPT_GLOBAL={NATIVE}")),
     "O3-native-pgo": ((), (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0", f"OPT_GLOBAL={NATIVE}")),
-    "O3-native-nosplit": ((("--output-split", "0"), ("--output-split-cfuncs", "0")),
-                          (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0", f"OPT_GLOBAL={NATIVE}")),
+    "O3-native-cfuncs20k": ((("--output-split-cfuncs", "20000"),), (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0",
+                                                                  f"OPT_GLOBAL={NATIVE}")),
 }
 PGO_GEN = "-fprofile-generate -fprofile-update=single"
 PGO_USE = "-fprofile-use -fprofile-partial-training -Wno-missing-profile -fprofile-correction"
@@ -151,4 +184,5 @@ def build_lever(src: Path, top: str, base: Path, vdir: Path, lever: str, train=N
     return runner()
 
 
-__all__ = ["LEVERS", "MAKE_OPT", "VERILATOR_FLAGS", "build_lever", "verilator_build", "verilator_commands"]
+__all__ = ["LEVERS", "MAKE_OPT", "VERILATOR_FLAGS", "build_lever", "finish_pgo", "pgo_default", "pgo_pending",
+           "verilator_build", "verilator_commands"]
