@@ -28,6 +28,7 @@ import numpy as np
 
 from dfx import isa
 from dfx.config import AccelConfig
+from dfx.errors import DfxError
 from dfx.hw.dma import ddr_data_bits
 from dfx.program import Program, stripe, unstripe
 from dfx.sim.functional import Device
@@ -116,7 +117,9 @@ class FastCore:
         self.workdir = Path(workdir) if workdir else self.bdir / "jobs"
         self.names = mem_names(cfg, devices)
         if self.sim == "verilator" and pgo_pending(self.bdir):     # a PGO build: train it, compile it again
-            self.run(self.training_jobs(), "pgo_training.log")
+            jobs = self.training_jobs()
+            if jobs:
+                self.run(jobs, "pgo_training.log")
             finish_pgo(self.bdir / f"{self.top}.v", self.top, self.bdir)
 
     def training_jobs(self, programs: int = PGO_PROGRAMS) -> list[FastJob]:
@@ -124,7 +127,10 @@ class FastCore:
         apart from the ones its runs use), on every device of the ring."""
         jobs = []
         for seed in range(PGO_SEED, PGO_SEED + programs):
-            p = generate(self.cfg, seed, devices=self.devices)
+            try:
+                p = generate(self.cfg, seed, devices=self.devices)
+            except (ValueError, DfxError):       # a config the generator's fixed sizes do not fit: train on fewer
+                continue
             ddrs, entry = stream_images(p.images, isa.encode_stream(p.instrs))
             jobs.append(FastJob([{"ddr": ddr, "hbm": bytes(hbm)} for ddr, (_, hbm) in zip(ddrs, p.images)],
                                 [{"main": entry}] * len(ddrs), [list(s) for s in p.steps], timeout=400_000,
