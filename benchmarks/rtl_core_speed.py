@@ -38,7 +38,8 @@ def main(argv=None):
     ap.add_argument("--tokens", type=int, default=3, help="new tokens to generate (after a 3-token prompt)")
     ap.add_argument("--repeat", type=int, default=20, help="runs of the steps in one fast-harness simulation")
     ap.add_argument("--levers", default="", help="compare these build variants of the fast harness on Verilator "
-                    "side by side instead (names from dfx.verify.fast_verilator.LEVERS, comma separated)")
+                    "side by side instead (names from dfx.verify.fast_verilator.LEVERS, or `default`: the build "
+                    "FastCore uses; comma separated)")
     ap.add_argument("--rounds", type=int, default=5, help="--levers: interleaved rounds (the median is reported)")
     a = ap.parse_args(argv)
     if a.levers:
@@ -148,6 +149,9 @@ def levers(a) -> None:
             return c
 
         t0 = time.time()
+        if name == "default":                       # the default build itself (FastCore's)
+            cores[name], build_s[name] = base, 0.0
+            continue
         cores[name] = variant(build_lever(src, base.top, base.bdir, vdir, name,
                                           train=lambda r, v=variant: v(r).run(train_jobs)))
         build_s[name] = time.time() - t0
@@ -166,7 +170,7 @@ def levers(a) -> None:
              "run)", "", "| variant | Verilator flags changed | make variables | build s | cycles/s CPU (median) | "
              "min .. max | ratio |", "|---|---|---|---:|---:|---:|---:|"]
     for n in names:
-        replace, make_opt = LEVERS[n]
+        replace, make_opt = LEVERS["O3-native-pgo" if n == "default" else n]
         med = float(np.median(rates[n]))
         lines.append(f"| {n} | {' '.join(' '.join(r) for r in replace) or '-'} | "
                      f"{' '.join(m for m in make_opt if not m.startswith('OPT_SLOW'))}"
@@ -174,8 +178,11 @@ def levers(a) -> None:
                      f"{min(rates[n]):.0f} .. {max(rates[n]):.0f} | {med / ref:.2f} |")
     text = "\n".join(lines) + "\n"
     doc = REPO / "docs" / "rtl_core.md"
-    begin, end = "<!-- levers:begin -->", "<!-- levers:end -->"
+    begin, end = f"<!-- levers {a.levers}:begin -->", f"<!-- levers {a.levers}:end -->"   # one table per set
     t = doc.read_text()
+    if begin not in t and "<!-- levers" in t:          # a new set: after the last table
+        at = t.index("-->", t.rindex("<!-- levers")) + 3
+        t = f"{t[:at]}\n\n{begin}\n{end}{t[at:]}"
     if begin in t:
         head, rest = t.split(begin, 1)
         doc.write_text(f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}")

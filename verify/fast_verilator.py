@@ -123,8 +123,8 @@ LEVERS = {
     "O2": ((), ("OPT_FAST=-O2", "OPT_SLOW=-O0", "OPT_GLOBAL=-O2")),
     "O3-native": ((), (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0", f"OPT_GLOBAL={NATIVE}")),
     "O3-native-pgo": ((), (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0", f"OPT_GLOBAL={NATIVE}")),
-    "O3-native-cfuncs20k": ((("--output-split-cfuncs", "20000"),), (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0",
-                                                                  f"OPT_GLOBAL={NATIVE}")),
+    "O3-native-pgo-cfuncs20k": ((("--output-split-cfuncs", "20000"),), (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0",
+                                                                      f"OPT_GLOBAL={NATIVE}")),
 }
 PGO_GEN = "-fprofile-generate -fprofile-update=single"
 PGO_USE = "-fprofile-use -fprofile-partial-training -Wno-missing-profile -fprofile-correction"
