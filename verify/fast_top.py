@@ -44,7 +44,7 @@ from dfx.hw.top import verilog as core_verilog
 
 from .axi_mem import RAM_VERILOG, AxiMem
 from .core_build import REPO, kick_comb_processes, source_hash
-from .fast_verilator import pgo_default, verilator_build
+from .fast_verilator import pgo_default, recipe, verilator_build
 from .toolchain import runner_build, simulator
 from .waves import SIGNALS, check_probe, probe_name, probe_verilog, signal_names
 
@@ -200,10 +200,12 @@ def build_fast(cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_a
 
 
 def _own_hash() -> str:
-    """Hash of this harness's design sources (this module and the memory model)."""
+    """Hash of this harness's design sources (this module, the memory model, the probes) and its Verilator build
+    recipe."""
     h = hashlib.sha256()
-    for name in ("fast_top.py", "axi_mem.py", "fast_verilator.py", "waves.py"):
+    for name in ("fast_top.py", "axi_mem.py", "waves.py"):
         h.update((Path(__file__).parent / name).read_bytes())
+    h.update(recipe().encode())                 # the build's flags and functions (`dfx.verify.fast_verilator`)
     return h.hexdigest()[:12]
 
 

@@ -13,6 +13,7 @@ gain), and no tracing unless `waves` (then FST, `--trace-fst --trace-structs`). 
 """
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import subprocess
@@ -184,5 +185,12 @@ def build_lever(src: Path, top: str, base: Path, vdir: Path, lever: str, train=N
     return runner()
 
 
-__all__ = ["LEVERS", "MAKE_OPT", "VERILATOR_FLAGS", "build_lever", "finish_pgo", "pgo_default", "pgo_pending",
+def recipe() -> str:
+    """What a build of the fast harness depends on here (for its cache stamp): the flags and the build functions,
+    not the speed experiment's variants."""
+    parts = [PUBLIC_VLT, repr(VERILATOR_FLAGS), repr(MAKE_OPT), str(MAKE_JOBS), PGO_GEN, PGO_USE]
+    return "\n".join(parts + [inspect.getsource(f) for f in (verilator_commands, verilator_build, finish_pgo)])
+
+
+__all__ = ["LEVERS", "MAKE_OPT", "VERILATOR_FLAGS", "build_lever", "finish_pgo", "pgo_default", "pgo_pending", "recipe",
            "verilator_build", "verilator_commands"]
