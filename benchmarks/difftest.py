@@ -9,11 +9,13 @@ the programs the simulator refused (a generator bug), the opcode table (programs
 field) and the bins that are not covered and why; a run of at least 1,000 programs also writes this report into
 docs/rtl_core.md between its difftest markers (a run with --devices / --wformats / --batched between markers
 of its own, e.g. `difftest-devices2`; `--doc` writes a shorter run too). SIGINT (Ctrl-C) stops it after the running batch and reports the
-batches that finished. Progress goes to stderr.
+batches that finished (SIGTERM too). `--coverage-only` prints the coverage table of the seeds' programs without
+simulating them. Progress goes to stderr.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -61,6 +63,8 @@ def main(argv=None):
     ap.add_argument("--wformats", default="", help="quantized weight families the core is built with and the "
                     "programs draw (keys of dfx.hw.qfetch.CORE_FAMILIES, comma separated; 'all' for every one)")
     ap.add_argument("--batched", action="store_true", help="draw BATCH / CHUNK / SLOT (ISA version 2)")
+    ap.add_argument("--coverage-only", action="store_true", help="no simulation: the coverage table of the "
+                    "programs of these seeds (the generator's bins), e.g. for a run that ended without its report")
     ap.add_argument("--doc", action="store_true", help="write the report into docs/rtl_core.md however short")
     ap.add_argument("--no-subnormals", action="store_true",
                     help="memory images without binary16 subnormals (steps around the DMA LOAD DAZ bug; "
@@ -84,6 +88,21 @@ def main(argv=None):
     unsupported = {k: v for k, v in UNSUPPORTED.items() if not (a.batched and k in BATCHED_OPS)}
     not_covered = {k: v for k, v in NOT_COVERED.items()
                    if not (k[1] == "wfmt" and wformats) and not (k[1] == "devices" and a.devices > 1)}
+    if a.coverage_only:
+        from collections import Counter
+
+        from dfx.verify.difftest_gen import generate
+        bins = Counter()
+        for seed in tqdm(range(a.seed, a.seed + a.programs), desc="programs", file=sys.stderr):
+            bins.update(generate(cfg, seed, not a.no_subnormals, a.devices, wformats, a.batched or None).bins)
+        print(f"`.venv/bin/python benchmarks/difftest.py --coverage-only --programs {a.programs} --seed {a.seed}"
+              f"{opts}{' --no-subnormals' if a.no_subnormals else ''}` (generator only): coverage bins hit: "
+              f"{len(bins)}\n\n{coverage_table(bins, supported, unsupported, not_covered)}")
+        return 0
+    # SIGINT / SIGTERM stop the run after the running batch, also when it was started in the background (where
+    # the shell leaves SIGINT ignored)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     t0 = time.time()
     dt = DiffTest(cfg, a.sim, subnormals=not a.no_subnormals, devices=a.devices, wformats=wformats,
                   batched=a.batched or None)
