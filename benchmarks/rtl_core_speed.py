@@ -174,7 +174,7 @@ def levers(a) -> None:
         med = float(np.median(rates[n]))
         lines.append(f"| {n} | {' '.join(' '.join(r) for r in replace) or '-'} | "
                      f"{' '.join(m for m in make_opt if not m.startswith('OPT_SLOW'))}"
-                     f"{' + GCC PGO' if 'pgo' in n else ''} | {build_s[n]:.0f} | {med:.0f} | "
+                     f"{' + GCC PGO' if 'pgo' in n or n == 'default' else ''} | {build_s[n]:.0f} | {med:.0f} | "
                      f"{min(rates[n]):.0f} .. {max(rates[n]):.0f} | {med / ref:.2f} |")
     text = "\n".join(lines) + "\n"
     doc = REPO / "docs" / "rtl_core.md"
