@@ -37,7 +37,13 @@ def main(argv=None):
     ap.add_argument("--harnesses", default="axi,fast")
     ap.add_argument("--tokens", type=int, default=3, help="new tokens to generate (after a 3-token prompt)")
     ap.add_argument("--repeat", type=int, default=20, help="runs of the steps in one fast-harness simulation")
+    ap.add_argument("--levers", default="", help="compare these build variants of the fast harness on Verilator "
+                    "side by side instead (names from dfx.verify.fast_verilator.LEVERS, or `default`: the build "
+                    "FastCore uses; comma separated)")
+    ap.add_argument("--rounds", type=int, default=5, help="--levers: interleaved rounds (the median is reported)")
     a = ap.parse_args(argv)
+    if a.levers:
+        return levers(a)
     from gpt2_fixtures import make_hf_gpt2
     from test_core import PROMPT, TINY_GPT2
 
@@ -103,6 +109,81 @@ def main(argv=None):
             "|---|---|---:|---:|---:|---:|---:|---:|---|\n" + "\n".join(old.values()) + "\n")
     if doc.exists() and begin in doc.read_text():
         t = doc.read_text()
+        head, rest = t.split(begin, 1)
+        doc.write_text(f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}")
+    print(text)
+
+
+def levers(a) -> None:
+    """Build variants of the fast harness's Verilator build (`LEVERS`) measured side by side: the same GPT-2
+    token steps `--repeat` times per simulation, `--rounds` rounds with the variants interleaved (so a change of
+    the machine's load hits them alike); the median over rounds of simulated cycles per CPU second of the
+    simulator process, and its ratio to the first variant. PGO variants are trained on 20 random programs of
+    the differential test (`dfx.verify.difftest`), not on the measured workload."""
+    import copy
+
+    from gpt2_fixtures import make_hf_gpt2
+    from test_core import PROMPT, TINY_GPT2
+    from tqdm import tqdm
+
+    from dfx.compiler import compile_model
+    from dfx.verify import difftest
+    from dfx.verify.difftest_gen import generate
+    from dfx.verify.fast_core import FastCore, greedy_steps
+    from dfx.verify.fast_verilator import LEVERS, build_lever
+
+    prog = compile_model(make_hf_gpt2(8, **TINY_GPT2), "tiny")
+    steps, _, want = greedy_steps(prog, PROMPT, a.tokens)
+    base = FastCore(prog.config, "verilator")
+    src = base.bdir / f"{base.top}.v"
+    job = FastCore.job_for(prog, steps, logits=True)
+    train_jobs = [difftest.job(prog.config, generate(prog.config, 1_000_000 + s)) for s in range(20)]
+    names = a.levers.split(",")
+    cores, build_s = {}, {}
+    for name in tqdm(names, desc="builds", file=sys.stderr):
+        vdir = base.bdir.parent / f"lever_{name}"
+
+        def variant(runner, vdir=vdir):
+            c = copy.copy(base)
+            c.runner, c.bdir, c.workdir = runner, vdir, vdir / "jobs"
+            return c
+
+        t0 = time.time()
+        if name == "default":                       # the default build itself (FastCore's)
+            cores[name], build_s[name] = base, 0.0
+            continue
+        cores[name] = variant(build_lever(src, base.top, base.bdir, vdir, name,
+                                          train=lambda r, v=variant: v(r).run(train_jobs)))
+        build_s[name] = time.time() - t0
+    rates = {n: [] for n in names}
+    for _ in tqdm(range(a.rounds), desc="rounds", file=sys.stderr):
+        for n in names:
+            results = cores[n].run([job] * a.repeat)
+            if not all(np.array_equal(g.view(np.uint16), w.view(np.uint16))
+                       for r in results for g, w in zip(r["logits"], want)):
+                raise SystemExit(f"variant {n}: logits differ from the simulator's")
+            rates[n].append(sum(r["sim_cycles"] for r in results) / sum(r["cpu_s"] for r in results))
+    ref = float(np.median(rates[names[0]]))
+    lines = [f"`.venv/bin/python benchmarks/rtl_core_speed.py --levers {a.levers} --rounds {a.rounds} --repeat "
+             f"{a.repeat}` (tiny random GPT-2, {len(steps)} token steps x {a.repeat} per simulation; simulated "
+             "cycles per CPU second of the simulator process, median of the rounds; logits = simulator in every "
+             "run)", "", "| variant | Verilator flags changed | make variables | build s | cycles/s CPU (median) | "
+             "min .. max | ratio |", "|---|---|---|---:|---:|---:|---:|"]
+    for n in names:
+        replace, make_opt = LEVERS["O3-native-pgo" if n == "default" else n]
+        med = float(np.median(rates[n]))
+        lines.append(f"| {n} | {' '.join(' '.join(r) for r in replace) or '-'} | "
+                     f"{' '.join(m for m in make_opt if not m.startswith('OPT_SLOW'))}"
+                     f"{' + GCC PGO' if 'pgo' in n or n == 'default' else ''} | {build_s[n]:.0f} | {med:.0f} | "
+                     f"{min(rates[n]):.0f} .. {max(rates[n]):.0f} | {med / ref:.2f} |")
+    text = "\n".join(lines) + "\n"
+    doc = REPO / "docs" / "rtl_core.md"
+    begin, end = f"<!-- levers {a.levers}:begin -->", f"<!-- levers {a.levers}:end -->"   # one table per set
+    t = doc.read_text()
+    if begin not in t and "<!-- levers" in t:          # a new set: after the last table
+        at = t.index("-->", t.rindex("<!-- levers")) + 3
+        t = f"{t[:at]}\n\n{begin}\n{end}{t[at:]}"
+    if begin in t:
         head, rest = t.split(begin, 1)
         doc.write_text(f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}")
     print(text)

@@ -15,9 +15,20 @@ operand taken from an earlier instruction's output, so the core's hazard logic i
 matrix instruction do not overlap its output; a vector instruction's output is either disjoint from its inputs
 or exactly in place (the ISA does not define a partial overlap).
 
-Not drawn (reported as not covered by benchmarks/difftest.py): BATCH, CHUNK and SLOT (the RTL core refuses
-them), quantized weights (wfmt != 0: the RTL core's MPU reads FP16 only), SEND / RECV and ALLGATHER over more
-than one device (the fast harness runs one core).
+Options (each off by default, so a seed's default program does not change):
+- `devices=2`: the same stream on a ring of two cores, each with its own DDR and HBM data, and every ALLGATHER
+  over both (chunks of `gran` entries at their edges); the reference is `dfx.sim.ring.Ring`.
+- `wformats` (families of `dfx.hw.qfetch.CORE_FAMILIES`, the core's `MatrixEngine(wformats=...)`): some
+  LINEARs read a quantized region (wfmt != 0) of a random format of those families that the fetcher reads
+  (axis oc or ic, group whole / 32 / 64 / 128, zero points for int, phase 0; ic only with k a multiple of d),
+  with random legal codes, scales and zero points, in an HBM area after the FP16 one that no store touches.
+- `batched` (default `BATCHED`, off until the RTL core runs ISA version 2): a token table in DDR (COUNT 1, cap
+  or between), one CHUNK early in the body, BATCH-prefixed LINEARs (m 1, 2, the most that fits, or +dyn_m =
+  COUNT; strides 0, exactly one vector, one entry more, or the most that fits) and batched ALLGATHERs, and
+  SLOTs (i below, at and past COUNT; skip 0, 1 or a few instructions, whose effects the generator forgets when
+  the slot is empty).
+
+Not drawn (reported as not covered by benchmarks/difftest.py): SEND / RECV (the ring runs ALLGATHER only).
 """
 from __future__ import annotations
 
@@ -28,21 +39,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dfx import isa, isa_check
+from dfx import formats, isa, isa_check
 from dfx.config import AccelConfig
 
-UNSUPPORTED = {"BATCH": "batched prefill: the RTL core stops with illegal_opcode",
-               "CHUNK": "batched prefill: the RTL core stops with illegal_opcode",
-               "SLOT": "batched prefill: the RTL core stops with illegal_opcode",
-               "SEND": "needs a ring of cores (the fast harness runs one)",
-               "RECV": "needs a ring of cores (the fast harness runs one)"}
+from .difftest_quant import quant_formats, random_quant
+
+BATCHED = False               # draw BATCH / CHUNK / SLOT (the lead flips this once the RTL core runs them)
+UNSUPPORTED = {"BATCH": "batched prefill: off (`difftest_gen.BATCHED`, `--batched`) until the RTL core runs it",
+               "CHUNK": "batched prefill: off (`difftest_gen.BATCHED`, `--batched`) until the RTL core runs it",
+               "SLOT": "batched prefill: off (`difftest_gen.BATCHED`, `--batched`) until the RTL core runs it",
+               "SEND": "point-to-point ring messages are not drawn (ALLGATHER over 2 devices is, `--devices 2`)",
+               "RECV": "point-to-point ring messages are not drawn (ALLGATHER over 2 devices is, `--devices 2`)"}
 SUPPORTED = tuple(op.mnemonic for op in isa.OPS if op.mnemonic not in UNSUPPORTED)
-NOT_COVERED = {("MATRIX", "wfmt", "quantized"): "the RTL core's MPU reads FP16 weights only",
-               ("ALLGATHER", "devices", ">1"): "needs a ring of cores (the fast harness runs one)"}
+NOT_COVERED = {("LINEAR", "wfmt", "quantized"): "only in runs with `--wformats` (a core built with the fetchers)",
+               ("ALLGATHER", "devices", "2"): "only in runs with `--devices 2` (a ring of two cores)"}
+# the formats a family's fetcher reads (`dfx.hw.qfetch`): axis, group, zero points are per region
+QUANT_UNITS = 256             # HBM units after the FP16 area holding quantized regions (no store reaches them)
 
 DDR_DATA = 16 << 10           # DDR bytes of data (the stream follows, 4 KiB aligned)
 HBM_UNITS = 512               # HBM image: 512 x 64 bytes; weights in the first half, stores anywhere
 MAX_POS, MAX_TOKEN = 15, 7
+TABLE_BYTES = 4 * (MAX_POS + 2)   # batched: the token table at the end of the DDR data (no DMA reaches it)
 F32_EDGES = {"zero": 0.0, "-zero": -0.0, "one": 1.0, "subnormal": 1e-40, "huge": 3.0e38, "tiny": 1e-30,
              "inf": float("inf"), "-inf": float("-inf"), "nan": float("nan")}
 
@@ -56,6 +73,16 @@ class RandomProgram:
     steps: list                     # [("main", token, pos)]
     vbuf: list                      # VBUF entry ranges [(lo, hi)) the program defines
     bins: Counter = field(default_factory=Counter)
+    peers: list = field(default_factory=list)    # devices 1.. of a ring: [(ddr, hbm)] (they run the same stream)
+
+    @property
+    def devices(self) -> int:
+        return 1 + len(self.peers)
+
+    @property
+    def images(self) -> list[tuple[bytearray, bytearray]]:
+        """(DDR data, HBM image) per device."""
+        return [(self.ddr, self.hbm)] + list(self.peers)
 
     @property
     def streams(self) -> dict:
@@ -93,8 +120,15 @@ def _len_bin(n: int, cfg: AccelConfig, cap: int) -> str:
 class Generator:
     """Draws one program per seed (see the module docstring)."""
 
-    def __init__(self, cfg: AccelConfig, seed: int, body: tuple[int, int] = (8, 40), subnormals: bool = True):
+    def __init__(self, cfg: AccelConfig, seed: int, body: tuple[int, int] = (8, 40), subnormals: bool = True,
+                 devices: int = 1, wformats: tuple[str, ...] = (), batched: bool | None = None):
         self.cfg, self.seed, self.subnormals = cfg, seed, subnormals
+        self.devices, self.batched = devices, BATCHED if batched is None else batched
+        self.qformats = quant_formats(wformats)
+        self.regions: list[tuple[int, bytes]] = []      # quantized regions: (HBM unit, bytes)
+        self.qnext = HBM_UNITS                           # next free unit of the quantized area
+        self.count = 0                                   # batched: COUNT of the token table (0: no CHUNK yet)
+        self.cap = 0
         self.r = random.Random(seed)
         self.np = np.random.default_rng(seed)
         e = cfg.vbuf_entries
@@ -154,7 +188,7 @@ class Generator:
 
     def emit(self, mn: str, **f) -> isa.Instr:
         ins = isa.Instr(mn, **f)
-        isa_check.check_instr(ins, self.cfg, 1)
+        isa_check.check_instr(ins, self.cfg, self.devices)
         self.out.append(ins)
         self.hit(mn)
         return ins
@@ -209,9 +243,13 @@ class Generator:
             f["sa"] = self.sreg(mn, "sa")
         self.emit(mn, **f)
 
-    def matrix(self, op: isa.Op):
+    def matrix(self, op: isa.Op, batch: bool = False):
         cfg, r = self.cfg, self.r
         mn, d, l = op.mnemonic, cfg.d, cfg.l
+        if mn == "LINEAR" and self.qformats and r.random() < 0.5:
+            return self.quantized(batch)
+        if batch:
+            return self.batched_linear()
         f = {}
         dyn_k, dyn_n = r.random() < 0.2, r.random() < 0.2
         k = MAX_POS + 1 if dyn_k else self.length(6 * d, mn, "k")
@@ -265,7 +303,7 @@ class Generator:
             lo = f["addr"] * isa.HBM_UNIT
             hi = lo + 2 * n + reg_max * f["stride"]
         else:
-            top = DDR_DATA - 2 * n - reg_max * f["stride"]
+            top = DDR_DATA - (TABLE_BYTES if self.batched else 0) - 2 * n - reg_max * f["stride"]
             f["addr"] = 2 * r.choice([0, top // 2, r.randint(0, top // 2)])
             self.hit(mn, "addr", "zero" if f["addr"] == 0 else ("end" if f["addr"] == 2 * (top // 2) else "mid"))
             lo, hi = f["addr"], f["addr"] + 2 * n + reg_max * f["stride"]
@@ -291,14 +329,173 @@ class Generator:
         elif mn == "NOP":
             self.emit("NOP")
 
-    def allgather(self, op: isa.Op):
+    def allgather(self, op: isa.Op, batch: bool = False):
         n = self.length(16 * self.cfg.d, "ALLGATHER", "n")
-        self.hit("ALLGATHER", "devices", "1")
-        gran = self.r.choice([1, 2, (1 << 16) - 1])
-        self.hit("ALLGATHER", "gran", "1" if gran == 1 else ("max" if gran > 2 else "2"))
-        self.emit("ALLGATHER", vaddr=self.vrange(n, "ALLGATHER", "vaddr"), n=n, devices=1, gran=gran)
+        self.hit("ALLGATHER", "devices", str(self.devices))
+        if self.devices > 1:         # chunks of one entry, of several, or one device holding the whole vector
+            ents = -(-n // self.cfg.d)
+            gran = self.r.choice([1, 2, max(1, ents // self.devices), ents, (1 << 16) - 1])
+            self.hit("ALLGATHER", "gran", "1" if gran == 1 else ("max" if gran >= ents else "split"))
+        else:
+            gran = self.r.choice([1, 2, (1 << 16) - 1])
+            self.hit("ALLGATHER", "gran", "1" if gran == 1 else ("max" if gran > 2 else "2"))
+        if batch:
+            return self.batched_allgather(n, gran)
+        vaddr = self.vrange(n, "ALLGATHER", "vaddr")
+        self.emit("ALLGATHER", vaddr=vaddr, n=n, devices=self.devices, gran=gran)
+        if self.devices > 1:
+            self.recent.append((vaddr, n))
+
+    # ------------------------------------------------------------------ quantized weights
+    def quantized(self, batch: bool = False):
+        """A LINEAR on a quantized region (a fresh one, or one drawn before: the simulator and the core both
+        cache nothing across instructions that could hide a wrong re-read)."""
+        cfg, r, mn = self.cfg, self.r, "LINEAR"
+        fmt = r.choice(self.qformats)
+        k = self.length(6 * cfg.d, mn, "k")
+        n = self.length(8 * cfg.l, mn, "n")
+        if fmt.axis == "ic":
+            k = -(-k // cfg.d) * cfg.d
+        qw = random_quant(fmt, k, n, self.np)
+        region = formats.pack_region(qw, cfg.d, cfg.l)
+        units = len(region) // isa.HBM_UNIT
+        if self.qnext + units > HBM_UNITS + QUANT_UNITS:
+            return None                                       # the quantized area is full
+        w = self.qnext
+        self.qnext += units
+        self.regions.append((w, region))
+        self.hit(mn, "wfmt", fmt.family if fmt.kind != "bcq" else f"bcq{fmt.bits}")
+        self.hit(mn, "wfmt.axis", fmt.axis)
+        self.hit(mn, "wfmt.group", str(fmt.group or "whole"))
+        if fmt.asym:
+            self.hit(mn, "wfmt.asym", "set")
+        f = {"w": w, "k": k, "n": n, "wfmt": fmt.wfmt}
+        for flag in ("has_bias", "gelu", "scale"):
+            if r.random() < 0.35:
+                f[flag] = 1
+        if f.get("scale"):
+            f["s"] = self.sreg(mn, "s")
+        if batch:
+            return self.batched_linear(f)
+        f["src"] = self.vrange(k, mn, "src")
+        if f.get("has_bias"):
+            f["bias"] = self.vrange(n, mn, "bias")
+        f["dst"] = self.vrange(n, mn, "dst", avoid=[(f["src"], k), (f.get("bias"), n) if f.get("has_bias") else None],
+                               reuse=False)
+        self.emit(mn, **f)
+        self.recent.append((f["dst"], n))
+
+    # ------------------------------------------------------------------ batched prefill
+    def stride_place(self, n: int, m: int, mn: str, fld: str, avoid=()) -> tuple[int, int] | None:
+        """(first entry, stride) for m vectors of n elements in the low window, the stride at an edge: 0 (one
+        vector for all; only for inputs), exactly one vector, one entry more, or the most that fits; the m copies
+        keep off `avoid` [(entry, elems)]."""
+        r, d = self.r, self.cfg.d
+        lo, hi = self.windows[0]
+        ents = -(-n // d)
+        choices = ([0] if fld == "src_stride" else []) + [ents, ents + 1]
+        if m > 1:
+            choices.append(max(ents, (hi - lo - ents) // (m - 1)))
+        for _ in range(20):
+            st = r.choice(choices)
+            span = ents + st * (m - 1)
+            if span > hi - lo:
+                continue
+            e = r.choice([lo, hi - span, r.randint(lo, hi - span)])
+            copies = [(e + i * st, n) for i in range(m)]
+            if any(self._overlaps(a, b, avoid) for a, b in copies):
+                continue
+            self.hit("BATCH", fld, "0" if st == 0 else ("exact" if st == ents else
+                                                         ("gap" if st == ents + 1 else "widest")))
+            return e, st
+        return None
+
+    def batch_m(self) -> tuple[int, int]:
+        """(m the generator plans with, dyn_m): 1, 2, a few, or +dyn_m (= COUNT, after the CHUNK)."""
+        r = self.r
+        if self.count and r.random() < 0.3:
+            self.hit("BATCH", "m", "dyn_m")
+            return self.count, 1
+        m = r.choice([1, 2, r.randint(1, 6)])
+        self.hit("BATCH", "m", "1" if m == 1 else ("2" if m == 2 else "few"))
+        return m, 0
+
+    def batched_linear(self, f=None):
+        cfg, r, mn = self.cfg, self.r, "LINEAR"
+        m, dyn_m = self.batch_m()
+        if f is None:                                            # FP16: static k and n (a BATCH rule)
+            k, n = self.length(6 * cfg.d, mn, "k"), self.length(8 * cfg.l, mn, "n")
+            tiles = -(-k // cfg.d) * -(-n // cfg.l)
+            f = {"k": k, "n": n, "w": r.randint(0, HBM_UNITS - tiles)}
+            self.fence_for("HBM", f["w"] * isa.HBM_UNIT, (f["w"] + tiles) * isa.HBM_UNIT)
+            for flag in ("has_bias", "gelu", "mask", "scale"):
+                if r.random() < 0.35:
+                    f[flag] = 1
+            if f.get("scale"):
+                f["s"] = self.sreg(mn, "s")
+        k, n = f["k"], f["n"]
+        if f.get("has_bias"):
+            f["bias"] = self.vrange(n, mn, "bias", reuse=False)
+        src = self.stride_place(k, m, mn, "src_stride", avoid=[(f.get("bias"), n)] if f.get("has_bias") else ())
+        if src is None:
+            return
+        srcs = [(src[0] + i * src[1], k) for i in range(m)]
+        dst = self.stride_place(n, m, mn, "dst_stride", avoid=srcs + ([(f["bias"], n)] if f.get("has_bias") else []))
+        if dst is None:
+            return
+        f["src"], f["dst"] = src[0], dst[0]
+        self.emit("BATCH", m=0 if dyn_m else m, dyn_m=dyn_m, src_stride=src[1], dst_stride=dst[1])
+        self.hit("BATCH", "next", mn)
+        self.emit(mn, **f)
+        self.recent.append((f["dst"], n))
+
+    def batched_allgather(self, n: int, gran: int):
+        m, dyn_m = self.batch_m()
+        at = self.stride_place(n, m, "ALLGATHER", "dst_stride")
+        if at is None:
+            return
+        self.emit("BATCH", m=0 if dyn_m else m, dyn_m=dyn_m, src_stride=at[1], dst_stride=at[1])
+        self.hit("BATCH", "next", "ALLGATHER")
+        self.emit("ALLGATHER", vaddr=at[0], n=n, devices=self.devices, gran=gran)
+
+    def chunk(self, table_addr: int):
+        self.emit("CHUNK", addr=table_addr, cap=self.cap)
+        self.hit("CHUNK", "count", "1" if self.count == 1 else ("cap" if self.count == self.cap else "mid"))
+        self.hit("CHUNK", "cap", "1" if self.cap == 1 else "more")
+
+    def slot(self, plain):
+        """SLOT i skip=s, then s instructions; when slot i is empty (i >= COUNT, known here: the table is
+        fixed) the core skips them, so what they did is forgotten."""
+        r = self.r
+        i = r.choice([0, self.count - 1, self.count, self.cap - 1, r.randrange(self.cap)])
+        i = max(i, 0)
+        skip = r.choice([0, 1, r.randint(2, 5)])
+        self.hit("SLOT", "i", "empty" if i >= self.count else ("last" if i == self.count - 1 else "taken"))
+        self.hit("SLOT", "skip", "0" if skip == 0 else ("1" if skip == 1 else "few"))
+        self.emit("SLOT", i=i, skip=skip)
+        saved = (list(self.recent), list(self.dirty))
+        start = len(self.out)
+        while len(self.out) - start < skip:
+            plain()
+        del self.out[start + skip:]                  # a class may emit two (FENCE + LOAD): keep exactly `skip`
+        if i >= self.count:
+            self.recent, self.dirty = saved
 
     # ------------------------------------------------------------------ the program
+    def plain(self, op: isa.Op, batch: bool = False):
+        if op.unit is isa.Unit.MPU:
+            self.matrix(op, batch)
+        elif op.fmt is isa.SCALAR:
+            self.scalar(op)
+        elif op.unit is isa.Unit.VPU:
+            self.vector(op)
+        elif op.unit is isa.Unit.DMA:
+            self.dma(op)
+        elif op.mnemonic == "ALLGATHER":
+            self.allgather(op, batch)
+        else:
+            self.control(op)
+
     def program(self) -> RandomProgram:
         cfg, r = self.cfg, self.r
         ddr = bytearray(_f16_data(self.np, DDR_DATA // 2, self.subnormals).tobytes())
@@ -309,33 +506,52 @@ class Generator:
         for s in range(cfg.sregs):
             self.emit("SMOVI", sd=s, imm=r.gauss(0, 4))
         self.bins.clear()
-        ops = [isa.BY_MNEMONIC[m] for m in SUPPORTED if m != "HALT"]
-        for _ in range(r.randint(*self.body)):
+        ops = [isa.BY_MNEMONIC[m] for m in SUPPORTED if m != "HALT" and m not in isa.BATCHED_OPS]
+        table = DDR_DATA - TABLE_BYTES
+        body = r.randint(*self.body)
+        chunk_at = r.randrange(body) if self.batched else -1
+        if self.batched:                                 # the token table: COUNT 1, cap, or between
+            self.cap = r.choice([1, 2, r.randint(1, 8), 8])
+            self.count = 0
+            count = r.choice([1, self.cap, r.randint(1, self.cap)])
+        for at in range(body):
+            if at == chunk_at:
+                self.count = count
+                self.chunk(table)
             op = r.choice(ops)
-            if op.unit is isa.Unit.MPU:
-                self.matrix(op)
-            elif op.fmt is isa.SCALAR:
-                self.scalar(op)
-            elif op.unit is isa.Unit.VPU:
-                self.vector(op)
-            elif op.unit is isa.Unit.DMA:
-                self.dma(op)
-            elif op.mnemonic == "ALLGATHER":
-                self.allgather(op)
+            if self.batched and r.random() < 0.25:
+                if self.count and r.random() < 0.4:
+                    self.slot(lambda: self.plain(r.choice(ops)))
+                else:
+                    self.plain(isa.BY_MNEMONIC[r.choice(isa.BATCHABLE)], batch=True)
             else:
-                self.control(op)
+                self.plain(op)
         self.emit("HALT")
-        isa_check.check_stream(self.out, cfg, 1)
-        steps = [("main", r.randint(0, MAX_TOKEN), r.randint(0, MAX_POS)) for _ in range(r.choice([1, 1, 2]))]
+        isa_check.check_stream(self.out, cfg, self.devices)
+        top_pos = MAX_POS - (self.cap - 1 if self.batched else 0)       # POS0 + i stays <= MAX_POS
+        steps = [("main", r.randint(0, MAX_TOKEN), r.randint(0, top_pos)) for _ in range(r.choice([1, 1, 2]))]
         for _, tok, pos in steps:
-            self.hit("run", "POS", "0" if pos == 0 else ("max" if pos == MAX_POS else "mid"))
-        return RandomProgram(self.seed, self.out, ddr, hbm, steps, list(self.windows), self.bins)
+            self.hit("run", "POS", "0" if pos == 0 else ("max" if pos == top_pos else "mid"))
+        if self.regions:
+            hbm.extend(bytes(QUANT_UNITS * isa.HBM_UNIT))
+        images = [(ddr, hbm)] + [(bytearray(_f16_data(self.np, DDR_DATA // 2, self.subnormals).tobytes()),
+                                  bytearray(_f16_data(self.np, len(hbm) // 2, self.subnormals).tobytes()))
+                                 for _ in range(self.devices - 1)]
+        for dev_ddr, dev_hbm in images:
+            for w, region in self.regions:
+                dev_hbm[w * isa.HBM_UNIT:w * isa.HBM_UNIT + len(region)] = region
+            if self.batched:
+                tokens = [r.randint(0, MAX_TOKEN) for _ in range(self.cap)]
+                dev_ddr[table:table + 4 + 4 * self.cap] = np.array([count] + tokens, "<u4").tobytes()
+        return RandomProgram(self.seed, self.out, ddr, hbm, steps, list(self.windows), self.bins, images[1:])
 
 
-def generate(cfg: AccelConfig, seed: int, subnormals: bool = True) -> RandomProgram:
+def generate(cfg: AccelConfig, seed: int, subnormals: bool = True, devices: int = 1, wformats: tuple[str, ...] = (),
+             batched: bool | None = None) -> RandomProgram:
     """The random program of `seed` for `cfg` (see the module docstring); `subnormals`: the memory images hold
-    binary16 subnormals (which the core's DMA must flush on LOAD, as the simulator does)."""
-    return Generator(cfg, seed, subnormals=subnormals).program()
+    binary16 subnormals (which the core's DMA must flush on LOAD, as the simulator does); `devices`, `wformats`,
+    `batched`: the options of the module docstring."""
+    return Generator(cfg, seed, subnormals=subnormals, devices=devices, wformats=wformats, batched=batched).program()
 
 
-__all__ = ["NOT_COVERED", "RandomProgram", "SUPPORTED", "UNSUPPORTED", "generate"]
+__all__ = ["BATCHED", "NOT_COVERED", "RandomProgram", "SUPPORTED", "UNSUPPORTED", "generate"]

@@ -26,16 +26,24 @@ from pathlib import Path
 
 import numpy as np
 
+from dfx import isa
 from dfx.config import AccelConfig
+from dfx.errors import DfxError
 from dfx.hw.dma import ddr_data_bits
 from dfx.program import Program, stripe, unstripe
 from dfx.sim.functional import Device
 
+from .difftest_gen import generate
 from .fast_tb import FAST_JOB_ENV
 from .fast_top import DDR_ABITS, HBM_ABITS, build_fast, mem_names
+from .fast_verilator import finish_pgo, pgo_pending
 from .rtl_core import ddr_layout
 from .toolchain import log_text, missing_simulator, run_module, sim_env, simulator
 from .waves import dump_path
+
+
+STREAM_ALIGN = 4096                  # a stream's ENTRY in DDR: the data, then the stream at the next 4 KiB
+PGO_SEED, PGO_PROGRAMS = 2_000_000, 24
 
 
 @dataclass
@@ -56,6 +64,16 @@ class FastJob:
     read_hbm: int = 0
     logits: tuple | None = None          # (DDR byte address, per device [(a, b)] vocabulary pieces)
     ring: tuple = (0, 1)
+
+
+def stream_images(images, code: bytes) -> tuple[list[bytes], int]:
+    """Each device's DDR image with a stream appended (its data `images[k][0]`, then `code` 4 KiB aligned) and
+    the stream's ENTRY (the same on every device: the data images have one length)."""
+    out, entry = [], 0
+    for ddr, _ in images:
+        entry = -(-len(ddr) // STREAM_ALIGN) * STREAM_ALIGN
+        out.append(bytes(ddr) + bytes(entry - len(ddr)) + bytes(code))
+    return out, entry
 
 
 def greedy_steps(program: Program, prompt: list[int], new: int) -> tuple[list, list, list]:
@@ -83,8 +101,9 @@ class FastCore:
 
     def __init__(self, cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_abits: int = DDR_ABITS,
                  hbm_abits: int = HBM_ABITS, workdir: str | Path | None = None, in_order: bool = False,
-                 waves: str | Path | None = None):
-        """`waves`: each `run` writes its FST there (a build of its own; `dfx.verify.waves` names the signals)."""
+                 waves: str | Path | None = None, wformats: tuple[str, ...] = ()):
+        """`waves`: each `run` writes its FST there (a build of its own; `dfx.verify.waves` names the signals);
+        `wformats`: the quantized weight families the core is built with (`dfx.hw.qfetch.CORE_FAMILIES`)."""
         self.cfg, self.devices, self.sim = cfg, devices, simulator(sim)
         why = missing_simulator(self.sim)
         if why:
@@ -93,9 +112,30 @@ class FastCore:
         self.word_bytes = {"ddr": ddr_data_bits(cfg) // 8, "hbm": cfg.hbm_width // 8}
         self.waves = Path(waves) if waves is not None else None
         self.runner, self.bdir, self.top = build_fast(cfg, self.sim, devices, ddr_abits, hbm_abits,
-                                                      waves=self.waves is not None, in_order=in_order)
+                                                      waves=self.waves is not None, in_order=in_order,
+                                                      wformats=tuple(wformats))
         self.workdir = Path(workdir) if workdir else self.bdir / "jobs"
         self.names = mem_names(cfg, devices)
+        if self.sim == "verilator" and pgo_pending(self.bdir):     # a PGO build: train it, compile it again
+            jobs = self.training_jobs()
+            if jobs:
+                self.run(jobs, "pgo_training.log")
+            finish_pgo(self.bdir / f"{self.top}.v", self.top, self.bdir)
+
+    def training_jobs(self, programs: int = PGO_PROGRAMS) -> list[FastJob]:
+        """The PGO training workload: random programs of the differential test (`dfx.verify.difftest_gen`, seeds
+        apart from the ones its runs use), on every device of the ring."""
+        jobs = []
+        for seed in range(PGO_SEED, PGO_SEED + programs):
+            try:
+                p = generate(self.cfg, seed, devices=self.devices)
+            except (ValueError, DfxError):       # a config the generator's fixed sizes do not fit: train on fewer
+                continue
+            ddrs, entry = stream_images(p.images, isa.encode_stream(p.instrs))
+            jobs.append(FastJob([{"ddr": ddr, "hbm": bytes(hbm)} for ddr, (_, hbm) in zip(ddrs, p.images)],
+                                [{"main": entry}] * len(ddrs), [list(s) for s in p.steps], timeout=400_000,
+                                ring=(0, self.devices)))
+        return jobs
 
     @property
     def ddr_capacity(self) -> int:
@@ -196,4 +236,4 @@ class FastCore:
         return raw
 
 
-__all__ = ["FastCore", "FastJob", "greedy_steps"]
+__all__ = ["FastCore", "FastJob", "greedy_steps", "stream_images"]

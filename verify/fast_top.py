@@ -44,7 +44,7 @@ from dfx.hw.top import verilog as core_verilog
 
 from .axi_mem import RAM_VERILOG, AxiMem
 from .core_build import REPO, kick_comb_processes, source_hash
-from .fast_verilator import verilator_build
+from .fast_verilator import pgo_default, recipe, verilator_build
 from .toolchain import runner_build, simulator
 from .waves import SIGNALS, check_probe, probe_name, probe_verilog, signal_names
 
@@ -181,7 +181,8 @@ def build_fast(cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_a
     bdir = BUILD / key
     bdir.mkdir(parents=True, exist_ok=True)
     stamp, src = bdir / "stamp.txt", bdir / f"{top}.v"
-    want = f"sources={source_hash()} fast={_own_hash()} waves={waves}"
+    pgo = sim == "verilator" and not waves and pgo_default()
+    want = f"sources={source_hash()} fast={_own_hash()} waves={waves}" + (" pgo" if pgo else "")
     fresh = False
     if not stamp.exists() or stamp.read_text() != want or not src.exists():
         text = fast_verilog(cfg, devices, ddr_abits, hbm_abits, wformats, in_order)
@@ -191,7 +192,7 @@ def build_fast(cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_a
             src.write_text(text)
     if sim == "verilator":
         runner = verilator_build(src, top, bdir, fresh=fresh or not stamp.exists() or stamp.read_text() != want,
-                                 waves=waves)
+                                 waves=waves, pgo=pgo)
     else:
         runner = runner_build(sim, src, top, bdir, fresh=fresh, waves=waves)
     stamp.write_text(want)
@@ -199,10 +200,12 @@ def build_fast(cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_a
 
 
 def _own_hash() -> str:
-    """Hash of this harness's design sources (this module and the memory model)."""
+    """Hash of this harness's design sources (this module, the memory model, the probes) and its Verilator build
+    recipe."""
     h = hashlib.sha256()
-    for name in ("fast_top.py", "axi_mem.py", "fast_verilator.py", "waves.py"):
+    for name in ("fast_top.py", "axi_mem.py", "waves.py"):
         h.update((Path(__file__).parent / name).read_bytes())
+    h.update(recipe().encode())                 # the build's flags and functions (`dfx.verify.fast_verilator`)
     return h.hexdigest()[:12]
 
 

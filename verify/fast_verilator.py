@@ -13,7 +13,9 @@ gain), and no tracing unless `waves` (then FST, `--trace-fst --trace-structs`). 
 """
 from __future__ import annotations
 
+import inspect
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -27,7 +29,7 @@ public_flat_rw -module "{top}" -var "*"
 VERILATOR_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint",
                    "-Wno-style", "-Wno-ASCRANGE", "-Wno-ALWNEVER", "--output-split", "30000",
                    "--output-split-cfuncs", "3000")
-MAKE_OPT = ("OPT_FAST=-O2", "OPT_SLOW=-O0", "OPT_GLOBAL=-O2")
+MAKE_OPT = ("OPT_FAST=-O3 -march=native", "OPT_SLOW=-O0", "OPT_GLOBAL=-O3 -march=native")
 MAKE_JOBS = 2
 
 
@@ -47,32 +49,148 @@ def verilator_commands(src: Path, top: str, bdir: Path, waves: bool) -> list[lis
     return [verilate, make]
 
 
-def verilator_build(src: Path, top: str, bdir: Path, *, fresh: bool, waves: bool):
+def pgo_default() -> bool:
+    """Whether the fast harness's builds use GCC's profile-guided optimisation (default yes; DFX_FAST_PGO=0: a
+    single -O2 build, about half the build time and ~15% slower simulation, benchmarks/rtl_core_speed.py --levers)."""
+    return os.environ.get("DFX_FAST_PGO", "1") not in ("0", "")
+
+
+def verilator_build(src: Path, top: str, bdir: Path, *, fresh: bool, waves: bool, pgo: bool = False):
     """Build `src` (top module `top`) in `bdir` when `fresh` or the executable is missing; returns cocotb's
-    Verilator runner for `runner.test` (its build step runs no command: it only records the build's settings)."""
+    Verilator runner for `runner.test` (its build step runs no command: it only records the build's settings).
+    With `pgo` the C++ is compiled instrumented and `pgo_pending(bdir)` holds until the caller has run a training
+    workload on it and called `finish_pgo` (the instrumented simulator runs correctly meanwhile, only slower)."""
     from cocotb_tools.runner import get_runner  # lazy: cocotb is the optional `sim` extra
 
     exe = bdir / top
     if fresh or not exe.exists():
         (bdir / "public.vlt").write_text(PUBLIC_VLT.format(top=top))
-        env = {**os.environ, "PATH": venv_path()}
-        env.pop("MAKEFLAGS", None)
         log = bdir / "build.log"
-        with log.open("w") as f:
-            for cmd in verilator_commands(src, top, bdir, waves):
-                t0 = time.time()
-                f.write(f"$ {' '.join(cmd)}\n")
-                f.flush()
-                rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-                f.write(f"# {time.time() - t0:.0f} s, exit {rc}\n")
-                if rc:
-                    f.flush()
-                    tail = log.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"Verilator build of {src.name} failed (exit {rc}; {log}):\n{tail}")
+        log.write_text("")
+        (bdir / PGO_TODO).unlink(missing_ok=True)
+        verilate, make = verilator_commands(src, top, bdir, waves)
+        if pgo:
+            make = [m for m in make if not m.startswith("OPT_")] + list(_with_opt(MAKE_OPT, PGO_GEN)) + [
+                f"USER_LDFLAGS={PGO_GEN}"]
+        _run_logged([verilate, make], log, f"Verilator build of {src.name}")
+        if pgo:
+            (bdir / PGO_TODO).write_text("train, then finish_pgo\n")
     runner = get_runner("verilator")
     runner._build_command = lambda: []
     runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, waves=waves, timescale=("1ns", "1ps"))
     return runner
 
 
-__all__ = ["MAKE_OPT", "VERILATOR_FLAGS", "verilator_build", "verilator_commands"]
+def _run_logged(cmds, log: Path, what: str = "Verilator build step") -> None:
+    """Run `cmds` one after the other, their output and times appended to `log`; RuntimeError on a failure."""
+    env = {**os.environ, "PATH": venv_path()}
+    env.pop("MAKEFLAGS", None)
+    with log.open("a") as f:
+        for cmd in cmds:
+            t0 = time.time()
+            f.write(f"$ {' '.join(cmd)}\n")
+            f.flush()
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+            f.write(f"# {time.time() - t0:.0f} s, exit {rc}\n")
+            if rc:
+                f.flush()
+                raise RuntimeError(f"{what} failed (exit {rc}; {log}):\n{log.read_text(errors='replace')[-3000:]}")
+
+
+PGO_TODO = "pgo.todo"
+
+
+def pgo_pending(bdir: Path) -> bool:
+    return (bdir / PGO_TODO).exists()
+
+
+def finish_pgo(src: Path, top: str, bdir: Path) -> None:
+    """The second compile of a PGO build (see `verilator_build`): every object again with the profile the
+    training run left (the .gcda files)."""
+    for f in bdir.iterdir():
+        if f.suffix in (".o", ".a", ".gch") or f.name == top:
+            f.unlink()
+    make = verilator_commands(src, top, bdir, waves=False)[1]
+    make = [m for m in make if not m.startswith("OPT_")] + list(_with_opt(MAKE_OPT, PGO_USE))
+    _run_logged([make], bdir / "build.log", f"Verilator build of {src.name} (profile use)")
+    (bdir / PGO_TODO).unlink()
+
+
+# Build variants for the speed experiment (benchmarks/rtl_core_speed.py --levers): name -> (Verilator flags
+# replaced, make variables). A variant with "pgo" in its name is compiled twice with GCC's profile-guided
+# optimisation (instrumented, a training run, then -fprofile-use): the default build (`pgo_default`).
+NATIVE = "-O3 -march=native"
+LEVERS = {
+    "O2": ((), ("OPT_FAST=-O2", "OPT_SLOW=-O0", "OPT_GLOBAL=-O2")),
+    "O3-native": ((), (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0", f"OPT_GLOBAL={NATIVE}")),
+    "O3-native-pgo": ((), (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0", f"OPT_GLOBAL={NATIVE}")),
+    "O3-native-pgo-cfuncs20k": ((("--output-split-cfuncs", "20000"),), (f"OPT_FAST={NATIVE}", "OPT_SLOW=-O0",
+                                                                      f"OPT_GLOBAL={NATIVE}")),
+}
+PGO_GEN = "-fprofile-generate -fprofile-update=single"
+PGO_USE = "-fprofile-use -fprofile-partial-training -Wno-missing-profile -fprofile-correction"
+
+
+def _with_flags(flags: tuple, replace: tuple) -> tuple:
+    out = list(flags)
+    for opt, val in replace:
+        i = out.index(opt)
+        out[i + 1] = val
+    return tuple(out)
+
+
+def _with_opt(make_opt: tuple, extra: str) -> tuple:
+    return tuple(f"{m} {extra}" if m.startswith(("OPT_FAST=", "OPT_GLOBAL=")) else m for m in make_opt)
+
+
+def build_lever(src: Path, top: str, base: Path, vdir: Path, lever: str, train=None):
+    """Build variant `lever` (`LEVERS`) of the design `src` in `vdir`: the verilated C++ of the base build in
+    `base` is reused when the variant keeps its Verilator flags (else verilated again); the C++ is compiled
+    with the variant's make variables. For a "pgo" variant `train(runner)` runs the instrumented simulator on
+    a training job between the two compiles. Returns cocotb's runner for `runner.test`."""
+    from cocotb_tools.runner import get_runner  # lazy: cocotb is the optional `sim` extra
+
+    replace, make_opt = LEVERS[lever]
+    if vdir.exists():
+        shutil.rmtree(vdir)
+    vdir.mkdir(parents=True)
+    log = vdir / "build.log"
+    verilate, make = verilator_commands(src, top, vdir, waves=False)
+    if replace:
+        (vdir / "public.vlt").write_text(PUBLIC_VLT.format(top=top))
+        i, j = verilate.index("-O3"), verilate.index("--timescale")
+        verilate[i:j] = _with_flags(VERILATOR_FLAGS, replace)
+        _run_logged([verilate], log)
+    else:                                   # the same C++ as the base build: copy it, objects left out
+        for f in base.iterdir():
+            if f.is_file() and f.suffix not in (".o", ".a", ".d", ".gch", ".gcda", ".log", ".xml") and f.name != top:
+                shutil.copy2(f, vdir / f.name)
+    head = make[:make.index("-f") + 2]
+    tail = [m for m in make[make.index("-f") + 2:] if not m.startswith("OPT_")]
+
+    def runner():
+        r = get_runner("verilator")
+        r._build_command = lambda: []
+        r.build(sources=[src], hdl_toplevel=top, build_dir=vdir, waves=False, timescale=("1ns", "1ps"))
+        return r
+
+    if "pgo" in lever:
+        _run_logged([head + list(_with_opt(make_opt, PGO_GEN)) + tail + [f"USER_LDFLAGS={PGO_GEN}"]], log)
+        train(runner())
+        for f in vdir.iterdir():
+            if f.suffix in (".o", ".a", ".gch") or f.name == top:
+                f.unlink()
+        make_opt = _with_opt(make_opt, PGO_USE)
+    _run_logged([head + list(make_opt) + tail], log)
+    return runner()
+
+
+def recipe() -> str:
+    """What a build of the fast harness depends on here (for its cache stamp): the flags and the build functions,
+    not the speed experiment's variants."""
+    parts = [PUBLIC_VLT, repr(VERILATOR_FLAGS), repr(MAKE_OPT), str(MAKE_JOBS), PGO_GEN, PGO_USE]
+    return "\n".join(parts + [inspect.getsource(f) for f in (verilator_commands, verilator_build, finish_pgo)])
+
+
+__all__ = ["LEVERS", "MAKE_OPT", "VERILATOR_FLAGS", "build_lever", "finish_pgo", "pgo_default", "pgo_pending", "recipe",
+           "verilator_build", "verilator_commands"]

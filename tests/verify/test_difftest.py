@@ -58,3 +58,28 @@ def test_load_flushes_subnormals(dt):
     cfg, p = load_reproducer(Path(__file__).parent / "difftest_repro" / "load_subnormal.json")
     [res] = dt.core.run([job(cfg, p)])
     assert compare(cfg, p, reference(cfg, p), res) is None
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow       # a build of its own: a ring of two cores (several minutes), then 20 programs
+def test_two_device_allgather_programs_agree(tmp_path):
+    """`--devices 2`: random programs with ALLGATHER over both cores of the fast harness's ring agree with the
+    simulated ring (`dfx.sim.ring.Ring`) on both devices."""
+    need_fast_rtl()
+    ring = DiffTest(CFG, out_dir=tmp_path, devices=2)
+    rep = ring.run(range(20), batch=20)
+    assert rep.programs == 20 and not rep.invalid
+    assert not rep.mismatches, [(m.seed, m.what, m.first) for m in rep.mismatches]
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow       # a build of its own: the core with three quantized tile fetchers, then 40 programs
+def test_quantized_weight_programs_agree(tmp_path):
+    """`--wformats`: LINEARs on quantized regions (INT4, FP8 E4M3, BCQ2 in their axis / group / zero-point
+    variants) agree with the simulator's dequantisation."""
+    need_fast_rtl()
+    quant = DiffTest(CFG, out_dir=tmp_path, wformats=("int4", "fp8e4m3", "bcq2"))
+    rep = quant.run(range(40), batch=40)
+    assert rep.programs == 40 and not rep.invalid
+    assert any(k[:2] == ("LINEAR", "wfmt") for k in rep.bins)
+    assert not rep.mismatches, [(m.seed, m.what, m.first) for m in rep.mismatches]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dfx.verify.fast_verilator import PUBLIC_VLT, verilator_build, verilator_commands
+from dfx.verify.fast_verilator import LEVERS, PUBLIC_VLT, build_lever, verilator_build, verilator_commands
 from dfx.verify.toolchain import missing_simulator, run_module, runner_build, sim_env
 
 HERE = Path(__file__).parent
@@ -95,3 +95,33 @@ def test_lean_master_and_hierarchy(sim, tmp_path):
     tests, fails = run_module(runner, "cocotb_fast_axil", "fvtop", bdir, tmp_path, sim_env(PYTHONPATH=str(HERE)),
                               log)
     assert tests == 1 and fails == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow       # three C++ builds of a small design (minutes on a loaded machine)
+def test_lever_builds_run_and_pgo_trains(tmp_path):
+    """A build variant of the speed experiment (`build_lever`) reuses the base build's C++ and compiles it with
+    its own flags; the PGO variant is compiled instrumented, trained (the profile files appear), compiled again,
+    and still runs the design."""
+    why = missing_simulator("verilator", axi=False)
+    if why:
+        pytest.skip(why)
+    base = tmp_path / "base"
+    base.mkdir()
+    src = base / "fvtop.v"
+    src.write_text(SLAVE)
+    verilator_build(src, "fvtop", base, fresh=True, waves=False)
+    env = sim_env(PYTHONPATH=str(HERE))
+    trained = []
+
+    def train(runner):
+        run_module(runner, "cocotb_fast_axil", "fvtop", tmp_path / "pgo", tmp_path, env, tmp_path / "train.log")
+        trained.extend((tmp_path / "pgo").glob("*.gcda"))
+
+    assert "pgo" in "O3-native-pgo" and "O3-native-pgo" in LEVERS
+    runner = build_lever(src, "fvtop", base, tmp_path / "pgo", "O3-native-pgo", train=train)
+    assert trained, "the instrumented build wrote no profile"
+    log = tmp_path / "test.log"
+    tests, fails = run_module(runner, "cocotb_fast_axil", "fvtop", tmp_path / "pgo", tmp_path, env, log)
+    assert tests == 1 and fails == 0, log.read_text()[-3000:]
+    assert "-fprofile-use" in (tmp_path / "pgo" / "build.log").read_text()
