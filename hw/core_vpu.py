@@ -25,7 +25,7 @@ from .core_engine import Engine
 from .core_mpu import check_core_config
 from .decoder import Opcode
 from .dma import log2
-from .vpu import VPU, in_layout
+from .vpu import STAGES_300MHZ, VPU, in_layout
 
 VEC_WRITERS = tuple(op.mnemonic for op in isa.OPS if op.unit is isa.Unit.VPU and op.writes)
 
@@ -41,8 +41,11 @@ class VectorEngine(Engine):
     """VECTOR and SCALAR instructions; besides `ctl`: POS, `sval` (S[sa] of the instruction, read at `start`)
     and the scalar register write port (`s_w_*`).
 
-    Cycle counts, read by the performance model's serial-issue mode (dfx.perf.timing): from `start` to `done`,
-    SETUP_CYCLES + FEED_CYCLES + `VPU.latency` + one cycle per beat (chunk of vpu_width elements)."""
+    The VPU is built with `vpu_params(cfg)` (the 300 MHz depths of `hw.vpu.STAGES_300MHZ`, one exp and one GELU
+    unit per `SFU_SHARE` lanes) unless keyword arguments replace them. Cycle counts, read by the performance
+    model (dfx.perf.timing, which builds the same VPU): from `start` to `done`, SETUP_CYCLES + FEED_CYCLES +
+    `VPU.latency` + `VPU.beat_cycles(op, beats)` (one cycle per beat of vpu_width elements; SFU_SHARE per
+    VEXP/VGELU beat; red_stages + 1 between the beats of one VSUM/VDOT)."""
 
     UNIT = isa.Unit.VPU
     ERRORS = ()
@@ -51,10 +54,16 @@ class VectorEngine(Engine):
 
     SETUP_CYCLES = 2          # SETUP, then the first RUN cycle's VBUF read request
     FEED_CYCLES = 2           # the read data into the operand FIFO (SyncFIFOBuffered), out of it to the VPU
+    SFU_SHARE = 8             # lanes per exp / GELU unit (docs/rtl.md, "VPU: depth and sharing": the fit)
 
-    def __init__(self, cfg: AccelConfig, **vpu_stages):
+    @classmethod
+    def vpu_params(cls, cfg: AccelConfig) -> dict:
+        """The VPU's parameters in the core: the 300 MHz depths and shared special-function units."""
+        return dict(STAGES_300MHZ, sfu_share=min(cls.SFU_SHARE, cfg.vpu_width))
+
+    def __init__(self, cfg: AccelConfig, **vpu_params):
         check_core_config(self, cfg)
-        self.vpu = VPU(cfg, **vpu_stages)
+        self.vpu = VPU(cfg, **{**self.vpu_params(cfg), **vpu_params})
         super().__init__(cfg, {
             "pos": In(32), "sval": In(32),
             "s_w_addr": Out(isa.SREG_BITS), "s_w_en": Out(1), "s_w_data": Out(32),
