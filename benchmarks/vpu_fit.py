@@ -4,6 +4,7 @@ depth and sharing").
     python benchmarks/vpu_fit.py --leaves                 # Yosys on every leaf operator the VPU and MPU use
     python benchmarks/vpu_fit.py --depth                  # exp16, gelu16, recip, rsqrt at the 300 MHz depths
     python benchmarks/vpu_fit.py --fit --share 1,4,8      # the dfx VPU composed by instance, and the kernel's fit
+    python benchmarks/vpu_fit.py --others                 # DMA, router, vector buffer at the dfx preset (flat)
 
 Each Yosys run (`synth_xilinx -family xcup -noiopad -flatten`, the native Yosys 0.70 of `pyosys`, as
 `dfx.hw.depth` runs it) is one child process at a time, capped at --mem bytes of address space; it reads the
@@ -34,6 +35,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from resource_tables import DEEP, DEFAULT, instances  # noqa: E402
 
 from dfx.config import load_config  # noqa: E402
+from dfx.hw.buffers import VectorBuffer  # noqa: E402
+from dfx.hw.dma import DmaEngine  # noqa: E402
+from dfx.hw.router import RouterEngine  # noqa: E402
 from amaranth.back import rtlil  # noqa: E402
 
 from dfx.hw.depth import (Delays, DepthError, depth_row, depth_table, longest_paths, module_name,  # noqa: E402
@@ -145,6 +149,24 @@ def run_fit(shares: list[int], build: Path, mem: int) -> str:
     return "\n".join(lines)
 
 
+def run_others(build: Path, mem: int) -> str:
+    """The DMA engine, the router engine and the vector buffer at the dfx preset, flat (what the composed
+    MPU + VPU counts leave out besides control)."""
+    cfg = load_config("dfx")
+    lines = ["| unit (dfx preset) | LUT | FF | CARRY4 | DSP48E2 | RAMB36 | RAMB18 | URAM | Yosys s |", "|" + "---|" * 9]
+    for name, make in (("DmaEngine", lambda: DmaEngine(cfg)), ("RouterEngine", lambda: RouterEngine(cfg)),
+                       ("VectorBuffer", lambda: VectorBuffer(cfg))):
+        print(f"vpu_fit: {name} (dfx) ...", file=sys.stderr, flush=True)
+        mod = f"o_{name.lower()}_dfx"
+        _, secs = synth_json(make(), mod, build, mem)
+        stat = json.loads((build / f"{mod}.stat.json").read_text())
+        r = count_cells((stat.get("design") or next(iter(stat["modules"].values()))).get("num_cells_by_type", {}))
+        lines.append(f"| {name} | {r.lut + r.lutram:,} | {r.ff:,} | {r.carry8:,} | {r.dsp} | {r.bram36} | "
+                     f"{r.bram18} | {r.uram} | {secs:.0f} |")
+        print("  " + lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--leaves", action="store_true", help="synthesise every leaf at both depths")
@@ -154,11 +176,12 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=4, help="register groups listed per unit (--depth)")
     ap.add_argument("--fit", action="store_true", help="the VPU composed at the dfx preset, and the fit")
     ap.add_argument("--share", default="1,4,8", help="lanes per exp/GELU unit for --fit")
+    ap.add_argument("--others", action="store_true", help="the DMA, router and vector buffer at the dfx preset")
     ap.add_argument("--build", default="build/vpu_fit")
     ap.add_argument("--mem", type=int, default=2_900_000_000, help="address-space cap of each Yosys child")
     a = ap.parse_args(argv)
-    if not (a.leaves or a.depth or a.fit):
-        ap.error("give --leaves, --depth and/or --fit")
+    if not (a.leaves or a.depth or a.fit or a.others):
+        ap.error("give --leaves, --depth, --fit and/or --others")
     build = Path(a.build)
     if a.leaves:
         for leaf in dict.fromkeys(VPU_LEAVES + MPU_LEAVES):
@@ -166,6 +189,8 @@ def main(argv=None) -> int:
                 synth(leaf_spec(leaf, depth), build, a.mem)
     if a.depth:
         print(run_depth(a.units.split(";") if ";" in a.units else a.units.split(","), build, a.mem, a.top))
+    if a.others:
+        print(run_others(build, a.mem))
     if a.fit:
         print(run_fit([int(s) for s in a.share.split(",")], build, a.mem))
     return 0

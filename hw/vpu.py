@@ -10,14 +10,17 @@ so no opcode value is written here. `o` carries one beat per element-wise input 
 `v`), one per reduction (on its last beat; the binary32 result in `s`), and one per scalar operation (`s`).
 
 Datapath per lane: widen a (and b, or the scalar), one binary32 adder (add/sub: the sign of the second
-operand flipped for subtraction), one binary32 x binary16 multiplier (11 x 24 bits), one rounding to binary16;
-the exp and GELU units of `sfu`. Reductions share one d-wide pairwise tree (`mpu.adder_tree`, the MPU's order)
+operand flipped for subtraction), one binary32 x binary16 multiplier (11 x 24 bits), one rounding to binary16.
+The exp and GELU units of `sfu` are shared: one of each per `sfu_share` lanes, a VEXP/VGELU beat going through
+them in sfu_share slots (lanes s*n .. s*n+n-1 in slot s, n = vpu_width / sfu_share) whose results are held and
+leave together on the last slot. Reductions share one d-wide pairwise tree (`mpu.adder_tree`, the MPU's order)
 fed with the widened elements (VSUM) or their exact products (VDOT, one binary16 multiplier per lane), and a
 single-cycle group accumulator from +0; VMAX is an integer comparator tree on order-preserving keys. Scalar
 operations use one binary32 adder, one multiplier, and the reciprocal / rsqrt units.
 
 All paths are padded to one latency (`latency`, set by the slowest: rsqrt), so results leave in order;
-throughput is one beat per cycle. vpu_width must equal d (the reductions' tree is the MPU's d-wide one).
+throughput is one beat per cycle, except VEXP/VGELU (sfu_share cycles per beat) and the beats of one VSUM/VDOT
+vector with a pipelined accumulator (red_stages + 1 apart): `VPU.beat_cycles`. vpu_width must equal d (the reductions' tree is the MPU's d-wide one).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
