@@ -6,8 +6,9 @@ operator per step, with ROMs generated from the numerics tables (`GELU_TABLE`, `
 All are fully pipelined (one input per cycle); latency depends on the operator stages (`add_stages`,
 `mul_stages`) and is the component's `latency` attribute (docs/rtl.md tabulates the defaults).
 
-The interpolating units read T[i] and T[i+1] in the same cycle from one ROM with two read ports (a
-true-dual-port block RAM in read-only use).
+The interpolating units read T[i] and T[i+1] in the same cycle: GELU from one ROM with two read ports (a
+true-dual-port block RAM in read-only use), exp (257 entries, in LUTs) from two 256-entry ROMs, T[0..255] and
+T[1..256], at the same address.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
@@ -37,13 +38,19 @@ def _reg(p: Pipe, x: T, on: bool) -> T:
     return T(p.reg(x.v, "glue"), x.t + 1) if on else x
 
 
-def _table_read(p: Pipe, name: str, table, ip: T, top: int, g: bool) -> tuple[T, T]:
-    """(T[i], T[i+1]) for i = min(ip, top), both addresses computed before the (glue) register so that the
-    ROM reads straight from registers, and the ROM's outputs registered before the adder (`g`)."""
+def _table_read(p: Pipe, name: str, table, ip: T, top: int, g: bool, split: bool = False) -> tuple[T, T]:
+    """(T[i], T[i+1]) for i = min(ip, top), the ROM's outputs registered before the adder (`g`). One ROM with
+    two read ports, both addresses computed before the (glue) register so that the ROM reads straight from
+    registers; or (`split`, for a table of 2^b + 1 entries held in LUTs) two ROMs of 2^b entries, T[0..2^b-1]
+    and T[1..2^b], both read at i: b address bits instead of b + 1 and no increment."""
     i = p.comb(Mux(ip.v > top, top, ip.v), f"{name}_i")
-    i1 = p.comb(Mux(ip.v > top, top + 1, ip.v + 1), f"{name}_i1")
-    addrs = [_reg(p, T(i, ip.t), g), _reg(p, T(i1, ip.t), g)]
-    lo, hi = p.rom(name, _bits32(table), 32, addrs)
+    if split:
+        a = _reg(p, T(i[:(top + 1).bit_length() - 1], ip.t), g)
+        (lo,) = p.rom(name, _bits32(table[:-1]), 32, [a])
+        (hi,) = p.rom(name + "_next", _bits32(table[1:]), 32, [a])
+    else:
+        i1 = p.comb(Mux(ip.v > top, top + 1, ip.v + 1), f"{name}_i1")
+        lo, hi = p.rom(name, _bits32(table), 32, [_reg(p, T(i, ip.t), g), _reg(p, T(i1, ip.t), g)])
     return _reg(p, lo, g), _reg(p, hi, g)
 
 
@@ -102,7 +109,7 @@ def exp16(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, round_stages:
     fv = Fp32(p.comb(Mux(wv, uv, rv), "exp_f"))                               # f = t - n
     p256 = Mux(fv.exp == 0, 0, Cat(fv.frac, (fv.exp + nx.EXP_TABLE_BITS)[:8], C(0, 1)))  # f * 256, exact
     ip, _, r = int_parts(p, _reg(p, T(p256, t), g), nx.EXP_TABLE_BITS + 1, 3 if g else 0)
-    lo, hi = _table_read(p, "exp_rom", nx.EXP_TABLE, ip, 2 ** nx.EXP_TABLE_BITS - 1, g)
+    lo, hi = _table_read(p, "exp_rom", nx.EXP_TABLE, ip, 2 ** nx.EXP_TABLE_BITS - 1, g, split=True)
     y = _lerp(p, lo, hi, r, add_stages, mul_stages)
     t, (yv, nv) = p.sync(y, n)
     yf = Fp32(yv)
