@@ -188,7 +188,7 @@ def main(argv=None) -> int:
             for depth in ("default", "deep"):
                 synth(leaf_spec(leaf, depth), build, a.mem)
     if a.depth:
-        print(run_depth(a.units.split(";") if ";" in a.units else a.units.split(","), build, a.mem, a.top))
+        print(run_depth(a.units.split(";") if ":" in a.units else a.units.split(","), build, a.mem, a.top))
     if a.others:
         print(run_others(build, a.mem))
     if a.fit:

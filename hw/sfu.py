@@ -139,10 +139,10 @@ def recip(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, steps: int = 
         u = fp32_add(p, f32(1.0), tt, add_stages, sub=True)
         w = fp32_mul(p, r, u, mul_stages)
         r = fp32_add(p, r, w, add_stages)
-    t, (rv, kv, sp, isp, sg) = p.sync(r, k, special, is_special, sign)
-    rf = Fp32(rv)
-    eo = (rf.exp + kv).as_signed()
-    scaled = Mux(eo >= 1, Cat(rf.frac, eo[:8], sg), Cat(C(0, 31), sg))
+    t, (rv, kv) = p.sync(r, k)
+    eo = _reg(p, T(p.comb((Fp32(rv).exp + kv).as_signed(), "rcp_eo"), t), g)   # the add, then the range check
+    t, (eov, rv, sp, isp, sg) = p.sync(eo, r, special, is_special, sign)
+    scaled = Mux(eov >= 1, Cat(Fp32(rv).frac, eov[:8], sg), Cat(C(0, 31), sg))
     return _reg(p, T(Mux(isp, sp, scaled), t), g)
 
 
@@ -167,11 +167,11 @@ def rsqrt(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, steps: int = 
         u = fp32_add(p, f32(0.5), tt, add_stages, sub=True)
         w = fp32_mul(p, y, u, mul_stages)
         y = fp32_add(p, y, w, add_stages)
-    t, (yv, he, sp, isp) = p.sync(y, half_e, special, is_special)
-    yf = Fp32(yv)
-    eo = (yf.exp - he).as_signed()
-    eo = Mux(eo < 1, 1, Mux(eo > 254, 254, eo))
-    return _reg(p, T(Mux(isp, sp, Cat(yf.frac, eo[:8], C(0, 1))), t), g)
+    t, (yv, he) = p.sync(y, half_e)
+    eo = _reg(p, T(p.comb((Fp32(yv).exp - he).as_signed(), "rsq_eo"), t), g)    # the add, then the clamp
+    t, (eov, yv, sp, isp) = p.sync(eo, y, special, is_special)
+    eov = Mux(eov < 1, 1, Mux(eov > 254, 254, eov))
+    return _reg(p, T(Mux(isp, sp, Cat(Fp32(yv).frac, eov[:8], C(0, 1))), t), g)
 
 
 class _SfuUnit(PipelinedUnit):
