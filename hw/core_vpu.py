@@ -25,7 +25,7 @@ from .core_engine import Engine
 from .core_mpu import check_core_config
 from .decoder import Opcode
 from .dma import log2
-from .vpu import STAGES_300MHZ, VPU, in_layout
+from .vpu import VPU, in_layout
 
 VEC_WRITERS = tuple(op.mnemonic for op in isa.OPS if op.unit is isa.Unit.VPU and op.writes)
 
@@ -41,8 +41,8 @@ class VectorEngine(Engine):
     """VECTOR and SCALAR instructions; besides `ctl`: POS, `sval` (S[sa] of the instruction, read at `start`)
     and the scalar register write port (`s_w_*`).
 
-    The VPU is built with `vpu_params(cfg)` (the 300 MHz depths of `hw.vpu.STAGES_300MHZ`, one exp and one GELU
-    unit per `SFU_SHARE` lanes) unless keyword arguments replace them. Cycle counts, read by the performance
+    The VPU is built with `vpu_params(cfg)` (one exp and one GELU unit per `SFU_SHARE` lanes) unless keyword
+    arguments replace or add to them (e.g. `**hw.vpu.STAGES_300MHZ`). Cycle counts, read by the performance
     model (dfx.perf.timing, which builds the same VPU): from `start` to `done`, SETUP_CYCLES + FEED_CYCLES +
     `VPU.latency` + `VPU.beat_cycles(op, beats)` (one cycle per beat of vpu_width elements; SFU_SHARE per
     VEXP/VGELU beat; red_stages + 1 between the beats of one VSUM/VDOT)."""
@@ -58,8 +58,11 @@ class VectorEngine(Engine):
 
     @classmethod
     def vpu_params(cls, cfg: AccelConfig) -> dict:
-        """The VPU's parameters in the core: the 300 MHz depths and shared special-function units."""
-        return dict(STAGES_300MHZ, sfu_share=min(cls.SFU_SHARE, cfg.vpu_width))
+        """The VPU's parameters in the core: shared special-function units at the default depths. The 300 MHz
+        depths (`VectorEngine(cfg, **hw.vpu.STAGES_300MHZ)`) are bit-exact and calibrated too, but every VPU
+        operation then waits out rsqrt's 65-cycle latency (21 by default), which the performance model charges
+        to every dependent vector/scalar chain (docs/rtl.md, "VPU: depth and sharing")."""
+        return dict(sfu_share=min(cls.SFU_SHARE, cfg.vpu_width))
 
     def __init__(self, cfg: AccelConfig, **vpu_params):
         check_core_config(self, cfg)
