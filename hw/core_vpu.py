@@ -41,8 +41,11 @@ class VectorEngine(Engine):
     """VECTOR and SCALAR instructions; besides `ctl`: POS, `sval` (S[sa] of the instruction, read at `start`)
     and the scalar register write port (`s_w_*`).
 
-    Cycle counts, read by the performance model's serial-issue mode (dfx.perf.timing): from `start` to `done`,
-    SETUP_CYCLES + FEED_CYCLES + `VPU.latency` + one cycle per beat (chunk of vpu_width elements)."""
+    The VPU is built with `vpu_params(cfg)` (one exp and one GELU unit per `SFU_SHARE` lanes) unless keyword
+    arguments replace or add to them (e.g. `**hw.vpu.STAGES_300MHZ`). Cycle counts, read by the performance
+    model (dfx.perf.timing, which builds the same VPU): from `start` to `done`, SETUP_CYCLES + FEED_CYCLES +
+    `VPU.latency` + `VPU.beat_cycles(op, beats)` (one cycle per beat of vpu_width elements; SFU_SHARE per
+    VEXP/VGELU beat; red_stages + 1 between the beats of one VSUM/VDOT)."""
 
     UNIT = isa.Unit.VPU
     ERRORS = ()
@@ -51,10 +54,19 @@ class VectorEngine(Engine):
 
     SETUP_CYCLES = 2          # SETUP, then the first RUN cycle's VBUF read request
     FEED_CYCLES = 2           # the read data into the operand FIFO (SyncFIFOBuffered), out of it to the VPU
+    SFU_SHARE = 8             # lanes per exp / GELU unit (docs/rtl.md, "VPU: depth and sharing": the fit)
 
-    def __init__(self, cfg: AccelConfig, **vpu_stages):
+    @classmethod
+    def vpu_params(cls, cfg: AccelConfig) -> dict:
+        """The VPU's parameters in the core: shared special-function units at the default depths. The 300 MHz
+        depths (`VectorEngine(cfg, **hw.vpu.STAGES_300MHZ)`) are bit-exact and calibrated too, but every VPU
+        operation then waits out rsqrt's 65-cycle latency (21 by default), which the performance model charges
+        to every dependent vector/scalar chain (docs/rtl.md, "VPU: depth and sharing")."""
+        return dict(sfu_share=min(cls.SFU_SHARE, cfg.vpu_width))
+
+    def __init__(self, cfg: AccelConfig, **vpu_params):
         check_core_config(self, cfg)
-        self.vpu = VPU(cfg, **vpu_stages)
+        self.vpu = VPU(cfg, **{**self.vpu_params(cfg), **vpu_params})
         super().__init__(cfg, {
             "pos": In(32), "sval": In(32),
             "s_w_addr": Out(isa.SREG_BITS), "s_w_en": Out(1), "s_w_data": Out(32),

@@ -6,8 +6,9 @@ operator per step, with ROMs generated from the numerics tables (`GELU_TABLE`, `
 All are fully pipelined (one input per cycle); latency depends on the operator stages (`add_stages`,
 `mul_stages`) and is the component's `latency` attribute (docs/rtl.md tabulates the defaults).
 
-The interpolating units read T[i] and T[i+1] in the same cycle from one ROM with two read ports (a
-true-dual-port block RAM in read-only use).
+The interpolating units read T[i] and T[i+1] in the same cycle: GELU from one ROM with two read ports (a
+true-dual-port block RAM in read-only use), exp (257 entries, in LUTs) from two 256-entry ROMs, T[0..255] and
+T[1..256], at the same address.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
@@ -16,7 +17,7 @@ from amaranth import C, Cat, Mux, Value
 from dfx import numerics as nx
 
 from .fp import (ADD_MAX_STAGES, INF32, MUL32_CUTS, NAN16, NAN32, Fp16, Fp32, f32, fp32_add, fp32_mul, fp32_to_fp16,
-                 int_parts, int_to_fp32, neg32, widen16)
+                 int_parts, neg32, widen16)
 from .pipe import PipelinedUnit, Pipe, T, check_stages
 
 
@@ -26,7 +27,9 @@ def _bits32(table) -> list[int]:
 
 def _glue(add_stages: int) -> bool:
     """Whether the logic between the operators gets registers too: in the deep configurations (binary32
-    adders with more than the three cuts of the defaults), which aim at 300 MHz."""
+    adders with more than the three cuts of the defaults), which aim at 300 MHz. Then the widened input, the
+    ROM address (both T[i] and T[i+1]'s, computed before the register), the ROM's output, the glue before a
+    rounding and the result are registered, and the rounding to binary16 has both its cuts."""
     return add_stages > 3
 
 
@@ -35,25 +38,40 @@ def _reg(p: Pipe, x: T, on: bool) -> T:
     return T(p.reg(x.v, "glue"), x.t + 1) if on else x
 
 
-def gelu16(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, round_stages: int = 1) -> T:
+def _table_read(p: Pipe, name: str, table, ip: T, top: int, g: bool, split: bool = False) -> tuple[T, T]:
+    """(T[i], T[i+1]) for i = min(ip, top), the ROM's outputs registered before the adder (`g`). One ROM with
+    two read ports, both addresses computed before the (glue) register so that the ROM reads straight from
+    registers; or (`split`, for a table of 2^b + 1 entries held in LUTs) two ROMs of 2^b entries, T[0..2^b-1]
+    and T[1..2^b], both read at i: b address bits instead of b + 1 and no increment."""
+    i = p.comb(Mux(ip.v > top, top, ip.v), f"{name}_i")
+    if split:
+        a = _reg(p, T(i[:(top + 1).bit_length() - 1], ip.t), g)
+        (lo,) = p.rom(name, _bits32(table[:-1]), 32, [a])
+        (hi,) = p.rom(name + "_next", _bits32(table[1:]), 32, [a])
+    else:
+        i1 = p.comb(Mux(ip.v > top, top + 1, ip.v + 1), f"{name}_i1")
+        lo, hi = p.rom(name, _bits32(table), 32, [_reg(p, T(i, ip.t), g), _reg(p, T(i1, ip.t), g)])
+    return _reg(p, lo, g), _reg(p, hi, g)
+
+
+def gelu16(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, round_stages: int | None = None) -> T:
     """`numerics.gelu16_arith` on binary16 bits."""
-    x32 = T(widen16(x.v), x.t)
+    g = _glue(add_stages)
+    rs = (2 if g else 1) if round_stages is None else round_stages
+    x32 = _reg(p, T(widen16(x.v), x.t), g)
     s = fp32_add(p, x32, f32(-nx.GELU_LO), add_stages)                       # x + 8
     q = fp32_mul(p, s, f32(nx.GELU_STEP_INV), mul_stages)                     # p = (x + 8) * 2047/16
-    g = _glue(add_stages)
     ip, _, r = int_parts(p, q, 11, 3 if g else 0)
-    i = Mux(ip.v > nx.GELU_SAMPLES - 2, nx.GELU_SAMPLES - 2, ip.v)           # 0..2046 (out of range: overridden)
-    i = _reg(p, T(i, ip.t), g)
-    lo, hi = p.rom("gelu_rom", _bits32(nx.GELU_TABLE), 32, [i, T(i.v + 1, i.t)])
+    lo, hi = _table_read(p, "gelu_rom", nx.GELU_TABLE, ip, nx.GELU_SAMPLES - 2, g)  # (out of range: overridden)
     y = _lerp(p, lo, hi, r, add_stages, mul_stages)
-    y16 = fp32_to_fp16(p, y, round_stages)
+    y16 = fp32_to_fp16(p, y, rs)
     t, (x16, y16v) = p.sync(x, y16)
     v = Fp16(x16)
     mag = Value.cast(x16)[:15]
     nan = mag > 0x7C00
     big = mag >= 0x4800                                                        # |x| >= 8 (incl. inf)
     res = Mux(nan, NAN16, Mux(big & ~v.sign, x16, Mux(big & v.sign, 0x8000, y16v)))
-    return T(res, t)
+    return _reg(p, T(res, t), g)
 
 
 def _lerp(p, lo, hi, r, add_stages, mul_stages) -> T:
@@ -63,85 +81,97 @@ def _lerp(p, lo, hi, r, add_stages, mul_stages) -> T:
     return fp32_add(p, lo, prod, add_stages)
 
 
-def exp16(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, round_stages: int = 1) -> T:
-    """`numerics.exp16_arith` on binary16 bits."""
-    x32 = T(widen16(x.v), x.t)
+def exp16(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, round_stages: int | None = None) -> T:
+    """`numerics.exp16_arith` on binary16 bits.
+
+    f = t - n with n = floor(t) is computed without converting n to binary32: |t| = ti + r (`int_parts`, both
+    exact), so for t >= 0 (and for integer t) t - n is r itself, exactly, and for t < 0 with a fraction
+    t - n = 1 - r, one binary32 subtraction with the spec's single rounding. Both are the same real number
+    as t - n, so the rounded f is the spec's. n itself only scales the result (y * 2^n: exponent arithmetic).
+    """
+    g = _glue(add_stages)
+    rs = (2 if g else 1) if round_stages is None else round_stages
+    x32 = _reg(p, T(widen16(x.v), x.t), g)
     tt = fp32_mul(p, x32, f32(nx.LOG2E), mul_stages, a_bits=11)             # t = x * log2(e)
     limit = f32(nx.EXP_T_CLAMP)
-    g = _glue(add_stages)
     tv = Fp32(p.comb(tt.v, "exp_t"))
     over = (Value.cast(tv)[:31] > Value.cast(limit)[:31])                      # |t| > 64 or NaN
     t_cl = Mux(over, Cat(Value.cast(limit)[:31], tv.sign), tv)
     t_cl = Mux((tv.exp == 0xFF) & (tv.frac != 0), neg32(limit), t_cl)        # NaN -> -64 (fmax)
     t_cl = _reg(p, T(p.comb(t_cl, "exp_tcl"), tt.t), g)
-    ti, has_frac, _ = int_parts(p, t_cl, 7, 3 if g else 0)                    # |t| <= 64
+    ti, has_frac, r = int_parts(p, t_cl, 7, 3 if g else 0)                   # |t| = ti + r, |t| <= 64
     sgn = p.at(T(Fp32(t_cl.v).sign, t_cl.t), ti.t)
+    wrap = T(p.comb(sgn & has_frac.v, "exp_wrap"), ti.t)                      # t < 0, not an integer
     n = p.comb(Mux(sgn, -(ti.v + has_frac.v), ti.v).as_signed()[:8].as_signed(), "exp_n")  # floor(t)
     n = _reg(p, T(n, ti.t), g)
-    n_f = _reg(p, T(int_to_fp32(p, n.v), n.t), g)
-    f = fp32_add(p, t_cl, n_f, add_stages, sub=True)                          # f = t - n (one rounding)
-    fv = Fp32(p.comb(f.v, "exp_f"))
+    u = fp32_add(p, f32(1.0), r, add_stages, sub=True)                       # 1 - r (one rounding)
+    t, (uv, rv, wv) = p.sync(u, r, wrap)
+    fv = Fp32(p.comb(Mux(wv, uv, rv), "exp_f"))                               # f = t - n
     p256 = Mux(fv.exp == 0, 0, Cat(fv.frac, (fv.exp + nx.EXP_TABLE_BITS)[:8], C(0, 1)))  # f * 256, exact
-    ip, _, r = int_parts(p, _reg(p, T(p256, f.t), g), nx.EXP_TABLE_BITS + 1, 3 if g else 0)
-    i = Mux(ip.v > 2 ** nx.EXP_TABLE_BITS - 1, 2 ** nx.EXP_TABLE_BITS - 1, ip.v)
-    i = _reg(p, T(i[:nx.EXP_TABLE_BITS + 1], ip.t), g)
-    lo, hi = p.rom("exp_rom", _bits32(nx.EXP_TABLE), 32, [i, T(i.v + 1, i.t)])
+    ip, _, r = int_parts(p, _reg(p, T(p256, t), g), nx.EXP_TABLE_BITS + 1, 3 if g else 0)
+    lo, hi = _table_read(p, "exp_rom", nx.EXP_TABLE, ip, 2 ** nx.EXP_TABLE_BITS - 1, g, split=True)
     y = _lerp(p, lo, hi, r, add_stages, mul_stages)
     t, (yv, nv) = p.sync(y, n)
     yf = Fp32(yv)
-    z = T(Cat(yf.frac, (yf.exp + nv)[:8], yf.sign), t)                      # y * 2^n, exact (stays normal)
-    z16 = fp32_to_fp16(p, z, round_stages)
+    z = _reg(p, T(Cat(yf.frac, (yf.exp + nv)[:8], yf.sign), t), g)          # y * 2^n, exact (stays normal)
+    z16 = fp32_to_fp16(p, z, rs)
     t, (x16, z16v) = p.sync(x, z16)
     nan = Value.cast(x16)[:15] > 0x7C00
-    return T(Mux(nan, NAN16, z16v), t)
+    return _reg(p, T(Mux(nan, NAN16, z16v), t), g)
 
 
 def recip(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, steps: int = 2) -> T:
     """`numerics.recip_array` on binary32 bits: seed ROM, two Newton steps r += r*(1 - m*r), exponent by
-    integer arithmetic."""
+    integer arithmetic. The special cases and 127 - e are decided from the input, beside the Newton steps,
+    so only one exponent add and the range check follow the last adder."""
+    g = _glue(add_stages)
     v = Fp32(x.v)
     m = T(Cat(v.frac, C(127, 8), C(0, 1)), x.t)                               # 1.frac
     (r,) = p.rom("recip_seed", _bits32(nx.RECIP_SEED), 32,
                  [T(v.frac[23 - nx.SEED_BITS:], x.t)])
+    k = T(p.comb((127 - v.exp).as_signed(), "rcp_k"), x.t)                   # -e + 127, 9 bits signed
+    special = T(p.comb(Mux(v.exp == 0, Cat(C(INF32, 31), v.sign),            # +-0 (and subnormal) -> +-inf
+                           Mux(v.frac != 0, NAN32, Cat(C(0, 31), v.sign))), "rcp_special"), x.t)
+    is_special = T(p.comb((v.exp == 0) | (v.exp == 0xFF), "rcp_isspecial"), x.t)
+    sign = T(v.sign, x.t)
     for _ in range(steps):
         tt = fp32_mul(p, m, r, mul_stages)
         u = fp32_add(p, f32(1.0), tt, add_stages, sub=True)
         w = fp32_mul(p, r, u, mul_stages)
         r = fp32_add(p, r, w, add_stages)
-    t, (xv, rv) = p.sync(x, r)
-    v, rf = Fp32(xv), Fp32(rv)
-    eo = (rf.exp + 127 - v.exp).as_signed()
-    scaled = Mux(eo >= 1, Cat(rf.frac, eo[:8], v.sign), Cat(C(0, 31), v.sign))
-    res = Mux(v.exp == 0, Cat(C(INF32, 31), v.sign),                         # +-0 (and subnormal) -> +-inf
-          Mux(v.exp == 0xFF, Mux(v.frac != 0, NAN32, Cat(C(0, 31), v.sign)), scaled))
-    return T(res, t)
+    t, (rv, kv) = p.sync(r, k)
+    eo = _reg(p, T(p.comb((Fp32(rv).exp + kv).as_signed(), "rcp_eo"), t), g)   # the add, then the range check
+    t, (eov, rv, sp, isp, sg) = p.sync(eo, r, special, is_special, sign)
+    scaled = Mux(eov >= 1, Cat(Fp32(rv).frac, eov[:8], sg), Cat(C(0, 31), sg))
+    return _reg(p, T(Mux(isp, sp, scaled), t), g)
 
 
 def rsqrt(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, steps: int = 2) -> T:
     """`numerics.rsqrt_array` on binary32 bits: seed ROM by exponent parity and top fraction bits, two
-    Newton steps y += y*(0.5 - h*(y*y)), exponent by integer arithmetic."""
+    Newton steps y += y*(0.5 - h*(y*y)), exponent by integer arithmetic (the halved exponent and the
+    special cases decided from the input, beside the Newton steps)."""
+    g = _glue(add_stages)
     v = Fp32(x.v)
     odd = ~v.exp[0]                                                           # unbiased exponent is odd
     h = T(Cat(v.frac, (126 + odd)[:8], C(0, 1)), x.t)                         # m' / 2, exact
     (y,) = p.rom("rsqrt_seed", _bits32(nx.RSQRT_SEED), 32,
                  [T(Cat(v.frac[23 - nx.SEED_BITS:], odd), x.t)])
+    half_e = T(p.comb(((v.exp - 127 - odd).as_signed() >> 1), "rsq_half"), x.t)  # (e - e mod 2) / 2, exact
+    special = Mux(v.exp == 0, Cat(C(INF32, 31), v.sign),                     # +-0 -> +-inf
+              Mux(v.exp == 0xFF, Mux((v.frac != 0) | v.sign, NAN32, 0), NAN32))   # +inf -> +0; NaN; x < 0
+    special = T(p.comb(special, "rsq_special"), x.t)
+    is_special = T(p.comb((v.exp == 0) | (v.exp == 0xFF) | v.sign, "rsq_isspecial"), x.t)
     for _ in range(steps):
         s = fp32_mul(p, y, y, mul_stages)
         tt = fp32_mul(p, h, s, mul_stages)
         u = fp32_add(p, f32(0.5), tt, add_stages, sub=True)
         w = fp32_mul(p, y, u, mul_stages)
         y = fp32_add(p, y, w, add_stages)
-    t, (xv, yv) = p.sync(x, y)
-    v, yf = Fp32(xv), Fp32(yv)
-    odd = ~v.exp[0]
-    half_e = ((v.exp - 127 - odd).as_signed() >> 1)                           # (e - e mod 2) / 2, exact
-    eo = (yf.exp - half_e).as_signed()
-    eo = Mux(eo < 1, 1, Mux(eo > 254, 254, eo))
-    res = Cat(yf.frac, eo[:8], C(0, 1))
-    res = Mux(v.exp == 0, Cat(C(INF32, 31), v.sign), res)                    # +-0 -> +-inf
-    res = Mux(v.sign & (v.exp != 0), NAN32, res)                              # x < 0, -inf -> NaN
-    res = Mux(v.exp == 0xFF, Mux((v.frac != 0) | v.sign, NAN32, 0), res)     # +inf -> +0, NaN
-    return T(res, t)
+    t, (yv, he) = p.sync(y, half_e)
+    eo = _reg(p, T(p.comb((Fp32(yv).exp - he).as_signed(), "rsq_eo"), t), g)    # the add, then the clamp
+    t, (eov, yv, sp, isp) = p.sync(eo, y, special, is_special)
+    eov = Mux(eov < 1, 1, Mux(eov > 254, 254, eov))
+    return _reg(p, T(Mux(isp, sp, Cat(Fp32(yv).frac, eov[:8], C(0, 1))), t), g)
 
 
 class _SfuUnit(PipelinedUnit):

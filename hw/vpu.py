@@ -10,14 +10,17 @@ so no opcode value is written here. `o` carries one beat per element-wise input 
 `v`), one per reduction (on its last beat; the binary32 result in `s`), and one per scalar operation (`s`).
 
 Datapath per lane: widen a (and b, or the scalar), one binary32 adder (add/sub: the sign of the second
-operand flipped for subtraction), one binary32 x binary16 multiplier (11 x 24 bits), one rounding to binary16;
-the exp and GELU units of `sfu`. Reductions share one d-wide pairwise tree (`mpu.adder_tree`, the MPU's order)
+operand flipped for subtraction), one binary32 x binary16 multiplier (11 x 24 bits), one rounding to binary16.
+The exp and GELU units of `sfu` are shared: one of each per `sfu_share` lanes, a VEXP/VGELU beat going through
+them in sfu_share slots (lanes s*n .. s*n+n-1 in slot s, n = vpu_width / sfu_share) whose results are held and
+leave together on the last slot. Reductions share one d-wide pairwise tree (`mpu.adder_tree`, the MPU's order)
 fed with the widened elements (VSUM) or their exact products (VDOT, one binary16 multiplier per lane), and a
 single-cycle group accumulator from +0; VMAX is an integer comparator tree on order-preserving keys. Scalar
 operations use one binary32 adder, one multiplier, and the reciprocal / rsqrt units.
 
 All paths are padded to one latency (`latency`, set by the slowest: rsqrt), so results leave in order;
-throughput is one beat per cycle. vpu_width must equal d (the reductions' tree is the MPU's d-wide one).
+throughput is one beat per cycle, except VEXP/VGELU (sfu_share cycles per beat) and the beats of one VSUM/VDOT
+vector with a pipelined accumulator (red_stages + 1 apart): `VPU.beat_cycles`. vpu_width must equal d (the reductions' tree is the MPU's d-wide one).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
@@ -41,6 +44,8 @@ VPU_OPS = tuple(op for op in isa.OPS if op.unit is isa.Unit.VPU)
 _ELEMENTWISE = tuple(op.mnemonic for op in VPU_OPS if op.writes)                        # VBUF vector out
 _REDUCE = tuple(op.mnemonic for op in VPU_OPS if op.fmt is isa.VECTOR and not op.writes)  # vector in, S[sd] out
 _SCALAR = tuple(op.mnemonic for op in VPU_OPS if op.fmt is isa.SCALAR)
+_SFU_OPS = ("VEXP", "VGELU")                     # through the shared exp / GELU units
+_ACCUM = ("VSUM", "VDOT")                        # through the reduction tree and its accumulator
 assert set(_ELEMENTWISE + _REDUCE + _SCALAR) == {op.mnemonic for op in VPU_OPS}, "a VPU opcode is not handled"
 
 
@@ -91,12 +96,18 @@ class VPU(wiring.Component):
     Parameters: add_stages (0..ADD_MAX_STAGES) and mul_stages (0..4) of the pipelined binary32 operators;
     red_stages (0..ADD_MAX_STAGES) of the VSUM/VDOT accumulator: 0 is a single-cycle adder in a feedback
     loop (one reduction beat per cycle, a long path); A > 0 is a pipelined adder, and the unit then accepts
-    a VSUM/VDOT beat at most every A + 1 cycles (`i.ready` stays low in between for reduction beats; other
-    beats pass), so each partial sum is back before the next beat of its vector arrives. The sums are the
-    same in either case.
+    the next beat of the same VSUM/VDOT vector at most every A + 1 cycles (`i.ready` stays low in between for
+    reduction beats; other beats pass), so each partial sum is back before the next beat of its vector
+    arrives. The sums are the same in either case. sfu_share (a power of two dividing vpu_width): lanes per
+    exp and per GELU unit; a VEXP / VGELU beat then occupies the input for sfu_share cycles (one slot per
+    group of vpu_width / sfu_share lanes, `i.ready` low until the last) and its results leave together.
+    `beat_cycles` gives an instruction's input occupancy. With add_stages > 3 (the 300 MHz depths) the glue
+    is registered too: operands before the operators, rounding inputs, the reduction tree's terms, every
+    level of the VMAX comparator tree and the outputs.
     """
 
-    def __init__(self, cfg: AccelConfig, *, add_stages: int = 2, mul_stages: int = 2, red_stages: int = 0):
+    def __init__(self, cfg: AccelConfig, *, add_stages: int = 2, mul_stages: int = 2, red_stages: int = 0,
+                 sfu_share: int = 1):
         if not isinstance(cfg, AccelConfig):
             self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
@@ -106,7 +117,13 @@ class VPU(wiring.Component):
                              f"vpu_width={cfg.vpu_width} with d={cfg.d}")
         check_stages(self, add_stages=(add_stages, ADD_MAX_STAGES), mul_stages=(mul_stages, len(MUL32_CUTS)),
                      red_stages=(red_stages, ADD_MAX_STAGES))
+        if not (isinstance(sfu_share, int) and sfu_share >= 1 and sfu_share & (sfu_share - 1) == 0
+                and cfg.vpu_width % sfu_share == 0):
+            self._MustUse__silence = True
+            raise ValueError(f"sfu_share must be a power of two dividing vpu_width={cfg.vpu_width}, "
+                             f"not {sfu_share!r}")
         self.cfg, self.add_stages, self.mul_stages, self.red_stages = cfg, add_stages, mul_stages, red_stages
+        self.sfu_share = sfu_share
         super().__init__({
             "i": In(stream.Signature(in_layout(cfg))),
             "o": Out(stream.Signature(out_layout(cfg))),
@@ -115,32 +132,68 @@ class VPU(wiring.Component):
         m._MustUse__silence = True
         self.latency = self._datapath(m, Pipe(m, C(1, 1)), Signal(in_layout(cfg)), C(1, 1))[1]
 
+    def beat_cycles(self, op: str, beats: int) -> int:
+        """Cycles the unit's input takes for one instruction `op` (mnemonic) of `beats` beats: the results
+        follow `latency` cycles behind the last beat's slot."""
+        if op in _SFU_OPS:
+            return beats * self.sfu_share
+        if op in _ACCUM and self.red_stages:
+            return 1 + (beats - 1) * (self.red_stages + 1)
+        return beats
+
     # ------------------------------------------------------------------ datapath
     def _datapath(self, m, p: Pipe, x, ce):
         """Build the datapath on payload view `x` (stage 0). Returns ((vector results, scalar result, emit)
         as T values, their common stage)."""
         w, ad, ml = self.cfg.vpu_width, self.add_stages, self.mul_stages
+        g = ad > 3                                       # the 300 MHz depths: registered glue
+        k_sh = self.sfu_share
+        fire = self._fire if self._fire is not None else C(1, 1)
+        sub = self._sub if self._sub is not None else C(0, max(1, (k_sh - 1).bit_length()))
         op = p.comb(x.op, "op")
         is_sub = _is(op, "VSUB", "VSUBS")
         use_s = _is(op, "VADDS", "VSUBS", "VMULS")
         vs = T(p.comb(x.s, "s"), 0)
-        vecs = []
+        r16s = []
         prods16 = []
         for k in range(w):
-            a16 = T(x.a[k], 0)
             a32 = T(widen16(x.a[k]), 0)
             b32 = Mux(use_s, x.s, widen16(x.b[k]))
             b32 = T(Mux(is_sub, neg32(b32), b32), 0)
+            a32, b32 = _reg(p, a32, g), _reg(p, b32, g)
             add = fp32_add(p, a32, b32, ad)
             mul = fp32_mul(p, a32, b32, ml, a_bits=11)
             t, (addv, mulv, o) = p.sync(add, mul, T(op, 0))
-            r32 = T(Mux(_is(o, "VMUL", "VMULS"), mulv, addv), t)
-            r16 = fp32_to_fp16(p, r32)
-            ex = exp16(p, a16, ad, ml)
-            ge = gelu16(p, a16, ad, ml)
-            t, (r16v, exv, gev, av, o) = p.sync(r16, ex, ge, a16, T(op, 0))
-            vecs.append(T(Mux(_is(o, "VEXP"), exv, Mux(_is(o, "VGELU"), gev, Mux(_is(o, "VMOV"), av, r16v))), t))
+            r32 = _reg(p, T(Mux(_is(o, "VMUL", "VMULS"), mulv, addv), t), g)
+            r16s.append(fp32_to_fp16(p, r32, 2 if g else 1))
             prods16.append(fp16_mul(p, T(x.a[k], 0), T(x.b[k], 0), 1 if ml <= 2 else len(MUL16_CUTS)))
+
+        # ---- exp and GELU: one unit each per sfu_share lanes; slot s of a beat takes lanes s*n .. s*n+n-1
+        n_u = w // k_sh
+        sfu_out = []
+        for j in range(n_u):
+            a_j = x.a[j]
+            for s_ in range(1, k_sh):
+                a_j = Mux(sub == s_, x.a[s_ * n_u + j], a_j)
+            a_j = _reg(p, T(p.comb(a_j, "sfu_in"), 0), g and k_sh > 1)
+            ex = exp16(p, a_j, ad, ml)
+            ge = gelu16(p, a_j, ad, ml)
+            t, (exv, gev, o) = p.sync(ex, ge, T(op, 0))
+            sfu_out.append(T(p.comb(Mux(_is(o, "VEXP"), exv, gev), "sfu_out"), t))
+        ts = max(v.t for v in sfu_out)
+        res = Cat(*[p.at(v, ts) for v in sfu_out])                  # this slot's n_u results
+        if k_sh > 1:                                                # earlier slots of the beat wait here
+            hold = Signal(len(res) * (k_sh - 1), name="sfu_hold")
+            with m.If(ce & p.flag(fire, ts, "v_sfu")):
+                m.d.sync += hold.eq(Cat(hold[len(res):], res))
+            res = Cat(hold, res)
+        sfu_vec = T(p.comb(res, "sfu_vec"), ts)
+
+        vecs = []
+        for k in range(w):
+            t, (r16v, sv, av, o) = p.sync(r16s[k], sfu_vec, T(x.a[k], 0), T(op, 0))
+            sv = sv[16 * k:16 * k + 16]
+            vecs.append(T(Mux(_is(o, "VEXP", "VGELU"), sv, Mux(_is(o, "VMOV"), av, r16v)), t))
 
         # ---- reductions: VSUM / VDOT through the tree and accumulator; VMAX through comparator keys
         is_dot = _is(op, "VDOT")
@@ -150,25 +203,24 @@ class VPU(wiring.Component):
             pv = p.at(prods16[k], tp)
             a32 = p.at(T(widen16(x.a[k]), 0), tp)
             dot, live = p.at(T(is_dot, 0), tp), p.at(T(x.mask[k], 0), tp)
-            terms.append(T(Mux(live, Mux(dot, pv, a32), 0), tp))
-        g = adder_tree(p, terms, ad)
-        tg = g.t
-        fire = self._fire if self._fire is not None else C(1, 1)
+            terms.append(_reg(p, T(Mux(live, Mux(dot, pv, a32), 0), tp), g))
+        gsum = adder_tree(p, terms, ad)
+        tg = gsum.t
         v_g, last_g = p.flag(fire, tg, "v_red"), p.at(T(x.last, 0), tg)
         first = Signal(init=1, name="red_first")
         acc = Signal(32, name="red_acc")
-        if self.red_stages:                            # pipelined; beats spaced red_stages + 1 apart
+        if self.red_stages:                            # pipelined; beats of a vector spaced red_stages + 1 apart
             a = self.red_stages
-            v_g = v_g & p.at(T(_is(op, "VSUM", "VDOT"), 0), tg)
-            res = fp32_add(p, T(Mux(first, C(0, 32), acc), tg), g, a)
+            v_g = v_g & p.at(T(_is(op, *_ACCUM), 0), tg)
+            red = fp32_add(p, T(Mux(first, C(0, 32), acc), tg), gsum, a)
             v_res = p.flag(v_g, a, "v_redr")
             with m.If(ce & v_g):
                 m.d.sync += first.eq(last_g)
             with m.If(ce & v_res):
-                m.d.sync += acc.eq(res.v)
-            red_sum = res
+                m.d.sync += acc.eq(red.v)
+            red_sum = red
         else:
-            nxt = fp32_add(p, Mux(first, C(0, 32), acc), g.v, stages=0)
+            nxt = fp32_add(p, Mux(first, C(0, 32), acc), gsum.v, stages=0)
             with m.If(ce & v_g):
                 m.d.sync += [acc.eq(nxt.v), first.eq(last_g)]
             red_sum = T(acc, tg + 1)
@@ -179,13 +231,14 @@ class VPU(wiring.Component):
             a = daz16(x.a[k])
             live = x.mask[k]
             nans.append(live & (Value.cast(x.a[k])[:15] > 0x7C00))
-            keys.append(Mux(live, max_key(a), max_key(C(0xFC00, 16))))
-        while len(keys) > 1:
-            keys = [Mux(keys[2 * i] > keys[2 * i + 1], keys[2 * i], keys[2 * i + 1]) for i in range(len(keys) // 2)]
-        kbeat = T(p.comb(keys[0], "max_key"), 0)
-        nbeat = T(p.comb(Cat(*nans).any(), "max_nan"), 0)
-        kb, nb = p.at(kbeat, 1), p.at(nbeat, 1)                  # one register stage before the loop
-        v1, last1 = p.flag(fire, 1, "v_max"), p.at(T(x.last, 0), 1)
+            keys.append(T(Mux(live, max_key(a), max_key(C(0xFC00, 16))), 0))
+        while len(keys) > 1:                                        # one register per tree level (deep)
+            keys = [_reg(p, T(Mux(keys[2 * i].v > keys[2 * i + 1].v, keys[2 * i].v, keys[2 * i + 1].v),
+                              keys[2 * i].t), g) for i in range(len(keys) // 2)]
+        tk = keys[0].t + 1                                          # one register stage before the loop
+        kb = p.at(T(p.comb(keys[0].v, "max_key"), keys[0].t), tk)
+        nb = p.at(T(p.comb(Cat(*nans).any(), "max_nan"), 0), tk)
+        v1, last1 = p.flag(fire, tk, "v_max"), p.at(T(x.last, 0), tk)
         mfirst = Signal(init=1, name="max_first")
         mkey = Signal(16, name="max_run")
         mnan = Signal(name="max_nan_run")
@@ -193,7 +246,7 @@ class VPU(wiring.Component):
         with m.If(ce & v1):
             m.d.sync += [mkey.eq(Mux(kb > run_key, kb, run_key)), mnan.eq(nb | (~mfirst & mnan)),
                          mfirst.eq(last1)]
-        red_max = T(Mux(mnan, NAN32, widen16(from_max_key(mkey))), 2)
+        red_max = T(Mux(mnan, NAN32, widen16(from_max_key(mkey))), tk + 1)
 
         # ---- scalar operations
         imm = T(p.comb(x.imm, "imm"), 0)
@@ -204,7 +257,7 @@ class VPU(wiring.Component):
 
         t_end = max([v.t for v in vecs] + [red_sum.t, red_max.t, s_add.t, s_mul.t, s_rcp.t, s_rsq.t])
         opd = p.at(T(op, 0), t_end)
-        sc = Mux(_is(opd, "VSUM", "VDOT"), p.at(red_sum, t_end),
+        sc = Mux(_is(opd, *_ACCUM), p.at(red_sum, t_end),
              Mux(_is(opd, "VMAX"), p.at(red_max, t_end),
              Mux(_is(opd, "SADDI"), p.at(s_add, t_end),
              Mux(_is(opd, "SMULI"), p.at(s_mul, t_end),
@@ -212,40 +265,56 @@ class VPU(wiring.Component):
              Mux(_is(opd, "SRSQRT"), p.at(s_rsq, t_end), p.at(imm, t_end)))))))   # SMOVI: the immediate
         sc = Mux(_is(opd, *_ELEMENTWISE), 0, sc)               # the unused half of `o` is zero
         vec_out = [Mux(_is(opd, *_ELEMENTWISE), p.at(v, t_end), 0) for v in vecs]
-        emit = T(Mux(_is(op, *_REDUCE), x.last, 1), 0)
+        # a beat's result leaves on its last slot (VEXP/VGELU) and, for reductions, on the vector's last beat
+        emit = T(Mux(_is(op, *_REDUCE), x.last, 1) & (~_is(op, *_SFU_OPS) | (sub == k_sh - 1)), 0)
+        if g:                                                  # registered outputs
+            out = [_reg(p, T(v, t_end), True) for v in vec_out + [sc]]
+            return ([v.v for v in out[:-1]], out[-1].v, p.at(emit, t_end + 1)), t_end + 1
         return (vec_out, sc, p.at(emit, t_end)), t_end
 
     def elaborate(self, platform):
         m = Module()
         ce = Signal()
         m.d.comb += ce.eq(~self.o.valid | self.o.ready)
-        fire = Signal()
-        m.d.comb += [fire.eq(self.i.valid & self.i.ready)]
-        if self.red_stages:                            # space VSUM/VDOT beats red_stages + 1 cycles apart
+        enter = Signal()                               # a slot enters the pipeline
+        ok = Signal(init=1)
+        if self.red_stages:                            # space a VSUM/VDOT vector's beats red_stages + 1 apart
             wait = Signal(range(self.red_stages + 1), name="red_wait")
-            red_in = _is(self.i.payload.op, "VSUM", "VDOT")
-            m.d.comb += self.i.ready.eq(ce & ((wait == 0) | ~red_in))
+            red_in = _is(self.i.payload.op, *_ACCUM)
+            m.d.comb += ok.eq((wait == 0) | ~red_in)
             with m.If(ce):
-                with m.If(fire & red_in):
+                with m.If(enter & red_in & ~self.i.payload.last):
                     m.d.sync += wait.eq(self.red_stages)
                 with m.Elif(wait != 0):
                     m.d.sync += wait.eq(wait - 1)
-        else:
-            m.d.comb += self.i.ready.eq(ce)
-        self._fire = fire
+        m.d.comb += enter.eq(self.i.valid & ce & ok)
+        sub = Signal(max(1, (self.sfu_share - 1).bit_length()), name="sfu_slot")
+        sfu_in = _is(self.i.payload.op, *_SFU_OPS)
+        last_slot = ~sfu_in | (sub == self.sfu_share - 1)
+        m.d.comb += self.i.ready.eq(ce & ok & last_slot)
+        if self.sfu_share > 1:
+            with m.If(enter & sfu_in):
+                m.d.sync += sub.eq(Mux(last_slot, 0, sub + 1))
+        self._fire, self._sub = enter, sub
         p = Pipe(m, ce)
         (vecs, sc, emit), t_end = self._datapath(m, p, self.i.payload, ce)
-        self._fire = None
+        self._fire = self._sub = None
         assert t_end == self.latency
         valid = Signal(t_end, name="valid_pipe")
         with m.If(ce):
-            m.d.sync += valid.eq((valid << 1) | fire)
+            m.d.sync += valid.eq((valid << 1) | enter)
         m.d.comb += [self.o.valid.eq(valid[-1] & emit), self.o.payload.s.eq(sc)]
         for k, v in enumerate(vecs):
             m.d.comb += self.o.payload.v[k].eq(v)
         return m
 
     _fire = None
+    _sub = None
+
+
+def _reg(p: Pipe, x: T, on: bool) -> T:
+    """`x` one stage later through a register when `on` (the glue registers of the 300 MHz depths)."""
+    return T(p.reg(x.v, "glue"), x.t + 1) if on else x
 
 
 # ============================================================================================ host side

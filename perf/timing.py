@@ -85,7 +85,8 @@ class SerialCosts:
     setup: dict               # engine states before the first beat: {"mpu", "vpu", "dma"}
     feed: dict                # operand path into the unit: {"mpu": HBM R FIFO, "vpu": VBUF read + FIFO}
     mpu_latency: int          # hw.mpu.MPU(cfg).latency: last beat of a block to its output
-    vpu_latency: int          # hw.vpu.VPU(cfg).latency: every operation (padded to rsqrt's)
+    vpu_latency: int          # the core's hw.vpu.VPU latency: every operation (padded to rsqrt's)
+    vpu_beat_cycles: object   # VPU.beat_cycles(mnemonic, beats): the VPU's input occupancy of an instruction
     dma_run: int              # per run (NEXT_RUN)
     load_piece: int           # per LOAD piece (pipelined ARs)
     load_drain: int           # after the last R beat
@@ -99,11 +100,12 @@ class SerialCosts:
 def serial_costs(cfg: AccelConfig) -> SerialCosts:
     """The RTL's cycle counts for `cfg`, read from the hw/ classes (one source for the model, the calibration
     and the RTL; tests/hw/test_core.py checks them against the RTL's measured cycles)."""
+    vpu = VPU(cfg, **VectorEngine.vpu_params(cfg))                  # the core's VPU
     return SerialCosts(
         issue_cycles=Core.ISSUE_CYCLES, wake=Core.WAKE_CYCLES,
         setup={"mpu": MatrixEngine.SETUP_CYCLES, "vpu": VectorEngine.SETUP_CYCLES, "dma": DmaEngine.SETUP_CYCLES},
         feed={"mpu": MatrixEngine.FEED_CYCLES, "vpu": VectorEngine.FEED_CYCLES},
-        mpu_latency=MPU(cfg).latency, vpu_latency=VPU(cfg).latency,
+        mpu_latency=MPU(cfg).latency, vpu_latency=vpu.latency, vpu_beat_cycles=vpu.beat_cycles,
         dma_run=DmaEngine.RUN_CYCLES, load_piece=DmaEngine.LOAD_PIECE_CYCLES,
         load_drain=DmaEngine.LOAD_DRAIN_CYCLES, store_piece=DmaEngine.STORE_PIECE_CYCLES,
         store_drain=DmaEngine.STORE_DRAIN_CYCLES,
@@ -276,6 +278,7 @@ class Timing:
         if self.rtl:                                             # every operation: the VPU's one latency
             r = self.rtl
             beats = 1 if op.fmt is isa.SCALAR else max(1, cdiv(n_dyn if f["dyn_n"] else f["n"], cfg.vpu_width))
+            beats = r.vpu_beat_cycles(m, beats)                  # slots: shared SFUs, a pipelined VSUM/VDOT
             if self.serial:
                 return Cost(r.setup["vpu"] + r.feed["vpu"] + r.vpu_latency + beats, 0, 0, 0)
             # the engine takes the next instruction once it has fed this one's last beat (IN_FLIGHT)

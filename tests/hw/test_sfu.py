@@ -80,8 +80,12 @@ def test_roms_come_from_the_numerics_tables(fn, table):
     m._MustUse__silence = True
     p = Pipe(m, C(1, 1))
     getattr(sfu, fn)(p, T(Signal(16 if fn.endswith("16") else 32), 0))
+    want = [int(v) for v in nx.fp32_bits(getattr(nx, table))]
+    if fn == "exp16":                    # two ROMs at one address: T[0..255] and T[1..256]
+        assert [[int(v) for v in r.init] for r in p.roms] == [want[:-1], want[1:]]
+        return
     assert len(p.roms) == 1
-    assert [int(v) for v in p.roms[0].init] == [int(v) for v in nx.fp32_bits(getattr(nx, table))]
+    assert [int(v) for v in p.roms[0].init] == want
 
 
 def test_interpolating_units_have_documented_latency():
