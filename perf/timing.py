@@ -32,6 +32,7 @@ from dfx.hw.core import Core
 from dfx.hw.core_mpu import MatrixEngine
 from dfx.hw.core_vpu import VectorEngine
 from dfx.hw.dma import DmaEngine, ddr_data_bits
+from dfx.hw.fetch import DEPTH as FETCH_DEPTH
 from dfx.hw.mpu import MPU
 from dfx.hw.vpu import VPU
 
@@ -208,7 +209,10 @@ class Timing:
             if self.rtl and m in ("CHUNK", "SLOT"):
                 if m == "SLOT" and ctx.skips:
                     return Cost(f["skip"], 0, 0, 0)
-                return Cost(self.ddr_lat + BATCH_READ_CYCLES, 0, 0, self.rtl.ddr_beat)
+                # R comes back in AR order: CHUNK, the run's first instruction, waits for the fetcher's first
+                # prefetch (its FIFO's worth of beats, all requested at ap_start)
+                ahead = FETCH_DEPTH - 1 if m == "CHUNK" else 0
+                return Cost(self.ddr_lat + BATCH_READ_CYCLES + ahead, 0, 0, self.rtl.ddr_beat)
             if m == "CHUNK":                                     # u32 COUNT + cap tokens, dispatch waits for it
                 nbytes = isa.TOKEN_TABLE_HEADER + 4 * f["cap"]
                 return Cost(self.ddr_lat + math.ceil(nbytes / self.ddr_bpc), 0, 0, nbytes)
@@ -275,6 +279,13 @@ class Timing:
                + (self.mul32 if f["scale"] else 0) + self.rnd + (self.gelu_lat if f["gelu"] else 0)
                + (1 if f["mask"] else 0) + self.vbuf)
         return Cost(occ, lat, nbytes, 0)
+
+    def batch_hold(self, rows: int, occ: int) -> int:
+        """The RTL's engines: cycles from the start of a batched instruction of `rows` vectors (occupancy `occ`)
+        until the front end has dispatched its last vector, which waits for a place in its unit's queue (`queue`
+        entries besides the one running): nothing younger is dispatched before."""
+        per = (occ + self.vector_gap) // rows                   # one vector's start to the next one's
+        return max(0, rows - 1 - self.queue) * per
 
     def rowmajor_bpc(self, nt: int) -> float:
         """HBM bytes per cycle of a row-major matrix (the V cache) with `nt` column tiles per row tile: the MPU

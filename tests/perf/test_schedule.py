@@ -10,7 +10,7 @@ from dfx import isa
 from dfx.config import load_config
 from dfx.errors import PerfError
 from dfx.perf import PerfModel, Timing, isolated_cycles, serial_costs
-from dfx.perf.timing import BATCH_READ_CYCLES
+from dfx.perf.timing import BATCH_READ_CYCLES, FETCH_DEPTH
 
 
 def test_vector_queue_and_raw_by_hand(board):
@@ -161,7 +161,7 @@ def test_batched_allgather_by_hand(board):
 @pytest.mark.parametrize("count", [1, 2, 3])
 def test_batched_run_serial_issue_by_hand(count):
     """Serial issue (the in-order RTL core), instruction by instruction: CHUNK and a taken SLOT = issue + one
-    DDR read (+ `BATCH_READ_CYCLES`); a skipping SLOT = issue + its skip (the words dropped one per cycle); the
+    DDR read (+ `BATCH_READ_CYCLES`; CHUNK behind the fetcher's first prefetch); a skipping SLOT = issue + its skip (the words dropped one per cycle); the
     BATCH word = issue; slot i's QK at POS + i; the batched LINEAR = COUNT unbatched LINEARs (one dispatch
     each); and the sections of the slots past COUNT skipped."""
     cfg = load_config("tiny")
@@ -170,7 +170,7 @@ def test_batched_run_serial_issue_by_hand(count):
     iso = lambda text, pos=0: isolated_cycles(text, cfg, "u280", pos, serial_issue=True)["total"]   # noqa: E731
     pos = 11                                                  # QK: POS + 1 = 12 is 3 column tiles, 13 is 4
     read = c.issue_cycles + t.ddr_lat + BATCH_READ_CYCLES
-    want = (read * (1 + count)                                                           # CHUNK, SLOTs taken
+    want = (read * (1 + count) + FETCH_DEPTH - 1                                         # CHUNK, SLOTs taken
             + (c.issue_cycles + 5 - 2 * count if count < 3 else 0)                      # the SLOT that skips
             + sum(iso("QK dst=100 src=0 k=8 +dyn_n", pos + i) for i in range(count))
             + c.issue_cycles + count * iso("LINEAR dst=200 src=0 k=8 n=4")              # BATCH, LINEAR
