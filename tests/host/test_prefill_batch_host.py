@@ -11,13 +11,11 @@ from click.testing import CliRunner
 from gpt2_fixtures import make_hf_gpt2
 from dfx.cli import main
 from dfx.compiler import compile_model
-from dfx.errors import DeviceError
 from dfx.host.backends import open_devices
 from dfx.host.device import DeviceGroup, KernelError
 from dfx.host.fakepynq import FakePynq, write_fake_xclbin
 from dfx.host.image import DDR_BANK
 from dfx.host.session import Session
-from dfx.program import save_program
 
 MODEL = dict(n_embd=32, n_head=2, n_layer=2, n_positions=24, vocab_size=61)
 
