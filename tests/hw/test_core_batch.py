@@ -235,7 +235,7 @@ def test_embedded_model_batched_on_rtl_backend(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["compile", "-o", str(prog), "--prefill-batch", "4"])
     assert r.exit_code == 0, r.stderr
     monkeypatch.setenv("SIM", "verilator")
-    args = ["run", str(prog), "-p", "def add(a", "-n", "2"]
+    args = ["run", str(prog), "-p", "def f", "-n", "2"]              # one full chunk of 4, 2 decode steps
     sim = CliRunner().invoke(main, [*args, "--backend", "sim"])
     rtl = CliRunner().invoke(main, [*args, "--backend", "rtl"])
     assert sim.exit_code == rtl.exit_code == 0, rtl.stderr
