@@ -11,6 +11,17 @@ docs/rtl_core.md between its cycles markers and prints it. A few minutes per cor
 
 Each core's figures are also kept in build/rtl_core_cycles.json; `--cores scoreboard` measures only that core and
 takes the other's from there (the in-order core does not change when only the scoreboard does).
+
+    .venv/bin/python benchmarks/rtl_core_cycles.py --prefill-batch 4 [--prompt "def f"] [--new 2] [--sim verilator]
+
+measures batched prefill instead (docs/rtl_core.md, "Batched prefill"): the model compiled with `--prefill-batch
+M`, the prompt but its last token through the `prefill_batch` stream in one run (the host's token table written
+into the DDR image; the prompt gives at most M + 1 tokens), against the same tokens through the token-serial
+`prefill` stream, each followed by the same greedy decode steps, on the scoreboard core in one simulation; both
+checked bit-exact to the functional simulator (decode logits) and to the golden model's tokens. Beside the RTL's
+cycles, the performance model's on the RTL-fixed board (`dfx.perf.calibrate.rtl_board`): `engines="rtl"` (what
+this core does) and `engines="pipelined"` (the weight-stationary target). Writes the table between the
+batch-cycles markers.
 """
 from __future__ import annotations
 
@@ -31,6 +42,7 @@ CORES = {"in-order": True, "scoreboard": False}
 # the reference when the in-order build is not measured in this run (--cores scoreboard).
 BASELINE = {"prefill": 113_768, "decode": 116_049}
 BEGIN, END = "<!-- cycles:begin -->", "<!-- cycles:end -->"
+BATCH_BEGIN, BATCH_END = "<!-- batch-cycles:begin -->", "<!-- batch-cycles:end -->"
 
 
 def measure(program, steps, tokens, want, sim, in_order, latency):
@@ -61,6 +73,105 @@ def measure(program, steps, tokens, want, sim, in_order, latency):
                      for u in ("MPU", "VPU", "DMA", "ROUTER")}}
 
 
+def write_block(begin, end, body):
+    text = DOC.read_text()
+    if begin not in text:
+        text += f"\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    DOC.write_text(f"{head}{begin}\n{body}{end}{tail}")
+    print(body)
+
+
+def sim_greedy(program, pre, table: bytes, tok: int, pos: int, new: int):
+    """`pre` then `new` greedy decode steps from (tok, pos) on the functional simulator, the token table written
+    first: (steps, decode logits)."""
+    from dfx.sim.functional import Device
+    dev, sym = Device(program), program.symbols
+    a = sym.prefill_batch.tokens
+    dev.ddr[a:a + len(table)] = np.frombuffer(table, np.uint8)
+    steps, out = list(pre), []
+    for s in pre:
+        dev.run(*s)
+    for _ in range(new):
+        steps.append(("decode", tok, pos))
+        dev.run("decode", tok, pos)
+        out.append(np.frombuffer(bytes(dev.ddr[sym.logits:sym.logits + 2 * sym.vocab_size]), np.float16).copy())
+        tok, pos = int(np.argmax(out[-1])), pos + 1
+    return steps, out
+
+
+def batched(a):
+    """The --prefill-batch measurement (module docstring)."""
+    from dfx.compiler import compile_model
+    from dfx.models.checkpoint import DEFAULT_MODEL_DIR, load_default
+    from dfx.perf.calibrate import rtl_board
+    from dfx.perf.model import PerfModel
+    from dfx.verify.fast_core import FastCore
+    from dfx.verify.fast_top import HBM_ABITS
+    t0 = time.time()
+    prog = compile_model(DEFAULT_MODEL_DIR, "tiny", prefill_batch=a.prefill_batch)
+    pb = prog.symbols.prefill_batch
+    prompt = list(a.prompt.encode())
+    head = prompt[:-1]
+    if not 1 <= len(head) <= pb.max_tokens:
+        raise SystemExit(f"error: --prompt gives {len(head)} prefill tokens; accepted 1..{pb.max_tokens}")
+    golden = list(load_default().generate(prompt, a.new))
+    table = np.array([len(head), *head], "<u4").tobytes()
+    ref = {name: sim_greedy(prog, pre, table, prompt[-1], len(head), a.new)
+           for name, pre in (("batched", [(pb.stream, head[0], 0)]),
+                             ("serial", [("prefill", t, i) for i, t in enumerate(head)]))}
+    cfg = prog.config
+    words = max(len(prog.devices[0].hbm) // (cfg.hbm_width // 8 * cfg.hbm_channels), 1)
+    core = FastCore(cfg, a.sim, hbm_abits=max(HBM_ABITS, (words - 1).bit_length()),
+                    workdir=REPO / "build" / "rtl_core_cycles" / "batched")
+    print(f"built in {time.time() - t0:.0f} s; running", file=sys.stderr)
+    jobs = []
+    for name, (steps, _) in ref.items():
+        job = FastCore.job_for(prog, steps, logits=True, latency=a.latency, timeout=20_000_000)
+        ddr = bytearray(job.images[0]["ddr"])
+        ddr[pb.tokens:pb.tokens + len(table)] = table
+        job.images[0]["ddr"] = bytes(ddr)
+        jobs.append(job)
+    results = dict(zip(ref, core.run(jobs)))
+    print(f"  {time.time() - t0:.0f} s, {sum(r['sim_cycles'] for r in results.values())} simulated cycles",
+          file=sys.stderr)
+    board = rtl_board(cfg)
+    models = {e: PerfModel(prog, board, engines=e) for e in ("rtl", "pipelined")}
+    rows = []
+    for name, res in results.items():
+        steps, want = ref[name]
+        for r in res["runs"]:
+            if r["status"] != 0x100:
+                raise SystemExit(f"{name}: run {r['stream']} pos {r['pos']}: STATUS 0x{r['status']:x} at pc "
+                                 f"{r['error_pc']}")
+        exact = len(res["logits"]) == len(want) and all(
+            np.array_equal(g.view(np.uint16), w.view(np.uint16)) for g, w in zip(res["logits"], want))
+        toks = [int(np.argmax(g)) for g in res["logits"]]
+        if not exact or toks != golden:
+            raise SystemExit(f"{name}: tokens {toks} (golden {golden}), decode logits bit-exact: {exact}")
+        pre = [r for r in res["runs"] if r["stream"] != "decode"]
+        count = {pb.stream: len(head)}
+        est = {e: sum(m.step_cycles(r["stream"], r["pos"], count.get(r["stream"])) for r in pre)
+               for e, m in models.items()}
+        rtl = sum(r["cycles"] for r in pre)
+        rows.append((name, len(pre), rtl, sum(r["busy"]["MPU"] for r in pre), est))
+    lines = [f"`.venv/bin/python benchmarks/rtl_core_cycles.py --prefill-batch {a.prefill_batch} --prompt "
+             f"{a.prompt!r} --new {a.new} --latency {a.latency}` ({a.sim}, fast harness): the embedded default model "
+             f"at the `tiny` config compiled with `--prefill-batch {a.prefill_batch}`, the {len(head)} prompt tokens "
+             f"before the last one through one `prefill_batch` run or {len(head)} `prefill` runs, then {a.new} "
+             "decode steps; both give the golden tokens and decode logits bit-exact to the functional simulator.",
+             "",
+             "| prefill of the prompt | runs | RTL cycles | per token | BUSY MPU | model, RTL engines | / RTL | "
+             "model, pipelined weight-stationary units (not built) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, n, rtl, mpu, est in rows:
+        label = "batched (`prefill_batch`, BATCH +dyn_m)" if name == "batched" else "token-serial (`prefill`)"
+        lines.append(f"| {label} | {n} | {rtl:,} | {rtl / len(head):,.0f} | {mpu:,} | {est['rtl']:,} | "
+                     f"{est['rtl'] / rtl:.3f} | {est['pipelined']:,} |")
+    write_block(BATCH_BEGIN, BATCH_END, "\n".join(lines) + "\n")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sim", default="verilator")
@@ -68,7 +179,11 @@ def main(argv=None):
     ap.add_argument("--latency", type=int, default=0, help="the memory model's read latency in cycles (default 0)")
     ap.add_argument("--cores", default="in-order,scoreboard",
                     help="cores to measure now (the others from build/rtl_core_cycles.json)")
+    ap.add_argument("--prefill-batch", type=int, default=0, help="measure batched prefill with chunks of M tokens")
+    ap.add_argument("--prompt", default="def f", help="the prompt (--prefill-batch; at most M + 1 bytes)")
     a = ap.parse_args(argv)
+    if a.prefill_batch:
+        return batched(a)
     now = [c.strip() for c in a.cores.split(",") if c.strip()]
     bad = [c for c in now if c not in CORES]
     if bad:
@@ -113,14 +228,7 @@ def main(argv=None):
         b = r["busy"]
         lines.append(f"| {name} | {r['prefill']:,.0f} | {r['decode']:,.0f} | {b['MPU']:,.0f} / {b['VPU']:,.0f} / "
                      f"{b['DMA']:,.0f} | {ref['decode'] / r['decode']:.2f}x |")
-    body = "\n".join(lines) + "\n"
-    text = DOC.read_text()
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")
-    print(body)
+    write_block(BEGIN, END, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

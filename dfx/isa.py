@@ -318,7 +318,7 @@ OPS: tuple[Op, ...] = (
 )
 
 BY_MNEMONIC = {op.mnemonic: op for op in OPS}
-BATCHED_OPS = ("BATCH", "CHUNK", "SLOT")      # ISA version 2: matrix-matrix prefill (not in the RTL core yet)
+BATCHED_OPS = ("BATCH", "CHUNK", "SLOT")      # ISA version 2: matrix-matrix prefill
 BATCHABLE = ("LINEAR", "ALLGATHER")           # what a BATCH prefix may precede
 TOKEN_TABLE_HEADER = 4                        # bytes of COUNT (u32) before the tokens in a CHUNK table
 BY_CODE = {op.code: op for op in OPS}

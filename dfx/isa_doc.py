@@ -78,8 +78,9 @@ vector of the layer has M copies in VBUF, one per slot, so VBUF capacity bounds 
 cache is left out (the last layer's attention itself, projection, MLP and residuals, and ln_f: only its K/V
 append remains); the host runs the last prompt token through `decode`.
 
-The RTL core (hw/core.py) does not implement BATCH, CHUNK and SLOT yet: it stops with STATUS.illegal_opcode at
-the first one, and the host refuses programs that contain them on the rtl and pynq backends.
+The RTL core (hw/core.py) runs BATCH, CHUNK and SLOT in its controller, bit-exact to the functional simulator; it
+dispatches a batched instruction once per vector, so its matrix engine streams the weights m times instead of once
+(docs/rtl_core.md, "Batched prefill").
 """
 
 

@@ -50,11 +50,12 @@ def batched_streams(program: Program) -> list[str]:
 
 
 def refuse_batched(program: Program, where: str) -> None:
-    """DeviceError (one line) when `program` needs the batched-prefill instructions the RTL core lacks."""
+    """DeviceError (one line) when `program` needs the batched-prefill instructions and the transport `where`
+    says its kernel lacks them (`Transport.batched_prefill` False)."""
     used = batched_streams(program)
     if used:
         raise DeviceError(f"{where}: stream {used[0]} uses {'/'.join(isa.BATCHED_OPS)} (matrix-matrix prefill, "
-                          "ISA version 2), which the RTL core does not implement; recompile without "
+                          "ISA version 2), which this kernel does not run; recompile without "
                           "--prefill-batch for this backend")
 
 

@@ -18,7 +18,6 @@ from dfx.verify.core_build import quantized_refusal, weight_families
 from dfx.verify.session import run_host_job
 from dfx.verify.toolchain import missing_simulator
 
-from .device import refuse_batched
 from .sampling import Sampling
 from .session import Session
 
@@ -35,7 +34,6 @@ def run_session(program_path, prompt: list[int], max_new_tokens: int, sampling: 
     and with (0, 0) about once a second while the core is built or the simulator starts."""
     program_path = Path(program_path).resolve()
     prog = load_program(program_path)
-    refuse_batched(prog, "the rtl backend")
     if prog.n_devices != 1:
         raise DeviceError(f"the rtl backend simulates one core; this program needs {prog.n_devices} (compile with "
                           "--devices 1)")

@@ -29,7 +29,8 @@ class Buffer:
 class Transport(ABC):
     backend: str = "?"
     label: str = "?"                 # "sim device 0", "pynq device 1 (xilinx_u280_gen3x16_xdma_base_1)"
-    batched_prefill: bool = False    # the core runs BATCH/CHUNK/SLOT (ISA version 2); the RTL core does not yet
+    batched_prefill: bool = True     # the core runs BATCH/CHUNK/SLOT (every kernel of ISA version 2 does, the RTL core
+    #                                  included: the handshake checks ISA_VERSION); False: the host refuses such programs
 
     @abstractmethod
     def read32(self, offset: int) -> int: ...

@@ -42,11 +42,12 @@ from dfx import isa, regmap
 from dfx.config import AccelConfig
 
 from .buffers import ScalarFile, VectorBuffer, vbuf_addr_bits
+from .core_batch import BatchUnit
 from .core_engine import Engine
 from .core_mpu import MatrixEngine, check_core_config
 from .core_vpu import VectorEngine
 from .decoder import Decoder, Opcode, Unit, WordLayout
-from .dma import AXI_HANDSHAKE_IN, DmaEngine, axi4_signature, ddr_data_bits, hbm_port_names, log2
+from .dma import AXI_HANDSHAKE_IN, BURST_INCR, DmaEngine, axi4_signature, ddr_data_bits, hbm_port_names, log2
 from .fetch import Fetch
 from .regs import Registers, axil_addr_bits, axil_signature
 from .router import RouterEngine, link_layout
@@ -57,6 +58,7 @@ ENGINES = (MatrixEngine, VectorEngine, DmaEngine, RouterEngine)     # the core's
 WRITE_PRIORITY = (MatrixEngine, RouterEngine, DmaEngine, VectorEngine)   # VBUF write port arbitration, first wins
 QUEUE_DEPTH = 2             # instructions waiting per unit queue, besides the one its engine runs
 SEQ_BITS = 8                # dispatch sequence numbers (age order in the scoreboard; far more than in flight)
+SLOT_FIELDS = ("word", "pc", "seq", "fp", "pos", "tok")   # what a queue entry carries (TOKEN / POS of its dispatch)
 
 
 def _mux_out(m, target, sources):
@@ -147,6 +149,7 @@ class Core(wiring.Component):
         m.submodules.regs = regs = Registers(cfg)
         m.submodules.fetch = fetch = Fetch(cfg)
         m.submodules.decoder = dec = Decoder()
+        m.submodules.batch = pf = BatchUnit(cfg)
         m.submodules.sregs = sregs = ScalarFile(cfg)
         engines: tuple[Engine, ...] = tuple(E(cfg, **self._mpu_stages) if E is MatrixEngine else E(cfg)
                                             for E in ENGINES)
@@ -173,7 +176,8 @@ class Core(wiring.Component):
         cycles = Signal(64)
         busy = [Signal(64, name=f"busy_{u.lower()}") for u in regmap.COUNTER_UNITS]
         running = Signal()
-        token, pos = regs.token, regs.pos
+        token, pos = pf.token, pf.pos            # the TOKEN / POS dispatched with (SLOT changes them)
+        m.d.comb += [pf.token_in.eq(regs.token), pf.pos_in.eq(regs.pos), pf.ddr_base.eq(regs.ddr_base)]
         m.d.comb += [dec.word.eq(ir), regs.status.eq(status), regs.error_pc.eq(error_pc),
                      regs.cycles.eq(cycles), regs.running.eq(running), self.dbg_running.eq(running)]
         for i, b in enumerate(busy):
@@ -188,7 +192,8 @@ class Core(wiring.Component):
         # ---- unit queues (slot 0 is the head) and the instruction each engine runs (`ex_*`)
         def slot(name):
             return dict(word=Signal(WordLayout, name=f"{name}_word"), pc=Signal(32, name=f"{name}_pc"),
-                        seq=Signal(SEQ_BITS, name=f"{name}_seq"), fp=Signal(FOOTPRINT, name=f"{name}_fp"))
+                        seq=Signal(SEQ_BITS, name=f"{name}_seq"), fp=Signal(FOOTPRINT, name=f"{name}_fp"),
+                        pos=Signal(32, name=f"{name}_pos"), tok=Signal(32, name=f"{name}_tok"))
         qs = [[slot(f"q_{e.UNIT.value}{k}") for k in range(Q)] for e in engines]
         q_n = [Signal(range(Q + 1), name=f"q_{e.UNIT.value}_n") for e in engines]
         # an engine runs up to IN_FLIGHT instructions (a pipelined one accepts the next while earlier ones drain);
@@ -230,8 +235,16 @@ class Core(wiring.Component):
         # ---- engine inputs: each engine sees the head of its queue
         for u, e in enumerate(engines):
             m.d.comb += [e.ctl.word.eq(qs[u][0]["word"]), e.ctl.start.eq(start[u])]
-        m.d.comb += [mpu.pos.eq(pos), vpu.pos.eq(pos), dma.pos.eq(pos), dma.token.eq(token),
-                     dma.ddr_base.eq(regs.ddr_base),
+        # each engine runs with the TOKEN / POS its instruction was dispatched with (rule 6), held from its start
+        for u, e in enumerate(engines):
+            e_pos, e_tok = Signal(32, name=f"{e.UNIT.value}_pos"), Signal(32, name=f"{e.UNIT.value}_tok")
+            with m.If(start[u]):
+                m.d.sync += [e_pos.eq(qs[u][0]["pos"]), e_tok.eq(qs[u][0]["tok"])]
+            if e is not router:
+                m.d.comb += e.pos.eq(Mux(start[u], qs[u][0]["pos"], e_pos))
+            if e is dma:
+                m.d.comb += e.token.eq(Mux(start[u], qs[u][0]["tok"], e_tok))
+        m.d.comb += [dma.ddr_base.eq(regs.ddr_base),
                      router.ring_pos.eq(regs.ring_pos), router.ring_size.eq(regs.ring_size)]
         for c in range(cfg.hbm_channels):
             m.d.comb += [mpu.hbm_base[c].eq(regs.hbm_base[c]), dma.hbm_base[c].eq(regs.hbm_base[c])]
@@ -278,16 +291,13 @@ class Core(wiring.Component):
         dma_hbm = ex_v[2] & ex[2]["fp"].hbm
         for nm in hbm_port_names(cfg):
             _mux_out(m, getattr(self, nm), [(~dma_hbm, getattr(mpu, nm)), (dma_hbm, getattr(dma, nm))])
-        self._ddr_arbiter(m, fetch.ddr, dma.ddr)
+        self._ddr_arbiter(m, fetch.ddr, dma.ddr, pf)
         wiring.connect(m, router.tx, wiring.flipped(self.ring_tx))
         wiring.connect(m, wiring.flipped(self.ring_rx), router.rx)
 
         # ---- front end: decode, validate, dispatch
         fp_new = Signal(FOOTPRINT)
-        footprint(m, ir, pos, cfg, fp_new)
-        not_here = C(0, 1)              # ISA version 2's batched prefill: decoded, not implemented by this core
-        for mn in isa.BATCHED_OPS:
-            not_here = not_here | (ir.control.opcode == Opcode[mn])
+        footprint(m, pf.word_out, pos, cfg, fp_new)         # vector i of a batched instruction: its own ranges
         op = ir.control.opcode
         fence_mask = Signal(len(engines))
         all_units = (ir.control.units & isa.ALL_UNITS) != 0
@@ -305,12 +315,24 @@ class Core(wiring.Component):
         def fe_fail(bit, at):
             m.d.comb += [fe_err[names.index(bit)].eq(1), fe_pc.eq(at)]
 
-        with m.If(running & ir_valid & ~failed & ~halting):
-            with m.If(dec.illegal | not_here):
+        acting = running & ir_valid & ~failed & ~halting
+        m.d.comb += [pf.word.eq(ir), pf.pc.eq(ir_pc), pf.valid.eq(acting), pf.pushed.eq(push.any())]
+        with m.If(acting):
+            with m.If(pf.skipping):                         # skipped by a SLOT: retired, not decoded
+                m.d.comb += leave.eq(1)
+            with m.Elif(pf.err_invalid & ~pf.handled):      # BATCH followed by what it may not prefix
+                fe_fail("invalid", pf.err_pc)
+            with m.Elif(dec.illegal):
                 fe_fail("illegal_opcode", ir_pc)
+            with m.Elif(pf.err_invalid):
+                fe_fail("invalid", pf.err_pc)
+            with m.Elif(pf.err_range):
+                fe_fail("address_range", pf.err_pc)
+            with m.Elif(pf.handled):                        # BATCH, CHUNK, SLOT (these wait for their DDR read)
+                m.d.comb += [leave.eq(pf.leave), ctrl_ev.eq(pf.ev)]
             with m.Elif(invalid(ir)):
                 fe_fail("invalid", ir_pc)
-            with m.Elif(~operands_ok(ir, pos, cfg)):
+            with m.Elif(~operands_ok(ir, pos, cfg) | ~pf.range_ok):
                 fe_fail("address_range", ir_pc)
             with m.Elif(dec.unit == Unit.CTRL):
                 with m.If(op == Opcode.HALT):
@@ -324,7 +346,7 @@ class Core(wiring.Component):
                 gate = all_idle if self.in_order else C(1, 1)
                 for u, e in enumerate(engines):
                     with m.If((dec.unit == Unit[e.UNIT.name]) & (q_n[u] < Q) & gate):
-                        m.d.comb += [push[u].eq(1), leave.eq(1)]
+                        m.d.comb += [push[u].eq(1), leave.eq(pf.last)]
         with m.If(leave):
             m.d.sync += ir_valid.eq(0)
         with m.If(push.any()):
@@ -349,21 +371,21 @@ class Core(wiring.Component):
             n_after = Mux(start[u], q_n[u] - 1, q_n[u])
             for k in range(Q):
                 with m.If(push[u] & (n_after == k)):
-                    m.d.sync += [q[k]["word"].eq(ir), q[k]["pc"].eq(ir_pc), q[k]["seq"].eq(seq),
-                                 q[k]["fp"].eq(fp_new)]
+                    m.d.sync += [q[k]["word"].eq(pf.word_out), q[k]["pc"].eq(ir_pc), q[k]["seq"].eq(seq),
+                                 q[k]["fp"].eq(fp_new), q[k]["pos"].eq(pos), q[k]["tok"].eq(token)]
                 if k + 1 < Q:
                     with m.Elif(start[u]):
-                        m.d.sync += [q[k][f].eq(q[k + 1][f]) for f in ("word", "pc", "seq", "fp")]
+                        m.d.sync += [q[k][f].eq(q[k + 1][f]) for f in SLOT_FIELDS]
             m.d.sync += q_n[u].eq(n_after + push[u])
             done = engines[u].ctl.done
             x = exs[u]
             x_after = Mux(done, ex_n[u] - 1, ex_n[u])
             for j in range(len(x)):
                 with m.If(start[u] & (x_after == j)):
-                    m.d.sync += [x[j][f].eq(q[0][f]) for f in ("word", "pc", "seq", "fp")]
+                    m.d.sync += [x[j][f].eq(q[0][f]) for f in SLOT_FIELDS]
                 if j + 1 < len(x):
                     with m.Elif(done):
-                        m.d.sync += [x[j][f].eq(x[j + 1][f]) for f in ("word", "pc", "seq", "fp")]
+                        m.d.sync += [x[j][f].eq(x[j + 1][f]) for f in SLOT_FIELDS]
             m.d.sync += ex_n[u].eq(x_after + start[u])
 
         # ---- errors: the engines' (the oldest instruction's PC first), then the front end's
@@ -410,7 +432,7 @@ class Core(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(regs.start):
-                    m.d.comb += [regs.accept.eq(1), fetch.start.eq(1)]
+                    m.d.comb += [regs.accept.eq(1), fetch.start.eq(1), pf.run_start.eq(1)]
                     m.d.sync += [running.eq(1), fpc.eq(0), ir_valid.eq(0), status.eq(0), error_pc.eq(0),
                                  failed.eq(0), halting.eq(0), cycles.eq(0), *[b.eq(0) for b in busy]]
                     m.next = "RUN"
@@ -426,33 +448,40 @@ class Core(wiring.Component):
                 m.d.comb += fetch.flush.eq(1)
                 m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(fetch.idle):
+                with m.If(fetch.idle & ~pf.rd_busy):
                     m.d.comb += regs.done.eq(1)
                     m.d.sync += [running.eq(0), ir_valid.eq(0), halting.eq(0)]
                     m.next = "IDLE"
         return m
 
-    def _ddr_arbiter(self, m, fetch_port, dma_port):
-        """DDR: reads from the fetcher and the DMA share AR (the DMA first; a waiting request is never
-        switched away from) and R (routed in AR order, by a FIFO of who asked); writes are the DMA's."""
+    def _ddr_arbiter(self, m, fetch_port, dma_port, pf):
+        """DDR: reads from the DMA, the batched-prefill unit's token-table port (`pf`, single beats) and the
+        fetcher share AR (in that priority; a waiting request is never switched away from) and R (routed in AR
+        order, by a FIFO of who asked); writes are the DMA's."""
         ddr = self.ddr
-        m.submodules.ddr_order = order = SyncFIFO(width=1, depth=16)
-        locked, held = Signal(), Signal()
-        who = Signal()                                   # 1: DMA
-        m.d.comb += who.eq(Mux(locked, held, dma_port.arvalid))
-        src_valid = Mux(who, dma_port.arvalid, fetch_port.arvalid)
+        bb = ddr_data_bits(self.cfg) // 8
+        m.submodules.ddr_order = order = SyncFIFO(width=2, depth=16)
+        locked, held = Signal(), Signal(2)
+        who = Signal(2)                                  # 0: fetcher, 1: DMA, 2: the token-table port
+        m.d.comb += who.eq(Mux(locked, held, Mux(dma_port.arvalid, 1, Mux(pf.ar_valid, 2, 0))))
+        src_valid = Mux(who == 1, dma_port.arvalid, Mux(who == 2, pf.ar_valid, fetch_port.arvalid))
+        ctl = {"araddr": pf.ar_addr, "arlen": C(0, 8), "arsize": C(log2(bb), 3), "arburst": C(BURST_INCR, 2)}
         for nm in ("araddr", "arlen", "arsize", "arburst"):
-            m.d.comb += getattr(ddr, nm).eq(Mux(who, getattr(dma_port, nm), getattr(fetch_port, nm)))
+            m.d.comb += getattr(ddr, nm).eq(Mux(who == 1, getattr(dma_port, nm),
+                                                Mux(who == 2, ctl[nm], getattr(fetch_port, nm))))
         m.d.comb += [ddr.arvalid.eq(src_valid & order.w_rdy),
-                     dma_port.arready.eq(who & ddr.arready & order.w_rdy),
-                     fetch_port.arready.eq(~who & ddr.arready & order.w_rdy),
+                     dma_port.arready.eq((who == 1) & ddr.arready & order.w_rdy),
+                     pf.ar_ready.eq((who == 2) & ddr.arready & order.w_rdy),
+                     fetch_port.arready.eq((who == 0) & ddr.arready & order.w_rdy),
                      order.w_en.eq(ddr.arvalid & ddr.arready), order.w_data.eq(who)]
         m.d.sync += [locked.eq(ddr.arvalid & ~ddr.arready), held.eq(who)]
         head = order.r_data
-        for p, mine in ((dma_port, head), (fetch_port, ~head)):
+        for p, mine in ((dma_port, head == 1), (fetch_port, head == 0)):
             m.d.comb += [p.rvalid.eq(ddr.rvalid & order.r_rdy & mine), p.rdata.eq(ddr.rdata),
                          p.rresp.eq(ddr.rresp), p.rlast.eq(ddr.rlast)]
-        m.d.comb += [ddr.rready.eq(order.r_rdy & Mux(head, dma_port.rready, fetch_port.rready)),
+        m.d.comb += [pf.r_valid.eq(ddr.rvalid & order.r_rdy & (head == 2)), pf.r_data.eq(ddr.rdata),
+                     ddr.rready.eq(order.r_rdy & Mux(head == 1, dma_port.rready,
+                                                     Mux(head == 2, 1, fetch_port.rready))),
                      order.r_en.eq(ddr.rvalid & ddr.rready & ddr.rlast)]
         for nm in ("awvalid", "awaddr", "awlen", "awsize", "awburst", "wvalid", "wdata", "wstrb", "wlast",
                    "bready"):

@@ -187,6 +187,8 @@ class DeviceScheduler:
                 if kind != K_NORMAL:
                     result = self.pending = Pending(kind, pc, start, lat)
                     break
+                if mask and rtl:                  # a batched instruction's vectors hold dispatch
+                    disp = max(disp, start + mask)
                 rel = start + occ
                 unit_free[unit] = rel
                 end = rel + lat

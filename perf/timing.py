@@ -32,6 +32,7 @@ from dfx.hw.core import Core
 from dfx.hw.core_mpu import MatrixEngine
 from dfx.hw.core_vpu import VectorEngine
 from dfx.hw.dma import DmaEngine, ddr_data_bits
+from dfx.hw.fetch import DEPTH as FETCH_DEPTH
 from dfx.hw.mpu import MPU
 from dfx.hw.vpu import VPU
 
@@ -40,6 +41,10 @@ from .board import Board, load_board
 
 # What executes the instructions (`Timing` engines): the RTL's engines as built, or pipelined DFX-style units
 ENGINES = ("rtl", "pipelined")
+
+# The RTL controller's CHUNK / taken SLOT besides the DDR read latency: the read requested (1), its data latched (1),
+# checked and retired (1) (hw/core_batch.py)
+BATCH_READ_CYCLES = 3
 
 # BCQ weight codes -> bit planes (the dequantiser adds one binary32 per plane)
 BCQ_PLANES = {code: bits for (kind, bits), code in WFMT_CODES.items() if kind == "bcq"}
@@ -131,6 +136,9 @@ class Timing:
         self.engines = "rtl" if self.serial else engines
         self.rtl = serial_costs(cfg) if self.engines == "rtl" else None
         self.issue_cycles = self.rtl.issue_cycles if self.rtl else 0
+        # the RTL's engines: between the vectors of a batched instruction (one dispatch each), the engine's
+        # `done` to its next start (the in-order core: a dispatch when every unit is idle, then the start)
+        self.vector_gap = (self.issue_cycles if self.serial else self.rtl.wake) if self.rtl else 0
         v = board.value
         self.clock_hz = cfg.clock_mhz * 1e6
         cyc_per_ns = cfg.clock_mhz / 1e3
@@ -189,12 +197,24 @@ class Timing:
         A BATCH-prefixed LINEAR / ALLGATHER (ctx.batch) streams its weights once (HBM bytes, dequantiser) and
         applies each tile to the m vectors (m cycles per tile); the ALLGATHER moves m vectors per ring step.
         Controller: CHUNK's occupancy is its token-table read (DDR), SLOT's the fetch redirect when it skips.
+        The RTL's engines (`engines="rtl"`) run what hw/core.py does instead (docs/rtl_core.md, "Batched
+        prefill"): the controller dispatches a batched LINEAR / ALLGATHER as m instructions, one per vector, run
+        back to back by their engine (each its own setup, weight stream and pipeline drain: m times the HBM
+        bytes); CHUNK and a taken SLOT wait for one single-beat DDR read (`BATCH_READ_CYCLES` besides the DDR
+        latency), a skipping SLOT drops its `skip` words one per cycle.
         """
         cfg = self.cfg
         m = op.mnemonic
         u = op.unit
         rows = ctx.rows
         if u is isa.Unit.CTRL:
+            if self.rtl and m in ("CHUNK", "SLOT"):
+                if m == "SLOT" and ctx.skips:
+                    return Cost(f["skip"], 0, 0, 0)
+                # R comes back in AR order: CHUNK, the run's first instruction, waits for the fetcher's first
+                # prefetch (its FIFO's worth of beats, all requested at ap_start)
+                ahead = FETCH_DEPTH - 1 if m == "CHUNK" else 0
+                return Cost(self.ddr_lat + BATCH_READ_CYCLES + ahead, 0, 0, self.rtl.ddr_beat)
             if m == "CHUNK":                                     # u32 COUNT + cap tokens, dispatch waits for it
                 nbytes = isa.TOKEN_TABLE_HEADER + 4 * f["cap"]
                 return Cost(self.ddr_lat + math.ceil(nbytes / self.ddr_bpc), 0, 0, nbytes)
@@ -224,6 +244,9 @@ class Timing:
             return Cost(max(occ, 1), self.ddr_lat + self.vbuf, 0, nbytes)
         if u is isa.Unit.ROUTER:
             if m == "ALLGATHER":
+                if self.rtl:                                     # m gathers, one after the other
+                    one = self.gather_cycles(f["n"], f["devices"], f["gran"])
+                    return Cost(0, rows * one + (rows - 1) * self.vector_gap, 0, 0)
                 return Cost(0, self.gather_cycles(f["n"], f["devices"], f["gran"], rows), 0, 0)
             occ = max(1, math.ceil(2 * f["n"] / self.link_bpc))
             return Cost(occ, self.vbuf, 0, 0)
@@ -247,17 +270,24 @@ class Timing:
             planes = BCQ_PLANES.get(f["wfmt"], 0)
             deq = (planes * self.add if planes else self.mul32) + self.rnd
         mem = nbytes / (self.rowmajor_bpc(nt) if f["rowmajor"] else self.hbm_bpc)
-        if self.rtl:                                             # one tile (x m vectors) per cycle, then the pipeline
-            r = self.rtl
-            occ = (r.setup["mpu"] + self.hbm_read_lat + r.feed["mpu"] + deq + r.mpu_latency
-                   + max(rows * kt * nt, math.ceil(mem)))
-            return Cost(occ, 0, nbytes, 0)
+        if self.rtl:                                             # one tile per cycle, then the pipeline; a
+            r = self.rtl                                         # batched LINEAR: m of them, back to back
+            one = (r.setup["mpu"] + self.hbm_read_lat + r.feed["mpu"] + deq + r.mpu_latency
+                   + max(kt * nt, math.ceil(mem)))
+            return Cost(rows * one + (rows - 1) * self.vector_gap, 0, rows * nbytes, 0)
         comp = kt * max(rows * nt, self.add)                     # in-order accumulation per column block
         occ = math.ceil(max(mem, comp))
         lat = (self.vbuf + deq + self.mul16 + self.tree + self.add + (self.add if f["has_bias"] else 0)
                + (self.mul32 if f["scale"] else 0) + self.rnd + (self.gelu_lat if f["gelu"] else 0)
                + (1 if f["mask"] else 0) + self.vbuf)
         return Cost(occ, lat, nbytes, 0)
+
+    def batch_hold(self, rows: int, occ: int) -> int:
+        """The RTL's engines: cycles from the start of a batched instruction of `rows` vectors (occupancy `occ`)
+        until the front end has dispatched its last vector, which waits for a place in its unit's queue (`queue`
+        entries besides the one running): nothing younger is dispatched before."""
+        per = (occ + self.vector_gap) // rows                   # one vector's start to the next one's
+        return max(0, rows - 1 - self.queue) * per
 
     def rowmajor_bpc(self, nt: int) -> float:
         """HBM bytes per cycle of a row-major matrix (the V cache) with `nt` column tiles per row tile: the MPU

@@ -219,7 +219,8 @@ class Resolved(NamedTuple):
     writes: tuple[tuple[int, int], ...]
     occupancy: int
     latency: int
-    fence: int
+    fence: int                      # FENCE: its unit mask; a batched instruction on the RTL's engines: the cycles
+    #                                 from its start until its last vector is dispatched (`Timing.batch_hold`)
     hbm_bytes: int
     ddr_bytes: int
 
@@ -365,6 +366,8 @@ class Trace:
         if c is None:
             c = t.cost_cache[key] = t.cost(op, fields, n_dyn, ctx)
         occ, lat, hbm, ddr = c
+        if kind == K_NORMAL and ctx.batch is not None and t.rtl and not t.serial:
+            fence = t.batch_hold(ctx.rows, occ)       # K_NORMAL: the dispatch hold of a batched instruction
         rec = self.records
         return rec.intern(rec.resolved, Resolved, (kind, unit, mn, self.bins[e], rr, ww, occ, lat, fence, hbm, ddr))
 

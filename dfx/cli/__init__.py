@@ -198,9 +198,6 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
         gen = net.generate(ids, max_new_tokens, temperature=samp.temperature, top_k=samp.top_k, top_p=samp.top_p,
                            seed=seed, max_repeat=max_repeat)
         return generate_text(gen, ids, max_new_tokens, tok, "golden", head=prompt)
-    if prefill_batch is not None and backend in ("rtl", "xrt", "pynq"):
-        raise UsageError(f"--prefill-batch: the {backend} backend runs token-serial prefill only (the RTL core does "
-                         f"not implement BATCH/CHUNK/SLOT); leave --prefill-batch out or use --backend sim")
     t0 = time.perf_counter()
     prog = compile_model(net, config, devices=devices, weights=weights, prefill_batch=prefill_batch)
     click.echo(f"[compile] {time.perf_counter() - t0:.2f} s", err=True) if os.environ.get("DFX_VERBOSE") else None

@@ -1,7 +1,7 @@
 """Batched prefill on the host (docs/isa.md "Batched prefill"): the session runs the prompt through
-prefill_batch on the sim backend (one token-table write + one run per chunk, the simulator kept), the pynq and
-rtl backends refuse such programs in one line, and the command line compiles, runs and disassembles them with
-unchanged output."""
+prefill_batch on the sim backend (one token-table write + one run per chunk, the simulator kept) and on the pynq
+backend (the kernel runs them; the rtl backend's run is tests/hw/test_core_batch.py), and the command line compiles,
+runs and disassembles them with unchanged output."""
 import re
 
 import numpy as np
@@ -11,13 +11,11 @@ from click.testing import CliRunner
 from gpt2_fixtures import make_hf_gpt2
 from dfx.cli import main
 from dfx.compiler import compile_model
-from dfx.errors import DeviceError
 from dfx.host.backends import open_devices
 from dfx.host.device import DeviceGroup, KernelError
 from dfx.host.fakepynq import FakePynq, write_fake_xclbin
 from dfx.host.image import DDR_BANK
 from dfx.host.session import Session
-from dfx.program import save_program
 
 MODEL = dict(n_embd=32, n_head=2, n_layer=2, n_positions=24, vocab_size=61)
 
@@ -62,20 +60,19 @@ def test_host_write_over_a_stream_is_fetched_again(batched):
         group.run("prefill", 5, 1)
 
 
-def test_pynq_backend_refuses_batched_programs(batched, tmp_path):
+def test_pynq_backend_runs_batched_programs(batched, model, tmp_path):
+    """The kernel runs BATCH/CHUNK/SLOT (the RTL core implements them, docs/rtl_core.md "Batched prefill"): the
+    pynq backend loads a batched program and feeds the prompt through prefill_batch, to the logits of the
+    token-serial program on the sim backend."""
+    ids = [1, 2, 3, 4, 5]
     fake = FakePynq(2, program=batched)
     x = write_fake_xclbin(tmp_path / "dfx.xclbin", batched.config)
-    with pytest.raises(DeviceError, match=r"stream prefill_batch uses BATCH/CHUNK/SLOT .*which the RTL core does "
-                                          r"not implement; recompile without --prefill-batch"):
-        Session(batched, "pynq", xclbin=x, pynq=fake)
+    with Session(batched, "pynq", xclbin=x, pynq=fake) as s:
+        logits = s.feed(ids)
+        assert [r.stream for r in s.steps][0] == "prefill_batch"
+    ref = Session(compile_model(model, "tiny", devices=2), "sim").feed(ids)
+    np.testing.assert_array_equal(logits.view(np.uint16), ref.view(np.uint16))
     assert fake.live_buffers() == 0
-
-
-def test_rtl_backend_refuses_batched_programs_before_simulating(model, tmp_path):
-    from dfx.host.rtl_session import run_session
-    path = save_program(compile_model(model, "tiny", prefill_batch=2), tmp_path / "b.dfx")
-    with pytest.raises(DeviceError, match="the rtl backend: stream prefill_batch uses BATCH/CHUNK/SLOT"):
-        run_session(path, [1, 2, 3], 2)
 
 
 def _cli(*args):

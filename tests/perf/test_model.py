@@ -80,8 +80,14 @@ def test_faster_link_never_slows(small4):
 
 def test_batched_prefill_beats_token_serial_when_weights_dominate(batched2):
     """With the weight stream the bottleneck (HBM at 5% efficiency), a chunk's cycles grow sub-linearly with
-    its token count (the weights stream once per run) and batched prefill beats token-serial prefill."""
-    m = PerfModel(batched2, load_board("u280", {"hbm.efficiency": 0.05}))
+    its token count (the weights stream once per run) and batched prefill beats token-serial prefill: on the
+    weight-stationary units (`engines="pipelined"`). The RTL's engines (the core streams a batched LINEAR's
+    weights once per vector, docs/rtl_core.md "Batched prefill") charge the matrix work of k tokens k times."""
+    slow_hbm = load_board("u280", {"hbm.efficiency": 0.05})
+    rtl = PerfModel(batched2, slow_hbm)
+    mpu = [rtl.step("prefill_batch", 16, k)[0].busy[0] for k in (1, 4)]
+    assert mpu[1] > 3.9 * mpu[0]
+    m = PerfModel(batched2, slow_hbm, engines="pipelined")
     c = [m.step_cycles("prefill_batch", 16, k) for k in range(1, 9)]
     assert all(b > a for a, b in zip(c, c[1:]))
     per_token = [x / k for k, x in enumerate(c, 1)]
@@ -89,12 +95,13 @@ def test_batched_prefill_beats_token_serial_when_weights_dominate(batched2):
     assert c[1] - c[0] < 0.2 * c[0]
     assert c[-1] < 0.3 * sum(m.step_cycles("prefill", 16 + i) for i in range(8))
     assert m.run(33, 2).ms("prefill") < 0.5 * m.run(33, 2, batched=False).ms("prefill")
-    full = PerfModel(batched2)                                # full bandwidth: the tiny MPU is compute-bound...
+    full = PerfModel(batched2, engines="pipelined")          # full bandwidth: the tiny MPU is compute-bound...
     assert full.run(33, 2).ms("prefill") < full.run(33, 2, batched=False).ms("prefill")   # ...still no slower
 
 
 def test_batched_prefill_leaves_decode_unchanged(batched2):
-    plain, batched = PerfModel(shapes(SMALL, "tiny", devices=2)), PerfModel(batched2)
+    plain = PerfModel(shapes(SMALL, "tiny", devices=2), engines="pipelined")
+    batched = PerfModel(batched2, engines="pipelined")
     for pos in (0, 9, 100):
         assert plain.step("decode", pos) == batched.step("decode", pos)
     a, b = plain.run(20, 6), batched.run(20, 6)

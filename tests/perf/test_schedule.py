@@ -10,6 +10,7 @@ from dfx import isa
 from dfx.config import load_config
 from dfx.errors import PerfError
 from dfx.perf import PerfModel, Timing, isolated_cycles, serial_costs
+from dfx.perf.timing import BATCH_READ_CYCLES, FETCH_DEPTH
 
 
 def test_vector_queue_and_raw_by_hand(board):
@@ -159,18 +160,20 @@ def test_batched_allgather_by_hand(board):
 
 @pytest.mark.parametrize("count", [1, 2, 3])
 def test_batched_run_serial_issue_by_hand(count):
-    """Serial issue, instruction by instruction: CHUNK = issue + the token table's DDR read; a SLOT (taken or
-    skipping) and the BATCH word = issue; slot i's QK at POS + i; the batched LINEAR one cycle per tile and
-    vector; and the sections of the slots past COUNT skipped."""
+    """Serial issue (the in-order RTL core), instruction by instruction: CHUNK and a taken SLOT = issue + one
+    DDR read (+ `BATCH_READ_CYCLES`; CHUNK behind the fetcher's first prefetch); a skipping SLOT = issue + its skip (the words dropped one per cycle); the
+    BATCH word = issue; slot i's QK at POS + i; the batched LINEAR = COUNT unbatched LINEARs (one dispatch
+    each); and the sections of the slots past COUNT skipped."""
     cfg = load_config("tiny")
     m = PerfModel(hand(["HALT"], batch=[BATCHED], cap=3), serial_issue=True)
     c, t = serial_costs(cfg), m.timing
     iso = lambda text, pos=0: isolated_cycles(text, cfg, "u280", pos, serial_issue=True)["total"]   # noqa: E731
     pos = 11                                                  # QK: POS + 1 = 12 is 3 column tiles, 13 is 4
-    want = (c.issue_cycles + t.ddr_lat + math.ceil(16 / t.ddr_bpc)                      # CHUNK
-            + c.issue_cycles * (count + (count < 3))                                      # SLOTs run
+    read = c.issue_cycles + t.ddr_lat + BATCH_READ_CYCLES
+    want = (read * (1 + count) + FETCH_DEPTH - 1                                         # CHUNK, SLOTs taken
+            + (c.issue_cycles + 5 - 2 * count if count < 3 else 0)                      # the SLOT that skips
             + sum(iso("QK dst=100 src=0 k=8 +dyn_n", pos + i) for i in range(count))
-            + c.issue_cycles + iso("LINEAR dst=200 src=0 k=8 n=4") + count - 1          # BATCH, LINEAR
+            + c.issue_cycles + count * iso("LINEAR dst=200 src=0 k=8 n=4")              # BATCH, LINEAR
             + iso("HALT"))
     assert m.step_cycles("prefill_batch", pos, count) == want
 

@@ -1,0 +1,168 @@
+"""The controller's batched-prefill unit (ISA version 2: BATCH, CHUNK, SLOT; docs/rtl_core.md, "Batched prefill").
+
+It sits beside the front end of hw/core.py and sees the instruction register (`word`, `pc`, `valid`: the front
+end may act on it this cycle). It holds the batched-run registers and the TOKEN / POS the front end dispatches
+with (`token`, `pos`: loaded from the host's registers at ap_start, changed by SLOT; every instruction carries the
+values of its dispatch to its engine, ISA dependency rule 6), and decides for the word in `word`:
+
+- skipped (`skip` words after a SLOT whose token does not exist): `handled`, retired at once, not decoded;
+- CHUNK: `handled`; reads the u32 COUNT at DDR[addr] through its read port (one single-beat AXI read on the DDR
+  port, arbitrated with the fetcher and the DMA in hw/core.py), then COUNT, TBASE = addr + 4, POS0 = POS;
+- SLOT i: `handled`; with i < COUNT reads TOKEN = u32 DDR[TBASE + 4i] and sets POS = POS0 + i, else skips;
+- BATCH: `handled`; latches m (COUNT with dyn_m), the strides and the PC, and retires;
+- the instruction after a BATCH (LINEAR or ALLGATHER): not handled; the front end dispatches `word_out` (the
+  instruction with its strided operands moved to vector i: LINEAR src/dst, ALLGATHER vaddr) once per vector,
+  i = 0..m-1, each a queue entry of its own with its own scoreboard footprint, and retires the word with the
+  push of the last one (`last`). `range_ok`: the last vector's strided operands lie inside VBUF (the strides
+  are unsigned, so every vector's do): checked before vector 0 is dispatched, so a range error is precise.
+
+Errors (`err_invalid`, `err_range`, at `err_pc`; the front end stops as for its own errors): the rules of
+`dfx.isa.check_batch` (BATCH followed by neither LINEAR nor ALLGATHER, dyn_m with COUNT 0, m = 0, dyn_k/dyn_n on
+a batched LINEAR, unequal strides on a batched ALLGATHER: STATUS.invalid at the BATCH's PC), `check_chunk` (an
+unaligned table or COUNT outside 1..cap: STATUS.invalid), `check_slot` (SLOT before CHUNK: STATUS.invalid), and a
+token table past the config's DDR (STATUS.address_range at the CHUNK).
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from amaranth import C, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from dfx import isa
+from dfx.config import AccelConfig
+
+from .decoder import Opcode, WordLayout
+from .dma import AXI_ADDR_BITS, ddr_data_bits, log2
+
+L = isa.LEN_BITS
+
+
+def _is(word, mnemonic):
+    return word.control.opcode == Opcode[mnemonic]
+
+
+class BatchUnit(wiring.Component):
+    """See the module docstring. The read port (`ar_*`, `r_*`) is one outstanding single-beat read."""
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        bits = ddr_data_bits(cfg)
+        super().__init__({
+            "run_start": In(1), "token_in": In(32), "pos_in": In(32), "ddr_base": In(AXI_ADDR_BITS),
+            "word": In(WordLayout), "pc": In(32), "valid": In(1), "pushed": In(1),
+            "token": Out(32), "pos": Out(32), "count": Out(L),
+            "word_out": Out(WordLayout), "skipping": Out(1), "handled": Out(1), "leave": Out(1), "ev": Out(1), "last": Out(1),
+            "range_ok": Out(1), "err_invalid": Out(1), "err_range": Out(1), "err_pc": Out(32),
+            "ar_valid": Out(1), "ar_addr": Out(AXI_ADDR_BITS), "ar_ready": In(1),
+            "r_valid": In(1), "r_data": In(bits), "rd_busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        w = self.word
+        bb = ddr_data_bits(cfg) // 8
+        elems = cfg.vbuf_elems
+        sh = log2(cfg.d)
+
+        count, tbase, pos0 = Signal(L), Signal(40), Signal(32)
+        token, pos = Signal(32), Signal(32)
+        skip_n = Signal(L)
+        bpend, bpc, bm = Signal(), Signal(32), Signal(L)
+        bss, bds = Signal(isa.VADDR_BITS), Signal(isa.VADDR_BITS)
+        bi = Signal(L)
+        offs, offd = Signal(32), Signal(32)          # i * src_stride, i * dst_stride
+        lasts, lastd = Signal(32), Signal(32)        # (m - 1) * src_stride, (m - 1) * dst_stride
+        m.d.comb += [self.token.eq(token), self.pos.eq(pos), self.count.eq(count)]
+
+        # ---- the read port: one u32 of DDR (byte address `rd_a` relative to the DDR base)
+        rd_a = Signal(40)
+        rd_req, rd_sent, rd_have = Signal(), Signal(), Signal()
+        rd_data = Signal(32)
+        full = Signal(AXI_ADDR_BITS)
+        lane = Signal(range(bb // 4))
+        m.d.comb += [full.eq(self.ddr_base + rd_a), self.ar_addr.eq(full & ~C(bb - 1, AXI_ADDR_BITS)),
+                     self.ar_valid.eq(rd_req & ~rd_sent & ~rd_have), self.rd_busy.eq(rd_sent)]
+        with m.If(self.ar_valid & self.ar_ready):
+            m.d.sync += [rd_sent.eq(1), lane.eq(full[2:log2(bb)])]
+        with m.If(rd_sent & self.r_valid):
+            m.d.sync += [rd_sent.eq(0), rd_have.eq(1), rd_data.eq(self.r_data.word_select(lane, 32))]
+
+        # ---- the word in the instruction register
+        sl, bt = w.slot, w.batch
+        is_chunk, is_slot, is_batch = _is(w, "CHUNK"), _is(w, "SLOT"), _is(w, "BATCH")
+        is_lin, is_ag = _is(w, "LINEAR"), _is(w, "ALLGATHER")
+        done_rd = Signal()                            # the word's read has come back (consumed on leave)
+        m.d.comb += done_rd.eq(rd_have)
+        pair_bad = (~(is_lin | is_ag) | (is_lin & (w.matrix.dyn_k | w.matrix.dyn_n))
+                    | (is_ag & (bss != bds)))
+        chunk_end = sl.addr + isa.TOKEN_TABLE_HEADER
+        m.d.comb += self.err_pc.eq(self.pc)
+
+        with m.If(self.valid):
+            with m.If(skip_n != 0):
+                m.d.comb += [self.skipping.eq(1), self.handled.eq(1), self.leave.eq(1)]
+                m.d.sync += skip_n.eq(skip_n - 1)
+            with m.Elif(bpend & pair_bad):
+                m.d.comb += [self.err_invalid.eq(1), self.err_pc.eq(bpc)]
+            with m.Elif(is_batch):
+                m.d.comb += self.handled.eq(1)
+                mm = Mux(bt.dyn_m, count, bt.m)
+                with m.If(mm == 0):                  # dyn_m before CHUNK, or m = 0
+                    m.d.comb += self.err_invalid.eq(1)
+                with m.Else():
+                    m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
+                    m.d.sync += [bpend.eq(1), bpc.eq(self.pc), bm.eq(mm), bss.eq(bt.src_stride),
+                                 bds.eq(bt.dst_stride), bi.eq(0), offs.eq(0), offd.eq(0),
+                                 lasts.eq((mm - 1) * bt.src_stride), lastd.eq((mm - 1) * bt.dst_stride)]
+            with m.Elif(is_chunk):
+                m.d.comb += self.handled.eq(1)
+                with m.If(chunk_end > cfg.ddr_bytes):
+                    m.d.comb += self.err_range.eq(1)
+                with m.Elif(sl.addr[:2] != 0):
+                    m.d.comb += self.err_invalid.eq(1)
+                with m.Elif(~done_rd):
+                    m.d.sync += [rd_req.eq(1), rd_a.eq(sl.addr)]
+                with m.Elif((rd_data == 0) | (rd_data > sl.cap)):
+                    m.d.comb += self.err_invalid.eq(1)
+                with m.Elif(chunk_end + (rd_data << 2) > cfg.ddr_bytes):
+                    m.d.comb += self.err_range.eq(1)
+                with m.Else():
+                    m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
+                    m.d.sync += [count.eq(rd_data), tbase.eq(chunk_end), pos0.eq(pos)]
+            with m.Elif(is_slot):
+                m.d.comb += self.handled.eq(1)
+                with m.If(count == 0):
+                    m.d.comb += self.err_invalid.eq(1)
+                with m.Elif(sl.i >= count):
+                    m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
+                    m.d.sync += skip_n.eq(sl.skip)
+                with m.Elif(~done_rd):
+                    m.d.sync += [rd_req.eq(1), rd_a.eq(tbase + (sl.i << 2))]
+                with m.Else():
+                    m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
+                    m.d.sync += [token.eq(rd_data), pos.eq(pos0 + sl.i)]
+        with m.If(self.leave | self.err_invalid | self.err_range):
+            m.d.sync += [rd_req.eq(0), rd_have.eq(0)]
+
+        # ---- the batched instruction: vector bi of bm
+        m.d.comb += [self.word_out.eq(w), self.last.eq(~bpend | (bi + 1 == bm)), self.range_ok.eq(1)]
+        with m.If(bpend):
+            with m.If(is_lin):
+                mx = w.matrix
+                m.d.comb += [self.word_out.matrix.src.eq(mx.src + offs), self.word_out.matrix.dst.eq(mx.dst + offd),
+                             self.range_ok.eq((((mx.src + lasts) << sh) + mx.k <= elems)
+                                              & (((mx.dst + lastd) << sh) + mx.n <= elems))]
+            with m.Elif(is_ag):
+                rt = w.route
+                m.d.comb += [self.word_out.route.vaddr.eq(rt.vaddr + offd),
+                             self.range_ok.eq(((rt.vaddr + lastd) << sh) + rt.n <= elems)]
+            with m.If(self.pushed):
+                m.d.sync += [bi.eq(bi + 1), offs.eq(offs + bss), offd.eq(offd + bds)]
+                with m.If(bi + 1 == bm):
+                    m.d.sync += bpend.eq(0)
+
+        with m.If(self.run_start):
+            m.d.sync += [count.eq(0), tbase.eq(0), pos0.eq(0), token.eq(self.token_in), pos.eq(self.pos_in),
+                         skip_n.eq(0), bpend.eq(0), rd_req.eq(0), rd_have.eq(0)]
+        return m
