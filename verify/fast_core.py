@@ -83,8 +83,9 @@ class FastCore:
 
     def __init__(self, cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_abits: int = DDR_ABITS,
                  hbm_abits: int = HBM_ABITS, workdir: str | Path | None = None, in_order: bool = False,
-                 waves: str | Path | None = None):
-        """`waves`: each `run` writes its FST there (a build of its own; `dfx.verify.waves` names the signals)."""
+                 waves: str | Path | None = None, wformats: tuple[str, ...] = ()):
+        """`waves`: each `run` writes its FST there (a build of its own; `dfx.verify.waves` names the signals);
+        `wformats`: the quantized weight families the core reads (`dfx.hw.qfetch.CORE_FAMILIES`)."""
         self.cfg, self.devices, self.sim = cfg, devices, simulator(sim)
         why = missing_simulator(self.sim)
         if why:
@@ -93,7 +94,8 @@ class FastCore:
         self.word_bytes = {"ddr": ddr_data_bits(cfg) // 8, "hbm": cfg.hbm_width // 8}
         self.waves = Path(waves) if waves is not None else None
         self.runner, self.bdir, self.top = build_fast(cfg, self.sim, devices, ddr_abits, hbm_abits,
-                                                      waves=self.waves is not None, in_order=in_order)
+                                                      waves=self.waves is not None, in_order=in_order,
+                                                      wformats=tuple(wformats))
         self.workdir = Path(workdir) if workdir else self.bdir / "jobs"
         self.names = mem_names(cfg, devices)
 
