@@ -12,7 +12,7 @@ runs any of these programs on the same build. 16 KV positions keep every quantiz
 (benchmarks/rtl_core_cycles.py runs the FP16 program on a harness with deeper memories).
 
     .venv/bin/python benchmarks/rtl_formats.py [--formats all|NAME,...] [--prompt d] [--new 2] [--sim verilator]
-        [--batch 4] [--reference-only] [--update-docs]
+        [--batch 4] [--reference-only] [--table-only] [--update-docs]
 
 Prints a table (format, text equal, logits bit-exact, RTL cycles per decode step, weight-stream bytes per cycle
 of a decode step: the HBM bytes of its weight matrices over its cycles; the ports' peak is `hbm_channels` x
@@ -146,8 +146,9 @@ def prepare(names, prompt, new, ckey):
     return refs
 
 
-def rtl_results(names, refs, ckey, sim, batch, key) -> dict:
-    """Run every format that is not refused on one core with every family (cached per format)."""
+def rtl_results(names, refs, ckey, sim, batch, key, run: bool = True) -> dict:
+    """Run every format that is not refused on one core with every family (cached per format; `run` False: the
+    cached results only)."""
     from tqdm import tqdm
     from dfx import regmap
     from dfx.hw.qfetch import CORE_FAMILIES
@@ -157,7 +158,7 @@ def rtl_results(names, refs, ckey, sim, batch, key) -> dict:
     cache = json.loads(path.read_text()) if path.exists() else {}
     done = cache.setdefault(key, {})
     todo = [n for n in names if "steps" in refs[n] and n not in done]
-    if not todo:
+    if not todo or not run:
         return done
     t0 = time.time()
     print(f"building (or finding cached) the core with {', '.join(CORE_FAMILIES)} for {sim} ...", file=sys.stderr)
@@ -267,6 +268,7 @@ def main(argv=None):
     ap.add_argument("--sim", default="verilator")
     ap.add_argument("--batch", type=int, default=4, help="programs per simulator process (default 4)")
     ap.add_argument("--reference-only", action="store_true", help="compile and run the sim backend only")
+    ap.add_argument("--table-only", action="store_true", help="no simulation: the table of the cached results")
     ap.add_argument("--update-docs", action="store_true", help="write the table into docs/rtl_core.md")
     a = ap.parse_args(argv)
     from dfx.config import load_config
@@ -278,7 +280,7 @@ def main(argv=None):
     if a.reference_only:
         return
     key = f"{a.sim} sources={source_hash()} compile={ckey} max_seq={MAX_SEQ} prompt={bytes(prompt).hex()} new={a.new}"
-    done = rtl_results(names, refs, ckey, a.sim, a.batch, key)
+    done = rtl_results(names, refs, ckey, a.sim, a.batch, key, run=not a.table_only)
     cmd = "benchmarks/rtl_formats.py" + ("" if a.formats == "all" else f" --formats {a.formats}")
     cmd += "".join(f" --{k} {v}" for k, v in (("prompt", a.prompt), ("new", a.new), ("sim", a.sim))
                    if v != ap.get_default(k))
