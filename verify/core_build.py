@@ -4,10 +4,15 @@ only when a source of the RTL changes.
 
     runner, bdir = build(cfg, sim="icarus", devices=1)      # bdir: build/rtl_core/<config>_<hash>_<sim>[_ringN]
     build(cfg, in_order=True)       # the same core dispatching one instruction at a time (`Core(in_order=True)`)
+
+The quantized weight families a core is built with are part of its build key (`weight_families(program)`: those
+the program uses). `DFX_RTL_WFORMATS=all` (or a comma list of `dfx.hw.qfetch.CORE_FAMILIES`) builds every core
+with those families as well, so programs of different formats share one build (benchmarks/rtl_formats.py).
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -26,6 +31,7 @@ TOP = "dfx_core"
 RTL_SOURCES = frozenset({"top", "core", "dma", "fetch", "regs", "router", "buffers", "decoder", "fp", "sfu", "mpu",
                          "vpu", "pipe", "scoreboard", "qfetch", "dequant"})
 PATCH_VERSION = 1                 # bump when `kick_comb_processes` changes: cached Icarus builds are redone
+WFORMATS_ENV = "DFX_RTL_WFORMATS"  # families every core is built with besides the program's: "all" or a comma list
 _VERILOG_CACHE: dict = {}         # (config hash, devices, source hash) -> Verilog text, within one process
 
 
@@ -58,13 +64,28 @@ def kick_comb_processes(text: str) -> str:
     return "".join(out)
 
 
+def extra_families() -> tuple[str, ...]:
+    """The families $DFX_RTL_WFORMATS adds to every core's build ("all": every one of `CORE_FAMILIES`; unset or
+    empty: none), in `CORE_FAMILIES` order. A name that is not a family: a one-line FormatError."""
+    text = os.environ.get(WFORMATS_ENV, "").strip().lower()
+    if text == "all":
+        return tuple(CORE_FAMILIES)
+    names = {f.strip() for f in text.split(",") if f.strip()}
+    bad = sorted(names - set(CORE_FAMILIES) - {"fp16"})
+    if bad:
+        raise FormatError(f"${WFORMATS_ENV}: not a weight family of the core: {', '.join(bad)}; accepted: all or "
+                          f"a comma list of {', '.join(CORE_FAMILIES)}")
+    return tuple(f for f in CORE_FAMILIES if f in names)
+
+
 def weight_families(program) -> tuple[str, ...]:
-    """The quantized weight format families (`dfx.formats.FAMILIES`) the matrix instructions of `program` use:
-    what a core built for it needs (`MatrixEngine(wformats=...)`)."""
+    """The quantized weight format families (`dfx.hw.qfetch.CORE_FAMILIES`) a core built for `program` has
+    (`MatrixEngine(wformats=...)`): those its matrix instructions use, plus $DFX_RTL_WFORMATS (`extra_families`)."""
     by_code = {code: core_family(WeightFormat(kind, bits, None if kind == "fp16" else "oc"))
                for (kind, bits), code in WFMT_CODES.items()}
     used = {i.fields().get("wfmt") for dev in program.devices for instrs in dev.streams.values() for i in instrs}
-    return tuple(f for f in CORE_FAMILIES if f in {by_code[c] for c in used if c in by_code})
+    want = {by_code[c] for c in used if c in by_code} | set(extra_families())
+    return tuple(f for f in CORE_FAMILIES if f in want)
 
 
 def quantized_refusal(program) -> str | None:

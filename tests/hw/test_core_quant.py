@@ -1,9 +1,15 @@
-"""The integrated core reading quantized weights (hw/qfetch.py, hw/dequant.py) under cocotb: the tiny GPT-2
-compiled with a quantized `--weights` format runs on a core built for that format, every decode step's logits
-bit-exact to the functional simulator; a format the core was not built with stops the run with
-STATUS.illegal_opcode.
+"""The integrated core reading quantized weights (hw/qfetch.py, hw/dequant.py): every weight format the compiler
+accepts (`dfx.formats.all_formats()`, fp16 too) on ONE core built with every family (`CORE_FAMILIES`) in the fast
+harness (`dfx.verify.fast_core`): the tiny test GPT-2 compiled with each format, prefill + greedy decode, every
+decode step's logits bit-exact to the functional simulator (all programs in one simulation, one test per format).
+The rtl backend (`run_session`, `DFX_RTL_WFORMATS=all`: the same build) generates the sim backend's tokens. A
+format the core was not built with stops the run with STATUS.illegal_opcode (the FP16-only core), and so does a
+region descriptor that does not match its instruction.
 
-SIM=icarus (default) or SIM=verilator. Slow (a core with d*l dequantisers is built and simulated per format)."""
+SIM=verilator (the default here: the all-family core is large) or SIM=icarus. Slow (the all-family core's
+Verilator build takes 15-40 minutes on a loaded machine; benchmarks/rtl_formats.py runs the embedded model in
+every format on the same build)."""
+import os
 import sys
 from pathlib import Path
 
@@ -11,18 +17,25 @@ import numpy as np
 import pytest
 
 from dfx import isa, regmap
-from dfx.verify.rtl_core import RtlCore, bisect
-from dfx.verify.toolchain import missing_simulator
+from dfx.formats import all_formats
+from dfx.hw.qfetch import CORE_FAMILIES
+from dfx.verify.fast_core import FastCore, FastJob, greedy_steps
+from dfx.verify.rtl_core import ddr_layout
+from dfx.verify.toolchain import missing_simulator, simulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpt2_fixtures import make_hf_gpt2  # noqa: E402
 
+SIM = simulator(os.environ.get("SIM", "verilator"))
 pytestmark = [pytest.mark.cocotb, pytest.mark.slow,
-              pytest.mark.skipif(missing_simulator() is not None, reason=str(missing_simulator()))]
+              pytest.mark.skipif(missing_simulator(SIM) is not None, reason=str(missing_simulator(SIM)))]
 
 TINY_GPT2 = dict(n_embd=32, n_head=2, n_layer=1, n_positions=16, vocab_size=64)
 PROMPT = [5, 17, 42]
 NEW_TOKENS = 3
+FORMATS = [f.name for f in all_formats()]
+HALTED = regmap.STATUS_BITS["halted"]
+ILLEGAL = regmap.STATUS_BITS["illegal_opcode"]
 
 
 @pytest.fixture(scope="module")
@@ -30,79 +43,103 @@ def model():
     return make_hf_gpt2(8, **TINY_GPT2)
 
 
-def functional_logits(program, steps):
-    from dfx.sim.ring import Ring
-    dev = Ring(program).devices[0]
-    sym, out = program.symbols, []
-    for stream, token, pos in steps:
-        dev.run(stream, token, pos)
-        if stream == "decode":
-            y = np.empty(sym.vocab_size, np.float16)
-            for a, b in sym.logits_pieces[0]:
-                y[a:b] = dev.ddr[sym.logits + 2 * a:sym.logits + 2 * b].view(np.float16)
-            out.append(y)
-    return out
-
-
-def check_bitexact(core, program, res):
-    for r in res.runs:
-        assert r["status"] == regmap.STATUS_BITS["halted"], r
-    steps = [(r["stream"], r["token"], r["pos"]) for r in res.runs]
-    ref = functional_logits(program, steps)
-    got = [r["logits"] for r in res.runs if r["stream"] == "decode"]
-    assert len(got) == len(ref) == NEW_TOKENS
-    for i, (g, w) in enumerate(zip(got, ref)):
-        if not np.array_equal(g.view(np.uint16), w.view(np.uint16)):
-            where = bisect(program, steps, core.run_steps(steps, trace=True))
-            pytest.fail(f"{program.config.name} decode step {i}: RTL logits differ from the functional simulator "
-                        f"({int(np.sum(g.view(np.uint16) != w.view(np.uint16)))} of {g.size}); first divergence: "
-                        f"{where}")
-
-
-WEIGHTS = "int4-oc-g128"
-
-
 @pytest.fixture(scope="module")
-def program(model):
+def programs(model):
     from dfx.compiler import compile_model
-    return compile_model(model, "tiny", weights=WEIGHTS)
+    return {name: compile_model(model, "tiny", weights=name) for name in FORMATS}
 
 
 @pytest.fixture(scope="module")
-def core(program):
-    return RtlCore(program)                       # built with the program's families: int4
+def core():
+    """The core with every quantized family, in the fast harness (the build `DFX_RTL_WFORMATS=all` gives the rtl
+    backend, and benchmarks/rtl_formats.py's)."""
+    from dfx.config import load_config
+    return FastCore(load_config("tiny"), SIM, wformats=tuple(CORE_FAMILIES))
 
 
-def test_quantized_generate_bitexact(core, program):
-    """Prefill + greedy decode with int4-oc-g128 weights on the RTL: every decode's logits bit-exact to the
-    functional simulator."""
-    assert core.wformats == ("int4",)
-    check_bitexact(core, program, core.generate(PROMPT, NEW_TOKENS))
+@pytest.fixture(scope="module")
+def results(core, programs):
+    """Every format's greedy generation on the simulator and its replay on the core, in one simulation:
+    {format: (simulator tokens, simulator logits, RTL result)}."""
+    refs = {name: greedy_steps(prog, PROMPT, NEW_TOKENS) for name, prog in programs.items()}
+    jobs = [FastCore.job_for(programs[name], refs[name][0], logits=True) for name in FORMATS]
+    return {name: (refs[name][1], refs[name][2], res) for name, res in zip(FORMATS, core.run(jobs))}
 
 
-def test_unbuilt_format_stops_with_illegal_opcode(core, program):
-    """A LINEAR of a format the core was not built with (int8 here) stops with STATUS.illegal_opcode at its PC;
-    an int4 LINEAR whose region descriptor does not match (k differs) too."""
-    cfg = program.config
-    lin8 = isa.Instr("LINEAR", dst=8, src=0, w=0, k=cfg.d, n=cfg.l, wfmt=1).encode()
-    w4 = next(i for i in program.devices[0].streams["decode"] if i.fields().get("wfmt") == 2).fields()
+def test_core_has_every_family(programs):
+    """Every format the compiler accepts is one the all-family core reads (no program is refused)."""
+    from dfx.verify.core_build import quantized_refusal
+    assert {name: quantized_refusal(p) for name, p in programs.items()} == {name: None for name in FORMATS}
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_format_bitexact(results, name):
+    """Prefill + greedy decode in format `name` on the all-family core: every run halts, every decode step's
+    logits are bit-exact to the functional simulator, so the RTL picks the simulator's tokens."""
+    tokens, want, res = results[name]
+    assert [(r["stream"], r["status"]) for r in res["runs"] if r["status"] != HALTED] == []
+    got = res["logits"]
+    assert len(got) == len(want) == NEW_TOKENS
+    for i, (g, w) in enumerate(zip(got, want)):
+        diff = int(np.sum(g.view(np.uint16) != w.view(np.uint16)))
+        assert diff == 0, f"{name} decode step {i}: {diff} of {g.size} logits differ from the functional simulator"
+    assert [int(np.argmax(g)) for g in got] == tokens
+
+
+def raw_job(program, streams: dict[str, list[int]]) -> FastJob:
+    """A job running raw instruction streams (one run each) over `program`'s memory images."""
+    ddr, _ = ddr_layout(program)
+    ddr, entries = bytearray(ddr), {}
+    for name, words in streams.items():
+        ddr.extend(b"\0" * (-len(ddr) % 4096))
+        entries[name] = len(ddr)
+        ddr.extend(b"".join(int(w).to_bytes(isa.WORD_BYTES, "little") for w in words))
+    return FastJob([{"ddr": bytes(ddr), "hbm": bytes(program.devices[0].hbm)}], [entries],
+                   [[name, 0, 0] for name in streams])
+
+
+def _quant_linear(program, wfmt: int) -> dict:
+    return next(i for i in program.devices[0].streams["decode"] if i.fields().get("wfmt") == wfmt).fields()
+
+
+def test_bad_descriptor_stops_with_illegal_opcode(core, programs):
+    """On the all-family core, an int4 LINEAR whose region descriptor does not match the instruction (k differs)
+    stops with STATUS.illegal_opcode at its PC; a matching one halts."""
+    prog = programs["int4-oc-g128"]
+    w4 = _quant_linear(prog, 2)
+    good = isa.Instr("LINEAR", dst=8, src=0, w=w4["w"], k=w4["k"], n=w4["n"], wfmt=2).encode()
     bad_k = isa.Instr("LINEAR", dst=8, src=0, w=w4["w"], k=w4["k"] + 1, n=w4["n"], wfmt=2).encode()
+    halt = isa.Instr("HALT").encode()
+    [res] = core.run([raw_job(prog, {"good": [good, halt], "bad_k": [bad_k, halt]})])
+    good_run, bad_run = res["runs"]
+    assert good_run["status"] == HALTED
+    assert (bad_run["status"], bad_run["error_pc"]) == (ILLEGAL, 0)
+
+
+def test_unbuilt_format_stops_with_illegal_opcode(programs):
+    """A LINEAR of a format the core was not built with (int8 on the FP16-only core, the rtl backend's build for
+    FP16 programs) stops with STATUS.illegal_opcode at its PC."""
+    from dfx.config import load_config
+    prog = programs["int8-oc"]
+    w8 = _quant_linear(prog, 1)
+    lin8 = isa.Instr("LINEAR", dst=8, src=0, w=w8["w"], k=w8["k"], n=w8["n"], wfmt=1).encode()
     nop, halt = isa.Instr("NOP").encode(), isa.Instr("HALT").encode()
-    res = core.run_words({"int8": [nop, lin8, halt], "bad_k": [bad_k, halt]})
-    ill = regmap.STATUS_BITS["illegal_opcode"]
-    assert [(r["status"], r["error_pc"]) for r in res.runs] == [(ill, 1), (ill, 0)]
+    [res] = FastCore(load_config("tiny"), SIM).run([raw_job(prog, {"int8": [nop, lin8, halt]})])
+    assert [(r["status"], r["error_pc"]) for r in res["runs"]] == [(ILLEGAL, 1)]
 
 
-def test_quantized_session_tokens_equal_sim(core, program, tmp_path, monkeypatch):
-    """The rtl backend (`run_session`, on the cocotbext-axi harness that shares the core's build) generates the
-    same tokens as the sim backend: the same text."""
+@pytest.mark.parametrize("name", ["int8-ic-g32-asym", "fp8e5m2-oc-g64", "bcq3-ic-g32"])
+def test_rtl_backend_tokens_equal_sim(core, programs, name, tmp_path, monkeypatch):
+    """The rtl backend (`run_session` on the fast harness; `DFX_RTL_WFORMATS=all`: the all-family build) generates
+    the sim backend's tokens, i.e. the same text."""
     from dfx.host.rtl_session import run_session
     from dfx.host.session import Session
     from dfx.program import save_program
-    monkeypatch.setenv("DFX_RTL_HARNESS", "axi")
-    path = tmp_path / "int4.dfx"
-    save_program(program, path)
-    res = run_session(path, PROMPT, NEW_TOKENS)
-    with Session(program, "sim") as s:
+    monkeypatch.setenv("DFX_RTL_WFORMATS", "all")
+    monkeypatch.delenv("DFX_RTL_HARNESS", raising=False)
+    path = tmp_path / f"{name}.dfx"
+    save_program(programs[name], path)
+    res = run_session(path, PROMPT, NEW_TOKENS, sim=SIM)
+    with Session(programs[name], "sim") as s:
         want = list(s.generate(PROMPT, NEW_TOKENS))
     assert res["tokens"] == want

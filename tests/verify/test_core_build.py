@@ -38,3 +38,22 @@ def test_rtl_backend_refuses_what_the_core_cannot_read(odd_model, tmp_path):
     with pytest.raises(DeviceError, match=r"^the rtl backend: device 0 prefill pc \d+: weight format int4-ic-g32: "
                                           r"the RTL core reads per-input-channel .* not 36; recompile"):
         run_session(path, [1, 2], 1)
+
+
+def test_families_from_the_environment(odd_model, monkeypatch):
+    """$DFX_RTL_WFORMATS adds families to every core's build (one build for programs of different formats)."""
+    from dfx.compiler import compile_model
+    from dfx.formats import FormatError
+    from dfx.hw.qfetch import CORE_FAMILIES
+    fp16, int4 = load_program(FIX / "tiny_1dev.dfx"), compile_model(odd_model, "tiny", weights="int4-oc-g128")
+    monkeypatch.setenv("DFX_RTL_WFORMATS", "all")
+    assert weight_families(fp16) == weight_families(int4) == tuple(CORE_FAMILIES)
+    monkeypatch.setenv("DFX_RTL_WFORMATS", "bcq2, int8")
+    assert weight_families(fp16) == ("int8", "bcq2")
+    assert weight_families(int4) == ("int8", "int4", "bcq2")
+    monkeypatch.setenv("DFX_RTL_WFORMATS", "")
+    assert weight_families(int4) == ("int4",)
+    monkeypatch.setenv("DFX_RTL_WFORMATS", "int5,bcq")
+    with pytest.raises(FormatError, match=r"^\$DFX_RTL_WFORMATS: not a weight family of the core: bcq, int5; "
+                                          r"accepted: all or a comma list of int8, int4"):
+        weight_families(fp16)
