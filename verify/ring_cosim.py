@@ -124,8 +124,8 @@ def run_pair(core_bits: int, model: LinkModel, messages: int = 40, max_beats: in
     t0 = time.time()
     kernel = dict(kernel or {})
     bdir = BUILD / f"pair{core_bits}_{sim}"
-    runner = build_text(lambda: pair_verilog(core_bits, model, **kernel), _key(core_bits, model, kernel, sim), PAIR_NAME,
-                    bdir, sim)
+    runner = build_text(lambda: pair_verilog(core_bits, model, **kernel), _key(core_bits, model, kernel, sim),
+                        PAIR_NAME, bdir, sim)
     jobdir = bdir / "job"
     jobdir.mkdir(exist_ok=True)
     spec = {"dir": str(jobdir), "core_bits": core_bits, "messages": messages, "max_beats": max_beats,
@@ -165,8 +165,8 @@ class KernelRingCore(RtlCore):
         top = ring_name(self.n)
         self.bdir = BUILD / f"{self.cfg.name}_{self.cfg.config_hash}_{self.sim}_kring{self.n}"
         self.runner = build_text(lambda: kernel_ring_text(self.cfg, self.n, model, kernel),
-                             _key(self.cfg.config_hash, self.n, model, kernel, self.sim), top, self.bdir, self.sim,
-                             verilator_args=("-O3",))
+                                 _key(self.cfg.config_hash, self.n, model, kernel, self.sim), top, self.bdir,
+                                 self.sim, verilator_args=("-O3",))
 
     def _launch(self, job: dict) -> dict:
         """`RtlCore._launch`, then the kernels' and links' counters (cocotb test `ring_counters`, after the job

@@ -24,7 +24,7 @@ from dfx.errors import DeviceError
 from dfx.hw.dma import ddr_data_bits
 
 from .bridge import BlockingCore, bridge_api
-from .core_build import build, top_name
+from .core_build import TOP, build
 from .core_tb import CoreTB, reset
 from .fast_bridge import FAST_HOST_ENV, FastBlockingCore
 from .fast_tb import FastTB
@@ -44,8 +44,8 @@ def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = Non
     returns its result. The memories start empty: the host code uploads what it needs. DeviceError (one line)
     when the simulation ends without a result. `fast` (default: unless $DFX_RTL_HARNESS is `axi`): the memories
     are models inside the design (`dfx.verify.fast_bridge`; a ring: `dfx.verify.ring_harness`), else
-    cocotbext-axi `AxiRam`s. `wformats`: the quantized weight families the core is built with. `waves`: write
-    the run's FST there (the fast harness, one device, `dfx.verify.waves`)."""
+    cocotbext-axi `AxiRam`s (one core only). `wformats`: the quantized weight families the core is built with.
+    `waves`: write the run's FST there (the fast harness, one device, `dfx.verify.waves`)."""
     if fast is None:
         fast = os.environ.get("DFX_RTL_HARNESS", "fast") != "axi"
     if waves is not None and (not fast or devices > 1):
@@ -53,17 +53,23 @@ def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = Non
                           "it is 'axi') and run a 1-device program")
     if fast:
         return _run_fast_host_job(cfg, entry, args, sim, wformats, waves, devices)
-    runner, bdir = build(cfg, sim, devices=devices, wformats=wformats)
+    if devices > 1:
+        raise DeviceError(f"the cocotbext-axi harness runs one core; a program of {devices} devices runs on the fast "
+                          "harness's ring: unset DFX_RTL_HARNESS (it is 'axi')")
+    runner, bdir = build(cfg, sim, wformats=wformats)
     jobdir = bdir / "host_job"
     jobdir.mkdir(exist_ok=True)
+    for c in range(cfg.hbm_channels):                   # no images: the host code uploads them itself
+        (jobdir / f"hbm{c:02d}.bin").write_bytes(b"")
+    (jobdir / "ddr.bin").write_bytes(b"")
     spec = jobdir / "job.json"
     out = jobdir / "result.json"
     log = jobdir / "test.log"
     out.unlink(missing_ok=True)
     spec.write_text(json.dumps({"cfg": cfg.to_dict(), "entry": entry, "args": args, "dir": str(jobdir),
-                                "out": str(out), "devices": devices}))
-    _, fails = run_module(runner, "dfx.verify.session", top_name(devices), bdir, jobdir,
-                          sim_env(**{HOST_JOB_ENV: str(spec)}), log, testcase="dfx_host_job")
+                                "out": str(out)}))
+    _, fails = run_module(runner, "dfx.verify.session", TOP, bdir, jobdir, sim_env(**{HOST_JOB_ENV: str(spec)}),
+                          log, testcase="dfx_host_job")
     return _result(out, fails, log)
 
 
@@ -117,11 +123,10 @@ def _cocotb_test():
     async def dfx_host_job(dut):
         spec = json.loads(Path(os.environ[HOST_JOB_ENV]).read_text())
         fn = resolve_entry(spec["entry"])
-        n = spec.get("devices", 1)
-        tbs = [CoreTB(dut, AccelConfig.from_dict(spec["cfg"]), Path(spec["dir"]), k, ring=n > 1) for k in range(n)]
-        await reset(dut, tbs[0].clk, single=n == 1)
-        cores = [BlockingCore(tb) for tb in tbs]
-        result = await bridge_api()[0](lambda: fn(cores, spec["args"]))()
+        tb = CoreTB(dut, AccelConfig.from_dict(spec["cfg"]), Path(spec["dir"]))
+        await reset(dut, tb.clk)
+        core = BlockingCore(tb)
+        result = await bridge_api()[0](lambda: fn([core], spec["args"]))()
         Path(spec["out"]).write_text(json.dumps(result))
 
     return dfx_host_job

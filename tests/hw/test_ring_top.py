@@ -187,8 +187,8 @@ def test_plain_ring_joins_instances_of_one_core_module():
     assert re.findall(rf"^\s*{TOP_NAME} (dev\d) \(", text, re.M) == ["dev0", "dev1", "dev2", "dev3"]
     assert re.findall(r"^module \\?(\S+)\(", text, re.M) == [ring_name(4)]       # the wrapper only
     for k in range(4):      # dev k's tx data reaches dev k+1's rx (one net, or an assign between two)
-        tx = re.search(rf"\.ring_tx_tdata\((\S+)\)", text[text.index(f"{TOP_NAME} dev{k} ("):]).group(1)
-        rx = re.search(rf"\.ring_rx_tdata\((\S+)\)", text[text.index(f"{TOP_NAME} dev{(k + 1) % 4} ("):]).group(1)
+        tx = re.search(r"\.ring_tx_tdata\((\S+)\)", text[text.index(f"{TOP_NAME} dev{k} ("):]).group(1)
+        rx = re.search(r"\.ring_rx_tdata\((\S+)\)", text[text.index(f"{TOP_NAME} dev{(k + 1) % 4} ("):]).group(1)
         assert tx == rx or re.search(rf"assign {re.escape(rx)} = {re.escape(tx)};", text), (k, tx, rx)
     ring = PlainRing(cfg, 2)
     ref = RingTop(cfg, 2)
