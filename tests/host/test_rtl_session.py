@@ -23,6 +23,22 @@ def test_waves_of_a_ring_are_refused_in_one_line():
     assert "\n" not in str(e.value)
 
 
+def test_pieces_that_start_mid_group_are_accepted():
+    """The embedded model compiled for 4 devices with int4-ic-g128: the 64-column pieces of its 256-wide
+    matrices start mid-group (phase 64); the core's tile fetcher reads them, so the backend no longer refuses
+    the program (it used to: "regions of phase 0 only")."""
+    from dfx import isa
+    from dfx.compiler import compile_model
+    from dfx.formats import DESC_BYTES, read_descriptor
+    from dfx.models.checkpoint import load_default
+    from dfx.verify.core_build import quantized_refusal
+    prog = compile_model(load_default(), "tiny", devices=4, weights="int4-ic-g128")
+    phases = {read_descriptor(bytes(dev.hbm[i.fields()["w"] * isa.HBM_UNIT:][:DESC_BYTES]))["phase"]
+              for dev in prog.devices for instrs in dev.streams.values() for i in instrs if i.fields().get("wfmt")}
+    assert 64 in phases
+    assert quantized_refusal(prog) is None
+
+
 def _need_ring_rtl():
     from dfx.verify.ring_harness import BUILD
     from dfx.verify.toolchain import missing_simulator
