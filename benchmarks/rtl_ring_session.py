@@ -37,12 +37,19 @@ def run(devices: int, weights: str, prompt: str, new: int, sim: str | None) -> d
     with tempfile.TemporaryDirectory(prefix="dfx-ring-") as d:
         path = save_program(prog, Path(d) / "program.dfx")
         t0 = time.time()
-        res = run_session(path, ids, new, sim=sim, timeout=3600.0, logits=True)
+        res = run_session(path, ids, new, sim=sim, timeout=3600.0, logits=True, on_progress=_progress(t0))
         wall = time.time() - t0
     same = [np.array_equal(a.view(np.uint16), b.view(np.uint16)) for a, b in zip(res["logits"], want_logits)]
     return {"devices": devices, "weights": weights, "prompt_tokens": len(ids), "new": new, "tokens": res["tokens"],
             "want": want, "logits_bit_exact": all(same) and len(same) == len(want), "wall_s": wall,
             "summary": res["summary"]}
+
+
+def _progress(t0: float):
+    def show(count, cycles):
+        if count:
+            print(f"  step {count}: {cycles:,} cycles ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return show
 
 
 def main(argv=None) -> int:
