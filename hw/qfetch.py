@@ -6,7 +6,10 @@ Per instruction:
 
 1. **Descriptor.** One beat read at the region start; the 64-byte descriptor is checked against the instruction
    and this build: magic, `wfmt`, `bits`, k and n equal to the instruction's, group 0 (the whole axis), 32, 64 or
-   128, phase 0, zero points only for int, and for per-input-channel (ic) groups k a multiple of d. Anything else
+   128, zero points only for int, for per-input-channel (ic) groups k a multiple of d, and a phase (the position
+   of element 0 of the group axis in its group: a column piece of a matrix cut mid-group, `dfx.formats.piece_phase`)
+   of 0, or inside a group and a multiple of l (ic: a column block then never straddles two groups) or of d (oc:
+   a row tile never straddles two groups). Anything else
    reports `bad_fmt` (the engine stops with STATUS.illegal_opcode); a region past the end of HBM reports
    `bad_range` (STATUS.address_range). The axis, group size and zero points are runtime choices.
 2. **Three byte streams** out of the region: codes (from byte 64, `tile_code_bytes` per tile, tiles in the MPU's
@@ -23,7 +26,9 @@ Per instruction:
    block per G rows, held for the tiles of the group; two per tile when G < d); ic: one block of the tile's d
    rows. The last block is taken in the cycle the tile goes. Then d*l `Dequantizer`s (hw/dequant.py) in lockstep
    turn the tile's codes into the binary16 tile: element e = lane*d + row at bits [16e, 16e+16), as an FP16 tile
-   beat. Rows >= k and columns >= n dequantise to +0 (the simulator pads with +0).
+   beat. Rows >= k and columns >= n dequantise to +0 (the simulator pads with +0). With a phase p the groups
+   start p elements early: row tile i (oc) or column block j (ic) starts a group when (i + p/d) (oc) or
+   (j + p/l) (ic) is a multiple of the tiles (blocks) per group, and the first tile always takes one.
 
 Symmetric int codes go through the asymmetric datapath: a two's complement b-bit code q is (q xor 2^(b-1)) -
 2^(b-1), so one int dequantiser serves both. Rate: one tile per cycle out of the dequantisers while codes keep
@@ -79,9 +84,11 @@ def core_family(fmt: formats.WeightFormat) -> str:
     return f"bcq{fmt.bits}" if fmt.kind == "bcq" else fmt.family
 
 
-def core_cannot_read(fmt: formats.WeightFormat, phase: int = 0, k: int = 0, d: int = 1) -> str | None:
+def core_cannot_read(fmt: formats.WeightFormat, phase: int = 0, k: int = 0, d: int = 1, l: int | None = None
+                     ) -> str | None:
     """Why a core with `fmt`'s family built in cannot read a region of `fmt` (None: it can) of a (k, n) matrix
-    for a d-row MPU."""
+    whose group axis starts at `phase` of its group, for a d x l MPU (`l` None: d, the stricter check; the
+    compiler's column pieces start at multiples of d)."""
     if fmt.kind == "fp16":
         return None
     if core_family(fmt) not in CORE_FAMILIES:
@@ -89,7 +96,12 @@ def core_cannot_read(fmt: formats.WeightFormat, phase: int = 0, k: int = 0, d: i
     if fmt.axis == "ic" and k % d:
         return f"the RTL core reads per-input-channel (ic) groups of matrices whose k is a multiple of d ({d}), not {k}"
     if phase:
-        return f"the RTL core reads regions of phase 0 only, not {phase}"
+        step, unit = (d, "d") if fmt.axis == "oc" else (d if l is None else l, "d" if l is None else "l")
+        if not fmt.group or phase >= fmt.group:
+            return f"phase {phase} is not inside a group of {fmt.group or 'the whole axis'}"
+        if phase % step:
+            return (f"the RTL core reads a region whose {fmt.axis} group axis starts mid-group at a multiple of "
+                    f"{unit} ({step}) only, not at phase {phase}")
     return None
 
 
@@ -191,6 +203,7 @@ class QuantTiles(wiring.Component):
         raddr = {s: Signal(40, name=f"raddr{s}") for s in streams}     # next segment's address (request side)
         caddr = {s: Signal(40, name=f"caddr{s}") for s in streams}     # next segment's address (gearbox side)
         gmask = Signal(8)                                              # ic: column blocks per group - 1
+        pofs = Signal(8)                                               # the phase in tiles (oc) / blocks (ic)
         left = {s: Signal(32, name=f"left{s}") for s in streams}     # beats still to request
         nxt = {s: Signal(34, name=f"next{s}") for s in streams}      # next beat to request
         cred = {s: Signal(range(FIFO_DEPTH[s] + 1), name=f"cred{s}") for s in streams}
@@ -245,7 +258,7 @@ class QuantTiles(wiring.Component):
             for s in streams:                                  # load the next segment of a stream
                 with m.If((left[s] == 0) & (rseg[s] != nseg[s])):
                     first, last = raddr[s] >> lb, (raddr[s] + segb[s] - 1) >> lb
-                    step = Mux(ic & (gsize != 0) & (((rseg[s] + 1) & gmask) == 0), segb[s], 0)
+                    step = Mux(ic & (gsize != 0) & (((rseg[s] + 1 + pofs) & gmask) == 0), segb[s], 0)
                     m.d.sync += [nxt[s].eq(first), left[s].eq(last - first + 1), rseg[s].eq(rseg[s] + 1),
                                  raddr[s].eq(raddr[s] + (0 if s == CODES else step))]
             chosen = C(0, 1)
@@ -267,7 +280,7 @@ class QuantTiles(wiring.Component):
         # ---------------------------------------------------------------- gearboxes
         ti, tj, t = Signal(30), Signal(30), Signal(60)
         col_end = ti + 1 == self.kt
-        cstep = Mux((gsize != 0) & (((tj + 1) & gmask) == 0), segb[SCALES], 0)
+        cstep = Mux((gsize != 0) & (((tj + 1 + pofs) & gmask) == 0), segb[SCALES], 0)
         gb, igb = {}, {}
         for s in streams:
             g = math.gcd(chunk[s], 64, B)
@@ -285,7 +298,7 @@ class QuantTiles(wiring.Component):
         need = Signal(range(nb + 1))
         first_row = ti << log2(d)
         gtiles = Mux(gsize >= d, (gsize >> log2(d)) - 1, 0)   # tiles per group - 1 (G >= d)
-        need_big = Mux(gsize == 0, ti == 0, (ti & gtiles) == 0)
+        need_big = Mux(gsize == 0, ti == 0, (((ti + pofs) & gtiles) == 0) | (ti == 0))
         need_v = need_big
         for g in small_g:
             rem = R - (ti << log2(d // g))
@@ -393,8 +406,11 @@ class QuantTiles(wiring.Component):
             with m.State("PARSE"):
                 g = fld["group"]
                 flags = fld["flags"]
+                ph = fld["phase"]
+                # a phase inside a group, whole tiles (oc: rows, d) or column blocks (ic: lanes, l) from its start
+                phase_ok = (ph == 0) | ((g != 0) & (ph < g) & Mux(flags[0], (ph & (l - 1)) == 0, (ph & (d - 1)) == 0))
                 good = ((fld["magic"] == formats.DESC_MAGIC) & (fld["wfmt"] == self.wfmt) & (fld["bits"] == bits)
-                        & (fld["k"] == k) & (fld["n"] == n) & (k < MAX_K) & (n < MAX_K) & (fld["phase"] == 0)
+                        & (fld["k"] == k) & (fld["n"] == n) & (k < MAX_K) & (n < MAX_K) & phase_ok
                         & (~flags[1] | C(int(is_int), 1))
                         & (~flags[0] | ((k & (d - 1)) == 0))             # ic: whole row tiles
                         & ((g == 0) | (g == 32) | (g == 64) | (g == 128)))
@@ -402,7 +418,8 @@ class QuantTiles(wiring.Component):
                 along = Mux(flags[0], n, k)
                 m.d.sync += [asym.eq(flags[1]), ic.eq(flags[0]), gsize.eq(g),
                              gmask.eq(Mux(g == 0, 0, (g >> log2(l)) - 1)),
-                             R.eq(Mux(g == 0, 1, (along + g - 1) >> gl)), total.eq(self.kt * self.nt)]
+                             pofs.eq(Mux(flags[0], ph >> log2(l), ph >> log2(d))),
+                             R.eq(Mux(g == 0, 1, (along + ph + g - 1) >> gl)), total.eq(self.kt * self.nt)]
                 with m.If(~good):
                     m.d.comb += [self.status.valid.eq(1), self.status.bad_fmt.eq(1)]
                     m.next = "IDLE"

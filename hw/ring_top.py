@@ -172,7 +172,9 @@ def _widths(sig: wiring.Signature) -> dict:
 def core_ports(cfg: AccelConfig) -> dict:
     """The ports of one core (`dfx.hw.top.Top`, Verilog module `dfx.hw.top.TOP_NAME`): {name: (flow, width)}."""
     top = Top(cfg)
-    top._MustUse__silence = top.core._MustUse__silence = True          # only its signature is wanted
+    for x in (top, top.core, getattr(top, "reset_pipe", None)):
+        if x is not None:
+            x._MustUse__silence = True                                  # only its signature is wanted
     return _widths(top.signature)
 
 
@@ -299,6 +301,53 @@ class KernelRing(wiring.Component):
                 m.d.comb += [getattr(self, f"{name}{k}_dropped").eq(link.dropped),
                              getattr(self, f"{name}{k}_flipped").eq(link.flipped)]
         return m
+
+
+class PlainRing(wiring.Component):
+    """n cores joined in a forward ring, core k's `ring_tx` feeding core (k+1) % n's `ring_rx` directly (no
+    kernel, no link): the ports and the Verilog top name of `dfx.hw.top.RingTop`, but each core is an `Instance`
+    (named `dev<k>`) of the one core module `dfx.hw.top.TOP_NAME`, generated once (`dfx.hw.top.verilog(cfg)`)
+    however many cores the ring has. The multi-device `rtl` backend runs programs on it."""
+
+    def __init__(self, cfg: AccelConfig, n: int):
+        if not isinstance(n, int) or not 2 <= n <= cfg.devices:
+            self._MustUse__silence = True
+            raise ValueError(f"n must be an integer 2..{cfg.devices} (AccelConfig.devices), not {n!r}")
+        self.cfg, self.n = cfg, n
+        self.core = core_ports(cfg)
+        members = {"ap_clk": In(1), "ap_rst_n": In(1)}
+        for k in range(n):
+            for name, (flow, width) in self.core.items():
+                if name not in ("ap_clk", "ap_rst_n") and not name.startswith("ring_"):
+                    members[f"dev{k}_{name}"] = flow(width)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        ring = [{n: Signal(w, name=f"d{k}_{n}") for n, (_, w) in self.core.items() if n.startswith("ring_")}
+                for k in range(self.n)]
+        for k in range(self.n):
+            conns = {}
+            for name, (flow, width) in self.core.items():
+                if name in ("ap_clk", "ap_rst_n"):
+                    sig = getattr(self, name)
+                elif name.startswith("ring_"):
+                    sig = ring[k][name]
+                else:
+                    sig = getattr(self, f"dev{k}_{name}")
+                conns[("o_" if flow == Out else "i_") + name] = sig
+            m.submodules[f"dev{k}"] = Instance(TOP_NAME, **conns)
+        for k in range(self.n):
+            tx, rx = ring[k], ring[(k + 1) % self.n]
+            m.d.comb += [rx["ring_rx_tdata"].eq(tx["ring_tx_tdata"]), rx["ring_rx_tlast"].eq(tx["ring_tx_tlast"]),
+                         rx["ring_rx_tvalid"].eq(tx["ring_tx_tvalid"]), tx["ring_tx_tready"].eq(rx["ring_rx_tready"])]
+        return m
+
+
+def plain_ring_verilog(cfg: AccelConfig, n: int) -> str:
+    """Verilog of `PlainRing` alone (top `dfx.hw.top.ring_name(n)`; it instantiates `TOP_NAME`, whose module
+    comes from `dfx.hw.top.verilog(cfg)`)."""
+    return back.convert(PlainRing(cfg, n), name=ring_name(n), emit_src=False)
 
 
 def pair_verilog(core_bits: int, model: LinkModel = LinkModel(), **kernel) -> str:

@@ -28,6 +28,7 @@ from dfx.program import Program
 
 from .core_build import kick_comb_processes, source_hash
 from .core_tb import JOB_ENV as CORE_JOB_ENV
+from .fast_verilator import verilator_build
 from .ring_kernel_tb import COUNTERS_ENV, JOB_ENV
 from .rtl_core import RtlCore, RtlResult
 from .toolchain import log_text, missing_simulator, run_module, runner_build, sim_env, simulator
@@ -69,12 +70,20 @@ def _module_text(name: str, make) -> str:
     return path.read_text()
 
 
+def core_module_text(cfg: AccelConfig, wformats: tuple[str, ...] = ()) -> str:
+    """The Verilog of one core (module `dfx.hw.top.TOP_NAME`, `dfx.hw.top.verilog(cfg)`; `wformats`: the quantized
+    weight families it reads), generated once per config, families and RTL sources (`core_build.source_hash`)."""
+    tag = "".join(f"_{f}" for f in wformats)
+    return _module_text(f"core_{cfg.name}_{cfg.config_hash}{tag}_{source_hash()}",
+                        lambda: core_verilog(cfg, **({"wformats": tuple(wformats)} if wformats else {})))
+
+
 def kernel_ring_text(cfg: AccelConfig, n: int, model: LinkModel, kernel: dict | None = None) -> str:
     """The ring of `KernelRingCore` as one Verilog text: the core's module (`dfx.hw.top.verilog(cfg)`) and the
     kernel's (`dfx.hw.ring_top.shell_verilog`), each generated once and cached by what it is made from, then
     the small wrapper that instantiates them n times with the links between them."""
     kernel = dict(kernel or {})
-    core = _module_text(f"core_{cfg.name}_{cfg.config_hash}_{source_hash()}", lambda: core_verilog(cfg))
+    core = core_module_text(cfg)
     h = hashlib.sha256(repr((16 * cfg.d, sorted(kernel.items()))).encode())
     for f in ("ring_kernel.py", "ring_link.py", "ring_top.py", "regs.py"):
         h.update((REPO / "hw" / f).read_bytes())
@@ -82,9 +91,10 @@ def kernel_ring_text(cfg: AccelConfig, n: int, model: LinkModel, kernel: dict | 
     return "\n".join((core, shell, ring_wrapper_verilog(cfg, n, model, kernel)))
 
 
-def _build(make_text, key: str, top: str, bdir: Path, sim: str, verilator_args=()):
+def build_text(make_text, key: str, top: str, bdir: Path, sim: str, verilator_args=(), fast: bool = False):
     """bdir/<top>.v from `make_text()` (only when `key` changed: the Verilog takes minutes), built for `sim`
-    (recompiled only when the text changed)."""
+    (recompiled only when the text changed; `fast`: Verilator builds the fast harness's way,
+    `dfx.verify.fast_verilator`). Returns the runner."""
     bdir.mkdir(parents=True, exist_ok=True)
     src, stamp = bdir / f"{top}.v", bdir / "stamp.txt"
     fresh = False
@@ -94,7 +104,10 @@ def _build(make_text, key: str, top: str, bdir: Path, sim: str, verilator_args=(
         fresh = not src.exists() or src.read_text() != text
         if fresh:
             src.write_text(text)
-    runner = runner_build(sim, src, top, bdir, fresh=fresh, waves=False, verilator_args=verilator_args)
+    if fast and sim == "verilator":
+        runner = verilator_build(src, top, bdir, fresh=fresh, waves=False)
+    else:
+        runner = runner_build(sim, src, top, bdir, fresh=fresh, waves=False, verilator_args=verilator_args)
     stamp.write_text(key)
     return runner
 
@@ -111,8 +124,8 @@ def run_pair(core_bits: int, model: LinkModel, messages: int = 40, max_beats: in
     t0 = time.time()
     kernel = dict(kernel or {})
     bdir = BUILD / f"pair{core_bits}_{sim}"
-    runner = _build(lambda: pair_verilog(core_bits, model, **kernel), _key(core_bits, model, kernel, sim), PAIR_NAME,
-                    bdir, sim)
+    runner = build_text(lambda: pair_verilog(core_bits, model, **kernel), _key(core_bits, model, kernel, sim),
+                        PAIR_NAME, bdir, sim)
     jobdir = bdir / "job"
     jobdir.mkdir(exist_ok=True)
     spec = {"dir": str(jobdir), "core_bits": core_bits, "messages": messages, "max_beats": max_beats,
@@ -151,9 +164,9 @@ class KernelRingCore(RtlCore):
         self.devs = list(range(self.n))
         top = ring_name(self.n)
         self.bdir = BUILD / f"{self.cfg.name}_{self.cfg.config_hash}_{self.sim}_kring{self.n}"
-        self.runner = _build(lambda: kernel_ring_text(self.cfg, self.n, model, kernel),
-                             _key(self.cfg.config_hash, self.n, model, kernel, self.sim), top, self.bdir, self.sim,
-                             verilator_args=("-O3",))
+        self.runner = build_text(lambda: kernel_ring_text(self.cfg, self.n, model, kernel),
+                                 _key(self.cfg.config_hash, self.n, model, kernel, self.sim), top, self.bdir,
+                                 self.sim, verilator_args=("-O3",))
 
     def _launch(self, job: dict) -> dict:
         """`RtlCore._launch`, then the kernels' and links' counters (cocotb test `ring_counters`, after the job

@@ -1,7 +1,8 @@
 """Host code against the RTL core, across processes: `run_host_job` builds the core for a config, starts a
 cocotb simulation of it, and the cocotb test `dfx_host_job` below (in the simulator process) resets the core and
 calls a host function in a thread bridged into the simulation (`dfx.verify.bridge`) with the core as
-`BlockingCore`s; what the function returns (a JSON-able dict) comes back.
+`BlockingCore`s; what the function returns (a JSON-able dict) comes back. A multi-device job runs on a ring of
+cores (`devices=n`; on the fast harness the cocotb test `dfx_fast_ring_host_job`, one `FastBlockingCore` each).
 
 The function is named as "module:function" and imported in the simulator process, so this package does not
 depend on its caller: the host `rtl` backend (`dfx.host.rtl_session`) passes the function that runs
@@ -25,28 +26,36 @@ from dfx.hw.dma import ddr_data_bits
 from .bridge import BlockingCore, bridge_api
 from .core_build import TOP, build
 from .core_tb import CoreTB, reset
-from .fast_bridge import FAST_HOST_ENV
+from .fast_bridge import FAST_HOST_ENV, FastBlockingCore
+from .fast_tb import FastTB
 from .fast_top import DDR_ABITS, HBM_ABITS, build_fast
+from .ring_harness import build_fast_ring
 from .toolchain import log_text, run_module, sim_env, simulator
 from .waves import dump_path
 
 HOST_JOB_ENV = "DFX_HOST_JOB"      # the job file of `dfx_host_job`
+RING_HOST_ENV = "DFX_RING_HOST_JOB"    # the job file of `dfx_fast_ring_host_job`
 
 
 def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = None, fast: bool | None = None,
-                 wformats: tuple[str, ...] = (), waves: str | Path | None = None) -> dict:
-    """Call `entry` ("module:function", called as function(cores, args) with one `BlockingCore`) inside a
-    simulation of one core built for `cfg`; returns its result. The memories start empty: the host code
-    uploads what it needs. DeviceError (one line) when the simulation ends without a result. `fast` (default:
-    unless $DFX_RTL_HARNESS is `axi`): the memories are models inside the design (`dfx.verify.fast_bridge`),
-    else cocotbext-axi `AxiRam`s. `wformats`: the quantized weight families the core is built with. `waves`:
-    write the run's FST there (the fast harness, `dfx.verify.waves`)."""
+                 wformats: tuple[str, ...] = (), waves: str | Path | None = None, devices: int = 1) -> dict:
+    """Call `entry` ("module:function", called as function(cores, args) with one `BlockingCore` per device)
+    inside a simulation of `devices` cores built for `cfg` (more than one: a ring, `dfx.hw.ring_top.PlainRing`);
+    returns its result. The memories start empty: the host code uploads what it needs. DeviceError (one line)
+    when the simulation ends without a result. `fast` (default: unless $DFX_RTL_HARNESS is `axi`): the memories
+    are models inside the design (`dfx.verify.fast_bridge`; a ring: `dfx.verify.ring_harness`), else
+    cocotbext-axi `AxiRam`s (one core only). `wformats`: the quantized weight families the core is built with.
+    `waves`: write the run's FST there (the fast harness, one device, `dfx.verify.waves`)."""
     if fast is None:
         fast = os.environ.get("DFX_RTL_HARNESS", "fast") != "axi"
+    if waves is not None and (not fast or devices > 1):
+        raise DeviceError("waveforms come from the fast harness of one device only; unset DFX_RTL_HARNESS (if "
+                          "it is 'axi') and run a 1-device program")
     if fast:
-        return _run_fast_host_job(cfg, entry, args, sim, wformats, waves)
-    if waves is not None:
-        raise DeviceError("waveforms come from the fast harness only; unset DFX_RTL_HARNESS (it is 'axi')")
+        return _run_fast_host_job(cfg, entry, args, sim, wformats, waves, devices)
+    if devices > 1:
+        raise DeviceError(f"the cocotbext-axi harness runs one core; a program of {devices} devices runs on the fast "
+                          "harness's ring: unset DFX_RTL_HARNESS (it is 'axi')")
     runner, bdir = build(cfg, sim, wformats=wformats)
     jobdir = bdir / "host_job"
     jobdir.mkdir(exist_ok=True)
@@ -61,33 +70,44 @@ def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = Non
                                 "out": str(out)}))
     _, fails = run_module(runner, "dfx.verify.session", TOP, bdir, jobdir, sim_env(**{HOST_JOB_ENV: str(spec)}),
                           log, testcase="dfx_host_job")
+    return _result(out, fails, log)
+
+
+def _result(out: Path, fails: int, log: Path) -> dict:
     if not out.exists():
         raise DeviceError(f"the RTL simulation ended without a result ({fails} failed test(s)); last log line: "
                           f"{(log_text(log).strip().splitlines() or ['-'])[-1][:200]}")
     return json.loads(out.read_text())
 
 
-def _run_fast_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None, wformats=(), waves=None) -> dict:
-    runner, bdir, top = build_fast(cfg, sim, waves=waves is not None, wformats=wformats)
+def _run_fast_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None, wformats=(), waves=None,
+                       devices: int = 1) -> dict:
+    if devices > 1:
+        runner, bdir, top = build_fast_ring(cfg, devices, simulator(sim), wformats)
+    else:
+        runner, bdir, top = build_fast(cfg, sim, waves=waves is not None, wformats=wformats)
     jobdir = bdir / "host_job"
     jobdir.mkdir(exist_ok=True)
     spec, out, log = jobdir / "job.json", jobdir / "result.json", jobdir / "test.log"
     out.unlink(missing_ok=True)
     wb = {"ddr": ddr_data_bits(cfg) // 8, "hbm": cfg.hbm_width // 8}
     spec.write_text(json.dumps({"cfg": cfg.to_dict(), "entry": entry, "args": args, "out": str(out), "word_bytes": wb,
-                                "ddr_bytes": wb["ddr"] << DDR_ABITS, "hbm_bytes": wb["hbm"] << HBM_ABITS}))
+                                "ddr_bytes": wb["ddr"] << DDR_ABITS, "hbm_bytes": wb["hbm"] << HBM_ABITS,
+                                "devices": devices}))
     dump = dump_path(simulator(sim), bdir, jobdir, top)
     dump.unlink(missing_ok=True)
-    _, fails = run_module(runner, "dfx.verify.fast_bridge", top, bdir, jobdir, sim_env(**{FAST_HOST_ENV: str(spec)}),
-                          log, testcase="dfx_fast_host_job", waves=waves is not None)
+    if devices > 1:
+        module, env, test = "dfx.verify.session", {RING_HOST_ENV: str(spec)}, "dfx_fast_ring_host_job"
+    else:
+        module, env, test = "dfx.verify.fast_bridge", {FAST_HOST_ENV: str(spec)}, "dfx_fast_host_job"
+    _, fails = run_module(runner, module, top, bdir, jobdir, sim_env(**env), log, testcase=test,
+                          waves=waves is not None)
     if waves is not None and dump.exists():
         shutil.move(dump, waves)
-    if not out.exists():
-        raise DeviceError(f"the RTL simulation ended without a result ({fails} failed test(s)); last log line: "
-                          f"{(log_text(log).strip().splitlines() or ['-'])[-1][:200]}")
+    res = _result(out, fails, log)
     if waves is not None and not Path(waves).exists():
         raise DeviceError(f"the simulator wrote no waveforms (looked for {dump})")
-    return json.loads(out.read_text())
+    return res
 
 
 def resolve_entry(entry: str):
@@ -112,5 +132,27 @@ def _cocotb_test():
     return dfx_host_job
 
 
+def _ring_cocotb_test():
+    import cocotb  # lazy: cocotb exists only inside the simulator process
+
+    @cocotb.test()
+    async def dfx_fast_ring_host_job(dut):
+        """`dfx_fast_host_job` (`dfx.verify.fast_bridge`) on a ring: one `FastBlockingCore` per device."""
+        spec = json.loads(Path(os.environ[RING_HOST_ENV]).read_text())
+        cfg, n = AccelConfig.from_dict(spec["cfg"]), spec["devices"]
+        tb = FastTB(dut, cfg, n, spec["word_bytes"])
+        await tb.start()
+        await tb.load({})
+        await tb.reset()
+        cores = [FastBlockingCore(tb, k, spec["ddr_bytes"], spec["hbm_bytes"]) for k in range(n)]
+        fn = resolve_entry(spec["entry"])
+        result = await bridge_api()[0](lambda: fn(cores, spec["args"]))()
+        Path(spec["out"]).write_text(json.dumps(result))
+
+    return dfx_fast_ring_host_job
+
+
 if "cocotb" in sys.modules and os.environ.get(HOST_JOB_ENV):  # loaded by cocotb as the test module of a job
     dfx_host_job = _cocotb_test()
+if "cocotb" in sys.modules and os.environ.get(RING_HOST_ENV):  # a ring's job on the fast harness
+    dfx_fast_ring_host_job = _ring_cocotb_test()

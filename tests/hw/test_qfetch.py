@@ -20,10 +20,11 @@ WIDE = AccelConfig(name="wide", d=8, l=4, vpu_width=8, hbm_channels=16, hbm_widt
 DEEP = AccelConfig(name="deep", d=64, l=1, vpu_width=64, hbm_channels=2, hbm_width=512)      # G = 32 < d
 
 
-def quant_weight(fmt, k, n, seed):
-    """A random (k, n) QuantWeight of `fmt` with legal codes, scales (some negative) and zero points."""
+def quant_weight(fmt, k, n, seed, phase=0):
+    """A random (k, n) QuantWeight of `fmt` with legal codes, scales (some negative) and zero points; `phase`: its
+    group axis starts that far into its first group (a column piece cut mid-group)."""
     rng = np.random.default_rng(seed)
-    ss = fmt.scale_shape(k, n)
+    ss = fmt.scale_shape(k, n, phase)
     scales = (rng.standard_normal(ss) * 0.02).astype(np.float16)
     zeros = None
     if fmt.kind == "int":
@@ -37,14 +38,14 @@ def quant_weight(fmt, k, n, seed):
     else:
         ok = np.flatnonzero(~np.isnan(formats.FP8_TABLES[fmt.kind]))
         codes = rng.choice(ok, (k, n)).astype(np.uint8)
-    return formats.QuantWeight(fmt, codes, scales, zeros).check()
+    return formats.QuantWeight(fmt, codes, scales, zeros, phase=phase).check()
 
 
-def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None):
-    """(tiles the fetcher produced, tiles expected, status) for one instruction on a region at HBM byte `base`;
-    `times` (a list) gets the cycle of each tile."""
+def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None, phase=0):
+    """(tiles the fetcher produced, tiles expected, status) for one instruction on a region at HBM byte `base`
+    (a matrix of phase `phase`); `times` (a list) gets the cycle of each tile."""
     fmt = formats.parse(name)
-    qw = quant_weight(fmt, k, n, seed)
+    qw = quant_weight(fmt, k, n, seed, phase)
     region = formats.pack_region(qw, cfg.d, cfg.l)
     d, l, B = cfg.d, cfg.l, cfg.beat_bytes
     kt, nt = -(-k // d), -(-n // l)
@@ -149,6 +150,34 @@ def test_tiles_match_simulator(cfg, name, k, n, base):
     assert not bad.size, [(int(t), int(e), hex(got[t, e]), hex(want[t, e])) for t, e in bad[:5]]
 
 
+PHASE_CASES = [  # (config, format, k, n, base, phase): a column piece cut mid-group (ic), or a row axis (oc)
+    (TINY, "int4-ic-g32", 16, 40, 64, 8),
+    (TINY, "int4-oc-g32", 44, 10, 64, 8),
+    pytest.param(TINY, "int4-ic-g128-asym", 16, 70, 0, 100, marks=SLOW),
+    pytest.param(TINY, "int8-ic-g64", 24, 60, 64, 4, marks=SLOW),
+    pytest.param(WIDE, "int3-ic-g32-asym", 32, 70, 320, 12, marks=SLOW),
+    pytest.param(TINY, "bcq2-ic-g32", 8, 72, 64, 16, marks=SLOW),
+    pytest.param(TINY, "fp8e4m3-ic-g64", 16, 60, 0, 60, marks=SLOW),
+    pytest.param(TINY, "int8-oc-g64-asym", 72, 6, 192, 24, marks=SLOW),
+    pytest.param(TINY, "int3-oc-g128", 40, 11, 64, 120, marks=SLOW),
+    pytest.param(TINY, "bcq3-oc-g32", 40, 9, 64, 16, marks=SLOW),
+    pytest.param(WIDE, "fp8e5m2-oc-g32", 40, 8, 4096 - 128, 8, marks=SLOW),
+]
+
+
+@pytest.mark.parametrize("cfg,name,k,n,base,phase", PHASE_CASES,
+                         ids=[f"{_vals(c)[0].name}-{_vals(c)[1]}-{_vals(c)[2]}x{_vals(c)[3]}-p{_vals(c)[5]}"
+                              for c in PHASE_CASES])
+def test_phase_tiles_match_simulator(cfg, name, k, n, base, phase):
+    """Regions whose group axis starts mid-group (`dfx.formats.piece_phase`: scale_shape(k, n, phase) scales),
+    under random back-pressure: every tile bit-exact to `dfx.formats.dequant`."""
+    got, want, status = run_fetch(cfg, name, k, n, base, seed=k * 131 + n + phase, phase=phase)
+    assert status == [0b11], status
+    bad = np.argwhere(got != want)
+    assert got.shape == want.shape and not bad.size, [(int(t), int(e), hex(got[t, e]), hex(want[t, e]))
+                                                      for t, e in bad[:5]]
+
+
 @pytest.mark.parametrize("name,cycles", [("int4-oc-g32", 64), ("int4-ic-g32", 67)])
 def test_one_tile_per_cycle(name, cycles):
     """Without stalls (a beat a cycle from memory), the fetcher hands over one tile per cycle: 64 tiles of a
@@ -170,11 +199,14 @@ def test_two_groups_per_tile():
 def test_descriptor_mismatch_is_bad_format():
     """A region whose descriptor does not match the instruction (here its wfmt: an int8 region read as int4)
     reports bad_fmt (the engine's STATUS.illegal_opcode); per-input-channel groups on a k that is not a multiple
-    of d too."""
+    of d too, and phases that are not whole column blocks (ic: a multiple of l) or row tiles (oc: of d)."""
     fmt = formats.parse("int8-oc")
     ic = formats.parse("int4-ic-g32")
     cases = [("int4-oc", formats.pack_region(quant_weight(fmt, 16, 8, 0), TINY.d, TINY.l), 16),
-             ("int4-ic-g32", formats.pack_region(quant_weight(ic, 12, 8, 0), TINY.d, TINY.l), 12)]
+             ("int4-ic-g32", formats.pack_region(quant_weight(ic, 12, 8, 0), TINY.d, TINY.l), 12),
+             ("int4-ic-g32", formats.pack_region(quant_weight(ic, 16, 8, 0, phase=2), TINY.d, TINY.l), 16),
+             ("int4-oc-g32", formats.pack_region(quant_weight(formats.parse("int4-oc-g32"), 16, 8, 0, phase=4),
+                                                 TINY.d, TINY.l), 16)]
     for name, reg, k in cases:
         f = formats.parse(name)
         dut = QuantTiles(TINY, core_family(f))
@@ -212,4 +244,9 @@ def test_families_and_refusals():
     assert core_cannot_read(formats.parse("bcq3-oc-g128")) is None and core_family(formats.parse("bcq3-oc")) == "bcq3"
     assert core_cannot_read(formats.parse("int4-ic-g128"), 0, 64, 8) is None
     assert "per-input-channel" in core_cannot_read(formats.parse("int4-ic-g128"), 0, 60, 8)
-    assert "phase" in core_cannot_read(formats.parse("int4-oc-g128"), 3)
+    assert "phase 3" in core_cannot_read(formats.parse("int4-oc-g128"), 3, 256, 8)
+    assert core_cannot_read(formats.parse("int4-oc-g128"), 64, 256, 8) is None
+    assert core_cannot_read(formats.parse("int4-ic-g128"), 4, 64, 8, 4) is None           # whole column blocks
+    assert "multiple of l (4)" in core_cannot_read(formats.parse("int4-ic-g128"), 2, 64, 8, 4)
+    assert "multiple of d (8)" in core_cannot_read(formats.parse("int4-ic-g128"), 4, 64, 8)  # l unknown: d
+    assert "inside a group" in core_cannot_read(formats.parse("int4-ic-g32"), 40, 64, 8)

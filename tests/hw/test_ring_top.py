@@ -171,3 +171,29 @@ def test_kernel_ring_instantiates_one_core_and_one_kernel_module():
         shell.signature.members)
     with pytest.raises(ValueError, match="n must be an integer 2..8"):
         KernelRing(cfg, 9)
+
+
+def test_plain_ring_joins_instances_of_one_core_module():
+    """The plain ring (the multi-device rtl backend's design): n instances `dev<k>` of the one core module, core
+    k's ring_tx wired straight to core (k+1) % n's ring_rx, every other port behind a `dev<k>_` prefix, the same
+    ports and top name as `dfx.hw.top.RingTop`."""
+    import re
+
+    from dfx.config import load_config
+    from dfx.hw.ring_top import PlainRing, plain_ring_verilog
+    from dfx.hw.top import TOP_NAME, RingTop, ring_name
+    cfg = load_config("tiny")
+    text = plain_ring_verilog(cfg, 4)
+    assert re.findall(rf"^\s*{TOP_NAME} (dev\d) \(", text, re.M) == ["dev0", "dev1", "dev2", "dev3"]
+    assert re.findall(r"^module \\?(\S+)\(", text, re.M) == [ring_name(4)]       # the wrapper only
+    for k in range(4):      # dev k's tx data reaches dev k+1's rx (one net, or an assign between two)
+        tx = re.search(r"\.ring_tx_tdata\((\S+)\)", text[text.index(f"{TOP_NAME} dev{k} ("):]).group(1)
+        rx = re.search(r"\.ring_rx_tdata\((\S+)\)", text[text.index(f"{TOP_NAME} dev{(k + 1) % 4} ("):]).group(1)
+        assert tx == rx or re.search(rf"assign {re.escape(rx)} = {re.escape(tx)};", text), (k, tx, rx)
+    ring = PlainRing(cfg, 2)
+    ref = RingTop(cfg, 2)
+    for x in (ref, *ref.tops, *(t.core for t in ref.tops)):
+        x._MustUse__silence = True
+    assert set(ring.signature.members) == set(ref.signature.members)
+    with pytest.raises(ValueError, match="n must be an integer 2..8"):
+        PlainRing(cfg, 1)

@@ -1,0 +1,74 @@
+"""The multi-device `rtl` backend: the embedded default model compiled for n devices (`dfx compile --devices n
+[--weights W]`) runs `Session.generate` on a plain ring of n simulated cores (`dfx.host.rtl_session.run_session`,
+`dfx.hw.ring_top.PlainRing` in the fast harness) and on the `sim` backend; the tokens must be equal and the
+logits each token was sampled from bit-exact. Prints the build and simulation wall time, the kernel cycles
+(prefill, decode) and the verdict: the figures of docs/rtl_core.md, "Several devices".
+
+    .venv/bin/python benchmarks/rtl_ring_session.py [--devices 2] [--weights fp16] [--prompt "def "] [--new 2]
+        [--sim icarus|verilator]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def run(devices: int, weights: str, prompt: str, new: int, sim: str | None) -> dict:
+    from dfx.compiler import compile_model
+    from dfx.host.rtl_session import run_session
+    from dfx.host.session import Session
+    from dfx.models.checkpoint import load_default
+    from dfx.models.tokenizer import load_tokenizer
+    from dfx.program import save_program
+
+    model = load_default()
+    prog = compile_model(model, "tiny", devices=devices, weights=weights)
+    ids = load_tokenizer(None, prog.symbols.vocab_size).encode(prompt)
+    with Session(prog, "sim") as s:
+        want, want_logits = [], []
+        for tok in s.generate(ids, new):
+            want.append(tok)
+            want_logits.append(s.backend.read_logits())
+    with tempfile.TemporaryDirectory(prefix="dfx-ring-") as d:
+        path = save_program(prog, Path(d) / "program.dfx")
+        t0 = time.time()
+        res = run_session(path, ids, new, sim=sim, timeout=3600.0, logits=True, on_progress=_progress(t0))
+        wall = time.time() - t0
+    same = [np.array_equal(a.view(np.uint16), b.view(np.uint16)) for a, b in zip(res["logits"], want_logits)]
+    return {"devices": devices, "weights": weights, "prompt_tokens": len(ids), "new": new, "tokens": res["tokens"],
+            "want": want, "logits_bit_exact": all(same) and len(same) == len(want), "wall_s": wall,
+            "summary": res["summary"]}
+
+
+def _progress(t0: float):
+    def show(count, cycles):
+        if count:
+            print(f"  step {count}: {cycles:,} cycles ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return show
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", type=int, default=2)
+    ap.add_argument("--weights", default="fp16")
+    ap.add_argument("--prompt", default="def ")
+    ap.add_argument("--new", type=int, default=2)
+    ap.add_argument("--sim", default=None)
+    a = ap.parse_args(argv)
+    r = run(a.devices, a.weights, a.prompt, a.new, a.sim)
+    s = r["summary"]
+    ok = r["tokens"] == r["want"] and r["logits_bit_exact"]
+    print(f"{r['devices']} devices, {r['weights']}, {r['prompt_tokens']} prompt tokens + {r['new']} new: "
+          f"tokens {r['tokens']} (sim {r['want']}), logits bit-exact: {r['logits_bit_exact']}; kernel cycles "
+          f"prefill {s['prefill_cycles']:,}, decode {s['decode_cycles']:,}; wall {r['wall_s']:.0f} s (build + "
+          f"simulation): {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
