@@ -58,13 +58,25 @@ def _sim_reference(prog, prompt, new):
     return toks, logits
 
 
+def test_rings_are_refused_in_one_line_until_they_finish(monkeypatch):
+    """A ring run stalls at the host's first status poll (docs/rtl_core.md, "Several devices"): without
+    DFX_RTL_RING=1 the backend refuses a program of several devices before anything is built."""
+    monkeypatch.delenv("DFX_RTL_RING", raising=False)
+    with pytest.raises(DeviceError, match=r"ring of 2 cores does not finish a run yet.*DFX_RTL_RING=1") as e:
+        run_session(FIX / "tiny_2dev.dfx", [1, 2], 1)
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.cocotb
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the ring's first CTRL poll gets no AXI4-Lite response (docs/rtl_core.md, "
+                   "Several devices): open")
 @pytest.mark.parametrize("weights", ["fp16", "int4-oc-g128"])
-def test_two_devices_match_sim(weights, tmp_path):
+def test_two_devices_match_sim(weights, tmp_path, monkeypatch):
     """The embedded default model compiled for 2 devices (`dfx compile --devices 2 [--weights W]`) on the rtl
     backend: tokens equal the sim backend's and the logits bit-exact."""
     _need_ring_rtl()
+    monkeypatch.setenv("DFX_RTL_RING", "1")
     from dfx.compiler import compile_model
     from dfx.models.checkpoint import load_default
     from dfx.program import save_program
