@@ -113,11 +113,14 @@ def lane_mask(width: int, lo, count) -> "Value":
     return Cat(*[(lo <= r) & (r < lo + count) for r in range(width)])
 
 
-def shift_units(x, amount, unit: int, left: bool) -> Value:
+def shift_units(x, amount, unit: int, left: bool, m: Module | None = None) -> Value:
     """`x` shifted by `amount * unit` bits, zero-filled, as wide as `x`: `(x << amount * unit)[:len(x)]` or
     `x >> amount * unit`, built as one 2:1 mux stage per bit of `amount`. (Amaranth's `<<` by a value widens
     its result by 2**width(amount) - 1 bits, and `y << int` is a shift by a Const of that width, so
-    `x << (amount << 4)` on a VBUF entry grows past the 65,536-bit net limit at d=64.)"""
+    `x << (amount << 4)` on a VBUF entry grows past the 65,536-bit net limit at d=64.) With a module `m`, every
+    stage is a signal of its own: each stage reads its input twice, so as one expression the stages form a DAG
+    that the netlist builder expands into 2**stages copies (quadratic in d: 37 GB at d=32, out of memory at
+    the dfx preset)."""
     x = Value.cast(x)
     amount = Value.cast(amount)
     w = len(x)
@@ -130,6 +133,10 @@ def shift_units(x, amount, unit: int, left: bool) -> Value:
         else:
             moved = Cat(x[s:], C(0, s))
         x = Mux(amount[i], moved, x)
+        if m is not None:
+            stage = Signal(w, name=f"shift{unit}_{'l' if left else 'r'}{i}")
+            m.d.comb += stage.eq(x)
+            x = stage
     return x
 
 
@@ -309,12 +316,13 @@ class DmaEngine(Engine):
         m.d.comb += [req.eq(meta.r_rdy & rvalid), got.eq(req & vbuf.w_rdy), meta.r_en.eq(got)]
         wide = max(8 * cb, 8 * ddrb, 16 * d)
         shifted = Signal(wide)
-        m.d.comb += shifted.eq(shift_units(Cat(rdata, C(0, wide - len(rdata))), mh.off, 8, left=False))
+        m.d.comb += shifted.eq(shift_units(Cat(rdata, C(0, wide - len(rdata))), mh.off, 8, left=False, m=m))
+        placed = shift_units(shifted[:16 * d], mh.lane, 16, left=True, m=m)
         with m.If(req):
             m.d.comb += [
                 vbuf.w_addr.eq(mh.entry),
                 vbuf.w_en.eq(lane_mask(d, mh.lane, mh.cnt)),
-                vbuf.w_data.eq(daz16_lanes(shift_units(shifted[:16 * d], mh.lane, 16, left=True))),
+                vbuf.w_data.eq(daz16_lanes(placed)),
             ]
         pop = Signal()                                     # the piece ends its memory beat
         m.d.comb += [pop.eq((cnt == to_beat) | (cur_left == cnt)),
@@ -330,9 +338,10 @@ class DmaEngine(Engine):
         wdata_bits = max(8 * cb, 8 * ddrb)
         st_data = Signal(wdata_bits)
         st_strb = Signal(wdata_bits // 8)
-        elems = shift_units(vbuf.ra_data, lane, 16, left=False)
+        elems = shift_units(vbuf.ra_data, lane, 16, left=False, m=m)
         m.d.comb += [
-            st_data.eq(shift_units(Cat(elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits], off, 8, left=True)),
+            st_data.eq(shift_units(Cat(elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits], off, 8, left=True,
+                                         m=m)),
             st_strb.eq(lane_mask(wdata_bits // 8, off, cnt << 1)),
         ]
         acc_data, acc_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
