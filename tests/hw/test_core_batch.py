@@ -224,6 +224,8 @@ def test_compiled_batched_prefill_bitexact_and_calibrated(fast, batched_program)
 @pytest.mark.slow
 @pytest.mark.skipif(__import__("dfx.verify.toolchain", fromlist=["x"]).missing_simulator("verilator") is not None,
                     reason="Verilator is missing")
+@pytest.mark.xfail(strict=True, reason="the rtl backend's fast harness holds 1 MiB per HBM channel; the embedded model's "
+                   "FP16 image needs 1.78 MiB (docs/rtl_core.md, What is missing): run 2026-12-05, refused in one line")
 def test_embedded_model_batched_on_rtl_backend(tmp_path, monkeypatch):
     """The embedded default model compiled with --prefill-batch 4: `dfx run --backend rtl` (SIM=verilator, the
     prompt through prefill_batch in chunks of 4) prints the text `--backend sim` prints. (Its logits, bit-exact
