@@ -77,6 +77,7 @@ class Top(wiring.Component):
             raise ValueError(f"hbm_slr_stages must be an integer 0..4, not {hbm_slr_stages!r}")
         self.cfg = cfg
         self.reset_pipe = ResetPipe(reset_stages)
+        self.reset_pipe._MustUse__silence = True     # elaborated with the top; silent when only its ports are read
         self.reset_stages, self.hbm_slr_stages = reset_stages, hbm_slr_stages
         self.core = Core(cfg, **stages)
         csig = self.core.signature.members
