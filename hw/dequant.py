@@ -3,8 +3,8 @@
 
 - int (symmetric): w = to_fp16(f32(q) * f32(s)), q a signed b-bit code;
 - int (asymmetric): w = to_fp16(f32(u - z) * f32(s)), u - z exact as a (b+1)-bit integer;
-- fp8 (E4M3, E5M2): the code's binary16 value from a 256-entry ROM (`formats.FP8_TABLES`), then the same
-  multiply and rounding;
+- fp8 (E4M3, E5M2): the code's exact value from a 256-entry ROM of binary32 words (`formats.FP8_TABLES`; E5M2's
+  subnormal codes stay, no DAZ on the code), then the same multiply and rounding;
 - bcq (Q planes): acc = +0; acc = RNE32(acc + (alpha_i if bit_i else -alpha_i)) for i = 0 .. Q-1; to_fp16(acc).
 
 Scales and alphas are read with DAZ (`fp.widen16`); `fp32_to_fp16` flushes subnormal results, as the spec
@@ -17,6 +17,7 @@ scale belongs to which element, `formats.RegionLayout`) is the tile fetcher's jo
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
+import numpy as np
 from amaranth import C, Mux, Value
 from amaranth.lib import data
 
@@ -71,8 +72,9 @@ class Dequantizer(PipelinedUnit):
             code = Value.cast(v.code)
             q = code.as_unsigned() - v.zero if f.asym else code.as_signed()
             val = T(int_to_fp32(p, q), x.t)
-        else:                                                       # fp8: the code's exact binary16 value
-            (v16,) = p.rom(f"fp8_{f.kind}", formats.FP8_TABLES[f.kind].view("uint16"), 16, [T(v.code, x.t)])
-            val = T(widen16(v16.v), v16.t)
+        else:                      # fp8: the code's exact value as binary32 (E5M2's subnormals are binary16
+            #                        subnormals: widened with DAZ they would be lost, and the spec keeps them)
+            exact = formats.FP8_TABLES[f.kind].astype(np.float32).view(np.uint32)
+            (val,) = p.rom(f"fp8_{f.kind}", exact, 32, [T(v.code, x.t)])
         s = T(widen16(v.scale), x.t)
         return fp32_to_fp16(p, fp32_mul(p, val, s, self.mul_stages, a_bits=11))
