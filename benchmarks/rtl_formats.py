@@ -5,11 +5,11 @@ every decode step) and run on ONE core built with every quantized family (`dfx.h
 fast RTL harness (`dfx.verify.fast_core`, Verilator by default): the same token steps, every decode step's logits
 compared bit for bit, and the text the RTL's logits pick (greedy) compared byte for byte with the sim backend's.
 
-The core is the rtl backend's build under `DFX_RTL_WFORMATS=all` (`dfx.verify.core_build.extra_families`: the
-fast harness's default memories, 1 MiB per HBM pseudo-channel), so `DFX_RTL_WFORMATS=all dfx run --backend rtl`
-runs any of these programs on the same build. 16 KV positions keep every quantized image under those 4 MiB
-(the largest, int8-ic-g32-asym, is 3.5 MiB); the FP16 image (6.2 MiB) does not fit and is not run here
-(benchmarks/rtl_core_cycles.py runs the FP16 program on a harness with deeper memories).
+The core is the rtl backend's build under `DFX_RTL_WFORMATS=all` (`dfx.verify.core_build.extra_families`), its
+memories sized for the largest image of the formats run (`dfx.verify.fast_top.program_abits`: the FP16 image, 6.2
+MiB at 16 KV positions, needs 2 MiB per HBM pseudo-channel), so `DFX_RTL_WFORMATS=all dfx run --backend rtl` runs
+any of these programs on the same build. A program larger than the harness's maximum would be "not run" with that
+line.
 
     .venv/bin/python benchmarks/rtl_formats.py [--formats all|NAME,...] [--prompt d] [--new 2] [--sim verilator]
         [--batch 4] [--reference-only] [--table-only] [--update-docs]
@@ -19,8 +19,9 @@ of a decode step: the HBM bytes of its weight matrices over its cycles; the port
 `hbm_width` / 8) and with `--update-docs` writes it into docs/rtl_core.md, section "Quantized weights", between
 its formats markers. A format the core cannot read is refused before the run (`quantized_refusal`, its line in
 the table). Compiled programs, the sim backend's results and each format's RTL result are cached under
-build/rtl_formats/ (a rerun does only what is missing; the RTL results are keyed by the core's sources, the
-simulator, the prompt and --new). Progress on stderr.
+build/rtl_formats/ (a rerun does only what is missing; the RTL results are keyed by a hash of the core's generated
+Verilog, the compiled programs, the simulator, the prompt and --new, so results of other RTL never count). Progress
+on stderr.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "rtl_core.md"
 CACHE = REPO / "build" / "rtl_formats"
 BEGIN, END = "<!-- formats:begin -->", "<!-- formats:end -->"
-MAX_SEQ = 16             # KV positions: the quantized images fit the fast harness's default HBM (4 MiB)
+MAX_SEQ = 16             # KV positions: a short cache keeps each image (and the harness's memories) small
 GROUP_ORDER = {None: 0, 32: 1, 128: 2, 64: 3}      # whole-channel groups first: every family, axis, zero points
 
 
@@ -120,7 +121,8 @@ def prepare(names, prompt, new, ckey):
     a program the core cannot read, {"skipped": why} for one the harness's memories cannot hold}."""
     from tqdm import tqdm
     from dfx.verify.core_build import quantized_refusal
-    from dfx.verify.fast_top import HBM_ABITS
+    from dfx.errors import DeviceError
+    from dfx.verify.fast_top import program_abits
     refs = {}
     rdir = CACHE / "reference" / f"{ckey}_s{MAX_SEQ}_{bytes(prompt).hex()}_{new}"
     rdir.mkdir(parents=True, exist_ok=True)
@@ -131,15 +133,16 @@ def prepare(names, prompt, new, ckey):
             continue
         prog = program_for(name, ckey)
         why = quantized_refusal(prog)
-        cfg = prog.config
-        cap = (cfg.hbm_width // 8 << HBM_ABITS) * cfg.hbm_channels
-        size = len(prog.devices[0].hbm)
+        try:
+            abits = program_abits(prog)
+        except DeviceError as e:
+            abits, big = None, str(e)
         if why:
             ref = {"refused": why}
-        elif size > cap:
-            ref = {"skipped": f"its HBM image ({size / 2**20:.1f} MiB) exceeds the fast harness's {cap >> 20} MiB"}
+        elif abits is None:
+            ref = {"skipped": big}
         else:
-            ref = sim_reference(prog, prompt, new)
+            ref = {**sim_reference(prog, prompt, new), "abits": list(abits)}
         ref["weight_bytes"] = weight_bytes(prog)
         path.write_text(json.dumps(ref))
         refs[name] = ref
@@ -147,8 +150,8 @@ def prepare(names, prompt, new, ckey):
 
 
 def rtl_results(names, refs, ckey, sim, batch, key, run: bool = True) -> dict:
-    """Run every format that is not refused on one core with every family (cached per format; `run` False: the
-    cached results only)."""
+    """Run every format that is not refused on one core with every family, its memories deep enough for every
+    format of `names` (cached per format; `run` False: the cached results only)."""
     from tqdm import tqdm
     from dfx import regmap
     from dfx.hw.qfetch import CORE_FAMILIES
@@ -163,8 +166,10 @@ def rtl_results(names, refs, ckey, sim, batch, key, run: bool = True) -> dict:
     t0 = time.time()
     print(f"building (or finding cached) the core with {', '.join(CORE_FAMILIES)} for {sim} ...", file=sys.stderr)
     from dfx.config import load_config
-    core = FastCore(load_config("tiny"), sim, wformats=tuple(CORE_FAMILIES),
-                    workdir=CACHE / "jobs")
+    sized = [refs[n]["abits"] for n in names if "steps" in refs[n]]
+    abits = [max(a[i] for a in sized) for i in (0, 1)]
+    core = FastCore(load_config("tiny"), sim, wformats=tuple(CORE_FAMILIES), ddr_abits=abits[0],
+                    hbm_abits=abits[1], workdir=CACHE / "jobs")
     print(f"  ready in {time.time() - t0:.0f} s: {core.bdir}", file=sys.stderr)
     bar = tqdm(total=len(todo), desc=f"RTL ({sim})", file=sys.stderr, unit="format")
     halted = regmap.STATUS_BITS["halted"]
@@ -272,14 +277,17 @@ def main(argv=None):
     ap.add_argument("--update-docs", action="store_true", help="write the table into docs/rtl_core.md")
     a = ap.parse_args(argv)
     from dfx.config import load_config
-    from dfx.verify.core_build import source_hash
+    from dfx.hw.qfetch import CORE_FAMILIES
+    from dfx.verify.fast_top import core_text
     names = formats_to_run(a.formats)
     prompt = list(a.prompt.encode())
     ckey = compile_key()
     refs = prepare(names, prompt, a.new, ckey)
     if a.reference_only:
         return
-    key = f"{a.sim} sources={source_hash()} compile={ckey} max_seq={MAX_SEQ} prompt={bytes(prompt).hex()} new={a.new}"
+    print("generating (or finding cached) the core's Verilog ...", file=sys.stderr)
+    rtl = hashlib.sha256(core_text(load_config("tiny"), 1, tuple(CORE_FAMILIES)).encode()).hexdigest()[:16]
+    key = f"{a.sim} verilog={rtl} compile={ckey} max_seq={MAX_SEQ} prompt={bytes(prompt).hex()} new={a.new}"
     done = rtl_results(names, refs, ckey, a.sim, a.batch, key, run=not a.table_only)
     cmd = "benchmarks/rtl_formats.py" + ("" if a.formats == "all" else f" --formats {a.formats}")
     cmd += "".join(f" --{k} {v}" for k, v in (("prompt", a.prompt), ("new", a.new), ("sim", a.sim))

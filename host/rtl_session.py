@@ -62,7 +62,8 @@ def run_session(program_path, prompt: list[int], max_new_tokens: int, sampling: 
         res = run_host_job(prog.config, ENTRY, {"program": str(program_path), "prompt": list(prompt),
                                                 "max_new": max_new_tokens, "sampling": dict(sampling or {}),
                                                 "timeout": timeout, "progress": relay, "logits": logits},
-                           sim, wformats=weight_families(prog), waves=waves, devices=prog.n_devices)
+                           sim, wformats=weight_families(prog), waves=waves, devices=prog.n_devices,
+                           program=prog)
     if res.get("error"):
         raise DeviceError(res["error"])
     if "logits" in res:

@@ -25,6 +25,10 @@ harness.
 slow part: cached per source hash, `dfx.verify.core_build.source_hash`), the wrapper and the RAM module.
 `build_fast(cfg, sim, ...)` builds it with cocotb's runner under build/rtl_fast/ (rebuilt only when a source or
 a parameter changes) and returns (runner, build_dir, top name).
+
+The memories' depths are build parameters (each depth a build of its own): `memory_abits(cfg, ddr_bytes,
+hbm_channel_bytes)` picks the address bits that hold given images (the next power of two of words, the defaults
+`DDR_ABITS` / `HBM_ABITS` the least, `MAX_ABITS` the most), `program_abits(program)` those of a program's images.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
@@ -38,6 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from dfx import regmap
 from dfx.config import AccelConfig
+from dfx.errors import DeviceError
 from dfx.hw.dma import ddr_data_bits
 from dfx.hw.top import TOP_NAME, Top, ring_name
 from dfx.hw.top import verilog as core_verilog
@@ -45,12 +50,14 @@ from dfx.hw.top import verilog as core_verilog
 from .axi_mem import RAM_VERILOG, AxiMem
 from .core_build import REPO, kick_comb_processes, source_hash
 from .fast_verilator import pgo_default, recipe, verilator_build
+from .rtl_core import ddr_layout
 from .toolchain import runner_build, simulator
 from .waves import SIGNALS, check_probe, probe_name, probe_verilog, signal_names
 
 BUILD = REPO / "build" / "rtl_fast"
 DDR_ABITS = 16           # default depth: 2**16 words of DDR (1 MiB at the tiny config's 16-byte beat)
 HBM_ABITS = 16           # and of each HBM pseudo-channel
+MAX_ABITS = 20           # the deepest memory built: 2**20 words (16 MiB per memory at tiny's 16-byte beat)
 _AXI_PORTS = ("m_axi_ddr",)
 
 
@@ -62,6 +69,32 @@ def mem_names(cfg: AccelConfig, devices: int) -> list[str]:
     """The memories in port order: per device its DDR, then its HBM pseudo-channels (also their file stems)."""
     return [n for k in range(devices)
             for n in [f"d{k}_ddr"] + [f"d{k}_hbm{c:02d}" for c in range(cfg.hbm_channels)]]
+
+
+def memory_abits(cfg: AccelConfig, ddr_bytes: int, hbm_channel_bytes: int) -> tuple[int, int]:
+    """(ddr_abits, hbm_abits): the memory depths (2**abits words) that hold `ddr_bytes` of DDR and
+    `hbm_channel_bytes` in each HBM pseudo-channel: the next power of two of words, at least `DDR_ABITS` /
+    `HBM_ABITS`. An image above `MAX_ABITS` words: a one-line DeviceError naming the memory and the maximum."""
+    out = []
+    for what, size, word, least in (("the DDR image", ddr_bytes, ddr_data_bits(cfg) // 8, DDR_ABITS),
+                                    ("each HBM channel image", hbm_channel_bytes, cfg.hbm_width // 8, HBM_ABITS)):
+        abits = max(least, (-(-size // word) - 1).bit_length())
+        if abits > MAX_ABITS:
+            raise DeviceError(f"{what} is {size / 2**20:.2f} MiB, more than the {(word << MAX_ABITS) / 2**20:.0f} "
+                              f"MiB (2**{MAX_ABITS} words of {word} B) the fast RTL harness's memories hold at most; "
+                              "use more devices, a smaller weight format or a shorter --max-seq")
+        out.append(abits)
+    return out[0], out[1]
+
+
+def program_abits(program) -> tuple[int, int]:
+    """`memory_abits` of the largest images of `program`'s devices (its DDR image with every stream appended, as
+    every backend lays it out, and its striped HBM image per pseudo-channel)."""
+    cfg = program.config
+    ddr = max(len(ddr_layout(program, k)[0]) + 64 for k in range(program.n_devices))
+    hbm = max(-(-len(program.devices[k].hbm) // cfg.beat_bytes) * cfg.channel_beat_bytes
+              for k in range(program.n_devices))
+    return memory_abits(cfg, ddr, hbm)
 
 
 def _core_ports(cfg: AccelConfig) -> dict:
@@ -146,7 +179,7 @@ class FastTop(wiring.Component):
         return m
 
 
-def _core_text(cfg: AccelConfig, devices: int, wformats: tuple[str, ...] = (), in_order: bool = False) -> str:
+def core_text(cfg: AccelConfig, devices: int = 1, wformats: tuple[str, ...] = (), in_order: bool = False) -> str:
     """The core's Verilog (generated once per source hash, config, weight families and issue policy, kept under
     build/rtl_fast/)."""
     tag = "".join(f"_{f}" for f in wformats) + ("_inorder" if in_order else "")
@@ -164,7 +197,7 @@ def fast_verilog(cfg: AccelConfig, devices: int = 1, ddr_abits: int = DDR_ABITS,
     quantized weight families; `in_order`: the core dispatching one instruction at a time
     (`Core(in_order=True)`)."""
     wrapper = back.convert(FastTop(cfg, devices, ddr_abits, hbm_abits), name=fast_name(devices), emit_src=False)
-    core = _core_text(cfg, devices, wformats, in_order)
+    core = core_text(cfg, devices, wformats, in_order)
     check_probe(core)
     return core + "\n" + wrapper + "\n" + probe_verilog(fast_name(devices), devices) + "\n" + RAM_VERILOG
 
@@ -209,4 +242,5 @@ def _own_hash() -> str:
     return h.hexdigest()[:12]
 
 
-__all__ = ["BUILD", "DDR_ABITS", "HBM_ABITS", "FastTop", "build_fast", "fast_name", "fast_verilog", "mem_names"]
+__all__ = ["BUILD", "DDR_ABITS", "HBM_ABITS", "MAX_ABITS", "FastTop", "build_fast", "core_text", "fast_name",
+           "fast_verilog", "mem_names", "memory_abits", "program_abits"]

@@ -28,7 +28,7 @@ from .core_build import TOP, build
 from .core_tb import CoreTB, reset
 from .fast_bridge import FAST_HOST_ENV, FastBlockingCore
 from .fast_tb import FastTB
-from .fast_top import DDR_ABITS, HBM_ABITS, build_fast
+from .fast_top import DDR_ABITS, HBM_ABITS, build_fast, program_abits
 from .ring_harness import build_fast_ring
 from .toolchain import log_text, run_module, sim_env, simulator
 from .waves import dump_path
@@ -38,21 +38,25 @@ RING_HOST_ENV = "DFX_RING_HOST_JOB"    # the job file of `dfx_fast_ring_host_job
 
 
 def run_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None = None, fast: bool | None = None,
-                 wformats: tuple[str, ...] = (), waves: str | Path | None = None, devices: int = 1) -> dict:
+                 wformats: tuple[str, ...] = (), waves: str | Path | None = None, devices: int = 1,
+                 program=None) -> dict:
     """Call `entry` ("module:function", called as function(cores, args) with one `BlockingCore` per device)
     inside a simulation of `devices` cores built for `cfg` (more than one: a ring, `dfx.hw.ring_top.PlainRing`);
     returns its result. The memories start empty: the host code uploads what it needs. DeviceError (one line)
     when the simulation ends without a result. `fast` (default: unless $DFX_RTL_HARNESS is `axi`): the memories
     are models inside the design (`dfx.verify.fast_bridge`; a ring: `dfx.verify.ring_harness`), else
     cocotbext-axi `AxiRam`s (one core only). `wformats`: the quantized weight families the core is built with.
-    `waves`: write the run's FST there (the fast harness, one device, `dfx.verify.waves`)."""
+    `waves`: write the run's FST there (the fast harness, one device, `dfx.verify.waves`). `program`: the
+    program the job runs, if any: the fast harness's memories (one core) are sized to hold its images
+    (`dfx.verify.fast_top.program_abits`; a one-line DeviceError above the harness's maximum)."""
     if fast is None:
         fast = os.environ.get("DFX_RTL_HARNESS", "fast") != "axi"
     if waves is not None and (not fast or devices > 1):
         raise DeviceError("waveforms come from the fast harness of one device only; unset DFX_RTL_HARNESS (if "
                           "it is 'axi') and run a 1-device program")
     if fast:
-        return _run_fast_host_job(cfg, entry, args, sim, wformats, waves, devices)
+        abits = program_abits(program) if program is not None and devices == 1 else (DDR_ABITS, HBM_ABITS)
+        return _run_fast_host_job(cfg, entry, args, sim, wformats, waves, devices, abits)
     if devices > 1:
         raise DeviceError(f"the cocotbext-axi harness runs one core; a program of {devices} devices runs on the fast "
                           "harness's ring: unset DFX_RTL_HARNESS (it is 'axi')")
@@ -81,18 +85,19 @@ def _result(out: Path, fails: int, log: Path) -> dict:
 
 
 def _run_fast_host_job(cfg: AccelConfig, entry: str, args: dict, sim: str | None, wformats=(), waves=None,
-                       devices: int = 1) -> dict:
+                       devices: int = 1, abits: tuple[int, int] = (DDR_ABITS, HBM_ABITS)) -> dict:
     if devices > 1:
         runner, bdir, top = build_fast_ring(cfg, devices, simulator(sim), wformats)
     else:
-        runner, bdir, top = build_fast(cfg, sim, waves=waves is not None, wformats=wformats)
+        runner, bdir, top = build_fast(cfg, sim, ddr_abits=abits[0], hbm_abits=abits[1], waves=waves is not None,
+                                       wformats=wformats)
     jobdir = bdir / "host_job"
     jobdir.mkdir(exist_ok=True)
     spec, out, log = jobdir / "job.json", jobdir / "result.json", jobdir / "test.log"
     out.unlink(missing_ok=True)
     wb = {"ddr": ddr_data_bits(cfg) // 8, "hbm": cfg.hbm_width // 8}
     spec.write_text(json.dumps({"cfg": cfg.to_dict(), "entry": entry, "args": args, "out": str(out), "word_bytes": wb,
-                                "ddr_bytes": wb["ddr"] << DDR_ABITS, "hbm_bytes": wb["hbm"] << HBM_ABITS,
+                                "ddr_bytes": wb["ddr"] << abits[0], "hbm_bytes": wb["hbm"] << abits[1],
                                 "devices": devices}))
     dump = dump_path(simulator(sim), bdir, jobdir, top)
     dump.unlink(missing_ok=True)
