@@ -4,8 +4,8 @@
 logits each token was sampled from bit-exact. Prints the build and simulation wall time, the kernel cycles
 (prefill, decode) and the verdict: the figures of docs/rtl_core.md, "Several devices".
 
-    .venv/bin/python benchmarks/rtl_ring_session.py [--devices 2] [--weights fp16] [--prompt "def "] [--new 2]
-        [--sim icarus|verilator]
+    .venv/bin/python benchmarks/rtl_ring_session.py [--devices 2] [--weights fp16] [--prefill-batch B]
+        [--max-seq S] [--prompt "def "] [--new 2] [--sim verilator|icarus]
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 
-def run(devices: int, weights: str, prompt: str, new: int, sim: str | None) -> dict:
+def run(devices: int, weights: str, prompt: str, new: int, sim: str | None, prefill_batch: int | None = None,
+        max_seq: int | None = None) -> dict:
     from dfx.compiler import compile_model
     from dfx.host.rtl_session import run_session
     from dfx.host.session import Session
@@ -27,7 +28,8 @@ def run(devices: int, weights: str, prompt: str, new: int, sim: str | None) -> d
     from dfx.program import save_program
 
     model = load_default()
-    prog = compile_model(model, "tiny", devices=devices, weights=weights)
+    prog = compile_model(model, "tiny", devices=devices, weights=weights, prefill_batch=prefill_batch,
+                         max_seq=max_seq)
     ids = load_tokenizer(None, prog.symbols.vocab_size).encode(prompt)
     with Session(prog, "sim") as s:
         want, want_logits = [], []
@@ -58,9 +60,11 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default="fp16")
     ap.add_argument("--prompt", default="def ")
     ap.add_argument("--new", type=int, default=2)
+    ap.add_argument("--prefill-batch", type=int, default=None)
+    ap.add_argument("--max-seq", type=int, default=None)
     ap.add_argument("--sim", default=None)
     a = ap.parse_args(argv)
-    r = run(a.devices, a.weights, a.prompt, a.new, a.sim)
+    r = run(a.devices, a.weights, a.prompt, a.new, a.sim, a.prefill_batch, a.max_seq)
     s = r["summary"]
     ok = r["tokens"] == r["want"] and r["logits_bit_exact"]
     print(f"{r['devices']} devices, {r['weights']}, {r['prompt_tokens']} prompt tokens + {r['new']} new: "
