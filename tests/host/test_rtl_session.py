@@ -1,8 +1,9 @@
 """The rtl backend's session (`dfx.host.rtl_session.run_session`) on programs of several devices: a ring of as
 many simulated cores (`dfx.hw.ring_top.PlainRing` in the fast harness) runs them, with the same contract as one
-device: tokens equal the sim backend's, the logits each token was sampled from bit-exact. The ring runs are
-slow (the core's Verilog, an Icarus build of the ring, then the simulation: see docs/rtl_core.md, "Several
-devices", for the times); they run with `-m slow` and DFX_RTL=1, or when the ring's build is cached."""
+device: tokens equal the sim backend's, the logits each token was sampled from bit-exact. The rings run under
+Verilator (Icarus takes hours per decode step of the embedded model: docs/rtl_core.md, "Several devices"): the
+tiny test GPT-2's ring when DFX_RTL=1 or the ring's build is cached (seconds once built, ~4 minutes to build),
+the embedded model's with `-m slow` too."""
 import os
 from pathlib import Path
 
