@@ -45,7 +45,7 @@ def _need_ring_rtl():
     ~55 cycles per CPU second), and DFX_RTL=1 or the ring's build cached."""
     from dfx.verify.ring_harness import BUILD
     from dfx.verify.toolchain import missing_simulator
-    if not (os.environ.get("DFX_RTL") or list(BUILD.glob("tiny_*_verilator_ring2*/stamp.txt"))):
+    if not (os.environ.get("DFX_RTL") or list(BUILD.glob("tiny_*_verilator_ring2/stamp.txt"))):
         pytest.skip("set DFX_RTL=1 to build and simulate a ring of cores (minutes; verify/ring_harness.py)")
     why = missing_simulator("verilator")
     if why:
