@@ -24,8 +24,6 @@ from dfx.verify.toolchain import missing_simulator
 from .sampling import Sampling
 from .session import Session
 
-RING_ENV = "DFX_RTL_RING"     # 1: run programs of several devices on the (unfinished) ring of cores
-
 ENTRY = "dfx.host.rtl_session:generate_in_simulation"
 RTL_TIMEOUT_S = 600.0      # default wait for ap_done per token step (wall time of the simulation)
 
@@ -47,10 +45,6 @@ def run_session(program_path, prompt: list[int], max_new_tokens: int, sampling: 
     if waves is not None and prog.n_devices > 1:
         raise DeviceError(f"--waves records one core; this program runs on {prog.n_devices} (compile with "
                           "--devices 1 for waveforms)")
-    if prog.n_devices > 1 and os.environ.get(RING_ENV) != "1":
-        raise DeviceError(f"the rtl backend's ring of {prog.n_devices} cores does not finish a run yet (the host's "
-                          "first status poll stalls: docs/rtl_core.md, Several devices); compile with --devices 1, "
-                          f"or set {RING_ENV}=1 to try the ring")
     why = quantized_refusal(prog)
     if why:
         raise DeviceError(f"the rtl backend: {why}; recompile with --weights fp16 or a format it reads")

@@ -9,8 +9,13 @@ cocotbext-axi stays the protocol-checking master of the cocotbext-axi harness (`
     await m.write_dword(0x10, 1); v = await m.read_dword(0x10)
 
 The handshakes are sampled right after each rising edge, as cocotbext-axi samples them, so a transfer counts
-at the edge where valid and ready were both high. BREADY and RREADY stay high (a master may hold them), so each
-response is seen on exactly one edge. A transaction the slave leaves unanswered for `LIMIT` cycles raises.
+at the edge where valid and ready were both high, the master's own valid read back from the design: a
+transaction begun in the time step of a rising edge (the host's first access after a poll pause of whole clock
+periods) may reach that edge before its valid does (Icarus runs the edge's callbacks first), and the slave's
+ready seen there is not an answer to it (counted as one, it dropped ARVALID and waited for a response that never
+came: the ring's stall, docs/rtl_core.md "Several devices"; tests/verify/test_fast_axil.py). BREADY and RREADY
+stay high (a master may hold them), so each response is seen on exactly one edge. A transaction the slave leaves
+unanswered for `LIMIT` cycles raises.
 """
 from __future__ import annotations
 
@@ -43,9 +48,9 @@ class AxiLiteLean:
                 if int(self.bresp.value) != OKAY:
                     raise RuntimeError(f"AXI4-Lite write of 0x{address:x}: BRESP {int(self.bresp.value)}")
                 return
-            if aw and int(self.awready.value):
+            if aw and int(self.awvalid.value) and int(self.awready.value):
                 self.awvalid.value, aw = 0, False
-            if w and int(self.wready.value):
+            if w and int(self.wvalid.value) and int(self.wready.value):
                 self.wvalid.value, w = 0, False
         raise RuntimeError(f"AXI4-Lite write of 0x{address:x}: no response in {LIMIT} cycles")
 
@@ -60,7 +65,7 @@ class AxiLiteLean:
                 if int(self.rresp.value) != OKAY:
                     raise RuntimeError(f"AXI4-Lite read of 0x{address:x}: RRESP {int(self.rresp.value)}")
                 return int(self.rdata.value)
-            if ar and int(self.arready.value):
+            if ar and int(self.arvalid.value) and int(self.arready.value):
                 self.arvalid.value, ar = 0, False
         raise RuntimeError(f"AXI4-Lite read of 0x{address:x}: no response in {LIMIT} cycles")
 

@@ -1,7 +1,7 @@
 """The fast harness (`dfx.verify.fast_top`: memories inside the design) on a plain ring of n cores: what the
 multi-device `rtl` backend runs programs on.
 
-    runner, bdir, top = build_fast_ring(cfg, 2, sim="icarus", wformats=("int4",))
+    runner, bdir, top = build_fast_ring(cfg, 2, sim="verilator", wformats=("int4",))
 
 The design is `dfx.verify.fast_top.FastTop(cfg, n)` (n cores' memories, control ports and debug probes) around
 `dfx.hw.ring_top.PlainRing` (the ring, top `dfx_ring<n>`: core k's ring_tx straight into core k+1's ring_rx),
