@@ -185,6 +185,52 @@ def build_lever(src: Path, top: str, base: Path, vdir: Path, lever: str, train=N
     return runner()
 
 
+# The build profile for very large designs (the core at the dfx preset: ~80 MB of Verilog), where the default
+# build's C++ at -O3 with PGO would take hours and more memory than one process may use on a shared machine:
+# Verilator at its default optimisation, the C++ in small pieces, compiled at -O1 (the slow paths at -O0), no
+# PGO. Each step's wall time and peak RSS go to the build log. Not part of `recipe` (the default build's stamp).
+HUGE_FLAGS = ("--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+              "-Wno-ASCRANGE", "-Wno-ALWNEVER", "--output-split", "5000", "--output-split-cfuncs", "500")
+HUGE_MAKE_OPT = ("OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1")
+
+
+def huge_commands(src: Path, top: str, bdir: Path) -> list[list[str]]:
+    """The verilate and make command lines of the huge profile (`verilator_commands` with `HUGE_FLAGS` and
+    `HUGE_MAKE_OPT`; no waves)."""
+    verilate, make = verilator_commands(src, top, bdir, waves=False)
+    i, j = verilate.index("-O3"), verilate.index("--timescale")
+    verilate[i:j] = HUGE_FLAGS
+    make = [m for m in make if not m.startswith("OPT_")] + list(HUGE_MAKE_OPT)
+    return [verilate, make]
+
+
+HUGE_STAMP = "huge.txt"
+
+
+def verilator_build_huge(src: Path, top: str, bdir: Path, *, fresh: bool, waves: bool = False, pgo: bool = False):
+    """`verilator_build` with the huge profile (`HUGE_FLAGS`; `waves` and `pgo` refused): builds when `fresh`,
+    the executable is missing or the build in `bdir` is not of this profile; steps under `/usr/bin/time -v`
+    (wall time and peak RSS in `bdir/build.log`). Returns cocotb's Verilator runner."""
+    from cocotb_tools.runner import get_runner  # lazy: cocotb is the optional `sim` extra
+
+    if waves or pgo:
+        raise ValueError("the huge Verilator profile builds without waves and without PGO")
+    exe, stamp = bdir / top, bdir / HUGE_STAMP
+    want = repr((HUGE_FLAGS, HUGE_MAKE_OPT, MAKE_JOBS))
+    if fresh or not exe.exists() or not stamp.exists() or stamp.read_text() != want:
+        stamp.unlink(missing_ok=True)
+        (bdir / "public.vlt").write_text(PUBLIC_VLT.format(top=top))
+        log = bdir / "build.log"
+        log.write_text("")
+        timed = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
+        _run_logged([timed + c for c in huge_commands(src, top, bdir)], log, f"Verilator build of {src.name} (huge)")
+        stamp.write_text(want)
+    runner = get_runner("verilator")
+    runner._build_command = lambda: []
+    runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, waves=False, timescale=("1ns", "1ps"))
+    return runner
+
+
 def recipe() -> str:
     """What a build of the fast harness depends on here (for its cache stamp): the flags and the build functions,
     not the speed experiment's variants."""
@@ -192,5 +238,6 @@ def recipe() -> str:
     return "\n".join(parts + [inspect.getsource(f) for f in (verilator_commands, verilator_build, finish_pgo)])
 
 
-__all__ = ["LEVERS", "MAKE_OPT", "VERILATOR_FLAGS", "build_lever", "finish_pgo", "pgo_default", "pgo_pending", "recipe",
-           "verilator_build", "verilator_commands"]
+__all__ = ["HUGE_FLAGS", "HUGE_MAKE_OPT", "LEVERS", "MAKE_OPT", "VERILATOR_FLAGS", "build_lever", "finish_pgo",
+           "huge_commands", "pgo_default", "pgo_pending", "recipe", "verilator_build", "verilator_build_huge",
+           "verilator_commands"]
