@@ -26,6 +26,7 @@ import argparse
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,8 +100,13 @@ def rtl_side(cfg, prog, k: int, n: int, tok: int, pos: int, sim: str, verilog: s
     from dfx import isa, regmap
     from dfx.perf.calibrate import AXIRAM_READ_CYCLES
     from dfx.verify import fast_top
+    from dfx.verify.core_tb import attribute
     from dfx.verify.fast_core import FastCore, FastJob
     from dfx.verify.fast_verilator import verilator_build_huge
+
+    @dataclass
+    class ClassJob(FastJob):
+        classes: bool = profile == "huge"   # per-class attribution (the huge build makes the events readable)
     if verilog or cfg.name != "tiny":
         text = Path(verilog).read_text() if verilog else None
         if text is None:
@@ -123,24 +129,27 @@ def rtl_side(cfg, prog, k: int, n: int, tok: int, pos: int, sim: str, verilog: s
 
     def raw(instrs, **kw):
         ddr = x + bytes(entry - len(x)) + isa.encode_stream(instrs)
-        return FastJob([{"ddr": ddr, "hbm": w}], [{"main": entry}], [["main", 0, 0]], latency=lat,
+        return ClassJob([{"ddr": ddr, "hbm": w}], [{"main": entry}], [["main", 0, 0]], latency=lat,
                        timeout=20_000_000, **kw)
     ddr_len = len(prog.devices[0].ddr)
     out = {}
     for name, job in (("load", raw(linear_program(cfg, k, n, linear=False))),
                       ("linear", raw(linear_program(cfg, k, n), vbuf=[(dst, dst + ent)])),
-                      ("decode", FastCore.job_for(prog, [("decode", tok, pos)], logits=True, read_ddr=ddr_len,
-                                                  latency=lat, timeout=50_000_000))):
+                      ("decode", ClassJob(**vars(FastCore.job_for(prog, [("decode", tok, pos)], logits=True,
+                                                                    read_ddr=ddr_len, latency=lat,
+                                                                    timeout=50_000_000))))):
         t0 = time.time()
         [res] = fc.run([job])
         run = res["runs"][0]
         assert run["status"] == regmap.STATUS_BITS["halted"], run
         out[name] = dict(run, vbuf=res["vbuf"], logits=res["logits"], ddr=res["ddr"], wall=time.time() - t0,
-                         sim_cycles=res.get("sim_cycles"))
+                         sim_cycles=res.get("sim_cycles"), sim_wall=res.get("wall_s"))
+        if "events" in run:
+            out[name]["classes"] = attribute([tuple(e) for e in run["events"]], run["t0"])[0]
         note(f"{name}: {run['cycles']} cycles ({out[name]['wall']:.0f} s wall, simulator "
              f"{res.get('sim_cycles')} cycles)")
     return {"linear": out["linear"]["cycles"] - out["load"]["cycles"], "decode": out["decode"]["cycles"],
-            "busy": out["decode"]["busy"], "runs": out}
+            "busy": out["decode"]["busy"], "classes": out["decode"].get("classes"), "runs": out}
 
 
 def bit_exact(ref: dict, rtl: dict) -> list[str]:
@@ -168,6 +177,9 @@ def table(model: dict, rtl: dict | None, a) -> str:
              r.get("linear")),
             (f"decode step, 1 layer d={a.d_model} h={a.heads} ff={a.d_ff} vocab={a.vocab}: total", model["decode"],
              r.get("decode"))]
+    classes = r.get("classes") or {}
+    rows += [(f"  class {c} (exposed cycles)", model["classes"].get(c, 0), classes.get(c, 0) if classes else None)
+             for c in sorted(set(model["classes"]) | set(classes), key=lambda c: -model["classes"].get(c, 0))]
     rows += [(f"  busy {u}", model["busy"][u], (r.get("busy") or {}).get(u)) for u in model["busy"]]
     lines = [f"| {a.config} preset | model (engines=rtl) | RTL ({a.sim}) | model / RTL |", "|---|---:|---:|---:|"]
     for label, m, x in rows:

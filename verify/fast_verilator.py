@@ -13,6 +13,7 @@ gain), and no tracing unless `waves` (then FST, `--trace-fst --trace-structs`). 
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import shutil
@@ -192,6 +193,8 @@ def build_lever(src: Path, top: str, base: Path, vdir: Path, lever: str, train=N
 HUGE_FLAGS = ("--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style",
               "-Wno-ASCRANGE", "-Wno-ALWNEVER", "--output-split", "5000", "--output-split-cfuncs", "500")
 HUGE_MAKE_OPT = ("OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1")
+# and the core's debug event outputs readable (`dfx.verify.fast_tb`'s per-class attribution, as `core_tb`'s)
+HUGE_VLT = PUBLIC_VLT + 'public_flat_rd -module "*" -var "dbg_*"\n'
 
 
 def huge_commands(src: Path, top: str, bdir: Path) -> list[list[str]]:
@@ -216,10 +219,10 @@ def verilator_build_huge(src: Path, top: str, bdir: Path, *, fresh: bool, waves:
     if waves or pgo:
         raise ValueError("the huge Verilator profile builds without waves and without PGO")
     exe, stamp = bdir / top, bdir / HUGE_STAMP
-    want = repr((HUGE_FLAGS, HUGE_MAKE_OPT, MAKE_JOBS))
+    want = repr((HUGE_VLT, HUGE_FLAGS, HUGE_MAKE_OPT, MAKE_JOBS, hashlib.sha256(src.read_bytes()).hexdigest()))
     if fresh or not exe.exists() or not stamp.exists() or stamp.read_text() != want:
         stamp.unlink(missing_ok=True)
-        (bdir / "public.vlt").write_text(PUBLIC_VLT.format(top=top))
+        (bdir / "public.vlt").write_text(HUGE_VLT.format(top=top))
         log = bdir / "build.log"
         log.write_text("")
         timed = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
@@ -238,6 +241,6 @@ def recipe() -> str:
     return "\n".join(parts + [inspect.getsource(f) for f in (verilator_commands, verilator_build, finish_pgo)])
 
 
-__all__ = ["HUGE_FLAGS", "HUGE_MAKE_OPT", "LEVERS", "MAKE_OPT", "VERILATOR_FLAGS", "build_lever", "finish_pgo",
+__all__ = ["HUGE_FLAGS", "HUGE_MAKE_OPT", "HUGE_VLT", "LEVERS", "MAKE_OPT", "VERILATOR_FLAGS", "build_lever", "finish_pgo",
            "huge_commands", "pgo_default", "pgo_pending", "recipe", "verilator_build", "verilator_build_huge",
            "verilator_commands"]
