@@ -233,7 +233,8 @@ async def run_job(tb: FastTB, job: dict) -> dict:
     res = {"id": job["id"], "runs": [], "logits": []}
     t0 = get_sim_time("ns") // CLOCK_NS
     for stream, token, pos in job["steps"]:
-        events, task = [], (_monitor_events(tb, events) if job.get("classes") else None)
+        events: list = []
+        task = _monitor_events(tb, events) if job.get("classes") else None
         devs = await tb.run([e[stream] for e in job["entries"]], token, pos, job["timeout"])
         run = {"stream": stream, "token": token, "pos": pos, "status": max(x["status"] for x in devs),
                "error_pc": devs[0]["error_pc"], "cycles": devs[0]["cycles"], "busy": devs[0].get("busy", {}),
