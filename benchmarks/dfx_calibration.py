@@ -92,7 +92,8 @@ def model_side(cfg, prog, k: int, n: int, pos: int) -> dict:
                                                                                  step.busy))}
 
 
-def rtl_side(cfg, prog, k: int, n: int, tok: int, pos: int, sim: str, verilog: str | None, profile: str) -> dict:
+def rtl_side(cfg, prog, k: int, n: int, tok: int, pos: int, sim: str, verilog: str | None, profile: str,
+             hbm_abits: int | None = None) -> dict:
     """The same on the RTL (see the module docstring); the LINEAR's output and the decode step's logits and DDR
     read back for the bit-exact check."""
     import os
@@ -121,7 +122,8 @@ def rtl_side(cfg, prog, k: int, n: int, tok: int, pos: int, sim: str, verilog: s
     note(f"fast harness build ({sim}, {profile} profile)")
     x, w = linear_data(k, n)
     beat = cfg.hbm_channels * (cfg.hbm_width // 8)
-    hbm_abits = max(12, (len(prog.devices[0].hbm) // beat).bit_length() + 1, (len(w) // beat).bit_length() + 1)
+    need = max(12, (len(prog.devices[0].hbm) // beat).bit_length() + 1, (len(w) // beat).bit_length() + 1)
+    hbm_abits = max(need, hbm_abits or 0)
     fc = FastCore(cfg, sim=sim, hbm_abits=hbm_abits, workdir=REPO / "build" / "dfx_calibration" / sim)
     note(f"built {fc.bdir}")
     entry, lat = max(4096, -(-len(x) // 4096) * 4096), AXIRAM_READ_CYCLES
@@ -206,6 +208,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model-only", action="store_true", help="the model's side only")
     ap.add_argument("--profile", choices=("default", "huge"),
                     help="Verilator build profile (dfx.verify.fast_verilator; default: huge except at tiny)")
+    ap.add_argument("--hbm-abits", type=int, help="HBM depth of the harness (default: what the images need; "
+                    "16 reuses the default build of the fast harness)")
     a = ap.parse_args(argv)
     from gpt2_fixtures import make_hf_gpt2
 
@@ -225,7 +229,7 @@ def main(argv=None) -> int:
     ref = reference(cfg, prog, a.k, a.n, 1, a.pos)
     note("functional simulator: LINEAR and decode step")
     profile = a.profile or ("default" if cfg.name == "tiny" else "huge")
-    rtl = rtl_side(cfg, prog, a.k, a.n, 1, a.pos, a.sim, a.verilog, profile)
+    rtl = rtl_side(cfg, prog, a.k, a.n, 1, a.pos, a.sim, a.verilog, profile, a.hbm_abits)
     print(table(model, rtl, a))
     for name, r in rtl["runs"].items():
         print(f"RTL run {name}: {r['cycles']:,} cycles in {r['wall']:.0f} s wall "

@@ -210,24 +210,32 @@ def huge_commands(src: Path, top: str, bdir: Path) -> list[list[str]]:
 HUGE_STAMP = "huge.txt"
 
 
-def verilator_build_huge(src: Path, top: str, bdir: Path, *, fresh: bool, waves: bool = False, pgo: bool = False):
-    """`verilator_build` with the huge profile (`HUGE_FLAGS`; `waves` and `pgo` refused): builds when `fresh`,
-    the executable is missing or the build in `bdir` is not of this profile; steps under `/usr/bin/time -v`
-    (wall time and peak RSS in `bdir/build.log`). Returns cocotb's Verilator runner."""
+def verilator_build_huge(src: Path, top: str, bdir: Path, *, fresh: bool = False, waves: bool = False,
+                         pgo: bool = False):
+    """`verilator_build` with the huge profile (`HUGE_FLAGS`; `waves` and `pgo` refused). Its own stamp
+    (`HUGE_STAMP`: the profile and the hash of `src`'s text) decides what to redo, step by step, so an interrupted
+    build resumes: the verilated C++ is kept once written and `make` continues from the objects it left (`fresh`
+    is not needed and ignored). Steps run under `/usr/bin/time -v` (wall time and peak RSS in `bdir/build.log`).
+    Returns cocotb's Verilator runner."""
     from cocotb_tools.runner import get_runner  # lazy: cocotb is the optional `sim` extra
 
     if waves or pgo:
         raise ValueError("the huge Verilator profile builds without waves and without PGO")
     exe, stamp = bdir / top, bdir / HUGE_STAMP
     want = repr((HUGE_VLT, HUGE_FLAGS, HUGE_MAKE_OPT, MAKE_JOBS, hashlib.sha256(src.read_bytes()).hexdigest()))
-    if fresh or not exe.exists() or not stamp.exists() or stamp.read_text() != want:
-        stamp.unlink(missing_ok=True)
-        (bdir / "public.vlt").write_text(HUGE_VLT.format(top=top))
-        log = bdir / "build.log"
-        log.write_text("")
+    state = stamp.read_text() if stamp.exists() else ""
+    if state != f"built {want}" or not exe.exists():
         timed = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
-        _run_logged([timed + c for c in huge_commands(src, top, bdir)], log, f"Verilator build of {src.name} (huge)")
-        stamp.write_text(want)
+        verilate, make = huge_commands(src, top, bdir)
+        log = bdir / "build.log"
+        if state != f"verilated {want}" or not (bdir / "Vtop.mk").exists():
+            stamp.unlink(missing_ok=True)
+            (bdir / "public.vlt").write_text(HUGE_VLT.format(top=top))
+            log.write_text("")
+            _run_logged([timed + verilate], log, f"Verilator build of {src.name} (huge, verilate)")
+            stamp.write_text(f"verilated {want}")
+        _run_logged([timed + make], log, f"Verilator build of {src.name} (huge, C++)")
+        stamp.write_text(f"built {want}")
     runner = get_runner("verilator")
     runner._build_command = lambda: []
     runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, waves=False, timescale=("1ns", "1ps"))
