@@ -147,7 +147,8 @@ def rtl_side(cfg, prog, k: int, n: int, tok: int, pos: int, sim: str, verilog: s
         out[name] = dict(run, vbuf=res["vbuf"], logits=res["logits"], ddr=res["ddr"], wall=time.time() - t0,
                          sim_cycles=res.get("sim_cycles"), sim_wall=res.get("wall_s"))
         if "events" in run:
-            out[name]["classes"] = attribute([tuple(e) for e in run["events"]], run["t0"])[0]
+            classes = attribute([tuple(e) for e in run["events"]], run["t0"])[0]
+            out[name]["classes"] = {c: int(v) for c, v in classes.items()}
         note(f"{name}: {run['cycles']} cycles ({out[name]['wall']:.0f} s wall, simulator "
              f"{res.get('sim_cycles')} cycles)")
     return {"linear": out["linear"]["cycles"] - out["load"]["cycles"], "decode": out["decode"]["cycles"],
