@@ -228,7 +228,7 @@ def verilator_build_huge(src: Path, top: str, bdir: Path, *, fresh: bool = False
         timed = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
         verilate, make = huge_commands(src, top, bdir)
         log = bdir / "build.log"
-        if state != f"verilated {want}" or not (bdir / "Vtop.mk").exists():
+        if state not in (f"verilated {want}", f"built {want}") or not (bdir / "Vtop.mk").exists():
             stamp.unlink(missing_ok=True)
             (bdir / "public.vlt").write_text(HUGE_VLT.format(top=top))
             log.write_text("")
