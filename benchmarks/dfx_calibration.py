@@ -132,14 +132,14 @@ def rtl_side(cfg, prog, k: int, n: int, tok: int, pos: int, sim: str, verilog: s
     def raw(instrs, **kw):
         ddr = x + bytes(entry - len(x)) + isa.encode_stream(instrs)
         return ClassJob([{"ddr": ddr, "hbm": w}], [{"main": entry}], [["main", 0, 0]], latency=lat,
-                       timeout=20_000_000, **kw)
+                       timeout=200_000, **kw)
     ddr_len = len(prog.devices[0].ddr)
     out = {}
     for name, job in (("load", raw(linear_program(cfg, k, n, linear=False))),
                       ("linear", raw(linear_program(cfg, k, n), vbuf=[(dst, dst + ent)])),
                       ("decode", ClassJob(**vars(FastCore.job_for(prog, [("decode", tok, pos)], logits=True,
                                                                     read_ddr=ddr_len, latency=lat,
-                                                                    timeout=50_000_000))))):
+                                                                    timeout=400_000))))):
         t0 = time.time()
         [res] = fc.run([job])
         run = res["runs"][0]
