@@ -161,11 +161,13 @@ class FastTB:
         """One run on every device: start, wait for done (at most `timeout` cycles), counters."""
         # lazy: cocotb exists only inside the simulator process
         from cocotb.triggers import First, RisingEdge, Timer
+        from cocotb.utils import get_sim_time
         for k, entry in enumerate(entries):
             await self.write_reg(k, "ENTRY", entry)
             await self.write_reg(k, "TOKEN", token)
             await self.write_reg(k, "POS", pos)
             await self.write_reg(k, "CTRL", regmap.AP_START)
+        self.started = get_sim_time("ns") // CLOCK_NS              # the run's start (per-class attribution)
         out = []
         for k in range(self.devices):
             irq = getattr(self.dut, f"dev{k}_interrupt")
@@ -191,6 +193,31 @@ class FastTB:
         return [int(mem[r].value) for r in range(self.cfg.sregs)]
 
 
+def _monitor_events(tb: FastTB, events: list):
+    """With a job's `classes` flag: device 0's completion events (pc, opcode, cycle) from the core's debug event
+    outputs, as `dfx.verify.core_tb` records them (`core_tb.attribute` turns them into cycles per class; a
+    value-change callback per completion, no Python per cycle). Needs the outputs public (the huge Verilator
+    profile, `dfx.verify.fast_verilator.HUGE_VLT`)."""
+    # lazy: cocotb exists only inside the simulator process
+    import cocotb
+    from cocotb.triggers import Edge, ReadOnly
+    from cocotb.utils import get_sim_time
+    core = tb.cores[0]
+    n_ev = len(core.dbg_ev)
+    pcs = [getattr(core, f"dbg_ev_pc{i}") for i in range(n_ev)]
+    codes = [getattr(core, f"dbg_ev_op{i}") for i in range(n_ev)]
+
+    async def retires():
+        while True:
+            await Edge(core.dbg_tick)
+            await ReadOnly()
+            now = get_sim_time("ns") // CLOCK_NS - 1          # the event outputs are registered
+            ev = int(core.dbg_ev.value)
+            events.extend((int(pcs[i].value), int(codes[i].value), now) for i in range(n_ev) if ev >> i & 1)
+
+    return cocotb.start_soon(retires())
+
+
 async def run_job(tb: FastTB, job: dict) -> dict:
     """One job of the job file (see `dfx.verify.fast_core.FastJob`)."""
     from cocotb.utils import get_sim_time  # lazy: cocotb exists only inside the simulator process
@@ -206,10 +233,15 @@ async def run_job(tb: FastTB, job: dict) -> dict:
     res = {"id": job["id"], "runs": [], "logits": []}
     t0 = get_sim_time("ns") // CLOCK_NS
     for stream, token, pos in job["steps"]:
+        events: list = []
+        task = _monitor_events(tb, events) if job.get("classes") else None
         devs = await tb.run([e[stream] for e in job["entries"]], token, pos, job["timeout"])
         run = {"stream": stream, "token": token, "pos": pos, "status": max(x["status"] for x in devs),
                "error_pc": devs[0]["error_pc"], "cycles": devs[0]["cycles"], "busy": devs[0].get("busy", {}),
                "devices": devs}
+        if task is not None:
+            task.cancel()
+            run["events"], run["t0"] = events, tb.started
         res["runs"].append(run)
         if job.get("logits") and stream == "decode":
             addr, pieces = job["logits"]

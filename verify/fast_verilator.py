@@ -13,6 +13,7 @@ gain), and no tracing unless `waves` (then FST, `--trace-fst --trace-structs`). 
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import shutil
@@ -185,6 +186,62 @@ def build_lever(src: Path, top: str, base: Path, vdir: Path, lever: str, train=N
     return runner()
 
 
+# The build profile for very large designs (the core at the dfx preset: ~80 MB of Verilog), where the default
+# build's C++ at -O3 with PGO would take hours and more memory than one process may use on a shared machine:
+# Verilator at its default optimisation, the C++ in small pieces, compiled at -O1 (the slow paths at -O0), no
+# PGO. Each step's wall time and peak RSS go to the build log. Not part of `recipe` (the default build's stamp).
+HUGE_FLAGS = ("--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+              "-Wno-ASCRANGE", "-Wno-ALWNEVER", "--output-split", "5000", "--output-split-cfuncs", "500")
+HUGE_MAKE_OPT = ("OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1")
+# and the core's debug event outputs readable (`dfx.verify.fast_tb`'s per-class attribution, as `core_tb`'s)
+HUGE_VLT = PUBLIC_VLT + 'public_flat_rd -module "*" -var "dbg_*"\n'
+
+
+def huge_commands(src: Path, top: str, bdir: Path) -> list[list[str]]:
+    """The verilate and make command lines of the huge profile (`verilator_commands` with `HUGE_FLAGS` and
+    `HUGE_MAKE_OPT`; no waves)."""
+    verilate, make = verilator_commands(src, top, bdir, waves=False)
+    i, j = verilate.index("-O3"), verilate.index("--timescale")
+    verilate[i:j] = HUGE_FLAGS
+    make = [m for m in make if not m.startswith("OPT_")] + list(HUGE_MAKE_OPT)
+    return [verilate, make]
+
+
+HUGE_STAMP = "huge.txt"
+
+
+def verilator_build_huge(src: Path, top: str, bdir: Path, *, fresh: bool = False, waves: bool = False,
+                         pgo: bool = False):
+    """`verilator_build` with the huge profile (`HUGE_FLAGS`; `waves` and `pgo` refused). Its own stamp
+    (`HUGE_STAMP`: the profile and the hash of `src`'s text) decides what to redo, step by step, so an interrupted
+    build resumes: the verilated C++ is kept once written and `make` continues from the objects it left (`fresh`
+    is not needed and ignored). Steps run under `/usr/bin/time -v` (wall time and peak RSS in `bdir/build.log`).
+    Returns cocotb's Verilator runner."""
+    from cocotb_tools.runner import get_runner  # lazy: cocotb is the optional `sim` extra
+
+    if waves or pgo:
+        raise ValueError("the huge Verilator profile builds without waves and without PGO")
+    exe, stamp = bdir / top, bdir / HUGE_STAMP
+    want = repr((HUGE_VLT, HUGE_FLAGS, HUGE_MAKE_OPT, MAKE_JOBS, hashlib.sha256(src.read_bytes()).hexdigest()))
+    state = stamp.read_text() if stamp.exists() else ""
+    if state != f"built {want}" or not exe.exists():
+        timed = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
+        verilate, make = huge_commands(src, top, bdir)
+        log = bdir / "build.log"
+        if state not in (f"verilated {want}", f"built {want}") or not (bdir / "Vtop.mk").exists():
+            stamp.unlink(missing_ok=True)
+            (bdir / "public.vlt").write_text(HUGE_VLT.format(top=top))
+            log.write_text("")
+            _run_logged([timed + verilate], log, f"Verilator build of {src.name} (huge, verilate)")
+            stamp.write_text(f"verilated {want}")
+        _run_logged([timed + make], log, f"Verilator build of {src.name} (huge, C++)")
+        stamp.write_text(f"built {want}")
+    runner = get_runner("verilator")
+    runner._build_command = lambda: []
+    runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, waves=False, timescale=("1ns", "1ps"))
+    return runner
+
+
 def recipe() -> str:
     """What a build of the fast harness depends on here (for its cache stamp): the flags and the build functions,
     not the speed experiment's variants."""
@@ -192,5 +249,6 @@ def recipe() -> str:
     return "\n".join(parts + [inspect.getsource(f) for f in (verilator_commands, verilator_build, finish_pgo)])
 
 
-__all__ = ["LEVERS", "MAKE_OPT", "VERILATOR_FLAGS", "build_lever", "finish_pgo", "pgo_default", "pgo_pending", "recipe",
-           "verilator_build", "verilator_commands"]
+__all__ = ["HUGE_FLAGS", "HUGE_MAKE_OPT", "HUGE_VLT", "LEVERS", "MAKE_OPT", "VERILATOR_FLAGS", "build_lever", "finish_pgo",
+           "huge_commands", "pgo_default", "pgo_pending", "recipe", "verilator_build", "verilator_build_huge",
+           "verilator_commands"]

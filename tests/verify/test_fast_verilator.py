@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dfx.verify.fast_verilator import LEVERS, PUBLIC_VLT, build_lever, verilator_build, verilator_commands
+from dfx.verify.fast_verilator import (HUGE_STAMP, LEVERS, PUBLIC_VLT, build_lever, huge_commands, recipe,
+                                      verilator_build, verilator_build_huge, verilator_commands)
 from dfx.verify.toolchain import missing_simulator, run_module, runner_build, sim_env
 
 HERE = Path(__file__).parent
@@ -125,3 +126,42 @@ def test_lever_builds_run_and_pgo_trains(tmp_path):
     tests, fails = run_module(runner, "cocotb_fast_axil", "fvtop", tmp_path / "pgo", tmp_path, env, log)
     assert tests == 1 and fails == 0, log.read_text()[-3000:]
     assert "-fprofile-use" in (tmp_path / "pgo" / "build.log").read_text()
+
+
+def test_huge_profile_commands_and_the_default_build_untouched(tmp_path):
+    """The profile for very large designs: no Verilator -O3, the C++ at -O1 in small pieces, no PGO; the default
+    build's recipe (its cache stamp) does not depend on it."""
+    pytest.importorskip("cocotb_tools")
+    verilate, make = huge_commands(tmp_path / "d.v", "top", tmp_path)
+    assert "-O3" not in verilate and "--output-split" in verilate and str(tmp_path / "public.vlt") in verilate
+    assert "OPT_FAST=-O1" in make and not any("-fprofile" in m for m in make)
+    assert "verilator_build_huge" not in recipe() and "HUGE" not in recipe()
+
+
+@pytest.mark.cocotb
+@pytest.mark.slow       # two C++ builds of a small design (minutes on a loaded machine)
+def test_huge_build_runs_the_design_and_resumes(tmp_path):
+    """A design built with the huge profile runs; a second call rebuilds nothing, and a build whose executable
+    is gone compiles again without verilating again (the profile's stamp)."""
+    why = missing_simulator("verilator", axi=False)
+    if why:
+        pytest.skip(why)
+    bdir = tmp_path / "build"
+    bdir.mkdir()
+    src = bdir / "fvtop.v"
+    src.write_text(SLAVE)
+    env = sim_env(PYTHONPATH=str(HERE))
+    runner = verilator_build_huge(src, "fvtop", bdir)
+    tests, fails = run_module(runner, "cocotb_fast_axil", "fvtop", bdir, tmp_path, env, tmp_path / "test.log")
+    assert tests == 1 and fails == 0, (tmp_path / "test.log").read_text()[-3000:]
+    assert (bdir / HUGE_STAMP).read_text().startswith("built ")
+    log = (bdir / "build.log").read_text()
+    assert log.count("$ ") == 2 and "Maximum resident set size" in log
+    verilator_build_huge(src, "fvtop", bdir)
+    assert (bdir / "build.log").read_text() == log                  # nothing redone
+    (bdir / "fvtop").unlink()
+    verilator_build_huge(src, "fvtop", bdir)
+    again = (bdir / "build.log").read_text()[len(log):]
+    assert again.count("$ ") == 1 and "make" in again and (bdir / "fvtop").exists()
+    with pytest.raises(ValueError, match="without PGO"):
+        verilator_build_huge(src, "fvtop", bdir, pgo=True)
