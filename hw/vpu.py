@@ -18,8 +18,9 @@ fed with the widened elements (VSUM) or their exact products (VDOT, one binary16
 single-cycle group accumulator from +0; VMAX is an integer comparator tree on order-preserving keys. Scalar
 operations use one binary32 adder, one multiplier, and the reciprocal / rsqrt units.
 
-All paths are padded to one latency (`latency`, set by the slowest: rsqrt), so results leave in order;
-throughput is one beat per cycle, except VEXP/VGELU (sfu_share cycles per beat) and the beats of one VSUM/VDOT
+Each operation completes at its own latency (`op_latency`: seven completion classes; `latency` is the
+longest, rsqrt's); a beat enters only once its result cannot overtake one in flight, so results leave in
+order, one per cycle. Throughput is one beat per cycle, except VEXP/VGELU (sfu_share cycles per beat) and the beats of one VSUM/VDOT
 vector with a pipelined accumulator (red_stages + 1 apart): `VPU.beat_cycles`. vpu_width must equal d (the reductions' tree is the MPU's d-wide one).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
