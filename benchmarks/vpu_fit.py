@@ -5,6 +5,7 @@ depth and sharing").
     python benchmarks/vpu_fit.py --depth                  # exp16, gelu16, recip, rsqrt at the 300 MHz depths
     python benchmarks/vpu_fit.py --fit --share 1,4,8      # the dfx VPU composed by instance, and the kernel's fit
     python benchmarks/vpu_fit.py --others                 # DMA, router, vector buffer at the dfx preset (flat)
+    python benchmarks/vpu_fit.py --prefill                # the model's dfx prefill with the core's VPU at both depths
 
 Each Yosys run (`synth_xilinx -family xcup -noiopad -flatten`, the native Yosys 0.70 of `pyosys`, as
 `dfx.hw.depth` runs it) is one child process at a time, capped at --mem bytes of address space; it reads the
@@ -36,6 +37,7 @@ from resource_tables import DEEP, DEFAULT, instances  # noqa: E402
 
 from dfx.config import load_config  # noqa: E402
 from dfx.hw.buffers import VectorBuffer  # noqa: E402
+from dfx.hw.core_vpu import VectorEngine  # noqa: E402
 from dfx.hw.dma import DmaEngine  # noqa: E402
 from dfx.hw.router import RouterEngine  # noqa: E402
 from amaranth.back import rtlil  # noqa: E402
@@ -43,6 +45,7 @@ from amaranth.back import rtlil  # noqa: E402
 from dfx.hw.depth import (Delays, DepthError, depth_row, depth_table, longest_paths, module_name,  # noqa: E402
                           register_group, unit_factories)
 from dfx.hw.synth import Resources, count_cells, resources_dict, slr_budget  # noqa: E402
+from dfx.perf import PerfModel, tables, timing  # noqa: E402
 
 VPU_LEAVES = ("add32", "mul32", "round16", "mul16", "exp16", "gelu16", "recip", "rsqrt")
 MPU_LEAVES = ("mul16", "add32dsp", "add32", "mul32", "round16", "gelu16")
@@ -181,11 +184,13 @@ def main(argv=None) -> int:
     ap.add_argument("--fit", action="store_true", help="the VPU composed at the dfx preset, and the fit")
     ap.add_argument("--share", default="1,4,8", help="lanes per exp/GELU unit for --fit")
     ap.add_argument("--others", action="store_true", help="the DMA, router and vector buffer at the dfx preset")
+    ap.add_argument("--prefill", action="store_true",
+                    help="the performance model's dfx prefill (tests/perf/test_tables.py's) at both VPU depths")
     ap.add_argument("--build", default="build/vpu_fit")
     ap.add_argument("--mem", type=int, default=2_900_000_000, help="address-space cap of each Yosys child")
     a = ap.parse_args(argv)
-    if not (a.leaves or a.depth or a.fit or a.others):
-        ap.error("give --leaves, --depth, --fit and/or --others")
+    if not (a.leaves or a.depth or a.fit or a.others or a.prefill):
+        ap.error("give --leaves, --depth, --fit, --others and/or --prefill")
     build = Path(a.build)
     if a.leaves:
         for leaf in dict.fromkeys(VPU_LEAVES + MPU_LEAVES):
@@ -197,7 +202,33 @@ def main(argv=None) -> int:
         print(run_others(build, a.mem))
     if a.fit:
         print(run_fit([int(s) for s in a.share.split(",")], build, a.mem))
+    if a.prefill:
+        print(run_prefill())
     return 0
+
+
+def run_prefill() -> str:
+    """The model's dfx prefill (8 prompt tokens, 4 generated, the SMALL GPT-2 of tests/perf at the dfx preset)
+    in device cycles with the core's VPU at the default and the 300 MHz depths (each operation at its own
+    latency), beside the DFX-style table model's (`perf.tables.dfx_model`), as tests/perf/test_tables.py."""
+    sys.path.insert(0, str(ROOT / "tests" / "perf"))
+    from perf_programs import SMALL, shapes  # lazy: a test helper, only for this option
+    prog = shapes(SMALL, "dfx", devices=1, max_seq=32)
+    rows = ["| VPU depths | VSUM / SRSQRT latency | prefill cycles (ours) | DFX-style table model |", "|---|---|---|---|"]
+    dfx = tables.dfx_model(prog, 16).run(8, 4).phases["prefill"].device_cycles
+    saved = VectorEngine.DEEP
+    try:
+        for deep in (False, True):
+            VectorEngine.DEEP = deep
+            timing.serial_costs.cache_clear()
+            lat = timing.serial_costs(prog.config).vpu_op_latency
+            own = PerfModel(prog).run(8, 4).phases["prefill"].device_cycles
+            print(f"  deep={deep}: {own} cycles", file=sys.stderr)
+            rows.append(f"| {'300 MHz' if deep else 'default'} | {lat('VSUM')} / {lat('SRSQRT')} | {own:,} | {dfx:,} |")
+    finally:
+        VectorEngine.DEEP = saved
+        timing.serial_costs.cache_clear()
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from .core_engine import Engine
 from .core_mpu import check_core_config
 from .decoder import Opcode
 from .dma import log2
-from .vpu import VPU, in_layout
+from .vpu import STAGES_300MHZ, VPU, in_layout
 
 VEC_WRITERS = tuple(op.mnemonic for op in isa.OPS if op.unit is isa.Unit.VPU and op.writes)
 
@@ -41,10 +41,12 @@ class VectorEngine(Engine):
     """VECTOR and SCALAR instructions; besides `ctl`: POS, `sval` (S[sa] of the instruction, read at `start`)
     and the scalar register write port (`s_w_*`).
 
-    The VPU is built with `vpu_params(cfg)` (one exp and one GELU unit per `SFU_SHARE` lanes) unless keyword
-    arguments replace or add to them (e.g. `**hw.vpu.STAGES_300MHZ`). Cycle counts, read by the performance
+    The VPU is built with `vpu_params(cfg, deep)` (one exp and one GELU unit per `SFU_SHARE` lanes; `deep`:
+    the 300 MHz depths, `DEEP` by default) unless keyword arguments replace or add to them.
+    Each operation completes at its own latency (`VPU.op_latency`; the VPU delays a beat's entry only as long
+    as it would overtake one in flight, so write-back stays in order). Cycle counts, read by the performance
     model (dfx.perf.timing, which builds the same VPU): from `start` to `done`, SETUP_CYCLES + FEED_CYCLES +
-    `VPU.latency` + `VPU.beat_cycles(op, beats)` (one cycle per beat of vpu_width elements; SFU_SHARE per
+    `VPU.op_latency(op)` + `VPU.beat_cycles(op, beats)` (one cycle per beat of vpu_width elements; SFU_SHARE per
     VEXP/VGELU beat; red_stages + 1 between the beats of one VSUM/VDOT)."""
 
     UNIT = isa.Unit.VPU
@@ -55,18 +57,22 @@ class VectorEngine(Engine):
     SETUP_CYCLES = 2          # SETUP, then the first RUN cycle's VBUF read request
     FEED_CYCLES = 2           # the read data into the operand FIFO (SyncFIFOBuffered), out of it to the VPU
     SFU_SHARE = 8             # lanes per exp / GELU unit (docs/rtl.md, "VPU: depth and sharing": the fit)
+    DEEP = False              # the VPU at the 300 MHz depths (`vpu_params`)
 
     @classmethod
-    def vpu_params(cls, cfg: AccelConfig) -> dict:
-        """The VPU's parameters in the core: shared special-function units at the default depths. The 300 MHz
-        depths (`VectorEngine(cfg, **hw.vpu.STAGES_300MHZ)`) are bit-exact and calibrated too, but every VPU
-        operation then waits out rsqrt's 65-cycle latency (21 by default), which the performance model charges
-        to every dependent vector/scalar chain (docs/rtl.md, "VPU: depth and sharing")."""
-        return dict(sfu_share=min(cls.SFU_SHARE, cfg.vpu_width))
+    def vpu_params(cls, cfg: AccelConfig, deep: bool | None = None) -> dict:
+        """The VPU's parameters in the core: shared special-function units, at the 300 MHz depths
+        (`hw.vpu.STAGES_300MHZ`) when `deep` (None: `DEEP`). Not deep by default: with every operation at its
+        own latency the deep VPU is bit-exact, but its longer latencies (VSUM 61, SRSQRT 66 cycles at the dfx
+        preset, against 14 and 21) on the LayerNorm and softmax chains leave the model's dfx prefill at
+        100,114 cycles, above the DFX-style table model's 95,977 (tests/perf/test_tables.py; docs/rtl.md,
+        "VPU: depth and sharing")."""
+        deep = cls.DEEP if deep is None else deep
+        return dict(sfu_share=min(cls.SFU_SHARE, cfg.vpu_width), **(STAGES_300MHZ if deep else {}))
 
-    def __init__(self, cfg: AccelConfig, **vpu_params):
+    def __init__(self, cfg: AccelConfig, deep: bool | None = None, **vpu_params):
         check_core_config(self, cfg)
-        self.vpu = VPU(cfg, **{**self.vpu_params(cfg), **vpu_params})
+        self.vpu = VPU(cfg, **{**self.vpu_params(cfg, deep), **vpu_params})
         super().__init__(cfg, {
             "pos": In(32), "sval": In(32),
             "s_w_addr": Out(isa.SREG_BITS), "s_w_en": Out(1), "s_w_data": Out(32),

@@ -437,10 +437,12 @@ def fp32_mul(p: Pipe, a, b, stages: int = 2, a_bits: int = 24) -> T:
     g254, g255 = Mux(hi, e >= 253, e >= 254), Mux(hi, e >= 254, e >= 255)   # e1 >= 254, e1 >= 255
     e1zero = Mux(hi, e == -1, e == 0)
     c24 = up & all1                                            # the increment carries out: e2 = e1 + 1
-    sign, nan, inf, zero, top, up, e1, e1p1, normal, g254, g255, e1zero, all1, c24 = cut(
-        4, sign, nan, inf, zero, top, up, e1, e1p1, normal, g254, g255, e1zero, all1, c24)
+    # the increment precomputed beside `up` (its carry chain before the cut): the rounding stage only selects
+    topp1 = p.comb((top + 1)[:24], "mul_topp1")
+    sign, nan, inf, zero, top, topp1, up, e1, e1p1, normal, g254, g255, e1zero, all1, c24 = cut(
+        4, sign, nan, inf, zero, top, topp1, up, e1, e1p1, normal, g254, g255, e1zero, all1, c24)
     top = p.comb(top, "mul_top")
-    mr = p.comb((top + up)[:25], "mul_mr")
+    mr = p.comb(Mux(up, topp1, top), "mul_mr")
     to_min = e1zero & all1                                     # rounds up to the smallest normal
     special = nan | inf | zero | ~normal | Mux(c24, g254, g255)
     sval = Mux(nan, NAN32,

@@ -18,8 +18,9 @@ fed with the widened elements (VSUM) or their exact products (VDOT, one binary16
 single-cycle group accumulator from +0; VMAX is an integer comparator tree on order-preserving keys. Scalar
 operations use one binary32 adder, one multiplier, and the reciprocal / rsqrt units.
 
-All paths are padded to one latency (`latency`, set by the slowest: rsqrt), so results leave in order;
-throughput is one beat per cycle, except VEXP/VGELU (sfu_share cycles per beat) and the beats of one VSUM/VDOT
+Each operation completes at its own latency (`op_latency`: seven completion classes; `latency` is the
+longest, rsqrt's); a beat enters only once its result cannot overtake one in flight, so results leave in
+order, one per cycle. Throughput is one beat per cycle, except VEXP/VGELU (sfu_share cycles per beat) and the beats of one VSUM/VDOT
 vector with a pipelined accumulator (red_stages + 1 apart): `VPU.beat_cycles`. vpu_width must equal d (the reductions' tree is the MPU's d-wide one).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
@@ -46,6 +47,9 @@ _REDUCE = tuple(op.mnemonic for op in VPU_OPS if op.fmt is isa.VECTOR and not op
 _SCALAR = tuple(op.mnemonic for op in VPU_OPS if op.fmt is isa.SCALAR)
 _SFU_OPS = ("VEXP", "VGELU")                     # through the shared exp / GELU units
 _ACCUM = ("VSUM", "VDOT")                        # through the reduction tree and its accumulator
+_VEC = tuple(m for m in _ELEMENTWISE if m not in _SFU_OPS)   # through the lane adders / multipliers
+# the completion classes: one latency each (`VPU.op_latency`)
+_CLASSES = (_VEC, _SFU_OPS, _ACCUM, ("VMAX",), ("SMOVI", "SADDI", "SMULI"), ("SRECIP",), ("SRSQRT",))
 assert set(_ELEMENTWISE + _REDUCE + _SCALAR) == {op.mnemonic for op in VPU_OPS}, "a VPU opcode is not handled"
 
 
@@ -130,7 +134,22 @@ class VPU(wiring.Component):
         })
         m = Module()
         m._MustUse__silence = True
-        self.latency = self._datapath(m, Pipe(m, C(1, 1)), Signal(in_layout(cfg)), C(1, 1))[1]
+        classes = self._datapath(m, Pipe(m, C(1, 1)), Signal(in_layout(cfg)), C(1, 1))
+        out_reg = 1 if add_stages > 3 else 0           # the 300 MHz depths register the outputs
+        self.latencies = {mn: t + out_reg for ops, t, *_ in classes for mn in ops}
+        self.latency = max(self.latencies.values())
+
+    def _class_latencies(self) -> dict:
+        """{opcodes of one completion class: its latency}."""
+        out = {}
+        for mn, lat in self.latencies.items():
+            ops = next(c for c in _CLASSES if mn in c)
+            out[ops] = lat
+        return out
+
+    def op_latency(self, op: str) -> int:
+        """Cycles from a beat of `op` (mnemonic) entering to its result leaving (each operation its own)."""
+        return self.latencies[op]
 
     def beat_cycles(self, op: str, beats: int) -> int:
         """Cycles the unit's input takes for one instruction `op` (mnemonic) of `beats` beats: the results
@@ -143,8 +162,9 @@ class VPU(wiring.Component):
 
     # ------------------------------------------------------------------ datapath
     def _datapath(self, m, p: Pipe, x, ce):
-        """Build the datapath on payload view `x` (stage 0). Returns ((vector results, scalar result, emit)
-        as T values, their common stage)."""
+        """Build the datapath on payload view `x` (stage 0). Returns one (opcodes, stage, `op` is one of them,
+        vector results or None, scalar result or None, emit) per completion class (`_CLASSES`), every value
+        as seen at that class's own stage."""
         w, ad, ml = self.cfg.vpu_width, self.add_stages, self.mul_stages
         g = ad > 3                                       # the 300 MHz depths: registered glue
         k_sh = self.sfu_share
@@ -191,9 +211,8 @@ class VPU(wiring.Component):
 
         vecs = []
         for k in range(w):
-            t, (r16v, sv, av, o) = p.sync(r16s[k], sfu_vec, T(x.a[k], 0), T(op, 0))
-            sv = sv[16 * k:16 * k + 16]
-            vecs.append(T(Mux(_is(o, "VEXP", "VGELU"), sv, Mux(_is(o, "VMOV"), av, r16v)), t))
+            t, (r16v, av, o) = p.sync(r16s[k], T(x.a[k], 0), T(op, 0))
+            vecs.append(T(Mux(_is(o, "VMOV"), av, r16v), t))
 
         # ---- reductions: VSUM / VDOT through the tree and accumulator; VMAX through comparator keys
         is_dot = _is(op, "VDOT")
@@ -212,12 +231,16 @@ class VPU(wiring.Component):
         if self.red_stages:                            # pipelined; beats of a vector spaced red_stages + 1 apart
             a = self.red_stages
             v_g = v_g & p.at(T(_is(op, *_ACCUM), 0), tg)
-            red = fp32_add(p, T(Mux(first, C(0, 32), acc), tg), gsum, a)
+            # the adder's first operand straight from a register: the partial sum, or +0 after a vector's last
+            # beat (nothing reads it between a beat's entry and its result: the spacing)
+            red = fp32_add(p, T(acc, tg), gsum, a)
             v_res = p.flag(v_g, a, "v_redr")
             with m.If(ce & v_g):
                 m.d.sync += first.eq(last_g)
             with m.If(ce & v_res):
-                m.d.sync += acc.eq(red.v)
+                m.d.sync += acc.eq(Mux(first, C(0, 32), red.v))
+            with m.If(ce & v_g & last_g):
+                m.d.sync += acc.eq(0)
             red_sum = red
         else:
             nxt = fp32_add(p, Mux(first, C(0, 32), acc), gsum.v, stages=0)
@@ -255,41 +278,60 @@ class VPU(wiring.Component):
         s_rcp = recip(p, vs, ad, ml)
         s_rsq = rsqrt(p, vs, ad, ml)
 
-        t_end = max([v.t for v in vecs] + [red_sum.t, red_max.t, s_add.t, s_mul.t, s_rcp.t, s_rsq.t])
-        opd = p.at(T(op, 0), t_end)
-        sc = Mux(_is(opd, *_ACCUM), p.at(red_sum, t_end),
-             Mux(_is(opd, "VMAX"), p.at(red_max, t_end),
-             Mux(_is(opd, "SADDI"), p.at(s_add, t_end),
-             Mux(_is(opd, "SMULI"), p.at(s_mul, t_end),
-             Mux(_is(opd, "SRECIP"), p.at(s_rcp, t_end),
-             Mux(_is(opd, "SRSQRT"), p.at(s_rsq, t_end), p.at(imm, t_end)))))))   # SMOVI: the immediate
-        sc = Mux(_is(opd, *_ELEMENTWISE), 0, sc)               # the unused half of `o` is zero
-        vec_out = [Mux(_is(opd, *_ELEMENTWISE), p.at(v, t_end), 0) for v in vecs]
+        # ---- completion classes: each leaves at its own stage (the issue rule in `elaborate` keeps them in order)
+        def at_each(vals, t):
+            return [p.at(v, t) for v in vals]
+        tv = max(v.t for v in vecs)
+        t_sa = max(s_add.t, s_mul.t)
+        o_sa = p.at(T(op, 0), t_sa)
+        results = [                                    # (stage, vector results, scalar result) per _CLASSES
+            (tv, at_each(vecs, tv), None),
+            (ts, [sfu_vec.v[16 * k:16 * k + 16] for k in range(w)], None),
+            (red_sum.t, None, red_sum.v),
+            (red_max.t, None, red_max.v),
+            (t_sa, None, Mux(_is(o_sa, "SADDI"), p.at(s_add, t_sa),
+                             Mux(_is(o_sa, "SMULI"), p.at(s_mul, t_sa), p.at(imm, t_sa)))),   # SMOVI: imm
+            (s_rcp.t, None, s_rcp.v),
+            (s_rsq.t, None, s_rsq.v),
+        ]
         # a beat's result leaves on its last slot (VEXP/VGELU) and, for reductions, on the vector's last beat
         emit = T(Mux(_is(op, *_REDUCE), x.last, 1) & (~_is(op, *_SFU_OPS) | (sub == k_sh - 1)), 0)
-        if g:                                                  # registered outputs
-            out = [_reg(p, T(v, t_end), True) for v in vec_out + [sc]]
-            return ([v.v for v in out[:-1]], out[-1].v, p.at(emit, t_end + 1)), t_end + 1
-        return (vec_out, sc, p.at(emit, t_end)), t_end
+        return [(ops, t, _is(p.at(T(op, 0), t), *ops), vv, sv, p.at(emit, t))
+                for ops, (t, vv, sv) in zip(_CLASSES, results)]
 
     def elaborate(self, platform):
         m = Module()
         ce = Signal()
         m.d.comb += ce.eq(~self.o.valid | self.o.ready)
+        g = self.add_stages > 3                        # the 300 MHz depths: registered outputs
         enter = Signal()                               # a slot enters the pipeline
-        ok = Signal(init=1)
+        op_in = self.i.payload.op
+        ok = Signal()
+        # issue rule: a beat enters only if it completes after every beat already in flight, so results
+        # leave in order, one per cycle, each class at its own latency; `busy[j]` = the last beat entered
+        # completes more than j cycles from now (a thermometer shifted down each cycle: one bit per check)
+        lats = self._class_latencies()
+        busy = Signal(max(lats.values()) + 1, name="busy_until")
+        order_ok = C(1, 1)
+        busy_next = C(0, len(busy))
+        for ops, lat in lats.items():
+            hit = _is(op_in, *ops)
+            order_ok = order_ok & (~hit | ~busy[lat])
+            busy_next = busy_next | Mux(hit, (1 << lat) - 1, 0)
+        with m.If(ce):
+            m.d.sync += busy.eq(Mux(enter, busy_next, busy >> 1))
+        red_ok = C(1, 1)
         if self.red_stages:                            # space a VSUM/VDOT vector's beats red_stages + 1 apart
-            wait = Signal(range(self.red_stages + 1), name="red_wait")
-            red_in = _is(self.i.payload.op, *_ACCUM)
-            m.d.comb += ok.eq((wait == 0) | ~red_in)
+            wait = Signal(self.red_stages, name="red_wait")   # thermometer: bit 0 = still waiting
+            red_in = _is(op_in, *_ACCUM)
+            red_ok = ~wait[0] | ~red_in
             with m.If(ce):
-                with m.If(enter & red_in & ~self.i.payload.last):
-                    m.d.sync += wait.eq(self.red_stages)
-                with m.Elif(wait != 0):
-                    m.d.sync += wait.eq(wait - 1)
+                m.d.sync += wait.eq(Mux(enter & red_in & ~self.i.payload.last, (1 << self.red_stages) - 1,
+                                        wait >> 1))
+        m.d.comb += ok.eq(order_ok & red_ok)
         m.d.comb += enter.eq(self.i.valid & ce & ok)
         sub = Signal(max(1, (self.sfu_share - 1).bit_length()), name="sfu_slot")
-        sfu_in = _is(self.i.payload.op, *_SFU_OPS)
+        sfu_in = _is(op_in, *_SFU_OPS)
         last_slot = ~sfu_in | (sub == self.sfu_share - 1)
         m.d.comb += self.i.ready.eq(ce & ok & last_slot)
         if self.sfu_share > 1:
@@ -297,14 +339,29 @@ class VPU(wiring.Component):
                 m.d.sync += sub.eq(Mux(last_slot, 0, sub + 1))
         self._fire, self._sub = enter, sub
         p = Pipe(m, ce)
-        (vecs, sc, emit), t_end = self._datapath(m, p, self.i.payload, ce)
+        classes = self._datapath(m, p, self.i.payload, ce)
         self._fire = self._sub = None
-        assert t_end == self.latency
-        valid = Signal(t_end, name="valid_pipe")
+        t_max = max(t for _, t, *_ in classes)
+        valid = Signal(t_max, name="valid_pipe")
         with m.If(ce):
             m.d.sync += valid.eq((valid << 1) | enter)
-        m.d.comb += [self.o.valid.eq(valid[-1] & emit), self.o.payload.s.eq(sc)]
-        for k, v in enumerate(vecs):
+        o_valid, o_s = C(0, 1), C(0, 32)
+        o_v = [C(0, 16)] * self.cfg.vpu_width
+        for ops, t, hit, vv, sv, emit in classes:       # at most one class completes per cycle
+            sel = valid[t - 1] & hit
+            o_valid = o_valid | (sel & emit)
+            if sv is not None:
+                o_s = o_s | Mux(sel, sv, 0)
+            if vv is not None:
+                o_v = [ov | Mux(sel, v, 0) for ov, v in zip(o_v, vv)]
+        if g:                                          # registered outputs
+            rv, rs = Signal(name="o_valid_r"), Signal(32, name="o_s_r")
+            rvv = [Signal(16, name=f"o_v{k}_r") for k in range(len(o_v))]
+            with m.If(ce):
+                m.d.sync += [rv.eq(o_valid), rs.eq(o_s)] + [r.eq(v) for r, v in zip(rvv, o_v)]
+            o_valid, o_s, o_v = rv, rs, rvv
+        m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.s.eq(o_s)]
+        for k, v in enumerate(o_v):
             m.d.comb += self.o.payload.v[k].eq(v)
         return m
 

@@ -9,7 +9,7 @@ describes what each unit costs and where every constant comes from.
 Serial issue (`serial_issue=True`): the in-order RTL core as built (hw/core.py, docs/rtl_core.md). An
 instruction starts only when the previous one has retired, after `issue_cycles` (FETCH, DECODE), and its engine
 then takes its setup states, the operand feed, the unit's fixed pipeline latency (`hw.mpu.MPU(cfg).latency`,
-`hw.vpu.VPU(cfg).latency`: every VPU operation is padded to the slowest), one cycle per tile / chunk, and the
+`hw.vpu.VPU(cfg).op_latency(op)`: each VPU operation its own), one cycle per tile / chunk, and the
 DMA's pieces (one memory beat x one VBUF entry each). The counts are read from the hw/ classes
 (`serial_costs`), never copied; memory latencies and bandwidths stay the board's. The default (overlapped)
 mode describes the DFX-style target with a scoreboard.
@@ -90,7 +90,7 @@ class SerialCosts:
     setup: dict               # engine states before the first beat: {"mpu", "vpu", "dma"}
     feed: dict                # operand path into the unit: {"mpu": HBM R FIFO, "vpu": VBUF read + FIFO}
     mpu_latency: int          # hw.mpu.MPU(cfg).latency: last beat of a block to its output
-    vpu_latency: int          # the core's hw.vpu.VPU latency: every operation (padded to rsqrt's)
+    vpu_op_latency: object    # VPU.op_latency(mnemonic): the core's VPU, each operation its own latency
     vpu_beat_cycles: object   # VPU.beat_cycles(mnemonic, beats): the VPU's input occupancy of an instruction
     dma_run: int              # per run (NEXT_RUN)
     load_piece: int           # per LOAD piece (pipelined ARs)
@@ -110,7 +110,7 @@ def serial_costs(cfg: AccelConfig) -> SerialCosts:
         issue_cycles=Core.ISSUE_CYCLES, wake=Core.WAKE_CYCLES,
         setup={"mpu": MatrixEngine.SETUP_CYCLES, "vpu": VectorEngine.SETUP_CYCLES, "dma": DmaEngine.SETUP_CYCLES},
         feed={"mpu": MatrixEngine.FEED_CYCLES, "vpu": VectorEngine.FEED_CYCLES},
-        mpu_latency=MPU(cfg).latency, vpu_latency=vpu.latency, vpu_beat_cycles=vpu.beat_cycles,
+        mpu_latency=MPU(cfg).latency, vpu_op_latency=vpu.op_latency, vpu_beat_cycles=vpu.beat_cycles,
         dma_run=DmaEngine.RUN_CYCLES, load_piece=DmaEngine.LOAD_PIECE_CYCLES,
         load_drain=DmaEngine.LOAD_DRAIN_CYCLES, store_piece=DmaEngine.STORE_PIECE_CYCLES,
         store_drain=DmaEngine.STORE_DRAIN_CYCLES,
@@ -305,14 +305,14 @@ class Timing:
     def _vector(self, op: isa.Op, f: dict, n_dyn: int) -> Cost:
         cfg = self.cfg
         m = op.mnemonic
-        if self.rtl:                                             # every operation: the VPU's one latency
+        if self.rtl:                                             # the operation's own VPU latency
             r = self.rtl
             beats = 1 if op.fmt is isa.SCALAR else max(1, cdiv(n_dyn if f["dyn_n"] else f["n"], cfg.vpu_width))
             beats = r.vpu_beat_cycles(m, beats)                  # slots: shared SFUs, a pipelined VSUM/VDOT
             if self.serial:
-                return Cost(r.setup["vpu"] + r.feed["vpu"] + r.vpu_latency + beats, 0, 0, 0)
+                return Cost(r.setup["vpu"] + r.feed["vpu"] + r.vpu_op_latency(m) + beats, 0, 0, 0)
             # the engine takes the next instruction once it has fed this one's last beat (IN_FLIGHT)
-            return Cost(r.setup["vpu"] + beats, r.feed["vpu"] + r.vpu_latency, 0, 0)
+            return Cost(r.setup["vpu"] + beats, r.feed["vpu"] + r.vpu_op_latency(m), 0, 0)
         if op.fmt is isa.SCALAR:
             lat = {"SMOVI": 1, "SADDI": self.add, "SMULI": self.mul32, "SRECIP": self.recip_lat,
                    "SRSQRT": self.rsqrt_lat}[m]

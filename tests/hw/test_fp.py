@@ -81,6 +81,7 @@ def test_adder_stages_change_latency_not_results(stages):
 
 
 @pytest.mark.parametrize("name, unit", [("mul32", lambda: Fp32MulUnit(stages=4)),
+                                        pytest.param("mul32", lambda: Fp32MulUnit(stages=len(MUL32_CUTS)), id="mul32-deepest"),
                                         ("mul16", lambda: Fp16MulUnit(stages=3)),
                                         ("round16", lambda: Fp32ToFp16Unit(stages=2))])
 def test_deepest_multipliers_match_numerics(name, unit):

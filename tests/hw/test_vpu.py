@@ -130,3 +130,46 @@ def test_vpu_refuses_bad_sharing():
 def test_vpu_refuses_other_widths():
     with pytest.raises(ValueError, match="vpu_width == d"):
         VPU(CFG.replace(vpu_width=4))
+
+
+def result_cycles(dut, beats) -> list[int]:
+    """Cycles from the first beat's presentation to each result, with no stalls on either side."""
+    from amaranth.sim import Simulator
+    from hw_helpers import raw
+    seen = []
+
+    async def feed(ctx):
+        ctx.set(dut.i.valid, 1)
+        for b in beats:
+            ctx.set(raw(dut.i.payload), b)
+            while not (await ctx.tick().sample(dut.i.ready))[2]:
+                pass
+        ctx.set(dut.i.valid, 0)
+
+    async def drain(ctx):
+        ctx.set(dut.o.ready, 1)
+        cycle = 0
+        while len(seen) < len(beats):
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            cycle += 1
+            if valid:
+                seen.append(cycle)
+    sim = Simulator(dut)
+    sim.add_clock(5e-9)
+    sim.add_testbench(feed)
+    sim.add_testbench(drain)
+    sim.run()
+    return seen
+
+
+def test_each_operation_completes_at_its_own_latency():
+    """`VPU.op_latency` is what the unit shows for a lone beat, a short operation behind a long one waits only
+    as long as it would overtake it (results in order, one per cycle), and the VADD is not padded to rsqrt's."""
+    dut = VPU(CFG, red_stages=3)
+    one = {op: vpu_beats(CFG, op, a=np.ones(3, np.float16), b=np.ones(3, np.float16), s=np.float32(2.0),
+                         imm=np.float32(1.0)) for op in ("VADD", "SRSQRT", "VMAX", "SMOVI")}
+    assert dut.op_latency("VADD") < dut.op_latency("SRSQRT") == dut.latency
+    for op, beats in one.items():
+        assert result_cycles(dut, beats) == [1 + dut.op_latency(op)], op       # accepted on the first edge
+    # SRSQRT then VADD: the VADD's result leaves the cycle after the SRSQRT's, not a full latency later
+    assert result_cycles(dut, one["SRSQRT"] + one["VADD"]) == [1 + dut.latency, 2 + dut.latency]

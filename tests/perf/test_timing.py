@@ -38,16 +38,18 @@ def serial(instr: str, cfg, board="u280") -> int:
 
 def test_serial_costs_are_the_rtls():
     """Serial issue charges what hw/ defines: the controller's issue cycles, each engine's setup and feed, the
-    MPU's and the VPU's own pipeline latencies (one for every VPU operation), a beat per tile or chunk."""
+    MPU's and the VPU's own pipeline latencies (each VPU operation its own), a beat per tile or chunk."""
     cfg = load_config("tiny")
     c = serial_costs(cfg)
     mpu, vpu = MPU(cfg), VPU(cfg, **VectorEngine.vpu_params(cfg))          # the core's VPU
-    assert (c.issue_cycles, c.mpu_latency, c.vpu_latency) == (Core.ISSUE_CYCLES, mpu.latency, vpu.latency)
-    vec = c.issue_cycles + c.setup["vpu"] + c.feed["vpu"] + c.vpu_latency
-    assert serial("VADD dst=10 a=0 b=2 n=16", cfg) == vec + 2
-    assert serial("VEXP dst=10 a=0 n=16", cfg) == vec + 2 * vpu.sfu_share                  # shared exp units
-    assert serial("VSUM a=0 n=17 sd=1", cfg) == vec + 1 + 2 * (vpu.red_stages + 1)          # pipelined accumulator
-    assert serial("SRSQRT sd=1 sa=2", cfg) == vec + 1
+    assert (c.issue_cycles, c.mpu_latency) == (Core.ISSUE_CYCLES, mpu.latency)
+    vec = c.issue_cycles + c.setup["vpu"] + c.feed["vpu"]
+    assert {m: c.vpu_op_latency(m) for m in ("VADD", "VEXP", "VSUM", "SRSQRT")} == \
+        {m: vpu.op_latency(m) for m in ("VADD", "VEXP", "VSUM", "SRSQRT")}
+    assert serial("VADD dst=10 a=0 b=2 n=16", cfg) == vec + vpu.op_latency("VADD") + 2
+    assert serial("VEXP dst=10 a=0 n=16", cfg) == vec + vpu.op_latency("VEXP") + 2 * vpu.sfu_share    # shared exp
+    assert serial("VSUM a=0 n=17 sd=1", cfg) == vec + vpu.op_latency("VSUM") + 1 + 2 * (vpu.red_stages + 1)
+    assert serial("SRSQRT sd=1 sa=2", cfg) == vec + vpu.op_latency("SRSQRT") + 1
     hbm_lat = Timing(cfg, load_board("u280")).hbm_read_lat
     assert serial("LINEAR dst=4 src=0 k=16 n=8", cfg) == (c.issue_cycles + c.setup["mpu"] + hbm_lat + c.feed["mpu"]
                                                           + c.mpu_latency + 2 * 2)
