@@ -1,0 +1,131 @@
+"""Interleaved column blocks for the MPU's pipelined accumulator: the weight streamer's chunk walk and reorder
+buffer (docs/rtl.md, "Design note: the core on the pipelined accumulator").
+
+An MPU with `acc_stages` = A > 0 runs one tile per cycle only when I >= A + 2 output blocks are interleaved group
+by group (`hw.mpu.beat_order(kt, nt, I)`). The weights stay where `dfx.program.tile_matrix` puts them; the
+matrix engine reads them in **chunks**: chunk (j0, i0) is the tiles (j0 + u, i0 + b) for u < Ic = min(I, nt - j0)
+and b < Bc = min(B, kt - i0), fetched block by block (u outer: block j0 + u's rows i0 .. i0 + Bc - 1 are
+consecutive beats of a column-major matrix, one INCR burst, split only at 4 KiB) and handed to the MPU row by
+row (b outer, u inner), which is `beat_order`. Chunks go row range by row range (i0 = 0, B, 2B, ...) through a
+group of I blocks, then the next group (j0 += I).
+
+`Reorder` holds two chunks (2 x I x B tiles): the fetch fills one while the MPU reads the other, so both run at
+a tile per cycle; a chunk is read once it is complete (its first beat in MPU order, (i0, j0 + Ic - 1), is one
+of its last to arrive).
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .dma import log2
+
+ROB_BURST = 16          # B: rows of a block per chunk (one INCR burst of B beats per channel and block)
+
+
+def interleave(acc_stages: int, acc_fifo: int) -> int:
+    """I: the column blocks the matrix engine interleaves for an MPU with these accumulator parameters (1: the
+    single-cycle accumulator, column-major order)."""
+    return 1 if acc_stages == 0 else min(acc_stages + 2, acc_fifo)
+
+
+def chunks(kt: int, nt: int, i: int, b: int = ROB_BURST) -> list[tuple[int, int, int, int]]:
+    """(j0, i0, Ic, Bc) of every chunk of a kt x nt matrix, in fetch order."""
+    return [(j0, i0, min(i, nt - j0), min(b, kt - i0)) for j0 in range(0, nt, i) for i0 in range(0, kt, b)]
+
+
+class ChunkWalk:
+    """Registers walking the chunks of one instruction: `rows` = kt - i0, `blks` = nt - j0; `bc`, `ic` the current
+    chunk's size; `last` (the final chunk). `start(m)` and `advance(m)` (sync statements) move it."""
+
+    def __init__(self, name: str, kt, nt, i: int, b: int):
+        self.kt, self.nt, self.i, self.b = kt, nt, i, b
+        self.rows = Signal(30, name=f"{name}_rows")
+        self.blks = Signal(30, name=f"{name}_blks")
+        self.bc = Mux(self.rows > b, b, self.rows)
+        self.ic = Mux(self.blks > i, i, self.blks)
+        self.more_rows = self.rows > b
+        self.last = ~self.more_rows & (self.blks <= i)
+
+    def start(self, m: Module):
+        m.d.sync += [self.rows.eq(self.kt), self.blks.eq(self.nt)]
+
+    def advance(self, m: Module):
+        with m.If(self.more_rows):
+            m.d.sync += self.rows.eq(self.rows - self.b)
+        with m.Else():
+            m.d.sync += [self.rows.eq(self.kt), self.blks.eq(Mux(self.blks > self.i, self.blks - self.i, 0))]
+
+
+class Reorder(wiring.Component):
+    """Tiles in chunk fetch order on `i` (block by block) out on `o` in MPU order (row by row). `start` (one
+    cycle, with `kt` and `nt` valid until the instruction ends) empties it for a new instruction."""
+
+    def __init__(self, width: int, i: int, b: int = ROB_BURST):
+        assert b & (b - 1) == 0 and i >= 1, (i, b)
+        self.width, self.I, self.B = width, i, b
+        self.depth = 2 * i * b
+        super().__init__({
+            "start": In(1), "kt": In(30), "nt": In(30),
+            "i": In(stream.Signature(width)),
+            "o": Out(stream.Signature(width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        I, B = self.I, self.B
+        m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=[])
+        wr, rd = mem.write_port(), mem.read_port()
+        half = I * B
+        full = Signal(2)
+        ww, rw = ChunkWalk("robw", self.kt, self.nt, I, B), ChunkWalk("robr", self.kt, self.nt, I, B)
+
+        # ---- write side: block u of the chunk, row b
+        wu, wb, wh = Signal(range(max(I, 2))), Signal(range(max(B, 2))), Signal()
+        set_h = Signal(2)
+        m.d.comb += [self.i.ready.eq(~full.bit_select(wh, 1)),
+                     wr.addr.eq(Mux(wh, half, 0) + (wu << log2(B)) + wb), wr.data.eq(self.i.payload),
+                     wr.en.eq(self.i.valid & self.i.ready)]
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(wb + 1 == ww.bc):
+                m.d.sync += wb.eq(0)
+                with m.If(wu + 1 == ww.ic):
+                    m.d.sync += [wu.eq(0), wh.eq(~wh)]
+                    m.d.comb += set_h.bit_select(wh, 1).eq(1)
+                    ww.advance(m)
+                with m.Else():
+                    m.d.sync += wu.eq(wu + 1)
+            with m.Else():
+                m.d.sync += wb.eq(wb + 1)
+
+        # ---- read side: row b of the chunk, block u; a registered read (the port holds its data while not read)
+        ru, rb, rh = Signal(range(max(I, 2))), Signal(range(max(B, 2))), Signal()
+        clr_h = Signal(2)
+        ov = Signal()
+        issue = Signal()
+        m.d.comb += [issue.eq(full.bit_select(rh, 1) & (~ov | self.o.ready)),
+                     rd.en.eq(issue), rd.addr.eq(Mux(rh, half, 0) + (ru << log2(B)) + rb),
+                     self.o.valid.eq(ov), self.o.payload.eq(rd.data)]
+        with m.If(issue):
+            m.d.sync += ov.eq(1)
+            with m.If(ru + 1 == rw.ic):
+                m.d.sync += ru.eq(0)
+                with m.If(rb + 1 == rw.bc):
+                    m.d.sync += [rb.eq(0), rh.eq(~rh)]
+                    m.d.comb += clr_h.bit_select(rh, 1).eq(1)
+                    rw.advance(m)
+                with m.Else():
+                    m.d.sync += rb.eq(rb + 1)
+            with m.Else():
+                m.d.sync += ru.eq(ru + 1)
+        with m.Elif(self.o.ready):
+            m.d.sync += ov.eq(0)
+        m.d.sync += full.eq((full | set_h) & ~clr_h)
+
+        with m.If(self.start):
+            m.d.sync += [full.eq(0), wu.eq(0), wb.eq(0), wh.eq(0), ru.eq(0), rb.eq(0), rh.eq(0), ov.eq(0)]
+            ww.start(m)
+            rw.start(m)
+        return m
