@@ -25,6 +25,8 @@ controller drives it through the engine contract (hw/core_engine.py).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
+import os
+
 from amaranth import Cat, C, Module, Mux, Signal
 from amaranth.hdl import Array
 from amaranth.lib import data
@@ -35,7 +37,7 @@ from dfx import isa
 from dfx.config import AccelConfig
 
 from .core_engine import Engine
-from .core_rob import ROB_BURST, ChunkWalk, Reorder, interleave
+from .core_rob import ROB_BURST, ChunkWalk, Reorder, interleave, stream_cycles
 from .decoder import format_layout
 from .dma import AXI_ADDR_BITS, BURST_INCR, axi4_signature, hbm_port_names, lane_mask, log2
 from .mpu import MPU, STAGES_300MHZ, x_layout
@@ -83,14 +85,24 @@ class MatrixEngine(Engine):
 
     # The MPU's depths in the core (`mpu_params`): "default" (hw.mpu.MPU's defaults: a single-cycle accumulator,
     # column-major tiles) or "deep" (`hw.mpu.STAGES_300MHZ`: the pipelined accumulator, I interleaved blocks).
+    # $DFX_RTL_MPU (PROFILE_ENV) replaces PROFILE for the builds and the performance model of one process.
     PROFILES = {"default": {}, "deep": STAGES_300MHZ}
     PROFILE = "default"
+    PROFILE_ENV = "DFX_RTL_MPU"
+
+    @classmethod
+    def profile(cls) -> str:
+        """The MPU profile the core is built with: $DFX_RTL_MPU, else PROFILE."""
+        p = os.environ.get(cls.PROFILE_ENV) or cls.PROFILE
+        if p not in cls.PROFILES:
+            raise ValueError(f"{cls.PROFILE_ENV}={p!r}: the MPU profile must be one of {', '.join(cls.PROFILES)}")
+        return p
 
     @classmethod
     def mpu_params(cls, cfg: AccelConfig) -> dict:
-        """The MPU's keyword arguments in the core (`PROFILES[PROFILE]`); keyword arguments to the engine replace
-        or add to them."""
-        return dict(cls.PROFILES[cls.PROFILE])
+        """The MPU's keyword arguments in the core (`PROFILES[profile()]`); keyword arguments to the engine
+        replace or add to them."""
+        return dict(cls.PROFILES[cls.profile()])
 
     def __init__(self, cfg: AccelConfig, wformats: tuple[str, ...] = (), **mpu_stages):
         """wformats: the quantized weight format families (`hw.qfetch.CORE_FAMILIES`) this core reads, one tile
@@ -112,6 +124,14 @@ class MatrixEngine(Engine):
         for name in hbm_port_names(cfg):
             members[name] = Out(axi4_signature(cfg.hbm_width))
         super().__init__(cfg, members)
+
+    def tile_cycles(self, kt: int, nt: int, quantized: bool = False) -> int:
+        """Cycles of a kt x nt instruction's tiles into the MPU when the weights arrive a tile per cycle (read by
+        the performance model): kt*nt at the single-cycle accumulator; on the pipelined one the reorder buffer's
+        first chunk, then a tile per cycle while at least acc_stages + 2 blocks are interleaved
+        (`core_rob.stream_cycles`); quantized tiles come column-major (one block at a time)."""
+        a = self.mpu.acc_stages + 2 if self.mpu.acc_stages else 1
+        return stream_cycles(kt, nt, self.interleave, a, rob=self.rob is not None and not quantized)
 
     def elaborate(self, platform):
         m = Module()

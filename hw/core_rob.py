@@ -129,3 +129,29 @@ class Reorder(wiring.Component):
             ww.start(m)
             rw.start(m)
         return m
+
+
+def stream_cycles(kt: int, nt: int, i: int, acc_latency: int, b: int = ROB_BURST, rob: bool = True) -> int:
+    """Cycles from the first weight beat at the reorder buffer to the last tile into the MPU, for tiles arriving
+    one per cycle (the engine's cycle count, read by the performance model): chunks fill one half of the buffer
+    while the MPU reads the other (a chunk is read from the cycle after its last beat is written, its first tile
+    one cycle later), and a block's next group enters the MPU `acc_latency` (acc_stages + 2) cycles after its
+    previous one at the earliest. `rob` False: no buffer (column-major tiles straight to the MPU)."""
+    if not rob:                                   # quantized tiles / the single-cycle accumulator: column-major
+        per = max(1, acc_latency)
+        return nt * ((kt - 1) * per + 1)
+    w_end = [0, 0]                                # per half: the cycle its chunk's writes end / reads end
+    r_end = [0, 0]
+    w_t, r_t = 0, -1
+    last_row: dict[int, int] = {}                 # block -> cycle of its latest group
+    for c, (j0, i0, ic, bc) in enumerate(chunks(kt, nt, i, b)):
+        h = c & 1
+        w_t = max(w_t, r_end[h]) + ic * bc       # the half is free once read; one beat per cycle
+        w_end[h] = w_t
+        t = max(w_t, r_t)
+        for row in range(i0, i0 + bc):
+            for j in range(j0, j0 + ic):
+                t = max(t + 1, last_row.get(j, -acc_latency) + acc_latency)
+                last_row[j] = t
+        r_t = r_end[h] = t
+    return r_t
