@@ -37,7 +37,7 @@ from dfx import isa
 from dfx.config import AccelConfig
 
 from .core_engine import Engine
-from .core_rob import ROB_BURST, ChunkWalk, Reorder, interleave, stream_cycles
+from .core_rob import ROB_BURST, ChunkWalk, Reorder, interleave, tile_cycles
 from .decoder import format_layout
 from .dma import AXI_ADDR_BITS, BURST_INCR, axi4_signature, hbm_port_names, lane_mask, log2
 from .mpu import MPU, STAGES_300MHZ, x_layout
@@ -126,12 +126,8 @@ class MatrixEngine(Engine):
         super().__init__(cfg, members)
 
     def tile_cycles(self, kt: int, nt: int, quantized: bool = False) -> int:
-        """Cycles of a kt x nt instruction's tiles into the MPU when the weights arrive a tile per cycle (read by
-        the performance model): kt*nt at the single-cycle accumulator; on the pipelined one the reorder buffer's
-        first chunk, then a tile per cycle while at least acc_stages + 2 blocks are interleaved
-        (`core_rob.stream_cycles`); quantized tiles come column-major (one block at a time)."""
-        a = self.mpu.acc_stages + 2 if self.mpu.acc_stages else 1
-        return stream_cycles(kt, nt, self.interleave, a, rob=self.rob is not None and not quantized)
+        """`core_rob.tile_cycles` for this engine's MPU."""
+        return tile_cycles(kt, nt, self.mpu.acc_stages, self.mpu.acc_fifo, quantized)
 
     def elaborate(self, platform):
         m = Module()

@@ -131,6 +131,17 @@ class Reorder(wiring.Component):
         return m
 
 
+def tile_cycles(kt: int, nt: int, acc_stages: int, acc_fifo: int, quantized: bool = False) -> int:
+    """The matrix engine's cycles for a kt x nt instruction's tiles into an MPU with these accumulator parameters
+    when the weights arrive a tile per cycle (read by the performance model): kt*nt at the single-cycle
+    accumulator; on the pipelined one the reorder buffer's first chunk, then a tile per cycle while at least
+    acc_stages + 2 blocks are interleaved (`stream_cycles`); quantized tiles come column-major, one block at a
+    time."""
+    if not acc_stages:
+        return kt * nt
+    return stream_cycles(kt, nt, interleave(acc_stages, acc_fifo), acc_stages + 2, rob=not quantized)
+
+
 def stream_cycles(kt: int, nt: int, i: int, acc_latency: int, b: int = ROB_BURST, rob: bool = True) -> int:
     """Cycles from the first weight beat at the reorder buffer to the last tile into the MPU, for tiles arriving
     one per cycle (the engine's cycle count, read by the performance model): chunks fill one half of the buffer

@@ -30,9 +30,11 @@ from dfx.errors import PerfError
 from dfx.formats import WFMT_CODES
 from dfx.hw.core import Core
 from dfx.hw.core_mpu import MatrixEngine
+from dfx.hw.core_rob import tile_cycles
 from dfx.hw.core_vpu import VectorEngine
 from dfx.hw.dma import DmaEngine, ddr_data_bits
 from dfx.hw.fetch import DEPTH as FETCH_DEPTH
+from dfx.hw.mpu import MPU
 from dfx.hw.vpu import VPU
 
 from . import hbm
@@ -89,7 +91,7 @@ class SerialCosts:
     setup: dict               # engine states before the first beat: {"mpu", "vpu", "dma"}
     feed: dict                # operand path into the unit: {"mpu": HBM R FIFO, "vpu": VBUF read + FIFO}
     mpu_latency: int          # the core's MPU latency (MatrixEngine.mpu_params): a block's last beat to its output
-    mpu_tiles: object         # MatrixEngine.tile_cycles(kt, nt, quantized): the weight tiles into the MPU
+    mpu_tiles: object         # hw.core_rob.tile_cycles(kt, nt, quantized) for that MPU: its weight tiles
     vpu_latency: int          # the core's hw.vpu.VPU latency: every operation (padded to rsqrt's)
     vpu_beat_cycles: object   # VPU.beat_cycles(mnemonic, beats): the VPU's input occupancy of an instruction
     dma_run: int              # per run (NEXT_RUN)
@@ -106,12 +108,14 @@ def serial_costs(cfg: AccelConfig) -> SerialCosts:
     """The RTL's cycle counts for `cfg`, read from the hw/ classes (one source for the model, the calibration
     and the RTL; tests/hw/test_core.py checks them against the RTL's measured cycles)."""
     vpu = VPU(cfg, **VectorEngine.vpu_params(cfg))                  # the core's VPU
-    mpu = MatrixEngine(cfg)                                          # the core's matrix engine and MPU
+    mpu = MPU(cfg, **MatrixEngine.mpu_params(cfg))                  # the core's MPU
     return SerialCosts(
         issue_cycles=Core.ISSUE_CYCLES, wake=Core.WAKE_CYCLES,
         setup={"mpu": MatrixEngine.SETUP_CYCLES, "vpu": VectorEngine.SETUP_CYCLES, "dma": DmaEngine.SETUP_CYCLES},
         feed={"mpu": MatrixEngine.FEED_CYCLES, "vpu": VectorEngine.FEED_CYCLES},
-        mpu_latency=mpu.mpu.latency, mpu_tiles=mpu.tile_cycles, vpu_latency=vpu.latency, vpu_beat_cycles=vpu.beat_cycles,
+        mpu_latency=mpu.latency,
+        mpu_tiles=functools.partial(tile_cycles, acc_stages=mpu.acc_stages, acc_fifo=mpu.acc_fifo),
+        vpu_latency=vpu.latency, vpu_beat_cycles=vpu.beat_cycles,
         dma_run=DmaEngine.RUN_CYCLES, load_piece=DmaEngine.LOAD_PIECE_CYCLES,
         load_drain=DmaEngine.LOAD_DRAIN_CYCLES, store_piece=DmaEngine.STORE_PIECE_CYCLES,
         store_drain=DmaEngine.STORE_DRAIN_CYCLES,
@@ -274,7 +278,7 @@ class Timing:
         if self.rtl:                                             # one tile per cycle, then the pipeline; a
             r = self.rtl                                         # batched LINEAR: m of them, back to back
             one = (r.setup["mpu"] + self.hbm_read_lat + r.feed["mpu"] + deq + r.mpu_latency
-                   + max(r.mpu_tiles(kt, nt, f["wfmt"] != 0), math.ceil(mem)))
+                   + max(r.mpu_tiles(kt, nt, quantized=f["wfmt"] != 0), math.ceil(mem)))
             return Cost(rows * one + (rows - 1) * self.vector_gap, 0, rows * nbytes, 0)
         comp = kt * max(rows * nt, self.add)                     # in-order accumulation per column block
         occ = math.ceil(max(mem, comp))

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 
 from dfx.config import PRESETS
 from dfx.hw.core_mpu import MatrixEngine
-from dfx.hw.core_rob import ROB_BURST, Reorder, chunks, interleave, stream_cycles
+from dfx.hw.core_rob import ROB_BURST, Reorder, chunks, interleave, stream_cycles, tile_cycles
 from dfx.hw.mpu import STAGES_300MHZ, beat_order
 
 CFG = PRESETS["tiny"]
@@ -86,3 +86,7 @@ def test_stream_cycles():
     full = stream_cycles(kt, nt, 10, 10)
     assert kt * nt < full <= kt * nt + 10 * ROB_BURST + 2 + 2 * ROB_BURST
     assert stream_cycles(4, 2, 10, 10) == 8 + 1 + 3 * 10 + 1
+    assert tile_cycles(7, 9, 0, 8) == 63
+    assert tile_cycles(4, 2, 8, 16) == stream_cycles(4, 2, 10, 10)
+    assert tile_cycles(4, 2, 8, 16, quantized=True) == 2 * (3 * 10 + 1)
+    assert MatrixEngine(CFG, **STAGES_300MHZ).tile_cycles(4, 2) == tile_cycles(4, 2, 8, 16)
