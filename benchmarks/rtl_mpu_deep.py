@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The core on the default and the deep (300 MHz) MPU: cycles of single LINEARs and of the tiny random GPT-2's
 token steps (tests/hw/test_core.py's model at the `tiny` config) on the integrated core under cocotb, beside the
 performance model's serial-issue-free (`engines="rtl"`) figures, and the weight stream's bytes per cycle.

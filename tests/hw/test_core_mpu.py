@@ -90,3 +90,34 @@ def test_stream_cycles():
     assert tile_cycles(4, 2, 8, 16) == stream_cycles(4, 2, 10, 10)
     assert tile_cycles(4, 2, 8, 16, quantized=True) == 2 * (3 * 10 + 1)
     assert MatrixEngine(CFG, **STAGES_300MHZ).tile_cycles(4, 2) == tile_cycles(4, 2, 8, 16)
+
+
+@pytest.mark.slow          # an Icarus build of the deep core with two quantized families (~4 min) and ~5 min a format
+@pytest.mark.cocotb
+@pytest.mark.parametrize("fmt", ["int4-oc-g128", "bcq3-ic-g32"])
+def test_deep_core_quantized_bitexact(fmt, monkeypatch):
+    """The deep core (`DFX_RTL_MPU=deep`) on quantized weights (their tiles column-major through the pipelined
+    accumulator, one block at a time): the tiny test GPT-2's decode logits bit-exact to the functional simulator.
+    FP16 weights on the deep core: tests/hw/test_core.py with DFX_RTL_MPU=deep."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from dfx.compiler import compile_model
+    from dfx.verify.rtl_core import RtlCore
+    from dfx.verify.toolchain import missing_simulator
+    if missing_simulator() is not None:
+        pytest.skip(str(missing_simulator()))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from gpt2_fixtures import make_hf_gpt2
+    from test_core import TINY_GPT2, functional_run
+    monkeypatch.setenv(MatrixEngine.PROFILE_ENV, "deep")
+    monkeypatch.setenv("DFX_RTL_WFORMATS", "int4,bcq3")        # one build for both formats
+    prog = compile_model(make_hf_gpt2(8, **TINY_GPT2), "tiny", weights=fmt)
+    steps = [("prefill", 5, 0), ("decode", 17, 1)]
+    res = RtlCore(prog).run_steps(steps)
+    got = [r["logits"] for r in res.runs if r["stream"] == "decode"]
+    want = functional_run(prog, steps)
+    assert len(got) == len(want) == 1
+    assert np.array_equal(got[0].view(np.uint16), want[0].view(np.uint16))
