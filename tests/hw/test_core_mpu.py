@@ -8,7 +8,8 @@ from amaranth.sim import Simulator
 
 from dfx.config import PRESETS
 from dfx.hw.core_mpu import MatrixEngine
-from dfx.hw.core_rob import ROB_BURST, Reorder, chunks, interleave, stream_cycles, tile_cycles
+from dfx.hw.core_rob import (BUFFERS, ROB_BURST, Reorder, chunks, interleave, stream_cycles,
+                             tile_cycles)
 from dfx.hw.mpu import STAGES_300MHZ, beat_order
 
 CFG = PRESETS["tiny"]
@@ -72,7 +73,7 @@ def test_interleave_and_profiles():
     assert set(MatrixEngine.PROFILES) == {"default", "deep"}
     deep = MatrixEngine(CFG, **STAGES_300MHZ)
     assert deep.interleave == STAGES_300MHZ["acc_stages"] + 2
-    assert deep.rob.depth == 2 * deep.interleave * ROB_BURST
+    assert deep.rob.depth == BUFFERS * deep.interleave * ROB_BURST
     assert deep.mpu.acc_stages == STAGES_300MHZ["acc_stages"]
     flat = MatrixEngine(CFG, acc_stages=0)
     assert flat.interleave == 1 and flat.rob is None
