@@ -8,10 +8,13 @@ One MATRIX instruction (LINEAR, QK, SV, LMHEAD) runs as three concurrent process
   tiles are consecutive beats and go out as bursts (up to 256 beats, never across a 4 KiB boundary); for a
   row-major one (V cache, `rowmajor`) tile (i, j) is at i*nt + j and each is a one-beat burst. Each channel's
   R data lands in its own FIFO; a tile is the concatenation of one beat from every channel (channel 0 in the
-  low bits), handed to the MPU's `w` stream.
-- **operand collector**: per beat, reads x group i (VBUF entry src+i, lanes past k forced to +0) on port A
-  and the bias entry of block j on port B, and builds the MPU's `x` payload with the finishing controls
-  (bias lanes, scale S[s], GELU, and the causal mask: lane c of block j is masked when j*l + c > POS).
+  low bits), handed to the MPU's `w` stream. On the pipelined accumulator (`PROFILES["deep"]`) the FP16 tiles
+  go in chunks of I column blocks x `ROB_BURST` row tiles (one burst per block) through a reorder buffer that
+  hands them over in `hw.mpu.beat_order(kt, nt, I)` (hw/core_rob.py); quantized tiles stay column-major.
+- **operand collector**: per beat, in the MPU's order, reads x group i (VBUF entry src+i, lanes past k forced
+  to +0) on port A and the bias entry of block j on port B, and builds the MPU's `x` payload with the finishing
+  controls (bias lanes, scale S[s], GELU, and the causal mask: lane c of block j is masked when j*l + c > POS)
+  and, on the pipelined accumulator, `first`.
 - **write-back**: each output beat (l results of block j) is written into VBUF at dst with a lane mask that
   keeps the columns < n.
 
