@@ -8,10 +8,13 @@ One MATRIX instruction (LINEAR, QK, SV, LMHEAD) runs as three concurrent process
   tiles are consecutive beats and go out as bursts (up to 256 beats, never across a 4 KiB boundary); for a
   row-major one (V cache, `rowmajor`) tile (i, j) is at i*nt + j and each is a one-beat burst. Each channel's
   R data lands in its own FIFO; a tile is the concatenation of one beat from every channel (channel 0 in the
-  low bits), handed to the MPU's `w` stream.
-- **operand collector**: per beat, reads x group i (VBUF entry src+i, lanes past k forced to +0) on port A
-  and the bias entry of block j on port B, and builds the MPU's `x` payload with the finishing controls
-  (bias lanes, scale S[s], GELU, and the causal mask: lane c of block j is masked when j*l + c > POS).
+  low bits), handed to the MPU's `w` stream. On the pipelined accumulator (`PROFILES["deep"]`) the FP16 tiles
+  go in chunks of I column blocks x `ROB_BURST` row tiles (one burst per block) through a reorder buffer that
+  hands them over in `hw.mpu.beat_order(kt, nt, I)` (hw/core_rob.py); quantized tiles stay column-major.
+- **operand collector**: per beat, in the MPU's order, reads x group i (VBUF entry src+i, lanes past k forced
+  to +0) on port A and the bias entry of block j on port B, and builds the MPU's `x` payload with the finishing
+  controls (bias lanes, scale S[s], GELU, and the causal mask: lane c of block j is masked when j*l + c > POS)
+  and, on the pipelined accumulator, `first`.
 - **write-back**: each output beat (l results of block j) is written into VBUF at dst with a lane mask that
   keeps the columns < n.
 
@@ -25,6 +28,8 @@ controller drives it through the engine contract (hw/core_engine.py).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
+import os
+
 from amaranth import Cat, C, Module, Mux, Signal
 from amaranth.hdl import Array
 from amaranth.lib import data
@@ -35,9 +40,10 @@ from dfx import isa
 from dfx.config import AccelConfig
 
 from .core_engine import Engine
+from .core_rob import ROB_BURST, ChunkWalk, Reorder, interleave, tile_cycles
 from .decoder import format_layout
 from .dma import AXI_ADDR_BITS, BURST_INCR, axi4_signature, hbm_port_names, lane_mask, log2
-from .mpu import MPU, x_layout
+from .mpu import MPU, STAGES_300MHZ, x_layout
 from .qfetch import QuantTiles, family_formats
 
 # Beats of each HBM channel's R FIFO in the weight streamer (read by dfx.perf.hbm). The AR generator does not wait
@@ -80,22 +86,51 @@ class MatrixEngine(Engine):
     SETUP_CYCLES = 3          # SETUP, SETUP2, CHECK: the first AR goes out in RUN
     FEED_CYCLES = 2           # an R beat through its channel FIFO (SyncFIFOBuffered) to the MPU's `w` input
 
+    # The MPU's depths in the core (`mpu_params`): "default" (hw.mpu.MPU's defaults: a single-cycle accumulator,
+    # column-major tiles) or "deep" (`hw.mpu.STAGES_300MHZ`: the pipelined accumulator, I interleaved blocks).
+    # $DFX_RTL_MPU (PROFILE_ENV) replaces PROFILE for the builds and the performance model of one process.
+    PROFILES = {"default": {}, "deep": STAGES_300MHZ}
+    PROFILE = "default"
+    PROFILE_ENV = "DFX_RTL_MPU"
+
+    @classmethod
+    def profile(cls) -> str:
+        """The MPU profile the core is built with: $DFX_RTL_MPU, else PROFILE."""
+        p = os.environ.get(cls.PROFILE_ENV) or cls.PROFILE
+        if p not in cls.PROFILES:
+            raise ValueError(f"{cls.PROFILE_ENV}={p!r}: the MPU profile must be one of {', '.join(cls.PROFILES)}")
+        return p
+
+    @classmethod
+    def mpu_params(cls, cfg: AccelConfig) -> dict:
+        """The MPU's keyword arguments in the core (`PROFILES[profile()]`); keyword arguments to the engine
+        replace or add to them."""
+        return dict(cls.PROFILES[cls.profile()])
+
     def __init__(self, cfg: AccelConfig, wformats: tuple[str, ...] = (), **mpu_stages):
         """wformats: the quantized weight format families (`hw.qfetch.CORE_FAMILIES`) this core reads, one tile
-        fetcher with d*l dequantisers each; () builds the FP16-only engine."""
+        fetcher with d*l dequantisers each; () builds the FP16-only engine. mpu_stages: `hw.mpu.MPU`'s keyword
+        arguments over `mpu_params(cfg)`; with acc_stages > 0 the FP16 weights are fetched in chunks of
+        I = `core_rob.interleave(...)` column blocks x `ROB_BURST` row tiles through a reorder buffer."""
         check_core_config(self, cfg)
         try:
             self.wformats = family_formats(wformats)
         except ValueError:
             self._MustUse__silence = True
             raise
-        self.mpu = MPU(cfg, **mpu_stages)
+        self.mpu = MPU(cfg, **{**self.mpu_params(cfg), **mpu_stages})
+        self.interleave = interleave(self.mpu.acc_stages, self.mpu.acc_fifo)
+        self.rob = Reorder(16 * cfg.d * cfg.l, self.interleave) if self.interleave > 1 else None
         self.qtiles = [QuantTiles(cfg, f) for f in self.wformats]
         members = {"pos": In(32), "scale": In(32),
                    "hbm_base": In(data.ArrayLayout(AXI_ADDR_BITS, cfg.hbm_channels))}
         for name in hbm_port_names(cfg):
             members[name] = Out(axi4_signature(cfg.hbm_width))
         super().__init__(cfg, members)
+
+    def tile_cycles(self, kt: int, nt: int, quantized: bool = False) -> int:
+        """`core_rob.tile_cycles` for this engine's MPU."""
+        return tile_cycles(kt, nt, self.mpu.acc_stages, self.mpu.acc_fifo, quantized)
 
     def elaborate(self, platform):
         m = Module()
@@ -134,9 +169,25 @@ class MatrixEngine(Engine):
             with m.If(qsel[q]):
                 m.d.comb += [qreq_valid.eq(qt.req.valid), qreq_beat.eq(qt.req.payload.beat),
                              qreq_len.eq(qt.req.payload.len)]
-        m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor, 1, Mux(lin > 256, 256, lin))))
-        beat = Mux(qon, qreq_beat, Mux(rowmajor, beat0 + ar_t, ar_b))
-        ar_want = Mux(qon, qreq_valid, ar_go & (ar_left != 0))
+        I, B = self.interleave, ROB_BURST
+        if I == 1:
+            m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor, 1, Mux(lin > 256, 256, lin))))
+            beat = Mux(qon, qreq_beat, Mux(rowmajor, beat0 + ar_t, ar_b))
+            ar_want = Mux(qon, qreq_valid, ar_go & (ar_left != 0))
+        else:
+            # chunks (core_rob.py): block j0+u's rows i0 .. i0+Bc-1 as one run of `seg` beats (column-major: one
+            # INCR burst, split at 4 KiB; row-major: one beat per tile, nt apart); tile (i, j) is at beat0 +
+            # i*s_row + j*s_blk
+            aw = ChunkWalk("arw", kt, nt, I, B)
+            gbase, cbase, ubase = Signal(48), Signal(48), Signal(48)
+            gstep = Signal(48)                  # I * s_blk
+            seg = Signal(range(B + 1))
+            au = Signal(range(I))
+            s_blk = Mux(rowmajor, 1, kt)
+            s_rowb = Mux(rowmajor, nt << log2(B), B)
+            m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor | (seg < to4k), Mux(rowmajor, 1, seg), to4k)))
+            beat = Mux(qon, qreq_beat, ar_b)
+            ar_want = Mux(qon, qreq_valid, ar_go)
         accepted = Signal(nch)
         hs_all = Signal()
         hs = []
@@ -152,11 +203,32 @@ class MatrixEngine(Engine):
         for q, qt in enumerate(qs):
             m.d.comb += qt.req.ready.eq(qsel[q] & hs_all)
         with m.If(hs_all):
-            m.d.sync += [accepted.eq(0), ar_left.eq(ar_left - burst), ar_b.eq(ar_b + burst)]
-            with m.If(ar_i + 1 == kt):
-                m.d.sync += [ar_i.eq(0), ar_j.eq(ar_j + 1), ar_t.eq(ar_j + 1)]
-            with m.Else():
-                m.d.sync += [ar_i.eq(ar_i + 1), ar_t.eq(ar_t + nt)]
+            m.d.sync += accepted.eq(0)
+            if I == 1:
+                m.d.sync += [ar_left.eq(ar_left - burst), ar_b.eq(ar_b + burst)]
+                with m.If(ar_i + 1 == kt):
+                    m.d.sync += [ar_i.eq(0), ar_j.eq(ar_j + 1), ar_t.eq(ar_j + 1)]
+                with m.Else():
+                    m.d.sync += [ar_i.eq(ar_i + 1), ar_t.eq(ar_t + nt)]
+            else:
+                with m.If(qon):
+                    pass
+                with m.Elif(seg != burst):                   # the run goes on
+                    m.d.sync += [seg.eq(seg - burst), ar_b.eq(ar_b + Mux(rowmajor, nt, burst))]
+                with m.Elif(au + 1 != aw.ic):                # the next block of the chunk
+                    m.d.sync += [au.eq(au + 1), ubase.eq(ubase + s_blk), ar_b.eq(ubase + s_blk), seg.eq(aw.bc)]
+                with m.Else():                               # the next chunk
+                    aw.advance(m)
+                    m.d.sync += au.eq(0)
+                    with m.If(aw.last):
+                        m.d.sync += ar_go.eq(0)
+                    with m.Elif(aw.more_rows):               # same blocks, the next rows
+                        nb = aw.rows - B
+                        m.d.sync += [cbase.eq(cbase + s_rowb), ubase.eq(cbase + s_rowb), ar_b.eq(cbase + s_rowb),
+                                     seg.eq(Mux(nb > B, B, nb))]
+                    with m.Else():                           # the next group of blocks
+                        m.d.sync += [gbase.eq(gbase + gstep), cbase.eq(gbase + gstep), ubase.eq(gbase + gstep),
+                                     ar_b.eq(gbase + gstep), seg.eq(Mux(kt > B, B, kt))]
         with m.Else():
             for c in range(nch):
                 with m.If(hs[c]):
@@ -173,7 +245,15 @@ class MatrixEngine(Engine):
         tile_ok = Cat(*[fi.r_rdy for fi in fifos]).all()
         joined = Cat(*[fi.r_data for fi in fifos])
         beat_ready = Signal()
-        m.d.comb += [mpu.w.valid.eq(tile_ok & ~qon), mpu.w.payload.eq(joined), beat_ready.eq(mpu.w.ready)]
+        rob_start = Signal()
+        if I == 1:
+            m.d.comb += [mpu.w.valid.eq(tile_ok & ~qon), mpu.w.payload.eq(joined), beat_ready.eq(mpu.w.ready)]
+        else:                                       # FP16 tiles through the reorder buffer (chunk -> MPU order)
+            m.submodules.rob = rob = self.rob
+            m.d.comb += [rob.start.eq(rob_start), rob.kt.eq(kt), rob.nt.eq(nt),
+                         rob.i.valid.eq(tile_ok & ~qon), rob.i.payload.eq(joined), beat_ready.eq(rob.i.ready),
+                         mpu.w.valid.eq(rob.o.valid & ~qon), mpu.w.payload.eq(rob.o.payload),
+                         rob.o.ready.eq(mpu.w.ready & ~qon)]
         for fi in fifos:
             m.d.comb += fi.r_en.eq(tile_ok & beat_ready)
 
@@ -193,11 +273,19 @@ class MatrixEngine(Engine):
                              qstat_fmt.eq(qt.status.bad_fmt), qstat_range.eq(qt.status.bad_range)]
 
         # ---- operand collector
+        # x groups in the MPU's beat order (`hw.mpu.beat_order(kt, nt, Ix)`): Ix = I blocks of an FP16 matrix
+        # interleaved group by group, one block at a time for a quantized one (its fetcher streams column-major)
         xdepth = 4
-        lay = x_layout(cfg)
+        acc = self.mpu.acc_stages > 0
+        lay = x_layout(cfg, first=acc)
         m.submodules.xfifo = xfifo = SyncFIFOBuffered(width=lay.size, depth=xdepth)
         x_go = Signal()
-        xi, xj = Signal(30), Signal(30)
+        xi, xj0 = Signal(30), Signal(30)
+        xu = Signal(range(max(I, 2)))
+        xj = Signal(30)
+        ix = Mux(qon, 1, I) if I > 1 else 1
+        xic = Mux(nt - xj0 > ix, ix, nt - xj0)
+        m.d.comb += xj.eq(xj0 + xu)
         pend, pend_i, pend_j = Signal(), Signal(30), Signal(30)
         can = x_go & (xfifo.level + pend < xdepth)
         m.d.sync += pend.eq(can)
@@ -205,12 +293,16 @@ class MatrixEngine(Engine):
             m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(src + xi),
                          vbuf.rb_en.eq(1), vbuf.rb_addr.eq(bias + (xj >> log2(groups)))]
             m.d.sync += [pend_i.eq(xi), pend_j.eq(xj)]
-            with m.If(xi + 1 == kt):
-                m.d.sync += [xi.eq(0), xj.eq(xj + 1)]
-                with m.If(xj + 1 == nt):
-                    m.d.sync += x_go.eq(0)
+            with m.If(xu + 1 >= xic):
+                m.d.sync += xu.eq(0)
+                with m.If(xi + 1 == kt):
+                    m.d.sync += [xi.eq(0), xj0.eq(xj0 + ix)]
+                    with m.If(xj0 + ix >= nt):
+                        m.d.sync += x_go.eq(0)
+                with m.Else():
+                    m.d.sync += xi.eq(xi + 1)
             with m.Else():
-                m.d.sync += xi.eq(xi + 1)
+                m.d.sync += xu.eq(xu + 1)
         xp = Signal(lay)
         row0 = pend_i << log2(d)
         col0 = pend_j << log2(l)
@@ -226,6 +318,7 @@ class MatrixEngine(Engine):
             ]
         m.d.comb += [
             xp.last.eq(pend_i + 1 == kt),
+            *([xp.first.eq(pend_i == 0)] if acc else []),
             xp.fin.has_bias.eq(has_bias), xp.fin.scale.eq(scale), xp.fin.scale_en.eq(scale_en),
             xp.fin.gelu.eq(gelu),
             xfifo.w_en.eq(pend), xfifo.w_data.eq(xp.as_value()),
@@ -289,7 +382,12 @@ class MatrixEngine(Engine):
                 with m.Else():
                     m.d.sync += [ar_go.eq(1), ar_left.eq(total), ar_b.eq(beat0), ar_t.eq(0), ar_i.eq(0),
                                  ar_j.eq(0), accepted.eq(0),
-                                 x_go.eq(1), xi.eq(0), xj.eq(0), out_go.eq(1), jo.eq(0)]
+                                 x_go.eq(1), xi.eq(0), xj0.eq(0), xu.eq(0), out_go.eq(1), jo.eq(0)]
+                    if I > 1:
+                        m.d.comb += rob_start.eq(1)
+                        aw.start(m)
+                        m.d.sync += [gbase.eq(beat0), cbase.eq(beat0), ubase.eq(beat0), au.eq(0),
+                                     seg.eq(Mux(kt > B, B, kt)), gstep.eq(Mux(rowmajor, I, kt * I))]
                     m.next = "RUN"
             with m.State("QSTART"):
                 m.d.comb += qstart.eq(1)
@@ -301,7 +399,7 @@ class MatrixEngine(Engine):
                     m.d.sync += qsel.eq(0)
                     m.next = "IDLE"
                 with m.Elif(qstat_valid):
-                    m.d.sync += [x_go.eq(1), xi.eq(0), xj.eq(0), out_go.eq(1), jo.eq(0)]
+                    m.d.sync += [x_go.eq(1), xi.eq(0), xj0.eq(0), xu.eq(0), out_go.eq(1), jo.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(out_fire & (jo + 1 == nt)):

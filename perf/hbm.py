@@ -220,6 +220,8 @@ def rtl_weight_access(cfg: AccelConfig, refresh: str = "aligned") -> Access:
     FIFO of `WEIGHT_FIFO_BEATS` per channel that a channel may run ahead of the tile stream."""
     cb = cfg.channel_beat_bytes
     beats = min(256, max(1, AXI_4K // cb))          # hw/dma.py's AXI_* constants describe the DMA, not this stream
+    if hw_core_mpu.MatrixEngine.mpu_params(cfg).get("acc_stages"):     # the deep MPU: chunks of ROB_BURST rows
+        beats = min(beats, hw_core_mpu.ROB_BURST)
     return Access(beats * cb, None, None, f"RTL weight stream, {refresh} refresh", refresh, WEIGHT_FIFO_BEATS)
 
 

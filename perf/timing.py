@@ -30,6 +30,7 @@ from dfx.errors import PerfError
 from dfx.formats import WFMT_CODES
 from dfx.hw.core import Core
 from dfx.hw.core_mpu import MatrixEngine
+from dfx.hw.core_rob import tile_cycles
 from dfx.hw.core_vpu import VectorEngine
 from dfx.hw.dma import DmaEngine, ddr_data_bits
 from dfx.hw.fetch import DEPTH as FETCH_DEPTH
@@ -89,7 +90,8 @@ class SerialCosts:
     wake: int                 # hw.core.Core.WAKE_CYCLES: a completion to a waiting instruction's start
     setup: dict               # engine states before the first beat: {"mpu", "vpu", "dma"}
     feed: dict                # operand path into the unit: {"mpu": HBM R FIFO, "vpu": VBUF read + FIFO}
-    mpu_latency: int          # hw.mpu.MPU(cfg).latency: last beat of a block to its output
+    mpu_latency: int          # the core's MPU latency (MatrixEngine.mpu_params): a block's last beat to its output
+    mpu_tiles: object         # hw.core_rob.tile_cycles(kt, nt, quantized) for that MPU: its weight tiles
     vpu_op_latency: object    # VPU.op_latency(mnemonic): the core's VPU, each operation its own latency
     vpu_beat_cycles: object   # VPU.beat_cycles(mnemonic, beats): the VPU's input occupancy of an instruction
     dma_run: int              # per run (NEXT_RUN)
@@ -106,11 +108,14 @@ def serial_costs(cfg: AccelConfig) -> SerialCosts:
     """The RTL's cycle counts for `cfg`, read from the hw/ classes (one source for the model, the calibration
     and the RTL; tests/hw/test_core.py checks them against the RTL's measured cycles)."""
     vpu = VPU(cfg, **VectorEngine.vpu_params(cfg))                  # the core's VPU
+    mpu = MPU(cfg, **MatrixEngine.mpu_params(cfg))                  # the core's MPU
     return SerialCosts(
         issue_cycles=Core.ISSUE_CYCLES, wake=Core.WAKE_CYCLES,
         setup={"mpu": MatrixEngine.SETUP_CYCLES, "vpu": VectorEngine.SETUP_CYCLES, "dma": DmaEngine.SETUP_CYCLES},
         feed={"mpu": MatrixEngine.FEED_CYCLES, "vpu": VectorEngine.FEED_CYCLES},
-        mpu_latency=MPU(cfg).latency, vpu_op_latency=vpu.op_latency, vpu_beat_cycles=vpu.beat_cycles,
+        mpu_latency=mpu.latency,
+        mpu_tiles=functools.partial(tile_cycles, acc_stages=mpu.acc_stages, acc_fifo=mpu.acc_fifo),
+        vpu_op_latency=vpu.op_latency, vpu_beat_cycles=vpu.beat_cycles,
         dma_run=DmaEngine.RUN_CYCLES, load_piece=DmaEngine.LOAD_PIECE_CYCLES,
         load_drain=DmaEngine.LOAD_DRAIN_CYCLES, store_piece=DmaEngine.STORE_PIECE_CYCLES,
         store_drain=DmaEngine.STORE_DRAIN_CYCLES,
@@ -273,7 +278,7 @@ class Timing:
         if self.rtl:                                             # one tile per cycle, then the pipeline; a
             r = self.rtl                                         # batched LINEAR: m of them, back to back
             one = (r.setup["mpu"] + self.hbm_read_lat + r.feed["mpu"] + deq + r.mpu_latency
-                   + max(kt * nt, math.ceil(mem)))
+                   + max(r.mpu_tiles(kt, nt, quantized=f["wfmt"] != 0), math.ceil(mem)))
             return Cost(rows * one + (rows - 1) * self.vector_gap, 0, rows * nbytes, 0)
         comp = kt * max(rows * nt, self.add)                     # in-order accumulation per column block
         occ = math.ceil(max(mem, comp))

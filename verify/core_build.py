@@ -19,6 +19,7 @@ from pathlib import Path
 from dfx.config import AccelConfig
 from dfx import isa
 from dfx.formats import DESC_BYTES, WFMT_CODES, FormatError, WeightFormat, read_descriptor, region_format
+from dfx.hw.core_mpu import MatrixEngine
 from dfx.hw.qfetch import CORE_FAMILIES, core_cannot_read, core_family
 from dfx.hw.top import ring_name, verilog
 
@@ -46,6 +47,7 @@ def source_hash() -> str:
     hw = [p for p in (REPO / "hw").glob("*.py") if p.stem.split("_")[0] in RTL_SOURCES]
     for p in sorted(hw + [REPO / "dfx" / f for f in ("isa.py", "regmap.py", "config.py", "numerics.py")]):
         h.update(p.name.encode() + p.read_bytes())
+    h.update(MatrixEngine.profile().encode())     # the MPU profile ($DFX_RTL_MPU) the core is built with
     return h.hexdigest()[:16]
 
 

@@ -1,0 +1,175 @@
+"""Interleaved column blocks for the MPU's pipelined accumulator: the weight streamer's chunk walk and reorder
+buffer (docs/rtl.md, "Design note: the core on the pipelined accumulator").
+
+An MPU with `acc_stages` = A > 0 runs one tile per cycle only when I >= A + 2 output blocks are interleaved group
+by group (`hw.mpu.beat_order(kt, nt, I)`). The weights stay where `dfx.program.tile_matrix` puts them; the
+matrix engine reads them in **chunks**: chunk (j0, i0) is the tiles (j0 + u, i0 + b) for u < Ic = min(I, nt - j0)
+and b < Bc = min(B, kt - i0), fetched block by block (u outer: block j0 + u's rows i0 .. i0 + Bc - 1 are
+consecutive beats of a column-major matrix, one INCR burst, split only at 4 KiB) and handed to the MPU row by
+row (b outer, u inner), which is `beat_order`. Chunks go row range by row range (i0 = 0, B, 2B, ...) through a
+group of I blocks, then the next group (j0 += I).
+
+`Reorder` holds three chunks (3 x I x B tiles, `BUFFERS`): a chunk is read once it is complete (its first tile
+in MPU order, (i0, j0 + Ic - 1), is one of its last to arrive), and the fetch fills the next ones meanwhile. With
+two buffers a small chunk (the last rows of a column, kt mod B) followed by a full one leaves the MPU idle for the
+difference (28% more cycles for GPT-2 1.5B's 1600 x 6400 at the dfx preset); with three the fetch runs a chunk
+further ahead and the MPU waits only where two consecutive chunks together are smaller than the first one.
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .dma import log2
+
+ROB_BURST = 16          # B: rows of a block per chunk (one INCR burst of B beats per channel and block)
+BUFFERS = 3             # chunks the reorder buffer holds
+
+
+def interleave(acc_stages: int, acc_fifo: int) -> int:
+    """I: the column blocks the matrix engine interleaves for an MPU with these accumulator parameters (1: the
+    single-cycle accumulator, column-major order)."""
+    return 1 if acc_stages == 0 else min(acc_stages + 2, acc_fifo)
+
+
+def chunks(kt: int, nt: int, i: int, b: int = ROB_BURST) -> list[tuple[int, int, int, int]]:
+    """(j0, i0, Ic, Bc) of every chunk of a kt x nt matrix, in fetch order."""
+    return [(j0, i0, min(i, nt - j0), min(b, kt - i0)) for j0 in range(0, nt, i) for i0 in range(0, kt, b)]
+
+
+class ChunkWalk:
+    """Registers walking the chunks of one instruction: `rows` = kt - i0, `blks` = nt - j0; `bc`, `ic` the current
+    chunk's size; `last` (the final chunk). `start(m)` and `advance(m)` (sync statements) move it."""
+
+    def __init__(self, name: str, kt, nt, i: int, b: int):
+        self.kt, self.nt, self.i, self.b = kt, nt, i, b
+        self.rows = Signal(30, name=f"{name}_rows")
+        self.blks = Signal(30, name=f"{name}_blks")
+        self.bc = Mux(self.rows > b, b, self.rows)
+        self.ic = Mux(self.blks > i, i, self.blks)
+        self.more_rows = self.rows > b
+        self.last = ~self.more_rows & (self.blks <= i)
+
+    def start(self, m: Module):
+        m.d.sync += [self.rows.eq(self.kt), self.blks.eq(self.nt)]
+
+    def advance(self, m: Module):
+        with m.If(self.more_rows):
+            m.d.sync += self.rows.eq(self.rows - self.b)
+        with m.Else():
+            m.d.sync += [self.rows.eq(self.kt), self.blks.eq(Mux(self.blks > self.i, self.blks - self.i, 0))]
+
+
+class Reorder(wiring.Component):
+    """Tiles in chunk fetch order on `i` (block by block) out on `o` in MPU order (row by row). `start` (one
+    cycle, with `kt` and `nt` valid until the instruction ends) empties it for a new instruction."""
+
+    def __init__(self, width: int, i: int, b: int = ROB_BURST):
+        assert b & (b - 1) == 0 and i >= 1, (i, b)
+        self.width, self.I, self.B = width, i, b
+        self.depth = BUFFERS * i * b
+        super().__init__({
+            "start": In(1), "kt": In(30), "nt": In(30),
+            "i": In(stream.Signature(width)),
+            "o": Out(stream.Signature(width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        I, B = self.I, self.B
+        m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=[])
+        wr, rd = mem.write_port(), mem.read_port()
+        half = I * B
+        full = Signal(BUFFERS)
+
+        def base(h):
+            return Mux(h == 2, 2 * half, Mux(h == 1, half, 0))
+
+        def nxt(h):
+            return Mux(h == BUFFERS - 1, 0, h + 1)
+        ww, rw = ChunkWalk("robw", self.kt, self.nt, I, B), ChunkWalk("robr", self.kt, self.nt, I, B)
+
+        # ---- write side: block u of the chunk, row b
+        wu, wb, wh = Signal(range(max(I, 2))), Signal(range(max(B, 2))), Signal(range(BUFFERS))
+        set_h = Signal(BUFFERS)
+        m.d.comb += [self.i.ready.eq(~full.bit_select(wh, 1)),
+                     wr.addr.eq(base(wh) + (wu << log2(B)) + wb), wr.data.eq(self.i.payload),
+                     wr.en.eq(self.i.valid & self.i.ready)]
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(wb + 1 == ww.bc):
+                m.d.sync += wb.eq(0)
+                with m.If(wu + 1 == ww.ic):
+                    m.d.sync += [wu.eq(0), wh.eq(nxt(wh))]
+                    m.d.comb += set_h.bit_select(wh, 1).eq(1)
+                    ww.advance(m)
+                with m.Else():
+                    m.d.sync += wu.eq(wu + 1)
+            with m.Else():
+                m.d.sync += wb.eq(wb + 1)
+
+        # ---- read side: row b of the chunk, block u; a registered read (the port holds its data while not read)
+        ru, rb, rh = Signal(range(max(I, 2))), Signal(range(max(B, 2))), Signal(range(BUFFERS))
+        clr_h = Signal(BUFFERS)
+        ov = Signal()
+        issue = Signal()
+        m.d.comb += [issue.eq(full.bit_select(rh, 1) & (~ov | self.o.ready)),
+                     rd.en.eq(issue), rd.addr.eq(base(rh) + (ru << log2(B)) + rb),
+                     self.o.valid.eq(ov), self.o.payload.eq(rd.data)]
+        with m.If(issue):
+            m.d.sync += ov.eq(1)
+            with m.If(ru + 1 == rw.ic):
+                m.d.sync += ru.eq(0)
+                with m.If(rb + 1 == rw.bc):
+                    m.d.sync += [rb.eq(0), rh.eq(nxt(rh))]
+                    m.d.comb += clr_h.bit_select(rh, 1).eq(1)
+                    rw.advance(m)
+                with m.Else():
+                    m.d.sync += rb.eq(rb + 1)
+            with m.Else():
+                m.d.sync += ru.eq(ru + 1)
+        with m.Elif(self.o.ready):
+            m.d.sync += ov.eq(0)
+        m.d.sync += full.eq((full | set_h) & ~clr_h)
+
+        with m.If(self.start):
+            m.d.sync += [full.eq(0), wu.eq(0), wb.eq(0), wh.eq(0), ru.eq(0), rb.eq(0), rh.eq(0), ov.eq(0)]
+            ww.start(m)
+            rw.start(m)
+        return m
+
+
+def tile_cycles(kt: int, nt: int, acc_stages: int, acc_fifo: int, quantized: bool = False) -> int:
+    """The matrix engine's cycles for a kt x nt instruction's tiles into an MPU with these accumulator parameters
+    when the weights arrive a tile per cycle (read by the performance model): kt*nt at the single-cycle
+    accumulator; on the pipelined one the reorder buffer's first chunk, then a tile per cycle while at least
+    acc_stages + 2 blocks are interleaved (`stream_cycles`); quantized tiles come column-major, one block at a
+    time."""
+    if not acc_stages:
+        return kt * nt
+    return stream_cycles(kt, nt, interleave(acc_stages, acc_fifo), acc_stages + 2, rob=not quantized)
+
+
+def stream_cycles(kt: int, nt: int, i: int, acc_latency: int, b: int = ROB_BURST, rob: bool = True) -> int:
+    """Cycles from the first weight beat at the reorder buffer to the last tile into the MPU, for tiles arriving
+    one per cycle: the fetch fills up to `BUFFERS` chunks ahead of the MPU; a chunk is read from the cycle after
+    its last beat is written, its first tile one cycle later; a block's next group enters the MPU `acc_latency`
+    (acc_stages + 2) cycles after its previous one at the earliest. `rob` False: no buffer (column-major tiles
+    straight to the MPU)."""
+    if not rob:                                   # quantized tiles / the single-cycle accumulator: column-major
+        per = max(1, acc_latency)
+        return nt * ((kt - 1) * per + 1)
+    r_end = [0] * BUFFERS                         # per buffer: the cycle its chunk's reads end
+    w_t, r_t = 0, -1
+    last_row: dict[int, int] = {}                 # block -> cycle of its latest group
+    for c, (j0, i0, ic, bc) in enumerate(chunks(kt, nt, i, b)):
+        h = c % BUFFERS
+        w_t = max(w_t, r_end[h]) + ic * bc       # the buffer is free once read; one beat per cycle
+        t = max(w_t, r_t)
+        for row in range(i0, i0 + bc):
+            for j in range(j0, j0 + ic):
+                t = max(t + 1, last_row.get(j, -acc_latency) + acc_latency)
+                last_row[j] = t
+        r_t = r_end[h] = t
+    return r_t
