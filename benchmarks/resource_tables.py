@@ -17,19 +17,13 @@ is one child process, one at a time, capped at 8 GB of address space. Progress g
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
-
-from amaranth.back import rtlil
 
 from dfx.config import load_config
 from dfx.hw import core_mpu, core_vpu, qfetch
-from dfx.hw.blackbox import stub_verilog, swap_units
+from dfx.hw.blackbox import synth_boxed
 from dfx.hw.dequant import TableDequantizer
 from dfx.hw.core_vpu import VectorEngine
 from dfx.hw.top import Top
@@ -193,16 +187,6 @@ def fit_table(cfg, build: Path, units: list[str], floorplan=None) -> str:
     return "\n".join(lines)
 
 
-CHILD = """
-import sys
-from pyosys import libyosys as ys
-stub, src, top, out = sys.argv[1:5]
-d = ys.Design()
-ys.run_pass(f"read_verilog -lib {stub}", d)
-ys.run_pass(f"read_rtlil {src}", d)
-ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top}", d)
-ys.run_pass(f"tee -q -o {out} stat -json", d)
-"""
 BOXED = {"MPU": core_mpu, "VPU": core_vpu, "Dequantizer": qfetch}
 
 
@@ -212,31 +196,12 @@ def rest_of_core(cfg, build: Path, mem: int, wformats: tuple[str, ...] = (), box
     scalar file, vector buffer, the engines around the MPU and VPU (their FIFOs, write-back), DMA, router,
     the quantized tile fetchers of `wformats` and the top's reset and ports, mapped flat by Yosys
     (`synth_xilinx`, one child process under `mem` bytes of address space). Reused when the RTLIL is the same."""
-    build.mkdir(parents=True, exist_ok=True)
     name = f"rest_{cfg.name.replace('-', '_')}" + "".join(f"_{f}" for f in wformats) + \
         "".join(f"_no{b.lower()}" for b in boxes)
-    print(f"resource_tables: {name}: Amaranth -> RTLIL ...", file=sys.stderr, flush=True)
-    with contextlib.ExitStack() as stack:
-        made = [stack.enter_context(swap_units(BOXED[b], (b,))) for b in boxes]
-        top = Top(cfg, wformats=wformats) if wformats else Top(cfg)
-        text = rtlil.convert(top, name=name, emit_src=False)
-    src, stub, stat = build / f"{name}.il", build / f"{name}.stub.v", build / f"{name}.stat.json"
-    if not (src.exists() and src.read_text() == text and stat.exists() and stat.stat().st_mtime >= src.stat().st_mtime):
-        src.write_text(text)
-        stub.write_text(stub_verilog([b for boxes_ in made for b in boxes_]))
-        stat.unlink(missing_ok=True)
-        print(f"resource_tables: {name}: Yosys synth_xilinx ...", file=sys.stderr, flush=True)
-        t0 = time.time()
-        r = subprocess.run([sys.executable, "-c", CHILD, stub.name, src.name, name, stat.name], cwd=build,
-                           capture_output=True, text=True,
-                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (mem, mem)))
-        if r.returncode or not stat.exists():
-            err = [ln for ln in (r.stdout + r.stderr).splitlines() if "ERROR" in ln or "Error" in ln]
-            raise SystemExit(f"resource_tables: Yosys failed on {name} (exit {r.returncode}): "
-                             f"{(err or (r.stdout + r.stderr).splitlines()[-1:] or ['no output'])[-1][:200]}")
-        print(f"  {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
-    data = json.loads(stat.read_text())
-    res = count_cells((data.get("design") or next(iter(data["modules"].values()))).get("num_cells_by_type", {}))
+    boxed = {}
+    for b in boxes:
+        boxed[BOXED[b]] = boxed.get(BOXED[b], ()) + (b,)
+    res = synth_boxed(lambda: Top(cfg, wformats=wformats) if wformats else Top(cfg), name, boxed, build, mem)
     print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.dsp} DSP, {res.bram:g} RAMB36",
           file=sys.stderr, flush=True)
     return res
