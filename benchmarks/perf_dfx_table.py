@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from dfx.compiler import compile_model  # noqa: E402
 from dfx.compiler.capture import capture  # noqa: E402
@@ -27,6 +28,8 @@ from dfx.config import PRESETS  # noqa: E402
 from dfx.errors import CompileError  # noqa: E402
 from dfx.perf import PerfModel, estimate_resources, load_board, tune_overlap  # noqa: E402
 from dfx.perf import hbm, plots, tables  # noqa: E402
+from resource_tables import CLOCK_UNITS, FIT_BEST, block, supported_clock  # noqa: E402
+from resource_tables import DOC as RTL_DOC  # noqa: E402
 
 DFX = PRESETS["dfx"]
 _programs: dict = {}
@@ -92,7 +95,13 @@ INT4 = "int4-oc-g128"
 WIDE = DFX.replace(name="dfx-l32", l=32, hbm_width=1024)
 FAST = DFX.replace(name="dfx-300", clock_mhz=300.0)
 WIDE_FAST = WIDE.replace(name="dfx-l32-300", clock_mhz=300.0)
-BEST = dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4, overlap="auto")
+# The best modelled configuration (l = 32, 300 MHz, INT4): more than the U280 holds (docs/rtl.md, "Fit").
+MODELLED = dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4, overlap="auto")
+# The best configuration that fits within 75% per SLR after the shell (docs/rtl.md, "Fit of the whole core"):
+# the dfx preset (l = 16) with INT4 weights through table dequantisers, at the clock the logic-depth table
+# supports with the operators' deep pipelines (docs/rtl.md, "Logic depth") and those pipelines' latencies.
+FIT_MHZ = supported_clock(block(RTL_DOC, "depth:tiny"), CLOCK_UNITS)
+BEST = dict(cfg=FIT_BEST.replace(clock_mhz=FIT_MHZ), overrides=tables.DEEP_LATENCIES, weights=INT4, overlap="auto")
 # What each row assumes that the RTL does not have (docs/rtl.md, docs/rtl_core.md): the RTL's engines are not
 # pipelined across instructions (the VPU takes ~25 cycles per instruction), its MPU takes FP16 tiles only, it has no
 # BATCH/CHUNK/SLOT, and its logic depth supports about 85 MHz as built (docs/rtl.md, "Logic depth").
@@ -101,6 +110,7 @@ CLK = "300 MHz closure (no Fmax measured)"
 L32 = "l = 32, 1024-bit ports (not built)"
 Q4 = "the INT4 tile fetcher at the dfx preset (built, bit-exact at the tiny config)"
 MM = "BATCH/CHUNK/SLOT"
+FITQ = "the INT4 tile fetcher with table dequantisers (hw/dequant.py TableDequantizer; the fetcher not wired)"
 BEYOND = [
     ("DFX-faithful (DFX's access: one beat per tile, 16 reads in flight; blocking, d=64 l=16, 200 MHz)",
      dict(access="dfx"), "DFX's design, not ours"),
@@ -124,8 +134,8 @@ BEYOND = [
     ("RTL latencies + 300 MHz + l=32 + matrix-matrix prefill (chunk {M})",
      dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, prefill_batch="max"), f"{SB}, {MM}, {CLK}, {L32}"),
     ("all: INT4 + RTL latencies + 300 MHz + l=32 + auto ring + matrix-matrix prefill (chunk {M})",
-     dict(BEST, prefill_batch="max"), f"{SB}, {Q4}, {MM}, {CLK}, {L32}"),
-    ("same, 8 x U280", dict(BEST, prefill_batch="max", devices=8), f"{SB}, {Q4}, {MM}, {CLK}, {L32}"),
+     dict(MODELLED, prefill_batch="max"), f"{SB}, {Q4}, {MM}, {CLK}, {L32}"),
+    ("same, 8 x U280", dict(MODELLED, prefill_batch="max", devices=8), f"{SB}, {Q4}, {MM}, {CLK}, {L32}"),
 ]
 # Matrix-matrix prefill: 128-token prompts, token-serial vs chunks of the largest M that fits VBUF
 PREFILL = [
@@ -354,8 +364,9 @@ def main(argv=None):
                           hbm_access=hbm.rtl_weight_access(DFX, "staggered")).run(128, 256)
                 for mod, n in (("1.5B", 4), ("355M", 1))]
         target = goal_runs(overrides=tables.RTL_LATENCIES)
+        m15, m345 = goal_runs(**MODELLED)
         g15, g345 = goal_runs(**BEST)
-        res = estimate_resources(WIDE_FAST)
+        res = estimate_resources(BEST["cfg"])
 
         def cells(pair):
             a, b = pair
@@ -366,8 +377,10 @@ def main(argv=None):
                 (f"the same if the channels' refresh phases are staggered (R FIFO of {hbm.WEIGHT_FIFO_BEATS} beats)", stag,
                  "nothing"),
                 ("pipelined engines + RTL operator latencies, FP16, 200 MHz", target, SB),
-                ("best modelled: INT4 g128, l=32, 300 MHz, RTL latencies, auto ring overlap", (g15, g345),
-                 f"{SB}, {Q4}, {CLK}, {L32}")]
+                ("best modelled: INT4 g128, l=32, 300 MHz, RTL latencies, auto ring overlap (does not fit the U280)",
+                 (m15, m345), f"{SB}, {Q4}, {CLK}, {L32}"),
+                (f"best that fits: INT4 g128 (table dequantisers), l=16, {FIT_MHZ:.0f} MHz, deep operator latencies, "
+                 "auto ring overlap", (g15, g345), f"{SB}, {FITQ}")]
         results["goals"] = {"1.5B_4dev_ms_per_token": g15.decode_ms_per_token,
                             "345M_1dev_tokens_per_s": g345.tokens_per_s, "resources": res,
                             "rows": [{"label": c[0], "ms_1_5b": c[1][0].decode_ms_per_token,
@@ -386,8 +399,12 @@ def main(argv=None):
             + "\n".join(f"| {lab} | {ass} | {cells(pair)[0]} | {cells(pair)[1]} |" for lab, pair, ass in cols)
             + f"\n\nMet by the RTL as built: 1.5B {'yes' if built[0].decode_ms_per_token <= 1.0 else 'no'}, 345M "
             f"{'yes' if built[1].tokens_per_s >= 800 else 'no'}. Met by the best modelled configuration, which "
-            f"assumes hardware the RTL does not have: 1.5B {'yes' if g15.decode_ms_per_token <= 1.0 else 'no'}, 345M "
-            f"{'yes' if g345.tokens_per_s >= 800 else 'no'}.\n\n"
+            f"does not fit the U280 and assumes hardware the RTL does not have: 1.5B "
+            f"{'yes' if m15.decode_ms_per_token <= 1.0 else 'no'}, 345M {'yes' if m345.tokens_per_s >= 800 else 'no'}. "
+            f"Met by the best configuration that fits (within 75% of every resource per SLR after the shell, at the "
+            f"{FIT_MHZ:.0f} MHz the logic-depth table supports): 1.5B "
+            f"{'yes' if g15.decode_ms_per_token <= 1.0 else 'no'}, 345M {'yes' if g345.tokens_per_s >= 800 else 'no'}."
+            "\n\n"
             "What backs each figure: the RTL-as-built rows are the model's default (`engines=\"rtl\"`): the "
             "scoreboard controller of hw/core.py issuing to hw/'s engines with their own cycle counts "
             "(`dfx.perf.serial_costs`: issue, wake-up, engine setup, feeds, the MPU's and VPU's pipeline latencies), "
@@ -395,13 +412,17 @@ def main(argv=None):
             "per class within 10%, in total within 5%); their weight stream is the access pattern hw/core_mpu.py "
             f"issues (4 KiB bursts, {hbm.WEIGHT_FIFO_BEATS}-beat R FIFOs) under the HBM model. Their 200 MHz is not "
             "yet closed either: the "
-            "logic-depth table (docs/rtl.md) supports about 85 MHz as built and about 190 MHz with the deep pipeline "
-            "profiles. The other rows assume engines pipelined across instructions (`engines=\"pipelined\"`), "
+            f"logic-depth table (docs/rtl.md) supports about 77 MHz as built and about {FIT_MHZ:.0f} MHz with the deep "
+            "pipeline profiles. The other rows assume engines pipelined across instructions (`engines=\"pipelined\"`), "
             "which the RTL does not have, with hw/fp.py's operator latencies. The INT4 tile fetcher (hw/qfetch.py) "
             "is built and bit-exact at the tiny config (one tile per cycle); nothing in the RTL backs l = 32 or "
-            "300 MHz.\n\n"
-            f"What limits the best configuration, by the model's own breakdown of a decode step: 345M: {top345} "
-            f"(instructions: {ops}); 1.5B on 4 devices: {top15}. The best configuration's datapath needs about "
+            "300 MHz. The best configuration that fits is the dfx preset's datapath (l = 16, 512-bit ports) with "
+            "INT4 weights through table dequantisers (hw/dequant.py `TableDequantizer`, bit-exact; the tile fetcher "
+            "does not use it yet), the operators at their deep pipelines (`tables.DEEP_LATENCIES`) and the clock "
+            f"the logic-depth table supports with them ({FIT_MHZ:.0f} MHz); its fit, per SLR, is docs/rtl.md's "
+            "\"Fit of the whole core\".\n\n"
+            f"What limits the best configuration that fits, by the model's own breakdown of a decode step: 345M: {top345} "
+            f"(instructions: {ops}); 1.5B on 4 devices: {top15}. Its datapath needs about "
             f"{res['dsp']:.0f} DSP48E2 (MPU {res['dsp_mpu']:.0f}) of the {res['dsp_budget']:.0f} usable on the U280 "
             f"({'fits' if res['fits'] else 'does not fit'}), by the model's first-order estimate "
             "(`dfx.perf.estimate_resources`; Yosys figures in docs/rtl.md).")
@@ -410,8 +431,8 @@ def main(argv=None):
         # ---- 4d. peers: published decode figures beside ours
         ours = [("this model: RTL as built (modelled, not measured)", "1 x U280 / 4 x U280", "GPT-2 345M / 1.5B",
                  "FP16", "200 MHz", f"{built[1].tokens_per_s:.0f} / {1e3 / built[0].decode_ms_per_token:.0f} tokens/s"),
-                ("this model: best configuration (assumes unbuilt hardware)", "1 x U280 / 4 x U280",
-                 "GPT-2 345M / 1.5B", "INT4 g128", "300 MHz",
+                ("this model: best configuration that fits (assumes unbuilt hardware)", "1 x U280 / 4 x U280",
+                 "GPT-2 345M / 1.5B", "INT4 g128", f"{FIT_MHZ:.0f} MHz",
                  f"{g345.tokens_per_s:.0f} / {1e3 / g15.decode_ms_per_token:.0f} tokens/s")]
         blocks["peers"] = tables.peers_markdown(ours)
         print(blocks["peers"], "\n")

@@ -22,6 +22,11 @@ import sys
 from pathlib import Path
 
 from dfx.config import load_config
+from dfx.hw import core_mpu, core_vpu, qfetch
+from dfx.hw.blackbox import synth_boxed
+from dfx.hw.dequant import TableDequantizer
+from dfx.hw.core_vpu import VectorEngine
+from dfx.hw.top import Top
 from dfx.hw.depth import (Delays, analyse, depth_row, depth_table, module_name, parse_depth_table,
                           unit_factories)
 from dfx.hw.fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS
@@ -35,13 +40,33 @@ A, M16, M32 = ADD_MAX_STAGES, len(MUL16_CUTS), len(MUL32_CUTS)
 DEEP = {"add32": f"stages={A}", "add32dsp": f"stages={A}", "mul32": f"stages={M32}", "mul16": f"stages={M16}", "round16": "stages=2",
         "gelu16": f"add_stages={A},mul_stages={M32}", "exp16": f"add_stages={A},mul_stages={M32}",
         "recip": f"add_stages={A},mul_stages={M32}", "rsqrt": f"add_stages={A},mul_stages={M32}",
-        "dq_int4": "mul_stages=2"}
+        "dq_int4": "mul_stages=2", "dq_table": "mul_stages=5,round_stages=2"}
 DEFAULT = {"add32": "stages=2", "add32dsp": "stages=2", "mul32": "stages=2", "mul16": "stages=1", "round16": "stages=1",
-           "gelu16": "", "exp16": "", "recip": "", "rsqrt": "", "dq_int4": ""}
+           "gelu16": "", "exp16": "", "recip": "", "rsqrt": "", "dq_int4": "",
+           "dq_table": "mul_stages=5,round_stages=2"}
 # The performance model's best configuration (docs/perf.md, benchmarks/perf_dfx_table.py `BEST`): the dfx preset
 # with l = 32, 1024-bit HBM ports, 300 MHz and INT4 weights (int4-oc-g128: d*l INT4 dequantisers before the MPU).
 BEST = load_config("dfx").replace(name="dfx-l32-int4", l=32, hbm_width=1024, clock_mhz=300.0)
+# The best configuration that fits (docs/perf.md "The goals", benchmarks/perf_dfx_table.py `BEST`): the dfx
+# preset (l = 16) with INT4 weights through table dequantisers (one `TableDequantizer` per lane and group of d
+# rows: int4-oc-g128 at d = 64) at the clock the depth table supports (`supported_clock`).
+FIT_BEST = load_config("dfx").replace(name="dfx-int4")
 MPU_DEEP = ",".join(f"{k}={v}" for k, v in STAGES_300MHZ.items())
+
+
+TABLE_FMT, TABLE_N = "int4-oc-asym", 64      # the core's INT4 family (hw.qfetch.CORE_FAMILIES), n = d of the dfx preset
+
+
+def factories(cfg, specs: list[str]) -> dict:
+    """`hw.depth.unit_factories`, plus `dq_table`: one `TableDequantizer` for the core's INT4 format serving
+    the d = 64 rows of one lane (oc groups of G >= d share a scale per lane and tile)."""
+    out = unit_factories(cfg, [s for s in specs if not s.startswith("dq_table")])
+    for spec in specs:
+        if spec.startswith("dq_table"):
+            kw = {k: int(v) for k, v in (kv.split("=") for kv in spec.partition(":")[2].split(",") if kv)}
+            out[spec] = (f"{TABLE_FMT}, n={TABLE_N}, " + ", ".join(f"{k}={v}" for k, v in kw.items()),
+                         lambda kw=kw: TableDequantizer(TABLE_FMT, TABLE_N, **kw))
+    return out
 
 
 def depth_specs(cfg, units: list[str]) -> list[tuple[str, str]]:
@@ -66,18 +91,22 @@ def leaf_resources(build: Path, spec: str) -> Resources:
 
 
 # Operator instances per unit (hw/mpu.py, hw/vpu.py): the MPU per lane d binary16 multipliers, d - 1 tree
-# adders, the accumulator and bias adders, the scale multiplier, the rounding and the GELU; the VPU per lane an
-# adder, a multiplier, a rounding, exp, GELU and a binary16 multiplier (VDOT), plus the reduction tree
-# (vpu_width - 1 adders), its accumulator and the scalar adder, multiplier, reciprocal and rsqrt.
+# adders, the accumulator and bias adders, the scale multiplier, the rounding and the GELU; the VPU as the core
+# builds it (`VectorEngine.vpu_params`: one exp and one GELU unit per k = SFU_SHARE lanes), per lane an adder,
+# a multiplier, a rounding and a binary16 multiplier (VDOT), plus the reduction tree (vpu_width - 1 adders),
+# its accumulator and the scalar adder, multiplier, reciprocal and rsqrt.
 def instances(cfg) -> dict[str, dict[str, int]]:
     d, l, w = cfg.d, cfg.l, cfg.vpu_width
+    k = VectorEngine.vpu_params(cfg)["sfu_share"]
     out = {  # MPU(cfg), dsp_add on by default: the d - 1 tree adders and the accumulator on DSP48E2, bias in LUTs
            "mpu": {"mul16": l * d, "add32dsp": l * d, "add32": l, "mul32": l, "round16": l, "gelu16": l},
            "mpu, LUT adders": {"mul16": l * d, "add32": l * (d - 1 + 2), "mul32": l, "round16": l, "gelu16": l},
-           "vpu": {"add32": w + (w - 1) + 1 + 1, "mul32": w + 1, "round16": w, "exp16": w, "gelu16": w,
-                   "mul16": w, "recip": 1, "rsqrt": 1}}
+           f"vpu, k={k}": {"add32": w + (w - 1) + 1 + 1, "mul32": w + 1, "round16": w, "exp16": w // k,
+                           "gelu16": w // k, "mul16": w, "recip": 1, "rsqrt": 1}}
     if cfg.name == BEST.name:
         out["int4 dequantisers"] = {"dq_int4": d * l}
+    if cfg.name == FIT_BEST.name:
+        out["int4 table dequantisers"] = {"dq_table": l * (d // TABLE_N)}
     return out
 
 
@@ -158,11 +187,133 @@ def fit_table(cfg, build: Path, units: list[str], floorplan=None) -> str:
     return "\n".join(lines)
 
 
+BOXED = {"MPU": core_mpu, "VPU": core_vpu, "Dequantizer": qfetch}
+
+
+def rest_of_core(cfg, build: Path, mem: int, wformats: tuple[str, ...] = (), boxes=("MPU", "VPU")) -> Resources:
+    """The whole core (`hw.top.Top`, module dfx_core) with the units named in `boxes` as black boxes
+    (`hw.blackbox`): the controller, register map, fetch, decoder, scoreboard and queues, batched prefill,
+    scalar file, vector buffer, the engines around the MPU and VPU (their FIFOs, write-back), DMA, router,
+    the quantized tile fetchers of `wformats` and the top's reset and ports, mapped flat by Yosys
+    (`synth_xilinx`, one child process under `mem` bytes of address space). Reused when the RTLIL is the same."""
+    name = f"rest_{cfg.name.replace('-', '_')}" + "".join(f"_{f}" for f in wformats) + \
+        "".join(f"_no{b.lower()}" for b in boxes)
+    boxed = {}
+    for b in boxes:
+        boxed[BOXED[b]] = boxed.get(BOXED[b], ()) + (b,)
+    res = synth_boxed(lambda: Top(cfg, wformats=wformats) if wformats else Top(cfg), name, boxed, build, mem)
+    print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.dsp} DSP, {res.bram:g} RAMB36",
+          file=sys.stderr, flush=True)
+    return res
+
+
+def rest_parts(cfg) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(wformats, boxed units) of the rest-of-core run for `cfg`: the INT4 tile fetcher in the best
+    configuration, its dequantisers boxed (counted as table dequantisers)."""
+    if cfg.name == FIT_BEST.name:
+        return ("int4",), ("MPU", "VPU", "Dequantizer")
+    return (), ("MPU", "VPU")
+
+
+def core_parts(cfg, build: Path, mem: int) -> dict[tuple[str, str], Resources]:
+    """(part, depths) -> resources of the whole core at `cfg`: the MPU's and VPU's operators (and the table
+    dequantisers) composed from the leaf counts of the depth run, the rest of the core measured with those units
+    boxed (`rest_of_core`, the same at both depths)."""
+    leaves = build / "depth"
+    wformats, boxes = rest_parts(cfg)
+    rest = rest_of_core(cfg, build / "rest", mem, wformats, boxes)
+    inst = {u: i for u, i in instances(cfg).items() if u.startswith("vpu") or u in ("mpu", "int4 table dequantisers")}
+    out = {}
+    for depth, table in (("default", DEFAULT), ("300 MHz", DEEP)):
+        for unit, counts in inst.items():
+            tot = Resources()
+            for leaf, n in counts.items():
+                r = leaf_resources(leaves, f"{leaf}:{table[leaf]}")
+                for k in ("lut", "lutram", "ff", "carry8", "dsp", "bram36", "bram18", "uram"):
+                    setattr(tot, k, getattr(tot, k) + n * getattr(r, k))
+            out[unit, depth] = tot
+        out["rest of the core", depth] = rest
+    return out
+
+
+def floorplan(cfg, parts: dict[str, dict[str, float]], budget) -> dict[str, dict[str, float]]:
+    """The stated floorplan: the rest of the core (DMA next to the HBM, controller, buffers) in the HBM's SLR,
+    the VPU in SLR2, then the MPU's lanes (each with its dequantisers) one at a time into the SLR with the
+    most LUTs left under 75% (whole lanes). unit -> SLR -> share."""
+    slrs = list(budget.available)
+    left = {s: budget.limit * budget.available[s]["LUT"] for s in slrs}
+    plan = {"rest of the core": {budget.hbm_slr: 1.0}}
+    vpu = next(u for u in parts if u.startswith("vpu"))
+    plan[vpu] = {slrs[-1]: 1.0}
+    left[budget.hbm_slr] -= parts["rest of the core"]["LUT"]
+    left[slrs[-1]] -= parts[vpu]["LUT"]
+    lane_units = [u for u in parts if u == "mpu" or "dequantisers" in u]
+    lane = sum(parts[u]["LUT"] for u in lane_units) / cfg.l
+    lanes = dict.fromkeys(slrs, 0)
+    for _ in range(cfg.l):
+        s = max(slrs, key=lambda x: left[x])
+        lanes[s] += 1
+        left[s] -= lane
+    for u in lane_units:
+        plan[u] = {s: n / cfg.l for s, n in lanes.items() if n}
+    return plan
+
+
+def full_fit_table(cfgs, build: Path, mem: int) -> str:
+    """Per configuration, depths and SLR: the whole core (`core_parts`) placed by `floorplan` (at the 300 MHz
+    depths' counts, the larger in FFs), used / available to the kernel after the HBM subsystem, and the
+    resources over 75%; then the parts themselves."""
+    budget = slr_budget()
+    head = ["config", "depths", "SLR", "placed", "LUT", "FF", "BRAM36", "URAM", "DSP48E2", "over 75%"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    parts_lines = ["| config | part | depths | LUT | FF | CARRY4 | DSP48E2 | RAMB36 | RAMB18 | % dyn. LUT |",
+                   "|" + "---|" * 10]
+    for cfg in cfgs:
+        parts = core_parts(cfg, build, mem)
+        plan = floorplan(cfg, {u: resources_dict(r) for (u, dep), r in parts.items() if dep == "300 MHz"}, budget)
+        for depth in ("default", "300 MHz"):
+            placed = {slr: dict.fromkeys(RES_KEYS, 0.0) for slr in budget.available}
+            for unit, shares in plan.items():
+                r = resources_dict(parts[unit, depth])
+                for slr, f in shares.items():
+                    for k in RES_KEYS:
+                        placed[slr][k] += f * r[k]
+            placed["all"] = {k: sum(placed[s][k] for s in budget.available) for k in RES_KEYS}
+            avail = dict(budget.available, all=budget.total)
+            for slr in placed:
+                who = ", ".join(f"{u} {f:.0%}" for u, sh in plan.items() for s, f in sh.items() if s == slr) or \
+                    ("the whole core" if slr == "all" else "-")
+                cells = [f"{placed[slr][k]:,.0f} / {avail[slr][k]:,.0f} ({100 * placed[slr][k] / avail[slr][k]:.1f}%)"
+                         for k in RES_KEYS]
+                over = [k for k in RES_KEYS if placed[slr][k] > budget.limit * avail[slr][k]]
+                lines.append("| " + " | ".join([f"{cfg.name} (d={cfg.d}, l={cfg.l})", depth, slr, who] + cells +
+                                               [", ".join(over) or "none"]) + " |")
+            for (unit, dep), r in parts.items():
+                if dep == depth:
+                    parts_lines.append(f"| {cfg.name} | {unit} | {depth} | {r.lut + r.lutram:,} | {r.ff:,} | "
+                                       f"{r.carry8:,} | {r.dsp:,} | {r.bram36:,} | {r.bram18:,} | "
+                                       f"{100 * (r.lut + r.lutram) / budget.total['LUT']:.1f} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(parts_lines)
+
+
+# The units of the core at the 300 MHz depths whose worst path sets its clock (the MPU's control: "MPU, deep").
+CLOCK_UNITS = ("add32", "add32dsp", "mul16", "mul32", "round16", "gelu16", "exp16", "recip", "rsqrt", "dq_table",
+               "MPU")
+
+
+def supported_clock(depth_rows: str, units: tuple[str, ...]) -> float:
+    """The clock (MHz, rounded down to 10) that the deep rows of the depth table support for `units`: the
+    slowest one's estimated Fmax."""
+    rows = {r["unit"]: r for r in parse_depth_table(depth_rows)}
+    fmax = min(float(rows[f"{u}, deep"]["est. Fmax (MHz)"]) for u in units if f"{u}, deep" in rows)
+    return float(int(fmax) // 10 * 10)
+
+
 def run_depth(cfg, units: list[str], build: Path) -> str:
     delays = Delays.from_board()
     rows = []
     specs = depth_specs(cfg, units)
-    facts = unit_factories(cfg, [s for _, s in specs])
+    facts = factories(cfg, [s for _, s in specs])
     for label, spec in specs:
         params, make = facts[spec]
         name = module_name(spec)
@@ -224,13 +375,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--depth", action="store_true", help="the logic-depth table")
     ap.add_argument("--resources", action="store_true", help="the resource tables at both presets (hours)")
+    ap.add_argument("--fit", action="store_true", help="the whole core's fit per SLR at the dfx preset and the "
+                                                        "best configuration (needs the leaf counts of --depth)")
+    ap.add_argument("--mem", type=int, default=8_000_000_000, help="address-space cap of each Yosys child (--fit)")
     ap.add_argument("--config", default="tiny", help="config of the MPU lane in the depth table (default tiny)")
-    ap.add_argument("--units", default="add32,add32dsp,mul16,mul32,round16,gelu16,exp16,recip,rsqrt,dq_int4,mpu")
+    ap.add_argument("--units", default="add32,add32dsp,mul16,mul32,round16,gelu16,exp16,recip,rsqrt,dq_int4,dq_table,"
+                                       "mpu")
     ap.add_argument("--build", default="build/resource_tables")
     ap.add_argument("--update-docs", action="store_true")
     a = ap.parse_args(argv)
-    if not (a.depth or a.resources):
-        ap.error("give --depth and/or --resources")
+    if not (a.depth or a.resources or a.fit):
+        ap.error("give --depth, --fit and/or --resources")
     if a.depth:
         cfg = load_config(a.config)
         units = a.units.split(",")
@@ -258,6 +413,13 @@ def main(argv=None) -> int:
             if a.update_docs:
                 update_block(DOC, "fit", fit)
                 update_block(DOC, "compose", comp)
+    if a.fit:
+        fit = full_fit_table([load_config("dfx"), FIT_BEST], Path(a.build), a.mem)
+        clock = supported_clock(block(DOC, "depth:tiny"), CLOCK_UNITS)
+        fit += f"\n\nClock the depth table supports for these units (deep rows): {clock:.0f} MHz"
+        print(fit)
+        if a.update_docs:
+            update_block(DOC, "fit-core", fit)
     if a.resources:
         upd = ["--update-docs"] if a.update_docs else []
         synth_main(["--config", "tiny", "--build", f"{a.build}/synth"] + upd)

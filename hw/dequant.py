@@ -14,16 +14,23 @@ narrowed to an 11-bit first operand serves both.
 One element per beat, throughput 1/cycle, latency `latency`. In front of the MPU, d*l of them (one per
 multiplier) turn a tile of codes into the binary16 tile the MPU takes; the group-scale bookkeeping (which
 scale belongs to which element, `formats.RegionLayout`) is the tile fetcher's job and is not here.
+
+`TableDequantizer` (int formats of at most 4 bits) serves `n` elements that share one group's scale and
+zero point (a lane's d rows of a tile for per-output-channel groups of G >= d): it computes the 2^b possible
+weights of the group once, with the same operators as `Dequantizer` (so bit-exact to it and to the spec),
+and each element is a 2^b:1 multiplexer of binary16 values (16:1 for INT4: four LUT6 and the slice's MUXF7/8
+per bit, no multiplier). 2^b multipliers serve n elements instead of n (INT4, n = 64: 16 instead of 64).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
 import numpy as np
-from amaranth import C, Mux, Value
+from amaranth import C, Cat, Const, Mux, Value, signed
+from amaranth.hdl import Array
 from amaranth.lib import data
 
 from dfx import formats
 
-from .fp import fp32_add, fp32_mul, fp32_to_fp16, int_to_fp32, widen16
+from .fp import MUL32_CUTS, fp32_add, fp32_mul, fp32_to_fp16, int_to_fp32, widen16
 from .pipe import PipelinedUnit, T, check_stages
 
 
@@ -78,3 +85,65 @@ class Dequantizer(PipelinedUnit):
             (val,) = p.rom(f"fp8_{f.kind}", exact, 32, [T(v.code, x.t)])
         s = T(widen16(v.scale), x.t)
         return fp32_to_fp16(p, fp32_mul(p, val, s, self.mul_stages, a_bits=11))
+
+
+TABLE_MAX_BITS = 4          # a 2^b-entry table per group: INT3 and INT4
+
+
+def table_layout(fmt: formats.WeightFormat, n: int) -> data.StructLayout:
+    """The input payload of a `TableDequantizer`: `n` codes of one group, its `scale` (binary16) and, for
+    asymmetric formats, its uint8 `zero`."""
+    fields = {"code": data.ArrayLayout(fmt.bits, n), "scale": 16}
+    if fmt.asym:
+        fields["zero"] = 8
+    return data.StructLayout(fields)
+
+
+class TableDequantizer(PipelinedUnit):
+    """`i`: n codes with their group's scale (and zero) (`table_layout(fmt, n)`) -> `o`: n binary16 weights
+    (element e at bits [16e, 16e + 16)), each exactly `Dequantizer(fmt)`'s.
+
+    fmt: an int format of at most `TABLE_MAX_BITS` bits. The 2^b entries to_fp16(f32(u - z) * f32(s)) (asym;
+    symmetric: the code's two's-complement value) are built by 2^b copies of the dequantiser's datapath with
+    the code a constant (a register after `int_to_fp32`, then `fp32_mul` with `mul_stages` cuts and the
+    binary16 rounding with `round_stages`), then one multiplexer per element picks its entry (registered).
+    """
+
+    def __init__(self, fmt, n: int, *, mul_stages: int = len(MUL32_CUTS), round_stages: int = 2):
+        try:
+            fmt = formats.parse(fmt)
+        except formats.FormatError:
+            self._MustUse__silence = True
+            raise
+        if fmt.kind != "int" or fmt.bits > TABLE_MAX_BITS:
+            self._MustUse__silence = True
+            raise ValueError(f"a table dequantiser takes int formats of at most {TABLE_MAX_BITS} bits "
+                             f"(int3, int4), not {fmt.name}")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            self._MustUse__silence = True
+            raise ValueError(f"n (elements per group) must be a positive integer, not {n!r}")
+        check_stages(self, mul_stages=(mul_stages, len(MUL32_CUTS)), round_stages=(round_stages, 2))
+        self.fmt, self.n, self.mul_stages, self.round_stages = fmt, n, mul_stages, round_stages
+        super().__init__(table_layout(fmt, n), data.ArrayLayout(16, n))
+
+    def entries(self, p, x) -> list[T]:
+        """The group's 2^b binary16 weights, entry u for the b-bit code u."""
+        f, v = self.fmt, x.v
+        b = f.bits
+        s = T(widen16(v.scale), x.t)
+        out = []
+        for u in range(1 << b):
+            q = (Const(u, b + 1) - v.zero) if f.asym else Const(u - (1 << b) * (u >> (b - 1)), signed(b + 1))
+            val = T(p.reg(int_to_fp32(p, q), f"tab{u}_i2f"), x.t + 1)
+            out.append(fp32_to_fp16(p, fp32_mul(p, val, s, self.mul_stages, a_bits=11), self.round_stages))
+        return out
+
+    def datapath(self, p, x):
+        ents = self.entries(p, x)
+        t, ents = p.sync(*ents)
+        table = Array(p.comb(e, f"tab{u}") for u, e in enumerate(ents))
+        codes = p.at(T(Value.cast(x.v.code), x.t), t)
+        b = self.fmt.bits
+        picked = [table[codes[b * e:b * e + b]] for e in range(self.n)]
+        out = p.reg(Cat(*picked), "pick")
+        return T(out, t + 1)

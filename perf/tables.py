@@ -7,6 +7,7 @@ Table 4). They are only ever compared with, never used to set a constant.
 """
 from __future__ import annotations
 
+from dfx.hw import fp
 from dfx.program import Program
 
 from . import hbm
@@ -138,6 +139,10 @@ def peers_markdown(ours: list[tuple[str, str, str, str, str, str]]) -> str:
 WORKLOADS = tuple(DFX_LATENCY_MS)
 RTL_LATENCIES = {                    # hw/fp.py default operator stages (docs/rtl.md), for the 'RTL latencies' rows
     "core.fp16_mul_cycles": 1, "core.fp_add_cycles": 2, "core.fp32_mul_cycles": 2, "core.fp_round_cycles": 1}
+# hw/fp.py's operators with every register cut (the "deep" rows of docs/rtl.md's logic-depth table, the
+# depths the best configuration's clock rests on): binary16 multiply, binary32 add and multiply, rounding.
+DEEP_LATENCIES = {"core.fp16_mul_cycles": len(fp.MUL16_CUTS), "core.fp_add_cycles": fp.ADD_MAX_STAGES,
+                  "core.fp32_mul_cycles": len(fp.MUL32_CUTS), "core.fp_round_cycles": 2}
 
 
 def reproduction_rows(model: PerfModel) -> list[dict]:

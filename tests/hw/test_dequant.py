@@ -1,4 +1,4 @@
-"""The dequantisers (`hw/dequant.py`) against `dfx.formats.dequant`, bit for bit, in amaranth.sim: every code
+"""The dequantisers (`hw/dequant.py`, the per-element one and the per-group table) against `dfx.formats.dequant`, bit for bit, in amaranth.sim: every code
 of the small formats, extreme codes and zero points, special scales (signed zeros, subnormals: DAZ, inf, NaN,
 the largest binary16) and random elements, under backpressure."""
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from hw_helpers import built_only, run_stream
 
 from dfx import formats
-from dfx.hw.dequant import Dequantizer, dequant_layout
+from dfx.hw.dequant import Dequantizer, TableDequantizer, dequant_layout, table_layout
 
 SPECIAL16 = np.array([0x0000, 0x8000, 0x0001, 0x83FF, 0x0400, 0x7BFF, 0xFBFF, 0x7C00, 0xFC00, 0x7E00, 0x3C00,
                       0x1000, 0xB555, 0x2E66], np.uint16).view(np.float16)
@@ -95,3 +95,44 @@ def test_latencies_as_documented():
     lat = {fam: built_only(Dequantizer(f)).latency for fam, f in CORE_FAMILIES.items()}
     assert lat == {"int8": 3, "int4": 3, "int3": 3, "fp8e4m3": 4, "fp8e5m2": 4, "bcq1": 3, "bcq2": 5, "bcq3": 7,
                    "bcq4": 9}
+
+
+@pytest.mark.parametrize("name", ("int4-oc", "int4-oc-asym", "int3-oc", "int3-oc-asym"))
+def test_table_dequantizer_matches_formats(name):
+    """n = 4 elements per beat share one scale (and zero point): every code, every special scale, every zero
+    point's extremes, bit-exact to `formats.dequant` under backpressure."""
+    n, beats = 4, 48
+    rng = np.random.default_rng(7)
+    fmt = formats.parse(name)
+    codes = legal_codes(fmt, n * beats, rng)
+    scales = (rng.standard_normal(beats) * 0.05).astype(np.float16)
+    scales[:SPECIAL16.size] = SPECIAL16
+    zeros = rng.integers(0, 1 << fmt.bits, beats).astype(np.uint8) if fmt.asym else None
+    if fmt.asym:
+        zeros[[1, 2]] = (0, (1 << fmt.bits) - 1)
+    qw = formats.QuantWeight(fmt, codes[None, :], np.repeat(scales, n)[None, :],
+                             None if zeros is None else np.repeat(zeros, n)[None, :]).check()
+    with np.errstate(all="ignore"):
+        want = formats.dequant(qw)[0].view(np.uint16)
+    lay, mask = table_layout(fmt, n), (1 << fmt.bits) - 1
+    words = []
+    for t in range(beats):
+        v = {"code": [int(c) & mask for c in codes[t * n:(t + 1) * n]], "scale": int(scales[t:t + 1].view(np.uint16)[0])}
+        if fmt.asym:
+            v["zero"] = int(zeros[t])
+        words.append(lay.const(v).as_bits())
+    dut = TableDequantizer(fmt, n)
+    out = run_stream(dut, words, stall=0.2, seed=2)
+    got = np.array([(w >> (16 * e)) & 0xFFFF for w in out for e in range(n)], np.uint16)
+    bad = np.flatnonzero(got != want)
+    assert not bad.size, [(int(i), hex(got[i]), hex(want[i])) for i in bad[:5]]
+
+
+def test_table_dequantizer_refusals_and_latency():
+    assert built_only(TableDequantizer("int4-oc", 2, mul_stages=2, round_stages=1)).latency == \
+        built_only(TableDequantizer("int4-oc", 2)).latency - 4
+    for bad in ("int8-oc", "fp8e4m3", "bcq2-oc"):
+        with pytest.raises(ValueError, match="at most 4 bits"):
+            TableDequantizer(bad, 4)
+    with pytest.raises(ValueError, match="n .elements per group. must be a positive integer, not 0"):
+        TableDequantizer("int4-oc", 0)

@@ -1,0 +1,48 @@
+"""Black boxes for measuring what surrounds a unit (`hw/blackbox.py`): a boxed unit keeps its ports and
+attributes, its stub declares the ports the instance connects, and Yosys maps the design around it (the
+tiny vector engine with its VPU boxed: the quick check of `benchmarks/resource_tables.py --fit`'s method)."""
+import re
+
+import pytest
+from amaranth.back import rtlil
+from hw_helpers import built_only
+
+from dfx.config import PRESETS
+from dfx.hw import core_vpu
+from dfx.hw.blackbox import Blackbox, stub_verilog, swap_units, synth_boxed
+from dfx.hw.core_vpu import VectorEngine
+from dfx.hw.fp import Fp32AddUnit
+from dfx.hw.vpu import VPU
+
+TINY = PRESETS["tiny"]
+
+
+def test_box_keeps_ports_and_attributes():
+    unit = Fp32AddUnit(stages=2)
+    box = Blackbox(unit, "box_add")
+    assert box.latency == unit.latency and box.signature == unit.signature
+    ports = box.ports()
+    assert ("input", "i__valid", 1) in ports and ("output", "o__valid", 1) in ports
+    assert ("input", "i__payload", 64) in ports and ("output", "o__payload", 32) in ports
+    stub = stub_verilog([box, Blackbox(Fp32AddUnit(stages=2), "box_add")])
+    assert stub.count("module box_add") == 1 and "(* blackbox *)" in stub
+    assert re.search(r"input \[63:0\] i__payload", stub) and re.search(r"output \[0:0\] i__ready", stub)
+
+
+def test_swap_units_boxes_the_units_a_design_builds_and_restores_them():
+    with swap_units(core_vpu, ("VPU",)) as made:
+        eng = VectorEngine(TINY)
+        text = rtlil.convert(eng, name="veng", emit_src=False)
+    assert core_vpu.VPU is VPU and len(made) == 1 and isinstance(eng.vpu, Blackbox)
+    assert eng.vpu.latency == built_only(VPU(TINY, **VectorEngine.vpu_params(TINY))).latency
+    assert "box_vpu_0" in text and "fp32_add" not in text
+
+
+@pytest.mark.synthesis
+def test_synth_boxed_maps_the_rest_only(tmp_path):
+    """The tiny vector engine with its VPU boxed: the box maps to nothing (no DSP48E2: every multiplier is in
+    the VPU), the engine's FIFOs and control to a few hundred LUTs, far below the VPU's tens of thousands."""
+    r = synth_boxed(lambda: VectorEngine(TINY), "veng_novpu", {core_vpu: ("VPU",)}, tmp_path)
+    assert r.dsp == 0 and 0 < r.lut + r.lutram < 5_000 and r.ff > 100
+    again = synth_boxed(lambda: VectorEngine(TINY), "veng_novpu", {core_vpu: ("VPU",)}, tmp_path)
+    assert again == r                                      # reused from the build folder
