@@ -81,6 +81,12 @@ def test_build_commands_keep_the_design_private(tmp_path):
 @pytest.mark.cocotb
 @pytest.mark.parametrize("sim", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])  # C++ build: minutes
 def test_lean_master_and_hierarchy(sim, tmp_path):
+    run_on_slave(sim, "cocotb_fast_axil", tmp_path)
+
+
+def run_on_slave(sim: str, module: str, tmp_path: Path):
+    """Build the register slave `SLAVE` for `sim` (the fast harness's Verilator build, or cocotb's runner) and run
+    the one cocotb test of `module` (a file beside this one) on it; it must pass."""
     why = missing_simulator(sim, axi=False)
     if why:
         pytest.skip(why)
@@ -93,8 +99,7 @@ def test_lean_master_and_hierarchy(sim, tmp_path):
     else:
         runner = runner_build(sim, src, "fvtop", bdir, fresh=True, waves=False)
     log = tmp_path / "test.log"
-    tests, fails = run_module(runner, "cocotb_fast_axil", "fvtop", bdir, tmp_path, sim_env(PYTHONPATH=str(HERE)),
-                              log)
+    tests, fails = run_module(runner, module, "fvtop", bdir, tmp_path, sim_env(PYTHONPATH=str(HERE)), log)
     assert tests == 1 and fails == 0, log.read_text()[-3000:]
 
 
