@@ -23,6 +23,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dfx.docblock import write_block
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "rtl_core.md"
 BEGIN, END = "<!-- difftest:begin -->", "<!-- difftest:end -->"
 DOC_MIN_PROGRAMS = 1000          # shorter runs print their report only
@@ -140,13 +142,8 @@ def main(argv=None):
 def write_doc(body: str, tag: str = "") -> None:
     """The report into docs/rtl_core.md between its difftest markers (`difftest<tag>`; added after the last
     difftest report when missing)."""
-    text = DOC.read_text()
-    begin, end = f"<!-- difftest{tag}:begin -->", f"<!-- difftest{tag}:end -->"
-    if begin not in text:
-        at = text.index(END) + len(END) if END in text else len(text)
-        text = f"{text[:at]}\n\n{begin}\n{end}{text[at:]}"
-    head, rest = text.split(begin, 1)
-    DOC.write_text(f"{head}{begin}\n{body}{end}{rest.split(end, 1)[1]}")
+    write_block(DOC, f"<!-- difftest{tag}:begin -->", f"<!-- difftest{tag}:end -->", body, missing="after",
+                after=END)
 
 
 if __name__ == "__main__":

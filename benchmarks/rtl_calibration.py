@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dfx.docblock import write_block
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "hw"))
@@ -35,12 +37,9 @@ def main(argv=None):
     rows = compare(prog, res.runs)
     body = (f"Runs: {', '.join(f'{s} (token {t}, POS {p})' for s, t, p in steps)}; "
             f"`.venv/bin/python benchmarks/rtl_calibration.py` regenerates this table.\n\n" + table(rows))
-    text = DOC.read_text() if DOC.exists() else f"# The integrated core\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")
+    if not DOC.exists():
+        DOC.write_text("# The integrated core\n")
+    write_block(DOC, BEGIN, END, body)
     print(body)
 
 

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dfx.docblock import write_block
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "rtl_core.md"
 CACHE = REPO / "build" / "rtl_core_cycles.json"
@@ -73,13 +75,8 @@ def measure(program, steps, tokens, want, sim, in_order, latency):
                      for u in ("MPU", "VPU", "DMA", "ROUTER")}}
 
 
-def write_block(begin, end, body):
-    text = DOC.read_text()
-    if begin not in text:
-        text += f"\n{begin}\n{end}\n"
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    DOC.write_text(f"{head}{begin}\n{body}{end}{tail}")
+def write_doc(begin, end, body):
+    write_block(DOC, begin, end, body)
     print(body)
 
 
@@ -169,7 +166,7 @@ def batched(a):
         label = "batched (`prefill_batch`, BATCH +dyn_m)" if name == "batched" else "token-serial (`prefill`)"
         lines.append(f"| {label} | {n} | {rtl:,} | {rtl / len(head):,.0f} | {mpu:,} | {est['rtl']:,} | "
                      f"{est['rtl'] / rtl:.3f} | {est['pipelined']:,} |")
-    write_block(BATCH_BEGIN, BATCH_END, "\n".join(lines) + "\n")
+    write_doc(BATCH_BEGIN, BATCH_END, "\n".join(lines) + "\n")
 
 
 def main(argv=None):
@@ -228,7 +225,7 @@ def main(argv=None):
         b = r["busy"]
         lines.append(f"| {name} | {r['prefill']:,.0f} | {r['decode']:,.0f} | {b['MPU']:,.0f} / {b['VPU']:,.0f} / "
                      f"{b['DMA']:,.0f} | {ref['decode'] / r['decode']:.2f}x |")
-    write_block(BEGIN, END, "\n".join(lines) + "\n")
+    write_doc(BEGIN, END, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

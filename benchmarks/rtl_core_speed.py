@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dfx.docblock import read_block, write_block
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "hw"))
@@ -94,11 +96,10 @@ def main(argv=None):
     doc = REPO / "docs" / "rtl_core.md"
     begin, end = "<!-- speed:begin -->", "<!-- speed:end -->"
     old = {}
-    if doc.exists() and begin in doc.read_text():
-        for line in doc.read_text().split(begin, 1)[1].split(end, 1)[0].splitlines():
-            cells = line.split("|")
-            if line.startswith("| ") and not line.startswith("| simulator") and len(cells) == 11:
-                old[(cells[1].strip(), cells[2].strip())] = line
+    for line in (read_block(doc, begin, end) or "").splitlines():
+        cells = line.split("|")
+        if line.startswith("| ") and not line.startswith("| simulator") and len(cells) == 11:
+            old[(cells[1].strip(), cells[2].strip())] = line
     for r in rows:                                      # rows of simulators / harnesses not run this time are kept
         cells = r.split("|")
         old[(cells[1].strip(), cells[2].strip())] = r
@@ -107,10 +108,8 @@ def main(argv=None):
             "| simulator | harness | simulated cycles | wall s | cycles/s in-sim | cycles/s CPU | cycles/s total | "
             "ratio | notes |\n"
             "|---|---|---:|---:|---:|---:|---:|---:|---|\n" + "\n".join(old.values()) + "\n")
-    if doc.exists() and begin in doc.read_text():
-        t = doc.read_text()
-        head, rest = t.split(begin, 1)
-        doc.write_text(f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}")
+    if read_block(doc, begin, end) is not None:
+        write_block(doc, begin, end, text)
     print(text)
 
 
@@ -180,12 +179,9 @@ def levers(a) -> None:
     doc = REPO / "docs" / "rtl_core.md"
     begin, end = f"<!-- levers {a.levers}:begin -->", f"<!-- levers {a.levers}:end -->"   # one table per set
     t = doc.read_text()
-    if begin not in t and "<!-- levers" in t:          # a new set: after the last table
-        at = t.index("-->", t.rindex("<!-- levers")) + 3
-        t = f"{t[:at]}\n\n{begin}\n{end}{t[at:]}"
-    if begin in t:
-        head, rest = t.split(begin, 1)
-        doc.write_text(f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}")
+    if "<!-- levers" in t:                             # a new set goes after the last table
+        last = t[t.rindex("<!-- levers"):].split("-->", 1)[0] + "-->"
+        write_block(doc, begin, end, text, missing="after", after=last)
     print(text)
 
 

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dfx.docblock import write_block
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "rtl_core.md"
 CACHE = REPO / "build" / "rtl_formats"
@@ -256,13 +258,7 @@ def table(names, refs, done, cfg, cmd: str) -> str:
 
 
 def update_doc(body: str) -> None:
-    text = DOC.read_text()
-    if BEGIN not in text:
-        at = text.index("\n## ", text.index("## Quantized weights")) + 1
-        text = f"{text[:at]}{BEGIN}\n{END}\n\n{text[at:]}"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")
+    write_block(DOC, BEGIN, END, body, missing="after", after="## Quantized weights")
 
 
 def main(argv=None):

@@ -23,6 +23,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dfx.docblock import read_block, write_block
+
 REPO = Path(__file__).resolve().parents[1]
 LATENCY = 36                  # core cycles: 137.8 ns page miss (Shuhai) / 5 ns + 8 converter cycles
 REFRESH = (780, 52)           # (tREFI, tRFC) in core cycles: 3.9 us and 260 ns at 5 ns (JESD235)
@@ -109,9 +111,8 @@ def main(argv=None) -> int:
     text = table(measure(sizes, a.sim))
     print(text)
     doc = REPO / "docs" / "rtl_core.md"
-    if not a.no_doc and BEGIN in doc.read_text():
-        head, rest = doc.read_text().split(BEGIN, 1)
-        doc.write_text(f"{head}{BEGIN}\n{text}{END}{rest.split(END, 1)[1]}")
+    if not a.no_doc and read_block(doc, BEGIN, END) is not None:
+        write_block(doc, BEGIN, END, text)
     return 0
 
 
