@@ -21,6 +21,8 @@ from dfx import isa, regmap
 from dfx.config import AccelConfig
 from dfx.perf import CLASS_OF
 
+from .retire_events import record_retires
+
 CLOCK_NS = 5
 JOB_ENV = "DFX_RTL_JOB"            # the job file of `dfx_job`
 
@@ -162,22 +164,8 @@ async def _monitor_classes(tb: CoreTB, record: dict, trace: list | None):
     instruction that made it."""
     # lazy: cocotb exists only inside the simulator process
     import cocotb
-    from cocotb.triggers import Edge, ReadOnly, RisingEdge
-    from cocotb.utils import get_sim_time
+    from cocotb.triggers import ReadOnly, RisingEdge
     core = tb.core
-    n_ev = len(core.dbg_ev)
-    pcs = [getattr(core, f"dbg_ev_pc{i}") for i in range(n_ev)]
-    codes = [getattr(core, f"dbg_ev_op{i}") for i in range(n_ev)]
-
-    async def retires():
-        while True:
-            await Edge(core.dbg_tick)
-            await ReadOnly()
-            now = get_sim_time("ns") // CLOCK_NS - 1          # the event outputs are registered
-            ev = int(core.dbg_ev.value)
-            for i in range(n_ev):
-                if ev >> i & 1:
-                    record["events"].append((int(pcs[i].value), int(codes[i].value), now))
 
     async def writes():
         while True:
@@ -191,7 +179,7 @@ async def _monitor_classes(tb: CoreTB, record: dict, trace: list | None):
                 trace.append([int(core.dbg_sw_pc.value), "s", int(core.dbg_sw_addr.value), 1,
                               f"{int(core.dbg_sw_data.value):x}"])
 
-    tasks = [cocotb.start_soon(retires())]
+    tasks = [cocotb.start_soon(record_retires(core, CLOCK_NS, record["events"]))]
     if trace is not None:
         tasks.append(cocotb.start_soon(writes()))
     return tasks, None

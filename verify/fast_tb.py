@@ -27,6 +27,7 @@ from dfx.config import AccelConfig
 
 from .fast_axil import AxiLiteLean
 from .fast_top import mem_names
+from .retire_events import record_retires
 
 CLOCK_NS = 5
 FAST_JOB_ENV = "DFX_FAST_JOB"
@@ -198,24 +199,8 @@ def _monitor_events(tb: FastTB, events: list):
     outputs, as `dfx.verify.core_tb` records them (`core_tb.attribute` turns them into cycles per class; a
     value-change callback per completion, no Python per cycle). Needs the outputs public (the huge Verilator
     profile, `dfx.verify.fast_verilator.HUGE_VLT`)."""
-    # lazy: cocotb exists only inside the simulator process
-    import cocotb
-    from cocotb.triggers import Edge, ReadOnly
-    from cocotb.utils import get_sim_time
-    core = tb.cores[0]
-    n_ev = len(core.dbg_ev)
-    pcs = [getattr(core, f"dbg_ev_pc{i}") for i in range(n_ev)]
-    codes = [getattr(core, f"dbg_ev_op{i}") for i in range(n_ev)]
-
-    async def retires():
-        while True:
-            await Edge(core.dbg_tick)
-            await ReadOnly()
-            now = get_sim_time("ns") // CLOCK_NS - 1          # the event outputs are registered
-            ev = int(core.dbg_ev.value)
-            events.extend((int(pcs[i].value), int(codes[i].value), now) for i in range(n_ev) if ev >> i & 1)
-
-    return cocotb.start_soon(retires())
+    import cocotb  # lazy: cocotb exists only inside the simulator process
+    return cocotb.start_soon(record_retires(tb.cores[0], CLOCK_NS, events))
 
 
 async def run_job(tb: FastTB, job: dict) -> dict:
