@@ -37,6 +37,10 @@ instruction to its unit's in-order queue (MPU, VPU, DMA, ROUTER); the units run 
    (DMA index, dyn_n/dyn_k lengths, the mask) when it is dispatched, so a SLOT that changes them does not wait
    for older instructions. The token table is off-chip data the host writes before ap_start (rule 2 needs no
    FENCE for it).
+7. **A vector instruction's output is disjoint from each of its inputs, or exactly one of them** (in place:
+   each element is read before it is written). A partial overlap is undefined: the VPU streams its inputs while
+   the results of earlier beats are written back, so what it reads would depend on the operation's latency. The
+   compiler emits none; the functional simulator reads every input first.
 """
 
 BATCHED_DOC = """\

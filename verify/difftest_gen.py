@@ -13,7 +13,8 @@ and strides, K/V cache appends at the run's POS, FENCEs with random unit masks (
 the ISA's dependency rules needs one: a read of off-chip data a DMA store wrote), and dependency chains (an
 operand taken from an earlier instruction's output, so the core's hazard logic is exercised). Operands of one
 matrix instruction do not overlap its output; a vector instruction's output is either disjoint from its inputs
-or exactly in place (the ISA does not define a partial overlap).
+or exactly in place, and its two inputs are the same range or disjoint (the ISA does not define a partial overlap:
+docs/isa.md, rule 7).
 
 Options (each off by default, so a seed's default program does not change):
 - `devices=2`: the same stream on a ring of two cores, each with its own DDR and HBM data, and every ALLGATHER
@@ -214,8 +215,11 @@ class Generator:
         else:
             f["n"] = n
         f["a"] = self.vrange(n, mn, "a")
-        if any(rd[0] == "b" for rd in op.reads):
-            f["b"] = r.choice([f["a"], self.vrange(n, mn, "b")])
+        if any(rd[0] == "b" for rd in op.reads):        # b is a itself or apart from it, so that an output in
+            #                                                 place (dst = a) never partly overlaps an input
+            f["b"] = r.choice([f["a"], self.vrange(n, mn, "b", avoid=[(f["a"], n)])])
+            if f["b"] is None:
+                f["b"] = f["a"]
             if f["b"] == f["a"]:
                 self.hit(mn, "b", "same-as-a")
         if op.sreads:
