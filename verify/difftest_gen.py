@@ -23,7 +23,7 @@ Options (each off by default, so a seed's default program does not change):
   LINEARs read a quantized region (wfmt != 0) of a random format of those families that the fetcher reads
   (axis oc or ic, group whole / 32 / 64 / 128, zero points for int, phase 0; ic only with k a multiple of d),
   with random legal codes, scales and zero points, in an HBM area after the FP16 one that no store touches.
-- `batched` (default `BATCHED`, off until the RTL core runs ISA version 2): a token table in DDR (COUNT 1, cap
+- `batched` (default `BATCHED`: off, so a seed's default program stays ISA version 1): a token table in DDR (COUNT 1, cap
   or between), one CHUNK early in the body, BATCH-prefixed LINEARs (m 1, 2, the most that fits, or +dyn_m =
   COUNT; strides 0, exactly one vector, one entry more, or the most that fits) and batched ALLGATHERs, and
   SLOTs (i below, at and past COUNT; skip 0, 1 or a few instructions, whose effects the generator forgets when
@@ -45,10 +45,10 @@ from dfx.config import AccelConfig
 
 from .difftest_quant import quant_formats, random_quant
 
-BATCHED = False               # draw BATCH / CHUNK / SLOT (the lead flips this once the RTL core runs them)
-UNSUPPORTED = {"BATCH": "batched prefill: off (`difftest_gen.BATCHED`, `--batched`) until the RTL core runs it",
-               "CHUNK": "batched prefill: off (`difftest_gen.BATCHED`, `--batched`) until the RTL core runs it",
-               "SLOT": "batched prefill: off (`difftest_gen.BATCHED`, `--batched`) until the RTL core runs it",
+BATCHED = False               # draw BATCH / CHUNK / SLOT (`--batched`; the default programs stay ISA version 1)
+UNSUPPORTED = {"BATCH": "batched prefill: only in runs with `--batched` (the default programs stay ISA version 1)",
+               "CHUNK": "batched prefill: only in runs with `--batched` (the default programs stay ISA version 1)",
+               "SLOT": "batched prefill: only in runs with `--batched` (the default programs stay ISA version 1)",
                "SEND": "point-to-point ring messages are not drawn (ALLGATHER over 2 devices is, `--devices 2`)",
                "RECV": "point-to-point ring messages are not drawn (ALLGATHER over 2 devices is, `--devices 2`)"}
 SUPPORTED = tuple(op.mnemonic for op in isa.OPS if op.mnemonic not in UNSUPPORTED)
