@@ -84,7 +84,8 @@ class Dequantizer(PipelinedUnit):
         if f.kind == "int" and self.code_stages and not f.asym:
             # the code's binary32 value from a table of the 2^b codes (a function of b bits: one LUT level at
             # b <= 6), registered
-            vals = [int(np.float32(u - (1 << f.bits) * (u >> (f.bits - 1))).view(np.uint32)) for u in range(1 << f.bits)]
+            vals = [int(np.float32(u - (1 << f.bits) * (u >> (f.bits - 1))).view(np.uint32))
+                    for u in range(1 << f.bits)]
             val = T(Array(C(w, 32) for w in vals)[Value.cast(v.code)], x.t)
         elif f.kind == "int":
             code = Value.cast(v.code)
