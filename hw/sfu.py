@@ -8,7 +8,8 @@ All are fully pipelined (one input per cycle); latency depends on the operator s
 
 The interpolating units read T[i] and T[i+1] in the same cycle: GELU from one ROM with two read ports (a
 true-dual-port block RAM in read-only use), exp (257 entries, in LUTs) from two 256-entry ROMs, T[0..255] and
-T[1..256], at the same address.
+T[1..256], at the same address (in the deep configurations each read as four 64-entry banks, the bank picked
+after the read).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
@@ -30,7 +31,8 @@ def _glue(add_stages: int) -> bool:
     """Whether the logic between the operators gets registers too: in the deep configurations (binary32
     adders with more than the three cuts of the defaults), which aim at 300 MHz. Then the widened input, the
     ROM address (both T[i] and T[i+1]'s, computed before the register), the ROM's output, the glue before a
-    rounding and the result are registered, and the rounding to binary16 has both its cuts."""
+    rounding and the result are registered, `int_parts` has all four of its cuts, exp's ROMs are read in
+    64-entry banks, and the rounding to binary16 has both its cuts."""
     return add_stages > 3
 
 
