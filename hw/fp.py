@@ -148,7 +148,7 @@ def lt_const(v, k: int) -> Value:
 def int_parts(p: Pipe, x, int_bits: int, stages: int = 0):
     """Split the magnitude of binary32 `x` (DAZ; a `T` or a value at stage 0) into integer part and
     fraction, both exact; `stages` (0..4) registers: output, after the fraction mask, after its
-    leading-zero count, after the shift amount (and the mask's bits).
+    leading-zero count, after the shift amount.
 
     Returns `T`s (ip, has_frac, r): ip = floor(|x|) as an unsigned `int_bits`-bit value (saturated to all
     ones when |x| >= 2^int_bits or x is inf/NaN), has_frac = |x| is not an integer, r = |x| - ip as a
@@ -163,8 +163,7 @@ def int_parts(p: Pipe, x, int_bits: int, stages: int = 0):
     # chain): each a LUT level or two
     below_one = lt_const(v.exp, 127) | zero
     too_big = ~lt_const(v.exp, 127 + int_bits)
-    # the shift 23 - E = (150 - exp) mod 32 (valid when 0 <= E < int_bits) and its mask (1 << sh) - 1 over
-    # 24 bits, as tables of exp's five low bits
+    # the shift 23 - E = (150 - exp) mod 32 (valid when 0 <= E < int_bits), a table of exp's five low bits
     sh = p.comb(Array(C((22 - k) % 32, 5) for k in range(32))[v.exp[:5]], "ip_sh")
     frac, exp = v.frac, v.exp
     sh, frac, exp, zero, below_one, too_big = cut(3, sh, frac, exp, zero, below_one, too_big)
@@ -458,12 +457,13 @@ def fp32_mul(p: Pipe, a, b, stages: int = 2, a_bits: int = 24) -> T:
     normal = Mux(hi, e >= 0, e >= 1)                           # e1 >= 1
     g254, g255 = Mux(hi, e >= 253, e >= 254), Mux(hi, e >= 254, e >= 255)   # e1 >= 254, e1 >= 255
     e1zero = Mux(hi, e == -1, e == 0)
-    c24 = up & all1                                            # the increment carries out: e2 = e1 + 1
     # the increment precomputed beside `up` (its carry chain before the cut): the rounding stage only selects
     topp1 = p.comb((top + 1)[:24], "mul_topp1")
     sign, nan, inf, zero, top, topp1, up, e1, e1p1, normal, g254, g255, e1zero, all1 = cut(
         4, sign, nan, inf, zero, top, topp1, up, e1, e1p1, normal, g254, g255, e1zero, all1)
-    c24 = up & all1
+    c24 = up & all1                                            # the increment carries out: e2 = e1 + 1 (after
+    #                                                            the cut: before it, ABC shared `all1` with the
+    #                                                            increment's carry chain)
     top = p.comb(top, "mul_top")
     mr = p.comb(Mux(up, topp1, top), "mul_mr")
     to_min = e1zero & all1                                     # rounds up to the smallest normal
