@@ -40,7 +40,7 @@ A, M16, M32 = ADD_MAX_STAGES, len(MUL16_CUTS), len(MUL32_CUTS)
 DEEP = {"add32": f"stages={A}", "add32dsp": f"stages={A}", "mul32": f"stages={M32}", "mul16": f"stages={M16}", "round16": "stages=2",
         "gelu16": f"add_stages={A},mul_stages={M32}", "exp16": f"add_stages={A},mul_stages={M32}",
         "recip": f"add_stages={A},mul_stages={M32}", "rsqrt": f"add_stages={A},mul_stages={M32}",
-        "dq_int4": "mul_stages=2", "dq_table": "mul_stages=5,round_stages=2"}
+        "dq_int4": "mul_stages=5,round_stages=2,code_stages=1", "dq_table": "mul_stages=5,round_stages=2"}
 DEFAULT = {"add32": "stages=2", "add32dsp": "stages=2", "mul32": "stages=2", "mul16": "stages=1", "round16": "stages=1",
            "gelu16": "", "exp16": "", "recip": "", "rsqrt": "", "dq_int4": "",
            "dq_table": "mul_stages=5,round_stages=2"}

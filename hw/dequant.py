@@ -48,11 +48,15 @@ def dequant_layout(fmt: formats.WeightFormat) -> data.StructLayout:
 class Dequantizer(PipelinedUnit):
     """`i`: one code with its scale(s) (`dequant_layout(fmt)`) -> `o`: the binary16 weight.
 
-    fmt: a `dfx.formats` name or `WeightFormat` (not fp16). add_stages (0..3), mul_stages (0..2): the
-    pipelined binary32 operators' depths.
+    fmt: a `dfx.formats` name or `WeightFormat` (not fp16). add_stages (0..3), mul_stages (0..len(MUL32_CUTS)),
+    round_stages (0..2): the pipelined binary32 operators' and the binary16 rounding's depths; code_stages
+    (0..1): a register between the code's binary32 value (`int_to_fp32`, or the fp8 ROM's output) and the
+    multiplier. The defaults are the depths the core instantiates; the 300 MHz depths are
+    mul_stages=len(MUL32_CUTS), round_stages=2, code_stages=1 (`STAGES_300MHZ`).
     """
 
-    def __init__(self, fmt, *, add_stages: int = 2, mul_stages: int = 2):
+    def __init__(self, fmt, *, add_stages: int = 2, mul_stages: int = 2, round_stages: int = 1,
+                 code_stages: int = 0):
         try:
             fmt = formats.parse(fmt)
         except formats.FormatError:
@@ -62,8 +66,10 @@ class Dequantizer(PipelinedUnit):
             self._MustUse__silence = True
             raise ValueError("fmt must be a quantized weight format (int, fp8, bcq), not fp16: fp16 weights go "
                              "to the MPU as they are")
-        check_stages(self, add_stages=(add_stages, 3), mul_stages=(mul_stages, 2))
+        check_stages(self, add_stages=(add_stages, 3), mul_stages=(mul_stages, len(MUL32_CUTS)),
+                     round_stages=(round_stages, 2), code_stages=(code_stages, 1))
         self.fmt, self.add_stages, self.mul_stages = fmt, add_stages, mul_stages
+        self.round_stages, self.code_stages = round_stages, code_stages
         super().__init__(dequant_layout(fmt), 16)
 
     def datapath(self, p, x):
@@ -74,8 +80,14 @@ class Dequantizer(PipelinedUnit):
                 a = p.comb(widen16(v.scale[i]), f"alpha{i}")
                 term = T(Mux(Value.cast(v.code)[i], a, a ^ 0x8000_0000), x.t)     # bit 1: +alpha, 0: -alpha
                 acc = fp32_add(p, acc, term, self.add_stages)
-            return fp32_to_fp16(p, acc)
-        if f.kind == "int":
+            return fp32_to_fp16(p, acc, self.round_stages)
+        if f.kind == "int" and self.code_stages and not f.asym:
+            # the code's binary32 value from a table of the 2^b codes (a function of b bits: one LUT level at
+            # b <= 6), registered
+            vals = [int(np.float32(u - (1 << f.bits) * (u >> (f.bits - 1))).view(np.uint32))
+                    for u in range(1 << f.bits)]
+            val = T(Array(C(w, 32) for w in vals)[Value.cast(v.code)], x.t)
+        elif f.kind == "int":
             code = Value.cast(v.code)
             q = code.as_unsigned() - v.zero if f.asym else code.as_signed()
             val = T(int_to_fp32(p, q), x.t)
@@ -83,8 +95,15 @@ class Dequantizer(PipelinedUnit):
             #                        subnormals: widened with DAZ they would be lost, and the spec keeps them)
             exact = formats.FP8_TABLES[f.kind].astype(np.float32).view(np.uint32)
             (val,) = p.rom(f"fp8_{f.kind}", exact, 32, [T(v.code, x.t)])
+        if self.code_stages:
+            val = T(p.reg(val.v, "code"), val.t + 1)
         s = T(widen16(v.scale), x.t)
-        return fp32_to_fp16(p, fp32_mul(p, val, s, self.mul_stages, a_bits=11))
+        return fp32_to_fp16(p, fp32_mul(p, val, s, self.mul_stages, a_bits=11), self.round_stages)
+
+
+# The 300 MHz depths of `Dequantizer` (docs/rtl.md "Logic depth and Fmax"): every multiplier cut, both rounding
+# cuts, the code's binary32 value registered before the multiplier.
+STAGES_300MHZ = dict(mul_stages=len(MUL32_CUTS), round_stages=2, code_stages=1)
 
 
 TABLE_MAX_BITS = 4          # a 2^b-entry table per group: INT3 and INT4

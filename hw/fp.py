@@ -26,6 +26,7 @@ is written for depth (tree leading-zero count, 4:1-multiplexer shifters) with th
 
 import numpy as np
 from amaranth import C, Cat, ClockSignal, Const, Instance, Mux, Signal, Value
+from amaranth.hdl import Array
 from amaranth.lib import data
 
 from dfx import numerics as nx
@@ -133,10 +134,21 @@ def widen16(x) -> Value:
     return Mux(nan, NAN32, Mux(inf, Cat(C(INF32, 31), s), Mux(zero, Cat(C(0, 31), s), normal)))
 
 
+def lt_const(v, k: int) -> Value:
+    """Unsigned `v` < the constant `k`, as and/or logic (a few LUTs; Yosys makes a carry chain of `<`):
+    some bit where k has a one and v a zero, with v equal to k above it."""
+    n = len(v)
+    if k >= 1 << n:
+        return C(1, 1)
+    terms = [~v[i] & Cat(C(1, 1), *[v[j] if (k >> j) & 1 else ~v[j] for j in range(i + 1, n)]).all()
+             for i in range(n) if (k >> i) & 1]
+    return Cat(*terms).any() if terms else C(0, 1)
+
+
 def int_parts(p: Pipe, x, int_bits: int, stages: int = 0):
     """Split the magnitude of binary32 `x` (DAZ; a `T` or a value at stage 0) into integer part and
-    fraction, both exact; `stages` (0..3) registers: output, after the fraction mask, after its
-    leading-zero count.
+    fraction, both exact; `stages` (0..4) registers: output, after the fraction mask, after its
+    leading-zero count, after the shift amount.
 
     Returns `T`s (ip, has_frac, r): ip = floor(|x|) as an unsigned `int_bits`-bit value (saturated to all
     ones when |x| >= 2^int_bits or x is inf/NaN), has_frac = |x| is not an integer, r = |x| - ip as a
@@ -144,26 +156,29 @@ def int_parts(p: Pipe, x, int_bits: int, stages: int = 0):
     """
     assert 1 <= int_bits <= 23
     t, (x,) = p.sync(x)
-    cut = p.stages(stages, (2, 0, 1))
+    cut = p.stages(stages, (2, 0, 1, 3))
     v = Fp32(p.comb(Value.cast(x), "ip_x"))
     zero = v.exp == 0
-    m = Cat(v.frac, C(1, 1))                                   # 24 bits, 1.frac
-    e = (v.exp - 127)[:8]                                      # unbiased exponent E (mod 256)
-    below_one = (v.exp < 127) | zero
-    too_big = v.exp >= 127 + int_bits
-    sh = p.comb((23 - e)[:5], "ip_sh")                        # valid when 0 <= E < int_bits
+    # compares with constants and functions of the exponent's five low bits written as logic (no carry
+    # chain): each a LUT level or two
+    below_one = lt_const(v.exp, 127) | zero
+    too_big = ~lt_const(v.exp, 127 + int_bits)
+    # the shift 23 - E = (150 - exp) mod 32 (valid when 0 <= E < int_bits), a table of exp's five low bits
+    sh = p.comb(Array(C((22 - k) % 32, 5) for k in range(32))[v.exp[:5]], "ip_sh")
+    frac, exp = v.frac, v.exp
+    sh, frac, exp, zero, below_one, too_big = cut(3, sh, frac, exp, zero, below_one, too_big)
+
+    m = Cat(frac, C(1, 1))                                     # 24 bits, 1.frac
     ip = shift_right(p, m, sh, "ip_ip")[:int_bits]
     fr = p.comb(m & Cat(*[sh > i for i in range(24)]), "ip_fr")   # m & ((1 << sh) - 1)
-    frac, exp = v.frac, v.exp
-    ip, fr, e, frac, exp, zero, below_one, too_big = cut(0, ip, fr, e, frac, exp, zero, below_one, too_big)
+    ip, fr, frac, exp, zero, below_one, too_big = cut(0, ip, fr, frac, exp, zero, below_one, too_big)
 
     fr = p.comb(fr, "ip_fr2")
     lz = p.comb(lzc_tree(fr), "ip_lz")
-    ip, fr, lz, e, frac, exp, zero, below_one, too_big = cut(
-        1, ip, fr, lz, e, frac, exp, zero, below_one, too_big)
+    ip, fr, lz, frac, exp, zero, below_one, too_big = cut(1, ip, fr, lz, frac, exp, zero, below_one, too_big)
 
     fr, lz = p.comb(fr, "ip_fr3"), p.comb(lz, "ip_lz2")
-    r_exp = (127 + e - lz)[:8]
+    r_exp = (exp - lz)[:8]                                     # 127 + E - lz
     r_norm = Cat(shift_right(p, fr, lz, "ip_nl", True)[:23], r_exp, C(0, 1))
     r_frac = Mux(fr == 0, 0, r_norm)
     ip = Mux(too_big, (1 << int_bits) - 1, Mux(below_one, 0, ip))
@@ -328,8 +343,8 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False, dsp: str | None 
     dc = p.comb(Mux(swap, dc_ba, dc_ab), "add_shift")          # min(e_big - e_sml, 27)
     eff_sub = s_big ^ s_sml
     if dsp is None:
-        below = Mux(swap, gt_ba, gt_ab)
-        sticky = p.comb((m_sml & below) != 0, "add_sticky")   # a bit shifted out (G, R, S are zero)
+        # a bit shifted out (G, R, S are zero), for both orders beside the swap: one multiplexer after
+        sticky = p.comb(Mux(swap, (ma & gt_ba) != 0, (mb & gt_ab) != 0), "add_sticky")
         al = shift_right(p, Cat(C(0, 3), m_sml), dc[:2], "add_al")   # the shift's first layer before the cut
         s_big, e_big, m_big, al, dc, sticky, eff_sub, nan, inf, inf_sign, zero_sign = cut(
             7, s_big, e_big, m_big, al, dc, sticky, eff_sub, nan, inf, inf_sign, zero_sign)
@@ -373,16 +388,22 @@ def fp32_add(p: Pipe, a, b, stages: int = 2, sub: bool = False, dsp: str | None 
         1, s_big, norm, e_norm, is_zero, nan, inf, inf_sign, zero_sign)
 
     up = norm[2] & (norm[1] | norm[0] | norm[3])               # RNE on guard / round+sticky / lsb
-    mr = p.comb((norm[3:27] + up)[:25], "add_mr")
+    # the increments (significand, exponent) and the exponent's compares beside `up`; the selections they
+    # feed (the rounded exponent, overflow, flush, the special value) after the cut
+    mp1 = p.comb((norm[3:27] + 1)[:24], "add_mp1")
+    mr = p.comb(Mux(up, mp1, norm[3:27]), "add_mr")
     c24 = p.comb(up & (norm[3:27] == 0xFFFFFF), "add_c24")     # the increment's carry out, beside its chain
-    e_r = p.comb((e_norm + c24).as_signed(), "add_er")
-    ovf = Mux(c24, e_norm >= 254, e_norm >= 255)              # e_r >= 255: inf
-    flush = Mux(c24, e_norm <= -1, e_norm <= 0)               # e_r <= 0: a zero of the sign
-    special = p.comb(nan | inf | is_zero | ovf | flush, "add_special")
-    sval = p.comb(Mux(nan, NAN32, Mux(inf, Cat(C(INF32, 31), inf_sign), Mux(is_zero, Cat(C(0, 31), zero_sign),
-                  Mux(ovf, Cat(C(INF32, 31), s_big), Cat(C(0, 31), s_big))))), "add_sval")
-    mr, e_r, s_big, special, sval = cut(6, mr[:23], e_r[:8], s_big, special, sval)
+    e0, e1 = e_norm[:8], (e_norm + 1)[:8]                      # e_r = e_norm + c24
+    ge254, ge255, lem1, le0 = e_norm >= 254, e_norm >= 255, e_norm <= -1, e_norm <= 0
+    mr, e0, e1, c24, ge254, ge255, lem1, le0, s_big, nan, inf, is_zero, inf_sign, zero_sign = cut(
+        6, mr[:23], e0, e1, c24, ge254, ge255, lem1, le0, s_big, nan, inf, is_zero, inf_sign, zero_sign)
 
+    e_r = Mux(c24, e1, e0)
+    ovf = Mux(c24, ge254, ge255)                               # e_r >= 255: inf
+    flush = Mux(c24, lem1, le0)                                # e_r <= 0: a zero of the sign
+    special = nan | inf | is_zero | ovf | flush
+    sval = Mux(nan, NAN32, Mux(inf, Cat(C(INF32, 31), inf_sign), Mux(is_zero, Cat(C(0, 31), zero_sign),
+               Mux(ovf, Cat(C(INF32, 31), s_big), Cat(C(0, 31), s_big)))))
     res = Mux(special, sval, Cat(mr, e_r, s_big))
     return T(cut(2, res), t + cut.latency)
 
@@ -436,11 +457,13 @@ def fp32_mul(p: Pipe, a, b, stages: int = 2, a_bits: int = 24) -> T:
     normal = Mux(hi, e >= 0, e >= 1)                           # e1 >= 1
     g254, g255 = Mux(hi, e >= 253, e >= 254), Mux(hi, e >= 254, e >= 255)   # e1 >= 254, e1 >= 255
     e1zero = Mux(hi, e == -1, e == 0)
-    c24 = up & all1                                            # the increment carries out: e2 = e1 + 1
     # the increment precomputed beside `up` (its carry chain before the cut): the rounding stage only selects
     topp1 = p.comb((top + 1)[:24], "mul_topp1")
-    sign, nan, inf, zero, top, topp1, up, e1, e1p1, normal, g254, g255, e1zero, all1, c24 = cut(
-        4, sign, nan, inf, zero, top, topp1, up, e1, e1p1, normal, g254, g255, e1zero, all1, c24)
+    sign, nan, inf, zero, top, topp1, up, e1, e1p1, normal, g254, g255, e1zero, all1 = cut(
+        4, sign, nan, inf, zero, top, topp1, up, e1, e1p1, normal, g254, g255, e1zero, all1)
+    c24 = up & all1                                            # the increment carries out: e2 = e1 + 1 (after
+    #                                                            the cut: before it, ABC shared `all1` with the
+    #                                                            increment's carry chain)
     top = p.comb(top, "mul_top")
     mr = p.comb(Mux(up, topp1, top), "mul_mr")
     to_min = e1zero & all1                                     # rounds up to the smallest normal
@@ -495,7 +518,7 @@ def fp32_to_fp16(p: Pipe, x, stages: int = 1) -> T:
     body = p.comb((Cat(f[13:23], e16[:5]) + up)[:16], "r16_body")   # a carry moves into the exponent field
     res = Mux(nan, NAN16,
           Mux(e16 >= 31, Cat(C(INF16, 15), s),
-          Mux(e16 >= 1, Cat(Mux(body >= INF16, INF16, body)[:15], s),
+          Mux(e16 >= 1, Cat(body[:15], s),                      # (e16 <= 30: body <= 0x7BFF + 1 = inf)
           Mux((e16 == 0) & (f[13:23] == 0x3FF), Cat(C(0x400, 15), s), Cat(C(0, 15), s)))))
     return T(cut(0, res), t + cut.latency)
 

@@ -8,11 +8,13 @@ All are fully pipelined (one input per cycle); latency depends on the operator s
 
 The interpolating units read T[i] and T[i+1] in the same cycle: GELU from one ROM with two read ports (a
 true-dual-port block RAM in read-only use), exp (257 entries, in LUTs) from two 256-entry ROMs, T[0..255] and
-T[1..256], at the same address.
+T[1..256], at the same address (in the deep configurations each read as four 64-entry banks, the bank picked
+after the read).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
 from amaranth import C, Cat, Mux, Value
+from amaranth.hdl import Array
 
 from dfx import numerics as nx
 
@@ -29,7 +31,8 @@ def _glue(add_stages: int) -> bool:
     """Whether the logic between the operators gets registers too: in the deep configurations (binary32
     adders with more than the three cuts of the defaults), which aim at 300 MHz. Then the widened input, the
     ROM address (both T[i] and T[i+1]'s, computed before the register), the ROM's output, the glue before a
-    rounding and the result are registered, and the rounding to binary16 has both its cuts."""
+    rounding and the result are registered, `int_parts` has all four of its cuts, exp's ROMs are read in
+    64-entry banks, and the rounding to binary16 has both its cuts."""
     return add_stages > 3
 
 
@@ -44,7 +47,19 @@ def _table_read(p: Pipe, name: str, table, ip: T, top: int, g: bool, split: bool
     registers; or (`split`, for a table of 2^b + 1 entries held in LUTs) two ROMs of 2^b entries, T[0..2^b-1]
     and T[1..2^b], both read at i: b address bits instead of b + 1 and no increment."""
     i = p.comb(Mux(ip.v > top, top, ip.v), f"{name}_i")
-    if split:
+    if split and g:
+        # banks of 64 entries (one LUT6 per bit) read at the low six address bits, the bank picked by the
+        # registered high bits after the read (one 4:1 multiplexer level before the output register)
+        b = (top + 1).bit_length() - 1
+        a = _reg(p, T(i[:b], ip.t), g)
+        outs = []
+        for nm, tab in ((name, table[:-1]), (name + "_next", table[1:])):
+            banks = [p.rom(f"{nm}_b{k}", _bits32(tab[64 * k:64 * k + 64]), 32, [T(a.v[:6], a.t)])[0]
+                     for k in range(len(tab) // 64)]
+            t, vs = p.sync(*banks)
+            outs.append(T(Array(vs)[p.at(T(a.v[6:], a.t), t)], t))
+        lo, hi = outs
+    elif split:
         a = _reg(p, T(i[:(top + 1).bit_length() - 1], ip.t), g)
         (lo,) = p.rom(name, _bits32(table[:-1]), 32, [a])
         (hi,) = p.rom(name + "_next", _bits32(table[1:]), 32, [a])
@@ -61,7 +76,7 @@ def gelu16(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, round_stages
     x32 = _reg(p, T(widen16(x.v), x.t), g)
     s = fp32_add(p, x32, f32(-nx.GELU_LO), add_stages)                       # x + 8
     q = fp32_mul(p, s, f32(nx.GELU_STEP_INV), mul_stages)                     # p = (x + 8) * 2047/16
-    ip, _, r = int_parts(p, q, 11, 3 if g else 0)
+    ip, _, r = int_parts(p, q, 11, 4 if g else 0)
     lo, hi = _table_read(p, "gelu_rom", nx.GELU_TABLE, ip, nx.GELU_SAMPLES - 2, g)  # (out of range: overridden)
     y = _lerp(p, lo, hi, r, add_stages, mul_stages)
     y16 = fp32_to_fp16(p, y, rs)
@@ -99,7 +114,7 @@ def exp16(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, round_stages:
     t_cl = Mux(over, Cat(Value.cast(limit)[:31], tv.sign), tv)
     t_cl = Mux((tv.exp == 0xFF) & (tv.frac != 0), neg32(limit), t_cl)        # NaN -> -64 (fmax)
     t_cl = _reg(p, T(p.comb(t_cl, "exp_tcl"), tt.t), g)
-    ti, has_frac, r = int_parts(p, t_cl, 7, 3 if g else 0)                   # |t| = ti + r, |t| <= 64
+    ti, has_frac, r = int_parts(p, t_cl, 7, 4 if g else 0)                   # |t| = ti + r, |t| <= 64
     sgn = p.at(T(Fp32(t_cl.v).sign, t_cl.t), ti.t)
     wrap = T(p.comb(sgn & has_frac.v, "exp_wrap"), ti.t)                      # t < 0, not an integer
     n = p.comb(Mux(sgn, -(ti.v + has_frac.v), ti.v).as_signed()[:8].as_signed(), "exp_n")  # floor(t)
@@ -108,7 +123,7 @@ def exp16(p: Pipe, x: T, add_stages: int = 2, mul_stages: int = 2, round_stages:
     t, (uv, rv, wv) = p.sync(u, r, wrap)
     fv = Fp32(p.comb(Mux(wv, uv, rv), "exp_f"))                               # f = t - n
     p256 = Mux(fv.exp == 0, 0, Cat(fv.frac, (fv.exp + nx.EXP_TABLE_BITS)[:8], C(0, 1)))  # f * 256, exact
-    ip, _, r = int_parts(p, _reg(p, T(p256, t), g), nx.EXP_TABLE_BITS + 1, 3 if g else 0)
+    ip, _, r = int_parts(p, _reg(p, T(p256, t), g), nx.EXP_TABLE_BITS + 1, 4 if g else 0)
     lo, hi = _table_read(p, "exp_rom", nx.EXP_TABLE, ip, 2 ** nx.EXP_TABLE_BITS - 1, g, split=True)
     y = _lerp(p, lo, hi, r, add_stages, mul_stages)
     t, (yv, nv) = p.sync(y, n)

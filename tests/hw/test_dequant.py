@@ -6,7 +6,7 @@ import pytest
 from hw_helpers import built_only, run_stream
 
 from dfx import formats
-from dfx.hw.dequant import Dequantizer, TableDequantizer, dequant_layout, table_layout
+from dfx.hw.dequant import STAGES_300MHZ, Dequantizer, TableDequantizer, dequant_layout, table_layout
 
 SPECIAL16 = np.array([0x0000, 0x8000, 0x0001, 0x83FF, 0x0400, 0x7BFF, 0xFBFF, 0x7C00, 0xFC00, 0x7E00, 0x3C00,
                       0x1000, 0xB555, 0x2E66], np.uint16).view(np.float16)
@@ -72,6 +72,20 @@ def test_dequantizer_matches_formats(name):
     got = np.array(run_stream(dut, payloads(fmt, codes, scales, zeros), stall=0.2, seed=1), np.uint16)
     bad = np.flatnonzero(got != want)
     assert not bad.size, [(int(i), hex(got[i]), hex(want[i])) for i in bad[:5]]
+
+
+@pytest.mark.parametrize("name", ("int4-oc", "int8-oc", "int4-oc-asym", "fp8e5m2", "bcq3-oc"))
+def test_deep_dequantizer_matches_formats(name):
+    """The 300 MHz depths (`STAGES_300MHZ`: the code's value registered, every multiplier and rounding cut)
+    give the same weights."""
+    fmt, qw, codes, scales, zeros = case(name, n=300, seed=11 + FORMATS.index(name))
+    with np.errstate(all="ignore"):
+        want = formats.dequant(qw)[0].view(np.uint16)
+    dut = Dequantizer(fmt, **STAGES_300MHZ)
+    got = np.array(run_stream(dut, payloads(fmt, codes, scales, zeros), stall=0.2, seed=3), np.uint16)
+    bad = np.flatnonzero(got != want)
+    assert not bad.size, [(int(i), hex(got[i]), hex(want[i])) for i in bad[:5]]
+    assert dut.latency == built_only(Dequantizer(fmt)).latency + (1 if fmt.kind == "bcq" else 5)
 
 
 def test_dequantizer_latency_and_refusals():
