@@ -25,7 +25,6 @@ per bit, no multiplier). 2^b multipliers serve n elements instead of n (INT4, n 
 
 import numpy as np
 from amaranth import C, Cat, Const, Mux, Value, signed
-from amaranth.hdl import Array
 from amaranth.lib import data
 
 from dfx import formats
@@ -141,9 +140,9 @@ class TableDequantizer(PipelinedUnit):
     def datapath(self, p, x):
         ents = self.entries(p, x)
         t, ents = p.sync(*ents)
-        table = Array(p.comb(e, f"tab{u}") for u, e in enumerate(ents))
+        table = p.comb(Cat(*ents), "table")                  # entry u at bits [16u, 16u + 16)
         codes = p.at(T(Value.cast(x.v.code), x.t), t)
         b = self.fmt.bits
-        picked = [table[codes[b * e:b * e + b]] for e in range(self.n)]
+        picked = [table.word_select(codes[b * e:b * e + b], 16) for e in range(self.n)]
         out = p.reg(Cat(*picked), "pick")
         return T(out, t + 1)
