@@ -2,6 +2,7 @@
 
     python benchmarks/resource_tables.py --depth [--config tiny] [--update-docs]     # minutes
     python benchmarks/resource_tables.py --depth --config dfx --units mpu [--update-docs]   # the dfx MPU lane
+    python benchmarks/resource_tables.py --fit [--update-docs]      # the whole core per SLR, both configurations
     python benchmarks/resource_tables.py --resources [--update-docs]                 # hours: both presets
 
 --depth runs `dfx.hw.depth` (Yosys synth_xilinx -family xcup + the register-to-register walk) on every
@@ -10,8 +11,13 @@ depths that close 300 MHz ("deep": `DEEP`), plus one MPU lane (l=1) at the confi
 pipelined accumulator, its GELU unit left out (measured as gelu16). The per-stage logic of the MPU does not depend on l, and d sets only
 the number of tree levels, so the tiny config's depth is the dfx preset's; `--config dfx` measures the lane
 at the preset's d = 64 to show it (the leaf units do not depend on the config). With every leaf's
-counts in the build folder it also composes the MPU and VPU by instance at the tiny, dfx and best-modelled
-(`BEST`) configurations and writes the fit table of the dfx preset and of `BEST`. --resources runs `dfx.hw.synth` at both presets with the lane splits the docs use. Each Yosys run
+counts in the build folder it also composes the MPU and VPU by instance at the tiny and dfx presets, the best
+configuration that fits (`FIT_BEST`: INT4 table dequantisers) and the best modelled one (`BEST`).
+--fit (after --depth) counts the whole core at the dfx preset and at `FIT_BEST`: the MPU's and VPU's
+operators (and the table dequantisers) composed from the leaf counts, and everything else -- the core
+(`hw.top.Top`) synthesised flat with the MPU, the VPU and the element dequantisers as black boxes
+(`hw.blackbox`) -- then places it on the three SLRs (`floorplan`) against 75% of what the shell leaves, and
+states the clock the depth table supports (`supported_clock`). --resources runs `dfx.hw.synth` at both presets with the lane splits the docs use. Each Yosys run
 is one child process, one at a time, capped at 8 GB of address space. Progress goes to stderr.
 """
 from __future__ import annotations
@@ -142,48 +148,6 @@ def compose_table(cfgs, build: Path, units: list[str]) -> str:
                 f"{tot.carry8:,}", f"{tot.dsp:,}", f"{tot.bram36:,}", f"{tot.bram18:,}", f"{sh['LUT']:.1f}",
                 f"{sh['FF']:.1f}", f"{sh['DSP']:.1f}"] + [f"{100 * r[k] / dyn[k]:.1f}" for k in
                                                          ("LUT", "FF", "DSP", "BRAM36")]) + " |")
-    return "\n".join(lines)
-
-
-# The stated floorplan of the dfx preset: the share of each unit (its lanes) in each SLR. The HBM (and the DMA
-# that joins its 32 channels into a tile) sits in SLR0; the MPU's 16 lanes are split between SLR0 (9) and
-# SLR1 (7), so the tile and the operand broadcast cross one boundary (hw.top's hbm_slr_stages); the VPU's 64
-# lanes fill the rest of SLR1 (16) and SLR2 (48).
-FLOORPLAN = {"mpu": {"SLR0": 9 / 16, "SLR1": 7 / 16},
-             "vpu": {"SLR1": 16 / 64, "SLR2": 48 / 64}}
-# The best configuration's 32 MPU lanes (each with its d dequantisers) 12 / 11 / 9 over the three SLRs, the VPU as
-# above: its LUTs exceed 75% of the whole dynamic region, so no split can make it fit.
-FLOORPLAN_BEST = {"mpu": {"SLR0": 12 / 32, "SLR1": 11 / 32, "SLR2": 9 / 32},
-                  "int4 dequantisers": {"SLR0": 12 / 32, "SLR1": 11 / 32, "SLR2": 9 / 32},
-                  "vpu": {"SLR1": 16 / 64, "SLR2": 48 / 64}}
-
-
-def fit_table(cfg, build: Path, units: list[str], floorplan=None) -> str:
-    """Per SLR and resource: what `floorplan` puts there (composed operators, both depths) against 75% of
-    what the platform leaves in that SLR (less the HBM subsystem in SLR0), and the whole dynamic region."""
-    budget, plan = slr_budget(), floorplan or FLOORPLAN
-    comp = composed(cfg, build, units)
-    plan = {u: sh for u, sh in plan.items() if (u, "default") in comp}
-    head = ["config", "depths", "SLR", "units placed", "LUT", "FF", "BRAM36", "URAM", "DSP48E2",   # RES_KEYS
-            "over 75%"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for depth in ("default", "300 MHz"):
-        placed = {slr: {k: 0.0 for k in RES_KEYS} for slr in budget.available}
-        for unit, shares in plan.items():
-            r = resources_dict(comp[unit, depth])
-            for slr, f in shares.items():
-                for k in RES_KEYS:
-                    placed[slr][k] += f * r[k]
-        placed["all"] = {k: sum(placed[s][k] for s in budget.available) for k in RES_KEYS}
-        avail = dict(budget.available, all=budget.total)
-        for slr in placed:
-            who = ", ".join(f"{u} {f:.0%}" for u, sh in plan.items() for s, f in sh.items() if s == slr) or \
-                ("every unit" if slr == "all" else "-")
-            cells = [f"{placed[slr][k]:,.0f} / {avail[slr][k]:,.0f} ({100 * placed[slr][k] / avail[slr][k]:.0f}%)"
-                     for k in RES_KEYS]
-            over = [k for k in RES_KEYS if placed[slr][k] > budget.limit * avail[slr][k]]
-            lines.append("| " + " | ".join([f"{cfg.name} (d={cfg.d}, l={cfg.l})", depth, slr, who] + cells +
-                                           [", ".join(over) or "none"]) + " |")
     return "\n".join(lines)
 
 
@@ -405,13 +369,9 @@ def main(argv=None) -> int:
                   "the composed and fit tables are left as they are", file=sys.stderr)
         else:
             build, leaves = Path(a.build) / "depth", list(DEFAULT)
-            comp = compose_table([load_config("tiny"), load_config("dfx"), BEST], build, leaves)
-            fit = fit_table(load_config("dfx"), build, leaves)
-            fit = fit + "\n" + "\n".join(fit_table(BEST, build, leaves, FLOORPLAN_BEST).splitlines()[2:])
+            comp = compose_table([load_config("tiny"), load_config("dfx"), FIT_BEST, BEST], build, leaves)
             print(comp)
-            print(fit)
             if a.update_docs:
-                update_block(DOC, "fit", fit)
                 update_block(DOC, "compose", comp)
     if a.fit:
         fit = full_fit_table([load_config("dfx"), FIT_BEST], Path(a.build), a.mem)
