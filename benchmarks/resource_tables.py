@@ -31,6 +31,7 @@ from dfx.config import load_config
 from dfx.hw import core_mpu, core_vpu, qfetch
 from dfx.hw.blackbox import synth_boxed
 from dfx.hw.dequant import TableDequantizer
+from dfx.hw.qfetch import QuantTiles
 from dfx.hw.core_vpu import VectorEngine
 from dfx.hw.top import Top
 from dfx.hw.depth import (Delays, analyse, depth_row, depth_table, module_name, parse_depth_table,
@@ -179,15 +180,35 @@ def rest_parts(cfg) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return (), ("MPU", "VPU")
 
 
-def core_parts(cfg, build: Path, mem: int) -> dict[tuple[str, str], Resources]:
+def fetcher(cfg, build: Path, mem: int, family: str = "int4") -> Resources:
+    """The quantized tile fetcher of `family` on its own (`hw.qfetch.QuantTiles(cfg, family)`), its element
+    dequantisers boxed (`--fetcher-apart`)."""
+    name = f"fetcher_{cfg.name.replace('-', '_')}_{family}"
+    res = synth_boxed(lambda: QuantTiles(cfg, family), name, {qfetch: ("Dequantizer",)}, build, mem)
+    print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.dsp} DSP, {res.bram:g} RAMB36",
+          file=sys.stderr, flush=True)
+    return res
+
+
+def core_parts(cfg, build: Path, mem: int, fetcher_apart: bool = False) -> dict[tuple[str, str], Resources]:
     """(part, depths) -> resources of the whole core at `cfg`: the MPU's and VPU's operators (and the table
     dequantisers) composed from the leaf counts of the depth run, the rest of the core measured with those units
-    boxed (`rest_of_core`, the same at both depths)."""
+    boxed (`rest_of_core`, the same at both depths). fetcher_apart: for a config with a tile fetcher
+    (`rest_parts`), the rest of the core is measured without it (the same core as the dfx preset's) and the
+    fetcher on its own (`fetcher`, part "int4 tile fetcher"): two shorter Yosys runs instead of one; what joins
+    them (the MPU engine's 2:1 multiplexer of FP16 and dequantised tiles into the MPU's `w`, d*l*16 bits, and
+    the fetcher's status and control wiring) is in neither."""
     leaves = build / "depth"
     wformats, boxes = rest_parts(cfg)
-    rest = rest_of_core(cfg, build / "rest", mem, wformats, boxes)
-    inst = {u: i for u, i in instances(cfg).items() if u.startswith("vpu") or u in ("mpu", "int4 table dequantisers")}
     out = {}
+    if fetcher_apart and wformats:
+        q = fetcher(cfg, build / "rest", mem, wformats[0])
+        rest = rest_of_core(cfg.replace(name="dfx") if cfg.name == FIT_BEST.name else cfg, build / "rest", mem)
+        for depth in ("default", "300 MHz"):
+            out[f"{wformats[0]} tile fetcher", depth] = q
+    else:
+        rest = rest_of_core(cfg, build / "rest", mem, wformats, boxes)
+    inst = {u: i for u, i in instances(cfg).items() if u.startswith("vpu") or u in ("mpu", "int4 table dequantisers")}
     for depth, table in (("default", DEFAULT), ("300 MHz", DEEP)):
         for unit, counts in inst.items():
             tot = Resources()
@@ -210,6 +231,10 @@ def floorplan(cfg, parts: dict[str, dict[str, float]], budget) -> dict[str, dict
     vpu = next(u for u in parts if u.startswith("vpu"))
     plan[vpu] = {slrs[-1]: 1.0}
     left[budget.hbm_slr] -= parts["rest of the core"]["LUT"]
+    for u in parts:                                  # a tile fetcher measured apart: beside the HBM, as the DMA
+        if u.endswith("tile fetcher"):
+            plan[u] = {budget.hbm_slr: 1.0}
+            left[budget.hbm_slr] -= parts[u]["LUT"]
     left[slrs[-1]] -= parts[vpu]["LUT"]
     lane_units = [u for u in parts if u == "mpu" or "dequantisers" in u]
     lane = sum(parts[u]["LUT"] for u in lane_units) / cfg.l
@@ -223,7 +248,7 @@ def floorplan(cfg, parts: dict[str, dict[str, float]], budget) -> dict[str, dict
     return plan
 
 
-def full_fit_table(cfgs, build: Path, mem: int) -> str:
+def full_fit_table(cfgs, build: Path, mem: int, fetcher_apart: bool = False) -> str:
     """Per configuration, depths and SLR: the whole core (`core_parts`) placed by `floorplan` (at the 300 MHz
     depths' counts, the larger in FFs), used / available to the kernel after the HBM subsystem, and the
     resources over 75%; then the parts themselves."""
@@ -233,7 +258,7 @@ def full_fit_table(cfgs, build: Path, mem: int) -> str:
     parts_lines = ["| config | part | depths | LUT | FF | CARRY4 | DSP48E2 | RAMB36 | RAMB18 | % dyn. LUT |",
                    "|" + "---|" * 10]
     for cfg in cfgs:
-        parts = core_parts(cfg, build, mem)
+        parts = core_parts(cfg, build, mem, fetcher_apart)
         plan = floorplan(cfg, {u: resources_dict(r) for (u, dep), r in parts.items() if dep == "300 MHz"}, budget)
         for depth in ("default", "300 MHz"):
             placed = {slr: dict.fromkeys(RES_KEYS, 0.0) for slr in budget.available}
@@ -341,6 +366,10 @@ def main(argv=None) -> int:
     ap.add_argument("--resources", action="store_true", help="the resource tables at both presets (hours)")
     ap.add_argument("--fit", action="store_true", help="the whole core's fit per SLR at the dfx preset and the "
                                                         "best configuration (needs the leaf counts of --depth)")
+    ap.add_argument("--fetcher-apart", action="store_true",
+                    help="--fit: the best configuration's rest of the core as the dfx preset's plus its INT4 tile "
+                         "fetcher measured on its own (two shorter Yosys runs; see core_parts)")
+    ap.add_argument("--configs", default="dfx,best", help="--fit: dfx and/or best (FIT_BEST)")
     ap.add_argument("--mem", type=int, default=8_000_000_000, help="address-space cap of each Yosys child (--fit)")
     ap.add_argument("--config", default="tiny", help="config of the MPU lane in the depth table (default tiny)")
     ap.add_argument("--units", default="add32,add32dsp,mul16,mul32,round16,gelu16,exp16,recip,rsqrt,dq_int4,dq_table,"
@@ -374,7 +403,8 @@ def main(argv=None) -> int:
             if a.update_docs:
                 update_block(DOC, "compose", comp)
     if a.fit:
-        fit = full_fit_table([load_config("dfx"), FIT_BEST], Path(a.build), a.mem)
+        cfgs = {"dfx": load_config("dfx"), "best": FIT_BEST}
+        fit = full_fit_table([cfgs[c] for c in a.configs.split(",")], Path(a.build), a.mem, a.fetcher_apart)
         clock = supported_clock(block(DOC, "depth:tiny"), CLOCK_UNITS)
         fit += f"\n\nClock the depth table supports for these units (deep rows): {clock:.0f} MHz"
         print(fit)
