@@ -2,6 +2,7 @@
 
     python benchmarks/resource_tables.py --depth [--config tiny] [--update-docs]     # minutes
     python benchmarks/resource_tables.py --depth --config dfx --units mpu [--update-docs]   # the dfx MPU lane
+    python benchmarks/resource_tables.py --fit [--update-docs]      # the whole core per SLR, both configurations
     python benchmarks/resource_tables.py --resources [--update-docs]                 # hours: both presets
 
 --depth runs `dfx.hw.depth` (Yosys synth_xilinx -family xcup + the register-to-register walk) on every
@@ -10,8 +11,13 @@ depths that close 300 MHz ("deep": `DEEP`), plus one MPU lane (l=1) at the confi
 pipelined accumulator, its GELU unit left out (measured as gelu16). The per-stage logic of the MPU does not depend on l, and d sets only
 the number of tree levels, so the tiny config's depth is the dfx preset's; `--config dfx` measures the lane
 at the preset's d = 64 to show it (the leaf units do not depend on the config). With every leaf's
-counts in the build folder it also composes the MPU and VPU by instance at the tiny, dfx and best-modelled
-(`BEST`) configurations and writes the fit table of the dfx preset and of `BEST`. --resources runs `dfx.hw.synth` at both presets with the lane splits the docs use. Each Yosys run
+counts in the build folder it also composes the MPU and VPU by instance at the tiny and dfx presets, the best
+configuration that fits (`FIT_BEST`: INT4 table dequantisers) and the best modelled one (`BEST`).
+--fit (after --depth) counts the whole core at the dfx preset and at `FIT_BEST`: the MPU's and VPU's
+operators (and the table dequantisers) composed from the leaf counts, and everything else -- the core
+(`hw.top.Top`) synthesised flat with the MPU, the VPU and the element dequantisers as black boxes
+(`hw.blackbox`) -- then places it on the three SLRs (`floorplan`) against 75% of what the shell leaves, and
+states the clock the depth table supports (`supported_clock`). --resources runs `dfx.hw.synth` at both presets with the lane splits the docs use. Each Yosys run
 is one child process, one at a time, capped at 8 GB of address space. Progress goes to stderr.
 """
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dfx.config import load_config
 from dfx.hw import core_mpu, core_vpu, qfetch
 from dfx.hw.blackbox import synth_boxed
 from dfx.hw.dequant import TableDequantizer
+from dfx.hw.qfetch import QuantTiles
 from dfx.hw.core_vpu import VectorEngine
 from dfx.hw.top import Top
 from dfx.hw.depth import (Delays, analyse, depth_row, depth_table, module_name, parse_depth_table,
@@ -145,48 +152,6 @@ def compose_table(cfgs, build: Path, units: list[str]) -> str:
     return "\n".join(lines)
 
 
-# The stated floorplan of the dfx preset: the share of each unit (its lanes) in each SLR. The HBM (and the DMA
-# that joins its 32 channels into a tile) sits in SLR0; the MPU's 16 lanes are split between SLR0 (9) and
-# SLR1 (7), so the tile and the operand broadcast cross one boundary (hw.top's hbm_slr_stages); the VPU's 64
-# lanes fill the rest of SLR1 (16) and SLR2 (48).
-FLOORPLAN = {"mpu": {"SLR0": 9 / 16, "SLR1": 7 / 16},
-             "vpu": {"SLR1": 16 / 64, "SLR2": 48 / 64}}
-# The best configuration's 32 MPU lanes (each with its d dequantisers) 12 / 11 / 9 over the three SLRs, the VPU as
-# above: its LUTs exceed 75% of the whole dynamic region, so no split can make it fit.
-FLOORPLAN_BEST = {"mpu": {"SLR0": 12 / 32, "SLR1": 11 / 32, "SLR2": 9 / 32},
-                  "int4 dequantisers": {"SLR0": 12 / 32, "SLR1": 11 / 32, "SLR2": 9 / 32},
-                  "vpu": {"SLR1": 16 / 64, "SLR2": 48 / 64}}
-
-
-def fit_table(cfg, build: Path, units: list[str], floorplan=None) -> str:
-    """Per SLR and resource: what `floorplan` puts there (composed operators, both depths) against 75% of
-    what the platform leaves in that SLR (less the HBM subsystem in SLR0), and the whole dynamic region."""
-    budget, plan = slr_budget(), floorplan or FLOORPLAN
-    comp = composed(cfg, build, units)
-    plan = {u: sh for u, sh in plan.items() if (u, "default") in comp}
-    head = ["config", "depths", "SLR", "units placed", "LUT", "FF", "BRAM36", "URAM", "DSP48E2",   # RES_KEYS
-            "over 75%"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for depth in ("default", "300 MHz"):
-        placed = {slr: {k: 0.0 for k in RES_KEYS} for slr in budget.available}
-        for unit, shares in plan.items():
-            r = resources_dict(comp[unit, depth])
-            for slr, f in shares.items():
-                for k in RES_KEYS:
-                    placed[slr][k] += f * r[k]
-        placed["all"] = {k: sum(placed[s][k] for s in budget.available) for k in RES_KEYS}
-        avail = dict(budget.available, all=budget.total)
-        for slr in placed:
-            who = ", ".join(f"{u} {f:.0%}" for u, sh in plan.items() for s, f in sh.items() if s == slr) or \
-                ("every unit" if slr == "all" else "-")
-            cells = [f"{placed[slr][k]:,.0f} / {avail[slr][k]:,.0f} ({100 * placed[slr][k] / avail[slr][k]:.0f}%)"
-                     for k in RES_KEYS]
-            over = [k for k in RES_KEYS if placed[slr][k] > budget.limit * avail[slr][k]]
-            lines.append("| " + " | ".join([f"{cfg.name} (d={cfg.d}, l={cfg.l})", depth, slr, who] + cells +
-                                           [", ".join(over) or "none"]) + " |")
-    return "\n".join(lines)
-
-
 BOXED = {"MPU": core_mpu, "VPU": core_vpu, "Dequantizer": qfetch}
 
 
@@ -215,15 +180,35 @@ def rest_parts(cfg) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return (), ("MPU", "VPU")
 
 
-def core_parts(cfg, build: Path, mem: int) -> dict[tuple[str, str], Resources]:
+def fetcher(cfg, build: Path, mem: int, family: str = "int4") -> Resources:
+    """The quantized tile fetcher of `family` on its own (`hw.qfetch.QuantTiles(cfg, family)`), its element
+    dequantisers boxed (`--fetcher-apart`)."""
+    name = f"fetcher_{cfg.name.replace('-', '_')}_{family}"
+    res = synth_boxed(lambda: QuantTiles(cfg, family), name, {qfetch: ("Dequantizer",)}, build, mem)
+    print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.dsp} DSP, {res.bram:g} RAMB36",
+          file=sys.stderr, flush=True)
+    return res
+
+
+def core_parts(cfg, build: Path, mem: int, fetcher_apart: bool = False) -> dict[tuple[str, str], Resources]:
     """(part, depths) -> resources of the whole core at `cfg`: the MPU's and VPU's operators (and the table
     dequantisers) composed from the leaf counts of the depth run, the rest of the core measured with those units
-    boxed (`rest_of_core`, the same at both depths)."""
+    boxed (`rest_of_core`, the same at both depths). fetcher_apart: for a config with a tile fetcher
+    (`rest_parts`), the rest of the core is measured without it (the same core as the dfx preset's) and the
+    fetcher on its own (`fetcher`, part "int4 tile fetcher"): two shorter Yosys runs instead of one; what joins
+    them (the MPU engine's 2:1 multiplexer of FP16 and dequantised tiles into the MPU's `w`, d*l*16 bits, and
+    the fetcher's status and control wiring) is in neither."""
     leaves = build / "depth"
     wformats, boxes = rest_parts(cfg)
-    rest = rest_of_core(cfg, build / "rest", mem, wformats, boxes)
-    inst = {u: i for u, i in instances(cfg).items() if u.startswith("vpu") or u in ("mpu", "int4 table dequantisers")}
     out = {}
+    if fetcher_apart and wformats:
+        q = fetcher(cfg, build / "rest", mem, wformats[0])
+        rest = rest_of_core(cfg.replace(name="dfx") if cfg.name == FIT_BEST.name else cfg, build / "rest", mem)
+        for depth in ("default", "300 MHz"):
+            out[f"{wformats[0]} tile fetcher", depth] = q
+    else:
+        rest = rest_of_core(cfg, build / "rest", mem, wformats, boxes)
+    inst = {u: i for u, i in instances(cfg).items() if u.startswith("vpu") or u in ("mpu", "int4 table dequantisers")}
     for depth, table in (("default", DEFAULT), ("300 MHz", DEEP)):
         for unit, counts in inst.items():
             tot = Resources()
@@ -246,6 +231,10 @@ def floorplan(cfg, parts: dict[str, dict[str, float]], budget) -> dict[str, dict
     vpu = next(u for u in parts if u.startswith("vpu"))
     plan[vpu] = {slrs[-1]: 1.0}
     left[budget.hbm_slr] -= parts["rest of the core"]["LUT"]
+    for u in parts:                                  # a tile fetcher measured apart: beside the HBM, as the DMA
+        if u.endswith("tile fetcher"):
+            plan[u] = {budget.hbm_slr: 1.0}
+            left[budget.hbm_slr] -= parts[u]["LUT"]
     left[slrs[-1]] -= parts[vpu]["LUT"]
     lane_units = [u for u in parts if u == "mpu" or "dequantisers" in u]
     lane = sum(parts[u]["LUT"] for u in lane_units) / cfg.l
@@ -259,7 +248,7 @@ def floorplan(cfg, parts: dict[str, dict[str, float]], budget) -> dict[str, dict
     return plan
 
 
-def full_fit_table(cfgs, build: Path, mem: int) -> str:
+def full_fit_table(cfgs, build: Path, mem: int, fetcher_apart: bool = False) -> str:
     """Per configuration, depths and SLR: the whole core (`core_parts`) placed by `floorplan` (at the 300 MHz
     depths' counts, the larger in FFs), used / available to the kernel after the HBM subsystem, and the
     resources over 75%; then the parts themselves."""
@@ -269,7 +258,7 @@ def full_fit_table(cfgs, build: Path, mem: int) -> str:
     parts_lines = ["| config | part | depths | LUT | FF | CARRY4 | DSP48E2 | RAMB36 | RAMB18 | % dyn. LUT |",
                    "|" + "---|" * 10]
     for cfg in cfgs:
-        parts = core_parts(cfg, build, mem)
+        parts = core_parts(cfg, build, mem, fetcher_apart)
         plan = floorplan(cfg, {u: resources_dict(r) for (u, dep), r in parts.items() if dep == "300 MHz"}, budget)
         for depth in ("default", "300 MHz"):
             placed = {slr: dict.fromkeys(RES_KEYS, 0.0) for slr in budget.available}
@@ -377,6 +366,10 @@ def main(argv=None) -> int:
     ap.add_argument("--resources", action="store_true", help="the resource tables at both presets (hours)")
     ap.add_argument("--fit", action="store_true", help="the whole core's fit per SLR at the dfx preset and the "
                                                         "best configuration (needs the leaf counts of --depth)")
+    ap.add_argument("--fetcher-apart", action="store_true",
+                    help="--fit: the best configuration's rest of the core as the dfx preset's plus its INT4 tile "
+                         "fetcher measured on its own (two shorter Yosys runs; see core_parts)")
+    ap.add_argument("--configs", default="dfx,best", help="--fit: dfx and/or best (FIT_BEST)")
     ap.add_argument("--mem", type=int, default=8_000_000_000, help="address-space cap of each Yosys child (--fit)")
     ap.add_argument("--config", default="tiny", help="config of the MPU lane in the depth table (default tiny)")
     ap.add_argument("--units", default="add32,add32dsp,mul16,mul32,round16,gelu16,exp16,recip,rsqrt,dq_int4,dq_table,"
@@ -405,16 +398,13 @@ def main(argv=None) -> int:
                   "the composed and fit tables are left as they are", file=sys.stderr)
         else:
             build, leaves = Path(a.build) / "depth", list(DEFAULT)
-            comp = compose_table([load_config("tiny"), load_config("dfx"), BEST], build, leaves)
-            fit = fit_table(load_config("dfx"), build, leaves)
-            fit = fit + "\n" + "\n".join(fit_table(BEST, build, leaves, FLOORPLAN_BEST).splitlines()[2:])
+            comp = compose_table([load_config("tiny"), load_config("dfx"), FIT_BEST, BEST], build, leaves)
             print(comp)
-            print(fit)
             if a.update_docs:
-                update_block(DOC, "fit", fit)
                 update_block(DOC, "compose", comp)
     if a.fit:
-        fit = full_fit_table([load_config("dfx"), FIT_BEST], Path(a.build), a.mem)
+        cfgs = {"dfx": load_config("dfx"), "best": FIT_BEST}
+        fit = full_fit_table([cfgs[c] for c in a.configs.split(",")], Path(a.build), a.mem, a.fetcher_apart)
         clock = supported_clock(block(DOC, "depth:tiny"), CLOCK_UNITS)
         fit += f"\n\nClock the depth table supports for these units (deep rows): {clock:.0f} MHz"
         print(fit)

@@ -26,7 +26,7 @@ from amaranth.back import rtlil
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-from .depth import DepthError
+from .depth import SPLIT_ASSERT, DepthError
 from .synth import Resources, count_cells
 
 
@@ -100,10 +100,16 @@ CHILD = """
 import sys
 from pyosys import libyosys as ys
 stub, src, top, out = sys.argv[1:5]
+split = sys.argv[5:6] == ["split"]
 d = ys.Design()
 ys.run_pass(f"read_verilog -lib {stub}", d)
 ys.run_pass(f"read_rtlil {src}", d)
-ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top}", d)
+if split:                  # (see depth.SPLIT_ASSERT) the nets split to bits before the LUT mapping
+    ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top} -run :map_luts", d)
+    ys.run_pass("splitnets", d)
+    ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top} -run map_luts:", d)
+else:
+    ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top}", d)
 ys.run_pass(f"tee -q -o {out} stat -json", d)
 """
 
@@ -126,9 +132,14 @@ def synth_boxed(make, name: str, boxed: dict, build: Path, mem_bytes: int = 8_00
         stat.unlink(missing_ok=True)
         print(f"synth_boxed: {name}: Yosys synth_xilinx ...", file=sys.stderr, flush=True)
         t0 = time.time()
-        r = subprocess.run([sys.executable, "-c", CHILD, stub.name, src.name, name, stat.name], cwd=build,
-                           capture_output=True, text=True,
-                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes)))
+        for extra in ([], ["split"]):
+            r = subprocess.run([sys.executable, "-c", CHILD, stub.name, src.name, name, stat.name] + extra,
+                               cwd=build, capture_output=True, text=True,
+                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes)))
+            if not (r.returncode and SPLIT_ASSERT in r.stdout + r.stderr):
+                break
+            print(f"synth_boxed: {name}: Yosys hit its ABC9 wire-name assert (yosys#4349); again with splitnets "
+                  "before map_luts", file=sys.stderr, flush=True)
         if r.returncode or not stat.exists():
             lines = (r.stdout + r.stderr).splitlines()
             err = [ln for ln in lines if "ERROR" in ln or "Error" in ln] or lines[-1:] or ["no output"]

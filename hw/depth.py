@@ -330,12 +330,25 @@ CHILD = """
 import sys
 from pyosys import libyosys as ys
 src, top, out = sys.argv[1:4]
+split = sys.argv[4:5] == ["split"]
 d = ys.Design()
 ys.run_pass(f"read_verilog {src}", d)
-ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top}", d)
+if split:                  # (see SPLIT_ASSERT) the same script, the nets split to bits before the LUT mapping
+    ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top} -run :map_luts", d)
+    ys.run_pass("splitnets", d)
+    ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top} -run map_luts:", d)
+else:
+    ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top}", d)
 ys.run_pass(f"write_json {out}", d)
 ys.run_pass(f"tee -q -o {top}.stat.json stat -json", d)
 """
+
+
+# Yosys 0.70's ABC9 reintegration can fail on a wire name it makes twice (YosysHQ/yosys#4349: "Assert
+# `count_id(wire->name) == 0' failed", e.g. on `hw.dequant.TableDequantizer`); the fix proposed there is
+# `splitnets` before the mapping. `synth_json` then runs the script again with the nets split to bits before
+# `map_luts` (the same passes otherwise), for that design only.
+SPLIT_ASSERT = "Assert `count_id(wire->name) == 0' failed"
 
 
 class DepthError(RuntimeError):
@@ -361,11 +374,16 @@ def synth_json(component, name: str, build_dir: Path, timeout: float | None = No
         lim = mem_bytes if hard == resource.RLIM_INFINITY else min(mem_bytes, hard)
         resource.setrlimit(resource.RLIMIT_AS, (lim, hard))
     t0 = time.time()
-    try:
-        r = subprocess.run([sys.executable, "-c", CHILD, src.name, name, out.name], cwd=build_dir,
-                           capture_output=True, text=True, timeout=timeout, preexec_fn=cap)
-    except subprocess.TimeoutExpired:
-        raise DepthError(f"Yosys on {name} ran past {timeout:.0f} s") from None
+    for extra in ([], ["split"]):
+        try:
+            r = subprocess.run([sys.executable, "-c", CHILD, src.name, name, out.name] + extra, cwd=build_dir,
+                               capture_output=True, text=True, timeout=timeout, preexec_fn=cap)
+        except subprocess.TimeoutExpired:
+            raise DepthError(f"Yosys on {name} ran past {timeout:.0f} s") from None
+        if not (r.returncode and SPLIT_ASSERT in r.stdout + r.stderr):
+            break
+        print(f"synth_json: {name}: Yosys hit its ABC9 wire-name assert (yosys#4349); again with splitnets "
+              "before map_luts", file=sys.stderr, flush=True)
     if r.returncode or not out.exists():
         err = [ln for ln in (r.stdout + r.stderr).splitlines() if "ERROR" in ln or "Error" in ln]
         raise DepthError(f"Yosys failed on {name} (exit {r.returncode}): {(err or ['no output'])[-1][:200]}")

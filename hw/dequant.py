@@ -25,7 +25,6 @@ per bit, no multiplier). 2^b multipliers serve n elements instead of n (INT4, n 
 
 import numpy as np
 from amaranth import C, Cat, Const, Mux, Value, signed
-from amaranth.hdl import Array
 from amaranth.lib import data
 
 from dfx import formats
@@ -151,18 +150,25 @@ class TableDequantizer(PipelinedUnit):
         b = f.bits
         s = T(widen16(v.scale), x.t)
         out = []
+        zw = len(v.zero) if f.asym else 0
         for u in range(1 << b):
-            q = (Const(u, b + 1) - v.zero) if f.asym else Const(u - (1 << b) * (u >> (b - 1)), signed(b + 1))
-            val = T(p.reg(int_to_fp32(p, q), f"tab{u}_i2f"), x.t + 1)
+            if f.asym:         # f32(u - z) for every zero point z: a multiplexer of constant words (LUTs, no
+                #                carry chain: the subtraction and int_to_fp32 as logic took 9 LUT levels)
+                words = (u - np.arange(1 << zw)).astype(np.float32).view(np.uint32)
+                table = Const(sum(int(w) << (32 * z) for z, w in enumerate(words)), 32 << zw)
+                i2f = table.word_select(v.zero, 32)
+            else:
+                i2f = int_to_fp32(p, Const(u - (1 << b) * (u >> (b - 1)), signed(b + 1)))
+            val = T(p.reg(i2f, f"tab{u}_i2f"), x.t + 1)
             out.append(fp32_to_fp16(p, fp32_mul(p, val, s, self.mul_stages, a_bits=11), self.round_stages))
         return out
 
     def datapath(self, p, x):
         ents = self.entries(p, x)
         t, ents = p.sync(*ents)
-        table = Array(p.comb(e, f"tab{u}") for u, e in enumerate(ents))
+        table = p.comb(Cat(*ents), "table")                  # entry u at bits [16u, 16u + 16)
         codes = p.at(T(Value.cast(x.v.code), x.t), t)
         b = self.fmt.bits
-        picked = [table[codes[b * e:b * e + b]] for e in range(self.n)]
+        picked = [table.word_select(codes[b * e:b * e + b], 16) for e in range(self.n)]
         out = p.reg(Cat(*picked), "pick")
         return T(out, t + 1)
