@@ -25,6 +25,7 @@ per bit, no multiplier). 2^b multipliers serve n elements instead of n (INT4, n 
 
 import numpy as np
 from amaranth import C, Cat, Const, Mux, Value, signed
+from amaranth.hdl import Array
 from amaranth.lib import data
 
 from dfx import formats
