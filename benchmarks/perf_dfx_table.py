@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from dfx import docblock  # noqa: E402
 from dfx.compiler import compile_model  # noqa: E402
 from dfx.compiler.capture import capture  # noqa: E402
 from dfx.config import PRESETS  # noqa: E402
@@ -149,12 +150,10 @@ OVERLAPS = (1, 2, 4, "auto")        # the ring-overlap comparison, decode at 128
 
 
 def replace_block(text: str, name: str, body: str) -> str:
-    begin, end = f"<!-- BEGIN GENERATED: {name} -->", "<!-- END GENERATED -->"
-    pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    if not pat.search(text):
-        raise SystemExit(f"docs/perf.md has no '{begin}' marker")
-    return pat.sub(lambda _: block, text)
+    try:
+        return docblock.replace_block(text, f"<!-- BEGIN GENERATED: {name} -->", "<!-- END GENERATED -->", body.rstrip())
+    except ValueError:
+        raise SystemExit(f"docs/perf.md has no '<!-- BEGIN GENERATED: {name} -->' marker") from None
 
 
 def overlap_markdown(rows: list[dict]) -> str:

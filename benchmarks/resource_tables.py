@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from dfx.config import load_config
+from dfx.docblock import read_block, write_block
 from dfx.hw import core_mpu, core_vpu, qfetch
 from dfx.hw.blackbox import synth_boxed
 from dfx.hw.dequant import TableDequantizer
@@ -346,18 +347,14 @@ def merge_depth(old: str, new: str) -> str:
 
 
 def block(doc: Path, tag: str) -> str:
-    src = doc.read_text()
-    begin, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
-    return src.split(begin, 1)[1].split(end, 1)[0] if begin in src and end in src else ""
+    return read_block(doc, f"<!-- {tag} -->", f"<!-- /{tag} -->") or ""
 
 
 def update_block(doc: Path, tag: str, text: str) -> None:
-    begin, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
-    src = doc.read_text()
-    if begin not in src or end not in src:
-        raise SystemExit(f"resource_tables: {doc} has no {begin} ... {end} block")
-    head, rest = src.split(begin, 1)
-    doc.write_text(f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
+    try:
+        write_block(doc, f"<!-- {tag} -->", f"<!-- /{tag} -->", text, missing="error")
+    except ValueError as e:
+        raise SystemExit(f"resource_tables: {e}") from None
 
 
 def main(argv=None) -> int:

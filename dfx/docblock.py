@@ -40,6 +40,14 @@ def write_block(path: Path, begin: str, end: str, body: str, *, missing: str = "
             at = text.index(after) + len(after)
         text = f"{text[:at]}\n\n{begin}\n{end}\n{text[at:]}" if at == len(text) else \
             f"{text[:at]}\n\n{begin}\n{end}{text[at:]}"
+    path.write_text(replace_block(text, begin, end, body))
+
+
+def replace_block(text: str, begin: str, end: str, body: str) -> str:
+    """`text` with `body` between its first `begin` and the first `end` after it (one newline after `begin` and
+    before `end`); `ValueError` when either marker is missing."""
+    if begin not in text or end not in text.split(begin, 1)[1]:
+        raise ValueError(f"no '{begin}' ... '{end}' block")
     head, rest = text.split(begin, 1)
     tail = rest.split(end, 1)[1]
-    path.write_text(f"{head}{begin}\n{body.rstrip(chr(10))}\n{end}{tail}")
+    return f"{head}{begin}\n{body.rstrip(chr(10))}\n{end}{tail}"

@@ -31,3 +31,14 @@ def test_missing_block_append_after_or_error(tmp_path):
     doc.write_text(f"# T\n{B}\nno end marker\n")              # a begin without its end is a missing block too
     write_block(doc, B, E, "z", missing="after", after="nowhere")
     assert doc.read_text().endswith(f"{B}\nz\n{E}\n")
+
+
+def test_replace_block_on_text():
+    """The text form (docs/perf.md's blocks share one end marker: the first after the begin is the block's)."""
+    from dfx.docblock import replace_block
+    end = "<!-- END -->"
+    text = f"a\n<!-- B: x -->\nold x\n{end}\nmid\n<!-- B: y -->\nold y\n{end}\n"
+    assert replace_block(text, "<!-- B: y -->", end, "new y\n") == \
+        f"a\n<!-- B: x -->\nold x\n{end}\nmid\n<!-- B: y -->\nnew y\n{end}\n"
+    with pytest.raises(ValueError, match="no '<!-- B: z -->'"):
+        replace_block(text, "<!-- B: z -->", end, "z")
