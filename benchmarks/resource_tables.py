@@ -337,13 +337,19 @@ def adder_table(build: Path, depth_rows: str) -> str:
 
 def merge_depth(old: str, new: str) -> str:
     """The depth table `new` with the rows of `old` whose unit label it does not have (a run of some units
-    keeps the others' measured rows)."""
+    keeps the others' measured rows), in the units' order (`DEFAULT`, then the MPU; default before deep)."""
     if not old.strip():
         return new
     labels = {r["unit"] for r in parse_depth_table(new)}
-    keep = [ln.strip() for ln in old.strip().splitlines()[2:]
-            if ln.startswith("|") and ln.strip("| ").split(" |")[0].strip() not in labels]
-    return "\n".join(new.strip().splitlines() + keep)
+    head, rows = new.strip().splitlines()[:2], new.strip().splitlines()[2:]
+    rows += [ln.strip() for ln in old.strip().splitlines()[2:]
+             if ln.startswith("|") and ln.strip("| ").split(" |")[0].strip() not in labels]
+    order = [*DEFAULT, "MPU"]
+
+    def rank(line: str) -> tuple[int, int]:
+        unit, _, depth = line.strip("| ").split(" |")[0].partition(", ")
+        return (order.index(unit) if unit in order else len(order), depth != "default")
+    return "\n".join(head + sorted(rows, key=rank))
 
 
 def block(doc: Path, tag: str) -> str:

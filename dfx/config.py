@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,25 @@ from .formats import FAMILIES
 # dequantiser families a core can be built with (`dfx.formats.FAMILIES`: one per MATRIX wfmt code, bcq for 1-4
 # planes); a weight format compiles for a config when its family is listed (`WeightFormat.family`)
 WEIGHT_FORMATS = FAMILIES
+
+
+# The RTL core's pipeline profile, one knob for every unit and the top (docs/rtl.md, "The core's pipeline
+# profile"): "default", the units at their default depths, no reset pipeline or SLR slices: what the simulation
+# backends run (fewest cycles, the same results bit for bit); "deep", every unit at its 300 MHz depths (hw.mpu,
+# hw.vpu and hw.dequant STAGES_300MHZ), the pipelined reset and the HBM ports' SLR register slices
+# (hw.pipe.DEEP_TOP): what `dfx build` writes for a board. $DFX_RTL_PIPELINE picks it for one process and the
+# processes it starts.
+PIPELINE_ENV = "DFX_RTL_PIPELINE"
+PIPELINES = ("default", "deep")
+
+
+def pipeline_profile() -> str:
+    """The RTL core's pipeline profile: $DFX_RTL_PIPELINE, else "default"; a ConfigError (one line) for any
+    other value."""
+    p = os.environ.get(PIPELINE_ENV) or "default"
+    if p not in PIPELINES:
+        raise ConfigError(f"{PIPELINE_ENV}={p!r}: the pipeline profile must be one of {', '.join(PIPELINES)}")
+    return p
 
 
 def _pow2(x: int) -> bool:

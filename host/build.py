@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
@@ -35,7 +36,7 @@ from pathlib import Path
 from string import Template
 
 from dfx import progress, regmap
-from dfx.config import AccelConfig
+from dfx.config import PIPELINE_ENV, PIPELINES, AccelConfig
 from dfx.errors import DfxError, UsageError
 
 from . import ring_build
@@ -230,8 +231,9 @@ def native_yosys() -> bool:
     return importlib.util.find_spec("pyosys") is not None
 
 
-def core_verilog(cfg: AccelConfig) -> tuple[str, str]:
-    """The core's Verilog and which Yosys wrote it; a BuildError (one line) when the conversion fails.
+def core_verilog(cfg: AccelConfig, pipeline: str = "default") -> tuple[str, str]:
+    """The core's Verilog at pipeline profile `pipeline` (`dfx.config.PIPELINES`) and which Yosys wrote it; a
+    BuildError (one line) when the conversion fails.
 
     With a native Yosys: Amaranth writes RTLIL in one child process, Yosys turns it into Verilog in another
     (the passes of `amaranth.back.verilog`: proc -nomux -norom, memory_collect, write_verilog -norename), so
@@ -240,8 +242,8 @@ def core_verilog(cfg: AccelConfig) -> tuple[str, str]:
         with tempfile.TemporaryDirectory(prefix="dfx-verilog-") as tmp:
             il, v, cj = Path(tmp) / "core.il", Path(tmp) / "core.v", Path(tmp) / "config.json"
             cj.write_text(json.dumps(cfg.to_dict()))
-            _child(cfg, ["rtlil", str(cj), str(il)])
-            _child(cfg, ["yosys", str(il), str(v)])
+            _child(cfg, ["rtlil", str(cj), str(il)], pipeline)
+            _child(cfg, ["yosys", str(il), str(v)], pipeline)
             return v.read_text(), f"native Yosys {importlib.metadata.version('pyosys')} (pyosys)"
     try:
         # lazy: Amaranth is the optional `hw` extra; a build tree without Verilog (verilog=False) does without it
@@ -249,10 +251,17 @@ def core_verilog(cfg: AccelConfig) -> tuple[str, str]:
     except ImportError as e:
         raise BuildError(f"src/{KERNEL}.v: the core (dfx.hw.top) is not importable here ({e}); "
                          "install the hw extra or pass --no-verilog") from e
+    saved = os.environ.get(PIPELINE_ENV)
+    os.environ[PIPELINE_ENV] = pipeline
     try:
         return verilog(cfg), "Amaranth's built-in Yosys (WebAssembly)"
     except Exception as e:   # noqa: BLE001 - any conversion failure is the build's failure, in one line
         raise _verilog_failed(cfg, f"{type(e).__name__}: {e}") from e
+    finally:
+        if saved is None:
+            os.environ.pop(PIPELINE_ENV, None)
+        else:
+            os.environ[PIPELINE_ENV] = saved
 
 
 def _verilog_failed(cfg: AccelConfig, why: str) -> BuildError:
@@ -262,10 +271,11 @@ def _verilog_failed(cfg: AccelConfig, why: str) -> BuildError:
     return BuildError(f"src/{KERNEL}.v: Verilog generation failed at config {_label(cfg.name)} ({first}){hint}")
 
 
-def _child(cfg: AccelConfig, args: list[str]) -> None:
-    """Run one conversion step (`python -m dfx.host.build STEP ...`) in a fresh process (Yosys's log discarded)."""
+def _child(cfg: AccelConfig, args: list[str], pipeline: str) -> None:
+    """Run one conversion step (`python -m dfx.host.build STEP ...`) in a fresh process at pipeline profile
+    `pipeline` (Yosys's log discarded)."""
     r = subprocess.run([sys.executable, "-m", "dfx.host.build", *args], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, text=True)
+                       stderr=subprocess.PIPE, text=True, env={**os.environ, PIPELINE_ENV: pipeline})
     if r.returncode:
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         raise _verilog_failed(cfg, lines[-1] if lines else f"{args[0]} step exited with {r.returncode}")
@@ -296,19 +306,23 @@ def _step(argv: list[str]) -> int:
 
 
 def build_tree(cfg: AccelConfig, out: str | Path, board: str = "u280", verilog: bool = True,
-               run_tools: bool = True, log=print, devices: int = 1) -> BuildResult:
+               run_tools: bool = True, log=print, devices: int = 1, pipeline: str = "deep") -> BuildResult:
     """The tree for one card (`devices` = 1: the ring is the card itself) or for a ring of `devices` cards (the
-    same xclbin on each: the core and the `dfx_ring` kernel on both QSFP28 cages; `dfx.host.ring_build`)."""
+    same xclbin on each: the core and the `dfx_ring` kernel on both QSFP28 cages; `dfx.host.ring_build`).
+    `pipeline`: the core's pipeline profile (`dfx.config.PIPELINES`): "deep" (the default), every unit at its
+    300 MHz depths with the pipelined reset and the SLR slices; "default", the simulation backends' core."""
     data = board_data(board)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is not a directory")
     if not isinstance(devices, int) or not 1 <= devices <= cfg.devices:
         raise UsageError(f"--devices must be an integer 1..{cfg.devices} (the config's ring size), not {devices!r}")
+    if pipeline not in PIPELINES:
+        raise UsageError(f"--pipeline must be one of {', '.join(PIPELINES)}, not {pipeline!r}")
     ring = devices > 1
     # the Verilog first: a failed conversion leaves no tree whose build.sh would fail later
     with progress.Ticking(f"verilog: {KERNEL} ({cfg.name})"):
-        vtext, vby = core_verilog(cfg) if verilog else (None, None)
+        vtext, vby = core_verilog(cfg, pipeline) if verilog else (None, None)
     with progress.Ticking(f"verilog: dfx_ring ({cfg.name})"):
         rtext = ring_build.verilog(cfg) if verilog and ring else None
     out.mkdir(parents=True, exist_ok=True)
@@ -333,7 +347,7 @@ def build_tree(cfg: AccelConfig, out: str | Path, board: str = "u280", verilog: 
                 "kernel": KERNEL, "compute_unit": CU, "config": cfg.to_dict(), "config_hash": cfg.config_hash,
                 "clock_hz": clock_hz(cfg), "kernel_frequency": kernel_frequency(cfg), "m_axi": m_axi_ports(cfg),
                 "banks": bank_map(cfg), "ring_bits": ring_bits(cfg), "regmap_span": regmap.span(cfg),
-                "verilog_by": vby, "devices": devices}
+                "verilog_by": vby, "devices": devices, "pipeline": pipeline}
     files["build.json"] = json.dumps(manifest, indent=1) + "\n"
     vpath = out / "src" / f"{KERNEL}.v"
     if vtext is not None:

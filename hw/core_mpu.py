@@ -37,11 +37,12 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from dfx import isa
-from dfx.config import AccelConfig
+from dfx.config import AccelConfig, pipeline_profile
 
 from .core_engine import Engine
 from .core_rob import ROB_BURST, ChunkWalk, Reorder, interleave, tile_cycles
 from .decoder import format_layout
+from .dequant import STAGES_300MHZ as DQ_STAGES_300MHZ
 from .dma import AXI_ADDR_BITS, BURST_INCR, axi4_signature, hbm_port_names, lane_mask, log2
 from .mpu import MPU, STAGES_300MHZ, x_layout
 from .qfetch import QuantTiles, family_formats
@@ -95,8 +96,9 @@ class MatrixEngine(Engine):
 
     @classmethod
     def profile(cls) -> str:
-        """The MPU profile the core is built with: $DFX_RTL_MPU, else PROFILE."""
-        p = os.environ.get(cls.PROFILE_ENV) or cls.PROFILE
+        """The MPU profile the core is built with: $DFX_RTL_MPU, else "deep" under the deep pipeline profile
+        (`dfx.config.pipeline_profile`), else PROFILE."""
+        p = os.environ.get(cls.PROFILE_ENV) or ("deep" if pipeline_profile() == "deep" else cls.PROFILE)
         if p not in cls.PROFILES:
             raise ValueError(f"{cls.PROFILE_ENV}={p!r}: the MPU profile must be one of {', '.join(cls.PROFILES)}")
         return p
@@ -121,7 +123,8 @@ class MatrixEngine(Engine):
         self.mpu = MPU(cfg, **{**self.mpu_params(cfg), **mpu_stages})
         self.interleave = interleave(self.mpu.acc_stages, self.mpu.acc_fifo)
         self.rob = Reorder(16 * cfg.d * cfg.l, self.interleave) if self.interleave > 1 else None
-        self.qtiles = [QuantTiles(cfg, f) for f in self.wformats]
+        dq = DQ_STAGES_300MHZ if pipeline_profile() == "deep" else {}
+        self.qtiles = [QuantTiles(cfg, f, **dq) for f in self.wformats]
         members = {"pos": In(32), "scale": In(32),
                    "hbm_base": In(data.ArrayLayout(AXI_ADDR_BITS, cfg.hbm_channels))}
         for name in hbm_port_names(cfg):

@@ -19,7 +19,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from dfx import isa
-from dfx.config import AccelConfig
+from dfx.config import AccelConfig, pipeline_profile
 
 from .core_engine import Engine
 from .core_mpu import check_core_config
@@ -62,12 +62,13 @@ class VectorEngine(Engine):
     @classmethod
     def vpu_params(cls, cfg: AccelConfig, deep: bool | None = None) -> dict:
         """The VPU's parameters in the core: shared special-function units, at the 300 MHz depths
-        (`hw.vpu.STAGES_300MHZ`) when `deep` (None: `DEEP`). Not deep by default: with every operation at its
+        (`hw.vpu.STAGES_300MHZ`) when `deep` (None: `DEEP`, or the deep pipeline profile,
+        `dfx.config.pipeline_profile`). Not deep by default: with every operation at its
         own latency the deep VPU is bit-exact, but its longer latencies (VSUM 61, SRSQRT 66 cycles at the dfx
         preset, against 14 and 21) on the LayerNorm and softmax chains leave the model's dfx prefill at
         100,114 cycles, above the DFX-style table model's 95,977 (tests/perf/test_tables.py; docs/rtl.md,
         "VPU: depth and sharing")."""
-        deep = cls.DEEP if deep is None else deep
+        deep = (cls.DEEP or pipeline_profile() == "deep") if deep is None else deep
         return dict(sfu_share=min(cls.SFU_SHARE, cfg.vpu_width), **(STAGES_300MHZ if deep else {}))
 
     def __init__(self, cfg: AccelConfig, deep: bool | None = None, **vpu_params):

@@ -124,8 +124,9 @@ class TableDequantizer(PipelinedUnit):
 
     fmt: an int format of at most `TABLE_MAX_BITS` bits. The 2^b entries to_fp16(f32(u - z) * f32(s)) (asym;
     symmetric: the code's two's-complement value) are built by 2^b copies of the dequantiser's datapath with
-    the code a constant (a register after `int_to_fp32`, then `fp32_mul` with `mul_stages` cuts and the
-    binary16 rounding with `round_stages`), then one multiplexer per element picks its entry (registered).
+    the code a constant (a register after `int_to_fp32`, or for asymmetric formats f32(u - z) read from ROM
+    banks, then `fp32_mul` with `mul_stages` cuts and the binary16 rounding with `round_stages`), then one
+    multiplexer per element picks its entry (registered).
     """
 
     def __init__(self, fmt, n: int, *, mul_stages: int = len(MUL32_CUTS), round_stages: int = 2):
@@ -152,15 +153,20 @@ class TableDequantizer(PipelinedUnit):
         s = T(widen16(v.scale), x.t)
         out = []
         zw = len(v.zero) if f.asym else 0
+        z = T(v.zero, x.t) if f.asym else None
         for u in range(1 << b):
-            if f.asym:         # f32(u - z) for every zero point z: a multiplexer of constant words (LUTs, no
-                #                carry chain: the subtraction and int_to_fp32 as logic took 9 LUT levels)
+            if f.asym:         # f32(u - z) for every zero point z: 64-entry ROM banks (one LUT6 per bit) read at
+                #                z's low six bits, the bank picked by its registered high bits into `tab_i2f`
+                #                (as logic, u - z and int_to_fp32 were 9 LUT levels; one 256:1 multiplexer of
+                #                constant words, 7)
                 words = (u - np.arange(1 << zw)).astype(np.float32).view(np.uint32)
-                table = Const(sum(int(w) << (32 * z) for z, w in enumerate(words)), 32 << zw)
-                i2f = table.word_select(v.zero, 32)
+                banks = [p.rom(f"tab{u}_b{k}", words[64 * k:64 * k + 64], 32, [T(z.v[:6], z.t)])[0]
+                         for k in range(len(words) // 64)]
+                t, vs = p.sync(*banks)
+                val = T(p.reg(Array(vs)[p.at(T(z.v[6:], z.t), t)], f"tab{u}_i2f"), t + 1)
             else:
                 i2f = int_to_fp32(p, Const(u - (1 << b) * (u >> (b - 1)), signed(b + 1)))
-            val = T(p.reg(i2f, f"tab{u}_i2f"), x.t + 1)
+                val = T(p.reg(i2f, f"tab{u}_i2f"), x.t + 1)
             out.append(fp32_to_fp16(p, fp32_mul(p, val, s, self.mul_stages, a_bits=11), self.round_stages))
         return out
 

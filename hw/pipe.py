@@ -19,6 +19,11 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 
+# The top's stages under the deep pipeline profile (`dfx.config.pipeline_profile`): a pipelined reset and two
+# register slices on every HBM channel (one each side of an SLR boundary); the values tests/hw/test_top.py runs.
+DEEP_TOP = dict(reset_stages=3, hbm_slr_stages=2)
+
+
 class T:
     """A value available from pipeline stage `t` on (stage 0 = the unit's input)."""
     __slots__ = ("v", "t")

@@ -43,10 +43,11 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from dfx import regmap
-from dfx.config import AccelConfig, load_config
+from dfx.config import AccelConfig, load_config, pipeline_profile
 
 from .core import Core
 from .dma import hbm_port_names
+from .pipe import DEEP_TOP
 from .slr import ResetPipe, slice_chain
 
 TOP_NAME = "dfx_core"
@@ -69,9 +70,14 @@ class Top(wiring.Component):
     resets the core; `hbm_slr_stages` (0..4): that many full register slices (`slr.RegSlice`) on every
     channel of every HBM port, the weight tile's 32 channels on their way from SLR0 to the lanes. Both add
     latency only (the reset is held longer; each HBM read and write takes 2 x hbm_slr_stages cycles more
-    round trip); 0 builds the top as before."""
+    round trip); 0 builds the top as before. None (the default): 0, or under the deep pipeline profile
+    (`dfx.config.pipeline_profile`) `hw.pipe.DEEP_TOP`."""
 
-    def __init__(self, cfg: AccelConfig, reset_stages: int = 0, hbm_slr_stages: int = 0, **stages):
+    def __init__(self, cfg: AccelConfig, reset_stages: int | None = None, hbm_slr_stages: int | None = None,
+                 **stages):
+        top = DEEP_TOP if pipeline_profile() == "deep" else {"reset_stages": 0, "hbm_slr_stages": 0}
+        reset_stages = top["reset_stages"] if reset_stages is None else reset_stages
+        hbm_slr_stages = top["hbm_slr_stages"] if hbm_slr_stages is None else hbm_slr_stages
         if not isinstance(hbm_slr_stages, int) or isinstance(hbm_slr_stages, bool) or not 0 <= hbm_slr_stages <= 4:
             self._MustUse__silence = True
             raise ValueError(f"hbm_slr_stages must be an integer 0..4, not {hbm_slr_stages!r}")

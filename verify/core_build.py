@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from dfx.config import AccelConfig
+from dfx.config import AccelConfig, pipeline_profile
 from dfx import isa
 from dfx.formats import DESC_BYTES, WFMT_CODES, FormatError, WeightFormat, read_descriptor, region_format
 from dfx.hw.core_mpu import MatrixEngine
@@ -48,6 +48,7 @@ def source_hash() -> str:
     for p in sorted(hw + [REPO / "dfx" / f for f in ("isa.py", "regmap.py", "config.py", "numerics.py")]):
         h.update(p.name.encode() + p.read_bytes())
     h.update(MatrixEngine.profile().encode())     # the MPU profile ($DFX_RTL_MPU) the core is built with
+    h.update(pipeline_profile().encode())         # the pipeline profile ($DFX_RTL_PIPELINE)
     return h.hexdigest()[:16]
 
 
@@ -121,7 +122,8 @@ def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices
     sim = simulator(sim)
     top = top_name(devices)
     bdir = BUILD / (f"{cfg.name}_{cfg.config_hash}_{sim}" + ("" if devices == 1 else f"_ring{devices}")
-                    + ("_inorder" if in_order else "") + "".join(f"_{f}" for f in wformats))
+                    + ("_inorder" if in_order else "") + "".join(f"_{f}" for f in wformats)
+                    + ("_deep" if pipeline_profile() == "deep" else ""))
     bdir.mkdir(parents=True, exist_ok=True)
     src = bdir / f"{top}.v"
     sources = source_hash()

@@ -129,8 +129,13 @@ class CoreTB:
         return out
 
 
+# cycles after ap_rst_n rises before the first register access: the core's reset pipeline (`hw.top.Top`
+# reset_stages, at most 16 registers: `hw.slr.ResetPipe`) holds the core in reset that long after it
+RESET_SETTLE = 2 + 16
+
+
 async def reset(dut, clk, single: bool = True):
-    """Hold ap_rst_n low for 4 cycles, then 2 more cycles; a single core's ring inputs are tied off."""
+    """Hold ap_rst_n low for 4 cycles, then RESET_SETTLE more cycles; a single core's ring inputs are tied off."""
     from cocotb.triggers import ClockCycles  # lazy: cocotb exists only inside the simulator process
     dut.ap_rst_n.value = 0
     if single:
@@ -138,7 +143,7 @@ async def reset(dut, clk, single: bool = True):
             getattr(dut, sig).value = 0
     await ClockCycles(clk, 4)
     dut.ap_rst_n.value = 1
-    await ClockCycles(clk, 2)
+    await ClockCycles(clk, RESET_SETTLE)
 
 
 def attribute(events, t0: int) -> tuple[dict, dict]:

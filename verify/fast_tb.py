@@ -25,6 +25,7 @@ import numpy as np
 from dfx import regmap
 from dfx.config import AccelConfig
 
+from .core_tb import RESET_SETTLE
 from .fast_axil import AxiLiteLean
 from .fast_top import mem_names
 from .retire_events import record_retires
@@ -145,7 +146,7 @@ class FastTB:
         self.dut.ap_rst_n.value = 0
         await self.cycles(4)
         self.dut.ap_rst_n.value = 1
-        await self.cycles(2)
+        await self.cycles(RESET_SETTLE)
 
     async def setup(self, ring: tuple[int, int]):
         first, size = ring

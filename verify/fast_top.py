@@ -41,7 +41,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from dfx import regmap
-from dfx.config import AccelConfig
+from dfx.config import AccelConfig, pipeline_profile
 from dfx.errors import DeviceError
 from dfx.hw.dma import ddr_data_bits
 from dfx.hw.top import TOP_NAME, Top, ring_name
@@ -210,7 +210,8 @@ def build_fast(cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_a
     sim = simulator(sim)
     top = fast_name(devices)
     key = (("waves_" if waves else "") + f"{cfg.name}_{cfg.config_hash}_{sim}_n{devices}_a{ddr_abits}_{hbm_abits}"
-           + "".join(f"_{f}" for f in wformats) + ("_inorder" if in_order else ""))
+           + "".join(f"_{f}" for f in wformats) + ("_inorder" if in_order else "")
+           + ("_deep" if pipeline_profile() == "deep" else ""))
     bdir = BUILD / key
     bdir.mkdir(parents=True, exist_ok=True)
     stamp, src = bdir / "stamp.txt", bdir / f"{top}.v"

@@ -22,7 +22,7 @@ from dfx.compiler.partition import parse_overlap
 from dfx.compiler.quant.calib import calibration_windows
 from dfx.compiler.quant.model import quantize_model
 from dfx.compiler.quant.report_cli import quant_report
-from dfx.config import load_config
+from dfx.config import PIPELINES, load_config
 from dfx.errors import UsageError
 from dfx.host import BACKENDS, resolve_backend
 from dfx.host.build import build_tree, check_tree
@@ -404,13 +404,17 @@ def disasm(program, device, stream):
 @click.option("--devices", type=int, default=1, show_default=True,
               help="cards in the ring: 1 (the ring is the card itself) or more (adds the dfx_ring Aurora kernel on "
                    "both QSFP28 cages, connectivity_ring.cfg and the Aurora IP Tcl; the same xclbin on every card)")
+@click.option("--pipeline", type=click.Choice(PIPELINES), default="deep", show_default=True,
+              help="the core's pipeline profile: deep (every unit at its 300 MHz depths, a pipelined reset, register "
+                   "slices on the HBM ports' SLR crossing; docs/rtl.md) or default (the short pipelines the rtl "
+                   "backend simulates; the same results in fewer cycles)")
 @click.option("--check", "check_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="only check an existing tree DIR (its build.json's config, or --config when given): kernel.xml "
                    "and package_xo.tcl against dfx.regmap, the link configs' nk=/sp=/slr= against the kernel's "
                    "ports; one line per mismatch, exit 2")
 @click.pass_context
 @friendly
-def build(ctx, board, output, config, verilog, lint, run_tools, devices, check_dir):
+def build(ctx, board, output, config, verilog, lint, run_tools, devices, pipeline, check_dir):
     """Write the Vitis RTL-kernel build tree for BOARD into -o DIR and build the xclbin where Vivado/v++ exist.
 
     \b
@@ -440,9 +444,10 @@ def build(ctx, board, output, config, verilog, lint, run_tools, devices, check_d
         fail("-o DIR is required (or --check DIR)")
     cfg = load_config(config)
     res = build_tree(cfg, output, board, verilog=verilog, run_tools=run_tools,
-                     log=lambda m: click.echo(m, err=True), devices=devices)
+                     log=lambda m: click.echo(m, err=True), devices=devices, pipeline=pipeline)
     click.echo(f"wrote {output}: {', '.join(res.files)} (config {cfg.name}, hash {cfg.config_hash}, "
-               f"{cfg.hbm_channels} HBM ports, {cfg.clock_mhz:g} MHz); checked against the config", err=True)
+               f"{cfg.hbm_channels} HBM ports, {cfg.clock_mhz:g} MHz, {pipeline} pipeline); checked against the config",
+               err=True)
     if res.verilog is None and lint and not _lint_ok(output):
         sys.exit(1)
     if res.ran:

@@ -77,3 +77,15 @@ def test_config_file_fields_are_type_checked(tmp_path, data, msg):
     p.write_text(json.dumps({**PRESETS["tiny"].to_dict(), **data}))
     with pytest.raises(ConfigError, match=msg):
         load_config(str(p))
+
+
+def test_pipeline_profile_from_the_environment(monkeypatch):
+    from dfx.config import PIPELINE_ENV, pipeline_profile
+    monkeypatch.delenv(PIPELINE_ENV, raising=False)
+    assert pipeline_profile() == "default"
+    monkeypatch.setenv(PIPELINE_ENV, "deep")
+    assert pipeline_profile() == "deep"
+    monkeypatch.setenv(PIPELINE_ENV, "fast")
+    with pytest.raises(ConfigError, match=r"^DFX_RTL_PIPELINE='fast': the pipeline profile must be one of "
+                                          r"default, deep$"):
+        pipeline_profile()

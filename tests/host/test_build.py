@@ -15,6 +15,7 @@ from dfx import regmap
 from dfx.cli import main
 from dfx.host import build as build_mod
 from dfx.config import load_config
+from dfx.errors import UsageError
 from dfx.host.build import BuildError, bank_map, build_tree, check_tree, tcl_word, verilog_ports
 from dfx.host.lint import lint_tree
 from dfx.verify.toolchain import venv_path
@@ -32,6 +33,21 @@ def _edit(path: Path, old: str, new: str):
     text = path.read_text()
     assert text.count(old) == 1, old
     path.write_text(text.replace(old, new))
+
+
+def test_pipeline_profile_of_the_tree(tmp_path):
+    """A board build's core is the deep one unless --pipeline default; build.json says which; a bad profile is one
+    line, before anything is written."""
+    _tree(tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "build.json").read_text())["pipeline"] == "deep"
+    _tree(tmp_path / "b", pipeline="default")
+    assert json.loads((tmp_path / "b" / "build.json").read_text())["pipeline"] == "default"
+    with pytest.raises(UsageError, match="^--pipeline must be one of default, deep, not 'fast'$"):
+        _tree(tmp_path / "c", pipeline="fast")
+    assert not (tmp_path / "c").exists()
+    r = CliRunner().invoke(main, ["build", "-o", str(tmp_path / "d"), "--no-verilog", "--pipeline", "fast"])
+    assert r.exit_code == 2 and "'fast' is not one of 'default', 'deep'" in r.output
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.parametrize("name", ["tiny", "dfx"])
@@ -272,7 +288,7 @@ def test_paths_with_shell_characters(tmp_path, monkeypatch):
     # build_tree runs the same tools as argument lists, in the tree (a Verilog is needed: a stand-in)
     log.unlink()
     monkeypatch.setenv("PATH", env["PATH"])
-    monkeypatch.setattr(build_mod, "core_verilog", lambda c: (_fake_verilog(c), "a stand-in"))
+    monkeypatch.setattr(build_mod, "core_verilog", lambda c, pipeline: (_fake_verilog(c), "a stand-in"))
     res = build_tree(cfg, out, run_tools=True, log=lambda m: None)
     assert [rc for _, rc in res.ran] == [0, 0] and _calls(log) == want
     _nothing_else(parent, NASTY)

@@ -121,3 +121,66 @@ def test_pipelined_top_is_bitexact(monkeypatch, tmp_path):
     extra = [r["cycles"] - b["cycles"] for r, b in zip(res.runs, base.runs)]
     print("cycles:", [b["cycles"] for b in base.runs], "->", [r["cycles"] for r in res.runs], "extra", extra)
     assert all(e > 0 for e in extra)
+
+
+def test_deep_pipeline_profile_builds_the_300mhz_depths(monkeypatch):
+    """$DFX_RTL_PIPELINE=deep (what `dfx build` writes for a board) gives every unit its 300 MHz depths and the
+    top its pipelined reset and SLR slices; unset, the core the simulation backends run."""
+    from dfx.config import PIPELINE_ENV, PRESETS
+    from dfx.hw import dequant, mpu, vpu
+    from dfx.hw.core_mpu import MatrixEngine
+    from dfx.hw.core_vpu import VectorEngine
+    from dfx.hw.pipe import DEEP_TOP
+    cfg = PRESETS["tiny"]
+    monkeypatch.delenv(PIPELINE_ENV, raising=False)
+    monkeypatch.delenv(MatrixEngine.PROFILE_ENV, raising=False)
+    base = Top(cfg)
+    assert (base.reset_stages, base.hbm_slr_stages) == (0, 0)
+    assert MatrixEngine.profile() == "default" and "add_stages" not in VectorEngine.vpu_params(cfg)
+    monkeypatch.setenv(PIPELINE_ENV, "deep")
+    deep = Top(cfg, reset_stages=1)                   # an explicit count still wins
+    assert (deep.reset_stages, deep.hbm_slr_stages) == (1, DEEP_TOP["hbm_slr_stages"])
+    assert Top(cfg).reset_stages == DEEP_TOP["reset_stages"]
+    assert MatrixEngine.profile() == "deep" and MatrixEngine.mpu_params(cfg) == mpu.STAGES_300MHZ
+    assert VectorEngine.vpu_params(cfg).items() >= vpu.STAGES_300MHZ.items()
+    eng = MatrixEngine(cfg, wformats=("int4",))
+    assert eng.mpu.acc_stages == mpu.STAGES_300MHZ["acc_stages"]
+    assert eng.qtiles[0].dq[0].latency == dequant.Dequantizer("int4-oc", **dequant.STAGES_300MHZ).latency > \
+        dequant.Dequantizer("int4-oc").latency
+    monkeypatch.setenv(MatrixEngine.PROFILE_ENV, "default")      # $DFX_RTL_MPU still picks the MPU's alone
+    assert MatrixEngine.profile() == "default"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["int4-oc-g128", "fp16"])
+def test_deep_pipeline_core_runs_the_embedded_model(weights, monkeypatch, tmp_path):
+    """The core `dfx build` writes for a board ($DFX_RTL_PIPELINE=deep: every unit at its 300 MHz depths, the
+    pipelined reset, the SLR slices) on the rtl backend (the fast harness; Verilator where installed): the
+    embedded model generates the sim backend's tokens with every token's logits bit-exact (a Verilator build
+    of its own, ~10 min here, then ~2 min a format)."""
+    from dfx.compiler import compile_model
+    from dfx.config import PIPELINE_ENV
+    from dfx.host.rtl_session import run_session
+    from dfx.host.session import Session
+    from dfx.models.checkpoint import DEFAULT_MODEL_DIR
+    from dfx.program import save_program
+    from dfx.verify.toolchain import missing_simulator
+    sim = "verilator" if missing_simulator("verilator") is None else None
+    if missing_simulator(sim) is not None:
+        pytest.skip(str(missing_simulator(sim)))
+    prog = compile_model(DEFAULT_MODEL_DIR, "tiny", weights=weights, max_seq=16)
+    path = tmp_path / "p.dfx"
+    save_program(prog, path)
+    prompt, new = list(b"de"), 2
+    logits = []
+    with Session(prog, "sim") as s:
+        read = s.backend.read_logits
+        s.backend.read_logits = lambda: logits.append(np.asarray(read(), np.float16).copy()) or logits[-1]
+        want = [int(t) for t in s.generate(prompt, new)]
+    monkeypatch.setenv(PIPELINE_ENV, "deep")
+    monkeypatch.delenv("DFX_RTL_WFORMATS", raising=False)
+    res = run_session(path, prompt, new, sim=sim, logits=True)
+    assert res["tokens"] == want
+    assert len(res["logits"]) == len(logits) == new
+    for g, w in zip(res["logits"], logits):
+        np.testing.assert_array_equal(np.asarray(g, np.float16).view(np.uint16), w.view(np.uint16))
