@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from dfx.config import load_config
+from dfx.config import PIPELINE_ENV, load_config
 from dfx.docblock import read_block, write_block
 from dfx.hw import core_mpu, core_vpu, qfetch
 from dfx.hw.blackbox import synth_boxed
@@ -156,7 +157,8 @@ def compose_table(cfgs, build: Path, units: list[str]) -> str:
 BOXED = {"MPU": core_mpu, "VPU": core_vpu, "Dequantizer": qfetch}
 
 
-def rest_of_core(cfg, build: Path, mem: int, wformats: tuple[str, ...] = (), boxes=("MPU", "VPU")) -> Resources:
+def rest_of_core(cfg, build: Path, mem: int, wformats: tuple[str, ...] = (), boxes=("MPU", "VPU"),
+                 mfs: bool = True) -> Resources:
     """The whole core (`hw.top.Top`, module dfx_core) with the units named in `boxes` as black boxes
     (`hw.blackbox`): the controller, register map, fetch, decoder, scoreboard and queues, batched prefill,
     scalar file, vector buffer, the engines around the MPU and VPU (their FIFOs, write-back), DMA, router,
@@ -167,7 +169,7 @@ def rest_of_core(cfg, build: Path, mem: int, wformats: tuple[str, ...] = (), box
     boxed = {}
     for b in boxes:
         boxed[BOXED[b]] = boxed.get(BOXED[b], ()) + (b,)
-    res = synth_boxed(lambda: Top(cfg, wformats=wformats) if wformats else Top(cfg), name, boxed, build, mem)
+    res = synth_boxed(lambda: Top(cfg, wformats=wformats) if wformats else Top(cfg), name, boxed, build, mem, mfs)
     print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.dsp} DSP, {res.bram:g} RAMB36",
           file=sys.stderr, flush=True)
     return res
@@ -181,17 +183,18 @@ def rest_parts(cfg) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return (), ("MPU", "VPU")
 
 
-def fetcher(cfg, build: Path, mem: int, family: str = "int4") -> Resources:
+def fetcher(cfg, build: Path, mem: int, family: str = "int4", mfs: bool = True) -> Resources:
     """The quantized tile fetcher of `family` on its own (`hw.qfetch.QuantTiles(cfg, family)`), its element
     dequantisers boxed (`--fetcher-apart`)."""
     name = f"fetcher_{cfg.name.replace('-', '_')}_{family}"
-    res = synth_boxed(lambda: QuantTiles(cfg, family), name, {qfetch: ("Dequantizer",)}, build, mem)
+    res = synth_boxed(lambda: QuantTiles(cfg, family), name, {qfetch: ("Dequantizer",)}, build, mem, mfs)
     print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.dsp} DSP, {res.bram:g} RAMB36",
           file=sys.stderr, flush=True)
     return res
 
 
-def core_parts(cfg, build: Path, mem: int, fetcher_apart: bool = False) -> dict[tuple[str, str], Resources]:
+def core_parts(cfg, build: Path, mem: int, fetcher_apart: bool = False,
+               mfs: bool = True) -> dict[tuple[str, str], Resources]:
     """(part, depths) -> resources of the whole core at `cfg`: the MPU's and VPU's operators (and the table
     dequantisers) composed from the leaf counts of the depth run, the rest of the core measured with those units
     boxed (`rest_of_core`, the same at both depths). fetcher_apart: for a config with a tile fetcher
@@ -203,12 +206,13 @@ def core_parts(cfg, build: Path, mem: int, fetcher_apart: bool = False) -> dict[
     wformats, boxes = rest_parts(cfg)
     out = {}
     if fetcher_apart and wformats:
-        q = fetcher(cfg, build / "rest", mem, wformats[0])
-        rest = rest_of_core(cfg.replace(name="dfx") if cfg.name == FIT_BEST.name else cfg, build / "rest", mem)
+        q = fetcher(cfg, build / "rest", mem, wformats[0], mfs=mfs)
+        rest = rest_of_core(cfg.replace(name="dfx") if cfg.name == FIT_BEST.name else cfg, build / "rest", mem,
+                            mfs=mfs)
         for depth in ("default", "300 MHz"):
             out[f"{wformats[0]} tile fetcher", depth] = q
     else:
-        rest = rest_of_core(cfg, build / "rest", mem, wformats, boxes)
+        rest = rest_of_core(cfg, build / "rest", mem, wformats, boxes, mfs)
     inst = {u: i for u, i in instances(cfg).items() if u.startswith("vpu") or u in ("mpu", "int4 table dequantisers")}
     for depth, table in (("default", DEFAULT), ("300 MHz", DEEP)):
         for unit, counts in inst.items():
@@ -249,7 +253,7 @@ def floorplan(cfg, parts: dict[str, dict[str, float]], budget) -> dict[str, dict
     return plan
 
 
-def full_fit_table(cfgs, build: Path, mem: int, fetcher_apart: bool = False) -> str:
+def full_fit_table(cfgs, build: Path, mem: int, fetcher_apart: bool = False, mfs: bool = True) -> str:
     """Per configuration, depths and SLR: the whole core (`core_parts`) placed by `floorplan` (at the 300 MHz
     depths' counts, the larger in FFs), used / available to the kernel after the HBM subsystem, and the
     resources over 75%; then the parts themselves."""
@@ -259,7 +263,7 @@ def full_fit_table(cfgs, build: Path, mem: int, fetcher_apart: bool = False) -> 
     parts_lines = ["| config | part | depths | LUT | FF | CARRY4 | DSP48E2 | RAMB36 | RAMB18 | % dyn. LUT |",
                    "|" + "---|" * 10]
     for cfg in cfgs:
-        parts = core_parts(cfg, build, mem, fetcher_apart)
+        parts = core_parts(cfg, build, mem, fetcher_apart, mfs)
         plan = floorplan(cfg, {u: resources_dict(r) for (u, dep), r in parts.items() if dep == "300 MHz"}, budget)
         for depth in ("default", "300 MHz"):
             placed = {slr: dict.fromkeys(RES_KEYS, 0.0) for slr in budget.available}
@@ -372,6 +376,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fetcher-apart", action="store_true",
                     help="--fit: the best configuration's rest of the core as the dfx preset's plus its INT4 tile "
                          "fetcher measured on its own (two shorter Yosys runs; see core_parts)")
+    ap.add_argument("--no-mfs", action="store_true",
+                    help="--fit: ABC9 without its &mfs pass (hw.blackbox.NOMFS): LUT counts a little above the "
+                         "default's, in a fraction of the time on the dfx preset's rest of the core")
     ap.add_argument("--configs", default="dfx,best", help="--fit: dfx and/or best (FIT_BEST)")
     ap.add_argument("--mem", type=int, default=8_000_000_000, help="address-space cap of each Yosys child (--fit)")
     ap.add_argument("--config", default="tiny", help="config of the MPU lane in the depth table (default tiny)")
@@ -406,8 +413,14 @@ def main(argv=None) -> int:
             if a.update_docs:
                 update_block(DOC, "compose", comp)
     if a.fit:
+        os.environ[PIPELINE_ENV] = "deep"            # the core `dfx build` writes (its reorder buffer, SLR slices)
         cfgs = {"dfx": load_config("dfx"), "best": FIT_BEST}
-        fit = full_fit_table([cfgs[c] for c in a.configs.split(",")], Path(a.build), a.mem, a.fetcher_apart)
+        fit = full_fit_table([cfgs[c] for c in a.configs.split(",")], Path(a.build), a.mem, a.fetcher_apart,
+                             not a.no_mfs)
+        fit += ("\n\nThe rest of the core is the deep pipeline profile's (`dfx build`'s core: the reorder buffer, the "
+                "HBM ports' SLR slices, the reset pipeline), mapped " + ("with ABC9 without &mfs (`--no-mfs`)"
+                                                                         if a.no_mfs else "with ABC9's default script")
+                + "; the MPU and VPU are the leaf counts composed.")
         clock = supported_clock(block(DOC, "depth:tiny"), CLOCK_UNITS)
         fit += f"\n\nClock the depth table supports for these units (deep rows): {clock:.0f} MHz"
         print(fit)

@@ -100,25 +100,40 @@ CHILD = """
 import sys
 from pyosys import libyosys as ys
 stub, src, top, out = sys.argv[1:5]
-split = sys.argv[5:6] == ["split"]
+split, nomfs = "split" in sys.argv[5:], "nomfs" in sys.argv[5:]
+synth = f"synth_xilinx -family xcup -noiopad -flatten -top {top}"
 d = ys.Design()
 ys.run_pass(f"read_verilog -lib {stub}", d)
 ys.run_pass(f"read_rtlil {src}", d)
+if split or nomfs:
+    ys.run_pass(f"{synth} -run :map_luts", d)
 if split:                  # (see depth.SPLIT_ASSERT) the nets split to bits before the LUT mapping
-    ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top} -run :map_luts", d)
     ys.run_pass("splitnets", d)
-    ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top} -run map_luts:", d)
+if nomfs:                  # map_luts as synth_xilinx runs it for xcup, ABC9's default script without &mfs
+    for cmd in ("opt_expr -mux_undef -noclkinv", "abc9 -luts 2:2,3,6:5,10,20 -script " + NOMFS, "clean",
+                "xilinx_srl -fixed -minlen 3", "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v "
+                "-D LUT_WIDTH=6", "xilinx_dffopt", "opt_lut_ins -tech xilinx"):
+        ys.run_pass(cmd, d)
+    ys.run_pass(f"{synth} -run finalize:", d)
+elif split:
+    ys.run_pass(f"{synth} -run map_luts:", d)
 else:
-    ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top}", d)
+    ys.run_pass(synth, d)
 ys.run_pass(f"tee -q -o {out} stat -json", d)
 """
+# ABC9's default script (`help abc9`) without its last pass, &mfs (don't-care based resynthesis: area only, and
+# on the dfx preset's rest of the core still running after 40 minutes): a LUT count a little above the default's
+NOMFS = "+&scorr;&sweep;&dc2;&dch,-f,-r;&ps;&if,-W,300,-v"
 
 
-def synth_boxed(make, name: str, boxed: dict, build: Path, mem_bytes: int = 8_000_000_000) -> Resources:
+def synth_boxed(make, name: str, boxed: dict, build: Path, mem_bytes: int = 8_000_000_000,
+                mfs: bool = True) -> Resources:
     """Build `make()` with the classes `boxed` ({module: (class names)}) boxed (`swap_units`), write its RTLIL
     and the boxes' stubs into `build`, map it with Yosys in a child process capped at `mem_bytes` of address
-    space, and return the counts (the boxes count nothing). A build folder holding the same RTLIL and its
-    counts is reused. Raises DepthError (one line) when Yosys fails."""
+    space, and return the counts (the boxes count nothing). `mfs` False: ABC9 without its &mfs pass (`NOMFS`;
+    counts kept apart, `name` + "_nomfs"). A build folder holding the same RTLIL and its counts is reused.
+    Raises DepthError (one line) when Yosys fails."""
+    name = name if mfs else f"{name}_nomfs"
     build = Path(build)
     build.mkdir(parents=True, exist_ok=True)
     print(f"synth_boxed: {name}: Amaranth -> RTLIL ...", file=sys.stderr, flush=True)
@@ -133,7 +148,9 @@ def synth_boxed(make, name: str, boxed: dict, build: Path, mem_bytes: int = 8_00
         print(f"synth_boxed: {name}: Yosys synth_xilinx ...", file=sys.stderr, flush=True)
         t0 = time.time()
         for extra in ([], ["split"]):
-            r = subprocess.run([sys.executable, "-c", CHILD, stub.name, src.name, name, stat.name] + extra,
+            extra += [] if mfs else ["nomfs"]
+            r = subprocess.run([sys.executable, "-c", f"NOMFS = {NOMFS!r}\n" + CHILD, stub.name, src.name, name,
+                                stat.name] + extra,
                                cwd=build, capture_output=True, text=True,
                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes)))
             if not (r.returncode and SPLIT_ASSERT in r.stdout + r.stderr):

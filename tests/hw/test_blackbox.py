@@ -46,3 +46,13 @@ def test_synth_boxed_maps_the_rest_only(tmp_path):
     assert r.dsp == 0 and 0 < r.lut + r.lutram < 5_000 and r.ff > 100
     again = synth_boxed(lambda: VectorEngine(TINY), "veng_novpu", {core_vpu: ("VPU",)}, tmp_path)
     assert again == r                                      # reused from the build folder
+
+
+@pytest.mark.synthesis
+def test_synth_boxed_without_mfs(tmp_path):
+    """ABC9 without &mfs (the whole-core fit's option for designs where &mfs runs for hours): the same design
+    maps to a count of its own, about the default's (&mfs only recovers area)."""
+    r = synth_boxed(lambda: VectorEngine(TINY), "veng_novpu", {core_vpu: ("VPU",)}, tmp_path)
+    fast = synth_boxed(lambda: VectorEngine(TINY), "veng_novpu", {core_vpu: ("VPU",)}, tmp_path, mfs=False)
+    assert (tmp_path / "veng_novpu_nomfs.stat.json").is_file()
+    assert fast.dsp == 0 and fast.ff == r.ff and r.lut + r.lutram <= fast.lut + fast.lutram < 2 * (r.lut + r.lutram)
