@@ -20,7 +20,8 @@ of a decode step: the HBM bytes of its weight matrices over its cycles; the port
 its formats markers. A format the core cannot read is refused before the run (`quantized_refusal`, its line in
 the table). Compiled programs, the sim backend's results and each format's RTL result are cached under
 build/rtl_formats/ (a rerun does only what is missing; the RTL results are keyed by a hash of the core's generated
-Verilog, the compiled programs, the simulator, the prompt and --new, so results of other RTL never count). Progress
+Verilog, the simulator, the prompt and --new, and each carries the hash of the compiled program it ran, so
+results of other RTL or of another program never count). Progress
 on stderr.
 """
 from __future__ import annotations
@@ -151,17 +152,45 @@ def prepare(names, prompt, new, ckey):
     return refs
 
 
+def program_hash(name: str, ckey: str) -> str:
+    """Hash of the compiled program of format `name` (its file under build/rtl_formats/programs/): of the names
+    and contents of its archive's members, not of their timestamps."""
+    import zipfile
+    h = hashlib.sha256()
+    with zipfile.ZipFile(CACHE / "programs" / f"{ckey}_s{MAX_SEQ}" / f"{name}.dfx") as z:
+        for member in sorted(z.namelist()):
+            h.update(member.encode() + b"\0" + z.read(member))
+    return h.hexdigest()[:16]
+
+
+def load_results(path: Path) -> dict:
+    """The RTL results cache: {key: {format: result}}, each result with the hash of the program it ran
+    (`program_hash`). Entries of the earlier layout, keyed by the compiler's source hash (" compile=<key>"),
+    are re-keyed by their programs' hashes where those programs are still cached (a source change that leaves
+    a program byte-identical then keeps its result)."""
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    for old in [k for k in cache if " compile=" in k]:
+        ckey = old.split(" compile=")[1].split()[0]
+        base = old.replace(f" compile={ckey}", "")
+        for n, r in cache.pop(old).items():
+            if (CACHE / "programs" / f"{ckey}_s{MAX_SEQ}" / f"{n}.dfx").exists():
+                cache.setdefault(base, {}).setdefault(n, {**r, "program": program_hash(n, ckey)})
+    return cache
+
+
 def rtl_results(names, refs, ckey, sim, batch, key, run: bool = True) -> dict:
     """Run every format that is not refused on one core with every family, its memories deep enough for every
-    format of `names` (cached per format; `run` False: the cached results only)."""
+    format of `names` (cached per format and program; `run` False: the cached results only)."""
     from tqdm import tqdm
     from dfx import regmap
     from dfx.hw.qfetch import CORE_FAMILIES
     from dfx.host.sampling import Sampler, Sampling
     from dfx.verify.fast_core import FastCore
     path = CACHE / "rtl_results.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
-    done = cache.setdefault(key, {})
+    cache = load_results(path)
+    stored = cache.setdefault(key, {})
+    phash = {n: program_hash(n, ckey) for n in names if "steps" in refs[n]}
+    done = {n: r for n, r in stored.items() if n in phash and r.get("program") == phash[n]}
     todo = [n for n in names if "steps" in refs[n] and n not in done]
     if not todo or not run:
         return done
@@ -193,7 +222,9 @@ def rtl_results(names, refs, ckey, sim, batch, key, run: bool = True) -> dict:
             done[n] = {"exact": exact, "tokens_equal": tokens == ref["tokens"],
                        "error": (f"{bad[0]['stream']} pos {bad[0]['pos']}: STATUS 0x{bad[0]['status']:x} at pc "
                                  f"{bad[0]['error_pc']}") if bad else "",
-                       "decode_cycles": sum(dec) / len(dec) if dec else 0, "wall_s": res["wall_s"] / len(part)}
+                       "decode_cycles": sum(dec) / len(dec) if dec else 0, "wall_s": res["wall_s"] / len(part),
+                       "program": phash[n]}
+            stored[n] = done[n]
         bar.n = b + len(part)
         bar.refresh()
         path.write_text(json.dumps(cache, indent=1))
@@ -283,7 +314,7 @@ def main(argv=None):
         return
     print("generating (or finding cached) the core's Verilog ...", file=sys.stderr)
     rtl = hashlib.sha256(core_text(load_config("tiny"), 1, tuple(CORE_FAMILIES)).encode()).hexdigest()[:16]
-    key = f"{a.sim} verilog={rtl} compile={ckey} max_seq={MAX_SEQ} prompt={bytes(prompt).hex()} new={a.new}"
+    key = f"{a.sim} verilog={rtl} max_seq={MAX_SEQ} prompt={bytes(prompt).hex()} new={a.new}"
     done = rtl_results(names, refs, ckey, a.sim, a.batch, key, run=not a.table_only)
     cmd = "benchmarks/rtl_formats.py" + ("" if a.formats == "all" else f" --formats {a.formats}")
     cmd += "".join(f" --{k} {v}" for k, v in (("prompt", a.prompt), ("new", a.new), ("sim", a.sim))
