@@ -377,8 +377,8 @@ def main(argv=None) -> int:
                     help="--fit: the best configuration's rest of the core as the dfx preset's plus its INT4 tile "
                          "fetcher measured on its own (two shorter Yosys runs; see core_parts)")
     ap.add_argument("--no-mfs", action="store_true",
-                    help="--fit: ABC9 without its &mfs pass (hw.blackbox.NOMFS): LUT counts a little above the "
-                         "default's, in a fraction of the time on the dfx preset's rest of the core")
+                    help="--fit: ABC9 without its &mfs pass and its &verify check (hw.blackbox.NOMFS): LUT counts "
+                         "a little above the default's, in minutes instead of hours on the dfx preset's rest of the core")
     ap.add_argument("--configs", default="dfx,best", help="--fit: dfx and/or best (FIT_BEST)")
     ap.add_argument("--mem", type=int, default=8_000_000_000, help="address-space cap of each Yosys child (--fit)")
     ap.add_argument("--config", default="tiny", help="config of the MPU lane in the depth table (default tiny)")
@@ -418,7 +418,7 @@ def main(argv=None) -> int:
         fit = full_fit_table([cfgs[c] for c in a.configs.split(",")], Path(a.build), a.mem, a.fetcher_apart,
                              not a.no_mfs)
         fit += ("\n\nThe rest of the core is the deep pipeline profile's (`dfx build`'s core: the reorder buffer, the "
-                "HBM ports' SLR slices, the reset pipeline), mapped " + ("with ABC9 without &mfs (`--no-mfs`)"
+                "HBM ports' SLR slices, the reset pipeline), mapped " + ("with ABC9 without &mfs and &verify (`--no-mfs`)"
                                                                          if a.no_mfs else "with ABC9's default script")
                 + "; the MPU and VPU are the leaf counts composed.")
         clock = supported_clock(block(DOC, "depth:tiny"), CLOCK_UNITS)

@@ -109,7 +109,9 @@ if split or nomfs:
     ys.run_pass(f"{synth} -run :map_luts", d)
 if split:                  # (see depth.SPLIT_ASSERT) the nets split to bits before the LUT mapping
     ys.run_pass("splitnets", d)
-if nomfs:                  # map_luts as synth_xilinx runs it for xcup, ABC9's default script without &mfs
+if nomfs:                  # map_luts as synth_xilinx runs it for xcup, ABC9's default script without &mfs, and
+    #                        without the &verify ABC9 appends (its own equivalence check: tens of minutes here)
+    ys.run_pass("scratchpad -set abc9.verify 0", d)
     for cmd in ("opt_expr -mux_undef -noclkinv", "abc9 -luts 2:2,3,6:5,10,20 -script " + NOMFS, "clean",
                 "xilinx_srl -fixed -minlen 3", "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v "
                 "-D LUT_WIDTH=6", "xilinx_dffopt", "opt_lut_ins -tech xilinx"):
@@ -121,8 +123,10 @@ else:
     ys.run_pass(synth, d)
 ys.run_pass(f"tee -q -o {out} stat -json", d)
 """
-# ABC9's default script (`help abc9`) without its last pass, &mfs (don't-care based resynthesis: area only, and
-# on the dfx preset's rest of the core still running after 40 minutes): a LUT count a little above the default's
+# ABC9's default script (`help abc9`) without its last pass, &mfs (don't-care based resynthesis: area only), and
+# with `abc9.verify` off (the combinational equivalence check ABC9 appends; on the dfx preset's rest of the core
+# the mapping took 2 minutes and &verify was still running 20 minutes later): a LUT count a little above the
+# default's
 NOMFS = "+&scorr;&sweep;&dc2;&dch,-f,-r;&ps;&if,-W,300,-v"
 
 
