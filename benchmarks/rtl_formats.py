@@ -163,21 +163,6 @@ def program_hash(name: str, ckey: str) -> str:
     return h.hexdigest()[:16]
 
 
-def load_results(path: Path) -> dict:
-    """The RTL results cache: {key: {format: result}}, each result with the hash of the program it ran
-    (`program_hash`). Entries of the earlier layout, keyed by the compiler's source hash (" compile=<key>"),
-    are re-keyed by their programs' hashes where those programs are still cached (a source change that leaves
-    a program byte-identical then keeps its result)."""
-    cache = json.loads(path.read_text()) if path.exists() else {}
-    for old in [k for k in cache if " compile=" in k]:
-        ckey = old.split(" compile=")[1].split()[0]
-        base = old.replace(f" compile={ckey}", "")
-        for n, r in cache.pop(old).items():
-            if (CACHE / "programs" / f"{ckey}_s{MAX_SEQ}" / f"{n}.dfx").exists():
-                cache.setdefault(base, {}).setdefault(n, {**r, "program": program_hash(n, ckey)})
-    return cache
-
-
 def rtl_results(names, refs, ckey, sim, batch, key, run: bool = True) -> dict:
     """Run every format that is not refused on one core with every family, its memories deep enough for every
     format of `names` (cached per format and program; `run` False: the cached results only)."""
@@ -187,7 +172,7 @@ def rtl_results(names, refs, ckey, sim, batch, key, run: bool = True) -> dict:
     from dfx.host.sampling import Sampler, Sampling
     from dfx.verify.fast_core import FastCore
     path = CACHE / "rtl_results.json"
-    cache = load_results(path)
+    cache = json.loads(path.read_text()) if path.exists() else {}
     stored = cache.setdefault(key, {})
     phash = {n: program_hash(n, ckey) for n in names if "steps" in refs[n]}
     done = {n: r for n, r in stored.items() if n in phash and r.get("program") == phash[n]}

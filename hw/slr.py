@@ -61,14 +61,17 @@ def slice_chain(m: Module, name: str, stages: int, valid, ready, data, width: in
     return valid, ready, data
 
 
+MAX_RESET_STAGES = 16          # the longest reset pipeline `ResetPipe` builds
+
+
 class ResetPipe(wiring.Component):
     """`rst_in` (active high, from the platform) -> `rst_out` through `stages` registers that power up
     asserted; each carries max_fanout = RESET_FANOUT."""
 
     def __init__(self, stages: int):
-        if not isinstance(stages, int) or isinstance(stages, bool) or not 0 <= stages <= 16:
+        if not isinstance(stages, int) or isinstance(stages, bool) or not 0 <= stages <= MAX_RESET_STAGES:
             self._MustUse__silence = True
-            raise ValueError(f"reset_stages must be an integer 0..16, not {stages!r}")
+            raise ValueError(f"reset_stages must be an integer 0..{MAX_RESET_STAGES}, not {stages!r}")
         self.stages = stages
         super().__init__({"rst_in": In(1), "rst_out": Out(1)})
 

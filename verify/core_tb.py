@@ -19,6 +19,7 @@ import numpy as np
 
 from dfx import isa, regmap
 from dfx.config import AccelConfig
+from dfx.hw.slr import MAX_RESET_STAGES
 from dfx.perf import CLASS_OF
 
 from .retire_events import record_retires
@@ -130,8 +131,8 @@ class CoreTB:
 
 
 # cycles after ap_rst_n rises before the first register access: the core's reset pipeline (`hw.top.Top`
-# reset_stages, at most 16 registers: `hw.slr.ResetPipe`) holds the core in reset that long after it
-RESET_SETTLE = 2 + 16
+# reset_stages, at most MAX_RESET_STAGES registers: `hw.slr.ResetPipe`) holds the core in reset that long after it
+RESET_SETTLE = 2 + MAX_RESET_STAGES
 
 
 async def reset(dut, clk, single: bool = True):
