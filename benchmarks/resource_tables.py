@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from dfx.config import PIPELINE_ENV, load_config
@@ -34,10 +35,16 @@ from dfx.hw import core_mpu, core_vpu, qfetch
 from dfx.hw.blackbox import synth_boxed
 from dfx.hw.dequant import TableDequantizer
 from dfx.hw.qfetch import QuantTiles
+from dfx.hw.core_mpu import MatrixEngine
+from dfx.hw.core_rob import Reorder, interleave
 from dfx.hw.core_vpu import VectorEngine
+from dfx.hw.buffers import VectorBuffer
+from dfx.hw.core import ENGINES
+from dfx.hw.dma import DmaEngine
+from dfx.hw.router import RouterEngine
 from dfx.hw.top import Top
-from dfx.hw.depth import (Delays, analyse, depth_row, depth_table, module_name, parse_depth_table,
-                          unit_factories)
+from dfx.hw.depth import (Delays, analyse, depth_row, depth_table, longest_paths, module_name,
+                          parse_depth_table, unit_factories)
 from dfx.hw.fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS
 from dfx.hw.mpu import STAGES_300MHZ
 from dfx.hw.synth import RES_KEYS, Resources, count_cells, resources_dict, slr_budget
@@ -103,14 +110,16 @@ def leaf_resources(build: Path, spec: str) -> Resources:
 # adders, the accumulator and bias adders, the scale multiplier, the rounding and the GELU; the VPU as the core
 # builds it (`VectorEngine.vpu_params`: one exp and one GELU unit per k = SFU_SHARE lanes), per lane an adder,
 # a multiplier, a rounding and a binary16 multiplier (VDOT), plus the reduction tree (vpu_width - 1 adders),
-# its accumulator and the scalar adder, multiplier, reciprocal and rsqrt.
-def instances(cfg) -> dict[str, dict[str, int]]:
+# its accumulator and the scalar adder, multiplier, reciprocal and rsqrt; at the 300 MHz depths (`deep`) the
+# VPU's adders on DSP48E2 as the deep core builds them (`VectorEngine.vpu_params`' dsp_add).
+def instances(cfg, deep: bool = False) -> dict[str, dict[str, int]]:
     d, l, w = cfg.d, cfg.l, cfg.vpu_width
-    k = VectorEngine.vpu_params(cfg)["sfu_share"]
+    params = VectorEngine.vpu_params(cfg, deep)
+    k, vadd = params["sfu_share"], ("add32dsp" if params.get("dsp_add") else "add32")
     out = {  # MPU(cfg), dsp_add on by default: the d - 1 tree adders and the accumulator on DSP48E2, bias in LUTs
            "mpu": {"mul16": l * d, "add32dsp": l * d, "add32": l, "mul32": l, "round16": l, "gelu16": l},
            "mpu, LUT adders": {"mul16": l * d, "add32": l * (d - 1 + 2), "mul32": l, "round16": l, "gelu16": l},
-           f"vpu, k={k}": {"add32": w + (w - 1) + 1 + 1, "mul32": w + 1, "round16": w, "exp16": w // k,
+           f"vpu, k={k}": {vadd: w + (w - 1) + 1 + 1, "mul32": w + 1, "round16": w, "exp16": w // k,
                            "gelu16": w // k, "mul16": w, "recip": 1, "rsqrt": 1}}
     if cfg.name == BEST.name:
         out["int4 dequantisers"] = {"dq_int4": d * l}
@@ -122,8 +131,9 @@ def instances(cfg) -> dict[str, dict[str, int]]:
 def composed(cfg, build: Path, units: list[str]) -> dict[tuple[str, str], Resources]:
     """(unit, depths) -> the unit's operators' resources, composed from the leaf counts by instance."""
     out = {}
-    for unit, inst in instances(cfg).items():
+    for unit in instances(cfg):
         for depth, table in (("default", DEFAULT), ("300 MHz", DEEP)):
+            inst = instances(cfg, depth != "default")[unit]
             tot = Resources()
             for leaf, n in inst.items():
                 if leaf not in units:
@@ -158,7 +168,7 @@ BOXED = {"MPU": core_mpu, "VPU": core_vpu, "Dequantizer": qfetch}
 
 
 def rest_of_core(cfg, build: Path, mem: int, wformats: tuple[str, ...] = (), boxes=("MPU", "VPU"),
-                 mfs: bool = True) -> Resources:
+                 mfs: bool = True, netlist: bool = False) -> Resources:
     """The whole core (`hw.top.Top`, module dfx_core) with the units named in `boxes` as black boxes
     (`hw.blackbox`): the controller, register map, fetch, decoder, scoreboard and queues, batched prefill,
     scalar file, vector buffer, the engines around the MPU and VPU (their FIFOs, write-back), DMA, router,
@@ -169,7 +179,8 @@ def rest_of_core(cfg, build: Path, mem: int, wformats: tuple[str, ...] = (), box
     boxed = {}
     for b in boxes:
         boxed[BOXED[b]] = boxed.get(BOXED[b], ()) + (b,)
-    res = synth_boxed(lambda: Top(cfg, wformats=wformats) if wformats else Top(cfg), name, boxed, build, mem, mfs)
+    res = synth_boxed(lambda: Top(cfg, wformats=wformats) if wformats else Top(cfg), name, boxed, build, mem, mfs,
+                      netlist)
     print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.dsp} DSP, {res.bram:g} RAMB36",
           file=sys.stderr, flush=True)
     return res
@@ -193,6 +204,49 @@ def fetcher(cfg, build: Path, mem: int, family: str = "int4", mfs: bool = True) 
     return res
 
 
+def reorder(cfg, build: Path, mem: int, mfs: bool = True) -> Resources:
+    """The matrix engine's reorder buffer (`hw.core_rob.Reorder`) as the deep core builds it, on its own: the
+    part of the rest of the core that the floorplan places with the MPU lanes (each lane reads only its own
+    d x 16 bits of a tile, so the memory's columns split by lane)."""
+    p = MatrixEngine.mpu_params(cfg)
+    i = interleave(p.get("acc_stages", 0), p.get("acc_fifo", 8))
+    if i == 1:
+        return Resources()
+    name = f"rob_{cfg.name.replace('-', '_')}"
+    res = synth_boxed(lambda: Reorder(16 * cfg.d * cfg.l, i), name, {}, build, mem, mfs)
+    print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.bram:g} RAMB36", file=sys.stderr, flush=True)
+    return res
+
+
+def less(a: Resources, b: Resources, f: float = 1.0) -> Resources:
+    """a - f * b, field by field (a * (1 - f) for b = a)."""
+    out = Resources()
+    for k in ("lut", "lutram", "ff", "carry8", "dsp", "bram36", "bram18", "uram"):
+        setattr(out, k, getattr(a, k) - f * getattr(b, k))
+    return out
+
+
+# The VBUF's read ports by engine (`Engine.VBUF_READS`): Yosys (and Vivado) build one copy of the memory per
+# read port, every copy written by the one write port. The floorplan puts each engine's copies beside it.
+VBUF_COPIES = {"vbuf copies read by the MPU": MatrixEngine, "vbuf copies read by the VPU": VectorEngine,
+               "vbuf copies read by the DMA and router": (DmaEngine, RouterEngine)}
+
+
+def vbuf_copies(cfg, build: Path, mem: int, mfs: bool = True) -> dict[str, Resources]:
+    """The vector buffer (`hw.buffers.VectorBuffer` with the core's read ports) on its own, split into its read
+    copies by engine (`VBUF_COPIES`; each copy an equal share of the measured buffer)."""
+    n = sum(len(e.VBUF_READS) for e in ENGINES)
+    name = f"vbuf_{cfg.name.replace('-', '_')}"
+    res = synth_boxed(lambda: VectorBuffer(cfg, readers=n), name, {}, build, mem, mfs)
+    print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.bram:g} RAMB36 ({n} read copies)",
+          file=sys.stderr, flush=True)
+    out = {}
+    for part, engines in VBUF_COPIES.items():
+        k = sum(len(e.VBUF_READS) for e in (engines if isinstance(engines, tuple) else (engines,)))
+        out[part] = less(res, res, 1 - k / n)
+    return out
+
+
 def core_parts(cfg, build: Path, mem: int, fetcher_apart: bool = False,
                mfs: bool = True) -> dict[tuple[str, str], Resources]:
     """(part, depths) -> resources of the whole core at `cfg`: the MPU's and VPU's operators (and the table
@@ -213,8 +267,15 @@ def core_parts(cfg, build: Path, mem: int, fetcher_apart: bool = False,
             out[f"{wformats[0]} tile fetcher", depth] = q
     else:
         rest = rest_of_core(cfg, build / "rest", mem, wformats, boxes, mfs)
-    inst = {u: i for u, i in instances(cfg).items() if u.startswith("vpu") or u in ("mpu", "int4 table dequantisers")}
+    base = cfg.replace(name="dfx") if cfg.name == FIT_BEST.name else cfg
+    rob = reorder(base, build / "rest", mem, mfs)
+    copies = vbuf_copies(base, build / "rest", mem, mfs)
+    rest = less(rest, rob)                           # the reorder buffer and the VBUF are placed apart (`floorplan`)
+    for c in copies.values():
+        rest = less(rest, c)
     for depth, table in (("default", DEFAULT), ("300 MHz", DEEP)):
+        inst = {u: i for u, i in instances(cfg, depth != "default").items()
+                if u.startswith("vpu") or u in ("mpu", "int4 table dequantisers")}
         for unit, counts in inst.items():
             tot = Resources()
             for leaf, n in counts.items():
@@ -223,25 +284,36 @@ def core_parts(cfg, build: Path, mem: int, fetcher_apart: bool = False,
                     setattr(tot, k, getattr(tot, k) + n * getattr(r, k))
             out[unit, depth] = tot
         out["rest of the core", depth] = rest
+        if rob.bram or rob.lut:
+            out["reorder buffer", depth] = rob
+        for part, c in copies.items():
+            out[part, depth] = c
     return out
 
 
 def floorplan(cfg, parts: dict[str, dict[str, float]], budget) -> dict[str, dict[str, float]]:
-    """The stated floorplan: the rest of the core (DMA next to the HBM, controller, buffers) in the HBM's SLR,
-    the VPU in SLR2, then the MPU's lanes (each with its dequantisers) one at a time into the SLR with the
-    most LUTs left under 75% (whole lanes). unit -> SLR -> share."""
+    """The stated floorplan: the rest of the core (DMA next to the HBM, controller, scoreboard) in the HBM's
+    SLR, the VPU in SLR2, the VBUF's read copies beside their readers (the DMA's and the router's in the HBM's
+    SLR, the VPU's in SLR2, the MPU's -- the operand broadcast's source -- in the middle SLR, one crossing
+    from either end), then the MPU's lanes (each with its dequantisers and its columns of the reorder buffer)
+    one at a time into the SLR with the most LUTs left under 75% (whole lanes). unit -> SLR -> share."""
     slrs = list(budget.available)
     left = {s: budget.limit * budget.available[s]["LUT"] for s in slrs}
     plan = {"rest of the core": {budget.hbm_slr: 1.0}}
     vpu = next(u for u in parts if u.startswith("vpu"))
     plan[vpu] = {slrs[-1]: 1.0}
     left[budget.hbm_slr] -= parts["rest of the core"]["LUT"]
+    for u, s in (("vbuf copies read by the DMA and router", budget.hbm_slr), ("vbuf copies read by the VPU", slrs[-1]),
+                 ("vbuf copies read by the MPU", slrs[len(slrs) // 2])):
+        if u in parts:
+            plan[u] = {s: 1.0}
+            left[s] -= parts[u]["LUT"]
     for u in parts:                                  # a tile fetcher measured apart: beside the HBM, as the DMA
         if u.endswith("tile fetcher"):
             plan[u] = {budget.hbm_slr: 1.0}
             left[budget.hbm_slr] -= parts[u]["LUT"]
     left[slrs[-1]] -= parts[vpu]["LUT"]
-    lane_units = [u for u in parts if u == "mpu" or "dequantisers" in u]
+    lane_units = [u for u in parts if u in ("mpu", "reorder buffer") or "dequantisers" in u]
     lane = sum(parts[u]["LUT"] for u in lane_units) / cfg.l
     lanes = dict.fromkeys(slrs, 0)
     for _ in range(cfg.l):
@@ -288,6 +360,36 @@ def full_fit_table(cfgs, build: Path, mem: int, fetcher_apart: bool = False, mfs
                                        f"{r.carry8:,} | {r.dsp:,} | {r.bram36:,} | {r.bram18:,} | "
                                        f"{100 * (r.lut + r.lutram) / budget.total['LUT']:.1f} |")
     return "\n".join(lines) + "\n\n" + "\n".join(parts_lines)
+
+
+def unit_path(end: str) -> str:
+    """The module path of a register of the flattened core (`core.mpu.rob.count[3]` -> `core.mpu.rob`)."""
+    parts = end.lstrip("\\").split(".")
+    if parts[0].startswith("$"):
+        return "(registers Yosys named)"
+    return ".".join(parts[:-1]) or "dfx_core"
+
+
+def core_depth(cfg, build: Path, mem: int, top: int = 40) -> str:
+    """The worst register-to-register path into each module of the rest of the core (`rest_of_core`, the deep
+    profile's `Top` with the MPU and VPU boxed, ABC9 without &mfs: the controller, scoreboard, fetch and
+    decoder, DMA, router, vector buffer, the engines' control, the reorder buffer's chunk walk, the SLR slices
+    and the reset pipeline), from the same Yosys run as the fit (its netlist written too)."""
+    rest_of_core(cfg, build, mem, mfs=False, netlist=True)
+    path = build / f"rest_{cfg.name.replace('-', '_')}_nompu_novpu_nomfs.json"
+    print(f"core_depth: walking {path} ({path.stat().st_size / 1e6:.0f} MB) ...", file=sys.stderr, flush=True)
+    net = json.loads(path.read_text())
+    name = path.stem                                 # (the module synth_boxed named)
+    delays = Delays.from_board()
+    groups = longest_paths(net, name, delays, unit_path)
+    del net
+    rows = [depth_row(u, f"{cfg.name}: d={cfg.d}, l={cfg.l}, deep profile",
+                      replace(p, start=p.start.replace(".", "/")[-40:], end=p.end.replace(".", "/")[-40:]), delays)
+            for u, p in sorted(groups.items(), key=lambda kv: (-kv[1].delay_ns, kv[0]))[:top]]
+    over = sum(1 for p in groups.values() if not (p.luts <= delays.max_levels and
+                                                   p.delay_ns <= 1000 / delays.target_mhz))
+    return depth_table(rows) + (f"\n\n{len(groups)} modules with registers; {over} of them have a path beyond the "
+                                f"300 MHz depth ({delays.max_levels} LUT levels, {1000 / delays.target_mhz:.2f} ns).")
 
 
 # The units of the core at the 300 MHz depths whose worst path sets its clock (the MPU's control: "MPU, deep").
@@ -379,6 +481,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-mfs", action="store_true",
                     help="--fit: ABC9 without its &mfs pass and its &verify check (hw.blackbox.NOMFS): LUT counts "
                          "a little above the default's, in minutes instead of hours on the dfx preset's rest of the core")
+    ap.add_argument("--depth-core", action="store_true",
+                    help="the worst path into each module of the core around the MPU and VPU (the controller, "
+                         "DMA, buffers, ...) at the dfx preset's deep profile, from the fit's Yosys run")
     ap.add_argument("--configs", default="dfx,best", help="--fit: dfx and/or best (FIT_BEST)")
     ap.add_argument("--mem", type=int, default=8_000_000_000, help="address-space cap of each Yosys child (--fit)")
     ap.add_argument("--config", default="tiny", help="config of the MPU lane in the depth table (default tiny)")
@@ -387,8 +492,8 @@ def main(argv=None) -> int:
     ap.add_argument("--build", default="build/resource_tables")
     ap.add_argument("--update-docs", action="store_true")
     a = ap.parse_args(argv)
-    if not (a.depth or a.resources or a.fit):
-        ap.error("give --depth, --fit and/or --resources")
+    if not (a.depth or a.resources or a.fit or a.depth_core):
+        ap.error("give --depth, --fit, --depth-core and/or --resources")
     if a.depth:
         cfg = load_config(a.config)
         units = a.units.split(",")
@@ -426,6 +531,12 @@ def main(argv=None) -> int:
         print(fit)
         if a.update_docs:
             update_block(DOC, "fit-core", fit)
+    if a.depth_core:
+        os.environ[PIPELINE_ENV] = "deep"
+        table = core_depth(load_config("dfx"), Path(a.build) / "rest", a.mem)
+        print(table)
+        if a.update_docs:
+            update_block(DOC, "depth:core", table)
     if a.resources:
         upd = ["--update-docs"] if a.update_docs else []
         synth_main(["--config", "tiny", "--build", f"{a.build}/synth"] + upd)

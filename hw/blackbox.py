@@ -100,7 +100,7 @@ CHILD = """
 import sys
 from pyosys import libyosys as ys
 stub, src, top, out = sys.argv[1:5]
-split, nomfs = "split" in sys.argv[5:], "nomfs" in sys.argv[5:]
+split, nomfs, netlist = "split" in sys.argv[5:], "nomfs" in sys.argv[5:], "json" in sys.argv[5:]
 synth = f"synth_xilinx -family xcup -noiopad -flatten -top {top}"
 d = ys.Design()
 ys.run_pass(f"read_verilog -lib {stub}", d)
@@ -121,6 +121,8 @@ elif split:
     ys.run_pass(f"{synth} -run map_luts:", d)
 else:
     ys.run_pass(synth, d)
+if netlist:                # the mapped netlist, for the depth walk (`dfx.hw.depth.longest_paths`)
+    ys.run_pass(f"write_json {out[:-len('.stat.json')]}.json", d)
 ys.run_pass(f"tee -q -o {out} stat -json", d)
 """
 # ABC9's default script (`help abc9`) without its last pass, &mfs (don't-care based resynthesis: area only), and
@@ -131,11 +133,13 @@ NOMFS = "+&scorr;&sweep;&dc2;&dch,-f,-r;&ps;&if,-W,300,-v"
 
 
 def synth_boxed(make, name: str, boxed: dict, build: Path, mem_bytes: int = 8_000_000_000,
-                mfs: bool = True) -> Resources:
+                mfs: bool = True, netlist: bool = False) -> Resources:
     """Build `make()` with the classes `boxed` ({module: (class names)}) boxed (`swap_units`), write its RTLIL
     and the boxes' stubs into `build`, map it with Yosys in a child process capped at `mem_bytes` of address
     space, and return the counts (the boxes count nothing). `mfs` False: ABC9 without its &mfs pass (`NOMFS`;
-    counts kept apart, `name` + "_nomfs"). A build folder holding the same RTLIL and its counts is reused.
+    counts kept apart, `name` + "_nomfs"). `netlist`: also write the mapped netlist (`write_json`) to
+    `build`/`name`.json, for the depth walk. A build folder holding the same RTLIL and its counts (and the
+    netlist when asked) is reused.
     Raises DepthError (one line) when Yosys fails."""
     name = name if mfs else f"{name}_nomfs"
     build = Path(build)
@@ -145,14 +149,16 @@ def synth_boxed(make, name: str, boxed: dict, build: Path, mem_bytes: int = 8_00
         made = [stack.enter_context(swap_units(mod, names)) for mod, names in boxed.items()]
         text = rtlil.convert(make(), name=name, emit_src=False)
     src, stub, stat = build / f"{name}.il", build / f"{name}.stub.v", build / f"{name}.stat.json"
-    if not (src.exists() and src.read_text() == text and stat.exists() and stat.stat().st_mtime >= src.stat().st_mtime):
+    have = build / f"{name}.json" if netlist else stat
+    if not (src.exists() and src.read_text() == text and stat.exists() and have.exists() and
+            min(stat.stat().st_mtime, have.stat().st_mtime) >= src.stat().st_mtime):
         src.write_text(text)
         stub.write_text(stub_verilog([b for boxes in made for b in boxes]))
         stat.unlink(missing_ok=True)
         print(f"synth_boxed: {name}: Yosys synth_xilinx ...", file=sys.stderr, flush=True)
         t0 = time.time()
         for extra in ([], ["split"]):
-            extra += [] if mfs else ["nomfs"]
+            extra += ([] if mfs else ["nomfs"]) + (["json"] if netlist else [])
             r = subprocess.run([sys.executable, "-c", f"NOMFS = {NOMFS!r}\n" + CHILD, stub.name, src.name, name,
                                 stat.name] + extra,
                                cwd=build, capture_output=True, text=True,

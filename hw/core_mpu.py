@@ -46,6 +46,7 @@ from .dequant import STAGES_300MHZ as DQ_STAGES_300MHZ
 from .dma import AXI_ADDR_BITS, BURST_INCR, axi4_signature, hbm_port_names, lane_mask, log2
 from .mpu import MPU, STAGES_300MHZ, x_layout
 from .qfetch import QuantTiles, family_formats
+from .slr import BROADCAST_SLR_STAGES, slice_chain
 
 # Beats of each HBM channel's R FIFO in the weight streamer (read by dfx.perf.hbm). The AR generator does not wait
 # for FIFO space (the memory queues the requests; R back-pressure holds the data), so the FIFO need not cover the
@@ -109,12 +110,23 @@ class MatrixEngine(Engine):
         replace or add to them."""
         return dict(cls.PROFILES[cls.profile()])
 
-    def __init__(self, cfg: AccelConfig, wformats: tuple[str, ...] = (), **mpu_stages):
+    def __init__(self, cfg: AccelConfig, wformats: tuple[str, ...] = (), slr_stages: int | None = None,
+                 **mpu_stages):
         """wformats: the quantized weight format families (`hw.qfetch.CORE_FAMILIES`) this core reads, one tile
         fetcher with d*l dequantisers each; () builds the FP16-only engine. mpu_stages: `hw.mpu.MPU`'s keyword
         arguments over `mpu_params(cfg)`; with acc_stages > 0 the FP16 weights are fetched in chunks of
-        I = `core_rob.interleave(...)` column blocks x `ROB_BURST` row tiles through a reorder buffer."""
+        I = `core_rob.interleave(...)` column blocks x `ROB_BURST` row tiles through a reorder buffer.
+        slr_stages (0..4; None: `hw.slr.BROADCAST_SLR_STAGES` under the deep pipeline profile, else 0): full
+        register slices (`hw.slr.RegSlice`) on the two paths from the HBM's SLR to the lanes in the others: the
+        operand broadcast (the x FIFO to the MPU's `x`) and the joined FP16 tile (the channel FIFOs to the
+        reorder buffer, or to the MPU's `w` without one). Latency only: the same beats, one per cycle."""
         check_core_config(self, cfg)
+        if slr_stages is None:
+            slr_stages = BROADCAST_SLR_STAGES if pipeline_profile() == "deep" else 0
+        if not isinstance(slr_stages, int) or isinstance(slr_stages, bool) or not 0 <= slr_stages <= 4:
+            self._MustUse__silence = True
+            raise ValueError(f"slr_stages must be an integer 0..4, not {slr_stages!r}")
+        self.slr_stages = slr_stages
         try:
             self.wformats = family_formats(wformats)
         except ValueError:
@@ -249,12 +261,19 @@ class MatrixEngine(Engine):
         joined = Cat(*[fi.r_data for fi in fifos])
         beat_ready = Signal()
         rob_start = Signal()
+        fp_valid, fp_tile, fp_ready = tile_ok & ~qon, joined, beat_ready
+        if self.slr_stages:                         # the joined FP16 tile through its SLR slices
+            fp_ready = Signal()
+            fp_valid, far_ready, fp_tile = slice_chain(m, "tile_slr", self.slr_stages, fp_valid, fp_ready, fp_tile,
+                                                       len(joined))
+            m.d.comb += beat_ready.eq(fp_ready)
+            fp_ready = far_ready
         if I == 1:
-            m.d.comb += [mpu.w.valid.eq(tile_ok & ~qon), mpu.w.payload.eq(joined), beat_ready.eq(mpu.w.ready)]
+            m.d.comb += [mpu.w.valid.eq(fp_valid), mpu.w.payload.eq(fp_tile), fp_ready.eq(mpu.w.ready)]
         else:                                       # FP16 tiles through the reorder buffer (chunk -> MPU order)
             m.submodules.rob = rob = self.rob
             m.d.comb += [rob.start.eq(rob_start), rob.kt.eq(kt), rob.nt.eq(nt),
-                         rob.i.valid.eq(tile_ok & ~qon), rob.i.payload.eq(joined), beat_ready.eq(rob.i.ready),
+                         rob.i.valid.eq(fp_valid), rob.i.payload.eq(fp_tile), fp_ready.eq(rob.i.ready),
                          mpu.w.valid.eq(rob.o.valid & ~qon), mpu.w.payload.eq(rob.o.payload),
                          rob.o.ready.eq(mpu.w.ready & ~qon)]
         for fi in fifos:
@@ -325,8 +344,13 @@ class MatrixEngine(Engine):
             xp.fin.has_bias.eq(has_bias), xp.fin.scale.eq(scale), xp.fin.scale_en.eq(scale_en),
             xp.fin.gelu.eq(gelu),
             xfifo.w_en.eq(pend), xfifo.w_data.eq(xp.as_value()),
-            mpu.x.valid.eq(xfifo.r_rdy), mpu.x.payload.eq(xfifo.r_data), xfifo.r_en.eq(mpu.x.ready),
+            *([] if self.slr_stages else [mpu.x.valid.eq(xfifo.r_rdy), mpu.x.payload.eq(xfifo.r_data),
+                                          xfifo.r_en.eq(mpu.x.ready)]),
         ]
+        if self.slr_stages:                         # the operand broadcast through its SLR slices
+            x_ready = Signal()
+            xv, far_ready, xd = slice_chain(m, "x_slr", self.slr_stages, xfifo.r_rdy, x_ready, xfifo.r_data, lay.size)
+            m.d.comb += [mpu.x.valid.eq(xv), mpu.x.payload.eq(xd), far_ready.eq(mpu.x.ready), xfifo.r_en.eq(x_ready)]
 
         # ---- write-back
         jo = Signal(30)

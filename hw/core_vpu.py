@@ -67,9 +67,11 @@ class VectorEngine(Engine):
         own latency the deep VPU is bit-exact, but its longer latencies (VSUM 61, SRSQRT 66 cycles at the dfx
         preset, against 14 and 21) on the LayerNorm and softmax chains leave the model's dfx prefill at
         100,114 cycles, above the DFX-style table model's 95,977 (tests/perf/test_tables.py; docs/rtl.md,
-        "VPU: depth and sharing")."""
+        "VPU: depth and sharing"). Deep, its adders (lanes, reduction tree and accumulator, scalar) are on
+        DSP48E2 as the MPU's (`dsp_add`): 26k fewer LUTs at the dfx preset, where the fit binds on LUTs."""
         deep = (cls.DEEP or pipeline_profile() == "deep") if deep is None else deep
-        return dict(sfu_share=min(cls.SFU_SHARE, cfg.vpu_width), **(STAGES_300MHZ if deep else {}))
+        return dict(sfu_share=min(cls.SFU_SHARE, cfg.vpu_width),
+                    **(dict(STAGES_300MHZ, dsp_add="model") if deep else {}))
 
     def __init__(self, cfg: AccelConfig, deep: bool | None = None, **vpu_params):
         check_core_config(self, cfg)

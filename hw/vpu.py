@@ -34,7 +34,7 @@ from dfx import isa
 from dfx.config import AccelConfig
 
 from .decoder import Opcode
-from .fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS, NAN32, Fp16, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, neg32, widen16
+from .fp import ADD_MAX_STAGES, DSP_MODES, MUL16_CUTS, MUL32_CUTS, NAN32, Fp16, fp16_mul, fp32_add, fp32_mul, fp32_to_fp16, neg32, widen16
 from .mpu import adder_tree
 from .pipe import Pipe, T, check_stages
 from .sfu import exp16, gelu16, recip, rsqrt
@@ -107,11 +107,14 @@ class VPU(wiring.Component):
     group of vpu_width / sfu_share lanes, `i.ready` low until the last) and its results leave together.
     `beat_cycles` gives an instruction's input occupancy. With add_stages > 3 (the 300 MHz depths) the glue
     is registered too: operands before the operators, rounding inputs, the reduction tree's terms, every
-    level of the VMAX comparator tree and the outputs.
+    level of the VMAX comparator tree and the outputs. dsp_add (None, the default; "model"; "primitive"): the
+    lanes' adders, the reduction tree, its accumulator and the scalar adder with their alignment and wide add
+    in two DSP48E2 each, as the MPU's (`fp.fp32_add`'s `dsp`: the same results and latency, about 200 fewer
+    LUTs per adder at the 300 MHz depths); the SFUs' adders stay in LUTs.
     """
 
     def __init__(self, cfg: AccelConfig, *, add_stages: int = 2, mul_stages: int = 2, red_stages: int = 0,
-                 sfu_share: int = 1):
+                 sfu_share: int = 1, dsp_add: str | None = None):
         if not isinstance(cfg, AccelConfig):
             self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
@@ -126,7 +129,11 @@ class VPU(wiring.Component):
             self._MustUse__silence = True
             raise ValueError(f"sfu_share must be a power of two dividing vpu_width={cfg.vpu_width}, "
                              f"not {sfu_share!r}")
+        if dsp_add not in DSP_MODES:
+            self._MustUse__silence = True
+            raise ValueError(f"dsp_add must be one of {', '.join(map(repr, DSP_MODES))}, not {dsp_add!r}")
         self.cfg, self.add_stages, self.mul_stages, self.red_stages = cfg, add_stages, mul_stages, red_stages
+        self.dsp_add = dsp_add
         self.sfu_share = sfu_share
         super().__init__({
             "i": In(stream.Signature(in_layout(cfg))),
@@ -181,7 +188,7 @@ class VPU(wiring.Component):
             b32 = Mux(use_s, x.s, widen16(x.b[k]))
             b32 = T(Mux(is_sub, neg32(b32), b32), 0)
             a32, b32 = _reg(p, a32, g), _reg(p, b32, g)
-            add = fp32_add(p, a32, b32, ad)
+            add = fp32_add(p, a32, b32, ad, dsp=self.dsp_add)
             mul = fp32_mul(p, a32, b32, ml, a_bits=11)
             t, (addv, mulv, o) = p.sync(add, mul, T(op, 0))
             r32 = _reg(p, T(Mux(_is(o, "VMUL", "VMULS"), mulv, addv), t), g)
@@ -223,7 +230,7 @@ class VPU(wiring.Component):
             a32 = p.at(T(widen16(x.a[k]), 0), tp)
             dot, live = p.at(T(is_dot, 0), tp), p.at(T(x.mask[k], 0), tp)
             terms.append(_reg(p, T(Mux(live, Mux(dot, pv, a32), 0), tp), g))
-        gsum = adder_tree(p, terms, ad)
+        gsum = adder_tree(p, terms, ad, self.dsp_add)
         tg = gsum.t
         v_g, last_g = p.flag(fire, tg, "v_red"), p.at(T(x.last, 0), tg)
         first = Signal(init=1, name="red_first")
@@ -233,7 +240,7 @@ class VPU(wiring.Component):
             v_g = v_g & p.at(T(_is(op, *_ACCUM), 0), tg)
             # the adder's first operand straight from a register: the partial sum, or +0 after a vector's last
             # beat (nothing reads it between a beat's entry and its result: the spacing)
-            red = fp32_add(p, T(acc, tg), gsum, a)
+            red = fp32_add(p, T(acc, tg), gsum, a, dsp=self.dsp_add)
             v_res = p.flag(v_g, a, "v_redr")
             with m.If(ce & v_g):
                 m.d.sync += first.eq(last_g)
@@ -243,7 +250,7 @@ class VPU(wiring.Component):
                 m.d.sync += acc.eq(0)
             red_sum = red
         else:
-            nxt = fp32_add(p, Mux(first, C(0, 32), acc), gsum.v, stages=0)
+            nxt = fp32_add(p, Mux(first, C(0, 32), acc), gsum.v, stages=0, dsp=self.dsp_add)
             with m.If(ce & v_g):
                 m.d.sync += [acc.eq(nxt.v), first.eq(last_g)]
             red_sum = T(acc, tg + 1)
@@ -273,7 +280,7 @@ class VPU(wiring.Component):
 
         # ---- scalar operations
         imm = T(p.comb(x.imm, "imm"), 0)
-        s_add = fp32_add(p, vs, imm, ad)
+        s_add = fp32_add(p, vs, imm, ad, dsp=self.dsp_add)
         s_mul = fp32_mul(p, vs, imm, ml)
         s_rcp = recip(p, vs, ad, ml)
         s_rsq = rsqrt(p, vs, ad, ml)

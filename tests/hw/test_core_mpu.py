@@ -79,6 +79,19 @@ def test_interleave_and_profiles():
     assert flat.interleave == 1 and flat.rob is None
 
 
+def test_slr_stages_follow_the_pipeline_profile(monkeypatch):
+    """The register slices on the operand broadcast and the joined tile: none by default, `BROADCAST_SLR_STAGES`
+    under the deep profile, an explicit count wins, and a bad one is refused in one line."""
+    from dfx.config import PIPELINE_ENV
+    from dfx.hw.slr import BROADCAST_SLR_STAGES
+    assert MatrixEngine(CFG).slr_stages == 0
+    monkeypatch.setenv(PIPELINE_ENV, "deep")
+    assert MatrixEngine(CFG).slr_stages == BROADCAST_SLR_STAGES > 0
+    assert MatrixEngine(CFG, slr_stages=1).slr_stages == 1
+    with pytest.raises(ValueError, match="slr_stages must be an integer 0..4, not 5"):
+        MatrixEngine(CFG, slr_stages=5)
+
+
 def test_stream_cycles():
     """Column-major at the single-cycle accumulator: a tile per cycle; interleaved, a tile per cycle once I >= the
     accumulator's latency, plus the first chunk's fill; fewer blocks than that wait for their partial sums."""

@@ -143,6 +143,7 @@ def test_deep_pipeline_profile_builds_the_300mhz_depths(monkeypatch):
     assert Top(cfg).reset_stages == DEEP_TOP["reset_stages"]
     assert MatrixEngine.profile() == "deep" and MatrixEngine.mpu_params(cfg) == mpu.STAGES_300MHZ
     assert VectorEngine.vpu_params(cfg).items() >= vpu.STAGES_300MHZ.items()
+    assert VectorEngine.vpu_params(cfg)["dsp_add"] == "model" and "dsp_add" not in VectorEngine.vpu_params(cfg, False)
     eng = MatrixEngine(cfg, wformats=("int4",))
     assert eng.mpu.acc_stages == mpu.STAGES_300MHZ["acc_stages"]
     assert eng.qtiles[0].dq[0].latency == dequant.Dequantizer("int4-oc", **dequant.STAGES_300MHZ).latency > \

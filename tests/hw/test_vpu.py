@@ -81,6 +81,17 @@ def test_deep_shared_vpu_is_bit_exact():
     run_vpu(VPU(CFG, **STAGES_300MHZ, sfu_share=4), vpu_cases(np.random.default_rng(9)), stall=0.1, seed=2)
 
 
+@pytest.mark.parametrize("red_stages", [0, STAGES_300MHZ["red_stages"]])
+def test_dsp_adders_are_bit_exact(red_stages):
+    """dsp_add="model" (the deep core's VPU, `VectorEngine.vpu_params`): the lanes' adders, the reduction tree,
+    its accumulator (single-cycle and pipelined) and the scalar adder on the DSP48E2 configuration, with the
+    LUT adders' results and latencies."""
+    kw = dict(STAGES_300MHZ, red_stages=red_stages, sfu_share=4)
+    dut = VPU(CFG, **kw, dsp_add="model")
+    assert dut.latencies == VPU(CFG, **kw).latencies
+    run_vpu(dut, vpu_cases(np.random.default_rng(13)), stall=0.1, seed=3)
+
+
 def accept_cycles(dut, beats) -> int:
     """Cycles from the first beat's presentation to the last one's acceptance, with no stalls on either side."""
     from amaranth.sim import Simulator
@@ -120,6 +131,11 @@ def test_beat_cycles_match_the_unit(op, kw):
     dut = VPU(CFG, sfu_share=kw.get("share", 1), red_stages=kw.get("red_stages", 0))
     one = vpu_beats(CFG, op, a=np.ones(19, np.float16), b=np.ones(19, np.float16))
     assert accept_cycles(dut, one + one) == 2 * dut.beat_cycles(op, len(one))
+
+
+def test_vpu_refuses_bad_dsp_mode():
+    with pytest.raises(ValueError, match="dsp_add must be one of None, 'model', 'primitive', not 'yes'"):
+        VPU(CFG, dsp_add="yes")
 
 
 def test_vpu_refuses_bad_sharing():
