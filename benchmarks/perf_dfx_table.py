@@ -29,7 +29,8 @@ from dfx.config import PRESETS  # noqa: E402
 from dfx.errors import CompileError  # noqa: E402
 from dfx.perf import PerfModel, estimate_resources, load_board, tune_overlap  # noqa: E402
 from dfx.perf import hbm, plots, tables  # noqa: E402
-from resource_tables import CLOCK_UNITS, FIT_BEST, block, supported_clock  # noqa: E402
+from dfx.hw.depth import parse_depth_table  # noqa: E402
+from resource_tables import CLOCK_UNITS, FIT_BEST, block, core_clock, supported_clock  # noqa: E402
 from resource_tables import DOC as RTL_DOC  # noqa: E402
 
 DFX = PRESETS["dfx"]
@@ -101,8 +102,13 @@ MODELLED = dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4, ove
 # The configuration chosen to fit within 75% per SLR after the shell (docs/rtl.md, "Fit of the whole core": measured
 # whole, 101% of the region's LUTs, so it does not fit yet): the dfx preset (l = 16) with INT4 weights through table
 # dequantisers, at the clock the logic-depth table
-# supports with the operators' deep pipelines (docs/rtl.md, "Logic depth") and those pipelines' latencies.
-FIT_MHZ = supported_clock(block(RTL_DOC, "depth:tiny"), CLOCK_UNITS)
+# supports (docs/rtl.md, "Logic depth"): the slower of the operators' deep pipelines (UNITS_MHZ) and the core's own
+# control, DMA and buffers around them (CORE_MHZ, "Depth of the core around the MPU and VPU"), with those
+# pipelines' latencies.
+UNITS_MHZ = supported_clock(block(RTL_DOC, "depth:tiny"), CLOCK_UNITS)
+CORE_MHZ = core_clock(block(RTL_DOC, "depth:core"))
+CORE_LEVELS = max((int(r["LUT levels"]) for r in parse_depth_table(block(RTL_DOC, "depth:core"))), default=0)
+FIT_MHZ = min(UNITS_MHZ, CORE_MHZ)
 BEST = dict(cfg=FIT_BEST.replace(clock_mhz=FIT_MHZ), overrides=tables.DEEP_LATENCIES, weights=INT4, overlap="auto")
 # What each row assumes that the RTL does not have (docs/rtl.md, docs/rtl_core.md): the RTL's engines are not
 # pipelined across instructions (the VPU takes ~25 cycles per instruction), its MPU takes FP16 tiles only, it has no
@@ -414,14 +420,17 @@ def main(argv=None):
             "per class within 10%, in total within 5%); their weight stream is the access pattern hw/core_mpu.py "
             f"issues (4 KiB bursts, {hbm.WEIGHT_FIFO_BEATS}-beat R FIFOs) under the HBM model. Their 200 MHz is not "
             "yet closed either: the "
-            f"logic-depth table (docs/rtl.md) supports about 90 MHz for the default pipeline profile they model and "
-            f"about {FIT_MHZ:.0f} MHz for the deep one that `dfx build` writes. The other rows assume engines pipelined across instructions (`engines=\"pipelined\"`), "
+            f"logic-depth table (docs/rtl.md) supports about 90 MHz for the default pipeline profile they model; in "
+            f"the deep one that `dfx build` writes the operators support {UNITS_MHZ:.0f} MHz but the core's own "
+            f"control, DMA and buffers only {CORE_MHZ:.0f} MHz (their worst path is {CORE_LEVELS} LUT levels: docs/rtl.md, "
+            "\"Depth of the core around the MPU and VPU\"). The other rows assume engines pipelined across instructions (`engines=\"pipelined\"`), "
             "which the RTL does not have, with hw/fp.py's operator latencies. The INT4 tile fetcher (hw/qfetch.py) "
             "is built and bit-exact at the tiny config (one tile per cycle); nothing in the RTL backs l = 32 or "
             "300 MHz. The configuration chosen to fit is the dfx preset's datapath (l = 16, 512-bit ports) with "
             "INT4 weights through table dequantisers (hw/dequant.py `TableDequantizer`, bit-exact; the tile fetcher "
             "does not use it yet), the operators at their deep pipelines (`tables.DEEP_LATENCIES`) and the clock "
-            f"the logic-depth table supports with them ({FIT_MHZ:.0f} MHz); its fit, per SLR, is docs/rtl.md's "
+            f"the logic-depth table supports for the whole core ({FIT_MHZ:.0f} MHz: the control's, where the "
+            f"operators alone would allow {UNITS_MHZ:.0f}); its fit, per SLR, is docs/rtl.md's "
             "\"Fit of the whole core\": measured with the rest of the core and the tile fetcher, it is 101% of the "
             "dynamic region's LUTs, so it does not fit as built (its tile fetcher alone is 13%).\n\n"
             f"What limits the configuration chosen to fit, by the model's own breakdown of a decode step: 345M: {top345} "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -85,14 +86,29 @@ def factories(cfg, specs: list[str]) -> dict:
     return out
 
 
+def mpu_spec(cfg) -> str:
+    """The MPU's depth-run spec at `cfg`: the deep stages, no GELU (measured as gelu16), its adders on the
+    DSP48E2 primitives (what Vivado builds from the model's `use_dsp` add; Yosys would map that add to carry
+    chains); beyond the tiny config one lane (l=1 at the config's d: every stage's logic is a lane's, d sets
+    the number of tree levels; a config needs d * l >= 32)."""
+    return f"mpu:gelu=0,{MPU_DEEP}" + ("" if cfg.d < 32 else ",l=1") + ",dsp_add=1"
+
+
+def mpu_lane(cfg, leaves: Path) -> Resources | None:
+    """One MPU lane at the 300 MHz depths as the depth run measured it flat (`mpu_spec`, l = 1 at cfg's d), or
+    None where that run has not been made."""
+    spec = mpu_spec(cfg)
+    if ",l=1" not in spec or not (leaves / f"{module_name(spec)}.stat.json").exists():
+        return None
+    return leaf_resources(leaves, spec)
+
+
 def depth_specs(cfg, units: list[str]) -> list[tuple[str, str]]:
-    """(label, unit spec) pairs for `unit_factories`. The MPU beyond the tiny config is measured as one lane
-    (l=1 at the config's d: every stage's logic is a lane's, d sets the number of tree levels)."""
+    """(label, unit spec) pairs for `unit_factories` (the MPU: `mpu_spec`)."""
     out = []
-    lane = "" if cfg.d < 32 else ",l=1"             # (a config needs d * l >= 32)
     for u in units:
         if u == "mpu":
-            out.append(("MPU, deep", f"mpu:gelu=0,{MPU_DEEP}{lane}"))
+            out.append(("MPU, deep", mpu_spec(cfg)))
         else:
             out.append((f"{u}, default", f"{u}:{DEFAULT[u]}"))
             out.append((f"{u}, deep", f"{u}:{DEEP[u]}"))
@@ -222,7 +238,7 @@ def less(a: Resources, b: Resources, f: float = 1.0) -> Resources:
     """a - f * b, field by field (a * (1 - f) for b = a)."""
     out = Resources()
     for k in ("lut", "lutram", "ff", "carry8", "dsp", "bram36", "bram18", "uram"):
-        setattr(out, k, getattr(a, k) - f * getattr(b, k))
+        setattr(out, k, round(getattr(a, k) - f * getattr(b, k)))
     return out
 
 
@@ -283,6 +299,10 @@ def core_parts(cfg, build: Path, mem: int, fetcher_apart: bool = False,
                 for k in ("lut", "lutram", "ff", "carry8", "dsp", "bram36", "bram18", "uram"):
                     setattr(tot, k, getattr(tot, k) + n * getattr(r, k))
             out[unit, depth] = tot
+        lane = mpu_lane(base, leaves)
+        if depth != "default" and lane is not None:  # the measured lane (flat: its delay lines, FIFOs, muxes too)
+            gelu = leaf_resources(leaves, f"gelu16:{DEEP['gelu16']}")
+            out["mpu", depth] = less(less(Resources(), lane, -cfg.l), gelu, -cfg.l)
         out["rest of the core", depth] = rest
         if rob.bram or rob.lut:
             out["reorder buffer", depth] = rob
@@ -363,11 +383,12 @@ def full_fit_table(cfgs, build: Path, mem: int, fetcher_apart: bool = False, mfs
 
 
 def unit_path(end: str) -> str:
-    """The module path of a register of the flattened core (`core.mpu.rob.count[3]` -> `core.mpu.rob`)."""
+    """The module path of a register of the flattened core, its numbered copies as one (`core.mpu.rob.count[3]`
+    -> `core.mpu.rob`; `m_axi_hbm07_w_slr_0.skid[1]` -> `m_axi_hbm*_w_slr_*`)."""
     parts = end.lstrip("\\").split(".")
     if parts[0].startswith("$"):
         return "(registers Yosys named)"
-    return ".".join(parts[:-1]) or "dfx_core"
+    return re.sub(r"\d+", "*", ".".join(parts[:-1])) or "dfx_core"
 
 
 def core_depth(cfg, build: Path, mem: int, top: int = 40) -> str:
@@ -403,6 +424,15 @@ def supported_clock(depth_rows: str, units: tuple[str, ...]) -> float:
     rows = {r["unit"]: r for r in parse_depth_table(depth_rows)}
     fmax = min(float(rows[f"{u}, deep"]["est. Fmax (MHz)"]) for u in units if f"{u}, deep" in rows)
     return float(int(fmax) // 10 * 10)
+
+
+def core_clock(depth_core_rows: str) -> float:
+    """The clock (MHz, rounded down to 10) that the core's own logic supports (`--depth-core`'s table: the
+    slowest module's estimated Fmax); infinite where the table is empty."""
+    rows = parse_depth_table(depth_core_rows)
+    if not rows:
+        return float("inf")
+    return float(int(min(float(r["est. Fmax (MHz)"]) for r in rows)) // 10 * 10)
 
 
 def run_depth(cfg, units: list[str], build: Path) -> str:
@@ -525,7 +555,12 @@ def main(argv=None) -> int:
         fit += ("\n\nThe rest of the core is the deep pipeline profile's (`dfx build`'s core: the reorder buffer, the "
                 "HBM ports' SLR slices, the reset pipeline), mapped " + ("with ABC9 without &mfs and &verify (`--no-mfs`)"
                                                                          if a.no_mfs else "with ABC9's default script")
-                + "; the MPU and VPU are the leaf counts composed.")
+                + "; the VPU and the dequantisers are the leaf counts composed; the MPU at the 300 MHz depths is "
+                + ("l x one lane measured flat (`mpu_spec`: its delay lines, partial-sum FIFO and multiplexers "
+                   "included, and the MPU's shared control once per lane) plus l GELU units"
+                   if mpu_lane(load_config("dfx"), Path(a.build) / "depth") else "the leaf counts composed")
+                + ", at the default depths the leaf counts composed. The reorder buffer and the VBUF are measured "
+                  "on their own and placed apart from the rest (`floorplan`).")
         clock = supported_clock(block(DOC, "depth:tiny"), CLOCK_UNITS)
         fit += f"\n\nClock the depth table supports for these units (deep rows): {clock:.0f} MHz"
         print(fit)

@@ -117,9 +117,10 @@ class MatrixEngine(Engine):
         arguments over `mpu_params(cfg)`; with acc_stages > 0 the FP16 weights are fetched in chunks of
         I = `core_rob.interleave(...)` column blocks x `ROB_BURST` row tiles through a reorder buffer.
         slr_stages (0..4; None: `hw.slr.BROADCAST_SLR_STAGES` under the deep pipeline profile, else 0): full
-        register slices (`hw.slr.RegSlice`) on the two paths from the HBM's SLR to the lanes in the others: the
-        operand broadcast (the x FIFO to the MPU's `x`) and the joined FP16 tile (the channel FIFOs to the
-        reorder buffer, or to the MPU's `w` without one). Latency only: the same beats, one per cycle."""
+        register slices (`hw.slr.RegSlice`) on the operand broadcast (the x FIFO to the MPU's `x`, from the HBM's
+        SLR to the lanes in the others). Latency only: the same beats, one per cycle. (The joined d x l tile is
+        not sliced: two such slices cost 28.6k LUTs and 64k FFs at the dfx preset as Yosys maps them, docs/rtl.md
+        "SLR crossings".)"""
         check_core_config(self, cfg)
         if slr_stages is None:
             slr_stages = BROADCAST_SLR_STAGES if pipeline_profile() == "deep" else 0
@@ -261,19 +262,12 @@ class MatrixEngine(Engine):
         joined = Cat(*[fi.r_data for fi in fifos])
         beat_ready = Signal()
         rob_start = Signal()
-        fp_valid, fp_tile, fp_ready = tile_ok & ~qon, joined, beat_ready
-        if self.slr_stages:                         # the joined FP16 tile through its SLR slices
-            fp_ready = Signal()
-            fp_valid, far_ready, fp_tile = slice_chain(m, "tile_slr", self.slr_stages, fp_valid, fp_ready, fp_tile,
-                                                       len(joined))
-            m.d.comb += beat_ready.eq(fp_ready)
-            fp_ready = far_ready
         if I == 1:
-            m.d.comb += [mpu.w.valid.eq(fp_valid), mpu.w.payload.eq(fp_tile), fp_ready.eq(mpu.w.ready)]
+            m.d.comb += [mpu.w.valid.eq(tile_ok & ~qon), mpu.w.payload.eq(joined), beat_ready.eq(mpu.w.ready)]
         else:                                       # FP16 tiles through the reorder buffer (chunk -> MPU order)
             m.submodules.rob = rob = self.rob
             m.d.comb += [rob.start.eq(rob_start), rob.kt.eq(kt), rob.nt.eq(nt),
-                         rob.i.valid.eq(fp_valid), rob.i.payload.eq(fp_tile), fp_ready.eq(rob.i.ready),
+                         rob.i.valid.eq(tile_ok & ~qon), rob.i.payload.eq(joined), beat_ready.eq(rob.i.ready),
                          mpu.w.valid.eq(rob.o.valid & ~qon), mpu.w.payload.eq(rob.o.payload),
                          rob.o.ready.eq(mpu.w.ready & ~qon)]
         for fi in fifos:

@@ -62,8 +62,8 @@ def slice_chain(m: Module, name: str, stages: int, valid, ready, data, width: in
 
 
 MAX_RESET_STAGES = 16          # the longest reset pipeline `ResetPipe` builds
-# Register slices under the deep pipeline profile on the matrix engine's paths from the HBM's SLR to the MPU
-# lanes in the other SLRs (`hw.core_mpu.MatrixEngine`'s slr_stages): one each side of a crossing.
+# Register slices under the deep pipeline profile on the matrix engine's operand broadcast from the HBM's SLR to
+# the MPU lanes in the other SLRs (`hw.core_mpu.MatrixEngine`'s slr_stages): one each side of a crossing.
 BROADCAST_SLR_STAGES = 2
 
 

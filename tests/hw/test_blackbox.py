@@ -56,3 +56,22 @@ def test_synth_boxed_without_mfs(tmp_path):
     fast = synth_boxed(lambda: VectorEngine(TINY), "veng_novpu", {core_vpu: ("VPU",)}, tmp_path, mfs=False)
     assert (tmp_path / "veng_novpu_nomfs.stat.json").is_file()
     assert fast.dsp == 0 and fast.ff == r.ff and r.lut + r.lutram <= fast.lut + fast.lutram < 2 * (r.lut + r.lutram)
+
+
+@pytest.mark.synthesis
+def test_synth_boxed_netlist_walks_around_the_box(tmp_path):
+    """`netlist=True` (`resource_tables.py --depth-core`): the mapped netlist is written beside the counts, the
+    depth walk finds a worst path into each module of the engine, and no path passes through the boxed VPU (its
+    instance is a boundary)."""
+    import json
+
+    from dfx.hw.depth import Delays, longest_paths
+    r = synth_boxed(lambda: VectorEngine(TINY), "veng_novpu", {core_vpu: ("VPU",)}, tmp_path, mfs=False,
+                    netlist=True)
+    net = json.loads((tmp_path / "veng_novpu_nomfs.json").read_text())
+    mod = net["modules"]["veng_novpu_nomfs"]
+    boxes = [n for n, c in mod["cells"].items() if c["type"].startswith("box_vpu")]
+    assert len(boxes) == 1 and r.ff > 100
+    groups = longest_paths(net, "veng_novpu_nomfs", Delays.from_board(), lambda end: end.split(".")[0])
+    assert groups and all(p.luts >= 0 and p.delay_ns > 0 for p in groups.values())
+    assert not any(c.split(":", 1)[-1] in boxes for p in groups.values() for c in p.cells)
