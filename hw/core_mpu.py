@@ -119,7 +119,7 @@ class MatrixEngine(Engine):
         slr_stages (0..4; None: `hw.slr.BROADCAST_SLR_STAGES` under the deep pipeline profile, else 0): full
         register slices (`hw.slr.RegSlice`) on the operand broadcast (the x FIFO to the MPU's `x`, from the HBM's
         SLR to the lanes in the others). Latency only: the same beats, one per cycle. (The joined d x l tile is
-        not sliced: two such slices cost 28.6k LUTs and 64k FFs at the dfx preset as Yosys maps them, docs/rtl.md
+        not sliced: two such slices cost 25.9k LUTs and 59k FFs at the dfx preset as Yosys maps them, docs/rtl.md
         "SLR crossings".)"""
         check_core_config(self, cfg)
         if slr_stages is None:
