@@ -3,6 +3,7 @@
     python benchmarks/resource_tables.py --depth [--config tiny] [--update-docs]     # minutes
     python benchmarks/resource_tables.py --depth --config dfx --units mpu [--update-docs]   # the dfx MPU lane
     python benchmarks/resource_tables.py --fit [--update-docs]      # the whole core per SLR, both configurations
+    python benchmarks/resource_tables.py --depth-core [--update-docs]     # the core's control, DMA, buffers: depth
     python benchmarks/resource_tables.py --resources [--update-docs]                 # hours: both presets
 
 --depth runs `dfx.hw.depth` (Yosys synth_xilinx -family xcup + the register-to-register walk) on every
@@ -13,11 +14,14 @@ the number of tree levels, so the tiny config's depth is the dfx preset's; `--co
 at the preset's d = 64 to show it (the leaf units do not depend on the config). With every leaf's
 counts in the build folder it also composes the MPU and VPU by instance at the tiny and dfx presets, the best
 configuration that fits (`FIT_BEST`: INT4 table dequantisers) and the best modelled one (`BEST`).
---fit (after --depth) counts the whole core at the dfx preset and at `FIT_BEST`: the MPU's and VPU's
-operators (and the table dequantisers) composed from the leaf counts, and everything else -- the core
+--fit (after --depth) counts the whole core at the dfx preset and at `FIT_BEST`: the MPU (at the 300 MHz
+depths its measured dfx lane times l, where --depth --config dfx ran), the VPU's operators and the table
+dequantisers composed from the leaf counts, and everything else -- the core
 (`hw.top.Top`) synthesised flat with the MPU, the VPU and the element dequantisers as black boxes
 (`hw.blackbox`) -- then places it on the three SLRs (`floorplan`) against 75% of what the shell leaves, and
-states the clock the depth table supports (`supported_clock`). --resources runs `dfx.hw.synth` at both presets with the lane splits the docs use. Each Yosys run
+states the clock the depth table supports (`supported_clock`); the reorder buffer and the VBUF's read copies
+are measured apart and placed beside their readers. --depth-core walks the same rest-of-core netlist for the
+worst path into each of its modules (`core_depth`). --resources runs `dfx.hw.synth` at both presets with the lane splits the docs use. Each Yosys run
 is one child process, one at a time, capped at 8 GB of address space. Progress goes to stderr.
 """
 from __future__ import annotations
