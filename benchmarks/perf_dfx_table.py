@@ -108,7 +108,9 @@ MODELLED = dict(cfg=WIDE_FAST, overrides=tables.RTL_LATENCIES, weights=INT4, ove
 # pipelines' latencies.
 UNITS_MHZ = supported_clock(block(RTL_DOC, "depth:tiny"), CLOCK_UNITS)
 CORE_MHZ = core_clock(block(RTL_DOC, "depth:core"))
-CORE_LEVELS = max((int(r["LUT levels"]) for r in parse_depth_table(block(RTL_DOC, "depth:core"))), default=0)
+_CORE_ROWS = block(RTL_DOC, "depth:core")
+CORE_LEVELS = max((int(r["LUT levels"]) for r in (parse_depth_table(_CORE_ROWS) if _CORE_ROWS.strip() else [])),
+                  default=0)
 FIT_MHZ = min(UNITS_MHZ, CORE_MHZ)
 
 

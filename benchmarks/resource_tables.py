@@ -51,7 +51,7 @@ from dfx.hw.top import Top
 from dfx.hw.depth import (Delays, analyse, depth_row, depth_table, longest_paths, module_name,
                           parse_depth_table, unit_factories)
 from dfx.hw.fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS
-from dfx.hw.mpu import STAGES_300MHZ
+from dfx.hw.mpu import MPU, STAGES_300MHZ, tile_layout
 from dfx.hw.synth import RES_KEYS, Resources, count_cells, resources_dict, slr_budget
 from dfx.hw.synth import main as synth_main
 
@@ -148,6 +148,14 @@ def instances(cfg, deep: bool = False) -> dict[str, dict[str, int]]:
     return out
 
 
+def plus(a: Resources, b: Resources, f: float = 1.0) -> Resources:
+    """a + f * b, field by field (rounded to whole cells)."""
+    out = Resources()
+    for k in ("lut", "lutram", "ff", "carry8", "dsp", "bram36", "bram18", "uram"):
+        setattr(out, k, round(getattr(a, k) + f * getattr(b, k)))
+    return out
+
+
 def composed(cfg, build: Path, units: list[str]) -> dict[tuple[str, str], Resources]:
     """(unit, depths) -> the unit's operators' resources, composed from the leaf counts by instance."""
     out = {}
@@ -156,11 +164,8 @@ def composed(cfg, build: Path, units: list[str]) -> dict[tuple[str, str], Resour
             inst = instances(cfg, depth != "default")[unit]
             tot = Resources()
             for leaf, n in inst.items():
-                if leaf not in units:
-                    continue
-                r = leaf_resources(build, f"{leaf}:{table[leaf]}")
-                for k in ("lut", "lutram", "ff", "carry8", "dsp", "bram36", "bram18", "uram"):
-                    setattr(tot, k, getattr(tot, k) + n * getattr(r, k))
+                if leaf in units:
+                    tot = plus(tot, leaf_resources(build, f"{leaf}:{table[leaf]}"), n)
             out[unit, depth] = tot
     return out
 
@@ -228,22 +233,17 @@ def reorder(cfg, build: Path, mem: int, mfs: bool = True) -> Resources:
     """The matrix engine's reorder buffer (`hw.core_rob.Reorder`) as the deep core builds it, on its own: the
     part of the rest of the core that the floorplan places with the MPU lanes (each lane reads only its own
     d x 16 bits of a tile, so the memory's columns split by lane)."""
-    p = MatrixEngine.mpu_params(cfg)
-    i = interleave(p.get("acc_stages", 0), p.get("acc_fifo", 8))
+    mpu = MPU(cfg, **MatrixEngine.mpu_params(cfg))  # (as the engine builds it; only its parameters are read)
+    mpu._MustUse__silence = True
+    i = interleave(mpu.acc_stages, mpu.acc_fifo)
     if i == 1:
         return Resources()
     name = f"rob_{cfg.name.replace('-', '_')}"
-    res = synth_boxed(lambda: Reorder(16 * cfg.d * cfg.l, i), name, {}, build, mem, mfs)
+    res = synth_boxed(lambda: Reorder(tile_layout(cfg).size, i), name, {}, build, mem, mfs)
     print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.bram:g} RAMB36", file=sys.stderr, flush=True)
     return res
 
 
-def less(a: Resources, b: Resources, f: float = 1.0) -> Resources:
-    """a - f * b, field by field (a * (1 - f) for b = a)."""
-    out = Resources()
-    for k in ("lut", "lutram", "ff", "carry8", "dsp", "bram36", "bram18", "uram"):
-        setattr(out, k, round(getattr(a, k) - f * getattr(b, k)))
-    return out
 
 
 # The VBUF's read ports by engine (`Engine.VBUF_READS`): Yosys (and Vivado) build one copy of the memory per
@@ -263,7 +263,7 @@ def vbuf_copies(cfg, build: Path, mem: int, mfs: bool = True) -> dict[str, Resou
     out = {}
     for part, engines in VBUF_COPIES.items():
         k = sum(len(e.VBUF_READS) for e in (engines if isinstance(engines, tuple) else (engines,)))
-        out[part] = less(res, res, 1 - k / n)
+        out[part] = plus(Resources(), res, k / n)
     return out
 
 
@@ -290,23 +290,18 @@ def core_parts(cfg, build: Path, mem: int, fetcher_apart: bool = False,
     base = cfg.replace(name="dfx") if cfg.name == FIT_BEST.name else cfg
     rob = reorder(base, build / "rest", mem, mfs)
     copies = vbuf_copies(base, build / "rest", mem, mfs)
-    rest = less(rest, rob)                           # the reorder buffer and the VBUF are placed apart (`floorplan`)
+    rest = plus(rest, rob, -1)                       # the reorder buffer and the VBUF are placed apart (`floorplan`)
     for c in copies.values():
-        rest = less(rest, c)
-    for depth, table in (("default", DEFAULT), ("300 MHz", DEEP)):
-        inst = {u: i for u, i in instances(cfg, depth != "default").items()
-                if u.startswith("vpu") or u in ("mpu", "int4 table dequantisers")}
-        for unit, counts in inst.items():
-            tot = Resources()
-            for leaf, n in counts.items():
-                r = leaf_resources(leaves, f"{leaf}:{table[leaf]}")
-                for k in ("lut", "lutram", "ff", "carry8", "dsp", "bram36", "bram18", "uram"):
-                    setattr(tot, k, getattr(tot, k) + n * getattr(r, k))
-            out[unit, depth] = tot
-        lane = mpu_lane(base, leaves)
+        rest = plus(rest, c, -1)
+    units = composed(cfg, leaves, list(DEFAULT))
+    lane = mpu_lane(base, leaves)
+    for depth in ("default", "300 MHz"):
+        for (unit, dep), r in units.items():
+            if dep == depth and (unit.startswith("vpu") or unit in ("mpu", "int4 table dequantisers")):
+                out[unit, depth] = r
         if depth != "default" and lane is not None:  # the measured lane (flat: its delay lines, FIFOs, muxes too)
             gelu = leaf_resources(leaves, f"gelu16:{DEEP['gelu16']}")
-            out["mpu", depth] = less(less(Resources(), lane, -cfg.l), gelu, -cfg.l)
+            out["mpu", depth] = plus(plus(Resources(), lane, cfg.l), gelu, cfg.l)
         out["rest of the core", depth] = rest
         if rob.bram or rob.lut:
             out["reorder buffer", depth] = rob
@@ -433,7 +428,7 @@ def supported_clock(depth_rows: str, units: tuple[str, ...]) -> float:
 def core_clock(depth_core_rows: str) -> float:
     """The clock (MHz, rounded down to 10) that the core's own logic supports (`--depth-core`'s table: the
     slowest module's estimated Fmax); infinite where the table is empty."""
-    rows = parse_depth_table(depth_core_rows)
+    rows = parse_depth_table(depth_core_rows) if depth_core_rows.strip() else []
     if not rows:
         return float("inf")
     return float(int(min(float(r["est. Fmax (MHz)"]) for r in rows)) // 10 * 10)

@@ -165,3 +165,21 @@ def test_docs_depth_tables_parse():
     dfx = text.split("<!-- depth:dfx -->")[1].split("<!-- /depth:dfx -->")[0] if "<!-- depth:dfx -->" in text else ""
     if dfx.strip():                                  # (written by --config dfx, hours at most)
         parse_depth_table(dfx)
+
+
+def test_docs_core_depth_table_sets_the_models_clock():
+    """docs/rtl.md's depth:core table (`resource_tables.py --depth-core`) parses, one row per module group, and
+    the performance model's configuration chosen to fit runs at the slower of it and the operators' clock."""
+    import sys
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from resource_tables import CLOCK_UNITS, block, core_clock, supported_clock, unit_path
+    assert unit_path("m_axi_hbm07_w_slr_0.skid[1]") == "m_axi_hbm*_w_slr_*"
+    assert unit_path("core.mpu.rob.count[3]") == "core.mpu.rob" and unit_path("$abc$1") == "(registers Yosys named)"
+    rows = parse_depth_table(block(REPO / "docs" / "rtl.md", "depth:core"))
+    assert rows and len({r["unit"] for r in rows}) == len(rows)
+    slowest = min(float(r["est. Fmax (MHz)"]) for r in rows)
+    assert core_clock(block(REPO / "docs" / "rtl.md", "depth:core")) == slowest // 10 * 10
+    assert core_clock("") == float("inf")
+    units = supported_clock(block(REPO / "docs" / "rtl.md", "depth:tiny"), CLOCK_UNITS)
+    perf = (REPO / "docs" / "perf.md").read_text()
+    assert f"{min(units, slowest // 10 * 10):.0f} MHz | " in perf
