@@ -112,10 +112,11 @@ class Core(wiring.Component):
     # Cycle counts of this controller, read by the performance model's serial-issue mode (dfx.perf.timing): in
     # the in-order build, from one instruction's completion to the next one's engine start (dispatch when
     # every unit is idle, then the queue head's start), or to a NOP / FENCE / HALT retiring.
-    ISSUE_CYCLES = 2
+    ISSUE_CYCLES = 3
     # In the scoreboard build, from an engine's `done` to the start of an instruction that waited for it (on its
-    # operands, its engine or the HBM ports): the in-flight slot frees on the clock edge after `done`.
-    WAKE_CYCLES = 1
+    # operands, its engine or the HBM ports): the in-flight slot frees on the clock edge after `done`, and the
+    # hazard test is registered (one cycle more, for the 300 MHz depth).
+    WAKE_CYCLES = 2
 
     def __init__(self, cfg: AccelConfig, in_order: bool = False, **mpu_stages):
         """`in_order`: dispatch only when every unit is idle; `mpu_stages`: pipeline stages of the MPU
@@ -172,6 +173,7 @@ class Core(wiring.Component):
         status = Signal(32)
         error_pc = Signal(32)
         failed = Signal()                        # an error was recorded: dispatch nothing more
+        eng_failed = Signal()                    # ... an engine's: start nothing more either
         halting = Signal()                       # HALT dispatched (retires when every unit is idle)
         cycles = Signal(64)
         busy = [Signal(64, name=f"busy_{u.lower()}") for u in regmap.COUNTER_UNITS]
@@ -229,21 +231,29 @@ class Core(wiring.Component):
                     o = qs[v][k]
                     blocked.append((q_n[v] > k) & older(o["seq"], h["seq"])
                                    & (conflict(h["fp"], o["fp"]) | (h["fp"].hbm & o["fp"].hbm)))
+            # registered: the hazard test of the head as it stands this cycle decides its start in the next one, if
+            # it is still the head (it did not start and the queue was not empty). Conservative: what changes in
+            # between only frees the head (a completion), or does not concern it (a younger dispatch; an older
+            # instruction moving from its queue to its engine blocks it under the same rule).
+            hazard, steady = Signal(name=f"hazard_{engines[u].UNIT.value}"), Signal(name=f"steady_{engines[u].UNIT.value}")
+            m.d.sync += [hazard.eq(any_of(blocked)), steady.eq((q_n[u] != 0) & ~start[u])]
             free = (ex_n[u] < engines[u].IN_FLIGHT) & (engines[u].ctl.ready if engines[u].IN_FLIGHT > 1 else 1)
-            m.d.comb += start[u].eq((q_n[u] != 0) & free & ~failed & ~any_of(blocked))
+            m.d.comb += start[u].eq((q_n[u] != 0) & steady & ~hazard & free & ~eng_failed)
 
         # ---- engine inputs: each engine sees the head of its queue
         for u, e in enumerate(engines):
             m.d.comb += [e.ctl.word.eq(qs[u][0]["word"]), e.ctl.start.eq(start[u])]
-        # each engine runs with the TOKEN / POS its instruction was dispatched with (rule 6), held from its start
+        # each engine runs with the TOKEN / POS its instruction was dispatched with (rule 6), registered at its
+        # start: an engine reads them from the cycle after `start` (its SETUP), so no path runs from the
+        # scoreboard's decision into an engine's arithmetic
         for u, e in enumerate(engines):
             e_pos, e_tok = Signal(32, name=f"{e.UNIT.value}_pos"), Signal(32, name=f"{e.UNIT.value}_tok")
             with m.If(start[u]):
                 m.d.sync += [e_pos.eq(qs[u][0]["pos"]), e_tok.eq(qs[u][0]["tok"])]
             if e is not router:
-                m.d.comb += e.pos.eq(Mux(start[u], qs[u][0]["pos"], e_pos))
+                m.d.comb += e.pos.eq(e_pos)
             if e is dma:
-                m.d.comb += e.token.eq(Mux(start[u], qs[u][0]["tok"], e_tok))
+                m.d.comb += e.token.eq(e_tok)
         m.d.comb += [dma.ddr_base.eq(regs.ddr_base),
                      router.ring_pos.eq(regs.ring_pos), router.ring_size.eq(regs.ring_size)]
         for c in range(cfg.hbm_channels):
@@ -411,7 +421,13 @@ class Core(wiring.Component):
             m.d.sync += status.eq(status | err_word)
             with m.If(~failed):
                 m.d.sync += [error_pc.eq(err_pc), failed.eq(1)]
-        with m.If(running & (failed | err_any)):          # queued instructions that have not started are dropped
+        eng_err = Signal()                                # an engine reports an error this cycle
+        m.d.comb += eng_err.eq(have)
+        with m.If(running & eng_err):
+            m.d.sync += eng_failed.eq(1)
+        # after an engine's error, queued instructions that have not started are dropped; after the front end's,
+        # they run (every older instruction was dispatched: the error is precise)
+        with m.If(running & (eng_failed | eng_err)):
             for u in range(U):
                 m.d.sync += q_n[u].eq(0)
 
@@ -434,11 +450,12 @@ class Core(wiring.Component):
                 with m.If(regs.start):
                     m.d.comb += [regs.accept.eq(1), fetch.start.eq(1), pf.run_start.eq(1)]
                     m.d.sync += [running.eq(1), fpc.eq(0), ir_valid.eq(0), status.eq(0), error_pc.eq(0),
-                                 failed.eq(0), halting.eq(0), cycles.eq(0), *[b.eq(0) for b in busy]]
+                                 failed.eq(0), eng_failed.eq(0), halting.eq(0), cycles.eq(0),
+                                 *[b.eq(0) for b in busy]]
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(failed):
-                    with m.If(~Cat(*ex_v).any() & ~Cat(*[e.ctl.busy for e in engines]).any()):
+                with m.If(failed):                 # (after a front-end error the queued instructions run first)
+                    with m.If(all_idle & ~Cat(*[e.ctl.busy for e in engines]).any()):
                         m.next = "FINISH"
                 with m.Elif(halting & all_idle & ~err_any):
                     m.d.comb += halt_done.eq(1)

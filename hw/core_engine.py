@@ -22,7 +22,8 @@ raises `ready` with fewer than IN_FLIGHT instructions started and not done: a pi
 instruction while earlier ones drain, and raises `done` once per instruction, in order. The controller starts the engine of the decoded unit, and when
 the engine is done with a flag raised, sets that STATUS bit and ERROR_PC: one table (`STATUS_BITS`, whose order
 is the priority) for every engine. The rest of an engine's ports are the resources it uses (POS, TOKEN, scalar
-registers, AXI masters, ring links), wired by the controller one by one.
+registers, AXI masters, ring links), wired by the controller one by one. POS and TOKEN are the instruction's
+from the cycle after `start` (the controller registers them at `start`): an engine reads them from its SETUP on.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 

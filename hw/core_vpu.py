@@ -99,7 +99,8 @@ class VectorEngine(Engine):
         n, beats = Signal(33), Signal(30)
 
         # what the write-back needs of each instruction fed and not done, in order
-        desc_l = data.StructLayout({"dst": len(dst), "sd": len(sd), "vec_out": 1, "n": 33, "beats": 30})
+        desc_l = data.StructLayout({"dst": len(dst), "sd": len(sd), "vec_out": 1, "n": 33, "beats_m1": 30,
+                                    "single": 1})
         m.submodules.desc = desc = SyncFIFOBuffered(width=desc_l.size, depth=self.IN_FLIGHT)
         wb = data.View(desc_l, desc.r_data)
 
@@ -133,11 +134,13 @@ class VectorEngine(Engine):
             vpu.o.ready.eq(desc.r_rdy & (~wb.vec_out | vbuf.w_rdy)),   # vector results wait for the VBUF write port
         ]
 
-        # write-back, of the oldest instruction not done (the head of `desc`)
+        # write-back, of the oldest instruction not done (the head of `desc`): `bo` its beat, whether that is its
+        # last from registers (`single` for beat 0, `bo_last` after), so that `done` is no deeper than the handshake
         bo = Signal(30)
+        bo_zero, bo_last = Signal(init=1), Signal()
         fire = desc.r_rdy & vpu.o.valid & (~wb.vec_out | vbuf.w_rdy)
         last_out = Signal()
-        m.d.comb += last_out.eq(~wb.vec_out | (bo + 1 == wb.beats))
+        m.d.comb += last_out.eq(~wb.vec_out | Mux(bo_zero, wb.single, bo_last))
         with m.If(desc.r_rdy & vpu.o.valid & wb.vec_out):
             m.d.comb += [vbuf.w_addr.eq(wb.dst + bo), vbuf.w_en.eq(live(bo, wb.n)),
                          vbuf.w_data.eq(vpu.o.payload.v.as_value())]
@@ -146,9 +149,9 @@ class VectorEngine(Engine):
                 m.d.comb += [self.s_w_addr.eq(wb.sd), self.s_w_en.eq(1), self.s_w_data.eq(vpu.o.payload.s)]
             with m.If(last_out):
                 m.d.comb += [ctl.done.eq(1), desc.r_en.eq(1)]
-                m.d.sync += bo.eq(0)
+                m.d.sync += [bo.eq(0), bo_zero.eq(1)]
             with m.Else():
-                m.d.sync += bo.eq(bo + 1)
+                m.d.sync += [bo.eq(bo + 1), bo_zero.eq(0), bo_last.eq(bo + 1 == wb.beats_m1)]
 
         # the feeder: takes an instruction when it has fed the previous one (`ready`)
         feeding = Signal()
@@ -173,7 +176,8 @@ class VectorEngine(Engine):
                 nbeats = Mux(scalar_fmt | (bb == 0), 1, bb)
                 m.d.sync += [n.eq(nn), beats.eq(nbeats), go.eq(1), bi.eq(0)]
                 dw = Signal(desc_l)
-                m.d.comb += [dw.dst.eq(dst), dw.sd.eq(sd), dw.vec_out.eq(vec_out), dw.n.eq(nn), dw.beats.eq(nbeats),
+                m.d.comb += [dw.dst.eq(dst), dw.sd.eq(sd), dw.vec_out.eq(vec_out), dw.n.eq(nn),
+                             dw.beats_m1.eq(nbeats - 1), dw.single.eq(nbeats == 1),
                              desc.w_en.eq(1), desc.w_data.eq(dw.as_value())]
                 m.next = "FEED"
             with m.State("FEED"):

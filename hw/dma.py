@@ -247,12 +247,22 @@ class DmaEngine(Engine):
         last_piece = Signal()
         m.d.comb += last_piece.eq((cur_left == cnt) & (ri + 1 >= runs))
 
+        # A store's piece: its arithmetic above registered in PIECE (the piece's cur_* hold until WRITE advances),
+        # so that WRITE's AXI handshakes and the next piece's state start from registers (the 300 MHz depth).
+        # A load advances a piece per cycle from the comb values.
+        w_cnt, w_pop, w_last, w_rend = Signal.like(cnt), Signal(), Signal(), Signal()
+        w_off, w_lane, w_ch = Signal.like(off), Signal.like(lane), Signal.like(ch)
+        run_end = Signal()                                 # the piece ends its run
+        m.d.comb += run_end.eq(cur_left == cnt)
+        p_cnt = Mux(is_store, w_cnt, cnt)                 # the piece that advances
+        p_rend = Mux(is_store, w_rend, run_end)
+
         advance = Signal()
         with m.If(advance):
-            with m.If(cur_left == cnt):
+            with m.If(p_rend):
                 m.d.sync += ri.eq(ri + 1)                    # the next run is loaded in NEXT_RUN
             with m.Else():
-                m.d.sync += [cur_a.eq(cur_a + (cnt << 1)), cur_v.eq(cur_v + cnt), cur_left.eq(cur_left - cnt)]
+                m.d.sync += [cur_a.eq(cur_a + (p_cnt << 1)), cur_v.eq(cur_v + p_cnt), cur_left.eq(cur_left - p_cnt)]
 
         # ---- per-port burst state: the HBM pseudo-channels, then DDR. A run's bytes cover, on each port, one
         # range of consecutive beats (HBM striping deals the run's beats round-robin over the channels); NEXT_RUN
@@ -267,7 +277,7 @@ class DmaEngine(Engine):
         p_rem = [Signal(range(AXI_BURST_BEATS + 1), name=f"p{i}_rem") for i in range(npt)]   # beats left in a W burst
         p_out = [Signal(range(max(AXI_MAX_OUTSTANDING_READS, AXI_MAX_OUTSTANDING_WRITES) + 1), name=f"p{i}_out")
                  for i in range(npt)]
-        p_sel = [hbm & (ch == c) for c in range(nch)] + [~hbm]
+        p_sel = [hbm & (w_ch == c) for c in range(nch)] + [~hbm]     # (stores only)
 
         def burst_len(i):
             """Beats of the next burst on port i: what is left, at most AXI_BURST_BEATS, not across 4 KiB."""
@@ -338,12 +348,11 @@ class DmaEngine(Engine):
         wdata_bits = max(8 * cb, 8 * ddrb)
         st_data = Signal(wdata_bits)
         st_strb = Signal(wdata_bits // 8)
-        elems = shift_units(vbuf.ra_data, lane, 16, left=False, m=m)
-        m.d.comb += [
-            st_data.eq(shift_units(Cat(elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits], off, 8, left=True,
-                                         m=m)),
-            st_strb.eq(lane_mask(wdata_bits // 8, off, cnt << 1)),
-        ]
+        elems = shift_units(vbuf.ra_data, w_lane, 16, left=False, m=m)
+        m.d.comb += st_data.eq(shift_units(Cat(elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits], w_off, 8,
+                                           left=True, m=m))
+        w_strb = Signal(wdata_bits // 8)
+        m.d.comb += st_strb.eq(w_strb)
         acc_data, acc_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
         beat_data, beat_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
         m.d.comb += [beat_data.eq(acc_data | (st_data & Cat(*[b for b in st_strb for _ in range(8)]))),
@@ -429,20 +438,22 @@ class DmaEngine(Engine):
             with m.State("PIECE"):
                 with m.If(is_store):
                     m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(entry)]
-                    m.d.sync += [aw_done.eq(0), w_done.eq(0)]
+                    m.d.sync += [aw_done.eq(0), w_done.eq(0), w_cnt.eq(cnt), w_pop.eq(pop), w_last.eq(last_piece),
+                                 w_rend.eq(run_end), w_off.eq(off), w_lane.eq(lane), w_ch.eq(ch),
+                                 w_strb.eq(lane_mask(wdata_bits // 8, off, cnt << 1))]
                     m.next = "WRITE"
                 with m.Else():
                     m.d.comb += [reading.eq(1), meta.w_en.eq(meta.w_rdy), advance.eq(meta.w_rdy)]
                     with m.If(meta.w_rdy & last_piece):
                         m.next = "DRAIN"
             with m.State("WRITE"):
-                m.d.comb += emit.eq(pop)
-                with m.If(~pop | beat_done):
+                m.d.comb += emit.eq(w_pop)
+                with m.If(~w_pop | beat_done):
                     m.d.comb += advance.eq(1)
-                    m.d.sync += [acc_data.eq(Mux(pop, 0, beat_data)), acc_strb.eq(Mux(pop, 0, beat_strb))]
-                    with m.If(last_piece):
+                    m.d.sync += [acc_data.eq(Mux(w_pop, 0, beat_data)), acc_strb.eq(Mux(w_pop, 0, beat_strb))]
+                    with m.If(w_last):
                         m.next = "DRAIN"
-                    with m.Elif(cur_left == cnt):
+                    with m.Elif(w_rend):
                         m.next = "NEXT_RUN"
                     with m.Else():
                         m.next = "PIECE"
