@@ -300,7 +300,13 @@ class MatrixEngine(Engine):
         xu = Signal(range(max(I, 2)))
         xj = Signal(30)
         ix = Mux(qon, 1, I) if I > 1 else 1
-        xic = Mux(nt - xj0 > ix, ix, nt - xj0)
+        # the walk's tests from registers (the 300 MHz depth): blocks in this group (xic), xi the last row group,
+        # this group the last
+        xic, xi_last, xj_end = Signal(range(max(I, 2) + 1)), Signal(), Signal()
+
+        def x_start():
+            return [x_go.eq(1), xi.eq(0), xj0.eq(0), xu.eq(0), xic.eq(Mux(nt > ix, ix, nt)), xi_last.eq(kt == 1),
+                    xj_end.eq(ix >= nt)]
         m.d.comb += xj.eq(xj0 + xu)
         pend, pend_i, pend_j = Signal(), Signal(30), Signal(30)
         can = x_go & (xfifo.level + pend < xdepth)
@@ -311,12 +317,14 @@ class MatrixEngine(Engine):
             m.d.sync += [pend_i.eq(xi), pend_j.eq(xj)]
             with m.If(xu + 1 >= xic):
                 m.d.sync += xu.eq(0)
-                with m.If(xi + 1 == kt):
-                    m.d.sync += [xi.eq(0), xj0.eq(xj0 + ix)]
-                    with m.If(xj0 + ix >= nt):
+                with m.If(xi_last):
+                    nj = xj0 + ix
+                    m.d.sync += [xi.eq(0), xj0.eq(nj), xi_last.eq(kt == 1), xic.eq(Mux(nt - nj > ix, ix, nt - nj)),
+                                 xj_end.eq(nj + ix >= nt)]
+                    with m.If(xj_end):
                         m.d.sync += x_go.eq(0)
                 with m.Else():
-                    m.d.sync += xi.eq(xi + 1)
+                    m.d.sync += [xi.eq(xi + 1), xi_last.eq(xi + 2 == kt)]
             with m.Else():
                 m.d.sync += xu.eq(xu + 1)
         xp = Signal(lay)
@@ -348,11 +356,12 @@ class MatrixEngine(Engine):
 
         # ---- write-back
         jo = Signal(30)
+        jo_last = Signal()                          # jo is the last block (jo + 1 == nt), from registers
         out_go = Signal()
         m.d.comb += mpu.o.ready.eq(vbuf.w_rdy)        # the shared VBUF write port (hw/buffers.py)
         g = Signal(range(max(groups, 2)))           # the block's group in the VBUF entry
         m.d.comb += g.eq(jo & (groups - 1))
-        lanes = Cat(*[(jo << log2(l)) + c < n for c in range(l)])
+        lanes = Signal(l)                           # the block's live columns ((jo << log2 l) + c < n), registered
         out_req = out_go & mpu.o.valid
         out_fire = out_req & vbuf.w_rdy
         with m.If(out_req):
@@ -364,7 +373,8 @@ class MatrixEngine(Engine):
                 vbuf.w_data.word_select(g, 16 * l).eq(mpu.o.payload.as_value()),
             ]
         with m.If(out_fire):
-            m.d.sync += jo.eq(jo + 1)
+            m.d.sync += [jo.eq(jo + 1), jo_last.eq(jo + 2 == nt),
+                         lanes.eq(Cat(*[((jo + 1) << log2(l)) + c < n for c in range(l)]))]
 
         # ---- control
         m.d.comb += ctl.busy.eq(1)
@@ -403,7 +413,8 @@ class MatrixEngine(Engine):
                 with m.Else():
                     m.d.sync += [ar_go.eq(1), ar_left.eq(total), ar_b.eq(beat0), ar_t.eq(0), ar_i.eq(0),
                                  ar_j.eq(0), accepted.eq(0),
-                                 x_go.eq(1), xi.eq(0), xj0.eq(0), xu.eq(0), out_go.eq(1), jo.eq(0)]
+                                 *x_start(), out_go.eq(1), jo.eq(0),
+                                 jo_last.eq(nt == 1), lanes.eq(Cat(*[c < n for c in range(l)]))]
                     if I > 1:
                         m.d.comb += rob_start.eq(1)
                         aw.start(m)
@@ -420,10 +431,11 @@ class MatrixEngine(Engine):
                     m.d.sync += qsel.eq(0)
                     m.next = "IDLE"
                 with m.Elif(qstat_valid):
-                    m.d.sync += [x_go.eq(1), xi.eq(0), xj0.eq(0), xu.eq(0), out_go.eq(1), jo.eq(0)]
+                    m.d.sync += [*x_start(), out_go.eq(1), jo.eq(0),
+                                 jo_last.eq(nt == 1), lanes.eq(Cat(*[c < n for c in range(l)]))]
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(out_fire & (jo + 1 == nt)):
+                with m.If(out_fire & jo_last):
                     m.d.sync += [ar_go.eq(0), x_go.eq(0), out_go.eq(0), qsel.eq(0)]
                     m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
