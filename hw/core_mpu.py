@@ -308,13 +308,13 @@ class MatrixEngine(Engine):
             return [x_go.eq(1), xi.eq(0), xj0.eq(0), xu.eq(0), xic.eq(Mux(nt > ix, ix, nt)), xi_last.eq(kt == 1),
                     xj_end.eq(ix >= nt)]
         m.d.comb += xj.eq(xj0 + xu)
-        pend, pend_i, pend_j = Signal(), Signal(30), Signal(30)
+        pend, pend_i, pend_j, pend_last = Signal(), Signal(30), Signal(30), Signal()
         can = x_go & (xfifo.level + pend < xdepth)
         m.d.sync += pend.eq(can)
         with m.If(can):
             m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(src + xi),
                          vbuf.rb_en.eq(1), vbuf.rb_addr.eq(bias + (xj >> log2(groups)))]
-            m.d.sync += [pend_i.eq(xi), pend_j.eq(xj)]
+            m.d.sync += [pend_i.eq(xi), pend_j.eq(xj), pend_last.eq(xi_last)]
             with m.If(xu + 1 >= xic):
                 m.d.sync += xu.eq(0)
                 with m.If(xi_last):
@@ -341,7 +341,7 @@ class MatrixEngine(Engine):
                 xp.fin.mask[c].eq(mask & (col0 + c > pos)),
             ]
         m.d.comb += [
-            xp.last.eq(pend_i + 1 == kt),
+            xp.last.eq(pend_last),
             *([xp.first.eq(pend_i == 0)] if acc else []),
             xp.fin.has_bias.eq(has_bias), xp.fin.scale.eq(scale), xp.fin.scale_en.eq(scale_en),
             xp.fin.gelu.eq(gelu),

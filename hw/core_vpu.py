@@ -110,13 +110,14 @@ class VectorEngine(Engine):
         go = Signal()
         bi = Signal(30)
         pend, pend_i = Signal(), Signal(30)
+        bi_last, pend_last = Signal(), Signal()      # bi + 1 == beats, from registers (the 300 MHz depth)
         can = go & (ififo.level + pend < depth)
         m.d.sync += pend.eq(can)
         with m.If(can):
             m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(a + bi),
                          vbuf.rb_en.eq(1), vbuf.rb_addr.eq(b + bi)]
-            m.d.sync += [pend_i.eq(bi), bi.eq(bi + 1)]
-            with m.If(bi + 1 == beats):
+            m.d.sync += [pend_i.eq(bi), pend_last.eq(bi_last), bi.eq(bi + 1), bi_last.eq(bi + 2 == beats)]
+            with m.If(bi_last):
                 m.d.sync += go.eq(0)
 
         def live(i, count):
@@ -128,7 +129,7 @@ class VectorEngine(Engine):
         m.d.comb += [
             ip.op.eq(op), ip.s.eq(sval), ip.imm.eq(Mux(scalar_fmt, imm, 0)),
             ip.a.eq(Mux(scalar_fmt, 0, vbuf.ra_data)), ip.b.eq(Mux(scalar_fmt, 0, vbuf.rb_data)),
-            ip.mask.eq(Mux(scalar_fmt, 0, live(pend_i, n))), ip.last.eq(pend_i + 1 == beats),
+            ip.mask.eq(Mux(scalar_fmt, 0, live(pend_i, n))), ip.last.eq(pend_last),
             ififo.w_en.eq(pend), ififo.w_data.eq(ip.as_value()),
             vpu.i.valid.eq(ififo.r_rdy), vpu.i.payload.eq(ififo.r_data), ififo.r_en.eq(vpu.i.ready),
             vpu.o.ready.eq(desc.r_rdy & (~wb.vec_out | vbuf.w_rdy)),   # vector results wait for the VBUF write port
@@ -174,7 +175,7 @@ class VectorEngine(Engine):
                 nn = Mux(dyn, self.pos + 1, nf)
                 bb = (nn + d - 1) >> log2(d)
                 nbeats = Mux(scalar_fmt | (bb == 0), 1, bb)
-                m.d.sync += [n.eq(nn), beats.eq(nbeats), go.eq(1), bi.eq(0)]
+                m.d.sync += [n.eq(nn), beats.eq(nbeats), go.eq(1), bi.eq(0), bi_last.eq(nbeats == 1)]
                 dw = Signal(desc_l)
                 m.d.comb += [dw.dst.eq(dst), dw.sd.eq(sd), dw.vec_out.eq(vec_out), dw.n.eq(nn),
                              dw.beats_m1.eq(nbeats - 1), dw.single.eq(nbeats == 1),
