@@ -513,6 +513,8 @@ def main(argv=None) -> int:
     ap.add_argument("--depth-core", action="store_true",
                     help="the worst path into each module of the core around the MPU and VPU (the controller, "
                          "DMA, buffers, ...) at the dfx preset's deep profile, from the fit's Yosys run")
+    ap.add_argument("--core-config", default="dfx",
+                    help="--depth-core: the config (dfx, ~19 min, the table docs/rtl.md shows; tiny, ~3 min, printed)")
     ap.add_argument("--configs", default="dfx,best", help="--fit: dfx and/or best (FIT_BEST)")
     ap.add_argument("--mem", type=int, default=8_000_000_000, help="address-space cap of each Yosys child (--fit)")
     ap.add_argument("--config", default="tiny", help="config of the MPU lane in the depth table (default tiny)")
@@ -567,9 +569,9 @@ def main(argv=None) -> int:
             update_block(DOC, "fit-core", fit)
     if a.depth_core:
         os.environ[PIPELINE_ENV] = "deep"
-        table = core_depth(load_config("dfx"), Path(a.build) / "rest", a.mem)
+        table = core_depth(load_config(a.core_config), Path(a.build) / "rest", a.mem)
         print(table)
-        if a.update_docs:
+        if a.update_docs and a.core_config == "dfx":
             update_block(DOC, "depth:core", table)
     if a.resources:
         upd = ["--update-docs"] if a.update_docs else []

@@ -19,11 +19,17 @@ when every unit is idle (the one-at-a-time controller: benchmarks/rtl_core_cycle
 
 Errors. The engines report their own (off-chip range, weight format, ring) with `done`, in completion order.
 The first error in time stores ERROR_PC (the faulting instruction's PC; for engine errors in the same cycle, the
-older instruction's) and every error sets its STATUS bit; the core then dispatches nothing more, discards queued
-instructions that have not started, lets the running ones complete, and ends the run like HALT (fetcher
-drained, ap_done). Instructions younger than ERROR_PC may have completed (out-of-order completion); older ones
-that had not started do not run. A front-end error (decode, fetch) is precise: everything older was dispatched
-and completes, nothing younger runs.
+older instruction's) and every error sets its STATUS bit; the core then dispatches nothing more and ends the run
+like HALT (fetcher drained, ap_done). After an engine's error it discards queued instructions that have not
+started and lets the running ones complete: instructions younger than ERROR_PC may have completed (out-of-order
+completion); older ones that had not started do not run. A front-end error (decode, fetch) is precise: every older
+instruction was dispatched, and the queued ones still start and complete; nothing younger runs.
+
+Issue timing (the 300 MHz depth, docs/rtl.md "Depth of the core around the MPU and VPU"): the hazard test of each
+queue's head is registered, so a head starts the cycle after the test found it free, if it is still the head
+(`Core.ISSUE_CYCLES`, `Core.WAKE_CYCLES`). What can change in that cycle only frees it (a completion) or leaves it
+blocked under the same rule (an older instruction moving from its queue to its engine); a younger dispatch is never
+a hazard to an older head.
 
 Counters: CYCLES counts from accepting ap_start to ap_done; BUSY_<unit> the cycles each engine is busy.
 Debug outputs for the test harness (not part of the kernel interface): a completion event per source (the
@@ -78,10 +84,10 @@ def _mux_out(m, target, sources):
                 m.d.comb += getattr(src, name).eq(tv & sel if name in AXI_HANDSHAKE_IN else tv)
 
 
-def operands_ok(word, pos, cfg: AccelConfig):
+def operands_ok(word, pos, cfg: AccelConfig, pos1=None):
     """1 when every on-chip operand of the instruction (`dfx.isa` `Op.operands`) lies inside VBUF and, for a
     config with fewer scalar registers than the ISA can name, names one that exists: `dfx.isa.check_operands`
-    as comparators."""
+    as comparators. `pos1`: POS + 1 where the caller has it in a register."""
     ok = C(1, 1)
     elems = cfg.vbuf_elems
     for op in isa.OPS:
@@ -96,7 +102,7 @@ def operands_ok(word, pos, cfg: AccelConfig):
             else:
                 ln = getattr(view, spec.length)
                 if spec.dyn is not None:
-                    ln = Mux(getattr(view, spec.dyn), pos + 1, ln)
+                    ln = Mux(getattr(view, spec.dyn), pos + 1 if pos1 is None else pos1, ln)
                 inside = (getattr(view, spec.field) << log2(cfg.d)) + ln <= elems
             if spec.when is not None:           # e.g. the bias, read only with has_bias
                 inside = inside | ~getattr(view, spec.when)
@@ -307,7 +313,7 @@ class Core(wiring.Component):
 
         # ---- front end: decode, validate, dispatch
         fp_new = Signal(FOOTPRINT)
-        footprint(m, pf.word_out, pos, cfg, fp_new)         # vector i of a batched instruction: its own ranges
+        footprint(m, pf.word_out, pos, cfg, fp_new, pf.pos1)   # vector i of a batched instruction: its own ranges
         op = ir.control.opcode
         fence_mask = Signal(len(engines))
         all_units = (ir.control.units & isa.ALL_UNITS) != 0
@@ -342,7 +348,7 @@ class Core(wiring.Component):
                 m.d.comb += [leave.eq(pf.leave), ctrl_ev.eq(pf.ev)]
             with m.Elif(invalid(ir)):
                 fe_fail("invalid", ir_pc)
-            with m.Elif(~operands_ok(ir, pos, cfg) | ~pf.range_ok):
+            with m.Elif(~operands_ok(ir, pos, cfg, pf.pos1) | ~pf.range_ok):
                 fe_fail("address_range", ir_pc)
             with m.Elif(dec.unit == Unit.CTRL):
                 with m.If(op == Opcode.HALT):

@@ -50,7 +50,7 @@ class BatchUnit(wiring.Component):
         super().__init__({
             "run_start": In(1), "token_in": In(32), "pos_in": In(32), "ddr_base": In(AXI_ADDR_BITS),
             "word": In(WordLayout), "pc": In(32), "valid": In(1), "pushed": In(1),
-            "token": Out(32), "pos": Out(32), "count": Out(L),
+            "token": Out(32), "pos": Out(32), "pos1": Out(33), "count": Out(L),
             "word_out": Out(WordLayout), "skipping": Out(1), "handled": Out(1), "leave": Out(1), "ev": Out(1), "last": Out(1),
             "range_ok": Out(1), "err_invalid": Out(1), "err_range": Out(1), "err_pc": Out(32),
             "ar_valid": Out(1), "ar_addr": Out(AXI_ADDR_BITS), "ar_ready": In(1),
@@ -67,13 +67,15 @@ class BatchUnit(wiring.Component):
 
         count, tbase, pos0 = Signal(L), Signal(40), Signal(32)
         token, pos = Signal(32), Signal(32)
+        pos1 = Signal(33)                            # pos + 1, kept beside it (the 300 MHz depth of the checks)
         skip_n = Signal(L)
         bpend, bpc, bm = Signal(), Signal(32), Signal(L)
         bss, bds = Signal(isa.VADDR_BITS), Signal(isa.VADDR_BITS)
         bi = Signal(L)
+        b_last = Signal()                            # bi + 1 == bm, from registers
         offs, offd = Signal(32), Signal(32)          # i * src_stride, i * dst_stride
         lasts, lastd = Signal(32), Signal(32)        # (m - 1) * src_stride, (m - 1) * dst_stride
-        m.d.comb += [self.token.eq(token), self.pos.eq(pos), self.count.eq(count)]
+        m.d.comb += [self.token.eq(token), self.pos.eq(pos), self.pos1.eq(pos1), self.count.eq(count)]
 
         # ---- the read port: one u32 of DDR (byte address `rd_a` relative to the DDR base)
         rd_a = Signal(40)
@@ -113,7 +115,7 @@ class BatchUnit(wiring.Component):
                 with m.Else():
                     m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
                     m.d.sync += [bpend.eq(1), bpc.eq(self.pc), bm.eq(mm), bss.eq(bt.src_stride),
-                                 bds.eq(bt.dst_stride), bi.eq(0), offs.eq(0), offd.eq(0),
+                                 bds.eq(bt.dst_stride), bi.eq(0), b_last.eq(mm == 1), offs.eq(0), offd.eq(0),
                                  lasts.eq((mm - 1) * bt.src_stride), lastd.eq((mm - 1) * bt.dst_stride)]
             with m.Elif(is_chunk):
                 m.d.comb += self.handled.eq(1)
@@ -141,12 +143,12 @@ class BatchUnit(wiring.Component):
                     m.d.sync += [rd_req.eq(1), rd_a.eq(tbase + (sl.i << 2))]
                 with m.Else():
                     m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
-                    m.d.sync += [token.eq(rd_data), pos.eq(pos0 + sl.i)]
+                    m.d.sync += [token.eq(rd_data), pos.eq(pos0 + sl.i), pos1.eq((pos0 + sl.i)[:32] + 1)]
         with m.If(self.leave | self.err_invalid | self.err_range):
             m.d.sync += [rd_req.eq(0), rd_have.eq(0)]
 
         # ---- the batched instruction: vector bi of bm
-        m.d.comb += [self.word_out.eq(w), self.last.eq(~bpend | (bi + 1 == bm)), self.range_ok.eq(1)]
+        m.d.comb += [self.word_out.eq(w), self.last.eq(~bpend | b_last), self.range_ok.eq(1)]
         with m.If(bpend):
             with m.If(is_lin):
                 mx = w.matrix
@@ -158,11 +160,12 @@ class BatchUnit(wiring.Component):
                 m.d.comb += [self.word_out.route.vaddr.eq(rt.vaddr + offd),
                              self.range_ok.eq(((rt.vaddr + lastd) << sh) + rt.n <= elems)]
             with m.If(self.pushed):
-                m.d.sync += [bi.eq(bi + 1), offs.eq(offs + bss), offd.eq(offd + bds)]
-                with m.If(bi + 1 == bm):
+                m.d.sync += [bi.eq(bi + 1), b_last.eq(bi + 2 == bm), offs.eq(offs + bss), offd.eq(offd + bds)]
+                with m.If(b_last):
                     m.d.sync += bpend.eq(0)
 
         with m.If(self.run_start):
             m.d.sync += [count.eq(0), tbase.eq(0), pos0.eq(0), token.eq(self.token_in), pos.eq(self.pos_in),
+                         pos1.eq(self.pos_in + 1),
                          skip_n.eq(0), bpend.eq(0), rd_req.eq(0), rd_have.eq(0)]
         return m

@@ -41,8 +41,9 @@ def _ranges(op: isa.Op, write: bool) -> list[isa.OperandSpec]:
     return [s for s in op.operands if not s.scalar and s.write == write]
 
 
-def footprint(m, word, pos, cfg: AccelConfig, out) -> None:
-    """Drive `out` (a FOOTPRINT signal) with the footprint of `word` run with POS = `pos` (comb)."""
+def footprint(m, word, pos, cfg: AccelConfig, out, pos1=None) -> None:
+    """Drive `out` (a FOOTPRINT signal) with the footprint of `word` run with POS = `pos` (comb); `pos1`: POS + 1
+    where the caller has it in a register (the length of a dynamic operand)."""
     d = cfg.d
     shift = d.bit_length() - 1
     slots = {"r0": [], "r1": [], "w": []}          # (select, valid, lo, hi) per opcode
@@ -54,9 +55,9 @@ def footprint(m, word, pos, cfg: AccelConfig, out) -> None:
         reads, writes = _ranges(op, False), _ranges(op, True)
         assert len(reads) <= 2 and len(writes) <= 1, op.mnemonic      # the FOOTPRINT layout's slots
         for name, spec in zip(("r0", "r1"), reads) if reads else ():
-            slots[name].append((sel, *_range(view, spec, pos, shift)))
+            slots[name].append((sel, *_range(view, spec, pos, shift, pos1)))
         for spec in writes:
-            slots["w"].append((sel, *_range(view, spec, pos, shift)))
+            slots["w"].append((sel, *_range(view, spec, pos, shift, pos1)))
         for spec in op.operands:
             if not spec.scalar:
                 continue
@@ -79,11 +80,11 @@ def footprint(m, word, pos, cfg: AccelConfig, out) -> None:
     m.d.comb += [out.sr.eq(sr), out.sw.eq(sw), out.hbm.eq(hbm)]
 
 
-def _range(view, spec: isa.OperandSpec, pos, shift: int):
+def _range(view, spec: isa.OperandSpec, pos, shift: int, pos1=None):
     """(valid, lo, hi) of one VBUF operand."""
     ln = getattr(view, spec.length)
     if spec.dyn is not None:
-        ln = Mux(getattr(view, spec.dyn), pos + 1, ln)
+        ln = Mux(getattr(view, spec.dyn), pos + 1 if pos1 is None else pos1, ln)
     lo = getattr(view, spec.field)
     ent = (ln + (1 << shift) - 1) >> shift
     v = ent != 0
