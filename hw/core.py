@@ -61,7 +61,9 @@ from .scoreboard import FOOTPRINT, any_of, conflict, footprint, invalid
 
 STATUS = regmap.STATUS_BITS
 ENGINES = (MatrixEngine, VectorEngine, DmaEngine, RouterEngine)     # the core's engines, one per unit
-WRITE_PRIORITY = (MatrixEngine, RouterEngine, DmaEngine, VectorEngine)   # VBUF write port arbitration, first wins
+# VBUF write port arbitration, first wins. The DMA first: its request is a register (its load stages) and it never
+# waits, so no engine's grant chains into its R path; each later engine's grant is the OR of the earlier requests.
+WRITE_PRIORITY = (DmaEngine, MatrixEngine, RouterEngine, VectorEngine)
 QUEUE_DEPTH = 2             # instructions waiting per unit queue, besides the one its engine runs
 SEQ_BITS = 8                # dispatch sequence numbers (age order in the scoreboard; far more than in flight)
 SLOT_FIELDS = ("word", "pc", "seq", "fp", "pos", "tok")   # what a queue entry carries (TOKEN / POS of its dispatch)

@@ -54,7 +54,7 @@ class VectorEngine(Engine):
     VBUF_READS = ("ra", "rb")
     IN_FLIGHT = 2             # pipelined: the next instruction is fed while the previous one drains
 
-    SETUP_CYCLES = 2          # SETUP, then the first RUN cycle's VBUF read request
+    SETUP_CYCLES = 3          # SETUP (the length), SETUP2 (the beats), then the first RUN cycle's VBUF read request
     FEED_CYCLES = 2           # the read data into the operand FIFO (SyncFIFOBuffered), out of it to the VPU
     SFU_SHARE = 8             # lanes per exp / GELU unit (docs/rtl.md, "VPU: depth and sharing": the fit)
     DEEP = False              # the VPU at the 300 MHz depths (`vpu_params`)
@@ -170,12 +170,16 @@ class VectorEngine(Engine):
                         sd.eq(Mux(sfmt, fs.sd, fv.sd)), sval.eq(self.sval), imm.eq(fs.imm),
                     ]
                     m.next = "SETUP"
-            with m.State("SETUP"):
+            with m.State("SETUP"):                  # the length, then the beats from it (the 300 MHz depth)
                 m.d.comb += feeding.eq(1)
-                nn = Mux(dyn, self.pos + 1, nf)
+                m.d.sync += n.eq(Mux(dyn, self.pos + 1, nf))
+                m.next = "SETUP2"
+            with m.State("SETUP2"):
+                m.d.comb += feeding.eq(1)
+                nn = n
                 bb = (nn + d - 1) >> log2(d)
                 nbeats = Mux(scalar_fmt | (bb == 0), 1, bb)
-                m.d.sync += [n.eq(nn), beats.eq(nbeats), go.eq(1), bi.eq(0), bi_last.eq(nbeats == 1)]
+                m.d.sync += [beats.eq(nbeats), go.eq(1), bi.eq(0), bi_last.eq(nbeats == 1)]
                 dw = Signal(desc_l)
                 m.d.comb += [dw.dst.eq(dst), dw.sd.eq(sd), dw.vec_out.eq(vec_out), dw.n.eq(nn),
                              dw.beats_m1.eq(nbeats - 1), dw.single.eq(nbeats == 1),

@@ -169,7 +169,8 @@ class DmaEngine(Engine):
     SETUP_CYCLES = 3          # SETUP, SETUP2, CHECK
     RUN_CYCLES = 1            # NEXT_RUN, once per run
     LOAD_PIECE_CYCLES = 1     # PIECE: one AR per cycle, reads pipelined (piece-descriptor FIFO)
-    LOAD_DRAIN_CYCLES = 4     # after the last R beat's latency: the descriptor FIFO's match, the holding register, DRAIN
+    LOAD_DRAIN_CYCLES = 6     # after the last R beat's latency: the descriptor FIFO's match, LOAD_STAGES, DRAIN
+    LOAD_STAGES = 3           # registers from an R beat to its VBUF write (elaborate: the 300 MHz depth)
     STORE_PIECE_CYCLES = 2    # PIECE (VBUF read), WRITE (AW and W together)
     STORE_DRAIN_CYCLES = 1    # DRAIN sees the last B response counted
 
@@ -317,29 +318,37 @@ class DmaEngine(Engine):
                          rvalid.eq(Array(p.rvalid for p in hbm_ports)[mh.ch])]
         with m.Else():
             m.d.comb += [rdata.eq(self.ddr.rdata), rvalid.eq(self.ddr.rvalid)]
-        # R data is written into VBUF through the shared write port (hw/buffers.py) from a holding register (`hv`):
-        # the write request is a register, so no other engine's grant (`w_rdy`) follows this one's R path. A piece
-        # enters it when it is empty or written this cycle. A beat holding two pieces (a run not aligned to VBUF
-        # entries) is taken (RREADY) with its second.
-        hv = Signal()
+        # R data reaches VBUF's shared write port (hw/buffers.py) through three registers (`LOAD_STAGES`, the 300 MHz
+        # depth): the beat as its channel gave it, then shifted to its byte offset, then placed at its lane and
+        # cleaned (DAZ) in the holding register whose write request VBUF sees, so no other engine's grant
+        # (`w_rdy`) follows this one's R path. Each stage moves when the next one has room. A beat holding two
+        # pieces (a run not aligned to VBUF entries) is taken (RREADY) with its second.
+        wide = max(8 * cb, 8 * ddrb, 16 * d)
+        v1, v2, hv = Signal(), Signal(), Signal()
+        s1_data, s2_data = Signal(wide), Signal(16 * d)
+        s1_off, s1_lane, s2_lane = Signal.like(mh.off), Signal.like(mh.lane), Signal.like(mh.lane)
+        s1_addr, s2_addr = Signal.like(vbuf.w_addr), Signal.like(vbuf.w_addr)
+        s1_en, s2_en = Signal.like(vbuf.w_en), Signal.like(vbuf.w_en)
         h_addr, h_en, h_data = Signal.like(vbuf.w_addr), Signal.like(vbuf.w_en), Signal.like(vbuf.w_data)
-        space = ~hv | vbuf.w_rdy
+        space3 = ~hv | vbuf.w_rdy
+        space2 = ~v2 | space3
+        space = ~v1 | space2
         m.d.comb += self.ddr.rready.eq(meta.r_rdy & ~mh.hbm & space & mh.pop)
         for c, p in enumerate(hbm_ports):
             m.d.comb += p.rready.eq(meta.r_rdy & mh.hbm & (mh.ch == c) & space & mh.pop)
         got, req = Signal(), Signal()
         m.d.comb += [req.eq(meta.r_rdy & rvalid), got.eq(req & space), meta.r_en.eq(got)]
-        wide = max(8 * cb, 8 * ddrb, 16 * d)
-        shifted = Signal(wide)
-        m.d.comb += shifted.eq(shift_units(Cat(rdata, C(0, wide - len(rdata))), mh.off, 8, left=False, m=m))
-        placed = shift_units(shifted[:16 * d], mh.lane, 16, left=True, m=m)
+        with m.If(space):
+            m.d.sync += [v1.eq(got), s1_data.eq(Cat(rdata, C(0, wide - len(rdata)))), s1_off.eq(mh.off),
+                         s1_lane.eq(mh.lane), s1_addr.eq(mh.entry), s1_en.eq(lane_mask(d, mh.lane, mh.cnt))]
+        with m.If(space2):
+            m.d.sync += [v2.eq(v1), s2_data.eq(shift_units(s1_data, s1_off, 8, left=False, m=m)[:16 * d]),
+                         s2_lane.eq(s1_lane), s2_addr.eq(s1_addr), s2_en.eq(s1_en)]
+        with m.If(space3):
+            m.d.sync += [hv.eq(v2), h_addr.eq(s2_addr), h_en.eq(s2_en),
+                         h_data.eq(daz16_lanes(shift_units(s2_data, s2_lane, 16, left=True, m=m)))]
         with m.If(hv):
             m.d.comb += [vbuf.w_addr.eq(h_addr), vbuf.w_en.eq(h_en), vbuf.w_data.eq(h_data)]
-        with m.If(got):
-            m.d.sync += [hv.eq(1), h_addr.eq(mh.entry), h_en.eq(lane_mask(d, mh.lane, mh.cnt)),
-                         h_data.eq(daz16_lanes(placed))]
-        with m.Elif(vbuf.w_rdy):
-            m.d.sync += hv.eq(0)
         pop = Signal()                                     # the piece ends its memory beat
         m.d.comb += [pop.eq((cnt == to_beat) | (cur_left == cnt)),
                      meta.w_data.eq(Cat(hbm, ch, off, lane, cnt, entry, pop))]
@@ -393,7 +402,7 @@ class DmaEngine(Engine):
             b_end = p.bvalid & p.bready
             m.d.sync += p_out[i].eq(p_out[i] + ((p.arvalid & p.arready) | aw_hs) - (r_end | b_end))
         quiet = Signal()                                   # every read in, every write answered
-        m.d.comb += quiet.eq((meta.level == 0) & ~hv & Cat(*[o == 0 for o in p_out]).all())
+        m.d.comb += quiet.eq((meta.level == 0) & ~v1 & ~v2 & ~hv & Cat(*[o == 0 for o in p_out]).all())
 
         # ---- control
         index_regs = {"TOKEN": self.token, "POS": pos}
