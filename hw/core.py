@@ -243,7 +243,8 @@ class Core(wiring.Component):
             # it is still the head (it did not start and the queue was not empty). Conservative: what changes in
             # between only frees the head (a completion), or does not concern it (a younger dispatch; an older
             # instruction moving from its queue to its engine blocks it under the same rule).
-            hazard, steady = Signal(name=f"hazard_{engines[u].UNIT.value}"), Signal(name=f"steady_{engines[u].UNIT.value}")
+            unit = engines[u].UNIT.value
+            hazard, steady = Signal(name=f"hazard_{unit}"), Signal(name=f"steady_{unit}")
             m.d.sync += [hazard.eq(any_of(blocked)), steady.eq((q_n[u] != 0) & ~start[u])]
             free = (ex_n[u] < engines[u].IN_FLIGHT) & (engines[u].ctl.ready if engines[u].IN_FLIGHT > 1 else 1)
             m.d.comb += start[u].eq((q_n[u] != 0) & steady & ~hazard & free & ~eng_failed)

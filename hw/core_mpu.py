@@ -362,6 +362,10 @@ class MatrixEngine(Engine):
         g = Signal(range(max(groups, 2)))           # the block's group in the VBUF entry
         m.d.comb += g.eq(jo & (groups - 1))
         lanes = Signal(l)                           # the block's live columns ((jo << log2 l) + c < n), registered
+
+        def out_at(j):
+            """The write-back's registers for block j (`jo` = j): its last-block flag and live columns."""
+            return [jo.eq(j), jo_last.eq(j + 1 == nt), lanes.eq(Cat(*[(j << log2(l)) + c < n for c in range(l)]))]
         out_req = out_go & mpu.o.valid
         out_fire = out_req & vbuf.w_rdy
         with m.If(out_req):
@@ -373,8 +377,7 @@ class MatrixEngine(Engine):
                 vbuf.w_data.word_select(g, 16 * l).eq(mpu.o.payload.as_value()),
             ]
         with m.If(out_fire):
-            m.d.sync += [jo.eq(jo + 1), jo_last.eq(jo + 2 == nt),
-                         lanes.eq(Cat(*[((jo + 1) << log2(l)) + c < n for c in range(l)]))]
+            m.d.sync += out_at(jo + 1)
 
         # ---- control
         m.d.comb += ctl.busy.eq(1)
@@ -413,8 +416,7 @@ class MatrixEngine(Engine):
                 with m.Else():
                     m.d.sync += [ar_go.eq(1), ar_left.eq(total), ar_b.eq(beat0), ar_t.eq(0), ar_i.eq(0),
                                  ar_j.eq(0), accepted.eq(0),
-                                 *x_start(), out_go.eq(1), jo.eq(0),
-                                 jo_last.eq(nt == 1), lanes.eq(Cat(*[c < n for c in range(l)]))]
+                                 *x_start(), out_go.eq(1), *out_at(C(0, 30))]
                     if I > 1:
                         m.d.comb += rob_start.eq(1)
                         aw.start(m)
@@ -431,8 +433,7 @@ class MatrixEngine(Engine):
                     m.d.sync += qsel.eq(0)
                     m.next = "IDLE"
                 with m.Elif(qstat_valid):
-                    m.d.sync += [*x_start(), out_go.eq(1), jo.eq(0),
-                                 jo_last.eq(nt == 1), lanes.eq(Cat(*[c < n for c in range(l)]))]
+                    m.d.sync += [*x_start(), out_go.eq(1), *out_at(C(0, 30))]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(out_fire & jo_last):

@@ -176,12 +176,11 @@ class VectorEngine(Engine):
                 m.next = "SETUP2"
             with m.State("SETUP2"):
                 m.d.comb += feeding.eq(1)
-                nn = n
-                bb = (nn + d - 1) >> log2(d)
+                bb = (n + d - 1) >> log2(d)
                 nbeats = Mux(scalar_fmt | (bb == 0), 1, bb)
                 m.d.sync += [beats.eq(nbeats), go.eq(1), bi.eq(0), bi_last.eq(nbeats == 1)]
                 dw = Signal(desc_l)
-                m.d.comb += [dw.dst.eq(dst), dw.sd.eq(sd), dw.vec_out.eq(vec_out), dw.n.eq(nn),
+                m.d.comb += [dw.dst.eq(dst), dw.sd.eq(sd), dw.vec_out.eq(vec_out), dw.n.eq(n),
                              dw.beats_m1.eq(nbeats - 1), dw.single.eq(nbeats == 1),
                              desc.w_en.eq(1), desc.w_data.eq(dw.as_value())]
                 m.next = "FEED"

@@ -169,8 +169,8 @@ class DmaEngine(Engine):
     SETUP_CYCLES = 3          # SETUP, SETUP2, CHECK
     RUN_CYCLES = 1            # NEXT_RUN, once per run
     LOAD_PIECE_CYCLES = 1     # PIECE: one AR per cycle, reads pipelined (piece-descriptor FIFO)
-    LOAD_DRAIN_CYCLES = 6     # after the last R beat's latency: the descriptor FIFO's match, LOAD_STAGES, DRAIN
     LOAD_STAGES = 3           # registers from an R beat to its VBUF write (elaborate: the 300 MHz depth)
+    LOAD_DRAIN_CYCLES = 3 + LOAD_STAGES   # after the last R beat's latency: the descriptor FIFO's match, DRAIN
     STORE_PIECE_CYCLES = 2    # PIECE (VBUF read), WRITE (AW and W together)
     STORE_DRAIN_CYCLES = 1    # DRAIN sees the last B response counted
 
@@ -362,12 +362,10 @@ class DmaEngine(Engine):
         # ---- writes: a memory beat gathers its pieces (byte strobes), then goes out as one W beat of a burst
         wdata_bits = max(8 * cb, 8 * ddrb)
         st_data = Signal(wdata_bits)
-        st_strb = Signal(wdata_bits // 8)
         elems = shift_units(vbuf.ra_data, w_lane, 16, left=False, m=m)
         m.d.comb += st_data.eq(shift_units(Cat(elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits], w_off, 8,
                                            left=True, m=m))
-        w_strb = Signal(wdata_bits // 8)
-        m.d.comb += st_strb.eq(w_strb)
+        st_strb = Signal(wdata_bits // 8)                 # the piece's strobes, registered in PIECE
         acc_data, acc_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
         beat_data, beat_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
         m.d.comb += [beat_data.eq(acc_data | (st_data & Cat(*[b for b in st_strb for _ in range(8)]))),
@@ -455,7 +453,7 @@ class DmaEngine(Engine):
                     m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(entry)]
                     m.d.sync += [aw_done.eq(0), w_done.eq(0), w_cnt.eq(cnt), w_pop.eq(pop), w_last.eq(last_piece),
                                  w_rend.eq(run_end), w_off.eq(off), w_lane.eq(lane), w_ch.eq(ch),
-                                 w_strb.eq(lane_mask(wdata_bits // 8, off, cnt << 1))]
+                                 st_strb.eq(lane_mask(wdata_bits // 8, off, cnt << 1))]
                     m.next = "WRITE"
                 with m.Else():
                     m.d.comb += [reading.eq(1), meta.w_en.eq(meta.w_rdy), advance.eq(meta.w_rdy)]
