@@ -6,8 +6,9 @@ per-element enable (granularity 16 bits), so a DMA piece, an MPU output block (l
 lanes of a VPU chunk are written without read-modify-write. The engines run concurrently (hw/core.py), so each
 has its own read ports (`r<i>`: on an FPGA, one copy of the buffer per read port, each a simple dual-port BRAM
 sharing the write), and they share the write port (`w`) through the core's fixed-priority arbiter: an engine's
-`vbuf_port_signature` port requests a write by raising lanes of `w_en` and the write happens in a cycle where
-`w_rdy` is high (no engine of higher priority requests one); `w_en` must not depend on `w_rdy`.
+`vbuf_port_signature` port requests a write by raising `w_req` (its lanes in `w_en`) and the write happens in a
+cycle where `w_rdy` is high (no engine of higher priority requests one); the request must not depend on `w_rdy`.
+`w_req` is a single bit, apart from the lanes, so that the arbiter's grant is one LUT deep (the 300 MHz depth).
 
 Scalar registers: `cfg.sregs` binary32 words (at most the 16 the ISA's 4-bit register fields name), a `Memory`
 with asynchronous (comb) read ports: LUT RAM on an FPGA.
@@ -29,12 +30,13 @@ def vbuf_addr_bits(cfg: AccelConfig) -> int:
 
 def vbuf_port_signature(cfg: AccelConfig) -> wiring.Signature:
     """A unit's view of VBUF: two read ports (data one cycle after `r*_en`) and one masked write port, which
-    writes in a cycle with `w_rdy` high (a request: `w_en` nonzero, not depending on `w_rdy`)."""
+    writes the lanes `w_en` in a cycle with `w_req` and `w_rdy` high (the request, `w_req`, not depending on
+    `w_rdy`; `w_en` is zero without it)."""
     ab, w = vbuf_addr_bits(cfg), 16 * cfg.d
     return wiring.Signature({
         "ra_addr": Out(ab), "ra_en": Out(1), "ra_data": In(w),
         "rb_addr": Out(ab), "rb_en": Out(1), "rb_data": In(w),
-        "w_addr": Out(ab), "w_en": Out(cfg.d), "w_data": Out(w), "w_rdy": In(1),
+        "w_addr": Out(ab), "w_en": Out(cfg.d), "w_data": Out(w), "w_req": Out(1), "w_rdy": In(1),
     })
 
 

@@ -6,7 +6,10 @@ ENTRY. The front end takes one word per cycle from the prefetcher into the instr
 (`hw.decoder`: an illegal opcode or reserved bits -> STATUS.illegal_opcode; a static rule of `dfx.isa_check`
 broken (`hw.scoreboard.invalid`: a zero length or granule, quantized-weight flags) -> STATUS.invalid; an on-chip
 operand of the ISA table (`dfx.isa` `Op.operands`) outside VBUF or the scalar register file ->
-STATUS.address_range; a fetch past the config's DDR -> STATUS.address_range). A valid instruction is dispatched,
+STATUS.address_range; a fetch past the config's DDR -> STATUS.address_range). The checks are made into registers
+a cycle ahead (for the word in the instruction register and for the one the prefetcher offers), and dispatch
+decides from them; after a cycle that changes what they read (BATCH, CHUNK or SLOT leaving, a batched
+instruction's last vector) the front end waits a cycle for them. A valid instruction is dispatched,
 in program order, one per cycle, into the in-order queue of its unit (`QUEUE_DEPTH` entries per unit: MPU, VPU,
 DMA, ROUTER); NOP retires at dispatch, FENCE holds dispatch until the units of its mask have completed every
 older instruction, HALT until every unit has. The head of each queue starts its engine when the engine is idle
@@ -19,7 +22,8 @@ when every unit is idle (the one-at-a-time controller: benchmarks/rtl_core_cycle
 
 Errors. The engines report their own (off-chip range, weight format, ring) with `done`, in completion order.
 The first error in time stores ERROR_PC (the faulting instruction's PC; for engine errors in the same cycle, the
-older instruction's) and every error sets its STATUS bit; the core then dispatches nothing more and ends the run
+older instruction's; a front-end error is recorded from registers a cycle after it is found, a cycle in which the
+front end does nothing) and every error sets its STATUS bit; the core then dispatches nothing more and ends the run
 like HALT (fetcher drained, ap_done). After an engine's error it discards queued instructions that have not
 started and lets the running ones complete: instructions younger than ERROR_PC may have completed (out-of-order
 completion); older ones that had not started do not run. A front-end error (decode, fetch) is precise: every older
@@ -292,8 +296,8 @@ class Core(wiring.Component):
         for e in order:
             p = e.ctl.vbuf
             m.d.comb += p.w_rdy.eq(~taken)
-            wsel[e] = p.w_en.any() & ~taken
-            taken = taken | p.w_en.any()
+            wsel[e] = p.w_req & ~taken
+            taken = taken | p.w_req
         wpc = C(0, 32)
         for e in reversed(order):
             p = e.ctl.vbuf
@@ -326,6 +330,8 @@ class Core(wiring.Component):
 
         fe_err = Signal(len(STATUS))    # front-end error bits this cycle (STATUS order), at `fe_pc`
         fe_pc = Signal(32)
+        fe_err_r = Signal(len(STATUS), name="fe_err_r")    # ... recorded from registers, a cycle on
+        fe_pc_r, fe_any_r = Signal(32, name="fe_pc_r"), Signal(name="fe_any_r")
         leave = Signal()                # `ir` is dispatched or retires this cycle
         ctrl_ev = Signal()              # NOP / FENCE / HALT retire
         push = Signal(U)
@@ -334,14 +340,35 @@ class Core(wiring.Component):
         def fe_fail(bit, at):
             m.d.comb += [fe_err[names.index(bit)].eq(1), fe_pc.eq(at)]
 
-        acting = running & ir_valid & ~failed & ~halting
-        m.d.comb += [pf.word.eq(ir), pf.pc.eq(ir_pc), pf.valid.eq(acting), pf.pushed.eq(push.any())]
+        # stage 1: the word's static checks (decoder, `invalid`, `operands_ok` at POS) into registers, for the word
+        # in `ir` (`ck_ir`) and for the word the fetcher offers (`ck_in`, in case it is taken into `ir` this cycle);
+        # stage 2 decides from them (with the batch unit's own, made the same way: hw/core_batch.py). They are stale
+        # after a cycle that changes what they read (`pf.restate`: a BATCH, CHUNK or SLOT leaves, or a batched
+        # instruction's last vector is pushed): the front end then waits a cycle for `ck_ir` (`ck_fresh`).
+        m.submodules.decoder_in = dec_in = Decoder()
+        w_in = Signal(WordLayout)
+        m.d.comb += [w_in.eq(fetch.o.payload), dec_in.word.eq(w_in)]
+
+        def checks(word, d):
+            return Cat(d.illegal, invalid(word), ~operands_ok(word, pos, cfg, pf.pos1), d.unit == Unit.CTRL,
+                       *[d.unit == Unit[e.UNIT.name] for e in engines])
+        ck_ir, ck_in = Signal(4 + U), Signal(4 + U)
+        m.d.sync += [ck_ir.eq(checks(ir, dec)), ck_in.eq(checks(w_in, dec_in))]
+        ck_sel, ck_fresh = Signal(), Signal()
+        ck = Signal(4 + U)
+        m.d.comb += ck.eq(Mux(ck_sel, ck_in, ck_ir))
+        ck_illegal, ck_invalid, ck_range, ck_ctrl, ck_unit = ck[0], ck[1], ck[2], ck[3], ck[4:]
+
+        acting = running & ir_valid & ~failed & ~halting & ~fe_any_r & ck_fresh
+        m.d.comb += [pf.word.eq(ir), pf.pc.eq(ir_pc), pf.valid.eq(acting), pf.pushed.eq(push.any()),
+                     pf.word_in.eq(w_in), pf.ck_sel.eq(ck_sel)]
+        m.d.sync += ck_fresh.eq(~pf.restate)
         with m.If(acting):
             with m.If(pf.skipping):                         # skipped by a SLOT: retired, not decoded
                 m.d.comb += leave.eq(1)
             with m.Elif(pf.err_invalid & ~pf.handled):      # BATCH followed by what it may not prefix
                 fe_fail("invalid", pf.err_pc)
-            with m.Elif(dec.illegal):
+            with m.Elif(ck_illegal):
                 fe_fail("illegal_opcode", ir_pc)
             with m.Elif(pf.err_invalid):
                 fe_fail("invalid", pf.err_pc)
@@ -349,11 +376,11 @@ class Core(wiring.Component):
                 fe_fail("address_range", pf.err_pc)
             with m.Elif(pf.handled):                        # BATCH, CHUNK, SLOT (these wait for their DDR read)
                 m.d.comb += [leave.eq(pf.leave), ctrl_ev.eq(pf.ev)]
-            with m.Elif(invalid(ir)):
+            with m.Elif(ck_invalid):
                 fe_fail("invalid", ir_pc)
-            with m.Elif(~operands_ok(ir, pos, cfg, pf.pos1) | ~pf.range_ok):
+            with m.Elif(ck_range | ~pf.range_ok):
                 fe_fail("address_range", ir_pc)
-            with m.Elif(dec.unit == Unit.CTRL):
+            with m.Elif(ck_ctrl):
                 with m.If(op == Opcode.HALT):
                     m.d.sync += halting.eq(1)
                     m.d.comb += leave.eq(1)
@@ -364,7 +391,7 @@ class Core(wiring.Component):
             with m.Else():
                 gate = all_idle if self.in_order else C(1, 1)
                 for u, e in enumerate(engines):
-                    with m.If((dec.unit == Unit[e.UNIT.name]) & (q_n[u] < Q) & gate):
+                    with m.If(ck_unit[u] & (q_n[u] < Q) & gate):
                         m.d.comb += [push[u].eq(1), leave.eq(pf.last)]
         with m.If(leave):
             m.d.sync += ir_valid.eq(0)
@@ -375,14 +402,20 @@ class Core(wiring.Component):
         entry_off = Signal(33)
         m.d.comb += [entry_off.eq(regs.entry + (fpc << log2(isa.WORD_BYTES))),
                      fetch.addr.eq(regs.ddr_base + regs.entry), fetch.limit.eq(regs.ddr_base + cfg.ddr_bytes)]
-        want = running & ~failed & ~halting & (~ir_valid | (leave & (op != Opcode.HALT)))
+        want = running & ~failed & ~halting & ~fe_any_r & (~ir_valid | (leave & (op != Opcode.HALT)))
+        # (the bits the front end can raise, each its own register: a constant bit's comb process never runs in
+        # Icarus, and an X through this register would stall the front end in simulation)
+        fe_bits = [names.index(b) for b in ("illegal_opcode", "invalid", "address_range")]
+        m.d.sync += [*[fe_err_r[i].eq(fe_err[i]) for i in fe_bits], fe_pc_r.eq(fe_pc), ck_sel.eq(0),
+                     fe_any_r.eq(Cat(*[fe_err[i] for i in fe_bits]).any())]
         with m.If(want):
             with m.If(entry_off + isa.WORD_BYTES > cfg.ddr_bytes):
                 fe_fail("address_range", fpc)
             with m.Else():
                 m.d.comb += fetch.o.ready.eq(1)
                 with m.If(fetch.o.valid):
-                    m.d.sync += [ir.eq(fetch.o.payload), ir_valid.eq(1), ir_pc.eq(fpc), fpc.eq(fpc + 1)]
+                    m.d.sync += [ir.eq(fetch.o.payload), ir_valid.eq(1), ir_pc.eq(fpc), fpc.eq(fpc + 1),
+                                 ck_sel.eq(1)]
 
         # ---- queues: pop at start, push at dispatch
         for u in range(U):
@@ -411,7 +444,7 @@ class Core(wiring.Component):
         err_bits = Signal(len(STATUS))
         err_pc = Signal(32)
         err_any = Signal()
-        pc_sel, seq_sel, have = fe_pc, C(0, SEQ_BITS), C(0, 1)
+        pc_sel, seq_sel, have = fe_pc_r, C(0, SEQ_BITS), C(0, 1)
         eng_bits = []
         for u, e in enumerate(engines):
             bits = Cat(*[(e.ctl.err[bit] if bit in e.ERRORS else C(0, 1)) for bit in STATUS])
@@ -421,7 +454,7 @@ class Core(wiring.Component):
             pc_sel = Mux(better, ex[u]["pc"], pc_sel)
             seq_sel = Mux(better, ex[u]["seq"], seq_sel)
             have = have | flag
-        m.d.comb += [err_bits.eq(_or_all([fe_err, *eng_bits], len(STATUS))), err_pc.eq(pc_sel),
+        m.d.comb += [err_bits.eq(_or_all([fe_err_r, *eng_bits], len(STATUS))), err_pc.eq(pc_sel),
                      err_any.eq(err_bits.any())]
         err_word = C(0, 32)
         for i, bit in enumerate(STATUS):

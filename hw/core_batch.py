@@ -24,7 +24,7 @@ token table past the config's DDR (STATUS.address_range at the CHUNK).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
-from amaranth import C, Module, Mux, Signal
+from amaranth import C, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -50,6 +50,7 @@ class BatchUnit(wiring.Component):
         super().__init__({
             "run_start": In(1), "token_in": In(32), "pos_in": In(32), "ddr_base": In(AXI_ADDR_BITS),
             "word": In(WordLayout), "pc": In(32), "valid": In(1), "pushed": In(1),
+            "word_in": In(WordLayout), "ck_sel": In(1), "restate": Out(1),
             "token": Out(32), "pos": Out(32), "pos1": Out(33), "count": Out(L),
             "word_out": Out(WordLayout), "skipping": Out(1), "handled": Out(1), "leave": Out(1), "ev": Out(1), "last": Out(1),
             "range_ok": Out(1), "err_invalid": Out(1), "err_range": Out(1), "err_pc": Out(32),
@@ -87,8 +88,13 @@ class BatchUnit(wiring.Component):
                      self.ar_valid.eq(rd_req & ~rd_sent & ~rd_have), self.rd_busy.eq(rd_sent)]
         with m.If(self.ar_valid & self.ar_ready):
             m.d.sync += [rd_sent.eq(1), lane.eq(full[2:log2(bb)])]
+        # the checks of the u32 read, made as it arrives (for the word in `word`, which waits for it)
+        rd_zero, rd_over, rd_past = Signal(), Signal(), Signal()
         with m.If(rd_sent & self.r_valid):
-            m.d.sync += [rd_sent.eq(0), rd_have.eq(1), rd_data.eq(self.r_data.word_select(lane, 32))]
+            got = self.r_data.word_select(lane, 32)
+            m.d.sync += [rd_sent.eq(0), rd_have.eq(1), rd_data.eq(got), rd_zero.eq(got == 0),
+                         rd_over.eq(got > w.slot.cap),
+                         rd_past.eq(w.slot.addr + isa.TOKEN_TABLE_HEADER + (got << 2) > cfg.ddr_bytes)]
 
         # ---- the word in the instruction register
         sl, bt = w.slot, w.batch
@@ -96,9 +102,27 @@ class BatchUnit(wiring.Component):
         is_lin, is_ag = _is(w, "LINEAR"), _is(w, "ALLGATHER")
         done_rd = Signal()                            # the word's read has come back (consumed on leave)
         m.d.comb += done_rd.eq(rd_have)
-        pair_bad = (~(is_lin | is_ag) | (is_lin & (w.matrix.dyn_k | w.matrix.dyn_n))
-                    | (is_ag & (bss != bds)))
         chunk_end = sl.addr + isa.TOKEN_TABLE_HEADER
+
+        # The word's checks against the batch state, from registers (the 300 MHz depth), as the front end's
+        # (hw/core.py): made for `word` and for `word_in` each cycle, the one for `word_in` used when it was taken
+        # into `word` (`ck_sel`). `restate`: this cycle changes the state they read (a BATCH, CHUNK or SLOT
+        # leaves, or the last vector of a batched instruction is pushed); the front end then waits a cycle.
+        def checks(v):
+            lin, ag = _is(v, "LINEAR"), _is(v, "ALLGATHER")
+            mx, rt = v.matrix, v.route
+            lin_ok = ((((mx.src + lasts) << sh) + mx.k <= elems) & (((mx.dst + lastd) << sh) + mx.n <= elems))
+            ag_ok = ((rt.vaddr + lastd) << sh) + rt.n <= elems
+            return Cat((~(lin | ag) | (lin & (mx.dyn_k | mx.dyn_n)) | (ag & (bss != bds))),
+                       Mux(v.batch.dyn_m, count, v.batch.m) == 0,
+                       v.slot.addr + isa.TOKEN_TABLE_HEADER > cfg.ddr_bytes,
+                       v.slot.addr[:2] != 0,
+                       v.slot.i >= count,
+                       Mux(lin, lin_ok, Mux(ag, ag_ok, 1)))
+        ck_w, ck_in, ck = Signal(6), Signal(6), Signal(6)
+        m.d.sync += [ck_w.eq(checks(w)), ck_in.eq(checks(self.word_in))]
+        m.d.comb += ck.eq(Mux(self.ck_sel, ck_in, ck_w))
+        pair_bad, m_zero, chunk_past, chunk_odd, slot_skip, batch_ok = (ck[i] for i in range(6))
         m.d.comb += self.err_pc.eq(self.pc)
 
         with m.If(self.valid):
@@ -110,7 +134,7 @@ class BatchUnit(wiring.Component):
             with m.Elif(is_batch):
                 m.d.comb += self.handled.eq(1)
                 mm = Mux(bt.dyn_m, count, bt.m)
-                with m.If(mm == 0):                  # dyn_m before CHUNK, or m = 0
+                with m.If(m_zero):                   # dyn_m before CHUNK, or m = 0
                     m.d.comb += self.err_invalid.eq(1)
                 with m.Else():
                     m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
@@ -119,15 +143,15 @@ class BatchUnit(wiring.Component):
                                  lasts.eq((mm - 1) * bt.src_stride), lastd.eq((mm - 1) * bt.dst_stride)]
             with m.Elif(is_chunk):
                 m.d.comb += self.handled.eq(1)
-                with m.If(chunk_end > cfg.ddr_bytes):
+                with m.If(chunk_past):
                     m.d.comb += self.err_range.eq(1)
-                with m.Elif(sl.addr[:2] != 0):
+                with m.Elif(chunk_odd):
                     m.d.comb += self.err_invalid.eq(1)
                 with m.Elif(~done_rd):
                     m.d.sync += [rd_req.eq(1), rd_a.eq(sl.addr)]
-                with m.Elif((rd_data == 0) | (rd_data > sl.cap)):
+                with m.Elif(rd_zero | rd_over):
                     m.d.comb += self.err_invalid.eq(1)
-                with m.Elif(chunk_end + (rd_data << 2) > cfg.ddr_bytes):
+                with m.Elif(rd_past):
                     m.d.comb += self.err_range.eq(1)
                 with m.Else():
                     m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
@@ -136,7 +160,7 @@ class BatchUnit(wiring.Component):
                 m.d.comb += self.handled.eq(1)
                 with m.If(count == 0):
                     m.d.comb += self.err_invalid.eq(1)
-                with m.Elif(sl.i >= count):
+                with m.Elif(slot_skip):
                     m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
                     m.d.sync += skip_n.eq(sl.skip)
                 with m.Elif(~done_rd):
@@ -148,17 +172,14 @@ class BatchUnit(wiring.Component):
             m.d.sync += [rd_req.eq(0), rd_have.eq(0)]
 
         # ---- the batched instruction: vector bi of bm
-        m.d.comb += [self.word_out.eq(w), self.last.eq(~bpend | b_last), self.range_ok.eq(1)]
+        m.d.comb += [self.word_out.eq(w), self.last.eq(~bpend | b_last), self.range_ok.eq(~bpend | batch_ok),
+                     self.restate.eq((self.leave & ~self.skipping) | (bpend & self.pushed & b_last))]
         with m.If(bpend):
             with m.If(is_lin):
                 mx = w.matrix
-                m.d.comb += [self.word_out.matrix.src.eq(mx.src + offs), self.word_out.matrix.dst.eq(mx.dst + offd),
-                             self.range_ok.eq((((mx.src + lasts) << sh) + mx.k <= elems)
-                                              & (((mx.dst + lastd) << sh) + mx.n <= elems))]
+                m.d.comb += [self.word_out.matrix.src.eq(mx.src + offs), self.word_out.matrix.dst.eq(mx.dst + offd)]
             with m.Elif(is_ag):
-                rt = w.route
-                m.d.comb += [self.word_out.route.vaddr.eq(rt.vaddr + offd),
-                             self.range_ok.eq(((rt.vaddr + lastd) << sh) + rt.n <= elems)]
+                m.d.comb += self.word_out.route.vaddr.eq(w.route.vaddr + offd)
             with m.If(self.pushed):
                 m.d.sync += [bi.eq(bi + 1), b_last.eq(bi + 2 == bm), offs.eq(offs + bss), offd.eq(offd + bds)]
                 with m.If(b_last):

@@ -11,7 +11,7 @@ controller's view; the engine takes it flipped (`In`):
     busy    In(1)                the engine is running an instruction (the BUSY_<unit> counters)
     err     In(struct)           with `done`: why it stopped; one 1-bit flag per error the engine declares
     vbuf    In(vbuf port)        the engine's VBUF port (hw/buffers.py): its read ports (`VBUF_READS` of them
-                                 are connected) and a request on the shared write port, granted by `w_rdy`
+                                 are connected) and a request on the shared write port (`w_req`), granted by `w_rdy`
 
 An engine class declares `UNIT`, the `dfx.isa.Unit` whose instructions it runs, `ERRORS`, the names of the
 `dfx.regmap.STATUS_BITS` its `err` flags raise, and `VBUF_READS`, the read ports of its VBUF port it uses (each

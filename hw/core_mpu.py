@@ -85,7 +85,7 @@ class MatrixEngine(Engine):
     # Cycle counts of this engine, read by the performance model's serial-issue mode (dfx.perf.timing). A
     # matrix instruction takes SETUP_CYCLES + the HBM read latency + FEED_CYCLES + `MPU.latency` + one cycle
     # per tile from `start` to `done`.
-    SETUP_CYCLES = 3          # SETUP, SETUP2, CHECK: the first AR goes out in RUN
+    SETUP_CYCLES = 4          # SETUP, SETUP2, RANGE, CHECK: the first AR goes out in RUN
     FEED_CYCLES = 2           # an R beat through its channel FIFO (SyncFIFOBuffered) to the MPU's `w` input
 
     # The MPU's depths in the core (`mpu_params`): "default" (hw.mpu.MPU's defaults: a single-cycle accumulator,
@@ -304,9 +304,20 @@ class MatrixEngine(Engine):
         # this group the last
         xic, xi_last, xj_end = Signal(range(max(I, 2) + 1)), Signal(), Signal()
 
+        # ... and the counts they test: the row groups after xi (xi_left), the blocks after this group (xrem)
+        xi_left, xrem, kt_m1 = Signal(30), Signal(30), Signal(30)
+
+        # the walk's first tests, registered in RANGE (ix as it will be: 1 for a quantized matrix)
+        xic0, xi_last0, xj_end0, xrem0 = Signal.like(xic), Signal(), Signal(), Signal(30)
+        ix0 = Mux(wfmt != 0, 1, I) if I > 1 else 1
+
         def x_start():
-            return [x_go.eq(1), xi.eq(0), xj0.eq(0), xu.eq(0), xic.eq(Mux(nt > ix, ix, nt)), xi_last.eq(kt == 1),
-                    xj_end.eq(ix >= nt)]
+            return [x_go.eq(1), xi.eq(0), xj0.eq(0), xu.eq(0), xic.eq(xic0), xi_last.eq(xi_last0), xj_end.eq(xj_end0),
+                    xi_left.eq(kt_m1), xrem.eq(xrem0)]
+
+        def x_first():
+            return [xic0.eq(Mux(nt > ix0, ix0, nt)), xi_last0.eq(kt == 1), xj_end0.eq(ix0 >= nt),
+                    xrem0.eq(Mux(nt > ix0, nt - ix0, 0)), kt_m1.eq(kt - 1)]
         m.d.comb += xj.eq(xj0 + xu)
         pend, pend_i, pend_j, pend_last = Signal(), Signal(30), Signal(30), Signal()
         can = x_go & (xfifo.level + pend < xdepth)
@@ -318,13 +329,13 @@ class MatrixEngine(Engine):
             with m.If(xu + 1 >= xic):
                 m.d.sync += xu.eq(0)
                 with m.If(xi_last):
-                    nj = xj0 + ix
-                    m.d.sync += [xi.eq(0), xj0.eq(nj), xi_last.eq(kt == 1), xic.eq(Mux(nt - nj > ix, ix, nt - nj)),
-                                 xj_end.eq(nj + ix >= nt)]
+                    m.d.sync += [xi.eq(0), xj0.eq(xj0 + ix), xi_last.eq(kt_m1 == 0), xi_left.eq(kt_m1),
+                                 xic.eq(Mux(xrem > ix, ix, xrem)), xj_end.eq(xrem <= ix),
+                                 xrem.eq(Mux(xrem > ix, xrem - ix, 0))]
                     with m.If(xj_end):
                         m.d.sync += x_go.eq(0)
                 with m.Else():
-                    m.d.sync += [xi.eq(xi + 1), xi_last.eq(xi + 2 == kt)]
+                    m.d.sync += [xi.eq(xi + 1), xi_left.eq(xi_left - 1), xi_last.eq(xi_left == 1)]
             with m.Else():
                 m.d.sync += xu.eq(xu + 1)
         xp = Signal(lay)
@@ -362,24 +373,37 @@ class MatrixEngine(Engine):
         g = Signal(range(max(groups, 2)))           # the block's group in the VBUF entry
         m.d.comb += g.eq(jo & (groups - 1))
         lanes = Signal(l)                           # the block's live columns ((jo << log2 l) + c < n), registered
+        # from registers (the 300 MHz depth): the blocks after jo (jo_left), the last block's live columns
+        # (lanes_end), the entry jo writes (waddr)
+        jo_left, lanes_end = Signal(30), Signal(l)
+        waddr = Signal.like(vbuf.w_addr)
 
-        def out_at(j):
-            """The write-back's registers for block j (`jo` = j): its last-block flag and live columns."""
-            return [jo.eq(j), jo_last.eq(j + 1 == nt), lanes.eq(Cat(*[(j << log2(l)) + c < n for c in range(l)]))]
+        def out_first():
+            """The write-back's registers for block 0 (set in RANGE, from n, nt and dst)."""
+            rem = n[:log2(l)] if l > 1 else C(0, 1)
+            end = Cat(*[(rem == 0) | (c < rem) for c in range(l)])
+            return [jo.eq(0), jo_left.eq(nt - 1), jo_last.eq(nt == 1), lanes_end.eq(end),
+                    lanes.eq(Mux(nt == 1, end, (1 << l) - 1)), waddr.eq(dst)]
         out_req = out_go & mpu.o.valid
         out_fire = out_req & vbuf.w_rdy
+        m.d.comb += vbuf.w_req.eq(out_req)
         with m.If(out_req):
             # group g of the entry (a part select: the rest stays 0; no variable shift, which Amaranth would
             # widen by 2**width(amount) past its 65,536-bit net limit at d=64, l=16)
             m.d.comb += [
-                vbuf.w_addr.eq(dst + (jo >> log2(groups))),
+                vbuf.w_addr.eq(waddr),
                 vbuf.w_en.word_select(g, l).eq(lanes),
                 vbuf.w_data.word_select(g, 16 * l).eq(mpu.o.payload.as_value()),
             ]
         with m.If(out_fire):
-            m.d.sync += out_at(jo + 1)
+            m.d.sync += [jo.eq(jo + 1), jo_left.eq(jo_left - 1), jo_last.eq(jo_left == 1),
+                         lanes.eq(Mux(jo_left == 1, lanes_end, (1 << l) - 1))]
+            with m.If(g == groups - 1):
+                m.d.sync += waddr.eq(waddr + 1)
 
         # ---- control
+        quant, illegal, bad, no_tiles = Signal(), Signal(), Signal(), Signal()     # RANGE's checks
+        qnext = Signal.like(qsel)
         m.d.comb += ctl.busy.eq(1)
         with m.FSM():
             with m.State("IDLE"):
@@ -396,27 +420,33 @@ class MatrixEngine(Engine):
                 m.next = "SETUP2"
             with m.State("SETUP2"):
                 m.d.sync += [total.eq(kt * nt), beat0.eq(wbyte >> log2(cfg.beat_bytes))]
+                m.next = "RANGE"
+            with m.State("RANGE"):
+                # the checks into registers, so that CHECK decides from registers alone (the 300 MHz depth)
+                built = Cat(*[wfmt == c for qt in qs for c in qt.wfmt_codes], C(0, 1))
+                m.d.sync += [
+                    quant.eq(wfmt != 0), illegal.eq((wfmt != 0) & ~built.any()), no_tiles.eq(nt == 0),
+                    bad.eq((wfmt == 0) & ((wbyte & (cfg.beat_bytes - 1)).any()
+                                          | (wbyte + total * cfg.tile_bytes > cfg.hbm_bytes))),
+                    *[qnext[q].eq(Cat(*[wfmt == c for c in qt.wfmt_codes]).any()) for q, qt in enumerate(qs)],
+                    *x_first(), *out_first(),
+                ]
                 m.next = "CHECK"
             with m.State("CHECK"):
-                built = Cat(*[wfmt == c for qt in qs for c in qt.wfmt_codes], C(0, 1))
-                illegal = (wfmt != 0) & ~built.any()
-                bad = (wfmt == 0) & ((wbyte & (cfg.beat_bytes - 1)).any()
-                                     | (wbyte + total * cfg.tile_bytes > cfg.hbm_bytes))
-                with m.If((wfmt != 0) & ~illegal & (nt != 0)):
-                    for q, qt in enumerate(qs):
-                        m.d.sync += qsel[q].eq(Cat(*[wfmt == c for c in qt.wfmt_codes]).any())
+                with m.If(quant & ~illegal & ~no_tiles):
+                    m.d.sync += qsel.eq(qnext)
                     m.next = "QSTART"
                 with m.Elif(illegal | bad):
                     m.d.comb += [ctl.done.eq(1), ctl.err.illegal_opcode.eq(illegal),
                                  ctl.err.address_range.eq(~illegal)]
                     m.next = "IDLE"
-                with m.Elif(nt == 0):
+                with m.Elif(no_tiles):
                     m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [ar_go.eq(1), ar_left.eq(total), ar_b.eq(beat0), ar_t.eq(0), ar_i.eq(0),
                                  ar_j.eq(0), accepted.eq(0),
-                                 *x_start(), out_go.eq(1), *out_at(C(0, 30))]
+                                 *x_start(), out_go.eq(1)]
                     if I > 1:
                         m.d.comb += rob_start.eq(1)
                         aw.start(m)
@@ -433,7 +463,7 @@ class MatrixEngine(Engine):
                     m.d.sync += qsel.eq(0)
                     m.next = "IDLE"
                 with m.Elif(qstat_valid):
-                    m.d.sync += [*x_start(), out_go.eq(1), *out_at(C(0, 30))]
+                    m.d.sync += [*x_start(), out_go.eq(1)]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(out_fire & jo_last):

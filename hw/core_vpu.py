@@ -96,7 +96,7 @@ class VectorEngine(Engine):
             Signal.like(fv.sd)
         dyn = Signal()
         sval, imm = Signal(32), Signal.like(fs.imm)
-        n, beats = Signal(33), Signal(30)
+        n = Signal(33)
 
         # what the write-back needs of each instruction fed and not done, in order
         desc_l = data.StructLayout({"dst": len(dst), "sd": len(sd), "vec_out": 1, "n": 33, "beats_m1": 30,
@@ -111,12 +111,14 @@ class VectorEngine(Engine):
         bi = Signal(30)
         pend, pend_i = Signal(), Signal(30)
         bi_last, pend_last = Signal(), Signal()      # bi + 1 == beats, from registers (the 300 MHz depth)
+        bi_left = Signal(30)                         # beats after bi
         can = go & (ififo.level + pend < depth)
         m.d.sync += pend.eq(can)
         with m.If(can):
             m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(a + bi),
                          vbuf.rb_en.eq(1), vbuf.rb_addr.eq(b + bi)]
-            m.d.sync += [pend_i.eq(bi), pend_last.eq(bi_last), bi.eq(bi + 1), bi_last.eq(bi + 2 == beats)]
+            m.d.sync += [pend_i.eq(bi), pend_last.eq(bi_last), bi.eq(bi + 1), bi_left.eq(bi_left - 1),
+                         bi_last.eq(bi_left == 1)]
             with m.If(bi_last):
                 m.d.sync += go.eq(0)
 
@@ -143,7 +145,7 @@ class VectorEngine(Engine):
         last_out = Signal()
         m.d.comb += last_out.eq(~wb.vec_out | Mux(bo_zero, wb.single, bo_last))
         with m.If(desc.r_rdy & vpu.o.valid & wb.vec_out):
-            m.d.comb += [vbuf.w_addr.eq(wb.dst + bo), vbuf.w_en.eq(live(bo, wb.n)),
+            m.d.comb += [vbuf.w_req.eq(1), vbuf.w_addr.eq(wb.dst + bo), vbuf.w_en.eq(live(bo, wb.n)),
                          vbuf.w_data.eq(vpu.o.payload.v.as_value())]
         with m.If(fire):
             with m.If(~wb.vec_out):
@@ -178,7 +180,7 @@ class VectorEngine(Engine):
                 m.d.comb += feeding.eq(1)
                 bb = (n + d - 1) >> log2(d)
                 nbeats = Mux(scalar_fmt | (bb == 0), 1, bb)
-                m.d.sync += [beats.eq(nbeats), go.eq(1), bi.eq(0), bi_last.eq(nbeats == 1)]
+                m.d.sync += [go.eq(1), bi.eq(0), bi_left.eq(nbeats - 1), bi_last.eq(nbeats == 1)]
                 dw = Signal(desc_l)
                 m.d.comb += [dw.dst.eq(dst), dw.sd.eq(sd), dw.vec_out.eq(vec_out), dw.n.eq(n),
                              dw.beats_m1.eq(nbeats - 1), dw.single.eq(nbeats == 1),

@@ -67,8 +67,8 @@ BURST_INCR = 1
 # 16 beats = 64 beats cover it with 1.8x margin for the loaded latency (queueing behind other traffic, refresh),
 # i.e. a round trip up to 64 cycles = 320 ns. 16 beats of the dfx preset's 64-byte HBM beat are 1 KiB, one HBM
 # page (PG276), read as row hits. Writes: the write response comes about 150 ns (30 cycles, board.json
-# hbm.write_latency_ns, an assumption) after the data; stores move a beat every 2 cycles, so 15 beats (one burst)
-# are waiting at a time; 4 bursts leave margin. (The matrix engine's weight streamer issues its own INCR bursts of
+# hbm.write_latency_ns, an assumption) after the data; stores move a beat every 4 cycles (STORE_PIECE_CYCLES), so
+# 8 beats are waiting at a time; 4 bursts leave margin. (The matrix engine's weight streamer issues its own INCR bursts of
 # up to 256 beats within 4 KiB: hw/core_mpu.py.)
 AXI_BURST_BEATS = 16
 AXI_MAX_OUTSTANDING_READS = 4
@@ -166,12 +166,14 @@ class DmaEngine(Engine):
     ERRORS = ("illegal_opcode", "address_range")
     VBUF_READS = ("ra",)
 
-    SETUP_CYCLES = 3          # SETUP, SETUP2, CHECK
+    SETUP_CYCLES = 4          # SETUP, SETUP2, RANGE, CHECK
     RUN_CYCLES = 1            # NEXT_RUN, once per run
     LOAD_PIECE_CYCLES = 1     # PIECE: one AR per cycle, reads pipelined (piece-descriptor FIFO)
     LOAD_STAGES = 3           # registers from an R beat to its VBUF write (elaborate: the 300 MHz depth)
-    LOAD_DRAIN_CYCLES = 3 + LOAD_STAGES   # after the last R beat's latency: the descriptor FIFO's match, DRAIN
-    STORE_PIECE_CYCLES = 2    # PIECE (VBUF read), WRITE (AW and W together)
+    AR_CYCLES = 1             # a port's first AR a cycle after its run is loaded (the AR path from registers)
+    # after the last R beat's latency: the descriptor FIFO's match, DRAIN; plus the AR's and the load stages' delay
+    LOAD_DRAIN_CYCLES = 3 + AR_CYCLES + LOAD_STAGES
+    STORE_PIECE_CYCLES = 4    # PIECE (VBUF read), ALIGN (lane shift), ALIGN2 (byte shift), WRITE (AW and W together)
     STORE_DRAIN_CYCLES = 1    # DRAIN sees the last B response counted
 
     def __init__(self, cfg: AccelConfig):
@@ -287,10 +289,17 @@ class DmaEngine(Engine):
             lim = min(AXI_BURST_BEATS, b4k)
             x = Mux(p_left[i] < lim, p_left[i], lim)
             bl = Signal(range(AXI_BURST_BEATS + 1), name=f"p{i}_blen")
-            m.d.comb += bl.eq(Mux(to4k < x, to4k, x))
+            m.d.sync += bl.eq(Mux(to4k < x, to4k, x))
             return bl
 
+        # The AR and AW path from registers (the 300 MHz depth): each port's next burst length (`blen`), whether it
+        # has beats left to read and room for another read (`p_more`), all computed a cycle after p_addr / p_left
+        # / p_out; `p_fresh` is low for the cycle after a change (an AR, a run's load), when they are stale. A
+        # store's next burst starts at least three cycles after its previous beat (STORE_PIECE_CYCLES).
+
         blen = [burst_len(i) for i in range(npt)]
+        p_more = [Signal(name=f"p{i}_more") for i in range(npt)]
+        p_fresh = [Signal(name=f"p{i}_fresh") for i in range(npt)]
         last_byte = run_a + (run_cnt << 1) - 1
         g0, g1 = run_a >> log2(cb), last_byte >> log2(cb)
         load_ranges = []
@@ -348,23 +357,26 @@ class DmaEngine(Engine):
             m.d.sync += [hv.eq(v2), h_addr.eq(s2_addr), h_en.eq(s2_en),
                          h_data.eq(daz16_lanes(shift_units(s2_data, s2_lane, 16, left=True, m=m)))]
         with m.If(hv):
-            m.d.comb += [vbuf.w_addr.eq(h_addr), vbuf.w_en.eq(h_en), vbuf.w_data.eq(h_data)]
+            m.d.comb += [vbuf.w_req.eq(1), vbuf.w_addr.eq(h_addr), vbuf.w_en.eq(h_en), vbuf.w_data.eq(h_data)]
         pop = Signal()                                     # the piece ends its memory beat
         m.d.comb += [pop.eq((cnt == to_beat) | (cur_left == cnt)),
                      meta.w_data.eq(Cat(hbm, ch, off, lane, cnt, entry, pop))]
         reading = Signal()                                 # a LOAD between NEXT_RUN and done
         for i, p in enumerate(ports):
-            m.d.comb += [p.arvalid.eq(reading & (p_left[i] != 0) & (p_out[i] < AXI_MAX_OUTSTANDING_READS)),
-                         p.araddr.eq(p_addr[i]), p.arlen.eq(blen[i] - 1)]
+            m.d.comb += [p.arvalid.eq(reading & p_more[i] & p_fresh[i]), p.araddr.eq(p_addr[i]),
+                         p.arlen.eq(blen[i] - 1)]
+            m.d.sync += [p_more[i].eq((p_left[i] != 0) & (p_out[i] < AXI_MAX_OUTSTANDING_READS)),
+                         p_fresh[i].eq(~(p.arvalid & p.arready) & ~load_run)]
             with m.If(p.arvalid & p.arready):
                 m.d.sync += [p_addr[i].eq(p_addr[i] + (blen[i] << log2(bws[i]))), p_left[i].eq(p_left[i] - blen[i])]
 
         # ---- writes: a memory beat gathers its pieces (byte strobes), then goes out as one W beat of a burst
         wdata_bits = max(8 * cb, 8 * ddrb)
-        st_data = Signal(wdata_bits)
+        # the piece's data over two registers (the 300 MHz depth): the VBUF entry shifted to its first lane
+        # (`st_elems`, in ALIGN), then to its byte offset in the beat (`st_data`, in ALIGN2)
+        st_elems, st_data = Signal(16 * d), Signal(wdata_bits)
         elems = shift_units(vbuf.ra_data, w_lane, 16, left=False, m=m)
-        m.d.comb += st_data.eq(shift_units(Cat(elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits], w_off, 8,
-                                           left=True, m=m))
+        placed = shift_units(Cat(st_elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits], w_off, 8, left=True, m=m)
         st_strb = Signal(wdata_bits // 8)                 # the piece's strobes, registered in PIECE
         acc_data, acc_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
         beat_data, beat_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
@@ -404,6 +416,7 @@ class DmaEngine(Engine):
 
         # ---- control
         index_regs = {"TOKEN": self.token, "POS": pos}
+        illegal, bad, empty = Signal(), Signal(), Signal()     # RANGE's checks
         m.d.comb += ctl.busy.eq(1)
         with m.FSM():
             with m.State("IDLE"):
@@ -427,19 +440,21 @@ class DmaEngine(Engine):
                     tbase.eq(Mux(is_k, (pos >> log2(l)) * kt, (pos >> log2(d)) * nt)),
                     runs.eq(Mux(is_k, kt, Mux(is_vt, n, 1))),
                 ]
-                m.next = "CHECK"
-            with m.State("CHECK"):
+                m.next = "RANGE"
+            with m.State("RANGE"):                        # the checks into registers (the 300 MHz depth)
                 cap = Mux(hbm, cfg.hbm_bytes, cfg.ddr_bytes)
                 end_plain = a0 + (n << 1)
                 end_cache = base + ((tbase + Mux(is_k, kt, nt)) << log2tb)
                 no_index = Cat(*[index != code for code in isa.INDEX_REGS]).all()
-                illegal = no_index | ((is_k | is_vt) & ~hbm)
-                bad = Mux(is_k | is_vt, end_cache > cap, (end_plain > cap) | a0[0])
+                m.d.sync += [illegal.eq(no_index | ((is_k | is_vt) & ~hbm)), empty.eq(n == 0),
+                             bad.eq(Mux(is_k | is_vt, end_cache > cap, (end_plain > cap) | a0[0]))]
+                m.next = "CHECK"
+            with m.State("CHECK"):
                 with m.If(illegal | bad):
                     m.d.comb += [ctl.done.eq(1), ctl.err.illegal_opcode.eq(illegal),
                                  ctl.err.address_range.eq(~illegal)]
                     m.next = "IDLE"
-                with m.Elif(n == 0):
+                with m.Elif(empty):
                     m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
@@ -454,11 +469,17 @@ class DmaEngine(Engine):
                     m.d.sync += [aw_done.eq(0), w_done.eq(0), w_cnt.eq(cnt), w_pop.eq(pop), w_last.eq(last_piece),
                                  w_rend.eq(run_end), w_off.eq(off), w_lane.eq(lane), w_ch.eq(ch),
                                  st_strb.eq(lane_mask(wdata_bits // 8, off, cnt << 1))]
-                    m.next = "WRITE"
+                    m.next = "ALIGN"
                 with m.Else():
                     m.d.comb += [reading.eq(1), meta.w_en.eq(meta.w_rdy), advance.eq(meta.w_rdy)]
                     with m.If(meta.w_rdy & last_piece):
                         m.next = "DRAIN"
+            with m.State("ALIGN"):
+                m.d.sync += st_elems.eq(elems)
+                m.next = "ALIGN2"
+            with m.State("ALIGN2"):
+                m.d.sync += st_data.eq(placed)
+                m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += emit.eq(w_pop)
                 with m.If(~w_pop | beat_done):

@@ -116,7 +116,7 @@ class RouterEngine(Engine):
         # (a beat waits for the shared VBUF write port, hw/buffers.py)
         m.d.comb += self.rx.ready.eq(receiving & (recv_ent < recv_end) & vbuf.w_rdy)
         with m.If(self.rx.valid & receiving & (recv_ent < recv_end)):
-            m.d.comb += [vbuf.w_addr.eq(vaddr + recv_ent), vbuf.w_en.eq(lanes_of(recv_ent)),
+            m.d.comb += [vbuf.w_req.eq(1), vbuf.w_addr.eq(vaddr + recv_ent), vbuf.w_en.eq(lanes_of(recv_ent)),
                          vbuf.w_data.eq(self.rx.payload.data)]
         with m.If(self.rx.valid & self.rx.ready):
             m.d.sync += recv_ent.eq(recv_ent + 1)
