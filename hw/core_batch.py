@@ -16,6 +16,10 @@ values of its dispatch to its engine, ISA dependency rule 6), and decides for th
   push of the last one (`last`). `range_ok`: the last vector's strided operands lie inside VBUF (the strides
   are unsigned, so every vector's do): checked before vector 0 is dispatched, so a range error is precise.
 
+The word's checks against the batch state (the rules below, `range_ok`, the word's class) are made into registers
+a cycle ahead, as the front end's are (hw/core.py): `restate` tells the front end when a cycle changes what they
+read, and the u32 read is checked as it arrives.
+
 Errors (`err_invalid`, `err_range`, at `err_pc`; the front end stops as for its own errors): the rules of
 `dfx.isa.check_batch` (BATCH followed by neither LINEAR nor ALLGATHER, dyn_m with COUNT 0, m = 0, dyn_k/dyn_n on
 a batched LINEAR, unequal strides on a batched ALLGATHER: STATUS.invalid at the BATCH's PC), `check_chunk` (an
@@ -90,11 +94,12 @@ class BatchUnit(wiring.Component):
             m.d.sync += [rd_sent.eq(1), lane.eq(full[2:log2(bb)])]
         # the checks of the u32 read, made as it arrives (for the word in `word`, which waits for it)
         rd_zero, rd_over, rd_past = Signal(), Signal(), Signal()
+        chunk_end = w.slot.addr + isa.TOKEN_TABLE_HEADER             # CHUNK: the token table's first entry
         with m.If(rd_sent & self.r_valid):
             got = self.r_data.word_select(lane, 32)
             m.d.sync += [rd_sent.eq(0), rd_have.eq(1), rd_data.eq(got), rd_zero.eq(got == 0),
                          rd_over.eq(got > w.slot.cap),
-                         rd_past.eq(w.slot.addr + isa.TOKEN_TABLE_HEADER + (got << 2) > cfg.ddr_bytes)]
+                         rd_past.eq(chunk_end + (got << 2) > cfg.ddr_bytes)]
 
         # ---- the word in the instruction register
         sl, bt = w.slot, w.batch
@@ -102,7 +107,6 @@ class BatchUnit(wiring.Component):
         is_lin, is_ag = _is(w, "LINEAR"), _is(w, "ALLGATHER")
         done_rd = Signal()                            # the word's read has come back (consumed on leave)
         m.d.comb += done_rd.eq(rd_have)
-        chunk_end = sl.addr + isa.TOKEN_TABLE_HEADER
 
         # The word's checks against the batch state, from registers (the 300 MHz depth), as the front end's
         # (hw/core.py): made for `word` and for `word_in` each cycle, the one for `word_in` used when it was taken
