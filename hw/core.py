@@ -322,11 +322,6 @@ class Core(wiring.Component):
         fp_new = Signal(FOOTPRINT)
         footprint(m, pf.word_out, pos, cfg, fp_new, pf.pos1)   # vector i of a batched instruction: its own ranges
         op = ir.control.opcode
-        fence_mask = Signal(len(engines))
-        all_units = (ir.control.units & isa.ALL_UNITS) != 0
-        for u, e in enumerate(engines):
-            m.d.comb += fence_mask[u].eq(all_units | ((ir.control.units & isa.UNIT_BITS[e.UNIT]) != 0))
-        fenced = Cat(*[~fence_mask[u] | unit_idle[u] for u in range(U)]).all()
 
         fe_err = Signal(len(STATUS))    # front-end error bits this cycle (STATUS order), at `fe_pc`
         fe_pc = Signal(32)
@@ -350,23 +345,40 @@ class Core(wiring.Component):
         m.d.comb += [w_in.eq(fetch.o.payload), dec_in.word.eq(w_in)]
 
         def checks(word, d):
-            return Cat(d.illegal, invalid(word), ~operands_ok(word, pos, cfg, pf.pos1), d.unit == Unit.CTRL,
-                       *[d.unit == Unit[e.UNIT.name] for e in engines])
-        ck_ir, ck_in = Signal(4 + U), Signal(4 + U)
+            units, opc = word.control.units, word.control.opcode
+            every = (units & isa.ALL_UNITS) != 0
+            illegal, bad_word, outside = d.illegal, invalid(word), ~operands_ok(word, pos, cfg, pf.pos1)
+            return Cat(illegal, bad_word, outside, d.unit == Unit.CTRL, opc == Opcode.HALT, opc == Opcode.FENCE,
+                       illegal | bad_word | outside,
+                       *[d.unit == Unit[e.UNIT.name] for e in engines],
+                       *[every | ((units & isa.UNIT_BITS[e.UNIT]) != 0) for e in engines])    # FENCE's units
+        n_ck = 7 + 2 * U
+        ck_ir, ck_in = Signal(n_ck), Signal(n_ck)
         m.d.sync += [ck_ir.eq(checks(ir, dec)), ck_in.eq(checks(w_in, dec_in))]
         ck_sel, ck_fresh = Signal(), Signal()
-        ck = Signal(4 + U)
+        ck = Signal(n_ck)
         m.d.comb += ck.eq(Mux(ck_sel, ck_in, ck_ir))
-        ck_illegal, ck_invalid, ck_range, ck_ctrl, ck_unit = ck[0], ck[1], ck[2], ck[3], ck[4:]
+        ck_illegal, ck_invalid, ck_range, ck_ctrl, ck_halt, ck_fence, ck_bad = (ck[i] for i in range(7))
+        ck_unit, ck_fence_on = ck[7:7 + U], ck[7 + U:]
+        fenced = Cat(*[~ck_fence_on[u] | unit_idle[u] for u in range(U)]).all()
 
         acting = running & ir_valid & ~failed & ~halting & ~fe_any_r & ck_fresh
         m.d.comb += [pf.word.eq(ir), pf.pc.eq(ir_pc), pf.valid.eq(acting), pf.pushed.eq(push.any()),
                      pf.word_in.eq(w_in), pf.ck_sel.eq(ck_sel)]
         m.d.sync += ck_fresh.eq(~pf.restate)
-        with m.If(acting):
-            with m.If(pf.skipping):                         # skipped by a SLOT: retired, not decoded
-                m.d.comb += leave.eq(1)
-            with m.Elif(pf.err_invalid & ~pf.handled):      # BATCH followed by what it may not prefix
+        # The decision, as flat terms of registers (the 300 MHz depth): the batch unit decides for the words it
+        # handles (skipped, BATCH, CHUNK, SLOT); the rest are the front end's, which go when they have no error.
+        own_go = acting & ~pf.handled & ~pf.bad & ~ck_bad
+        ctrl_go = own_go & ck_ctrl & (~ck_fence | fenced)
+        gate = all_idle if self.in_order else C(1, 1)
+        for u in range(U):
+            m.d.comb += push[u].eq(own_go & ck_unit[u] & (q_n[u] < Q) & gate)
+        m.d.comb += [leave.eq(pf.leave | ctrl_go | (push.any() & pf.last)), ctrl_ev.eq(pf.ev | (ctrl_go & ~ck_halt))]
+        with m.If(ctrl_go & ck_halt):
+            m.d.sync += halting.eq(1)
+        # the error, the first in the ISA's order (only it is recorded: the front end then stops)
+        with m.If(acting & ~pf.skipping):
+            with m.If(pf.err_invalid & ~pf.handled):        # BATCH followed by what it may not prefix
                 fe_fail("invalid", pf.err_pc)
             with m.Elif(ck_illegal):
                 fe_fail("illegal_opcode", ir_pc)
@@ -375,47 +387,38 @@ class Core(wiring.Component):
             with m.Elif(pf.err_range):
                 fe_fail("address_range", pf.err_pc)
             with m.Elif(pf.handled):                        # BATCH, CHUNK, SLOT (these wait for their DDR read)
-                m.d.comb += [leave.eq(pf.leave), ctrl_ev.eq(pf.ev)]
+                pass
             with m.Elif(ck_invalid):
                 fe_fail("invalid", ir_pc)
             with m.Elif(ck_range | ~pf.range_ok):
                 fe_fail("address_range", ir_pc)
-            with m.Elif(ck_ctrl):
-                with m.If(op == Opcode.HALT):
-                    m.d.sync += halting.eq(1)
-                    m.d.comb += leave.eq(1)
-                with m.Elif(op == Opcode.FENCE):
-                    m.d.comb += [leave.eq(fenced), ctrl_ev.eq(fenced)]
-                with m.Else():
-                    m.d.comb += [leave.eq(1), ctrl_ev.eq(1)]
-            with m.Else():
-                gate = all_idle if self.in_order else C(1, 1)
-                for u, e in enumerate(engines):
-                    with m.If(ck_unit[u] & (q_n[u] < Q) & gate):
-                        m.d.comb += [push[u].eq(1), leave.eq(pf.last)]
         with m.If(leave):
             m.d.sync += ir_valid.eq(0)
         with m.If(push.any()):
             m.d.sync += seq.eq(seq + 1)
 
         # take the next word (the fetch address must lie inside DDR)
-        entry_off = Signal(33)
-        m.d.comb += [entry_off.eq(regs.entry + (fpc << log2(isa.WORD_BYTES))),
-                     fetch.addr.eq(regs.ddr_base + regs.entry), fetch.limit.eq(regs.ddr_base + cfg.ddr_bytes)]
-        want = running & ~failed & ~halting & ~fe_any_r & (~ir_valid | (leave & (op != Opcode.HALT)))
+        # (`fpc_past`: word `fpc` lies past DDR, kept in a register beside `fpc`, computed for fpc and fpc + 1)
+        fpc_past = Signal()
+        m.d.comb += [fetch.addr.eq(regs.ddr_base + regs.entry), fetch.limit.eq(regs.ddr_base + cfg.ddr_bytes)]
+
+        def past(pc):
+            return regs.entry + (pc << log2(isa.WORD_BYTES)) + isa.WORD_BYTES > cfg.ddr_bytes
+        past0, past1 = past(C(0, 32)), past(fpc + 1)
+        want = running & ~failed & ~halting & ~fe_any_r & (~ir_valid | (leave & ~ck_halt))
         # (the bits the front end can raise, each its own register: a constant bit's comb process never runs in
         # Icarus, and an X through this register would stall the front end in simulation)
         fe_bits = [names.index(b) for b in ("illegal_opcode", "invalid", "address_range")]
         m.d.sync += [*[fe_err_r[i].eq(fe_err[i]) for i in fe_bits], fe_pc_r.eq(fe_pc), ck_sel.eq(0),
                      fe_any_r.eq(Cat(*[fe_err[i] for i in fe_bits]).any())]
         with m.If(want):
-            with m.If(entry_off + isa.WORD_BYTES > cfg.ddr_bytes):
+            with m.If(fpc_past):
                 fe_fail("address_range", fpc)
             with m.Else():
                 m.d.comb += fetch.o.ready.eq(1)
                 with m.If(fetch.o.valid):
                     m.d.sync += [ir.eq(fetch.o.payload), ir_valid.eq(1), ir_pc.eq(fpc), fpc.eq(fpc + 1),
-                                 ck_sel.eq(1)]
+                                 fpc_past.eq(past1), ck_sel.eq(1)]
 
         # ---- queues: pop at start, push at dispatch
         for u in range(U):
@@ -491,7 +494,7 @@ class Core(wiring.Component):
             with m.State("IDLE"):
                 with m.If(regs.start):
                     m.d.comb += [regs.accept.eq(1), fetch.start.eq(1), pf.run_start.eq(1)]
-                    m.d.sync += [running.eq(1), fpc.eq(0), ir_valid.eq(0), status.eq(0), error_pc.eq(0),
+                    m.d.sync += [running.eq(1), fpc.eq(0), fpc_past.eq(past0), ir_valid.eq(0), status.eq(0), error_pc.eq(0),
                                  failed.eq(0), eng_failed.eq(0), halting.eq(0), cycles.eq(0),
                                  *[b.eq(0) for b in busy]]
                     m.next = "RUN"

@@ -57,7 +57,7 @@ class BatchUnit(wiring.Component):
             "word_in": In(WordLayout), "ck_sel": In(1), "restate": Out(1),
             "token": Out(32), "pos": Out(32), "pos1": Out(33), "count": Out(L),
             "word_out": Out(WordLayout), "skipping": Out(1), "handled": Out(1), "leave": Out(1), "ev": Out(1), "last": Out(1),
-            "range_ok": Out(1), "err_invalid": Out(1), "err_range": Out(1), "err_pc": Out(32),
+            "range_ok": Out(1), "bad": Out(1), "err_invalid": Out(1), "err_range": Out(1), "err_pc": Out(32),
             "ar_valid": Out(1), "ar_addr": Out(AXI_ADDR_BITS), "ar_ready": In(1),
             "r_valid": In(1), "r_data": In(bits), "rd_busy": Out(1),
         })
@@ -93,20 +93,17 @@ class BatchUnit(wiring.Component):
         with m.If(self.ar_valid & self.ar_ready):
             m.d.sync += [rd_sent.eq(1), lane.eq(full[2:log2(bb)])]
         # the checks of the u32 read, made as it arrives (for the word in `word`, which waits for it)
-        rd_zero, rd_over, rd_past = Signal(), Signal(), Signal()
+        rd_zero, rd_over, rd_past, rd_bad = Signal(), Signal(), Signal(), Signal()
         chunk_end = w.slot.addr + isa.TOKEN_TABLE_HEADER             # CHUNK: the token table's first entry
         with m.If(rd_sent & self.r_valid):
             got = self.r_data.word_select(lane, 32)
-            m.d.sync += [rd_sent.eq(0), rd_have.eq(1), rd_data.eq(got), rd_zero.eq(got == 0),
-                         rd_over.eq(got > w.slot.cap),
-                         rd_past.eq(chunk_end + (got << 2) > cfg.ddr_bytes)]
+            zero, over, past = got == 0, got > w.slot.cap, chunk_end + (got << 2) > cfg.ddr_bytes
+            m.d.sync += [rd_sent.eq(0), rd_have.eq(1), rd_data.eq(got), rd_zero.eq(zero), rd_over.eq(over),
+                         rd_past.eq(past), rd_bad.eq(zero | over | past)]
 
         # ---- the word in the instruction register
         sl, bt = w.slot, w.batch
-        is_chunk, is_slot, is_batch = _is(w, "CHUNK"), _is(w, "SLOT"), _is(w, "BATCH")
         is_lin, is_ag = _is(w, "LINEAR"), _is(w, "ALLGATHER")
-        done_rd = Signal()                            # the word's read has come back (consumed on leave)
-        m.d.comb += done_rd.eq(rd_have)
 
         # The word's checks against the batch state, from registers (the 300 MHz depth), as the front end's
         # (hw/core.py): made for `word` and for `word_in` each cycle, the one for `word_in` used when it was taken
@@ -114,70 +111,69 @@ class BatchUnit(wiring.Component):
         # leaves, or the last vector of a batched instruction is pushed); the front end then waits a cycle.
         def checks(v):
             lin, ag = _is(v, "LINEAR"), _is(v, "ALLGATHER")
+            c_batch, c_chunk, c_slot = _is(v, "BATCH"), _is(v, "CHUNK"), _is(v, "SLOT")
             mx, rt = v.matrix, v.route
             lin_ok = ((((mx.src + lasts) << sh) + mx.k <= elems) & (((mx.dst + lastd) << sh) + mx.n <= elems))
             ag_ok = ((rt.vaddr + lastd) << sh) + rt.n <= elems
-            return Cat((~(lin | ag) | (lin & (mx.dyn_k | mx.dyn_n)) | (ag & (bss != bds))),
-                       Mux(v.batch.dyn_m, count, v.batch.m) == 0,
-                       v.slot.addr + isa.TOKEN_TABLE_HEADER > cfg.ddr_bytes,
-                       v.slot.addr[:2] != 0,
-                       v.slot.i >= count,
-                       Mux(lin, lin_ok, Mux(ag, ag_ok, 1)))
-        ck_w, ck_in, ck = Signal(6), Signal(6), Signal(6)
+            pair = bpend & (~(lin | ag) | (lin & (mx.dyn_k | mx.dyn_n)) | (ag & (bss != bds)))
+            m_zero = Mux(v.batch.dyn_m, count, v.batch.m) == 0
+            past = v.slot.addr + isa.TOKEN_TABLE_HEADER > cfg.ddr_bytes
+            odd = v.slot.addr[:2] != 0
+            no_count = count == 0
+            out = bpend & ~Mux(lin, lin_ok, Mux(ag, ag_ok, 1))
+            bad = (pair | (c_batch & m_zero) | (c_chunk & (past | odd)) | (c_slot & no_count)
+                   | (~(c_batch | c_chunk | c_slot) & out))
+            return Cat(pair, c_batch & m_zero, c_chunk & past, c_chunk & odd, c_slot & no_count, out, bad,
+                       v.slot.i >= count, c_batch, c_chunk, c_slot)
+        ck_w, ck_in, ck = Signal(11), Signal(11), Signal(11)
         m.d.sync += [ck_w.eq(checks(w)), ck_in.eq(checks(self.word_in))]
         m.d.comb += ck.eq(Mux(self.ck_sel, ck_in, ck_w))
-        pair_bad, m_zero, chunk_past, chunk_odd, slot_skip, batch_ok = (ck[i] for i in range(6))
-        m.d.comb += self.err_pc.eq(self.pc)
+        (e_pair, e_m_zero, e_past, e_odd, e_no_count, e_out, e_any,
+         slot_skip, c_batch, c_chunk, c_slot) = (ck[i] for i in range(11))
+        m.d.comb += self.err_pc.eq(Mux(e_pair, bpc, self.pc))
 
-        with m.If(self.valid):
-            with m.If(skip_n != 0):
-                m.d.comb += [self.skipping.eq(1), self.handled.eq(1), self.leave.eq(1)]
-                m.d.sync += skip_n.eq(skip_n - 1)
-            with m.Elif(bpend & pair_bad):
-                m.d.comb += [self.err_invalid.eq(1), self.err_pc.eq(bpc)]
-            with m.Elif(is_batch):
-                m.d.comb += self.handled.eq(1)
-                mm = Mux(bt.dyn_m, count, bt.m)
-                with m.If(m_zero):                   # dyn_m before CHUNK, or m = 0
-                    m.d.comb += self.err_invalid.eq(1)
-                with m.Else():
-                    m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
-                    m.d.sync += [bpend.eq(1), bpc.eq(self.pc), bm.eq(mm), bss.eq(bt.src_stride),
-                                 bds.eq(bt.dst_stride), bi.eq(0), b_last.eq(mm == 1), offs.eq(0), offd.eq(0),
-                                 lasts.eq((mm - 1) * bt.src_stride), lastd.eq((mm - 1) * bt.dst_stride)]
-            with m.Elif(is_chunk):
-                m.d.comb += self.handled.eq(1)
-                with m.If(chunk_past):
-                    m.d.comb += self.err_range.eq(1)
-                with m.Elif(chunk_odd):
-                    m.d.comb += self.err_invalid.eq(1)
-                with m.Elif(~done_rd):
-                    m.d.sync += [rd_req.eq(1), rd_a.eq(sl.addr)]
-                with m.Elif(rd_zero | rd_over):
-                    m.d.comb += self.err_invalid.eq(1)
-                with m.Elif(rd_past):
-                    m.d.comb += self.err_range.eq(1)
-                with m.Else():
-                    m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
-                    m.d.sync += [count.eq(rd_data), tbase.eq(chunk_end), pos0.eq(pos)]
-            with m.Elif(is_slot):
-                m.d.comb += self.handled.eq(1)
-                with m.If(count == 0):
-                    m.d.comb += self.err_invalid.eq(1)
-                with m.Elif(slot_skip):
-                    m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
-                    m.d.sync += skip_n.eq(sl.skip)
-                with m.Elif(~done_rd):
-                    m.d.sync += [rd_req.eq(1), rd_a.eq(tbase + (sl.i << 2))]
-                with m.Else():
-                    m.d.comb += [self.leave.eq(1), self.ev.eq(1)]
-                    m.d.sync += [token.eq(rd_data), pos.eq(pos0 + sl.i), pos1.eq((pos0 + sl.i)[:32] + 1)]
+        # The decision, as flat terms of registers (the 300 MHz depth): the word's checks and class (`ck`: `e_any`,
+        # any error the word has against the batch state; the others, which one), the state's flag `skip_nz`
+        # (skip_n != 0) and the read's (`rd_have`, `rd_bad`). In priority: skipped; a BATCH followed by what it
+        # may not prefix; the word's own errors; it leaves, or waits for its read. (The front end stops on an
+        # error, so only the first is acted on.)
+        skip_nz = Signal()
+        live = self.valid & ~skip_nz & ~e_any
+        rd_go = rd_have & ~rd_bad
+        m.d.comb += [
+            self.skipping.eq(self.valid & skip_nz),
+            self.handled.eq(self.valid & (skip_nz | c_batch | c_chunk | c_slot)),
+            self.err_invalid.eq(self.valid & ~skip_nz & (e_pair | (~e_past & (e_m_zero | e_odd | e_no_count))
+                                                         | (live & c_chunk & rd_have & (rd_zero | rd_over)))),
+            self.err_range.eq(self.valid & ~skip_nz & ~e_pair & (e_past | (live & c_chunk & rd_have & ~rd_zero
+                                                                          & ~rd_over & rd_past))),
+            self.ev.eq(live & (c_batch | (c_chunk & rd_go) | (c_slot & (slot_skip | rd_have)))),
+            self.leave.eq(self.skipping | self.ev),
+            self.range_ok.eq(~e_out), self.bad.eq(e_any),
+        ]
+        with m.If(self.skipping):
+            m.d.sync += [skip_n.eq(skip_n - 1), skip_nz.eq(skip_n != 1)]
+        with m.If(live & c_batch):
+            mm = Mux(bt.dyn_m, count, bt.m)
+            m.d.sync += [bpend.eq(1), bpc.eq(self.pc), bm.eq(mm), bss.eq(bt.src_stride),
+                         bds.eq(bt.dst_stride), bi.eq(0), b_last.eq(mm == 1), offs.eq(0), offd.eq(0),
+                         lasts.eq((mm - 1) * bt.src_stride), lastd.eq((mm - 1) * bt.dst_stride)]
+        with m.If(live & c_chunk & ~rd_have):
+            m.d.sync += [rd_req.eq(1), rd_a.eq(sl.addr)]
+        with m.If(live & c_chunk & rd_go):
+            m.d.sync += [count.eq(rd_data), tbase.eq(chunk_end), pos0.eq(pos)]
+        with m.If(live & c_slot & slot_skip):
+            m.d.sync += [skip_n.eq(sl.skip), skip_nz.eq(sl.skip != 0)]
+        with m.If(live & c_slot & ~slot_skip & ~rd_have):
+            m.d.sync += [rd_req.eq(1), rd_a.eq(tbase + (sl.i << 2))]
+        with m.If(live & c_slot & ~slot_skip & rd_have):
+            m.d.sync += [token.eq(rd_data), pos.eq(pos0 + sl.i), pos1.eq((pos0 + sl.i)[:32] + 1)]
         with m.If(self.leave | self.err_invalid | self.err_range):
             m.d.sync += [rd_req.eq(0), rd_have.eq(0)]
 
         # ---- the batched instruction: vector bi of bm
-        m.d.comb += [self.word_out.eq(w), self.last.eq(~bpend | b_last), self.range_ok.eq(~bpend | batch_ok),
-                     self.restate.eq((self.leave & ~self.skipping) | (bpend & self.pushed & b_last))]
+        m.d.comb += [self.word_out.eq(w), self.last.eq(~bpend | b_last),
+                     self.restate.eq(self.ev | (bpend & self.pushed & b_last))]
         with m.If(bpend):
             with m.If(is_lin):
                 mx = w.matrix
@@ -190,7 +186,7 @@ class BatchUnit(wiring.Component):
                     m.d.sync += bpend.eq(0)
 
         with m.If(self.run_start):
-            m.d.sync += [count.eq(0), tbase.eq(0), pos0.eq(0), token.eq(self.token_in), pos.eq(self.pos_in),
-                         pos1.eq(self.pos_in + 1),
-                         skip_n.eq(0), bpend.eq(0), rd_req.eq(0), rd_have.eq(0)]
+            m.d.sync += [count.eq(0), tbase.eq(0), pos0.eq(0), token.eq(self.token_in),
+                         pos.eq(self.pos_in), pos1.eq(self.pos_in + 1),
+                         skip_n.eq(0), skip_nz.eq(0), bpend.eq(0), rd_req.eq(0), rd_have.eq(0)]
         return m

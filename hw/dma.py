@@ -30,8 +30,9 @@ beats that never cross a 4 KiB boundary:
   becomes a zero of its sign, a NaN 0x7E00) and written into VBUF with a per-element mask. A beat holding two
   pieces is taken (RREADY) with its second.
 - writes (STORE, STORE_K, STORE_VT): a beat gathers its pieces' bytes and strobes (no read-modify-write) and goes
-  out as one W beat; a burst's AW goes out with its first beat, while the port has fewer than
-  `AXI_MAX_OUTSTANDING_WRITES` bursts unanswered. Every B response is counted: the instruction is `done` only
+  out as one W beat, from a register of the port's own (so AWREADY and WREADY reach only that register); a
+  burst's AW is handed over with its first beat, while the port has fewer than `AXI_MAX_OUTSTANDING_WRITES`
+  bursts unanswered. Every B response is counted: the instruction is `done` only
   when every read has arrived and every write is acknowledged (what FENCE and the scoreboard wait for).
 
 Before moving anything the engine checks the instruction: an index register `dfx.isa.INDEX_REGS` does not
@@ -270,8 +271,8 @@ class DmaEngine(Engine):
         # ---- per-port burst state: the HBM pseudo-channels, then DDR. A run's bytes cover, on each port, one
         # range of consecutive beats (HBM striping deals the run's beats round-robin over the channels); NEXT_RUN
         # loads each port's first beat address and beat count. Reads: each port issues its ARs on its own, in
-        # bursts, while it has fewer than AXI_MAX_OUTSTANDING_READS in flight. Writes: a burst's AW goes out with
-        # its first W beat, while the port has fewer than AXI_MAX_OUTSTANDING_WRITES unanswered.
+        # bursts, while it has fewer than AXI_MAX_OUTSTANDING_READS in flight. Writes: see the ports' AW and W
+        # registers below.
         ports = hbm_ports + [self.ddr]
         bws = [cb] * nch + [ddrb]                          # bytes per beat of each port
         npt = len(ports)
@@ -382,37 +383,47 @@ class DmaEngine(Engine):
         beat_data, beat_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
         m.d.comb += [beat_data.eq(acc_data | (st_data & Cat(*[b for b in st_strb for _ in range(8)]))),
                      beat_strb.eq(acc_strb | st_strb)]
-        aw_done, w_done = Signal(), Signal()
         emit = Signal()                                    # WRITE of a piece that ends its beat
-        beat_done = Signal()                               # ... its AW (if it starts a burst) and W accepted
+        beat_done = Signal()                               # ... the beat (and its burst's AW) taken
         for p in ports:
             m.d.comb += [p.bready.eq(1), p.arburst.eq(BURST_INCR), p.awburst.eq(BURST_INCR)]
         m.d.comb += [self.ddr.arsize.eq(log2(ddrb)), self.ddr.awsize.eq(log2(ddrb))]
         for p in hbm_ports:
             m.d.comb += [p.arsize.eq(log2(cb)), p.awsize.eq(log2(cb))]
+        # Each port's AW and W come from a register of their own (one beat; a store writes a beat at most every
+        # STORE_PIECE_CYCLES): the piece walker hands a beat over when the port's registers are free, so AWREADY
+        # and WREADY reach only them (the 300 MHz depth). A burst's first beat hands over its AW with it.
+        w_free = []
         for i, p in enumerate(ports):
             new = p_rem[i] == 0
-            ok = ~new | aw_done | (p_out[i] < AXI_MAX_OUTSTANDING_WRITES)
-            act = emit & p_sel[i] & ok
-            aw_hs, w_hs = Signal(name=f"p{i}_aw_hs"), Signal(name=f"p{i}_w_hs")
-            m.d.comb += [p.awvalid.eq(act & new & ~aw_done), p.awaddr.eq(p_addr[i]), p.awlen.eq(blen[i] - 1),
-                         p.wvalid.eq(act & ~w_done), p.wdata.eq(beat_data), p.wstrb.eq(beat_strb),
-                         p.wlast.eq(Mux(new, blen[i] == 1, p_rem[i] == 1)),
-                         aw_hs.eq(p.awvalid & p.awready), w_hs.eq(p.wvalid & p.wready)]
-            with m.If(aw_hs):
-                m.d.sync += aw_done.eq(1)
-            with m.If(w_hs):
-                m.d.sync += w_done.eq(1)
-            fin = act & (~new | aw_done | aw_hs) & (w_done | w_hs)
+            aw_v, w_v = Signal(name=f"p{i}_aw_v"), Signal(name=f"p{i}_w_v")
+            aw_a, aw_l = Signal.like(p.awaddr, name=f"p{i}_aw_a"), Signal(8, name=f"p{i}_aw_l")
+            w_d, w_s, w_l = (Signal.like(p.wdata, name=f"p{i}_w_d"), Signal.like(p.wstrb, name=f"p{i}_w_s"),
+                             Signal(name=f"p{i}_w_l"))
+            ok = ~w_v & (~new | (~aw_v & (p_out[i] < AXI_MAX_OUTSTANDING_WRITES)))
+            fin = Signal(name=f"p{i}_fin")
+            m.d.comb += [fin.eq(emit & p_sel[i] & ok),
+                         p.awvalid.eq(aw_v), p.awaddr.eq(aw_a), p.awlen.eq(aw_l),
+                         p.wvalid.eq(w_v), p.wdata.eq(w_d), p.wstrb.eq(w_s), p.wlast.eq(w_l)]
+            w_free.append(~aw_v & ~w_v)
+            with m.If(p.awready):
+                m.d.sync += aw_v.eq(0)
+            with m.If(p.wready):
+                m.d.sync += w_v.eq(0)
             with m.If(fin):
                 m.d.comb += beat_done.eq(1)
-                m.d.sync += [p_rem[i].eq(Mux(new, blen[i], p_rem[i]) - 1), p_addr[i].eq(p_addr[i] + bws[i]),
+                m.d.sync += [w_v.eq(1), w_d.eq(beat_data), w_s.eq(beat_strb),
+                             w_l.eq(Mux(new, blen[i] == 1, p_rem[i] == 1)),
+                             p_rem[i].eq(Mux(new, blen[i], p_rem[i]) - 1), p_addr[i].eq(p_addr[i] + bws[i]),
                              p_left[i].eq(p_left[i] - 1)]
+                with m.If(new):
+                    m.d.sync += [aw_v.eq(1), aw_a.eq(p_addr[i]), aw_l.eq(blen[i] - 1)]
             r_end = p.rvalid & p.rready & p.rlast
             b_end = p.bvalid & p.bready
-            m.d.sync += p_out[i].eq(p_out[i] + ((p.arvalid & p.arready) | aw_hs) - (r_end | b_end))
+            m.d.sync += p_out[i].eq(p_out[i] + ((p.arvalid & p.arready) | (fin & new)) - (r_end | b_end))
         quiet = Signal()                                   # every read in, every write answered
-        m.d.comb += quiet.eq((meta.level == 0) & ~v1 & ~v2 & ~hv & Cat(*[o == 0 for o in p_out]).all())
+        m.d.comb += quiet.eq((meta.level == 0) & ~v1 & ~v2 & ~hv & Cat(*[o == 0 for o in p_out]).all()
+                             & Cat(*w_free).all())
 
         # ---- control
         index_regs = {"TOKEN": self.token, "POS": pos}
@@ -466,7 +477,7 @@ class DmaEngine(Engine):
             with m.State("PIECE"):
                 with m.If(is_store):
                     m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(entry)]
-                    m.d.sync += [aw_done.eq(0), w_done.eq(0), w_cnt.eq(cnt), w_pop.eq(pop), w_last.eq(last_piece),
+                    m.d.sync += [w_cnt.eq(cnt), w_pop.eq(pop), w_last.eq(last_piece),
                                  w_rend.eq(run_end), w_off.eq(off), w_lane.eq(lane), w_ch.eq(ch),
                                  st_strb.eq(lane_mask(wdata_bits // 8, off, cnt << 1))]
                     m.next = "ALIGN"

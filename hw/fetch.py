@@ -4,6 +4,9 @@
 the fetcher reads bursts of up to `BURST` beats of 16*d bits (d/8 instructions each) ahead into a FIFO
 (issuing a burst only when the FIFO has room for it, so R is never back-pressured) and hands out the 128-bit
 words in order on the `o` stream. It never reads at or past `limit` (DDR base + the config's DDR size).
+`o` comes from a two-entry output buffer (`o.valid`, `o.payload`: registers): the buffer takes a word from the
+FIFO whenever it has a free entry, so `o.ready` (the front end's dispatch decision) reaches only the buffer's
+registers, never the FIFO (the 300 MHz depth, docs/rtl.md); a word passes it in one cycle.
 `flush` stops it: outstanding bursts are received and dropped and the FIFO emptied; `idle` says when that
 is over (the controller waits for it before raising ap_done, so no read is left in flight between runs).
 """
@@ -64,7 +67,20 @@ class Fetch(wiring.Component):
         m.d.sync += outstanding.eq(outstanding + Mux(ar_hs, burst, 0) - ar.rvalid)
 
         words = Array(fifo.r_data[isa.WORD_BITS * i:isa.WORD_BITS * (i + 1)] for i in range(per_beat))
-        m.d.comb += self.o.payload.eq(words[wi])
+        # the output buffer: s0 (the head, `o`) and s1; n words held. It takes from the FIFO on `n < 2`, a
+        # register, whatever `o.ready` does this cycle.
+        s0, s1 = Signal(isa.WORD_BITS), Signal(isa.WORD_BITS)
+        n = Signal(range(3))
+        in_valid, take = Signal(), Signal()
+        pop = self.o.valid & self.o.ready
+        m.d.comb += [self.o.payload.eq(s0), self.o.valid.eq(n != 0), take.eq(in_valid & (n != 2))]
+        with m.If(pop & (n == 2)):
+            m.d.sync += s0.eq(s1)
+        with m.Elif(take & ((n == 0) | pop)):
+            m.d.sync += s0.eq(words[wi])
+        with m.If(take & (n == 1) & ~pop):
+            m.d.sync += s1.eq(words[wi])
+        m.d.sync += n.eq(n + take - pop)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -74,15 +90,15 @@ class Fetch(wiring.Component):
                                  wi.eq((self.addr & (bb - 1)) >> log2(isa.WORD_BYTES))]
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += self.o.valid.eq(fifo.r_rdy)
-                with m.If(self.o.valid & self.o.ready):
+                m.d.comb += in_valid.eq(fifo.r_rdy)
+                with m.If(take):
                     with m.If(wi == per_beat - 1):
                         m.d.comb += fifo.r_en.eq(1)
                         m.d.sync += wi.eq(0)
                     with m.Else():
                         m.d.sync += wi.eq(wi + 1)
                 with m.If(self.flush):
-                    m.d.sync += issuing.eq(0)
+                    m.d.sync += [issuing.eq(0), n.eq(0)]
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.comb += fifo.r_en.eq(1)
