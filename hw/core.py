@@ -400,7 +400,10 @@ class Core(wiring.Component):
         # take the next word (the fetch address must lie inside DDR)
         # (`fpc_past`: word `fpc` lies past DDR, kept in a register beside `fpc`, computed for fpc and fpc + 1)
         fpc_past = Signal()
-        m.d.comb += [fetch.addr.eq(regs.ddr_base + regs.entry), fetch.limit.eq(regs.ddr_base + cfg.ddr_bytes)]
+        fbb = ddr_data_bits(cfg) // 8
+        m.d.comb += [fetch.addr.eq(regs.ddr_base + regs.entry), 
+                     fetch.beats.eq(Mux(regs.entry < cfg.ddr_bytes,     # (the DDR base is beat-aligned)
+                                        (cfg.ddr_bytes - (regs.entry & ~C(fbb - 1, 32))) >> log2(fbb), 0))]
 
         def past(pc):
             return regs.entry + (pc << log2(isa.WORD_BYTES)) + isa.WORD_BYTES > cfg.ddr_bytes

@@ -109,9 +109,10 @@ def hbm_port_names(cfg: AccelConfig) -> list[str]:
     return [f"hbm{c}" for c in range(cfg.hbm_channels)]
 
 
-def lane_mask(width: int, lo, count) -> "Value":
-    """A `width`-bit mask with bits lo .. lo+count-1 set (lo, count: Amaranth values)."""
-    return Cat(*[(lo <= r) & (r < lo + count) for r in range(width)])
+def lane_mask(width: int, lo, count=None, end=None) -> "Value":
+    """A `width`-bit mask with bits lo .. lo+count-1 (or lo .. end-1) set (lo, count, end: Amaranth values)."""
+    hi = lo + count if end is None else end
+    return Cat(*[(lo <= r) & (r < hi) for r in range(width)])
 
 
 def shift_units(x, amount, unit: int, left: bool, m: Module | None = None) -> Value:
@@ -168,7 +169,7 @@ class DmaEngine(Engine):
     VBUF_READS = ("ra",)
 
     SETUP_CYCLES = 4          # SETUP, SETUP2, RANGE, CHECK
-    RUN_CYCLES = 1            # NEXT_RUN, once per run
+    RUN_CYCLES = 2            # NEXT_RUN, LOAD_RUN, once per run
     LOAD_PIECE_CYCLES = 1     # PIECE: one AR per cycle, reads pipelined (piece-descriptor FIFO)
     LOAD_STAGES = 3           # registers from an R beat to its VBUF write (elaborate: the 300 MHz depth)
     AR_CYCLES = 1             # a port's first AR a cycle after its run is loaded (the AR path from registers)
@@ -269,7 +270,7 @@ class DmaEngine(Engine):
                 m.d.sync += [cur_a.eq(cur_a + (p_cnt << 1)), cur_v.eq(cur_v + p_cnt), cur_left.eq(cur_left - p_cnt)]
 
         # ---- per-port burst state: the HBM pseudo-channels, then DDR. A run's bytes cover, on each port, one
-        # range of consecutive beats (HBM striping deals the run's beats round-robin over the channels); NEXT_RUN
+        # range of consecutive beats (HBM striping deals the run's beats round-robin over the channels); LOAD_RUN
         # loads each port's first beat address and beat count. Reads: each port issues its ARs on its own, in
         # bursts, while it has fewer than AXI_MAX_OUTSTANDING_READS in flight. Writes: see the ports' AW and W
         # registers below.
@@ -301,14 +302,15 @@ class DmaEngine(Engine):
         blen = [burst_len(i) for i in range(npt)]
         p_more = [Signal(name=f"p{i}_more") for i in range(npt)]
         p_fresh = [Signal(name=f"p{i}_fresh") for i in range(npt)]
-        last_byte = run_a + (run_cnt << 1) - 1
-        g0, g1 = run_a >> log2(cb), last_byte >> log2(cb)
+        # (from the run's first address and count as registered in NEXT_RUN: the 300 MHz depth)
+        last_byte = cur_a + (cur_left << 1) - 1
+        g0, g1 = cur_a >> log2(cb), last_byte >> log2(cb)
         load_ranges = []
         for c in range(nch):
             lo = (g0 >> log2(nch)) + (c < (g0 & (nch - 1)))
             hi = (g1 >> log2(nch)) + (c <= (g1 & (nch - 1)))
             load_ranges.append((self.hbm_base[c] + (lo << log2(cb)), Mux(hbm, hi - lo, 0)))
-        d0, d1 = run_a >> log2(ddrb), last_byte >> log2(ddrb)
+        d0, d1 = cur_a >> log2(ddrb), last_byte >> log2(ddrb)
         load_ranges.append((self.ddr_base + (d0 << log2(ddrb)), Mux(hbm, 0, d1 - d0 + 1)))
         load_run = Signal()
         with m.If(load_run):
@@ -378,7 +380,8 @@ class DmaEngine(Engine):
         st_elems, st_data = Signal(16 * d), Signal(wdata_bits)
         elems = shift_units(vbuf.ra_data, w_lane, 16, left=False, m=m)
         placed = shift_units(Cat(st_elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits], w_off, 8, left=True, m=m)
-        st_strb = Signal(wdata_bits // 8)                 # the piece's strobes, registered in PIECE
+        st_strb = Signal(wdata_bits // 8)                 # the piece's strobes, registered in ALIGN2
+        w_end = Signal(range(2 * max(cb, ddrb) + 1))       # the piece's end byte in its beat, registered in ALIGN
         acc_data, acc_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
         beat_data, beat_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
         m.d.comb += [beat_data.eq(acc_data | (st_data & Cat(*[b for b in st_strb for _ in range(8)]))),
@@ -472,24 +475,25 @@ class DmaEngine(Engine):
                     m.next = "NEXT_RUN"
             with m.State("NEXT_RUN"):
                 m.d.sync += [cur_a.eq(run_a), cur_left.eq(run_cnt), cur_v.eq(run_v)]
+                m.next = "LOAD_RUN"
+            with m.State("LOAD_RUN"):
                 m.d.comb += load_run.eq(1)
                 m.next = "PIECE"
             with m.State("PIECE"):
                 with m.If(is_store):
                     m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(entry)]
                     m.d.sync += [w_cnt.eq(cnt), w_pop.eq(pop), w_last.eq(last_piece),
-                                 w_rend.eq(run_end), w_off.eq(off), w_lane.eq(lane), w_ch.eq(ch),
-                                 st_strb.eq(lane_mask(wdata_bits // 8, off, cnt << 1))]
+                                 w_rend.eq(run_end), w_off.eq(off), w_lane.eq(lane), w_ch.eq(ch)]
                     m.next = "ALIGN"
                 with m.Else():
                     m.d.comb += [reading.eq(1), meta.w_en.eq(meta.w_rdy), advance.eq(meta.w_rdy)]
                     with m.If(meta.w_rdy & last_piece):
                         m.next = "DRAIN"
             with m.State("ALIGN"):
-                m.d.sync += st_elems.eq(elems)
+                m.d.sync += [st_elems.eq(elems), w_end.eq(w_off + (w_cnt << 1))]
                 m.next = "ALIGN2"
             with m.State("ALIGN2"):
-                m.d.sync += st_data.eq(placed)
+                m.d.sync += [st_data.eq(placed), st_strb.eq(lane_mask(wdata_bits // 8, w_off, end=w_end))]
                 m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += emit.eq(w_pop)

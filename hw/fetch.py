@@ -1,9 +1,10 @@
 """Instruction fetch: a prefetcher reading the instruction stream from DDR over the core's DDR AXI port.
 
-`start` with `addr` (the absolute byte address of instruction 0: DDR base + ENTRY, 16-byte aligned) begins;
+`start` with `addr` (the absolute byte address of instruction 0: DDR base + ENTRY, 16-byte aligned) and `beats`
+(the DDR beats from addr's beat to the end of DDR) begins;
 the fetcher reads bursts of up to `BURST` beats of 16*d bits (d/8 instructions each) ahead into a FIFO
 (issuing a burst only when the FIFO has room for it, so R is never back-pressured) and hands out the 128-bit
-words in order on the `o` stream. It never reads at or past `limit` (DDR base + the config's DDR size).
+words in order on the `o` stream. It never reads past DDR's end (`beats`).
 `o` comes from a two-entry output buffer (`o.valid`, `o.payload`: registers): the buffer takes a word from the
 FIFO whenever it has a free entry, so `o.ready` (the front end's dispatch decision) reaches only the buffer's
 registers, never the FIFO (the 300 MHz depth, docs/rtl.md); a word passes it in one cycle.
@@ -31,7 +32,7 @@ class Fetch(wiring.Component):
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
         super().__init__({
-            "start": In(1), "addr": In(AXI_ADDR_BITS), "limit": In(AXI_ADDR_BITS), "flush": In(1),
+            "start": In(1), "addr": In(AXI_ADDR_BITS), "beats": In(AXI_ADDR_BITS), "flush": In(1),
             "idle": Out(1),
             "o": Out(stream.Signature(isa.WORD_BITS)),
             "ddr": Out(axi4_signature(ddr_data_bits(self.cfg))),
@@ -48,22 +49,25 @@ class Fetch(wiring.Component):
         wi = Signal(range(per_beat))
         issuing = Signal()
 
+        # the next burst from registers (the 300 MHz depth): `left` beats to DDR's end counts down, `burst` is
+        # computed a cycle after fa / left change (`fresh` low that cycle), so an AR goes out at most every 2nd cycle
         b4k = 4096 // bb
         to4k = b4k - ((fa >> log2(bb)) & (b4k - 1))
-        left = Mux(self.limit > fa, (self.limit - fa) >> log2(bb), 0)
-        burst = Signal(range(BURST + 1))
+        left = Signal(AXI_ADDR_BITS)
+        burst, fresh = Signal(range(BURST + 1)), Signal()
         b1 = Mux(to4k < BURST, to4k, BURST)
-        m.d.comb += burst.eq(Mux(left < b1, left, b1))
+        m.d.sync += burst.eq(Mux(left < b1, left, b1))
         room = fifo.level + outstanding + BURST <= DEPTH
         ar = self.ddr
         m.d.comb += [
-            ar.arvalid.eq(issuing & room & (burst != 0)),
+            ar.arvalid.eq(issuing & fresh & room & (burst != 0)),
             ar.araddr.eq(fa), ar.arlen.eq(burst - 1), ar.arsize.eq(log2(bb)), ar.arburst.eq(BURST_INCR),
             ar.rready.eq(1), fifo.w_en.eq(ar.rvalid), fifo.w_data.eq(ar.rdata),
         ]
         ar_hs = ar.arvalid & ar.arready
+        m.d.sync += fresh.eq(~ar_hs)
         with m.If(ar_hs):
-            m.d.sync += fa.eq(fa + (burst << log2(bb)))
+            m.d.sync += [fa.eq(fa + (burst << log2(bb))), left.eq(left - burst)]
         m.d.sync += outstanding.eq(outstanding + Mux(ar_hs, burst, 0) - ar.rvalid)
 
         words = Array(fifo.r_data[isa.WORD_BITS * i:isa.WORD_BITS * (i + 1)] for i in range(per_beat))
@@ -86,7 +90,7 @@ class Fetch(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(1)
                 with m.If(self.start):
-                    m.d.sync += [fa.eq(self.addr & ~(bb - 1)), issuing.eq(1),
+                    m.d.sync += [fa.eq(self.addr & ~(bb - 1)), left.eq(self.beats), fresh.eq(0), issuing.eq(1),
                                  wi.eq((self.addr & (bb - 1)) >> log2(isa.WORD_BYTES))]
                     m.next = "RUN"
             with m.State("RUN"):

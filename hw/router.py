@@ -63,7 +63,8 @@ class RouterEngine(Engine):
         op, vaddr, n, devs, gran, back = ins.opcode, ins.vaddr, ins.n, ins.devices, ins.gran, ins.dir
 
         # ---- chunk bounds: units = ceil(n / (gran*d)); base, extra = divmod(units, devs) by repeated subtraction
-        units, q, r = Signal(UNIT_BITS), Signal(UNIT_BITS), Signal(UNIT_BITS)
+        units, q, r = Signal(UNIT_BITS, name="units"), Signal(UNIT_BITS, name="q"), Signal(UNIT_BITS, name="r")
+        units_g = Signal(UNIT_BITS + isa.VADDR_BITS, name="units_g")   # units * gran, kept beside units
         # chunk c starts at unit c*base + min(c, extra) and holds base + (c < extra) units
         step = Signal(DEVICE_BITS + 1)                    # ALLGATHER step s
         send_c, recv_c = Signal(DEVICE_BITS + 1), Signal(DEVICE_BITS + 1)
@@ -75,11 +76,12 @@ class RouterEngine(Engine):
             return lo, cnt
 
         lo_u, cnt_u = chunk(which)
-        # in entries: unit u covers entries u*gran .. (u+1)*gran, clipped to the vector's ceil(n/d) entries
+        # in entries: unit u covers entries u*gran .. (u+1)*gran, clipped to the vector's ceil(n/d) entries.
+        # Over registers (the 300 MHz depth): the chunk's units (`u_lo`, `u_hi`), then its entries (`e_lo`,
+        # `e_hi`), then clipped; the BOUNDS states below step a chunk through them.
         n_ent = (n + d - 1) >> log2(d)
-        e_lo = Signal(UNIT_BITS)
-        e_hi = Signal(UNIT_BITS)
-        m.d.comb += [e_lo.eq(lo_u * gran), e_hi.eq((lo_u + cnt_u) * gran)]
+        u_lo, u_hi, e_lo, e_hi = (Signal(UNIT_BITS, name=nm) for nm in ("u_lo", "u_hi", "e_lo", "e_hi"))
+        m.d.sync += [u_lo.eq(lo_u), u_hi.eq(lo_u + cnt_u), e_lo.eq(u_lo * gran), e_hi.eq(u_hi * gran)]
         e_lo_c = Mux(e_lo > n_ent, n_ent, e_lo)
         e_hi_c = Mux(e_hi > n_ent, n_ent, e_hi)
 
@@ -141,7 +143,7 @@ class RouterEngine(Engine):
                         m.next = "IDLE"
                     with m.Else():
                         # units = ceil(n_ent / gran) (DIV_UNITS); then divmod(units, devs) (DIV_PARTS)
-                        m.d.sync += [units.eq(0), q.eq(0), r.eq(0)]
+                        m.d.sync += [units.eq(0), units_g.eq(0), q.eq(0), r.eq(0)]
                         m.next = "DIV_UNITS"
                 with m.Elif(back):
                     m.d.comb += [ctl.done.eq(1), ctl.err.ring.eq(1)]
@@ -154,11 +156,11 @@ class RouterEngine(Engine):
                     m.next = "MOVE"
             # units = ceil(n_ent / gran): count up (n_ent <= 65536 / d entries; gran >= 1), one per cycle
             with m.State("DIV_UNITS"):
-                with m.If(units * gran >= n_ent):
+                with m.If(units_g >= n_ent):
                     m.d.sync += [q.eq(0), r.eq(units)]
                     m.next = "DIV_PARTS"
                 with m.Else():
-                    m.d.sync += units.eq(units + 1)
+                    m.d.sync += [units.eq(units + 1), units_g.eq(units_g + gran)]
             # base, extra = divmod(units, devs): repeated subtraction
             with m.State("DIV_PARTS"):
                 with m.If(r >= devs):
@@ -175,9 +177,16 @@ class RouterEngine(Engine):
                     sc = Mux(pos >= step, pos - step, pos + devs - step)
                     rc = Mux(sc == 0, devs - 1, sc - 1)
                     m.d.sync += [send_c.eq(sc), recv_c.eq(rc), which.eq(sc)]
-                    m.next = "BOUNDS_S"
+                    m.next = "BOUNDS_A"
+            # the send chunk's units are registered at the end of STEP + 1, its entries at + 2; the receive
+            # chunk's a cycle behind
+            with m.State("BOUNDS_A"):
+                m.d.sync += which.eq(recv_c)
+                m.next = "BOUNDS_B"
+            with m.State("BOUNDS_B"):
+                m.next = "BOUNDS_S"
             with m.State("BOUNDS_S"):
-                m.d.sync += [send_ent.eq(e_lo_c), send_end.eq(e_hi_c), which.eq(recv_c)]
+                m.d.sync += [send_ent.eq(e_lo_c), send_end.eq(e_hi_c)]
                 m.next = "BOUNDS_R"
             with m.State("BOUNDS_R"):
                 m.d.sync += [recv_ent.eq(e_lo_c), recv_end.eq(e_hi_c), sending.eq(1), receiving.eq(1)]
