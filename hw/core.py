@@ -6,10 +6,10 @@ ENTRY. The front end takes one word per cycle from the prefetcher into the instr
 (`hw.decoder`: an illegal opcode or reserved bits -> STATUS.illegal_opcode; a static rule of `dfx.isa_check`
 broken (`hw.scoreboard.invalid`: a zero length or granule, quantized-weight flags) -> STATUS.invalid; an on-chip
 operand of the ISA table (`dfx.isa` `Op.operands`) outside VBUF or the scalar register file ->
-STATUS.address_range; a fetch past the config's DDR -> STATUS.address_range). The checks are made into registers
-a cycle ahead (for the word in the instruction register and for the one the prefetcher offers), and dispatch
-decides from them; after a cycle that changes what they read (BATCH, CHUNK or SLOT leaving, a batched
-instruction's last vector) the front end waits a cycle for them. A valid instruction is dispatched,
+STATUS.address_range; a fetch past the config's DDR -> STATUS.address_range). The checks and the word's footprint
+are made into registers a cycle ahead (for the word in the instruction register and for the one the prefetcher
+offers), and dispatch decides from them, as flat terms of registers; after a cycle that changes what they read
+(BATCH, CHUNK or SLOT leaving, a vector of a batched instruction dispatched) the front end waits a cycle for them. A valid instruction is dispatched,
 in program order, one per cycle, into the in-order queue of its unit (`QUEUE_DEPTH` entries per unit: MPU, VPU,
 DMA, ROUTER); NOP retires at dispatch, FENCE holds dispatch until the units of its mask have completed every
 older instruction, HALT until every unit has. The head of each queue starts its engine when the engine is idle
@@ -310,8 +310,11 @@ class Core(wiring.Component):
                      self.dbg_sw_en.eq(vpu.s_w_en), self.dbg_sw_addr.eq(vpu.s_w_addr),
                      self.dbg_sw_data.eq(vpu.s_w_data), self.dbg_sw_pc.eq(ex[1]["pc"])]
 
-        # ---- HBM ports: the DMA while it runs an HBM instruction, else the matrix engine (never both: above)
-        dma_hbm = ex_v[2] & ex[2]["fp"].hbm
+        # ---- HBM ports: the DMA while it runs an HBM instruction, else the matrix engine (never both: above). The
+        # select is a register, a cycle behind the DMA's start and done: neither engine moves data on HBM for
+        # SETUP_CYCLES after its start (the 300 MHz depth: no path from the issue state into the ports' READYs).
+        dma_hbm = Signal()
+        m.d.sync += dma_hbm.eq(ex_v[2] & ex[2]["fp"].hbm)
         for nm in hbm_port_names(cfg):
             _mux_out(m, getattr(self, nm), [(~dma_hbm, getattr(mpu, nm)), (dma_hbm, getattr(dma, nm))])
         self._ddr_arbiter(m, fetch.ddr, dma.ddr, pf)
@@ -319,8 +322,6 @@ class Core(wiring.Component):
         wiring.connect(m, wiring.flipped(self.ring_rx), router.rx)
 
         # ---- front end: decode, validate, dispatch
-        fp_new = Signal(FOOTPRINT)
-        footprint(m, pf.word_out, pos, cfg, fp_new, pf.pos1)   # vector i of a batched instruction: its own ranges
         op = ir.control.opcode
 
         fe_err = Signal(len(STATUS))    # front-end error bits this cycle (STATUS order), at `fe_pc`
@@ -338,8 +339,8 @@ class Core(wiring.Component):
         # stage 1: the word's static checks (decoder, `invalid`, `operands_ok` at POS) into registers, for the word
         # in `ir` (`ck_ir`) and for the word the fetcher offers (`ck_in`, in case it is taken into `ir` this cycle);
         # stage 2 decides from them (with the batch unit's own, made the same way: hw/core_batch.py). They are stale
-        # after a cycle that changes what they read (`pf.restate`: a BATCH, CHUNK or SLOT leaves, or a batched
-        # instruction's last vector is pushed): the front end then waits a cycle for `ck_ir` (`ck_fresh`).
+        # after a cycle that changes what they read (`pf.restate`: a BATCH, CHUNK or SLOT leaves, or a vector of a
+        # batched instruction is pushed): the front end then waits a cycle for `ck_ir` (`ck_fresh`).
         m.submodules.decoder_in = dec_in = Decoder()
         w_in = Signal(WordLayout)
         m.d.comb += [w_in.eq(fetch.o.payload), dec_in.word.eq(w_in)]
@@ -358,6 +359,14 @@ class Core(wiring.Component):
         ck_sel, ck_fresh = Signal(), Signal()
         ck = Signal(n_ck)
         m.d.comb += ck.eq(Mux(ck_sel, ck_in, ck_ir))
+        # the footprint, made into registers a cycle ahead as the checks are: for the word in `ir` as the batch
+        # unit moves its operands (`pf.word_out`, vector i of a batched instruction: its own ranges) and for the
+        # word the fetcher offers
+        fp_ir_c, fp_in_c, fp_ir, fp_in = (Signal(FOOTPRINT, name=nm) for nm in ("fp_ir_c", "fp_in_c", "fp_ir", "fp_in"))
+        footprint(m, pf.word_out, pos, cfg, fp_ir_c, pf.pos1)
+        footprint(m, w_in, pos, cfg, fp_in_c, pf.pos1)
+        m.d.sync += [fp_ir.eq(fp_ir_c), fp_in.eq(fp_in_c)]
+        fp_new = Mux(ck_sel, fp_in, fp_ir)
         ck_illegal, ck_invalid, ck_range, ck_ctrl, ck_halt, ck_fence, ck_bad = (ck[i] for i in range(7))
         ck_unit, ck_fence_on = ck[7:7 + U], ck[7 + U:]
         fenced = Cat(*[~ck_fence_on[u] | unit_idle[u] for u in range(U)]).all()

@@ -74,10 +74,10 @@ class BatchUnit(wiring.Component):
         token, pos = Signal(32), Signal(32)
         pos1 = Signal(33)                            # pos + 1, kept beside it (the 300 MHz depth of the checks)
         skip_n = Signal(L)
-        bpend, bpc, bm = Signal(), Signal(32), Signal(L)
+        bpend, bpc = Signal(), Signal(32)
         bss, bds = Signal(isa.VADDR_BITS), Signal(isa.VADDR_BITS)
-        bi = Signal(L)
-        b_last = Signal()                            # bi + 1 == bm, from registers
+        b_left = Signal(L)                           # vectors after the current one: m - 1 - i
+        b_last = Signal()                            # b_left == 0, kept in a register
         offs, offd = Signal(32), Signal(32)          # i * src_stride, i * dst_stride
         lasts, lastd = Signal(32), Signal(32)        # (m - 1) * src_stride, (m - 1) * dst_stride
         m.d.comb += [self.token.eq(token), self.pos.eq(pos), self.pos1.eq(pos1), self.count.eq(count)]
@@ -108,7 +108,8 @@ class BatchUnit(wiring.Component):
         # The word's checks against the batch state, from registers (the 300 MHz depth), as the front end's
         # (hw/core.py): made for `word` and for `word_in` each cycle, the one for `word_in` used when it was taken
         # into `word` (`ck_sel`). `restate`: this cycle changes the state they read (a BATCH, CHUNK or SLOT
-        # leaves, or the last vector of a batched instruction is pushed); the front end then waits a cycle.
+        # leaves, or a vector of a batched instruction is pushed: the next one's footprint); the front end then
+        # waits a cycle.
         def checks(v):
             lin, ag = _is(v, "LINEAR"), _is(v, "ALLGATHER")
             c_batch, c_chunk, c_slot = _is(v, "BATCH"), _is(v, "CHUNK"), _is(v, "SLOT")
@@ -155,8 +156,8 @@ class BatchUnit(wiring.Component):
             m.d.sync += [skip_n.eq(skip_n - 1), skip_nz.eq(skip_n != 1)]
         with m.If(live & c_batch):
             mm = Mux(bt.dyn_m, count, bt.m)
-            m.d.sync += [bpend.eq(1), bpc.eq(self.pc), bm.eq(mm), bss.eq(bt.src_stride),
-                         bds.eq(bt.dst_stride), bi.eq(0), b_last.eq(mm == 1), offs.eq(0), offd.eq(0),
+            m.d.sync += [bpend.eq(1), bpc.eq(self.pc), bss.eq(bt.src_stride),
+                         bds.eq(bt.dst_stride), b_left.eq(mm - 1), b_last.eq(mm == 1), offs.eq(0), offd.eq(0),
                          lasts.eq((mm - 1) * bt.src_stride), lastd.eq((mm - 1) * bt.dst_stride)]
         with m.If(live & c_chunk & ~rd_have):
             m.d.sync += [rd_req.eq(1), rd_a.eq(sl.addr)]
@@ -171,9 +172,9 @@ class BatchUnit(wiring.Component):
         with m.If(self.leave | self.err_invalid | self.err_range):
             m.d.sync += [rd_req.eq(0), rd_have.eq(0)]
 
-        # ---- the batched instruction: vector bi of bm
+        # ---- the batched instruction: vector m - 1 - b_left of m
         m.d.comb += [self.word_out.eq(w), self.last.eq(~bpend | b_last),
-                     self.restate.eq(self.ev | (bpend & self.pushed & b_last))]
+                     self.restate.eq(self.ev | (bpend & self.pushed))]
         with m.If(bpend):
             with m.If(is_lin):
                 mx = w.matrix
@@ -181,7 +182,7 @@ class BatchUnit(wiring.Component):
             with m.Elif(is_ag):
                 m.d.comb += self.word_out.route.vaddr.eq(w.route.vaddr + offd)
             with m.If(self.pushed):
-                m.d.sync += [bi.eq(bi + 1), b_last.eq(bi + 2 == bm), offs.eq(offs + bss), offd.eq(offd + bds)]
+                m.d.sync += [b_left.eq(b_left - 1), b_last.eq(b_left == 1), offs.eq(offs + bss), offd.eq(offd + bds)]
                 with m.If(b_last):
                     m.d.sync += bpend.eq(0)
 

@@ -239,9 +239,8 @@ class MatrixEngine(Engine):
                     with m.If(aw.last):
                         m.d.sync += ar_go.eq(0)
                     with m.Elif(aw.more_rows):               # same blocks, the next rows
-                        nb = aw.rows - B
                         m.d.sync += [cbase.eq(cbase + s_rowb), ubase.eq(cbase + s_rowb), ar_b.eq(cbase + s_rowb),
-                                     seg.eq(Mux(nb > B, B, nb))]
+                                     seg.eq(Mux(aw.more_rows2, B, aw.rows - B))]
                     with m.Else():                           # the next group of blocks
                         m.d.sync += [gbase.eq(gbase + gstep), cbase.eq(gbase + gstep), ubase.eq(gbase + gstep),
                                      ar_b.eq(gbase + gstep), seg.eq(Mux(kt > B, B, kt))]

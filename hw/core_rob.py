@@ -41,25 +41,36 @@ def chunks(kt: int, nt: int, i: int, b: int = ROB_BURST) -> list[tuple[int, int,
 
 class ChunkWalk:
     """Registers walking the chunks of one instruction: `rows` = kt - i0, `blks` = nt - j0; `bc`, `ic` the current
-    chunk's size; `last` (the final chunk). `start(m)` and `advance(m)` (sync statements) move it."""
+    chunk's size; `last` (the final chunk). `start(m)` and `advance(m)` (sync statements) move it. The comparisons
+    the walk decides on (rows > b, blks > i) are registers kept beside rows and blks, each with the next one's
+    (rows > 2b, blks > 2i), so the decisions are one LUT deep (the 300 MHz depth)."""
 
     def __init__(self, name: str, kt, nt, i: int, b: int):
         self.kt, self.nt, self.i, self.b = kt, nt, i, b
         self.rows = Signal(30, name=f"{name}_rows")
         self.blks = Signal(30, name=f"{name}_blks")
-        self.bc = Mux(self.rows > b, b, self.rows)
-        self.ic = Mux(self.blks > i, i, self.blks)
-        self.more_rows = self.rows > b
-        self.last = ~self.more_rows & (self.blks <= i)
+        self.more_rows, self.more_rows2 = Signal(name=f"{name}_more_rows"), Signal(name=f"{name}_more_rows2")
+        self.more_blks, self.more_blks2 = Signal(name=f"{name}_more_blks"), Signal(name=f"{name}_more_blks2")
+        self.bc = Mux(self.more_rows, b, self.rows)
+        self.ic = Mux(self.more_blks, i, self.blks)
+        self.last = ~self.more_rows & ~self.more_blks
+
+    def _rows_from(self, m: Module, rows):
+        m.d.sync += [self.rows.eq(rows), self.more_rows.eq(rows > self.b), self.more_rows2.eq(rows > 2 * self.b)]
 
     def start(self, m: Module):
-        m.d.sync += [self.rows.eq(self.kt), self.blks.eq(self.nt)]
+        self._rows_from(m, self.kt)
+        m.d.sync += [self.blks.eq(self.nt), self.more_blks.eq(self.nt > self.i), self.more_blks2.eq(self.nt > 2 * self.i)]
 
     def advance(self, m: Module):
+        b, i = self.b, self.i
         with m.If(self.more_rows):
-            m.d.sync += self.rows.eq(self.rows - self.b)
+            m.d.sync += [self.rows.eq(self.rows - b), self.more_rows.eq(self.more_rows2),
+                         self.more_rows2.eq(self.rows > 3 * b)]
         with m.Else():
-            m.d.sync += [self.rows.eq(self.kt), self.blks.eq(Mux(self.blks > self.i, self.blks - self.i, 0))]
+            self._rows_from(m, self.kt)
+            m.d.sync += [self.blks.eq(Mux(self.more_blks, self.blks - i, 0)), self.more_blks.eq(self.more_blks2),
+                         self.more_blks2.eq(self.blks > 3 * i)]
 
 
 class Reorder(wiring.Component):

@@ -97,6 +97,7 @@ class VectorEngine(Engine):
         dyn = Signal()
         sval, imm = Signal(32), Signal.like(fs.imm)
         n = Signal(33)
+        n_m1, n_zero = Signal(33), Signal()
 
         # what the write-back needs of each instruction fed and not done, in order
         desc_l = data.StructLayout({"dst": len(dst), "sd": len(sd), "vec_out": 1, "n": 33, "beats_m1": 30,
@@ -174,16 +175,19 @@ class VectorEngine(Engine):
                     m.next = "SETUP"
             with m.State("SETUP"):                  # the length, then the beats from it (the 300 MHz depth)
                 m.d.comb += feeding.eq(1)
-                m.d.sync += n.eq(Mux(dyn, self.pos + 1, nf))
+                # (n - 1 and n == 0 beside n: beats - 1 = (n - 1) // d for n >= 1, one beat for n = 0 or a scalar)
+                m.d.sync += [n.eq(Mux(dyn, self.pos + 1, nf)), n_m1.eq(Mux(dyn, self.pos, nf - 1)),
+                             n_zero.eq(~dyn & (nf == 0))]
                 m.next = "SETUP2"
             with m.State("SETUP2"):
                 m.d.comb += feeding.eq(1)
-                bb = (n + d - 1) >> log2(d)
-                nbeats = Mux(scalar_fmt | (bb == 0), 1, bb)
-                m.d.sync += [go.eq(1), bi.eq(0), bi_left.eq(nbeats - 1), bi_last.eq(nbeats == 1)]
+                one = scalar_fmt | n_zero
+                beats_m1 = Mux(one, 0, n_m1 >> log2(d))
+                single = one | ((n_m1 >> log2(d)) == 0)
+                m.d.sync += [go.eq(1), bi.eq(0), bi_left.eq(beats_m1), bi_last.eq(single)]
                 dw = Signal(desc_l)
                 m.d.comb += [dw.dst.eq(dst), dw.sd.eq(sd), dw.vec_out.eq(vec_out), dw.n.eq(n),
-                             dw.beats_m1.eq(nbeats - 1), dw.single.eq(nbeats == 1),
+                             dw.beats_m1.eq(beats_m1), dw.single.eq(single),
                              desc.w_en.eq(1), desc.w_data.eq(dw.as_value())]
                 m.next = "FEED"
             with m.State("FEED"):

@@ -175,8 +175,8 @@ class DmaEngine(Engine):
     AR_CYCLES = 1             # a port's first AR a cycle after its run is loaded (the AR path from registers)
     # after the last R beat's latency: the descriptor FIFO's match, DRAIN; plus the AR's and the load stages' delay
     LOAD_DRAIN_CYCLES = 3 + AR_CYCLES + LOAD_STAGES
-    STORE_PIECE_CYCLES = 4    # PIECE (VBUF read), ALIGN (lane shift), ALIGN2 (byte shift), WRITE (AW and W together)
-    STORE_DRAIN_CYCLES = 1    # DRAIN sees the last B response counted
+    STORE_PIECE_CYCLES = 4    # PIECE (VBUF read), ALIGN (lane shift), ALIGN2 (byte shift), WRITE (the beat to its port)
+    STORE_DRAIN_CYCLES = 2    # the port's W register, then DRAIN sees the last B response counted
 
     def __init__(self, cfg: AccelConfig):
         if not isinstance(cfg, AccelConfig):
@@ -364,7 +364,7 @@ class DmaEngine(Engine):
         pop = Signal()                                     # the piece ends its memory beat
         m.d.comb += [pop.eq((cnt == to_beat) | (cur_left == cnt)),
                      meta.w_data.eq(Cat(hbm, ch, off, lane, cnt, entry, pop))]
-        reading = Signal()                                 # a LOAD between NEXT_RUN and done
+        reading = Signal()                                 # a LOAD from LOAD_RUN to done (a register)
         for i, p in enumerate(ports):
             m.d.comb += [p.arvalid.eq(reading & p_more[i] & p_fresh[i]), p.araddr.eq(p_addr[i]),
                          p.arlen.eq(blen[i] - 1)]
@@ -393,40 +393,43 @@ class DmaEngine(Engine):
         m.d.comb += [self.ddr.arsize.eq(log2(ddrb)), self.ddr.awsize.eq(log2(ddrb))]
         for p in hbm_ports:
             m.d.comb += [p.arsize.eq(log2(cb)), p.awsize.eq(log2(cb))]
-        # Each port's AW and W come from a register of their own (one beat; a store writes a beat at most every
-        # STORE_PIECE_CYCLES): the piece walker hands a beat over when the port's registers are free, so AWREADY
-        # and WREADY reach only them (the 300 MHz depth). A burst's first beat hands over its AW with it.
-        w_free = []
+        # The ports' AW and W come from registers (one beat: a store writes a beat at most every STORE_PIECE_CYCLES):
+        # the piece walker hands a beat over when no port still holds one, so AWREADY and WREADY reach only those
+        # registers (the 300 MHz depth). The beat's data, strobes, last flag and its burst's AW fields are shared
+        # by the ports; each port has its own valids. A burst's first beat hands over its AW with it.
+        w_d, w_s, w_l = Signal(wdata_bits, name="w_d"), Signal(wdata_bits // 8, name="w_s"), Signal(name="w_l")
+        aw_a, aw_l = Signal(64, name="aw_a"), Signal(8, name="aw_l")
+        aw_v = [Signal(name=f"p{i}_aw_v") for i in range(npt)]
+        w_v = [Signal(name=f"p{i}_w_v") for i in range(npt)]
+        w_free, w_free_r = Signal(), Signal()          # no port holds a beat (now; a cycle ago: a register, safe
+        m.d.comb += w_free.eq(~Cat(*aw_v, *w_v).any())    # since a beat is handed over at most every 4th cycle)
+        m.d.sync += w_free_r.eq(w_free)
         for i, p in enumerate(ports):
             new = p_rem[i] == 0
-            aw_v, w_v = Signal(name=f"p{i}_aw_v"), Signal(name=f"p{i}_w_v")
-            aw_a, aw_l = Signal.like(p.awaddr, name=f"p{i}_aw_a"), Signal(8, name=f"p{i}_aw_l")
-            w_d, w_s, w_l = (Signal.like(p.wdata, name=f"p{i}_w_d"), Signal.like(p.wstrb, name=f"p{i}_w_s"),
-                             Signal(name=f"p{i}_w_l"))
-            ok = ~w_v & (~new | (~aw_v & (p_out[i] < AXI_MAX_OUTSTANDING_WRITES)))
+            ok = w_free_r & (~new | (p_out[i] < AXI_MAX_OUTSTANDING_WRITES))
             fin = Signal(name=f"p{i}_fin")
             m.d.comb += [fin.eq(emit & p_sel[i] & ok),
-                         p.awvalid.eq(aw_v), p.awaddr.eq(aw_a), p.awlen.eq(aw_l),
-                         p.wvalid.eq(w_v), p.wdata.eq(w_d), p.wstrb.eq(w_s), p.wlast.eq(w_l)]
-            w_free.append(~aw_v & ~w_v)
+                         p.awvalid.eq(aw_v[i]), p.awaddr.eq(aw_a), p.awlen.eq(aw_l),
+                         p.wvalid.eq(w_v[i]), p.wdata.eq(w_d), p.wstrb.eq(w_s), p.wlast.eq(w_l)]
             with m.If(p.awready):
-                m.d.sync += aw_v.eq(0)
+                m.d.sync += aw_v[i].eq(0)
             with m.If(p.wready):
-                m.d.sync += w_v.eq(0)
+                m.d.sync += w_v[i].eq(0)
             with m.If(fin):
                 m.d.comb += beat_done.eq(1)
-                m.d.sync += [w_v.eq(1), w_d.eq(beat_data), w_s.eq(beat_strb),
-                             w_l.eq(Mux(new, blen[i] == 1, p_rem[i] == 1)),
+                m.d.sync += [w_v[i].eq(1), w_l.eq(Mux(new, blen[i] == 1, p_rem[i] == 1)),
                              p_rem[i].eq(Mux(new, blen[i], p_rem[i]) - 1), p_addr[i].eq(p_addr[i] + bws[i]),
                              p_left[i].eq(p_left[i] - 1)]
                 with m.If(new):
-                    m.d.sync += [aw_v.eq(1), aw_a.eq(p_addr[i]), aw_l.eq(blen[i] - 1)]
+                    m.d.sync += [aw_v[i].eq(1), aw_a.eq(p_addr[i]), aw_l.eq(blen[i] - 1)]
             r_end = p.rvalid & p.rready & p.rlast
             b_end = p.bvalid & p.bready
             m.d.sync += p_out[i].eq(p_out[i] + ((p.arvalid & p.arready) | (fin & new)) - (r_end | b_end))
+        with m.If(beat_done):
+            m.d.sync += [w_d.eq(beat_data), w_s.eq(beat_strb)]
         quiet = Signal()                                   # every read in, every write answered
         m.d.comb += quiet.eq((meta.level == 0) & ~v1 & ~v2 & ~hv & Cat(*[o == 0 for o in p_out]).all()
-                             & Cat(*w_free).all())
+                             & w_free)
 
         # ---- control
         index_regs = {"TOKEN": self.token, "POS": pos}
@@ -444,13 +447,13 @@ class DmaEngine(Engine):
                     if reg is not None:
                         idx = Mux(index == code, index_regs[reg], idx)
                 m.d.sync += [
-                    base.eq(Mux(hbm, addr << log2(isa.HBM_UNIT), addr)),
-                    a0.eq(Mux(hbm, addr << log2(isa.HBM_UNIT), addr) + idx * stride),
+                    base.eq(Mux(hbm, addr << log2(isa.HBM_UNIT), addr)), a0.eq(idx * stride),   # (a0: + base below)
                     kt.eq((n + d - 1) >> log2(d)), nt.eq((n + l - 1) >> log2(l)),
                 ]
                 m.next = "SETUP2"
             with m.State("SETUP2"):
                 m.d.sync += [
+                    a0.eq(base + a0),
                     tbase.eq(Mux(is_k, (pos >> log2(l)) * kt, (pos >> log2(d)) * nt)),
                     runs.eq(Mux(is_k, kt, Mux(is_vt, n, 1))),
                 ]
@@ -478,6 +481,7 @@ class DmaEngine(Engine):
                 m.next = "LOAD_RUN"
             with m.State("LOAD_RUN"):
                 m.d.comb += load_run.eq(1)
+                m.d.sync += reading.eq(~is_store)
                 m.next = "PIECE"
             with m.State("PIECE"):
                 with m.If(is_store):
@@ -486,7 +490,7 @@ class DmaEngine(Engine):
                                  w_rend.eq(run_end), w_off.eq(off), w_lane.eq(lane), w_ch.eq(ch)]
                     m.next = "ALIGN"
                 with m.Else():
-                    m.d.comb += [reading.eq(1), meta.w_en.eq(meta.w_rdy), advance.eq(meta.w_rdy)]
+                    m.d.comb += [meta.w_en.eq(meta.w_rdy), advance.eq(meta.w_rdy)]
                     with m.If(meta.w_rdy & last_piece):
                         m.next = "DRAIN"
             with m.State("ALIGN"):
@@ -507,8 +511,8 @@ class DmaEngine(Engine):
                     with m.Else():
                         m.next = "PIECE"
             with m.State("DRAIN"):
-                m.d.comb += reading.eq(~is_store)
                 with m.If(quiet):
                     m.d.comb += ctl.done.eq(1)
+                    m.d.sync += reading.eq(0)
                     m.next = "IDLE"
         return m

@@ -49,15 +49,17 @@ class Fetch(wiring.Component):
         wi = Signal(range(per_beat))
         issuing = Signal()
 
-        # the next burst from registers (the 300 MHz depth): `left` beats to DDR's end counts down, `burst` is
-        # computed a cycle after fa / left change (`fresh` low that cycle), so an AR goes out at most every 2nd cycle
+        # the next burst from registers (the 300 MHz depth): `left` beats to DDR's end counts down, `burst` and
+        # `room` are computed a cycle after fa / left / outstanding change (`fresh` low that cycle), so an AR goes
+        # out at most every 2nd cycle
         b4k = 4096 // bb
         to4k = b4k - ((fa >> log2(bb)) & (b4k - 1))
         left = Signal(AXI_ADDR_BITS)
         burst, fresh = Signal(range(BURST + 1)), Signal()
         b1 = Mux(to4k < BURST, to4k, BURST)
         m.d.sync += burst.eq(Mux(left < b1, left, b1))
-        room = fifo.level + outstanding + BURST <= DEPTH
+        room = Signal()                  # (a register: stale only by FIFO reads, which free room, and after an AR,
+        m.d.sync += room.eq(fifo.level + outstanding + BURST <= DEPTH)     # when `fresh` is low anyway)
         ar = self.ddr
         m.d.comb += [
             ar.arvalid.eq(issuing & fresh & room & (burst != 0)),
