@@ -101,14 +101,15 @@ class RouterEngine(Engine):
 
         # sender: read entry (1 cycle), hold it, offer it on tx
         can_read = sending & ~holding & ~rd_pend & (send_ent < send_end)
-        with m.If(can_read):
+        rd_lanes, rd_last = Signal(d), Signal()          # the entry read's live lanes and whether it is the last,
+        with m.If(can_read):                              # registered with the read (the 300 MHz depth)
             m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(vaddr + send_ent)]
-            m.d.sync += [rd_pend.eq(1), send_ent.eq(send_ent + 1)]
+            m.d.sync += [rd_pend.eq(1), send_ent.eq(send_ent + 1), rd_lanes.eq(lanes_of(send_ent)),
+                         rd_last.eq(send_ent + 1 == send_end)]
         with m.If(rd_pend):
             m.d.sync += [rd_pend.eq(0), holding.eq(1),
-                         hold.eq(vbuf.ra_data & Cat(*[lanes_of(send_ent - 1)[i].replicate(16)
-                                                           for i in range(d)])),
-                         hold_last.eq(send_ent == send_end)]
+                         hold.eq(vbuf.ra_data & Cat(*[rd_lanes[i].replicate(16) for i in range(d)])),
+                         hold_last.eq(rd_last)]
         m.d.comb += [self.tx.valid.eq(holding), self.tx.payload.data.eq(hold), self.tx.payload.last.eq(hold_last)]
         with m.If(self.tx.valid & self.tx.ready):
             m.d.sync += holding.eq(0)
