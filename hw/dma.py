@@ -404,11 +404,22 @@ class DmaEngine(Engine):
         w_free, w_free_r = Signal(), Signal()          # no port holds a beat (now; a cycle ago: a register, safe
         m.d.comb += w_free.eq(~Cat(*aw_v, *w_v).any())    # since a beat is handed over at most every 4th cycle)
         m.d.sync += w_free_r.eq(w_free)
+        news = [p_rem[i] == 0 for i in range(npt)]
+        oks = [~news[i] | (p_out[i] < AXI_MAX_OUTSTANDING_WRITES) for i in range(npt)]
+
+        def at_port(vals):
+            """The value of the piece's port (`w_ch` of the HBM channels, or DDR): a mux, not a priority chain."""
+            return Mux(hbm, Array(vals[:nch])[w_ch], vals[nch]) if nch > 1 else Mux(hbm, vals[0], vals[nch])
+        new_s = at_port(news)
+        m.d.comb += beat_done.eq(emit & w_free_r & at_port(oks))
+        with m.If(beat_done):
+            m.d.sync += [w_d.eq(beat_data), w_s.eq(beat_strb),
+                         w_l.eq(Mux(new_s, at_port([b == 1 for b in blen]), at_port([r == 1 for r in p_rem])))]
+            with m.If(new_s):
+                m.d.sync += [aw_a.eq(at_port(p_addr)), aw_l.eq(at_port(blen) - 1)]
         for i, p in enumerate(ports):
-            new = p_rem[i] == 0
-            ok = w_free_r & (~new | (p_out[i] < AXI_MAX_OUTSTANDING_WRITES))
             fin = Signal(name=f"p{i}_fin")
-            m.d.comb += [fin.eq(emit & p_sel[i] & ok),
+            m.d.comb += [fin.eq(beat_done & p_sel[i]),
                          p.awvalid.eq(aw_v[i]), p.awaddr.eq(aw_a), p.awlen.eq(aw_l),
                          p.wvalid.eq(w_v[i]), p.wdata.eq(w_d), p.wstrb.eq(w_s), p.wlast.eq(w_l)]
             with m.If(p.awready):
@@ -416,17 +427,13 @@ class DmaEngine(Engine):
             with m.If(p.wready):
                 m.d.sync += w_v[i].eq(0)
             with m.If(fin):
-                m.d.comb += beat_done.eq(1)
-                m.d.sync += [w_v[i].eq(1), w_l.eq(Mux(new, blen[i] == 1, p_rem[i] == 1)),
-                             p_rem[i].eq(Mux(new, blen[i], p_rem[i]) - 1), p_addr[i].eq(p_addr[i] + bws[i]),
-                             p_left[i].eq(p_left[i] - 1)]
-                with m.If(new):
-                    m.d.sync += [aw_v[i].eq(1), aw_a.eq(p_addr[i]), aw_l.eq(blen[i] - 1)]
+                m.d.sync += [w_v[i].eq(1), p_rem[i].eq(Mux(news[i], blen[i], p_rem[i]) - 1),
+                             p_addr[i].eq(p_addr[i] + bws[i]), p_left[i].eq(p_left[i] - 1)]
+                with m.If(news[i]):
+                    m.d.sync += aw_v[i].eq(1)
             r_end = p.rvalid & p.rready & p.rlast
             b_end = p.bvalid & p.bready
-            m.d.sync += p_out[i].eq(p_out[i] + ((p.arvalid & p.arready) | (fin & new)) - (r_end | b_end))
-        with m.If(beat_done):
-            m.d.sync += [w_d.eq(beat_data), w_s.eq(beat_strb)]
+            m.d.sync += p_out[i].eq(p_out[i] + ((p.arvalid & p.arready) | (fin & news[i])) - (r_end | b_end))
         quiet = Signal()                                   # every read in, every write answered
         m.d.comb += quiet.eq((meta.level == 0) & ~v1 & ~v2 & ~hv & Cat(*[o == 0 for o in p_out]).all()
                              & w_free)
