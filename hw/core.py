@@ -9,8 +9,8 @@ operand of the ISA table (`dfx.isa` `Op.operands`) outside VBUF or the scalar re
 STATUS.address_range; a fetch past the config's DDR -> STATUS.address_range). The checks and the word's footprint
 are made into registers a cycle ahead (for the word in the instruction register and for the one the prefetcher
 offers), and dispatch decides from them, as flat terms of registers; after a cycle that changes what they read
-(BATCH, CHUNK or SLOT leaving, a vector of a batched instruction dispatched) the front end waits a cycle for them. A valid instruction is dispatched,
-in program order, one per cycle, into the in-order queue of its unit (`QUEUE_DEPTH` entries per unit: MPU, VPU,
+(BATCH, CHUNK or SLOT leaving, a vector of a batched instruction dispatched) the front end waits a cycle for them.
+A valid instruction is dispatched, in program order, one per cycle, into the in-order queue of its unit (`QUEUE_DEPTH` entries per unit: MPU, VPU,
 DMA, ROUTER); NOP retires at dispatch, FENCE holds dispatch until the units of its mask have completed every
 older instruction, HALT until every unit has. The head of each queue starts its engine when the engine is idle
 and the scoreboard finds no hazard with an older instruction still queued or running (ISA dependency rule 1, RAW /
@@ -410,7 +410,7 @@ class Core(wiring.Component):
         # (`fpc_past`: word `fpc` lies past DDR, kept in a register beside `fpc`, computed for fpc and fpc + 1)
         fpc_past = Signal()
         fbb = ddr_data_bits(cfg) // 8
-        m.d.comb += [fetch.addr.eq(regs.ddr_base + regs.entry), 
+        m.d.comb += [fetch.addr.eq(regs.ddr_base + regs.entry),
                      fetch.beats.eq(Mux(regs.entry < cfg.ddr_bytes,     # (the DDR base is beat-aligned)
                                         (cfg.ddr_bytes - (regs.entry & ~C(fbb - 1, 32))) >> log2(fbb), 0))]
 
@@ -506,8 +506,8 @@ class Core(wiring.Component):
             with m.State("IDLE"):
                 with m.If(regs.start):
                     m.d.comb += [regs.accept.eq(1), fetch.start.eq(1), pf.run_start.eq(1)]
-                    m.d.sync += [running.eq(1), fpc.eq(0), fpc_past.eq(past0), ir_valid.eq(0), status.eq(0), error_pc.eq(0),
-                                 failed.eq(0), eng_failed.eq(0), halting.eq(0), cycles.eq(0),
+                    m.d.sync += [running.eq(1), fpc.eq(0), fpc_past.eq(past0), ir_valid.eq(0), status.eq(0),
+                                 error_pc.eq(0), failed.eq(0), eng_failed.eq(0), halting.eq(0), cycles.eq(0),
                                  *[b.eq(0) for b in busy]]
                     m.next = "RUN"
             with m.State("RUN"):

@@ -60,7 +60,8 @@ class ChunkWalk:
 
     def start(self, m: Module):
         self._rows_from(m, self.kt)
-        m.d.sync += [self.blks.eq(self.nt), self.more_blks.eq(self.nt > self.i), self.more_blks2.eq(self.nt > 2 * self.i)]
+        m.d.sync += [self.blks.eq(self.nt), self.more_blks.eq(self.nt > self.i),
+                     self.more_blks2.eq(self.nt > 2 * self.i)]
 
     def advance(self, m: Module):
         b, i = self.b, self.i

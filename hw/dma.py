@@ -30,9 +30,9 @@ beats that never cross a 4 KiB boundary:
   becomes a zero of its sign, a NaN 0x7E00) and written into VBUF with a per-element mask. A beat holding two
   pieces is taken (RREADY) with its second.
 - writes (STORE, STORE_K, STORE_VT): a beat gathers its pieces' bytes and strobes (no read-modify-write) and goes
-  out as one W beat, from a register of the port's own (so AWREADY and WREADY reach only that register); a
-  burst's AW is handed over with its first beat, while the port has fewer than `AXI_MAX_OUTSTANDING_WRITES`
-  bursts unanswered. Every B response is counted: the instruction is `done` only
+  out as one W beat from registers (the beat's data and its burst's AW fields shared by the ports, a valid per
+  port, so AWREADY and WREADY reach only those registers); a burst's AW is handed over with its first beat, while
+  the port has fewer than `AXI_MAX_OUTSTANDING_WRITES` bursts unanswered. Every B response is counted: the instruction is `done` only
   when every read has arrived and every write is acknowledged (what FENCE and the scoreboard wait for).
 
 Before moving anything the engine checks the instruction: an index register `dfx.isa.INDEX_REGS` does not

@@ -58,8 +58,9 @@ class Fetch(wiring.Component):
         burst, fresh = Signal(range(BURST + 1)), Signal()
         b1 = Mux(to4k < BURST, to4k, BURST)
         m.d.sync += burst.eq(Mux(left < b1, left, b1))
-        room = Signal()                  # (a register: stale only by FIFO reads, which free room, and after an AR,
-        m.d.sync += room.eq(fifo.level + outstanding + BURST <= DEPTH)     # when `fresh` is low anyway)
+        # (`room` is stale only by FIFO reads, which free room, and after an AR, when `fresh` is low anyway)
+        room = Signal()
+        m.d.sync += room.eq(fifo.level + outstanding + BURST <= DEPTH)
         ar = self.ddr
         m.d.comb += [
             ar.arvalid.eq(issuing & fresh & room & (burst != 0)),
