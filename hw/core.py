@@ -333,8 +333,8 @@ class Core(wiring.Component):
         push = Signal(U)
         names = list(STATUS)
 
-        def fe_fail(bit, at):
-            m.d.comb += [fe_err[names.index(bit)].eq(1), fe_pc.eq(at)]
+        want = Signal()                 # the front end takes the next word from the prefetcher
+        fpc_past = Signal()             # word `fpc` lies past DDR (a register beside `fpc`)
 
         # stage 1: the word's static checks (decoder, `invalid`, `operands_ok` at POS) into registers, for the word
         # in `ir` (`ck_ir`) and for the word the fetcher offers (`ck_in`, in case it is taken into `ir` this cycle);
@@ -345,17 +345,21 @@ class Core(wiring.Component):
         w_in = Signal(WordLayout)
         m.d.comb += [w_in.eq(fetch.o.payload), dec_in.word.eq(w_in)]
 
-        def checks(word, d):
+        def checks(word, d, own):
             units, opc = word.control.units, word.control.opcode
             every = (units & isa.ALL_UNITS) != 0
             illegal, bad_word, outside = d.illegal, invalid(word), ~operands_ok(word, pos, cfg, pf.pos1)
-            return Cat(illegal, bad_word, outside, d.unit == Unit.CTRL, opc == Opcode.HALT, opc == Opcode.FENCE,
-                       illegal | bad_word | outside,
-                       *[d.unit == Unit[e.UNIT.name] for e in engines],
-                       *[every | ((units & isa.UNIT_BITS[e.UNIT]) != 0) for e in engines])    # FENCE's units
+            ctrl, halt, fence = d.unit == Unit.CTRL, opc == Opcode.HALT, opc == Opcode.FENCE
+            go = own & ~(illegal | bad_word | outside)      # the front end's own word, with no error
+            # (then the classes the decision reads, each one register: to queue u, NOP, HALT, FENCE)
+            return Cat(illegal, bad_word, outside, halt,
+                       *[every | ((units & isa.UNIT_BITS[e.UNIT]) != 0) for e in engines],    # FENCE's units
+                       *[go & (d.unit == Unit[e.UNIT.name]) for e in engines],
+                       go & ctrl & ~halt & ~fence, go & ctrl & halt, go & ctrl & fence)
         n_ck = 7 + 2 * U
         ck_ir, ck_in = Signal(n_ck), Signal(n_ck)
-        m.d.sync += [ck_ir.eq(checks(ir, dec)), ck_in.eq(checks(w_in, dec_in))]
+        m.d.comb += [pf.ill_w.eq(dec.illegal), pf.ill_in.eq(dec_in.illegal)]
+        m.d.sync += [ck_ir.eq(checks(ir, dec, pf.own_w)), ck_in.eq(checks(w_in, dec_in, pf.own_in))]
         ck_sel, ck_fresh = Signal(), Signal()
         ck = Signal(n_ck)
         m.d.comb += ck.eq(Mux(ck_sel, ck_in, ck_ir))
@@ -367,8 +371,9 @@ class Core(wiring.Component):
         footprint(m, w_in, pos, cfg, fp_in_c, pf.pos1)
         m.d.sync += [fp_ir.eq(fp_ir_c), fp_in.eq(fp_in_c)]
         fp_new = Mux(ck_sel, fp_in, fp_ir)
-        ck_illegal, ck_invalid, ck_range, ck_ctrl, ck_halt, ck_fence, ck_bad = (ck[i] for i in range(7))
-        ck_unit, ck_fence_on = ck[7:7 + U], ck[7 + U:]
+        ck_illegal, ck_invalid, ck_range, ck_halt = (ck[i] for i in range(4))
+        ck_fence_on, ck_unit = ck[4:4 + U], ck[4 + U:4 + 2 * U]
+        k_nop, k_halt, k_fence = (ck[4 + 2 * U + i] for i in range(3))
         fenced = Cat(*[~ck_fence_on[u] | unit_idle[u] for u in range(U)]).all()
 
         acting = running & ir_valid & ~failed & ~halting & ~fe_any_r & ck_fresh
@@ -377,30 +382,37 @@ class Core(wiring.Component):
         m.d.sync += ck_fresh.eq(~pf.restate)
         # The decision, as flat terms of registers (the 300 MHz depth): the batch unit decides for the words it
         # handles (skipped, BATCH, CHUNK, SLOT); the rest are the front end's, which go when they have no error.
-        own_go = acting & ~pf.handled & ~pf.bad & ~ck_bad
-        ctrl_go = own_go & ck_ctrl & (~ck_fence | fenced)
+        # Each word class with "no error" is one register (`ck_unit`, `k_*`), the batch unit's and the front end's
+        # checks combined a cycle ahead.
+        act = acting & ~pf.skipping
         gate = all_idle if self.in_order else C(1, 1)
         for u in range(U):
-            m.d.comb += push[u].eq(own_go & ck_unit[u] & (q_n[u] < Q) & gate)
-        m.d.comb += [leave.eq(pf.leave | ctrl_go | (push.any() & pf.last)), ctrl_ev.eq(pf.ev | (ctrl_go & ~ck_halt))]
-        with m.If(ctrl_go & ck_halt):
+            m.d.comb += push[u].eq(act & ck_unit[u] & (q_n[u] < Q) & gate)
+        ctrl_go = act & (k_nop | (k_fence & fenced))                # NOP or FENCE retires (not HALT)
+        halt_go = act & k_halt
+        on = Signal()                   # `ir` leaves and is not a HALT: the front end takes the next word
+        m.d.comb += [on.eq(pf.leave | ctrl_go | (push.any() & pf.last)), leave.eq(on | halt_go),
+                     ctrl_ev.eq(pf.ev | ctrl_go)]
+        with m.If(halt_go):
             m.d.sync += halting.eq(1)
-        # the error, the first in the ISA's order (only it is recorded: the front end then stops)
-        with m.If(acting & ~pf.skipping):
-            with m.If(pf.err_invalid & ~pf.handled):        # BATCH followed by what it may not prefix
-                fe_fail("invalid", pf.err_pc)
-            with m.Elif(ck_illegal):
-                fe_fail("illegal_opcode", ir_pc)
-            with m.Elif(pf.err_invalid):
-                fe_fail("invalid", pf.err_pc)
-            with m.Elif(pf.err_range):
-                fe_fail("address_range", pf.err_pc)
-            with m.Elif(pf.handled):                        # BATCH, CHUNK, SLOT (these wait for their DDR read)
-                pass
-            with m.Elif(ck_invalid):
-                fe_fail("invalid", ir_pc)
-            with m.Elif(ck_range | ~pf.range_ok):
-                fe_fail("address_range", ir_pc)
+        # the error, the first in the ISA's order (only it is recorded: the front end then stops), as flat terms:
+        # the batch unit's `invalid` for a word it does not handle (a BATCH followed by what it may not prefix),
+        # `illegal_opcode`, the batch unit's `invalid` / `address_range`, then for the front end's own words
+        # `invalid` and `address_range`; the next word's `address_range` (it lies past DDR: `fpc_past`) once `ir`
+        # is empty (a cycle after the word before it left), so that `fe_pc` picks `fpc` by `ir_valid` alone.
+        handled = pf.handled
+        e_inv, e_rng = pf.err_invalid, pf.err_range
+        own_checks = act & ~ck_illegal & ~e_inv & ~e_rng & ~handled
+        m.d.comb += [
+            fe_err[names.index("illegal_opcode")].eq(act & ck_illegal & ~(e_inv & ~handled)),
+            fe_err[names.index("invalid")].eq((act & e_inv & (~handled | ~ck_illegal)) | (own_checks & ck_invalid)),
+            fe_err[names.index("address_range")].eq((act & ~ck_illegal & ~e_inv & e_rng)
+                                                    | (own_checks & ~ck_invalid & (ck_range | ~pf.range_ok))
+                                                    | (~ir_valid & want & fpc_past)),
+            # the PC: the batch unit's (its BATCH's, `err_pc`) for its errors, the word's for the rest, `fpc` for
+            # the prefetcher's
+            fe_pc.eq(Mux(ir_valid, Mux(~handled | ~ck_illegal, pf.err_pc, ir_pc), fpc)),
+        ]
         with m.If(leave):
             m.d.sync += ir_valid.eq(0)
         with m.If(push.any()):
@@ -408,7 +420,6 @@ class Core(wiring.Component):
 
         # take the next word (the fetch address must lie inside DDR)
         # (`fpc_past`: word `fpc` lies past DDR, kept in a register beside `fpc`, computed for fpc and fpc + 1)
-        fpc_past = Signal()
         fbb = ddr_data_bits(cfg) // 8
         m.d.comb += [fetch.addr.eq(regs.ddr_base + regs.entry),
                      fetch.beats.eq(Mux(regs.entry < cfg.ddr_bytes,     # (the DDR base is beat-aligned)
@@ -417,20 +428,17 @@ class Core(wiring.Component):
         def past(pc):
             return regs.entry + (pc << log2(isa.WORD_BYTES)) + isa.WORD_BYTES > cfg.ddr_bytes
         past0, past1 = past(C(0, 32)), past(fpc + 1)
-        want = running & ~failed & ~halting & ~fe_any_r & (~ir_valid | (leave & ~ck_halt))
+        m.d.comb += want.eq(running & ~failed & ~halting & ~fe_any_r & (~ir_valid | on))
         # (the bits the front end can raise, each its own register: a constant bit's comb process never runs in
         # Icarus, and an X through this register would stall the front end in simulation)
         fe_bits = [names.index(b) for b in ("illegal_opcode", "invalid", "address_range")]
         m.d.sync += [*[fe_err_r[i].eq(fe_err[i]) for i in fe_bits], fe_pc_r.eq(fe_pc), ck_sel.eq(0),
                      fe_any_r.eq(Cat(*[fe_err[i] for i in fe_bits]).any())]
-        with m.If(want):
-            with m.If(fpc_past):
-                fe_fail("address_range", fpc)
-            with m.Else():
-                m.d.comb += fetch.o.ready.eq(1)
-                with m.If(fetch.o.valid):
-                    m.d.sync += [ir.eq(fetch.o.payload), ir_valid.eq(1), ir_pc.eq(fpc), fpc.eq(fpc + 1),
-                                 fpc_past.eq(past1), ck_sel.eq(1)]
+        with m.If(want & ~fpc_past):
+            m.d.comb += fetch.o.ready.eq(1)
+            with m.If(fetch.o.valid):
+                m.d.sync += [ir.eq(fetch.o.payload), ir_valid.eq(1), ir_pc.eq(fpc), fpc.eq(fpc + 1),
+                             fpc_past.eq(past1), ck_sel.eq(1)]
 
         # ---- queues: pop at start, push at dispatch
         for u in range(U):

@@ -55,6 +55,7 @@ class BatchUnit(wiring.Component):
             "run_start": In(1), "token_in": In(32), "pos_in": In(32), "ddr_base": In(AXI_ADDR_BITS),
             "word": In(WordLayout), "pc": In(32), "valid": In(1), "pushed": In(1),
             "word_in": In(WordLayout), "ck_sel": In(1), "restate": Out(1),
+            "ill_w": In(1), "ill_in": In(1), "own_w": Out(1), "own_in": Out(1),
             "token": Out(32), "pos": Out(32), "pos1": Out(33), "count": Out(L),
             "word_out": Out(WordLayout), "skipping": Out(1), "handled": Out(1), "leave": Out(1), "ev": Out(1), "last": Out(1),
             "range_ok": Out(1), "bad": Out(1), "err_invalid": Out(1), "err_range": Out(1), "err_pc": Out(32),
@@ -110,7 +111,7 @@ class BatchUnit(wiring.Component):
         # into `word` (`ck_sel`). `restate`: this cycle changes the state they read (a BATCH, CHUNK or SLOT
         # leaves, or a vector of a batched instruction is pushed: the next one's footprint); the front end then
         # waits a cycle.
-        def checks(v):
+        def checks(v, ill):
             lin, ag = _is(v, "LINEAR"), _is(v, "ALLGATHER")
             c_batch, c_chunk, c_slot = _is(v, "BATCH"), _is(v, "CHUNK"), _is(v, "SLOT")
             mx, rt = v.matrix, v.route
@@ -124,13 +125,20 @@ class BatchUnit(wiring.Component):
             out = bpend & ~Mux(lin, lin_ok, Mux(ag, ag_ok, 1))
             bad = (pair | (c_batch & m_zero) | (c_chunk & (past | odd)) | (c_slot & no_count)
                    | (~(c_batch | c_chunk | c_slot) & out))
-            return Cat(pair, c_batch & m_zero, c_chunk & past, c_chunk & odd, c_slot & no_count, out, bad,
-                       v.slot.i >= count, c_batch, c_chunk, c_slot)
-        ck_w, ck_in, ck = Signal(11), Signal(11), Signal(11)
-        m.d.sync += [ck_w.eq(checks(w)), ck_in.eq(checks(self.word_in))]
-        m.d.comb += ck.eq(Mux(self.ck_sel, ck_in, ck_w))
-        (e_pair, e_m_zero, e_past, e_odd, e_no_count, e_out, e_any,
-         slot_skip, c_batch, c_chunk, c_slot) = (ck[i] for i in range(11))
+            ok = ~bad & ~ill                 # (an illegal word, the front end's error, never goes)
+            skip = v.slot.i >= count
+            # the classes the decision reads (each one register): BATCH, CHUNK, SLOT skipping / reading, with no
+            # error; `own`, a word the front end dispatches itself, with no error against the batch state
+            return (Cat(pair, c_batch & m_zero, c_chunk & past, c_chunk & odd, c_slot & no_count, out, bad,
+                        c_batch, c_chunk, c_slot,
+                        c_batch & ok, c_chunk & ok, c_slot & skip & ok, c_slot & ~skip & ok),
+                    ~(c_batch | c_chunk | c_slot) & ~bad)
+        ck_w, ck_in, ck = Signal(14), Signal(14), Signal(14)
+        (ck_w_c, own_w), (ck_in_c, own_in) = checks(w, self.ill_w), checks(self.word_in, self.ill_in)
+        m.d.sync += [ck_w.eq(ck_w_c), ck_in.eq(ck_in_c)]
+        m.d.comb += [ck.eq(Mux(self.ck_sel, ck_in, ck_w)), self.own_w.eq(own_w), self.own_in.eq(own_in)]
+        (e_pair, e_m_zero, e_past, e_odd, e_no_count, e_out, e_any, c_batch, c_chunk, c_slot,
+         k_batch, k_chunk, k_skip, k_read) = (ck[i] for i in range(14))
         m.d.comb += self.err_pc.eq(Mux(e_pair, bpc, self.pc))
 
         # The decision, as flat terms of registers (the 300 MHz depth): the word's checks and class (`ck`: `e_any`,
@@ -139,35 +147,34 @@ class BatchUnit(wiring.Component):
         # may not prefix; the word's own errors; it leaves, or waits for its read. (The front end stops on an
         # error, so only the first is acted on.)
         skip_nz = Signal()
-        live = self.valid & ~skip_nz & ~e_any
+        act = self.valid & ~skip_nz
         rd_go = rd_have & ~rd_bad
         m.d.comb += [
             self.skipping.eq(self.valid & skip_nz),
             self.handled.eq(self.valid & (skip_nz | c_batch | c_chunk | c_slot)),
-            self.err_invalid.eq(self.valid & ~skip_nz & (e_pair | (~e_past & (e_m_zero | e_odd | e_no_count))
-                                                         | (live & c_chunk & rd_have & (rd_zero | rd_over)))),
-            self.err_range.eq(self.valid & ~skip_nz & ~e_pair & (e_past | (live & c_chunk & rd_have & ~rd_zero
-                                                                          & ~rd_over & rd_past))),
-            self.ev.eq(live & (c_batch | (c_chunk & rd_go) | (c_slot & (slot_skip | rd_have)))),
+            self.err_invalid.eq(act & (e_pair | (~e_past & (e_m_zero | e_odd | e_no_count))
+                                       | (k_chunk & rd_have & (rd_zero | rd_over)))),
+            self.err_range.eq(act & ~e_pair & (e_past | (k_chunk & rd_have & ~rd_zero & ~rd_over & rd_past))),
+            self.ev.eq(act & (k_batch | (k_chunk & rd_go) | k_skip | (k_read & rd_have))),
             self.leave.eq(self.skipping | self.ev),
             self.range_ok.eq(~e_out), self.bad.eq(e_any),
         ]
         with m.If(self.skipping):
             m.d.sync += [skip_n.eq(skip_n - 1), skip_nz.eq(skip_n != 1)]
-        with m.If(live & c_batch):
+        with m.If(act & k_batch):
             mm = Mux(bt.dyn_m, count, bt.m)
             m.d.sync += [bpend.eq(1), bpc.eq(self.pc), bss.eq(bt.src_stride),
                          bds.eq(bt.dst_stride), b_left.eq(mm - 1), b_last.eq(mm == 1), offs.eq(0), offd.eq(0),
                          lasts.eq((mm - 1) * bt.src_stride), lastd.eq((mm - 1) * bt.dst_stride)]
-        with m.If(live & c_chunk & ~rd_have):
+        with m.If(act & k_chunk & ~rd_have):
             m.d.sync += [rd_req.eq(1), rd_a.eq(sl.addr)]
-        with m.If(live & c_chunk & rd_go):
+        with m.If(act & k_chunk & rd_go):
             m.d.sync += [count.eq(rd_data), tbase.eq(chunk_end), pos0.eq(pos)]
-        with m.If(live & c_slot & slot_skip):
+        with m.If(act & k_skip):
             m.d.sync += [skip_n.eq(sl.skip), skip_nz.eq(sl.skip != 0)]
-        with m.If(live & c_slot & ~slot_skip & ~rd_have):
+        with m.If(act & k_read & ~rd_have):
             m.d.sync += [rd_req.eq(1), rd_a.eq(tbase + (sl.i << 2))]
-        with m.If(live & c_slot & ~slot_skip & rd_have):
+        with m.If(act & k_read & rd_have):
             m.d.sync += [token.eq(rd_data), pos.eq(pos0 + sl.i), pos1.eq((pos0 + sl.i)[:32] + 1)]
         with m.If(self.leave | self.err_invalid | self.err_range):
             m.d.sync += [rd_req.eq(0), rd_have.eq(0)]
