@@ -18,7 +18,10 @@ values of its dispatch to its engine, ISA dependency rule 6), and decides for th
 
 The word's checks against the batch state (the rules below, `range_ok`, the word's class) are made into registers
 a cycle ahead, as the front end's are (hw/core.py): `restate` tells the front end when a cycle changes what they
-read, and the u32 read is checked as it arrives.
+read, and the u32 read is checked as it arrives. The decoder's `illegal` for each word (`ill_w`, `ill_in`) goes
+into them too (an illegal BATCH, CHUNK or SLOT never acts: the front end reports it); `own_w` / `own_in` (comb)
+say that the word is one the front end dispatches itself with no error against the batch state, which the front
+end folds into its own class registers.
 
 Errors (`err_invalid`, `err_range`, at `err_pc`; the front end stops as for its own errors): the rules of
 `dfx.isa.check_batch` (BATCH followed by neither LINEAR nor ALLGATHER, dyn_m with COUNT 0, m = 0, dyn_k/dyn_n on

@@ -201,9 +201,14 @@ class MatrixEngine(Engine):
             au = Signal(range(I))
             s_blk = Mux(rowmajor, 1, kt)
             s_rowb = Mux(rowmajor, nt << log2(B), B)
-            m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor | (seg < to4k), Mux(rowmajor, 1, seg), to4k)))
+            # a column-major run's burst from registers (the 300 MHz depth): `seg` < beats to the 4 KiB page and
+            # those beats, made a cycle after ar_b / seg change (`ar_fresh` low that cycle: such an AR goes out
+            # at most every 2nd cycle, of runs of up to B beats); row-major runs go a beat per AR, every cycle
+            seg_in, to4k_r, ar_fresh = Signal(), Signal.like(to4k), Signal()
+            m.d.sync += [seg_in.eq(seg < to4k), to4k_r.eq(to4k)]
+            m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor, 1, Mux(seg_in, seg, to4k_r))))
             beat = Mux(qon, qreq_beat, ar_b)
-            ar_want = Mux(qon, qreq_valid, ar_go)
+            ar_want = Mux(qon, qreq_valid, ar_go & (rowmajor | ar_fresh))
         accepted = Signal(nch)
         hs_all = Signal()
         hs = []
@@ -216,6 +221,8 @@ class MatrixEngine(Engine):
                 p.arlen.eq(burst - 1), p.arsize.eq(log2(cb)), p.arburst.eq(BURST_INCR),
             ]
         m.d.comb += hs_all.eq(ar_want & Cat(*[accepted[c] | hs[c] for c in range(nch)]).all())
+        if I > 1:
+            m.d.sync += ar_fresh.eq(~hs_all)
         for q, qt in enumerate(qs):
             m.d.comb += qt.req.ready.eq(qsel[q] & hs_all)
         with m.If(hs_all):
@@ -413,9 +420,11 @@ class MatrixEngine(Engine):
             with m.State("SETUP"):
                 kk = Mux(dyn_k, pos + 1, kf)
                 nn = Mux(dyn_n, pos + 1, nf)
-                ktt = (kk + d - 1) >> log2(d)
-                m.d.sync += [k.eq(kk), n.eq(nn), kt.eq(Mux(ktt == 0, 1, ktt)), nt.eq((nn + l - 1) >> log2(l)),
-                             wbyte.eq(w << log2(isa.HBM_UNIT))]
+                # the tile counts with one adder each (the 300 MHz depth): ceil((pos + 1) / d) = (pos + d) / d, and
+                # a static k of 0 counts one tile
+                ktt = Mux(dyn_k, (pos + d) >> log2(d), Mux(kf == 0, 1, (kf + d - 1) >> log2(d)))
+                ntt = Mux(dyn_n, (pos + l) >> log2(l), (nf + l - 1) >> log2(l))
+                m.d.sync += [k.eq(kk), n.eq(nn), kt.eq(ktt), nt.eq(ntt), wbyte.eq(w << log2(isa.HBM_UNIT))]
                 m.next = "SETUP2"
             with m.State("SETUP2"):
                 m.d.sync += [total.eq(kt * nt), beat0.eq(wbyte >> log2(cfg.beat_bytes))]
@@ -450,7 +459,8 @@ class MatrixEngine(Engine):
                         m.d.comb += rob_start.eq(1)
                         aw.start(m)
                         m.d.sync += [gbase.eq(beat0), cbase.eq(beat0), ubase.eq(beat0), au.eq(0),
-                                     seg.eq(Mux(kt > B, B, kt)), gstep.eq(Mux(rowmajor, I, kt * I))]
+                                     seg.eq(Mux(kt > B, B, kt)), gstep.eq(Mux(rowmajor, I, kt * I)),
+                                     ar_fresh.eq(0)]
                     m.next = "RUN"
             with m.State("QSTART"):
                 m.d.comb += qstart.eq(1)

@@ -282,7 +282,8 @@ class DmaEngine(Engine):
         p_rem = [Signal(range(AXI_BURST_BEATS + 1), name=f"p{i}_rem") for i in range(npt)]   # beats left in a W burst
         p_out = [Signal(range(max(AXI_MAX_OUTSTANDING_READS, AXI_MAX_OUTSTANDING_WRITES) + 1), name=f"p{i}_out")
                  for i in range(npt)]
-        p_sel = [hbm & (w_ch == c) for c in range(nch)] + [~hbm]     # (stores only)
+        # (stores only) the piece's port, one-hot, registered in PIECE beside `w_ch`
+        p_sel = [Signal(name=f"p{i}_sel") for i in range(npt)]
 
         def burst_len(i):
             """Beats of the next burst on port i: what is left, at most AXI_BURST_BEATS, not across 4 KiB."""
@@ -411,7 +412,12 @@ class DmaEngine(Engine):
             """The value of the piece's port (`w_ch` of the HBM channels, or DDR): a mux, not a priority chain."""
             return Mux(hbm, Array(vals[:nch])[w_ch], vals[nch]) if nch > 1 else Mux(hbm, vals[0], vals[nch])
         new_s = at_port(news)
-        m.d.comb += beat_done.eq(emit & w_free_r & at_port(oks))
+        # (`ok_r`: the port may take the beat (its burst's AW within the outstanding writes), a register made from
+        # the piece's port each cycle: fresh in WRITE, since `w_ch` and the port's p_rem / p_out last changed at
+        # least two cycles before (PIECE, ALIGN, ALIGN2), save B responses, which only free it)
+        ok_r = Signal()
+        m.d.sync += ok_r.eq(at_port(oks))
+        m.d.comb += beat_done.eq(emit & w_free_r & ok_r)
         with m.If(beat_done):
             m.d.sync += [w_d.eq(beat_data), w_s.eq(beat_strb),
                          w_l.eq(Mux(new_s, at_port([b == 1 for b in blen]), at_port([r == 1 for r in p_rem])))]
@@ -494,7 +500,8 @@ class DmaEngine(Engine):
                 with m.If(is_store):
                     m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(entry)]
                     m.d.sync += [w_cnt.eq(cnt), w_pop.eq(pop), w_last.eq(last_piece),
-                                 w_rend.eq(run_end), w_off.eq(off), w_lane.eq(lane), w_ch.eq(ch)]
+                                 w_rend.eq(run_end), w_off.eq(off), w_lane.eq(lane), w_ch.eq(ch),
+                                 *[p_sel[c].eq(hbm & (ch == c)) for c in range(nch)], p_sel[nch].eq(~hbm)]
                     m.next = "ALIGN"
                 with m.Else():
                     m.d.comb += [meta.w_en.eq(meta.w_rdy), advance.eq(meta.w_rdy)]
