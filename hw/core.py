@@ -374,7 +374,10 @@ class Core(wiring.Component):
         ck_illegal, ck_invalid, ck_range, ck_halt = (ck[i] for i in range(4))
         ck_fence_on, ck_unit = ck[4:4 + U], ck[4 + U:4 + 2 * U]
         k_nop, k_halt, k_fence = (ck[4 + 2 * U + i] for i in range(3))
-        fenced = Cat(*[~ck_fence_on[u] | unit_idle[u] for u in range(U)]).all()
+        # FENCE goes on a register: its units were idle in the cycle before, with it in `ir` then and not leaving
+        # (the units it waits for only complete meanwhile: nothing is pushed while it waits), so the unit test is
+        # out of the dispatch decision (a FENCE waits a cycle more)
+        fenced = Signal()
 
         acting = running & ir_valid & ~failed & ~halting & ~fe_any_r & ck_fresh
         m.d.comb += [pf.word.eq(ir), pf.pc.eq(ir_pc), pf.valid.eq(acting), pf.pushed.eq(push.any()),
@@ -395,6 +398,8 @@ class Core(wiring.Component):
                      ctrl_ev.eq(pf.ev | ctrl_go)]
         with m.If(halt_go):
             m.d.sync += halting.eq(1)
+        m.d.sync += fenced.eq(ir_valid & ~leave & k_fence
+                              & Cat(*[~ck_fence_on[u] | unit_idle[u] for u in range(U)]).all())
         # the error, the first in the ISA's order (only it is recorded: the front end then stops), as flat terms:
         # the batch unit's `invalid` for a word it does not handle (a BATCH followed by what it may not prefix),
         # `illegal_opcode`, the batch unit's `invalid` / `address_range`, then for the front end's own words
@@ -482,10 +487,10 @@ class Core(wiring.Component):
         err_word = C(0, 32)
         for i, bit in enumerate(STATUS):
             err_word = err_word | Mux(err_bits[i], STATUS[bit], 0)
-        with m.If(running & err_any):
+        with m.If(running):                               # (per bit: no error, no change; the 300 MHz depth)
             m.d.sync += status.eq(status | err_word)
-            with m.If(~failed):
-                m.d.sync += [error_pc.eq(err_pc), failed.eq(1)]
+        with m.If(running & err_any & ~failed):
+            m.d.sync += [error_pc.eq(err_pc), failed.eq(1)]
         eng_err = Signal()                                # an engine reports an error this cycle
         m.d.comb += eng_err.eq(have)
         with m.If(running & eng_err):

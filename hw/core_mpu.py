@@ -198,14 +198,20 @@ class MatrixEngine(Engine):
             gbase, cbase, ubase = Signal(48), Signal(48), Signal(48)
             gstep = Signal(48)                  # I * s_blk
             seg = Signal(range(B + 1))
-            au = Signal(range(I))
             s_blk = Mux(rowmajor, 1, kt)
             s_rowb = Mux(rowmajor, nt << log2(B), B)
             # a column-major run's burst from registers (the 300 MHz depth): `seg` < beats to the 4 KiB page and
             # those beats, made a cycle after ar_b / seg change (`ar_fresh` low that cycle: such an AR goes out
             # at most every 2nd cycle, of runs of up to B beats); row-major runs go a beat per AR, every cycle
-            seg_in, to4k_r, ar_fresh = Signal(), Signal.like(to4k), Signal()
-            m.d.sync += [seg_in.eq(seg < to4k), to4k_r.eq(to4k)]
+            seg_in, seg_le, to4k_r, ar_fresh = Signal(), Signal(), Signal.like(to4k), Signal()
+            m.d.sync += [seg_in.eq(seg < to4k), seg_le.eq(seg <= to4k), to4k_r.eq(to4k)]
+            run_end = Mux(rowmajor, seg == 1, seg_le)              # this AR's burst ends the run
+            # the chunk's last block: a register beside a down-counter of the blocks left (as hw/core_rob.py's)
+            au_n, au_z = Signal(range(max(I, 2))), Signal()
+
+            def au_load(size):
+                v, one = size
+                return [au_n.eq(v - 1), au_z.eq(one)]
             m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor, 1, Mux(seg_in, seg, to4k_r))))
             beat = Mux(qon, qreq_beat, ar_b)
             ar_want = Mux(qon, qreq_valid, ar_go & (rowmajor | ar_fresh))
@@ -236,13 +242,14 @@ class MatrixEngine(Engine):
             else:
                 with m.If(qon):
                     pass
-                with m.Elif(seg != burst):                   # the run goes on
+                with m.Elif(~run_end):                       # the run goes on
                     m.d.sync += [seg.eq(seg - burst), ar_b.eq(ar_b + Mux(rowmajor, nt, burst))]
-                with m.Elif(au + 1 != aw.ic):                # the next block of the chunk
-                    m.d.sync += [au.eq(au + 1), ubase.eq(ubase + s_blk), ar_b.eq(ubase + s_blk), seg.eq(aw.bc)]
+                with m.Elif(~au_z):                          # the next block of the chunk
+                    m.d.sync += [au_n.eq(au_n - 1), au_z.eq(au_n == 1), ubase.eq(ubase + s_blk), ar_b.eq(ubase + s_blk),
+                                 seg.eq(aw.bc)]
                 with m.Else():                               # the next chunk
                     aw.advance(m)
-                    m.d.sync += au.eq(0)
+                    m.d.sync += au_load(aw.ic_next())
                     with m.If(aw.last):
                         m.d.sync += ar_go.eq(0)
                     with m.Elif(aw.more_rows):               # same blocks, the next rows
@@ -458,9 +465,9 @@ class MatrixEngine(Engine):
                     if I > 1:
                         m.d.comb += rob_start.eq(1)
                         aw.start(m)
-                        m.d.sync += [gbase.eq(beat0), cbase.eq(beat0), ubase.eq(beat0), au.eq(0),
+                        m.d.sync += [gbase.eq(beat0), cbase.eq(beat0), ubase.eq(beat0),
                                      seg.eq(Mux(kt > B, B, kt)), gstep.eq(Mux(rowmajor, I, kt * I)),
-                                     ar_fresh.eq(0)]
+                                     ar_fresh.eq(0), *au_load(aw.first()[1])]
                     m.next = "RUN"
             with m.State("QSTART"):
                 m.d.comb += qstart.eq(1)

@@ -58,6 +58,29 @@ class ChunkWalk:
     def _rows_from(self, m: Module, rows):
         m.d.sync += [self.rows.eq(rows), self.more_rows.eq(rows > self.b), self.more_rows2.eq(rows > 2 * self.b)]
 
+    # (size, size == 1) of the current and the next chunk (valid until `advance`); the tests against 1 compare
+    # registers with constants, so they are no deeper than a LUT or two (the 300 MHz depth)
+    def bc_now(self):
+        return self.bc, Mux(self.more_rows, self.b == 1, self.rows == 1)
+
+    def ic_now(self):
+        return self.ic, Mux(self.more_blks, self.i == 1, self.blks == 1)
+
+    def bc_next(self):
+        b, kt = self.b, self.kt
+        return (Mux(self.more_rows, Mux(self.more_rows2, b, self.rows - b), Mux(kt > b, b, kt)),
+                Mux(self.more_rows, Mux(self.more_rows2, b == 1, self.rows == b + 1), Mux(kt > b, b == 1, kt == 1)))
+
+    def ic_next(self):
+        i = self.i
+        return (Mux(self.more_rows, self.ic, Mux(self.more_blks2, i, self.blks - i)),
+                Mux(self.more_rows, self.ic_now()[1], Mux(self.more_blks2, i == 1, self.blks == i + 1)))
+
+    def first(self):
+        """(bc, bc == 1), (ic, ic == 1) of the first chunk, from the instruction's kt and nt."""
+        b, i, kt, nt = self.b, self.i, self.kt, self.nt
+        return (Mux(kt > b, b, kt), Mux(kt > b, b == 1, kt == 1)), (Mux(nt > i, i, nt), Mux(nt > i, i == 1, nt == 1))
+
     def start(self, m: Module):
         self._rows_from(m, self.kt)
         m.d.sync += [self.blks.eq(self.nt), self.more_blks.eq(self.nt > self.i),
@@ -103,26 +126,42 @@ class Reorder(wiring.Component):
             return Mux(h == BUFFERS - 1, 0, h + 1)
         ww, rw = ChunkWalk("robw", self.kt, self.nt, I, B), ChunkWalk("robr", self.kt, self.nt, I, B)
 
+        # The walks' "last row / last block" tests are registers (`*_z`) beside down-counters of what is left
+        # (`*_n`), so a beat's move decides from one LUT (the 300 MHz depth); the counters reload from the
+        # current or the next chunk's size.
+        def counter(name, n):
+            return Signal(range(max(n, 2)), name=f"{name}_n"), Signal(name=f"{name}_z")
+
+        def load(cnt, size):
+            (n, z), (v, one) = cnt, size
+            return [n.eq(v - 1), z.eq(one)]
+
+        def step(cnt):
+            n, z = cnt
+            return [n.eq(n - 1), z.eq(n == 1)]
+
         # ---- write side: block u of the chunk, row b
         wu, wb, wh = Signal(range(max(I, 2))), Signal(range(max(B, 2))), Signal(range(BUFFERS))
+        wu_c, wb_c = counter("wu", I), counter("wb", B)
         set_h = Signal(BUFFERS)
         m.d.comb += [self.i.ready.eq(~full.bit_select(wh, 1)),
                      wr.addr.eq(base(wh) + (wu << log2(B)) + wb), wr.data.eq(self.i.payload),
                      wr.en.eq(self.i.valid & self.i.ready)]
         with m.If(self.i.valid & self.i.ready):
-            with m.If(wb + 1 == ww.bc):
+            with m.If(wb_c[1]):
                 m.d.sync += wb.eq(0)
-                with m.If(wu + 1 == ww.ic):
-                    m.d.sync += [wu.eq(0), wh.eq(nxt(wh))]
+                with m.If(wu_c[1]):
+                    m.d.sync += [wu.eq(0), wh.eq(nxt(wh)), *load(wu_c, ww.ic_next()), *load(wb_c, ww.bc_next())]
                     m.d.comb += set_h.bit_select(wh, 1).eq(1)
                     ww.advance(m)
                 with m.Else():
-                    m.d.sync += wu.eq(wu + 1)
+                    m.d.sync += [wu.eq(wu + 1), *step(wu_c), *load(wb_c, ww.bc_now())]
             with m.Else():
-                m.d.sync += wb.eq(wb + 1)
+                m.d.sync += [wb.eq(wb + 1), *step(wb_c)]
 
         # ---- read side: row b of the chunk, block u; a registered read (the port holds its data while not read)
         ru, rb, rh = Signal(range(max(I, 2))), Signal(range(max(B, 2))), Signal(range(BUFFERS))
+        ru_c, rb_c = counter("ru", I), counter("rb", B)
         clr_h = Signal(BUFFERS)
         ov = Signal()
         issue = Signal()
@@ -131,16 +170,16 @@ class Reorder(wiring.Component):
                      self.o.valid.eq(ov), self.o.payload.eq(rd.data)]
         with m.If(issue):
             m.d.sync += ov.eq(1)
-            with m.If(ru + 1 == rw.ic):
+            with m.If(ru_c[1]):
                 m.d.sync += ru.eq(0)
-                with m.If(rb + 1 == rw.bc):
-                    m.d.sync += [rb.eq(0), rh.eq(nxt(rh))]
+                with m.If(rb_c[1]):
+                    m.d.sync += [rb.eq(0), rh.eq(nxt(rh)), *load(rb_c, rw.bc_next()), *load(ru_c, rw.ic_next())]
                     m.d.comb += clr_h.bit_select(rh, 1).eq(1)
                     rw.advance(m)
                 with m.Else():
-                    m.d.sync += rb.eq(rb + 1)
+                    m.d.sync += [rb.eq(rb + 1), *step(rb_c), *load(ru_c, rw.ic_now())]
             with m.Else():
-                m.d.sync += ru.eq(ru + 1)
+                m.d.sync += [ru.eq(ru + 1), *step(ru_c)]
         with m.Elif(self.o.ready):
             m.d.sync += ov.eq(0)
         m.d.sync += full.eq((full | set_h) & ~clr_h)
@@ -149,6 +188,8 @@ class Reorder(wiring.Component):
             m.d.sync += [full.eq(0), wu.eq(0), wb.eq(0), wh.eq(0), ru.eq(0), rb.eq(0), rh.eq(0), ov.eq(0)]
             ww.start(m)
             rw.start(m)
+            bc0, ic0 = ww.first()
+            m.d.sync += [*load(wb_c, bc0), *load(wu_c, ic0), *load(rb_c, bc0), *load(ru_c, ic0)]
         return m
 
 

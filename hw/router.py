@@ -97,7 +97,7 @@ class RouterEngine(Engine):
 
         m.d.comb += ctl.busy.eq(1)
         sending, receiving = Signal(), Signal()
-        send_ent, send_end, recv_ent, recv_end = (Signal(UNIT_BITS) for _ in range(4))
+        send_ent, send_end, recv_ent = (Signal(UNIT_BITS) for _ in range(3))
 
         # sender: read entry (1 cycle), hold it, offer it on tx
         can_read = sending & ~holding & ~rd_pend & (send_ent < send_end)
@@ -117,13 +117,19 @@ class RouterEngine(Engine):
 
         # receiver: write each beat at its entry
         # (a beat waits for the shared VBUF write port, hw/buffers.py)
-        m.d.comb += self.rx.ready.eq(receiving & (recv_ent < recv_end) & vbuf.w_rdy)
-        with m.If(self.rx.valid & receiving & (recv_ent < recv_end)):
+        # (`recv_more`: entries are left to receive, a register kept beside their count, `recv_left`: the ring's
+        # READY comes from registers and the write port's grant, the 300 MHz depth)
+        recv_left, recv_more = Signal(UNIT_BITS), Signal()
+        m.d.comb += self.rx.ready.eq(receiving & recv_more & vbuf.w_rdy)
+        with m.If(self.rx.valid & receiving & recv_more):
             m.d.comb += [vbuf.w_req.eq(1), vbuf.w_addr.eq(vaddr + recv_ent), vbuf.w_en.eq(lanes_of(recv_ent)),
                          vbuf.w_data.eq(self.rx.payload.data)]
         with m.If(self.rx.valid & self.rx.ready):
-            m.d.sync += recv_ent.eq(recv_ent + 1)
-        recv_idle = recv_ent >= recv_end
+            m.d.sync += [recv_ent.eq(recv_ent + 1), recv_left.eq(recv_left - 1), recv_more.eq(recv_left != 1)]
+        recv_idle = ~recv_more
+
+        def recv_range(lo, hi):
+            return [recv_ent.eq(lo), recv_left.eq(hi - lo), recv_more.eq(hi > lo)]
 
         size = self.ring_size
         pos = self.ring_pos
@@ -132,7 +138,7 @@ class RouterEngine(Engine):
                 m.d.comb += ctl.busy.eq(0)
                 with m.If(ctl.start):
                     m.d.sync += [ins.eq(ctl.word.route), sending.eq(0), receiving.eq(0),
-                                 send_ent.eq(0), send_end.eq(0), recv_ent.eq(0), recv_end.eq(0)]
+                                 send_ent.eq(0), send_end.eq(0), *recv_range(0, 0)]
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 with m.If(op == Opcode.ALLGATHER):
@@ -153,7 +159,7 @@ class RouterEngine(Engine):
                     m.d.sync += [sending.eq(1), send_ent.eq(0), send_end.eq(n_ent)]
                     m.next = "MOVE"
                 with m.Else():
-                    m.d.sync += [receiving.eq(1), recv_ent.eq(0), recv_end.eq(n_ent)]
+                    m.d.sync += [receiving.eq(1), *recv_range(0, n_ent)]
                     m.next = "MOVE"
             # units = ceil(n_ent / gran): count up (n_ent <= 65536 / d entries; gran >= 1), one per cycle
             with m.State("DIV_UNITS"):
@@ -190,7 +196,7 @@ class RouterEngine(Engine):
                 m.d.sync += [send_ent.eq(e_lo_c), send_end.eq(e_hi_c)]
                 m.next = "BOUNDS_R"
             with m.State("BOUNDS_R"):
-                m.d.sync += [recv_ent.eq(e_lo_c), recv_end.eq(e_hi_c), sending.eq(1), receiving.eq(1)]
+                m.d.sync += [*recv_range(e_lo_c, e_hi_c), sending.eq(1), receiving.eq(1)]
                 m.next = "GATHER"
             with m.State("GATHER"):
                 with m.If(send_idle & recv_idle):
