@@ -33,7 +33,8 @@ Issue timing (the 300 MHz depth, docs/rtl.md "Depth of the core around the MPU a
 queue's head is registered, so a head starts the cycle after the test found it free, if it is still the head
 (`Core.ISSUE_CYCLES`, `Core.WAKE_CYCLES`). What can change in that cycle only frees it (a completion) or leaves it
 blocked under the same rule (an older instruction moving from its queue to its engine); a younger dispatch is never
-a hazard to an older head.
+a hazard to an older head. A FENCE retires from a register: the cycle after its units were found idle with it in
+the instruction register.
 
 Counters: CYCLES counts from accepting ap_start to ap_done; BUSY_<unit> the cycles each engine is busy.
 Debug outputs for the test harness (not part of the kernel interface): a completion event per source (the
