@@ -105,9 +105,10 @@ def test_generate_bitexact_and_golden(core, program, model, generated):
 
 
 def test_bad_input_halts_with_status(core, program):
-    """An illegal opcode, reserved bits, an out-of-range VBUF operand, an out-of-range DDR or HBM address, an
-    index register the ISA does not define and a backward ring transfer each set their STATUS bit (every error
-    every engine declares), store ERROR_PC and end the run with ap_done (the harness times out otherwise)."""
+    """An illegal opcode, reserved bits (also on BATCH, CHUNK and SLOT), an out-of-range VBUF operand, an
+    out-of-range DDR or HBM address, an index register the ISA does not define and a backward ring transfer each
+    set their STATUS bit (every error every engine declares), store ERROR_PC and end the run with ap_done (the
+    harness times out otherwise). A FENCE holds back what follows it until its units are idle."""
     cfg = program.config
     nop, halt = isa.Instr("NOP").encode(), isa.Instr("HALT").encode()
     known = {op.code for op in isa.OPS}
@@ -125,18 +126,26 @@ def test_bad_input_halts_with_status(core, program):
     zero_gran = isa.Instr("ALLGATHER", vaddr=0, n=cfg.d, devices=1, gran=0).encode()
     quant_qk = isa.Instr("QK", dst=4, src=0, w=0, k=cfg.d, n=cfg.l, wfmt=1).encode()
     load = isa.Instr("LOAD", vaddr=2, addr=0, n=cfg.d).encode()
+    # words the batch unit handles, with reserved bits: illegal_opcode at their own PC (they do not act)
+    rsv = 1 << (isa.WORD_BITS - 1)
+    batch_rsv = isa.Instr("BATCH", m=2, src_stride=1, dst_stride=1).encode() | rsv
+    chunk_rsv = isa.Instr("CHUNK", addr=0, cap=4).encode() | rsv
+    slot_rsv = isa.Instr("SLOT", i=0, skip=0).encode() | rsv
     # concurrency: a LINEAR, a VADD and a LOAD on disjoint VBUF ranges overlap; made dependent (RAW, WAW) they
     # run one after the other
     d = cfg.d
     lin = isa.Instr("LINEAR", dst=16, src=0, w=0, k=4 * d, n=8 * cfg.l).encode()
     vadd = lambda a: isa.Instr("VADD", dst=40, a=a, b=a, n=16 * d).encode()     # noqa: E731
     ld = lambda v: isa.Instr("LOAD", vaddr=v, addr=0, n=8 * d).encode()         # noqa: E731
+    fence = isa.Instr("FENCE", units=isa.UNIT_BITS[isa.Unit.MPU]).encode()    # the VADD waits for the LINEAR
     streams = {"illegal": [nop, bad_code, halt], "reserved": [nop, nop, reserved, halt],
                "vbuf": [vbuf_oob, halt], "ddr": [nop, ddr_oob, halt], "hbm": [hbm_oob, halt],
                "index": [no_index, halt], "ring": [nop, nop, backward, halt], "ok": [nop, halt],
                "zero_n": [load, zero_n, halt], "zero_k": [zero_k, halt], "zero_gran": [nop, zero_gran, halt],
                "quant_qk": [quant_qk, halt],
-               "overlap": [lin, vadd(20), ld(60), halt], "chain": [lin, vadd(16), ld(40), halt]}
+               "overlap": [lin, vadd(20), ld(60), halt], "chain": [lin, vadd(16), ld(40), halt],
+               "batch_rsv": [nop, batch_rsv, lin, halt], "chunk_rsv": [nop, chunk_rsv, halt],
+               "slot_rsv": [nop, nop, slot_rsv, halt], "fence": [lin, fence, vadd(20), halt]}
     res = core.run_words(streams)
     by = {name: r for name, r in zip(streams, res.runs)}
     S = regmap.STATUS_BITS
@@ -150,6 +159,11 @@ def test_bad_input_halts_with_status(core, program):
     assert by["ok"]["status"] == S["halted"]
     for name, pc in (("zero_n", 1), ("zero_k", 0), ("zero_gran", 1), ("quant_qk", 0)):
         assert (by[name]["status"], by[name]["error_pc"]) == (S["invalid"], pc), (name, by[name])
+    for name, pc in (("batch_rsv", 1), ("chunk_rsv", 1), ("slot_rsv", 2)):
+        assert (by[name]["status"], by[name]["error_pc"]) == (S["illegal_opcode"], pc), (name, by[name])
+    assert by["batch_rsv"]["busy"]["MPU"] == 0                     # nothing after the bad word ran
+    f = by["fence"]
+    assert f["status"] == S["halted"] and f["cycles"] >= f["busy"]["MPU"] + f["busy"]["VPU"], f
     assert by["zero_n"]["busy"]["DMA"] > 0 and by["zero_n"]["busy"]["VPU"] == 0   # the LOAD ran, the VADD not
     work = {k: sum(by[k]["busy"][u] for u in ("MPU", "VPU", "DMA")) for k in ("overlap", "chain")}
     assert by["overlap"]["status"] == by["chain"]["status"] == S["halted"]
