@@ -353,11 +353,11 @@ class Core(wiring.Component):
             ctrl, halt, fence = d.unit == Unit.CTRL, opc == Opcode.HALT, opc == Opcode.FENCE
             go = own & ~(illegal | bad_word | outside)      # the front end's own word, with no error
             # (then the classes the decision reads, each one register: to queue u, NOP, HALT, FENCE)
-            return Cat(illegal, bad_word, outside, halt,
+            return Cat(illegal, bad_word, outside,
                        *[every | ((units & isa.UNIT_BITS[e.UNIT]) != 0) for e in engines],    # FENCE's units
                        *[go & (d.unit == Unit[e.UNIT.name]) for e in engines],
                        go & ctrl & ~halt & ~fence, go & ctrl & halt, go & ctrl & fence)
-        n_ck = 7 + 2 * U
+        n_ck = 6 + 2 * U
         ck_ir, ck_in = Signal(n_ck), Signal(n_ck)
         m.d.comb += [pf.ill_w.eq(dec.illegal), pf.ill_in.eq(dec_in.illegal)]
         m.d.sync += [ck_ir.eq(checks(ir, dec, pf.own_w)), ck_in.eq(checks(w_in, dec_in, pf.own_in))]
@@ -372,9 +372,9 @@ class Core(wiring.Component):
         footprint(m, w_in, pos, cfg, fp_in_c, pf.pos1)
         m.d.sync += [fp_ir.eq(fp_ir_c), fp_in.eq(fp_in_c)]
         fp_new = Mux(ck_sel, fp_in, fp_ir)
-        ck_illegal, ck_invalid, ck_range, ck_halt = (ck[i] for i in range(4))
-        ck_fence_on, ck_unit = ck[4:4 + U], ck[4 + U:4 + 2 * U]
-        k_nop, k_halt, k_fence = (ck[4 + 2 * U + i] for i in range(3))
+        ck_illegal, ck_invalid, ck_range = (ck[i] for i in range(3))
+        ck_fence_on, ck_unit = ck[3:3 + U], ck[3 + U:3 + 2 * U]
+        k_nop, k_halt, k_fence = (ck[3 + 2 * U + i] for i in range(3))
         # FENCE goes on a register: its units were idle in the cycle before, with it in `ir` then and not leaving
         # (the units it waits for only complete meanwhile: nothing is pushed while it waits), so the unit test is
         # out of the dispatch decision (a FENCE waits a cycle more)

@@ -200,11 +200,11 @@ class MatrixEngine(Engine):
             seg = Signal(range(B + 1))
             s_blk = Mux(rowmajor, 1, kt)
             s_rowb = Mux(rowmajor, nt << log2(B), B)
-            # a column-major run's burst from registers (the 300 MHz depth): `seg` < beats to the 4 KiB page and
+            # a column-major run's burst from registers (the 300 MHz depth): `seg` <= beats to the 4 KiB page and
             # those beats, made a cycle after ar_b / seg change (`ar_fresh` low that cycle: such an AR goes out
             # at most every 2nd cycle, of runs of up to B beats); row-major runs go a beat per AR, every cycle
-            seg_in, seg_le, to4k_r, ar_fresh = Signal(), Signal(), Signal.like(to4k), Signal()
-            m.d.sync += [seg_in.eq(seg < to4k), seg_le.eq(seg <= to4k), to4k_r.eq(to4k)]
+            seg_le, to4k_r, ar_fresh = Signal(), Signal.like(to4k), Signal()
+            m.d.sync += [seg_le.eq(seg <= to4k), to4k_r.eq(to4k)]
             run_end = Mux(rowmajor, seg == 1, seg_le)              # this AR's burst ends the run
             # the chunk's last block: a register beside a down-counter of the blocks left (as hw/core_rob.py's)
             au_n, au_z = Signal(range(max(I, 2))), Signal()
@@ -212,7 +212,7 @@ class MatrixEngine(Engine):
             def au_load(size):
                 v, one = size
                 return [au_n.eq(v - 1), au_z.eq(one)]
-            m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor, 1, Mux(seg_in, seg, to4k_r))))
+            m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor, 1, Mux(seg_le, seg, to4k_r))))
             beat = Mux(qon, qreq_beat, ar_b)
             ar_want = Mux(qon, qreq_valid, ar_go & (rowmajor | ar_fresh))
         accepted = Signal(nch)
