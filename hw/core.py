@@ -57,12 +57,13 @@ from .core_batch import BatchUnit
 from .core_engine import Engine
 from .core_mpu import MatrixEngine, check_core_config
 from .core_vpu import VectorEngine
-from .decoder import Decoder, Opcode, Unit, WordLayout
+from .decoder import Opcode, Unit, WordLayout
 from .dma import AXI_HANDSHAKE_IN, BURST_INCR, DmaEngine, axi4_signature, ddr_data_bits, hbm_port_names, log2
 from .fetch import Fetch
+from .predecode import DYN_SLOTS, Predecode, outside
 from .regs import Registers, axil_addr_bits, axil_signature
 from .router import RouterEngine, link_layout
-from .scoreboard import FOOTPRINT, any_of, conflict, footprint, invalid
+from .scoreboard import FOOTPRINT, any_of, conflict, footprint
 
 STATUS = regmap.STATUS_BITS
 ENGINES = (MatrixEngine, VectorEngine, DmaEngine, RouterEngine)     # the core's engines, one per unit
@@ -89,33 +90,6 @@ def _mux_out(m, target, sources):
         else:
             for sel, src in sources:
                 m.d.comb += getattr(src, name).eq(tv & sel if name in AXI_HANDSHAKE_IN else tv)
-
-
-def operands_ok(word, pos, cfg: AccelConfig, pos1=None):
-    """1 when every on-chip operand of the instruction (`dfx.isa` `Op.operands`) lies inside VBUF and, for a
-    config with fewer scalar registers than the ISA can name, names one that exists: `dfx.isa.check_operands`
-    as comparators. `pos1`: POS + 1 where the caller has it in a register."""
-    ok = C(1, 1)
-    elems = cfg.vbuf_elems
-    for op in isa.OPS:
-        specs = [s for s in op.operands if not s.scalar or cfg.sregs < isa.SREG_COUNT]
-        if not specs:
-            continue
-        view = getattr(word, op.fmt.name.lower())
-        cond = C(1, 1)
-        for spec in specs:
-            if spec.scalar:
-                inside = getattr(view, spec.field) < cfg.sregs
-            else:
-                ln = getattr(view, spec.length)
-                if spec.dyn is not None:
-                    ln = Mux(getattr(view, spec.dyn), pos + 1 if pos1 is None else pos1, ln)
-                inside = (getattr(view, spec.field) << log2(cfg.d)) + ln <= elems
-            if spec.when is not None:           # e.g. the bias, read only with has_bias
-                inside = inside | ~getattr(view, spec.when)
-            cond = cond & inside
-        ok = ok & ((view.opcode != Opcode[op.mnemonic]) | cond)
-    return ok
 
 
 class Core(wiring.Component):
@@ -161,9 +135,8 @@ class Core(wiring.Component):
         m = Module()
         cfg = self.cfg
         m.submodules.regs = regs = Registers(cfg)
-        m.submodules.fetch = fetch = Fetch(cfg)
-        m.submodules.decoder = dec = Decoder()
-        m.submodules.batch = pf = BatchUnit(cfg)
+        m.submodules.fetch = fetch = Fetch(cfg, annotate=Predecode(cfg, [E.UNIT for E in ENGINES]))
+        m.submodules.batch = pf = BatchUnit(cfg, [E.UNIT for E in ENGINES])
         m.submodules.sregs = sregs = ScalarFile(cfg)
         engines: tuple[Engine, ...] = tuple(E(cfg, **self._mpu_stages) if E is MatrixEngine else E(cfg)
                                             for E in ENGINES)
@@ -179,6 +152,7 @@ class Core(wiring.Component):
 
         # ---- controller state
         ir = Signal(WordLayout)
+        ir_pd = Signal(fetch.o_pd.shape())       # its predecode (hw/predecode.py), taken with it from the prefetcher
         ir_valid = Signal()
         ir_pc = Signal(32)                       # PC of `ir`
         fpc = Signal(32)                         # PC of the next word taken from the prefetcher
@@ -193,7 +167,7 @@ class Core(wiring.Component):
         running = Signal()
         token, pos = pf.token, pf.pos            # the TOKEN / POS dispatched with (SLOT changes them)
         m.d.comb += [pf.token_in.eq(regs.token), pf.pos_in.eq(regs.pos), pf.ddr_base.eq(regs.ddr_base)]
-        m.d.comb += [dec.word.eq(ir), regs.status.eq(status), regs.error_pc.eq(error_pc),
+        m.d.comb += [regs.status.eq(status), regs.error_pc.eq(error_pc),
                      regs.cycles.eq(cycles), regs.running.eq(running), self.dbg_running.eq(running)]
         for i, b in enumerate(busy):
             m.d.comb += regs.busy[i].eq(b)
@@ -337,30 +311,28 @@ class Core(wiring.Component):
         want = Signal()                 # the front end takes the next word from the prefetcher
         fpc_past = Signal()             # word `fpc` lies past DDR (a register beside `fpc`)
 
-        # stage 1: the word's static checks (decoder, `invalid`, `operands_ok` at POS) into registers, for the word
-        # in `ir` (`ck_ir`) and for the word the fetcher offers (`ck_in`, in case it is taken into `ir` this cycle);
-        # stage 2 decides from them (with the batch unit's own, made the same way: hw/core_batch.py). They are stale
-        # after a cycle that changes what they read (`pf.restate`: a BATCH, CHUNK or SLOT leaves, or a vector of a
-        # batched instruction is pushed): the front end then waits a cycle for `ck_ir` (`ck_fresh`).
-        m.submodules.decoder_in = dec_in = Decoder()
-        w_in = Signal(WordLayout)
-        m.d.comb += [w_in.eq(fetch.o.payload), dec_in.word.eq(w_in)]
+        # stage 1: the word's checks (its predecode, hw/predecode.py, made in the prefetcher, against POS) into
+        # registers, for the word in `ir` (`ck_ir`) and for the word the fetcher offers (`ck_in`, in case it is taken
+        # into `ir` this cycle); stage 2 decides from them (with the batch unit's own, made the same way:
+        # hw/core_batch.py). They are stale after a cycle that changes what they read (`pf.restate`: a BATCH, CHUNK
+        # or SLOT leaves, or a vector of a batched instruction is pushed): the front end then waits a cycle for
+        # `ck_ir` (`ck_fresh`).
+        w_in, pd_in = Signal(WordLayout), Signal(fetch.o_pd.shape())
+        m.d.comb += [w_in.eq(fetch.o.payload), pd_in.eq(fetch.o_pd)]
 
-        def checks(word, d, own):
-            units, opc = word.control.units, word.control.opcode
-            every = (units & isa.ALL_UNITS) != 0
-            illegal, bad_word, outside = d.illegal, invalid(word), ~operands_ok(word, pos, cfg, pf.pos1)
-            ctrl, halt, fence = d.unit == Unit.CTRL, opc == Opcode.HALT, opc == Opcode.FENCE
-            go = own & ~(illegal | bad_word | outside)      # the front end's own word, with no error
+        def checks(pd, own):
+            out = outside(pd.out, pd.need, [pd[f"room{j}"] for j in range(DYN_SLOTS)], pf.pos1)
+            go = own & ~(pd.illegal | pd.invalid | out)         # the front end's own word, with no error
+            go_ctrl = own & ~(pd.illegal | pd.invalid)           # (NOP, HALT, FENCE have no operands)
             # (then the classes the decision reads, each one register: to queue u, NOP, HALT, FENCE)
-            return Cat(illegal, bad_word, outside,
-                       *[every | ((units & isa.UNIT_BITS[e.UNIT]) != 0) for e in engines],    # FENCE's units
-                       *[go & (d.unit == Unit[e.UNIT.name]) for e in engines],
-                       go & ctrl & ~halt & ~fence, go & ctrl & halt, go & ctrl & fence)
+            return Cat(pd.illegal, pd.invalid, out, pd.fence_on,
+                       *[go & (pd.unit == Unit[e.UNIT.name]) for e in engines],
+                       go_ctrl & pd.ctrl & ~pd.halt & ~pd.fence,
+                       go_ctrl & pd.halt, go_ctrl & pd.fence)
         n_ck = 6 + 2 * U
         ck_ir, ck_in = Signal(n_ck), Signal(n_ck)
-        m.d.comb += [pf.ill_w.eq(dec.illegal), pf.ill_in.eq(dec_in.illegal)]
-        m.d.sync += [ck_ir.eq(checks(ir, dec, pf.own_w)), ck_in.eq(checks(w_in, dec_in, pf.own_in))]
+        m.d.comb += [pf.pd_w.eq(ir_pd), pf.pd_in.eq(pd_in)]
+        m.d.sync += [ck_ir.eq(checks(ir_pd, pf.own_w)), ck_in.eq(checks(pd_in, pf.own_in))]
         ck_sel, ck_fresh = Signal(), Signal()
         ck = Signal(n_ck)
         m.d.comb += ck.eq(Mux(ck_sel, ck_in, ck_ir))
@@ -443,7 +415,7 @@ class Core(wiring.Component):
         with m.If(want & ~fpc_past):
             m.d.comb += fetch.o.ready.eq(1)
             with m.If(fetch.o.valid):
-                m.d.sync += [ir.eq(fetch.o.payload), ir_valid.eq(1), ir_pc.eq(fpc), fpc.eq(fpc + 1),
+                m.d.sync += [ir.eq(fetch.o.payload), ir_pd.eq(fetch.o_pd), ir_valid.eq(1), ir_pc.eq(fpc), fpc.eq(fpc + 1),
                              fpc_past.eq(past1), ck_sel.eq(1)]
 
         # ---- queues: pop at start, push at dispatch

@@ -18,10 +18,11 @@ values of its dispatch to its engine, ISA dependency rule 6), and decides for th
 
 The word's checks against the batch state (the rules below, `range_ok`, the word's class) are made into registers
 a cycle ahead, as the front end's are (hw/core.py): `restate` tells the front end when a cycle changes what they
-read, and the u32 read is checked as it arrives. The decoder's `illegal` for each word (`ill_w`, `ill_in`) goes
-into them too (an illegal BATCH, CHUNK or SLOT never acts: the front end reports it); `own_w` / `own_in` (comb)
-say that the word is one the front end dispatches itself with no error against the batch state, which the front
-end folds into its own class registers.
+read, and the u32 read is checked as it arrives. They compare the word's predecode (`pd_w`, `pd_in`:
+hw/predecode.py, made in the prefetcher) with the batch state; the decoder's `illegal` goes into them too (an
+illegal BATCH, CHUNK or SLOT never acts: the front end reports it). `own_w` / `own_in` (comb) say that the word is
+one the front end dispatches itself with no error against the batch state, which the front end folds into its own
+class registers.
 
 Errors (`err_invalid`, `err_range`, at `err_pc`; the front end stops as for its own errors): the rules of
 `dfx.isa.check_batch` (BATCH followed by neither LINEAR nor ALLGATHER, dyn_m with COUNT 0, m = 0, dyn_k/dyn_n on
@@ -40,6 +41,7 @@ from dfx.config import AccelConfig
 
 from .decoder import Opcode, WordLayout
 from .dma import AXI_ADDR_BITS, ddr_data_bits, log2
+from .predecode import predecode_layout
 
 L = isa.LEN_BITS
 
@@ -51,14 +53,16 @@ def _is(word, mnemonic):
 class BatchUnit(wiring.Component):
     """See the module docstring. The read port (`ar_*`, `r_*`) is one outstanding single-beat read."""
 
-    def __init__(self, cfg: AccelConfig):
+    def __init__(self, cfg: AccelConfig, units):
+        """`units`: the core's engines' `dfx.isa.Unit`s (the predecode layout's)."""
         self.cfg = cfg
         bits = ddr_data_bits(cfg)
         super().__init__({
             "run_start": In(1), "token_in": In(32), "pos_in": In(32), "ddr_base": In(AXI_ADDR_BITS),
             "word": In(WordLayout), "pc": In(32), "valid": In(1), "pushed": In(1),
             "word_in": In(WordLayout), "ck_sel": In(1), "restate": Out(1),
-            "ill_w": In(1), "ill_in": In(1), "own_w": Out(1), "own_in": Out(1),
+            "pd_w": In(predecode_layout(cfg, units)), "pd_in": In(predecode_layout(cfg, units)),
+            "own_w": Out(1), "own_in": Out(1),
             "token": Out(32), "pos": Out(32), "pos1": Out(33), "count": Out(L),
             "word_out": Out(WordLayout), "skipping": Out(1), "handled": Out(1), "leave": Out(1), "ev": Out(1), "last": Out(1),
             "range_ok": Out(1), "bad": Out(1), "err_invalid": Out(1), "err_range": Out(1), "err_pc": Out(32),
@@ -75,6 +79,8 @@ class BatchUnit(wiring.Component):
         sh = log2(cfg.d)
 
         count, tbase, pos0 = Signal(L), Signal(40), Signal(32)
+        count_z = Signal()                           # count == 0, kept beside it
+        b_ne = Signal()                              # the BATCH's strides differ
         token, pos = Signal(32), Signal(32)
         pos1 = Signal(33)                            # pos + 1, kept beside it (the 300 MHz depth of the checks)
         skip_n = Signal(L)
@@ -114,30 +120,28 @@ class BatchUnit(wiring.Component):
         # into `word` (`ck_sel`). `restate`: this cycle changes the state they read (a BATCH, CHUNK or SLOT
         # leaves, or a vector of a batched instruction is pushed: the next one's footprint); the front end then
         # waits a cycle.
-        def checks(v, ill):
-            lin, ag = _is(v, "LINEAR"), _is(v, "ALLGATHER")
-            c_batch, c_chunk, c_slot = _is(v, "BATCH"), _is(v, "CHUNK"), _is(v, "SLOT")
-            mx, rt = v.matrix, v.route
-            lin_ok = ((((mx.src + lasts) << sh) + mx.k <= elems) & (((mx.dst + lastd) << sh) + mx.n <= elems))
-            ag_ok = ((rt.vaddr + lastd) << sh) + rt.n <= elems
-            pair = bpend & (~(lin | ag) | (lin & (mx.dyn_k | mx.dyn_n)) | (ag & (bss != bds)))
-            m_zero = Mux(v.batch.dyn_m, count, v.batch.m) == 0
-            past = v.slot.addr + isa.TOKEN_TABLE_HEADER > cfg.ddr_bytes
+        def checks(v, pd):
+            lin, ag = pd.lin, pd.ag
+            c_batch, c_chunk, c_slot = pd.c_batch, pd.c_chunk, pd.c_slot
+            # the last vector's strided operands inside VBUF: its offsets against the rooms (hw/predecode.py)
+            out = bpend & (pd.b_never | ((lin | ag) & (lastd > pd.droom)) | (lin & (lasts > pd.sroom)))
+            pair = bpend & (pd.pair | (ag & b_ne))
+            m_zero = Mux(v.batch.dyn_m, count_z, pd.m_zero)
+            past = pd.past
             odd = v.slot.addr[:2] != 0
-            no_count = count == 0
-            out = bpend & ~Mux(lin, lin_ok, Mux(ag, ag_ok, 1))
+            no_count = count_z
             bad = (pair | (c_batch & m_zero) | (c_chunk & (past | odd)) | (c_slot & no_count)
                    | (~(c_batch | c_chunk | c_slot) & out))
-            ok = ~bad & ~ill                 # (an illegal word, the front end's error, never goes)
+            ok = ~bad & ~pd.illegal          # (an illegal word, the front end's error, never goes)
             skip = v.slot.i >= count
             # the classes the decision reads (each one register): BATCH, CHUNK, SLOT skipping / reading, with no
             # error; `own`, a word the front end dispatches itself, with no error against the batch state
             return (Cat(pair, c_batch & m_zero, c_chunk & past, c_chunk & odd, c_slot & no_count, out, bad,
                         c_batch, c_chunk, c_slot,
                         c_batch & ok, c_chunk & ok, c_slot & skip & ok, c_slot & ~skip & ok),
-                    ~(c_batch | c_chunk | c_slot) & ~bad)
+                    ~(c_batch | c_chunk | c_slot) & ~pair & ~out)
         ck_w, ck_in, ck = Signal(14), Signal(14), Signal(14)
-        (ck_w_c, own_w), (ck_in_c, own_in) = checks(w, self.ill_w), checks(self.word_in, self.ill_in)
+        (ck_w_c, own_w), (ck_in_c, own_in) = checks(w, self.pd_w), checks(self.word_in, self.pd_in)
         m.d.sync += [ck_w.eq(ck_w_c), ck_in.eq(ck_in_c)]
         m.d.comb += [ck.eq(Mux(self.ck_sel, ck_in, ck_w)), self.own_w.eq(own_w), self.own_in.eq(own_in)]
         (e_pair, e_m_zero, e_past, e_odd, e_no_count, e_out, e_any, c_batch, c_chunk, c_slot,
@@ -166,13 +170,13 @@ class BatchUnit(wiring.Component):
             m.d.sync += [skip_n.eq(skip_n - 1), skip_nz.eq(skip_n != 1)]
         with m.If(act & k_batch):
             mm = Mux(bt.dyn_m, count, bt.m)
-            m.d.sync += [bpend.eq(1), bpc.eq(self.pc), bss.eq(bt.src_stride),
+            m.d.sync += [bpend.eq(1), bpc.eq(self.pc), bss.eq(bt.src_stride), b_ne.eq(bt.src_stride != bt.dst_stride),
                          bds.eq(bt.dst_stride), b_left.eq(mm - 1), b_last.eq(mm == 1), offs.eq(0), offd.eq(0),
                          lasts.eq((mm - 1) * bt.src_stride), lastd.eq((mm - 1) * bt.dst_stride)]
         with m.If(act & k_chunk & ~rd_have):
             m.d.sync += [rd_req.eq(1), rd_a.eq(sl.addr)]
         with m.If(act & k_chunk & rd_go):
-            m.d.sync += [count.eq(rd_data), tbase.eq(chunk_end), pos0.eq(pos)]
+            m.d.sync += [count.eq(rd_data), count_z.eq(rd_zero), tbase.eq(chunk_end), pos0.eq(pos)]
         with m.If(act & k_skip):
             m.d.sync += [skip_n.eq(sl.skip), skip_nz.eq(sl.skip != 0)]
         with m.If(act & k_read & ~rd_have):
@@ -197,7 +201,7 @@ class BatchUnit(wiring.Component):
                     m.d.sync += bpend.eq(0)
 
         with m.If(self.run_start):
-            m.d.sync += [count.eq(0), tbase.eq(0), pos0.eq(0), token.eq(self.token_in),
+            m.d.sync += [count.eq(0), count_z.eq(1), tbase.eq(0), pos0.eq(0), token.eq(self.token_in),
                          pos.eq(self.pos_in), pos1.eq(self.pos_in + 1),
                          skip_n.eq(0), skip_nz.eq(0), bpend.eq(0), rd_req.eq(0), rd_have.eq(0)]
         return m

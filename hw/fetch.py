@@ -5,9 +5,12 @@
 the fetcher reads bursts of up to `BURST` beats of 16*d bits (d/8 instructions each) ahead into a FIFO
 (issuing a burst only when the FIFO has room for it, so R is never back-pressured) and hands out the 128-bit
 words in order on the `o` stream. It never reads past DDR's end (`beats`).
-`o` comes from a two-entry output buffer (`o.valid`, `o.payload`: registers): the buffer takes a word from the
-FIFO whenever it has a free entry, so `o.ready` (the front end's dispatch decision) reaches only the buffer's
-registers, never the FIFO (the 300 MHz depth, docs/rtl.md); a word passes it in one cycle.
+Words leave the FIFO through a register (`p`, the annotate stage) into a two-entry output buffer (`o.valid`,
+`o.payload`: registers): the stage moves a word on whenever the buffer has a free entry, so `o.ready` (the front
+end's dispatch decision) reaches only the buffer's registers, never the FIFO (the 300 MHz depth, docs/rtl.md); a
+word passes stage and buffer in two cycles. `annotate` (optional, a component with `word` in and `pd` out, e.g.
+hw/predecode.py's) is made from the stage's word, and its `pd` goes through the buffer beside the word: `o_pd`
+belongs to `o.payload`.
 `flush` stops it: outstanding bursts are received and dropped and the FIFO emptied; `idle` says when that
 is over (the controller waits for it before raising ap_done, so no read is left in flight between runs).
 """
@@ -29,12 +32,13 @@ DEPTH = 32
 
 
 class Fetch(wiring.Component):
-    def __init__(self, cfg: AccelConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: AccelConfig, annotate=None):
+        self.cfg, self.annotate = cfg, annotate
+        pd_shape = annotate.pd.shape() if annotate is not None else 1
         super().__init__({
             "start": In(1), "addr": In(AXI_ADDR_BITS), "beats": In(AXI_ADDR_BITS), "flush": In(1),
             "idle": Out(1),
-            "o": Out(stream.Signature(isa.WORD_BITS)),
+            "o": Out(stream.Signature(isa.WORD_BITS)), "o_pd": Out(pd_shape),
             "ddr": Out(axi4_signature(ddr_data_bits(self.cfg))),
         })
 
@@ -74,20 +78,31 @@ class Fetch(wiring.Component):
         m.d.sync += outstanding.eq(outstanding + Mux(ar_hs, burst, 0) - ar.rvalid)
 
         words = Array(fifo.r_data[isa.WORD_BITS * i:isa.WORD_BITS * (i + 1)] for i in range(per_beat))
-        # the output buffer: s0 (the head, `o`) and s1; n words held. It takes from the FIFO on `n < 2`, a
-        # register, whatever `o.ready` does this cycle.
+        # the annotate stage: `p`, the next word, with `p_valid`; its annotation made from it (comb)
+        p, p_valid = Signal(isa.WORD_BITS), Signal()
+        pd_p = Signal(self.o_pd.shape())
+        if self.annotate is not None:
+            m.submodules.annotate = self.annotate
+            m.d.comb += [self.annotate.word.eq(p), pd_p.eq(self.annotate.pd)]
+        # the output buffer: s0 (the head, `o`) and s1, each with its annotation; n words held. It takes from the
+        # stage on `n < 2`, a register, whatever `o.ready` does this cycle.
         s0, s1 = Signal(isa.WORD_BITS), Signal(isa.WORD_BITS)
+        pd0, pd1 = Signal(self.o_pd.shape()), Signal(self.o_pd.shape())
         n = Signal(range(3))
-        in_valid, take = Signal(), Signal()
+        take, fill = Signal(), Signal()
         pop = self.o.valid & self.o.ready
-        m.d.comb += [self.o.payload.eq(s0), self.o.valid.eq(n != 0), take.eq(in_valid & (n != 2))]
+        m.d.comb += [self.o.payload.eq(s0), self.o_pd.eq(pd0), self.o.valid.eq(n != 0),
+                     take.eq(p_valid & (n != 2))]
         with m.If(pop & (n == 2)):
-            m.d.sync += s0.eq(s1)
+            m.d.sync += [s0.eq(s1), pd0.eq(pd1)]
         with m.Elif(take & ((n == 0) | pop)):
-            m.d.sync += s0.eq(words[wi])
+            m.d.sync += [s0.eq(p), pd0.eq(pd_p)]
         with m.If(take & (n == 1) & ~pop):
-            m.d.sync += s1.eq(words[wi])
+            m.d.sync += [s1.eq(p), pd1.eq(pd_p)]
         m.d.sync += n.eq(n + take - pop)
+        with m.If(fill):
+            m.d.sync += p.eq(words[wi])
+        m.d.sync += p_valid.eq(fill | (p_valid & ~take))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -97,15 +112,15 @@ class Fetch(wiring.Component):
                                  wi.eq((self.addr & (bb - 1)) >> log2(isa.WORD_BYTES))]
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += in_valid.eq(fifo.r_rdy)
-                with m.If(take):
+                m.d.comb += fill.eq(fifo.r_rdy & (~p_valid | take))
+                with m.If(fill):
                     with m.If(wi == per_beat - 1):
                         m.d.comb += fifo.r_en.eq(1)
                         m.d.sync += wi.eq(0)
                     with m.Else():
                         m.d.sync += wi.eq(wi + 1)
                 with m.If(self.flush):
-                    m.d.sync += [issuing.eq(0), n.eq(0)]
+                    m.d.sync += [issuing.eq(0), n.eq(0), p_valid.eq(0)]
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.comb += fifo.r_en.eq(1)

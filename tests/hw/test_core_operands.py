@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from dfx import isa
 from dfx.config import PRESETS
 from dfx.errors import RuleError
-from dfx.hw.core import operands_ok
+from dfx.hw.predecode import operands_ok
 from dfx.hw.decoder import WordLayout
 
 CFG = PRESETS["tiny"].replace(vbuf_entries=64, sregs=8)     # small: the bounds are easy to hit

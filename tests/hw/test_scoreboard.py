@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 from dfx import isa
 from dfx.config import PRESETS
 from dfx.errors import RuleError
-from dfx.hw.core import operands_ok
+from dfx.hw.predecode import operands_ok
 from dfx.hw.decoder import WordLayout
 from dfx.hw.scoreboard import FOOTPRINT, conflict, footprint, invalid
 from dfx.isa_check import check_instr

@@ -1,0 +1,167 @@
+"""Predecode: the checks and classes of an instruction word that depend on the word alone, made as it enters the
+prefetcher's output buffer (hw/fetch.py, its `annotate` stage), so that the front end (hw/core.py) and the batch
+unit (hw/core_batch.py) only compare them with their state: the 300 MHz depth (docs/rtl.md, "Depth of the core
+around the MPU and VPU").
+
+`Predecode(cfg, units)` is a component: `word` in, `pd` out (a `predecode_layout(cfg, units)` struct, comb):
+
+- `illegal`, `unit` (one-hot, `hw.decoder.Unit`), the decoder's; `invalid`: `hw.scoreboard.invalid`;
+- the ISA's operand ranges (`dfx.isa` `Op.operands`, `dfx.isa.check_operands` as comparators): `out`, an operand
+  outside VBUF or the scalar register file whatever POS is, and for each dynamic operand (length POS + 1) that the
+  word uses, `need[j]` with `room[j]` = VBUF's elements - start * d: it lies inside when POS + 1 <= room[j]
+  (`outside(pd, pos1)` puts the two together);
+- the front end's classes: `ctrl`, `halt`, `fence`, and FENCE's units (`fence_on`, in the order of `units`);
+- the batch unit's: `c_batch`, `c_chunk`, `c_slot`, `lin`, `ag`; `pair`, a word a BATCH may not prefix whatever
+  its strides (anything but LINEAR or ALLGATHER, or a LINEAR with dyn_k / dyn_n); `m_zero` (BATCH's m = 0);
+  `past` (CHUNK's table header past DDR); and the strided operands' room in VBUF entries for the last vector's
+  offset: `sroom` (LINEAR src: (elements - k) // d - src), `droom` (LINEAR dst, ALLGATHER vaddr), with
+  `b_never` when no offset fits.
+
+Each room is a rewrite of the ISA's sum, exact for unsigned fields: start * d + POS + 1 <= E iff POS + 1 <= E -
+start * d, and (start + off) * d + len <= E iff len <= E and off <= (E - len) // d - start.
+"""
+# (no `from __future__ import annotations`: Amaranth reads the signature annotations)
+
+from amaranth import C, Cat, Module, Mux
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from dfx import isa
+from dfx.config import AccelConfig
+
+from .decoder import Decoder, Opcode, Unit, WordLayout
+from .scoreboard import invalid
+
+DYN_SLOTS = 3       # dynamic-length operands an opcode can have (MATRIX: src, bias, dst; VECTOR: a, b, dst)
+
+
+def _is(word, mnemonic):
+    return word.control.opcode == Opcode[mnemonic]
+
+
+def _log2(n: int) -> int:
+    assert n & (n - 1) == 0, n
+    return n.bit_length() - 1
+
+
+def _room_bits(cfg: AccelConfig) -> int:
+    return cfg.vbuf_elems.bit_length()
+
+
+def predecode_layout(cfg: AccelConfig, units) -> data.StructLayout:
+    rb = _room_bits(cfg)
+    return data.StructLayout({
+        "illegal": 1, "invalid": 1, "unit": Unit, "out": 1, "need": DYN_SLOTS,
+        **{f"room{j}": rb for j in range(DYN_SLOTS)},
+        "ctrl": 1, "halt": 1, "fence": 1, "fence_on": len(units),
+        "c_batch": 1, "c_chunk": 1, "c_slot": 1, "lin": 1, "ag": 1, "pair": 1, "m_zero": 1, "past": 1,
+        "b_never": 1, "sroom": rb, "droom": rb,
+    })
+
+
+def _room(start, length, cfg: AccelConfig):
+    """(fits, room): the offset room of an operand of `length` elements at entry `start` ((E - length) // d -
+    start, in entries), `fits` when it is >= 0 (some offset fits)."""
+    e, sh = cfg.vbuf_elems, _log2(cfg.d)
+    rest = C(e, _room_bits(cfg) + 1) - length              # (wraps below 0: `fits` then 0)
+    room = (rest >> sh) - start
+    rb = _room_bits(cfg)
+    fits = (length <= e) & ((rest >> sh) >= start)
+    return fits, room[:rb]
+
+
+def static_ranges(word, cfg: AccelConfig):
+    """(out, need, rooms) of `word`'s on-chip operands (see the module docstring), comb."""
+    e, sh, rb = cfg.vbuf_elems, _log2(cfg.d), _room_bits(cfg)
+    assert e % cfg.d == 0, e
+    out = C(0, 1)
+    need = [C(0, 1)] * DYN_SLOTS
+    rooms: list[dict] = [{} for _ in range(DYN_SLOTS)]          # per slot: (format, field) -> [room, selects]
+    for op in isa.OPS:
+        specs = [s for s in op.operands if not s.scalar or cfg.sregs < isa.SREG_COUNT]
+        if not specs:
+            continue
+        sel = _is(word, op.mnemonic)
+        view = getattr(word, op.fmt.name.lower())
+        fail, j = C(0, 1), 0
+        for spec in specs:
+            on = C(1, 1) if spec.when is None else getattr(view, spec.when)
+            start = getattr(view, spec.field)
+            if spec.scalar:
+                fail = fail | (on & (start >= cfg.sregs))
+                continue
+            static_bad = ((start << sh) + getattr(view, spec.length)) > e
+            if spec.dyn is None:
+                fail = fail | (on & static_bad)
+                continue
+            dyn = getattr(view, spec.dyn)
+            fail = fail | (on & ~dyn & static_bad) | (on & dyn & (start >= e >> sh))
+            need[j] = need[j] | (sel & on & dyn)
+            slot = rooms[j].setdefault((op.fmt.name, spec.field), [(C(e, rb + 1) - (start << sh))[:rb], C(0, 1)])
+            slot[1] = slot[1] | sel
+            j += 1
+        assert j <= DYN_SLOTS, op.mnemonic
+        out = out | (sel & fail)
+    room = []
+    for j in range(DYN_SLOTS):
+        r = C(0, rb)
+        for val, sel in rooms[j].values():
+            r = r | Mux(sel, val, 0)
+        room.append(r)
+    return out, Cat(*need), room
+
+
+def outside(out, need, rooms, pos1):
+    """1 when an operand lies outside VBUF / the scalar file at POS + 1 = `pos1` (a register), from the static
+    ranges: one comparator per dynamic operand."""
+    return out | Cat(*[need[j] & (pos1 > rooms[j]) for j in range(DYN_SLOTS)]).any()
+
+
+def operands_ok(word, pos, cfg: AccelConfig, pos1=None):
+    """1 when every on-chip operand of the instruction (`dfx.isa` `Op.operands`) lies inside VBUF and, for a
+    config with fewer scalar registers than the ISA can name, names one that exists: `dfx.isa.check_operands`
+    as comparators, the two halves the core uses (`static_ranges`, `outside`) put together. `pos1`: POS + 1."""
+    out, need, rooms = static_ranges(word, cfg)
+    return ~outside(out, need, rooms, pos + 1 if pos1 is None else pos1)
+
+
+class Predecode(wiring.Component):
+    """See the module docstring. `units`: the core's engines' `dfx.isa.Unit`s, in its queue order."""
+
+    def __init__(self, cfg: AccelConfig, units):
+        self.cfg, self.units = cfg, tuple(units)
+        super().__init__({"word": In(WordLayout), "pd": Out(predecode_layout(cfg, self.units))})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, w, pd = self.cfg, self.word, self.pd
+        m.submodules.decoder = dec = Decoder()
+        m.d.comb += dec.word.eq(w)
+        out, need, rooms = static_ranges(w, cfg)
+        units, opc = w.control.units, w.control.opcode
+        every = (units & isa.ALL_UNITS) != 0
+        ctrl = dec.unit == Unit.CTRL
+        m.d.comb += [pd.illegal.eq(dec.illegal), pd.invalid.eq(invalid(w)), pd.unit.eq(dec.unit),
+                     pd.out.eq(out), pd.need.eq(need), *[pd[f"room{j}"].eq(rooms[j]) for j in range(DYN_SLOTS)],
+                     pd.ctrl.eq(ctrl), pd.halt.eq(ctrl & (opc == Opcode.HALT)),
+                     pd.fence.eq(ctrl & (opc == Opcode.FENCE)),
+                     pd.fence_on.eq(Cat(*[every | ((units & isa.UNIT_BITS[u]) != 0) for u in self.units]))]
+        # the batch unit's
+        lin, ag = _is(w, "LINEAR"), _is(w, "ALLGATHER")
+        mx, rt = w.matrix, w.route
+        s_fits, s_room = _room(mx.src, mx.k, cfg)
+        d_fits, d_room = _room(mx.dst, mx.n, cfg)
+        a_fits, a_room = _room(rt.vaddr, rt.n, cfg)
+        m.d.comb += [
+            pd.c_batch.eq(_is(w, "BATCH")), pd.c_chunk.eq(_is(w, "CHUNK")), pd.c_slot.eq(_is(w, "SLOT")),
+            pd.lin.eq(lin), pd.ag.eq(ag),
+            pd.pair.eq(~(lin | ag) | (lin & (mx.dyn_k | mx.dyn_n))),
+            pd.m_zero.eq(w.batch.m == 0),
+            pd.past.eq(w.slot.addr + isa.TOKEN_TABLE_HEADER > cfg.ddr_bytes),
+            pd.b_never.eq((lin & ~(s_fits & d_fits)) | (ag & ~a_fits)),
+            pd.sroom.eq(s_room), pd.droom.eq(Mux(ag, a_room, d_room)),
+        ]
+        return m
+
+
+__all__ = ["DYN_SLOTS", "Predecode", "operands_ok", "outside", "predecode_layout", "static_ranges"]
