@@ -63,7 +63,7 @@ from .fetch import Fetch
 from .predecode import DYN_SLOTS, Predecode, outside
 from .regs import Registers, axil_addr_bits, axil_signature
 from .router import RouterEngine, link_layout
-from .scoreboard import FOOTPRINT, any_of, conflict, footprint
+from .scoreboard import FOOTPRINT, any_of, conflict, finish_footprint
 
 STATUS = regmap.STATUS_BITS
 ENGINES = (MatrixEngine, VectorEngine, DmaEngine, RouterEngine)     # the core's engines, one per unit
@@ -336,12 +336,12 @@ class Core(wiring.Component):
         ck_sel, ck_fresh = Signal(), Signal()
         ck = Signal(n_ck)
         m.d.comb += ck.eq(Mux(ck_sel, ck_in, ck_ir))
-        # the footprint, made into registers a cycle ahead as the checks are: for the word in `ir` as the batch
-        # unit moves its operands (`pf.word_out`, vector i of a batched instruction: its own ranges) and for the
-        # word the fetcher offers
+        # the footprint, made into registers a cycle ahead as the checks are, from the predecode's POS-free half
+        # (hw/scoreboard.py `finish_footprint`): for the word in `ir` as the batch unit moves its operands (vector i
+        # of a batched instruction: its own ranges, `pf.off_*`) and for the word the fetcher offers
         fp_ir_c, fp_in_c, fp_ir, fp_in = (Signal(FOOTPRINT, name=nm) for nm in ("fp_ir_c", "fp_in_c", "fp_ir", "fp_in"))
-        footprint(m, pf.word_out, pos, cfg, fp_ir_c, pf.pos1)
-        footprint(m, w_in, pos, cfg, fp_in_c, pf.pos1)
+        finish_footprint(m, ir_pd.fp, ir_pd.fdyn, pf.ent1, fp_ir_c, off=(pf.off_r0, C(0, 1), pf.off_w))
+        finish_footprint(m, pd_in.fp, pd_in.fdyn, pf.ent1, fp_in_c)
         m.d.sync += [fp_ir.eq(fp_ir_c), fp_in.eq(fp_in_c)]
         fp_new = Mux(ck_sel, fp_in, fp_ir)
         ck_illegal, ck_invalid, ck_range = (ck[i] for i in range(3))

@@ -41,7 +41,7 @@ from dfx.config import AccelConfig
 
 from .decoder import Opcode, WordLayout
 from .dma import AXI_ADDR_BITS, ddr_data_bits, log2
-from .predecode import predecode_layout
+from .predecode import ent1_bits, predecode_layout
 
 L = isa.LEN_BITS
 
@@ -63,7 +63,8 @@ class BatchUnit(wiring.Component):
             "word_in": In(WordLayout), "ck_sel": In(1), "restate": Out(1),
             "pd_w": In(predecode_layout(cfg, units)), "pd_in": In(predecode_layout(cfg, units)),
             "own_w": Out(1), "own_in": Out(1),
-            "token": Out(32), "pos": Out(32), "pos1": Out(33), "count": Out(L),
+            "token": Out(32), "pos": Out(32), "pos1": Out(33), "ent1": Out(ent1_bits(cfg)), "count": Out(L),
+            "off_r0": Out(32), "off_w": Out(32),
             "word_out": Out(WordLayout), "skipping": Out(1), "handled": Out(1), "leave": Out(1), "ev": Out(1), "last": Out(1),
             "range_ok": Out(1), "bad": Out(1), "err_invalid": Out(1), "err_range": Out(1), "err_pc": Out(32),
             "ar_valid": Out(1), "ar_addr": Out(AXI_ADDR_BITS), "ar_ready": In(1),
@@ -83,6 +84,10 @@ class BatchUnit(wiring.Component):
         b_ne = Signal()                              # the BATCH's strides differ
         token, pos = Signal(32), Signal(32)
         pos1 = Signal(33)                            # pos + 1, kept beside it (the 300 MHz depth of the checks)
+        # ceil((pos + 1) / d) for the footprint (hw/predecode.py `ent1_bits`: exact when pos + 1 <= VBUF's
+        # elements, taken mod 2**eb from pos0 + d + i), and pos0 + d
+        eb = ent1_bits(cfg) + sh
+        ent1, pos0d = Signal(ent1_bits(cfg)), Signal(eb)
         skip_n = Signal(L)
         bpend, bpc = Signal(), Signal(32)
         bss, bds = Signal(isa.VADDR_BITS), Signal(isa.VADDR_BITS)
@@ -90,7 +95,8 @@ class BatchUnit(wiring.Component):
         b_last = Signal()                            # b_left == 0, kept in a register
         offs, offd = Signal(32), Signal(32)          # i * src_stride, i * dst_stride
         lasts, lastd = Signal(32), Signal(32)        # (m - 1) * src_stride, (m - 1) * dst_stride
-        m.d.comb += [self.token.eq(token), self.pos.eq(pos), self.pos1.eq(pos1), self.count.eq(count)]
+        m.d.comb += [self.token.eq(token), self.pos.eq(pos), self.pos1.eq(pos1), self.ent1.eq(ent1),
+                     self.count.eq(count)]
 
         # ---- the read port: one u32 of DDR (byte address `rd_a` relative to the DDR base)
         rd_a = Signal(40)
@@ -176,17 +182,24 @@ class BatchUnit(wiring.Component):
         with m.If(act & k_chunk & ~rd_have):
             m.d.sync += [rd_req.eq(1), rd_a.eq(sl.addr)]
         with m.If(act & k_chunk & rd_go):
-            m.d.sync += [count.eq(rd_data), count_z.eq(rd_zero), tbase.eq(chunk_end), pos0.eq(pos)]
+            m.d.sync += [count.eq(rd_data), count_z.eq(rd_zero), tbase.eq(chunk_end), pos0.eq(pos),
+                         pos0d.eq(pos + cfg.d)]
         with m.If(act & k_skip):
             m.d.sync += [skip_n.eq(sl.skip), skip_nz.eq(sl.skip != 0)]
         with m.If(act & k_read & ~rd_have):
             m.d.sync += [rd_req.eq(1), rd_a.eq(tbase + (sl.i << 2))]
         with m.If(act & k_read & rd_have):
-            m.d.sync += [token.eq(rd_data), pos.eq(pos0 + sl.i), pos1.eq((pos0 + sl.i)[:32] + 1)]
+            m.d.sync += [token.eq(rd_data), pos.eq(pos0 + sl.i), pos1.eq((pos0 + sl.i)[:32] + 1),
+                         ent1.eq((pos0d + sl.i)[:eb] >> sh)]
         with m.If(self.leave | self.err_invalid | self.err_range):
             m.d.sync += [rd_req.eq(0), rd_have.eq(0)]
 
         # ---- the batched instruction: vector m - 1 - b_left of m
+        # the footprint's offsets of the same vector (hw/scoreboard.py `finish_footprint`: LINEAR src is its r0,
+        # dst its w; ALLGATHER's vaddr both), from the predecode's class registers
+        pw = self.pd_w
+        m.d.comb += [self.off_r0.eq(Mux(bpend & pw.lin, offs, Mux(bpend & pw.ag, offd, 0))),
+                     self.off_w.eq(Mux(bpend & (pw.lin | pw.ag), offd, 0))]
         m.d.comb += [self.word_out.eq(w), self.last.eq(~bpend | b_last),
                      self.restate.eq(self.ev | (bpend & self.pushed))]
         with m.If(bpend):
@@ -202,6 +215,6 @@ class BatchUnit(wiring.Component):
 
         with m.If(self.run_start):
             m.d.sync += [count.eq(0), count_z.eq(1), tbase.eq(0), pos0.eq(0), token.eq(self.token_in),
-                         pos.eq(self.pos_in), pos1.eq(self.pos_in + 1),
+                         pos.eq(self.pos_in), pos1.eq(self.pos_in + 1), ent1.eq((self.pos_in + cfg.d)[:eb] >> sh),
                          skip_n.eq(0), skip_nz.eq(0), bpend.eq(0), rd_req.eq(0), rd_have.eq(0)]
         return m

@@ -15,7 +15,9 @@ around the MPU and VPU").
   its strides (anything but LINEAR or ALLGATHER, or a LINEAR with dyn_k / dyn_n); `m_zero` (BATCH's m = 0);
   `past` (CHUNK's table header past DDR); and the strided operands' room in VBUF entries for the last vector's
   offset: `sroom` (LINEAR src: (elements - k) // d - src), `droom` (LINEAR dst, ALLGATHER vaddr), with
-  `b_never` when no offset fits.
+  `b_never` when no offset fits;
+- the scoreboard's footprint as far as it does not depend on POS (`fp`, `fdyn`: hw/scoreboard.py
+  `static_footprint`).
 
 Each room is a rewrite of the ISA's sum, exact for unsigned fields: start * d + POS + 1 <= E iff POS + 1 <= E -
 start * d, and (start + off) * d + len <= E iff len <= E and off <= (E - len) // d - start.
@@ -30,7 +32,7 @@ from dfx import isa
 from dfx.config import AccelConfig
 
 from .decoder import Decoder, Opcode, Unit, WordLayout
-from .scoreboard import invalid
+from .scoreboard import FOOTPRINT, invalid, static_footprint
 
 DYN_SLOTS = 3       # dynamic-length operands an opcode can have (MATRIX: src, bias, dst; VECTOR: a, b, dst)
 
@@ -48,6 +50,13 @@ def _room_bits(cfg: AccelConfig) -> int:
     return cfg.vbuf_elems.bit_length()
 
 
+def ent1_bits(cfg: AccelConfig) -> int:
+    """Bits of ceil((POS + 1) / d) for a POS whose dynamic operands lie inside VBUF (POS + 1 <= its elements):
+    `hw.scoreboard.finish_footprint`'s `ent1`, kept beside POS by the batch unit; exact for such a POS, and only
+    such a one is dispatched."""
+    return _room_bits(cfg) + 1 - _log2(cfg.d)
+
+
 def predecode_layout(cfg: AccelConfig, units) -> data.StructLayout:
     rb = _room_bits(cfg)
     return data.StructLayout({
@@ -55,7 +64,7 @@ def predecode_layout(cfg: AccelConfig, units) -> data.StructLayout:
         **{f"room{j}": rb for j in range(DYN_SLOTS)},
         "ctrl": 1, "halt": 1, "fence": 1, "fence_on": len(units),
         "c_batch": 1, "c_chunk": 1, "c_slot": 1, "lin": 1, "ag": 1, "pair": 1, "m_zero": 1, "past": 1,
-        "b_never": 1, "sroom": rb, "droom": rb,
+        "b_never": 1, "sroom": rb, "droom": rb, "fp": FOOTPRINT, "fdyn": 3,
     })
 
 
@@ -137,6 +146,7 @@ class Predecode(wiring.Component):
         cfg, w, pd = self.cfg, self.word, self.pd
         m.submodules.decoder = dec = Decoder()
         m.d.comb += dec.word.eq(w)
+        static_footprint(m, w, cfg, pd.fp, pd.fdyn)
         out, need, rooms = static_ranges(w, cfg)
         units, opc = w.control.units, w.control.opcode
         every = (units & isa.ALL_UNITS) != 0
@@ -164,4 +174,4 @@ class Predecode(wiring.Component):
         return m
 
 
-__all__ = ["DYN_SLOTS", "Predecode", "operands_ok", "outside", "predecode_layout", "static_ranges"]
+__all__ = ["DYN_SLOTS", "Predecode", "ent1_bits", "operands_ok", "outside", "predecode_layout", "static_ranges"]

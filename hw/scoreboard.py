@@ -18,7 +18,7 @@ STATUS.illegal_opcode.)
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
-from amaranth import C, Cat, Mux
+from amaranth import C, Cat, Mux, Signal
 from amaranth.lib import data
 
 from dfx import isa
@@ -43,10 +43,19 @@ def _ranges(op: isa.Op, write: bool) -> list[isa.OperandSpec]:
 
 def footprint(m, word, pos, cfg: AccelConfig, out, pos1=None) -> None:
     """Drive `out` (a FOOTPRINT signal) with the footprint of `word` run with POS = `pos` (comb); `pos1`: POS + 1
-    where the caller has it in a register (the length of a dynamic operand)."""
-    d = cfg.d
-    shift = d.bit_length() - 1
-    slots = {"r0": [], "r1": [], "w": []}          # (select, valid, lo, hi) per opcode
+    where the caller has it in a register (the length of a dynamic operand). The two halves the core uses put
+    together: `static_footprint` (made in the prefetcher) and `finish_footprint`."""
+    fp, dyn = Signal(FOOTPRINT), Signal(3)
+    static_footprint(m, word, cfg, fp, dyn)
+    p1 = pos + 1 if pos1 is None else pos1
+    finish_footprint(m, fp, dyn, (p1 + cfg.d - 1) >> (cfg.d.bit_length() - 1), out)
+
+
+def static_footprint(m, word, cfg: AccelConfig, out, dyn) -> None:
+    """Drive `out` (a FOOTPRINT signal) with the footprint of `word` as far as it does not depend on POS, and `dyn`
+    (3 bits: r0, r1, w) with the ranges whose length is POS + 1 (their `hi` in `out` is their `lo`): comb."""
+    shift = cfg.d.bit_length() - 1
+    slots = {"r0": [], "r1": [], "w": []}          # (select, dynamic, valid, lo, hi) per opcode
     sr, sw = C(0, isa.SREG_COUNT), C(0, isa.SREG_COUNT)
     hbm = C(0, 1)
     for op in isa.OPS:
@@ -55,9 +64,9 @@ def footprint(m, word, pos, cfg: AccelConfig, out, pos1=None) -> None:
         reads, writes = _ranges(op, False), _ranges(op, True)
         assert len(reads) <= 2 and len(writes) <= 1, op.mnemonic      # the FOOTPRINT layout's slots
         for name, spec in zip(("r0", "r1"), reads) if reads else ():
-            slots[name].append((sel, *_range(view, spec, pos, shift, pos1)))
+            slots[name].append((sel, *_range(view, spec, shift)))
         for spec in writes:
-            slots["w"].append((sel, *_range(view, spec, pos, shift, pos1)))
+            slots["w"].append((sel, *_range(view, spec, shift)))
         for spec in op.operands:
             if not spec.scalar:
                 continue
@@ -71,26 +80,41 @@ def footprint(m, word, pos, cfg: AccelConfig, out, pos1=None) -> None:
             hbm = hbm | sel
         elif op.fmt is isa.DMA:
             hbm = hbm | (sel & view.hbm)
+    dyns = []
     for name, cases in slots.items():
         r = getattr(out, name)
-        v, lo, hi = C(0, 1), C(0, isa.VADDR_BITS), C(0, HI_BITS)
-        for sel, cv, clo, chi in cases:
-            v, lo, hi = Mux(sel, cv, v), Mux(sel, clo, lo), Mux(sel, chi, hi)
+        # (the selects are exclusive: an OR of the selected cases)
+        dy, v, lo, hi = C(0, 1), C(0, 1), C(0, isa.VADDR_BITS), C(0, HI_BITS)
+        for sel, cd, cv, clo, chi in cases:
+            dy, v = dy | (sel & cd), v | (sel & cv)
+            lo, hi = lo | Mux(sel, clo, 0), hi | Mux(sel, chi, 0)
         m.d.comb += [r.v.eq(v), r.lo.eq(lo), r.hi.eq(hi)]
-    m.d.comb += [out.sr.eq(sr), out.sw.eq(sw), out.hbm.eq(hbm)]
+        dyns.append(dy)
+    m.d.comb += [out.sr.eq(sr), out.sw.eq(sw), out.hbm.eq(hbm), dyn.eq(Cat(*dyns))]
 
 
-def _range(view, spec: isa.OperandSpec, pos, shift: int, pos1=None):
-    """(valid, lo, hi) of one VBUF operand."""
+def finish_footprint(m, fp, dyn, ent1, out, off=None) -> None:
+    """Drive `out` with the footprint `fp` (`static_footprint`'s, registers) at ceil((POS + 1) / d) = `ent1` (a
+    register): hi = lo + ent1 for the ranges in `dyn`. `off`: entries to add to the ranges r0, r1, w (a batched
+    instruction's vector: its operands moved by the strides; such a word has no dynamic range, and a vector that
+    is dispatched lies inside VBUF, so the sums do not wrap)."""
+    for i, name in enumerate(("r0", "r1", "w")):
+        a, r = getattr(fp, name), getattr(out, name)
+        o = C(0, 1) if off is None else off[i]
+        m.d.comb += [r.v.eq(a.v), r.lo.eq(a.lo + o), r.hi.eq(Mux(dyn[i], a.lo + ent1, a.hi + o))]
+    m.d.comb += [out.sr.eq(fp.sr), out.sw.eq(fp.sw), out.hbm.eq(fp.hbm)]
+
+
+def _range(view, spec: isa.OperandSpec, shift: int):
+    """(dynamic, valid, lo, hi) of one VBUF operand; `hi` is `lo` for a dynamic one (POS + 1 long: never empty)."""
     ln = getattr(view, spec.length)
-    if spec.dyn is not None:
-        ln = Mux(getattr(view, spec.dyn), pos + 1 if pos1 is None else pos1, ln)
     lo = getattr(view, spec.field)
     ent = (ln + (1 << shift) - 1) >> shift
-    v = ent != 0
+    dyn = C(0, 1) if spec.dyn is None else getattr(view, spec.dyn)
+    v = dyn | (ent != 0)
     if spec.when is not None:
         v = v & getattr(view, spec.when)
-    return v, lo, lo + ent
+    return dyn, v, lo, Mux(dyn, lo, lo + ent)
 
 
 def _overlap(a, b):

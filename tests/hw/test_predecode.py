@@ -1,0 +1,75 @@
+"""The prefetcher's predecode (hw/predecode.py) keeps what the front end and the batch unit decided from the word:
+the batch unit's strided-operand rule as rooms compared with the last vector's offsets, the decoder's verdict and
+unit, and FENCE's units, on random words near the VBUF bounds."""
+import random
+
+from amaranth.sim import Simulator
+
+from dfx import isa
+from dfx.config import PRESETS
+from dfx.hw.decoder import Unit
+from dfx.hw.predecode import Predecode
+
+CFG = PRESETS["tiny"].replace(vbuf_entries=64)
+UNITS = (isa.Unit.MPU, isa.Unit.VPU, isa.Unit.DMA, isa.Unit.ROUTER)
+
+
+def _words(n, seed=1):
+    rng = random.Random(seed)
+    ops = [isa.BY_MNEMONIC[m] for m in ("LINEAR", "ALLGATHER", "VADD", "FENCE", "HALT", "BATCH")]
+    near = [0, 1, CFG.vbuf_entries - 3, CFG.vbuf_entries - 1, CFG.vbuf_entries, CFG.vbuf_entries + 1]
+    for _ in range(n):
+        op = rng.choice(ops)
+        vals = {}
+        for f in op.fmt.fields:
+            if f.kind == "flag":
+                vals[f.name] = rng.randrange(2)
+            elif f.name in ("src", "dst", "vaddr", "a", "b"):
+                vals[f.name] = rng.choice(near)
+            elif f.name in ("k", "n"):
+                vals[f.name] = rng.choice([1, CFG.d, 3 * CFG.d + 1, CFG.vbuf_elems - CFG.d, CFG.vbuf_elems + 1])
+            else:
+                vals[f.name] = rng.randrange(1 << f.width)
+        yield isa.Instr(op, _raw=True, **vals), rng.choice([0, 1, 2, 5, 40, 70]), rng.choice([0, 1, 3, 61])
+
+
+def _strided_ok(ins, lasts, lastd) -> bool:
+    """The batch unit's rule as the ISA sums it: the last vector's operands inside VBUF."""
+    f, e, d = ins.fields(), CFG.vbuf_elems, CFG.d
+    if ins.op.mnemonic == "LINEAR":
+        return (f["src"] + lasts) * d + f["k"] <= e and (f["dst"] + lastd) * d + f["n"] <= e
+    return (f["vaddr"] + lastd) * d + f["n"] <= e
+
+
+def test_predecode_keeps_the_rules():
+    dut = Predecode(CFG, UNITS)
+    cases = list(_words(600))
+    got = []
+
+    async def bench(ctx):
+        for ins, lasts, lastd in cases:
+            ctx.set(dut.word.as_value(), ins.encode())
+            pd = dut.pd
+            got.append(tuple(ctx.get(x) for x in (pd.b_never, pd.sroom, pd.droom, pd.illegal, pd.unit.as_value(),
+                                                     pd.fence_on, pd.halt, pd.lin, pd.ag)))
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+    checked = fits = 0
+    for (ins, lasts, lastd), (never, sroom, droom, illegal, unit, fence_on, halt, lin, ag) in zip(cases, got):
+        mn = ins.op.mnemonic
+        assert (lin, ag, halt) == (mn == "LINEAR", mn == "ALLGATHER", mn == "HALT"), mn
+        assert unit == Unit[ins.op.unit.name].value
+        reserved = ins.fields().get("_reserved", 0)
+        assert illegal == (reserved != 0), isa.disassemble(ins)
+        if mn == "FENCE":
+            mask = ins.fields()["units"]
+            want = [bool(mask & isa.ALL_UNITS) or bool(mask & isa.UNIT_BITS[u]) for u in UNITS]
+            assert [bool(fence_on >> i & 1) for i in range(len(UNITS))] == want
+        if mn in ("LINEAR", "ALLGATHER"):
+            ok = not never and lastd <= droom and (mn != "LINEAR" or lasts <= sroom)
+            assert ok == _strided_ok(ins, lasts, lastd), (isa.disassemble(ins), lasts, lastd)
+            checked += 1
+            fits += ok
+    assert checked > 150 and 30 < fits < checked - 30          # both verdicts are exercised
