@@ -26,7 +26,7 @@ from amaranth.back import rtlil
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-from .depth import SPLIT_ASSERT, DepthError
+from .depth import ABC9_WIRE_PS, SPLIT_ASSERT, DepthError
 from .synth import Resources, count_cells
 
 
@@ -125,11 +125,11 @@ if netlist:                # the mapped netlist, for the depth walk (`dfx.hw.dep
     ys.run_pass(f"write_json {out[:-len('.stat.json')]}.json", d)
 ys.run_pass(f"tee -q -o {out} stat -json", d)
 """
-# ABC9's default script (`help abc9`) without its last pass, &mfs (don't-care based resynthesis: area only), and
-# with `abc9.verify` off (the combinational equivalence check ABC9 appends; on the dfx preset's rest of the core
-# the mapping took 2 minutes and &verify was still running 20 minutes later): a LUT count a little above the
-# default's
-NOMFS = "+&scorr;&sweep;&dc2;&dch,-f,-r;&ps;&if,-W,300,-v"
+# ABC9's default script (`help abc9`) without its last pass, &mfs (don't-care based resynthesis: area only), with
+# the depth walk's wire delay (`dfx.hw.depth.ABC9_WIRE_PS`), and with `abc9.verify` off (the combinational
+# equivalence check ABC9 appends; on the dfx preset's rest of the core the mapping took 2 minutes and &verify was
+# still running 20 minutes later): a LUT count a little above the default's
+NOMFS = f"+&scorr;&sweep;&dc2;&dch,-f,-r;&ps;&if,-W,{ABC9_WIRE_PS},-v"
 
 
 def synth_boxed(make, name: str, boxed: dict, build: Path, mem_bytes: int = 8_000_000_000,
@@ -148,6 +148,8 @@ def synth_boxed(make, name: str, boxed: dict, build: Path, mem_bytes: int = 8_00
     with contextlib.ExitStack() as stack:
         made = [stack.enter_context(swap_units(mod, names)) for mod, names in boxed.items()]
         text = rtlil.convert(make(), name=name, emit_src=False)
+    if not mfs:                 # (the mapping script belongs to the build: a changed one rebuilds)
+        text += f"# abc9 script {NOMFS}\n"
     src, stub, stat = build / f"{name}.il", build / f"{name}.stub.v", build / f"{name}.stat.json"
     have = build / f"{name}.json" if netlist else stat
     if not (src.exists() and src.read_text() == text and stat.exists() and have.exists() and

@@ -325,14 +325,24 @@ def _port_of(mod, bit) -> str:
     return "constant"
 
 
+# The wire delay (ps, `&if -W`) ABC9 maps with in the depth measurements (`synth_json`; hw/blackbox.py `NOMFS`).
+# synth_xilinx's 300 against the LUT pin delays of Yosys's cells_sim.v (127 ps on I5 to 642 ps on I0) makes a
+# chain of small LUTs on fast pins cheaper to ABC9 than one LUT6 (a 6-input AND came out as LUT2 -> LUT3 -> LUT3),
+# and the depth walk, whose model charges 0.10 ns per LUT and 0.35 ns per routed net, counts every level. 1500 ps
+# gives ABC9 that model's proportion of net to LUT (3.5 to 1 against cells_sim's mean pin delay, 420 ps), so it
+# maps for fewer levels, as a timing-driven Vivado run with routed nets would (docs/rtl.md, "Logic depth and Fmax").
+ABC9_WIRE_PS = 1500
+
+
 # ============================================================================================ running Yosys
 CHILD = """
 import sys
 from pyosys import libyosys as ys
-src, top, out = sys.argv[1:4]
-split = sys.argv[4:5] == ["split"]
+src, top, out, W = sys.argv[1:5]
+split = sys.argv[5:6] == ["split"]
 d = ys.Design()
 ys.run_pass(f"read_verilog {src}", d)
+ys.run_pass(f"scratchpad -set synth_xilinx.abc9.W {W}", d)     # (hw.blackbox.ABC9_WIRE_PS)
 if split:                  # (see SPLIT_ASSERT) the same script, the nets split to bits before the LUT mapping
     ys.run_pass(f"synth_xilinx -family xcup -noiopad -flatten -top {top} -run :map_luts", d)
     ys.run_pass("splitnets", d)
@@ -362,7 +372,8 @@ def synth_json(component, name: str, build_dir: Path, timeout: float | None = No
     the same Verilog."""
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(component, name=name, emit_src=False)
+    # (the wire delay ABC9 maps with belongs to the build: a changed one rebuilds)
+    text = verilog.convert(component, name=name, emit_src=False) + f"// abc9 -W {ABC9_WIRE_PS}\n"
     src, out = build_dir / f"{name}.v", build_dir / f"{name}.json"
     if src.exists() and src.read_text() == text and out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
         return json.loads(out.read_text()), 0.0
@@ -376,7 +387,8 @@ def synth_json(component, name: str, build_dir: Path, timeout: float | None = No
     t0 = time.time()
     for extra in ([], ["split"]):
         try:
-            r = subprocess.run([sys.executable, "-c", CHILD, src.name, name, out.name] + extra, cwd=build_dir,
+            r = subprocess.run([sys.executable, "-c", CHILD, src.name, name, out.name, str(ABC9_WIRE_PS)] + extra,
+                               cwd=build_dir,
                                capture_output=True, text=True, timeout=timeout, preexec_fn=cap)
         except subprocess.TimeoutExpired:
             raise DepthError(f"Yosys on {name} ran past {timeout:.0f} s") from None
