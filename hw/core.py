@@ -310,6 +310,7 @@ class Core(wiring.Component):
 
         want = Signal()                 # the front end takes the next word from the prefetcher
         fpc_past = Signal()             # word `fpc` lies past DDR (a register beside `fpc`)
+        fpa = Signal(38)                # ENTRY + 16 * fpc, word `fpc`'s byte offset in DDR (beside `fpc`)
 
         # stage 1: the word's checks (its predecode, hw/predecode.py, made in the prefetcher, against POS) into
         # registers, for the word in `ir` (`ck_ir`) and for the word the fetcher offers (`ck_in`, in case it is taken
@@ -397,15 +398,16 @@ class Core(wiring.Component):
             m.d.sync += seq.eq(seq + 1)
 
         # take the next word (the fetch address must lie inside DDR)
-        # (`fpc_past`: word `fpc` lies past DDR, kept in a register beside `fpc`, computed for fpc and fpc + 1)
+        # (`fpc_past`: word `fpc` lies past DDR, kept in a register beside `fpc`: for word 0 from ENTRY, for word
+        # fpc + 1 from `fpa`, one comparison with a constant)
         fbb = ddr_data_bits(cfg) // 8
         m.d.comb += [fetch.addr.eq(regs.ddr_base + regs.entry),
                      fetch.beats.eq(Mux(regs.entry < cfg.ddr_bytes,     # (the DDR base is beat-aligned)
                                         (cfg.ddr_bytes - (regs.entry & ~C(fbb - 1, 32))) >> log2(fbb), 0))]
 
-        def past(pc):
-            return regs.entry + (pc << log2(isa.WORD_BYTES)) + isa.WORD_BYTES > cfg.ddr_bytes
-        past0, past1 = past(C(0, 32)), past(fpc + 1)
+        wb = isa.WORD_BYTES
+        assert cfg.ddr_bytes >= 2 * wb
+        past0, past1 = regs.entry > cfg.ddr_bytes - wb, fpa > cfg.ddr_bytes - 2 * wb
         m.d.comb += want.eq(running & ~failed & ~halting & ~fe_any_r & (~ir_valid | on))
         # (the bits the front end can raise, each its own register: a constant bit's comb process never runs in
         # Icarus, and an X through this register would stall the front end in simulation)
@@ -415,8 +417,8 @@ class Core(wiring.Component):
         with m.If(want & ~fpc_past):
             m.d.comb += fetch.o.ready.eq(1)
             with m.If(fetch.o.valid):
-                m.d.sync += [ir.eq(fetch.o.payload), ir_pd.eq(fetch.o_pd), ir_valid.eq(1), ir_pc.eq(fpc), fpc.eq(fpc + 1),
-                             fpc_past.eq(past1), ck_sel.eq(1)]
+                m.d.sync += [ir.eq(fetch.o.payload), ir_pd.eq(fetch.o_pd), ir_valid.eq(1), ir_pc.eq(fpc),
+                             fpc.eq(fpc + 1), fpa.eq(fpa + wb), fpc_past.eq(past1), ck_sel.eq(1)]
 
         # ---- queues: pop at start, push at dispatch
         for u in range(U):
@@ -492,7 +494,7 @@ class Core(wiring.Component):
             with m.State("IDLE"):
                 with m.If(regs.start):
                     m.d.comb += [regs.accept.eq(1), fetch.start.eq(1), pf.run_start.eq(1)]
-                    m.d.sync += [running.eq(1), fpc.eq(0), fpc_past.eq(past0), ir_valid.eq(0), status.eq(0),
+                    m.d.sync += [running.eq(1), fpc.eq(0), fpa.eq(regs.entry), fpc_past.eq(past0), ir_valid.eq(0), status.eq(0),
                                  error_pc.eq(0), failed.eq(0), eng_failed.eq(0), halting.eq(0), cycles.eq(0),
                                  *[b.eq(0) for b in busy]]
                     m.next = "RUN"

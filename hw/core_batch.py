@@ -100,21 +100,23 @@ class BatchUnit(wiring.Component):
 
         # ---- the read port: one u32 of DDR (byte address `rd_a` relative to the DDR base)
         rd_a = Signal(40)
-        rd_req, rd_sent, rd_have = Signal(), Signal(), Signal()
+        rd_req, rd_sent, rd_got, rd_have = Signal(), Signal(), Signal(), Signal()
         rd_data = Signal(32)
         full = Signal(AXI_ADDR_BITS)
         lane = Signal(range(bb // 4))
         m.d.comb += [full.eq(self.ddr_base + rd_a), self.ar_addr.eq(full & ~C(bb - 1, AXI_ADDR_BITS)),
-                     self.ar_valid.eq(rd_req & ~rd_sent & ~rd_have), self.rd_busy.eq(rd_sent)]
+                     self.ar_valid.eq(rd_req & ~rd_sent & ~rd_got & ~rd_have), self.rd_busy.eq(rd_sent)]
         with m.If(self.ar_valid & self.ar_ready):
             m.d.sync += [rd_sent.eq(1), lane.eq(full[2:log2(bb)])]
-        # the checks of the u32 read, made as it arrives (for the word in `word`, which waits for it)
-        rd_zero, rd_over, rd_past, rd_bad = Signal(), Signal(), Signal(), Signal()
+        # the u32 read into `rd_data` as it arrives (`rd_got`), its checks a cycle later (`rd_have`), for the word
+        # in `word`, which waits for it; a CHUNK's table past DDR against the predecode's room (hw/predecode.py)
+        rd_zero, rd_over, rd_past, rd_bad = (Signal(name=nm) for nm in ("rd_zero", "rd_over", "rd_past", "rd_bad"))
         chunk_end = w.slot.addr + isa.TOKEN_TABLE_HEADER             # CHUNK: the token table's first entry
         with m.If(rd_sent & self.r_valid):
-            got = self.r_data.word_select(lane, 32)
-            zero, over, past = got == 0, got > w.slot.cap, chunk_end + (got << 2) > cfg.ddr_bytes
-            m.d.sync += [rd_sent.eq(0), rd_have.eq(1), rd_data.eq(got), rd_zero.eq(zero), rd_over.eq(over),
+            m.d.sync += [rd_sent.eq(0), rd_got.eq(1), rd_data.eq(self.r_data.word_select(lane, 32))]
+        with m.If(rd_got):
+            zero, over, past = rd_data == 0, rd_data > w.slot.cap, (rd_data << 2) > self.pd_w.t_room
+            m.d.sync += [rd_got.eq(0), rd_have.eq(1), rd_zero.eq(zero), rd_over.eq(over),
                          rd_past.eq(past), rd_bad.eq(zero | over | past)]
 
         # ---- the word in the instruction register
@@ -192,7 +194,7 @@ class BatchUnit(wiring.Component):
             m.d.sync += [token.eq(rd_data), pos.eq(pos0 + sl.i), pos1.eq((pos0 + sl.i)[:32] + 1),
                          ent1.eq((pos0d + sl.i)[:eb] >> sh)]
         with m.If(self.leave | self.err_invalid | self.err_range):
-            m.d.sync += [rd_req.eq(0), rd_have.eq(0)]
+            m.d.sync += [rd_req.eq(0), rd_got.eq(0), rd_have.eq(0)]
 
         # ---- the batched instruction: vector m - 1 - b_left of m
         # the footprint's offsets of the same vector (hw/scoreboard.py `finish_footprint`: LINEAR src is its r0,
@@ -216,5 +218,5 @@ class BatchUnit(wiring.Component):
         with m.If(self.run_start):
             m.d.sync += [count.eq(0), count_z.eq(1), tbase.eq(0), pos0.eq(0), token.eq(self.token_in),
                          pos.eq(self.pos_in), pos1.eq(self.pos_in + 1), ent1.eq((self.pos_in + cfg.d)[:eb] >> sh),
-                         skip_n.eq(0), skip_nz.eq(0), bpend.eq(0), rd_req.eq(0), rd_have.eq(0)]
+                         skip_n.eq(0), skip_nz.eq(0), bpend.eq(0), rd_req.eq(0), rd_got.eq(0), rd_have.eq(0)]
         return m

@@ -85,7 +85,7 @@ class MatrixEngine(Engine):
     # Cycle counts of this engine, read by the performance model's serial-issue mode (dfx.perf.timing). A
     # matrix instruction takes SETUP_CYCLES + the HBM read latency + FEED_CYCLES + `MPU.latency` + one cycle
     # per tile from `start` to `done`.
-    SETUP_CYCLES = 4          # SETUP, SETUP2, RANGE, CHECK: the first AR goes out in RUN
+    SETUP_CYCLES = 5          # SETUP, SETUP2, SETUP3, RANGE, CHECK: the first AR goes out in RUN
     FEED_CYCLES = 2           # an R beat through its channel FIFO (SyncFIFOBuffered) to the MPU's `w` input
 
     # The MPU's depths in the core (`mpu_params`): "default" (hw.mpu.MPU's defaults: a single-cycle accumulator,
@@ -166,6 +166,9 @@ class MatrixEngine(Engine):
         scale = Signal(32)
         k, n = Signal(33), Signal(33)
         kt, nt, total = Signal(30), Signal(30), Signal(60)
+        KB = (cfg.hbm_bytes // cfg.tile_bytes).bit_length()      # 2**KB tiles overrun HBM
+        KH = (KB + 1) // 2
+        pk0, pk1, big = Signal(KB + KH, name="pk0"), Signal(2 * KB - KH, name="pk1"), Signal(name="big")
         wbyte = Signal(40)
 
         # ---- weight streamer: AR generator (all channels in lockstep)
@@ -197,6 +200,8 @@ class MatrixEngine(Engine):
             aw = ChunkWalk("arw", kt, nt, I, B)
             gbase, cbase, ubase = Signal(48), Signal(48), Signal(48)
             gstep = Signal(48)                  # I * s_blk
+            kt_i = Signal(48)                   # kt * I, a register made every cycle (the DSP's own output register)
+            m.d.sync += kt_i.eq(kt * I)
             seg = Signal(range(B + 1))
             s_blk = Mux(rowmajor, 1, kt)
             s_rowb = Mux(rowmajor, nt << log2(B), B)
@@ -204,7 +209,10 @@ class MatrixEngine(Engine):
             # those beats, made a cycle after ar_b / seg change (`ar_fresh` low that cycle: such an AR goes out
             # at most every 2nd cycle, of runs of up to B beats); row-major runs go a beat per AR, every cycle
             seg_le, to4k_r, ar_fresh = Signal(), Signal.like(to4k), Signal()
-            m.d.sync += [seg_le.eq(seg <= to4k), to4k_r.eq(to4k)]
+            # ... and the run's address step after this AR, as valid as they are (row-major: nt, per beat)
+            ar_step = Signal(48)
+            m.d.sync += [seg_le.eq(seg <= to4k), to4k_r.eq(to4k),
+                         ar_step.eq(Mux(rowmajor, nt, Mux(seg <= to4k, seg, to4k)))]
             run_end = Mux(rowmajor, seg == 1, seg_le)              # this AR's burst ends the run
             # the chunk's last block: a register beside a down-counter of the blocks left (as hw/core_rob.py's)
             au_n, au_z = Signal(range(max(I, 2))), Signal()
@@ -243,7 +251,7 @@ class MatrixEngine(Engine):
                 with m.If(qon):
                     pass
                 with m.Elif(~run_end):                       # the run goes on
-                    m.d.sync += [seg.eq(seg - burst), ar_b.eq(ar_b + Mux(rowmajor, nt, burst))]
+                    m.d.sync += [seg.eq(seg - burst), ar_b.eq(ar_b + ar_step)]
                 with m.Elif(~au_z):                          # the next block of the chunk
                     m.d.sync += [au_n.eq(au_n - 1), au_z.eq(au_n == 1), ubase.eq(ubase + s_blk), ar_b.eq(ubase + s_blk),
                                  seg.eq(aw.bc)]
@@ -433,8 +441,16 @@ class MatrixEngine(Engine):
                 ntt = Mux(dyn_n, (pos + l) >> log2(l), (nf + l - 1) >> log2(l))
                 m.d.sync += [k.eq(kk), n.eq(nn), kt.eq(ktt), nt.eq(ntt), wbyte.eq(w << log2(isa.HBM_UNIT))]
                 m.next = "SETUP2"
+            # total = kt * nt over registers (the 300 MHz depth): two partial products of kt's and nt's low KB bits
+            # (one DSP48E2 each, registered), summed in SETUP3; a factor of KB bits or more makes the weights
+            # overrun HBM (`big`, an address_range error), so only such products are inexact
             with m.State("SETUP2"):
-                m.d.sync += [total.eq(kt * nt), beat0.eq(wbyte >> log2(cfg.beat_bytes))]
+                m.d.sync += [pk0.eq(kt[:KB] * nt[:KH]), pk1.eq(kt[:KB] * nt[KH:KB]),
+                             big.eq(((kt >> KB) != 0) & (nt != 0) | ((nt >> KB) != 0)),
+                             beat0.eq(wbyte >> log2(cfg.beat_bytes))]
+                m.next = "SETUP3"
+            with m.State("SETUP3"):
+                m.d.sync += total.eq(pk0 + (pk1 << KH))
                 m.next = "RANGE"
             with m.State("RANGE"):
                 # the checks into registers, so that CHECK decides from registers alone (the 300 MHz depth)
@@ -442,7 +458,7 @@ class MatrixEngine(Engine):
                 m.d.sync += [
                     quant.eq(wfmt != 0), illegal.eq((wfmt != 0) & ~built.any()), no_tiles.eq(nt == 0),
                     bad.eq((wfmt == 0) & ((wbyte & (cfg.beat_bytes - 1)).any()
-                                          | (wbyte + total * cfg.tile_bytes > cfg.hbm_bytes))),
+                                          | big | (wbyte + total * cfg.tile_bytes > cfg.hbm_bytes))),
                     *[qnext[q].eq(Cat(*[wfmt == c for c in qt.wfmt_codes]).any()) for q, qt in enumerate(qs)],
                     *x_first(), *out_first(),
                 ]
@@ -466,7 +482,7 @@ class MatrixEngine(Engine):
                         m.d.comb += rob_start.eq(1)
                         aw.start(m)
                         m.d.sync += [gbase.eq(beat0), cbase.eq(beat0), ubase.eq(beat0),
-                                     seg.eq(Mux(kt > B, B, kt)), gstep.eq(Mux(rowmajor, I, kt * I)),
+                                     seg.eq(Mux(kt > B, B, kt)), gstep.eq(Mux(rowmajor, I, kt_i)),
                                      ar_fresh.eq(0), *au_load(aw.first()[1])]
                     m.next = "RUN"
             with m.State("QSTART"):

@@ -168,7 +168,7 @@ class DmaEngine(Engine):
     ERRORS = ("illegal_opcode", "address_range")
     VBUF_READS = ("ra",)
 
-    SETUP_CYCLES = 4          # SETUP, SETUP2, RANGE, CHECK
+    SETUP_CYCLES = 6          # SETUP, SETUP2, SETUP3, SETUP4, RANGE, CHECK
     RUN_CYCLES = 2            # NEXT_RUN, LOAD_RUN, once per run
     LOAD_PIECE_CYCLES = 1     # PIECE: one AR per cycle, reads pipelined (piece-descriptor FIFO)
     LOAD_STAGES = 3           # registers from an R beat to its VBUF write (elaborate: the 300 MHz depth)
@@ -203,15 +203,24 @@ class DmaEngine(Engine):
         ins = Signal(format_layout(isa.DMA))
         kind, hbm, n, vaddr, addr, index, stride = ins.opcode, ins.hbm, ins.n, ins.vaddr, ins.addr, ins.index, \
             ins.stride
-        a0, base = Signal(64), Signal(64)
+        a0, base = Signal(64, name="a0"), Signal(64, name="base")
+        pa_lo, pa_hi = Signal(40, name="pa_lo"), Signal(40, name="pa_hi")             # SETUP's partial products
+        pt_lo, pt_hi = Signal(32, name="pt_lo"), Signal(32, name="pt_hi")
         run_bits = isa.LEN_BITS + 1                           # runs: up to n (STORE_VT), and counters to it
         kt, nt, tbase, runs = Signal(isa.LEN_BITS), Signal(isa.LEN_BITS), Signal(32 + isa.LEN_BITS), Signal(run_bits)
+        tend = Signal(33 + isa.LEN_BITS, name="tend")         # tbase + the tiles of one row (RANGE's end)
         is_k, is_vt = kind == Opcode.STORE_K, kind == Opcode.STORE_VT
         is_store = kind != Opcode.LOAD
 
         # ---- run and piece state
         ri = Signal(run_bits)
         cur_a, cur_left, cur_v = Signal(64), Signal(run_bits), Signal(32)
+        # cur_a as registers: its bits within the widest beat (`cur_lo`) and above (`cur_hi`, with `cur_hi1` = cur_hi
+        # + 1 beside it), so that a piece's advance (inside one beat) adds only within the beat and takes the carry
+        # into the high part from a register (the 300 MHz depth: no 64-bit add in the piece loop)
+        lo_bits = log2(max(cb, ddrb))
+        cur_lo, cur_hi, cur_hi1 = Signal(lo_bits), Signal(64 - lo_bits), Signal(64 - lo_bits)
+        m.d.comb += cur_a.eq(Cat(cur_lo, cur_hi))
         pos = self.pos
         log2tb = log2(cfg.tile_bytes)
         run_a = Signal(64)
@@ -267,7 +276,10 @@ class DmaEngine(Engine):
             with m.If(p_rend):
                 m.d.sync += ri.eq(ri + 1)                    # the next run is loaded in NEXT_RUN
             with m.Else():
-                m.d.sync += [cur_a.eq(cur_a + (p_cnt << 1)), cur_v.eq(cur_v + p_cnt), cur_left.eq(cur_left - p_cnt)]
+                lo_sum = cur_lo + (p_cnt << 1)       # (<= one beat past cur_lo's beat: the carry ends the beat)
+                m.d.sync += [cur_lo.eq(lo_sum[:lo_bits]), cur_v.eq(cur_v + p_cnt), cur_left.eq(cur_left - p_cnt)]
+                with m.If(lo_sum[lo_bits]):
+                    m.d.sync += [cur_hi.eq(cur_hi1), cur_hi1.eq(cur_hi1 + 1)]
 
         # ---- per-port burst state: the HBM pseudo-channels, then DDR. A run's bytes cover, on each port, one
         # range of consecutive beats (HBM striping deals the run's beats round-robin over the channels); LOAD_RUN
@@ -454,27 +466,39 @@ class DmaEngine(Engine):
                 with m.If(ctl.start):
                     m.d.sync += [ins.eq(ctl.word.dma), ri.eq(0)]
                     m.next = "SETUP"
+            # The setup arithmetic over registers (the 300 MHz depth): each product as two partial products of at
+            # most 16 x 28 bits, registered (one DSP48E2 each, its input a register or a 1-LUT mux), summed a state
+            # later; one adder per state after that.
             with m.State("SETUP"):
                 idx = 0                                       # the row index register (none: 0)
                 for code, reg in isa.INDEX_REGS.items():
                     if reg is not None:
                         idx = Mux(index == code, index_regs[reg], idx)
                 m.d.sync += [
-                    base.eq(Mux(hbm, addr << log2(isa.HBM_UNIT), addr)), a0.eq(idx * stride),   # (a0: + base below)
+                    base.eq(Mux(hbm, addr << log2(isa.HBM_UNIT), addr)),
+                    pa_lo.eq(idx[:16] * stride), pa_hi.eq(idx[16:32] * stride),     # a0 = idx * stride (+ base)
                     kt.eq((n + d - 1) >> log2(d)), nt.eq((n + l - 1) >> log2(l)),
                 ]
                 m.next = "SETUP2"
             with m.State("SETUP2"):
+                tm = Mux(is_k, pos >> log2(l), pos >> log2(d))        # tbase = tm * tk
+                tk = Mux(is_k, kt, nt)
                 m.d.sync += [
-                    a0.eq(base + a0),
-                    tbase.eq(Mux(is_k, (pos >> log2(l)) * kt, (pos >> log2(d)) * nt)),
+                    a0.eq(pa_lo + (pa_hi << 16)),
+                    pt_lo.eq(tm[:16] * tk), pt_hi.eq(tm[16:32] * tk),
                     runs.eq(Mux(is_k, kt, Mux(is_vt, n, 1))),
                 ]
+                m.next = "SETUP3"
+            with m.State("SETUP3"):
+                m.d.sync += [a0.eq(base + a0), tbase.eq(pt_lo + (pt_hi << 16))]
+                m.next = "SETUP4"
+            with m.State("SETUP4"):
+                m.d.sync += tend.eq(tbase + Mux(is_k, kt, nt))
                 m.next = "RANGE"
             with m.State("RANGE"):                        # the checks into registers (the 300 MHz depth)
                 cap = Mux(hbm, cfg.hbm_bytes, cfg.ddr_bytes)
                 end_plain = a0 + (n << 1)
-                end_cache = base + ((tbase + Mux(is_k, kt, nt)) << log2tb)
+                end_cache = base + (tend << log2tb)
                 no_index = Cat(*[index != code for code in isa.INDEX_REGS]).all()
                 m.d.sync += [illegal.eq(no_index | ((is_k | is_vt) & ~hbm)), empty.eq(n == 0),
                              bad.eq(Mux(is_k | is_vt, end_cache > cap, (end_plain > cap) | a0[0]))]
@@ -490,10 +514,12 @@ class DmaEngine(Engine):
                 with m.Else():
                     m.next = "NEXT_RUN"
             with m.State("NEXT_RUN"):
-                m.d.sync += [cur_a.eq(run_a), cur_left.eq(run_cnt), cur_v.eq(run_v)]
+                m.d.sync += [cur_lo.eq(run_a[:lo_bits]), cur_hi.eq(run_a[lo_bits:]), cur_left.eq(run_cnt),
+                             cur_v.eq(run_v)]
                 m.next = "LOAD_RUN"
             with m.State("LOAD_RUN"):
                 m.d.comb += load_run.eq(1)
+                m.d.sync += cur_hi1.eq(cur_hi + 1)
                 m.d.sync += reading.eq(~is_store)
                 m.next = "PIECE"
             with m.State("PIECE"):

@@ -13,7 +13,8 @@ around the MPU and VPU").
 - the front end's classes: `ctrl`, `halt`, `fence`, and FENCE's units (`fence_on`, in the order of `units`);
 - the batch unit's: `c_batch`, `c_chunk`, `c_slot`, `lin`, `ag`; `pair`, a word a BATCH may not prefix whatever
   its strides (anything but LINEAR or ALLGATHER, or a LINEAR with dyn_k / dyn_n); `m_zero` (BATCH's m = 0);
-  `past` (CHUNK's table header past DDR); and the strided operands' room in VBUF entries for the last vector's
+  `past` (CHUNK's table header past DDR) and `t_room` (the bytes of DDR after it: a COUNT of u32 tokens fits
+  when 4 * COUNT <= t_room); and the strided operands' room in VBUF entries for the last vector's
   offset: `sroom` (LINEAR src: (elements - k) // d - src), `droom` (LINEAR dst, ALLGATHER vaddr), with
   `b_never` when no offset fits;
 - the scoreboard's footprint as far as it does not depend on POS (`fp`, `fdyn`: hw/scoreboard.py
@@ -64,7 +65,7 @@ def predecode_layout(cfg: AccelConfig, units) -> data.StructLayout:
         **{f"room{j}": rb for j in range(DYN_SLOTS)},
         "ctrl": 1, "halt": 1, "fence": 1, "fence_on": len(units),
         "c_batch": 1, "c_chunk": 1, "c_slot": 1, "lin": 1, "ag": 1, "pair": 1, "m_zero": 1, "past": 1,
-        "b_never": 1, "sroom": rb, "droom": rb, "fp": FOOTPRINT, "fdyn": 3,
+        "b_never": 1, "sroom": rb, "droom": rb, "t_room": cfg.ddr_bytes.bit_length(), "fp": FOOTPRINT, "fdyn": 3,
     })
 
 
@@ -168,6 +169,7 @@ class Predecode(wiring.Component):
             pd.pair.eq(~(lin | ag) | (lin & (mx.dyn_k | mx.dyn_n))),
             pd.m_zero.eq(w.batch.m == 0),
             pd.past.eq(w.slot.addr + isa.TOKEN_TABLE_HEADER > cfg.ddr_bytes),
+            pd.t_room.eq(cfg.ddr_bytes - isa.TOKEN_TABLE_HEADER - w.slot.addr),
             pd.b_never.eq((lin & ~(s_fits & d_fits)) | (ag & ~a_fits)),
             pd.sroom.eq(s_room), pd.droom.eq(Mux(ag, a_room, d_room)),
         ]

@@ -79,11 +79,13 @@ class RouterEngine(Engine):
         # in entries: unit u covers entries u*gran .. (u+1)*gran, clipped to the vector's ceil(n/d) entries.
         # Over registers (the 300 MHz depth): the chunk's units (`u_lo`, `u_hi`), then its entries (`e_lo`,
         # `e_hi`), then clipped; the BOUNDS states below step a chunk through them.
-        n_ent = (n + d - 1) >> log2(d)
+        # (and the clipped entries, `e_lo_c` / `e_hi_c`, a cycle later: a send chunk's in BOUNDS_S, a receive
+        # chunk's in BOUNDS_R; `n_ent` = ceil(n / d) is registered at start)
+        n_ent = Signal(UNIT_BITS, name="n_ent")
         u_lo, u_hi, e_lo, e_hi = (Signal(UNIT_BITS, name=nm) for nm in ("u_lo", "u_hi", "e_lo", "e_hi"))
-        m.d.sync += [u_lo.eq(lo_u), u_hi.eq(lo_u + cnt_u), e_lo.eq(u_lo * gran), e_hi.eq(u_hi * gran)]
-        e_lo_c = Mux(e_lo > n_ent, n_ent, e_lo)
-        e_hi_c = Mux(e_hi > n_ent, n_ent, e_hi)
+        e_lo_c, e_hi_c = Signal(UNIT_BITS, name="e_lo_c"), Signal(UNIT_BITS, name="e_hi_c")
+        m.d.sync += [u_lo.eq(lo_u), u_hi.eq(lo_u + cnt_u), e_lo.eq(u_lo * gran), e_hi.eq(u_hi * gran),
+                     e_lo_c.eq(Mux(e_lo > n_ent, n_ent, e_lo)), e_hi_c.eq(Mux(e_hi > n_ent, n_ent, e_hi))]
 
         # ---- beat movers
         rd_pend = Signal()
@@ -137,7 +139,8 @@ class RouterEngine(Engine):
             with m.State("IDLE"):
                 m.d.comb += ctl.busy.eq(0)
                 with m.If(ctl.start):
-                    m.d.sync += [ins.eq(ctl.word.route), sending.eq(0), receiving.eq(0),
+                    m.d.sync += [ins.eq(ctl.word.route), n_ent.eq((ctl.word.route.n + d - 1) >> log2(d)),
+                                 sending.eq(0), receiving.eq(0),
                                  send_ent.eq(0), send_end.eq(0), *recv_range(0, 0)]
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
@@ -185,12 +188,14 @@ class RouterEngine(Engine):
                     rc = Mux(sc == 0, devs - 1, sc - 1)
                     m.d.sync += [send_c.eq(sc), recv_c.eq(rc), which.eq(sc)]
                     m.next = "BOUNDS_A"
-            # the send chunk's units are registered at the end of STEP + 1, its entries at + 2; the receive
-            # chunk's a cycle behind
+            # the send chunk's units are registered at the end of STEP + 1, its entries at + 2, clipped at + 3;
+            # the receive chunk's a cycle behind
             with m.State("BOUNDS_A"):
                 m.d.sync += which.eq(recv_c)
                 m.next = "BOUNDS_B"
             with m.State("BOUNDS_B"):
+                m.next = "BOUNDS_C"
+            with m.State("BOUNDS_C"):
                 m.next = "BOUNDS_S"
             with m.State("BOUNDS_S"):
                 m.d.sync += [send_ent.eq(e_lo_c), send_end.eq(e_hi_c)]
