@@ -6,9 +6,10 @@ ENTRY. The front end takes one word per cycle from the prefetcher into the instr
 (`hw.decoder`: an illegal opcode or reserved bits -> STATUS.illegal_opcode; a static rule of `dfx.isa_check`
 broken (`hw.scoreboard.invalid`: a zero length or granule, quantized-weight flags) -> STATUS.invalid; an on-chip
 operand of the ISA table (`dfx.isa` `Op.operands`) outside VBUF or the scalar register file ->
-STATUS.address_range; a fetch past the config's DDR -> STATUS.address_range). The checks and the word's footprint
-are made into registers a cycle ahead (for the word in the instruction register and for the one the prefetcher
-offers), and dispatch decides from them, as flat terms of registers; after a cycle that changes what they read
+STATUS.address_range; a fetch past the config's DDR -> STATUS.address_range). What of them depends on the word
+alone comes with it from the prefetcher (its predecode, hw/predecode.py); the checks against POS and the batch
+state and the word's footprint are made into registers a cycle ahead (for the word in the instruction register and
+for the one the prefetcher offers), and dispatch decides from them, as flat terms of registers; after a cycle that changes what they read
 (BATCH, CHUNK or SLOT leaving, a vector of a batched instruction dispatched) the front end waits a cycle for them.
 A valid instruction is dispatched, in program order, one per cycle, into the in-order queue of its unit (`QUEUE_DEPTH` entries per unit: MPU, VPU,
 DMA, ROUTER); NOP retires at dispatch, FENCE holds dispatch until the units of its mask have completed every
