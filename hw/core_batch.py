@@ -39,15 +39,12 @@ from amaranth.lib.wiring import In, Out
 from dfx import isa
 from dfx.config import AccelConfig
 
-from .decoder import Opcode, WordLayout
+from .decoder import WordLayout
 from .dma import AXI_ADDR_BITS, ddr_data_bits, log2
 from .predecode import ent1_bits, predecode_layout
+from .scoreboard import is_op
 
 L = isa.LEN_BITS
-
-
-def _is(word, mnemonic):
-    return word.control.opcode == Opcode[mnemonic]
 
 
 class BatchUnit(wiring.Component):
@@ -121,7 +118,7 @@ class BatchUnit(wiring.Component):
 
         # ---- the word in the instruction register
         sl, bt = w.slot, w.batch
-        is_lin, is_ag = _is(w, "LINEAR"), _is(w, "ALLGATHER")
+        is_lin, is_ag = is_op(w, "LINEAR"), is_op(w, "ALLGATHER")
 
         # The word's checks against the batch state, from registers (the 300 MHz depth), as the front end's
         # (hw/core.py): made for `word` and for `word_in` each cycle, the one for `word_in` used when it was taken

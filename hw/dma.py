@@ -204,8 +204,10 @@ class DmaEngine(Engine):
         kind, hbm, n, vaddr, addr, index, stride = ins.opcode, ins.hbm, ins.n, ins.vaddr, ins.addr, ins.index, \
             ins.stride
         a0, base = Signal(64, name="a0"), Signal(64, name="base")
-        pa_lo, pa_hi = Signal(40, name="pa_lo"), Signal(40, name="pa_hi")             # SETUP's partial products
-        pt_lo, pt_hi = Signal(32, name="pt_lo"), Signal(32, name="pt_hi")
+        # SETUP's partial products: 16 bits of the index (TOKEN / POS) times the stride, 16 bits of the tile row
+        # times its tile count
+        pa_lo, pa_hi = (Signal(16 + len(stride), name=nm) for nm in ("pa_lo", "pa_hi"))
+        pt_lo, pt_hi = (Signal(16 + isa.LEN_BITS, name=nm) for nm in ("pt_lo", "pt_hi"))
         run_bits = isa.LEN_BITS + 1                           # runs: up to n (STORE_VT), and counters to it
         kt, nt, tbase, runs = Signal(isa.LEN_BITS), Signal(isa.LEN_BITS), Signal(32 + isa.LEN_BITS), Signal(run_bits)
         tend = Signal(33 + isa.LEN_BITS, name="tend")         # tbase + the tiles of one row (RANGE's end)

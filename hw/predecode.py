@@ -33,18 +33,10 @@ from dfx import isa
 from dfx.config import AccelConfig
 
 from .decoder import Decoder, Opcode, Unit, WordLayout
-from .scoreboard import FOOTPRINT, invalid, static_footprint
+from .dma import log2
+from .scoreboard import FOOTPRINT, invalid, is_op, static_footprint
 
 DYN_SLOTS = 3       # dynamic-length operands an opcode can have (MATRIX: src, bias, dst; VECTOR: a, b, dst)
-
-
-def _is(word, mnemonic):
-    return word.control.opcode == Opcode[mnemonic]
-
-
-def _log2(n: int) -> int:
-    assert n & (n - 1) == 0, n
-    return n.bit_length() - 1
 
 
 def _room_bits(cfg: AccelConfig) -> int:
@@ -55,7 +47,7 @@ def ent1_bits(cfg: AccelConfig) -> int:
     """Bits of ceil((POS + 1) / d) for a POS whose dynamic operands lie inside VBUF (POS + 1 <= its elements):
     `hw.scoreboard.finish_footprint`'s `ent1`, kept beside POS by the batch unit; exact for such a POS, and only
     such a one is dispatched."""
-    return _room_bits(cfg) + 1 - _log2(cfg.d)
+    return _room_bits(cfg) + 1 - log2(cfg.d)
 
 
 def predecode_layout(cfg: AccelConfig, units) -> data.StructLayout:
@@ -72,7 +64,7 @@ def predecode_layout(cfg: AccelConfig, units) -> data.StructLayout:
 def _room(start, length, cfg: AccelConfig):
     """(fits, room): the offset room of an operand of `length` elements at entry `start` ((E - length) // d -
     start, in entries), `fits` when it is >= 0 (some offset fits)."""
-    e, sh = cfg.vbuf_elems, _log2(cfg.d)
+    e, sh = cfg.vbuf_elems, log2(cfg.d)
     rest = C(e, _room_bits(cfg) + 1) - length              # (wraps below 0: `fits` then 0)
     room = (rest >> sh) - start
     rb = _room_bits(cfg)
@@ -82,7 +74,7 @@ def _room(start, length, cfg: AccelConfig):
 
 def static_ranges(word, cfg: AccelConfig):
     """(out, need, rooms) of `word`'s on-chip operands (see the module docstring), comb."""
-    e, sh, rb = cfg.vbuf_elems, _log2(cfg.d), _room_bits(cfg)
+    e, sh, rb = cfg.vbuf_elems, log2(cfg.d), _room_bits(cfg)
     assert e % cfg.d == 0, e
     out = C(0, 1)
     need = [C(0, 1)] * DYN_SLOTS
@@ -91,7 +83,7 @@ def static_ranges(word, cfg: AccelConfig):
         specs = [s for s in op.operands if not s.scalar or cfg.sregs < isa.SREG_COUNT]
         if not specs:
             continue
-        sel = _is(word, op.mnemonic)
+        sel = is_op(word, op.mnemonic)
         view = getattr(word, op.fmt.name.lower())
         fail, j = C(0, 1), 0
         for spec in specs:
@@ -158,13 +150,13 @@ class Predecode(wiring.Component):
                      pd.fence.eq(ctrl & (opc == Opcode.FENCE)),
                      pd.fence_on.eq(Cat(*[every | ((units & isa.UNIT_BITS[u]) != 0) for u in self.units]))]
         # the batch unit's
-        lin, ag = _is(w, "LINEAR"), _is(w, "ALLGATHER")
+        lin, ag = is_op(w, "LINEAR"), is_op(w, "ALLGATHER")
         mx, rt = w.matrix, w.route
         s_fits, s_room = _room(mx.src, mx.k, cfg)
         d_fits, d_room = _room(mx.dst, mx.n, cfg)
         a_fits, a_room = _room(rt.vaddr, rt.n, cfg)
         m.d.comb += [
-            pd.c_batch.eq(_is(w, "BATCH")), pd.c_chunk.eq(_is(w, "CHUNK")), pd.c_slot.eq(_is(w, "SLOT")),
+            pd.c_batch.eq(is_op(w, "BATCH")), pd.c_chunk.eq(is_op(w, "CHUNK")), pd.c_slot.eq(is_op(w, "SLOT")),
             pd.lin.eq(lin), pd.ag.eq(ag),
             pd.pair.eq(~(lin | ag) | (lin & (mx.dyn_k | mx.dyn_n))),
             pd.m_zero.eq(w.batch.m == 0),

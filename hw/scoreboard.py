@@ -33,7 +33,8 @@ FOOTPRINT = data.StructLayout({"r0": RANGE, "r1": RANGE, "w": RANGE, "sr": isa.S
                                "hbm": 1})
 
 
-def _is(word, mnemonic):
+def is_op(word, mnemonic):
+    """1 when `word`'s opcode is `mnemonic`'s."""
     return word.control.opcode == Opcode[mnemonic]
 
 
@@ -59,7 +60,7 @@ def static_footprint(m, word, cfg: AccelConfig, out, dyn) -> None:
     sr, sw = C(0, isa.SREG_COUNT), C(0, isa.SREG_COUNT)
     hbm = C(0, 1)
     for op in isa.OPS:
-        sel = _is(word, op.mnemonic)
+        sel = is_op(word, op.mnemonic)
         view = getattr(word, op.fmt.name.lower())
         reads, writes = _ranges(op, False), _ranges(op, True)
         assert len(reads) <= 2 and len(writes) <= 1, op.mnemonic      # the FOOTPRINT layout's slots
@@ -154,7 +155,7 @@ def invalid(word):
                 cond = cond | quant
         if op.mnemonic == "ALLGATHER":
             cond = cond | (view.gran == 0) | (view.devices == 0)
-        bad = bad | (_is(word, op.mnemonic) & cond)
+        bad = bad | (is_op(word, op.mnemonic) & cond)
     return bad
 
 

@@ -6,6 +6,8 @@ import random
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
+from dfx import isa
+
 
 def built_only(unit):
     """A unit built only to read its attributes (latency): not an unused elaboratable worth a warning."""
@@ -103,3 +105,23 @@ def unit_bank(units: dict):
             return m
 
     return UnitBank()
+
+
+def random_instr(rng: random.Random, op, starts, lengths):
+    """A raw `dfx.isa.Instr` of `op` with random fields: its VBUF operands' start entries drawn from `starts`, its
+    length fields from `lengths` (None: any value of the field's width), flags 0 or 1, every other field any value
+    (no rule applied: for the hardware checks' tests)."""
+    operand = {s.field for s in op.operands if not s.scalar}
+    length = {s.length for s in op.operands if s.length}
+    vals = {}
+    for f in op.fmt.fields:
+        pick = rng.choice(lengths) if f.name in length else None
+        if f.kind == "flag":
+            vals[f.name] = rng.randrange(2)
+        elif f.name in operand:
+            vals[f.name] = rng.choice(starts)
+        elif pick is not None:
+            vals[f.name] = pick
+        else:
+            vals[f.name] = rng.randrange(1 << f.width)
+    return isa.Instr(op, _raw=True, **vals)

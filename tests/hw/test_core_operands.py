@@ -11,6 +11,7 @@ from dfx import isa
 from dfx.config import PRESETS
 from dfx.errors import RuleError
 from dfx.hw.predecode import operands_ok
+from hw_helpers import random_instr
 from dfx.hw.decoder import WordLayout
 
 CFG = PRESETS["tiny"].replace(vbuf_entries=64, sregs=8)     # small: the bounds are easy to hit
@@ -32,20 +33,12 @@ def _cases(n, seed=0):
     ops = [op for op in isa.OPS if op.operands]
     near = [0, 1, CFG.vbuf_entries - 3, CFG.vbuf_entries - 1, CFG.vbuf_entries, CFG.vbuf_entries + 1]
     for _ in range(n):
-        op = rng.choice(ops)
-        vals = {}
-        for f in op.fmt.fields:
-            if f.kind == "flag":
-                vals[f.name] = rng.randrange(2)
-            elif f.name in {s.field for s in op.operands if s.scalar}:
-                vals[f.name] = rng.randrange(1 << f.width)
-            elif f.name in {s.field for s in op.operands}:
-                vals[f.name] = rng.choice(near)
-            elif f.name in {s.length for s in op.operands}:
-                vals[f.name] = rng.choice([0, 1, CFG.d, 3 * CFG.d + 1, rng.randrange(1 << f.width)])
-            else:
-                vals[f.name] = rng.randrange(1 << f.width)
-        yield isa.Instr(op, _raw=True, **vals), rng.choice([0, 5, 8 * CFG.d, 70 * CFG.d])
+        ins = random_instr(rng, rng.choice(ops), near, [0, 1, CFG.d, 3 * CFG.d + 1, None])
+        # POS at the edge of a dynamic operand (start * d + POS + 1 = VBUF's elements, +-1) half of the time
+        starts = [ins.fields()[s.field] for s in ins.op.operands if s.dyn is not None]
+        edge = [CFG.vbuf_elems - st * CFG.d - 1 + e for st in starts for e in (-1, 0, 1)]
+        edge = [p for p in edge if p >= 0]
+        yield ins, rng.choice(edge) if edge and rng.random() < 0.5 else rng.choice([0, 5, 8 * CFG.d, 70 * CFG.d])
 
 
 def _isa_ok(ins, pos) -> bool:

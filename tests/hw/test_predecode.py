@@ -1,6 +1,6 @@
 """The prefetcher's predecode (hw/predecode.py) keeps what the front end and the batch unit decided from the word:
 the batch unit's strided-operand rule as rooms compared with the last vector's offsets, the decoder's verdict and
-unit, and FENCE's units, on random words near the VBUF bounds."""
+unit, FENCE's units, and a CHUNK table's room in DDR, on random words near the VBUF and DDR bounds."""
 import random
 
 from amaranth.sim import Simulator
@@ -9,6 +9,7 @@ from dfx import isa
 from dfx.config import PRESETS
 from dfx.hw.decoder import Unit
 from dfx.hw.predecode import Predecode
+from hw_helpers import random_instr
 
 CFG = PRESETS["tiny"].replace(vbuf_entries=64)
 UNITS = (isa.Unit.MPU, isa.Unit.VPU, isa.Unit.DMA, isa.Unit.ROUTER)
@@ -16,21 +17,15 @@ UNITS = (isa.Unit.MPU, isa.Unit.VPU, isa.Unit.DMA, isa.Unit.ROUTER)
 
 def _words(n, seed=1):
     rng = random.Random(seed)
-    ops = [isa.BY_MNEMONIC[m] for m in ("LINEAR", "ALLGATHER", "VADD", "FENCE", "HALT", "BATCH")]
+    ops = [isa.BY_MNEMONIC[m] for m in ("LINEAR", "ALLGATHER", "VADD", "FENCE", "HALT", "BATCH", "CHUNK")]
     near = [0, 1, CFG.vbuf_entries - 3, CFG.vbuf_entries - 1, CFG.vbuf_entries, CFG.vbuf_entries + 1]
+    lengths = [1, CFG.d, 3 * CFG.d + 1, CFG.vbuf_elems - CFG.d, CFG.vbuf_elems + 1]
     for _ in range(n):
-        op = rng.choice(ops)
-        vals = {}
-        for f in op.fmt.fields:
-            if f.kind == "flag":
-                vals[f.name] = rng.randrange(2)
-            elif f.name in ("src", "dst", "vaddr", "a", "b"):
-                vals[f.name] = rng.choice(near)
-            elif f.name in ("k", "n"):
-                vals[f.name] = rng.choice([1, CFG.d, 3 * CFG.d + 1, CFG.vbuf_elems - CFG.d, CFG.vbuf_elems + 1])
-            else:
-                vals[f.name] = rng.randrange(1 << f.width)
-        yield isa.Instr(op, _raw=True, **vals), rng.choice([0, 1, 2, 5, 40, 70]), rng.choice([0, 1, 3, 61])
+        ins = random_instr(rng, rng.choice(ops), near, lengths)
+        if ins.op.mnemonic == "CHUNK":          # its table near DDR's end
+            ddr = CFG.ddr_bytes
+            ins = isa.Instr(ins.op, _raw=True, **{**ins.fields(), "addr": rng.choice([0, ddr - 8, ddr - 4, ddr - 3])})
+        yield ins, rng.choice([0, 1, 2, 5, 40, 70]), rng.choice([0, 1, 3, 61])
 
 
 def _strided_ok(ins, lasts, lastd) -> bool:
@@ -43,7 +38,7 @@ def _strided_ok(ins, lasts, lastd) -> bool:
 
 def test_predecode_keeps_the_rules():
     dut = Predecode(CFG, UNITS)
-    cases = list(_words(600))
+    cases = list(_words(800))
     got = []
 
     async def bench(ctx):
@@ -51,13 +46,15 @@ def test_predecode_keeps_the_rules():
             ctx.set(dut.word.as_value(), ins.encode())
             pd = dut.pd
             got.append(tuple(ctx.get(x) for x in (pd.b_never, pd.sroom, pd.droom, pd.illegal, pd.unit.as_value(),
-                                                     pd.fence_on, pd.halt, pd.lin, pd.ag)))
+                                                     pd.fence_on, pd.halt, pd.lin, pd.ag, pd.past, pd.t_room)))
 
     sim = Simulator(dut)
     sim.add_testbench(bench)
     sim.run()
     checked = fits = 0
-    for (ins, lasts, lastd), (never, sroom, droom, illegal, unit, fence_on, halt, lin, ag) in zip(cases, got):
+    chunks = 0
+    for (ins, lasts, lastd), (never, sroom, droom, illegal, unit, fence_on, halt, lin, ag, past, t_room) in zip(cases,
+                                                                                                         got):
         mn = ins.op.mnemonic
         assert (lin, ag, halt) == (mn == "LINEAR", mn == "ALLGATHER", mn == "HALT"), mn
         assert unit == Unit[ins.op.unit.name].value
@@ -67,9 +64,16 @@ def test_predecode_keeps_the_rules():
             mask = ins.fields()["units"]
             want = [bool(mask & isa.ALL_UNITS) or bool(mask & isa.UNIT_BITS[u]) for u in UNITS]
             assert [bool(fence_on >> i & 1) for i in range(len(UNITS))] == want
+        if mn == "CHUNK":      # the table's header past DDR; else 4 * COUNT more bytes fit iff 4 * COUNT <= t_room
+            end = ins.fields()["addr"] + isa.TOKEN_TABLE_HEADER
+            assert past == (end > CFG.ddr_bytes)
+            if not past:
+                assert t_room == CFG.ddr_bytes - end
+                chunks += 1
         if mn in ("LINEAR", "ALLGATHER"):
             ok = not never and lastd <= droom and (mn != "LINEAR" or lasts <= sroom)
             assert ok == _strided_ok(ins, lasts, lastd), (isa.disassemble(ins), lasts, lastd)
             checked += 1
             fits += ok
     assert checked > 150 and 30 < fits < checked - 30          # both verdicts are exercised
+    assert chunks > 5
