@@ -136,7 +136,7 @@ class Core(wiring.Component):
         m = Module()
         cfg = self.cfg
         m.submodules.regs = regs = Registers(cfg)
-        m.submodules.fetch = fetch = Fetch(cfg, annotate=Predecode(cfg, [E.UNIT for E in ENGINES]))
+        m.submodules.fetch = fetch = Fetch(cfg, annotate=Predecode(cfg, [E.UNIT for E in ENGINES], staged=True))
         m.submodules.batch = pf = BatchUnit(cfg, [E.UNIT for E in ENGINES])
         m.submodules.sregs = sregs = ScalarFile(cfg)
         engines: tuple[Engine, ...] = tuple(E(cfg, **self._mpu_stages) if E is MatrixEngine else E(cfg)
@@ -444,29 +444,39 @@ class Core(wiring.Component):
                         m.d.sync += [x[j][f].eq(x[j + 1][f]) for f in SLOT_FIELDS]
             m.d.sync += ex_n[u].eq(x_after + start[u])
 
-        # ---- errors: the engines' (the oldest instruction's PC first), then the front end's
+        # ---- errors: the engines' (the oldest instruction's PC first), then the front end's. The first error's
+        # candidates (each engine's flag, PC and sequence number, the front end's PC) are registered as `failed`
+        # rises; ERROR_PC is chosen from them a cycle later (`rec`; the 300 MHz depth: the comparisons of sequence
+        # numbers start from registers). The run ends at least two cycles after `failed` (FINISH, DRAIN).
         err_bits = Signal(len(STATUS))
-        err_pc = Signal(32)
         err_any = Signal()
-        pc_sel, seq_sel, have = fe_pc_r, C(0, SEQ_BITS), C(0, 1)
-        eng_bits = []
+        flags, eng_bits = [], []
         for u, e in enumerate(engines):
             bits = Cat(*[(e.ctl.err[bit] if bit in e.ERRORS else C(0, 1)) for bit in STATUS])
-            flag = e.ctl.done & bits.any()
+            flags.append(e.ctl.done & bits.any())
             eng_bits.append(Mux(e.ctl.done, bits, 0))
-            better = flag & (~have | older(ex[u]["seq"], seq_sel))
-            pc_sel = Mux(better, ex[u]["pc"], pc_sel)
-            seq_sel = Mux(better, ex[u]["seq"], seq_sel)
-            have = have | flag
-        m.d.comb += [err_bits.eq(_or_all([fe_err_r, *eng_bits], len(STATUS))), err_pc.eq(pc_sel),
-                     err_any.eq(err_bits.any())]
+        have = Cat(*flags).any()
+        m.d.comb += [err_bits.eq(_or_all([fe_err_r, *eng_bits], len(STATUS))), err_any.eq(err_bits.any())]
+        rec = Signal()
+        c_flag = [Signal(name=f"err_{e.UNIT.value}") for e in engines]
+        c_pc = [Signal(32, name=f"err_{e.UNIT.value}_pc") for e in engines]
+        c_seq = [Signal(SEQ_BITS, name=f"err_{e.UNIT.value}_seq") for e in engines]
+        c_fe = Signal(32, name="err_fe_pc")
+        # engine u's PC is chosen when it failed and no other failed engine ran an older instruction (ties, which
+        # sequence numbers in flight together never make, to the lower u): one-hot
+        win = [c_flag[u] & Cat(*[~c_flag[v] | (~older(c_seq[v], c_seq[u]) if v < u else older(c_seq[u], c_seq[v]))
+                                 for v in range(U) if v != u]).all() for u in range(U)]
+        err_pc = Mux(Cat(*c_flag).any(), _or_all([Mux(win[u], c_pc[u], 0) for u in range(U)], 32), c_fe)
         err_word = C(0, 32)
         for i, bit in enumerate(STATUS):
             err_word = err_word | Mux(err_bits[i], STATUS[bit], 0)
         with m.If(running):                               # (per bit: no error, no change; the 300 MHz depth)
             m.d.sync += status.eq(status | err_word)
         with m.If(running & err_any & ~failed):
-            m.d.sync += [error_pc.eq(err_pc), failed.eq(1)]
+            m.d.sync += [failed.eq(1), rec.eq(1), c_fe.eq(fe_pc_r), *[c_flag[u].eq(flags[u]) for u in range(U)],
+                         *[c_pc[u].eq(ex[u]["pc"]) for u in range(U)], *[c_seq[u].eq(ex[u]["seq"]) for u in range(U)]]
+        with m.If(rec):
+            m.d.sync += [error_pc.eq(err_pc), rec.eq(0)]
         eng_err = Signal()                                # an engine reports an error this cycle
         m.d.comb += eng_err.eq(have)
         with m.If(running & eng_err):
@@ -496,7 +506,7 @@ class Core(wiring.Component):
                 with m.If(regs.start):
                     m.d.comb += [regs.accept.eq(1), fetch.start.eq(1), pf.run_start.eq(1)]
                     m.d.sync += [running.eq(1), fpc.eq(0), fpa.eq(regs.entry), fpc_past.eq(past0), ir_valid.eq(0), status.eq(0),
-                                 error_pc.eq(0), failed.eq(0), eng_failed.eq(0), halting.eq(0), cycles.eq(0),
+                                 error_pc.eq(0), failed.eq(0), rec.eq(0), eng_failed.eq(0), halting.eq(0), cycles.eq(0),
                                  *[b.eq(0) for b in busy]]
                     m.next = "RUN"
             with m.State("RUN"):

@@ -104,6 +104,12 @@ class MatrixEngine(Engine):
             raise ValueError(f"{cls.PROFILE_ENV}={p!r}: the MPU profile must be one of {', '.join(cls.PROFILES)}")
         return p
 
+    @staticmethod
+    def default_slr_stages() -> int:
+        """The SLR crossing stages the core's matrix engine has: `hw.slr.BROADCAST_SLR_STAGES` under the deep
+        pipeline profile, else 0."""
+        return BROADCAST_SLR_STAGES if pipeline_profile() == "deep" else 0
+
     @classmethod
     def mpu_params(cls, cfg: AccelConfig) -> dict:
         """The MPU's keyword arguments in the core (`PROFILES[profile()]`); keyword arguments to the engine
@@ -118,12 +124,12 @@ class MatrixEngine(Engine):
         I = `core_rob.interleave(...)` column blocks x `ROB_BURST` row tiles through a reorder buffer.
         slr_stages (0..4; None: `hw.slr.BROADCAST_SLR_STAGES` under the deep pipeline profile, else 0): full
         register slices (`hw.slr.RegSlice`) on the operand broadcast (the x FIFO to the MPU's `x`, from the HBM's
-        SLR to the lanes in the others). Latency only: the same beats, one per cycle. (The joined d x l tile is
-        not sliced: two such slices cost 25.9k LUTs and 59k FFs at the dfx preset as Yosys maps them, docs/rtl.md
-        "SLR crossings".)"""
+        SLR to the lanes in the others), and as many plain registers on the joined d x l tile from the channel
+        FIFOs to the reorder buffer's memory (`Reorder(lag=...)`: credits, no multiplexer per bit). Latency only:
+        the same beats, one per cycle."""
         check_core_config(self, cfg)
         if slr_stages is None:
-            slr_stages = BROADCAST_SLR_STAGES if pipeline_profile() == "deep" else 0
+            slr_stages = self.default_slr_stages()
         if not isinstance(slr_stages, int) or isinstance(slr_stages, bool) or not 0 <= slr_stages <= 4:
             self._MustUse__silence = True
             raise ValueError(f"slr_stages must be an integer 0..4, not {slr_stages!r}")
@@ -135,7 +141,8 @@ class MatrixEngine(Engine):
             raise
         self.mpu = MPU(cfg, **{**self.mpu_params(cfg), **mpu_stages})
         self.interleave = interleave(self.mpu.acc_stages, self.mpu.acc_fifo)
-        self.rob = Reorder(16 * cfg.d * cfg.l, self.interleave) if self.interleave > 1 else None
+        self.rob = (Reorder(16 * cfg.d * cfg.l, self.interleave, lag=slr_stages) if self.interleave > 1
+                    else None)
         dq = DQ_STAGES_300MHZ if pipeline_profile() == "deep" else {}
         self.qtiles = [QuantTiles(cfg, f, **dq) for f in self.wformats]
         members = {"pos": In(32), "scale": In(32),
@@ -146,7 +153,7 @@ class MatrixEngine(Engine):
 
     def tile_cycles(self, kt: int, nt: int, quantized: bool = False) -> int:
         """`core_rob.tile_cycles` for this engine's MPU."""
-        return tile_cycles(kt, nt, self.mpu.acc_stages, self.mpu.acc_fifo, quantized)
+        return tile_cycles(kt, nt, self.mpu.acc_stages, self.mpu.acc_fifo, quantized, lag=self.slr_stages)
 
     def elaborate(self, platform):
         m = Module()
@@ -203,8 +210,9 @@ class MatrixEngine(Engine):
             kt_i = Signal(48)                   # kt * I, a register made every cycle (the DSP's own output register)
             m.d.sync += kt_i.eq(kt * I)
             seg = Signal(range(B + 1))
-            s_blk = Mux(rowmajor, 1, kt)
-            s_rowb = Mux(rowmajor, nt << log2(B), B)
+            # the walk's steps: a block's, a row range's (registers made every cycle, as kt_i)
+            s_blk, s_rowb = Signal(30, name="s_blk"), Signal(30 + log2(B), name="s_rowb")
+            m.d.sync += [s_blk.eq(Mux(rowmajor, 1, kt)), s_rowb.eq(Mux(rowmajor, nt << log2(B), B))]
             # a column-major run's burst from registers (the 300 MHz depth): `seg` <= beats to the 4 KiB page and
             # those beats, made a cycle after ar_b / seg change (`ar_fresh` low that cycle: such an AR goes out
             # at most every 2nd cycle, of runs of up to B beats); row-major runs go a beat per AR, every cycle
@@ -324,6 +332,7 @@ class MatrixEngine(Engine):
         # the walk's tests from registers (the 300 MHz depth): blocks in this group (xic), xi the last row group,
         # this group the last
         xic, xi_last, xj_end = Signal(range(max(I, 2) + 1)), Signal(), Signal()
+        xu_last = Signal()                  # xu + 1 >= xic: this block the group's last (a register beside xu)
 
         # ... and the counts they test: the row groups after xi (xi_left), the blocks after this group (xrem)
         xi_left, xrem, kt_m1 = Signal(30), Signal(30), Signal(30)
@@ -333,8 +342,8 @@ class MatrixEngine(Engine):
         ix0 = Mux(wfmt != 0, 1, I) if I > 1 else 1
 
         def x_start():
-            return [x_go.eq(1), xi.eq(0), xj0.eq(0), xu.eq(0), xic.eq(xic0), xi_last.eq(xi_last0), xj_end.eq(xj_end0),
-                    xi_left.eq(kt_m1), xrem.eq(xrem0)]
+            return [x_go.eq(1), xi.eq(0), xj0.eq(0), xu.eq(0), xu_last.eq(xic0 <= 1), xic.eq(xic0), xi_last.eq(xi_last0),
+                    xj_end.eq(xj_end0), xi_left.eq(kt_m1), xrem.eq(xrem0)]
 
         def x_first():
             return [xic0.eq(Mux(nt > ix0, ix0, nt)), xi_last0.eq(kt == 1), xj_end0.eq(ix0 >= nt),
@@ -347,18 +356,19 @@ class MatrixEngine(Engine):
             m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(src + xi),
                          vbuf.rb_en.eq(1), vbuf.rb_addr.eq(bias + (xj >> log2(groups)))]
             m.d.sync += [pend_i.eq(xi), pend_j.eq(xj), pend_last.eq(xi_last)]
-            with m.If(xu + 1 >= xic):
+            with m.If(xu_last):
                 m.d.sync += xu.eq(0)
                 with m.If(xi_last):
                     m.d.sync += [xi.eq(0), xj0.eq(xj0 + ix), xi_last.eq(kt_m1 == 0), xi_left.eq(kt_m1),
-                                 xic.eq(Mux(xrem > ix, ix, xrem)), xj_end.eq(xrem <= ix),
-                                 xrem.eq(Mux(xrem > ix, xrem - ix, 0))]
+                                 xic.eq(Mux(xrem > ix, ix, xrem)), xu_last.eq(Mux(xrem > ix, ix <= 1, xrem <= 1)),
+                                 xj_end.eq(xrem <= ix), xrem.eq(Mux(xrem > ix, xrem - ix, 0))]
                     with m.If(xj_end):
                         m.d.sync += x_go.eq(0)
                 with m.Else():
-                    m.d.sync += [xi.eq(xi + 1), xi_left.eq(xi_left - 1), xi_last.eq(xi_left == 1)]
+                    m.d.sync += [xi.eq(xi + 1), xi_left.eq(xi_left - 1), xi_last.eq(xi_left == 1),
+                                 xu_last.eq(xic <= 1)]
             with m.Else():
-                m.d.sync += xu.eq(xu + 1)
+                m.d.sync += [xu.eq(xu + 1), xu_last.eq(xu + 2 >= xic)]
         xp = Signal(lay)
         row0 = pend_i << log2(d)
         col0 = pend_j << log2(l)

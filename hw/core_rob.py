@@ -99,11 +99,20 @@ class ChunkWalk:
 
 class Reorder(wiring.Component):
     """Tiles in chunk fetch order on `i` (block by block) out on `o` in MPU order (row by row). `start` (one
-    cycle, with `kt` and `nt` valid until the instruction ends) empties it for a new instruction."""
+    cycle, with `kt` and `nt` valid until the instruction ends) empties it for a new instruction.
 
-    def __init__(self, width: int, i: int, b: int = ROB_BURST):
+    `lag` = N > 0 puts N plain registers (no multiplexer, no `ready`: an SLR crossing) between the write walk,
+    which takes `i` beside the channel FIFOs, and the memory, which lies with the MPU's lanes: each beat goes
+    to memory with its address and its chunk's completion, N cycles on, and the read side's release of a
+    chunk comes back through N registers. The write walk keeps its own copy of which chunks are full: set when
+    it writes a chunk's last beat, cleared when the release arrives, so it never hands the memory a beat for a
+    chunk still being read (credits, one per chunk buffer). A beat reaches `o` N cycles later than with N = 0,
+    and a freed buffer takes N more cycles to reach the write walk (`stream_cycles`' `lag`)."""
+
+    def __init__(self, width: int, i: int, b: int = ROB_BURST, lag: int = 0):
         assert b & (b - 1) == 0 and i >= 1, (i, b)
-        self.width, self.I, self.B = width, i, b
+        assert isinstance(lag, int) and lag >= 0, lag
+        self.width, self.I, self.B, self.lag = width, i, b, lag
         self.depth = BUFFERS * i * b
         super().__init__({
             "start": In(1), "kt": In(30), "nt": In(30),
@@ -117,7 +126,8 @@ class Reorder(wiring.Component):
         m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=[])
         wr, rd = mem.write_port(), mem.read_port()
         half = I * B
-        full = Signal(BUFFERS)
+        full = Signal(BUFFERS)                  # the read side's: chunks written and not yet read
+        full_w = Signal(BUFFERS) if self.lag else full     # the write walk's copy (with lag: set sooner, freed later)
 
         def base(h):
             return Mux(h == 2, 2 * half, Mux(h == 1, half, 0))
@@ -144,9 +154,16 @@ class Reorder(wiring.Component):
         wu, wb, wh = Signal(range(max(I, 2))), Signal(range(max(B, 2))), Signal(range(BUFFERS))
         wu_c, wb_c = counter("wu", I), counter("wb", B)
         set_h = Signal(BUFFERS)
-        m.d.comb += [self.i.ready.eq(~full.bit_select(wh, 1)),
-                     wr.addr.eq(base(wh) + (wu << log2(B)) + wb), wr.data.eq(self.i.payload),
-                     wr.en.eq(self.i.valid & self.i.ready)]
+        w_addr = Signal(range(self.depth))
+        m.d.comb += [self.i.ready.eq(~full_w.bit_select(wh, 1)), w_addr.eq(base(wh) + (wu << log2(B)) + wb)]
+        # to the memory: directly, or through `lag` registers (address, data, write enable, chunk completion)
+        fwd = [(w_addr, self.i.payload, self.i.valid & self.i.ready, set_h)]
+        for k in range(self.lag):
+            fwd.append((Signal.like(w_addr, name=f"lag{k}_addr"), Signal(self.width, name=f"lag{k}_data"),
+                        Signal(name=f"lag{k}_en"), Signal(BUFFERS, name=f"lag{k}_set")))
+            m.d.sync += [dst.eq(src) for dst, src in zip(fwd[-1], fwd[-2])]
+        mem_addr, mem_data, mem_en, mem_set = fwd[-1]
+        m.d.comb += [wr.addr.eq(mem_addr), wr.data.eq(mem_data), wr.en.eq(mem_en)]
         with m.If(self.i.valid & self.i.ready):
             with m.If(wb_c[1]):
                 m.d.sync += wb.eq(0)
@@ -182,10 +199,17 @@ class Reorder(wiring.Component):
                 m.d.sync += [ru.eq(ru + 1), *step(ru_c)]
         with m.Elif(self.o.ready):
             m.d.sync += ov.eq(0)
-        m.d.sync += full.eq((full | set_h) & ~clr_h)
+        m.d.sync += full.eq((full | mem_set) & ~clr_h)
+        if self.lag:                              # the release back to the write walk through `lag` registers
+            back = [clr_h] + [Signal(BUFFERS, name=f"lag{k}_clr") for k in range(self.lag)]
+            m.d.sync += [dst.eq(src) for dst, src in zip(back[1:], back[:-1])]
+            m.d.sync += full_w.eq((full_w | set_h) & ~back[-1])
 
         with m.If(self.start):
             m.d.sync += [full.eq(0), wu.eq(0), wb.eq(0), wh.eq(0), ru.eq(0), rb.eq(0), rh.eq(0), ov.eq(0)]
+            if self.lag:                          # (nothing in flight between instructions; cleared all the same)
+                m.d.sync += [full_w.eq(0), *[f[2].eq(0) for f in fwd[1:]], *[f[3].eq(0) for f in fwd[1:]],
+                             *[b.eq(0) for b in back[1:]]]
             ww.start(m)
             rw.start(m)
             bc0, ic0 = ww.first()
@@ -193,23 +217,25 @@ class Reorder(wiring.Component):
         return m
 
 
-def tile_cycles(kt: int, nt: int, acc_stages: int, acc_fifo: int, quantized: bool = False) -> int:
+def tile_cycles(kt: int, nt: int, acc_stages: int, acc_fifo: int, quantized: bool = False, lag: int = 0) -> int:
     """The matrix engine's cycles for a kt x nt instruction's tiles into an MPU with these accumulator parameters
     when the weights arrive a tile per cycle (read by the performance model): kt*nt at the single-cycle
     accumulator; on the pipelined one the reorder buffer's first chunk, then a tile per cycle while at least
     acc_stages + 2 blocks are interleaved (`stream_cycles`); quantized tiles come column-major, one block at a
-    time."""
+    time. `lag`: the reorder buffer's (`Reorder`)."""
     if not acc_stages:
         return kt * nt
-    return stream_cycles(kt, nt, interleave(acc_stages, acc_fifo), acc_stages + 2, rob=not quantized)
+    return stream_cycles(kt, nt, interleave(acc_stages, acc_fifo), acc_stages + 2, rob=not quantized, lag=lag)
 
 
-def stream_cycles(kt: int, nt: int, i: int, acc_latency: int, b: int = ROB_BURST, rob: bool = True) -> int:
+def stream_cycles(kt: int, nt: int, i: int, acc_latency: int, b: int = ROB_BURST, rob: bool = True,
+                  lag: int = 0) -> int:
     """Cycles from the first weight beat at the reorder buffer to the last tile into the MPU, for tiles arriving
     one per cycle: the fetch fills up to `BUFFERS` chunks ahead of the MPU; a chunk is read from the cycle after
     its last beat is written, its first tile one cycle later; a block's next group enters the MPU `acc_latency`
     (acc_stages + 2) cycles after its previous one at the earliest. `rob` False: no buffer (column-major tiles
-    straight to the MPU)."""
+    straight to the MPU). `lag`: the reorder buffer's registers (`Reorder`): a beat reaches the memory `lag` cycles
+    after the fetch hands it over, and a freed buffer reaches the fetch `lag` cycles after its last read."""
     if not rob:                                   # quantized tiles / the single-cycle accumulator: column-major
         per = max(1, acc_latency)
         return nt * ((kt - 1) * per + 1)
@@ -218,8 +244,8 @@ def stream_cycles(kt: int, nt: int, i: int, acc_latency: int, b: int = ROB_BURST
     last_row: dict[int, int] = {}                 # block -> cycle of its latest group
     for c, (j0, i0, ic, bc) in enumerate(chunks(kt, nt, i, b)):
         h = c % BUFFERS
-        w_t = max(w_t, r_end[h]) + ic * bc       # the buffer is free once read; one beat per cycle
-        t = max(w_t, r_t)
+        w_t = max(w_t, r_end[h] + lag) + ic * bc     # the buffer is free once read; one beat per cycle
+        t = max(w_t + lag, r_t)
         for row in range(i0, i0 + bc):
             for j in range(j0, j0 + ic):
                 t = max(t + 1, last_row.get(j, -acc_latency) + acc_latency)

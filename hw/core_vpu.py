@@ -140,7 +140,8 @@ class VectorEngine(Engine):
 
         # write-back, of the oldest instruction not done (the head of `desc`): `bo` its beat, whether that is its
         # last from registers (`single` for beat 0, `bo_last` after), so that `done` is no deeper than the handshake
-        bo = Signal(30)
+        # (`bo1` = bo + 1 beside `bo`: no adder before bo_last's comparison)
+        bo, bo1 = Signal(30), Signal(30, init=1)
         bo_zero, bo_last = Signal(init=1), Signal()
         fire = desc.r_rdy & vpu.o.valid & (~wb.vec_out | vbuf.w_rdy)
         last_out = Signal()
@@ -153,9 +154,9 @@ class VectorEngine(Engine):
                 m.d.comb += [self.s_w_addr.eq(wb.sd), self.s_w_en.eq(1), self.s_w_data.eq(vpu.o.payload.s)]
             with m.If(last_out):
                 m.d.comb += [ctl.done.eq(1), desc.r_en.eq(1)]
-                m.d.sync += [bo.eq(0), bo_zero.eq(1)]
+                m.d.sync += [bo.eq(0), bo1.eq(1), bo_zero.eq(1)]
             with m.Else():
-                m.d.sync += [bo.eq(bo + 1), bo_zero.eq(0), bo_last.eq(bo + 1 == wb.beats_m1)]
+                m.d.sync += [bo.eq(bo1), bo1.eq(bo1 + 1), bo_zero.eq(0), bo_last.eq(bo1 == wb.beats_m1)]
 
         # the feeder: takes an instruction when it has fed the previous one (`ready`)
         feeding = Signal()

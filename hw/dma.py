@@ -201,8 +201,7 @@ class DmaEngine(Engine):
 
         # ---- the instruction, latched at start (fields as `dfx.isa.DMA` defines them)
         ins = Signal(format_layout(isa.DMA))
-        kind, hbm, n, vaddr, addr, index, stride = ins.opcode, ins.hbm, ins.n, ins.vaddr, ins.addr, ins.index, \
-            ins.stride
+        hbm, n, vaddr, addr, index, stride = ins.hbm, ins.n, ins.vaddr, ins.addr, ins.index, ins.stride
         a0, base = Signal(64, name="a0"), Signal(64, name="base")
         # SETUP's partial products: 16 bits of the index (TOKEN / POS) times the stride, 16 bits of the tile row
         # times its tile count
@@ -211,8 +210,9 @@ class DmaEngine(Engine):
         run_bits = isa.LEN_BITS + 1                           # runs: up to n (STORE_VT), and counters to it
         kt, nt, tbase, runs = Signal(isa.LEN_BITS), Signal(isa.LEN_BITS), Signal(32 + isa.LEN_BITS), Signal(run_bits)
         tend = Signal(33 + isa.LEN_BITS, name="tend")         # tbase + the tiles of one row (RANGE's end)
-        is_k, is_vt = kind == Opcode.STORE_K, kind == Opcode.STORE_VT
-        is_store = kind != Opcode.LOAD
+        tm, tk = Signal(32, name="tm"), Signal(isa.LEN_BITS, name="tk")   # the tile row, the tiles per row (SETUP)
+        # the opcode's classes, registered at start beside `ins` (the 300 MHz depth)
+        is_k, is_vt, is_store = Signal(name="is_k"), Signal(name="is_vt"), Signal(name="is_store")
 
         # ---- run and piece state
         ri = Signal(run_bits)
@@ -221,24 +221,28 @@ class DmaEngine(Engine):
         # + 1 beside it), so that a piece's advance (inside one beat) adds only within the beat and takes the carry
         # into the high part from a register (the 300 MHz depth: no 64-bit add in the piece loop)
         lo_bits = log2(max(cb, ddrb))
-        cur_lo, cur_hi, cur_hi1 = Signal(lo_bits), Signal(64 - lo_bits), Signal(64 - lo_bits)
+        cur_lo, cur_hi, cur_hi1 = (Signal(w, name=nm) for w, nm in ((lo_bits, "cur_lo"), (64 - lo_bits, "cur_hi"),
+                                                                      (64 - lo_bits, "cur_hi1")))
         m.d.comb += cur_a.eq(Cat(cur_lo, cur_hi))
         pos = self.pos
         log2tb = log2(cfg.tile_bytes)
         run_a = Signal(64)
+        # a cache store's run ri starts at kv_base + ri * (a tile, STORE_K; a lane of d elements, STORE_VT), with
+        # kv_base = base + tbase * tile bytes + the POS row's offset in its tile, registered in RANGE (`kv_pos`, the
+        # offset plus base, in SETUP4): one add per run (the 300 MHz depth)
+        kv_pos, kv_base = Signal(64, name="kv_pos"), Signal(64, name="kv_base")
         run_cnt = Signal(run_bits)
         run_v = Signal(32)
         v0 = vaddr * d
         with m.If(is_k):
             m.d.comb += [
-                run_a.eq(base + ((tbase + ri) << log2tb) + ((pos & (l - 1)) << (log2(d) + 1))),
+                run_a.eq(kv_base + (ri << log2tb)),
                 run_cnt.eq(Mux(n - (ri << log2(d)) > d, d, n - (ri << log2(d)))),
                 run_v.eq(v0 + (ri << log2(d))),
             ]
         with m.Elif(is_vt):
             m.d.comb += [
-                run_a.eq(base + ((tbase + (ri >> log2(l))) << log2tb)
-                         + ((((ri & (l - 1)) << log2(d)) + (pos & (d - 1))) << 1)),
+                run_a.eq(kv_base + (ri << (log2(d) + 1))),      # (tile ri // l, lane ri % l: ri * 2d bytes)
                 run_cnt.eq(1),
                 run_v.eq(v0 + ri),
             ]
@@ -253,33 +257,45 @@ class DmaEngine(Engine):
         m.d.comb += lane.eq(cur_v & (d - 1))
         to_entry = Signal(range(d + 1))
         m.d.comb += to_entry.eq(d - lane)
+        # The piece's length from registers (the 300 MHz depth): `tb` and `te`, the elements from the piece's start
+        # to the end of its memory beat and of its VBUF entry, and `tb_first` = (tb <= te), kept beside cur_* (set
+        # in LOAD_RUN, advanced with each piece). A piece that does not end its run is min(tb, te) long (`pc`);
+        # after it, the boundary it reached restarts at a whole beat or a whole entry. So the loop compares no
+        # value it has just computed, and the run's count enters only at its last piece.
+        dw = max(max(cb, ddrb) // 2, d).bit_length() + 1
+        tb, te, tb_first = Signal(dw, name="tb"), Signal(dw, name="te"), Signal(name="tb_first")
+        pc = Signal(range(d + 1))
+        m.d.comb += pc.eq(Mux(tb_first, tb, te))
+        run_end = Signal()                                 # the piece ends its run
+        m.d.comb += run_end.eq((cur_left <= tb) & (cur_left <= te))
         cnt = Signal(range(d + 1))
-        m1 = Mux(to_beat < to_entry, to_beat, to_entry)
-        m.d.comb += cnt.eq(Mux(cur_left < m1, cur_left, m1))
+        m.d.comb += cnt.eq(Mux(run_end, cur_left, pc))
+        ntb = Mux(tb_first, Mux(hbm, cb // 2, ddrb // 2), (tb - te)[:dw])
+        nte = Mux(~tb_first | (tb == te), d, (te - tb)[:dw])
         entry = Signal(isa.VADDR_BITS)
         m.d.comb += entry.eq(cur_v >> log2(d))
         ch = Signal(range(nch))
         m.d.comb += ch.eq((cur_a >> log2(cb)) & (nch - 1))
         last_piece = Signal()
-        m.d.comb += last_piece.eq((cur_left == cnt) & (ri + 1 >= runs))
+        last_run = Signal()                                # ri + 1 >= runs (a register beside `ri`)
+        m.d.comb += last_piece.eq(run_end & last_run)
 
         # A store's piece: its arithmetic above registered in PIECE (the piece's cur_* hold until WRITE advances),
         # so that WRITE's AXI handshakes and the next piece's state start from registers (the 300 MHz depth).
         # A load advances a piece per cycle from the comb values.
         w_cnt, w_pop, w_last, w_rend = Signal.like(cnt), Signal(), Signal(), Signal()
         w_off, w_lane, w_ch = Signal.like(off), Signal.like(lane), Signal.like(ch)
-        run_end = Signal()                                 # the piece ends its run
-        m.d.comb += run_end.eq(cur_left == cnt)
-        p_cnt = Mux(is_store, w_cnt, cnt)                 # the piece that advances
+        p_cnt = Mux(is_store, w_cnt, pc)                  # the piece that advances (within its run)
         p_rend = Mux(is_store, w_rend, run_end)
 
         advance = Signal()
         with m.If(advance):
             with m.If(p_rend):
-                m.d.sync += ri.eq(ri + 1)                    # the next run is loaded in NEXT_RUN
+                m.d.sync += [ri.eq(ri + 1), last_run.eq(ri + 2 >= runs)]    # the next run is loaded in NEXT_RUN
             with m.Else():
                 lo_sum = cur_lo + (p_cnt << 1)       # (<= one beat past cur_lo's beat: the carry ends the beat)
-                m.d.sync += [cur_lo.eq(lo_sum[:lo_bits]), cur_v.eq(cur_v + p_cnt), cur_left.eq(cur_left - p_cnt)]
+                m.d.sync += [cur_lo.eq(lo_sum[:lo_bits]), cur_v.eq(cur_v + p_cnt), cur_left.eq(cur_left - p_cnt),
+                             tb.eq(ntb), te.eq(nte), tb_first.eq(ntb <= nte)]
                 with m.If(lo_sum[lo_bits]):
                     m.d.sync += [cur_hi.eq(cur_hi1), cur_hi1.eq(cur_hi1 + 1)]
 
@@ -317,20 +333,34 @@ class DmaEngine(Engine):
         blen = [burst_len(i) for i in range(npt)]
         p_more = [Signal(name=f"p{i}_more") for i in range(npt)]
         p_fresh = [Signal(name=f"p{i}_fresh") for i in range(npt)]
-        # (from the run's first address and count as registered in NEXT_RUN: the 300 MHz depth)
-        last_byte = cur_a + (cur_left << 1) - 1
-        g0, g1 = cur_a >> log2(cb), last_byte >> log2(cb)
-        load_ranges = []
-        for c in range(nch):
-            lo = (g0 >> log2(nch)) + (c < (g0 & (nch - 1)))
-            hi = (g1 >> log2(nch)) + (c <= (g1 & (nch - 1)))
-            load_ranges.append((self.hbm_base[c] + (lo << log2(cb)), Mux(hbm, hi - lo, 0)))
-        d0, d1 = cur_a >> log2(ddrb), last_byte >> log2(ddrb)
-        load_ranges.append((self.ddr_base + (d0 << log2(ddrb)), Mux(hbm, 0, d1 - d0 + 1)))
-        load_run = Signal()
+        # A run's beats on each port, in two steps from registers (the 300 MHz depth). First (`load_run`), from the
+        # run's first address and count: its first stripe (`s_a0`, and `s_a1` = s_a0 + 1; a stripe is one beat of
+        # every channel), the channels of its first and last beats (`s_r0`, `s_r1`), the whole stripes from the
+        # first to the last (`s_q`), its first DDR beat and DDR beat count (`s_da`, `s_dn`). A cycle later
+        # (`load_run2`), each port's first beat address and beat count. A LOAD's or STORE's one run is a0 and n,
+        # registers: the first step is NEXT_RUN, the second LOAD_RUN. A cache store's runs are registered in
+        # NEXT_RUN (cur_*): the first step is LOAD_RUN, the second PIECE, still before its first beat (WRITE).
+        lc, ld, sb = log2(cb), log2(ddrb), log2(cb) + log2(nch)
+        plain = ~is_k & ~is_vt
+        ra, rn = Mux(plain, a0, cur_a), Mux(plain, n, cur_left)
+        span = (ra & ((1 << sb) - 1)) + (rn << 1) - 1        # the run's last byte from its stripe's start
+        dspan = (ra & (ddrb - 1)) + (rn << 1) - 1
+        s_a0, s_a1 = Signal(64 - sb, name="s_a0"), Signal(64 - sb, name="s_a1")
+        s_r0, s_r1 = Signal(max(1, log2(nch)), name="s_r0"), Signal(max(1, log2(nch)), name="s_r1")
+        s_q, s_dn = Signal(run_bits, name="s_q"), Signal(run_bits, name="s_dn")
+        s_da = Signal(64 - ld, name="s_da")
+        load_run, load_run2 = Signal(), Signal()
+        m.d.sync += load_run2.eq(load_run)
         with m.If(load_run):
-            for i, (pa, pl) in enumerate(load_ranges):
-                m.d.sync += [p_addr[i].eq(pa), p_left[i].eq(pl), p_rem[i].eq(0)]
+            m.d.sync += [s_a0.eq(ra >> sb), s_a1.eq((ra >> sb) + 1), s_r0.eq((ra >> lc) & (nch - 1)),
+                         s_r1.eq((span >> lc) & (nch - 1)), s_q.eq(span >> sb), s_da.eq(ra >> ld),
+                         s_dn.eq((dspan >> ld) + 1)]
+        with m.If(load_run2):
+            for c in range(nch):
+                m.d.sync += [p_addr[c].eq(self.hbm_base[c] + (Mux(c < s_r0, s_a1, s_a0) << lc)),
+                             p_left[c].eq(Mux(hbm, s_q + (c <= s_r1) - (c < s_r0), 0))]
+            m.d.sync += [p_addr[nch].eq(self.ddr_base + (s_da << ld)), p_left[nch].eq(Mux(hbm, 0, s_dn))]
+            m.d.sync += [p_rem[i].eq(0) for i in range(npt)]
 
         # ---- reads: ARs per port; piece descriptors of the reads in flight, in order
         meta_layout = data.StructLayout({"hbm": 1, "ch": range(nch), "off": range(max(cb, ddrb)),
@@ -377,14 +407,14 @@ class DmaEngine(Engine):
         with m.If(hv):
             m.d.comb += [vbuf.w_req.eq(1), vbuf.w_addr.eq(h_addr), vbuf.w_en.eq(h_en), vbuf.w_data.eq(h_data)]
         pop = Signal()                                     # the piece ends its memory beat
-        m.d.comb += [pop.eq((cnt == to_beat) | (cur_left == cnt)),
+        m.d.comb += [pop.eq(tb_first | run_end),
                      meta.w_data.eq(Cat(hbm, ch, off, lane, cnt, entry, pop))]
         reading = Signal()                                 # a LOAD from LOAD_RUN to done (a register)
         for i, p in enumerate(ports):
             m.d.comb += [p.arvalid.eq(reading & p_more[i] & p_fresh[i]), p.araddr.eq(p_addr[i]),
                          p.arlen.eq(blen[i] - 1)]
             m.d.sync += [p_more[i].eq((p_left[i] != 0) & (p_out[i] < AXI_MAX_OUTSTANDING_READS)),
-                         p_fresh[i].eq(~(p.arvalid & p.arready) & ~load_run)]
+                         p_fresh[i].eq(~(p.arvalid & p.arready) & ~load_run & ~load_run2)]
             with m.If(p.arvalid & p.arready):
                 m.d.sync += [p_addr[i].eq(p_addr[i] + (blen[i] << log2(bws[i]))), p_left[i].eq(p_left[i] - blen[i])]
 
@@ -466,7 +496,9 @@ class DmaEngine(Engine):
             with m.State("IDLE"):
                 m.d.comb += ctl.busy.eq(0)
                 with m.If(ctl.start):
-                    m.d.sync += [ins.eq(ctl.word.dma), ri.eq(0)]
+                    w_op = ctl.word.dma.opcode
+                    m.d.sync += [ins.eq(ctl.word.dma), ri.eq(0), is_k.eq(w_op == Opcode.STORE_K),
+                                 is_vt.eq(w_op == Opcode.STORE_VT), is_store.eq(w_op != Opcode.LOAD)]
                     m.next = "SETUP"
             # The setup arithmetic over registers (the 300 MHz depth): each product as two partial products of at
             # most 16 x 28 bits, registered (one DSP48E2 each, its input a register or a 1-LUT mux), summed a state
@@ -480,11 +512,11 @@ class DmaEngine(Engine):
                     base.eq(Mux(hbm, addr << log2(isa.HBM_UNIT), addr)),
                     pa_lo.eq(idx[:16] * stride), pa_hi.eq(idx[16:32] * stride),     # a0 = idx * stride (+ base)
                     kt.eq((n + d - 1) >> log2(d)), nt.eq((n + l - 1) >> log2(l)),
+                    tm.eq(Mux(is_k, pos >> log2(l), pos >> log2(d))),                # tbase = tm * tk
+                    tk.eq(Mux(is_k, (n + d - 1) >> log2(d), (n + l - 1) >> log2(l))),
                 ]
                 m.next = "SETUP2"
             with m.State("SETUP2"):
-                tm = Mux(is_k, pos >> log2(l), pos >> log2(d))        # tbase = tm * tk
-                tk = Mux(is_k, kt, nt)
                 m.d.sync += [
                     a0.eq(pa_lo + (pa_hi << 16)),
                     pt_lo.eq(tm[:16] * tk), pt_hi.eq(tm[16:32] * tk),
@@ -492,17 +524,19 @@ class DmaEngine(Engine):
                 ]
                 m.next = "SETUP3"
             with m.State("SETUP3"):
-                m.d.sync += [a0.eq(base + a0), tbase.eq(pt_lo + (pt_hi << 16))]
+                m.d.sync += [a0.eq(base + a0), tbase.eq(pt_lo + (pt_hi << 16)), last_run.eq(runs <= 1)]
                 m.next = "SETUP4"
             with m.State("SETUP4"):
-                m.d.sync += tend.eq(tbase + Mux(is_k, kt, nt))
+                m.d.sync += [tend.eq(tbase + Mux(is_k, kt, nt)),
+                             kv_pos.eq(base + Mux(is_k, (pos & (l - 1)) << (log2(d) + 1), (pos & (d - 1)) << 1))]
                 m.next = "RANGE"
             with m.State("RANGE"):                        # the checks into registers (the 300 MHz depth)
                 cap = Mux(hbm, cfg.hbm_bytes, cfg.ddr_bytes)
                 end_plain = a0 + (n << 1)
                 end_cache = base + (tend << log2tb)
                 no_index = Cat(*[index != code for code in isa.INDEX_REGS]).all()
-                m.d.sync += [illegal.eq(no_index | ((is_k | is_vt) & ~hbm)), empty.eq(n == 0),
+                m.d.sync += [kv_base.eq(kv_pos + (tbase << log2tb)),
+                             illegal.eq(no_index | ((is_k | is_vt) & ~hbm)), empty.eq(n == 0),
                              bad.eq(Mux(is_k | is_vt, end_cache > cap, (end_plain > cap) | a0[0]))]
                 m.next = "CHECK"
             with m.State("CHECK"):
@@ -516,12 +550,13 @@ class DmaEngine(Engine):
                 with m.Else():
                     m.next = "NEXT_RUN"
             with m.State("NEXT_RUN"):
+                m.d.comb += load_run.eq(plain)
                 m.d.sync += [cur_lo.eq(run_a[:lo_bits]), cur_hi.eq(run_a[lo_bits:]), cur_left.eq(run_cnt),
                              cur_v.eq(run_v)]
                 m.next = "LOAD_RUN"
             with m.State("LOAD_RUN"):
-                m.d.comb += load_run.eq(1)
-                m.d.sync += cur_hi1.eq(cur_hi + 1)
+                m.d.comb += load_run.eq(~plain)
+                m.d.sync += [cur_hi1.eq(cur_hi + 1), tb.eq(to_beat), te.eq(to_entry), tb_first.eq(to_beat <= to_entry)]
                 m.d.sync += reading.eq(~is_store)
                 m.next = "PIECE"
             with m.State("PIECE"):

@@ -10,7 +10,8 @@ Words leave the FIFO through a register (`p`, the annotate stage) into a two-ent
 end's dispatch decision) reaches only the buffer's registers, never the FIFO (the 300 MHz depth, docs/rtl.md); a
 word passes stage and buffer in two cycles. `annotate` (optional, a component with `word` in and `pd` out, e.g.
 hw/predecode.py's) is made from the stage's word, and its `pd` goes through the buffer beside the word: `o_pd`
-belongs to `o.payload`.
+belongs to `o.payload`. An annotate with an `early` input (and `early_of(word)`) gets it made from the word as
+the word enters the stage, registered beside it.
 `flush` stops it: outstanding bursts are received and dropped and the FIFO emptied; `idle` says when that
 is over (the controller waits for it before raising ap_done, so no read is left in flight between runs).
 """
@@ -18,13 +19,14 @@ is over (the controller waits for it before raising ap_done, so no read is left 
 
 from amaranth import Module, Mux, Signal
 from amaranth.hdl import Array
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from dfx import isa
 from dfx.config import AccelConfig
 
+from .decoder import WordLayout
 from .dma import AXI_ADDR_BITS, BURST_INCR, axi4_signature, ddr_data_bits, log2
 
 BURST = 8
@@ -53,15 +55,17 @@ class Fetch(wiring.Component):
         wi = Signal(range(per_beat))
         issuing = Signal()
 
-        # the next burst from registers (the 300 MHz depth): `left` beats to DDR's end counts down, `burst` and
-        # `room` are computed a cycle after fa / left / outstanding change (`fresh` low that cycle), so an AR goes
-        # out at most every 2nd cycle
+        # the next burst from registers (the 300 MHz depth): `left` beats to DDR's end counts down; the beats to
+        # the 4 KiB page's end and `left`, each capped at BURST (`b_page`, `b_left`), are registered a cycle after
+        # fa / left change, `burst` (the smaller) and `room` a cycle later; `fresh` is low for the two cycles
+        # after a change (`fresh1` for the first), so an AR goes out at most every 3rd cycle (a burst is BURST beats)
         b4k = 4096 // bb
         to4k = b4k - ((fa >> log2(bb)) & (b4k - 1))
         left = Signal(AXI_ADDR_BITS)
-        burst, fresh = Signal(range(BURST + 1)), Signal()
-        b1 = Mux(to4k < BURST, to4k, BURST)
-        m.d.sync += burst.eq(Mux(left < b1, left, b1))
+        burst, fresh, fresh1 = Signal(range(BURST + 1)), Signal(), Signal()
+        b_page, b_left = Signal(range(BURST + 1)), Signal(range(BURST + 1))
+        m.d.sync += [b_page.eq(Mux(to4k < BURST, to4k, BURST)), b_left.eq(Mux(left < BURST, left, BURST)),
+                     burst.eq(Mux(b_left < b_page, b_left, b_page))]
         # (`room` is stale only by FIFO reads, which free room, and after an AR, when `fresh` is low anyway)
         room = Signal()
         m.d.sync += room.eq(fifo.level + outstanding + BURST <= DEPTH)
@@ -72,7 +76,7 @@ class Fetch(wiring.Component):
             ar.rready.eq(1), fifo.w_en.eq(ar.rvalid), fifo.w_data.eq(ar.rdata),
         ]
         ar_hs = ar.arvalid & ar.arready
-        m.d.sync += fresh.eq(~ar_hs)
+        m.d.sync += [fresh1.eq(~ar_hs), fresh.eq(fresh1 & ~ar_hs)]
         with m.If(ar_hs):
             m.d.sync += [fa.eq(fa + (burst << log2(bb))), left.eq(left - burst)]
         m.d.sync += outstanding.eq(outstanding + Mux(ar_hs, burst, 0) - ar.rvalid)
@@ -84,6 +88,7 @@ class Fetch(wiring.Component):
         if self.annotate is not None:
             m.submodules.annotate = self.annotate
             m.d.comb += [self.annotate.word.eq(p), pd_p.eq(self.annotate.pd)]
+
         # the output buffer: s0 (the head, `o`) and s1, each with its annotation; n words held. It takes from the
         # stage on `n < 2`, a register, whatever `o.ready` does this cycle.
         s0, s1 = Signal(isa.WORD_BITS), Signal(isa.WORD_BITS)
@@ -103,12 +108,17 @@ class Fetch(wiring.Component):
         with m.If(fill):
             m.d.sync += p.eq(words[wi])
         m.d.sync += p_valid.eq(fill | (p_valid & ~take))
+        if self.annotate is not None and "early" in self.annotate.signature.members:
+            p_early = Signal(self.annotate.early.shape())      # the annotate's early part, registered beside `p`
+            m.d.comb += self.annotate.early.eq(p_early)
+            with m.If(fill):
+                m.d.sync += p_early.eq(self.annotate.early_of(data.View(WordLayout, words[wi])))
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(1)
                 with m.If(self.start):
-                    m.d.sync += [fa.eq(self.addr & ~(bb - 1)), left.eq(self.beats), fresh.eq(0), issuing.eq(1),
+                    m.d.sync += [fa.eq(self.addr & ~(bb - 1)), left.eq(self.beats), fresh.eq(0), fresh1.eq(0), issuing.eq(1),
                                  wi.eq((self.addr & (bb - 1)) >> log2(isa.WORD_BYTES))]
                     m.next = "RUN"
             with m.State("RUN"):

@@ -3,7 +3,10 @@ prefetcher's output buffer (hw/fetch.py, its `annotate` stage), so that the fron
 unit (hw/core_batch.py) only compare them with their state: the 300 MHz depth (docs/rtl.md, "Depth of the core
 around the MPU and VPU").
 
-`Predecode(cfg, units)` is a component: `word` in, `pd` out (a `predecode_layout(cfg, units)` struct, comb):
+`Predecode(cfg, units, staged=False)` is a component: `word` in, `pd` out (a `predecode_layout(cfg, units)` struct,
+comb). With `staged=True` it also takes `early` (an `early_layout(cfg)` struct): `early_of(word)` made a stage
+before, from the same word (hw/fetch.py registers it beside the word), the first of the two subtractions of each
+strided operand's room, so that `pd` is one subtraction deep there (the 300 MHz depth). `pd` holds:
 
 - `illegal`, `unit` (one-hot, `hw.decoder.Unit`), the decoder's; `invalid`: `hw.scoreboard.invalid`;
 - the ISA's operand ranges (`dfx.isa` `Op.operands`, `dfx.isa.check_operands` as comparators): `out`, an operand
@@ -25,7 +28,7 @@ start * d, and (start + off) * d + len <= E iff len <= E and off <= (E - len) //
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
-from amaranth import C, Cat, Module, Mux
+from amaranth import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,7 +37,7 @@ from dfx.config import AccelConfig
 
 from .decoder import Decoder, Opcode, Unit, WordLayout
 from .dma import log2
-from .scoreboard import FOOTPRINT, invalid, is_op, static_footprint
+from .scoreboard import FOOTPRINT, entries_of, invalid, is_op, length_fields, static_footprint
 
 DYN_SLOTS = 3       # dynamic-length operands an opcode can have (MATRIX: src, bias, dst; VECTOR: a, b, dst)
 
@@ -61,15 +64,39 @@ def predecode_layout(cfg: AccelConfig, units) -> data.StructLayout:
     })
 
 
-def _room(start, length, cfg: AccelConfig):
-    """(fits, room): the offset room of an operand of `length` elements at entry `start` ((E - length) // d -
-    start, in entries), `fits` when it is >= 0 (some offset fits)."""
-    e, sh = cfg.vbuf_elems, log2(cfg.d)
-    rest = C(e, _room_bits(cfg) + 1) - length              # (wraps below 0: `fits` then 0)
-    room = (rest >> sh) - start
+STRIDED = (("s", "matrix", "k"), ("d", "matrix", "n"), ("a", "route", "n"))   # the strided operands' lengths
+
+
+def _ent_name(fmt: str, field: str) -> str:
+    return f"ent_{fmt}_{field}"
+
+
+def early_layout(cfg: AccelConfig) -> data.StructLayout:
+    """Per strided operand (`STRIDED`): `<x>_rest` = (E - length) // d in entries and `<x>_ok` = length <= E; per
+    VBUF operand length field (`hw.scoreboard.length_fields`): `ent_<format>_<field>`, the entries it spans."""
     rb = _room_bits(cfg)
-    fits = (length <= e) & ((rest >> sh) >= start)
-    return fits, room[:rb]
+    ent_bits = isa.LEN_BITS + 1 - log2(cfg.d)
+    return data.StructLayout({**{f: w for x, _, _ in STRIDED for f, w in ((f"{x}_rest", rb), (f"{x}_ok", 1))},
+                              **{_ent_name(f, ln): ent_bits for f, ln in length_fields()}})
+
+
+def early_of(word, cfg: AccelConfig):
+    """The `early_layout` value of `word` (a WordLayout view), comb."""
+    e, sh, rb = cfg.vbuf_elems, log2(cfg.d), _room_bits(cfg)
+    parts = []
+    for _, fmt, field in STRIDED:
+        length = getattr(getattr(word, fmt), field)
+        rest = C(e, rb + 1) - length                      # (wraps below 0: `ok` is then 0)
+        parts += [(rest >> sh)[:rb], length <= e]
+    ent_bits = isa.LEN_BITS + 1 - sh
+    parts += [entries_of(word, cfg, f, ln)[:ent_bits] for f, ln in length_fields()]
+    return Cat(*parts)
+
+
+def _room(start, rest, ok):
+    """(fits, room): the offset room of an operand at entry `start` whose length leaves `rest` = (E - length) // d
+    entries (`ok`: length <= E): rest - start, in entries; `fits` when it is >= 0 (some offset fits)."""
+    return ok & (rest >= start), (rest - start)[:len(rest)]
 
 
 def static_ranges(word, cfg: AccelConfig):
@@ -130,16 +157,26 @@ def operands_ok(word, pos, cfg: AccelConfig, pos1=None):
 class Predecode(wiring.Component):
     """See the module docstring. `units`: the core's engines' `dfx.isa.Unit`s, in its queue order."""
 
-    def __init__(self, cfg: AccelConfig, units):
-        self.cfg, self.units = cfg, tuple(units)
-        super().__init__({"word": In(WordLayout), "pd": Out(predecode_layout(cfg, self.units))})
+    def __init__(self, cfg: AccelConfig, units, staged: bool = False):
+        self.cfg, self.units, self.staged = cfg, tuple(units), staged
+        ports = {"word": In(WordLayout), "pd": Out(predecode_layout(cfg, self.units))}
+        if staged:
+            ports["early"] = In(early_layout(cfg))
+        super().__init__(ports)
+
+    def early_of(self, word):
+        return early_of(word, self.cfg)
 
     def elaborate(self, platform):
         m = Module()
         cfg, w, pd = self.cfg, self.word, self.pd
         m.submodules.decoder = dec = Decoder()
         m.d.comb += dec.word.eq(w)
-        static_footprint(m, w, cfg, pd.fp, pd.fdyn)
+        ea = self.early if self.staged else None
+        if not self.staged:
+            ea = Signal(early_layout(cfg))
+            m.d.comb += ea.eq(early_of(w, cfg))
+        static_footprint(m, w, cfg, pd.fp, pd.fdyn, {(f, ln): ea[_ent_name(f, ln)] for f, ln in length_fields()})
         out, need, rooms = static_ranges(w, cfg)
         units, opc = w.control.units, w.control.opcode
         every = (units & isa.ALL_UNITS) != 0
@@ -152,15 +189,15 @@ class Predecode(wiring.Component):
         # the batch unit's
         lin, ag = is_op(w, "LINEAR"), is_op(w, "ALLGATHER")
         mx, rt = w.matrix, w.route
-        s_fits, s_room = _room(mx.src, mx.k, cfg)
-        d_fits, d_room = _room(mx.dst, mx.n, cfg)
-        a_fits, a_room = _room(rt.vaddr, rt.n, cfg)
+        s_fits, s_room = _room(mx.src, ea.s_rest, ea.s_ok)
+        d_fits, d_room = _room(mx.dst, ea.d_rest, ea.d_ok)
+        a_fits, a_room = _room(rt.vaddr, ea.a_rest, ea.a_ok)
         m.d.comb += [
             pd.c_batch.eq(is_op(w, "BATCH")), pd.c_chunk.eq(is_op(w, "CHUNK")), pd.c_slot.eq(is_op(w, "SLOT")),
             pd.lin.eq(lin), pd.ag.eq(ag),
             pd.pair.eq(~(lin | ag) | (lin & (mx.dyn_k | mx.dyn_n))),
             pd.m_zero.eq(w.batch.m == 0),
-            pd.past.eq(w.slot.addr + isa.TOKEN_TABLE_HEADER > cfg.ddr_bytes),
+            pd.past.eq(w.slot.addr > cfg.ddr_bytes - isa.TOKEN_TABLE_HEADER),
             pd.t_room.eq(cfg.ddr_bytes - isa.TOKEN_TABLE_HEADER - w.slot.addr),
             pd.b_never.eq((lin & ~(s_fits & d_fits)) | (ag & ~a_fits)),
             pd.sroom.eq(s_room), pd.droom.eq(Mux(ag, a_room, d_room)),
@@ -168,4 +205,5 @@ class Predecode(wiring.Component):
         return m
 
 
-__all__ = ["DYN_SLOTS", "Predecode", "ent1_bits", "operands_ok", "outside", "predecode_layout", "static_ranges"]
+__all__ = ["DYN_SLOTS", "Predecode", "early_layout", "early_of", "ent1_bits", "operands_ok", "outside",
+           "predecode_layout", "static_ranges"]

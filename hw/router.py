@@ -67,24 +67,23 @@ class RouterEngine(Engine):
         units_g = Signal(UNIT_BITS + isa.VADDR_BITS, name="units_g")   # units * gran, kept beside units
         # chunk c starts at unit c*base + min(c, extra) and holds base + (c < extra) units
         step = Signal(DEVICE_BITS + 1)                    # ALLGATHER step s
+        last_step = Signal()                              # step + 1 >= devs (a register beside `step`)
         send_c, recv_c = Signal(DEVICE_BITS + 1), Signal(DEVICE_BITS + 1)
         which = Signal(DEVICE_BITS + 1)                   # the chunk whose bounds are computed
 
-        def chunk(c):
-            lo = c * q + Mux(c < r, c, r)
-            cnt = q + (c < r)
-            return lo, cnt
-
-        lo_u, cnt_u = chunk(which)
         # in entries: unit u covers entries u*gran .. (u+1)*gran, clipped to the vector's ceil(n/d) entries.
-        # Over registers (the 300 MHz depth): the chunk's units (`u_lo`, `u_hi`), then its entries (`e_lo`,
-        # `e_hi`), then clipped; the BOUNDS states below step a chunk through them.
+        # Over registers (the 300 MHz depth): c * q, min(c, r) and the chunk's unit count (`c_q`, `c_m`, `c_n`),
+        # then its units (`u_lo`, `u_hi`), then its entries (`e_lo`, `e_hi`), then clipped; the BOUNDS states below
+        # step a chunk through them.
+        c_q, c_m, c_n = (Signal(UNIT_BITS, name=nm) for nm in ("c_q", "c_m", "c_n"))
+        m.d.sync += [c_q.eq(which * q), c_m.eq(Mux(which < r, which, r)), c_n.eq(q + (which < r))]
+        lo_u = c_q + c_m
         # (and the clipped entries, `e_lo_c` / `e_hi_c`, a cycle later: a send chunk's in BOUNDS_S, a receive
         # chunk's in BOUNDS_R; `n_ent` = ceil(n / d) is registered at start)
         n_ent = Signal(UNIT_BITS, name="n_ent")
         u_lo, u_hi, e_lo, e_hi = (Signal(UNIT_BITS, name=nm) for nm in ("u_lo", "u_hi", "e_lo", "e_hi"))
         e_lo_c, e_hi_c = Signal(UNIT_BITS, name="e_lo_c"), Signal(UNIT_BITS, name="e_hi_c")
-        m.d.sync += [u_lo.eq(lo_u), u_hi.eq(lo_u + cnt_u), e_lo.eq(u_lo * gran), e_hi.eq(u_hi * gran),
+        m.d.sync += [u_lo.eq(lo_u), u_hi.eq(lo_u + c_n), e_lo.eq(u_lo * gran), e_hi.eq(u_hi * gran),
                      e_lo_c.eq(Mux(e_lo > n_ent, n_ent, e_lo)), e_hi_c.eq(Mux(e_hi > n_ent, n_ent, e_hi))]
 
         # ---- beat movers
@@ -176,10 +175,10 @@ class RouterEngine(Engine):
                 with m.If(r >= devs):
                     m.d.sync += [q.eq(q + 1), r.eq(r - devs)]
                 with m.Else():
-                    m.d.sync += step.eq(0)
+                    m.d.sync += [step.eq(0), last_step.eq(devs <= 1)]
                     m.next = "STEP"
             with m.State("STEP"):
-                with m.If(step + 1 >= devs):
+                with m.If(last_step):
                     m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
@@ -188,14 +187,16 @@ class RouterEngine(Engine):
                     rc = Mux(sc == 0, devs - 1, sc - 1)
                     m.d.sync += [send_c.eq(sc), recv_c.eq(rc), which.eq(sc)]
                     m.next = "BOUNDS_A"
-            # the send chunk's units are registered at the end of STEP + 1, its entries at + 2, clipped at + 3;
-            # the receive chunk's a cycle behind
+            # the send chunk's c * q is registered at the end of STEP + 1, its units at + 2, its entries at + 3,
+            # clipped at + 4; the receive chunk's a cycle behind
             with m.State("BOUNDS_A"):
                 m.d.sync += which.eq(recv_c)
                 m.next = "BOUNDS_B"
             with m.State("BOUNDS_B"):
                 m.next = "BOUNDS_C"
             with m.State("BOUNDS_C"):
+                m.next = "BOUNDS_D"
+            with m.State("BOUNDS_D"):
                 m.next = "BOUNDS_S"
             with m.State("BOUNDS_S"):
                 m.d.sync += [send_ent.eq(e_lo_c), send_end.eq(e_hi_c)]
@@ -205,7 +206,7 @@ class RouterEngine(Engine):
                 m.next = "GATHER"
             with m.State("GATHER"):
                 with m.If(send_idle & recv_idle):
-                    m.d.sync += [step.eq(step + 1), sending.eq(0), receiving.eq(0)]
+                    m.d.sync += [step.eq(step + 1), last_step.eq(step + 2 >= devs), sending.eq(0), receiving.eq(0)]
                     m.next = "STEP"
             with m.State("MOVE"):
                 with m.If(send_idle & recv_idle):

@@ -52,10 +52,24 @@ def footprint(m, word, pos, cfg: AccelConfig, out, pos1=None) -> None:
     finish_footprint(m, fp, dyn, (p1 + cfg.d - 1) >> (cfg.d.bit_length() - 1), out)
 
 
-def static_footprint(m, word, cfg: AccelConfig, out, dyn) -> None:
-    """Drive `out` (a FOOTPRINT signal) with the footprint of `word` as far as it does not depend on POS, and `dyn`
-    (3 bits: r0, r1, w) with the ranges whose length is POS + 1 (their `hi` in `out` is their `lo`): comb."""
+def length_fields() -> list[tuple[str, str]]:
+    """(format, length field) of every VBUF operand of the ISA (`dfx.isa` `Op.operands`)."""
+    return sorted({(op.fmt.name.lower(), s.length) for op in isa.OPS for s in op.operands if not s.scalar})
+
+
+def entries_of(word, cfg: AccelConfig, fmt: str, field: str):
+    """ceil(length / d) of `word`'s length field `field` read as format `fmt`: the entries it spans."""
     shift = cfg.d.bit_length() - 1
+    return (getattr(getattr(word, fmt), field) + (1 << shift) - 1) >> shift
+
+
+def static_footprint(m, word, cfg: AccelConfig, out, dyn, ents=None) -> None:
+    """Drive `out` (a FOOTPRINT signal) with the footprint of `word` as far as it does not depend on POS, and `dyn`
+    (3 bits: r0, r1, w) with the ranges whose length is POS + 1 (their `hi` in `out` is their `lo`): comb.
+    `ents`: {(format, length field): `entries_of` it} made before (registers), or None to make them here."""
+    shift = cfg.d.bit_length() - 1
+    if ents is None:
+        ents = {(f, ln): entries_of(word, cfg, f, ln) for f, ln in length_fields()}
     slots = {"r0": [], "r1": [], "w": []}          # (select, dynamic, valid, lo, hi) per opcode
     sr, sw = C(0, isa.SREG_COUNT), C(0, isa.SREG_COUNT)
     hbm = C(0, 1)
@@ -65,9 +79,9 @@ def static_footprint(m, word, cfg: AccelConfig, out, dyn) -> None:
         reads, writes = _ranges(op, False), _ranges(op, True)
         assert len(reads) <= 2 and len(writes) <= 1, op.mnemonic      # the FOOTPRINT layout's slots
         for name, spec in zip(("r0", "r1"), reads) if reads else ():
-            slots[name].append((sel, *_range(view, spec, shift)))
+            slots[name].append((sel, *_range(view, spec, ents[(op.fmt.name.lower(), spec.length)])))
         for spec in writes:
-            slots["w"].append((sel, *_range(view, spec, shift)))
+            slots["w"].append((sel, *_range(view, spec, ents[(op.fmt.name.lower(), spec.length)])))
         for spec in op.operands:
             if not spec.scalar:
                 continue
@@ -106,11 +120,10 @@ def finish_footprint(m, fp, dyn, ent1, out, off=None) -> None:
     m.d.comb += [out.sr.eq(fp.sr), out.sw.eq(fp.sw), out.hbm.eq(fp.hbm)]
 
 
-def _range(view, spec: isa.OperandSpec, shift: int):
-    """(dynamic, valid, lo, hi) of one VBUF operand; `hi` is `lo` for a dynamic one (POS + 1 long: never empty)."""
-    ln = getattr(view, spec.length)
+def _range(view, spec: isa.OperandSpec, ent):
+    """(dynamic, valid, lo, hi) of one VBUF operand whose length spans `ent` entries; `hi` is `lo` for a dynamic
+    one (POS + 1 long: never empty)."""
     lo = getattr(view, spec.field)
-    ent = (ln + (1 << shift) - 1) >> shift
     dyn = C(0, 1) if spec.dyn is None else getattr(view, spec.dyn)
     v = dyn | (ent != 0)
     if spec.when is not None:

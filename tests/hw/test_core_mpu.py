@@ -21,9 +21,9 @@ def fetch_order(kt, nt, i, b):
     return [(j0 + u, i0 + r) for j0, i0, ic, bc in chunks(kt, nt, i, b) for u in range(ic) for r in range(bc)]
 
 
-def run_reorder(kt, nt, i, b, seed):
+def run_reorder(kt, nt, i, b, seed, lag=0):
     """Feed the fetch order with random gaps and back-pressure; return (block, row) as the MPU gets them."""
-    dut = Reorder(32, i, b)
+    dut = Reorder(32, i, b, lag=lag)
     rng = random.Random(seed)
     order = fetch_order(kt, nt, i, b)
     got = []
@@ -55,12 +55,14 @@ def run_reorder(kt, nt, i, b, seed):
     return got
 
 
+@pytest.mark.parametrize("lag", [0, 1, 2, 4])
 @pytest.mark.parametrize("kt,nt,i,b", [(4, 8, 10, 16), (4, 32, 10, 16), (37, 23, 10, 16), (5, 3, 3, 2), (1, 1, 10, 16),
-                                       (9, 21, 4, 4)])
-def test_reorder_hands_the_mpu_beat_order(kt, nt, i, b):
-    """Fewer blocks than I (nt < I), ragged last group and last row chunk, one tile: the MPU gets exactly
-    `beat_order(kt, nt, I)`."""
-    assert run_reorder(kt, nt, i, b, seed=kt * nt) == beat_order(kt, nt, i)
+                                       (9, 21, 4, 4), (3, 7, 1, 1), (2, 9, 2, 1)])
+def test_reorder_hands_the_mpu_beat_order(kt, nt, i, b, lag):
+    """Fewer blocks than I (nt < I), ragged last group and last row chunk, one tile, chunks of one or two tiles
+    (more of them in flight than buffers when the lag is long): the MPU gets exactly `beat_order(kt, nt, I)`,
+    with the memory `lag` registers from the write walk (an SLR crossing)."""
+    assert run_reorder(kt, nt, i, b, seed=kt * nt + lag, lag=lag) == beat_order(kt, nt, i)
 
 
 def test_chunks_cover_the_matrix_once():
