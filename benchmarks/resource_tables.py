@@ -239,7 +239,8 @@ def reorder(cfg, build: Path, mem: int, mfs: bool = True) -> Resources:
     if i == 1:
         return Resources()
     name = f"rob_{cfg.name.replace('-', '_')}"
-    res = synth_boxed(lambda: Reorder(tile_layout(cfg).size, i), name, {}, build, mem, mfs)
+    lag = MatrixEngine.default_slr_stages()          # (its SLR crossing's registers placed with it)
+    res = synth_boxed(lambda: Reorder(tile_layout(cfg).size, i, lag=lag), name, {}, build, mem, mfs)
     print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.bram:g} RAMB36", file=sys.stderr, flush=True)
     return res
 

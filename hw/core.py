@@ -47,7 +47,7 @@ writes with the PC of the instruction that made them (`dbg_vw_*`, `dbg_sw_*`).
 
 from amaranth import C, Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from dfx import isa, regmap
@@ -533,7 +533,9 @@ class Core(wiring.Component):
         order, by a FIFO of who asked); writes are the DMA's."""
         ddr = self.ddr
         bb = ddr_data_bits(self.cfg) // 8
-        m.submodules.ddr_order = order = SyncFIFO(width=2, depth=16)
+        # (buffered: its head and `r_rdy` are registers, so the R routing starts from registers; an entry is at the
+        # head two cycles after its AR, before any DDR read returns)
+        m.submodules.ddr_order = order = SyncFIFOBuffered(width=2, depth=16)
         locked, held = Signal(), Signal(2)
         who = Signal(2)                                  # 0: fetcher, 1: DMA, 2: the token-table port
         m.d.comb += who.eq(Mux(locked, held, Mux(dma_port.arvalid, 1, Mux(pf.ar_valid, 2, 0))))

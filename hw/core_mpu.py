@@ -242,7 +242,9 @@ class MatrixEngine(Engine):
                 p.araddr.eq(self.hbm_base[c] + (beat << log2(cb))),
                 p.arlen.eq(burst - 1), p.arsize.eq(log2(cb)), p.arburst.eq(BURST_INCR),
             ]
-        m.d.comb += hs_all.eq(ar_want & Cat(*[accepted[c] | hs[c] for c in range(nch)]).all())
+        # (every channel has taken this AR or takes it now: accepted | (ar_want & arready), with ar_want out of the
+        # 32-input AND, which then reads registers only: the 300 MHz depth)
+        m.d.comb += hs_all.eq(ar_want & Cat(*[accepted[c] | ports[c].arready for c in range(nch)]).all())
         if I > 1:
             m.d.sync += ar_fresh.eq(~hs_all)
         for q, qt in enumerate(qs):
