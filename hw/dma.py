@@ -376,7 +376,7 @@ class DmaEngine(Engine):
         with m.Else():
             m.d.comb += [rdata.eq(self.ddr.rdata), rvalid.eq(self.ddr.rvalid)]
         # R data reaches VBUF's shared write port (hw/buffers.py) through three registers (`LOAD_STAGES`, the 300 MHz
-        # depth): the beat as its channel gave it, then shifted to its byte offset, then placed at its lane and
+        # depth): the beat shifted by its byte offset's low 3 bits, then by its 8-byte words, then placed at its lane and
         # cleaned (DAZ) in the holding register whose write request VBUF sees, so no other engine's grant
         # (`w_rdy`) follows this one's R path. Each stage moves when the next one has room. A beat holding two
         # pieces (a run not aligned to VBUF entries) is taken (RREADY) with its second.
@@ -396,10 +396,11 @@ class DmaEngine(Engine):
         got, req = Signal(), Signal()
         m.d.comb += [req.eq(meta.r_rdy & rvalid), got.eq(req & space), meta.r_en.eq(got)]
         with m.If(space):
-            m.d.sync += [v1.eq(got), s1_data.eq(Cat(rdata, C(0, wide - len(rdata)))), s1_off.eq(mh.off),
+            m.d.sync += [v1.eq(got), s1_off.eq(mh.off),
+                         s1_data.eq(shift_units(Cat(rdata, C(0, wide - len(rdata))), mh.off[:3], 8, left=False, m=m)),
                          s1_lane.eq(mh.lane), s1_addr.eq(mh.entry), s1_en.eq(lane_mask(d, mh.lane, mh.cnt))]
         with m.If(space2):
-            m.d.sync += [v2.eq(v1), s2_data.eq(shift_units(s1_data, s1_off, 8, left=False, m=m)[:16 * d]),
+            m.d.sync += [v2.eq(v1), s2_data.eq(shift_units(s1_data, s1_off[3:], 64, left=False, m=m)[:16 * d]),
                          s2_lane.eq(s1_lane), s2_addr.eq(s1_addr), s2_en.eq(s1_en)]
         with m.If(space3):
             m.d.sync += [hv.eq(v2), h_addr.eq(s2_addr), h_en.eq(s2_en),

@@ -79,7 +79,10 @@ class Fetch(wiring.Component):
         m.d.sync += [fresh1.eq(~ar_hs), fresh.eq(fresh1 & ~ar_hs)]
         with m.If(ar_hs):
             m.d.sync += [fa.eq(fa + (burst << log2(bb))), left.eq(left - burst)]
-        m.d.sync += outstanding.eq(outstanding + Mux(ar_hs, burst, 0) - ar.rvalid)
+        # (an AR's beats join `outstanding` a cycle after its handshake, through `added`: the 300 MHz depth; `room`
+        # reads `outstanding` two cycles after an AR at the earliest, by then counted)
+        added = Signal(range(BURST + 1))
+        m.d.sync += [added.eq(Mux(ar_hs, burst, 0)), outstanding.eq(outstanding + added - ar.rvalid)]
 
         words = Array(fifo.r_data[isa.WORD_BITS * i:isa.WORD_BITS * (i + 1)] for i in range(per_beat))
         # the annotate stage: `p`, the next word, with `p_valid`; its annotation made from it (comb)
@@ -134,6 +137,6 @@ class Fetch(wiring.Component):
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.comb += fifo.r_en.eq(1)
-                with m.If((outstanding == 0) & (fifo.level == 0) & ~ar.rvalid):
+                with m.If((outstanding == 0) & (added == 0) & (fifo.level == 0) & ~ar.rvalid):
                     m.next = "IDLE"
         return m

@@ -71,13 +71,21 @@ def _ent_name(fmt: str, field: str) -> str:
     return f"ent_{fmt}_{field}"
 
 
+def _left_name(fmt: str, field: str) -> str:
+    return f"left_{fmt}_{field}"
+
+
 def early_layout(cfg: AccelConfig) -> data.StructLayout:
     """Per strided operand (`STRIDED`): `<x>_rest` = (E - length) // d in entries and `<x>_ok` = length <= E; per
-    VBUF operand length field (`hw.scoreboard.length_fields`): `ent_<format>_<field>`, the entries it spans."""
+    VBUF operand length field (`hw.scoreboard.length_fields`): `ent_<format>_<field>`, the entries it spans, and
+    `left_<format>_<field>` = VBUF entries - those entries, with `over_<format>_<field>` when they are more."""
     rb = _room_bits(cfg)
     ent_bits = isa.LEN_BITS + 1 - log2(cfg.d)
+    ents = cfg.vbuf_elems // cfg.d
     return data.StructLayout({**{f: w for x, _, _ in STRIDED for f, w in ((f"{x}_rest", rb), (f"{x}_ok", 1))},
-                              **{_ent_name(f, ln): ent_bits for f, ln in length_fields()}})
+                              **{_ent_name(f, ln): ent_bits for f, ln in length_fields()},
+                              **{_left_name(f, ln): ents.bit_length() for f, ln in length_fields()},
+                              **{f"over_{f}_{ln}": 1 for f, ln in length_fields()}})
 
 
 def early_of(word, cfg: AccelConfig):
@@ -89,7 +97,10 @@ def early_of(word, cfg: AccelConfig):
         rest = C(e, rb + 1) - length                      # (wraps below 0: `ok` is then 0)
         parts += [(rest >> sh)[:rb], length <= e]
     ent_bits = isa.LEN_BITS + 1 - sh
-    parts += [entries_of(word, cfg, f, ln)[:ent_bits] for f, ln in length_fields()]
+    ents, n_ent = [entries_of(word, cfg, f, ln) for f, ln in length_fields()], e >> sh
+    parts += [x[:ent_bits] for x in ents]
+    parts += [(C(n_ent, n_ent.bit_length() + 1) - x)[:n_ent.bit_length()] for x in ents]
+    parts += [x > n_ent for x in ents]
     return Cat(*parts)
 
 
@@ -99,8 +110,10 @@ def _room(start, rest, ok):
     return ok & (rest >= start), (rest - start)[:len(rest)]
 
 
-def static_ranges(word, cfg: AccelConfig):
-    """(out, need, rooms) of `word`'s on-chip operands (see the module docstring), comb."""
+def static_ranges(word, cfg: AccelConfig, ents=None):
+    """(out, need, rooms) of `word`'s on-chip operands (see the module docstring), comb. `ents`: {(format, length
+    field): (entries, over)} made before (registers: `early_of`): a static operand lies inside VBUF when its
+    length's entries fit after its start, start <= VBUF entries - entries, and `over` is entries > VBUF entries."""
     e, sh, rb = cfg.vbuf_elems, log2(cfg.d), _room_bits(cfg)
     assert e % cfg.d == 0, e
     out = C(0, 1)
@@ -119,7 +132,11 @@ def static_ranges(word, cfg: AccelConfig):
             if spec.scalar:
                 fail = fail | (on & (start >= cfg.sregs))
                 continue
-            static_bad = ((start << sh) + getattr(view, spec.length)) > e
+            if ents is None:
+                static_bad = ((start << sh) + getattr(view, spec.length)) > e
+            else:           # start * d + length > E iff start + ceil(length / d) > E / d (E a multiple of d)
+                left, over = ents[(op.fmt.name.lower(), spec.length)]
+                static_bad = over | (start > left)
             if spec.dyn is None:
                 fail = fail | (on & static_bad)
                 continue
@@ -177,7 +194,8 @@ class Predecode(wiring.Component):
             ea = Signal(early_layout(cfg))
             m.d.comb += ea.eq(early_of(w, cfg))
         static_footprint(m, w, cfg, pd.fp, pd.fdyn, {(f, ln): ea[_ent_name(f, ln)] for f, ln in length_fields()})
-        out, need, rooms = static_ranges(w, cfg)
+        out, need, rooms = static_ranges(w, cfg, {(f, ln): (ea[_left_name(f, ln)], ea[f"over_{f}_{ln}"])
+                                                  for f, ln in length_fields()})
         units, opc = w.control.units, w.control.opcode
         every = (units & isa.ALL_UNITS) != 0
         ctrl = dec.unit == Unit.CTRL

@@ -4,13 +4,13 @@ unit, FENCE's units, and a CHUNK table's room in DDR, on random words near the V
 import random
 
 import pytest
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
 from dfx import isa
 from dfx.config import PRESETS
 from dfx.hw.decoder import Unit
-from dfx.hw.predecode import Predecode
+from dfx.hw.predecode import DYN_SLOTS, Predecode, static_ranges
 from hw_helpers import random_instr
 
 CFG = PRESETS["tiny"].replace(vbuf_entries=64)
@@ -89,21 +89,29 @@ def test_predecode_keeps_the_rules(staged):
 
 def test_staged_predecode_is_the_whole():
     """The staged predecode (its early part made apart, as the prefetcher registers it) gives every field of `pd`,
-    the scoreboard's footprint included, as the whole one does."""
+    the scoreboard's footprint included, as the whole one does; and its static range verdict (made from the early
+    part's entry counts) is `static_ranges` made from the word alone."""
     whole, staged = Predecode(CFG, UNITS), Predecode(CFG, UNITS, staged=True)
     top = Module()
     top.submodules.whole, top.submodules.staged = whole, staged
     top.d.comb += [staged.word.eq(whole.word), staged.early.eq(staged.early_of(whole.word))]
+    ref_out, ref_need, _ = static_ranges(whole.word, CFG)
+    out, need = Signal(), Signal(DYN_SLOTS)
+    top.d.comb += [out.eq(ref_out), need.eq(ref_need)]
     diffs = []
+    outs = 0
 
     async def bench(ctx):
         for ins, _, _ in _words(800, seed=2):
             ctx.set(whole.word.as_value(), ins.encode())
             a, b = ctx.get(whole.pd.as_value()), ctx.get(staged.pd.as_value())
-            if a != b:
+            if a != b or (ctx.get(out), ctx.get(need)) != (ctx.get(staged.pd.out), ctx.get(staged.pd.need)):
                 diffs.append(isa.disassemble(ins))
+            nonlocal outs
+            outs += ctx.get(out)
 
     sim = Simulator(top)
     sim.add_testbench(bench)
     sim.run()
     assert not diffs, diffs[:5]
+    assert 50 < outs < 750                      # both verdicts
