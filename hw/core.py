@@ -31,10 +31,11 @@ completion); older ones that had not started do not run. A front-end error (deco
 instruction was dispatched, and the queued ones still start and complete; nothing younger runs.
 
 Issue timing (the 300 MHz depth, docs/rtl.md "Depth of the core around the MPU and VPU"): the hazard test of each
-queue's head is registered, so a head starts the cycle after the test found it free, if it is still the head
-(`Core.ISSUE_CYCLES`, `Core.WAKE_CYCLES`). What can change in that cycle only frees it (a completion) or leaves it
-blocked under the same rule (an older instruction moving from its queue to its engine); a younger dispatch is never
-a hazard to an older head. A FENCE retires from a register: the cycle after its units were found idle with it in
+queue's head is registered twice (its blocking terms, then their OR), so a head starts two cycles after the test
+found it free, if it is still the head (`Core.ISSUE_CYCLES`, `Core.WAKE_CYCLES`). What can change in those cycles
+only frees it (a completion) or leaves it blocked under the same rule (an older instruction moving from its queue
+to its engine); a younger dispatch is never a hazard to an older head, and cannot start past it where they
+conflict (the head blocks it from its queue). A FENCE retires from a register: the cycle after its units were found idle with it in
 the instruction register.
 
 Counters: CYCLES counts from accepting ap_start to ap_done; BUSY_<unit> the cycles each engine is busy.
@@ -64,7 +65,7 @@ from .fetch import Fetch
 from .predecode import DYN_SLOTS, Predecode, outside
 from .regs import Registers, axil_addr_bits, axil_signature
 from .router import RouterEngine, link_layout
-from .scoreboard import FOOTPRINT, any_of, conflict, finish_footprint
+from .scoreboard import FOOTPRINT, conflict, finish_footprint
 
 STATUS = regmap.STATUS_BITS
 ENGINES = (MatrixEngine, VectorEngine, DmaEngine, RouterEngine)     # the core's engines, one per unit
@@ -100,11 +101,14 @@ class Core(wiring.Component):
     # Cycle counts of this controller, read by the performance model's serial-issue mode (dfx.perf.timing): in
     # the in-order build, from one instruction's completion to the next one's engine start (dispatch when
     # every unit is idle, then the queue head's start), or to a NOP / FENCE / HALT retiring.
-    ISSUE_CYCLES = 3
+    ISSUE_CYCLES = 4
     # In the scoreboard build, from an engine's `done` to the start of an instruction that waited for it (on its
     # operands, its engine or the HBM ports): the in-flight slot frees on the clock edge after `done`, and the
-    # hazard test is registered (one cycle more, for the 300 MHz depth).
-    WAKE_CYCLES = 2
+    # hazard test is registered twice (two cycles more, for the 300 MHz depth).
+    WAKE_CYCLES = 3
+    # ... and to a FENCE or HALT waiting for it retiring (not through the hazard test): the slot frees on the edge
+    # after `done`, the units are found idle from registers, and the FENCE retires (HALT: FINISH, DRAIN)
+    FENCE_CYCLES = 4
 
     def __init__(self, cfg: AccelConfig, in_order: bool = False, **mpu_stages):
         """`in_order`: dispatch only when every unit is idle; `mpu_stages`: pipeline stages of the MPU
@@ -219,13 +223,17 @@ class Core(wiring.Component):
                     o = qs[v][k]
                     blocked.append((q_n[v] > k) & older(o["seq"], h["seq"])
                                    & (conflict(h["fp"], o["fp"]) | (h["fp"].hbm & o["fp"].hbm)))
-            # registered: the hazard test of the head as it stands this cycle decides its start in the next one, if
-            # it is still the head (it did not start and the queue was not empty). Conservative: what changes in
-            # between only frees the head (a completion), or does not concern it (a younger dispatch; an older
-            # instruction moving from its queue to its engine blocks it under the same rule).
+            # registered twice (the 300 MHz depth): each blocking term of the head as it stands this cycle
+            # (`blk_<unit>`), then their OR, decide its start two cycles on, if it is still the head (it did not
+            # start and the queue was not empty in either cycle). Conservative: what changes in between only frees
+            # the head (a completion), or does not concern it (a younger dispatch, which an older head's HBM use or
+            # operands keep from starting; an older instruction moving from its queue to its engine blocks it
+            # under the same rule).
             unit = engines[u].UNIT.value
-            hazard, steady = Signal(name=f"hazard_{unit}"), Signal(name=f"steady_{unit}")
-            m.d.sync += [hazard.eq(any_of(blocked)), steady.eq((q_n[u] != 0) & ~start[u])]
+            blk = Signal(len(blocked), name=f"blk_{unit}")
+            hazard, steady, steady1 = (Signal(name=f"{nm}_{unit}") for nm in ("hazard", "steady", "steady1"))
+            stay = (q_n[u] != 0) & ~start[u]
+            m.d.sync += [blk.eq(Cat(*blocked)), hazard.eq(blk.any()), steady1.eq(stay), steady.eq(stay & steady1)]
             free = (ex_n[u] < engines[u].IN_FLIGHT) & (engines[u].ctl.ready if engines[u].IN_FLIGHT > 1 else 1)
             m.d.comb += start[u].eq((q_n[u] != 0) & steady & ~hazard & free & ~eng_failed)
 

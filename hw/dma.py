@@ -42,7 +42,7 @@ instruction at once (`done`). The controller drives it through the engine contra
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
-from amaranth import Cat, C, Module, Mux, Signal, Value
+from amaranth import Cat, C, Module, Mux, Signal, Value, signed
 from amaranth.hdl import Array
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -211,6 +211,10 @@ class DmaEngine(Engine):
         kt, nt, tbase, runs = Signal(isa.LEN_BITS), Signal(isa.LEN_BITS), Signal(32 + isa.LEN_BITS), Signal(run_bits)
         tend = Signal(33 + isa.LEN_BITS, name="tend")         # tbase + the tiles of one row (RANGE's end)
         tm, tk = Signal(32, name="tm"), Signal(isa.LEN_BITS, name="tk")   # the tile row, the tiles per row (SETUP)
+        # RANGE's limits, made before it (the 300 MHz depth: one comparison there): the last start a plain run's
+        # 2n bytes fit below, and the last tile end a cache store's tiles fit below (signed: below 0, none fits)
+        cap = Mux(hbm, cfg.hbm_bytes, cfg.ddr_bytes)
+        lim_plain, lim_cache = Signal(signed(66), name="lim_plain"), Signal(signed(66), name="lim_cache")
         # the opcode's classes, registered at start beside `ins` (the 300 MHz depth)
         is_k, is_vt, is_store = Signal(name="is_k"), Signal(name="is_vt"), Signal(name="is_store")
 
@@ -511,6 +515,7 @@ class DmaEngine(Engine):
                         idx = Mux(index == code, index_regs[reg], idx)
                 m.d.sync += [
                     base.eq(Mux(hbm, addr << log2(isa.HBM_UNIT), addr)),
+                    lim_plain.eq(cap - (n << 1)),          # a0 + 2n > cap iff a0 > cap - 2n
                     pa_lo.eq(idx[:16] * stride), pa_hi.eq(idx[16:32] * stride),     # a0 = idx * stride (+ base)
                     kt.eq((n + d - 1) >> log2(d)), nt.eq((n + l - 1) >> log2(l)),
                     tm.eq(Mux(is_k, pos >> log2(l), pos >> log2(d))),                # tbase = tm * tk
@@ -522,6 +527,7 @@ class DmaEngine(Engine):
                     a0.eq(pa_lo + (pa_hi << 16)),
                     pt_lo.eq(tm[:16] * tk), pt_hi.eq(tm[16:32] * tk),
                     runs.eq(Mux(is_k, kt, Mux(is_vt, n, 1))),
+                    lim_cache.eq((cap - base) >> log2tb),  # base + tend * T > cap iff tend > (cap - base) // T
                 ]
                 m.next = "SETUP3"
             with m.State("SETUP3"):
@@ -532,13 +538,10 @@ class DmaEngine(Engine):
                              kv_pos.eq(base + Mux(is_k, (pos & (l - 1)) << (log2(d) + 1), (pos & (d - 1)) << 1))]
                 m.next = "RANGE"
             with m.State("RANGE"):                        # the checks into registers (the 300 MHz depth)
-                cap = Mux(hbm, cfg.hbm_bytes, cfg.ddr_bytes)
-                end_plain = a0 + (n << 1)
-                end_cache = base + (tend << log2tb)
                 no_index = Cat(*[index != code for code in isa.INDEX_REGS]).all()
                 m.d.sync += [kv_base.eq(kv_pos + (tbase << log2tb)),
                              illegal.eq(no_index | ((is_k | is_vt) & ~hbm)), empty.eq(n == 0),
-                             bad.eq(Mux(is_k | is_vt, end_cache > cap, (end_plain > cap) | a0[0]))]
+                             bad.eq(Mux(is_k | is_vt, tend > lim_cache, (a0 > lim_plain) | a0[0]))]
                 m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(illegal | bad):

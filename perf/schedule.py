@@ -107,11 +107,12 @@ class DeviceScheduler:
     completes with `finish`) or HALT. Every time in the state is an absolute cycle count."""
 
     def __init__(self, table: list, n_bins: int, entries: int, queue: int, hbm_lat: int, resolve,
-                 issue: int | None = None, rtl_lead: int | None = None, rtl_wake: int = 0):
+                 issue: int | None = None, rtl_lead: int | None = None, rtl_wake: int = 0, rtl_fence: int = 0):
         self.table, self.queue, self.hbm_lat = table, queue, hbm_lat
         self.issue = issue                # serial issue: cycles from a retirement to the next start; None: overlap
         self.rtl_lead = rtl_lead          # the RTL's engines: dispatch to engine start; None: pipelined units
         self.rtl_wake = rtl_wake          # ...and a completion to the start of what waited for it
+        self.rtl_fence = rtl_fence        # ...and to a FENCE / HALT waiting for it retiring
         self.hbm_free = 0                 # the RTL's engines: the HBM ports are free
         self.resolve = resolve            # entry -> its Resolved record, for the table's None entries
         self.pc = 0
@@ -140,7 +141,7 @@ class DeviceScheduler:
             ctrl = 1
         else:                             # weights are requested at dispatch; controls retire in a cycle
             lead, lead_mpu, ctrl = 0, hbm_lat, 1
-        hbm_free, wake = self.hbm_free, self.rtl_wake
+        hbm_free, wake, fwake = self.hbm_free, self.rtl_wake, self.rtl_fence
         w_end, r_rel, unit_free, unit_done, qstart = self.w_end, self.r_rel, self.unit_free, self.unit_done, self.qstart
         out = self.out
         by_op, by_bin, busy = out.by_op, out.by_bin, out.busy
@@ -191,7 +192,7 @@ class DeviceScheduler:
                     disp = max(disp, start + mask)
                 rel = start + occ
                 unit_free[unit] = rel
-                end = rel + lat
+                end = fin = rel + lat             # (fin: the engine's own completion, which FENCE / HALT wait for)
                 held = rel                        # readers' operands are consumed
                 if rtl:
                     end += wake
@@ -203,8 +204,8 @@ class DeviceScheduler:
                     log.append((pc, unit, op, start, rel, end))
                 busy[unit] += occ
                 qstart[unit].append(start)
-                if end > unit_done[unit]:
-                    unit_done[unit] = end
+                if fin > unit_done[unit]:
+                    unit_done[unit] = fin
                 for a, b in writes:
                     if b - a > 1:
                         w_end[a:b] = [end] * (b - a)
@@ -221,12 +222,12 @@ class DeviceScheduler:
                 end = t + ctrl
                 for u in range(4):
                     if mask >> u & 1 and unit_done[u] > end:
-                        end = unit_done[u] + wake
+                        end = unit_done[u] + fwake
                 barrier = end
                 if log is not None:
                     log.append((pc, 4, op, t, end, end))
             elif kind == K_HALT:
-                end = max(t + ctrl, *unit_done) + wake
+                end = max(t + ctrl, *unit_done) + fwake
                 self.halted = True
                 if log is not None:
                     log.append((pc, 4, op, t, end, end))
@@ -381,7 +382,8 @@ def simulate_step(traces: list[Trace], n_dyn: int, order: list[int] | None = Non
     devs = {k: DeviceScheduler(tables[k], len(traces[k].bin_names), entries, t0.queue, t0.hbm_read_lat,
                                traces[k].resolver(n_dyn), t0.issue_cycles if t0.serial else None,
                                t0.issue_cycles if t0.rtl and not t0.serial else None,
-                               t0.rtl.wake if t0.rtl and not t0.serial else 0) for k in uniq}
+                               t0.rtl.wake if t0.rtl and not t0.serial else 0,
+                               t0.rtl.fence if t0.rtl and not t0.serial else 0) for k in uniq}
     if logs is not None:
         if fast:
             raise PerfError("instruction logs need fast=False (the shortcuts skip instructions)")

@@ -88,6 +88,7 @@ class SerialCosts:
     """The in-order RTL core's own cycle counts (serial-issue mode), as hw/ defines them."""
     issue_cycles: int         # hw.core.Core.ISSUE_CYCLES: FETCH + DECODE
     wake: int                 # hw.core.Core.WAKE_CYCLES: a completion to a waiting instruction's start
+    fence: int                # hw.core.Core.FENCE_CYCLES: a completion to a waiting FENCE / HALT retiring
     setup: dict               # engine states before the first beat: {"mpu", "vpu", "dma"}
     feed: dict                # operand path into the unit: {"mpu": HBM R FIFO, "vpu": VBUF read + FIFO}
     mpu_latency: int          # the core's MPU latency (MatrixEngine.mpu_params): a block's last beat to its output
@@ -110,7 +111,7 @@ def serial_costs(cfg: AccelConfig) -> SerialCosts:
     vpu = VPU(cfg, **VectorEngine.vpu_params(cfg))                  # the core's VPU
     mpu = MPU(cfg, **MatrixEngine.mpu_params(cfg))                  # the core's MPU
     return SerialCosts(
-        issue_cycles=Core.ISSUE_CYCLES, wake=Core.WAKE_CYCLES,
+        issue_cycles=Core.ISSUE_CYCLES, wake=Core.WAKE_CYCLES, fence=Core.FENCE_CYCLES,
         setup={"mpu": MatrixEngine.SETUP_CYCLES, "vpu": VectorEngine.SETUP_CYCLES, "dma": DmaEngine.SETUP_CYCLES},
         feed={"mpu": MatrixEngine.FEED_CYCLES, "vpu": VectorEngine.FEED_CYCLES},
         mpu_latency=mpu.latency,

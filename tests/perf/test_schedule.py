@@ -33,9 +33,9 @@ def test_fence_serialises_dma(board):
 
 def test_rtl_engines_by_hand(board):
     """The default timing, the scoreboard core of hw/core.py: an instruction reaches its engine ISSUE_CYCLES after
-    dispatch, a dependant starts WAKE_CYCLES after the completion it waited for, a running instruction holds its
-    operands against younger writers until it completes, and a matrix instruction and an HBM DMA instruction do
-    not share the HBM ports."""
+    dispatch, a dependant starts WAKE_CYCLES after the completion it waited for (HALT retires FENCE_CYCLES after
+    it), a running instruction holds its operands against younger writers until it completes, and a matrix
+    instruction and an HBM DMA instruction do not share the HBM ports."""
     cfg = load_config("tiny")
     t = Timing(cfg, board)
     r = serial_costs(cfg)
@@ -43,19 +43,20 @@ def test_rtl_engines_by_hand(board):
             for i in [isa.assemble_line({"VADD": "VADD dst=10 a=0 b=2 n=16", "VMUL": "VMUL dst=12 a=10 b=10 n=16",
                                          "LOADH": "LOAD vaddr=0 n=8 +hbm addr=64", "LOADD": "LOAD vaddr=0 n=8",
                                          "LINEAR": "LINEAR dst=4 src=0 k=16 n=8"}[x])]}
-    done = lambda c, start: start + c.occupancy + c.latency + r.wake     # noqa: E731  completion seen
+    fin = lambda c, start: start + c.occupancy + c.latency               # noqa: E731  the engine's completion
+    done = lambda c, start: fin(c, start) + r.wake                        # noqa: E731  completion seen
     vadd = done(cost["VADD"], r.issue_cycles)
     # RAW: the VMUL starts when the VADD's completion is seen
     assert cycles(hand(["VADD dst=10 a=0 b=2 n=16\nVMUL dst=12 a=10 b=10 n=16\nHALT"]), engines="rtl") == \
-        done(cost["VMUL"], vadd) + r.wake
+        fin(cost["VMUL"], vadd) + r.fence
     # WAR: a LOAD into entry 0, which the VADD reads, waits for the VADD to complete (not just its operand feed)
     war = cycles(hand(["VADD dst=10 a=0 b=2 n=16\nLOAD vaddr=0 n=8\nHALT"]), engines="rtl")
-    assert war == done(cost["LOADD"], vadd) + r.wake
+    assert war == fin(cost["LOADD"], vadd) + r.fence
     # the HBM ports: an HBM LOAD into an unrelated entry waits for the LINEAR; a DDR one does not
     lin = done(cost["LINEAR"], r.issue_cycles)
     hbm = cycles(hand(["LINEAR dst=4 src=0 k=16 n=8\nLOAD vaddr=200 n=8 +hbm addr=64\nHALT"]), engines="rtl")
     ddr = cycles(hand(["LINEAR dst=4 src=0 k=16 n=8\nLOAD vaddr=200 n=8\nHALT"]), engines="rtl")
-    assert hbm == done(cost["LOADH"], lin) + r.wake and ddr == lin + r.wake
+    assert hbm == fin(cost["LOADH"], lin) + r.fence and ddr == lin - r.wake + r.fence
 
 
 def test_war_waits_for_the_reader():

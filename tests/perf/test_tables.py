@@ -25,7 +25,8 @@ def test_dfx_model_runs_prompt_tokens_through_decode():
     assert r.phases["prefill"].steps == 7 and r.phases["decode"].steps == 4
     # a prompt token at position p costs the decode step at p
     assert r.phases["prefill"].device_cycles == sum(m.step_cycles("decode", p) for p in range(7))
-    own = PerfModel(prog).run(8, 4)                   # our compiler's prefill stream skips the LM head
+    # our compiler's prefill stream skips the LM head: fewer cycles on the same units and memory access
+    own = PerfModel(prog, hbm_access=m.timing.hbm_access, engines="pipelined").run(8, 4)
     assert own.phases["prefill"].device_cycles < r.phases["prefill"].device_cycles
 
 
