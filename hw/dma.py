@@ -362,7 +362,7 @@ class DmaEngine(Engine):
         with m.If(load_run2):
             for c in range(nch):
                 m.d.sync += [p_addr[c].eq(self.hbm_base[c] + (Mux(c < s_r0, s_a1, s_a0) << lc)),
-                             p_left[c].eq(Mux(hbm, s_q + (c <= s_r1) - (c < s_r0), 0))]
+                             p_left[c].eq(Mux(hbm, s_q + ((c <= s_r1) if c else 1) - (c < s_r0), 0))]
             m.d.sync += [p_addr[nch].eq(self.ddr_base + (s_da << ld)), p_left[nch].eq(Mux(hbm, 0, s_dn))]
             m.d.sync += [p_rem[i].eq(0) for i in range(npt)]
 
