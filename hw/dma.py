@@ -75,6 +75,7 @@ AXI_BURST_BEATS = 16
 AXI_MAX_OUTSTANDING_READS = 4
 AXI_MAX_OUTSTANDING_WRITES = 4
 DMA_PIECES_IN_FLIGHT = AXI_BURST_BEATS * AXI_MAX_OUTSTANDING_READS    # the read-piece descriptor FIFO
+LOAD_SHIFT_SPLIT = 3      # a load's byte shift: these low bits of the offset in its first stage, the rest (words) next
 AXI_MEMBERS_OUT = ("awvalid", "awaddr", "awlen", "awsize", "awburst", "wvalid", "wdata", "wstrb", "wlast",
                    "bready", "arvalid", "araddr", "arlen", "arsize", "arburst", "rready")
 AXI_HANDSHAKE_IN = ("awready", "wready", "bvalid", "arready", "rvalid")
@@ -401,10 +402,12 @@ class DmaEngine(Engine):
         m.d.comb += [req.eq(meta.r_rdy & rvalid), got.eq(req & space), meta.r_en.eq(got)]
         with m.If(space):
             m.d.sync += [v1.eq(got), s1_off.eq(mh.off),
-                         s1_data.eq(shift_units(Cat(rdata, C(0, wide - len(rdata))), mh.off[:3], 8, left=False, m=m)),
+                         s1_data.eq(shift_units(Cat(rdata, C(0, wide - len(rdata))), mh.off[:LOAD_SHIFT_SPLIT], 8,
+                                                left=False, m=m)),
                          s1_lane.eq(mh.lane), s1_addr.eq(mh.entry), s1_en.eq(lane_mask(d, mh.lane, mh.cnt))]
         with m.If(space2):
-            m.d.sync += [v2.eq(v1), s2_data.eq(shift_units(s1_data, s1_off[3:], 64, left=False, m=m)[:16 * d]),
+            m.d.sync += [v2.eq(v1), s2_data.eq(shift_units(s1_data, s1_off[LOAD_SHIFT_SPLIT:], 8 << LOAD_SHIFT_SPLIT,
+                                                        left=False, m=m)[:16 * d]),
                          s2_lane.eq(s1_lane), s2_addr.eq(s1_addr), s2_en.eq(s1_en)]
         with m.If(space3):
             m.d.sync += [hv.eq(v2), h_addr.eq(s2_addr), h_en.eq(s2_en),

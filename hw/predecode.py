@@ -67,6 +67,11 @@ def predecode_layout(cfg: AccelConfig, units) -> data.StructLayout:
 STRIDED = (("s", "matrix", "k"), ("d", "matrix", "n"), ("a", "route", "n"))   # the strided operands' lengths
 
 
+def _ent_bits(cfg: AccelConfig) -> int:
+    """Bits of ceil(length / d) for a LEN_BITS length."""
+    return isa.LEN_BITS + 1 - log2(cfg.d)
+
+
 def _ent_name(fmt: str, field: str) -> str:
     return f"ent_{fmt}_{field}"
 
@@ -79,8 +84,7 @@ def early_layout(cfg: AccelConfig) -> data.StructLayout:
     """Per strided operand (`STRIDED`): `<x>_rest` = (E - length) // d in entries and `<x>_ok` = length <= E; per
     VBUF operand length field (`hw.scoreboard.length_fields`): `ent_<format>_<field>`, the entries it spans, and
     `left_<format>_<field>` = VBUF entries - those entries, with `over_<format>_<field>` when they are more."""
-    rb = _room_bits(cfg)
-    ent_bits = isa.LEN_BITS + 1 - log2(cfg.d)
+    rb, ent_bits = _room_bits(cfg), _ent_bits(cfg)
     ents = cfg.vbuf_elems // cfg.d
     return data.StructLayout({**{f: w for x, _, _ in STRIDED for f, w in ((f"{x}_rest", rb), (f"{x}_ok", 1))},
                               **{_ent_name(f, ln): ent_bits for f, ln in length_fields()},
@@ -96,7 +100,7 @@ def early_of(word, cfg: AccelConfig):
         length = getattr(getattr(word, fmt), field)
         rest = C(e, rb + 1) - length                      # (wraps below 0: `ok` is then 0)
         parts += [(rest >> sh)[:rb], length <= e]
-    ent_bits = isa.LEN_BITS + 1 - sh
+    ent_bits = _ent_bits(cfg)
     ents, n_ent = [entries_of(word, cfg, f, ln) for f, ln in length_fields()], e >> sh
     parts += [x[:ent_bits] for x in ents]
     parts += [(C(n_ent, n_ent.bit_length() + 1) - x)[:n_ent.bit_length()] for x in ents]
