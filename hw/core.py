@@ -200,6 +200,8 @@ class Core(wiring.Component):
         for u in range(U):
             m.d.comb += [ex_v[u].eq(ex_n[u] != 0), unit_idle[u].eq((q_n[u] == 0) & ~ex_v[u])]
         all_idle = Cat(*unit_idle).all()
+        idle_r = Signal()               # all_idle a cycle ago: HALT retires from it (STATUS's depth; as FENCE's)
+        m.d.sync += idle_r.eq(all_idle)
 
         # ---- the scoreboard: may the head of queue u start?
         def older(a, b):
@@ -521,7 +523,7 @@ class Core(wiring.Component):
                 with m.If(failed):                 # (after a front-end error the queued instructions run first)
                     with m.If(all_idle & ~Cat(*[e.ctl.busy for e in engines]).any()):
                         m.next = "FINISH"
-                with m.Elif(halting & all_idle & ~err_any):
+                with m.Elif(halting & idle_r & ~err_any):
                     m.d.comb += halt_done.eq(1)
                     m.d.sync += status.eq(status | STATUS["halted"])
                     m.next = "FINISH"

@@ -91,7 +91,15 @@ class BatchUnit(wiring.Component):
         b_left = Signal(L)                           # vectors after the current one: m - 1 - i
         b_last = Signal()                            # b_left == 0, kept in a register
         offs, offd = Signal(32), Signal(32)          # i * src_stride, i * dst_stride
-        lasts, lastd = Signal(32), Signal(32)        # (m - 1) * src_stride, (m - 1) * dst_stride
+        lasts, lastd = Signal(32), Signal(32)        # (m - 1) * src_stride, (m - 1) * dst_stride (below 2**RB)
+        # ... made from registers a cycle after the BATCH (the 300 MHz depth: one DSP, no carry chain after it):
+        # m - 1 taken mod 2**RB, and whether it was above (then any stride but 0 puts the last vector past VBUF:
+        # a room is at most VBUF's entries, below 2**RB)
+        RB = (cfg.vbuf_elems // cfg.d).bit_length()
+        b_m1, b_big, b_new = Signal(RB), Signal(), Signal()
+        sbig, dbig = Signal(), Signal()
+        m.d.sync += [lasts.eq(b_m1 * bss), lastd.eq(b_m1 * bds), sbig.eq(b_big & (bss != 0)),
+                     dbig.eq(b_big & (bds != 0))]
         m.d.comb += [self.token.eq(token), self.pos.eq(pos), self.pos1.eq(pos1), self.ent1.eq(ent1),
                      self.count.eq(count)]
 
@@ -129,7 +137,7 @@ class BatchUnit(wiring.Component):
             lin, ag = pd.lin, pd.ag
             c_batch, c_chunk, c_slot = pd.c_batch, pd.c_chunk, pd.c_slot
             # the last vector's strided operands inside VBUF: its offsets against the rooms (hw/predecode.py)
-            out = bpend & (pd.b_never | ((lin | ag) & (lastd > pd.droom)) | (lin & (lasts > pd.sroom)))
+            out = bpend & (pd.b_never | ((lin | ag) & (dbig | (lastd > pd.droom))) | (lin & (sbig | (lasts > pd.sroom))))
             pair = bpend & (pd.pair | (ag & b_ne))
             m_zero = Mux(v.batch.dyn_m, count_z, pd.m_zero)
             past = pd.past
@@ -177,7 +185,7 @@ class BatchUnit(wiring.Component):
             mm = Mux(bt.dyn_m, count, bt.m)
             m.d.sync += [bpend.eq(1), bpc.eq(self.pc), bss.eq(bt.src_stride), b_ne.eq(bt.src_stride != bt.dst_stride),
                          bds.eq(bt.dst_stride), b_left.eq(mm - 1), b_last.eq(mm == 1), offs.eq(0), offd.eq(0),
-                         lasts.eq((mm - 1) * bt.src_stride), lastd.eq((mm - 1) * bt.dst_stride)]
+                         b_m1.eq(mm - 1), b_big.eq(mm > (1 << RB))]
         with m.If(act & k_chunk & ~rd_have):
             m.d.sync += [rd_req.eq(1), rd_a.eq(sl.addr)]
         with m.If(act & k_chunk & rd_go):
@@ -200,7 +208,8 @@ class BatchUnit(wiring.Component):
         m.d.comb += [self.off_r0.eq(Mux(bpend & pw.lin, offs, Mux(bpend & pw.ag, offd, 0))),
                      self.off_w.eq(Mux(bpend & (pw.lin | pw.ag), offd, 0))]
         m.d.comb += [self.word_out.eq(w), self.last.eq(~bpend | b_last),
-                     self.restate.eq(self.ev | (bpend & self.pushed))]
+                     self.restate.eq(self.ev | b_new | (bpend & self.pushed))]
+        m.d.sync += b_new.eq(act & k_batch)          # (the front end waits a cycle more after a BATCH: `lasts`)
         with m.If(bpend):
             with m.If(is_lin):
                 mx = w.matrix

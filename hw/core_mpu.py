@@ -204,11 +204,13 @@ class MatrixEngine(Engine):
             # chunks (core_rob.py): block j0+u's rows i0 .. i0+Bc-1 as one run of `seg` beats (column-major: one
             # INCR burst, split at 4 KiB; row-major: one beat per tile, nt apart); tile (i, j) is at beat0 +
             # i*s_row + j*s_blk
-            aw = ChunkWalk("arw", kt, nt, I, B)
+            aw = ChunkWalk(m, "arw", kt, nt, I, B)
             gbase, cbase, ubase = Signal(48), Signal(48), Signal(48)
             gstep = Signal(48)                  # I * s_blk
-            kt_i = Signal(48)                   # kt * I, a register made every cycle (the DSP's own output register)
-            m.d.sync += kt_i.eq(kt * I)
+            # kt * I, a register made every cycle: shifts of kt added (I is a constant of at most 16: no DSP, whose
+            # partial products need a carry chain after it; the 300 MHz depth)
+            kt_i = Signal(48)
+            m.d.sync += kt_i.eq(sum(kt << b for b in range(I.bit_length()) if I >> b & 1))
             seg = Signal(range(B + 1))
             # the walk's steps: a block's, a row range's (registers made every cycle, as kt_i)
             s_blk, s_rowb = Signal(30, name="s_blk"), Signal(30 + log2(B), name="s_rowb")
@@ -275,7 +277,7 @@ class MatrixEngine(Engine):
                                      seg.eq(Mux(aw.more_rows2, B, aw.rows - B))]
                     with m.Else():                           # the next group of blocks
                         m.d.sync += [gbase.eq(gbase + gstep), cbase.eq(gbase + gstep), ubase.eq(gbase + gstep),
-                                     ar_b.eq(gbase + gstep), seg.eq(Mux(kt > B, B, kt))]
+                                     ar_b.eq(gbase + gstep), seg.eq(aw.kt_bc)]
         with m.Else():
             for c in range(nch):
                 with m.If(hs[c]):
@@ -329,7 +331,8 @@ class MatrixEngine(Engine):
         x_go = Signal()
         xi, xj0 = Signal(30), Signal(30)
         xu = Signal(range(max(I, 2)))
-        xj = Signal(30)
+        xj = Signal(30)                     # xj0 + xu, a register kept beside them (the 300 MHz depth: no add into
+                                            # the bias read's address)
         ix = Mux(qon, 1, I) if I > 1 else 1
         # the walk's tests from registers (the 300 MHz depth): blocks in this group (xic), xi the last row group,
         # this group the last
@@ -344,13 +347,12 @@ class MatrixEngine(Engine):
         ix0 = Mux(wfmt != 0, 1, I) if I > 1 else 1
 
         def x_start():
-            return [x_go.eq(1), xi.eq(0), xj0.eq(0), xu.eq(0), xu_last.eq(xic0 <= 1), xic.eq(xic0), xi_last.eq(xi_last0),
+            return [x_go.eq(1), xi.eq(0), xj0.eq(0), xu.eq(0), xj.eq(0), xu_last.eq(xic0 <= 1), xic.eq(xic0), xi_last.eq(xi_last0),
                     xj_end.eq(xj_end0), xi_left.eq(kt_m1), xrem.eq(xrem0)]
 
         def x_first():
             return [xic0.eq(Mux(nt > ix0, ix0, nt)), xi_last0.eq(kt == 1), xj_end0.eq(ix0 >= nt),
                     xrem0.eq(Mux(nt > ix0, nt - ix0, 0)), kt_m1.eq(kt - 1)]
-        m.d.comb += xj.eq(xj0 + xu)
         pend, pend_i, pend_j, pend_last = Signal(), Signal(30), Signal(30), Signal()
         can = x_go & (xfifo.level + pend < xdepth)
         m.d.sync += pend.eq(can)
@@ -361,16 +363,16 @@ class MatrixEngine(Engine):
             with m.If(xu_last):
                 m.d.sync += xu.eq(0)
                 with m.If(xi_last):
-                    m.d.sync += [xi.eq(0), xj0.eq(xj0 + ix), xi_last.eq(kt_m1 == 0), xi_left.eq(kt_m1),
+                    m.d.sync += [xi.eq(0), xj0.eq(xj0 + ix), xj.eq(xj0 + ix), xi_last.eq(kt_m1 == 0), xi_left.eq(kt_m1),
                                  xic.eq(Mux(xrem > ix, ix, xrem)), xu_last.eq(Mux(xrem > ix, ix <= 1, xrem <= 1)),
                                  xj_end.eq(xrem <= ix), xrem.eq(Mux(xrem > ix, xrem - ix, 0))]
                     with m.If(xj_end):
                         m.d.sync += x_go.eq(0)
                 with m.Else():
                     m.d.sync += [xi.eq(xi + 1), xi_left.eq(xi_left - 1), xi_last.eq(xi_left == 1),
-                                 xu_last.eq(xic <= 1)]
+                                 xu_last.eq(xic <= 1), xj.eq(xj0)]
             with m.Else():
-                m.d.sync += [xu.eq(xu + 1), xu_last.eq(xu + 2 >= xic)]
+                m.d.sync += [xu.eq(xu + 1), xj.eq(xj + 1), xu_last.eq(xu + 2 >= xic)]
         xp = Signal(lay)
         row0 = pend_i << log2(d)
         col0 = pend_j << log2(l)
@@ -494,7 +496,7 @@ class MatrixEngine(Engine):
                         m.d.comb += rob_start.eq(1)
                         aw.start(m)
                         m.d.sync += [gbase.eq(beat0), cbase.eq(beat0), ubase.eq(beat0),
-                                     seg.eq(Mux(kt > B, B, kt)), gstep.eq(Mux(rowmajor, I, kt_i)),
+                                     seg.eq(aw.kt_bc), gstep.eq(Mux(rowmajor, I, kt_i)),
                                      ar_fresh.eq(0), *au_load(aw.first()[1])]
                     m.next = "RUN"
             with m.State("QSTART"):

@@ -43,10 +43,21 @@ class ChunkWalk:
     """Registers walking the chunks of one instruction: `rows` = kt - i0, `blks` = nt - j0; `bc`, `ic` the current
     chunk's size; `last` (the final chunk). `start(m)` and `advance(m)` (sync statements) move it. The comparisons
     the walk decides on (rows > b, blks > i) are registers kept beside rows and blks, each with the next one's
-    (rows > 2b, blks > 2i), so the decisions are one LUT deep (the 300 MHz depth)."""
+    (rows > 2b, blks > 2i), so the decisions are one LUT deep (the 300 MHz depth). What the walk takes from `kt`
+    and `nt` (the first chunk's size, the first comparisons) are registers made from them every cycle in `m`, so
+    `kt` and `nt` must hold from a cycle before `start`."""
 
-    def __init__(self, name: str, kt, nt, i: int, b: int):
+    def __init__(self, m: Module, name: str, kt, nt, i: int, b: int):
         self.kt, self.nt, self.i, self.b = kt, nt, i, b
+        # from kt and nt, a cycle late: (rows > b, rows > 2b) and (bc, bc == 1) of a row walk's first chunk; the
+        # same of the blocks
+        self.kt_gt, self.kt_gt2, self.kt_one = (Signal(name=f"{name}_kt_{s}") for s in ("gt", "gt2", "one"))
+        self.nt_gt, self.nt_gt2, self.nt_one = (Signal(name=f"{name}_nt_{s}") for s in ("gt", "gt2", "one"))
+        self.kt_bc, self.nt_ic = Signal(range(b + 1), name=f"{name}_kt_bc"), Signal(range(i + 1), name=f"{name}_nt_ic")
+        m.d.sync += [self.kt_gt.eq(kt > b), self.kt_gt2.eq(kt > 2 * b), self.kt_one.eq(Mux(kt > b, b == 1, kt == 1)),
+                     self.kt_bc.eq(Mux(kt > b, b, kt)),
+                     self.nt_gt.eq(nt > i), self.nt_gt2.eq(nt > 2 * i), self.nt_one.eq(Mux(nt > i, i == 1, nt == 1)),
+                     self.nt_ic.eq(Mux(nt > i, i, nt))]
         self.rows = Signal(30, name=f"{name}_rows")
         self.blks = Signal(30, name=f"{name}_blks")
         self.more_rows, self.more_rows2 = Signal(name=f"{name}_more_rows"), Signal(name=f"{name}_more_rows2")
@@ -55,8 +66,8 @@ class ChunkWalk:
         self.ic = Mux(self.more_blks, i, self.blks)
         self.last = ~self.more_rows & ~self.more_blks
 
-    def _rows_from(self, m: Module, rows):
-        m.d.sync += [self.rows.eq(rows), self.more_rows.eq(rows > self.b), self.more_rows2.eq(rows > 2 * self.b)]
+    def _rows_from_kt(self, m: Module):
+        m.d.sync += [self.rows.eq(self.kt), self.more_rows.eq(self.kt_gt), self.more_rows2.eq(self.kt_gt2)]
 
     # (size, size == 1) of the current and the next chunk (valid until `advance`); the tests against 1 compare
     # registers with constants, so they are no deeper than a LUT or two (the 300 MHz depth)
@@ -67,9 +78,9 @@ class ChunkWalk:
         return self.ic, Mux(self.more_blks, self.i == 1, self.blks == 1)
 
     def bc_next(self):
-        b, kt = self.b, self.kt
-        return (Mux(self.more_rows, Mux(self.more_rows2, b, self.rows - b), Mux(kt > b, b, kt)),
-                Mux(self.more_rows, Mux(self.more_rows2, b == 1, self.rows == b + 1), Mux(kt > b, b == 1, kt == 1)))
+        b = self.b
+        return (Mux(self.more_rows, Mux(self.more_rows2, b, self.rows - b), self.kt_bc),
+                Mux(self.more_rows, Mux(self.more_rows2, b == 1, self.rows == b + 1), self.kt_one))
 
     def ic_next(self):
         i = self.i
@@ -78,13 +89,11 @@ class ChunkWalk:
 
     def first(self):
         """(bc, bc == 1), (ic, ic == 1) of the first chunk, from the instruction's kt and nt."""
-        b, i, kt, nt = self.b, self.i, self.kt, self.nt
-        return (Mux(kt > b, b, kt), Mux(kt > b, b == 1, kt == 1)), (Mux(nt > i, i, nt), Mux(nt > i, i == 1, nt == 1))
+        return (self.kt_bc, self.kt_one), (self.nt_ic, self.nt_one)
 
     def start(self, m: Module):
-        self._rows_from(m, self.kt)
-        m.d.sync += [self.blks.eq(self.nt), self.more_blks.eq(self.nt > self.i),
-                     self.more_blks2.eq(self.nt > 2 * self.i)]
+        self._rows_from_kt(m)
+        m.d.sync += [self.blks.eq(self.nt), self.more_blks.eq(self.nt_gt), self.more_blks2.eq(self.nt_gt2)]
 
     def advance(self, m: Module):
         b, i = self.b, self.i
@@ -92,14 +101,15 @@ class ChunkWalk:
             m.d.sync += [self.rows.eq(self.rows - b), self.more_rows.eq(self.more_rows2),
                          self.more_rows2.eq(self.rows > 3 * b)]
         with m.Else():
-            self._rows_from(m, self.kt)
+            self._rows_from_kt(m)
             m.d.sync += [self.blks.eq(Mux(self.more_blks, self.blks - i, 0)), self.more_blks.eq(self.more_blks2),
                          self.more_blks2.eq(self.blks > 3 * i)]
 
 
 class Reorder(wiring.Component):
     """Tiles in chunk fetch order on `i` (block by block) out on `o` in MPU order (row by row). `start` (one
-    cycle, with `kt` and `nt` valid until the instruction ends) empties it for a new instruction.
+    cycle, with `kt` and `nt` valid from the cycle before it until the instruction ends) empties it for a new
+    instruction.
 
     `lag` = N > 0 puts N plain registers (no multiplexer, no `ready`: an SLR crossing) between the write walk,
     which takes `i` beside the channel FIFOs, and the memory, which lies with the MPU's lanes: each beat goes
@@ -134,7 +144,7 @@ class Reorder(wiring.Component):
 
         def nxt(h):
             return Mux(h == BUFFERS - 1, 0, h + 1)
-        ww, rw = ChunkWalk("robw", self.kt, self.nt, I, B), ChunkWalk("robr", self.kt, self.nt, I, B)
+        ww, rw = ChunkWalk(m, "robw", self.kt, self.nt, I, B), ChunkWalk(m, "robr", self.kt, self.nt, I, B)
 
         # The walks' "last row / last block" tests are registers (`*_z`) beside down-counters of what is left
         # (`*_n`), so a beat's move decides from one LUT (the 300 MHz depth); the counters reload from the

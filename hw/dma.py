@@ -172,7 +172,7 @@ class DmaEngine(Engine):
     SETUP_CYCLES = 6          # SETUP, SETUP2, SETUP3, SETUP4, RANGE, CHECK
     RUN_CYCLES = 2            # NEXT_RUN, LOAD_RUN, once per run
     LOAD_PIECE_CYCLES = 1     # PIECE: one AR per cycle, reads pipelined (piece-descriptor FIFO)
-    LOAD_STAGES = 3           # registers from an R beat to its VBUF write (elaborate: the 300 MHz depth)
+    LOAD_STAGES = 4           # registers from an R beat to its VBUF write (elaborate: the 300 MHz depth)
     AR_CYCLES = 1             # a port's first AR a cycle after its run is loaded (the AR path from registers)
     # after the last R beat's latency: the descriptor FIFO's match, DRAIN; plus the AR's and the load stages' delay
     LOAD_DRAIN_CYCLES = 3 + AR_CYCLES + LOAD_STAGES
@@ -380,38 +380,44 @@ class DmaEngine(Engine):
                          rvalid.eq(Array(p.rvalid for p in hbm_ports)[mh.ch])]
         with m.Else():
             m.d.comb += [rdata.eq(self.ddr.rdata), rvalid.eq(self.ddr.rvalid)]
-        # R data reaches VBUF's shared write port (hw/buffers.py) through three registers (`LOAD_STAGES`, the 300 MHz
-        # depth): the beat shifted by its byte offset's low 3 bits, then by its 8-byte words, then placed at its lane and
-        # cleaned (DAZ) in the holding register whose write request VBUF sees, so no other engine's grant
+        # R data reaches VBUF's shared write port (hw/buffers.py) through four registers (`LOAD_STAGES`, the 300 MHz
+        # depth): the port's beat as it is (out of the 33:1 port multiplexer), then shifted by its byte offset's low
+        # 3 bits, then by its 8-byte words and cleaned (DAZ: lane by lane, so before the lane shift as after it), then
+        # placed at its lane in the holding register whose write request VBUF sees, so no other engine's grant
         # (`w_rdy`) follows this one's R path. Each stage moves when the next one has room. A beat holding two
         # pieces (a run not aligned to VBUF entries) is taken (RREADY) with its second.
         wide = max(8 * cb, 8 * ddrb, 16 * d)
-        v1, v2, hv = Signal(), Signal(), Signal()
-        s1_data, s2_data = Signal(wide), Signal(16 * d)
-        s1_off, s1_lane, s2_lane = Signal.like(mh.off), Signal.like(mh.lane), Signal.like(mh.lane)
-        s1_addr, s2_addr = Signal.like(vbuf.w_addr), Signal.like(vbuf.w_addr)
-        s1_en, s2_en = Signal.like(vbuf.w_en), Signal.like(vbuf.w_en)
+        v0, v1, v2, hv = Signal(name="v0"), Signal(), Signal(), Signal()
+        s0_data, s1_data, s2_data = Signal(len(rdata), name="s0_data"), Signal(wide), Signal(16 * d)
+        s0_off, s1_off = Signal.like(mh.off, name="s0_off"), Signal.like(mh.off)
+        s0_lane, s1_lane, s2_lane = Signal.like(mh.lane, name="s0_lane"), Signal.like(mh.lane), Signal.like(mh.lane)
+        s0_addr, s1_addr, s2_addr = (Signal.like(vbuf.w_addr, name=f"s{k}_addr") for k in range(3))
+        s0_en, s1_en, s2_en = (Signal.like(vbuf.w_en, name=f"s{k}_en") for k in range(3))
         h_addr, h_en, h_data = Signal.like(vbuf.w_addr), Signal.like(vbuf.w_en), Signal.like(vbuf.w_data)
         space3 = ~hv | vbuf.w_rdy
         space2 = ~v2 | space3
-        space = ~v1 | space2
+        space1 = ~v1 | space2
+        space = ~v0 | space1
         m.d.comb += self.ddr.rready.eq(meta.r_rdy & ~mh.hbm & space & mh.pop)
         for c, p in enumerate(hbm_ports):
             m.d.comb += p.rready.eq(meta.r_rdy & mh.hbm & (mh.ch == c) & space & mh.pop)
         got, req = Signal(), Signal()
         m.d.comb += [req.eq(meta.r_rdy & rvalid), got.eq(req & space), meta.r_en.eq(got)]
         with m.If(space):
-            m.d.sync += [v1.eq(got), s1_off.eq(mh.off),
-                         s1_data.eq(shift_units(Cat(rdata, C(0, wide - len(rdata))), mh.off[:LOAD_SHIFT_SPLIT], 8,
+            m.d.sync += [v0.eq(got), s0_off.eq(mh.off), s0_data.eq(rdata),
+                         s0_lane.eq(mh.lane), s0_addr.eq(mh.entry), s0_en.eq(lane_mask(d, mh.lane, mh.cnt))]
+        with m.If(space1):
+            m.d.sync += [v1.eq(v0), s1_off.eq(s0_off),
+                         s1_data.eq(shift_units(Cat(s0_data, C(0, wide - len(s0_data))), s0_off[:LOAD_SHIFT_SPLIT], 8,
                                                 left=False, m=m)),
-                         s1_lane.eq(mh.lane), s1_addr.eq(mh.entry), s1_en.eq(lane_mask(d, mh.lane, mh.cnt))]
+                         s1_lane.eq(s0_lane), s1_addr.eq(s0_addr), s1_en.eq(s0_en)]
         with m.If(space2):
-            m.d.sync += [v2.eq(v1), s2_data.eq(shift_units(s1_data, s1_off[LOAD_SHIFT_SPLIT:], 8 << LOAD_SHIFT_SPLIT,
-                                                        left=False, m=m)[:16 * d]),
+            m.d.sync += [v2.eq(v1), s2_data.eq(daz16_lanes(shift_units(s1_data, s1_off[LOAD_SHIFT_SPLIT:],
+                                                                    8 << LOAD_SHIFT_SPLIT, left=False, m=m)[:16 * d])),
                          s2_lane.eq(s1_lane), s2_addr.eq(s1_addr), s2_en.eq(s1_en)]
         with m.If(space3):
             m.d.sync += [hv.eq(v2), h_addr.eq(s2_addr), h_en.eq(s2_en),
-                         h_data.eq(daz16_lanes(shift_units(s2_data, s2_lane, 16, left=True, m=m)))]
+                         h_data.eq(shift_units(s2_data, s2_lane, 16, left=True, m=m))]
         with m.If(hv):
             m.d.comb += [vbuf.w_req.eq(1), vbuf.w_addr.eq(h_addr), vbuf.w_en.eq(h_en), vbuf.w_data.eq(h_data)]
         pop = Signal()                                     # the piece ends its memory beat
@@ -493,7 +499,7 @@ class DmaEngine(Engine):
             b_end = p.bvalid & p.bready
             m.d.sync += p_out[i].eq(p_out[i] + ((p.arvalid & p.arready) | (fin & news[i])) - (r_end | b_end))
         quiet = Signal()                                   # every read in, every write answered
-        m.d.comb += quiet.eq((meta.level == 0) & ~v1 & ~v2 & ~hv & Cat(*[o == 0 for o in p_out]).all()
+        m.d.comb += quiet.eq((meta.level == 0) & ~v0 & ~v1 & ~v2 & ~hv & Cat(*[o == 0 for o in p_out]).all()
                              & w_free)
 
         # ---- control

@@ -66,9 +66,13 @@ class Fetch(wiring.Component):
         b_page, b_left = Signal(range(BURST + 1)), Signal(range(BURST + 1))
         m.d.sync += [b_page.eq(Mux(to4k < BURST, to4k, BURST)), b_left.eq(Mux(left < BURST, left, BURST)),
                      burst.eq(Mux(b_left < b_page, b_left, b_page))]
-        # (`room` is stale only by FIFO reads, which free room, and after an AR, when `fresh` is low anyway)
-        room = Signal()
-        m.d.sync += room.eq(fifo.level + outstanding + BURST <= DEPTH)
+        # `room` from `held`, the beats in the FIFO or on their way, counted from registers (the 300 MHz depth): an
+        # AR's beats as they join `outstanding` (`added`), a FIFO read a cycle after it (`rd_r`), so `held` is at
+        # least the FIFO's level plus `outstanding`. (`room` is stale only by FIFO reads, which free room, and after
+        # an AR, when `fresh` is low anyway.)
+        room, rd_r = Signal(), Signal()
+        held = Signal(range(DEPTH + BURST + 1))
+        m.d.sync += room.eq(held + BURST <= DEPTH)
         ar = self.ddr
         m.d.comb += [
             ar.arvalid.eq(issuing & fresh & room & (burst != 0)),
@@ -82,7 +86,8 @@ class Fetch(wiring.Component):
         # (an AR's beats join `outstanding` a cycle after its handshake, through `added`: the 300 MHz depth; `room`
         # reads `outstanding` two cycles after an AR at the earliest, by then counted)
         added = Signal(range(BURST + 1))
-        m.d.sync += [added.eq(Mux(ar_hs, burst, 0)), outstanding.eq(outstanding + added - ar.rvalid)]
+        m.d.sync += [added.eq(Mux(ar_hs, burst, 0)), outstanding.eq(outstanding + added - ar.rvalid),
+                     rd_r.eq(fifo.r_en & fifo.r_rdy), held.eq(held + added - rd_r)]
 
         words = Array(fifo.r_data[isa.WORD_BITS * i:isa.WORD_BITS * (i + 1)] for i in range(per_beat))
         # the annotate stage: `p`, the next word, with `p_valid`; its annotation made from it (comb)
@@ -121,7 +126,7 @@ class Fetch(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(1)
                 with m.If(self.start):
-                    m.d.sync += [fa.eq(self.addr & ~(bb - 1)), left.eq(self.beats), fresh.eq(0), fresh1.eq(0), issuing.eq(1),
+                    m.d.sync += [fa.eq(self.addr & ~(bb - 1)), left.eq(self.beats), fresh.eq(0), fresh1.eq(0), issuing.eq(1), held.eq(0),
                                  wi.eq((self.addr & (bb - 1)) >> log2(isa.WORD_BYTES))]
                     m.next = "RUN"
             with m.State("RUN"):

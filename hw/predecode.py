@@ -101,10 +101,14 @@ def early_of(word, cfg: AccelConfig):
         rest = C(e, rb + 1) - length                      # (wraps below 0: `ok` is then 0)
         parts += [(rest >> sh)[:rb], length <= e]
     ent_bits = _ent_bits(cfg)
-    ents, n_ent = [entries_of(word, cfg, f, ln) for f, ln in length_fields()], e >> sh
-    parts += [x[:ent_bits] for x in ents]
-    parts += [(C(n_ent, n_ent.bit_length() + 1) - x)[:n_ent.bit_length()] for x in ents]
-    parts += [x > n_ent for x in ents]
+    lengths = [getattr(getattr(word, f), ln) for f, ln in length_fields()]
+    n_ent = e >> sh
+    parts += [entries_of(word, cfg, f, ln)[:ent_bits] for f, ln in length_fields()]
+    # the entries left after the operand, VBUF entries - ceil(length / d) = (E - length) // d (E a multiple of d),
+    # and whether it overruns (ceil(length / d) > VBUF entries iff length > E): each one carry chain from the word
+    # (the 300 MHz depth; `left` is read only when `over` is 0)
+    parts += [((C(e, rb + 1) - x) >> sh)[:n_ent.bit_length()] for x in lengths]
+    parts += [x > e for x in lengths]
     return Cat(*parts)
 
 

@@ -98,15 +98,21 @@ class RouterEngine(Engine):
 
         m.d.comb += ctl.busy.eq(1)
         sending, receiving = Signal(), Signal()
-        send_ent, send_end, recv_ent = (Signal(UNIT_BITS) for _ in range(3))
+        send_ent, recv_ent = Signal(UNIT_BITS, name="send_ent"), Signal(UNIT_BITS, name="recv_ent")
+        # (`send_more`: entries are left to send, a register kept beside their count, `send_left`: the read's
+        # decision and its last-entry test come from registers, the 300 MHz depth)
+        send_left, send_more = Signal(UNIT_BITS, name="send_left"), Signal(name="send_more")
+
+        def send_range(lo, hi):
+            return [send_ent.eq(lo), send_left.eq(hi - lo), send_more.eq(hi > lo)]
 
         # sender: read entry (1 cycle), hold it, offer it on tx
-        can_read = sending & ~holding & ~rd_pend & (send_ent < send_end)
+        can_read = sending & ~holding & ~rd_pend & send_more
         rd_lanes, rd_last = Signal(d), Signal()          # the entry read's live lanes and whether it is the last,
         with m.If(can_read):                              # registered with the read (the 300 MHz depth)
             m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(vaddr + send_ent)]
             m.d.sync += [rd_pend.eq(1), send_ent.eq(send_ent + 1), rd_lanes.eq(lanes_of(send_ent)),
-                         rd_last.eq(send_ent + 1 == send_end)]
+                         rd_last.eq(send_left == 1), send_left.eq(send_left - 1), send_more.eq(send_left != 1)]
         with m.If(rd_pend):
             m.d.sync += [rd_pend.eq(0), holding.eq(1),
                          hold.eq(vbuf.ra_data & Cat(*[rd_lanes[i].replicate(16) for i in range(d)])),
@@ -114,7 +120,7 @@ class RouterEngine(Engine):
         m.d.comb += [self.tx.valid.eq(holding), self.tx.payload.data.eq(hold), self.tx.payload.last.eq(hold_last)]
         with m.If(self.tx.valid & self.tx.ready):
             m.d.sync += holding.eq(0)
-        send_idle = ~holding & ~rd_pend & (send_ent >= send_end)
+        send_idle = ~holding & ~rd_pend & ~send_more
 
         # receiver: write each beat at its entry
         # (a beat waits for the shared VBUF write port, hw/buffers.py)
@@ -140,7 +146,7 @@ class RouterEngine(Engine):
                 with m.If(ctl.start):
                     m.d.sync += [ins.eq(ctl.word.route), n_ent.eq((ctl.word.route.n + d - 1) >> log2(d)),
                                  sending.eq(0), receiving.eq(0),
-                                 send_ent.eq(0), send_end.eq(0), *recv_range(0, 0)]
+                                 *send_range(0, 0), *recv_range(0, 0)]
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 with m.If(op == Opcode.ALLGATHER):
@@ -158,7 +164,7 @@ class RouterEngine(Engine):
                     m.d.comb += [ctl.done.eq(1), ctl.err.ring.eq(1)]
                     m.next = "IDLE"
                 with m.Elif(op == Opcode.SEND):
-                    m.d.sync += [sending.eq(1), send_ent.eq(0), send_end.eq(n_ent)]
+                    m.d.sync += [sending.eq(1), *send_range(0, n_ent)]
                     m.next = "MOVE"
                 with m.Else():
                     m.d.sync += [receiving.eq(1), *recv_range(0, n_ent)]
@@ -199,7 +205,7 @@ class RouterEngine(Engine):
             with m.State("BOUNDS_D"):
                 m.next = "BOUNDS_S"
             with m.State("BOUNDS_S"):
-                m.d.sync += [send_ent.eq(e_lo_c), send_end.eq(e_hi_c)]
+                m.d.sync += send_range(e_lo_c, e_hi_c)
                 m.next = "BOUNDS_R"
             with m.State("BOUNDS_R"):
                 m.d.sync += [*recv_range(e_lo_c, e_hi_c), sending.eq(1), receiving.eq(1)]

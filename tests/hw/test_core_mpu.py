@@ -31,6 +31,7 @@ def run_reorder(kt, nt, i, b, seed, lag=0):
     async def bench(ctx):
         ctx.set(dut.kt, kt)
         ctx.set(dut.nt, nt)
+        await ctx.tick()                     # (kt and nt hold from a cycle before start)
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
