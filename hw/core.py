@@ -376,15 +376,17 @@ class Core(wiring.Component):
         gate = all_idle if self.in_order else C(1, 1)
         for u in range(U):
             m.d.comb += push[u].eq(act & ck_unit[u] & (q_n[u] < Q) & gate)
-        ctrl_go = act & (k_nop | (k_fence & fenced))                # NOP or FENCE retires (not HALT)
+        ctrl_go = act & (k_nop | (k_fence & fenced & ~ck_sel))      # NOP or FENCE retires (not HALT)
         halt_go = act & k_halt
         on = Signal()                   # `ir` leaves and is not a HALT: the front end takes the next word
         m.d.comb += [on.eq(pf.leave | ctrl_go | (push.any() & pf.last)), leave.eq(on | halt_go),
                      ctrl_ev.eq(pf.ev | ctrl_go)]
         with m.If(halt_go):
             m.d.sync += halting.eq(1)
-        m.d.sync += fenced.eq(ir_valid & ~leave & k_fence
-                              & Cat(*[~ck_fence_on[u] | unit_idle[u] for u in range(U)]).all())
+        # (`fenced`: the units of the checks then in use were idle; it counts for a FENCE that was in `ir` the cycle
+        # before, not taken into it at the last edge (`ck_sel`): then those were its own checks, and nothing was
+        # pushed meanwhile. No `leave` or `k_fence` in it: the 300 MHz depth.)
+        m.d.sync += fenced.eq(Cat(*[~ck_fence_on[u] | unit_idle[u] for u in range(U)]).all())
         # the error, the first in the ISA's order (only it is recorded: the front end then stops), as flat terms:
         # the batch unit's `invalid` for a word it does not handle (a BATCH followed by what it may not prefix),
         # `illegal_opcode`, the batch unit's `invalid` / `address_range`, then for the front end's own words

@@ -180,7 +180,10 @@ class MatrixEngine(Engine):
 
         # ---- weight streamer: AR generator (all channels in lockstep)
         beat0 = Signal(40)
-        ar_left, ar_b, ar_t, ar_i, ar_j = Signal(60), Signal(48), Signal(48), Signal(30), Signal(30)
+        # (beat numbers below 2**KB: RANGE stops an instruction whose weights overrun HBM, so the walk's beat
+        # registers are KB + 1 bits wide, which keeps their adders short: the 300 MHz depth)
+        BW = KB + 1
+        ar_left, ar_b, ar_t, ar_i, ar_j = Signal(60), Signal(BW), Signal(48), Signal(30), Signal(30)
         ar_go = Signal()
         b4k = 4096 // cb
         to4k = Signal(range(b4k + 1))
@@ -205,11 +208,11 @@ class MatrixEngine(Engine):
             # INCR burst, split at 4 KiB; row-major: one beat per tile, nt apart); tile (i, j) is at beat0 +
             # i*s_row + j*s_blk
             aw = ChunkWalk(m, "arw", kt, nt, I, B)
-            gbase, cbase, ubase = Signal(48), Signal(48), Signal(48)
-            gstep = Signal(48)                  # I * s_blk
+            gbase, cbase, ubase = Signal(BW), Signal(BW), Signal(BW)
+            gstep = Signal(BW)                  # I * s_blk
             # kt * I, a register made every cycle: shifts of kt added (I is a constant of at most 16: no DSP, whose
             # partial products need a carry chain after it; the 300 MHz depth)
-            kt_i = Signal(48)
+            kt_i = Signal(BW)
             m.d.sync += kt_i.eq(sum(kt << b for b in range(I.bit_length()) if I >> b & 1))
             seg = Signal(range(B + 1))
             # the walk's steps: a block's, a row range's (registers made every cycle, as kt_i)
@@ -220,7 +223,7 @@ class MatrixEngine(Engine):
             # at most every 2nd cycle, of runs of up to B beats); row-major runs go a beat per AR, every cycle
             seg_le, to4k_r, ar_fresh = Signal(), Signal.like(to4k), Signal()
             # ... and the run's address step after this AR, as valid as they are (row-major: nt, per beat)
-            ar_step = Signal(48)
+            ar_step = Signal(BW)
             m.d.sync += [seg_le.eq(seg <= to4k), to4k_r.eq(to4k),
                          ar_step.eq(Mux(rowmajor, nt, Mux(seg <= to4k, seg, to4k)))]
             run_end = Mux(rowmajor, seg == 1, seg_le)              # this AR's burst ends the run

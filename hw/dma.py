@@ -340,8 +340,9 @@ class DmaEngine(Engine):
         p_fresh = [Signal(name=f"p{i}_fresh") for i in range(npt)]
         # A run's beats on each port, in two steps from registers (the 300 MHz depth). First (`load_run`), from the
         # run's first address and count: its first stripe (`s_a0`, and `s_a1` = s_a0 + 1; a stripe is one beat of
-        # every channel), the channels of its first and last beats (`s_r0`, `s_r1`), the whole stripes from the
-        # first to the last (`s_q`), its first DDR beat and DDR beat count (`s_da`, `s_dn`). A cycle later
+        # every channel), each channel against the channels of its first and last beats (`s_lt`: before the
+        # first, `s_le`: not after the last), the whole stripes from the first to the last (`s_q`), its first DDR
+        # beat and DDR beat count (`s_da`, `s_dn`). A cycle later
         # (`load_run2`), each port's first beat address and beat count. A LOAD's or STORE's one run is a0 and n,
         # registers: the first step is NEXT_RUN, the second LOAD_RUN. A cache store's runs are registered in
         # NEXT_RUN (cur_*): the first step is LOAD_RUN, the second PIECE, still before its first beat (WRITE).
@@ -351,19 +352,20 @@ class DmaEngine(Engine):
         span = (ra & ((1 << sb) - 1)) + (rn << 1) - 1        # the run's last byte from its stripe's start
         dspan = (ra & (ddrb - 1)) + (rn << 1) - 1
         s_a0, s_a1 = Signal(64 - sb, name="s_a0"), Signal(64 - sb, name="s_a1")
-        s_r0, s_r1 = Signal(max(1, log2(nch)), name="s_r0"), Signal(max(1, log2(nch)), name="s_r1")
         s_q, s_dn = Signal(run_bits, name="s_q"), Signal(run_bits, name="s_dn")
         s_da = Signal(64 - ld, name="s_da")
+        s_lt, s_le = Signal(nch, name="s_lt"), Signal(nch, name="s_le")
         load_run, load_run2 = Signal(), Signal()
         m.d.sync += load_run2.eq(load_run)
         with m.If(load_run):
-            m.d.sync += [s_a0.eq(ra >> sb), s_a1.eq((ra >> sb) + 1), s_r0.eq((ra >> lc) & (nch - 1)),
-                         s_r1.eq((span >> lc) & (nch - 1)), s_q.eq(span >> sb), s_da.eq(ra >> ld),
-                         s_dn.eq((dspan >> ld) + 1)]
+            m.d.sync += [s_a0.eq(ra >> sb), s_a1.eq((ra >> sb) + 1), s_q.eq(span >> sb), s_da.eq(ra >> ld),
+                         s_dn.eq((dspan >> ld) + 1),
+                         s_lt.eq(Cat(*[c < ((ra >> lc) & (nch - 1)) for c in range(nch)])),
+                         s_le.eq(Cat(C(1, 1), *[c <= ((span >> lc) & (nch - 1)) for c in range(1, nch)]))]
         with m.If(load_run2):
             for c in range(nch):
-                m.d.sync += [p_addr[c].eq(self.hbm_base[c] + (Mux(c < s_r0, s_a1, s_a0) << lc)),
-                             p_left[c].eq(Mux(hbm, s_q + ((c <= s_r1) if c else 1) - (c < s_r0), 0))]
+                m.d.sync += [p_addr[c].eq(self.hbm_base[c] + (Mux(s_lt[c], s_a1, s_a0) << lc)),
+                             p_left[c].eq(Mux(hbm, s_q + (s_le[c] if c else 1) - s_lt[c], 0))]
             m.d.sync += [p_addr[nch].eq(self.ddr_base + (s_da << ld)), p_left[nch].eq(Mux(hbm, 0, s_dn))]
             m.d.sync += [p_rem[i].eq(0) for i in range(npt)]
 
@@ -424,6 +426,8 @@ class DmaEngine(Engine):
         m.d.comb += [pop.eq(tb_first | run_end),
                      meta.w_data.eq(Cat(hbm, ch, off, lane, cnt, entry, pop))]
         reading = Signal()                                 # a LOAD from LOAD_RUN to done (a register)
+        ld_piece = Signal()                                # ... in PIECE (a register: the descriptor FIFO's write
+        m.d.comb += meta.w_en.eq(ld_piece & meta.w_rdy)    # enable from registers, the 300 MHz depth)
         for i, p in enumerate(ports):
             m.d.comb += [p.arvalid.eq(reading & p_more[i] & p_fresh[i]), p.araddr.eq(p_addr[i]),
                          p.arlen.eq(blen[i] - 1)]
@@ -570,7 +574,7 @@ class DmaEngine(Engine):
             with m.State("LOAD_RUN"):
                 m.d.comb += load_run.eq(~plain)
                 m.d.sync += [cur_hi1.eq(cur_hi + 1), tb.eq(to_beat), te.eq(to_entry), tb_first.eq(to_beat <= to_entry)]
-                m.d.sync += reading.eq(~is_store)
+                m.d.sync += [reading.eq(~is_store), ld_piece.eq(~is_store)]
                 m.next = "PIECE"
             with m.State("PIECE"):
                 with m.If(is_store):
@@ -580,8 +584,9 @@ class DmaEngine(Engine):
                                  *[p_sel[c].eq(hbm & (ch == c)) for c in range(nch)], p_sel[nch].eq(~hbm)]
                     m.next = "ALIGN"
                 with m.Else():
-                    m.d.comb += [meta.w_en.eq(meta.w_rdy), advance.eq(meta.w_rdy)]
+                    m.d.comb += advance.eq(meta.w_rdy)
                     with m.If(meta.w_rdy & last_piece):
+                        m.d.sync += ld_piece.eq(0)
                         m.next = "DRAIN"
             with m.State("ALIGN"):
                 m.d.sync += [st_elems.eq(elems), w_end.eq(w_off + (w_cnt << 1))]

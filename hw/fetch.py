@@ -63,9 +63,10 @@ class Fetch(wiring.Component):
         to4k = b4k - ((fa >> log2(bb)) & (b4k - 1))
         left = Signal(AXI_ADDR_BITS)
         burst, fresh, fresh1 = Signal(range(BURST + 1)), Signal(), Signal()
+        burst_nz = Signal()             # burst != 0 (b_page is at least 1), registered with it
         b_page, b_left = Signal(range(BURST + 1)), Signal(range(BURST + 1))
         m.d.sync += [b_page.eq(Mux(to4k < BURST, to4k, BURST)), b_left.eq(Mux(left < BURST, left, BURST)),
-                     burst.eq(Mux(b_left < b_page, b_left, b_page))]
+                     burst.eq(Mux(b_left < b_page, b_left, b_page)), burst_nz.eq(b_left != 0)]
         # `room` from `held`, the beats in the FIFO or on their way, counted from registers (the 300 MHz depth): an
         # AR's beats as they join `outstanding` (`added`), a FIFO read a cycle after it (`rd_r`), so `held` is at
         # least the FIFO's level plus `outstanding`. (`room` is stale only by FIFO reads, which free room, and after
@@ -75,7 +76,7 @@ class Fetch(wiring.Component):
         m.d.sync += room.eq(held + BURST <= DEPTH)
         ar = self.ddr
         m.d.comb += [
-            ar.arvalid.eq(issuing & fresh & room & (burst != 0)),
+            ar.arvalid.eq(issuing & fresh & room & burst_nz),
             ar.araddr.eq(fa), ar.arlen.eq(burst - 1), ar.arsize.eq(log2(bb)), ar.arburst.eq(BURST_INCR),
             ar.rready.eq(1), fifo.w_en.eq(ar.rvalid), fifo.w_data.eq(ar.rdata),
         ]

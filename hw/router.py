@@ -68,7 +68,9 @@ class RouterEngine(Engine):
         # chunk c starts at unit c*base + min(c, extra) and holds base + (c < extra) units
         step = Signal(DEVICE_BITS + 1)                    # ALLGATHER step s
         last_step = Signal()                              # step + 1 >= devs (a register beside `step`)
-        send_c, recv_c = Signal(DEVICE_BITS + 1), Signal(DEVICE_BITS + 1)
+        # step s sends chunk (pos - s) mod D and receives chunk (pos - s - 1) mod D: kept in registers, each step's
+        # send chunk the step before's receive chunk (the 300 MHz depth: no subtraction of `step` before a compare)
+        send_c, recv_c = Signal(DEVICE_BITS + 1, name="send_c"), Signal(DEVICE_BITS + 1, name="recv_c")
         which = Signal(DEVICE_BITS + 1)                   # the chunk whose bounds are computed
 
         # in entries: unit u covers entries u*gran .. (u+1)*gran, clipped to the vector's ceil(n/d) entries.
@@ -181,17 +183,15 @@ class RouterEngine(Engine):
                 with m.If(r >= devs):
                     m.d.sync += [q.eq(q + 1), r.eq(r - devs)]
                 with m.Else():
-                    m.d.sync += [step.eq(0), last_step.eq(devs <= 1)]
+                    m.d.sync += [step.eq(0), last_step.eq(devs <= 1), send_c.eq(pos),
+                                 recv_c.eq(Mux(pos == 0, devs - 1, pos - 1))]
                     m.next = "STEP"
             with m.State("STEP"):
                 with m.If(last_step):
                     m.d.comb += ctl.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
-                    # send chunk (pos - step) mod D, receive chunk (pos - step - 1) mod D
-                    sc = Mux(pos >= step, pos - step, pos + devs - step)
-                    rc = Mux(sc == 0, devs - 1, sc - 1)
-                    m.d.sync += [send_c.eq(sc), recv_c.eq(rc), which.eq(sc)]
+                    m.d.sync += which.eq(send_c)
                     m.next = "BOUNDS_A"
             # the send chunk's c * q is registered at the end of STEP + 1, its units at + 2, its entries at + 3,
             # clipped at + 4; the receive chunk's a cycle behind
@@ -212,7 +212,8 @@ class RouterEngine(Engine):
                 m.next = "GATHER"
             with m.State("GATHER"):
                 with m.If(send_idle & recv_idle):
-                    m.d.sync += [step.eq(step + 1), last_step.eq(step + 2 >= devs), sending.eq(0), receiving.eq(0)]
+                    m.d.sync += [step.eq(step + 1), last_step.eq(step + 2 >= devs), sending.eq(0), receiving.eq(0),
+                                 send_c.eq(recv_c), recv_c.eq(Mux(recv_c == 0, devs - 1, recv_c - 1))]
                     m.next = "STEP"
             with m.State("MOVE"):
                 with m.If(send_idle & recv_idle):
