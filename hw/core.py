@@ -437,8 +437,10 @@ class Core(wiring.Component):
         for u in range(U):
             q = qs[u]
             n_after = Mux(start[u], q_n[u] - 1, q_n[u])
+            # (slot k takes the pushed word when n_after == k, tested on the register as q_n == k + start: no
+            # subtraction before the comparison, the 300 MHz depth; the same for the in-flight slots)
             for k in range(Q):
-                with m.If(push[u] & (n_after == k)):
+                with m.If(push[u] & Mux(start[u], q_n[u] == k + 1, q_n[u] == k)):
                     m.d.sync += [q[k]["word"].eq(pf.word_out), q[k]["pc"].eq(ir_pc), q[k]["seq"].eq(seq),
                                  q[k]["fp"].eq(fp_new), q[k]["pos"].eq(pos), q[k]["tok"].eq(token)]
                 if k + 1 < Q:
@@ -449,7 +451,7 @@ class Core(wiring.Component):
             x = exs[u]
             x_after = Mux(done, ex_n[u] - 1, ex_n[u])
             for j in range(len(x)):
-                with m.If(start[u] & (x_after == j)):
+                with m.If(start[u] & Mux(done, ex_n[u] == j + 1, ex_n[u] == j)):
                     m.d.sync += [x[j][f].eq(q[0][f]) for f in SLOT_FIELDS]
                 if j + 1 < len(x):
                     with m.Elif(done):

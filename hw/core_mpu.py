@@ -189,6 +189,7 @@ class MatrixEngine(Engine):
         to4k = Signal(range(b4k + 1))
         m.d.comb += to4k.eq(b4k - (ar_b & (b4k - 1)))
         burst = Signal(9)
+        arlen = Signal(8)                   # burst - 1
         lin = Mux(ar_left < to4k, ar_left, to4k)
         qs = self.qtiles
         qsel = Signal(max(len(qs), 1))              # the quantized fetcher of this instruction (one-hot)
@@ -200,7 +201,7 @@ class MatrixEngine(Engine):
                              qreq_len.eq(qt.req.payload.len)]
         I, B = self.interleave, ROB_BURST
         if I == 1:
-            m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor, 1, Mux(lin > 256, 256, lin))))
+            m.d.comb += [burst.eq(Mux(qon, qreq_len, Mux(rowmajor, 1, Mux(lin > 256, 256, lin)))), arlen.eq(burst - 1)]
             beat = Mux(qon, qreq_beat, Mux(rowmajor, beat0 + ar_t, ar_b))
             ar_want = Mux(qon, qreq_valid, ar_go & (ar_left != 0))
         else:
@@ -234,6 +235,11 @@ class MatrixEngine(Engine):
                 v, one = size
                 return [au_n.eq(v - 1), au_z.eq(one)]
             m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor, 1, Mux(seg_le, seg, to4k_r))))
+            # (ARLEN without a subtraction after the choice: seg - 1 of a few bits, the page's beats less one as
+            # the complement of ar_b's page offset, registered as to4k_r is; the 300 MHz depth)
+            to4k_m1 = Signal(log2(b4k), name="to4k_m1")
+            m.d.sync += to4k_m1.eq(~ar_b[:log2(b4k)])
+            m.d.comb += arlen.eq(Mux(qon, qreq_len - 1, Mux(rowmajor, 0, Mux(seg_le, seg - 1, to4k_m1))))
             beat = Mux(qon, qreq_beat, ar_b)
             ar_want = Mux(qon, qreq_valid, ar_go & (rowmajor | ar_fresh))
         accepted = Signal(nch)
@@ -245,7 +251,7 @@ class MatrixEngine(Engine):
             m.d.comb += [
                 p.arvalid.eq(ar_want & ~accepted[c]),
                 p.araddr.eq(self.hbm_base[c] + (beat << log2(cb))),
-                p.arlen.eq(burst - 1), p.arsize.eq(log2(cb)), p.arburst.eq(BURST_INCR),
+                p.arlen.eq(arlen), p.arsize.eq(log2(cb)), p.arburst.eq(BURST_INCR),
             ]
         # (every channel has taken this AR or takes it now: accepted | (ar_want & arready), with ar_want out of the
         # 32-input AND, which then reads registers only: the 300 MHz depth)
@@ -327,7 +333,9 @@ class MatrixEngine(Engine):
         # ---- operand collector
         # x groups in the MPU's beat order (`hw.mpu.beat_order(kt, nt, Ix)`): Ix = I blocks of an FP16 matrix
         # interleaved group by group, one block at a time for a quantized one (its fetcher streams column-major)
-        xdepth = 4
+        # (5 entries: an entry's credit comes back a cycle after its read, below, and a VBUF read reaches the FIFO's
+        # output three cycles after it is issued, so 5 keep one operand group per cycle going)
+        xdepth = 5
         acc = self.mpu.acc_stages > 0
         lay = x_layout(cfg, first=acc)
         m.submodules.xfifo = xfifo = SyncFIFOBuffered(width=lay.size, depth=xdepth)
@@ -357,8 +365,12 @@ class MatrixEngine(Engine):
             return [xic0.eq(Mux(nt > ix0, ix0, nt)), xi_last0.eq(kt == 1), xj_end0.eq(ix0 >= nt),
                     xrem0.eq(Mux(nt > ix0, nt - ix0, 0)), kt_m1.eq(kt - 1)]
         pend, pend_i, pend_j, pend_last = Signal(), Signal(30), Signal(30), Signal()
-        can = x_go & (xfifo.level + pend < xdepth)
-        m.d.sync += pend.eq(can)
+        # the read goes when the FIFO will have room, from registers (the 300 MHz depth): `can_r`, made a cycle
+        # ahead from the entries then held or on their way (level + pend) and that cycle's read (can), not counting
+        # that cycle's FIFO read (so it is late by one read: never too early)
+        can_r = Signal(name="x_can_r")
+        can = x_go & can_r
+        m.d.sync += [pend.eq(can), can_r.eq(xfifo.level + pend + can < xdepth)]
         with m.If(can):
             m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(src + xi),
                          vbuf.rb_en.eq(1), vbuf.rb_addr.eq(bias + (xj >> log2(groups)))]

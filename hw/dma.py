@@ -76,6 +76,7 @@ AXI_MAX_OUTSTANDING_READS = 4
 AXI_MAX_OUTSTANDING_WRITES = 4
 DMA_PIECES_IN_FLIGHT = AXI_BURST_BEATS * AXI_MAX_OUTSTANDING_READS    # the read-piece descriptor FIFO
 LOAD_SHIFT_SPLIT = 3      # a load's byte shift: these low bits of the offset in its first stage, the rest (words) next
+LANE_SHIFT_SPLIT = 3      # a store's lane shift: these low bits of the lane in ALIGN, the rest in ALIGN2
 AXI_MEMBERS_OUT = ("awvalid", "awaddr", "awlen", "awsize", "awburst", "wvalid", "wdata", "wstrb", "wlast",
                    "bready", "arvalid", "araddr", "arlen", "arsize", "arburst", "rready")
 AXI_HANDSHAKE_IN = ("awready", "wready", "bvalid", "arready", "rvalid")
@@ -383,43 +384,44 @@ class DmaEngine(Engine):
         with m.Else():
             m.d.comb += [rdata.eq(self.ddr.rdata), rvalid.eq(self.ddr.rvalid)]
         # R data reaches VBUF's shared write port (hw/buffers.py) through four registers (`LOAD_STAGES`, the 300 MHz
-        # depth): the port's beat as it is (out of the 33:1 port multiplexer), then shifted by its byte offset's low
-        # 3 bits, then by its 8-byte words and cleaned (DAZ: lane by lane, so before the lane shift as after it), then
-        # placed at its lane in the holding register whose write request VBUF sees, so no other engine's grant
-        # (`w_rdy`) follows this one's R path. Each stage moves when the next one has room. A beat holding two
-        # pieces (a run not aligned to VBUF entries) is taken (RREADY) with its second.
+        # depth): the port's beat as it is (out of the 33:1 port multiplexer); shifted by its byte offset's low 3
+        # bits and cleaned (DAZ: the elements then sit on the 16-bit grid, whatever the offset); shifted by its
+        # 8-byte words; placed at its lane in the holding register (`h_*`) whose write request VBUF sees, so no other
+        # engine's grant (`w_rdy`) follows this one's R path. Each stage moves when the next one has room. A beat
+        # holding two pieces (a run not aligned to VBUF entries) is taken (RREADY) with its second.
         wide = max(8 * cb, 8 * ddrb, 16 * d)
-        v0, v1, v2, hv = Signal(name="v0"), Signal(), Signal(), Signal()
-        s0_data, s1_data, s2_data = Signal(len(rdata), name="s0_data"), Signal(wide), Signal(16 * d)
-        s0_off, s1_off = Signal.like(mh.off, name="s0_off"), Signal.like(mh.off)
-        s0_lane, s1_lane, s2_lane = Signal.like(mh.lane, name="s0_lane"), Signal.like(mh.lane), Signal.like(mh.lane)
-        s0_addr, s1_addr, s2_addr = (Signal.like(vbuf.w_addr, name=f"s{k}_addr") for k in range(3))
-        s0_en, s1_en, s2_en = (Signal.like(vbuf.w_en, name=f"s{k}_en") for k in range(3))
-        h_addr, h_en, h_data = Signal.like(vbuf.w_addr), Signal.like(vbuf.w_en), Signal.like(vbuf.w_data)
-        space3 = ~hv | vbuf.w_rdy
-        space2 = ~v2 | space3
-        space1 = ~v1 | space2
-        space = ~v0 | space1
+
+        def stage(k, width):
+            return (Signal(name=f"s{k}_v"), Signal(width, name=f"s{k}_data"), Signal.like(mh.off, name=f"s{k}_off"),
+                    Signal.like(mh.lane, name=f"s{k}_lane"), Signal.like(vbuf.w_addr, name=f"s{k}_addr"),
+                    Signal.like(vbuf.w_en, name=f"s{k}_en"))
+        st = [stage(0, len(rdata)), stage(1, wide), stage(2, 16 * d)]
+        hv, h_addr, h_en, h_data = (Signal(name="h_v"), Signal.like(vbuf.w_addr, name="h_addr"),
+                                    Signal.like(vbuf.w_en, name="h_en"), Signal.like(vbuf.w_data, name="h_data"))
+        # spaces[k]: stage k loads this cycle (it is empty or the next one loads); the last, the holding register's
+        spaces = [~hv | vbuf.w_rdy]
+        for k in reversed(range(len(st))):
+            spaces.insert(0, ~st[k][0] | spaces[0])
+        space = spaces[0]
         m.d.comb += self.ddr.rready.eq(meta.r_rdy & ~mh.hbm & space & mh.pop)
         for c, p in enumerate(hbm_ports):
             m.d.comb += p.rready.eq(meta.r_rdy & mh.hbm & (mh.ch == c) & space & mh.pop)
-        got, req = Signal(), Signal()
+        got, req = Signal(name="r_got"), Signal(name="r_req")
         m.d.comb += [req.eq(meta.r_rdy & rvalid), got.eq(req & space), meta.r_en.eq(got)]
-        with m.If(space):
-            m.d.sync += [v0.eq(got), s0_off.eq(mh.off), s0_data.eq(rdata),
-                         s0_lane.eq(mh.lane), s0_addr.eq(mh.entry), s0_en.eq(lane_mask(d, mh.lane, mh.cnt))]
-        with m.If(space1):
-            m.d.sync += [v1.eq(v0), s1_off.eq(s0_off),
-                         s1_data.eq(shift_units(Cat(s0_data, C(0, wide - len(s0_data))), s0_off[:LOAD_SHIFT_SPLIT], 8,
-                                                left=False, m=m)),
-                         s1_lane.eq(s0_lane), s1_addr.eq(s0_addr), s1_en.eq(s0_en)]
-        with m.If(space2):
-            m.d.sync += [v2.eq(v1), s2_data.eq(daz16_lanes(shift_units(s1_data, s1_off[LOAD_SHIFT_SPLIT:],
-                                                                    8 << LOAD_SHIFT_SPLIT, left=False, m=m)[:16 * d])),
-                         s2_lane.eq(s1_lane), s2_addr.eq(s1_addr), s2_en.eq(s1_en)]
-        with m.If(space3):
-            m.d.sync += [hv.eq(v2), h_addr.eq(s2_addr), h_en.eq(s2_en),
-                         h_data.eq(shift_units(s2_data, s2_lane, 16, left=True, m=m))]
+        s0, s1, s2 = st
+        made = [
+            (got, rdata, mh.off, mh.lane, mh.entry, lane_mask(d, mh.lane, mh.cnt)),
+            (s0[0], daz16_lanes(shift_units(Cat(s0[1], C(0, wide - len(s0[1]))), s0[2][:LOAD_SHIFT_SPLIT], 8,
+                                            left=False, m=m)), *s0[2:]),
+            (s1[0], shift_units(s1[1], s1[2][LOAD_SHIFT_SPLIT:], 8 << LOAD_SHIFT_SPLIT, left=False, m=m)[:16 * d],
+             *s1[2:]),
+        ]
+        for k, (regs, vals) in enumerate(zip(st, made)):
+            with m.If(spaces[k]):
+                m.d.sync += [r.eq(v) for r, v in zip(regs, vals)]
+        with m.If(spaces[len(st)]):
+            m.d.sync += [hv.eq(s2[0]), h_addr.eq(s2[4]), h_en.eq(s2[5]),
+                         h_data.eq(shift_units(s2[1], s2[3], 16, left=True, m=m))]
         with m.If(hv):
             m.d.comb += [vbuf.w_req.eq(1), vbuf.w_addr.eq(h_addr), vbuf.w_en.eq(h_en), vbuf.w_data.eq(h_data)]
         pop = Signal()                                     # the piece ends its memory beat
@@ -441,8 +443,12 @@ class DmaEngine(Engine):
         # the piece's data over two registers (the 300 MHz depth): the VBUF entry shifted to its first lane
         # (`st_elems`, in ALIGN), then to its byte offset in the beat (`st_data`, in ALIGN2)
         st_elems, st_data = Signal(16 * d), Signal(wdata_bits)
-        elems = shift_units(vbuf.ra_data, w_lane, 16, left=False, m=m)
-        placed = shift_units(Cat(st_elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits], w_off, 8, left=True, m=m)
+        # (the lane shift in two parts, the low 3 bits of the lane in ALIGN, right after the VBUF read, whose
+        # block-RAM output and transparency multiplexer come first; the rest in ALIGN2: the 300 MHz depth)
+        elems = shift_units(vbuf.ra_data, w_lane[:LANE_SHIFT_SPLIT], 16, left=False, m=m)
+        placed = shift_units(Cat(shift_units(st_elems, w_lane[LANE_SHIFT_SPLIT:], 16 << LANE_SHIFT_SPLIT, left=False,
+                                             m=m), C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits],
+                             w_off, 8, left=True, m=m)
         st_strb = Signal(wdata_bits // 8)                 # the piece's strobes, registered in ALIGN2
         w_end = Signal(range(2 * max(cb, ddrb) + 1))       # the piece's end byte in its beat, registered in ALIGN
         acc_data, acc_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
@@ -503,7 +509,8 @@ class DmaEngine(Engine):
             b_end = p.bvalid & p.bready
             m.d.sync += p_out[i].eq(p_out[i] + ((p.arvalid & p.arready) | (fin & news[i])) - (r_end | b_end))
         quiet = Signal()                                   # every read in, every write answered
-        m.d.comb += quiet.eq((meta.level == 0) & ~v0 & ~v1 & ~v2 & ~hv & Cat(*[o == 0 for o in p_out]).all()
+        m.d.comb += quiet.eq((meta.level == 0) & ~Cat(*[x[0] for x in st]).any() & ~hv
+                             & Cat(*[o == 0 for o in p_out]).all()
                              & w_free)
 
         # ---- control

@@ -72,14 +72,18 @@ class Fetch(wiring.Component):
         # least the FIFO's level plus `outstanding`. (`room` is stale only by FIFO reads, which free room, and after
         # an AR, when `fresh` is low anyway.)
         room, rd_r = Signal(), Signal()
+        r_v, r_d = Signal(name="r_v"), Signal(dbits, name="r_d")
         held = Signal(range(DEPTH + BURST + 1))
         m.d.sync += room.eq(held + BURST <= DEPTH)
         ar = self.ddr
         m.d.comb += [
             ar.arvalid.eq(issuing & fresh & room & burst_nz),
             ar.araddr.eq(fa), ar.arlen.eq(burst - 1), ar.arsize.eq(log2(bb)), ar.arburst.eq(BURST_INCR),
-            ar.rready.eq(1), fifo.w_en.eq(ar.rvalid), fifo.w_data.eq(ar.rdata),
+            ar.rready.eq(1), fifo.w_en.eq(r_v), fifo.w_data.eq(r_d),
         ]
+        # (each R beat is registered before the FIFO: the DDR arbiter's R routing and the FIFO's level logic are
+        # then apart, the 300 MHz depth; `held` counts the beat meanwhile, from its AR to its read)
+        m.d.sync += [r_v.eq(ar.rvalid), r_d.eq(ar.rdata)]
         ar_hs = ar.arvalid & ar.arready
         m.d.sync += [fresh1.eq(~ar_hs), fresh.eq(fresh1 & ~ar_hs)]
         with m.If(ar_hs):
@@ -143,6 +147,6 @@ class Fetch(wiring.Component):
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.comb += fifo.r_en.eq(1)
-                with m.If((outstanding == 0) & (added == 0) & (fifo.level == 0) & ~ar.rvalid):
+                with m.If((outstanding == 0) & (added == 0) & (fifo.level == 0) & ~ar.rvalid & ~r_v):
                     m.next = "IDLE"
         return m

@@ -5,8 +5,9 @@ around the MPU and VPU").
 
 `Predecode(cfg, units, staged=False)` is a component: `word` in, `pd` out (a `predecode_layout(cfg, units)` struct,
 comb). With `staged=True` it also takes `early` (an `early_layout(cfg)` struct): `early_of(word)` made a stage
-before, from the same word (hw/fetch.py registers it beside the word), the first of the two subtractions of each
-strided operand's room, so that `pd` is one subtraction deep there (the 300 MHz depth). `pd` holds:
+before, from the same word (hw/fetch.py registers it beside the word): every sum and comparison of a field with
+a length or a constant (each operand's static range verdict, its room, the strided operands' rooms), so that `pd`
+is selections and flat logic from registers (the 300 MHz depth). `pd` holds:
 
 - `illegal`, `unit` (one-hot, `hw.decoder.Unit`), the decoder's; `invalid`: `hw.scoreboard.invalid`;
 - the ISA's operand ranges (`dfx.isa` `Op.operands`, `dfx.isa.check_operands` as comparators): `out`, an operand
@@ -76,52 +77,64 @@ def _ent_name(fmt: str, field: str) -> str:
     return f"ent_{fmt}_{field}"
 
 
-def _left_name(fmt: str, field: str) -> str:
-    return f"left_{fmt}_{field}"
+def _specs(cfg: AccelConfig):
+    """(format, start field, length field, dynamic) of every VBUF operand the range checks read, each once (its
+    length may be POS + 1 in some opcode: dynamic)."""
+    found: dict = {}
+    for op in isa.OPS:
+        for s in op.operands:
+            if not s.scalar:
+                key = (op.fmt.name.lower(), s.field)
+                ln, dyn = found.get(key, (s.length, False))
+                assert ln == s.length, (key, ln, s.length)
+                found[key] = (ln, dyn or s.dyn is not None)
+    return sorted((f, st, ln, dyn) for (f, st), (ln, dyn) in found.items())
 
 
 def early_layout(cfg: AccelConfig) -> data.StructLayout:
-    """Per strided operand (`STRIDED`): `<x>_rest` = (E - length) // d in entries and `<x>_ok` = length <= E; per
-    VBUF operand length field (`hw.scoreboard.length_fields`): `ent_<format>_<field>`, the entries it spans, and
-    `left_<format>_<field>` = VBUF entries - those entries, with `over_<format>_<field>` when they are more."""
+    """Per strided operand (`STRIDED`): `<x>_fits` (some offset fits: its length fits and its start is at most
+    (E - length) // d) and `<x>_room` ((E - length) // d - start, in entries); per VBUF operand length field
+    (`hw.scoreboard.length_fields`): `ent_<format>_<field>`, the entries it spans; per operand (`_specs`):
+    `bad_<format>_<start>` (start * d + length > E: outside VBUF at its static length), and for one whose length
+    may be POS + 1, `past_<format>_<start>` (start >= VBUF entries) and `dyn_<format>_<start>` (E - start * d,
+    the room for POS + 1)."""
     rb, ent_bits = _room_bits(cfg), _ent_bits(cfg)
-    ents = cfg.vbuf_elems // cfg.d
-    return data.StructLayout({**{f: w for x, _, _ in STRIDED for f, w in ((f"{x}_rest", rb), (f"{x}_ok", 1))},
+    return data.StructLayout({**{f: w for x, _, _ in STRIDED for f, w in ((f"{x}_fits", 1), (f"{x}_room", rb))},
                               **{_ent_name(f, ln): ent_bits for f, ln in length_fields()},
-                              **{_left_name(f, ln): ents.bit_length() for f, ln in length_fields()},
-                              **{f"over_{f}_{ln}": 1 for f, ln in length_fields()}})
+                              **{f"bad_{f}_{st}": 1 for f, st, _, _ in _specs(cfg)},
+                              **{f"{k}_{f}_{st}": (1 if k == "past" else rb) for f, st, _, dyn in _specs(cfg) if dyn
+                                 for k in ("past", "dyn")}})
+
+
+def _operand(view, start, length, cfg: AccelConfig):
+    """(bad, past, room) of an operand at entry `start` (a field of `view`) with length field `length`."""
+    e, sh, rb = cfg.vbuf_elems, log2(cfg.d), _room_bits(cfg)
+    st = getattr(view, start)
+    return (((st << sh) + getattr(view, length)) > e, st >= e >> sh, (C(e, rb + 1) - (st << sh))[:rb])
 
 
 def early_of(word, cfg: AccelConfig):
-    """The `early_layout` value of `word` (a WordLayout view), comb."""
+    """The `early_layout` value of `word` (a WordLayout view), comb: each field one or two carry chains from the
+    word (the 300 MHz depth), so that the predecode from it and the word is comparisons and selections only."""
     e, sh, rb = cfg.vbuf_elems, log2(cfg.d), _room_bits(cfg)
     parts = []
-    for _, fmt, field in STRIDED:
-        length = getattr(getattr(word, fmt), field)
-        rest = C(e, rb + 1) - length                      # (wraps below 0: `ok` is then 0)
-        parts += [(rest >> sh)[:rb], length <= e]
-    ent_bits = _ent_bits(cfg)
-    lengths = [getattr(getattr(word, f), ln) for f, ln in length_fields()]
-    n_ent = e >> sh
-    parts += [entries_of(word, cfg, f, ln)[:ent_bits] for f, ln in length_fields()]
-    # the entries left after the operand, VBUF entries - ceil(length / d) = (E - length) // d (E a multiple of d),
-    # and whether it overruns (ceil(length / d) > VBUF entries iff length > E): each one carry chain from the word
-    # (the 300 MHz depth; `left` is read only when `over` is 0)
-    parts += [((C(e, rb + 1) - x) >> sh)[:n_ent.bit_length()] for x in lengths]
-    parts += [x > e for x in lengths]
+    starts = {"s": ("matrix", "src"), "d": ("matrix", "dst"), "a": ("route", "vaddr")}
+    for x, fmt, field in STRIDED:
+        view = getattr(word, fmt)
+        length = getattr(view, field)
+        rest = ((C(e, rb + 1) - length) >> sh)[:rb]      # (E - length) // d (wraps when length > E: not `fits`)
+        start = getattr(view, starts[x][1])
+        parts += [(length <= e) & (rest >= start), (rest - start)[:rb]]
+    parts += [entries_of(word, cfg, f, ln)[:_ent_bits(cfg)] for f, ln in length_fields()]
+    ops = {(f, st): _operand(getattr(word, f), st, ln, cfg) for f, st, ln, _ in _specs(cfg)}
+    parts += [ops[(f, st)][0] for f, st, _, _ in _specs(cfg)]
+    parts += [v for f, st, _, dyn in _specs(cfg) if dyn for v in ops[(f, st)][1:]]
     return Cat(*parts)
 
 
-def _room(start, rest, ok):
-    """(fits, room): the offset room of an operand at entry `start` whose length leaves `rest` = (E - length) // d
-    entries (`ok`: length <= E): rest - start, in entries; `fits` when it is >= 0 (some offset fits)."""
-    return ok & (rest >= start), (rest - start)[:len(rest)]
-
-
-def static_ranges(word, cfg: AccelConfig, ents=None):
-    """(out, need, rooms) of `word`'s on-chip operands (see the module docstring), comb. `ents`: {(format, length
-    field): (entries, over)} made before (registers: `early_of`): a static operand lies inside VBUF when its
-    length's entries fit after its start, start <= VBUF entries - entries, and `over` is entries > VBUF entries."""
+def static_ranges(word, cfg: AccelConfig, early=None):
+    """(out, need, rooms) of `word`'s on-chip operands (see the module docstring), comb. `early`: the word's
+    `early_layout` value made before (registers: `early_of`), or None to make its parts here."""
     e, sh, rb = cfg.vbuf_elems, log2(cfg.d), _room_bits(cfg)
     assert e % cfg.d == 0, e
     out = C(0, 1)
@@ -140,18 +153,20 @@ def static_ranges(word, cfg: AccelConfig, ents=None):
             if spec.scalar:
                 fail = fail | (on & (start >= cfg.sregs))
                 continue
-            if ents is None:
-                static_bad = ((start << sh) + getattr(view, spec.length)) > e
-            else:           # start * d + length > E iff start + ceil(length / d) > E / d (E a multiple of d)
-                left, over = ents[(op.fmt.name.lower(), spec.length)]
-                static_bad = over | (start > left)
+            fmt = op.fmt.name.lower()
+            if early is None:
+                static_bad, past, dyn_room = _operand(view, spec.field, spec.length, cfg)
+            else:
+                static_bad = early[f"bad_{fmt}_{spec.field}"]
+                if spec.dyn is not None:
+                    past, dyn_room = early[f"past_{fmt}_{spec.field}"], early[f"dyn_{fmt}_{spec.field}"]
             if spec.dyn is None:
                 fail = fail | (on & static_bad)
                 continue
             dyn = getattr(view, spec.dyn)
-            fail = fail | (on & ~dyn & static_bad) | (on & dyn & (start >= e >> sh))
+            fail = fail | (on & ~dyn & static_bad) | (on & dyn & past)
             need[j] = need[j] | (sel & on & dyn)
-            slot = rooms[j].setdefault((op.fmt.name, spec.field), [(C(e, rb + 1) - (start << sh))[:rb], C(0, 1)])
+            slot = rooms[j].setdefault((op.fmt.name, spec.field), [dyn_room, C(0, 1)])
             slot[1] = slot[1] | sel
             j += 1
         assert j <= DYN_SLOTS, op.mnemonic
@@ -202,8 +217,7 @@ class Predecode(wiring.Component):
             ea = Signal(early_layout(cfg))
             m.d.comb += ea.eq(early_of(w, cfg))
         static_footprint(m, w, cfg, pd.fp, pd.fdyn, {(f, ln): ea[_ent_name(f, ln)] for f, ln in length_fields()})
-        out, need, rooms = static_ranges(w, cfg, {(f, ln): (ea[_left_name(f, ln)], ea[f"over_{f}_{ln}"])
-                                                  for f, ln in length_fields()})
+        out, need, rooms = static_ranges(w, cfg, ea)
         units, opc = w.control.units, w.control.opcode
         every = (units & isa.ALL_UNITS) != 0
         ctrl = dec.unit == Unit.CTRL
@@ -215,9 +229,9 @@ class Predecode(wiring.Component):
         # the batch unit's
         lin, ag = is_op(w, "LINEAR"), is_op(w, "ALLGATHER")
         mx, rt = w.matrix, w.route
-        s_fits, s_room = _room(mx.src, ea.s_rest, ea.s_ok)
-        d_fits, d_room = _room(mx.dst, ea.d_rest, ea.d_ok)
-        a_fits, a_room = _room(rt.vaddr, ea.a_rest, ea.a_ok)
+        s_fits, s_room = ea.s_fits, ea.s_room
+        d_fits, d_room = ea.d_fits, ea.d_room
+        a_fits, a_room = ea.a_fits, ea.a_room
         m.d.comb += [
             pd.c_batch.eq(is_op(w, "BATCH")), pd.c_chunk.eq(is_op(w, "CHUNK")), pd.c_slot.eq(is_op(w, "SLOT")),
             pd.lin.eq(lin), pd.ag.eq(ag),
