@@ -77,10 +77,11 @@ SEQ_BITS = 8                # dispatch sequence numbers (age order in the scoreb
 SLOT_FIELDS = ("word", "pc", "seq", "fp", "pos", "tok")   # what a queue entry carries (TOKEN / POS of its dispatch)
 
 
-def _mux_out(m, target, sources):
+def _mux_out(m, target, sources, raw=()):
     """Drive every Out member of `target` (a port of the given signature, the master's view) from the
     selected source; `sources` = [(select, port)], selects one-hot. In members go back to every source, the
-    handshake ones (`*ready`/`*valid` driven by the slave) only to the selected one."""
+    handshake ones (`*ready`/`*valid` driven by the slave) only to the selected one, except those named in `raw`
+    = [(port, member)], which that port takes ungated (it reads them only while it is selected)."""
     sig = target.signature
     for name, member in sig.members.items():
         tv = getattr(target, name)
@@ -91,7 +92,8 @@ def _mux_out(m, target, sources):
             m.d.comb += tv.eq(expr)
         else:
             for sel, src in sources:
-                m.d.comb += getattr(src, name).eq(tv & sel if name in AXI_HANDSHAKE_IN else tv)
+                gated = name in AXI_HANDSHAKE_IN and not any(src is p and name == nm for p, nm in raw)
+                m.d.comb += getattr(src, name).eq(tv & sel if gated else tv)
 
 
 class Core(wiring.Component):
@@ -302,7 +304,11 @@ class Core(wiring.Component):
         dma_hbm = Signal()
         m.d.sync += dma_hbm.eq(ex_v[2] & ex[2]["fp"].hbm)
         for nm in hbm_port_names(cfg):
-            _mux_out(m, getattr(self, nm), [(~dma_hbm, getattr(mpu, nm)), (dma_hbm, getattr(dma, nm))])
+            # (the DMA takes RVALID ungated: its load path reads it only with a read of its own outstanding, which
+            # it has only while it runs an HBM instruction, i.e. with dma_hbm; one LUT less before its R
+            # descriptor FIFO, the 300 MHz depth)
+            _mux_out(m, getattr(self, nm), [(~dma_hbm, getattr(mpu, nm)), (dma_hbm, getattr(dma, nm))],
+                     raw=[(getattr(dma, nm), "rvalid")])
         self._ddr_arbiter(m, fetch.ddr, dma.ddr, pf)
         wiring.connect(m, router.tx, wiring.flipped(self.ring_tx))
         wiring.connect(m, wiring.flipped(self.ring_rx), router.rx)

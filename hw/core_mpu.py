@@ -172,10 +172,12 @@ class MatrixEngine(Engine):
         dyn_k, dyn_n, rowmajor, wfmt = ins.dyn_k, ins.dyn_n, ins.rowmajor, ins.wfmt
         scale = Signal(32)
         k, n = Signal(33), Signal(33)
-        kt, nt, total = Signal(30), Signal(30), Signal(60)
+        kt, nt = Signal(30), Signal(30)
         KB = (cfg.hbm_bytes // cfg.tile_bytes).bit_length()      # 2**KB tiles overrun HBM
         KH = (KB + 1) // 2
         pk0, pk1, big = Signal(KB + KH, name="pk0"), Signal(2 * KB - KH, name="pk1"), Signal(name="big")
+        # kt * nt in KB + 1 bits (exact below 2**KB tiles; `tbig` when the product reaches 2**KB: it overruns HBM)
+        total, tbig = Signal(KB + 1, name="total"), Signal(name="tbig")
         wbyte = Signal(40)
 
         # ---- weight streamer: AR generator (all channels in lockstep)
@@ -479,7 +481,9 @@ class MatrixEngine(Engine):
                              beat0.eq(wbyte >> log2(cfg.beat_bytes))]
                 m.next = "SETUP3"
             with m.State("SETUP3"):
-                m.d.sync += total.eq(pk0 + (pk1 << KH))
+                lo = pk0[:KB + 1] + (pk1 << KH)[:KB + 1]       # (KB + 2 bits: one short adder, the 300 MHz depth)
+                m.d.sync += [total.eq(lo), tbig.eq((lo >> KB != 0) | (pk0 >> (KB + 1) != 0)
+                                                    | ((pk1 << KH) >> (KB + 1) != 0))]
                 m.next = "RANGE"
             with m.State("RANGE"):
                 # the checks into registers, so that CHECK decides from registers alone (the 300 MHz depth)
@@ -487,7 +491,7 @@ class MatrixEngine(Engine):
                 m.d.sync += [
                     quant.eq(wfmt != 0), illegal.eq((wfmt != 0) & ~built.any()), no_tiles.eq(nt == 0),
                     bad.eq((wfmt == 0) & ((wbyte & (cfg.beat_bytes - 1)).any()
-                                          | big | (wbyte + total * cfg.tile_bytes > cfg.hbm_bytes))),
+                                          | big | tbig | (wbyte + total * cfg.tile_bytes > cfg.hbm_bytes))),
                     *[qnext[q].eq(Cat(*[wfmt == c for c in qt.wfmt_codes]).any()) for q, qt in enumerate(qs)],
                     *x_first(), *out_first(),
                 ]

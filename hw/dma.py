@@ -343,7 +343,7 @@ class DmaEngine(Engine):
         # run's first address and count: its first stripe (`s_a0`, and `s_a1` = s_a0 + 1; a stripe is one beat of
         # every channel), each channel against the channels of its first and last beats (`s_lt`: before the
         # first, `s_le`: not after the last), the whole stripes from the first to the last (`s_q`), its first DDR
-        # beat and DDR beat count (`s_da`, `s_dn`). A cycle later
+        # beat and its last beat's offset from it (`s_da`, `s_dn`: the count less one). A cycle later
         # (`load_run2`), each port's first beat address and beat count. A LOAD's or STORE's one run is a0 and n,
         # registers: the first step is NEXT_RUN, the second LOAD_RUN. A cache store's runs are registered in
         # NEXT_RUN (cur_*): the first step is LOAD_RUN, the second PIECE, still before its first beat (WRITE).
@@ -360,14 +360,14 @@ class DmaEngine(Engine):
         m.d.sync += load_run2.eq(load_run)
         with m.If(load_run):
             m.d.sync += [s_a0.eq(ra >> sb), s_a1.eq((ra >> sb) + 1), s_q.eq(span >> sb), s_da.eq(ra >> ld),
-                         s_dn.eq((dspan >> ld) + 1),
+                         s_dn.eq(dspan >> ld),
                          s_lt.eq(Cat(*[c < ((ra >> lc) & (nch - 1)) for c in range(nch)])),
                          s_le.eq(Cat(C(1, 1), *[c <= ((span >> lc) & (nch - 1)) for c in range(1, nch)]))]
         with m.If(load_run2):
             for c in range(nch):
                 m.d.sync += [p_addr[c].eq(self.hbm_base[c] + (Mux(s_lt[c], s_a1, s_a0) << lc)),
                              p_left[c].eq(Mux(hbm, s_q + (s_le[c] if c else 1) - s_lt[c], 0))]
-            m.d.sync += [p_addr[nch].eq(self.ddr_base + (s_da << ld)), p_left[nch].eq(Mux(hbm, 0, s_dn))]
+            m.d.sync += [p_addr[nch].eq(self.ddr_base + (s_da << ld)), p_left[nch].eq(Mux(hbm, 0, s_dn + 1))]
             m.d.sync += [p_rem[i].eq(0) for i in range(npt)]
 
         # ---- reads: ARs per port; piece descriptors of the reads in flight, in order
