@@ -178,6 +178,10 @@ class MatrixEngine(Engine):
         pk0, pk1, big = Signal(KB + KH, name="pk0"), Signal(2 * KB - KH, name="pk1"), Signal(name="big")
         # kt * nt in KB + 1 bits (exact below 2**KB tiles; `tbig` when the product reaches 2**KB: it overruns HBM)
         total, tbig = Signal(KB + 1, name="total"), Signal(name="tbig")
+        # the tiles HBM holds after the first (HT - beat0, signed: negative when it starts past HBM; `b0big` when
+        # beat0 has bits above KB + 1), made in SETUP3 beside total, so RANGE compares once (the 300 MHz depth)
+        HT = cfg.hbm_bytes // cfg.tile_bytes
+        t_lim, b0big = Signal(KB + 2, name="t_lim"), Signal(name="b0big")
         wbyte = Signal(40)
 
         # ---- weight streamer: AR generator (all channels in lockstep)
@@ -225,10 +229,14 @@ class MatrixEngine(Engine):
             # those beats, made a cycle after ar_b / seg change (`ar_fresh` low that cycle: such an AR goes out
             # at most every 2nd cycle, of runs of up to B beats); row-major runs go a beat per AR, every cycle
             seg_le, to4k_r, ar_fresh = Signal(), Signal.like(to4k), Signal()
+            arlen_cm = Signal(8, name="arlen_cm")
             # ... and the run's address step after this AR, as valid as they are (row-major: nt, per beat)
             ar_step = Signal(BW)
-            m.d.sync += [seg_le.eq(seg <= to4k), to4k_r.eq(to4k),
-                         ar_step.eq(Mux(rowmajor, nt, Mux(seg <= to4k, seg, to4k)))]
+            # (seg <= to4k as seg - 1 <= to4k - 1, the complement of ar_b's page offset: one carry chain, not the
+            # subtraction of to4k before it; seg is 0 only between runs)
+            le = (seg == 0) | ((seg - 1)[:len(seg)] <= ~ar_b[:log2(b4k)])
+            m.d.sync += [seg_le.eq(le), to4k_r.eq(to4k), ar_step.eq(Mux(rowmajor, nt, Mux(le, seg, to4k))),
+                         arlen_cm.eq(Mux(le, seg - 1, ~ar_b[:log2(b4k)]))]
             run_end = Mux(rowmajor, seg == 1, seg_le)              # this AR's burst ends the run
             # the chunk's last block: a register beside a down-counter of the blocks left (as hw/core_rob.py's)
             au_n, au_z = Signal(range(max(I, 2))), Signal()
@@ -237,11 +245,9 @@ class MatrixEngine(Engine):
                 v, one = size
                 return [au_n.eq(v - 1), au_z.eq(one)]
             m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor, 1, Mux(seg_le, seg, to4k_r))))
-            # (ARLEN without a subtraction after the choice: seg - 1 of a few bits, the page's beats less one as
-            # the complement of ar_b's page offset, registered as to4k_r is; the 300 MHz depth)
-            to4k_m1 = Signal(log2(b4k), name="to4k_m1")
-            m.d.sync += to4k_m1.eq(~ar_b[:log2(b4k)])
-            m.d.comb += arlen.eq(Mux(qon, qreq_len - 1, Mux(rowmajor, 0, Mux(seg_le, seg - 1, to4k_m1))))
+            # (a column-major run's ARLEN, registered with seg_le: seg - 1, or the page's beats less one, the
+            # complement of ar_b's page offset; the 300 MHz depth)
+            m.d.comb += arlen.eq(Mux(qon, qreq_len - 1, Mux(rowmajor, 0, arlen_cm)))
             beat = Mux(qon, qreq_beat, ar_b)
             ar_want = Mux(qon, qreq_valid, ar_go & (rowmajor | ar_fresh))
         accepted = Signal(nch)
@@ -302,7 +308,12 @@ class MatrixEngine(Engine):
             fifos.append(fifo)
             m.d.comb += [p.rready.eq(fifo.w_rdy), fifo.w_en.eq(p.rvalid), fifo.w_data.eq(p.rdata),
                          p.bready.eq(1)]
-        tile_ok = Cat(*[fi.r_rdy for fi in fifos]).all()
+        # `tile_ok`: every channel FIFO holds a beat at its output, a register made a cycle ahead (the 300 MHz
+        # depth: no AND of the 32 outputs before their reads). Exact: a SyncFIFOBuffered's output holds a beat next
+        # cycle iff its memory holds one (level > r_rdy), when read now, else iff that or it holds one now.
+        tile_ok, take = Signal(name="tile_ok"), Signal()
+        inner = [fi.level != fi.r_rdy for fi in fifos]
+        m.d.sync += tile_ok.eq(Mux(take, Cat(*inner).all(), Cat(*[x | fi.r_rdy for x, fi in zip(inner, fifos)]).all()))
         joined = Cat(*[fi.r_data for fi in fifos])
         beat_ready = Signal()
         rob_start = Signal()
@@ -314,8 +325,9 @@ class MatrixEngine(Engine):
                          rob.i.valid.eq(tile_ok & ~qon), rob.i.payload.eq(joined), beat_ready.eq(rob.i.ready),
                          mpu.w.valid.eq(rob.o.valid & ~qon), mpu.w.payload.eq(rob.o.payload),
                          rob.o.ready.eq(mpu.w.ready & ~qon)]
+        m.d.comb += take.eq(tile_ok & beat_ready)
         for fi in fifos:
-            m.d.comb += fi.r_en.eq(tile_ok & beat_ready)
+            m.d.comb += fi.r_en.eq(take)
 
         # ---- quantized weights (hw/qfetch.py): the joined beats go to the instruction's tile fetcher, whose
         # dequantised binary16 tiles feed the MPU's `w` in place of the FP16 beats
@@ -483,7 +495,8 @@ class MatrixEngine(Engine):
             with m.State("SETUP3"):
                 lo = pk0[:KB + 1] + (pk1 << KH)[:KB + 1]       # (KB + 2 bits: one short adder, the 300 MHz depth)
                 m.d.sync += [total.eq(lo), tbig.eq((lo >> KB != 0) | (pk0 >> (KB + 1) != 0)
-                                                    | ((pk1 << KH) >> (KB + 1) != 0))]
+                                                    | ((pk1 << KH) >> (KB + 1) != 0)),
+                             t_lim.eq(C(HT, KB + 2) - beat0[:KB + 1]), b0big.eq(beat0 >> (KB + 1) != 0)]
                 m.next = "RANGE"
             with m.State("RANGE"):
                 # the checks into registers, so that CHECK decides from registers alone (the 300 MHz depth)
@@ -491,7 +504,7 @@ class MatrixEngine(Engine):
                 m.d.sync += [
                     quant.eq(wfmt != 0), illegal.eq((wfmt != 0) & ~built.any()), no_tiles.eq(nt == 0),
                     bad.eq((wfmt == 0) & ((wbyte & (cfg.beat_bytes - 1)).any()
-                                          | big | tbig | (wbyte + total * cfg.tile_bytes > cfg.hbm_bytes))),
+                                          | big | tbig | b0big | t_lim[-1] | (total > t_lim))),
                     *[qnext[q].eq(Cat(*[wfmt == c for c in qt.wfmt_codes]).any()) for q, qt in enumerate(qs)],
                     *x_first(), *out_first(),
                 ]

@@ -105,7 +105,7 @@ class VectorEngine(Engine):
         m.submodules.desc = desc = SyncFIFOBuffered(width=desc_l.size, depth=self.IN_FLIGHT)
         wb = data.View(desc_l, desc.r_data)
 
-        depth = 4
+        depth = 5       # (an entry's credit comes back a cycle after its read: `can_r` below; 5 keep a beat a cycle)
         lay = in_layout(cfg)
         m.submodules.ififo = ififo = SyncFIFOBuffered(width=lay.size, depth=depth)
         go = Signal()
@@ -113,8 +113,11 @@ class VectorEngine(Engine):
         pend, pend_i = Signal(), Signal(30)
         bi_last, pend_last = Signal(), Signal()      # bi + 1 == beats, from registers (the 300 MHz depth)
         bi_left = Signal(30)                         # beats after bi
-        can = go & (ififo.level + pend < depth)
-        m.d.sync += pend.eq(can)
+        # the read goes when the FIFO will have room, from a register made a cycle ahead (the 300 MHz depth; as the
+        # matrix engine's operand read, hw/core_mpu.py): late by one FIFO read, never early
+        can_r = Signal(name="i_can_r")
+        can = go & can_r
+        m.d.sync += [pend.eq(can), can_r.eq(ififo.level + pend + can < depth)]
         with m.If(can):
             m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(a + bi),
                          vbuf.rb_en.eq(1), vbuf.rb_addr.eq(b + bi)]

@@ -9,7 +9,7 @@ executing unit (one-hot), the format, and an `illegal` flag for opcodes the ISA 
 
 import types
 
-from amaranth import Module, Signal
+from amaranth import C, Module, Signal
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -42,6 +42,18 @@ def format_layout(fmt: isa.Format) -> data.StructLayout:
 WordLayout = data.UnionLayout({fmt.name.lower(): format_layout(fmt) for fmt in isa.FORMATS})
 
 
+def illegal_of(word):
+    """The decoder's `illegal` of `word` (a `WordLayout` view) as an expression: its opcode is not in the ISA, or
+    reserved bits of its format are set."""
+    known, bad = C(0, 1), C(0, 1)
+    for op in isa.OPS:
+        sel = word.control.opcode == Opcode[op.mnemonic]
+        known = known | sel
+        if "_reserved" in format_layout(op.fmt).members:
+            bad = bad | (sel & (getattr(word, op.fmt.name.lower())["_reserved"] != 0))
+    return bad | ~known
+
+
 class Decoder(wiring.Component):
     """Combinational decode of one 128-bit instruction word.
 
@@ -63,14 +75,10 @@ class Decoder(wiring.Component):
         with m.Switch(opcode):
             for op in isa.OPS:
                 fmt_index = isa.FORMATS.index(op.fmt)
-                view = getattr(self.word, op.fmt.name.lower())
                 with m.Case(Opcode[op.mnemonic]):
                     m.d.comb += [
                         self.unit.eq(Unit[op.unit.name]),
                         self.format.eq(Format(fmt_index)),
                     ]
-                    if "_reserved" in format_layout(op.fmt).members:
-                        m.d.comb += self.illegal.eq(view["_reserved"] != 0)
-            with m.Default():
-                m.d.comb += self.illegal.eq(1)
+        m.d.comb += self.illegal.eq(illegal_of(self.word))
         return m

@@ -68,15 +68,14 @@ BURST_INCR = 1
 # 16 beats = 64 beats cover it with 1.8x margin for the loaded latency (queueing behind other traffic, refresh),
 # i.e. a round trip up to 64 cycles = 320 ns. 16 beats of the dfx preset's 64-byte HBM beat are 1 KiB, one HBM
 # page (PG276), read as row hits. Writes: the write response comes about 150 ns (30 cycles, board.json
-# hbm.write_latency_ns, an assumption) after the data; stores move a beat every 4 cycles (STORE_PIECE_CYCLES), so
-# 8 beats are waiting at a time; 4 bursts leave margin. (The matrix engine's weight streamer issues its own INCR bursts of
+# hbm.write_latency_ns, an assumption) after the data; stores move a beat every 5 cycles (STORE_PIECE_CYCLES), so
+# 6 beats are waiting at a time; 4 bursts leave margin. (The matrix engine's weight streamer issues its own INCR bursts of
 # up to 256 beats within 4 KiB: hw/core_mpu.py.)
 AXI_BURST_BEATS = 16
 AXI_MAX_OUTSTANDING_READS = 4
 AXI_MAX_OUTSTANDING_WRITES = 4
 DMA_PIECES_IN_FLIGHT = AXI_BURST_BEATS * AXI_MAX_OUTSTANDING_READS    # the read-piece descriptor FIFO
 LOAD_SHIFT_SPLIT = 3      # a load's byte shift: these low bits of the offset in its first stage, the rest (words) next
-LANE_SHIFT_SPLIT = 3      # a store's lane shift: these low bits of the lane in ALIGN, the rest in ALIGN2
 AXI_MEMBERS_OUT = ("awvalid", "awaddr", "awlen", "awsize", "awburst", "wvalid", "wdata", "wstrb", "wlast",
                    "bready", "arvalid", "araddr", "arlen", "arsize", "arburst", "rready")
 AXI_HANDSHAKE_IN = ("awready", "wready", "bvalid", "arready", "rvalid")
@@ -177,7 +176,8 @@ class DmaEngine(Engine):
     AR_CYCLES = 1             # a port's first AR a cycle after its run is loaded (the AR path from registers)
     # after the last R beat's latency: the descriptor FIFO's match, DRAIN; plus the AR's and the load stages' delay
     LOAD_DRAIN_CYCLES = 3 + AR_CYCLES + LOAD_STAGES
-    STORE_PIECE_CYCLES = 4    # PIECE (VBUF read), ALIGN (lane shift), ALIGN2 (byte shift), WRITE (the beat to its port)
+    # PIECE (VBUF read), READ (its data registered), ALIGN (lane shift), ALIGN2 (byte shift), WRITE (the beat to its port)
+    STORE_PIECE_CYCLES = 5
     STORE_DRAIN_CYCLES = 2    # the port's W register, then DRAIN sees the last B response counted
 
     def __init__(self, cfg: AccelConfig):
@@ -328,7 +328,13 @@ class DmaEngine(Engine):
             lim = min(AXI_BURST_BEATS, b4k)
             x = Mux(p_left[i] < lim, p_left[i], lim)
             bl = Signal(range(AXI_BURST_BEATS + 1), name=f"p{i}_blen")
-            m.d.sync += bl.eq(Mux(to4k < x, to4k, x))
+            # (and bl - 1, AWLEN, registered with it, no subtraction after the choice: to4k - 1 is the complement
+            # of the page offset; the 300 MHz depth)
+            bl1 = Signal(8, name=f"p{i}_blen_m1")
+            m.d.sync += [bl.eq(Mux(to4k < x, to4k, x)),
+                         bl1.eq(Mux(to4k < x, ~(p_addr[i] >> log2(bws[i]))[:log2(b4k)],
+                                    Mux(p_left[i] < lim, p_left[i] - 1, lim - 1)))]
+            blen_m1.append(bl1)
             return bl
 
         # The AR and AW path from registers (the 300 MHz depth): each port's next burst length (`blen`), whether it
@@ -336,6 +342,7 @@ class DmaEngine(Engine):
         # / p_out; `p_fresh` is low for the cycle after a change (an AR, a run's load), when they are stale. A
         # store's next burst starts at least three cycles after its previous beat (STORE_PIECE_CYCLES).
 
+        blen_m1 = []
         blen = [burst_len(i) for i in range(npt)]
         p_more = [Signal(name=f"p{i}_more") for i in range(npt)]
         p_fresh = [Signal(name=f"p{i}_fresh") for i in range(npt)]
@@ -440,15 +447,13 @@ class DmaEngine(Engine):
 
         # ---- writes: a memory beat gathers its pieces (byte strobes), then goes out as one W beat of a burst
         wdata_bits = max(8 * cb, 8 * ddrb)
-        # the piece's data over two registers (the 300 MHz depth): the VBUF entry shifted to its first lane
-        # (`st_elems`, in ALIGN), then to its byte offset in the beat (`st_data`, in ALIGN2)
-        st_elems, st_data = Signal(16 * d), Signal(wdata_bits)
-        # (the lane shift in two parts, the low 3 bits of the lane in ALIGN, right after the VBUF read, whose
-        # block-RAM output and transparency multiplexer come first; the rest in ALIGN2: the 300 MHz depth)
-        elems = shift_units(vbuf.ra_data, w_lane[:LANE_SHIFT_SPLIT], 16, left=False, m=m)
-        placed = shift_units(Cat(shift_units(st_elems, w_lane[LANE_SHIFT_SPLIT:], 16 << LANE_SHIFT_SPLIT, left=False,
-                                             m=m), C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits],
-                             w_off, 8, left=True, m=m)
+        # the piece's data over three registers (the 300 MHz depth): the VBUF entry as read (`st_raw`, in READ:
+        # the block RAM's output and VBUF's transparency multiplexer then feed nothing more; Vivado can pack it as
+        # the RAM's output register), shifted to its first lane (`st_elems`, in ALIGN), then to its byte offset in
+        # the beat (`st_data`, in ALIGN2)
+        st_raw, st_elems, st_data = Signal(16 * d, name="st_raw"), Signal(16 * d), Signal(wdata_bits)
+        elems = shift_units(st_raw, w_lane, 16, left=False, m=m)
+        placed = shift_units(Cat(st_elems, C(0, max(0, wdata_bits - 16 * d)))[:wdata_bits], w_off, 8, left=True, m=m)
         st_strb = Signal(wdata_bits // 8)                 # the piece's strobes, registered in ALIGN2
         w_end = Signal(range(2 * max(cb, ddrb) + 1))       # the piece's end byte in its beat, registered in ALIGN
         acc_data, acc_strb = Signal(wdata_bits), Signal(wdata_bits // 8)
@@ -490,7 +495,7 @@ class DmaEngine(Engine):
             m.d.sync += [w_d.eq(beat_data), w_s.eq(beat_strb),
                          w_l.eq(Mux(new_s, at_port([b == 1 for b in blen]), at_port([r == 1 for r in p_rem])))]
             with m.If(new_s):
-                m.d.sync += [aw_a.eq(at_port(p_addr)), aw_l.eq(at_port(blen) - 1)]
+                m.d.sync += [aw_a.eq(at_port(p_addr)), aw_l.eq(at_port(blen_m1))]
         for i, p in enumerate(ports):
             fin = Signal(name=f"p{i}_fin")
             m.d.comb += [fin.eq(beat_done & p_sel[i]),
@@ -589,12 +594,15 @@ class DmaEngine(Engine):
                     m.d.sync += [w_cnt.eq(cnt), w_pop.eq(pop), w_last.eq(last_piece),
                                  w_rend.eq(run_end), w_off.eq(off), w_lane.eq(lane), w_ch.eq(ch),
                                  *[p_sel[c].eq(hbm & (ch == c)) for c in range(nch)], p_sel[nch].eq(~hbm)]
-                    m.next = "ALIGN"
+                    m.next = "READ"
                 with m.Else():
                     m.d.comb += advance.eq(meta.w_rdy)
                     with m.If(meta.w_rdy & last_piece):
                         m.d.sync += ld_piece.eq(0)
                         m.next = "DRAIN"
+            with m.State("READ"):
+                m.d.sync += st_raw.eq(vbuf.ra_data)
+                m.next = "ALIGN"
             with m.State("ALIGN"):
                 m.d.sync += [st_elems.eq(elems), w_end.eq(w_off + (w_cnt << 1))]
                 m.next = "ALIGN2"

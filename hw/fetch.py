@@ -10,9 +10,9 @@ Words leave the FIFO through a register (`p`, the annotate stage) into a two-ent
 end's dispatch decision) reaches only the buffer's registers, never the FIFO (the 300 MHz depth, docs/rtl.md); a
 word passes stage and buffer in two cycles. `annotate` (optional, a component with `word` in and `pd` out, e.g.
 hw/predecode.py's) is made from the stage's word, and its `pd` goes through the buffer beside the word: `o_pd`
-belongs to `o.payload`. An annotate with an `early` input (and `early_of(word)`) gets it made from each word as
-its beat enters the FIFO (stored beside the beat: the 300 MHz depth, no word multiplexer before it), and
-registered beside the word in the stage.
+belongs to `o.payload`. An annotate with an `early` input (and `pre_of(word)`, `early_from(word, pre)`) gets it
+made in two halves (the 300 MHz depth): `pre_of` each word as its beat enters the FIFO (stored beside the beat),
+then `early_from` the word and its `pre` as the word enters the stage, registered beside it.
 `flush` stops it: outstanding bursts are received and dropped and the FIFO emptied; `idle` says when that
 is over (the controller waits for it before raising ap_done, so no read is left in flight between runs).
 """
@@ -51,7 +51,8 @@ class Fetch(wiring.Component):
         bb = dbits // 8
         per_beat = dbits // isa.WORD_BITS
         staged = self.annotate is not None and "early" in self.annotate.signature.members
-        eb = self.annotate.early.shape().size if staged else 0       # each word's early part, in the FIFO
+        pre_lay = self.annotate.pre_layout() if staged else None
+        eb = pre_lay.size if staged else 0                  # each word's `pre` half, in the FIFO beside the beat
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=dbits + per_beat * eb, depth=DEPTH)
         fa = Signal(AXI_ADDR_BITS)
         outstanding = Signal(range(DEPTH + BURST + 1))
@@ -83,7 +84,7 @@ class Fetch(wiring.Component):
             ar.arvalid.eq(issuing & fresh & room & burst_nz),
             ar.araddr.eq(fa), ar.arlen.eq(burst - 1), ar.arsize.eq(log2(bb)), ar.arburst.eq(BURST_INCR),
             ar.rready.eq(1), fifo.w_en.eq(r_v),
-            fifo.w_data.eq(Cat(r_d, *[self.annotate.early_of(data.View(WordLayout, r_d.word_select(i, isa.WORD_BITS)))
+            fifo.w_data.eq(Cat(r_d, *[self.annotate.pre_of(data.View(WordLayout, r_d.word_select(i, isa.WORD_BITS)))
                                       for i in range(per_beat) if staged])),
         ]
         # (each R beat is registered before the FIFO: the DDR arbiter's R routing and the FIFO's level logic are
@@ -128,10 +129,11 @@ class Fetch(wiring.Component):
         m.d.sync += p_valid.eq(fill | (p_valid & ~take))
         if staged:
             p_early = Signal(self.annotate.early.shape())      # the annotate's early part, registered beside `p`
-            earlies = Array(fifo.r_data[dbits + eb * i:dbits + eb * (i + 1)] for i in range(per_beat))
+            pres = Array(fifo.r_data[dbits + eb * i:dbits + eb * (i + 1)] for i in range(per_beat))
             m.d.comb += self.annotate.early.eq(p_early)
             with m.If(fill):
-                m.d.sync += p_early.eq(earlies[wi])
+                m.d.sync += p_early.eq(self.annotate.early_from(data.View(WordLayout, words[wi]),
+                                                                data.View(pre_lay, pres[wi])))
 
         with m.FSM():
             with m.State("IDLE"):

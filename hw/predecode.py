@@ -5,9 +5,10 @@ around the MPU and VPU").
 
 `Predecode(cfg, units, staged=False)` is a component: `word` in, `pd` out (a `predecode_layout(cfg, units)` struct,
 comb). With `staged=True` it also takes `early` (an `early_layout(cfg)` struct): `early_of(word)` made a stage
-before, from the same word (hw/fetch.py registers it beside the word): every sum and comparison of a field with
-a length or a constant (each operand's static range verdict, its room, the strided operands' rooms), so that `pd`
-is selections and flat logic from registers (the 300 MHz depth). `pd` holds:
+before, from the same word (hw/fetch.py makes it in two stages, `pre_of` then `early_from`, and registers it
+beside the word): every sum and comparison of a field with a length or a constant (each operand's static range
+verdict, its room, the strided operands' rooms), so that `pd` is selections and flat logic from registers (the
+300 MHz depth). `pd` holds:
 
 - `illegal`, `unit` (one-hot, `hw.decoder.Unit`), the decoder's; `invalid`: `hw.scoreboard.invalid`;
 - the ISA's operand ranges (`dfx.isa` `Op.operands`, `dfx.isa.check_operands` as comparators): `out`, an operand
@@ -36,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from dfx import isa
 from dfx.config import AccelConfig
 
-from .decoder import Decoder, Opcode, Unit, WordLayout
+from .decoder import Decoder, Opcode, Unit, WordLayout, illegal_of
 from .dma import log2
 from .scoreboard import FOOTPRINT, entries_of, invalid, is_op, length_fields, static_footprint
 
@@ -91,19 +92,39 @@ def _specs(cfg: AccelConfig):
     return sorted((f, st, ln, dyn) for (f, st), (ln, dyn) in found.items())
 
 
+def pre_layout(cfg: AccelConfig) -> data.StructLayout:
+    """The early part's first half (`pre_of`), from a length or a start alone: per strided operand (`STRIDED`)
+    `<x>_rest` = (E - length) // d and `<x>_ok` = length <= E; per VBUF operand length field
+    (`hw.scoreboard.length_fields`) `ent_<format>_<field>`, the entries it spans, `left_<format>_<field>` = (E -
+    length) // d and `over_<format>_<field>` = length > E; per operand whose length may be POS + 1 (`_specs`)
+    `past_<format>_<start>` (start >= VBUF entries) and `dyn_<format>_<start>` (E - start * d, the room for POS
+    + 1); the decoder's `illegal` and `hw.scoreboard.invalid`."""
+    rb, ent_bits, nb = _room_bits(cfg), _ent_bits(cfg), (cfg.vbuf_elems // cfg.d).bit_length()
+    return data.StructLayout({**{f: w for x, _, _ in STRIDED for f, w in ((f"{x}_rest", rb), (f"{x}_ok", 1))},
+                              **{_ent_name(f, ln): ent_bits for f, ln in length_fields()},
+                              **{f"{k}_{f}_{ln}": (nb if k == "left" else 1) for f, ln in length_fields()
+                                 for k in ("left", "over")},
+                              **_dyn_fields(cfg)})
+
+
+def _dyn_fields(cfg: AccelConfig) -> dict:
+    """`pre_layout`'s fields that `early_layout` copies: the decoder's `illegal`, `hw.scoreboard.invalid`, and
+    the dynamic operands' `past_*` and `dyn_*`."""
+    return {"illegal": 1, "invalid": 1,
+            **{f"{k}_{f}_{st}": (1 if k == "past" else _room_bits(cfg)) for f, st, _, dyn in _specs(cfg) if dyn
+               for k in ("past", "dyn")}}
+
+
 def early_layout(cfg: AccelConfig) -> data.StructLayout:
-    """Per strided operand (`STRIDED`): `<x>_fits` (some offset fits: its length fits and its start is at most
-    (E - length) // d) and `<x>_room` ((E - length) // d - start, in entries); per VBUF operand length field
-    (`hw.scoreboard.length_fields`): `ent_<format>_<field>`, the entries it spans; per operand (`_specs`):
-    `bad_<format>_<start>` (start * d + length > E: outside VBUF at its static length), and for one whose length
-    may be POS + 1, `past_<format>_<start>` (start >= VBUF entries) and `dyn_<format>_<start>` (E - start * d,
-    the room for POS + 1)."""
+    """The early part (`early_of`): per strided operand `<x>_fits` (some offset fits: its length fits and its
+    start is at most (E - length) // d) and `<x>_room` ((E - length) // d - start, in entries); `ent_<format>_<field>`
+    as `pre_layout`'s; per operand (`_specs`) `bad_<format>_<start>` (start * d + length > E: outside VBUF at its
+    static length), and `pre_layout`'s `past_*` and `dyn_*`."""
     rb, ent_bits = _room_bits(cfg), _ent_bits(cfg)
     return data.StructLayout({**{f: w for x, _, _ in STRIDED for f, w in ((f"{x}_fits", 1), (f"{x}_room", rb))},
                               **{_ent_name(f, ln): ent_bits for f, ln in length_fields()},
                               **{f"bad_{f}_{st}": 1 for f, st, _, _ in _specs(cfg)},
-                              **{f"{k}_{f}_{st}": (1 if k == "past" else rb) for f, st, _, dyn in _specs(cfg) if dyn
-                                 for k in ("past", "dyn")}})
+                              **_dyn_fields(cfg)})
 
 
 def _operand(view, start, length, cfg: AccelConfig):
@@ -113,23 +134,49 @@ def _operand(view, start, length, cfg: AccelConfig):
     return (((st << sh) + getattr(view, length)) > e, st >= e >> sh, (C(e, rb + 1) - (st << sh))[:rb])
 
 
-def early_of(word, cfg: AccelConfig):
-    """The `early_layout` value of `word` (a WordLayout view), comb: each field one or two carry chains from the
-    word (the 300 MHz depth), so that the predecode from it and the word is comparisons and selections only."""
+STARTS = {"s": "src", "d": "dst", "a": "vaddr"}         # the strided operands' start fields
+
+
+def pre_of(word, cfg: AccelConfig):
+    """The `pre_layout` value of `word` (a WordLayout view), comb: each field one carry chain from a field."""
     e, sh, rb = cfg.vbuf_elems, log2(cfg.d), _room_bits(cfg)
+    nb = (e >> sh).bit_length()
     parts = []
-    starts = {"s": ("matrix", "src"), "d": ("matrix", "dst"), "a": ("route", "vaddr")}
     for x, fmt, field in STRIDED:
-        view = getattr(word, fmt)
-        length = getattr(view, field)
-        rest = ((C(e, rb + 1) - length) >> sh)[:rb]      # (E - length) // d (wraps when length > E: not `fits`)
-        start = getattr(view, starts[x][1])
-        parts += [(length <= e) & (rest >= start), (rest - start)[:rb]]
+        length = getattr(getattr(word, fmt), field)
+        parts += [((C(e, rb + 1) - length) >> sh)[:rb], length <= e]   # (wraps when length > E: not `ok`)
     parts += [entries_of(word, cfg, f, ln)[:_ent_bits(cfg)] for f, ln in length_fields()]
-    ops = {(f, st): _operand(getattr(word, f), st, ln, cfg) for f, st, ln, _ in _specs(cfg)}
-    parts += [ops[(f, st)][0] for f, st, _, _ in _specs(cfg)]
-    parts += [v for f, st, _, dyn in _specs(cfg) if dyn for v in ops[(f, st)][1:]]
+    for f, ln in length_fields():
+        length = getattr(getattr(word, f), ln)
+        parts += [((C(e, rb + 1) - length) >> sh)[:nb], length > e]     # (`left` is read only when not `over`)
+    parts += [illegal_of(word), invalid(word)]
+    for f, st, ln, dyn in _specs(cfg):
+        if dyn:
+            parts += list(_operand(getattr(word, f), st, ln, cfg)[1:])
     return Cat(*parts)
+
+
+def early_from(word, pre, cfg: AccelConfig):
+    """The `early_layout` value of `word` from its `pre_layout` value `pre` (a view), comb: one comparison or
+    subtraction of a start field with a `pre` field each (start * d + length > E iff start > (E - length) // d,
+    for length <= E)."""
+    rb = _room_bits(cfg)
+    parts = []
+    for x, fmt, _ in STRIDED:
+        rest, start = pre[f"{x}_rest"], getattr(getattr(word, fmt), STARTS[x])
+        parts += [pre[f"{x}_ok"] & (rest >= start), (rest - start)[:rb]]
+    parts += [pre[_ent_name(f, ln)] for f, ln in length_fields()]
+    parts += [pre[f"over_{f}_{ln}"] | (getattr(getattr(word, f), st) > pre[f"left_{f}_{ln}"])
+              for f, st, ln, _ in _specs(cfg)]
+    parts += [pre[k] for k in _dyn_fields(cfg)]
+    return Cat(*parts)
+
+
+def early_of(word, cfg: AccelConfig):
+    """The `early_layout` value of `word` (a WordLayout view), comb: `early_from` its `pre_of`. Each field is one
+    or two carry chains from the word (the 300 MHz depth), so that the predecode from it and the word is
+    comparisons and selections only; the prefetcher makes the two halves in two stages (hw/fetch.py)."""
+    return early_from(word, data.View(pre_layout(cfg), pre_of(word, cfg)), cfg)
 
 
 def static_ranges(word, cfg: AccelConfig, early=None):
@@ -207,6 +254,16 @@ class Predecode(wiring.Component):
     def early_of(self, word):
         return early_of(word, self.cfg)
 
+    # the early part in two halves, for a stage apart each (hw/fetch.py)
+    def pre_layout(self):
+        return pre_layout(self.cfg)
+
+    def pre_of(self, word):
+        return pre_of(word, self.cfg)
+
+    def early_from(self, word, pre):
+        return early_from(word, pre, self.cfg)
+
     def elaborate(self, platform):
         m = Module()
         cfg, w, pd = self.cfg, self.word, self.pd
@@ -221,7 +278,7 @@ class Predecode(wiring.Component):
         units, opc = w.control.units, w.control.opcode
         every = (units & isa.ALL_UNITS) != 0
         ctrl = dec.unit == Unit.CTRL
-        m.d.comb += [pd.illegal.eq(dec.illegal), pd.invalid.eq(invalid(w)), pd.unit.eq(dec.unit),
+        m.d.comb += [pd.illegal.eq(ea.illegal), pd.invalid.eq(ea.invalid), pd.unit.eq(dec.unit),
                      pd.out.eq(out), pd.need.eq(need), *[pd[f"room{j}"].eq(rooms[j]) for j in range(DYN_SLOTS)],
                      pd.ctrl.eq(ctrl), pd.halt.eq(ctrl & (opc == Opcode.HALT)),
                      pd.fence.eq(ctrl & (opc == Opcode.FENCE)),
