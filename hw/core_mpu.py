@@ -229,14 +229,14 @@ class MatrixEngine(Engine):
             # those beats, made a cycle after ar_b / seg change (`ar_fresh` low that cycle: such an AR goes out
             # at most every 2nd cycle, of runs of up to B beats); row-major runs go a beat per AR, every cycle
             seg_le, to4k_r, ar_fresh = Signal(), Signal.like(to4k), Signal()
-            arlen_cm = Signal(8, name="arlen_cm")
+            seg_m1, to4k_m1 = Signal(8, name="seg_m1"), Signal(8, name="to4k_m1")
             # ... and the run's address step after this AR, as valid as they are (row-major: nt, per beat)
             ar_step = Signal(BW)
             # (seg <= to4k as seg - 1 <= to4k - 1, the complement of ar_b's page offset: one carry chain, not the
             # subtraction of to4k before it; seg is 0 only between runs)
             le = (seg == 0) | ((seg - 1)[:len(seg)] <= ~ar_b[:log2(b4k)])
             m.d.sync += [seg_le.eq(le), to4k_r.eq(to4k), ar_step.eq(Mux(rowmajor, nt, Mux(le, seg, to4k))),
-                         arlen_cm.eq(Mux(le, seg - 1, ~ar_b[:log2(b4k)]))]
+                         seg_m1.eq(seg - 1), to4k_m1.eq(~ar_b[:log2(b4k)])]
             run_end = Mux(rowmajor, seg == 1, seg_le)              # this AR's burst ends the run
             # the chunk's last block: a register beside a down-counter of the blocks left (as hw/core_rob.py's)
             au_n, au_z = Signal(range(max(I, 2))), Signal()
@@ -245,9 +245,9 @@ class MatrixEngine(Engine):
                 v, one = size
                 return [au_n.eq(v - 1), au_z.eq(one)]
             m.d.comb += burst.eq(Mux(qon, qreq_len, Mux(rowmajor, 1, Mux(seg_le, seg, to4k_r))))
-            # (a column-major run's ARLEN, registered with seg_le: seg - 1, or the page's beats less one, the
-            # complement of ar_b's page offset; the 300 MHz depth)
-            m.d.comb += arlen.eq(Mux(qon, qreq_len - 1, Mux(rowmajor, 0, arlen_cm)))
+            # (a column-major run's ARLEN from registers made with seg_le: seg - 1, or the page's beats less one,
+            # the complement of ar_b's page offset; the 300 MHz depth)
+            m.d.comb += arlen.eq(Mux(qon, qreq_len - 1, Mux(rowmajor, 0, Mux(seg_le, seg_m1, to4k_m1))))
             beat = Mux(qon, qreq_beat, ar_b)
             ar_want = Mux(qon, qreq_valid, ar_go & (rowmajor | ar_fresh))
         accepted = Signal(nch)
