@@ -233,8 +233,8 @@ class MatrixEngine(Engine):
             # ... and the run's address step after this AR, as valid as they are (row-major: nt, per beat)
             ar_step = Signal(BW)
             # (seg <= to4k as seg - 1 <= to4k - 1, the complement of ar_b's page offset: one carry chain, not the
-            # subtraction of to4k before it; seg is 0 only between runs)
-            le = (seg == 0) | ((seg - 1)[:len(seg)] <= ~ar_b[:log2(b4k)])
+            # subtraction of to4k before it; seg is at least 1 while the walk runs)
+            le = (seg - 1)[:len(seg)] <= ~ar_b[:log2(b4k)]
             m.d.sync += [seg_le.eq(le), to4k_r.eq(to4k), ar_step.eq(Mux(rowmajor, nt, Mux(le, seg, to4k))),
                          seg_m1.eq(seg - 1), to4k_m1.eq(~ar_b[:log2(b4k)])]
             run_end = Mux(rowmajor, seg == 1, seg_le)              # this AR's burst ends the run

@@ -77,19 +77,21 @@ class Fetch(wiring.Component):
         # an AR, when `fresh` is low anyway.)
         room, rd_r = Signal(), Signal()
         r_v, r_d = Signal(name="r_v"), Signal(dbits, name="r_d")
+        r_v2, r_d2, r_pre = Signal(name="r_v2"), Signal(dbits, name="r_d2"), Signal(per_beat * eb, name="r_pre")
         held = Signal(range(DEPTH + BURST + 1))
         m.d.sync += room.eq(held + BURST <= DEPTH)
         ar = self.ddr
         m.d.comb += [
             ar.arvalid.eq(issuing & fresh & room & burst_nz),
             ar.araddr.eq(fa), ar.arlen.eq(burst - 1), ar.arsize.eq(log2(bb)), ar.arburst.eq(BURST_INCR),
-            ar.rready.eq(1), fifo.w_en.eq(r_v),
-            fifo.w_data.eq(Cat(r_d, *[self.annotate.pre_of(data.View(WordLayout, r_d.word_select(i, isa.WORD_BITS)))
-                                      for i in range(per_beat) if staged])),
+            ar.rready.eq(1), fifo.w_en.eq(r_v2), fifo.w_data.eq(Cat(r_d2, r_pre)),
         ]
-        # (each R beat is registered before the FIFO: the DDR arbiter's R routing and the FIFO's level logic are
-        # then apart, the 300 MHz depth; `held` counts the beat meanwhile, from its AR to its read)
-        m.d.sync += [r_v.eq(ar.rvalid), r_d.eq(ar.rdata)]
+        # (each R beat goes through two registers before the FIFO, the second with its words' `pre` halves made
+        # from the first: the DDR arbiter's R routing, the `pre` logic and the FIFO's write are then apart, the
+        # 300 MHz depth; `held` counts the beat meanwhile, from its AR to its read)
+        m.d.sync += [r_v.eq(ar.rvalid), r_d.eq(ar.rdata), r_v2.eq(r_v), r_d2.eq(r_d),
+                     r_pre.eq(Cat(*[self.annotate.pre_of(data.View(WordLayout, r_d.word_select(i, isa.WORD_BITS)))
+                                    for i in range(per_beat) if staged]))]
         ar_hs = ar.arvalid & ar.arready
         m.d.sync += [fresh1.eq(~ar_hs), fresh.eq(fresh1 & ~ar_hs)]
         with m.If(ar_hs):
@@ -155,6 +157,6 @@ class Fetch(wiring.Component):
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.comb += fifo.r_en.eq(1)
-                with m.If((outstanding == 0) & (added == 0) & (fifo.level == 0) & ~ar.rvalid & ~r_v):
+                with m.If((outstanding == 0) & (added == 0) & (fifo.level == 0) & ~ar.rvalid & ~r_v & ~r_v2):
                     m.next = "IDLE"
         return m
