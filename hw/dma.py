@@ -269,15 +269,26 @@ class DmaEngine(Engine):
         # after it, the boundary it reached restarts at a whole beat or a whole entry. So the loop compares no
         # value it has just computed, and the run's count enters only at its last piece.
         dw = max(max(cb, ddrb) // 2, d).bit_length() + 1
-        tb, te, tb_first = Signal(dw, name="tb"), Signal(dw, name="te"), Signal(name="tb_first")
+        tb, te = Signal(dw, name="tb"), Signal(dw, name="te")
+        # (`tb_first` is the sign of `t_df` = te - tb, a register kept beside them: the next piece's difference is
+        # one addition of a constant to it, so no comparison follows a subtraction, the 300 MHz depth)
+        t_df = Signal(signed(dw + 1), name="t_df")
+        tb_first = Signal(name="tb_first")
+        m.d.comb += tb_first.eq(~t_df[-1])
         pc = Signal(range(d + 1))
         m.d.comb += pc.eq(Mux(tb_first, tb, te))
         run_end = Signal()                                 # the piece ends its run
         m.d.comb += run_end.eq((cur_left <= tb) & (cur_left <= te))
         cnt = Signal(range(d + 1))
         m.d.comb += cnt.eq(Mux(run_end, cur_left, pc))
-        ntb = Mux(tb_first, Mux(hbm, cb // 2, ddrb // 2), (tb - te)[:dw])
-        nte = Mux(~tb_first | (tb == te), d, (te - tb)[:dw])
+        beat = Mux(hbm, cb // 2, ddrb // 2)
+        t_eq = Signal()                                    # tb == te
+        m.d.comb += t_eq.eq(t_df == 0)
+        ntb = Mux(tb_first, beat, (tb - te)[:dw])
+        nte = Mux(~tb_first | t_eq, d, (te - tb)[:dw])
+        # nte - ntb: a whole beat after the beat's end (and a whole entry too where both ended), or a whole entry
+        # after the entry's end
+        ndf = Mux(tb_first & t_eq, d - beat, t_df + Mux(tb_first, -beat, d))
         entry = Signal(isa.VADDR_BITS)
         m.d.comb += entry.eq(cur_v >> log2(d))
         ch = Signal(range(nch))
@@ -301,7 +312,7 @@ class DmaEngine(Engine):
             with m.Else():
                 lo_sum = cur_lo + (p_cnt << 1)       # (<= one beat past cur_lo's beat: the carry ends the beat)
                 m.d.sync += [cur_lo.eq(lo_sum[:lo_bits]), cur_v.eq(cur_v + p_cnt), cur_left.eq(cur_left - p_cnt),
-                             tb.eq(ntb), te.eq(nte), tb_first.eq(ntb <= nte)]
+                             tb.eq(ntb), te.eq(nte), t_df.eq(ndf)]
                 with m.If(lo_sum[lo_bits]):
                     m.d.sync += [cur_hi.eq(cur_hi1), cur_hi1.eq(cur_hi1 + 1)]
 
@@ -585,7 +596,8 @@ class DmaEngine(Engine):
                 m.next = "LOAD_RUN"
             with m.State("LOAD_RUN"):
                 m.d.comb += load_run.eq(~plain)
-                m.d.sync += [cur_hi1.eq(cur_hi + 1), tb.eq(to_beat), te.eq(to_entry), tb_first.eq(to_beat <= to_entry)]
+                m.d.sync += [cur_hi1.eq(cur_hi + 1), tb.eq(to_beat), te.eq(to_entry),
+                             t_df.eq(to_entry - to_beat)]
                 m.d.sync += [reading.eq(~is_store), ld_piece.eq(~is_store)]
                 m.next = "PIECE"
             with m.State("PIECE"):
