@@ -104,16 +104,19 @@ class RouterEngine(Engine):
         # (`send_more`: entries are left to send, a register kept beside their count, `send_left`: the read's
         # decision and its last-entry test come from registers, the 300 MHz depth)
         send_left, send_more = Signal(UNIT_BITS, name="send_left"), Signal(name="send_more")
+        # (`send_a`, `recv_a`: the VBUF addresses vaddr + send_ent / recv_ent, registers stepped beside the entries:
+        # no addition before the buffer's address decode, the 300 MHz depth)
+        send_a, recv_a = Signal(isa.VADDR_BITS, name="send_a"), Signal(isa.VADDR_BITS, name="recv_a")
 
-        def send_range(lo, hi):
-            return [send_ent.eq(lo), send_left.eq(hi - lo), send_more.eq(hi > lo)]
+        def send_range(lo, hi, base=vaddr):
+            return [send_ent.eq(lo), send_a.eq(base + lo), send_left.eq(hi - lo), send_more.eq(hi > lo)]
 
         # sender: read entry (1 cycle), hold it, offer it on tx
         can_read = sending & ~holding & ~rd_pend & send_more
         rd_lanes, rd_last = Signal(d), Signal()          # the entry read's live lanes and whether it is the last,
         with m.If(can_read):                              # registered with the read (the 300 MHz depth)
-            m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(vaddr + send_ent)]
-            m.d.sync += [rd_pend.eq(1), send_ent.eq(send_ent + 1), rd_lanes.eq(lanes_of(send_ent)),
+            m.d.comb += [vbuf.ra_en.eq(1), vbuf.ra_addr.eq(send_a)]
+            m.d.sync += [rd_pend.eq(1), send_ent.eq(send_ent + 1), send_a.eq(send_a + 1), rd_lanes.eq(lanes_of(send_ent)),
                          rd_last.eq(send_left == 1), send_left.eq(send_left - 1), send_more.eq(send_left != 1)]
         with m.If(rd_pend):
             m.d.sync += [rd_pend.eq(0), holding.eq(1),
@@ -131,14 +134,14 @@ class RouterEngine(Engine):
         recv_left, recv_more = Signal(UNIT_BITS), Signal()
         m.d.comb += self.rx.ready.eq(receiving & recv_more & vbuf.w_rdy)
         with m.If(self.rx.valid & receiving & recv_more):
-            m.d.comb += [vbuf.w_req.eq(1), vbuf.w_addr.eq(vaddr + recv_ent), vbuf.w_en.eq(lanes_of(recv_ent)),
+            m.d.comb += [vbuf.w_req.eq(1), vbuf.w_addr.eq(recv_a), vbuf.w_en.eq(lanes_of(recv_ent)),
                          vbuf.w_data.eq(self.rx.payload.data)]
         with m.If(self.rx.valid & self.rx.ready):
-            m.d.sync += [recv_ent.eq(recv_ent + 1), recv_left.eq(recv_left - 1), recv_more.eq(recv_left != 1)]
+            m.d.sync += [recv_ent.eq(recv_ent + 1), recv_a.eq(recv_a + 1), recv_left.eq(recv_left - 1), recv_more.eq(recv_left != 1)]
         recv_idle = ~recv_more
 
-        def recv_range(lo, hi):
-            return [recv_ent.eq(lo), recv_left.eq(hi - lo), recv_more.eq(hi > lo)]
+        def recv_range(lo, hi, base=vaddr):
+            return [recv_ent.eq(lo), recv_a.eq(base + lo), recv_left.eq(hi - lo), recv_more.eq(hi > lo)]
 
         size = self.ring_size
         pos = self.ring_pos
@@ -148,7 +151,7 @@ class RouterEngine(Engine):
                 with m.If(ctl.start):
                     m.d.sync += [ins.eq(ctl.word.route), n_ent.eq((ctl.word.route.n + d - 1) >> log2(d)),
                                  sending.eq(0), receiving.eq(0),
-                                 *send_range(0, 0), *recv_range(0, 0)]
+                                 *send_range(0, 0, 0), *recv_range(0, 0, 0)]
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 with m.If(op == Opcode.ALLGATHER):
