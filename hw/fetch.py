@@ -13,8 +13,8 @@ hw/predecode.py's) is made from the stage's word, and its `pd` goes through the 
 belongs to `o.payload`. An annotate with an `early` input (and `pre_of(word)`, `early_from(word, pre)`) gets it
 made in two halves (the 300 MHz depth): `pre_of` each word as its beat enters the FIFO (stored beside the beat),
 then `early_from` the word and its `pre` as the word enters the stage, registered beside it.
-`flush` stops it: outstanding bursts are received and dropped and the FIFO emptied; `idle` says when that
-is over (the controller waits for it before raising ap_done, so no read is left in flight between runs).
+`flush` stops it: a burst offered on AR and not yet taken stays offered until it is (the AXI rule), outstanding
+bursts are received and dropped and the FIFO emptied; `idle` says when that is over (the controller waits for it before raising ap_done, so no read is left in flight between runs).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
@@ -153,10 +153,15 @@ class Fetch(wiring.Component):
                     with m.Else():
                         m.d.sync += wi.eq(wi + 1)
                 with m.If(self.flush):
-                    m.d.sync += [issuing.eq(0), n.eq(0), p_valid.eq(0)]
+                    # an AR offered and not yet taken stays offered until it is (AXI: ARVALID, once high, stays
+                    # high until ARREADY); its beats are then received and dropped like the others
+                    m.d.sync += [issuing.eq(ar.arvalid & ~ar.arready), n.eq(0), p_valid.eq(0)]
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.comb += fifo.r_en.eq(1)
-                with m.If((outstanding == 0) & (added == 0) & (fifo.level == 0) & ~ar.rvalid & ~r_v & ~r_v2):
+                with m.If(ar_hs):
+                    m.d.sync += issuing.eq(0)
+                with m.If(~issuing & (outstanding == 0) & (added == 0) & (fifo.level == 0) & ~ar.rvalid & ~r_v
+                          & ~r_v2):
                     m.next = "IDLE"
         return m
