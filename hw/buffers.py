@@ -10,12 +10,21 @@ sharing the write), and they share the write port (`w`) through the core's fixed
 cycle where `w_rdy` is high (no engine of higher priority requests one); the request must not depend on `w_rdy`.
 `w_req` is a single bit, apart from the lanes, so that the arbiter's grant is one LUT deep (the 300 MHz depth).
 
+The write reaches the copies through registers (`write_stages`, 2 by default): one beside the write arbiter and
+one beside each copy, so the write port's wide data and lane enables cross the die boundaries between the
+engines' super logic regions register to register (docs/rtl.md, "Fit"). The copies are then written two cycles
+late; each read port makes up for it by merging, lane by lane, the writes not yet in its copy (the three latest:
+the arbiter's register, the copy's, and the copy's one before) into the copy's data, newest last, so a read sees
+exactly what it would see with the write in place (transparent: a read in the cycle of a write returns the
+written lanes), and a port's data holds while its `en` is low. The depth of the merge: the hits are comparisons
+of registers, each data bit one multiplexer after the memory.
+
 Scalar registers: `cfg.sregs` binary32 words (at most the 16 the ISA's 4-bit register fields name), a `Memory`
 with asynchronous (comb) read ports: LUT RAM on an FPGA.
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
-from amaranth import Module
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -53,25 +62,68 @@ def vbuf_write_signature(cfg: AccelConfig) -> wiring.Signature:
 class VectorBuffer(wiring.Component):
     """VBUF (see the module docstring): the write port `w` and read ports `r0` .. `r<readers-1>`."""
 
-    def __init__(self, cfg: AccelConfig, readers: int = 2):
+    WRITE_STAGES = 2
+
+    def __init__(self, cfg: AccelConfig, readers: int = 2, write_stages: int = WRITE_STAGES):
         if not isinstance(cfg, AccelConfig):
             self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        if write_stages not in (0, 2):
+            self._MustUse__silence = True
+            raise ValueError(f"write_stages must be 0 (the write port straight to one memory) or 2 (a register "
+                             f"at the arbiter and one per copy), not {write_stages!r}")
         self.cfg = cfg
         self.readers = readers
+        self.write_stages = write_stages
         super().__init__({"w": In(vbuf_write_signature(cfg)),
                           **{f"r{i}": In(vbuf_read_signature(cfg)) for i in range(readers)}})
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        m.submodules.mem = mem = Memory(shape=16 * cfg.d, depth=cfg.vbuf_entries, init=[])
-        wp = mem.write_port(granularity=16)
-        m.d.comb += [wp.addr.eq(self.w.addr), wp.en.eq(self.w.en), wp.data.eq(self.w.data)]
+        if not self.write_stages:
+            m.submodules.mem = mem = Memory(shape=16 * cfg.d, depth=cfg.vbuf_entries, init=[])
+            wp = mem.write_port(granularity=16)
+            m.d.comb += [wp.addr.eq(self.w.addr), wp.en.eq(self.w.en), wp.data.eq(self.w.data)]
+            for i in range(self.readers):
+                rp = mem.read_port(transparent_for=(wp,))
+                p = getattr(self, f"r{i}")
+                m.d.comb += [rp.addr.eq(p.addr), rp.en.eq(p.en), p.data.eq(rp.data)]
+            return m
+
+        def stage(name, src):
+            """A register stage of the write (addr, lane enables, data)."""
+            st = (Signal.like(src[0], name=f"{name}_addr"), Signal.like(src[1], name=f"{name}_en"),
+                  Signal.like(src[2], name=f"{name}_data"))
+            m.d.sync += [st[0].eq(src[0]), st[1].eq(src[1]), st[2].eq(src[2])]
+            return st
+
+        w1 = stage("w1", (self.w.addr, self.w.en, self.w.data))          # beside the arbiter
         for i in range(self.readers):
-            rp = mem.read_port(transparent_for=(wp,))
             p = getattr(self, f"r{i}")
-            m.d.comb += [rp.addr.eq(p.addr), rp.en.eq(p.en), p.data.eq(rp.data)]
+            w2 = stage(f"c{i}_w2", w1)                                    # beside copy i: it writes the memory
+            w3 = stage(f"c{i}_w3", w2)                                    # the write the memory took last cycle
+            mem = Memory(shape=16 * cfg.d, depth=cfg.vbuf_entries, init=[])
+            m.submodules[f"copy{i}"] = mem
+            wp = mem.write_port(granularity=16)
+            m.d.comb += [wp.addr.eq(w2[0]), wp.en.eq(w2[1]), wp.data.eq(w2[2])]
+            rp = mem.read_port()                        # not transparent: w3 holds what it would have added
+            m.d.comb += [rp.addr.eq(p.addr), rp.en.eq(p.en)]
+            ra, ren = Signal.like(p.addr, name=f"c{i}_ra"), Signal(name=f"c{i}_ren")
+            m.d.sync += [ren.eq(p.en)]
+            with m.If(p.en):
+                m.d.sync += ra.eq(p.addr)
+            hits = [(st, Signal(name=f"c{i}_{nm}_hit")) for st, nm in ((w3, "w3"), (w2, "w2"), (w1, "w1"))]
+            m.d.comb += [h.eq(st[0] == ra) for st, h in hits]
+            held = Signal(16 * cfg.d, name=f"c{i}_held")
+            lanes = []
+            for e in range(cfg.d):
+                v = rp.data[16 * e:16 * e + 16]
+                for st, h in hits:                      # oldest first: the newest write to the lane wins
+                    v = Mux(h & st[1][e], st[2][16 * e:16 * e + 16], v)
+                lanes.append(Mux(ren, v, held[16 * e:16 * e + 16]))
+            m.d.comb += p.data.eq(Cat(*lanes))
+            m.d.sync += held.eq(p.data)
         return m
 
 
