@@ -1,7 +1,7 @@
 """On-chip storage of the core: the vector buffer (VBUF) and the scalar register file (S0..S15).
 
 VBUF: `cfg.vbuf_entries` entries of d binary16 elements, one Amaranth `lib.memory.Memory` with `readers`
-synchronous read ports (one cycle latency, transparent to the write port) and one write port with a
+synchronous read ports (the data in the cycle after `en`, transparent to the write port) and one write port with a
 per-element enable (granularity 16 bits), so a DMA piece, an MPU output block (l of the d lanes) or the live
 lanes of a VPU chunk are written without read-modify-write. The engines run concurrently (hw/core.py), so each
 has its own read ports (`r<i>`: on an FPGA, one copy of the buffer per read port, each a simple dual-port BRAM
@@ -16,8 +16,9 @@ engines' super logic regions register to register (docs/rtl.md, "Fit"). The copi
 late; each read port makes up for it by merging, lane by lane, the writes not yet in its copy (the three latest:
 the arbiter's register, the copy's, and the copy's one before) into the copy's data, newest last, so a read sees
 exactly what it would see with the write in place (transparent: a read in the cycle of a write returns the
-written lanes), and a port's data holds while its `en` is low. The depth of the merge: the hits are comparisons
-of registers, each data bit one multiplexer after the memory.
+written lanes). A port's data are valid in the cycle after its `en` (every engine takes them then), not held
+after it as a plain memory's are. The depth of the merge: the lanes' choices are registers or comparisons of
+registers, each data bit one 4:1 multiplexer after the memory.
 
 Scalar registers: `cfg.sregs` binary32 words (at most the 16 the ISA's 4-bit register fields name), a `Memory`
 with asynchronous (comb) read ports: LUT RAM on an FPGA.
@@ -109,21 +110,20 @@ class VectorBuffer(wiring.Component):
             m.d.comb += [wp.addr.eq(w2[0]), wp.en.eq(w2[1]), wp.data.eq(w2[2])]
             rp = mem.read_port()                        # not transparent: w3 holds what it would have added
             m.d.comb += [rp.addr.eq(p.addr), rp.en.eq(p.en)]
-            ra, ren = Signal.like(p.addr, name=f"c{i}_ra"), Signal(name=f"c{i}_ren")
-            m.d.sync += [ren.eq(p.en)]
-            with m.If(p.en):
-                m.d.sync += ra.eq(p.addr)
-            hits = [(st, Signal(name=f"c{i}_{nm}_hit")) for st, nm in ((w3, "w3"), (w2, "w2"), (w1, "w1"))]
-            m.d.comb += [h.eq(st[0] == ra) for st, h in hits]
-            held = Signal(16 * cfg.d, name=f"c{i}_held")
+            ra = Signal.like(p.addr, name=f"c{i}_ra")
+            m.d.sync += ra.eq(p.addr)
+            # per lane, which write the data come from: w2's and w3's (the writes w1 and w2 hold as the read goes
+            # in) registered with the read, as a transparent memory's bypass is; w1's (the write granted in the
+            # read's cycle) from the registers after it
+            s2, s3 = Signal(cfg.d, name=f"c{i}_s2"), Signal(cfg.d, name=f"c{i}_s3")
+            m.d.sync += [s2.eq(Mux(p.addr == w1[0], w1[1], 0)), s3.eq(Mux(p.addr == w2[0], w2[1], 0))]
+            s1 = Signal(cfg.d, name=f"c{i}_s1")
+            m.d.comb += s1.eq(Mux(ra == w1[0], w1[1], 0))
             lanes = []
             for e in range(cfg.d):
-                v = rp.data[16 * e:16 * e + 16]
-                for st, h in hits:                      # oldest first: the newest write to the lane wins
-                    v = Mux(h & st[1][e], st[2][16 * e:16 * e + 16], v)
-                lanes.append(Mux(ren, v, held[16 * e:16 * e + 16]))
+                sl = slice(16 * e, 16 * e + 16)
+                lanes.append(Mux(s1[e], w1[2][sl], Mux(s2[e], w2[2][sl], Mux(s3[e], w3[2][sl], rp.data[sl]))))
             m.d.comb += p.data.eq(Cat(*lanes))
-            m.d.sync += held.eq(p.data)
         return m
 
 

@@ -186,7 +186,7 @@ class FastTB:
 
     def vbuf(self, k: int, ranges) -> str:
         """VBUF entries of device k in `ranges` [(lo, hi)), as the hex of their binary16 bytes."""
-        mem = self.cores[k].vbuf.mem
+        mem = self.cores[k].vbuf.copy0          # (every read copy holds the buffer: hw/buffers.py)
         wb = 2 * self.cfg.d
         return b"".join(int(mem[e].value).to_bytes(wb, "little") for lo, hi in ranges for e in range(lo, hi)).hex()
 

@@ -25,6 +25,7 @@ from .toolchain import venv_path
 
 PUBLIC_VLT = """`verilator_config
 public_flat_rw -module "*" -var "mem"
+public_flat_rw -module "*" -var "copy0"
 public_flat_rw -module "{top}" -var "*"
 """
 VERILATOR_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint",
