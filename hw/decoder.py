@@ -42,15 +42,23 @@ def format_layout(fmt: isa.Format) -> data.StructLayout:
 WordLayout = data.UnionLayout({fmt.name.lower(): format_layout(fmt) for fmt in isa.FORMATS})
 
 
-def illegal_of(word):
+def field_zero(word):
+    """`zero(fmt, field)`: 1 when `field` of `word` (a `WordLayout` view) read through format `fmt` (a lower-case
+    format name) is 0, as logic."""
+    return lambda fmt, field: getattr(word, fmt)[field] == 0
+
+
+def illegal_of(word, zero=None):
     """The decoder's `illegal` of `word` (a `WordLayout` view) as an expression: its opcode is not in the ISA, or
-    reserved bits of its format are set."""
+    reserved bits of its format are set. `zero`: the reserved fields' zero tests (`field_zero(word)`, or bits made
+    earlier: hw/predecode.py's `zeros_of`)."""
+    zero = zero or field_zero(word)
     known, bad = C(0, 1), C(0, 1)
     for op in isa.OPS:
         sel = word.control.opcode == Opcode[op.mnemonic]
         known = known | sel
         if "_reserved" in format_layout(op.fmt).members:
-            bad = bad | (sel & (getattr(word, op.fmt.name.lower())["_reserved"] != 0))
+            bad = bad | (sel & ~zero(op.fmt.name.lower(), "_reserved"))
     return bad | ~known
 
 

@@ -10,11 +10,13 @@ Words leave the FIFO through a register (`p`, the annotate stage) into a two-ent
 end's dispatch decision) reaches only the buffer's registers, never the FIFO (the 300 MHz depth, docs/rtl.md); a
 word passes stage and buffer in two cycles. `annotate` (optional, a component with `word` in and `pd` out, e.g.
 hw/predecode.py's) is made from the stage's word, and its `pd` goes through the buffer beside the word: `o_pd`
-belongs to `o.payload`. An annotate with an `early` input (and `pre_of(word)`, `early_from(word, pre)`) gets it
-made in two halves (the 300 MHz depth): `pre_of` each word as its beat enters the FIFO (stored beside the beat),
-then `early_from` the word and its `pre` as the word enters the stage, registered beside it.
+belongs to `o.payload`. An annotate with an `early` input (and `zeros_of(word)`, `pre_of(word, zeros)`,
+`early_from(word, pre)`) gets it made in two halves (the 300 MHz depth): `pre_of` each word as its beat enters
+the FIFO (stored beside the beat; the word's zero tests, `zeros_of`, registered a stage before), then `early_from`
+the word and its `pre` as the word enters the stage, registered beside it.
 `flush` stops it: a burst offered on AR and not yet taken stays offered until it is (the AXI rule), outstanding
-bursts are received and dropped and the FIFO emptied; `idle` says when that is over (the controller waits for it before raising ap_done, so no read is left in flight between runs).
+bursts are received and dropped and the FIFO emptied; `idle` says when that is over (the controller waits for it
+before raising ap_done, so no read is left in flight between runs).
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
@@ -89,8 +91,13 @@ class Fetch(wiring.Component):
         # (each R beat goes through two registers before the FIFO, the second with its words' `pre` halves made
         # from the first: the DDR arbiter's R routing, the `pre` logic and the FIFO's write are then apart, the
         # 300 MHz depth; `held` counts the beat meanwhile, from its AR to its read)
-        m.d.sync += [r_v.eq(ar.rvalid), r_d.eq(ar.rdata), r_v2.eq(r_v), r_d2.eq(r_d),
-                     r_pre.eq(Cat(*[self.annotate.pre_of(data.View(WordLayout, r_d.word_select(i, isa.WORD_BITS)))
+        # (and each word's zero tests, `r_z`, beside the first: its `pre` half reads them, the 300 MHz depth)
+        def word(v, i):
+            return data.View(WordLayout, v.word_select(i, isa.WORD_BITS))
+        zs = [self.annotate.zeros_of(word(ar.rdata, i)) for i in range(per_beat)] if staged else []
+        r_z = Signal(sum(len(z) for z in zs), name="r_z")
+        m.d.sync += [r_v.eq(ar.rvalid), r_d.eq(ar.rdata), r_v2.eq(r_v), r_d2.eq(r_d), r_z.eq(Cat(*zs)),
+                     r_pre.eq(Cat(*[self.annotate.pre_of(word(r_d, i), r_z.word_select(i, len(zs[0])))
                                     for i in range(per_beat) if staged]))]
         ar_hs = ar.arvalid & ar.arready
         m.d.sync += [fresh1.eq(~ar_hs), fresh.eq(fresh1 & ~ar_hs)]

@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from dfx import isa
 from dfx.config import AccelConfig
 
-from .decoder import Decoder, Opcode, Unit, WordLayout, illegal_of
+from .decoder import Decoder, Opcode, Unit, WordLayout, field_zero, illegal_of
 from .dma import log2
 from .scoreboard import FOOTPRINT, entries_of, invalid, is_op, length_fields, static_footprint
 
@@ -137,8 +137,32 @@ def _operand(view, start, length, cfg: AccelConfig):
 STARTS = {"s": "src", "d": "dst", "a": "vaddr"}         # the strided operands' start fields
 
 
-def pre_of(word, cfg: AccelConfig):
-    """The `pre_layout` value of `word` (a WordLayout view), comb: each field one carry chain from a field."""
+def zero_fields() -> list[tuple[str, str]]:
+    """(format, field) of every field whose zero test the decoder's `illegal` and `hw.scoreboard.invalid` read,
+    in a fixed order (`zeros_of`)."""
+    seen = []
+
+    def record(fmt, field):
+        if (fmt, field) not in seen:
+            seen.append((fmt, field))
+        return C(0, 1)
+    word = data.View(WordLayout, C(0, isa.WORD_BITS))
+    illegal_of(word, record)
+    invalid(word, record)
+    return seen
+
+
+def zeros_of(word):
+    """The zero tests of `zero_fields()` on `word` (a WordLayout view), one bit each, comb (the prefetcher
+    registers them beside the word's beat, a stage before `pre_of`: the 300 MHz depth)."""
+    z = field_zero(word)
+    return Cat(*[z(f, n) for f, n in zero_fields()])
+
+
+def pre_of(word, cfg: AccelConfig, zeros=None):
+    """The `pre_layout` value of `word` (a WordLayout view), comb: each field one carry chain from a field, and
+    the decoder's `illegal` and `hw.scoreboard.invalid` from the fields' zero tests `zeros` (`zeros_of(word)`,
+    made here when None)."""
     e, sh, rb = cfg.vbuf_elems, log2(cfg.d), _room_bits(cfg)
     nb = (e >> sh).bit_length()
     parts = []
@@ -149,7 +173,13 @@ def pre_of(word, cfg: AccelConfig):
     for f, ln in length_fields():
         length = getattr(getattr(word, f), ln)
         parts += [((C(e, rb + 1) - length) >> sh)[:nb], length > e]     # (`left` is read only when not `over`)
-    parts += [illegal_of(word), invalid(word)]
+    if zeros is None:
+        zeros = zeros_of(word)
+    idx = {k: i for i, k in enumerate(zero_fields())}
+
+    def zero(fmt, field):
+        return zeros[idx[(fmt, field)]]
+    parts += [illegal_of(word, zero), invalid(word, zero)]
     for f, st, ln, dyn in _specs(cfg):
         if dyn:
             parts += list(_operand(getattr(word, f), st, ln, cfg)[1:])
@@ -258,8 +288,11 @@ class Predecode(wiring.Component):
     def pre_layout(self):
         return pre_layout(self.cfg)
 
-    def pre_of(self, word):
-        return pre_of(word, self.cfg)
+    def zeros_of(self, word):
+        return zeros_of(word)
+
+    def pre_of(self, word, zeros=None):
+        return pre_of(word, self.cfg, zeros)
 
     def early_from(self, word, pre):
         return early_from(word, pre, self.cfg)

@@ -24,7 +24,7 @@ from amaranth.lib import data
 from dfx import isa
 from dfx.config import AccelConfig
 
-from .decoder import Opcode
+from .decoder import Opcode, field_zero
 
 HI_BITS = isa.VADDR_BITS + 18          # lo + ceil((POS + 1) / d) with a 32-bit POS, d >= 16
 
@@ -144,30 +144,33 @@ def conflict(new, old):
     return raw | war | waw
 
 
-def invalid(word):
+def invalid(word, zero=None):
     """1 when `word` breaks a static rule of `dfx.isa_check.check_instr` not covered by the range check (see the
-    module docstring). Opcodes the ISA lacks are the decoder's `illegal`."""
+    module docstring). Opcodes the ISA lacks are the decoder's `illegal`. `zero`: the fields' zero tests
+    (`hw.decoder.field_zero(word)`, or bits made earlier: hw/predecode.py's `zeros_of`)."""
+    zero = zero or field_zero(word)
     bad = C(0, 1)
     for op in isa.OPS:
-        view = getattr(word, op.fmt.name.lower())
+        fmt = op.fmt.name.lower()
+        view = getattr(word, fmt)
         cond = C(0, 1)
         for spec in op.operands:                                 # zero static lengths
             if spec.scalar:
                 continue
-            zero = getattr(view, spec.length) == 0
+            is_zero = zero(fmt, spec.length)
             if spec.dyn is not None:
-                zero = zero & ~getattr(view, spec.dyn)
+                is_zero = is_zero & ~getattr(view, spec.dyn)
             if spec.when is not None:
-                zero = zero & getattr(view, spec.when)
-            cond = cond | zero
+                is_zero = is_zero & getattr(view, spec.when)
+            cond = cond | is_zero
         if op.fmt is isa.MATRIX:
-            quant = view.wfmt != 0
+            quant = ~zero(fmt, "wfmt")
             if op.mnemonic == "LINEAR":
                 cond = cond | (quant & (view.dyn_k | view.dyn_n | view.rowmajor))
             else:
                 cond = cond | quant
         if op.mnemonic == "ALLGATHER":
-            cond = cond | (view.gran == 0) | (view.devices == 0)
+            cond = cond | zero(fmt, "gran") | zero(fmt, "devices")
         bad = bad | (is_op(word, op.mnemonic) & cond)
     return bad
 
