@@ -112,6 +112,8 @@ _CORE_ROWS = block(RTL_DOC, "depth:core")
 CORE_LEVELS = max((int(r["LUT levels"]) for r in (parse_depth_table(_CORE_ROWS) if _CORE_ROWS.strip() else [])),
                   default=0)
 FIT_MHZ = min(UNITS_MHZ, CORE_MHZ)
+LIMIT_TEXT = (f"the control's, where the operators alone would allow {UNITS_MHZ:.0f}" if CORE_MHZ < UNITS_MHZ else
+              f"the operators' deep pipelines', the core's control allowing {CORE_MHZ:.0f}")
 
 
 def fit_lut_share(name: str, part: str | None = None) -> str:
@@ -441,16 +443,16 @@ def main(argv=None):
             f"issues (4 KiB bursts, {hbm.WEIGHT_FIFO_BEATS}-beat R FIFOs) under the HBM model. Their 200 MHz is not "
             "yet closed either: the "
             f"logic-depth table (docs/rtl.md) supports about 90 MHz for the default pipeline profile they model; in "
-            f"the deep one that `dfx build` writes the operators support {UNITS_MHZ:.0f} MHz but the core's own "
-            f"control, DMA and buffers only {CORE_MHZ:.0f} MHz (their worst path is {CORE_LEVELS} LUT levels: docs/rtl.md, "
+            f"the deep one that `dfx build` writes the operators support {UNITS_MHZ:.0f} MHz and the core's own "
+            f"control, DMA and buffers {CORE_MHZ:.0f} MHz (their worst path is {CORE_LEVELS} LUT levels: docs/rtl.md, "
             "\"Depth of the core around the MPU and VPU\"). The other rows assume engines pipelined across instructions (`engines=\"pipelined\"`), "
             "which the RTL does not have, with hw/fp.py's operator latencies. The INT4 tile fetcher (hw/qfetch.py) "
             "is built and bit-exact at the tiny config (one tile per cycle); nothing in the RTL backs l = 32 or "
             "300 MHz. The configuration chosen to fit is the dfx preset's datapath (l = 16, 512-bit ports) with "
             "INT4 weights through table dequantisers (hw/dequant.py `TableDequantizer`, bit-exact; the tile fetcher "
             "does not use it yet), the operators at their deep pipelines (`tables.DEEP_LATENCIES`) and the clock "
-            f"the logic-depth table supports for the whole core ({FIT_MHZ:.0f} MHz: the control's, where the "
-            f"operators alone would allow {UNITS_MHZ:.0f}); its fit, per SLR, is docs/rtl.md's "
+            f"the logic-depth table supports for the whole core ({FIT_MHZ:.0f} MHz: {LIMIT_TEXT}); its fit, per SLR, "
+            "is docs/rtl.md's "
             f"\"Fit of the whole core\": measured with the rest of the core and the tile fetcher, it is {FIT_SHARE} of "
             f"the dynamic region's LUTs, so it does not fit as built (its tile fetcher alone is {FETCHER_SHARE}).\n\n"
             f"What limits the configuration chosen to fit, by the model's own breakdown of a decode step: 345M: {top345} "

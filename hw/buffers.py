@@ -92,18 +92,21 @@ class VectorBuffer(wiring.Component):
                 m.d.comb += [rp.addr.eq(p.addr), rp.en.eq(p.en), p.data.eq(rp.data)]
             return m
 
-        def stage(name, src):
-            """A register stage of the write (addr, lane enables, data)."""
-            st = (Signal.like(src[0], name=f"{name}_addr"), Signal.like(src[1], name=f"{name}_en"),
-                  Signal.like(src[2], name=f"{name}_data"))
+        def stage(name, src, keep=False):
+            """A register stage of the write (addr, lane enables, data); `keep`: a copy's own, which synthesis
+            must not merge with the other copies' (equal registers: Yosys and Vivado merge them by default)."""
+            attrs = {"keep": "true"} if keep else {}
+            st = (Signal.like(src[0], name=f"{name}_addr", attrs=attrs),
+                  Signal.like(src[1], name=f"{name}_en", attrs=attrs),
+                  Signal.like(src[2], name=f"{name}_data", attrs=attrs))
             m.d.sync += [st[0].eq(src[0]), st[1].eq(src[1]), st[2].eq(src[2])]
             return st
 
         w1 = stage("w1", (self.w.addr, self.w.en, self.w.data))          # beside the arbiter
         for i in range(self.readers):
             p = getattr(self, f"r{i}")
-            w2 = stage(f"c{i}_w2", w1)                                    # beside copy i: it writes the memory
-            w3 = stage(f"c{i}_w3", w2)                                    # the write the memory took last cycle
+            w2 = stage(f"c{i}_w2", w1, keep=True)                         # beside copy i: it writes the memory
+            w3 = stage(f"c{i}_w3", w2, keep=True)                         # the write the memory took last cycle
             mem = Memory(shape=16 * cfg.d, depth=cfg.vbuf_entries, init=[])
             m.submodules[f"copy{i}"] = mem
             wp = mem.write_port(granularity=16)
