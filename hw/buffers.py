@@ -1,24 +1,24 @@
 """On-chip storage of the core: the vector buffer (VBUF) and the scalar register file (S0..S15).
 
-VBUF: `cfg.vbuf_entries` entries of d binary16 elements, one Amaranth `lib.memory.Memory` with `readers`
-synchronous read ports (the data in the cycle after `en`, transparent to the write port) and one write port with a
-per-element enable (granularity 16 bits), so a DMA piece, an MPU output block (l of the d lanes) or the live
-lanes of a VPU chunk are written without read-modify-write. The engines run concurrently (hw/core.py), so each
-has its own read ports (`r<i>`: on an FPGA, one copy of the buffer per read port, each a simple dual-port BRAM
-sharing the write), and they share the write port (`w`) through the core's fixed-priority arbiter: an engine's
-`vbuf_port_signature` port requests a write by raising `w_req` (its lanes in `w_en`) and the write happens in a
-cycle where `w_rdy` is high (no engine of higher priority requests one); the request must not depend on `w_rdy`.
-`w_req` is a single bit, apart from the lanes, so that the arbiter's grant is one LUT deep (the 300 MHz depth).
+VBUF: `cfg.vbuf_entries` entries of d binary16 elements, `readers` synchronous read ports (the data in the cycle
+after `en`, transparent to the write port) and one write port with a per-element enable (granularity 16 bits), so
+a DMA piece, an MPU output block (l of the d lanes) or the live lanes of a VPU chunk are written without
+read-modify-write. The engines run concurrently (hw/core.py), so each has its own read ports (`r<i>`: on an FPGA,
+one copy of the buffer per read port, each a simple dual-port BRAM sharing the write), and they share the write
+port (`w`) through the core's fixed-priority arbiter: an engine's `vbuf_port_signature` port requests a write by
+raising `w_req` (its lanes in `w_en`) and the write happens in a cycle where `w_rdy` is high (no engine of higher
+priority requests one); the request must not depend on `w_rdy`. `w_req` is a single bit, apart from the lanes, so
+that the arbiter's grant is one LUT deep (the 300 MHz depth).
 
 The write reaches the copies through registers (`write_stages`, 2 by default): one beside the write arbiter and
-one beside each copy, so the write port's wide data and lane enables cross the die boundaries between the
-engines' super logic regions register to register (docs/rtl.md, "Fit"). The copies are then written two cycles
-late; each read port makes up for it by merging, lane by lane, the writes not yet in its copy (the three latest:
-the arbiter's register, the copy's, and the copy's one before) into the copy's data, newest last, so a read sees
-exactly what it would see with the write in place (transparent: a read in the cycle of a write returns the
-written lanes). A port's data are valid in the cycle after its `en` (every engine takes them then), not held
-after it as a plain memory's are. The depth of the merge: the lanes' choices are registers or comparisons of
-registers, each data bit one 4:1 multiplexer after the memory.
+one beside each copy, so the write port's wide data and lane enables cross the die boundaries between the engines'
+super logic regions register to register (docs/rtl.md, "Fit"). The copies are then written two cycles late; each
+read port makes up for it by merging, lane by lane, the writes not yet in its copy (the three latest: the
+arbiter's register, the copy's, and the copy's one before; the newest write to a lane wins) into the copy's data
+(one Amaranth `lib.memory.Memory` per read port), so a read sees exactly what it would see with the write in place
+(transparent: a read in the cycle of a write returns the written lanes). A port's data are valid in the cycle
+after its `en` (every engine takes them then), not held after it as a plain memory's are. The depth of the merge:
+the lanes' choices are registers or comparisons of registers, each data bit one 4:1 multiplexer after the memory.
 
 Scalar registers: `cfg.sregs` binary32 words (at most the 16 the ISA's 4-bit register fields name), a `Memory`
 with asynchronous (comb) read ports: LUT RAM on an FPGA.

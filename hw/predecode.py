@@ -30,6 +30,8 @@ start * d, and (start + off) * d + len <= E iff len <= E and off <= (E - len) //
 """
 # (no `from __future__ import annotations`: Amaranth reads the signature annotations)
 
+import functools
+
 from amaranth import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -137,7 +139,8 @@ def _operand(view, start, length, cfg: AccelConfig):
 STARTS = {"s": "src", "d": "dst", "a": "vaddr"}         # the strided operands' start fields
 
 
-def zero_fields() -> list[tuple[str, str]]:
+@functools.cache
+def zero_fields() -> tuple[tuple[str, str], ...]:
     """(format, field) of every field whose zero test the decoder's `illegal` and `hw.scoreboard.invalid` read,
     in a fixed order (`zeros_of`)."""
     seen = []
@@ -149,7 +152,7 @@ def zero_fields() -> list[tuple[str, str]]:
     word = data.View(WordLayout, C(0, isa.WORD_BITS))
     illegal_of(word, record)
     invalid(word, record)
-    return seen
+    return tuple(seen)
 
 
 def zeros_of(word):
@@ -175,10 +178,8 @@ def pre_of(word, cfg: AccelConfig, zeros=None):
         parts += [((C(e, rb + 1) - length) >> sh)[:nb], length > e]     # (`left` is read only when not `over`)
     if zeros is None:
         zeros = zeros_of(word)
-    idx = {k: i for i, k in enumerate(zero_fields())}
-
     def zero(fmt, field):
-        return zeros[idx[(fmt, field)]]
+        return zeros[zero_fields().index((fmt, field))]
     parts += [illegal_of(word, zero), invalid(word, zero)]
     for f, st, ln, dyn in _specs(cfg):
         if dyn:
