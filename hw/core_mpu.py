@@ -222,6 +222,9 @@ class MatrixEngine(Engine):
             kt_i = Signal(BW)
             m.d.sync += kt_i.eq(sum(kt << b for b in range(I.bit_length()) if I >> b & 1))
             seg = Signal(range(B + 1))
+            # seg - 1 as a register kept beside seg (every assignment of seg sets it too; all ones while seg is 0):
+            # the page test below then starts from a register, not from a subtraction (the 300 MHz depth)
+            seg_d = Signal(len(seg), name="seg_d", init=(1 << len(seg)) - 1)
             # the walk's steps: a block's, a row range's (registers made every cycle, as kt_i)
             s_blk, s_rowb = Signal(30, name="s_blk"), Signal(30 + log2(B), name="s_rowb")
             m.d.sync += [s_blk.eq(Mux(rowmajor, 1, kt)), s_rowb.eq(Mux(rowmajor, nt << log2(B), B))]
@@ -234,7 +237,7 @@ class MatrixEngine(Engine):
             ar_step = Signal(BW)
             # (seg <= to4k as seg - 1 <= to4k - 1, the complement of ar_b's page offset: one carry chain, not the
             # subtraction of to4k before it; seg is at least 1 while the walk runs)
-            le = (seg - 1)[:len(seg)] <= ~ar_b[:log2(b4k)]
+            le = seg_d <= ~ar_b[:log2(b4k)]
             m.d.sync += [seg_le.eq(le), to4k_r.eq(to4k), ar_step.eq(Mux(rowmajor, nt, Mux(le, seg, to4k))),
                          seg_m1.eq(seg - 1), to4k_m1.eq(~ar_b[:log2(b4k)])]
             run_end = Mux(rowmajor, seg == 1, seg_le)              # this AR's burst ends the run
@@ -280,10 +283,10 @@ class MatrixEngine(Engine):
                 with m.If(qon):
                     pass
                 with m.Elif(~run_end):                       # the run goes on
-                    m.d.sync += [seg.eq(seg - burst), ar_b.eq(ar_b + ar_step)]
+                    m.d.sync += [seg.eq(seg - burst), seg_d.eq(seg_d - burst), ar_b.eq(ar_b + ar_step)]
                 with m.Elif(~au_z):                          # the next block of the chunk
                     m.d.sync += [au_n.eq(au_n - 1), au_z.eq(au_n == 1), ubase.eq(ubase + s_blk), ar_b.eq(ubase + s_blk),
-                                 seg.eq(aw.bc)]
+                                 seg.eq(aw.bc), seg_d.eq(aw.bc - 1)]
                 with m.Else():                               # the next chunk
                     aw.advance(m)
                     m.d.sync += au_load(aw.ic_next())
@@ -291,10 +294,11 @@ class MatrixEngine(Engine):
                         m.d.sync += ar_go.eq(0)
                     with m.Elif(aw.more_rows):               # same blocks, the next rows
                         m.d.sync += [cbase.eq(cbase + s_rowb), ubase.eq(cbase + s_rowb), ar_b.eq(cbase + s_rowb),
-                                     seg.eq(Mux(aw.more_rows2, B, aw.rows - B))]
+                                     seg.eq(Mux(aw.more_rows2, B, aw.rows - B)),
+                                     seg_d.eq(Mux(aw.more_rows2, B - 1, aw.rows - (B + 1)))]
                     with m.Else():                           # the next group of blocks
                         m.d.sync += [gbase.eq(gbase + gstep), cbase.eq(gbase + gstep), ubase.eq(gbase + gstep),
-                                     ar_b.eq(gbase + gstep), seg.eq(aw.kt_bc)]
+                                     ar_b.eq(gbase + gstep), seg.eq(aw.kt_bc), seg_d.eq(aw.kt_bc - 1)]
         with m.Else():
             for c in range(nch):
                 with m.If(hs[c]):
@@ -528,7 +532,7 @@ class MatrixEngine(Engine):
                         m.d.comb += rob_start.eq(1)
                         aw.start(m)
                         m.d.sync += [gbase.eq(beat0), cbase.eq(beat0), ubase.eq(beat0),
-                                     seg.eq(aw.kt_bc), gstep.eq(Mux(rowmajor, I, kt_i)),
+                                     seg.eq(aw.kt_bc), seg_d.eq(aw.kt_bc - 1), gstep.eq(Mux(rowmajor, I, kt_i)),
                                      ar_fresh.eq(0), *au_load(aw.first()[1])]
                     m.next = "RUN"
             with m.State("QSTART"):

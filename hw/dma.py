@@ -596,8 +596,10 @@ class DmaEngine(Engine):
                 m.next = "LOAD_RUN"
             with m.State("LOAD_RUN"):
                 m.d.comb += load_run.eq(~plain)
+                # (t_df = to_entry - to_beat = (d - beat) + off / 2 - lane, as every run starts at an even
+                # address (RANGE's checks): one addition to a constant, not after to_beat's subtraction)
                 m.d.sync += [cur_hi1.eq(cur_hi + 1), tb.eq(to_beat), te.eq(to_entry),
-                             t_df.eq(to_entry - to_beat)]
+                             t_df.eq(Mux(hbm, d - cb // 2, d - ddrb // 2) + (off >> 1) - lane)]
                 m.d.sync += [reading.eq(~is_store), ld_piece.eq(~is_store)]
                 m.next = "PIECE"
             with m.State("PIECE"):
