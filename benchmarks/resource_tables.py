@@ -14,7 +14,7 @@ the number of tree levels, so the tiny config's depth is the dfx preset's; `--co
 at the preset's d = 64 to show it (the leaf units do not depend on the config). With every leaf's
 counts in the build folder it also composes the MPU and VPU by instance at the tiny and dfx presets, the best
 configuration that fits (`FIT_BEST`: INT4 table dequantisers) and the best modelled one (`BEST`).
---fit (after --depth) counts the whole core at the dfx preset and at `FIT_BEST`: the MPU (at the 300 MHz
+--fit (after --depth) counts the whole core at both presets (tiny, dfx) and at `FIT_BEST`: the MPU (at the 300 MHz
 depths its measured dfx lane times l, where --depth --config dfx ran), the VPU's operators and the table
 dequantisers composed from the leaf counts, and everything else -- the core
 (`hw.top.Top`) synthesised flat with the MPU, the VPU and the element dequantisers as black boxes
@@ -503,8 +503,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--depth", action="store_true", help="the logic-depth table")
     ap.add_argument("--resources", action="store_true", help="the resource tables at both presets (hours)")
-    ap.add_argument("--fit", action="store_true", help="the whole core's fit per SLR at the dfx preset and the "
-                                                        "best configuration (needs the leaf counts of --depth)")
+    ap.add_argument("--fit", action="store_true", help="the whole core's fit per SLR at both presets and the best "
+                                                        "configuration (needs the leaf counts of --depth)")
     ap.add_argument("--fetcher-apart", action="store_true",
                     help="--fit: the best configuration's rest of the core as the dfx preset's plus its INT4 tile "
                          "fetcher measured on its own (two shorter Yosys runs; see core_parts)")
@@ -516,7 +516,8 @@ def main(argv=None) -> int:
                          "DMA, buffers, ...) at the dfx preset's deep profile, from the fit's Yosys run")
     ap.add_argument("--core-config", default="dfx",
                     help="--depth-core: the config (dfx, ~19 min, the table docs/rtl.md shows; tiny, ~3 min, printed)")
-    ap.add_argument("--configs", default="dfx,best", help="--fit: dfx and/or best (FIT_BEST)")
+    ap.add_argument("--configs", default="tiny,dfx,best",
+                    help="--fit: any of tiny, dfx (the two presets) and best (FIT_BEST), comma-separated")
     ap.add_argument("--mem", type=int, default=8_000_000_000, help="address-space cap of each Yosys child (--fit)")
     ap.add_argument("--config", default="tiny", help="config of the MPU lane in the depth table (default tiny)")
     ap.add_argument("--units", default="add32,add32dsp,mul16,mul32,round16,gelu16,exp16,recip,rsqrt,dq_int4,dq_table,"
@@ -551,7 +552,7 @@ def main(argv=None) -> int:
                 update_block(DOC, "compose", comp)
     if a.fit:
         os.environ[PIPELINE_ENV] = "deep"            # the core `dfx build` writes (its reorder buffer, SLR slices)
-        cfgs = {"dfx": load_config("dfx"), "best": FIT_BEST}
+        cfgs = {"tiny": load_config("tiny"), "dfx": load_config("dfx"), "best": FIT_BEST}
         fit = full_fit_table([cfgs[c] for c in a.configs.split(",")], Path(a.build), a.mem, a.fetcher_apart,
                              not a.no_mfs)
         fit += ("\n\nThe rest of the core is the deep pipeline profile's (`dfx build`'s core: the reorder buffer, the "
