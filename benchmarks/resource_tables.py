@@ -515,7 +515,7 @@ def main(argv=None) -> int:
                     help="the worst path into each module of the core around the MPU and VPU (the controller, "
                          "DMA, buffers, ...) at the dfx preset's deep profile, from the fit's Yosys run")
     ap.add_argument("--core-config", default="dfx",
-                    help="--depth-core: the config (dfx, ~19 min, the table docs/rtl.md shows; tiny, ~3 min, printed)")
+                    help="--depth-core: the config (dfx, ~25 min; tiny, ~3 min: docs/rtl.md shows both)")
     ap.add_argument("--configs", default="tiny,dfx,best",
                     help="--fit: any of tiny, dfx (the two presets) and best (FIT_BEST), comma-separated")
     ap.add_argument("--mem", type=int, default=8_000_000_000, help="address-space cap of each Yosys child (--fit)")
@@ -573,8 +573,8 @@ def main(argv=None) -> int:
         os.environ[PIPELINE_ENV] = "deep"
         table = core_depth(load_config(a.core_config), Path(a.build) / "rest", a.mem)
         print(table)
-        if a.update_docs and a.core_config == "dfx":
-            update_block(DOC, "depth:core", table)
+        if a.update_docs:                            # (the dfx preset's table; the tiny config's beside it)
+            update_block(DOC, "depth:core" if a.core_config == "dfx" else f"depth:core-{a.core_config}", table)
     if a.resources:
         upd = ["--update-docs"] if a.update_docs else []
         synth_main(["--config", "tiny", "--build", f"{a.build}/synth"] + upd)

@@ -208,6 +208,33 @@ def test_in_order_calibration(program):
         assert np.array_equal(g.view(np.uint16), w.view(np.uint16))
 
 
+@pytest.mark.slow      # its own build of the deep core (Verilator: ~10 minutes here; reuses the benchmark's)
+def test_deep_profile_calibration(program, monkeypatch):
+    """The core `dfx build` writes ($DFX_RTL_PIPELINE=deep: the 300 MHz pipelines, the reorder buffer, the SLR
+    slices) agrees with the performance model's RTL engines read from that same core (10% per class, 5% in
+    total; control within 2 cycles per run), and computes the same logits: the cycle counts behind docs/perf.md's
+    row at the clock the depth table supports (docs/rtl_core.md, benchmarks/rtl_calibration.py --profile deep)."""
+    from dfx.config import PIPELINE_ENV
+    from dfx.perf.calibrate import compare, table
+    from dfx.perf.timing import serial_costs
+    monkeypatch.setenv(PIPELINE_ENV, "deep")
+    serial_costs.cache_clear()                     # (read again under the deep profile)
+    try:
+        res = RtlCore(program).generate(PROMPT, NEW_TOKENS)
+        rows = compare(program, res.runs)
+    finally:
+        serial_costs.cache_clear()
+    for r in rows:
+        if r["class"] == "control":
+            assert abs(r["scoreboard"] - r["rtl"]) <= 2 * len(res.runs), table(rows)
+        else:
+            assert abs(r["scoreboard_ratio"] - 1) <= (0.05 if r["class"] == "total" else 0.10), (r["class"], table(rows))
+    steps = [(r["stream"], r["token"], r["pos"]) for r in res.runs]
+    got = [r["logits"] for r in res.runs if r["stream"] == "decode"]
+    for g, w in zip(got, functional_run(program, steps)):
+        assert np.array_equal(g.view(np.uint16), w.view(np.uint16))
+
+
 @pytest.fixture(scope="module")
 def program2(model):
     from dfx.compiler import compile_model

@@ -180,6 +180,8 @@ def test_docs_core_depth_table_sets_the_models_clock():
     slowest = min(float(r["est. Fmax (MHz)"]) for r in rows)
     assert core_clock(block(REPO / "docs" / "rtl.md", "depth:core")) == slowest // 10 * 10
     assert core_clock("") == float("inf")
+    tiny = parse_depth_table(block(REPO / "docs" / "rtl.md", "depth:core-tiny"))     # (--core-config tiny)
+    assert tiny and all(r["parameters"].startswith("tiny:") for r in tiny)
     units = supported_clock(block(REPO / "docs" / "rtl.md", "depth:tiny"), CLOCK_UNITS)
     perf = (REPO / "docs" / "perf.md").read_text()
     assert f"{min(units, slowest // 10 * 10):.0f} MHz | " in perf
