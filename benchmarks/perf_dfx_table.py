@@ -162,7 +162,8 @@ CLK = "300 MHz closure (no Fmax measured)"
 L32 = "l = 32, 1024-bit ports (not built)"
 Q4 = "the INT4 tile fetcher at the dfx preset (built, bit-exact at the tiny config)"
 MM = "BATCH/CHUNK/SLOT"
-FITQ = "the INT4 tile fetcher with table dequantisers (hw/dequant.py TableDequantizer; the fetcher not wired)"
+FITQ = ("the INT4 tile fetcher with table dequantisers (QuantTiles(tables=True), DFX_RTL_QTABLES=1: built, bit-exact "
+        "at the tiny config)")
 BEYOND = [
     ("DFX-faithful (DFX's access: one beat per tile, 16 reads in flight; blocking, d=64 l=16, 200 MHz)",
      dict(access="dfx"), "DFX's design, not ours"),
@@ -513,8 +514,9 @@ def main(argv=None):
             "which the RTL does not have, with hw/fp.py's operator latencies. The INT4 tile fetcher (hw/qfetch.py) "
             "is built and bit-exact at the tiny config (one tile per cycle); nothing in the RTL backs l = 32 or "
             "300 MHz. The configuration chosen to fit is the dfx preset's datapath (l = 16, 512-bit ports) with "
-            "INT4 weights through table dequantisers (hw/dequant.py `TableDequantizer`, bit-exact; the tile fetcher "
-            "does not use it yet), the operators at their deep pipelines (`tables.DEEP_LATENCIES`) and the clock "
+            "INT4 weights through table dequantisers (one `TableDequantizer` per lane in the tile fetcher, "
+            "`QuantTiles(tables=True)`, which `DFX_RTL_QTABLES=1` builds into the core; bit-exact at the tiny config, "
+            "the embedded model's int4-oc-g128 weights included), the operators at their deep pipelines (`tables.DEEP_LATENCIES`) and the clock "
             f"the logic-depth table supports for the whole core ({FIT_MHZ:.0f} MHz: {LIMIT_TEXT}); its fit, per SLR, "
             "is docs/rtl.md's "
             f"\"Fit of the whole core\": measured with the rest of the core and the tile fetcher, it is {FIT_SHARE} of "

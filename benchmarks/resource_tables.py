@@ -189,7 +189,7 @@ def compose_table(cfgs, build: Path, units: list[str]) -> str:
     return "\n".join(lines)
 
 
-BOXED = {"MPU": core_mpu, "VPU": core_vpu, "Dequantizer": qfetch}
+BOXED = {"MPU": core_mpu, "VPU": core_vpu, "Dequantizer": qfetch, "TableDequantizer": qfetch}
 
 
 def rest_of_core(cfg, build: Path, mem: int, wformats: tuple[str, ...] = (), boxes=("MPU", "VPU"),
@@ -215,15 +215,18 @@ def rest_parts(cfg) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(wformats, boxed units) of the rest-of-core run for `cfg`: the INT4 tile fetcher in the best
     configuration, its dequantisers boxed (counted as table dequantisers)."""
     if cfg.name == FIT_BEST.name:
-        return ("int4",), ("MPU", "VPU", "Dequantizer")
+        return ("int4",), ("MPU", "VPU", "Dequantizer", "TableDequantizer")
     return (), ("MPU", "VPU")
 
 
 def fetcher(cfg, build: Path, mem: int, family: str = "int4", mfs: bool = True) -> Resources:
-    """The quantized tile fetcher of `family` on its own (`hw.qfetch.QuantTiles(cfg, family)`), its element
-    dequantisers boxed (`--fetcher-apart`)."""
-    name = f"fetcher_{cfg.name.replace('-', '_')}_{family}"
-    res = synth_boxed(lambda: QuantTiles(cfg, family), name, {qfetch: ("Dequantizer",)}, build, mem, mfs)
+    """The quantized tile fetcher of `family` on its own (`hw.qfetch.QuantTiles(cfg, family)`, with one table
+    dequantiser per lane at `FIT_BEST`, as $DFX_RTL_QTABLES=1 builds it in the core), its dequantisers boxed
+    (`--fetcher-apart`)."""
+    tables = cfg.name == FIT_BEST.name
+    name = f"fetcher_{cfg.name.replace('-', '_')}_{family}" + ("_tables" if tables else "")
+    res = synth_boxed(lambda: QuantTiles(cfg, family, tables=tables), name,
+                      {qfetch: ("Dequantizer", "TableDequantizer")}, build, mem, mfs)
     print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.dsp} DSP, {res.bram:g} RAMB36",
           file=sys.stderr, flush=True)
     return res
@@ -552,6 +555,7 @@ def main(argv=None) -> int:
                 update_block(DOC, "compose", comp)
     if a.fit:
         os.environ[PIPELINE_ENV] = "deep"            # the core `dfx build` writes (its reorder buffer, SLR slices)
+        os.environ[MatrixEngine.QTABLES_ENV] = "1"   # FIT_BEST's INT4 fetcher with table dequantisers
         cfgs = {"tiny": load_config("tiny"), "dfx": load_config("dfx"), "best": FIT_BEST}
         fit = full_fit_table([cfgs[c] for c in a.configs.split(",")], Path(a.build), a.mem, a.fetcher_apart,
                              not a.no_mfs)

@@ -104,6 +104,20 @@ class MatrixEngine(Engine):
             raise ValueError(f"{cls.PROFILE_ENV}={p!r}: the MPU profile must be one of {', '.join(cls.PROFILES)}")
         return p
 
+    QTABLES_ENV = "DFX_RTL_QTABLES"
+    TABLE_FAMILIES = ("int3", "int4")       # the families a table dequantiser serves (hw.dequant.TABLE_MAX_BITS)
+
+    @classmethod
+    def qtables(cls) -> bool:
+        """Whether the core's int3 / int4 tile fetchers use one table dequantiser per lane
+        (`QuantTiles(tables=True)`: oc groups of G >= d only) instead of d*l element dequantisers: $DFX_RTL_QTABLES
+        1; 0 or unset: element dequantisers."""
+        v = os.environ.get(cls.QTABLES_ENV) or "0"
+        if v not in ("0", "1"):
+            raise ValueError(f"{cls.QTABLES_ENV}={v!r}: must be 0 (element dequantisers) or 1 (table dequantisers "
+                             "for int3 and int4)")
+        return v == "1"
+
     @staticmethod
     def default_slr_stages() -> int:
         """The SLR crossing stages the core's matrix engine has: `hw.slr.BROADCAST_SLR_STAGES` under the deep
@@ -128,6 +142,11 @@ class MatrixEngine(Engine):
         FIFOs to the reorder buffer's memory (`Reorder(lag=...)`: credits, no multiplexer per bit). Latency only:
         the same beats, one per cycle."""
         check_core_config(self, cfg)
+        try:
+            tables = self.qtables()
+        except ValueError:
+            self._MustUse__silence = True
+            raise
         if slr_stages is None:
             slr_stages = self.default_slr_stages()
         if not isinstance(slr_stages, int) or isinstance(slr_stages, bool) or not 0 <= slr_stages <= 4:
@@ -144,7 +163,7 @@ class MatrixEngine(Engine):
         self.rob = (Reorder(16 * cfg.d * cfg.l, self.interleave, lag=slr_stages) if self.interleave > 1
                     else None)
         dq = DQ_STAGES_300MHZ if pipeline_profile() == "deep" else {}
-        self.qtiles = [QuantTiles(cfg, f, **dq) for f in self.wformats]
+        self.qtiles = [QuantTiles(cfg, f, tables=tables and f in self.TABLE_FAMILIES, **dq) for f in self.wformats]
         members = {"pos": In(32), "scale": In(32),
                    "hbm_base": In(data.ArrayLayout(AXI_ADDR_BITS, cfg.hbm_channels))}
         for name in hbm_port_names(cfg):

@@ -109,12 +109,15 @@ STAGES_300MHZ = dict(mul_stages=len(MUL32_CUTS), round_stages=2, code_stages=1)
 TABLE_MAX_BITS = 4          # a 2^b-entry table per group: INT3 and INT4
 
 
-def table_layout(fmt: formats.WeightFormat, n: int) -> data.StructLayout:
+def table_layout(fmt: formats.WeightFormat, n: int, masked: bool = False) -> data.StructLayout:
     """The input payload of a `TableDequantizer`: `n` codes of one group, its `scale` (binary16) and, for
-    asymmetric formats, its uint8 `zero`."""
+    asymmetric formats, its uint8 `zero`; `masked`: `clear`, n bits, element e dequantised to +0 where set
+    (padding rows and columns of a tile)."""
     fields = {"code": data.ArrayLayout(fmt.bits, n), "scale": 16}
     if fmt.asym:
         fields["zero"] = 8
+    if masked:
+        fields["clear"] = n
     return data.StructLayout(fields)
 
 
@@ -126,10 +129,12 @@ class TableDequantizer(PipelinedUnit):
     symmetric: the code's two's-complement value) are built by 2^b copies of the dequantiser's datapath with
     the code a constant (a register after `int_to_fp32`, or for asymmetric formats f32(u - z) read from ROM
     banks, then `fp32_mul` with `mul_stages` cuts and the binary16 rounding with `round_stages`), then one
-    multiplexer per element picks its entry (registered).
+    multiplexer per element picks its entry (registered). masked: the input has `clear` bits (`table_layout`);
+    an element whose bit is set comes out +0 (the pick register's synchronous reset: no LUT more).
     """
 
-    def __init__(self, fmt, n: int, *, mul_stages: int = len(MUL32_CUTS), round_stages: int = 2):
+    def __init__(self, fmt, n: int, *, mul_stages: int = len(MUL32_CUTS), round_stages: int = 2,
+                 masked: bool = False):
         try:
             fmt = formats.parse(fmt)
         except formats.FormatError:
@@ -144,7 +149,8 @@ class TableDequantizer(PipelinedUnit):
             raise ValueError(f"n (elements per group) must be a positive integer, not {n!r}")
         check_stages(self, mul_stages=(mul_stages, len(MUL32_CUTS)), round_stages=(round_stages, 2))
         self.fmt, self.n, self.mul_stages, self.round_stages = fmt, n, mul_stages, round_stages
-        super().__init__(table_layout(fmt, n), data.ArrayLayout(16, n))
+        self.masked = bool(masked)
+        super().__init__(table_layout(fmt, n, self.masked), data.ArrayLayout(16, n))
 
     def entries(self, p, x) -> list[T]:
         """The group's 2^b binary16 weights, entry u for the b-bit code u."""
@@ -177,5 +183,8 @@ class TableDequantizer(PipelinedUnit):
         codes = p.at(T(Value.cast(x.v.code), x.t), t)
         b = self.fmt.bits
         picked = [table.word_select(codes[b * e:b * e + b], 16) for e in range(self.n)]
+        if self.masked:
+            clear = p.at(T(Value.cast(x.v.clear), x.t), t)
+            picked = [Mux(clear[e], 0, v) for e, v in enumerate(picked)]
         out = p.reg(Cat(*picked), "pick")
         return T(out, t + 1)

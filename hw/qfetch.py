@@ -40,7 +40,7 @@ up (ic: one cycle more per column block): an HBM beat holds `beat_bytes / tile_c
 import math
 import struct
 
-from amaranth import C, Cat, Module, Mux, Signal
+from amaranth import C, Cat, Module, Mux, Signal, Value
 from amaranth.hdl import Array
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -49,7 +49,7 @@ from amaranth.lib.wiring import In, Out
 from dfx import formats
 from dfx.config import AccelConfig
 
-from .dequant import Dequantizer
+from .dequant import TABLE_MAX_BITS, Dequantizer, TableDequantizer
 from .dma import log2
 
 # the families a core can be built with, and the format each one's dequantisers are built for
@@ -105,6 +105,18 @@ def core_cannot_read(fmt: formats.WeightFormat, phase: int = 0, k: int = 0, d: i
     return None
 
 
+def table_cannot_read(fmt: formats.WeightFormat, d: int) -> str | None:
+    """Why a fetcher built with table dequantisers (`QuantTiles(tables=True)`) for a d x l MPU cannot read a
+    region of `fmt` (None: it can): it takes int3 / int4 per-output-channel groups of at least d rows."""
+    if fmt.kind != "int" or fmt.bits > TABLE_MAX_BITS:
+        return f"table dequantisers read int formats of at most {TABLE_MAX_BITS} bits, not {fmt.name}"
+    if fmt.axis != "oc":
+        return f"table dequantisers read per-output-channel (oc) groups only, not {fmt.name}"
+    if fmt.group and fmt.group < d:
+        return f"table dequantisers read groups of at least d ({d}) rows, not {fmt.group}"
+    return None
+
+
 def _min(*vals):
     out = vals[0]
     for v in vals[1:]:
@@ -154,12 +166,25 @@ class QuantTiles(wiring.Component):
     instruction ends. `status` pulses once after the descriptor: `ok`, or `bad_fmt` / `bad_range`. `req`: beat
     reads (beat index across all channels, burst length); `beat`: the joined read data, in request order; `tile`:
     the binary16 tiles for the MPU's `w`.
+
+    tables: one `TableDequantizer` per lane (n = d: a tile's d rows of an output channel share one group) instead
+    of d*l element dequantisers; an int family of at most `TABLE_MAX_BITS` bits (int3, int4). Such a fetcher
+    reads per-output-channel (oc) groups of G >= d rows or the whole column only (`table_cannot_read`); other
+    regions report `bad_fmt`. Its lanes take one scale (and zero point) each per tile, and the codes.
     """
 
-    def __init__(self, cfg: AccelConfig, family: str, **dq_stages):
-        self.cfg, self.family = cfg, family
+    def __init__(self, cfg: AccelConfig, family: str, tables: bool = False, **dq_stages):
+        self.cfg, self.family, self.tables = cfg, family, bool(tables)
         self.fmt = formats.parse(CORE_FAMILIES[family])
-        self.dq = [Dequantizer(self.fmt, **dq_stages) for _ in range(cfg.d * cfg.l)]
+        if self.tables:
+            if self.fmt.kind != "int" or self.fmt.bits > TABLE_MAX_BITS:
+                self._MustUse__silence = True
+                raise ValueError(f"table dequantisers take int families of at most {TABLE_MAX_BITS} bits (int3, "
+                                 f"int4), not {family}")
+            kw = {k: v for k, v in dq_stages.items() if k in ("mul_stages", "round_stages")}
+            self.dq = [TableDequantizer(self.fmt, cfg.d, masked=True, **kw) for _ in range(cfg.l)]
+        else:
+            self.dq = [Dequantizer(self.fmt, **dq_stages) for _ in range(cfg.d * cfg.l)]
         self.latency = self.dq[0].latency
         super().__init__({
             "start": In(1), "base": In(40), "wfmt": In(4), "k": In(33), "n": In(33), "kt": In(30), "nt": In(30),
@@ -185,8 +210,10 @@ class QuantTiles(wiring.Component):
         streams = (CODES, SCALES, ZEROS) if is_int else (CODES, SCALES)
         chunk = {CODES: tcb, SCALES: 2 * l * planes, ZEROS: l}             # oc blocks
         ichunk = {SCALES: 2 * d * planes, ZEROS: d}                          # ic blocks: a tile's d rows
-        nb = max(1, d // 32)                                   # scale blocks held: groups per tile at G = 32
-        small_g = [g for g in formats.GROUP_SIZES if g < d]    # group sizes below d: several blocks per tile
+        # scale blocks held (groups per tile at G = 32) and the group sizes below d (several blocks per tile);
+        # a table fetcher takes groups of G >= d only
+        nb = 1 if self.tables else max(1, d // 32)
+        small_g = [] if self.tables else [g for g in formats.GROUP_SIZES if g < d]
 
         # ---------------------------------------------------------------- instruction state
         run = Signal()                                         # streams and tiles active
@@ -360,7 +387,19 @@ class QuantTiles(wiring.Component):
         m.d.comb += hisr.eq(Mux(bypass, isdat, his))
         if is_int:
             m.d.comb += hizr.eq(Mux(bypass, izdat, hiz))
-        for c in range(l):
+        for c in range(l if self.tables else 0):      # a table per lane: its d rows' codes, one scale and zero
+            col_ok = (tj << log2(l)) + c < self.n
+            u = self.dq[c]
+            m.submodules[f"tq{c}"] = u
+            pay = u.i.payload
+            m.d.comb += [u.i.valid.eq(tvalid), u.o.ready.eq(self.tile.ready), pay.scale.eq(hsl[0][16 * c:16 * c + 16]),
+                         pay.zero.eq(Mux(asym, hzl[0][8 * c:8 * c + 8], half))]
+            for r in range(d):
+                e = c * d + r
+                code = cdat[bits * e:bits * e + bits]
+                m.d.comb += [pay.code[r].eq(Mux(asym, code, code ^ half)),
+                             pay.clear[r].eq(~(col_ok & (first_row + r < self.k)))]
+        for c in range(0 if self.tables else l):
             col_ok = (tj << log2(l)) + c < self.n
             for r in range(d):
                 e = c * d + r
@@ -388,7 +427,7 @@ class QuantTiles(wiring.Component):
                 else:
                     m.d.comb += pay.code.eq(Mux(ok, code, 0))
         m.d.comb += [self.tile.valid.eq(self.dq[0].o.valid),
-                     self.tile.payload.eq(Cat(*[u.o.payload for u in self.dq]))]
+                     self.tile.payload.eq(Cat(*[Value.cast(u.o.payload) for u in self.dq]))]
 
         # ---------------------------------------------------------------- control: descriptor, setup
         lay = {nm: (8 * off, 8 * (off + struct_size)) for nm, off, struct_size in _desc_fields()}
@@ -413,10 +452,11 @@ class QuantTiles(wiring.Component):
                         & (fld["k"] == k) & (fld["n"] == n) & (k < MAX_K) & (n < MAX_K) & phase_ok
                         & (~flags[1] | C(int(is_int), 1))
                         & (~flags[0] | ((k & (d - 1)) == 0))             # ic: whole row tiles
-                        & ((g == 0) | (g == 32) | (g == 64) | (g == 128)))
+                        & ((g == 0) | (g == 32) | (g == 64) | (g == 128))
+                        & (C(not self.tables, 1) | (~flags[0] & ((g == 0) | (g >= d)))))   # tables: oc, G >= d
                 gl = Mux(g == 32, 5, Mux(g == 64, 6, 7))
                 along = Mux(flags[0], n, k)
-                m.d.sync += [asym.eq(flags[1]), ic.eq(flags[0]), gsize.eq(g),
+                m.d.sync += [asym.eq(flags[1]), ic.eq(0 if self.tables else flags[0]), gsize.eq(g),
                              gmask.eq(Mux(g == 0, 0, (g >> log2(l)) - 1)),
                              pofs.eq(Mux(flags[0], ph >> log2(l), ph >> log2(d))),
                              R.eq(Mux(g == 0, 1, (along + ph + g - 1) >> gl)), total.eq(self.kt * self.nt)]

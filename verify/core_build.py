@@ -49,7 +49,14 @@ def source_hash() -> str:
         h.update(p.name.encode() + p.read_bytes())
     h.update(MatrixEngine.profile().encode())     # the MPU profile ($DFX_RTL_MPU) the core is built with
     h.update(pipeline_profile().encode())         # the pipeline profile ($DFX_RTL_PIPELINE)
+    h.update(b"qtables" if MatrixEngine.qtables() else b"")    # table dequantisers ($DFX_RTL_QTABLES)
     return h.hexdigest()[:16]
+
+
+def build_suffix() -> str:
+    """The build folder's suffix for the environment's core choices: the deep pipeline profile, table
+    dequantisers."""
+    return ("_deep" if pipeline_profile() == "deep" else "") + ("_qtables" if MatrixEngine.qtables() else "")
 
 
 def kick_comb_processes(text: str) -> str:
@@ -123,7 +130,7 @@ def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices
     top = top_name(devices)
     bdir = BUILD / (f"{cfg.name}_{cfg.config_hash}_{sim}" + ("" if devices == 1 else f"_ring{devices}")
                     + ("_inorder" if in_order else "") + "".join(f"_{f}" for f in wformats)
-                    + ("_deep" if pipeline_profile() == "deep" else ""))
+                    + build_suffix())
     bdir.mkdir(parents=True, exist_ok=True)
     src = bdir / f"{top}.v"
     sources = source_hash()

@@ -41,14 +41,14 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from dfx import regmap
-from dfx.config import AccelConfig, pipeline_profile
+from dfx.config import AccelConfig
 from dfx.errors import DeviceError
 from dfx.hw.dma import ddr_data_bits
 from dfx.hw.top import TOP_NAME, Top, ring_name
 from dfx.hw.top import verilog as core_verilog
 
 from .axi_mem import RAM_VERILOG, AxiMem
-from .core_build import REPO, kick_comb_processes, source_hash
+from .core_build import REPO, build_suffix, kick_comb_processes, source_hash
 from .fast_verilator import pgo_default, recipe, verilator_build
 from .rtl_core import ddr_layout
 from .toolchain import runner_build, simulator
@@ -211,7 +211,7 @@ def build_fast(cfg: AccelConfig, sim: str | None = None, devices: int = 1, ddr_a
     top = fast_name(devices)
     key = (("waves_" if waves else "") + f"{cfg.name}_{cfg.config_hash}_{sim}_n{devices}_a{ddr_abits}_{hbm_abits}"
            + "".join(f"_{f}" for f in wformats) + ("_inorder" if in_order else "")
-           + ("_deep" if pipeline_profile() == "deep" else ""))
+           + build_suffix())
     bdir = BUILD / key
     bdir.mkdir(parents=True, exist_ok=True)
     stamp, src = bdir / "stamp.txt", bdir / f"{top}.v"

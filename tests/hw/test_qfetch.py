@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 from dfx import formats, numerics
 from dfx.config import PRESETS, AccelConfig
-from dfx.hw.qfetch import QuantTiles, core_cannot_read, core_family, family_formats
+from dfx.hw.qfetch import QuantTiles, core_cannot_read, core_family, family_formats, table_cannot_read
 from dfx.program import tile_matrix
 
 TINY = PRESETS["tiny"]
@@ -41,9 +41,10 @@ def quant_weight(fmt, k, n, seed, phase=0):
     return formats.QuantWeight(fmt, codes, scales, zeros, phase=phase).check()
 
 
-def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None, phase=0):
+def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None, phase=0, tables=False):
     """(tiles the fetcher produced, tiles expected, status) for one instruction on a region at HBM byte `base`
-    (a matrix of phase `phase`); `times` (a list) gets the cycle of each tile."""
+    (a matrix of phase `phase`); `times` (a list) gets the cycle of each tile; `tables`: the fetcher built with
+    table dequantisers."""
     fmt = formats.parse(name)
     qw = quant_weight(fmt, k, n, seed, phase)
     region = formats.pack_region(qw, cfg.d, cfg.l)
@@ -52,7 +53,7 @@ def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None, phase=0):
     want = tile_matrix(numerics.daz16(qw.dequant()), d, l).view(np.uint16).reshape(kt * nt, d * l)
     hbm = bytearray(base + len(region) + 2 * B)
     hbm[base:base + len(region)] = region
-    dut = QuantTiles(cfg, core_family(fmt))
+    dut = QuantTiles(cfg, core_family(fmt), tables=tables)
     rng = random.Random(seed)
     times = [] if times is None else times
     reqs, tiles, status = [], [], []
@@ -109,7 +110,7 @@ def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None, phase=0):
     sim.add_testbench(sink)
     sim.run_until(5e-9 * (400 + 40 * kt * nt + 4 * len(region) // B * 8))
     got = np.array([[(t >> (16 * e)) & 0xFFFF for e in range(d * l)] for t in tiles], np.uint16)
-    return got, want, status
+    return got.reshape(-1, d * l), want, status
 
 
 SLOW = pytest.mark.slow          # about 20 s each in amaranth.sim: four in the default run, the rest slow
@@ -250,3 +251,39 @@ def test_families_and_refusals():
     assert "multiple of l (4)" in core_cannot_read(formats.parse("int4-ic-g128"), 2, 64, 8, 4)
     assert "multiple of d (8)" in core_cannot_read(formats.parse("int4-ic-g128"), 4, 64, 8)  # l unknown: d
     assert "inside a group" in core_cannot_read(formats.parse("int4-ic-g32"), 40, 64, 8)
+
+
+TABLE_CASES = [  # (config, format, k, n, base, phase): regions a fetcher with table dequantisers reads
+    (TINY, "int4-oc-g128", 32, 24, 128, 0),
+    (TINY, "int4-oc-g64-asym", 72, 6, 192, 0),
+    (TINY, "int4-oc-g32", 44, 10, 64, 8),
+    pytest.param(TINY, "int3-oc-asym", 16, 8, 0, 0, marks=SLOW),
+    pytest.param(WIDE, "int3-oc-g64-asym", 70, 7, 320, 0, marks=SLOW),
+    pytest.param(DEEP, "int4-oc-g128-asym", 130, 3, 64, 64, marks=SLOW),
+]
+
+
+@pytest.mark.parametrize("cfg,name,k,n,base,phase", TABLE_CASES,
+                         ids=[f"{_vals(c)[0].name}-{_vals(c)[1]}-{_vals(c)[2]}x{_vals(c)[3]}-p{_vals(c)[5]}"
+                              for c in TABLE_CASES])
+def test_table_dequantisers_match_simulator(cfg, name, k, n, base, phase):
+    """The fetcher with one table dequantiser per lane (`QuantTiles(tables=True)`): every tile bit-exact to
+    `dfx.formats.dequant`, padding rows and columns +0 (ragged k and n, asymmetric zero points, a phase),
+    under random back-pressure."""
+    assert table_cannot_read(formats.parse(name), cfg.d) is None
+    got, want, status = run_fetch(cfg, name, k, n, base, seed=k * 71 + n + phase, phase=phase, tables=True)
+    assert status == [0b11], status
+    bad = np.argwhere(got != want)
+    assert got.shape == want.shape and not bad.size, [(int(t), int(e), hex(got[t, e]), hex(want[t, e]))
+                                                      for t, e in bad[:5]]
+
+
+@pytest.mark.parametrize("cfg,name,k,n", [(TINY, "int4-ic-g32", 16, 40), (DEEP, "int4-oc-g32", 64, 2)])
+def test_table_fetcher_refuses_what_tables_cannot_read(cfg, name, k, n):
+    """Per-input-channel groups, and groups of fewer than d rows, are `bad_fmt` to a table fetcher (one scale per
+    lane and tile cannot serve them), as `table_cannot_read` says; int8 is refused when it is built."""
+    assert table_cannot_read(formats.parse(name), cfg.d)
+    _, _, status = run_fetch(cfg, name, k, n, 64, tables=True)
+    assert status == [0b101], status                   # valid + bad_fmt
+    with pytest.raises(ValueError, match="int families"):
+        QuantTiles(TINY, "int8", tables=True)

@@ -185,3 +185,50 @@ def test_deep_pipeline_core_runs_the_embedded_model(weights, monkeypatch, tmp_pa
     assert len(res["logits"]) == len(logits) == new
     for g, w in zip(res["logits"], logits):
         np.testing.assert_array_equal(np.asarray(g, np.float16).view(np.uint16), w.view(np.uint16))
+
+
+def test_table_dequantisers_env(monkeypatch):
+    """$DFX_RTL_QTABLES=1 builds the matrix engine's int3 / int4 tile fetchers with one table dequantiser per lane
+    (other families keep their element dequantisers); any value but 0 or 1 is refused in one line."""
+    from dfx.config import load_config
+    from dfx.hw.core_mpu import MatrixEngine
+    cfg = load_config("tiny")
+    monkeypatch.setenv(MatrixEngine.QTABLES_ENV, "1")
+    eng = MatrixEngine(cfg, wformats=("int4", "int8"))
+    eng._MustUse__silence = True
+    assert [(q.family, q.tables, len(q.dq)) for q in eng.qtiles] == [("int4", True, cfg.l), ("int8", False, cfg.d * cfg.l)]
+    monkeypatch.setenv(MatrixEngine.QTABLES_ENV, "yes")
+    with pytest.raises(ValueError, match="DFX_RTL_QTABLES='yes'"):
+        MatrixEngine(cfg, wformats=("int4",))
+
+
+@pytest.mark.slow
+def test_table_dequantiser_core_runs_the_embedded_model(monkeypatch, tmp_path):
+    """The core built with table dequantisers ($DFX_RTL_QTABLES=1) runs the embedded model's int4-oc-g128 weights:
+    the sim backend's tokens, every token's logits bit-exact (a Verilator build of its own, a few minutes)."""
+    from dfx.compiler import compile_model
+    from dfx.hw.core_mpu import MatrixEngine
+    from dfx.host.rtl_session import run_session
+    from dfx.host.session import Session
+    from dfx.models.checkpoint import DEFAULT_MODEL_DIR
+    from dfx.program import save_program
+    from dfx.verify.toolchain import missing_simulator
+    sim = "verilator" if missing_simulator("verilator") is None else None
+    if missing_simulator(sim) is not None:
+        pytest.skip(str(missing_simulator(sim)))
+    prog = compile_model(DEFAULT_MODEL_DIR, "tiny", weights="int4-oc-g128", max_seq=16)
+    path = tmp_path / "p.dfx"
+    save_program(prog, path)
+    prompt, new = list(b"de"), 2
+    logits = []
+    with Session(prog, "sim") as s:
+        read = s.backend.read_logits
+        s.backend.read_logits = lambda: logits.append(np.asarray(read(), np.float16).copy()) or logits[-1]
+        want = [int(t) for t in s.generate(prompt, new)]
+    monkeypatch.setenv(MatrixEngine.QTABLES_ENV, "1")
+    monkeypatch.delenv("DFX_RTL_WFORMATS", raising=False)
+    res = run_session(path, prompt, new, sim=sim, logits=True)
+    assert res["tokens"] == want
+    assert len(res["logits"]) == len(logits) == new
+    for g, w in zip(res["logits"], logits):
+        np.testing.assert_array_equal(np.asarray(g, np.float16).view(np.uint16), w.view(np.uint16))
