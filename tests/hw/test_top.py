@@ -152,15 +152,10 @@ def test_deep_pipeline_profile_builds_the_300mhz_depths(monkeypatch):
     assert MatrixEngine.profile() == "default"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("weights", ["int4-oc-g128", "fp16"])
-def test_deep_pipeline_core_runs_the_embedded_model(weights, monkeypatch, tmp_path):
-    """The core `dfx build` writes for a board ($DFX_RTL_PIPELINE=deep: every unit at its 300 MHz depths, the
-    pipelined reset, the SLR slices) on the rtl backend (the fast harness; Verilator where installed): the
-    embedded model generates the sim backend's tokens with every token's logits bit-exact (a Verilator build
-    of its own, ~10 min here, then ~2 min a format)."""
+def embedded_model_bit_exact(weights, env: dict, monkeypatch, tmp_path):
+    """The embedded model's program (`weights`) on the rtl backend (the fast harness; Verilator where installed)
+    with the core built under `env`: the sim backend's tokens, every token's logits bit-exact."""
     from dfx.compiler import compile_model
-    from dfx.config import PIPELINE_ENV
     from dfx.host.rtl_session import run_session
     from dfx.host.session import Session
     from dfx.models.checkpoint import DEFAULT_MODEL_DIR
@@ -178,13 +173,24 @@ def test_deep_pipeline_core_runs_the_embedded_model(weights, monkeypatch, tmp_pa
         read = s.backend.read_logits
         s.backend.read_logits = lambda: logits.append(np.asarray(read(), np.float16).copy()) or logits[-1]
         want = [int(t) for t in s.generate(prompt, new)]
-    monkeypatch.setenv(PIPELINE_ENV, "deep")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
     monkeypatch.delenv("DFX_RTL_WFORMATS", raising=False)
     res = run_session(path, prompt, new, sim=sim, logits=True)
     assert res["tokens"] == want
     assert len(res["logits"]) == len(logits) == new
     for g, w in zip(res["logits"], logits):
         np.testing.assert_array_equal(np.asarray(g, np.float16).view(np.uint16), w.view(np.uint16))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["int4-oc-g128", "fp16"])
+def test_deep_pipeline_core_runs_the_embedded_model(weights, monkeypatch, tmp_path):
+    """The core `dfx build` writes for a board ($DFX_RTL_PIPELINE=deep: every unit at its 300 MHz depths, the
+    pipelined reset, the SLR slices) on the rtl backend: the embedded model generates the sim backend's tokens
+    with every token's logits bit-exact (a Verilator build of its own, ~10 min here, then ~2 min a format)."""
+    from dfx.config import PIPELINE_ENV
+    embedded_model_bit_exact(weights, {PIPELINE_ENV: "deep"}, monkeypatch, tmp_path)
 
 
 def test_table_dequantisers_env(monkeypatch):
@@ -206,29 +212,5 @@ def test_table_dequantisers_env(monkeypatch):
 def test_table_dequantiser_core_runs_the_embedded_model(monkeypatch, tmp_path):
     """The core built with table dequantisers ($DFX_RTL_QTABLES=1) runs the embedded model's int4-oc-g128 weights:
     the sim backend's tokens, every token's logits bit-exact (a Verilator build of its own, a few minutes)."""
-    from dfx.compiler import compile_model
     from dfx.hw.core_mpu import MatrixEngine
-    from dfx.host.rtl_session import run_session
-    from dfx.host.session import Session
-    from dfx.models.checkpoint import DEFAULT_MODEL_DIR
-    from dfx.program import save_program
-    from dfx.verify.toolchain import missing_simulator
-    sim = "verilator" if missing_simulator("verilator") is None else None
-    if missing_simulator(sim) is not None:
-        pytest.skip(str(missing_simulator(sim)))
-    prog = compile_model(DEFAULT_MODEL_DIR, "tiny", weights="int4-oc-g128", max_seq=16)
-    path = tmp_path / "p.dfx"
-    save_program(prog, path)
-    prompt, new = list(b"de"), 2
-    logits = []
-    with Session(prog, "sim") as s:
-        read = s.backend.read_logits
-        s.backend.read_logits = lambda: logits.append(np.asarray(read(), np.float16).copy()) or logits[-1]
-        want = [int(t) for t in s.generate(prompt, new)]
-    monkeypatch.setenv(MatrixEngine.QTABLES_ENV, "1")
-    monkeypatch.delenv("DFX_RTL_WFORMATS", raising=False)
-    res = run_session(path, prompt, new, sim=sim, logits=True)
-    assert res["tokens"] == want
-    assert len(res["logits"]) == len(logits) == new
-    for g, w in zip(res["logits"], logits):
-        np.testing.assert_array_equal(np.asarray(g, np.float16).view(np.uint16), w.view(np.uint16))
+    embedded_model_bit_exact("int4-oc-g128", {MatrixEngine.QTABLES_ENV: "1"}, monkeypatch, tmp_path)
