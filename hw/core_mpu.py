@@ -38,6 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from dfx import isa
 from dfx.config import AccelConfig, pipeline_profile
+from dfx.errors import ConfigError
 
 from .core_engine import Engine
 from .core_rob import ROB_BURST, ChunkWalk, Reorder, interleave, tile_cycles
@@ -101,7 +102,7 @@ class MatrixEngine(Engine):
         (`dfx.config.pipeline_profile`), else PROFILE."""
         p = os.environ.get(cls.PROFILE_ENV) or ("deep" if pipeline_profile() == "deep" else cls.PROFILE)
         if p not in cls.PROFILES:
-            raise ValueError(f"{cls.PROFILE_ENV}={p!r}: the MPU profile must be one of {', '.join(cls.PROFILES)}")
+            raise ConfigError(f"{cls.PROFILE_ENV}={p!r}: the MPU profile must be one of {', '.join(cls.PROFILES)}")
         return p
 
     QTABLES_ENV = "DFX_RTL_QTABLES"
@@ -114,7 +115,7 @@ class MatrixEngine(Engine):
         1; 0 or unset: element dequantisers."""
         v = os.environ.get(cls.QTABLES_ENV) or "0"
         if v not in ("0", "1"):
-            raise ValueError(f"{cls.QTABLES_ENV}={v!r}: must be 0 (element dequantisers) or 1 (table dequantisers "
+            raise ConfigError(f"{cls.QTABLES_ENV}={v!r}: must be 0 (element dequantisers) or 1 (table dequantisers "
                              "for int3 and int4)")
         return v == "1"
 

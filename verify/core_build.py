@@ -53,6 +53,13 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def core_choices() -> str:
+    """The core choices the environment makes, checked ($DFX_RTL_PIPELINE, $DFX_RTL_MPU, $DFX_RTL_QTABLES: a
+    `ConfigError`, one line, for a value out of range), in words for a progress line."""
+    MatrixEngine.profile()
+    return f"{pipeline_profile()} pipeline" + (", table dequantisers" if MatrixEngine.qtables() else "")
+
+
 def build_suffix() -> str:
     """The build folder's suffix for the environment's core choices: the deep pipeline profile, table
     dequantisers."""

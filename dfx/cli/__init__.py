@@ -22,7 +22,7 @@ from dfx.compiler.partition import parse_overlap
 from dfx.compiler.quant.calib import calibration_windows
 from dfx.compiler.quant.model import quantize_model
 from dfx.compiler.quant.report_cli import quant_report
-from dfx.config import PIPELINES, load_config, pipeline_profile
+from dfx.config import PIPELINES, load_config
 from dfx.errors import UsageError
 from dfx.host import BACKENDS, resolve_backend
 from dfx.host.build import build_tree, check_tree
@@ -31,6 +31,7 @@ from dfx.host.lint import verilator as lint_verilator
 from dfx.host.rtl_session import RTL_TIMEOUT_S, run_session
 from dfx.host.sampling import Sampling
 from dfx.host.session import Session
+from dfx.verify.core_build import core_choices
 from dfx.verify.toolchain import simulator
 from dfx.models import checkpoint
 from dfx.models.quantized import fake_quant
@@ -214,7 +215,7 @@ def generate(prompt, model, backend, config, devices, weights, prefill_batch, xc
 def _run_rtl(path, ids, max_new_tokens, samp, tok, stats, timeout, prompt, waves=None):
     """--backend rtl: the same host session runs inside the cocotb simulation of the core (`waves`: its FST)."""
     sim = simulator()
-    click.echo(f"[rtl] building and simulating the core ({sim}, {pipeline_profile()} pipeline"
+    click.echo(f"[rtl] building and simulating the core ({sim}, {core_choices()}"
                f"{'' if sim == 'verilator' else '; SIM=verilator for long runs'})...", err=True)
     steps = progress.StepBar("[rtl] building the core", len(ids) + max_new_tokens - 1)
 

@@ -59,6 +59,19 @@ def default_program(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.parametrize("var,want", [
+    ("DFX_RTL_QTABLES", "error: DFX_RTL_QTABLES='yes': must be 0 (element dequantisers) or 1 (table dequantisers for "
+                        "int3 and int4)"),
+    ("DFX_RTL_MPU", "error: DFX_RTL_MPU='yes': the MPU profile must be one of default, deep"),
+    ("DFX_RTL_PIPELINE", "error: DFX_RTL_PIPELINE='yes': the pipeline profile must be one of default, deep")])
+def test_cli_refuses_a_bad_core_choice_in_the_environment(default_program, monkeypatch, var, want):
+    """A core choice the rtl backend reads from the environment, out of range: one line naming the variable and
+    what it accepts, exit 2, nothing on stdout, before anything is built."""
+    monkeypatch.setenv(var, "yes")
+    r = CliRunner().invoke(main, ["run", default_program, "--prompt", "ab", "-n", "1", "--backend", "rtl"])
+    assert (r.exit_code, r.stdout, r.stderr.strip()) == (2, "", want)
+
+
 def test_cli_honours_the_environment(default_program, monkeypatch):
     prog = default_program
     monkeypatch.setenv("DFX_BACKEND", "bogus")
