@@ -46,7 +46,7 @@ from .decoder import format_layout
 from .dequant import STAGES_300MHZ as DQ_STAGES_300MHZ
 from .dma import AXI_ADDR_BITS, BURST_INCR, axi4_signature, hbm_port_names, lane_mask, log2
 from .mpu import MPU, STAGES_300MHZ, x_layout
-from .qfetch import QuantTiles, family_formats
+from .qfetch import QuantTiles, family_formats, table_family
 from .slr import BROADCAST_SLR_STAGES, slice_chain
 
 # Beats of each HBM channel's R FIFO in the weight streamer (read by dfx.perf.hbm). The AR generator does not wait
@@ -106,7 +106,6 @@ class MatrixEngine(Engine):
         return p
 
     QTABLES_ENV = "DFX_RTL_QTABLES"
-    TABLE_FAMILIES = ("int3", "int4")       # the families a table dequantiser serves (hw.dequant.TABLE_MAX_BITS)
 
     @classmethod
     def qtables(cls) -> bool:
@@ -164,7 +163,7 @@ class MatrixEngine(Engine):
         self.rob = (Reorder(16 * cfg.d * cfg.l, self.interleave, lag=slr_stages) if self.interleave > 1
                     else None)
         dq = DQ_STAGES_300MHZ if pipeline_profile() == "deep" else {}
-        self.qtiles = [QuantTiles(cfg, f, tables=tables and f in self.TABLE_FAMILIES, **dq) for f in self.wformats]
+        self.qtiles = [QuantTiles(cfg, f, tables=tables and table_family(f), **dq) for f in self.wformats]
         members = {"pos": In(32), "scale": In(32),
                    "hbm_base": In(data.ArrayLayout(AXI_ADDR_BITS, cfg.hbm_channels))}
         for name in hbm_port_names(cfg):

@@ -130,7 +130,7 @@ class TableDequantizer(PipelinedUnit):
     the code a constant (a register after `int_to_fp32`, or for asymmetric formats f32(u - z) read from ROM
     banks, then `fp32_mul` with `mul_stages` cuts and the binary16 rounding with `round_stages`), then one
     multiplexer per element picks its entry (registered). masked: the input has `clear` bits (`table_layout`);
-    an element whose bit is set comes out +0 (the pick register's synchronous reset: no LUT more).
+    an element whose bit is set comes out +0 (a synchronous reset of the pick register).
     """
 
     def __init__(self, fmt, n: int, *, mul_stages: int = len(MUL32_CUTS), round_stages: int = 2,

@@ -105,10 +105,20 @@ def core_cannot_read(fmt: formats.WeightFormat, phase: int = 0, k: int = 0, d: i
     return None
 
 
+def table_format(fmt: formats.WeightFormat) -> bool:
+    """Whether a table dequantiser serves `fmt`'s kind and width: int formats of at most `TABLE_MAX_BITS` bits."""
+    return fmt.kind == "int" and fmt.bits <= TABLE_MAX_BITS
+
+
+def table_family(family: str) -> bool:
+    """Whether the tile fetcher of `family` (a key of `CORE_FAMILIES`) can be built with table dequantisers."""
+    return table_format(formats.parse(CORE_FAMILIES[family]))
+
+
 def table_cannot_read(fmt: formats.WeightFormat, d: int) -> str | None:
     """Why a fetcher built with table dequantisers (`QuantTiles(tables=True)`) for a d x l MPU cannot read a
     region of `fmt` (None: it can): it takes int3 / int4 per-output-channel groups of at least d rows."""
-    if fmt.kind != "int" or fmt.bits > TABLE_MAX_BITS:
+    if not table_format(fmt):
         return f"table dequantisers read int formats of at most {TABLE_MAX_BITS} bits, not {fmt.name}"
     if fmt.axis != "oc":
         return f"table dequantisers read per-output-channel (oc) groups only, not {fmt.name}"
@@ -177,7 +187,7 @@ class QuantTiles(wiring.Component):
         self.cfg, self.family, self.tables = cfg, family, bool(tables)
         self.fmt = formats.parse(CORE_FAMILIES[family])
         if self.tables:
-            if self.fmt.kind != "int" or self.fmt.bits > TABLE_MAX_BITS:
+            if not table_format(self.fmt):
                 self._MustUse__silence = True
                 raise ValueError(f"table dequantisers take int families of at most {TABLE_MAX_BITS} bits (int3, "
                                  f"int4), not {family}")
