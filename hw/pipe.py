@@ -20,7 +20,8 @@ from amaranth.lib.wiring import In, Out
 
 
 # The top's stages under the deep pipeline profile (`dfx.config.pipeline_profile`): a pipelined reset and two
-# register slices on every HBM channel (one each side of an SLR boundary); the values tests/hw/test_top.py runs.
+# register stages on every HBM channel (a full slice at the port, a forward one toward the core: `hw.top.Top`);
+# the values tests/hw/test_top.py runs.
 DEEP_TOP = dict(reset_stages=3, hbm_slr_stages=2)
 
 

@@ -4,12 +4,19 @@ The xcu280 is three dies (SLR0..SLR2); the HBM attaches at the bottom of SLR0, s
 beats the core joins into one weight tile, and the operands broadcast from there to MPU lanes placed in other
 SLRs, cross one or two die boundaries (boards/u280/board.json, "dynamic_region"; docs/rtl.md, "Fit").
 A crossing wants a flip-flop on each side of it (AMD's SLR-crossing guidance: registers on both sides of a
-super long line). These blocks are those registers; `hw.top.Top` puts them at the kernel's ports.
+super long line). These blocks are those registers: the matrix engine puts them on the operand broadcast
+(`hw.core_mpu.MatrixEngine`'s slr_stages), and `hw.top.Top` puts a chain on every channel of every HBM port,
+the path from the HBM subsystem at SLR0's edge to the DMA (a full slice at the port, forward stages inward).
 
 - `RegSlice`: one full-throughput register stage of a valid/ready channel (the AXI register slice's
   "fully registered" mode: payload, valid *and* ready registered, a two-entry skid buffer), so a stage
   cuts the backward `ready` path too. `slice_chain` puts n of them in a row: n cycles more latency, the same
   beats in the same order, one beat per cycle.
+- `ForwardSlice`: the AXI register slice's "forward registered" mode: payload and valid registered, `ready`
+  passed back through one gate. Its payload flip-flops only load (a clock enable), so it costs no multiplexer
+  per bit, where `RegSlice` costs one (its skid choice). `slice_chain(..., forward=...)` mixes the two: a
+  chain whose stage at a boundary is a `RegSlice` registers `ready` there, and its other stages are free of
+  logic per bit.
 - `ResetPipe`: the reset through n registers, each marked for replication (`max_fanout`): Vivado builds the
   fan-out tree from them, and no reset net spans the device in one cycle. The reset is held for n more cycles
   after ap_rst_n rises.
@@ -49,11 +56,34 @@ class RegSlice(wiring.Component):
         return m
 
 
-def slice_chain(m: Module, name: str, stages: int, valid, ready, data, width: int):
-    """`stages` `RegSlice`s from (valid, data) with `ready` back; returns (valid, ready, data) of the far end
-    (the inputs themselves when stages == 0). `ready` is the signal to drive with the far end's ready."""
+class ForwardSlice(wiring.Component):
+    """`i` -> `o` one cycle later, payload and valid registered; `i.ready` = `o.ready` or the output empty (one
+    gate, not a register). A beat per cycle under no backpressure, none lost or repeated under any."""
+
+    def __init__(self, width: int):
+        if not isinstance(width, int) or width < 1:
+            self._MustUse__silence = True
+            raise ValueError(f"width must be a positive integer, not {width!r}")
+        self.width = width
+        super().__init__({"i_valid": In(1), "i_ready": Out(1), "i_data": In(width),
+                          "o_valid": Out(1), "o_ready": In(1), "o_data": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i_ready.eq(~self.o_valid | self.o_ready)
+        with m.If(self.i_ready):
+            m.d.sync += self.o_valid.eq(self.i_valid)
+            with m.If(self.i_valid):                            # a clock enable on the payload: no multiplexer
+                m.d.sync += self.o_data.eq(self.i_data)
+        return m
+
+
+def slice_chain(m: Module, name: str, stages: int, valid, ready, data, width: int, forward=()):
+    """`stages` register stages from (valid, data) with `ready` back; returns (valid, ready, data) of the far end
+    (the inputs themselves when stages == 0). `ready` is the signal to drive with the far end's ready. Stage k
+    (0 at the source) is a `ForwardSlice` when k is in `forward`, a `RegSlice` otherwise."""
     for k in range(stages):
-        s = RegSlice(width)
+        s = (ForwardSlice if k in forward else RegSlice)(width)
         m.submodules[f"{name}_{k}"] = s
         m.d.comb += [s.i_valid.eq(valid), s.i_data.eq(data), ready.eq(s.i_ready)]
         valid, data = s.o_valid, s.o_data

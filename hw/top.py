@@ -67,8 +67,9 @@ class Top(wiring.Component):
     """`Core` with flat Vitis port names and its own clock domain from ap_clk / ap_rst_n.
 
     `reset_stages` (0..16): ap_rst_n through that many replicable registers (`slr.ResetPipe`) before it
-    resets the core; `hbm_slr_stages` (0..4): that many full register slices (`slr.RegSlice`) on every
-    channel of every HBM port, the weight tile's 32 channels on their way from SLR0 to the lanes. Both add
+    resets the core; `hbm_slr_stages` (0..4): that many register stages on every channel of every HBM port,
+    the one at the port a full slice (`slr.RegSlice`: the port's `ready` registered), the others toward the
+    core forward-registered (`slr.ForwardSlice`: payload and valid only, no multiplexer per bit). Both add
     latency only (the reset is held longer; each HBM read and write takes 2 x hbm_slr_stages cycles more
     round trip); 0 builds the top as before. None (the default): 0, or under the deep pipeline profile
     (`dfx.config.pipeline_profile`) `hw.pipe.DEEP_TOP`."""
@@ -128,18 +129,22 @@ class Top(wiring.Component):
         return m
 
     def _sliced_axi(self, m, port, outer: str):
-        """Every channel of AXI master `port` to the flat ports `outer`_* through `hbm_slr_stages` slices: a
-        master-to-slave channel from the core's port to the flat one, a slave-to-master channel back."""
+        """Every channel of AXI master `port` to the flat ports `outer`_* through `hbm_slr_stages` stages: a
+        master-to-slave channel from the core's port to the flat one, a slave-to-master channel back; the
+        stage at the flat port a `RegSlice`, the others `ForwardSlice`s."""
         def flat(f):
             return getattr(self, f"{outer}_{f}")
 
         def inner(f):
             return getattr(port, f)
+        n = self.hbm_slr_stages
         for ch, (flow, fields) in AXI_CHANNELS.items():
             src, dst = (inner, flat) if flow == Out else (flat, inner)
             d_in = Cat(*[src(f) for f in fields])
-            v, r, d = slice_chain(m, f"{outer}_{ch}_slr", self.hbm_slr_stages, src(f"{ch}valid"),
-                                  src(f"{ch}ready"), d_in, len(d_in))
+            # stage 0 is at the source: the full slice is the last stage toward the port, the first from it
+            forward = range(n - 1) if flow == Out else range(1, n)
+            v, r, d = slice_chain(m, f"{outer}_{ch}_slr", n, src(f"{ch}valid"), src(f"{ch}ready"), d_in,
+                                  len(d_in), forward=forward)
             pos = 0
             for f in fields:
                 m.d.comb += dst(f).eq(d[pos:pos + len(dst(f))])
