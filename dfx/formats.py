@@ -330,7 +330,9 @@ def dequant(qw: QuantWeight) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ HBM region of a matrix
-# A quantized matrix (wfmt != 0) occupies one region of HBM; the MATRIX instruction's `w` points at its start.
+# A quantized matrix (wfmt != 0) occupies one region of HBM; the MATRIX instruction's `w` points at its start,
+# which is on an HBM beat (a multiple of `AccelConfig.beat_bytes`, every channel's beat; the compiler places every
+# matrix so; the simulator and the core refuse a region elsewhere).
 #
 #   [descriptor, 64 B][codes][scale blocks][zero-point blocks (asym)]     each part starts 64-byte aligned
 #

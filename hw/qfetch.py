@@ -4,7 +4,8 @@ binary16 tiles the functional simulator multiplies with, bit for bit.
 
 Per instruction:
 
-1. **Descriptor.** One beat read at the region start; the 64-byte descriptor is checked against the instruction
+1. **Descriptor.** One beat read at the region start, which must be on a beat (`cfg.beat_bytes`; the compiler
+   places every matrix on one, `compiler.allocate`; elsewhere `bad_range`); the 64-byte descriptor is checked against the instruction
    and this build: magic, `wfmt`, `bits`, k and n equal to the instruction's, group 0 (the whole axis), 32, 64 or
    128, zero points only for int, for per-input-channel (ic) groups k a multiple of d, and a phase (the position
    of element 0 of the group axis in its group: a column piece of a matrix cut mid-group, `dfx.formats.piece_phase`)
@@ -20,8 +21,11 @@ Per instruction:
    its FIFO has room for the whole burst (credits), so the R data of one stream never blocks another's (the AXI
    read data come back in request order; a tag FIFO routes each beat to its stream). A request is held in a
    register until every channel has taken it.
-3. **Gearboxes** cut each stream into pieces (a tile's codes, a scale block, a zero block) at any offset: a piece
-   may straddle two beats (INT3, BCQ3, or parts that start mid-beat at the `dfx` preset's 2 KiB beats).
+3. **Gearboxes** cut each stream into pieces (a tile's codes, a scale block, a zero block): a piece may straddle
+   two beats (INT3, BCQ3, or parts that start mid-beat at the `dfx` preset's 2 KiB beats). Scale and zero blocks
+   start at any 64 bytes; a tile's codes only at the descriptor's 64 bytes past a multiple of
+   gcd(tile code bytes, beat) (the region on a beat), so their choice has beat / gcd positions (INT4 at the
+   `dfx` preset: 4 of 512 bytes, where any 64 bytes would be 32: 4,109 LUTs for that gearbox, not 45,617).
 4. **Tile assembly**: per tile (i, j), oc: the scale (and zero) blocks of the row groups its real rows start (one
    block per G rows, held for the tiles of the group; two per tile when G < d); ic: one block of the tile's d
    rows. The last block is taken in the cycle the tile goes. Then d*l `Dequantizer`s (hw/dequant.py) in lockstep
@@ -135,21 +139,21 @@ def _min(*vals):
 
 
 def gearbox(m: Module, name: str, fifo, chunk: int, beat: int, gran: int, load, off0, run, seg_end=C(0, 1),
-            seg_off=C(0, 1)):
+            seg_off=C(0, 1), skew: int = 0):
     """Cut the byte stream of `fifo` (beats of `beat` bytes; the stream's first byte at `off0` of its first beat)
     into `chunk`-byte pieces. `load`: (re)start at off0 with nothing held. Returns (valid, data, take): `take`
     (driven by the caller) consumes the piece; with `seg_end` it is the last piece of a segment (a run of beats
     read on its own): the rest of its beat is dropped and the next segment starts at `seg_off` of the next beat.
-    Offsets are multiples of `gran`."""
+    Offsets are `skew` (0 <= skew < gran) plus a multiple of `gran`: the piece is a beat / gran : 1 choice."""
     cur = Signal(8 * beat, name=f"{name}_cur")
     have = Signal(name=f"{name}_have")
     off = Signal(range(beat), name=f"{name}_off")
     take = Signal(name=f"{name}_take")
     win = Cat(cur, fifo.r_data)
-    pos = Array(win[8 * p:8 * (p + chunk)] for p in range(0, beat, gran))
+    pos = Array(win[8 * p:8 * (p + chunk)] for p in range(skew, beat, gran))
     dat = Signal(8 * chunk, name=f"{name}_data")
     end = off + chunk
-    m.d.comb += dat.eq(pos[off >> log2(gran)] if beat > gran else win[:8 * chunk])
+    m.d.comb += dat.eq(pos[off >> log2(gran)] if beat > gran else win[8 * skew:8 * (skew + chunk)])
     valid = run & have & ((end <= beat) | fifo.r_rdy)
     with m.If(load):
         m.d.sync += [have.eq(0), off.eq(off0)]
@@ -264,9 +268,8 @@ class QuantTiles(wiring.Component):
             for s in streams:
                 with m.If(tag_s == s):
                     m.d.comb += [fifos[s].w_en.eq(1)]
-            with m.If(tag_s == DESC):
-                win = Array(self.beat.payload[8 * p:8 * p + 512] for p in range(0, B, 64))
-                m.d.sync += [desc.eq(win[self.base[6:lb]] if B > 64 else self.beat.payload[:512]), desc_in.eq(1)]
+            with m.If(tag_s == DESC):                          # the region starts on a beat
+                m.d.sync += [desc.eq(self.beat.payload[:512]), desc_in.eq(1)]
             with m.If(cnt + 1 == tag_len):
                 m.d.comb += tags.r_en.eq(1)
                 m.d.sync += cnt.eq(0)
@@ -320,9 +323,13 @@ class QuantTiles(wiring.Component):
         cstep = Mux((gsize != 0) & (((tj + 1 + pofs) & gmask) == 0), segb[SCALES], 0)
         gb, igb = {}, {}
         for s in streams:
-            g = math.gcd(chunk[s], 64, B)
+            # the codes start DESC_BYTES into a region that starts on a beat (PARSE checks it), and a tile's codes
+            # follow the last one's: their offsets are DESC_BYTES plus multiples of gcd(tile code bytes, B)
+            # (INT4 at the dfx preset: 4 positions in the beat, not 32); the other streams start at any 64 bytes
+            g = math.gcd(chunk[s], B) if s == CODES else math.gcd(chunk[s], 64, B)
             off0 = addr[s] & (B - 1)
-            gb[s] = gearbox(m, f"gb{s}", fifos[s], chunk[s], B, g, load, off0, run if s == CODES else run & ~ic)
+            gb[s] = gearbox(m, f"gb{s}", fifos[s], chunk[s], B, g, load, off0, run if s == CODES else run & ~ic,
+                            skew=formats.DESC_BYTES % g if s == CODES else 0)
             if s != CODES:
                 nxt_seg = caddr[s] + Mux(s == SCALES, cstep, Mux(cstep != 0, segb[s], 0))
                 igb[s] = gearbox(m, f"igb{s}", fifos[s], ichunk[s], B, math.gcd(ichunk[s], 64, B), load, off0,
@@ -470,7 +477,10 @@ class QuantTiles(wiring.Component):
                              gmask.eq(Mux(g == 0, 0, (g >> log2(l)) - 1)),
                              pofs.eq(Mux(flags[0], ph >> log2(l), ph >> log2(d))),
                              R.eq(Mux(g == 0, 1, (along + ph + g - 1) >> gl)), total.eq(self.kt * self.nt)]
-                with m.If(~good):
+                with m.If(self.base[:lb] != 0):                # a region starts on a beat
+                    m.d.comb += [self.status.valid.eq(1), self.status.bad_range.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(~good):
                     m.d.comb += [self.status.valid.eq(1), self.status.bad_fmt.eq(1)]
                     m.next = "IDLE"
                 with m.Else():

@@ -394,6 +394,9 @@ class Device:
             raise SimError(f"weight format code {f['wfmt']} is not defined (codes: "
                            + ", ".join(f"{c} {kind}{b}" for (kind, b), c in F.WFMT_CODES.items()) + ")")
         start = f["w"] * isa.HBM_UNIT
+        if start % self.cfg.beat_bytes:
+            raise SimError(f"a quantized weight region starts on an HBM beat (a multiple of {self.cfg.beat_bytes} "
+                           f"bytes, every channel's beat: docs/isa.md), not at HBM byte {start}")
         self._check_range(self.hbm, start, F.DESC_BYTES, "HBM")
         try:
             end = start + F.read_descriptor(self.hbm[start:start + F.DESC_BYTES])["size"]

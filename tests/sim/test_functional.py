@@ -132,3 +132,18 @@ def test_deadline_stops_a_long_run(program):
     assert time.monotonic() - t0 < 5
     with pytest.raises(DeadlineExceeded, match="pc 0 `NOP`"):
         Device(_with(program, y="NOP\nHALT")).run("y", 0, 0, deadline=t0)
+
+
+def test_quantized_region_off_a_beat_is_refused():
+    """A quantized weight region starts on an HBM beat (docs/isa.md, "Quantized matrix region"; the core's tile
+    fetcher reports STATUS.address_range elsewhere): the same LINEAR one 64-byte unit later stops the run."""
+    cfg = PRESETS["tiny"].replace(hbm_width=512)                  # 256-byte beats: 4 HBM units each
+    prog = compile_model(load_default(), cfg, max_seq=16, weights="int4-oc-g32")
+    text = next(t for t in map(isa.disassemble, prog.devices[0].streams["decode"])
+                if t.startswith("LINEAR ") and "wfmt=" in t and " w=" in t)
+    w = int(text.split(" w=")[1].split()[0], 16)
+    assert w * isa.HBM_UNIT % cfg.beat_bytes == 0                 # where the compiler put it: on a beat
+    dev = Device(_with(prog, ok=f"{text}\nHALT", off=f"{text.replace(f' w={w:#x}', f' w={w + 1:#x}')}\nHALT"))
+    dev.run("ok", 0, 0)
+    with pytest.raises(SimError, match=r"a quantized weight region starts on an HBM beat \(a multiple of 256 bytes"):
+        dev.run("off", 0, 0)
