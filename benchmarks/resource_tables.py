@@ -69,9 +69,10 @@ DEFAULT = {"add32": "stages=2", "add32dsp": "stages=2", "mul32": "stages=2", "mu
 # with l = 32, 1024-bit HBM ports, 300 MHz and INT4 weights (int4-oc-g128: d*l INT4 dequantisers before the MPU).
 BEST = load_config("dfx").replace(name="dfx-l32-int4", l=32, hbm_width=1024, clock_mhz=300.0)
 # The best configuration that fits (docs/perf.md "The goals", benchmarks/perf_dfx_table.py `BEST`): the dfx
-# preset (l = 16) with INT4 weights through table dequantisers (one `TableDequantizer` per lane and group of d
-# rows: int4-oc-g128 at d = 64) at the clock the depth table supports (`supported_clock`).
-FIT_BEST = load_config("dfx").replace(name="dfx-int4")
+# preset (l = 16) with INT4 weights as a tile-scaled core reads them (`AccelConfig.tile_scale`: the tile fetcher
+# hands the MPU the codes, one `CodeTile` per lane, and each lane's tree sum is multiplied by its group scale,
+# `MPU(tile_scale=True)`; int4-oc-g128 at d = 64) at the clock the depth table supports (`supported_clock`).
+FIT_BEST = load_config("dfx").replace(name="dfx-int4", tile_scale=True)
 MPU_DEEP = ",".join(f"{k}={v}" for k, v in STAGES_300MHZ.items())
 
 
@@ -94,8 +95,9 @@ def mpu_spec(cfg) -> str:
     """The MPU's depth-run spec at `cfg`: the deep stages, no GELU (measured as gelu16), its adders on the
     DSP48E2 primitives (what Vivado builds from the model's `use_dsp` add; Yosys would map that add to carry
     chains); beyond the tiny config one lane (l=1 at the config's d: every stage's logic is a lane's, d sets
-    the number of tree levels; a config needs d * l >= 32)."""
-    return f"mpu:gelu=0,{MPU_DEEP}" + ("" if cfg.d < 32 else ",l=1") + ",dsp_add=1"
+    the number of tree levels; a config needs d * l >= 32); a tile-scaled config's lane has its scale multiplier."""
+    return (f"mpu:gelu=0,{MPU_DEEP}" + ("" if cfg.d < 32 else ",l=1") + ",dsp_add=1"
+            + (",tile_scale=1" if cfg.tile_scale else ""))
 
 
 def mpu_lane(cfg, leaves: Path) -> Resources | None:
@@ -143,8 +145,9 @@ def instances(cfg, deep: bool = False) -> dict[str, dict[str, int]]:
                            "gelu16": w // k, "mul16": w, "recip": 1, "rsqrt": 1}}
     if cfg.name == BEST.name:
         out["int4 dequantisers"] = {"dq_int4": d * l}
-    if cfg.name == FIT_BEST.name:
-        out["int4 table dequantisers"] = {"dq_table": l * (d // TABLE_N)}
+    if cfg.tile_scale:                               # each lane's tile-scale multiplier
+        out["mpu"]["mul32"] += l
+        out["mpu, LUT adders"]["mul32"] += l
     return out
 
 
@@ -213,20 +216,20 @@ def rest_of_core(cfg, build: Path, mem: int, wformats: tuple[str, ...] = (), box
 
 def rest_parts(cfg) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(wformats, boxed units) of the rest-of-core run for `cfg`: the INT4 tile fetcher in the best
-    configuration, its dequantisers boxed (counted as table dequantisers)."""
+    configuration (its code tiles, the tile-scaled core's, in it)."""
     if cfg.name == FIT_BEST.name:
-        return ("int4",), ("MPU", "VPU", "Dequantizer", "TableDequantizer")
+        return ("int4",), ("MPU", "VPU")
     return (), ("MPU", "VPU")
 
 
 def fetcher(cfg, build: Path, mem: int, family: str = "int4", mfs: bool = True) -> Resources:
-    """The quantized tile fetcher of `family` on its own (`hw.qfetch.QuantTiles(cfg, family)`, with one table
-    dequantiser per lane at `FIT_BEST`, as $DFX_RTL_QTABLES=1 builds it in the core), its dequantisers boxed
-    (`--fetcher-apart`)."""
-    tables = cfg.name == FIT_BEST.name
-    name = f"fetcher_{cfg.name.replace('-', '_')}_{family}" + ("_tables" if tables else "")
-    res = synth_boxed(lambda: QuantTiles(cfg, family, tables=tables), name,
-                      {qfetch: ("Dequantizer", "TableDequantizer")}, build, mem, mfs)
+    """The quantized tile fetcher of `family` on its own (`hw.qfetch.QuantTiles(cfg, family)`; a tile-scaled
+    config's, as its core builds it: the codes and one scale per lane, its `CodeTile`s counted in it; otherwise
+    its dequantisers boxed) (`--fetcher-apart`)."""
+    codes = cfg.tile_scale
+    name = f"fetcher_{cfg.name.replace('-', '_')}_{family}" + ("_codes" if codes else "")
+    res = synth_boxed(lambda: QuantTiles(cfg, family, codes=codes), name,
+                      {} if codes else {qfetch: ("Dequantizer", "TableDequantizer")}, build, mem, mfs)
     print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.dsp} DSP, {res.bram:g} RAMB36",
           file=sys.stderr, flush=True)
     return res
@@ -555,8 +558,11 @@ def main(argv=None) -> int:
                 update_block(DOC, "compose", comp)
     if a.fit:
         os.environ[PIPELINE_ENV] = "deep"            # the core `dfx build` writes (its reorder buffer, SLR slices)
-        os.environ[MatrixEngine.QTABLES_ENV] = "1"   # FIT_BEST's INT4 fetcher with table dequantisers
         cfgs = {"tiny": load_config("tiny"), "dfx": load_config("dfx"), "best": FIT_BEST}
+        lanes = []
+        for c in a.configs.split(","):               # a lane not measured by --depth yet (FIT_BEST's tile-scaled one)
+            if cfgs[c].d >= 32 and mpu_lane(cfgs[c], Path(a.build) / "depth") is None:
+                lanes.append(run_depth(cfgs[c], ["mpu"], Path(a.build) / "depth"))
         fit = full_fit_table([cfgs[c] for c in a.configs.split(",")], Path(a.build), a.mem, a.fetcher_apart,
                              not a.no_mfs)
         fit += ("\n\nThe rest of the core is the deep pipeline profile's (`dfx build`'s core: the reorder buffer, the "
@@ -570,6 +576,8 @@ def main(argv=None) -> int:
                   "on their own and placed apart from the rest (`floorplan`).")
         clock = supported_clock(block(DOC, "depth:tiny"), CLOCK_UNITS)
         fit += f"\n\nClock the depth table supports for these units (deep rows): {clock:.0f} MHz"
+        for c, t in zip([c for c in a.configs.split(",") if cfgs[c].d >= 32], lanes):
+            fit += f"\n\nThe MPU lane of {cfgs[c].name}, measured for this table (depth and counts):\n\n{t}"
         print(fit)
         if a.update_docs:
             update_block(DOC, "fit-core", fit)

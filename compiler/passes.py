@@ -12,6 +12,7 @@ from dfx import formats as F
 from dfx import numerics
 from dfx.config import AccelConfig
 from dfx.errors import CompileError
+from dfx.tilescale import tile_scale_cannot_read
 
 from .graph import Graph, Shape, shape_of
 from .quant.rtn import rtn
@@ -148,7 +149,8 @@ def quantize(g: Graph, cfg: AccelConfig, fmt="fp16", method: str | None = None) 
       and scales are padded to the padded coordinates where the group boundaries survive (`pad_quant`);
       linear weights missing from the dict stay FP16.
 
-    Every format must be one of the config's `weight_formats` families. Records `attrs["wformat"]`."""
+    Every format must be one of the config's `weight_formats` families, and one a tile-scaled core reads under
+    `cfg.tile_scale` (`dfx.tilescale.tile_scale_cannot_read`). Records `attrs["wformat"]`."""
     qdict = None
     if isinstance(fmt, dict):
         qdict = {_canon(k): v for k, v in fmt.items()}
@@ -178,6 +180,9 @@ def quantize(g: Graph, cfg: AccelConfig, fmt="fp16", method: str | None = None) 
                 raise CompileError(f"node {n.name}: weight format {f.name} needs the {f.family} dequantiser, which "
                                    f"config {cfg.name!r} does not have (its weight_formats: "
                                    f"{', '.join(cfg.weight_formats)})")
+            why = tile_scale_cannot_read(f, cfg.d, qw.phase if qw is not None else 0) if cfg.tile_scale else None
+            if why is not None:
+                raise CompileError(f"node {n.name}: weight format {f.name} cannot run on config {cfg.name!r}: {why}")
             n.attrs["wformat"] = f
             if not g.has_weights:
                 continue

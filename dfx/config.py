@@ -60,6 +60,9 @@ class AccelConfig:
     clock_mhz: float = 200.0
     devices: int = 1                 # devices in the ring this core is built for (max)
     weight_formats: tuple[str, ...] = ("fp16",)   # dequantiser families (dfx.formats.FAMILIES)
+    # quantized int3/int4 weights go to the MPU as codes, each lane's tree sum scaled by its tile's group scale:
+    # docs/numerics.md, "Tile-scaled weights" (dfx.tilescale)
+    tile_scale: bool = False
 
     def __post_init__(self):
         if not isinstance(self.name, str):
@@ -105,6 +108,9 @@ class AccelConfig:
                                   "(dequantiser families; formats such as int4-oc-g128 need their family, int4)")
         if "fp16" not in self.weight_formats:
             raise ConfigError("AccelConfig.weight_formats must include fp16 (the KV cache and LM head are FP16)")
+        if not isinstance(self.tile_scale, bool):
+            raise ConfigError(f"AccelConfig.tile_scale must be a bool (true: int3/int4 codes scaled per row tile; "
+                              f"false: dequantised weights), not {self.tile_scale!r}")
         if self.devices > isa.MAX_DEVICES:
             raise ConfigError(f"AccelConfig.devices must be <= {isa.MAX_DEVICES} (the largest ring an ALLGATHER "
                               f"names), not {self.devices}")
@@ -167,8 +173,9 @@ class AccelConfig:
 
     @property
     def config_hash(self) -> str:
-        """Stable 32-bit hash (8 hex digits) of every field but the name."""
-        body = {k: v for k, v in self.to_dict().items() if k != "name"}
+        """Stable 32-bit hash (8 hex digits) of every field but the name. `tile_scale` counts only when set, so
+        every config without it keeps the hash it had before the field existed (programs and builds stay valid)."""
+        body = {k: v for k, v in self.to_dict().items() if k != "name" and (k != "tile_scale" or v)}
         blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
 

@@ -189,10 +189,12 @@ def _widen_mul(hs, xs, pb, pf, a):
 
 
 @numba.njit(nogil=True, cache=True)
-def _tiled_kernel(xt, h, e0, kt, nt, d, l, rowmajor, j0, j1, out):
+def _tiled_kernel(xt, h, e0, kt, nt, d, l, rowmajor, j0, j1, out, ts, scaled):
     """Column tiles j0..j1-1 of the matrix whose tiles start at element e0 of `h` (uint16), into out[j*l + lane]
     (out holds (j1 - j0) * l accumulators, starting with column tile j0). xt: (kt * d * l,) binary32, the
-    input's row tile i repeated for each of the l lanes (row tile i at i * d * l)."""
+    input's row tile i repeated for each of the l lanes (row tile i at i * d * l). `scaled`: every group sum is
+    multiplied by ts[i, j*l + lane] (binary32) before it is accumulated (tile-scaled weights; ts is empty
+    otherwise), the product its own binary32 operation (two statements, no fastmath: no FMA)."""
     te = d * l
     pb = np.empty(te, np.uint32)
     pf = pb.view(np.float32)
@@ -215,13 +217,20 @@ def _tiled_kernel(xt, h, e0, kt, nt, d, l, rowmajor, j0, j1, out):
                     _halve(b, a, m)
                 else:
                     a[:m] = b[:m]
-            for q in range(l):
-                acc[q] = acc[q] + a[q]
+            if scaled:
+                c0 = j * l
+                for q in range(l):
+                    p = a[q] * ts[i, c0 + q]
+                    acc[q] = acc[q] + p
+            else:
+                for q in range(l):
+                    acc[q] = acc[q] + a[q]
         o = (j - j0) * l
         for q in range(l):
             out[o + q] = acc[q]
 
 
+_NO_SCALE = np.zeros((0, 0), F32)      # `_tiled_kernel`'s ts when there is no tile scale (one compiled signature)
 _POOL: list = []                      # [ThreadPoolExecutor] for splitting one matrix over the cores, made on first use
 SPLIT_MIN = 1 << 18                   # weights below this run on the calling thread (a pool hand-off costs ~50 us)
 
@@ -241,12 +250,14 @@ def _pool():
 
 
 def tiled_matvec(x, h: np.ndarray, e0: int, kt: int, nt: int, n: int, d: int, l: int, rowmajor: bool = False,
-                 bias=None, threads: int = 1) -> np.ndarray:
-    """`mpu_matvec(x, W, bias, d)` for the (kt*d, nt*l) binary16 matrix W stored as tiles from element e0 of the
-    uint16 array `h` (`dfx.program.tile_matrix` layout, `rowmajor` tile order): (n,) binary32 accumulators for
-    columns 0..n-1, bit-identical (tested; a NaN's sign and payload are unspecified until `to_fp16`). x: k <=
-    kt*d binary16 values, zero-padded to kt*d rows. The weights are read once, in their stored width.
-    `threads` > 1 splits the column tiles over that many threads (the kernel releases the GIL)."""
+                 bias=None, threads: int = 1, tile_scale=None) -> np.ndarray:
+    """`mpu_matvec(x, W, bias, d, tile_scale)` for the (kt*d, nt*l) binary16 matrix W stored as tiles from element
+    e0 of the uint16 array `h` (`dfx.program.tile_matrix` layout, `rowmajor` tile order): (n,) binary32
+    accumulators for columns 0..n-1, bit-identical (tested; a NaN's sign and payload are unspecified until
+    `to_fp16`). x: k <= kt*d binary16 values, zero-padded to kt*d rows. The weights are read once, in their
+    stored width. `threads` > 1 splits the column tiles over that many threads (the kernel releases the GIL).
+    tile_scale (tile-scaled weights): None, or (kt, nt*l) binary16 scales, [row tile, column] (binary32 holding
+    DAZ-clean binary16 values is taken as it is: the caller's promise, as `mpu_matvec`'s)."""
     d, l = _check_d(d), int(l)
     x32 = widen16(x)
     k = x32.shape[0]
@@ -257,14 +268,22 @@ def tiled_matvec(x, h: np.ndarray, e0: int, kt: int, nt: int, n: int, d: int, l:
     xp = np.zeros((kt, 1, d), F32)
     xp.reshape(-1)[:k] = x32
     xt = np.ascontiguousarray(np.broadcast_to(xp, (kt, l, d))).reshape(-1)
+    if tile_scale is None:
+        ts = _NO_SCALE
+    else:
+        ts = tile_scale if getattr(tile_scale, "dtype", None) == F32 else widen16(tile_scale)
+        if ts.shape != (kt, nt * l):
+            raise ValueError(f"tiled_matvec: tile_scale must be (kt, nt*l) = {(kt, nt * l)}, not {ts.shape}")
+        ts = np.ascontiguousarray(ts)
+    scaled = tile_scale is not None
     nj = min(-(-n // l), nt)
     out = np.empty(nj * l, F32)
     parts = min(max(1, threads), nj) if kt * nj * d * l >= SPLIT_MIN else 1
     if parts == 1:
-        _tiled_kernel(xt, h, e0, kt, nt, d, l, rowmajor, 0, nj, out)
+        _tiled_kernel(xt, h, e0, kt, nt, d, l, rowmajor, 0, nj, out, ts, scaled)
     else:
         cuts = [nj * p // parts for p in range(parts + 1)]
-        futs = [_pool().submit(_tiled_kernel, xt, h, e0, kt, nt, d, l, rowmajor, a, b, out[a * l:b * l])
+        futs = [_pool().submit(_tiled_kernel, xt, h, e0, kt, nt, d, l, rowmajor, a, b, out[a * l:b * l], ts, scaled)
                 for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
         for f in futs:
             f.result()

@@ -232,7 +232,7 @@ def weights32(w) -> np.ndarray:
     return widen16(w)
 
 
-def mpu_matvec(x, w, bias=None, d: int = 64) -> np.ndarray:
+def mpu_matvec(x, w, bias=None, d: int = 64, tile_scale=None) -> np.ndarray:
     """x (..., K) binary16 times w (K, N) binary16, plus bias (N,) binary16 -> (..., N) binary32 accumulators,
     before any rounding to binary16 (`mpu_finish` does the rest).
 
@@ -241,6 +241,10 @@ def mpu_matvec(x, w, bias=None, d: int = 64) -> np.ndarray:
     group sums are accumulated in order from +0, then the bias (widened exactly) is added: all binary32 RNE.
     `w` may be given as binary32 holding DAZ-clean binary16 values (`weights32`), which saves the conversion
     on every call; that is the caller's promise, not checked. No FTZ is needed: see docs/numerics.md.
+
+    tile_scale (`dfx.tilescale`): None, or (ceil(K/d), N) binary16 (or binary32 as `w`), K >= 1: group sum i
+    of column c times widen16(tile_scale[i, c]), one binary32 RNE multiply, before the accumulation. With
+    integer codes in `w` (|q| <= 8), |g| is 0 or >= 2^-24 and |s| 0 or >= 2^-14: never subnormal, no overflow.
     """
     d = _check_d(d)
     x32 = widen16(x)
@@ -262,6 +266,11 @@ def mpu_matvec(x, w, bias=None, d: int = 64) -> np.ndarray:
         wt[:k - full] = w32[full:]
         parts.append(_group_sums(xt, wt, d))
     g = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)   # (M, groups, N)
+    if tile_scale is not None:
+        ts = tile_scale if getattr(tile_scale, "dtype", None) == F32 else widen16(tile_scale)
+        if k == 0 or ts.shape != g.shape[1:]:
+            raise ValueError(f"mpu_matvec: tile_scale must be (ceil(K/d), N) = {g.shape[1:]}, K >= 1, not {ts.shape}")
+        g = g * ts                                           # g_i' = g_i * s_i: one binary32 RNE multiply
     acc = _accumulate_groups(g, 1)
     if bias is not None:
         acc = acc + widen16(bias)
@@ -308,10 +317,11 @@ def mpu_finish(acc, scale=None, act: str | None = None, mask_limit: int | None =
     return y
 
 
-def mpu(x, w, bias=None, d: int = 64, scale=None, act: str | None = None,
-        mask_limit: int | None = None) -> np.ndarray:
-    """One matrix instruction end to end: `mpu_finish(mpu_matvec(x, w, bias, d), scale, act, mask_limit)`."""
-    return mpu_finish(mpu_matvec(x, w, bias, d), scale, act, mask_limit)
+def mpu(x, w, bias=None, d: int = 64, scale=None, act: str | None = None, mask_limit: int | None = None,
+        tile_scale=None) -> np.ndarray:
+    """One matrix instruction end to end: `mpu_finish(mpu_matvec(x, w, bias, d, tile_scale), scale, act,
+    mask_limit)`."""
+    return mpu_finish(mpu_matvec(x, w, bias, d, tile_scale), scale, act, mask_limit)
 
 
 # =============================================================================================== VPU

@@ -231,9 +231,10 @@ def native_yosys() -> bool:
     return importlib.util.find_spec("pyosys") is not None
 
 
-def core_verilog(cfg: AccelConfig, pipeline: str = "default") -> tuple[str, str]:
-    """The core's Verilog at pipeline profile `pipeline` (`dfx.config.PIPELINES`) and which Yosys wrote it; a
-    BuildError (one line) when the conversion fails.
+def core_verilog(cfg: AccelConfig, pipeline: str = "default", weights: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The core's Verilog at pipeline profile `pipeline` (`dfx.config.PIPELINES`), with a tile fetcher for each
+    quantized family of `weights` (`hw.qfetch.CORE_FAMILIES`), and which Yosys wrote it; a BuildError (one line)
+    when the conversion fails.
 
     With a native Yosys: Amaranth writes RTLIL in one child process, Yosys turns it into Verilog in another
     (the passes of `amaranth.back.verilog`: proc -nomux -norom, memory_collect, write_verilog -norename), so
@@ -242,7 +243,7 @@ def core_verilog(cfg: AccelConfig, pipeline: str = "default") -> tuple[str, str]
         with tempfile.TemporaryDirectory(prefix="dfx-verilog-") as tmp:
             il, v, cj = Path(tmp) / "core.il", Path(tmp) / "core.v", Path(tmp) / "config.json"
             cj.write_text(json.dumps(cfg.to_dict()))
-            _child(cfg, ["rtlil", str(cj), str(il)], pipeline)
+            _child(cfg, ["rtlil", str(cj), str(il), *weights], pipeline)
             _child(cfg, ["yosys", str(il), str(v)], pipeline)
             return v.read_text(), f"native Yosys {importlib.metadata.version('pyosys')} (pyosys)"
     try:
@@ -254,7 +255,8 @@ def core_verilog(cfg: AccelConfig, pipeline: str = "default") -> tuple[str, str]
     saved = os.environ.get(PIPELINE_ENV)
     os.environ[PIPELINE_ENV] = pipeline
     try:
-        return verilog(cfg), "Amaranth's built-in Yosys (WebAssembly)"
+        return verilog(cfg, **({"wformats": tuple(weights)} if weights else {})), \
+            "Amaranth's built-in Yosys (WebAssembly)"
     except Exception as e:   # noqa: BLE001 - any conversion failure is the build's failure, in one line
         raise _verilog_failed(cfg, f"{type(e).__name__}: {e}") from e
     finally:
@@ -282,14 +284,15 @@ def _child(cfg: AccelConfig, args: list[str], pipeline: str) -> None:
 
 
 def _step(argv: list[str]) -> int:
-    """The child side of `_child`: `rtlil CONFIG.json OUT.il` or `yosys IN.il OUT.v`."""
+    """The child side of `_child`: `rtlil CONFIG.json OUT.il [FAMILY ...]` or `yosys IN.il OUT.v`."""
     try:
         if argv[0] == "rtlil":
             # lazy: Amaranth is the optional `hw` extra, loaded only in this child process
             from amaranth.back import rtlil
             from dfx.hw.top import TOP_NAME, Top
             cfg = AccelConfig.from_dict(json.loads(Path(argv[1]).read_text()))
-            Path(argv[2]).write_text(rtlil.convert(Top(cfg), name=TOP_NAME, emit_src=False))
+            top = Top(cfg, wformats=tuple(argv[3:])) if argv[3:] else Top(cfg)
+            Path(argv[2]).write_text(rtlil.convert(top, name=TOP_NAME, emit_src=False))
         elif argv[0] == "yosys":
             # lazy: pyosys (native Yosys) is optional; only this child process loads it
             from pyosys import libyosys as ys
@@ -306,12 +309,18 @@ def _step(argv: list[str]) -> int:
 
 
 def build_tree(cfg: AccelConfig, out: str | Path, board: str = "u280", verilog: bool = True,
-               run_tools: bool = True, log=print, devices: int = 1, pipeline: str = "deep") -> BuildResult:
+               run_tools: bool = True, log=print, devices: int = 1, pipeline: str = "deep",
+               weights=()) -> BuildResult:
     """The tree for one card (`devices` = 1: the ring is the card itself) or for a ring of `devices` cards (the
     same xclbin on each: the core and the `dfx_ring` kernel on both QSFP28 cages; `dfx.host.ring_build`).
     `pipeline`: the core's pipeline profile (`dfx.config.PIPELINES`): "deep" (the default), every unit at its
-    300 MHz depths with the pipelined reset and the SLR slices; "default", the simulation backends' core."""
+    300 MHz depths with the pipelined reset and the SLR slices; "default", the simulation backends' core.
+    `weights`: the quantized weight families the core reads besides FP16 (`dfx.verify.core_build.build_families`), one tile fetcher each
+    in the matrix engine; () builds the FP16 core."""
     data = board_data(board)
+    if weights:                 # lazy: the families are the RTL's (the optional `hw` extra)
+        from dfx.verify.core_build import build_families
+        weights = build_families(cfg, weights)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is not a directory")
@@ -322,7 +331,7 @@ def build_tree(cfg: AccelConfig, out: str | Path, board: str = "u280", verilog: 
     ring = devices > 1
     # the Verilog first: a failed conversion leaves no tree whose build.sh would fail later
     with progress.Ticking(f"verilog: {KERNEL} ({cfg.name})"):
-        vtext, vby = core_verilog(cfg, pipeline) if verilog else (None, None)
+        vtext, vby = core_verilog(cfg, pipeline, weights) if verilog else (None, None)
     with progress.Ticking(f"verilog: dfx_ring ({cfg.name})"):
         rtext = ring_build.verilog(cfg) if verilog and ring else None
     out.mkdir(parents=True, exist_ok=True)
@@ -347,7 +356,7 @@ def build_tree(cfg: AccelConfig, out: str | Path, board: str = "u280", verilog: 
                 "kernel": KERNEL, "compute_unit": CU, "config": cfg.to_dict(), "config_hash": cfg.config_hash,
                 "clock_hz": clock_hz(cfg), "kernel_frequency": kernel_frequency(cfg), "m_axi": m_axi_ports(cfg),
                 "banks": bank_map(cfg), "ring_bits": ring_bits(cfg), "regmap_span": regmap.span(cfg),
-                "verilog_by": vby, "devices": devices, "pipeline": pipeline}
+                "verilog_by": vby, "devices": devices, "pipeline": pipeline, "weights": list(weights)}
     files["build.json"] = json.dumps(manifest, indent=1) + "\n"
     vpath = out / "src" / f"{KERNEL}.v"
     if vtext is not None:

@@ -158,12 +158,17 @@ class MatrixEngine(Engine):
         except ValueError:
             self._MustUse__silence = True
             raise
-        self.mpu = MPU(cfg, **{**self.mpu_params(cfg), **mpu_stages})
+        if cfg.tile_scale and not all(table_family(f) for f in self.wformats):
+            self._MustUse__silence = True
+            raise ValueError(f"a tile-scaled core (AccelConfig.tile_scale) reads int3 and int4 codes only, not "
+                             f"{', '.join(f for f in self.wformats if not table_family(f))}")
+        self.mpu = MPU(cfg, **{**self.mpu_params(cfg), **mpu_stages, "tile_scale": cfg.tile_scale})
         self.interleave = interleave(self.mpu.acc_stages, self.mpu.acc_fifo)
         self.rob = (Reorder(16 * cfg.d * cfg.l, self.interleave, lag=slr_stages) if self.interleave > 1
                     else None)
         dq = DQ_STAGES_300MHZ if pipeline_profile() == "deep" else {}
-        self.qtiles = [QuantTiles(cfg, f, tables=tables and table_family(f), **dq) for f in self.wformats]
+        self.qtiles = [QuantTiles(cfg, f, codes=True) if cfg.tile_scale else
+                       QuantTiles(cfg, f, tables=tables and table_family(f), **dq) for f in self.wformats]
         members = {"pos": In(32), "scale": In(32),
                    "hbm_base": In(data.ArrayLayout(AXI_ADDR_BITS, cfg.hbm_channels))}
         for name in hbm_port_names(cfg):
@@ -340,13 +345,14 @@ class MatrixEngine(Engine):
         joined = Cat(*[fi.r_data for fi in fifos])
         beat_ready = Signal()
         rob_start = Signal()
+        wtile = mpu.w.payload.tile if mpu.tile_scale else mpu.w.payload      # FP16 tiles: scale_en stays 0
         if I == 1:
-            m.d.comb += [mpu.w.valid.eq(tile_ok & ~qon), mpu.w.payload.eq(joined), beat_ready.eq(mpu.w.ready)]
+            m.d.comb += [mpu.w.valid.eq(tile_ok & ~qon), wtile.eq(joined), beat_ready.eq(mpu.w.ready)]
         else:                                       # FP16 tiles through the reorder buffer (chunk -> MPU order)
             m.submodules.rob = rob = self.rob
             m.d.comb += [rob.start.eq(rob_start), rob.kt.eq(kt), rob.nt.eq(nt),
                          rob.i.valid.eq(tile_ok & ~qon), rob.i.payload.eq(joined), beat_ready.eq(rob.i.ready),
-                         mpu.w.valid.eq(rob.o.valid & ~qon), mpu.w.payload.eq(rob.o.payload),
+                         mpu.w.valid.eq(rob.o.valid & ~qon), wtile.eq(rob.o.payload),
                          rob.o.ready.eq(mpu.w.ready & ~qon)]
         m.d.comb += take.eq(tile_ok & beat_ready)
         for fi in fifos:
@@ -362,8 +368,12 @@ class MatrixEngine(Engine):
                          qt.n.eq(n), qt.kt.eq(kt), qt.nt.eq(nt),
                          qt.beat.valid.eq(tile_ok & qsel[q]), qt.beat.payload.eq(joined)]
             with m.If(qsel[q]):
-                m.d.comb += [beat_ready.eq(qt.beat.ready), mpu.w.valid.eq(qt.tile.valid),
-                             mpu.w.payload.eq(qt.tile.payload), qt.tile.ready.eq(mpu.w.ready),
+                if mpu.tile_scale:                  # the codes and their lanes' scales
+                    m.d.comb += [wtile.eq(qt.tile.payload.tile), mpu.w.payload.scale.eq(qt.tile.payload.scale),
+                                 mpu.w.payload.scale_en.eq(1)]
+                else:
+                    m.d.comb += wtile.eq(qt.tile.payload)
+                m.d.comb += [beat_ready.eq(qt.beat.ready), mpu.w.valid.eq(qt.tile.valid), qt.tile.ready.eq(mpu.w.ready),
                              qstat_valid.eq(qt.status.valid), qstat_ok.eq(qt.status.ok),
                              qstat_fmt.eq(qt.status.bad_fmt), qstat_range.eq(qt.status.bad_range)]
 

@@ -43,7 +43,8 @@ class ChunkWalk:
     """Registers walking the chunks of one instruction: `rows` = kt - i0, `blks` = nt - j0; `bc`, `ic` the current
     chunk's size; `last` (the final chunk). `start(m)` and `advance(m)` (sync statements) move it. The comparisons
     the walk decides on (rows > b, blks > i) are registers kept beside rows and blks, each with the next one's
-    (rows > 2b, blks > 2i), so the decisions are one LUT deep (the 300 MHz depth). What the walk takes from `kt`
+    (rows > 2b, blks > 2i), and so are the next chunk's single-row / single-block tests (rows == b + 1, blks ==
+    i + 1), so the decisions are one LUT deep (the 300 MHz depth). What the walk takes from `kt`
     and `nt` (the first chunk's size, the first comparisons) are registers made from them every cycle in `m`, so
     `kt` and `nt` must hold from a cycle before `start`."""
 
@@ -53,21 +54,26 @@ class ChunkWalk:
         # same of the blocks
         self.kt_gt, self.kt_gt2, self.kt_one = (Signal(name=f"{name}_kt_{s}") for s in ("gt", "gt2", "one"))
         self.nt_gt, self.nt_gt2, self.nt_one = (Signal(name=f"{name}_nt_{s}") for s in ("gt", "gt2", "one"))
+        # (kt == b + 1) and (nt == i + 1), a cycle late: whether the chunk after the first is a single row / block
+        self.kt_b1, self.nt_i1 = Signal(name=f"{name}_kt_b1"), Signal(name=f"{name}_nt_i1")
         self.kt_bc, self.nt_ic = Signal(range(b + 1), name=f"{name}_kt_bc"), Signal(range(i + 1), name=f"{name}_nt_ic")
         m.d.sync += [self.kt_gt.eq(kt > b), self.kt_gt2.eq(kt > 2 * b), self.kt_one.eq(Mux(kt > b, b == 1, kt == 1)),
                      self.kt_bc.eq(Mux(kt > b, b, kt)),
                      self.nt_gt.eq(nt > i), self.nt_gt2.eq(nt > 2 * i), self.nt_one.eq(Mux(nt > i, i == 1, nt == 1)),
-                     self.nt_ic.eq(Mux(nt > i, i, nt))]
+                     self.nt_ic.eq(Mux(nt > i, i, nt)), self.kt_b1.eq(kt == b + 1), self.nt_i1.eq(nt == i + 1)]
         self.rows = Signal(30, name=f"{name}_rows")
         self.blks = Signal(30, name=f"{name}_blks")
         self.more_rows, self.more_rows2 = Signal(name=f"{name}_more_rows"), Signal(name=f"{name}_more_rows2")
         self.more_blks, self.more_blks2 = Signal(name=f"{name}_more_blks"), Signal(name=f"{name}_more_blks2")
+        # rows == b + 1 and blks == i + 1 as registers beside rows and blks (the next chunk is a single row / block)
+        self.rows_b1, self.blks_i1 = Signal(name=f"{name}_rows_b1"), Signal(name=f"{name}_blks_i1")
         self.bc = Mux(self.more_rows, b, self.rows)
         self.ic = Mux(self.more_blks, i, self.blks)
         self.last = ~self.more_rows & ~self.more_blks
 
     def _rows_from_kt(self, m: Module):
-        m.d.sync += [self.rows.eq(self.kt), self.more_rows.eq(self.kt_gt), self.more_rows2.eq(self.kt_gt2)]
+        m.d.sync += [self.rows.eq(self.kt), self.more_rows.eq(self.kt_gt), self.more_rows2.eq(self.kt_gt2),
+                     self.rows_b1.eq(self.kt_b1)]
 
     # (size, size == 1) of the current and the next chunk (valid until `advance`); the tests against 1 compare
     # registers with constants, so they are no deeper than a LUT or two (the 300 MHz depth)
@@ -80,12 +86,12 @@ class ChunkWalk:
     def bc_next(self):
         b = self.b
         return (Mux(self.more_rows, Mux(self.more_rows2, b, self.rows - b), self.kt_bc),
-                Mux(self.more_rows, Mux(self.more_rows2, b == 1, self.rows == b + 1), self.kt_one))
+                Mux(self.more_rows, Mux(self.more_rows2, b == 1, self.rows_b1), self.kt_one))
 
     def ic_next(self):
         i = self.i
         return (Mux(self.more_rows, self.ic, Mux(self.more_blks2, i, self.blks - i)),
-                Mux(self.more_rows, self.ic_now()[1], Mux(self.more_blks2, i == 1, self.blks == i + 1)))
+                Mux(self.more_rows, self.ic_now()[1], Mux(self.more_blks2, i == 1, self.blks_i1)))
 
     def first(self):
         """(bc, bc == 1), (ic, ic == 1) of the first chunk, from the instruction's kt and nt."""
@@ -93,17 +99,18 @@ class ChunkWalk:
 
     def start(self, m: Module):
         self._rows_from_kt(m)
-        m.d.sync += [self.blks.eq(self.nt), self.more_blks.eq(self.nt_gt), self.more_blks2.eq(self.nt_gt2)]
+        m.d.sync += [self.blks.eq(self.nt), self.more_blks.eq(self.nt_gt), self.more_blks2.eq(self.nt_gt2),
+                     self.blks_i1.eq(self.nt_i1)]
 
     def advance(self, m: Module):
         b, i = self.b, self.i
         with m.If(self.more_rows):
             m.d.sync += [self.rows.eq(self.rows - b), self.more_rows.eq(self.more_rows2),
-                         self.more_rows2.eq(self.rows > 3 * b)]
+                         self.more_rows2.eq(self.rows > 3 * b), self.rows_b1.eq(self.rows == 2 * b + 1)]
         with m.Else():
             self._rows_from_kt(m)
             m.d.sync += [self.blks.eq(Mux(self.more_blks, self.blks - i, 0)), self.more_blks.eq(self.more_blks2),
-                         self.more_blks2.eq(self.blks > 3 * i)]
+                         self.more_blks2.eq(self.blks > 3 * i), self.blks_i1.eq(self.more_blks & (self.blks == 2 * i + 1))]
 
 
 class Reorder(wiring.Component):

@@ -109,6 +109,21 @@ STAGES_300MHZ = dict(mul_stages=len(MUL32_CUTS), round_stages=2, code_stages=1)
 TABLE_MAX_BITS = 4          # a 2^b-entry table per group: INT3 and INT4
 
 
+def _small_int(unit, fmt, n, what: str, symmetric: bool) -> formats.WeightFormat:
+    """`fmt` parsed and checked for a unit serving `n` elements of one group (`TableDequantizer`, `CodeTile`): an
+    int format of at most `TABLE_MAX_BITS` bits (symmetric: no zero points); a ValueError (one line) otherwise."""
+    try:
+        fmt = formats.parse(fmt)
+        if fmt.kind != "int" or fmt.bits > TABLE_MAX_BITS or (symmetric and fmt.asym):
+            raise ValueError(f"{what} of at most {TABLE_MAX_BITS} bits (int3, int4), not {fmt.name}")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n (elements per group) must be a positive integer, not {n!r}")
+    except (ValueError, formats.FormatError):
+        unit._MustUse__silence = True
+        raise
+    return fmt
+
+
 def table_layout(fmt: formats.WeightFormat, n: int, masked: bool = False) -> data.StructLayout:
     """The input payload of a `TableDequantizer`: `n` codes of one group, its `scale` (binary16) and, for
     asymmetric formats, its uint8 `zero`; `masked`: `clear`, n bits, element e dequantised to +0 where set
@@ -135,18 +150,7 @@ class TableDequantizer(PipelinedUnit):
 
     def __init__(self, fmt, n: int, *, mul_stages: int = len(MUL32_CUTS), round_stages: int = 2,
                  masked: bool = False):
-        try:
-            fmt = formats.parse(fmt)
-        except formats.FormatError:
-            self._MustUse__silence = True
-            raise
-        if fmt.kind != "int" or fmt.bits > TABLE_MAX_BITS:
-            self._MustUse__silence = True
-            raise ValueError(f"a table dequantiser takes int formats of at most {TABLE_MAX_BITS} bits "
-                             f"(int3, int4), not {fmt.name}")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            self._MustUse__silence = True
-            raise ValueError(f"n (elements per group) must be a positive integer, not {n!r}")
+        fmt = _small_int(self, fmt, n, "a table dequantiser takes int formats", symmetric=False)
         check_stages(self, mul_stages=(mul_stages, len(MUL32_CUTS)), round_stages=(round_stages, 2))
         self.fmt, self.n, self.mul_stages, self.round_stages = fmt, n, mul_stages, round_stages
         self.masked = bool(masked)
@@ -188,3 +192,32 @@ class TableDequantizer(PipelinedUnit):
             picked = [Mux(clear[e], 0, v) for e, v in enumerate(picked)]
         out = p.reg(Cat(*picked), "pick")
         return T(out, t + 1)
+
+
+def code_tile_layout(fmt: formats.WeightFormat, n: int) -> data.StructLayout:
+    """The input payload of a `CodeTile`: `n` symmetric codes of one group, its `scale` (binary16) and `clear`
+    (n bits: element e is +0 where set, padding rows and columns of a tile)."""
+    return data.StructLayout({"code": data.ArrayLayout(fmt.bits, n), "scale": 16, "clear": n})
+
+
+class CodeTile(PipelinedUnit):
+    """`i`: n symmetric int codes of one group with its scale (`code_tile_layout`) -> `o`: `w`, the n codes'
+    integer values as binary16 (exact: at most 4 bits), and the group's `scale`, one register later. The
+    tile-scaled core's lane input (`AccelConfig.tile_scale`: the MPU multiplies the codes and scales the lane's
+    tree sum, `hw.mpu.MPU(tile_scale=True)`): no multiplier, each output bit a function of the element's b code
+    bits (a LUT each), where a dequantiser (`Dequantizer`, `TableDequantizer`) forms and rounds s * q.
+
+    fmt: a symmetric int format of at most `TABLE_MAX_BITS` bits (int3, int4; the codes two's complement)."""
+
+    def __init__(self, fmt, n: int):
+        fmt = _small_int(self, fmt, n, "a code tile takes symmetric int formats", symmetric=True)
+        self.fmt, self.n = fmt, n
+        super().__init__(code_tile_layout(fmt, n),
+                         data.StructLayout({"w": data.ArrayLayout(16, n), "scale": 16}))
+
+    def datapath(self, p, x):
+        b = self.fmt.bits
+        vals = [int(np.float16(u - (1 << b) * (u >> (b - 1))).view(np.uint16)) for u in range(1 << b)]
+        rom = Array(C(v, 16) for v in vals)
+        ws = [Mux(x.v.clear[e], 0, rom[Value.cast(x.v.code[e])]) for e in range(self.n)]
+        return T(p.reg(Cat(*ws, x.v.scale), "codes"), x.t + 1)

@@ -56,6 +56,15 @@ def tile_layout(cfg: AccelConfig) -> data.ArrayLayout:
     return data.ArrayLayout(data.ArrayLayout(16, cfg.d), cfg.l)
 
 
+def w_layout(cfg: AccelConfig, tile_scale: bool = False) -> data.Layout:
+    """The w stream's payload: one tile (`tile_layout`); with `tile_scale` also l binary16 `scale`s (lane c's
+    tree sum is multiplied by scale[c] before the accumulator) and `scale_en` (0: the tree sums as they are, an
+    FP16 tile)."""
+    if not tile_scale:
+        return tile_layout(cfg)
+    return data.StructLayout({"tile": tile_layout(cfg), "scale": data.ArrayLayout(16, cfg.l), "scale_en": 1})
+
+
 def finish_layout(cfg: AccelConfig) -> data.StructLayout:
     """SFU_M controls of one output block (read with its last group)."""
     return data.StructLayout({
@@ -109,6 +118,12 @@ class MPU(wiring.Component):
       sum is still in the adder (A stages after a register on its operands), so it runs at one tile per cycle
       when at least A + 2 blocks are interleaved, and correctly (slower) with fewer.
 
+    tile_scale: the w stream carries a binary16 scale per lane and a `scale_en` bit with every tile
+    (`w_layout`); with scale_en the lane's tree sum is multiplied by widen16(scale) (`fp.fp32_mul`, RNE, with
+    fin_mul_stages cuts) before the accumulator: `numerics.mpu_matvec`'s tile_scale, the core's tile-scaled
+    integer weights (`AccelConfig.tile_scale`: the tiles hold the codes, exact in binary16). Without scale_en
+    (FP16 tiles) the sum passes unchanged, delayed to the same stage: `tree_latency` includes the multiply.
+
     dsp_add ("model", the default; "primitive"; None): the tree and accumulator adders with their alignment
     and wide add in two DSP48E2 each (`fp.fp32_add`'s `dsp`; "model" simulates and Vivado infers the slices
     from it, "primitive" instantiates them for synthesis only; None: LUTs and carry chains, about 190 more
@@ -117,7 +132,8 @@ class MPU(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig, *, mul_stages: int = 1, add_stages: int = 2, fin_mul_stages: int = 2,
-                 gelu: bool = True, acc_stages: int = 0, acc_fifo: int = 8, dsp_add: str | None = "model"):
+                 gelu: bool = True, acc_stages: int = 0, acc_fifo: int = 8, dsp_add: str | None = "model",
+                 tile_scale: bool = False):
         if not isinstance(cfg, AccelConfig):
             self._MustUse__silence = True
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
@@ -136,10 +152,12 @@ class MPU(wiring.Component):
         self.cfg = cfg
         self.mul_stages, self.add_stages, self.fin_mul_stages = mul_stages, add_stages, fin_mul_stages
         self.has_gelu = gelu
-        self.tree_latency = mul_stages + add_stages * (cfg.d.bit_length() - 1)
+        self.tile_scale = bool(tile_scale)
+        self.tree_latency = (mul_stages + add_stages * (cfg.d.bit_length() - 1)
+                             + (fin_mul_stages if self.tile_scale else 0))
         super().__init__({
             "x": In(stream.Signature(x_layout(cfg, first=acc_stages > 0))),
-            "w": In(stream.Signature(tile_layout(cfg))),
+            "w": In(stream.Signature(w_layout(cfg, self.tile_scale))),
             "o": Out(stream.Signature(out_layout(cfg))),
         })
         self.latency = self._finish_latency() + self.tree_latency + acc_stages + 1
@@ -193,10 +211,17 @@ class MPU(wiring.Component):
 
         # ---- products and trees (stage 0 .. tree_latency)
         xs = [T(self.x.payload.x[r], 0) for r in range(cfg.d)]
+        tile = self.w.payload.tile if self.tile_scale else self.w.payload
         sums = []
         for c in range(cfg.l):
-            prods = [fp16_mul(p, xs[r], T(self.w.payload[c][r], 0), self.mul_stages) for r in range(cfg.d)]
-            sums.append(adder_tree(p, prods, self.add_stages, self.dsp_add))
+            prods = [fp16_mul(p, xs[r], T(tile[c][r], 0), self.mul_stages) for r in range(cfg.d)]
+            g = adder_tree(p, prods, self.add_stages, self.dsp_add)
+            if self.tile_scale:                         # * the tile's scale (the narrow operand: 11 bits)
+                s32 = T(widen16(self.w.payload.scale[c]), 0)
+                gs = fp32_mul(p, s32, g, self.fin_mul_stages, a_bits=11)
+                t, (gv, sv, en) = p.sync(g, gs, T(self.w.payload.scale_en, 0))
+                g = T(Mux(en, sv, gv), t)
+            sums.append(g)
         tg = self.tree_latency
         assert all(s.t == tg for s in sums)
 
@@ -309,14 +334,16 @@ def beat_order(kt: int, nt: int, interleave: int = 1) -> list[tuple[int, int]]:
 
 
 def mpu_beats(cfg: AccelConfig, x, w, bias=None, scale=None, gelu: bool = False, mask_limit=None,
-              interleave: int = 1, first: bool = False):
+              interleave: int = 1, first: bool = False, tile_scale=None, scaled: bool = False):
     """The x and w stream payloads of one matrix instruction y = mpu(x, w, bias, d, scale, gelu, mask_limit),
     in the MPU's beat order (what the operand collector and the weight DMA deliver), as ints. `interleave`
     and `first`: the order and x layout of an MPU with a pipelined accumulator (`beat_order`; first=True
     adds the `first` flag to x).
 
     x (K,), w (K, N), bias (N,) binary16; scale a binary32 value. Returns (x_words, w_words); the MPU then
-    emits ceil(N/l) output beats (`unpack16` each, keep the first N values).
+    emits ceil(N/l) output beats (`unpack16` each, keep the first N values). `scaled`: w words in the layout of
+    an MPU built with tile_scale (`w_layout(cfg, True)`), with `tile_scale` ((ceil(K/d), N) binary16: row tile
+    i's scale of column c) and scale_en set, or (None) scale_en clear.
     """
     d, l = cfg.d, cfg.l
     x = np.asarray(x, np.float16)
@@ -340,11 +367,20 @@ def mpu_beats(cfg: AccelConfig, x, w, bias=None, scale=None, gelu: bool = False,
             mask = sum(1 << c for c in range(l) if j * l + c > mask_limit)
         fins.append({"bias": [int(v) for v in bp[j * l:(j + 1) * l].view(np.uint16)], "has_bias": bias is not None,
                      "scale": scale_bits, "scale_en": scale is not None, "gelu": bool(gelu), "mask": mask})
+    ts = np.zeros((kt, nt * l), np.float16)
+    if tile_scale is not None:
+        ts[:, :n] = np.asarray(tile_scale, np.float16)
+    wlay = w_layout(cfg, True)
     xs, ws = [], []
     for j, i in beat_order(kt, nt, interleave):
         beat = {"x": [int(v) for v in xp[i * d:(i + 1) * d].view(np.uint16)], "last": i == kt - 1, "fin": fins[j]}
         if first:
             beat["first"] = i == 0
         xs.append(lay.const(beat).as_bits())
-        ws.append(pack16(tiles[j, i]))
+        if scaled:
+            ws.append(pack16(tiles[j, i]) | (pack16(ts[i, j * l:(j + 1) * l]) << (16 * d * l))
+                      | (int(tile_scale is not None) << (16 * d * l + 16 * l)))
+            assert wlay.size == 16 * d * l + 16 * l + 1
+        else:
+            ws.append(pack16(tiles[j, i]))
     return xs, ws

@@ -53,7 +53,7 @@ from amaranth.lib.wiring import In, Out
 from dfx import formats
 from dfx.config import AccelConfig
 
-from .dequant import TABLE_MAX_BITS, Dequantizer, TableDequantizer
+from .dequant import TABLE_MAX_BITS, CodeTile, Dequantizer, TableDequantizer
 from .dma import log2
 
 # the families a core can be built with, and the format each one's dequantisers are built for
@@ -185,12 +185,29 @@ class QuantTiles(wiring.Component):
     of d*l element dequantisers; an int family of at most `TABLE_MAX_BITS` bits (int3, int4). Such a fetcher
     reads per-output-channel (oc) groups of G >= d rows or the whole column only (`table_cannot_read`); other
     regions report `bad_fmt`. Its lanes take one scale (and zero point) each per tile, and the codes.
+
+    codes: the tile-scaled core's fetcher (`AccelConfig.tile_scale`, `hw.mpu.MPU(tile_scale=True)`): one
+    `CodeTile` per lane hands the MPU the tile's symmetric codes as binary16 integers and the lane's group scale
+    (`tile` is then {tile, scale}: the MPU multiplies the lane's tree sum by it). It reads what
+    `dfx.tilescale.tile_scale_cannot_read` accepts (symmetric int3 / int4, oc groups of G >= d or the whole
+    column); zero points, ic groups and G < d report `bad_fmt`.
     """
 
-    def __init__(self, cfg: AccelConfig, family: str, tables: bool = False, **dq_stages):
-        self.cfg, self.family, self.tables = cfg, family, bool(tables)
+    def __init__(self, cfg: AccelConfig, family: str, tables: bool = False, codes: bool = False, **dq_stages):
+        self.cfg, self.family, self.tables, self.codes = cfg, family, bool(tables), bool(codes)
         self.fmt = formats.parse(CORE_FAMILIES[family])
-        if self.tables:
+        if self.tables and self.codes:
+            self._MustUse__silence = True
+            raise ValueError("a tile fetcher has table dequantisers or hands the MPU codes, not both")
+        tile = 16 * cfg.d * cfg.l
+        if self.codes:
+            if not table_format(self.fmt):
+                self._MustUse__silence = True
+                raise ValueError(f"a code fetcher takes int families of at most {TABLE_MAX_BITS} bits (int3, "
+                                 f"int4), not {family}")
+            self.dq = [CodeTile(f"int{self.fmt.bits}-oc", cfg.d) for _ in range(cfg.l)]
+            tile = data.StructLayout({"tile": tile, "scale": data.ArrayLayout(16, cfg.l)})
+        elif self.tables:
             if not table_format(self.fmt):
                 self._MustUse__silence = True
                 raise ValueError(f"table dequantisers take int families of at most {TABLE_MAX_BITS} bits (int3, "
@@ -205,7 +222,7 @@ class QuantTiles(wiring.Component):
             "status": Out(data.StructLayout({"valid": 1, "ok": 1, "bad_fmt": 1, "bad_range": 1})),
             "req": Out(stream.Signature(req_layout())),
             "beat": In(stream.Signature(8 * cfg.beat_bytes)),
-            "tile": Out(stream.Signature(16 * cfg.d * cfg.l)),
+            "tile": Out(stream.Signature(tile)),
         })
 
     @property
@@ -226,8 +243,9 @@ class QuantTiles(wiring.Component):
         ichunk = {SCALES: 2 * d * planes, ZEROS: d}                          # ic blocks: a tile's d rows
         # scale blocks held (groups per tile at G = 32) and the group sizes below d (several blocks per tile);
         # a table fetcher takes groups of G >= d only
-        nb = 1 if self.tables else max(1, d // 32)
-        small_g = [] if self.tables else [g for g in formats.GROUP_SIZES if g < d]
+        one = self.tables or self.codes                      # one scale per lane and tile
+        nb = 1 if one else max(1, d // 32)
+        small_g = [] if one else [g for g in formats.GROUP_SIZES if g < d]
 
         # ---------------------------------------------------------------- instruction state
         run = Signal()                                         # streams and tiles active
@@ -416,7 +434,17 @@ class QuantTiles(wiring.Component):
                 code = cdat[bits * e:bits * e + bits]
                 m.d.comb += [pay.code[r].eq(Mux(asym, code, code ^ half)),
                              pay.clear[r].eq(~(col_ok & (first_row + r < self.k)))]
-        for c in range(0 if self.tables else l):
+        for c in range(l if self.codes else 0):       # codes per lane: its d rows' codes, one scale
+            col_ok = (tj << log2(l)) + c < self.n
+            u = self.dq[c]
+            m.submodules[f"tc{c}"] = u
+            pay = u.i.payload
+            m.d.comb += [u.i.valid.eq(tvalid), u.o.ready.eq(self.tile.ready), pay.scale.eq(hsl[0][16 * c:16 * c + 16])]
+            for r in range(d):
+                e = c * d + r
+                m.d.comb += [pay.code[r].eq(cdat[bits * e:bits * e + bits]),
+                             pay.clear[r].eq(~(col_ok & (first_row + r < self.k)))]
+        for c in range(0 if self.tables or self.codes else l):
             col_ok = (tj << log2(l)) + c < self.n
             for r in range(d):
                 e = c * d + r
@@ -443,8 +471,12 @@ class QuantTiles(wiring.Component):
                                  pay.zero.eq(Mux(ok, Mux(asym, zp, half), 0))]
                 else:
                     m.d.comb += pay.code.eq(Mux(ok, code, 0))
-        m.d.comb += [self.tile.valid.eq(self.dq[0].o.valid),
-                     self.tile.payload.eq(Cat(*[Value.cast(u.o.payload) for u in self.dq]))]
+        m.d.comb += self.tile.valid.eq(self.dq[0].o.valid)
+        if self.codes:
+            m.d.comb += [self.tile.payload.tile.eq(Cat(*[u.o.payload.w for u in self.dq])),
+                         self.tile.payload.scale.eq(Cat(*[u.o.payload.scale for u in self.dq]))]
+        else:
+            m.d.comb += self.tile.payload.eq(Cat(*[Value.cast(u.o.payload) for u in self.dq]))
 
         # ---------------------------------------------------------------- control: descriptor, setup
         lay = {nm: (8 * off, 8 * (off + struct_size)) for nm, off, struct_size in _desc_fields()}
@@ -470,10 +502,11 @@ class QuantTiles(wiring.Component):
                         & (~flags[1] | C(int(is_int), 1))
                         & (~flags[0] | ((k & (d - 1)) == 0))             # ic: whole row tiles
                         & ((g == 0) | (g == 32) | (g == 64) | (g == 128))
-                        & (C(not self.tables, 1) | (~flags[0] & ((g == 0) | (g >= d)))))   # tables: oc, G >= d
+                        & (C(not one, 1) | (~flags[0] & ((g == 0) | (g >= d))))    # tables, codes: oc, G >= d
+                        & (C(not self.codes, 1) | ~flags[1]))                       # codes: symmetric
                 gl = Mux(g == 32, 5, Mux(g == 64, 6, 7))
                 along = Mux(flags[0], n, k)
-                m.d.sync += [asym.eq(flags[1]), ic.eq(0 if self.tables else flags[0]), gsize.eq(g),
+                m.d.sync += [asym.eq(flags[1]), ic.eq(0 if one else flags[0]), gsize.eq(g),
                              gmask.eq(Mux(g == 0, 0, (g >> log2(l)) - 1)),
                              pofs.eq(Mux(flags[0], ph >> log2(l), ph >> log2(d))),
                              R.eq(Mux(g == 0, 1, (along + ph + g - 1) >> gl)), total.eq(self.kt * self.nt)]

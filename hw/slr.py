@@ -30,9 +30,8 @@ from amaranth.lib.wiring import In, Out
 RESET_FANOUT = 64             # the max_fanout attribute on each reset register (Vivado replicates past it)
 
 
-class RegSlice(wiring.Component):
-    """`i` (valid/ready + `width`-bit payload) -> `o`, one cycle later; every output registered, `i.ready`
-    included; a beat per cycle under no backpressure, none lost or repeated under any."""
+class _Stage(wiring.Component):
+    """A register stage of a valid/ready channel with a `width`-bit payload: `i_*` in, `o_*` out."""
 
     def __init__(self, width: int):
         if not isinstance(width, int) or width < 1:
@@ -41,6 +40,11 @@ class RegSlice(wiring.Component):
         self.width = width
         super().__init__({"i_valid": In(1), "i_ready": Out(1), "i_data": In(width),
                           "o_valid": Out(1), "o_ready": In(1), "o_data": Out(width)})
+
+
+class RegSlice(_Stage):
+    """`i` (valid/ready + `width`-bit payload) -> `o`, one cycle later; every output registered, `i.ready`
+    included; a beat per cycle under no backpressure, none lost or repeated under any."""
 
     def elaborate(self, platform):
         m = Module()
@@ -56,17 +60,9 @@ class RegSlice(wiring.Component):
         return m
 
 
-class ForwardSlice(wiring.Component):
+class ForwardSlice(_Stage):
     """`i` -> `o` one cycle later, payload and valid registered; `i.ready` = `o.ready` or the output empty (one
     gate, not a register). A beat per cycle under no backpressure, none lost or repeated under any."""
-
-    def __init__(self, width: int):
-        if not isinstance(width, int) or width < 1:
-            self._MustUse__silence = True
-            raise ValueError(f"width must be a positive integer, not {width!r}")
-        self.width = width
-        super().__init__({"i_valid": In(1), "i_ready": Out(1), "i_data": In(width),
-                          "o_valid": Out(1), "o_ready": In(1), "o_data": Out(width)})
 
     def elaborate(self, platform):
         m = Module()

@@ -264,7 +264,10 @@ class Timing:
         k = n_dyn if f["dyn_k"] else f["k"]
         n = n_dyn if f["dyn_n"] else f["n"]
         kt, nt = cdiv(k, cfg.d), cdiv(n, cfg.l)
-        deq = 0
+        # a tile-scaled core (AccelConfig.tile_scale) multiplies every lane's tree sum by its tile's scale (one
+        # binary32 multiply after the tree, on FP16 tiles too: the pipeline is the same), its codes one register
+        # from the fetcher (hw.dequant.CodeTile), instead of a dequantiser in front of the multipliers
+        deq = self.mul32 if cfg.tile_scale else 0
         if f["wfmt"] == 0:
             nbytes = kt * nt * cfg.tile_elems * 2
         else:
@@ -275,7 +278,7 @@ class Timing:
             # the dequantiser in front of the multipliers: code -> binary16 (one exact binary32 multiply by
             # the scale, or the BCQ planes' binary32 adds, then one rounding), pipelined at a tile per cycle
             planes = BCQ_PLANES.get(f["wfmt"], 0)
-            deq = (planes * self.add if planes else self.mul32) + self.rnd
+            deq = 1 + self.mul32 if cfg.tile_scale else (planes * self.add if planes else self.mul32) + self.rnd
         mem = nbytes / (self.rowmajor_bpc(nt) if f["rowmajor"] else self.hbm_bpc)
         if self.rtl:                                             # one tile per cycle, then the pipeline; a
             r = self.rtl                                         # batched LINEAR: m of them, back to back

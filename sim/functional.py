@@ -39,6 +39,7 @@ from dfx import numerics as nx
 from dfx.config import AccelConfig
 from dfx.errors import RuleError, SimError
 from dfx.program import DeviceImage, Program, tile_matrix
+from dfx.tilescale import tile_scale_weights
 
 _F16 = np.float16
 _WFMTS = frozenset(F.WFMT_CODES.values())
@@ -47,12 +48,14 @@ _LINEAR = isa.BY_MNEMONIC["LINEAR"]
 
 class _Tiles(NamedTuple):
     """A weight matrix as the MPU streams it: kt x nt tiles of d x l binary16 (`dfx.program.tile_matrix` layout)
-    from element e0 of the uint16 array h (the device's HBM, or a dequantised copy)."""
+    from element e0 of the uint16 array h (the device's HBM, or a dequantised copy); `scale`: tile-scaled codes'
+    (kt, nt*l) widened scales, [row tile, column] (`AccelConfig.tile_scale`), else None."""
     h: np.ndarray
     e0: int
     kt: int
     nt: int
     rowmajor: bool
+    scale: np.ndarray | None = None
 
 
 class DeadlineExceeded(SimError):
@@ -389,7 +392,8 @@ class Device:
 
     def _qweights(self, f, k, n) -> _Tiles:
         """A quantized matrix (wfmt != 0): the dequantiser reads the region's descriptor, codes and scale blocks
-        from HBM and hands the MPU binary16 weights (`dfx.formats.dequant`); cached like the FP16 path."""
+        from HBM and hands the MPU binary16 weights (`dfx.formats.dequant`; under `AccelConfig.tile_scale` the codes
+        and per-tile scales, `dfx.tilescale.tile_scale_weights`, refusing what it cannot read); cached."""
         if f["wfmt"] not in _WFMTS:
             raise SimError(f"weight format code {f['wfmt']} is not defined (codes: "
                            + ", ".join(f"{c} {kind}{b}" for (kind, b), c in F.WFMT_CODES.items()) + ")")
@@ -407,14 +411,21 @@ class Device:
             return self._wcache[key]
         self._check_range(self.hbm, start, end - start, "HBM")
         self._check_clean(start, end, "HBM")
-        try:
-            w16 = F.unpack_region(self.hbm[start:end], f["wfmt"], k, n, self.d, self.l).dequant()
-        except F.FormatError as e:
-            raise SimError(f"weight region at HBM byte {start}: {e}") from None
         d, l = self.d, self.l
         kt, nt = -(-k // d), -(-n // l)
+        scale = None
+        try:
+            qw = F.unpack_region(self.hbm[start:end], f["wfmt"], k, n, d, l)
+            if self.cfg.tile_scale:
+                w16, ts = tile_scale_weights(qw, d)
+                scale = np.zeros((kt, nt * l), np.float32)
+                scale[:, :n] = nx.widen16(ts)
+            else:
+                w16 = qw.dequant()
+        except F.FormatError as e:
+            raise SimError(f"weight region at HBM byte {start}: {e}") from None
         tiles = tile_matrix(nx.daz16(w16), d, l).view(np.uint16)         # as the FP16 path finds it in HBM
-        w = self._wcache[key] = _Tiles(tiles, 0, kt, nt, False)
+        w = self._wcache[key] = _Tiles(tiles, 0, kt, nt, False, scale)
         self._wcache_end = max(self._wcache_end, end)
         return w
 
@@ -430,7 +441,7 @@ class Device:
 
     def _mpu(self, f, w: _Tiles, x: np.ndarray, n: int, bias) -> np.ndarray:
         """One output vector: the adder trees on x, then SFU_M (bias, scale, rounding, GELU, mask)."""
-        acc = fm.tiled_matvec(x, w.h, w.e0, w.kt, w.nt, n, self.d, self.l, w.rowmajor, bias, self.threads)
+        acc = fm.tiled_matvec(x, w.h, w.e0, w.kt, w.nt, n, self.d, self.l, w.rowmajor, bias, self.threads, w.scale)
         y = nx.mpu_finish(acc, scale=self.s[f["s"]] if f["scale"] else None,
                           act="gelu" if f["gelu"] else None)
         if f["mask"]:

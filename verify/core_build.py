@@ -20,7 +20,8 @@ from dfx.config import AccelConfig, pipeline_profile
 from dfx import isa
 from dfx.formats import DESC_BYTES, WFMT_CODES, FormatError, WeightFormat, read_descriptor, region_format
 from dfx.hw.core_mpu import MatrixEngine
-from dfx.hw.qfetch import CORE_FAMILIES, core_cannot_read, core_family
+from dfx.errors import UsageError
+from dfx.hw.qfetch import CORE_FAMILIES, core_cannot_read, core_family, family_formats, table_family
 from dfx.hw.top import ring_name, verilog
 
 from .toolchain import runner_build, simulator
@@ -163,3 +164,22 @@ def build(cfg: AccelConfig, sim: str | None = None, waves: bool = False, devices
     if fresh:
         stamp.write_text(key)
     return runner, bdir
+
+
+def build_families(cfg: AccelConfig, weights) -> tuple[str, ...]:
+    """The quantized weight families `weights` (names, or one comma-separated string) a core is built to read,
+    checked: each a family with a tile fetcher (`hw.qfetch.CORE_FAMILIES`), and for a tile-scaled config
+    (`AccelConfig.tile_scale`) int3 or int4; a UsageError (one line) otherwise."""
+    names = [w.strip() for w in (weights.split(",") if isinstance(weights, str) else weights) if w.strip()]
+    if not names:
+        return ()
+    try:
+        fams = family_formats(names)
+    except ValueError:
+        raise UsageError(f"--weights: {', '.join(n for n in names if n not in CORE_FAMILIES and n != 'fp16')} "
+                         f"is not a weight family the core can read; accepted: a comma list of "
+                         f"{', '.join(CORE_FAMILIES)}") from None
+    if cfg.tile_scale and not all(table_family(f) for f in fams):
+        raise UsageError(f"--weights: config {cfg.name} is tile-scaled (tile_scale): its core reads int3 "
+                         f"and int4 codes only, not {', '.join(f for f in fams if not table_family(f))}")
+    return fams

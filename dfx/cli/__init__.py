@@ -412,13 +412,17 @@ def disasm(program, device, stream):
               help="the core's pipeline profile: deep (every unit at its 300 MHz depths, a pipelined reset, register "
                    "slices on the HBM ports' SLR crossing; docs/rtl.md) or default (the short pipelines the rtl "
                    "backend simulates; the same results in fewer cycles)")
+@click.option("--weights", default="", metavar="FAMILIES",
+              help="quantized weight families the core reads besides FP16, comma-separated (int4, int8, int3, "
+                   "fp8e4m3, fp8e5m2, bcq1..bcq4; a tile-scaled config: int3, int4): a tile fetcher each in the "
+                   "matrix engine (default: the FP16 core)")
 @click.option("--check", "check_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="only check an existing tree DIR (its build.json's config, or --config when given): kernel.xml "
                    "and package_xo.tcl against dfx.regmap, the link configs' nk=/sp=/slr= against the kernel's "
                    "ports; one line per mismatch, exit 2")
 @click.pass_context
 @friendly
-def build(ctx, board, output, config, verilog, lint, run_tools, devices, pipeline, check_dir):
+def build(ctx, board, output, config, verilog, lint, run_tools, devices, pipeline, weights, check_dir):
     """Write the Vitis RTL-kernel build tree for BOARD into -o DIR and build the xclbin where Vivado/v++ exist.
 
     \b
@@ -448,10 +452,11 @@ def build(ctx, board, output, config, verilog, lint, run_tools, devices, pipelin
         fail("-o DIR is required (or --check DIR)")
     cfg = load_config(config)
     res = build_tree(cfg, output, board, verilog=verilog, run_tools=run_tools,
-                     log=lambda m: click.echo(m, err=True), devices=devices, pipeline=pipeline)
+                     log=lambda m: click.echo(m, err=True), devices=devices, pipeline=pipeline, weights=weights)
+    fams = f", weights fp16 + {weights}" if weights.strip() else ""
     click.echo(f"wrote {output}: {', '.join(res.files)} (config {cfg.name}, hash {cfg.config_hash}, "
-               f"{cfg.hbm_channels} HBM ports, {cfg.clock_mhz:g} MHz, {pipeline} pipeline); checked against the config",
-               err=True)
+               f"{cfg.hbm_channels} HBM ports, {cfg.clock_mhz:g} MHz, {pipeline} pipeline{fams}); checked against the "
+               "config", err=True)
     if res.verilog is None and lint and not _lint_ok(output):
         sys.exit(1)
     if res.ran:

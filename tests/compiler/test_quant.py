@@ -257,3 +257,31 @@ def test_every_matrix_instruction_streams_one_recorded_region():
                 else:
                     total += F.matrix_bytes(F.FP16, i.k, i.n, 64, 16)
         assert total == sum(r.bytes for r in regions.values())
+
+@pytest.mark.parametrize("fmt, why", [
+    ("int4-oc-g32-asym", r"int4-oc-g32-asym has zero points \(-asym\)"),
+    ("int4-ic-g32", r"int4-ic-g32 has per-input-channel groups \(ic\): one scale per row, not per row tile"),
+    ("int8-oc", "int8-oc has 8-bit codes"),
+    ("fp8e4m3", "fp8e4m3 has fp8e4m3 codes, not integers"),
+])
+def test_tile_scaled_config_refuses_what_it_cannot_read(unpadded, fmt, why):
+    """Under `AccelConfig.tile_scale` only symmetric int3/int4 per-OC formats with one scale per row tile compile
+    (dfx.tilescale); a name and a model-level dict are checked alike. FP16 and int4/int3-oc compile."""
+    cfg = TINY.replace(name="tiny_ts", tile_scale=True)
+    msg = (r"^node h\.0\.attn\.c_attn: weight format \S+ cannot run on config 'tiny_ts': a tile-scaled core "
+           r"\(AccelConfig.tile_scale\) reads symmetric int3/int4 codes with one scale per output column and row "
+           rf"tile of d = 8 rows .*; {why}$")
+    with pytest.raises(CompileError, match=msg):
+        compile_model(unpadded, cfg, weights=fmt)
+    with pytest.raises(CompileError, match=msg):
+        compile_model(unpadded, cfg, weights=_rtn_dict(unpadded, fmt))
+    compile_model(unpadded, TINY, weights=fmt)                  # the dequantising core takes it
+
+
+def test_tile_scaled_config_compiles_its_formats(unpadded):
+    cfg = TINY.replace(name="tiny_ts", tile_scale=True)
+    for fmt in ("fp16", "int4-oc-g32", "int3-oc", "int4-oc-g64"):
+        prog = compile_model(unpadded, cfg, weights=fmt)
+        assert prog.config.tile_scale
+    with pytest.raises(CompileError, match="int4-oc-g32 has groups of 32 rows, not a multiple of d = 64"):
+        compile_model(unpadded, PRESETS["dfx"].replace(tile_scale=True), weights="int4-oc-g32")

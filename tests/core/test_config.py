@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -89,3 +90,37 @@ def test_pipeline_profile_from_the_environment(monkeypatch):
     with pytest.raises(ConfigError, match=r"^DFX_RTL_PIPELINE='fast': the pipeline profile must be one of "
                                           r"default, deep$"):
         pipeline_profile()
+
+
+def test_tile_scale_field():
+    """`tile_scale` (docs/numerics.md, "Tile-scaled weights"): a bool, off in the presets, carried by to_dict /
+    from_dict and JSON; a config without it (an older manifest or file) loads with it off and keeps its hash."""
+    import hashlib
+    for p in PRESETS.values():
+        assert p.tile_scale is False
+        body = {k: v for k, v in p.to_dict().items() if k not in ("name", "tile_scale")}
+        old = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:8]
+        assert p.config_hash == old                            # the hash it had before the field existed
+    on = PRESETS["tiny"].replace(tile_scale=True)
+    assert on.to_dict()["tile_scale"] is True and on.config_hash != PRESETS["tiny"].config_hash
+    for c in (on, PRESETS["tiny"]):
+        back = AccelConfig.from_dict(json.loads(json.dumps(c.to_dict())))
+        assert back == c and back.config_hash == c.config_hash
+    legacy = {k: v for k, v in on.to_dict().items() if k != "tile_scale"}
+    assert AccelConfig.from_dict(legacy).tile_scale is False
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", None, 1.0])
+def test_tile_scale_must_be_a_bool(value):
+    with pytest.raises(ConfigError, match=rf"^AccelConfig.tile_scale must be a bool \(true: int3/int4 codes scaled "
+                                          rf"per row tile; false: dequantised weights\), not {re.escape(repr(value))}$"):
+        PRESETS["tiny"].replace(tile_scale=value)
+
+
+def test_tile_scale_in_a_config_file(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({**PRESETS["tiny"].to_dict(), "tile_scale": True}))
+    assert load_config(str(p)).tile_scale is True
+    p.write_text(json.dumps({**PRESETS["tiny"].to_dict(), "tile_scale": "yes"}))
+    with pytest.raises(ConfigError, match="AccelConfig.tile_scale must be a bool"):
+        load_config(str(p))

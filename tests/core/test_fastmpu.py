@@ -125,3 +125,76 @@ def test_tiled_matvec_refuses_tiles_outside_the_array():
         fm.tiled_matvec(np.zeros(8, F16), np.zeros(100, np.uint16), 0, 1, 4, 4, 8, 4)
     with pytest.raises(ValueError, match="rows"):
         fm.tiled_matvec(np.zeros(9, F16), np.zeros(100, np.uint16), 0, 1, 1, 4, 8, 4)
+
+
+# ---------------------------------------------------------------------------------- tile-scaled weights (dfx.tilescale)
+def _codes16(rng, shape):
+    """int4 codes, [-8, 7], as binary16 (exact)."""
+    return rng.integers(-8, 8, shape).astype(F16)
+
+
+def _scales16(rng, shape):
+    """Per-tile scales over binary16's range, mixed signs, a few zeros and raw subnormals (read with DAZ)."""
+    s = (rng.uniform(0.5, 2, shape) * np.exp2(rng.integers(-14, 12, shape))).astype(F16)
+    s *= np.where(rng.random(shape) < 0.2, -1, 1).astype(F16)
+    r = rng.random(shape)
+    s[r < 0.03] = F16(0.0)
+    s[(r >= 0.03) & (r < 0.06)] = F16(3e-6)
+    return s
+
+
+@pytest.mark.parametrize("d, l", [(1, 1), (2, 1), (8, 4), (16, 2), (64, 16)])
+@pytest.mark.parametrize("k, n", [(1, 1), (5, 3), (64, 16), (200, 37), (520, 130)])
+@pytest.mark.parametrize("rowmajor", [False, True])
+@pytest.mark.parametrize("nasty", [False, True])
+def test_tiled_matvec_tile_scale_is_bit_identical_to_mpu_matvec(d, l, k, n, rowmajor, nasty):
+    """Codes times x, each row tile's tree sum times its scale (a separate binary32 multiply, no FMA: random data
+    of mixed signs and magnitudes shows any contraction), ragged k and n; with `nasty`, inputs with signed zeros,
+    infinities and NaNs and arbitrary binary16 weights (a NaN's payload is unspecified: compared canonical)."""
+    from dfx.program import tile_matrix
+    rng = np.random.default_rng(k * 1000 + n * 10 + d + rowmajor + 7 * nasty)
+    w = _raw16(rng, (k, n)) if nasty else _codes16(rng, (k, n))
+    x = _raw16(rng, k) if nasty else nx.daz16((rng.standard_normal(k) * np.exp2(rng.integers(-14, 12, k)))
+                                               .astype(F16))
+    b = _raw16(rng, n)
+    kt, nt = -(-k // d), -(-n // l)
+    ts = _scales16(rng, (kt, n))
+    tsp = np.zeros((kt, nt * l), F16)
+    tsp[:, :n] = ts
+    h = np.concatenate([np.full(5, 0x7C01, np.uint16), tile_matrix(w, d, l, rowmajor).view(np.uint16)])
+    with np.errstate(all="ignore"):
+        for bias in (None, b):
+            want = _bits32(nx.mpu_matvec(nx.daz16(x)[None], nx.daz16(w), bias, d=d, tile_scale=ts)[0])
+            for threads in (1, 2):
+                got = fm.tiled_matvec(x, h, 5, kt, nt, n, d, l, rowmajor, bias, threads=threads, tile_scale=tsp)
+                np.testing.assert_array_equal(_bits32(got), want)
+            got = fm.tiled_matvec(x, h, 5, kt, nt, n, d, l, rowmajor, bias, tile_scale=nx.widen16(tsp))
+            np.testing.assert_array_equal(_bits32(got), want)           # binary32 scales: taken as they are
+        if k > 1:                               # fewer input rows than the tiles hold: zero-padded (dyn_k)
+            got = fm.tiled_matvec(x[:k - 1], h, 5, kt, nt, n, d, l, rowmajor, tile_scale=tsp)
+            xp = np.zeros(kt * d, F16)
+            xp[:k - 1] = x[:k - 1]
+            wp = np.zeros((kt * d, n), F16)
+            wp[:k] = w
+            want = nx.mpu_matvec(nx.daz16(xp)[None], nx.daz16(wp), None, d=d, tile_scale=ts)[0]
+            np.testing.assert_array_equal(_bits32(got), _bits32(want))
+
+
+def test_tiled_matvec_tile_scale_is_not_fused():
+    """d=1, two row tiles: g0' = -1; g1 = (1 + 2^-10)^2 exact, g1 * s1 = (1 + 2^-10)^3 = 1 + 3*2^-10 + 3*2^-20 +
+    2^-30 rounds to binary32 without the 2^-30, so acc = g0' + g1' = 3*2^-10 + 3*2^-20. A fused multiply-add
+    (acc + g1 * s1 rounded once) would keep the 2^-30."""
+    from dfx.program import tile_matrix
+    e = 2.0 ** -10
+    x = np.array([1.0, 1.0 + e], F16)
+    w = np.array([[-1.0], [1.0 + e]], F16)
+    s = np.array([[1.0], [1.0 + e]], F16)
+    got = fm.tiled_matvec(x, tile_matrix(w, 1, 1).view(np.uint16), 0, 2, 1, 1, 1, 1, tile_scale=s)
+    want = nx.mpu_matvec(x, w, d=1, tile_scale=s)
+    assert got[0] == want[0] == F32(3 * e + 3 * e * e)
+    assert F32(3 * e + 3 * e * e + e ** 3) != F32(3 * e + 3 * e * e)      # what an FMA would give
+
+
+def test_tiled_matvec_tile_scale_shape_is_checked():
+    with pytest.raises(ValueError, match=r"tile_scale must be \(kt, nt\*l\) = \(1, 4\)"):
+        fm.tiled_matvec(np.zeros(8, F16), np.zeros(32, np.uint16), 0, 1, 1, 3, 8, 4, tile_scale=np.ones((1, 3), F16))

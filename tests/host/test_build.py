@@ -219,6 +219,42 @@ def test_failed_verilog_is_one_error_line_and_writes_nothing(native, tmp_path, m
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("cfg_changes,weights,msg", [
+    ({}, "int4,int5", "error: --weights: int5 is not a weight family the core can read; accepted: a comma list of "
+                      "int8, int4, int3, fp8e4m3, fp8e5m2, bcq1, bcq2, bcq3, bcq4"),
+    ({"name": "ts", "tile_scale": True}, "int4,int8",
+     "error: --weights: config ts is tile-scaled (tile_scale): its core reads int3 and int4 codes only, not int8"),
+])
+def test_weights_out_of_range_are_one_line(cfg_changes, weights, msg, tmp_path):
+    """`dfx build --weights`: a family without a tile fetcher, or one a tile-scaled core cannot multiply as codes,
+    is one line on stderr, exit 2, nothing on stdout and no tree."""
+    cfg = load_config("tiny").replace(**cfg_changes)
+    (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
+    r = CliRunner().invoke(main, ["build", "-o", str(tmp_path / "b"), "--config", str(tmp_path / "c.json"),
+                                  "--weights", weights, "--no-run-tools"])
+    assert (r.exit_code, r.stdout, r.stderr.splitlines()) == (2, "", [msg])
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_tile_scaled_int4_core_in_the_tree(tmp_path):
+    """`dfx build --weights int4` of a tile-scaled config at the tiny preset: the core's Verilog has the INT4 code
+    fetcher (its CodeTiles) and the MPU's tile-scale multiply, build.json records the family, the tree checks
+    clean, and `verilator --lint-only -Wall` is clean where Verilator is installed."""
+    cfg = load_config("tiny").replace(name="tiny-int4ts", tile_scale=True)
+    (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
+    lint_opt = "--lint" if shutil.which("verilator", path=venv_path()) else "--no-lint"
+    r = CliRunner().invoke(main, ["build", "-o", str(tmp_path / "t"), "--config", str(tmp_path / "c.json"),
+                                  "--weights", "int4", "--no-run-tools", lint_opt])
+    assert r.exit_code == 0, r.output[-2000:]
+    v = (tmp_path / "t" / "src" / "dfx_core.v").read_text()
+    assert "qtiles_int4" in v and "tc0" in v
+    assert json.loads((tmp_path / "t" / "build.json").read_text())["weights"] == ["int4"]
+    assert check_tree(tmp_path / "t") == []
+    if lint_opt == "--lint":
+        assert "verilator --lint-only -Wall: clean" in r.output
+
+
 def test_wasm_yosys_out_of_memory_names_the_way_out(tmp_path, monkeypatch):
     import dfx.hw.top
 

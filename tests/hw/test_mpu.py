@@ -29,13 +29,15 @@ def mpu_case(rng, k, n, bias=True, scale=None, gelu=False, mask_limit=None, spec
 def run_mpu(dut, cases, stall=0.2, seed=0, interleave=1):
     xs, ws, want = [], [], []
     for c in cases:
+        ts = c.get("tile_scale")
         xx, ww = mpu_beats(CFG, c["x"], c["w"], c["bias"], c["scale"], c["gelu"], c["mask_limit"],
-                           interleave=interleave, first=dut.acc_stages > 0)
+                           interleave=interleave, first=dut.acc_stages > 0, tile_scale=ts, scaled=dut.tile_scale)
         xs += xx
         ws += ww
+        kw = {} if ts is None else {"tile_scale": ts}
         with np.errstate(all="ignore"):
             want.append(nx.mpu(c["x"][None], c["w"], c["bias"], d=CFG.d, scale=c["scale"],
-                               act="gelu" if c["gelu"] else None, mask_limit=c["mask_limit"])[0])
+                               act="gelu" if c["gelu"] else None, mask_limit=c["mask_limit"], **kw)[0])
     nts = [-(-c["w"].shape[1] // CFG.l) for c in cases]
     out = run_streams(dut, {"x": xs, "w": ws}, {"o": sum(nts)}, stall=stall, seed=seed)["o"]
     k = 0
@@ -102,3 +104,27 @@ def test_mpu_refuses_bad_parameters():
         MPU(CFG, acc_stages=2, acc_fifo=3)
     with pytest.raises(ValueError, match="needs a registered tree"):
         MPU(CFG, acc_stages=2, mul_stages=0, add_stages=0)
+
+
+def codes_case(rng, k, n, bits=4, **kw):
+    """A matrix of `bits`-bit symmetric integer codes (exact in binary16) with a binary16 scale per row tile and
+    column (some negative, tiny and huge), as a tile-scaled core's fetcher hands them to the MPU."""
+    c = mpu_case(rng, k, n, **kw)
+    c["w"] = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (k, n)).astype(np.float16)
+    ts = (rng.standard_normal((-(-k // CFG.d), n)) * 0.02).astype(np.float16)
+    ts.flat[0], ts.flat[-1] = np.float16(6.1e-5), np.float16(-300.0)
+    c["tile_scale"] = ts
+    return c
+
+
+@pytest.mark.parametrize("acc_stages", [0, 2])
+def test_tile_scaled_mpu_is_bit_exact(acc_stages):
+    """`MPU(tile_scale=True)`: tiles of integer codes, each lane's tree sum times its tile's scale before the
+    accumulator (`numerics.mpu`'s tile_scale), and FP16 tiles (scale_en clear) through the same unit unchanged;
+    the multiply's stages are in `tree_latency`. With the single-cycle and the pipelined accumulator."""
+    rng = np.random.default_rng(21)
+    dut = MPU(CFG, tile_scale=True, acc_stages=acc_stages, acc_fifo=4, gelu=False)
+    assert dut.tree_latency == MPU(CFG, acc_stages=acc_stages, acc_fifo=4).tree_latency + dut.fin_mul_stages
+    cases = [codes_case(rng, 19, 14, scale=np.float32(0.5)), mpu_case(rng, 9, 3, special=True),
+             codes_case(rng, 8, 4, bits=3, bias=False), mpu_case(rng, 16, 5), codes_case(rng, 24, 9)]
+    run_mpu(dut, cases, stall=0.2, seed=acc_stages, interleave=3 if acc_stages else 1)

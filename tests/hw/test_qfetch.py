@@ -8,11 +8,13 @@ import random
 
 import numpy as np
 import pytest
+from amaranth import Value
 from amaranth.sim import Simulator
 
 from dfx import formats, numerics
 from dfx.config import PRESETS, AccelConfig
 from dfx.hw.qfetch import QuantTiles, core_cannot_read, core_family, family_formats, table_cannot_read
+from dfx.tilescale import tile_scale_cannot_read
 from dfx.program import tile_matrix
 
 TINY = PRESETS["tiny"]
@@ -41,19 +43,30 @@ def quant_weight(fmt, k, n, seed, phase=0):
     return formats.QuantWeight(fmt, codes, scales, zeros, phase=phase).check()
 
 
-def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None, phase=0, tables=False):
+def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None, phase=0, tables=False, codes=False):
     """(tiles the fetcher produced, tiles expected, status) for one instruction on a region at HBM byte `base`
     (a matrix of phase `phase`); `times` (a list) gets the cycle of each tile; `tables`: the fetcher built with
-    table dequantisers."""
+    table dequantisers; `codes`: a code fetcher (the tile-scaled core's): the tiles are the codes' binary16
+    values, each followed by its l lane scales (compared on the real columns: padding ones are never used)."""
     fmt = formats.parse(name)
     qw = quant_weight(fmt, k, n, seed, phase)
     region = formats.pack_region(qw, cfg.d, cfg.l)
     d, l, B = cfg.d, cfg.l, cfg.beat_bytes
     kt, nt = -(-k // d), -(-n // l)
     want = tile_matrix(numerics.daz16(qw.dequant()), d, l).view(np.uint16).reshape(kt * nt, d * l)
+    real = None
+    if codes and tile_scale_cannot_read(fmt, d, phase) is None:  # the codes' values; row tile i's lane scales
+        want = tile_matrix(qw.codes.astype(np.float16), d, l).view(np.uint16).reshape(kt * nt, d * l)
+        rows = np.arange(kt) * d + phase
+        sc = qw.scales[rows // fmt.group if fmt.group else np.zeros(kt, int)].view(np.uint16)     # (kt, n)
+        ts = np.zeros((kt, nt * l), np.uint16)
+        ts[:, :n] = sc
+        lanes = np.array([ts[i, j * l:(j + 1) * l] for j in range(nt) for i in range(kt)])      # tile order
+        real = np.array([[j * l + c < n for c in range(l)] for j in range(nt) for i in range(kt)])
+        want = np.concatenate([want, np.where(real, lanes, 0)], axis=1)
     hbm = bytearray(base + len(region) + 2 * B)
     hbm[base:base + len(region)] = region
-    dut = QuantTiles(cfg, core_family(fmt), tables=tables)
+    dut = QuantTiles(cfg, core_family(fmt), tables=tables, codes=codes)
     rng = random.Random(seed)
     times = [] if times is None else times
     reqs, tiles, status = [], [], []
@@ -96,7 +109,7 @@ def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None, phase=0, tab
         cycle = 0
         while len(tiles) < kt * nt:
             ctx.set(dut.tile.ready, int(rng.random() >= stall))
-            _, _, v, r, p = await ctx.tick().sample(dut.tile.valid, dut.tile.ready, dut.tile.payload)
+            _, _, v, r, p = await ctx.tick().sample(dut.tile.valid, dut.tile.ready, Value.cast(dut.tile.payload))
             cycle += 1
             if v and r:
                 tiles.append(p)
@@ -109,8 +122,11 @@ def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None, phase=0, tab
     sim.add_process(memory)
     sim.add_testbench(sink)
     sim.run_until(5e-9 * (400 + 40 * kt * nt + 4 * len(region) // B * 8))
-    got = np.array([[(t >> (16 * e)) & 0xFFFF for e in range(d * l)] for t in tiles], np.uint16)
-    return got.reshape(-1, d * l), want, status
+    per = d * l + (l if codes else 0)
+    got = np.array([[(t >> (16 * e)) & 0xFFFF for e in range(per)] for t in tiles], np.uint16).reshape(-1, per)
+    if real is not None and len(got):
+        got[:, d * l:] = np.where(real[:len(got)], got[:, d * l:], 0)
+    return got, want, status
 
 
 SLOW = pytest.mark.slow          # about 20 s each in amaranth.sim: four in the default run, the rest slow
@@ -274,9 +290,11 @@ TABLE_CASES = [  # (config, format, k, n, base, phase): regions a fetcher with t
 ]
 
 
-@pytest.mark.parametrize("cfg,name,k,n,base,phase", TABLE_CASES,
-                         ids=[f"{_vals(c)[0].name}-{_vals(c)[1]}-{_vals(c)[2]}x{_vals(c)[3]}-p{_vals(c)[5]}"
-                              for c in TABLE_CASES])
+def _phase_ids(cases):
+    return [f"{_vals(c)[0].name}-{_vals(c)[1]}-{_vals(c)[2]}x{_vals(c)[3]}-p{_vals(c)[5]}" for c in cases]
+
+
+@pytest.mark.parametrize("cfg,name,k,n,base,phase", TABLE_CASES, ids=_phase_ids(TABLE_CASES))
 def test_table_dequantisers_match_simulator(cfg, name, k, n, base, phase):
     """The fetcher with one table dequantiser per lane (`QuantTiles(tables=True)`): every tile bit-exact to
     `dfx.formats.dequant`, padding rows and columns +0 (ragged k and n, asymmetric zero points, a phase),
@@ -298,3 +316,36 @@ def test_table_fetcher_refuses_what_tables_cannot_read(cfg, name, k, n):
     assert status == [0b101], status                   # valid + bad_fmt
     with pytest.raises(ValueError, match="int families"):
         QuantTiles(TINY, "int8", tables=True)
+
+
+CODE_CASES = [  # (config, format, k, n, base, phase): regions a code fetcher (tile-scaled core) reads
+    (TINY, "int4-oc-g128", 32, 24, 128, 0),
+    (TINY, "int4-oc-g32", 44, 10, 64, 8),
+    pytest.param(TINY, "int3-oc", 16, 8, 0, 0, marks=SLOW),
+    pytest.param(WIDE, "int4-oc-g64", 70, 7, 256, 0, marks=SLOW),
+    pytest.param(DEEP, "int4-oc-g128", 130, 3, 128, 64, marks=SLOW),
+]
+
+
+@pytest.mark.parametrize("cfg,name,k,n,base,phase", CODE_CASES, ids=_phase_ids(CODE_CASES))
+def test_code_fetcher_hands_the_mpu_codes_and_scales(cfg, name, k, n, base, phase):
+    """`QuantTiles(codes=True)`: every tile is the codes' binary16 values (padding rows and columns +0) and its
+    lanes' group scales, under random back-pressure (ragged k and n, a phase, d = 64)."""
+    assert tile_scale_cannot_read(formats.parse(name), cfg.d, phase) is None
+    got, want, status = run_fetch(cfg, name, k, n, base, seed=k * 37 + n + phase, phase=phase, codes=True)
+    assert status == [0b11], status
+    bad = np.argwhere(got != want)
+    assert got.shape == want.shape and not bad.size, [(int(t), int(e), hex(got[t, e]), hex(want[t, e]))
+                                                      for t, e in bad[:5]]
+
+
+@pytest.mark.parametrize("cfg,name,k,n", [(TINY, "int4-ic-g32", 16, 40), (DEEP, "int4-oc-g32", 64, 2),
+                                          (TINY, "int4-oc-g64-asym", 16, 8)])
+def test_code_fetcher_refuses_what_it_cannot_read(cfg, name, k, n):
+    """Per-input-channel groups, groups of fewer than d rows and zero points are `bad_fmt` to a code fetcher, as
+    `dfx.tilescale.tile_scale_cannot_read` says; int8 is refused when it is built."""
+    assert tile_scale_cannot_read(formats.parse(name), cfg.d)
+    _, _, status = run_fetch(cfg, name, k, n, cfg.beat_bytes, codes=True)
+    assert status == [0b101], status                   # valid + bad_fmt
+    with pytest.raises(ValueError, match="int families"):
+        QuantTiles(TINY, "int8", codes=True)

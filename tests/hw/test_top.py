@@ -183,9 +183,9 @@ def test_deep_pipeline_profile_builds_the_300mhz_depths(monkeypatch):
     assert MatrixEngine.profile() == "default"
 
 
-def embedded_model_bit_exact(weights, env: dict, monkeypatch, tmp_path):
-    """The embedded model's program (`weights`) on the rtl backend (the fast harness; Verilator where installed)
-    with the core built under `env`: the sim backend's tokens, every token's logits bit-exact."""
+def embedded_model_bit_exact(weights, env: dict, monkeypatch, tmp_path, cfg="tiny"):
+    """The embedded model's program (`weights`, for config `cfg`) on the rtl backend (the fast harness; Verilator
+    where installed) with the core built under `env`: the sim backend's tokens, every token's logits bit-exact."""
     from dfx.compiler import compile_model
     from dfx.host.rtl_session import run_session
     from dfx.host.session import Session
@@ -195,7 +195,7 @@ def embedded_model_bit_exact(weights, env: dict, monkeypatch, tmp_path):
     sim = "verilator" if missing_simulator("verilator") is None else None
     if missing_simulator(sim) is not None:
         pytest.skip(str(missing_simulator(sim)))
-    prog = compile_model(DEFAULT_MODEL_DIR, "tiny", weights=weights, max_seq=16)
+    prog = compile_model(DEFAULT_MODEL_DIR, cfg, weights=weights, max_seq=16)
     path = tmp_path / "p.dfx"
     save_program(prog, path)
     prompt, new = list(b"de"), 2
@@ -245,3 +245,28 @@ def test_table_dequantiser_core_runs_the_embedded_model(monkeypatch, tmp_path):
     the sim backend's tokens, every token's logits bit-exact (a Verilator build of its own, a few minutes)."""
     from dfx.hw.core_mpu import MatrixEngine
     embedded_model_bit_exact("int4-oc-g128", {MatrixEngine.QTABLES_ENV: "1"}, monkeypatch, tmp_path)
+
+
+def test_tile_scaled_engine_builds_code_fetchers():
+    """A tile-scaled config (`AccelConfig.tile_scale`) builds its int3 / int4 fetchers as code fetchers (one
+    `CodeTile` per lane) and an MPU that scales each lane's tree sum; a family it cannot multiply as codes is
+    refused in one line."""
+    from dfx.config import load_config
+    from dfx.hw.core_mpu import MatrixEngine
+    cfg = load_config("tiny").replace(tile_scale=True)
+    eng = MatrixEngine(cfg, wformats=("int4", "int3"))
+    eng._MustUse__silence = True
+    assert [(q.family, q.codes, len(q.dq)) for q in eng.qtiles] == [("int4", True, cfg.l), ("int3", True, cfg.l)]
+    assert eng.mpu.tile_scale and not MatrixEngine(load_config("tiny"), wformats=("int4",)).mpu.tile_scale
+    with pytest.raises(ValueError, match="a tile-scaled core .* reads int3 and int4 codes only, not int8"):
+        MatrixEngine(cfg, wformats=("int4", "int8"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", [{}, {"DFX_RTL_PIPELINE": "deep"}], ids=["default", "deep"])
+def test_tile_scaled_core_runs_the_embedded_model(env, monkeypatch, tmp_path):
+    """The tile-scaled core (`AccelConfig.tile_scale`: code fetchers, the MPU scaling each lane's tree sum) runs
+    the embedded model's int4-oc-g128 weights: the sim backend's tokens, every token's logits bit-exact, at the
+    default depths and as `dfx build` writes it (a Verilator build each)."""
+    from dfx.config import load_config
+    embedded_model_bit_exact("int4-oc-g128", env, monkeypatch, tmp_path, load_config("tiny").replace(tile_scale=True))

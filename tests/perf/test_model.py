@@ -197,3 +197,24 @@ def test_narrow_weights_speed_up_a_memory_bound_mpu():
     f16 = PerfModel(compile_model(cfg, wide, weights="fp16"), "u280").run(4, 8).decode_ms_per_token
     i4 = PerfModel(compile_model(cfg, wide, weights="int4-oc-g128"), "u280").run(4, 8).decode_ms_per_token
     assert i4 < 0.8 * f16
+
+
+def test_tile_scaled_core_moves_the_scale_multiply_after_the_tree():
+    """A tile-scaled core (AccelConfig.tile_scale) reads the same INT4 bytes; its matrix pipeline holds one binary32
+    multiply after the tree and the code register where the dequantising core has the dequantiser's multiply and
+    rounding in front of the multipliers, and its FP16 matrices pass that multiply too (engines pipelined)."""
+    from dfx import isa
+    from dfx.perf.timing import Context
+    cfg = {"n_layer": 1, "n_embd": 256, "n_head": 4, "vocab_size": 512, "n_positions": 64, "layer_norm_epsilon": 1e-5}
+    ts = PRESETS["dfx"].replace(tile_scale=True)
+    rp, rs = (PerfModel(compile_model(cfg, c, weights="int4-oc-g128"), "u280").run(4, 4) for c in (PRESETS["dfx"], ts))
+    assert rp.decode_bytes_per_token == rs.decode_bytes_per_token
+    board = load_board("u280")
+    plain, scaled = (Timing(c, board, engines="pipelined") for c in (PRESETS["dfx"], ts))
+    op = isa.BY_MNEMONIC["LINEAR"]
+    f = {fl.name: 0 for fl in op.fmt.fields} | {"k": 256, "n": 256}
+    q = f | {"wfmt": 2}
+    ctx = Context(wbytes=40_000)
+    assert scaled.cost(op, f, 1).latency - plain.cost(op, f, 1).latency == plain.mul32
+    assert (scaled.cost(op, q, 1, ctx).latency - plain.cost(op, q, 1, ctx).latency
+            == (1 + plain.mul32) - (plain.mul32 + plain.rnd))
