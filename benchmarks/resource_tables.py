@@ -52,7 +52,7 @@ from dfx.hw.depth import (Delays, analyse, depth_row, depth_table, longest_paths
                           parse_depth_table, unit_factories)
 from dfx.hw.fp import ADD_MAX_STAGES, MUL16_CUTS, MUL32_CUTS
 from dfx.hw.mpu import MPU, STAGES_300MHZ, tile_layout
-from dfx.hw.synth import RES_KEYS, Resources, count_cells, resources_dict, slr_budget
+from dfx.hw.synth import RES_KEYS, Resources, count_cells, lane_count, resources_dict, slr_budget
 from dfx.hw.synth import main as synth_main
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "rtl.md"
@@ -100,13 +100,32 @@ def mpu_spec(cfg) -> str:
             + (",tile_scale=1" if cfg.tile_scale else ""))
 
 
-def mpu_lane(cfg, leaves: Path) -> Resources | None:
-    """One MPU lane at the 300 MHz depths as the depth run measured it flat (`mpu_spec`, l = 1 at cfg's d), or
-    None where that run has not been made."""
+def mpu_runs(cfg, leaves: Path, measure: bool = False) -> list[Resources | str | None]:
+    """The MPU measured flat at l = 1 and l = 2 lanes (`mpu_spec` at cfg's d; the depth run's): their counts, or
+    None where a run has not been made (a config under d = 32 has none). `measure`: make the missing runs (Yosys
+    and the depth walk, minutes each at d = 64) and return their depth rows instead."""
     spec = mpu_spec(cfg)
-    if ",l=1" not in spec or not (leaves / f"{module_name(spec)}.stat.json").exists():
-        return None
-    return leaf_resources(leaves, spec)
+    out = []
+    for n in (1, 2):
+        s = spec.replace(",l=1", f",l={n}")
+        have = ",l=1" in spec and (leaves / f"{module_name(s)}.stat.json").exists()
+        if measure and ",l=1" in spec and not have:
+            params, make = factories(cfg, [s])[s]
+            path, _ = analyse(make(), module_name(s), leaves, Delays.from_board())
+            out.append(depth_row(f"MPU, deep, l={n}", params, path, Delays.from_board()))
+        elif not measure:
+            out.append(leaf_resources(leaves, s) if have else None)
+    return out
+
+
+def mpu_split(cfg, leaves: Path) -> tuple[Resources, Resources] | None:
+    """(shared, one lane) of the MPU at the 300 MHz depths from the flat runs at l = 1 and 2 (`mpu_runs`): lane =
+    R(2) - R(1), shared = R(1) - lane (`hw.synth.lane_count`: the control every lane shares, counted once);
+    (nothing, R(1)) where only the l = 1 run exists; None without it."""
+    one, two = mpu_runs(cfg, leaves)
+    if one is None or two is None:
+        return None if one is None else (Resources(), one)
+    return lane_count(one, 1, two, 2, 0), plus(two, one, -1)
 
 
 def depth_specs(cfg, units: list[str]) -> list[tuple[str, str]]:
@@ -202,8 +221,8 @@ def rest_of_core(cfg, build: Path, mem: int, wformats: tuple[str, ...] = (), box
     scalar file, vector buffer, the engines around the MPU and VPU (their FIFOs, write-back), DMA, router,
     the quantized tile fetchers of `wformats` and the top's reset and ports, mapped flat by Yosys
     (`synth_xilinx`, one child process under `mem` bytes of address space). Reused when the RTLIL is the same."""
-    name = f"rest_{cfg.name.replace('-', '_')}" + "".join(f"_{f}" for f in wformats) + \
-        "".join(f"_no{b.lower()}" for b in boxes)
+    name = f"rest_{cfg.name.replace('-', '_')}" + ("_ts" if cfg.tile_scale else "") + \
+        "".join(f"_{f}" for f in wformats) + "".join(f"_no{b.lower()}" for b in boxes)
     boxed = {}
     for b in boxes:
         boxed[BOXED[b]] = boxed.get(BOXED[b], ()) + (b,)
@@ -301,14 +320,17 @@ def core_parts(cfg, build: Path, mem: int, fetcher_apart: bool = False,
     for c in copies.values():
         rest = plus(rest, c, -1)
     units = composed(cfg, leaves, list(DEFAULT))
-    lane = mpu_lane(base, leaves)
+    split = mpu_split(base, leaves)
     for depth in ("default", "300 MHz"):
         for (unit, dep), r in units.items():
             if dep == depth and (unit.startswith("vpu") or unit in ("mpu", "int4 table dequantisers")):
                 out[unit, depth] = r
-        if depth != "default" and lane is not None:  # the measured lane (flat: its delay lines, FIFOs, muxes too)
-            gelu = leaf_resources(leaves, f"gelu16:{DEEP['gelu16']}")
-            out["mpu", depth] = plus(plus(Resources(), lane, cfg.l), gelu, cfg.l)
+        if split is not None:                        # the measured lanes (flat: delay lines, FIFOs, muxes too)
+            shared, lane = split
+            out["mpu shared control", depth] = shared if depth != "default" else Resources()
+            if depth != "default":
+                gelu = leaf_resources(leaves, f"gelu16:{DEEP['gelu16']}")
+                out["mpu", depth] = plus(plus(Resources(), lane, cfg.l), gelu, cfg.l)
         out["rest of the core", depth] = rest
         if rob.bram or rob.lut:
             out["reorder buffer", depth] = rob
@@ -330,7 +352,7 @@ def floorplan(cfg, parts: dict[str, dict[str, float]], budget) -> dict[str, dict
     plan[vpu] = {slrs[-1]: 1.0}
     left[budget.hbm_slr] -= parts["rest of the core"]["LUT"]
     for u, s in (("vbuf copies read by the DMA and router", budget.hbm_slr), ("vbuf copies read by the VPU", slrs[-1]),
-                 ("vbuf copies read by the MPU", slrs[len(slrs) // 2])):
+                 ("vbuf copies read by the MPU", slrs[len(slrs) // 2]), ("mpu shared control", slrs[len(slrs) // 2])):
         if u in parts:
             plan[u] = {s: 1.0}
             left[s] -= parts[u]["LUT"]
@@ -559,25 +581,24 @@ def main(argv=None) -> int:
     if a.fit:
         os.environ[PIPELINE_ENV] = "deep"            # the core `dfx build` writes (its reorder buffer, SLR slices)
         cfgs = {"tiny": load_config("tiny"), "dfx": load_config("dfx"), "best": FIT_BEST}
-        lanes = []
-        for c in a.configs.split(","):               # a lane not measured by --depth yet (FIT_BEST's tile-scaled one)
-            if cfgs[c].d >= 32 and mpu_lane(cfgs[c], Path(a.build) / "depth") is None:
-                lanes.append(run_depth(cfgs[c], ["mpu"], Path(a.build) / "depth"))
+        lanes = {c: mpu_runs(cfgs[c], Path(a.build) / "depth", measure=True) for c in a.configs.split(",")}
         fit = full_fit_table([cfgs[c] for c in a.configs.split(",")], Path(a.build), a.mem, a.fetcher_apart,
                              not a.no_mfs)
         fit += ("\n\nThe rest of the core is the deep pipeline profile's (`dfx build`'s core: the reorder buffer, the "
                 "HBM ports' SLR slices, the reset pipeline), mapped " + ("with ABC9 without &mfs and &verify (`--no-mfs`)"
                                                                          if a.no_mfs else "with ABC9's default script")
                 + "; the VPU and the dequantisers are the leaf counts composed; the MPU at the 300 MHz depths is "
-                + ("l x one lane measured flat (`mpu_spec`: its delay lines, partial-sum FIFO and multiplexers "
-                   "included, and the MPU's shared control once per lane) plus l GELU units"
-                   if mpu_lane(load_config("dfx"), Path(a.build) / "depth") else "the leaf counts composed")
+                + ("l lanes plus the control they share, from the MPU measured flat at l = 1 and l = 2 (`mpu_split`: "
+                   "its delay lines, partial-sum FIFO and multiplexers included; the shared part placed once, with "
+                   "the operand broadcast's source), plus l GELU units"
+                   if mpu_split(load_config("dfx"), Path(a.build) / "depth") else "the leaf counts composed")
                 + ", at the default depths the leaf counts composed. The reorder buffer and the VBUF are measured "
                   "on their own and placed apart from the rest (`floorplan`).")
         clock = supported_clock(block(DOC, "depth:tiny"), CLOCK_UNITS)
         fit += f"\n\nClock the depth table supports for these units (deep rows): {clock:.0f} MHz"
-        for c, t in zip([c for c in a.configs.split(",") if cfgs[c].d >= 32], lanes):
-            fit += f"\n\nThe MPU lane of {cfgs[c].name}, measured for this table (depth and counts):\n\n{t}"
+        for c, rows in lanes.items():
+            if rows:
+                fit += f"\n\nThe MPU of {cfgs[c].name}, measured flat for this table:\n\n" + depth_table(rows)
         print(fit)
         if a.update_docs:
             update_block(DOC, "fit-core", fit)
