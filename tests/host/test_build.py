@@ -324,7 +324,7 @@ def test_paths_with_shell_characters(tmp_path, monkeypatch):
     # build_tree runs the same tools as argument lists, in the tree (a Verilog is needed: a stand-in)
     log.unlink()
     monkeypatch.setenv("PATH", env["PATH"])
-    monkeypatch.setattr(build_mod, "core_verilog", lambda c, pipeline: (_fake_verilog(c), "a stand-in"))
+    monkeypatch.setattr(build_mod, "core_verilog", lambda c, pipeline, weights=(): (_fake_verilog(c), "a stand-in"))
     res = build_tree(cfg, out, run_tools=True, log=lambda m: None)
     assert [rc for _, rc in res.ran] == [0, 0] and _calls(log) == want
     _nothing_else(parent, NASTY)
