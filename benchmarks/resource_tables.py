@@ -241,14 +241,14 @@ def rest_parts(cfg) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return (), ("MPU", "VPU")
 
 
-def fetcher(cfg, build: Path, mem: int, family: str = "int4", mfs: bool = True) -> Resources:
+def fetcher(cfg, build: Path, mem: int, family: str = "int4", mfs: bool = True, netlist: bool = False) -> Resources:
     """The quantized tile fetcher of `family` on its own (`hw.qfetch.QuantTiles(cfg, family)`; a tile-scaled
     config's, as its core builds it: the codes and one scale per lane, its `CodeTile`s counted in it; otherwise
     its dequantisers boxed) (`--fetcher-apart`)."""
     codes = cfg.tile_scale
     name = f"fetcher_{cfg.name.replace('-', '_')}_{family}" + ("_codes" if codes else "")
     res = synth_boxed(lambda: QuantTiles(cfg, family, codes=codes), name,
-                      {} if codes else {qfetch: ("Dequantizer", "TableDequantizer")}, build, mem, mfs)
+                      {} if codes else {qfetch: ("Dequantizer", "TableDequantizer")}, build, mem, mfs, netlist)
     print(f"  {name}: {res.lut + res.lutram:,} LUT, {res.ff:,} FF, {res.dsp} DSP, {res.bram:g} RAMB36",
           file=sys.stderr, flush=True)
     return res
@@ -419,13 +419,18 @@ def unit_path(end: str) -> str:
     return re.sub(r"\d+", "*", ".".join(parts[:-1])) or "dfx_core"
 
 
-def core_depth(cfg, build: Path, mem: int, top: int = 40) -> str:
+def core_depth(cfg, build: Path, mem: int, top: int = 40, fetcher_only: bool = False) -> str:
     """The worst register-to-register path into each module of the rest of the core (`rest_of_core`, the deep
     profile's `Top` with the MPU and VPU boxed, ABC9 without &mfs: the controller, scoreboard, fetch and
     decoder, DMA, router, vector buffer, the engines' control, the reorder buffer's chunk walk, the SLR slices
-    and the reset pipeline), from the same Yosys run as the fit (its netlist written too)."""
-    rest_of_core(cfg, build, mem, mfs=False, netlist=True)
-    path = build / f"rest_{cfg.name.replace('-', '_')}_nompu_novpu_nomfs.json"
+    and the reset pipeline), from the same Yosys run as the fit (its netlist written too). `fetcher_only`: the
+    same of `cfg`'s INT4 tile fetcher on its own (`fetcher`, `--depth-fetcher`)."""
+    if fetcher_only:                                 # FIT_BEST's INT4 tile fetcher on its own (`fetcher`)
+        fetcher(cfg, build, mem, mfs=False, netlist=True)
+        path = build / f"fetcher_{cfg.name.replace('-', '_')}_int4{'_codes' if cfg.tile_scale else ''}_nomfs.json"
+    else:
+        rest_of_core(cfg, build, mem, mfs=False, netlist=True)
+        path = build / f"rest_{cfg.name.replace('-', '_')}_nompu_novpu_nomfs.json"
     print(f"core_depth: walking {path} ({path.stat().st_size / 1e6:.0f} MB) ...", file=sys.stderr, flush=True)
     net = json.loads(path.read_text())
     name = path.stem                                 # (the module synth_boxed named)
@@ -542,6 +547,9 @@ def main(argv=None) -> int:
     ap.add_argument("--depth-core", action="store_true",
                     help="the worst path into each module of the core around the MPU and VPU (the controller, "
                          "DMA, buffers, ...) at the dfx preset's deep profile, from the fit's Yosys run")
+    ap.add_argument("--depth-fetcher", action="store_true",
+                    help="the worst path into each module group of the INT4 tile fetcher of FIT_BEST (the "
+                         "tile-scaled configuration's `QuantTiles`, deep profile), from its own Yosys run (~7 min)")
     ap.add_argument("--core-config", default="dfx",
                     help="--depth-core: the config (dfx, ~25 min; tiny, ~3 min: docs/rtl.md shows both)")
     ap.add_argument("--configs", default="tiny,dfx,best",
@@ -553,8 +561,14 @@ def main(argv=None) -> int:
     ap.add_argument("--build", default="build/resource_tables")
     ap.add_argument("--update-docs", action="store_true")
     a = ap.parse_args(argv)
-    if not (a.depth or a.resources or a.fit or a.depth_core):
-        ap.error("give --depth, --fit, --depth-core and/or --resources")
+    if not (a.depth or a.resources or a.fit or a.depth_core or a.depth_fetcher):
+        ap.error("give --depth, --fit, --depth-core, --depth-fetcher and/or --resources")
+    if a.depth_fetcher:
+        os.environ[PIPELINE_ENV] = "deep"
+        table = core_depth(FIT_BEST, Path(a.build) / "rest", a.mem, fetcher_only=True)
+        print(table)
+        if a.update_docs:
+            update_block(DOC, "depth:fetcher", table)
     if a.depth:
         cfg = load_config(a.config)
         units = a.units.split(",")
