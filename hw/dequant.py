@@ -45,6 +45,11 @@ def dequant_layout(fmt: formats.WeightFormat) -> data.StructLayout:
     return data.StructLayout(fields)
 
 
+def code_value(u: int, bits: int) -> int:
+    """The value of the `bits`-bit symmetric (two's complement) code u."""
+    return u - (1 << bits) * (u >> (bits - 1))
+
+
 class Dequantizer(PipelinedUnit):
     """`i`: one code with its scale(s) (`dequant_layout(fmt)`) -> `o`: the binary16 weight.
 
@@ -84,7 +89,7 @@ class Dequantizer(PipelinedUnit):
         if f.kind == "int" and self.code_stages and not f.asym:
             # the code's binary32 value from a table of the 2^b codes (a function of b bits: one LUT level at
             # b <= 6), registered
-            vals = [int(np.float32(u - (1 << f.bits) * (u >> (f.bits - 1))).view(np.uint32))
+            vals = [int(np.float32(code_value(u, f.bits)).view(np.uint32))
                     for u in range(1 << f.bits)]
             val = T(Array(C(w, 32) for w in vals)[Value.cast(v.code)], x.t)
         elif f.kind == "int":
@@ -175,7 +180,7 @@ class TableDequantizer(PipelinedUnit):
                 t, vs = p.sync(*banks)
                 val = T(p.reg(Array(vs)[p.at(T(z.v[6:], z.t), t)], f"tab{u}_i2f"), t + 1)
             else:
-                i2f = int_to_fp32(p, Const(u - (1 << b) * (u >> (b - 1)), signed(b + 1)))
+                i2f = int_to_fp32(p, Const(code_value(u, b), signed(b + 1)))
                 val = T(p.reg(i2f, f"tab{u}_i2f"), x.t + 1)
             out.append(fp32_to_fp16(p, fp32_mul(p, val, s, self.mul_stages, a_bits=11), self.round_stages))
         return out
@@ -217,7 +222,7 @@ class CodeTile(PipelinedUnit):
 
     def datapath(self, p, x):
         b = self.fmt.bits
-        vals = [int(np.float16(u - (1 << b) * (u >> (b - 1))).view(np.uint16)) for u in range(1 << b)]
+        vals = [int(np.float16(code_value(u, b)).view(np.uint16)) for u in range(1 << b)]
         rom = Array(C(v, 16) for v in vals)
         ws = [Mux(x.v.clear[e], 0, rom[Value.cast(x.v.code[e])]) for e in range(self.n)]
         return T(p.reg(Cat(*ws, x.v.scale), "codes"), x.t + 1)

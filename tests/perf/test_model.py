@@ -204,6 +204,7 @@ def test_tile_scaled_core_moves_the_scale_multiply_after_the_tree():
     multiply after the tree and the code register where the dequantising core has the dequantiser's multiply and
     rounding in front of the multipliers, and its FP16 matrices pass that multiply too (engines pipelined)."""
     from dfx import isa
+    from dfx.formats import WFMT_CODES
     from dfx.perf.timing import Context
     cfg = {"n_layer": 1, "n_embd": 256, "n_head": 4, "vocab_size": 512, "n_positions": 64, "layer_norm_epsilon": 1e-5}
     ts = PRESETS["dfx"].replace(tile_scale=True)
@@ -213,7 +214,7 @@ def test_tile_scaled_core_moves_the_scale_multiply_after_the_tree():
     plain, scaled = (Timing(c, board, engines="pipelined") for c in (PRESETS["dfx"], ts))
     op = isa.BY_MNEMONIC["LINEAR"]
     f = {fl.name: 0 for fl in op.fmt.fields} | {"k": 256, "n": 256}
-    q = f | {"wfmt": 2}
+    q = f | {"wfmt": WFMT_CODES[("int", 4)]}
     ctx = Context(wbytes=40_000)
     assert scaled.cost(op, f, 1).latency - plain.cost(op, f, 1).latency == plain.mul32
     assert (scaled.cost(op, q, 1, ctx).latency - plain.cost(op, q, 1, ctx).latency
