@@ -25,7 +25,7 @@ Per instruction:
    two beats (INT3, BCQ3, or parts that start mid-beat at the `dfx` preset's 2 KiB beats). Scale and zero blocks
    start at any 64 bytes; a tile's codes only at the descriptor's 64 bytes past a multiple of
    gcd(tile code bytes, beat) (the region on a beat), so their choice has beat / gcd positions (INT4 at the
-   `dfx` preset: 4 of 512 bytes, where any 64 bytes would be 32: 4,109 LUTs for that gearbox, not 45,617).
+   `dfx` preset: 4 of 512 bytes, where any 64 bytes would be 32 positions, each a choice of 4,096 bits).
 4. **Tile assembly**: per tile (i, j), oc: the scale (and zero) blocks of the row groups its real rows start (one
    block per G rows, held for the tiles of the group; two per tile when G < d); ic: one block of the tile's d
    rows. The last block is taken in the cycle the tile goes. Then d*l `Dequantizer`s (hw/dequant.py) in lockstep
