@@ -12,27 +12,34 @@ Per instruction:
    of 0, or inside a group and a multiple of l (ic: a column block then never straddles two groups) or of d (oc:
    a row tile never straddles two groups). Anything else
    reports `bad_fmt` (the engine stops with STATUS.illegal_opcode); a region past the end of HBM reports
-   `bad_range` (STATUS.address_range). The axis, group size and zero points are runtime choices.
+   `bad_range` (STATUS.address_range). The axis, group size and zero points are runtime choices. The setup
+   does one step of arithmetic per state (the checks into registers, then their verdict; the group count; the
+   byte counts' two products by shift and add, a cycle per bit of the smaller factor; the stream addresses one
+   after another; the range check): about 20 cycles after the descriptor beat, for the 300 MHz depth.
 2. **Three byte streams** out of the region: codes (from byte 64, `tile_code_bytes` per tile, tiles in the MPU's
-   order), scale blocks and, for `-asym`, zero-point blocks (uint8). Per output channel (oc) the blocks
+   order), scale blocks and, for `-asym`, zero-point blocks (uint8; a code fetcher has no zero stream). Per output channel (oc) the blocks
    `(nt, R, [Q,] l)` are read front to back, one linear run; per input channel (ic) each column block j reads the
    K scales of its column group (a segment), again for every block of the group. Each stream has its own beat
    FIFO; the request generator issues INCR bursts (never across a channel's 4 KiB page) for a stream only when
    its FIFO has room for the whole burst (credits), so the R data of one stream never blocks another's (the AXI
    read data come back in request order; a tag FIFO routes each beat to its stream). A request is held in a
-   register until every channel has taken it.
+   register until every channel has taken it. `hw.qstream.Requests` builds it in registered stages.
 3. **Gearboxes** cut each stream into pieces (a tile's codes, a scale block, a zero block): a piece may straddle
    two beats (INT3, BCQ3, or parts that start mid-beat at the `dfx` preset's 2 KiB beats). Scale and zero blocks
    start at any 64 bytes; a tile's codes only at the descriptor's 64 bytes past a multiple of
    gcd(tile code bytes, beat) (the region on a beat), so their choice has beat / gcd positions (INT4 at the
-   `dfx` preset: 4 of 512 bytes, where any 64 bytes would be 32 positions, each a choice of 4,096 bits).
+   `dfx` preset: 4 of 512 bytes, where any 64 bytes would be 32 positions, each a choice of 4,096 bits). The
+   oc scale and zero blocks come out of a register (`hw.qstream.gearbox(registered=True)`).
 4. **Tile assembly**: per tile (i, j), oc: the scale (and zero) blocks of the row groups its real rows start (one
    block per G rows, held for the tiles of the group; two per tile when G < d); ic: one block of the tile's d
    rows. The last block is taken in the cycle the tile goes. Then d*l `Dequantizer`s (hw/dequant.py) in lockstep
    turn the tile's codes into the binary16 tile: element e = lane*d + row at bits [16e, 16e+16), as an FP16 tile
    beat. Rows >= k and columns >= n dequantise to +0 (the simulator pads with +0). With a phase p the groups
    start p elements early: row tile i (oc) or column block j (ic) starts a group when (i + p/d) (oc) or
-   (j + p/l) (ic) is a multiple of the tiles (blocks) per group, and the first tile always takes one.
+   (j + p/l) (ic) is a multiple of the tiles (blocks) per group, and the first tile always takes one. The walk
+   keeps "last row tile", "last column block" and the next tile's block count in registers (set when a tile
+   goes), and the rows and columns inside k and n of the last row tile and column block as masks made at setup
+   (the engine's kt = ceil(k / d) and nt = ceil(n / l)).
 
 Symmetric int codes go through the asymmetric datapath: a two's complement b-bit code q is (q xor 2^(b-1)) -
 2^(b-1), so one int dequantiser serves both. Rate: one tile per cycle out of the dequantisers while codes keep
@@ -47,7 +54,6 @@ import struct
 from amaranth import C, Cat, Module, Mux, Signal, Value
 from amaranth.hdl import Array
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from dfx import formats
@@ -55,18 +61,15 @@ from dfx.config import AccelConfig
 
 from .dequant import TABLE_MAX_BITS, CodeTile, Dequantizer, TableDequantizer
 from .dma import log2
+from .qstream import Requests, gearbox, req_layout, vmin
 
 # the families a core can be built with, and the format each one's dequantisers are built for
 CORE_FAMILIES = {"int8": "int8-oc-asym", "int4": "int4-oc-asym", "int3": "int3-oc-asym",
                  "fp8e4m3": "fp8e4m3", "fp8e5m2": "fp8e5m2",
                  "bcq1": "bcq1-oc", "bcq2": "bcq2-oc", "bcq3": "bcq3-oc", "bcq4": "bcq4-oc"}
-CODES, SCALES, ZEROS, DESC = 0, 1, 2, 3
+CODES, SCALES, ZEROS = 0, 1, 2                  # the streams (`hw.qstream.DESC`: the descriptor's tag)
 FIFO_DEPTH = {CODES: 8, SCALES: 4, ZEROS: 4}   # beats per stream FIFO (credits)
 MAX_K = 1 << 16                                # the descriptor's k and n are 16-bit
-
-
-def req_layout() -> data.StructLayout:
-    return data.StructLayout({"beat": 40, "len": 9})
 
 
 def family_formats(families) -> tuple[str, ...]:
@@ -129,48 +132,6 @@ def table_cannot_read(fmt: formats.WeightFormat, d: int) -> str | None:
     if fmt.group and fmt.group < d:
         return f"table dequantisers read groups of at least d ({d}) rows, not {fmt.group}"
     return None
-
-
-def _min(*vals):
-    out = vals[0]
-    for v in vals[1:]:
-        out = Mux(v < out, v, out)
-    return out
-
-
-def gearbox(m: Module, name: str, fifo, chunk: int, beat: int, gran: int, load, off0, run, seg_end=C(0, 1),
-            seg_off=C(0, 1), skew: int = 0):
-    """Cut the byte stream of `fifo` (beats of `beat` bytes; the stream's first byte at `off0` of its first beat)
-    into `chunk`-byte pieces. `load`: (re)start at off0 with nothing held. Returns (valid, data, take): `take`
-    (driven by the caller) consumes the piece; with `seg_end` it is the last piece of a segment (a run of beats
-    read on its own): the rest of its beat is dropped and the next segment starts at `seg_off` of the next beat.
-    Offsets are `skew` (0 <= skew < gran) plus a multiple of `gran`: the piece is a beat / gran : 1 choice."""
-    cur = Signal(8 * beat, name=f"{name}_cur")
-    have = Signal(name=f"{name}_have")
-    off = Signal(range(beat), name=f"{name}_off")
-    take = Signal(name=f"{name}_take")
-    win = Cat(cur, fifo.r_data)
-    pos = Array(win[8 * p:8 * (p + chunk)] for p in range(skew, beat, gran))
-    dat = Signal(8 * chunk, name=f"{name}_data")
-    end = off + chunk
-    m.d.comb += dat.eq(pos[off >> log2(gran)] if beat > gran else win[8 * skew:8 * (skew + chunk)])
-    valid = run & have & ((end <= beat) | fifo.r_rdy)
-    with m.If(load):
-        m.d.sync += [have.eq(0), off.eq(off0)]
-    with m.Elif(~have):
-        with m.If(fifo.r_rdy & run):
-            m.d.comb += fifo.r_en.eq(1)
-            m.d.sync += [cur.eq(fifo.r_data), have.eq(1)]
-    with m.Elif(take & seg_end):
-        m.d.sync += [off.eq(seg_off), have.eq(0)]
-        m.d.comb += fifo.r_en.eq(end > beat)
-    with m.Elif(take):
-        with m.If(end < beat):
-            m.d.sync += off.eq(end)
-        with m.Else():
-            m.d.sync += [off.eq(end - beat), cur.eq(fifo.r_data), have.eq(fifo.r_rdy)]
-            m.d.comb += fifo.r_en.eq(fifo.r_rdy)
-    return valid, dat, take
 
 
 class QuantTiles(wiring.Component):
@@ -238,11 +199,12 @@ class QuantTiles(wiring.Component):
         bits = fmt.bits
         planes = bits if is_bcq else 1
         tcb = d * l * bits // 8                                # code bytes per tile
-        streams = (CODES, SCALES, ZEROS) if is_int else (CODES, SCALES)
+        zeros = is_int and not self.codes                      # (a code fetcher reads symmetric codes only)
+        streams = (CODES, SCALES, ZEROS) if zeros else (CODES, SCALES)
         chunk = {CODES: tcb, SCALES: 2 * l * planes, ZEROS: l}             # oc blocks
         ichunk = {SCALES: 2 * d * planes, ZEROS: d}                          # ic blocks: a tile's d rows
         # scale blocks held (groups per tile at G = 32) and the group sizes below d (several blocks per tile);
-        # a table fetcher takes groups of G >= d only
+        # a table or code fetcher takes groups of G >= d only
         one = self.tables or self.codes                      # one scale per lane and tile
         nb = 1 if one else max(1, d // 32)
         small_g = [] if one else [g for g in formats.GROUP_SIZES if g < d]
@@ -254,125 +216,72 @@ class QuantTiles(wiring.Component):
         R = Signal(17)                                         # groups along the axis (oc: rows, ic: columns)
         addr = {s: Signal(40, name=f"addr{s}") for s in streams}   # byte address of each stream's start
         nbytes = {s: Signal(40, name=f"bytes{s}") for s in streams}
-        # segments: oc streams are one linear run; ic scale / zero streams one run per column block j (the K rows
-        # of its column group, read again for each block of the group)
-        segb = {s: Signal(40, name=f"segb{s}") for s in streams}       # bytes per segment
-        nseg = {s: Signal(30, name=f"nseg{s}") for s in streams}
-        rseg = {s: Signal(30, name=f"rseg{s}") for s in streams}       # segments requested (request side)
-        raddr = {s: Signal(40, name=f"raddr{s}") for s in streams}     # next segment's address (request side)
+        alen = {s: Signal(40, name=f"alen{s}") for s in streams}   # nbytes rounded up to 64
         caddr = {s: Signal(40, name=f"caddr{s}") for s in streams}     # next segment's address (gearbox side)
         gmask = Signal(8)                                              # ic: column blocks per group - 1
         pofs = Signal(8)                                               # the phase in tiles (oc) / blocks (ic)
-        left = {s: Signal(32, name=f"left{s}") for s in streams}     # beats still to request
-        nxt = {s: Signal(34, name=f"next{s}") for s in streams}      # next beat to request
-        cred = {s: Signal(range(FIFO_DEPTH[s] + 1), name=f"cred{s}") for s in streams}
-        total = Signal(60)
+        gtiles = Signal(8)                                             # oc: tiles per group - 1 (G >= d)
         end = Signal(41)
-        load = Signal()                                        # restart the gearboxes (RUN begins)
-
-        # ---------------------------------------------------------------- beat FIFOs, tag FIFO, routing
-        fifos = {}
+        load = Signal()                                        # restart the streams and gearboxes (RUN begins)
+        # the streams: segments (oc: one linear run; ic scale / zero streams one run per column block j, the K
+        # rows of its column group, read again for each block of the group), requests, routing, FIFOs
+        rq = Requests(m, streams, {s: FIFO_DEPTH[s] for s in streams}, B, cfg.channel_beat_bytes, self.req,
+                      self.beat, run, load)
+        fifos, segb, nseg = rq.fifos, rq.segb, rq.nseg
         for s in streams:
-            fifos[s] = SyncFIFOBuffered(width=8 * B, depth=FIFO_DEPTH[s])
-            m.submodules[f"bfifo{s}"] = fifos[s]
-        tdepth = sum(FIFO_DEPTH.values()) + 1
-        m.submodules.tags = tags = SyncFIFOBuffered(width=2 + 9, depth=tdepth)
-        tag_s, tag_len = tags.r_data[:2], tags.r_data[2:]
-        cnt = Signal(9)
-        desc = Signal(512)
-        desc_in = Signal()
-        m.d.comb += self.beat.ready.eq(tags.r_rdy)             # credits: every stream FIFO has room
-        with m.If(self.beat.valid & tags.r_rdy):
-            for s in streams:
-                with m.If(tag_s == s):
-                    m.d.comb += [fifos[s].w_en.eq(1)]
-            with m.If(tag_s == DESC):                          # the region starts on a beat
-                m.d.sync += [desc.eq(self.beat.payload[:512]), desc_in.eq(1)]
-            with m.If(cnt + 1 == tag_len):
-                m.d.comb += tags.r_en.eq(1)
-                m.d.sync += cnt.eq(0)
-            with m.Else():
-                m.d.sync += cnt.eq(cnt + 1)
-        for s in streams:
-            m.d.comb += fifos[s].w_data.eq(self.beat.payload)
+            nstep = ic & (gsize != 0) & (((rq.rseg[s] + 1 + pofs) & gmask) == 0)
+            m.d.comb += rq.step[s].eq(0 if s == CODES else Mux(nstep, segb[s], 0))
 
-        # ---------------------------------------------------------------- request generator
-        # a request is chosen into a register (`rq`), which holds it until every channel has taken it: the AR
-        # payload stays put while valid. Its tag is pushed and its credits spent when it is chosen.
-        b4k = 4096 // cfg.channel_beat_bytes
-        rq_valid = Signal()
-        rq = Signal(req_layout())
-        m.d.comb += [self.req.valid.eq(rq_valid), self.req.payload.eq(rq)]
-        with m.If(rq_valid & self.req.ready):
-            m.d.sync += rq_valid.eq(0)
-        free = (~rq_valid | self.req.ready) & tags.w_rdy
-        spent = {s: Signal(9, name=f"spent{s}") for s in streams}
-        dreq = Signal()                                        # the descriptor read is due
-        with m.If(dreq):
-            with m.If(free):
-                m.d.comb += [tags.w_en.eq(1), tags.w_data.eq(Cat(C(DESC, 2), C(1, 9)))]
-                m.d.sync += [rq.beat.eq(self.base >> lb), rq.len.eq(1), rq_valid.eq(1), dreq.eq(0)]
-        with m.Elif(run):
-            for s in streams:                                  # load the next segment of a stream
-                with m.If((left[s] == 0) & (rseg[s] != nseg[s])):
-                    first, last = raddr[s] >> lb, (raddr[s] + segb[s] - 1) >> lb
-                    step = Mux(ic & (gsize != 0) & (((rseg[s] + 1 + pofs) & gmask) == 0), segb[s], 0)
-                    m.d.sync += [nxt[s].eq(first), left[s].eq(last - first + 1), rseg[s].eq(rseg[s] + 1),
-                                 raddr[s].eq(raddr[s] + (0 if s == CODES else step))]
-            chosen = C(0, 1)
-            for s in reversed(streams):                        # priority: zeros, scales, then codes
-                to4k = b4k - (nxt[s] & (b4k - 1))
-                want = _min(left[s], to4k, C(FIFO_DEPTH[s] // 2, 8))
-                blen = _min(left[s], to4k, cred[s], C(256, 9))
-                ok = (left[s] != 0) & (cred[s] >= want)
-                with m.If(ok & ~chosen & free):
-                    m.d.comb += [tags.w_en.eq(1), tags.w_data.eq(Cat(C(s, 2), blen[:9])), spent[s].eq(blen)]
-                    m.d.sync += [rq.beat.eq(nxt[s]), rq.len.eq(blen), rq_valid.eq(1),
-                                 left[s].eq(left[s] - blen), nxt[s].eq(nxt[s] + blen)]
-                chosen = chosen | ok
-        for s in streams:                                      # credits: requested beats, back when popped
-            back = fifos[s].r_en & fifos[s].r_rdy
-            with m.If(~load):
-                m.d.sync += cred[s].eq(cred[s] - spent[s] + back)
+        # ---------------------------------------------------------------- tile walk: registers, not compares
+        ti, tj = Signal(30), Signal(30)
+        ti_rem, tj_rem = Signal(30), Signal(30)                # tiles after this one in the column / blocks
+        row_last, col_last = Signal(), Signal()                # the tile is its column's last / in the last block
+        kt1, kt_one, nonempty = Signal(30), Signal(), Signal()
+        # rows (columns) of the last row tile (column block) inside k (n): the engine's kt = ceil(k / d), nt = ...
+        rmask, cmask = Signal(d), Signal(l)
+        row_ok = [~row_last | rmask[r] for r in range(d)]
+        col_ok = [~col_last | cmask[c] for c in range(l)]
 
         # ---------------------------------------------------------------- gearboxes
-        ti, tj, t = Signal(30), Signal(30), Signal(60)
-        col_end = ti + 1 == self.kt
         cstep = Mux((gsize != 0) & (((tj + 1 + pofs) & gmask) == 0), segb[SCALES], 0)
         gb, igb = {}, {}
         for s in streams:
             # the codes start DESC_BYTES into a region that starts on a beat (PARSE checks it), and a tile's codes
             # follow the last one's: their offsets are DESC_BYTES plus multiples of gcd(tile code bytes, B)
-            # (INT4 at the dfx preset: 4 positions in the beat, not 32); the other streams start at any 64 bytes
+            # (INT4 at the dfx preset: 4 positions in the beat, not 32); the other streams start at any 64 bytes.
+            # The scale and zero blocks come out of a register.
             g = math.gcd(chunk[s], B) if s == CODES else math.gcd(chunk[s], 64, B)
-            off0 = addr[s] & (B - 1)
-            gb[s] = gearbox(m, f"gb{s}", fifos[s], chunk[s], B, g, load, off0, run if s == CODES else run & ~ic,
-                            skew=formats.DESC_BYTES % g if s == CODES else 0)
+            gb[s] = gearbox(m, f"gb{s}", fifos[s], chunk[s], B, g, load, addr[s][log2(g):lb],
+                            run if s == CODES else run & ~ic, skew=formats.DESC_BYTES % g if s == CODES else 0,
+                            registered=s != CODES)
             if s != CODES:
-                nxt_seg = caddr[s] + Mux(s == SCALES, cstep, Mux(cstep != 0, segb[s], 0))
-                igb[s] = gearbox(m, f"igb{s}", fifos[s], ichunk[s], B, math.gcd(ichunk[s], 64, B), load, off0,
-                                 run & ic, col_end, nxt_seg & (B - 1))
-                with m.If(igb[s][2] & col_end):
+                gi = math.gcd(ichunk[s], 64, B)
+                nxt_seg = caddr[s] + (cstep if s == SCALES else Mux(cstep != 0, segb[s], 0))
+                igb[s] = gearbox(m, f"igb{s}", fifos[s], ichunk[s], B, gi, load, addr[s][log2(gi):lb],
+                                 run & ic, row_last, nxt_seg[log2(gi):lb])
+                with m.If(igb[s][2] & row_last):
                     m.d.sync += caddr[s].eq(nxt_seg)
 
         # ---------------------------------------------------------------- tile assembly
         pc = Signal(range(nb + 1))
-        need = Signal(range(nb + 1))
-        first_row = ti << log2(d)
-        gtiles = Mux(gsize >= d, (gsize >> log2(d)) - 1, 0)   # tiles per group - 1 (G >= d)
-        need_big = Mux(gsize == 0, ti == 0, (((ti + pofs) & gtiles) == 0) | (ti == 0))
-        need_v = need_big
-        for g in small_g:
-            rem = R - (ti << log2(d // g))
-            need_v = Mux(gsize == g, _min(rem, C(d // g, 8)), need_v)
-        m.d.comb += need.eq(Mux(ic, 1, need_v))
+        need = Signal(range(nb + 1))                            # blocks the tile takes (a register)
+
+        gpos, gwhole = Signal(8), Signal()                     # oc, G >= d: (ti + pofs) mod tiles per group; G = 0
+
+        def need_of(x, first):
+            """The blocks row tile x takes (`first`: x is 0; else x = ti + 1, the tile after this one)."""
+            v = Mux(first, 1, ~gwhole & (gpos == gtiles))       # x starts a group when this tile ends one
+            for g in small_g:
+                v = Mux(gsize == g, vmin(R - (x << log2(d // g)), C(d // g, 8)), v)
+            return Mux(ic, 1, v)
+
         hs = Array(Signal(16 * l * planes, name=f"hold_s{b}") for b in range(nb))
         hz = Array(Signal(8 * l, name=f"hold_z{b}") for b in range(nb))
         his, hiz = Signal(16 * d * planes), Signal(8 * d)      # ic: the tile's rows' scales, zero points
         sv, sdat, stake = gb[SCALES]
         isv, isdat, istake = igb[SCALES]
         blk_ok = Mux(ic, isv, sv)
-        if is_int:
+        if zeros:
             zv, zdat, ztake = gb[ZEROS]
             izv, izdat, iztake = igb[ZEROS]
             blk_ok = blk_ok & (Mux(ic, izv, zv) | ~asym)
@@ -385,13 +294,13 @@ class QuantTiles(wiring.Component):
             with m.If(ic):
                 m.d.comb += istake.eq(1)
                 m.d.sync += his.eq(isdat)
-                if is_int:
+                if zeros:
                     m.d.comb += iztake.eq(asym)
                     m.d.sync += hiz.eq(Mux(asym, izdat, 0))
             with m.Else():
                 m.d.comb += stake.eq(1)
                 m.d.sync += hs[pc].eq(sdat)
-                if is_int:
+                if zeros:
                     m.d.comb += ztake.eq(asym)
                     m.d.sync += hz[pc].eq(Mux(asym, zdat, 0))
 
@@ -401,13 +310,15 @@ class QuantTiles(wiring.Component):
         fire = tvalid & tready
         m.d.comb += ctake.eq(fire)
         with m.If(fire):
-            m.d.sync += [pc.eq(0), t.eq(t + 1)]
-            with m.If(ti + 1 == self.kt):
-                m.d.sync += [ti.eq(0), tj.eq(tj + 1)]
+            m.d.sync += [pc.eq(0), need.eq(Mux(row_last, need_of(C(0, 30), 1), need_of(ti + 1, 0))),
+                         gpos.eq(Mux(row_last, pofs, gpos + 1) & gtiles)]
+            with m.If(row_last):
+                m.d.sync += [ti.eq(0), tj.eq(tj + 1), ti_rem.eq(kt1), row_last.eq(kt_one),
+                             tj_rem.eq(tj_rem - 1), col_last.eq(tj_rem == 1)]
+                with m.If(col_last):
+                    m.d.sync += run.eq(0)
             with m.Else():
-                m.d.sync += ti.eq(ti + 1)
-            with m.If(t + 1 == total):
-                m.d.sync += run.eq(0)
+                m.d.sync += [ti.eq(ti + 1), ti_rem.eq(ti_rem - 1), row_last.eq(ti_rem == 1)]
         half = 1 << (bits - 1)
         # the blocks the tile's lanes read: held, or the one being taken now (bypass)
         hsl, hzl = Array(), Array()
@@ -415,15 +326,14 @@ class QuantTiles(wiring.Component):
             live = bypass & (pc == bi)
             hsl.append(Signal(16 * l * planes, name=f"scale_blk{bi}"))
             m.d.comb += hsl[bi].eq(Mux(live, sdat, hs[bi]))
-            if is_int:
+            if zeros:
                 hzl.append(Signal(8 * l, name=f"zero_blk{bi}"))
                 m.d.comb += hzl[bi].eq(Mux(live, zdat, hz[bi]))
         hisr, hizr = Signal(16 * d * planes), Signal(8 * d)
         m.d.comb += hisr.eq(Mux(bypass, isdat, his))
-        if is_int:
+        if zeros:
             m.d.comb += hizr.eq(Mux(bypass, izdat, hiz))
         for c in range(l if self.tables else 0):      # a table per lane: its d rows' codes, one scale and zero
-            col_ok = (tj << log2(l)) + c < self.n
             u = self.dq[c]
             m.submodules[f"tq{c}"] = u
             pay = u.i.payload
@@ -432,29 +342,25 @@ class QuantTiles(wiring.Component):
             for r in range(d):
                 e = c * d + r
                 code = cdat[bits * e:bits * e + bits]
-                m.d.comb += [pay.code[r].eq(Mux(asym, code, code ^ half)),
-                             pay.clear[r].eq(~(col_ok & (first_row + r < self.k)))]
+                m.d.comb += [pay.code[r].eq(Mux(asym, code, code ^ half)), pay.clear[r].eq(~(col_ok[c] & row_ok[r]))]
         for c in range(l if self.codes else 0):       # codes per lane: its d rows' codes, one scale
-            col_ok = (tj << log2(l)) + c < self.n
             u = self.dq[c]
             m.submodules[f"tc{c}"] = u
             pay = u.i.payload
             m.d.comb += [u.i.valid.eq(tvalid), u.o.ready.eq(self.tile.ready), pay.scale.eq(hsl[0][16 * c:16 * c + 16])]
             for r in range(d):
                 e = c * d + r
-                m.d.comb += [pay.code[r].eq(cdat[bits * e:bits * e + bits]),
-                             pay.clear[r].eq(~(col_ok & (first_row + r < self.k)))]
+                m.d.comb += [pay.code[r].eq(cdat[bits * e:bits * e + bits]), pay.clear[r].eq(~(col_ok[c] & row_ok[r]))]
         for c in range(0 if self.tables or self.codes else l):
-            col_ok = (tj << log2(l)) + c < self.n
             for r in range(d):
                 e = c * d + r
                 u = self.dq[e]
                 m.submodules[f"dq{e}"] = u
-                ok = col_ok & (first_row + r < self.k)
+                ok = col_ok[c] & row_ok[r]
                 b = C(0, 1)
                 for g in small_g:
                     b = Mux(gsize == g, r // g, b)
-                hsb, hzb = hsl[b], (hzl[b] if is_int else None)
+                hsb, hzb = hsl[b], (hzl[b] if zeros else None)
                 pay = u.i.payload
                 m.d.comb += [u.i.valid.eq(tvalid), u.o.ready.eq(self.tile.ready)]
                 if is_bcq:     # plane q's bit at q*d*l + e; alphas: oc (q, lane c) of a block, ic (row r, q)
@@ -479,17 +385,25 @@ class QuantTiles(wiring.Component):
             m.d.comb += self.tile.payload.eq(Cat(*[Value.cast(u.o.payload) for u in self.dq]))
 
         # ---------------------------------------------------------------- control: descriptor, setup
+        # one step of arithmetic per state (the 300 MHz depth): the descriptor's checks into registers, then
+        # their verdict; the group count; the two products by shift and add (a cycle per bit of the smaller
+        # factor); the byte counts; the three stream addresses one after another; the range check
         lay = {nm: (8 * off, 8 * (off + struct_size)) for nm, off, struct_size in _desc_fields()}
-        fld = {nm: desc[a:b] for nm, (a, b) in lay.items()}
+        fld = {nm: rq.desc[a:b] for nm, (a, b) in lay.items()}
         k, n = self.k, self.n
+        checks, on_beat = Signal(12), Signal()
+        along, ph_r, rsum = Signal(33), Signal(16), Signal(35)
+        ma, mb, p1 = Signal(60), Signal(30), Signal(60)        # kt * nt
+        na, nbm, p2 = Signal(50), Signal(17), Signal(50)      # R * k (ic) or R * nt (oc)
         m.d.comb += load.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [dreq.eq(1), desc_in.eq(0), run.eq(0)]
+                    rq.start_desc(m, self.base >> lb)
+                    m.d.sync += run.eq(0)
                     m.next = "DESC"
             with m.State("DESC"):
-                with m.If(desc_in):
+                with m.If(rq.desc_in):
                     m.next = "PARSE"
             with m.State("PARSE"):
                 g = fld["group"]
@@ -497,50 +411,79 @@ class QuantTiles(wiring.Component):
                 ph = fld["phase"]
                 # a phase inside a group, whole tiles (oc: rows, d) or column blocks (ic: lanes, l) from its start
                 phase_ok = (ph == 0) | ((g != 0) & (ph < g) & Mux(flags[0], (ph & (l - 1)) == 0, (ph & (d - 1)) == 0))
-                good = ((fld["magic"] == formats.DESC_MAGIC) & (fld["wfmt"] == self.wfmt) & (fld["bits"] == bits)
-                        & (fld["k"] == k) & (fld["n"] == n) & (k < MAX_K) & (n < MAX_K) & phase_ok
-                        & (~flags[1] | C(int(is_int), 1))
-                        & (~flags[0] | ((k & (d - 1)) == 0))             # ic: whole row tiles
-                        & ((g == 0) | (g == 32) | (g == 64) | (g == 128))
-                        & (C(not one, 1) | (~flags[0] & ((g == 0) | (g >= d))))    # tables, codes: oc, G >= d
-                        & (C(not self.codes, 1) | ~flags[1]))                       # codes: symmetric
-                gl = Mux(g == 32, 5, Mux(g == 64, 6, 7))
-                along = Mux(flags[0], n, k)
-                m.d.sync += [asym.eq(flags[1]), ic.eq(0 if one else flags[0]), gsize.eq(g),
-                             gmask.eq(Mux(g == 0, 0, (g >> log2(l)) - 1)),
-                             pofs.eq(Mux(flags[0], ph >> log2(l), ph >> log2(d))),
-                             R.eq(Mux(g == 0, 1, (along + ph + g - 1) >> gl)), total.eq(self.kt * self.nt)]
-                with m.If(self.base[:lb] != 0):                # a region starts on a beat
+                m.d.sync += [checks.eq(Cat(
+                    fld["magic"] == formats.DESC_MAGIC, fld["wfmt"] == self.wfmt, fld["bits"] == bits,
+                    fld["k"] == k, fld["n"] == n, (k < MAX_K) & (n < MAX_K), phase_ok,
+                    ~flags[1] | C(int(is_int), 1),
+                    ~flags[0] | ((k & (d - 1)) == 0),                                 # ic: whole row tiles
+                    (g == 0) | (g == 32) | (g == 64) | (g == 128),
+                    C(not one, 1) | (~flags[0] & ((g == 0) | (g >= d))),              # tables, codes: oc, G >= d
+                    C(not self.codes, 1) | ~flags[1])),                               # codes: symmetric
+                    on_beat.eq(self.base[:lb] == 0),
+                    ic.eq(0 if one else flags[0]), gsize.eq(g), ph_r.eq(ph), along.eq(Mux(flags[0], n, k)),
+                    gmask.eq(Mux(g == 0, 0, (g >> log2(l)) - 1)),
+                    pofs.eq(Mux(flags[0], ph >> log2(l), ph >> log2(d)))]
+                if zeros:
+                    m.d.sync += asym.eq(flags[1])
+                m.next = "VERDICT"
+            with m.State("VERDICT"):
+                with m.If(~on_beat):                           # a region starts on a beat
                     m.d.comb += [self.status.valid.eq(1), self.status.bad_range.eq(1)]
                     m.next = "IDLE"
-                with m.Elif(~good):
+                with m.Elif(~checks.all()):
                     m.d.comb += [self.status.valid.eq(1), self.status.bad_fmt.eq(1)]
                     m.next = "IDLE"
                 with m.Else():
+                    m.d.sync += rsum.eq(along + ph_r + gsize - 1)
+                    m.next = "GROUPS"
+            with m.State("GROUPS"):
+                m.d.sync += [R.eq(Mux(gsize == 0, 1, Mux(gsize == 32, rsum >> 5, Mux(gsize == 64, rsum >> 6,
+                                                                                     rsum >> 7)))),
+                             gtiles.eq(Mux(gsize >= d, (gsize >> log2(d)) - 1, 0)), gwhole.eq(gsize == 0),
+                             ma.eq(self.kt), mb.eq(self.nt), p1.eq(0)]
+                m.next = "MUL0"
+            with m.State("MUL0"):
+                m.d.sync += [na.eq(Mux(ic, k, self.nt)), nbm.eq(R), p2.eq(0)]
+                m.next = "MUL"
+            with m.State("MUL"):
+                for a, b, p in ((ma, mb, p1), (na, nbm, p2)):
+                    with m.If(b[0]):
+                        m.d.sync += p.eq(p + a)
+                    m.d.sync += [a.eq(a << 1), b.eq(b >> 1)]
+                with m.If((mb == 0) & (nbm == 0)):
                     m.next = "SIZE"
             with m.State("SIZE"):
-                cb = total * tcb
-                sb = Mux(ic, R * k * (2 * planes), self.nt * R * (2 * l * planes))
+                cb = times(p1, tcb)
+                sb = Mux(ic, times(p2, 2 * planes), times(p2, 2 * l * planes))
+                kmod, nmod = k[:log2(d)], n[:log2(l)]
                 m.d.sync += [nbytes[CODES].eq(cb), nbytes[SCALES].eq(sb), segb[CODES].eq(cb), nseg[CODES].eq(1),
-                             segb[SCALES].eq(Mux(ic, k * (2 * planes), sb)), nseg[SCALES].eq(Mux(ic, self.nt, 1)),
-                             addr[CODES].eq(self.base + formats.DESC_BYTES)]
-                if is_int:
-                    zb = Mux(ic, R * k, self.nt * R * l)
+                             segb[SCALES].eq(Mux(ic, times(k, 2 * planes), sb)), nseg[SCALES].eq(Mux(ic, self.nt, 1)),
+                             addr[CODES].eq(self.base + formats.DESC_BYTES),
+                             kt1.eq(self.kt - 1), kt_one.eq(self.kt == 1), nonempty.eq(p1 != 0),
+                             rmask.eq(Cat(((kmod == 0) & (k != 0)) | (r < kmod) for r in range(d))),
+                             cmask.eq(Cat(((nmod == 0) & (n != 0)) | (c < nmod) for c in range(l)))]
+                if zeros:
+                    zb = Mux(ic, p2, times(p2, l))
                     m.d.sync += [nbytes[ZEROS].eq(Mux(asym, zb, 0)), segb[ZEROS].eq(Mux(ic, k, zb)),
                                  nseg[ZEROS].eq(Mux(asym, Mux(ic, self.nt, 1), 0))]
-                m.next = "ADDR"
-            with m.State("ADDR"):
-                a64 = (nbytes[CODES] + 63) & ~C(63, 40)
-                s_at = addr[CODES] + a64
-                m.d.sync += addr[SCALES].eq(s_at)
-                sa64 = (nbytes[SCALES] + 63) & ~C(63, 40)
-                if is_int:
-                    m.d.sync += addr[ZEROS].eq(s_at + sa64)
-                    za64 = (nbytes[ZEROS] + 63) & ~C(63, 40)
-                    m.d.sync += end.eq(s_at + sa64 + za64)
+                m.next = "ALIGN"
+            with m.State("ALIGN"):
+                m.d.sync += [alen[s].eq((nbytes[s] + 63) & ~C(63, 40)) for s in streams]
+                m.next = "ADDR1"
+            with m.State("ADDR1"):
+                m.d.sync += addr[SCALES].eq(addr[CODES] + alen[CODES])
+                m.next = "ADDR2"
+            with m.State("ADDR2"):
+                if zeros:
+                    m.d.sync += addr[ZEROS].eq(addr[SCALES] + alen[SCALES])
+                    m.next = "ADDR3"
                 else:
-                    m.d.sync += end.eq(s_at + sa64)
-                m.next = "CHECK"
+                    m.d.sync += end.eq(addr[SCALES] + alen[SCALES])
+                    m.next = "CHECK"
+            if zeros:
+                with m.State("ADDR3"):
+                    m.d.sync += end.eq(addr[ZEROS] + alen[ZEROS])
+                    m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += self.status.valid.eq(1)
                 with m.If(end > cfg.hbm_bytes):
@@ -549,11 +492,22 @@ class QuantTiles(wiring.Component):
                 with m.Else():
                     m.d.comb += [self.status.ok.eq(1), load.eq(1)]
                     for s in streams:
-                        m.d.sync += [left[s].eq(0), rseg[s].eq(0), raddr[s].eq(addr[s]), caddr[s].eq(addr[s]),
-                                     cred[s].eq(FIFO_DEPTH[s])]
-                    m.d.sync += [run.eq(total != 0), ti.eq(0), tj.eq(0), t.eq(0), pc.eq(0)]
+                        m.d.sync += [rq.raddr[s].eq(addr[s]), caddr[s].eq(addr[s])]
+                    m.d.sync += [run.eq(nonempty), ti.eq(0), tj.eq(0), pc.eq(0), need.eq(need_of(C(0, 30), 1)),
+                                 gpos.eq(pofs & gtiles),
+                                 ti_rem.eq(kt1), row_last.eq(kt_one), tj_rem.eq(self.nt - 1),
+                                 col_last.eq(self.nt == 1)]
                     m.next = "IDLE"
         return m
+
+
+def times(x, c: int):
+    """x * c for a constant c, as shifted copies of x added (c's set bits: one adder for the two of 3 * 2^k)."""
+    terms = [x << b for b in range(c.bit_length()) if c >> b & 1]
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
 
 
 def _desc_fields():

@@ -43,15 +43,19 @@ def quant_weight(fmt, k, n, seed, phase=0):
     return formats.QuantWeight(fmt, codes, scales, zeros, phase=phase).check()
 
 
-def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None, phase=0, tables=False, codes=False):
+def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None, phase=0, tables=False, codes=False,
+              padding=None):
     """(tiles the fetcher produced, tiles expected, status) for one instruction on a region at HBM byte `base`
     (a matrix of phase `phase`); `times` (a list) gets the cycle of each tile; `tables`: the fetcher built with
     table dequantisers; `codes`: a code fetcher (the tile-scaled core's): the tiles are the codes' binary16
-    values, each followed by its l lane scales (compared on the real columns: padding ones are never used)."""
+    values, each followed by its l lane scales (compared on the real columns: padding ones are never used);
+    `padding`: the code every padding row and column of the region holds instead of 0 (a hostile region)."""
     fmt = formats.parse(name)
     qw = quant_weight(fmt, k, n, seed, phase)
     region = formats.pack_region(qw, cfg.d, cfg.l)
     d, l, B = cfg.d, cfg.l, cfg.beat_bytes
+    if padding is not None:
+        region = fill_padding(region, fmt, k, n, d, l, padding)
     kt, nt = -(-k // d), -(-n // l)
     want = tile_matrix(numerics.daz16(qw.dequant()), d, l).view(np.uint16).reshape(kt * nt, d * l)
     real = None
@@ -127,6 +131,22 @@ def run_fetch(cfg, name, k, n, base, seed=0, stall=0.3, times=None, phase=0, tab
     if real is not None and len(got):
         got[:, d * l:] = np.where(real[:len(got)], got[:, d * l:], 0)
     return got, want, status
+
+
+def fill_padding(region: bytes, fmt, k, n, d, l, code) -> bytes:
+    """`region` with `code` in every padding element's code bits (rows >= k or columns >= n of the tile grid:
+    tiles column-major, element e = lane * d + row at bits [b*e, b*e+b) of its tile's codes)."""
+    kt, nt, b = -(-k // d), -(-n // l), fmt.bits
+    bits = np.unpackbits(np.frombuffer(region, np.uint8), bitorder="little")
+    tile_bits = d * l * b
+    for j in range(nt):
+        for i in range(kt):
+            for c in range(l):
+                for r in range(d):
+                    if i * d + r >= k or j * l + c >= n:
+                        at = 8 * formats.DESC_BYTES + (j * kt + i) * tile_bits + b * (c * d + r)
+                        bits[at:at + b] = [(code >> q) & 1 for q in range(b)]
+    return np.packbits(bits, bitorder="little").tobytes()
 
 
 SLOW = pytest.mark.slow          # about 20 s each in amaranth.sim: four in the default run, the rest slow
@@ -333,6 +353,19 @@ def test_code_fetcher_hands_the_mpu_codes_and_scales(cfg, name, k, n, base, phas
     lanes' group scales, under random back-pressure (ragged k and n, a phase, d = 64)."""
     assert tile_scale_cannot_read(formats.parse(name), cfg.d, phase) is None
     got, want, status = run_fetch(cfg, name, k, n, base, seed=k * 37 + n + phase, phase=phase, codes=True)
+    assert status == [0b11], status
+    bad = np.argwhere(got != want)
+    assert got.shape == want.shape and not bad.size, [(int(t), int(e), hex(got[t, e]), hex(want[t, e]))
+                                                      for t, e in bad[:5]]
+
+
+@pytest.mark.parametrize("kind", ["codes", "tables", "elements"])
+def test_padding_codes_come_out_zero(kind):
+    """A hostile region whose padding rows and columns hold a nonzero code (7, the largest int4 value) still
+    gives +0 there: the fetcher clears rows >= k and columns >= n (the last row tile's and column block's masks),
+    whichever unit turns the codes into binary16."""
+    got, want, status = run_fetch(TINY, "int4-oc-g32", 44, 10, 64, seed=5, codes=kind == "codes",
+                                  tables=kind == "tables", padding=7)
     assert status == [0b11], status
     bad = np.argwhere(got != want)
     assert got.shape == want.shape and not bad.size, [(int(t), int(e), hex(got[t, e]), hex(want[t, e]))
