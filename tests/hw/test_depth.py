@@ -185,3 +185,15 @@ def test_docs_core_depth_table_sets_the_models_clock():
     units = supported_clock(block(REPO / "docs" / "rtl.md", "depth:tiny"), CLOCK_UNITS)
     perf = (REPO / "docs" / "perf.md").read_text()
     assert f"{min(units, slowest // 10 * 10):.0f} MHz | " in perf
+
+
+@pytest.mark.synthesis
+@pytest.mark.skipif(importlib.util.find_spec("pyosys") is None, reason="needs the native Yosys of pyosys")
+def test_code_fetcher_meets_the_300mhz_depth(tmp_path):
+    """The quick check of `resource_tables.py --depth-fetcher` (the dfx preset's, minutes): the tile-scaled
+    core's INT4 tile fetcher (`QuantTiles(codes=True)`: request stages, tag routing, gearboxes, tile walk, setup)
+    at the tiny config, every register-to-register path within the 300 MHz depth."""
+    from dfx.config import PRESETS
+    from dfx.hw.qfetch import QuantTiles
+    p, _ = analyse(QuantTiles(PRESETS["tiny"], "int4", codes=True), "qfetch_codes", tmp_path)
+    assert p.luts <= D.max_levels and p.delay_ns <= 1000 / D.target_mhz, (p.luts, p.delay_ns, p.start, p.end)
