@@ -185,6 +185,11 @@ def test_docs_core_depth_table_sets_the_models_clock():
     units = supported_clock(block(REPO / "docs" / "rtl.md", "depth:tiny"), CLOCK_UNITS)
     perf = (REPO / "docs" / "perf.md").read_text()
     assert f"{min(units, slowest // 10 * 10):.0f} MHz | " in perf
+    # the configuration chosen to fit: its INT4 tile fetcher's table too (`--depth-fetcher`)
+    fetcher = parse_depth_table(block(REPO / "docs" / "rtl.md", "depth:fetcher"))
+    assert fetcher and all(r["parameters"].startswith("dfx-int4:") for r in fetcher)
+    best = min(units, slowest // 10 * 10, core_clock(block(REPO / "docs" / "rtl.md", "depth:fetcher")))
+    assert f"the codes into the MPU), l=16, {best:.0f} MHz" in perf
 
 
 @pytest.mark.synthesis
