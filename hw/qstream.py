@@ -7,9 +7,10 @@ data into one FIFO per stream, and the gearboxes that cut a stream into pieces, 
 registered stages look at the stream: `m1` = min(beats left, beats to the channel's next 4 KiB page); then `ok`
 and the burst length (at most the credits: the FIFO's free beats); then one request is picked (zeros, scales,
 codes) into `pick` and issued into the AR register the cycle after. A stream's registered views are two cycles
-old, so a stream that has just issued waits two cycles (`stale`); credits come back one cycle after the FIFO
-pops (`back`), so every view is a lower bound of the truth and no FIFO overflows. Rate: a request every 4
-cycles per stream, each up to half the stream's FIFO.
+old, so a stream that has just issued waits two cycles (`stale`); credits are taken off one cycle after the
+issue (within that wait) and come back one cycle after the FIFO pops (`back`), so every view a pick reads is a
+lower bound of the truth and no FIFO overflows. Rate: a request every 4 cycles per stream; a burst waits for
+half the stream's FIFO free (or the rest of its run or page) and takes all its free beats.
 
 **Routing**: a tag FIFO (stream, beats, one-beat flag) in request order; the beat counter of the head tag keeps
 its "next beat is the last" flag in a register, so the tag pop is one LUT from the read data's valid. The tag
@@ -162,7 +163,7 @@ class Requests:
             left, nxt = Signal(32, name=f"left{s}"), Signal(34, name=f"next{s}")
             to4k = Signal(range(b4k + 1), name=f"to4k{s}")
             cred = Signal(range(F + 1), name=f"cred{s}")
-            back = Signal(name=f"back{s}")
+            back, spent = Signal(name=f"back{s}"), Signal(range(F + 1), name=f"spent{s}")
             stale = Signal(2, name=f"stale{s}")
             sp_v, sp_st = Signal(name=f"sp_v{s}"), Signal(name=f"sp_st{s}")
             sp_first, sp_last, sp_cnt = (Signal(34, name=f"sp_first{s}"), Signal(34, name=f"sp_last{s}"),
@@ -196,12 +197,13 @@ class Requests:
             m.d.sync += m1.eq(Mux(small, left[:tb], to4k))
             m.d.sync += [ok.eq((m1 != 0) & ((cred >= F // 2) | (cred >= m1))), blen.eq(vmin(m1, cred)),
                          one.eq((m1 == 1) | (cred == 1))]
-            m.d.sync += back.eq(fifos[s].r_en & fifos[s].r_rdy)
+            # credits spent and returned a cycle late (registers): while spent ones are not yet taken off, the
+            # stream is stale, and returned ones only make the view lower than the truth
+            m.d.sync += [back.eq(fifos[s].r_en & fifos[s].r_rdy), spent.eq(Mux(mine, pick_len, 0))]
             with m.If(load):
-                m.d.sync += [cred.eq(F), back.eq(0), stale.eq(0b11)]
+                m.d.sync += [cred.eq(F), back.eq(0), spent.eq(0), stale.eq(0b11)]
             with m.Else():
-                m.d.sync += [cred.eq(cred - Mux(mine, pick_len, 0) + back),
-                             stale.eq(Mux(mine, 0b11, stale >> 1))]
+                m.d.sync += [cred.eq(cred - spent + back), stale.eq(Mux(mine, 0b11, stale >> 1))]
             cands.append((s, ok & (stale == 0), blen, one, nxt))
         # the pick: zeros, then scales, then codes
         with m.If(~pick_v & run & ~load):
