@@ -31,7 +31,7 @@ BUILD = REPO / "build" / "rtl_core"
 TOP = "dfx_core"
 # the hw/ modules the core's Verilog is generated from (a change to any of them rebuilds it)
 RTL_SOURCES = frozenset({"top", "core", "dma", "fetch", "regs", "router", "buffers", "decoder", "fp", "sfu", "mpu",
-                         "vpu", "pipe", "scoreboard", "qfetch", "dequant", "slr", "ring"})
+                         "vpu", "pipe", "scoreboard", "qfetch", "qstream", "dequant", "slr", "ring", "predecode"})
 PATCH_VERSION = 1                 # bump when `kick_comb_processes` changes: cached Icarus builds are redone
 WFORMATS_ENV = "DFX_RTL_WFORMATS"  # families every core is built with besides the program's: "all" or a comma list
 _VERILOG_CACHE: dict = {}         # (config hash, devices, source hash) -> Verilog text, within one process

@@ -57,3 +57,15 @@ def test_families_from_the_environment(odd_model, monkeypatch):
     with pytest.raises(FormatError, match=r"^\$DFX_RTL_WFORMATS: not a weight family of the core: bcq, int5; "
                                           r"accepted: all or a comma list of int8, int4"):
         weight_families(fp16)
+
+
+def test_build_cache_key_covers_every_rtl_module():
+    """Every module of hw/ that the cores (`hw.top`, `hw.ring_top`) are built from is in the cached builds' key
+    (`source_hash` reads `RTL_SOURCES`): changing one rebuilds the Verilog, not a stale cached core."""
+    import subprocess
+
+    from dfx.verify.core_build import RTL_SOURCES
+    out = subprocess.run([sys.executable, "-c", "import sys, dfx.hw.top, dfx.hw.ring_top; print(' '.join("
+                          "m.split('.')[-1] for m in sys.modules if m.startswith('dfx.hw.')))"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out and not [m for m in out if m.split("_")[0] not in RTL_SOURCES]
