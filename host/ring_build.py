@@ -77,7 +77,7 @@ def kernel_xml(cfg: AccelConfig) -> str:
 
 
 def package_tcl(cfg: AccelConfig, label: str, tcl_word, part: str, freq_hz: int) -> str:
-    """ring/package_xo.tcl; `label`: the config's name for comments, `tcl_word`: `dfx.host.build.tcl_word`."""
+    """ring/package_xo.tcl; `label`: the config's name for comments, `tcl_word`: `dfx.host.board_files.tcl_word`."""
     hw = _hw()
     regs = "\n".join(f"set reg [ipx::add_register {name.lower()} $blk]; set_property address_offset 0x{off:x} "
                      f"$reg; set_property size 32 $reg" for off, name, _ in hw.STATUS_REGS)

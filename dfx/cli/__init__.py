@@ -25,7 +25,8 @@ from dfx.compiler.quant.report_cli import quant_report
 from dfx.config import PIPELINES, load_config
 from dfx.errors import UsageError
 from dfx.host import BACKENDS, resolve_backend
-from dfx.host.build import build_tree, check_tree
+from dfx.host.build import build_tree
+from dfx.host.build_check import check_tree
 from dfx.host.lint import lint_tree
 from dfx.host.lint import verilator as lint_verilator
 from dfx.host.rtl_session import RTL_TIMEOUT_S, run_session

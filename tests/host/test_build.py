@@ -16,7 +16,9 @@ from dfx.cli import main
 from dfx.host import build as build_mod
 from dfx.config import load_config
 from dfx.errors import UsageError
-from dfx.host.build import BuildError, bank_map, build_tree, check_tree, tcl_word, verilog_ports
+from dfx.host.board_files import bank_map, tcl_word
+from dfx.host.build import BuildError, build_tree
+from dfx.host.build_check import check_tree, verilog_ports
 from dfx.host.lint import lint_tree
 from dfx.verify.toolchain import venv_path
 

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from dfx.cli import main
 from dfx.config import load_config
 from dfx.errors import UsageError
-from dfx.host.build import build_tree, check_tree
+from dfx.host.build import build_tree
+from dfx.host.build_check import check_tree
 
 QUIET = {"run_tools": False, "log": lambda m: None}
 

@@ -1,0 +1,189 @@
+"""The files of the U280 build tree (`dfx.host.build.build_tree` writes them), as text from the core's config and
+`dfx.regmap`: kernel.xml, package_xo.tcl, the link configs, build.sh's commands, and the board's data
+(boards/u280/board.json). `dfx.host.build_check` reads them back.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from string import Template
+
+from dfx import regmap
+from dfx.config import AccelConfig
+from dfx.errors import UsageError
+
+from . import ring_build
+from .ring_build import RING_CU, RING_DIR, RING_KERNEL, BuildError
+
+BOARDS = ("u280",)
+KERNEL = "dfx_core"
+CU = f"{KERNEL}_1"
+BOARD_DIR = Path(__file__).resolve().parents[1] / "boards"
+
+
+def board_data(board: str) -> dict:
+    if board not in BOARDS:
+        raise UsageError(f"unknown board {board!r}; accepted: {', '.join(BOARDS)}")
+    data = json.loads((BOARD_DIR / board / "board.json").read_text())
+    if "vitis" not in data:
+        raise BuildError(f"boards/{board}/board.json has no 'vitis' section (platform, QSFP clocks)")
+    return data
+
+
+def _v(d: dict, *path):
+    for p in path:
+        d = d[p]
+    return d["value"] if isinstance(d, dict) and "value" in d else d
+
+
+# ------------------------------------------------------------------------------------------------ widths
+def ddr_bits(cfg: AccelConfig) -> int:
+    return 16 * cfg.d               # dfx.hw.top: the DDR port moves one VBUF entry per beat
+
+
+def ring_bits(cfg: AccelConfig) -> int:
+    return 16 * cfg.d               # dfx.hw.top: one VBUF entry per ring beat
+
+
+def m_axi_ports(cfg: AccelConfig) -> dict[str, int]:
+    """m_axi interface -> data width in bits."""
+    out = {regmap.hbm_port_name(c): cfg.hbm_width for c in range(cfg.hbm_channels)}
+    out["m_axi_ddr"] = ddr_bits(cfg)
+    return out
+
+
+def bank_map(cfg: AccelConfig) -> dict[str, str]:
+    """m_axi interface -> Vitis memory bank (as in the connectivity `sp=` lines)."""
+    out = {regmap.hbm_port_name(c): f"HBM[{c}]" for c in range(cfg.hbm_channels)}
+    out["m_axi_ddr"] = "DDR[0]"
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ files
+def kernel_xml(cfg: AccelConfig) -> str:
+    """kernel.xml of the RTL kernel: one arg per kernel-argument register of `dfx.regmap`, plus the ring."""
+    root = ET.Element("root", versionMajor="1", versionMinor="6")
+    k = ET.SubElement(root, "kernel", name=KERNEL, language="ip_c", vlnv=f"dfx.org:kernel:{KERNEL}:1.0",
+                      attributes="", preferredWorkGroupSizeMultiple="0", workGroupSize="1", interrupt="true",
+                      hwControlProtocol="ap_ctrl_hs")
+    ports = ET.SubElement(k, "ports")
+    ET.SubElement(ports, "port", name="s_axi_control", mode="slave", range=f"0x{regmap.span(cfg):x}",
+                  dataWidth="32", portType="addressable", base="0x0")
+    for name, bits in m_axi_ports(cfg).items():
+        ET.SubElement(ports, "port", name=name, mode="master", range="0xFFFFFFFFFFFFFFFF", dataWidth=str(bits),
+                      portType="addressable", base="0x0")
+    for name, mode in (("ring_tx", "write_only"), ("ring_rx", "read_only")):
+        ET.SubElement(ports, "port", name=name, mode=mode, dataWidth=str(ring_bits(cfg)), portType="stream")
+    args = ET.SubElement(k, "args")
+    i = 0
+    for r in regmap.regmap(cfg):
+        if r.arg is None:
+            continue
+        size = f"0x{r.width // 8:x}"
+        if r.arg == "pointer":
+            ET.SubElement(args, "arg", name=r.name.lower(), addressQualifier="1", id=str(i), port=r.port,
+                          size=size, offset=f"0x{r.offset:x}", type="void*", hostOffset="0x0", hostSize=size)
+        else:
+            ET.SubElement(args, "arg", name=r.name.lower(), addressQualifier="0", id=str(i), port="s_axi_control",
+                          size=size, offset=f"0x{r.offset:x}", type="uint", hostOffset="0x0", hostSize=size)
+        i += 1
+    for name in ("ring_tx", "ring_rx"):
+        ET.SubElement(args, "arg", name=name, addressQualifier="4", id=str(i), port=name, size="0x8",
+                      offset="0x0", type=f"stream<ap_axiu<{ring_bits(cfg)},0,0,0>>&", hostOffset="0x0",
+                      hostSize="0x8", memSize="0")
+        i += 1
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def connectivity(cfg: AccelConfig, ring: bool = False) -> str:
+    """The v++ --link config: one compute unit, every m_axi port on its bank, the ring. No `[clock]` section:
+    the U280 platform's kernel clock 0 is scalable and set by `--kernel_frequency` (build.sh); `freqHz=` is
+    for platforms with fixed clocks (UG1393, --clock options). No `slr=`: see docs/board_flow.md, Placement."""
+    lines = [f"# v++ --link config for {KERNEL} (config {_label(cfg.name)}, hash {cfg.config_hash}); generated by "
+             "`dfx build`, do not edit", "[connectivity]", f"nk={KERNEL}:1:{CU}"]
+    lines += [f"sp={CU}.{port}:{bank}" for port, bank in bank_map(cfg).items()]
+    if ring:
+        lines += [f"nk={RING_KERNEL}:1:{RING_CU}",
+                  f"stream_connect={CU}.ring_tx:{RING_CU}.s_axis_tx",
+                  f"stream_connect={RING_CU}.m_axis_rx:{CU}.ring_rx",
+                  f"connect=io_clk_qsfp0_refclka_00:{RING_CU}/gt_refclk0",
+                  f"connect={RING_CU}/gt_port0:io_gt_qsfp0_00",
+                  f"connect=io_clk_qsfp1_refclka_00:{RING_CU}/gt_refclk1",
+                  f"connect={RING_CU}/gt_port1:io_gt_qsfp1_00",
+                  f"connect={RING_CU}/init_clk:ii_level0_wire/ulp_m_aclk_freerun_ref_00"]
+    else:
+        lines += ["# a ring of one card: the router's output comes straight back (1-device programs)",
+                  f"stream_connect={CU}.ring_tx:{CU}.ring_rx"]
+    lines += ["# placement: no slr= (why: docs/board_flow.md, Placement)", ""]
+    return "\n".join(lines)
+
+
+def _label(text: str) -> str:
+    """`text` for a comment line of a generated script (no newline, quote or escape can end the comment)."""
+    return re.sub(r"[^\w.+-]", "_", text)
+
+
+_TCL_SPECIAL = re.compile(r'([\\$\[\]{}";\s#])')
+
+
+def tcl_word(text: str) -> str:
+    """`text` as one Tcl word, every character taken literally (backslash-escaped, newlines as \\n)."""
+    if not text:
+        return "{}"
+    return _TCL_SPECIAL.sub(lambda m: {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(m.group(1), "\\" + m.group(1)),
+                            text)
+
+
+def _ctrl_registers(cfg: AccelConfig) -> list[regmap.Register]:
+    """The registers package_xo.tcl declares: the ap_ctrl_hs block below 0x10 and every kernel argument."""
+    return [r for r in regmap.regmap(cfg) if r.arg is not None or r.offset < 0x10]
+
+
+def _tcl_registers(cfg: AccelConfig) -> str:
+    return "\n".join(f"set reg [ipx::add_register {r.name.lower()} $blk]; set_property address_offset "
+                     f"0x{r.offset:x} $reg; set_property size {r.width} $reg" for r in _ctrl_registers(cfg))
+
+
+def _tcl_pointer_refs(cfg: AccelConfig) -> str:
+    return "\n".join(f"set p [ipx::add_register_parameter ASSOCIATED_BUSIF [ipx::get_registers {r.name.lower()} "
+                     f"-of_objects $blk]]; set_property value {r.port} $p"
+                     for r in regmap.regmap(cfg) if r.arg == "pointer")
+
+
+def package_tcl(cfg: AccelConfig, board: dict) -> str:
+    busifs = ["s_axi_control", *m_axi_ports(cfg), "ring_tx", "ring_rx"]
+    return Template((BOARD_DIR / "u280" / "package_xo.tcl.in").read_text()).substitute(
+        kernel=KERNEL, config_name=_label(cfg.name), config_hash=cfg.config_hash, part=tcl_word(_v(board, "part")),
+        all_busifs=" ".join(busifs), freq_hz=clock_hz(cfg), span=regmap.span(cfg),
+        registers=_tcl_registers(cfg), pointer_refs=_tcl_pointer_refs(cfg))
+
+
+def clock_hz(cfg: AccelConfig) -> int:
+    return int(round(cfg.clock_mhz * 1e6))
+
+
+def kernel_frequency(cfg: AccelConfig) -> str:
+    """v++ --kernel_frequency: the platform's scalable clock 0 (ap_clk) at the config's clock, in MHz."""
+    return f"0:{cfg.clock_mhz:g}"
+
+
+def commands(board: dict, cfg: AccelConfig, devices: int = 1) -> list[list[str]]:
+    """The tool invocations, as argument lists, run in the tree (build.sh and `build_tree` run exactly these).
+    More than one device: the Aurora cores and the ring kernel first, then the link with both kernels."""
+    plat, part = _v(board, "vitis", "platform_full"), _v(board, "part")
+    ring = devices > 1
+    xos = [f"{KERNEL}.xo"] + ([f"{RING_DIR}/{RING_KERNEL}.xo"] if ring else [])
+    return ((ring_build.commands(part) if ring else [])
+            + [["vivado", "-mode", "batch", "-source", "package_xo.tcl", "-tclargs", part],
+               ["v++", "--link", "-t", "hw", "--platform", plat, "--config",
+                "connectivity_ring.cfg" if ring else "connectivity.cfg", "--kernel_frequency", kernel_frequency(cfg),
+                "-o", f"{KERNEL}_u280.xclbin", *xos]])
+
+
+def build_sh(cmds: list[list[str]]) -> str:
+    return ("#!/bin/sh\n# Generated by `dfx build`: package the core, link the xclbin.\nset -e\n"
+            'cd "$(dirname "$0")"\n' + "\n".join(shlex.join(c) for c in cmds) + "\n")
