@@ -16,7 +16,7 @@ from dfx.config import AccelConfig
 from dfx.errors import UsageError
 
 from . import ring_build
-from .ring_build import RING_CU, RING_DIR, RING_KERNEL, BuildError
+from .ring_build import RING_CU, RING_DIR, RING_KERNEL, BuildError, ring_bits
 
 BOARDS = ("u280",)
 KERNEL = "dfx_core"
@@ -42,10 +42,6 @@ def _v(d: dict, *path):
 # ------------------------------------------------------------------------------------------------ widths
 def ddr_bits(cfg: AccelConfig) -> int:
     return 16 * cfg.d               # dfx.hw.top: the DDR port moves one VBUF entry per beat
-
-
-def ring_bits(cfg: AccelConfig) -> int:
-    return 16 * cfg.d               # dfx.hw.top: one VBUF entry per ring beat
 
 
 def m_axi_ports(cfg: AccelConfig) -> dict[str, int]:

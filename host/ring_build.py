@@ -53,6 +53,7 @@ def _hw():
 
 
 def ring_bits(cfg: AccelConfig) -> int:
+    """The ring streams' data width, the core's and the ring kernel's: one VBUF entry per beat (dfx.hw.top)."""
     return 16 * cfg.d
 
 
