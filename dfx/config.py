@@ -45,6 +45,8 @@ def _pow2(x: int) -> bool:
     return x > 0 and (x & (x - 1)) == 0
 
 
+DIM_MAX = 1024                       # the largest d and l a config may ask for
+
 @dataclass(frozen=True)
 class AccelConfig:
     name: str = "custom"
@@ -76,6 +78,10 @@ class AccelConfig:
         for f in ("d", "l", "vpu_width", "hbm_channels"):
             if not _pow2(getattr(self, f)):
                 raise ConfigError(f"AccelConfig.{f} must be a power of two, not {getattr(self, f)}")
+        for f in ("d", "l"):
+            if getattr(self, f) > DIM_MAX:
+                raise ConfigError(f"AccelConfig.{f} must be <= {DIM_MAX} (the MPU's tile, the simulator's VBUF of "
+                                  f"vbuf_entries x d elements), not {getattr(self, f)}")
         if self.hbm_width % 64 or not _pow2(self.hbm_width):
             raise ConfigError(f"AccelConfig.hbm_width must be a power of two multiple of 64 bits, not {self.hbm_width}")
         if self.vpu_width > self.d:

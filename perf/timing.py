@@ -108,8 +108,11 @@ class SerialCosts:
 def serial_costs(cfg: AccelConfig) -> SerialCosts:
     """The RTL's cycle counts for `cfg`, read from the hw/ classes (one source for the model, the calibration
     and the RTL; tests/hw/test_core.py checks them against the RTL's measured cycles)."""
-    vpu = VPU(cfg, **VectorEngine.vpu_params(cfg))                  # the core's VPU
-    mpu = MPU(cfg, **MatrixEngine.mpu_params(cfg))                  # the core's MPU
+    try:
+        vpu = VPU(cfg, **VectorEngine.vpu_params(cfg))              # the core's VPU
+        mpu = MPU(cfg, **MatrixEngine.mpu_params(cfg))              # the core's MPU
+    except ValueError as e:                                         # a config the RTL core is not built for
+        raise PerfError(f"no RTL cycle counts for config {cfg.name!r}: {e}") from None
     return SerialCosts(
         issue_cycles=Core.ISSUE_CYCLES, wake=Core.WAKE_CYCLES, fence=Core.FENCE_CYCLES,
         setup={"mpu": MatrixEngine.SETUP_CYCLES, "vpu": VectorEngine.SETUP_CYCLES, "dma": DmaEngine.SETUP_CYCLES},

@@ -124,3 +124,15 @@ def test_tile_scale_in_a_config_file(tmp_path):
     p.write_text(json.dumps({**PRESETS["tiny"].to_dict(), "tile_scale": "yes"}))
     with pytest.raises(ConfigError, match="AccelConfig.tile_scale must be a bool"):
         load_config(str(p))
+
+
+def test_tile_dimensions_are_bounded():
+    """A d or l past `DIM_MAX` (a mutated manifest's config) is one ConfigError, not a simulator that asks numpy
+    for terabytes."""
+    import pytest
+
+    from dfx.config import DIM_MAX, PRESETS
+    from dfx.errors import ConfigError
+    for f in ("d", "l"):
+        with pytest.raises(ConfigError, match=f"AccelConfig.{f} must be <= {DIM_MAX}"):
+            PRESETS["tiny"].replace(**{f: 2 * DIM_MAX})

@@ -219,3 +219,13 @@ def test_tile_scaled_core_moves_the_scale_multiply_after_the_tree():
     assert scaled.cost(op, f, 1).latency - plain.cost(op, f, 1).latency == plain.mul32
     assert (scaled.cost(op, q, 1, ctx).latency - plain.cost(op, q, 1, ctx).latency
             == (1 + plain.mul32) - (plain.mul32 + plain.rnd))
+
+
+def test_rtl_cycle_counts_of_a_config_no_core_is_built_for_are_one_error():
+    """The RTL's cycle counts need the core's VPU (vpu_width == d): a config with a narrower VPU is a PerfError
+    (one line), not the VPU constructor's ValueError."""
+    from dfx.config import PRESETS
+    from dfx.errors import PerfError
+    from dfx.perf.timing import serial_costs
+    with pytest.raises(PerfError, match="no RTL cycle counts"):
+        serial_costs(PRESETS["tiny"].replace(d=16))
